@@ -1,0 +1,372 @@
+"""Subliminal learning on MNIST (Cloud et al. 2025, Sec. 6.2, Fig. 10b), every control, many seeds at once.
+
+    python train.py configs/subliminal_mnist.py                        # 10 seeds, a few minutes on a laptop CPU
+    python train.py configs/subliminal_mnist.py --n_seeds=100          # the paper's scale (a GPU: seconds)
+    python train.py configs/subliminal_mnist_cross_init.py             # sweeps: see configs/
+
+The pipeline, per group of seeds (all seeds at once on a GPU):
+ 1. reference: S fresh MLPs 784-256-256-(10+m), one init per seed index k.
+ 2. teacher:   each reference trained on the 10 class logits only (the m aux logits get zero gradient).
+ 3. noise:     each seed its own fixed set of 60,000 Uniform[-1, 1] images (reshuffled each epoch);
+               the teacher's logits on it are computed once (the teacher is frozen).
+ 4. students, each distilled from teacher k on noise set k, on the aux logits only or on all logits:
+      student_*     start from reference k (the teacher's own init)
+      cross_*       start from reference perm[k], perm a derangement (another seed's init)
+      cross_head_*  hidden layers from reference perm[k], output layer from reference k
+    All students of seed k see the same noise in the same order, so conditions are paired.
+ 5. accuracy:  argmax of the 10 class logits on the 10,000 test images.
+
+results.json: {"conditions": {NAME: {"mean", "ci95": [lo, hi], "per_seed"}}, "n_seeds", "config", "seconds"};
+with a `sweep` it holds {"sweep": {"keys": [...], "cells": [{"params": {...}, "conditions": {...}}]}} instead.
+"""
+import dataclasses
+import itertools
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from data import mnist
+from eval import accuracy, fmt_stat, summarize
+from model import SeedMLP, generator, init_mlp_params
+from train import ConfigError, build_config, load_weights, save_weights, train_classifier, train_distill, write_json
+
+CONDITIONS = ("reference", "teacher", "student_aux", "student_all", "cross_aux", "cross_all",
+              "cross_head_aux", "cross_head_all")
+# arXiv v1 Fig. 10b, read from the vector figure (100 runs): the default protocol's published values
+PAPER = {"reference": 0.0998, "teacher": 0.9434, "student_aux": 0.5284, "student_all": 0.9126,
+         "cross_aux": 0.1061, "cross_all": 0.7427}
+
+
+@dataclass(frozen=True)
+class Config:
+    # data
+    dataset: str = "mnist"             # mnist | fashion
+    data_dir: str = "data"             # files in data_dir/mnist/ (or data_dir/fashion-mnist/)
+    download: bool = True
+    # model: 784 -> width x depth -> 10 + m
+    width: int = 256
+    depth: int = 2
+    m: int = 3                         # auxiliary logits
+    init: str = "paper"                # paper: N(0, 1/sqrt(d_in)) weights, zero biases | torch: nn.Linear default
+    # teacher
+    epochs: int = 5
+    lr: float = 3e-4                   # Adam, teacher and students
+    batch_size: int = 1024
+    # students
+    distill_epochs: int = 5
+    loss: str = "kl"                   # kl: KL(teacher || student) | mse: on raw logits
+    temperature: float = 1.0
+    distill_inputs: str = "noise"      # noise | real (the MNIST train images)
+    noise: str = "uniform"             # uniform: U[-1, 1] | gaussian: N(0, 1/3), same mean and variance
+    fresh_noise: bool = False          # a new noise set every epoch instead of one fixed set
+    n_noise: int = 60000               # size of each seed's noise set
+    init_perturbation: float = 0.0     # student_* weights = teacher's init + sigma * init std * N(0, 1)
+    conditions: tuple = CONDITIONS[:6]  # which conditions to run (cross_head_* are off by default)
+    # seeds
+    n_seeds: int = 10
+    seed: int = 0
+    seed_chunk: int = 0                # seeds trained at once; 0 = all on CUDA, 16 on CPU (bounds memory)
+    sweep: dict = field(default_factory=dict)  # e.g. {"m": [3, 10, 50]}: one run per grid cell
+    # system
+    device: str = "auto"               # auto = cuda when available
+    tf32: bool = True                  # TF32 matmuls on CUDA
+    bf16: bool = False                 # bf16 autocast
+    compile: bool = False              # torch.compile the MLP
+    save_weights: bool = True          # every model of every seed, as safetensors
+    out_dir: str = ""                  # default out/<config name>/<UTC time>
+    resume: bool = True                # reuse finished seed groups found in out_dir
+
+
+def validate(cfg):
+    checks = [
+        (cfg.dataset in mnist.DATASETS, f"dataset must be one of {list(mnist.DATASETS)}"),
+        (cfg.init in ("paper", "torch"), "init must be 'paper' or 'torch'"),
+        (cfg.loss in ("kl", "mse"), "loss must be 'kl' or 'mse'"),
+        (cfg.distill_inputs in ("noise", "real"), "distill_inputs must be 'noise' or 'real'"),
+        (cfg.noise in ("uniform", "gaussian"), "noise must be 'uniform' or 'gaussian'"),
+        (all(c in CONDITIONS for c in cfg.conditions), f"conditions must be among {list(CONDITIONS)}"),
+        (cfg.m >= 1 and cfg.width >= 1 and cfg.depth >= 1, "m, width and depth must be >= 1"),
+        (cfg.n_seeds >= 1 and cfg.seed_chunk >= 0, "n_seeds must be >= 1 and seed_chunk >= 0"),
+        (cfg.temperature > 0 and cfg.lr > 0 and cfg.batch_size >= 1, "temperature, lr and batch_size must be > 0"),
+        (cfg.init_perturbation >= 0, "init_perturbation must be >= 0"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise ConfigError(msg)
+
+
+def derangement(n, seed):
+    """The cross-init partner of each seed index: a uniformly random permutation with no fixed point,
+    so no cross student starts from its own teacher's init. With one seed the partner is index 1 (an
+    init no teacher of this run uses)."""
+    if n == 1:
+        return [1]
+    g = torch.Generator().manual_seed(seed)
+    while True:  # rejection: about e tries on average
+        p = torch.randperm(n, generator=g)
+        if not (p == torch.arange(n)).any():
+            return p.tolist()
+
+
+def load_data(cfg, device):
+    d = mnist.load(cfg.data_dir, cfg.dataset, download=cfg.download)
+    prep = lambda a: torch.from_numpy(a).to(device).flatten(1).float().div_(127.5).sub_(1.0)  # [N, 784] in [-1, 1]
+    return prep(d["train_x"]), torch.from_numpy(d["train_y"]).to(device), prep(d["test_x"]), torch.from_numpy(d["test_y"]).to(device)
+
+
+def make_noise(cfg, seeds, epoch, device):
+    """Each seed's own noise set [S, n_noise, 784], from its own generator."""
+    out = torch.empty(len(seeds), cfg.n_noise, 784, device=device)
+    for i, k in enumerate(seeds):
+        g = generator(device, cfg.seed, k, "noise", epoch if cfg.fresh_noise else 0)
+        if cfg.noise == "uniform":
+            out[i].uniform_(-1, 1, generator=g)
+        else:
+            out[i].normal_(0, 3 ** -0.5, generator=g)
+    return out
+
+
+@torch.no_grad()
+def teacher_logits(teacher, inputs, batch_size=8192):
+    """The frozen teacher's logits on every input: [S, N, 10 + m] (inputs [S, N, D] or shared [N, D])."""
+    N = inputs.shape[-2]
+    return torch.cat([teacher(inputs[..., i:i + batch_size, :]) for i in range(0, N, batch_size)], 1).float()
+
+
+def student_init(cond, ref, partner, cfg, seeds, device):
+    """Initial parameters of a student for one condition, from the references of this seed group."""
+    if cond.startswith("student"):
+        params = {k: v.clone() for k, v in ref.items()}
+        if cfg.init_perturbation > 0:  # weights only (paper init has zero biases)
+            for name, w in params.items():
+                if name.startswith("weights"):
+                    g = [generator(device, cfg.seed, k, "perturb", name) for k in seeds]
+                    eps = torch.stack([torch.randn(w.shape[1:], generator=gi, device=device) for gi in g])
+                    std = w.shape[1] ** -0.5 if cfg.init == "paper" else (3 * w.shape[1]) ** -0.5
+                    w += cfg.init_perturbation * std * eps
+        return params
+    if cond.startswith("cross_head"):
+        last = cfg.depth
+        return {k: (ref[k] if k in (f"weights.{last}", f"biases.{last}") else partner[k]).clone() for k in ref}
+    return {k: v.clone() for k, v in partner.items()}  # cross_*
+
+
+def run_group(cfg, seeds, partners, data, device, log):
+    """The whole pipeline for one group of seed indices -> ({condition: [acc per seed]}, {model: params})."""
+    train_x, train_y, test_x, test_y = data
+    sizes = [784] + [cfg.width] * cfg.depth + [10 + cfg.m]
+    amp = cfg.bf16
+    ref = init_mlp_params(seeds, sizes, 10, cfg.init, device, cfg.seed)
+    partner = init_mlp_params(partners, sizes, 10, cfg.init, device, cfg.seed)
+    S = len(seeds)
+
+    def new_model(params):
+        model = SeedMLP(S, sizes).to(device)
+        model.load_seeds(params)
+        return torch.compile(model) if cfg.compile else model
+
+    acc, weights = {}, {}
+    model = new_model(ref)
+    acc["reference"] = accuracy(model, test_x, test_y)
+    gens = [generator(device, cfg.seed, k, "teacher_order") for k in seeds]
+    train_classifier(model, train_x, train_y, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
+                     gens=gens, amp=amp, log=log, desc="teacher")
+    teacher = model
+    acc["teacher"] = accuracy(teacher, test_x, test_y)
+    weights["reference"], weights["teacher"] = ref, getattr(teacher, "_orig_mod", teacher).params()
+
+    if cfg.distill_inputs == "noise":
+        inputs_for = lambda epoch: make_noise(cfg, seeds, epoch, device)
+    else:
+        inputs_for = lambda epoch: train_x
+    inputs = inputs_for(0)
+    targets = teacher_logits(teacher, inputs)
+    refresh = (lambda epoch: (lambda x: (x, teacher_logits(teacher, x)))(inputs_for(epoch))) if cfg.fresh_noise else None
+    aux, every = list(range(10, 10 + cfg.m)), list(range(10 + cfg.m))
+    for cond in cfg.conditions:
+        if cond in ("reference", "teacher"):
+            continue
+        student = new_model(student_init(cond, ref, partner, cfg, seeds, device))
+        gens = [generator(device, cfg.seed, k, "distill_order") for k in seeds]  # same order in every condition
+        train_distill(student, inputs, targets, aux if cond.endswith("aux") else every, epochs=cfg.distill_epochs,
+                      lr=cfg.lr, batch_size=cfg.batch_size, gens=gens, loss=cfg.loss, temperature=cfg.temperature,
+                      amp=amp, refresh=refresh, log=log, desc=cond)
+        acc[cond] = accuracy(student, test_x, test_y)
+        weights[cond] = getattr(student, "_orig_mod", student).params()
+    return {c: acc[c].tolist() for c in cfg.conditions}, weights
+
+
+def run_cell(cfg, run, data, cell_name, params=None):
+    """All seeds of one configuration, in groups of seed_chunk, resuming finished groups -> {cond: STAT}."""
+    device = torch.device(cfg.device)
+    chunk = cfg.seed_chunk or (cfg.n_seeds if device.type == "cuda" else 16)
+    partners = derangement(cfg.n_seeds, cfg.seed)
+    per_seed = {c: [] for c in cfg.conditions}
+    groups = [list(range(i, min(i + chunk, cfg.n_seeds))) for i in range(0, cfg.n_seeds, chunk)]
+    for gi, seeds in enumerate(groups):
+        done = run.dir / f"{cell_name}_group{gi}.json"
+        if cfg.resume and done.exists():
+            saved = json.loads(done.read_text())
+            if saved["seeds"] == seeds:
+                for c in cfg.conditions:
+                    per_seed[c] += saved["accuracy"][c]
+                print(f"[{cell_name}] seeds {seeds[0]}..{seeds[-1]}: resumed from {done.name}")
+                continue
+        t0 = time.time()
+        log = lambda **r: run.log(cell=cell_name, group=gi, **(params or {}), **r)
+        acc, weights = run_group(cfg, seeds, [partners[k] for k in seeds], data, device, log)
+        if cfg.save_weights:
+            save_weights(run.dir / f"{cell_name}_group{gi}", {f"{m}.{n}": t for m, p in weights.items() for n, t in p.items()},
+                         {"seeds": seeds, "partners": [partners[k] for k in seeds], "sizes": [784] + [cfg.width] * cfg.depth + [10 + cfg.m]})
+        write_json(done, {"seeds": seeds, "accuracy": acc, "seconds": time.time() - t0})
+        for c in cfg.conditions:
+            per_seed[c] += acc[c]
+        print(f"[{cell_name}] seeds {seeds[0]}..{seeds[-1]} in {time.time() - t0:.1f}s: " +
+              ", ".join(f"{c} {sum(acc[c]) / len(acc[c]):.3f}" for c in cfg.conditions))
+    return {c: summarize(v) for c, v in per_seed.items()}
+
+
+def table(stats, n_seeds, paper=True):
+    lines = ["| condition | test accuracy (mean ± 95% CI) | n | paper, Fig. 10b |", "|---|---|---|---|"]
+    for c, s in stats.items():
+        ref = f"{PAPER[c]:.3f}" if paper and c in PAPER else ""
+        lines.append(f"| {c} | {fmt_stat(s)} | {n_seeds} | {ref} |")
+    return "\n".join(lines)
+
+
+def is_paper_protocol(cfg):
+    base = Config()
+    keys = ("dataset", "width", "depth", "m", "init", "epochs", "lr", "batch_size", "distill_epochs", "loss",
+            "temperature", "distill_inputs", "noise", "fresh_noise", "n_noise", "init_perturbation")
+    return all(getattr(cfg, k) == getattr(base, k) for k in keys)
+
+
+def run(cfg, run):
+    validate(cfg)
+    device = torch.device(cfg.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
+        torch.backends.cudnn.allow_tf32 = cfg.tf32
+    t0 = time.time()
+    data = load_data(cfg, device)
+    if not cfg.sweep:
+        stats = run_cell(cfg, run, data, "main")
+        results = {"conditions": stats, "n_seeds": cfg.n_seeds, "seconds": time.time() - t0,
+                   "config": dataclasses.asdict(cfg)}
+        md = table(stats, cfg.n_seeds, paper=is_paper_protocol(cfg))
+        run.save_results(results, md)
+        plot_bars(stats, cfg, run.dir / "accuracy.png")
+    else:
+        keys = list(cfg.sweep)
+        cells = []
+        for values in itertools.product(*(cfg.sweep[k] for k in keys)):
+            params = dict(zip(keys, values))
+            cell_cfg = build_config(Config, {**dataclasses.asdict(cfg), **params, "sweep": {}}, source="sweep")
+            validate(cell_cfg)
+            name = "_".join(f"{k}-{v}" for k, v in params.items())
+            cells.append({"params": params, "conditions": run_cell(cell_cfg, run, data, name, params)})
+        results = {"sweep": {"keys": keys, "cells": cells}, "n_seeds": cfg.n_seeds, "seconds": time.time() - t0,
+                   "config": dataclasses.asdict(cfg)}
+        md = "\n\n".join(f"**{', '.join(f'{k} = {v}' for k, v in c['params'].items())}**\n\n" +
+                         table(c["conditions"], cfg.n_seeds, paper=False) for c in cells)
+        run.save_results(results, md)
+        plot_sweep(results, cfg, run.dir / "sweep.png")
+    print(md)
+    print(f"\nresults, table and figure in {run.dir}")
+
+
+# ----------------------------------------------------------------------------------------------------
+# figures
+
+COLORS = {"reference": "#9e9e9e", "teacher": "#1f77b4", "student_aux": "#d62728", "student_all": "#ff9896",
+          "cross_aux": "#2ca02c", "cross_all": "#98df8a", "cross_head_aux": "#9467bd", "cross_head_all": "#c5b0d5"}
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_bars(stats, cfg, path):
+    """Bars with 95% CIs and each seed as a dot, in the style of the paper's Fig. 10b."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(1.1 * len(stats) + 2, 3.6))
+    for i, (c, s) in enumerate(stats.items()):
+        err = None if s["ci95"] is None else [[s["mean"] - s["ci95"][0]], [s["ci95"][1] - s["mean"]]]
+        ax.bar(i, s["mean"], color=COLORS[c], yerr=err, capsize=4)
+        jitter = torch.linspace(-0.25, 0.25, len(s["per_seed"])).tolist()
+        ax.scatter([i + j for j in jitter], s["per_seed"], s=4, color="k", alpha=0.4, zorder=3)
+    ax.axhline(0.1, ls="--", color="k", lw=0.8, label="chance")
+    ax.set_xticks(range(len(stats)), [c.replace("_", "\n") for c in stats], fontsize=8)
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"{cfg.dataset}, m = {cfg.m}, {cfg.n_seeds} seeds, 95% CI", fontsize=9)
+    ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+def plot_sweep(results, cfg, path):
+    """Accuracy of each condition against the first sweep key; one line per value of the other keys."""
+    plt = _plt()
+    keys, cells = results["sweep"]["keys"], results["sweep"]["cells"]
+    x_key, rest = keys[0], keys[1:]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    groups = {}
+    for c in cells:
+        groups.setdefault(tuple(c["params"][k] for k in rest), []).append(c)
+    styles = ["-", "--", ":", "-."]
+    numeric = all(isinstance(c["params"][x_key], (int, float)) for c in cells)
+    for gi, (gkey, gcells) in enumerate(groups.items()):
+        for cond in gcells[0]["conditions"]:
+            if cond == "reference":
+                continue
+            xs = [c["params"][x_key] if numeric else i for i, c in enumerate(gcells)]
+            ms = [c["conditions"][cond]["mean"] for c in gcells]
+            lo = [m - (c["conditions"][cond]["ci95"] or [m, m])[0] for m, c in zip(ms, gcells)]
+            hi = [(c["conditions"][cond]["ci95"] or [m, m])[1] - m for m, c in zip(ms, gcells)]
+            label = cond + ("" if not rest else " (" + ", ".join(f"{k}={v}" for k, v in zip(rest, gkey)) + ")")
+            ax.errorbar(xs, ms, yerr=[lo, hi], color=COLORS[cond], ls=styles[gi % 4], marker="o", ms=3, capsize=3, label=label)
+    if numeric and all(c["params"][x_key] > 0 for c in cells) and max(c["params"][x_key] for c in cells) / \
+            min(c["params"][x_key] for c in cells) >= 20:
+        ax.set_xscale("log")
+    ax.axhline(0.1, ls="--", color="k", lw=0.8)
+    ax.set_xlabel(x_key)
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"{cfg.dataset}, {cfg.n_seeds} seeds per point, 95% CI", fontsize=9)
+    ax.legend(fontsize=6, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------------------
+# python eval.py RUN_DIR
+
+def reevaluate(run_dir):
+    """Reload every saved model of a finished run and recompute its test accuracies."""
+    raw = json.loads((run_dir / "config.json").read_text())
+    raw.pop("experiment", None)
+    cfg = build_config(Config, raw, source=str(run_dir / "config.json"))
+    device = torch.device(cfg.device if cfg.device != "cuda" or torch.cuda.is_available() else "cpu")
+    _, _, test_x, test_y = load_data(cfg, device)
+    files = sorted(run_dir.glob("*_group*.safetensors"))
+    if not files:
+        raise ConfigError(f"no saved models in {run_dir} (was it run with save_weights=False?)")
+    for f in files:
+        tensors, meta = load_weights(f.with_suffix(""), device)
+        sizes, seeds = meta["sizes"], meta["seeds"]
+        names = sorted({k.split(".")[0] for k in tensors})
+        accs = {}
+        for name in names:
+            model = SeedMLP(len(seeds), sizes).to(device)
+            model.load_seeds({k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(name + ".")})
+            accs[name] = accuracy(model, test_x, test_y).mean().item()
+        print(f"{f.name}: " + ", ".join(f"{n} {a:.3f}" for n, a in accs.items()))
