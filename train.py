@@ -225,6 +225,7 @@ def seed_permutations(gens, n, device):
 
 
 def make_adam(params, lr):
+    params = list(params)  # a generator would be used up by the check below
     fused = all(p.is_cuda for p in params)
     return torch.optim.Adam(params, lr=lr, fused=fused or None)
 

@@ -113,7 +113,7 @@ def derangement(n, seed):
 
 def load_data(cfg, device):
     d = mnist.load(cfg.data_dir, cfg.dataset, download=cfg.download)
-    prep = lambda a: torch.from_numpy(a).to(device).flatten(1).float().div_(127.5).sub_(1.0)  # [N, 784] in [-1, 1]
+    prep = lambda a: torch.from_numpy(a.copy()).to(device).flatten(1).float().div_(127.5).sub_(1.0)  # [N, 784] in [-1, 1]
     return prep(d["train_x"]), torch.from_numpy(d["train_y"]).to(device), prep(d["test_x"]), torch.from_numpy(d["test_y"]).to(device)
 
 
