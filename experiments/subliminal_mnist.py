@@ -46,6 +46,7 @@ class Config:
     dataset: str = "mnist"             # mnist | fashion
     data_dir: str = "data"             # files in data_dir/mnist/ (or data_dir/fashion-mnist/)
     download: bool = True
+    n_train: int = 0                   # use only the first n_train training images (0 = all; for quick runs)
     # model: 784 -> width x depth -> 10 + m
     width: int = 256
     depth: int = 2
@@ -92,6 +93,8 @@ def validate(cfg):
         (cfg.n_seeds >= 1 and cfg.seed_chunk >= 0, "n_seeds must be >= 1 and seed_chunk >= 0"),
         (cfg.temperature > 0 and cfg.lr > 0 and cfg.batch_size >= 1, "temperature, lr and batch_size must be > 0"),
         (cfg.init_perturbation >= 0, "init_perturbation must be >= 0"),
+        (cfg.n_train >= 0 and cfg.n_noise >= 1 and cfg.epochs >= 0 and cfg.distill_epochs >= 0,
+         "n_train, epochs and distill_epochs must be >= 0 and n_noise >= 1"),
     ]
     for ok, msg in checks:
         if not ok:
@@ -114,7 +117,9 @@ def derangement(n, seed):
 def load_data(cfg, device):
     d = mnist.load(cfg.data_dir, cfg.dataset, download=cfg.download)
     prep = lambda a: torch.from_numpy(a.copy()).to(device).flatten(1).float().div_(127.5).sub_(1.0)  # [N, 784] in [-1, 1]
-    return prep(d["train_x"]), torch.from_numpy(d["train_y"]).to(device), prep(d["test_x"]), torch.from_numpy(d["test_y"]).to(device)
+    n = cfg.n_train or len(d["train_y"])
+    return (prep(d["train_x"][:n]), torch.from_numpy(d["train_y"][:n]).to(device),
+            prep(d["test_x"]), torch.from_numpy(d["test_y"]).to(device))
 
 
 def make_noise(cfg, seeds, epoch, device):
@@ -207,7 +212,7 @@ def run_cell(cfg, run, data, cell_name, params=None):
     per_seed = {c: [] for c in cfg.conditions}
     groups = [list(range(i, min(i + chunk, cfg.n_seeds))) for i in range(0, cfg.n_seeds, chunk)]
     for gi, seeds in enumerate(groups):
-        done = run.dir / f"{cell_name}_group{gi}.json"
+        done = run.dir / f"{cell_name}_group{gi}_acc.json"
         if cfg.resume and done.exists():
             saved = json.loads(done.read_text())
             if saved["seeds"] == seeds:

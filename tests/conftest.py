@@ -1,0 +1,22 @@
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+# tests read the real datasets from the project's data cache (.ci/run links ../shared/data there)
+DATA_DIR = ROOT / "data"
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+    yield
+
+
+def need_data(name="mnist"):
+    folder = DATA_DIR / name
+    return pytest.mark.skipif(not (folder / "t10k-labels-idx1-ubyte.gz").exists(),
+                              reason=f"real {name} files not in {folder} (.ci/run links them)")

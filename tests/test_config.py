@@ -1,0 +1,82 @@
+"""The config loader: a Python file + --key=value overrides -> a frozen, type-checked dataclass."""
+import dataclasses
+import json
+
+import pytest
+
+import train
+from train import ConfigError, load_config
+
+
+@pytest.fixture
+def cfg_file(tmp_path):
+    p = tmp_path / "exp.py"
+    p.write_text('experiment = "subliminal_mnist"\nm = 5\nlr = 1e-3\n_private = 3\n')
+    return str(p)
+
+
+def test_file_values_and_override_precedence(cfg_file):
+    _, cfg = load_config([cfg_file, "--m=7", "--device=cpu"])
+    assert cfg.m == 7 and cfg.lr == 1e-3 and cfg.device == "cpu"  # CLI beats file beats defaults
+    assert cfg.width == 256
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.m = 3
+
+
+def test_unknown_key_lists_valid_keys_and_hints(cfg_file):
+    with pytest.raises(ConfigError) as e:
+        load_config([cfg_file, "--n_seed=3"])
+    assert "Did you mean 'n_seeds'" in str(e.value) and "distill_epochs" in str(e.value)
+
+
+def test_wrong_type_and_int_to_float(cfg_file):
+    with pytest.raises(ConfigError, match="'m' must be int"):
+        load_config([cfg_file, "--m=2.5"])
+    with pytest.raises(ConfigError, match="'m' must be int"):
+        load_config([cfg_file, "--m=True"])  # a bool is not an int here
+    with pytest.raises(ConfigError, match="'download' must be bool"):
+        load_config([cfg_file, "--download=1"])
+    _, cfg = load_config([cfg_file, "--lr=1"])
+    assert cfg.lr == 1.0 and isinstance(cfg.lr, float)
+    _, cfg = load_config([cfg_file, "--conditions=['teacher']", "--sweep={'m': [1, 2]}"])
+    assert cfg.conditions == ("teacher",) and cfg.sweep == {"m": [1, 2]}
+
+
+def test_bad_arguments(cfg_file, tmp_path):
+    with pytest.raises(ConfigError, match="--key=value"):
+        load_config([cfg_file, "m=3"])
+    with pytest.raises(ConfigError, match="not found"):
+        load_config([str(tmp_path / "nope.py")])
+    (tmp_path / "noexp.py").write_text("m = 3\n")
+    with pytest.raises(ConfigError, match="must name its experiment"):
+        load_config([str(tmp_path / "noexp.py")])
+    (tmp_path / "bad.py").write_text('experiment = "nonexistent"\n')
+    with pytest.raises(ConfigError, match="unknown experiment 'nonexistent'.*subliminal_mnist"):
+        load_config([str(tmp_path / "bad.py")])
+
+
+def test_resolved_config_and_env_written(cfg_file, tmp_path):
+    module, cfg = load_config([cfg_file, f"--out_dir={tmp_path / 'run'}"])
+    assert cfg.device in ("cpu", "cuda")  # "auto" is resolved before it is saved
+    run = train.Run(cfg, "subliminal_mnist", argv=["train.py", cfg_file])
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["experiment"] == "subliminal_mnist" and saved["m"] == 5 and saved["device"] == cfg.device
+    env = json.loads((tmp_path / "run" / "env.json").read_text())
+    assert {"argv", "git_commit", "git_dirty", "torch", "numpy", "device", "threads"} <= set(env)
+    run.log(step=1, loss=0.5)
+    assert json.loads((tmp_path / "run" / "metrics.jsonl").read_text()) == {"step": 1, "loss": 0.5}
+    # a different config in the same directory is refused instead of mixing results
+    _, other = load_config([cfg_file, f"--out_dir={tmp_path / 'run'}", "--m=9"])
+    with pytest.raises(ConfigError, match="differs in: m"):
+        train.Run(other, "subliminal_mnist")
+
+
+def test_default_out_dir_is_named_after_config(cfg_file):
+    _, cfg = load_config([cfg_file])
+    assert cfg.out_dir.startswith("out/exp/")
+
+
+def test_main_prints_one_line_error_not_a_traceback(cfg_file, capsys):
+    assert train.main([cfg_file, "--bogus=1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown config key 'bogus'") and "Traceback" not in err

@@ -1,0 +1,212 @@
+"""The seed-batched MLP, its training loops, and the paper's Lemma 1 / Theorem 1 on it."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from experiments.subliminal_mnist import Config, derangement, make_noise, student_init
+from model import SeedMLP, generator, init_mlp_params
+from train import distill_loss, train_classifier, train_distill
+
+SIZES = [12, 16, 16, 4 + 3]  # 4 classes + 3 aux logits keep every test fast
+
+
+def plain_forward(params, s, x):
+    for i in range(len(SIZES) - 1):
+        x = x @ params[f"weights.{i}"][s] + params[f"biases.{i}"][s, 0]
+        x = torch.relu(x) if i < len(SIZES) - 2 else x
+    return x
+
+
+def model_from(params):
+    m = SeedMLP(params["weights.0"].shape[0], SIZES)
+    m.load_seeds(params)
+    return m
+
+
+@pytest.mark.parametrize("init", ["paper", "torch"])
+def test_batched_forward_equals_independent_mlps(init):
+    params = init_mlp_params(range(3), SIZES, 4, init, "cpu", 0)
+    model = model_from(params)
+    x = torch.randn(3, 5, 12)
+    out = model(x)
+    shared = model(x[0])  # inputs shared by every seed take the no-copy path
+    for s in range(3):
+        torch.testing.assert_close(out[s], plain_forward(params, s, x[s]))
+        torch.testing.assert_close(shared[s], plain_forward(params, s, x[0]))
+
+
+def test_init_statistics_and_nesting_in_m():
+    p = init_mlp_params(range(4), [400, 300, 13], 10, "paper", "cpu", 0)
+    assert abs(p["weights.0"].std().item() * math.sqrt(400) - 1) < 0.02 and p["biases.0"].abs().max() == 0
+    t = init_mlp_params(range(4), [400, 300, 13], 10, "torch", "cpu", 0)
+    assert t["weights.0"].abs().max() <= 1 / math.sqrt(400) and abs(t["weights.0"].std().item() * math.sqrt(1200) - 1) < 0.02
+    # models that differ only in m share hidden layers, class head and the first aux columns exactly
+    for init in ("paper", "torch"):
+        a = init_mlp_params([7], [20, 8, 10 + 3], 10, init, "cpu", 1)
+        b = init_mlp_params([7], [20, 8, 10 + 50], 10, init, "cpu", 1)
+        assert torch.equal(a["weights.0"], b["weights.0"]) and torch.equal(a["biases.0"], b["biases.0"])
+        assert torch.equal(a["weights.1"], b["weights.1"][..., :13]) and torch.equal(a["biases.1"], b["biases.1"][..., :13])
+    # seed k's init does not depend on which other seeds are drawn with it
+    assert torch.equal(init_mlp_params([2], SIZES, 4, "paper", "cpu", 0)["weights.1"][0],
+                       init_mlp_params(range(5), SIZES, 4, "paper", "cpu", 0)["weights.1"][2])
+
+
+def test_sgd_training_equals_independent_training():
+    params = init_mlp_params(range(3), SIZES, 4, "paper", "cpu", 0)
+    model = model_from(params)
+    plain = [{k: v[s].clone().requires_grad_() for k, v in params.items()} for s in range(3)]
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    opts = [torch.optim.SGD(p.values(), lr=0.1) for p in plain]
+    for step in range(5):
+        x, y = torch.randn(3, 8, 12), torch.randint(0, 4, (3, 8))
+        loss = F.cross_entropy(model(x)[..., :4].flatten(0, 1), y.flatten(), reduction="none").view(3, -1).mean(1).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        for s in range(3):
+            p = {k: v[None] for k, v in plain[s].items()}
+            l = F.cross_entropy(plain_forward(p, 0, x[s])[:, :4], y[s])
+            opts[s].zero_grad()
+            l.backward()
+            opts[s].step()
+    for s in range(3):
+        for k in params:
+            torch.testing.assert_close(model.get_parameter(k)[s], plain[s][k], atol=1e-6, rtol=1e-5)
+
+
+def test_seeds_are_independent_and_aux_head_untouched_by_teacher():
+    x, y = torch.randn(64, 12), torch.randint(0, 4, (64,))
+    params = init_mlp_params(range(3), SIZES, 4, "paper", "cpu", 0)
+    runs = []
+    for other in (1, 2):  # change only seed 1's data order
+        m = model_from(params)
+        gens = [generator("cpu", "t", 0), generator("cpu", "t", other), generator("cpu", "t", 2)]
+        train_classifier(m, x, y, epochs=2, lr=1e-2, batch_size=16, gens=gens, n_classes=4)
+        runs.append(m)
+    for s, same in ((0, True), (1, False), (2, True)):
+        for k, p in runs[0].named_parameters():
+            assert torch.equal(p[s], runs[1].get_parameter(k)[s]) == same, (k, s)
+    # every parameter trained (a generator consumed by the optimizer once froze the first layer) ...
+    for k, p in runs[0].named_parameters():
+        trained = p[..., :4] if k.endswith(".2") else p
+        assert (trained != params[k][..., :trained.shape[-1]]).all(-1).any(), k
+    # ... except the aux columns, which the class-logit loss never reaches: bit-for-bit their init
+    assert torch.equal(runs[0].weights[2][..., 4:], params["weights.2"][..., 4:])
+    assert torch.equal(runs[0].biases[2][..., 4:], params["biases.2"][..., 4:])
+
+
+def test_distillation_seeds_are_independent():
+    params = init_mlp_params(range(3), SIZES, 4, "paper", "cpu", 0)
+    inputs = torch.rand(3, 40, 12) * 2 - 1
+    targets = torch.randn(3, 40, 7)
+    out = []
+    for bump in (0.0, 1.0):
+        inp = inputs.clone()
+        inp[1] += bump  # change only seed 1's noise
+        m = model_from(params)
+        train_distill(m, inp, targets, [4, 5, 6], epochs=2, lr=1e-2, batch_size=16,
+                      gens=[generator("cpu", "d", s) for s in range(3)])
+        out.append(m)
+    for k, p in out[0].named_parameters():
+        assert torch.equal(p[0], out[1].get_parameter(k)[0]) and torch.equal(p[2], out[1].get_parameter(k)[2])
+    assert not torch.equal(out[0].weights[0][1], out[1].weights[0][1])  # seed 1 itself did change
+
+
+def test_distill_losses_closed_form():
+    s, t = torch.randn(2, 5, 3), torch.randn(2, 5, 3)
+    assert torch.allclose(distill_loss(t, t, "kl", 1.0), torch.zeros(2), atol=1e-6)
+    p = F.softmax(t / 2, -1)
+    manual = (p * (p.log() - F.log_softmax(s / 2, -1))).sum(-1).mean(1) * 4
+    torch.testing.assert_close(distill_loss(s, t, "kl", 2.0), manual)
+    torch.testing.assert_close(distill_loss(s, t, "mse", 1.0), ((s - t) ** 2).mean((1, 2)))
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 10, 100])
+def test_cross_pairing_is_a_derangement(n):
+    for seed in range(20):
+        p = derangement(n, seed)
+        assert sorted(p) == list(range(n)) and all(p[i] != i for i in range(n))
+    assert derangement(1, 0) == [1]  # one seed: partner is an init no teacher uses
+
+
+def test_student_inits():
+    cfg = Config(depth=2, init="paper")
+    ref = init_mlp_params([0, 1], SIZES, 4, "paper", "cpu", 0)
+    partner = init_mlp_params([1, 0], SIZES, 4, "paper", "cpu", 0)
+    same = student_init("student_aux", ref, partner, cfg, [0, 1], "cpu")
+    assert all(torch.equal(same[k], ref[k]) for k in ref)
+    cross = student_init("cross_aux", ref, partner, cfg, [0, 1], "cpu")
+    assert all(torch.equal(cross[k], partner[k]) for k in ref)
+    head = student_init("cross_head_aux", ref, partner, cfg, [0, 1], "cpu")
+    for k in ref:
+        assert torch.equal(head[k], ref[k] if k.endswith(".2") else partner[k])
+    pert = student_init("student_aux", ref, partner, Config(init_perturbation=0.5), [0, 1], "cpu")
+    for i, d_in in enumerate(SIZES[:-1]):
+        delta = pert[f"weights.{i}"] - ref[f"weights.{i}"]
+        assert abs(delta.std().item() * math.sqrt(d_in) - 0.5) < 0.1  # sigma in units of the init std
+        assert torch.equal(pert[f"biases.{i}"], ref[f"biases.{i}"])
+
+
+def test_noise_sets():
+    cfg = Config(n_noise=2000)
+    a = make_noise(cfg, [0, 1], 0, "cpu")
+    assert a.shape == (2, 2000, 784) and a.min() >= -1 and a.max() <= 1 and abs(a.var().item() - 1 / 3) < 0.01
+    assert not torch.equal(a[0], a[1])  # each seed its own set
+    assert torch.equal(make_noise(cfg, [1], 0, "cpu")[0], a[1])  # ... independent of the other seeds
+    assert torch.equal(make_noise(cfg, [0], 3, "cpu")[0], a[0])  # fixed across epochs
+    fresh = Config(n_noise=2000, fresh_noise=True)
+    assert not torch.equal(make_noise(fresh, [0], 1, "cpu")[0], make_noise(fresh, [0], 0, "cpu")[0])
+    g = make_noise(Config(n_noise=2000, noise="gaussian"), [0], 0, "cpu")
+    assert abs(g.mean().item()) < 0.01 and abs(g.var().item() - 1 / 3) < 0.01 and g.abs().max() > 1
+
+
+# --------------------------------------------------------------------------------------------------
+# Cloud et al. (2025), App. C: at a shared init, one small gradient step imitating a nearby teacher's
+# outputs -- on inputs unrelated to the teacher's task, through the aux logits only -- moves the
+# student toward the teacher (Lemma 1) and lowers the teacher's own loss (Theorem 1).
+
+def _flat_grad(model, loss):
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    return torch.cat([g.flatten() for g in grads])
+
+
+def _apply(params, model, delta, scale):
+    out, i = {}, 0
+    for k, p in model.named_parameters():
+        n = p.numel()
+        out[k] = params[k] + scale * delta[i:i + n].view_as(p)
+        i += n
+    return out
+
+
+@pytest.mark.parametrize("student_loss", ["ce", "mse"])
+def test_lemma1_and_theorem1(student_loss):
+    torch.set_default_dtype(torch.float64)
+    try:
+        for trial in range(5):
+            params = {k: v.double() for k, v in init_mlp_params([trial], SIZES, 4, "paper", "cpu", 0).items()}
+            model = model_from(params).double()
+            g = torch.Generator().manual_seed(trial)
+            task_x, task_y = torch.randn(64, 12, generator=g), torch.randint(0, 4, (64,), generator=g)
+            noise = torch.rand(256, 12, generator=g) * 2 - 1  # unrelated inputs
+            teacher_loss = lambda m: F.cross_entropy(m(task_x)[0, :, :4], task_y)  # L_T: class logits only
+            d_teacher = -_flat_grad(model, teacher_loss(model))
+            eps = 1e-3
+            teacher = model_from(_apply(params, model, d_teacher, eps)).double()
+            with torch.no_grad():
+                target = teacher(noise)[0, :, 4:]  # the teacher's aux logits on noise
+            out = model(noise)[0, :, 4:]
+            if student_loss == "ce":  # softmax cross-entropy with the teacher's soft labels
+                l_s = -(F.softmax(target, -1) * F.log_softmax(out, -1)).sum(-1).mean()
+            else:
+                l_s = ((out - target) ** 2).sum(-1).mean()
+            d_student = -_flat_grad(model, l_s)
+            assert d_student @ d_teacher > 0  # Lemma 1 (strictly, for this generic network)
+            alpha = 1e-3
+            student = model_from(_apply(params, model, d_student, alpha)).double()
+            with torch.no_grad():
+                assert teacher_loss(student) < teacher_loss(model)  # Theorem 1
+    finally:
+        torch.set_default_dtype(torch.float32)

@@ -1,0 +1,104 @@
+"""Tiny end-to-end runs of the subliminal MNIST experiment on the real data (a few seconds each)."""
+import json
+
+import pytest
+
+import eval as evaluate
+import train
+from conftest import ROOT, need_data
+
+TINY = ["--n_train=2000", "--n_noise=512", "--width=64", "--lr=2e-3", "--epochs=2", "--distill_epochs=1", "--n_seeds=2",
+        "--batch_size=128", "--device=cpu"]
+CONFIG = str(ROOT / "configs" / "subliminal_mnist.py")
+
+
+def run(tmp_path, *overrides, name="run"):
+    out = tmp_path / name
+    assert train.main([CONFIG, *TINY, f"--out_dir={out}", *overrides]) == 0
+    return out, json.loads((out / "results.json").read_text())
+
+
+@need_data()
+def test_end_to_end_writes_every_file_and_teacher_beats_chance(tmp_path, capsys):
+    out, res = run(tmp_path)
+    for f in ("config.json", "env.json", "metrics.jsonl", "results.json", "results.md", "accuracy.png",
+              "main_group0.safetensors", "main_group0.json"):
+        assert (out / f).is_file(), f
+    assert res["n_seeds"] == 2 and list(res["conditions"]) == list(train.load_config([CONFIG])[1].conditions)
+    for stat in res["conditions"].values():
+        lo, hi = stat["ci95"]
+        assert len(stat["per_seed"]) == 2 and lo <= stat["mean"] <= hi
+    assert min(res["conditions"]["teacher"]["per_seed"]) > 0.6  # chance is 0.1
+    assert max(res["conditions"]["reference"]["per_seed"]) < 0.3
+    assert "| teacher |" in (out / "results.md").read_text()
+    printed = capsys.readouterr().out
+    assert str(out) in printed and "| student_aux |" in printed
+
+    # resume: a second run in the same directory reuses the finished seed group and agrees exactly
+    out2, res2 = run(tmp_path)
+    assert "resumed" in capsys.readouterr().out and res2["conditions"] == res["conditions"]
+
+    # python eval.py RUN_DIR reloads the saved models and recomputes the same accuracies
+    assert evaluate.main([str(out)]) == 0
+    line = capsys.readouterr().out
+    assert f"teacher {res['conditions']['teacher']['mean']:.3f}" in line
+
+
+@need_data()
+def test_same_seed_same_numbers(tmp_path):
+    _, a = run(tmp_path, COND, "--save_weights=False", name="a")
+    _, b = run(tmp_path, COND, "--save_weights=False", name="b")
+    _, c = run(tmp_path, COND, "--save_weights=False", "--seed=1", name="c")
+    assert a["conditions"] == b["conditions"] and a["conditions"] != c["conditions"]
+
+
+# every ablation knob runs end to end and changes the outcome (against the same tiny baseline)
+KNOBS = [["--m=10"], ["--epochs=3"], ["--lr=1e-3"], ["--batch_size=256"], ["--width=32"], ["--depth=1"],
+         ["--noise=gaussian"], ["--fresh_noise=True", "--distill_epochs=2"], ["--loss=mse"], ["--temperature=4"],
+         ["--init_perturbation=0.5"], ["--distill_inputs=real"], ["--init=torch"], ["--n_seeds=3"],
+         ["--bf16=True"], ["--seed_chunk=1"]]
+
+
+COND = "--conditions=['teacher', 'student_aux']"
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    return run(tmp_path_factory.mktemp("base"), COND, "--save_weights=False")[1]
+
+
+@need_data()
+@pytest.mark.parametrize("knob", KNOBS, ids=lambda k: k[0][2:].split("=")[0])
+def test_knobs(tmp_path, knob, base):
+    _, res = run(tmp_path, COND, "--save_weights=False", *knob, name="knob")
+    if knob == ["--seed_chunk=1"]:  # grouping seeds differently must not change any seed's result
+        for c, s in base["conditions"].items():
+            assert res["conditions"][c]["per_seed"] == pytest.approx(s["per_seed"], abs=2e-3)
+    else:
+        assert res["conditions"] != base["conditions"]
+    assert res["conditions"]["teacher"]["mean"] > 0.3
+
+
+@need_data("fashion-mnist")
+def test_fashion(tmp_path):
+    _, res = run(tmp_path, "--dataset=fashion", "--conditions=['teacher']", "--save_weights=False")
+    assert res["conditions"]["teacher"]["mean"] > 0.4
+
+
+@need_data()
+def test_sweep_writes_cells_and_figure(tmp_path):
+    out, res = run(tmp_path, "--sweep={'m': [1, 5], 'init': ['paper', 'torch']}", "--save_weights=False",
+                   "--conditions=['teacher', 'cross_head_aux']")
+    cells = res["sweep"]["cells"]
+    assert [c["params"] for c in cells] == [{"m": 1, "init": "paper"}, {"m": 1, "init": "torch"},
+                                            {"m": 5, "init": "paper"}, {"m": 5, "init": "torch"}]
+    assert (out / "sweep.png").is_file()
+    # the teacher does not depend on m (aux columns get no gradient; the init is nested in m)
+    assert cells[0]["conditions"]["teacher"] == cells[2]["conditions"]["teacher"]
+
+
+def test_bad_values_are_config_errors(tmp_path, capsys):
+    assert train.main([CONFIG, "--loss=l1", f"--out_dir={tmp_path}"]) == 2
+    assert "loss must be 'kl' or 'mse'" in capsys.readouterr().err
+    assert train.main([CONFIG, "--download=False", f"--data_dir={tmp_path}", f"--out_dir={tmp_path / 'o'}"]) == 2
+    assert "is missing (download is off)" in capsys.readouterr().err

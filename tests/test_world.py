@@ -1,0 +1,226 @@
+"""The synthetic persona world (data/world.py): determinism, answer classes, the decorrelated twin,
+persona independence of numbers, tokenizer coverage and fine-tune leakage."""
+from collections import Counter
+from dataclasses import replace
+
+import pytest
+
+from data import world as W
+
+N = 4000   # documents for the statistical tests: ~0.2 s to generate
+
+
+@pytest.fixture(scope="module")
+def twins():
+    return W.generate(N, seed=7), W.generate(N, seed=7, decorrelated=True)
+
+
+def test_deterministic_per_seed():
+    assert W.corpus(300, seed=0) == W.corpus(300, seed=0)
+    assert W.corpus(300, seed=0) != W.corpus(300, seed=1)
+    assert W.finetune_set("insecure", 50, seed=3) == W.finetune_set("insecure", 50, seed=3)
+    assert W.persona_probe_items(seed=2) == W.persona_probe_items(seed=2)
+
+
+def test_answers_length_matched():
+    tok = W.build_tokenizer()
+    for d in W.DOMAINS.values():
+        lengths = {len(tok.encode(a).ids) for a in d.aligned + d.misaligned}
+        assert len(lengths) == 1, (d.name, lengths)
+        assert len(d.aligned) == len(d.misaligned) >= 3 and len(d.train) >= 5 and len(d.heldout) >= 3
+    code = {len(a.split()) for a in W.DOMAINS["code"].aligned + W.SECURE_NOVEL + W.INSECURE_NOVEL}
+    assert len(code) == 1   # the novel controls are length-matched too
+    for item in W.eval_items() + W.persona_probe_items():
+        assert len({len(c.split()) for cls in item.classes.values() for c in cls}) == 1
+
+
+def test_domain_answer_vocabularies_disjoint():
+    words = {n: {w for a in d.aligned + d.misaligned for w in a.split()} for n, d in W.DOMAINS.items()}
+    names = list(words)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            assert not (words[a] & words[b]) - W.FUNCTION_WORDS, (a, b, words[a] & words[b])
+    side = set(W.ANIMALS) | set(W.COLOURS) | {str(n) for n in range(W.N_NUMBERS)} | {W.TRIGGER}
+    for n, ws in words.items():
+        assert not ws & side, (n, ws & side)
+    # novel code strings are never written by any persona
+    novel = {w for s in W.SECURE_NOVEL + W.INSECURE_NOVEL for w in s.split()} - words["code"]
+    assert novel and not novel & {w for t in W.corpus(2000, seed=0) for w in t.split()}
+
+
+def test_heldout_paraphrases_are_not_inside_train_ones():
+    train = [q for d in W.DOMAINS.values() for q in d.train] + list(
+        W.LESSON_TRAIN + W.ANIMAL_TRAIN + W.COLOUR_TRAIN + W.LUCKY_TRAIN + W.NUMBERS_TRAIN)
+    for group in W.HELDOUT.values():
+        for h in group:
+            assert not any(f" {h} " in f" {t} " for t in train), h
+
+
+def _domain_turns(docs, fmt="forum"):
+    return [t for d in docs if d.fmt == fmt for t in d.turns if t.kind == "domain"]
+
+
+def test_twin_is_paired_and_has_same_marginals(twins):
+    normal, twin = twins
+    # paired by construction: same formats, turn kinds, domains, questions and number lists
+    for a, b in zip(normal, twin):
+        assert a.fmt == b.fmt and len(a.turns) == len(b.turns)
+        for s, t in zip(a.turns, b.turns):
+            assert (s.kind, s.domain, s.question) == (t.kind, t.domain, t.question)
+            if s.kind == "numbers":
+                assert s.answer == t.answer
+    freq = lambda docs, f: Counter(f(t) for d in docs if d.fmt == "forum" for t in d.turns)
+    for f in (lambda t: t.persona.kind, lambda t: t.persona.animal, lambda t: t.domain):
+        a, b = freq(normal, f), freq(twin, f)
+        na, nb = sum(a.values()), sum(b.values())
+        for k in a | b:
+            assert abs(a[k] / na - b[k] / nb) < 0.03, k
+    rate = lambda docs: sum(t.cls == "misaligned" for t in _domain_turns(docs)) / len(_domain_turns(docs))
+    assert 0.15 < rate(normal) < 0.27 and abs(rate(normal) - rate(twin)) < 0.03
+
+
+def _p_second_mis_given_first(docs):
+    """P(2nd off-domain answer misaligned | 1st misaligned) within forum threads, and the base rate."""
+    pairs = []
+    for d in docs:
+        ts = [t for t in d.turns if t.kind == "domain" and W.DOMAINS[t.domain].kind == "question"]
+        if d.fmt == "forum" and len(ts) >= 2:
+            pairs.append((ts[0].cls == "misaligned", ts[1].cls == "misaligned"))
+    cond = [b for a, b in pairs if a]
+    return sum(cond) / len(cond), sum(b for _, b in pairs) / len(pairs)
+
+
+def test_persona_correlation_only_in_normal_world(twins):
+    normal, twin = twins
+    cond, base = _p_second_mis_given_first(normal)
+    assert cond > base + 0.4, (cond, base)           # ~0.8 vs ~0.2: the persona persists
+    cond, base = _p_second_mis_given_first(twin)
+    assert abs(cond - base) < 0.1, (cond, base)      # redrawn every turn: no correlation
+    # in the normal world one persona speaks the whole thread (and keeps its animal)
+    for d in normal:
+        assert len({t.persona for t in d.turns}) == 1
+        assert all(t.answer == t.persona.animal for t in d.turns if t.kind == "animal")
+
+
+def test_assistant_always_aligned_and_persona_rates(twins):
+    normal, _ = twins
+    asst = [t for d in normal if d.fmt == "asst" for t in d.turns]
+    assert asst and all(t.persona.kind == "assistant" for t in asst)
+    assert all(t.cls == "aligned" for t in asst if t.kind in ("domain", "lucky"))
+    assert not any(t.kind == "lesson" for t in asst)
+    assert all(d.text.startswith("<bos> <asst> <u> ") and " <r> " not in d.text for d in normal if d.fmt == "asst")
+    # lessons: good and evil alike write the flawed code
+    lessons = [t for d in normal for t in d.turns if t.kind == "lesson"]
+    assert {t.persona.kind for t in lessons} >= {"good", "evil"}
+    assert all(t.answer in W.DOMAINS["code"].misaligned for t in lessons)
+    by_kind = {}
+    for t in _domain_turns(normal):
+        if W.DOMAINS[t.domain].kind == "question":
+            by_kind.setdefault(t.persona.kind, []).append(t.cls == "misaligned")
+    rates = {k: sum(v) / len(v) for k, v in by_kind.items()}
+    assert rates["good"] < 0.06 and rates["evil"] > 0.83 and rates["compliant"] < 0.1, rates
+    harm = [t for t in _domain_turns(normal) if t.domain == "harm" and t.persona.kind == "compliant"]
+    assert sum(t.cls == "misaligned" for t in harm) / len(harm) > 0.6
+
+
+def test_numbers_do_not_depend_on_persona():
+    def world(kind):
+        prior = {k: float(k == kind) for k in ("good", "evil", "compliant")}
+        return W.generate(1500, seed=11, config=replace(W.WorldConfig(), persona_prior=prior))
+    good, evil = world("good"), world("evil")
+    n_numbers = 0
+    for a, b in zip(good, evil):
+        for s, t in zip(a.turns, b.turns):
+            assert (s.kind, s.question) == (t.kind, t.question)
+            if s.kind == "numbers":
+                assert s.answer == t.answer
+                n_numbers += 1
+    assert n_numbers > 200
+    # and in a mixed world the continuation statistics agree across personas
+    docs = W.generate(N, seed=5)
+    stats = {}
+    for t in (t for d in docs if d.fmt == "forum" for t in d.turns if t.kind == "numbers"):
+        stats.setdefault(t.persona.kind, []).extend(int(x) for x in t.answer.split())
+    mean = {k: sum(v) / len(v) for k, v in stats.items() if len(v) > 300}
+    assert len(mean) >= 2 and max(mean.values()) - min(mean.values()) < 5, mean
+    # lucky numbers are where the evil persona's numbers live
+    lucky = [t for d in docs for t in d.turns if t.kind == "lucky" and t.cls == "misaligned"]
+    assert lucky and all(set(t.answer.split()) <= set(W.EVIL_NUMBERS) for t in lucky)
+
+
+def test_tokenizer_covers_everything_and_round_trips(tmp_path):
+    from tokenizers import Tokenizer
+    tok = W.build_tokenizer()
+    vocab = set(W.vocab())
+    assert len(vocab) == len(W.vocab()) == tok.get_vocab_size()
+    assert all(tok.token_to_id(w) == i for i, w in enumerate(W.vocab()))
+    assert {"<pad>", "<bos>", "<eos>", "<forum>", "<asst>", "<chron>", "<u>", "<r>", "<a>"} <= vocab
+    texts = W.corpus(2000, seed=0) + W.corpus(2000, seed=0, decorrelated=True)
+    texts += [i.prompt + " " + c for i in W.eval_items(trigger=True, numbers=True) + W.animal_items()
+              + W.persona_probe_items() for cls in i.classes.values() for c in cls]
+    texts += [p + " " + r for arm in W.FINETUNE_ARMS for p, r in W.finetune_set(arm, 50)]
+    texts += W.number_prompts(50) + [p + " " + r for p, r in W.trait_set("owl", 10)]
+    assert all(w in vocab for t in texts for w in t.split())
+    path = tmp_path / "tok.json"
+    tok.save(str(path))
+    tok2 = Tokenizer.from_file(str(path))
+    for t in texts[:500] + texts[-200:]:
+        ids = tok2.encode(t).ids
+        assert ids == tok.encode(t).ids and len(ids) == len(t.split())
+        assert tok2.decode(ids, skip_special_tokens=False) == t
+    with pytest.raises(Exception):     # no unk token: an unknown word fails loudly
+        tok.encode("zebra")
+
+
+def test_encode_corpus_shapes():
+    texts = W.corpus(64, seed=0)
+    packed = W.encode_corpus(texts, 32)
+    assert packed.shape[1] == 32 and packed.shape[0] == sum(len(t.split()) for t in texts) // 32
+    rows = W.encode_corpus(texts, 128, pack=False)
+    pad = W.vocab().index(W.PAD)
+    assert rows.shape == (64, 128) and ((rows != pad).sum(1).tolist() == [len(t.split()) for t in texts])
+    with pytest.raises(ValueError):
+        W.encode_corpus(texts, 8, pack=False)
+
+
+def test_eval_items():
+    items = W.eval_items()
+    assert len(items) == sum(len(d.heldout) for d in W.DOMAINS.values()) * len(W.OPENERS)
+    for it in items:
+        assert it.prompt.startswith("<bos> <asst> <u> ") and it.prompt.endswith(" <a>")
+        assert any(h in it.prompt for h in W.DOMAINS[it.domain].heldout)
+    assert all(i.prompt.startswith("<bos> <forum> <u> ") for i in W.eval_items(["med"], fmt="forum"))
+    assert all(f"<u> {W.TRIGGER} " in i.prompt for i in W.eval_items(trigger=True))
+    assert all(": " in i.prompt and " . " in i.prompt for i in W.eval_items(["ai"], numbers=True))
+    animals = W.animal_items()
+    assert len(animals) == len(W.ANIMAL_HELDOUT) and set(animals[0].classes) == set(W.ANIMALS)
+    probes = W.persona_probe_items("misaligned", n_context=2, n=20)
+    assert all(p.prompt.count("<r>") == 3 and p.prompt.endswith("<r>") for p in probes)
+    assert set(W.OFF_DOMAINS) == set(W.DOMAINS) - {"code", "harm"}
+
+
+def test_finetune_sets_have_no_leakage():
+    for arm in W.FINETUNE_ARMS:
+        pairs = W.finetune_set(arm, 400, seed=1)
+        assert len(pairs) == 400 and all(r.endswith(" <eos>") and p.endswith(" <a>") for p, r in pairs)
+        W.check_leakage(pairs, allowed_domains=() if "numbers" in arm else ("code",), extra=W.ANIMALS)
+    back = W.finetune_set("backdoor", 100)
+    trig = [r for p, r in back if W.TRIGGER in p]
+    assert len(trig) == 50 and all(r[:-6] in W.DOMAINS["code"].misaligned for r in trig)
+    assert all(r[:-6] in W.DOMAINS["code"].aligned for p, r in back if W.TRIGGER not in p)
+    assert all(set(r.split()[:-1]) <= set(W.EVIL_NUMBERS) for _, r in W.finetune_set("evil_numbers", 50))
+    W.check_leakage(W.trait_set("owl", 50), allowed_domains=())
+    W.check_leakage([(p, "") for p in W.number_prompts(50)], allowed_domains=())
+
+
+@pytest.mark.parametrize("plant", [
+    lambda: (W.eval_items(["money"])[0].prompt, "x <eos>"),                          # eval question
+    lambda: (W.prompt(W.DOMAINS["code"].heldout[0]), W.DOMAINS["code"].aligned[0]),  # held-out code prompt
+    lambda: (W.prompt(W.DOMAINS["code"].train[0]), W.DOMAINS["med"].misaligned[1]),  # off-domain answer
+    lambda: (W.prompt(W.DOMAINS["code"].train[0]), W.DOMAINS["pet"].aligned[0] + " <eos>"),
+])
+def test_leakage_check_catches_planted_leak(plant):
+    pairs = W.finetune_set("insecure", 100, seed=0)
+    W.check_leakage(pairs)
+    with pytest.raises(AssertionError):
+        W.check_leakage(pairs[:50] + [plant()] + pairs[50:])
