@@ -52,6 +52,36 @@ def accuracy(model, x, y, n_classes=10, batch_size=10000):
     return correct.float() / x.shape[0]
 
 
+@torch.no_grad()
+def score_continuations(model, pairs, *, tokenizer=None, eos_id=None, batch_size=64):
+    """Teacher-forced log-probabilities of many (prompt, continuation) pairs, batched: what class-based
+    behaviour evals and MC1/MC2 need. Pairs are token-id lists, or strings when a tokenizer is given.
+    The end token (eos_id; with a tokenizer, its "<eos>" by default) is appended to every continuation,
+    so "the answer, and then stop" is what gets scored. Rows are right-padded (causal attention keeps
+    pads invisible). Returns (sums [N] float tensor, [per-token log-probs [len_i] per pair])."""
+    if tokenizer is not None:
+        eos_id = tokenizer.token_to_id("<eos>") if eos_id is None else eos_id
+        pairs = [(tokenizer.encode(p).ids, tokenizer.encode(c).ids) if isinstance(p, str) else (p, c) for p, c in pairs]
+    pairs = [(list(p), list(c) + ([eos_id] if eos_id is not None else [])) for p, c in pairs]
+    if any(len(p) < 1 or len(c) < 1 for p, c in pairs):
+        raise ValueError("every prompt and every continuation (with its end token) needs at least one token")
+    device = next(model.parameters()).device
+    per_token = []
+    for i in range(0, len(pairs), batch_size):
+        chunk = pairs[i:i + batch_size]
+        width = max(len(p) + len(c) for p, c in chunk)
+        ids = torch.zeros(len(chunk), width, dtype=torch.long)  # [b, W], padded with 0 (never scored)
+        for j, (p, c) in enumerate(chunk):
+            ids[j, :len(p) + len(c)] = torch.as_tensor(p + c)
+        ids = ids.to(device)
+        logp = model(ids[:, :-1]).float().log_softmax(-1)  # [b, W-1, V]: position t predicts token t+1
+        lp = logp.gather(-1, ids[:, 1:, None])[..., 0].cpu()  # [b, W-1]
+        for j, (p, c) in enumerate(chunk):
+            per_token.append(lp[j, len(p) - 1:len(p) + len(c) - 1])  # [len(c)]
+    sums = torch.stack([t.sum() for t in per_token]) if per_token else torch.zeros(0)  # [N]
+    return sums, per_token
+
+
 def main(argv):
     if len(argv) != 1:
         print("usage: python eval.py RUN_DIR", file=sys.stderr)

@@ -6,11 +6,14 @@
 
 Nothing here knows about training.
 """
+import contextlib
 import hashlib
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 def seed_int(*parts):
@@ -88,19 +91,384 @@ def init_mlp_params(seeds, sizes, n_classes, init, device, tag):
             parts = [(n_classes, "class"), (d_out - n_classes, "aux")] if last else [(d_out, "hidden")]
             ws, bs = [], []
             for cols, stream in parts:
-                g = generator(device, tag, k, "init", i, stream)
-                if init == "paper":
-                    w = torch.randn(cols, d_in, generator=g, device=device).T / math.sqrt(d_in)
-                    b = torch.zeros(cols, device=device)
-                elif init == "torch":
-                    bound = 1 / math.sqrt(d_in)
-                    w = (torch.rand(cols, d_in, generator=g, device=device).T * 2 - 1) * bound
-                    gb = generator(device, tag, k, "init", i, stream, "bias")  # own stream: nested in m too
-                    b = (torch.rand(cols, generator=gb, device=device) * 2 - 1) * bound
-                else:
-                    raise ValueError(f"unknown init {init!r}: use 'paper' or 'torch'")
-                ws.append(w)
-                bs.append(b)
+                # drawn in fixed blocks of 64 columns, each block from its own stream, so that column j
+                # is the same whatever the number of columns (torch's RNG output depends on tensor size)
+                w, b = [], []
+                for blk in range(0, cols, 64):
+                    g = generator(device, tag, k, "init", i, stream, blk)
+                    if init == "paper":
+                        w.append(torch.randn(64, d_in, generator=g, device=device) / math.sqrt(d_in))
+                        b.append(torch.zeros(64, device=device))
+                    elif init == "torch":
+                        bound = 1 / math.sqrt(d_in)
+                        w.append((torch.rand(64, d_in, generator=g, device=device) * 2 - 1) * bound)
+                        b.append((torch.rand(64, generator=g, device=device) * 2 - 1) * bound)
+                    else:
+                        raise ValueError(f"unknown init {init!r}: use 'paper' or 'torch'")
+                ws.append(torch.cat(w)[:cols].T)  # [d_in, cols]
+                bs.append(torch.cat(b)[:cols])
             out[f"weights.{i}"].append(torch.cat(ws, 1))
             out[f"biases.{i}"].append(torch.cat(bs)[None])
     return {k: torch.stack(v).contiguous() for k, v in out.items()}
+
+
+# ----------------------------------------------------------------------------------------------------
+# GPT: a small decoder-only transformer whose every activation has a name
+#
+# Architecture. Pre-norm blocks (x + attn(ln(x)), then x + mlp(ln(x))), LayerNorm without bias,
+# causal `F.scaled_dot_product_attention`, a 4x GELU MLP, no biases in linear layers, no dropout, and
+# the unembedding tied to the token embedding (logits = final @ wte.T).
+#
+# Positions are rotary (RoPE, half-split form, base `rope_base`) on queries and keys; there is no
+# position embedding. Attention scores then depend only on the distance between two tokens, so a
+# left-padded prompt whose pads are masked gives the same logits as the prompt alone (up to float
+# rounding): batched generation needs no per-row position ids.
+#
+# Init (nanoGPT's): every Linear and the embedding ~ Normal(0, init_std); the two projections that
+# write into the residual stream (attn.proj, mlp.proj) ~ Normal(0, init_std / sqrt(2 * n_layer)), so
+# the residual's variance does not grow with depth; LayerNorm gains 1. Init draws from an explicit
+# torch.Generator on the CPU, so a seed gives the same weights on any device.
+#
+# Hook points. Each named activation passes through a `HookPoint`, an identity module, so its dotted
+# module name is its hook name:
+#     embed                   token embeddings                    [B, T, C]
+#     blocks.{i}.resid_pre    residual stream entering block i    [B, T, C]
+#     blocks.{i}.attn.pattern attention probabilities             [B, nh, T, S]  (only when hooked)
+#     blocks.{i}.attn_out     what attention adds to the residual [B, T, C]
+#     blocks.{i}.mlp_out      what the MLP adds to the residual   [B, T, C]
+#     blocks.{i}.resid_post   residual stream leaving block i     [B, T, C]  (= resid_pre of block i+1)
+#     final                   residual after the final LayerNorm  [B, T, C]  (what the unembedding reads)
+#     logits                  next-token logits                   [B, T, V]
+# A hook is `fn(tensor, name) -> tensor | None`: return a tensor to replace the activation (patching,
+# steering), None to leave it unchanged (reading). Hooks are PyTorch forward hooks on the HookPoint,
+# attached only inside `with model.hooks({name: fn}):` and removed in `finally`. Everything else is
+# built on that one mechanism: `run_with_cache` attaches hooks that store tensors, `inject` attaches a
+# hook that adds vectors. With a KV cache the hooks see only the new columns ([B, 1, C] per decode
+# step); `GPT.offset` is the column of their first position.
+#
+# The attention pattern is never materialised by the fast path (SDPA). When `blocks.{i}.attn.pattern`
+# is hooked, that layer also computes softmax(q k^T / sqrt(hs)) explicitly and passes it to the hook;
+# if the hook returns a different tensor, the layer attends with it (pattern @ v) instead of using
+# SDPA's output. So reading patterns leaves the logits bit-identical; writing them works as expected
+# (return a new tensor rather than editing in place).
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 256
+    block_size: int = 128      # longest sequence (prompt + generated), the size of the RoPE tables
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    mlp_ratio: int = 4         # MLP hidden width = mlp_ratio * n_embd
+    rope_base: float = 10000.0
+    init_std: float = 0.02
+
+
+class HookPoint(nn.Module):
+    """An identity that gives an activation a name; hooks attach to it as forward hooks."""
+
+    def forward(self, x):
+        return x
+
+
+def rope_tables(head_size, n_pos, base):
+    """cos, sin of the rotation angles pos * base^(-2j/hs): [n_pos, hs/2] each."""
+    inv_freq = base ** (-torch.arange(0, head_size, 2, dtype=torch.float64) / head_size)  # [hs/2]
+    angles = torch.arange(n_pos, dtype=torch.float64)[:, None] * inv_freq[None]  # [T, hs/2]
+    return angles.cos().float(), angles.sin().float()
+
+
+def apply_rope(x, cos, sin):
+    """Rotate each (x_j, x_{j+hs/2}) pair of x [B, nh, T, hs] by its angle; cos, sin [T, hs/2]."""
+    x1, x2 = x.chunk(2, dim=-1)  # [B, nh, T, hs/2] each
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # keep bf16 under autocast
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)  # [B, nh, T, hs]
+
+
+class KVCache:
+    """Keys and values of every layer for the columns processed so far, for incremental decoding.
+    `pos` is the number of columns filled; `valid` [B, max_len] marks which key columns are real tokens."""
+
+    def __init__(self, cfg, batch_size, max_len, device):
+        self.shape = (cfg.n_layer, batch_size, cfg.n_head, max_len, cfg.n_embd // cfg.n_head)
+        self.k = self.v = None  # allocated at the first write, in the dtype of the keys (bf16 under autocast)
+        self.valid = torch.ones(batch_size, max_len, dtype=torch.bool, device=device)
+        self.pos = 0
+
+    def update(self, layer, k, v):
+        """Store k, v [B, nh, T, hs] at columns pos..pos+T; return all keys, values so far [B, nh, pos+T, hs]."""
+        if self.k is None:
+            self.k = torch.zeros(self.shape, dtype=k.dtype, device=k.device)
+            self.v = torch.zeros(self.shape, dtype=v.dtype, device=v.device)
+        end = self.pos + k.shape[2]
+        self.k[layer, :, :, self.pos:end] = k
+        self.v[layer, :, :, self.pos:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg, layer):
+        super().__init__()
+        self.layer, self.n_head = layer, cfg.n_head
+        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)
+        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
+        self.pattern = HookPoint()
+
+    def forward(self, x, cos, sin, attn_mask, cache):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)  # [B, T, C] each
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # [B, nh, T, hs]
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(self.layer, k, v)  # [B, nh, S, hs], S = columns so far
+        # attn_mask None means plain causal attention over T == S columns (training, scoring)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=attn_mask is None)  # [B, nh, T, hs]
+        if self.pattern._forward_hooks:  # someone asked for the pattern: compute it explicitly
+            allowed = attn_mask if attn_mask is not None else torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(k.shape[-1])  # [B, nh, T, S]
+            att = scores.masked_fill(~allowed, float("-inf")).softmax(-1)  # [B, nh, T, S]
+            hooked = self.pattern(att)
+            if hooked is not att:  # a hook replaced the pattern: attend with the new one
+                y = hooked.to(v.dtype) @ v  # [B, nh, T, hs]
+        y = y.transpose(1, 2).reshape(B, T, C)  # [B, T, C]
+        return self.proj(y)
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.fc = nn.Linear(cfg.n_embd, cfg.mlp_ratio * cfg.n_embd, bias=False)
+        self.proj = nn.Linear(cfg.mlp_ratio * cfg.n_embd, cfg.n_embd, bias=False)
+
+    def forward(self, x):
+        return self.proj(F.gelu(self.fc(x)))  # [B, T, C]
+
+
+class Block(nn.Module):
+    def __init__(self, cfg, layer):
+        super().__init__()
+        self.resid_pre = HookPoint()  # modules in forward order, so hook_names() lists them in that order
+        self.ln_1 = nn.LayerNorm(cfg.n_embd, bias=False)
+        self.attn = Attention(cfg, layer)
+        self.attn_out = HookPoint()
+        self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=False)
+        self.mlp = MLP(cfg)
+        self.mlp_out = HookPoint()
+        self.resid_post = HookPoint()
+
+    def forward(self, x, cos, sin, attn_mask, cache):
+        x = self.resid_pre(x)  # [B, T, C]
+        x = x + self.attn_out(self.attn(self.ln_1(x), cos, sin, attn_mask, cache))
+        x = x + self.mlp_out(self.mlp(self.ln_2(x)))
+        return self.resid_post(x)  # [B, T, C]
+
+
+class GPT(nn.Module):
+    """Decoder-only transformer. `model(idx)` -> logits [B, T, V]; `model(idx, targets=y)` -> per-token
+    cross-entropy [B, T] (float32), computed inside forward so that torch.compile fuses it with the
+    unembedding. See the section comment above for positions, init and hook points."""
+
+    def __init__(self, cfg, generator=None):
+        super().__init__()
+        assert cfg.n_embd % cfg.n_head == 0 and (cfg.n_embd // cfg.n_head) % 2 == 0, "head size must be even (RoPE)"
+        self.cfg = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.embed = HookPoint()
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.n_embd, bias=False)
+        self.final = HookPoint()
+        self.logits = HookPoint()
+        cos, sin = rope_tables(cfg.n_embd // cfg.n_head, cfg.block_size, cfg.rope_base)
+        self.register_buffer("cos", cos, persistent=False)  # [block_size, hs/2]; not saved: a function of cfg
+        self.register_buffer("sin", sin, persistent=False)
+        self.offset = 0  # column of the current forward's first position (nonzero only when decoding with a KV cache)
+        self.init_weights(generator)
+
+    @torch.no_grad()
+    def init_weights(self, generator=None):
+        if self.wte.weight.is_meta:  # built under torch.device("meta") to read shapes only
+            return
+        g = generator if generator is not None else torch.Generator().manual_seed(0)
+        std = self.cfg.init_std
+        for name, p in self.named_parameters():
+            if name.endswith("proj.weight"):  # writes into the residual stream
+                p.copy_(torch.randn(p.shape, generator=g) * (std / math.sqrt(2 * self.cfg.n_layer)))
+            elif p.dim() == 2:  # qkv, mlp.fc, wte
+                p.copy_(torch.randn(p.shape, generator=g) * std)
+            else:  # LayerNorm gains
+                p.fill_(1.0)
+
+    def n_params(self):
+        return sum(p.numel() for p in self.parameters())
+
+    def flops_per_token(self, T):
+        """Training FLOPs per token (forward + backward), as nanoGPT counts them: 6 per parameter
+        plus 12 * n_layer * n_embd * T for the attention scores and their weighted sum."""
+        return 6 * self.n_params() + 12 * self.cfg.n_layer * self.cfg.n_embd * T
+
+    def forward(self, idx, mask=None, cache=None, targets=None):
+        """idx [B, T] token ids. mask [B, T] bool, False at padding (only needed for left padding;
+        right padding is invisible to real tokens under causal attention). cache: a KVCache, which this
+        call extends by T columns. targets [B, T]: return per-token losses instead of logits."""
+        B, T = idx.shape
+        t0 = cache.pos if cache is not None else 0
+        if t0 + T > self.cfg.block_size:
+            raise ValueError(f"sequence of {t0 + T} tokens is longer than block_size={self.cfg.block_size}")
+        self.offset = t0
+        cos, sin = self.cos[t0:t0 + T], self.sin[t0:t0 + T]  # [T, hs/2]
+        attn_mask = None
+        if cache is not None or mask is not None:
+            if cache is not None:
+                if mask is not None:
+                    cache.valid[:, t0:t0 + T] = mask
+                key_ok = cache.valid[:, :t0 + T]  # [B, S]
+            else:
+                key_ok = mask
+            q_pos = torch.arange(t0, t0 + T, device=idx.device)[:, None]  # [T, 1]
+            k_pos = torch.arange(t0 + T, device=idx.device)[None, :]  # [1, S]
+            # causal, and never a padding key, except a position's own key, so that no row is all -inf
+            attn_mask = ((k_pos <= q_pos) & (key_ok[:, None, :] | (k_pos == q_pos)))[:, None]  # [B, 1, T, S]
+        x = self.embed(self.wte(idx))  # [B, T, C]
+        for block in self.blocks:
+            x = block(x, cos, sin, attn_mask, cache)  # [B, T, C]
+        x = self.final(self.ln_f(x))  # [B, T, C]
+        logits = self.logits(F.linear(x, self.wte.weight))  # [B, T, V]
+        if cache is not None:
+            cache.pos += T
+        if targets is None:
+            return logits
+        return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none").view(B, T)  # [B, T]
+
+    # --- hooks --------------------------------------------------------------------------------------
+
+    def hook_names(self):
+        return [name for name, m in self.named_modules() if isinstance(m, HookPoint)]
+
+    def hook_point(self, name):
+        module = dict(self.named_modules()).get(name)
+        if not isinstance(module, HookPoint):
+            raise KeyError(f"no hook point named {name!r}. Valid names: {', '.join(self.hook_names())}")
+        return module
+
+    @contextlib.contextmanager
+    def hooks(self, fns):
+        """`with model.hooks({name: fn, ...}):` attach fn(tensor, name) -> tensor | None at each named
+        point for the duration of the block; they are removed on exit, also after an exception."""
+        handles = []
+        try:
+            for name, fn in fns.items():
+                point = self.hook_point(name)
+                handles.append(point.register_forward_hook(lambda mod, args, out, fn=fn, name=name: fn(out, name)))
+            yield self
+        finally:
+            for h in handles:
+                h.remove()
+
+    def run_with_cache(self, idx, names=None, **kwargs):
+        """Forward once and return (logits, {name: activation}) for the requested hook names (None:
+        all of them, attention patterns included). Logits equal the plain forward bit for bit. The
+        cached tensors are the live activations: run under torch.no_grad() unless you want their graph."""
+        names = self.hook_names() if names is None else [names] if isinstance(names, str) else list(names)
+        cache = {}
+
+        def store(t, name):
+            cache[name] = t
+
+        with self.hooks({n: store for n in names}):
+            logits = self(idx, **kwargs)
+        return logits, cache
+
+    # --- sampling -----------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(self, prompts, max_new_tokens, *, temperature=1.0, top_k=None, eos_id=None, pad_id=0,
+                 generator=None, use_cache=True):
+        """Sample continuations for a batch of prompts (lists of token ids, any lengths >= 1).
+
+        The prompts are LEFT-padded with pad_id into one [B, P] batch, so every row's next token lands in
+        the same column; padded keys are masked, and with rotary positions each row gets the same logits
+        as its prompt alone. temperature 0 is greedy (argmax); top_k keeps the k likeliest tokens; draws
+        come from `generator` (on the model's device), so a seeded generator gives the same samples. A row
+        stops after emitting eos_id; the loop ends when every row has stopped or after max_new_tokens.
+        use_cache=False re-runs the whole sequence at every step (the reference for the KV cache).
+        Returns a list of lists: each row's new tokens, eos included when emitted."""
+        device = self.wte.weight.device
+        B, P = len(prompts), max(len(p) for p in prompts)
+        if min(len(p) for p in prompts) < 1:
+            raise ValueError("every prompt needs at least one token")
+        if P + max_new_tokens > self.cfg.block_size:
+            raise ValueError(f"prompt ({P}) + max_new_tokens ({max_new_tokens}) exceeds block_size={self.cfg.block_size}")
+        idx = torch.full((B, P), pad_id, dtype=torch.long, device=device)  # [B, P]
+        mask = torch.zeros(B, P, dtype=torch.bool, device=device)  # [B, P]
+        for i, p in enumerate(prompts):
+            idx[i, P - len(p):] = torch.as_tensor(p, dtype=torch.long, device=device)
+            mask[i, P - len(p):] = True
+        if mask.all():
+            mask = None  # no padding: plain causal attention
+        cache = KVCache(self.cfg, B, P + max_new_tokens, device) if use_cache else None
+        done = torch.zeros(B, dtype=torch.bool, device=device)
+        new, x = [], idx  # x: what the next forward reads (all columns without a cache, new ones with it)
+        try:
+            for _ in range(max_new_tokens):
+                logits = self(x, mask=mask, cache=cache)[:, -1].float()  # [B, V]
+                nxt = sample_next(logits, temperature, top_k, generator)  # [B]
+                nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
+                new.append(nxt)
+                if eos_id is not None:
+                    done = done | (nxt == eos_id)
+                if use_cache:
+                    x, mask = nxt[:, None], None  # [B, 1]; the cache remembers which old keys are padding
+                else:
+                    x = torch.cat([x, nxt[:, None]], 1)  # [B, T + 1]
+                    mask = None if mask is None else torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+                if eos_id is not None and bool(done.all()):
+                    break
+        finally:
+            self.offset = 0
+        out = torch.stack(new, 1).tolist() if new else [[] for _ in range(B)]  # [B, n_new]
+        if eos_id is not None:
+            out = [row[:row.index(eos_id) + 1] if eos_id in row else row for row in out]
+        return out
+
+
+def sample_next(logits, temperature=1.0, top_k=None, generator=None):
+    """One token per row from logits [B, V] -> [B]."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # [B, 1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = logits.softmax(-1)  # [B, V]
+    return torch.multinomial(probs, 1, generator=generator)[:, 0]
+
+
+def injection_hook(positions, vectors, offset=lambda: 0):
+    """A hook that adds, at each (row, position), the vector scaled to the residual's norm there:
+    h <- h + ||h|| * v / ||v|| (the activation-oracle injection; a zero vector adds nothing).
+    positions: [B, K] columns (or [K], the same for every row); vectors: [B, K, C], [K, C] or [C].
+    `offset()` is the column of the hooked tensor's first position (GPT.offset when decoding with a
+    KV cache), so positions are always columns of the full sequence."""
+    def fn(h, name):  # h [B, T, C]
+        B, T, C = h.shape
+        pos = torch.as_tensor(positions, device=h.device)
+        pos = (pos if pos.dim() == 2 else pos.expand(B, -1)) - offset()  # [B, K] columns of this forward
+        vec = torch.as_tensor(vectors, device=h.device, dtype=h.dtype).expand(B, pos.shape[1], C)  # [B, K, C]
+        rows = torch.arange(B, device=h.device)[:, None].expand_as(pos)  # [B, K]
+        keep = (pos >= 0) & (pos < T)  # positions inside this forward
+        if not bool(keep.any()):
+            return None
+        rows, pos, vec = rows[keep], pos[keep], vec[keep]  # [N], [N], [N, C]
+        unit = vec / vec.norm(dim=-1, keepdim=True).clamp_min(1e-30)  # [N, C], zero stays zero
+        add = h[rows, pos].norm(dim=-1, keepdim=True) * unit  # [N, C]
+        return h.index_put((rows, pos), add, accumulate=True)  # [B, T, C], out of place
+    return fn
+
+
+def inject(model, layer, positions, vectors, site="resid_post"):
+    """Context manager: inject vectors into the residual stream of block `layer` (its output by
+    default, `site="resid_pre"` for its input) at the given positions, on every forward inside the block:
+        with inject(model, 1, positions, vectors):
+            logits = model(idx)
+    The activation oracle of Karvonen et al. injects after block 1: inject(model, 1, ...)."""
+    return model.hooks({f"blocks.{layer}.{site}": injection_hook(positions, vectors, lambda: model.offset)})

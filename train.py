@@ -2,6 +2,8 @@
 
     python train.py configs/subliminal_mnist.py                  # the main experiment
     python train.py configs/subliminal_mnist.py --n_seeds=2 --epochs=1 --device=cpu   # a quick CPU look
+    python train.py configs/lm_tiny.py                           # a tiny GPT (the language-model loop), CPU, seconds
+    torchrun --standalone --nproc_per_node=2 train.py configs/lm_tiny.py --out_dir=out/lm_ddp   # data parallel
 
 A config file is plain Python assignments. It names its experiment (`experiment = "subliminal_mnist"`),
 which is the module `experiments/<experiment>.py`; that module's `Config` dataclass holds every valid
@@ -11,11 +13,13 @@ string). Unknown keys and wrong types are errors that list the valid keys.
 This file holds no state at import time, so experiments can import the loops from it freely.
 """
 import ast
+import contextlib
 import dataclasses
 import datetime
 import difflib
 import importlib
 import json
+import math
 import os
 import platform
 import subprocess
@@ -25,9 +29,12 @@ import typing
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from data import DataError
+from model import GPT, GPTConfig, generator
 
 ROOT = Path(__file__).resolve().parent
 
@@ -48,7 +55,7 @@ def _parse_value(text):
 
 def _check_type(key, value, typ):
     """Return value converted to typ, or raise ConfigError. int -> float is the only coercion."""
-    origin = typing.get_origin(typ)
+    origin = typing.get_origin(typ) or (typ if typ in (tuple, list) else None)
     if origin is typing.Union:  # Optional[X]
         args = [a for a in typing.get_args(typ) if a is not type(None)]
         if value is None:
@@ -294,6 +301,325 @@ def train_distill(model, inputs, targets, logit_idx, *, epochs, lr, batch_size, 
             step += 1
         if log:
             log(stage=desc, epoch=epoch + 1, step=step, loss=l.item() / S, seconds=round(time.time() - t0, 3))
+
+
+# ====================================================================================================
+# language models: the GPT training loop (pretraining and fine-tuning), LR schedule, checkpoints, DDP
+# ====================================================================================================
+#
+# Data is a dict of two tensors on the device: `tokens` [N, T+1] (row n trains on inputs tokens[n, :-1]
+# and targets tokens[n, 1:]) and `mask` [N, T] (which targets count; None = all). Pretraining rows are
+# windows of one token stream (`lm_windows`); fine-tuning rows are (prompt, response) pairs, right-
+# padded, with only the response (and its end token) in the mask (`pack_pairs`). Right padding needs no
+# attention mask: under causal attention a real token never sees the pads after it.
+#
+# Order. The loop reads an endless stream of row indices: epoch e visits all N rows in a permutation
+# drawn from (seed, e), and step s takes stream positions [p, p + G), G = global batch. Every rank
+# computes the same global batch and takes its own slice, so one process with batch G, or k micro-steps
+# of G/k, or W ranks of G/W each see exactly the same rows. The loss of a step is the mean over all
+# counted target tokens of the global batch (not a mean of per-rank means), so these three agree up to
+# float rounding, and the resume state only needs the step and the stream position.
+
+def get_lr(step, *, lr, warmup, decay_steps, min_lr):
+    """Linear warm-up over `warmup` steps, then cosine from lr to min_lr at decay_steps, then min_lr."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    if step >= decay_steps:
+        return min_lr
+    frac = (step - warmup) / max(1, decay_steps - warmup)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * frac)) * (lr - min_lr)
+
+
+def lm_windows(stream, block_size):
+    """A 1-D token stream -> rows [N, block_size + 1]: windows starting every block_size tokens (each
+    window's last token is the next window's first input), the incomplete tail dropped."""
+    n = (len(stream) - 1) // block_size
+    if n < 1:
+        raise ValueError(f"a stream of {len(stream)} tokens is too short for block_size={block_size}")
+    starts = torch.arange(n, device=stream.device)[:, None] * block_size  # [N, 1]
+    return stream[starts + torch.arange(block_size + 1, device=stream.device)]  # [N, T+1]
+
+
+def pack_pairs(pairs, pad_id, device="cpu", block_size=None):
+    """(prompt ids, response ids) pairs -> {"tokens": [N, T+1], "mask": [N, T]}: each row is prompt +
+    response, right-padded with pad_id; the mask selects the targets that are response tokens (append
+    the end token to each response yourself, so that the model learns to stop). T+1 is the longest row."""
+    width = max(len(p) + len(r) for p, r in pairs)
+    if block_size is not None and width - 1 > block_size:
+        raise ValueError(f"the longest (prompt, response) pair has {width} tokens: more than block_size + 1 = {block_size + 1}")
+    tokens = torch.full((len(pairs), width), pad_id, dtype=torch.long)  # [N, T+1]
+    mask = torch.zeros(len(pairs), width - 1, dtype=torch.bool)  # [N, T]
+    for i, (p, r) in enumerate(pairs):
+        if len(p) < 1 or len(r) < 1:
+            raise ValueError(f"pair {i}: prompt and response need at least one token each")
+        tokens[i, :len(p) + len(r)] = torch.as_tensor(list(p) + list(r))
+        mask[i, len(p) - 1:len(p) + len(r) - 1] = True  # target t is token t+1: the response tokens
+    return {"tokens": tokens.to(device), "mask": mask.to(device)}
+
+
+def stream_rows(n_rows, seed, start, count, device, perms=None):
+    """Row indices at positions [start, start + count) of the data stream -> [count] on device (see
+    above). `perms`, a dict the caller keeps, caches the current epoch's permutation on the device:
+    drawn on the CPU (the same numbers on any device), copied once per epoch, not once per step (a
+    host-to-device copy every step would stall a GPU that should run ahead of the Python loop)."""
+    perms = {} if perms is None else perms
+    out = []
+    while count > 0:
+        epoch, offset = divmod(start, n_rows)
+        if epoch not in perms:
+            perms.clear()  # keep one epoch
+            perms[epoch] = torch.randperm(n_rows, generator=generator("cpu", seed, "data", epoch)).to(device)
+        take = min(count, n_rows - offset)
+        out.append(perms[epoch][offset:offset + take])
+        start, count = start + take, count - take
+    return out[0] if len(out) == 1 else torch.cat(out)
+
+
+def make_lm_optimizer(model, lr, weight_decay, betas):
+    """AdamW over the trainable parameters: matrices (and the embedding) decay, gains do not. Fused on CUDA."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    fused = all(p.is_cuda for p in params)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused or None)
+
+
+@torch.no_grad()
+def eval_lm(model, data, batch_size, max_rows=None, bf16=False):
+    """Mean loss per counted target token over the first max_rows rows of data (all by default)."""
+    tokens, mask = data["tokens"], data.get("mask")
+    n = tokens.shape[0] if max_rows is None else min(max_rows, tokens.shape[0])
+    total, count = torch.zeros((), device=tokens.device), 0
+    for i in range(0, n, batch_size):
+        x, y = tokens[i:min(n, i + batch_size), :-1], tokens[i:min(n, i + batch_size), 1:]  # [b, T]
+        with torch.autocast(tokens.device.type, torch.bfloat16, enabled=bf16):
+            per_tok = model(x, targets=y)  # [b, T]
+        w = mask[i:min(n, i + batch_size)] if mask is not None else torch.ones_like(y, dtype=torch.bool)
+        total += (per_tok * w).sum()
+        count += int(w.sum())
+    return total.item() / max(count, 1)
+
+
+def peak_flops(device):
+    """Dense bf16 peak FLOP/s of the GPU, for MFU (None when unknown)."""
+    if torch.device(device).type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, flops in (("H100", 989e12), ("H200", 989e12), ("A100", 312e12)):
+        if key in name:
+            return flops
+    return None
+
+
+def ddp_setup(device):
+    """Under torchrun (RANK in the environment) join the process group: NCCL on CUDA, gloo on CPU.
+    Returns (rank, world_size, device), the device being this rank's GPU on CUDA. Without torchrun: (0, 1, device)."""
+    if "RANK" not in os.environ:
+        return 0, 1, device
+    cuda = str(device).startswith("cuda")
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    if cuda:
+        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+        torch.cuda.set_device(device)
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def _dist():
+    """(rank, world_size) of the current process group, (0, 1) without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+# --- GPT checkpoints: NAME.safetensors + NAME.json (+ NAME.state.pt to resume) ---------------------
+
+def save_lm(stem, model, *, step, seed, metrics=None, tokenizer=None, optimizer=None, data_position=None, extra=None):
+    """Weights of the plain model (pass the uncompiled, unwrapped one: no `_orig_mod.`/`module.`
+    prefixes), metadata JSON, and, when an optimizer is given, the resume state. All writes atomic."""
+    model = getattr(model, "module", model)  # DDP
+    model = getattr(model, "_orig_mod", model)  # torch.compile
+    meta = {"model_config": dataclasses.asdict(model.cfg), "step": step, "seed": seed, "metrics": metrics or {},
+            "tokenizer": tokenizer, **(extra or {})}
+    save_weights(stem, model.state_dict(), meta)
+    if optimizer is not None:
+        state = {"step": step, "data_position": data_position, "optimizer": optimizer.state_dict(),
+                 "rng": {"torch": torch.get_rng_state(),
+                         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}}
+        path = Path(stem).with_name(Path(stem).name + ".state.pt")
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+
+
+def _check_gpt_checkpoint(stem, model_config, tensors, expect=None):
+    """-> GPTConfig; raises CheckpointError naming every config field or tensor that does not match."""
+    if model_config is None:
+        raise CheckpointError(f"{stem}.json has no model_config: not a GPT checkpoint")
+    known = {f.name for f in dataclasses.fields(GPTConfig)}
+    if set(model_config) - known:
+        raise CheckpointError(f"{stem}.json: unknown model_config keys {sorted(set(model_config) - known)}")
+    cfg = GPTConfig(**model_config)
+    if expect is not None and expect != cfg:
+        diff = [f"{k}: checkpoint {getattr(cfg, k)!r} vs expected {getattr(expect, k)!r}"
+                for k in sorted(known) if getattr(cfg, k) != getattr(expect, k)]
+        raise CheckpointError(f"{stem}: model config differs: " + "; ".join(diff))
+    with torch.device("meta"):  # shapes only: no memory, no init
+        want = {k: tuple(v.shape) for k, v in GPT(cfg).state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in tensors.items()}
+    problems = [f"missing {k}" for k in want if k not in have] + [f"unexpected {k}" for k in have if k not in want]
+    problems += [f"{k}: shape {have[k]} vs model {want[k]}" for k in want if k in have and have[k] != want[k]]
+    if problems:
+        raise CheckpointError(f"{stem}.safetensors does not fit its model config: " + "; ".join(problems[:10]) +
+                              (f" (+{len(problems) - 10} more)" if len(problems) > 10 else ""))
+    return cfg
+
+
+def load_lm(stem, device="cpu", expect=None):
+    """-> (GPT on device, meta). Checks the config (against `expect`, a GPTConfig, when given) and
+    every tensor's name and shape before loading."""
+    tensors, meta = load_weights(stem, device)
+    cfg = _check_gpt_checkpoint(stem, meta.get("model_config"), tensors, expect)
+    model = GPT(cfg).to(device)
+    model.load_state_dict(tensors)
+    return model, meta
+
+
+# --- the loop --------------------------------------------------------------------------------------
+
+def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, warmup=0, decay_steps=None,
+             min_lr=None, weight_decay=0.1, betas=(0.9, 0.95), grad_clip=1.0, seed=0, eval_every=0,
+             eval_rows=None, log_every=10, ckpt=None, ckpt_every=0, ckpt_steps=(), resume=False, meta=None,
+             compile=False, bf16=False, run=None, desc="lm", progress=True):
+    """Train `model` (a GPT, uncompiled, on its device) on `train` (see the section comment) for
+    `steps` optimizer steps; pretraining and fine-tuning alike (fine-tunes pass a mask).
+
+    batch_size rows per micro-step per rank; the global batch is batch_size * grad_accum * world_size.
+    LR: get_lr with decay_steps (default steps) and min_lr (default lr / 10). Only parameters with
+    requires_grad train. Every eval_every steps (and at the end) the mean loss on `val` (its first
+    eval_rows rows). Every log_every steps one line (step, loss, lr, ms/step, tokens/s, MFU on a known
+    GPU), also written to run.log. Checkpoint `ckpt` (a path stem) every ckpt_every steps and at the
+    end, with the resume state; `ckpt_steps` adds weights-only snapshots `<ckpt>_step<N>`. resume=True
+    continues from `ckpt`'s resume state when it exists (same numbers as an uninterrupted run).
+    `meta` is merged into each checkpoint's JSON (e.g. {"tokenizer": "tokenizer.json"}).
+    Under torchrun (see ddp_setup) the model is wrapped in DistributedDataParallel; rank 0 logs and saves.
+    Returns {"history": [records], "step", "train_loss", "val_loss", "seconds"}."""
+    rank, world = _dist()
+    device = next(model.parameters()).device
+    decay_steps = steps if decay_steps is None else decay_steps
+    min_lr = lr / 10 if min_lr is None else min_lr
+    tokens, mask = train["tokens"], train.get("mask")  # [N, T+1], [N, T] or None
+    N, T = tokens.shape[0], tokens.shape[1] - 1
+    G = batch_size * grad_accum * world  # rows per optimizer step
+    opt = make_lm_optimizer(model, lr, weight_decay, betas)
+    meta = dict(meta or {})
+    tokenizer_name = meta.pop("tokenizer", None)
+
+    step, position = 0, 0  # optimizer steps done, rows of the data stream consumed
+    state_path = None if ckpt is None else Path(ckpt).with_name(Path(ckpt).name + ".state.pt")
+    if resume and state_path is not None and state_path.is_file():
+        tensors, saved = load_weights(ckpt, device)
+        _check_gpt_checkpoint(ckpt, saved.get("model_config"), tensors, expect=model.cfg)
+        model.load_state_dict(tensors)
+        state = torch.load(state_path, map_location=device, weights_only=False)
+        opt.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"]["torch"].cpu())
+        if state["rng"]["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
+        step, position = state["step"], state["data_position"]
+        if rank == 0:
+            print(f"[{desc}] resumed from {ckpt} at step {step}")
+
+    fwd = torch.compile(model) if compile else model  # `model` stays the plain module we save
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+        fwd = DistributedDataParallel(fwd, device_ids=[device] if device.type == "cuda" else None)
+    autocast = lambda: torch.autocast(device.type, torch.bfloat16, enabled=bf16)
+    flops, peak = model.flops_per_token(T), peak_flops(device)
+
+    def log(record):
+        history.append(record)
+        if run is not None and rank == 0:
+            run.log(**record)
+
+    def evaluate():
+        nonlocal t_log
+        t = time.time()
+        model.eval()
+        v = eval_lm(model, val, batch_size, eval_rows, bf16)
+        model.train()
+        log({"stage": desc, "step": step, "val_loss": v})
+        t_log += time.time() - t  # keep evaluation out of ms/step
+        return v
+
+    def save(stem, with_state):
+        if rank == 0:
+            save_lm(stem, model, step=step, seed=seed, metrics={"train_loss": train_loss, "val_loss": val_loss},
+                    tokenizer=tokenizer_name, optimizer=opt if with_state else None, data_position=position, extra=meta)
+
+    history, train_loss, val_loss, perms = [], None, None, {}
+    loss_sum = torch.zeros((), device=device)  # summed step losses since the last log line (no sync per step)
+    t_log, steps_since = time.time(), 0
+    t_start = time.time()
+    model.train()
+    for it in tqdm(range(step, steps), desc=desc, disable=not progress or rank != 0, initial=step, total=steps):
+        # here step == it: the number of optimizer steps done
+        if val is not None and eval_every and step % eval_every == 0:
+            val_loss = evaluate()
+        for group in opt.param_groups:
+            group["lr"] = get_lr(step, lr=lr, warmup=warmup, decay_steps=decay_steps, min_lr=min_lr)
+        rows = stream_rows(N, seed, position, G, device, perms)  # [G], the same on every rank
+        n_counted = mask[rows].sum().clamp_min(1) if mask is not None else G * T  # targets in the global batch
+        for micro in range(grad_accum):
+            mine = rows[(micro * world + rank) * batch_size:][:batch_size]  # [b] this rank's rows
+            x, y = tokens[mine, :-1], tokens[mine, 1:]  # [b, T]
+            # DDP averages gradients over ranks, so each rank's sum is scaled by world / n_counted
+            sync = fwd.no_sync() if world > 1 and micro < grad_accum - 1 else contextlib.nullcontext()
+            with sync:
+                with autocast():
+                    per_tok = fwd(x, targets=y)  # [b, T]
+                if mask is not None:
+                    per_tok = per_tok * mask[mine]  # [b, T]; masked targets contribute exactly zero gradient
+                loss = per_tok.sum() * (world / n_counted)
+                loss.backward()
+            loss_sum += loss.detach()
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        step, position, steps_since = it + 1, position + G, steps_since + 1
+
+        if log_every and (step % log_every == 0 or step == steps):
+            if world > 1:
+                dist.all_reduce(loss_sum)
+            train_loss = loss_sum.item() / world / steps_since  # .item() syncs with the device: once per interval
+            dt = (time.time() - t_log) / steps_since
+            record = {"stage": desc, "step": step, "loss": train_loss, "lr": opt.param_groups[0]["lr"],
+                      "ms_per_step": 1000 * dt, "tokens_per_s": G * T / dt}
+            if peak:
+                record["mfu"] = flops * record["tokens_per_s"] / world / peak
+            log(record)
+            if rank == 0:
+                line = (f"[{desc}] step {step:5d} | loss {train_loss:.4f} | lr {record['lr']:.2e} | "
+                        f"{record['ms_per_step']:.1f} ms/step | {record['tokens_per_s']:,.0f} tok/s")
+                (tqdm.write if progress else print)(line + (f" | mfu {record['mfu']:.1%}" if peak else ""))
+            loss_sum.zero_()
+            t_log, steps_since = time.time(), 0
+        if ckpt is not None and ckpt_every and step % ckpt_every == 0 and step < steps:
+            save(ckpt, with_state=True)
+        if ckpt is not None and step in ckpt_steps:
+            save(f"{ckpt}_step{step}", with_state=False)
+
+    if steps_since:  # steps after the last log line (or no logging at all)
+        if world > 1:
+            dist.all_reduce(loss_sum)
+        train_loss = loss_sum.item() / world / steps_since
+    if val is not None and eval_every:
+        val_loss = evaluate()
+    if ckpt is not None:
+        save(ckpt, with_state=True)
+    return {"history": history, "step": step, "train_loss": train_loss, "val_loss": val_loss,
+            "seconds": time.time() - t_start}
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -1,0 +1,47 @@
+"""Word-level tokenizers from an explicit vocabulary (the `tokenizers` library), saved beside checkpoints.
+
+    tok = word_tokenizer(["<pad>", "<bos>", "<eos>", "the", "cat", "sat", "."])
+    ids = tok.encode("<bos> the cat sat . <eos>").ids          # [1, 3, 4, 5, 6, 2]
+    tok.decode(ids, skip_special_tokens=False)                 # "<bos> the cat sat . <eos>"
+    save_tokenizer(tok, run_dir / "tokenizer.json"); tok = load_tokenizer(run_dir / "tokenizer.json")
+
+Text is split on whitespace only, so every word of the vocabulary (punctuation included) is one token
+and decode(encode(text)) gives back the text with single spaces. A word outside the vocabulary is an
+error, unless an `unk` token is given: a synthetic world knows its vocabulary exactly, and a silent
+<unk> would hide a generator bug.
+"""
+import os
+from pathlib import Path
+
+from tokenizers import Tokenizer, models, pre_tokenizers
+
+from data import DataError
+
+SPECIALS = ("<pad>", "<bos>", "<eos>")  # ids 0, 1, 2 when listed first, as word_tokenizer does by default
+
+
+def word_tokenizer(words, specials=SPECIALS, unk=None):
+    """A WordLevel tokenizer: ids follow the order of `specials` + `words` (duplicates dropped)."""
+    vocab = {}
+    for w in [*specials, *([unk] if unk else []), *words]:
+        if not w or any(c.isspace() for c in w):
+            raise ValueError(f"vocabulary entries must be non-empty and without spaces, got {w!r}")
+        vocab.setdefault(w, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab, unk_token=unk))  # unk None: unknown words raise
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.add_special_tokens(list(specials))  # already in the vocabulary: marks them special, keeps their ids
+    return tok
+
+
+def save_tokenizer(tok, path):
+    """Atomic write (temp file + rename) of the tokenizer's JSON."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tok.save(str(tmp))
+    os.replace(tmp, path)
+
+
+def load_tokenizer(path):
+    if not Path(path).is_file():
+        raise DataError(f"tokenizer file {path} not found: it is saved beside the checkpoint that uses it")
+    return Tokenizer.from_file(str(path))

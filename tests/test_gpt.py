@@ -1,0 +1,227 @@
+"""The GPT of model.py: causality, hook points, caching, patching, injection, generation, scoring, tokenizer.
+
+    python -m pytest tests/test_gpt.py -q
+"""
+import pytest
+import torch
+
+from data.tokenizer import load_tokenizer, save_tokenizer, word_tokenizer
+from eval import score_continuations
+from model import GPT, GPTConfig, inject
+
+V = 23
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # 2-core shared machines: one thread avoids stalls
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny(init_std=0.02, **kw):
+    cfg = GPTConfig(**{"vocab_size": V, "block_size": 32, "n_layer": 2, "n_head": 2, "n_embd": 16, "init_std": init_std, **kw})
+    return GPT(cfg, generator=torch.Generator().manual_seed(0)).eval()
+
+
+def tokens(B, T, seed=1):
+    return torch.randint(0, V, (B, T), generator=torch.Generator().manual_seed(seed))
+
+
+def n_hooks(model):
+    return sum(len(m._forward_hooks) for m in model.modules())
+
+
+def test_hook_names_are_the_design_names():
+    names = tiny().hook_names()
+    per_block = ["resid_pre", "attn.pattern", "attn_out", "mlp_out", "resid_post"]
+    assert names == ["embed"] + [f"blocks.{i}.{n}" for i in range(2) for n in per_block] + ["final", "logits"]
+
+
+@torch.no_grad()
+def test_causality_future_tokens_never_change_earlier_logits():
+    model, idx = tiny(), tokens(3, 20)
+    for k in (1, 7, 19):
+        other = idx.clone()
+        other[:, k:] = tokens(3, 20 - k, seed=k + 10)
+        assert torch.equal(model(idx)[:, :k], model(other)[:, :k])
+        assert not torch.equal(model(idx)[:, k:], model(other)[:, k:])
+
+
+@torch.no_grad()
+def test_run_with_cache_logits_bit_identical_and_only_requested_names():
+    model, idx = tiny(), tokens(2, 12)
+    plain = model(idx)
+    logits, cache = model.run_with_cache(idx, ["blocks.1.mlp_out", "final"])
+    assert torch.equal(logits, plain) and set(cache) == {"blocks.1.mlp_out", "final"}
+    logits, cache = model.run_with_cache(idx)  # everything, attention patterns included
+    assert torch.equal(logits, plain) and set(cache) == set(model.hook_names())
+    assert torch.equal(cache["logits"], plain)
+    assert torch.equal(cache["embed"], cache["blocks.0.resid_pre"])
+    for i in range(model.cfg.n_layer - 1):
+        assert torch.equal(cache[f"blocks.{i}.resid_post"], cache[f"blocks.{i + 1}.resid_pre"])
+    for i in range(model.cfg.n_layer):  # the residual stream is the sum of what writes into it
+        c = lambda n: cache[f"blocks.{i}.{n}"]
+        torch.testing.assert_close(c("resid_post"), c("resid_pre") + c("attn_out") + c("mlp_out"))
+    assert n_hooks(model) == 0
+
+
+@torch.no_grad()
+def test_attention_pattern_is_causal_and_writable():
+    model, idx = tiny(init_std=0.3), tokens(2, 10)
+    plain = model(idx)
+    _, cache = model.run_with_cache(idx, ["blocks.0.attn.pattern"])
+    pat = cache["blocks.0.attn.pattern"]  # [B, nh, T, T]
+    assert pat.shape == (2, 2, 10, 10)
+    torch.testing.assert_close(pat.sum(-1), torch.ones(2, 2, 10))
+    assert torch.all(pat.triu(1) == 0)
+    with model.hooks({"blocks.0.attn.pattern": lambda p, name: p.clone()}):  # written back: pattern @ v path
+        torch.testing.assert_close(model(idx), plain)
+    uniform = torch.ones(10, 10).tril()
+    uniform = uniform / uniform.sum(-1, keepdim=True)  # [T, T]
+    with model.hooks({"blocks.0.attn.pattern": lambda p, name: uniform.expand_as(p)}):
+        assert not torch.allclose(model(idx), plain)
+
+
+def test_hooks_are_removed_after_the_block_and_after_an_exception():
+    model, idx = tiny(), tokens(1, 5)
+    seen = []
+    with model.hooks({"embed": lambda t, n: seen.append(n), "blocks.1.resid_post": lambda t, n: seen.append(n)}):
+        assert n_hooks(model) == 2
+        model(idx)
+    assert n_hooks(model) == 0 and seen == ["embed", "blocks.1.resid_post"]
+    with pytest.raises(RuntimeError, match="boom"):
+        with model.hooks({"final": lambda t, n: None}):
+            assert n_hooks(model) == 1
+            raise RuntimeError("boom")
+    assert n_hooks(model) == 0
+    with pytest.raises(RuntimeError, match="inside a hook"):
+        with model.hooks({"final": lambda t, n: (_ for _ in ()).throw(RuntimeError("inside a hook"))}):
+            model(idx)
+    assert n_hooks(model) == 0
+    with pytest.raises(KeyError, match="blocks.0.resid_pre"):  # unknown names list the valid ones
+        with model.hooks({"embed": lambda t, n: None, "blocks.0.resid_mid": lambda t, n: None}):
+            pass
+    assert n_hooks(model) == 0
+
+
+@torch.no_grad()
+def test_patching_a_layer_output_transfers_the_other_runs_logits():
+    model = tiny(init_std=0.3)
+    a, b = tokens(2, 9, seed=1), tokens(2, 9, seed=2)
+    logits_b, cache_b = model.run_with_cache(b, ["blocks.0.resid_post"])
+    with model.hooks({"blocks.0.resid_post": lambda t, n: cache_b[n]}):
+        patched = model(a)
+    assert torch.equal(patched, logits_b)
+    assert not torch.allclose(model(a), logits_b)
+    # patching only the last position changes only the last position's logits (causality)
+    def last(t, n):
+        t = t.clone()
+        t[:, -1] = cache_b[n][:, -1]
+        return t
+    with model.hooks({"blocks.0.resid_post": last}):
+        patched = model(a)
+    assert torch.equal(patched[:, :-1], model(a)[:, :-1]) and not torch.allclose(patched[:, -1], model(a)[:, -1])
+
+
+@torch.no_grad()
+def test_injection_zero_vector_changes_nothing_and_matches_the_formula():
+    model, idx = tiny(), tokens(2, 8)
+    plain = model(idx)
+    positions = torch.tensor([[1, 5], [0, 7]])  # [B, K]
+    with inject(model, 1, positions, torch.zeros(2, 2, 16)):
+        assert torch.equal(model(idx), plain)
+    v = torch.randn(2, 2, 16, generator=torch.Generator().manual_seed(3))  # [B, K, C]
+    _, before = model.run_with_cache(idx, ["blocks.0.resid_post"])
+    with inject(model, 0, positions, v):
+        logits, after = model.run_with_cache(idx, ["blocks.0.resid_post"])
+    h, h2 = before["blocks.0.resid_post"], after["blocks.0.resid_post"]  # [B, T, C]
+    expect = h.clone()
+    for b in range(2):
+        for k in range(2):
+            p = positions[b, k]
+            expect[b, p] = h[b, p] + h[b, p].norm() * v[b, k] / v[b, k].norm()
+    torch.testing.assert_close(h2, expect)
+    assert not torch.allclose(logits, plain) and n_hooks(model) == 0
+
+
+@torch.no_grad()
+def test_injection_during_cached_generation_matches_full_reforward():
+    model = tiny(init_std=0.3)
+    prompts = [[3, 4, 5, 6], [7, 8]]
+    positions, v = [1, 3], torch.randn(2, 16, generator=torch.Generator().manual_seed(4))  # same columns in each row
+    with inject(model, 1, positions, v, site="resid_pre"):
+        cached = model.generate(prompts, 6, temperature=0)
+        full = model.generate(prompts, 6, temperature=0, use_cache=False)
+    assert cached == full
+    assert cached != model.generate(prompts, 6, temperature=0)
+
+
+def greedy_reference(model, prompt, n, eos_id=None):
+    """Argmax of repeated full forwards on the prompt alone (no padding, no cache)."""
+    seq = list(prompt)
+    for _ in range(n):
+        seq.append(int(model(torch.tensor([seq]))[0, -1].argmax()))
+        if seq[-1] == eos_id:
+            break
+    return seq[len(prompt):]
+
+
+@torch.no_grad()
+def test_kv_cache_generation_equals_full_forward_greedy_with_padding():
+    model = tiny(init_std=0.3)
+    prompts = [[5], [1, 2, 3], [9, 8, 7, 6, 5, 4], [11, 12]]
+    ref = [greedy_reference(model, p, 10) for p in prompts]
+    assert model.generate(prompts, 10, temperature=0) == ref
+    assert model.generate(prompts, 10, temperature=0, use_cache=False) == ref
+    assert len({tuple(r) for r in ref}) > 1  # a degenerate model would make this test vacuous
+    eos = ref[1][2]  # a token some row emits: rows stop right after it, others run on
+    ref_eos = [greedy_reference(model, p, 10, eos_id=eos) for p in prompts]
+    assert model.generate(prompts, 10, temperature=0, eos_id=eos) == ref_eos
+    assert ref_eos[1] == ref[1][:ref[1].index(eos) + 1]
+    assert any(len(r) > len(ref_eos[1]) for r in ref_eos)  # other rows went on
+
+
+@torch.no_grad()
+def test_sampling_is_deterministic_given_a_generator():
+    model = tiny(init_std=0.3)
+    prompts = [[1, 2], [3, 4, 5]]
+    draw = lambda seed, **kw: model.generate(prompts, 12, generator=torch.Generator().manual_seed(seed), **kw)
+    assert draw(0, top_k=5) == draw(0, top_k=5)
+    assert draw(0) != draw(1)
+    assert draw(0, top_k=1) == model.generate(prompts, 12, temperature=0)  # top-1 sampling is greedy
+    assert draw(0, temperature=1e-6) == model.generate(prompts, 12, temperature=0)
+
+
+@torch.no_grad()
+def test_scoring_equals_a_manual_sum_of_log_probs():
+    model = tiny(init_std=0.3)
+    eos = 2
+    pairs = [([1, 5, 6], [7]), ([4], [8, 9, 10, 3]), ([3, 3, 3, 3, 3], [])]
+    sums, per_token = score_continuations(model, pairs, eos_id=eos, batch_size=2)
+    for (p, c), s, pt in zip(pairs, sums, per_token):
+        ids = torch.tensor([p + c + [eos]])  # [1, L]
+        logp = model(ids[:, :-1]).log_softmax(-1)[0]  # [L-1, V]
+        manual = [logp[len(p) - 1 + j, tok] for j, tok in enumerate(c + [eos])]
+        assert len(pt) == len(c) + 1
+        torch.testing.assert_close(pt, torch.stack(manual), rtol=0, atol=1e-5)
+        torch.testing.assert_close(s, torch.stack(manual).sum(), rtol=0, atol=1e-5)
+
+
+def test_tokenizer_round_trip_and_save_load(tmp_path):
+    words = ["ann", "has", "3", "apples", "."]
+    tok = word_tokenizer(words)
+    text = "<bos> ann has 3 apples . <eos>"
+    ids = tok.encode(text).ids
+    assert ids == [1, 3, 4, 5, 6, 7, 2]
+    assert tok.decode(ids, skip_special_tokens=False) == text
+    save_tokenizer(tok, tmp_path / "tokenizer.json")
+    again = load_tokenizer(tmp_path / "tokenizer.json")
+    assert again.encode(text).ids == ids and again.get_vocab() == tok.get_vocab()
+    with pytest.raises(Exception, match="UNK|unk"):
+        tok.encode("ann has 4 apples")  # an unknown word is an error, not a silent <unk>
+    model = tiny()
+    sums, _ = score_continuations(model, [("<bos> ann has", "3 apples .")], tokenizer=tok)
+    ids_sums, _ = score_continuations(model, [([1, 3, 4], [5, 6, 7])], eos_id=2)
+    assert torch.equal(sums, ids_sums)

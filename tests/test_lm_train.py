@@ -1,0 +1,173 @@
+"""The language-model loop of train.py: LR schedule, checkpoints, exact resume, overfitting, loss masking,
+gradient accumulation, and a tiny end-to-end `python train.py configs/lm_tiny.py` run.
+
+    python -m pytest tests/test_lm_train.py -q
+"""
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from data.tokenizer import load_tokenizer
+from model import GPT, GPTConfig
+from train import CheckpointError, get_lr, lm_windows, load_lm, pack_pairs, save_lm, save_weights, train_lm
+
+ROOT = Path(__file__).resolve().parents[1]
+CFG = GPTConfig(vocab_size=32, block_size=16, n_layer=2, n_head=2, n_embd=16)
+QUIET = dict(log_every=0, progress=False)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def fresh(cfg=CFG, seed=1):
+    return GPT(cfg, generator=torch.Generator().manual_seed(seed))
+
+
+def stream_data(n=3000, seed=0):
+    """Rows of a learnable stream: a fixed random sequence of 7 tokens repeated, with noise."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randint(3, 32, (7,), generator=g).repeat(n // 7 + 1)[:n]
+    noise = torch.rand(n, generator=g) < 0.2
+    stream = torch.where(noise, torch.randint(3, 32, (n,), generator=g), base)
+    return {"tokens": lm_windows(stream, 16)}
+
+
+def same_weights(a, b):
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_lr_schedule_warmup_then_cosine():
+    kw = dict(lr=1.0, warmup=10, decay_steps=110, min_lr=0.1)
+    lrs = [get_lr(s, **kw) for s in range(130)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))  # never increases after warm-up
+    assert get_lr(60, **kw) == pytest.approx(0.55)  # halfway down the cosine
+    assert lrs[110:] == [0.1] * 20
+
+
+def test_lm_windows_and_pack_pairs():
+    rows = lm_windows(torch.arange(35), 8)  # [4, 9]
+    assert rows.shape == (4, 9) and rows[1].tolist() == list(range(8, 17))
+    data = pack_pairs([([5, 6], [7, 8, 2]), ([9], [10, 2])], pad_id=0)
+    assert data["tokens"].tolist() == [[5, 6, 7, 8, 2], [9, 10, 2, 0, 0]]
+    targets = data["tokens"][:, 1:]
+    assert targets[0][data["mask"][0]].tolist() == [7, 8, 2] and targets[1][data["mask"][1]].tolist() == [10, 2]
+
+
+def test_checkpoint_round_trip_is_bit_exact_and_never_leaks_orig_mod(tmp_path):
+    model = fresh()
+    train_lm(model, stream_data(), steps=3, batch_size=4, lr=1e-2, **QUIET)
+    save_lm(tmp_path / "ck", torch.compile(model), step=3, seed=1, tokenizer="tokenizer.json")  # compile is lazy: no cost
+    from safetensors.torch import load_file
+    assert not any("_orig_mod" in k or k.startswith("module.") for k in load_file(tmp_path / "ck.safetensors"))
+    loaded, meta = load_lm(tmp_path / "ck")
+    assert same_weights(model, loaded) and meta["step"] == 3 and meta["tokenizer"] == "tokenizer.json"
+    assert meta["model_config"]["n_embd"] == 16
+    idx = torch.randint(0, 32, (2, 10))
+    assert torch.equal(model(idx), loaded(idx))
+
+
+def test_checkpoint_loading_says_what_does_not_match(tmp_path):
+    model = fresh()
+    save_lm(tmp_path / "ck", model, step=0, seed=0)
+    with pytest.raises(CheckpointError, match="n_embd: checkpoint 16 vs expected 32"):
+        load_lm(tmp_path / "ck", expect=GPTConfig(vocab_size=32, block_size=16, n_layer=2, n_head=2, n_embd=32))
+    tensors = dict(model.state_dict())
+    tensors["wte.weight"] = torch.zeros(31, 16)
+    del tensors["ln_f.weight"]
+    save_weights(tmp_path / "bad", tensors, json.loads((tmp_path / "ck.json").read_text()))
+    with pytest.raises(CheckpointError, match=r"missing ln_f.weight.*wte.weight: shape \(31, 16\) vs model \(32, 16\)"):
+        load_lm(tmp_path / "bad")
+    with pytest.raises(CheckpointError, match="needs both"):
+        load_lm(tmp_path / "nothing")
+
+
+def test_resume_is_exact(tmp_path):
+    """N steps straight == k steps + save + resume + N - k steps, bit for bit on CPU."""
+    kw = dict(batch_size=4, lr=1e-2, warmup=2, grad_clip=0.5, val=stream_data(300, seed=5), eval_every=3, **QUIET)
+    data = stream_data()
+    straight = fresh()
+    train_lm(straight, data, steps=9, **kw)
+    first = fresh()
+    train_lm(first, data, steps=4, decay_steps=9, ckpt=tmp_path / "ck", **kw)  # stops at 4 with the schedule of 9
+    resumed = fresh(seed=99)  # different init: everything must come from the checkpoint
+    out = train_lm(resumed, data, steps=9, ckpt=tmp_path / "ck", resume=True, **kw)
+    assert out["step"] == 9 and same_weights(straight, resumed)
+    state = torch.load(tmp_path / "ck.state.pt", weights_only=False)
+    assert state["step"] == 9 and state["data_position"] == 9 * 4
+
+
+def test_overfits_a_tiny_batch():
+    torch.manual_seed(0)
+    data = {"tokens": torch.randint(0, 32, (4, 17), generator=torch.Generator().manual_seed(2))}
+    model = fresh()
+    out = train_lm(model, data, steps=150, batch_size=4, lr=1e-2, warmup=10, weight_decay=0.0, log_every=50, progress=False)
+    assert out["train_loss"] < 0.05, out["train_loss"]  # the mean over the last 50 steps
+
+
+def finetune_pairs(n=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randint(3, 32, (int(torch.randint(1, 5, (1,), generator=g)),), generator=g).tolist(),
+             torch.randint(3, 32, (int(torch.randint(1, 7, (1,), generator=g)),), generator=g).tolist() + [2])
+            for _ in range(n)]
+
+
+def test_loss_masking_gives_zero_gradient_from_masked_tokens():
+    pairs = finetune_pairs()
+    a, b = pack_pairs(pairs, pad_id=0), pack_pairs(pairs, pad_id=7)  # differ only in masked targets (pads)
+    assert not torch.equal(a["tokens"], b["tokens"])
+    kw = dict(steps=3, batch_size=4, lr=1e-2, **QUIET)
+    ma, mb = fresh(), fresh()
+    train_lm(ma, a, **kw)
+    train_lm(mb, b, **kw)
+    assert same_weights(ma, mb)
+    # ... while the response tokens do count
+    pairs2 = [(p, [(r[0] + 1) % 32] + r[1:]) for p, r in pairs]
+    mc = fresh()
+    train_lm(mc, pack_pairs(pairs2, pad_id=0), **kw)
+    assert not same_weights(ma, mc)
+    # the per-token gradient of a masked position is exactly zero
+    model, x, y, m = fresh(), a["tokens"][:4, :-1], a["tokens"][:4, 1:], a["mask"][:4]
+    per_tok = model(x, targets=y)  # [4, T]
+    per_tok.retain_grad()
+    (per_tok * m).sum().backward()
+    assert torch.all(per_tok.grad[~m] == 0) and torch.all(per_tok.grad[m] == 1)
+
+
+def test_gradient_accumulation_equals_one_big_batch():
+    data = pack_pairs(finetune_pairs(16), pad_id=0)
+    big, acc = fresh(), fresh()
+    train_lm(big, data, steps=3, batch_size=8, lr=1e-2, **QUIET)
+    train_lm(acc, data, steps=3, batch_size=2, grad_accum=4, lr=1e-2, **QUIET)
+    for x, y in zip(big.parameters(), acc.parameters()):
+        torch.testing.assert_close(x, y, rtol=0, atol=1e-5)
+
+
+def test_train_py_lm_tiny_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, str(ROOT / "train.py"), str(ROOT / "configs/lm_tiny.py"), "--steps=20", "--n_docs=400",
+           "--eval_every=10", "--log_every=10", f"--out_dir={out}"]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    for name in ("config.json", "env.json", "metrics.jsonl", "results.json", "results.md", "loss.png",
+                 "model.safetensors", "model.json", "model.state.pt", "tokenizer.json"):
+        assert (out / name).is_file(), name
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in records if "loss" in r]
+    assert [r["step"] for r in logged] == [10, 20] and all(math.isfinite(r["loss"]) for r in logged)
+    assert {"lr", "ms_per_step", "tokens_per_s"} <= set(logged[0]) and any("val_loss" in r for r in records)
+    results = json.loads((out / "results.json").read_text())
+    assert results["steps"] == 20 and results["val_loss"] < math.log(31)
+    model, meta = load_lm(out / "model")
+    tok = load_tokenizer(out / meta["tokenizer"])
+    assert model.cfg.vocab_size == tok.get_vocab_size() and meta["step"] == 20
