@@ -1,17 +1,31 @@
 #!/usr/bin/env bash
 # The device check, as one prepared script for a lent GPU (see README, "Measured on an H100"):
-# the MNIST benchmark, the paper-scale run, every follow-up sweep, then the GPT benchmark.
+# a smoke run, the MNIST benchmark, the paper-scale run, the cross-init sweep, the GPT benchmark,
+# then the other follow-up sweeps while time is left. Each stage has its own time limit.
 #   DATA_DIR=.devdata OUT=/tmp/h100 bash scripts/h100.sh
 set -uo pipefail
 export PYTHONUNBUFFERED=1
-OUT=${OUT:-out/h100}; DATA=${DATA_DIR:-data}
-mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
-python -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" | tee -a "$OUT/gpu.txt"
-python bench.py mnist --device=cuda --seeds=1,100,100 --extra="--data_dir=$DATA" 2>&1 | tee "$OUT/bench_mnist.log"
-run() { python train.py "configs/$1.py" --device=cuda --data_dir="$DATA" --save_weights=False --out_dir="out/gpu/$1" "${@:2}" 2>&1 | tail -40; }
-run subliminal_mnist --n_seeds=100 | tee "$OUT/main.log"
-run subliminal_mnist --n_seeds=100 --conditions="['reference','teacher','cross_head_aux','cross_head_all']" --out_dir=out/gpu/cross_head | tee -a "$OUT/main.log"
-for c in cross_init aux_sweep width perturb inputs epochs; do run "subliminal_mnist_$c"; done > "$OUT/sweeps.log" 2>&1
-tar czf "$OUT/runs.tgz" out/gpu
-python bench.py gpt --device=cuda 2>&1 | tee "$OUT/bench_gpt.log"
+OUT=${OUT:-out/h100}; DATA=${DATA_DIR:-data}; BUDGET=${BUDGET:-540}
+L=out/gpu/logs; mkdir -p "$OUT" "$L"
+pack() { tar czf "$OUT/runs.tgz" out/gpu 2>/dev/null; }
+left() { echo $((BUDGET - SECONDS)); }
+stage() {  # stage NAME LIMIT CMD...: run CMD with at most LIMIT seconds (less if the budget is nearly spent)
+    local name=$1 lim=$2; shift 2
+    local l=$(left); [ "$l" -lt 20 ] && { echo "## $name skipped (budget)"; return; }
+    [ "$lim" -gt "$l" ] && lim=$l
+    echo "## $name (limit ${lim}s, ${SECONDS}s elapsed)"
+    timeout "$lim" "$@" > "$L/$name.log" 2>&1; echo "## $name rc=$? at ${SECONDS}s"
+    tail -25 "$L/$name.log"; pack
+}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$L/gpu.txt"
+python -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" | tee -a "$L/gpu.txt"
+T() { python train.py "configs/$1.py" --device=cuda --data_dir="$DATA" --save_weights=False --out_dir="out/gpu/$1" "${@:2}"; }
+stage smoke 60 T subliminal_mnist --n_seeds=2 --epochs=1 --distill_epochs=1 --out_dir=out/gpu/smoke
+stage bench_mnist 90 python bench.py mnist --device=cuda --seeds=1,100 --extra="--data_dir=$DATA"
+stage main100 60 T subliminal_mnist --n_seeds=100
+stage cross_head100 60 T subliminal_mnist --n_seeds=100 --out_dir=out/gpu/cross_head \
+    --conditions="['reference','teacher','student_aux','cross_head_aux','cross_head_all']"
+stage cross_init 120 T subliminal_mnist_cross_init
+stage bench_gpt 240 python bench.py gpt --device=cuda
+for c in aux_sweep width perturb inputs epochs; do stage "$c" 60 T "subliminal_mnist_$c"; done
+echo "## done at ${SECONDS}s"
