@@ -14,12 +14,13 @@ stage() {  # stage NAME LIMIT CMD...: run CMD with at most LIMIT seconds (less i
     local l=$(left); [ "$l" -lt 20 ] && { echo "## $name skipped (budget)"; return; }
     [ "$lim" -gt "$l" ] && lim=$l
     echo "## $name (limit ${lim}s, ${SECONDS}s elapsed)"
-    timeout "$lim" "$@" > "$L/$name.log" 2>&1; echo "## $name rc=$? at ${SECONDS}s"
+    timeout "$lim" bash -c '"$@"' _ "$@" > "$L/$name.log" 2>&1; echo "## $name rc=$? at ${SECONDS}s"
     tail -25 "$L/$name.log"; pack
 }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$L/gpu.txt"
 python -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" | tee -a "$L/gpu.txt"
 T() { python train.py "configs/$1.py" --device=cuda --data_dir="$DATA" --save_weights=False --out_dir="out/gpu/$1" "${@:2}"; }
+export -f T; export DATA
 stage smoke 60 T subliminal_mnist --n_seeds=2 --epochs=1 --distill_epochs=1 --out_dir=out/gpu/smoke
 stage bench_mnist 90 python bench.py mnist --device=cuda --seeds=1,100 --extra="--data_dir=$DATA"
 stage main100 60 T subliminal_mnist --n_seeds=100
