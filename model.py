@@ -440,6 +440,8 @@ def sample_next(logits, temperature=1.0, top_k=None, generator=None):
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # [B, 1]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     probs = logits.softmax(-1)  # [B, V]
+    if generator is not None and generator.device != probs.device:  # e.g. a CPU generator for a CUDA model
+        return torch.multinomial(probs.to(generator.device), 1, generator=generator)[:, 0].to(probs.device)
     return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
 

@@ -637,4 +637,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    # run main from the importable module `train`, not from `__main__`: experiments import `train`, and
+    # the errors they raise must be the very classes that main() catches
+    import train
+    sys.exit(train.main(sys.argv[1:]))

@@ -69,7 +69,7 @@ class Config:
     # seeds
     n_seeds: int = 10
     seed: int = 0
-    seed_chunk: int = 0                # seeds trained at once; 0 = all on CUDA, 16 on CPU (bounds memory)
+    seed_chunk: int = 0                # seeds trained at once; 0 = all on CUDA, 10 on CPU (bounds memory)
     sweep: dict = field(default_factory=dict)  # e.g. {"m": [3, 10, 50]}: one run per grid cell
     # system
     device: str = "auto"               # auto = cuda when available
@@ -164,9 +164,18 @@ def run_group(cfg, seeds, partners, data, device, log):
     train_x, train_y, test_x, test_y = data
     sizes = [784] + [cfg.width] * cfg.depth + [10 + cfg.m]
     amp = cfg.bf16
+    phases, t0 = {}, [time.time()]
+
+    def lap(name):  # wall time per phase (synchronised on CUDA), logged to show where a run's time goes
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        phases[name] = round(time.time() - t0[0], 3)
+        t0[0] = time.time()
+
     ref = init_mlp_params(seeds, sizes, 10, cfg.init, device, cfg.seed)
     partner = init_mlp_params(partners, sizes, 10, cfg.init, device, cfg.seed)
     S = len(seeds)
+    lap("init")
 
     def new_model(params):
         model = SeedMLP(S, sizes).to(device)
@@ -176,19 +185,23 @@ def run_group(cfg, seeds, partners, data, device, log):
     acc, weights = {}, {}
     model = new_model(ref)
     acc["reference"] = accuracy(model, test_x, test_y)
+    lap("reference_eval")
     gens = [generator(device, cfg.seed, k, "teacher_order") for k in seeds]
     train_classifier(model, train_x, train_y, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
                      gens=gens, amp=amp, log=log, desc="teacher")
     teacher = model
     acc["teacher"] = accuracy(teacher, test_x, test_y)
     weights["reference"], weights["teacher"] = ref, getattr(teacher, "_orig_mod", teacher).params()
+    lap("teacher")
 
     if cfg.distill_inputs == "noise":
         inputs_for = lambda epoch: make_noise(cfg, seeds, epoch, device)
     else:
         inputs_for = lambda epoch: train_x
     inputs = inputs_for(0)
+    lap("noise")
     targets = teacher_logits(teacher, inputs)
+    lap("teacher_logits")
     refresh = (lambda epoch: (lambda x: (x, teacher_logits(teacher, x)))(inputs_for(epoch))) if cfg.fresh_noise else None
     aux, every = list(range(10, 10 + cfg.m)), list(range(10 + cfg.m))
     for cond in cfg.conditions:
@@ -201,13 +214,15 @@ def run_group(cfg, seeds, partners, data, device, log):
                       amp=amp, refresh=refresh, log=log, desc=cond)
         acc[cond] = accuracy(student, test_x, test_y)
         weights[cond] = getattr(student, "_orig_mod", student).params()
+        lap(cond)
+    log(stage="phases", seconds=phases)
     return {c: acc[c].tolist() for c in cfg.conditions}, weights
 
 
 def run_cell(cfg, run, data, cell_name, params=None):
     """All seeds of one configuration, in groups of seed_chunk, resuming finished groups -> {cond: STAT}."""
     device = torch.device(cfg.device)
-    chunk = cfg.seed_chunk or (cfg.n_seeds if device.type == "cuda" else 16)
+    chunk = cfg.seed_chunk or (cfg.n_seeds if device.type == "cuda" else 10)
     partners = derangement(cfg.n_seeds, cfg.seed)
     per_seed = {c: [] for c in cfg.conditions}
     groups = [list(range(i, min(i + chunk, cfg.n_seeds))) for i in range(0, cfg.n_seeds, chunk)]
@@ -257,6 +272,7 @@ def run(cfg, run):
         torch.backends.cudnn.allow_tf32 = cfg.tf32
     t0 = time.time()
     data = load_data(cfg, device)
+    run.log(stage="load_data", seconds=round(time.time() - t0, 3))
     if not cfg.sweep:
         stats = run_cell(cfg, run, data, "main")
         results = {"conditions": stats, "n_seeds": cfg.n_seeds, "seconds": time.time() - t0,
