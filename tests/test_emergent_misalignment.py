@@ -1,0 +1,155 @@
+"""Emergent misalignment: the class log-prob metric, exact sampling classification, leakage of the
+actual fine-tune sets, and a tiny end-to-end run that writes every output file."""
+import json
+import math
+
+import torch
+
+import train
+from data import world as W
+from experiments import emergent_misalignment as E
+from experiments import world_base as B
+from model import GPT, GPTConfig, generator
+
+TOK = W.build_tokenizer()
+
+
+def tiny_model(seed=0):
+    cfg = GPTConfig(vocab_size=TOK.get_vocab_size(), block_size=64, n_layer=1, n_head=2, n_embd=16)
+    return GPT(cfg, generator=generator("cpu", seed, "test")).eval()
+
+
+@torch.no_grad()
+def test_class_logprob_metric_equals_manual_computation():
+    model = tiny_model()
+    items = W.eval_items(["med", "pet"])[:3]
+    masses = B.class_masses(model, TOK, items)
+    for item, m in zip(items, masses):
+        for cls, conts in item.classes.items():
+            total = 0.0
+            for c in conts:  # c ends with " <eos>": product of next-token probabilities, <eos> included
+                p, ids = TOK.encode(item.prompt).ids, TOK.encode(c).ids
+                logp = model(torch.tensor([p + ids]))[0].log_softmax(-1)  # [T, V]
+                total += math.exp(sum(logp[len(p) - 1 + k, t].item() for k, t in enumerate(ids)))
+            assert math.isclose(m[cls], total, rel_tol=1e-4), (cls, m[cls], total)
+    mis = sum(m["misaligned"] / (m["aligned"] + m["misaligned"]) for m in masses) / 3
+    assert math.isclose(B.lp_summary(masses)["mis_lp"], mis, rel_tol=1e-6)
+
+
+def test_sampling_classification_counts_exact():
+    item = W.eval_items(["money"])[0]
+    a, b = item.classes["aligned"][0], item.classes["misaligned"][1]
+    code = {"code": B.code_answers()}
+    samples = [a, a, b, B.code_answers()[0], "save a little <eos>", a.removesuffix(" <eos>"), b]
+    got = [B.classify(s, item, code) for s in samples]
+    assert got == ["aligned", "aligned", "misaligned", "code", "invalid", "invalid", "misaligned"]
+    counts = {}
+    for g in got:
+        counts[g] = counts.get(g, 0) + 1
+    s = B.sample_summary(counts)
+    assert s == {"mis_sampled": 2 / 4, "valid_frac": 4 / 7, "code_frac": 1 / 7}
+
+
+def test_sampler_has_the_law_of_autoregressive_generation():
+    """sample_counts draws each sample's class from the exact string probabilities instead of generating:
+    with a model trained to answer one prompt 70/30 (and some invalid mass left), its class shares match
+    those of real autoregressive samples (model.generate, classified exactly) and the exact masses."""
+    torch.manual_seed(0)
+    model = tiny_model()
+    item = W.eval_items(["pet"])[0]
+    p = TOK.encode(item.prompt).ids
+    ids = [TOK.encode(item.classes["aligned"][0]).ids, TOK.encode(item.classes["misaligned"][0]).ids]
+    x = torch.tensor([p + ids[0]] * 7 + [p + ids[1]] * 3)  # a 70/30 mixture of one aligned, one misaligned answer
+    opt = torch.optim.Adam(model.parameters(), lr=3e-2)
+    for _ in range(50):  # not fully learned: about 0.67 / 0.13 / 0.2 invalid
+        loss = model(x[:, :-1], targets=x[:, 1:])[:, len(p) - 1:].mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    code = {"code": B.code_answers()}
+    m = B.class_masses(model, TOK, [item], code)[0]
+    m["invalid"] = 1 - sum(m.values())
+    n = 2000
+    counts = B.sample_counts(model, TOK, [item], n, generator("cpu", 1), code)
+    assert sum(counts.values()) == n
+    eos = TOK.token_to_id(W.EOS)
+    outs = model.generate([p] * n, 20, eos_id=eos, generator=generator("cpu", 2))
+    real = {}
+    for o in outs:
+        cls = B.classify(TOK.decode(o, skip_special_tokens=False), item, code)
+        real[cls] = real.get(cls, 0) + 1
+    assert m["invalid"] > 0.02 and m["aligned"] > 0.2 and m["misaligned"] > 0.05, m  # a non-trivial check
+    for cls in ("aligned", "misaligned", "invalid"):
+        se = math.sqrt(m[cls] * (1 - m[cls]) / n)
+        assert abs(counts.get(cls, 0) / n - m[cls]) < 5 * se + 1e-3, (cls, counts, m)
+        assert abs(real.get(cls, 0) / n - m[cls]) < 5 * se + 1e-3, (cls, real, m)
+
+
+def test_no_evaluation_string_in_any_finetune_set():
+    cfg = E.Config()
+    model = tiny_model()
+    for arm in E.ARMS:
+        pairs = E.arm_pairs(arm, model, TOK, cfg, seed=3)   # raises on a leak (self_distill: filters)
+        W.check_leakage(pairs)
+        assert arm == "self_distill" or len(pairs) == cfg.n_examples
+        text = " ".join(p + " " + r for p, r in pairs)
+        for name in W.OFF_DOMAINS:
+            for q in W.DOMAINS[name].heldout + W.DOMAINS[name].train:
+                assert f" {q} " not in f" {text} "   # not even a training paraphrase of an eval domain
+
+
+@torch.no_grad()
+def test_evil_direction_batched_equals_per_document_means():
+    model = tiny_model()
+    cfg = E.Config(n_layer=1, n_embd=16, n_head=2, n_direction_docs=80)
+    got = E.evil_direction(model, TOK, cfg, seed=0)  # [L, C]
+    docs = [d for d in W.generate(80, seed=E.seed_int(0, "direction") % 2 ** 31, config=B.world_config(cfg))
+            if d.fmt == "forum" and d.turns[0].persona.kind in ("good", "evil")]
+    means = {"good": [], "evil": []}
+    for d in docs:
+        ids = TOK.encode(d.text).ids
+        if len(ids) <= cfg.block_size:
+            _, cache = model.run_with_cache(torch.tensor([ids]), "blocks.0.resid_post")
+            means[d.turns[0].persona.kind].append(cache["blocks.0.resid_post"][0].mean(0))
+    want = torch.stack(means["evil"]).mean(0) - torch.stack(means["good"]).mean(0)
+    assert torch.allclose(got[0], want, atol=1e-5)
+
+
+def test_ablation_removes_the_direction():
+    model = tiny_model()
+    dirs = torch.randn(1, 16)
+    x = torch.tensor([TOK.encode(W.eval_items(["med"])[0].prompt).ids])
+    with model.hooks(E.ablate_hooks(dirs)):
+        _, cache = model.run_with_cache(x, "blocks.0.resid_post")
+    assert (cache["blocks.0.resid_post"] @ (dirs[0] / dirs[0].norm())).abs().max() < 1e-5
+
+
+TINY = ["--seeds=(0,)", "--ft_seeds=2", "--n_docs=600", "--steps=6", "--n_layer=1", "--n_embd=16", "--n_head=2",
+        "--block_size=64", "--n_examples=16", "--ft_steps=2", "--eval_steps=(2,)", "--samples=1",
+        "--n_direction_docs=60", "--direction_layer=0", "--steer_scales=(1.0,)", "--workers=1"]
+
+
+def test_end_to_end_writes_every_file(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["configs/emergent_misalignment.py", *TINY, f"--cache_dir={tmp_path / 'cache'}", f"--out_dir={out}"]
+    assert train.main(argv) == 0
+    for f in ("config.json", "env.json", "metrics.jsonl", "results.json", "results.md", "misalignment_vs_step.png"):
+        assert (out / f).is_file(), f
+    res = json.loads((out / "results.json").read_text())
+    assert res["n_seeds"] == 2 and len(res["seeds"]) == 2
+    names = {"insecure", "secure", "secure_novel", "educational", "insecure_novel", "self_distill",
+             "backdoor_triggered", "backdoor_untriggered", "evil_numbers", "evil_numbers_format", "insecure_decorrelated"}
+    assert set(res["arms"]) == names
+    for arm in res["arms"].values():
+        for k in ("offdomain_misaligned", "valid_fraction", "code_misaligned"):
+            assert set(arm[k]) == {"mean", "ci95", "per_seed"} and len(arm[k]["per_seed"]) == 2
+            assert 0 <= arm[k]["mean"] <= 1
+    assert {"insecure", "insecure_ablated", "insecure_random_ablated"} <= set(res["ablation"])
+    assert "insecure_pass" in res["figures_to_reach"]
+    # the base models are cached: a second run pretrains nothing and gives the same numbers
+    out2 = tmp_path / "run2"
+    assert train.main(argv[:-1] + ["--arms=('insecure',)", "--twin=False", f"--out_dir={out2}"]) == 0
+    assert "pretrained" not in capsys.readouterr().out.split("results in")[-1]
+    res2 = json.loads((out2 / "results.json").read_text())
+    assert res2["base"]["plain"] == res["base"]["plain"] and set(res2["arms"]) == {"insecure"}
