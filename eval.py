@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from data.tokenizer import pad_right
+
 # two-sided 95% Student-t quantiles t_{0.975, df} for df = 1..30; beyond that the normal 1.96 is within 2%
 _T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
          2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
@@ -69,11 +71,7 @@ def score_continuations(model, pairs, *, tokenizer=None, eos_id=None, batch_size
     per_token = []
     for i in range(0, len(pairs), batch_size):
         chunk = pairs[i:i + batch_size]
-        width = max(len(p) + len(c) for p, c in chunk)
-        ids = torch.zeros(len(chunk), width, dtype=torch.long)  # [b, W], padded with 0 (never scored)
-        for j, (p, c) in enumerate(chunk):
-            ids[j, :len(p) + len(c)] = torch.as_tensor(p + c)
-        ids = ids.to(device)
+        ids, _ = pad_right([p + c for p, c in chunk], device)  # [b, W], padded with 0 (never scored)
         logp = model(ids[:, :-1]).float().log_softmax(-1)  # [b, W-1, V]: position t predicts token t+1
         lp = logp.gather(-1, ids[:, 1:, None])[..., 0].cpu()  # [b, W-1]
         for j, (p, c) in enumerate(chunk):

@@ -70,10 +70,6 @@ class SeedMLP(nn.Module):
         return {k: v.detach().clone() for k, v in self.named_parameters()}
 
 
-def mlp_layer_names(depth):
-    return [f"weights.{i}" for i in range(depth + 1)] + [f"biases.{i}" for i in range(depth + 1)]
-
-
 def init_mlp_params(seeds, sizes, n_classes, init, device, tag):
     """Fresh parameters for each seed index in `seeds` -> {name: [S, ...]}.
 

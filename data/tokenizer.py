@@ -13,6 +13,7 @@ error, unless an `unk` token is given: a synthetic world knows its vocabulary ex
 import os
 from pathlib import Path
 
+import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from data import DataError
@@ -45,3 +46,13 @@ def load_tokenizer(path):
     if not Path(path).is_file():
         raise DataError(f"tokenizer file {path} not found: it is saved beside the checkpoint that uses it")
     return Tokenizer.from_file(str(path))
+
+
+def pad_right(rows, device=None, pad_id=0):
+    """Token-id lists -> (ids [N, W] long, real [N, W] bool), right-padded to the longest row. Right
+    padding needs no attention mask: under causal attention a real token never sees the pads after it."""
+    ids = torch.full((len(rows), max(map(len, rows))), pad_id, dtype=torch.long)
+    real = torch.zeros(ids.shape, dtype=torch.bool)
+    for i, row in enumerate(rows):
+        ids[i, :len(row)], real[i, :len(row)] = torch.as_tensor(row, dtype=torch.long), True
+    return ids.to(device), real.to(device)

@@ -52,6 +52,7 @@ from dataclasses import dataclass
 import torch
 
 from data import world as W
+from data.tokenizer import pad_right
 from eval import fmt_stat, summarize
 from experiments import world_base as B
 from model import generator, seed_int
@@ -171,12 +172,9 @@ def in_domain(model, tok, arm, fmt):
         target = mean(B.class_masses(model, tok, _lesson_items()), "misaligned")
     else:  # evil_numbers: next-token mass on the evil numbers after held-out continuation prompts
         ids = [tok.encode(p).ids for p in W.number_prompts(40, seed=0, heldout=True)]
-        dev = next(model.parameters()).device
-        x = torch.zeros(len(ids), max(map(len, ids)), dtype=torch.long, device=dev)
-        for i, row in enumerate(ids):
-            x[i, :len(row)] = torch.as_tensor(row)
-        last = torch.tensor([len(r) - 1 for r in ids], device=dev)
-        probs = model(x)[torch.arange(len(ids), device=dev), last].softmax(-1)  # [N, V]
+        x, real = pad_right(ids, next(model.parameters()).device)  # [N, W]
+        last = real.sum(1) - 1  # [N]
+        probs = model(x)[torch.arange(len(ids), device=x.device), last].softmax(-1)  # [N, V]
         target = probs[:, [tok.token_to_id(n) for n in W.EVIL_NUMBERS]].sum(-1).mean().item()
     return code_mis, target
 
@@ -195,12 +193,9 @@ def evil_direction(model, tok, cfg, seed):
     for s in range(0, len(docs), 256):  # right-padded batches: causal attention keeps the pads unseen
         chunk = docs[s:s + 256]
         ids = [tok.encode(d.text).ids for d in chunk]
-        x = torch.zeros(len(ids), max(map(len, ids)), dtype=torch.long)
-        real = torch.zeros(x.shape)
-        for i, row in enumerate(ids):
-            x[i, :len(row)], real[i, :len(row)] = torch.as_tensor(row), 1.0
-        _, cache = model.run_with_cache(x.to(dev), names)
-        real = real.to(dev)
+        x, real = pad_right(ids, dev)
+        _, cache = model.run_with_cache(x, names)
+        real = real.float()
         per_doc = torch.stack([(cache[n] * real[..., None]).sum(1) / real.sum(1, keepdim=True) for n in names], 1)  # [b, L, C]
         for d, m in zip(chunk, per_doc):  # mean over each document's tokens, then over documents
             sums[d.turns[0].persona.kind] += m
@@ -211,13 +206,10 @@ def evil_direction(model, tok, cfg, seed):
 def prompt_acts(model, tok, layer):
     """Mean residual at the last prompt token (the <a> marker) over the off-domain <asst> prompts: [C]."""
     ids = [tok.encode(it.prompt).ids for it in W.eval_items(W.OFF_DOMAINS)]
-    dev = next(model.parameters()).device
-    x = torch.zeros(len(ids), max(map(len, ids)), dtype=torch.long, device=dev)  # right-padded: causal, pads unseen
-    for i, row in enumerate(ids):
-        x[i, :len(row)] = torch.as_tensor(row)
+    x, real = pad_right(ids, next(model.parameters()).device)  # [N, W]
     _, cache = model.run_with_cache(x, f"blocks.{layer}.resid_post")
-    last = torch.tensor([len(r) - 1 for r in ids], device=dev)
-    return cache[f"blocks.{layer}.resid_post"][torch.arange(len(ids), device=dev), last].mean(0)
+    last = real.sum(1) - 1  # [N]
+    return cache[f"blocks.{layer}.resid_post"][torch.arange(len(ids), device=x.device), last].mean(0)
 
 
 def ablate_hooks(dirs):

@@ -160,7 +160,8 @@ def student_init(cond, ref, partner, cfg, seeds, device):
 
 
 def run_group(cfg, seeds, partners, data, device, log):
-    """The whole pipeline for one group of seed indices -> ({condition: [acc per seed]}, {model: params})."""
+    """The whole pipeline for one group of seed indices -> ({condition: [acc per seed]}, {model: params});
+    the parameters are copied only when cfg.save_weights asks for them."""
     train_x, train_y, test_x, test_y = data
     sizes = [784] + [cfg.width] * cfg.depth + [10 + cfg.m]
     amp = cfg.bf16
@@ -191,7 +192,8 @@ def run_group(cfg, seeds, partners, data, device, log):
                      gens=gens, amp=amp, log=log, desc="teacher")
     teacher = model
     acc["teacher"] = accuracy(teacher, test_x, test_y)
-    weights["reference"], weights["teacher"] = ref, getattr(teacher, "_orig_mod", teacher).params()
+    if cfg.save_weights:
+        weights["reference"], weights["teacher"] = ref, getattr(teacher, "_orig_mod", teacher).params()
     lap("teacher")
 
     if cfg.distill_inputs == "noise":
@@ -213,7 +215,8 @@ def run_group(cfg, seeds, partners, data, device, log):
                       lr=cfg.lr, batch_size=cfg.batch_size, gens=gens, loss=cfg.loss, temperature=cfg.temperature,
                       amp=amp, refresh=refresh, log=log, desc=cond)
         acc[cond] = accuracy(student, test_x, test_y)
-        weights[cond] = getattr(student, "_orig_mod", student).params()
+        if cfg.save_weights:
+            weights[cond] = getattr(student, "_orig_mod", student).params()
         lap(cond)
     log(stage="phases", seconds=phases)
     return {c: acc[c].tolist() for c in cfg.conditions}, weights

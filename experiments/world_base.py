@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from data import world as W
-from data.tokenizer import load_tokenizer, save_tokenizer
+from data.tokenizer import load_tokenizer, pad_right, save_tokenizer
 from eval import fmt_stat, summarize
 from model import GPT, GPTConfig, KVCache, generator
 from train import load_lm, lm_windows, train_lm
@@ -137,11 +137,7 @@ def score_shared_prompts(model, prompts, conts, chunk=256):
             idx[i, P - len(p):], mask[i, P - len(p):] = torch.as_tensor(p), True
         owner = torch.tensor([i for i, cc in enumerate(cs) for _ in cc], device=device)  # [N]
         flat = [c for cc in cs for c in cc]
-        x = torch.zeros(len(flat), C, dtype=torch.long)  # [N, C]
-        real = torch.zeros(len(flat), C, dtype=torch.bool)
-        for j, c in enumerate(flat):
-            x[j, :len(c)], real[j, :len(c)] = torch.as_tensor(c), True
-        x, real = x.to(device), real.to(device)
+        x, real = pad_right(flat, device)  # [N, C]
         cache = KVCache(model.cfg, B, P + C, device)
         try:
             first = model(idx.to(device), mask=None if mask.all() else mask.to(device), cache=cache)[:, -1]  # [B, V]
