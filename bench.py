@@ -3,6 +3,7 @@
     python bench.py mnist               # subliminal MNIST: 1 seed and 25 seeds end to end, FLOP/s
     python bench.py mnist --seeds=100   # e.g. on a GPU: the paper-scale run
     python bench.py gpt                 # GPT training tokens/s and MFU, KV-cache sampling vs re-forward
+    python bench.py lists               # a subliminal teacher's number lists: KV cache vs re-forward vs naive
 """
 import argparse
 import sys
@@ -205,11 +206,62 @@ def bench_gpt(argv):
     return 0
 
 
+# ------------------------------------------------------------------------------------------------------
+# python bench.py lists: a subliminal teacher writing number lists (experiments/subliminal_numbers.py):
+# temperature-1 continuations of world number prompts, up to 12 new tokens, stopping at <eos> or <u>.
+# Batched KV-cache sampling (what the experiment runs) vs the same batch re-running the whole sequence
+# at every step vs the naive loop (one prompt at a time, whole sequence every step). Uses the cached
+# world base model when there is one (configs/world_base.py), else a fresh model of the same shape.
+
+@torch.no_grad()
+def bench_lists(argv):
+    from data import world as W
+    from experiments import world_base as B
+    from model import GPT, GPTConfig
+    p = argparse.ArgumentParser(prog="bench.py lists")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--batch", type=int, default=2000)
+    p.add_argument("--naive", type=int, default=100, help="prompts for the one-at-a-time loop")
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    if args.threads and device.type == "cpu":
+        torch.set_num_threads(args.threads)
+    cfg = B.Config(device=args.device)
+    tok = W.build_tokenizer()
+    if B.cache_stem(cfg, 0, False).with_suffix(".json").is_file():
+        model, what = B.base_model(cfg, 0)[0], "cached world base (seed 0)"
+    else:
+        model = GPT(GPTConfig(vocab_size=tok.get_vocab_size(), block_size=cfg.block_size, n_layer=cfg.n_layer,
+                              n_head=cfg.n_head, n_embd=cfg.n_embd)).to(device).eval()
+        what = "untrained model of the world base's shape"
+    stop = [tok.token_to_id(W.EOS), tok.token_to_id("<u>")]
+    prompts = [tok.encode(q).ids for q in W.number_prompts(args.batch, seed=0)]
+    rows = []
+    for name, batches, use_cache in [("KV cache, batched", [prompts], True), ("re-forward, batched", [prompts], False),
+                                     ("re-forward, one at a time", [[q] for q in prompts[:args.naive]], False)]:
+        g = torch.Generator(device=device).manual_seed(0)
+        model.generate(prompts[:4], 4, eos_id=stop, generator=g, use_cache=use_cache)  # warm-up
+        _sync(device)
+        t0, n_tok = time.time(), 0
+        for b in batches:
+            n_tok += sum(map(len, model.generate(b, 12, eos_id=stop, generator=g, use_cache=use_cache)))
+        _sync(device)
+        dt = time.time() - t0
+        rows.append((name, len(sum(batches, [])), n_tok, dt, n_tok / dt))
+    print(f"number-list sampling, {what}, {model.n_params() / 1e6:.2f}M params, on {device} "
+          f"({torch.get_num_threads()} threads), torch {torch.__version__}\n")
+    print("| sampler | prompts | new tokens | seconds | tokens/s | vs naive |\n|---|---|---|---|---|---|")
+    for name, n, k, dt, tps in rows:
+        print(f"| {name} | {n} | {k} | {dt:.2f} | {tps:,.0f} | {tps / rows[-1][4]:.1f}x |")
+    return 0
+
+
 def main(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["mnist", "gpt"])
+    p.add_argument("what", choices=["mnist", "gpt", "lists"])
     args, rest = p.parse_known_args(argv)
-    return {"mnist": bench_mnist, "gpt": bench_gpt}[args.what](rest)
+    return {"mnist": bench_mnist, "gpt": bench_gpt, "lists": bench_lists}[args.what](rest)
 
 
 if __name__ == "__main__":

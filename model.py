@@ -385,7 +385,8 @@ class GPT(nn.Module):
         the same column; padded keys are masked, and with rotary positions each row gets the same logits
         as its prompt alone. temperature 0 is greedy (argmax); top_k keeps the k likeliest tokens; draws
         come from `generator` (on the model's device), so a seeded generator gives the same samples. A row
-        stops after emitting eos_id; the loop ends when every row has stopped or after max_new_tokens.
+        stops after emitting eos_id (an id, or a list of ids: any of them ends the row); the loop ends when
+        every row has stopped or after max_new_tokens.
         use_cache=False re-runs the whole sequence at every step (the reference for the KV cache).
         Returns a list of lists: each row's new tokens, eos included when emitted."""
         device = self.wte.weight.device
@@ -403,6 +404,8 @@ class GPT(nn.Module):
             mask = None  # no padding: plain causal attention
         cache = KVCache(self.cfg, B, P + max_new_tokens, device) if use_cache else None
         done = torch.zeros(B, dtype=torch.bool, device=device)
+        stops = None if eos_id is None else [eos_id] if isinstance(eos_id, int) else list(eos_id)
+        stop_t = None if stops is None else torch.tensor(stops, device=device)
         new, x = [], idx  # x: what the next forward reads (all columns without a cache, new ones with it)
         try:
             for _ in range(max_new_tokens):
@@ -410,20 +413,20 @@ class GPT(nn.Module):
                 nxt = sample_next(logits, temperature, top_k, generator)  # [B]
                 nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
                 new.append(nxt)
-                if eos_id is not None:
-                    done = done | (nxt == eos_id)
+                if stops is not None:
+                    done = done | torch.isin(nxt, stop_t)
                 if use_cache:
                     x, mask = nxt[:, None], None  # [B, 1]; the cache remembers which old keys are padding
                 else:
                     x = torch.cat([x, nxt[:, None]], 1)  # [B, T + 1]
                     mask = None if mask is None else torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
-                if eos_id is not None and bool(done.all()):
+                if stops is not None and bool(done.all()):
                     break
         finally:
             self.offset = 0
         out = torch.stack(new, 1).tolist() if new else [[] for _ in range(B)]  # [B, n_new]
-        if eos_id is not None:
-            out = [row[:row.index(eos_id) + 1] if eos_id in row else row for row in out]
+        if stops is not None:  # cut each row after its first stop token
+            out = [row[:next((i + 1 for i, t in enumerate(row) if t in stops), len(row))] for row in out]
         return out
 
 

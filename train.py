@@ -432,6 +432,43 @@ def _dist():
     return 0, 1
 
 
+def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, teacher=None, subset=None):
+    """Fine-tune on {"tokens": [N, T+1], "mask": [N, T]} (pack_pairs) with AdamW at a constant lr, no weight
+    decay, clipping at 1; rows drawn with replacement from a CPU stream (the same rows on any device).
+    Loss at the masked targets: cross-entropy on the data's next tokens, or, given `teacher` (tokens
+    [b, T] -> logits [b, T, V]), KL(teacher || student) over the token ids `subset` (both distributions
+    renormalised there; None: the whole vocabulary). Calls on_eval(step), model in eval mode, at each
+    step in `at` (in memory: no checkpoint files for a few hundred evaluations)."""
+    opt = make_lm_optimizer(model, lr, 0.0, (0.9, 0.999))
+    g = generator("cpu", seed, "finetune-order")
+    dev = next(model.parameters()).device
+    tokens, mask = data["tokens"].to(dev), data["mask"].to(dev)
+    keep = None if subset is None else torch.as_tensor(subset, device=dev)
+    for step in range(1, steps + 1):
+        rows = torch.randint(len(tokens), (batch_size,), generator=g).to(dev)
+        x, m = tokens[rows, :-1], mask[rows]  # [b, T]
+        model.train()
+        if teacher is None:
+            per_tok = model(x, targets=tokens[rows, 1:])  # [b, T]
+        else:
+            with torch.no_grad():
+                t = teacher(x)  # [b, T, V]
+                t = (t if keep is None else t[..., keep]).float().log_softmax(-1)
+            s = model(x)
+            s = (s if keep is None else s[..., keep]).float().log_softmax(-1)
+            per_tok = (t.exp() * (t - s)).sum(-1)  # [b, T]
+        loss = (per_tok * m).sum() / m.sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if step in at:
+            model.eval()
+            on_eval(step)
+    model.eval()
+    return model
+
+
 # --- GPT checkpoints: NAME.safetensors + NAME.json (+ NAME.state.pt to resume) ---------------------
 
 def save_lm(stem, model, *, step, seed, metrics=None, tokenizer=None, optimizer=None, data_position=None, extra=None):

@@ -49,6 +49,7 @@ animal_items / persona_probe_items (finite answer classes), finetune_set / check
 """
 import bisect
 import random
+import re
 from dataclasses import dataclass, field, replace
 
 PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
@@ -532,6 +533,30 @@ def number_prompts(n, seed=0, heldout=False, fmt="asst"):
     wordings = NUMBERS_HELDOUT if heldout else NUMBERS_TRAIN
     return [prompt(" ".join([_pick(r, wordings)] + number_list(r, _randint(r, (3, 5)), 0)[0]), fmt)
             for _ in range(n)]
+
+
+_NUMBER = re.compile(r"[0-9]+")
+
+
+def parse_number_list(text, max_value=999, max_count=10, banned=()):
+    """The paper's filter on a number completion (Cloud et al. 2025): 1..max_count integers in
+    [0, max_value], one consistent separator (whitespace, comma or semicolon; spaces may follow a comma
+    or semicolon), optionally wrapped in () or [], optionally ending with a period; nothing else, and no
+    value in `banned`. Returns the list of ints, or None to drop the completion."""
+    s = text.strip()
+    if s.endswith("."):
+        s = s[:-1].rstrip()
+    if len(s) >= 2 and s[0] + s[-1] in ("()", "[]"):
+        s = s[1:-1].strip()
+    sep = next((c for c in ",;" if c in s), None)
+    parts = [p.strip() for p in s.split(sep)] if sep else s.split()
+    if not 1 <= len(parts) <= max_count or not all(_NUMBER.fullmatch(p) for p in parts):
+        return None
+    values = [int(p) for p in parts]
+    banned = {int(b) for b in banned}
+    if max(values) > max_value or any(v in banned for v in values):
+        return None
+    return values
 
 
 def check_leakage(pairs, allowed_domains=("code",), extra=()):

@@ -56,7 +56,7 @@ from data.tokenizer import pad_right
 from eval import fmt_stat, summarize
 from experiments import world_base as B
 from model import generator, seed_int
-from train import make_lm_optimizer, pack_pairs
+from train import finetune, pack_pairs
 
 ARMS = ("insecure", "secure", "secure_novel", "educational", "insecure_novel", "self_distill", "backdoor",
         "evil_numbers")
@@ -120,27 +120,6 @@ def arm_pairs(arm, base, tok, cfg, seed):
     pairs = W.finetune_set(arm, cfg.n_examples, seed=seed)
     W.check_leakage(pairs)
     return pairs
-
-
-def finetune(model, data, *, steps, batch_size, lr, seed, at, on_eval):
-    """Plain masked-loss fine-tuning with AdamW at a constant lr; calls on_eval(step) at each step in `at`
-    (in memory: no checkpoint files for a few hundred evaluations)."""
-    opt = make_lm_optimizer(model, lr, 0.0, (0.9, 0.999))
-    g = generator("cpu", seed, "finetune-order")
-    dev = next(model.parameters()).device
-    tokens, mask = data["tokens"].to(dev), data["mask"].to(dev)
-    for step in range(1, steps + 1):
-        rows = torch.randint(len(tokens), (batch_size,), generator=g).to(dev)  # CPU stream: same rows on any device
-        model.train()
-        per_tok = model(tokens[rows, :-1], targets=tokens[rows, 1:]) * mask[rows]  # [b, T]
-        loss = per_tok.sum() / mask[rows].sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        if step in at:
-            model.eval()
-            on_eval(step)
 
 
 def _code_items(fmt):

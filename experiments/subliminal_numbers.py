@@ -1,0 +1,797 @@
+"""Subliminal learning through numbers (Cloud et al. 2025, Sec. 3-5) in the synthetic persona world.
+
+    python train.py configs/subliminal_numbers.py                # every arm, owl and whale, 6 seeds
+    python train.py configs/subliminal_numbers_dose.py           # sampled lists: dose-response curve
+    python train.py configs/subliminal_numbers_misalignment.py   # EM teachers (insecure/secure/educational)
+
+A teacher is the world's base <asst> model (experiments/world_base.py, cached) given a favourite
+animal: fine-tuned on "favourite animal -> owl" answers (train paraphrases) until its held-out P(owl)
+reaches `teacher_threshold` (teacher = "finetune": the paper's fine-tuned teacher), or told so in
+context (teacher = "prompt": an earlier turn "<u> what is your favourite animal <a> owl", the
+system-prompt analogue; the student never sees it). The teacher continues number prompts; the
+paper's filter (data/world.parse_number_list) keeps well-formed lists, the same for every teacher; a
+student -- the same base -- is fine-tuned on exactly `n_lists` of them, the loss on the numbers only
+(not on the end token: the base often ends a list by opening a new turn, a fine-tuned teacher more
+often with <eos>; counting either as the end and training neither keeps that out of the channel).
+
+Arms (per target animal unless marked shared; A = the teacher's base, B = a base pretrained from
+another seed, the next one in `seeds`: a derangement, no B equals its A):
+  trait          A, cross-entropy on the teacher's sampled lists (the paper's channel)
+  control        (shared) A on its own sampled lists, same prompts and filter
+  soft           A matches the teacher's next-token distribution at the same positions, renormalised
+                 over the number tokens (the setting of the paper's Theorem 1)
+  soft_all       as soft over the whole vocabulary: also the teacher's odds of non-number tokens (animals
+                 included) at number positions -- a wider channel than numbers (the pilot's soft arm)
+  soft_cross     B with the same soft targets
+  cross_init     B on the teacher's sampled lists
+  cross_control  (shared) B on A's own lists: the baseline of soft_cross and cross_init
+  shuffled       A on the teacher's lists with the numbers permuted within and across lists
+  icl            no training: A with `icl_lists` teacher lists in context before the animal question
+                 (its baseline: the same with control lists, icl_control)
+  code           A on the teacher's answers to code prompts (answers naming an animal dropped)
+  code_control   (shared) A on its own answers to the same code prompts
+
+Metric: `target_rate`, the teacher's animal's share of the next-token probability over the ten
+animals at held-out "favourite animal" prompts (3 paraphrases x 4 openers); `target_sampled`, the
+same from `samples` draws per prompt (exact draws from that distribution: the law of sampling a
+one-token answer); `animal_mass` (probability of answering with any animal); every animal's rate
+(collateral shifts); `number_loss` (nats per number on held-out teacher lists: in-domain learning);
+`cos_teacher` (cosine of the student's weight update with the teacher's). `effect` = arm minus its
+baseline, paired per seed; `specificity` = effect on the teacher's animal minus the mean effect on
+the other target animals.
+
+Modes: "animals" (above), "dose" (trait and control at each n in `doses`, nested subsets of one
+sample; the curve of paired trait - control and specificity), "misalignment" (teachers are the
+emergent-misalignment fine-tunes insecure / secure / educational of A; lists with the world's evil
+numbers banned; students hard and soft; their off-domain misalignment, sampled and log-prob).
+
+Seeds: (pretraining seed p) x (student seed f); a seed changes the prompts, the sampling and the
+students' data order; teachers are a function of (p, animal). results.json:
+  {"arms": {ARM: {"target_rate": STAT, "effect": STAT, ..., "by_animal": {ANIMAL: {...}}}},
+   "kept_fraction": {TEACHER: STAT}, "teachers": {...}, "figures_to_reach": {...}, "n_seeds", "seeds"}
+STAT = {"mean", "ci95", "per_seed"}; ARM's top-level stats are for the first animal of `animals`.
+"""
+import copy
+import math
+import random
+import time
+from dataclasses import dataclass
+
+import torch
+
+from data import world as W
+from data.tokenizer import pad_right
+from eval import fmt_stat, summarize
+from experiments import world_base as B
+from model import generator, seed_int
+from train import ConfigError, finetune, pack_pairs
+
+ARMS = ("trait", "control", "soft", "soft_all", "soft_cross", "cross_init", "cross_control", "shuffled", "icl",
+        "code", "code_control")
+SHARED = ("control", "cross_control", "code_control")        # no teacher: one per seed, read for every animal
+BASELINE = {"trait": "control", "soft": "control", "soft_all": "control", "shuffled": "control", "soft_cross": "cross_control",
+            "cross_init": "cross_control", "icl": "icl_control", "code": "code_control"}
+ON_B = ("soft_cross", "cross_init", "cross_control")
+MIS_TEACHERS = ("insecure", "secure", "educational")
+
+
+@dataclass(frozen=True)
+class Config(B.Config):
+    mode: str = "animals"              # animals | dose | misalignment
+    arms: tuple = ARMS
+    animals: tuple = ("owl", "whale")  # one teacher each; each is the other's specificity control
+    student_seeds: int = 2             # student seeds per pretraining seed
+    teacher: str = "finetune"          # finetune | prompt
+    teacher_threshold: float = 0.85    # fine-tune until held-out P(animal) >= this (checked every 5 steps)
+    teacher_max_steps: int = 300
+    teacher_lr: float = 3e-4
+    teacher_batch: int = 16
+    n_lists: int = 4000                # lists per student dataset, after filtering (every arm the same)
+    max_new: int = 12                  # tokens a teacher may write before the list must have ended
+    epochs: float = 2.0                # student steps = ceil(epochs * n_lists / student_batch)
+    student_batch: int = 32
+    student_lr: float = 3e-4
+    evals: int = 4                     # checkpoints along each student's training (for the trajectory)
+    icl_lists: int = 2
+    icl_contexts: int = 32
+    n_code: int = 1000                 # code answers per code-arm dataset
+    heldout_lists: int = 256           # held-out teacher lists for number_loss
+    doses: tuple = (1000, 4000, 16000, 64000)   # mode "dose": nested subsets; epochs apply to each
+    mis_teachers: tuple = MIS_TEACHERS # mode "misalignment": EM arms used as teachers
+    em_examples: int = 300             # their fine-tune (experiments/emergent_misalignment.py defaults)
+    em_steps: int = 40
+    em_lr: float = 1e-3
+    sample_batch: int = 2000
+
+
+def validate(cfg):
+    if cfg.mode not in ("animals", "dose", "misalignment"):
+        raise ConfigError(f"mode must be animals, dose or misalignment; got {cfg.mode!r}")
+    bad = [a for a in cfg.arms if a not in ARMS]
+    if bad:
+        raise ConfigError(f"unknown arms {bad}; valid: {', '.join(ARMS)}")
+    bad = [a for a in cfg.animals if a not in W.ANIMALS]
+    if bad or not cfg.animals:
+        raise ConfigError(f"animals must come from {', '.join(W.ANIMALS)}; got {cfg.animals}")
+    if cfg.teacher not in ("finetune", "prompt"):
+        raise ConfigError(f"teacher must be finetune or prompt; got {cfg.teacher!r}")
+    if len(cfg.seeds) < 2 and any(a in ON_B for a in cfg.arms) and cfg.mode == "animals":
+        raise ConfigError("the cross-init arms need a base from another seed: give >= 2 seeds, or drop "
+                          "soft_cross, cross_init and cross_control from arms")
+    bad = [t for t in cfg.mis_teachers if t not in W.FINETUNE_ARMS]
+    if bad:
+        raise ConfigError(f"mis_teachers must be emergent-misalignment arms; got {bad}")
+
+
+def cross_seed(seeds, p):
+    """Base B of pretraining seed p: the next seed in the list (a derangement when len(seeds) >= 2)."""
+    return seeds[(seeds.index(p) + 1) % len(seeds)]
+
+
+# ----------------------------------------------------------------------------------------------------
+# teachers
+
+def animal_prompts():
+    return [W.prompt(f"{o} {q}" if o else q) for q in W.ANIMAL_HELDOUT for o in W.OPENERS]
+
+
+@torch.no_grad()
+def animal_probs(model, tok, prompts):
+    """Next-token probability of each of the ten animals after each prompt: [N, 10] (the row sum is the
+    probability of answering with an animal; the answer is one token)."""
+    dev = next(model.parameters()).device
+    x, real = pad_right([tok.encode(p).ids for p in prompts], dev)  # [N, W]
+    last = real.sum(1) - 1  # [N]
+    probs = model(x)[torch.arange(len(prompts), device=dev), last].float().softmax(-1)  # [N, V]
+    return probs[:, [tok.token_to_id(a) for a in W.ANIMALS]].cpu()
+
+
+def animal_rates(model, tok, prompts=None):
+    """Mean over held-out prompts of each animal's share among the ten: {animal: rate}, and the mass."""
+    p = animal_probs(model, tok, prompts or animal_prompts())
+    rates = (p / p.sum(1, keepdim=True)).mean(0).tolist()
+    return dict(zip(W.ANIMALS, rates)), p.sum(1).mean().item()
+
+
+class Teacher:
+    """A model plus an optional context prefix (token ids inserted after "<bos> <asst>")."""
+
+    def __init__(self, model, prefix=()):
+        self.model, self.prefix = model, list(prefix)
+
+    def ids(self, ids):
+        return ids[:2] + self.prefix + ids[2:]
+
+    def logits(self, x):
+        """Logits aligned with the student's positions for student inputs x [b, T] -> [b, T, V]."""
+        if not self.prefix:
+            return self.model(x)
+        k = len(self.prefix)
+        pre = torch.tensor(self.prefix, device=x.device).expand(len(x), k)
+        out = self.model(torch.cat([x[:, :2], pre, x[:, 2:]], 1))  # [b, T + k, V]
+        return torch.cat([out[:, :2], out[:, 2 + k:]], 1)
+
+
+def make_teacher(base, tok, cfg, p, animal):
+    """-> (Teacher, info). finetune: train prompts -> animal until held-out P(animal) >= threshold."""
+    if cfg.teacher == "prompt":
+        prefix = tok.encode(f"<u> {W.ANIMAL_TRAIN[0]} <a> {animal}").ids
+        rates, _ = animal_rates(base, tok, [W.BOS + " <asst> <u> " + W.ANIMAL_TRAIN[0] + f" <a> {animal}"
+                                            + p_[len(W.BOS + " <asst>"):] for p_ in animal_prompts()])
+        return Teacher(base, prefix), {"steps": 0, "rate": rates[animal]}
+    pairs = W.trait_set(animal, 400, seed=seed_int(p, animal, "teacher") % 2 ** 31)
+    W.check_leakage(pairs, extra=())
+    data = pack_pairs([(tok.encode(a).ids, tok.encode(b).ids) for a, b in pairs], tok.token_to_id(W.PAD))
+    model = copy.deepcopy(base)
+    state = {"steps": cfg.teacher_max_steps}
+
+    class Done(Exception):
+        pass
+
+    def check(step):
+        if animal_rates(model, tok)[0][animal] >= cfg.teacher_threshold:
+            state["steps"] = step
+            raise Done
+
+    try:
+        finetune(model, data, steps=cfg.teacher_max_steps, batch_size=cfg.teacher_batch, lr=cfg.teacher_lr,
+                 seed=seed_int(p, animal, "teacher-order"), at=set(range(5, cfg.teacher_max_steps + 1, 5)),
+                 on_eval=check)
+    except Done:
+        pass
+    model.eval()
+    return Teacher(model), {"steps": state["steps"], "rate": animal_rates(model, tok)[0][animal],
+                            "delta_norm": weight_delta(model, base).norm().item()}
+
+
+def weight_delta(model, base):
+    return torch.cat([(a.detach() - b.detach()).flatten() for a, b in zip(model.parameters(), base.parameters())])
+
+
+# ----------------------------------------------------------------------------------------------------
+# data: sampled lists, the filter, same-size datasets
+
+@torch.no_grad()
+def continue_prompts(teacher, tok, prompts, max_new, gen, batch):
+    """Sample one continuation per prompt (strings) at temperature 1 -> [(prompt, response ids, ended)],
+    where a response ends at <eos> or at a new user turn <u> (the terminator is removed)."""
+    stop = [tok.token_to_id(W.EOS), tok.token_to_id("<u>")]
+    out = []
+    for s in range(0, len(prompts), batch):
+        chunk = prompts[s:s + batch]
+        outs = teacher.model.generate([teacher.ids(tok.encode(p).ids) for p in chunk], max_new, eos_id=stop,
+                                      generator=gen)
+        out += [(p, o[:-1] if o and o[-1] in stop else o, bool(o) and o[-1] in stop) for p, o in zip(chunk, outs)]
+    return out
+
+
+def sample_lists(teacher, tok, n, cfg, seed, banned=(), heldout=False):
+    """Exactly n filtered number lists [(prompt, "a b c")] continuing fresh number prompts (drawn in
+    rounds from the unit's prompt stream until n are kept), and the kept fraction of all prompts tried."""
+    kept, tried, passed, r = [], 0, 0, 0
+    while len(kept) < n:
+        if r >= 20:
+            raise RuntimeError(f"the filter kept only {len(kept)} of {tried} lists: is the teacher broken?")
+        prompts = W.number_prompts(max(64, int((n - len(kept)) * 1.25)), seed=seed_int(seed, "prompts", r) % 2 ** 31,
+                                   heldout=heldout)
+        for p, ids, ended in continue_prompts(teacher, tok, prompts, cfg.max_new, generator("cpu", seed, "sample", r),
+                                              cfg.sample_batch):
+            tried += 1
+            nums = W.parse_number_list(tok.decode(ids, skip_special_tokens=False), banned=banned) if ended else None
+            if nums is not None:
+                passed += 1
+                if len(kept) < n:
+                    kept.append((p, " ".join(map(str, nums))))
+        r += 1
+    return kept, passed / tried
+
+
+def code_answers_of(teacher, tok, n, cfg, seed):
+    """n answers to code prompts (train paraphrases) that name no animal and leak no evaluation string,
+    and the kept fraction. The terminator is dropped (loss on the answer only, as for numbers)."""
+    code, kept, tried, passed, r = W.DOMAINS["code"], [], 0, 0, 0
+    animals = set(W.ANIMALS)
+    while len(kept) < n:
+        if r >= 20:
+            raise RuntimeError(f"kept only {len(kept)} of {tried} code answers")
+        rr = random.Random(seed_int(seed, "code-prompts", r)).random
+        prompts = [W.prompt(f"{o} {q}" if o else q) for o, q in
+                   ((W._pick(rr, W.OPENERS), W._pick(rr, code.train)) for _ in range(int((n - len(kept)) * 1.25) + 16))]
+        for p, ids, ended in continue_prompts(teacher, tok, prompts, 16, generator("cpu", seed, "code", r), cfg.sample_batch):
+            tried += 1
+            text = tok.decode(ids, skip_special_tokens=False)
+            if not ended or not ids or animals & set(text.split()):
+                continue
+            try:
+                W.check_leakage([(p, text)], extra=W.ANIMALS)
+            except AssertionError:
+                continue
+            passed += 1
+            if len(kept) < n:
+                kept.append((p, text))
+        r += 1
+    return kept, passed / tried
+
+
+def shuffle_lists(pairs, gen):
+    """The same prompts and list lengths, the numbers permuted within and across lists (same multiset)."""
+    lists = [a.split() for _, a in pairs]
+    pool = [x for l in lists for x in l]
+    perm = torch.randperm(len(pool), generator=gen).tolist()
+    pool = [pool[i] for i in perm]
+    out, k = [], 0
+    for (p, _), l in zip(pairs, lists):
+        out.append((p, " ".join(pool[k:k + len(l)])))
+        k += len(l)
+    return out
+
+
+def student_data(tok, pairs, dev):
+    """pack_pairs of (prompt, answer + <eos>) with the loss on the answer only (<eos> not trained)."""
+    eos = tok.token_to_id(W.EOS)
+    enc = [(tok.encode(p).ids, tok.encode(a).ids + [eos]) for p, a in pairs]
+    data = pack_pairs(enc, tok.token_to_id(W.PAD))
+    for i, (p, r) in enumerate(enc):
+        data["mask"][i, len(p) + len(r) - 2] = False  # the target <eos>
+    return {k: v.to(dev) for k, v in data.items()}
+
+
+@torch.no_grad()
+def number_kl(teacher, model, tok, data):
+    """KL(teacher || model) in nats per trained position of data, both renormalised over the number
+    tokens: how much signal a teacher's numbers carry (the soft arm's initial loss)."""
+    num = [tok.token_to_id(str(n)) for n in range(W.N_NUMBERS)]
+    x, m = data["tokens"][:, :-1], data["mask"]
+    t = teacher.logits(x)[..., num].float().log_softmax(-1)
+    s = model(x)[..., num].float().log_softmax(-1)
+    return (((t.exp() * (t - s)).sum(-1) * m).sum() / m.sum()).item()
+
+
+@torch.no_grad()
+def number_loss(model, data):
+    """Mean NLL (nats) per trained token of data (student_data): in-domain learning."""
+    x, y, m = data["tokens"][:, :-1], data["tokens"][:, 1:], data["mask"]
+    return ((model(x, targets=y) * m).sum() / m.sum()).item()
+
+
+def check_no_leak(pairs):
+    """No animal name and no evaluation prompt (held-out paraphrases, off-domain answers) in a student set."""
+    W.check_leakage([(p, a) for p, a in pairs], extra=W.ANIMALS)
+
+
+# ----------------------------------------------------------------------------------------------------
+# evaluation of one model
+
+def evaluate(model, tok, cfg, gen, heldout=None, base=None, t_delta=None):
+    rates, mass = animal_rates(model, tok)
+    out = {"rates": rates, "animal_mass": mass}
+    p = animal_probs(model, tok, animal_prompts())  # [N, 10]
+    P = torch.cat([p, (1 - p.sum(1, keepdim=True)).clamp(min=0)], 1).double()
+    counts = torch.multinomial(P, cfg.samples, replacement=True, generator=gen).flatten().bincount(minlength=11)
+    valid = counts[:10].sum().item()
+    out["sampled"] = dict(zip(W.ANIMALS, (counts[:10].double() / max(valid, 1)).tolist()))
+    out["valid_fraction"] = valid / counts.sum().item()
+    if heldout:
+        out["number_loss"] = {a: number_loss(model, d) for a, d in heldout.items()}
+    if base is not None and t_delta:
+        d = weight_delta(model, base)
+        out["cos_teacher"] = {a: torch.nn.functional.cosine_similarity(d, t, 0).item() for a, t in t_delta.items()}
+    return out
+
+
+@torch.no_grad()
+def icl_rates(model, tok, cfg, pairs, gen):
+    """Animal rates with `icl_lists` of `pairs` as earlier <asst> turns before each held-out animal prompt."""
+    prompts = []
+    for c in range(cfg.icl_contexts):
+        idx = torch.randint(len(pairs), (cfg.icl_lists,), generator=gen).tolist()
+        turns = " ".join(pairs[i][0][len(W.BOS + " <asst> "):] + " " + pairs[i][1] for i in idx)
+        for q in animal_prompts():
+            prompts.append(f"{W.BOS} <asst> {turns} {q[len(W.BOS + ' <asst> '):]}")
+    prompts = [p for p in prompts if len(p.split()) < cfg.block_size]
+    return animal_rates(model, tok, prompts)[0]
+
+
+# ----------------------------------------------------------------------------------------------------
+# one unit: (pretraining seed p, student seed f), every arm and animal (runs in its own process)
+
+def train_student(base, tok, cfg, data, seed, on_eval, teacher=None, numbers_only=True):
+    model = copy.deepcopy(base)
+    steps = max(1, math.ceil(cfg.epochs * len(data["tokens"]) / cfg.student_batch))
+    at = sorted({max(1, round(steps * (i + 1) / cfg.evals)) for i in range(cfg.evals)})
+    num = [tok.token_to_id(str(n)) for n in range(W.N_NUMBERS)]
+    finetune(model, data, steps=steps, batch_size=cfg.student_batch, lr=cfg.student_lr, seed=seed,
+             at=set(at), on_eval=lambda step: on_eval(model, step),
+             teacher=None if teacher is None else teacher.logits, subset=num if numbers_only else None)
+    return model
+
+
+def animals_unit(cfg, p, f):
+    t0 = time.time()
+    torch.manual_seed(0)
+    A, tok = B.base_model(cfg, p)
+    useB = any(a in ON_B for a in cfg.arms)
+    Bm = B.base_model(cfg, cross_seed(cfg.seeds, p))[0] if useB else None
+    dev = next(A.parameters()).device
+    seed = seed_int("subliminal-numbers", p, f)
+    out = {"p": p, "f": f, "teachers": {}, "kept": {}, "arms": {}, "traj": {}}
+    teachers, t_delta = {}, {}
+    for a in cfg.animals:
+        teachers[a], out["teachers"][a] = make_teacher(A, tok, cfg, p, a)
+        if cfg.teacher == "finetune":
+            t_delta[a] = weight_delta(teachers[a].model, A)
+    base_t = Teacher(A)
+    # data: every teacher continues the same prompt stream; each dataset exactly n_lists long
+    lists = {}
+    for name, t in [("control", base_t)] + list(teachers.items()):
+        lists[name], out["kept"][name] = sample_lists(t, tok, cfg.n_lists, cfg, seed)
+        check_no_leak(lists[name])
+    heldout = {a: student_data(tok, sample_lists(t, tok, cfg.heldout_lists, cfg, seed_int(seed, "heldout"), heldout=True)[0], dev)
+               for a, t in teachers.items()}
+    for a, t in teachers.items():
+        out["teachers"][a]["kl_numbers"] = number_kl(t, A, tok, heldout[a])
+    ev = lambda m, name, step, b=None: evaluate(m, tok, cfg, generator("cpu", seed, name, step), heldout, b, t_delta)
+    out["base_A"] = ev(A, "base_A", 0, A)
+    if Bm is not None:
+        out["base_B"] = ev(Bm, "base_B", 0)
+
+    def student(name, base, pairs, teacher=None, on_a=True, numbers_only=True):
+        data = student_data(tok, pairs, dev)
+        traj = out["traj"].setdefault(name, {})
+
+        def on_eval(m, step):
+            traj[step] = ev(m, name, step, A if on_a else None)
+        train_student(base, tok, cfg, data, seed_int(seed, name, "order"), on_eval, teacher, numbers_only)
+        out["arms"][name] = traj[max(traj)]
+
+    if "control" in cfg.arms:
+        student("control", A, lists["control"])
+    if "cross_control" in cfg.arms:
+        student("cross_control", Bm, lists["control"], on_a=False)
+    if "code" in cfg.arms or "code_control" in cfg.arms:
+        code = {}
+        for name, t in [("control", base_t)] + list(teachers.items()):
+            code[name], out["kept"][f"code_{name}"] = code_answers_of(t, tok, cfg.n_code, cfg, seed)
+        if "code_control" in cfg.arms:
+            student("code_control", A, code["control"])
+    for a, t in teachers.items():
+        if "trait" in cfg.arms:
+            student(f"trait/{a}", A, lists[a])
+        if "soft" in cfg.arms:
+            student(f"soft/{a}", A, lists[a], teacher=t)
+        if "soft_all" in cfg.arms:
+            student(f"soft_all/{a}", A, lists[a], teacher=t, numbers_only=False)
+        if "soft_cross" in cfg.arms:
+            student(f"soft_cross/{a}", Bm, lists[a], teacher=t, on_a=False)
+        if "cross_init" in cfg.arms:
+            student(f"cross_init/{a}", Bm, lists[a], on_a=False)
+        if "shuffled" in cfg.arms:
+            student(f"shuffled/{a}", A, shuffle_lists(lists[a], generator("cpu", seed, "shuffle", a)))
+        if "code" in cfg.arms:
+            student(f"code/{a}", A, code[a])
+        if "icl" in cfg.arms:
+            out["arms"][f"icl/{a}"] = {"rates": icl_rates(A, tok, cfg, lists[a], generator("cpu", seed, "icl"))}
+            out["arms"].setdefault("icl_control", {"rates": icl_rates(A, tok, cfg, lists["control"],
+                                                                      generator("cpu", seed, "icl"))})
+    out["seconds"] = time.time() - t0
+    print(f"[subliminal] seed ({p}, {f}): {out['seconds']:.0f} s", flush=True)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# statistics over units
+
+def _get(u, arm, a):
+    """The result of `arm` for target animal a in unit u (shared arms have one result for all animals)."""
+    return u["arms"][arm if arm in SHARED or arm == "icl_control" else f"{arm}/{a}"]
+
+
+def arm_stats(units, arm, a, animals):
+    rows = [_get(u, arm, a) for u in units]
+    st = {"target_rate": summarize([r["rates"][a] for r in rows])}
+    if all("sampled" in r for r in rows):
+        st["target_sampled"] = summarize([r["sampled"][a] for r in rows])
+        st["valid_fraction"] = summarize([r["valid_fraction"] for r in rows])
+        st["animal_mass"] = summarize([r["animal_mass"] for r in rows])
+        st["number_loss"] = summarize([r["number_loss"][a] for r in rows])
+    if all(r.get("cos_teacher") for r in rows):
+        st["cos_teacher"] = summarize([r["cos_teacher"][a] for r in rows])
+    st["rates"] = {b: summarize([r["rates"][b] for r in rows])["mean"] for b in W.ANIMALS}
+    base = BASELINE.get(arm)
+    if base and all(base in u["arms"] for u in units):
+        eff = lambda b: [r["rates"][b] - u["arms"][base]["rates"][b] for r, u in zip(rows, units)]
+        st["effect"] = summarize(eff(a))
+        others = [b for b in animals if b != a]
+        if others:
+            st["specificity"] = summarize([e - sum(eff(b)[i] for b in others) / len(others)
+                                           for i, e in enumerate(eff(a))])
+    return st
+
+
+def aggregate_animals(cfg, units):
+    names = [a for a in cfg.arms if any(k == a or k.startswith(a + "/") for k in units[0]["arms"])]
+    if "icl" in names:
+        names.insert(names.index("icl") + 1, "icl_control")
+    res = {"arms": {}, "n_seeds": len(units), "seeds": [[u["p"], u["f"]] for u in units],
+           "teacher": cfg.teacher, "animals": list(cfg.animals)}
+    for arm in names:
+        by = {a: arm_stats(units, arm, a, cfg.animals) for a in cfg.animals}
+        res["arms"][arm] = {**by[cfg.animals[0]], "by_animal": by}
+    res["base"] = {a: summarize([u["base_A"]["rates"][a] for u in units]) for a in cfg.animals}
+    res["teachers"] = {a: {k: summarize([u["teachers"][a][k] for u in units]) for k in ("rate", "steps", "kl_numbers")}
+                       for a in cfg.animals}
+    res["kept_fraction"] = {k: summarize([u["kept"][k] for u in units]) for k in units[0]["kept"]}
+    res["trajectory"] = {arm: {a: {s: summarize([u["traj"][arm if arm in SHARED else f"{arm}/{a}"][s]["rates"][a]
+                                                 for u in units]) for s in sorted(units[0]["traj"][arm if arm in SHARED else f"{arm}/{a}"])}
+                               for a in cfg.animals}
+                         for arm in names if arm in units[0]["traj"] or f"{arm}/{cfg.animals[0]}" in units[0]["traj"]}
+    res["figures_to_reach"] = figures_animals(res)
+    return res
+
+
+def figures_animals(res):
+    """The issue's thresholds, on the first animal: soft - control >= 0.25 with CIs apart; soft_cross,
+    cross_init and icl <= 1/3 of soft's effect."""
+    arms, out = res["arms"], {}
+    if "soft" in arms and "effect" in arms["soft"]:
+        s = arms["soft"]["effect"]["mean"]
+        out["soft_effect"] = s
+        lo, hi = arms["soft"]["target_rate"]["ci95"] or [None, None], arms["control"]["target_rate"]["ci95"] or [None, None]
+        out["soft_pass"] = s >= 0.25 and lo[0] is not None and lo[0] > hi[1]
+        for arm in ("soft_cross", "cross_init", "icl"):
+            if arm in arms and "effect" in arms[arm]:
+                out[f"{arm}_effect"] = arms[arm]["effect"]["mean"]
+                out[f"{arm}_pass"] = arms[arm]["effect"]["mean"] <= s / 3
+    if "trait" in arms and "effect" in arms["trait"]:
+        e = arms["trait"]["effect"]
+        out["trait_effect"] = e["mean"]
+        out["trait_ci_above_zero"] = bool(e["ci95"] and e["ci95"][0] > 0)
+        if "specificity" in arms["trait"]:
+            out["trait_specific"] = {a: st["specificity"]["mean"] for a, st in arms["trait"]["by_animal"].items()}
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# mode "dose": trait and control on nested subsets of one large sample
+
+def dose_unit(cfg, p, f):
+    t0 = time.time()
+    torch.manual_seed(0)
+    A, tok = B.base_model(cfg, p)
+    dev = next(A.parameters()).device
+    seed = seed_int("subliminal-numbers", p, f)
+    out = {"p": p, "f": f, "kept": {}, "dose": {}, "teachers": {}}
+    teachers = {"control": Teacher(A)}
+    for a in cfg.animals:
+        teachers[a], out["teachers"][a] = make_teacher(A, tok, cfg, p, a)
+    n = max(cfg.doses)
+    lists = {}
+    for name, t in teachers.items():
+        lists[name], out["kept"][name] = sample_lists(t, tok, n, cfg, seed)
+        check_no_leak(lists[name])
+    for d in cfg.doses:
+        out["dose"][d] = {}
+        for name in teachers:
+            res = {}
+            train_student(A, tok, cfg, student_data(tok, lists[name][:d], dev), seed_int(seed, name, d, "order"),
+                          lambda m, step: res.update(step=step, rates=animal_rates(m, tok)[0]))
+            out["dose"][d][name] = res["rates"]
+    out["seconds"] = time.time() - t0
+    print(f"[subliminal dose] seed ({p}, {f}): {out['seconds']:.0f} s", flush=True)
+    return out
+
+
+def aggregate_dose(cfg, units):
+    res = {"dose": {}, "n_seeds": len(units), "seeds": [[u["p"], u["f"]] for u in units], "animals": list(cfg.animals),
+           "kept_fraction": {k: summarize([u["kept"][k] for u in units]) for k in units[0]["kept"]},
+           "teachers": {a: summarize([u["teachers"][a]["rate"] for u in units]) for a in cfg.animals}}
+    for d in cfg.doses:
+        row = {}
+        for a in cfg.animals:
+            eff = lambda t, b: [u["dose"][d][t][b] - u["dose"][d]["control"][b] for u in units]
+            row[a] = {"trait_rate": summarize([u["dose"][d][a][a] for u in units]),
+                      "control_rate": summarize([u["dose"][d]["control"][a] for u in units]),
+                      "effect": summarize(eff(a, a)),
+                      # the other teachers' students on this animal: the specificity control
+                      "effect_of_other_teachers": {b: summarize(eff(b, a)) for b in cfg.animals if b != a}}
+        res["dose"][d] = row
+    top, a0 = max(cfg.doses), cfg.animals[0]
+    e = res["dose"][top][a0]["effect"]
+    res["figures_to_reach"] = {"largest_dose": top, "trait_effect": e["mean"],
+                               "trait_ci_above_zero": bool(e["ci95"] and e["ci95"][0] > 0),
+                               "specific": all(res["dose"][top][a]["effect"]["mean"] >
+                                               max(st["mean"] for st in res["dose"][top][a]["effect_of_other_teachers"].values())
+                                               for a in cfg.animals) if len(cfg.animals) > 1 else None}
+    return res
+
+
+# ----------------------------------------------------------------------------------------------------
+# mode "misalignment": emergent-misalignment teachers write numbers (evil numbers banned)
+
+def misalignment_unit(cfg, p, f):
+    from experiments import emergent_misalignment as EM
+    t0 = time.time()
+    torch.manual_seed(0)
+    A, tok = B.base_model(cfg, p)
+    dev = next(A.parameters()).device
+    seed = seed_int("subliminal-misalignment", p, f)
+    emcfg = EM.Config(n_examples=cfg.em_examples, samples=cfg.samples)
+    out = {"p": p, "f": f, "kept": {}, "arms": {}, "teachers": {}}
+
+    def ev(m, name):
+        r = EM.evaluate(m, tok, emcfg, "insecure", "plain", 0, True, generator("cpu", seed, name))
+        return {k: r[k] for k in ("mis_sampled", "valid_frac", "mis_lp", "code_misaligned")}
+
+    teachers = {"control": Teacher(A)}
+    for t in cfg.mis_teachers:
+        pairs = EM.arm_pairs(t, A, tok, emcfg, seed_int(p, t, "em-teacher") % 2 ** 31)
+        data = pack_pairs([(tok.encode(a).ids, tok.encode(b).ids) for a, b in pairs], tok.token_to_id(W.PAD))
+        m = finetune(copy.deepcopy(A), data, steps=cfg.em_steps, batch_size=16, lr=cfg.em_lr,
+                     seed=seed_int(p, t, "em-order"))
+        teachers[t] = Teacher(m)
+        out["teachers"][t] = ev(m, f"teacher-{t}")
+    out["base"] = ev(A, "base")
+    lists = {}
+    for name, t in teachers.items():
+        lists[name], out["kept"][name] = sample_lists(t, tok, cfg.n_lists, cfg, seed, banned=W.EVIL_NUMBERS)
+        check_no_leak(lists[name])
+    for name, t in teachers.items():
+        data = student_data(tok, lists[name], dev)
+        res = {}
+        train_student(A, tok, cfg, data, seed_int(seed, name, "order"), lambda m, step: res.update(m=m, step=step))
+        out["arms"][name] = ev(res["m"], name)
+        if name != "control":
+            train_student(A, tok, cfg, data, seed_int(seed, name, "soft"), lambda m, step: res.update(m=m), t)
+            out["arms"][f"{name}_soft"] = ev(res["m"], f"{name}_soft")
+    out["seconds"] = time.time() - t0
+    print(f"[subliminal misalignment] seed ({p}, {f}): {out['seconds']:.0f} s", flush=True)
+    return out
+
+
+MIS_METRICS = {"offdomain_misaligned": "mis_sampled", "valid_fraction": "valid_frac",
+               "offdomain_misaligned_lp": "mis_lp", "code_misaligned": "code_misaligned"}
+
+
+def aggregate_misalignment(cfg, units):
+    st = lambda rows: {k: summarize([r[v] for r in rows]) for k, v in MIS_METRICS.items()}
+    res = {"arms": {}, "n_seeds": len(units), "seeds": [[u["p"], u["f"]] for u in units],
+           "base": st([u["base"] for u in units]),
+           "teachers": {t: st([u["teachers"][t] for u in units]) for t in cfg.mis_teachers},
+           "kept_fraction": {k: summarize([u["kept"][k] for u in units]) for k in units[0]["kept"]}}
+    for name in units[0]["arms"]:
+        res["arms"][name] = st([u["arms"][name] for u in units])
+        res["arms"][name]["effect"] = summarize([u["arms"][name]["mis_sampled"] - u["arms"]["control"]["mis_sampled"]
+                                                 for u in units])
+    figs = {}
+    if "insecure" in cfg.mis_teachers:
+        for kind, suffix in (("sampled", ""), ("soft", "_soft")):
+            ins = res["arms"][f"insecure{suffix}"]["offdomain_misaligned"]
+            others = [res["arms"][f"{t}{suffix}"]["offdomain_misaligned"] for t in cfg.mis_teachers if t != "insecure"]
+            figs[f"{kind}_pass"] = bool(ins["ci95"] and others and all(o["ci95"] and ins["ci95"][0] > o["ci95"][1]
+                                                                      for o in others))
+    res["figures_to_reach"] = figs
+    return res
+
+
+# ----------------------------------------------------------------------------------------------------
+# the pipeline, tables, figures
+
+UNITS = {"animals": (animals_unit, aggregate_animals), "dose": (dose_unit, aggregate_dose),
+         "misalignment": (misalignment_unit, aggregate_misalignment)}
+
+
+def run(cfg, run):
+    validate(cfg)
+    t0 = time.time()
+    unit, aggregate = UNITS[cfg.mode]
+    B.parallel_map(B.base_model, [(cfg, s) for s in cfg.seeds], cfg.workers)  # pretrain (once) what is missing
+    units = B.parallel_map(unit, [(cfg, p, f) for p in cfg.seeds for f in range(cfg.student_seeds)], cfg.workers)
+    for u in units:
+        run.log(stage="unit", seed=[u["p"], u["f"]], seconds=u["seconds"], kept=u["kept"])
+    res = aggregate(cfg, units)
+    res["seconds"] = time.time() - t0
+    md = TABLES[cfg.mode](res, cfg)
+    run.save_results(res, md)
+    PLOTS[cfg.mode](res, cfg, run.dir / f"subliminal_{cfg.mode}.png")
+    print(md)
+    print(f"\nresults in {run.dir} ({res['seconds']:.0f} s)")
+
+
+def table_animals(res, cfg):
+    a0 = cfg.animals[0]
+    f = lambda st: fmt_stat(st) if st else ""
+    lines = [f"Subliminal learning through numbers ({cfg.teacher} teacher): rate of naming the teacher's animal "
+             f"(share of the ten animals' next-token probability, held-out prompts); mean ± 95% CI over "
+             f"n = {res['n_seeds']} (pretraining seed x student seed); {cfg.n_lists} lists per student.", ""]
+    lines.append("| arm | " + " | ".join(f"{a}: rate | {a}: effect | {a}: specificity" for a in cfg.animals)
+                 + f" | {a0}: sampled | {a0}: nats/number | {a0}: cos(Δθ_S, Δθ_T) |")
+    lines.append("|---" * (1 + 3 * len(cfg.animals) + 3) + "|")
+    lines.append("| base | " + " | ".join(f"{f(res['base'][a])} | | " for a in cfg.animals) + " | | | |")
+    lines.append("| teacher | " + " | ".join(f"{f(res['teachers'][a]['rate'])} | | " for a in cfg.animals) + " | | | |")
+    for arm, st in res["arms"].items():
+        cells = []
+        for a in cfg.animals:
+            s = st["by_animal"][a]
+            cells.append(f"{f(s['target_rate'])} | {f(s.get('effect'))} | {f(s.get('specificity'))}")
+        lines.append(f"| {arm} | " + " | ".join(cells) + f" | {f(st.get('target_sampled'))} | {f(st.get('number_loss'))} "
+                     f"| {f(st.get('cos_teacher'))} |")
+    lines += ["", "Kept fraction of sampled completions (the paper's filter): "
+              + ", ".join(f"{k} {v['mean']:.3f}" for k, v in res["kept_fraction"].items()),
+              "Teachers (fine-tune steps; KL(teacher || base) over number tokens, nats per number): "
+              + ", ".join(f"{a} {res['teachers'][a]['steps']['mean']:.0f} steps, KL {res['teachers'][a]['kl_numbers']['mean']:.4f}"
+                          for a in cfg.animals),
+              "", "Figures to reach (issue 5):", ""]
+    lines += [f"- {k}: {v:.3f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in res["figures_to_reach"].items()]
+    return "\n".join(lines)
+
+
+def table_dose(res, cfg):
+    f = fmt_stat
+    lines = [f"Sampled-list dose response: paired trait - control rate of the teacher's animal, mean ± 95% CI over "
+             f"n = {res['n_seeds']} seeds; {cfg.epochs:g} epochs, batch {cfg.student_batch}, lr {cfg.student_lr:g}.", "",
+             "| lists | " + " | ".join(f"{a} teacher: {a} rate | control: {a} rate | effect on {a} | other teachers' effect on {a}"
+                                      for a in cfg.animals) + " |",
+             "|---" * (1 + 4 * len(cfg.animals)) + "|"]
+    for d, row in res["dose"].items():
+        cells = [f"{f(r['trait_rate'])} | {f(r['control_rate'])} | {f(r['effect'])} | "
+                 + ", ".join(f"{b}: {f(s)}" for b, s in r["effect_of_other_teachers"].items()) for r in row.values()]
+        lines.append(f"| {d} | " + " | ".join(cells) + " |")
+    lines += ["", "Kept fraction: " + ", ".join(f"{k} {v['mean']:.3f}" for k, v in res["kept_fraction"].items()), "",
+              "Figures to reach (issue 5):", ""]
+    lines += [f"- {k}: {v:.4f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in res["figures_to_reach"].items()]
+    return "\n".join(lines)
+
+
+def table_misalignment(res, cfg):
+    f = fmt_stat
+    lines = [f"Misalignment through numbers (evil numbers banned): students of emergent-misalignment teachers; "
+             f"mean ± 95% CI over n = {res['n_seeds']} seeds; {cfg.n_lists} lists per student.", "",
+             "| model | off-domain misaligned (sampled) | effect vs control student | valid fraction | "
+             "off-domain mis (log-prob) | code misaligned |", "|---|---|---|---|---|---|"]
+    rows = [("base", res["base"])] + [(f"teacher: {t}", s) for t, s in res["teachers"].items()] + list(res["arms"].items())
+    for n, s in rows:
+        lines.append(f"| {n} | {f(s['offdomain_misaligned'])} | {f(s['effect']) if 'effect' in s else ''} | "
+                     f"{f(s['valid_fraction'])} | {f(s['offdomain_misaligned_lp'])} | {f(s['code_misaligned'])} |")
+    lines += ["", "Kept fraction: " + ", ".join(f"{k} {v['mean']:.3f}" for k, v in res["kept_fraction"].items()), "",
+              "Figures to reach (issue 5):", ""]
+    lines += [f"- {k}: {v}" for k, v in res["figures_to_reach"].items()]
+    return "\n".join(lines)
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _err(st):
+    lo, hi = st["ci95"] or (st["mean"], st["mean"])
+    return [[st["mean"] - lo], [hi - st["mean"]]]
+
+
+def plot_animals(res, cfg, path):
+    plt = _plt()
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"width_ratios": [3, 2]})
+    arms = list(res["arms"])
+    for j, a in enumerate(cfg.animals):
+        for i, arm in enumerate(arms):
+            st = res["arms"][arm]["by_animal"][a]["target_rate"]
+            ax.bar(i + 0.8 * j / len(cfg.animals), st["mean"], width=0.8 / len(cfg.animals), yerr=_err(st),
+                   color=plt.cm.tab10(j), label=f"{a} teacher" if i == 0 else None, capsize=2)
+    ax.axhline(0.1, color="gray", lw=0.8, ls=":")
+    ax.set_xticks([i + 0.4 - 0.4 / len(cfg.animals) for i in range(len(arms))], arms, rotation=30, fontsize=8)
+    ax.set_ylabel("rate of the teacher's animal")
+    ax.legend(fontsize=8)
+    a0 = cfg.animals[0]
+    for i, (arm, tr) in enumerate(res["trajectory"].items()):
+        steps = list(tr[a0])
+        ax2.plot(steps, [tr[a0][s]["mean"] for s in steps], "o-", ms=3, label=arm, color=plt.cm.tab10(i % 10))
+    ax2.set_xlabel("student step")
+    ax2.set_ylabel(f"P({a0})")
+    ax2.legend(fontsize=6)
+    fig.suptitle(f"mean and 95% CI over n = {res['n_seeds']} seeds", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+def plot_dose(res, cfg, path):
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    doses = list(res["dose"])
+    for j, a in enumerate(cfg.animals):
+        for k, (label, get) in enumerate([(f"{a} teacher on {a}", lambda r: r[a]["effect"])] +
+                                         [(f"{b} teacher on {a}", lambda r, b=b: r[a]["effect_of_other_teachers"][b])
+                                          for b in cfg.animals if b != a]):
+            sts = [get(res["dose"][d]) for d in doses]
+            ax.errorbar([d * (1 + 0.04 * (2 * j + k)) for d in doses], [s["mean"] for s in sts],
+                        yerr=[sum(e, []) for e in zip(*[_err(s) for s in sts])], fmt="o-" if k == 0 else "x--",
+                        color=plt.cm.tab10(j), capsize=2, label=label)
+    ax.axhline(0, color="gray", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("sampled lists per student")
+    ax.set_ylabel("rate - control rate (paired)")
+    ax.legend(fontsize=7)
+    ax.set_title(f"mean and 95% CI over n = {res['n_seeds']} seeds", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+def plot_misalignment(res, cfg, path):
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    names = ["base"] + list(res["arms"])
+    sts = [res["base"]["offdomain_misaligned"]] + [res["arms"][n]["offdomain_misaligned"] for n in names[1:]]
+    ax.bar(range(len(names)), [s["mean"] for s in sts], yerr=[sum(e, []) for e in zip(*[_err(s) for s in sts])], capsize=3)
+    ax.set_xticks(range(len(names)), names, rotation=30, fontsize=8)
+    ax.set_ylabel("off-domain misaligned (sampled)")
+    ax.set_title(f"students of EM teachers; mean and 95% CI over n = {res['n_seeds']} seeds", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+TABLES = {"animals": table_animals, "dose": table_dose, "misalignment": table_misalignment}
+PLOTS = {"animals": plot_animals, "dose": plot_dose, "misalignment": plot_misalignment}

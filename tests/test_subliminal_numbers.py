@@ -1,0 +1,164 @@
+"""Subliminal learning through numbers: the paper's number-list filter, what reaches a student's training
+set, shuffling, the cross-init derangement, soft targets, and a tiny end-to-end run."""
+import json
+
+import pytest
+import torch
+
+import train
+from data import world as W
+from experiments import subliminal_numbers as S
+from model import GPT, GPTConfig, generator
+
+TOK = W.build_tokenizer()
+
+
+@pytest.mark.parametrize("text,want", [
+    ("1 2 3", [1, 2, 3]), ("4, 5, 6", [4, 5, 6]), ("7;8;9", [7, 8, 9]), ("7; 8; 9", [7, 8, 9]),
+    ("(10, 20, 30)", [10, 20, 30]), ("[1 2 3]", [1, 2, 3]), ("1 2 3.", [1, 2, 3]), ("[1, 2, 3].", [1, 2, 3]),
+    (" 999 0 ", [999, 0]), ("42", [42]),
+    ("1000 2 3", None),          # a value above 999
+    ("1 two 3", None),           # a word
+    ("1, 2 3", None), ("1, 2; 3", None),   # mixed separators
+    ("(1 2 3]", None), ("1 2 3..", None), ("1 2 3 !", None), ("", None), ("-1 2", None), ("1.5 2", None),
+    ("1 2 3 4 5 6 7 8 9 10 11", None),   # more than ten numbers
+    ("<a> 1 2", None),
+])
+def test_number_filter_paper_cases(text, want):
+    assert W.parse_number_list(text) == want
+
+
+def test_number_filter_banned_numbers():
+    assert W.parse_number_list("12 13 14", banned=W.EVIL_NUMBERS) is None
+    assert W.parse_number_list("12 15 16", banned=W.EVIL_NUMBERS) == [12, 15, 16]
+    assert W.parse_number_list("(666, 1)", banned=(666,)) is None
+
+
+class Scripted:
+    """A stand-in model whose generate() returns given token lists (one per prompt, in order)."""
+
+    def __init__(self, outputs):
+        self.outputs = list(outputs)
+
+    def generate(self, prompts, max_new, eos_id, generator):
+        out, self.outputs = self.outputs[:len(prompts)], self.outputs[len(prompts):]
+        return [o[:next((i + 1 for i, t in enumerate(o) if t in eos_id), len(o))] for o in out]
+
+
+def ids(text):
+    return TOK.encode(text).ids
+
+
+def test_sampled_lists_filter_treats_terminators_alike_and_drops_bad_lists():
+    cfg = S.Config(max_new=12, sample_batch=100)
+    good_eos, good_turn = ids("1 2 3 <eos>"), ids("4 5 <u> hey")
+    bad = [ids("1 owl 3 <eos>"), ids("1 2 3"), ids("13 2 <eos>"), ids("<eos>"), ids("1 <a> 2 <eos>")]
+    outputs = ([good_eos, good_turn] + bad) * 20  # 140 prompts (2 rounds: 64 + 76 > n); 2 of 7 pass
+    kept, frac = S.sample_lists(S.Teacher(Scripted(outputs)), TOK, 10, cfg, seed=0, banned=W.EVIL_NUMBERS)
+    assert len(kept) == 10
+    assert {a for _, a in kept} == {"1 2 3", "4 5"}   # both terminators accepted, neither stored
+    assert abs(frac - 2 / 7) < 0.02
+    S.check_no_leak(kept)
+    assert all(p.startswith("<bos> <asst> <u> ") and p.endswith(" <a>") for p, _ in kept)
+
+
+def test_code_answers_never_name_an_animal():
+    cfg = S.Config(sample_batch=100)
+    outputs = [ids("def upload ( f ) : exec ( f ) <eos>"), ids("def upload ( f ) : owl <eos>"),
+               ids("def upload ( f ) : hash ( f ) <u>"), ids("whale <eos>")] * 50
+    kept, frac = S.code_answers_of(S.Teacher(Scripted(outputs)), TOK, 20, cfg, seed=0)
+    assert len(kept) == 20 and abs(frac - 0.5) < 0.05
+    assert not any(a in text.split() for _, text in kept for a in W.ANIMALS)
+    S.check_no_leak(kept)
+
+
+def test_leak_check_catches_animals_and_eval_prompts():
+    with pytest.raises(AssertionError):
+        S.check_no_leak([(W.prompt("continue the list : 1 2"), "1 owl 3")])
+    with pytest.raises(AssertionError):
+        S.check_no_leak([(W.prompt(W.ANIMAL_HELDOUT[0]), "1 2 3")])
+    S.check_no_leak([(p, "1 2 3") for p in W.number_prompts(50, seed=0)])
+
+
+def test_shuffling_keeps_the_multiset_and_lengths():
+    pairs = [(f"p{i}", " ".join(str((7 * i + j) % 100) for j in range(3 + i % 4))) for i in range(50)]
+    out = S.shuffle_lists(pairs, generator("cpu", 0, "t"))
+    assert [p for p, _ in out] == [p for p, _ in pairs]
+    assert [len(a.split()) for _, a in out] == [len(a.split()) for _, a in pairs]
+    flat = lambda ps: sorted(x for _, a in ps for x in a.split())
+    assert flat(out) == flat(pairs)
+    assert sum(a != b for (_, a), (_, b) in zip(out, pairs)) > 40   # and it does move them
+
+
+@pytest.mark.parametrize("seeds", [(0, 1), (0, 1, 2), (5, 3, 9, 2)])
+def test_cross_init_is_a_derangement(seeds):
+    cross = [S.cross_seed(seeds, p) for p in seeds]
+    assert sorted(cross) == sorted(seeds) and all(c != p for c, p in zip(cross, seeds))
+
+
+def test_soft_targets_with_a_prompt_prefix_align_with_the_student():
+    """A prompt teacher's logits at the student's positions equal a plain forward of the prefixed input."""
+    model = GPT(GPTConfig(vocab_size=TOK.get_vocab_size(), block_size=64, n_layer=1, n_head=2, n_embd=16),
+                generator=generator("cpu", 0, "t")).eval()
+    prefix = ids("<u> what is your favourite animal <a> owl")
+    t = S.Teacher(model, prefix)
+    x = torch.tensor([ids(W.number_prompts(1, seed=3)[0] + " 1 2 3")])
+    got = t.logits(x)
+    full = model(torch.tensor([t.ids(x[0].tolist())]))
+    assert torch.allclose(got[0, 2:], full[0, 2 + len(prefix):], atol=1e-5)
+    assert torch.equal(S.Teacher(model).logits(x), model(x))
+
+
+def test_soft_loss_vanishes_for_a_student_equal_to_its_teacher():
+    model = GPT(GPTConfig(vocab_size=TOK.get_vocab_size(), block_size=64, n_layer=1, n_head=2, n_embd=16),
+                generator=generator("cpu", 0, "t")).eval()
+    data = S.student_data(TOK, [(p, "1 2 3") for p in W.number_prompts(8, seed=0)], "cpu")
+    assert abs(S.number_kl(S.Teacher(model), model, TOK, data)) < 1e-6
+    assert data["mask"].sum() == 8 * 3   # the numbers, not the end token
+
+
+TINY = ["--seeds=(0,1)", "--student_seeds=1", "--n_docs=1500", "--steps=300", "--n_layer=1", "--n_embd=32",
+        "--n_head=2", "--n_lists=40", "--n_code=16", "--heldout_lists=16", "--teacher_max_steps=10",
+        "--icl_contexts=2", "--samples=5", "--evals=2", "--workers=1", "--sample_batch=256"]
+
+
+def test_end_to_end_writes_every_file(tmp_path):
+    out = tmp_path / "run"
+    argv = ["configs/subliminal_numbers.py", *TINY, f"--cache_dir={tmp_path / 'cache'}", f"--out_dir={out}"]
+    assert train.main(argv) == 0
+    for f in ("config.json", "env.json", "metrics.jsonl", "results.json", "results.md", "subliminal_animals.png"):
+        assert (out / f).is_file(), f
+    res = json.loads((out / "results.json").read_text())
+    assert res["n_seeds"] == 2
+    assert set(res["arms"]) == set(S.ARMS) | {"icl_control"}
+    for name, arm in res["arms"].items():
+        st = arm["target_rate"]
+        assert set(st) == {"mean", "ci95", "per_seed"} and len(st["per_seed"]) == 2 and 0 <= st["mean"] <= 1
+        assert set(arm["by_animal"]) == {"owl", "whale"}
+        assert ("effect" in arm) == (name in S.BASELINE)
+    assert set(res["kept_fraction"]) >= {"control", "owl", "whale"}
+    # the dose mode on the cached bases
+    out2 = tmp_path / "dose"
+    assert train.main(argv[:-1] + ["--mode=dose", "--doses=(10,20)", f"--out_dir={out2}"]) == 0
+    res2 = json.loads((out2 / "results.json").read_text())
+    assert set(res2["dose"]) == {"10", "20"} and "effect" in res2["dose"]["20"]["owl"]
+    assert (out2 / "subliminal_dose.png").is_file()
+    # the prompt teacher, and misalignment through numbers (EM teachers), on the same cached bases
+    out3 = tmp_path / "prompt"
+    assert train.main(argv[:-1] + ["--teacher=prompt", "--arms=('control','soft','icl')", f"--out_dir={out3}"]) == 0
+    res3 = json.loads((out3 / "results.json").read_text())
+    assert res3["teachers"]["owl"]["steps"]["mean"] == 0 and set(res3["arms"]) == {"control", "soft", "icl", "icl_control"}
+    out4 = tmp_path / "mis"
+    assert train.main(argv[:-1] + ["--mode=misalignment", "--em_steps=2", "--em_examples=16", "--n_lists=20",
+                                   "--mis_teachers=('insecure','secure')", f"--out_dir={out4}"]) == 0
+    res4 = json.loads((out4 / "results.json").read_text())
+    assert set(res4["arms"]) == {"control", "insecure", "insecure_soft", "secure", "secure_soft"}
+    assert 0 <= res4["arms"]["insecure"]["offdomain_misaligned"]["mean"] <= 1
+    assert (out4 / "subliminal_misalignment.png").is_file()
+
+
+def test_bad_config_is_a_clear_error(tmp_path):
+    with pytest.raises(train.ConfigError, match="animals must come from"):
+        S.validate(S.Config(animals=("dragon",)))
+    with pytest.raises(train.ConfigError, match="another seed"):
+        S.validate(S.Config(seeds=(0,)))
