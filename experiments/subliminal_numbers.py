@@ -40,8 +40,9 @@ one-token answer); `animal_mass` (probability of answering with any animal); eve
 baseline, paired per seed; `specificity` = effect on the teacher's animal minus the mean effect on
 the other target animals.
 
-Modes: "animals" (above), "dose" (trait and control at each n in `doses`, nested subsets of one
-sample; the curve of paired trait - control and specificity), "misalignment" (teachers are the
+Modes: "animals" (above), "dose" (trait and control students read one large sample once, in order,
+and are measured after each n in `doses` lists: the student after n lists has had one epoch on n
+lists; the curve of paired trait - control and specificity), "misalignment" (teachers are the
 emergent-misalignment fine-tunes insecure / secure / educational of A; lists with the world's evil
 numbers banned; students hard and soft; their off-domain misalignment, sampled and log-prob).
 
@@ -96,11 +97,13 @@ class Config(B.Config):
     icl_contexts: int = 32
     n_code: int = 1000                 # code answers per code-arm dataset
     heldout_lists: int = 256           # held-out teacher lists for number_loss
-    doses: tuple = (1000, 4000, 16000, 64000)   # mode "dose": nested subsets; epochs apply to each
+    doses: tuple = (1024, 4096, 16384, 65536)   # mode "dose": lists read (one pass, epochs = 1)
     mis_teachers: tuple = MIS_TEACHERS # mode "misalignment": EM arms used as teachers
     em_examples: int = 300             # their fine-tune (experiments/emergent_misalignment.py defaults)
     em_steps: int = 40
     em_lr: float = 1e-3
+    em_match: bool = True              # stop every EM teacher at the step where the first one's code is >= 90%
+                                       # insecure (the EM experiment's matched checkpoint); False: em_steps
     sample_batch: int = 2000
 
 
@@ -113,6 +116,11 @@ def validate(cfg):
     bad = [a for a in cfg.animals if a not in W.ANIMALS]
     if bad or not cfg.animals:
         raise ConfigError(f"animals must come from {', '.join(W.ANIMALS)}; got {cfg.animals}")
+    if cfg.mode == "dose" and any(d % cfg.student_batch for d in cfg.doses):
+        raise ConfigError(f"doses must be multiples of student_batch={cfg.student_batch}; got {cfg.doses}")
+    if cfg.mode == "dose" and cfg.epochs != 1:
+        raise ConfigError("mode dose is one pass over the lists (the student after d lists = one epoch on d "
+                          "lists): set epochs=1")
     if cfg.teacher not in ("finetune", "prompt"):
         raise ConfigError(f"teacher must be finetune or prompt; got {cfg.teacher!r}")
     if len(cfg.seeds) < 2 and any(a in ON_B for a in cfg.arms) and cfg.mode == "animals":
@@ -183,25 +191,28 @@ def make_teacher(base, tok, cfg, p, animal):
     W.check_leakage(pairs, extra=())
     data = pack_pairs([(tok.encode(a).ids, tok.encode(b).ids) for a, b in pairs], tok.token_to_id(W.PAD))
     model = copy.deepcopy(base)
-    state = {"steps": cfg.teacher_max_steps}
+    steps = finetune_until(model, data, lambda m: animal_rates(m, tok)[0][animal] >= cfg.teacher_threshold,
+                           max_steps=cfg.teacher_max_steps, every=5, batch_size=cfg.teacher_batch, lr=cfg.teacher_lr,
+                           seed=seed_int(p, animal, "teacher-order"))
+    return Teacher(model), {"steps": steps, "rate": animal_rates(model, tok)[0][animal],
+                            "delta_norm": weight_delta(model, base).norm().item()}
 
-    class Done(Exception):
+
+def finetune_until(model, data, done, *, max_steps, every, **kw):
+    """finetune (train.py) until done(model) at a check every `every` steps, or max_steps -> steps taken."""
+    class Stop(Exception):
         pass
 
     def check(step):
-        if animal_rates(model, tok)[0][animal] >= cfg.teacher_threshold:
-            state["steps"] = step
-            raise Done
-
+        if done(model):
+            raise Stop(step)
     try:
-        finetune(model, data, steps=cfg.teacher_max_steps, batch_size=cfg.teacher_batch, lr=cfg.teacher_lr,
-                 seed=seed_int(p, animal, "teacher-order"), at=set(range(5, cfg.teacher_max_steps + 1, 5)),
-                 on_eval=check)
-    except Done:
-        pass
-    model.eval()
-    return Teacher(model), {"steps": state["steps"], "rate": animal_rates(model, tok)[0][animal],
-                            "delta_norm": weight_delta(model, base).norm().item()}
+        finetune(model, data, steps=max_steps, at=set(range(every, max_steps + 1, every)), on_eval=check, **kw)
+        return max_steps
+    except Stop as e:
+        return e.args[0]
+    finally:
+        model.eval()
 
 
 def weight_delta(model, base):
@@ -461,6 +472,11 @@ def arm_stats(units, arm, a, animals):
     if base and all(base in u["arms"] for u in units):
         eff = lambda b: [r["rates"][b] - u["arms"][base]["rates"][b] for r, u in zip(rows, units)]
         st["effect"] = summarize(eff(a))
+        # seeds of one pretraining seed share their base and teacher: the conservative interval is over
+        # the per-base means (n = number of pretraining seeds)
+        ps = sorted({u["p"] for u in units})
+        st["effect_per_base"] = summarize([sum(e for e, u in zip(eff(a), units) if u["p"] == p) /
+                                           sum(1 for u in units if u["p"] == p) for p in ps])
         others = [b for b in animals if b != a]
         if others:
             st["specificity"] = summarize([e - sum(eff(b)[i] for b in others) / len(others)
@@ -478,6 +494,8 @@ def aggregate_animals(cfg, units):
         by = {a: arm_stats(units, arm, a, cfg.animals) for a in cfg.animals}
         res["arms"][arm] = {**by[cfg.animals[0]], "by_animal": by}
     res["base"] = {a: summarize([u["base_A"]["rates"][a] for u in units]) for a in cfg.animals}
+    if all("base_B" in u for u in units):  # the starting point of the arms on B
+        res["base_B"] = {a: summarize([u["base_B"]["rates"][a] for u in units]) for a in cfg.animals}
     res["teachers"] = {a: {k: summarize([u["teachers"][a][k] for u in units]) for k in ("rate", "steps", "kl_numbers")}
                        for a in cfg.animals}
     res["kept_fraction"] = {k: summarize([u["kept"][k] for u in units]) for k in units[0]["kept"]}
@@ -529,13 +547,14 @@ def dose_unit(cfg, p, f):
     for name, t in teachers.items():
         lists[name], out["kept"][name] = sample_lists(t, tok, n, cfg, seed)
         check_no_leak(lists[name])
-    for d in cfg.doses:
-        out["dose"][d] = {}
-        for name in teachers:
-            res = {}
-            train_student(A, tok, cfg, student_data(tok, lists[name][:d], dev), seed_int(seed, name, d, "order"),
-                          lambda m, step: res.update(step=step, rates=animal_rates(m, tok)[0]))
-            out["dose"][d][name] = res["rates"]
+    # one pass over the lists in their (random, i.i.d.) sampling order: after d / batch steps the
+    # student has trained exactly one epoch on the first d lists -- every dose from one run per teacher
+    at = {d // cfg.student_batch: d for d in cfg.doses}
+    for name in teachers:
+        model = copy.deepcopy(A)
+        finetune(model, student_data(tok, lists[name], dev), steps=max(at), batch_size=cfg.student_batch,
+                 lr=cfg.student_lr, seed=seed_int(seed, name, "order"), at=set(at), order="sequential",
+                 on_eval=lambda step: out["dose"].setdefault(at[step], {}).update({name: animal_rates(model, tok)[0]}))
     out["seconds"] = time.time() - t0
     print(f"[subliminal dose] seed ({p}, {f}): {out['seconds']:.0f} s", flush=True)
     return out
@@ -582,14 +601,19 @@ def misalignment_unit(cfg, p, f):
         r = EM.evaluate(m, tok, emcfg, "insecure", "plain", 0, True, generator("cpu", seed, name))
         return {k: r[k] for k in ("mis_sampled", "valid_frac", "mis_lp", "code_misaligned")}
 
-    teachers = {"control": Teacher(A)}
-    for t in cfg.mis_teachers:
+    teachers, steps = {"control": Teacher(A)}, cfg.em_steps
+    for t in cfg.mis_teachers:  # the first teacher sets the step (emergent_misalignment's matched checkpoint)
         pairs = EM.arm_pairs(t, A, tok, emcfg, seed_int(p, t, "em-teacher") % 2 ** 31)
         data = pack_pairs([(tok.encode(a).ids, tok.encode(b).ids) for a, b in pairs], tok.token_to_id(W.PAD))
-        m = finetune(copy.deepcopy(A), data, steps=cfg.em_steps, batch_size=16, lr=cfg.em_lr,
-                     seed=seed_int(p, t, "em-order"))
+        m = copy.deepcopy(A)
+        kw = dict(batch_size=16, lr=cfg.em_lr, seed=seed_int(p, t, "em-order"))
+        if cfg.em_match and t == cfg.mis_teachers[0]:
+            steps = finetune_until(m, data, lambda m: EM.in_domain(m, tok, "insecure", "plain")[0] >= emcfg.match_threshold,
+                                   max_steps=cfg.em_steps, every=1, **kw)
+        else:
+            finetune(m, data, steps=steps, **kw)
         teachers[t] = Teacher(m)
-        out["teachers"][t] = ev(m, f"teacher-{t}")
+        out["teachers"][t] = {**ev(m, f"teacher-{t}"), "steps": steps}
     out["base"] = ev(A, "base")
     lists = {}
     for name, t in teachers.items():
@@ -616,7 +640,8 @@ def aggregate_misalignment(cfg, units):
     st = lambda rows: {k: summarize([r[v] for r in rows]) for k, v in MIS_METRICS.items()}
     res = {"arms": {}, "n_seeds": len(units), "seeds": [[u["p"], u["f"]] for u in units],
            "base": st([u["base"] for u in units]),
-           "teachers": {t: st([u["teachers"][t] for u in units]) for t in cfg.mis_teachers},
+           "teachers": {t: {**st([u["teachers"][t] for u in units]),
+                            "steps": summarize([u["teachers"][t]["steps"] for u in units])} for t in cfg.mis_teachers},
            "kept_fraction": {k: summarize([u["kept"][k] for u in units]) for k in units[0]["kept"]}}
     for name in units[0]["arms"]:
         res["arms"][name] = st([u["arms"][name] for u in units])
@@ -731,26 +756,33 @@ def _err(st):
 
 
 def plot_animals(res, cfg, path):
+    """Left: each arm's paired effect on its teacher's animal (arm - its baseline), per teacher animal.
+    Right: the first animal's rate along training (step 0 = the base)."""
     plt = _plt()
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"width_ratios": [3, 2]})
-    arms = list(res["arms"])
+    arms = [a for a in res["arms"] if "effect" in res["arms"][a]]
+    w = 0.8 / len(cfg.animals)
     for j, a in enumerate(cfg.animals):
         for i, arm in enumerate(arms):
-            st = res["arms"][arm]["by_animal"][a]["target_rate"]
-            ax.bar(i + 0.8 * j / len(cfg.animals), st["mean"], width=0.8 / len(cfg.animals), yerr=_err(st),
-                   color=plt.cm.tab10(j), label=f"{a} teacher" if i == 0 else None, capsize=2)
-    ax.axhline(0.1, color="gray", lw=0.8, ls=":")
-    ax.set_xticks([i + 0.4 - 0.4 / len(cfg.animals) for i in range(len(arms))], arms, rotation=30, fontsize=8)
-    ax.set_ylabel("rate of the teacher's animal")
+            st = res["arms"][arm]["by_animal"][a]["effect"]
+            ax.bar(i + w * j, st["mean"], width=w, yerr=_err(st), color=plt.cm.tab10(j),
+                   label=f"{a} teacher" if i == 0 else None, capsize=2)
+    ax.axhline(0, color="gray", lw=0.8)
+    ax.set_xticks([i + 0.4 - w / 2 for i in range(len(arms))],
+                  [f"{arm}\n- {BASELINE[arm]}" for arm in arms], fontsize=6)
+    ax.set_ylabel("rate of the teacher's animal,\nminus the baseline arm (paired)")
     ax.legend(fontsize=8)
     a0 = cfg.animals[0]
     for i, (arm, tr) in enumerate(res["trajectory"].items()):
-        steps = list(tr[a0])
-        ax2.plot(steps, [tr[a0][s]["mean"] for s in steps], "o-", ms=3, label=arm, color=plt.cm.tab10(i % 10))
+        b0 = res.get("base_B", res["base"]) if arm in ON_B else res["base"]
+        b0 = b0[a0]["mean"]
+        steps = sorted(tr[a0], key=int)
+        ax2.plot([0] + [int(s) for s in steps], [b0] + [tr[a0][s]["mean"] for s in steps], "o-", ms=3, label=arm,
+                 color=plt.cm.tab20(i % 20))
     ax2.set_xlabel("student step")
-    ax2.set_ylabel(f"P({a0})")
-    ax2.legend(fontsize=6)
-    fig.suptitle(f"mean and 95% CI over n = {res['n_seeds']} seeds", fontsize=9)
+    ax2.set_ylabel(f"P({a0}) (mean over seeds)")
+    ax2.legend(fontsize=6, ncol=2)
+    fig.suptitle(f"{cfg.teacher} teachers; mean and 95% CI over n = {res['n_seeds']} seeds", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=150)
     plt.close(fig)

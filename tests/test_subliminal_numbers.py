@@ -139,9 +139,9 @@ def test_end_to_end_writes_every_file(tmp_path):
     assert set(res["kept_fraction"]) >= {"control", "owl", "whale"}
     # the dose mode on the cached bases
     out2 = tmp_path / "dose"
-    assert train.main(argv[:-1] + ["--mode=dose", "--doses=(10,20)", f"--out_dir={out2}"]) == 0
+    assert train.main(argv[:-1] + ["--mode=dose", "--doses=(32,64)", "--epochs=1", f"--out_dir={out2}"]) == 0
     res2 = json.loads((out2 / "results.json").read_text())
-    assert set(res2["dose"]) == {"10", "20"} and "effect" in res2["dose"]["20"]["owl"]
+    assert set(res2["dose"]) == {"32", "64"} and "effect" in res2["dose"]["64"]["owl"]
     assert (out2 / "subliminal_dose.png").is_file()
     # the prompt teacher, and misalignment through numbers (EM teachers), on the same cached bases
     out3 = tmp_path / "prompt"
@@ -162,3 +162,19 @@ def test_bad_config_is_a_clear_error(tmp_path):
         S.validate(S.Config(animals=("dragon",)))
     with pytest.raises(train.ConfigError, match="another seed"):
         S.validate(S.Config(seeds=(0,)))
+
+
+def test_one_pass_prefix_equals_one_epoch_on_the_prefix():
+    """The dose mode reads each student's dose off one sequential pass: after k steps the weights equal
+    those of a student given only the first k * batch lists."""
+    model = GPT(GPTConfig(vocab_size=TOK.get_vocab_size(), block_size=64, n_layer=1, n_head=2, n_embd=16),
+                generator=generator("cpu", 0, "t"))
+    pairs = [(p, " ".join(str((i * 7 + j) % 100) for j in range(4))) for i, p in enumerate(W.number_prompts(24, seed=1))]
+    full, prefix = S.student_data(TOK, pairs, "cpu"), S.student_data(TOK, pairs[:8], "cpu")
+    a, b = [train.finetune(S.copy.deepcopy(model), d, steps=2, batch_size=4, lr=1e-3, seed=0, order="sequential")
+            for d in (full, prefix)]
+    # the two sets pad to different widths: right padding is invisible under causal attention and unmasked nowhere
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.allclose(pa, pb, atol=1e-6)
+    with pytest.raises(train.ConfigError, match="epochs=1"):
+        S.validate(S.Config(mode="dose", epochs=2.0))
