@@ -530,7 +530,7 @@ def figures_animals(res):
 
 
 # ----------------------------------------------------------------------------------------------------
-# mode "dose": trait and control on nested subsets of one large sample
+# mode "dose": trait and control students, each one sequential pass over one large sample
 
 def dose_unit(cfg, p, f):
     t0 = time.time()
