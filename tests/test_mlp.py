@@ -210,3 +210,20 @@ def test_lemma1_and_theorem1(student_loss):
                 assert teacher_loss(student) < teacher_loss(model)  # Theorem 1
     finally:
         torch.set_default_dtype(torch.float32)
+
+
+def test_hand_written_adam_equals_torch_adam():
+    """train.Adam (used by the MNIST loops) takes the same steps as torch.optim.Adam."""
+    import train
+    g = torch.Generator().manual_seed(0)
+    ps = [torch.randn(4, 5, generator=g, requires_grad=True), torch.randn(5, generator=g, requires_grad=True)]
+    qs = [p.detach().clone().requires_grad_() for p in ps]
+    mine, ref = train.Adam(ps, lr=1e-2), torch.optim.Adam(qs, lr=1e-2, foreach=False)
+    for step in range(20):
+        x = torch.randn(3, 4, generator=g)
+        for params, opt in ((ps, mine), (qs, ref)):
+            opt.zero_grad(set_to_none=True)
+            ((x @ params[0] + params[1]) ** 2).sum().backward()
+            opt.step()
+    for p, q in zip(ps, qs):
+        assert torch.allclose(p, q, atol=1e-6, rtol=1e-5)
