@@ -181,6 +181,10 @@ def test_kv_cache_generation_equals_full_forward_greedy_with_padding():
     assert model.generate(prompts, 10, temperature=0, eos_id=eos) == ref_eos
     assert ref_eos[1] == ref[1][:ref[1].index(eos) + 1]
     assert any(len(r) > len(ref_eos[1]) for r in ref_eos)  # other rows went on
+    # several stop tokens: each row ends after the first of any of them
+    stops = [ref[0][3], ref[2][1]]
+    cut = lambda r: r[:next((i + 1 for i, t in enumerate(r) if t in stops), len(r))]
+    assert model.generate(prompts, 10, temperature=0, eos_id=stops) == [cut(r) for r in ref]
 
 
 @torch.no_grad()
