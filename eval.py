@@ -94,6 +94,10 @@ def main(argv):
     module = importlib.import_module(f"experiments.{name}")
     from data import DataError
     from train import CheckpointError, ConfigError
+    if not hasattr(module, "reevaluate"):
+        print(f"error: {name} has no re-evaluation of a saved run (its fine-tunes are not saved): read "
+              f"{run_dir / 'results.json'}, or rerun the config in {cfg_path}", file=sys.stderr)
+        return 2
     try:
         module.reevaluate(run_dir)
     except (ConfigError, DataError, CheckpointError) as e:

@@ -791,13 +791,13 @@ def plot_animals(res, cfg, path):
 def plot_dose(res, cfg, path):
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.8))
-    doses = list(res["dose"])
+    doses = sorted(res["dose"], key=int)  # ints in memory, strings once read back from results.json
     for j, a in enumerate(cfg.animals):
         for k, (label, get) in enumerate([(f"{a} teacher on {a}", lambda r: r[a]["effect"])] +
                                          [(f"{b} teacher on {a}", lambda r, b=b: r[a]["effect_of_other_teachers"][b])
                                           for b in cfg.animals if b != a]):
             sts = [get(res["dose"][d]) for d in doses]
-            ax.errorbar([d * (1 + 0.04 * (2 * j + k)) for d in doses], [s["mean"] for s in sts],
+            ax.errorbar([int(d) * (1 + 0.04 * (2 * j + k)) for d in doses], [s["mean"] for s in sts],
                         yerr=[sum(e, []) for e in zip(*[_err(s) for s in sts])], fmt="o-" if k == 0 else "x--",
                         color=plt.cm.tab10(j), capsize=2, label=label)
     ax.axhline(0, color="gray", lw=0.8)
@@ -827,3 +827,18 @@ def plot_misalignment(res, cfg, path):
 
 TABLES = {"animals": table_animals, "dose": table_dose, "misalignment": table_misalignment}
 PLOTS = {"animals": plot_animals, "dose": plot_dose, "misalignment": plot_misalignment}
+
+
+def reevaluate(run_dir):
+    """`python eval.py RUN_DIR`: the students are not saved (hundreds of small fine-tunes), so this redraws
+    the table and the figure from results.json and config.json."""
+    import json
+    from pathlib import Path
+    from train import build_config
+    run_dir = Path(run_dir)
+    values = json.loads((run_dir / "config.json").read_text())
+    values.pop("experiment", None)
+    cfg = build_config(Config, {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}, str(run_dir))
+    res = json.loads((run_dir / "results.json").read_text())
+    print(TABLES[cfg.mode](res, cfg))
+    PLOTS[cfg.mode](res, cfg, run_dir / f"subliminal_{cfg.mode}.png")

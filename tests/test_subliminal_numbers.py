@@ -1,5 +1,6 @@
 """Subliminal learning through numbers: the paper's number-list filter, what reaches a student's training
 set, shuffling, the cross-init derangement, soft targets, and a tiny end-to-end run."""
+import dataclasses
 import json
 
 import pytest
@@ -178,3 +179,18 @@ def test_one_pass_prefix_equals_one_epoch_on_the_prefix():
         assert torch.allclose(pa, pb, atol=1e-6)
     with pytest.raises(train.ConfigError, match="epochs=1"):
         S.validate(S.Config(mode="dose", epochs=2.0))
+
+
+def test_eval_py_redraws_a_run_from_its_results(tmp_path, capsys):
+    """python eval.py RUN_DIR on a subliminal-numbers run: no students are saved, so the table and the
+    figure are rebuilt from results.json (a dose run's keys come back from JSON as strings)."""
+    import eval as E
+    cfg = S.Config(mode="dose", doses=(32, 64), epochs=1.0, animals=("owl", "whale"))
+    stat = {"mean": 0.01, "ci95": [0.0, 0.02], "per_seed": [0.0, 0.02]}
+    row = lambda b: {"trait_rate": stat, "control_rate": stat, "effect": stat, "effect_of_other_teachers": {b: stat}}
+    res = {"dose": {"32": {"owl": row("whale"), "whale": row("owl")}, "64": {"owl": row("whale"), "whale": row("owl")}},
+           "n_seeds": 2, "kept_fraction": {"control": stat}, "figures_to_reach": {"trait_effect": 0.01}}
+    (tmp_path / "config.json").write_text(json.dumps({"experiment": "subliminal_numbers", **dataclasses.asdict(cfg)}))
+    (tmp_path / "results.json").write_text(json.dumps(res))
+    assert E.main([str(tmp_path)]) == 0
+    assert "| 64 |" in capsys.readouterr().out and (tmp_path / "subliminal_dose.png").is_file()
