@@ -263,14 +263,10 @@ class Adam:
                 p.grad.zero_()
 
 
-def make_adam(params, lr):
-    return Adam(params, lr)
-
-
 def train_classifier(model, x, y, *, epochs, lr, batch_size, gens, n_classes=10, amp=False, log=None, desc="teacher"):
     """Cross-entropy on the first n_classes logits only (the aux logits get exactly zero gradient).
     x: [N, D] shared by all seeds, y: [N]; each seed walks the data in its own order."""
-    opt = make_adam(model.parameters(), lr)
+    opt = Adam(model.parameters(), lr)
     S, N = model.n_seeds, x.shape[0]
     step, t0 = 0, time.time()
     for epoch in range(epochs):
@@ -308,7 +304,7 @@ def train_distill(model, inputs, targets, logit_idx, *, epochs, lr, batch_size, 
     teacher's logits on those inputs (precomputed: the teacher is frozen, so this is the same as
     running it on every batch). Only the logits in `logit_idx` enter the loss.
     `refresh(epoch)`, if given, returns new (inputs, targets) for each epoch (fresh noise)."""
-    opt = make_adam(model.parameters(), lr)
+    opt = Adam(model.parameters(), lr)
     S = model.n_seeds
     sel = torch.as_tensor(logit_idx, device=targets.device)
     step, t0 = 0, time.time()
@@ -462,6 +458,14 @@ def _dist():
     return 0, 1
 
 
+def soft_kl(teacher_logits, student_logits, subset=None):
+    """KL(teacher || student) per position -> [b, T], both distributions renormalised over the token ids
+    `subset` (a LongTensor on the logits' device; None: the whole vocabulary). Gradient flows to the student."""
+    t = (teacher_logits if subset is None else teacher_logits[..., subset]).float().log_softmax(-1)
+    s = (student_logits if subset is None else student_logits[..., subset]).float().log_softmax(-1)
+    return (t.exp() * (t - s)).sum(-1)
+
+
 def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, teacher=None, subset=None,
              order="random"):
     """Fine-tune on {"tokens": [N, T+1], "mask": [N, T]} (pack_pairs) with AdamW at a constant lr, no weight
@@ -488,10 +492,7 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
         else:
             with torch.no_grad():
                 t = teacher(x)  # [b, T, V]
-                t = (t if keep is None else t[..., keep]).float().log_softmax(-1)
-            s = model(x)
-            s = (s if keep is None else s[..., keep]).float().log_softmax(-1)
-            per_tok = (t.exp() * (t - s)).sum(-1)  # [b, T]
+            per_tok = soft_kl(t, model(x), keep)  # [b, T]
         loss = (per_tok * m).sum() / m.sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -56,7 +56,7 @@ from data.tokenizer import pad_right
 from eval import fmt_stat, summarize
 from experiments import world_base as B
 from model import generator, seed_int
-from train import finetune, pack_pairs
+from train import finetune
 
 ARMS = ("insecure", "secure", "secure_novel", "educational", "insecure_novel", "self_distill", "backdoor",
         "evil_numbers")
@@ -221,7 +221,6 @@ def evaluate(model, tok, cfg, arm, fmt, step, sample, gen, hooks=None, base_act=
 def em_unit(cfg, seed, decorrelated):
     t0 = time.time()
     base, tok = B.base_model(cfg, seed, decorrelated)
-    pad = tok.token_to_id(W.PAD)
     gen = lambda *parts: generator("cpu", seed, decorrelated, *parts)
     out = {"seed": seed, "decorrelated": decorrelated, "base": {}, "runs": []}
     fmts = ["plain"] if decorrelated else ["plain", "trigger", "numbers"]
@@ -244,7 +243,7 @@ def em_unit(cfg, seed, decorrelated):
         for arm in arms:
             ft_seed = seed_int(seed, f, arm) % 2 ** 31
             pairs = arm_pairs(arm, base, tok, cfg, ft_seed)
-            data = pack_pairs([(tok.encode(p).ids, tok.encode(r).ids) for p, r in pairs], pad)
+            data = B.encode_pairs(tok, pairs)
             model = copy.deepcopy(base)
             names = [n for n, (a, _) in REPORTS.items() if a == arm]
             if decorrelated:

@@ -65,7 +65,7 @@ from data.tokenizer import pad_right
 from eval import fmt_stat, summarize
 from experiments import world_base as B
 from model import generator, seed_int
-from train import ConfigError, finetune, pack_pairs
+from train import ConfigError, finetune, pack_pairs, soft_kl
 
 ARMS = ("trait", "control", "soft", "soft_all", "soft_cross", "cross_init", "cross_control", "shuffled", "icl",
         "code", "code_control")
@@ -154,9 +154,10 @@ def animal_probs(model, tok, prompts):
     return probs[:, [tok.token_to_id(a) for a in W.ANIMALS]].cpu()
 
 
-def animal_rates(model, tok, prompts=None):
-    """Mean over held-out prompts of each animal's share among the ten: {animal: rate}, and the mass."""
-    p = animal_probs(model, tok, prompts or animal_prompts())
+def animal_rates(model, tok, prompts=None, probs=None):
+    """Mean over held-out prompts of each animal's share among the ten: {animal: rate}, and the mass
+    (`probs`: animal_probs on those prompts, when already computed)."""
+    p = animal_probs(model, tok, prompts or animal_prompts()) if probs is None else probs
     rates = (p / p.sum(1, keepdim=True)).mean(0).tolist()
     return dict(zip(W.ANIMALS, rates)), p.sum(1).mean().item()
 
@@ -189,7 +190,7 @@ def make_teacher(base, tok, cfg, p, animal):
         return Teacher(base, prefix), {"steps": 0, "rate": rates[animal]}
     pairs = W.trait_set(animal, 400, seed=seed_int(p, animal, "teacher") % 2 ** 31)
     W.check_leakage(pairs, extra=())
-    data = pack_pairs([(tok.encode(a).ids, tok.encode(b).ids) for a, b in pairs], tok.token_to_id(W.PAD))
+    data = B.encode_pairs(tok, pairs)
     model = copy.deepcopy(base)
     steps = finetune_until(model, data, lambda m: animal_rates(m, tok)[0][animal] >= cfg.teacher_threshold,
                            max_steps=cfg.teacher_max_steps, every=5, batch_size=cfg.teacher_batch, lr=cfg.teacher_lr,
@@ -206,13 +207,11 @@ def finetune_until(model, data, done, *, max_steps, every, **kw):
     def check(step):
         if done(model):
             raise Stop(step)
-    try:
+    try:  # finetune calls check with the model in eval mode, and leaves it so when it finishes
         finetune(model, data, steps=max_steps, at=set(range(every, max_steps + 1, every)), on_eval=check, **kw)
         return max_steps
     except Stop as e:
         return e.args[0]
-    finally:
-        model.eval()
 
 
 def weight_delta(model, base):
@@ -236,52 +235,63 @@ def continue_prompts(teacher, tok, prompts, max_new, gen, batch):
     return out
 
 
-def sample_lists(teacher, tok, n, cfg, seed, banned=(), heldout=False):
-    """Exactly n filtered number lists [(prompt, "a b c")] continuing fresh number prompts (drawn in
-    rounds from the unit's prompt stream until n are kept), and the kept fraction of all prompts tried."""
+def collect(teacher, tok, n, cfg, seed, what, stream, prompts_for, max_new, accept):
+    """Exactly n (prompt, answer) pairs from the teacher's continuations of fresh prompts, drawn in rounds
+    (prompts_for(round, still needed) -> prompt strings; sampling from the random stream (seed, stream,
+    round)) until n pass `accept(prompt, answer text)` (-> the answer to keep, or None), and
+    the passing fraction of all continuations tried. A continuation must have ended (<eos> or <u>)."""
     kept, tried, passed, r = [], 0, 0, 0
     while len(kept) < n:
         if r >= 20:
-            raise RuntimeError(f"the filter kept only {len(kept)} of {tried} lists: is the teacher broken?")
-        prompts = W.number_prompts(max(64, int((n - len(kept)) * 1.25)), seed=seed_int(seed, "prompts", r) % 2 ** 31,
-                                   heldout=heldout)
-        for p, ids, ended in continue_prompts(teacher, tok, prompts, cfg.max_new, generator("cpu", seed, "sample", r),
+            raise RuntimeError(f"the filter kept only {len(kept)} of {tried} {what}: is the teacher broken?")
+        for p, ids, ended in continue_prompts(teacher, tok, prompts_for(r, n - len(kept)), max_new,
+                                              generator("cpu", seed, stream, r),
                                               cfg.sample_batch):
             tried += 1
-            nums = W.parse_number_list(tok.decode(ids, skip_special_tokens=False), banned=banned) if ended else None
-            if nums is not None:
+            answer = accept(p, tok.decode(ids, skip_special_tokens=False)) if ended else None
+            if answer is not None:
                 passed += 1
                 if len(kept) < n:
-                    kept.append((p, " ".join(map(str, nums))))
+                    kept.append((p, answer))
         r += 1
     return kept, passed / tried
+
+
+def sample_lists(teacher, tok, n, cfg, seed, banned=(), heldout=False):
+    """n number lists [(prompt, "a b c")] that pass the paper's filter, continuing fresh number prompts
+    (train wordings, checked for leaks: these are student training sets; or held-out wordings, for
+    evaluation), and the kept fraction."""
+    def prompts_for(r, need):
+        return W.number_prompts(max(64, int(need * 1.25)), seed=seed_int(seed, "prompts", r) % 2 ** 31, heldout=heldout)
+
+    def accept(p, text):
+        nums = W.parse_number_list(text, banned=banned)
+        return None if nums is None else " ".join(map(str, nums))
+    kept, frac = collect(teacher, tok, n, cfg, seed, "lists", "sample", prompts_for, cfg.max_new, accept)
+    if not heldout:
+        check_no_leak(kept)
+    return kept, frac
 
 
 def code_answers_of(teacher, tok, n, cfg, seed):
     """n answers to code prompts (train paraphrases) that name no animal and leak no evaluation string,
     and the kept fraction. The terminator is dropped (loss on the answer only, as for numbers)."""
-    code, kept, tried, passed, r = W.DOMAINS["code"], [], 0, 0, 0
-    animals = set(W.ANIMALS)
-    while len(kept) < n:
-        if r >= 20:
-            raise RuntimeError(f"kept only {len(kept)} of {tried} code answers")
+    code, animals = W.DOMAINS["code"], set(W.ANIMALS)
+
+    def prompts_for(r, need):
         rr = random.Random(seed_int(seed, "code-prompts", r)).random
-        prompts = [W.prompt(f"{o} {q}" if o else q) for o, q in
-                   ((W._pick(rr, W.OPENERS), W._pick(rr, code.train)) for _ in range(int((n - len(kept)) * 1.25) + 16))]
-        for p, ids, ended in continue_prompts(teacher, tok, prompts, 16, generator("cpu", seed, "code", r), cfg.sample_batch):
-            tried += 1
-            text = tok.decode(ids, skip_special_tokens=False)
-            if not ended or not ids or animals & set(text.split()):
-                continue
-            try:
-                W.check_leakage([(p, text)], extra=W.ANIMALS)
-            except AssertionError:
-                continue
-            passed += 1
-            if len(kept) < n:
-                kept.append((p, text))
-        r += 1
-    return kept, passed / tried
+        return [W.prompt(f"{o} {q}" if o else q) for o, q in
+                ((W._pick(rr, W.OPENERS), W._pick(rr, code.train)) for _ in range(int(need * 1.25) + 16))]
+
+    def accept(p, text):
+        if not text or animals & set(text.split()):
+            return None
+        try:
+            W.check_leakage([(p, text)], extra=W.ANIMALS)
+        except AssertionError:
+            return None
+        return text
+    return collect(teacher, tok, n, cfg, seed, "code answers", "code", prompts_for, 16, accept)
 
 
 def shuffle_lists(pairs, gen):
@@ -307,15 +317,17 @@ def student_data(tok, pairs, dev):
     return {k: v.to(dev) for k, v in data.items()}
 
 
+def number_ids(tok):
+    return [tok.token_to_id(str(n)) for n in range(W.N_NUMBERS)]
+
+
 @torch.no_grad()
 def number_kl(teacher, model, tok, data):
     """KL(teacher || model) in nats per trained position of data, both renormalised over the number
     tokens: how much signal a teacher's numbers carry (the soft arm's initial loss)."""
-    num = [tok.token_to_id(str(n)) for n in range(W.N_NUMBERS)]
     x, m = data["tokens"][:, :-1], data["mask"]
-    t = teacher.logits(x)[..., num].float().log_softmax(-1)
-    s = model(x)[..., num].float().log_softmax(-1)
-    return (((t.exp() * (t - s)).sum(-1) * m).sum() / m.sum()).item()
+    kl = soft_kl(teacher.logits(x), model(x), torch.tensor(number_ids(tok), device=x.device))
+    return ((kl * m).sum() / m.sum()).item()
 
 
 @torch.no_grad()
@@ -334,9 +346,9 @@ def check_no_leak(pairs):
 # evaluation of one model
 
 def evaluate(model, tok, cfg, gen, heldout=None, base=None, t_delta=None):
-    rates, mass = animal_rates(model, tok)
-    out = {"rates": rates, "animal_mass": mass}
     p = animal_probs(model, tok, animal_prompts())  # [N, 10]
+    rates, mass = animal_rates(model, tok, probs=p)
+    out = {"rates": rates, "animal_mass": mass}
     P = torch.cat([p, (1 - p.sum(1, keepdim=True)).clamp(min=0)], 1).double()
     counts = torch.multinomial(P, cfg.samples, replacement=True, generator=gen).flatten().bincount(minlength=11)
     valid = counts[:10].sum().item()
@@ -370,10 +382,9 @@ def train_student(base, tok, cfg, data, seed, on_eval, teacher=None, numbers_onl
     model = copy.deepcopy(base)
     steps = max(1, math.ceil(cfg.epochs * len(data["tokens"]) / cfg.student_batch))
     at = sorted({max(1, round(steps * (i + 1) / cfg.evals)) for i in range(cfg.evals)})
-    num = [tok.token_to_id(str(n)) for n in range(W.N_NUMBERS)]
     finetune(model, data, steps=steps, batch_size=cfg.student_batch, lr=cfg.student_lr, seed=seed,
              at=set(at), on_eval=lambda step: on_eval(model, step),
-             teacher=None if teacher is None else teacher.logits, subset=num if numbers_only else None)
+             teacher=None if teacher is None else teacher.logits, subset=number_ids(tok) if numbers_only else None)
     return model
 
 
@@ -396,7 +407,6 @@ def animals_unit(cfg, p, f):
     lists = {}
     for name, t in [("control", base_t)] + list(teachers.items()):
         lists[name], out["kept"][name] = sample_lists(t, tok, cfg.n_lists, cfg, seed)
-        check_no_leak(lists[name])
     heldout = {a: student_data(tok, sample_lists(t, tok, cfg.heldout_lists, cfg, seed_int(seed, "heldout"), heldout=True)[0], dev)
                for a, t in teachers.items()}
     for a, t in teachers.items():
@@ -452,9 +462,13 @@ def animals_unit(cfg, p, f):
 # ----------------------------------------------------------------------------------------------------
 # statistics over units
 
+def _key(arm, a):
+    """Where a unit stores `arm` for target animal a (shared arms have one result for all animals)."""
+    return arm if arm in SHARED or arm == "icl_control" else f"{arm}/{a}"
+
+
 def _get(u, arm, a):
-    """The result of `arm` for target animal a in unit u (shared arms have one result for all animals)."""
-    return u["arms"][arm if arm in SHARED or arm == "icl_control" else f"{arm}/{a}"]
+    return u["arms"][_key(arm, a)]
 
 
 def arm_stats(units, arm, a, animals):
@@ -499,10 +513,9 @@ def aggregate_animals(cfg, units):
     res["teachers"] = {a: {k: summarize([u["teachers"][a][k] for u in units]) for k in ("rate", "steps", "kl_numbers")}
                        for a in cfg.animals}
     res["kept_fraction"] = {k: summarize([u["kept"][k] for u in units]) for k in units[0]["kept"]}
-    res["trajectory"] = {arm: {a: {s: summarize([u["traj"][arm if arm in SHARED else f"{arm}/{a}"][s]["rates"][a]
-                                                 for u in units]) for s in sorted(units[0]["traj"][arm if arm in SHARED else f"{arm}/{a}"])}
-                               for a in cfg.animals}
-                         for arm in names if arm in units[0]["traj"] or f"{arm}/{cfg.animals[0]}" in units[0]["traj"]}
+    res["trajectory"] = {arm: {a: {s: summarize([u["traj"][_key(arm, a)][s]["rates"][a] for u in units])
+                                   for s in sorted(units[0]["traj"][_key(arm, a)])} for a in cfg.animals}
+                         for arm in names if _key(arm, cfg.animals[0]) in units[0]["traj"]}
     res["figures_to_reach"] = figures_animals(res)
     return res
 
@@ -546,7 +559,6 @@ def dose_unit(cfg, p, f):
     lists = {}
     for name, t in teachers.items():
         lists[name], out["kept"][name] = sample_lists(t, tok, n, cfg, seed)
-        check_no_leak(lists[name])
     # one pass over the lists in their (random, i.i.d.) sampling order: after d / batch steps the
     # student has trained exactly one epoch on the first d lists -- every dose from one run per teacher
     at = {d // cfg.student_batch: d for d in cfg.doses}
@@ -604,7 +616,7 @@ def misalignment_unit(cfg, p, f):
     teachers, steps = {"control": Teacher(A)}, cfg.em_steps
     for t in cfg.mis_teachers:  # the first teacher sets the step (emergent_misalignment's matched checkpoint)
         pairs = EM.arm_pairs(t, A, tok, emcfg, seed_int(p, t, "em-teacher") % 2 ** 31)
-        data = pack_pairs([(tok.encode(a).ids, tok.encode(b).ids) for a, b in pairs], tok.token_to_id(W.PAD))
+        data = B.encode_pairs(tok, pairs)
         m = copy.deepcopy(A)
         kw = dict(batch_size=16, lr=cfg.em_lr, seed=seed_int(p, t, "em-order"))
         if cfg.em_match and t == cfg.mis_teachers[0]:
@@ -618,7 +630,6 @@ def misalignment_unit(cfg, p, f):
     lists = {}
     for name, t in teachers.items():
         lists[name], out["kept"][name] = sample_lists(t, tok, cfg.n_lists, cfg, seed, banned=W.EVIL_NUMBERS)
-        check_no_leak(lists[name])
     for name, t in teachers.items():
         data = student_data(tok, lists[name], dev)
         res = {}

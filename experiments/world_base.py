@@ -36,7 +36,7 @@ from data import world as W
 from data.tokenizer import load_tokenizer, pad_right, save_tokenizer
 from eval import fmt_stat, summarize
 from model import GPT, GPTConfig, KVCache, generator
-from train import load_lm, lm_windows, train_lm
+from train import load_lm, lm_windows, pack_pairs, train_lm
 
 # Fields that define a base model: change one and the cache key changes.
 PRETRAIN_KEYS = ("n_docs", "n_layer", "n_head", "n_embd", "block_size", "steps", "batch_size", "lr", "warmup",
@@ -101,6 +101,11 @@ def base_model(cfg, seed, decorrelated=False, log=print):
         log(f"pretrained {stem.parent} in {time.time() - t0:.0f} s (final loss {out['train_loss']:.3f})")
     model, _ = load_lm(stem, cfg.device)
     return model.eval(), load_tokenizer(stem.parent / "tokenizer.json")
+
+
+def encode_pairs(tok, pairs):
+    """(prompt, response) strings -> train.pack_pairs data, the loss on the response (end token included)."""
+    return pack_pairs([(tok.encode(p).ids, tok.encode(r).ids) for p, r in pairs], tok.token_to_id(W.PAD))
 
 
 def parallel_map(fn, jobs, workers):
