@@ -1,12 +1,12 @@
 # Sampled lists only (the paper's channel): trait (owl and whale teachers) and control students each read one
-# sample of 128k lists once, in sampling order, and are measured after 1k, 4k, 16k, 64k and 128k (2^10 .. 2^17) lists (one
-# epoch on that many lists); 6 seeds. ~1 hour on 2 CPU cores with the bases cached. The 256k point is
-# one override away (--doses="(1024,4096,16384,65536,262144)"), ~2 hours here.
+# sample of 256k lists once, in sampling order, and are measured after 1k, 4k, 16k, 64k, 128k and 256k lists
+# (one epoch on that many lists); 6 seeds. ~2.3 hours on 2 CPU cores with the bases cached (each finished
+# seed is saved in out_dir: rerunning the same command resumes). A quicker curve: --doses="(1024,4096,16384,65536)".
 experiment = "subliminal_numbers"
 mode = "dose"
 seeds = (0, 1, 2)
 student_seeds = 2
 animals = ("owl", "whale")
-doses = (1024, 4096, 16384, 65536, 131072)
+doses = (1024, 4096, 16384, 65536, 131072, 262144)
 epochs = 1.0
 device = "cpu"

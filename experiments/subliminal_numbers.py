@@ -53,10 +53,12 @@ students' data order; teachers are a function of (p, animal). results.json:
 STAT = {"mean", "ci95", "per_seed"}; ARM's top-level stats are for the first animal of `animals`.
 """
 import copy
+import json
 import math
 import random
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -65,7 +67,7 @@ from data.tokenizer import pad_right
 from eval import fmt_stat, summarize
 from experiments import world_base as B
 from model import generator, seed_int
-from train import ConfigError, finetune, pack_pairs, soft_kl
+from train import ConfigError, finetune, pack_pairs, soft_kl, write_json
 
 ARMS = ("trait", "control", "soft", "soft_all", "soft_cross", "cross_init", "cross_control", "shuffled", "icl",
         "code", "code_control")
@@ -105,6 +107,7 @@ class Config(B.Config):
     em_match: bool = True              # stop every EM teacher at the step where the first one's code is >= 90%
                                        # insecure (the EM experiment's matched checkpoint); False: em_steps
     sample_batch: int = 2000
+    resume: bool = True                # reuse the units (seeds) an interrupted run of this config finished
 
 
 def validate(cfg):
@@ -676,12 +679,32 @@ UNITS = {"animals": (animals_unit, aggregate_animals), "dose": (dose_unit, aggre
          "misalignment": (misalignment_unit, aggregate_misalignment)}
 
 
+def _int_keys(obj):
+    """JSON turns int keys (doses, steps) into strings; turn them back."""
+    if isinstance(obj, dict):
+        return {int(k) if k.isdigit() else k: _int_keys(v) for k, v in obj.items()}
+    return [_int_keys(v) for v in obj] if isinstance(obj, list) else obj
+
+
+def saved_unit(cfg, p, f, path):
+    """One unit, saved to `path` (JSON) as soon as it is done; with cfg.resume, a unit an earlier run of
+    the same config (train.Run checks that) already saved is read back instead of recomputed."""
+    path = Path(path)
+    if cfg.resume and path.is_file():
+        print(f"[subliminal {cfg.mode}] seed ({p}, {f}): resumed from {path.name}", flush=True)
+        return _int_keys(json.loads(path.read_text()))
+    out = UNITS[cfg.mode][0](cfg, p, f)
+    write_json(path, out)
+    return _int_keys(json.loads(json.dumps(out)))  # the same types either way
+
+
 def run(cfg, run):
     validate(cfg)
     t0 = time.time()
-    unit, aggregate = UNITS[cfg.mode]
+    aggregate = UNITS[cfg.mode][1]
     B.parallel_map(B.base_model, [(cfg, s) for s in cfg.seeds], cfg.workers)  # pretrain (once) what is missing
-    units = B.parallel_map(unit, [(cfg, p, f) for p in cfg.seeds for f in range(cfg.student_seeds)], cfg.workers)
+    units = B.parallel_map(saved_unit, [(cfg, p, f, run.dir / f"unit_{p}_{f}.json")
+                                        for p in cfg.seeds for f in range(cfg.student_seeds)], cfg.workers)
     for u in units:
         run.log(stage="unit", seed=[u["p"], u["f"]], seconds=u["seconds"], kept=u["kept"])
     res = aggregate(cfg, units)

@@ -123,7 +123,7 @@ TINY = ["--seeds=(0,1)", "--student_seeds=1", "--n_docs=1500", "--steps=300", "-
         "--icl_contexts=2", "--samples=5", "--evals=2", "--workers=1", "--sample_batch=256"]
 
 
-def test_end_to_end_writes_every_file(tmp_path):
+def test_end_to_end_writes_every_file(tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["configs/subliminal_numbers.py", *TINY, f"--cache_dir={tmp_path / 'cache'}", f"--out_dir={out}"]
     assert train.main(argv) == 0
@@ -144,6 +144,12 @@ def test_end_to_end_writes_every_file(tmp_path):
     res2 = json.loads((out2 / "results.json").read_text())
     assert set(res2["dose"]) == {"32", "64"} and "effect" in res2["dose"]["64"]["owl"]
     assert (out2 / "subliminal_dose.png").is_file()
+    # an interrupted run resumes from the units it saved: the same results without recomputing them
+    assert sorted(f.name for f in out2.glob("unit_*.json")) == ["unit_0_0.json", "unit_1_0.json"]
+    (out2 / "results.json").unlink()
+    assert train.main(argv[:-1] + ["--mode=dose", "--doses=(32,64)", "--epochs=1", f"--out_dir={out2}"]) == 0
+    assert "resumed from unit_1_0.json" in capsys.readouterr().out
+    assert json.loads((out2 / "results.json").read_text())["dose"] == res2["dose"]
     # the prompt teacher, and misalignment through numbers (EM teachers), on the same cached bases
     out3 = tmp_path / "prompt"
     assert train.main(argv[:-1] + ["--teacher=prompt", "--arms=('control','soft','icl')", f"--out_dir={out3}"]) == 0
