@@ -53,7 +53,7 @@ class SeedMLP(nn.Module):
                 S, d_in, d_out = w.shape
                 x = (x @ w.permute(1, 0, 2).reshape(d_in, S * d_out)).view(-1, S, d_out).transpose(0, 1) + b  # [S, B, d_out]
             else:
-                x = torch.baddbmm(b, x, w)  # [S, B, d_out]
+                x = torch.bmm(x, w) + b  # [S, B, d_out]; faster on CPU than baddbmm with a broadcast bias
             if i < len(self.weights) - 1:
                 x = torch.relu(x)
                 hidden.append(x)

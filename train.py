@@ -274,7 +274,7 @@ def train_classifier(model, x, y, *, epochs, lr, batch_size, gens, n_classes=10,
         for i in range(0, N, batch_size):
             idx = order[:, i:i + batch_size]  # [S, B]
             with torch.autocast(x.device.type, torch.bfloat16, enabled=amp):
-                logits = model(x[idx])[..., :n_classes]  # [S, B, n_classes]
+                logits = model(x.index_select(0, idx.flatten()).view(*idx.shape, -1))[..., :n_classes]  # [S, B, n_classes]
             loss = F.cross_entropy(logits.float().flatten(0, 1), y[idx].flatten(), reduction="none")
             loss = loss.view(S, -1).mean(1).sum()  # sum over seeds of per-seed means
             opt.zero_grad(set_to_none=True)
@@ -313,11 +313,14 @@ def train_distill(model, inputs, targets, logit_idx, *, epochs, lr, batch_size, 
             inputs, targets = refresh(epoch)
         N = inputs.shape[-2]
         order = seed_permutations(gens, N, inputs.device)  # [S, N]
-        rows = torch.arange(S, device=inputs.device)[:, None]  # [S, 1]
+        # gather rows of flattened [S * N, ...] sets: row n of seed s is row s * N + n
+        # (index_select is ~2x faster than x[rows, idx] on a CPU)
+        per_seed = order + N * torch.arange(S, device=inputs.device)[:, None]  # [S, N]
+        x_order = per_seed if inputs.dim() == 3 else order  # shared inputs: every seed reads [N, D]
+        flat_x, flat_t = inputs.reshape(-1, inputs.shape[-1]), targets.reshape(-1, targets.shape[-1])[:, sel]
         for i in range(0, N, batch_size):
-            idx = order[:, i:i + batch_size]  # [S, B]
-            xb = inputs[rows, idx] if inputs.dim() == 3 else inputs[idx]  # [S, B, D]
-            tb = targets[rows, idx][..., sel]  # [S, B, k]
+            xb = flat_x.index_select(0, x_order[:, i:i + batch_size].flatten()).view(S, -1, flat_x.shape[-1])  # [S, B, D]
+            tb = flat_t.index_select(0, per_seed[:, i:i + batch_size].flatten()).view(S, -1, len(sel))  # [S, B, k]
             with torch.autocast(xb.device.type, torch.bfloat16, enabled=amp):
                 out = model(xb)[..., sel]  # [S, B, k]
             l = distill_loss(out.float(), tb, loss, temperature).sum()
