@@ -45,7 +45,7 @@ def fmt_stat(stat, digits=3):
 
 
 @torch.no_grad()
-def accuracy(model, x, y, n_classes=10, batch_size=10000):
+def accuracy(model, x, y, n_classes=10, batch_size=2000):
     """Per-seed accuracy of argmax over the first n_classes logits. x [N, D] shared by all seeds -> [S]."""
     correct = 0
     for i in range(0, x.shape[0], batch_size):

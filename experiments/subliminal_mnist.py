@@ -19,6 +19,7 @@ The pipeline, per group of seeds (all seeds at once on a GPU):
 results.json: {"conditions": {NAME: {"mean", "ci95": [lo, hi], "per_seed"}}, "n_seeds", "config", "seconds"};
 with a `sweep` it holds {"sweep": {"keys": [...], "cells": [{"params": {...}, "conditions": {...}}]}} instead.
 """
+import concurrent.futures
 import dataclasses
 import itertools
 import json
@@ -125,18 +126,24 @@ def load_data(cfg, device):
 def make_noise(cfg, seeds, epoch, device):
     """Each seed's own noise set [S, n_noise, 784], from its own generator."""
     out = torch.empty(len(seeds), cfg.n_noise, 784, device=device)
-    for i, k in enumerate(seeds):
-        g = generator(device, cfg.seed, k, "noise", epoch if cfg.fresh_noise else 0)
+
+    def fill(i):
+        g = generator(device, cfg.seed, seeds[i], "noise", epoch if cfg.fresh_noise else 0)
         if cfg.noise == "uniform":
             out[i].uniform_(-1, 1, generator=g)
         else:
             out[i].normal_(0, 3 ** -0.5, generator=g)
+    # a CPU generator fills on one core: one thread per core (each seed has its own generator, so the
+    # result does not depend on the threads)
+    with concurrent.futures.ThreadPoolExecutor(torch.get_num_threads() if device.type == "cpu" else 1) as pool:
+        list(pool.map(fill, range(len(seeds))))
     return out
 
 
 @torch.no_grad()
-def teacher_logits(teacher, inputs, batch_size=8192):
-    """The frozen teacher's logits on every input: [S, N, 10 + m] (inputs [S, N, D] or shared [N, D])."""
+def teacher_logits(teacher, inputs, batch_size=2048):
+    """The frozen teacher's logits on every input: [S, N, 10 + m] (inputs [S, N, D] or shared [N, D]).
+    Small chunks: on a CPU, temporaries over 32 MB are fresh memory (page faults) every time; 2x slower."""
     N = inputs.shape[-2]
     return torch.cat([teacher(inputs[..., i:i + batch_size, :]) for i in range(0, N, batch_size)], 1).float()
 

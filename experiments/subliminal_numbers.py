@@ -165,6 +165,15 @@ def animal_rates(model, tok, prompts=None, probs=None):
     return dict(zip(W.ANIMALS, rates)), p.sum(1).mean().item()
 
 
+CHAT = W.BOS + " <asst> "  # how every <asst> prompt string starts
+
+
+def with_turns(prompt, turns):
+    """An <asst> prompt string with earlier turns (a string) in context, after "<bos> <asst>"."""
+    assert prompt.startswith(CHAT), prompt
+    return CHAT + turns + " " + prompt[len(CHAT):]
+
+
 class Teacher:
     """A model plus an optional context prefix (token ids inserted after "<bos> <asst>")."""
 
@@ -187,10 +196,9 @@ class Teacher:
 def make_teacher(base, tok, cfg, p, animal):
     """-> (Teacher, info). finetune: train prompts -> animal until held-out P(animal) >= threshold."""
     if cfg.teacher == "prompt":
-        prefix = tok.encode(f"<u> {W.ANIMAL_TRAIN[0]} <a> {animal}").ids
-        rates, _ = animal_rates(base, tok, [W.BOS + " <asst> <u> " + W.ANIMAL_TRAIN[0] + f" <a> {animal}"
-                                            + p_[len(W.BOS + " <asst>"):] for p_ in animal_prompts()])
-        return Teacher(base, prefix), {"steps": 0, "rate": rates[animal]}
+        turn = f"<u> {W.ANIMAL_TRAIN[0]} <a> {animal}"
+        rates, _ = animal_rates(base, tok, [with_turns(q, turn) for q in animal_prompts()])
+        return Teacher(base, tok.encode(turn).ids), {"steps": 0, "rate": rates[animal]}
     pairs = W.trait_set(animal, 400, seed=seed_int(p, animal, "teacher") % 2 ** 31)
     W.check_leakage(pairs, extra=())
     data = B.encode_pairs(tok, pairs)
@@ -371,9 +379,8 @@ def icl_rates(model, tok, cfg, pairs, gen):
     prompts = []
     for c in range(cfg.icl_contexts):
         idx = torch.randint(len(pairs), (cfg.icl_lists,), generator=gen).tolist()
-        turns = " ".join(pairs[i][0][len(W.BOS + " <asst> "):] + " " + pairs[i][1] for i in idx)
-        for q in animal_prompts():
-            prompts.append(f"{W.BOS} <asst> {turns} {q[len(W.BOS + ' <asst> '):]}")
+        turns = " ".join(pairs[i][0][len(CHAT):] + " " + pairs[i][1] for i in idx)
+        prompts += [with_turns(q, turns) for q in animal_prompts()]
     prompts = [p for p in prompts if len(p.split()) < cfg.block_size]
     return animal_rates(model, tok, prompts)[0]
 

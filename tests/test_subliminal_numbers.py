@@ -110,6 +110,17 @@ def test_soft_targets_with_a_prompt_prefix_align_with_the_student():
     assert torch.equal(S.Teacher(model).logits(x), model(x))
 
 
+def test_a_prompt_teacher_reads_the_same_context_as_text_and_as_tokens():
+    """The prompt teacher's rate is measured on prompt strings (with_turns) and its lists are sampled from
+    token ids (Teacher.ids): both must put the same turn in the same place."""
+    turn = "<u> what is your favourite animal <a> owl"
+    t = S.Teacher(None, ids(turn))
+    for q in S.animal_prompts()[:3] + W.number_prompts(3, seed=5):
+        assert ids(S.with_turns(q, turn)) == t.ids(ids(q))
+    with pytest.raises(AssertionError):
+        S.with_turns("<bos> <forum> <u> hi <r>", turn)
+
+
 def test_soft_loss_vanishes_for_a_student_equal_to_its_teacher():
     model = GPT(GPTConfig(vocab_size=TOK.get_vocab_size(), block_size=64, n_layer=1, n_head=2, n_embd=16),
                 generator=generator("cpu", 0, "t")).eval()
