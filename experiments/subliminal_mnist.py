@@ -135,7 +135,7 @@ def make_noise(cfg, seeds, epoch, device):
             out[i].normal_(0, 3 ** -0.5, generator=g)
     # a CPU generator fills on one core: one thread per core (each seed has its own generator, so the
     # result does not depend on the threads)
-    with concurrent.futures.ThreadPoolExecutor(torch.get_num_threads() if device.type == "cpu" else 1) as pool:
+    with concurrent.futures.ThreadPoolExecutor(torch.get_num_threads() if torch.device(device).type == "cpu" else 1) as pool:
         list(pool.map(fill, range(len(seeds))))
     return out
 
