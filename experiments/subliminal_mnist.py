@@ -70,7 +70,7 @@ class Config:
     # seeds
     n_seeds: int = 10
     seed: int = 0
-    seed_chunk: int = 0                # seeds trained at once; 0 = all on CUDA, 10 on CPU (bounds memory)
+    seed_chunk: int = 0                # most seeds trained at once; 0 = all on CUDA, 13 on CPU (bounds memory)
     sweep: dict = field(default_factory=dict)  # e.g. {"m": [3, 10, 50]}: one run per grid cell
     # system
     device: str = "auto"               # auto = cuda when available
@@ -232,10 +232,13 @@ def run_group(cfg, seeds, partners, data, device, log):
 def run_cell(cfg, run, data, cell_name, params=None):
     """All seeds of one configuration, in groups of seed_chunk, resuming finished groups -> {cond: STAT}."""
     device = torch.device(cfg.device)
-    chunk = cfg.seed_chunk or (cfg.n_seeds if device.type == "cuda" else 10)
+    chunk = cfg.seed_chunk or (cfg.n_seeds if device.type == "cuda" else 13)  # 13 noise sets: 2.4 GB
     partners = derangement(cfg.n_seeds, cfg.seed)
     per_seed = {c: [] for c in cfg.conditions}
-    groups = [list(range(i, min(i + chunk, cfg.n_seeds))) for i in range(0, cfg.n_seeds, chunk)]
+    # as few groups as the chunk allows, of equal sizes (+-1): a CPU trains 13 + 12 seeds faster than 10 + 10 + 5
+    n_groups = -(-cfg.n_seeds // chunk)
+    bounds = [cfg.n_seeds * g // n_groups for g in range(n_groups + 1)]
+    groups = [list(range(a, b)) for a, b in zip(bounds[:-1], bounds[1:])]
     for gi, seeds in enumerate(groups):
         done = run.dir / f"{cell_name}_group{gi}_acc.json"
         if cfg.resume and done.exists():
