@@ -53,9 +53,9 @@ class SeedMLP(nn.Module):
                 S, d_in, d_out = w.shape
                 x = (x @ w.permute(1, 0, 2).reshape(d_in, S * d_out)).view(-1, S, d_out).transpose(0, 1) + b  # [S, B, d_out]
             else:
-                x = torch.bmm(x, w) + b  # [S, B, d_out]; faster on CPU than baddbmm with a broadcast bias
+                x = torch.bmm(x, w).add_(b)  # [S, B, d_out]; faster on a CPU than baddbmm with a broadcast bias
             if i < len(self.weights) - 1:
-                x = torch.relu(x)
+                x = torch.relu_(x)  # in place (autograd allows it here): big fresh tensors cost page faults on a CPU
                 hidden.append(x)
         return (x, hidden) if return_hidden else x
 
