@@ -872,14 +872,28 @@ PLOTS = {"animals": plot_animals, "dose": plot_dose, "misalignment": plot_misali
 
 def reevaluate(run_dir):
     """`python eval.py RUN_DIR`: the students are not saved (hundreds of small fine-tunes), so this redraws
-    the table and the figure from results.json and config.json."""
-    import json
-    from pathlib import Path
+    the table and the figure from results.json and config.json. A run that is still going, or was
+    stopped, has no results.json yet: then the units (seeds) it has finished are aggregated into
+    results_partial.json / .md and a *_partial.png figure, and the table says how many there are."""
     from train import build_config
     run_dir = Path(run_dir)
     values = json.loads((run_dir / "config.json").read_text())
     values.pop("experiment", None)
     cfg = build_config(Config, {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}, str(run_dir))
-    res = json.loads((run_dir / "results.json").read_text())
-    print(TABLES[cfg.mode](res, cfg))
-    PLOTS[cfg.mode](res, cfg, run_dir / f"subliminal_{cfg.mode}.png")
+    suffix = ""
+    if (run_dir / "results.json").is_file():
+        res = json.loads((run_dir / "results.json").read_text())
+        md = TABLES[cfg.mode](res, cfg)
+    else:
+        names = [f"unit_{p}_{f}.json" for p in cfg.seeds for f in range(cfg.student_seeds)]
+        units = [_int_keys(json.loads((run_dir / n).read_text())) for n in names if (run_dir / n).is_file()]
+        if not units:
+            raise ConfigError(f"{run_dir} has no results.json and no finished unit (unit_P_F.json) yet")
+        res = UNITS[cfg.mode][1](cfg, units)
+        res["partial"] = {"units": len(units), "of": len(names)}
+        md = f"PARTIAL: {len(units)} of {len(names)} units (seeds) finished.\n\n" + TABLES[cfg.mode](res, cfg)
+        suffix = "_partial"
+        write_json(run_dir / "results_partial.json", res)
+        (run_dir / "results_partial.md").write_text(md + "\n")
+    print(md)
+    PLOTS[cfg.mode](res, cfg, run_dir / f"subliminal_{cfg.mode}{suffix}.png")

@@ -161,6 +161,16 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
     assert train.main(argv[:-1] + ["--mode=dose", "--doses=(32,64)", "--epochs=1", f"--out_dir={out2}"]) == 0
     assert "resumed from unit_1_0.json" in capsys.readouterr().out
     assert json.loads((out2 / "results.json").read_text())["dose"] == res2["dose"]
+    # a run still going (no results.json): eval.py aggregates the units finished so far, marked partial
+    import eval as E
+    (out2 / "results.json").unlink()
+    (out2 / "unit_1_0.json").unlink()
+    assert E.main([str(out2)]) == 0
+    assert "PARTIAL: 1 of 2 units" in capsys.readouterr().out
+    part = json.loads((out2 / "results_partial.json").read_text())
+    assert part["n_seeds"] == 1 and part["partial"] == {"units": 1, "of": 2}
+    assert part["dose"]["64"]["owl"]["trait_rate"]["per_seed"] == res2["dose"]["64"]["owl"]["trait_rate"]["per_seed"][:1]
+    assert (out2 / "subliminal_dose_partial.png").is_file()
     # the prompt teacher, and misalignment through numbers (EM teachers), on the same cached bases
     out3 = tmp_path / "prompt"
     assert train.main(argv[:-1] + ["--teacher=prompt", "--arms=('control','soft','icl')", f"--out_dir={out3}"]) == 0
