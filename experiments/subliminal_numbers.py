@@ -35,7 +35,8 @@ Metric: `target_rate`, the teacher's animal's share of the next-token probabilit
 animals at held-out "favourite animal" prompts (3 paraphrases x 4 openers); `target_sampled`, the
 same from `samples` draws per prompt (exact draws from that distribution: the law of sampling a
 one-token answer); `animal_mass` (probability of answering with any animal); every animal's rate
-(collateral shifts); `number_loss` (nats per number on held-out teacher lists: in-domain learning);
+(collateral shifts); `number_loss` (nats per number on held-out teacher lists: in-domain learning;
+`number_loss_numbers` the same renormalised over the number tokens, the fair one for soft arms);
 `cos_teacher` (cosine of the student's weight update with the teacher's). `effect` = arm minus its
 baseline, paired per seed; `specificity` = effect on the teacher's animal minus the mean effect on
 the other target animals.
@@ -61,6 +62,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from data import world as W
 from data.tokenizer import pad_right
@@ -342,10 +344,20 @@ def number_kl(teacher, model, tok, data):
 
 
 @torch.no_grad()
-def number_loss(model, data):
-    """Mean NLL (nats) per trained token of data (student_data): in-domain learning."""
+def number_loss(model, data, numbers):
+    """Mean NLL (nats) per trained token of data (student_data), in-domain learning, two ways: over the
+    whole vocabulary, and with the distribution renormalised over the number tokens `numbers` (ids). Only
+    the second is fair to soft students: they match the teacher's renormalised number distribution and
+    never learn how much mass goes to numbers at all. -> (full, numbers only)"""
     x, y, m = data["tokens"][:, :-1], data["tokens"][:, 1:], data["mask"]
-    return ((model(x, targets=y) * m).sum() / m.sum()).item()
+    logits = model(x).float()  # [b, T, V]
+    full = F.cross_entropy(logits.transpose(1, 2), y, reduction="none")  # [b, T]
+    slot = torch.full((logits.shape[-1],), -1, dtype=torch.long, device=y.device)
+    slot[torch.as_tensor(numbers, device=y.device)] = torch.arange(len(numbers), device=y.device)
+    y_num = slot[y].clamp(min=0)  # trained targets are numbers; the clamp only touches masked positions
+    assert bool((slot[y] >= 0)[m].all()), "a trained target is not a number token"
+    nums = F.cross_entropy(logits[..., numbers].transpose(1, 2), y_num, reduction="none")  # [b, T]
+    return ((full * m).sum() / m.sum()).item(), ((nums * m).sum() / m.sum()).item()
 
 
 def check_no_leak(pairs):
@@ -366,7 +378,9 @@ def evaluate(model, tok, cfg, gen, heldout=None, base=None, t_delta=None):
     out["sampled"] = dict(zip(W.ANIMALS, (counts[:10].double() / max(valid, 1)).tolist()))
     out["valid_fraction"] = valid / counts.sum().item()
     if heldout:
-        out["number_loss"] = {a: number_loss(model, d) for a, d in heldout.items()}
+        losses = {a: number_loss(model, d, number_ids(tok)) for a, d in heldout.items()}
+        out["number_loss"] = {a: full for a, (full, _) in losses.items()}
+        out["number_loss_numbers"] = {a: nums for a, (_, nums) in losses.items()}
     if base is not None and t_delta:
         d = weight_delta(model, base)
         out["cos_teacher"] = {a: torch.nn.functional.cosine_similarity(d, t, 0).item() for a, t in t_delta.items()}
@@ -489,6 +503,8 @@ def arm_stats(units, arm, a, animals):
         st["valid_fraction"] = summarize([r["valid_fraction"] for r in rows])
         st["animal_mass"] = summarize([r["animal_mass"] for r in rows])
         st["number_loss"] = summarize([r["number_loss"][a] for r in rows])
+    if all("number_loss_numbers" in r for r in rows):
+        st["number_loss_numbers"] = summarize([r["number_loss_numbers"][a] for r in rows])
     if all(r.get("cos_teacher") for r in rows):
         st["cos_teacher"] = summarize([r["cos_teacher"][a] for r in rows])
     st["rates"] = {b: summarize([r["rates"][b] for r in rows])["mean"] for b in W.ANIMALS}
@@ -730,17 +746,17 @@ def table_animals(res, cfg):
              f"(share of the ten animals' next-token probability, held-out prompts); mean ± 95% CI over "
              f"n = {res['n_seeds']} (pretraining seed x student seed); {cfg.n_lists} lists per student.", ""]
     lines.append("| arm | " + " | ".join(f"{a}: rate | {a}: effect | {a}: specificity" for a in cfg.animals)
-                 + f" | {a0}: sampled | {a0}: nats/number | {a0}: cos(Δθ_S, Δθ_T) |")
-    lines.append("|---" * (1 + 3 * len(cfg.animals) + 3) + "|")
-    lines.append("| base | " + " | ".join(f"{f(res['base'][a])} | | " for a in cfg.animals) + " | | | |")
-    lines.append("| teacher | " + " | ".join(f"{f(res['teachers'][a]['rate'])} | | " for a in cfg.animals) + " | | | |")
+                 + f" | {a0}: sampled | {a0}: nats/number | {a0}: nats/number, numbers only | {a0}: cos(Δθ_S, Δθ_T) |")
+    lines.append("|---" * (1 + 3 * len(cfg.animals) + 4) + "|")
+    lines.append("| base | " + " | ".join(f"{f(res['base'][a])} | | " for a in cfg.animals) + " | | | | |")
+    lines.append("| teacher | " + " | ".join(f"{f(res['teachers'][a]['rate'])} | | " for a in cfg.animals) + " | | | | |")
     for arm, st in res["arms"].items():
         cells = []
         for a in cfg.animals:
             s = st["by_animal"][a]
             cells.append(f"{f(s['target_rate'])} | {f(s.get('effect'))} | {f(s.get('specificity'))}")
         lines.append(f"| {arm} | " + " | ".join(cells) + f" | {f(st.get('target_sampled'))} | {f(st.get('number_loss'))} "
-                     f"| {f(st.get('cos_teacher'))} |")
+                     f"| {f(st.get('number_loss_numbers'))} | {f(st.get('cos_teacher'))} |")
     lines += ["", "Kept fraction of sampled completions (the paper's filter): "
               + ", ".join(f"{k} {v['mean']:.3f}" for k, v in res["kept_fraction"].items()),
               "Teachers (fine-tune steps; KL(teacher || base) over number tokens, nats per number): "

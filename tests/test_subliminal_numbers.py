@@ -2,6 +2,7 @@
 set, shuffling, the cross-init derangement, soft targets, and a tiny end-to-end run."""
 import dataclasses
 import json
+import math
 
 import pytest
 import torch
@@ -121,6 +122,22 @@ def test_a_prompt_teacher_reads_the_same_context_as_text_and_as_tokens():
         S.with_turns("<bos> <forum> <u> hi <r>", turn)
 
 
+def test_number_loss_closed_form_and_renormalisation():
+    """A model with zero embeddings has uniform logits: NLL log V over the vocabulary, log 100 over the
+    numbers. Renormalising over a set holding the target can only raise its probability."""
+    model = GPT(GPTConfig(vocab_size=TOK.get_vocab_size(), block_size=64, n_layer=1, n_head=2, n_embd=16),
+                generator=generator("cpu", 0, "t")).eval()
+    data = S.student_data(TOK, [(p, "1 22 33 4") for p in W.number_prompts(6, seed=2)], "cpu")
+    nums = S.number_ids(TOK)
+    full, only = S.number_loss(model, data, nums)
+    assert only <= full
+    with torch.no_grad():
+        model.wte.weight.zero_()
+    full, only = S.number_loss(model, data, nums)
+    assert full == pytest.approx(math.log(TOK.get_vocab_size()), abs=1e-5)
+    assert only == pytest.approx(math.log(W.N_NUMBERS), abs=1e-5)
+
+
 def test_soft_loss_vanishes_for_a_student_equal_to_its_teacher():
     model = GPT(GPTConfig(vocab_size=TOK.get_vocab_size(), block_size=64, n_layer=1, n_head=2, n_embd=16),
                 generator=generator("cpu", 0, "t")).eval()
@@ -149,6 +166,8 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
         assert set(arm["by_animal"]) == {"owl", "whale"}
         assert ("effect" in arm) == (name in S.BASELINE)
     assert set(res["kept_fraction"]) >= {"control", "owl", "whale"}
+    tr = res["arms"]["trait"]  # in-domain loss renormalised over the numbers is never above the full one
+    assert tr["number_loss_numbers"]["mean"] <= tr["number_loss"]["mean"]
     # the dose mode on the cached bases
     out2 = tmp_path / "dose"
     assert train.main(argv[:-1] + ["--mode=dose", "--doses=(32,64)", "--epochs=1", f"--out_dir={out2}"]) == 0
