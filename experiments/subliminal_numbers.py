@@ -812,6 +812,12 @@ def _err(st):
     return [[st["mean"] - lo], [hi - st["mean"]]]
 
 
+def _n(res):
+    """'n = 6 seeds', or 'n = 4 seeds (PARTIAL: 4 of 6 units)' for a run still going."""
+    p = res.get("partial")
+    return f"{res['n_seeds']} seeds" + (f" (PARTIAL: {p['units']} of {p['of']} units)" if p else "")
+
+
 def plot_animals(res, cfg, path):
     """Left: each arm's paired effect on its teacher's animal (arm - its baseline), per teacher animal.
     Right: the first animal's rate along training (step 0 = the base)."""
@@ -839,7 +845,7 @@ def plot_animals(res, cfg, path):
     ax2.set_xlabel("student step")
     ax2.set_ylabel(f"P({a0}) (mean over seeds)")
     ax2.legend(fontsize=6, ncol=2)
-    fig.suptitle(f"{cfg.teacher} teachers; mean and 95% CI over n = {res['n_seeds']} seeds", fontsize=9)
+    fig.suptitle(f"{cfg.teacher} teachers; mean and 95% CI over n = {_n(res)}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=150)
     plt.close(fig)
@@ -862,7 +868,7 @@ def plot_dose(res, cfg, path):
     ax.set_xlabel("sampled lists per student")
     ax.set_ylabel("rate - control rate (paired)")
     ax.legend(fontsize=7)
-    ax.set_title(f"mean and 95% CI over n = {res['n_seeds']} seeds", fontsize=9)
+    ax.set_title(f"mean and 95% CI over n = {_n(res)}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=150)
     plt.close(fig)
@@ -876,7 +882,7 @@ def plot_misalignment(res, cfg, path):
     ax.bar(range(len(names)), [s["mean"] for s in sts], yerr=[sum(e, []) for e in zip(*[_err(s) for s in sts])], capsize=3)
     ax.set_xticks(range(len(names)), names, rotation=30, fontsize=8)
     ax.set_ylabel("off-domain misaligned (sampled)")
-    ax.set_title(f"students of EM teachers; mean and 95% CI over n = {res['n_seeds']} seeds", fontsize=9)
+    ax.set_title(f"students of EM teachers; mean and 95% CI over n = {_n(res)}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=150)
     plt.close(fig)
