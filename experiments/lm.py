@@ -161,7 +161,8 @@ def run(cfg, run):
                    grad_clip=cfg.grad_clip, seed=cfg.seed, eval_every=cfg.eval_every, log_every=cfg.log_every,
                    ckpt=run.dir / "model", ckpt_every=cfg.ckpt_every, resume=cfg.resume,
                    meta={"tokenizer": "tokenizer.json"}, compile=cfg.compile, bf16=cfg.bf16, run=run, desc="pretrain")
-    if world_size > 1:
+    if world_size > 1:  # leave together: a gloo rank that exits while its peer still talks can abort
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()  # the rest is rank 0's alone
     if rank != 0:
         return

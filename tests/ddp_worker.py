@@ -36,4 +36,7 @@ if __name__ == "__main__":
     train_lm(model, data, batch_size=2, grad_accum=2, **TRAIN)  # global batch 2 * 2 * world
     if rank == 0:
         torch.save(model.state_dict(), sys.argv[1])
+    # leave together: a rank that tears gloo down while its peer is still connected can abort
+    # ("terminate called without an active exception", seen once in CI)
+    torch.distributed.barrier()
     torch.distributed.destroy_process_group()
