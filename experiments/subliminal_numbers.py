@@ -354,8 +354,9 @@ def number_loss(model, data, numbers):
     full = F.cross_entropy(logits.transpose(1, 2), y, reduction="none")  # [b, T]
     slot = torch.full((logits.shape[-1],), -1, dtype=torch.long, device=y.device)
     slot[torch.as_tensor(numbers, device=y.device)] = torch.arange(len(numbers), device=y.device)
-    y_num = slot[y].clamp(min=0)  # trained targets are numbers; the clamp only touches masked positions
-    assert bool((slot[y] >= 0)[m].all()), "a trained target is not a number token"
+    y_num = slot[y]  # [b, T]: the target's place among the numbers, -1 for any other token
+    assert bool((y_num >= 0)[m].all()), "a trained target is not a number token"
+    y_num = y_num.clamp(min=0)  # only untrained (masked) positions are clamped
     nums = F.cross_entropy(logits[..., numbers].transpose(1, 2), y_num, reduction="none")  # [b, T]
     return ((full * m).sum() / m.sum()).item(), ((nums * m).sum() / m.sum()).item()
 
@@ -709,13 +710,22 @@ def _int_keys(obj):
     return [_int_keys(v) for v in obj] if isinstance(obj, list) else obj
 
 
+def unit_jobs(cfg, run_dir):
+    """Every unit of a run: (p, f, the JSON file it is saved to)."""
+    return [(p, f, Path(run_dir) / f"unit_{p}_{f}.json") for p in cfg.seeds for f in range(cfg.student_seeds)]
+
+
+def load_unit(path):
+    return _int_keys(json.loads(Path(path).read_text()))
+
+
 def saved_unit(cfg, p, f, path):
     """One unit, saved to `path` (JSON) as soon as it is done; with cfg.resume, a unit an earlier run of
     the same config (train.Run checks that) already saved is read back instead of recomputed."""
     path = Path(path)
     if cfg.resume and path.is_file():
         print(f"[subliminal {cfg.mode}] seed ({p}, {f}): resumed from {path.name}", flush=True)
-        return _int_keys(json.loads(path.read_text()))
+        return load_unit(path)
     out = UNITS[cfg.mode][0](cfg, p, f)
     write_json(path, out)
     return _int_keys(json.loads(json.dumps(out)))  # the same types either way
@@ -726,8 +736,7 @@ def run(cfg, run):
     t0 = time.time()
     aggregate = UNITS[cfg.mode][1]
     B.parallel_map(B.base_model, [(cfg, s) for s in cfg.seeds], cfg.workers)  # pretrain (once) what is missing
-    units = B.parallel_map(saved_unit, [(cfg, p, f, run.dir / f"unit_{p}_{f}.json")
-                                        for p in cfg.seeds for f in range(cfg.student_seeds)], cfg.workers)
+    units = B.parallel_map(saved_unit, [(cfg, *job) for job in unit_jobs(cfg, run.dir)], cfg.workers)
     for u in units:
         run.log(stage="unit", seed=[u["p"], u["f"]], seconds=u["seconds"], kept=u["kept"])
     res = aggregate(cfg, units)
@@ -907,13 +916,13 @@ def reevaluate(run_dir):
         res = json.loads((run_dir / "results.json").read_text())
         md = TABLES[cfg.mode](res, cfg)
     else:
-        names = [f"unit_{p}_{f}.json" for p in cfg.seeds for f in range(cfg.student_seeds)]
-        units = [_int_keys(json.loads((run_dir / n).read_text())) for n in names if (run_dir / n).is_file()]
+        jobs = unit_jobs(cfg, run_dir)
+        units = [load_unit(path) for _, _, path in jobs if path.is_file()]
         if not units:
             raise ConfigError(f"{run_dir} has no results.json and no finished unit (unit_P_F.json) yet")
         res = UNITS[cfg.mode][1](cfg, units)
-        res["partial"] = {"units": len(units), "of": len(names)}
-        md = f"PARTIAL: {len(units)} of {len(names)} units (seeds) finished.\n\n" + TABLES[cfg.mode](res, cfg)
+        res["partial"] = {"units": len(units), "of": len(jobs)}
+        md = f"PARTIAL: {len(units)} of {len(jobs)} units (seeds) finished.\n\n" + TABLES[cfg.mode](res, cfg)
         suffix = "_partial"
         write_json(run_dir / "results_partial.json", res)
         (run_dir / "results_partial.md").write_text(md + "\n")
