@@ -481,10 +481,10 @@ def soft_kl(teacher_logits, student_logits, subset=None):
 
 
 def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, teacher=None, subset=None,
-             order="random"):
-    """Fine-tune on {"tokens": [N, T+1], "mask": [N, T]} (pack_pairs) with AdamW at a constant lr, no weight
-    decay, clipping at 1; rows drawn with replacement from a CPU stream (the same rows on any device), or,
-    order="sequential", rows 0.. in order, wrapping around (the caller's order: one pass = one epoch).
+             order="random", schedule="constant"):
+    """Fine-tune on {"tokens": [N, T+1], "mask": [N, T]} (pack_pairs) with AdamW, no weight decay, clipping at
+    1, at a constant lr (schedule="constant") or cosine-decayed from lr to 0 over `steps` ("cosine"); rows
+    drawn with replacement from a CPU stream (the same rows on any device), or, order="sequential", rows 0.. in order, wrapping around (the caller's order: one pass = one epoch).
     Loss at the masked targets: cross-entropy on the data's next tokens, or, given `teacher` (tokens
     [b, T] -> logits [b, T, V]), KL(teacher || student) over the token ids `subset` (both distributions
     renormalised there; None: the whole vocabulary). Calls on_eval(step), model in eval mode, at each
@@ -495,6 +495,9 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
     tokens, mask = data["tokens"].to(dev), data["mask"].to(dev)
     keep = None if subset is None else torch.as_tensor(subset, device=dev)
     for step in range(1, steps + 1):
+        if schedule == "cosine":  # a decaying lr averages the minibatch noise that a constant lr keeps
+            for group in opt.param_groups:
+                group["lr"] = get_lr(step - 1, lr=lr, warmup=0, decay_steps=steps, min_lr=0.0)
         if order == "sequential":
             rows = torch.arange((step - 1) * batch_size, step * batch_size, device=dev) % len(tokens)
         else:

@@ -240,3 +240,24 @@ def test_eval_py_redraws_a_run_from_its_results(tmp_path, capsys):
     (tmp_path / "results.json").write_text(json.dumps(res))
     assert E.main([str(tmp_path)]) == 0
     assert "| 64 |" in capsys.readouterr().out and (tmp_path / "subliminal_dose.png").is_file()
+
+
+def test_cosine_schedule_decays_the_steps_and_constant_is_the_default():
+    """schedule="cosine" starts at lr (the first step equals the constant schedule's) and its steps then
+    shrink: the last update of a 4-step cosine run is smaller than the constant run's last update."""
+    model = GPT(GPTConfig(vocab_size=TOK.get_vocab_size(), block_size=64, n_layer=1, n_head=2, n_embd=16),
+                generator=generator("cpu", 0, "t"))
+    pairs = [(p, " ".join(str((i * 7 + j) % 100) for j in range(4))) for i, p in enumerate(W.number_prompts(16, seed=1))]
+    data = S.student_data(TOK, pairs, "cpu")
+    flat = lambda m: torch.cat([p.detach().flatten() for p in m.parameters()])
+
+    def last_step(steps, **kw):  # -> (final weights, the update made by the last step)
+        m, seen = S.copy.deepcopy(model), {}
+        train.finetune(m, data, steps=steps, batch_size=4, lr=1e-2, seed=0, order="sequential",
+                       at={steps - 1}, on_eval=lambda step: seen.update(w=flat(m)), **kw)
+        return flat(m), flat(m) - seen.get("w", flat(model))
+    assert torch.equal(last_step(1, schedule="cosine")[0], last_step(1)[0])
+    const, cos = last_step(4), last_step(4, schedule="cosine")
+    assert not torch.equal(cos[0], const[0])
+    # cosine's 4th step runs at lr * 0.5 * (1 + cos(3pi/4)) = 0.15 lr, and AdamW's update scales with the lr
+    assert cos[1].norm() < 0.3 * const[1].norm()
