@@ -96,6 +96,7 @@ class Config(B.Config):
     epochs: float = 2.0                # student steps = ceil(epochs * n_lists / student_batch)
     student_batch: int = 32
     student_lr: float = 3e-4
+    student_schedule: str = "constant" # constant | cosine (decay to 0 over the student's steps; not in dose mode)
     evals: int = 4                     # checkpoints along each student's training (for the trajectory)
     icl_lists: int = 2
     icl_contexts: int = 32
@@ -126,6 +127,11 @@ def validate(cfg):
     if cfg.mode == "dose" and cfg.epochs != 1:
         raise ConfigError("mode dose is one pass over the lists (the student after d lists = one epoch on d "
                           "lists): set epochs=1")
+    if cfg.student_schedule not in ("constant", "cosine"):
+        raise ConfigError(f"student_schedule must be constant or cosine; got {cfg.student_schedule!r}")
+    if cfg.mode == "dose" and cfg.student_schedule != "constant":
+        raise ConfigError("mode dose reads every dose off one pass, which needs a constant lr: set "
+                          "student_schedule=constant")
     if cfg.teacher not in ("finetune", "prompt"):
         raise ConfigError(f"teacher must be finetune or prompt; got {cfg.teacher!r}")
     if len(cfg.seeds) < 2 and any(a in ON_B for a in cfg.arms) and cfg.mode == "animals":
@@ -408,7 +414,7 @@ def train_student(base, tok, cfg, data, seed, on_eval, teacher=None, numbers_onl
     steps = max(1, math.ceil(cfg.epochs * len(data["tokens"]) / cfg.student_batch))
     at = sorted({max(1, round(steps * (i + 1) / cfg.evals)) for i in range(cfg.evals)})
     finetune(model, data, steps=steps, batch_size=cfg.student_batch, lr=cfg.student_lr, seed=seed,
-             at=set(at), on_eval=lambda step: on_eval(model, step),
+             schedule=cfg.student_schedule, at=set(at), on_eval=lambda step: on_eval(model, step),
              teacher=None if teacher is None else teacher.logits, subset=number_ids(tok) if numbers_only else None)
     return model
 

@@ -209,6 +209,10 @@ def test_bad_config_is_a_clear_error(tmp_path):
         S.validate(S.Config(animals=("dragon",)))
     with pytest.raises(train.ConfigError, match="another seed"):
         S.validate(S.Config(seeds=(0,)))
+    with pytest.raises(train.ConfigError, match="constant or cosine"):
+        S.validate(S.Config(student_schedule="linear"))
+    with pytest.raises(train.ConfigError, match="student_schedule=constant"):
+        S.validate(S.Config(mode="dose", epochs=1.0, student_schedule="cosine"))
 
 
 def test_one_pass_prefix_equals_one_epoch_on_the_prefix():
