@@ -12,4 +12,5 @@ n_lists = 4000
 epochs = 16.0
 student_lr = 1e-3
 student_schedule = "cosine"
+evals = 8
 device = "cpu"

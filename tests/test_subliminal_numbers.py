@@ -168,6 +168,13 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
     assert set(res["kept_fraction"]) >= {"control", "owl", "whale"}
     tr = res["arms"]["trait"]  # in-domain loss renormalised over the numbers is never above the full one
     assert tr["number_loss_numbers"]["mean"] <= tr["number_loss"]["mean"]
+    # the KL to the teacher reported for each arm is the one measured on the base before any student
+    assert res["arms"]["soft"]["kl_teacher"]["mean"] >= 0
+    units = [json.loads(p.read_text()) for p in sorted(out.glob("unit_*.json"))]
+    for u in units:
+        for a in ("owl", "whale"):
+            assert u["base_A"]["kl_teacher"][a] == pytest.approx(u["teachers"][a]["kl_numbers"], rel=1e-5)
+    assert set(res["trajectory_kl_teacher"]) == set(res["trajectory"])
     # the dose mode on the cached bases
     out2 = tmp_path / "dose"
     assert train.main(argv[:-1] + ["--mode=dose", "--doses=(32,64)", "--epochs=1", f"--out_dir={out2}"]) == 0
