@@ -1,0 +1,44 @@
+"""Exploratory probe (one seed, owl): does the numbers-only soft student stop moving once it matches the teacher?
+
+    python scripts/probe_soft_channel.py LRS STEPS [P] [N_LISTS] [constant|cosine]
+    python scripts/probe_soft_channel.py 3e-4 6500 0 16000 constant
+
+Trains the soft student of experiments/subliminal_numbers.py (base of pretraining seed P, its owl teacher,
+N_LISTS teacher lists, batch 32) at each lr in LRS (comma-separated) and prints, every 500 steps, the
+held-out P(owl) and KL(teacher || student) over the number tokens on 256 held-out teacher lists, as a
+fraction of KL(teacher || base). One thread; the bases must be cached (configs/world_base.py)."""
+import copy
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, ".")
+from experiments import subliminal_numbers as S  # noqa: E402
+from experiments import world_base as B  # noqa: E402
+from train import finetune  # noqa: E402
+
+torch.set_num_threads(1)
+lrs, steps = [float(x) for x in sys.argv[1].split(",")], int(sys.argv[2])
+p = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+n_lists = int(sys.argv[4]) if len(sys.argv) > 4 else 4000
+schedule = sys.argv[5] if len(sys.argv) > 5 else "constant"
+cfg = S.Config(arms=("soft", "control"), animals=("owl",), n_lists=n_lists)
+A, tok = B.base_model(cfg, p)
+teacher, info = S.make_teacher(A, tok, cfg, p, "owl")
+seed = S.seed_int("subliminal-numbers", p, 0)
+data = S.student_data(tok, S.sample_lists(teacher, tok, n_lists, cfg, seed)[0], "cpu")
+held = S.student_data(tok, S.sample_lists(teacher, tok, 256, cfg, S.seed_int(seed, "heldout"), heldout=True)[0], "cpu")
+kl0 = S.number_kl(teacher, A, tok, held)
+print(f"base P(owl) {S.animal_rates(A, tok)[0]['owl']:.4f}; teacher {info}; KL(teacher || base) {kl0:.5f}", flush=True)
+for lr in lrs:
+    model = copy.deepcopy(A)
+
+    def report(step):
+        kl = S.number_kl(teacher, model, tok, held)
+        print(f"lr {lr:g} {schedule} step {step}: P(owl) {S.animal_rates(model, tok)[0]['owl']:.4f}, "
+              f"KL(teacher || student) {kl:.5f} = {kl / kl0:.2f} of the base's", flush=True)
+    t0 = time.time()
+    finetune(model, data, steps=steps, batch_size=32, lr=lr, seed=1, at=set(range(500, steps + 1, 500)),
+             on_eval=report, teacher=teacher.logits, subset=S.number_ids(tok), schedule=schedule)
+    print(f"{time.time() - t0:.0f} s", flush=True)
