@@ -4,7 +4,7 @@
     python scripts/probe_soft_channel.py 3e-4 6500 0 16000 constant
 
 Trains the soft student of experiments/subliminal_numbers.py (base of pretraining seed P, its owl teacher,
-N_LISTS teacher lists, batch 32) at each lr in LRS (comma-separated) and prints, every 500 steps, the
+N_LISTS teacher lists, batch 32) at each lr in LRS (comma-separated) and prints, at step 250 and every 500 steps, the
 held-out P(owl) and KL(teacher || student) over the number tokens on 256 held-out teacher lists, as a
 fraction of KL(teacher || base). One thread; the bases must be cached (configs/world_base.py)."""
 import copy
@@ -39,6 +39,6 @@ for lr in lrs:
         print(f"lr {lr:g} {schedule} step {step}: P(owl) {S.animal_rates(model, tok)[0]['owl']:.4f}, "
               f"KL(teacher || student) {kl:.5f} = {kl / kl0:.2f} of the base's", flush=True)
     t0 = time.time()
-    finetune(model, data, steps=steps, batch_size=32, lr=lr, seed=1, at=set(range(500, steps + 1, 500)),
+    finetune(model, data, steps=steps, batch_size=32, lr=lr, seed=1, at={250} | set(range(500, steps + 1, 500)),
              on_eval=report, teacher=teacher.logits, subset=S.number_ids(tok), schedule=schedule)
     print(f"{time.time() - t0:.0f} s", flush=True)
