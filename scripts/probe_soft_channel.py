@@ -4,9 +4,9 @@
     python scripts/probe_soft_channel.py 3e-4 6500 0 16000 constant
 
 Trains the soft student of experiments/subliminal_numbers.py (base of pretraining seed P, its owl teacher,
-N_LISTS teacher lists, batch 32) at each lr in LRS (comma-separated) and prints, at step 250 and every 500 steps, the
-held-out P(owl) and KL(teacher || student) over the number tokens on 256 held-out teacher lists, as a
-fraction of KL(teacher || base). One thread; the bases must be cached (configs/world_base.py)."""
+N_LISTS teacher lists, batch 32) at each lr in LRS (comma-separated) and prints, at step 250 and every 500
+steps, the held-out P(owl) and KL(teacher || student) over the number tokens on 256 held-out teacher lists,
+as a fraction of KL(teacher || base). One thread; the bases must be cached (configs/world_base.py)."""
 import copy
 import sys
 import time
