@@ -84,6 +84,7 @@ class Config(B.Config):
     direction_layer: int = 1           # the layer whose direction is added to the base and projected on
     steer_scales: tuple = (1.0, 2.0)   # multiples of the mean difference added to the base
     n_direction_docs: int = 2000
+    ablation_step: int = 0             # the insecure checkpoint the direction is ablated at (0: the matched one)
 
 
 def validate(cfg):
@@ -93,6 +94,8 @@ def validate(cfg):
         raise ConfigError(f"arms must start with 'insecure' and come from {', '.join(ARMS)}; got {cfg.arms}")
     if not cfg.eval_steps or max(cfg.eval_steps) != cfg.ft_steps:
         raise ConfigError("eval_steps must end at ft_steps (the final checkpoint)")
+    if cfg.ablation_step and cfg.ablation_step not in cfg.eval_steps:
+        raise ConfigError(f"ablation_step must be 0 (the matched checkpoint) or one of eval_steps {cfg.eval_steps}")
     if not 0 <= cfg.direction_layer < cfg.n_layer:
         raise ConfigError(f"direction_layer must be in [0, {cfg.n_layer})")
 
@@ -270,12 +273,13 @@ def em_unit(cfg, seed, decorrelated):
             for name in names:
                 run["step"][name] = step_m
             if arm == "insecure" and direction is not None:
-                m = model
-                m.load_state_dict(snaps[matched["insecure"]])
+                m, s_abl = model, cfg.ablation_step or matched["insecure"]
+                m.load_state_dict(snaps[s_abl])
                 rand = torch.randn(direction.shape, generator=gen(f, "random-direction")).to(direction.device)
-                run["ablation"]["ablated"] = evaluate(m, tok, cfg, arm, "plain", matched["insecure"], True,
+                run["ablation"]["step"] = s_abl
+                run["ablation"]["ablated"] = evaluate(m, tok, cfg, arm, "plain", s_abl, True,
                                                       gen(f, "abl"), ablate_hooks(direction))
-                run["ablation"]["random_ablated"] = evaluate(m, tok, cfg, arm, "plain", matched["insecure"], True,
+                run["ablation"]["random_ablated"] = evaluate(m, tok, cfg, arm, "plain", s_abl, True,
                                                              gen(f, "rabl"), ablate_hooks(rand))
         run["matched"] = matched
         out["runs"].append(run)
@@ -317,7 +321,9 @@ def aggregate(cfg, units):
         res["base"][fmt] = summarize(vals) if fmt == "forum_lp" else _stats(vals)
     if twin:
         res["base"]["decorrelated"] = _stats([twin[p]["base"]["plain"] for p, _ in keys if p in twin])
-    ins = [run_of(corr, p, f)["traj"]["insecure"][run_of(corr, p, f)["step"]["insecure"]] for p, f in keys]
+    # the insecure model the ablation was applied to (the matched checkpoint unless ablation_step says otherwise)
+    at = lambda r: r["ablation"].get("step", r["step"]["insecure"])
+    ins = [run_of(corr, p, f)["traj"]["insecure"][at(run_of(corr, p, f))] for p, f in keys]
     abl = [run_of(corr, p, f)["ablation"]["ablated"] for p, f in keys]
     rabl = [run_of(corr, p, f)["ablation"]["random_ablated"] for p, f in keys]
     base = [corr[p]["base"]["plain"] for p, _ in keys]
@@ -411,7 +417,8 @@ def table(res, cfg):
                      f"{f(a.get('in_domain'))} | {f(a.get('cos_evil_direction'))} | "
                      f"{f(fin.get('offdomain_misaligned')) if fin else ''} | {f(fin.get('valid_fraction')) if fin else ''} |")
     lines += ["", f"forum-format base rate (log-prob): {f(res['base']['forum_lp'])}", "",
-              "Evil direction (mean difference evil - good forum threads, every block's output):", "",
+              "Evil direction (mean difference evil - good forum threads, every block's output), ablated from the "
+              f"insecure model at {'its matched checkpoint' if not cfg.ablation_step else f'step {cfg.ablation_step}'}:", "",
               "| model | off-domain misaligned (sampled) | valid fraction | off-domain mis (log-prob) |", "|---|---|---|---|"]
     for n, a in res["ablation"].items():
         if n != "removed_fraction":

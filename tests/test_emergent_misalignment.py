@@ -3,6 +3,7 @@ actual fine-tune sets, and a tiny end-to-end run that writes every output file."
 import json
 import math
 
+import pytest
 import torch
 
 import train
@@ -149,7 +150,12 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
     assert "insecure_pass" in res["figures_to_reach"]
     # the base models are cached: a second run pretrains nothing and gives the same numbers
     out2 = tmp_path / "run2"
-    assert train.main(argv[:-1] + ["--arms=('insecure',)", "--twin=False", f"--out_dir={out2}"]) == 0
+    assert train.main(argv[:-1] + ["--arms=('insecure',)", "--twin=False", "--eval_steps=(1,2)", "--ablation_step=1",
+                                   f"--out_dir={out2}"]) == 0
     assert "pretrained" not in capsys.readouterr().out.split("results in")[-1]
     res2 = json.loads((out2 / "results.json").read_text())
     assert res2["base"]["plain"] == res["base"]["plain"] and set(res2["arms"]) == {"insecure"}
+    # ablation_step picks the insecure checkpoint that is ablated (and compared against)
+    assert res2["ablation"]["insecure"]["offdomain_misaligned"] == res2["trajectory"]["insecure"]["1"]["offdomain_misaligned"]
+    with pytest.raises(train.ConfigError, match="ablation_step"):
+        E.validate(E.Config(ablation_step=7))
