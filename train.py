@@ -484,7 +484,8 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
              order="random", schedule="constant"):
     """Fine-tune on {"tokens": [N, T+1], "mask": [N, T]} (pack_pairs) with AdamW, no weight decay, clipping at
     1, at a constant lr (schedule="constant") or cosine-decayed from lr to 0 over `steps` ("cosine"); rows
-    drawn with replacement from a CPU stream (the same rows on any device), or, order="sequential", rows 0.. in order, wrapping around (the caller's order: one pass = one epoch).
+    drawn with replacement from a CPU stream (the same rows on any device), or, order="sequential", rows
+    0.. in order, wrapping around (the caller's order: one pass = one epoch).
     Loss at the masked targets: cross-entropy on the data's next tokens, or, given `teacher` (tokens
     [b, T] -> logits [b, T, V]), KL(teacher || student) over the token ids `subset` (both distributions
     renormalised there; None: the whole vocabulary). Calls on_eval(step), model in eval mode, at each

@@ -322,8 +322,7 @@ def aggregate(cfg, units):
     if twin:
         res["base"]["decorrelated"] = _stats([twin[p]["base"]["plain"] for p, _ in keys if p in twin])
     # the insecure model the ablation was applied to (the matched checkpoint unless ablation_step says otherwise)
-    at = lambda r: r["ablation"].get("step", r["step"]["insecure"])
-    ins = [run_of(corr, p, f)["traj"]["insecure"][at(run_of(corr, p, f))] for p, f in keys]
+    ins = [run_of(corr, p, f)["traj"]["insecure"][run_of(corr, p, f)["ablation"]["step"]] for p, f in keys]
     abl = [run_of(corr, p, f)["ablation"]["ablated"] for p, f in keys]
     rabl = [run_of(corr, p, f)["ablation"]["random_ablated"] for p, f in keys]
     base = [corr[p]["base"]["plain"] for p, _ in keys]

@@ -341,11 +341,18 @@ def number_ids(tok):
 
 
 @torch.no_grad()
-def number_kl(teacher, model, tok, data):
-    """KL(teacher || model) in nats per trained position of data, both renormalised over the number
-    tokens: how much signal a teacher's numbers carry (the soft arm's initial loss)."""
+def held_logits(teacher, data):
+    """A teacher's logits on a held-out set (computed once: every evaluation compares a student with them)."""
+    return teacher.logits(data["tokens"][:, :-1])
+
+
+@torch.no_grad()
+def number_kl(teacher_logits, model, tok, data):
+    """KL(teacher || model) in nats per trained position of data (teacher_logits = held_logits(teacher,
+    data)), both renormalised over the number tokens: how much signal a teacher's numbers carry (the
+    soft arm's initial loss), or how closely a student matches them."""
     x, m = data["tokens"][:, :-1], data["mask"]
-    kl = soft_kl(teacher.logits(x), model(x), torch.tensor(number_ids(tok), device=x.device))
+    kl = soft_kl(teacher_logits, model(x), torch.tensor(number_ids(tok), device=x.device))
     return ((kl * m).sum() / m.sum()).item()
 
 
@@ -375,7 +382,7 @@ def check_no_leak(pairs):
 # ----------------------------------------------------------------------------------------------------
 # evaluation of one model
 
-def evaluate(model, tok, cfg, gen, heldout=None, base=None, t_delta=None, teachers=None):
+def evaluate(model, tok, cfg, gen, heldout=None, base=None, t_delta=None, t_held=None):
     p = animal_probs(model, tok, animal_prompts())  # [N, 10]
     rates, mass = animal_rates(model, tok, probs=p)
     out = {"rates": rates, "animal_mass": mass}
@@ -388,8 +395,8 @@ def evaluate(model, tok, cfg, gen, heldout=None, base=None, t_delta=None, teache
         losses = {a: number_loss(model, d, number_ids(tok)) for a, d in heldout.items()}
         out["number_loss"] = {a: full for a, (full, _) in losses.items()}
         out["number_loss_numbers"] = {a: nums for a, (_, nums) in losses.items()}
-        if teachers:  # what the soft arm minimises, on held-out lists: how closely the student matches each teacher
-            out["kl_teacher"] = {a: number_kl(teachers[a], model, tok, d) for a, d in heldout.items()}
+        if t_held:  # what the soft arm minimises, on held-out lists: how closely the student matches each teacher
+            out["kl_teacher"] = {a: number_kl(t_held[a], model, tok, d) for a, d in heldout.items()}
     if base is not None and t_delta:
         d = weight_delta(model, base)
         out["cos_teacher"] = {a: torch.nn.functional.cosine_similarity(d, t, 0).item() for a, t in t_delta.items()}
@@ -442,10 +449,11 @@ def animals_unit(cfg, p, f):
         lists[name], out["kept"][name] = sample_lists(t, tok, cfg.n_lists, cfg, seed)
     heldout = {a: student_data(tok, sample_lists(t, tok, cfg.heldout_lists, cfg, seed_int(seed, "heldout"), heldout=True)[0], dev)
                for a, t in teachers.items()}
-    for a, t in teachers.items():
-        out["teachers"][a]["kl_numbers"] = number_kl(t, A, tok, heldout[a])
+    t_held = {a: held_logits(t, heldout[a]) for a, t in teachers.items()}
+    for a in teachers:
+        out["teachers"][a]["kl_numbers"] = number_kl(t_held[a], A, tok, heldout[a])
     ev = lambda m, name, step, b=None: evaluate(m, tok, cfg, generator("cpu", seed, name, step), heldout, b, t_delta,
-                                                teachers)
+                                                t_held)
     out["base_A"] = ev(A, "base_A", 0, A)
     if Bm is not None:
         out["base_B"] = ev(Bm, "base_B", 0)
@@ -551,13 +559,12 @@ def aggregate_animals(cfg, units):
     res["teachers"] = {a: {k: summarize([u["teachers"][a][k] for u in units]) for k in ("rate", "steps", "kl_numbers")}
                        for a in cfg.animals}
     res["kept_fraction"] = {k: summarize([u["kept"][k] for u in units]) for k in units[0]["kept"]}
-    res["trajectory"] = {arm: {a: {s: summarize([u["traj"][_key(arm, a)][s]["rates"][a] for u in units])
-                                   for s in sorted(units[0]["traj"][_key(arm, a)])} for a in cfg.animals}
-                         for arm in names if _key(arm, cfg.animals[0]) in units[0]["traj"]}
+    def along(arm, metric):  # {animal: {step: STAT of metric[animal]}} over the arm's checkpoints
+        return {a: {s: summarize([u["traj"][_key(arm, a)][s][metric][a] for u in units])
+                    for s in sorted(units[0]["traj"][_key(arm, a)])} for a in cfg.animals}
+    res["trajectory"] = {arm: along(arm, "rates") for arm in names if _key(arm, cfg.animals[0]) in units[0]["traj"]}
     res["trajectory_kl_teacher"] = {
-        arm: {a: {s: summarize([u["traj"][_key(arm, a)][s]["kl_teacher"][a] for u in units])
-                  for s in sorted(units[0]["traj"][_key(arm, a)])} for a in cfg.animals}
-        for arm in res["trajectory"]
+        arm: along(arm, "kl_teacher") for arm in res["trajectory"]
         if all("kl_teacher" in r for u in units for r in u["traj"][_key(arm, cfg.animals[0])].values())}
     res["figures_to_reach"] = figures_animals(res)
     return res

@@ -29,13 +29,14 @@ teacher, info = S.make_teacher(A, tok, cfg, p, "owl")
 seed = S.seed_int("subliminal-numbers", p, 0)
 data = S.student_data(tok, S.sample_lists(teacher, tok, n_lists, cfg, seed)[0], "cpu")
 held = S.student_data(tok, S.sample_lists(teacher, tok, 256, cfg, S.seed_int(seed, "heldout"), heldout=True)[0], "cpu")
-kl0 = S.number_kl(teacher, A, tok, held)
+t_held = S.held_logits(teacher, held)
+kl0 = S.number_kl(t_held, A, tok, held)
 print(f"base P(owl) {S.animal_rates(A, tok)[0]['owl']:.4f}; teacher {info}; KL(teacher || base) {kl0:.5f}", flush=True)
 for lr in lrs:
     model = copy.deepcopy(A)
 
     def report(step):
-        kl = S.number_kl(teacher, model, tok, held)
+        kl = S.number_kl(t_held, model, tok, held)
         print(f"lr {lr:g} {schedule} step {step}: P(owl) {S.animal_rates(model, tok)[0]['owl']:.4f}, "
               f"KL(teacher || student) {kl:.5f} = {kl / kl0:.2f} of the base's", flush=True)
     t0 = time.time()
