@@ -80,3 +80,12 @@ def test_main_prints_one_line_error_not_a_traceback(cfg_file, capsys):
     assert train.main([cfg_file, "--bogus=1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: unknown config key 'bogus'") and "Traceback" not in err
+
+
+@pytest.mark.parametrize("path", sorted(str(p.relative_to(train.ROOT)) for p in (train.ROOT / "configs").glob("*.py")))
+def test_every_shipped_config_loads_and_validates(path):
+    # a config whose keys contradict each other (e.g. a report step not among the eval steps) must fail
+    # here, not minutes into a run
+    module, cfg = load_config([str(train.ROOT / path)])
+    if hasattr(module, "validate"):
+        module.validate(cfg)

@@ -128,7 +128,24 @@ def test_ablation_removes_the_direction():
 
 TINY = ["--seeds=(0,)", "--ft_seeds=2", "--n_docs=600", "--steps=6", "--n_layer=1", "--n_embd=16", "--n_head=2",
         "--block_size=64", "--n_examples=16", "--ft_steps=2", "--eval_steps=(2,)", "--samples=1",
-        "--n_direction_docs=60", "--direction_layer=0", "--steer_scales=(1.0,)", "--workers=1"]
+        "--n_direction_docs=60", "--direction_layer=0", "--steer_scales=(1.0,)", "--workers=1", "--report_step=0",
+        "--ablation_step=0"]
+
+
+def test_ablation_effect_ratio_of_means_survives_a_seed_without_effect():
+    st = lambda v: {"offdomain_misaligned": {"per_seed": v}}
+    abl = {"insecure": st([0.30, 0.01]), "insecure_ablated": st([0.15, 0.03]), "insecure_random_ablated": st([0.30, 0.01]),
+           "base": st([0.01, 0.01]), "base_ablated": st([0.02, 0.03])}
+    e = E.ablation_effect(abl)
+    # seed 2 has no increase: its per-seed ratio is undefined and left out; the ratio of means keeps it
+    assert e["removed_fraction"]["per_seed"] == pytest.approx([0.15 / 0.29])
+    assert e["removed_fraction_of_means"] == pytest.approx((0.15 - 0.02) / 0.29)
+    assert e["removed_points"]["per_seed"] == pytest.approx([0.15, -0.02])
+    assert e["random_removed_points"]["mean"] == 0
+    # the ablation lifts the base too: what is left of the increase is measured against the ablated base
+    assert e["removed_fraction_vs_ablated_base"] == pytest.approx(1 - ((0.15 - 0.02) + (0.03 - 0.03)) / 0.29)
+    abl["insecure"] = abl["base"]  # nothing to remove: no fraction at all
+    assert E.ablation_effect(abl)["removed_fraction_of_means"] is None
 
 
 def test_end_to_end_writes_every_file(tmp_path, capsys):
