@@ -374,7 +374,7 @@ def increases(res, cfg, keys):
     out = {}
     for name, a in res["arms"].items():
         views = {"matched": a}
-        if cfg.report_step:
+        if cfg.report_step and cfg.report_step != cfg.ft_steps:
             views[f"step_{cfg.report_step}"] = res["trajectory"][name][cfg.report_step]
         views["final"] = a["final"]
         out[name] = {}

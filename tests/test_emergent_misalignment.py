@@ -168,7 +168,7 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
     # the base models are cached: a second run pretrains nothing and gives the same numbers
     out2 = tmp_path / "run2"
     assert train.main(argv[:-1] + ["--arms=('insecure',)", "--twin=False", "--eval_steps=(1,2)", "--ablation_step=1",
-                                   "--report_step=2", f"--out_dir={out2}"]) == 0
+                                   "--report_step=1", f"--out_dir={out2}"]) == 0
     assert "pretrained" not in capsys.readouterr().out.split("results in")[-1]
     res2 = json.loads((out2 / "results.json").read_text())
     assert res2["base"]["plain"] == res["base"]["plain"] and set(res2["arms"]) == {"insecure"}
@@ -178,12 +178,14 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
         E.validate(E.Config(ablation_step=7))
     # increases are paired per seed against the arm's own base, at matched and at the fixed report_step
     base = res2["base"]["plain"]["offdomain_misaligned"]["per_seed"]
-    for view, st in (("matched", res2["arms"]["insecure"]), ("step_2", res2["trajectory"]["insecure"]["2"])):
+    for view, st in (("matched", res2["arms"]["insecure"]), ("step_1", res2["trajectory"]["insecure"]["1"])):
         want = [a - b for a, b in zip(st["offdomain_misaligned"]["per_seed"], base)]
         assert res2["increase"]["insecure"][view]["per_seed"] == pytest.approx(want)
     # one pretraining seed here: its two fine-tune seeds average into one base mean
-    assert res2["increase"]["insecure"]["step_2_over_bases"]["per_seed"] == pytest.approx([sum(want) / 2])
+    assert res2["increase"]["insecure"]["step_1_over_bases"]["per_seed"] == pytest.approx([sum(want) / 2])
     assert res2["figures_at_report_step"]["insecure_increase"] == pytest.approx(sum(want) / 2)
-    assert "The same thresholds at step 2" in (out2 / "results.md").read_text()
+    assert "The same thresholds at step 1" in (out2 / "results.md").read_text()
+    assert set(res2["increase"]["insecure"]) == {"matched", "matched_over_bases", "step_1", "step_1_over_bases",
+                                                 "final", "final_over_bases"}
     with pytest.raises(train.ConfigError, match="report_step"):
         E.validate(E.Config(report_step=7))
