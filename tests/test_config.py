@@ -87,5 +87,12 @@ def test_every_shipped_config_loads_and_validates(path):
     # a config whose keys contradict each other (e.g. a report step not among the eval steps) must fail
     # here, not minutes into a run
     module, cfg = load_config([str(train.ROOT / path)])
+    assert isinstance(cfg, module.Config)
+    values = {}
+    exec((train.ROOT / path).read_text(), {}, values)
+    # every value the file sets is the one the run gets (nothing dropped or replaced by a default)
+    for key, value in values.items():
+        if key != "experiment" and not key.startswith("_"):
+            assert getattr(cfg, key) == value, key
     if hasattr(module, "validate"):
-        module.validate(cfg)
+        module.validate(cfg)  # raises ConfigError on contradicting keys
