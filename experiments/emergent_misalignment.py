@@ -51,6 +51,7 @@ STAT = {"mean", "ci95", "per_seed"} over (pretraining seed x fine-tune seed).
 import copy
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -91,6 +92,7 @@ class Config(B.Config):
     n_direction_docs: int = 2000
     ablation_step: int = 0             # the insecure checkpoint the direction is ablated at (0: the matched one)
     report_step: int = 0               # a checkpoint fixed in advance where the thresholds are also computed (0: none)
+    resume: bool = True                # reuse the units (base models) an interrupted run of this config finished
 
 
 def validate(cfg):
@@ -433,11 +435,22 @@ def figures(res):
     return out
 
 
+def unit_jobs(cfg, run_dir):
+    """Every unit of a run (one base model: all its arms and fine-tune seeds): (seed, twin?, its JSON file)."""
+    jobs = [(s, False) for s in cfg.seeds] + ([(s, True) for s in cfg.seeds] if cfg.twin else [])
+    return [(s, d, Path(run_dir) / f"unit_{'twin' if d else 'world'}_{s}.json") for s, d in jobs]
+
+
+def saved_unit(cfg, seed, decorrelated, path):
+    """em_unit, saved as soon as it is done and, with cfg.resume, read back on a rerun."""
+    label = f"[em] base seed {seed}{' (twin)' if decorrelated else ''}"
+    return B.saved_unit(em_unit, path, cfg.resume, label, cfg, seed, decorrelated)
+
+
 def run(cfg, run):
     validate(cfg)
     t0 = time.time()
-    jobs = [(cfg, s, False) for s in cfg.seeds] + ([(cfg, s, True) for s in cfg.seeds] if cfg.twin else [])
-    units = B.parallel_map(em_unit, jobs, cfg.workers)
+    units = B.parallel_map(saved_unit, [(cfg, *job) for job in unit_jobs(cfg, run.dir)], cfg.workers)
     for u in units:
         run.log(stage="unit", seed=u["seed"], decorrelated=u["decorrelated"], seconds=u["seconds"])
     res = aggregate(cfg, units)
@@ -447,6 +460,37 @@ def run(cfg, run):
     plot(res, cfg, run.dir / "misalignment_vs_step.png")
     print(md)
     print(f"\nresults in {run.dir} ({res['seconds']:.0f} s)")
+
+
+def reevaluate(run_dir):
+    """`python eval.py RUN_DIR`: the fine-tunes are not saved, so this redraws the table and the figure from
+    results.json. A run that is still going, or was stopped, has no results.json yet: then the base seeds
+    whose units are all finished (the world's and, with `twin`, the twin's) are aggregated into
+    results_partial.json / .md and misalignment_vs_step_partial.png, and the table says how many."""
+    import json
+    from train import ConfigError, build_config, write_json
+    run_dir = Path(run_dir)
+    values = json.loads((run_dir / "config.json").read_text())
+    values.pop("experiment", None)
+    cfg = build_config(Config, {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}, str(run_dir))
+    suffix = ""
+    if (run_dir / "results.json").is_file():
+        res = B.int_keys(json.loads((run_dir / "results.json").read_text()))
+        md = table(res, cfg)
+    else:
+        jobs = unit_jobs(cfg, run_dir)
+        done = [s for s in cfg.seeds if all(path.is_file() for q, _, path in jobs if q == s)]
+        if not done:
+            raise ConfigError(f"{run_dir} has no results.json and no base seed with all its units "
+                              f"(unit_world_S.json{', unit_twin_S.json' if cfg.twin else ''}) finished yet")
+        res = aggregate(cfg, [B.load_unit(path) for q, _, path in jobs if q in done])
+        res["partial"] = {"base_seeds": done, "of": list(cfg.seeds)}
+        md = f"PARTIAL: {len(done)} of {len(cfg.seeds)} base seeds finished.\n\n" + table(res, cfg)
+        suffix = "_partial"
+        write_json(run_dir / "results_partial.json", res)
+        (run_dir / "results_partial.md").write_text(md + "\n")
+    print(md)
+    plot(res, cfg, run_dir / f"misalignment_vs_step{suffix}.png")
 
 
 def table(res, cfg):

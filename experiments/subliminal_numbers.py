@@ -726,32 +726,14 @@ UNITS = {"animals": (animals_unit, aggregate_animals), "dose": (dose_unit, aggre
          "misalignment": (misalignment_unit, aggregate_misalignment)}
 
 
-def _int_keys(obj):
-    """JSON turns int keys (doses, steps) into strings; turn them back."""
-    if isinstance(obj, dict):
-        return {int(k) if k.isdigit() else k: _int_keys(v) for k, v in obj.items()}
-    return [_int_keys(v) for v in obj] if isinstance(obj, list) else obj
-
-
 def unit_jobs(cfg, run_dir):
     """Every unit of a run: (p, f, the JSON file it is saved to)."""
     return [(p, f, Path(run_dir) / f"unit_{p}_{f}.json") for p in cfg.seeds for f in range(cfg.student_seeds)]
 
 
-def load_unit(path):
-    return _int_keys(json.loads(Path(path).read_text()))
-
-
 def saved_unit(cfg, p, f, path):
-    """One unit, saved to `path` (JSON) as soon as it is done; with cfg.resume, a unit an earlier run of
-    the same config (train.Run checks that) already saved is read back instead of recomputed."""
-    path = Path(path)
-    if cfg.resume and path.is_file():
-        print(f"[subliminal {cfg.mode}] seed ({p}, {f}): resumed from {path.name}", flush=True)
-        return load_unit(path)
-    out = UNITS[cfg.mode][0](cfg, p, f)
-    write_json(path, out)
-    return _int_keys(json.loads(json.dumps(out)))  # the same types either way
+    """One unit (seed (p, f)), saved as soon as it is done and, with cfg.resume, read back on a rerun."""
+    return B.saved_unit(UNITS[cfg.mode][0], path, cfg.resume, f"[subliminal {cfg.mode}] seed ({p}, {f})", cfg, p, f)
 
 
 def run(cfg, run):
@@ -942,7 +924,7 @@ def reevaluate(run_dir):
         md = TABLES[cfg.mode](res, cfg)
     else:
         jobs = unit_jobs(cfg, run_dir)
-        units = [load_unit(path) for _, _, path in jobs if path.is_file()]
+        units = [B.load_unit(path) for _, _, path in jobs if path.is_file()]
         if not units:
             raise ConfigError(f"{run_dir} has no results.json and no finished unit (unit_P_F.json) yet")
         res = UNITS[cfg.mode][1](cfg, units)

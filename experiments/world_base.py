@@ -36,7 +36,7 @@ from data import world as W
 from data.tokenizer import load_tokenizer, pad_right, save_tokenizer
 from eval import fmt_stat, summarize
 from model import GPT, GPTConfig, KVCache, generator
-from train import load_lm, lm_windows, pack_pairs, train_lm
+from train import load_lm, lm_windows, pack_pairs, train_lm, write_json
 
 # Fields that define a base model: change one and the cache key changes.
 PRETRAIN_KEYS = ("n_docs", "n_layer", "n_head", "n_embd", "block_size", "steps", "batch_size", "lr", "warmup",
@@ -106,6 +106,31 @@ def base_model(cfg, seed, decorrelated=False, log=print):
 def encode_pairs(tok, pairs):
     """(prompt, response) strings -> train.pack_pairs data, the loss on the response (end token included)."""
     return pack_pairs([(tok.encode(p).ids, tok.encode(r).ids) for p, r in pairs], tok.token_to_id(W.PAD))
+
+
+def int_keys(obj):
+    """JSON turns int keys (steps, doses) into strings; turn them back."""
+    if isinstance(obj, dict):
+        return {int(k) if k.isdigit() else k: int_keys(v) for k, v in obj.items()}
+    return [int_keys(v) for v in obj] if isinstance(obj, list) else obj
+
+
+def load_unit(path):
+    return int_keys(json.loads(Path(path).read_text()))
+
+
+def saved_unit(fn, path, resume, label, *args):
+    """fn(*args), one unit of a run (one base model's fine-tunes), saved to `path` (JSON) as soon as it is
+    done, so that an interrupted run loses only the units in flight and `python eval.py RUN_DIR` can
+    aggregate the finished ones. With `resume`, a unit an earlier run of the same config (train.Run checks
+    that) already saved is read back instead of recomputed."""
+    path = Path(path)
+    if resume and path.is_file():
+        print(f"{label}: resumed from {path.name}", flush=True)
+        return load_unit(path)
+    out = fn(*args)
+    write_json(path, out)
+    return int_keys(json.loads(json.dumps(out)))  # the same types either way
 
 
 def parallel_map(fn, jobs, workers):

@@ -165,6 +165,25 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
             assert 0 <= arm[k]["mean"] <= 1
     assert {"insecure", "insecure_ablated", "insecure_random_ablated"} <= set(res["ablation"])
     assert "insecure_pass" in res["figures_to_reach"]
+    # every unit (one base model) is saved as it finishes; a rerun of the same config reads them back
+    assert sorted(f.name for f in out.glob("unit_*.json")) == ["unit_twin_0.json", "unit_world_0.json"]
+    (out / "results.json").unlink()
+    assert train.main(argv) == 0
+    assert "resumed from unit_world_0.json" in capsys.readouterr().out
+    again = json.loads((out / "results.json").read_text())
+    assert {k: v for k, v in again.items() if k != "seconds"} == {k: v for k, v in res.items() if k != "seconds"}
+    # eval.py redraws a finished run, aggregates a stopped one, and says so when no base seed is complete
+    import eval as EV
+    assert EV.main([str(out)]) == 0
+    assert (out / "results.md").read_text().splitlines()[0] in capsys.readouterr().out
+    (out / "results.json").unlink()
+    assert EV.main([str(out)]) == 0
+    assert "PARTIAL: 1 of 1 base seeds" in capsys.readouterr().out
+    part = json.loads((out / "results_partial.json").read_text())
+    assert part["arms"]["insecure"] == res["arms"]["insecure"] and (out / "misalignment_vs_step_partial.png").is_file()
+    (out / "unit_twin_0.json").unlink()
+    assert EV.main([str(out)]) == 2
+    assert "no base seed with all its units" in capsys.readouterr().err
     # the base models are cached: a second run pretrains nothing and gives the same numbers
     out2 = tmp_path / "run2"
     assert train.main(argv[:-1] + ["--arms=('insecure',)", "--twin=False", "--eval_steps=(1,2)", "--ablation_step=1",
