@@ -93,6 +93,14 @@ def build_config(config_cls, values, source="config"):
     return config_cls(**checked)
 
 
+def run_config(config_cls, run_dir):
+    """The config a run directory was made with (its config.json; JSON lists back to tuples)."""
+    path = Path(run_dir) / "config.json"
+    values = json.loads(path.read_text())
+    values.pop("experiment", None)
+    return build_config(config_cls, {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}, str(path))
+
+
 def load_config(argv):
     """argv = [config_path, --key=value, ...] -> (experiment module, frozen Config)."""
     if not argv or argv[0].startswith("--"):

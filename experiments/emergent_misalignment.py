@@ -468,11 +468,9 @@ def reevaluate(run_dir):
     whose units are all finished (the world's and, with `twin`, the twin's) are aggregated into
     results_partial.json / .md and misalignment_vs_step_partial.png, and the table says how many."""
     import json
-    from train import ConfigError, build_config, write_json
+    from train import ConfigError, run_config, write_json
     run_dir = Path(run_dir)
-    values = json.loads((run_dir / "config.json").read_text())
-    values.pop("experiment", None)
-    cfg = build_config(Config, {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}, str(run_dir))
+    cfg = run_config(Config, run_dir)
     suffix = ""
     if (run_dir / "results.json").is_file():
         res = B.int_keys(json.loads((run_dir / "results.json").read_text()))

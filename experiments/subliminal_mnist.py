@@ -32,7 +32,7 @@ import torch
 from data import mnist
 from eval import accuracy, fmt_stat, summarize
 from model import SeedMLP, generator, init_mlp_params
-from train import ConfigError, build_config, load_weights, save_weights, train_classifier, train_distill, write_json
+from train import ConfigError, build_config, load_weights, run_config, save_weights, train_classifier, train_distill, write_json
 
 CONDITIONS = ("reference", "teacher", "student_aux", "student_all", "cross_aux", "cross_all",
               "cross_head_aux", "cross_head_all")
@@ -386,9 +386,7 @@ def plot_sweep(results, cfg, path):
 
 def reevaluate(run_dir):
     """Reload every saved model of a finished run and recompute its test accuracies."""
-    raw = json.loads((run_dir / "config.json").read_text())
-    raw.pop("experiment", None)
-    cfg = build_config(Config, raw, source=str(run_dir / "config.json"))
+    cfg = run_config(Config, run_dir)
     device = torch.device(cfg.device if cfg.device != "cuda" or torch.cuda.is_available() else "cpu")
     _, _, test_x, test_y = load_data(cfg, device)
     files = sorted(run_dir.glob("*_group*.safetensors"))

@@ -913,11 +913,9 @@ def reevaluate(run_dir):
     the table and the figure from results.json and config.json. A run that is still going, or was
     stopped, has no results.json yet: then the units (seeds) it has finished are aggregated into
     results_partial.json / .md and a *_partial.png figure, and the table says how many there are."""
-    from train import build_config
+    from train import run_config
     run_dir = Path(run_dir)
-    values = json.loads((run_dir / "config.json").read_text())
-    values.pop("experiment", None)
-    cfg = build_config(Config, {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}, str(run_dir))
+    cfg = run_config(Config, run_dir)
     suffix = ""
     if (run_dir / "results.json").is_file():
         res = json.loads((run_dir / "results.json").read_text())
