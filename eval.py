@@ -37,6 +37,21 @@ def summarize(values):
     return {"mean": mean, "ci95": [mean - half, mean + half], "per_seed": v}
 
 
+def summarize_by(values, groups):
+    """summarize() for a quantity that seeds sharing a group (a base model) do not measure independently, such
+    as the base model's own rate, repeated once per fine-tune seed. The mean and per_seed are over all seeds
+    (so they still pair up with the arms' per_seed), the interval over the groups' means: n = groups, not
+    seeds. Groups must be balanced (the same count each) so that both means agree."""
+    keys = sorted(set(groups))
+    sizes = {g: groups.count(g) for g in keys}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"unbalanced groups {sizes}: the mean over seeds and over groups would differ")
+    st = summarize(values)
+    st["ci95"] = summarize([sum(v for v, q in zip(st["per_seed"], groups) if q == g) / sizes[g] for g in keys])["ci95"]
+    st["n_groups"] = len(keys)
+    return st
+
+
 def fmt_stat(stat, digits=3):
     if stat["ci95"] is None:
         return f"{stat['mean']:.{digits}f}"

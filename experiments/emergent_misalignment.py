@@ -57,7 +57,7 @@ import torch
 
 from data import world as W
 from data.tokenizer import pad_right
-from eval import fmt_stat, summarize
+from eval import fmt_stat, summarize, summarize_by
 from experiments import world_base as B
 from model import generator, seed_int
 from train import finetune
@@ -306,8 +306,11 @@ METRICS = {"offdomain_misaligned": "mis_sampled", "valid_fraction": "valid_frac"
            "in_domain": "in_domain", "cos_evil_direction": "cos_evil_direction", "step": "step"}
 
 
-def _stats(ms):
-    return {out: summarize([m[k] for m in ms]) for out, k in METRICS.items() if all(k in m for m in ms)}
+def _stats(ms, bases=None):
+    """STAT per metric over seeds; `bases` (each seed's pretraining seed) for a base model's own numbers,
+    repeated once per fine-tune seed: their interval is then over the base models (eval.summarize_by)."""
+    stat = summarize if bases is None else (lambda v: summarize_by(v, bases))
+    return {out: stat([m[k] for m in ms]) for out, k in METRICS.items() if all(k in m for m in ms)}
 
 
 def aggregate(cfg, units):
@@ -326,19 +329,22 @@ def aggregate(cfg, units):
         res["arms"][name] = {**_stats(at), "final": _stats(fin)}
         res["trajectory"][name] = {s: _stats([r["traj"][name][s] for r in runs]) for s in cfg.eval_steps}
     # base, one value per (pretraining seed, fine-tune seed) so that differences pair up with the arms
+    bases = [p for p, _ in keys]
     for fmt in corr[keys[0][0]]["base"]:
         vals = [corr[p]["base"][fmt] for p, _ in keys]
-        res["base"][fmt] = summarize(vals) if fmt == "forum_lp" else _stats(vals)
+        res["base"][fmt] = summarize_by(vals, bases) if fmt == "forum_lp" else _stats(vals, bases)
     if twin:
-        res["base"]["decorrelated"] = _stats([twin[p]["base"]["plain"] for p, _ in keys if p in twin])
+        res["base"]["decorrelated"] = _stats([twin[p]["base"]["plain"] for p, _ in keys if p in twin],
+                                             [p for p, _ in keys if p in twin])
     # the insecure model the ablation was applied to (the matched checkpoint unless ablation_step says otherwise)
     ins = [run_of(corr, p, f)["traj"]["insecure"][run_of(corr, p, f)["ablation"]["step"]] for p, f in keys]
     abl = [run_of(corr, p, f)["ablation"]["ablated"] for p, f in keys]
     rabl = [run_of(corr, p, f)["ablation"]["random_ablated"] for p, f in keys]
     base = [corr[p]["base"]["plain"] for p, _ in keys]
     res["ablation"] = {"insecure": _stats(ins), "insecure_ablated": _stats(abl), "insecure_random_ablated": _stats(rabl),
-                       "base": _stats(base), "base_ablated": _stats([corr[p]["base"]["ablated"] for p, _ in keys]),
-                       **{f"base_steered_{a:g}": _stats([corr[p]["base"][f"steered_{a:g}"] for p, _ in keys])
+                       "base": _stats(base, bases),
+                       "base_ablated": _stats([corr[p]["base"]["ablated"] for p, _ in keys], bases),
+                       **{f"base_steered_{a:g}": _stats([corr[p]["base"][f"steered_{a:g}"] for p, _ in keys], bases)
                           for a in cfg.steer_scales}}
     res["ablation"].update(ablation_effect(res["ablation"]))
     res["figures_to_reach"] = figures(res)

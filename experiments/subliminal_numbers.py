@@ -66,7 +66,7 @@ import torch.nn.functional as F
 
 from data import world as W
 from data.tokenizer import pad_right
-from eval import fmt_stat, summarize
+from eval import fmt_stat, summarize, summarize_by
 from experiments import world_base as B
 from model import generator, seed_int
 from train import ConfigError, finetune, pack_pairs, soft_kl, write_json
@@ -553,10 +553,12 @@ def aggregate_animals(cfg, units):
     for arm in names:
         by = {a: arm_stats(units, arm, a, cfg.animals) for a in cfg.animals}
         res["arms"][arm] = {**by[cfg.animals[0]], "by_animal": by}
-    res["base"] = {a: summarize([u["base_A"]["rates"][a] for u in units]) for a in cfg.animals}
+    # the bases and teachers are functions of the pretraining seed: their intervals are over the bases
+    by_base = lambda v: summarize_by(v, [u["p"] for u in units])
+    res["base"] = {a: by_base([u["base_A"]["rates"][a] for u in units]) for a in cfg.animals}
     if all("base_B" in u for u in units):  # the starting point of the arms on B
-        res["base_B"] = {a: summarize([u["base_B"]["rates"][a] for u in units]) for a in cfg.animals}
-    res["teachers"] = {a: {k: summarize([u["teachers"][a][k] for u in units]) for k in ("rate", "steps", "kl_numbers")}
+        res["base_B"] = {a: by_base([u["base_B"]["rates"][a] for u in units]) for a in cfg.animals}
+    res["teachers"] = {a: {k: by_base([u["teachers"][a][k] for u in units]) for k in ("rate", "steps", "kl_numbers")}
                        for a in cfg.animals}
     res["kept_fraction"] = {k: summarize([u["kept"][k] for u in units]) for k in units[0]["kept"]}
     def along(arm, metric):  # {animal: {step: STAT of metric[animal]}} over the arm's checkpoints
@@ -625,7 +627,8 @@ def dose_unit(cfg, p, f):
 def aggregate_dose(cfg, units):
     res = {"dose": {}, "n_seeds": len(units), "seeds": [[u["p"], u["f"]] for u in units], "animals": list(cfg.animals),
            "kept_fraction": {k: summarize([u["kept"][k] for u in units]) for k in units[0]["kept"]},
-           "teachers": {a: summarize([u["teachers"][a]["rate"] for u in units]) for a in cfg.animals}}
+           "teachers": {a: summarize_by([u["teachers"][a]["rate"] for u in units], [u["p"] for u in units])
+                        for a in cfg.animals}}
     for d in cfg.doses:
         row = {}
         for a in cfg.animals:
@@ -699,10 +702,13 @@ MIS_METRICS = {"offdomain_misaligned": "mis_sampled", "valid_fraction": "valid_f
 
 def aggregate_misalignment(cfg, units):
     st = lambda rows: {k: summarize([r[v] for r in rows]) for k, v in MIS_METRICS.items()}
+    # the base and the teachers are functions of the pretraining seed: their intervals are over the bases
+    by_base = lambda v: summarize_by(v, [u["p"] for u in units])
+    st_base = lambda rows: {k: by_base([r[v] for r in rows]) for k, v in MIS_METRICS.items()}
     res = {"arms": {}, "n_seeds": len(units), "seeds": [[u["p"], u["f"]] for u in units],
-           "base": st([u["base"] for u in units]),
-           "teachers": {t: {**st([u["teachers"][t] for u in units]),
-                            "steps": summarize([u["teachers"][t]["steps"] for u in units])} for t in cfg.mis_teachers},
+           "base": st_base([u["base"] for u in units]),
+           "teachers": {t: {**st_base([u["teachers"][t] for u in units]),
+                            "steps": by_base([u["teachers"][t]["steps"] for u in units])} for t in cfg.mis_teachers},
            "kept_fraction": {k: summarize([u["kept"][k] for u in units]) for k in units[0]["kept"]}}
     for name in units[0]["arms"]:
         res["arms"][name] = st([u["arms"][name] for u in units])

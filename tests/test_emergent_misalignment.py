@@ -164,6 +164,9 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
             assert set(arm[k]) == {"mean", "ci95", "per_seed"} and len(arm[k]["per_seed"]) == 2
             assert 0 <= arm[k]["mean"] <= 1
     assert {"insecure", "insecure_ablated", "insecure_random_ablated"} <= set(res["ablation"])
+    # one base model measured for two fine-tune seeds: its own rate has no interval (one base, not two seeds)
+    assert res["base"]["plain"]["offdomain_misaligned"]["ci95"] is None
+    assert len(res["base"]["plain"]["offdomain_misaligned"]["per_seed"]) == 2  # still pairs up with the arms
     assert "insecure_pass" in res["figures_to_reach"]
     # every unit (one base model) is saved as it finishes; a rerun of the same config reads them back
     assert sorted(f.name for f in out.glob("unit_*.json")) == ["unit_twin_0.json", "unit_world_0.json"]

@@ -1,0 +1,24 @@
+"""The statistics every table reports: the 95% t-interval, and its version over base models."""
+import math
+
+import pytest
+
+from eval import summarize, summarize_by, t975
+
+
+def test_t_interval_closed_form():
+    st = summarize([1.0, 2.0, 3.0])  # sd 1, n 3: half-width t(2) / sqrt(3)
+    assert st["mean"] == 2.0 and st["per_seed"] == [1.0, 2.0, 3.0]
+    assert st["ci95"] == pytest.approx([2 - 4.302653 / math.sqrt(3), 2 + 4.302653 / math.sqrt(3)], abs=1e-3)
+    assert summarize([5.0])["ci95"] is None
+
+
+def test_interval_over_groups_not_over_repeated_seeds():
+    # a base model's rate repeated for its two fine-tune seeds: two measurements, not four
+    st = summarize_by([1.0, 1.0, 3.0, 3.0], [0, 0, 1, 1])
+    assert st["mean"] == 2.0 and st["per_seed"] == [1.0, 1.0, 3.0, 3.0] and st["n_groups"] == 2
+    assert st["ci95"] == pytest.approx([2 - t975(1), 2 + t975(1)])  # sd of (1, 3) is sqrt(2), n = 2
+    assert summarize([1.0, 1.0, 3.0, 3.0])["ci95"][1] < st["ci95"][1]  # the naive interval is too narrow
+    assert summarize_by([1.0, 1.0], [0, 0])["ci95"] is None  # one base: no interval
+    with pytest.raises(ValueError, match="unbalanced"):
+        summarize_by([1.0, 2.0, 3.0], [0, 0, 1])
