@@ -36,7 +36,7 @@ from data import world as W
 from data.tokenizer import load_tokenizer, pad_right, save_tokenizer
 from eval import fmt_stat, summarize
 from model import GPT, GPTConfig, KVCache, generator
-from train import load_lm, lm_windows, pack_pairs, train_lm, write_json
+from train import CheckpointError, load_lm, lm_windows, pack_pairs, train_lm, write_json
 
 # Fields that define a base model: change one and the cache key changes.
 PRETRAIN_KEYS = ("n_docs", "n_layer", "n_head", "n_embd", "block_size", "steps", "batch_size", "lr", "warmup",
@@ -99,7 +99,11 @@ def base_model(cfg, seed, decorrelated=False, log=print):
                        log_every=max(1, cfg.steps // 4), progress=False, desc=f"{stem.parent.name}")
         stem.with_name("model.state.pt").unlink(missing_ok=True)  # no resume needed: keep the cache small
         log(f"pretrained {stem.parent} in {time.time() - t0:.0f} s (final loss {out['train_loss']:.3f})")
-    model, _ = load_lm(stem, cfg.device)
+    try:
+        model, _ = load_lm(stem, cfg.device)
+    except CheckpointError as e:  # a damaged cache must not pass for a base model, nor end in a traceback
+        raise CheckpointError(f"{e}. The cached base model in {stem.parent} is damaged or from another "
+                              f"version: delete that folder and rerun to pretrain it again") from None
     return model.eval(), load_tokenizer(stem.parent / "tokenizer.json")
 
 

@@ -211,3 +211,9 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
                                                  "final", "final_over_bases"}
     with pytest.raises(train.ConfigError, match="report_step"):
         E.validate(E.Config(report_step=7))
+    # a damaged cached base model is a one-line error that says what to do, not a traceback or a new base
+    weights = next((tmp_path / "cache").glob("world_s0_*/model.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:1000])
+    assert train.main(argv[:-1] + ["--arms=('insecure',)", "--twin=False", f"--out_dir={tmp_path / 'run3'}"]) == 2
+    err = capsys.readouterr().err
+    assert "damaged" in err and "delete that folder" in err and "Traceback" not in err
