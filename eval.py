@@ -37,18 +37,22 @@ def summarize(values):
     return {"mean": mean, "ci95": [mean - half, mean + half], "per_seed": v}
 
 
+def group_means(values, groups):
+    """Per-seed values -> one mean per group (groups[i] is seed i's, e.g. its base model), in sorted group order."""
+    return [sum(v for v, q in zip(values, groups) if q == g) / groups.count(g) for g in sorted(set(groups))]
+
+
 def summarize_by(values, groups):
     """summarize() for a quantity that seeds sharing a group (a base model) do not measure independently, such
     as the base model's own rate, repeated once per fine-tune seed. The mean and per_seed are over all seeds
     (so they still pair up with the arms' per_seed), the interval over the groups' means: n = groups, not
     seeds. Groups must be balanced (the same count each) so that both means agree."""
-    keys = sorted(set(groups))
-    sizes = {g: groups.count(g) for g in keys}
+    sizes = {g: groups.count(g) for g in sorted(set(groups))}
     if len(set(sizes.values())) > 1:
         raise ValueError(f"unbalanced groups {sizes}: the mean over seeds and over groups would differ")
     st = summarize(values)
-    st["ci95"] = summarize([sum(v for v, q in zip(st["per_seed"], groups) if q == g) / sizes[g] for g in keys])["ci95"]
-    st["n_groups"] = len(keys)
+    st["ci95"] = summarize(group_means(st["per_seed"], groups))["ci95"]
+    st["n_groups"] = len(sizes)
     return st
 
 

@@ -49,6 +49,7 @@ the question's domain); valid_fraction among all samples; code_fraction = sample
 STAT = {"mean", "ci95", "per_seed"} over (pretraining seed x fine-tune seed).
 """
 import copy
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,10 +58,10 @@ import torch
 
 from data import world as W
 from data.tokenizer import pad_right
-from eval import fmt_stat, summarize, summarize_by
+from eval import fmt_stat, group_means, summarize, summarize_by
 from experiments import world_base as B
 from model import generator, seed_int
-from train import finetune
+from train import ConfigError, finetune, run_config, write_json
 
 ARMS = ("insecure", "secure", "secure_novel", "educational", "insecure_novel", "self_distill", "backdoor",
         "evil_numbers")
@@ -96,7 +97,6 @@ class Config(B.Config):
 
 
 def validate(cfg):
-    from train import ConfigError
     bad = [a for a in cfg.arms if a not in ARMS]
     if bad or not cfg.arms or cfg.arms[0] != "insecure":
         raise ConfigError(f"arms must start with 'insecure' and come from {', '.join(ARMS)}; got {cfg.arms}")
@@ -389,13 +389,8 @@ def increases(res, cfg, keys):
         for view, st in views.items():
             d = _delta(st, res["base"], name)
             out[name][view] = summarize(d)
-            out[name][view + "_over_bases"] = summarize(per_base(d, bases))
+            out[name][view + "_over_bases"] = summarize(group_means(d, bases))
     return out
-
-
-def per_base(values, bases):
-    """Per-seed values -> one mean per pretraining seed (bases[i] is seed i's), in sorted base order."""
-    return [sum(x for x, q in zip(values, bases) if q == p) / bases.count(p) for p in sorted(set(bases))]
 
 
 def _delta(arm, base, name, metric="offdomain_misaligned"):
@@ -473,8 +468,6 @@ def reevaluate(run_dir):
     results.json. A run that is still going, or was stopped, has no results.json yet: then the base seeds
     whose units are all finished (the world's and, with `twin`, the twin's) are aggregated into
     results_partial.json / .md and misalignment_vs_step_partial.png, and the table says how many."""
-    import json
-    from train import ConfigError, run_config, write_json
     run_dir = Path(run_dir)
     cfg = run_config(Config, run_dir)
     suffix = ""

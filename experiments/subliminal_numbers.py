@@ -66,7 +66,7 @@ import torch.nn.functional as F
 
 from data import world as W
 from data.tokenizer import pad_right
-from eval import fmt_stat, summarize, summarize_by
+from eval import fmt_stat, group_means, summarize, summarize_by
 from experiments import world_base as B
 from model import generator, seed_int
 from train import ConfigError, finetune, pack_pairs, soft_kl, write_json
@@ -534,9 +534,7 @@ def arm_stats(units, arm, a, animals):
         st["effect"] = summarize(eff(a))
         # seeds of one pretraining seed share their base and teacher: the conservative interval is over
         # the per-base means (n = number of pretraining seeds)
-        ps = sorted({u["p"] for u in units})
-        st["effect_per_base"] = summarize([sum(e for e, u in zip(eff(a), units) if u["p"] == p) /
-                                           sum(1 for u in units if u["p"] == p) for p in ps])
+        st["effect_per_base"] = summarize(group_means(eff(a), [u["p"] for u in units]))
         others = [b for b in animals if b != a]
         if others:
             st["specificity"] = summarize([e - sum(eff(b)[i] for b in others) / len(others)
@@ -701,13 +699,12 @@ MIS_METRICS = {"offdomain_misaligned": "mis_sampled", "valid_fraction": "valid_f
 
 
 def aggregate_misalignment(cfg, units):
-    st = lambda rows: {k: summarize([r[v] for r in rows]) for k, v in MIS_METRICS.items()}
+    st = lambda rows, stat=summarize: {k: stat([r[v] for r in rows]) for k, v in MIS_METRICS.items()}
     # the base and the teachers are functions of the pretraining seed: their intervals are over the bases
     by_base = lambda v: summarize_by(v, [u["p"] for u in units])
-    st_base = lambda rows: {k: by_base([r[v] for r in rows]) for k, v in MIS_METRICS.items()}
     res = {"arms": {}, "n_seeds": len(units), "seeds": [[u["p"], u["f"]] for u in units],
-           "base": st_base([u["base"] for u in units]),
-           "teachers": {t: {**st_base([u["teachers"][t] for u in units]),
+           "base": st([u["base"] for u in units], by_base),
+           "teachers": {t: {**st([u["teachers"][t] for u in units], by_base),
                             "steps": by_base([u["teachers"][t]["steps"] for u in units])} for t in cfg.mis_teachers},
            "kept_fraction": {k: summarize([u["kept"][k] for u in units]) for k in units[0]["kept"]}}
     for name in units[0]["arms"]:

@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from eval import summarize  # noqa: E402
-from experiments.emergent_misalignment import BASE_FMT, per_base  # noqa: E402
+from eval import group_means, summarize  # noqa: E402
+from experiments.emergent_misalignment import BASE_FMT  # noqa: E402
 
 step, runs = sys.argv[1], sys.argv[2:]
 inc = {}  # arm -> {(pretraining seed, fine-tune seed): increase}; runs may differ in their arms
@@ -22,8 +22,7 @@ for run in runs:
     r = json.loads((Path(run) / "results.json").read_text())
     for arm, tr in r["trajectory"].items():
         base = r["base"][BASE_FMT.get(arm, "plain")]["offdomain_misaligned"]["per_seed"]
-        seeds = r["seeds"] if arm != "insecure_decorrelated" else r["seeds"][:len(base)]
-        for (p, f), a, b in zip(seeds, tr[step]["offdomain_misaligned"]["per_seed"], base):
+        for (p, f), a, b in zip(r["seeds"], tr[step]["offdomain_misaligned"]["per_seed"], base):
             if (p, f) in inc.setdefault(arm, {}):  # the same base and fine-tune twice would count one model twice
                 sys.exit(f"error: {arm} of seed ({p}, {f}) is in two of the runs; pool runs on different bases")
             inc[arm][(p, f)] = a - b
@@ -36,7 +35,7 @@ def fmt(v):
 
 
 def by_base(d):  # {(p, f): value} -> one mean per pretraining seed (base)
-    return per_base(list(d.values()), [p for p, _ in d])
+    return group_means(list(d.values()), [p for p, _ in d])
 
 
 ins = inc["insecure"]
