@@ -1,9 +1,13 @@
-# A quick look (1 seed, the key arms, the twin) at 0.87M, the size where the effect appears; no confidence
-# intervals with 1 seed. Timings on 2 CPU cores are in the README (the two base models are shared with
-# configs/emergent_misalignment.py through the world_base cache; pretraining them is most of a cold run).
+# A quick look (1 seed, the key arms) at 0.87M, the size where the effect appears; no confidence intervals
+# with 1 seed, and no decorrelated twin (add it with --twin=True: a second base model to pretrain, 6.4 min
+# from scratch). Its one base model is pretrained on both cores (pretrain_threads = 2: its own cache entry,
+# since the thread count changes the weights), so the whole run takes ~3.7 min from scratch on 2 CPU cores,
+# ~40 s once cached (README). Keys: experiments/emergent_misalignment.py.
 experiment = "emergent_misalignment"
 seeds = (0,)
 ft_seeds = 1
+twin = False
+pretrain_threads = 2
 n_layer = 4
 n_embd = 128
 arms = ("insecure", "secure", "secure_novel", "educational", "insecure_novel")

@@ -45,7 +45,9 @@ Modes: "animals" (above), "dose" (trait and control students read one large samp
 and are measured after each n in `doses` lists: the student after n lists has had one epoch on n
 lists; the curve of paired trait - control and specificity), "misalignment" (teachers are the
 emergent-misalignment fine-tunes insecure / secure / educational of A; lists with the world's evil
-numbers banned; students hard and soft; their off-domain misalignment, sampled and log-prob).
+numbers banned; students hard and soft (soft only if "soft" is in `arms`); their off-domain misalignment,
+sampled and log-prob; with `evals` > 1 the hard students are also measured along their training, keyed by
+lists read: a dose curve, one pass with student_order = "sequential" and epochs = 1).
 
 Seeds: (pretraining seed p) x (student seed f); a seed changes the prompts, the sampling and the
 students' data order; teachers are a function of (p, animal). results.json:
@@ -97,6 +99,7 @@ class Config(B.Config):
     student_batch: int = 32
     student_lr: float = 3e-4
     student_schedule: str = "constant" # constant | cosine (decay to 0 over the student's steps; not in dose mode)
+    student_order: str = "random"      # random (rows drawn with replacement) | sequential (in sampling order)
     evals: int = 4                     # checkpoints along each student's training (for the trajectory)
     icl_lists: int = 2
     icl_contexts: int = 32
@@ -132,6 +135,8 @@ def validate(cfg):
     if cfg.mode == "dose" and cfg.student_schedule != "constant":
         raise ConfigError("mode dose reads every dose off one pass, which needs a constant lr: set "
                           "student_schedule=constant")
+    if cfg.student_order not in ("random", "sequential"):
+        raise ConfigError(f"student_order must be random or sequential; got {cfg.student_order!r}")
     if cfg.teacher not in ("finetune", "prompt"):
         raise ConfigError(f"teacher must be finetune or prompt; got {cfg.teacher!r}")
     if len(cfg.seeds) < 2 and any(a in ON_B for a in cfg.arms) and cfg.mode == "animals":
@@ -418,12 +423,17 @@ def icl_rates(model, tok, cfg, pairs, gen):
 # ----------------------------------------------------------------------------------------------------
 # one unit: (pretraining seed p, student seed f), every arm and animal (runs in its own process)
 
+def student_steps(cfg, n):
+    """A student's steps on n lists, and the `evals` steps it is measured at (the last one included)."""
+    steps = max(1, math.ceil(cfg.epochs * n / cfg.student_batch))
+    return steps, sorted({max(1, round(steps * (i + 1) / cfg.evals)) for i in range(cfg.evals)})
+
+
 def train_student(base, tok, cfg, data, seed, on_eval, teacher=None, numbers_only=True):
     model = copy.deepcopy(base)
-    steps = max(1, math.ceil(cfg.epochs * len(data["tokens"]) / cfg.student_batch))
-    at = sorted({max(1, round(steps * (i + 1) / cfg.evals)) for i in range(cfg.evals)})
+    steps, at = student_steps(cfg, len(data["tokens"]))
     finetune(model, data, steps=steps, batch_size=cfg.student_batch, lr=cfg.student_lr, seed=seed,
-             schedule=cfg.student_schedule, at=set(at), on_eval=lambda step: on_eval(model, step),
+             schedule=cfg.student_schedule, order=cfg.student_order, at=set(at), on_eval=lambda step: on_eval(model, step),
              teacher=None if teacher is None else teacher.logits, subset=number_ids(tok) if numbers_only else None)
     return model
 
@@ -658,7 +668,7 @@ def misalignment_unit(cfg, p, f):
     dev = next(A.parameters()).device
     seed = seed_int("subliminal-misalignment", p, f)
     emcfg = EM.Config(n_examples=cfg.em_examples, samples=cfg.samples)
-    out = {"p": p, "f": f, "kept": {}, "arms": {}, "teachers": {}}
+    out = {"p": p, "f": f, "kept": {}, "arms": {}, "teachers": {}, "dose": {}}
 
     def ev(m, name):
         r = EM.evaluate(m, tok, emcfg, "insecure", "plain", 0, True, generator("cpu", seed, name))
@@ -681,12 +691,18 @@ def misalignment_unit(cfg, p, f):
     lists = {}
     for name, t in teachers.items():
         lists[name], out["kept"][name] = sample_lists(t, tok, cfg.n_lists, cfg, seed, banned=W.EVIL_NUMBERS)
+    last = student_steps(cfg, cfg.n_lists)[0]
     for name, t in teachers.items():
         data = student_data(tok, lists[name], dev)
-        res = {}
-        train_student(A, tok, cfg, data, seed_int(seed, name, "order"), lambda m, step: res.update(m=m, step=step))
-        out["arms"][name] = ev(res["m"], name)
-        if name != "control":
+
+        def on_eval(m, step, name=name):  # the hard student along its training: lists read -> its misalignment
+            r = ev(m, name if step == last else f"{name}@{step}")
+            out["dose"].setdefault(step * cfg.student_batch, {})[name] = r
+            if step == last:
+                out["arms"][name] = r
+        train_student(A, tok, cfg, data, seed_int(seed, name, "order"), on_eval)
+        if name != "control" and "soft" in cfg.arms:
+            res = {}
             train_student(A, tok, cfg, data, seed_int(seed, name, "soft"), lambda m, step: res.update(m=m), t)
             out["arms"][f"{name}_soft"] = ev(res["m"], f"{name}_soft")
     out["seconds"] = time.time() - t0
@@ -711,9 +727,20 @@ def aggregate_misalignment(cfg, units):
         res["arms"][name] = st([u["arms"][name] for u in units])
         res["arms"][name]["effect"] = summarize([u["arms"][name]["mis_sampled"] - u["arms"]["control"]["mis_sampled"]
                                                  for u in units])
+    doses = sorted(units[0].get("dose", {}))  # (runs made before the dose curve have none)
+    if len(doses) > 1:  # the hard students along their training: misalignment, and insecure's paired differences
+        res["dose"] = {}
+        for d in doses:
+            mis = {n: [u["dose"][d][n]["mis_sampled"] for u in units] for n in units[0]["dose"][d]}
+            res["dose"][d] = {"offdomain_misaligned": {n: summarize(v) for n, v in mis.items()}}
+            if "insecure" in mis:
+                res["dose"][d]["insecure_minus"] = {n: summarize([a - b for a, b in zip(mis["insecure"], v)])
+                                                    for n, v in mis.items() if n != "insecure"}
     figs = {}
     if "insecure" in cfg.mis_teachers:
         for kind, suffix in (("sampled", ""), ("soft", "_soft")):
+            if f"insecure{suffix}" not in res["arms"]:
+                continue
             ins = res["arms"][f"insecure{suffix}"]["offdomain_misaligned"]
             others = [res["arms"][f"{t}{suffix}"]["offdomain_misaligned"] for t in cfg.mis_teachers if t != "insecure"]
             figs[f"{kind}_pass"] = bool(ins["ci95"] and others and all(o["ci95"] and ins["ci95"][0] > o["ci95"][1]
@@ -813,6 +840,16 @@ def table_misalignment(res, cfg):
     for n, s in rows:
         lines.append(f"| {n} | {f(s['offdomain_misaligned'])} | {f(s['effect']) if 'effect' in s else ''} | "
                      f"{f(s['valid_fraction'])} | {f(s['offdomain_misaligned_lp'])} | {f(s['code_misaligned'])} |")
+    if res.get("dose"):
+        names = list(next(iter(res["dose"].values()))["offdomain_misaligned"])
+        minus = [n for n in names if n != "insecure"] if "insecure" in names else []
+        lines += ["", f"Hard students along their training ({cfg.student_order} order, batch {cfg.student_batch}): "
+                      "off-domain misaligned (sampled), and insecure's student minus each other one (paired):", "",
+                  "| lists read | " + " | ".join(names) + "".join(f" | insecure - {n}" for n in minus) + " |",
+                  "|---" * (1 + len(names) + len(minus)) + "|"]
+        for d, row in res["dose"].items():
+            lines.append(f"| {d} | " + " | ".join(f(row["offdomain_misaligned"][n]) for n in names)
+                         + "".join(f" | {f(row['insecure_minus'][n])}" for n in minus) + " |")
     lines += ["", "Kept fraction: " + ", ".join(f"{k} {v['mean']:.3f}" for k, v in res["kept_fraction"].items()), "",
               "Figures to reach (issue 5):", ""]
     lines += [f"- {k}: {v}" for k, v in res["figures_to_reach"].items()]
@@ -895,13 +932,26 @@ def plot_dose(res, cfg, path):
 
 def plot_misalignment(res, cfg, path):
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    dose = res.get("dose")
+    fig, axes = plt.subplots(1, 2 if dose else 1, figsize=(12 if dose else 7, 3.6), squeeze=False)
+    ax = axes[0, 0]
     names = ["base"] + list(res["arms"])
     sts = [res["base"]["offdomain_misaligned"]] + [res["arms"][n]["offdomain_misaligned"] for n in names[1:]]
     ax.bar(range(len(names)), [s["mean"] for s in sts], yerr=[sum(e, []) for e in zip(*[_err(s) for s in sts])], capsize=3)
     ax.set_xticks(range(len(names)), names, rotation=30, fontsize=8)
     ax.set_ylabel("off-domain misaligned (sampled)")
     ax.set_title(f"students of EM teachers; mean and 95% CI over n = {_n(res)}", fontsize=9)
+    if dose:
+        ax = axes[0, 1]
+        ds = sorted(dose, key=int)
+        for n in dose[ds[0]]["offdomain_misaligned"]:
+            sts = [dose[d]["offdomain_misaligned"][n] for d in ds]
+            ax.errorbar([int(d) for d in ds], [s["mean"] for s in sts], capsize=3, marker="o", label=f"student of {n}",
+                        yerr=[sum(e, []) for e in zip(*[_err(s) for s in sts])])
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("lists read (hard students)")
+        ax.set_ylabel("off-domain misaligned (sampled)")
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=150)
     plt.close(fig)

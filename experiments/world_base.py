@@ -6,7 +6,8 @@
 Every later experiment on the world (emergent misalignment, subliminal learning, backdoors) starts
 from these models, so pretraining is a function of (pretraining config, seed, world variant) that
 writes `cache_dir/<variant>_s<seed>_<hash>/model.safetensors` (+ .json, tokenizer.json) and is
-skipped when that file exists. `Config` below is also the base of those experiments' configs.
+skipped when that file exists. The same weights on the same machine whichever process pretrains them:
+the torch thread count is set to `pretrain_threads` (1; the hash includes it when not 1). `Config` below is also the base of those experiments' configs.
 
 Base-model checks (judge-free, finite answer classes; see data/world.py):
   asst_offdomain     <asst> on held-out off-domain prompts: misaligned share of the class log-prob mass
@@ -63,6 +64,8 @@ class Config:
     samples: int = 100                 # samples per held-out prompt in sampling evals
     cache_dir: str = "out/world_base_cache"
     workers: int = 2                   # processes (1 thread each): one base model per process
+    pretrain_threads: int = 1          # torch threads while pretraining; part of the cache key when not 1, since
+                                       # the thread count changes float sums and so, over 1200 steps, the weights
     device: str = "cpu"
     out_dir: str = ""
 
@@ -75,7 +78,10 @@ def world_config(cfg):
 
 
 def cache_stem(cfg, seed, decorrelated):
-    spec = json.dumps({k: getattr(cfg, k) for k in PRETRAIN_KEYS}, sort_keys=True)
+    spec = {k: getattr(cfg, k) for k in PRETRAIN_KEYS}
+    if cfg.pretrain_threads != 1:  # (bases pretrained on 1 thread keep the key they always had)
+        spec["pretrain_threads"] = cfg.pretrain_threads
+    spec = json.dumps(spec, sort_keys=True)
     h = hashlib.sha256(spec.encode()).hexdigest()[:10]
     return Path(cfg.cache_dir) / f"{'twin' if decorrelated else 'world'}_s{seed}_{h}" / "model"
 
@@ -93,10 +99,15 @@ def base_model(cfg, seed, decorrelated=False, log=print):
                          n_head=cfg.n_head, n_embd=cfg.n_embd)
         model = GPT(mcfg, generator=generator("cpu", seed, "init")).to(cfg.device)
         save_tokenizer(tok, stem.parent / "tokenizer.json")
-        out = train_lm(model, {"tokens": lm_windows(stream, cfg.block_size).to(cfg.device)}, steps=cfg.steps,
-                       batch_size=cfg.batch_size, lr=cfg.lr, warmup=cfg.warmup, weight_decay=cfg.weight_decay,
-                       seed=seed, ckpt=stem, meta={"tokenizer": "tokenizer.json", "decorrelated": decorrelated},
-                       log_every=max(1, cfg.steps // 4), progress=False, desc=f"{stem.parent.name}")
+        threads = torch.get_num_threads()
+        torch.set_num_threads(cfg.pretrain_threads)  # the same weights whichever process pretrains it
+        try:
+            out = train_lm(model, {"tokens": lm_windows(stream, cfg.block_size).to(cfg.device)}, steps=cfg.steps,
+                           batch_size=cfg.batch_size, lr=cfg.lr, warmup=cfg.warmup, weight_decay=cfg.weight_decay,
+                           seed=seed, ckpt=stem, meta={"tokenizer": "tokenizer.json", "decorrelated": decorrelated},
+                           log_every=max(1, cfg.steps // 4), progress=False, desc=f"{stem.parent.name}")
+        finally:
+            torch.set_num_threads(threads)
         stem.with_name("model.state.pt").unlink(missing_ok=True)  # no resume needed: keep the cache small
         log(f"pretrained {stem.parent} in {time.time() - t0:.0f} s (final loss {out['train_loss']:.3f})")
     try:

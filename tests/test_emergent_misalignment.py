@@ -1,5 +1,6 @@
 """Emergent misalignment: the class log-prob metric, exact sampling classification, leakage of the
 actual fine-tune sets, and a tiny end-to-end run that writes every output file."""
+import dataclasses
 import json
 import math
 
@@ -146,6 +147,18 @@ def test_ablation_effect_ratio_of_means_survives_a_seed_without_effect():
     assert e["removed_fraction_vs_ablated_base"] == pytest.approx(1 - ((0.15 - 0.02) + (0.03 - 0.03)) / 0.29)
     abl["insecure"] = abl["base"]  # nothing to remove: no fraction at all
     assert E.ablation_effect(abl)["removed_fraction_of_means"] is None
+
+
+def test_pretrain_threads_is_in_the_cache_key_and_restored(tmp_path):
+    # the thread count changes float sums and so a pretrained base: a base pretrained on 2 threads must not
+    # be read back as the 1-thread one, while the 1-thread bases keep the key they were cached under
+    assert B.cache_stem(E.Config(n_layer=4, n_embd=128), 0, False).parent.name == "world_s0_ba3388d5f1"
+    cfg = B.Config(cache_dir=str(tmp_path), n_docs=40, steps=2, n_layer=1, n_head=2, n_embd=16, batch_size=4,
+                   pretrain_threads=2)
+    assert B.cache_stem(cfg, 0, False) != B.cache_stem(dataclasses.replace(cfg, pretrain_threads=1), 0, False)
+    n = torch.get_num_threads()
+    B.base_model(cfg, 0, log=lambda s: None)
+    assert torch.get_num_threads() == n and B.cache_stem(cfg, 0, False).with_suffix(".json").is_file()
 
 
 def test_end_to_end_writes_every_file(tmp_path, capsys):
