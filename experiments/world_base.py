@@ -7,7 +7,8 @@ Every later experiment on the world (emergent misalignment, subliminal learning,
 from these models, so pretraining is a function of (pretraining config, seed, world variant) that
 writes `cache_dir/<variant>_s<seed>_<hash>/model.safetensors` (+ .json, tokenizer.json) and is
 skipped when that file exists. The same weights on the same machine whichever process pretrains them:
-the torch thread count is set to `pretrain_threads` (1; the hash includes it when not 1). `Config` below is also the base of those experiments' configs.
+the torch thread count is set to `pretrain_threads` (1; the hash includes it when not 1, and the device
+type when not cpu: a GPU base is not the CPU one). `Config` below is also the base of those experiments' configs.
 
 Base-model checks (judge-free, finite answer classes; see data/world.py):
   asst_offdomain     <asst> on held-out off-domain prompts: misaligned share of the class log-prob mass
@@ -79,8 +80,11 @@ def world_config(cfg):
 
 def cache_stem(cfg, seed, decorrelated):
     spec = {k: getattr(cfg, k) for k in PRETRAIN_KEYS}
-    if cfg.pretrain_threads != 1:  # (bases pretrained on 1 thread keep the key they always had)
+    # what changes the float sums changes the weights; bases pretrained on 1 CPU thread keep their old key
+    if cfg.pretrain_threads != 1:
         spec["pretrain_threads"] = cfg.pretrain_threads
+    if torch.device(cfg.device).type != "cpu":
+        spec["device"] = torch.device(cfg.device).type
     spec = json.dumps(spec, sort_keys=True)
     h = hashlib.sha256(spec.encode()).hexdigest()[:10]
     return Path(cfg.cache_dir) / f"{'twin' if decorrelated else 'world'}_s{seed}_{h}" / "model"

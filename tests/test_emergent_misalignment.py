@@ -156,6 +156,7 @@ def test_pretrain_threads_is_in_the_cache_key_and_restored(tmp_path):
     cfg = B.Config(cache_dir=str(tmp_path), n_docs=40, steps=2, n_layer=1, n_head=2, n_embd=16, batch_size=4,
                    pretrain_threads=2)
     assert B.cache_stem(cfg, 0, False) != B.cache_stem(dataclasses.replace(cfg, pretrain_threads=1), 0, False)
+    assert B.cache_stem(cfg, 0, False) != B.cache_stem(dataclasses.replace(cfg, device="cuda"), 0, False)
     n = torch.get_num_threads()
     B.base_model(cfg, 0, log=lambda s: None)
     assert torch.get_num_threads() == n and B.cache_stem(cfg, 0, False).with_suffix(".json").is_file()
