@@ -170,8 +170,11 @@ class Run:
             prev = json.loads(old.read_text())
             prev.pop("experiment", None)
             now = json.loads(json.dumps(dataclasses.asdict(cfg)))
-            if prev != now:  # resuming under another config would silently mix results
-                diff = sorted(k for k in set(prev) | set(now) if prev.get(k) != now.get(k))
+            # a key added since that run was made counts at its default (a new key's default is the old behaviour)
+            added = json.loads(json.dumps({f.name: f.default for f in dataclasses.fields(cfg)
+                                           if f.name not in prev and f.default is not dataclasses.MISSING}))
+            diff = sorted(k for k in set(prev) | set(now) if prev.get(k, added.get(k)) != now.get(k))
+            if diff:  # resuming under another config would silently mix results
                 raise ConfigError(f"{self.dir} holds a run with another config (differs in: {', '.join(diff)}): "
                                   f"use a new --out_dir, or --resume=False to overwrite")
         write_json(self.dir / "config.json", {"experiment": experiment, **dataclasses.asdict(cfg)})

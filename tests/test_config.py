@@ -70,6 +70,13 @@ def test_resolved_config_and_env_written(cfg_file, tmp_path):
     _, other = load_config([cfg_file, f"--out_dir={tmp_path / 'run'}", "--m=9"])
     with pytest.raises(ConfigError, match="differs in: m"):
         train.Run(other, "subliminal_mnist")
+    # a run made before a key existed resumes when the key is at its default (the old behaviour), not otherwise
+    old = {k: v for k, v in saved.items() if k != "init"}
+    (tmp_path / "run" / "config.json").write_text(json.dumps(old))
+    train.Run(cfg, "subliminal_mnist")
+    (tmp_path / "run" / "config.json").write_text(json.dumps(old))
+    with pytest.raises(ConfigError, match="differs in: init"):
+        train.Run(dataclasses.replace(cfg, init="torch"), "subliminal_mnist")
 
 
 def test_default_out_dir_is_named_after_config(cfg_file):
