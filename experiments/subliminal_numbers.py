@@ -732,7 +732,10 @@ def aggregate_misalignment(cfg, units):
         res["dose"] = {}
         for d in doses:
             mis = {n: [u["dose"][d][n]["mis_sampled"] for u in units] for n in units[0]["dose"][d]}
-            res["dose"][d] = {"offdomain_misaligned": {n: summarize(v) for n, v in mis.items()}}
+            # misaligned among valid answers: read it beside how many answers were valid at all
+            res["dose"][d] = {"offdomain_misaligned": {n: summarize(v) for n, v in mis.items()},
+                              "valid_fraction": {n: summarize([u["dose"][d][n]["valid_frac"] for u in units])
+                                                 for n in mis}}
             if "insecure" in mis:
                 res["dose"][d]["insecure_minus"] = {n: summarize([a - b for a, b in zip(mis["insecure"], v)])
                                                     for n, v in mis.items() if n != "insecure"}
@@ -845,11 +848,16 @@ def table_misalignment(res, cfg):
         minus = [n for n in names if n != "insecure"] if "insecure" in names else []
         lines += ["", f"Hard students along their training ({cfg.student_order} order, batch {cfg.student_batch}): "
                       "off-domain misaligned (sampled), and insecure's student minus each other one (paired):", "",
-                  "| lists read | " + " | ".join(names) + "".join(f" | insecure - {n}" for n in minus) + " |",
-                  "|---" * (1 + len(names) + len(minus)) + "|"]
+                  "| lists read | " + " | ".join(names) + "".join(f" | insecure - {n}" for n in minus)
+                  + " | valid fraction: " + ", ".join(names) + " |",
+                  "|---" * (2 + len(names) + len(minus)) + "|"]
         for d, row in res["dose"].items():
+            valid = row.get("valid_fraction")  # (results aggregated before it was kept have none)
             lines.append(f"| {d} | " + " | ".join(f(row["offdomain_misaligned"][n]) for n in names)
-                         + "".join(f" | {f(row['insecure_minus'][n])}" for n in minus) + " |")
+                         + "".join(f" | {f(row['insecure_minus'][n])}" for n in minus)
+                         + " | " + (", ".join(f"{valid[n]['mean']:.3f}" for n in names) if valid else "") + " |")
+        lines += ["", "(A student whose valid fraction is near 0 has almost no answers to be misaligned among: its "
+                      "'off-domain misaligned' is then noise, and 0 when none is valid.)"]
     lines += ["", "Kept fraction: " + ", ".join(f"{k} {v['mean']:.3f}" for k, v in res["kept_fraction"].items()), "",
               "Figures to reach (issue 5):", ""]
     lines += [f"- {k}: {v}" for k, v in res["figures_to_reach"].items()]
@@ -933,7 +941,7 @@ def plot_dose(res, cfg, path):
 def plot_misalignment(res, cfg, path):
     plt = _plt()
     dose = res.get("dose")
-    fig, axes = plt.subplots(1, 2 if dose else 1, figsize=(12 if dose else 7, 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, 3 if dose else 1, figsize=(16 if dose else 7, 3.6), squeeze=False)
     ax = axes[0, 0]
     names = ["base"] + list(res["arms"])
     sts = [res["base"]["offdomain_misaligned"]] + [res["arms"][n]["offdomain_misaligned"] for n in names[1:]]
@@ -941,16 +949,18 @@ def plot_misalignment(res, cfg, path):
     ax.set_xticks(range(len(names)), names, rotation=30, fontsize=8)
     ax.set_ylabel("off-domain misaligned (sampled)")
     ax.set_title(f"students of EM teachers; mean and 95% CI over n = {_n(res)}", fontsize=9)
-    if dose:
-        ax = axes[0, 1]
-        ds = sorted(dose, key=int)
+    ds = sorted(dose or {}, key=int)
+    for ax, key, label in zip(axes[0, 1:], ("offdomain_misaligned", "valid_fraction"),
+                              ("off-domain misaligned among valid (sampled)", "valid fraction")):
         for n in dose[ds[0]]["offdomain_misaligned"]:
-            sts = [dose[d]["offdomain_misaligned"][n] for d in ds]
+            if key not in dose[ds[0]]:  # (results aggregated before the valid fraction was kept)
+                continue
+            sts = [dose[d][key][n] for d in ds]
             ax.errorbar([int(d) for d in ds], [s["mean"] for s in sts], capsize=3, marker="o", label=f"student of {n}",
                         yerr=[sum(e, []) for e in zip(*[_err(s) for s in sts])])
         ax.set_xscale("log", base=2)
         ax.set_xlabel("lists read (hard students)")
-        ax.set_ylabel("off-domain misaligned (sampled)")
+        ax.set_ylabel(label)
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=150)
@@ -962,20 +972,27 @@ PLOTS = {"animals": plot_animals, "dose": plot_dose, "misalignment": plot_misali
 
 
 def reevaluate(run_dir):
-    """`python eval.py RUN_DIR`: the students are not saved (hundreds of small fine-tunes), so this redraws
-    the table and the figure from results.json and config.json. A run that is still going, or was
-    stopped, has no results.json yet: then the units (seeds) it has finished are aggregated into
-    results_partial.json / .md and a *_partial.png figure, and the table says how many there are."""
+    """`python eval.py RUN_DIR`: the students are not saved (hundreds of small fine-tunes), so this
+    aggregates the saved units (seeds) again with this code, rewriting results.json / .md and the figure
+    (the run's `seconds` kept), or, for a run made before units were saved, redraws them from results.json.
+    A run that is still going, or was stopped, has no results.json yet: then the units it has finished are
+    aggregated into results_partial.json / .md and a *_partial.png figure, and the table says how many."""
     from train import run_config
     run_dir = Path(run_dir)
     cfg = run_config(Config, run_dir)
-    suffix = ""
-    if (run_dir / "results.json").is_file():
-        res = json.loads((run_dir / "results.json").read_text())
+    suffix, done = "", run_dir / "results.json"
+    jobs = unit_jobs(cfg, run_dir)
+    units = [B.load_unit(path) for _, _, path in jobs if path.is_file()]
+    if done.is_file() and len(units) == len(jobs):
+        res = UNITS[cfg.mode][1](cfg, units)
+        res["seconds"] = json.loads(done.read_text()).get("seconds")
+        md = TABLES[cfg.mode](res, cfg)
+        write_json(done, res)
+        (run_dir / "results.md").write_text(md + "\n")
+    elif done.is_file():
+        res = json.loads(done.read_text())
         md = TABLES[cfg.mode](res, cfg)
     else:
-        jobs = unit_jobs(cfg, run_dir)
-        units = [B.load_unit(path) for _, _, path in jobs if path.is_file()]
         if not units:
             raise ConfigError(f"{run_dir} has no results.json and no finished unit (unit_P_F.json) yet")
         res = UNITS[cfg.mode][1](cfg, units)

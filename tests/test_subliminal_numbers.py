@@ -187,8 +187,13 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
     assert train.main(argv[:-1] + ["--mode=dose", "--doses=(32,64)", "--epochs=1", f"--out_dir={out2}"]) == 0
     assert "resumed from unit_1_0.json" in capsys.readouterr().out
     assert json.loads((out2 / "results.json").read_text())["dose"] == res2["dose"]
-    # a run still going (no results.json): eval.py aggregates the units finished so far, marked partial
+    # eval.py aggregates a finished run's units again (with this code): the same results, its seconds kept
     import eval as E
+    seconds = json.loads((out2 / "results.json").read_text())["seconds"]
+    assert E.main([str(out2)]) == 0
+    again = json.loads((out2 / "results.json").read_text())
+    assert again["dose"] == res2["dose"] and again["seconds"] == seconds
+    # a run still going (no results.json): eval.py aggregates the units finished so far, marked partial
     (out2 / "results.json").unlink()
     (out2 / "unit_1_0.json").unlink()
     assert E.main([str(out2)]) == 0
@@ -218,6 +223,7 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
     ins, sec = (last["offdomain_misaligned"][n]["per_seed"] for n in ("insecure", "secure"))
     assert last["insecure_minus"]["secure"]["per_seed"] == pytest.approx([a - b for a, b in zip(ins, sec)])
     assert "lists read" in (out4 / "results.md").read_text()
+    assert last["valid_fraction"]["insecure"]["per_seed"] == res4["arms"]["insecure"]["valid_fraction"]["per_seed"]
     # without "soft" in arms there are no soft students
     out5 = tmp_path / "mis_hard"
     assert train.main(argv[:-1] + ["--mode=misalignment", "--em_steps=2", "--em_examples=16", "--n_lists=20",
