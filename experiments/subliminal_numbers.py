@@ -611,7 +611,7 @@ def dose_unit(cfg, p, f):
     A, tok = B.base_model(cfg, p)
     dev = next(A.parameters()).device
     seed = seed_int("subliminal-numbers", p, f)
-    out = {"p": p, "f": f, "kept": {}, "dose": {}, "teachers": {}}
+    out = {"p": p, "f": f, "kept": {}, "dose": {}, "mass": {}, "teachers": {}}
     teachers = {"control": Teacher(A)}
     for a in cfg.animals:
         teachers[a], out["teachers"][a] = make_teacher(A, tok, cfg, p, a)
@@ -622,11 +622,15 @@ def dose_unit(cfg, p, f):
     # one pass over the lists in their (random, i.i.d.) sampling order: after d / batch steps the
     # student has trained exactly one epoch on the first d lists -- every dose from one run per teacher
     at = {d // cfg.student_batch: d for d in cfg.doses}
+    def on_eval(model, name, step):  # the rates are shares among the animals: keep how much mass they share too
+        rates, mass = animal_rates(model, tok)
+        out["dose"].setdefault(at[step], {})[name] = rates
+        out["mass"].setdefault(at[step], {})[name] = mass
     for name in teachers:
         model = copy.deepcopy(A)
         finetune(model, student_data(tok, lists[name], dev), steps=max(at), batch_size=cfg.student_batch,
                  lr=cfg.student_lr, seed=seed_int(seed, name, "order"), at=set(at), order="sequential",
-                 on_eval=lambda step: out["dose"].setdefault(at[step], {}).update({name: animal_rates(model, tok)[0]}))
+                 on_eval=lambda step: on_eval(model, name, step))
     out["seconds"] = time.time() - t0
     print(f"[subliminal dose] seed ({p}, {f}): {out['seconds']:.0f} s", flush=True)
     return out
@@ -646,6 +650,8 @@ def aggregate_dose(cfg, units):
                       "effect": summarize(eff(a, a)),
                       # the other teachers' students on this animal: the specificity control
                       "effect_of_other_teachers": {b: summarize(eff(b, a)) for b in cfg.animals if b != a}}
+        if "mass" in units[0]:  # P(any of the animals) after the prompt (runs made before it was kept have none)
+            row["animal_mass"] = {t: summarize([u["mass"][d][t] for u in units]) for t in units[0]["mass"][d]}
         res["dose"][d] = row
     top, a0 = max(cfg.doses), cfg.animals[0]
     e = res["dose"][top][a0]["effect"]
@@ -821,12 +827,15 @@ def table_dose(res, cfg):
     lines = [f"Sampled-list dose response: paired trait - control rate of the teacher's animal, mean ± 95% CI over "
              f"n = {res['n_seeds']} seeds; {cfg.epochs:g} epochs, batch {cfg.student_batch}, lr {cfg.student_lr:g}.", "",
              "| lists | " + " | ".join(f"{a} teacher: {a} rate | control: {a} rate | effect on {a} | other teachers' effect on {a}"
-                                      for a in cfg.animals) + " |",
-             "|---" * (1 + 4 * len(cfg.animals)) + "|"]
+                                      for a in cfg.animals) + " | P(an animal): control, " + ", ".join(cfg.animals) + " |",
+             "|---" * (2 + 4 * len(cfg.animals)) + "|"]
     for d, row in res["dose"].items():
         cells = [f"{f(r['trait_rate'])} | {f(r['control_rate'])} | {f(r['effect'])} | "
-                 + ", ".join(f"{b}: {f(s)}" for b, s in r["effect_of_other_teachers"].items()) for r in row.values()]
-        lines.append(f"| {d} | " + " | ".join(cells) + " |")
+                 + ", ".join(f"{b}: {f(s)}" for b, s in r["effect_of_other_teachers"].items())
+                 for r in (row[a] for a in cfg.animals)]
+        mass = row.get("animal_mass")  # a rate is a share of this mass: near 0, the student no longer names animals
+        lines.append(f"| {d} | " + " | ".join(cells) + " | "
+                     + (", ".join(f"{mass[t]['mean']:.3f}" for t in ("control", *cfg.animals)) if mass else "") + " |")
     lines += ["", "Kept fraction: " + ", ".join(f"{k} {v['mean']:.3f}" for k, v in res["kept_fraction"].items()), "",
               "Figures to reach (issue 5):", ""]
     lines += [f"- {k}: {v:.4f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in res["figures_to_reach"].items()]

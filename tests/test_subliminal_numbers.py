@@ -180,6 +180,10 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
     assert train.main(argv[:-1] + ["--mode=dose", "--doses=(32,64)", "--epochs=1", f"--out_dir={out2}"]) == 0
     res2 = json.loads((out2 / "results.json").read_text())
     assert set(res2["dose"]) == {"32", "64"} and "effect" in res2["dose"]["64"]["owl"]
+    # the rates are shares among the animals; the mass they share is kept beside them
+    assert set(res2["dose"]["64"]["animal_mass"]) == {"control", "owl", "whale"}
+    assert all(0 < st["mean"] <= 1 for st in res2["dose"]["64"]["animal_mass"].values())
+    assert "P(an animal)" in (out2 / "results.md").read_text()
     assert (out2 / "subliminal_dose.png").is_file()
     # an interrupted run resumes from the units it saved: the same results without recomputing them
     assert sorted(f.name for f in out2.glob("unit_*.json")) == ["unit_0_0.json", "unit_1_0.json"]
