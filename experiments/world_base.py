@@ -65,8 +65,8 @@ class Config:
     samples: int = 100                 # samples per held-out prompt in sampling evals
     cache_dir: str = "out/world_base_cache"
     workers: int = 2                   # processes (1 thread each): one base model per process
-    pretrain_threads: int = 1          # torch threads while pretraining; part of the cache key when not 1, since
-                                       # the thread count changes float sums and so, over 1200 steps, the weights
+    pretrain_threads: int = 1          # torch threads while pretraining; in the cache key when not 1: the thread
+                                       # count changes float sums, and over 1,200 steps the weights differ
     device: str = "cpu"
     out_dir: str = ""
 
