@@ -2,7 +2,7 @@
 # with 1 seed, and no decorrelated twin (add it with --twin=True: a second base model to pretrain, 6.4 min
 # from scratch). Its one base model is pretrained on both cores (pretrain_threads = 2: its own cache entry,
 # since the thread count changes the weights), so the whole run takes ~3.7 min from scratch on 2 CPU cores,
-# ~40 s once cached (README). Keys: experiments/emergent_misalignment.py.
+# 45 s once cached (README). Keys: experiments/emergent_misalignment.py.
 experiment = "emergent_misalignment"
 seeds = (0,)
 ft_seeds = 1
