@@ -697,9 +697,9 @@ def misalignment_unit(cfg, p, f):
     lists = {}
     for name, t in teachers.items():
         lists[name], out["kept"][name] = sample_lists(t, tok, cfg.n_lists, cfg, seed, banned=W.EVIL_NUMBERS)
-    last = student_steps(cfg, cfg.n_lists)[0]
     for name, t in teachers.items():
         data = student_data(tok, lists[name], dev)
+        last = student_steps(cfg, len(data["tokens"]))[0]  # the step train_student ends at
 
         def on_eval(m, step, name=name):  # the hard student along its training: lists read -> its misalignment
             r = ev(m, name if step == last else f"{name}@{step}")
@@ -961,9 +961,9 @@ def plot_misalignment(res, cfg, path):
     ds = sorted(dose or {}, key=int)
     for ax, key, label in zip(axes[0, 1:], ("offdomain_misaligned", "valid_fraction"),
                               ("off-domain misaligned among valid (sampled)", "valid fraction")):
+        if key not in dose[ds[0]]:  # (results aggregated before the valid fraction was kept)
+            continue
         for n in dose[ds[0]]["offdomain_misaligned"]:
-            if key not in dose[ds[0]]:  # (results aggregated before the valid fraction was kept)
-                continue
             sts = [dose[d][key][n] for d in ds]
             ax.errorbar([int(d) for d in ds], [s["mean"] for s in sts], capsize=3, marker="o", label=f"student of {n}",
                         yerr=[sum(e, []) for e in zip(*[_err(s) for s in sts])])

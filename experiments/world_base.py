@@ -83,8 +83,9 @@ def cache_stem(cfg, seed, decorrelated):
     # what changes the float sums changes the weights; bases pretrained on 1 CPU thread keep their old key
     if cfg.pretrain_threads != 1:
         spec["pretrain_threads"] = cfg.pretrain_threads
-    if torch.device(cfg.device).type != "cpu":
-        spec["device"] = torch.device(cfg.device).type
+    device = torch.device(cfg.device).type
+    if device != "cpu":
+        spec["device"] = device
     spec = json.dumps(spec, sort_keys=True)
     h = hashlib.sha256(spec.encode()).hexdigest()[:10]
     return Path(cfg.cache_dir) / f"{'twin' if decorrelated else 'world'}_s{seed}_{h}" / "model"

@@ -219,10 +219,10 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
     assert 0 <= res4["arms"]["insecure"]["offdomain_misaligned"]["mean"] <= 1
     assert (out4 / "subliminal_misalignment.png").is_file()
     # the hard students along their training (evals = 2): the last point is the arm itself
-    d = res4["dose"]
-    steps = S.student_steps(S.Config(epochs=2.0, student_batch=run_cfg(out4)["student_batch"], evals=2), 20)[1]
-    assert sorted(d, key=int) == [str(s * run_cfg(out4)["student_batch"]) for s in steps]
-    last = d[str(steps[-1] * run_cfg(out4)["student_batch"])]
+    d, cfg4 = res4["dose"], train.run_config(S.Config, out4)
+    steps = S.student_steps(cfg4, 20)[1]
+    assert len(steps) == 2 and sorted(d, key=int) == [str(s * cfg4.student_batch) for s in steps]
+    last = d[str(steps[-1] * cfg4.student_batch)]
     assert last["offdomain_misaligned"]["insecure"]["per_seed"] == res4["arms"]["insecure"]["offdomain_misaligned"]["per_seed"]
     ins, sec = (last["offdomain_misaligned"][n]["per_seed"] for n in ("insecure", "secure"))
     assert last["insecure_minus"]["secure"]["per_seed"] == pytest.approx([a - b for a, b in zip(ins, sec)])
@@ -235,10 +235,6 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
                                    "--student_order=sequential", f"--out_dir={out5}"]) == 0
     res5 = json.loads((out5 / "results.json").read_text())
     assert set(res5["arms"]) == {"control", "insecure"} and "dose" not in res5
-
-
-def run_cfg(run_dir):
-    return json.loads((run_dir / "config.json").read_text())
 
 
 def test_bad_config_is_a_clear_error(tmp_path):
