@@ -33,3 +33,31 @@ def test_pooling_runs_with_different_arms_pairs_by_seed(tmp_path):
     # the same fine-tune in two runs would be counted twice: refused
     dup = run_script(a, fake_run(tmp_path / "c", [[0, 0]], {"insecure": [0.11]}))
     assert dup.returncode != 0 and "two of the runs" in dup.stderr
+
+
+def fake_sn_run(path, bases, students, valid=0.4):
+    """A misalignment-through-numbers results.json with what sn_mis_pool.py reads (one student per base)."""
+    path.mkdir()
+    ps = lambda v: {"per_seed": v}
+    res = {"seeds": [[p, 0] for p in bases], "base": {"valid_fraction": ps([0.4] * len(bases))},
+           "dose": {"16000": {"offdomain_misaligned": {k: ps(v) for k, v in students.items()},
+                              "valid_fraction": {k: ps([valid] * len(bases)) for k in students}}}}
+    (path / "results.json").write_text(json.dumps(res))
+    return str(path)
+
+
+def test_sn_pool_pairs_per_base_and_refuses_shared_bases(tmp_path):
+    pool = lambda *a: subprocess.run([sys.executable, str(ROOT / "scripts" / "sn_mis_pool.py"), *a],
+                                     capture_output=True, text=True)
+    a = fake_sn_run(tmp_path / "a", [0, 1], {"control": [0.01, 0.02], "insecure": [0.03, 0.05]})
+    b = fake_sn_run(tmp_path / "b", [2, 3], {"control": [0.01, 0.01], "insecure": [0.04, 0.03]})
+    out = pool("--lists=16000", a, b)
+    assert out.returncode == 0, out.stderr
+    # paired differences 2, 3, 3, 2 points: mean +2.5, CI [+1.6, +3.4] (t 3.18 x 0.577 / 2 = 0.92)
+    assert "n = 4 bases" in out.stdout and "insecure - control: paired +2.5 [+1.6, +3.4]" in out.stdout
+    assert "unpaired CIs separated" in out.stdout and "below half the base" not in out.stdout
+    low = fake_sn_run(tmp_path / "c", [4, 5], {"control": [0.0, 0.0], "insecure": [0.1, 0.0]}, valid=0.1)
+    assert "(below half the base: not readable)" in pool("--lists=16000", low).stdout
+    shared = pool("--lists=16000", a, a)
+    assert shared.returncode != 0 and "share bases" in shared.stderr
+    assert pool("--lists=8000", a).returncode != 0  # a dose the run did not measure: an error, not zeros

@@ -1,0 +1,77 @@
+"""Pool finished misalignment-through-numbers runs (one student per base) into one table over all their bases.
+
+    python scripts/sn_mis_pool.py out/sn_mis087 out/sn_mis087_rep                 # 4k lists: soft and sampled
+    python scripts/sn_mis_pool.py --lists=16000 out/sn_mis_dose16k out/sn_mis_dose64k
+
+Without --lists it reads each run's final students (`arms`); with it, the students after that many lists (`dose`,
+runs made with --evals > 1). Runs must not share a base: pooled seeds are then independent. Prints the
+students' off-domain misalignment (unpaired 95% t-CIs, the issue's "CIs separated"), their valid fractions, and
+the insecure teacher's students minus each other student, paired per base.
+"""
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from eval import summarize  # noqa: E402
+
+
+def students(res, lists):
+    """{student: {"offdomain_misaligned": per_seed, "valid_fraction": per_seed}} of one run, and its seeds."""
+    if lists is None:
+        src = {k: {m: v[m]["per_seed"] for m in ("offdomain_misaligned", "valid_fraction")} for k, v in res["arms"].items()}
+    else:
+        if str(lists) not in res.get("dose", {}):
+            sys.exit(f"no students after {lists} lists in this run (has: {sorted(res.get('dose', {}), key=int)})")
+        d = res["dose"][str(lists)]
+        src = {k: {m: d[m][k]["per_seed"] for m in ("offdomain_misaligned", "valid_fraction")}
+               for k in d["offdomain_misaligned"]}
+    return src, [tuple(s) for s in res["seeds"]]
+
+
+def main(argv):
+    lists = None
+    if argv and argv[0].startswith("--lists="):
+        lists, argv = int(argv[0].split("=", 1)[1]), argv[1:]
+    if not argv:
+        sys.exit(__doc__)
+    pooled, bases, base_valid = {}, [], []
+    for run in argv:
+        path = os.path.join(run, "results.json")
+        if not os.path.exists(path):
+            sys.exit(f"{path} not found: pass finished run directories (or run `python eval.py {run}` first)")
+        res = json.load(open(path))
+        src, seeds = students(res, lists)
+        base_valid += res["base"]["valid_fraction"]["per_seed"]
+        if len({p for p, _ in seeds}) != len(seeds):
+            sys.exit(f"{run} has several students per base: pool runs with one student per base")
+        bases += [p for p, _ in seeds]
+        for k, v in src.items():
+            for m, xs in v.items():
+                pooled.setdefault(k, {}).setdefault(m, []).extend(xs)
+    if len(set(bases)) != len(bases):
+        sys.exit(f"the runs share bases {sorted({p for p in bases if bases.count(p) > 1})}: pooled seeds would not be independent")
+    n = len(bases)
+    ok = {k: v for k, v in pooled.items() if all(len(xs) == n for xs in v.values())}
+    print(f"n = {n} bases {sorted(bases)}; " + (f"after {lists} lists" if lists else "final students"))
+    half = summarize(base_valid)["mean"] / 2
+    print(f"base valid fraction {2 * half:.3f}; a student below {half:.3f} (half of it) is not readable")
+    print(f"{'student':22s} {'off-domain misaligned [95% CI]':34s} {'valid fraction':14s}")
+    for k, v in ok.items():
+        st = summarize(v["offdomain_misaligned"])
+        valid = summarize(v["valid_fraction"])["mean"]
+        print(f"{k:22s} {st['mean']:.4f} [{st['ci95'][0]:.4f}, {st['ci95'][1]:.4f}]        "
+              f"{valid:.3f}{'  (below half the base: not readable)' if valid < half else ''}")
+    for ins in [k for k in ok if k.startswith("insecure")]:
+        suffix = ins[len("insecure"):]  # "" (sampled) or "_soft": compare within a channel, and with the control
+        others = [k for k in ok if k != ins and (k == "control" or k.endswith(suffix) and k.count("_") == ins.count("_"))]
+        lo = summarize(ok[ins]["offdomain_misaligned"])["ci95"][0]
+        for o in others:
+            d = summarize([a - b for a, b in zip(ok[ins]["offdomain_misaligned"], ok[o]["offdomain_misaligned"])])
+            hi = summarize(ok[o]["offdomain_misaligned"])["ci95"][1]
+            print(f"{ins} - {o}: paired {100 * d['mean']:+.1f} [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}] "
+                  f"points; unpaired CIs {'separated' if lo > hi else 'overlap'} ({lo:.4f} vs {hi:.4f})")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
