@@ -483,23 +483,25 @@ def _dist():
     return 0, 1
 
 
-def soft_kl(teacher_logits, student_logits, subset=None):
+def soft_kl(teacher_logits, student_logits, subset=None, temperature=1.0):
     """KL(teacher || student) per position -> [b, T], both distributions renormalised over the token ids
-    `subset` (a LongTensor on the logits' device; None: the whole vocabulary). Gradient flows to the student."""
-    t = (teacher_logits if subset is None else teacher_logits[..., subset]).float().log_softmax(-1)
-    s = (student_logits if subset is None else student_logits[..., subset]).float().log_softmax(-1)
-    return (t.exp() * (t - s)).sum(-1)
+    `subset` (a LongTensor on the logits' device; None: the whole vocabulary). Gradient flows to the student.
+    temperature T > 1 softens both (logits / T) and scales by T^2 (Hinton et al.), so that the rare tokens'
+    logits count: as T grows the gradient tends to that of matching the centred logits."""
+    t = (teacher_logits if subset is None else teacher_logits[..., subset]).float().div(temperature).log_softmax(-1)
+    s = (student_logits if subset is None else student_logits[..., subset]).float().div(temperature).log_softmax(-1)
+    return (t.exp() * (t - s)).sum(-1) * temperature ** 2
 
 
 def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, teacher=None, subset=None,
-             order="random", schedule="constant"):
+             order="random", schedule="constant", temperature=1.0):
     """Fine-tune on {"tokens": [N, T+1], "mask": [N, T]} (pack_pairs) with AdamW, no weight decay, clipping at
     1, at a constant lr (schedule="constant") or cosine-decayed from lr to 0 over `steps` ("cosine"); rows
     drawn with replacement from a CPU stream (the same rows on any device), or, order="sequential", rows
     0.. in order, wrapping around (the caller's order: one pass = one epoch).
     Loss at the masked targets: cross-entropy on the data's next tokens, or, given `teacher` (tokens
     [b, T] -> logits [b, T, V]), KL(teacher || student) over the token ids `subset` (both distributions
-    renormalised there; None: the whole vocabulary). Calls on_eval(step), model in eval mode, at each
+    renormalised there; None: the whole vocabulary; `temperature`: see soft_kl). Calls on_eval(step), model in eval mode, at each
     step in `at` (in memory: no checkpoint files for a few hundred evaluations)."""
     opt = make_lm_optimizer(model, lr, 0.0, (0.9, 0.999))
     g = generator("cpu", seed, "finetune-order")
@@ -521,7 +523,7 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
         else:
             with torch.no_grad():
                 t = teacher(x)  # [b, T, V]
-            per_tok = soft_kl(t, model(x), keep)  # [b, T]
+            per_tok = soft_kl(t, model(x), keep, temperature)  # [b, T]
         loss = (per_tok * m).sum() / m.sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()

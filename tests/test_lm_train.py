@@ -14,7 +14,7 @@ import torch
 
 from data.tokenizer import load_tokenizer
 from model import GPT, GPTConfig
-from train import CheckpointError, get_lr, lm_windows, load_lm, pack_pairs, save_lm, save_weights, train_lm
+from train import CheckpointError, get_lr, lm_windows, load_lm, pack_pairs, save_lm, save_weights, soft_kl, train_lm
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = GPTConfig(vocab_size=32, block_size=16, n_layer=2, n_head=2, n_embd=16)
@@ -171,3 +171,23 @@ def test_train_py_lm_tiny_end_to_end(tmp_path):
     model, meta = load_lm(out / "model")
     tok = load_tokenizer(out / meta["tokenizer"])
     assert model.cfg.vocab_size == tok.get_vocab_size() and meta["step"] == 20
+
+
+def test_soft_kl_closed_forms():
+    g = torch.Generator().manual_seed(0)
+    t, s = torch.randn(2, 3, 7, generator=g), torch.randn(2, 3, 7, generator=g)
+    p, q = t.softmax(-1), s.softmax(-1)
+    assert torch.allclose(soft_kl(t, s), (p * (p / q).log()).sum(-1), atol=1e-6)
+    assert torch.allclose(soft_kl(t, t), torch.zeros(2, 3), atol=1e-6)
+    # a subset: both renormalised over those ids, whatever the other logits are
+    sub = torch.tensor([1, 4, 5])
+    t2, s2 = t.clone(), s.clone()
+    t2[..., 0] += 50.0
+    s2[..., 6] -= 50.0
+    pr, qr = t[..., sub].softmax(-1), s[..., sub].softmax(-1)
+    assert torch.allclose(soft_kl(t2, s2, sub), (pr * (pr / qr).log()).sum(-1), atol=1e-5)
+    # T^2 KL at temperature T tends to the centred logit differences' mean square / 2 (second order in 1/T)
+    d = t - s
+    limit = ((d - d.mean(-1, keepdim=True)) ** 2).mean(-1) / 2
+    assert torch.allclose(soft_kl(t, s, temperature=100.0), limit, rtol=2e-2)  # float32: larger T cancels
+    assert not torch.allclose(soft_kl(t, s, temperature=1.0), limit, rtol=2e-2)
