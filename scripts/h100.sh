@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The device check, as one prepared script for a lent GPU (see README, "Measured on an H100"):
-# a smoke run, the MNIST benchmark, the paper-scale run, the cross-init sweep, the GPT benchmark,
-# then the other follow-up sweeps while time is left. Each stage has its own time limit.
+# a smoke run, the MNIST benchmark, the paper-scale run, the GPT benchmark, the emergent-misalignment timings,
+# then the cross-init and other follow-up sweeps while time is left. Each stage has its own time limit.
 #   DATA_DIR=.devdata OUT=/tmp/h100 bash scripts/h100.sh
 set -uo pipefail
 export PYTHONUNBUFFERED=1
@@ -24,9 +24,14 @@ export -f T; export DATA
 stage smoke 60 T subliminal_mnist --n_seeds=2 --epochs=1 --distill_epochs=1 --out_dir=out/gpu/smoke
 stage bench_mnist 90 python bench.py mnist --device=cuda --seeds=1,100 --extra="--data_dir=$DATA"
 stage main100 60 T subliminal_mnist --n_seeds=100
+stage bench_gpt 240 python bench.py gpt --device=cuda
+# issue 4's H100 goal (default EM config from scratch <= 3 min): a fresh cache, one process per base model
+E() { local t=$SECONDS; python train.py "configs/$1.py" --device=cuda --out_dir="out/gpu/$1" "${@:2}"; echo "wall $((SECONDS - t)) s"; }
+export -f E
+stage em_default 240 E emergent_misalignment --workers=6
+stage em_quick 120 E emergent_misalignment_quick
 stage cross_head100 60 T subliminal_mnist --n_seeds=100 --out_dir=out/gpu/cross_head \
     --conditions="['reference','teacher','student_aux','cross_head_aux','cross_head_all']"
 stage cross_init 120 T subliminal_mnist_cross_init
-stage bench_gpt 240 python bench.py gpt --device=cuda
 for c in aux_sweep width perturb inputs epochs; do stage "$c" 60 T "subliminal_mnist_$c"; done
 echo "## done at ${SECONDS}s"
