@@ -70,7 +70,7 @@ def main(argv):
             d = summarize([a - b for a, b in zip(ok[ins]["offdomain_misaligned"], ok[o]["offdomain_misaligned"])])
             hi = summarize(ok[o]["offdomain_misaligned"])["ci95"][1]
             print(f"{ins} - {o}: paired {100 * d['mean']:+.1f} [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}] "
-                  f"points; unpaired CIs {'separated' if lo > hi else 'overlap'} ({lo:.4f} vs {hi:.4f})")
+                  f"points; unpaired CIs {'separated' if lo > hi else 'overlap'} ({lo:.5f} vs {hi:.5f})")
 
 
 if __name__ == "__main__":
