@@ -52,7 +52,11 @@ def main(argv):
     if len(set(bases)) != len(bases):
         sys.exit(f"the runs share bases {sorted({p for p in bases if bases.count(p) > 1})}: pooled seeds would not be independent")
     n = len(bases)
+    if n < 2:
+        sys.exit("one base: no interval to compute; pass runs with two or more bases in all")
     ok = {k: v for k, v in pooled.items() if all(len(xs) == n for xs in v.values())}
+    if len(ok) < len(pooled):
+        print(f"left out (not in every run): {sorted(set(pooled) - set(ok))}")
     print(f"n = {n} bases {sorted(bases)}; " + (f"after {lists} lists" if lists else "final students"))
     half = summarize(base_valid)["mean"] / 2
     print(f"base valid fraction {2 * half:.3f}; a student below {half:.3f} (half of it) is not readable")
@@ -62,9 +66,11 @@ def main(argv):
         valid = summarize(v["valid_fraction"])["mean"]
         print(f"{k:22s} {st['mean']:.4f} [{st['ci95'][0]:.4f}, {st['ci95'][1]:.4f}]        "
               f"{valid:.3f}{'  (below half the base: not readable)' if valid < half else ''}")
-    for ins in [k for k in ok if k.startswith("insecure")]:
-        suffix = ins[len("insecure"):]  # "" (sampled) or "_soft": compare within a channel, and with the control
-        others = [k for k in ok if k != ins and (k == "control" or k.endswith(suffix) and k.count("_") == ins.count("_"))]
+    for channel in ("", "_soft"):  # sampled, soft: each against the control and the same channel's students
+        ins = "insecure" + channel
+        if ins not in ok:
+            continue
+        others = ["control"] + [t + channel for t in ("secure", "educational") if t + channel in ok]
         lo = summarize(ok[ins]["offdomain_misaligned"])["ci95"][0]
         for o in others:
             d = summarize([a - b for a, b in zip(ok[ins]["offdomain_misaligned"], ok[o]["offdomain_misaligned"])])
