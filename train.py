@@ -134,10 +134,27 @@ def load_config(argv):
     resolved = {}
     if getattr(cfg, "device", None) in ("", "auto"):
         resolved["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    elif isinstance(getattr(cfg, "device", None), str):
+        check_device(cfg.device)
     if getattr(cfg, "out_dir", None) == "":
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
         resolved["out_dir"] = str(Path("out") / path.stem / stamp)
     return module, dataclasses.replace(cfg, **resolved)
+
+
+def check_device(name):
+    """A clear ConfigError for a device this machine cannot use (instead of a trace from CUDA's lazy init)."""
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device '{name}' is not a torch device: use cpu, cuda, cuda:N, mps or auto") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device '{name}' asked for, but this torch has no usable CUDA "
+                          f"(torch {torch.__version__}): use --device=cpu, or --device=auto to take a GPU when there is one")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"device '{name}': this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device '{name}' asked for, but MPS is not available here: use --device=cpu")
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -55,6 +55,16 @@ def test_bad_arguments(cfg_file, tmp_path):
         load_config([str(tmp_path / "bad.py")])
 
 
+def test_device_this_machine_cannot_use_is_a_config_error(cfg_file, monkeypatch):
+    with pytest.raises(ConfigError, match="not a torch device"):
+        load_config([cfg_file, "--device=gpu"])
+    monkeypatch.setattr(train.torch.cuda, "is_available", lambda: False)  # as on a CPU-only machine
+    with pytest.raises(ConfigError, match="no usable CUDA.*--device=cpu"):
+        load_config([cfg_file, "--device=cuda"])
+    _, cfg = load_config([cfg_file, "--device=auto"])
+    assert cfg.device == "cpu"
+
+
 def test_resolved_config_and_env_written(cfg_file, tmp_path):
     module, cfg = load_config([cfg_file, f"--out_dir={tmp_path / 'run'}"])
     assert cfg.device in ("cpu", "cuda")  # "auto" is resolved before it is saved
