@@ -518,8 +518,8 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
     0.. in order, wrapping around (the caller's order: one pass = one epoch).
     Loss at the masked targets: cross-entropy on the data's next tokens, or, given `teacher` (tokens
     [b, T] -> logits [b, T, V]), KL(teacher || student) over the token ids `subset` (both distributions
-    renormalised there; None: the whole vocabulary; `temperature`: see soft_kl). Calls on_eval(step), model in eval mode, at each
-    step in `at` (in memory: no checkpoint files for a few hundred evaluations)."""
+    renormalised there; None: the whole vocabulary; `temperature`: see soft_kl). Calls on_eval(step), model in
+    eval mode, at each step in `at` (in memory: no checkpoint files for a few hundred evaluations)."""
     opt = make_lm_optimizer(model, lr, 0.0, (0.9, 0.999))
     g = generator("cpu", seed, "finetune-order")
     dev = next(model.parameters()).device
