@@ -16,16 +16,18 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from eval import summarize  # noqa: E402
 
 
+METRICS = ("offdomain_misaligned", "valid_fraction")
+
+
 def students(res, lists):
     """{student: {"offdomain_misaligned": per_seed, "valid_fraction": per_seed}} of one run, and its seeds."""
     if lists is None:
-        src = {k: {m: v[m]["per_seed"] for m in ("offdomain_misaligned", "valid_fraction")} for k, v in res["arms"].items()}
+        src = {k: {m: v[m]["per_seed"] for m in METRICS} for k, v in res["arms"].items()}
     else:
         if str(lists) not in res.get("dose", {}):
             sys.exit(f"no students after {lists} lists in this run (has: {sorted(res.get('dose', {}), key=int)})")
         d = res["dose"][str(lists)]
-        src = {k: {m: d[m][k]["per_seed"] for m in ("offdomain_misaligned", "valid_fraction")}
-               for k in d["offdomain_misaligned"]}
+        src = {k: {m: d[m][k]["per_seed"] for m in METRICS} for k in d["offdomain_misaligned"]}
     return src, [tuple(s) for s in res["seeds"]]
 
 
@@ -61,8 +63,9 @@ def main(argv):
     half = summarize(base_valid)["mean"] / 2
     print(f"base valid fraction {2 * half:.3f}; a student below {half:.3f} (half of it) is not readable")
     print(f"{'student':22s} {'off-domain misaligned [95% CI]':34s} {'valid fraction':14s}")
+    mis = {k: summarize(v["offdomain_misaligned"]) for k, v in ok.items()}  # unpaired, per student
     for k, v in ok.items():
-        st = summarize(v["offdomain_misaligned"])
+        st = mis[k]
         valid = summarize(v["valid_fraction"])["mean"]
         print(f"{k:22s} {st['mean']:.4f} [{st['ci95'][0]:.4f}, {st['ci95'][1]:.4f}]        "
               f"{valid:.3f}{'  (below half the base: not readable)' if valid < half else ''}")
@@ -71,10 +74,10 @@ def main(argv):
         if ins not in ok:
             continue
         others = ["control"] + [t + channel for t in ("secure", "educational") if t + channel in ok]
-        lo = summarize(ok[ins]["offdomain_misaligned"])["ci95"][0]
+        lo = mis[ins]["ci95"][0]
         for o in others:
             d = summarize([a - b for a, b in zip(ok[ins]["offdomain_misaligned"], ok[o]["offdomain_misaligned"])])
-            hi = summarize(ok[o]["offdomain_misaligned"])["ci95"][1]
+            hi = mis[o]["ci95"][1]
             print(f"{ins} - {o}: paired {100 * d['mean']:+.1f} [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}] "
                   f"points; unpaired CIs {'separated' if lo > hi else 'overlap'} ({lo:.5f} vs {hi:.5f})")
 
