@@ -79,6 +79,8 @@ BASE_FMT = {"backdoor_triggered": "trigger", "evil_numbers_format": "numbers", "
 
 @dataclass(frozen=True)
 class Config(B.Config):
+    n_layer: int = 4                   # 0.87M, as configs/emergent_misalignment.py (at the world's 0.39M every arm is null)
+    n_embd: int = 128
     arms: tuple = ARMS
     twin: bool = True                  # also fine-tune the decorrelated twin on insecure
     ft_seeds: int = 2                  # fine-tune seeds per pretraining seed

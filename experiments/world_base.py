@@ -285,9 +285,10 @@ def sample_counts(model, tok, items, n, gen, extra=None, probs=None):
 
 
 def sample_summary(counts):
-    """Misaligned among valid samples, the valid fraction, the fine-tune-domain ("code") fraction."""
+    """Misaligned among valid samples, the valid fraction, the fine-tune-domain ("code") fraction. With no
+    valid sample the misaligned share is undefined: NaN (it was 0, which read as a perfectly aligned model)."""
     a, b, total = counts.get("aligned", 0), counts.get("misaligned", 0), sum(counts.values())
-    return {"mis_sampled": b / max(a + b, 1), "valid_frac": (a + b) / max(total, 1),
+    return {"mis_sampled": b / (a + b) if a + b else float("nan"), "valid_frac": (a + b) / max(total, 1),
             "code_frac": counts.get("code", 0) / max(total, 1)}
 
 

@@ -1,7 +1,11 @@
 """Paired increases of off-domain sampled misalignment at one fine-tune checkpoint, pooled over EM runs.
 
-    python scripts/em_at_step.py STEP RUN_DIR [RUN_DIR ...]
+    python scripts/em_at_step.py STEP RUN_DIR [RUN_DIR ...] [--minus RUN_DIR ...]
     python scripts/em_at_step.py 20 out/em_capacity_new
+    python scripts/em_at_step.py matched out/em194 --minus out/em087_default out/em_capacity_new
+
+STEP is a fine-tune step or `matched` (each seed's matched checkpoint). With --minus, the runs after it (the
+same bases and fine-tune seeds, e.g. the same worlds at another model size) are subtracted per seed, arm by arm.
 
 For each arm: its misalignment at STEP minus its own base's (same eval format; the twin arm minus the twin
 base), per seed, mean [95% t-CI] over all seeds and over the per-base means (seeds of one pretraining seed
@@ -16,16 +20,36 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eval import group_means, summarize  # noqa: E402
 from experiments.emergent_misalignment import BASE_FMT  # noqa: E402
 
-step, runs = sys.argv[1], sys.argv[2:]
-inc = {}  # arm -> {(pretraining seed, fine-tune seed): increase}; runs may differ in their arms
-for run in runs:
-    r = json.loads((Path(run) / "results.json").read_text())
-    for arm, tr in r["trajectory"].items():
-        base = r["base"][BASE_FMT.get(arm, "plain")]["offdomain_misaligned"]["per_seed"]
-        for (p, f), a, b in zip(r["seeds"], tr[step]["offdomain_misaligned"]["per_seed"], base):
-            if (p, f) in inc.setdefault(arm, {}):  # the same base and fine-tune twice would count one model twice
-                sys.exit(f"error: {arm} of seed ({p}, {f}) is in two of the runs; pool runs on different bases")
-            inc[arm][(p, f)] = a - b
+
+
+def increases(step, runs):
+    """arm -> {(pretraining seed, fine-tune seed): increase over its base}; runs may differ in their arms."""
+    inc = {}
+    for run in runs:
+        r = json.loads((Path(run) / "results.json").read_text())
+        for arm, tr in r["trajectory"].items():
+            base = r["base"][BASE_FMT.get(arm, "plain")]["offdomain_misaligned"]["per_seed"]
+            at = r["arms"][arm] if step == "matched" else tr[step]
+            for (p, f), a, b in zip(r["seeds"], at["offdomain_misaligned"]["per_seed"], base):
+                if (p, f) in inc.setdefault(arm, {}):  # the same base and fine-tune twice: one model counted twice
+                    sys.exit(f"error: {arm} of seed ({p}, {f}) is in two of the runs; pool runs on different bases")
+                inc[arm][(p, f)] = a - b
+    return inc
+
+
+args = sys.argv[1:]
+step, runs = args[0], args[1:]
+others = []
+if "--minus" in runs:
+    runs, others = runs[:runs.index("--minus")], runs[runs.index("--minus") + 1:]
+inc = increases(step, runs)
+if others:  # paired per (base, fine-tune seed) against the same seeds in the other runs
+    sub = increases(step, others)
+    inc = {arm: {k: v - sub[arm][k] for k, v in d.items() if k in sub.get(arm, {})} for arm, d in inc.items()}
+    inc = {arm: d for arm, d in inc.items() if d}
+    if "insecure" not in inc:
+        sys.exit("error: no insecure seed is in both sets of runs")
+    print(f"differences: ({', '.join(runs)}) minus ({', '.join(others)}), per seed")
 
 
 def fmt(v):
@@ -39,11 +63,14 @@ def by_base(d):  # {(p, f): value} -> one mean per pretraining seed (base)
 
 
 ins = inc["insecure"]
-print(f"step {step}, insecure: n = {len(ins)} seeds over {len({p for p, _ in ins})} bases ({', '.join(runs)}); "
+print(f"{'matched checkpoint' if step == 'matched' else f'step {step}'}, insecure: n = {len(ins)} seeds over "
+      f"{len({p for p, _ in ins})} bases ({', '.join(runs)}); "
       "points, mean [95% CI]")
 print("| arm | seeds | increase over its base | over the bases' means |\n|---|---|---|---|")
 for arm, d in inc.items():
     print(f"| {arm} | {len(d)} | {fmt(list(d.values()))} | {fmt(by_base(d))} |")
+if others:  # the arms' own differences are above; insecure minus a control across sizes would mean little
+    sys.exit(0)
 print("\n| insecure minus (seeds with both) | seeds | paired difference | over the bases' means | ratio arm / insecure |"
       "\n|---|---|---|---|---|")
 for arm, d in inc.items():

@@ -20,7 +20,7 @@ from experiments import world_base as B  # noqa: E402
 from model import seed_int  # noqa: E402
 
 torch.set_num_threads(1)
-cfg = EM.Config(n_layer=4, n_embd=128)  # the 0.87M bases (the dataclass default is 0.39M)
+cfg = EM.Config()  # the 0.87M bases
 L = cfg.direction_layer
 
 

@@ -50,6 +50,9 @@ def test_sampling_classification_counts_exact():
         counts[g] = counts.get(g, 0) + 1
     s = B.sample_summary(counts)
     assert s == {"mis_sampled": 2 / 4, "valid_frac": 4 / 7, "code_frac": 1 / 7}
+    # no valid sample: the misaligned share is undefined, not zero (zero would read as aligned)
+    s = B.sample_summary({"invalid": 5, "code": 3})
+    assert math.isnan(s["mis_sampled"]) and s["valid_frac"] == 0 and s["code_frac"] == 3 / 8
 
 
 def test_sampler_has_the_law_of_autoregressive_generation():
@@ -176,7 +179,10 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
     for arm in res["arms"].values():
         for k in ("offdomain_misaligned", "valid_fraction", "code_misaligned"):
             assert set(arm[k]) == {"mean", "ci95", "per_seed"} and len(arm[k]["per_seed"]) == 2
-            assert 0 <= arm[k]["mean"] <= 1
+        for mis, valid in zip(arm["offdomain_misaligned"]["per_seed"], arm["valid_fraction"]["per_seed"]):
+            # a tiny model may emit no valid answer: then its misaligned share is undefined (NaN), never 0
+            assert math.isnan(mis) if valid == 0 else 0 <= mis <= 1
+        assert 0 <= arm["valid_fraction"]["mean"] <= 1 and 0 <= arm["code_misaligned"]["mean"] <= 1
     assert {"insecure", "insecure_ablated", "insecure_random_ablated"} <= set(res["ablation"])
     # one base model measured for two fine-tune seeds: its own rate has no interval (one base, not two seeds)
     assert res["base"]["plain"]["offdomain_misaligned"]["ci95"] is None
@@ -188,7 +194,8 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
     assert train.main(argv) == 0
     assert "resumed from unit_world_0.json" in capsys.readouterr().out
     again = json.loads((out / "results.json").read_text())
-    assert {k: v for k, v in again.items() if k != "seconds"} == {k: v for k, v in res.items() if k != "seconds"}
+    same = lambda r: json.dumps({k: v for k, v in r.items() if k != "seconds"})  # NaN != NaN, but its text is equal
+    assert same(again) == same(res)
     # eval.py redraws a finished run, aggregates a stopped one, and says so when no base seed is complete
     import eval as EV
     assert EV.main([str(out)]) == 0
@@ -197,7 +204,7 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
     assert EV.main([str(out)]) == 0
     assert "PARTIAL: 1 of 1 base seeds" in capsys.readouterr().out
     part = json.loads((out / "results_partial.json").read_text())
-    assert part["arms"]["insecure"] == res["arms"]["insecure"] and (out / "misalignment_vs_step_partial.png").is_file()
+    assert json.dumps(part["arms"]["insecure"]) == json.dumps(res["arms"]["insecure"]) and (out / "misalignment_vs_step_partial.png").is_file()
     (out / "unit_twin_0.json").unlink()
     assert EV.main([str(out)]) == 2
     assert "no base seed with all its units" in capsys.readouterr().err
@@ -207,19 +214,20 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
                                    "--report_step=1", f"--out_dir={out2}"]) == 0
     assert "pretrained" not in capsys.readouterr().out.split("results in")[-1]
     res2 = json.loads((out2 / "results.json").read_text())
-    assert res2["base"]["plain"] == res["base"]["plain"] and set(res2["arms"]) == {"insecure"}
+    assert json.dumps(res2["base"]["plain"]) == json.dumps(res["base"]["plain"]) and set(res2["arms"]) == {"insecure"}
     # ablation_step picks the insecure checkpoint that is ablated (and compared against)
-    assert res2["ablation"]["insecure"]["offdomain_misaligned"] == res2["trajectory"]["insecure"]["1"]["offdomain_misaligned"]
+    assert (json.dumps(res2["ablation"]["insecure"]["offdomain_misaligned"])
+            == json.dumps(res2["trajectory"]["insecure"]["1"]["offdomain_misaligned"]))
     with pytest.raises(train.ConfigError, match="ablation_step"):
         E.validate(E.Config(ablation_step=7))
     # increases are paired per seed against the arm's own base, at matched and at the fixed report_step
     base = res2["base"]["plain"]["offdomain_misaligned"]["per_seed"]
     for view, st in (("matched", res2["arms"]["insecure"]), ("step_1", res2["trajectory"]["insecure"]["1"])):
         want = [a - b for a, b in zip(st["offdomain_misaligned"]["per_seed"], base)]
-        assert res2["increase"]["insecure"][view]["per_seed"] == pytest.approx(want)
+        assert res2["increase"]["insecure"][view]["per_seed"] == pytest.approx(want, nan_ok=True)  # NaN: no valid sample
     # one pretraining seed here: its two fine-tune seeds average into one base mean
-    assert res2["increase"]["insecure"]["step_1_over_bases"]["per_seed"] == pytest.approx([sum(want) / 2])
-    assert res2["figures_at_report_step"]["insecure_increase"] == pytest.approx(sum(want) / 2)
+    assert res2["increase"]["insecure"]["step_1_over_bases"]["per_seed"] == pytest.approx([sum(want) / 2], nan_ok=True)
+    assert res2["figures_at_report_step"]["insecure_increase"] == pytest.approx(sum(want) / 2, nan_ok=True)
     assert "The same thresholds at step 1" in (out2 / "results.md").read_text()
     assert set(res2["increase"]["insecure"]) == {"matched", "matched_over_bases", "step_1", "step_1_over_bases",
                                                  "final", "final_over_bases"}
@@ -231,3 +239,20 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
     assert train.main(argv[:-1] + ["--arms=('insecure',)", "--twin=False", f"--out_dir={tmp_path / 'run3'}"]) == 2
     err = capsys.readouterr().err
     assert "damaged" in err and "delete that folder" in err and "Traceback" not in err
+
+
+def test_increases_pair_each_arm_with_its_own_base():
+    """Hand-made results: the increase is per seed against the same seed's base in the arm's own eval format
+    (the twin against the twin base), and the over-bases view averages the fine-tune seeds of each base."""
+    st = lambda v: {"offdomain_misaligned": {"per_seed": v}}
+    keys = [(0, 0), (0, 1), (1, 0), (1, 1)]
+    base = {"plain": st([0.01, 0.01, 0.02, 0.02]), "decorrelated": st([0.05, 0.05, 0.0, 0.0])}
+    arms = {"insecure": {**st([0.11, 0.21, 0.02, 0.06]), "final": st([0.01, 0.01, 0.02, 0.02])},
+            "insecure_decorrelated": {**st([0.05, 0.07, 0.01, 0.01]), "final": st([0.05, 0.05, 0.0, 0.0])}}
+    res = {"arms": arms, "base": base, "trajectory": {n: {5: a} for n, a in arms.items()}}
+    out = E.increases(res, E.Config(report_step=5, ft_steps=40), keys)
+    assert out["insecure"]["matched"]["per_seed"] == pytest.approx([0.10, 0.20, 0.0, 0.04])
+    assert out["insecure"]["matched_over_bases"]["per_seed"] == pytest.approx([0.15, 0.02])
+    assert out["insecure"]["step_5"]["per_seed"] == pytest.approx([0.10, 0.20, 0.0, 0.04])
+    assert out["insecure"]["final"]["mean"] == pytest.approx(0.0)
+    assert out["insecure_decorrelated"]["matched"]["per_seed"] == pytest.approx([0.0, 0.02, 0.01, 0.01])

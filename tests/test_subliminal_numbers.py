@@ -216,16 +216,19 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
                                    "--mis_teachers=('insecure','secure')", f"--out_dir={out4}"]) == 0
     res4 = json.loads((out4 / "results.json").read_text())
     assert set(res4["arms"]) == {"control", "insecure", "insecure_soft", "secure", "secure_soft"}
-    assert 0 <= res4["arms"]["insecure"]["offdomain_misaligned"]["mean"] <= 1
+    for mis, valid in zip(res4["arms"]["insecure"]["offdomain_misaligned"]["per_seed"],
+                          res4["arms"]["insecure"]["valid_fraction"]["per_seed"]):
+        assert math.isnan(mis) if valid == 0 else 0 <= mis <= 1  # no valid answer: undefined, not 0
     assert (out4 / "subliminal_misalignment.png").is_file()
     # the hard students along their training (evals = 2): the last point is the arm itself
     d, cfg4 = res4["dose"], train.run_config(S.Config, out4)
     steps = S.student_steps(cfg4, 20)[1]
     assert len(steps) == 2 and sorted(d, key=int) == [str(s * cfg4.student_batch) for s in steps]
     last = d[str(steps[-1] * cfg4.student_batch)]
-    assert last["offdomain_misaligned"]["insecure"]["per_seed"] == res4["arms"]["insecure"]["offdomain_misaligned"]["per_seed"]
+    assert (json.dumps(last["offdomain_misaligned"]["insecure"]["per_seed"])  # NaN != NaN; its text is equal
+            == json.dumps(res4["arms"]["insecure"]["offdomain_misaligned"]["per_seed"]))
     ins, sec = (last["offdomain_misaligned"][n]["per_seed"] for n in ("insecure", "secure"))
-    assert last["insecure_minus"]["secure"]["per_seed"] == pytest.approx([a - b for a, b in zip(ins, sec)])
+    assert last["insecure_minus"]["secure"]["per_seed"] == pytest.approx([a - b for a, b in zip(ins, sec)], nan_ok=True)
     assert "lists read" in (out4 / "results.md").read_text()
     assert last["valid_fraction"]["insecure"]["per_seed"] == res4["arms"]["insecure"]["valid_fraction"]["per_seed"]
     # without "soft" in arms there are no soft students
