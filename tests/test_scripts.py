@@ -6,18 +6,20 @@ import sys
 from conftest import ROOT
 
 
-def fake_run(path, seeds, arms):
-    """A results.json with only what the script reads: seeds, the base and each arm at step 20."""
+def fake_run(path, seeds, arms, matched=None):
+    """A results.json with only what the script reads: seeds, the base, each arm at step 20 and at its matched
+    checkpoint (`matched`, default: the step-20 values)."""
     path.mkdir()
     st = lambda v: {"offdomain_misaligned": {"per_seed": v}}
     res = {"seeds": seeds, "base": {"plain": st([0.01] * len(seeds))},
-           "trajectory": {a: {"20": st(v)} for a, v in arms.items()}}
+           "trajectory": {a: {"20": st(v)} for a, v in arms.items()},
+           "arms": {a: st(v) for a, v in (matched or arms).items()}}
     (path / "results.json").write_text(json.dumps(res))
     return str(path)
 
 
-def run_script(*dirs):
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / "em_at_step.py"), "20", *dirs],
+def run_script(*dirs, step="20"):
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "em_at_step.py"), step, *dirs],
                           capture_output=True, text=True)
 
 
@@ -33,6 +35,23 @@ def test_pooling_runs_with_different_arms_pairs_by_seed(tmp_path):
     # the same fine-tune in two runs would be counted twice: refused
     dup = run_script(a, fake_run(tmp_path / "c", [[0, 0]], {"insecure": [0.11]}))
     assert dup.returncode != 0 and "two of the runs" in dup.stderr
+
+
+def test_matched_view_and_paired_differences_between_sets_of_runs(tmp_path):
+    big = fake_run(tmp_path / "big", [[0, 0], [0, 1], [1, 0]], {"insecure": [0.5, 0.5, 0.5]},
+                   matched={"insecure": [0.05, 0.07, 0.03]})
+    small = fake_run(tmp_path / "small", [[1, 0], [0, 1]], {"insecure": [0.2, 0.1]},
+                     matched={"insecure": [0.02, 0.04]})
+    out = run_script(big, step="matched")
+    assert out.returncode == 0 and "matched checkpoint, insecure: n = 3" in out.stdout
+    assert "| insecure | 3 | +4.0 [" in out.stdout  # (4 + 6 + 2) / 3 points over the base's 1
+    # per (base, fine-tune seed): (0, 1) 0.07 - 0.04 and (1, 0) 0.03 - 0.02; (0, 0) has no partner
+    out = run_script(big, "--minus", small, step="matched")
+    assert out.returncode == 0, out.stderr
+    assert "| insecure | 2 | +2.0 [" in out.stdout and "insecure minus" not in out.stdout
+    assert "| insecure | 2 | +35.0 [" in run_script(big, "--minus", small).stdout  # step 20: 30 and 40 points
+    other = fake_run(tmp_path / "other", [[5, 0]], {"insecure": [0.1]})
+    assert run_script(big, "--minus", other).returncode != 0  # no seed in common: an error, not an empty table
 
 
 def fake_sn_run(path, bases, students, valid=0.4):
