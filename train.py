@@ -511,7 +511,7 @@ def soft_kl(teacher_logits, student_logits, subset=None, temperature=1.0):
 
 
 def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, teacher=None, subset=None,
-             order="random", schedule="constant", temperature=1.0):
+             order="random", schedule="constant", temperature=1.0, optimizer="adamw"):
     """Fine-tune on {"tokens": [N, T+1], "mask": [N, T]} (pack_pairs) with AdamW, no weight decay, clipping at
     1, at a constant lr (schedule="constant") or cosine-decayed from lr to 0 over `steps` ("cosine"); rows
     drawn with replacement from a CPU stream (the same rows on any device), or, order="sequential", rows
@@ -519,8 +519,12 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
     Loss at the masked targets: cross-entropy on the data's next tokens, or, given `teacher` (tokens
     [b, T] -> logits [b, T, V]), KL(teacher || student) over the token ids `subset` (both distributions
     renormalised there; None: the whole vocabulary; `temperature`: see soft_kl). Calls on_eval(step), model in
-    eval mode, at each step in `at` (in memory: no checkpoint files for a few hundred evaluations)."""
-    opt = make_lm_optimizer(model, lr, 0.0, (0.9, 0.999))
+    eval mode, at each step in `at` (in memory: no checkpoint files for a few hundred evaluations).
+    optimizer="sgd": plain gradient descent (no momentum), the setting of the subliminal-learning theorem."""
+    if optimizer not in ("adamw", "sgd"):
+        raise ValueError(f"optimizer must be 'adamw' or 'sgd', not {optimizer!r}")
+    opt = (make_lm_optimizer(model, lr, 0.0, (0.9, 0.999)) if optimizer == "adamw"
+           else torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr))
     g = generator("cpu", seed, "finetune-order")
     dev = next(model.parameters()).device
     tokens, mask = data["tokens"].to(dev), data["mask"].to(dev)

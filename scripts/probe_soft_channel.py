@@ -1,6 +1,6 @@
 """Exploratory probe (one seed, owl): does the numbers-only soft student stop moving once it matches the teacher?
 
-    python scripts/probe_soft_channel.py LRS STEPS [P] [N_LISTS] [constant|cosine] [TEMPERATURE]
+    python scripts/probe_soft_channel.py LRS STEPS [P] [N_LISTS] [constant|cosine] [TEMPERATURE] [adamw|sgd] [TEACHER]
     python scripts/probe_soft_channel.py 3e-4 6500 0 16000 constant
 
 Trains the soft student of experiments/subliminal_numbers.py (base of pretraining seed P, its owl teacher,
@@ -24,7 +24,13 @@ p = int(sys.argv[3]) if len(sys.argv) > 3 else 0
 n_lists = int(sys.argv[4]) if len(sys.argv) > 4 else 4000
 schedule = sys.argv[5] if len(sys.argv) > 5 else "constant"
 temperature = float(sys.argv[6]) if len(sys.argv) > 6 else 1.0  # of the training loss; the KL printed is at T = 1
-cfg = S.Config(arms=("soft", "control"), animals=("owl",), n_lists=n_lists)
+optimizer = sys.argv[7] if len(sys.argv) > 7 else "adamw"  # sgd: plain gradient descent, the theorem's setting
+# TEACHER = OPTIMIZER:LR (e.g. sgd:0.1) trains the teacher that way instead of the default (adamw:3e-4)
+teacher_kw = {}
+if len(sys.argv) > 8:
+    t_opt, t_lr = sys.argv[8].split(":")
+    teacher_kw = dict(teacher_optimizer=t_opt, teacher_lr=float(t_lr))
+cfg = S.Config(arms=("soft", "control"), animals=("owl",), n_lists=n_lists, **teacher_kw)
 A, tok = B.base_model(cfg, p)
 teacher, info = S.make_teacher(A, tok, cfg, p, "owl")
 seed = S.seed_int("subliminal-numbers", p, 0)
@@ -38,10 +44,10 @@ for lr in lrs:
 
     def report(step):
         kl = S.number_kl(t_held, model, tok, held)
-        print(f"lr {lr:g} {schedule} T {temperature:g} step {step}: P(owl) {S.animal_rates(model, tok)[0]['owl']:.4f}, "
+        print(f"{optimizer} lr {lr:g} {schedule} T {temperature:g} step {step}: P(owl) {S.animal_rates(model, tok)[0]['owl']:.4f}, "
               f"KL(teacher || student) {kl:.5f} = {kl / kl0:.2f} of the base's", flush=True)
     t0 = time.time()
     finetune(model, data, steps=steps, batch_size=32, lr=lr, seed=1, at={250} | set(range(500, steps + 1, 500)),
              on_eval=report, teacher=teacher.logits, subset=S.number_ids(tok), schedule=schedule,
-             temperature=temperature)
+             temperature=temperature, optimizer=optimizer)
     print(f"{time.time() - t0:.0f} s", flush=True)

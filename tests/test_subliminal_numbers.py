@@ -303,3 +303,26 @@ def test_cosine_schedule_decays_the_steps_and_constant_is_the_default():
     assert not torch.equal(cos[0], const[0])
     # cosine's 4th step runs at lr * 0.5 * (1 + cos(3pi/4)) = 0.15 lr, and AdamW's update scales with the lr
     assert cos[1].norm() < 0.3 * const[1].norm()
+
+
+def test_sgd_finetune_step_is_the_clipped_gradient_step():
+    """optimizer="sgd" is plain gradient descent: one step moves every weight by -lr x its gradient (clipped at norm 1
+    as with AdamW), here for the soft loss; an unknown optimizer is an error."""
+    model = GPT(GPTConfig(vocab_size=TOK.get_vocab_size(), block_size=64, n_layer=1, n_head=2, n_embd=16),
+                generator=generator("cpu", 0, "t"))
+    teacher = GPT(GPTConfig(vocab_size=TOK.get_vocab_size(), block_size=64, n_layer=1, n_head=2, n_embd=16),
+                  generator=generator("cpu", 1, "t"))
+    pairs = [(p, " ".join(str((i * 7 + j) % 100) for j in range(4))) for i, p in enumerate(W.number_prompts(4, seed=1))]
+    data, keep = S.student_data(TOK, pairs, "cpu"), S.number_ids(TOK)
+    x, m = data["tokens"][:, :-1], data["mask"]
+    ref = S.copy.deepcopy(model)
+    loss = (train.soft_kl(teacher(x), ref(x), torch.as_tensor(keep)) * m).sum() / m.sum()
+    loss.backward()
+    norm = torch.sqrt(sum((p.grad ** 2).sum() for p in ref.parameters()))
+    scale = min(1.0, 1.0 / (float(norm) + 1e-6))
+    got = train.finetune(model, data, steps=1, batch_size=4, lr=0.5, seed=0, order="sequential",
+                         teacher=teacher, subset=keep, optimizer="sgd")
+    for p, q in zip(got.parameters(), ref.parameters()):
+        assert torch.allclose(p, q - 0.5 * scale * q.grad, atol=1e-6)
+    with pytest.raises(ValueError, match="optimizer"):
+        train.finetune(model, data, steps=1, batch_size=4, lr=0.5, seed=0, optimizer="adam")
