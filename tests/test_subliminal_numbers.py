@@ -251,6 +251,8 @@ def test_bad_config_is_a_clear_error(tmp_path):
         S.validate(S.Config(student_schedule="linear"))
     with pytest.raises(train.ConfigError, match="student_schedule=constant"):
         S.validate(S.Config(mode="dose", epochs=1.0, student_schedule="cosine"))
+    with pytest.raises(train.ConfigError, match="teacher_optimizer must be adamw or sgd"):
+        S.validate(S.Config(teacher_optimizer="adam"))
 
 
 def test_one_pass_prefix_equals_one_epoch_on_the_prefix():
