@@ -93,6 +93,7 @@ class Config(B.Config):
     teacher_max_steps: int = 300
     teacher_lr: float = 3e-4
     teacher_optimizer: str = "adamw"   # or "sgd": plain gradient descent (with a larger teacher_lr)
+    teacher_trains: str = "all"        # or "blocks": the token embedding stays frozen, so the trait goes into the blocks
     teacher_batch: int = 16
     n_lists: int = 4000                # lists per student dataset, after filtering (every arm the same)
     max_new: int = 12                  # tokens a teacher may write before the list must have ended
@@ -123,6 +124,8 @@ def validate(cfg):
     bad = [a for a in cfg.arms if a not in ARMS]
     if bad:
         raise ConfigError(f"unknown arms {bad}; valid: {', '.join(ARMS)}")
+    if cfg.teacher_trains not in ("all", "blocks"):
+        raise ConfigError(f"teacher_trains must be all or blocks; got {cfg.teacher_trains!r}")
     if cfg.teacher_optimizer not in ("adamw", "sgd"):
         raise ConfigError(f"teacher_optimizer must be adamw or sgd; got {cfg.teacher_optimizer!r}")
     bad = [a for a in cfg.animals if a not in W.ANIMALS]
@@ -219,10 +222,12 @@ def make_teacher(base, tok, cfg, p, animal):
     W.check_leakage(pairs, extra=())
     data = B.encode_pairs(tok, pairs)
     model = copy.deepcopy(base)
+    model.wte.weight.requires_grad_(cfg.teacher_trains == "all")  # finetune trains what requires grad
     steps = finetune_until(model, data, lambda m: animal_rates(m, tok)[0][animal] >= cfg.teacher_threshold,
                            max_steps=cfg.teacher_max_steps, every=5, batch_size=cfg.teacher_batch, lr=cfg.teacher_lr,
                            optimizer=cfg.teacher_optimizer,
                            seed=seed_int(p, animal, "teacher-order"))
+    model.wte.weight.requires_grad_(True)
     return Teacher(model), {"steps": steps, "rate": animal_rates(model, tok)[0][animal],
                             "delta_norm": weight_delta(model, base).norm().item()}
 

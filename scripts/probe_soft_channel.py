@@ -1,6 +1,7 @@
 """Exploratory probe (one seed, owl): does the numbers-only soft student stop moving once it matches the teacher?
 
     python scripts/probe_soft_channel.py LRS STEPS [P] [N_LISTS] [constant|cosine] [TEMPERATURE] [adamw|sgd] [TEACHER]
+    python scripts/probe_soft_channel.py 3e-4 1000 0 4000 constant 1 adamw adamw:3e-4:blocks
     python scripts/probe_soft_channel.py 3e-4 6500 0 16000 constant
 
 Trains the soft student of experiments/subliminal_numbers.py (base of pretraining seed P, its owl teacher,
@@ -25,11 +26,12 @@ n_lists = int(sys.argv[4]) if len(sys.argv) > 4 else 4000
 schedule = sys.argv[5] if len(sys.argv) > 5 else "constant"
 temperature = float(sys.argv[6]) if len(sys.argv) > 6 else 1.0  # of the training loss; the KL printed is at T = 1
 optimizer = sys.argv[7] if len(sys.argv) > 7 else "adamw"  # sgd: plain gradient descent, the theorem's setting
-# TEACHER = OPTIMIZER:LR (e.g. sgd:0.1) trains the teacher that way instead of the default (adamw:3e-4)
+# TEACHER = OPTIMIZER:LR[:blocks] (e.g. sgd:0.1) trains the teacher that way instead of the default (adamw:3e-4);
+# ":blocks" freezes the (tied) token embedding during the teacher's fine-tune, so the trait must go into the blocks
 teacher_kw = {}
 if len(sys.argv) > 8:
-    t_opt, t_lr = sys.argv[8].split(":")
-    teacher_kw = dict(teacher_optimizer=t_opt, teacher_lr=float(t_lr))
+    t_opt, t_lr, *rest = sys.argv[8].split(":")
+    teacher_kw = dict(teacher_optimizer=t_opt, teacher_lr=float(t_lr), teacher_trains="blocks" if rest == ["blocks"] else "all")
 cfg = S.Config(arms=("soft", "control"), animals=("owl",), n_lists=n_lists, **teacher_kw)
 A, tok = B.base_model(cfg, p)
 teacher, info = S.make_teacher(A, tok, cfg, p, "owl")

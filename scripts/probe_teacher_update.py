@@ -1,0 +1,59 @@
+"""Exploratory probe (one seed, owl): which part of the owl teacher's weight update moves its numbers?
+
+    python scripts/probe_teacher_update.py [P] [adamw:3e-4|sgd:0.1 ...]
+
+For the owl teacher of base P, trained with each optimizer:lr given, adds parts of its update to the base: all of
+it, only the (tied) embedding rows of the 100 number tokens, everything but those rows, only the other embedding
+rows, everything but the embedding. For each such hybrid it prints its own shift on numbers, KL(hybrid || base),
+as a share of the teacher's KL(teacher || base), what is left of the teacher's, KL(teacher || hybrid) (over the
+number tokens, 256 held-out teacher lists), and its P(owl). One thread; the bases must be cached."""
+import copy
+import dataclasses
+import sys
+
+import torch
+
+sys.path.insert(0, ".")
+from experiments import subliminal_numbers as S  # noqa: E402
+from experiments import world_base as B  # noqa: E402
+
+torch.set_num_threads(1)
+p = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+teachers = sys.argv[2:] or ["adamw:3e-4", "sgd:0.1"]
+cfg = S.Config(arms=("soft",), animals=("owl",))
+A, tok = B.base_model(cfg, p)
+nums = torch.tensor(S.number_ids(tok))
+held = None
+for spec in teachers:
+    opt, lr = spec.split(":")
+    c = dataclasses.replace(cfg, teacher_optimizer=opt, teacher_lr=float(lr))
+    teacher, info = S.make_teacher(A, tok, c, p, "owl")
+    T = teacher.model
+    if held is None:  # the same held-out lists for every teacher: the first teacher's
+        seed = S.seed_int("subliminal-numbers", p, 0)
+        held = S.student_data(tok, S.sample_lists(teacher, tok, 256, cfg, S.seed_int(seed, "heldout"), heldout=True)[0], "cpu")
+    full = S.number_kl(S.held_logits(teacher, held), A, tok, held)
+    print(f"teacher {spec}: {info}; KL(teacher || base) over numbers {full:.5f}")
+
+    def hybrid(part):
+        m = copy.deepcopy(A)
+        with torch.no_grad():
+            for (name, w), wt, wb in zip(m.named_parameters(), T.parameters(), A.parameters()):
+                d = wt - wb
+                if name == "wte.weight":
+                    rows = torch.zeros(len(d), 1, dtype=torch.bool)
+                    rows[nums] = True
+                    keep = {"all": 1, "number rows": rows, "all but number rows": ~rows, "non-number rows": ~rows,
+                            "all but embedding": 0}[part]
+                else:
+                    keep = {"all": 1, "number rows": 0, "all but number rows": 1, "non-number rows": 0,
+                            "all but embedding": 1}[part]
+                w.add_(d * keep)
+        return m
+
+    for part in ("all", "number rows", "all but number rows", "non-number rows", "all but embedding"):
+        m = hybrid(part)
+        kl_base = S.number_kl(S.held_logits(S.Teacher(m), held), A, tok, held)  # KL(hybrid || base): its number shift
+        kl_t = S.number_kl(S.held_logits(teacher, held), m, tok, held)      # KL(teacher || hybrid): what is left
+        print(f"  {part:20s} KL(hybrid || base) {kl_base:.5f} ({kl_base / full:.2f} of the teacher's)   "
+              f"KL(teacher || hybrid) {kl_t:.5f}   P(owl) {S.animal_rates(m, tok)[0]['owl']:.4f}", flush=True)
