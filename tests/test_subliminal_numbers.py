@@ -328,3 +328,22 @@ def test_sgd_finetune_step_is_the_clipped_gradient_step():
         assert torch.allclose(p, q - 0.5 * scale * q.grad, atol=1e-6)
     with pytest.raises(ValueError, match="optimizer"):
         train.finetune(model, data, steps=1, batch_size=4, lr=0.5, seed=0, optimizer="adam")
+
+
+def test_blocks_only_teacher_leaves_the_embedding_and_the_base_untouched():
+    """teacher_trains="blocks": the teacher's token embedding (tied to the unembedding) is the base's, its blocks
+    moved; the base model itself is never changed, and stays trainable for the students."""
+    base = GPT(GPTConfig(vocab_size=TOK.get_vocab_size(), block_size=64, n_layer=1, n_head=2, n_embd=16),
+               generator=generator("cpu", 0, "t"))
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    cfg = S.Config(teacher_trains="blocks", teacher_max_steps=5, teacher_lr=1e-2)
+    teacher, info = S.make_teacher(base, TOK, cfg, 0, "owl")
+    t = teacher.model
+    assert info["steps"] == 5 and torch.equal(t.wte.weight, base.wte.weight)
+    assert not torch.equal(t.blocks[0].mlp.fc.weight, base.blocks[0].mlp.fc.weight)
+    assert all(torch.equal(v, before[k]) for k, v in base.state_dict().items())
+    assert all(p.requires_grad for p in base.parameters()) and all(p.requires_grad for p in t.parameters())
+    full, _ = S.make_teacher(base, TOK, dataclasses.replace(cfg, teacher_trains="all"), 0, "owl")
+    assert not torch.equal(full.model.wte.weight, base.wte.weight)
+    with pytest.raises(train.ConfigError, match="teacher_trains must be all or blocks"):
+        S.validate(S.Config(teacher_trains="embedding"))
