@@ -403,7 +403,8 @@ def evaluate(model, tok, cfg, gen, heldout=None, base=None, t_delta=None, t_held
     P = torch.cat([p, (1 - p.sum(1, keepdim=True)).clamp(min=0)], 1).double()
     counts = torch.multinomial(P, cfg.samples, replacement=True, generator=gen).flatten().bincount(minlength=11)
     valid = counts[:10].sum().item()
-    out["sampled"] = dict(zip(W.ANIMALS, (counts[:10].double() / max(valid, 1)).tolist()))
+    # no sample named an animal: the shares are undefined (NaN), not 0 (a long hard student can stop naming animals)
+    out["sampled"] = dict(zip(W.ANIMALS, (counts[:10].double() / valid if valid else torch.full((10,), math.nan)).tolist()))
     out["valid_fraction"] = valid / counts.sum().item()
     if heldout:
         losses = {a: number_loss(model, d, number_ids(tok)) for a, d in heldout.items()}

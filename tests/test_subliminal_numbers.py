@@ -347,3 +347,14 @@ def test_blocks_only_teacher_leaves_the_embedding_and_the_base_untouched():
     assert not torch.equal(full.model.wte.weight, base.wte.weight)
     with pytest.raises(train.ConfigError, match="teacher_trains must be all or blocks"):
         S.validate(S.Config(teacher_trains="embedding"))
+
+
+def test_sampled_shares_are_undefined_when_no_sample_names_an_animal(monkeypatch):
+    """A model that puts no probability on the animals (a long hard student can end there): its sampled shares
+    are NaN, not 0 (0 would read as a measured preference), and its valid fraction is 0."""
+    model = GPT(GPTConfig(vocab_size=TOK.get_vocab_size(), block_size=64, n_layer=1, n_head=2, n_embd=16),
+                generator=generator("cpu", 0, "t"))
+    n = len(S.animal_prompts())
+    monkeypatch.setattr(S, "animal_probs", lambda *a, **k: torch.zeros(n, len(W.ANIMALS)))
+    out = S.evaluate(model, TOK, S.Config(samples=20), generator("cpu", 0, "s"))
+    assert out["valid_fraction"] == 0 and all(math.isnan(v) for v in out["sampled"].values())
