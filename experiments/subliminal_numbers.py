@@ -802,6 +802,9 @@ def run(cfg, run):
     print(f"\nresults in {run.dir} ({res['seconds']:.0f} s)")
 
 
+LOW_MASS = 0.1  # an arm with less animal mass than this no longer answers the animal question
+
+
 def table_animals(res, cfg):
     a0 = cfg.animals[0]
     f = lambda st: fmt_stat(st) if st else ""
@@ -822,6 +825,13 @@ def table_animals(res, cfg):
             cells.append(f"{f(s['target_rate'])} | {f(s.get('effect'))} | {f(s.get('specificity'))}")
         lines.append(f"| {arm} | " + " | ".join(cells) + f" | {f(st.get('target_sampled'))} | {f(st.get('number_loss'))} "
                      f"| {f(st.get('number_loss_numbers'))} | {f(st.get('kl_teacher'))} | {f(st.get('cos_teacher'))} |")
+    for arm, st in res["arms"].items():  # a rate is a share of the animal mass: near 0 it measures nothing
+        low = {a: st["by_animal"][a]["animal_mass"]["mean"] for a in cfg.animals
+               if "animal_mass" in st["by_animal"][a] and st["by_animal"][a]["animal_mass"]["mean"] < LOW_MASS}
+        if low:
+            lines += ["", f"WARNING: `{arm}` puts only " + ", ".join(f"{m:.4f} ({a} run)" for a, m in low.items())
+                      + " of its probability on the ten animals at the held-out prompts: its rates are shares of "
+                        "almost nothing, and effects against it are not sound (compare with the base instead)."]
     lines += ["", "Kept fraction of sampled completions (the paper's filter): "
               + ", ".join(f"{k} {v['mean']:.3f}" for k, v in res["kept_fraction"].items()),
               "Teachers (fine-tune steps; KL(teacher || base) over number tokens, nats per number): "

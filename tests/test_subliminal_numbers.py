@@ -358,3 +358,17 @@ def test_sampled_shares_are_undefined_when_no_sample_names_an_animal(monkeypatch
     monkeypatch.setattr(S, "animal_probs", lambda *a, **k: torch.zeros(n, len(W.ANIMALS)))
     out = S.evaluate(model, TOK, S.Config(samples=20), generator("cpu", 0, "s"))
     assert out["valid_fraction"] == 0 and all(math.isnan(v) for v in out["sampled"].values())
+
+
+def test_table_warns_when_an_arm_no_longer_names_animals():
+    """results.md flags an arm whose probability on the animals has collapsed (its rates are shares of nothing),
+    and only that arm."""
+    st = lambda m: {"mean": m, "ci95": [m, m], "per_seed": [m]}
+    cfg = S.Config(animals=("owl",))
+    arm = lambda mass: {"by_animal": {"owl": {"target_rate": st(0.1), "animal_mass": st(mass)}}}
+    res = {"n_seeds": 1, "base": {"owl": st(0.1)}, "teachers": {"owl": {"rate": st(0.9), "kl_numbers": st(0.01),
+                                                                         "steps": st(30)}},
+           "arms": {"control": arm(0.0003), "soft": arm(0.95)}, "kept_fraction": {"control": st(0.9)},
+           "figures_to_reach": {}}
+    md = S.table_animals(res, cfg)
+    assert "WARNING: `control` puts only 0.0003" in md and "`soft` puts" not in md
