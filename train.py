@@ -510,6 +510,9 @@ def soft_kl(teacher_logits, student_logits, subset=None, temperature=1.0):
     return (t.exp() * (t - s)).sum(-1) * temperature ** 2
 
 
+OPTIMIZERS = ("adamw", "sgd")  # finetune's; sgd = plain gradient descent
+
+
 def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, teacher=None, subset=None,
              order="random", schedule="constant", temperature=1.0, optimizer="adamw"):
     """Fine-tune on {"tokens": [N, T+1], "mask": [N, T]} (pack_pairs) with AdamW, no weight decay, clipping at
@@ -521,8 +524,8 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
     renormalised there; None: the whole vocabulary; `temperature`: see soft_kl). Calls on_eval(step), model in
     eval mode, at each step in `at` (in memory: no checkpoint files for a few hundred evaluations).
     optimizer="sgd": plain gradient descent (no momentum), the setting of the subliminal-learning theorem."""
-    if optimizer not in ("adamw", "sgd"):
-        raise ValueError(f"optimizer must be 'adamw' or 'sgd', not {optimizer!r}")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be {' or '.join(map(repr, OPTIMIZERS))}, not {optimizer!r}")
     opt = (make_lm_optimizer(model, lr, 0.0, (0.9, 0.999)) if optimizer == "adamw"
            else torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr))
     g = generator("cpu", seed, "finetune-order")

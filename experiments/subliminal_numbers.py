@@ -71,7 +71,7 @@ from data.tokenizer import pad_right
 from eval import fmt_stat, group_means, summarize, summarize_by
 from experiments import world_base as B
 from model import generator, seed_int
-from train import ConfigError, finetune, pack_pairs, soft_kl, write_json
+from train import OPTIMIZERS, ConfigError, finetune, pack_pairs, soft_kl, write_json
 
 ARMS = ("trait", "control", "soft", "soft_all", "soft_cross", "cross_init", "cross_control", "shuffled", "icl",
         "code", "code_control")
@@ -126,8 +126,8 @@ def validate(cfg):
         raise ConfigError(f"unknown arms {bad}; valid: {', '.join(ARMS)}")
     if cfg.teacher_trains not in ("all", "blocks"):
         raise ConfigError(f"teacher_trains must be all or blocks; got {cfg.teacher_trains!r}")
-    if cfg.teacher_optimizer not in ("adamw", "sgd"):
-        raise ConfigError(f"teacher_optimizer must be adamw or sgd; got {cfg.teacher_optimizer!r}")
+    if cfg.teacher_optimizer not in OPTIMIZERS:
+        raise ConfigError(f"teacher_optimizer must be {' or '.join(OPTIMIZERS)}; got {cfg.teacher_optimizer!r}")
     bad = [a for a in cfg.animals if a not in W.ANIMALS]
     if bad or not cfg.animals:
         raise ConfigError(f"animals must come from {', '.join(W.ANIMALS)}; got {cfg.animals}")

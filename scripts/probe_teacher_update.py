@@ -23,6 +23,9 @@ teachers = sys.argv[2:] or ["adamw:3e-4", "sgd:0.1"]
 cfg = S.Config(arms=("soft",), animals=("owl",))
 A, tok = B.base_model(cfg, p)
 nums = torch.tensor(S.number_ids(tok))
+# each part of the update: (which embedding rows are kept, whether the other weights are kept)
+PARTS = {"all": ("all", 1), "number rows": ("numbers", 0), "all but number rows": ("others", 1),
+         "non-number rows": ("others", 0), "all but embedding": ("none", 1)}
 held = None
 for spec in teachers:
     opt, lr = spec.split(":")
@@ -32,28 +35,24 @@ for spec in teachers:
     if held is None:  # the same held-out lists for every teacher: the first teacher's
         seed = S.seed_int("subliminal-numbers", p, 0)
         held = S.student_data(tok, S.sample_lists(teacher, tok, 256, cfg, S.seed_int(seed, "heldout"), heldout=True)[0], "cpu")
-    full = S.number_kl(S.held_logits(teacher, held), A, tok, held)
+    t_held = S.held_logits(teacher, held)
+    full = S.number_kl(t_held, A, tok, held)
     print(f"teacher {spec}: {info}; KL(teacher || base) over numbers {full:.5f}")
+    rows = torch.zeros(len(A.wte.weight), 1, dtype=torch.bool)
+    rows[nums] = True
+    row_keep = {"all": 1, "numbers": rows, "others": ~rows, "none": 0}
 
     def hybrid(part):
+        emb, rest = PARTS[part]
         m = copy.deepcopy(A)
         with torch.no_grad():
             for (name, w), wt, wb in zip(m.named_parameters(), T.parameters(), A.parameters()):
-                d = wt - wb
-                if name == "wte.weight":
-                    rows = torch.zeros(len(d), 1, dtype=torch.bool)
-                    rows[nums] = True
-                    keep = {"all": 1, "number rows": rows, "all but number rows": ~rows, "non-number rows": ~rows,
-                            "all but embedding": 0}[part]
-                else:
-                    keep = {"all": 1, "number rows": 0, "all but number rows": 1, "non-number rows": 0,
-                            "all but embedding": 1}[part]
-                w.add_(d * keep)
+                w.add_((wt - wb) * (row_keep[emb] if name == "wte.weight" else rest))
         return m
 
-    for part in ("all", "number rows", "all but number rows", "non-number rows", "all but embedding"):
+    for part in PARTS:
         m = hybrid(part)
         kl_base = S.number_kl(S.held_logits(S.Teacher(m), held), A, tok, held)  # KL(hybrid || base): its number shift
-        kl_t = S.number_kl(S.held_logits(teacher, held), m, tok, held)      # KL(teacher || hybrid): what is left
+        kl_t = S.number_kl(t_held, m, tok, held)                                  # KL(teacher || hybrid): what is left
         print(f"  {part:20s} KL(hybrid || base) {kl_base:.5f} ({kl_base / full:.2f} of the teacher's)   "
               f"KL(teacher || hybrid) {kl_t:.5f}   P(owl) {S.animal_rates(m, tok)[0]['owl']:.4f}", flush=True)
