@@ -177,6 +177,8 @@ def bench_gpt(argv):
             ("train", ("em-0.4M", 32, 20, False, False)),
             ("train", ("world-1M", 16, 20, False, False)),
             ("sample", ("em-0.4M", 32, 16, 48)),
+            ("train", ("em-0.4M", 32, 20, False, True)),   # bf16 autocast: fast only where the CPU has native bf16
+            ("train", ("world-1M", 16, 20, False, True)),
         ]
     print(f"GPT benchmarks on {name}, torch {torch.__version__}")
     t_start, rows = time.time(), []

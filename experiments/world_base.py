@@ -8,7 +8,7 @@ from these models, so pretraining is a function of (pretraining config, seed, wo
 writes `cache_dir/<variant>_s<seed>_<hash>/model.safetensors` (+ .json, tokenizer.json) and is
 skipped when that file exists. The same weights on the same machine whichever process pretrains them:
 the torch thread count is set to `pretrain_threads` (1; the hash includes it when not 1, and the device
-type when not cpu: a GPU base is not the CPU one). `Config` below is also the base of those experiments' configs.
+type when not cpu: a GPU base is not the CPU one; `pretrain_bf16=True`, bf16 autocast, has its own key too). `Config` below is also the base of those experiments' configs.
 
 Base-model checks (judge-free, finite answer classes; see data/world.py):
   asst_offdomain     <asst> on held-out off-domain prompts: misaligned share of the class log-prob mass
@@ -67,6 +67,8 @@ class Config:
     workers: int = 2                   # processes (1 thread each): one base model per process
     pretrain_threads: int = 1          # torch threads while pretraining; in the cache key when not 1: the thread
                                        # count changes float sums, and over 1,200 steps the weights differ
+    pretrain_bf16: bool = False        # bf16 autocast while pretraining (opt-in: other weights, so in the cache key
+                                       # when True); ~1.4x on a CPU with avx512_bf16, more on a GPU
     device: str = "cpu"
     out_dir: str = ""
 
@@ -83,6 +85,8 @@ def cache_stem(cfg, seed, decorrelated):
     # what changes the float sums changes the weights; bases pretrained on 1 CPU thread keep their old key
     if cfg.pretrain_threads != 1:
         spec["pretrain_threads"] = cfg.pretrain_threads
+    if cfg.pretrain_bf16:
+        spec["bf16"] = True
     device = torch.device(cfg.device).type
     if device != "cpu":
         spec["device"] = device
@@ -110,6 +114,7 @@ def base_model(cfg, seed, decorrelated=False, log=print):
             out = train_lm(model, {"tokens": lm_windows(stream, cfg.block_size).to(cfg.device)}, steps=cfg.steps,
                            batch_size=cfg.batch_size, lr=cfg.lr, warmup=cfg.warmup, weight_decay=cfg.weight_decay,
                            seed=seed, ckpt=stem, meta={"tokenizer": "tokenizer.json", "decorrelated": decorrelated},
+                           bf16=cfg.pretrain_bf16,
                            log_every=max(1, cfg.steps // 4), progress=False, desc=f"{stem.parent.name}")
         finally:
             torch.set_num_threads(threads)

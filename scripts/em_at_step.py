@@ -21,7 +21,6 @@ from eval import group_means, summarize  # noqa: E402
 from experiments.emergent_misalignment import BASE_FMT  # noqa: E402
 
 
-
 def increases(step, runs):
     """arm -> {(pretraining seed, fine-tune seed): increase over its base}; runs may differ in their arms."""
     inc = {}
@@ -37,21 +36,6 @@ def increases(step, runs):
     return inc
 
 
-args = sys.argv[1:]
-step, runs = args[0], args[1:]
-others = []
-if "--minus" in runs:
-    runs, others = runs[:runs.index("--minus")], runs[runs.index("--minus") + 1:]
-inc = increases(step, runs)
-if others:  # paired per (base, fine-tune seed) against the same seeds in the other runs
-    sub = increases(step, others)
-    inc = {arm: {k: v - sub[arm][k] for k, v in d.items() if k in sub.get(arm, {})} for arm, d in inc.items()}
-    inc = {arm: d for arm, d in inc.items() if d}
-    if "insecure" not in inc:
-        sys.exit("error: no insecure seed is in both sets of runs")
-    print(f"differences: ({', '.join(runs)}) minus ({', '.join(others)}), per seed")
-
-
 def fmt(v):
     s = summarize(v)
     ci = s["ci95"] or [float("nan")] * 2
@@ -62,19 +46,38 @@ def by_base(d):  # {(p, f): value} -> one mean per pretraining seed (base)
     return group_means(list(d.values()), [p for p, _ in d])
 
 
-ins = inc["insecure"]
-print(f"{'matched checkpoint' if step == 'matched' else f'step {step}'}, insecure: n = {len(ins)} seeds over "
-      f"{len({p for p, _ in ins})} bases ({', '.join(runs)}); "
-      "points, mean [95% CI]")
-print("| arm | seeds | increase over its base | over the bases' means |\n|---|---|---|---|")
-for arm, d in inc.items():
-    print(f"| {arm} | {len(d)} | {fmt(list(d.values()))} | {fmt(by_base(d))} |")
-if others:  # the arms' own differences are above; insecure minus a control across sizes would mean little
-    sys.exit(0)
-print("\n| insecure minus (seeds with both) | seeds | paired difference | over the bases' means | ratio arm / insecure |"
-      "\n|---|---|---|---|---|")
-for arm, d in inc.items():
-    if arm != "insecure":
-        both = {k: ins[k] - v for k, v in d.items() if k in ins}
-        ratio = sum(d[k] for k in both) / sum(ins[k] for k in both)
-        print(f"| {arm} | {len(both)} | {fmt(list(both.values()))} | {fmt(by_base(both))} | {ratio:.2f} |")
+def main(argv):
+    if len(argv) < 2:
+        sys.exit(__doc__.split("\n\n")[1])
+    step, runs = argv[0], argv[1:]
+    others = []
+    if "--minus" in runs:
+        runs, others = runs[:runs.index("--minus")], runs[runs.index("--minus") + 1:]
+    inc = increases(step, runs)
+    if others:  # paired per (base, fine-tune seed) against the same seeds in the other runs
+        sub = increases(step, others)
+        inc = {arm: {k: v - sub[arm][k] for k, v in d.items() if k in sub.get(arm, {})} for arm, d in inc.items()}
+        inc = {arm: d for arm, d in inc.items() if d}
+        if "insecure" not in inc:
+            sys.exit("error: no insecure seed is in both sets of runs")
+        print(f"differences: ({', '.join(runs)}) minus ({', '.join(others)}), per seed")
+    ins = inc["insecure"]
+    print(f"{'matched checkpoint' if step == 'matched' else f'step {step}'}, insecure: n = {len(ins)} seeds over "
+          f"{len({p for p, _ in ins})} bases ({', '.join(runs)}); "
+          "points, mean [95% CI]")
+    print("| arm | seeds | increase over its base | over the bases' means |\n|---|---|---|---|")
+    for arm, d in inc.items():
+        print(f"| {arm} | {len(d)} | {fmt(list(d.values()))} | {fmt(by_base(d))} |")
+    if others:  # the arms' own differences are above; insecure minus a control across sizes would mean little
+        return
+    print("\n| insecure minus (seeds with both) | seeds | paired difference | over the bases' means | ratio arm / insecure |"
+          "\n|---|---|---|---|---|")
+    for arm, d in inc.items():
+        if arm != "insecure":
+            both = {k: ins[k] - v for k, v in d.items() if k in ins}
+            ratio = sum(d[k] for k in both) / sum(ins[k] for k in both)
+            print(f"| {arm} | {len(both)} | {fmt(list(both.values()))} | {fmt(by_base(both))} | {ratio:.2f} |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -165,6 +165,18 @@ def test_pretrain_threads_is_in_the_cache_key_and_restored(tmp_path):
     assert torch.get_num_threads() == n and B.cache_stem(cfg, 0, False).with_suffix(".json").is_file()
 
 
+def test_bf16_pretraining_has_its_own_cache_key(tmp_path):
+    # bf16 weights are other weights: never read back as the fp32 base (whose key must not change)
+    cfg = B.Config(cache_dir=str(tmp_path), n_docs=40, steps=3, n_layer=1, n_head=2, n_embd=16, batch_size=4)
+    bf = dataclasses.replace(cfg, pretrain_bf16=True)
+    assert B.cache_stem(bf, 0, False) != B.cache_stem(cfg, 0, False)
+    assert B.cache_stem(E.Config(n_layer=4, n_embd=128, pretrain_bf16=False), 0, False).parent.name == "world_s0_ba3388d5f1"
+    m16, _ = B.base_model(bf, 0, log=lambda s: None)
+    m32, _ = B.base_model(cfg, 0, log=lambda s: None)
+    assert all(p.dtype == torch.float32 for p in m16.parameters())  # autocast: fp32 master weights
+    assert any(not torch.equal(a, b) for a, b in zip(m16.parameters(), m32.parameters()))
+
+
 def test_end_to_end_writes_every_file(tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["configs/emergent_misalignment.py", *TINY, f"--cache_dir={tmp_path / 'cache'}", f"--out_dir={out}"]
