@@ -167,6 +167,18 @@ def _git(*args):
         return ""
 
 
+def cpu_name():
+    """The CPU model as the OS names it: CPU float results depend on its kernels (AVX2 vs AVX-512), so a run
+    reproduces to the last digit only on the same kind of CPU."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def write_json(path, obj):
     """Atomic JSON write: a crash never leaves half a file behind."""
     path = Path(path)
@@ -202,7 +214,8 @@ class Run:
             "python": platform.python_version(), "torch": torch.__version__,
             "numpy": __import__("numpy").__version__, "platform": platform.platform(),
             "device": torch.cuda.get_device_name() if str(dev).startswith("cuda") else platform.processor() or "cpu",
-            "threads": torch.get_num_threads(), "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "threads": torch.get_num_threads(), "cpu": cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         })
         self.metrics_path = self.dir / "metrics.jsonl"
 

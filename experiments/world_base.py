@@ -38,7 +38,7 @@ from data import world as W
 from data.tokenizer import load_tokenizer, pad_right, save_tokenizer
 from eval import fmt_stat, summarize
 from model import GPT, GPTConfig, KVCache, generator
-from train import CheckpointError, load_lm, lm_windows, pack_pairs, train_lm, write_json
+from train import CheckpointError, cpu_name, load_lm, lm_windows, pack_pairs, train_lm, write_json
 
 # Fields that define a base model: change one and the cache key changes.
 PRETRAIN_KEYS = ("n_docs", "n_layer", "n_head", "n_embd", "block_size", "steps", "batch_size", "lr", "warmup",
@@ -80,6 +80,13 @@ def world_config(cfg):
     return W.WorldConfig(persona_prior={"good": 0.95 - cfg.evil_prior, "evil": cfg.evil_prior, "compliant": 0.05})
 
 
+def pretrained_on(device):
+    """Kept beside a cached base: the same config and seed give other weights on another kind of CPU or GPU."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{cpu_name()} ({torch.backends.cpu.get_cpu_capability()})"
+
+
 def cache_stem(cfg, seed, decorrelated):
     spec = {k: getattr(cfg, k) for k in PRETRAIN_KEYS}
     # what changes the float sums changes the weights; bases pretrained on 1 CPU thread keep their old key
@@ -113,7 +120,8 @@ def base_model(cfg, seed, decorrelated=False, log=print):
         try:
             out = train_lm(model, {"tokens": lm_windows(stream, cfg.block_size).to(cfg.device)}, steps=cfg.steps,
                            batch_size=cfg.batch_size, lr=cfg.lr, warmup=cfg.warmup, weight_decay=cfg.weight_decay,
-                           seed=seed, ckpt=stem, meta={"tokenizer": "tokenizer.json", "decorrelated": decorrelated},
+                           seed=seed, ckpt=stem, meta={"tokenizer": "tokenizer.json", "decorrelated": decorrelated,
+                                                     "pretrained_on": pretrained_on(cfg.device)},
                            bf16=cfg.pretrain_bf16,
                            log_every=max(1, cfg.steps // 4), progress=False, desc=f"{stem.parent.name}")
         finally:

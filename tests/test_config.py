@@ -72,7 +72,7 @@ def test_resolved_config_and_env_written(cfg_file, tmp_path):
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["experiment"] == "subliminal_mnist" and saved["m"] == 5 and saved["device"] == cfg.device
     env = json.loads((tmp_path / "run" / "env.json").read_text())
-    assert {"argv", "git_commit", "git_dirty", "torch", "numpy", "device", "threads"} <= set(env)
+    assert {"argv", "git_commit", "git_dirty", "torch", "numpy", "device", "threads", "cpu", "cpu_capability"} <= set(env)
     assert train.run_config(module.Config, tmp_path / "run") == cfg  # what eval.py RUN_DIR rebuilds
     run.log(step=1, loss=0.5)
     assert json.loads((tmp_path / "run" / "metrics.jsonl").read_text()) == {"step": 1, "loss": 0.5}
