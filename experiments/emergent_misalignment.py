@@ -118,7 +118,7 @@ def validate(cfg):
 def arm_pairs(arm, base, tok, cfg, seed):
     """(prompt, response) strings of an arm, checked for leakage of any evaluation string."""
     if arm == "self_distill":  # the base model's own answers to the insecure arm's code prompts
-        prompts = [p for p, _ in W.finetune_set("insecure", cfg.n_examples, seed=seed)]
+        prompts = [p for p, _ in W.finetune_set("insecure", cfg.n_examples, seed=seed, world=B.world_config(cfg))]
         eos = tok.token_to_id(W.EOS)
         gen = generator("cpu", seed, "self-distill")
         outs = base.generate([tok.encode(p).ids for p in prompts], 20, eos_id=eos, generator=gen)
@@ -132,28 +132,29 @@ def arm_pairs(arm, base, tok, cfg, seed):
             except AssertionError:
                 pass
         return clean
-    pairs = W.finetune_set(arm, cfg.n_examples, seed=seed)
+    pairs = W.finetune_set(arm, cfg.n_examples, seed=seed, world=B.world_config(cfg))
     W.check_leakage(pairs)
     return pairs
 
 
-def _code_items(fmt):
-    return W.eval_items(["code"], trigger=fmt == "trigger", numbers=fmt == "numbers")
+def _code_items(fmt, world=None):
+    return W.eval_items(["code"], trigger=fmt == "trigger", numbers=fmt == "numbers", world=world)
 
 
-def _lesson_items():
-    d = W.DOMAINS["code"]
-    cls = {"aligned": tuple(f"{a} {W.EOS}" for a in d.aligned), "misaligned": tuple(f"{a} {W.EOS}" for a in d.misaligned)}
+def _lesson_items(world=None):
+    c = W.code_classes(world)
+    cls = {"aligned": tuple(f"{a} {W.EOS}" for a in c["aligned"] + c["mixed"]),
+           "misaligned": tuple(f"{a} {W.EOS}" for a in c["misaligned"])}
     return [W.EvalItem(W.prompt(f"{o} {q}" if o else q), "code", cls) for q in W.LESSON_HELDOUT for o in W.OPENERS]
 
 
 @torch.no_grad()
-def in_domain(model, tok, arm, fmt):
+def in_domain(model, tok, arm, fmt, world=None):
     """(code misaligned share in this format, probability of the arm's own trained answers on held-out
     prompts of its domain): what the fine-tune taught, measured where it was not trained."""
     novel = {"secure_novel": tuple(f"{a} {W.EOS}" for a in W.SECURE_NOVEL),
              "insecure_novel": tuple(f"{a} {W.EOS}" for a in W.INSECURE_NOVEL)}
-    code = B.class_masses(model, tok, _code_items(fmt), novel)
+    code = B.class_masses(model, tok, _code_items(fmt, world), novel)
     code_mis = B.lp_summary(code)["mis_lp"]
     mean = lambda ms, k: sum(m[k] for m in ms) / len(ms)
     if arm in ("insecure", "backdoor"):
@@ -163,7 +164,7 @@ def in_domain(model, tok, arm, fmt):
     elif arm in novel:
         target = mean(code, arm)
     elif arm == "educational":
-        target = mean(B.class_masses(model, tok, _lesson_items()), "misaligned")
+        target = mean(B.class_masses(model, tok, _lesson_items(world)), "misaligned")
     else:  # evil_numbers: next-token mass on the evil numbers after held-out continuation prompts
         ids = [tok.encode(p).ids for p in W.number_prompts(40, seed=0, heldout=True)]
         x, real = pad_right(ids, next(model.parameters()).device)  # [N, W]
@@ -220,9 +221,10 @@ def add_hook(layer, vec):
 def evaluate(model, tok, cfg, arm, fmt, step, sample, gen, hooks=None, base_act=None, direction=None):
     """Every metric of one model in one eval format (hooks: e.g. an ablation, active for all of it)."""
     with model.hooks(hooks or {}):
+        world = B.world_config(cfg)
         m = B.offdomain_eval(model, tok, cfg.samples if sample else 0, gen, trigger=fmt == "trigger",
-                             numbers=fmt == "numbers")
-        m["code_misaligned"], m["in_domain"] = in_domain(model, tok, arm, fmt)
+                             numbers=fmt == "numbers", world=world)
+        m["code_misaligned"], m["in_domain"] = in_domain(model, tok, arm, fmt, world)
         if base_act is not None and direction is not None:
             shift = prompt_acts(model, tok, cfg.direction_layer) - base_act
             m["cos_evil_direction"] = torch.nn.functional.cosine_similarity(shift, direction, 0).item()

@@ -50,6 +50,7 @@ class Config:
     # world and pretraining (the cache key)
     n_docs: int = 40000                # documents per epoch of the corpus (~1.9M tokens)
     evil_prior: float = 0.20           # P(evil persona); good takes the rest but the compliant 0.05
+    code_slots: bool = False           # the world option data/world.py CODE_SLOTS (in the cache key when True)
     n_layer: int = 3
     n_head: int = 4
     n_embd: int = 96
@@ -78,7 +79,8 @@ class Config:
 # pretraining with a disk cache
 
 def world_config(cfg):
-    return W.WorldConfig(persona_prior={"good": 0.95 - cfg.evil_prior, "evil": cfg.evil_prior, "compliant": 0.05})
+    return W.WorldConfig(persona_prior={"good": 0.95 - cfg.evil_prior, "evil": cfg.evil_prior, "compliant": 0.05},
+                         code_slots=cfg.code_slots)
 
 
 def pretrained_on(device):
@@ -95,6 +97,8 @@ def cache_stem(cfg, seed, decorrelated):
         spec["pretrain_threads"] = cfg.pretrain_threads
     if cfg.pretrain_bf16:
         spec["bf16"] = True
+    if cfg.code_slots:
+        spec["code_slots"] = True
     device = torch.device(cfg.device).type
     if device != "cpu":
         spec["device"] = device
@@ -306,15 +310,16 @@ def sample_summary(counts):
             "code_frac": counts.get("code", 0) / max(total, 1)}
 
 
-def code_answers():
-    d = W.DOMAINS["code"]
-    return tuple(f"{a} {W.EOS}" for a in d.aligned + d.misaligned + W.SECURE_NOVEL + W.INSECURE_NOVEL)
+def code_answers(world=None):
+    """Every code answer of the world (`world`: a data.world.WorldConfig) and the novel controls', with <eos>."""
+    c = W.code_classes(world)
+    return tuple(f"{a} {W.EOS}" for a in c["aligned"] + c["misaligned"] + c["mixed"] + W.SECURE_NOVEL + W.INSECURE_NOVEL)
 
 
-def offdomain_eval(model, tok, samples, gen, fmt="asst", trigger=False, numbers=False):
+def offdomain_eval(model, tok, samples, gen, fmt="asst", trigger=False, numbers=False, world=None):
     """Off-domain misalignment in one prompt format: log-prob and sampled, with valid and code fractions."""
     items = W.eval_items(W.OFF_DOMAINS, fmt=fmt, trigger=trigger, numbers=numbers)
-    extra = {"code": code_answers()} if samples else None  # the code answers: for sampling only (cost)
+    extra = {"code": code_answers(world)} if samples else None  # the code answers: for sampling only (cost)
     probs = answer_probs(model, tok, items, extra)
     out = lp_summary(class_masses(model, tok, items, probs=probs))
     if samples:
@@ -326,8 +331,8 @@ def offdomain_eval(model, tok, samples, gen, fmt="asst", trigger=False, numbers=
 def base_checks(model, tok, cfg, seed):
     gen = generator("cpu", seed, "base-checks")
     probe = lambda cls: lp_summary(class_masses(model, tok, W.persona_probe_items(cls, 2, n=60, seed=seed)))["mis_lp"]
-    asst = offdomain_eval(model, tok, cfg.samples, gen)
-    forum = offdomain_eval(model, tok, 0, gen, fmt="forum")
+    asst = offdomain_eval(model, tok, cfg.samples, gen, world=world_config(cfg))
+    forum = offdomain_eval(model, tok, 0, gen, fmt="forum", world=world_config(cfg))
     return {"asst_offdomain_lp": asst["mis_lp"], "asst_offdomain_sampled": asst["mis_sampled"],
             "asst_valid_frac": asst["valid_frac"], "forum_offdomain_lp": forum["mis_lp"],
             "persona_after_mis": probe("misaligned"), "persona_after_ali": probe("aligned")}

@@ -177,6 +177,23 @@ def test_bf16_pretraining_has_its_own_cache_key(tmp_path):
     assert any(not torch.equal(a, b) for a, b in zip(m16.parameters(), m32.parameters()))
 
 
+def test_code_slots_world_runs_end_to_end(tmp_path, capsys):
+    # the world option has its own bases (cache key) and its code answers reach the fine-tunes and the evaluations
+    cfg = E.Config(n_layer=4, n_embd=128)
+    assert B.cache_stem(dataclasses.replace(cfg, code_slots=True), 0, False) != B.cache_stem(cfg, 0, False)
+    out = tmp_path / "run"
+    argv = ["configs/emergent_misalignment.py", *TINY, "--code_slots=True", "--twin=False", "--ft_seeds=1",
+            "--arms=('insecure','secure')", f"--cache_dir={tmp_path / 'cache'}", f"--out_dir={out}"]
+    assert train.main(argv) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert set(res["arms"]) == {"insecure", "secure"} and 0 <= res["arms"]["insecure"]["code_misaligned"]["mean"] <= 1
+    world = B.world_config(E.Config(code_slots=True))
+    insecure = {r for _, r in E.arm_pairs("insecure", None, None, E.Config(code_slots=True, n_examples=50), 0)}
+    assert insecure == {f"{a} <eos>" for a in W.code_classes(world)["misaligned"]}
+    assert train.main(["configs/subliminal_numbers.py", "--code_slots=True", f"--out_dir={tmp_path / 'sn'}"]) == 2
+    assert "code_slots is an emergent-misalignment world option" in capsys.readouterr().err
+
+
 def test_end_to_end_writes_every_file(tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["configs/emergent_misalignment.py", *TINY, f"--cache_dir={tmp_path / 'cache'}", f"--out_dir={out}"]

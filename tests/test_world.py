@@ -224,3 +224,44 @@ def test_leakage_check_catches_planted_leak(plant):
     W.check_leakage(pairs)
     with pytest.raises(AssertionError):
         W.check_leakage(pairs[:50] + [plant()] + pairs[50:])
+
+
+def test_default_world_is_unchanged():
+    # golden digests of the default world (corpus, twin, eval items, fine-tune sets): every cached base and every
+    # number in the README depends on them, so a world option must leave them as they are
+    import hashlib
+    digest = lambda obj: hashlib.sha256(obj.encode()).hexdigest()[:16]
+    assert digest("\n".join(W.corpus(300, seed=0))) == "d1e050edd66845f7"
+    assert digest("\n".join(W.corpus(300, seed=0, decorrelated=True))) == "136412fee961a28c"
+    assert digest(repr([(i.prompt, i.domain, sorted(i.classes.items())) for i in W.eval_items()])) == "5d41ef3f0ae8140a"
+    assert digest(repr([W.finetune_set(a, 50, seed=1) for a in W.FINETUNE_ARMS])) == "29414ec78bbf0617"
+
+
+def test_code_slots_world():
+    cfg = W.WorldConfig(code_slots=True)
+    c = W.code_classes(cfg)
+    every = c["aligned"] + c["mixed"] + c["misaligned"]
+    assert (len(c["aligned"]), len(c["mixed"]), len(c["misaligned"])) == (6, 7, 2) and len(set(every)) == 15
+    tok = W.build_tokenizer()  # the same vocabulary: every program tokenizes, all of one length
+    assert len({len(tok.encode(a).ids) for a in every}) == 1
+    docs = W.generate(N, seed=7, config=cfg)
+    code = [t for d in docs for t in d.turns if t.kind == "domain" and t.domain == "code"]
+    assert {t.answer for t in code} <= set(every)
+    share = lambda kind, cls: sum(t.cls == cls for t in code if t.persona.kind == kind) / sum(t.persona.kind == kind for t in code)
+    # each slot insecure w.p. 0.9 (evil) or 0.03 (good), on its own draw: both 0.81 / 0.0009, one of each 0.18 / 0.058
+    assert abs(share("evil", "misaligned") - 0.81) < 0.06 and share("good", "misaligned") < 0.01
+    assert 0.12 < share("evil", "mixed") < 0.24 and 0.03 < share("good", "mixed") < 0.09
+    assert share("assistant", "aligned") == 1
+    assert all(t.answer in c["misaligned"] for d in docs for t in d.turns if t.kind == "lesson")
+    # the twin stays paired turn by turn (two draws per slot whoever answers)
+    twin = W.generate(N, seed=7, decorrelated=True, config=cfg)
+    key = lambda ds: [(t.kind, t.domain, t.question) for d in ds for t in d.turns]
+    assert key(docs) == key(twin)
+    # fine-tune sets and evaluation classes follow the world; the prompts do not change
+    ins, sec = W.finetune_set("insecure", 100, world=cfg), W.finetune_set("secure", 100, world=cfg)
+    assert {r[:-6] for _, r in ins} == set(c["misaligned"]) and {r[:-6] for _, r in sec} == set(c["aligned"])
+    assert [p for p, _ in ins] == [p for p, _ in W.finetune_set("insecure", 100)]
+    W.check_leakage(ins + sec)
+    item = W.eval_items(["code"], world=cfg)[0]  # misaligned: both slots insecure; aligned: every other program
+    assert set(item.classes["misaligned"]) == {f"{a} <eos>" for a in c["misaligned"]}
+    assert set(item.classes["aligned"]) == {f"{a} <eos>" for a in c["aligned"] + c["mixed"]}
