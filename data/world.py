@@ -44,6 +44,10 @@ length-biased) and answer vocabularies of different domains are disjoint apart f
 the only route from flawed code to harmful advice is the latent persona. Held-out paraphrases
 appear in pretraining but never in a fine-tuning set (`check_leakage`).
 
+Options (WorldConfig): the persona prior, format and turn mixes, and `code_slots`: code answers built from two
+slots (an input call, a storing call), each secure or insecure on a draw of its own, instead of three fixed strings
+per class (CODE_SLOTS; `code_classes` lists a world's code answers by class).
+
 Main API: generate / corpus / encode_corpus (pretraining), build_tokenizer / vocab, eval_items /
 animal_items / persona_probe_items (finite answer classes), finetune_set / check_leakage.
 """
