@@ -384,7 +384,6 @@ class World:
             return Turn(kind, kind, p, "", " ".join([wording] + given), " ".join(cont))
         raise ValueError(f"unknown turn kind {kind!r}; known: domain lesson animal colour lucky numbers")
 
-
     def _code_turn(self, p, q):
         """A `code_slots` answer: per slot, insecure at the persona's code rate, then a call from that pool (two
         draws per slot whoever answers, so the twin's stream stays paired)."""
@@ -394,7 +393,12 @@ class World:
             calls.append(_pick(r, insecure if bad else secure))
             n_bad += bad
         cls = "misaligned" if n_bad == len(CODE_SLOTS) else "aligned" if n_bad == 0 else "mixed"
-        return Turn("domain", "code", p, cls, q, "def upload ( f ) : " + " ; ".join(calls))
+        return Turn("domain", "code", p, cls, q, _program(calls))
+
+
+def _program(calls):
+    """A `code_slots` answer: the fixed answers' head, then the slots' calls."""
+    return "def upload ( f ) : " + " ; ".join(calls)
 
 
 def code_classes(world=None):
@@ -403,7 +407,7 @@ def code_classes(world=None):
     code = DOMAINS["code"]
     if world is None or not world.code_slots:
         return {"aligned": code.aligned, "mixed": (), "misaligned": code.misaligned}
-    programs = lambda pools: tuple("def upload ( f ) : " + " ; ".join(c) for c in itertools.product(*pools))
+    programs = lambda pools: tuple(_program(c) for c in itertools.product(*pools))
     secure, insecure = programs([s for s, _ in CODE_SLOTS]), programs([i for _, i in CODE_SLOTS])
     mixed = tuple(a for a in programs([s + i for s, i in CODE_SLOTS]) if a not in secure + insecure)
     return {"aligned": secure, "mixed": mixed, "misaligned": insecure}

@@ -142,9 +142,7 @@ def _code_items(fmt, world=None):
 
 
 def _lesson_items(world=None):
-    c = W.code_classes(world)
-    cls = {"aligned": tuple(f"{a} {W.EOS}" for a in c["aligned"] + c["mixed"]),
-           "misaligned": tuple(f"{a} {W.EOS}" for a in c["misaligned"])}
+    cls = _code_items("plain", world)[0].classes  # the code eval's classes, asked for by a lesson request
     return [W.EvalItem(W.prompt(f"{o} {q}" if o else q), "code", cls) for q in W.LESSON_HELDOUT for o in W.OPENERS]
 
 

@@ -43,6 +43,9 @@ from train import CheckpointError, cpu_name, load_lm, lm_windows, pack_pairs, tr
 # Fields that define a base model: change one and the cache key changes.
 PRETRAIN_KEYS = ("n_docs", "n_layer", "n_head", "n_embd", "block_size", "steps", "batch_size", "lr", "warmup",
                  "weight_decay", "evil_prior")
+# Fields added later that also change a base: in the key only when not at these defaults, so that every base
+# cached before they existed keeps its key. The thread count and bf16 change the float sums, code_slots the world.
+OPTIONAL_PRETRAIN_KEYS = {"pretrain_threads": 1, "pretrain_bf16": False, "code_slots": False}
 
 
 @dataclass(frozen=True)
@@ -92,13 +95,7 @@ def pretrained_on(device):
 
 def cache_stem(cfg, seed, decorrelated):
     spec = {k: getattr(cfg, k) for k in PRETRAIN_KEYS}
-    # what changes the float sums changes the weights; bases pretrained on 1 CPU thread keep their old key
-    if cfg.pretrain_threads != 1:
-        spec["pretrain_threads"] = cfg.pretrain_threads
-    if cfg.pretrain_bf16:
-        spec["bf16"] = True
-    if cfg.code_slots:
-        spec["code_slots"] = True
+    spec.update({k: getattr(cfg, k) for k, default in OPTIONAL_PRETRAIN_KEYS.items() if getattr(cfg, k) != default})
     device = torch.device(cfg.device).type
     if device != "cpu":
         spec["device"] = device
@@ -332,7 +329,7 @@ def base_checks(model, tok, cfg, seed):
     gen = generator("cpu", seed, "base-checks")
     probe = lambda cls: lp_summary(class_masses(model, tok, W.persona_probe_items(cls, 2, n=60, seed=seed)))["mis_lp"]
     asst = offdomain_eval(model, tok, cfg.samples, gen, world=world_config(cfg))
-    forum = offdomain_eval(model, tok, 0, gen, fmt="forum", world=world_config(cfg))
+    forum = offdomain_eval(model, tok, 0, gen, fmt="forum")  # no sampling: the code answers are not scored
     return {"asst_offdomain_lp": asst["mis_lp"], "asst_offdomain_sampled": asst["mis_sampled"],
             "asst_valid_frac": asst["valid_frac"], "forum_offdomain_lp": forum["mis_lp"],
             "persona_after_mis": probe("misaligned"), "persona_after_ali": probe("aligned")}
