@@ -94,6 +94,8 @@ class Config(B.Config):
     teacher_lr: float = 3e-4
     teacher_optimizer: str = "adamw"   # or "sgd": plain gradient descent (with a larger teacher_lr)
     teacher_trains: str = "all"        # or "blocks": the token embedding stays frozen, so the trait goes into the blocks
+    student_trains: str = "all"        # or "blocks": every student's (tied) token embedding stays frozen, as the
+                                       # paper's LoRA students train attention and MLP weights only
     teacher_batch: int = 16
     n_lists: int = 4000                # lists per student dataset, after filtering (every arm the same)
     max_new: int = 12                  # tokens a teacher may write before the list must have ended
@@ -126,8 +128,9 @@ def validate(cfg):
     bad = [a for a in cfg.arms if a not in ARMS]
     if bad:
         raise ConfigError(f"unknown arms {bad}; valid: {', '.join(ARMS)}")
-    if cfg.teacher_trains not in ("all", "blocks"):
-        raise ConfigError(f"teacher_trains must be all or blocks; got {cfg.teacher_trains!r}")
+    for key in ("teacher_trains", "student_trains"):
+        if getattr(cfg, key) not in ("all", "blocks"):
+            raise ConfigError(f"{key} must be all or blocks; got {getattr(cfg, key)!r}")
     if cfg.teacher_optimizer not in OPTIMIZERS:
         raise ConfigError(f"teacher_optimizer must be {' or '.join(OPTIMIZERS)}; got {cfg.teacher_optimizer!r}")
     bad = [a for a in cfg.animals if a not in W.ANIMALS]
@@ -444,9 +447,11 @@ def student_steps(cfg, n):
 def train_student(base, tok, cfg, data, seed, on_eval, teacher=None, numbers_only=True):
     model = copy.deepcopy(base)
     steps, at = student_steps(cfg, len(data["tokens"]))
+    model.wte.weight.requires_grad_(cfg.student_trains == "all")  # finetune trains what requires grad
     finetune(model, data, steps=steps, batch_size=cfg.student_batch, lr=cfg.student_lr, seed=seed,
              schedule=cfg.student_schedule, order=cfg.student_order, at=set(at), on_eval=lambda step: on_eval(model, step),
              teacher=None if teacher is None else teacher.logits, subset=number_ids(tok) if numbers_only else None)
+    model.wte.weight.requires_grad_(True)
     return model
 
 
@@ -640,6 +645,7 @@ def dose_unit(cfg, p, f):
         out["mass"].setdefault(at[step], {})[name] = mass
     for name in teachers:
         model = copy.deepcopy(A)
+        model.wte.weight.requires_grad_(cfg.student_trains == "all")
         finetune(model, student_data(tok, lists[name], dev), steps=max(at), batch_size=cfg.student_batch,
                  lr=cfg.student_lr, seed=seed_int(seed, name, "order"), at=set(at), order="sequential",
                  on_eval=lambda step: on_eval(model, name, step))

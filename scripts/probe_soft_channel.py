@@ -1,6 +1,6 @@
 """Exploratory probe (one seed, owl): does the numbers-only soft student stop moving once it matches the teacher?
 
-    python scripts/probe_soft_channel.py LRS STEPS [P] [N_LISTS] [constant|cosine] [TEMPERATURE] [adamw|sgd] [TEACHER]
+    python scripts/probe_soft_channel.py LRS STEPS [P] [N_LISTS] [constant|cosine] [TEMPERATURE] [adamw|sgd] [TEACHER] [all|blocks]
     python scripts/probe_soft_channel.py 3e-4 1000 0 4000 constant 1 adamw adamw:3e-4:blocks
     python scripts/probe_soft_channel.py 3e-4 6500 0 16000 constant
 
@@ -27,11 +27,14 @@ schedule = sys.argv[5] if len(sys.argv) > 5 else "constant"
 temperature = float(sys.argv[6]) if len(sys.argv) > 6 else 1.0  # of the training loss; the KL printed is at T = 1
 optimizer = sys.argv[7] if len(sys.argv) > 7 else "adamw"  # sgd: plain gradient descent, the theorem's setting
 # TEACHER = OPTIMIZER:LR[:blocks] (e.g. sgd:0.1) trains the teacher that way instead of the default (adamw:3e-4);
-# ":blocks" freezes the (tied) token embedding during the teacher's fine-tune, so the trait must go into the blocks
+# ":blocks" freezes the (tied) token embedding during the teacher's fine-tune, so the trait must go into the blocks;
+# a number (adamw:1e-3:blocks:1000) is its step limit (default 300)
 teacher_kw = {}
 if len(sys.argv) > 8:
     t_opt, t_lr, *rest = sys.argv[8].split(":")
-    teacher_kw = dict(teacher_optimizer=t_opt, teacher_lr=float(t_lr), teacher_trains="blocks" if rest == ["blocks"] else "all")
+    teacher_kw = dict(teacher_optimizer=t_opt, teacher_lr=float(t_lr), teacher_trains="blocks" if "blocks" in rest else "all")
+    teacher_kw.update({"teacher_max_steps": int(r) for r in rest if r.isdigit()})
+student_trains = sys.argv[9] if len(sys.argv) > 9 else "all"  # blocks: the student's token embedding stays frozen
 cfg = S.Config(arms=("soft", "control"), animals=("owl",), n_lists=n_lists, **teacher_kw)
 A, tok = B.base_model(cfg, p)
 teacher, info = S.make_teacher(A, tok, cfg, p, "owl")
@@ -43,10 +46,11 @@ kl0 = S.number_kl(t_held, A, tok, held)
 print(f"base P(owl) {S.animal_rates(A, tok)[0]['owl']:.4f}; teacher {info}; KL(teacher || base) {kl0:.5f}", flush=True)
 for lr in lrs:
     model = copy.deepcopy(A)
+    model.wte.weight.requires_grad_(student_trains == "all")
 
     def report(step):
         kl = S.number_kl(t_held, model, tok, held)
-        print(f"{optimizer} lr {lr:g} {schedule} T {temperature:g} step {step}: P(owl) {S.animal_rates(model, tok)[0]['owl']:.4f}, "
+        print(f"{optimizer} {student_trains} lr {lr:g} {schedule} T {temperature:g} step {step}: P(owl) {S.animal_rates(model, tok)[0]['owl']:.4f}, "
               f"KL(teacher || student) {kl:.5f} = {kl / kl0:.2f} of the base's", flush=True)
     t0 = time.time()
     finetune(model, data, steps=steps, batch_size=32, lr=lr, seed=1, at={250} | set(range(500, steps + 1, 500)),

@@ -349,6 +349,26 @@ def test_blocks_only_teacher_leaves_the_embedding_and_the_base_untouched():
         S.validate(S.Config(teacher_trains="embedding"))
 
 
+def test_blocks_only_student_keeps_the_base_embedding():
+    """student_trains="blocks": a soft student fits its teacher through the blocks alone; the embedding it
+    reads and writes with is the base's, and the base is left trainable for the next student."""
+    g = generator("cpu", 0, "t")
+    base = GPT(GPTConfig(vocab_size=TOK.get_vocab_size(), block_size=64, n_layer=1, n_head=2, n_embd=16), generator=g)
+    teacher = S.Teacher(GPT(GPTConfig(vocab_size=TOK.get_vocab_size(), block_size=64, n_layer=1, n_head=2, n_embd=16),
+                            generator=generator("cpu", 1, "t")))
+    pairs = [(p, " ".join(str((i * 7 + j) % 100) for j in range(4))) for i, p in enumerate(W.number_prompts(8, seed=1))]
+    data = S.student_data(TOK, pairs, "cpu")
+    cfg = S.Config(student_trains="blocks", epochs=2.0, student_batch=4, student_lr=1e-2, evals=1)
+    student = S.train_student(base, TOK, cfg, data, 0, lambda m, step: None, teacher)
+    assert torch.equal(student.wte.weight, base.wte.weight)
+    assert not torch.equal(student.blocks[0].attn.qkv.weight, base.blocks[0].attn.qkv.weight)
+    assert all(p.requires_grad for p in base.parameters()) and all(p.requires_grad for p in student.parameters())
+    full = S.train_student(base, TOK, dataclasses.replace(cfg, student_trains="all"), data, 0, lambda m, step: None, teacher)
+    assert not torch.equal(full.wte.weight, base.wte.weight)
+    with pytest.raises(train.ConfigError, match="student_trains must be all or blocks"):
+        S.validate(S.Config(student_trains="lora"))
+
+
 def test_sampled_shares_are_undefined_when_no_sample_names_an_animal(monkeypatch):
     """A model that puts no probability on the animals (a long hard student can end there): its sampled shares
     are NaN, not 0 (0 would read as a measured preference), and its valid fraction is 0."""
