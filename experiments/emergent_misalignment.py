@@ -88,6 +88,8 @@ class Config(B.Config):
     ft_steps: int = 40
     ft_batch: int = 16
     ft_lr: float = 1e-3
+    ft_trains: str = "all"             # or "blocks": the (tied) token embedding stays frozen in every fine-tune,
+                                       # as in the paper's LoRA fine-tunes of attention and MLP weights
     eval_steps: tuple = (1, 2, 3, 5, 10, 20, 40)
     match_threshold: float = 0.9
     direction_layer: int = 1           # the layer whose direction is added to the base and projected on
@@ -108,6 +110,8 @@ def validate(cfg):
         raise ConfigError(f"ablation_step must be 0 (the matched checkpoint) or one of eval_steps {cfg.eval_steps}")
     if cfg.report_step and cfg.report_step not in cfg.eval_steps:
         raise ConfigError(f"report_step must be 0 (none) or one of eval_steps {cfg.eval_steps}")
+    if cfg.ft_trains not in ("all", "blocks"):
+        raise ConfigError(f"ft_trains must be all or blocks; got {cfg.ft_trains!r}")
     if not 0 <= cfg.direction_layer < cfg.n_layer:
         raise ConfigError(f"direction_layer must be in [0, {cfg.n_layer})")
 
@@ -274,8 +278,10 @@ def em_unit(cfg, seed, decorrelated):
                 if arm == "insecure":
                     snaps[step] = copy.deepcopy(model.state_dict())
 
+            model.wte.weight.requires_grad_(cfg.ft_trains == "all")  # finetune trains what requires grad
             finetune(model, data, steps=cfg.ft_steps, batch_size=cfg.ft_batch, lr=cfg.ft_lr, seed=ft_seed,
                      at=set(cfg.eval_steps), on_eval=on_eval)
+            model.wte.weight.requires_grad_(True)
             own = "backdoor_triggered" if arm == "backdoor" else names[0]
             if own in SELF_MATCHED:  # first checkpoint with code misaligned >= threshold (else the last)
                 traj = run["traj"][own]

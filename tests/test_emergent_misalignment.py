@@ -194,6 +194,26 @@ def test_code_slots_world_runs_end_to_end(tmp_path, capsys):
     assert "code_slots is an emergent-misalignment world option" in capsys.readouterr().err
 
 
+def test_blocks_only_finetunes_keep_the_base_embedding(tmp_path, monkeypatch):
+    """ft_trains="blocks": every arm's fine-tune moves the blocks and leaves the (tied) token embedding as the
+    base's; a bad value is a config error."""
+    calls = []
+
+    def spy(model, data, **kw):
+        wte = model.wte.weight.detach().clone()
+        blocks = [p.detach().clone() for p in model.blocks.parameters()]
+        train.finetune(model, data, **kw)
+        calls.append((torch.equal(model.wte.weight, wte),
+                      any(not torch.equal(p, b) for p, b in zip(model.blocks.parameters(), blocks))))
+    monkeypatch.setattr(E, "finetune", spy)
+    argv = ["configs/emergent_misalignment.py", *TINY, "--ft_trains=blocks", "--twin=False", "--ft_seeds=1",
+            "--arms=('insecure','secure')", f"--cache_dir={tmp_path / 'cache'}", f"--out_dir={tmp_path / 'run'}"]
+    assert train.main(argv) == 0
+    assert len(calls) == 2 and all(same_wte and moved for same_wte, moved in calls)  # insecure, secure
+    with pytest.raises(train.ConfigError, match="ft_trains must be all or blocks"):
+        E.validate(E.Config(ft_trains="lora"))
+
+
 def test_end_to_end_writes_every_file(tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["configs/emergent_misalignment.py", *TINY, f"--cache_dir={tmp_path / 'cache'}", f"--out_dir={out}"]
