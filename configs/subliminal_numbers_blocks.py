@@ -4,7 +4,7 @@
 # up to 1,000 steps); every student trains 16 epochs on 4k lists (2,000 steps, lr 3e-4 constant).
 # Why: a full-model student can fit the teacher's numbers through the number tokens' own embedding rows, a
 # path that carries no trait; with the embedding frozen it must follow the teacher's update in the blocks.
-# 6 seeds (3 bases x 2 students); ~35 min on 2 cores with the bases cached.
+# 6 seeds (3 bases x 2 students); 43 min on 2 cores here including pretraining 3 bases (README: +34 / +29 points).
 experiment = "subliminal_numbers"
 seeds = (0, 1, 2)
 student_seeds = 2
