@@ -523,11 +523,12 @@ def soft_kl(teacher_logits, student_logits, subset=None, temperature=1.0):
     return (t.exp() * (t - s)).sum(-1) * temperature ** 2
 
 
+TRAINS = ("all", "blocks")  # what a fine-tune trains: every weight, or all but the token embedding
 OPTIMIZERS = ("adamw", "sgd")  # finetune's; sgd = plain gradient descent
 
 
 def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, teacher=None, subset=None,
-             order="random", schedule="constant", temperature=1.0, optimizer="adamw"):
+             order="random", schedule="constant", temperature=1.0, optimizer="adamw", trains="all"):
     """Fine-tune on {"tokens": [N, T+1], "mask": [N, T]} (pack_pairs) with AdamW, no weight decay, clipping at
     1, at a constant lr (schedule="constant") or cosine-decayed from lr to 0 over `steps` ("cosine"); rows
     drawn with replacement from a CPU stream (the same rows on any device), or, order="sequential", rows
@@ -536,41 +537,50 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
     [b, T] -> logits [b, T, V]), KL(teacher || student) over the token ids `subset` (both distributions
     renormalised there; None: the whole vocabulary; `temperature`: see soft_kl). Calls on_eval(step), model in
     eval mode, at each step in `at` (in memory: no checkpoint files for a few hundred evaluations).
-    optimizer="sgd": plain gradient descent (no momentum), the setting of the subliminal-learning theorem."""
+    optimizer="sgd": plain gradient descent (no momentum), the setting of the subliminal-learning theorem.
+    trains="blocks": the (tied) token embedding gets no gradient for the fine-tune, as in a LoRA fine-tune of the
+    attention and MLP weights; its requires_grad is restored afterwards, also after an exception."""
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be {' or '.join(map(repr, OPTIMIZERS))}, not {optimizer!r}")
-    opt = (make_lm_optimizer(model, lr, 0.0, (0.9, 0.999)) if optimizer == "adamw"
-           else torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr))
-    g = generator("cpu", seed, "finetune-order")
-    dev = next(model.parameters()).device
-    tokens, mask = data["tokens"].to(dev), data["mask"].to(dev)
-    keep = None if subset is None else torch.as_tensor(subset, device=dev)
-    for step in range(1, steps + 1):
-        if schedule == "cosine":  # a decaying lr averages the minibatch noise that a constant lr keeps
-            for group in opt.param_groups:
-                group["lr"] = get_lr(step - 1, lr=lr, warmup=0, decay_steps=steps, min_lr=0.0)
-        if order == "sequential":
-            rows = torch.arange((step - 1) * batch_size, step * batch_size, device=dev) % len(tokens)
-        else:
-            rows = torch.randint(len(tokens), (batch_size,), generator=g).to(dev)
-        x, m = tokens[rows, :-1], mask[rows]  # [b, T]
-        model.train()
-        if teacher is None:
-            per_tok = model(x, targets=tokens[rows, 1:])  # [b, T]
-        else:
-            with torch.no_grad():
-                t = teacher(x)  # [b, T, V]
-            per_tok = soft_kl(t, model(x), keep, temperature)  # [b, T]
-        loss = (per_tok * m).sum() / m.sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        if step in at:
-            model.eval()
-            on_eval(step)
-    model.eval()
-    return model
+    if trains not in TRAINS:
+        raise ValueError(f"trains must be {' or '.join(map(repr, TRAINS))}, not {trains!r}")
+    wte, was = model.wte.weight, model.wte.weight.requires_grad
+    wte.requires_grad_(was and trains == "all")  # the optimizer and the clipping take what requires grad
+    try:
+        opt = (make_lm_optimizer(model, lr, 0.0, (0.9, 0.999)) if optimizer == "adamw"
+               else torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr))
+        g = generator("cpu", seed, "finetune-order")
+        dev = next(model.parameters()).device
+        tokens, mask = data["tokens"].to(dev), data["mask"].to(dev)
+        keep = None if subset is None else torch.as_tensor(subset, device=dev)
+        for step in range(1, steps + 1):
+            if schedule == "cosine":  # a decaying lr averages the minibatch noise that a constant lr keeps
+                for group in opt.param_groups:
+                    group["lr"] = get_lr(step - 1, lr=lr, warmup=0, decay_steps=steps, min_lr=0.0)
+            if order == "sequential":
+                rows = torch.arange((step - 1) * batch_size, step * batch_size, device=dev) % len(tokens)
+            else:
+                rows = torch.randint(len(tokens), (batch_size,), generator=g).to(dev)
+            x, m = tokens[rows, :-1], mask[rows]  # [b, T]
+            model.train()
+            if teacher is None:
+                per_tok = model(x, targets=tokens[rows, 1:])  # [b, T]
+            else:
+                with torch.no_grad():
+                    t = teacher(x)  # [b, T, V]
+                per_tok = soft_kl(t, model(x), keep, temperature)  # [b, T]
+            loss = (per_tok * m).sum() / m.sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            if step in at:
+                model.eval()
+                on_eval(step)
+        model.eval()
+        return model
+    finally:
+        wte.requires_grad_(was)
 
 
 # --- GPT checkpoints: NAME.safetensors + NAME.json (+ NAME.state.pt to resume) ---------------------

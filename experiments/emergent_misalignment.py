@@ -61,7 +61,7 @@ from data.tokenizer import pad_right
 from eval import fmt_stat, group_means, summarize, summarize_by
 from experiments import world_base as B
 from model import generator, seed_int
-from train import ConfigError, finetune, run_config, write_json
+from train import TRAINS, ConfigError, finetune, run_config, write_json
 
 ARMS = ("insecure", "secure", "secure_novel", "educational", "insecure_novel", "self_distill", "backdoor",
         "evil_numbers")
@@ -110,8 +110,8 @@ def validate(cfg):
         raise ConfigError(f"ablation_step must be 0 (the matched checkpoint) or one of eval_steps {cfg.eval_steps}")
     if cfg.report_step and cfg.report_step not in cfg.eval_steps:
         raise ConfigError(f"report_step must be 0 (none) or one of eval_steps {cfg.eval_steps}")
-    if cfg.ft_trains not in ("all", "blocks"):
-        raise ConfigError(f"ft_trains must be all or blocks; got {cfg.ft_trains!r}")
+    if cfg.ft_trains not in TRAINS:
+        raise ConfigError(f"ft_trains must be {' or '.join(TRAINS)}; got {cfg.ft_trains!r}")
     if not 0 <= cfg.direction_layer < cfg.n_layer:
         raise ConfigError(f"direction_layer must be in [0, {cfg.n_layer})")
 
@@ -278,10 +278,8 @@ def em_unit(cfg, seed, decorrelated):
                 if arm == "insecure":
                     snaps[step] = copy.deepcopy(model.state_dict())
 
-            model.wte.weight.requires_grad_(cfg.ft_trains == "all")  # finetune trains what requires grad
             finetune(model, data, steps=cfg.ft_steps, batch_size=cfg.ft_batch, lr=cfg.ft_lr, seed=ft_seed,
-                     at=set(cfg.eval_steps), on_eval=on_eval)
-            model.wte.weight.requires_grad_(True)
+                     at=set(cfg.eval_steps), on_eval=on_eval, trains=cfg.ft_trains)
             own = "backdoor_triggered" if arm == "backdoor" else names[0]
             if own in SELF_MATCHED:  # first checkpoint with code misaligned >= threshold (else the last)
                 traj = run["traj"][own]

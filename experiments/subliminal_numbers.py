@@ -71,7 +71,7 @@ from data.tokenizer import pad_right
 from eval import fmt_stat, group_means, summarize, summarize_by
 from experiments import world_base as B
 from model import generator, seed_int
-from train import OPTIMIZERS, ConfigError, finetune, pack_pairs, soft_kl, write_json
+from train import OPTIMIZERS, TRAINS, ConfigError, finetune, pack_pairs, soft_kl, write_json
 
 ARMS = ("trait", "control", "soft", "soft_all", "soft_cross", "cross_init", "cross_control", "shuffled", "icl",
         "code", "code_control")
@@ -129,8 +129,8 @@ def validate(cfg):
     if bad:
         raise ConfigError(f"unknown arms {bad}; valid: {', '.join(ARMS)}")
     for key in ("teacher_trains", "student_trains"):
-        if getattr(cfg, key) not in ("all", "blocks"):
-            raise ConfigError(f"{key} must be all or blocks; got {getattr(cfg, key)!r}")
+        if getattr(cfg, key) not in TRAINS:
+            raise ConfigError(f"{key} must be {' or '.join(TRAINS)}; got {getattr(cfg, key)!r}")
     if cfg.teacher_optimizer not in OPTIMIZERS:
         raise ConfigError(f"teacher_optimizer must be {' or '.join(OPTIMIZERS)}; got {cfg.teacher_optimizer!r}")
     bad = [a for a in cfg.animals if a not in W.ANIMALS]
@@ -227,12 +227,10 @@ def make_teacher(base, tok, cfg, p, animal):
     W.check_leakage(pairs, extra=())
     data = B.encode_pairs(tok, pairs)
     model = copy.deepcopy(base)
-    model.wte.weight.requires_grad_(cfg.teacher_trains == "all")  # finetune trains what requires grad
     steps = finetune_until(model, data, lambda m: animal_rates(m, tok)[0][animal] >= cfg.teacher_threshold,
                            max_steps=cfg.teacher_max_steps, every=5, batch_size=cfg.teacher_batch, lr=cfg.teacher_lr,
-                           optimizer=cfg.teacher_optimizer,
+                           optimizer=cfg.teacher_optimizer, trains=cfg.teacher_trains,
                            seed=seed_int(p, animal, "teacher-order"))
-    model.wte.weight.requires_grad_(True)
     return Teacher(model), {"steps": steps, "rate": animal_rates(model, tok)[0][animal],
                             "delta_norm": weight_delta(model, base).norm().item()}
 
@@ -447,11 +445,10 @@ def student_steps(cfg, n):
 def train_student(base, tok, cfg, data, seed, on_eval, teacher=None, numbers_only=True):
     model = copy.deepcopy(base)
     steps, at = student_steps(cfg, len(data["tokens"]))
-    model.wte.weight.requires_grad_(cfg.student_trains == "all")  # finetune trains what requires grad
     finetune(model, data, steps=steps, batch_size=cfg.student_batch, lr=cfg.student_lr, seed=seed,
              schedule=cfg.student_schedule, order=cfg.student_order, at=set(at), on_eval=lambda step: on_eval(model, step),
-             teacher=None if teacher is None else teacher.logits, subset=number_ids(tok) if numbers_only else None)
-    model.wte.weight.requires_grad_(True)
+             teacher=None if teacher is None else teacher.logits, subset=number_ids(tok) if numbers_only else None,
+             trains=cfg.student_trains)
     return model
 
 
@@ -645,9 +642,8 @@ def dose_unit(cfg, p, f):
         out["mass"].setdefault(at[step], {})[name] = mass
     for name in teachers:
         model = copy.deepcopy(A)
-        model.wte.weight.requires_grad_(cfg.student_trains == "all")
         finetune(model, student_data(tok, lists[name], dev), steps=max(at), batch_size=cfg.student_batch,
-                 lr=cfg.student_lr, seed=seed_int(seed, name, "order"), at=set(at), order="sequential",
+                 lr=cfg.student_lr, seed=seed_int(seed, name, "order"), at=set(at), order="sequential", trains=cfg.student_trains,
                  on_eval=lambda step: on_eval(model, name, step))
     out["seconds"] = time.time() - t0
     print(f"[subliminal dose] seed ({p}, {f}): {out['seconds']:.0f} s", flush=True)

@@ -46,7 +46,6 @@ kl0 = S.number_kl(t_held, A, tok, held)
 print(f"base P(owl) {S.animal_rates(A, tok)[0]['owl']:.4f}; teacher {info}; KL(teacher || base) {kl0:.5f}", flush=True)
 for lr in lrs:
     model = copy.deepcopy(A)
-    model.wte.weight.requires_grad_(student_trains == "all")
 
     def report(step):
         kl = S.number_kl(t_held, model, tok, held)
@@ -55,5 +54,5 @@ for lr in lrs:
     t0 = time.time()
     finetune(model, data, steps=steps, batch_size=32, lr=lr, seed=1, at={250} | set(range(500, steps + 1, 500)),
              on_eval=report, teacher=teacher.logits, subset=S.number_ids(tok), schedule=schedule,
-             temperature=temperature, optimizer=optimizer)
+             temperature=temperature, optimizer=optimizer, trains=student_trains)
     print(f"{time.time() - t0:.0f} s", flush=True)
