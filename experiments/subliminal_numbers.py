@@ -114,6 +114,7 @@ class Config(B.Config):
     em_examples: int = 300             # their fine-tune (experiments/emergent_misalignment.py defaults)
     em_steps: int = 40
     em_lr: float = 1e-3
+    em_trains: str = "all"             # or "blocks": the EM teachers' token embedding stays frozen (train.finetune)
     em_match: bool = True              # stop every EM teacher at the step where the first one's code is >= 90%
                                        # insecure (the EM experiment's matched checkpoint); False: em_steps
     sample_batch: int = 2000
@@ -128,7 +129,7 @@ def validate(cfg):
     bad = [a for a in cfg.arms if a not in ARMS]
     if bad:
         raise ConfigError(f"unknown arms {bad}; valid: {', '.join(ARMS)}")
-    for key in ("teacher_trains", "student_trains"):
+    for key in ("teacher_trains", "student_trains", "em_trains"):
         if getattr(cfg, key) not in TRAINS:
             raise ConfigError(f"{key} must be {' or '.join(TRAINS)}; got {getattr(cfg, key)!r}")
     if cfg.teacher_optimizer not in OPTIMIZERS:
@@ -699,7 +700,7 @@ def misalignment_unit(cfg, p, f):
         pairs = EM.arm_pairs(t, A, tok, emcfg, seed_int(p, t, "em-teacher") % 2 ** 31)
         data = B.encode_pairs(tok, pairs)
         m = copy.deepcopy(A)
-        kw = dict(batch_size=16, lr=cfg.em_lr, seed=seed_int(p, t, "em-order"))
+        kw = dict(batch_size=16, lr=cfg.em_lr, seed=seed_int(p, t, "em-order"), trains=cfg.em_trains)
         if cfg.em_match and t == cfg.mis_teachers[0]:
             steps = finetune_until(m, data, lambda m: EM.in_domain(m, tok, "insecure", "plain")[0] >= emcfg.match_threshold,
                                    max_steps=cfg.em_steps, every=1, **kw)
@@ -715,16 +716,14 @@ def misalignment_unit(cfg, p, f):
         data = student_data(tok, lists[name], dev)
         last = student_steps(cfg, len(data["tokens"]))[0]  # the step train_student ends at
 
-        def on_eval(m, step, name=name):  # the hard student along its training: lists read -> its misalignment
+        def on_eval(m, step, name=name):  # a student along its training: lists read -> its misalignment
             r = ev(m, name if step == last else f"{name}@{step}")
             out["dose"].setdefault(step * cfg.student_batch, {})[name] = r
             if step == last:
                 out["arms"][name] = r
         train_student(A, tok, cfg, data, seed_int(seed, name, "order"), on_eval)
         if name != "control" and "soft" in cfg.arms:
-            res = {}
-            train_student(A, tok, cfg, data, seed_int(seed, name, "soft"), lambda m, step: res.update(m=m), t)
-            out["arms"][f"{name}_soft"] = ev(res["m"], f"{name}_soft")
+            train_student(A, tok, cfg, data, seed_int(seed, name, "soft"), lambda m, step, n=f"{name}_soft": on_eval(m, step, n), t)
     out["seconds"] = time.time() - t0
     print(f"[subliminal misalignment] seed ({p}, {f}): {out['seconds']:.0f} s", flush=True)
     return out
@@ -756,9 +755,11 @@ def aggregate_misalignment(cfg, units):
             res["dose"][d] = {"offdomain_misaligned": {n: summarize(v) for n, v in mis.items()},
                               "valid_fraction": {n: summarize([u["dose"][d][n]["valid_frac"] for u in units])
                                                  for n in mis}}
-            if "insecure" in mis:
-                res["dose"][d]["insecure_minus"] = {n: summarize([a - b for a, b in zip(mis["insecure"], v)])
-                                                    for n, v in mis.items() if n != "insecure"}
+            # insecure's student minus each other student of its channel (hard or soft; the control is hard)
+            res["dose"][d]["insecure_minus"] = {
+                f"{ins} - {n}": summarize([a - b for a, b in zip(mis[ins], v)])
+                for ins, soft in (("insecure", False), ("insecure_soft", True)) if ins in mis
+                for n, v in mis.items() if n != ins and (n == "control" or n.endswith("_soft") == soft)}
     figs = {}
     if "insecure" in cfg.mis_teachers:
         for kind, suffix in (("sampled", ""), ("soft", "_soft")):
@@ -877,17 +878,18 @@ def table_misalignment(res, cfg):
         lines.append(f"| {n} | {f(s['offdomain_misaligned'])} | {f(s['effect']) if 'effect' in s else ''} | "
                      f"{f(s['valid_fraction'])} | {f(s['offdomain_misaligned_lp'])} | {f(s['code_misaligned'])} |")
     if res.get("dose"):
-        names = list(next(iter(res["dose"].values()))["offdomain_misaligned"])
-        minus = [n for n in names if n != "insecure"] if "insecure" in names else []
-        lines += ["", f"Hard students along their training ({cfg.student_order} order, batch {cfg.student_batch}): "
+        first = next(iter(res["dose"].values()))
+        names, minus = list(first["offdomain_misaligned"]), list(first.get("insecure_minus", {}))
+        label = lambda k: k if " - " in k else f"insecure - {k}"  # (runs aggregated before soft students had a curve)
+        lines += ["", f"Students along their training ({cfg.student_order} order, batch {cfg.student_batch}): "
                       "off-domain misaligned (sampled), and insecure's student minus each other one (paired):", "",
-                  "| lists read | " + " | ".join(names) + "".join(f" | insecure - {n}" for n in minus)
+                  "| lists read | " + " | ".join(names) + "".join(f" | {label(n)}" for n in minus)
                   + " | valid fraction: " + ", ".join(names) + " |",
                   "|---" * (2 + len(names) + len(minus)) + "|"]
         for d, row in res["dose"].items():
             valid = row.get("valid_fraction")  # (results aggregated before it was kept have none)
             lines.append(f"| {d} | " + " | ".join(f(row["offdomain_misaligned"][n]) for n in names)
-                         + "".join(f" | {f(row['insecure_minus'][n])}" for n in minus)
+                         + "".join(f" | {f(row['insecure_minus'][n])}" for n in minus if n in row.get("insecure_minus", {}))
                          + " | " + (", ".join(f"{valid[n]['mean']:.3f}" for n in names) if valid else "") + " |")
         lines += ["", "(A student whose valid fraction is near 0 has almost no answers to be misaligned among: its "
                       "'off-domain misaligned' is then noise, and 0 when none is valid.)"]
@@ -992,7 +994,7 @@ def plot_misalignment(res, cfg, path):
             ax.errorbar([int(d) for d in ds], [s["mean"] for s in sts], capsize=3, marker="o", label=f"student of {n}",
                         yerr=[sum(e, []) for e in zip(*[_err(s) for s in sts])])
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("lists read (hard students)")
+        ax.set_xlabel("lists read")
         ax.set_ylabel(label)
         ax.legend(fontsize=7)
     fig.tight_layout()

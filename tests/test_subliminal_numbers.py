@@ -151,7 +151,7 @@ TINY = ["--seeds=(0,1)", "--student_seeds=1", "--n_docs=1500", "--steps=300", "-
         "--icl_contexts=2", "--samples=5", "--evals=2", "--workers=1", "--sample_batch=256"]
 
 
-def test_end_to_end_writes_every_file(tmp_path, capsys):
+def test_end_to_end_writes_every_file(tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
     argv = ["configs/subliminal_numbers.py", *TINY, f"--cache_dir={tmp_path / 'cache'}", f"--out_dir={out}"]
     assert train.main(argv) == 0
@@ -220,7 +220,7 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
                           res4["arms"]["insecure"]["valid_fraction"]["per_seed"]):
         assert math.isnan(mis) if valid == 0 else 0 <= mis <= 1  # no valid answer: undefined, not 0
     assert (out4 / "subliminal_misalignment.png").is_file()
-    # the hard students along their training (evals = 2): the last point is the arm itself
+    # every student along its training (evals = 2), soft ones too: the last point is the arm itself
     d, cfg4 = res4["dose"], train.run_config(S.Config, out4)
     steps = S.student_steps(cfg4, 20)[1]
     assert len(steps) == 2 and sorted(d, key=int) == [str(s * cfg4.student_batch) for s in steps]
@@ -228,16 +228,34 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
     assert (json.dumps(last["offdomain_misaligned"]["insecure"]["per_seed"])  # NaN != NaN; its text is equal
             == json.dumps(res4["arms"]["insecure"]["offdomain_misaligned"]["per_seed"]))
     ins, sec = (last["offdomain_misaligned"][n]["per_seed"] for n in ("insecure", "secure"))
-    assert last["insecure_minus"]["secure"]["per_seed"] == pytest.approx([a - b for a, b in zip(ins, sec)], nan_ok=True)
+    assert last["insecure_minus"]["insecure - secure"]["per_seed"] == pytest.approx([a - b for a, b in zip(ins, sec)], nan_ok=True)
+    assert set(last["offdomain_misaligned"]) == set(res4["arms"])
+    assert (json.dumps(last["offdomain_misaligned"]["insecure_soft"]["per_seed"])
+            == json.dumps(res4["arms"]["insecure_soft"]["offdomain_misaligned"]["per_seed"]))
+    # each channel against its own kind, and the soft student against the (hard) control too
+    assert set(last["insecure_minus"]) == {"insecure - control", "insecure - secure", "insecure_soft - control",
+                                           "insecure_soft - secure_soft"}
     assert "lists read" in (out4 / "results.md").read_text()
     assert last["valid_fraction"]["insecure"]["per_seed"] == res4["arms"]["insecure"]["valid_fraction"]["per_seed"]
-    # without "soft" in arms there are no soft students
+    # without "soft" in arms there are no soft students; em_trains=blocks: the EM teacher's fine-tune leaves the
+    # token embedding as the base's (the student's, student_trains=all, moves it)
+    calls = []
+
+    def spy(model, data, **kw):
+        wte = model.wte.weight.detach().clone()
+        train.finetune(model, data, **kw)
+        calls.append((kw["trains"], torch.equal(model.wte.weight, wte)))
+    monkeypatch.setattr(S, "finetune", spy)
     out5 = tmp_path / "mis_hard"
     assert train.main(argv[:-1] + ["--mode=misalignment", "--em_steps=2", "--em_examples=16", "--n_lists=20",
                                    "--mis_teachers=('insecure',)", "--arms=('control','trait')", "--evals=1",
-                                   "--student_order=sequential", f"--out_dir={out5}"]) == 0
+                                   "--student_order=sequential", "--em_trains=blocks", f"--out_dir={out5}"]) == 0
     res5 = json.loads((out5 / "results.json").read_text())
     assert set(res5["arms"]) == {"control", "insecure"} and "dose" not in res5
+    # per base: the insecure teacher, then the control's and insecure's students
+    assert calls == [("blocks", True), ("all", False), ("all", False)] * 2
+    with pytest.raises(train.ConfigError, match="em_trains must be all or blocks"):
+        S.validate(S.Config(em_trains="lora"))
 
 
 def test_bad_config_is_a_clear_error(tmp_path):
