@@ -45,9 +45,10 @@ Modes: "animals" (above), "dose" (trait and control students read one large samp
 and are measured after each n in `doses` lists: the student after n lists has had one epoch on n
 lists; the curve of paired trait - control and specificity), "misalignment" (teachers are the
 emergent-misalignment fine-tunes insecure / secure / educational of A; lists with the world's evil
-numbers banned; students hard and soft (soft only if "soft" is in `arms`); their off-domain misalignment,
-sampled and log-prob; with `evals` > 1 the hard students are also measured along their training, keyed by
-lists read: a dose curve, one pass with student_order = "sequential" and epochs = 1).
+numbers banned; students hard and soft (soft only if "soft" is in `arms`; the teachers' hard students only if
+`mis_sampled`); their off-domain misalignment, sampled and log-prob; with `evals` > 1 every student is also
+measured along its training, keyed by lists read: a dose curve, one pass with student_order = "sequential" and
+epochs = 1).
 
 Seeds: (pretraining seed p) x (student seed f); a seed changes the prompts, the sampling and the
 students' data order; teachers are a function of (p, animal). results.json:
@@ -115,6 +116,8 @@ class Config(B.Config):
     em_steps: int = 40
     em_lr: float = 1e-3
     em_trains: str = "all"             # or "blocks": the EM teachers' token embedding stays frozen (train.finetune)
+    mis_sampled: bool = True           # mode "misalignment": False trains no sampled (hard) students of the EM teachers,
+                                       # only their soft students and the hard control (3 fewer students per unit)
     em_match: bool = True              # stop every EM teacher at the step where the first one's code is >= 90%
                                        # insecure (the EM experiment's matched checkpoint); False: em_steps
     sample_batch: int = 2000
@@ -721,7 +724,8 @@ def misalignment_unit(cfg, p, f):
             out["dose"].setdefault(step * cfg.student_batch, {})[name] = r
             if step == last:
                 out["arms"][name] = r
-        train_student(A, tok, cfg, data, seed_int(seed, name, "order"), on_eval)
+        if name == "control" or cfg.mis_sampled:
+            train_student(A, tok, cfg, data, seed_int(seed, name, "order"), on_eval)
         if name != "control" and "soft" in cfg.arms:
             train_student(A, tok, cfg, data, seed_int(seed, name, "soft"), lambda m, step, n=f"{name}_soft": on_eval(m, step, n), t)
     out["seconds"] = time.time() - t0

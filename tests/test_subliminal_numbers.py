@@ -254,6 +254,15 @@ def test_end_to_end_writes_every_file(tmp_path, capsys, monkeypatch):
     assert set(res5["arms"]) == {"control", "insecure"} and "dose" not in res5
     # per base: the insecure teacher, then the control's and insecure's students
     assert calls == [("blocks", True), ("all", False), ("all", False)] * 2
+    # mis_sampled=False: the teachers' soft students and the hard control only (blocks students keep the embedding)
+    calls.clear()
+    out6 = tmp_path / "mis_soft"
+    assert train.main(argv[:-1] + ["--mode=misalignment", "--em_steps=2", "--em_examples=16", "--n_lists=20",
+                                   "--mis_teachers=('insecure',)", "--arms=('control','soft')", "--evals=1",
+                                   "--mis_sampled=False", "--student_trains=blocks", f"--out_dir={out6}"]) == 0
+    res6 = json.loads((out6 / "results.json").read_text())
+    assert set(res6["arms"]) == {"control", "insecure_soft"} and set(res6["figures_to_reach"]) == {"soft_pass"}
+    assert calls == [("all", False), ("blocks", True), ("blocks", True)] * 2
     with pytest.raises(train.ConfigError, match="em_trains must be all or blocks"):
         S.validate(S.Config(em_trains="lora"))
 
