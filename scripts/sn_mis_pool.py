@@ -2,11 +2,14 @@
 
     python scripts/sn_mis_pool.py out/sn_mis087 out/sn_mis087_rep                 # 4k lists: soft and sampled
     python scripts/sn_mis_pool.py --lists=16000 out/sn_mis_dose16k out/sn_mis_dose64k
+    python scripts/sn_mis_pool.py out/sn_mis_blocks --minus out/sn_mis_blocks_all   # paired across two runs
 
 Without --lists it reads each run's final students (`arms`); with it, the students after that many lists (`dose`,
 runs made with --evals > 1). Runs must not share a base: pooled seeds are then independent. Prints the
 students' off-domain misalignment (unpaired 95% t-CIs, the issue's "CIs separated"), their valid fractions, and
-the insecure teacher's students minus each other student, paired per base.
+the insecure teacher's students minus each other student, paired per base. With --minus, instead: each student
+of the runs before it minus the same student of the runs after it (the same bases, e.g. the same teachers with
+another student setting), paired per base.
 """
 import json
 import os
@@ -37,22 +40,10 @@ def main(argv):
         lists, argv = int(argv[0].split("=", 1)[1]), argv[1:]
     if not argv:
         sys.exit(__doc__)
-    pooled, bases, base_valid = {}, [], []
-    for run in argv:
-        path = os.path.join(run, "results.json")
-        if not os.path.exists(path):
-            sys.exit(f"{path} not found: pass finished run directories (or run `python eval.py {run}` first)")
-        res = json.load(open(path))
-        src, seeds = students(res, lists)
-        base_valid += res["base"]["valid_fraction"]["per_seed"]
-        if len({p for p, _ in seeds}) != len(seeds):
-            sys.exit(f"{run} has several students per base: pool runs with one student per base")
-        bases += [p for p, _ in seeds]
-        for k, v in src.items():
-            for m, xs in v.items():
-                pooled.setdefault(k, {}).setdefault(m, []).extend(xs)
-    if len(set(bases)) != len(bases):
-        sys.exit(f"the runs share bases {sorted({p for p in bases if bases.count(p) > 1})}: pooled seeds would not be independent")
+    if "--minus" in argv:
+        i = argv.index("--minus")
+        return minus(pool(argv[:i], lists), pool(argv[i + 1:], lists))
+    pooled, bases, base_valid = pool(argv, lists)
     n = len(bases)
     if n < 2:
         sys.exit("one base: no interval to compute; pass runs with two or more bases in all")
@@ -80,6 +71,42 @@ def main(argv):
             hi = mis[o]["ci95"][1]
             print(f"{ins} - {o}: paired {100 * d['mean']:+.1f} [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}] "
                   f"points; unpaired CIs {'separated' if lo > hi else 'overlap'} ({lo:.5f} vs {hi:.5f})")
+
+
+def pool(runs, lists):
+    """The students of several runs (no base twice): ({student: {metric: per_base}}, bases, the bases' valid fractions)."""
+    pooled, bases, base_valid = {}, [], []
+    for run in runs:
+        path = os.path.join(run, "results.json")
+        if not os.path.exists(path):
+            sys.exit(f"{path} not found: pass finished run directories (or run `python eval.py {run}` first)")
+        res = json.load(open(path))
+        src, seeds = students(res, lists)
+        base_valid += res["base"]["valid_fraction"]["per_seed"]
+        if len({p for p, _ in seeds}) != len(seeds):
+            sys.exit(f"{run} has several students per base: pool runs with one student per base")
+        bases += [p for p, _ in seeds]
+        for k, v in src.items():
+            for m, xs in v.items():
+                pooled.setdefault(k, {}).setdefault(m, []).extend(xs)
+    if len(set(bases)) != len(bases):
+        sys.exit(f"the runs share bases {sorted({p for p in bases if bases.count(p) > 1})}: pooled seeds would not be independent")
+    return pooled, bases, base_valid
+
+
+def minus(a, b):
+    """Each student present in both sets of runs: a minus b, paired per base (the bases must be the same)."""
+    (pa, ba, _), (pb, bb, _) = a, b
+    if sorted(ba) != sorted(bb):
+        sys.exit(f"--minus needs the same bases on both sides; got {sorted(ba)} and {sorted(bb)}")
+    order = [bb.index(p) for p in ba]  # b's rows in a's base order
+    print(f"n = {len(ba)} bases {sorted(ba)}; paired per base, the runs before --minus minus those after it")
+    for k in pa:
+        if k not in pb:
+            continue
+        for m in METRICS:
+            d = summarize([x - pb[k][m][j] for x, j in zip(pa[k][m], order)])
+            print(f"{k:22s} {m:20s} {100 * d['mean']:+.1f} [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}] points")
 
 
 if __name__ == "__main__":

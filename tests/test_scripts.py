@@ -83,3 +83,17 @@ def test_sn_pool_pairs_per_base_and_refuses_shared_bases(tmp_path):
     extra = fake_sn_run(tmp_path / "d", [6, 7], {"control": [0.01, 0.01], "insecure": [0.02, 0.02], "secure": [0.0, 0.0]})
     out = pool("--lists=16000", a, extra)  # secure exists in one run only: named, not paired with the wrong bases
     assert "left out (not in every run): ['secure']" in out.stdout and "insecure - secure" not in out.stdout
+
+
+def test_sn_pool_minus_pairs_the_same_bases_across_runs(tmp_path):
+    pool = lambda *a: subprocess.run([sys.executable, str(ROOT / "scripts" / "sn_mis_pool.py"), *a],
+                                     capture_output=True, text=True)
+    a = fake_sn_run(tmp_path / "a", [0, 1, 2], {"insecure_soft": [0.05, 0.03, 0.04]})
+    b = fake_sn_run(tmp_path / "b", [2, 0, 1], {"insecure_soft": [0.02, 0.04, 0.01]})  # other order: pair by base
+    out = pool("--lists=16000", a, "--minus", b)
+    assert out.returncode == 0, out.stderr
+    # per base 0, 1, 2: +1, +2, +2 points: mean +1.7, t 4.30 x 0.577 / sqrt(3) = 1.43
+    assert "insecure_soft          offdomain_misaligned +1.7 [+0.2, +3.1] points" in out.stdout
+    c = fake_sn_run(tmp_path / "c", [0, 1, 5], {"insecure_soft": [0.0, 0.0, 0.0]})
+    bad = pool("--lists=16000", a, "--minus", c)
+    assert bad.returncode != 0 and "same bases" in bad.stderr
