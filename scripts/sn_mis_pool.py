@@ -47,34 +47,32 @@ def main(argv):
     n = len(bases)
     if n < 2:
         sys.exit("one base: no interval to compute; pass runs with two or more bases in all")
-    ok = {k: v for k, v in pooled.items() if all(len(xs) == n for xs in v.values())}
-    if len(ok) < len(pooled):
-        print(f"left out (not in every run): {sorted(set(pooled) - set(ok))}")
     print(f"n = {n} bases {sorted(bases)}; " + (f"after {lists} lists" if lists else "final students"))
     half = summarize(base_valid)["mean"] / 2
     print(f"base valid fraction {2 * half:.3f}; a student below {half:.3f} (half of it) is not readable")
     print(f"{'student':22s} {'off-domain misaligned [95% CI]':34s} {'valid fraction':14s}")
-    mis = {k: summarize(v["offdomain_misaligned"]) for k, v in ok.items()}  # unpaired, per student
-    for k, v in ok.items():
+    mis = {k: summarize(v["offdomain_misaligned"]) for k, v in pooled.items()}  # unpaired, per student
+    for k, v in pooled.items():
         st = mis[k]
         valid = summarize(v["valid_fraction"])["mean"]
         print(f"{k:22s} {st['mean']:.4f} [{st['ci95'][0]:.4f}, {st['ci95'][1]:.4f}]        "
               f"{valid:.3f}{'  (below half the base: not readable)' if valid < half else ''}")
     for channel in ("", "_soft"):  # sampled, soft: each against the control and the same channel's students
         ins = "insecure" + channel
-        if ins not in ok:
+        if ins not in pooled:
             continue
-        others = ["control"] + [t + channel for t in ("secure", "educational") if t + channel in ok]
+        others = ["control"] + [t + channel for t in ("secure", "educational") if t + channel in pooled]
         lo = mis[ins]["ci95"][0]
         for o in others:
-            d = summarize([a - b for a, b in zip(ok[ins]["offdomain_misaligned"], ok[o]["offdomain_misaligned"])])
+            d = summarize([a - b for a, b in zip(pooled[ins]["offdomain_misaligned"], pooled[o]["offdomain_misaligned"])])
             hi = mis[o]["ci95"][1]
             print(f"{ins} - {o}: paired {100 * d['mean']:+.1f} [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}] "
                   f"points; unpaired CIs {'separated' if lo > hi else 'overlap'} ({lo:.5f} vs {hi:.5f})")
 
 
 def pool(runs, lists):
-    """The students of several runs (no base twice): ({student: {metric: per_base}}, bases, the bases' valid fractions)."""
+    """The students of several runs (no base twice) that every run has: ({student: {metric: per_base}}, bases, the
+    bases' valid fractions)."""
     pooled, bases, base_valid = {}, [], []
     for run in runs:
         path = os.path.join(run, "results.json")
@@ -91,7 +89,11 @@ def pool(runs, lists):
                 pooled.setdefault(k, {}).setdefault(m, []).extend(xs)
     if len(set(bases)) != len(bases):
         sys.exit(f"the runs share bases {sorted({p for p in bases if bases.count(p) > 1})}: pooled seeds would not be independent")
-    return pooled, bases, base_valid
+    # a student missing from some run has fewer values than bases: pairing it by position would mix bases
+    ok = {k: v for k, v in pooled.items() if all(len(xs) == len(bases) for xs in v.values())}
+    if len(ok) < len(pooled):
+        print(f"left out (not in every run): {sorted(set(pooled) - set(ok))}")
+    return ok, bases, base_valid
 
 
 def minus(a, b):

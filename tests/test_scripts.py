@@ -94,6 +94,12 @@ def test_sn_pool_minus_pairs_the_same_bases_across_runs(tmp_path):
     assert out.returncode == 0, out.stderr
     # per base 0, 1, 2: +1, +2, +2 points: mean +1.7, t 4.30 x 0.577 / sqrt(3) = 1.43
     assert "insecure_soft          offdomain_misaligned +1.7 [+0.2, +3.1] points" in out.stdout
+    # a student missing from one run of a side is left out, not paired by position with the wrong bases
+    a1 = fake_sn_run(tmp_path / "a1", [0], {"insecure_soft": [0.05]})
+    a2 = fake_sn_run(tmp_path / "a2", [1, 2], {"insecure_soft": [0.03, 0.04], "secure_soft": [0.0, 0.0]})
+    out = pool("--lists=16000", a1, a2, "--minus", b)
+    assert "left out (not in every run): ['secure_soft']" in out.stdout and not any(line.startswith("secure_soft") for line in out.stdout.splitlines())
+    assert "insecure_soft          offdomain_misaligned +1.7 [+0.2, +3.1] points" in out.stdout
     c = fake_sn_run(tmp_path / "c", [0, 1, 5], {"insecure_soft": [0.0, 0.0, 0.0]})
     bad = pool("--lists=16000", a, "--minus", c)
     assert bad.returncode != 0 and "same bases" in bad.stderr
