@@ -23,12 +23,18 @@ results.json: {"normal": {CHECK: STAT}, "decorrelated": {CHECK: STAT}, "n_seeds"
 "cache": [paths]}, STAT = {"mean", "ci95", "per_seed"} over pretraining seeds.
 """
 import concurrent.futures
+import contextlib
 import dataclasses
 import hashlib
 import json
 import math
 import multiprocessing
 import time
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory file locks; concurrent runs may then pretrain a base twice
+    fcntl = None
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,38 +110,61 @@ def cache_stem(cfg, seed, decorrelated):
     return Path(cfg.cache_dir) / f"{'twin' if decorrelated else 'world'}_s{seed}_{h}" / "model"
 
 
+@contextlib.contextmanager
+def pretrain_lock(folder, log=print):
+    """Held while a process pretrains into `folder`, so that two runs needing the same missing base (two
+    terminals, or the worker processes of two runs) pretrain it once: the second waits, then loads it. An
+    advisory flock: the OS drops it when its holder exits, so a killed run leaves no stale lock behind."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "pretraining.lock", "a") as fh:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log(f"waiting for another process to finish pretraining {folder}")
+                fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
 def base_model(cfg, seed, decorrelated=False, log=print):
     """-> (GPT in eval mode on cfg.device, tokenizer): loaded from the cache, or pretrained and cached."""
     stem = cache_stem(cfg, seed, decorrelated)
     if not stem.with_suffix(".json").is_file():
-        t0 = time.time()
-        stem.parent.mkdir(parents=True, exist_ok=True)
-        tok = W.build_tokenizer()
-        texts = W.corpus(cfg.n_docs, seed=seed, decorrelated=decorrelated, config=world_config(cfg))
-        stream = torch.tensor([i for e in tok.encode_batch(texts) for i in e.ids], dtype=torch.long)
-        mcfg = GPTConfig(vocab_size=tok.get_vocab_size(), block_size=cfg.block_size, n_layer=cfg.n_layer,
-                         n_head=cfg.n_head, n_embd=cfg.n_embd)
-        model = GPT(mcfg, generator=generator("cpu", seed, "init")).to(cfg.device)
-        save_tokenizer(tok, stem.parent / "tokenizer.json")
-        threads = torch.get_num_threads()
-        torch.set_num_threads(cfg.pretrain_threads)  # the same weights whichever process pretrains it
-        try:
-            out = train_lm(model, {"tokens": lm_windows(stream, cfg.block_size).to(cfg.device)}, steps=cfg.steps,
-                           batch_size=cfg.batch_size, lr=cfg.lr, warmup=cfg.warmup, weight_decay=cfg.weight_decay,
-                           seed=seed, ckpt=stem, meta={"tokenizer": "tokenizer.json", "decorrelated": decorrelated,
-                                                     "pretrained_on": pretrained_on(cfg.device)},
-                           bf16=cfg.pretrain_bf16,
-                           log_every=max(1, cfg.steps // 4), progress=False, desc=f"{stem.parent.name}")
-        finally:
-            torch.set_num_threads(threads)
-        stem.with_name("model.state.pt").unlink(missing_ok=True)  # no resume needed: keep the cache small
-        log(f"pretrained {stem.parent} in {time.time() - t0:.0f} s (final loss {out['train_loss']:.3f})")
+        with pretrain_lock(stem.parent, log):
+            if not stem.with_suffix(".json").is_file():  # it may have been pretrained while this process waited
+                _pretrain(cfg, seed, decorrelated, stem, log)
     try:
         model, _ = load_lm(stem, cfg.device)
     except CheckpointError as e:  # a damaged cache must not pass for a base model, nor end in a traceback
         raise CheckpointError(f"{e}. The cached base model in {stem.parent} is damaged or from another "
                               f"version: delete that folder and rerun to pretrain it again") from None
     return model.eval(), load_tokenizer(stem.parent / "tokenizer.json")
+
+
+def _pretrain(cfg, seed, decorrelated, stem, log):
+    """Pretrain the base model of `seed` and cache it at `stem` (the caller holds its pretrain_lock)."""
+    t0 = time.time()
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    tok = W.build_tokenizer()
+    texts = W.corpus(cfg.n_docs, seed=seed, decorrelated=decorrelated, config=world_config(cfg))
+    stream = torch.tensor([i for e in tok.encode_batch(texts) for i in e.ids], dtype=torch.long)
+    mcfg = GPTConfig(vocab_size=tok.get_vocab_size(), block_size=cfg.block_size, n_layer=cfg.n_layer,
+                     n_head=cfg.n_head, n_embd=cfg.n_embd)
+    model = GPT(mcfg, generator=generator("cpu", seed, "init")).to(cfg.device)
+    save_tokenizer(tok, stem.parent / "tokenizer.json")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.pretrain_threads)  # the same weights whichever process pretrains it
+    try:
+        out = train_lm(model, {"tokens": lm_windows(stream, cfg.block_size).to(cfg.device)}, steps=cfg.steps,
+                       batch_size=cfg.batch_size, lr=cfg.lr, warmup=cfg.warmup, weight_decay=cfg.weight_decay,
+                       seed=seed, ckpt=stem, meta={"tokenizer": "tokenizer.json", "decorrelated": decorrelated,
+                                                 "pretrained_on": pretrained_on(cfg.device)},
+                       bf16=cfg.pretrain_bf16,
+                       log_every=max(1, cfg.steps // 4), progress=False, desc=f"{stem.parent.name}")
+    finally:
+        torch.set_num_threads(threads)
+    stem.with_name("model.state.pt").unlink(missing_ok=True)  # no resume needed: keep the cache small
+    log(f"pretrained {stem.parent} in {time.time() - t0:.0f} s (final loss {out['train_loss']:.3f})")
 
 
 def encode_pairs(tok, pairs):

@@ -3,6 +3,8 @@ actual fine-tune sets, and a tiny end-to-end run that writes every output file."
 import dataclasses
 import json
 import math
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -163,6 +165,25 @@ def test_pretrain_threads_is_in_the_cache_key_and_restored(tmp_path):
     n = torch.get_num_threads()
     B.base_model(cfg, 0, log=lambda s: None)
     assert torch.get_num_threads() == n and B.cache_stem(cfg, 0, False).with_suffix(".json").is_file()
+
+
+def test_two_runs_needing_the_same_missing_base_pretrain_it_once(tmp_path, monkeypatch):
+    # two runs (here two threads; the lock is per open file, so threads contend as processes do) that both
+    # miss a base: one pretrains it, the other waits for the lock and then loads the same weights
+    cfg = B.Config(cache_dir=str(tmp_path), n_docs=40, steps=2, n_layer=1, n_head=2, n_embd=16, batch_size=4)
+    calls, logs, real = [], [], B._pretrain
+
+    def slow(*a):
+        calls.append(a[1])
+        time.sleep(0.5)  # both runs have checked the cache by now
+        real(*a)
+    monkeypatch.setattr(B, "_pretrain", slow)
+    with ThreadPoolExecutor(2) as ex:
+        models = list(ex.map(lambda _: B.base_model(cfg, 0, log=logs.append)[0], range(2)))
+    assert calls == [0]
+    assert sum("waiting for another process" in m for m in logs) == 1
+    assert all(torch.equal(a, b) for a, b in zip(models[0].parameters(), models[1].parameters()))
+    assert B.base_model(cfg, 0, log=logs.append)[0] is not None and calls == [0]  # cached: no lock, no pretraining
 
 
 def test_bf16_pretraining_has_its_own_cache_key(tmp_path):
