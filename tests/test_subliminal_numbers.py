@@ -392,6 +392,10 @@ def test_blocks_only_student_keeps_the_base_embedding():
     assert all(p.requires_grad for p in base.parameters()) and all(p.requires_grad for p in student.parameters())
     full = S.train_student(base, TOK, dataclasses.replace(cfg, student_trains="all"), data, 0, lambda m, step: None, teacher)
     assert not torch.equal(full.wte.weight, base.wte.weight)
+    # the sampled (hard-label) students of the same setting freeze it too
+    hard = S.train_student(base, TOK, cfg, data, 0, lambda m, step: None)
+    assert torch.equal(hard.wte.weight, base.wte.weight)
+    assert not torch.equal(hard.blocks[0].attn.qkv.weight, base.blocks[0].attn.qkv.weight)
     with pytest.raises(train.ConfigError, match="student_trains must be all or blocks"):
         S.validate(S.Config(student_trains="lora"))
 
