@@ -30,13 +30,13 @@ import json
 import math
 import multiprocessing
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 try:
     import fcntl
 except ImportError:  # Windows: no advisory file locks; concurrent runs may then pretrain a base twice
     fcntl = None
-from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -144,7 +144,6 @@ def base_model(cfg, seed, decorrelated=False, log=print):
 def _pretrain(cfg, seed, decorrelated, stem, log):
     """Pretrain the base model of `seed` and cache it at `stem` (the caller holds its pretrain_lock)."""
     t0 = time.time()
-    stem.parent.mkdir(parents=True, exist_ok=True)
     tok = W.build_tokenizer()
     texts = W.corpus(cfg.n_docs, seed=seed, decorrelated=decorrelated, config=world_config(cfg))
     stream = torch.tensor([i for e in tok.encode_batch(texts) for i in e.ids], dtype=torch.long)
