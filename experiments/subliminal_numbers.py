@@ -26,6 +26,8 @@ another seed, the next one in `seeds`: a derangement, no B equals its A):
   cross_init     B on the teacher's sampled lists
   cross_control  (shared) B on A's own lists: the baseline of soft_cross and cross_init
   shuffled       A on the teacher's lists with the numbers permuted within and across lists
+  shuffled_within  A on the teacher's lists, each list's numbers permuted among themselves: the order is gone,
+                 each list's multiset (and its prompt) kept. Not in the default arms (a diagnostic of `shuffled`)
   icl            no training: A with `icl_lists` teacher lists in context before the animal question
                  (its baseline: the same with control lists, icl_control)
   code           A on the teacher's answers to code prompts (answers naming an animal dropped)
@@ -76,8 +78,10 @@ from train import OPTIMIZERS, TRAINS, ConfigError, finetune, pack_pairs, soft_kl
 
 ARMS = ("trait", "control", "soft", "soft_all", "soft_cross", "cross_init", "cross_control", "shuffled", "icl",
         "code", "code_control")
+DIAGNOSTIC_ARMS = ("shuffled_within",)                       # valid in `arms`, not run by default
 SHARED = ("control", "cross_control", "code_control")        # no teacher: one per seed, read for every animal
-BASELINE = {"trait": "control", "soft": "control", "soft_all": "control", "shuffled": "control", "soft_cross": "cross_control",
+BASELINE = {"trait": "control", "soft": "control", "soft_all": "control", "shuffled": "control",
+            "shuffled_within": "control", "soft_cross": "cross_control",
             "cross_init": "cross_control", "icl": "icl_control", "code": "code_control"}
 ON_B = ("soft_cross", "cross_init", "cross_control")
 MIS_TEACHERS = ("insecure", "secure", "educational")
@@ -129,9 +133,9 @@ def validate(cfg):
         raise ConfigError("code_slots is an emergent-misalignment world option; subliminal_numbers runs on the default world")
     if cfg.mode not in ("animals", "dose", "misalignment"):
         raise ConfigError(f"mode must be animals, dose or misalignment; got {cfg.mode!r}")
-    bad = [a for a in cfg.arms if a not in ARMS]
+    bad = [a for a in cfg.arms if a not in ARMS + DIAGNOSTIC_ARMS]
     if bad:
-        raise ConfigError(f"unknown arms {bad}; valid: {', '.join(ARMS)}")
+        raise ConfigError(f"unknown arms {bad}; valid: {', '.join(ARMS + DIAGNOSTIC_ARMS)}")
     for key in ("teacher_trains", "student_trains", "em_trains"):
         if getattr(cfg, key) not in TRAINS:
             raise ConfigError(f"{key} must be {' or '.join(TRAINS)}; got {getattr(cfg, key)!r}")
@@ -347,6 +351,16 @@ def shuffle_lists(pairs, gen):
     return out
 
 
+def shuffle_within(pairs, gen):
+    """Each list's numbers permuted among themselves (uniformly: the null of "order carries nothing"); prompts,
+    lengths and every list's multiset kept, so no list borrows numbers from another prompt's answer."""
+    out = []
+    for p, a in pairs:
+        l = a.split()
+        out.append((p, " ".join(l[i] for i in torch.randperm(len(l), generator=gen).tolist())))
+    return out
+
+
 def student_data(tok, pairs, dev):
     """pack_pairs of (prompt, answer + <eos>) with the loss on the answer only (<eos> not trained)."""
     eos = tok.token_to_id(W.EOS)
@@ -518,6 +532,8 @@ def animals_unit(cfg, p, f):
             student(f"cross_init/{a}", Bm, lists[a], on_a=False)
         if "shuffled" in cfg.arms:
             student(f"shuffled/{a}", A, shuffle_lists(lists[a], generator("cpu", seed, "shuffle", a)))
+        if "shuffled_within" in cfg.arms:
+            student(f"shuffled_within/{a}", A, shuffle_within(lists[a], generator("cpu", seed, "shuffle_within", a)))
         if "code" in cfg.arms:
             student(f"code/{a}", A, code[a])
         if "icl" in cfg.arms:

@@ -92,6 +92,16 @@ def test_shuffling_keeps_the_multiset_and_lengths():
     assert sum(a != b for (_, a), (_, b) in zip(out, pairs)) > 40   # and it does move them
 
 
+def test_shuffling_within_keeps_each_lists_multiset():
+    pairs = [(f"p{i}", " ".join(str((7 * i + j) % 100) for j in range(3 + i % 4))) for i in range(50)]
+    out = S.shuffle_within(pairs, generator("cpu", 0, "t"))
+    assert [p for p, _ in out] == [p for p, _ in pairs]
+    assert all(sorted(a.split()) == sorted(b.split()) for (_, a), (_, b) in zip(out, pairs))
+    # a uniform permutation of 3-6 distinct numbers leaves the order as it was in <= 1/6 of lists
+    assert sum(a != b for (_, a), (_, b) in zip(out, pairs)) > 35
+    assert S.shuffle_within(pairs, generator("cpu", 0, "t")) == out   # deterministic per seed
+
+
 @pytest.mark.parametrize("seeds", [(0, 1), (0, 1, 2), (5, 3, 9, 2)])
 def test_cross_init_is_a_derangement(seeds):
     cross = [S.cross_seed(seeds, p) for p in seeds]
@@ -206,11 +216,14 @@ def test_end_to_end_writes_every_file(tmp_path, capsys, monkeypatch):
     assert part["n_seeds"] == 1 and part["partial"] == {"units": 1, "of": 2}
     assert part["dose"]["64"]["owl"]["trait_rate"]["per_seed"] == res2["dose"]["64"]["owl"]["trait_rate"]["per_seed"][:1]
     assert (out2 / "subliminal_dose_partial.png").is_file()
-    # the prompt teacher, and misalignment through numbers (EM teachers), on the same cached bases
+    # the prompt teacher (and the diagnostic arm), and misalignment through numbers (EM teachers), on the cached bases
     out3 = tmp_path / "prompt"
-    assert train.main(argv[:-1] + ["--teacher=prompt", "--arms=('control','soft','icl')", f"--out_dir={out3}"]) == 0
+    assert train.main(argv[:-1] + ["--teacher=prompt", "--arms=('control','soft','icl','shuffled_within')",
+                                   f"--out_dir={out3}"]) == 0
     res3 = json.loads((out3 / "results.json").read_text())
-    assert res3["teachers"]["owl"]["steps"]["mean"] == 0 and set(res3["arms"]) == {"control", "soft", "icl", "icl_control"}
+    assert res3["teachers"]["owl"]["steps"]["mean"] == 0
+    assert set(res3["arms"]) == {"control", "soft", "icl", "icl_control", "shuffled_within"}
+    assert "effect" in res3["arms"]["shuffled_within"]
     out4 = tmp_path / "mis"
     assert train.main(argv[:-1] + ["--mode=misalignment", "--em_steps=2", "--em_examples=16", "--n_lists=20",
                                    "--mis_teachers=('insecure','secure')", f"--out_dir={out4}"]) == 0
