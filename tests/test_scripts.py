@@ -103,3 +103,28 @@ def test_sn_pool_minus_pairs_the_same_bases_across_runs(tmp_path):
     c = fake_sn_run(tmp_path / "c", [0, 1, 5], {"insecure_soft": [0.0, 0.0, 0.0]})
     bad = pool("--lists=16000", a, "--minus", c)
     assert bad.returncode != 0 and "same bases" in bad.stderr
+
+
+def fake_animal_run(path, seeds, arm, arm_rates, control_rates, mass=0.9):
+    """An animal-mode subliminal_numbers results.json with what sn_compare.py reads (owl only)."""
+    path.mkdir()
+    st = lambda v: {"target_rate": {"per_seed": v}, "animal_mass": {"mean": mass}}
+    res = {"seeds": seeds, "animals": ["owl"],
+           "arms": {arm: {"by_animal": {"owl": st(arm_rates)}}, "control": {"by_animal": {"owl": st(control_rates)}}}}
+    (path / "results.json").write_text(json.dumps(res))
+    return str(path)
+
+
+def test_sn_compare_pairs_effects_by_seed(tmp_path):
+    cmp = lambda *a: subprocess.run([sys.executable, str(ROOT / "scripts" / "sn_compare.py"), *a],
+                                    capture_output=True, text=True)
+    a = fake_animal_run(tmp_path / "a", [[0, 0], [0, 1], [1, 0]], "trait", [0.15, 0.16, 0.14], [0.10, 0.10, 0.10])
+    # the same seeds in another order, the same control: effects +1, +3, +2 points, so a - b = +4, +3, +2 points
+    b = fake_animal_run(tmp_path / "b", [[1, 0], [0, 0], [0, 1]], "shuffled", [0.12, 0.11, 0.13], [0.10, 0.10, 0.10])
+    out = cmp(f"{a}:trait", f"{b}:shuffled")
+    assert out.returncode == 0, out.stderr
+    # mean +3.0, sd 1, t(2) 4.303 / sqrt(3) = 2.48
+    assert "= +3.0 [+0.5, +5.5]; 3/3 seeds positive; controls identical" in out.stdout
+    c = fake_animal_run(tmp_path / "c", [[0, 0], [0, 1], [2, 0]], "trait", [0.1] * 3, [0.1] * 3)
+    assert "different seeds" in cmp(f"{a}:trait", f"{c}:trait").stderr
+    assert "no arm 'soft'" in cmp(f"{a}:soft", f"{b}:shuffled").stderr

@@ -1,0 +1,74 @@
+"""Compare one arm's effect across two finished animal runs of subliminal_numbers, paired per seed.
+
+    python scripts/sn_compare.py out/sn_lora_trait:trait out/sn_lora_within:shuffled_within
+    python scripts/sn_compare.py out/sn_lora_trait16k:trait out/sn_lora_trait:trait@750   # a checkpoint (step)
+
+Each side is RUN:ARM, optionally @STEP for the arm (and its baseline) at that checkpoint of their trajectory
+instead of the final one. The effect is the arm minus its baseline (`control`), per seed; the two runs must have the
+same seeds (pretraining seed x student seed; paired by seed, in any order). Prints, per target animal: each side's
+effect and its final students' animal mass, the paired difference of the effects (mean, 95% t-CI), and whether the
+two baselines are the same students (identical rates: the same bases, teachers and lists).
+"""
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from eval import summarize  # noqa: E402
+
+
+def side(spec):
+    run, _, arm = spec.partition(":")
+    arm, _, step = arm.partition("@")
+    path = os.path.join(run, "results.json")
+    if not arm or not os.path.isfile(path):
+        sys.exit(f"{spec!r}: expected RUN:ARM[@STEP] with RUN a finished run folder (holding results.json)")
+    res = json.load(open(path))
+    if arm not in res.get("arms", {}) or "control" not in res["arms"]:
+        sys.exit(f"{run} has no arm {arm!r} with its control (arms: {', '.join(res.get('arms', {}))})")
+    return run, arm, step, res
+
+
+def rates(res, arm, a, step):
+    """{seed: rate of animal a} for the arm's students trained on teacher a (or the shared control)."""
+    if not step:
+        v = res["arms"][arm]["by_animal"][a]["target_rate"]["per_seed"]
+    else:
+        traj = res["trajectory"].get(arm, {}).get(a, {})
+        if step not in traj:
+            sys.exit(f"no checkpoint {step} for {arm} (has: {', '.join(traj)})")
+        v = traj[step]["per_seed"]
+    return dict(zip(map(tuple, res["seeds"]), v))
+
+
+def main(argv):
+    if len(argv) != 2:
+        sys.exit(__doc__)
+    (ra, arm_a, step_a, a), (rb, arm_b, step_b, b) = side(argv[0]), side(argv[1])
+    seeds = sorted(map(tuple, a["seeds"]))
+    if seeds != sorted(map(tuple, b["seeds"])):
+        sys.exit(f"the runs have different seeds ({a['seeds']} vs {b['seeds']}): no pairing")
+    print(f"n = {len(seeds)} seeds; effect = arm - control, paired per seed; points")
+    for animal in a["animals"]:
+        if animal not in b["animals"]:
+            continue
+        eff = []
+        for res, arm, step in ((a, arm_a, step_a), (b, arm_b, step_b)):
+            arm_r, ctl = rates(res, arm, animal, step), rates(res, "control", animal, step)
+            eff.append([arm_r[k] - ctl[k] for k in seeds])
+        diff = summarize([x - y for x, y in zip(*eff)])
+        same = rates(a, "control", animal, step_a) == rates(b, "control", animal, step_b)
+        mass = lambda res, arm: res["arms"][arm]["by_animal"][animal].get("animal_mass", {}).get("mean", float("nan"))
+        ea, eb = summarize(eff[0]), summarize(eff[1])
+        lo, hi = diff["ci95"]
+        print(f"{animal}: {ra}:{arm_a}{'@' + step_a if step_a else ''} {100 * ea['mean']:+.1f} "
+              f"(animal mass {mass(a, arm_a):.2f}) minus {rb}:{arm_b}{'@' + step_b if step_b else ''} "
+              f"{100 * eb['mean']:+.1f} (mass {mass(b, arm_b):.2f}) = {100 * diff['mean']:+.1f} "
+              f"[{100 * lo:+.1f}, {100 * hi:+.1f}]; {sum(d > 0 for d in diff['per_seed'])}/{len(diff['per_seed'])} "
+              f"seeds positive; controls {'identical' if same else 'differ'} "
+              f"(control mass {mass(a, 'control'):.2f} / {mass(b, 'control'):.2f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
