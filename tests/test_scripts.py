@@ -128,3 +128,21 @@ def test_sn_compare_pairs_effects_by_seed(tmp_path):
     c = fake_animal_run(tmp_path / "c", [[0, 0], [0, 1], [2, 0]], "trait", [0.1] * 3, [0.1] * 3)
     assert "different seeds" in cmp(f"{a}:trait", f"{c}:trait").stderr
     assert "no arm 'soft'" in cmp(f"{a}:soft", f"{b}:shuffled").stderr
+
+
+def test_sn_arms_figure_draws_arms_of_several_runs(tmp_path):
+    def run(name, arm, seeds):
+        traj = lambda v: {"owl": {"250": {"mean": v, "per_seed": [v] * len(seeds)}}}
+        res = {"seeds": seeds, "animals": ["owl"], "base": {"owl": {"mean": 0.1}},
+               "arms": {arm: {"by_animal": {"owl": {"effect": {"per_seed": [0.01, 0.03]}}}}},
+               "trajectory": {"control": traj(0.1), arm: traj(0.12)}}
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(res))
+        return f"{tmp_path / name}:{arm}"
+    fig = lambda *a: subprocess.run([sys.executable, str(ROOT / "scripts" / "sn_arms_figure.py"), *a],
+                                    capture_output=True, text=True)
+    out = fig(run("a", "trait", [[0, 0], [0, 1]]), run("b", "shuffled", [[0, 0], [0, 1]]), "--out", str(tmp_path / "f.png"))
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "f.png").stat().st_size > 1000
+    bad = fig(run("c", "trait", [[1, 0], [1, 1]]), f"{tmp_path / 'a'}:trait", "--out", str(tmp_path / "g.png"))
+    assert bad.returncode != 0 and "different seeds" in bad.stderr and not (tmp_path / "g.png").exists()
