@@ -156,6 +156,21 @@ def test_soft_loss_vanishes_for_a_student_equal_to_its_teacher():
     assert data["mask"].sum() == 8 * 3   # the numbers, not the end token
 
 
+def test_order_probe_kls_nest_and_match_the_soft_signal():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("probe", "scripts/probe_number_order.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    cfg = GPTConfig(vocab_size=TOK.get_vocab_size(), block_size=64, n_layer=1, n_head=2, n_embd=16)
+    base = GPT(cfg, generator=generator("cpu", 0, "t")).eval()
+    other = GPT(cfg, generator=generator("cpu", 1, "t")).eval()
+    data = S.student_data(TOK, [(p, "1 22 33 4") for p in W.number_prompts(8, seed=0)], "cpu")
+    assert probe.decompose(S.Teacher(base), base, TOK, data) == pytest.approx((0.0, 0.0), abs=1e-6)
+    cond, marg = probe.decompose(S.Teacher(other), base, TOK, data)
+    assert cond == pytest.approx(S.number_kl(S.held_logits(S.Teacher(other), data), base, TOK, data), rel=1e-4)
+    assert 0 < marg < cond   # the KL of the mixtures is below the mean KL (joint convexity)
+
+
 TINY = ["--seeds=(0,1)", "--student_seeds=1", "--n_docs=1500", "--steps=300", "--n_layer=1", "--n_embd=32",
         "--n_head=2", "--n_lists=40", "--n_code=16", "--heldout_lists=16", "--teacher_max_steps=10",
         "--icl_contexts=2", "--samples=5", "--evals=2", "--workers=1", "--sample_batch=256"]

@@ -1,0 +1,65 @@
+"""Exploratory probe: where in its number lists does a teacher differ from the base -- in which numbers, or in their order?
+
+    python scripts/probe_number_order.py out/sn_lora_trait 3 4 5
+
+For each base P (cached) and each animal of the run RUN's config: the run's teacher (make_teacher, as the run made
+it) and the run's held-out teacher lists (those of student seed 0). At every trained number position i, p_T(i) and
+p_B(i) are the teacher's and the base's next-number distributions (renormalised over the number tokens). Printed, in
+nats per number, two KLs (marginal <= conditional, by convexity):
+  conditional  mean_i KL(p_T(i) || p_B(i)): the soft channel's signal (equals the run's kl_numbers for seed (P, 0))
+  marginal     KL(mean_i p_T(i) || mean_i p_B(i)): how much the teacher's overall number frequencies differ from the
+               base's, the part of the difference that survives shuffling the numbers across lists
+One thread; about a minute per teacher (its fine-tune).
+"""
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, ".")
+from experiments import subliminal_numbers as S  # noqa: E402
+from experiments import world_base as B  # noqa: E402
+from model import seed_int  # noqa: E402
+from train import run_config  # noqa: E402
+
+
+def kl(p, q):
+    return (p * (p.clamp_min(1e-12).log() - q.clamp_min(1e-12).log())).sum(-1)
+
+
+@torch.no_grad()
+def decompose(teacher, base, tok, data):
+    x, m = data["tokens"][:, :-1], data["mask"]
+    nums = torch.tensor(S.number_ids(tok))
+    pt = teacher.logits(x)[..., nums].float().softmax(-1)
+    pb = base(x)[..., nums].float().softmax(-1)
+    w = m.float()  # [lists, T]: the trained number positions
+    cond = (kl(pt, pb) * w).sum() / w.sum()
+    glob = lambda p: (p * w[..., None]).sum((0, 1)) / w.sum()
+    return cond.item(), kl(glob(pt), glob(pb)).item()
+
+
+def main(argv):
+    if len(argv) < 2:
+        sys.exit(__doc__)
+    torch.set_num_threads(1)
+    cfg = run_config(S.Config, argv[0])
+    print(f"{'base':>4} {'animal':>6} {'conditional':>11} {'marginal':>9} {'marg / cond':>11}  (nats per number)")
+    rows = []
+    for p in map(int, argv[1:]):
+        torch.manual_seed(0)  # as the run's unit starts
+        A, tok = B.base_model(cfg, p)
+        seed = seed_int("subliminal-numbers", p, 0)  # student seed 0's held-out lists, as in the run
+        for a in cfg.animals:
+            t0 = time.time()
+            teacher, _ = S.make_teacher(A, tok, cfg, p, a)
+            lists = S.sample_lists(teacher, tok, cfg.heldout_lists, cfg, seed_int(seed, "heldout"), heldout=True)[0]
+            c, g = decompose(teacher, A, tok, S.student_data(tok, lists, "cpu"))
+            rows.append(g / c)
+            print(f"{p:>4} {a:>6} {c:11.4f} {g:9.4f} {g / c:11.2f}  ({time.time() - t0:.0f} s)", flush=True)
+    print(f"mean over {len(rows)} teachers: marginal / conditional {sum(rows) / len(rows):.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
