@@ -3,6 +3,7 @@
     python scripts/sn_arms_figure.py out/sn_lora_trait:trait out/sn_lora_shuffled:shuffled \
         out/sn_lora_within:shuffled_within --out figures/subliminal_numbers_lora_order.png
 
+Each side is RUN:ARM[=LABEL] (LABEL names it in the figure; default ARM).
 Left: each arm's final effect (arm minus its own run's control, paired per seed), per target animal, mean and 95%
 t-CI. Right, one panel per animal: the rate of the teacher's animal along each arm's training, and each run's
 control (drawn once when the runs' controls are the same students).
@@ -23,6 +24,7 @@ def main(argv):
     sides = []
     for spec in specs:
         run, _, arm = spec.partition(":")
+        arm, _, label = arm.partition("=")
         path = os.path.join(run, "results.json")
         if not os.path.isfile(path):
             sys.exit(f"{spec!r}: expected RUN:ARM with RUN a finished run folder (holding results.json)")
@@ -30,8 +32,8 @@ def main(argv):
         by = res["arms"].get(arm, {}).get("by_animal", {})
         if not by or not all("effect" in v for v in by.values()) or arm not in res.get("trajectory", {}):
             sys.exit(f"{run}: no arm {arm!r} with an effect and a trajectory (arms: {', '.join(res['arms'])})")
-        sides.append((run, arm, res))
-    if len({tuple(map(tuple, r["seeds"])) for _, _, r in sides}) > 1:
+        sides.append((run, arm, res, label or arm))
+    if len({tuple(map(tuple, r["seeds"])) for _, _, r, _ in sides}) > 1:
         sys.exit("the runs have different seeds")
     import matplotlib
     matplotlib.use("Agg")
@@ -40,25 +42,27 @@ def main(argv):
     fig, axes = plt.subplots(1, 1 + len(animals), figsize=(5 + 4.5 * len(animals), 4))
     w = 0.8 / len(animals)
     for j, a in enumerate(animals):
-        st = [summarize(r["arms"][arm]["by_animal"][a]["effect"]["per_seed"]) for _, arm, r in sides]
+        st = [summarize(r["arms"][arm]["by_animal"][a]["effect"]["per_seed"]) for _, arm, r, _ in sides]
         m = [100 * s["mean"] for s in st]
         err = [[100 * (s["mean"] - s["ci95"][0]) for s in st], [100 * (s["ci95"][1] - s["mean"]) for s in st]]
         axes[0].bar([k + (j - (len(animals) - 1) / 2) * w for k in range(len(sides))], m, w, yerr=err, capsize=3,
                     label=f"{a} teacher")
         ax, controls = axes[1 + j], []
-        for run, arm, r in sides:
+        shared = len({json.dumps(r["trajectory"]["control"][a]) for _, _, r, _ in sides}) == 1
+        for k, (run, arm, r, label) in enumerate(sides):
             c = r["trajectory"]["control"][a]
             if c not in controls:  # runs with the same control students: one line
                 controls.append(c)
                 ax.plot([0] + [int(s) for s in c], [r["base"][a]["mean"]] + [v["mean"] for v in c.values()],
-                        "k--", lw=1, label="control" if len(controls) == 1 else f"control ({run})")
+                        "--", color="k" if shared else f"C{k}", lw=1,
+                        label="control" if shared else f"control ({label})")
             t = r["trajectory"][arm][a]
             ax.plot([0] + [int(s) for s in t], [r["base"][a]["mean"]] + [v["mean"] for v in t.values()], "o-", ms=3,
-                    label=arm)
+                    color=f"C{k}", label=label)
         ax.set(xlabel="student step", ylabel=f"P({a}) (mean over seeds)", title=f"{a} teacher's students")
         ax.legend(fontsize=8)
     axes[0].axhline(0, color="k", lw=0.8)
-    axes[0].set_xticks(range(len(sides)), [arm for _, arm, _ in sides], fontsize=8)
+    axes[0].set_xticks(range(len(sides)), [label for *_, label in sides], fontsize=8)
     axes[0].set(ylabel="effect on the teacher's animal, points\n(arm - control, paired)",
                 title=f"n = {len(sides[0][2]['seeds'])} seeds, 95% CI")
     axes[0].legend(fontsize=8)
