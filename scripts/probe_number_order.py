@@ -20,23 +20,18 @@ sys.path.insert(0, ".")
 from experiments import subliminal_numbers as S  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from model import seed_int  # noqa: E402
-from train import run_config  # noqa: E402
-
-
-def kl(p, q):
-    return (p * (p.clamp_min(1e-12).log() - q.clamp_min(1e-12).log())).sum(-1)
+from train import run_config, soft_kl  # noqa: E402
 
 
 @torch.no_grad()
 def decompose(teacher, base, tok, data):
-    x, m = data["tokens"][:, :-1], data["mask"]
+    x, w = data["tokens"][:, :-1], data["mask"].float()  # w [lists, T]: the trained number positions
     nums = torch.tensor(S.number_ids(tok))
-    pt = teacher.logits(x)[..., nums].float().softmax(-1)
-    pb = base(x)[..., nums].float().softmax(-1)
-    w = m.float()  # [lists, T]: the trained number positions
-    cond = (kl(pt, pb) * w).sum() / w.sum()
-    glob = lambda p: (p * w[..., None]).sum((0, 1)) / w.sum()
-    return cond.item(), kl(glob(pt), glob(pb)).item()
+    lt, lb = teacher.logits(x), base(x)
+    cond = (soft_kl(lt, lb, nums) * w).sum() / w.sum()
+    # the distributions averaged over every position; their logs are logits that soft_kl renormalises to themselves
+    mix = lambda logits: ((logits[..., nums].float().softmax(-1) * w[..., None]).sum((0, 1)) / w.sum()).log()
+    return cond.item(), soft_kl(mix(lt), mix(lb)).item()
 
 
 def main(argv):
