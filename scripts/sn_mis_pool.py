@@ -3,13 +3,15 @@
     python scripts/sn_mis_pool.py out/sn_mis087 out/sn_mis087_rep                 # 4k lists: soft and sampled
     python scripts/sn_mis_pool.py --lists=16000 out/sn_mis_dose16k out/sn_mis_dose64k
     python scripts/sn_mis_pool.py out/sn_mis_blocks --minus out/sn_mis_blocks_all   # paired across two runs
+    python scripts/sn_mis_pool.py --bases=30-41 out/sn_mis_more18                   # a subset of the bases
 
 Without --lists it reads each run's final students (`arms`); with it, the students after that many lists (`dose`,
 runs made with --evals > 1). Runs must not share a base: pooled seeds are then independent. Prints the
 students' off-domain misalignment (unpaired 95% t-CIs, the issue's "CIs separated"), their valid fractions, and
 the insecure teacher's students minus each other student, paired per base. With --minus, instead: each student
 of the runs before it minus the same student of the runs after it (the same bases, e.g. the same teachers with
-another student setting), paired per base.
+another student setting), paired per base. --bases=A-B,C,... keeps only those pretraining seeds (given before
+--lists if both are used; a descriptive split, e.g. old and new bases of one run).
 """
 import json
 import os
@@ -34,16 +36,29 @@ def students(res, lists):
     return src, [tuple(s) for s in res["seeds"]]
 
 
+def parse_bases(spec):
+    """"24-29,31" -> {24, 25, 26, 27, 28, 29, 31}"""
+    out = set()
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        if not lo.isdigit() or (hi and not hi.isdigit()):
+            sys.exit(f"--bases={spec!r}: expected comma-separated seeds or ranges, e.g. --bases=24-29,31")
+        out |= set(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
 def main(argv):
-    lists = None
+    lists, keep = None, None
+    if argv and argv[0].startswith("--bases="):
+        keep, argv = parse_bases(argv[0].split("=", 1)[1]), argv[1:]
     if argv and argv[0].startswith("--lists="):
         lists, argv = int(argv[0].split("=", 1)[1]), argv[1:]
     if not argv:
         sys.exit(__doc__)
     if "--minus" in argv:
         i = argv.index("--minus")
-        return minus(pool(argv[:i], lists), pool(argv[i + 1:], lists))
-    pooled, bases, base_valid = pool(argv, lists)
+        return minus(pool(argv[:i], lists, keep), pool(argv[i + 1:], lists, keep))
+    pooled, bases, base_valid = pool(argv, lists, keep)
     n = len(bases)
     if n < 2:
         sys.exit("one base: no interval to compute; pass runs with two or more bases in all")
@@ -70,9 +85,9 @@ def main(argv):
                   f"points; unpaired CIs {'separated' if lo > hi else 'overlap'} ({lo:.5f} vs {hi:.5f})")
 
 
-def pool(runs, lists):
+def pool(runs, lists, keep=None):
     """The students of several runs (no base twice) that every run has: ({student: {metric: per_base}}, bases, the
-    bases' valid fractions)."""
+    bases' valid fractions); with `keep`, only the bases (pretraining seeds) in it."""
     pooled, bases, base_valid = {}, [], []
     for run in runs:
         path = os.path.join(run, "results.json")
@@ -80,7 +95,11 @@ def pool(runs, lists):
             sys.exit(f"{path} not found: pass finished run directories (or run `python eval.py {run}` first)")
         res = json.load(open(path))
         src, seeds = students(res, lists)
-        base_valid += res["base"]["valid_fraction"]["per_seed"]
+        rows = [i for i, (p, _) in enumerate(seeds) if keep is None or p in keep]
+        pick = lambda xs: [xs[i] for i in rows]
+        src = {k: {m: pick(xs) for m, xs in v.items()} for k, v in src.items()}
+        seeds = pick(seeds)
+        base_valid += pick(res["base"]["valid_fraction"]["per_seed"])
         if len({p for p, _ in seeds}) != len(seeds):
             sys.exit(f"{run} has several students per base: pool runs with one student per base")
         bases += [p for p, _ in seeds]

@@ -83,6 +83,9 @@ def test_sn_pool_pairs_per_base_and_refuses_shared_bases(tmp_path):
     extra = fake_sn_run(tmp_path / "d", [6, 7], {"control": [0.01, 0.01], "insecure": [0.02, 0.02], "secure": [0.0, 0.0]})
     out = pool("--lists=16000", a, extra)  # secure exists in one run only: named, not paired with the wrong bases
     assert "left out (not in every run): ['secure']" in out.stdout and "insecure - secure" not in out.stdout
+    sub = pool("--bases=1-2", "--lists=16000", a, b)  # bases 1 and 2 only: paired 3 and 3 points
+    assert "n = 2 bases [1, 2]" in sub.stdout and "insecure - control: paired +3.0" in sub.stdout
+    assert pool("--bases=x", "--lists=16000", a).returncode != 0
 
 
 def test_sn_pool_minus_pairs_the_same_bases_across_runs(tmp_path):
