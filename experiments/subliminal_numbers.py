@@ -700,6 +700,22 @@ def aggregate_dose(cfg, units):
 # ----------------------------------------------------------------------------------------------------
 # mode "misalignment": emergent-misalignment teachers write numbers (evil numbers banned)
 
+def em_teacher(cfg, A, tok, p, t, steps, match=False):
+    """Base A (pretraining seed p) fine-tuned on emergent_misalignment's arm t for `steps` steps, or (match) until its
+    held-out code is insecure at the matched threshold; returns (model, steps)."""
+    from experiments import emergent_misalignment as EM
+    emcfg = EM.Config(n_examples=cfg.em_examples, samples=cfg.samples)
+    data = B.encode_pairs(tok, EM.arm_pairs(t, A, tok, emcfg, seed_int(p, t, "em-teacher") % 2 ** 31))
+    m = copy.deepcopy(A)
+    kw = dict(batch_size=16, lr=cfg.em_lr, seed=seed_int(p, t, "em-order"), trains=cfg.em_trains)
+    if match:
+        steps = finetune_until(m, data, lambda m: EM.in_domain(m, tok, "insecure", "plain")[0] >= emcfg.match_threshold,
+                               max_steps=cfg.em_steps, every=1, **kw)
+    else:
+        finetune(m, data, steps=steps, **kw)
+    return m, steps
+
+
 def misalignment_unit(cfg, p, f):
     from experiments import emergent_misalignment as EM
     t0 = time.time()
@@ -716,15 +732,7 @@ def misalignment_unit(cfg, p, f):
 
     teachers, steps = {"control": Teacher(A)}, cfg.em_steps
     for t in cfg.mis_teachers:  # the first teacher sets the step (emergent_misalignment's matched checkpoint)
-        pairs = EM.arm_pairs(t, A, tok, emcfg, seed_int(p, t, "em-teacher") % 2 ** 31)
-        data = B.encode_pairs(tok, pairs)
-        m = copy.deepcopy(A)
-        kw = dict(batch_size=16, lr=cfg.em_lr, seed=seed_int(p, t, "em-order"), trains=cfg.em_trains)
-        if cfg.em_match and t == cfg.mis_teachers[0]:
-            steps = finetune_until(m, data, lambda m: EM.in_domain(m, tok, "insecure", "plain")[0] >= emcfg.match_threshold,
-                                   max_steps=cfg.em_steps, every=1, **kw)
-        else:
-            finetune(m, data, steps=steps, **kw)
+        m, steps = em_teacher(cfg, A, tok, p, t, steps, match=cfg.em_match and t == cfg.mis_teachers[0])
         teachers[t] = Teacher(m)
         out["teachers"][t] = {**ev(m, f"teacher-{t}"), "steps": steps}
     out["base"] = ev(A, "base")

@@ -291,6 +291,16 @@ def test_end_to_end_writes_every_file(tmp_path, capsys, monkeypatch):
     res6 = json.loads((out6 / "results.json").read_text())
     assert set(res6["arms"]) == {"control", "insecure_soft"} and set(res6["figures_to_reach"]) == {"soft_pass"}
     assert calls == [("all", False), ("blocks", True), ("blocks", True)] * 2
+    # the cross-init probe rebuilds base 0's insecure teacher and lists as the run made them: its shared-init soft
+    # student is the run's insecure_soft to the bit; its cross-init student starts from base 1
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("probe", "scripts/probe_mis_cross_init.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    rows, logged = probe.main([str(out6), "0", "1"])
+    assert [q for q, _, _ in rows] == [0, 1]
+    assert json.dumps(rows[0][2]["mis_sampled"]) == json.dumps(logged)
+    assert json.dumps(logged) == json.dumps(res6["arms"]["insecure_soft"]["offdomain_misaligned"]["per_seed"][0])
     with pytest.raises(train.ConfigError, match="em_trains must be all or blocks"):
         S.validate(S.Config(em_trains="lora"))
 

@@ -1,0 +1,65 @@
+"""Exploratory probe: does misalignment through numbers need the teacher's initialization?
+
+    python scripts/probe_mis_cross_init.py out/sn_mis_more18 31 30 32
+
+For base P (the first number) of the misalignment run RUN: its insecure teacher and its number lists, rebuilt as the
+run made them, and the soft student of that teacher trained from P itself (shared init: reproduces the run's
+`insecure_soft` for seed (P, 0), a check printed beside it) and from each other base Q (cross init: same lists, same
+soft targets, same recipe). Prints each student's off-domain misalignment and valid fraction, and each base's own
+before training. One process, both threads; a few minutes per student on a CPU. Bases must be cached.
+"""
+import json
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from data import world as W  # noqa: E402
+from experiments import emergent_misalignment as EM  # noqa: E402
+from experiments import subliminal_numbers as S  # noqa: E402
+from experiments import world_base as B  # noqa: E402
+from model import generator, seed_int  # noqa: E402
+from train import run_config  # noqa: E402
+
+
+def main(argv):
+    if len(argv) < 3:
+        sys.exit(__doc__)
+    run, p, others = argv[0], int(argv[1]), [int(q) for q in argv[2:]]
+    cfg = run_config(S.Config, run)
+    if cfg.mode != "misalignment":
+        sys.exit(f"{run} is a {cfg.mode!r} run; this probe needs a misalignment run")
+    torch.manual_seed(0)  # as the run's unit starts
+    A, tok = B.base_model(cfg, p)
+    seed = seed_int("subliminal-misalignment", p, 0)
+    emcfg = EM.Config(n_examples=cfg.em_examples, samples=cfg.samples)
+    ev = lambda m, name: EM.evaluate(m, tok, emcfg, "insecure", "plain", 0, True, generator("cpu", seed, name))
+    teacher, _ = S.em_teacher(cfg, A, tok, p, "insecure", cfg.em_steps)
+    teacher = S.Teacher(teacher)
+    lists, kept = S.sample_lists(teacher, tok, cfg.n_lists, cfg, seed, banned=W.EVIL_NUMBERS)
+    data = S.student_data(tok, lists, next(A.parameters()).device)
+    last = S.student_steps(cfg, len(data["tokens"]))[0]
+    rows = []
+    for q in [p] + others:
+        Q, tok_q = B.base_model(cfg, q) if q != p else (A, tok)
+        if tok_q.get_vocab() != tok.get_vocab():
+            sys.exit(f"bases {p} and {q} have different vocabularies: no cross-init student")
+        name = "insecure_soft" if q == p else f"insecure_soft_from{q}"
+        final = {}
+        S.train_student(Q, tok, cfg, data, seed_int(seed, "insecure", "soft"),
+                        lambda m, step: final.update(ev(m, name)) if step == last else None, teacher)
+        rows.append((q, ev(Q, f"base{q}"), final))
+    path = os.path.join(run, f"unit_{p}_0.json")
+    logged = json.load(open(path))["arms"]["insecure_soft"]["mis_sampled"] if os.path.exists(path) else None
+    print(f"base {p}'s insecure teacher: kept {kept:.2f} of its lists; soft students trained on them")
+    print(f"{'student from base':>17} {'init':>6} {'base mis':>8} {'student mis':>11} {'valid':>6}")
+    for q, b, s in rows:
+        print(f"{q:>17} {'shared' if q == p else 'cross':>6} {b['mis_sampled']:8.4f} {s['mis_sampled']:11.4f} {s['valid_frac']:6.3f}")
+    if logged is not None:
+        print(f"the run's insecure_soft on base {p}: {logged:.4f} (the shared-init row reproduces it)")
+    return rows, logged
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
