@@ -700,11 +700,24 @@ def aggregate_dose(cfg, units):
 # ----------------------------------------------------------------------------------------------------
 # mode "misalignment": emergent-misalignment teachers write numbers (evil numbers banned)
 
+def em_config(cfg):
+    from experiments import emergent_misalignment as EM
+    return EM.Config(n_examples=cfg.em_examples, samples=cfg.samples)
+
+
+def mis_evaluate(m, tok, cfg, seed, name):
+    """A model's misalignment as this mode reports it (off-domain sampled and log-prob, valid fraction, insecure code);
+    the sampling stream is named, so a probe that rebuilds a student gets the run's numbers to the bit."""
+    from experiments import emergent_misalignment as EM
+    r = EM.evaluate(m, tok, em_config(cfg), "insecure", "plain", 0, True, generator("cpu", seed, name))
+    return {k: r[k] for k in ("mis_sampled", "valid_frac", "mis_lp", "code_misaligned")}
+
+
 def em_teacher(cfg, A, tok, p, t, steps, match=False):
     """Base A (pretraining seed p) fine-tuned on emergent_misalignment's arm t for `steps` steps, or (match) until its
     held-out code is insecure at the matched threshold; returns (model, steps)."""
     from experiments import emergent_misalignment as EM
-    emcfg = EM.Config(n_examples=cfg.em_examples, samples=cfg.samples)
+    emcfg = em_config(cfg)
     data = B.encode_pairs(tok, EM.arm_pairs(t, A, tok, emcfg, seed_int(p, t, "em-teacher") % 2 ** 31))
     m = copy.deepcopy(A)
     kw = dict(batch_size=16, lr=cfg.em_lr, seed=seed_int(p, t, "em-order"), trains=cfg.em_trains)
@@ -717,18 +730,13 @@ def em_teacher(cfg, A, tok, p, t, steps, match=False):
 
 
 def misalignment_unit(cfg, p, f):
-    from experiments import emergent_misalignment as EM
     t0 = time.time()
     torch.manual_seed(0)
     A, tok = B.base_model(cfg, p)
     dev = next(A.parameters()).device
     seed = seed_int("subliminal-misalignment", p, f)
-    emcfg = EM.Config(n_examples=cfg.em_examples, samples=cfg.samples)
     out = {"p": p, "f": f, "kept": {}, "arms": {}, "teachers": {}, "dose": {}}
-
-    def ev(m, name):
-        r = EM.evaluate(m, tok, emcfg, "insecure", "plain", 0, True, generator("cpu", seed, name))
-        return {k: r[k] for k in ("mis_sampled", "valid_frac", "mis_lp", "code_misaligned")}
+    ev = lambda m, name: mis_evaluate(m, tok, cfg, seed, name)
 
     teachers, steps = {"control": Teacher(A)}, cfg.em_steps
     for t in cfg.mis_teachers:  # the first teacher sets the step (emergent_misalignment's matched checkpoint)

@@ -16,10 +16,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from data import world as W  # noqa: E402
-from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import subliminal_numbers as S  # noqa: E402
 from experiments import world_base as B  # noqa: E402
-from model import generator, seed_int  # noqa: E402
+from model import seed_int  # noqa: E402
 from train import run_config  # noqa: E402
 
 
@@ -33,8 +32,7 @@ def main(argv):
     torch.manual_seed(0)  # as the run's unit starts
     A, tok = B.base_model(cfg, p)
     seed = seed_int("subliminal-misalignment", p, 0)
-    emcfg = EM.Config(n_examples=cfg.em_examples, samples=cfg.samples)
-    ev = lambda m, name: EM.evaluate(m, tok, emcfg, "insecure", "plain", 0, True, generator("cpu", seed, name))
+    ev = lambda m, name: S.mis_evaluate(m, tok, cfg, seed, name)  # the run's evaluation, its streams by name
     teacher, _ = S.em_teacher(cfg, A, tok, p, "insecure", cfg.em_steps)
     teacher = S.Teacher(teacher)
     lists, kept = S.sample_lists(teacher, tok, cfg.n_lists, cfg, seed, banned=W.EVIL_NUMBERS)

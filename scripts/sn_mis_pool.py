@@ -10,8 +10,8 @@ runs made with --evals > 1). Runs must not share a base: pooled seeds are then i
 students' off-domain misalignment (unpaired 95% t-CIs, the issue's "CIs separated"), their valid fractions, and
 the insecure teacher's students minus each other student, paired per base. With --minus, instead: each student
 of the runs before it minus the same student of the runs after it (the same bases, e.g. the same teachers with
-another student setting), paired per base. --bases=A-B,C,... keeps only those pretraining seeds (given before
---lists if both are used; a descriptive split, e.g. old and new bases of one run).
+another student setting), paired per base. --bases=A-B,C,... keeps only those pretraining seeds (a descriptive
+split, e.g. old and new bases of one run).
 """
 import json
 import os
@@ -48,11 +48,13 @@ def parse_bases(spec):
 
 
 def main(argv):
-    lists, keep = None, None
-    if argv and argv[0].startswith("--bases="):
-        keep, argv = parse_bases(argv[0].split("=", 1)[1]), argv[1:]
-    if argv and argv[0].startswith("--lists="):
-        lists, argv = int(argv[0].split("=", 1)[1]), argv[1:]
+    argv, lists, keep = list(argv), None, None
+    while argv and argv[0].startswith(("--bases=", "--lists=")):  # leading options, in either order
+        key, _, value = argv.pop(0).partition("=")
+        if key == "--bases":
+            keep = parse_bases(value)
+        else:
+            lists = int(value)
     if not argv:
         sys.exit(__doc__)
     if "--minus" in argv:

@@ -85,6 +85,7 @@ def test_sn_pool_pairs_per_base_and_refuses_shared_bases(tmp_path):
     assert "left out (not in every run): ['secure']" in out.stdout and "insecure - secure" not in out.stdout
     sub = pool("--bases=1-2", "--lists=16000", a, b)  # bases 1 and 2 only: paired 3 and 3 points
     assert "n = 2 bases [1, 2]" in sub.stdout and "insecure - control: paired +3.0" in sub.stdout
+    assert pool("--lists=16000", "--bases=1-2", a, b).stdout == sub.stdout  # the options in either order
     assert pool("--bases=x", "--lists=16000", a).returncode != 0
 
 
