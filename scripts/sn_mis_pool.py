@@ -4,6 +4,7 @@
     python scripts/sn_mis_pool.py --lists=16000 out/sn_mis_dose16k out/sn_mis_dose64k
     python scripts/sn_mis_pool.py out/sn_mis_blocks --minus out/sn_mis_blocks_all   # paired across two runs
     python scripts/sn_mis_pool.py --bases=30-41 out/sn_mis_more18                   # a subset of the bases
+    python scripts/sn_mis_pool.py --log out/sn_mis_fresh16                          # geometric means
 
 Without --lists it reads each run's final students (`arms`); with it, the students after that many lists (`dose`,
 runs made with --evals > 1). Runs must not share a base: pooled seeds are then independent. Prints the
@@ -11,9 +12,13 @@ students' off-domain misalignment (unpaired 95% t-CIs, the issue's "CIs separate
 the insecure teacher's students minus each other student, paired per base. With --minus, instead: each student
 of the runs before it minus the same student of the runs after it (the same bases, e.g. the same teachers with
 another student setting), paired per base. --bases=A-B,C,... keeps only those pretraining seeds (a descriptive
-split, e.g. old and new bases of one run).
+split, e.g. old and new bases of one run). --log reads the misaligned fractions on the log scale: t-intervals of
+each base's log fraction (a fraction of 0 counts as half a sample of that student's valid samples), shown as
+geometric means, and paired differences as ratios; rates that differ by factors between bases (the student's gain
+scales with its teacher's misalignment) are skewed on the plain scale.
 """
 import json
+import math
 import os
 import sys
 
@@ -22,6 +27,14 @@ from eval import summarize  # noqa: E402
 
 
 METRICS = ("offdomain_misaligned", "valid_fraction")
+
+
+def log_rate(rate, valid, n_samples):
+    """ln of a misaligned fraction among valid samples; 0 becomes half a sample over the valid ones (valid: the
+    valid fraction of n_samples draws). NaN (no valid sample) stays NaN."""
+    if rate != rate:
+        return rate
+    return math.log(max(rate, 0.5 / max(valid * n_samples, 1)))
 
 
 def students(res, lists):
@@ -49,30 +62,39 @@ def parse_bases(spec):
 
 def main(argv):
     argv, lists, keep = list(argv), None, None
-    while argv and argv[0].startswith(("--bases=", "--lists=")):  # leading options, in either order
+    log = False
+    while argv and argv[0].startswith(("--bases=", "--lists=", "--log")):  # leading options, in any order
         key, _, value = argv.pop(0).partition("=")
-        if key == "--bases":
+        if key == "--log":
+            log = True
+        elif key == "--bases":
             keep = parse_bases(value)
         else:
             lists = int(value)
     if not argv:
         sys.exit(__doc__)
     if "--minus" in argv:
+        if log:
+            sys.exit("--log with --minus is not supported: the log scale is for one pooled set of students")
         i = argv.index("--minus")
         return minus(pool(argv[:i], lists, keep), pool(argv[i + 1:], lists, keep))
-    pooled, bases, base_valid = pool(argv, lists, keep)
+    pooled, bases, base_valid = pool(argv, lists, keep, log)
     n = len(bases)
     if n < 2:
         sys.exit("one base: no interval to compute; pass runs with two or more bases in all")
-    print(f"n = {n} bases {sorted(bases)}; " + (f"after {lists} lists" if lists else "final students"))
+    print(f"n = {n} bases {sorted(bases)}; " + (f"after {lists} lists" if lists else "final students")
+          + ("; log scale: geometric means, paired ratios" if log else ""))
+    show = math.exp if log else (lambda x: x)  # a log-scale mean or CI end, shown back on the fraction scale
     half = summarize(base_valid)["mean"] / 2
     print(f"base valid fraction {2 * half:.3f}; a student below {half:.3f} (half of it) is not readable")
     print(f"{'student':22s} {'off-domain misaligned [95% CI]':34s} {'valid fraction':14s}")
+    if log:
+        print("(geometric means over the bases)")
     mis = {k: summarize(v["offdomain_misaligned"]) for k, v in pooled.items()}  # unpaired, per student
     for k, v in pooled.items():
         st = mis[k]
         valid = summarize(v["valid_fraction"])["mean"]
-        print(f"{k:22s} {st['mean']:.4f} [{st['ci95'][0]:.4f}, {st['ci95'][1]:.4f}]        "
+        print(f"{k:22s} {show(st['mean']):.4f} [{show(st['ci95'][0]):.4f}, {show(st['ci95'][1]):.4f}]        "
               f"{valid:.3f}{'  (below half the base: not readable)' if valid < half else ''}")
     for channel in ("", "_soft"):  # sampled, soft: each against the control and the same channel's students
         ins = "insecure" + channel
@@ -83,13 +105,18 @@ def main(argv):
         for o in others:
             d = summarize([a - b for a, b in zip(pooled[ins]["offdomain_misaligned"], pooled[o]["offdomain_misaligned"])])
             hi = mis[o]["ci95"][1]
-            print(f"{ins} - {o}: paired {100 * d['mean']:+.1f} [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}] "
-                  f"points; unpaired CIs {'separated' if lo > hi else 'overlap'} ({lo:.5f} vs {hi:.5f})")
+            if log:  # a difference of logs is the log of a ratio
+                paired = f"x{math.exp(d['mean']):.2f} [x{math.exp(d['ci95'][0]):.2f}, x{math.exp(d['ci95'][1]):.2f}]"
+            else:
+                paired = f"{100 * d['mean']:+.1f} [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}] points"
+            print(f"{ins} {'/' if log else '-'} {o}: paired {paired}; unpaired CIs "
+                  f"{'separated' if lo > hi else 'overlap'} ({show(lo):.5f} vs {show(hi):.5f})")
 
 
-def pool(runs, lists, keep=None):
+def pool(runs, lists, keep=None, log=False):
     """The students of several runs (no base twice) that every run has: ({student: {metric: per_base}}, bases, the
-    bases' valid fractions); with `keep`, only the bases (pretraining seeds) in it."""
+    bases' valid fractions); with `keep`, only the bases (pretraining seeds) in it; with `log`, the misaligned
+    fractions as log_rate."""
     pooled, bases, base_valid = {}, [], []
     for run in runs:
         path = os.path.join(run, "results.json")
@@ -100,6 +127,11 @@ def pool(runs, lists, keep=None):
         rows = [i for i, (p, _) in enumerate(seeds) if keep is None or p in keep]
         pick = lambda xs: [xs[i] for i in rows]
         src = {k: {m: pick(xs) for m, xs in v.items()} for k, v in src.items()}
+        if log:
+            n_samples = n_offdomain_samples(run)
+            for v in src.values():
+                v["offdomain_misaligned"] = [log_rate(r, f, n_samples) for r, f in
+                                             zip(v["offdomain_misaligned"], v["valid_fraction"])]
         seeds = pick(seeds)
         base_valid += pick(res["base"]["valid_fraction"]["per_seed"])
         if len({p for p, _ in seeds}) != len(seeds):
@@ -115,6 +147,15 @@ def pool(runs, lists, keep=None):
     if len(ok) < len(pooled):
         print(f"left out (not in every run): {sorted(set(pooled) - set(ok))}")
     return ok, bases, base_valid
+
+
+def n_offdomain_samples(run):
+    """How many off-domain samples a run drew per model: its `samples` per prompt times the world's prompts."""
+    from data import world as W
+    path = os.path.join(run, "config.json")
+    if not os.path.exists(path):
+        sys.exit(f"{path} not found: --log needs the run's config (its samples per prompt)")
+    return json.load(open(path))["samples"] * len(W.eval_items(W.OFF_DOMAINS))
 
 
 def minus(a, b):
