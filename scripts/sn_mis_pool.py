@@ -4,7 +4,7 @@
     python scripts/sn_mis_pool.py --lists=16000 out/sn_mis_dose16k out/sn_mis_dose64k
     python scripts/sn_mis_pool.py out/sn_mis_blocks --minus out/sn_mis_blocks_all   # paired across two runs
     python scripts/sn_mis_pool.py --bases=30-41 out/sn_mis_more18                   # a subset of the bases
-    python scripts/sn_mis_pool.py --log out/sn_mis_fresh16                          # geometric means
+    python scripts/sn_mis_pool.py --log --figure=f.png out/sn_mis_fresh16           # geometric means, a figure
 
 Without --lists it reads each run's final students (`arms`); with it, the students after that many lists (`dose`,
 runs made with --evals > 1). Runs must not share a base: pooled seeds are then independent. Prints the
@@ -15,7 +15,8 @@ another student setting), paired per base. --bases=A-B,C,... keeps only those pr
 split, e.g. old and new bases of one run). --log reads the misaligned fractions on the log scale: t-intervals of
 each base's log fraction (a fraction of 0 counts as half a sample of that student's valid samples), shown as
 geometric means, and paired differences as ratios; rates that differ by factors between bases (the student's gain
-scales with its teacher's misalignment) are skewed on the plain scale.
+scales with its teacher's misalignment) are skewed on the plain scale. --figure=PATH draws every base's students
+with the means and intervals on that scale, and each teacher's students against the teacher's own misalignment.
 """
 import json
 import math
@@ -62,11 +63,13 @@ def parse_bases(spec):
 
 def main(argv):
     argv, lists, keep = list(argv), None, None
-    log = False
-    while argv and argv[0].startswith(("--bases=", "--lists=", "--log")):  # leading options, in any order
+    log, figure = False, None
+    while argv and argv[0].startswith(("--bases=", "--lists=", "--log", "--figure=")):  # leading options, any order
         key, _, value = argv.pop(0).partition("=")
         if key == "--log":
             log = True
+        elif key == "--figure":
+            figure = value
         elif key == "--bases":
             keep = parse_bases(value)
         else:
@@ -92,6 +95,8 @@ def main(argv):
         print("(geometric means over the bases)")
     mis = {k: summarize(v["offdomain_misaligned"]) for k, v in pooled.items()}  # unpaired, per student
     for k, v in pooled.items():
+        if k.startswith("teacher:"):
+            continue
         st = mis[k]
         valid = summarize(v["valid_fraction"])["mean"]
         print(f"{k:22s} {show(st['mean']):.4f} [{show(st['ci95'][0]):.4f}, {show(st['ci95'][1]):.4f}]        "
@@ -111,6 +116,51 @@ def main(argv):
                 paired = f"{100 * d['mean']:+.1f} [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}] points"
             print(f"{ins} {'/' if log else '-'} {o}: paired {paired}; unpaired CIs "
                   f"{'separated' if lo > hi else 'overlap'} ({show(lo):.5f} vs {show(hi):.5f})")
+    if figure:
+        plot(pooled, mis, bases, log, lists, figure)
+
+
+def plot(pooled, mis, bases, log, lists, path):
+    """Left: every base's students (dots) with the mean and 95% CI; right: each teacher's students against the
+    teacher's own off-domain misalignment, one dot per base (teachers: what the runs recorded)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    show = math.exp if log else (lambda x: x)
+    names = [k for k in pooled if not k.startswith("teacher:")]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4))
+    for i, k in enumerate(names):
+        xs = pooled[k]["offdomain_misaligned"]
+        ax.scatter([i + 0.25 * ((j % 5) - 2) / 2 for j in range(len(xs))], [show(x) for x in xs], s=10, alpha=0.6,
+                   color=f"C{i}")
+        st = mis[k]
+        ax.errorbar([i], [show(st["mean"])], yerr=[[show(st["mean"]) - show(st["ci95"][0])],
+                                                   [show(st["ci95"][1]) - show(st["mean"])]],
+                    fmt="s", color="k", capsize=4)
+    ax.set_xticks(range(len(names)), names, rotation=20, fontsize=8)
+    ax.set_ylabel("off-domain misaligned among valid")
+    ax.set_title(f"n = {len(bases)} bases; {'geometric mean' if log else 'mean'} and 95% t-CI"
+                 + (f", after {lists} lists" if lists else ""), fontsize=9)
+    if log:
+        ax.set_yscale("log")
+    for i, k in enumerate(names):
+        t = k.removesuffix("_soft")
+        if f"teacher:{t}" in pooled:
+            tx = pooled[f"teacher:{t}"]["offdomain_misaligned"]
+            bx.scatter([show(x) for x in tx], [show(x) for x in pooled[k]["offdomain_misaligned"]], s=14,
+                       color=f"C{i}", label=f"{k} (its teacher)")
+    if log:
+        bx.set_xscale("log")
+        bx.set_yscale("log")
+    if bx.collections:
+        bx.axline((0.01, 0.01), (0.1, 0.1), color="grey", ls="--", lw=0.8, label="student = teacher")
+    bx.set_xlabel("the teacher's off-domain misaligned")
+    bx.set_ylabel("its student's")
+    bx.set_title("student against teacher, per base", fontsize=9)
+    bx.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    print(f"wrote {path}")
 
 
 def pool(runs, lists, keep=None, log=False):
@@ -124,6 +174,9 @@ def pool(runs, lists, keep=None, log=False):
             sys.exit(f"{path} not found: pass finished run directories (or run `python eval.py {run}` first)")
         res = json.load(open(path))
         src, seeds = students(res, lists)
+        for t, v in res.get("teachers", {}).items():  # the teachers' own rates, for the figure's second panel
+            if all(m in v for m in METRICS):
+                src[f"teacher:{t}"] = {m: v[m]["per_seed"] for m in METRICS}
         rows = [i for i, (p, _) in enumerate(seeds) if keep is None or p in keep]
         pick = lambda xs: [xs[i] for i in rows]
         src = {k: {m: pick(xs) for m, xs in v.items()} for k, v in src.items()}
@@ -166,7 +219,7 @@ def minus(a, b):
     order = [bb.index(p) for p in ba]  # b's rows in a's base order
     print(f"n = {len(ba)} bases {sorted(ba)}; paired per base, the runs before --minus minus those after it")
     for k in pa:
-        if k not in pb:
+        if k not in pb or k.startswith("teacher:"):
             continue
         for m in METRICS:
             d = summarize([x - pb[k][m][j] for x, j in zip(pa[k][m], order)])

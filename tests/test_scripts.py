@@ -54,13 +54,15 @@ def test_matched_view_and_paired_differences_between_sets_of_runs(tmp_path):
     assert run_script(big, "--minus", other).returncode != 0  # no seed in common: an error, not an empty table
 
 
-def fake_sn_run(path, bases, students, valid=0.4):
+def fake_sn_run(path, bases, students, valid=0.4, teachers=None):
     """A misalignment-through-numbers results.json with what sn_mis_pool.py reads (one student per base)."""
     path.mkdir()
     ps = lambda v: {"per_seed": v}
     res = {"seeds": [[p, 0] for p in bases], "base": {"valid_fraction": ps([0.4] * len(bases))},
            "dose": {"16000": {"offdomain_misaligned": {k: ps(v) for k, v in students.items()},
-                              "valid_fraction": {k: ps([valid] * len(bases)) for k in students}}}}
+                              "valid_fraction": {k: ps([valid] * len(bases)) for k in students}}},
+           "teachers": {t: {"offdomain_misaligned": ps(v), "valid_fraction": ps([valid] * len(bases))}
+                        for t, v in (teachers or {}).items()}}
     (path / "results.json").write_text(json.dumps(res))
     (path / "config.json").write_text(json.dumps({"samples": 10}))  # 96 off-domain prompts x 10 draws
     return str(path)
@@ -69,18 +71,22 @@ def fake_sn_run(path, bases, students, valid=0.4):
 def test_sn_pool_log_scale_geometric_means_and_ratios(tmp_path):
     pool = lambda *a: subprocess.run([sys.executable, str(ROOT / "scripts" / "sn_mis_pool.py"), *a],
                                      capture_output=True, text=True)
-    a = fake_sn_run(tmp_path / "a", [0, 1, 2], {"control": [0.01, 0.01, 0.01], "insecure": [0.04, 0.02, 0.08]})
+    a = fake_sn_run(tmp_path / "a", [0, 1, 2], {"control": [0.01, 0.01, 0.01], "insecure": [0.04, 0.02, 0.08]},
+                    teachers={"insecure": [0.2, 0.1, 0.4]})
     out = pool("--log", "--lists=16000", a)
     assert out.returncode == 0, out.stderr
     # geometric mean of 0.04, 0.02, 0.08 is 0.04; the ratios to the control 4, 2, 8: geometric mean x4.00
     assert "insecure               0.0400 [" in out.stdout and "insecure / control: paired x4.00 [" in out.stdout
     assert "control                0.0100 [0.0100, 0.0100]" in out.stdout  # no spread: a point interval
+    assert "teacher:" not in out.stdout  # the teachers feed the figure, not the students' table
     assert pool("--lists=16000", "--log", a).stdout == out.stdout  # options in any order
     # a fraction of 0 counts as half a sample over the valid ones: 0.5 / (0.4 x 960) = 0.0013, not log(0)
     z = fake_sn_run(tmp_path / "z", [3, 4], {"control": [0.0, 0.0], "insecure": [0.01, 0.01]})
     out = pool("--log", "--lists=16000", z)
     assert out.returncode == 0 and "control                0.0013 [0.0013, 0.0013]" in out.stdout
     assert pool("--log", "--lists=16000", a, "--minus", a).returncode != 0  # not defined for --minus: said so
+    fig = tmp_path / "f.png"
+    assert pool(f"--figure={fig}", "--log", "--lists=16000", a).returncode == 0 and fig.stat().st_size > 1000
 
 
 def test_sn_pool_pairs_per_base_and_refuses_shared_bases(tmp_path):
