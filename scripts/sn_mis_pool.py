@@ -64,14 +64,19 @@ def parse_bases(spec):
 def main(argv):
     argv, lists, keep = list(argv), None, None
     log, figure = False, None
-    while argv and argv[0].startswith(("--bases=", "--lists=", "--log", "--figure=")):  # leading options, any order
+    while argv and argv[0].startswith("--") and argv[0] != "--minus":  # leading options, in any order
         key, _, value = argv.pop(0).partition("=")
+        if key not in ("--bases", "--lists", "--log", "--figure") or (key == "--log") == bool(value):
+            sys.exit(f"unknown option {key}{'=' + value if value else ''}: use --bases=, --lists=, --log, --figure=\n"
+                     + __doc__)
         if key == "--log":
             log = True
         elif key == "--figure":
             figure = value
         elif key == "--bases":
             keep = parse_bases(value)
+        elif not value.isdigit():
+            sys.exit(f"--lists={value}: expected a number of lists, e.g. --lists=16000")
         else:
             lists = int(value)
     if not argv:
