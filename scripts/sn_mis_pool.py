@@ -203,7 +203,9 @@ def pool(runs, lists, keep=None, log=False):
     # a student missing from some run has fewer values than bases: pairing it by position would mix bases
     ok = {k: v for k, v in pooled.items() if all(len(xs) == len(bases) for xs in v.values())}
     if len(ok) < len(pooled):
-        print(f"left out (not in every run): {sorted(set(pooled) - set(ok))}")
+        gone = sorted(k for k in set(pooled) - set(ok) if not k.startswith("teacher:"))  # teachers: figure only
+        if gone:
+            print(f"left out (not in every run): {gone}")
     return ok, bases, base_valid
 
 

@@ -105,7 +105,8 @@ def test_sn_pool_pairs_per_base_and_refuses_shared_bases(tmp_path):
     shared = pool("--lists=16000", a, a)
     assert shared.returncode != 0 and "share bases" in shared.stderr
     assert pool("--lists=8000", a).returncode != 0  # a dose the run did not measure: an error, not zeros
-    extra = fake_sn_run(tmp_path / "d", [6, 7], {"control": [0.01, 0.01], "insecure": [0.02, 0.02], "secure": [0.0, 0.0]})
+    extra = fake_sn_run(tmp_path / "d", [6, 7], {"control": [0.01, 0.01], "insecure": [0.02, 0.02], "secure": [0.0, 0.0]},
+                        teachers={"insecure": [0.1, 0.2]})  # teachers in one run only: not named among the students
     out = pool("--lists=16000", a, extra)  # secure exists in one run only: named, not paired with the wrong bases
     assert "left out (not in every run): ['secure']" in out.stdout and "insecure - secure" not in out.stdout
     sub = pool("--bases=1-2", "--lists=16000", a, b)  # bases 1 and 2 only: paired 3 and 3 points
