@@ -86,7 +86,7 @@ def main(argv):
             sys.exit("--log with --minus is not supported: the log scale is for one pooled set of students")
         i = argv.index("--minus")
         return minus(pool(argv[:i], lists, keep), pool(argv[i + 1:], lists, keep))
-    pooled, bases, base_valid = pool(argv, lists, keep, log)
+    pooled, teachers, bases, base_valid = pool(argv, lists, keep, log)
     n = len(bases)
     if n < 2:
         sys.exit("one base: no interval to compute; pass runs with two or more bases in all")
@@ -100,8 +100,6 @@ def main(argv):
         print("(geometric means over the bases)")
     mis = {k: summarize(v["offdomain_misaligned"]) for k, v in pooled.items()}  # unpaired, per student
     for k, v in pooled.items():
-        if k.startswith("teacher:"):
-            continue
         st = mis[k]
         valid = summarize(v["valid_fraction"])["mean"]
         print(f"{k:22s} {show(st['mean']):.4f} [{show(st['ci95'][0]):.4f}, {show(st['ci95'][1]):.4f}]        "
@@ -122,17 +120,17 @@ def main(argv):
             print(f"{ins} {'/' if log else '-'} {o}: paired {paired}; unpaired CIs "
                   f"{'separated' if lo > hi else 'overlap'} ({show(lo):.5f} vs {show(hi):.5f})")
     if figure:
-        plot(pooled, mis, bases, log, lists, figure)
+        plot(pooled, teachers, mis, bases, log, lists, figure)
 
 
-def plot(pooled, mis, bases, log, lists, path):
+def plot(pooled, teachers, mis, bases, log, lists, path):
     """Left: every base's students (dots) with the mean and 95% CI; right: each teacher's students against the
     teacher's own off-domain misalignment, one dot per base (teachers: what the runs recorded)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     show = math.exp if log else (lambda x: x)
-    names = [k for k in pooled if not k.startswith("teacher:")]
+    names = list(pooled)
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4))
     for i, k in enumerate(names):
         xs = pooled[k]["offdomain_misaligned"]
@@ -150,8 +148,8 @@ def plot(pooled, mis, bases, log, lists, path):
         ax.set_yscale("log")
     for i, k in enumerate(names):
         t = k.removesuffix("_soft")
-        if f"teacher:{t}" in pooled:
-            tx = pooled[f"teacher:{t}"]["offdomain_misaligned"]
+        if t in teachers:
+            tx = teachers[t]["offdomain_misaligned"]
             bx.scatter([show(x) for x in tx], [show(x) for x in pooled[k]["offdomain_misaligned"]], s=14,
                        color=f"C{i}", label=f"{k} (its teacher)")
     if log:
@@ -169,44 +167,42 @@ def plot(pooled, mis, bases, log, lists, path):
 
 
 def pool(runs, lists, keep=None, log=False):
-    """The students of several runs (no base twice) that every run has: ({student: {metric: per_base}}, bases, the
-    bases' valid fractions); with `keep`, only the bases (pretraining seeds) in it; with `log`, the misaligned
-    fractions as log_rate."""
-    pooled, bases, base_valid = {}, [], []
+    """The students of several runs (no base twice) that every run has: ({student: {metric: per_base}}, the same for
+    the teachers' own rates (for the figure), bases, the bases' valid fractions); with `keep`, only the bases
+    (pretraining seeds) in it; with `log`, the misaligned fractions as log_rate."""
+    pooled, teachers, bases, base_valid = {}, {}, [], []
     for run in runs:
         path = os.path.join(run, "results.json")
         if not os.path.exists(path):
             sys.exit(f"{path} not found: pass finished run directories (or run `python eval.py {run}` first)")
         res = json.load(open(path))
         src, seeds = students(res, lists)
-        for t, v in res.get("teachers", {}).items():  # the teachers' own rates, for the figure's second panel
-            if all(m in v for m in METRICS):
-                src[f"teacher:{t}"] = {m: v[m]["per_seed"] for m in METRICS}
+        tsrc = {t: {m: v[m]["per_seed"] for m in METRICS} for t, v in res.get("teachers", {}).items()
+                if all(m in v for m in METRICS)}
         rows = [i for i, (p, _) in enumerate(seeds) if keep is None or p in keep]
         pick = lambda xs: [xs[i] for i in rows]
-        src = {k: {m: pick(xs) for m, xs in v.items()} for k, v in src.items()}
-        if log:
-            n_samples = n_offdomain_samples(run)
-            for v in src.values():
-                v["offdomain_misaligned"] = [log_rate(r, f, n_samples) for r, f in
-                                             zip(v["offdomain_misaligned"], v["valid_fraction"])]
+        n_samples = n_offdomain_samples(run) if log else None
+        for group, into in ((src, pooled), (tsrc, teachers)):  # students and teachers: the same bases, same scale
+            for k, v in group.items():
+                v = {m: pick(xs) for m, xs in v.items()}
+                if log:
+                    v["offdomain_misaligned"] = [log_rate(r, f, n_samples) for r, f in
+                                                 zip(v["offdomain_misaligned"], v["valid_fraction"])]
+                for m, xs in v.items():
+                    into.setdefault(k, {}).setdefault(m, []).extend(xs)
         seeds = pick(seeds)
         base_valid += pick(res["base"]["valid_fraction"]["per_seed"])
         if len({p for p, _ in seeds}) != len(seeds):
             sys.exit(f"{run} has several students per base: pool runs with one student per base")
         bases += [p for p, _ in seeds]
-        for k, v in src.items():
-            for m, xs in v.items():
-                pooled.setdefault(k, {}).setdefault(m, []).extend(xs)
     if len(set(bases)) != len(bases):
         sys.exit(f"the runs share bases {sorted({p for p in bases if bases.count(p) > 1})}: pooled seeds would not be independent")
     # a student missing from some run has fewer values than bases: pairing it by position would mix bases
-    ok = {k: v for k, v in pooled.items() if all(len(xs) == len(bases) for xs in v.values())}
+    complete = lambda d: {k: v for k, v in d.items() if all(len(xs) == len(bases) for xs in v.values())}
+    ok = complete(pooled)
     if len(ok) < len(pooled):
-        gone = sorted(k for k in set(pooled) - set(ok) if not k.startswith("teacher:"))  # teachers: figure only
-        if gone:
-            print(f"left out (not in every run): {gone}")
-    return ok, bases, base_valid
+        print(f"left out (not in every run): {sorted(set(pooled) - set(ok))}")
+    return ok, complete(teachers), bases, base_valid
 
 
 def n_offdomain_samples(run):
@@ -220,13 +216,13 @@ def n_offdomain_samples(run):
 
 def minus(a, b):
     """Each student present in both sets of runs: a minus b, paired per base (the bases must be the same)."""
-    (pa, ba, _), (pb, bb, _) = a, b
+    (pa, _, ba, _), (pb, _, bb, _) = a, b
     if sorted(ba) != sorted(bb):
         sys.exit(f"--minus needs the same bases on both sides; got {sorted(ba)} and {sorted(bb)}")
     order = [bb.index(p) for p in ba]  # b's rows in a's base order
     print(f"n = {len(ba)} bases {sorted(ba)}; paired per base, the runs before --minus minus those after it")
     for k in pa:
-        if k not in pb or k.startswith("teacher:"):
+        if k not in pb:
             continue
         for m in METRICS:
             d = summarize([x - pb[k][m][j] for x, j in zip(pa[k][m], order)])
