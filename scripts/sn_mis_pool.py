@@ -62,10 +62,12 @@ def parse_bases(spec):
 
 
 def main(argv):
-    argv, lists, keep = list(argv), None, None
-    log, figure = False, None
-    while argv and argv[0].startswith("--") and argv[0] != "--minus":  # leading options, in any order
-        key, _, value = argv.pop(0).partition("=")
+    lists, keep, log, figure = None, None, False, None
+    # options anywhere, in any order: a --figure= after the runs was once read as a run directory
+    options = [a for a in argv if a.startswith("--") and a != "--minus"]
+    argv = [a for a in argv if not (a.startswith("--") and a != "--minus")]
+    for option in options:
+        key, _, value = option.partition("=")
         if key not in ("--bases", "--lists", "--log", "--figure") or (key == "--log") == bool(value):
             sys.exit(f"unknown option {key}{'=' + value if value else ''}: use --bases=, --lists=, --log, --figure=\n"
                      + __doc__)

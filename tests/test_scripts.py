@@ -80,6 +80,7 @@ def test_sn_pool_log_scale_geometric_means_and_ratios(tmp_path):
     assert "control                0.0100 [0.0100, 0.0100]" in out.stdout  # no spread: a point interval
     assert "teacher:" not in out.stdout  # the teachers feed the figure, not the students' table
     assert pool("--lists=16000", "--log", a).stdout == out.stdout  # options in any order
+    assert pool("--log", a, "--lists=16000").stdout == out.stdout  # and after the runs
     assert all(pool(bad, a).returncode != 0 for bad in ("--logx", "--log=1", "--lists=many", "--fig=x.png"))
     # a fraction of 0 counts as half a sample over the valid ones: 0.5 / (0.4 x 960) = 0.0013, not log(0)
     z = fake_sn_run(tmp_path / "z", [3, 4], {"control": [0.0, 0.0], "insecure": [0.01, 0.01]})
