@@ -64,8 +64,8 @@ def parse_bases(spec):
 def main(argv):
     lists, keep, log, figure = None, None, False, None
     # options anywhere, in any order: a --figure= after the runs was once read as a run directory
-    options = [a for a in argv if a.startswith("--") and a != "--minus"]
-    argv = [a for a in argv if not (a.startswith("--") and a != "--minus")]
+    is_option = lambda a: a.startswith("--") and a != "--minus"
+    options, argv = [a for a in argv if is_option(a)], [a for a in argv if not is_option(a)]
     for option in options:
         key, _, value = option.partition("=")
         if key not in ("--bases", "--lists", "--log", "--figure") or (key == "--log") == bool(value):
