@@ -4,6 +4,7 @@
     python bench.py mnist --seeds=100   # e.g. on a GPU: the paper-scale run
     python bench.py gpt                 # GPT training tokens/s and MFU, KV-cache sampling vs re-forward
     python bench.py lists               # a subliminal teacher's number lists: KV cache vs re-forward vs naive
+    python bench.py students            # a subliminal student's fine-tune step: train.finetune vs the whole-row loss
 """
 import argparse
 import sys
@@ -263,11 +264,74 @@ def bench_lists(argv):
     return 0
 
 
+# ------------------------------------------------------------------------------------------------------
+# python bench.py students: a student's fine-tune step on a subliminal teacher's lists, hard labels and soft
+# (the teacher's number distribution), as train.finetune runs it (batch cut after its last trained column,
+# unembedding at the trained positions, the teacher's pass once over the data) against the whole-row loss with
+# the teacher run at every step (what finetune did before). Both AdamW, batch 32, the same rows.
+
+def bench_students(argv):
+    import copy
+    from experiments import subliminal_numbers as S
+    from experiments import world_base as B
+    from model import generator
+    from train import finetune, make_lm_optimizer, soft_kl
+    p = argparse.ArgumentParser(prog="bench.py students")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--lists", type=int, default=4000)
+    p.add_argument("--steps", type=int, default=100)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    cfg = S.Config()
+    base, tok = B.base_model(cfg, 0)  # pretrains and caches it if needed (minutes)
+    teacher = S.Teacher(base)
+    data = S.student_data(tok, S.sample_lists(teacher, tok, args.lists, cfg, 0)[0], "cpu")
+    nums = torch.tensor(S.number_ids(tok))
+
+    def whole_rows(model, soft):
+        opt, g = make_lm_optimizer(model, 3e-4, 0.0, (0.9, 0.999)), generator("cpu", 0, "finetune-order")
+        for _ in range(args.steps):
+            rows = torch.randint(len(data["tokens"]), (32,), generator=g)
+            x, m = data["tokens"][rows, :-1], data["mask"][rows]
+            if soft:
+                with torch.no_grad():
+                    t = teacher.logits(x)
+                per_tok = soft_kl(t, model(x), nums)
+            else:
+                per_tok = model(x, targets=data["tokens"][rows, 1:])
+            loss = (per_tok * m).sum() / m.sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+
+    def now(model, soft):
+        kw = {"teacher": teacher.logits, "subset": nums} if soft else {}
+        finetune(model, data, steps=args.steps, batch_size=32, lr=3e-4, seed=0, **kw)
+
+    rows = []
+    for label, soft in [("hard labels", False), ("soft (numbers)", True)]:
+        ms = []
+        for fn in (whole_rows, now):
+            model = copy.deepcopy(base)
+            t0 = time.time()
+            fn(model, soft)
+            ms.append((time.time() - t0) / args.steps * 1e3)
+        rows.append((label, *ms))
+    print(f"student fine-tune step, {args.lists} lists, {base.n_params() / 1e6:.2f}M params, CPU "
+          f"({torch.get_num_threads()} threads), torch {torch.__version__}; ms per step over {args.steps} steps, "
+          f"the soft teacher's one pass included\n")
+    print("| loss | whole rows, teacher every step | train.finetune | speed-up |\n|---|---|---|---|")
+    for label, a, b in rows:
+        print(f"| {label} | {a:.1f} | {b:.1f} | {a / b:.2f}x |")
+    return 0
+
+
 def main(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["mnist", "gpt", "lists"])
+    p.add_argument("what", choices=["mnist", "gpt", "lists", "students"])
     args, rest = p.parse_known_args(argv)
-    return {"mnist": bench_mnist, "gpt": bench_gpt, "lists": bench_lists}[args.what](rest)
+    return {"mnist": bench_mnist, "gpt": bench_gpt, "lists": bench_lists, "students": bench_students}[args.what](rest)
 
 
 if __name__ == "__main__":

@@ -134,7 +134,7 @@ def init_mlp_params(seeds, sizes, n_classes, init, device, tag):
 #     blocks.{i}.mlp_out      what the MLP adds to the residual   [B, T, C]
 #     blocks.{i}.resid_post   residual stream leaving block i     [B, T, C]  (= resid_pre of block i+1)
 #     final                   residual after the final LayerNorm  [B, T, C]  (what the unembedding reads)
-#     logits                  next-token logits                   [B, T, V]
+#     logits                  next-token logits                   [B, T, V]  ([k, V] when forward is given `keep`)
 # A hook is `fn(tensor, name) -> tensor | None`: return a tensor to replace the activation (patching,
 # steering), None to leave it unchanged (reading). Hooks are PyTorch forward hooks on the HookPoint,
 # attached only inside `with model.hooks({name: fn}):` and removed in `finally`. Everything else is
@@ -302,10 +302,12 @@ class GPT(nn.Module):
         plus 12 * n_layer * n_embd * T for the attention scores and their weighted sum."""
         return 6 * self.n_params() + 12 * self.cfg.n_layer * self.cfg.n_embd * T
 
-    def forward(self, idx, mask=None, cache=None, targets=None):
+    def forward(self, idx, mask=None, cache=None, targets=None, keep=None):
         """idx [B, T] token ids. mask [B, T] bool, False at padding (only needed for left padding;
         right padding is invisible to real tokens under causal attention). cache: a KVCache, which this
-        call extends by T columns. targets [B, T]: return per-token losses instead of logits."""
+        call extends by T columns. targets [B, T]: return per-token losses instead of logits.
+        keep [B, T] bool: unembed only those k positions (row-major order) and return logits [k, V] or
+        losses [k]; a fine-tune that trains a few positions per row skips most of the unembedding."""
         B, T = idx.shape
         t0 = cache.pos if cache is not None else 0
         if t0 + T > self.cfg.block_size:
@@ -328,12 +330,15 @@ class GPT(nn.Module):
         for block in self.blocks:
             x = block(x, cos, sin, attn_mask, cache)  # [B, T, C]
         x = self.final(self.ln_f(x))  # [B, T, C]
-        logits = self.logits(F.linear(x, self.wte.weight))  # [B, T, V]
+        if keep is not None:
+            x = x[keep]  # [k, C]
+            targets = None if targets is None else targets[keep]  # [k]
+        logits = self.logits(F.linear(x, self.wte.weight))  # [B, T, V] (or [k, V])
         if cache is not None:
             cache.pos += T
         if targets is None:
             return logits
-        return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none").view(B, T)  # [B, T]
+        return F.cross_entropy(logits.float().flatten(0, -2), targets.flatten(), reduction="none").view(targets.shape)
 
     # --- hooks --------------------------------------------------------------------------------------
 

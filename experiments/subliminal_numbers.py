@@ -74,7 +74,7 @@ from data.tokenizer import pad_right
 from eval import fmt_stat, group_means, summarize, summarize_by
 from experiments import world_base as B
 from model import generator, seed_int
-from train import OPTIMIZERS, TRAINS, ConfigError, finetune, pack_pairs, soft_kl, write_json
+from train import OPTIMIZERS, TRAINS, ConfigError, finetune, pack_pairs, soft_kl, teacher_targets, write_json
 
 ARMS = ("trait", "control", "soft", "soft_all", "soft_cross", "cross_init", "cross_control", "shuffled", "icl",
         "code", "code_control")
@@ -377,36 +377,43 @@ def number_ids(tok):
 
 @torch.no_grad()
 def held_logits(teacher, data):
-    """A teacher's logits on a held-out set (computed once: every evaluation compares a student with them)."""
-    return teacher.logits(data["tokens"][:, :-1])
+    """A teacher's logits at the trained positions of a held-out set, [k, V] (computed once: every evaluation
+    compares a student with them)."""
+    return teacher.logits(data["tokens"][:, :-1])[data["mask"]]
 
 
 @torch.no_grad()
+def held_out(model, data, numbers, teacher_logits=None):
+    """One forward of model over a held-out set (student_data), unembedded at its k trained positions only ->
+    {"full", "numbers"}: mean NLL (nats) per trained token, in-domain learning, two ways: over the whole
+    vocabulary, and with the distribution renormalised over the number tokens `numbers` (ids). Only the
+    second is fair to soft students: they match the teacher's renormalised number distribution and never
+    learn how much mass goes to numbers at all. With teacher_logits (held_logits of a teacher on the same
+    data) also "kl": KL(teacher || model) per trained position, both renormalised over the numbers."""
+    x, m = data["tokens"][:, :-1], data["mask"]
+    y = data["tokens"][:, 1:][m]  # [k]
+    logits = model(x, keep=m).float()  # [k, V]
+    slot = torch.full((logits.shape[-1],), -1, dtype=torch.long, device=y.device)
+    slot[torch.as_tensor(numbers, device=y.device)] = torch.arange(len(numbers), device=y.device)
+    y_num = slot[y]  # [k]: the target's place among the numbers
+    assert bool((y_num >= 0).all()), "a trained target is not a number token"
+    out = {"full": F.cross_entropy(logits, y).item(), "numbers": F.cross_entropy(logits[:, numbers], y_num).item()}
+    if teacher_logits is not None:
+        out["kl"] = soft_kl(teacher_logits, logits, torch.as_tensor(numbers, device=y.device)).mean().item()
+    return out
+
+
 def number_kl(teacher_logits, model, tok, data):
     """KL(teacher || model) in nats per trained position of data (teacher_logits = held_logits(teacher,
     data)), both renormalised over the number tokens: how much signal a teacher's numbers carry (the
     soft arm's initial loss), or how closely a student matches them."""
-    x, m = data["tokens"][:, :-1], data["mask"]
-    kl = soft_kl(teacher_logits, model(x), torch.tensor(number_ids(tok), device=x.device))
-    return ((kl * m).sum() / m.sum()).item()
+    return held_out(model, data, number_ids(tok), teacher_logits)["kl"]
 
 
-@torch.no_grad()
 def number_loss(model, data, numbers):
-    """Mean NLL (nats) per trained token of data (student_data), in-domain learning, two ways: over the
-    whole vocabulary, and with the distribution renormalised over the number tokens `numbers` (ids). Only
-    the second is fair to soft students: they match the teacher's renormalised number distribution and
-    never learn how much mass goes to numbers at all. -> (full, numbers only)"""
-    x, y, m = data["tokens"][:, :-1], data["tokens"][:, 1:], data["mask"]
-    logits = model(x).float()  # [b, T, V]
-    full = F.cross_entropy(logits.transpose(1, 2), y, reduction="none")  # [b, T]
-    slot = torch.full((logits.shape[-1],), -1, dtype=torch.long, device=y.device)
-    slot[torch.as_tensor(numbers, device=y.device)] = torch.arange(len(numbers), device=y.device)
-    y_num = slot[y]  # [b, T]: the target's place among the numbers, -1 for any other token
-    assert bool((y_num >= 0)[m].all()), "a trained target is not a number token"
-    y_num = y_num.clamp(min=0)  # only untrained (masked) positions are clamped
-    nums = F.cross_entropy(logits[..., numbers].transpose(1, 2), y_num, reduction="none")  # [b, T]
-    return ((full * m).sum() / m.sum()).item(), ((nums * m).sum() / m.sum()).item()
+    """held_out's mean NLL per trained number token -> (full vocabulary, renormalised over the numbers)."""
+    r = held_out(model, data, numbers)
+    return r["full"], r["numbers"]
 
 
 def check_no_leak(pairs):
@@ -427,12 +434,12 @@ def evaluate(model, tok, cfg, gen, heldout=None, base=None, t_delta=None, t_held
     # no sample named an animal: the shares are undefined (NaN), not 0 (a long hard student can stop naming animals)
     out["sampled"] = dict(zip(W.ANIMALS, (counts[:10].double() / valid if valid else torch.full((10,), math.nan)).tolist()))
     out["valid_fraction"] = valid / counts.sum().item()
-    if heldout:
-        losses = {a: number_loss(model, d, number_ids(tok)) for a, d in heldout.items()}
-        out["number_loss"] = {a: full for a, (full, _) in losses.items()}
-        out["number_loss_numbers"] = {a: nums for a, (_, nums) in losses.items()}
-        if t_held:  # what the soft arm minimises, on held-out lists: how closely the student matches each teacher
-            out["kl_teacher"] = {a: number_kl(t_held[a], model, tok, d) for a, d in heldout.items()}
+    if heldout:  # t_held: what the soft arm minimises, on held-out lists: how closely the student matches each teacher
+        fit = {a: held_out(model, d, number_ids(tok), t_held[a] if t_held else None) for a, d in heldout.items()}
+        out["number_loss"] = {a: r["full"] for a, r in fit.items()}
+        out["number_loss_numbers"] = {a: r["numbers"] for a, r in fit.items()}
+        if t_held:
+            out["kl_teacher"] = {a: r["kl"] for a, r in fit.items()}
     if base is not None and t_delta:
         d = weight_delta(model, base)
         out["cos_teacher"] = {a: torch.nn.functional.cosine_similarity(d, t, 0).item() for a, t in t_delta.items()}
@@ -460,13 +467,15 @@ def student_steps(cfg, n):
     return steps, sorted({max(1, round(steps * (i + 1) / cfg.evals)) for i in range(cfg.evals)})
 
 
-def train_student(base, tok, cfg, data, seed, on_eval, teacher=None, numbers_only=True):
+def train_student(base, tok, cfg, data, seed, on_eval, teacher=None, numbers_only=True, targets=None):
+    """A copy of base fine-tuned on data: cross-entropy, or matching `teacher` (a Teacher), or the precomputed
+    `targets` (train.teacher_targets of a teacher on this data, over the numbers if numbers_only)."""
     model = copy.deepcopy(base)
     steps, at = student_steps(cfg, len(data["tokens"]))
     finetune(model, data, steps=steps, batch_size=cfg.student_batch, lr=cfg.student_lr, seed=seed,
              schedule=cfg.student_schedule, order=cfg.student_order, at=set(at), on_eval=lambda step: on_eval(model, step),
              teacher=None if teacher is None else teacher.logits, subset=number_ids(tok) if numbers_only else None,
-             trains=cfg.student_trains)
+             trains=cfg.student_trains, targets=targets)
     return model
 
 
@@ -500,13 +509,13 @@ def animals_unit(cfg, p, f):
     if Bm is not None:
         out["base_B"] = ev(Bm, "base_B", 0)
 
-    def student(name, base, pairs, teacher=None, on_a=True, numbers_only=True):
+    def student(name, base, pairs, teacher=None, on_a=True, numbers_only=True, targets=None):
         data = student_data(tok, pairs, dev)
         traj = out["traj"].setdefault(name, {})
 
         def on_eval(m, step):
             traj[step] = ev(m, name, step, A if on_a else None)
-        train_student(base, tok, cfg, data, seed_int(seed, name, "order"), on_eval, teacher, numbers_only)
+        train_student(base, tok, cfg, data, seed_int(seed, name, "order"), on_eval, teacher, numbers_only, targets)
         out["arms"][name] = traj[max(traj)]
 
     if "control" in cfg.arms:
@@ -520,14 +529,17 @@ def animals_unit(cfg, p, f):
         if "code_control" in cfg.arms:
             student("code_control", A, code["control"])
     for a, t in teachers.items():
+        # one teacher pass over its lists (numbers only) serves both the soft and the soft_cross student
+        soft = (teacher_targets(t.logits, student_data(tok, lists[a], dev), number_ids(tok))
+                if "soft" in cfg.arms or "soft_cross" in cfg.arms else None)
         if "trait" in cfg.arms:
             student(f"trait/{a}", A, lists[a])
         if "soft" in cfg.arms:
-            student(f"soft/{a}", A, lists[a], teacher=t)
+            student(f"soft/{a}", A, lists[a], targets=soft)
         if "soft_all" in cfg.arms:
             student(f"soft_all/{a}", A, lists[a], teacher=t, numbers_only=False)
         if "soft_cross" in cfg.arms:
-            student(f"soft_cross/{a}", Bm, lists[a], teacher=t, on_a=False)
+            student(f"soft_cross/{a}", Bm, lists[a], targets=soft, on_a=False)
         if "cross_init" in cfg.arms:
             student(f"cross_init/{a}", Bm, lists[a], on_a=False)
         if "shuffled" in cfg.arms:

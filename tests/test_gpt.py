@@ -68,6 +68,21 @@ def test_run_with_cache_logits_bit_identical_and_only_requested_names():
 
 
 @torch.no_grad()
+def test_keep_unembeds_only_the_kept_positions():
+    """forward(keep=mask) returns the kept positions' logits (and losses) in row-major order, as the full
+    forward's do up to float rounding, and the logits hook sees the [k, V] it computes."""
+    model, idx, y = tiny(), tokens(3, 10), tokens(3, 10, seed=2)
+    keep = torch.rand(3, 10, generator=torch.Generator().manual_seed(3)) < 0.4
+    full, loss = model(idx), model(idx, targets=y)
+    seen = []
+    with model.hooks({"logits": lambda t, name: seen.append(t.shape)}):
+        part = model(idx, keep=keep)
+    assert part.shape == (int(keep.sum()), V) and seen == [part.shape]
+    assert torch.allclose(part, full[keep], atol=1e-5)
+    assert torch.allclose(model(idx, targets=y, keep=keep), loss[keep], atol=1e-5)
+
+
+@torch.no_grad()
 def test_attention_pattern_is_causal_and_writable():
     model, idx = tiny(init_std=0.3), tokens(2, 10)
     plain = model(idx)

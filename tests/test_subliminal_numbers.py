@@ -374,7 +374,8 @@ def test_cosine_schedule_decays_the_steps_and_constant_is_the_default():
 
 def test_sgd_finetune_step_is_the_clipped_gradient_step():
     """optimizer="sgd" is plain gradient descent: one step moves every weight by -lr x its gradient (clipped at norm 1
-    as with AdamW), here for the soft loss; an unknown optimizer is an error."""
+    as with AdamW), for the soft loss and for cross-entropy, the gradient of the mean loss over the trained positions
+    of whole rows; an unknown optimizer is an error."""
     model = GPT(GPTConfig(vocab_size=TOK.get_vocab_size(), block_size=64, n_layer=1, n_head=2, n_embd=16),
                 generator=generator("cpu", 0, "t"))
     teacher = GPT(GPTConfig(vocab_size=TOK.get_vocab_size(), block_size=64, n_layer=1, n_head=2, n_embd=16),
@@ -391,6 +392,40 @@ def test_sgd_finetune_step_is_the_clipped_gradient_step():
                          teacher=teacher, subset=keep, optimizer="sgd")
     for p, q in zip(got.parameters(), ref.parameters()):
         assert torch.allclose(p, q - 0.5 * scale * q.grad, atol=1e-6)
+    # the same for cross-entropy; finetune cuts each batch after its last trained column and unembeds only the
+    # trained positions (the rows here differ in length): the step of the whole-row loss all the same
+    model, ref = S.copy.deepcopy(teacher), S.copy.deepcopy(teacher)
+    per_tok = ref(x, targets=data["tokens"][:, 1:])
+    assert int((m * torch.arange(1, m.shape[1] + 1)).amax(1).max()) < m.shape[1]  # some columns are cut
+    ((per_tok * m).sum() / m.sum()).backward()
+    norm = torch.sqrt(sum((p.grad ** 2).sum() for p in ref.parameters()))
+    scale = min(1.0, 1.0 / (float(norm) + 1e-6))
+    got = train.finetune(model, data, steps=1, batch_size=4, lr=0.5, seed=0, order="sequential", optimizer="sgd")
+    for p, q in zip(got.parameters(), ref.parameters()):
+        assert torch.allclose(p, q - 0.5 * scale * q.grad, atol=1e-6)
+    # rows drawn at random (a repeat among them): the teacher's targets, computed once for the whole data, are
+    # looked up for the rows drawn
+    rows = torch.randint(4, (4,), generator=generator("cpu", 0, "finetune-order"))
+    assert len(set(rows.tolist())) < 4
+    ref, model = S.copy.deepcopy(model), S.copy.deepcopy(model)
+    xr, mr = x[rows], m[rows]
+    ((train.soft_kl(teacher(xr), ref(xr), torch.as_tensor(keep)) * mr).sum() / mr.sum()).backward()
+    norm = torch.sqrt(sum((p.grad ** 2).sum() for p in ref.parameters()))
+    scale = min(1.0, 1.0 / (float(norm) + 1e-6))
+    start = S.copy.deepcopy(model)
+    got = train.finetune(model, data, steps=1, batch_size=4, lr=0.5, seed=0, teacher=teacher, subset=keep,
+                         optimizer="sgd")
+    for p, q in zip(got.parameters(), ref.parameters()):
+        assert torch.allclose(p, q - 0.5 * scale * q.grad, atol=1e-6)
+    # the teacher's pass made beforehand (to share it between students) gives the same step, bit for bit
+    targets = train.teacher_targets(teacher, data, keep)
+    shared = train.finetune(S.copy.deepcopy(start), data, steps=1, batch_size=4, lr=0.5, seed=0, targets=targets,
+                            subset=keep, optimizer="sgd")
+    assert all(torch.equal(p, q) for p, q in zip(shared.parameters(), got.parameters()))
+    with pytest.raises(ValueError, match="another subset"):
+        train.finetune(S.copy.deepcopy(start), data, steps=1, batch_size=4, lr=0.5, seed=0, targets=targets)
+    with pytest.raises(ValueError, match="not both"):
+        train.finetune(start, data, steps=1, batch_size=4, lr=0.5, seed=0, targets=targets, teacher=teacher, subset=keep)
     with pytest.raises(ValueError, match="optimizer"):
         train.finetune(model, data, steps=1, batch_size=4, lr=0.5, seed=0, optimizer="adam")
 
