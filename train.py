@@ -578,14 +578,14 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
         g = generator("cpu", seed, "finetune-order")
         dev = next(model.parameters()).device
         tokens, mask = data["tokens"].to(dev), data["mask"].to(dev)
-        keep = None if subset is None else torch.as_tensor(subset, device=dev)
+        ids = None if subset is None else torch.as_tensor(subset, device=dev)  # vocabulary ids (forward's keep= is positions)
         # [N] a row's columns up to its last trained target, on the CPU: reading a batch's width costs no device sync
         width = (mask * torch.arange(1, mask.shape[1] + 1, device=dev)).amax(1).cpu()
         if teacher is not None:
             targets = teacher_targets(teacher, {"tokens": tokens, "mask": mask}, subset)
         if targets is not None:
             soft, where = (t.to(dev) for t in targets)
-            if soft.shape[1] != (model.cfg.vocab_size if keep is None else len(keep)):
+            if soft.shape[1] != (model.cfg.vocab_size if ids is None else len(ids)):
                 raise ValueError("targets were computed over another subset of the vocabulary than `subset`")
         for step in range(1, steps + 1):
             if schedule == "cosine":  # a decaying lr averages the minibatch noise that a constant lr keeps
@@ -603,7 +603,7 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
                 per_tok = model(x, targets=tokens[rows, 1:L + 1], keep=m)  # [k] at the trained positions
             else:
                 out = model(x, keep=m)  # [k, V]
-                per_tok = soft_kl(soft[where[rows, :L][m]], out if keep is None else out[:, keep], None, temperature)
+                per_tok = soft_kl(soft[where[rows, :L][m]], out if ids is None else out[:, ids], None, temperature)
             loss = per_tok.mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()

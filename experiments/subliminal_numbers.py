@@ -393,13 +393,14 @@ def held_out(model, data, numbers, teacher_logits=None):
     x, m = data["tokens"][:, :-1], data["mask"]
     y = data["tokens"][:, 1:][m]  # [k]
     logits = model(x, keep=m).float()  # [k, V]
+    nums = torch.as_tensor(numbers, device=y.device)
     slot = torch.full((logits.shape[-1],), -1, dtype=torch.long, device=y.device)
-    slot[torch.as_tensor(numbers, device=y.device)] = torch.arange(len(numbers), device=y.device)
+    slot[nums] = torch.arange(len(nums), device=y.device)
     y_num = slot[y]  # [k]: the target's place among the numbers
     assert bool((y_num >= 0).all()), "a trained target is not a number token"
-    out = {"full": F.cross_entropy(logits, y).item(), "numbers": F.cross_entropy(logits[:, numbers], y_num).item()}
+    out = {"full": F.cross_entropy(logits, y).item(), "numbers": F.cross_entropy(logits[:, nums], y_num).item()}
     if teacher_logits is not None:
-        out["kl"] = soft_kl(teacher_logits, logits, torch.as_tensor(numbers, device=y.device)).mean().item()
+        out["kl"] = soft_kl(teacher_logits, logits, nums).mean().item()
     return out
 
 
