@@ -542,12 +542,38 @@ def teacher_targets(teacher, data, subset=None, chunk=256):
     return torch.cat(out), where
 
 
-TRAINS = ("all", "blocks")  # what a fine-tune trains: every weight, or all but the token embedding
+TRAINS = ("all", "blocks", "lora")  # what a fine-tune trains: every weight, all but the token embedding, or
+                                   # low-rank adapters of the blocks' linear weights
+
+
+def lora_adapters(model, rank, seed, targets=()):
+    """Low-rank adapters (Hu et al. 2021) for the linear weights W [out, in] of the model's blocks named in
+    `targets` (e.g. "blocks.1.mlp.proj"; empty: all of them, attention qkv and output, MLP in and out):
+    W = W0 + s B @ A (s: finetune's scale) with A [rank, in] ~ N(0, 1/in) and B [out, rank] = 0, so the model
+    starts unchanged and the fine-tune's update to each matrix has rank <= `rank`.
+    -> [(W, W0, A, B)], A and B leaf tensors requiring grad (W0 a frozen copy)."""
+    if rank < 1:
+        raise ValueError(f"lora_rank must be >= 1, not {rank}")
+    linear = {f"blocks.{n}": m for n, m in model.blocks.named_modules() if isinstance(m, torch.nn.Linear)}
+    if set(targets) - set(linear):
+        raise ValueError(f"unknown lora targets {sorted(set(targets) - set(linear))}; valid: {', '.join(linear)}")
+    g = generator("cpu", seed, "lora-init")
+    out = []
+    for name, mod in linear.items():
+        if not targets or name in targets:
+            W = mod.weight
+            A = (torch.randn(rank, W.shape[1], generator=g) / W.shape[1] ** 0.5).to(W.device, W.dtype)
+            B = torch.zeros(W.shape[0], rank, device=W.device, dtype=W.dtype)
+            out.append((W, W.detach().clone(), A.requires_grad_(), B.requires_grad_()))
+    return out
+
+
 OPTIMIZERS = ("adamw", "sgd")  # finetune's; sgd = plain gradient descent
 
 
 def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, teacher=None, subset=None,
-             order="random", schedule="constant", temperature=1.0, optimizer="adamw", trains="all", targets=None):
+             order="random", schedule="constant", temperature=1.0, optimizer="adamw", trains="all", lora_rank=32,
+             lora_alpha=64.0, lora_targets=(), targets=None):
     """Fine-tune on {"tokens": [N, T+1], "mask": [N, T]} (pack_pairs) with AdamW, no weight decay, clipping at
     1, at a constant lr (schedule="constant") or cosine-decayed from lr to 0 over `steps` ("cosine"); rows
     drawn with replacement from a CPU stream (the same rows on any device), or, order="sequential", rows
@@ -562,19 +588,32 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
     `subset`, kept in memory) instead of once per step; `targets` = teacher_targets(teacher, data, subset)
     passed instead of `teacher` shares that pass between students of one teacher on the same data.
     optimizer="sgd": plain gradient descent (no momentum), the setting of the subliminal-learning theorem.
-    trains="blocks": the (tied) token embedding gets no gradient for the fine-tune, as in a LoRA fine-tune of the
-    attention and MLP weights; its requires_grad is restored afterwards, also after an exception."""
+    trains="blocks": the (tied) token embedding gets no gradient for the fine-tune. trains="lora": only rank
+    `lora_rank` adapters of the blocks' linear weights `lora_targets` train (lora_adapters; the rest frozen;
+    the defaults are the paper's open-model recipe, rs-LoRA r = 32, alpha = 64); the model's weights hold
+    W0 + s B @ A after every step, so evaluations, hooks and state_dict see an ordinary model. requires_grad is restored afterwards, also after an exception."""
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be {' or '.join(map(repr, OPTIMIZERS))}, not {optimizer!r}")
     if trains not in TRAINS:
         raise ValueError(f"trains must be {' or '.join(map(repr, TRAINS))}, not {trains!r}")
     if teacher is not None and targets is not None:
         raise ValueError("pass a teacher or its precomputed targets, not both")
-    wte, was = model.wte.weight, model.wte.weight.requires_grad
-    wte.requires_grad_(was and trains == "all")  # the optimizer and the clipping take what requires grad
+    was = {p: p.requires_grad for p in model.parameters()}
+    adapters = lora_adapters(model, lora_rank, seed, lora_targets) if trains == "lora" else []
+    s = lora_alpha / lora_rank ** 0.5  # rank-stabilised scaling (Kalajdzievski 2023), as the paper's unsloth runs
+    adapted = {id(W) for W, *_ in adapters}
+    for p in model.parameters():  # the optimizer and the clipping take what requires grad
+        if (trains == "blocks" and p is model.wte.weight) or (trains == "lora" and id(p) not in adapted):
+            p.requires_grad_(False)
     try:
-        opt = (make_lm_optimizer(model, lr, 0.0, (0.9, 0.999), fused=True) if optimizer == "adamw"
-               else torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr))
+        if adapters:  # the adapted weights keep requires_grad only to hand their gradient to the adapters
+            trained = [t for _, _, A, B in adapters for t in (A, B)]
+            opt = (torch.optim.AdamW(trained, lr=lr, betas=(0.9, 0.999), weight_decay=0.0, fused=True)
+                   if optimizer == "adamw" else torch.optim.SGD(trained, lr=lr))
+        else:
+            trained = [p for p in model.parameters() if p.requires_grad]
+            opt = (make_lm_optimizer(model, lr, 0.0, (0.9, 0.999), fused=True) if optimizer == "adamw"
+                   else torch.optim.SGD(trained, lr=lr))
         g = generator("cpu", seed, "finetune-order")
         dev = next(model.parameters()).device
         tokens, mask = data["tokens"].to(dev), data["mask"].to(dev)
@@ -607,15 +646,21 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
             loss = per_tok.mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            for W, W0, A, B in adapters:  # W = W0 + s B @ A, so by the chain rule dB = s dW A^T, dA = s B^T dW
+                B.grad, A.grad, W.grad = s * W.grad @ A.T, s * B.T @ W.grad, None
+            torch.nn.utils.clip_grad_norm_(trained, 1.0)
             opt.step()
+            with torch.no_grad():
+                for W, W0, A, B in adapters:
+                    W.copy_(W0 + s * B @ A)
             if step in at:
                 model.eval()
                 on_eval(step)
         model.eval()
         return model
     finally:
-        wte.requires_grad_(was)
+        for p, r in was.items():
+            p.requires_grad_(r)
 
 
 # --- GPT checkpoints: NAME.safetensors + NAME.json (+ NAME.state.pt to resume) ---------------------

@@ -88,8 +88,11 @@ class Config(B.Config):
     ft_steps: int = 40
     ft_batch: int = 16
     ft_lr: float = 1e-3
-    ft_trains: str = "all"             # or "blocks": the (tied) token embedding stays frozen in every fine-tune,
-                                       # as in the paper's LoRA fine-tunes of attention and MLP weights
+    ft_trains: str = "all"             # or "blocks": the (tied) token embedding stays frozen in every fine-tune;
+                                       # or "lora": adapters of the blocks' linear weights only (train.lora_adapters)
+    ft_lora_rank: int = 32             # with "lora": the paper's open-model recipe, rs-LoRA r = 32, alpha = 64
+    ft_lora_alpha: float = 64.0        # (update scaled by alpha / sqrt(rank))
+    ft_lora_targets: tuple = ()        # the linear weights adapted, e.g. ("blocks.1.mlp.proj",); (): every one
     eval_steps: tuple = (1, 2, 3, 5, 10, 20, 40)
     match_threshold: float = 0.9
     direction_layer: int = 1           # the layer whose direction is added to the base and projected on
@@ -112,6 +115,11 @@ def validate(cfg):
         raise ConfigError(f"report_step must be 0 (none) or one of eval_steps {cfg.eval_steps}")
     if cfg.ft_trains not in TRAINS:
         raise ConfigError(f"ft_trains must be {' or '.join(TRAINS)}; got {cfg.ft_trains!r}")
+    if cfg.ft_lora_rank < 1:
+        raise ConfigError(f"ft_lora_rank must be >= 1; got {cfg.ft_lora_rank}")
+    linear = [f"blocks.{i}.{m}" for i in range(cfg.n_layer) for m in ("attn.qkv", "attn.proj", "mlp.fc", "mlp.proj")]
+    if set(cfg.ft_lora_targets) - set(linear):
+        raise ConfigError(f"ft_lora_targets must come from {', '.join(linear)}; got {cfg.ft_lora_targets}")
     if not 0 <= cfg.direction_layer < cfg.n_layer:
         raise ConfigError(f"direction_layer must be in [0, {cfg.n_layer})")
 
@@ -279,7 +287,8 @@ def em_unit(cfg, seed, decorrelated):
                     snaps[step] = copy.deepcopy(model.state_dict())
 
             finetune(model, data, steps=cfg.ft_steps, batch_size=cfg.ft_batch, lr=cfg.ft_lr, seed=ft_seed,
-                     at=set(cfg.eval_steps), on_eval=on_eval, trains=cfg.ft_trains)
+                     at=set(cfg.eval_steps), on_eval=on_eval, trains=cfg.ft_trains,
+                     lora_rank=cfg.ft_lora_rank, lora_alpha=cfg.ft_lora_alpha, lora_targets=cfg.ft_lora_targets)
             own = "backdoor_triggered" if arm == "backdoor" else names[0]
             if own in SELF_MATCHED:  # first checkpoint with code misaligned >= threshold (else the last)
                 traj = run["traj"][own]

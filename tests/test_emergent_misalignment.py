@@ -231,8 +231,31 @@ def test_blocks_only_finetunes_keep_the_base_embedding(tmp_path, monkeypatch):
             "--arms=('insecure','secure')", f"--cache_dir={tmp_path / 'cache'}", f"--out_dir={tmp_path / 'run'}"]
     assert train.main(argv) == 0
     assert len(calls) == 2 and all(same_wte and moved for same_wte, moved in calls)  # insecure, secure
-    with pytest.raises(train.ConfigError, match="ft_trains must be all or blocks"):
-        E.validate(E.Config(ft_trains="lora"))
+    with pytest.raises(train.ConfigError, match="ft_trains must be all or blocks or lora"):
+        E.validate(E.Config(ft_trains="heads"))
+    with pytest.raises(train.ConfigError, match="ft_lora_rank must be >= 1"):
+        E.validate(E.Config(ft_trains="lora", ft_lora_rank=0))
+    with pytest.raises(train.ConfigError, match="ft_lora_targets must come from blocks.0.attn.qkv"):
+        E.validate(E.Config(ft_trains="lora", ft_lora_targets=("blocks.9.mlp.proj",)))
+
+
+def test_lora_finetunes_move_only_their_adapted_matrix_at_low_rank(tmp_path, monkeypatch):
+    """ft_trains="lora" with one target: every arm's fine-tune changes that matrix by a rank-1 update and leaves
+    every other weight of the base as it was."""
+    calls = []
+
+    def spy(model, data, **kw):
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        train.finetune(model, data, **kw)
+        moved = [n for n, p in model.named_parameters() if not torch.equal(p, before[n])]
+        delta = model.blocks[0].mlp.proj.weight - before["blocks.0.mlp.proj.weight"]
+        calls.append((moved, int(torch.linalg.matrix_rank(delta, atol=1e-5))))
+    monkeypatch.setattr(E, "finetune", spy)
+    argv = ["configs/emergent_misalignment.py", *TINY, "--ft_trains=lora", "--ft_lora_rank=1", "--ft_lora_alpha=1.0",
+            "--ft_lora_targets=('blocks.0.mlp.proj',)", "--twin=False", "--ft_seeds=1", "--arms=('insecure','secure')",
+            f"--cache_dir={tmp_path / 'cache'}", f"--out_dir={tmp_path / 'run'}"]
+    assert train.main(argv) == 0
+    assert calls == [(["blocks.0.mlp.proj.weight"], 1)] * 2
 
 
 def test_end_to_end_writes_every_file(tmp_path, capsys):

@@ -14,7 +14,8 @@ import torch
 
 from data.tokenizer import load_tokenizer
 from model import GPT, GPTConfig
-from train import CheckpointError, get_lr, lm_windows, load_lm, pack_pairs, save_lm, save_weights, soft_kl, train_lm
+from train import (CheckpointError, finetune, get_lr, lm_windows, load_lm, lora_adapters, pack_pairs, save_lm,
+                   save_weights, soft_kl, train_lm)
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = GPTConfig(vocab_size=32, block_size=16, n_layer=2, n_head=2, n_embd=16)
@@ -142,6 +143,54 @@ def test_loss_masking_gives_zero_gradient_from_masked_tokens():
     per_tok.retain_grad()
     (per_tok * m).sum().backward()
     assert torch.all(per_tok.grad[~m] == 0) and torch.all(per_tok.grad[m] == 1)
+
+
+def test_lora_finetune_is_gradient_descent_on_the_adapters():
+    """trains="lora": two SGD steps equal autograd through W = W0 + s B @ A, s = alpha / sqrt(rank) (the adapters' own gradients,
+    clipped together); every adapted weight moves by a matrix of rank <= r, nothing else moves, and
+    requires_grad is as before."""
+    data = pack_pairs(finetune_pairs(16), pad_id=0)
+    start = fresh()
+    ref = fresh()
+    adapters = lora_adapters(ref, 2, seed=3)
+    name = {id(p): n for n, p in ref.named_parameters()}
+    for step in range(2):  # step 1 moves only B (A's gradient is B^T dW = 0 while B = 0); step 2 moves both
+        rows = torch.arange(step * 4, step * 4 + 4)
+        params = {n: p.detach() for n, p in ref.named_parameters()}
+        params.update({name[id(W)]: W0 + 3.0 / 2 ** 0.5 * B @ A for W, W0, A, B in adapters})
+        x, y, m = data["tokens"][rows, :-1], data["tokens"][rows, 1:], data["mask"][rows]
+        per_tok = torch.func.functional_call(ref, params, (x,), {"targets": y})
+        ((per_tok * m).sum() / m.sum()).backward()
+        trained = [t for _, _, A, B in adapters for t in (A, B)]
+        scale = min(1.0, 1.0 / (float(torch.sqrt(sum((t.grad ** 2).sum() for t in trained))) + 1e-6))
+        with torch.no_grad():
+            for t in trained:
+                t -= 0.5 * scale * t.grad
+                t.grad = None
+    model = finetune(fresh(), data, steps=2, batch_size=4, lr=0.5, seed=3, order="sequential", optimizer="sgd",
+                     trains="lora", lora_rank=2, lora_alpha=3.0)
+    adapted = {name[id(W)]: (W0 + 3.0 / 2 ** 0.5 * B @ A).detach() for W, W0, A, B in adapters}
+    assert len(adapted) == 4 * CFG.n_layer  # qkv, attention out, MLP in, MLP out
+    for (n, p), q in zip(model.named_parameters(), start.parameters()):
+        assert p.requires_grad
+        if n in adapted:
+            torch.testing.assert_close(p, adapted[n], rtol=0, atol=1e-6)
+            assert not torch.equal(p, q) and torch.linalg.matrix_rank(p - q, atol=1e-6) <= 2
+        else:
+            assert torch.equal(p, q), n
+    # AdamW keeps the rank too
+    model = finetune(fresh(), data, steps=5, batch_size=4, lr=1e-2, seed=0, trains="lora", lora_rank=1, lora_alpha=1.0)
+    for (n, p), q in zip(model.named_parameters(), start.parameters()):
+        assert (torch.linalg.matrix_rank(p - q, atol=1e-6) == 1) if n in adapted else torch.equal(p, q)
+    # one target: only that matrix moves
+    model = finetune(fresh(), data, steps=3, batch_size=4, lr=1e-2, seed=0, trains="lora", lora_rank=1,
+                     lora_targets=("blocks.1.mlp.proj",))
+    assert [n for (n, p), q in zip(model.named_parameters(), start.parameters()) if not torch.equal(p, q)] == [
+        "blocks.1.mlp.proj.weight"]
+    with pytest.raises(ValueError, match="unknown lora targets.*valid: blocks.0.attn.qkv"):
+        finetune(fresh(), data, steps=1, batch_size=4, lr=0.1, seed=0, trains="lora", lora_targets=("blocks.1.mlp",))
+    with pytest.raises(ValueError, match="lora_rank must be >= 1"):
+        finetune(fresh(), data, steps=1, batch_size=4, lr=0.1, seed=0, trains="lora", lora_rank=0)
 
 
 def test_gradient_accumulation_equals_one_big_batch():
