@@ -591,7 +591,8 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
     trains="blocks": the (tied) token embedding gets no gradient for the fine-tune. trains="lora": only rank
     `lora_rank` adapters of the blocks' linear weights `lora_targets` train (lora_adapters; the rest frozen;
     the defaults are the paper's open-model recipe, rs-LoRA r = 32, alpha = 64); the model's weights hold
-    W0 + s B @ A after every step, so evaluations, hooks and state_dict see an ordinary model. requires_grad is restored afterwards, also after an exception."""
+    W0 + s B @ A after every step, so evaluations, hooks and state_dict see an ordinary model. requires_grad is
+    restored afterwards, also after an exception."""
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be {' or '.join(map(repr, OPTIMIZERS))}, not {optimizer!r}")
     if trains not in TRAINS:
@@ -600,7 +601,7 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
         raise ValueError("pass a teacher or its precomputed targets, not both")
     was = {p: p.requires_grad for p in model.parameters()}
     adapters = lora_adapters(model, lora_rank, seed, lora_targets) if trains == "lora" else []
-    s = lora_alpha / lora_rank ** 0.5  # rank-stabilised scaling (Kalajdzievski 2023), as the paper's unsloth runs
+    scale = lora_alpha / lora_rank ** 0.5  # rank-stabilised scaling (Kalajdzievski 2023), as the paper's unsloth runs
     adapted = {id(W) for W, *_ in adapters}
     for p in model.parameters():  # the optimizer and the clipping take what requires grad
         if (trains == "blocks" and p is model.wte.weight) or (trains == "lora" and id(p) not in adapted):
@@ -647,12 +648,12 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
             opt.zero_grad(set_to_none=True)
             loss.backward()
             for W, W0, A, B in adapters:  # W = W0 + s B @ A, so by the chain rule dB = s dW A^T, dA = s B^T dW
-                B.grad, A.grad, W.grad = s * W.grad @ A.T, s * B.T @ W.grad, None
+                B.grad, A.grad, W.grad = scale * W.grad @ A.T, scale * B.T @ W.grad, None
             torch.nn.utils.clip_grad_norm_(trained, 1.0)
             opt.step()
             with torch.no_grad():
                 for W, W0, A, B in adapters:
-                    W.copy_(W0 + s * B @ A)
+                    W.copy_(W0 + scale * B @ A)
             if step in at:
                 model.eval()
                 on_eval(step)
