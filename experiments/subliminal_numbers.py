@@ -74,7 +74,7 @@ from data.tokenizer import pad_right
 from eval import fmt_stat, group_means, summarize, summarize_by
 from experiments import world_base as B
 from model import generator, seed_int
-from train import OPTIMIZERS, TRAINS, ConfigError, finetune, pack_pairs, soft_kl, teacher_targets, write_json
+from train import OPTIMIZERS, ConfigError, finetune, pack_pairs, soft_kl, teacher_targets, write_json
 
 ARMS = ("trait", "control", "soft", "soft_all", "soft_cross", "cross_init", "cross_control", "shuffled", "icl",
         "code", "code_control")
@@ -136,9 +136,9 @@ def validate(cfg):
     bad = [a for a in cfg.arms if a not in ARMS + DIAGNOSTIC_ARMS]
     if bad:
         raise ConfigError(f"unknown arms {bad}; valid: {', '.join(ARMS + DIAGNOSTIC_ARMS)}")
-    for key in ("teacher_trains", "student_trains", "em_trains"):
-        if getattr(cfg, key) not in TRAINS:
-            raise ConfigError(f"{key} must be {' or '.join(TRAINS)}; got {getattr(cfg, key)!r}")
+    for key in ("teacher_trains", "student_trains", "em_trains"):  # no LoRA here: it has no rank keys (yet)
+        if getattr(cfg, key) not in ("all", "blocks"):
+            raise ConfigError(f"{key} must be all or blocks; got {getattr(cfg, key)!r}")
     if cfg.teacher_optimizer not in OPTIMIZERS:
         raise ConfigError(f"teacher_optimizer must be {' or '.join(OPTIMIZERS)}; got {cfg.teacher_optimizer!r}")
     bad = [a for a in cfg.animals if a not in W.ANIMALS]
