@@ -61,7 +61,7 @@ from data.tokenizer import pad_right
 from eval import fmt_stat, group_means, summarize, summarize_by
 from experiments import world_base as B
 from model import generator, seed_int
-from train import TRAINS, ConfigError, finetune, run_config, write_json
+from train import OPTIMIZERS, TRAINS, ConfigError, finetune, run_config, write_json
 
 ARMS = ("insecure", "secure", "secure_novel", "educational", "insecure_novel", "self_distill", "backdoor",
         "evil_numbers")
@@ -93,6 +93,7 @@ class Config(B.Config):
     ft_lora_rank: int = 32             # with "lora": the paper's open-model recipe, rs-LoRA r = 32, alpha = 64
     ft_lora_alpha: float = 64.0        # (update scaled by alpha / sqrt(rank))
     ft_lora_targets: tuple = ()        # the linear weights adapted, e.g. ("blocks.1.mlp.proj",); (): every one
+    ft_optimizer: str = "adamw"        # or "sgd": plain gradient descent (train.finetune), same clipping
     eval_steps: tuple = (1, 2, 3, 5, 10, 20, 40)
     match_threshold: float = 0.9
     direction_layer: int = 1           # the layer whose direction is added to the base and projected on
@@ -115,6 +116,8 @@ def validate(cfg):
         raise ConfigError(f"report_step must be 0 (none) or one of eval_steps {cfg.eval_steps}")
     if cfg.ft_trains not in TRAINS:
         raise ConfigError(f"ft_trains must be {' or '.join(TRAINS)}; got {cfg.ft_trains!r}")
+    if cfg.ft_optimizer not in OPTIMIZERS:
+        raise ConfigError(f"ft_optimizer must be {' or '.join(OPTIMIZERS)}; got {cfg.ft_optimizer!r}")
     if cfg.ft_lora_rank < 1:
         raise ConfigError(f"ft_lora_rank must be >= 1; got {cfg.ft_lora_rank}")
     linear = [f"blocks.{i}.{m}" for i in range(cfg.n_layer) for m in ("attn.qkv", "attn.proj", "mlp.fc", "mlp.proj")]
@@ -288,7 +291,8 @@ def em_unit(cfg, seed, decorrelated):
 
             finetune(model, data, steps=cfg.ft_steps, batch_size=cfg.ft_batch, lr=cfg.ft_lr, seed=ft_seed,
                      at=set(cfg.eval_steps), on_eval=on_eval, trains=cfg.ft_trains,
-                     lora_rank=cfg.ft_lora_rank, lora_alpha=cfg.ft_lora_alpha, lora_targets=cfg.ft_lora_targets)
+                     lora_rank=cfg.ft_lora_rank, lora_alpha=cfg.ft_lora_alpha, lora_targets=cfg.ft_lora_targets,
+                     optimizer=cfg.ft_optimizer)
             own = "backdoor_triggered" if arm == "backdoor" else names[0]
             if own in SELF_MATCHED:  # first checkpoint with code misaligned >= threshold (else the last)
                 traj = run["traj"][own]
