@@ -118,6 +118,11 @@ def validate(cfg):
         raise ConfigError(f"ft_trains must be {' or '.join(TRAINS)}; got {cfg.ft_trains!r}")
     if cfg.ft_optimizer not in OPTIMIZERS:
         raise ConfigError(f"ft_optimizer must be {' or '.join(OPTIMIZERS)}; got {cfg.ft_optimizer!r}")
+    lora_keys = [k for k in ("ft_lora_rank", "ft_lora_alpha", "ft_lora_targets")
+                 if getattr(cfg, k) != Config.__dataclass_fields__[k].default]
+    if lora_keys and cfg.ft_trains != "lora":  # else they would be silently ignored
+        raise ConfigError(f"{', '.join(lora_keys)} set, but the LoRA keys apply only with --ft_trains=lora "
+                          f"(ft_trains is {cfg.ft_trains!r})")
     if cfg.ft_lora_rank < 1:
         raise ConfigError(f"ft_lora_rank must be >= 1; got {cfg.ft_lora_rank}")
     linear = [f"blocks.{i}.{m}" for i in range(cfg.n_layer) for m in ("attn.qkv", "attn.proj", "mlp.fc", "mlp.proj")]
