@@ -245,7 +245,7 @@ def test_blocks_only_finetunes_keep_the_base_embedding(tmp_path, monkeypatch):
 
 def test_lora_finetunes_move_only_their_adapted_matrix_at_low_rank(tmp_path, monkeypatch):
     """ft_trains="lora" with one target: every arm's fine-tune changes that matrix by a rank-1 update and leaves
-    every other weight of the base as it was."""
+    every other weight of the base as it was; ft_optimizer reaches finetune."""
     calls = []
 
     def spy(model, data, **kw):
@@ -253,13 +253,13 @@ def test_lora_finetunes_move_only_their_adapted_matrix_at_low_rank(tmp_path, mon
         train.finetune(model, data, **kw)
         moved = [n for n, p in model.named_parameters() if not torch.equal(p, before[n])]
         delta = model.blocks[0].mlp.proj.weight - before["blocks.0.mlp.proj.weight"]
-        calls.append((moved, int(torch.linalg.matrix_rank(delta, atol=1e-5))))
+        calls.append((moved, int(torch.linalg.matrix_rank(delta, atol=1e-5)), kw["optimizer"]))
     monkeypatch.setattr(E, "finetune", spy)
     argv = ["configs/emergent_misalignment.py", *TINY, "--ft_trains=lora", "--ft_lora_rank=1", "--ft_lora_alpha=1.0",
-            "--ft_lora_targets=('blocks.0.mlp.proj',)", "--twin=False", "--ft_seeds=1", "--arms=('insecure','secure')",
+            "--ft_lora_targets=('blocks.0.mlp.proj',)", "--ft_optimizer=sgd", "--ft_lr=0.5", "--twin=False", "--ft_seeds=1", "--arms=('insecure','secure')",
             f"--cache_dir={tmp_path / 'cache'}", f"--out_dir={tmp_path / 'run'}"]
     assert train.main(argv) == 0
-    assert calls == [(["blocks.0.mlp.proj.weight"], 1)] * 2
+    assert calls == [(["blocks.0.mlp.proj.weight"], 1, "sgd")] * 2
 
 
 def test_end_to_end_writes_every_file(tmp_path, capsys):
