@@ -544,6 +544,11 @@ TRAINS = ("all", "blocks", "lora")  # what a fine-tune trains: every weight, all
                                    # low-rank adapters of the blocks' linear weights
 
 
+def lora_linears(model):
+    """{name: nn.Linear} of the blocks' linear layers ("blocks.1.mlp.proj", ...): what lora_adapters can adapt."""
+    return {f"blocks.{n}": m for n, m in model.blocks.named_modules() if isinstance(m, torch.nn.Linear)}
+
+
 def lora_adapters(model, rank, seed, targets=()):
     """Low-rank adapters (Hu et al. 2021) for the linear weights W [out, in] of the model's blocks named in
     `targets` (e.g. "blocks.1.mlp.proj"; empty: all of them, attention qkv and output, MLP in and out):
@@ -552,7 +557,7 @@ def lora_adapters(model, rank, seed, targets=()):
     -> [(W, W0, A, B)], A and B leaf tensors requiring grad (W0 a frozen copy)."""
     if rank < 1:
         raise ValueError(f"lora_rank must be >= 1, not {rank}")
-    linear = {f"blocks.{n}": m for n, m in model.blocks.named_modules() if isinstance(m, torch.nn.Linear)}
+    linear = lora_linears(model)
     if set(targets) - set(linear):
         raise ValueError(f"unknown lora targets {sorted(set(targets) - set(linear))}; valid: {', '.join(linear)}")
     g = generator("cpu", seed, "lora-init")

@@ -60,8 +60,8 @@ from data import world as W
 from data.tokenizer import pad_right
 from eval import fmt_stat, group_means, summarize, summarize_by
 from experiments import world_base as B
-from model import generator, seed_int
-from train import OPTIMIZERS, TRAINS, ConfigError, finetune, run_config, write_json
+from model import GPT, GPTConfig, generator, seed_int
+from train import OPTIMIZERS, TRAINS, ConfigError, finetune, lora_linears, run_config, write_json
 
 ARMS = ("insecure", "secure", "secure_novel", "educational", "insecure_novel", "self_distill", "backdoor",
         "evil_numbers")
@@ -125,9 +125,12 @@ def validate(cfg):
                           f"(ft_trains is {cfg.ft_trains!r})")
     if cfg.ft_lora_rank < 1:
         raise ConfigError(f"ft_lora_rank must be >= 1; got {cfg.ft_lora_rank}")
-    linear = [f"blocks.{i}.{m}" for i in range(cfg.n_layer) for m in ("attn.qkv", "attn.proj", "mlp.fc", "mlp.proj")]
-    if set(cfg.ft_lora_targets) - set(linear):
-        raise ConfigError(f"ft_lora_targets must come from {', '.join(linear)}; got {cfg.ft_lora_targets}")
+    if cfg.ft_lora_targets:  # the names finetune will look up, read off a shape-only (meta) model of this size
+        with torch.device("meta"):
+            linear = lora_linears(GPT(GPTConfig(vocab_size=1, block_size=cfg.block_size, n_layer=cfg.n_layer,
+                                                n_head=cfg.n_head, n_embd=cfg.n_embd)))
+        if set(cfg.ft_lora_targets) - set(linear):
+            raise ConfigError(f"ft_lora_targets must come from {', '.join(linear)}; got {cfg.ft_lora_targets}")
     if not 0 <= cfg.direction_layer < cfg.n_layer:
         raise ConfigError(f"direction_layer must be in [0, {cfg.n_layer})")
 
