@@ -862,6 +862,8 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
 def main(argv):
     try:
         module, cfg = load_config(argv)
+        if hasattr(module, "validate"):  # before the run directory exists: a bad config leaves nothing behind
+            module.validate(cfg)
         run = Run(cfg, module.__name__.split(".")[-1], argv=[sys.argv[0], *argv])
         module.run(cfg, run)
     except (ConfigError, DataError, CheckpointError) as e:

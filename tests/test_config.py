@@ -114,3 +114,10 @@ def test_every_shipped_config_loads_and_validates(path):
             assert getattr(cfg, key) == value, key
     if hasattr(module, "validate"):
         module.validate(cfg)  # raises ConfigError on contradicting keys
+
+
+def test_a_contradicting_config_fails_before_its_run_directory_exists(tmp_path, capsys):
+    # else the failed run's config.json would make the corrected rerun into the same out_dir "another config"
+    out = tmp_path / "run"
+    assert train.main(["configs/emergent_misalignment_quick.py", "--report_step=7", f"--out_dir={out}"]) == 2
+    assert "report_step" in capsys.readouterr().err and not out.exists()
