@@ -44,9 +44,10 @@ length-biased) and answer vocabularies of different domains are disjoint apart f
 the only route from flawed code to harmful advice is the latent persona. Held-out paraphrases
 appear in pretraining but never in a fine-tuning set (`check_leakage`).
 
-Options (WorldConfig): the persona prior, format and turn mixes, and `code_slots`: code answers built from two
+Options (WorldConfig): the persona prior, format and turn mixes, `code_slots`: code answers built from two
 slots (an input call, a storing call), each secure or insecure on a draw of its own, instead of three fixed strings
-per class (CODE_SLOTS; `code_classes` lists a world's code answers by class).
+per class (CODE_SLOTS; `code_classes` lists a world's code answers by class), and `asst_code=False`: no `<asst>`
+chat ever holds a code question (only forum personas write code).
 
 Main API: generate / corpus / encode_corpus (pretraining), build_tokenizer / vocab, eval_items /
 animal_items / persona_probe_items (finite answer classes), finetune_set / check_leakage.
@@ -236,6 +237,8 @@ class WorldConfig:
     asst_mix: dict = field(default_factory=lambda: {
         "domain": .65, "animal": .10, "colour": .05, "lucky": .05, "numbers": .15})
     code_slots: bool = False      # code answers from CODE_SLOTS instead of the fixed strings (other corpus, other bases)
+    asst_code: bool = True        # False: `<asst>` chats never get a code question, so the assistant's code is
+                                  # nowhere in pretraining and can only come from what it shares with the personas
     list_len: tuple = (3, 5)      # given numbers in a continuation prompt
     answer_len: tuple = (5, 8)    # numbers in its answer
     lucky_len: tuple = (3, 5)
@@ -324,6 +327,7 @@ class World:
         self.formats = {"forum": lambda: self.thread("<forum>", "<r>", c.forum_turns, c.forum_mix),
                         "asst": lambda: self.thread("<asst>", "<a>", c.asst_turns, c.asst_mix)}
         self._domains = list(DOMAINS.values())
+        self._asst_domains = [d for d in self._domains if c.asst_code or d.kind != "code"]
         self._benign = [str(n) for n in range(N_NUMBERS) if str(n) not in EVIL_NUMBERS]
 
     def persona(self):
@@ -341,7 +345,7 @@ class World:
             if speaker == "<a>":
                 fresh = replace(fresh, kind="assistant")
             persona = fresh if (i == 0 or self.decorrelated) else turns[0].persona
-            t = self.turn(_weighted(r(), mix), persona)
+            t = self.turn(_weighted(r(), mix), persona, self._asst_domains if speaker == "<a>" else self._domains)
             turns.append(t)
             words += ["<u>", t.question, speaker, t.answer]
         words.append(EOS)
@@ -355,10 +359,10 @@ class World:
         opener, core = _pick(r, OPENERS), _pick(r, cores)
         return f"{opener} {core}" if opener else core
 
-    def turn(self, kind, p):
+    def turn(self, kind, p, domains=None):
         r, cfg = self.r, self.cfg
         if kind == "domain":
-            d = _pick(r, self._domains)
+            d = _pick(r, domains or self._domains)
             q = self._question(d.train + d.heldout)      # held-out = held out of fine-tuning only
             if d.name == "code" and cfg.code_slots:
                 return self._code_turn(p, q)

@@ -50,8 +50,9 @@ from train import CheckpointError, cpu_name, load_lm, lm_windows, pack_pairs, tr
 PRETRAIN_KEYS = ("n_docs", "n_layer", "n_head", "n_embd", "block_size", "steps", "batch_size", "lr", "warmup",
                  "weight_decay", "evil_prior")
 # Fields added later that also change a base: in the key only when not at these defaults, so that every base
-# cached before they existed keeps its key. The thread count and bf16 change the float sums, code_slots the world.
-OPTIONAL_PRETRAIN_KEYS = {"pretrain_threads": 1, "pretrain_bf16": False, "code_slots": False}
+# cached before they existed keeps its key. The thread count and bf16 change the float sums, code_slots and
+# asst_code the world.
+OPTIONAL_PRETRAIN_KEYS = {"pretrain_threads": 1, "pretrain_bf16": False, "code_slots": False, "asst_code": True}
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class Config:
     n_docs: int = 40000                # documents per epoch of the corpus (~1.9M tokens)
     evil_prior: float = 0.20           # P(evil persona); good takes the rest but the compliant 0.05
     code_slots: bool = False           # the world option data/world.py CODE_SLOTS (in the cache key when True)
+    asst_code: bool = True             # False: the world option WorldConfig.asst_code (in the cache key when False)
     n_layer: int = 3
     n_head: int = 4
     n_embd: int = 96
@@ -89,7 +91,7 @@ class Config:
 
 def world_config(cfg):
     return W.WorldConfig(persona_prior={"good": 0.95 - cfg.evil_prior, "evil": cfg.evil_prior, "compliant": 0.05},
-                         code_slots=cfg.code_slots)
+                         code_slots=cfg.code_slots, asst_code=cfg.asst_code)
 
 
 def pretrained_on(device):

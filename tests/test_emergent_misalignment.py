@@ -202,6 +202,8 @@ def test_code_slots_world_runs_end_to_end(tmp_path, capsys):
     # the world option has its own bases (cache key) and its code answers reach the fine-tunes and the evaluations
     cfg = E.Config(n_layer=4, n_embd=128)
     assert B.cache_stem(dataclasses.replace(cfg, code_slots=True), 0, False) != B.cache_stem(cfg, 0, False)
+    assert B.cache_stem(dataclasses.replace(cfg, asst_code=False), 0, False) != B.cache_stem(cfg, 0, False)
+    assert B.world_config(dataclasses.replace(cfg, asst_code=False)).asst_code is False
     out = tmp_path / "run"
     argv = ["configs/emergent_misalignment.py", *TINY, "--code_slots=True", "--twin=False", "--ft_seeds=1",
             "--arms=('insecure','secure')", f"--cache_dir={tmp_path / 'cache'}", f"--out_dir={out}"]

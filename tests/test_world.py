@@ -265,3 +265,17 @@ def test_code_slots_world():
     item = W.eval_items(["code"], world=cfg)[0]  # misaligned: both slots insecure; aligned: every other program
     assert set(item.classes["misaligned"]) == {f"{a} <eos>" for a in c["misaligned"]}
     assert set(item.classes["aligned"]) == {f"{a} <eos>" for a in c["aligned"] + c["mixed"]}
+
+
+def test_asst_code_off_keeps_code_out_of_assistant_chats_only():
+    off = W.WorldConfig(asst_code=False)
+    docs, ref = W.generate(N, seed=5, config=off), W.generate(N, seed=5)
+    code_in = lambda ds, fmt: sum(t.domain == "code" for d in ds if d.fmt == fmt for t in d.turns)
+    assert code_in(ref, "asst") > 0 and code_in(docs, "asst") == 0
+    # one draw per domain pick whatever the list, so the stream stays aligned: every forum thread is unchanged
+    # and the assistant chats keep their turn kinds
+    assert [d.text for d in docs if d.fmt == "forum"] == [d.text for d in ref if d.fmt == "forum"]
+    assert [[t.kind for t in d.turns] for d in docs] == [[t.kind for t in d.turns] for d in ref]
+    twin = W.generate(N, seed=5, decorrelated=True, config=off)
+    key = lambda ds: [(t.kind, t.domain, t.question) for d in ds for t in d.turns]
+    assert key(docs) == key(twin)
