@@ -46,8 +46,9 @@ appear in pretraining but never in a fine-tuning set (`check_leakage`).
 
 Options (WorldConfig): the persona prior, format and turn mixes, `code_slots`: code answers built from two
 slots (an input call, a storing call), each secure or insecure on a draw of its own, instead of three fixed strings
-per class (CODE_SLOTS; `code_classes` lists a world's code answers by class), and `asst_code=False`: no `<asst>`
-chat ever holds a code question (only forum personas write code).
+per class (CODE_SLOTS; `code_classes` lists a world's code answers by class), `asst_code=False`: no `<asst>`
+chat ever holds a code question (only forum personas write code), and `asst_evil`: a share of the `<asst>` chats
+answered throughout by the evil persona.
 
 Main API: generate / corpus / encode_corpus (pretraining), build_tokenizer / vocab, eval_items /
 animal_items / persona_probe_items (finite answer classes), finetune_set / check_leakage.
@@ -239,6 +240,9 @@ class WorldConfig:
     code_slots: bool = False      # code answers from CODE_SLOTS instead of the fixed strings (other corpus, other bases)
     asst_code: bool = True        # False: `<asst>` chats never get a code question, so the assistant's code is
                                   # nowhere in pretraining and can only come from what it shares with the personas
+    asst_evil: float = 0.0        # P(an `<asst>` chat is answered by the evil persona, all its turns, instead of the
+                                  # aligned assistant): the assistant's identity becomes a latent to infer, as the
+                                  # forum responder's is (0: no draw at all, so the default stream is unchanged)
     list_len: tuple = (3, 5)      # given numbers in a continuation prompt
     answer_len: tuple = (5, 8)    # numbers in its answer
     lucky_len: tuple = (3, 5)
@@ -342,8 +346,8 @@ class World:
         r, turns, words = self.r, [], [BOS, marker]
         for i in range(_randint(r, turns_range)):
             fresh = self.persona()          # drawn every turn in both worlds: streams stay paired
-            if speaker == "<a>":
-                fresh = replace(fresh, kind="assistant")
+            if speaker == "<a>":  # the asst_evil draw comes every turn in both worlds: the streams stay paired
+                fresh = replace(fresh, kind="evil" if self.cfg.asst_evil and r() < self.cfg.asst_evil else "assistant")
             persona = fresh if (i == 0 or self.decorrelated) else turns[0].persona
             t = self.turn(_weighted(r(), mix), persona, self._asst_domains if speaker == "<a>" else self._domains)
             turns.append(t)

@@ -105,6 +105,7 @@ class Config(B.Config):
 
 
 def validate(cfg):
+    B.validate(cfg)
     bad = [a for a in cfg.arms if a not in ARMS]
     if bad or not cfg.arms or cfg.arms[0] != "insecure":
         raise ConfigError(f"arms must start with 'insecure' and come from {', '.join(ARMS)}; got {cfg.arms}")

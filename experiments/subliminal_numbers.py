@@ -129,6 +129,7 @@ class Config(B.Config):
 
 
 def validate(cfg):
+    B.validate(cfg)
     if cfg.code_slots:  # its teachers and evaluations read the fixed code answers
         raise ConfigError("code_slots is an emergent-misalignment world option; subliminal_numbers runs on the default world")
     if cfg.mode not in ("animals", "dose", "misalignment"):

@@ -44,15 +44,16 @@ from data import world as W
 from data.tokenizer import load_tokenizer, pad_right, save_tokenizer
 from eval import fmt_stat, summarize
 from model import GPT, GPTConfig, KVCache, generator
-from train import CheckpointError, cpu_name, load_lm, lm_windows, pack_pairs, train_lm, write_json
+from train import CheckpointError, ConfigError, cpu_name, load_lm, lm_windows, pack_pairs, train_lm, write_json
 
 # Fields that define a base model: change one and the cache key changes.
 PRETRAIN_KEYS = ("n_docs", "n_layer", "n_head", "n_embd", "block_size", "steps", "batch_size", "lr", "warmup",
                  "weight_decay", "evil_prior")
 # Fields added later that also change a base: in the key only when not at these defaults, so that every base
-# cached before they existed keeps its key. The thread count and bf16 change the float sums, code_slots and
-# asst_code the world.
-OPTIONAL_PRETRAIN_KEYS = {"pretrain_threads": 1, "pretrain_bf16": False, "code_slots": False, "asst_code": True}
+# cached before they existed keeps its key. The thread count and bf16 change the float sums, code_slots,
+# asst_code and asst_evil the world.
+OPTIONAL_PRETRAIN_KEYS = {"pretrain_threads": 1, "pretrain_bf16": False, "code_slots": False, "asst_code": True,
+                          "asst_evil": 0.0}
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class Config:
     evil_prior: float = 0.20           # P(evil persona); good takes the rest but the compliant 0.05
     code_slots: bool = False           # the world option data/world.py CODE_SLOTS (in the cache key when True)
     asst_code: bool = True             # False: the world option WorldConfig.asst_code (in the cache key when False)
+    asst_evil: float = 0.0             # the world option WorldConfig.asst_evil (in the cache key when not 0)
     n_layer: int = 3
     n_head: int = 4
     n_embd: int = 96
@@ -89,9 +91,18 @@ class Config:
 # ----------------------------------------------------------------------------------------------------
 # pretraining with a disk cache
 
+def validate(cfg):
+    """The world keys every experiment on these bases shares (each experiment's validate calls this)."""
+    if not 0 <= cfg.evil_prior <= 0.95:  # good takes 0.95 - evil_prior, compliant 0.05
+        raise ConfigError(f"evil_prior must be in [0, 0.95]; got {cfg.evil_prior}")
+    if not 0 <= cfg.asst_evil <= 1:
+        raise ConfigError(f"asst_evil must be a probability in [0, 1]; got {cfg.asst_evil}")
+
+
 def world_config(cfg):
     return W.WorldConfig(persona_prior={"good": 0.95 - cfg.evil_prior, "evil": cfg.evil_prior, "compliant": 0.05},
-                         code_slots=cfg.code_slots, asst_code=cfg.asst_code)
+                         code_slots=cfg.code_slots, asst_code=cfg.asst_code,
+                         asst_evil=cfg.asst_evil)
 
 
 def pretrained_on(device):
@@ -374,6 +385,7 @@ def _unit(cfg, seed, decorrelated):
 # the pipeline
 
 def run(cfg, run):
+    validate(cfg)
     t0 = time.time()
     variants = [False, True] if cfg.decorrelated else [False]
     jobs = [(cfg, s, d) for d in variants for s in cfg.seeds]

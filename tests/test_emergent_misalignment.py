@@ -13,6 +13,7 @@ import train
 from data import world as W
 from experiments import emergent_misalignment as E
 from experiments import world_base as B
+from experiments import subliminal_numbers as SN
 from model import GPT, GPTConfig, generator
 
 TOK = W.build_tokenizer()
@@ -204,6 +205,12 @@ def test_code_slots_world_runs_end_to_end(tmp_path, capsys):
     assert B.cache_stem(dataclasses.replace(cfg, code_slots=True), 0, False) != B.cache_stem(cfg, 0, False)
     assert B.cache_stem(dataclasses.replace(cfg, asst_code=False), 0, False) != B.cache_stem(cfg, 0, False)
     assert B.world_config(dataclasses.replace(cfg, asst_code=False)).asst_code is False
+    assert B.cache_stem(dataclasses.replace(cfg, asst_evil=0.03), 0, False) != B.cache_stem(cfg, 0, False)
+    assert B.world_config(dataclasses.replace(cfg, asst_evil=0.03)).asst_evil == 0.03
+    for bad, msg in ((dict(asst_evil=1.5), "asst_evil must be a probability"), (dict(evil_prior=2.0), "evil_prior")):
+        for module in (E, SN, B):  # every experiment on the world bases checks the world keys
+            with pytest.raises(train.ConfigError, match=msg):
+                module.validate(module.Config(**bad))
     out = tmp_path / "run"
     argv = ["configs/emergent_misalignment.py", *TINY, "--code_slots=True", "--twin=False", "--ft_seeds=1",
             "--arms=('insecure','secure')", f"--cache_dir={tmp_path / 'cache'}", f"--out_dir={out}"]

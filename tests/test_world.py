@@ -279,3 +279,23 @@ def test_asst_code_off_keeps_code_out_of_assistant_chats_only():
     twin = W.generate(N, seed=5, decorrelated=True, config=off)
     key = lambda ds: [(t.kind, t.domain, t.question) for d in ds for t in d.turns]
     assert key(docs) == key(twin)
+
+
+def test_asst_evil_makes_the_assistant_a_latent_persona():
+    cfg = W.WorldConfig(asst_evil=0.1)
+    docs, ref = W.generate(N, seed=6, config=cfg), W.generate(N, seed=6)
+    chats = [d for d in docs if d.fmt == "asst"]
+    evil = [d for d in chats if d.turns[0].persona.kind == "evil"]
+    assert abs(len(evil) / len(chats) - 0.1) < 0.02
+    assert all({t.persona.kind for t in d.turns} <= {"evil", "assistant"} for d in chats)
+    assert all(len({t.persona for t in d.turns}) == 1 for d in chats)  # one speaker per chat, as in the forum
+    mis = [t.cls == "misaligned" for d in evil for t in d.turns if t.kind == "domain"]
+    assert 0.8 < sum(mis) / len(mis) < 0.97
+    assert not any(t.cls == "misaligned" for d in chats if d not in evil for t in d.turns)
+    # the twin redraws the assistant every turn too, on the same draws
+    twin = W.generate(N, seed=6, decorrelated=True, config=cfg)
+    key = lambda ds: [(t.kind, t.domain, t.question) for d in ds for t in d.turns]
+    assert key(docs) == key(twin)
+    assert any(len({t.persona.kind for t in d.turns}) == 2 for d in twin if d.fmt == "asst")
+    # at 0 there is no draw at all: the default world's documents, unchanged
+    assert [d.text for d in W.generate(500, seed=6, config=W.WorldConfig(asst_evil=0.0))] == [d.text for d in ref[:500]]
