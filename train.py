@@ -540,8 +540,9 @@ def teacher_targets(teacher, data, subset=None, chunk=256):
     return torch.cat(out), where
 
 
-TRAINS = ("all", "blocks", "lora")  # what a fine-tune trains: every weight, all but the token embedding, or
-                                   # low-rank adapters of the blocks' linear weights
+TRAINS = ("all", "blocks", "lora", "shift")  # what a fine-tune trains: every weight, all but the token embedding,
+                                            # low-rank adapters of the blocks' linear weights, or one vector
+                                            # added to the residual stream at the input (see finetune)
 
 
 def lora_linears(model):
@@ -595,7 +596,10 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
     `lora_rank` adapters of the blocks' linear weights `lora_targets` train (lora_adapters; the rest frozen;
     the defaults are the paper's open-model recipe, rs-LoRA r = 32, alpha = 64); the model's weights hold
     W0 + s B @ A after every step, so evaluations, hooks and state_dict see an ordinary model. requires_grad is
-    restored afterwards, also after an exception."""
+    restored afterwards, also after an exception. trains="shift": only one vector v [n_embd] trains, added to every
+    row of the (tied) token embedding: at the input that is v added to the residual stream at every position (a
+    steering vector the fine-tune learns), and at the output it adds the same number h . v to every logit, which
+    the softmax ignores; the weights hold wte0 + v after every step, so again the model is an ordinary one."""
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be {' or '.join(map(repr, OPTIMIZERS))}, not {optimizer!r}")
     if trains not in TRAINS:
@@ -605,13 +609,15 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
     was = {p: p.requires_grad for p in model.parameters()}
     adapters = lora_adapters(model, lora_rank, seed, lora_targets) if trains == "lora" else []
     scale = lora_alpha / lora_rank ** 0.5  # rank-stabilised scaling (Kalajdzievski 2023), as the paper's unsloth runs
-    adapted = {id(W) for W, *_ in adapters}
+    wte = model.wte.weight
+    shift = (wte.detach().clone(), torch.zeros_like(wte[0]).requires_grad_()) if trains == "shift" else None
+    adapted = {id(W) for W, *_ in adapters} | ({id(wte)} if shift else set())
     for p in model.parameters():  # the optimizer and the clipping take what requires grad
-        if (trains == "blocks" and p is model.wte.weight) or (trains == "lora" and id(p) not in adapted):
+        if (trains == "blocks" and p is wte) or (trains in ("lora", "shift") and id(p) not in adapted):
             p.requires_grad_(False)
     try:
-        # the adapted weights keep requires_grad only to hand their gradient to the adapters
-        trained = ([t for _, _, A, B in adapters for t in (A, B)] if adapters
+        # the adapted weights keep requires_grad only to hand their gradient to the adapters (or the shift)
+        trained = ([t for _, _, A, B in adapters for t in (A, B)] if adapters else [shift[1]] if shift
                    else [p for p in model.parameters() if p.requires_grad])
         # no weight decay, so one group; fused on the CPU too (one kernel over all the weights instead of a loop of
         # small ops: ~3x faster steps at our sizes)
@@ -651,11 +657,15 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
             loss.backward()
             for W, W0, A, B in adapters:  # W = W0 + s B @ A, so by the chain rule dB = s dW A^T, dA = s B^T dW
                 B.grad, A.grad, W.grad = scale * W.grad @ A.T, scale * B.T @ W.grad, None
+            if shift:  # every row is wte0 + v: dv = the sum of the rows' gradients (the unembedding's sums to ~0)
+                shift[1].grad, wte.grad = wte.grad.sum(0), None
             torch.nn.utils.clip_grad_norm_(trained, 1.0)
             opt.step()
             with torch.no_grad():
                 for W, W0, A, B in adapters:
                     W.copy_(W0 + scale * B @ A)
+                if shift:
+                    wte.copy_(shift[0] + shift[1])
             if step in at:
                 model.eval()
                 on_eval(step)

@@ -90,6 +90,7 @@ class Config(B.Config):
     ft_lr: float = 1e-3
     ft_trains: str = "all"             # or "blocks": the (tied) token embedding stays frozen in every fine-tune;
                                        # or "lora": adapters of the blocks' linear weights only (train.lora_adapters)
+                                       # or "shift": one steering vector at the input only (train.finetune)
     ft_lora_rank: int = 32             # with "lora": the paper's open-model recipe, rs-LoRA r = 32, alpha = 64
     ft_lora_alpha: float = 64.0        # (update scaled by alpha / sqrt(rank))
     ft_lora_targets: tuple = ()        # the linear weights adapted, e.g. ("blocks.1.mlp.proj",); (): every one

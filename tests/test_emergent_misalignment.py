@@ -240,7 +240,7 @@ def test_blocks_only_finetunes_keep_the_base_embedding(tmp_path, monkeypatch):
             "--arms=('insecure','secure')", f"--cache_dir={tmp_path / 'cache'}", f"--out_dir={tmp_path / 'run'}"]
     assert train.main(argv) == 0
     assert len(calls) == 2 and all(same_wte and moved for same_wte, moved in calls)  # insecure, secure
-    with pytest.raises(train.ConfigError, match="ft_trains must be all or blocks or lora"):
+    with pytest.raises(train.ConfigError, match="ft_trains must be all or blocks or lora or shift"):
         E.validate(E.Config(ft_trains="heads"))
     with pytest.raises(train.ConfigError, match="ft_lora_rank must be >= 1"):
         E.validate(E.Config(ft_trains="lora", ft_lora_rank=0))

@@ -193,6 +193,37 @@ def test_lora_finetune_is_gradient_descent_on_the_adapters():
         finetune(fresh(), data, steps=1, batch_size=4, lr=0.1, seed=0, trains="lora", lora_rank=0)
 
 
+def test_shift_finetune_is_a_learnt_steering_vector_at_the_input():
+    """trains="shift": the embedding moves by one vector common to every row and nothing else moves; that model
+    is the base with the vector added at the input through the hook point (the unembedding's shift of every logit
+    by the same number changes no probability); one SGD step is the clipped gradient of that vector."""
+    data = pack_pairs(finetune_pairs(16), pad_id=0)
+    start = fresh()
+    model = finetune(fresh(), data, steps=3, batch_size=4, lr=1e-2, seed=0, trains="shift")
+    moved = [n for (n, p), q in zip(model.named_parameters(), start.parameters()) if not torch.equal(p, q)]
+    assert moved == ["wte.weight"] and all(p.requires_grad for p in model.parameters())
+    delta = model.wte.weight - start.wte.weight  # [V, C]: every row the same vector
+    v = delta[0]
+    assert v.norm() > 0 and torch.allclose(delta, v.expand_as(delta), atol=1e-6)
+    x = data["tokens"][:4, :-1]
+    with torch.no_grad():
+        handle = start.embed.register_forward_hook(lambda mod, inp, out: out + v)
+        steered = start(x).log_softmax(-1)
+        handle.remove()
+        torch.testing.assert_close(model(x).log_softmax(-1), steered, rtol=0, atol=1e-4)
+    # one SGD step: v = -lr * clip(dL/dv), dL/dv taken through the hook on the base
+    ref, u = fresh(), torch.zeros(CFG.n_embd, requires_grad=True)
+    handle = ref.embed.register_forward_hook(lambda mod, inp, out: out + u)
+    y, m = data["tokens"][:4, 1:], data["mask"][:4]
+    per_tok = ref(x, targets=y)
+    ((per_tok * m).sum() / m.sum()).backward()
+    handle.remove()
+    want = -0.5 * u.grad * min(1.0, 1.0 / (float(u.grad.norm()) + 1e-6))
+    one = finetune(fresh(), data, steps=1, batch_size=4, lr=0.5, seed=0, order="sequential", optimizer="sgd",
+                   trains="shift")
+    torch.testing.assert_close(one.wte.weight - start.wte.weight, want.expand(CFG.vocab_size, -1), rtol=0, atol=1e-5)
+
+
 def test_gradient_accumulation_equals_one_big_batch():
     data = pack_pairs(finetune_pairs(16), pad_id=0)
     big, acc = fresh(), fresh()
