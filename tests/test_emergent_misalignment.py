@@ -271,6 +271,19 @@ def test_lora_finetunes_move_only_their_adapted_matrix_at_low_rank(tmp_path, mon
     assert calls == [(["blocks.0.mlp.proj.weight"], 1, "sgd")] * 2
 
 
+def test_persona_share_is_one_for_a_pure_persona_shift_and_zero_for_a_narrow_one():
+    stat = lambda off, code: {"offdomain_misaligned": {"per_seed": off}, "code_misaligned": {"per_seed": code}}
+    base = {"plain": stat([0.01, 0.02, 0.01], [0.0, 0.0, 0.0])}
+    # seed 0 became the evil persona with probability 0.6 (both rates move by 0.9 x 0.6); seed 1 learnt only the
+    # code; seed 2 did not learn the code (a move < 0.5: left out)
+    arm = stat([0.55, 0.02, 0.30], [0.54, 0.95, 0.2])
+    res = {"arms": {"insecure": {**arm, "final": arm}}, "base": base, "trajectory": {"insecure": {20: arm}},
+           "increase": {"insecure": {"matched": None, "matched_over_bases": None, "step_20": None, "final": None}}}
+    share = E.persona_share(res)["insecure"]
+    assert set(share) == {"matched", "step_20", "final"}
+    assert share["matched"]["per_seed"] == pytest.approx([1.0, 0.0]) and share["step_20"] == share["matched"]
+
+
 def test_end_to_end_writes_every_file(tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["configs/emergent_misalignment.py", *TINY, f"--cache_dir={tmp_path / 'cache'}", f"--out_dir={out}"]
@@ -290,6 +303,8 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
             assert math.isnan(mis) if valid == 0 else 0 <= mis <= 1
         assert 0 <= arm["valid_fraction"]["mean"] <= 1 and 0 <= arm["code_misaligned"]["mean"] <= 1
     assert {"insecure", "insecure_ablated", "insecure_random_ablated"} <= set(res["ablation"])
+    assert set(res["persona_share"]) == {"insecure", "backdoor_triggered", "insecure_decorrelated"}
+    assert "Persona-level share" in (out / "results.md").read_text()
     # one base model measured for two fine-tune seeds: its own rate has no interval (one base, not two seeds)
     assert res["base"]["plain"]["offdomain_misaligned"]["ci95"] is None
     assert len(res["base"]["plain"]["offdomain_misaligned"]["per_seed"]) == 2  # still pairs up with the arms
