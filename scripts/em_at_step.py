@@ -6,6 +6,8 @@
 
 STEP is a fine-tune step or `matched` (each seed's matched checkpoint). With --minus, the runs after it (the
 same bases and fine-tune seeds, e.g. the same worlds at another model size) are subtracted per seed, arm by arm.
+With --share, the insecure-code arms' persona-level share (off-domain increase / code increase per seed, seeds
+whose code moved >= 0.5; experiments/emergent_misalignment.py persona_share) instead of the increase, unscaled.
 
 For each arm: its misalignment at STEP minus its own base's (same eval format; the twin arm minus the twin
 base), per seed, mean [95% t-CI] over all seeds and over the per-base means (seeds of one pretraining seed
@@ -21,25 +23,32 @@ from eval import group_means, summarize  # noqa: E402
 from experiments.emergent_misalignment import BASE_FMT  # noqa: E402
 
 
-def increases(step, runs):
-    """arm -> {(pretraining seed, fine-tune seed): increase over its base}; runs may differ in their arms."""
+def increases(step, runs, metric="offdomain_misaligned"):
+    """arm -> {(pretraining seed, fine-tune seed): increase of `metric` over its base}; runs may differ in their arms."""
     inc = {}
     for run in runs:
         r = json.loads((Path(run) / "results.json").read_text())
         for arm, tr in r["trajectory"].items():
-            base = r["base"][BASE_FMT.get(arm, "plain")]["offdomain_misaligned"]["per_seed"]
+            base = r["base"][BASE_FMT.get(arm, "plain")][metric]["per_seed"]
             at = r["arms"][arm] if step == "matched" else tr[step]
-            for (p, f), a, b in zip(r["seeds"], at["offdomain_misaligned"]["per_seed"], base):
+            for (p, f), a, b in zip(r["seeds"], at[metric]["per_seed"], base):
                 if (p, f) in inc.setdefault(arm, {}):  # the same base and fine-tune twice: one model counted twice
                     sys.exit(f"error: {arm} of seed ({p}, {f}) is in two of the runs; pool runs on different bases")
                 inc[arm][(p, f)] = a - b
     return inc
 
 
-def fmt(v):
+def fmt(v, scale=100, digits=1):  # points by default
     s = summarize(v)
     ci = s["ci95"] or [float("nan")] * 2
-    return f"{100 * s['mean']:+.1f} [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]"
+    return f"{scale * s['mean']:+.{digits}f} [{scale * ci[0]:+.{digits}f}, {scale * ci[1]:+.{digits}f}]"
+
+
+def shares(step, runs):
+    """The insecure-code arms' persona-level share per seed: off-domain increase / code increase."""
+    off, code = increases(step, runs), increases(step, runs, "code_misaligned")
+    return {arm: {k: off[arm][k] / c for k, c in code[arm].items() if c >= 0.5}
+            for arm in ("insecure", "backdoor_triggered", "insecure_decorrelated") if arm in off}
 
 
 def by_base(d):  # {(p, f): value} -> one mean per pretraining seed (base)
@@ -49,13 +58,16 @@ def by_base(d):  # {(p, f): value} -> one mean per pretraining seed (base)
 def main(argv):
     if len(argv) < 2:
         sys.exit(__doc__.split("\n\n")[1])
+    share = "--share" in argv
+    argv = [a for a in argv if a != "--share"]
+    measure, show = (shares, lambda v: fmt(v, 1, 3)) if share else (increases, fmt)
     step, runs = argv[0], argv[1:]
     others = []
     if "--minus" in runs:
         runs, others = runs[:runs.index("--minus")], runs[runs.index("--minus") + 1:]
-    inc = increases(step, runs)
+    inc = measure(step, runs)
     if others:  # paired per (base, fine-tune seed) against the same seeds in the other runs
-        sub = increases(step, others)
+        sub = measure(step, others)
         inc = {arm: {k: v - sub[arm][k] for k, v in d.items() if k in sub.get(arm, {})} for arm, d in inc.items()}
         inc = {arm: d for arm, d in inc.items() if d}
         if "insecure" not in inc:
@@ -64,11 +76,12 @@ def main(argv):
     ins = inc["insecure"]
     print(f"{'matched checkpoint' if step == 'matched' else f'step {step}'}, insecure: n = {len(ins)} seeds over "
           f"{len({p for p, _ in ins})} bases ({', '.join(runs)}); "
-          "points, mean [95% CI]")
-    print("| arm | seeds | increase over its base | over the bases' means |\n|---|---|---|---|")
+          f"{'persona-level share' if share else 'points'}, mean [95% CI]")
+    print(f"| arm | seeds | {'persona-level share' if share else 'increase over its base'} | over the bases' means |"
+          "\n|---|---|---|---|")
     for arm, d in inc.items():
-        print(f"| {arm} | {len(d)} | {fmt(list(d.values()))} | {fmt(by_base(d))} |")
-    if others:  # the arms' own differences are above; insecure minus a control across sizes would mean little
+        print(f"| {arm} | {len(d)} | {show(list(d.values()))} | {show(by_base(d))} |")
+    if others or share:  # the arms' own differences are above; insecure minus a control across sizes would mean little
         return
     print("\n| insecure minus (seeds with both) | seeds | paired difference | over the bases' means | ratio arm / insecure |"
           "\n|---|---|---|---|---|")

@@ -54,6 +54,28 @@ def test_matched_view_and_paired_differences_between_sets_of_runs(tmp_path):
     assert run_script(big, "--minus", other).returncode != 0  # no seed in common: an error, not an empty table
 
 
+def test_share_is_offdomain_over_code_increase_paired_by_seed(tmp_path):
+    def run(name, seeds, off, code):
+        path = tmp_path / name
+        path.mkdir()
+        st = lambda o, c: {"offdomain_misaligned": {"per_seed": o}, "code_misaligned": {"per_seed": c}}
+        res = {"seeds": seeds, "base": {"plain": st([0.01] * len(seeds), [0.0] * len(seeds))},
+               "trajectory": {"insecure": {"20": st(off, code)}}, "arms": {"insecure": st(off, code)}}
+        (path / "results.json").write_text(json.dumps(res))
+        return str(path)
+    # increases 0.05 over 0.9 and 0.08 over 0.8; the third seed's code moved by 0.3 only: left out
+    a = run("a", [[0, 0], [1, 0], [2, 0]], [0.06, 0.09, 0.5], [0.9, 0.8, 0.3])
+    out = run_script(a, "--share", step="matched")
+    assert out.returncode == 0, out.stderr
+    assert "| insecure | 2 | +0.078 [" in out.stdout and "persona-level share" in out.stdout  # (0.056 + 0.100) / 2
+    # against the same seeds elsewhere, paired: (0, 0) and (1, 0) only
+    b = run("b", [[1, 0], [0, 0]], [0.05, 0.01], [0.9, 0.9])
+    out = run_script(a, "--share", "--minus", b, step="matched")
+    assert out.returncode == 0, out.stderr
+    # (0, 0): 0.056 - 0; (1, 0): 0.100 - 0.04 / 0.9 = 0.056
+    assert "| insecure | 2 | +0.056 [+0.056, +0.056]" in out.stdout
+
+
 def fake_sn_run(path, bases, students, valid=0.4, teachers=None):
     """A misalignment-through-numbers results.json with what sn_mis_pool.py reads (one student per base)."""
     path.mkdir()
