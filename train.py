@@ -610,14 +610,15 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
     adapters = lora_adapters(model, lora_rank, seed, lora_targets) if trains == "lora" else []
     scale = lora_alpha / lora_rank ** 0.5  # rank-stabilised scaling (Kalajdzievski 2023), as the paper's unsloth runs
     wte = model.wte.weight
-    shift = (wte.detach().clone(), torch.zeros_like(wte[0]).requires_grad_()) if trains == "shift" else None
-    adapted = {id(W) for W, *_ in adapters} | ({id(wte)} if shift else set())
+    shift = torch.zeros_like(wte[0]).requires_grad_() if trains == "shift" else None  # [C], the steering vector
+    wte0 = wte.detach().clone() if shift is not None else None
+    adapted = {id(W) for W, *_ in adapters} | ({id(wte)} if shift is not None else set())
     for p in model.parameters():  # the optimizer and the clipping take what requires grad
         if (trains == "blocks" and p is wte) or (trains in ("lora", "shift") and id(p) not in adapted):
             p.requires_grad_(False)
     try:
         # the adapted weights keep requires_grad only to hand their gradient to the adapters (or the shift)
-        trained = ([t for _, _, A, B in adapters for t in (A, B)] if adapters else [shift[1]] if shift
+        trained = ([t for _, _, A, B in adapters for t in (A, B)] if adapters else [shift] if shift is not None
                    else [p for p in model.parameters() if p.requires_grad])
         # no weight decay, so one group; fused on the CPU too (one kernel over all the weights instead of a loop of
         # small ops: ~3x faster steps at our sizes)
@@ -657,15 +658,15 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
             loss.backward()
             for W, W0, A, B in adapters:  # W = W0 + s B @ A, so by the chain rule dB = s dW A^T, dA = s B^T dW
                 B.grad, A.grad, W.grad = scale * W.grad @ A.T, scale * B.T @ W.grad, None
-            if shift:  # every row is wte0 + v: dv = the sum of the rows' gradients (the unembedding's sums to ~0)
-                shift[1].grad, wte.grad = wte.grad.sum(0), None
+            if shift is not None:  # every row is wte0 + v: dv = the rows' gradients summed (the unembedding's sum to ~0)
+                shift.grad, wte.grad = wte.grad.sum(0), None
             torch.nn.utils.clip_grad_norm_(trained, 1.0)
             opt.step()
             with torch.no_grad():
                 for W, W0, A, B in adapters:
                     W.copy_(W0 + scale * B @ A)
-                if shift:
-                    wte.copy_(shift[0] + shift[1])
+                if shift is not None:
+                    wte.copy_(wte0 + shift)
             if step in at:
                 model.eval()
                 on_eval(step)
