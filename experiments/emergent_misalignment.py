@@ -384,7 +384,7 @@ def aggregate(cfg, units):
               "ablation": res["ablation"]}
         res["figures_at_report_step"] = figures(at)
     res["increase"] = increases(res, cfg, keys)
-    res["persona_share"] = persona_share(res)
+    res["persona_share"] = persona_share(res, cfg)
     return res
 
 
@@ -406,43 +406,53 @@ def ablation_effect(abl, metric="offdomain_misaligned"):
             "removed_fraction_vs_ablated_base": 1 - left / inc if inc > 1e-9 else None}
 
 
+def checkpoint_views(res, cfg, name):
+    """Report `name`'s STAT dicts at the matched checkpoint, the report step (unless it is the last) and the last."""
+    a = res["arms"][name]
+    out = {"matched": a}
+    if cfg.report_step and cfg.report_step != cfg.ft_steps:
+        out[f"step_{cfg.report_step}"] = res["trajectory"][name][cfg.report_step]
+    out["final"] = a["final"]
+    return out
+
+
 def increases(res, cfg, keys):
     """Per arm: off-domain sampled misalignment minus its own base's, paired per seed, at the matched
     checkpoint, the report step and the final one; also over the pretraining seeds' means (the seeds of
     one base are not independent, so this interval is the honest one when bases are few)."""
     bases = [p for p, _ in keys]
     out = {}
-    for name, a in res["arms"].items():
-        views = {"matched": a}
-        if cfg.report_step and cfg.report_step != cfg.ft_steps:
-            views[f"step_{cfg.report_step}"] = res["trajectory"][name][cfg.report_step]
-        views["final"] = a["final"]
+    for name in res["arms"]:
         out[name] = {}
-        for view, st in views.items():
+        for view, st in checkpoint_views(res, cfg, name).items():
             d = _delta(st, res["base"], name)
             out[name][view] = summarize(d)
             out[name][view + "_over_bases"] = summarize(group_means(d, bases))
     return out
 
 
-def persona_share(res):
-    """How much of an insecure-code arm's in-domain learning went through the persona: its off-domain increase over
-    its base divided by its code increase, per seed, at each view of `increase`. The evil persona writes insecure
-    code and misaligned answers at the same rate (0.9), so a learner that only turned the assistant into the evil
-    persona with some probability moves both by the same amount (share 1); one that only learnt the code, 0.
-    Seeds whose code moved by < 0.5 (not learnt at that view) are left out."""
+SHARE_ARMS = ("insecure", "backdoor_triggered", "insecure_decorrelated")  # the reports that learn insecure code
+
+
+def share(off, code):
+    """One seed's persona-level share: its off-domain increase / its code increase (None when the code moved by
+    < 0.5: not learnt at that checkpoint)."""
+    return off / code if code >= 0.5 else None
+
+
+def persona_share(res, cfg):
+    """How much of an insecure-code arm's in-domain learning went through the persona: `share` per seed at each
+    of `checkpoint_views`. The evil persona writes insecure code and misaligned answers at the same rate (0.9), so
+    a learner that only turned the assistant into the evil persona with some probability moves both by the same
+    amount (share 1); one that only learnt the code, 0."""
     out = {}
-    for name in ("insecure", "backdoor_triggered", "insecure_decorrelated"):
-        if name not in res["arms"]:
-            continue
-        a, traj = res["arms"][name], res["trajectory"][name]
-        views = {v: a if v == "matched" else a["final"] if v == "final" else traj[int(v[len("step_"):])]
-                 for v in res["increase"][name] if not v.endswith("_over_bases")}
+    for name in (n for n in SHARE_ARMS if n in res["arms"]):
         out[name] = {}
-        for view, st in views.items():
-            pairs = [(o, c) for o, c in zip(_delta(st, res["base"], name), _delta(st, res["base"], name, "code_misaligned"))
-                     if c >= 0.5]
-            out[name][view] = summarize([o / c for o, c in pairs]) if pairs else None
+        for view, st in checkpoint_views(res, cfg, name).items():
+            per_seed = [share(o, c) for o, c in zip(_delta(st, res["base"], name),
+                                                    _delta(st, res["base"], name, "code_misaligned"))]
+            per_seed = [x for x in per_seed if x is not None]
+            out[name][view] = summarize(per_seed) if per_seed else None
     return out
 
 
@@ -526,7 +536,7 @@ def reevaluate(run_dir):
     suffix = ""
     if (run_dir / "results.json").is_file():
         res = B.int_keys(json.loads((run_dir / "results.json").read_text()))
-        res.setdefault("persona_share", persona_share(res))  # runs made before it existed get it too
+        res.setdefault("persona_share", persona_share(res, cfg))  # runs made before it existed get it too
         md = table(res, cfg)
     else:
         jobs = unit_jobs(cfg, run_dir)

@@ -7,7 +7,7 @@
 STEP is a fine-tune step or `matched` (each seed's matched checkpoint). With --minus, the runs after it (the
 same bases and fine-tune seeds, e.g. the same worlds at another model size) are subtracted per seed, arm by arm.
 With --share, the insecure-code arms' persona-level share (off-domain increase / code increase per seed, seeds
-whose code moved >= 0.5; experiments/emergent_misalignment.py persona_share) instead of the increase, unscaled.
+whose code moved >= 0.5: experiments/emergent_misalignment.py share) instead of the increase, unscaled.
 
 For each arm: its misalignment at STEP minus its own base's (same eval format; the twin arm minus the twin
 base), per seed, mean [95% t-CI] over all seeds and over the per-base means (seeds of one pretraining seed
@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eval import group_means, summarize  # noqa: E402
-from experiments.emergent_misalignment import BASE_FMT  # noqa: E402
+from experiments.emergent_misalignment import BASE_FMT, SHARE_ARMS, share  # noqa: E402
 
 
 def increases(step, runs, metric="offdomain_misaligned"):
@@ -47,8 +47,8 @@ def fmt(v, scale=100, digits=1):  # points by default
 def shares(step, runs):
     """The insecure-code arms' persona-level share per seed: off-domain increase / code increase."""
     off, code = increases(step, runs), increases(step, runs, "code_misaligned")
-    return {arm: {k: off[arm][k] / c for k, c in code[arm].items() if c >= 0.5}
-            for arm in ("insecure", "backdoor_triggered", "insecure_decorrelated") if arm in off}
+    per_seed = {arm: {k: share(off[arm][k], c) for k, c in code[arm].items()} for arm in SHARE_ARMS if arm in off}
+    return {arm: {k: x for k, x in d.items() if x is not None} for arm, d in per_seed.items()}
 
 
 def by_base(d):  # {(p, f): value} -> one mean per pretraining seed (base)

@@ -277,9 +277,8 @@ def test_persona_share_is_one_for_a_pure_persona_shift_and_zero_for_a_narrow_one
     # seed 0 became the evil persona with probability 0.6 (both rates move by 0.9 x 0.6); seed 1 learnt only the
     # code; seed 2 did not learn the code (a move < 0.5: left out)
     arm = stat([0.55, 0.02, 0.30], [0.54, 0.95, 0.2])
-    res = {"arms": {"insecure": {**arm, "final": arm}}, "base": base, "trajectory": {"insecure": {20: arm}},
-           "increase": {"insecure": {"matched": None, "matched_over_bases": None, "step_20": None, "final": None}}}
-    share = E.persona_share(res)["insecure"]
+    res = {"arms": {"insecure": {**arm, "final": arm}}, "base": base, "trajectory": {"insecure": {20: arm}}}
+    share = E.persona_share(res, E.Config(report_step=20))["insecure"]
     assert set(share) == {"matched", "step_20", "final"}
     assert share["matched"]["per_seed"] == pytest.approx([1.0, 0.0]) and share["step_20"] == share["matched"]
 
