@@ -873,7 +873,8 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
 def main(argv):
     try:
         module, cfg = load_config(argv)
-        if hasattr(module, "validate"):  # before the run directory exists: a bad config leaves nothing behind
+        if hasattr(module, "validate"):  # the one check of a config's keys against each other, before the run
+            # directory exists: a bad config leaves nothing behind
             module.validate(cfg)
         run = Run(cfg, module.__name__.split(".")[-1], argv=[sys.argv[0], *argv])
         module.run(cfg, run)

@@ -512,7 +512,6 @@ def saved_unit(cfg, seed, decorrelated, path):
 
 
 def run(cfg, run):
-    validate(cfg)
     t0 = time.time()
     units = B.parallel_map(saved_unit, [(cfg, *job) for job in unit_jobs(cfg, run.dir)], cfg.workers)
     for u in units:

@@ -278,7 +278,6 @@ def is_paper_protocol(cfg):
 
 
 def run(cfg, run):
-    validate(cfg)
     device = torch.device(cfg.device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = cfg.tf32

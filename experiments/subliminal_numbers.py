@@ -841,7 +841,6 @@ def saved_unit(cfg, p, f, path):
 
 
 def run(cfg, run):
-    validate(cfg)
     t0 = time.time()
     aggregate = UNITS[cfg.mode][1]
     B.parallel_map(B.base_model, [(cfg, s) for s in cfg.seeds], cfg.workers)  # pretrain (once) what is missing

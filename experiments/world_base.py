@@ -385,7 +385,6 @@ def _unit(cfg, seed, decorrelated):
 # the pipeline
 
 def run(cfg, run):
-    validate(cfg)
     t0 = time.time()
     variants = [False, True] if cfg.decorrelated else [False]
     jobs = [(cfg, s, d) for d in variants for s in cfg.seeds]
