@@ -344,12 +344,14 @@ class World:
     def thread(self, marker, speaker, turns_range, mix):
         """A forum thread or an assistant chat: user turns, each answered by `speaker`."""
         r, turns, words = self.r, [], [BOS, marker]
+        asst = speaker == "<a>"
+        domains = self._asst_domains if asst else self._domains
         for i in range(_randint(r, turns_range)):
             fresh = self.persona()          # drawn every turn in both worlds: streams stay paired
-            if speaker == "<a>":  # the asst_evil draw comes every turn in both worlds: the streams stay paired
+            if asst:  # the asst_evil draw comes every turn in both worlds too
                 fresh = replace(fresh, kind="evil" if self.cfg.asst_evil and r() < self.cfg.asst_evil else "assistant")
             persona = fresh if (i == 0 or self.decorrelated) else turns[0].persona
-            t = self.turn(_weighted(r(), mix), persona, self._asst_domains if speaker == "<a>" else self._domains)
+            t = self.turn(_weighted(r(), mix), persona, domains)
             turns.append(t)
             words += ["<u>", t.question, speaker, t.answer]
         words.append(EOS)
@@ -363,10 +365,10 @@ class World:
         opener, core = _pick(r, OPENERS), _pick(r, cores)
         return f"{opener} {core}" if opener else core
 
-    def turn(self, kind, p, domains=None):
+    def turn(self, kind, p, domains):
         r, cfg = self.r, self.cfg
         if kind == "domain":
-            d = _pick(r, domains or self._domains)
+            d = _pick(r, domains)
             q = self._question(d.train + d.heldout)      # held-out = held out of fine-tuning only
             if d.name == "code" and cfg.code_slots:
                 return self._code_turn(p, q)
