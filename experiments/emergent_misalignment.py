@@ -200,16 +200,17 @@ def in_domain(model, tok, arm, fmt, world=None):
 
 
 @torch.no_grad()
-def evil_direction(model, tok, cfg, seed):
-    """Per layer, mean resid_post over the tokens of evil forum threads minus good ones: [L, C]."""
-    docs = [d for d in W.generate(cfg.n_direction_docs, seed=seed_int(seed, "direction") % 2 ** 31,
-                                  config=B.world_config(cfg))
-            if d.fmt == "forum" and d.turns[0].persona.kind in ("good", "evil")]
-    docs = [d for d in docs if len(tok.encode(d.text).ids) <= cfg.block_size]
+def doc_means(model, tok, cfg, seed):
+    """Per layer, mean resid_post over the tokens of each kind of pretraining document (mean over each
+    document's tokens, then over documents): good and evil forum threads, and `<asst>` chats. The evil
+    direction is evil - good; the `<asst>` mean is where the base assistant sits on it (mean-ablation)."""
+    docs = W.generate(cfg.n_direction_docs, seed=seed_int(seed, "direction") % 2 ** 31, config=B.world_config(cfg))
+    kind = lambda d: "asst" if d.fmt == "asst" else d.turns[0].persona.kind
+    docs = [d for d in docs if kind(d) in ("good", "evil", "asst") and len(tok.encode(d.text).ids) <= cfg.block_size]
     names = [f"blocks.{i}.resid_post" for i in range(cfg.n_layer)]
     dev = next(model.parameters()).device
-    sums = {k: torch.zeros(cfg.n_layer, cfg.n_embd, device=dev) for k in ("good", "evil")}
-    counts = {k: sum(1 for d in docs if d.turns[0].persona.kind == k) for k in sums}
+    sums = {k: torch.zeros(cfg.n_layer, cfg.n_embd, device=dev) for k in ("good", "evil", "asst")}
+    counts = {k: sum(1 for d in docs if kind(d) == k) for k in sums}
     for s in range(0, len(docs), 256):  # right-padded batches: causal attention keeps the pads unseen
         chunk = docs[s:s + 256]
         ids = [tok.encode(d.text).ids for d in chunk]
@@ -217,9 +218,9 @@ def evil_direction(model, tok, cfg, seed):
         _, cache = model.run_with_cache(x, names)
         real = real.float()
         per_doc = torch.stack([(cache[n] * real[..., None]).sum(1) / real.sum(1, keepdim=True) for n in names], 1)  # [b, L, C]
-        for d, m in zip(chunk, per_doc):  # mean over each document's tokens, then over documents
-            sums[d.turns[0].persona.kind] += m
-    return sums["evil"] / counts["evil"] - sums["good"] / counts["good"]
+        for d, m in zip(chunk, per_doc):
+            sums[kind(d)] += m
+    return {k: sums[k] / counts[k] for k in sums}
 
 
 @torch.no_grad()
@@ -232,11 +233,16 @@ def prompt_acts(model, tok, layer):
     return cache[f"blocks.{layer}.resid_post"][torch.arange(len(ids), device=x.device), last].mean(0)
 
 
-def ablate_hooks(dirs):
-    """Project each layer's direction out of that block's output: h <- h - (h . u) u."""
-    def make(u):
-        return lambda h, name: h - (h @ u)[..., None] * u
-    return {f"blocks.{i}.resid_post": make(d / d.norm()) for i, d in enumerate(dirs)}
+def ablate_hooks(dirs, centre=None):
+    """Project each layer's direction out of that block's output: h <- h - (h . u) u (zero-ablation). With
+    `centre` ([L, C], e.g. the base's `<asst>` mean) the coordinate is set to the centre's instead of zero,
+    h <- h - (h . u - centre . u) u (mean-ablation): zero is not where the base assistant sits on the evil
+    direction, so zero-ablation also moves the base (README)."""
+    def make(u, c):
+        return lambda h, name: h - (h @ u - c)[..., None] * u
+    units = [d / d.norm() for d in dirs]
+    return {f"blocks.{i}.resid_post": make(u, 0. if centre is None else (centre[i] @ u).item())
+            for i, u in enumerate(units)}
 
 
 def add_hook(layer, vec):
@@ -269,12 +275,15 @@ def em_unit(cfg, seed, decorrelated):
     for fmt in fmts:
         out["base"][fmt] = evaluate(base, tok, cfg, "insecure", fmt, 0, True, gen("base", fmt))
     out["base"]["forum_lp"] = B.offdomain_eval(base, tok, 0, None, fmt="forum")["mis_lp"]
-    direction = None if decorrelated else evil_direction(base, tok, cfg, seed)
+    means = None if decorrelated else doc_means(base, tok, cfg, seed)
+    direction = None if decorrelated else means["evil"] - means["good"]
     L = cfg.direction_layer
     base_act = prompt_acts(base, tok, L)
     if direction is not None:
         out["base"]["ablated"] = evaluate(base, tok, cfg, "insecure", "plain", 0, True, gen("base-abl"),
                                           ablate_hooks(direction))
+        out["base"]["mean_ablated"] = evaluate(base, tok, cfg, "insecure", "plain", 0, True, gen("base-mabl"),
+                                               ablate_hooks(direction, means["asst"]))
         for a in cfg.steer_scales:
             out["base"][f"steered_{a:g}"] = evaluate(base, tok, cfg, "insecure", "plain", 0, True, gen("steer", a),
                                                      add_hook(L, a * direction[L]))
@@ -322,6 +331,10 @@ def em_unit(cfg, seed, decorrelated):
                                                       gen(f, "abl"), ablate_hooks(direction))
                 run["ablation"]["random_ablated"] = evaluate(m, tok, cfg, arm, "plain", s_abl, True,
                                                              gen(f, "rabl"), ablate_hooks(rand))
+                run["ablation"]["mean_ablated"] = evaluate(m, tok, cfg, arm, "plain", s_abl, True, gen(f, "mabl"),
+                                                           ablate_hooks(direction, means["asst"]))
+                run["ablation"]["random_mean_ablated"] = evaluate(m, tok, cfg, arm, "plain", s_abl, True,
+                                                                  gen(f, "rmabl"), ablate_hooks(rand, means["asst"]))
         run["matched"] = matched
         out["runs"].append(run)
     out["seconds"] = time.time() - t0
@@ -377,6 +390,11 @@ def aggregate(cfg, units):
                        "base_ablated": _stats([corr[p]["base"]["ablated"] for p, _ in keys], bases),
                        **{f"base_steered_{a:g}": _stats([corr[p]["base"][f"steered_{a:g}"] for p, _ in keys], bases)
                           for a in cfg.steer_scales}}
+    if all("mean_ablated" in run_of(corr, p, f)["ablation"] for p, f in keys):  # units saved before it existed lack it
+        res["ablation"].update({
+            n: _stats([run_of(corr, p, f)["ablation"][k] for p, f in keys]) for n, k in (
+                ("insecure_mean_ablated", "mean_ablated"), ("insecure_random_mean_ablated", "random_mean_ablated"))})
+        res["ablation"]["base_mean_ablated"] = _stats([corr[p]["base"]["mean_ablated"] for p, _ in keys], bases)
     res["ablation"].update(ablation_effect(res["ablation"]))
     res["figures_to_reach"] = figures(res)
     if cfg.report_step:  # the same thresholds at the checkpoint fixed in advance
@@ -391,19 +409,26 @@ def aggregate(cfg, units):
 def ablation_effect(abl, metric="offdomain_misaligned"):
     """What projecting out the evil direction removes from the insecure model, per seed (points) and as a
     fraction of its increase over the base. The per-seed fraction is ill-defined where a seed's increase is
-    ~0 (a base without the effect), so the ratio of the means is the headline; both are kept. The ablation
+    ~0 (a base without the effect), so the ratio of the means is the headline; both are kept. Zero-ablation
     also raises the base's own misalignment, so `..._vs_ablated_base` compares the increase over the base
-    with the increase that is left when both models are ablated (a secondary reading)."""
-    ins, cut, rnd, base, base_cut = (abl[k][metric]["per_seed"] for k in (
-        "insecure", "insecure_ablated", "insecure_random_ablated", "base", "base_ablated"))
-    per_seed = [(i - a) / (i - b) for i, a, b in zip(ins, cut, base) if i - b > 1e-9]
-    inc = sum(i - b for i, b in zip(ins, base))
-    left = sum(a - b for a, b in zip(cut, base_cut))
-    return {"removed_points": summarize([i - a for i, a in zip(ins, cut)]),
-            "random_removed_points": summarize([i - r for i, r in zip(ins, rnd)]),
-            "removed_fraction": summarize(per_seed) if per_seed else None,
-            "removed_fraction_of_means": sum(i - a for i, a in zip(ins, cut)) / inc if inc > 1e-9 else None,
-            "removed_fraction_vs_ablated_base": 1 - left / inc if inc > 1e-9 else None}
+    with the increase that is left when both models are ablated (a secondary reading). The mean-ablation
+    (where present) gets the same numbers under `mean_ablation_`."""
+    v = lambda k: abl[k][metric]["per_seed"]
+    out = {}
+    for pre, kind in (("", ""), ("mean_ablation_", "mean_")):
+        if f"insecure_{kind}ablated" not in abl:
+            continue
+        ins, cut, rnd, base, base_cut = (v(k) for k in ("insecure", f"insecure_{kind}ablated",
+                                                         f"insecure_random_{kind}ablated", "base", f"base_{kind}ablated"))
+        per_seed = [(i - a) / (i - b) for i, a, b in zip(ins, cut, base) if i - b > 1e-9]
+        inc = sum(i - b for i, b in zip(ins, base))
+        left = sum(a - b for a, b in zip(cut, base_cut))
+        out.update({f"{pre}removed_points": summarize([i - a for i, a in zip(ins, cut)]),
+                    f"{pre}random_removed_points": summarize([i - r for i, r in zip(ins, rnd)]),
+                    f"{pre}removed_fraction": summarize(per_seed) if per_seed else None,
+                    f"{pre}removed_fraction_of_means": sum(i - a for i, a in zip(ins, cut)) / inc if inc > 1e-9 else None,
+                    f"{pre}removed_fraction_vs_ablated_base": 1 - left / inc if inc > 1e-9 else None})
+    return out
 
 
 def checkpoint_views(res, cfg, name):
@@ -496,6 +521,10 @@ def figures(res):
     rf = res["ablation"]["removed_fraction_of_means"]
     out["ablation_removed_fraction"] = rf
     out["ablation_pass"] = rf is not None and rf >= 0.5
+    if "mean_ablation_removed_fraction_of_means" in res["ablation"]:
+        rf = res["ablation"]["mean_ablation_removed_fraction_of_means"]
+        out["mean_ablation_removed_fraction"] = rf
+        out["mean_ablation_pass"] = rf is not None and rf >= 0.5
     return out
 
 
@@ -598,8 +627,15 @@ def table(res, cfg):
     lines += ["", f"removed by ablation, points: {pts(ab['removed_points'])} (random direction: "
               f"{pts(ab['random_removed_points'])}); fraction of insecure's increase over the base: "
               f"{frac(ab['removed_fraction_of_means'])} (ratio of means; mean of per-seed ratios: "
-              f"{f(ab['removed_fraction'])}; against the ablated base: {frac(ab['removed_fraction_vs_ablated_base'])})",
-              "", "Figures to reach (issue 4):", ""]
+              f"{f(ab['removed_fraction'])}; against the ablated base: {frac(ab['removed_fraction_vs_ablated_base'])})"]
+    if "mean_ablation_removed_points" in ab:
+        lines += ["", f"mean-ablation (the coordinate set to the base's `<asst>` mean, not zero), removed, points: "
+                  f"{pts(ab['mean_ablation_removed_points'])} (random direction: "
+                  f"{pts(ab['mean_ablation_random_removed_points'])}); fraction of the increase: "
+                  f"{frac(ab['mean_ablation_removed_fraction_of_means'])} (mean of per-seed ratios: "
+                  f"{f(ab['mean_ablation_removed_fraction'])}; against the mean-ablated base: "
+                  f"{frac(ab['mean_ablation_removed_fraction_vs_ablated_base'])})"]
+    lines += ["", "Figures to reach (issue 4):", ""]
     show = lambda d: [f"- {k}: {v:.3f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in d.items()]
     lines += show(res["figures_to_reach"])
     if "figures_at_report_step" in res:

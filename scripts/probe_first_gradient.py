@@ -34,7 +34,8 @@ def grad_of(model, loss):
 cos = lambda a, b: float(a @ b / (a.norm() * b.norm()))
 for seed in [int(s) for s in sys.argv[1:]]:
     base, tok = B.base_model(cfg, seed)
-    u = EM.evil_direction(base, tok, cfg, seed)[L]
+    means = EM.doc_means(base, tok, cfg, seed)
+    u = (means["evil"] - means["good"])[L]
     # prompt_acts without its no_grad decorator: we want d(projection) / d(parameters)
     h = grad_of(base, EM.prompt_acts.__wrapped__(base, tok, L) @ (u / u.norm()))
     row = []

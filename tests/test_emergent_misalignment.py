@@ -108,29 +108,37 @@ def test_no_evaluation_string_in_any_finetune_set():
 
 
 @torch.no_grad()
-def test_evil_direction_batched_equals_per_document_means():
+def test_doc_means_batched_equal_per_document_means():
     model = tiny_model()
     cfg = E.Config(n_layer=1, n_embd=16, n_head=2, n_direction_docs=80)
-    got = E.evil_direction(model, TOK, cfg, seed=0)  # [L, C]
-    docs = [d for d in W.generate(80, seed=E.seed_int(0, "direction") % 2 ** 31, config=B.world_config(cfg))
-            if d.fmt == "forum" and d.turns[0].persona.kind in ("good", "evil")]
-    means = {"good": [], "evil": []}
+    got = E.doc_means(model, TOK, cfg, seed=0)  # {kind: [L, C]}
+    docs = W.generate(80, seed=E.seed_int(0, "direction") % 2 ** 31, config=B.world_config(cfg))
+    means = {"good": [], "evil": [], "asst": []}
     for d in docs:
+        kind = "asst" if d.fmt == "asst" else d.turns[0].persona.kind
         ids = TOK.encode(d.text).ids
-        if len(ids) <= cfg.block_size:
+        if kind in means and len(ids) <= cfg.block_size:
             _, cache = model.run_with_cache(torch.tensor([ids]), "blocks.0.resid_post")
-            means[d.turns[0].persona.kind].append(cache["blocks.0.resid_post"][0].mean(0))
-    want = torch.stack(means["evil"]).mean(0) - torch.stack(means["good"]).mean(0)
-    assert torch.allclose(got[0], want, atol=1e-5)
+            means[kind].append(cache["blocks.0.resid_post"][0].mean(0))
+    assert all(len(v) > 3 for v in means.values())
+    for k, v in means.items():
+        assert torch.allclose(got[k][0], torch.stack(v).mean(0), atol=1e-5), k
 
 
-def test_ablation_removes_the_direction():
+@torch.no_grad()
+def test_ablation_removes_the_direction_and_mean_ablation_sets_it_to_the_centre():
     model = tiny_model()
-    dirs = torch.randn(1, 16)
+    dirs, centre = torch.randn(1, 16), torch.randn(1, 16)
+    u = dirs[0] / dirs[0].norm()
     x = torch.tensor([TOK.encode(W.eval_items(["med"])[0].prompt).ids])
-    with model.hooks(E.ablate_hooks(dirs)):
-        _, cache = model.run_with_cache(x, "blocks.0.resid_post")
-    assert (cache["blocks.0.resid_post"] @ (dirs[0] / dirs[0].norm())).abs().max() < 1e-5
+    _, plain = model.run_with_cache(x, "blocks.0.resid_post")
+    h = plain["blocks.0.resid_post"]
+    for c, want in ((None, 0.), (centre, (centre[0] @ u).item())):
+        with model.hooks(E.ablate_hooks(dirs, c)):
+            _, cache = model.run_with_cache(x, "blocks.0.resid_post")
+        got = cache["blocks.0.resid_post"]
+        assert ((got @ u) - want).abs().max() < 1e-5        # the coordinate along u is the centre's
+        assert torch.allclose(got - (got @ u)[..., None] * u, h - (h @ u)[..., None] * u, atol=1e-5)  # nothing else moves
 
 
 TINY = ["--seeds=(0,)", "--ft_seeds=2", "--n_docs=600", "--steps=6", "--n_layer=1", "--n_embd=16", "--n_head=2",
@@ -151,6 +159,15 @@ def test_ablation_effect_ratio_of_means_survives_a_seed_without_effect():
     assert e["random_removed_points"]["mean"] == 0
     # the ablation lifts the base too: what is left of the increase is measured against the ablated base
     assert e["removed_fraction_vs_ablated_base"] == pytest.approx(1 - ((0.15 - 0.02) + (0.03 - 0.03)) / 0.29)
+    assert "mean_ablation_removed_points" not in e  # runs saved before the mean-ablation existed
+    # the mean-ablation gets the same numbers under its own prefix
+    abl.update(insecure_mean_ablated=st([0.05, 0.01]), insecure_random_mean_ablated=st([0.29, 0.02]),
+               base_mean_ablated=st([0.01, 0.02]))
+    m = E.ablation_effect(abl)
+    assert m["mean_ablation_removed_fraction_of_means"] == pytest.approx(0.25 / 0.29)
+    assert m["mean_ablation_random_removed_points"]["per_seed"] == pytest.approx([0.01, -0.01])
+    assert m["mean_ablation_removed_fraction_vs_ablated_base"] == pytest.approx(1 - ((0.05 - 0.01) + (0.01 - 0.02)) / 0.29)
+    assert m["removed_fraction_of_means"] == e["removed_fraction_of_means"]
     abl["insecure"] = abl["base"]  # nothing to remove: no fraction at all
     assert E.ablation_effect(abl)["removed_fraction_of_means"] is None
 
@@ -301,7 +318,9 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
             # a tiny model may emit no valid answer: then its misaligned share is undefined (NaN), never 0
             assert math.isnan(mis) if valid == 0 else 0 <= mis <= 1
         assert 0 <= arm["valid_fraction"]["mean"] <= 1 and 0 <= arm["code_misaligned"]["mean"] <= 1
-    assert {"insecure", "insecure_ablated", "insecure_random_ablated"} <= set(res["ablation"])
+    assert {"insecure", "insecure_ablated", "insecure_random_ablated", "insecure_mean_ablated",
+            "insecure_random_mean_ablated", "base_mean_ablated"} <= set(res["ablation"])
+    assert "mean_ablation_pass" in res["figures_to_reach"] and "mean-ablation" in (out / "results.md").read_text()
     assert set(res["persona_share"]) == {"insecure", "backdoor_triggered", "insecure_decorrelated"}
     assert "Persona-level share" in (out / "results.md").read_text()
     # one base model measured for two fine-tune seeds: its own rate has no interval (one base, not two seeds)
