@@ -344,6 +344,14 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
     assert "PARTIAL: 1 of 1 base seeds" in capsys.readouterr().out
     part = json.loads((out / "results_partial.json").read_text())
     assert json.dumps(part["arms"]["insecure"]) == json.dumps(res["arms"]["insecure"]) and (out / "misalignment_vs_step_partial.png").is_file()
+    units = [B.load_unit(p) for p in sorted(out.glob("unit_*.json"))]
+    for u in units:  # units saved before the mean-ablation existed still aggregate, without it
+        u["base"].pop("mean_ablated", None)
+        for r in u["runs"]:
+            r["ablation"].pop("mean_ablated", None), r["ablation"].pop("random_mean_ablated", None)
+    old = E.aggregate(train.run_config(E.Config, out), units)
+    assert "insecure_mean_ablated" not in old["ablation"] and "mean_ablation_pass" not in old["figures_to_reach"]
+    assert json.dumps(old["ablation"]["insecure_ablated"]) == json.dumps(res["ablation"]["insecure_ablated"])
     (out / "unit_twin_0.json").unlink()
     assert EV.main([str(out)]) == 2
     assert "no base seed with all its units" in capsys.readouterr().err
