@@ -648,7 +648,7 @@ def plot(res, cfg, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+    fig, axes = plt.subplots(1, 5, figsize=(21, 3.8))
     panels = [("offdomain_misaligned", "off-domain misaligned among valid (sampled)"),
               ("valid_fraction", "valid fraction (sampled)"), ("offdomain_misaligned_lp", "off-domain misaligned (log-prob)"),
               ("code_misaligned", "code misaligned (in-domain)")]
@@ -669,6 +669,17 @@ def plot(res, cfg, path):
         ax.set_xlabel("fine-tune step")
         ax.set_title(label, fontsize=9)
     axes[0].legend(fontsize=6, ncol=2)
+    # the ablations of the evil direction (and the steered base): off-domain misalignment, mean and 95% CI
+    abl = {n: a["offdomain_misaligned"] for n, a in sorted(res["ablation"].items(), key=lambda kv: (
+           not kv[0].startswith("base"), "random" in kv[0], kv[0])) if isinstance(a, dict) and "offdomain_misaligned" in a}
+    ax = axes[4]
+    err = [[a["mean"] - (a["ci95"] or [a["mean"]] * 2)[0] for a in abl.values()],
+           [(a["ci95"] or [a["mean"]] * 2)[1] - a["mean"] for a in abl.values()]]
+    ax.bar(range(len(abl)), [a["mean"] for a in abl.values()], yerr=err, capsize=2,
+           color=["black" if n == "insecure" else "tab:blue" if n.startswith("insecure") else "tab:gray" for n in abl])
+    ax.set_xticks(range(len(abl)), list(abl), rotation=60, ha="right", fontsize=6)
+    step = "matched" if not cfg.ablation_step else f"step {cfg.ablation_step}"
+    ax.set_title(f"evil direction ablated (insecure at {step}): off-domain mis.", fontsize=9)
     fig.suptitle(f"mean and 95% CI over n = {res['n_seeds']} seeds", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=150)
