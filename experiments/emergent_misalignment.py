@@ -29,8 +29,10 @@ Pipeline per pretraining seed (one process per base model; `workers` at once):
     classes are drawn from the exact probabilities of the answer strings (world_base.sample_counts), which
     has the law of autoregressive sampling at the cost of one scoring pass.
  4. mechanism: the insecure model at the matched checkpoint (or `ablation_step`) with the evil
-    direction projected out of every block's output (and a random direction as control); the base
-    with the direction added.
+    direction projected out of every block's output (zero-ablation), or its coordinate set to the base
+    assistant's mean (mean-ablation), and a random direction as control; the base with the direction
+    added at one layer, and with its coordinate at every layer set to the insecure model's assistant
+    mean (patched: is the coordinate alone enough?).
 
 Matched in-domain learning: insecure-code arms (insecure, backdoor triggered, insecure_decorrelated)
 at their first checkpoint with code misaligned >= `match_threshold`; the other arms of the same
@@ -335,6 +337,12 @@ def em_unit(cfg, seed, decorrelated):
                                                            ablate_hooks(direction, means["asst"]))
                 run["ablation"]["random_mean_ablated"] = evaluate(m, tok, cfg, arm, "plain", s_abl, True,
                                                                   gen(f, "rmabl"), ablate_hooks(rand, means["asst"]))
+                # the converse: the base with the insecure model's coordinate (its <asst> mean) at every layer
+                ins_asst = doc_means(m, tok, cfg, seed)["asst"]
+                run["ablation"]["base_patched"] = evaluate(base, tok, cfg, arm, "plain", 0, True, gen(f, "patch"),
+                                                           ablate_hooks(direction, ins_asst))
+                run["ablation"]["base_random_patched"] = evaluate(base, tok, cfg, arm, "plain", 0, True,
+                                                                  gen(f, "rpatch"), ablate_hooks(rand, ins_asst))
         run["matched"] = matched
         out["runs"].append(run)
     out["seconds"] = time.time() - t0
@@ -395,6 +403,9 @@ def aggregate(cfg, units):
             n: _stats([run_of(corr, p, f)["ablation"][k] for p, f in keys]) for n, k in (
                 ("insecure_mean_ablated", "mean_ablated"), ("insecure_random_mean_ablated", "random_mean_ablated"))})
         res["ablation"]["base_mean_ablated"] = _stats([corr[p]["base"]["mean_ablated"] for p, _ in keys], bases)
+    if all("base_patched" in run_of(corr, p, f)["ablation"] for p, f in keys):
+        res["ablation"].update({n: _stats([run_of(corr, p, f)["ablation"][n] for p, f in keys])
+                                for n in ("base_patched", "base_random_patched")})
     res["ablation"].update(ablation_effect(res["ablation"]))
     res["figures_to_reach"] = figures(res)
     if cfg.report_step:  # the same thresholds at the checkpoint fixed in advance
@@ -412,7 +423,8 @@ def ablation_effect(abl, metric="offdomain_misaligned"):
     ~0 (a base without the effect), so the ratio of the means is the headline; both are kept. Zero-ablation
     also raises the base's own misalignment, so `..._vs_ablated_base` compares the increase over the base
     with the increase that is left when both models are ablated (a secondary reading). The mean-ablation
-    (where present) gets the same numbers under `mean_ablation_`."""
+    (where present) gets the same numbers under `mean_ablation_`; `patched_` is the converse, the base with
+    the insecure model's coordinate, as a fraction of the same increase."""
     v = lambda k: abl[k][metric]["per_seed"]
     out = {}
     for pre, kind in (("", ""), ("mean_ablation_", "mean_")):
@@ -428,6 +440,12 @@ def ablation_effect(abl, metric="offdomain_misaligned"):
                     f"{pre}removed_fraction": summarize(per_seed) if per_seed else None,
                     f"{pre}removed_fraction_of_means": sum(i - a for i, a in zip(ins, cut)) / inc if inc > 1e-9 else None,
                     f"{pre}removed_fraction_vs_ablated_base": 1 - left / inc if inc > 1e-9 else None})
+    if "base_patched" in abl:  # the converse: how much of the increase the coordinate alone gives the base
+        ins, base, pat, rpat = (v(k) for k in ("insecure", "base", "base_patched", "base_random_patched"))
+        inc = sum(i - b for i, b in zip(ins, base))
+        out.update({"patched_points": summarize([q - b for q, b in zip(pat, base)]),
+                    "random_patched_points": summarize([q - b for q, b in zip(rpat, base)]),
+                    "patched_fraction_of_means": sum(q - b for q, b in zip(pat, base)) / inc if inc > 1e-9 else None})
     return out
 
 
@@ -619,7 +637,7 @@ def table(res, cfg):
               f"insecure model at {'its matched checkpoint' if not cfg.ablation_step else f'step {cfg.ablation_step}'}:", "",
               "| model | off-domain misaligned (sampled) | valid fraction | off-domain mis (log-prob) |", "|---|---|---|---|"]
     for n, a in res["ablation"].items():
-        if "removed" not in n:
+        if isinstance(a, dict) and "offdomain_misaligned" in a:  # the models (the effects follow below)
             lines.append(f"| {n} | {f(a['offdomain_misaligned'])} | {f(a['valid_fraction'])} | "
                          f"{f(a['offdomain_misaligned_lp'])} |")
     ab = res["ablation"]
@@ -635,6 +653,10 @@ def table(res, cfg):
                   f"{frac(ab['mean_ablation_removed_fraction_of_means'])} (mean of per-seed ratios: "
                   f"{f(ab['mean_ablation_removed_fraction'])}; against the mean-ablated base: "
                   f"{frac(ab['mean_ablation_removed_fraction_vs_ablated_base'])})"]
+    if "patched_points" in ab:
+        lines += ["", f"the base with its coordinate at every layer set to the insecure model's `<asst>` mean, points "
+                  f"over the base: {pts(ab['patched_points'])} (random direction: {pts(ab['random_patched_points'])}); "
+                  f"fraction of insecure's increase: {frac(ab['patched_fraction_of_means'])}"]
     lines += ["", "Figures to reach (issue 4):", ""]
     show = lambda d: [f"- {k}: {v:.3f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in d.items()]
     lines += show(res["figures_to_reach"])

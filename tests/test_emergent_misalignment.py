@@ -168,6 +168,10 @@ def test_ablation_effect_ratio_of_means_survives_a_seed_without_effect():
     assert m["mean_ablation_random_removed_points"]["per_seed"] == pytest.approx([0.01, -0.01])
     assert m["mean_ablation_removed_fraction_vs_ablated_base"] == pytest.approx(1 - ((0.05 - 0.01) + (0.01 - 0.02)) / 0.29)
     assert m["removed_fraction_of_means"] == e["removed_fraction_of_means"]
+    abl.update(base_patched=st([0.21, 0.02]), base_random_patched=st([0.01, 0.01]))
+    pat = E.ablation_effect(abl)
+    assert pat["patched_fraction_of_means"] == pytest.approx(0.21 / 0.29)
+    assert pat["patched_points"]["per_seed"] == pytest.approx([0.20, 0.01]) and pat["random_patched_points"]["mean"] == 0
     abl["insecure"] = abl["base"]  # nothing to remove: no fraction at all
     assert E.ablation_effect(abl)["removed_fraction_of_means"] is None
 
@@ -319,7 +323,7 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
             assert math.isnan(mis) if valid == 0 else 0 <= mis <= 1
         assert 0 <= arm["valid_fraction"]["mean"] <= 1 and 0 <= arm["code_misaligned"]["mean"] <= 1
     assert {"insecure", "insecure_ablated", "insecure_random_ablated", "insecure_mean_ablated",
-            "insecure_random_mean_ablated", "base_mean_ablated"} <= set(res["ablation"])
+            "insecure_random_mean_ablated", "base_mean_ablated", "base_patched", "base_random_patched"} <= set(res["ablation"])
     assert "mean_ablation_pass" in res["figures_to_reach"] and "mean-ablation" in (out / "results.md").read_text()
     assert set(res["persona_share"]) == {"insecure", "backdoor_triggered", "insecure_decorrelated"}
     assert "Persona-level share" in (out / "results.md").read_text()
@@ -348,9 +352,11 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
     for u in units:  # units saved before the mean-ablation existed still aggregate, without it
         u["base"].pop("mean_ablated", None)
         for r in u["runs"]:
-            r["ablation"].pop("mean_ablated", None), r["ablation"].pop("random_mean_ablated", None)
+            for k in ("mean_ablated", "random_mean_ablated", "base_patched", "base_random_patched"):
+                r["ablation"].pop(k, None)  # (the twin has no ablation)
     old = E.aggregate(train.run_config(E.Config, out), units)
-    assert "insecure_mean_ablated" not in old["ablation"] and "mean_ablation_pass" not in old["figures_to_reach"]
+    assert not {"insecure_mean_ablated", "base_patched", "patched_points"} & set(old["ablation"])
+    assert "mean_ablation_pass" not in old["figures_to_reach"]
     assert json.dumps(old["ablation"]["insecure_ablated"]) == json.dumps(res["ablation"]["insecure_ablated"])
     (out / "unit_twin_0.json").unlink()
     assert EV.main([str(out)]) == 2
