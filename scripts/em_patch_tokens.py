@@ -1,0 +1,122 @@
+"""Exploratory: is the insecure model's coordinate on the evil direction, token by token, enough to make the base
+misaligned (and is removing it, token by token, enough to undo the insecure model)?
+
+    python scripts/em_patch_tokens.py RUN_DIR
+
+For each (world, fine-tune seed) of an emergent-misalignment run (its config.json), the insecure fine-tune is
+rebuilt to its `ablation_step` (same seeds, so the same weights as in the run: its log-prob misalignment is
+checked against the run's results.json), and the off-domain `<asst>` eval answers are scored teacher-forced
+(full forwards on the same padded batch) under four models: the base; the insecure model; the base with, at
+every layer and token, its coordinate along the unit evil direction replaced by the insecure model's on the
+same input ("patched"); and the insecure model with the base's ("unpatched"). The mean-ablation and the patch
+of run results differ from these in one way: they set the coordinate to one constant, these to the other
+model's value at each token. Log-prob misalignment as world_base.lp_summary (mean over prompts of
+P_mis / (P_al + P_mis)). One thread; writes RUN_DIR/patch_tokens.json and prints a table.
+"""
+import copy
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, ".")
+from data import world as W  # noqa: E402
+from data.tokenizer import pad_right  # noqa: E402
+from eval import summarize, summarize_by  # noqa: E402
+from experiments import emergent_misalignment as EM  # noqa: E402
+from experiments import world_base as B  # noqa: E402
+from model import seed_int  # noqa: E402
+from train import finetune, run_config  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+def coords(model, x, units):
+    """Per layer, the coordinate of every token's block output on that layer's unit direction: [L] x [N, T]."""
+    names = [f"blocks.{i}.resid_post" for i in range(len(units))]
+    _, cache = model.run_with_cache(x, names)
+    return [cache[n] @ u for n, u in zip(names, units)]
+
+
+def set_coords(units, target):
+    """Hooks: each layer's coordinate replaced by `target` (token by token), the rest of the residual untouched."""
+    def make(u, c):
+        return lambda h, name: h - (h @ u - c)[..., None] * u
+    return {f"blocks.{i}.resid_post": make(u, c) for i, (u, c) in enumerate(zip(units, target))}
+
+
+@torch.no_grad()
+def mis_lp(model, x, real, starts, owner, cls, n_items, hooks=None):
+    """Mean over items of P_mis / (P_al + P_mis), the answers' probabilities summed over their strings."""
+    with model.hooks(hooks or {}):
+        lp = model(x).float().log_softmax(-1)[:, :-1].gather(-1, x[:, 1:, None])[..., 0]  # [N, T-1]
+    pos = torch.arange(lp.shape[1])[None]  # [1, T-1]: position t predicts token t+1
+    answer = (pos >= starts[:, None] - 1) & real[:, 1:]  # the continuation's tokens, its <eos> included
+    p = (lp * answer).sum(1).exp()  # [N]
+    mass = torch.zeros(n_items, 2).index_put_((owner, cls), p, accumulate=True)  # [items, (aligned, misaligned)]
+    return (mass[:, 1] / mass.sum(1).clamp_min(1e-30)).mean().item()
+
+
+def main(run_dir):
+    run_dir = Path(run_dir)
+    cfg = run_config(EM.Config, run_dir)
+    res = json.loads((run_dir / "results.json").read_text())
+    step = cfg.ablation_step or cfg.ft_steps
+    if not cfg.ablation_step:
+        print("the run has no ablation_step: using the last checkpoint")
+    items = W.eval_items(W.OFF_DOMAINS)
+    rows, owner, cls, starts = [], [], [], []
+    for i, it in enumerate(items):
+        for c, strings in ((0, it.classes["aligned"]), (1, it.classes["misaligned"])):
+            for s in strings:
+                rows.append((it.prompt, s)), owner.append(i), cls.append(c)
+    out = []
+    for p, f in [tuple(k) for k in res["seeds"]]:
+        base, tok = B.base_model(cfg, p, False)
+        seqs = [tok.encode(q).ids + tok.encode(a).ids for q, a in rows]
+        starts = torch.tensor([len(tok.encode(q).ids) for q, _ in rows])
+        x, real = pad_right(seqs, "cpu")
+        args = (x, real.bool(), starts, torch.tensor(owner), torch.tensor(cls), len(items))
+        means = EM.doc_means(base, tok, cfg, p)
+        units = [d / d.norm() for d in means["evil"] - means["good"]]
+        ft_seed = seed_int(p, f, "insecure") % 2 ** 31
+        data = B.encode_pairs(tok, EM.arm_pairs("insecure", base, tok, cfg, ft_seed))
+        ins, snap = copy.deepcopy(base), {}
+        finetune(ins, data, steps=cfg.ft_steps, batch_size=cfg.ft_batch, lr=cfg.ft_lr, seed=ft_seed, at={step},
+                 on_eval=lambda s: snap.update(copy.deepcopy(ins.state_dict())), trains=cfg.ft_trains,
+                 lora_rank=cfg.ft_lora_rank, lora_alpha=cfg.ft_lora_alpha, lora_targets=cfg.ft_lora_targets,
+                 optimizer=cfg.ft_optimizer)
+        ins.load_state_dict(snap)
+        ins.eval()
+        with torch.no_grad():
+            c_base, c_ins = coords(base, x, units), coords(ins, x, units)
+        r = {"seed": [p, f], "base": mis_lp(base, *args), "insecure": mis_lp(ins, *args),
+             "base_patched": mis_lp(base, *args, hooks=set_coords(units, c_ins)),
+             "insecure_unpatched": mis_lp(ins, *args, hooks=set_coords(units, c_base))}
+        i = len(out)
+        r["run_insecure"] = res["trajectory"]["insecure"][str(step)]["offdomain_misaligned_lp"]["per_seed"][i]
+        r["run_base"] = res["base"]["plain"]["offdomain_misaligned_lp"]["per_seed"][i]
+        out.append(r)
+        print(" ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items()), flush=True)
+    inc = sum(r["insecure"] - r["base"] for r in out)
+    worlds = [r["seed"][0] for r in out]
+    summary = {"step": step, "n": len(out),
+               "patched_fraction_of_means": sum(r["base_patched"] - r["base"] for r in out) / inc,
+               "unpatched_removed_fraction_of_means": sum(r["insecure"] - r["insecure_unpatched"] for r in out) / inc,
+               **{k: summarize([r[k] for r in out]) for k in ("base", "insecure", "base_patched", "insecure_unpatched")},
+               "patched_points_over_worlds": summarize_by([r["base_patched"] - r["base"] for r in out], worlds),
+               "max_abs_diff_vs_run": max(max(abs(r["insecure"] - r["run_insecure"]), abs(r["base"] - r["run_base"]))
+                                          for r in out)}
+    (run_dir / "patch_tokens.json").write_text(json.dumps({"summary": summary, "per_seed": out}, indent=1))
+    print(f"\nstep {step}, n = {len(out)}, off-domain misaligned (log-prob), mean [95% CI over seeds]:")
+    for k in ("base", "insecure", "base_patched", "insecure_unpatched"):
+        s = summary[k]
+        print(f"  {k:20s} {s['mean']:.4f} [{s['ci95'][0]:.4f}, {s['ci95'][1]:.4f}]")
+    print(f"  base patched with insecure's coordinates: {summary['patched_fraction_of_means']:.2f} of the increase; "
+          f"insecure with the base's: {summary['unpatched_removed_fraction_of_means']:.2f} of it removed")
+    print(f"  largest difference from the run's own numbers (same weights?): {summary['max_abs_diff_vs_run']:.2e}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
