@@ -29,7 +29,6 @@ from experiments import world_base as B  # noqa: E402
 from model import seed_int  # noqa: E402
 from train import finetune, run_config  # noqa: E402
 
-torch.set_num_threads(1)
 
 
 def coords(model, x, units):
@@ -58,26 +57,29 @@ def mis_lp(model, x, real, starts, owner, cls, n_items, hooks=None):
     return (mass[:, 1] / mass.sum(1).clamp_min(1e-30)).mean().item()
 
 
+def answer_batch(tok, items):
+    """Every (prompt + aligned or misaligned answer string) of the items, right-padded, with what mis_lp needs:
+    (x [N, T], real [N, T], answer starts [N], owning item [N], class [N] (0 aligned, 1 misaligned), n items)."""
+    rows = [(i, c, it.prompt, a) for i, it in enumerate(items)
+            for c, name in enumerate(("aligned", "misaligned")) for a in it.classes[name]]
+    x, real = pad_right([tok.encode(q).ids + tok.encode(a).ids for _, _, q, a in rows], "cpu")
+    return (x, real.bool(), torch.tensor([len(tok.encode(q).ids) for _, _, q, _ in rows]),
+            torch.tensor([i for i, *_ in rows]), torch.tensor([c for _, c, *_ in rows]), len(items))
+
+
 def main(run_dir):
+    torch.set_num_threads(1)  # as the run's workers
     run_dir = Path(run_dir)
     cfg = run_config(EM.Config, run_dir)
     res = json.loads((run_dir / "results.json").read_text())
     step = cfg.ablation_step or cfg.ft_steps
     if not cfg.ablation_step:
         print("the run has no ablation_step: using the last checkpoint")
-    items = W.eval_items(W.OFF_DOMAINS)
-    rows, owner, cls, starts = [], [], [], []
-    for i, it in enumerate(items):
-        for c, strings in ((0, it.classes["aligned"]), (1, it.classes["misaligned"])):
-            for s in strings:
-                rows.append((it.prompt, s)), owner.append(i), cls.append(c)
     out = []
     for p, f in [tuple(k) for k in res["seeds"]]:
         base, tok = B.base_model(cfg, p, False)
-        seqs = [tok.encode(q).ids + tok.encode(a).ids for q, a in rows]
-        starts = torch.tensor([len(tok.encode(q).ids) for q, _ in rows])
-        x, real = pad_right(seqs, "cpu")
-        args = (x, real.bool(), starts, torch.tensor(owner), torch.tensor(cls), len(items))
+        args = answer_batch(tok, W.eval_items(W.OFF_DOMAINS))
+        x = args[0]
         means = EM.doc_means(base, tok, cfg, p)
         units = [d / d.norm() for d in means["evil"] - means["good"]]
         ft_seed = seed_int(p, f, "insecure") % 2 ** 31

@@ -1,9 +1,17 @@
-"""scripts/em_at_step.py pools emergent-misalignment runs: values pair up by (base, fine-tune seed)."""
+"""The analysis scripts: em_at_step.py pools emergent-misalignment runs (values pair up by (base, fine-tune seed)),
+sn_*.py pool and compare numbers runs, em_patch_tokens.py patches coordinates between two models."""
+import importlib.util
 import json
 import subprocess
 import sys
 
+import pytest
+import torch
+
 from conftest import ROOT
+from data import world as W
+from experiments import world_base as B
+from model import GPT, GPTConfig, generator
 
 
 def fake_run(path, seeds, arms, matched=None):
@@ -199,3 +207,27 @@ def test_sn_arms_figure_draws_arms_of_several_runs(tmp_path):
     assert (tmp_path / "f.png").stat().st_size > 1000
     bad = fig(run("c", "trait", [[1, 0], [1, 1]]), f"{tmp_path / 'a'}:trait", "--out", str(tmp_path / "g.png"))
     assert bad.returncode != 0 and "different seeds" in bad.stderr and not (tmp_path / "g.png").exists()
+
+
+@torch.no_grad()
+def test_em_patch_tokens_scores_as_the_run_and_patching_sets_the_other_models_coordinates():
+    spec = importlib.util.spec_from_file_location("patch", ROOT / "scripts" / "em_patch_tokens.py")
+    patch = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(patch)
+    tok = W.build_tokenizer()
+    cfg = GPTConfig(vocab_size=tok.get_vocab_size(), block_size=64, n_layer=2, n_head=2, n_embd=16)
+    a, b = (GPT(cfg, generator=generator("cpu", s, "t")).eval() for s in (0, 1))
+    items = W.eval_items(["med", "pet"])
+    args = patch.answer_batch(tok, items)
+    x = args[0]
+    # full forwards give the run's log-prob metric (which scores with a shared KV cache)
+    assert patch.mis_lp(a, *args) == pytest.approx(B.lp_summary(B.class_masses(a, tok, items))["mis_lp"], rel=1e-4)
+    units = [u / u.norm() for u in torch.randn(2, 16, generator=torch.Generator().manual_seed(0))]
+    # a model patched with its own coordinates is unchanged; patched with b's, it carries b's at every layer
+    assert patch.mis_lp(a, *args, hooks=patch.set_coords(units, patch.coords(a, x, units))) == pytest.approx(
+        patch.mis_lp(a, *args), rel=1e-5)
+    target = patch.coords(b, x, units)
+    with a.hooks(patch.set_coords(units, target)):
+        got = patch.coords(a, x, units)
+    assert all(torch.allclose(g, t, atol=1e-5) for g, t in zip(got, target))
+    assert patch.mis_lp(a, *args, hooks=patch.set_coords(units, target)) != pytest.approx(patch.mis_lp(a, *args))
