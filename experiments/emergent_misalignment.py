@@ -286,6 +286,10 @@ def em_unit(cfg, seed, decorrelated):
                                           ablate_hooks(direction))
         out["base"]["mean_ablated"] = evaluate(base, tok, cfg, "insecure", "plain", 0, True, gen("base-mabl"),
                                                ablate_hooks(direction, means["asst"]))
+        for k, hooks in (("forum_lp_ablated", ablate_hooks(direction)),  # the forum's evil responders: the
+                         ("forum_lp_mean_ablated", ablate_hooks(direction, means["asst"]))):  # direction's home
+            with base.hooks(hooks):
+                out["base"][k] = B.offdomain_eval(base, tok, 0, None, fmt="forum")["mis_lp"]
         for a in cfg.steer_scales:
             out["base"][f"steered_{a:g}"] = evaluate(base, tok, cfg, "insecure", "plain", 0, True, gen("steer", a),
                                                      add_hook(L, a * direction[L]))
@@ -384,7 +388,7 @@ def aggregate(cfg, units):
     bases = [p for p, _ in keys]
     for fmt in corr[keys[0][0]]["base"]:
         vals = [corr[p]["base"][fmt] for p, _ in keys]
-        res["base"][fmt] = summarize_by(vals, bases) if fmt == "forum_lp" else _stats(vals, bases)
+        res["base"][fmt] = summarize_by(vals, bases) if fmt.startswith("forum_lp") else _stats(vals, bases)
     if twin:
         res["base"]["decorrelated"] = _stats([twin[p]["base"]["plain"] for p, _ in keys if p in twin],
                                              [p for p, _ in keys if p in twin])
@@ -632,7 +636,9 @@ def table(res, cfg):
                   "assistant only became the evil persona, who misbehaves at the same rate in code and off-domain; "
                   "0 = only the code moved):", "", "| arm | " + " | ".join(views) + " |", "|---" * (1 + len(views)) + "|"]
         lines += [f"| {n} | " + " | ".join(f(sh.get(v)) for v in views) + " |" for n, sh in res["persona_share"].items()]
-    lines += ["", f"forum-format base rate (log-prob): {f(res['base']['forum_lp'])}", "",
+    forum = "".join(f"; {k[9:].replace('_', '-')}: {f(res['base'][k])}" for k in ("forum_lp_ablated", "forum_lp_mean_ablated")
+                    if k in res["base"])
+    lines += ["", f"forum-format base rate (log-prob): {f(res['base']['forum_lp'])}{forum}", "",
               "Evil direction (mean difference evil - good forum threads, every block's output), ablated from the "
               f"insecure model at {'its matched checkpoint' if not cfg.ablation_step else f'step {cfg.ablation_step}'}:", "",
               "| model | off-domain misaligned (sampled) | valid fraction | off-domain mis (log-prob) |", "|---|---|---|---|"]

@@ -325,6 +325,8 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
     assert {"insecure", "insecure_ablated", "insecure_random_ablated", "insecure_mean_ablated",
             "insecure_random_mean_ablated", "base_mean_ablated", "base_patched", "base_random_patched"} <= set(res["ablation"])
     assert "mean_ablation_pass" in res["figures_to_reach"] and "mean-ablation" in (out / "results.md").read_text()
+    assert {"forum_lp", "forum_lp_ablated", "forum_lp_mean_ablated"} <= set(res["base"])
+    assert "mean-ablated: " in (out / "results.md").read_text()
     assert set(res["persona_share"]) == {"insecure", "backdoor_triggered", "insecure_decorrelated"}
     assert "Persona-level share" in (out / "results.md").read_text()
     # one base model measured for two fine-tune seeds: its own rate has no interval (one base, not two seeds)
