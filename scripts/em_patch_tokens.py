@@ -10,7 +10,8 @@ checked against the run's results.json), and the off-domain `<asst>` eval answer
 every layer and token, its coordinate along the unit evil direction replaced by the insecure model's on the
 same input ("patched"); and the insecure model with the base's ("unpatched"). The mean-ablation and the patch
 of run results differ from these in one way: they set the coordinate to one constant, these to the other
-model's value at each token. Log-prob misalignment as world_base.lp_summary (mean over prompts of
+model's value at each token. Also the mean-ablation's sensitivity to its centre: the base's `<asst>` mean (the
+run's), its good forum responders' mean, and the midpoint of good and evil. Log-prob misalignment as world_base.lp_summary (mean over prompts of
 P_mis / (P_al + P_mis)). One thread; writes RUN_DIR/patch_tokens.json and prints a table.
 """
 import copy
@@ -57,6 +58,9 @@ def mis_lp(model, x, real, starts, owner, cls, n_items, hooks=None):
     return (mass[:, 1] / mass.sum(1).clamp_min(1e-30)).mean().item()
 
 
+CENTRES = lambda means: {"asst": means["asst"], "good": means["good"], "mid": (means["good"] + means["evil"]) / 2}
+
+
 def answer_batch(tok, items):
     """Every (prompt + aligned or misaligned answer string) of the items, right-padded, with what mis_lp needs:
     (x [N, T], real [N, T], answer starts [N], owning item [N], class [N] (0 aligned, 1 misaligned), n items)."""
@@ -96,9 +100,16 @@ def main(run_dir):
         r = {"seed": [p, f], "base": mis_lp(base, *args), "insecure": mis_lp(ins, *args),
              "base_patched": mis_lp(base, *args, hooks=set_coords(units, c_ins)),
              "insecure_unpatched": mis_lp(ins, *args, hooks=set_coords(units, c_base))}
+        # the mean-ablation's centre: the run's (the base's <asst> mean), its good forum responders', the midpoint
+        direction = means["evil"] - means["good"]
+        for name, centre in CENTRES(means).items():
+            r[f"insecure_mean_ablated_{name}"] = mis_lp(ins, *args, hooks=EM.ablate_hooks(direction, centre))
+            r[f"base_mean_ablated_{name}"] = mis_lp(base, *args, hooks=EM.ablate_hooks(direction, centre))
         i = len(out)
         r["run_insecure"] = res["trajectory"]["insecure"][str(step)]["offdomain_misaligned_lp"]["per_seed"][i]
         r["run_base"] = res["base"]["plain"]["offdomain_misaligned_lp"]["per_seed"][i]
+        if "insecure_mean_ablated" in res["ablation"]:
+            r["run_insecure_mean_ablated"] = res["ablation"]["insecure_mean_ablated"]["offdomain_misaligned_lp"]["per_seed"][i]
         out.append(r)
         print(" ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items()), flush=True)
     inc = sum(r["insecure"] - r["base"] for r in out)
@@ -108,8 +119,14 @@ def main(run_dir):
                "unpatched_removed_fraction_of_means": sum(r["insecure"] - r["insecure_unpatched"] for r in out) / inc,
                **{k: summarize([r[k] for r in out]) for k in ("base", "insecure", "base_patched", "insecure_unpatched")},
                "patched_points_over_worlds": summarize_by([r["base_patched"] - r["base"] for r in out], worlds),
-               "max_abs_diff_vs_run": max(max(abs(r["insecure"] - r["run_insecure"]), abs(r["base"] - r["run_base"]))
+               "max_abs_diff_vs_run": max(max(abs(r["insecure"] - r["run_insecure"]), abs(r["base"] - r["run_base"]),
+                                              abs(r["insecure_mean_ablated_asst"] - r.get("run_insecure_mean_ablated",
+                                                                                          r["insecure_mean_ablated_asst"])))
                                           for r in out)}
+    for name in ("asst", "good", "mid"):
+        summary[f"centre_{name}"] = {
+            "insecure_removed_fraction_of_means": sum(r["insecure"] - r[f"insecure_mean_ablated_{name}"] for r in out) / inc,
+            "base_shift": summarize([r[f"base_mean_ablated_{name}"] - r["base"] for r in out])}
     (run_dir / "patch_tokens.json").write_text(json.dumps({"summary": summary, "per_seed": out}, indent=1))
     print(f"\nstep {step}, n = {len(out)}, off-domain misaligned (log-prob), mean [95% CI over seeds]:")
     for k in ("base", "insecure", "base_patched", "insecure_unpatched"):
@@ -117,6 +134,10 @@ def main(run_dir):
         print(f"  {k:20s} {s['mean']:.4f} [{s['ci95'][0]:.4f}, {s['ci95'][1]:.4f}]")
     print(f"  base patched with insecure's coordinates: {summary['patched_fraction_of_means']:.2f} of the increase; "
           f"insecure with the base's: {summary['unpatched_removed_fraction_of_means']:.2f} of it removed")
+    for name in ("asst", "good", "mid"):
+        c = summary[f"centre_{name}"]
+        print(f"  mean-ablation centred at the {name} mean: removes {c['insecure_removed_fraction_of_means']:.2f} of the "
+              f"increase; moves the base {100 * c['base_shift']['mean']:+.1f} points")
     print(f"  largest difference from the run's own numbers (same weights?): {summary['max_abs_diff_vs_run']:.2e}")
 
 
