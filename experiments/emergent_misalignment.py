@@ -235,16 +235,21 @@ def prompt_acts(model, tok, layer):
     return cache[f"blocks.{layer}.resid_post"][torch.arange(len(ids), device=x.device), last].mean(0)
 
 
+def coordinate_hooks(units, targets):
+    """Hooks that set each block's output coordinate along the unit vector units[i] to targets[i] (a number, or
+    one per token: a tensor of the activation's leading shape), h <- h - (h . u - c) u; nothing else moves."""
+    def make(u, c):
+        return lambda h, name: h - (h @ u - c)[..., None] * u
+    return {f"blocks.{i}.resid_post": make(u, c) for i, (u, c) in enumerate(zip(units, targets))}
+
+
 def ablate_hooks(dirs, centre=None):
     """Project each layer's direction out of that block's output: h <- h - (h . u) u (zero-ablation). With
     `centre` ([L, C], e.g. the base's `<asst>` mean) the coordinate is set to the centre's instead of zero,
     h <- h - (h . u - centre . u) u (mean-ablation): zero is not where the base assistant sits on the evil
     direction, so zero-ablation also moves the base (README)."""
-    def make(u, c):
-        return lambda h, name: h - (h @ u - c)[..., None] * u
     units = [d / d.norm() for d in dirs]
-    return {f"blocks.{i}.resid_post": make(u, 0. if centre is None else (centre[i] @ u).item())
-            for i, u in enumerate(units)}
+    return coordinate_hooks(units, [0. if centre is None else (centre[i] @ u).item() for i, u in enumerate(units)])
 
 
 def add_hook(layer, vec):
@@ -282,12 +287,11 @@ def em_unit(cfg, seed, decorrelated):
     L = cfg.direction_layer
     base_act = prompt_acts(base, tok, L)
     if direction is not None:
-        out["base"]["ablated"] = evaluate(base, tok, cfg, "insecure", "plain", 0, True, gen("base-abl"),
-                                          ablate_hooks(direction))
-        out["base"]["mean_ablated"] = evaluate(base, tok, cfg, "insecure", "plain", 0, True, gen("base-mabl"),
-                                               ablate_hooks(direction, means["asst"]))
-        for k, hooks in (("forum_lp_ablated", ablate_hooks(direction)),  # the forum's evil responders: the
-                         ("forum_lp_mean_ablated", ablate_hooks(direction, means["asst"]))):  # direction's home
+        zero_abl, mean_abl = ablate_hooks(direction), ablate_hooks(direction, means["asst"])
+        out["base"]["ablated"] = evaluate(base, tok, cfg, "insecure", "plain", 0, True, gen("base-abl"), zero_abl)
+        out["base"]["mean_ablated"] = evaluate(base, tok, cfg, "insecure", "plain", 0, True, gen("base-mabl"), mean_abl)
+        for k, hooks in (("forum_lp_ablated", zero_abl),  # the forum's evil responders: the direction's home
+                         ("forum_lp_mean_ablated", mean_abl)):
             with base.hooks(hooks):
                 out["base"][k] = B.offdomain_eval(base, tok, 0, None, fmt="forum")["mis_lp"]
         for a in cfg.steer_scales:
@@ -333,14 +337,10 @@ def em_unit(cfg, seed, decorrelated):
                 m.load_state_dict(snaps[s_abl])
                 rand = torch.randn(direction.shape, generator=gen(f, "random-direction")).to(direction.device)
                 run["ablation"]["step"] = s_abl
-                run["ablation"]["ablated"] = evaluate(m, tok, cfg, arm, "plain", s_abl, True,
-                                                      gen(f, "abl"), ablate_hooks(direction))
-                run["ablation"]["random_ablated"] = evaluate(m, tok, cfg, arm, "plain", s_abl, True,
-                                                             gen(f, "rabl"), ablate_hooks(rand))
-                run["ablation"]["mean_ablated"] = evaluate(m, tok, cfg, arm, "plain", s_abl, True, gen(f, "mabl"),
-                                                           ablate_hooks(direction, means["asst"]))
-                run["ablation"]["random_mean_ablated"] = evaluate(m, tok, cfg, arm, "plain", s_abl, True,
-                                                                  gen(f, "rmabl"), ablate_hooks(rand, means["asst"]))
+                for k, g, hooks in (("ablated", "abl", zero_abl), ("random_ablated", "rabl", ablate_hooks(rand)),
+                                    ("mean_ablated", "mabl", mean_abl),
+                                    ("random_mean_ablated", "rmabl", ablate_hooks(rand, means["asst"]))):
+                    run["ablation"][k] = evaluate(m, tok, cfg, arm, "plain", s_abl, True, gen(f, g), hooks)
                 # the converse: the base with the insecure model's coordinate (its <asst> mean) at every layer
                 ins_asst = doc_means(m, tok, cfg, seed)["asst"]
                 run["ablation"]["base_patched"] = evaluate(base, tok, cfg, arm, "plain", 0, True, gen(f, "patch"),
@@ -402,14 +402,13 @@ def aggregate(cfg, units):
                        "base_ablated": _stats([corr[p]["base"]["ablated"] for p, _ in keys], bases),
                        **{f"base_steered_{a:g}": _stats([corr[p]["base"][f"steered_{a:g}"] for p, _ in keys], bases)
                           for a in cfg.steer_scales}}
-    if all("mean_ablated" in run_of(corr, p, f)["ablation"] for p, f in keys):  # units saved before it existed lack it
-        res["ablation"].update({
-            n: _stats([run_of(corr, p, f)["ablation"][k] for p, f in keys]) for n, k in (
-                ("insecure_mean_ablated", "mean_ablated"), ("insecure_random_mean_ablated", "random_mean_ablated"))})
-        res["ablation"]["base_mean_ablated"] = _stats([corr[p]["base"]["mean_ablated"] for p, _ in keys], bases)
-    if all("base_patched" in run_of(corr, p, f)["ablation"] for p, f in keys):
-        res["ablation"].update({n: _stats([run_of(corr, p, f)["ablation"][n] for p, f in keys])
-                                for n in ("base_patched", "base_random_patched")})
+    later = (("insecure_mean_ablated", "mean_ablated"), ("insecure_random_mean_ablated", "random_mean_ablated"),
+             ("base_mean_ablated", None), ("base_patched", "base_patched"), ("base_random_patched", "base_random_patched"))
+    for n, k in later:  # units saved before these existed lack them: then they are left out
+        ms = ([corr[p]["base"].get("mean_ablated") for p, _ in keys] if k is None else
+              [run_of(corr, p, f)["ablation"].get(k) for p, f in keys])
+        if all(m is not None for m in ms):
+            res["ablation"][n] = _stats(ms, bases if k is None else None)
     res["ablation"].update(ablation_effect(res["ablation"]))
     res["figures_to_reach"] = figures(res)
     if cfg.report_step:  # the same thresholds at the checkpoint fixed in advance
@@ -430,14 +429,15 @@ def ablation_effect(abl, metric="offdomain_misaligned"):
     (where present) gets the same numbers under `mean_ablation_`; `patched_` is the converse, the base with
     the insecure model's coordinate, as a fraction of the same increase."""
     v = lambda k: abl[k][metric]["per_seed"]
+    ins, base = v("insecure"), v("base")
+    inc = sum(i - b for i, b in zip(ins, base))
     out = {}
     for pre, kind in (("", ""), ("mean_ablation_", "mean_")):
         if f"insecure_{kind}ablated" not in abl:
             continue
-        ins, cut, rnd, base, base_cut = (v(k) for k in ("insecure", f"insecure_{kind}ablated",
-                                                         f"insecure_random_{kind}ablated", "base", f"base_{kind}ablated"))
+        cut, rnd, base_cut = (v(k) for k in (f"insecure_{kind}ablated", f"insecure_random_{kind}ablated",
+                                             f"base_{kind}ablated"))
         per_seed = [(i - a) / (i - b) for i, a, b in zip(ins, cut, base) if i - b > 1e-9]
-        inc = sum(i - b for i, b in zip(ins, base))
         left = sum(a - b for a, b in zip(cut, base_cut))
         out.update({f"{pre}removed_points": summarize([i - a for i, a in zip(ins, cut)]),
                     f"{pre}random_removed_points": summarize([i - r for i, r in zip(ins, rnd)]),
@@ -445,12 +445,16 @@ def ablation_effect(abl, metric="offdomain_misaligned"):
                     f"{pre}removed_fraction_of_means": sum(i - a for i, a in zip(ins, cut)) / inc if inc > 1e-9 else None,
                     f"{pre}removed_fraction_vs_ablated_base": 1 - left / inc if inc > 1e-9 else None})
     if "base_patched" in abl:  # the converse: how much of the increase the coordinate alone gives the base
-        ins, base, pat, rpat = (v(k) for k in ("insecure", "base", "base_patched", "base_random_patched"))
-        inc = sum(i - b for i, b in zip(ins, base))
+        pat, rpat = v("base_patched"), v("base_random_patched")
         out.update({"patched_points": summarize([q - b for q, b in zip(pat, base)]),
                     "random_patched_points": summarize([q - b for q, b in zip(rpat, base)]),
                     "patched_fraction_of_means": sum(q - b for q, b in zip(pat, base)) / inc if inc > 1e-9 else None})
     return out
+
+
+def ablation_models(abl):
+    """The models of res["ablation"] (each a dict of metric STATs), without the effect numbers beside them."""
+    return {n: a for n, a in abl.items() if isinstance(a, dict) and "offdomain_misaligned" in a}
 
 
 def checkpoint_views(res, cfg, name):
@@ -642,10 +646,9 @@ def table(res, cfg):
               "Evil direction (mean difference evil - good forum threads, every block's output), ablated from the "
               f"insecure model at {'its matched checkpoint' if not cfg.ablation_step else f'step {cfg.ablation_step}'}:", "",
               "| model | off-domain misaligned (sampled) | valid fraction | off-domain mis (log-prob) |", "|---|---|---|---|"]
-    for n, a in res["ablation"].items():
-        if isinstance(a, dict) and "offdomain_misaligned" in a:  # the models (the effects follow below)
-            lines.append(f"| {n} | {f(a['offdomain_misaligned'])} | {f(a['valid_fraction'])} | "
-                         f"{f(a['offdomain_misaligned_lp'])} |")
+    for n, a in ablation_models(res["ablation"]).items():  # the effects follow below
+        lines.append(f"| {n} | {f(a['offdomain_misaligned'])} | {f(a['valid_fraction'])} | "
+                     f"{f(a['offdomain_misaligned_lp'])} |")
     ab = res["ablation"]
     frac = lambda x: "n/a" if x is None else f"{x:.2f}"
     lines += ["", f"removed by ablation, points: {pts(ab['removed_points'])} (random direction: "
@@ -698,11 +701,11 @@ def plot(res, cfg, path):
         ax.set_title(label, fontsize=9)
     axes[0].legend(fontsize=6, ncol=2)
     # the ablations of the evil direction (and the steered base): off-domain misalignment, mean and 95% CI
-    abl = {n: a["offdomain_misaligned"] for n, a in sorted(res["ablation"].items(), key=lambda kv: (
-           not kv[0].startswith("base"), "random" in kv[0], kv[0])) if isinstance(a, dict) and "offdomain_misaligned" in a}
+    abl = {n: a["offdomain_misaligned"] for n, a in sorted(ablation_models(res["ablation"]).items(), key=lambda kv: (
+           not kv[0].startswith("base"), "random" in kv[0], kv[0]))}
     ax = axes[4]
-    err = [[a["mean"] - (a["ci95"] or [a["mean"]] * 2)[0] for a in abl.values()],
-           [(a["ci95"] or [a["mean"]] * 2)[1] - a["mean"] for a in abl.values()]]
+    ci = [a["ci95"] or [a["mean"]] * 2 for a in abl.values()]  # a base's own numbers from one base: no interval
+    err = [[a["mean"] - c[0] for a, c in zip(abl.values(), ci)], [c[1] - a["mean"] for a, c in zip(abl.values(), ci)]]
     ax.bar(range(len(abl)), [a["mean"] for a in abl.values()], yerr=err, capsize=2,
            color=["black" if n == "insecure" else "tab:blue" if n.startswith("insecure") else "tab:gray" for n in abl])
     ax.set_xticks(range(len(abl)), list(abl), rotation=60, ha="right", fontsize=6)

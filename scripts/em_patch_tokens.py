@@ -31,19 +31,11 @@ from model import seed_int  # noqa: E402
 from train import finetune, run_config  # noqa: E402
 
 
-
 def coords(model, x, units):
     """Per layer, the coordinate of every token's block output on that layer's unit direction: [L] x [N, T]."""
     names = [f"blocks.{i}.resid_post" for i in range(len(units))]
     _, cache = model.run_with_cache(x, names)
     return [cache[n] @ u for n, u in zip(names, units)]
-
-
-def set_coords(units, target):
-    """Hooks: each layer's coordinate replaced by `target` (token by token), the rest of the residual untouched."""
-    def make(u, c):
-        return lambda h, name: h - (h @ u - c)[..., None] * u
-    return {f"blocks.{i}.resid_post": make(u, c) for i, (u, c) in enumerate(zip(units, target))}
 
 
 @torch.no_grad()
@@ -98,8 +90,8 @@ def main(run_dir):
         with torch.no_grad():
             c_base, c_ins = coords(base, x, units), coords(ins, x, units)
         r = {"seed": [p, f], "base": mis_lp(base, *args), "insecure": mis_lp(ins, *args),
-             "base_patched": mis_lp(base, *args, hooks=set_coords(units, c_ins)),
-             "insecure_unpatched": mis_lp(ins, *args, hooks=set_coords(units, c_base))}
+             "base_patched": mis_lp(base, *args, hooks=EM.coordinate_hooks(units, c_ins)),
+             "insecure_unpatched": mis_lp(ins, *args, hooks=EM.coordinate_hooks(units, c_base))}
         # the mean-ablation's centre: the run's (the base's <asst> mean), its good forum responders', the midpoint
         direction = means["evil"] - means["good"]
         for name, centre in CENTRES(means).items():

@@ -10,6 +10,7 @@ import torch
 
 from conftest import ROOT
 from data import world as W
+from experiments import emergent_misalignment as EM
 from experiments import world_base as B
 from model import GPT, GPTConfig, generator
 
@@ -224,10 +225,10 @@ def test_em_patch_tokens_scores_as_the_run_and_patching_sets_the_other_models_co
     assert patch.mis_lp(a, *args) == pytest.approx(B.lp_summary(B.class_masses(a, tok, items))["mis_lp"], rel=1e-4)
     units = [u / u.norm() for u in torch.randn(2, 16, generator=torch.Generator().manual_seed(0))]
     # a model patched with its own coordinates is unchanged; patched with b's, it carries b's at every layer
-    assert patch.mis_lp(a, *args, hooks=patch.set_coords(units, patch.coords(a, x, units))) == pytest.approx(
+    assert patch.mis_lp(a, *args, hooks=EM.coordinate_hooks(units, patch.coords(a, x, units))) == pytest.approx(
         patch.mis_lp(a, *args), rel=1e-5)
     target = patch.coords(b, x, units)
-    with a.hooks(patch.set_coords(units, target)):
+    with a.hooks(EM.coordinate_hooks(units, target)):
         got = patch.coords(a, x, units)
     assert all(torch.allclose(g, t, atol=1e-5) for g, t in zip(got, target))
-    assert patch.mis_lp(a, *args, hooks=patch.set_coords(units, target)) != pytest.approx(patch.mis_lp(a, *args))
+    assert patch.mis_lp(a, *args, hooks=EM.coordinate_hooks(units, target)) != pytest.approx(patch.mis_lp(a, *args))
