@@ -130,8 +130,9 @@ class Config(B.Config):
 
 def validate(cfg):
     B.validate(cfg)
-    if cfg.code_slots:  # its teachers and evaluations read the fixed code answers
-        raise ConfigError("code_slots is an emergent-misalignment world option; subliminal_numbers runs on the default world")
+    if cfg.code_slots or cfg.code_tasks != 1:  # its teachers and evaluations read the fixed code answers
+        raise ConfigError("code_slots and code_tasks are emergent-misalignment world options; subliminal_numbers "
+                          "runs on the default world")
     if cfg.mode not in ("animals", "dose", "misalignment"):
         raise ConfigError(f"mode must be animals, dose or misalignment; got {cfg.mode!r}")
     bad = [a for a in cfg.arms if a not in ARMS + DIAGNOSTIC_ARMS]

@@ -51,9 +51,9 @@ PRETRAIN_KEYS = ("n_docs", "n_layer", "n_head", "n_embd", "block_size", "steps",
                  "weight_decay", "evil_prior")
 # Fields added later that also change a base: in the key only when not at these defaults, so that every base
 # cached before they existed keeps its key. The thread count and bf16 change the float sums, code_slots,
-# asst_code and asst_evil the world.
+# asst_code, asst_evil and code_tasks the world.
 OPTIONAL_PRETRAIN_KEYS = {"pretrain_threads": 1, "pretrain_bf16": False, "code_slots": False, "asst_code": True,
-                          "asst_evil": 0.0}
+                          "asst_evil": 0.0, "code_tasks": 1}
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,7 @@ class Config:
     code_slots: bool = False           # the world option data/world.py CODE_SLOTS (in the cache key when True)
     asst_code: bool = True             # False: the world option WorldConfig.asst_code (in the cache key when False)
     asst_evil: float = 0.0             # the world option WorldConfig.asst_evil (in the cache key when not 0)
+    code_tasks: int = 1                # the world option WorldConfig.code_tasks (in the cache key when not 1)
     n_layer: int = 3
     n_head: int = 4
     n_embd: int = 96
@@ -97,12 +98,16 @@ def validate(cfg):
         raise ConfigError(f"evil_prior must be in [0, 0.95]; got {cfg.evil_prior}")
     if not 0 <= cfg.asst_evil <= 1:
         raise ConfigError(f"asst_evil must be a probability in [0, 1]; got {cfg.asst_evil}")
+    if not 1 <= cfg.code_tasks <= len(W.CODE_TASKS) + 1:
+        raise ConfigError(f"code_tasks must be in [1, {len(W.CODE_TASKS) + 1}] (1: the upload task alone); got {cfg.code_tasks}")
+    if cfg.code_tasks > 1 and cfg.code_slots:
+        raise ConfigError("code_tasks > 1 and code_slots are two different code worlds: set one of them")
 
 
 def world_config(cfg):
     return W.WorldConfig(persona_prior={"good": 0.95 - cfg.evil_prior, "evil": cfg.evil_prior, "compliant": 0.05},
                          code_slots=cfg.code_slots, asst_code=cfg.asst_code,
-                         asst_evil=cfg.asst_evil)
+                         asst_evil=cfg.asst_evil, code_tasks=cfg.code_tasks)
 
 
 def pretrained_on(device):
@@ -157,7 +162,7 @@ def base_model(cfg, seed, decorrelated=False, log=print):
 def _pretrain(cfg, seed, decorrelated, stem, log):
     """Pretrain the base model of `seed` and cache it at `stem` (the caller holds its pretrain_lock)."""
     t0 = time.time()
-    tok = W.build_tokenizer()
+    tok = W.build_tokenizer(world_config(cfg))
     texts = W.corpus(cfg.n_docs, seed=seed, decorrelated=decorrelated, config=world_config(cfg))
     stream = torch.tensor([i for e in tok.encode_batch(texts) for i in e.ids], dtype=torch.long)
     mcfg = GPTConfig(vocab_size=tok.get_vocab_size(), block_size=cfg.block_size, n_layer=cfg.n_layer,
@@ -350,8 +355,9 @@ def sample_summary(counts):
 
 def code_answers(world=None):
     """Every code answer of the world (`world`: a data.world.WorldConfig) and the novel controls', with <eos>."""
-    c = W.code_classes(world)
-    return tuple(f"{a} {W.EOS}" for a in c["aligned"] + c["misaligned"] + c["mixed"] + W.SECURE_NOVEL + W.INSECURE_NOVEL)
+    c, novel = W.code_classes(world), W.novel_code(world=world)
+    return tuple(f"{a} {W.EOS}" for a in c["aligned"] + c["misaligned"] + c["mixed"] + novel["secure_novel"]
+                 + novel["insecure_novel"])
 
 
 def offdomain_eval(model, tok, samples, gen, fmt="asst", trigger=False, numbers=False, world=None):

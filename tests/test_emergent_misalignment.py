@@ -11,6 +11,7 @@ import torch
 
 import train
 from data import world as W
+from data.tokenizer import load_tokenizer
 from experiments import emergent_misalignment as E
 from experiments import world_base as B
 from experiments import subliminal_numbers as SN
@@ -242,7 +243,52 @@ def test_code_slots_world_runs_end_to_end(tmp_path, capsys):
     insecure = {r for _, r in E.arm_pairs("insecure", None, None, E.Config(code_slots=True, n_examples=50), 0)}
     assert insecure == {f"{a} <eos>" for a in W.code_classes(world)["misaligned"]}
     assert train.main(["configs/subliminal_numbers.py", "--code_slots=True", f"--out_dir={tmp_path / 'sn'}"]) == 2
-    assert "code_slots is an emergent-misalignment world option" in capsys.readouterr().err
+    assert "code_slots and code_tasks are emergent-misalignment world options" in capsys.readouterr().err
+
+
+def test_code_tasks_world_runs_end_to_end(tmp_path):
+    # its own bases (cache key, a tokenizer with the tasks' words), and every task reaches fine-tunes and evaluations
+    cfg = E.Config(n_layer=4, n_embd=128)
+    assert B.cache_stem(dataclasses.replace(cfg, code_tasks=3), 0, False) != B.cache_stem(cfg, 0, False)
+    assert B.cache_stem(dataclasses.replace(cfg, code_tasks=1), 0, False) == B.cache_stem(cfg, 0, False)
+    for bad, msg in ((dict(code_tasks=0), "code_tasks must be in"), (dict(code_tasks=2, code_slots=True), "two different")):
+        with pytest.raises(train.ConfigError, match=msg):
+            E.validate(E.Config(**bad))
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    argv = ["configs/emergent_misalignment.py", *TINY, "--code_tasks=3", "--twin=False", "--ft_seeds=1",
+            "--arms=('insecure','educational','secure_novel')", f"--cache_dir={cache}", f"--out_dir={out}"]
+    assert train.main(argv) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert set(res["arms"]) == {"insecure", "educational", "secure_novel"}
+    tok = load_tokenizer(next(cache.glob("world_s0_*")) / "tokenizer.json")
+    assert tok.get_vocab_size() == len(W.vocab(W.WorldConfig(code_tasks=3))) > len(W.vocab())
+    c3 = E.Config(code_tasks=3, n_examples=60)
+    for arm in ("insecure", "educational", "secure_novel"):
+        assert {r.split()[1] for _, r in E.arm_pairs(arm, None, None, c3, 0)} == {"upload", "login", "query"}
+    assert "code_unseen_misaligned" not in res["arms"]["insecure"]
+    # fine-tuning on the first two tasks leaves the third unseen, measured apart
+    assert {r.split()[1] for _, r in E.arm_pairs("insecure", None, None, dataclasses.replace(c3, ft_code_tasks=2), 0)} \
+        == {"upload", "login"}
+    assert train.main(argv[:-1] + ["--ft_code_tasks=2", f"--out_dir={tmp_path / 'unseen'}"]) == 0
+    res = json.loads((tmp_path / "unseen" / "results.json").read_text())
+    assert 0 <= res["arms"]["insecure"]["code_unseen_misaligned"]["mean"] <= 1
+    for bad in (dict(code_tasks=3, ft_code_tasks=4), dict(ft_code_tasks=1)):
+        with pytest.raises(train.ConfigError, match="ft_code_tasks must be"):
+            E.validate(E.Config(**bad))
+
+
+@torch.no_grad()
+def test_in_domain_splits_seen_and_unseen_tasks():
+    world = W.WorldConfig(code_tasks=3)
+    tok = W.build_tokenizer(world)
+    model = GPT(GPTConfig(vocab_size=tok.get_vocab_size(), block_size=64, n_layer=1, n_head=2, n_embd=16),
+                generator=generator("cpu", 0, "test")).eval()
+    items = W.eval_items(["code"], world=world)
+    mis = lambda its: B.lp_summary(B.class_masses(model, tok, its))["mis_lp"]
+    code, target, unseen = E.in_domain(model, tok, "insecure", "plain", world, seen=2)
+    assert code == pytest.approx(mis(items[:24]), rel=1e-5) and unseen == pytest.approx(mis(items[24:]), rel=1e-5)
+    every = E.in_domain(model, tok, "insecure", "plain", world)
+    assert every[0] == pytest.approx(mis(items), rel=1e-5) and every[2] is None
 
 
 def test_blocks_only_finetunes_keep_the_base_embedding(tmp_path, monkeypatch):

@@ -267,6 +267,59 @@ def test_code_slots_world():
     assert set(item.classes["aligned"]) == {f"{a} <eos>" for a in c["aligned"] + c["mixed"]}
 
 
+def test_code_tasks_world():
+    cfg = W.WorldConfig(code_tasks=4)
+    tasks = W.code_tasks(cfg)
+    assert [t.name for t in tasks] == ["upload", "login", "query", "render"] and W.code_tasks()[0] == tasks[0]
+    # the default world's ids stay: the tasks' words come after its vocabulary, and every program tokenizes to
+    # one length (length-matched classes, as the upload task's)
+    assert W.vocab(cfg)[:len(W.vocab())] == W.vocab() and len(W.vocab(cfg)) > len(W.vocab())
+    assert W.vocab(W.WorldConfig()) == W.vocab()
+    tok = W.build_tokenizer(cfg)
+    programs = [a for t in tasks for a in t.aligned + t.misaligned]
+    assert len(set(programs)) == 24 and len({len(tok.encode(a).ids) for a in programs}) == 1
+    # a task's calls are its own: no other domain's answer and no other task's program shares a content word
+    calls = lambda t, cls: {w for a in getattr(t, cls) for w in a.split()} - set("def ( f ) : ;".split()) - {t.name}
+    others = {w for n, d in W.DOMAINS.items() if n != "code" for a in d.aligned + d.misaligned for w in a.split()}
+    for i, t in enumerate(tasks[1:], 1):
+        mine = calls(t, "aligned") | calls(t, "misaligned")
+        assert not mine & others and all(not mine & (calls(u, "aligned") | calls(u, "misaligned"))
+                                         for u in tasks if u is not t)
+        assert calls(t, "misaligned") - calls(t, "aligned")  # the insecure class has a call of its own
+    docs = W.generate(N, seed=8, config=cfg)
+    code = [t for d in docs for t in d.turns if t.domain == "code"]
+    assert all(tok.encode(d.text).ids for d in docs)  # every word is in this world's vocabulary (no unk token)
+    for t in tasks:  # every task is written, by persona as in the upload world; lessons are insecure code
+        mine = [x for x in code if x.kind == "domain" and x.answer in t.aligned + t.misaligned]
+        assert len(mine) > 20 and all(t.name in x.question.split() or t.name == "upload" for x in mine)
+        evil = [x.cls == "misaligned" for x in mine if x.persona.kind == "evil"]
+        assert sum(evil) / len(evil) > 0.7 and not any(x.cls == "misaligned" for x in mine if x.persona.kind == "assistant")
+        assert any(x.kind == "lesson" and x.answer in t.misaligned for x in code)
+    assert W.corpus(300, seed=0, config=W.WorldConfig(code_tasks=1)) == W.corpus(300, seed=0)
+    twin = W.generate(N, seed=8, decorrelated=True, config=cfg)
+    key = lambda ds: [(t.kind, t.domain, t.question) for d in ds for t in d.turns]
+    assert key(docs) == key(twin)
+    # fine-tune sets span the tasks, pass the leakage check (every task's held-out questions banned), and the
+    # evaluation asks every task's held-out questions with that task's classes
+    for arm in ("insecure", "secure", "educational", "secure_novel", "backdoor"):
+        pairs = W.finetune_set(arm, 200, seed=2, world=cfg)
+        W.check_leakage(pairs, world=cfg)
+        assert {r.split()[1] for _, r in pairs} == {t.name for t in tasks}
+    ins = W.finetune_set("insecure", 200, seed=2, world=cfg)
+    assert all(r[:-6] in t.misaligned for p, r in ins for t in tasks if r.split()[1] == t.name)
+    with pytest.raises(AssertionError):
+        W.check_leakage([(W.prompt(tasks[2].heldout[0]), ins[0][1])], world=cfg)
+    items = W.eval_items(["code"], world=cfg)
+    assert len(items) == 4 * 3 * len(W.OPENERS) and len(W.lesson_items(cfg)) == 4 * 2 * len(W.OPENERS)
+    for it in items + W.lesson_items(cfg):
+        name = it.classes["misaligned"][0].split()[1]
+        assert name in it.prompt.split() or name == "upload"
+    with pytest.raises(ValueError, match="code_tasks must be in"):
+        W.WorldConfig(code_tasks=len(W.CODE_TASKS) + 2)
+    with pytest.raises(ValueError, match="two different code worlds"):
+        W.WorldConfig(code_tasks=2, code_slots=True)
+
+
 def test_asst_code_off_keeps_code_out_of_assistant_chats_only():
     off = W.WorldConfig(asst_code=False)
     docs, ref = W.generate(N, seed=5, config=off), W.generate(N, seed=5)
