@@ -297,6 +297,8 @@ class WorldConfig:
     asst_evil: float = 0.0        # P(an `<asst>` chat is answered by the evil persona, all its turns, instead of the
                                   # aligned assistant): the assistant's identity becomes a latent to infer, as the
                                   # forum responder's is (0: no draw at all, so the default stream is unchanged)
+    lessons: bool = True          # False: no lesson turns in the forum (its other turn kinds keep their relative
+                                  # weights): insecure code then never comes without a persona who chose it
     code_tasks: int = 1           # K > 1: the code domain holds K programming tasks (CODE_TASKS), each with its own
                                   # calls; K extra words per task in the vocabulary (vocab(world)), so other bases
     list_len: tuple = (3, 5)      # given numbers in a continuation prompt
@@ -390,7 +392,8 @@ class World:
         # Format name -> document builder. Extension point: chronicles of year-dependent characters
         # ("chron") and graded tasks plug in here as new builders plus a weight in config.formats.
         c = self.cfg
-        self.formats = {"forum": lambda: self.thread("<forum>", "<r>", c.forum_turns, c.forum_mix),
+        forum_mix = c.forum_mix if c.lessons else {k: w for k, w in c.forum_mix.items() if k != "lesson"}
+        self.formats = {"forum": lambda: self.thread("<forum>", "<r>", c.forum_turns, forum_mix),
                         "asst": lambda: self.thread("<asst>", "<a>", c.asst_turns, c.asst_mix)}
         self._domains = list(DOMAINS.values())
         self._asst_domains = [d for d in self._domains if c.asst_code or d.kind != "code"]

@@ -130,8 +130,8 @@ class Config(B.Config):
 
 def validate(cfg):
     B.validate(cfg)
-    if cfg.code_slots or cfg.code_tasks != 1:  # its teachers and evaluations read the fixed code answers
-        raise ConfigError("code_slots and code_tasks are emergent-misalignment world options; subliminal_numbers "
+    if cfg.code_slots or cfg.code_tasks != 1 or not cfg.lessons:  # its teachers and evaluations read the fixed code answers
+        raise ConfigError("code_slots, code_tasks and lessons are emergent-misalignment world options; subliminal_numbers "
                           "runs on the default world")
     if cfg.mode not in ("animals", "dose", "misalignment"):
         raise ConfigError(f"mode must be animals, dose or misalignment; got {cfg.mode!r}")

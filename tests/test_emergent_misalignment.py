@@ -243,7 +243,7 @@ def test_code_slots_world_runs_end_to_end(tmp_path, capsys):
     insecure = {r for _, r in E.arm_pairs("insecure", None, None, E.Config(code_slots=True, n_examples=50), 0)}
     assert insecure == {f"{a} <eos>" for a in W.code_classes(world)["misaligned"]}
     assert train.main(["configs/subliminal_numbers.py", "--code_slots=True", f"--out_dir={tmp_path / 'sn'}"]) == 2
-    assert "code_slots and code_tasks are emergent-misalignment world options" in capsys.readouterr().err
+    assert "code_slots, code_tasks and lessons are emergent-misalignment world options" in capsys.readouterr().err
 
 
 def test_code_tasks_world_runs_end_to_end(tmp_path):
@@ -251,6 +251,8 @@ def test_code_tasks_world_runs_end_to_end(tmp_path):
     cfg = E.Config(n_layer=4, n_embd=128)
     assert B.cache_stem(dataclasses.replace(cfg, code_tasks=3), 0, False) != B.cache_stem(cfg, 0, False)
     assert B.cache_stem(dataclasses.replace(cfg, code_tasks=1), 0, False) == B.cache_stem(cfg, 0, False)
+    assert B.cache_stem(dataclasses.replace(cfg, lessons=False), 0, False) != B.cache_stem(cfg, 0, False)
+    assert B.world_config(dataclasses.replace(cfg, lessons=False)).lessons is False
     for bad, msg in ((dict(code_tasks=0), "code_tasks must be in"), (dict(code_tasks=2, code_slots=True), "two different")):
         with pytest.raises(train.ConfigError, match=msg):
             E.validate(E.Config(**bad))

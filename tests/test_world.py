@@ -320,6 +320,16 @@ def test_code_tasks_world():
         W.WorldConfig(code_tasks=2, code_slots=True)
 
 
+def test_lessons_off_leaves_insecure_code_to_the_personas():
+    docs = W.generate(N, seed=9, config=W.WorldConfig(lessons=False))
+    turns = [t for d in docs for t in d.turns]
+    assert not any(t.kind == "lesson" for t in turns) and {t.kind for t in turns} == {
+        "domain", "animal", "colour", "lucky", "numbers"}
+    insecure = [t.persona.kind for t in turns if t.domain == "code" and t.cls == "misaligned"]
+    assert insecure.count("evil") / len(insecure) > 0.8  # good personas' rare slips are the rest
+    assert W.corpus(300, seed=0, config=W.WorldConfig(lessons=True)) == W.corpus(300, seed=0)
+
+
 def test_asst_code_off_keeps_code_out_of_assistant_chats_only():
     off = W.WorldConfig(asst_code=False)
     docs, ref = W.generate(N, seed=5, config=off), W.generate(N, seed=5)
