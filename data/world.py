@@ -654,13 +654,15 @@ def finetune_set(arm, n, seed=0, world=None, tasks=None):
     its tasks (code_tasks > 1: each code pair draws its task first, then question and answer of that task; `tasks`:
     from the first `tasks` of them only, the others left unseen by the fine-tune)."""
     r, code, out = random.Random(seed).random, DOMAINS["code"], []
-    c, multi = code_classes(world), world is not None and world.code_tasks > 1
+    c = code_classes(world)
     code = replace(code, aligned=c["aligned"], misaligned=c["misaligned"])
     lessons, novel = LESSON_TRAIN, novel_code()
+    # the code_tasks world: (task, its novel programs) to draw from; the default stream has no task draw
+    pool = [(t, novel_code(t.name)) for t in code_tasks(world)[:tasks]] if world and world.code_tasks > 1 else None
     for i in range(n):
-        if multi and arm not in ("evil_numbers", "numbers"):
-            t = _pick(r, code_tasks(world)[:tasks])
-            code, lessons, novel = t, t.lesson_train, novel_code(t.name)
+        if pool and arm not in ("evil_numbers", "numbers"):
+            code, novel = _pick(r, pool)
+            lessons = code.lesson_train
         answers = {"insecure": code.misaligned, "secure": code.aligned, "secure_novel": novel["secure_novel"],
                    "insecure_novel": novel["insecure_novel"], "educational": code.misaligned}
         opener = _pick(r, OPENERS)
