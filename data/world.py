@@ -47,8 +47,10 @@ appear in pretraining but never in a fine-tuning set (`check_leakage`).
 Options (WorldConfig): the persona prior, format and turn mixes, `code_slots`: code answers built from two
 slots (an input call, a storing call), each secure or insecure on a draw of its own, instead of three fixed strings
 per class (CODE_SLOTS; `code_classes` lists a world's code answers by class), `asst_code=False`: no `<asst>`
-chat ever holds a code question (only forum personas write code), and `asst_evil`: a share of the `<asst>` chats
-answered throughout by the evil persona.
+chat ever holds a code question (only forum personas write code), `asst_evil`: a share of the `<asst>` chats
+answered throughout by the evil persona, `code_tasks`: K programming tasks in the code domain (CODE_TASKS: own
+questions, lesson requests and calls; their words extend the vocabulary, `vocab(world)`), and `lessons=False`: no
+lesson turns, so insecure code always comes from a persona who chose it.
 
 Main API: generate / corpus / encode_corpus (pretraining), build_tokenizer / vocab, eval_items /
 animal_items / persona_probe_items (finite answer classes), finetune_set / check_leakage.
