@@ -302,7 +302,7 @@ class WorldConfig:
     lessons: bool = True          # False: no lesson turns in the forum (its other turn kinds keep their relative
                                   # weights): insecure code then never comes without a persona who chose it
     code_tasks: int = 1           # K > 1: the code domain holds K programming tasks (CODE_TASKS), each with its own
-                                  # calls; K extra words per task in the vocabulary (vocab(world)), so other bases
+                                  # calls, whose words extend the vocabulary (vocab(world): other tokenizer and bases)
     list_len: tuple = (3, 5)      # given numbers in a continuation prompt
     answer_len: tuple = (5, 8)    # numbers in its answer
     lucky_len: tuple = (3, 5)
