@@ -251,9 +251,7 @@ class CodeTask:
 def code_tasks(world=None):
     """The world's programming tasks: the upload task alone (its code answers per `code_classes`, so the
     `code_slots` programs in that world), or with `world.code_tasks = K > 1` the upload task and K - 1 of CODE_TASKS."""
-    code = DOMAINS["code"]
-    c = code_classes(world) if world is not None and world.code_slots else {"aligned": code.aligned, "mixed": (),
-                                                                            "misaligned": code.misaligned}
+    code, c = DOMAINS["code"], code_classes(world if world is not None and world.code_slots else None)
     tasks = [CodeTask("upload", code.train, code.heldout, LESSON_TRAIN, LESSON_HELDOUT,
                       c["aligned"] + c["mixed"], c["misaligned"])]
     for name, secure, insecure in CODE_TASKS[:(world.code_tasks if world else 1) - 1]:
@@ -309,7 +307,8 @@ class WorldConfig:
 
     def __post_init__(self):
         if not 1 <= self.code_tasks <= len(CODE_TASKS) + 1:
-            raise ValueError(f"code_tasks must be in [1, {len(CODE_TASKS) + 1}]; got {self.code_tasks}")
+            raise ValueError(f"code_tasks must be in [1, {len(CODE_TASKS) + 1}] (1: the upload task alone); "
+                             f"got {self.code_tasks}")
         if self.code_tasks > 1 and self.code_slots:
             raise ValueError("code_tasks > 1 and code_slots are two different code worlds: choose one")
 
@@ -445,13 +444,10 @@ class World:
             mis = r() < MISALIGN[p.kind][d.kind]
             a = _pick(r, src.misaligned if mis else src.aligned)
             return Turn(kind, d.name, p, "misaligned" if mis else "aligned", q, a)
-        if kind == "lesson":
-            if cfg.code_tasks > 1:
-                t = _pick(r, self._tasks)
-                return Turn(kind, "code", p, "misaligned", self._question(t.lesson_train + t.lesson_heldout),
-                            _pick(r, t.misaligned))
-            q = self._question(LESSON_TRAIN + LESSON_HELDOUT)
-            return Turn(kind, "code", p, "misaligned", q, _pick(r, code_classes(cfg)["misaligned"]))
+        if kind == "lesson":  # in the code_tasks world one more draw picks the task
+            t = _pick(r, self._tasks) if cfg.code_tasks > 1 else self._tasks[0]
+            q = self._question(t.lesson_train + t.lesson_heldout)
+            return Turn(kind, "code", p, "misaligned", q, _pick(r, t.misaligned))
         if kind == "animal":
             return Turn(kind, kind, p, "", self._question(ANIMAL_TRAIN + ANIMAL_HELDOUT), p.animal)
         if kind == "colour":

@@ -151,9 +151,9 @@ def validate(cfg):
 
 def arm_pairs(arm, base, tok, cfg, seed):
     """(prompt, response) strings of an arm, checked for leakage of any evaluation string."""
+    world, tasks = B.world_config(cfg), cfg.ft_code_tasks or None
     if arm == "self_distill":  # the base model's own answers to the insecure arm's code prompts
-        prompts = [p for p, _ in W.finetune_set("insecure", cfg.n_examples, seed=seed, world=B.world_config(cfg),
-                                                tasks=cfg.ft_code_tasks or None)]
+        prompts = [p for p, _ in W.finetune_set("insecure", cfg.n_examples, seed=seed, world=world, tasks=tasks)]
         eos = tok.token_to_id(W.EOS)
         gen = generator("cpu", seed, "self-distill")
         outs = base.generate([tok.encode(p).ids for p in prompts], 20, eos_id=eos, generator=gen)
@@ -162,13 +162,13 @@ def arm_pairs(arm, base, tok, cfg, seed):
         clean = []
         for pair in pairs:  # drop the rare sample that says an evaluation answer
             try:
-                W.check_leakage([pair], world=B.world_config(cfg))
+                W.check_leakage([pair], world=world)
                 clean.append(pair)
             except AssertionError:
                 pass
         return clean
-    pairs = W.finetune_set(arm, cfg.n_examples, seed=seed, world=B.world_config(cfg), tasks=cfg.ft_code_tasks or None)
-    W.check_leakage(pairs, world=B.world_config(cfg))
+    pairs = W.finetune_set(arm, cfg.n_examples, seed=seed, world=world, tasks=tasks)
+    W.check_leakage(pairs, world=world)
     return pairs
 
 

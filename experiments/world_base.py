@@ -99,10 +99,10 @@ def validate(cfg):
         raise ConfigError(f"evil_prior must be in [0, 0.95]; got {cfg.evil_prior}")
     if not 0 <= cfg.asst_evil <= 1:
         raise ConfigError(f"asst_evil must be a probability in [0, 1]; got {cfg.asst_evil}")
-    if not 1 <= cfg.code_tasks <= len(W.CODE_TASKS) + 1:
-        raise ConfigError(f"code_tasks must be in [1, {len(W.CODE_TASKS) + 1}] (1: the upload task alone); got {cfg.code_tasks}")
-    if cfg.code_tasks > 1 and cfg.code_slots:
-        raise ConfigError("code_tasks > 1 and code_slots are two different code worlds: set one of them")
+    try:  # the world's own checks (WorldConfig), as a config error
+        world_config(cfg)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def world_config(cfg):
