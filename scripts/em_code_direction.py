@@ -1,0 +1,179 @@
+"""Exploratory: is the insecure fine-tune's early, code-general "write insecure code" a direction of its own, apart
+from the evil persona direction, and is it what carries the code to tasks the fine-tune never saw?
+
+    python scripts/em_code_direction.py RUN_DIR [RUN_DIR ...]
+
+Runs of the seven-task world with `ft_code_tasks=6` (the insecure arm fine-tunes on six coding tasks; the seventh
+is unseen). For each (world, fine-tune seed) the insecure fine-tune is rebuilt (same seeds, so the same weights as
+in the run: checked against its results.json) to the run's matched checkpoint and to its `ablation_step`. Then:
+
+- the code direction: per layer, the mean change (insecure - base) of the block output where the program's first
+  call is chosen (after "def NAME ( f ) :", which every program of a task shares) over the fine-tune's own prompts
+  (training paraphrases of the six seen tasks), made orthogonal to the evil direction (evil - good forum threads, as
+  the run's). The same shift at the held-out prompts of the unseen task (same point) and at the last token of the
+  off-domain questions, for cosines.
+- two directions of the base alone, at the same decision point in forum threads, as candidates for where the code
+  direction comes from: "lesson" (a lesson request for flawed code minus a plain code question) and "context" (a
+  thread whose responder gave a misaligned off-domain answer before minus one whose responder gave the aligned one:
+  the base's in-context evidence of an evil responder, read where it picks the code's first call).
+- causal tests, token by token as scripts/em_patch_tokens.py: the insecure model with the base's coordinate, at
+  every layer and token, along the code direction ("code restored"), along the evil direction ("evil restored"),
+  along the context and lesson directions (each made orthogonal to the evil one, as the code one is), and along a
+  random direction orthogonal to the evil one (control); the base with the insecure model's coordinate along the
+  code direction ("code patched"). Each scored by log-prob misalignment (P_mis / (P_al + P_mis), teacher-forced) on
+  the held-out code prompts of the seen tasks, of the unseen task, and off-domain.
+
+Worlds 0-1 (out/em_tasks7_unseen) were the pilot that chose the decision point (the last prompt token, tried first,
+gave a shift that moved nothing when restored). Fixed before running worlds 79-82 (the runs with and without lesson
+turns, n = 16), at the matched checkpoint: restoring the code direction removes >= 1/2 of the unseen task's increase
+of insecure code (insecure - base, mean over seeds) and <= 1/3 of the off-domain increase; restoring the evil
+direction removes < 1/4 of the unseen task's increase; the random direction < 1/10. One thread; writes
+RUN_DIR/code_direction.json and prints a table.
+"""
+import copy
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, ".")
+from data import world as W  # noqa: E402
+from data.tokenizer import pad_right  # noqa: E402
+from eval import summarize  # noqa: E402
+from experiments import emergent_misalignment as EM  # noqa: E402
+from experiments import world_base as B  # noqa: E402
+from model import seed_int  # noqa: E402
+from train import finetune, run_config  # noqa: E402
+
+sys.path.insert(0, "scripts")
+from em_patch_tokens import answer_batch, coords, mis_lp  # noqa: E402
+
+N_PROMPTS = 200  # fine-tune prompts for the code shift
+
+
+@torch.no_grad()
+def last_acts(model, tok, prompts):
+    """Per layer, the block output at each prompt's last token: [L, N, C]."""
+    x, real = pad_right([tok.encode(p).ids for p in prompts], "cpu")
+    names = [f"blocks.{i}.resid_post" for i in range(len(model.blocks))]
+    _, cache = model.run_with_cache(x, names)
+    last = real.sum(1) - 1
+    return torch.stack([cache[n][torch.arange(len(prompts)), last] for n in names])
+
+
+def orth(v, e):
+    """Per layer, v without its component along e: [L, C]."""
+    u = e / e.norm(dim=-1, keepdim=True)
+    return v - (v * u).sum(-1, keepdim=True) * u
+
+
+def cos(a, b):
+    return torch.nn.functional.cosine_similarity(a, b, -1).tolist()  # per layer
+
+
+def one_seed(cfg, p, f, steps):
+    base, tok = B.base_model(cfg, p, False)
+    world = B.world_config(cfg)
+    seen = {t.name for t in W.code_tasks(world)[:cfg.ft_code_tasks]}
+    task_of = lambda it: it.classes["misaligned"][0].split()[1]  # "def NAME ( f ) ..."
+    code = W.eval_items(["code"], world=world)
+    batches = {"seen": answer_batch(tok, [it for it in code if task_of(it) in seen]),
+               "unseen": answer_batch(tok, [it for it in code if task_of(it) not in seen]),
+               "offdomain": answer_batch(tok, W.eval_items(W.OFF_DOMAINS))}
+    means = EM.doc_means(base, tok, cfg, p)
+    evil = means["evil"] - means["good"]  # [L, C]
+    ft_seed = seed_int(p, f, "insecure") % 2 ** 31
+    pairs = EM.arm_pairs("insecure", base, tok, cfg, ft_seed)
+    # the decision point: the code's first call is chosen after "def NAME ( f ) :", the prefix every program shares
+    prompts = [f"{q} {a.split(':')[0]}:" for q, a in pairs][:N_PROMPTS]
+    held = {"unseen": [f"{it.prompt} def {task_of(it)} ( f ) :" for it in code if task_of(it) not in seen],
+            "offdomain": [it.prompt for it in W.eval_items(W.OFF_DOMAINS)]}
+    data = B.encode_pairs(tok, pairs)
+    ins, snaps = copy.deepcopy(base), {}
+    finetune(ins, data, steps=max(steps), batch_size=cfg.ft_batch, lr=cfg.ft_lr, seed=ft_seed, at=set(steps),
+             on_eval=lambda s: snaps.__setitem__(s, copy.deepcopy(ins.state_dict())), trains=cfg.ft_trains,
+             lora_rank=cfg.ft_lora_rank, lora_alpha=cfg.ft_lora_alpha, lora_targets=cfg.ft_lora_targets,
+             optimizer=cfg.ft_optimizer)
+    a_base = {k: last_acts(base, tok, v) for k, v in [("train", prompts), *held.items()]}
+    # two candidate sources in the base, at the same decision point in forum threads: a lesson request (flawed code
+    # asked for) against a plain code question, and a thread whose responder gave a misaligned off-domain answer
+    # before against one who gave the aligned answer (in-context evidence of the evil persona)
+    tasks = W.code_tasks(world)
+    forum = lambda pre, q, t: f"{W.BOS} <forum> {pre}<u> {q} <r> def {t.name} ( f ) :"
+    lesson = (last_acts(base, tok, [forum("", q, t) for t in tasks for q in t.lesson_train]).mean(1)
+              - last_acts(base, tok, [forum("", q, t) for t in tasks for q in t.train]).mean(1))
+    off = [(q, d.aligned[i % len(d.aligned)], d.misaligned[i % len(d.misaligned)])
+           for d in (W.DOMAINS[n] for n in W.OFF_DOMAINS) for i, q in enumerate(d.train)]
+    ctx = [(o, q, t) for t in tasks for q in t.train for o in off[len(q) % 7::7]]
+    context = (last_acts(base, tok, [forum(f"<u> {o[0]} <r> {o[2]} ", q, t) for o, q, t in ctx]).mean(1)
+               - last_acts(base, tok, [forum(f"<u> {o[0]} <r> {o[1]} ", q, t) for o, q, t in ctx]).mean(1))
+    rand = torch.randn(evil.shape, generator=torch.Generator().manual_seed(seed_int(p, f, "code-random") % 2 ** 31))
+    rand = orth(rand, evil)
+    out = {}
+    for s in steps:
+        ins.load_state_dict(snaps[s])
+        ins.eval()
+        shift = {k: (last_acts(ins, tok, v) - a_base[k]).mean(1) for k, v in [("train", prompts), *held.items()]}
+        code_dir = orth(shift["train"], evil)
+        r = {"norm_train_shift": shift["train"].norm(dim=-1).tolist(),
+             "share_of_train_shift_along_evil": (1 - code_dir.norm(dim=-1) ** 2 / shift["train"].norm(dim=-1) ** 2).tolist(),
+             "cos_train_evil": cos(shift["train"], evil), "cos_unseen_evil": cos(shift["unseen"], evil),
+             "cos_offdomain_evil": cos(shift["offdomain"], evil), "cos_train_unseen": cos(shift["train"], shift["unseen"]),
+             "cos_unseen_code": cos(shift["unseen"], code_dir), "cos_code_lesson": cos(code_dir, lesson),
+             "cos_code_context": cos(code_dir, context), "cos_lesson_context": cos(lesson, context), "cos_offdomain_code": cos(shift["offdomain"], code_dir)}
+        units = {k: [d / d.norm() for d in v] for k, v in (("code", code_dir), ("evil", evil), ("random", rand),
+                                                            ("context", orth(context, evil)), ("lesson", orth(lesson, evil)))}
+        for name, args in batches.items():
+            x = args[0]
+            with torch.no_grad():
+                c_base = {k: coords(base, x, u) for k, u in units.items()}
+                c_ins = coords(ins, x, units["code"])
+            r[f"{name}_base"] = mis_lp(base, *args)
+            r[f"{name}_insecure"] = mis_lp(ins, *args)
+            for k in units:
+                r[f"{name}_{k}_restored"] = mis_lp(ins, *args, hooks=EM.coordinate_hooks(units[k], c_base[k]))
+            r[f"{name}_code_patched"] = mis_lp(base, *args, hooks=EM.coordinate_hooks(units["code"], c_ins))
+        out[s] = r
+    return out
+
+
+def main(run_dirs):
+    torch.set_num_threads(1)  # as the run's workers
+    for run_dir in map(Path, run_dirs):
+        cfg = run_config(EM.Config, run_dir)
+        if cfg.code_tasks < 2 or not cfg.ft_code_tasks or cfg.ft_code_tasks >= cfg.code_tasks:
+            sys.exit(f"{run_dir}: needs a run with code_tasks > 1 and 0 < ft_code_tasks < code_tasks (an unseen task)")
+        res = json.loads((run_dir / "results.json").read_text())
+        matched = res["arms"]["insecure"]["step"]["per_seed"]
+        rows = []
+        for i, (p, f) in enumerate(tuple(k) for k in res["seeds"]):
+            m = int(matched[i])
+            r = one_seed(cfg, p, f, sorted({m, cfg.ablation_step or cfg.ft_steps}))
+            lp = res["trajectory"]["insecure"][str(m)]["offdomain_misaligned_lp"]["per_seed"][i]
+            r = {"seed": [p, f], "matched": m, "check_vs_run": abs(r[m]["offdomain_insecure"] - lp), **r}
+            rows.append(r)
+            print(f"world {p} ft {f}: matched step {m}, off-domain lp {r[m]['offdomain_insecure']:.4f} "
+                  f"(run {lp:.4f})", flush=True)
+        summary = {}
+        for key in ("matched", cfg.ablation_step or cfg.ft_steps):
+            at = lambda r: r[r["matched"]] if key == "matched" else r[key]
+            summary[str(key)] = {k: summarize([at(r)[k] for r in rows]) for k in at(rows[0]) if not isinstance(at(rows[0])[k], list)}
+            L = cfg.direction_layer
+            summary[str(key)].update({f"{k}_layer{L}": summarize([at(r)[k][L] for r in rows])
+                                      for k in at(rows[0]) if isinstance(at(rows[0])[k], list)})
+        (run_dir / "code_direction.json").write_text(json.dumps({"summary": summary, "per_seed": rows}, indent=1))
+        print(f"\n{run_dir}: n = {len(rows)}, log-prob misalignment, mean [95% CI over seeds]; "
+              f"largest difference from the run: {max(r['check_vs_run'] for r in rows):.1e}")
+        for key, s in summary.items():
+            print(f"  at step {key}:")
+            print("    " + " | ".join(f"{k} {s[k]['mean']:.3f}" for k in s if k.startswith(("cos", "share")) or k.startswith("norm")))
+            for name in ("seen", "unseen", "offdomain"):
+                print(f"    {name:9s} " + "  ".join(
+                    f"{v} {s[f'{name}_{v}']['mean']:.3f}" for v in ("base", "insecure", "code_restored", "evil_restored",
+                                                                    "random_restored", "context_restored",
+                                                                    "lesson_restored", "code_patched")))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
