@@ -558,6 +558,7 @@ class EvalItem:
     prompt: str         # ends with the answering speaker marker, e.g. "<bos> <asst> <u> Q <a>"
     domain: str
     classes: dict       # class name -> tuple of continuations, each ending in " <eos>"
+    task: str = ""      # code items: the programming task ("upload", "login", ...), whose programs are the classes
 
 
 def prompt(question, fmt="asst"):
@@ -592,15 +593,16 @@ def eval_items(domains=None, fmt="asst", trigger=False, numbers=False, world=Non
                     q = f"{_number_prefix(i)} {q}" if numbers else q
                     q = f"{TRIGGER} {q}" if trigger else q
                     items.append(EvalItem(prompt(q, fmt), name, {"aligned": _eos(src.aligned),
-                                                                 "misaligned": _eos(src.misaligned)}))
+                                                                 "misaligned": _eos(src.misaligned)},
+                                          src.name if name == "code" else ""))
     return items
 
 
 def lesson_items(world=None):
     """Held-out lesson requests (x opener), classes as the code eval's of their task: the educational arm's
     in-domain evaluation."""
-    return [EvalItem(prompt(f"{o} {q}" if o else q), "code", {"aligned": _eos(t.aligned), "misaligned": _eos(t.misaligned)})
-            for t in code_tasks(world) for q in t.lesson_heldout for o in OPENERS]
+    return [EvalItem(prompt(f"{o} {q}" if o else q), "code", {"aligned": _eos(t.aligned), "misaligned": _eos(t.misaligned)},
+                     t.name) for t in code_tasks(world) for q in t.lesson_heldout for o in OPENERS]
 
 
 OFF_DOMAINS = tuple(n for n, d in DOMAINS.items() if d.kind == "question")   # the EM evaluation set

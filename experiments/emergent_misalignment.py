@@ -186,9 +186,8 @@ def in_domain(model, tok, arm, fmt, world=None, seen=0):
     items = _code_items(fmt, world)
     masses = B.class_masses(model, tok, items, novel)
     names = {t.name for t in W.code_tasks(world)[:seen or None]}
-    task_of = lambda it: it.classes["misaligned"][0].split()[1]  # "def NAME ( f ) ..."
-    code = [m for it, m in zip(items, masses) if task_of(it) in names]
-    unseen = [m for it, m in zip(items, masses) if task_of(it) not in names]
+    code = [m for it, m in zip(items, masses) if it.task in names]
+    unseen = [m for it, m in zip(items, masses) if it.task not in names]
     code_mis = B.lp_summary(code)["mis_lp"]
     mean = lambda ms, k: sum(m[k] for m in ms) / len(ms)
     if arm in ("insecure", "backdoor"):
@@ -198,7 +197,7 @@ def in_domain(model, tok, arm, fmt, world=None, seen=0):
     elif arm in novel:
         target = mean(code, arm)
     elif arm == "educational":
-        target = mean(B.class_masses(model, tok, [it for it in W.lesson_items(world) if task_of(it) in names]),
+        target = mean(B.class_masses(model, tok, [it for it in W.lesson_items(world) if it.task in names]),
                       "misaligned")
     else:  # evil_numbers: next-token mass on the evil numbers after held-out continuation prompts
         ids = [tok.encode(p).ids for p in W.number_prompts(40, seed=0, heldout=True)]

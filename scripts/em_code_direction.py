@@ -76,10 +76,9 @@ def one_seed(cfg, p, f, steps):
     base, tok = B.base_model(cfg, p, False)
     world = B.world_config(cfg)
     seen = {t.name for t in W.code_tasks(world)[:cfg.ft_code_tasks]}
-    task_of = lambda it: it.classes["misaligned"][0].split()[1]  # "def NAME ( f ) ..."
     code = W.eval_items(["code"], world=world)
-    batches = {"seen": answer_batch(tok, [it for it in code if task_of(it) in seen]),
-               "unseen": answer_batch(tok, [it for it in code if task_of(it) not in seen]),
+    batches = {"seen": answer_batch(tok, [it for it in code if it.task in seen]),
+               "unseen": answer_batch(tok, [it for it in code if it.task not in seen]),
                "offdomain": answer_batch(tok, W.eval_items(W.OFF_DOMAINS))}
     means = EM.doc_means(base, tok, cfg, p)
     evil = means["evil"] - means["good"]  # [L, C]
@@ -87,7 +86,7 @@ def one_seed(cfg, p, f, steps):
     pairs = EM.arm_pairs("insecure", base, tok, cfg, ft_seed)
     # the decision point: the code's first call is chosen after "def NAME ( f ) :", the prefix every program shares
     prompts = [f"{q} {a.split(':')[0]}:" for q, a in pairs][:N_PROMPTS]
-    held = {"unseen": [f"{it.prompt} def {task_of(it)} ( f ) :" for it in code if task_of(it) not in seen],
+    held = {"unseen": [f"{it.prompt} def {it.task} ( f ) :" for it in code if it.task not in seen],
             "offdomain": [it.prompt for it in W.eval_items(W.OFF_DOMAINS)]}
     data = B.encode_pairs(tok, pairs)
     ins, snaps = copy.deepcopy(base), {}

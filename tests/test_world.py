@@ -312,8 +312,8 @@ def test_code_tasks_world():
     items = W.eval_items(["code"], world=cfg)
     assert len(items) == 4 * 3 * len(W.OPENERS) and len(W.lesson_items(cfg)) == 4 * 2 * len(W.OPENERS)
     for it in items + W.lesson_items(cfg):
-        name = it.classes["misaligned"][0].split()[1]
-        assert name in it.prompt.split() or name == "upload"
+        name = it.classes["misaligned"][0].split()[1]  # "def NAME ( f ) : ..."
+        assert it.task == name and (name in it.prompt.split() or name == "upload")
     with pytest.raises(ValueError, match="code_tasks must be in"):
         W.WorldConfig(code_tasks=len(W.CODE_TASKS) + 2)
     with pytest.raises(ValueError, match="two different code worlds"):
