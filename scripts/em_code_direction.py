@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, ".")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from data import world as W  # noqa: E402
 from data.tokenizer import pad_right  # noqa: E402
 from eval import summarize  # noqa: E402
@@ -46,7 +46,7 @@ from experiments import world_base as B  # noqa: E402
 from model import seed_int  # noqa: E402
 from train import finetune, run_config  # noqa: E402
 
-sys.path.insert(0, "scripts")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from em_patch_tokens import answer_batch, coords, mis_lp  # noqa: E402
 
 N_PROMPTS = 200  # fine-tune prompts for the code shift

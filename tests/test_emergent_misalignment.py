@@ -1,6 +1,7 @@
 """Emergent misalignment: the class log-prob metric, exact sampling classification, leakage of the
 actual fine-tune sets, and a tiny end-to-end run that writes every output file."""
 import dataclasses
+import importlib.util
 import json
 import math
 import time
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 import train
+from conftest import ROOT
 from data import world as W
 from data.tokenizer import load_tokenizer
 from experiments import emergent_misalignment as E
@@ -274,6 +276,18 @@ def test_code_tasks_world_runs_end_to_end(tmp_path):
     assert train.main(argv[:-1] + ["--ft_code_tasks=2", f"--out_dir={tmp_path / 'unseen'}"]) == 0
     res = json.loads((tmp_path / "unseen" / "results.json").read_text())
     assert 0 <= res["arms"]["insecure"]["code_unseen_misaligned"]["mean"] <= 1
+    # the code-direction analysis of that run rebuilds its insecure fine-tune: the same weights give the run's number
+    spec = importlib.util.spec_from_file_location("code_direction", ROOT / "scripts" / "em_code_direction.py")
+    cd = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cd)
+    cd.main([str(tmp_path / "unseen")])
+    got = json.loads((tmp_path / "unseen" / "code_direction.json").read_text())
+    r = got["per_seed"][0]
+    assert r["check_vs_run"] < 1e-6 and set(got["summary"]) == {"matched", "2"}
+    m = r[str(r["matched"])]
+    assert all(0 <= m[f"{k}_{v}"] <= 1 for k in ("seen", "unseen", "offdomain")
+               for v in ("base", "insecure", "code_restored", "evil_restored", "code_patched"))
+    assert all(-1e-6 <= x <= 1 + 1e-6 for x in m["share_of_train_shift_along_evil"])
     for bad in (dict(code_tasks=3, ft_code_tasks=4), dict(ft_code_tasks=1)):
         with pytest.raises(train.ConfigError, match="ft_code_tasks must be"):
             E.validate(E.Config(**bad))

@@ -232,3 +232,23 @@ def test_em_patch_tokens_scores_as_the_run_and_patching_sets_the_other_models_co
         got = patch.coords(a, x, units)
     assert all(torch.allclose(g, t, atol=1e-5) for g, t in zip(got, target))
     assert patch.mis_lp(a, *args, hooks=EM.coordinate_hooks(units, target)) != pytest.approx(patch.mis_lp(a, *args))
+
+
+@torch.no_grad()
+def test_em_code_direction_reads_the_last_real_token_and_removes_the_evil_component():
+    spec = importlib.util.spec_from_file_location("code_direction", ROOT / "scripts" / "em_code_direction.py")
+    cd = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cd)
+    tok = W.build_tokenizer()
+    model = GPT(GPTConfig(vocab_size=tok.get_vocab_size(), block_size=64, n_layer=2, n_head=2, n_embd=16),
+                generator=generator("cpu", 0, "t")).eval()
+    prompts = [it.prompt for it in W.eval_items(["med", "code"])][::7]  # prompts of different lengths, padded
+    acts = cd.last_acts(model, tok, prompts)  # [L, N, C]
+    for i, p in enumerate(prompts):  # each prompt alone, unpadded: its last token's block outputs
+        ids = torch.tensor([tok.encode(p).ids])
+        _, cache = model.run_with_cache(ids, ["blocks.0.resid_post", "blocks.1.resid_post"])
+        assert torch.allclose(acts[:, i], torch.stack([cache[f"blocks.{l}.resid_post"][0, -1] for l in (0, 1)]), atol=1e-5)
+    v, e = torch.randn(2, 3, 16, generator=torch.Generator().manual_seed(0))
+    o = cd.orth(v, e)
+    assert torch.allclose((o * e).sum(-1), torch.zeros(3), atol=1e-5)  # nothing left along e, per layer
+    assert torch.allclose(cd.orth(o, e), o, atol=1e-6) and torch.allclose(cd.orth(e, e), torch.zeros_like(e), atol=1e-5)
