@@ -1,5 +1,6 @@
 """The analysis scripts: em_at_step.py pools emergent-misalignment runs (values pair up by (base, fine-tune seed)),
 sn_*.py pool and compare numbers runs, em_patch_tokens.py patches coordinates between two models."""
+import copy
 import importlib.util
 import json
 import subprocess
@@ -252,3 +253,29 @@ def test_em_code_direction_reads_the_last_real_token_and_removes_the_evil_compon
     o = cd.orth(v, e)
     assert torch.allclose((o * e).sum(-1), torch.zeros(3), atol=1e-5)  # nothing left along e, per layer
     assert torch.allclose(cd.orth(o, e), o, atol=1e-6) and torch.allclose(cd.orth(e, e), torch.zeros_like(e), atol=1e-5)
+
+
+@torch.no_grad()
+def test_em_clamp_holds_the_bases_coordinates_and_nothing_else():
+    spec = importlib.util.spec_from_file_location("clamp", ROOT / "scripts" / "em_clamp_finetune.py")
+    cl = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cl)
+    tok = W.build_tokenizer()
+    cfg = GPTConfig(vocab_size=tok.get_vocab_size(), block_size=64, n_layer=2, n_head=2, n_embd=16)
+    a, b = (GPT(cfg, generator=generator("cpu", s, "t")).eval() for s in (0, 1))
+    ids = [tok.encode(it.prompt).ids for it in W.eval_items(["med", "pet"])[::5]]
+    x = torch.tensor([i[:min(map(len, ids))] for i in ids])  # [N, T]
+    units = [u / u.norm() for u in torch.randn(2, 16, generator=torch.Generator().manual_seed(0))]
+    with cl.clamped(b, copy.deepcopy(b), units):  # a model held at its own coordinates is unchanged
+        same = b(x)
+    assert torch.allclose(same, b(x), atol=1e-5)
+    with cl.clamped(a, b, units):  # held at b's, at every layer, whatever its own would be
+        got = cl.coords(a, x, units)
+    assert all(torch.allclose(g, t, atol=1e-5) for g, t in zip(got, cl.coords(b, x, units)))
+    assert not torch.allclose(cl.coords(a, x, units)[1], cl.coords(b, x, units)[1], atol=1e-3)  # off again on exit
+    # and what is orthogonal to the directions is a's own (layer 0: nothing upstream has been moved yet)
+    with cl.clamped(a, b, units):
+        _, cache = a.run_with_cache(x, ["blocks.0.resid_post"])
+    _, own = a.run_with_cache(x, ["blocks.0.resid_post"])
+    rest = lambda h: h - (h @ units[0])[..., None] * units[0]
+    assert torch.allclose(rest(cache["blocks.0.resid_post"]), rest(own["blocks.0.resid_post"]), atol=1e-5)

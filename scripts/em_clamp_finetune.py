@@ -1,0 +1,159 @@
+"""Exploratory: if the insecure fine-tune cannot move along its code direction, does it learn the code through the
+persona instead?
+
+    python scripts/em_clamp_finetune.py RUN_DIR [--worlds=0,1]
+
+scripts/em_code_direction.py finds that the insecure fine-tune first writes insecure code through a direction of its
+own (at the point where the program's first call is chosen, apart from the evil persona direction), which carries
+the code to an unseen task and has no off-domain effect. This reruns the insecure fine-tune of each (world,
+fine-tune seed) of a seven-task run with that direction clamped: at every layer and token, during every training
+forward, the block output's coordinate along the direction is held at the base's on the same input (the base runs
+in lockstep), so the fine-tune cannot use it. The direction is the other fine-tune seed's (its code direction at the
+run's matched checkpoint, same world): computed before, not on, the fine-tune it constrains. Control: the same
+clamp along a random direction orthogonal to the evil one. The trained models are then evaluated as ordinary models
+(no clamp) with the run's metrics (sampled off-domain misalignment, held-out code of the seen tasks, the unseen
+task), at the run's checkpoints; the unclamped reference is the run's own insecure arm (same seeds, same weights).
+Readings, stated before the first run: if the code route and the persona route compete for the same data, the
+clamped fine-tune learns the code later and with more off-domain misalignment at its own matched checkpoint; if the
+fine-tune simply routes the code through other dimensions, its trajectory is the unclamped one; the random clamp
+should change nothing. Writes RUN_DIR/clamp_finetune.json and prints a table. One thread.
+"""
+import contextlib
+import copy
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from eval import summarize  # noqa: E402
+from experiments import emergent_misalignment as EM  # noqa: E402
+from experiments import world_base as B  # noqa: E402
+from model import generator, seed_int  # noqa: E402
+from train import finetune, run_config  # noqa: E402
+from em_code_direction import N_PROMPTS, last_acts, orth  # noqa: E402
+from em_patch_tokens import coords  # noqa: E402
+
+
+@contextlib.contextmanager
+def clamped(model, base, units):
+    """While active, every forward of `model` holds each block output's coordinate along units[i] (layer i) at the
+    base's on the same input: the base runs first, in lockstep, on each input `model` sees."""
+    held = {}
+
+    def lockstep(module, args, kwargs):
+        with torch.no_grad():
+            held["c"] = coords(base, args[0] if args else kwargs["idx"], units)  # [L] x [b, T]
+
+    hold = lambda i: lambda h, name: h - (h @ units[i] - held["c"][i])[..., None] * units[i]
+    handle = model.register_forward_pre_hook(lockstep, with_kwargs=True)
+    try:
+        with model.hooks({f"blocks.{i}.resid_post": hold(i) for i in range(len(units))}):
+            yield
+    finally:
+        handle.remove()
+
+
+def train_insecure(cfg, base, tok, p, f, steps, clamp=None):
+    """The run's insecure fine-tune of (world p, fine-tune seed f), snapshots at `steps`; with clamp = unit
+    directions [L] x [C], each block output's coordinate along them is held at the base's during training."""
+    ft_seed = seed_int(p, f, "insecure") % 2 ** 31
+    pairs = EM.arm_pairs("insecure", base, tok, cfg, ft_seed)
+    ins, snaps = copy.deepcopy(base), {}
+    with clamped(ins, base, clamp) if clamp is not None else contextlib.nullcontext():
+        finetune(ins, B.encode_pairs(tok, pairs), steps=max(steps), batch_size=cfg.ft_batch, lr=cfg.ft_lr,
+                 seed=ft_seed, at=set(steps), on_eval=lambda s: snaps.__setitem__(s, copy.deepcopy(ins.state_dict())),
+                 trains=cfg.ft_trains, lora_rank=cfg.ft_lora_rank, lora_alpha=cfg.ft_lora_alpha,
+                 lora_targets=cfg.ft_lora_targets, optimizer=cfg.ft_optimizer)
+    return ins, snaps, pairs
+
+
+def code_direction(cfg, base, tok, p, f, step, evil):
+    """Unit code directions [L] x [C] of (p, f)'s unclamped insecure fine-tune at `step` (as em_code_direction.py)."""
+    ins, snaps, pairs = train_insecure(cfg, base, tok, p, f, [step])
+    ins.load_state_dict(snaps[step])
+    ins.eval()
+    prompts = [f"{q} {a.split(':')[0]}:" for q, a in pairs][:N_PROMPTS]
+    d = orth((last_acts(ins, tok, prompts) - last_acts(base, tok, prompts)).mean(1), evil)
+    return [v / v.norm() for v in d]
+
+
+def main(argv):
+    torch.set_num_threads(1)
+    run_dir = Path(argv[0])
+    worlds = next((tuple(int(w) for w in a.split("=", 1)[1].split(",")) for a in argv[1:] if a.startswith("--worlds=")), None)
+    cfg = run_config(EM.Config, run_dir)
+    if cfg.code_tasks < 2 or not cfg.ft_code_tasks or cfg.ft_code_tasks >= cfg.code_tasks or cfg.ft_seeds < 2:
+        sys.exit(f"{run_dir}: needs a seven-task run with an unseen task (0 < ft_code_tasks < code_tasks), 2+ fine-tune seeds")
+    res = json.loads((run_dir / "results.json").read_text())
+    seeds = [tuple(k) for k in res["seeds"]]
+    matched = dict(zip(seeds, res["arms"]["insecure"]["step"]["per_seed"]))
+    steps = sorted(cfg.eval_steps)
+    rows = []
+    for p in sorted({p for p, _ in seeds if worlds is None or p in worlds}):
+        base, tok = B.base_model(cfg, p, False)
+        means = EM.doc_means(base, tok, cfg, p)
+        evil = means["evil"] - means["good"]
+        fs = [f for q, f in seeds if q == p]
+        dirs = {f: code_direction(cfg, base, tok, p, f, int(matched[(p, f)]), evil) for f in fs}
+        for i, f in enumerate(fs):
+            other = fs[(i + 1) % len(fs)]
+            rand = orth(torch.randn(evil.shape, generator=torch.Generator().manual_seed(seed_int(p, f, "clamp-random") % 2 ** 31)), evil)
+            k = seeds.index((p, f))
+            row = {"seed": [p, f], "direction_from_ft_seed": other,
+                   "base": {m: res["base"]["plain"][m]["per_seed"][k] for m in ("offdomain_misaligned", "code_misaligned",
+                                                                           "code_unseen_misaligned", "valid_fraction")},
+                   "unclamped": {s: {m: res["trajectory"]["insecure"][str(s)][m]["per_seed"][k]
+                                     for m in ("offdomain_misaligned", "code_misaligned", "code_unseen_misaligned",
+                                               "valid_fraction")} for s in steps}}
+            for name, clamp in (("clamped", dirs[other]), ("random_clamped", [v / v.norm() for v in rand])):
+                ins, snaps, _ = train_insecure(cfg, base, tok, p, f, steps, clamp)
+                row[name] = {}
+                for s in steps:
+                    ins.load_state_dict(snaps[s])
+                    ins.eval()
+                    m = EM.evaluate(ins, tok, cfg, "insecure", "plain", s, True, generator("cpu", p, False, f, name, s))
+                    row[name][s] = {k2: m[v] for k2, v in (("offdomain_misaligned", "mis_sampled"), ("code_misaligned", "code_misaligned"),
+                                                          ("code_unseen_misaligned", "code_unseen_misaligned"), ("valid_fraction", "valid_frac"))}
+            for name in ("unclamped", "clamped", "random_clamped"):
+                traj = row[name]
+                row[f"{name}_matched"] = next((s for s in steps if traj[s]["code_misaligned"] >= cfg.match_threshold), None)
+            rows.append(row)
+            show = lambda name: " ".join(f"{s}:{100 * row[name][s]['code_misaligned']:.0f}/{100 * row[name][s]['offdomain_misaligned']:.1f}"
+                                         for s in steps)
+            print(f"world {p} ft {f} (direction of ft {other}), step:code%/offdomain% -- base offdomain "
+                  f"{100 * row['base']['offdomain_misaligned']:.1f}", flush=True)
+            for name in ("unclamped", "clamped", "random_clamped"):
+                print(f"  {name:15s} {show(name)}", flush=True)
+    # at each arm's own matched checkpoint (first with seen-task code >= threshold) and at fixed steps
+    summary = {}
+    for name in ("unclamped", "clamped", "random_clamped"):
+        at = lambda r: r[name][r[f"{name}_matched"]] if r[f"{name}_matched"] else None
+        ok = [r for r in rows if at(r)]
+        summary[name] = {
+            "n_matched": len(ok), "matched_step": summarize([r[f"{name}_matched"] for r in ok]) if ok else None,
+            "offdomain_increase_at_matched": summarize([at(r)["offdomain_misaligned"] - r["base"]["offdomain_misaligned"] for r in ok]) if ok else None,
+            "ratio_at_matched": summarize([at(r)["offdomain_misaligned"] / r["base"]["offdomain_misaligned"] for r in ok]) if ok else None,
+            "unseen_at_matched": summarize([at(r)["code_unseen_misaligned"] for r in ok]) if ok else None,
+            "by_step": {s: {m: summarize([r[name][s][m] for r in rows]) for m in ("offdomain_misaligned", "code_misaligned",
+                                                                                  "code_unseen_misaligned", "valid_fraction")}
+                        for s in steps}}
+    (run_dir / "clamp_finetune.json").write_text(json.dumps({"summary": summary, "per_seed": rows}, indent=1))
+    print(f"\n{run_dir}: n = {len(rows)}; mean over seeds; matched = first checkpoint with seen-task code >= {cfg.match_threshold}")
+    for name, s in summary.items():
+        if s["n_matched"]:
+            inc, rat = s["offdomain_increase_at_matched"], s["ratio_at_matched"]
+            print(f"  {name:15s} matched {s['n_matched']}/{len(rows)} at step {s['matched_step']['mean']:.1f}: off-domain "
+                  f"{100 * inc['mean']:+.1f} points [{100 * inc['ci95'][0]:+.1f}, {100 * inc['ci95'][1]:+.1f}], "
+                  f"{rat['mean']:.1f}x; unseen task code {s['unseen_at_matched']['mean']:.2f}")
+        else:
+            print(f"  {name:15s} never matched")
+        print("    by step (code / unseen / off-domain %): " + "  ".join(
+            f"{st}: {100 * v['code_misaligned']['mean']:.0f}/{100 * v['code_unseen_misaligned']['mean']:.0f}/"
+            f"{100 * v['offdomain_misaligned']['mean']:.1f}" for st, v in s["by_step"].items()))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
