@@ -11,7 +11,8 @@ in the run: checked against its results.json) to the run's matched checkpoint an
   call is chosen (after "def NAME ( f ) :", which every program of a task shares) over the fine-tune's own prompts
   (training paraphrases of the six seen tasks), made orthogonal to the evil direction (evil - good forum threads, as
   the run's). The same shift at the held-out prompts of the unseen task (same point) and at the last token of the
-  off-domain questions, for cosines.
+  off-domain questions, for cosines; and each shift's move along the evil direction, as a fraction of the good ->
+  evil gap (evil_shift_*: is the persona moved only where code is asked?).
 - two directions of the base alone, at the same decision point in forum threads, as candidates for where the code
   direction comes from: "lesson" (a lesson request for flawed code minus a plain code question) and "context" (a
   thread whose responder gave a misaligned off-domain answer before minus one whose responder gave the aligned one:
@@ -120,7 +121,10 @@ def one_seed(cfg, p, f, steps):
              "cos_train_evil": cos(shift["train"], evil), "cos_unseen_evil": cos(shift["unseen"], evil),
              "cos_offdomain_evil": cos(shift["offdomain"], evil), "cos_train_unseen": cos(shift["train"], shift["unseen"]),
              "cos_unseen_code": cos(shift["unseen"], code_dir), "cos_code_lesson": cos(code_dir, lesson),
-             "cos_code_context": cos(code_dir, context), "cos_lesson_context": cos(lesson, context), "cos_offdomain_code": cos(shift["offdomain"], code_dir)}
+             "cos_code_context": cos(code_dir, context), "cos_lesson_context": cos(lesson, context),
+             # the shift's coordinate on the evil direction, as a fraction of the good -> evil gap (|evil|)
+             **{f"evil_shift_{k}": ((v * evil).sum(-1) / (evil * evil).sum(-1)).tolist() for k, v in shift.items()},
+             "cos_offdomain_code": cos(shift["offdomain"], code_dir)}
         units = {k: [d / d.norm() for d in v] for k, v in (("code", code_dir), ("evil", evil), ("random", rand),
                                                             ("context", orth(context, evil)), ("lesson", orth(lesson, evil)))}
         for name, args in batches.items():
@@ -161,17 +165,25 @@ def main(run_dirs):
             L = cfg.direction_layer
             summary[str(key)].update({f"{k}_layer{L}": summarize([at(r)[k][L] for r in rows])
                                       for k in at(rows[0]) if isinstance(at(rows[0])[k], list)})
+        for key, s in summary.items():  # the share of each increase (insecure - base) that restoring removes, of means
+            for name in ("seen", "unseen", "offdomain"):
+                gain = s[f"{name}_insecure"]["mean"] - s[f"{name}_base"]["mean"]
+                s[f"removed_{name}"] = {v: (s[f"{name}_insecure"]["mean"] - s[f"{name}_{v}_restored"]["mean"]) / gain
+                                        for v in ("code", "evil", "random", "context", "lesson")}
         (run_dir / "code_direction.json").write_text(json.dumps({"summary": summary, "per_seed": rows}, indent=1))
         print(f"\n{run_dir}: n = {len(rows)}, log-prob misalignment, mean [95% CI over seeds]; "
               f"largest difference from the run: {max(r['check_vs_run'] for r in rows):.1e}")
         for key, s in summary.items():
             print(f"  at step {key}:")
-            print("    " + " | ".join(f"{k} {s[k]['mean']:.3f}" for k in s if k.startswith(("cos", "share")) or k.startswith("norm")))
+            print("    " + " | ".join(f"{k} {s[k]['mean']:.3f}" for k in s if k.startswith(("cos", "share", "norm", "evil_shift"))))
             for name in ("seen", "unseen", "offdomain"):
                 print(f"    {name:9s} " + "  ".join(
                     f"{v} {s[f'{name}_{v}']['mean']:.3f}" for v in ("base", "insecure", "code_restored", "evil_restored",
                                                                     "random_restored", "context_restored",
                                                                     "lesson_restored", "code_patched")))
+            for name in ("seen", "unseen", "offdomain"):
+                print(f"    share of the {name} increase removed by restoring: " + "  ".join(
+                    f"{v} {x:.2f}" for v, x in s[f"removed_{name}"].items()))
 
 
 if __name__ == "__main__":
