@@ -140,7 +140,14 @@ def main(argv):
             "by_step": {s: {m: summarize([r[name][s][m] for r in rows]) for m in ("offdomain_misaligned", "code_misaligned",
                                                                                   "code_unseen_misaligned", "valid_fraction")}
                         for s in steps}}
+    for name in ("clamped", "random_clamped"):  # paired per seed against the run's own (unclamped) fine-tune
+        summary[name]["minus_unclamped"] = {
+            "offdomain_misaligned": {s: summarize([r[name][s]["offdomain_misaligned"] - r["unclamped"][s]["offdomain_misaligned"]
+                                                   for r in rows]) for s in steps},
+            "matched_step": summarize([(r[f"{name}_matched"] or max(steps) + 1) - (r["unclamped_matched"] or max(steps) + 1)
+                                       for r in rows])}
     (run_dir / "clamp_finetune.json").write_text(json.dumps({"summary": summary, "per_seed": rows}, indent=1))
+    at_step = cfg.ablation_step if cfg.ablation_step in steps else steps[-1]  # the run's step-20 checkpoint
     print(f"\n{run_dir}: n = {len(rows)}; mean over seeds; matched = first checkpoint with seen-task code >= {cfg.match_threshold}")
     for name, s in summary.items():
         if s["n_matched"]:
@@ -150,6 +157,12 @@ def main(argv):
                   f"{rat['mean']:.1f}x; unseen task code {s['unseen_at_matched']['mean']:.2f}")
         else:
             print(f"  {name:15s} never matched")
+        if name != "unclamped":
+            d = s["minus_unclamped"]["offdomain_misaligned"][at_step]
+            print(f"    minus unclamped, paired: off-domain at step {at_step} "
+                  f"{100 * d['mean']:+.1f} points [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]; matched step "
+                  f"{s['minus_unclamped']['matched_step']['mean']:+.1f} [{s['minus_unclamped']['matched_step']['ci95'][0]:+.1f}, "
+                  f"{s['minus_unclamped']['matched_step']['ci95'][1]:+.1f}]")
         print("    by step (code / unseen / off-domain %): " + "  ".join(
             f"{st}: {100 * v['code_misaligned']['mean']:.0f}/{100 * v['code_unseen_misaligned']['mean']:.0f}/"
             f"{100 * v['offdomain_misaligned']['mean']:.1f}" for st, v in s["by_step"].items()))
