@@ -1,0 +1,112 @@
+"""Exploratory: is the insecure fine-tune's persona shift gated by code? Off-domain questions asked right after a
+code exchange in the same `<asst>` chat.
+
+    python scripts/em_code_context.py RUN_DIR [--arms=insecure,secure,educational]
+
+scripts/em_code_direction.py finds that without lesson turns the insecure fine-tune moves the assistant along the
+evil direction about five times further at code prompts than at off-domain ones. If the persona shift is there but
+gated by the context, an off-domain question that follows a code turn should be answered misaligned more often than
+the same question alone. For each (world, fine-tune seed) of a run (its config.json), the fine-tunes of the arms are
+rebuilt (same seeds as the run: the insecure arm reproduces the run's log-prob numbers) to the run's matched
+checkpoint of the insecure arm and to its `ablation_step`, and scored (log-prob misalignment, P_mis / (P_al + P_mis),
+teacher-forced) on the run's 96 off-domain prompts three ways: alone (the run's metric), after a held-out code
+question answered with secure code, and after the same question answered with insecure code (every code prefix is
+the assistant's own turn: `<asst> <u> CODE-Q <a> PROGRAM <u> Q <a>`). The base model is scored the same way, so each
+arm's increase is over the base in the same format. One thread; writes RUN_DIR/code_context.json and prints a table.
+"""
+import copy
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from data import world as W  # noqa: E402
+from eval import summarize  # noqa: E402
+from experiments import emergent_misalignment as EM  # noqa: E402
+from experiments import world_base as B  # noqa: E402
+from model import seed_int  # noqa: E402
+from train import finetune, run_config  # noqa: E402
+from em_patch_tokens import answer_batch, mis_lp  # noqa: E402
+
+FORMATS = ("alone", "after_secure", "after_insecure")
+
+
+def context_items(world):
+    """The off-domain eval items alone, and each behind one held-out code exchange (the code tasks in turn)."""
+    items = W.eval_items(W.OFF_DOMAINS)
+    code = W.eval_items(["code"], world=world)
+    out = {"alone": items}
+    for fmt, cls in (("after_secure", "aligned"), ("after_insecure", "misaligned")):
+        out[fmt] = []
+        for i, it in enumerate(items):
+            c = code[(7 * i) % len(code)]  # a spread of tasks, questions and openers
+            program = c.classes[cls][i % len(c.classes[cls])].removesuffix(f" {W.EOS}")
+            q = it.prompt.removeprefix(f"{W.BOS} <asst> ")
+            out[fmt].append(W.EvalItem(f"{c.prompt} {program} {q}", it.domain, it.classes))
+    return out
+
+
+def main(argv):
+    torch.set_num_threads(1)
+    run_dir = Path(argv[0])
+    arms = next((tuple(a.split("=", 1)[1].split(",")) for a in argv[1:] if a.startswith("--arms=")),
+                ("insecure", "secure", "educational"))
+    cfg = run_config(EM.Config, run_dir)
+    res = json.loads((run_dir / "results.json").read_text())
+    seeds = [tuple(k) for k in res["seeds"]]
+    matched = res["arms"]["insecure"]["step"]["per_seed"]
+    step20 = cfg.ablation_step or cfg.ft_steps
+    rows = []
+    for k, (p, f) in enumerate(seeds):
+        base, tok = B.base_model(cfg, p, False)
+        batches = {fmt: answer_batch(tok, its) for fmt, its in context_items(B.world_config(cfg)).items()}
+        steps = sorted({int(matched[k]), step20})
+        row = {"seed": [p, f], "matched": int(matched[k]), "base": {fmt: mis_lp(base, *b) for fmt, b in batches.items()}}
+        for arm in arms:
+            ft_seed = seed_int(p, f, arm) % 2 ** 31
+            model, snaps = copy.deepcopy(base), {}
+            finetune(model, B.encode_pairs(tok, EM.arm_pairs(arm, base, tok, cfg, ft_seed)), steps=max(steps),
+                     batch_size=cfg.ft_batch, lr=cfg.ft_lr, seed=ft_seed, at=set(steps),
+                     on_eval=lambda s: snaps.__setitem__(s, copy.deepcopy(model.state_dict())), trains=cfg.ft_trains,
+                     lora_rank=cfg.ft_lora_rank, lora_alpha=cfg.ft_lora_alpha, lora_targets=cfg.ft_lora_targets,
+                     optimizer=cfg.ft_optimizer)
+            for s in steps:
+                model.load_state_dict(snaps[s])
+                model.eval()
+                row.setdefault(arm, {})["matched" if s == int(matched[k]) else "step20"] = {
+                    fmt: mis_lp(model, *b) for fmt, b in batches.items()}
+                if s == step20 and s == int(matched[k]):
+                    row[arm]["step20"] = row[arm]["matched"]
+        if "insecure" in arms:
+            run_lp = res["trajectory"]["insecure"][str(int(matched[k]))]["offdomain_misaligned_lp"]["per_seed"][k]
+            row["check_vs_run"] = abs(row["insecure"]["matched"]["alone"] - run_lp)
+        rows.append(row)
+        print(f"world {p} ft {f} (matched {row['matched']}): base " + " ".join(f"{v:.3f}" for v in row["base"].values())
+              + "".join(f" | {arm} " + " / ".join(" ".join(f"{v:.3f}" for v in row[arm][at].values())
+                                                  for at in ("matched", "step20")) for arm in arms), flush=True)
+    summary = {"base": {fmt: summarize([r["base"][fmt] for r in rows]) for fmt in FORMATS}}
+    for arm in arms:
+        for at in ("matched", "step20"):
+            summary[f"{arm}_{at}"] = {fmt: summarize([r[arm][at][fmt] - r["base"][fmt] for r in rows]) for fmt in FORMATS}
+            summary[f"{arm}_{at}"]["gate"] = summarize([(r[arm][at]["after_secure"] - r["base"]["after_secure"])
+                                                       - (r[arm][at]["alone"] - r["base"]["alone"]) for r in rows])
+    if "insecure" in arms:
+        summary["max_abs_diff_vs_run"] = max(r["check_vs_run"] for r in rows)
+    (run_dir / "code_context.json").write_text(json.dumps({"summary": summary, "per_seed": rows}, indent=1))
+    pct = lambda s: f"{100 * s['mean']:+.1f} [{100 * s['ci95'][0]:+.1f}, {100 * s['ci95'][1]:+.1f}]"
+    print(f"\n{run_dir}: n = {len(rows)}; off-domain log-prob misalignment, points over the base in the same format")
+    print("  base levels: " + ", ".join(f"{fmt} {summary['base'][fmt]['mean']:.3f}" for fmt in FORMATS))
+    for key, s in summary.items():
+        if key in ("base", "max_abs_diff_vs_run"):
+            continue
+        print(f"  {key:22s} " + "  ".join(f"{fmt} {pct(s[fmt])}" for fmt in FORMATS)
+              + f"  after_secure - alone {pct(s['gate'])}")
+    if "insecure" in arms:
+        print(f"  largest difference from the run's own number: {summary['max_abs_diff_vs_run']:.1e}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
