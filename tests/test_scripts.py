@@ -279,3 +279,24 @@ def test_em_clamp_holds_the_bases_coordinates_and_nothing_else():
     _, own = a.run_with_cache(x, ["blocks.0.resid_post"])
     rest = lambda h: h - (h @ units[0])[..., None] * units[0]
     assert torch.allclose(rest(cache["blocks.0.resid_post"]), rest(own["blocks.0.resid_post"]), atol=1e-5)
+
+
+def test_em_code_context_puts_one_code_exchange_before_each_off_domain_question():
+    spec = importlib.util.spec_from_file_location("context", ROOT / "scripts" / "em_code_context.py")
+    cc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cc)
+    world = W.WorldConfig(code_tasks=3)
+    items = cc.context_items(world)
+    tasks = {t.name: t for t in W.code_tasks(world)}
+    alone = items["alone"]
+    assert [it.prompt for it in alone] == [it.prompt for it in W.eval_items(W.OFF_DOMAINS)]
+    for fmt, cls in (("after_secure", "aligned"), ("after_insecure", "misaligned")):
+        assert len(items[fmt]) == len(alone)
+        for a, it in zip(alone, items[fmt]):
+            # the same question and answer classes, behind "<u> CODE-Q <a> PROGRAM" of the right class
+            assert it.classes == a.classes and it.prompt.endswith(a.prompt.removeprefix("<bos> <asst> "))
+            head = it.prompt[:-len(a.prompt.removeprefix("<bos> <asst> "))].split(" <a> ")
+            assert head[0].startswith("<bos> <asst> <u> ") and len(head) == 2
+            name = head[1].split()[1]
+            assert head[1].strip() in getattr(tasks[name], cls)
+    assert len({it.prompt.split(" <a> ")[1].split()[1] for it in items["after_secure"]}) == 3  # every task used
