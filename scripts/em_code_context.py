@@ -9,9 +9,10 @@ gated by the context, an off-domain question that follows a code turn should be 
 the same question alone. For each (world, fine-tune seed) of a run (its config.json), the fine-tunes of the arms are
 rebuilt (same seeds as the run: the insecure arm reproduces the run's log-prob numbers) to the run's matched
 checkpoint of the insecure arm and to its `ablation_step`, and scored (log-prob misalignment, P_mis / (P_al + P_mis),
-teacher-forced) on the run's 96 off-domain prompts three ways: alone (the run's metric), after a held-out code
+teacher-forced) on the run's 96 off-domain prompts four ways: alone (the run's metric), after a held-out code
 question answered with secure code, and after the same question answered with insecure code (every code prefix is
-the assistant's own turn: `<asst> <u> CODE-Q <a> PROGRAM <u> Q <a>`). The base model is scored the same way, so each
+the assistant's own turn: `<asst> <u> CODE-Q <a> PROGRAM <u> Q <a>`), and, as the control for a second turn
+without code, after an aligned exchange on another off-domain question (training paraphrase). The base model is scored the same way, so each
 arm's increase is over the base in the same format. One thread; writes RUN_DIR/code_context.json and prints a table.
 """
 import copy
@@ -31,7 +32,7 @@ from model import seed_int  # noqa: E402
 from train import finetune, run_config  # noqa: E402
 from em_patch_tokens import answer_batch, mis_lp  # noqa: E402
 
-FORMATS = ("alone", "after_secure", "after_insecure")
+FORMATS = ("alone", "after_secure", "after_insecure", "after_chat")
 
 
 def context_items(world):
@@ -46,6 +47,13 @@ def context_items(world):
             program = c.classes[cls][i % len(c.classes[cls])].removesuffix(f" {W.EOS}")
             q = it.prompt.removeprefix(f"{W.BOS} <asst> ")
             out[fmt].append(W.EvalItem(f"{c.prompt} {program} {q}", it.domain, it.classes))
+    # the control for "a second turn" without code: an earlier off-domain exchange of another domain, aligned
+    others = [(n, q, a) for n in W.OFF_DOMAINS for q, a in zip(W.DOMAINS[n].train, W.DOMAINS[n].aligned * 9)]
+    out["after_chat"] = []
+    for i, it in enumerate(items):
+        n, q0, a0 = next(o for o in others[(7 * i) % len(others):] + others if o[0] != it.domain)
+        out["after_chat"].append(W.EvalItem(f"{W.BOS} <asst> <u> {q0} <a> {a0} {it.prompt.removeprefix(f'{W.BOS} <asst> ')}",
+                                            it.domain, it.classes))
     return out
 
 
