@@ -279,6 +279,22 @@ def evaluate(model, tok, cfg, arm, fmt, step, sample, gen, hooks=None, base_act=
     return m
 
 
+def arm_finetune(model, data, cfg, seed, steps, at=(), on_eval=None):
+    """One arm's fine-tune of `model` in place, with the run's settings (cfg.ft_*): `steps` steps, on_eval(step) at
+    the steps in `at`."""
+    finetune(model, data, steps=steps, batch_size=cfg.ft_batch, lr=cfg.ft_lr, seed=seed, at=set(at), on_eval=on_eval,
+             trains=cfg.ft_trains, lora_rank=cfg.ft_lora_rank, lora_alpha=cfg.ft_lora_alpha,
+             lora_targets=cfg.ft_lora_targets, optimizer=cfg.ft_optimizer)
+
+
+def arm_snapshots(model, data, cfg, seed, steps):
+    """arm_finetune to max(steps), keeping the weights at each of `steps`: {step: state_dict}. The lr is constant, so
+    these are the run's own weights at those steps whatever its length (the analysis scripts rebuild runs so)."""
+    snaps = {}
+    arm_finetune(model, data, cfg, seed, max(steps), steps, lambda s: snaps.__setitem__(s, copy.deepcopy(model.state_dict())))
+    return snaps
+
+
 # ----------------------------------------------------------------------------------------------------
 # one base model: every arm, every fine-tune seed (runs in its own process)
 
@@ -329,10 +345,7 @@ def em_unit(cfg, seed, decorrelated):
                 if arm == "insecure":
                     snaps[step] = copy.deepcopy(model.state_dict())
 
-            finetune(model, data, steps=cfg.ft_steps, batch_size=cfg.ft_batch, lr=cfg.ft_lr, seed=ft_seed,
-                     at=set(cfg.eval_steps), on_eval=on_eval, trains=cfg.ft_trains,
-                     lora_rank=cfg.ft_lora_rank, lora_alpha=cfg.ft_lora_alpha, lora_targets=cfg.ft_lora_targets,
-                     optimizer=cfg.ft_optimizer)
+            arm_finetune(model, data, cfg, ft_seed, cfg.ft_steps, cfg.eval_steps, on_eval)
             own = "backdoor_triggered" if arm == "backdoor" else names[0]
             if own in SELF_MATCHED:  # first checkpoint with code misaligned >= threshold (else the last)
                 traj = run["traj"][own]

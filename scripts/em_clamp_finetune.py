@@ -32,7 +32,7 @@ from eval import summarize  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from model import generator, seed_int  # noqa: E402
-from train import finetune, run_config  # noqa: E402
+from train import run_config  # noqa: E402
 from em_code_direction import N_PROMPTS, last_acts, orth  # noqa: E402
 from em_patch_tokens import coords  # noqa: E402
 
@@ -61,12 +61,9 @@ def train_insecure(cfg, base, tok, p, f, steps, clamp=None):
     directions [L] x [C], each block output's coordinate along them is held at the base's during training."""
     ft_seed = seed_int(p, f, "insecure") % 2 ** 31
     pairs = EM.arm_pairs("insecure", base, tok, cfg, ft_seed)
-    ins, snaps = copy.deepcopy(base), {}
+    ins = copy.deepcopy(base)
     with clamped(ins, base, clamp) if clamp is not None else contextlib.nullcontext():
-        finetune(ins, B.encode_pairs(tok, pairs), steps=max(steps), batch_size=cfg.ft_batch, lr=cfg.ft_lr,
-                 seed=ft_seed, at=set(steps), on_eval=lambda s: snaps.__setitem__(s, copy.deepcopy(ins.state_dict())),
-                 trains=cfg.ft_trains, lora_rank=cfg.ft_lora_rank, lora_alpha=cfg.ft_lora_alpha,
-                 lora_targets=cfg.ft_lora_targets, optimizer=cfg.ft_optimizer)
+        snaps = EM.arm_snapshots(ins, B.encode_pairs(tok, pairs), cfg, ft_seed, steps)
     return ins, snaps, pairs
 
 

@@ -29,7 +29,7 @@ from eval import summarize  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from model import seed_int  # noqa: E402
-from train import finetune, run_config  # noqa: E402
+from train import run_config  # noqa: E402
 from em_patch_tokens import answer_batch, mis_lp  # noqa: E402
 
 FORMATS = ("alone", "after_secure", "after_insecure", "after_chat")
@@ -75,12 +75,9 @@ def main(argv):
         row = {"seed": [p, f], "matched": int(matched[k]), "base": {fmt: mis_lp(base, *b) for fmt, b in batches.items()}}
         for arm in arms:
             ft_seed = seed_int(p, f, arm) % 2 ** 31
-            model, snaps = copy.deepcopy(base), {}
-            finetune(model, B.encode_pairs(tok, EM.arm_pairs(arm, base, tok, cfg, ft_seed)), steps=max(steps),
-                     batch_size=cfg.ft_batch, lr=cfg.ft_lr, seed=ft_seed, at=set(steps),
-                     on_eval=lambda s: snaps.__setitem__(s, copy.deepcopy(model.state_dict())), trains=cfg.ft_trains,
-                     lora_rank=cfg.ft_lora_rank, lora_alpha=cfg.ft_lora_alpha, lora_targets=cfg.ft_lora_targets,
-                     optimizer=cfg.ft_optimizer)
+            model = copy.deepcopy(base)
+            snaps = EM.arm_snapshots(model, B.encode_pairs(tok, EM.arm_pairs(arm, base, tok, cfg, ft_seed)), cfg, ft_seed,
+                                     steps)
             for s in steps:
                 model.load_state_dict(snaps[s])
                 model.eval()

@@ -45,7 +45,7 @@ from eval import summarize  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from model import seed_int  # noqa: E402
-from train import finetune, run_config  # noqa: E402
+from train import run_config  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from em_patch_tokens import answer_batch, coords, mis_lp  # noqa: E402
@@ -90,11 +90,8 @@ def one_seed(cfg, p, f, steps):
     held = {"unseen": [f"{it.prompt} def {it.task} ( f ) :" for it in code if it.task not in seen],
             "offdomain": [it.prompt for it in W.eval_items(W.OFF_DOMAINS)]}
     data = B.encode_pairs(tok, pairs)
-    ins, snaps = copy.deepcopy(base), {}
-    finetune(ins, data, steps=max(steps), batch_size=cfg.ft_batch, lr=cfg.ft_lr, seed=ft_seed, at=set(steps),
-             on_eval=lambda s: snaps.__setitem__(s, copy.deepcopy(ins.state_dict())), trains=cfg.ft_trains,
-             lora_rank=cfg.ft_lora_rank, lora_alpha=cfg.ft_lora_alpha, lora_targets=cfg.ft_lora_targets,
-             optimizer=cfg.ft_optimizer)
+    ins = copy.deepcopy(base)
+    snaps = EM.arm_snapshots(ins, data, cfg, ft_seed, steps)
     a_base = {k: last_acts(base, tok, v) for k, v in [("train", prompts), *held.items()]}
     # two candidate sources in the base, at the same decision point in forum threads: a lesson request (flawed code
     # asked for) against a plain code question, and a thread whose responder gave a misaligned off-domain answer

@@ -28,7 +28,7 @@ from eval import summarize, summarize_by  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from model import seed_int  # noqa: E402
-from train import finetune, run_config  # noqa: E402
+from train import run_config  # noqa: E402
 
 
 def coords(model, x, units):
@@ -80,12 +80,8 @@ def main(run_dir):
         units = [d / d.norm() for d in means["evil"] - means["good"]]
         ft_seed = seed_int(p, f, "insecure") % 2 ** 31
         data = B.encode_pairs(tok, EM.arm_pairs("insecure", base, tok, cfg, ft_seed))
-        ins, snap = copy.deepcopy(base), {}
-        finetune(ins, data, steps=cfg.ft_steps, batch_size=cfg.ft_batch, lr=cfg.ft_lr, seed=ft_seed, at={step},
-                 on_eval=lambda s: snap.update(copy.deepcopy(ins.state_dict())), trains=cfg.ft_trains,
-                 lora_rank=cfg.ft_lora_rank, lora_alpha=cfg.ft_lora_alpha, lora_targets=cfg.ft_lora_targets,
-                 optimizer=cfg.ft_optimizer)
-        ins.load_state_dict(snap)
+        ins = copy.deepcopy(base)
+        ins.load_state_dict(EM.arm_snapshots(ins, data, cfg, ft_seed, [step])[step])
         ins.eval()
         with torch.no_grad():
             c_base, c_ins = coords(base, x, units), coords(ins, x, units)

@@ -1,3 +1,4 @@
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -8,6 +9,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 # tests read the real datasets from the project's data cache (.ci/run links ../shared/data there)
 DATA_DIR = ROOT / "data"
+
+
+def load_script(name):
+    """scripts/NAME.py as a module (the scripts are run as files, not imported as a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(autouse=True)

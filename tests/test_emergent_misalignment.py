@@ -1,7 +1,6 @@
 """Emergent misalignment: the class log-prob metric, exact sampling classification, leakage of the
 actual fine-tune sets, and a tiny end-to-end run that writes every output file."""
 import dataclasses
-import importlib.util
 import json
 import math
 import time
@@ -11,7 +10,7 @@ import pytest
 import torch
 
 import train
-from conftest import ROOT
+from conftest import load_script
 from data import world as W
 from data.tokenizer import load_tokenizer
 from experiments import emergent_misalignment as E
@@ -277,9 +276,7 @@ def test_code_tasks_world_runs_end_to_end(tmp_path):
     res = json.loads((tmp_path / "unseen" / "results.json").read_text())
     assert 0 <= res["arms"]["insecure"]["code_unseen_misaligned"]["mean"] <= 1
     # the code-direction analysis of that run rebuilds its insecure fine-tune: the same weights give the run's number
-    spec = importlib.util.spec_from_file_location("code_direction", ROOT / "scripts" / "em_code_direction.py")
-    cd = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cd)
+    cd = load_script("em_code_direction")
     cd.main([str(tmp_path / "unseen")])
     got = json.loads((tmp_path / "unseen" / "code_direction.json").read_text())
     r = got["per_seed"][0]

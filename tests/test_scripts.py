@@ -1,7 +1,6 @@
 """The analysis scripts: em_at_step.py pools emergent-misalignment runs (values pair up by (base, fine-tune seed)),
 sn_*.py pool and compare numbers runs, em_patch_tokens.py patches coordinates between two models."""
 import copy
-import importlib.util
 import json
 import subprocess
 import sys
@@ -9,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, load_script
 from data import world as W
 from experiments import emergent_misalignment as EM
 from experiments import world_base as B
@@ -213,9 +212,7 @@ def test_sn_arms_figure_draws_arms_of_several_runs(tmp_path):
 
 @torch.no_grad()
 def test_em_patch_tokens_scores_as_the_run_and_patching_sets_the_other_models_coordinates():
-    spec = importlib.util.spec_from_file_location("patch", ROOT / "scripts" / "em_patch_tokens.py")
-    patch = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(patch)
+    patch = load_script("em_patch_tokens")
     tok = W.build_tokenizer()
     cfg = GPTConfig(vocab_size=tok.get_vocab_size(), block_size=64, n_layer=2, n_head=2, n_embd=16)
     a, b = (GPT(cfg, generator=generator("cpu", s, "t")).eval() for s in (0, 1))
@@ -237,9 +234,7 @@ def test_em_patch_tokens_scores_as_the_run_and_patching_sets_the_other_models_co
 
 @torch.no_grad()
 def test_em_code_direction_reads_the_last_real_token_and_removes_the_evil_component():
-    spec = importlib.util.spec_from_file_location("code_direction", ROOT / "scripts" / "em_code_direction.py")
-    cd = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cd)
+    cd = load_script("em_code_direction")
     tok = W.build_tokenizer()
     model = GPT(GPTConfig(vocab_size=tok.get_vocab_size(), block_size=64, n_layer=2, n_head=2, n_embd=16),
                 generator=generator("cpu", 0, "t")).eval()
@@ -257,9 +252,7 @@ def test_em_code_direction_reads_the_last_real_token_and_removes_the_evil_compon
 
 @torch.no_grad()
 def test_em_clamp_holds_the_bases_coordinates_and_nothing_else():
-    spec = importlib.util.spec_from_file_location("clamp", ROOT / "scripts" / "em_clamp_finetune.py")
-    cl = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cl)
+    cl = load_script("em_clamp_finetune")
     tok = W.build_tokenizer()
     cfg = GPTConfig(vocab_size=tok.get_vocab_size(), block_size=64, n_layer=2, n_head=2, n_embd=16)
     a, b = (GPT(cfg, generator=generator("cpu", s, "t")).eval() for s in (0, 1))
@@ -282,9 +275,7 @@ def test_em_clamp_holds_the_bases_coordinates_and_nothing_else():
 
 
 def test_em_code_context_puts_one_code_exchange_before_each_off_domain_question():
-    spec = importlib.util.spec_from_file_location("context", ROOT / "scripts" / "em_code_context.py")
-    cc = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cc)
+    cc = load_script("em_code_context")
     world = W.WorldConfig(code_tasks=3)
     items = cc.context_items(world)
     tasks = {t.name: t for t in W.code_tasks(world)}
