@@ -77,6 +77,30 @@ def code_direction(cfg, base, tok, p, f, step, evil):
     return [v / v.norm() for v in d]
 
 
+LOW_DRIFT = 0.03  # a world is low-drift if its unclamped step-20 increase is below this (the pre-registration's +3 points)
+
+
+def drift_split(rows, step, low=LOW_DRIFT):
+    """Clamped minus unclamped off-domain misalignment at `step`, per seed, on the low-drift worlds (the unclamped
+    increase over the base at `step`, mean of the world's fine-tune seeds, below `low`) and on the others; and the
+    same with each seed classed by its world's other fine-tune seed alone (the classification then shares no
+    measurement with the difference)."""
+    inc = lambda r: r["unclamped"][step]["offdomain_misaligned"] - r["base"]["offdomain_misaligned"]
+    diff = lambda r: r["clamped"][step]["offdomain_misaligned"] - r["unclamped"][step]["offdomain_misaligned"]
+    worlds = {}
+    for r in rows:
+        worlds.setdefault(r["seed"][0], []).append(r)
+    low_worlds = sorted(w for w, rs in worlds.items() if sum(map(inc, rs)) / len(rs) < low)
+    other = lambda r: [o for o in worlds[r["seed"][0]] if o is not r]
+    cross_low = [r for r in rows if other(r) and sum(map(inc, other(r))) / len(other(r)) < low]
+    stat = lambda rs: summarize([diff(r) for r in rs]) if len(rs) > 1 else None
+    return {"low_worlds": low_worlds, "step": step, "threshold": low,
+            "low": stat([r for r in rows if r["seed"][0] in low_worlds]),
+            "high": stat([r for r in rows if r["seed"][0] not in low_worlds]),
+            "cross_seed_low": stat(cross_low), "cross_seed_high": stat([r for r in rows if r not in cross_low]),
+            "unclamped_increase_by_world": {w: sum(map(inc, rs)) / len(rs) for w, rs in worlds.items()}}
+
+
 def main(argv):
     torch.set_num_threads(1)
     run_dir = Path(argv[0])
@@ -143,10 +167,13 @@ def main(argv):
                                                    for r in rows]) for s in steps},
             "matched_step": summarize([(r[f"{name}_matched"] or max(steps) + 1) - (r["unclamped_matched"] or max(steps) + 1)
                                        for r in rows])}
-    (run_dir / "clamp_finetune.json").write_text(json.dumps({"summary": summary, "per_seed": rows}, indent=1))
     at_step = cfg.ablation_step if cfg.ablation_step in steps else steps[-1]  # the run's step-20 checkpoint
+    summary["drift_split"] = drift_split(rows, at_step)
+    (run_dir / "clamp_finetune.json").write_text(json.dumps({"summary": summary, "per_seed": rows}, indent=1))
     print(f"\n{run_dir}: n = {len(rows)}; mean over seeds; matched = first checkpoint with seen-task code >= {cfg.match_threshold}")
     for name, s in summary.items():
+        if name == "drift_split":
+            continue
         if s["n_matched"]:
             inc, rat = s["offdomain_increase_at_matched"], s["ratio_at_matched"]
             print(f"  {name:15s} matched {s['n_matched']}/{len(rows)} at step {s['matched_step']['mean']:.1f}: off-domain "
@@ -163,6 +190,13 @@ def main(argv):
         print("    by step (code / unseen / off-domain %): " + "  ".join(
             f"{st}: {100 * v['code_misaligned']['mean']:.0f}/{100 * v['code_unseen_misaligned']['mean']:.0f}/"
             f"{100 * v['offdomain_misaligned']['mean']:.1f}" for st, v in s["by_step"].items()))
+    d = summary["drift_split"]
+    pts = lambda x: "n < 2" if x is None else (f"{100 * x['mean']:+.1f} points [{100 * x['ci95'][0]:+.1f}, "
+                                               f"{100 * x['ci95'][1]:+.1f}], n = {len(x['per_seed'])}")
+    print(f"  clamped minus unclamped at step {at_step}, worlds split by their unclamped increase "
+          f"(< {100 * LOW_DRIFT:.0f} points: {d['low_worlds']}): low-drift {pts(d['low'])}; others {pts(d['high'])}")
+    print(f"    each seed classed by its world's other fine-tune seed: low {pts(d['cross_seed_low'])}; "
+          f"others {pts(d['cross_seed_high'])}")
 
 
 if __name__ == "__main__":
