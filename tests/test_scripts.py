@@ -295,3 +295,17 @@ def test_em_code_context_puts_one_code_exchange_before_each_off_domain_question(
         assert it.classes == a.classes and it.prompt.endswith(a.prompt.removeprefix("<bos> <asst> "))
         q0, a0 = it.prompt.removeprefix("<bos> <asst> <u> ").split(" <u> ")[0].split(" <a> ")
         assert any(q0 in d.train and a0 in d.aligned for n, d in W.DOMAINS.items() if n != a.domain)
+
+
+def test_em_clamp_drift_split_classes_worlds_by_their_unclamped_increase():
+    cl = load_script("em_clamp_finetune")
+    row = lambda w, f, base, un, cl_: {"seed": [w, f], "base": {"offdomain_misaligned": base},
+                                       "unclamped": {20: {"offdomain_misaligned": un}},
+                                       "clamped": {20: {"offdomain_misaligned": cl_}}}
+    # world 1 drifts 1 and 4 points (mean 2.5 < 3: low); world 2 drifts 10 and 12 points
+    rows = [row(1, 0, .01, .02, .10), row(1, 1, .01, .05, .09), row(2, 0, .01, .11, .03), row(2, 1, .01, .13, .05)]
+    d = cl.drift_split(rows, 20)
+    assert d["low_worlds"] == [1]
+    assert d["low"]["per_seed"] == pytest.approx([.08, .04]) and d["high"]["per_seed"] == pytest.approx([-.08, -.08])
+    # classed by the other seed: world 1's seed 0 by seed 1 (4 points: not low), seed 1 by seed 0 (1 point: low)
+    assert d["cross_seed_low"] is None and len(d["cross_seed_high"]["per_seed"]) == 3
