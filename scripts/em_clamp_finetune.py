@@ -16,7 +16,9 @@ task), at the run's checkpoints; the unclamped reference is the run's own insecu
 Readings, stated before the first run: if the code route and the persona route compete for the same data, the
 clamped fine-tune learns the code later and with more off-domain misalignment at its own matched checkpoint; if the
 fine-tune simply routes the code through other dimensions, its trajectory is the unclamped one; the random clamp
-should change nothing. Writes RUN_DIR/clamp_finetune.json and prints a table. One thread.
+should change nothing. Each world's rows go to RUN_DIR/clamp_world_W.json as it finishes (a rerun, or a parallel run with other --worlds,
+skips the worlds already there); the summary, over every world done, to RUN_DIR/clamp_finetune.json, and a table is
+printed. One thread.
 """
 import contextlib
 import copy
@@ -32,7 +34,7 @@ from eval import summarize  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from model import generator, seed_int  # noqa: E402
-from train import run_config  # noqa: E402
+from train import run_config, write_json  # noqa: E402
 from em_code_direction import N_PROMPTS, last_acts, orth  # noqa: E402
 from em_patch_tokens import coords  # noqa: E402
 
@@ -114,6 +116,9 @@ def main(argv):
     steps = sorted(cfg.eval_steps)
     rows = []
     for p in sorted({p for p, _ in seeds if worlds is None or p in worlds}):
+        if (run_dir / f"clamp_world_{p}.json").exists():  # done by an earlier or a parallel run of this script
+            continue
+        world_rows = []
         base, tok = B.base_model(cfg, p, False)
         means = EM.doc_means(base, tok, cfg, p)
         evil = means["evil"] - means["good"]
@@ -141,17 +146,22 @@ def main(argv):
             for name in ("unclamped", "clamped", "random_clamped"):
                 traj = row[name]
                 row[f"{name}_matched"] = next((s for s in steps if traj[s]["code_misaligned"] >= cfg.match_threshold), None)
-            rows.append(row)
+            world_rows.append(row)
             show = lambda name: " ".join(f"{s}:{100 * row[name][s]['code_misaligned']:.0f}/{100 * row[name][s]['offdomain_misaligned']:.1f}"
                                          for s in steps)
             print(f"world {p} ft {f} (direction of ft {other}), step:code%/offdomain% -- base offdomain "
                   f"{100 * row['base']['offdomain_misaligned']:.1f}", flush=True)
             for name in ("unclamped", "clamped", "random_clamped"):
                 print(f"  {name:15s} {show(name)}", flush=True)
+        write_json(run_dir / f"clamp_world_{p}.json", world_rows)
+    # every world done so far (this run's and a parallel one's), JSON's string step keys from here on
+    rows = [r for p in sorted({p for p, _ in seeds}) if (run_dir / f"clamp_world_{p}.json").exists()
+            for r in json.loads((run_dir / f"clamp_world_{p}.json").read_text())]
+    steps = [str(s) for s in steps]
     # at each arm's own matched checkpoint (first with seen-task code >= threshold) and at fixed steps
     summary = {}
     for name in ("unclamped", "clamped", "random_clamped"):
-        at = lambda r: r[name][r[f"{name}_matched"]] if r[f"{name}_matched"] else None
+        at = lambda r: r[name][str(r[f"{name}_matched"])] if r[f"{name}_matched"] else None
         ok = [r for r in rows if at(r)]
         summary[name] = {
             "n_matched": len(ok), "matched_step": summarize([r[f"{name}_matched"] for r in ok]) if ok else None,
@@ -161,13 +171,13 @@ def main(argv):
             "by_step": {s: {m: summarize([r[name][s][m] for r in rows]) for m in ("offdomain_misaligned", "code_misaligned",
                                                                                   "code_unseen_misaligned", "valid_fraction")}
                         for s in steps}}
+    never = max(map(int, steps)) + 1  # a fine-tune that never matched counts as matched one step after the last
     for name in ("clamped", "random_clamped"):  # paired per seed against the run's own (unclamped) fine-tune
         summary[name]["minus_unclamped"] = {
             "offdomain_misaligned": {s: summarize([r[name][s]["offdomain_misaligned"] - r["unclamped"][s]["offdomain_misaligned"]
                                                    for r in rows]) for s in steps},
-            "matched_step": summarize([(r[f"{name}_matched"] or max(steps) + 1) - (r["unclamped_matched"] or max(steps) + 1)
-                                       for r in rows])}
-    at_step = cfg.ablation_step if cfg.ablation_step in steps else steps[-1]  # the run's step-20 checkpoint
+            "matched_step": summarize([(r[f"{name}_matched"] or never) - (r["unclamped_matched"] or never) for r in rows])}
+    at_step = str(cfg.ablation_step) if str(cfg.ablation_step) in steps else steps[-1]  # the run's step-20 checkpoint
     summary["drift_split"] = drift_split(rows, at_step)
     (run_dir / "clamp_finetune.json").write_text(json.dumps({"summary": summary, "per_seed": rows}, indent=1))
     print(f"\n{run_dir}: n = {len(rows)}; mean over seeds; matched = first checkpoint with seen-task code >= {cfg.match_threshold}")
