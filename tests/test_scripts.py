@@ -210,12 +210,17 @@ def test_sn_arms_figure_draws_arms_of_several_runs(tmp_path):
     assert bad.returncode != 0 and "different seeds" in bad.stderr and not (tmp_path / "g.png").exists()
 
 
+def two_models(tok):
+    """Two tiny GPTs of different inits, 2 layers x 16 wide, in eval mode."""
+    cfg = GPTConfig(vocab_size=tok.get_vocab_size(), block_size=64, n_layer=2, n_head=2, n_embd=16)
+    return tuple(GPT(cfg, generator=generator("cpu", s, "t")).eval() for s in (0, 1))
+
+
 @torch.no_grad()
 def test_em_patch_tokens_scores_as_the_run_and_patching_sets_the_other_models_coordinates():
     patch = load_script("em_patch_tokens")
     tok = W.build_tokenizer()
-    cfg = GPTConfig(vocab_size=tok.get_vocab_size(), block_size=64, n_layer=2, n_head=2, n_embd=16)
-    a, b = (GPT(cfg, generator=generator("cpu", s, "t")).eval() for s in (0, 1))
+    a, b = two_models(tok)
     items = W.eval_items(["med", "pet"])
     args = patch.answer_batch(tok, items)
     x = args[0]
@@ -254,8 +259,7 @@ def test_em_code_direction_reads_the_last_real_token_and_removes_the_evil_compon
 def test_em_clamp_holds_the_bases_coordinates_and_nothing_else():
     cl = load_script("em_clamp_finetune")
     tok = W.build_tokenizer()
-    cfg = GPTConfig(vocab_size=tok.get_vocab_size(), block_size=64, n_layer=2, n_head=2, n_embd=16)
-    a, b = (GPT(cfg, generator=generator("cpu", s, "t")).eval() for s in (0, 1))
+    a, b = two_models(tok)
     ids = [tok.encode(it.prompt).ids for it in W.eval_items(["med", "pet"])[::5]]
     x = torch.tensor([i[:min(map(len, ids))] for i in ids])  # [N, T]
     units = [u / u.norm() for u in torch.randn(2, 16, generator=torch.Generator().manual_seed(0))]
