@@ -313,3 +313,18 @@ def test_em_clamp_drift_split_classes_worlds_by_their_unclamped_increase():
     assert d["low"]["per_seed"] == pytest.approx([.08, .04]) and d["high"]["per_seed"] == pytest.approx([-.08, -.08])
     # classed by the other seed: world 1's seed 0 by seed 1 (4 points: not low), seed 1 by seed 0 (1 point: low)
     assert d["cross_seed_low"] is None and len(d["cross_seed_high"]["per_seed"]) == 3
+
+
+def test_em_mechanism_figure_draws_from_the_two_scripts_json(tmp_path):
+    stat = lambda v: {"mean": v, "ci95": [v, v], "per_seed": [v, v]}
+    cd = {f"{k}_{v}": stat(x) for k in ("unseen", "offdomain") for v, x in (
+        ("base", .0), ("insecure", 1.), *((f"{d}_restored", .5) for d in ("code", "evil", "random", "context", "lesson")))}
+    step = lambda: {s: {"code_misaligned": .5, "offdomain_misaligned": .02} for s in ("1", "2", "20")}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "code_direction.json").write_text(json.dumps({"summary": {"matched": cd}, "per_seed": [{}, {}]}))
+    (tmp_path / "a" / "clamp_finetune.json").write_text(json.dumps(
+        {"per_seed": [{k: step() for k in ("unclamped", "clamped", "random_clamped")} for _ in range(2)]}))
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "em_mechanism_figure.py"), "--out", str(tmp_path / "f.png"),
+                          str(tmp_path / "a"), "--", str(tmp_path / "a")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "f.png").stat().st_size > 1000

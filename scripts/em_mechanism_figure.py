@@ -1,0 +1,68 @@
+"""The figure of the code-direction measurements: what restoring each direction removes, and the clamped fine-tune.
+
+    python scripts/em_mechanism_figure.py --out figures/emergent_misalignment_code_direction.png \
+        out/em_tasks7_lessons_7982 out/em_tasks7_nolessons_prereg -- out/em_tasks7_lessons_7982 out/em_tasks7_8390
+
+Runs before `--` give their code_direction.json (scripts/em_code_direction.py): per run, bars of the share of the
+unseen task's and of the off-domain increase that restoring each direction removes, at the matched checkpoint.
+Runs after it give their clamp_finetune.json (scripts/em_clamp_finetune.py), pooled per seed: seen-task code and
+off-domain sampled misalignment along the fine-tune, unclamped / clamped / random clamp, mean and 95% CI.
+"""
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from eval import summarize  # noqa: E402
+
+DIRS = ("code", "evil", "random", "context", "lesson")
+ARMS = {"unclamped": "black", "clamped": "tab:red", "random_clamped": "tab:gray"}
+
+
+def main(argv):
+    out = Path(argv[argv.index("--out") + 1]) if "--out" in argv else Path("code_direction.png")
+    rest = [a for i, a in enumerate(argv) if a != "--out" and (i == 0 or argv[i - 1] != "--out")]
+    split = rest.index("--") if "--" in rest else len(rest)
+    direction_runs, clamp_runs = rest[:split], rest[split + 1:]
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(direction_runs) + 2, figsize=(4.2 * (len(direction_runs) + 2), 3.6))
+    for ax, run in zip(axes, direction_runs):
+        d = json.loads((Path(run) / "code_direction.json").read_text())
+        s = d["summary"]["matched"]
+        removed = lambda name, v: ((s[f"{name}_insecure"]["mean"] - s[f"{name}_{v}_restored"]["mean"])
+                                   / (s[f"{name}_insecure"]["mean"] - s[f"{name}_base"]["mean"]))
+        x = range(len(DIRS))
+        ax.bar([i - 0.2 for i in x], [removed("unseen", v) for v in DIRS], 0.4, label="unseen task's insecure code")
+        ax.bar([i + 0.2 for i in x], [removed("offdomain", v) for v in DIRS], 0.4, label="off-domain misalignment (log-prob)")
+        ax.set_xticks(list(x), DIRS)
+        ax.axhline(0, color="black", lw=0.5)
+        ax.set_ylim(-0.2, 1.05)
+        ax.set_ylabel("share of the increase removed")
+        ax.set_title(f"{Path(run).name} (n = {len(d['per_seed'])}), matched step:\nrestoring the base's coordinate along",
+                     fontsize=8)
+        ax.legend(fontsize=7)
+    rows = [r for run in clamp_runs for r in json.loads((Path(run) / "clamp_finetune.json").read_text())["per_seed"]]
+    if rows:
+        steps = sorted(rows[0]["unclamped"], key=int)
+        for ax, metric, label in ((axes[-2], "code_misaligned", "seen-task code misaligned"),
+                                  (axes[-1], "offdomain_misaligned", "off-domain misaligned (sampled)")):
+            for arm, colour in ARMS.items():
+                stats = [summarize([r[arm][s][metric] for r in rows]) for s in steps]
+                xs = [int(s) for s in steps]
+                ax.plot(xs, [t["mean"] for t in stats], "o-", ms=3, color=colour, label=arm.replace("_", " "))
+                ax.fill_between(xs, [t["ci95"][0] for t in stats], [t["ci95"][1] for t in stats], color=colour, alpha=0.15)
+            ax.set_xscale("log")
+            ax.set_xlabel("fine-tune step")
+            ax.set_title(f"{label}, code direction clamped\n(n = {len(rows)} seeds, {' + '.join(Path(r).name for r in clamp_runs)})",
+                         fontsize=8)
+        axes[-1].legend(fontsize=7)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
