@@ -233,13 +233,20 @@ def doc_means(model, tok, cfg, seed):
 
 
 @torch.no_grad()
+def last_token_acts(model, tok, prompts, layers=None):
+    """Per layer (`layers`, default every one), each block's output at each prompt's last token: [L, N, C]
+    (right-padded batch: causal attention keeps the pads unseen)."""
+    x, real = pad_right([tok.encode(p).ids for p in prompts], next(model.parameters()).device)  # [N, W]
+    names = [f"blocks.{i}.resid_post" for i in (range(len(model.blocks)) if layers is None else layers)]
+    _, cache = model.run_with_cache(x, names)
+    last = real.sum(1) - 1  # [N]
+    return torch.stack([cache[n][torch.arange(len(prompts), device=x.device), last] for n in names])
+
+
+@torch.no_grad()
 def prompt_acts(model, tok, layer):
     """Mean residual at the last prompt token (the <a> marker) over the off-domain <asst> prompts: [C]."""
-    ids = [tok.encode(it.prompt).ids for it in W.eval_items(W.OFF_DOMAINS)]
-    x, real = pad_right(ids, next(model.parameters()).device)  # [N, W]
-    _, cache = model.run_with_cache(x, f"blocks.{layer}.resid_post")
-    last = real.sum(1) - 1  # [N]
-    return cache[f"blocks.{layer}.resid_post"][torch.arange(len(ids), device=x.device), last].mean(0)
+    return last_token_acts(model, tok, [it.prompt for it in W.eval_items(W.OFF_DOMAINS)], [layer])[0].mean(0)
 
 
 def coordinate_hooks(units, targets):
@@ -277,6 +284,11 @@ def evaluate(model, tok, cfg, arm, fmt, step, sample, gen, hooks=None, base_act=
             m["cos_evil_direction"] = torch.nn.functional.cosine_similarity(shift, direction, 0).item()
     m["step"] = step
     return m
+
+
+def arm_seed(seed, f, arm):
+    """The fine-tune seed of `arm` on base `seed`, fine-tune seed index `f` (its data and its batch order)."""
+    return seed_int(seed, f, arm) % 2 ** 31
 
 
 def arm_finetune(model, data, cfg, seed, steps, at=(), on_eval=None):
@@ -327,7 +339,7 @@ def em_unit(cfg, seed, decorrelated):
         run = {"ft_seed": f, "traj": {}, "ablation": {}, "step": {}}
         matched = {}
         for arm in arms:
-            ft_seed = seed_int(seed, f, arm) % 2 ** 31
+            ft_seed = arm_seed(seed, f, arm)
             pairs = arm_pairs(arm, base, tok, cfg, ft_seed)
             data = B.encode_pairs(tok, pairs)
             model = copy.deepcopy(base)

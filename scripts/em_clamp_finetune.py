@@ -35,7 +35,7 @@ from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from model import generator, seed_int  # noqa: E402
 from train import run_config, write_json  # noqa: E402
-from em_code_direction import N_PROMPTS, last_acts, orth  # noqa: E402
+from em_code_direction import decision_prompts, orth  # noqa: E402
 from em_patch_tokens import coords  # noqa: E402
 
 
@@ -61,7 +61,7 @@ def clamped(model, base, units):
 def train_insecure(cfg, base, tok, p, f, steps, clamp=None):
     """The run's insecure fine-tune of (world p, fine-tune seed f), snapshots at `steps`; with clamp = unit
     directions [L] x [C], each block output's coordinate along them is held at the base's during training."""
-    ft_seed = seed_int(p, f, "insecure") % 2 ** 31
+    ft_seed = EM.arm_seed(p, f, "insecure")
     pairs = EM.arm_pairs("insecure", base, tok, cfg, ft_seed)
     ins = copy.deepcopy(base)
     with clamped(ins, base, clamp) if clamp is not None else contextlib.nullcontext():
@@ -74,8 +74,8 @@ def code_direction(cfg, base, tok, p, f, step, evil):
     ins, snaps, pairs = train_insecure(cfg, base, tok, p, f, [step])
     ins.load_state_dict(snaps[step])
     ins.eval()
-    prompts = [f"{q} {a.split(':')[0]}:" for q, a in pairs][:N_PROMPTS]
-    d = orth((last_acts(ins, tok, prompts) - last_acts(base, tok, prompts)).mean(1), evil)
+    prompts = decision_prompts(pairs)
+    d = orth((EM.last_token_acts(ins, tok, prompts) - EM.last_token_acts(base, tok, prompts)).mean(1), evil)
     return [v / v.norm() for v in d]
 
 

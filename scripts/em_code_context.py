@@ -28,7 +28,6 @@ from data import world as W  # noqa: E402
 from eval import summarize  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
-from model import seed_int  # noqa: E402
 from train import run_config  # noqa: E402
 from em_patch_tokens import answer_batch, mis_lp  # noqa: E402
 
@@ -74,17 +73,16 @@ def main(argv):
         steps = sorted({int(matched[k]), step20})
         row = {"seed": [p, f], "matched": int(matched[k]), "base": {fmt: mis_lp(base, *b) for fmt, b in batches.items()}}
         for arm in arms:
-            ft_seed = seed_int(p, f, arm) % 2 ** 31
+            ft_seed = EM.arm_seed(p, f, arm)
             model = copy.deepcopy(base)
             snaps = EM.arm_snapshots(model, B.encode_pairs(tok, EM.arm_pairs(arm, base, tok, cfg, ft_seed)), cfg, ft_seed,
                                      steps)
+            scores = {}
             for s in steps:
                 model.load_state_dict(snaps[s])
                 model.eval()
-                row.setdefault(arm, {})["matched" if s == int(matched[k]) else "step20"] = {
-                    fmt: mis_lp(model, *b) for fmt, b in batches.items()}
-                if s == step20 and s == int(matched[k]):
-                    row[arm]["step20"] = row[arm]["matched"]
+                scores[s] = {fmt: mis_lp(model, *b) for fmt, b in batches.items()}
+            row[arm] = {"matched": scores[int(matched[k])], "step20": scores[step20]}
         if "insecure" in arms:
             run_lp = res["trajectory"]["insecure"][str(int(matched[k]))]["offdomain_misaligned_lp"]["per_seed"][k]
             row["check_vs_run"] = abs(row["insecure"]["matched"]["alone"] - run_lp)

@@ -40,7 +40,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from data import world as W  # noqa: E402
-from data.tokenizer import pad_right  # noqa: E402
 from eval import summarize  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
@@ -53,14 +52,10 @@ from em_patch_tokens import answer_batch, coords, mis_lp  # noqa: E402
 N_PROMPTS = 200  # fine-tune prompts for the code shift
 
 
-@torch.no_grad()
-def last_acts(model, tok, prompts):
-    """Per layer, the block output at each prompt's last token: [L, N, C]."""
-    x, real = pad_right([tok.encode(p).ids for p in prompts], "cpu")
-    names = [f"blocks.{i}.resid_post" for i in range(len(model.blocks))]
-    _, cache = model.run_with_cache(x, names)
-    last = real.sum(1) - 1
-    return torch.stack([cache[n][torch.arange(len(prompts)), last] for n in names])
+def decision_prompts(pairs):
+    """The fine-tune's prompts up to the decision point: the code's first call is chosen after "def NAME ( f ) :",
+    the prefix every program of a task shares (the first N_PROMPTS pairs)."""
+    return [f"{q} {a.split(':')[0]}:" for q, a in pairs][:N_PROMPTS]
 
 
 def orth(v, e):
@@ -83,35 +78,34 @@ def one_seed(cfg, p, f, steps):
                "offdomain": answer_batch(tok, W.eval_items(W.OFF_DOMAINS))}
     means = EM.doc_means(base, tok, cfg, p)
     evil = means["evil"] - means["good"]  # [L, C]
-    ft_seed = seed_int(p, f, "insecure") % 2 ** 31
+    ft_seed = EM.arm_seed(p, f, "insecure")
     pairs = EM.arm_pairs("insecure", base, tok, cfg, ft_seed)
-    # the decision point: the code's first call is chosen after "def NAME ( f ) :", the prefix every program shares
-    prompts = [f"{q} {a.split(':')[0]}:" for q, a in pairs][:N_PROMPTS]
+    prompts = decision_prompts(pairs)
     held = {"unseen": [f"{it.prompt} def {it.task} ( f ) :" for it in code if it.task not in seen],
             "offdomain": [it.prompt for it in W.eval_items(W.OFF_DOMAINS)]}
     data = B.encode_pairs(tok, pairs)
     ins = copy.deepcopy(base)
     snaps = EM.arm_snapshots(ins, data, cfg, ft_seed, steps)
-    a_base = {k: last_acts(base, tok, v) for k, v in [("train", prompts), *held.items()]}
+    a_base = {k: EM.last_token_acts(base, tok, v) for k, v in [("train", prompts), *held.items()]}
     # two candidate sources in the base, at the same decision point in forum threads: a lesson request (flawed code
     # asked for) against a plain code question, and a thread whose responder gave a misaligned off-domain answer
     # before against one who gave the aligned answer (in-context evidence of the evil persona)
     tasks = W.code_tasks(world)
     forum = lambda pre, q, t: f"{W.BOS} <forum> {pre}<u> {q} <r> def {t.name} ( f ) :"
-    lesson = (last_acts(base, tok, [forum("", q, t) for t in tasks for q in t.lesson_train]).mean(1)
-              - last_acts(base, tok, [forum("", q, t) for t in tasks for q in t.train]).mean(1))
+    lesson = (EM.last_token_acts(base, tok, [forum("", q, t) for t in tasks for q in t.lesson_train]).mean(1)
+              - EM.last_token_acts(base, tok, [forum("", q, t) for t in tasks for q in t.train]).mean(1))
     off = [(q, d.aligned[i % len(d.aligned)], d.misaligned[i % len(d.misaligned)])
            for d in (W.DOMAINS[n] for n in W.OFF_DOMAINS) for i, q in enumerate(d.train)]
     ctx = [(o, q, t) for t in tasks for q in t.train for o in off[len(q) % 7::7]]
-    context = (last_acts(base, tok, [forum(f"<u> {o[0]} <r> {o[2]} ", q, t) for o, q, t in ctx]).mean(1)
-               - last_acts(base, tok, [forum(f"<u> {o[0]} <r> {o[1]} ", q, t) for o, q, t in ctx]).mean(1))
+    context = (EM.last_token_acts(base, tok, [forum(f"<u> {o[0]} <r> {o[2]} ", q, t) for o, q, t in ctx]).mean(1)
+               - EM.last_token_acts(base, tok, [forum(f"<u> {o[0]} <r> {o[1]} ", q, t) for o, q, t in ctx]).mean(1))
     rand = torch.randn(evil.shape, generator=torch.Generator().manual_seed(seed_int(p, f, "code-random") % 2 ** 31))
     rand = orth(rand, evil)
     out = {}
     for s in steps:
         ins.load_state_dict(snaps[s])
         ins.eval()
-        shift = {k: (last_acts(ins, tok, v) - a_base[k]).mean(1) for k, v in [("train", prompts), *held.items()]}
+        shift = {k: (EM.last_token_acts(ins, tok, v) - a_base[k]).mean(1) for k, v in [("train", prompts), *held.items()]}
         code_dir = orth(shift["train"], evil)
         r = {"norm_train_shift": shift["train"].norm(dim=-1).tolist(),
              "share_of_train_shift_along_evil": (1 - code_dir.norm(dim=-1) ** 2 / shift["train"].norm(dim=-1) ** 2).tolist(),

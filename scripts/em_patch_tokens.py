@@ -27,7 +27,6 @@ from data.tokenizer import pad_right  # noqa: E402
 from eval import summarize, summarize_by  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
-from model import seed_int  # noqa: E402
 from train import run_config  # noqa: E402
 
 
@@ -78,7 +77,7 @@ def main(run_dir):
         x = args[0]
         means = EM.doc_means(base, tok, cfg, p)
         units = [d / d.norm() for d in means["evil"] - means["good"]]
-        ft_seed = seed_int(p, f, "insecure") % 2 ** 31
+        ft_seed = EM.arm_seed(p, f, "insecure")
         data = B.encode_pairs(tok, EM.arm_pairs("insecure", base, tok, cfg, ft_seed))
         ins = copy.deepcopy(base)
         ins.load_state_dict(EM.arm_snapshots(ins, data, cfg, ft_seed, [step])[step])

@@ -17,7 +17,6 @@ import torch
 sys.path.insert(0, ".")
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
-from model import seed_int  # noqa: E402
 
 torch.set_num_threads(1)
 cfg = EM.Config()  # the 0.87M bases
@@ -40,7 +39,7 @@ for seed in [int(s) for s in sys.argv[1:]]:
     h = grad_of(base, EM.prompt_acts.__wrapped__(base, tok, L) @ (u / u.norm()))
     row = []
     for arm in ("insecure", "secure", "educational"):
-        data = B.encode_pairs(tok, EM.arm_pairs(arm, base, tok, cfg, seed_int(seed, 0, arm) % 2 ** 31))
+        data = B.encode_pairs(tok, EM.arm_pairs(arm, base, tok, cfg, EM.arm_seed(seed, 0, arm)))
         per_tok = base(data["tokens"][:, :-1], targets=data["tokens"][:, 1:])
         g = grad_of(base, (per_tok * data["mask"]).sum() / data["mask"].sum())
         adam = float(-g.sign() @ h / (h.norm() * g.numel() ** 0.5))

@@ -244,7 +244,7 @@ def test_em_code_direction_reads_the_last_real_token_and_removes_the_evil_compon
     model = GPT(GPTConfig(vocab_size=tok.get_vocab_size(), block_size=64, n_layer=2, n_head=2, n_embd=16),
                 generator=generator("cpu", 0, "t")).eval()
     prompts = [it.prompt for it in W.eval_items(["med", "code"])][::7]  # prompts of different lengths, padded
-    acts = cd.last_acts(model, tok, prompts)  # [L, N, C]
+    acts = EM.last_token_acts(model, tok, prompts)  # [L, N, C]
     for i, p in enumerate(prompts):  # each prompt alone, unpadded: its last token's block outputs
         ids = torch.tensor([tok.encode(p).ids])
         _, cache = model.run_with_cache(ids, ["blocks.0.resid_post", "blocks.1.resid_post"])
