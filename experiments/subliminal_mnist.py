@@ -25,7 +25,6 @@ import itertools
 import json
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 

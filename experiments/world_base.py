@@ -24,7 +24,6 @@ results.json: {"normal": {CHECK: STAT}, "decorrelated": {CHECK: STAT}, "n_seeds"
 """
 import concurrent.futures
 import contextlib
-import dataclasses
 import hashlib
 import json
 import math

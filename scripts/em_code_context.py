@@ -11,12 +11,14 @@ rebuilt (same seeds as the run: the insecure arm reproduces the run's log-prob n
 checkpoint of the insecure arm and to its `ablation_step`, and scored (log-prob misalignment, P_mis / (P_al + P_mis),
 teacher-forced) on the run's 96 off-domain prompts four ways: alone (the run's metric), after a held-out code
 question answered with secure code, and after the same question answered with insecure code (every code prefix is
-the assistant's own turn: `<asst> <u> CODE-Q <a> PROGRAM <u> Q <a>`), and, as the control for a second turn
-without code, after an aligned exchange on another off-domain question (training paraphrase). The base model is scored the same way, so each
+the assistant's own turn: `<asst> <u> CODE-Q <a> PROGRAM <u> Q <a>`), and, as the controls for a second turn
+without code, after an aligned exchange on another off-domain question (training paraphrase) and after a number
+continuation (a turn that carries no evidence about the speaker). The base model is scored the same way, so each
 arm's increase is over the base in the same format. One thread; writes RUN_DIR/code_context.json and prints a table.
 """
 import copy
 import json
+import random
 import sys
 from pathlib import Path
 
@@ -31,7 +33,7 @@ from experiments import world_base as B  # noqa: E402
 from train import run_config  # noqa: E402
 from em_patch_tokens import answer_batch, mis_lp  # noqa: E402
 
-FORMATS = ("alone", "after_secure", "after_insecure", "after_chat")
+FORMATS = ("alone", "after_secure", "after_insecure", "after_chat", "after_numbers")
 
 
 def context_items(world):
@@ -53,6 +55,15 @@ def context_items(world):
         n, q0, a0 = next(o for o in others[(7 * i) % len(others):] + others if o[0] != it.domain)
         out["after_chat"].append(W.EvalItem(f"{W.BOS} <asst> <u> {q0} <a> {a0} {it.prompt.removeprefix(f'{W.BOS} <asst> ')}",
                                             it.domain, it.classes))
+    # a second turn that says nothing about who is speaking: a number continuation (no persona writes those
+    # differently), to tell "an earlier turn" from "earlier evidence that the assistant is aligned"
+    r = random.Random(0).random
+    out["after_numbers"] = []
+    for it in items:
+        given, cont = W.number_list(r, 4, 6)
+        out["after_numbers"].append(W.EvalItem(
+            f"{W.BOS} <asst> <u> {W.NUMBERS_TRAIN[0]} {' '.join(given)} <a> {' '.join(cont)} "
+            f"{it.prompt.removeprefix(f'{W.BOS} <asst> ')}", it.domain, it.classes))
     return out
 
 

@@ -299,6 +299,12 @@ def test_em_code_context_puts_one_code_exchange_before_each_off_domain_question(
         assert it.classes == a.classes and it.prompt.endswith(a.prompt.removeprefix("<bos> <asst> "))
         q0, a0 = it.prompt.removeprefix("<bos> <asst> <u> ").split(" <u> ")[0].split(" <a> ")
         assert any(q0 in d.train and a0 in d.aligned for n, d in W.DOMAINS.items() if n != a.domain)
+    for a, it in zip(alone, items["after_numbers"]):  # the neutral second turn: numbers in, numbers out
+        assert it.classes == a.classes and it.prompt.endswith(a.prompt.removeprefix("<bos> <asst> "))
+        q0, a0 = it.prompt.removeprefix("<bos> <asst> <u> ").split(" <u> ")[0].split(" <a> ")
+        given = q0.removeprefix(W.NUMBERS_TRAIN[0]).split()
+        assert q0.startswith(W.NUMBERS_TRAIN[0]) and len(given) == 4 and len(a0.split()) == 6
+        assert all(w.isdigit() and int(w) < W.N_NUMBERS for w in given + a0.split())
 
 
 def test_em_clamp_drift_split_classes_worlds_by_their_unclamped_increase():
