@@ -55,6 +55,9 @@ def _parse_value(text):
 
 def _check_type(key, value, typ):
     """Return value converted to typ, or raise ConfigError. int -> float is the only coercion."""
+    if value is Ellipsis or isinstance(value, (tuple, list)) and any(v is Ellipsis for v in value):
+        # "(42,...,57)" parses as a tuple holding Ellipsis, which a bare `tuple` type would let through
+        raise ConfigError(f"config key '{key}': '...' is not a value; write every item out, got {value!r}")
     origin = typing.get_origin(typ) or (typ if typ in (tuple, list) else None)
     if origin is typing.Union:  # Optional[X]
         args = [a for a in typing.get_args(typ) if a is not type(None)]

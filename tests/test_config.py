@@ -40,6 +40,8 @@ def test_wrong_type_and_int_to_float(cfg_file):
     assert cfg.lr == 1.0 and isinstance(cfg.lr, float)
     _, cfg = load_config([cfg_file, "--conditions=['teacher']", "--sweep={'m': [1, 2]}"])
     assert cfg.conditions == ("teacher",) and cfg.sweep == {"m": [1, 2]}
+    with pytest.raises(ConfigError, match="'conditions'.*write every item out"):
+        load_config([cfg_file, "--conditions=('teacher',...,'cross_all')"])  # shorthand from prose
 
 
 def test_bad_arguments(cfg_file, tmp_path):
