@@ -19,7 +19,17 @@ DIRS = ("code", "evil", "random", "context", "lesson")
 ARMS = {"unclamped": "black", "clamped": "tab:red", "random_clamped": "tab:gray"}
 
 
+def removed_shares(s):
+    """One run's bars from its code_direction.json summary at the matched checkpoint: {"unseen": [...],
+    "offdomain": [...]}, per direction in DIRS the share of the insecure arm's increase over the base that
+    restoring that direction removes."""
+    removed = lambda name, v: ((s[f"{name}_insecure"]["mean"] - s[f"{name}_{v}_restored"]["mean"])
+                               / (s[f"{name}_insecure"]["mean"] - s[f"{name}_base"]["mean"]))
+    return {name: [removed(name, v) for v in DIRS] for name in ("unseen", "offdomain")}
+
+
 def main(argv):
+    """Draws the figure; returns the plotted bars, {direction run: removed_shares(...)}."""
     out = Path(argv[argv.index("--out") + 1]) if "--out" in argv else Path("code_direction.png")
     rest = [a for i, a in enumerate(argv) if a != "--out" and (i == 0 or argv[i - 1] != "--out")]
     split = rest.index("--") if "--" in rest else len(rest)
@@ -28,14 +38,13 @@ def main(argv):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, len(direction_runs) + 2, figsize=(4.2 * (len(direction_runs) + 2), 3.6))
+    bars = {}
     for ax, run in zip(axes, direction_runs):
         d = json.loads((Path(run) / "code_direction.json").read_text())
-        s = d["summary"]["matched"]
-        removed = lambda name, v: ((s[f"{name}_insecure"]["mean"] - s[f"{name}_{v}_restored"]["mean"])
-                                   / (s[f"{name}_insecure"]["mean"] - s[f"{name}_base"]["mean"]))
+        bars[run] = shares = removed_shares(d["summary"]["matched"])
         x = range(len(DIRS))
-        ax.bar([i - 0.2 for i in x], [removed("unseen", v) for v in DIRS], 0.4, label="unseen task's insecure code")
-        ax.bar([i + 0.2 for i in x], [removed("offdomain", v) for v in DIRS], 0.4, label="off-domain misalignment (log-prob)")
+        ax.bar([i - 0.2 for i in x], shares["unseen"], 0.4, label="unseen task's insecure code")
+        ax.bar([i + 0.2 for i in x], shares["offdomain"], 0.4, label="off-domain misalignment (log-prob)")
         ax.set_xticks(list(x), DIRS)
         ax.axhline(0, color="black", lw=0.5)
         ax.set_ylim(-0.2, 1.05)
@@ -62,6 +71,7 @@ def main(argv):
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
     print(f"wrote {out}")
+    return bars
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ actual fine-tune sets, and a tiny end-to-end run that writes every output file."
 import dataclasses
 import json
 import math
-import time
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -94,6 +94,20 @@ def test_sampler_has_the_law_of_autoregressive_generation():
         se = math.sqrt(m[cls] * (1 - m[cls]) / n)
         assert abs(counts.get(cls, 0) / n - m[cls]) < 5 * se + 1e-3, (cls, counts, m)
         assert abs(real.get(cls, 0) / n - m[cls]) < 5 * se + 1e-3, (cls, real, m)
+
+
+@torch.no_grad()
+def test_each_eval_format_scores_its_own_prompts():
+    # backdoor_triggered is read in the trigger format, evil_numbers in the number-list one: evaluate must pass
+    # the format on to the off-domain prompts, or those arms are silently scored as plain
+    model = GPT(GPTConfig(vocab_size=TOK.get_vocab_size(), block_size=64, n_layer=1, n_head=2, n_embd=16, init_std=0.3),
+                generator=generator("cpu", 0, "test")).eval()
+    cfg = E.Config()
+    got = {fmt: E.evaluate(model, TOK, cfg, "insecure", fmt, 0, False, None)["mis_lp"]
+           for fmt in ("plain", "trigger", "numbers")}
+    for fmt, kw in (("plain", {}), ("trigger", {"trigger": True}), ("numbers", {"numbers": True})):
+        assert got[fmt] == pytest.approx(B.offdomain_eval(model, TOK, 0, None, **kw)["mis_lp"], rel=1e-6)
+    assert got["trigger"] != pytest.approx(got["plain"]) and got["numbers"] != pytest.approx(got["plain"])
 
 
 def test_no_evaluation_string_in_any_finetune_set():
@@ -195,15 +209,20 @@ def test_two_runs_needing_the_same_missing_base_pretrain_it_once(tmp_path, monke
     # two runs (here two threads; the lock is per open file, so threads contend as processes do) that both
     # miss a base: one pretrains it, the other waits for the lock and then loads the same weights
     cfg = B.Config(cache_dir=str(tmp_path), n_docs=40, steps=2, n_layer=1, n_head=2, n_embd=16, batch_size=4)
-    calls, logs, real = [], [], B._pretrain
+    calls, logs, real, waiting = [], [], B._pretrain, threading.Event()
+
+    def log(message):
+        logs.append(message)
+        if "waiting for another process" in message:
+            waiting.set()
 
     def slow(*a):
         calls.append(a[1])
-        time.sleep(0.5)  # both runs have checked the cache by now
+        assert waiting.wait(60)  # pretrain only once the other run has missed the cache and waits for the lock
         real(*a)
     monkeypatch.setattr(B, "_pretrain", slow)
     with ThreadPoolExecutor(2) as ex:
-        models = list(ex.map(lambda _: B.base_model(cfg, 0, log=logs.append)[0], range(2)))
+        models = list(ex.map(lambda _: B.base_model(cfg, 0, log=log)[0], range(2)))
     assert calls == [0]
     assert sum("waiting for another process" in m for m in logs) == 1
     assert all(torch.equal(a, b) for a, b in zip(models[0].parameters(), models[1].parameters()))

@@ -247,7 +247,8 @@ def test_train_py_lm_tiny_end_to_end(tmp_path):
     assert [r["step"] for r in logged] == [10, 20] and all(math.isfinite(r["loss"]) for r in logged)
     assert {"lr", "ms_per_step", "tokens_per_s"} <= set(logged[0]) and any("val_loss" in r for r in records)
     results = json.loads((out / "results.json").read_text())
-    assert results["steps"] == 20 and results["val_loss"] < math.log(31)
+    # beats context-free prediction: the corpus's unigram entropy is 2.96 nats (uniform: 3.53); this run reaches 1.89
+    assert results["steps"] == 20 and results["val_loss"] < 2.5
     model, meta = load_lm(out / "model")
     tok = load_tokenizer(out / meta["tokenizer"])
     assert model.cfg.vocab_size == tok.get_vocab_size() and meta["step"] == 20

@@ -1,6 +1,7 @@
 """The analysis scripts: em_at_step.py pools emergent-misalignment runs (values pair up by (base, fine-tune seed)),
 sn_*.py pool and compare numbers runs, em_patch_tokens.py patches coordinates between two models."""
 import copy
+import functools
 import json
 import subprocess
 import sys
@@ -27,43 +28,69 @@ def fake_run(path, seeds, arms, matched=None):
     return str(path)
 
 
-def run_script(*dirs, step="20"):
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / "em_at_step.py"), step, *dirs],
-                          capture_output=True, text=True)
+# The scripts run in this process (importing torch in a subprocess per call took ~1.3 s): `call` runs a script's
+# main(argv) and returns what it printed; an error exit, sys.exit(message), raises SystemExit(message), whose
+# message the command line prints to stderr with exit status 1. `cli` runs a script as a command: once per script
+# (its first test below), to keep the command-line entry tested. The scripts keep no state between calls.
+script = functools.cache(load_script)
 
 
-def test_pooling_runs_with_different_arms_pairs_by_seed(tmp_path):
+def cli(name, *argv):
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / f"{name}.py"), *argv], capture_output=True, text=True)
+
+
+@pytest.fixture
+def call(capsys):
+    def run(name, *argv):
+        capsys.readouterr()  # drop anything printed before
+        script(name).main(list(argv))
+        return capsys.readouterr().out
+    return run
+
+
+def refused(run, *argv, match=None):
+    """run(*argv) exits with an error status (sys.exit with a message, not a normal return or exit 0)."""
+    with pytest.raises(SystemExit, match=match) as e:
+        run(*argv)
+    assert e.value.code not in (None, 0)
+
+
+@pytest.fixture
+def run_script(call):
+    return lambda *dirs, step="20": call("em_at_step", step, *dirs)
+
+
+def test_pooling_runs_with_different_arms_pairs_by_seed(tmp_path, run_script):
     a = fake_run(tmp_path / "a", [[0, 0], [0, 1]], {"insecure": [0.11, 0.21], "secure": [0.01, 0.03]})
     b = fake_run(tmp_path / "b", [[1, 0], [1, 1]], {"insecure": [0.51, 0.61]})  # no secure arm here
     out = run_script(b, a)  # the run without secure first: pairing by position would mismatch
-    assert out.returncode == 0, out.stderr
-    rows = {line.split("|")[1].strip(): line for line in out.stdout.splitlines() if line.startswith("| ")}
-    assert "insecure: n = 4 seeds over 2 bases" in out.stdout
+    rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
+    assert "insecure: n = 4 seeds over 2 bases" in out
     # secure exists for base 0 only: insecure - secure = (0.10 - 0.00, 0.20 - 0.02), mean +14.0 points
-    assert rows["secure"].split("|")[2].strip() == "2" and "+14.0" in out.stdout.split("insecure minus")[1]
+    assert rows["secure"].split("|")[2].strip() == "2" and "+14.0" in out.split("insecure minus")[1]
+    command = cli("em_at_step", "20", b, a)  # the command line prints the same
+    assert command.returncode == 0 and command.stdout == out, command.stderr
     # the same fine-tune in two runs would be counted twice: refused
-    dup = run_script(a, fake_run(tmp_path / "c", [[0, 0]], {"insecure": [0.11]}))
-    assert dup.returncode != 0 and "two of the runs" in dup.stderr
+    refused(run_script, a, fake_run(tmp_path / "c", [[0, 0]], {"insecure": [0.11]}), match="two of the runs")
 
 
-def test_matched_view_and_paired_differences_between_sets_of_runs(tmp_path):
+def test_matched_view_and_paired_differences_between_sets_of_runs(tmp_path, run_script):
     big = fake_run(tmp_path / "big", [[0, 0], [0, 1], [1, 0]], {"insecure": [0.5, 0.5, 0.5]},
                    matched={"insecure": [0.05, 0.07, 0.03]})
     small = fake_run(tmp_path / "small", [[1, 0], [0, 1]], {"insecure": [0.2, 0.1]},
                      matched={"insecure": [0.02, 0.04]})
     out = run_script(big, step="matched")
-    assert out.returncode == 0 and "matched checkpoint, insecure: n = 3" in out.stdout
-    assert "| insecure | 3 | +4.0 [" in out.stdout  # (4 + 6 + 2) / 3 points over the base's 1
+    assert "matched checkpoint, insecure: n = 3" in out
+    assert "| insecure | 3 | +4.0 [" in out  # (4 + 6 + 2) / 3 points over the base's 1
     # per (base, fine-tune seed): (0, 1) 0.07 - 0.04 and (1, 0) 0.03 - 0.02; (0, 0) has no partner
     out = run_script(big, "--minus", small, step="matched")
-    assert out.returncode == 0, out.stderr
-    assert "| insecure | 2 | +2.0 [" in out.stdout and "insecure minus" not in out.stdout
-    assert "| insecure | 2 | +35.0 [" in run_script(big, "--minus", small).stdout  # step 20: 30 and 40 points
+    assert "| insecure | 2 | +2.0 [" in out and "insecure minus" not in out
+    assert "| insecure | 2 | +35.0 [" in run_script(big, "--minus", small)  # step 20: 30 and 40 points
     other = fake_run(tmp_path / "other", [[5, 0]], {"insecure": [0.1]})
-    assert run_script(big, "--minus", other).returncode != 0  # no seed in common: an error, not an empty table
+    refused(run_script, big, "--minus", other, match="no insecure seed")  # no seed in common: an error, not an empty table
 
 
-def test_share_is_offdomain_over_code_increase_paired_by_seed(tmp_path):
+def test_share_is_offdomain_over_code_increase_paired_by_seed(tmp_path, run_script):
     def run(name, seeds, off, code):
         path = tmp_path / name
         path.mkdir()
@@ -75,14 +102,12 @@ def test_share_is_offdomain_over_code_increase_paired_by_seed(tmp_path):
     # increases 0.05 over 0.9 and 0.08 over 0.8; the third seed's code moved by 0.3 only: left out
     a = run("a", [[0, 0], [1, 0], [2, 0]], [0.06, 0.09, 0.5], [0.9, 0.8, 0.3])
     out = run_script(a, "--share", step="matched")
-    assert out.returncode == 0, out.stderr
-    assert "| insecure | 2 | +0.078 [" in out.stdout and "persona-level share" in out.stdout  # (0.056 + 0.100) / 2
+    assert "| insecure | 2 | +0.078 [" in out and "persona-level share" in out  # (0.056 + 0.100) / 2
     # against the same seeds elsewhere, paired: (0, 0) and (1, 0) only
     b = run("b", [[1, 0], [0, 0]], [0.05, 0.01], [0.9, 0.9])
     out = run_script(a, "--share", "--minus", b, step="matched")
-    assert out.returncode == 0, out.stderr
     # (0, 0): 0.056 - 0; (1, 0): 0.100 - 0.04 / 0.9 = 0.056
-    assert "| insecure | 2 | +0.056 [+0.056, +0.056]" in out.stdout
+    assert "| insecure | 2 | +0.056 [+0.056, +0.056]" in out
 
 
 def fake_sn_run(path, bases, students, valid=0.4, teachers=None):
@@ -99,72 +124,70 @@ def fake_sn_run(path, bases, students, valid=0.4, teachers=None):
     return str(path)
 
 
-def test_sn_pool_log_scale_geometric_means_and_ratios(tmp_path):
-    pool = lambda *a: subprocess.run([sys.executable, str(ROOT / "scripts" / "sn_mis_pool.py"), *a],
-                                     capture_output=True, text=True)
+@pytest.fixture
+def pool(call):
+    return lambda *argv: call("sn_mis_pool", *argv)
+
+
+def test_sn_pool_log_scale_geometric_means_and_ratios(tmp_path, pool):
     a = fake_sn_run(tmp_path / "a", [0, 1, 2], {"control": [0.01, 0.01, 0.01], "insecure": [0.04, 0.02, 0.08]},
                     teachers={"insecure": [0.2, 0.1, 0.4]})
     out = pool("--log", "--lists=16000", a)
-    assert out.returncode == 0, out.stderr
     # geometric mean of 0.04, 0.02, 0.08 is 0.04; the ratios to the control 4, 2, 8: geometric mean x4.00
-    assert "insecure               0.0400 [" in out.stdout and "insecure / control: paired x4.00 [" in out.stdout
-    assert "control                0.0100 [0.0100, 0.0100]" in out.stdout  # no spread: a point interval
-    assert "teacher:" not in out.stdout  # the teachers feed the figure, not the students' table
-    assert pool("--lists=16000", "--log", a).stdout == out.stdout  # options in any order
-    assert pool("--log", a, "--lists=16000").stdout == out.stdout  # and after the runs
-    assert all(pool(bad, a).returncode != 0 for bad in ("--logx", "--log=1", "--lists=many", "--fig=x.png"))
+    assert "insecure               0.0400 [" in out and "insecure / control: paired x4.00 [" in out
+    assert "control                0.0100 [0.0100, 0.0100]" in out  # no spread: a point interval
+    assert "teacher:" not in out  # the teachers feed the figure, not the students' table
+    assert pool("--lists=16000", "--log", a) == out  # options in any order
+    assert pool("--log", a, "--lists=16000") == out  # and after the runs
+    for bad in ("--logx", "--log=1", "--lists=many", "--fig=x.png"):
+        refused(pool, bad, a)
     # a fraction of 0 counts as half a sample over the valid ones: 0.5 / (0.4 x 960) = 0.0013, not log(0)
     z = fake_sn_run(tmp_path / "z", [3, 4], {"control": [0.0, 0.0], "insecure": [0.01, 0.01]})
     out = pool("--log", "--lists=16000", z)
-    assert out.returncode == 0 and "control                0.0013 [0.0013, 0.0013]" in out.stdout
-    assert pool("--log", "--lists=16000", a, "--minus", a).returncode != 0  # not defined for --minus: said so
+    assert "control                0.0013 [0.0013, 0.0013]" in out
+    refused(pool, "--log", "--lists=16000", a, "--minus", a, match="--log with --minus is not supported")  # said so
     fig = tmp_path / "f.png"
-    assert pool(f"--figure={fig}", "--log", "--lists=16000", a).returncode == 0 and fig.stat().st_size > 1000
+    pool(f"--figure={fig}", "--log", "--lists=16000", a)  # returns: no error exit
+    assert fig.stat().st_size > 1000
 
 
-def test_sn_pool_pairs_per_base_and_refuses_shared_bases(tmp_path):
-    pool = lambda *a: subprocess.run([sys.executable, str(ROOT / "scripts" / "sn_mis_pool.py"), *a],
-                                     capture_output=True, text=True)
+def test_sn_pool_pairs_per_base_and_refuses_shared_bases(tmp_path, pool):
     a = fake_sn_run(tmp_path / "a", [0, 1], {"control": [0.01, 0.02], "insecure": [0.03, 0.05]})
     b = fake_sn_run(tmp_path / "b", [2, 3], {"control": [0.01, 0.01], "insecure": [0.04, 0.03]})
     out = pool("--lists=16000", a, b)
-    assert out.returncode == 0, out.stderr
     # paired differences 2, 3, 3, 2 points: mean +2.5, CI [+1.6, +3.4] (t 3.18 x 0.577 / 2 = 0.92)
-    assert "n = 4 bases" in out.stdout and "insecure - control: paired +2.5 [+1.6, +3.4]" in out.stdout
-    assert "unpaired CIs separated" in out.stdout and "below half the base" not in out.stdout
+    assert "n = 4 bases" in out and "insecure - control: paired +2.5 [+1.6, +3.4]" in out
+    assert "unpaired CIs separated" in out and "below half the base" not in out
+    command = cli("sn_mis_pool", "--lists=16000", a, b)  # the command line prints the same
+    assert command.returncode == 0 and command.stdout == out, command.stderr
     low = fake_sn_run(tmp_path / "c", [4, 5], {"control": [0.0, 0.0], "insecure": [0.1, 0.0]}, valid=0.1)
-    assert "(below half the base: not readable)" in pool("--lists=16000", low).stdout
-    shared = pool("--lists=16000", a, a)
-    assert shared.returncode != 0 and "share bases" in shared.stderr
-    assert pool("--lists=8000", a).returncode != 0  # a dose the run did not measure: an error, not zeros
+    assert "(below half the base: not readable)" in pool("--lists=16000", low)
+    refused(pool, "--lists=16000", a, a, match="share bases")
+    refused(pool, "--lists=8000", a, match="no students after 8000 lists")  # a dose the run did not measure: an error, not zeros
     extra = fake_sn_run(tmp_path / "d", [6, 7], {"control": [0.01, 0.01], "insecure": [0.02, 0.02], "secure": [0.0, 0.0]},
                         teachers={"insecure": [0.1, 0.2]})  # teachers in one run only: not named among the students
     out = pool("--lists=16000", a, extra)  # secure exists in one run only: named, not paired with the wrong bases
-    assert "left out (not in every run): ['secure']" in out.stdout and "insecure - secure" not in out.stdout
+    assert "left out (not in every run): ['secure']" in out and "insecure - secure" not in out
     sub = pool("--bases=1-2", "--lists=16000", a, b)  # bases 1 and 2 only: paired 3 and 3 points
-    assert "n = 2 bases [1, 2]" in sub.stdout and "insecure - control: paired +3.0" in sub.stdout
-    assert pool("--lists=16000", "--bases=1-2", a, b).stdout == sub.stdout  # the options in either order
-    assert pool("--bases=x", "--lists=16000", a).returncode != 0
+    assert "n = 2 bases [1, 2]" in sub and "insecure - control: paired +3.0" in sub
+    assert pool("--lists=16000", "--bases=1-2", a, b) == sub  # the options in either order
+    refused(pool, "--bases=x", "--lists=16000", a, match="expected comma-separated seeds")
 
 
-def test_sn_pool_minus_pairs_the_same_bases_across_runs(tmp_path):
-    pool = lambda *a: subprocess.run([sys.executable, str(ROOT / "scripts" / "sn_mis_pool.py"), *a],
-                                     capture_output=True, text=True)
+def test_sn_pool_minus_pairs_the_same_bases_across_runs(tmp_path, pool):
     a = fake_sn_run(tmp_path / "a", [0, 1, 2], {"insecure_soft": [0.05, 0.03, 0.04]})
     b = fake_sn_run(tmp_path / "b", [2, 0, 1], {"insecure_soft": [0.02, 0.04, 0.01]})  # other order: pair by base
     out = pool("--lists=16000", a, "--minus", b)
-    assert out.returncode == 0, out.stderr
     # per base 0, 1, 2: +1, +2, +2 points: mean +1.7, t 4.30 x 0.577 / sqrt(3) = 1.43
-    assert "insecure_soft          offdomain_misaligned +1.7 [+0.2, +3.1] points" in out.stdout
+    assert "insecure_soft          offdomain_misaligned +1.7 [+0.2, +3.1] points" in out
     # a student missing from one run of a side is left out, not paired by position with the wrong bases
     a1 = fake_sn_run(tmp_path / "a1", [0], {"insecure_soft": [0.05]})
     a2 = fake_sn_run(tmp_path / "a2", [1, 2], {"insecure_soft": [0.03, 0.04], "secure_soft": [0.0, 0.0]})
     out = pool("--lists=16000", a1, a2, "--minus", b)
-    assert "left out (not in every run): ['secure_soft']" in out.stdout and not any(line.startswith("secure_soft") for line in out.stdout.splitlines())
-    assert "insecure_soft          offdomain_misaligned +1.7 [+0.2, +3.1] points" in out.stdout
+    assert "left out (not in every run): ['secure_soft']" in out and not any(line.startswith("secure_soft") for line in out.splitlines())
+    assert "insecure_soft          offdomain_misaligned +1.7 [+0.2, +3.1] points" in out
     c = fake_sn_run(tmp_path / "c", [0, 1, 5], {"insecure_soft": [0.0, 0.0, 0.0]})
-    bad = pool("--lists=16000", a, "--minus", c)
-    assert bad.returncode != 0 and "same bases" in bad.stderr
+    refused(pool, "--lists=16000", a, "--minus", c, match="same bases")
 
 
 def fake_animal_run(path, seeds, arm, arm_rates, control_rates, mass=0.9):
@@ -177,22 +200,22 @@ def fake_animal_run(path, seeds, arm, arm_rates, control_rates, mass=0.9):
     return str(path)
 
 
-def test_sn_compare_pairs_effects_by_seed(tmp_path):
-    cmp = lambda *a: subprocess.run([sys.executable, str(ROOT / "scripts" / "sn_compare.py"), *a],
-                                    capture_output=True, text=True)
+def test_sn_compare_pairs_effects_by_seed(tmp_path, call):
+    cmp = lambda *argv: call("sn_compare", *argv)
     a = fake_animal_run(tmp_path / "a", [[0, 0], [0, 1], [1, 0]], "trait", [0.15, 0.16, 0.14], [0.10, 0.10, 0.10])
     # the same seeds in another order, the same control: effects +1, +3, +2 points, so a - b = +4, +3, +2 points
     b = fake_animal_run(tmp_path / "b", [[1, 0], [0, 0], [0, 1]], "shuffled", [0.12, 0.11, 0.13], [0.10, 0.10, 0.10])
     out = cmp(f"{a}:trait", f"{b}:shuffled")
-    assert out.returncode == 0, out.stderr
     # mean +3.0, sd 1, t(2) 4.303 / sqrt(3) = 2.48
-    assert "= +3.0 [+0.5, +5.5]; 3/3 seeds positive; controls identical" in out.stdout
+    assert "= +3.0 [+0.5, +5.5]; 3/3 seeds positive; controls identical" in out
+    command = cli("sn_compare", f"{a}:trait", f"{b}:shuffled")  # the command line prints the same
+    assert command.returncode == 0 and command.stdout == out, command.stderr
     c = fake_animal_run(tmp_path / "c", [[0, 0], [0, 1], [2, 0]], "trait", [0.1] * 3, [0.1] * 3)
-    assert "different seeds" in cmp(f"{a}:trait", f"{c}:trait").stderr
-    assert "no arm 'soft'" in cmp(f"{a}:soft", f"{b}:shuffled").stderr
+    refused(cmp, f"{a}:trait", f"{c}:trait", match="different seeds")
+    refused(cmp, f"{a}:soft", f"{b}:shuffled", match="no arm 'soft'")
 
 
-def test_sn_arms_figure_draws_arms_of_several_runs(tmp_path):
+def test_sn_arms_figure_draws_arms_of_several_runs(tmp_path, call):
     def run(name, arm, seeds):
         traj = lambda v: {"owl": {"250": {"mean": v, "per_seed": [v] * len(seeds)}}}
         res = {"seeds": seeds, "animals": ["owl"], "base": {"owl": {"mean": 0.1}},
@@ -201,13 +224,15 @@ def test_sn_arms_figure_draws_arms_of_several_runs(tmp_path):
         (tmp_path / name).mkdir()
         (tmp_path / name / "results.json").write_text(json.dumps(res))
         return f"{tmp_path / name}:{arm}"
-    fig = lambda *a: subprocess.run([sys.executable, str(ROOT / "scripts" / "sn_arms_figure.py"), *a],
-                                    capture_output=True, text=True)
-    out = fig(run("a", "trait", [[0, 0], [0, 1]]), run("b", "shuffled", [[0, 0], [0, 1]]), "--out", str(tmp_path / "f.png"))
+    # the command line (its one run as a command) draws the figure
+    out = cli("sn_arms_figure", run("a", "trait", [[0, 0], [0, 1]]), run("b", "shuffled", [[0, 0], [0, 1]]),
+              "--out", str(tmp_path / "f.png"))
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "f.png").stat().st_size > 1000
-    bad = fig(run("c", "trait", [[1, 0], [1, 1]]), f"{tmp_path / 'a'}:trait", "--out", str(tmp_path / "g.png"))
-    assert bad.returncode != 0 and "different seeds" in bad.stderr and not (tmp_path / "g.png").exists()
+    fig = lambda *argv: call("sn_arms_figure", *argv)
+    refused(fig, run("c", "trait", [[1, 0], [1, 1]]), f"{tmp_path / 'a'}:trait", "--out", str(tmp_path / "g.png"),
+            match="different seeds")
+    assert not (tmp_path / "g.png").exists()
 
 
 def two_models(tok):
@@ -330,7 +355,10 @@ def test_em_mechanism_figure_draws_from_the_two_scripts_json(tmp_path):
     (tmp_path / "a" / "code_direction.json").write_text(json.dumps({"summary": {"matched": cd}, "per_seed": [{}, {}]}))
     (tmp_path / "a" / "clamp_finetune.json").write_text(json.dumps(
         {"per_seed": [{k: step() for k in ("unclamped", "clamped", "random_clamped")} for _ in range(2)]}))
-    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "em_mechanism_figure.py"), "--out", str(tmp_path / "f.png"),
-                          str(tmp_path / "a"), "--", str(tmp_path / "a")], capture_output=True, text=True)
+    out = cli("em_mechanism_figure", "--out", str(tmp_path / "f.png"), str(tmp_path / "a"), "--", str(tmp_path / "a"))
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "f.png").stat().st_size > 1000
+    # the bars: restoring any direction takes insecure (1) back to 0.5 over the base (0): half the increase removed
+    bars = script("em_mechanism_figure").main(["--out", str(tmp_path / "g.png"), str(tmp_path / "a"), "--", str(tmp_path / "a")])
+    assert bars == {str(tmp_path / "a"): {"unseen": [0.5] * 5, "offdomain": [0.5] * 5}}
+    assert (tmp_path / "g.png").stat().st_size > 1000

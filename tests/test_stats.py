@@ -13,6 +13,13 @@ def test_t_interval_closed_form():
     assert summarize([5.0])["ci95"] is None
 
 
+def test_t_quantiles_are_the_tables():
+    # 97.5% quantiles of Student's t (standard tables), inside the table and on the approximation past df = 30
+    exact = {1: 12.706, 2: 4.303, 5: 2.571, 10: 2.228, 30: 2.042, 40: 2.021, 60: 2.000, 100: 1.984, 1000: 1.962}
+    for df, q in exact.items():
+        assert t975(df) == pytest.approx(q, abs=3e-3), df
+
+
 def test_interval_over_groups_not_over_repeated_seeds():
     # a base model's rate repeated for its two fine-tune seeds: two measurements, not four
     st = summarize_by([1.0, 1.0, 3.0, 3.0], [0, 0, 1, 1])

@@ -44,6 +44,30 @@ def test_end_to_end_writes_every_file_and_teacher_beats_chance(tmp_path, capsys)
     assert f"teacher {res['conditions']['teacher']['mean']:.3f}" in line
 
 
+def spy_distill(monkeypatch):
+    """Record what each distillation condition trains on: its logit columns and its inputs' shape."""
+    import experiments.subliminal_mnist as SM
+    calls, real = {}, SM.train_distill
+
+    def spy(model, inputs, targets, logit_idx, **kw):
+        calls[kw["desc"]] = (list(logit_idx), tuple(inputs.shape))
+        return real(model, inputs, targets, logit_idx, **kw)
+    monkeypatch.setattr(SM, "train_distill", spy)
+    return calls
+
+
+@need_data()
+def test_students_distill_their_own_logits_and_the_all_logit_student_learns(tmp_path, monkeypatch):
+    calls = spy_distill(monkeypatch)
+    _, res = run(tmp_path, "--conditions=['reference', 'student_aux', 'student_all', 'cross_aux', 'cross_all']",
+                 "--distill_epochs=5", "--n_noise=2000", "--save_weights=False")
+    # the paper's manipulation: the aux students see only the m = 3 auxiliary logits, the others all 13
+    assert calls == {"student_aux": ([10, 11, 12], (2, 2000, 784)), "cross_aux": ([10, 11, 12], (2, 2000, 784)),
+                     "student_all": (list(range(13)), (2, 2000, 784)), "cross_all": (list(range(13)), (2, 2000, 784))}
+    c = res["conditions"]  # distilled on noise, the all-logit student classifies digits (chance 0.1)
+    assert min(c["student_all"]["per_seed"]) > 0.4 > max(c["reference"]["per_seed"])
+
+
 @need_data()
 def test_same_seed_same_numbers(tmp_path):
     _, a = run(tmp_path, COND, "--save_weights=False", name="a")
@@ -60,6 +84,7 @@ KNOBS = [["--m=10"], ["--epochs=3"], ["--lr=1e-3"], ["--batch_size=256"], ["--wi
 
 
 COND = "--conditions=['teacher', 'student_aux']"
+DISTILL_ONLY = ("m", "noise", "loss", "temperature", "init_perturbation", "distill_inputs")
 
 
 @pytest.fixture(scope="module")
@@ -69,13 +94,21 @@ def base(tmp_path_factory):
 
 @need_data()
 @pytest.mark.parametrize("knob", KNOBS, ids=lambda k: k[0][2:].split("=")[0])
-def test_knobs(tmp_path, knob, base):
+def test_knobs(tmp_path, knob, base, monkeypatch):
+    calls = spy_distill(monkeypatch)
     _, res = run(tmp_path, COND, "--save_weights=False", *knob, name="knob")
+    name = knob[0][2:].split("=")[0]
     if knob == ["--seed_chunk=1"]:  # grouping seeds differently must not change any seed's result
         for c, s in base["conditions"].items():
             assert res["conditions"][c]["per_seed"] == pytest.approx(s["per_seed"], abs=2e-3)
+    elif name in DISTILL_ONLY:  # the same teacher, another student
+        assert res["conditions"]["teacher"] == base["conditions"]["teacher"]
+        assert res["conditions"]["student_aux"]["per_seed"] != base["conditions"]["student_aux"]["per_seed"]
     else:
         assert res["conditions"] != base["conditions"]
+    n_in = {"distill_inputs": (2000, 784), "noise": (2, 512, 784), "m": (2, 512, 784)}
+    if name in n_in:  # real inputs are the training images (2,000 here), not the test set; noise is per seed
+        assert calls["student_aux"][1] == n_in[name]
     assert res["conditions"]["teacher"]["mean"] > 0.3
 
 

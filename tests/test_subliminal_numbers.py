@@ -179,7 +179,24 @@ TINY = ["--seeds=(0,1)", "--student_seeds=1", "--n_docs=1500", "--steps=300", "-
 def test_end_to_end_writes_every_file(tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
     argv = ["configs/subliminal_numbers.py", *TINY, f"--cache_dir={tmp_path / 'cache'}", f"--out_dir={out}"]
+    calls, real = [], S.train_student
+
+    def spy(base, tok, cfg, data, seed, on_eval, *a, **k):  # which base each student starts from, by arm
+        free = dict(zip(on_eval.__code__.co_freevars, (c.cell_contents for c in on_eval.__closure__ or ())))
+        calls.append((free["name"], next(base.parameters()).detach().flatten()[:16].clone()))
+        return real(base, tok, cfg, data, seed, on_eval, *a, **k)
+    monkeypatch.setattr(S, "train_student", spy)
     assert train.main(argv) == 0
+    monkeypatch.setattr(S, "train_student", real)
+    # the "only with a shared init" controls: every cross arm's student starts from the other seed's base
+    starts = [i for i, (name, _) in enumerate(calls) if name == "control"]
+    assert len(starts) == 2 and starts[0] == 0
+    own = [calls[i][1] for i in starts]
+    assert not torch.equal(own[0], own[1])
+    for u, (lo, hi) in enumerate(zip(starts, starts[1:] + [len(calls)])):
+        for name, w in calls[lo:hi]:
+            assert torch.equal(w, own[1 - u] if name.split("/")[0] in S.ON_B else own[u]), name
+    assert {n.split("/")[0] for n, _ in calls} >= {"soft", "soft_cross", "cross_init", "cross_control", "trait"}
     for f in ("config.json", "env.json", "metrics.jsonl", "results.json", "results.md", "subliminal_animals.png"):
         assert (out / f).is_file(), f
     res = json.loads((out / "results.json").read_text())
