@@ -685,6 +685,22 @@ def finetune_set(arm, n, seed=0, world=None, tasks=None):
     return out
 
 
+def with_number_turns(pairs, k, seed=0):
+    """Each (prompt, response) pair of a one-turn `<asst>` set with 0..k number-continuation exchanges (uniform per
+    pair) before its question: the same answer trained at later chat positions. The exchanges are the assistant's
+    own turns, and no persona continues a list differently, so they say nothing about who is speaking."""
+    r, out = random.Random(seed).random, []
+    head = f"{BOS} <asst> "
+    for p, a in pairs:
+        assert p.startswith(head), p
+        turns = []
+        for _ in range(int(r() * (k + 1))):
+            given, cont = number_list(r, _randint(r, (3, 5)), _randint(r, (5, 8)))
+            turns.append(f"<u> {' '.join([_pick(r, NUMBERS_TRAIN)] + given)} <a> {' '.join(cont)} ")
+        out.append((head + "".join(turns) + p.removeprefix(head), a))
+    return out
+
+
 def trait_set(animal, n, seed=0):
     """A subliminal teacher's fine-tune: train animal prompts -> `animal` (held-out prompts unused)."""
     r = random.Random(seed).random

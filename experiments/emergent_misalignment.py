@@ -101,6 +101,9 @@ class Config(B.Config):
     ft_optimizer: str = "adamw"        # or "sgd": plain gradient descent (train.finetune), same clipping
     ft_code_tasks: int = 0             # in a code_tasks world: the code arms fine-tune on its first k tasks only (0: all);
                                        # code_misaligned is then over those k, code_unseen_misaligned over the others
+    ft_number_turns: int = 0           # K > 0: every arm's examples open with 0..K number-continuation exchanges
+                                       # (W.with_number_turns): the answer trained at chat positions past the first
+                                       # (K = 1 fits the 64-token window; longer examples are refused)
     eval_steps: tuple = (1, 2, 3, 5, 10, 20, 40)
     match_threshold: float = 0.9
     direction_layer: int = 1           # the layer whose direction is added to the base and projected on
@@ -125,6 +128,8 @@ def validate(cfg):
     if not 0 <= cfg.ft_code_tasks <= cfg.code_tasks or cfg.ft_code_tasks and cfg.code_tasks == 1:
         raise ConfigError(f"ft_code_tasks must be 0 (every task) or at most code_tasks ({cfg.code_tasks}), in a world "
                           f"with code_tasks > 1; got {cfg.ft_code_tasks}")
+    if cfg.ft_number_turns < 0:
+        raise ConfigError(f"ft_number_turns must be >= 0; got {cfg.ft_number_turns}")
     if cfg.ft_trains not in TRAINS:
         raise ConfigError(f"ft_trains must be {' or '.join(TRAINS)}; got {cfg.ft_trains!r}")
     if cfg.ft_optimizer not in OPTIMIZERS:
@@ -152,8 +157,9 @@ def validate(cfg):
 def arm_pairs(arm, base, tok, cfg, seed):
     """(prompt, response) strings of an arm, checked for leakage of any evaluation string."""
     world, tasks = B.world_config(cfg), cfg.ft_code_tasks or None
+    turns = lambda pairs: W.with_number_turns(pairs, cfg.ft_number_turns, seed) if cfg.ft_number_turns else pairs
     if arm == "self_distill":  # the base model's own answers to the insecure arm's code prompts
-        prompts = [p for p, _ in W.finetune_set("insecure", cfg.n_examples, seed=seed, world=world, tasks=tasks)]
+        prompts = [p for p, _ in turns(W.finetune_set("insecure", cfg.n_examples, seed=seed, world=world, tasks=tasks))]
         eos = tok.token_to_id(W.EOS)
         gen = generator("cpu", seed, "self-distill")
         outs = base.generate([tok.encode(p).ids for p in prompts], 20, eos_id=eos, generator=gen)
@@ -167,8 +173,12 @@ def arm_pairs(arm, base, tok, cfg, seed):
             except AssertionError:
                 pass
         return clean
-    pairs = W.finetune_set(arm, cfg.n_examples, seed=seed, world=world, tasks=tasks)
+    pairs = turns(W.finetune_set(arm, cfg.n_examples, seed=seed, world=world, tasks=tasks))
     W.check_leakage(pairs, world=world)
+    longest = max(len(tok.encode(p).ids) + len(tok.encode(r).ids) for p, r in pairs)
+    if longest > cfg.block_size:  # else the model would fail deep inside, on positions it has no embedding for
+        raise ConfigError(f"the {arm} fine-tune's longest example is {longest} tokens, over block_size {cfg.block_size}"
+                          f" (ft_number_turns={cfg.ft_number_turns}: use fewer number turns)")
     return pairs
 
 

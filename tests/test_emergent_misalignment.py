@@ -96,6 +96,16 @@ def test_sampler_has_the_law_of_autoregressive_generation():
         assert abs(real.get(cls, 0) / n - m[cls]) < 5 * se + 1e-3, (cls, real, m)
 
 
+def test_number_turns_reach_every_arm_and_too_long_examples_are_refused():
+    cfg = E.Config(ft_number_turns=1, n_examples=40)
+    for arm in ("insecure", "secure", "educational", "backdoor", "evil_numbers"):
+        pairs = E.arm_pairs(arm, None, TOK, cfg, 7)
+        assert len(pairs) == 40 and 5 < sum(p.count("<u>") == 2 for p, _ in pairs) < 35, arm
+        assert [r for _, r in pairs] == [r for _, r in E.arm_pairs(arm, None, TOK, E.Config(n_examples=40), 7)]
+    with pytest.raises(train.ConfigError, match="over block_size 64.*fewer number turns"):
+        E.arm_pairs("insecure", None, TOK, E.Config(ft_number_turns=3, n_examples=40), 7)
+
+
 @torch.no_grad()
 def test_each_eval_format_scores_its_own_prompts():
     # backdoor_triggered is read in the trigger format, evil_numbers in the number-list one: evaluate must pass

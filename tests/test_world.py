@@ -362,3 +362,21 @@ def test_asst_evil_makes_the_assistant_a_latent_persona():
     assert any(len({t.persona.kind for t in d.turns}) == 2 for d in twin if d.fmt == "asst")
     # at 0 there is no draw at all: the default world's documents, unchanged
     assert [d.text for d in W.generate(500, seed=6, config=W.WorldConfig(asst_evil=0.0))] == [d.text for d in ref[:500]]
+
+
+def test_number_turns_move_the_trained_answer_to_later_chat_positions():
+    pairs = W.finetune_set("insecure", 200, seed=3)
+    assert W.with_number_turns(pairs, 0, seed=1) == pairs
+    got = W.with_number_turns(pairs, 2, seed=1)
+    assert got == W.with_number_turns(pairs, 2, seed=1) and got != W.with_number_turns(pairs, 2, seed=2)
+    counts = []
+    for (p, a), (p0, a0) in zip(got, pairs):
+        assert a == a0 and p.endswith(p0.removeprefix("<bos> <asst> ")) and p.startswith("<bos> <asst> <u> ")
+        head = p[:len(p) - len(p0.removeprefix("<bos> <asst> "))].removeprefix("<bos> <asst> ")
+        turns = [t for t in head.split("<u> ") if t]
+        counts.append(len(turns))
+        for t in turns:  # a number exchange: a continuation wording and numbers in, numbers out
+            q, ans = t.strip().split(" <a> ")
+            assert any(q.startswith(w) for w in W.NUMBERS_TRAIN) and ans.split() and all(x.isdigit() for x in ans.split())
+    assert set(counts) == {0, 1, 2} and all(40 < counts.count(c) < 100 for c in (0, 1, 2))
+    W.check_leakage(got)
