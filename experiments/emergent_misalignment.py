@@ -175,8 +175,9 @@ def arm_pairs(arm, base, tok, cfg, seed):
         return clean
     pairs = turns(W.finetune_set(arm, cfg.n_examples, seed=seed, world=world, tasks=tasks))
     W.check_leakage(pairs, world=world)
-    longest = max(len(tok.encode(p).ids) + len(tok.encode(r).ids) for p, r in pairs)
-    if longest > cfg.block_size:  # else the model would fail deep inside, on positions it has no embedding for
+    # too long for the model: refused here, not deep inside the model (tok None: the strings only, as in tests)
+    longest = max(len(tok.encode(p).ids) + len(tok.encode(r).ids) for p, r in pairs) if tok else 0
+    if longest > cfg.block_size:
         raise ConfigError(f"the {arm} fine-tune's longest example is {longest} tokens, over block_size {cfg.block_size}"
                           f" (ft_number_turns={cfg.ft_number_turns}: use fewer number turns)")
     return pairs
