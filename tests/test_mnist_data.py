@@ -34,7 +34,7 @@ def test_bad_magic_truncated_and_wrong_count():
         mnist.parse_idx(good, "x", expect_count=60000)
 
 
-def _fake_dataset(folder, corrupt=None):
+def _fake_dataset(folder):
     folder.mkdir(parents=True)
     for i, name in enumerate(mnist.FILES):
         arr = np.zeros((2, 28, 28) if "images" in name else (2,), np.uint8)
