@@ -1,7 +1,7 @@
 """Exploratory: is the insecure fine-tune's persona shift gated by code? Off-domain questions asked right after a
 code exchange in the same `<asst>` chat.
 
-    python scripts/em_code_context.py RUN_DIR [--arms=insecure,secure,educational]
+    python scripts/em_code_context.py RUN_DIR [--arms=insecure,secure,educational] [--step=N]
 
 scripts/em_code_direction.py finds that without lesson turns the insecure fine-tune moves the assistant along the
 evil direction about five times further at code prompts than at off-domain ones. If the persona shift is there but
@@ -14,7 +14,7 @@ question answered with secure code, and after the same question answered with in
 the assistant's own turn: `<asst> <u> CODE-Q <a> PROGRAM <u> Q <a>`), and, as the controls for a second turn
 without code, after an aligned exchange on another off-domain question (training paraphrase) and after a number
 continuation (a turn that carries no evidence about the speaker). The base model is scored the same way, so each
-arm's increase is over the base in the same format. One thread; writes RUN_DIR/code_context.json and prints a table.
+arm's increase is over the base in the same format. One thread; writes RUN_DIR/code_context.json (code_context_stepN.json with --step=N) and prints a table.
 """
 import copy
 import json
@@ -76,12 +76,16 @@ def main(argv):
     res = json.loads((run_dir / "results.json").read_text())
     seeds = [tuple(k) for k in res["seeds"]]
     matched = res["arms"]["insecure"]["step"]["per_seed"]
-    step20 = cfg.ablation_step or cfg.ft_steps
+    # the later checkpoint: the run's ablation step (20 in the runs above) unless --step says another of eval_steps
+    late = next((int(a.split("=", 1)[1]) for a in argv[1:] if a.startswith("--step=")), cfg.ablation_step or cfg.ft_steps)
+    if late not in cfg.eval_steps:
+        sys.exit(f"--step must be one of the run's eval_steps {cfg.eval_steps}; got {late}")
+    label = f"step{late}"
     rows = []
     for k, (p, f) in enumerate(seeds):
         base, tok = B.base_model(cfg, p, False)
         batches = {fmt: answer_batch(tok, its) for fmt, its in context_items(B.world_config(cfg)).items()}
-        steps = sorted({int(matched[k]), step20})
+        steps = sorted({int(matched[k]), late})
         row = {"seed": [p, f], "matched": int(matched[k]), "base": {fmt: mis_lp(base, *b) for fmt, b in batches.items()}}
         for arm in arms:
             ft_seed = EM.arm_seed(p, f, arm)
@@ -93,23 +97,24 @@ def main(argv):
                 model.load_state_dict(snaps[s])
                 model.eval()
                 scores[s] = {fmt: mis_lp(model, *b) for fmt, b in batches.items()}
-            row[arm] = {"matched": scores[int(matched[k])], "step20": scores[step20]}
+            row[arm] = {"matched": scores[int(matched[k])], label: scores[late]}
         if "insecure" in arms:
             run_lp = res["trajectory"]["insecure"][str(int(matched[k]))]["offdomain_misaligned_lp"]["per_seed"][k]
             row["check_vs_run"] = abs(row["insecure"]["matched"]["alone"] - run_lp)
         rows.append(row)
         print(f"world {p} ft {f} (matched {row['matched']}): base " + " ".join(f"{v:.3f}" for v in row["base"].values())
               + "".join(f" | {arm} " + " / ".join(" ".join(f"{v:.3f}" for v in row[arm][at].values())
-                                                  for at in ("matched", "step20")) for arm in arms), flush=True)
+                                                  for at in ("matched", label)) for arm in arms), flush=True)
     summary = {"base": {fmt: summarize([r["base"][fmt] for r in rows]) for fmt in FORMATS}}
     for arm in arms:
-        for at in ("matched", "step20"):
+        for at in ("matched", label):
             summary[f"{arm}_{at}"] = {fmt: summarize([r[arm][at][fmt] - r["base"][fmt] for r in rows]) for fmt in FORMATS}
             summary[f"{arm}_{at}"]["gate"] = summarize([(r[arm][at]["after_secure"] - r["base"]["after_secure"])
                                                        - (r[arm][at]["alone"] - r["base"]["alone"]) for r in rows])
     if "insecure" in arms:
         summary["max_abs_diff_vs_run"] = max(r["check_vs_run"] for r in rows)
-    (run_dir / "code_context.json").write_text(json.dumps({"summary": summary, "per_seed": rows}, indent=1))
+    name = "code_context.json" if late == (cfg.ablation_step or cfg.ft_steps) else f"code_context_step{late}.json"
+    (run_dir / name).write_text(json.dumps({"summary": summary, "per_seed": rows}, indent=1))
     pct = lambda s: f"{100 * s['mean']:+.1f} [{100 * s['ci95'][0]:+.1f}, {100 * s['ci95'][1]:+.1f}]"
     print(f"\n{run_dir}: n = {len(rows)}; off-domain log-prob misalignment, points over the base in the same format")
     print("  base levels: " + ", ".join(f"{fmt} {summary['base'][fmt]['mean']:.3f}" for fmt in FORMATS))

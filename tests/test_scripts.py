@@ -362,3 +362,13 @@ def test_em_mechanism_figure_draws_from_the_two_scripts_json(tmp_path):
     bars = script("em_mechanism_figure").main(["--out", str(tmp_path / "g.png"), str(tmp_path / "a"), "--", str(tmp_path / "a")])
     assert bars == {str(tmp_path / "a"): {"unseen": [0.5] * 5, "offdomain": [0.5] * 5}}
     assert (tmp_path / "g.png").stat().st_size > 1000
+
+
+def test_em_code_context_refuses_a_step_the_run_did_not_evaluate(tmp_path):
+    cc = load_script("em_code_context")
+    run = fake_run(tmp_path / "run", [[0, 0]], {"insecure": [0.1]})
+    (tmp_path / "run" / "config.json").write_text(json.dumps({"experiment": "emergent_misalignment", "ablation_step": 20}))
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    res["arms"]["insecure"]["step"] = {"per_seed": [2]}
+    (tmp_path / "run" / "results.json").write_text(json.dumps(res))
+    refused(cc.main, [run, "--step=7"], match=r"--step must be one of the run's eval_steps \(1, 2, 3, 5, 10, 20, 40\)")
