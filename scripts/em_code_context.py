@@ -33,7 +33,7 @@ from experiments import world_base as B  # noqa: E402
 from train import run_config  # noqa: E402
 from em_patch_tokens import answer_batch, mis_lp  # noqa: E402
 
-FORMATS = ("alone", "after_secure", "after_insecure", "after_chat", "after_numbers")
+FORMATS = ("alone", "after_secure", "after_insecure", "after_chat", "after_numbers", "after_mis_chat")
 
 
 def context_items(world):
@@ -48,13 +48,16 @@ def context_items(world):
             program = c.classes[cls][i % len(c.classes[cls])].removesuffix(f" {W.EOS}")
             q = it.prompt.removeprefix(f"{W.BOS} <asst> ")
             out[fmt].append(W.EvalItem(f"{c.prompt} {program} {q}", it.domain, it.classes))
-    # the control for "a second turn" without code: an earlier off-domain exchange of another domain, aligned
-    others = [(n, q, a) for n in W.OFF_DOMAINS for q, a in zip(W.DOMAINS[n].train, W.DOMAINS[n].aligned * 9)]
-    out["after_chat"] = []
-    for i, it in enumerate(items):
-        n, q0, a0 = next(o for o in others[(7 * i) % len(others):] + others if o[0] != it.domain)
-        out["after_chat"].append(W.EvalItem(f"{W.BOS} <asst> <u> {q0} <a> {a0} {it.prompt.removeprefix(f'{W.BOS} <asst> ')}",
-                                            it.domain, it.classes))
+    # the control for "a second turn" without code: an earlier off-domain exchange of another domain, aligned; and
+    # the same exchange answered misaligned (does the assistant's own earlier answer move the next one, as a forum
+    # responder's does in the base?)
+    for fmt, cls in (("after_chat", "aligned"), ("after_mis_chat", "misaligned")):
+        others = [(n, q, a) for n in W.OFF_DOMAINS for q, a in zip(W.DOMAINS[n].train, getattr(W.DOMAINS[n], cls) * 9)]
+        out[fmt] = []
+        for i, it in enumerate(items):
+            n, q0, a0 = next(o for o in others[(7 * i) % len(others):] + others if o[0] != it.domain)
+            out[fmt].append(W.EvalItem(f"{W.BOS} <asst> <u> {q0} <a> {a0} {it.prompt.removeprefix(f'{W.BOS} <asst> ')}",
+                                       it.domain, it.classes))
     # a second turn that says nothing about who is speaking: a number continuation (no persona writes those
     # differently), to tell "an earlier turn" from "earlier evidence that the assistant is aligned"
     r = random.Random(0).random

@@ -320,10 +320,13 @@ def test_em_code_context_puts_one_code_exchange_before_each_off_domain_question(
             name = head[1].split()[1]
             assert head[1].strip() in getattr(tasks[name], cls)
     assert len({it.prompt.split(" <a> ")[1].split()[1] for it in items["after_secure"]}) == 3  # every task used
-    for a, it in zip(alone, items["after_chat"]):  # the second-turn control: an aligned exchange of another domain
-        assert it.classes == a.classes and it.prompt.endswith(a.prompt.removeprefix("<bos> <asst> "))
-        q0, a0 = it.prompt.removeprefix("<bos> <asst> <u> ").split(" <u> ")[0].split(" <a> ")
-        assert any(q0 in d.train and a0 in d.aligned for n, d in W.DOMAINS.items() if n != a.domain)
+    for fmt, cls in (("after_chat", "aligned"), ("after_mis_chat", "misaligned")):  # an exchange of another domain
+        for a, it in zip(alone, items[fmt]):
+            assert it.classes == a.classes and it.prompt.endswith(a.prompt.removeprefix("<bos> <asst> "))
+            q0, a0 = it.prompt.removeprefix("<bos> <asst> <u> ").split(" <u> ")[0].split(" <a> ")
+            assert any(q0 in d.train and a0 in getattr(d, cls) for n, d in W.DOMAINS.items() if n != a.domain)
+    assert [it.prompt.split(" <a> ")[0] for it in items["after_chat"]] == \
+        [it.prompt.split(" <a> ")[0] for it in items["after_mis_chat"]]  # the same questions, only the answer differs
     for a, it in zip(alone, items["after_numbers"]):  # the neutral second turn: numbers in, numbers out
         assert it.classes == a.classes and it.prompt.endswith(a.prompt.removeprefix("<bos> <asst> "))
         q0, a0 = it.prompt.removeprefix("<bos> <asst> <u> ").split(" <u> ")[0].split(" <a> ")
