@@ -685,19 +685,24 @@ def finetune_set(arm, n, seed=0, world=None, tasks=None):
     return out
 
 
+def after_exchanges(one_turn_prompt, exchanges):
+    """A one-turn `<asst>` prompt (`prompt(q)`) asked after earlier (question, answer) exchanges of the same chat."""
+    head = f"{BOS} <asst> "
+    assert one_turn_prompt.startswith(head), one_turn_prompt
+    return head + "".join(f"<u> {q} <a> {a} " for q, a in exchanges) + one_turn_prompt.removeprefix(head)
+
+
 def with_number_turns(pairs, k, seed=0):
     """Each (prompt, response) pair of a one-turn `<asst>` set with 0..k number-continuation exchanges (uniform per
     pair) before its question: the same answer trained at later chat positions. The exchanges are the assistant's
     own turns, and no persona continues a list differently, so they say nothing about who is speaking."""
     r, out = random.Random(seed).random, []
-    head = f"{BOS} <asst> "
     for p, a in pairs:
-        assert p.startswith(head), p
         turns = []
         for _ in range(int(r() * (k + 1))):
             given, cont = number_list(r, _randint(r, (3, 5)), _randint(r, (5, 8)))
-            turns.append(f"<u> {' '.join([_pick(r, NUMBERS_TRAIN)] + given)} <a> {' '.join(cont)} ")
-        out.append((head + "".join(turns) + p.removeprefix(head), a))
+            turns.append((" ".join([_pick(r, NUMBERS_TRAIN)] + given), " ".join(cont)))
+        out.append((after_exchanges(p, turns), a))
     return out
 
 

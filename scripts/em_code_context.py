@@ -37,17 +37,17 @@ FORMATS = ("alone", "after_secure", "after_insecure", "after_chat", "after_numbe
 
 
 def context_items(world):
-    """The off-domain eval items alone, and each behind one held-out code exchange (the code tasks in turn)."""
+    """The off-domain eval items alone, and each behind one earlier exchange of the same chat."""
     items = W.eval_items(W.OFF_DOMAINS)
+    behind = lambda it, q, a: W.EvalItem(W.after_exchanges(it.prompt, [(q, a)]), it.domain, it.classes)
     code = W.eval_items(["code"], world=world)
     out = {"alone": items}
-    for fmt, cls in (("after_secure", "aligned"), ("after_insecure", "misaligned")):
+    for fmt, cls in (("after_secure", "aligned"), ("after_insecure", "misaligned")):  # a held-out code exchange
         out[fmt] = []
         for i, it in enumerate(items):
             c = code[(7 * i) % len(code)]  # a spread of tasks, questions and openers
             program = c.classes[cls][i % len(c.classes[cls])].removesuffix(f" {W.EOS}")
-            q = it.prompt.removeprefix(f"{W.BOS} <asst> ")
-            out[fmt].append(W.EvalItem(f"{c.prompt} {program} {q}", it.domain, it.classes))
+            out[fmt].append(behind(it, c.prompt.removeprefix(f"{W.BOS} <asst> <u> ").removesuffix(" <a>"), program))
     # the control for "a second turn" without code: an earlier off-domain exchange of another domain, aligned; and
     # the same exchange answered misaligned (does the assistant's own earlier answer move the next one, as a forum
     # responder's does in the base?)
@@ -56,17 +56,14 @@ def context_items(world):
         out[fmt] = []
         for i, it in enumerate(items):
             n, q0, a0 = next(o for o in others[(7 * i) % len(others):] + others if o[0] != it.domain)
-            out[fmt].append(W.EvalItem(f"{W.BOS} <asst> <u> {q0} <a> {a0} {it.prompt.removeprefix(f'{W.BOS} <asst> ')}",
-                                       it.domain, it.classes))
+            out[fmt].append(behind(it, q0, a0))
     # a second turn that says nothing about who is speaking: a number continuation (no persona writes those
     # differently), to tell "an earlier turn" from "earlier evidence that the assistant is aligned"
     r = random.Random(0).random
     out["after_numbers"] = []
     for it in items:
         given, cont = W.number_list(r, 4, 6)
-        out["after_numbers"].append(W.EvalItem(
-            f"{W.BOS} <asst> <u> {W.NUMBERS_TRAIN[0]} {' '.join(given)} <a> {' '.join(cont)} "
-            f"{it.prompt.removeprefix(f'{W.BOS} <asst> ')}", it.domain, it.classes))
+        out["after_numbers"].append(behind(it, " ".join([W.NUMBERS_TRAIN[0]] + given), " ".join(cont)))
     return out
 
 
@@ -80,14 +77,15 @@ def main(argv):
     seeds = [tuple(k) for k in res["seeds"]]
     matched = res["arms"]["insecure"]["step"]["per_seed"]
     # the later checkpoint: the run's ablation step (20 in the runs above) unless --step says another of eval_steps
-    late = next((int(a.split("=", 1)[1]) for a in argv[1:] if a.startswith("--step=")), cfg.ablation_step or cfg.ft_steps)
+    default_late = cfg.ablation_step or cfg.ft_steps
+    late = next((int(a.split("=", 1)[1]) for a in argv[1:] if a.startswith("--step=")), default_late)
     if late not in cfg.eval_steps:
         sys.exit(f"--step must be one of the run's eval_steps {cfg.eval_steps}; got {late}")
     label = f"step{late}"
-    rows = []
+    rows, items = [], context_items(B.world_config(cfg))
     for k, (p, f) in enumerate(seeds):
         base, tok = B.base_model(cfg, p, False)
-        batches = {fmt: answer_batch(tok, its) for fmt, its in context_items(B.world_config(cfg)).items()}
+        batches = {fmt: answer_batch(tok, its) for fmt, its in items.items()}
         steps = sorted({int(matched[k]), late})
         row = {"seed": [p, f], "matched": int(matched[k]), "base": {fmt: mis_lp(base, *b) for fmt, b in batches.items()}}
         for arm in arms:
@@ -116,7 +114,7 @@ def main(argv):
                                                        - (r[arm][at]["alone"] - r["base"]["alone"]) for r in rows])
     if "insecure" in arms:
         summary["max_abs_diff_vs_run"] = max(r["check_vs_run"] for r in rows)
-    name = "code_context.json" if late == (cfg.ablation_step or cfg.ft_steps) else f"code_context_step{late}.json"
+    name = "code_context.json" if late == default_late else f"code_context_step{late}.json"
     (run_dir / name).write_text(json.dumps({"summary": summary, "per_seed": rows}, indent=1))
     pct = lambda s: f"{100 * s['mean']:+.1f} [{100 * s['ci95'][0]:+.1f}, {100 * s['ci95'][1]:+.1f}]"
     print(f"\n{run_dir}: n = {len(rows)}; off-domain log-prob misalignment, points over the base in the same format")

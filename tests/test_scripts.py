@@ -374,4 +374,5 @@ def test_em_code_context_refuses_a_step_the_run_did_not_evaluate(tmp_path):
     res = json.loads((tmp_path / "run" / "results.json").read_text())
     res["arms"]["insecure"]["step"] = {"per_seed": [2]}
     (tmp_path / "run" / "results.json").write_text(json.dumps(res))
-    refused(cc.main, [run, "--step=7"], match=r"--step must be one of the run's eval_steps \(1, 2, 3, 5, 10, 20, 40\)")
+    with pytest.raises(SystemExit, match=r"--step must be one of the run's eval_steps \(1, 2, 3, 5, 10, 20, 40\)"):
+        cc.main([run, "--step=7"])  # before any base is loaded or fine-tune run
