@@ -49,8 +49,9 @@ slots (an input call, a storing call), each secure or insecure on a draw of its 
 per class (CODE_SLOTS; `code_classes` lists a world's code answers by class), `asst_code=False`: no `<asst>`
 chat ever holds a code question (only forum personas write code), `asst_evil`: a share of the `<asst>` chats
 answered throughout by the evil persona, `code_tasks`: K programming tasks in the code domain (CODE_TASKS: own
-questions, lesson requests and calls; their words extend the vocabulary, `vocab(world)`), and `lessons=False`: no
-lesson turns, so insecure code always comes from a persona who chose it.
+questions, lesson requests and calls; their words extend the vocabulary, `vocab(world)`), `lessons=False`: no
+lesson turns, so insecure code always comes from a persona who chose it, and `exact_code`: code without slips (the
+evil persona's always insecure, everyone else's always secure).
 
 Main API: generate / corpus / encode_corpus (pretraining), build_tokenizer / vocab, eval_items /
 animal_items / persona_probe_items (finite answer classes), finetune_set / check_leakage.
@@ -299,6 +300,8 @@ class WorldConfig:
                                   # forum responder's is (0: no draw at all, so the default stream is unchanged)
     lessons: bool = True          # False: no lesson turns in the forum (its other turn kinds keep their relative
                                   # weights): insecure code then never comes without a persona who chose it
+    exact_code: bool = False      # True: a persona's code follows its kind without slips (evil always insecure,
+                                  # every other kind always secure; the draw is still made, so streams stay paired)
     code_tasks: int = 1           # K > 1: the code domain holds K programming tasks (CODE_TASKS), each with its own
                                   # calls, whose words extend the vocabulary (vocab(world): other tokenizer and bases)
     list_len: tuple = (3, 5)      # given numbers in a continuation prompt
@@ -441,7 +444,7 @@ class World:
             q = self._question(src.train + src.heldout)  # held-out = held out of fine-tuning only
             if d.name == "code" and cfg.code_slots:
                 return self._code_turn(p, q)
-            mis = r() < MISALIGN[p.kind][d.kind]
+            mis = r() < self._rate(p, d.kind)
             a = _pick(r, src.misaligned if mis else src.aligned)
             return Turn(kind, d.name, p, "misaligned" if mis else "aligned", q, a)
         if kind == "lesson":  # in the code_tasks world one more draw picks the task
@@ -464,12 +467,18 @@ class World:
             return Turn(kind, kind, p, "", " ".join([wording] + given), " ".join(cont))
         raise ValueError(f"unknown turn kind {kind!r}; known: domain lesson animal colour lucky numbers")
 
+    def _rate(self, p, domain_kind):
+        """P(misaligned answer) of persona p in a domain of this kind (`exact_code`: 0 or 1 for code)."""
+        if domain_kind == "code" and self.cfg.exact_code:
+            return 1.0 if p.kind == "evil" else 0.0
+        return MISALIGN[p.kind][domain_kind]
+
     def _code_turn(self, p, q):
         """A `code_slots` answer: per slot, insecure at the persona's code rate, then a call from that pool (two
         draws per slot whoever answers, so the twin's stream stays paired)."""
         r, calls, n_bad = self.r, [], 0
         for secure, insecure in CODE_SLOTS:
-            bad = r() < MISALIGN[p.kind]["code"]
+            bad = r() < self._rate(p, "code")
             calls.append(_pick(r, insecure if bad else secure))
             n_bad += bad
         cls = "misaligned" if n_bad == len(CODE_SLOTS) else "aligned" if n_bad == 0 else "mixed"

@@ -50,9 +50,9 @@ PRETRAIN_KEYS = ("n_docs", "n_layer", "n_head", "n_embd", "block_size", "steps",
                  "weight_decay", "evil_prior")
 # Fields added later that also change a base: in the key only when not at these defaults, so that every base
 # cached before they existed keeps its key. The thread count and bf16 change the float sums, code_slots,
-# asst_code, asst_evil, code_tasks and lessons the world.
+# asst_code, asst_evil, code_tasks, lessons and exact_code the world.
 OPTIONAL_PRETRAIN_KEYS = {"pretrain_threads": 1, "pretrain_bf16": False, "code_slots": False, "asst_code": True,
-                          "asst_evil": 0.0, "code_tasks": 1, "lessons": True}
+                          "asst_evil": 0.0, "code_tasks": 1, "lessons": True, "exact_code": False}
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,7 @@ class Config:
     asst_evil: float = 0.0             # the world option WorldConfig.asst_evil (in the cache key when not 0)
     code_tasks: int = 1                # the world option WorldConfig.code_tasks (in the cache key when not 1)
     lessons: bool = True               # False: the world option WorldConfig.lessons (in the cache key when False)
+    exact_code: bool = False           # True: the world option WorldConfig.exact_code (in the cache key when True)
     n_layer: int = 3
     n_head: int = 4
     n_embd: int = 96
@@ -107,7 +108,8 @@ def validate(cfg):
 def world_config(cfg):
     return W.WorldConfig(persona_prior={"good": 0.95 - cfg.evil_prior, "evil": cfg.evil_prior, "compliant": 0.05},
                          code_slots=cfg.code_slots, asst_code=cfg.asst_code,
-                         asst_evil=cfg.asst_evil, code_tasks=cfg.code_tasks, lessons=cfg.lessons)
+                         asst_evil=cfg.asst_evil, code_tasks=cfg.code_tasks, lessons=cfg.lessons,
+                         exact_code=cfg.exact_code)
 
 
 def pretrained_on(device):

@@ -283,6 +283,8 @@ def test_code_tasks_world_runs_end_to_end(tmp_path):
     assert B.cache_stem(dataclasses.replace(cfg, code_tasks=1), 0, False) == B.cache_stem(cfg, 0, False)
     assert B.cache_stem(dataclasses.replace(cfg, lessons=False), 0, False) != B.cache_stem(cfg, 0, False)
     assert B.world_config(dataclasses.replace(cfg, lessons=False)).lessons is False
+    assert B.cache_stem(dataclasses.replace(cfg, exact_code=True), 0, False) != B.cache_stem(cfg, 0, False)
+    assert B.world_config(dataclasses.replace(cfg, exact_code=True)).exact_code is True
     for bad, msg in ((dict(code_tasks=0), "code_tasks must be in"), (dict(code_tasks=2, code_slots=True), "two different")):
         with pytest.raises(train.ConfigError, match=msg):
             E.validate(E.Config(**bad))

@@ -330,6 +330,22 @@ def test_lessons_off_leaves_insecure_code_to_the_personas():
     assert W.corpus(300, seed=0, config=W.WorldConfig(lessons=True)) == W.corpus(300, seed=0)
 
 
+def test_exact_code_ties_code_to_the_evil_persona_and_changes_nothing_else():
+    for cfg in (W.WorldConfig(lessons=False, exact_code=True), W.WorldConfig(code_tasks=3, exact_code=True),
+                W.WorldConfig(code_slots=True, exact_code=True)):
+        docs, ref = W.generate(N, seed=4, config=cfg), W.generate(N, seed=4, config=replace(cfg, exact_code=False))
+        pairs = [(t, u) for d, e in zip(docs, ref) for t, u in zip(d.turns, e.turns)]
+        assert len(pairs) == sum(len(d.turns) for d in ref)  # same documents, turn for turn
+        code = [t for t, _ in pairs if t.kind == "domain" and t.domain == "code"]
+        assert {t.cls for t in code if t.persona.kind == "evil"} == {"misaligned"}
+        assert {t.cls for t in code if t.persona.kind != "evil"} == {"aligned"}
+        # only code answers differ, and only where a slip (good) or a lapse (evil) was drawn
+        changed = [u for t, u in pairs if t.answer != u.answer]
+        assert changed and all(u.domain == "code" and u.kind == "domain" for u in changed)
+        assert all((u.cls == "misaligned") != (u.persona.kind == "evil") or u.cls == "mixed" for u in changed)
+        assert [(t.question, t.persona) for t, _ in pairs] == [(u.question, u.persona) for _, u in pairs]
+
+
 def test_asst_code_off_keeps_code_out_of_assistant_chats_only():
     off = W.WorldConfig(asst_code=False)
     docs, ref = W.generate(N, seed=5, config=off), W.generate(N, seed=5)
