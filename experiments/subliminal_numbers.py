@@ -235,7 +235,7 @@ def make_teacher(base, tok, cfg, p, animal):
         return Teacher(base, tok.encode(turn).ids), {"steps": 0, "rate": rates[animal]}
     pairs = W.trait_set(animal, 400, seed=seed_int(p, animal, "teacher") % 2 ** 31)
     W.check_leakage(pairs, extra=())
-    data = B.encode_pairs(tok, pairs)
+    data = B.encode_pairs(tok, pairs, cfg.block_size)
     model = copy.deepcopy(base)
     steps = finetune_until(model, data, lambda m: animal_rates(m, tok)[0][animal] >= cfg.teacher_threshold,
                            max_steps=cfg.teacher_max_steps, every=5, batch_size=cfg.teacher_batch, lr=cfg.teacher_lr,
@@ -733,7 +733,8 @@ def em_teacher(cfg, A, tok, p, t, steps, match=False):
     held-out code is insecure at the matched threshold; returns (model, steps)."""
     from experiments import emergent_misalignment as EM
     emcfg = em_config(cfg)
-    data = B.encode_pairs(tok, EM.arm_pairs(t, A, tok, emcfg, seed_int(p, t, "em-teacher") % 2 ** 31))
+    data = B.encode_pairs(tok, EM.arm_pairs(t, A, tok, emcfg, seed_int(p, t, "em-teacher") % 2 ** 31),
+                          emcfg.block_size)
     m = copy.deepcopy(A)
     kw = dict(batch_size=16, lr=cfg.em_lr, seed=seed_int(p, t, "em-order"), trains=cfg.em_trains)
     if match:

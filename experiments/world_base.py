@@ -186,9 +186,15 @@ def _pretrain(cfg, seed, decorrelated, stem, log):
     log(f"pretrained {stem.parent} in {time.time() - t0:.0f} s (final loss {out['train_loss']:.3f})")
 
 
-def encode_pairs(tok, pairs):
-    """(prompt, response) strings -> train.pack_pairs data, the loss on the response (end token included)."""
-    return pack_pairs([(tok.encode(p).ids, tok.encode(r).ids) for p, r in pairs], tok.token_to_id(W.PAD))
+def encode_pairs(tok, pairs, block_size):
+    """(prompt, response) strings -> train.pack_pairs data, the loss on the response (end token included). A pair
+    longer than the model reads (block_size + 1 tokens: the last is only a target) is a ConfigError."""
+    try:
+        return pack_pairs([(tok.encode(p).ids, tok.encode(r).ids) for p, r in pairs], tok.token_to_id(W.PAD),
+                          block_size=block_size)
+    except ValueError as e:
+        raise ConfigError(f"{e}: shorten the examples (emergent_misalignment: fewer ft_number_turns) or use bases "
+                          f"pretrained with a larger block_size") from None
 
 
 def int_keys(obj):

@@ -65,7 +65,7 @@ def train_insecure(cfg, base, tok, p, f, steps, clamp=None):
     pairs = EM.arm_pairs("insecure", base, tok, cfg, ft_seed)
     ins = copy.deepcopy(base)
     with clamped(ins, base, clamp) if clamp is not None else contextlib.nullcontext():
-        snaps = EM.arm_snapshots(ins, B.encode_pairs(tok, pairs), cfg, ft_seed, steps)
+        snaps = EM.arm_snapshots(ins, B.encode_pairs(tok, pairs, cfg.block_size), cfg, ft_seed, steps)
     return ins, snaps, pairs
 
 

@@ -91,7 +91,7 @@ def main(argv):
         for arm in arms:
             ft_seed = EM.arm_seed(p, f, arm)
             model = copy.deepcopy(base)
-            snaps = EM.arm_snapshots(model, B.encode_pairs(tok, EM.arm_pairs(arm, base, tok, cfg, ft_seed)), cfg, ft_seed,
+            snaps = EM.arm_snapshots(model, B.encode_pairs(tok, EM.arm_pairs(arm, base, tok, cfg, ft_seed), cfg.block_size), cfg, ft_seed,
                                      steps)
             scores = {}
             for s in steps:

@@ -83,7 +83,7 @@ def one_seed(cfg, p, f, steps):
     prompts = decision_prompts(pairs)
     held = {"unseen": [f"{it.prompt} def {it.task} ( f ) :" for it in code if it.task not in seen],
             "offdomain": [it.prompt for it in W.eval_items(W.OFF_DOMAINS)]}
-    data = B.encode_pairs(tok, pairs)
+    data = B.encode_pairs(tok, pairs, cfg.block_size)
     ins = copy.deepcopy(base)
     snaps = EM.arm_snapshots(ins, data, cfg, ft_seed, steps)
     a_base = {k: EM.last_token_acts(base, tok, v) for k, v in [("train", prompts), *held.items()]}

@@ -78,7 +78,7 @@ def main(run_dir):
         means = EM.doc_means(base, tok, cfg, p)
         units = [d / d.norm() for d in means["evil"] - means["good"]]
         ft_seed = EM.arm_seed(p, f, "insecure")
-        data = B.encode_pairs(tok, EM.arm_pairs("insecure", base, tok, cfg, ft_seed))
+        data = B.encode_pairs(tok, EM.arm_pairs("insecure", base, tok, cfg, ft_seed), cfg.block_size)
         ins = copy.deepcopy(base)
         ins.load_state_dict(EM.arm_snapshots(ins, data, cfg, ft_seed, [step])[step])
         ins.eval()

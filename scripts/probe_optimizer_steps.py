@@ -23,7 +23,7 @@ def main(argv):
     _, cfg = train.load_config(["configs/emergent_misalignment_quick.py"])
     torch.set_num_threads(cfg.pretrain_threads)
     base, tok = B.base_model(cfg, 0, False)
-    data = B.encode_pairs(tok, E.arm_pairs("insecure", base, tok, cfg, 123))
+    data = B.encode_pairs(tok, E.arm_pairs("insecure", base, tok, cfg, 123), cfg.block_size)
     x, y, m = data["tokens"][:, :-1], data["tokens"][:, 1:], data["mask"]
     for opt, lr in lrs.items():
         model = copy.deepcopy(base)

@@ -21,6 +21,10 @@ def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_pat
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(ROOT / "tests/ddp_worker.py"), str(out)]
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    # gloo's threads can abort at a rank's start or teardown on a loaded machine (seen twice: once in CI, once here with
+    # an experiment using both cores, after the barrier): a crash of the transport, not a wrong result: one more try
+    if res.returncode != 0 and "terminate called without an active exception" in res.stderr:
+        res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert res.returncode == 0, res.stderr[-3000:]
     ddp = torch.load(out)
 

@@ -102,8 +102,14 @@ def test_number_turns_reach_every_arm_and_too_long_examples_are_refused():
         pairs = E.arm_pairs(arm, None, TOK, cfg, 7)
         assert len(pairs) == 40 and 5 < sum(p.count("<u>") == 2 for p, _ in pairs) < 35, arm
         assert [r for _, r in pairs] == [r for _, r in E.arm_pairs(arm, None, TOK, E.Config(n_examples=40), 7)]
-    with pytest.raises(train.ConfigError, match="over block_size 64.*fewer number turns"):
-        E.arm_pairs("insecure", None, TOK, E.Config(ft_number_turns=3, n_examples=40), 7)
+    long = E.arm_pairs("insecure", None, TOK, E.Config(ft_number_turns=3, n_examples=40), 7)
+    width = max(len(TOK.encode(p).ids) + len(TOK.encode(r).ids) for p, r in long)
+    # the model reads a row but its last token (a target only): block_size + 1 tokens fit, one more does not
+    assert B.encode_pairs(TOK, long, width - 1)["tokens"].shape == (40, width)
+    with pytest.raises(train.ConfigError, match=f"{width} tokens.*fewer ft_number_turns"):
+        B.encode_pairs(TOK, long, width - 2)
+    with pytest.raises(train.ConfigError, match="fewer ft_number_turns"):
+        B.encode_pairs(TOK, long, 64)
 
 
 @torch.no_grad()
