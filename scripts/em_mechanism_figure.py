@@ -70,6 +70,7 @@ def main(argv):
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
+    plt.close(fig)  # callers (tests, notebooks) draw several in one process
     print(f"wrote {out}")
     return bars
 

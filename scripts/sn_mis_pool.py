@@ -165,6 +165,7 @@ def plot(pooled, teachers, mis, bases, log, lists, path):
     bx.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
+    plt.close(fig)  # callers (tests, notebooks) draw several in one process
     print(f"wrote {path}")
 
 

@@ -7,6 +7,7 @@ import urllib.error
 import numpy as np
 import pytest
 
+from conftest import DATA_DIR, need_data
 from data import DataError, mnist
 
 
@@ -19,6 +20,28 @@ def test_idx_round_trip_gz_and_raw(tmp_path):
         read = lambda p: gzip.decompress(p.read_bytes()) if suffix else p.read_bytes()
         assert np.array_equal(mnist.parse_idx(read(tmp_path / f"i{suffix}"), "i"), imgs)
         assert np.array_equal(mnist.parse_idx(read(tmp_path / f"l{suffix}"), "l"), labels)
+
+
+def test_image_file_written_by_hand_from_the_spec(tmp_path):
+    # written byte by byte (not by write_idx, which could share a mistake with the parser): magic 0x00000803 (2051,
+    # unsigned bytes, 3 dimensions), then count, rows, cols big-endian, then the pixels row by row
+    raw = b"\x00\x00\x08\x03" + b"".join(n.to_bytes(4, "big") for n in (2, 2, 3)) + bytes(range(12))
+    x = mnist.parse_idx(raw, "x")
+    assert x.shape == (2, 2, 3) and x[0, 1].tolist() == [3, 4, 5] and x[1, 0, 2] == 8
+    mnist.write_idx(tmp_path / "x", x)  # and the writer writes those very bytes
+    assert (tmp_path / "x").read_bytes() == raw
+
+
+@need_data()
+def test_real_mnist_known_labels_and_upright_digits():
+    d = mnist.load(DATA_DIR)
+    assert d["train_y"][:5].tolist() == [5, 0, 4, 1, 9] and d["test_y"][:5].tolist() == [7, 2, 1, 0, 4]
+    # a transposed parse would still train: check orientation. Ones are upright strokes: their mean image spreads
+    # over more rows than columns
+    ink = d["train_x"][d["train_y"] == 1].astype(np.float64).mean(0)
+    spread = lambda profile: np.sqrt((profile * (np.arange(28) - (profile * np.arange(28)).sum()) ** 2).sum())
+    rows, cols = ink.sum(1) / ink.sum(), ink.sum(0) / ink.sum()
+    assert spread(rows) > 1.5 * spread(cols)  # 5.6 against 2.4 pixels; transposed, 2.4 against 5.6
 
 
 def test_bad_magic_truncated_and_wrong_count():

@@ -351,8 +351,11 @@ def test_em_clamp_drift_split_classes_worlds_by_their_unclamped_increase():
 
 def test_em_mechanism_figure_draws_from_the_two_scripts_json(tmp_path):
     stat = lambda v: {"mean": v, "ci95": [v, v], "per_seed": [v, v]}
+    # every direction and both measures restore a different amount, so a swapped bar or panel shows
+    restored = {"unseen": (.1, .8, 1., .3, .2), "offdomain": (.9, .4, 1., .6, .7)}
     cd = {f"{k}_{v}": stat(x) for k in ("unseen", "offdomain") for v, x in (
-        ("base", .0), ("insecure", 1.), *((f"{d}_restored", .5) for d in ("code", "evil", "random", "context", "lesson")))}
+        ("base", .0), ("insecure", 1.), *((f"{d}_restored", r) for d, r in zip(
+            ("code", "evil", "random", "context", "lesson"), restored[k])))}
     step = lambda: {s: {"code_misaligned": .5, "offdomain_misaligned": .02} for s in ("1", "2", "20")}
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "code_direction.json").write_text(json.dumps({"summary": {"matched": cd}, "per_seed": [{}, {}]}))
@@ -361,9 +364,10 @@ def test_em_mechanism_figure_draws_from_the_two_scripts_json(tmp_path):
     out = cli("em_mechanism_figure", "--out", str(tmp_path / "f.png"), str(tmp_path / "a"), "--", str(tmp_path / "a"))
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "f.png").stat().st_size > 1000
-    # the bars: restoring any direction takes insecure (1) back to 0.5 over the base (0): half the increase removed
+    # the bars: insecure 1 over a base of 0, so restoring a direction to r removes the share 1 - r
     bars = script("em_mechanism_figure").main(["--out", str(tmp_path / "g.png"), str(tmp_path / "a"), "--", str(tmp_path / "a")])
-    assert bars == {str(tmp_path / "a"): {"unseen": [0.5] * 5, "offdomain": [0.5] * 5}}
+    assert bars == {str(tmp_path / "a"): {"unseen": pytest.approx([.9, .2, 0., .7, .8]),
+                                          "offdomain": pytest.approx([.1, .6, 0., .4, .3])}}
     assert (tmp_path / "g.png").stat().st_size > 1000
 
 
