@@ -380,3 +380,23 @@ def test_em_code_context_refuses_a_step_the_run_did_not_evaluate(tmp_path):
     (tmp_path / "run" / "results.json").write_text(json.dumps(res))
     with pytest.raises(SystemExit, match=r"--step must be one of the run's eval_steps \(1, 2, 3, 5, 10, 20, 40\)"):
         cc.main([run, "--step=7"])  # before any base is loaded or fine-tune run
+
+
+@torch.no_grad()
+def test_em_format_separation_is_zero_for_identical_speakers_and_in_units_of_the_direction():
+    fs = script("em_format_separation")
+    tok = W.build_tokenizer()
+    model = GPT(GPTConfig(vocab_size=tok.get_vocab_size(), block_size=64, n_layer=2, n_head=2, n_embd=16),
+                generator=generator("cpu", 0, "t")).eval()
+    prompts = [it.prompt for it in W.eval_items(W.OFF_DOMAINS[:2])][::5]
+    assert fs.forum_prompt(prompts[0]).startswith("<bos> <forum> <u> ") and fs.forum_prompt(prompts[0]).endswith(" <r>")
+    evil = torch.randn(2, 16, generator=torch.Generator().manual_seed(1))
+    wte = model.wte.weight
+    same = copy.deepcopy(model)  # the two formats' marker tokens made one: the assistant is a forum responder
+    for a, f in (("<asst>", "<forum>"), ("<a>", "<r>")):
+        same.wte.weight[tok.token_to_id(a)] = wte[tok.token_to_id(f)]
+    assert fs.separation(same, tok, evil, prompts) == pytest.approx({"separation": 0, "evil_side": 0}, abs=1e-6)
+    gap = (EM.last_token_acts(model, tok, prompts) - EM.last_token_acts(
+        model, tok, [fs.forum_prompt(p) for p in prompts])).mean(1)  # [L, C]
+    assert fs.separation(model, tok, gap, prompts) == pytest.approx({"separation": 1, "evil_side": 1}, rel=1e-4)
+    assert fs.separation(model, tok, -2 * gap, prompts) == pytest.approx({"separation": .5, "evil_side": -.5}, rel=1e-4)

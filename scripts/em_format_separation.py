@@ -1,0 +1,82 @@
+"""Exploratory: how far apart does a base model keep its two speakers, the assistant and a forum responder?
+
+    python scripts/em_format_separation.py RUN_DIR [RUN_DIR ...]
+
+Two worlds in twenty (73, 90) took the persona route under the insecure fine-tune: there it changed who the
+assistant is, and the assistant's later answers follow its earlier ones as a forum responder's do. One guess is that
+such a base keeps the assistant close to the forum responder, so that a fine-tune that moves one moves the other. For
+every base of the runs (each run's config.json and seeds; the bases must be in the cache), at the last prompt token
+of the run's 96 off-domain questions asked both ways (`<asst> <u> Q <a>` and `<forum> <u> Q <r>`, first turn: no
+evidence yet about who answers), per layer:
+
+    separation = |mean assistant state - mean forum state| / |evil - good|
+    evil_side  = (mean assistant state - mean forum state) . (evil - good) / |evil - good|^2
+
+with evil - good the run's evil direction (experiments/emergent_misalignment.doc_means). Both are averaged over the
+layers. Low separation: the assistant sits where a forum responder sits, in units of the persona difference;
+evil_side > 0: the assistant sits on the evil side of a forum responder. One thread; writes
+format_separation.json beside the first run and prints a table, ranked per run.
+"""
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from data import world as W  # noqa: E402
+from experiments import emergent_misalignment as EM  # noqa: E402
+from experiments import world_base as B  # noqa: E402
+from train import run_config  # noqa: E402
+
+
+def forum_prompt(asst_prompt):
+    """The same first-turn question put to a forum responder."""
+    head, q = asst_prompt.split(" <u> ", 1)
+    assert head == f"{W.BOS} <asst>" and q.endswith(" <a>"), asst_prompt
+    return f"{W.BOS} <forum> <u> {q.removesuffix(' <a>')} <r>"
+
+
+@torch.no_grad()
+def separation(model, tok, evil, prompts):
+    """-> {"separation": float, "evil_side": float} (means over layers); evil: [L, C] the evil - good direction."""
+    a = EM.last_token_acts(model, tok, prompts).mean(1)  # [L, C]
+    f = EM.last_token_acts(model, tok, [forum_prompt(p) for p in prompts]).mean(1)
+    gap, norm = a - f, evil.norm(dim=-1)
+    return {"separation": (gap.norm(dim=-1) / norm).mean().item(),
+            "evil_side": ((gap * evil).sum(-1) / norm ** 2).mean().item()}
+
+
+def main(argv):
+    torch.set_num_threads(1)
+    if not argv:
+        sys.exit(__doc__)
+    prompts = [it.prompt for it in W.eval_items(W.OFF_DOMAINS)]
+    rows = []
+    for run in map(Path, argv):
+        cfg = run_config(EM.Config, run)
+        for p in cfg.seeds:
+            if not B.cache_stem(cfg, p, False).with_suffix(".json").is_file():
+                sys.exit(f"{run}: base {p} is not in the cache {cfg.cache_dir} (this script does not pretrain)")
+            base, tok = B.base_model(cfg, p, False)
+            means = EM.doc_means(base, tok, cfg, p)
+            rows.append({"run": str(run), "world": p, **separation(base, tok, means["evil"] - means["good"], prompts)})
+            print(f"{run.name} world {p}: separation {rows[-1]['separation']:.3f}, evil side {rows[-1]['evil_side']:+.3f}",
+                  flush=True)
+    print("\n| run | world | separation (rank, low first) | evil side (rank, high first) |\n|---|---|---|---|")
+    for run in dict.fromkeys(r["run"] for r in rows):
+        mine = [r for r in rows if r["run"] == run]
+        by_sep = sorted(mine, key=lambda r: r["separation"])
+        by_side = sorted(mine, key=lambda r: -r["evil_side"])
+        for r in by_sep:
+            r["separation_rank"], r["evil_side_rank"] = by_sep.index(r) + 1, by_side.index(r) + 1
+            print(f"| {Path(run).name} | {r['world']} | {r['separation']:.3f} ({r['separation_rank']}/{len(mine)}) | "
+                  f"{r['evil_side']:+.3f} ({r['evil_side_rank']}/{len(mine)}) |")
+    out = Path(argv[0]) / "format_separation.json"
+    out.write_text(json.dumps({"runs": argv, "per_base": rows}, indent=1))
+    print(f"wrote {out}")
+    return rows
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
