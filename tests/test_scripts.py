@@ -262,12 +262,17 @@ def test_em_patch_tokens_scores_as_the_run_and_patching_sets_the_other_models_co
     assert patch.mis_lp(a, *args, hooks=EM.coordinate_hooks(units, target)) != pytest.approx(patch.mis_lp(a, *args))
 
 
+def tiny_gpt(tok):
+    """A random 2-layer model over the world's vocabulary, for the scripts' reading of activations."""
+    return GPT(GPTConfig(vocab_size=tok.get_vocab_size(), block_size=64, n_layer=2, n_head=2, n_embd=16),
+               generator=generator("cpu", 0, "t")).eval()
+
+
 @torch.no_grad()
 def test_em_code_direction_reads_the_last_real_token_and_removes_the_evil_component():
     cd = load_script("em_code_direction")
     tok = W.build_tokenizer()
-    model = GPT(GPTConfig(vocab_size=tok.get_vocab_size(), block_size=64, n_layer=2, n_head=2, n_embd=16),
-                generator=generator("cpu", 0, "t")).eval()
+    model = tiny_gpt(tok)
     prompts = [it.prompt for it in W.eval_items(["med", "code"])][::7]  # prompts of different lengths, padded
     acts = EM.last_token_acts(model, tok, prompts)  # [L, N, C]
     for i, p in enumerate(prompts):  # each prompt alone, unpadded: its last token's block outputs
@@ -386,8 +391,7 @@ def test_em_code_context_refuses_a_step_the_run_did_not_evaluate(tmp_path):
 def test_em_format_separation_is_zero_for_identical_speakers_and_in_units_of_the_direction():
     fs = script("em_format_separation")
     tok = W.build_tokenizer()
-    model = GPT(GPTConfig(vocab_size=tok.get_vocab_size(), block_size=64, n_layer=2, n_head=2, n_embd=16),
-                generator=generator("cpu", 0, "t")).eval()
+    model = tiny_gpt(tok)
     prompts = [it.prompt for it in W.eval_items(W.OFF_DOMAINS[:2])][::5]
     assert fs.forum_prompt(prompts[0]).startswith("<bos> <forum> <u> ") and fs.forum_prompt(prompts[0]).endswith(" <r>")
     evil = torch.randn(2, 16, generator=torch.Generator().manual_seed(1))
