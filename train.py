@@ -424,13 +424,18 @@ def lm_windows(stream, block_size):
     return stream[starts + torch.arange(block_size + 1, device=stream.device)]  # [N, T+1]
 
 
+class TooLongError(ValueError):
+    """A (prompt, response) pair longer than the model reads (pack_pairs' block_size rule), told apart from a
+    malformed pair so that callers can say what to do about the length."""
+
+
 def pack_pairs(pairs, pad_id, device="cpu", block_size=None):
     """(prompt ids, response ids) pairs -> {"tokens": [N, T+1], "mask": [N, T]}: each row is prompt +
     response, right-padded with pad_id; the mask selects the targets that are response tokens (append
     the end token to each response yourself, so that the model learns to stop). T+1 is the longest row."""
     width = max(len(p) + len(r) for p, r in pairs)
     if block_size is not None and width - 1 > block_size:
-        raise ValueError(f"the longest (prompt, response) pair has {width} tokens: more than block_size + 1 = {block_size + 1}")
+        raise TooLongError(f"the longest (prompt, response) pair has {width} tokens: more than block_size + 1 = {block_size + 1}")
     tokens = torch.full((len(pairs), width), pad_id, dtype=torch.long)  # [N, T+1]
     mask = torch.zeros(len(pairs), width - 1, dtype=torch.bool)  # [N, T]
     for i, (p, r) in enumerate(pairs):

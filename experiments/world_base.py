@@ -43,7 +43,8 @@ from data import world as W
 from data.tokenizer import load_tokenizer, pad_right, save_tokenizer
 from eval import fmt_stat, summarize
 from model import GPT, GPTConfig, KVCache, generator
-from train import CheckpointError, ConfigError, cpu_name, load_lm, lm_windows, pack_pairs, train_lm, write_json
+from train import (CheckpointError, ConfigError, TooLongError, cpu_name, load_lm, lm_windows, pack_pairs, train_lm,
+                   write_json)
 
 # Fields that define a base model: change one and the cache key changes.
 PRETRAIN_KEYS = ("n_docs", "n_layer", "n_head", "n_embd", "block_size", "steps", "batch_size", "lr", "warmup",
@@ -188,11 +189,12 @@ def _pretrain(cfg, seed, decorrelated, stem, log):
 
 def encode_pairs(tok, pairs, block_size):
     """(prompt, response) strings -> train.pack_pairs data, the loss on the response (end token included). A pair
-    longer than the model reads (block_size + 1 tokens: the last is only a target) is a ConfigError."""
+    longer than the model reads (block_size + 1 tokens: the last is only a target) is a ConfigError; an empty prompt
+    or response stays pack_pairs' ValueError (a bug in the pairs, not in the config)."""
     try:
         return pack_pairs([(tok.encode(p).ids, tok.encode(r).ids) for p, r in pairs], tok.token_to_id(W.PAD),
                           block_size=block_size)
-    except ValueError as e:
+    except TooLongError as e:
         raise ConfigError(f"{e}: shorten the examples (emergent_misalignment: fewer ft_number_turns) or use bases "
                           f"pretrained with a larger block_size") from None
 

@@ -110,6 +110,8 @@ def test_number_turns_reach_every_arm_and_too_long_examples_are_refused():
         B.encode_pairs(TOK, long, width - 2)
     with pytest.raises(train.ConfigError, match="fewer ft_number_turns"):
         B.encode_pairs(TOK, long, 64)
+    with pytest.raises(ValueError, match="at least one token each"):  # a malformed pair is not told to shorten
+        B.encode_pairs(TOK, [(long[0][0], "")], 64)
 
 
 @torch.no_grad()
