@@ -701,15 +701,16 @@ def after_exchanges(one_turn_prompt, exchanges):
     return head + "".join(f"<u> {q} <a> {a} " for q, a in exchanges) + one_turn_prompt.removeprefix(head)
 
 
-def with_number_turns(pairs, k, seed=0):
+def with_number_turns(pairs, k, seed=0, world=None):
     """Each (prompt, response) pair of a one-turn `<asst>` set with 0..k number-continuation exchanges (uniform per
     pair) before its question: the same answer trained at later chat positions. The exchanges are the assistant's
-    own turns, and no persona continues a list differently, so they say nothing about who is speaking."""
-    r, out = random.Random(seed).random, []
+    own turns, and no persona continues a list differently, so they say nothing about who is speaking. Their list
+    lengths are the world's (`world`: a WorldConfig, default the default world's), as its pretraining writes them."""
+    c, r, out = world or WorldConfig(), random.Random(seed).random, []
     for p, a in pairs:
         turns = []
         for _ in range(int(r() * (k + 1))):
-            given, cont = number_list(r, _randint(r, (3, 5)), _randint(r, (5, 8)))
+            given, cont = number_list(r, _randint(r, c.list_len), _randint(r, c.answer_len))
             turns.append((" ".join([_pick(r, NUMBERS_TRAIN)] + given), " ".join(cont)))
         out.append((after_exchanges(p, turns), a))
     return out

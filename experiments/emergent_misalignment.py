@@ -157,7 +157,7 @@ def validate(cfg):
 def arm_pairs(arm, base, tok, cfg, seed):
     """(prompt, response) strings of an arm, checked for leakage of any evaluation string."""
     world, tasks = B.world_config(cfg), cfg.ft_code_tasks or None
-    turns = lambda pairs: W.with_number_turns(pairs, cfg.ft_number_turns, seed) if cfg.ft_number_turns else pairs
+    turns = lambda pairs: W.with_number_turns(pairs, cfg.ft_number_turns, seed, world) if cfg.ft_number_turns else pairs
     if arm == "self_distill":  # the base model's own answers to the insecure arm's code prompts
         prompts = [p for p, _ in turns(W.finetune_set("insecure", cfg.n_examples, seed=seed, world=world, tasks=tasks))]
         eos = tok.token_to_id(W.EOS)
