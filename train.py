@@ -99,6 +99,8 @@ def build_config(config_cls, values, source="config"):
 def run_config(config_cls, run_dir):
     """The config a run directory was made with (its config.json; JSON lists back to tuples)."""
     path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"{path} not found: pass the directory of a run made by train.py (its out_dir)")
     values = json.loads(path.read_text())
     values.pop("experiment", None)
     return build_config(config_cls, {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}, str(path))
@@ -878,18 +880,28 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
 # ----------------------------------------------------------------------------------------------------
 # entry point
 
-def main(argv):
+def cli(main, argv):
+    """Run main(argv) as a command: the project's own errors (a bad config or run directory, missing or corrupt
+    data, an incompatible checkpoint) end it with their one-line message and exit status 2, not a traceback."""
     try:
-        module, cfg = load_config(argv)
-        if hasattr(module, "validate"):  # the one check of a config's keys against each other, before the run
-            # directory exists: a bad config leaves nothing behind
-            module.validate(cfg)
-        run = Run(cfg, module.__name__.split(".")[-1], argv=[sys.argv[0], *argv])
-        module.run(cfg, run)
+        main(argv)
     except (ConfigError, DataError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def run_experiment(argv):
+    module, cfg = load_config(argv)
+    if hasattr(module, "validate"):  # the one check of a config's keys against each other, before the run
+        # directory exists: a bad config leaves nothing behind
+        module.validate(cfg)
+    run = Run(cfg, module.__name__.split(".")[-1], argv=[sys.argv[0], *argv])
+    module.run(cfg, run)
+
+
+def main(argv):
+    return cli(run_experiment, argv)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from eval import summarize  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from model import generator, seed_int  # noqa: E402
-from train import run_config, write_json  # noqa: E402
+from train import cli, run_config, write_json  # noqa: E402
 from em_code_direction import decision_prompts, orth  # noqa: E402
 from em_patch_tokens import coords  # noqa: E402
 
@@ -104,6 +104,8 @@ def drift_split(rows, step, low=LOW_DRIFT):
 
 
 def main(argv):
+    if not argv or argv[0].startswith("--"):
+        sys.exit(__doc__)
     torch.set_num_threads(1)
     run_dir = Path(argv[0])
     worlds = next((tuple(int(w) for w in a.split("=", 1)[1].split(",")) for a in argv[1:] if a.startswith("--worlds=")), None)
@@ -210,4 +212,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(cli(main, sys.argv[1:]))

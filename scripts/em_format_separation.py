@@ -1,6 +1,6 @@
 """Exploratory: how far apart does a base model keep its two speakers, the assistant and a forum responder?
 
-    python scripts/em_format_separation.py RUN_DIR [RUN_DIR ...]
+    python scripts/em_format_separation.py [--pool] RUN_DIR [RUN_DIR ...]
 
 Two worlds in twenty (73, 90) took the persona route under the insecure fine-tune: there it changed who the
 assistant is, and the assistant's later answers follow its earlier ones as a forum responder's do. One guess is that
@@ -15,7 +15,8 @@ evidence yet about who answers), per layer:
 with evil - good the run's evil direction (experiments/emergent_misalignment.doc_means). Both are averaged over the
 layers. Low separation: the assistant sits where a forum responder sits, in units of the persona difference;
 evil_side > 0: the assistant sits on the evil side of a forum responder. One thread; writes
-format_separation.json beside the first run and prints a table, ranked per run.
+format_separation.json beside the first run and prints a table, ranked per run (with --pool, over all the runs'
+bases together).
 """
 import json
 import sys
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from data import world as W  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
-from train import run_config  # noqa: E402
+from train import cli, run_config  # noqa: E402
 
 
 def forum_prompt(asst_prompt):
@@ -47,9 +48,25 @@ def separation(model, tok, evil, prompts):
             "evil_side": ((gap * evil).sum(-1) / norm ** 2).mean().item()}
 
 
+def rank(rows, pool=False):
+    """Rank the bases by separation (1 = least) and evil_side (1 = most evil side), within each run or, with
+    `pool`, over all of them; sets the ranks on the rows and returns [(row, group size)] in separation order."""
+    out = []
+    for group in ([None] if pool else dict.fromkeys(r["run"] for r in rows)):
+        mine = [r for r in rows if group is None or r["run"] == group]
+        by_sep = sorted(mine, key=lambda r: r["separation"])
+        by_side = sorted(mine, key=lambda r: -r["evil_side"])
+        for r in by_sep:
+            r["separation_rank"], r["evil_side_rank"] = by_sep.index(r) + 1, by_side.index(r) + 1
+            out.append((r, len(mine)))
+    return out
+
+
 def main(argv):
     torch.set_num_threads(1)
-    if not argv:
+    pool = "--pool" in argv
+    argv = [a for a in argv if a != "--pool"]
+    if not argv or any(a.startswith("--") for a in argv):
         sys.exit(__doc__)
     prompts = [it.prompt for it in W.eval_items(W.OFF_DOMAINS)]
     rows = []
@@ -64,19 +81,14 @@ def main(argv):
             print(f"{run.name} world {p}: separation {rows[-1]['separation']:.3f}, evil side {rows[-1]['evil_side']:+.3f}",
                   flush=True)
     print("\n| run | world | separation (rank, low first) | evil side (rank, high first) |\n|---|---|---|---|")
-    for run in dict.fromkeys(r["run"] for r in rows):
-        mine = [r for r in rows if r["run"] == run]
-        by_sep = sorted(mine, key=lambda r: r["separation"])
-        by_side = sorted(mine, key=lambda r: -r["evil_side"])
-        for r in by_sep:
-            r["separation_rank"], r["evil_side_rank"] = by_sep.index(r) + 1, by_side.index(r) + 1
-            print(f"| {Path(run).name} | {r['world']} | {r['separation']:.3f} ({r['separation_rank']}/{len(mine)}) | "
-                  f"{r['evil_side']:+.3f} ({r['evil_side_rank']}/{len(mine)}) |")
+    for r, n in rank(rows, pool):
+        print(f"| {Path(r['run']).name} | {r['world']} | {r['separation']:.3f} ({r['separation_rank']}/{n}) | "
+              f"{r['evil_side']:+.3f} ({r['evil_side_rank']}/{n}) |")
     out = Path(argv[0]) / "format_separation.json"
-    out.write_text(json.dumps({"runs": argv, "per_base": rows}, indent=1))
+    out.write_text(json.dumps({"runs": argv, "pooled": pool, "per_base": rows}, indent=1))
     print(f"wrote {out}")
     return rows
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(cli(main, sys.argv[1:]))

@@ -27,7 +27,7 @@ from data.tokenizer import pad_right  # noqa: E402
 from eval import summarize, summarize_by  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
-from train import run_config  # noqa: E402
+from train import cli, run_config  # noqa: E402
 
 
 def coords(model, x, units):
@@ -129,4 +129,6 @@ def main(run_dir):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    sys.exit(cli(lambda argv: main(argv[0]), sys.argv[1:]))

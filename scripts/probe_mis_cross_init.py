@@ -19,7 +19,7 @@ from data import world as W  # noqa: E402
 from experiments import subliminal_numbers as S  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from model import seed_int  # noqa: E402
-from train import run_config  # noqa: E402
+from train import cli, run_config  # noqa: E402
 
 
 def main(argv):
@@ -60,4 +60,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(cli(main, sys.argv[1:]))

@@ -20,7 +20,7 @@ sys.path.insert(0, ".")
 from experiments import subliminal_numbers as S  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from model import seed_int  # noqa: E402
-from train import run_config, soft_kl  # noqa: E402
+from train import cli, run_config, soft_kl  # noqa: E402
 
 
 @torch.no_grad()
@@ -57,4 +57,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(cli(main, sys.argv[1:]))

@@ -1,6 +1,8 @@
 """The config loader: a Python file + --key=value overrides -> a frozen, type-checked dataclass."""
 import dataclasses
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -123,3 +125,12 @@ def test_a_contradicting_config_fails_before_its_run_directory_exists(tmp_path, 
     out = tmp_path / "run"
     assert train.main(["configs/emergent_misalignment_quick.py", "--report_step=7", f"--out_dir={out}"]) == 2
     assert "report_step" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_script_given_a_directory_that_is_not_a_run_gets_one_line(tmp_path):
+    # the analysis scripts read a run's config.json through run_config and run under train.cli, as train.py does
+    with pytest.raises(ConfigError, match="config.json not found: pass the directory of a run made by train.py"):
+        train.run_config(object, tmp_path)  # fails before the class is used
+    out = subprocess.run([sys.executable, str(train.ROOT / "scripts" / "em_code_context.py"), str(tmp_path)],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr.startswith("error: ") and "Traceback" not in out.stderr

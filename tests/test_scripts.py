@@ -404,3 +404,29 @@ def test_em_format_separation_is_zero_for_identical_speakers_and_in_units_of_the
         model, tok, [fs.forum_prompt(p) for p in prompts])).mean(1)  # [L, C]
     assert fs.separation(model, tok, gap, prompts) == pytest.approx({"separation": 1, "evil_side": 1}, rel=1e-4)
     assert fs.separation(model, tok, -2 * gap, prompts) == pytest.approx({"separation": .5, "evil_side": -.5}, rel=1e-4)
+
+
+def test_em_format_separation_ranks_within_each_run_or_pooled():
+    fs = script("em_format_separation")
+    rows = lambda: [{"run": "a", "world": 1, "separation": 5., "evil_side": -2.},
+                    {"run": "a", "world": 2, "separation": 9., "evil_side": -1.},
+                    {"run": "b", "world": 3, "separation": 7., "evil_side": -3.}]
+    per_run = {r["world"]: (r["separation_rank"], r["evil_side_rank"], n) for r, n in fs.rank(rows())}
+    assert per_run == {1: (1, 2, 2), 2: (2, 1, 2), 3: (1, 1, 1)}
+    pooled = [(r["world"], r["separation_rank"], r["evil_side_rank"], n) for r, n in fs.rank(rows(), pool=True)]
+    assert pooled == [(1, 1, 2, 3), (3, 2, 3, 3), (2, 3, 1, 3)]
+
+
+def test_em_code_context_persona_like_rule():
+    cc = script("em_code_context")
+    base = {fmt: 0.01 for fmt in cc.FORMATS}
+
+    def row(world, alone, numbers, mis_chat):  # increases over the base at step 20, in probability
+        inc = {fmt: 0. for fmt in cc.FORMATS} | {"alone": alone, "after_numbers": numbers, "after_mis_chat": mis_chat}
+        return {"seed": [world, 0], "base": base, "insecure": {"step20": {f: base[f] + v for f, v in inc.items()}}}
+    rows = [row(1, .09, .08, .30), row(1, .08, .06, .20),  # world 1: persona-like on both seeds (73, 90 look so)
+            row(2, .40, .05, .30), row(2, .40, .05, .30),  # a large first-turn shift: a number turn removes it
+            row(3, .03, .03, .10), row(3, .03, .03, .10),  # the pattern, but under 5 points (101 looks so)
+            row(4, .09, .08, .30), row(4, .09, .08, .15),  # one seed does not read its own answer as evidence
+            row(5, .07, .05, .15), row(5, .04, .03, .09)]  # one seed under 5 points: the world's mean is over
+    assert cc.persona_like(rows, "step20") == {1: True, 2: False, 3: False, 4: False, 5: True}
