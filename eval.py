@@ -99,30 +99,28 @@ def score_continuations(model, pairs, *, tokenizer=None, eos_id=None, batch_size
     return sums, per_token
 
 
+def reevaluate(argv):
+    """Redraw a finished run's results (its experiment's `reevaluate`); the project's errors as train.cli shows them."""
+    import importlib
+    from train import ConfigError
+    run_dir = Path(argv[0])
+    cfg_path = run_dir / "config.json"
+    if not cfg_path.is_file():  # not train.run_config: the experiment's name comes first, then its Config class
+        raise ConfigError(f"{cfg_path} not found: RUN_DIR must be a directory written by train.py")
+    name = json.loads(cfg_path.read_text()).get("experiment")
+    module = importlib.import_module(f"experiments.{name}")
+    if not hasattr(module, "reevaluate"):
+        raise ConfigError(f"{name} has no re-evaluation of a saved run (its fine-tunes are not saved): read "
+                          f"{run_dir / 'results.json'}, or rerun the config in {cfg_path}")
+    module.reevaluate(run_dir)
+
+
 def main(argv):
     if len(argv) != 1:
         print("usage: python eval.py RUN_DIR", file=sys.stderr)
         return 2
-    run_dir = Path(argv[0])
-    cfg_path = run_dir / "config.json"
-    if not cfg_path.is_file():
-        print(f"error: {cfg_path} not found: RUN_DIR must be a directory written by train.py", file=sys.stderr)
-        return 2
-    import importlib
-    name = json.loads(cfg_path.read_text()).get("experiment")
-    module = importlib.import_module(f"experiments.{name}")
-    from data import DataError
-    from train import CheckpointError, ConfigError
-    if not hasattr(module, "reevaluate"):
-        print(f"error: {name} has no re-evaluation of a saved run (its fine-tunes are not saved): read "
-              f"{run_dir / 'results.json'}, or rerun the config in {cfg_path}", file=sys.stderr)
-        return 2
-    try:
-        module.reevaluate(run_dir)
-    except (ConfigError, DataError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    from train import cli  # as reevaluate's imports: the statistics above need nothing from train
+    return cli(reevaluate, argv)
 
 
 if __name__ == "__main__":

@@ -134,3 +134,15 @@ def test_a_script_given_a_directory_that_is_not_a_run_gets_one_line(tmp_path):
     out = subprocess.run([sys.executable, str(train.ROOT / "scripts" / "em_code_context.py"), str(tmp_path)],
                          capture_output=True, text=True)
     assert out.returncode == 2 and out.stderr.startswith("error: ") and "Traceback" not in out.stderr
+
+
+def test_eval_given_a_directory_that_is_not_a_run_gets_one_line(tmp_path, capsys):
+    # eval.py runs under the same train.cli as train.py and the scripts
+    import eval as EV
+    assert EV.main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "config.json not found" in err and "Traceback" not in err
+    (tmp_path / "config.json").write_text(json.dumps({"experiment": "world_base"}))
+    assert EV.main([str(tmp_path)]) == 2
+    assert "has no re-evaluation of a saved run" in capsys.readouterr().err
+    assert EV.main([]) == 2 and capsys.readouterr().err.startswith("usage: python eval.py RUN_DIR")
