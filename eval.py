@@ -26,27 +26,38 @@ def t975(df):
 
 
 def summarize(values):
-    """Mean and 95% t-interval over seeds. With one seed the interval is undefined (None)."""
+    """Mean and 95% t-interval over seeds. With one seed the interval is undefined (None).
+    A seed whose value is itself undefined (nan, e.g. misaligned among valid answers when it gave none) is left out
+    of the mean and the interval; it stays nan in per_seed (which says how many), so that per_seed still pairs up
+    seed by seed with other arms. Leaving it in would make the whole mean nan and lose the other seeds."""
     v = [float(x) for x in values]
-    n = len(v)
-    mean = sum(v) / n
-    if n < 2:
-        return {"mean": mean, "ci95": None, "per_seed": v}
-    sd = math.sqrt(sum((x - mean) ** 2 for x in v) / (n - 1))
-    half = t975(n - 1) * sd / math.sqrt(n)
-    return {"mean": mean, "ci95": [mean - half, mean + half], "per_seed": v}
+    d = [x for x in v if not math.isnan(x)]
+    n = len(d)
+    mean = sum(d) / n if n else math.nan
+    st = {"mean": mean, "ci95": None, "per_seed": v}
+    if n >= 2:
+        sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1))
+        half = t975(n - 1) * sd / math.sqrt(n)
+        st["ci95"] = [mean - half, mean + half]
+    return st
 
 
 def group_means(values, groups):
-    """Per-seed values -> one mean per group (groups[i] is seed i's, e.g. its base model), in sorted group order."""
-    return [sum(v for v, q in zip(values, groups) if q == g) / groups.count(g) for g in sorted(set(groups))]
+    """Per-seed values -> one mean per group (groups[i] is seed i's, e.g. its base model), in sorted group order.
+    Undefined (nan) seeds are left out of their group's mean; a group with none defined is nan."""
+    out = []
+    for g in sorted(set(groups)):
+        d = [v for v, q in zip(values, groups) if q == g and not math.isnan(v)]
+        out.append(sum(d) / len(d) if d else math.nan)
+    return out
 
 
 def summarize_by(values, groups):
     """summarize() for a quantity that seeds sharing a group (a base model) do not measure independently, such
     as the base model's own rate, repeated once per fine-tune seed. The mean and per_seed are over all seeds
     (so they still pair up with the arms' per_seed), the interval over the groups' means: n = groups, not
-    seeds. Groups must be balanced (the same count each) so that both means agree."""
+    seeds. Groups must be balanced (the same count each) so that both means agree (they can differ only when
+    a seed is undefined, see summarize)."""
     sizes = {g: groups.count(g) for g in sorted(set(groups))}
     if len(set(sizes.values())) > 1:
         raise ValueError(f"unbalanced groups {sizes}: the mean over seeds and over groups would differ")
@@ -56,11 +67,19 @@ def summarize_by(values, groups):
     return st
 
 
+def n_undefined(stat):
+    """How many seeds summarize() left out (nan in per_seed)."""
+    return sum(math.isnan(x) for x in stat["per_seed"])
+
+
 def fmt_stat(stat, digits=3):
-    if stat["ci95"] is None:
-        return f"{stat['mean']:.{digits}f}"
-    half = (stat["ci95"][1] - stat["ci95"][0]) / 2
-    return f"{stat['mean']:.{digits}f} ± {half:.{digits}f}"
+    text = f"{stat['mean']:.{digits}f}"
+    if stat["ci95"] is not None:
+        text += f" ± {(stat['ci95'][1] - stat['ci95'][0]) / 2:.{digits}f}"
+    undefined = n_undefined(stat)
+    if undefined:
+        text += f" ({undefined} of {len(stat['per_seed'])} seeds undefined)"
+    return text
 
 
 @torch.no_grad()

@@ -54,6 +54,7 @@ STAT = {"mean", "ci95", "per_seed"} over (pretraining seed x fine-tune seed).
 """
 import copy
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -471,25 +472,34 @@ def ablation_effect(abl, metric="offdomain_misaligned"):
     the insecure model's coordinate, as a fraction of the same increase."""
     v = lambda k: abl[k][metric]["per_seed"]
     ins, base = v("insecure"), v("base")
-    inc = sum(i - b for i, b in zip(ins, base))
+    inc = [i - b for i, b in zip(ins, base)]
     out = {}
+
+    def of_means(part):
+        """sum(part) / sum(increase) over the seeds where both are defined (nan: a seed with no valid answer, left
+        out as in eval.summarize); None where the increase is ~0."""
+        rows = [(p, d) for p, d in zip(part, inc) if not math.isnan(p + d)]
+        total = sum(d for _, d in rows)
+        return sum(p for p, _ in rows) / total if total > 1e-9 else None
+
     for pre, kind in (("", ""), ("mean_ablation_", "mean_")):
         if f"insecure_{kind}ablated" not in abl:
             continue
         cut, rnd, base_cut = (v(k) for k in (f"insecure_{kind}ablated", f"insecure_random_{kind}ablated",
                                              f"base_{kind}ablated"))
-        per_seed = [(i - a) / (i - b) for i, a, b in zip(ins, cut, base) if i - b > 1e-9]
-        left = sum(a - b for a, b in zip(cut, base_cut))
-        out.update({f"{pre}removed_points": summarize([i - a for i, a in zip(ins, cut)]),
+        removed = [i - a for i, a in zip(ins, cut)]
+        per_seed = [r / d for r, d in zip(removed, inc) if d > 1e-9]  # nan compares False: left out
+        left = of_means([a - b for a, b in zip(cut, base_cut)])
+        out.update({f"{pre}removed_points": summarize(removed),
                     f"{pre}random_removed_points": summarize([i - r for i, r in zip(ins, rnd)]),
                     f"{pre}removed_fraction": summarize(per_seed) if per_seed else None,
-                    f"{pre}removed_fraction_of_means": sum(i - a for i, a in zip(ins, cut)) / inc if inc > 1e-9 else None,
-                    f"{pre}removed_fraction_vs_ablated_base": 1 - left / inc if inc > 1e-9 else None})
+                    f"{pre}removed_fraction_of_means": of_means(removed),
+                    f"{pre}removed_fraction_vs_ablated_base": None if left is None else 1 - left})
     if "base_patched" in abl:  # the converse: how much of the increase the coordinate alone gives the base
         pat, rpat = v("base_patched"), v("base_random_patched")
         out.update({"patched_points": summarize([q - b for q, b in zip(pat, base)]),
                     "random_patched_points": summarize([q - b for q, b in zip(rpat, base)]),
-                    "patched_fraction_of_means": sum(q - b for q, b in zip(pat, base)) / inc if inc > 1e-9 else None})
+                    "patched_fraction_of_means": of_means([q - b for q, b in zip(pat, base)])})
     return out
 
 
@@ -557,8 +567,9 @@ def _delta(arm, base, name, metric="offdomain_misaligned"):
 
 
 def figures(res):
-    """The issue's thresholds, computed on means over seeds (and counted per seed where it says so)."""
-    mean = lambda v: sum(v) / len(v)
+    """The issue's thresholds, computed on means over seeds (and counted per seed where it says so). A seed with
+    no valid answer (nan) is left out of a mean, as in summarize (its per_seed keeps the nan)."""
+    mean = lambda v: summarize(v)["mean"]
     out = {}
     arms, base = res["arms"], res["base"]
     d_ins = _delta(arms["insecure"], base, "insecure")

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from eval import group_means, summarize  # noqa: E402
+from eval import group_means, n_undefined, summarize  # noqa: E402
 from experiments.emergent_misalignment import BASE_FMT, SHARE_ARMS, share  # noqa: E402
 
 
@@ -41,7 +41,8 @@ def increases(step, runs, metric="offdomain_misaligned"):
 def fmt(v, scale=100, digits=1):  # points by default
     s = summarize(v)
     ci = s["ci95"] or [float("nan")] * 2
-    return f"{scale * s['mean']:+.{digits}f} [{scale * ci[0]:+.{digits}f}, {scale * ci[1]:+.{digits}f}]"
+    out = f"{scale * s['mean']:+.{digits}f} [{scale * ci[0]:+.{digits}f}, {scale * ci[1]:+.{digits}f}]"
+    return out + (f" ({n_undefined(s)} undefined)" if n_undefined(s) else "")
 
 
 def shares(step, runs):

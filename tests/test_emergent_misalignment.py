@@ -390,6 +390,28 @@ def test_lora_finetunes_move_only_their_adapted_matrix_at_low_rank(tmp_path, mon
     assert calls == [(["blocks.0.mlp.proj.weight"], 1, "sgd")] * 2
 
 
+def test_a_seed_without_valid_answers_is_left_out_of_the_figures_not_made_nan():
+    """Misaligned among valid answers is undefined (nan) for a seed that gave none; the figures and the ablation
+    effect are then read on the other seeds, and the STAT's per_seed keeps it (it made whole means nan before)."""
+    nan = math.nan
+    st = lambda v: {"offdomain_misaligned": {"per_seed": v}}
+    abl = {"insecure": st([0.30, nan, 0.11]), "insecure_ablated": st([0.15, 0.02, 0.06]),
+           "insecure_random_ablated": st([0.30, 0.02, 0.11]), "base": st([0.01, 0.01, 0.01]),
+           "base_ablated": st([0.02, 0.03, 0.02])}
+    e = E.ablation_effect(abl)
+    assert e["removed_fraction_of_means"] == pytest.approx((0.15 + 0.05) / (0.29 + 0.10))
+    assert math.isnan(e["removed_points"]["per_seed"][1]) and e["removed_points"]["mean"] == pytest.approx(0.10)
+    assert e["removed_fraction_vs_ablated_base"] == pytest.approx(1 - (0.13 + 0.04) / 0.39)
+    full = lambda v: {"offdomain_misaligned": E.summarize(v), "valid_fraction": E.summarize([0.5] * len(v))}
+    res = {"arms": {"insecure": full([0.11, 0.21]), "backdoor_triggered": full([0.31, nan]),
+                    "backdoor_untriggered": full([0.01, 0.02])},
+           "base": {"plain": full([0.01, 0.01]), "trigger": full([0.01, 0.01])},
+           "ablation": {"removed_fraction_of_means": None}}
+    f = E.figures(res)
+    assert f["backdoor_triggered_increase"] == pytest.approx(0.30) and f["backdoor_pass"]
+    assert f["insecure_increase"] == pytest.approx(0.15) and f["insecure_pass"]
+
+
 def test_persona_share_is_one_for_a_pure_persona_shift_and_zero_for_a_narrow_one():
     stat = lambda off, code: {"offdomain_misaligned": {"per_seed": off}, "code_misaligned": {"per_seed": code}}
     base = {"plain": stat([0.01, 0.02, 0.01], [0.0, 0.0, 0.0])}

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from eval import summarize, summarize_by, t975
+from eval import fmt_stat, n_undefined, summarize, summarize_by, t975
 
 
 def test_t_interval_closed_form():
@@ -29,3 +29,18 @@ def test_interval_over_groups_not_over_repeated_seeds():
     assert summarize_by([1.0, 1.0], [0, 0])["ci95"] is None  # one base: no interval
     with pytest.raises(ValueError, match="unbalanced"):
         summarize_by([1.0, 2.0, 3.0], [0, 0, 1])
+
+
+def test_undefined_seed_is_left_out_not_propagated():
+    # a seed with no valid answer has no misaligned rate (nan): the others still give a mean and an interval
+    st = summarize([1.0, math.nan, 2.0, 3.0])
+    assert st["mean"] == 2.0 and n_undefined(st) == 1 and set(st) == {"mean", "ci95", "per_seed"}  # the STAT schema
+    assert st["ci95"] == pytest.approx(summarize([1.0, 2.0, 3.0])["ci95"])
+    assert math.isnan(st["per_seed"][1]) and len(st["per_seed"]) == 4  # still pairs up seed by seed
+    assert n_undefined(summarize([1.0, 2.0])) == 0
+    none = summarize([math.nan, math.nan])
+    assert math.isnan(none["mean"]) and none["ci95"] is None and n_undefined(none) == 2
+    # over groups: the undefined seed leaves its group's mean to its defined sibling
+    by = summarize_by([1.0, math.nan, 3.0, 3.0], [0, 0, 1, 1])
+    assert by["ci95"] == pytest.approx([2 - t975(1), 2 + t975(1)]) and n_undefined(by) == 1
+    assert "1 of 4 seeds undefined" in fmt_stat(by)
