@@ -430,3 +430,45 @@ def test_em_code_context_persona_like_rule():
             row(4, .09, .08, .30), row(4, .09, .08, .15),  # one seed does not read its own answer as evidence
             row(5, .07, .05, .15), row(5, .04, .03, .09)]  # one seed under 5 points: the world's mean is over
     assert cc.persona_like(rows, "step20") == {1: True, 2: False, 3: False, 4: False, 5: True}
+
+
+def susceptibility_run(path, bases, inc, steer, nan_seed=None):
+    """results.json with what em_susceptibility reads: per base two fine-tune seeds, the insecure arm's increase
+    over a base rate of 0.01 at step 5 (inc[i] for seed 0, inc[i] + 0.01 for seed 1), steered_1 = 0.01 + steer[i]."""
+    path.mkdir()
+    seeds = [[p, f] for p in bases for f in (0, 1)]
+    per = lambda v: [x for x in v for _ in (0, 1)]
+    mis = [0.01 + i + 0.01 * f for i in inc for f in (0, 1)]
+    if nan_seed is not None:
+        mis[nan_seed] = float("nan")
+    st = lambda v: {"offdomain_misaligned": {"per_seed": v}}
+    res = {"seeds": seeds,
+           "base": {"plain": st([0.01] * len(seeds)), "forum_lp": {"per_seed": per(range(len(bases)))},
+                    "steered_1": st(per([0.01 + s for s in steer])), "steered_2": st(per([0.01 + 2 * s for s in steer]))},
+           "trajectory": {"insecure": {"5": {**st(mis), "cos_evil_direction": {"per_seed": [0.1] * len(seeds)}}}},
+           "arms": {"insecure": st(mis)}}
+    (path / "results.json").write_text(json.dumps(res))
+    return str(path)
+
+
+def test_em_susceptibility_ranks_bases_and_pools_runs(tmp_path, call):
+    S = script("em_susceptibility")
+    assert list(S.ranks([3.0, 1.0, 1.0, 2.0])) == [3.0, 0.5, 0.5, 2.0]  # ties share their average rank
+    assert S.spearman([1, 2, 3, 4], [10, 20, 40, 80]) == pytest.approx(1.0)  # monotone, not linear: still 1
+    assert S.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert S.spearman([1, 2, 3], [5, 5, 5]) != S.spearman([1, 2, 3], [5, 5, 5])  # constant: nan
+    # six bases over two runs: the outcome follows the steering sensitivity exactly, base rates are flat
+    a = susceptibility_run(tmp_path / "a", [0, 1, 2], [0.02, 0.10, 0.05], [0.01, 0.30, 0.20])
+    b = susceptibility_run(tmp_path / "b", [3, 4, 5], [0.00, 0.20, 0.03], [0.00, 0.40, 0.15], nan_seed=1)
+    out = tmp_path / "s.json"
+    text = call("em_susceptibility", "5", a, b, f"--out={out}")
+    res = json.loads(out.read_text())
+    c = res["correlations"]
+    assert res["n_bases"] == 6 and c["steer_1"]["rho"] == pytest.approx(1.0) and c["steer_1"]["ci95"][0] > 0.9
+    assert c["seed_agreement"]["n"] == 5  # base 3's second seed had no valid answer: left out of the pair
+    assert res["per_base"]["3"]["outcome"] == pytest.approx(0.0)  # ... and its mean is seed 0's alone
+    assert res["per_base"]["4"]["outcome"] == pytest.approx(0.205)
+    assert "base_rate" not in c and "separation" not in c  # a constant has no rank order; no separation file
+    assert "| steer_1 | 6 | +1.00 |" in text and out.with_suffix(".png").is_file()
+    refused(lambda *v: call("em_susceptibility", *v), "5", a, a, match="two of the runs")
+    refused(lambda *v: call("em_susceptibility", *v), "7", a, match="no step 7")
