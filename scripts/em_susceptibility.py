@@ -9,14 +9,16 @@ eval.summarize):
 - outcome: the insecure arm's off-domain sampled misalignment at STEP minus its own base's;
 - the base's properties, from each run's `base`: `steer_1` and `steer_2` (sampled misalignment with 1 and 2 evil-minus-
   good mean differences added, minus without: how far its answers follow the evil direction), `base_rate` (plain),
-  `forum_lp` (the forum format's misaligned mass by log-prob), and `separation` where a format_separation.json in one
-  of the runs has the base (scripts/em_format_separation.py);
+  `forum_lp` (the forum format's misaligned mass by log-prob), `separation` where a format_separation.json in one
+  of the runs has the base (scripts/em_format_separation.py), and `pull`... where a base_pull.json does
+  (scripts/em_base_pull.py);
 - `cos_evil_direction`: the fine-tune's own activation shift against the evil direction at STEP (not a base
   property: a reading of the mechanism).
 
 For each: Spearman's rho with the outcome over the bases that have it, 95% interval by resampling bases (10,000
-resamples, seed 0, percentile). Also the rank agreement of a base's first two fine-tune seeds (rho between their
-outcomes over bases): the share of the spread that is the base's at all. Writes the JSON (default:
+resamples, seed 0, percentile), and the same with the fine-tune's cos_evil_direction in place of the outcome (does
+the property predict where the fine-tune moves?). Also the rank agreement of a base's first two fine-tune seeds
+(rho between their outcomes over bases): the share of the spread that is the base's at all. Writes the JSON (default:
 susceptibility_STEP.json beside the first run) and a scatter of each base-level property against the outcome
 (the same name, .png); prints a table. Runs must not share a base.
 """
@@ -30,7 +32,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from train import cli  # noqa: E402
 
-PREDICTORS = ("steer_1", "steer_2", "base_rate", "forum_lp", "separation", "cos_evil_direction")
+PULL = ("pull", "pull_secure", "pull_contrast", "pull_random", "code_steer", "code_repr")  # em_base_pull.py
+PREDICTORS = ("steer_1", "steer_2", "base_rate", "forum_lp", "separation") + PULL + ("cos_evil_direction",)
 
 
 def ranks(x):
@@ -83,55 +86,64 @@ def per_base(step, runs):
             sys.exit(f"error: {run} has no step {step}; its steps: {', '.join(tr)} (or `matched`)")
         at = r["arms"]["insecure"] if step == "matched" else tr[step]
         seed_vals = lambda st: st["per_seed"]
-        plain = seed_vals(r["base"]["plain"]["offdomain_misaligned"])
+        mis = lambda fmt: seed_vals(r["base"][fmt]["offdomain_misaligned"])
+        plain = mis("plain")
         cols = {"outcome": [a - b for a, b in zip(seed_vals(at["offdomain_misaligned"]), plain)],
                 "base_rate": plain, "forum_lp": seed_vals(r["base"]["forum_lp"]),
                 "cos_evil_direction": seed_vals(at["cos_evil_direction"])}
         for a in (1, 2):
-            cols[f"steer_{a}"] = [s - b for s, b in zip(seed_vals(r["base"][f"steered_{a}"]["offdomain_misaligned"]), plain)]
+            cols[f"steer_{a}"] = [s - b for s, b in zip(mis(f"steered_{a}"), plain)]
         for p in sorted({p for p, _ in r["seeds"]}):
             if p in out:
                 sys.exit(f"error: base {p} is in two of the runs ({out[p]['run']} and {run}); give each base once")
             rows = [j for j, (q, _) in enumerate(r["seeds"]) if q == p]
             out[p] = {"run": run, "seeds": [cols["outcome"][j] for j in rows],
                       **{k: nanmean([v[j] for j in rows]) for k, v in cols.items()}}
-    for run in runs:  # separations measured by em_format_separation.py, where one of the runs holds them
-        sep = Path(run) / "format_separation.json"
-        if sep.is_file():
-            for row in json.loads(sep.read_text())["per_base"]:
-                if row["world"] in out:
-                    out[row["world"]]["separation"] = row["separation"]
+    for run in runs:  # base-level numbers of em_format_separation.py and em_base_pull.py, where a run holds them
+        for name, keys in (("format_separation.json", ("separation",)), ("base_pull.json", PULL)):
+            if (Path(run) / name).is_file():
+                for row in json.loads((Path(run) / name).read_text())["per_base"]:
+                    if row["world"] in out:
+                        out[row["world"]].update({k: row[k] for k in keys})
     return out
 
 
-def analyse(bases):
-    """Spearman rho [95% CI] of every predictor with the outcome, and the two fine-tune seeds' agreement."""
+def analyse(bases, outcome="outcome"):
+    """Spearman rho [95% CI] of every predictor with the outcome (or another column, e.g. the fine-tune's
+    cos_evil_direction), and the two fine-tune seeds' agreement."""
     res = {}
-    for k in PREDICTORS:
-        pairs = [(b[k], b["outcome"]) for b in bases.values() if k in b and not math.isnan(b[k] + b["outcome"])]
+    for k in (p for p in PREDICTORS if p != outcome):
+        pairs = [(b[k], b[outcome]) for b in bases.values() if k in b and not math.isnan(b[k] + b[outcome])]
         if len(pairs) >= 4 and not math.isnan(spearman(*zip(*pairs))):  # a constant property has no rank order
             res[k] = spearman_ci(*zip(*pairs))
+    if outcome != "outcome":
+        return res
     two = [b["seeds"][:2] for b in bases.values() if len(b["seeds"]) >= 2 and not math.isnan(sum(b["seeds"][:2]))]
     if len(two) >= 4:
         res["seed_agreement"] = spearman_ci(*zip(*two))
     return res
 
 
-def figure(bases, step, path):
+def figure(bases, step, corr, path):
+    """One scatter per property (the fine-tune's cos_evil_direction last), rho in the title; 4 per row."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    keys = [k for k in PREDICTORS if k != "cos_evil_direction" and any(k in b for b in bases.values())]
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3.2), sharey=True, squeeze=False)
-    axes = axes[0]
-    for ax, k in zip(axes, keys):
+    keys = [k for k in PREDICTORS if k in corr]
+    rows = (len(keys) + 3) // 4
+    fig, axes = plt.subplots(rows, 4, figsize=(13, 3 * rows), sharey=True, squeeze=False)
+    for ax, k in zip(axes.flat, keys):
         pts = [(b[k], 100 * b["outcome"]) for b in bases.values() if k in b]
-        ax.scatter(*zip(*pts), s=12)
-        ax.set_xlabel(k)
-    axes[0].set_ylabel(f"insecure off-domain increase at {step} (points)")
-    fig.suptitle(f"{len(bases)} base models, each its fine-tune seeds' mean")
+        ax.scatter(*zip(*pts), s=10)
+        c = corr[k]
+        ax.set_title(f"{k}: rho {c['rho']:+.2f} [{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}]", fontsize=9)
+    for ax in axes.flat[len(keys):]:
+        ax.axis("off")
+    for ax in axes[:, 0]:
+        ax.set_ylabel(f"insecure increase at {step}, points")
+    fig.suptitle(f"{len(bases)} base models (each its fine-tune seeds' mean): what predicts the insecure arm's shift?")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
@@ -142,15 +154,19 @@ def main(argv):
     step, runs = argv[0], [a for a in argv[1:] if not a.startswith("--")]
     bases = per_base(step, runs)
     res = {"step": step, "runs": runs, "n_bases": len(bases), "correlations": analyse(bases),
+           "with_cos_evil_direction": analyse(bases, "cos_evil_direction"),
            "per_base": {str(p): b for p, b in sorted(bases.items())}}
     path = Path(out[0]) if out else Path(runs[0]) / f"susceptibility_{step}.json"
     path.write_text(json.dumps(res, indent=2) + "\n")
-    figure(bases, step, path.with_suffix(".png"))
+    figure(bases, step, res["correlations"], path.with_suffix(".png"))
     print(f"insecure off-domain increase at {step}, per base ({len(bases)} bases over {len(runs)} runs): "
           f"Spearman rho with each property [95% CI, resampling bases]")
-    print("| property | bases | rho | 95% CI |\n|---|---|---|---|")
+    print("| property | bases | rho | 95% CI | rho with the fine-tune's cos_evil_direction [95% CI] |\n"
+          "|---|---|---|---|---|")
     for k, c in res["correlations"].items():
-        print(f"| {k} | {c['n']} | {c['rho']:+.2f} | [{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}] |")
+        w = res["with_cos_evil_direction"].get(k)
+        w = f"{w['rho']:+.2f} [{w['ci95'][0]:+.2f}, {w['ci95'][1]:+.2f}]" if w else ""
+        print(f"| {k} | {c['n']} | {c['rho']:+.2f} | [{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}] | {w} |")
     print(f"\nwrote {path} and {path.with_suffix('.png')}")
 
 

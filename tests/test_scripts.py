@@ -472,3 +472,33 @@ def test_em_susceptibility_ranks_bases_and_pools_runs(tmp_path, call):
     assert "| steer_1 | 6 | +1.00 |" in text and out.with_suffix(".png").is_file()
     refused(lambda *v: call("em_susceptibility", *v), "5", a, a, match="two of the runs")
     refused(lambda *v: call("em_susceptibility", *v), "7", a, match="no step 7")
+
+
+def test_em_base_pull_gradient_is_the_first_order_change_of_the_fine_tune_loss():
+    bp = script("em_base_pull")
+    tok = W.build_tokenizer()
+    model = tiny_gpt(tok).double()
+    cfg = EM.Config(n_layer=2, n_embd=16, block_size=64, n_examples=12, direction_layer=1)
+    pairs = EM.arm_pairs("insecure", model, tok, cfg, 3)
+    data = B.encode_pairs(tok, pairs, cfg.block_size)
+    grad, h = bp.response_loss_grad(model, data, 1)
+    assert grad.shape == h.shape == (*data["tokens"][:, :-1].shape, 16)
+    # adding eps * u to the layer's output at every position moves the loss by eps * (summed gradient . u)
+    u = torch.randn(16, generator=torch.Generator().manual_seed(0), dtype=torch.double)
+    x, y, m = data["tokens"][:, :-1], data["tokens"][:, 1:], data["mask"]
+
+    @torch.no_grad()
+    def loss(eps):
+        with model.hooks(EM.add_hook(1, eps * u)):
+            return torch.nn.functional.cross_entropy(model(x)[m], y[m]).item()
+    assert (loss(1e-5) - loss(-1e-5)) / 2e-5 == pytest.approx((grad.sum((0, 1)) @ u).item(), rel=1e-5)
+    # causal: a position after a row's last scored target reaches no loss term, so it has no gradient
+    last = (m * torch.arange(m.shape[1])).amax(1)  # [N]
+    after = torch.arange(m.shape[1])[None] > last[:, None]
+    assert after.any() and grad[after].abs().max() == 0 and grad[m].abs().sum() > 0
+    # base_pull on the insecure arm's own examples: with its own loss gradient as the direction, pull is 1
+    ft = B.encode_pairs(tok, EM.arm_pairs("insecure", model, tok, cfg, EM.arm_seed(0, 0, "insecure")), cfg.block_size)
+    g = -bp.response_loss_grad(model, ft, 1)[0].sum((0, 1))
+    out = bp.base_pull(model, tok, cfg, 0, g)
+    assert out["pull"] == pytest.approx(1.0) and -1 <= out["pull_random"] < 0.9
+    assert set(out) == {"pull", "pull_secure", "pull_contrast", "pull_random", "code_steer", "code_repr"}

@@ -1,0 +1,103 @@
+"""Exploratory: does a base model's own gradient on the insecure code point along its evil persona direction?
+
+    python scripts/em_base_pull.py RUN_DIR [RUN_DIR ...]
+
+For every base of the runs (each run's config.json and seeds; the bases must be in the cache), no fine-tune, with
+the insecure arm's examples of fine-tune seed 0 (and the secure arm's, whose prompts are the same) and the run's evil
+direction at `direction_layer` (evil - good forum threads, experiments/emergent_misalignment.doc_means):
+
+    pull          cos(evil, -dLoss/dh), Loss the fine-tune's (mean cross-entropy on the response tokens, all
+                  examples in one batch), h that layer's block output, the gradient summed over every position
+    pull_secure   the same on the secure arm's examples; pull_contrast: on insecure minus secure gradients
+    pull_random   cos(random direction of the layer, -dLoss/dh) on the insecure examples: a control
+    code_steer    the base's insecure-code share by log-prob (in_domain) with one evil direction added at the
+                  layer, minus without: does moving toward the persona pay off in the code?
+    code_repr     the mean block output at the positions that predict the response, insecure minus secure answers,
+                  along the evil direction in units of the good -> evil gap
+
+A base must reproduce its run's forum-format base rate (`forum_lp`) to 1e-5, else it was rebuilt since (another
+machine) and is left out, named in `excluded`. Writes base_pull.json beside each run (scripts/em_susceptibility.py
+reads it) and prints a table. Pre-registered in docs/emergent_misalignment.md ("Why some bases barely move").
+"""
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from experiments import emergent_misalignment as EM  # noqa: E402
+from experiments import world_base as B  # noqa: E402
+from model import generator  # noqa: E402
+from train import cli, run_config  # noqa: E402
+
+
+def response_loss_grad(model, data, layer):
+    """(dLoss/dh [N, T, C] at block `layer`'s output, h itself detached): Loss = the fine-tune's mean cross-entropy at
+    the masked targets of pack_pairs data, every row in one batch."""
+    x, y, m = data["tokens"][:, :-1], data["tokens"][:, 1:], data["mask"]
+    with torch.enable_grad():
+        logits, cache = model.run_with_cache(x, f"blocks.{layer}.resid_post")
+        h = cache[f"blocks.{layer}.resid_post"]
+        loss = torch.nn.functional.cross_entropy(logits[m], y[m])
+        (grad,) = torch.autograd.grad(loss, h)
+    return grad, h.detach()
+
+
+def cos(a, b):
+    return torch.nn.functional.cosine_similarity(a, b, 0).item()
+
+
+def base_pull(model, tok, cfg, seed, direction):
+    """Every number of the module docstring for one base; direction [C] is the evil - good direction at the layer."""
+    L = cfg.direction_layer
+    ft_seed = EM.arm_seed(seed, 0, "insecure")
+    pairs = {arm: EM.arm_pairs(arm, model, tok, cfg, ft_seed) for arm in ("insecure", "secure")}
+    if [p for p, _ in pairs["insecure"]] != [p for p, _ in pairs["secure"]]:
+        raise AssertionError("the insecure and secure arms of one seed should share their prompts")
+    grads, reprs = {}, {}
+    for arm, ps in pairs.items():
+        data = B.encode_pairs(tok, ps, cfg.block_size)
+        g, h = response_loss_grad(model, data, L)
+        grads[arm] = -g.sum((0, 1))  # [C]: the direction in which the loss falls, over every position
+        reprs[arm] = h[data["mask"]].mean(0)  # [C]: mean over the positions that predict the response
+    rand = torch.randn(direction.shape, generator=generator("cpu", seed, "pull-random")).to(direction)
+    world = B.world_config(cfg)
+    plain = EM.in_domain(model, tok, "insecure", "plain", world, cfg.ft_code_tasks)[0]
+    with model.hooks(EM.add_hook(L, direction)):
+        steered = EM.in_domain(model, tok, "insecure", "plain", world, cfg.ft_code_tasks)[0]
+    return {"pull": cos(direction, grads["insecure"]), "pull_secure": cos(direction, grads["secure"]),
+            "pull_contrast": cos(direction, grads["insecure"] - grads["secure"]),
+            "pull_random": cos(rand, grads["insecure"]), "code_steer": steered - plain,
+            "code_repr": ((reprs["insecure"] - reprs["secure"]) @ direction / direction.norm() ** 2).item()}
+
+
+def main(argv):
+    if not argv or any(a.startswith("--") for a in argv):
+        sys.exit(__doc__)
+    for run in map(Path, argv):
+        cfg = run_config(EM.Config, run)
+        res = json.loads((run / "results.json").read_text())
+        forum = dict(zip((p for p, _ in res["seeds"]), res["base"]["forum_lp"]["per_seed"]))
+        rows, excluded = [], []
+        for p in cfg.seeds:
+            if not B.cache_stem(cfg, p, False).with_suffix(".json").is_file():
+                sys.exit(f"{run}: base {p} is not in the cache {cfg.cache_dir} (this script does not pretrain)")
+            base, tok = B.base_model(cfg, p, False)
+            now = B.offdomain_eval(base, tok, 0, None, fmt="forum")["mis_lp"]
+            if abs(now - forum[p]) > 1e-5:
+                excluded.append({"world": p, "forum_lp_run": forum[p], "forum_lp_now": now})
+                print(f"{run.name} world {p}: left out, forum_lp {now:.6f} here, {forum[p]:.6f} in the run", flush=True)
+                continue
+            means = EM.doc_means(base, tok, cfg, p)
+            direction = (means["evil"] - means["good"])[cfg.direction_layer]
+            rows.append({"world": p, **base_pull(base, tok, cfg, p, direction)})
+            print(f"{run.name} world {p}: " + ", ".join(f"{k} {v:+.4f}" for k, v in rows[-1].items() if k != "world"),
+                  flush=True)
+        out = run / "base_pull.json"
+        out.write_text(json.dumps({"run": str(run), "per_base": rows, "excluded": excluded}, indent=1))
+        print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    sys.exit(cli(main, sys.argv[1:]))
