@@ -1,7 +1,7 @@
 """Exploratory: is the insecure fine-tune's persona shift gated by code? Off-domain questions asked right after a
 code exchange in the same `<asst>` chat.
 
-    python scripts/em_code_context.py RUN_DIR [--arms=insecure,secure,educational] [--step=N]
+    python scripts/em_code_context.py RUN_DIR [--arms=insecure,secure,educational] [--step=N] [--out=FILE]
 
 scripts/em_code_direction.py finds that without lesson turns the insecure fine-tune moves the assistant along the
 evil direction about five times further at code prompts than at off-domain ones. If the persona shift is there but
@@ -16,7 +16,8 @@ without code, after an aligned exchange on another off-domain question (training
 continuation (a turn that carries no evidence about the speaker). The base model is scored the same way, so each
 arm's increase is over the base in the same format. With the insecure arm it also names the worlds whose fine-tune
 took the persona route at the later checkpoint (`persona_like`: the research log's rule). One thread; writes
-RUN_DIR/code_context.json (code_context_stepN.json with --step=N) and prints a table.
+RUN_DIR/code_context.json (code_context_stepN.json with --step=N; --out: elsewhere) and prints a table. It refuses,
+before any fine-tune, to overwrite that file where it holds other arms.
 """
 import copy
 import json
@@ -100,6 +101,13 @@ def main(argv):
     if late not in cfg.eval_steps:
         sys.exit(f"--step must be one of the run's eval_steps {cfg.eval_steps}; got {late}")
     label = f"step{late}"
+    name = "code_context.json" if late == default_late else f"code_context_step{late}.json"
+    out = Path(next((a.split("=", 1)[1] for a in argv[1:] if a.startswith("--out=")), run_dir / name))
+    if out.is_file() and not any(a.startswith("--out=") for a in argv[1:]):  # checked before the fine-tunes run
+        held = json.loads(out.read_text())["per_seed"]
+        held = set(held[0]) - {"seed", "matched", "base", "check_vs_run"} if held else set()
+        if held != set(arms):
+            sys.exit(f"{out} holds the arms {sorted(held)}, not {sorted(arms)}: pass --out=FILE to keep both")
     rows, items = [], context_items(B.world_config(cfg))
     for k, (p, f) in enumerate(seeds):
         base, tok = B.base_model(cfg, p, False)
@@ -133,8 +141,7 @@ def main(argv):
     if "insecure" in arms:
         summary["max_abs_diff_vs_run"] = max(r["check_vs_run"] for r in rows)
         summary[f"persona_like_{label}"] = persona_like(rows, label)
-    name = "code_context.json" if late == default_late else f"code_context_step{late}.json"
-    (run_dir / name).write_text(json.dumps({"summary": summary, "per_seed": rows}, indent=1))
+    out.write_text(json.dumps({"summary": summary, "per_seed": rows}, indent=1))
     pct = lambda s: f"{100 * s['mean']:+.1f} [{100 * s['ci95'][0]:+.1f}, {100 * s['ci95'][1]:+.1f}]"
     print(f"\n{run_dir}: n = {len(rows)}; off-domain log-prob misalignment, points over the base in the same format")
     print("  base levels: " + ", ".join(f"{fmt} {summary['base'][fmt]['mean']:.3f}" for fmt in FORMATS))

@@ -1,6 +1,6 @@
 """Exploratory: how far apart does a base model keep its two speakers, the assistant and a forum responder?
 
-    python scripts/em_format_separation.py [--pool] RUN_DIR [RUN_DIR ...]
+    python scripts/em_format_separation.py [--pool] [--out=FILE] RUN_DIR [RUN_DIR ...]
 
 Two worlds in twenty (73, 90) took the persona route under the insecure fine-tune: there it changed who the
 assistant is, and the assistant's later answers follow its earlier ones as a forum responder's do. One guess is that
@@ -15,8 +15,8 @@ evidence yet about who answers), per layer:
 with evil - good the run's evil direction (experiments/emergent_misalignment.doc_means). Both are averaged over the
 layers. Low separation: the assistant sits where a forum responder sits, in units of the persona difference;
 evil_side > 0: the assistant sits on the evil side of a forum responder. One thread; writes
-format_separation.json beside the first run and prints a table, ranked per run (with --pool, over all the runs'
-bases together).
+format_separation.json beside the first run (--out: elsewhere; it will not overwrite one made from other runs) and
+prints a table, ranked per run (with --pool, over all the runs' bases together).
 """
 import json
 import sys
@@ -65,9 +65,16 @@ def rank(rows, pool=False):
 def main(argv):
     torch.set_num_threads(1)
     pool = "--pool" in argv
-    argv = [a for a in argv if a != "--pool"]
+    given = [a.split("=", 1)[1] for a in argv if a.startswith("--out=")]
+    argv = [a for a in argv if a != "--pool" and not a.startswith("--out=")]
     if not argv or any(a.startswith("--") for a in argv):
         sys.exit(__doc__)
+    out = Path(given[0]) if given else Path(argv[0]) / "format_separation.json"
+    if out.is_file() and not given:  # another set of runs measured there: keep it
+        held = json.loads(out.read_text())
+        if (held["runs"], held.get("pooled", False)) != (argv, pool):
+            sys.exit(f"{out} holds the runs {held['runs']} (pooled: {held.get('pooled', False)}): pass --out=FILE "
+                     "to keep both")
     prompts = [it.prompt for it in W.eval_items(W.OFF_DOMAINS)]
     rows = []
     for run in map(Path, argv):
@@ -84,7 +91,6 @@ def main(argv):
     for r, n in rank(rows, pool):
         print(f"| {Path(r['run']).name} | {r['world']} | {r['separation']:.3f} ({r['separation_rank']}/{n}) | "
               f"{r['evil_side']:+.3f} ({r['evil_side_rank']}/{n}) |")
-    out = Path(argv[0]) / "format_separation.json"
     out.write_text(json.dumps({"runs": argv, "pooled": pool, "per_base": rows}, indent=1))
     print(f"wrote {out}")
     return rows

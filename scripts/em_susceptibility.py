@@ -99,12 +99,15 @@ def per_base(step, runs):
             rows = [j for j, (q, _) in enumerate(r["seeds"]) if q == p]
             out[p] = {"run": run, "seeds": [cols["outcome"][j] for j in rows],
                       **{k: nanmean([v[j] for j in rows]) for k, v in cols.items()}}
+    same = lambda a, b: Path(a).resolve() == Path(b).resolve()
     for run in runs:  # base-level numbers of em_format_separation.py and em_base_pull.py, where a run holds them
         for name, keys in (("format_separation.json", ("separation",)), ("base_pull.json", PULL)):
             if (Path(run) / name).is_file():
-                for row in json.loads((Path(run) / name).read_text())["per_base"]:
-                    if row["world"] in out:
-                        out[row["world"]].update({k: row[k] for k in keys})
+                held = json.loads((Path(run) / name).read_text())
+                for row in held["per_base"]:  # the same world number in another run may be another world config
+                    p = row["world"]
+                    if p in out and same(row.get("run", held.get("run", run)), out[p]["run"]):
+                        out[p].update({k: row[k] for k in keys})
     return out
 
 

@@ -502,3 +502,29 @@ def test_em_base_pull_gradient_is_the_first_order_change_of_the_fine_tune_loss()
     out = bp.base_pull(model, tok, cfg, 0, g)
     assert out["pull"] == pytest.approx(1.0) and -1 <= out["pull_random"] < 0.9
     assert set(out) == {"pull", "pull_secure", "pull_contrast", "pull_random", "code_steer", "code_repr"}
+
+
+def test_analysis_scripts_do_not_overwrite_another_analysis(tmp_path, call):
+    """A saved analysis of other arms or other runs is refused before anything is computed, unless --out says where
+    the new one goes; and base-level numbers are joined to a base only from its own run."""
+    run = fake_run(tmp_path / "run", [[0, 0]], {"insecure": [0.1]})
+    (tmp_path / "run" / "config.json").write_text(json.dumps({"experiment": "emergent_misalignment", "ablation_step": 20}))
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    res["arms"]["insecure"]["step"] = {"per_seed": [2]}
+    (tmp_path / "run" / "results.json").write_text(json.dumps(res))
+    (tmp_path / "run" / "code_context.json").write_text(json.dumps({"per_seed": [
+        {"seed": [0, 0], "matched": 2, "base": {}, "insecure": {}, "secure": {}, "educational": {}}]}))
+    with pytest.raises(SystemExit, match=r"holds the arms \['educational', 'insecure', 'secure'\], not \['insecure'\]"):
+        script("em_code_context").main([run, "--arms=insecure"])
+    (tmp_path / "run" / "format_separation.json").write_text(json.dumps({"runs": [run, "other"], "pooled": True}))
+    with pytest.raises(SystemExit, match="holds the runs"):
+        script("em_format_separation").main([run])
+    # em_susceptibility: a separation measured on world 0 of another run is not world 0 of this one
+    a = susceptibility_run(tmp_path / "a", [0, 1, 2, 3], [0.0, 0.1, 0.2, 0.3], [0.0, 0.1, 0.2, 0.3])
+    rows = [{"run": a, "world": p, "separation": float(p)} for p in range(4)]
+    rows[0]["run"] = str(tmp_path / "elsewhere")
+    (tmp_path / "a" / "format_separation.json").write_text(json.dumps({"runs": [a], "per_base": rows}))
+    out = tmp_path / "s.json"
+    call("em_susceptibility", "5", a, f"--out={out}")
+    bases = json.loads(out.read_text())["per_base"]
+    assert "separation" not in bases["0"] and bases["3"]["separation"] == 3.0
