@@ -32,16 +32,38 @@ from model import generator  # noqa: E402
 from train import cli, run_config  # noqa: E402
 
 
-def response_loss_grad(model, data, layer):
-    """(dLoss/dh [N, T, C] at block `layer`'s output, h itself detached): Loss = the fine-tune's mean cross-entropy at
-    the masked targets of pack_pairs data, every row in one batch."""
+def fine_tune_loss(model, data):
+    """The fine-tune's loss (train.finetune) on pack_pairs data: mean cross-entropy at the masked targets, every row
+    in one batch."""
     x, y, m = data["tokens"][:, :-1], data["tokens"][:, 1:], data["mask"]
-    with torch.enable_grad():
-        logits, cache = model.run_with_cache(x, f"blocks.{layer}.resid_post")
-        h = cache[f"blocks.{layer}.resid_post"]
-        loss = torch.nn.functional.cross_entropy(logits[m], y[m])
-        (grad,) = torch.autograd.grad(loss, h)
-    return grad, h.detach()
+    return torch.nn.functional.cross_entropy(model(x)[m], y[m])
+
+
+def response_loss_grad(model, data, layer):
+    """(dLoss/dh [N, T, C] at block `layer`'s output, h itself detached), Loss = fine_tune_loss."""
+    cache = {}
+    with torch.enable_grad(), model.hooks({f"blocks.{layer}.resid_post": lambda h, name: cache.setdefault(name, h)}):
+        loss = fine_tune_loss(model, data)
+        (grad,) = torch.autograd.grad(loss, cache[f"blocks.{layer}.resid_post"])
+    return grad, cache[f"blocks.{layer}.resid_post"].detach()
+
+
+def checked_bases(run, excluded):
+    """(cfg, base seed, model, tokenizer) for each base of a run, from the cache, if it reproduces the run's
+    forum-format base rate to 1e-5 (else it was rebuilt since, on another machine: appended to `excluded`)."""
+    cfg = run_config(EM.Config, run)
+    res = json.loads((run / "results.json").read_text())
+    forum = dict(zip((p for p, _ in res["seeds"]), res["base"]["forum_lp"]["per_seed"]))
+    for p in cfg.seeds:
+        if not B.cache_stem(cfg, p, False).with_suffix(".json").is_file():
+            sys.exit(f"{run}: base {p} is not in the cache {cfg.cache_dir} (this script does not pretrain)")
+        base, tok = B.base_model(cfg, p, False)
+        now = B.offdomain_eval(base, tok, 0, None, fmt="forum")["mis_lp"]
+        if abs(now - forum[p]) > 1e-5:
+            excluded.append({"world": p, "forum_lp_run": forum[p], "forum_lp_now": now})
+            print(f"{run.name} world {p}: left out, forum_lp {now:.6f} here, {forum[p]:.6f} in the run", flush=True)
+            continue
+        yield cfg, p, base, tok
 
 
 def cos(a, b):
@@ -76,19 +98,8 @@ def main(argv):
     if not argv or any(a.startswith("--") for a in argv):
         sys.exit(__doc__)
     for run in map(Path, argv):
-        cfg = run_config(EM.Config, run)
-        res = json.loads((run / "results.json").read_text())
-        forum = dict(zip((p for p, _ in res["seeds"]), res["base"]["forum_lp"]["per_seed"]))
         rows, excluded = [], []
-        for p in cfg.seeds:
-            if not B.cache_stem(cfg, p, False).with_suffix(".json").is_file():
-                sys.exit(f"{run}: base {p} is not in the cache {cfg.cache_dir} (this script does not pretrain)")
-            base, tok = B.base_model(cfg, p, False)
-            now = B.offdomain_eval(base, tok, 0, None, fmt="forum")["mis_lp"]
-            if abs(now - forum[p]) > 1e-5:
-                excluded.append({"world": p, "forum_lp_run": forum[p], "forum_lp_now": now})
-                print(f"{run.name} world {p}: left out, forum_lp {now:.6f} here, {forum[p]:.6f} in the run", flush=True)
-                continue
+        for cfg, p, base, tok in checked_bases(run, excluded):
             means = EM.doc_means(base, tok, cfg, p)
             direction = (means["evil"] - means["good"])[cfg.direction_layer]
             rows.append({"world": p, **base_pull(base, tok, cfg, p, direction)})

@@ -1,0 +1,160 @@
+"""Exploratory: the insecure fine-tune's first step, AdamW's sign step against a gradient step, and where it acts.
+
+    python scripts/em_first_step.py RUN_DIR [RUN_DIR ...]
+
+AdamW's first update is g / |g| per weight (its moment estimates are g and g^2 after bias correction; clipping
+rescales g and keeps its sign), so the fine-tune's first step moves every weight by the learning rate against the
+sign of its gradient, whatever the gradient's size. For every base of the runs (from the cache; one that does not
+reproduce its run's forum-format base rate is left out, as in em_base_pull.py), with g the gradient of the insecure
+arm's loss on all its examples of fine-tune seed 0 (the fine-tune's loss, one batch), one step from the base:
+
+    sign   every weight moved by -ft_lr * sign(g)
+    grad   every weight moved by -c * g, c such that the step has the sign step's L2 norm (plain gradient descent)
+    grad_matched   the same, c shortened (bisection) until the step's code increase is the sign step's
+    sign_GROUP   the sign step on one group of weights only: embedding (the tied token embedding), attnI (block I's
+           attention and its first norm), mlpI (block I's MLP and its second norm), ln_f
+
+each scored by log-prob, no sampling: the off-domain misaligned mass (`off`, the run's offdomain_misaligned_lp) and
+the insecure code share (`code`, in_domain), minus the base's. Writes first_step.json beside each run: per base
+`sign_off`, `grad_off`, `sign_code`, `grad_code` (and grad_matched's) and `sign_off_GROUP` (what
+em_susceptibility.py reads), the raw numbers under `steps`; and a summary over the bases of all runs given: each
+step's persona share as a ratio of means (sum of off / sum of code), sign minus grad and minus grad_matched with a
+95% interval from resampling bases (10,000, seed 0), and each group's share of the whole sign step's off-domain
+increase. Pre-registered in docs/emergent_misalignment.md (grad_matched added after the first three bases).
+"""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from experiments import emergent_misalignment as EM  # noqa: E402
+from experiments import world_base as B  # noqa: E402
+from train import cli  # noqa: E402
+from em_base_pull import checked_bases, fine_tune_loss  # noqa: E402
+
+
+def group_of(name):
+    """The weight group of a parameter name: embedding, attnI, mlpI or ln_f."""
+    parts = name.split(".")
+    if parts[0] == "wte":
+        return "embedding"
+    if parts[0] == "ln_f":
+        return "ln_f"
+    if parts[0] == "blocks" and parts[2] in ("attn", "ln_1"):
+        return f"attn{parts[1]}"
+    if parts[0] == "blocks" and parts[2] in ("mlp", "ln_2"):
+        return f"mlp{parts[1]}"
+    raise ValueError(f"no weight group for parameter {name}")
+
+
+def score(model, tok, cfg):
+    """(off-domain misaligned mass, insecure code share), both by log-prob."""
+    world = B.world_config(cfg)
+    return (B.offdomain_eval(model, tok, 0, None, world=world)["mis_lp"],
+            EM.in_domain(model, tok, "insecure", "plain", world, cfg.ft_code_tasks)[0])
+
+
+@torch.no_grad()
+def scored_step(model, tok, cfg, delta):
+    """Score the model with `delta` ({parameter name: tensor}) subtracted, then put the weights back exactly."""
+    params = dict(model.named_parameters())
+    saved = {n: params[n].detach().clone() for n in delta}
+    for n, d in delta.items():
+        params[n].sub_(d)
+    try:
+        return score(model, tok, cfg)
+    finally:
+        for n, w in saved.items():
+            params[n].copy_(w)
+
+
+def first_steps(model, tok, cfg, seed):
+    """{"base": (off, code), "sign": ..., "grad": ..., "sign_GROUP": ...} for one base (see the module docstring)."""
+    ft_seed = EM.arm_seed(seed, 0, "insecure")
+    data = B.encode_pairs(tok, EM.arm_pairs("insecure", model, tok, cfg, ft_seed), cfg.block_size)
+    names = [n for n, _ in model.named_parameters()]
+    with torch.enable_grad():
+        grads = dict(zip(names, torch.autograd.grad(fine_tune_loss(model, data), list(model.parameters()))))
+    sign = {n: cfg.ft_lr * g.sign() for n, g in grads.items()}
+    norm = lambda d: torch.sqrt(sum((t.double() ** 2).sum() for t in d.values()))
+    c = norm(sign) / norm(grads)
+    grad_step = lambda k: scored_step(model, tok, cfg, {n: (k * g).to(g.dtype) for n, g in grads.items()})
+    out = {"base": score(model, tok, cfg), "sign": scored_step(model, tok, cfg, sign), "grad": grad_step(c)}
+    # the gradient step scaled (bisection on its length, 16 halvings) until its code increase is the sign step's
+    lo, hi, want = 0.0, float(c), out["sign"][1]
+    if out["grad"][1] > want:
+        for _ in range(16):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if grad_step(mid)[1] < want else (lo, mid)
+    out["grad_matched"] = grad_step((lo + hi) / 2)
+    for group in dict.fromkeys(map(group_of, names)):
+        out[f"sign_{group}"] = scored_step(model, tok, cfg, {n: d for n, d in sign.items() if group_of(n) == group})
+    return out
+
+
+def row_of(seed, steps):
+    """first_step.json's per-base row: the increases over the base that em_susceptibility.py reads, and the raw."""
+    (off0, code0) = steps["base"]
+    row = {"world": seed}
+    for kind in ("sign", "grad", "grad_matched"):
+        row[f"{kind}_off"], row[f"{kind}_code"] = steps[kind][0] - off0, steps[kind][1] - code0
+    for k, (off, _) in steps.items():
+        if k.startswith("sign_"):
+            row[f"sign_off_{k[5:]}"] = off - off0
+    row["steps"] = steps
+    return row
+
+
+def summary(rows, n_boot=10_000, seed=0):
+    """Persona share (ratio of means) of each step, sign minus grad with a bootstrap interval over bases, and each
+    group's share of the whole sign step's off-domain increase (ratio of means)."""
+    get = lambda k: np.array([r[k] for r in rows])
+    share = lambda kind, i=slice(None): get(f"{kind}_off")[i].sum() / get(f"{kind}_code")[i].sum()
+    idx = np.random.default_rng(seed).integers(0, len(rows), size=(n_boot, len(rows)))
+    diff = lambda other: [share("sign", i) - share(other, i) for i in idx]
+    ci = lambda other: [float(x) for x in np.percentile(diff(other), [2.5, 97.5])]
+    groups = [k[len("sign_off_"):] for k in rows[0] if k.startswith("sign_off_")]
+    return {"n_bases": len(rows), "sign_share": float(share("sign")), "grad_share": float(share("grad")),
+            "grad_matched_share": float(share("grad_matched")),
+            "sign_minus_grad_share": float(share("sign") - share("grad")), "sign_minus_grad_ci95": ci("grad"),
+            "sign_minus_grad_matched_share": float(share("sign") - share("grad_matched")),
+            "sign_minus_grad_matched_ci95": ci("grad_matched"),
+            "mean_increase": {k: float(get(k).mean()) for k in ("sign_off", "grad_off", "grad_matched_off", "sign_code",
+                                                                  "grad_code", "grad_matched_code")},
+            "group_share_of_sign_off": {g: float(get(f"sign_off_{g}").sum() / get("sign_off").sum()) for g in groups}}
+
+
+def main(argv):
+    if not argv or any(a.startswith("--") for a in argv):
+        sys.exit(__doc__)
+    every = []
+    for run in map(Path, argv):
+        rows, excluded = [], []
+        for cfg, p, base, tok in checked_bases(run, excluded):
+            rows.append(row_of(p, first_steps(base, tok, cfg, p)))
+            r = {k: 100 * v for k, v in rows[-1].items() if k.endswith(("_off", "_code"))}
+            print(f"{run.name} world {p}, points: off-domain sign {r['sign_off']:+.3f}, gradient {r['grad_off']:+.3f}, "
+                  f"at the sign step's code {r['grad_matched_off']:+.3f}; code sign {r['sign_code']:+.2f}, gradient "
+                  f"{r['grad_code']:+.2f}, matched {r['grad_matched_code']:+.2f}", flush=True)
+        held = {"run": str(run), "per_base": rows, "excluded": excluded}
+        (run / "first_step.json").write_text(json.dumps(held, indent=1))
+        every += rows
+    s = summary(every)
+    out = Path(argv[0]) / "first_step_summary.json"
+    out.write_text(json.dumps({"runs": argv, **s}, indent=1))
+    pm = lambda k: f"{s[k + '_share']:+.4f} [{s[k + '_ci95'][0]:+.4f}, {s[k + '_ci95'][1]:+.4f}]"
+    print(f"\n{s['n_bases']} bases. Persona share of the first step (sum of off-domain increases / sum of code "
+          f"increases): sign {s['sign_share']:.4f}, gradient {s['grad_share']:.4f}, gradient at the sign step's code "
+          f"{s['grad_matched_share']:.4f}; sign minus gradient {pm('sign_minus_grad')}, sign minus matched "
+          f"gradient {pm('sign_minus_grad_matched')}")
+    print("mean increases, points: " + ", ".join(f"{k} {100 * v:+.3f}" for k, v in s["mean_increase"].items()))
+    print("each group's share of the sign step's off-domain increase: "
+          + ", ".join(f"{g} {v:+.2f}" for g, v in s["group_share_of_sign_off"].items()))
+    print(f"wrote first_step.json beside each run and {out}")
+
+
+if __name__ == "__main__":
+    sys.exit(cli(main, sys.argv[1:]))
