@@ -11,12 +11,13 @@ arm's loss on all its examples of fine-tune seed 0 (the fine-tune's loss, one ba
     sign   every weight moved by -ft_lr * sign(g)
     grad   every weight moved by -c * g, c such that the step has the sign step's L2 norm (plain gradient descent)
     grad_matched   the same, c shortened (bisection) until the step's code increase is the sign step's
+    secure_sign   the sign step of the secure arm's loss on its own examples (a control)
     sign_GROUP   the sign step on one group of weights only: embedding (the tied token embedding), attnI (block I's
            attention and its first norm), mlpI (block I's MLP and its second norm), ln_f
 
 each scored by log-prob, no sampling: the off-domain misaligned mass (`off`, the run's offdomain_misaligned_lp) and
 the insecure code share (`code`, in_domain), minus the base's. Writes first_step.json beside each run: per base
-`sign_off`, `grad_off`, `sign_code`, `grad_code` (and grad_matched's) and `sign_off_GROUP` (what
+`sign_off`, `grad_off`, `sign_code`, `grad_code` (and grad_matched's, secure_sign's) and `sign_off_GROUP` (what
 em_susceptibility.py reads), the raw numbers under `steps`; and a summary over the bases of all runs given: each
 step's persona share as a ratio of means (sum of off / sum of code), sign minus grad and minus grad_matched with a
 95% interval from resampling bases (10,000, seed 0), and each group's share of the whole sign step's off-domain
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from train import cli  # noqa: E402
@@ -71,7 +73,7 @@ def scored_step(model, tok, cfg, delta):
             params[n].copy_(w)
 
 
-def first_steps(model, tok, cfg, seed):
+def first_steps(model, tok, cfg, seed, halvings=16):
     """{"base": (off, code), "sign": ..., "grad": ..., "sign_GROUP": ...} for one base (see the module docstring)."""
     ft_seed = EM.arm_seed(seed, 0, "insecure")
     data = B.encode_pairs(tok, EM.arm_pairs("insecure", model, tok, cfg, ft_seed), cfg.block_size)
@@ -83,13 +85,19 @@ def first_steps(model, tok, cfg, seed):
     c = norm(sign) / norm(grads)
     grad_step = lambda k: scored_step(model, tok, cfg, {n: (k * g).to(g.dtype) for n, g in grads.items()})
     out = {"base": score(model, tok, cfg), "sign": scored_step(model, tok, cfg, sign), "grad": grad_step(c)}
-    # the gradient step scaled (bisection on its length, 16 halvings) until its code increase is the sign step's
+    # the gradient step shortened (bisection on its length) until its code increase is the sign step's
     lo, hi, want = 0.0, float(c), out["sign"][1]
     if out["grad"][1] > want:
-        for _ in range(16):
+        for _ in range(halvings):
             mid = (lo + hi) / 2
             lo, hi = (mid, hi) if grad_step(mid)[1] < want else (lo, mid)
     out["grad_matched"] = grad_step((lo + hi) / 2)
+    # the control: the secure arm's own first sign step (a base whose answers move under any step is not one the
+    # insecure code moves)
+    sdata = B.encode_pairs(tok, EM.arm_pairs("secure", model, tok, cfg, EM.arm_seed(seed, 0, "secure")), cfg.block_size)
+    with torch.enable_grad():
+        sgrads = torch.autograd.grad(fine_tune_loss(model, sdata), list(model.parameters()))
+    out["secure_sign"] = scored_step(model, tok, cfg, {n: cfg.ft_lr * g.sign() for n, g in zip(names, sgrads)})
     for group in dict.fromkeys(map(group_of, names)):
         out[f"sign_{group}"] = scored_step(model, tok, cfg, {n: d for n, d in sign.items() if group_of(n) == group})
     return out
@@ -99,7 +107,7 @@ def row_of(seed, steps):
     """first_step.json's per-base row: the increases over the base that em_susceptibility.py reads, and the raw."""
     (off0, code0) = steps["base"]
     row = {"world": seed}
-    for kind in ("sign", "grad", "grad_matched"):
+    for kind in ("sign", "grad", "grad_matched", "secure_sign"):
         row[f"{kind}_off"], row[f"{kind}_code"] = steps[kind][0] - off0, steps[kind][1] - code0
     for k, (off, _) in steps.items():
         if k.startswith("sign_"):
@@ -122,8 +130,8 @@ def summary(rows, n_boot=10_000, seed=0):
             "sign_minus_grad_share": float(share("sign") - share("grad")), "sign_minus_grad_ci95": ci("grad"),
             "sign_minus_grad_matched_share": float(share("sign") - share("grad_matched")),
             "sign_minus_grad_matched_ci95": ci("grad_matched"),
-            "mean_increase": {k: float(get(k).mean()) for k in ("sign_off", "grad_off", "grad_matched_off", "sign_code",
-                                                                  "grad_code", "grad_matched_code")},
+            "mean_increase": {f"{kind}_{m}": float(get(f"{kind}_{m}").mean()) for m in ("off", "code")
+                              for kind in ("sign", "grad", "grad_matched", "secure_sign")},
             "group_share_of_sign_off": {g: float(get(f"sign_off_{g}").sum() / get("sign_off").sum()) for g in groups}}
 
 

@@ -12,6 +12,9 @@ eval.summarize):
   `forum_lp` (the forum format's misaligned mass by log-prob), `separation` where a format_separation.json in one
   of the runs has the base (scripts/em_format_separation.py), and `pull`... where a base_pull.json does
   (scripts/em_base_pull.py);
+- `sign_off`, `grad_off`, `grad_matched_off`, `secure_sign_off` and `sign_off_GROUP` where a first_step.json
+  does (the first step's off-domain increase, scripts/em_first_step.py: computed from the base, though a step of
+  the fine-tune);
 - `cos_evil_direction`: the fine-tune's own activation shift against the evil direction at STEP (not a base
   property: a reading of the mechanism).
 
@@ -33,19 +36,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from train import cli  # noqa: E402
 
 PULL = ("pull", "pull_secure", "pull_contrast", "pull_random", "code_steer", "code_repr")  # em_base_pull.py
-PREDICTORS = ("steer_1", "steer_2", "base_rate", "forum_lp", "separation") + PULL + ("cos_evil_direction",)
+FIRST = ("sign_off", "grad_off", "grad_matched_off", "secure_sign_off")  # em_first_step.py, and sign_off_GROUP
+PREDICTORS = ("steer_1", "steer_2", "base_rate", "forum_lp", "separation") + PULL + FIRST + ("cos_evil_direction",)
+FIGURE = ("steer_1", "base_rate", "forum_lp", "separation", "pull", "pull_random", "code_steer", "sign_off",
+          "grad_matched_off", "secure_sign_off", "sign_off_attn0", "cos_evil_direction")  # drawn, where present
 
 
 def ranks(x):
-    """Ranks 0..n-1 of x, ties given their average rank."""
-    x = np.asarray(x, dtype=float)
-    order = np.argsort(x, kind="stable")
-    r = np.empty(len(x))
-    r[order] = np.arange(len(x))
-    for v in np.unique(x):
-        tied = x == v
-        r[tied] = r[tied].mean()
-    return r
+    """Ranks 0..n-1 of x, ties given their average rank (resampled bases are ties)."""
+    _, inverse, counts = np.unique(np.asarray(x, dtype=float), return_inverse=True, return_counts=True)
+    first = np.cumsum(counts) - counts  # the rank of each distinct value's first copy
+    return (first + (counts - 1) / 2)[inverse]
 
 
 def spearman(x, y):
@@ -101,21 +102,30 @@ def per_base(step, runs):
                       **{k: nanmean([v[j] for j in rows]) for k, v in cols.items()}}
     same = lambda a, b: Path(a).resolve() == Path(b).resolve()
     for run in runs:  # base-level numbers of em_format_separation.py and em_base_pull.py, where a run holds them
-        for name, keys in (("format_separation.json", ("separation",)), ("base_pull.json", PULL)):
+        for name, keys in (("format_separation.json", ("separation",)), ("base_pull.json", PULL),
+                           ("first_step.json", FIRST)):
             if (Path(run) / name).is_file():
                 held = json.loads((Path(run) / name).read_text())
                 for row in held["per_base"]:  # the same world number in another run may be another world config
                     p = row["world"]
                     if p in out and same(row.get("run", held.get("run", run)), out[p]["run"]):
-                        out[p].update({k: row[k] for k in keys})
+                        out[p].update({k: v for k, v in row.items() if k in keys or k.startswith("sign_off_")})
     return out
+
+
+def _layer_order(key):
+    """sign_off_embedding, then attn0, mlp0, attn1, ... by block, then ln_f."""
+    g = key[len("sign_off_"):]
+    block = "".join(c for c in g if c.isdigit())
+    return (0 if g == "embedding" else 2 if not block else 1, int(block or 0), g)
 
 
 def analyse(bases, outcome="outcome"):
     """Spearman rho [95% CI] of every predictor with the outcome (or another column, e.g. the fine-tune's
     cos_evil_direction), and the two fine-tune seeds' agreement."""
     res = {}
-    for k in (p for p in PREDICTORS if p != outcome):
+    groups = sorted({k for b in bases.values() for k in b if k.startswith("sign_off_")}, key=_layer_order)
+    for k in (p for p in PREDICTORS[:-1] + tuple(groups) + PREDICTORS[-1:] if p != outcome):
         pairs = [(b[k], b[outcome]) for b in bases.values() if k in b and not math.isnan(b[k] + b[outcome])]
         if len(pairs) >= 4 and not math.isnan(spearman(*zip(*pairs))):  # a constant property has no rank order
             res[k] = spearman_ci(*zip(*pairs))
@@ -132,7 +142,7 @@ def figure(bases, step, corr, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    keys = [k for k in PREDICTORS if k in corr]
+    keys = [k for k in FIGURE if k in corr]
     rows = (len(keys) + 3) // 4
     fig, axes = plt.subplots(rows, 4, figsize=(13, 3 * rows), sharey=True, squeeze=False)
     for ax, k in zip(axes.flat, keys):

@@ -528,3 +528,42 @@ def test_analysis_scripts_do_not_overwrite_another_analysis(tmp_path, call):
     call("em_susceptibility", "5", a, f"--out={out}")
     bases = json.loads(out.read_text())["per_base"]
     assert "separation" not in bases["0"] and bases["3"]["separation"] == 3.0
+
+
+def test_em_first_step_is_adamws_first_step_and_puts_the_weights_back():
+    fs = script("em_first_step")
+    bp = script("em_base_pull")
+    tok = W.build_tokenizer()
+    model = tiny_gpt(tok)
+    cfg = EM.Config(n_layer=2, n_embd=16, block_size=64, n_examples=12, ft_lr=1e-3)
+    names = [n for n, _ in model.named_parameters()]
+    assert {fs.group_of(n) for n in names} == {"embedding", "attn0", "mlp0", "attn1", "mlp1", "ln_f"}
+    with pytest.raises(ValueError):
+        fs.group_of("head.weight")
+    # AdamW's first step, gradient clipped at 1 as in train.finetune, is ft_lr * sign(g) wherever |g| >> eps
+    data = B.encode_pairs(tok, EM.arm_pairs("insecure", model, tok, cfg, 1), cfg.block_size)
+    trained = copy.deepcopy(model)
+    opt = torch.optim.AdamW(trained.parameters(), lr=cfg.ft_lr, weight_decay=0.0)
+    bp.fine_tune_loss(trained, data).backward()
+    torch.nn.utils.clip_grad_norm_(trained.parameters(), 1.0)
+    grads = {n: p.grad.clone() for n, p in trained.named_parameters()}
+    opt.step()
+    for (n, p0), p1 in zip(model.named_parameters(), trained.parameters()):
+        big = grads[n].abs() > 1e-5
+        assert torch.allclose((p0 - p1)[big], cfg.ft_lr * grads[n].sign()[big], rtol=1e-2, atol=0), n
+    # a scored step leaves the model exactly as it was, and scores the moved model
+    before = copy.deepcopy(model.state_dict())
+    moved = fs.scored_step(model, tok, cfg, {"wte.weight": torch.ones_like(model.wte.weight)})
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert moved != fs.score(model, tok, cfg)
+    # the shortened gradient step reaches the sign step's code increase (bisection), and the rows read as increases
+    steps = fs.first_steps(model, tok, cfg, 0, halvings=10)
+    code = {k: steps[k][1] - steps["base"][1] for k in ("sign", "grad", "grad_matched")}
+    assert code["grad"] > code["sign"] and code["grad_matched"] == pytest.approx(code["sign"], rel=1e-2)
+    assert steps["secure_sign"] != steps["sign"]  # the control's own loss, its own step
+    row = fs.row_of(0, steps)
+    assert row["sign_code"] == pytest.approx(steps["sign"][1] - steps["base"][1])
+    assert {k for k in row if k.startswith("sign_off_")} == {f"sign_off_{g}" for g in ("embedding", "attn0", "mlp0",
+                                                                                        "attn1", "mlp1", "ln_f")}
+    s = fs.summary([row, dict(row, sign_off=2 * row["sign_off"])], n_boot=10)
+    assert s["sign_share"] == pytest.approx(1.5 * row["sign_off"] / row["sign_code"])
