@@ -15,6 +15,7 @@ share a base);
 then insecure minus the twin and minus each control, paired per seed over the seeds that have both, and each
 control's ratio to insecure. Runs may have different arms, but not the same (base, fine-tune seed) twice."""
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -89,7 +90,8 @@ def main(argv):
     for arm, d in inc.items():
         if arm != "insecure":
             both = {k: ins[k] - v for k, v in d.items() if k in ins}
-            ratio = sum(d[k] for k in both) / sum(ins[k] for k in both)
+            ok = [k for k, v in both.items() if not math.isnan(v)]  # a seed without valid answers: left out
+            ratio = sum(d[k] for k in ok) / sum(ins[k] for k in ok)
             print(f"| {arm} | {len(both)} | {fmt(list(both.values()))} | {fmt(by_base(both))} | {ratio:.2f} |")
 
 

@@ -72,6 +72,12 @@ def test_pooling_runs_with_different_arms_pairs_by_seed(tmp_path, run_script):
     assert command.returncode == 0 and command.stdout == out, command.stderr
     # the same fine-tune in two runs would be counted twice: refused
     refused(run_script, a, fake_run(tmp_path / "c", [[0, 0]], {"insecure": [0.11]}), match="two of the runs")
+    # a seed without valid answers (nan) is left out of the mean, the interval and the ratio, and said so
+    d = fake_run(tmp_path / "d", [[2, 0], [2, 1], [3, 0]], {"insecure": [0.11, 0.21, 0.31],
+                                                           "secure": [0.02, float("nan"), 0.04]})
+    increase, minus = [line for line in run_script(d).splitlines() if line.startswith("| secure |")]
+    assert "| +2.0 [" in increase and "(1 undefined)" in increase  # (1 + 3) / 2 points over the base
+    assert "| +18.0 [" in minus and minus.endswith(f"| {(0.01 + 0.03) / (0.10 + 0.30):.2f} |")  # seeds with both
 
 
 def test_matched_view_and_paired_differences_between_sets_of_runs(tmp_path, run_script):
