@@ -101,7 +101,7 @@ def per_base(step, runs):
             out[p] = {"run": run, "seeds": [cols["outcome"][j] for j in rows],
                       **{k: nanmean([v[j] for j in rows]) for k, v in cols.items()}}
     same = lambda a, b: Path(a).resolve() == Path(b).resolve()
-    for run in runs:  # base-level numbers of em_format_separation.py and em_base_pull.py, where a run holds them
+    for run in runs:  # base-level numbers of em_format_separation, em_base_pull and em_first_step, where a run has them
         for name, keys in (("format_separation.json", ("separation",)), ("base_pull.json", PULL),
                            ("first_step.json", FIRST)):
             if (Path(run) / name).is_file():
