@@ -102,8 +102,9 @@ def main(argv):
         sys.exit(f"--step must be one of the run's eval_steps {cfg.eval_steps}; got {late}")
     label = f"step{late}"
     name = "code_context.json" if late == default_late else f"code_context_step{late}.json"
-    out = Path(next((a.split("=", 1)[1] for a in argv[1:] if a.startswith("--out=")), run_dir / name))
-    if out.is_file() and not any(a.startswith("--out=") for a in argv[1:]):  # checked before the fine-tunes run
+    given = next((a.split("=", 1)[1] for a in argv[1:] if a.startswith("--out=")), None)
+    out = Path(given) if given else run_dir / name
+    if out.is_file() and not given:  # checked before the fine-tunes run
         held = json.loads(out.read_text())["per_seed"]
         held = set(held[0]) - {"seed", "matched", "base", "check_vs_run"} if held else set()
         if held != set(arms):

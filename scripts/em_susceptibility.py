@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from eval import summarize  # noqa: E402
 from train import cli  # noqa: E402
 
 PULL = ("pull", "pull_secure", "pull_contrast", "pull_random", "code_steer", "code_repr")  # em_base_pull.py
@@ -67,11 +68,6 @@ def spearman_ci(x, y, n_boot=10_000, seed=0):
     return {"rho": spearman(x, y), "ci95": [float(lo), float(hi)], "n": len(x)}
 
 
-def nanmean(v):
-    d = [x for x in v if not math.isnan(x)]
-    return sum(d) / len(d) if d else math.nan
-
-
 def per_base(step, runs):
     """{base: {"outcome": mean increase, "seeds": [increase per fine-tune seed], predictor: value}} over the runs."""
     out = {}
@@ -99,7 +95,7 @@ def per_base(step, runs):
                 sys.exit(f"error: base {p} is in two of the runs ({out[p]['run']} and {run}); give each base once")
             rows = [j for j, (q, _) in enumerate(r["seeds"]) if q == p]
             out[p] = {"run": run, "seeds": [cols["outcome"][j] for j in rows],
-                      **{k: nanmean([v[j] for j in rows]) for k, v in cols.items()}}
+                      **{k: summarize([v[j] for j in rows])["mean"] for k, v in cols.items()}}  # nan seeds left out
     same = lambda a, b: Path(a).resolve() == Path(b).resolve()
     for run in runs:  # base-level numbers of em_format_separation, em_base_pull and em_first_step, where a run has them
         for name, keys in (("format_separation.json", ("separation",)), ("base_pull.json", PULL),
