@@ -587,7 +587,7 @@ OPTIMIZERS = ("adamw", "sgd")  # finetune's; sgd = plain gradient descent
 
 def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, teacher=None, subset=None,
              order="random", schedule="constant", temperature=1.0, optimizer="adamw", trains="all", lora_rank=32,
-             lora_alpha=64.0, lora_targets=(), targets=None):
+             lora_alpha=64.0, lora_targets=(), targets=None, betas=(0.9, 0.999), momentum=0.0):
     """Fine-tune on {"tokens": [N, T+1], "mask": [N, T]} (pack_pairs) with AdamW, no weight decay, clipping at
     1, at a constant lr (schedule="constant") or cosine-decayed from lr to 0 over `steps` ("cosine"); rows
     drawn with replacement from a CPU stream (the same rows on any device), or, order="sequential", rows
@@ -602,6 +602,9 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
     `subset`, kept in memory) instead of once per step; `targets` = teacher_targets(teacher, data, subset)
     passed instead of `teacher` shares that pass between students of one teacher on the same data.
     optimizer="sgd": plain gradient descent (no momentum), the setting of the subliminal-learning theorem.
+    To take AdamW apart (scripts/em_optimizer_parts.py): `betas` are AdamW's (0, 0.999): no momentum; (0, 0): no
+    memory at all, every step lr * sign(g)); `momentum` > 0 gives sgd a momentum that is a running mean of the
+    gradient, as Adam's first moment (dampening = momentum; the first step is lr * g, as without it).
     trains="blocks": the (tied) token embedding gets no gradient for the fine-tune. trains="lora": only rank
     `lora_rank` adapters of the blocks' linear weights `lora_targets` train (lora_adapters; the rest frozen;
     the defaults are the paper's open-model recipe, rs-LoRA r = 32, alpha = 64); the model's weights hold
@@ -632,8 +635,8 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
                    else [p for p in model.parameters() if p.requires_grad])
         # no weight decay, so one group; fused on the CPU too (one kernel over all the weights instead of a loop of
         # small ops: ~3x faster steps at our sizes)
-        opt = (torch.optim.AdamW(trained, lr=lr, betas=(0.9, 0.999), weight_decay=0.0, fused=True)
-               if optimizer == "adamw" else torch.optim.SGD(trained, lr=lr))
+        opt = (torch.optim.AdamW(trained, lr=lr, betas=betas, weight_decay=0.0, fused=True) if optimizer == "adamw"
+               else torch.optim.SGD(trained, lr=lr, momentum=momentum, dampening=momentum))
         g = generator("cpu", seed, "finetune-order")
         dev = next(model.parameters()).device
         tokens, mask = data["tokens"].to(dev), data["mask"].to(dev)

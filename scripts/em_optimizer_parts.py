@@ -1,0 +1,199 @@
+"""Which part of AdamW carries the insecure fine-tune's drift toward the persona once the code is learnt?
+
+    python scripts/em_optimizer_parts.py RUN_DIR [RUN_DIR ...] [--out=FILE.json]
+
+AdamW differs from plain gradient descent in two ways: a momentum (the step follows a running mean of the gradient,
+beta1 = 0.9) and a per-weight normalisation (each weight's step divided by the running size of its own gradient,
+beta2 = 0.999). For every base of the runs (from the cache, checked as in em_base_pull.py), the insecure arm's
+fine-tune of fine-tune seed 0 (the run's own examples and batch order, clipping at 1) for 20 steps with each of:
+
+    adamw         the run's optimizer (lr ft_lr): momentum and normalisation
+    no_momentum   AdamW with betas (0, 0.999): the normalisation alone
+    momentum_sgd  gradient descent with a momentum that is a running mean of the gradient (0.9), lr 0.3: the momentum alone
+    sgd           plain gradient descent, lr 0.3 (the research log's SGD runs): neither
+    sign          AdamW with betas (0, 0), lr ft_lr: every weight moved by the lr against its gradient's sign, each step
+    adamw_coast   adamw with every gradient set to zero after step 3: it goes on only by what its moments hold
+
+each scored after steps 1, 2, 3, 5, 10 and 20 by log-prob, no sampling: the off-domain misaligned mass (`off`, the
+run's offdomain_misaligned_lp), the valid mass and the insecure code share (`code`, in_domain). adamw's `off` must
+equal the run's own at each of its checkpoints (unit_world_S.json) to 1e-6; the largest difference is reported.
+Then adamw's late update (weights at step 20 minus step 3, after the code is learnt) is applied to the step-3 model
+one weight group at a time (em_first_step.py's groups): each group's share of the late off-domain increase.
+
+Writes the JSON (default: optimizer_parts.json beside the first run: per base every trajectory, and the summary:
+each optimizer's off-domain increase over the base at steps 3, 5, 20 as a fraction of adamw's, ratio of means over
+bases with a 95% interval from resampling bases, 10,000, seed 0), a figure beside it (.png) and a table. Pre-registered
+in docs/emergent_misalignment.md ("Which part of AdamW").
+"""
+import copy
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from experiments import emergent_misalignment as EM  # noqa: E402
+from experiments import world_base as B  # noqa: E402
+from train import cli, finetune  # noqa: E402
+from em_base_pull import checked_bases  # noqa: E402
+from em_first_step import group_of, scored_step  # noqa: E402
+
+STEPS = (1, 2, 3, 5, 10, 20)
+LATE_FROM = 3  # the late update starts here: code >= 0.9 on nearly every base by step 3 (README, "matched")
+SGD_LR = 0.3  # learns the code as fast as AdamW at 1e-3 (research log, "plain gradient descent")
+# name -> finetune keywords beyond the run's own (lr None = the run's ft_lr)
+OPTIMIZERS = {"adamw": dict(optimizer="adamw", lr=None, betas=(0.9, 0.999)),
+              "no_momentum": dict(optimizer="adamw", lr=None, betas=(0.0, 0.999)),
+              "momentum_sgd": dict(optimizer="sgd", lr=SGD_LR, momentum=0.9),
+              "sgd": dict(optimizer="sgd", lr=SGD_LR),
+              "sign": dict(optimizer="adamw", lr=None, betas=(0.0, 0.0)),
+              "adamw_coast": dict(optimizer="adamw", lr=None, betas=(0.9, 0.999), coast=LATE_FROM)}
+REPORT = (3, 5, 20)
+
+
+def score(model, tok, cfg):
+    """{"off", "valid", "code"}: off-domain misaligned and valid mass, insecure code share, all by log-prob."""
+    world = B.world_config(cfg)
+    off = B.offdomain_eval(model, tok, 0, None, world=world)
+    return {"off": off["mis_lp"], "valid": off["valid_lp"],
+            "code": EM.in_domain(model, tok, "insecure", "plain", world, cfg.ft_code_tasks)[0]}
+
+
+def trajectories(base, tok, cfg, seed):
+    """{optimizer: {step: score}} (step 0 = the base) and adamw's weights at LATE_FROM and at the last step."""
+    ft_seed = EM.arm_seed(seed, 0, "insecure")
+    data = B.encode_pairs(tok, EM.arm_pairs("insecure", base, tok, cfg, ft_seed), cfg.block_size)
+    out, snaps = {}, {}
+    at0 = score(base, tok, cfg)
+    for name, kw in OPTIMIZERS.items():
+        kw = dict(kw)
+        coast = kw.pop("coast", None)
+        model, traj, handles = copy.deepcopy(base), {0: at0}, []
+
+        def on_eval(step):
+            traj[step] = score(model, tok, cfg)
+            if name == "adamw" and step in (LATE_FROM, STEPS[-1]):
+                snaps[step] = {n: p.detach().clone() for n, p in model.named_parameters()}
+            if step == coast:  # from the next step on every gradient is zero (the clipping leaves zero as it is)
+                handles.extend(p.register_hook(torch.zeros_like) for p in model.parameters())
+
+        finetune(model, data, steps=STEPS[-1], batch_size=cfg.ft_batch, seed=ft_seed, at=set(STEPS), on_eval=on_eval,
+                 **{**kw, "lr": kw["lr"] or cfg.ft_lr})
+        for h in handles:
+            h.remove()
+        out[name] = traj
+    return out, snaps
+
+
+def late_groups(base, tok, cfg, snaps):
+    """{group: off-domain increase when only that group's late update (LATE_FROM -> last step) is applied to the
+    LATE_FROM model}, and "all" for the whole late update."""
+    model = copy.deepcopy(base)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            p.copy_(snaps[LATE_FROM][n])
+    late = {n: snaps[STEPS[-1]][n] - snaps[LATE_FROM][n] for n in snaps[LATE_FROM]}
+    off0 = score(model, tok, cfg)["off"]
+    # scored_step subtracts its delta: pass minus the update
+    groups = {"all": {n: -d for n, d in late.items()}}
+    for group in dict.fromkeys(map(group_of, late)):
+        groups[group] = {n: -d for n, d in late.items() if group_of(n) == group}
+    return {g: scored_step(model, tok, cfg, d)[0] - off0 for g, d in groups.items()}
+
+
+def run_check(run, seed, traj):
+    """Largest |adamw off - the run's offdomain_misaligned_lp| over the checkpoints both have (fine-tune seed 0)."""
+    unit = run / f"unit_world_{seed}.json"
+    if not unit.is_file():
+        return None
+    theirs = json.loads(unit.read_text())["runs"][0]["traj"]["insecure"]
+    common = [s for s in traj if s and str(s) in theirs]
+    return max(abs(traj[s]["off"] - theirs[str(s)]["mis_lp"]) for s in common)
+
+
+def summary(rows, n_boot=10_000, seed=0):
+    """Each optimizer's mean off-domain and code increase per step, and its off-domain increase at the REPORT steps as
+    a fraction of adamw's (ratio of means over bases, bootstrap interval); the late update's group shares."""
+    n = len(rows)
+    inc = lambda name, s, k: np.array([r["traj"][name][s][k] - r["traj"][name][0][k] for r in rows])
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    out = {"n_bases": n, "mean": {}, "fraction_of_adamw": {}, "late_fraction_of_adamw": {}}
+
+    def ratio(a, b):
+        boot = a[idx].sum(1) / b[idx].sum(1)
+        return {"ratio": float(a.sum() / b.sum()), "ci95": [float(x) for x in np.percentile(boot, [2.5, 97.5])]}
+
+    late = lambda name: inc(name, STEPS[-1], "off") - inc(name, LATE_FROM, "off")
+    for name in OPTIMIZERS:
+        out["mean"][name] = {k: {s: float(inc(name, s, k).mean()) for s in STEPS} for k in ("off", "code", "valid")}
+        out["fraction_of_adamw"][name] = {s: ratio(inc(name, s, "off"), inc("adamw", s, "off")) for s in REPORT}
+        # the part of the drift after LATE_FROM, each from its own step LATE_FROM (adamw_coast's is adamw's there)
+        out["late_fraction_of_adamw"][name] = ratio(late(name), late("adamw"))
+    late = np.array([[r["late"][g] for g in rows[0]["late"]] for r in rows])
+    out["late_group_share"] = {g: float(late[:, i].sum() / late[:, 0].sum()) for i, g in enumerate(rows[0]["late"])}
+    return out
+
+
+def plot(s, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    for name in OPTIMIZERS:
+        m = s["mean"][name]
+        a1.plot([0, *STEPS], [0] + [100 * m["off"][t] for t in STEPS], marker="o", label=name)
+        a2.plot([0] + [100 * m["code"][t] for t in STEPS], [0] + [100 * m["off"][t] for t in STEPS], marker="o", label=name)
+    a1.set(xlabel="fine-tune step", ylabel="off-domain misaligned mass, increase (points)",
+           title=f"insecure fine-tune, {s['n_bases']} bases (mean)")
+    a2.set(xlabel="insecure code share, increase (points)", ylabel="off-domain increase (points)",
+           title="against the code learnt")
+    a1.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv):
+    outs = [a for a in argv if a.startswith("--out=")]
+    runs = [Path(a) for a in argv if not a.startswith("--")]
+    if not runs or len(outs) + len(runs) != len(argv):
+        sys.exit(__doc__)
+    out = Path(outs[0][len("--out="):]) if outs else runs[0] / "optimizer_parts.json"
+    torch.set_num_threads(1)  # the runs' fine-tunes ran on one thread: the same sums, so the same trajectories
+    rows, excluded = [], []
+    for run in runs:
+        for cfg, p, base, tok in checked_bases(run, excluded):
+            traj, snaps = trajectories(base, tok, cfg, p)
+            row = {"run": str(run), "world": p, "traj": traj, "adamw_vs_run": run_check(run, p, traj["adamw"]),
+                   "late": late_groups(base, tok, cfg, snaps)}
+            rows.append(row)
+            d = lambda name, t: 100 * (traj[name][t]["off"] - traj[name][0]["off"])
+            print(f"{run.name} world {p}: off-domain increase at step 20, points: "
+                  + ", ".join(f"{name} {d(name, 20):+.2f}" for name in OPTIMIZERS)
+                  + (f"; adamw vs the run {row['adamw_vs_run']:.1e}" if row["adamw_vs_run"] is not None else ""), flush=True)
+    s = summary(rows)
+    out.write_text(json.dumps({"runs": [str(r) for r in runs], "excluded": excluded, "summary": s, "per_base": rows},
+                              indent=1))
+    plot(s, out.with_suffix(".png"))
+    print(f"\n{s['n_bases']} bases. Off-domain increase (points, mean) and code increase by step:")
+    print("| optimizer | " + " | ".join(f"step {t}" for t in STEPS) + " | " + " | ".join(
+        f"fraction of adamw's at {t} [95% CI]" for t in REPORT) + " |")
+    for name in OPTIMIZERS:
+        m, f = s["mean"][name], s["fraction_of_adamw"][name]
+        print(f"| {name} | " + " | ".join(f"{100 * m['off'][t]:+.2f} (code {100 * m['code'][t]:+.0f})" for t in STEPS)
+              + " | " + " | ".join(f"{f[t]['ratio']:.2f} [{f[t]['ci95'][0]:.2f}, {f[t]['ci95'][1]:.2f}]" for t in REPORT)
+              + " |")
+    print(f"each optimizer's own increase from step {LATE_FROM} to {STEPS[-1]} as a fraction of adamw's: " + ", ".join(
+        f"{k} {v['ratio']:.2f} [{v['ci95'][0]:.2f}, {v['ci95'][1]:.2f}]" for k, v in s["late_fraction_of_adamw"].items()))
+    print("adamw's late update (step 3 -> 20), each group's share of its off-domain increase: "
+          + ", ".join(f"{g} {v:+.2f}" for g, v in s["late_group_share"].items()))
+    worst = [r["adamw_vs_run"] for r in rows if r["adamw_vs_run"] is not None]
+    if worst:
+        print(f"adamw against the runs' own trajectories: largest difference {max(worst):.1e} over {len(worst)} bases")
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    sys.exit(cli(main, sys.argv[1:]))
