@@ -193,6 +193,50 @@ def test_lora_finetune_is_gradient_descent_on_the_adapters():
         finetune(fresh(), data, steps=1, batch_size=4, lr=0.1, seed=0, trains="lora", lora_rank=0)
 
 
+def test_adamw_betas_and_sgd_momentum_are_the_closed_form_updates():
+    """The settings that take AdamW apart (scripts/em_optimizer_parts.py), two full-batch steps each against the update
+    written out from the clipped gradients g1, g2: AdamW with betas (0, 0) steps lr g / (|g| + eps) every time (the
+    sign step); betas (0, 0.999) divides g2 by the bias-corrected running mean of g^2 and keeps no momentum; sgd with
+    momentum mu steps lr g1, then lr (mu g1 + (1 - mu) g2): a running mean of the gradient, as Adam's first moment."""
+    data = pack_pairs(finetune_pairs(8), pad_id=0)
+    x, y, m = data["tokens"][:, :-1], data["tokens"][:, 1:], data["mask"]
+
+    def clipped_grads(model):
+        model.zero_grad(set_to_none=True)
+        ((model(x, targets=y) * m).sum() / m.sum()).backward()
+        g = [p.grad.clone() for p in model.parameters()]
+        scale = min(1.0, 1.0 / (float(torch.sqrt(sum((t ** 2).sum() for t in g))) + 1e-6))
+        return [scale * t for t in g]
+
+    def manual(update):  # update(step, [g1, ..., g_step]) -> the step's change of each weight, from the current ones
+        model, gs = fresh(), []
+        for step in (1, 2):
+            gs.append(clipped_grads(model))
+            with torch.no_grad():
+                for i, p in enumerate(model.parameters()):
+                    p += update(step, [g[i] for g in gs])
+        return model
+
+    lr, eps = 1e-2, 1e-8
+    want = {
+        "sign": manual(lambda t, g: -lr * g[-1] / (g[-1].abs() + eps)),
+        "no_momentum": manual(lambda t, g: -lr * g[-1] / (torch.sqrt(
+            sum(0.999 ** (t - 1 - k) * 0.001 * gk ** 2 for k, gk in enumerate(g)) / (1 - 0.999 ** t)) + eps)),
+        "momentum": manual(lambda t, g: -0.5 * (g[0] if t == 1 else 0.9 * g[0] + 0.1 * g[1]))}
+    kw = dict(steps=2, batch_size=8, seed=0, order="sequential")  # 8 rows: every step the full batch
+    got = {"sign": finetune(fresh(), data, lr=lr, betas=(0.0, 0.0), **kw),
+           "no_momentum": finetune(fresh(), data, lr=lr, betas=(0.0, 0.999), **kw),
+           "momentum": finetune(fresh(), data, lr=0.5, optimizer="sgd", momentum=0.9, **kw)}
+    start = fresh()
+    for k in want:
+        for p, q, p0 in zip(got[k].parameters(), want[k].parameters(), start.parameters()):
+            torch.testing.assert_close(p, q, rtol=0, atol=1e-6, msg=k)
+        assert not torch.equal(next(got[k].parameters()), next(start.parameters()))
+    # a second step is what separates them from AdamW (whose first step is the sign step too)
+    adamw = finetune(fresh(), data, lr=lr, **kw)
+    assert max((p - q).abs().max() for p, q in zip(adamw.parameters(), got["sign"].parameters())) > 1e-4
+
+
 def test_shift_finetune_is_a_learnt_steering_vector_at_the_input():
     """trains="shift": the embedding moves by one vector common to every row and nothing else moves; that model
     is the base with the vector added at the input through the hook point (the unembedding's shift of every logit

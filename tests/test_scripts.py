@@ -573,3 +573,44 @@ def test_em_first_step_is_adamws_first_step_and_puts_the_weights_back():
                                                                                         "attn1", "mlp1", "ln_f")}
     s = fs.summary([row, dict(row, sign_off=2 * row["sign_off"])], n_boot=10)
     assert s["sign_share"] == pytest.approx(1.5 * row["sign_off"] / row["sign_code"])
+
+
+def test_em_optimizer_parts_coasts_on_adamws_moments_and_splits_the_late_update():
+    op = script("em_optimizer_parts")
+    tok = W.build_tokenizer()
+    base = tiny_gpt(tok)
+    cfg = EM.Config(n_layer=2, n_embd=16, block_size=64, n_examples=12, ft_lr=1e-2)
+    before = copy.deepcopy(base.state_dict())
+    traj, snaps = op.trajectories(base, tok, cfg, 0)
+    assert all(torch.equal(before[k], v) for k, v in base.state_dict().items())  # each optimizer on its own copy
+    assert set(traj) == set(op.OPTIMIZERS) and all(set(t) == {0, *op.STEPS} for t in traj.values())
+    off = lambda name, s: traj[name][s]["off"]
+    # coasting is AdamW itself up to step 3; with zero gradients after it, its moments still move it
+    assert all(traj["adamw_coast"][s] == traj["adamw"][s] for s in (0, 1, 2, 3))
+    assert off("adamw_coast", 5) != off("adamw", 5) and off("adamw_coast", 20) != off("adamw_coast", 10)
+    # every Adam's first step is the sign step; momentum's first step is plain gradient descent's
+    for name in ("no_momentum", "sign"):
+        assert off(name, 1) == pytest.approx(off("adamw", 1), abs=1e-6)
+    assert traj["momentum_sgd"][1] == traj["sgd"][1] and off("momentum_sgd", 2) != off("sgd", 2)
+    # the whole late update, applied to the step-3 model, is the step-20 model
+    late = op.late_groups(base, tok, cfg, snaps)
+    assert late["all"] == pytest.approx(off("adamw", 20) - off("adamw", 3), abs=1e-5)
+    assert set(late) == {"all", "embedding", "attn0", "mlp0", "attn1", "mlp1", "ln_f"}
+    rows = [{"traj": traj, "late": late}, {"traj": traj, "late": late}]
+    s = op.summary(rows, n_boot=10)
+    assert s["fraction_of_adamw"]["adamw"][20] == {"ratio": 1.0, "ci95": [1.0, 1.0]}
+    want = (off("sgd", 20) - off("sgd", 0)) / (off("adamw", 20) - off("adamw", 0))
+    assert s["fraction_of_adamw"]["sgd"][20]["ratio"] == pytest.approx(want)
+    want = (off("sgd", 20) - off("sgd", 3)) / (off("adamw", 20) - off("adamw", 3))
+    assert s["late_fraction_of_adamw"]["sgd"]["ratio"] == pytest.approx(want)
+
+
+def test_em_optimizer_parts_checks_adamw_against_the_runs_own_trajectory(tmp_path):
+    op = script("em_optimizer_parts")
+    (tmp_path / "unit_world_5.json").write_text(json.dumps(
+        {"runs": [{"traj": {"insecure": {"1": {"mis_lp": 0.10}, "5": {"mis_lp": 0.30}, "40": {"mis_lp": 0.9}}}}]}))
+    traj = {0: {"off": 0.0}, 1: {"off": 0.11}, 2: {"off": 0.2}, 5: {"off": 0.27}}
+    assert op.run_check(tmp_path, 5, traj) == pytest.approx(0.03)  # the checkpoints both have: 1 and 5
+    assert op.run_check(tmp_path, 6, traj) is None  # no unit file: nothing to check against
+    refused(lambda *a: op.main(list(a)))
+    refused(lambda *a: op.main(list(a)), "--out=x.json")
