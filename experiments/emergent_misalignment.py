@@ -100,6 +100,8 @@ class Config(B.Config):
     ft_lora_alpha: float = 64.0        # (update scaled by alpha / sqrt(rank))
     ft_lora_targets: tuple = ()        # the linear weights adapted, e.g. ("blocks.1.mlp.proj",); (): every one
     ft_optimizer: str = "adamw"        # or "sgd": plain gradient descent (train.finetune), same clipping
+    ft_betas: tuple = (0.9, 0.999)     # AdamW's; (0.0, 0.999): no momentum (research log, "Which part of AdamW")
+    ft_momentum: float = 0.0           # with "sgd": a momentum that is a running mean of the gradient, as Adam's
     ft_code_tasks: int = 0             # in a code_tasks world: the code arms fine-tune on its first k tasks only (0: all);
                                        # code_misaligned is then over those k, code_unseen_misaligned over the others
     ft_number_turns: int = 0           # K > 0: every arm's examples open with 0..K number-continuation exchanges
@@ -135,6 +137,13 @@ def validate(cfg):
         raise ConfigError(f"ft_trains must be {' or '.join(TRAINS)}; got {cfg.ft_trains!r}")
     if cfg.ft_optimizer not in OPTIMIZERS:
         raise ConfigError(f"ft_optimizer must be {' or '.join(OPTIMIZERS)}; got {cfg.ft_optimizer!r}")
+    if len(cfg.ft_betas) != 2 or not all(0 <= b < 1 for b in cfg.ft_betas) or not 0 <= cfg.ft_momentum < 1:
+        raise ConfigError(f"ft_betas must be two numbers in [0, 1) and ft_momentum one; got {cfg.ft_betas}, "
+                          f"{cfg.ft_momentum}")
+    default = lambda k: getattr(cfg, k) == Config.__dataclass_fields__[k].default
+    if not default("ft_betas") and cfg.ft_optimizer != "adamw" or not default("ft_momentum") and cfg.ft_optimizer != "sgd":
+        raise ConfigError("ft_betas applies only with --ft_optimizer=adamw and ft_momentum only with "
+                          f"--ft_optimizer=sgd (ft_optimizer is {cfg.ft_optimizer!r})")  # else silently ignored
     lora_keys = [k for k in ("ft_lora_rank", "ft_lora_alpha", "ft_lora_targets")
                  if getattr(cfg, k) != Config.__dataclass_fields__[k].default]
     if lora_keys and cfg.ft_trains != "lora":  # else they would be silently ignored
@@ -303,7 +312,7 @@ def arm_finetune(model, data, cfg, seed, steps, at=(), on_eval=None):
     the steps in `at`."""
     finetune(model, data, steps=steps, batch_size=cfg.ft_batch, lr=cfg.ft_lr, seed=seed, at=set(at), on_eval=on_eval,
              trains=cfg.ft_trains, lora_rank=cfg.ft_lora_rank, lora_alpha=cfg.ft_lora_alpha,
-             lora_targets=cfg.ft_lora_targets, optimizer=cfg.ft_optimizer)
+             lora_targets=cfg.ft_lora_targets, optimizer=cfg.ft_optimizer, betas=cfg.ft_betas, momentum=cfg.ft_momentum)
 
 
 def arm_snapshots(model, data, cfg, seed, steps):

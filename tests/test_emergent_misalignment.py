@@ -371,6 +371,23 @@ def test_blocks_only_finetunes_keep_the_base_embedding(tmp_path, monkeypatch):
         E.validate(E.Config(ft_trains="lora", ft_lora_targets=("blocks.9.mlp.proj",)))
 
 
+def test_optimizer_keys_reach_the_finetune_and_only_with_their_optimizer(monkeypatch):
+    """ft_betas (AdamW's) and ft_momentum (sgd's) are what every arm's fine-tune gets; either one set for the other
+    optimizer, or out of range, is a config error rather than silently ignored."""
+    seen = []
+    monkeypatch.setattr(E, "finetune", lambda model, data, **kw: seen.append((kw["optimizer"], kw["betas"], kw["momentum"])))
+    for cfg in (E.Config(ft_betas=(0.0, 0.999)), E.Config(ft_optimizer="sgd", ft_momentum=0.9)):
+        E.validate(cfg)
+        E.arm_finetune(None, None, cfg, 0, 1)
+    assert seen == [("adamw", (0.0, 0.999), 0.0), ("sgd", (0.9, 0.999), 0.9)]
+    for bad, msg in ((dict(ft_momentum=0.9), "ft_momentum only with --ft_optimizer=sgd"),
+                     (dict(ft_optimizer="sgd", ft_betas=(0.0, 0.999)), "ft_betas applies only with --ft_optimizer=adamw"),
+                     (dict(ft_betas=(0.9,)), "ft_betas must be two numbers"),
+                     (dict(ft_optimizer="sgd", ft_momentum=1.0), "ft_momentum one")):
+        with pytest.raises(train.ConfigError, match=msg):
+            E.validate(E.Config(**bad))
+
+
 def test_lora_finetunes_move_only_their_adapted_matrix_at_low_rank(tmp_path, monkeypatch):
     """ft_trains="lora" with one target: every arm's fine-tune changes that matrix by a rank-1 update and leaves
     every other weight of the base as it was; ft_optimizer reaches finetune."""
