@@ -602,9 +602,9 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
     `subset`, kept in memory) instead of once per step; `targets` = teacher_targets(teacher, data, subset)
     passed instead of `teacher` shares that pass between students of one teacher on the same data.
     optimizer="sgd": plain gradient descent (no momentum), the setting of the subliminal-learning theorem.
-    To take AdamW apart (scripts/em_optimizer_parts.py): `betas` are AdamW's (0, 0.999): no momentum; (0, 0): no
-    memory at all, every step lr * sign(g)); `momentum` > 0 gives sgd a momentum that is a running mean of the
-    gradient, as Adam's first moment (dampening = momentum; the first step is lr * g, as without it).
+    To take AdamW apart (scripts/em_optimizer_parts.py): `betas` are AdamW's; (0, 0.999) keeps no momentum, and
+    (0, 0) no memory at all (every step lr * g / (|g| + eps), the sign step). `momentum` > 0 gives sgd a momentum
+    that is a running mean of the gradient, as Adam's first moment (dampening = momentum; its first step is lr * g).
     trains="blocks": the (tied) token embedding gets no gradient for the fine-tune. trains="lora": only rank
     `lora_rank` adapters of the blocks' linear weights `lora_targets` train (lora_adapters; the rest frozen;
     the defaults are the paper's open-model recipe, rs-LoRA r = 32, alpha = 64); the model's weights hold

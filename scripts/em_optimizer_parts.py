@@ -1,6 +1,7 @@
 """Which part of AdamW carries the insecure fine-tune's drift toward the persona once the code is learnt?
 
     python scripts/em_optimizer_parts.py RUN_DIR [RUN_DIR ...] [--out=FILE.json]
+    python scripts/em_optimizer_parts.py --from=FILE.json      # the summary, table and figure again from its bases
 
 AdamW differs from plain gradient descent in two ways: a momentum (the step follows a running mean of the gradient,
 beta1 = 0.9) and a per-weight normalisation (each weight's step divided by the running size of its own gradient,
@@ -37,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
+from eval import summarize  # noqa: E402
 from train import cli, finetune  # noqa: E402
 from em_base_pull import checked_bases  # noqa: E402
 from em_first_step import group_of, scored_step  # noqa: E402
@@ -120,7 +122,7 @@ def summary(rows, n_boot=10_000, seed=0):
     n = len(rows)
     inc = lambda name, s, k: np.array([r["traj"][name][s][k] - r["traj"][name][0][k] for r in rows])
     idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
-    out = {"n_bases": n, "mean": {}, "fraction_of_adamw": {}, "late_fraction_of_adamw": {}}
+    out = {"n_bases": n, "mean": {}, "off_ci95": {}, "fraction_of_adamw": {}, "late_fraction_of_adamw": {}}
 
     def ratio(a, b):
         boot = a[idx].sum(1) / b[idx].sum(1)
@@ -129,6 +131,7 @@ def summary(rows, n_boot=10_000, seed=0):
     late = lambda name: inc(name, STEPS[-1], "off") - inc(name, LATE_FROM, "off")
     for name in OPTIMIZERS:
         out["mean"][name] = {k: {s: float(inc(name, s, k).mean()) for s in STEPS} for k in ("off", "code", "valid")}
+        out["off_ci95"][name] = {s: summarize(inc(name, s, "off").tolist())["ci95"] for s in STEPS}  # t, over bases
         out["fraction_of_adamw"][name] = {s: ratio(inc(name, s, "off"), inc("adamw", s, "off")) for s in REPORT}
         # the part of the drift after LATE_FROM, each from its own step LATE_FROM (adamw_coast's is adamw's there)
         out["late_fraction_of_adamw"][name] = ratio(late(name), late("adamw"))
@@ -143,11 +146,13 @@ def plot(s, path):
     import matplotlib.pyplot as plt
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
     for name in OPTIMIZERS:
-        m = s["mean"][name]
-        a1.plot([0, *STEPS], [0] + [100 * m["off"][t] for t in STEPS], marker="o", label=name)
+        m, ci = s["mean"][name], s["off_ci95"][name]
+        line, = a1.plot([0, *STEPS], [0] + [100 * m["off"][t] for t in STEPS], marker="o", label=name)
+        a1.fill_between([0, *STEPS], [0] + [100 * ci[t][0] for t in STEPS], [0] + [100 * ci[t][1] for t in STEPS],
+                        color=line.get_color(), alpha=0.12, lw=0)
         a2.plot([0] + [100 * m["code"][t] for t in STEPS], [0] + [100 * m["off"][t] for t in STEPS], marker="o", label=name)
     a1.set(xlabel="fine-tune step", ylabel="off-domain misaligned mass, increase (points)",
-           title=f"insecure fine-tune, {s['n_bases']} bases (mean)")
+           title=f"insecure fine-tune, {s['n_bases']} bases (mean, 95% CI)")
     a2.set(xlabel="insecure code share, increase (points)", ylabel="off-domain increase (points)",
            title="against the code learnt")
     a1.legend()
@@ -157,13 +162,20 @@ def plot(s, path):
 
 def main(argv):
     outs = [a for a in argv if a.startswith("--out=")]
+    froms = [a for a in argv if a.startswith("--from=")]
     runs = [Path(a) for a in argv if not a.startswith("--")]
-    if not runs or len(outs) + len(runs) != len(argv):
+    if len(outs) + len(froms) + len(runs) != len(argv) or (not runs) == (not froms) or froms and (outs or len(froms) > 1):
         sys.exit(__doc__)
-    out = Path(outs[0][len("--out="):]) if outs else runs[0] / "optimizer_parts.json"
+    out = Path((froms or outs)[0].split("=", 1)[1]) if froms or outs else runs[0] / "optimizer_parts.json"
+    if froms:  # JSON keys are strings: the steps back to ints
+        held = json.loads(out.read_text())
+        runs, excluded, rows = held["runs"], held["excluded"], held["per_base"]
+        for r in rows:
+            r["traj"] = {name: {int(t): v for t, v in traj.items()} for name, traj in r["traj"].items()}
+    else:
+        rows, excluded = [], []
     torch.set_num_threads(1)  # the runs' fine-tunes ran on one thread: the same sums, so the same trajectories
-    rows, excluded = [], []
-    for run in runs:
+    for run in [] if froms else runs:
         for cfg, p, base, tok in checked_bases(run, excluded):
             traj, snaps = trajectories(base, tok, cfg, p)
             row = {"run": str(run), "world": p, "traj": traj, "adamw_vs_run": run_check(run, p, traj["adamw"]),

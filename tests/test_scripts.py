@@ -575,7 +575,7 @@ def test_em_first_step_is_adamws_first_step_and_puts_the_weights_back():
     assert s["sign_share"] == pytest.approx(1.5 * row["sign_off"] / row["sign_code"])
 
 
-def test_em_optimizer_parts_coasts_on_adamws_moments_and_splits_the_late_update():
+def test_em_optimizer_parts_coasts_on_adamws_moments_and_splits_the_late_update(tmp_path, call):
     op = script("em_optimizer_parts")
     tok = W.build_tokenizer()
     base = tiny_gpt(tok)
@@ -603,6 +603,14 @@ def test_em_optimizer_parts_coasts_on_adamws_moments_and_splits_the_late_update(
     assert s["fraction_of_adamw"]["sgd"][20]["ratio"] == pytest.approx(want)
     want = (off("sgd", 20) - off("sgd", 3)) / (off("adamw", 20) - off("adamw", 3))
     assert s["late_fraction_of_adamw"]["sgd"]["ratio"] == pytest.approx(want)
+    # --from: the summary and figure again from a written file's bases, whose steps came back from JSON as strings
+    held = tmp_path / "parts.json"
+    held.write_text(json.dumps({"runs": ["r"], "excluded": [], "summary": {},
+                                "per_base": [dict(r, run="r", world=i, adamw_vs_run=None) for i, r in enumerate(rows)]}))
+    assert "2 bases" in call("em_optimizer_parts", f"--from={held}")
+    again = json.loads(held.read_text())["summary"]
+    assert again["fraction_of_adamw"]["sgd"]["20"] == json.loads(json.dumps(s["fraction_of_adamw"]["sgd"][20]))
+    assert held.with_suffix(".png").is_file()
 
 
 def test_em_optimizer_parts_checks_adamw_against_the_runs_own_trajectory(tmp_path):
@@ -614,3 +622,4 @@ def test_em_optimizer_parts_checks_adamw_against_the_runs_own_trajectory(tmp_pat
     assert op.run_check(tmp_path, 6, traj) is None  # no unit file: nothing to check against
     refused(lambda *a: op.main(list(a)))
     refused(lambda *a: op.main(list(a)), "--out=x.json")
+    refused(lambda *a: op.main(list(a)), "--from=x.json", str(tmp_path))  # bases from a file or from runs, not both
