@@ -2,6 +2,7 @@
 
     python scripts/em_optimizer_parts.py RUN_DIR [RUN_DIR ...] [--out=FILE.json]
     python scripts/em_optimizer_parts.py --from=FILE.json      # the summary, table and figure again from its bases
+    python scripts/em_optimizer_parts.py RUN_DIR ... --beta1=0,0.5,0.8,0.95,0.99 --out=FILE.json   # a momentum sweep
 
 AdamW differs from plain gradient descent in two ways: a momentum (the step follows a running mean of the gradient,
 beta1 = 0.9) and a per-weight normalisation (each weight's step divided by the running size of its own gradient,
@@ -20,6 +21,8 @@ run's offdomain_misaligned_lp), the valid mass and the insecure code share (`cod
 equal the run's own at each of its checkpoints (unit_world_S.json) to 1e-6; the largest difference is reported.
 Then adamw's late update (weights at step 20 minus step 3, after the code is learnt) is applied to the step-3 model
 one weight group at a time (em_first_step.py's groups): each group's share of the late off-domain increase.
+
+--beta1=B,...: instead of the five above, AdamW with each beta1 (beta2 0.999; named beta1_B) beside adamw (0.9).
 
 Writes the JSON (default: optimizer_parts.json beside the first run: per base every trajectory, and the summary:
 each optimizer's off-domain increase over the base at steps 3, 5, 20 as a fraction of adamw's, ratio of means over
@@ -64,13 +67,19 @@ def score(model, tok, cfg):
             "code": EM.in_domain(model, tok, "insecure", "plain", world, cfg.ft_code_tasks)[0]}
 
 
-def trajectories(base, tok, cfg, seed):
+def beta1_sweep(values):
+    """adamw and AdamW at each beta1 in `values` (beta2 as AdamW's): OPTIMIZERS for a momentum sweep."""
+    return {"adamw": OPTIMIZERS["adamw"],
+            **{f"beta1_{b:g}": dict(optimizer="adamw", lr=None, betas=(b, 0.999)) for b in values if b != 0.9}}
+
+
+def trajectories(base, tok, cfg, seed, optimizers=OPTIMIZERS):
     """{optimizer: {step: score}} (step 0 = the base) and adamw's weights at LATE_FROM and at the last step."""
     ft_seed = EM.arm_seed(seed, 0, "insecure")
     data = B.encode_pairs(tok, EM.arm_pairs("insecure", base, tok, cfg, ft_seed), cfg.block_size)
     out, snaps = {}, {}
     at0 = score(base, tok, cfg)
-    for name, kw in OPTIMIZERS.items():
+    for name, kw in optimizers.items():
         kw = dict(kw)
         coast = kw.pop("coast", None)
         model, traj, handles = copy.deepcopy(base), {0: at0}, []
@@ -129,7 +138,7 @@ def summary(rows, n_boot=10_000, seed=0):
         return {"ratio": float(a.sum() / b.sum()), "ci95": [float(x) for x in np.percentile(boot, [2.5, 97.5])]}
 
     late = lambda name: inc(name, STEPS[-1], "off") - inc(name, LATE_FROM, "off")
-    for name in OPTIMIZERS:
+    for name in rows[0]["traj"]:
         out["mean"][name] = {k: {s: float(inc(name, s, k).mean()) for s in STEPS} for k in ("off", "code", "valid")}
         out["off_ci95"][name] = {s: summarize(inc(name, s, "off").tolist())["ci95"] for s in STEPS}  # t, over bases
         out["fraction_of_adamw"][name] = {s: ratio(inc(name, s, "off"), inc("adamw", s, "off")) for s in REPORT}
@@ -145,7 +154,7 @@ def plot(s, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
-    for name in OPTIMIZERS:
+    for name in s["mean"]:
         m, ci = s["mean"][name], s["off_ci95"][name]
         line, = a1.plot([0, *STEPS], [0] + [100 * m["off"][t] for t in STEPS], marker="o", label=name)
         a1.fill_between([0, *STEPS], [0] + [100 * ci[t][0] for t in STEPS], [0] + [100 * ci[t][1] for t in STEPS],
@@ -163,9 +172,17 @@ def plot(s, path):
 def main(argv):
     outs = [a for a in argv if a.startswith("--out=")]
     froms = [a for a in argv if a.startswith("--from=")]
+    sweep = [a for a in argv if a.startswith("--beta1=")]
     runs = [Path(a) for a in argv if not a.startswith("--")]
-    if len(outs) + len(froms) + len(runs) != len(argv) or (not runs) == (not froms) or froms and (outs or len(froms) > 1):
+    if (len(outs) + len(froms) + len(sweep) + len(runs) != len(argv) or (not runs) == (not froms)
+            or froms and (outs or sweep or len(froms) > 1) or len(sweep) > 1):
         sys.exit(__doc__)
+    try:
+        optimizers = beta1_sweep([float(b) for b in sweep[0][len("--beta1="):].split(",")]) if sweep else OPTIMIZERS
+    except ValueError:
+        sys.exit(f"--beta1 takes numbers in [0, 1) separated by commas, not {sweep[0]!r}")
+    if not all(0 <= kw["betas"][0] < 1 for kw in optimizers.values() if "betas" in kw):
+        sys.exit(f"--beta1 takes numbers in [0, 1), not {sweep[0]!r}")
     out = Path((froms or outs)[0].split("=", 1)[1]) if froms or outs else runs[0] / "optimizer_parts.json"
     if froms:  # JSON keys are strings: the steps back to ints
         held = json.loads(out.read_text())
@@ -177,13 +194,13 @@ def main(argv):
     torch.set_num_threads(1)  # the runs' fine-tunes ran on one thread: the same sums, so the same trajectories
     for run in [] if froms else runs:
         for cfg, p, base, tok in checked_bases(run, excluded):
-            traj, snaps = trajectories(base, tok, cfg, p)
+            traj, snaps = trajectories(base, tok, cfg, p, optimizers)
             row = {"run": str(run), "world": p, "traj": traj, "adamw_vs_run": run_check(run, p, traj["adamw"]),
                    "late": late_groups(base, tok, cfg, snaps)}
             rows.append(row)
             d = lambda name, t: 100 * (traj[name][t]["off"] - traj[name][0]["off"])
             print(f"{run.name} world {p}: off-domain increase at step 20, points: "
-                  + ", ".join(f"{name} {d(name, 20):+.2f}" for name in OPTIMIZERS)
+                  + ", ".join(f"{name} {d(name, 20):+.2f}" for name in optimizers)
                   + (f"; adamw vs the run {row['adamw_vs_run']:.1e}" if row["adamw_vs_run"] is not None else ""), flush=True)
     s = summary(rows)
     out.write_text(json.dumps({"runs": [str(r) for r in runs], "excluded": excluded, "summary": s, "per_base": rows},
@@ -192,7 +209,7 @@ def main(argv):
     print(f"\n{s['n_bases']} bases. Off-domain increase (points, mean) and code increase by step:")
     print("| optimizer | " + " | ".join(f"step {t}" for t in STEPS) + " | " + " | ".join(
         f"fraction of adamw's at {t} [95% CI]" for t in REPORT) + " |")
-    for name in OPTIMIZERS:
+    for name in s["mean"]:
         m, f = s["mean"][name], s["fraction_of_adamw"][name]
         print(f"| {name} | " + " | ".join(f"{100 * m['off'][t]:+.2f} (code {100 * m['code'][t]:+.0f})" for t in STEPS)
               + " | " + " | ".join(f"{f[t]['ratio']:.2f} [{f[t]['ci95'][0]:.2f}, {f[t]['ci95'][1]:.2f}]" for t in REPORT)
