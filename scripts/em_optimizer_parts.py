@@ -17,14 +17,16 @@ fine-tune of fine-tune seed 0 (the run's own examples and batch order, clipping 
     adamw_coast   adamw with every gradient set to zero after step 3: it goes on only by what its moments hold
 
 each scored after steps 1, 2, 3, 5, 10 and 20 by log-prob, no sampling: the off-domain misaligned mass (`off`, the
-run's offdomain_misaligned_lp), the valid mass and the insecure code share (`code`, in_domain). adamw's `off` must
-equal the run's own at each of its checkpoints (unit_world_S.json) to 1e-6; the largest difference is reported.
+run's offdomain_misaligned_lp), the valid mass and the insecure code share (`code`, in_domain). adamw's `off` is
+checked against the run's own at each of its checkpoints (unit_world_S.json): the largest difference is printed and
+kept (`adamw_vs_run`; anything but ~0 means the run was made otherwise than this script fine-tunes).
 Then adamw's late update (weights at step 20 minus step 3, after the code is learnt) is applied to the step-3 model
 one weight group at a time (em_first_step.py's groups): each group's share of the late off-domain increase.
 
---beta1=B,...: instead of the five above, AdamW with each beta1 (beta2 0.999; named beta1_B) beside adamw (0.9).
+--beta1=B,...: instead of the six above, AdamW with each beta1 (beta2 0.999; named beta1_B) beside adamw (0.9).
 
-Writes the JSON (default: optimizer_parts.json beside the first run: per base every trajectory, and the summary:
+Writes the JSON (default: optimizer_parts.json beside the first run; a file holding other runs or optimizers is not
+overwritten: per base every trajectory, and the summary:
 each optimizer's off-domain increase over the base at steps 3, 5, 20 as a fraction of adamw's, ratio of means over
 bases with a 95% interval from resampling bases, 10,000, seed 0), a figure beside it (.png) and a table. Pre-registered
 in docs/emergent_misalignment.md ("Which part of AdamW").
@@ -191,6 +193,9 @@ def main(argv):
             r["traj"] = {name: {int(t): v for t, v in traj.items()} for name, traj in r["traj"].items()}
     else:
         rows, excluded = [], []
+        held = json.loads(out.read_text()) if out.is_file() else None
+        if held and (held["runs"] != [str(r) for r in runs] or list(held["per_base"][0]["traj"]) != list(optimizers)):
+            sys.exit(f"{out} holds an analysis of other runs or optimizers: pass --out=FILE.json for this one")
     torch.set_num_threads(1)  # the runs' fine-tunes ran on one thread: the same sums, so the same trajectories
     for run in [] if froms else runs:
         for cfg, p, base, tok in checked_bases(run, excluded):

@@ -611,6 +611,7 @@ def test_em_optimizer_parts_coasts_on_adamws_moments_and_splits_the_late_update(
     again = json.loads(held.read_text())["summary"]
     assert again["fraction_of_adamw"]["sgd"]["20"] == json.loads(json.dumps(s["fraction_of_adamw"]["sgd"][20]))
     assert held.with_suffix(".png").is_file()
+    refused(call, "em_optimizer_parts", str(tmp_path), f"--out={held}", match="other runs or optimizers")
 
 
 def test_em_optimizer_parts_checks_adamw_against_the_runs_own_trajectory(tmp_path):
@@ -623,3 +624,7 @@ def test_em_optimizer_parts_checks_adamw_against_the_runs_own_trajectory(tmp_pat
     refused(lambda *a: op.main(list(a)))
     refused(lambda *a: op.main(list(a)), "--out=x.json")
     refused(lambda *a: op.main(list(a)), "--from=x.json", str(tmp_path))  # bases from a file or from runs, not both
+    sweep = op.beta1_sweep([0.0, 0.9, 0.99])  # 0.9 is AdamW itself, named once
+    assert list(sweep) == ["adamw", "beta1_0", "beta1_0.99"] and sweep["beta1_0.99"]["betas"] == (0.99, 0.999)
+    refused(lambda *a: op.main(list(a)), str(tmp_path), "--beta1=0,x", match="numbers in")
+    refused(lambda *a: op.main(list(a)), str(tmp_path), "--beta1=1.5", match="numbers in")
