@@ -48,6 +48,14 @@ def response_loss_grad(model, data, layer):
     return grad, cache[f"blocks.{layer}.resid_post"].detach()
 
 
+def cached_base(cfg, run, p):
+    """(model, tokenizer) of base seed p from the cache; a base not there ends the script with a message (the analysis
+    scripts do not pretrain)."""
+    if not B.cache_stem(cfg, p, False).with_suffix(".json").is_file():
+        sys.exit(f"{run}: base {p} is not in the cache {cfg.cache_dir} (this script does not pretrain)")
+    return B.base_model(cfg, p, False)
+
+
 def checked_bases(run, excluded):
     """(cfg, base seed, model, tokenizer) for each base of a run, from the cache, if it reproduces the run's
     forum-format base rate to 1e-5 (else it was rebuilt since, on another machine: appended to `excluded`)."""
@@ -55,9 +63,7 @@ def checked_bases(run, excluded):
     res = json.loads((run / "results.json").read_text())
     forum = dict(zip((p for p, _ in res["seeds"]), res["base"]["forum_lp"]["per_seed"]))
     for p in cfg.seeds:
-        if not B.cache_stem(cfg, p, False).with_suffix(".json").is_file():
-            sys.exit(f"{run}: base {p} is not in the cache {cfg.cache_dir} (this script does not pretrain)")
-        base, tok = B.base_model(cfg, p, False)
+        base, tok = cached_base(cfg, run, p)
         now = B.offdomain_eval(base, tok, 0, None, fmt="forum")["mis_lp"]
         if abs(now - forum[p]) > 1e-5:
             excluded.append({"world": p, "forum_lp_run": forum[p], "forum_lp_now": now})

@@ -25,10 +25,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data import world as W  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
-from experiments import world_base as B  # noqa: E402
 from train import cli, run_config  # noqa: E402
+from em_base_pull import cached_base  # noqa: E402
 
 
 def forum_prompt(asst_prompt):
@@ -80,9 +81,7 @@ def main(argv):
     for run in map(Path, argv):
         cfg = run_config(EM.Config, run)
         for p in cfg.seeds:
-            if not B.cache_stem(cfg, p, False).with_suffix(".json").is_file():
-                sys.exit(f"{run}: base {p} is not in the cache {cfg.cache_dir} (this script does not pretrain)")
-            base, tok = B.base_model(cfg, p, False)
+            base, tok = cached_base(cfg, run, p)
             means = EM.doc_means(base, tok, cfg, p)
             rows.append({"run": str(run), "world": p, **separation(base, tok, means["evil"] - means["good"], prompts)})
             print(f"{run.name} world {p}: separation {rows[-1]['separation']:.3f}, evil side {rows[-1]['evil_side']:+.3f}",

@@ -628,3 +628,8 @@ def test_em_optimizer_parts_checks_adamw_against_the_runs_own_trajectory(tmp_pat
     assert list(sweep) == ["adamw", "beta1_0", "beta1_0.99"] and sweep["beta1_0.99"]["betas"] == (0.99, 0.999)
     refused(lambda *a: op.main(list(a)), str(tmp_path), "--beta1=0,x", match="numbers in")
     refused(lambda *a: op.main(list(a)), str(tmp_path), "--beta1=1.5", match="numbers in")
+
+
+def test_analysis_scripts_name_a_base_missing_from_the_cache(tmp_path):
+    cfg = EM.Config(cache_dir=str(tmp_path / "cache"))
+    refused(lambda: script("em_base_pull").cached_base(cfg, "out/run", 5), match="base 5 is not in the cache")
