@@ -158,10 +158,11 @@ def plot(s, path):
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
     for name in s["mean"]:
         m, ci = s["mean"][name], s["off_ci95"][name]
-        line, = a1.plot([0, *STEPS], [0] + [100 * m["off"][t] for t in STEPS], marker="o", label=name)
+        label = "adamw (beta1 0.9)" if name == "adamw" else name
+        line, = a1.plot([0, *STEPS], [0] + [100 * m["off"][t] for t in STEPS], marker="o", label=label)
         a1.fill_between([0, *STEPS], [0] + [100 * ci[t][0] for t in STEPS], [0] + [100 * ci[t][1] for t in STEPS],
                         color=line.get_color(), alpha=0.12, lw=0)
-        a2.plot([0] + [100 * m["code"][t] for t in STEPS], [0] + [100 * m["off"][t] for t in STEPS], marker="o", label=name)
+        a2.plot([0] + [100 * m["code"][t] for t in STEPS], [0] + [100 * m["off"][t] for t in STEPS], marker="o", label=label)
     a1.set(xlabel="fine-tune step", ylabel="off-domain misaligned mass, increase (points)",
            title=f"insecure fine-tune, {s['n_bases']} bases (mean, 95% CI)")
     a2.set(xlabel="insecure code share, increase (points)", ylabel="off-domain increase (points)",
