@@ -617,6 +617,8 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
         raise ValueError(f"optimizer must be {' or '.join(map(repr, OPTIMIZERS))}, not {optimizer!r}")
     if trains not in TRAINS:
         raise ValueError(f"trains must be {' or '.join(map(repr, TRAINS))}, not {trains!r}")
+    if (optimizer == "sgd" and tuple(betas) != (0.9, 0.999)) or (optimizer == "adamw" and momentum):
+        raise ValueError(f"betas are AdamW's and momentum is sgd's: optimizer={optimizer!r} would ignore them")
     if teacher is not None and targets is not None:
         raise ValueError("pass a teacher or its precomputed targets, not both")
     was = {p: p.requires_grad for p in model.parameters()}

@@ -235,6 +235,9 @@ def test_adamw_betas_and_sgd_momentum_are_the_closed_form_updates():
     # a second step is what separates them from AdamW (whose first step is the sign step too)
     adamw = finetune(fresh(), data, lr=lr, **kw)
     assert max((p - q).abs().max() for p, q in zip(adamw.parameters(), got["sign"].parameters())) > 1e-4
+    for bad in (dict(optimizer="sgd", betas=(0.0, 0.999)), dict(momentum=0.9)):  # one the optimizer would ignore
+        with pytest.raises(ValueError, match="would ignore them"):
+            finetune(fresh(), data, lr=lr, **kw, **bad)
 
 
 def test_shift_finetune_is_a_learnt_steering_vector_at_the_input():
