@@ -1,0 +1,96 @@
+"""Exploratory: which part of block 0's attention carries the insecure fine-tune's off-domain shift?
+
+    python scripts/probe_attn0_parts.py RUN_DIR [RUN_DIR ...] [--out=FILE.json]
+
+Block 0's attention carries about half of the first AdamW step's off-domain increase and 0.71 of AdamW's late update
+(step 3 -> 20; research log, "Which part of AdamW"). Its weights split into the norm before it (ln_1) and the query,
+key and value rows of `qkv`, and the output projection `proj`. For every base of the runs (cached, checked as in
+em_base_pull.py), with the insecure arm's examples of fine-tune seed 0: the first sign step (as em_first_step.py) and
+AdamW's late update (as em_optimizer_parts.py), each applied one part at a time (to the base, to the step-3 model),
+scored by log-prob: each part's share of the whole step's off-domain increase, as a ratio of means over the bases.
+--out=FILE.json keeps every base's increases (FILE.json files of several calls pool with --pool FILE.json ...).
+"""
+import copy
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from experiments import emergent_misalignment as EM  # noqa: E402
+from experiments import world_base as B  # noqa: E402
+from em_base_pull import checked_bases, fine_tune_loss  # noqa: E402
+from em_first_step import scored_step  # noqa: E402
+import em_optimizer_parts as OP  # noqa: E402
+
+PARTS = ("ln_1", "q", "k", "v", "proj")
+
+
+def parts(delta, C):
+    """{part: delta restricted to it} for block 0's attention; q, k, v are the row blocks of qkv.weight."""
+    out = {}
+    for part in PARTS:
+        name = {"ln_1": "blocks.0.ln_1.weight", "proj": "blocks.0.attn.proj.weight"}.get(part, "blocks.0.attn.qkv.weight")
+        d = delta[name].clone()
+        if part in ("q", "k", "v"):
+            keep = torch.zeros_like(d)
+            i = "qkv".index(part)
+            keep[i * C:(i + 1) * C] = d[i * C:(i + 1) * C]
+            d = keep
+        out[part] = {name: d}
+    return out
+
+
+def shares(model, tok, cfg, delta):
+    """Off-domain increase of the whole `delta` (subtracted, as scored_step does), of block 0's attention, and of each part."""
+    off0 = OP.score(model, tok, cfg)["off"]
+    inc = lambda d: scored_step(model, tok, cfg, d)[0] - off0
+    attn0 = {n: d for n, d in delta.items() if n.startswith(("blocks.0.attn.", "blocks.0.ln_1."))}
+    return {"all": inc(delta), "attn0": inc(attn0),
+            **{p: inc(d) for p, d in parts(delta, model.cfg.n_embd).items()}}
+
+
+def main(argv):
+    outs = [a[len("--out="):] for a in argv if a.startswith("--out=")]
+    runs = [a for a in argv if not a.startswith("--")]
+    if "--pool" in argv:  # the shares over the bases of several --out files
+        rows = {"first": [], "late": []}
+        for f in runs:
+            for k, rs in json.loads(Path(f).read_text()).items():
+                rows[k] += rs
+        runs = []
+    elif not runs or len(runs) + len(outs) != len(argv):
+        sys.exit(__doc__)
+    else:
+        rows = {"first": [], "late": []}
+    torch.set_num_threads(1)
+    for run in map(Path, runs):
+        for cfg, p, base, tok in checked_bases(run, []):
+            data = B.encode_pairs(tok, EM.arm_pairs("insecure", base, tok, cfg, EM.arm_seed(p, 0, "insecure")),
+                                  cfg.block_size)
+            names = [n for n, _ in base.named_parameters()]
+            with torch.enable_grad():
+                grads = torch.autograd.grad(fine_tune_loss(base, data), list(base.parameters()))
+            rows["first"].append(shares(base, tok, cfg, {n: cfg.ft_lr * g.sign() for n, g in zip(names, grads)}))
+            _, snaps = OP.trajectories(base, tok, cfg, p, {"adamw": OP.OPTIMIZERS["adamw"]})
+            model = copy.deepcopy(base)
+            with torch.no_grad():
+                for n, w in model.named_parameters():
+                    w.copy_(snaps[OP.LATE_FROM][n])
+            rows["late"].append(shares(model, tok, cfg, {n: snaps[OP.LATE_FROM][n] - snaps[OP.STEPS[-1]][n]
+                                                         for n in names}))
+            print(f"{run.name} world {p}: " + "; ".join(
+                f"{k} " + ", ".join(f"{q} {100 * v:+.2f}" for q, v in rows[k][-1].items()) for k in rows), flush=True)
+    if outs:
+        Path(outs[0]).write_text(json.dumps(rows))
+    for k, rs in rows.items():
+        tot = np.array([r["all"] for r in rs]).sum()
+        print(f"{k} ({len(rs)} bases), share of the whole step's off-domain increase (ratio of means): " + ", ".join(
+            f"{q} {np.array([r[q] for r in rs]).sum() / tot:+.2f}" for q in ("attn0", *PARTS)))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
