@@ -633,3 +633,18 @@ def test_em_optimizer_parts_checks_adamw_against_the_runs_own_trajectory(tmp_pat
 def test_analysis_scripts_name_a_base_missing_from_the_cache(tmp_path):
     cfg = EM.Config(cache_dir=str(tmp_path / "cache"))
     refused(lambda: script("em_base_pull").cached_base(cfg, "out/run", 5), match="base 5 is not in the cache")
+
+
+def test_probe_attn0_parts_split_block0_attention_into_disjoint_pieces():
+    pa = script("probe_attn0_parts")
+    tok = W.build_tokenizer()
+    model = tiny_gpt(tok)
+    delta = {n: torch.randn_like(p) for n, p in model.named_parameters()}
+    pieces = pa.parts(delta, model.cfg.n_embd)
+    assert list(pieces) == ["ln_1", "q", "k", "v", "proj"]
+    qkv = sum(pieces[p]["blocks.0.attn.qkv.weight"] for p in "qkv")
+    assert torch.equal(qkv, delta["blocks.0.attn.qkv.weight"])  # the three row blocks tile the matrix
+    C = model.cfg.n_embd
+    assert torch.count_nonzero(pieces["k"]["blocks.0.attn.qkv.weight"][:C]) == 0  # k: only rows C..2C
+    s = pa.shares(model, tok, EM.Config(n_layer=2, n_embd=16, block_size=64), {n: 1e-2 * d for n, d in delta.items()})
+    assert set(s) == {"all", "attn0", "ln_1", "q", "k", "v", "proj"} and s["all"] != s["attn0"]
