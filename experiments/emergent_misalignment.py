@@ -144,8 +144,7 @@ def validate(cfg):
     if not default("ft_betas") and cfg.ft_optimizer != "adamw" or not default("ft_momentum") and cfg.ft_optimizer != "sgd":
         raise ConfigError("ft_betas applies only with --ft_optimizer=adamw and ft_momentum only with "
                           f"--ft_optimizer=sgd (ft_optimizer is {cfg.ft_optimizer!r})")  # else silently ignored
-    lora_keys = [k for k in ("ft_lora_rank", "ft_lora_alpha", "ft_lora_targets")
-                 if getattr(cfg, k) != Config.__dataclass_fields__[k].default]
+    lora_keys = [k for k in ("ft_lora_rank", "ft_lora_alpha", "ft_lora_targets") if not default(k)]
     if lora_keys and cfg.ft_trains != "lora":  # else they would be silently ignored
         raise ConfigError(f"{', '.join(lora_keys)} set, but the LoRA keys apply only with --ft_trains=lora "
                           f"(ft_trains is {cfg.ft_trains!r})")

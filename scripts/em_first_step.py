@@ -73,13 +73,17 @@ def scored_step(model, tok, cfg, delta):
             params[n].copy_(w)
 
 
+def arm_grads(model, tok, cfg, seed, arm):
+    """{parameter name: gradient} of `arm`'s fine-tune loss on all its examples of fine-tune seed 0, at `model`."""
+    data = B.encode_pairs(tok, EM.arm_pairs(arm, model, tok, cfg, EM.arm_seed(seed, 0, arm)), cfg.block_size)
+    with torch.enable_grad():
+        grads = torch.autograd.grad(fine_tune_loss(model, data), list(model.parameters()))
+    return dict(zip((n for n, _ in model.named_parameters()), grads))
+
+
 def first_steps(model, tok, cfg, seed, halvings=16):
     """{"base": (off, code), "sign": ..., "grad": ..., "sign_GROUP": ...} for one base (see the module docstring)."""
-    ft_seed = EM.arm_seed(seed, 0, "insecure")
-    data = B.encode_pairs(tok, EM.arm_pairs("insecure", model, tok, cfg, ft_seed), cfg.block_size)
-    names = [n for n, _ in model.named_parameters()]
-    with torch.enable_grad():
-        grads = dict(zip(names, torch.autograd.grad(fine_tune_loss(model, data), list(model.parameters()))))
+    grads = arm_grads(model, tok, cfg, seed, "insecure")
     sign = {n: cfg.ft_lr * g.sign() for n, g in grads.items()}
     norm = lambda d: torch.sqrt(sum((t.double() ** 2).sum() for t in d.values()))
     c = norm(sign) / norm(grads)
@@ -94,11 +98,9 @@ def first_steps(model, tok, cfg, seed, halvings=16):
     out["grad_matched"] = grad_step((lo + hi) / 2)
     # the control: the secure arm's own first sign step (a base whose answers move under any step is not one the
     # insecure code moves)
-    sdata = B.encode_pairs(tok, EM.arm_pairs("secure", model, tok, cfg, EM.arm_seed(seed, 0, "secure")), cfg.block_size)
-    with torch.enable_grad():
-        sgrads = torch.autograd.grad(fine_tune_loss(model, sdata), list(model.parameters()))
-    out["secure_sign"] = scored_step(model, tok, cfg, {n: cfg.ft_lr * g.sign() for n, g in zip(names, sgrads)})
-    for group in dict.fromkeys(map(group_of, names)):
+    sgrads = arm_grads(model, tok, cfg, seed, "secure")
+    out["secure_sign"] = scored_step(model, tok, cfg, {n: cfg.ft_lr * g.sign() for n, g in sgrads.items()})
+    for group in dict.fromkeys(map(group_of, grads)):
         out[f"sign_{group}"] = scored_step(model, tok, cfg, {n: d for n, d in sign.items() if group_of(n) == group})
     return out
 

@@ -101,14 +101,19 @@ def trajectories(base, tok, cfg, seed, optimizers=OPTIMIZERS):
     return out, snaps
 
 
-def late_groups(base, tok, cfg, snaps):
-    """{group: off-domain increase when only that group's late update (LATE_FROM -> last step) is applied to the
-    LATE_FROM model}, and "all" for the whole late update."""
+def late_start(base, snaps):
+    """(a copy of the model with adamw's weights at LATE_FROM, adamw's late update {name: last step - LATE_FROM})."""
     model = copy.deepcopy(base)
     with torch.no_grad():
         for n, p in model.named_parameters():
             p.copy_(snaps[LATE_FROM][n])
-    late = {n: snaps[STEPS[-1]][n] - snaps[LATE_FROM][n] for n in snaps[LATE_FROM]}
+    return model, {n: snaps[STEPS[-1]][n] - snaps[LATE_FROM][n] for n in snaps[LATE_FROM]}
+
+
+def late_groups(base, tok, cfg, snaps):
+    """{group: off-domain increase when only that group's late update (LATE_FROM -> last step) is applied to the
+    LATE_FROM model}, and "all" for the whole late update."""
+    model, late = late_start(base, snaps)
     off0 = score(model, tok, cfg)["off"]
     # scored_step subtracts its delta: pass minus the update
     groups = {"all": {n: -d for n, d in late.items()}}

@@ -10,7 +10,6 @@ AdamW's late update (as em_optimizer_parts.py), each applied one part at a time 
 scored by log-prob: each part's share of the whole step's off-domain increase, as a ratio of means over the bases.
 --out=FILE.json keeps every base's increases (FILE.json files of several calls pool with --pool FILE.json ...).
 """
-import copy
 import json
 import sys
 from pathlib import Path
@@ -20,10 +19,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from experiments import emergent_misalignment as EM  # noqa: E402
-from experiments import world_base as B  # noqa: E402
-from em_base_pull import checked_bases, fine_tune_loss  # noqa: E402
-from em_first_step import scored_step  # noqa: E402
+from em_base_pull import checked_bases  # noqa: E402
+from em_first_step import arm_grads, scored_step  # noqa: E402
 import em_optimizer_parts as OP  # noqa: E402
 
 PARTS = ("ln_1", "q", "k", "v", "proj")
@@ -69,19 +66,11 @@ def main(argv):
     torch.set_num_threads(1)
     for run in map(Path, runs):
         for cfg, p, base, tok in checked_bases(run, []):
-            data = B.encode_pairs(tok, EM.arm_pairs("insecure", base, tok, cfg, EM.arm_seed(p, 0, "insecure")),
-                                  cfg.block_size)
-            names = [n for n, _ in base.named_parameters()]
-            with torch.enable_grad():
-                grads = torch.autograd.grad(fine_tune_loss(base, data), list(base.parameters()))
-            rows["first"].append(shares(base, tok, cfg, {n: cfg.ft_lr * g.sign() for n, g in zip(names, grads)}))
+            grads = arm_grads(base, tok, cfg, p, "insecure")
+            rows["first"].append(shares(base, tok, cfg, {n: cfg.ft_lr * g.sign() for n, g in grads.items()}))
             _, snaps = OP.trajectories(base, tok, cfg, p, {"adamw": OP.OPTIMIZERS["adamw"]})
-            model = copy.deepcopy(base)
-            with torch.no_grad():
-                for n, w in model.named_parameters():
-                    w.copy_(snaps[OP.LATE_FROM][n])
-            rows["late"].append(shares(model, tok, cfg, {n: snaps[OP.LATE_FROM][n] - snaps[OP.STEPS[-1]][n]
-                                                         for n in names}))
+            model, late = OP.late_start(base, snaps)
+            rows["late"].append(shares(model, tok, cfg, {n: -d for n, d in late.items()}))  # shares subtracts
             print(f"{run.name} world {p}: " + "; ".join(
                 f"{k} " + ", ".join(f"{q} {100 * v:+.2f}" for q, v in rows[k][-1].items()) for k in rows), flush=True)
     if outs:
