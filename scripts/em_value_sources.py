@@ -1,0 +1,152 @@
+"""Which attended tokens' values carry the insecure fine-tune's off-domain drift?
+
+    python scripts/em_value_sources.py RUN_DIR [RUN_DIR ...] [--out=FILE.json]
+    python scripts/em_value_sources.py --pool FILE.json [FILE.json ...]      # the shares over several --out files
+
+Block 0's value rows (the v third of its `qkv`) carry 0.41 of AdamW's late update's off-domain increase and 0.22 of
+the first sign step's (probe_attn0_parts.py). Block 0 reads the token embeddings, so a value there is a function of
+its token alone, and a change of the value rows reaches a position only through the tokens it attends to. Here the
+change is applied to the values of one kind of token at a time, every other weight as it was:
+
+    bos, asst, u, a   the prompt's chat markers <bos> <asst> <u> <a>
+    question          the question's words (its opener included)
+    answer            the answer's own tokens (read by the answer's later tokens)
+
+For every base of the runs (cached, checked as in em_base_pull.py), with the insecure arm's fine-tune of seed 0 by
+AdamW (em_optimizer_parts.py): `late`, its update from step 3 to 20 on the step-3 model, and `whole`, its 20 steps on
+the base. Scored by log-prob: the off-domain misaligned mass. `all` changes every token's value; it must equal the
+value rows changed in the weights (`rows`, printed as a check). Shares: a kind's increase over `all`'s, ratio of
+means over the bases with a 95% interval from resampling bases (10,000, seed 0), and how often each kind is the
+largest in those resamples. Research log: "Which tokens' values".
+"""
+import contextlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from experiments import world_base as B  # noqa: E402
+from em_base_pull import checked_bases  # noqa: E402
+import em_optimizer_parts as OP  # noqa: E402
+
+MARKERS = {"bos": "<bos>", "asst": "<asst>", "u": "<u>", "a": "<a>"}
+KINDS = (*MARKERS, "question", "answer")
+QKV = "blocks.0.attn.qkv.weight"
+
+
+@contextlib.contextmanager
+def values_changed(model, tok, dW, kinds):
+    """Block 0's value rows changed by dW [C, C] for the tokens of `kinds` only. The scoring runs each prompt once
+    and its answers on the prompt's KV cache (world_base.score_shared_prompts): a pass with an empty cache is the
+    prompt's, a later one the answers'; the cache keeps the prompt's changed values for the answers' pass."""
+    C, ids = model.cfg.n_embd, {k: tok.token_to_id(t) for k, t in MARKERS.items()}
+    keep = {}
+
+    def which(module, args, kwargs):  # the tokens whose values change in this pass
+        idx, cache = args[0], kwargs.get("cache")
+        if cache is None:
+            raise ValueError("values_changed tells prompt from answer by the KV cache: score with score_shared_prompts")
+        k = torch.zeros_like(idx, dtype=torch.bool)
+        if cache.pos == 0:
+            marker = torch.zeros_like(k)
+            for kind, i in ids.items():
+                marker |= idx == i
+                k |= (idx == i) & (kind in kinds)
+            k |= ~marker & ("question" in kinds)  # left padding too: masked keys, never read
+        else:
+            k |= "answer" in kinds
+        keep["mask"] = k
+
+    def add(module, args, out):
+        out = out.clone()
+        out[..., 2 * C:] += (args[0] @ dW.T) * keep["mask"][..., None]  # [B, T, C]
+        return out
+
+    handles = [model.register_forward_pre_hook(which, with_kwargs=True),
+               model.blocks[0].attn.qkv.register_forward_hook(add)]
+    try:
+        yield model
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def increases(model, tok, cfg, dW):
+    """{kind: off-domain increase with dW applied to that kind's values}, "all" kinds together, and "rows": dW
+    added to the weights themselves (the check: equals "all")."""
+    world = B.world_config(cfg)
+    off = lambda: B.offdomain_eval(model, tok, 0, None, world=world)["mis_lp"]
+    off0, C = off(), model.cfg.n_embd
+    out = {}
+    for kind in ("all", *KINDS):
+        with values_changed(model, tok, dW, KINDS if kind == "all" else (kind,)):
+            out[kind] = off() - off0
+    w = dict(model.named_parameters())[QKV]
+    with torch.no_grad():
+        w[2 * C:] += dW
+        out["rows"] = off() - off0
+        w[2 * C:] -= dW
+    return out
+
+
+def shares(rows, n_boot=10_000, seed=0):
+    """{kind: {"ratio", "ci95", "p_largest"}}: a kind's increase over all's, ratio of means over the bases; p_largest:
+    the fraction of resamples in which it is the largest of the kinds."""
+    a = np.array([r["all"] for r in rows])
+    idx = np.random.default_rng(seed).integers(0, len(rows), (n_boot, len(rows)))
+    out, boots = {}, {}
+    for kind in (*KINDS, "rows"):
+        x = np.array([r[kind] for r in rows])
+        boots[kind] = x[idx].sum(1) / a[idx].sum(1)
+        out[kind] = {"ratio": float(x.sum() / a.sum()),
+                     "ci95": [float(v) for v in np.percentile(boots[kind], [2.5, 97.5])]}
+    top = np.argmax(np.stack([boots[k] for k in KINDS]), 0)  # the largest kind in each resample
+    for i, kind in enumerate(KINDS):
+        out[kind]["p_largest"] = float((top == i).mean())
+    return out
+
+
+def main(argv):
+    outs = [a[len("--out="):] for a in argv if a.startswith("--out=")]
+    runs = [a for a in argv if not a.startswith("--")]
+    rows = {"late": [], "whole": []}
+    if "--pool" in argv and runs and not outs and len(runs) + 1 == len(argv):
+        for f in runs:
+            for k, rs in json.loads(Path(f).read_text()).items():
+                rows[k] += rs
+        runs = []
+    elif not runs or "--pool" in argv or len(outs) > 1 or len(runs) + len(outs) != len(argv):
+        sys.exit(__doc__)
+    torch.set_num_threads(1)  # as the runs' fine-tunes: the same trajectories
+    for run in map(Path, runs):
+        for cfg, p, base, tok in checked_bases(run, []):
+            _, snaps = OP.trajectories(base, tok, cfg, p, {"adamw": OP.OPTIMIZERS["adamw"]})
+            C = cfg.n_embd
+            model, late = OP.late_start(base, snaps)
+            rows["late"].append({"run": str(run), "world": p, **increases(model, tok, cfg, late[QKV][2 * C:])})
+            whole = snaps[OP.STEPS[-1]][QKV][2 * C:] - dict(base.named_parameters())[QKV][2 * C:].detach()
+            rows["whole"].append({"run": str(run), "world": p, **increases(base, tok, cfg, whole)})
+            print(f"{run.name} world {p}, off-domain increase, points: " + "; ".join(
+                f"{k} " + ", ".join(f"{q} {100 * rs[-1][q]:+.2f}" for q in ("all", "rows", *KINDS))
+                for k, rs in rows.items()), flush=True)
+    if outs:
+        Path(outs[0]).write_text(json.dumps(rows, indent=1))
+    for k, rs in rows.items():
+        s = shares(rs)
+        worst = max(abs(r["rows"] - r["all"]) for r in rs)
+        print(f"\n{k} ({len(rs)} bases): value change on every token, off-domain increase "
+              f"{100 * np.mean([r['all'] for r in rs]):+.2f} points (mean); the weights changed instead: largest "
+              f"difference {100 * worst:.2g} points")
+        print("| tokens whose values change | share of the increase [95% CI] | largest in |\n|---|---|---|")
+        for kind in KINDS:
+            print(f"| {kind} | {s[kind]['ratio']:+.2f} [{s[kind]['ci95'][0]:+.2f}, {s[kind]['ci95'][1]:+.2f}] "
+                  f"| {100 * s[kind]['p_largest']:.1f}% |")
+        print(f"| sum of the kinds alone | {sum(s[kind]['ratio'] for kind in KINDS):+.2f} | |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
