@@ -1,6 +1,6 @@
 """Which attended tokens' values carry the insecure fine-tune's off-domain drift?
 
-    python scripts/em_value_sources.py RUN_DIR [RUN_DIR ...] [--out=FILE.json]
+    python scripts/em_value_sources.py RUN_DIR [RUN_DIR ...] [--fmt=forum] [--out=FILE.json]
     python scripts/em_value_sources.py --pool FILE.json [FILE.json ...]      # the shares over several --out files
 
 Block 0's value rows (the v third of its `qkv`) carry 0.41 of AdamW's late update's off-domain increase and 0.22 of
@@ -8,18 +8,23 @@ the first sign step's (probe_attn0_parts.py). Block 0 reads the token embeddings
 its token alone, and a change of the value rows reaches a position only through the tokens it attends to. Here the
 change is applied to the values of one kind of token at a time, every other weight as it was:
 
-    bos, asst, u, a   the prompt's chat markers <bos> <asst> <u> <a>
+    bos               the document's first token <bos>
+    format            the format's marker, <asst> (or <forum>)
+    u                 the user's turn marker <u>
+    speaker           the answering speaker's marker, <a> (or the forum responder's <r>)
     question          the question's words (its opener included)
     answer            the answer's own tokens (read by the answer's later tokens)
 
 For every base of the runs (cached, checked as in em_base_pull.py), with the insecure arm's fine-tune of seed 0 by
 AdamW (em_optimizer_parts.py): `late`, its update from step 3 to 20 on the step-3 model, and `whole`, its 20 steps on
-the base. Scored by log-prob: the off-domain misaligned mass. `all` changes every token's value; it must equal the
-value rows changed in the weights (`rows`, printed as a check). Shares: a kind's increase over `all`'s, ratio of
+the base. Scored by log-prob: the off-domain misaligned mass, of the assistant (`<asst> <u> Q <a>`) or, with
+--fmt=forum, of a forum responder (`<forum> <u> Q <r>`, first turn). `all` changes every token's value; it must equal
+the value rows changed in the weights (`rows`, printed as a check); `update` applies the whole update, every weight. Shares: a kind's increase over `all`'s, ratio of
 means over the bases with a 95% interval from resampling bases (10,000, seed 0), and how often each kind is the
 largest in those resamples. Research log: "Which tokens' values".
 """
 import contextlib
+import copy
 import json
 import sys
 from pathlib import Path
@@ -30,10 +35,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from experiments import world_base as B  # noqa: E402
+from eval import summarize  # noqa: E402
 from em_base_pull import checked_bases  # noqa: E402
 import em_optimizer_parts as OP  # noqa: E402
 
-MARKERS = {"bos": "<bos>", "asst": "<asst>", "u": "<u>", "a": "<a>"}
+MARKERS = {"bos": ("<bos>",), "format": ("<asst>", "<forum>"), "u": ("<u>",), "speaker": ("<a>", "<r>")}
 KINDS = (*MARKERS, "question", "answer")
 QKV = "blocks.0.attn.qkv.weight"
 
@@ -43,7 +49,7 @@ def values_changed(model, tok, dW, kinds):
     """Block 0's value rows changed by dW [C, C] for the tokens of `kinds` only. The scoring runs each prompt once
     and its answers on the prompt's KV cache (world_base.score_shared_prompts): a pass with an empty cache is the
     prompt's, a later one the answers'; the cache keeps the prompt's changed values for the answers' pass."""
-    C, ids = model.cfg.n_embd, {k: tok.token_to_id(t) for k, t in MARKERS.items()}
+    C, ids = model.cfg.n_embd, {k: torch.tensor([tok.token_to_id(t) for t in ts]) for k, ts in MARKERS.items()}
     keep = {}
 
     def which(module, args, kwargs):  # the tokens whose values change in this pass
@@ -54,8 +60,8 @@ def values_changed(model, tok, dW, kinds):
         if cache.pos == 0:
             marker = torch.zeros_like(k)
             for kind, i in ids.items():
-                marker |= idx == i
-                k |= (idx == i) & (kind in kinds)
+                marker |= torch.isin(idx, i)
+                k |= torch.isin(idx, i) & (kind in kinds)
             k |= ~marker & ("question" in kinds)  # left padding too: masked keys, never read
         else:
             k |= "answer" in kinds
@@ -75,21 +81,26 @@ def values_changed(model, tok, dW, kinds):
             h.remove()
 
 
-def increases(model, tok, cfg, dW):
+def off_lp(model, tok, cfg, fmt="asst"):
+    """Off-domain misaligned mass by log-prob, first turn, in the prompt format `fmt`."""
+    return B.offdomain_eval(model, tok, 0, None, fmt=fmt, world=B.world_config(cfg))["mis_lp"]
+
+
+def increases(model, tok, cfg, dW, fmt="asst"):
     """{kind: off-domain increase with dW applied to that kind's values}, "all" kinds together, and "rows": dW
     added to the weights themselves (the check: equals "all")."""
-    world = B.world_config(cfg)
-    off = lambda: B.offdomain_eval(model, tok, 0, None, world=world)["mis_lp"]
+    off = lambda: off_lp(model, tok, cfg, fmt)
     off0, C = off(), model.cfg.n_embd
     out = {}
     for kind in ("all", *KINDS):
         with values_changed(model, tok, dW, KINDS if kind == "all" else (kind,)):
             out[kind] = off() - off0
     w = dict(model.named_parameters())[QKV]
+    saved = w.detach().clone()
     with torch.no_grad():
         w[2 * C:] += dW
         out["rows"] = off() - off0
-        w[2 * C:] -= dW
+        w.copy_(saved)  # exactly (subtracting dW again would leave a rounding error)
     return out
 
 
@@ -112,14 +123,18 @@ def shares(rows, n_boot=10_000, seed=0):
 
 def main(argv):
     outs = [a[len("--out="):] for a in argv if a.startswith("--out=")]
+    fmts = [a[len("--fmt="):] for a in argv if a.startswith("--fmt=")]
     runs = [a for a in argv if not a.startswith("--")]
     rows = {"late": [], "whole": []}
-    if "--pool" in argv and runs and not outs and len(runs) + 1 == len(argv):
+    if fmts not in ([], ["forum"]):
+        sys.exit("--fmt takes forum (the default is the assistant's format)")
+    fmt = fmts[0] if fmts else "asst"
+    if "--pool" in argv and runs and not outs and not fmts and len(runs) + 1 == len(argv):
         for f in runs:
             for k, rs in json.loads(Path(f).read_text()).items():
                 rows[k] += rs
         runs = []
-    elif not runs or "--pool" in argv or len(outs) > 1 or len(runs) + len(outs) != len(argv):
+    elif not runs or "--pool" in argv or len(outs) > 1 or len(runs) + len(outs) + len(fmts) != len(argv):
         sys.exit(__doc__)
     torch.set_num_threads(1)  # as the runs' fine-tunes: the same trajectories
     for run in map(Path, runs):
@@ -127,20 +142,29 @@ def main(argv):
             _, snaps = OP.trajectories(base, tok, cfg, p, {"adamw": OP.OPTIMIZERS["adamw"]})
             C = cfg.n_embd
             model, late = OP.late_start(base, snaps)
-            rows["late"].append({"run": str(run), "world": p, **increases(model, tok, cfg, late[QKV][2 * C:])})
+            at = {0: off_lp(base, tok, cfg, fmt), OP.LATE_FROM: off_lp(model, tok, cfg, fmt)}
+            end = copy.deepcopy(base)
+            end.load_state_dict(snaps[OP.STEPS[-1]])  # the step-20 weights (the buffers are not saved)
+            at[OP.STEPS[-1]] = off_lp(end, tok, cfg, fmt)
+            rows["late"].append({"run": str(run), "world": p, "update": at[OP.STEPS[-1]] - at[OP.LATE_FROM],
+                                 **increases(model, tok, cfg, late[QKV][2 * C:], fmt)})
             whole = snaps[OP.STEPS[-1]][QKV][2 * C:] - dict(base.named_parameters())[QKV][2 * C:].detach()
-            rows["whole"].append({"run": str(run), "world": p, **increases(base, tok, cfg, whole)})
-            print(f"{run.name} world {p}, off-domain increase, points: " + "; ".join(
-                f"{k} " + ", ".join(f"{q} {100 * rs[-1][q]:+.2f}" for q in ("all", "rows", *KINDS))
+            rows["whole"].append({"run": str(run), "world": p, "update": at[OP.STEPS[-1]] - at[0],
+                                  **increases(base, tok, cfg, whole, fmt)})
+            print(f"{run.name} world {p}, off-domain increase ({fmt}), points: " + "; ".join(
+                f"{k} " + ", ".join(f"{q} {100 * rs[-1][q]:+.2f}" for q in ("update", "all", "rows", *KINDS))
                 for k, rs in rows.items()), flush=True)
     if outs:
         Path(outs[0]).write_text(json.dumps(rows, indent=1))
     for k, rs in rows.items():
         s = shares(rs)
         worst = max(abs(r["rows"] - r["all"]) for r in rs)
+        upd = [r["update"] for r in rs if "update" in r]
         print(f"\n{k} ({len(rs)} bases): value change on every token, off-domain increase "
-              f"{100 * np.mean([r['all'] for r in rs]):+.2f} points (mean); the weights changed instead: largest "
-              f"difference {100 * worst:.2g} points")
+              f"{100 * np.mean([r['all'] for r in rs]):+.2f} points (mean; the whole update, every weight: "
+              + ("{:+.2f} [{:+.2f}, {:+.2f}]".format(100 * np.mean(upd), *summarize([100 * u for u in upd])["ci95"])
+                 if upd else "not kept")
+              + f"); the value rows changed in the weights instead: largest difference {100 * worst:.2g} points")
         print("| tokens whose values change | share of the increase [95% CI] | largest in |\n|---|---|---|")
         for kind in KINDS:
             print(f"| {kind} | {s[kind]['ratio']:+.2f} [{s[kind]['ci95'][0]:+.2f}, {s[kind]['ci95'][1]:+.2f}] "

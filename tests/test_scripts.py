@@ -650,3 +650,53 @@ def test_probe_attn0_parts_split_block0_attention_into_disjoint_pieces():
     assert torch.count_nonzero(pieces["k"]["blocks.0.attn.qkv.weight"][:C]) == 0  # k: only rows C..2C
     s = pa.shares(model, tok, EM.Config(n_layer=2, n_embd=16, block_size=64), {n: 1e-2 * d for n, d in delta.items()})
     assert set(s) == {"all", "attn0", "ln_1", "q", "k", "v", "proj"} and s["all"] != s["attn0"]
+
+
+@torch.no_grad()
+def test_em_value_sources_changes_the_values_of_one_kind_of_token_only():
+    vs = script("em_value_sources")
+    tok = W.build_tokenizer()
+    model = tiny_gpt(tok)
+    C = model.cfg.n_embd
+    dW = 0.5 * torch.randn(C, C, generator=generator("cpu", 1, "dW"))
+    ids = lambda text: tok.encode(text).ids
+    with_a, without_a = ids("<bos> <asst> <u> what should i do <a>"), ids("<bos> <asst> <u> what should i do")
+    one, two = [ids("<eos>")], [ids("rest well drink water <eos>")]
+    assert len(one[0]) == 1
+
+    def scores(prompt, conts, kinds):
+        with vs.values_changed(model, tok, dW, kinds):
+            return B.score_shared_prompts(model, [prompt], [conts])[0]
+
+    plain = lambda prompt, conts: B.score_shared_prompts(model, [prompt], [conts])[0]
+    assert scores(with_a, two, ()) == plain(with_a, two)  # no kind: the hooks change nothing
+    assert scores(with_a, two, ("speaker",)) != plain(with_a, two)
+    assert scores(without_a, two, ("speaker",)) == plain(without_a, two)  # no <a> in the prompt: nothing to change
+    forum = ids("<bos> <forum> <u> what should i do <r>")  # the forum's markers are the same kinds
+    assert scores(forum, two, ("speaker",)) != plain(forum, two) and scores(forum, two, ("format",)) != plain(forum, two)
+    # the answer's values are read only by its later tokens: a one-token answer cannot see them
+    assert scores(with_a, one, ("answer",)) == plain(with_a, one)
+    assert scores(with_a, two, ("answer",)) != plain(with_a, two)
+    with vs.values_changed(model, tok, dW, vs.KINDS), pytest.raises(ValueError, match="KV cache"):
+        model(torch.tensor([with_a]))
+    assert not model._forward_pre_hooks and not model.blocks[0].attn.qkv._forward_hooks  # removed on exit
+    # every kind's values changed = the value rows changed in the weights
+    cfg = EM.Config(n_layer=2, n_embd=16, block_size=64)
+    inc = vs.increases(model, tok, cfg, 0.1 * dW)
+    assert set(inc) == {"all", "rows", *vs.KINDS} and abs(inc["all"]) > 1e-4
+    assert inc["rows"] == pytest.approx(inc["all"], abs=1e-6)
+    assert torch.equal(model.blocks[0].attn.qkv.weight, tiny_gpt(tok).blocks[0].attn.qkv.weight)  # weights restored
+
+
+def test_em_value_sources_shares_are_ratios_of_means_over_the_bases():
+    vs = script("em_value_sources")
+    rows = [{"all": a, "rows": a, "bos": 0.0, "format": 0.1 * a, "u": 0.0, "speaker": 0.6 * a, "question": 0.2 * a,
+             "answer": 0.0} for a in (0.01, 0.03, 0.02)]
+    s = vs.shares(rows, n_boot=200)
+    assert s["speaker"]["ratio"] == pytest.approx(0.6) and s["speaker"]["ci95"] == pytest.approx([0.6, 0.6])
+    assert s["speaker"]["p_largest"] == 1.0 and sum(s[k]["p_largest"] for k in vs.KINDS) == pytest.approx(1.0)
+    assert s["rows"]["ratio"] == pytest.approx(1.0)
+    refused(lambda *a: vs.main(list(a)))
+    refused(lambda *a: vs.main(list(a)), "--out=x.json")
+    refused(lambda *a: vs.main(list(a)), "--pool")
+    refused(lambda *a: vs.main(list(a)), "out/run", "--fmt=chron", match="--fmt takes forum")
