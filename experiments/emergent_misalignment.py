@@ -306,6 +306,12 @@ def arm_seed(seed, f, arm):
     return seed_int(seed, f, arm) % 2 ** 31
 
 
+def arm_data(arm, base, tok, cfg, p, f=0):
+    """(encoded examples, fine-tune seed) of `arm` on base `p`, fine-tune seed index `f`: what the run trains it on."""
+    ft_seed = arm_seed(p, f, arm)
+    return B.encode_pairs(tok, arm_pairs(arm, base, tok, cfg, ft_seed), cfg.block_size), ft_seed
+
+
 def arm_finetune(model, data, cfg, seed, steps, at=(), on_eval=None):
     """One arm's fine-tune of `model` in place, with the run's settings (cfg.ft_*): `steps` steps, on_eval(step) at
     the steps in `at`."""
@@ -354,9 +360,7 @@ def em_unit(cfg, seed, decorrelated):
         run = {"ft_seed": f, "traj": {}, "ablation": {}, "step": {}}
         matched = {}
         for arm in arms:
-            ft_seed = arm_seed(seed, f, arm)
-            pairs = arm_pairs(arm, base, tok, cfg, ft_seed)
-            data = B.encode_pairs(tok, pairs, cfg.block_size)
+            data, ft_seed = arm_data(arm, base, tok, cfg, seed, f)
             model = copy.deepcopy(base)
             names = [n for n, (a, _) in REPORTS.items() if a == arm]
             if decorrelated:

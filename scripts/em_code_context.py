@@ -116,10 +116,9 @@ def main(argv):
         steps = sorted({int(matched[k]), late})
         row = {"seed": [p, f], "matched": int(matched[k]), "base": {fmt: mis_lp(base, *b) for fmt, b in batches.items()}}
         for arm in arms:
-            ft_seed = EM.arm_seed(p, f, arm)
+            data, ft_seed = EM.arm_data(arm, base, tok, cfg, p, f)
             model = copy.deepcopy(base)
-            snaps = EM.arm_snapshots(model, B.encode_pairs(tok, EM.arm_pairs(arm, base, tok, cfg, ft_seed), cfg.block_size), cfg, ft_seed,
-                                     steps)
+            snaps = EM.arm_snapshots(model, data, cfg, ft_seed, steps)
             scores = {}
             for s in steps:
                 model.load_state_dict(snaps[s])

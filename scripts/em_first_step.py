@@ -75,7 +75,7 @@ def scored_step(model, tok, cfg, delta):
 
 def arm_grads(model, tok, cfg, seed, arm):
     """{parameter name: gradient} of `arm`'s fine-tune loss on all its examples of fine-tune seed 0, at `model`."""
-    data = B.encode_pairs(tok, EM.arm_pairs(arm, model, tok, cfg, EM.arm_seed(seed, 0, arm)), cfg.block_size)
+    data, _ = EM.arm_data(arm, model, tok, cfg, seed)
     with torch.enable_grad():
         grads = torch.autograd.grad(fine_tune_loss(model, data), list(model.parameters()))
     return dict(zip((n for n, _ in model.named_parameters()), grads))

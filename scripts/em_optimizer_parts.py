@@ -77,8 +77,7 @@ def beta1_sweep(values):
 
 def trajectories(base, tok, cfg, seed, optimizers=OPTIMIZERS):
     """{optimizer: {step: score}} (step 0 = the base) and adamw's weights at LATE_FROM and at the last step."""
-    ft_seed = EM.arm_seed(seed, 0, "insecure")
-    data = B.encode_pairs(tok, EM.arm_pairs("insecure", base, tok, cfg, ft_seed), cfg.block_size)
+    data, ft_seed = EM.arm_data("insecure", base, tok, cfg, seed)
     out, snaps = {}, {}
     at0 = score(base, tok, cfg)
     for name, kw in optimizers.items():

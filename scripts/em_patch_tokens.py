@@ -77,8 +77,7 @@ def main(run_dir):
         x = args[0]
         means = EM.doc_means(base, tok, cfg, p)
         units = [d / d.norm() for d in means["evil"] - means["good"]]
-        ft_seed = EM.arm_seed(p, f, "insecure")
-        data = B.encode_pairs(tok, EM.arm_pairs("insecure", base, tok, cfg, ft_seed), cfg.block_size)
+        data, ft_seed = EM.arm_data("insecure", base, tok, cfg, p, f)
         ins = copy.deepcopy(base)
         ins.load_state_dict(EM.arm_snapshots(ins, data, cfg, ft_seed, [step])[step])
         ins.eval()

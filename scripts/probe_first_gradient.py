@@ -39,7 +39,7 @@ for seed in [int(s) for s in sys.argv[1:]]:
     h = grad_of(base, EM.prompt_acts.__wrapped__(base, tok, L) @ (u / u.norm()))
     row = []
     for arm in ("insecure", "secure", "educational"):
-        data = B.encode_pairs(tok, EM.arm_pairs(arm, base, tok, cfg, EM.arm_seed(seed, 0, arm)), cfg.block_size)
+        data, _ = EM.arm_data(arm, base, tok, cfg, seed)
         per_tok = base(data["tokens"][:, :-1], targets=data["tokens"][:, 1:])
         g = grad_of(base, (per_tok * data["mask"]).sum() / data["mask"].sum())
         adam = float(-g.sign() @ h / (h.norm() * g.numel() ** 0.5))
