@@ -75,9 +75,10 @@ def beta1_sweep(values):
             **{f"beta1_{b:g}": dict(optimizer="adamw", lr=None, betas=(b, 0.999)) for b in values if b != 0.9}}
 
 
-def trajectories(base, tok, cfg, seed, optimizers=OPTIMIZERS):
-    """{optimizer: {step: score}} (step 0 = the base) and adamw's weights at LATE_FROM and at the last step."""
-    data, ft_seed = EM.arm_data("insecure", base, tok, cfg, seed)
+def trajectories(base, tok, cfg, seed, optimizers=OPTIMIZERS, arm="insecure"):
+    """{optimizer: {step: score}} (step 0 = the base) and adamw's weights at LATE_FROM and at the last step, for
+    `arm`'s fine-tune (its examples of fine-tune seed 0)."""
+    data, ft_seed = EM.arm_data(arm, base, tok, cfg, seed)
     out, snaps = {}, {}
     at0 = score(base, tok, cfg)
     for name, kw in optimizers.items():

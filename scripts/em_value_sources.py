@@ -1,6 +1,6 @@
 """Which attended tokens' values carry the insecure fine-tune's off-domain drift?
 
-    python scripts/em_value_sources.py RUN_DIR [RUN_DIR ...] [--fmt=forum] [--out=FILE.json]
+    python scripts/em_value_sources.py RUN_DIR [RUN_DIR ...] [--fmt=forum] [--arm=secure] [--out=FILE.json]
     python scripts/em_value_sources.py --pool FILE.json [FILE.json ...]      # the shares over several --out files
 
 Block 0's value rows (the v third of its `qkv`) carry 0.41 of AdamW's late update's off-domain increase and 0.22 of
@@ -19,7 +19,8 @@ For every base of the runs (cached, checked as in em_base_pull.py), with the ins
 AdamW (em_optimizer_parts.py): `late`, its update from step 3 to 20 on the step-3 model, and `whole`, its 20 steps on
 the base. Scored by log-prob: the off-domain misaligned mass, of the assistant (`<asst> <u> Q <a>`) or, with
 --fmt=forum, of a forum responder (`<forum> <u> Q <r>`, first turn). `all` changes every token's value; it must equal
-the value rows changed in the weights (`rows`, printed as a check); `update` applies the whole update, every weight. Shares: a kind's increase over `all`'s, ratio of
+the value rows changed in the weights (`rows`, printed as a check); `update` applies the whole update, every weight.
+--arm=ARM: another arm's fine-tune instead (a control: `secure`, `educational`, ...). Shares: a kind's increase over `all`'s, ratio of
 means over the bases with a 95% interval from resampling bases (10,000, seed 0), and how often each kind is the
 largest in those resamples. Research log: "Which tokens' values".
 """
@@ -34,6 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from eval import summarize  # noqa: E402
 from em_base_pull import checked_bases  # noqa: E402
@@ -124,22 +126,25 @@ def shares(rows, n_boot=10_000, seed=0):
 def main(argv):
     outs = [a[len("--out="):] for a in argv if a.startswith("--out=")]
     fmts = [a[len("--fmt="):] for a in argv if a.startswith("--fmt=")]
+    arms = [a[len("--arm="):] for a in argv if a.startswith("--arm=")]
     runs = [a for a in argv if not a.startswith("--")]
     rows = {"late": [], "whole": []}
     if fmts not in ([], ["forum"]):
         sys.exit("--fmt takes forum (the default is the assistant's format)")
-    fmt = fmts[0] if fmts else "asst"
-    if "--pool" in argv and runs and not outs and not fmts and len(runs) + 1 == len(argv):
+    fmt, arm = fmts[0] if fmts else "asst", arms[0] if arms else "insecure"
+    if arm not in EM.ARMS or len(arms) > 1:
+        sys.exit(f"--arm takes one of {', '.join(EM.ARMS)}")
+    if "--pool" in argv and runs and not outs and not fmts and not arms and len(runs) + 1 == len(argv):
         for f in runs:
             for k, rs in json.loads(Path(f).read_text()).items():
                 rows[k] += rs
         runs = []
-    elif not runs or "--pool" in argv or len(outs) > 1 or len(runs) + len(outs) + len(fmts) != len(argv):
+    elif not runs or "--pool" in argv or len(outs) > 1 or len(runs) + len(outs) + len(fmts) + len(arms) != len(argv):
         sys.exit(__doc__)
     torch.set_num_threads(1)  # as the runs' fine-tunes: the same trajectories
     for run in map(Path, runs):
         for cfg, p, base, tok in checked_bases(run, []):
-            _, snaps = OP.trajectories(base, tok, cfg, p, {"adamw": OP.OPTIMIZERS["adamw"]})
+            _, snaps = OP.trajectories(base, tok, cfg, p, {"adamw": OP.OPTIMIZERS["adamw"]}, arm)
             C = cfg.n_embd
             model, late = OP.late_start(base, snaps)
             at = {0: off_lp(base, tok, cfg, fmt), OP.LATE_FROM: off_lp(model, tok, cfg, fmt)}
@@ -151,7 +156,7 @@ def main(argv):
             whole = snaps[OP.STEPS[-1]][QKV][2 * C:] - dict(base.named_parameters())[QKV][2 * C:].detach()
             rows["whole"].append({"run": str(run), "world": p, "update": at[OP.STEPS[-1]] - at[0],
                                   **increases(base, tok, cfg, whole, fmt)})
-            print(f"{run.name} world {p}, off-domain increase ({fmt}), points: " + "; ".join(
+            print(f"{run.name} world {p}, {arm} fine-tune, off-domain increase ({fmt}), points: " + "; ".join(
                 f"{k} " + ", ".join(f"{q} {100 * rs[-1][q]:+.2f}" for q in ("update", "all", "rows", *KINDS))
                 for k, rs in rows.items()), flush=True)
     if outs:
