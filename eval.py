@@ -135,6 +135,9 @@ def reevaluate(argv):
 
 
 def main(argv):
+    if argv[:1] in (["-h"], ["--help"]):
+        print(__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n")[1])
+        return 0
     if len(argv) != 1:
         print("usage: python eval.py RUN_DIR", file=sys.stderr)
         return 2

@@ -66,7 +66,8 @@ def _check_type(key, value, typ):
         return _check_type(key, value, args[0])
     if origin in (tuple, list):
         if not isinstance(value, (tuple, list)):
-            raise ConfigError(f"config key '{key}' must be a {origin.__name__}, got {value!r}")
+            raise ConfigError(f"config key '{key}' must be a {origin.__name__}, got {value!r}: on the command line "
+                              f"write it as Python, e.g. --{key}=(3,) or \"--{key}=('a', 'b')\"")
         args = typing.get_args(typ)
         item_t = args[0] if args else None
         items = [_check_type(key, v, item_t) if item_t not in (None, Ellipsis) else v for v in value]
@@ -78,7 +79,8 @@ def _check_type(key, value, typ):
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if typ is int and isinstance(value, bool) or not isinstance(value, typ):
-        raise ConfigError(f"config key '{key}' must be {typ.__name__}, got {type(value).__name__} {value!r}")
+        how = " (write True or False)" if typ is bool else ""
+        raise ConfigError(f"config key '{key}' must be {typ.__name__}, got {type(value).__name__} {value!r}{how}")
     return value
 
 
@@ -108,22 +110,28 @@ def run_config(config_cls, run_dir):
 
 def load_config(argv):
     """argv = [config_path, --key=value, ...] -> (experiment module, frozen Config)."""
+    known = ", ".join(sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs").glob("*.py")))
     if not argv or argv[0].startswith("--"):
-        raise ConfigError("usage: python train.py configs/NAME.py [--key=value ...]")
+        raise ConfigError(f"usage: {USAGE} Available: {known}")
     path = Path(argv[0])
     if not path.is_file():
-        known = ", ".join(sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs").glob("*.py")))
         raise ConfigError(f"config file '{path}' not found. Available: {known}")
     values = {}
-    exec(compile(path.read_text(), str(path), "exec"), {}, values)  # a fresh dict, never globals()
+    try:
+        exec(compile(path.read_text(), str(path), "exec"), {}, values)  # a fresh dict, never globals()
+    except Exception as e:  # a config is plain assignments: anything else is the file's fault, not ours
+        what = f"line {e.lineno}: {e.msg}" if isinstance(e, SyntaxError) else f"{type(e).__name__}: {e}"
+        raise ConfigError(f"{path} is not a config file Python can run ({what}). A config holds plain assignments, "
+                          f"e.g. experiment = \"subliminal_mnist\"; see configs/") from None
     values = {k: v for k, v in values.items() if not k.startswith("_")}
-    overrides = {}
+    overrides, raw = {}, {}
     for arg in argv[1:]:
         if not arg.startswith("--") or "=" not in arg:
             raise ConfigError(f"bad argument '{arg}': overrides look like --key=value")
         key, text = arg[2:].split("=", 1)
-        overrides[key] = _parse_value(text)
+        overrides[key], raw[key] = _parse_value(text), text
     name = overrides.pop("experiment", values.pop("experiment", None))
+    name = str(name) if name is not None else None
     if name is None:
         raise ConfigError(f"{path} must name its experiment, e.g. experiment = \"subliminal_mnist\"")
     try:
@@ -134,6 +142,10 @@ def load_config(argv):
         known = ", ".join(sorted(p.stem for p in (ROOT / "experiments").glob("*.py") if p.stem != "__init__"))
         raise ConfigError(f"unknown experiment '{name}' in {path}. Known: {known}") from None
     cfg = build_config(module.Config, values, source=str(path))
+    hints = typing.get_type_hints(module.Config)
+    for k, text in raw.items():  # a str key takes the text as written: --out_dir=2024 is the folder "2024"
+        if hints.get(k) is str and text[:1] not in "'\"":
+            overrides[k] = text
     cfg = build_config(module.Config, {**values, **overrides}, source="the command line")
     # fill the derived defaults, so that config.json holds what actually ran
     resolved = {}
@@ -261,8 +273,11 @@ def load_weights(stem, device="cpu"):
     try:
         tensors = load_file(str(w), device=str(device))
     except Exception as e:  # safetensors raises its own error types for corrupt files
-        raise CheckpointError(f"{w} is not a readable safetensors file ({e})") from None
-    return tensors, json.loads(j.read_text())
+        raise CheckpointError(f"{w} is not a readable safetensors file ({e}): rerun what wrote it") from None
+    try:
+        return tensors, json.loads(j.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{j} is not readable JSON ({e}): rerun what wrote it") from None
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -781,7 +796,11 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
         tensors, saved = load_weights(ckpt, device)
         _check_gpt_checkpoint(ckpt, saved.get("model_config"), tensors, expect=model.cfg)
         model.load_state_dict(tensors)
-        state = torch.load(state_path, map_location=device, weights_only=False)
+        try:
+            state = torch.load(state_path, map_location=device, weights_only=False)
+        except Exception as e:  # truncated or not a torch file
+            raise CheckpointError(f"{state_path} is unreadable ({type(e).__name__}: {e}): delete it to start from the "
+                                  f"beginning, or pass --resume=False") from None
         opt.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"]["torch"].cpu())
         if state["rng"]["cuda"] is not None and torch.cuda.is_available():
@@ -896,7 +915,14 @@ def cli(main, argv):
     return 0
 
 
+USAGE = ("python train.py configs/NAME.py [--key=value ...]: runs the config's experiment; any key of the config "
+         "can be overridden, and a wrong key lists the valid ones.")
+
+
 def run_experiment(argv):
+    if argv[:1] in (["-h"], ["--help"]):
+        print(f"usage: {USAGE}\nconfigs: " + ", ".join(sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs").glob("*.py"))))
+        return
     module, cfg = load_config(argv)
     if hasattr(module, "validate"):  # the one check of a config's keys against each other, before the run
         # directory exists: a bad config leaves nothing behind

@@ -67,6 +67,9 @@ def main(argv):
     others = []
     if "--minus" in runs:
         runs, others = runs[:runs.index("--minus")], runs[runs.index("--minus") + 1:]
+    missing = [r for r in runs + others if not (Path(r) / "results.json").is_file()]
+    if missing:
+        sys.exit(f"error: no results.json in {', '.join(missing)}: pass the out_dir of finished emergent-misalignment runs")
     inc = measure(step, runs)
     if others:  # paired per (base, fine-tune seed) against the same seeds in the other runs
         sub = measure(step, others)

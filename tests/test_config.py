@@ -59,6 +59,26 @@ def test_bad_arguments(cfg_file, tmp_path):
         load_config([str(tmp_path / "bad.py")])
 
 
+def test_a_config_python_cannot_run_and_values_written_wrongly_say_how(cfg_file, tmp_path, capsys):
+    (tmp_path / "syntax.py").write_text('experiment = "subliminal_mnist"\nm = 5 5\n')
+    with pytest.raises(ConfigError, match=r"syntax.py is not a config file Python can run \(line 2: "):
+        load_config([str(tmp_path / "syntax.py")])
+    (tmp_path / "code.py").write_text("import numpy\nx = torch.zeros(3)\n")  # a module, not a config
+    with pytest.raises(ConfigError, match="NameError: name 'torch' is not defined"):
+        load_config([str(tmp_path / "code.py")])
+    with pytest.raises(ConfigError, match=r"'download' must be bool, got str 'true' \(write True or False\)"):
+        load_config([cfg_file, "--download=true"])
+    with pytest.raises(ConfigError, match=r"'conditions' must be a tuple.*--conditions=\(3,\)"):
+        load_config([cfg_file, "--conditions=teacher"])
+    _, cfg = load_config([cfg_file, "--out_dir=2024", "--device=cpu"])  # a str key keeps the text: a folder "2024"
+    assert cfg.out_dir == "2024"
+    _, cfg = load_config([cfg_file, "--out_dir='a b'"])  # a quoted value is Python, as everywhere
+    assert cfg.out_dir == "a b"
+    assert train.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python train.py configs/NAME.py") and "configs/subliminal_mnist.py" in out
+
+
 def test_device_this_machine_cannot_use_is_a_config_error(cfg_file, monkeypatch):
     with pytest.raises(ConfigError, match="not a torch device"):
         load_config([cfg_file, "--device=gpu"])

@@ -91,6 +91,9 @@ def test_checkpoint_loading_says_what_does_not_match(tmp_path):
         load_lm(tmp_path / "bad")
     with pytest.raises(CheckpointError, match="needs both"):
         load_lm(tmp_path / "nothing")
+    (tmp_path / "ck.json").write_text('{"step": ')  # cut short, as by a full disk
+    with pytest.raises(CheckpointError, match="ck.json is not readable JSON"):
+        load_lm(tmp_path / "ck")
 
 
 def test_resume_is_exact(tmp_path):
@@ -106,6 +109,9 @@ def test_resume_is_exact(tmp_path):
     assert out["step"] == 9 and same_weights(straight, resumed)
     state = torch.load(tmp_path / "ck.state.pt", weights_only=False)
     assert state["step"] == 9 and state["data_position"] == 9 * 4
+    (tmp_path / "ck.state.pt").write_bytes(b"")  # an empty resume state: a clear error, not torch's EOFError
+    with pytest.raises(CheckpointError, match="ck.state.pt is unreadable.*--resume=False"):
+        train_lm(fresh(), data, steps=9, ckpt=tmp_path / "ck", resume=True, **kw)
 
 
 def test_overfits_a_tiny_batch():

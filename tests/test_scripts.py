@@ -72,6 +72,7 @@ def test_pooling_runs_with_different_arms_pairs_by_seed(tmp_path, run_script):
     assert command.returncode == 0 and command.stdout == out, command.stderr
     # the same fine-tune in two runs would be counted twice: refused
     refused(run_script, a, fake_run(tmp_path / "c", [[0, 0]], {"insecure": [0.11]}), match="two of the runs")
+    refused(run_script, a, str(tmp_path / "none"), match="no results.json in .*none")  # a mistyped run: one line
     # a seed without valid answers (nan) is left out of the mean, the interval and the ratio, and said so
     d = fake_run(tmp_path / "d", [[2, 0], [2, 1], [3, 0]], {"insecure": [0.11, 0.21, 0.31],
                                                            "secure": [0.02, float("nan"), 0.04]})
