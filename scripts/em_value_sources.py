@@ -20,6 +20,7 @@ AdamW (em_optimizer_parts.py): `late`, its update from step 3 to 20 on the step-
 the base. Scored by log-prob: the off-domain misaligned mass, of the assistant (`<asst> <u> Q <a>`) or, with
 --fmt=forum, of a forum responder (`<forum> <u> Q <r>`, first turn). `all` changes every token's value; it must equal
 the value rows changed in the weights (`rows`, printed as a check); `update` applies the whole update, every weight.
+--out=FILE.json keeps every base's numbers, and a bar chart of the shares beside it (FILE.png).
 --arm=ARM: another arm's fine-tune instead (a control: `secure`, `educational`, ...). Shares: a kind's increase over `all`'s, ratio of
 means over the bases with a 95% interval from resampling bases (10,000, seed 0), and how often each kind is the
 largest in those resamples. Research log: "Which tokens' values".
@@ -123,6 +124,27 @@ def shares(rows, n_boot=10_000, seed=0):
     return out
 
 
+def plot(rows, path, title):
+    """Each kind's share of the value change (late update and whole fine-tune), with its 95% interval."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    x = np.arange(len(KINDS))
+    for i, (k, rs) in enumerate(rows.items()):
+        s = shares(rs)
+        mid = np.array([s[q]["ratio"] for q in KINDS])
+        lo, hi = (np.array([s[q]["ci95"][j] for q in KINDS]) for j in (0, 1))
+        ax.bar(x + (i - 0.5) * 0.38, mid, 0.38, yerr=[mid - lo, hi - mid], capsize=3,
+               label=f"{k} ({'step 3 -> 20' if k == 'late' else '20 steps'}), {len(rs)} bases")
+    ax.axhline(0, color="k", lw=0.6)
+    ax.set_xticks(x, ["<bos>", "format\nmarker", "<u>", "speaker\nmarker", "question\nwords", "answer"])
+    ax.set(ylabel="share of the value change's\noff-domain increase", title=title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main(argv):
     outs = [a[len("--out="):] for a in argv if a.startswith("--out=")]
     fmts = [a[len("--fmt="):] for a in argv if a.startswith("--fmt=")]
@@ -161,6 +183,7 @@ def main(argv):
                 for k, rs in rows.items()), flush=True)
     if outs:
         Path(outs[0]).write_text(json.dumps(rows, indent=1))
+        plot(rows, Path(outs[0]).with_suffix(".png"), f"which tokens' values carry the {arm} fine-tune's drift ({fmt})")
     for k, rs in rows.items():
         s = shares(rs)
         worst = max(abs(r["rows"] - r["all"]) for r in rs)

@@ -689,7 +689,7 @@ def test_em_value_sources_changes_the_values_of_one_kind_of_token_only():
     assert torch.equal(model.blocks[0].attn.qkv.weight, tiny_gpt(tok).blocks[0].attn.qkv.weight)  # weights restored
 
 
-def test_em_value_sources_shares_are_ratios_of_means_over_the_bases():
+def test_em_value_sources_shares_are_ratios_of_means_over_the_bases(tmp_path):
     vs = script("em_value_sources")
     rows = [{"all": a, "rows": a, "bos": 0.0, "format": 0.1 * a, "u": 0.0, "speaker": 0.6 * a, "question": 0.2 * a,
              "answer": 0.0} for a in (0.01, 0.03, 0.02)]
@@ -697,6 +697,8 @@ def test_em_value_sources_shares_are_ratios_of_means_over_the_bases():
     assert s["speaker"]["ratio"] == pytest.approx(0.6) and s["speaker"]["ci95"] == pytest.approx([0.6, 0.6])
     assert s["speaker"]["p_largest"] == 1.0 and sum(s[k]["p_largest"] for k in vs.KINDS) == pytest.approx(1.0)
     assert s["rows"]["ratio"] == pytest.approx(1.0)
+    vs.plot({"late": rows, "whole": rows}, tmp_path / "v.png", "test")
+    assert (tmp_path / "v.png").stat().st_size > 1000
     refused(lambda *a: vs.main(list(a)))
     refused(lambda *a: vs.main(list(a)), "--out=x.json")
     refused(lambda *a: vs.main(list(a)), "--pool")
