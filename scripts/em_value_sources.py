@@ -1,6 +1,6 @@
 """Which attended tokens' values carry the insecure fine-tune's off-domain drift?
 
-    python scripts/em_value_sources.py RUN_DIR [RUN_DIR ...] [--fmt=forum] [--arm=secure] [--out=FILE.json]
+    python scripts/em_value_sources.py RUN_DIR [RUN_DIR ...] [--fmt=asst|forum] [--arm=ARM] [--out=FILE.json]
     python scripts/em_value_sources.py --pool FILE.json [FILE.json ...]      # the shares over several --out files
 
 Block 0's value rows (the v third of its `qkv`) carry 0.41 of AdamW's late update's off-domain increase and 0.22 of
@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from eval import summarize  # noqa: E402
+from train import cli  # noqa: E402
 from em_base_pull import checked_bases  # noqa: E402
 import em_optimizer_parts as OP  # noqa: E402
 
@@ -146,23 +147,22 @@ def plot(rows, path, title):
 
 
 def main(argv):
-    outs = [a[len("--out="):] for a in argv if a.startswith("--out=")]
-    fmts = [a[len("--fmt="):] for a in argv if a.startswith("--fmt=")]
-    arms = [a[len("--arm="):] for a in argv if a.startswith("--arm=")]
-    runs = [a for a in argv if not a.startswith("--")]
+    flags = [a for a in argv if a.startswith("--")]
+    opts = dict(a[2:].split("=", 1) for a in flags if "=" in a)
+    runs, pool = [a for a in argv if not a.startswith("--")], flags == ["--pool"]
+    if not runs or not pool and (len(opts) != len(flags) or set(opts) - {"out", "fmt", "arm"}):
+        sys.exit(__doc__)
+    fmt, arm = opts.get("fmt", "asst"), opts.get("arm", "insecure")
+    if fmt not in ("asst", "forum"):
+        sys.exit(f"--fmt takes asst (the default) or forum, not {fmt!r}")
+    if arm not in EM.ARMS:
+        sys.exit(f"--arm takes one of {', '.join(EM.ARMS)}, not {arm!r}")
     rows = {"late": [], "whole": []}
-    if fmts not in ([], ["forum"]):
-        sys.exit("--fmt takes forum (the default is the assistant's format)")
-    fmt, arm = fmts[0] if fmts else "asst", arms[0] if arms else "insecure"
-    if arm not in EM.ARMS or len(arms) > 1:
-        sys.exit(f"--arm takes one of {', '.join(EM.ARMS)}")
-    if "--pool" in argv and runs and not outs and not fmts and not arms and len(runs) + 1 == len(argv):
+    if pool:  # the shares over the bases of several --out files
         for f in runs:
             for k, rs in json.loads(Path(f).read_text()).items():
                 rows[k] += rs
         runs = []
-    elif not runs or "--pool" in argv or len(outs) > 1 or len(runs) + len(outs) + len(fmts) + len(arms) != len(argv):
-        sys.exit(__doc__)
     torch.set_num_threads(1)  # as the runs' fine-tunes: the same trajectories
     for run in map(Path, runs):
         for cfg, p, base, tok in checked_bases(run, []):
@@ -181,9 +181,9 @@ def main(argv):
             print(f"{run.name} world {p}, {arm} fine-tune, off-domain increase ({fmt}), points: " + "; ".join(
                 f"{k} " + ", ".join(f"{q} {100 * rs[-1][q]:+.2f}" for q in ("update", "all", "rows", *KINDS))
                 for k, rs in rows.items()), flush=True)
-    if outs:
-        Path(outs[0]).write_text(json.dumps(rows, indent=1))
-        plot(rows, Path(outs[0]).with_suffix(".png"), f"which tokens' values carry the {arm} fine-tune's drift ({fmt})")
+    if "out" in opts:
+        Path(opts["out"]).write_text(json.dumps(rows, indent=1))
+        plot(rows, Path(opts["out"]).with_suffix(".png"), f"which tokens' values carry the {arm} fine-tune's drift ({fmt})")
     for k, rs in rows.items():
         s = shares(rs)
         worst = max(abs(r["rows"] - r["all"]) for r in rs)
@@ -201,4 +201,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(cli(main, sys.argv[1:]))  # a run directory that is not one: a one-line error

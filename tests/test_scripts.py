@@ -702,4 +702,8 @@ def test_em_value_sources_shares_are_ratios_of_means_over_the_bases(tmp_path):
     refused(lambda *a: vs.main(list(a)))
     refused(lambda *a: vs.main(list(a)), "--out=x.json")
     refused(lambda *a: vs.main(list(a)), "--pool")
-    refused(lambda *a: vs.main(list(a)), "out/run", "--fmt=chron", match="--fmt takes forum")
+    refused(lambda *a: vs.main(list(a)), "out/run", "--fmt=chron", match="--fmt takes asst")
+    refused(lambda *a: vs.main(list(a)), "out/run", "--arm=evil", match="--arm takes one of insecure")
+    refused(lambda *a: vs.main(list(a)), "out/run", "--layer=2")
+    refused(lambda *a: vs.main(list(a)), "out/run", "--out=a.json", "--out=b.json")
+    assert cli("em_value_sources", str(tmp_path / "none")).stderr.startswith("error: ")  # not a run: one line
