@@ -19,7 +19,8 @@ For every base of the runs (cached, checked as in em_base_pull.py), with the ins
 AdamW (em_optimizer_parts.py): `late`, its update from step 3 to 20 on the step-3 model, and `whole`, its 20 steps on
 the base. Scored by log-prob: the off-domain misaligned mass, of the assistant (`<asst> <u> Q <a>`) or, with
 --fmt=forum, of a forum responder (`<forum> <u> Q <r>`, first turn). `all` changes every token's value; it must equal
-the value rows changed in the weights (`rows`, printed as a check); `update` applies the whole update, every weight.
+the value rows changed in the weights (`rows`, printed as a check); `update` applies the whole update, every weight
+(`from`: the mass it starts from; the update is printed in log-odds too, for formats with other base rates).
 --out=FILE.json keeps every base's numbers, and a bar chart of the shares beside it (FILE.png).
 --arm=ARM: another arm's fine-tune instead (a control: `secure`, `educational`, ...). Shares: a kind's increase over `all`'s, ratio of
 means over the bases with a 95% interval from resampling bases (10,000, seed 0), and how often each kind is the
@@ -174,9 +175,9 @@ def main(argv):
             end.load_state_dict(snaps[OP.STEPS[-1]])  # the step-20 weights (the buffers are not saved)
             at[OP.STEPS[-1]] = off_lp(end, tok, cfg, fmt)
             rows["late"].append({"run": str(run), "world": p, "update": at[OP.STEPS[-1]] - at[OP.LATE_FROM],
-                                 **increases(model, tok, cfg, late[QKV][2 * C:], fmt)})
+                                 "from": at[OP.LATE_FROM], **increases(model, tok, cfg, late[QKV][2 * C:], fmt)})
             whole = snaps[OP.STEPS[-1]][QKV][2 * C:] - dict(base.named_parameters())[QKV][2 * C:].detach()
-            rows["whole"].append({"run": str(run), "world": p, "update": at[OP.STEPS[-1]] - at[0],
+            rows["whole"].append({"run": str(run), "world": p, "update": at[OP.STEPS[-1]] - at[0], "from": at[0],
                                   **increases(base, tok, cfg, whole, fmt)})
             print(f"{run.name} world {p}, {arm} fine-tune, off-domain increase ({fmt}), points: " + "; ".join(
                 f"{k} " + ", ".join(f"{q} {100 * rs[-1][q]:+.2f}" for q in ("update", "all", "rows", *KINDS))
@@ -193,6 +194,11 @@ def main(argv):
               + ("{:+.2f} [{:+.2f}, {:+.2f}]".format(100 * np.mean(upd), *summarize([100 * u for u in upd])["ci95"])
                  if upd else "not kept")
               + f"); the value rows changed in the weights instead: largest difference {100 * worst:.2g} points")
+        if all("from" in r for r in rs):  # the same update in log-odds: formats with other base rates compare so
+            lo = lambda q: np.log(q / (1 - q))
+            shift = [float(lo(r["from"] + r["update"]) - lo(r["from"])) for r in rs]
+            print("the whole update in log-odds of the misaligned mass: {:+.2f} [{:+.2f}, {:+.2f}] (from {:.3f} on "
+                  "average)".format(np.mean(shift), *summarize(shift)["ci95"], np.mean([r["from"] for r in rs])))
         print("| tokens whose values change | share of the increase [95% CI] | largest in |\n|---|---|---|")
         for kind in KINDS:
             print(f"| {kind} | {s[kind]['ratio']:+.2f} [{s[kind]['ci95'][0]:+.2f}, {s[kind]['ci95'][1]:+.2f}] "
