@@ -21,6 +21,8 @@ the base. Scored by log-prob: the off-domain misaligned mass, of the assistant (
 --fmt=forum, of a forum responder (`<forum> <u> Q <r>`, first turn). `all` changes every token's value; it must equal
 the value rows changed in the weights (`rows`, printed as a check); `update` applies the whole update, every weight
 (`from`: the mass it starts from; the update is printed in log-odds too, for formats with other base rates).
+`revert`, the converse: AdamW's step-20 model with the late value change taken back from one kind of token at a time
+(the increases are then decreases; `all` over `update` is the share of the late drift the value change carries).
 --out=FILE.json keeps every base's numbers, and a bar chart of the shares beside it (FILE.png).
 --arm=ARM: another arm's fine-tune instead (a control: `secure`, `educational`, ...). Shares: a kind's increase over `all`'s, ratio of
 means over the bases with a 95% interval from resampling bases (10,000, seed 0), and how often each kind is the
@@ -47,6 +49,7 @@ import em_optimizer_parts as OP  # noqa: E402
 MARKERS = {"bos": ("<bos>",), "format": ("<asst>", "<forum>"), "u": ("<u>",), "speaker": ("<a>", "<r>")}
 KINDS = (*MARKERS, "question", "answer")
 QKV = "blocks.0.attn.qkv.weight"
+LABEL = {"late": "added to step 3's model", "whole": "20 steps, added to the base", "revert": "taken from step 20's model"}
 
 
 @contextlib.contextmanager
@@ -110,8 +113,9 @@ def increases(model, tok, cfg, dW, fmt="asst"):
 
 
 def shares(rows, n_boot=10_000, seed=0):
-    """{kind: {"ratio", "ci95", "p_largest"}}: a kind's increase over all's, ratio of means over the bases; p_largest:
-    the fraction of resamples in which it is the largest of the kinds."""
+    """{kind: {"ratio", "ci95", "p_largest", "of_update"}}: a kind's increase over all's, ratio of means over the
+    bases; p_largest: the fraction of resamples in which it is the largest of the kinds; of_update (rows that keep
+    the whole update): the same ratio against the whole update instead of all's, for "all" too."""
     a = np.array([r["all"] for r in rows])
     idx = np.random.default_rng(seed).integers(0, len(rows), (n_boot, len(rows)))
     out, boots = {}, {}
@@ -120,9 +124,17 @@ def shares(rows, n_boot=10_000, seed=0):
         boots[kind] = x[idx].sum(1) / a[idx].sum(1)
         out[kind] = {"ratio": float(x.sum() / a.sum()),
                      "ci95": [float(v) for v in np.percentile(boots[kind], [2.5, 97.5])]}
+    out["all"] = {"ratio": 1.0}
     top = np.argmax(np.stack([boots[k] for k in KINDS]), 0)  # the largest kind in each resample
     for i, kind in enumerate(KINDS):
         out[kind]["p_largest"] = float((top == i).mean())
+    if all("update" in r for r in rows):  # each as a share of the whole update (every weight) instead
+        u = np.array([r["update"] for r in rows])
+        for kind in ("all", *KINDS):
+            x = np.array([r[kind] for r in rows])
+            out[kind]["of_update"] = {
+                "ratio": float(x.sum() / u.sum()),
+                "ci95": [float(v) for v in np.percentile(x[idx].sum(1) / u[idx].sum(1), [2.5, 97.5])]}
     return out
 
 
@@ -132,13 +144,13 @@ def plot(rows, path, title):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 3.6))
-    x = np.arange(len(KINDS))
+    x, w = np.arange(len(KINDS)), 0.8 / len(rows)
     for i, (k, rs) in enumerate(rows.items()):
         s = shares(rs)
         mid = np.array([s[q]["ratio"] for q in KINDS])
         lo, hi = (np.array([s[q]["ci95"][j] for q in KINDS]) for j in (0, 1))
-        ax.bar(x + (i - 0.5) * 0.38, mid, 0.38, yerr=[mid - lo, hi - mid], capsize=3,
-               label=f"{k} ({'step 3 -> 20' if k == 'late' else '20 steps'}), {len(rs)} bases")
+        ax.bar(x + (i - (len(rows) - 1) / 2) * w, mid, w, yerr=[mid - lo, hi - mid], capsize=3,
+               label=f"{k} ({LABEL[k]}), {len(rs)} bases")
     ax.axhline(0, color="k", lw=0.6)
     ax.set_xticks(x, ["<bos>", "format\nmarker", "<u>", "speaker\nmarker", "question\nwords", "answer"])
     ax.set(ylabel="share of the value change's\noff-domain increase", title=title)
@@ -158,11 +170,11 @@ def main(argv):
         sys.exit(f"--fmt takes asst (the default) or forum, not {fmt!r}")
     if arm not in EM.ARMS:
         sys.exit(f"--arm takes one of {', '.join(EM.ARMS)}, not {arm!r}")
-    rows = {"late": [], "whole": []}
+    rows = {"late": [], "whole": [], "revert": []}
     if pool:  # the shares over the bases of several --out files
         for f in runs:
             for k, rs in json.loads(Path(f).read_text()).items():
-                rows[k] += rs
+                rows.setdefault(k, []).extend(rs)
         runs = []
     torch.set_num_threads(1)  # as the runs' fine-tunes: the same trajectories
     for run in map(Path, runs):
@@ -179,6 +191,9 @@ def main(argv):
             whole = snaps[OP.STEPS[-1]][QKV][2 * C:] - dict(base.named_parameters())[QKV][2 * C:].detach()
             rows["whole"].append({"run": str(run), "world": p, "update": at[OP.STEPS[-1]] - at[0], "from": at[0],
                                   **increases(base, tok, cfg, whole, fmt)})
+            # the converse: the step-20 model with the late value change taken back from one kind of token at a time
+            rows["revert"].append({"run": str(run), "world": p, "update": at[OP.STEPS[-1]] - at[OP.LATE_FROM],
+                                   "from": at[OP.LATE_FROM], **increases(end, tok, cfg, -late[QKV][2 * C:], fmt)})
             print(f"{run.name} world {p}, {arm} fine-tune, off-domain increase ({fmt}), points: " + "; ".join(
                 f"{k} " + ", ".join(f"{q} {100 * rs[-1][q]:+.2f}" for q in ("update", "all", "rows", *KINDS))
                 for k, rs in rows.items()), flush=True)
@@ -199,11 +214,14 @@ def main(argv):
             shift = [float(lo(r["from"] + r["update"]) - lo(r["from"])) for r in rs]
             print("the whole update in log-odds of the misaligned mass: {:+.2f} [{:+.2f}, {:+.2f}] (from {:.3f} on "
                   "average)".format(np.mean(shift), *summarize(shift)["ci95"], np.mean([r["from"] for r in rs])))
-        print("| tokens whose values change | share of the increase [95% CI] | largest in |\n|---|---|---|")
+        ci = lambda v: f"{v['ratio']:+.2f} [{v['ci95'][0]:+.2f}, {v['ci95'][1]:+.2f}]"
+        of = lambda kind: ci(s[kind]["of_update"]) if "of_update" in s[kind] else "-"
+        print("| tokens whose values change | share of the value change's increase [95% CI] | largest in | share of "
+              "the whole update's |\n|---|---|---|---|")
+        print(f"| all | 1 | | {of('all')} |")
         for kind in KINDS:
-            print(f"| {kind} | {s[kind]['ratio']:+.2f} [{s[kind]['ci95'][0]:+.2f}, {s[kind]['ci95'][1]:+.2f}] "
-                  f"| {100 * s[kind]['p_largest']:.1f}% |")
-        print(f"| sum of the kinds alone | {sum(s[kind]['ratio'] for kind in KINDS):+.2f} | |")
+            print(f"| {kind} | {ci(s[kind])} | {100 * s[kind]['p_largest']:.1f}% | {of(kind)} |")
+        print(f"| sum of the kinds alone | {sum(s[kind]['ratio'] for kind in KINDS):+.2f} | | |")
 
 
 if __name__ == "__main__":

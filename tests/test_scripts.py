@@ -696,7 +696,9 @@ def test_em_value_sources_shares_are_ratios_of_means_over_the_bases(tmp_path):
     s = vs.shares(rows, n_boot=200)
     assert s["speaker"]["ratio"] == pytest.approx(0.6) and s["speaker"]["ci95"] == pytest.approx([0.6, 0.6])
     assert s["speaker"]["p_largest"] == 1.0 and sum(s[k]["p_largest"] for k in vs.KINDS) == pytest.approx(1.0)
-    assert s["rows"]["ratio"] == pytest.approx(1.0)
+    assert s["rows"]["ratio"] == pytest.approx(1.0) and "of_update" not in s["all"]
+    s = vs.shares([dict(r, update=2 * r["all"]) for r in rows], n_boot=200)
+    assert s["all"]["of_update"]["ratio"] == pytest.approx(0.5) and s["speaker"]["of_update"]["ratio"] == pytest.approx(0.3)
     vs.plot({"late": rows, "whole": rows}, tmp_path / "v.png", "test")
     assert (tmp_path / "v.png").stat().st_size > 1000
     refused(lambda *a: vs.main(list(a)))
