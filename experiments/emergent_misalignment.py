@@ -674,9 +674,10 @@ def reevaluate(run_dir):
 
 def table(res, cfg):
     f = lambda st: "n/a" if st is None else fmt_stat(st)
+    spread = (f"mean ± 95% CI over n = {res['n_seeds']} (pretraining seed x fine-tune seed)" if res["n_seeds"] > 1
+              else "one seed, so no intervals")
     lines = [f"Emergent misalignment at matched in-domain learning (code misaligned >= {cfg.match_threshold}); "
-             f"mean ± 95% CI over n = {res['n_seeds']} (pretraining seed x fine-tune seed). Sampled: "
-             f"{cfg.samples} samples per held-out prompt, 96 off-domain prompts.", "",
+             f"{spread}. Sampled: {cfg.samples} samples per held-out prompt, 96 off-domain prompts.", "",
              "| arm | step | off-domain misaligned (sampled) | valid fraction | answers in code | off-domain mis (log-prob) "
              "| code misaligned | in-domain target | cos(shift, evil dir) | final: sampled mis | final: valid |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -775,7 +776,8 @@ def plot(res, cfg, path):
     ax.set_xticks(range(len(abl)), list(abl), rotation=60, ha="right", fontsize=6)
     step = "matched" if not cfg.ablation_step else f"step {cfg.ablation_step}"
     ax.set_title(f"evil direction ablated (insecure at {step}): off-domain mis.", fontsize=9)
-    fig.suptitle(f"mean and 95% CI over n = {res['n_seeds']} seeds", fontsize=9)
+    fig.suptitle(f"mean and 95% CI over n = {res['n_seeds']} seeds" if res["n_seeds"] > 1 else
+                 "one seed: no interval (run several seeds for one)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=150)
     plt.close(fig)

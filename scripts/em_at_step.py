@@ -41,8 +41,9 @@ def increases(step, runs, metric="offdomain_misaligned"):
 
 def fmt(v, scale=100, digits=1):  # points by default
     s = summarize(v)
-    ci = s["ci95"] or [float("nan")] * 2
-    out = f"{scale * s['mean']:+.{digits}f} [{scale * ci[0]:+.{digits}f}, {scale * ci[1]:+.{digits}f}]"
+    ci = s["ci95"]
+    out = f"{scale * s['mean']:+.{digits}f} " + (f"[{scale * ci[0]:+.{digits}f}, {scale * ci[1]:+.{digits}f}]" if ci
+                                                 else "[one seed: no interval]")
     return out + (f" ({n_undefined(s)} undefined)" if n_undefined(s) else "")
 
 

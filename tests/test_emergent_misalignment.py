@@ -466,6 +466,7 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
     assert "mean-ablated: " in (out / "results.md").read_text()
     assert set(res["persona_share"]) == {"insecure", "backdoor_triggered", "insecure_decorrelated"}
     assert "Persona-level share" in (out / "results.md").read_text()
+    assert "mean ± 95% CI over n = 2 " in (out / "results.md").read_text().splitlines()[0]
     # one base model measured for two fine-tune seeds: its own rate has no interval (one base, not two seeds)
     assert res["base"]["plain"]["offdomain_misaligned"]["ci95"] is None
     assert len(res["base"]["plain"]["offdomain_misaligned"]["per_seed"]) == 2  # still pairs up with the arms

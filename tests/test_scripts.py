@@ -73,6 +73,8 @@ def test_pooling_runs_with_different_arms_pairs_by_seed(tmp_path, run_script):
     # the same fine-tune in two runs would be counted twice: refused
     refused(run_script, a, fake_run(tmp_path / "c", [[0, 0]], {"insecure": [0.11]}), match="two of the runs")
     refused(run_script, a, str(tmp_path / "none"), match="no results.json in .*none")  # a mistyped run: one line
+    one = fake_run(tmp_path / "one", [[7, 0]], {"insecure": [0.21]})  # a quick run: one seed, no interval
+    assert "| +20.0 [one seed: no interval] |" in run_script(one) and "nan" not in run_script(one)
     # a seed without valid answers (nan) is left out of the mean, the interval and the ratio, and said so
     d = fake_run(tmp_path / "d", [[2, 0], [2, 1], [3, 0]], {"insecure": [0.11, 0.21, 0.31],
                                                            "secure": [0.02, float("nan"), 0.04]})
