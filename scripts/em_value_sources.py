@@ -153,7 +153,7 @@ def plot(rows, path, title):
                label=f"{k} ({LABEL[k]}), {len(rs)} bases")
     ax.axhline(0, color="k", lw=0.6)
     ax.set_xticks(x, ["<bos>", "format\nmarker", "<u>", "speaker\nmarker", "question\nwords", "answer"])
-    ax.set(ylabel="share of the value change's\noff-domain increase", title=title)
+    ax.set(ylabel="share of the value change's\neffect off-domain", title=title)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
