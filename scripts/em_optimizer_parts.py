@@ -3,6 +3,7 @@
     python scripts/em_optimizer_parts.py RUN_DIR [RUN_DIR ...] [--out=FILE.json]
     python scripts/em_optimizer_parts.py --from=FILE.json      # the summary, table and figure again from its bases
     python scripts/em_optimizer_parts.py RUN_DIR ... --beta1=0,0.5,0.8,0.95,0.99 --out=FILE.json   # a momentum sweep
+    python scripts/em_optimizer_parts.py RUN_DIR ... --frozen --out=FILE.json   # block 0's value weights frozen
 
 AdamW differs from plain gradient descent in two ways: a momentum (the step follows a running mean of the gradient,
 beta1 = 0.9) and a per-weight normalisation (each weight's step divided by the running size of its own gradient,
@@ -24,6 +25,7 @@ Then adamw's late update (weights at step 20 minus step 3, after the code is lea
 one weight group at a time (em_first_step.py's groups): each group's share of the late off-domain increase.
 
 --beta1=B,...: instead of the six above, AdamW with each beta1 (beta2 0.999; named beta1_B) beside adamw (0.9).
+--frozen: instead, AdamW with block 0's value rows frozen (frozen_v0), and with block 1's (frozen_v1, the control).
 
 Writes the JSON (default: optimizer_parts.json beside the first run; a file holding other runs or optimizers is not
 overwritten: per base every trajectory, and the summary:
@@ -69,6 +71,12 @@ def score(model, tok, cfg):
             "code": EM.in_domain(model, tok, "insecure", "plain", world, cfg.ft_code_tasks)[0]}
 
 
+# --frozen: AdamW with one row block of one weight getting no gradient (no weight decay here, so it stays as it is)
+FROZEN = {"adamw": OPTIMIZERS["adamw"],
+          "frozen_v0": dict(OPTIMIZERS["adamw"], freeze=("blocks.0.attn.qkv.weight", 2)),  # block 0's value rows
+          "frozen_v1": dict(OPTIMIZERS["adamw"], freeze=("blocks.1.attn.qkv.weight", 2))}  # the control: block 1's
+
+
 def beta1_sweep(values):
     """adamw and AdamW at each beta1 in `values` (beta2 as AdamW's): OPTIMIZERS for a momentum sweep."""
     return {"adamw": OPTIMIZERS["adamw"],
@@ -83,8 +91,13 @@ def trajectories(base, tok, cfg, seed, optimizers=OPTIMIZERS, arm="insecure"):
     at0 = score(base, tok, cfg)
     for name, kw in optimizers.items():
         kw = dict(kw)
-        coast = kw.pop("coast", None)
+        coast, freeze = kw.pop("coast", None), kw.pop("freeze", None)
         model, traj, handles = copy.deepcopy(base), {0: at0}, []
+        if freeze:  # zero gradient on those rows (they also leave the clipping norm)
+            w = dict(model.named_parameters())[freeze[0]]
+            keep = torch.ones_like(w)
+            keep[freeze[1] * w.shape[1]:(freeze[1] + 1) * w.shape[1]] = 0
+            handles.append(w.register_hook(lambda g, keep=keep: g * keep))
 
         def on_eval(step):
             traj[step] = score(model, tok, cfg)
@@ -181,12 +194,14 @@ def main(argv):
     outs = [a for a in argv if a.startswith("--out=")]
     froms = [a for a in argv if a.startswith("--from=")]
     sweep = [a for a in argv if a.startswith("--beta1=")]
+    frozen = [a for a in argv if a == "--frozen"]
     runs = [Path(a) for a in argv if not a.startswith("--")]
-    if (len(outs) + len(froms) + len(sweep) + len(runs) != len(argv) or (not runs) == (not froms)
-            or froms and (outs or sweep or len(froms) > 1) or len(sweep) > 1):
+    if (len(outs) + len(froms) + len(sweep) + len(frozen) + len(runs) != len(argv) or (not runs) == (not froms)
+            or froms and (outs or sweep or frozen or len(froms) > 1) or len(sweep) + len(frozen) > 1):
         sys.exit(__doc__)
     try:
-        optimizers = beta1_sweep([float(b) for b in sweep[0][len("--beta1="):].split(",")]) if sweep else OPTIMIZERS
+        optimizers = (beta1_sweep([float(b) for b in sweep[0][len("--beta1="):].split(",")]) if sweep
+                      else FROZEN if frozen else OPTIMIZERS)
     except ValueError:
         sys.exit(f"--beta1 takes numbers in [0, 1) separated by commas, not {sweep[0]!r}")
     if not all(0 <= kw["betas"][0] < 1 for kw in optimizers.values() if "betas" in kw):

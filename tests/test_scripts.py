@@ -617,6 +617,21 @@ def test_em_optimizer_parts_coasts_on_adamws_moments_and_splits_the_late_update(
     refused(call, "em_optimizer_parts", str(tmp_path), f"--out={held}", match="other runs or optimizers")
 
 
+def test_em_optimizer_parts_frozen_rows_stay_as_the_base_has_them():
+    op = script("em_optimizer_parts")
+    tok = W.build_tokenizer()
+    base = tiny_gpt(tok)
+    cfg = EM.Config(n_layer=2, n_embd=16, block_size=64, n_examples=12, ft_lr=1e-2)
+    # run under the name "adamw" so that its weights are kept: block 0's value rows frozen, the rest trained
+    _, snaps = op.trajectories(base, tok, cfg, 0, {"adamw": op.FROZEN["frozen_v0"]})
+    w0, C = base.blocks[0].attn.qkv.weight, 16
+    assert torch.equal(snaps[20]["blocks.0.attn.qkv.weight"][2 * C:], w0[2 * C:])
+    assert not torch.equal(snaps[20]["blocks.0.attn.qkv.weight"][:2 * C], w0[:2 * C])
+    assert not torch.equal(snaps[20]["blocks.1.attn.qkv.weight"], base.blocks[1].attn.qkv.weight)
+    assert list(op.FROZEN) == ["adamw", "frozen_v0", "frozen_v1"]
+    refused(lambda *a: op.main(list(a)), "out/run", "--frozen", "--beta1=0.5")  # one set of optimizers at a time
+
+
 def test_em_optimizer_parts_checks_adamw_against_the_runs_own_trajectory(tmp_path):
     op = script("em_optimizer_parts")
     (tmp_path / "unit_world_5.json").write_text(json.dumps(
