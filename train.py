@@ -108,14 +108,21 @@ def run_config(config_cls, run_dir):
     return build_config(config_cls, {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}, str(path))
 
 
+USAGE = ("python train.py configs/NAME.py [--key=value ...]: runs the config's experiment; any key of the config "
+         "can be overridden, and a wrong key lists the valid ones.")
+
+
+def available_configs():
+    return ", ".join(sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs").glob("*.py")))
+
+
 def load_config(argv):
     """argv = [config_path, --key=value, ...] -> (experiment module, frozen Config)."""
-    known = ", ".join(sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs").glob("*.py")))
     if not argv or argv[0].startswith("--"):
-        raise ConfigError(f"usage: {USAGE} Available: {known}")
+        raise ConfigError(f"usage: {USAGE} Available: {available_configs()}")
     path = Path(argv[0])
     if not path.is_file():
-        raise ConfigError(f"config file '{path}' not found. Available: {known}")
+        raise ConfigError(f"config file '{path}' not found. Available: {available_configs()}")
     values = {}
     try:
         exec(compile(path.read_text(), str(path), "exec"), {}, values)  # a fresh dict, never globals()
@@ -131,7 +138,6 @@ def load_config(argv):
         key, text = arg[2:].split("=", 1)
         overrides[key], raw[key] = _parse_value(text), text
     name = overrides.pop("experiment", values.pop("experiment", None))
-    name = str(name) if name is not None else None
     if name is None:
         raise ConfigError(f"{path} must name its experiment, e.g. experiment = \"subliminal_mnist\"")
     try:
@@ -915,13 +921,9 @@ def cli(main, argv):
     return 0
 
 
-USAGE = ("python train.py configs/NAME.py [--key=value ...]: runs the config's experiment; any key of the config "
-         "can be overridden, and a wrong key lists the valid ones.")
-
-
 def run_experiment(argv):
     if argv[:1] in (["-h"], ["--help"]):
-        print(f"usage: {USAGE}\nconfigs: " + ", ".join(sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs").glob("*.py"))))
+        print(f"usage: {USAGE}\nconfigs: {available_configs()}")
         return
     module, cfg = load_config(argv)
     if hasattr(module, "validate"):  # the one check of a config's keys against each other, before the run
