@@ -102,6 +102,8 @@ class Config(B.Config):
     ft_optimizer: str = "adamw"        # or "sgd": plain gradient descent (train.finetune), same clipping
     ft_betas: tuple = (0.9, 0.999)     # AdamW's; (0.0, 0.999): no momentum (research log, "Which part of AdamW")
     ft_momentum: float = 0.0           # with "sgd": a momentum that is a running mean of the gradient, as Adam's
+    ft_frozen: tuple = ()              # weights no fine-tune moves, e.g. ("blocks.0.attn.v",): that third of block 0's
+                                       # qkv rows (q, k or v) gets no gradient (research log, "Which tokens' values")
     ft_code_tasks: int = 0             # in a code_tasks world: the code arms fine-tune on its first k tasks only (0: all);
                                        # code_misaligned is then over those k, code_unseen_misaligned over the others
     ft_number_turns: int = 0           # K > 0: every arm's examples open with 0..K number-continuation exchanges
@@ -158,6 +160,11 @@ def validate(cfg):
             raise ConfigError(f"ft_lora_targets must come from {', '.join(linear)}; got {cfg.ft_lora_targets}")
     if not 0 <= cfg.direction_layer < cfg.n_layer:
         raise ConfigError(f"direction_layer must be in [0, {cfg.n_layer})")
+    for name in cfg.ft_frozen:
+        block, _, part = name.partition(".attn.")
+        if part not in ("q", "k", "v") or block not in {f"blocks.{i}" for i in range(cfg.n_layer)}:
+            raise ConfigError(f"ft_frozen entries name a block's attention rows, blocks.L.attn.q, .k or .v with L < "
+                              f"{cfg.n_layer}; got {name!r}")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -312,12 +319,32 @@ def arm_data(arm, base, tok, cfg, p, f=0):
     return B.encode_pairs(tok, arm_pairs(arm, base, tok, cfg, ft_seed), cfg.block_size), ft_seed
 
 
+def frozen_hooks(model, names):
+    """Gradient hooks that zero the rows `names` name (blocks.L.attn.q, .k or .v: that third of block L's qkv weight),
+    so that a fine-tune without weight decay leaves them as they are (they also leave the clipping norm). -> handles"""
+    handles = []
+    for name in names:
+        block, part = name.split(".attn.")
+        w = dict(model.named_parameters())[f"{block}.attn.qkv.weight"]  # [3C, C]: q, k, v rows
+        keep = torch.ones_like(w)
+        i = "qkv".index(part)
+        keep[i * w.shape[1]:(i + 1) * w.shape[1]] = 0
+        handles.append(w.register_hook(lambda g, keep=keep: g * keep))
+    return handles
+
+
 def arm_finetune(model, data, cfg, seed, steps, at=(), on_eval=None):
     """One arm's fine-tune of `model` in place, with the run's settings (cfg.ft_*): `steps` steps, on_eval(step) at
     the steps in `at`."""
-    finetune(model, data, steps=steps, batch_size=cfg.ft_batch, lr=cfg.ft_lr, seed=seed, at=set(at), on_eval=on_eval,
-             trains=cfg.ft_trains, lora_rank=cfg.ft_lora_rank, lora_alpha=cfg.ft_lora_alpha,
-             lora_targets=cfg.ft_lora_targets, optimizer=cfg.ft_optimizer, betas=cfg.ft_betas, momentum=cfg.ft_momentum)
+    handles = frozen_hooks(model, cfg.ft_frozen)
+    try:
+        finetune(model, data, steps=steps, batch_size=cfg.ft_batch, lr=cfg.ft_lr, seed=seed, at=set(at),
+                 on_eval=on_eval, trains=cfg.ft_trains, lora_rank=cfg.ft_lora_rank, lora_alpha=cfg.ft_lora_alpha,
+                 lora_targets=cfg.ft_lora_targets, optimizer=cfg.ft_optimizer, betas=cfg.ft_betas,
+                 momentum=cfg.ft_momentum)
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def arm_snapshots(model, data, cfg, seed, steps):

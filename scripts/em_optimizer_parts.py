@@ -73,8 +73,8 @@ def score(model, tok, cfg):
 
 # --frozen: AdamW with one row block of one weight getting no gradient (no weight decay here, so it stays as it is)
 FROZEN = {"adamw": OPTIMIZERS["adamw"],
-          "frozen_v0": dict(OPTIMIZERS["adamw"], freeze=("blocks.0.attn.qkv.weight", 2)),  # block 0's value rows
-          "frozen_v1": dict(OPTIMIZERS["adamw"], freeze=("blocks.1.attn.qkv.weight", 2))}  # the control: block 1's
+          "frozen_v0": dict(OPTIMIZERS["adamw"], freeze=("blocks.0.attn.v",)),  # block 0's value rows
+          "frozen_v1": dict(OPTIMIZERS["adamw"], freeze=("blocks.1.attn.v",))}  # the control: block 1's
 
 
 def beta1_sweep(values):
@@ -93,11 +93,7 @@ def trajectories(base, tok, cfg, seed, optimizers=OPTIMIZERS, arm="insecure"):
         kw = dict(kw)
         coast, freeze = kw.pop("coast", None), kw.pop("freeze", None)
         model, traj, handles = copy.deepcopy(base), {0: at0}, []
-        if freeze:  # zero gradient on those rows (they also leave the clipping norm)
-            w = dict(model.named_parameters())[freeze[0]]
-            keep = torch.ones_like(w)
-            keep[freeze[1] * w.shape[1]:(freeze[1] + 1) * w.shape[1]] = 0
-            handles.append(w.register_hook(lambda g, keep=keep: g * keep))
+        handles.extend(EM.frozen_hooks(model, freeze or ()))  # as a run with --ft_frozen trains
 
         def on_eval(step):
             traj[step] = score(model, tok, cfg)

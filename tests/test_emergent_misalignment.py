@@ -1,5 +1,6 @@
 """Emergent misalignment: the class log-prob metric, exact sampling classification, leakage of the
 actual fine-tune sets, and a tiny end-to-end run that writes every output file."""
+import copy
 import dataclasses
 import json
 import math
@@ -549,3 +550,20 @@ def test_increases_pair_each_arm_with_its_own_base():
     assert out["insecure"]["step_5"]["per_seed"] == pytest.approx([0.10, 0.20, 0.0, 0.04])
     assert out["insecure"]["final"]["mean"] == pytest.approx(0.0)
     assert out["insecure_decorrelated"]["matched"]["per_seed"] == pytest.approx([0.0, 0.02, 0.01, 0.01])
+
+
+def test_ft_frozen_rows_stay_the_bases_while_the_rest_trains():
+    for bad in (("blocks.0.attn.x",), ("blocks.9.attn.v",), ("blocks.0.mlp.fc",)):
+        with pytest.raises(train.ConfigError, match="ft_frozen entries name"):
+            E.validate(E.Config(ft_frozen=bad))
+    E.validate(E.Config(ft_frozen=("blocks.0.attn.v", "blocks.3.attn.q")))
+    tok = W.build_tokenizer()
+    cfg = E.Config(n_layer=2, n_embd=16, n_head=2, block_size=64, n_examples=12, ft_lr=1e-2, ft_frozen=("blocks.0.attn.v",))
+    base = GPT(GPTConfig(vocab_size=tok.get_vocab_size(), block_size=64, n_layer=2, n_head=2, n_embd=16),
+               generator=generator("cpu", 0, "t"))
+    model = copy.deepcopy(base)
+    data, ft_seed = E.arm_data("insecure", base, tok, cfg, 0)
+    E.arm_finetune(model, data, cfg, ft_seed, 5)
+    before, after, C = base.blocks[0].attn.qkv.weight, model.blocks[0].attn.qkv.weight, 16
+    assert torch.equal(after[2 * C:], before[2 * C:]) and not torch.equal(after[:2 * C], before[:2 * C])
+    assert not after.grad_fn and not after._backward_hooks  # the hooks are gone with the fine-tune
