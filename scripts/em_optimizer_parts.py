@@ -110,13 +110,18 @@ def trajectories(base, tok, cfg, seed, optimizers=OPTIMIZERS, arm="insecure"):
     return out, snaps
 
 
-def late_start(base, snaps):
-    """(a copy of the model with adamw's weights at LATE_FROM, adamw's late update {name: last step - LATE_FROM})."""
+def model_at(base, snaps, step):
+    """A copy of the model with adamw's weights at `step` (one of the steps trajectories keeps)."""
     model = copy.deepcopy(base)
     with torch.no_grad():
         for n, p in model.named_parameters():
-            p.copy_(snaps[LATE_FROM][n])
-    return model, {n: snaps[STEPS[-1]][n] - snaps[LATE_FROM][n] for n in snaps[LATE_FROM]}
+            p.copy_(snaps[step][n])
+    return model
+
+
+def late_start(base, snaps):
+    """(a copy of the model with adamw's weights at LATE_FROM, adamw's late update {name: last step - LATE_FROM})."""
+    return model_at(base, snaps, LATE_FROM), {n: snaps[STEPS[-1]][n] - snaps[LATE_FROM][n] for n in snaps[LATE_FROM]}
 
 
 def late_groups(base, tok, cfg, snaps):

@@ -29,7 +29,6 @@ means over the bases with a 95% interval from resampling bases (10,000, seed 0),
 largest in those resamples. Research log: "Which tokens' values".
 """
 import contextlib
-import copy
 import json
 import sys
 from pathlib import Path
@@ -68,8 +67,9 @@ def values_changed(model, tok, dW, kinds):
         if cache.pos == 0:
             marker = torch.zeros_like(k)
             for kind, i in ids.items():
-                marker |= torch.isin(idx, i)
-                k |= torch.isin(idx, i) & (kind in kinds)
+                hit = torch.isin(idx, i)
+                marker |= hit
+                k |= hit & (kind in kinds)
             k |= ~marker & ("question" in kinds)  # left padding too: masked keys, never read
         else:
             k |= "answer" in kinds
@@ -183,8 +183,7 @@ def main(argv):
             C = cfg.n_embd
             model, late = OP.late_start(base, snaps)
             at = {0: off_lp(base, tok, cfg, fmt), OP.LATE_FROM: off_lp(model, tok, cfg, fmt)}
-            end = copy.deepcopy(base)
-            end.load_state_dict(snaps[OP.STEPS[-1]])  # the step-20 weights (the buffers are not saved)
+            end = OP.model_at(base, snaps, OP.STEPS[-1])
             at[OP.STEPS[-1]] = off_lp(end, tok, cfg, fmt)
             rows["late"].append({"run": str(run), "world": p, "update": at[OP.STEPS[-1]] - at[OP.LATE_FROM],
                                  "from": at[OP.LATE_FROM], **increases(model, tok, cfg, late[QKV][2 * C:], fmt)})
