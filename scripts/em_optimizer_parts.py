@@ -191,23 +191,40 @@ def plot(s, path):
     fig.savefig(path, dpi=120)
 
 
-def main(argv):
-    outs = [a for a in argv if a.startswith("--out=")]
-    froms = [a for a in argv if a.startswith("--from=")]
-    sweep = [a for a in argv if a.startswith("--beta1=")]
-    frozen = [a for a in argv if a == "--frozen"]
-    runs = [Path(a) for a in argv if not a.startswith("--")]
-    if (len(outs) + len(froms) + len(sweep) + len(frozen) + len(runs) != len(argv) or (not runs) == (not froms)
-            or froms and (outs or sweep or frozen or len(froms) > 1) or len(sweep) + len(frozen) > 1):
+def read_args(argv):
+    """The run directories and the options as a dict ({"frozen": ""} for the bare flag); anything else: usage."""
+    runs, opts = [], {}
+    for a in argv:
+        if not a.startswith("--"):
+            runs.append(Path(a))
+            continue
+        key, eq, value = a[2:].partition("=")
+        takes_value = key != "frozen"
+        if key not in ("out", "from", "beta1", "frozen") or key in opts or takes_value != bool(value) or eq and not takes_value:
+            sys.exit(__doc__)  # unknown, repeated, a value missing, or one given to the bare --frozen
+        opts[key] = value
+    if not argv:
         sys.exit(__doc__)
+    if bool(runs) == ("from" in opts):
+        sys.exit("give run directories or --from=FILE.json (one of the two)")
+    if "from" in opts and len(opts) > 1:
+        sys.exit("--from redraws a stored analysis: it takes no other option")
+    if "beta1" in opts and "frozen" in opts:
+        sys.exit("--beta1 and --frozen each choose the optimizers: give one of them")
+    return runs, opts
+
+
+def main(argv):
+    runs, opts = read_args(argv)
     try:
-        optimizers = (beta1_sweep([float(b) for b in sweep[0][len("--beta1="):].split(",")]) if sweep
-                      else FROZEN if frozen else OPTIMIZERS)
+        optimizers = (beta1_sweep([float(b) for b in opts["beta1"].split(",")]) if "beta1" in opts
+                      else FROZEN if "frozen" in opts else OPTIMIZERS)
     except ValueError:
-        sys.exit(f"--beta1 takes numbers in [0, 1) separated by commas, not {sweep[0]!r}")
+        sys.exit(f"--beta1 takes numbers in [0, 1) separated by commas, not {opts['beta1']!r}")
     if not all(0 <= kw["betas"][0] < 1 for kw in optimizers.values() if "betas" in kw):
-        sys.exit(f"--beta1 takes numbers in [0, 1), not {sweep[0]!r}")
-    out = Path((froms or outs)[0].split("=", 1)[1]) if froms or outs else runs[0] / "optimizer_parts.json"
+        sys.exit(f"--beta1 takes numbers in [0, 1), not {opts['beta1']!r}")
+    froms = "from" in opts
+    out = Path(opts.get("from") or opts.get("out") or runs[0] / "optimizer_parts.json")
     if froms:  # JSON keys are strings: the steps back to ints
         held = json.loads(out.read_text())
         runs, excluded, rows = held["runs"], held["excluded"], held["per_base"]

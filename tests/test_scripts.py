@@ -5,6 +5,7 @@ import functools
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -615,6 +616,19 @@ def test_em_optimizer_parts_coasts_on_adamws_moments_and_splits_the_late_update(
     assert again["fraction_of_adamw"]["sgd"]["20"] == json.loads(json.dumps(s["fraction_of_adamw"]["sgd"][20]))
     assert held.with_suffix(".png").is_file()
     refused(call, "em_optimizer_parts", str(tmp_path), f"--out={held}", match="other runs or optimizers")
+
+
+def test_em_optimizer_parts_reads_its_options_and_refuses_the_rest(tmp_path):
+    op = script("em_optimizer_parts")
+    runs, opts = op.read_args(["a", "b", "--frozen", "--out=x.json"])
+    assert runs == [Path("a"), Path("b")] and opts == {"frozen": "", "out": "x.json"}
+    assert op.read_args(["--from=x.json"]) == ([], {"from": "x.json"})
+    usage = "Which part of AdamW"
+    for argv, match in [([], usage), (["a", "--bogus"], usage), (["a", "--out=x", "--out=y"], usage),
+                        (["a", "--frozen=1"], usage), (["a", "--out"], usage), (["a", "--beta1="], usage),
+                        (["a", "--from=x"], "one of the two"), (["--out=x"], "one of the two"),
+                        (["--from=x", "--frozen"], "no other option"), (["a", "--beta1=0.5", "--frozen"], "give one")]:
+        refused(op.read_args, *[argv], match=match)
 
 
 def test_em_optimizer_parts_frozen_rows_stay_as_the_base_has_them():
