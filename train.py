@@ -22,6 +22,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -225,7 +226,8 @@ class Run:
             # a key added since that run was made counts at its default (a new key's default is the old behaviour)
             added = json.loads(json.dumps({f.name: f.default for f in dataclasses.fields(cfg)
                                            if f.name not in prev and f.default is not dataclasses.MISSING}))
-            diff = sorted(k for k in set(prev) | set(now) if prev.get(k, added.get(k)) != now.get(k))
+            # out_dir is where the run is, not how it was made: a moved run directory resumes
+            diff = sorted(k for k in (set(prev) | set(now)) - {"out_dir"} if prev.get(k, added.get(k)) != now.get(k))
             if diff:  # resuming under another config would silently mix results
                 raise ConfigError(f"{self.dir} holds a run with another config (differs in: {', '.join(diff)}): "
                                   f"use a new --out_dir, or --resume=False to overwrite")
@@ -260,10 +262,11 @@ class CheckpointError(Exception):
 
 def save_weights(stem, tensors, meta):
     """Write stem.safetensors and stem.json atomically (temp file + rename)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
     stem = Path(stem)
     tmp = stem.with_name(stem.name + ".safetensors.tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+    # bytes written by Python, not save_file: that one creates the file mode 0600, whatever the umask says
+    tmp.write_bytes(save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}))
     os.replace(tmp, stem.with_name(stem.name + ".safetensors"))
     write_json(stem.with_name(stem.name + ".json"), meta)
 
@@ -847,7 +850,9 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
     t_log, steps_since = time.time(), 0
     t_start = time.time()
     model.train()
-    for it in tqdm(range(step, steps), desc=desc, disable=not progress or rank != 0, initial=step, total=steps):
+    # disable=None: a bar on a terminal only, so that a log redirected to a file holds the log lines alone
+    bar_off = True if not progress or rank != 0 else None
+    for it in tqdm(range(step, steps), desc=desc, disable=bar_off, initial=step, total=steps):
         # here step == it: the number of optimizer steps done
         if val is not None and eval_every and step % eval_every == 0:
             val_loss = evaluate()
@@ -929,8 +934,15 @@ def run_experiment(argv):
     if hasattr(module, "validate"):  # the one check of a config's keys against each other, before the run
         # directory exists: a bad config leaves nothing behind
         module.validate(cfg)
+    fresh = not Path(cfg.out_dir).exists()
     run = Run(cfg, module.__name__.split(".")[-1], argv=[sys.argv[0], *argv])
-    module.run(cfg, run)
+    try:
+        module.run(cfg, run)
+    except DataError:
+        # a new run that stopped for its data before making anything leaves no directory behind, as a bad config
+        if fresh and {f.name for f in run.dir.iterdir()} <= {"config.json", "env.json", "metrics.jsonl"}:
+            shutil.rmtree(run.dir)
+        raise
 
 
 def main(argv):

@@ -31,7 +31,8 @@ import torch
 from data import mnist
 from eval import accuracy, fmt_stat, summarize
 from model import SeedMLP, generator, init_mlp_params
-from train import ConfigError, build_config, load_weights, run_config, save_weights, train_classifier, train_distill, write_json
+from train import (CheckpointError, ConfigError, build_config, load_weights, run_config, save_weights, train_classifier,
+                   train_distill, write_json)
 
 CONDITIONS = ("reference", "teacher", "student_aux", "student_all", "cross_aux", "cross_all",
               "cross_head_aux", "cross_head_all")
@@ -228,6 +229,17 @@ def run_group(cfg, seeds, partners, data, device, log):
     return {c: acc[c].tolist() for c in cfg.conditions}, weights
 
 
+def weights_readable(stem):
+    """Whether a finished group's weights load (eval.py needs them): a group whose file was cut short or lost is
+    trained again on resume rather than reported from its accuracies alone."""
+    try:
+        load_weights(stem)
+        return True
+    except CheckpointError as e:
+        print(f"{e}; training the group again")
+        return False
+
+
 def run_cell(cfg, run, data, cell_name, params=None):
     """All seeds of one configuration, in groups of seed_chunk, resuming finished groups -> {cond: STAT}."""
     device = torch.device(cfg.device)
@@ -242,7 +254,7 @@ def run_cell(cfg, run, data, cell_name, params=None):
         done = run.dir / f"{cell_name}_group{gi}_acc.json"
         if cfg.resume and done.exists():
             saved = json.loads(done.read_text())
-            if saved["seeds"] == seeds:
+            if saved["seeds"] == seeds and (not cfg.save_weights or weights_readable(run.dir / f"{cell_name}_group{gi}")):
                 for c in cfg.conditions:
                     per_seed[c] += saved["accuracy"][c]
                 print(f"[{cell_name}] seeds {seeds[0]}..{seeds[-1]}: resumed from {done.name}")

@@ -111,6 +111,10 @@ def test_resolved_config_and_env_written(cfg_file, tmp_path):
     (tmp_path / "run" / "config.json").write_text(json.dumps(old))
     with pytest.raises(ConfigError, match="differs in: init"):
         train.Run(dataclasses.replace(cfg, init="torch"), "subliminal_mnist")
+    # a moved run directory resumes where it now is
+    (tmp_path / "run").rename(tmp_path / "moved")
+    train.Run(dataclasses.replace(cfg, out_dir=str(tmp_path / "moved")), "subliminal_mnist")
+    assert json.loads((tmp_path / "moved" / "config.json").read_text())["out_dir"] == str(tmp_path / "moved")
 
 
 def test_default_out_dir_is_named_after_config(cfg_file):
@@ -166,3 +170,13 @@ def test_eval_given_a_directory_that_is_not_a_run_gets_one_line(tmp_path, capsys
     assert EV.main([str(tmp_path)]) == 2
     assert "has no re-evaluation of a saved run" in capsys.readouterr().err
     assert EV.main([]) == 2 and capsys.readouterr().err.startswith("usage: python eval.py RUN_DIR")
+
+
+def test_bench_help_is_the_chosen_benchmarks_own(capsys):
+    import bench
+    with pytest.raises(SystemExit) as e:
+        bench.main(["gpt", "--help"])
+    assert e.value.code == 0 and "usage: bench.py gpt" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        bench.main(["nothing"])
+    assert e.value.code == 2 and "invalid choice" in capsys.readouterr().err

@@ -109,3 +109,17 @@ def test_download_verifies_md5_and_writes_atomically(tmp_path, monkeypatch):
 def test_unknown_dataset():
     with pytest.raises(DataError, match="choose one of mnist, fashion"):
         mnist.load("data", "cifar")
+
+
+def test_a_run_without_its_data_fails_in_one_line_and_leaves_no_run_directory(tmp_path, capsys):
+    import train
+    from conftest import ROOT
+    out = tmp_path / "runs" / "new"
+    argv = [str(ROOT / "configs" / "subliminal_mnist.py"), f"--data_dir={tmp_path / 'nodata'}", "--download=False",
+            f"--out_dir={out}"]
+    assert train.main(argv) == 2
+    assert "download is off" in capsys.readouterr().err and not out.exists()
+    # an existing run directory is left as it was: it may hold earlier results
+    out.mkdir()
+    (out / "results.json").write_text("{}")
+    assert train.main(argv) == 2 and (out / "results.json").read_text() == "{}"

@@ -1,5 +1,6 @@
 """Tiny end-to-end runs of the subliminal MNIST experiment on the real data (a few seconds each)."""
 import json
+import os
 
 import pytest
 
@@ -10,6 +11,12 @@ from conftest import ROOT, need_data
 TINY = ["--n_train=2000", "--n_noise=512", "--width=64", "--lr=2e-3", "--epochs=2", "--distill_epochs=1", "--n_seeds=2",
         "--batch_size=128", "--device=cpu"]
 CONFIG = str(ROOT / "configs" / "subliminal_mnist.py")
+
+
+def current_umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def run(tmp_path, *overrides, name="run"):
@@ -37,6 +44,13 @@ def test_end_to_end_writes_every_file_and_teacher_beats_chance(tmp_path, capsys)
     # resume: a second run in the same directory reuses the finished seed group and agrees exactly
     out2, res2 = run(tmp_path)
     assert "resumed" in capsys.readouterr().out and res2["conditions"] == res["conditions"]
+    # weights cut short after the group finished: resuming trains the group again, and deterministically so
+    w = out / "main_group0.safetensors"
+    assert w.stat().st_mode & 0o777 == 0o666 & ~current_umask()  # as any file the user writes (save_file: 0600)
+    w.write_bytes(w.read_bytes()[:100])
+    _, res3 = run(tmp_path)
+    printed = capsys.readouterr().out
+    assert "resumed" not in printed and "training the group again" in printed and res3["conditions"] == res["conditions"]
 
     # python eval.py RUN_DIR reloads the saved models and recomputes the same accuracies
     assert evaluate.main([str(out)]) == 0
