@@ -740,3 +740,43 @@ def test_em_value_sources_shares_are_ratios_of_means_over_the_bases(tmp_path):
     refused(lambda *a: vs.main(list(a)), "out/run", "--layer=2")
     refused(lambda *a: vs.main(list(a)), "out/run", "--out=a.json", "--out=b.json")
     assert cli("em_value_sources", str(tmp_path / "none")).stderr.startswith("error: ")  # not a run: one line
+
+
+@torch.no_grad()
+def test_em_bos_vector_is_the_bos_value_change_written_with_each_heads_attention():
+    bv, vs = script("em_bos_vector"), script("em_value_sources")
+    from model import KVCache
+    tok = W.build_tokenizer()
+    model = tiny_gpt(tok)
+    dV = 0.5 * torch.randn(16, 16, generator=generator("cpu", 1, "dV"))
+    idx = torch.tensor([tok.encode("<bos> <asst> <u> what should i do about a cough <a>").ids])
+    names = ["blocks.0.attn_out", "blocks.0.attn.pattern"]
+    fresh = lambda: KVCache(model.cfg, 1, idx.shape[1], "cpu")  # values_changed reads the prompt pass off the cache
+    _, plain = model.run_with_cache(idx, names, cache=fresh())
+    with vs.values_changed(model, tok, dV, ("bos",)):
+        _, changed = model.run_with_cache(idx, names, cache=fresh())
+    # closed form: position t gets sum over heads of (attention to <bos>) x (what the head writes from <bos>)
+    u = bv.bos_write(model, tok, dV)  # [nh, C]
+    a = plain["blocks.0.attn.pattern"][0, :, :, 0]  # [nh, T]
+    want = torch.einsum("ht,hc->tc", a, u)
+    got = changed["blocks.0.attn_out"][0] - plain["blocks.0.attn_out"][0]
+    assert want.abs().max() > 1e-2 and torch.allclose(got, want, atol=1e-5)
+    # the mean attentions of a padded batch are those of each prompt alone
+    prompts = [it.prompt for it in W.eval_items(W.OFF_DOMAINS)]
+    alone = [model.run_with_cache(torch.tensor([tok.encode(p).ids]), names[1:])[1][names[1]][0, :, :, 0]
+             for p in prompts]  # [nh, T] each
+    assert torch.allclose(bv.bos_attention(model, tok, "last"), torch.stack([x[:, -1] for x in alone]).mean(0), atol=1e-6)
+    every = torch.cat([x[:, 1:] for x in alone], 1)  # [nh, all positions after <bos>]
+    assert torch.allclose(bv.bos_attention(model, tok, "mean"), every.mean(1), atol=1e-6)
+
+
+def test_em_bos_vector_summary_is_ratios_of_means_and_paired_differences():
+    bv = script("em_bos_vector")
+    rows = [{"bos_values": b, "vector": 0.9 * b, "along_evil": 0.1 * b, "orthogonal": 0.8 * b, "evil_norm": 0.3 * b,
+             "random_norm": 0.0, "cos": 0.2} for b in (0.1, 0.02, 0.05)]
+    s = bv.summary(rows, n_boot=200)
+    assert s["vector_of_bos_values"]["ratio"] == pytest.approx(0.9) and s["vector_of_bos_values"]["ci95"] == pytest.approx([0.9, 0.9])
+    assert s["evil_norm_of_vector"]["ratio"] == pytest.approx(1 / 3) and s["n_bases"] == 3
+    assert s["vector_minus_evil_norm"]["mean"] == pytest.approx(0.6 * (0.1 + 0.02 + 0.05) / 3)
+    refused(lambda *a: bv.main(list(a)))
+    refused(lambda *a: bv.main(list(a)), "x", "--arm=nothing", match="--arm takes")

@@ -1,0 +1,166 @@
+"""Is the late drift's `<bos>` write a steering vector, and does it point along the evil direction?
+
+    python scripts/em_bos_vector.py RUN_DIR [RUN_DIR ...] [--arm=ARM] [--at=last|mean] [--out=FILE.json]
+    python scripts/em_bos_vector.py --pool FILE.json [FILE.json ...]     # the summary over several --out files
+
+Positions are rotary, so a value in block 0 is a function of its token alone, and `<bos>`'s value is the same vector
+in every document. The late change of block 0's value rows (AdamW's update from step 3 to 20, em_value_sources.py,
+where `<bos>` carries two thirds of its effect) therefore changes head h's `<bos>` value by one fixed vector
+dv_h = dV_h ln_1(e_bos), and writes u_h = W_proj,h dv_h into the residual at every position p, weighted by how much
+head h attends there to `<bos>`, a_h(p). With a_h(p) replaced by its mean at the off-domain prompts' last token
+(`<a>`, where the answer's first token is read), s = sum_h mean(a_h) u_h is one vector: the fine-tune's steering
+vector, if it acts as one. --at=mean: the mean over every position after `<bos>` instead (the pilot's first try; the
+heads that carry the write attend to `<bos>` mostly at `<a>`, so this vector is short).
+
+For every base of the runs (cached, checked as in em_base_pull.py), the insecure arm's fine-tune of seed 0 by AdamW
+(em_optimizer_parts.py), on its step-3 model, by log-prob (the off-domain misaligned mass of the assistant, first
+turn), the increase when adding to block 0's attention output at every position:
+
+    bos_values    not a vector: the late value change at `<bos>` only (em_value_sources.py's `bos`), the reference
+    vector        s
+    along_evil    s's component along the evil direction (e: the unit evil - good direction of the base, block 0's
+                  output, as the experiment computes it)
+    orthogonal    s minus that component
+    evil_norm     |s| e: the evil direction at the learned vector's norm
+    random_norm   a random direction at |s| (seeded by the base)
+
+with cos(s, e), |s| and the mean attentions. Summary over the bases: vector / bos_values (is it a steering vector),
+along_evil / vector and cos (is it the evil direction), vector - evil_norm paired (does it steer better per unit
+norm than the mean difference), each with a 95% interval (ratios: resampling bases, 10,000, seed 0; means and
+paired differences: t over bases). --arm=ARM: another arm's fine-tune (a control). Research log: "the `<bos>`
+write as a steering vector".
+"""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from data import world as W  # noqa: E402
+from data.tokenizer import pad_right  # noqa: E402
+from experiments import emergent_misalignment as EM  # noqa: E402
+from eval import summarize  # noqa: E402
+from em_base_pull import checked_bases  # noqa: E402
+import em_optimizer_parts as OP  # noqa: E402
+import em_value_sources as VS  # noqa: E402
+
+ADDED = ("vector", "along_evil", "orthogonal", "evil_norm", "random_norm")
+
+
+@torch.no_grad()
+def bos_attention(model, tok, where="last"):
+    """Each block-0 head's attention to `<bos>`, mean over the off-domain prompts: at their last token (`<a>`, where
+    the answer's first token is read; where="last") or over every position after `<bos>` (where="mean"): [nh]."""
+    x, real = pad_right([tok.encode(it.prompt).ids for it in W.eval_items(W.OFF_DOMAINS)],
+                        next(model.parameters()).device)  # right-padded: <bos> is column 0 of every row
+    got = {}
+
+    def read(a, name):  # [N, nh, T, T]: keep the <bos> column
+        got["a"] = a[:, :, :, 0]
+    with model.hooks({"blocks.0.attn.pattern": read}):
+        model(x)
+    if where == "last":
+        return got["a"][torch.arange(len(x)), :, real.sum(1) - 1].mean(0)
+    a, keep = got["a"][:, :, 1:], real[:, 1:]  # [N, nh, T-1], [N, T-1]
+    return (a * keep[:, None]).sum((0, 2)) / keep.sum()
+
+
+@torch.no_grad()
+def bos_write(model, tok, dV):
+    """Per head, what block 0's value change dV [C, C] writes from `<bos>` into the residual at full attention:
+    u [nh, C]."""
+    blk, nh = model.blocks[0], model.cfg.n_head
+    e = blk.ln_1(model.wte.weight[tok.token_to_id("<bos>")])  # [C]
+    dv = (dV @ e).view(nh, -1)  # [nh, hs]
+    wp = blk.attn.proj.weight.view(model.cfg.n_embd, nh, -1)  # [C, nh, hs]
+    return torch.einsum("chd,hd->hc", wp, dv)
+
+
+def added(model, tok, cfg, vec):
+    """Off-domain misaligned mass with vec [C] added to block 0's attention output at every position."""
+    with model.hooks({"blocks.0.attn_out": lambda h, name: h + vec}):
+        return VS.off_lp(model, tok, cfg)
+
+
+def base_row(cfg, p, base, tok, arm, at="last"):
+    """Every number of the docstring for one base."""
+    _, snaps = OP.trajectories(base, tok, cfg, p, {"adamw": OP.OPTIMIZERS["adamw"]}, arm)
+    model, late = OP.late_start(base, snaps)
+    C = cfg.n_embd
+    dV = late[VS.QKV][2 * C:]
+    means = EM.doc_means(base, tok, cfg, p)
+    e = means["evil"][0] - means["good"][0]
+    e = e / e.norm()
+    abar = bos_attention(model, tok, at)
+    u = bos_write(model, tok, dV)
+    s = abar @ u  # [C]
+    rand = torch.randn(C, generator=torch.Generator().manual_seed(p))
+    vecs = {"vector": s, "along_evil": (s @ e) * e, "orthogonal": s - (s @ e) * e, "evil_norm": s.norm() * e,
+            "random_norm": s.norm() * rand / rand.norm()}
+    off0 = VS.off_lp(model, tok, cfg)
+    with VS.values_changed(model, tok, dV, ("bos",)):
+        row = {"bos_values": VS.off_lp(model, tok, cfg) - off0}
+    row.update({k: added(model, tok, cfg, v) - off0 for k, v in vecs.items()})
+    return {**row, "from": off0, "cos": float(s @ e / s.norm()), "norm": float(s.norm()),
+            "attention": abar.tolist(), "head_cos": [float(v @ e / v.norm()) for v in u]}
+
+
+def summary(rows, n_boot=10_000, seed=0):
+    col = lambda k: np.array([r[k] for r in rows])
+    idx = np.random.default_rng(seed).integers(0, len(rows), (n_boot, len(rows)))
+
+    def ratio(a, b):
+        boot = col(a)[idx].sum(1) / col(b)[idx].sum(1)
+        return {"ratio": float(col(a).sum() / col(b).sum()),
+                "ci95": [float(x) for x in np.percentile(boot, [2.5, 97.5])]}
+    return {"n_bases": len(rows), "mean": {k: summarize(col(k).tolist()) for k in ("bos_values", *ADDED, "cos")},
+            "vector_of_bos_values": ratio("vector", "bos_values"), "along_evil_of_vector": ratio("along_evil", "vector"),
+            "evil_norm_of_vector": ratio("evil_norm", "vector"),
+            "vector_minus_evil_norm": summarize((col("vector") - col("evil_norm")).tolist())}
+
+
+def main(argv):
+    flags = [a for a in argv if a.startswith("--")]
+    opts = dict(a[2:].split("=", 1) for a in flags if "=" in a)
+    runs, pool = [a for a in argv if not a.startswith("--")], flags == ["--pool"]
+    if not runs or not pool and (len(opts) != len(flags) or set(opts) - {"out", "arm", "at"}):
+        sys.exit(__doc__)
+    arm = opts.get("arm", "insecure")
+    if arm not in EM.ARMS:
+        sys.exit(f"--arm takes one of {', '.join(EM.ARMS)}, not {arm!r}")
+    at = opts.get("at", "last")
+    if at not in ("last", "mean"):
+        sys.exit(f"--at takes last (the default) or mean, not {at!r}")
+    rows = []
+    if pool:
+        rows = [r for f in runs for r in json.loads(Path(f).read_text())["per_base"]]
+        runs = []
+    torch.set_num_threads(1)  # as the runs' fine-tunes: the same trajectories
+    for run in map(Path, runs):
+        for cfg, p, base, tok in checked_bases(run, []):
+            rows.append({"run": str(run), "world": p, **base_row(cfg, p, base, tok, arm, at)})
+            r = rows[-1]
+            print(f"{run.name} world {p}, {arm}: cos(s, evil) {r['cos']:+.2f}, |s| {r['norm']:.3f}; increase, points: "
+                  + ", ".join(f"{k} {100 * r[k]:+.2f}" for k in ("bos_values", *ADDED)), flush=True)
+    s = summary(rows)
+    if "out" in opts:
+        Path(opts["out"]).write_text(json.dumps({"arm": arm, "at": at, "summary": s, "per_base": rows}, indent=1))
+    m = s["mean"]
+    print(f"\n{s['n_bases']} bases, {arm} fine-tune's late <bos> write, added to step 3's model; off-domain increase, "
+          "points, mean [95% CI over bases]:")
+    print("| added | increase |\n|---|---|")
+    for k in ("bos_values", *ADDED):
+        print(f"| {k} | {100 * m[k]['mean']:+.2f} [{100 * m[k]['ci95'][0]:+.2f}, {100 * m[k]['ci95'][1]:+.2f}] |")
+    f = lambda q: f"{s[q]['ratio']:.2f} [{s[q]['ci95'][0]:.2f}, {s[q]['ci95'][1]:.2f}]"
+    d = s["vector_minus_evil_norm"]
+    print(f"vector / bos_values {f('vector_of_bos_values')}; along_evil / vector {f('along_evil_of_vector')}; "
+          f"evil_norm / vector {f('evil_norm_of_vector')}; cos(s, evil) {m['cos']['mean']:+.3f} "
+          f"[{m['cos']['ci95'][0]:+.3f}, {m['cos']['ci95'][1]:+.3f}]; vector - evil_norm {100 * d['mean']:+.2f} "
+          f"[{100 * d['ci95'][0]:+.2f}, {100 * d['ci95'][1]:+.2f}] points")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
