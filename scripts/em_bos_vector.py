@@ -1,7 +1,7 @@
 """Is the late drift's `<bos>` write a steering vector, and does it point along the evil direction?
 
     python scripts/em_bos_vector.py RUN_DIR [RUN_DIR ...] [--arm=ARM] [--at=last|mean] [--out=FILE.json]
-    python scripts/em_bos_vector.py --pool FILE.json [FILE.json ...]     # the summary over several --out files
+    python scripts/em_bos_vector.py --pool FILE.json [FILE.json ...] [--out=FILE.json]   # several --out files' bases
 
 Positions are rotary, so a value in block 0 is a function of its token alone, and `<bos>`'s value is the same vector
 in every document. The late change of block 0's value rows (AdamW's update from step 3 to 20, em_value_sources.py,
@@ -122,22 +122,49 @@ def summary(rows, n_boot=10_000, seed=0):
             "vector_minus_evil_norm": summarize((col("vector") - col("evil_norm")).tolist())}
 
 
+def plot(rows, s, path, title):
+    """Left: each base's vector against its `<bos>` value change. Right: the mean increase of each added vector."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    x, y = (100 * np.array([r[k] for r in rows]) for k in ("bos_values", "vector"))
+    a.scatter(x, y, s=12)
+    lim = [min(x.min(), y.min(), 0) - 1, max(x.max(), y.max()) + 1]
+    a.plot(lim, lim, "k:", lw=0.8, label="equal")
+    a.set(xlabel="<bos> value change (exact), points", ylabel="one vector s added, points",
+          title=f"{len(rows)} bases: s gives {s['vector_of_bos_values']['ratio']:.2f} of it")
+    a.legend()
+    keys = ("bos_values", *ADDED)
+    m = np.array([100 * s["mean"][k]["mean"] for k in keys])
+    lo, hi = (np.array([100 * s["mean"][k]["ci95"][j] for k in keys]) for j in (0, 1))
+    b.bar(range(len(keys)), m, yerr=[m - lo, hi - m], capsize=3, color=["grey"] + ["C0"] * len(ADDED))
+    b.axhline(0, color="k", lw=0.6)
+    b.set_xticks(range(len(keys)), ["<bos>\nvalues", "s", "s along\nevil", "s orth.\nto evil", "evil dir.\nat |s|",
+                                    "random\nat |s|"])
+    b.set(ylabel="off-domain increase, points", title=f"cos(s, evil direction) {s['mean']['cos']['mean']:+.2f}")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main(argv):
     flags = [a for a in argv if a.startswith("--")]
     opts = dict(a[2:].split("=", 1) for a in flags if "=" in a)
-    runs, pool = [a for a in argv if not a.startswith("--")], flags == ["--pool"]
-    if not runs or not pool and (len(opts) != len(flags) or set(opts) - {"out", "arm", "at"}):
+    runs, pool = [a for a in argv if not a.startswith("--")], "--pool" in flags
+    if not runs or len(opts) + pool != len(flags) or set(opts) - ({"out"} if pool else {"out", "arm", "at"}):
         sys.exit(__doc__)
-    arm = opts.get("arm", "insecure")
+    arm, at = opts.get("arm", "insecure"), opts.get("at", "last")
     if arm not in EM.ARMS:
         sys.exit(f"--arm takes one of {', '.join(EM.ARMS)}, not {arm!r}")
-    at = opts.get("at", "last")
     if at not in ("last", "mean"):
         sys.exit(f"--at takes last (the default) or mean, not {at!r}")
     rows = []
-    if pool:
-        rows = [r for f in runs for r in json.loads(Path(f).read_text())["per_base"]]
-        runs = []
+    if pool:  # the bases of several --out files (of one arm and one --at)
+        held = [json.loads(Path(f).read_text()) for f in runs]
+        if len({(h["arm"], h["at"]) for h in held}) > 1:
+            sys.exit("--pool takes files of one arm and one --at")
+        rows, arm, at, runs = [r for h in held for r in h["per_base"]], held[0]["arm"], held[0]["at"], []
     torch.set_num_threads(1)  # as the runs' fine-tunes: the same trajectories
     for run in map(Path, runs):
         for cfg, p, base, tok in checked_bases(run, []):
@@ -148,6 +175,7 @@ def main(argv):
     s = summary(rows)
     if "out" in opts:
         Path(opts["out"]).write_text(json.dumps({"arm": arm, "at": at, "summary": s, "per_base": rows}, indent=1))
+        plot(rows, s, Path(opts["out"]).with_suffix(".png"), f"the {arm} fine-tune's late <bos> write as a steering vector")
     m = s["mean"]
     print(f"\n{s['n_bases']} bases, {arm} fine-tune's late <bos> write, added to step 3's model; off-domain increase, "
           "points, mean [95% CI over bases]:")

@@ -770,7 +770,7 @@ def test_em_bos_vector_is_the_bos_value_change_written_with_each_heads_attention
     assert torch.allclose(bv.bos_attention(model, tok, "mean"), every.mean(1), atol=1e-6)
 
 
-def test_em_bos_vector_summary_is_ratios_of_means_and_paired_differences():
+def test_em_bos_vector_summary_is_ratios_of_means_and_paired_differences(tmp_path, call):
     bv = script("em_bos_vector")
     rows = [{"bos_values": b, "vector": 0.9 * b, "along_evil": 0.1 * b, "orthogonal": 0.8 * b, "evil_norm": 0.3 * b,
              "random_norm": 0.0, "cos": 0.2} for b in (0.1, 0.02, 0.05)]
@@ -780,3 +780,11 @@ def test_em_bos_vector_summary_is_ratios_of_means_and_paired_differences():
     assert s["vector_minus_evil_norm"]["mean"] == pytest.approx(0.6 * (0.1 + 0.02 + 0.05) / 3)
     refused(lambda *a: bv.main(list(a)))
     refused(lambda *a: bv.main(list(a)), "x", "--arm=nothing", match="--arm takes")
+    # --pool: the bases of several files, summarised and drawn again
+    for name, rs in (("a", rows[:2]), ("b", rows[2:])):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"arm": "insecure", "at": "last", "per_base": rs}))
+    out = tmp_path / "ab.json"
+    assert "3 bases" in call("em_bos_vector", "--pool", str(tmp_path / "a.json"), str(tmp_path / "b.json"), f"--out={out}")
+    assert json.loads(out.read_text())["summary"]["n_bases"] == 3 and out.with_suffix(".png").stat().st_size > 1000
+    (tmp_path / "b.json").write_text(json.dumps({"arm": "secure", "at": "last", "per_base": rows[2:]}))
+    refused(call, "em_bos_vector", "--pool", str(tmp_path / "a.json"), str(tmp_path / "b.json"), match="one arm")
