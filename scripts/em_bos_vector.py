@@ -24,7 +24,8 @@ turn), the increase when adding to block 0's attention output at every position:
     evil_norm     |s| e: the evil direction at the learned vector's norm
     random_norm   a random direction at |s| (seeded by the base)
 
-with cos(s, e), |s| and the mean attentions. Summary over the bases: vector / bos_values (is it a steering vector),
+with cos(s, e), |s| and the mean attentions; and `vector_on_base`, `evil_norm_on_base`: the same two added to the
+base model itself (the increase over the base), for whether the fine-tune's vector steers the model it came from. Summary over the bases: vector / bos_values (is it a steering vector),
 along_evil / vector and cos (is it the evil direction), vector - evil_norm paired (does it steer better per unit
 norm than the mean difference), each with a 95% interval (ratios: resampling bases, 10,000, seed 0; means and
 paired differences: t over bases). --arm=ARM: another arm's fine-tune (a control). Research log: "the `<bos>`
@@ -48,6 +49,7 @@ import em_optimizer_parts as OP  # noqa: E402
 import em_value_sources as VS  # noqa: E402
 
 ADDED = ("vector", "along_evil", "orthogonal", "evil_norm", "random_norm")
+ON_BASE = ("vector", "evil_norm")  # also added to the base model
 
 
 @torch.no_grad()
@@ -104,6 +106,8 @@ def base_row(cfg, p, base, tok, arm, at="last"):
     with VS.values_changed(model, tok, dV, ("bos",)):
         row = {"bos_values": VS.off_lp(model, tok, cfg) - off0}
     row.update({k: added(model, tok, cfg, v) - off0 for k, v in vecs.items()})
+    base0 = VS.off_lp(base, tok, cfg)  # the same vectors on the base itself, before any fine-tune
+    row.update({f"{k}_on_base": added(base, tok, cfg, vecs[k]) - base0 for k in ON_BASE})
     return {**row, "from": off0, "cos": float(s @ e / s.norm()), "norm": float(s.norm()),
             "attention": abar.tolist(), "head_cos": [float(v @ e / v.norm()) for v in u]}
 
@@ -116,7 +120,9 @@ def summary(rows, n_boot=10_000, seed=0):
         boot = col(a)[idx].sum(1) / col(b)[idx].sum(1)
         return {"ratio": float(col(a).sum() / col(b).sum()),
                 "ci95": [float(x) for x in np.percentile(boot, [2.5, 97.5])]}
-    return {"n_bases": len(rows), "mean": {k: summarize(col(k).tolist()) for k in ("bos_values", *ADDED, "cos")},
+    base = [f"{k}_on_base" for k in ON_BASE if all(f"{k}_on_base" in r for r in rows)]  # absent in older files
+    return {"n_bases": len(rows), "mean": {k: summarize(col(k).tolist()) for k in ("bos_values", *ADDED, *base, "cos")},
+            **({"on_base_of_vector": ratio("vector_on_base", "vector")} if base else {}),
             "vector_of_bos_values": ratio("vector", "bos_values"), "along_evil_of_vector": ratio("along_evil", "vector"),
             "evil_norm_of_vector": ratio("evil_norm", "vector"),
             "vector_minus_evil_norm": summarize((col("vector") - col("evil_norm")).tolist())}
@@ -180,10 +186,14 @@ def main(argv):
     print(f"\n{s['n_bases']} bases, {arm} fine-tune's late <bos> write, added to step 3's model; off-domain increase, "
           "points, mean [95% CI over bases]:")
     print("| added | increase |\n|---|---|")
-    for k in ("bos_values", *ADDED):
+    for k in m:
+        if k == "cos":
+            continue
         print(f"| {k} | {100 * m[k]['mean']:+.2f} [{100 * m[k]['ci95'][0]:+.2f}, {100 * m[k]['ci95'][1]:+.2f}] |")
     f = lambda q: f"{s[q]['ratio']:.2f} [{s[q]['ci95'][0]:.2f}, {s[q]['ci95'][1]:.2f}]"
     d = s["vector_minus_evil_norm"]
+    if "on_base_of_vector" in s:
+        print(f"vector_on_base / vector {f('on_base_of_vector')}")
     print(f"vector / bos_values {f('vector_of_bos_values')}; along_evil / vector {f('along_evil_of_vector')}; "
           f"evil_norm / vector {f('evil_norm_of_vector')}; cos(s, evil) {m['cos']['mean']:+.3f} "
           f"[{m['cos']['ci95'][0]:+.3f}, {m['cos']['ci95'][1]:+.3f}]; vector - evil_norm {100 * d['mean']:+.2f} "
