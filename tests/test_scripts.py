@@ -778,6 +778,9 @@ def test_em_bos_vector_summary_is_ratios_of_means_and_paired_differences(tmp_pat
     assert s["vector_of_bos_values"]["ratio"] == pytest.approx(0.9) and s["vector_of_bos_values"]["ci95"] == pytest.approx([0.9, 0.9])
     assert s["evil_norm_of_vector"]["ratio"] == pytest.approx(1 / 3) and s["n_bases"] == 3
     assert s["vector_minus_evil_norm"]["mean"] == pytest.approx(0.6 * (0.1 + 0.02 + 0.05) / 3)
+    assert "on_base_of_vector" not in s  # files written before the base was steered too
+    s = bv.summary([dict(r, vector_on_base=0.5 * r["vector"], evil_norm_on_base=0.0) for r in rows], n_boot=200)
+    assert s["on_base_of_vector"]["ratio"] == pytest.approx(0.5) and s["mean"]["evil_norm_on_base"]["mean"] == 0
     refused(lambda *a: bv.main(list(a)))
     refused(lambda *a: bv.main(list(a)), "x", "--arm=nothing", match="--arm takes")
     # --pool: the bases of several files, summarised and drawn again
