@@ -934,14 +934,16 @@ def run_experiment(argv):
     if hasattr(module, "validate"):  # the one check of a config's keys against each other, before the run
         # directory exists: a bad config leaves nothing behind
         module.validate(cfg)
-    fresh = not Path(cfg.out_dir).exists()
+    out = Path(cfg.out_dir).absolute()
+    created = [d for d in (out, *out.parents) if not d.exists()]  # what Run's mkdir will make, deepest first
     run = Run(cfg, module.__name__.split(".")[-1], argv=[sys.argv[0], *argv])
     try:
         module.run(cfg, run)
     except DataError:
         # a new run that stopped for its data before making anything leaves no directory behind, as a bad config
-        if fresh and {f.name for f in run.dir.iterdir()} <= {"config.json", "env.json", "metrics.jsonl"}:
-            shutil.rmtree(run.dir)
+        made = {f.name: f.stat().st_size for f in run.dir.iterdir()}
+        if created and set(made) <= {"config.json", "env.json", "metrics.jsonl"} and not made.get("metrics.jsonl"):
+            shutil.rmtree(created[-1])
         raise
 
 

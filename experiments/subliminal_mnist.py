@@ -236,7 +236,7 @@ def weights_readable(stem):
         load_weights(stem)
         return True
     except CheckpointError as e:
-        print(f"{e}; training the group again")
+        print(f"[{stem.name}] its finished weights do not load, so the group is trained again ({e})")
         return False
 
 

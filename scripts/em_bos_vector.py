@@ -25,11 +25,11 @@ turn), the increase when adding to block 0's attention output at every position:
     random_norm   a random direction at |s| (seeded by the base)
 
 with cos(s, e), |s| and the mean attentions; and `vector_on_base`, `evil_norm_on_base`: the same two added to the
-base model itself (the increase over the base), for whether the fine-tune's vector steers the model it came from. Summary over the bases: vector / bos_values (is it a steering vector),
-along_evil / vector and cos (is it the evil direction), vector - evil_norm paired (does it steer better per unit
-norm than the mean difference), each with a 95% interval (ratios: resampling bases, 10,000, seed 0; means and
-paired differences: t over bases). --arm=ARM: another arm's fine-tune (a control). Research log: "the `<bos>`
-write as a steering vector".
+base model itself (the increase over the base), for whether the fine-tune's vector steers the model it came from.
+Summary over the bases: vector / bos_values (is it a steering vector), along_evil / vector and cos (is it the evil
+direction), vector - evil_norm paired (does it steer better per unit norm than the mean difference), vector_on_base
+/ vector, each with a 95% interval (ratios: resampling bases, 10,000, seed 0; means and paired differences: t over
+bases). --arm=ARM: another arm's fine-tune (a control). Research log: "The `<bos>` write as a steering vector".
 """
 import json
 import sys
@@ -44,6 +44,7 @@ from data import world as W  # noqa: E402
 from data.tokenizer import pad_right  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from eval import summarize  # noqa: E402
+from train import cli  # noqa: E402
 from em_base_pull import checked_bases  # noqa: E402
 import em_optimizer_parts as OP  # noqa: E402
 import em_value_sources as VS  # noqa: E402
@@ -55,7 +56,8 @@ ON_BASE = ("vector", "evil_norm")  # also added to the base model
 @torch.no_grad()
 def bos_attention(model, tok, where="last"):
     """Each block-0 head's attention to `<bos>`, mean over the off-domain prompts: at their last token (`<a>`, where
-    the answer's first token is read; where="last") or over every position after `<bos>` (where="mean"): [nh]."""
+    the answer's first token is read; where="last") or pooled over every position after `<bos>` of every prompt
+    (where="mean", so a longer prompt counts more): [nh]."""
     x, real = pad_right([tok.encode(it.prompt).ids for it in W.eval_items(W.OFF_DOMAINS)],
                         next(model.parameters()).device)  # right-padded: <bos> is column 0 of every row
     got = {}
@@ -99,7 +101,7 @@ def base_row(cfg, p, base, tok, arm, at="last"):
     abar = bos_attention(model, tok, at)
     u = bos_write(model, tok, dV)
     s = abar @ u  # [C]
-    rand = torch.randn(C, generator=torch.Generator().manual_seed(p))
+    rand = torch.randn(C, generator=torch.Generator().manual_seed(p)).to(s.device)
     vecs = {"vector": s, "along_evil": (s @ e) * e, "orthogonal": s - (s @ e) * e, "evil_norm": s.norm() * e,
             "random_norm": s.norm() * rand / rand.norm()}
     off0 = VS.off_lp(model, tok, cfg)
@@ -123,7 +125,8 @@ def summary(rows, n_boot=10_000, seed=0):
     base = [f"{k}_on_base" for k in ON_BASE if all(f"{k}_on_base" in r for r in rows)]  # absent in older files
     return {"n_bases": len(rows), "mean": {k: summarize(col(k).tolist()) for k in ("bos_values", *ADDED, *base, "cos")},
             **({"on_base_of_vector": ratio("vector_on_base", "vector")} if base else {}),
-            "vector_of_bos_values": ratio("vector", "bos_values"), "along_evil_of_vector": ratio("along_evil", "vector"),
+            "vector_of_bos_values": ratio("vector", "bos_values"),
+            "along_evil_of_vector": ratio("along_evil", "vector"),
             "evil_norm_of_vector": ratio("evil_norm", "vector"),
             "vector_minus_evil_norm": summarize((col("vector") - col("evil_norm")).tolist())}
 
@@ -165,12 +168,16 @@ def main(argv):
         sys.exit(f"--arm takes one of {', '.join(EM.ARMS)}, not {arm!r}")
     if at not in ("last", "mean"):
         sys.exit(f"--at takes last (the default) or mean, not {at!r}")
+    if "out" in opts and not (opts["out"] and Path(opts["out"]).parent.is_dir()):  # say so before the work, not after
+        sys.exit(f"--out needs a file in an existing directory, not {opts['out']!r}")
     rows = []
     if pool:  # the bases of several --out files (of one arm and one --at)
         held = [json.loads(Path(f).read_text()) for f in runs]
         if len({(h["arm"], h["at"]) for h in held}) > 1:
             sys.exit("--pool takes files of one arm and one --at")
         rows, arm, at, runs = [r for h in held for r in h["per_base"]], held[0]["arm"], held[0]["at"], []
+        if len({(r["run"], r["world"]) for r in rows}) < len(rows):
+            sys.exit("--pool: a base appears twice (the same file given twice?)")
     torch.set_num_threads(1)  # as the runs' fine-tunes: the same trajectories
     for run in map(Path, runs):
         for cfg, p, base, tok in checked_bases(run, []):
@@ -181,7 +188,8 @@ def main(argv):
     s = summary(rows)
     if "out" in opts:
         Path(opts["out"]).write_text(json.dumps({"arm": arm, "at": at, "summary": s, "per_base": rows}, indent=1))
-        plot(rows, s, Path(opts["out"]).with_suffix(".png"), f"the {arm} fine-tune's late <bos> write as a steering vector")
+        title = f"the {arm} fine-tune's late <bos> write as a steering vector"
+        plot(rows, s, Path(opts["out"]).with_suffix(".png"), title)
     m = s["mean"]
     print(f"\n{s['n_bases']} bases, {arm} fine-tune's late <bos> write, added to step 3's model; off-domain increase, "
           "points, mean [95% CI over bases]:")
@@ -201,4 +209,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(cli(main, sys.argv[1:]))

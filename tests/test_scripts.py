@@ -628,7 +628,7 @@ def test_em_optimizer_parts_reads_its_options_and_refuses_the_rest(tmp_path):
                         (["a", "--frozen=1"], usage), (["a", "--out"], usage), (["a", "--beta1="], usage),
                         (["a", "--from=x"], "one of the two"), (["--out=x"], "one of the two"),
                         (["--from=x", "--frozen"], "no other option"), (["a", "--beta1=0.5", "--frozen"], "give one")]:
-        refused(op.read_args, *[argv], match=match)
+        refused(op.read_args, argv, match=match)
 
 
 def test_em_optimizer_parts_frozen_rows_stay_as_the_base_has_them():
@@ -773,7 +773,7 @@ def test_em_bos_vector_is_the_bos_value_change_written_with_each_heads_attention
 def test_em_bos_vector_summary_is_ratios_of_means_and_paired_differences(tmp_path, call):
     bv = script("em_bos_vector")
     rows = [{"bos_values": b, "vector": 0.9 * b, "along_evil": 0.1 * b, "orthogonal": 0.8 * b, "evil_norm": 0.3 * b,
-             "random_norm": 0.0, "cos": 0.2} for b in (0.1, 0.02, 0.05)]
+             "random_norm": 0.0, "cos": 0.2, "run": "r", "world": w} for w, b in enumerate((0.1, 0.02, 0.05))]
     s = bv.summary(rows, n_boot=200)
     assert s["vector_of_bos_values"]["ratio"] == pytest.approx(0.9) and s["vector_of_bos_values"]["ci95"] == pytest.approx([0.9, 0.9])
     assert s["evil_norm_of_vector"]["ratio"] == pytest.approx(1 / 3) and s["n_bases"] == 3
@@ -791,3 +791,5 @@ def test_em_bos_vector_summary_is_ratios_of_means_and_paired_differences(tmp_pat
     assert json.loads(out.read_text())["summary"]["n_bases"] == 3 and out.with_suffix(".png").stat().st_size > 1000
     (tmp_path / "b.json").write_text(json.dumps({"arm": "secure", "at": "last", "per_base": rows[2:]}))
     refused(call, "em_bos_vector", "--pool", str(tmp_path / "a.json"), str(tmp_path / "b.json"), match="one arm")
+    refused(call, "em_bos_vector", "--pool", str(tmp_path / "a.json"), str(tmp_path / "a.json"), match="appears twice")
+    refused(call, "em_bos_vector", "--pool", str(tmp_path / "a.json"), "--out=", match="existing directory")

@@ -50,7 +50,7 @@ def test_end_to_end_writes_every_file_and_teacher_beats_chance(tmp_path, capsys)
     w.write_bytes(w.read_bytes()[:100])
     _, res3 = run(tmp_path)
     printed = capsys.readouterr().out
-    assert "resumed" not in printed and "training the group again" in printed and res3["conditions"] == res["conditions"]
+    assert "resumed" not in printed and "the group is trained again" in printed and res3["conditions"] == res["conditions"]
 
     # python eval.py RUN_DIR reloads the saved models and recomputes the same accuracies
     assert evaluate.main([str(out)]) == 0
