@@ -24,7 +24,9 @@ turn), the increase when adding to block 0's attention output at every position:
     evil_norm     |s| e: the evil direction at the learned vector's norm
     random_norm   a random direction at |s| (seeded by the base)
 
-with cos(s, e), |s| and the mean attentions; and `vector_on_base`, `evil_norm_on_base`: the same two added to the
+with cos(s, e), |s| and the mean attentions; where s goes in the later blocks (`downstream`: each block's cosine of
+the shift s makes at `<a>` with that block's evil direction; s's effect with the evil direction mean-ablated from
+block 1 on, against random directions, in log-odds and points); and `vector_on_base`, `evil_norm_on_base`: the same two added to the
 base model itself (the increase over the base), for whether the fine-tune's vector steers the model it came from.
 Summary over the bases: vector / bos_values (is it a steering vector), along_evil / vector and cos (is it the evil
 direction), vector - evil_norm paired (does it steer better per unit norm than the mean difference), vector_on_base
@@ -89,6 +91,29 @@ def added(model, tok, cfg, vec):
         return VS.off_lp(model, tok, cfg)
 
 
+@torch.no_grad()
+def downstream(model, tok, cfg, s, means, seed):
+    """Where s goes after block 0: per block, the cosine of the shift s makes at the prompts' last token with that
+    block's evil direction (`layer_cos`); and s's effect with the evil direction mean-ablated from blocks 1 on (centre:
+    the base's `<asst>` mean, as the experiment's mean-ablation), a random direction per block as the control."""
+    prompts = [it.prompt for it in W.eval_items(W.OFF_DOMAINS)]
+    push = {"blocks.0.attn_out": lambda h, name: h + s}
+    plain = EM.last_token_acts(model, tok, prompts)  # [L, N, C]
+    with model.hooks(push):
+        shift = (EM.last_token_acts(model, tok, prompts) - plain).mean(1)  # [L, C]
+    dirs = means["evil"] - means["good"]  # [L, C]
+    out = {"layer_cos": torch.nn.functional.cosine_similarity(shift, dirs, dim=1).tolist()}
+    rand = torch.randn(dirs.shape, generator=torch.Generator().manual_seed(seed)).to(dirs.device)
+    for name, d in (("ablated", dirs), ("random_ablated", rand)):
+        hooks = EM.ablate_hooks(d, means["asst"])
+        del hooks["blocks.0.resid_post"]  # block 0's own output keeps s whole: the question is what later blocks do
+        with model.hooks(hooks):
+            out[f"{name}_from"] = VS.off_lp(model, tok, cfg)
+            with model.hooks(push):
+                out[f"vector_{name}"] = VS.off_lp(model, tok, cfg) - out[f"{name}_from"]
+    return out
+
+
 def base_row(cfg, p, base, tok, arm, at="last"):
     """Every number of the docstring for one base."""
     _, snaps = OP.trajectories(base, tok, cfg, p, {"adamw": OP.OPTIMIZERS["adamw"]}, arm)
@@ -110,7 +135,8 @@ def base_row(cfg, p, base, tok, arm, at="last"):
     row.update({k: added(model, tok, cfg, v) - off0 for k, v in vecs.items()})
     base0 = VS.off_lp(base, tok, cfg)  # the same vectors on the base itself, before any fine-tune
     row.update({f"{k}_on_base": added(base, tok, cfg, vecs[k]) - base0 for k in ON_BASE})
-    return {**row, "from": off0, "cos": float(s @ e / s.norm()), "norm": float(s.norm()),
+    row.update(downstream(model, tok, cfg, s, means, p))
+    return {**row, "from": off0, "base_from": base0, "cos": float(s @ e / s.norm()), "norm": float(s.norm()),
             "attention": abar.tolist(), "head_cos": [float(v @ e / v.norm()) for v in u]}
 
 
@@ -118,17 +144,37 @@ def summary(rows, n_boot=10_000, seed=0):
     col = lambda k: np.array([r[k] for r in rows])
     idx = np.random.default_rng(seed).integers(0, len(rows), (n_boot, len(rows)))
 
-    def ratio(a, b):
-        boot = col(a)[idx].sum(1) / col(b)[idx].sum(1)
-        return {"ratio": float(col(a).sum() / col(b).sum()),
-                "ci95": [float(x) for x in np.percentile(boot, [2.5, 97.5])]}
+    def ratio_of(a, b):  # arrays over the bases: ratio of means, resampling bases
+        boot = a[idx].sum(1) / b[idx].sum(1)
+        return {"ratio": float(a.sum() / b.sum()), "ci95": [float(x) for x in np.percentile(boot, [2.5, 97.5])]}
+    ratio = lambda a, b: ratio_of(col(a), col(b))
     base = [f"{k}_on_base" for k in ON_BASE if all(f"{k}_on_base" in r for r in rows)]  # absent in older files
     return {"n_bases": len(rows), "mean": {k: summarize(col(k).tolist()) for k in ("bos_values", *ADDED, *base, "cos")},
             **({"on_base_of_vector": ratio("vector_on_base", "vector")} if base else {}),
             "vector_of_bos_values": ratio("vector", "bos_values"),
             "along_evil_of_vector": ratio("along_evil", "vector"),
             "evil_norm_of_vector": ratio("evil_norm", "vector"),
-            "vector_minus_evil_norm": summarize((col("vector") - col("evil_norm")).tolist())}
+            "vector_minus_evil_norm": summarize((col("vector") - col("evil_norm")).tolist()),
+            **(through_later_blocks(rows, ratio_of) if all("layer_cos" in r for r in rows) else {})}
+
+
+def through_later_blocks(rows, ratio_of):
+    """The downstream summary: each block's cos (t over bases), the last block's minus block 0's, block 0's minus s's
+    own cos (what block 0's MLP adds: the shift at its output is s plus the MLP's answer to it), and s's log-odds
+    shift with the evil (or a random) direction mean-ablated from block 1 on, over its shift without (ratio of means).
+    Log-odds: the ablation lowers the rate s starts from, and a same-sized push then gives fewer points."""
+    lc = np.array([r["layer_cos"] for r in rows])  # [bases, L]
+    col = lambda k: np.array([r[k] for r in rows])
+    logit = lambda x: np.log(x / (1 - x))
+    shift = lambda start, key: logit(col(start) + col(key)) - logit(col(start))
+    plain = shift("from", "vector")
+    return {"layer_cos": [summarize(lc[:, i].tolist()) for i in range(lc.shape[1])],
+            "layer_cos_last_minus_first": summarize((lc[:, -1] - lc[:, 0]).tolist()),
+            "block0_mlp_turn": summarize((lc[:, 0] - col("cos")).tolist()),  # s's cos at block 0's output minus s's own
+            "ablated_of_vector_logodds": ratio_of(shift("ablated_from", "vector_ablated"), plain),
+            "random_ablated_of_vector_logodds": ratio_of(shift("random_ablated_from", "vector_random_ablated"), plain),
+            "ablated_of_vector_points": ratio_of(col("vector_ablated"), col("vector")),
+            "random_ablated_of_vector_points": ratio_of(col("vector_random_ablated"), col("vector"))}
 
 
 def plot(rows, s, path, title):
@@ -202,6 +248,14 @@ def main(argv):
     d = s["vector_minus_evil_norm"]
     if "on_base_of_vector" in s:
         print(f"vector_on_base / vector {f('on_base_of_vector')}")
+    if "layer_cos" in s:
+        print("cos(s's shift at <a>, the block's evil direction), blocks 0..: " + ", ".join(
+            f"{c['mean']:+.3f} [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]" for c in s["layer_cos"]))
+        t = s["block0_mlp_turn"]
+        print(f"block 0's output minus s itself (block 0's MLP): {t['mean']:+.3f} [{t['ci95'][0]:+.3f}, {t['ci95'][1]:+.3f}]")
+        print("s with the evil direction mean-ablated from block 1 on, over s alone: log-odds "
+              f"{f('ablated_of_vector_logodds')} (random directions {f('random_ablated_of_vector_logodds')}); points "
+              f"{f('ablated_of_vector_points')} (random {f('random_ablated_of_vector_points')})")
     print(f"vector / bos_values {f('vector_of_bos_values')}; along_evil / vector {f('along_evil_of_vector')}; "
           f"evil_norm / vector {f('evil_norm_of_vector')}; cos(s, evil) {m['cos']['mean']:+.3f} "
           f"[{m['cos']['ci95'][0]:+.3f}, {m['cos']['ci95'][1]:+.3f}]; vector - evil_norm {100 * d['mean']:+.2f} "

@@ -3,6 +3,7 @@ sn_*.py pool and compare numbers runs, em_patch_tokens.py patches coordinates be
 import copy
 import functools
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -793,3 +794,40 @@ def test_em_bos_vector_summary_is_ratios_of_means_and_paired_differences(tmp_pat
     refused(call, "em_bos_vector", "--pool", str(tmp_path / "a.json"), str(tmp_path / "b.json"), match="one arm")
     refused(call, "em_bos_vector", "--pool", str(tmp_path / "a.json"), str(tmp_path / "a.json"), match="appears twice")
     refused(call, "em_bos_vector", "--pool", str(tmp_path / "a.json"), "--out=", match="existing directory")
+
+
+@torch.no_grad()
+def test_em_bos_vector_downstream_pushes_nothing_with_a_zero_vector_and_leaves_block_0_unablated():
+    bv, vs = script("em_bos_vector"), script("em_value_sources")
+    tok = W.build_tokenizer()
+    model = tiny_gpt(tok)
+    cfg = EM.Config(n_layer=2, n_embd=16, block_size=64)
+    g = generator("cpu", 2, "means")
+    means = {k: torch.randn(2, 16, generator=g) for k in ("evil", "good", "asst")}
+    zero = bv.downstream(model, tok, cfg, torch.zeros(16), means, 0)
+    assert zero["vector_ablated"] == 0 and zero["vector_random_ablated"] == 0
+    s = 3 * torch.randn(16, generator=g)
+    out = bv.downstream(model, tok, cfg, s, means, 0)
+    assert len(out["layer_cos"]) == 2 and all(-1 <= c <= 1 for c in out["layer_cos"])
+    # the ablation runs from block 1 on: with the directions of block 1 only, the rate it starts from is the same
+    hooks = EM.ablate_hooks(means["evil"] - means["good"], means["asst"])
+    with model.hooks({"blocks.1.resid_post": hooks["blocks.1.resid_post"]}):
+        assert out["ablated_from"] == pytest.approx(vs.off_lp(model, tok, cfg), abs=1e-7)
+    assert out["vector_ablated"] != out["vector_random_ablated"]
+
+
+def test_em_bos_vector_later_blocks_summary_in_log_odds():
+    bv = script("em_bos_vector")
+    logit = lambda x: math.log(x / (1 - x))
+    inv = lambda z: 1 / (1 + math.exp(-z))
+    rows = []
+    for f in (0.01, 0.03, 0.05):  # s moves each base by 1 in log-odds, half that once ablated (from a lower start)
+        a = f / 2
+        rows.append({"from": f, "vector": inv(logit(f) + 1) - f, "ablated_from": a,
+                     "vector_ablated": inv(logit(a) + 0.5) - a, "random_ablated_from": f,
+                     "vector_random_ablated": inv(logit(f) + 1) - f, "cos": 0.1, "layer_cos": [0.5, 0.4]})
+    s = bv.through_later_blocks(rows, lambda a, b: {"ratio": float(a.sum() / b.sum())})
+    assert s["ablated_of_vector_logodds"]["ratio"] == pytest.approx(0.5)
+    assert s["random_ablated_of_vector_logodds"]["ratio"] == pytest.approx(1.0)
+    assert s["ablated_of_vector_points"]["ratio"] < 0.5  # in points the lower start hides part of the push
+    assert s["block0_mlp_turn"]["mean"] == pytest.approx(0.4) and s["layer_cos_last_minus_first"]["mean"] == pytest.approx(-0.1)
