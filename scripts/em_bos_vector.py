@@ -182,7 +182,9 @@ def plot(rows, s, path, title):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    later = "layer_cos" in s
+    fig, axes = plt.subplots(1, 3 if later else 2, figsize=(15 if later else 10, 3.8))
+    a, b = axes[:2]
     x, y = (100 * np.array([r[k] for r in rows]) for k in ("bos_values", "vector"))
     a.scatter(x, y, s=12)
     lim = [min(x.min(), y.min(), 0) - 1, max(x.max(), y.max()) + 1]
@@ -198,6 +200,16 @@ def plot(rows, s, path, title):
     b.set_xticks(range(len(keys)), ["<bos>\nvalues", "s", "s along\nevil", "s orth.\nto evil", "evil dir.\nat |s|",
                                     "random\nat |s|"])
     b.set(ylabel="off-domain increase, points", title=f"cos(s, evil direction) {s['mean']['cos']['mean']:+.2f}")
+    if later:  # where s goes: its cos with each block's evil direction, after block 0's MLP and on
+        c = axes[2]
+        cs = [s["mean"]["cos"], *s["layer_cos"]]
+        m = np.array([x["mean"] for x in cs])
+        lo, hi = (np.array([x["ci95"][j] for x in cs]) for j in (0, 1))
+        c.errorbar(range(len(cs)), m, yerr=[m - lo, hi - m], fmt="o-", capsize=3)
+        c.set_xticks(range(len(cs)), ["s", *(f"block {i}\noutput" for i in range(len(cs) - 1))])
+        r = s["ablated_of_vector_logodds"]
+        c.set(ylim=(0, None), ylabel="cos with the evil direction",
+              title=f"evil dir. ablated from block 1: {r['ratio']:.2f} of s's log-odds left")
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

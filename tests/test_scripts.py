@@ -784,7 +784,9 @@ def test_em_bos_vector_summary_is_ratios_of_means_and_paired_differences(tmp_pat
     assert s["on_base_of_vector"]["ratio"] == pytest.approx(0.5) and s["mean"]["evil_norm_on_base"]["mean"] == 0
     refused(lambda *a: bv.main(list(a)))
     refused(lambda *a: bv.main(list(a)), "x", "--arm=nothing", match="--arm takes")
-    # --pool: the bases of several files, summarised and drawn again
+    # --pool: the bases of several files, summarised and drawn again (with the later blocks' panel)
+    rows = [dict(r, **{"from": 0.02, "ablated_from": 0.01, "random_ablated_from": 0.02, "layer_cos": [0.4, 0.3]},
+                 vector_ablated=0.3 * r["vector"], vector_random_ablated=r["vector"]) for r in rows]
     for name, rs in (("a", rows[:2]), ("b", rows[2:])):
         (tmp_path / f"{name}.json").write_text(json.dumps({"arm": "insecure", "at": "last", "per_base": rs}))
     out = tmp_path / "ab.json"
