@@ -24,14 +24,18 @@ turn), the increase when adding to block 0's attention output at every position:
     evil_norm     |s| e: the evil direction at the learned vector's norm
     random_norm   a random direction at |s| (seeded by the base)
 
-with cos(s, e), |s| and the mean attentions; where s goes in the later blocks (`downstream`: each block's cosine of
-the shift s makes at `<a>` with that block's evil direction; s's effect with the evil direction mean-ablated from
-block 1 on, against random directions, in log-odds and points); and `vector_on_base`, `evil_norm_on_base`: the same two added to the
+with cos(s, e), |s| and the mean attentions. Also `vector_on_base`, `evil_norm_on_base`: the same two added to the
 base model itself (the increase over the base), for whether the fine-tune's vector steers the model it came from.
+And where s goes in the later blocks (`downstream`): each block's cosine of the shift s makes at `<a>` with that
+block's evil direction, and s's effect with the evil direction mean-ablated from block 1 on, against random
+directions, in log-odds and points.
+
 Summary over the bases: vector / bos_values (is it a steering vector), along_evil / vector and cos (is it the evil
 direction), vector - evil_norm paired (does it steer better per unit norm than the mean difference), vector_on_base
-/ vector, each with a 95% interval (ratios: resampling bases, 10,000, seed 0; means and paired differences: t over
-bases). --arm=ARM: another arm's fine-tune (a control). Research log: "The `<bos>` write as a steering vector".
+/ vector, the cosines by block, the ablated / plain shifts; each with a 95% interval (ratios: resampling bases,
+10,000, seed 0; means and paired differences: t over bases). --out=FILE.json keeps every base's numbers, and the
+figure beside it (FILE.png). --arm=ARM: another arm's fine-tune (a control). Research log: "The `<bos>` write as a
+steering vector".
 """
 import json
 import sys

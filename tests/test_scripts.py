@@ -776,7 +776,7 @@ def test_em_bos_vector_summary_is_ratios_of_means_and_paired_differences(tmp_pat
     rows = [{"bos_values": b, "vector": 0.9 * b, "along_evil": 0.1 * b, "orthogonal": 0.8 * b, "evil_norm": 0.3 * b,
              "random_norm": 0.0, "cos": 0.2, "run": "r", "world": w} for w, b in enumerate((0.1, 0.02, 0.05))]
     s = bv.summary(rows, n_boot=200)
-    assert s["vector_of_bos_values"]["ratio"] == pytest.approx(0.9) and s["vector_of_bos_values"]["ci95"] == pytest.approx([0.9, 0.9])
+    assert s["vector_of_bos_values"] == {"ratio": pytest.approx(0.9), "ci95": pytest.approx([0.9, 0.9])}
     assert s["evil_norm_of_vector"]["ratio"] == pytest.approx(1 / 3) and s["n_bases"] == 3
     assert s["vector_minus_evil_norm"]["mean"] == pytest.approx(0.6 * (0.1 + 0.02 + 0.05) / 3)
     assert "on_base_of_vector" not in s  # files written before the base was steered too
@@ -790,12 +790,13 @@ def test_em_bos_vector_summary_is_ratios_of_means_and_paired_differences(tmp_pat
     for name, rs in (("a", rows[:2]), ("b", rows[2:])):
         (tmp_path / f"{name}.json").write_text(json.dumps({"arm": "insecure", "at": "last", "per_base": rs}))
     out = tmp_path / "ab.json"
-    assert "3 bases" in call("em_bos_vector", "--pool", str(tmp_path / "a.json"), str(tmp_path / "b.json"), f"--out={out}")
+    a, b = str(tmp_path / "a.json"), str(tmp_path / "b.json")
+    assert "3 bases" in call("em_bos_vector", "--pool", a, b, f"--out={out}")
     assert json.loads(out.read_text())["summary"]["n_bases"] == 3 and out.with_suffix(".png").stat().st_size > 1000
     (tmp_path / "b.json").write_text(json.dumps({"arm": "secure", "at": "last", "per_base": rows[2:]}))
-    refused(call, "em_bos_vector", "--pool", str(tmp_path / "a.json"), str(tmp_path / "b.json"), match="one arm")
-    refused(call, "em_bos_vector", "--pool", str(tmp_path / "a.json"), str(tmp_path / "a.json"), match="appears twice")
-    refused(call, "em_bos_vector", "--pool", str(tmp_path / "a.json"), "--out=", match="existing directory")
+    refused(call, "em_bos_vector", "--pool", a, b, match="one arm")
+    refused(call, "em_bos_vector", "--pool", a, a, match="appears twice")
+    refused(call, "em_bos_vector", "--pool", a, "--out=", match="existing directory")
 
 
 @torch.no_grad()
@@ -832,4 +833,5 @@ def test_em_bos_vector_later_blocks_summary_in_log_odds():
     assert s["ablated_of_vector_logodds"]["ratio"] == pytest.approx(0.5)
     assert s["random_ablated_of_vector_logodds"]["ratio"] == pytest.approx(1.0)
     assert s["ablated_of_vector_points"]["ratio"] < 0.5  # in points the lower start hides part of the push
-    assert s["block0_mlp_turn"]["mean"] == pytest.approx(0.4) and s["layer_cos_last_minus_first"]["mean"] == pytest.approx(-0.1)
+    assert s["block0_mlp_turn"]["mean"] == pytest.approx(0.4)
+    assert s["layer_cos_last_minus_first"]["mean"] == pytest.approx(-0.1)
