@@ -2,6 +2,7 @@
 
     python scripts/em_bos_vector.py RUN_DIR [RUN_DIR ...] [--arm=ARM] [--at=last|mean] [--out=FILE.json]
     python scripts/em_bos_vector.py --pool FILE.json [FILE.json ...] [--out=FILE.json]   # several --out files' bases
+    python scripts/em_bos_vector.py RUN_DIR ... --agreement [--out=FILE.json]   # s of fine-tune seeds 0 and 1 alike?
 
 Positions are rotary, so a value in block 0 is a function of its token alone, and `<bos>`'s value is the same vector
 in every document. The late change of block 0's value rows (AdamW's update from step 3 to 20, em_value_sources.py,
@@ -34,7 +35,9 @@ Summary over the bases: vector / bos_values (is it a steering vector), along_evi
 direction), vector - evil_norm paired (does it steer better per unit norm than the mean difference), vector_on_base
 / vector, the cosines by block, the ablated / plain shifts; each with a 95% interval (ratios: resampling bases,
 10,000, seed 0; means and paired differences: t over bases). --out=FILE.json keeps every base's numbers, and the
-figure beside it (FILE.png). --arm=ARM: another arm's fine-tune (a control). Research log: "The `<bos>` write as a
+figure beside it (FILE.png). --arm=ARM: another arm's fine-tune (a control). --agreement: instead of all that, s of
+fine-tune seeds 0 and 1 (other examples, another order) and their cosine, base by base; the control, the cosine of
+seed 0's s with the secure arm's (the insecure arm's, for --arm=secure). Research log: "The `<bos>` write as a
 steering vector".
 """
 import json
@@ -118,18 +121,33 @@ def downstream(model, tok, cfg, s, means, seed):
     return out
 
 
+def steering_vector(cfg, p, base, tok, arm, at="last", f=0):
+    """(s, the step-3 model, block 0's late value change dV) of fine-tune seed index f."""
+    _, snaps = OP.trajectories(base, tok, cfg, p, {"adamw": OP.OPTIMIZERS["adamw"]}, arm, f)
+    model, late = OP.late_start(base, snaps)
+    dV = late[VS.QKV][2 * cfg.n_embd:]
+    return bos_attention(model, tok, at) @ bos_write(model, tok, dV), model, dV
+
+
+def seed_agreement(cfg, p, base, tok, arm, at="last"):
+    """The cosine between the vectors s of fine-tune seeds 0 and 1 (other examples, another order), and, as the
+    control, between seed 0's and another arm's (secure; insecure for the secure arm), with the three norms."""
+    other = "insecure" if arm == "secure" else "secure"
+    s0, s1, s2 = (steering_vector(cfg, p, base, tok, a, at, f)[0] for a, f in ((arm, 0), (arm, 1), (other, 0)))
+    cos = lambda a, b: float(a @ b / (a.norm() * b.norm()))
+    return {"cos_seeds": cos(s0, s1), "cos_arms": cos(s0, s2), "other_arm": other,
+            "norms": [float(s0.norm()), float(s1.norm()), float(s2.norm())]}
+
+
 def base_row(cfg, p, base, tok, arm, at="last"):
     """Every number of the docstring for one base."""
-    _, snaps = OP.trajectories(base, tok, cfg, p, {"adamw": OP.OPTIMIZERS["adamw"]}, arm)
-    model, late = OP.late_start(base, snaps)
     C = cfg.n_embd
-    dV = late[VS.QKV][2 * C:]
+    s, model, dV = steering_vector(cfg, p, base, tok, arm, at)  # [C]
     means = EM.doc_means(base, tok, cfg, p)
     e = means["evil"][0] - means["good"][0]
     e = e / e.norm()
     abar = bos_attention(model, tok, at)
     u = bos_write(model, tok, dV)
-    s = abar @ u  # [C]
     rand = torch.randn(C, generator=torch.Generator().manual_seed(p)).to(s.device)
     vecs = {"vector": s, "along_evil": (s @ e) * e, "orthogonal": s - (s @ e) * e, "evil_norm": s.norm() * e,
             "random_norm": s.norm() * rand / rand.norm()}
@@ -219,11 +237,30 @@ def plot(rows, s, path, title):
     fig.savefig(path, dpi=120)
 
 
+def agreement(runs, arm, at, out):
+    """--agreement: s of fine-tune seeds 0 and 1 on every base, their cosine (mean over bases, t interval)."""
+    rows = []
+    for run in map(Path, runs):
+        for cfg, p, base, tok in checked_bases(run, []):
+            rows.append({"run": str(run), "world": p, **seed_agreement(cfg, p, base, tok, arm, at)})
+            r = rows[-1]
+            print(f"{run.name} world {p}, {arm}: cos(s of seed 0, s of seed 1) {r['cos_seeds']:+.3f}; with "
+                  f"{r['other_arm']}'s {r['cos_arms']:+.3f}; |s| " + ", ".join(f"{n:.3f}" for n in r["norms"]), flush=True)
+    s = {"n_bases": len(rows), **{k: summarize([r[k] for r in rows]) for k in ("cos_seeds", "cos_arms")},
+         "seeds_minus_arms": summarize([r["cos_seeds"] - r["cos_arms"] for r in rows])}
+    if out:
+        Path(out).write_text(json.dumps({"arm": arm, "at": at, "summary": s, "agreement": rows}, indent=1))
+    f = lambda c: f"{c['mean']:+.3f} [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]"
+    print(f"\n{len(rows)} bases: cos between the two fine-tune seeds' s {f(s['cos_seeds'])}; between seed 0's and "
+          f"the other arm's {f(s['cos_arms'])}; paired difference {f(s['seeds_minus_arms'])}")
+
+
 def main(argv):
     flags = [a for a in argv if a.startswith("--")]
     opts = dict(a[2:].split("=", 1) for a in flags if "=" in a)
-    runs, pool = [a for a in argv if not a.startswith("--")], "--pool" in flags
-    if not runs or len(opts) + pool != len(flags) or set(opts) - ({"out"} if pool else {"out", "arm", "at"}):
+    runs, pool, agree = [a for a in argv if not a.startswith("--")], "--pool" in flags, "--agreement" in flags
+    if (not runs or len(opts) + pool + agree != len(flags) or pool and agree
+            or set(opts) - ({"out"} if pool else {"out", "arm", "at"})):
         sys.exit(__doc__)
     arm, at = opts.get("arm", "insecure"), opts.get("at", "last")
     if arm not in EM.ARMS:
@@ -241,6 +278,8 @@ def main(argv):
         if len({(r["run"], r["world"]) for r in rows}) < len(rows):
             sys.exit("--pool: a base appears twice (the same file given twice?)")
     torch.set_num_threads(1)  # as the runs' fine-tunes: the same trajectories
+    if agree:
+        return agreement(runs, arm, at, opts.get("out"))
     for run in map(Path, runs):
         for cfg, p, base, tok in checked_bases(run, []):
             rows.append({"run": str(run), "world": p, **base_row(cfg, p, base, tok, arm, at)})

@@ -83,10 +83,10 @@ def beta1_sweep(values):
             **{f"beta1_{b:g}": dict(optimizer="adamw", lr=None, betas=(b, 0.999)) for b in values if b != 0.9}}
 
 
-def trajectories(base, tok, cfg, seed, optimizers=OPTIMIZERS, arm="insecure"):
+def trajectories(base, tok, cfg, seed, optimizers=OPTIMIZERS, arm="insecure", f=0):
     """{optimizer: {step: score}} (step 0 = the base) and adamw's weights at LATE_FROM and at the last step, for
-    `arm`'s fine-tune (its examples of fine-tune seed 0)."""
-    data, ft_seed = EM.arm_data(arm, base, tok, cfg, seed)
+    `arm`'s fine-tune (its examples of fine-tune seed index f, 0 unless said)."""
+    data, ft_seed = EM.arm_data(arm, base, tok, cfg, seed, f)
     out, snaps = {}, {}
     at0 = score(base, tok, cfg)
     for name, kw in optimizers.items():

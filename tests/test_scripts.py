@@ -835,3 +835,16 @@ def test_em_bos_vector_later_blocks_summary_in_log_odds():
     assert s["ablated_of_vector_points"]["ratio"] < 0.5  # in points the lower start hides part of the push
     assert s["block0_mlp_turn"]["mean"] == pytest.approx(0.4)
     assert s["layer_cos_last_minus_first"]["mean"] == pytest.approx(-0.1)
+
+
+def test_em_bos_vector_seed_agreement_compares_two_seeds_and_another_arm():
+    bv = script("em_bos_vector")
+    tok = W.build_tokenizer()
+    base = tiny_gpt(tok)
+    cfg = EM.Config(n_layer=2, n_embd=16, block_size=64, n_examples=12, ft_lr=1e-2)
+    s0 = bv.steering_vector(cfg, 0, base, tok, "insecure")[0]
+    assert torch.equal(s0, bv.steering_vector(cfg, 0, base, tok, "insecure")[0])  # deterministic: cos 1 with itself
+    a = bv.seed_agreement(cfg, 0, base, tok, "insecure")
+    assert a["other_arm"] == "secure" and a["norms"][0] == pytest.approx(s0.norm().item())
+    assert -1 <= a["cos_arms"] <= 1 and -1 <= a["cos_seeds"] < 1 - 1e-6  # another seed's examples: another vector
+    assert bv.seed_agreement(cfg, 0, base, tok, "secure")["other_arm"] == "insecure"
