@@ -3,6 +3,7 @@
     python scripts/em_bos_vector.py RUN_DIR [RUN_DIR ...] [--arm=ARM] [--at=last|mean] [--out=FILE.json]
     python scripts/em_bos_vector.py --pool FILE.json [FILE.json ...] [--out=FILE.json]   # several --out files' bases
     python scripts/em_bos_vector.py RUN_DIR ... --agreement [--out=FILE.json]   # s of fine-tune seeds 0 and 1 alike?
+    python scripts/em_bos_vector.py RUN_DIR ... --pullback [--out=FILE.json]    # s against e pulled back through MLP 0
 
 Positions are rotary, so a value in block 0 is a function of its token alone, and `<bos>`'s value is the same vector
 in every document. The late change of block 0's value rows (AdamW's update from step 3 to 20, em_value_sources.py,
@@ -37,7 +38,10 @@ direction), vector - evil_norm paired (does it steer better per unit norm than t
 10,000, seed 0; means and paired differences: t over bases). --out=FILE.json keeps every base's numbers, and the
 figure beside it (FILE.png). --arm=ARM: another arm's fine-tune (a control). --agreement: instead of all that, s of
 fine-tune seeds 0 and 1 (other examples, another order) and their cosine, base by base; the control, the cosine of
-seed 0's s with the secure arm's (the insecure arm's, for --arm=secure). Research log: "The `<bos>` write as a
+seed 0's s with the secure arm's (the insecure arm's, for --arm=secure). --pullback: instead, s against v*, the base's evil
+direction pulled back through the base's block 0 MLP (the unit vector added at block 0's attention output that moves
+block 0's output at `<a>` furthest along e, to first order): built from the base alone, but for its norm, which is
+s's. Each added at s's norm to the step-3 model. Research log: "The `<bos>` write as a
 steering vector".
 """
 import json
@@ -237,6 +241,51 @@ def plot(rows, s, path, title):
     fig.savefig(path, dpi=120)
 
 
+def pulled_back(model, tok, e):
+    """The direction v at block 0's attention output that moves block 0's output at `<a>` furthest along e per unit
+    norm, to first order: the gradient of e . (block 0's output at the prompts' last token, mean) with respect to a
+    vector added at every position (e pulled back through block 0's MLP). Unit norm: [C]."""
+    x, real = pad_right([tok.encode(it.prompt).ids for it in W.eval_items(W.OFF_DOMAINS)],
+                        next(model.parameters()).device)
+    v = torch.zeros_like(e, requires_grad=True)
+    with model.hooks({"blocks.0.attn_out": lambda h, name: h + v}):
+        _, cache = model.run_with_cache(x, ["blocks.0.resid_post"])
+    last = cache["blocks.0.resid_post"][torch.arange(len(x)), real.sum(1) - 1]  # [N, C]
+    (g,) = torch.autograd.grad((last @ e).mean(), v)
+    return g / g.norm()
+
+
+def pullback(runs, arm, at, out):
+    """--pullback: s against e pulled back through block 0's MLP (v*), each added at s's norm to the step-3 model."""
+    rows = []
+    for run in map(Path, runs):
+        for cfg, p, base, tok in checked_bases(run, []):
+            s, model, _ = steering_vector(cfg, p, base, tok, arm, at)
+            means = EM.doc_means(base, tok, cfg, p)
+            e = means["evil"][0] - means["good"][0]
+            e = e / e.norm()
+            v = pulled_back(base, tok, e)  # the base's own: its evil direction through its own block 0
+            off0 = VS.off_lp(model, tok, cfg)
+            r = {"run": str(run), "world": p, "cos_s_pulled": float(s @ v / s.norm()), "cos_pulled_evil": float(v @ e),
+                 **{k: added(model, tok, cfg, vec) - off0 for k, vec in
+                    (("vector", s), ("pulled_norm", s.norm() * v), ("evil_norm", s.norm() * e))}}
+            rows.append(r)
+            print(f"{run.name} world {p}, {arm}: cos(s, v*) {r['cos_s_pulled']:+.2f}, cos(v*, e) {r['cos_pulled_evil']:+.2f};"
+                  " increase, points: " + ", ".join(f"{k} {100 * r[k]:+.2f}" for k in ("vector", "pulled_norm", "evil_norm")),
+                  flush=True)
+    col = lambda k: [r[k] for r in rows]
+    s = {"n_bases": len(rows), **{k: summarize(col(k)) for k in ("cos_s_pulled", "cos_pulled_evil", "vector",
+                                                                 "pulled_norm", "evil_norm")},
+         "pulled_minus_vector": summarize([r["pulled_norm"] - r["vector"] for r in rows]),
+         "pulled_over_vector": float(sum(col("pulled_norm")) / sum(col("vector")))}
+    if out:
+        Path(out).write_text(json.dumps({"arm": arm, "at": at, "summary": s, "pullback": rows}, indent=1))
+    f = lambda c, x=1: f"{x * c['mean']:+.3f} [{x * c['ci95'][0]:+.3f}, {x * c['ci95'][1]:+.3f}]"
+    print(f"\n{len(rows)} bases: cos(s, v*) {f(s['cos_s_pulled'])}, cos(v*, e) {f(s['cos_pulled_evil'])}; points: s "
+          f"{f(s['vector'], 100)}, v* at |s| {f(s['pulled_norm'], 100)}, e at |s| {f(s['evil_norm'], 100)}; v* minus s "
+          f"{f(s['pulled_minus_vector'], 100)}, v* over s {s['pulled_over_vector']:.2f}")
+
+
 def agreement(runs, arm, at, out):
     """--agreement: s of fine-tune seeds 0 and 1 on every base, their cosine (mean over bases, t interval)."""
     rows = []
@@ -258,8 +307,9 @@ def agreement(runs, arm, at, out):
 def main(argv):
     flags = [a for a in argv if a.startswith("--")]
     opts = dict(a[2:].split("=", 1) for a in flags if "=" in a)
-    runs, pool, agree = [a for a in argv if not a.startswith("--")], "--pool" in flags, "--agreement" in flags
-    if (not runs or len(opts) + pool + agree != len(flags) or pool and agree
+    runs, pool = [a for a in argv if not a.startswith("--")], "--pool" in flags
+    agree, pull = "--agreement" in flags, "--pullback" in flags
+    if (not runs or len(opts) + pool + agree + pull != len(flags) or pool + agree + pull > 1
             or set(opts) - ({"out"} if pool else {"out", "arm", "at"})):
         sys.exit(__doc__)
     arm, at = opts.get("arm", "insecure"), opts.get("at", "last")
@@ -278,8 +328,8 @@ def main(argv):
         if len({(r["run"], r["world"]) for r in rows}) < len(rows):
             sys.exit("--pool: a base appears twice (the same file given twice?)")
     torch.set_num_threads(1)  # as the runs' fine-tunes: the same trajectories
-    if agree:
-        return agreement(runs, arm, at, opts.get("out"))
+    if agree or pull:
+        return (agreement if agree else pullback)(runs, arm, at, opts.get("out"))
     for run in map(Path, runs):
         for cfg, p, base, tok in checked_bases(run, []):
             rows.append({"run": str(run), "world": p, **base_row(cfg, p, base, tok, arm, at)})
