@@ -848,3 +848,24 @@ def test_em_bos_vector_seed_agreement_compares_two_seeds_and_another_arm():
     assert a["other_arm"] == "secure" and a["norms"][0] == pytest.approx(s0.norm().item())
     assert -1 <= a["cos_arms"] <= 1 and -1 <= a["cos_seeds"] < 1 - 1e-6  # another seed's examples: another vector
     assert bv.seed_agreement(cfg, 0, base, tok, "secure")["other_arm"] == "insecure"
+
+
+def test_em_bos_vector_pulled_back_direction_moves_block_0_furthest_along_e():
+    bv = script("em_bos_vector")
+    tok = W.build_tokenizer()
+    model = tiny_gpt(tok)
+    g = generator("cpu", 3, "e")
+    e = torch.randn(16, generator=g)
+    e = e / e.norm()
+    v = bv.pulled_back(model, tok, e)
+    assert v.norm().item() == pytest.approx(1.0)
+    prompts = [it.prompt for it in W.eval_items(W.OFF_DOMAINS)]
+
+    @torch.no_grad()
+    def along(vec):  # e . block 0's output at the prompts' last token, mean, with vec added at its attention output
+        with model.hooks({"blocks.0.attn_out": lambda h, name: h + vec}):
+            return (EM.last_token_acts(model, tok, prompts, [0])[0] @ e).mean().item()
+    eps, f0 = 1e-3, along(torch.zeros(16))
+    best = along(eps * v) - f0
+    assert best > 0 and all(along(eps * r / r.norm()) - f0 < best for r in torch.randn(20, 16, generator=g))
+    refused(lambda *a: bv.main(list(a)), "x", "--agreement", "--pullback")
