@@ -41,7 +41,7 @@ fine-tune seeds 0 and 1 (other examples, another order) and their cosine, base b
 seed 0's s with the secure arm's (the insecure arm's, for --arm=secure). --pullback: instead, s against v*, the base's evil
 direction pulled back through the base's block 0 MLP (the unit vector added at block 0's attention output that moves
 block 0's output at `<a>` furthest along e, to first order): built from the base alone, but for its norm, which is
-s's. Each added at s's norm to the step-3 model. Research log: "The `<bos>` write as a
+s's. Each added at s's norm to the step-3 model, and to the base itself. Research log: "The `<bos>` write as a
 steering vector".
 """
 import json
@@ -265,25 +265,31 @@ def pullback(runs, arm, at, out):
             e = means["evil"][0] - means["good"][0]
             e = e / e.norm()
             v = pulled_back(base, tok, e)  # the base's own: its evil direction through its own block 0
-            off0 = VS.off_lp(model, tok, cfg)
+            off0, base0 = VS.off_lp(model, tok, cfg), VS.off_lp(base, tok, cfg)
+            vecs = (("vector", s), ("pulled_norm", s.norm() * v), ("evil_norm", s.norm() * e))
             r = {"run": str(run), "world": p, "cos_s_pulled": float(s @ v / s.norm()), "cos_pulled_evil": float(v @ e),
-                 **{k: added(model, tok, cfg, vec) - off0 for k, vec in
-                    (("vector", s), ("pulled_norm", s.norm() * v), ("evil_norm", s.norm() * e))}}
+                 **{k: added(model, tok, cfg, vec) - off0 for k, vec in vecs}, "from": off0, "base_from": base0,
+                 **{f"{k}_on_base": added(base, tok, cfg, vec) - base0 for k, vec in vecs}}  # and on the base itself
             rows.append(r)
             print(f"{run.name} world {p}, {arm}: cos(s, v*) {r['cos_s_pulled']:+.2f}, cos(v*, e) {r['cos_pulled_evil']:+.2f};"
                   " increase, points: " + ", ".join(f"{k} {100 * r[k]:+.2f}" for k in ("vector", "pulled_norm", "evil_norm")),
                   flush=True)
     col = lambda k: [r[k] for r in rows]
-    s = {"n_bases": len(rows), **{k: summarize(col(k)) for k in ("cos_s_pulled", "cos_pulled_evil", "vector",
-                                                                 "pulled_norm", "evil_norm")},
+    effects = ("vector", "pulled_norm", "evil_norm", "vector_on_base", "pulled_norm_on_base", "evil_norm_on_base")
+    s = {"n_bases": len(rows), **{k: summarize(col(k)) for k in ("cos_s_pulled", "cos_pulled_evil", *effects)},
          "pulled_minus_vector": summarize([r["pulled_norm"] - r["vector"] for r in rows]),
-         "pulled_over_vector": float(sum(col("pulled_norm")) / sum(col("vector")))}
+         "pulled_over_vector": float(sum(col("pulled_norm")) / sum(col("vector"))),
+         "on_base_pulled_minus_vector": summarize([r["pulled_norm_on_base"] - r["vector_on_base"] for r in rows]),
+         "on_base_pulled_over_vector": float(sum(col("pulled_norm_on_base")) / sum(col("vector_on_base")))}
     if out:
         Path(out).write_text(json.dumps({"arm": arm, "at": at, "summary": s, "pullback": rows}, indent=1))
     f = lambda c, x=1: f"{x * c['mean']:+.3f} [{x * c['ci95'][0]:+.3f}, {x * c['ci95'][1]:+.3f}]"
     print(f"\n{len(rows)} bases: cos(s, v*) {f(s['cos_s_pulled'])}, cos(v*, e) {f(s['cos_pulled_evil'])}; points: s "
           f"{f(s['vector'], 100)}, v* at |s| {f(s['pulled_norm'], 100)}, e at |s| {f(s['evil_norm'], 100)}; v* minus s "
           f"{f(s['pulled_minus_vector'], 100)}, v* over s {s['pulled_over_vector']:.2f}")
+    print(f"on the base itself, points: s {f(s['vector_on_base'], 100)}, v* at |s| {f(s['pulled_norm_on_base'], 100)}, "
+          f"e at |s| {f(s['evil_norm_on_base'], 100)}; v* minus s {f(s['on_base_pulled_minus_vector'], 100)}, v* over s "
+          f"{s['on_base_pulled_over_vector']:.2f}")
 
 
 def agreement(runs, arm, at, out):
