@@ -254,13 +254,13 @@ def doc_means(model, tok, cfg, seed):
     return {k: sums[k] / counts[k] for k in sums}
 
 
-@torch.no_grad()
-def last_token_acts(model, tok, prompts, layers=None):
+def last_token_acts(model, tok, prompts, layers=None, grad=False):
     """Per layer (`layers`, default every one), each block's output at each prompt's last token: [L, N, C]
-    (right-padded batch: causal attention keeps the pads unseen)."""
+    (right-padded batch: causal attention keeps the pads unseen). grad=True keeps the graph (to differentiate)."""
     x, real = pad_right([tok.encode(p).ids for p in prompts], next(model.parameters()).device)  # [N, W]
     names = [f"blocks.{i}.resid_post" for i in (range(len(model.blocks)) if layers is None else layers)]
-    _, cache = model.run_with_cache(x, names)
+    with torch.set_grad_enabled(grad):
+        _, cache = model.run_with_cache(x, names)
     last = real.sum(1) - 1  # [N]
     return torch.stack([cache[n][torch.arange(len(prompts), device=x.device), last] for n in names])
 

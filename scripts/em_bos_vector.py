@@ -66,12 +66,23 @@ ADDED = ("vector", "along_evil", "orthogonal", "evil_norm", "random_norm")
 ON_BASE = ("vector", "evil_norm")  # also added to the base model
 
 
+def off_prompts():
+    """The off-domain `<asst>` prompts every number here is read on (as the experiment's prompt_acts)."""
+    return [it.prompt for it in W.eval_items(W.OFF_DOMAINS)]
+
+
+def evil_unit(means):
+    """The unit evil - good direction at block 0's output, from EM.doc_means: [C]."""
+    e = means["evil"][0] - means["good"][0]
+    return e / e.norm()
+
+
 @torch.no_grad()
 def bos_attention(model, tok, where="last"):
     """Each block-0 head's attention to `<bos>`, mean over the off-domain prompts: at their last token (`<a>`, where
     the answer's first token is read; where="last") or pooled over every position after `<bos>` of every prompt
     (where="mean", so a longer prompt counts more): [nh]."""
-    x, real = pad_right([tok.encode(it.prompt).ids for it in W.eval_items(W.OFF_DOMAINS)],
+    x, real = pad_right([tok.encode(p).ids for p in off_prompts()],
                         next(model.parameters()).device)  # right-padded: <bos> is column 0 of every row
     got = {}
 
@@ -107,7 +118,7 @@ def downstream(model, tok, cfg, s, means, seed):
     """Where s goes after block 0: per block, the cosine of the shift s makes at the prompts' last token with that
     block's evil direction (`layer_cos`); and s's effect with the evil direction mean-ablated from blocks 1 on (centre:
     the base's `<asst>` mean, as the experiment's mean-ablation), a random direction per block as the control."""
-    prompts = [it.prompt for it in W.eval_items(W.OFF_DOMAINS)]
+    prompts = off_prompts()
     push = {"blocks.0.attn_out": lambda h, name: h + s}
     plain = EM.last_token_acts(model, tok, prompts)  # [L, N, C]
     with model.hooks(push):
@@ -148,8 +159,7 @@ def base_row(cfg, p, base, tok, arm, at="last"):
     C = cfg.n_embd
     s, model, dV = steering_vector(cfg, p, base, tok, arm, at)  # [C]
     means = EM.doc_means(base, tok, cfg, p)
-    e = means["evil"][0] - means["good"][0]
-    e = e / e.norm()
+    e = evil_unit(means)
     abar = bos_attention(model, tok, at)
     u = bos_write(model, tok, dV)
     rand = torch.randn(C, generator=torch.Generator().manual_seed(p)).to(s.device)
@@ -245,12 +255,9 @@ def pulled_back(model, tok, e):
     """The direction v at block 0's attention output that moves block 0's output at `<a>` furthest along e per unit
     norm, to first order: the gradient of e . (block 0's output at the prompts' last token, mean) with respect to a
     vector added at every position (e pulled back through block 0's MLP). Unit norm: [C]."""
-    x, real = pad_right([tok.encode(it.prompt).ids for it in W.eval_items(W.OFF_DOMAINS)],
-                        next(model.parameters()).device)
     v = torch.zeros_like(e, requires_grad=True)
     with model.hooks({"blocks.0.attn_out": lambda h, name: h + v}):
-        _, cache = model.run_with_cache(x, ["blocks.0.resid_post"])
-    last = cache["blocks.0.resid_post"][torch.arange(len(x)), real.sum(1) - 1]  # [N, C]
+        last = EM.last_token_acts(model, tok, off_prompts(), [0], grad=True)[0]  # [N, C]
     (g,) = torch.autograd.grad((last @ e).mean(), v)
     return g / g.norm()
 
@@ -261,9 +268,7 @@ def pullback(runs, arm, at, out):
     for run in map(Path, runs):
         for cfg, p, base, tok in checked_bases(run, []):
             s, model, _ = steering_vector(cfg, p, base, tok, arm, at)
-            means = EM.doc_means(base, tok, cfg, p)
-            e = means["evil"][0] - means["good"][0]
-            e = e / e.norm()
+            e = evil_unit(EM.doc_means(base, tok, cfg, p))
             v = pulled_back(base, tok, e)  # the base's own: its evil direction through its own block 0
             off0, base0 = VS.off_lp(model, tok, cfg), VS.off_lp(base, tok, cfg)
             vecs = (("vector", s), ("pulled_norm", s.norm() * v), ("evil_norm", s.norm() * e))

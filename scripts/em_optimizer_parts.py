@@ -193,6 +193,8 @@ def plot(s, path):
 
 def read_args(argv):
     """The run directories and the options as a dict ({"frozen": ""} for the bare flag); anything else: usage."""
+    if not argv:
+        sys.exit(__doc__)
     runs, opts = [], {}
     for a in argv:
         if not a.startswith("--"):
@@ -203,8 +205,6 @@ def read_args(argv):
         if key not in ("out", "from", "beta1", "frozen") or key in opts or takes_value != bool(value) or eq and not takes_value:
             sys.exit(__doc__)  # unknown, repeated, a value missing, or one given to the bare --frozen
         opts[key] = value
-    if not argv:
-        sys.exit(__doc__)
     if bool(runs) == ("from" in opts):
         sys.exit("give run directories or --from=FILE.json (one of the two)")
     if "from" in opts and len(opts) > 1:
