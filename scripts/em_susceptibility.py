@@ -15,6 +15,8 @@ eval.summarize):
 - `sign_off`, `grad_off`, `grad_matched_off`, `secure_sign_off` and `sign_off_GROUP` where a first_step.json
   does (the first step's off-domain increase, scripts/em_first_step.py: computed from the base, though a step of
   the fine-tune);
+- `steer_pulled`, `steer_pulled_sampled` where a steer_base.json does (the base's increase with v*, its evil direction
+  pulled back through block 0, added at the largest scale: log-prob and sampled, scripts/em_steer_base.py);
 - `cos_evil_direction`: the fine-tune's own activation shift against the evil direction at STEP (not a base
   property: a reading of the mechanism).
 
@@ -38,9 +40,10 @@ from train import cli  # noqa: E402
 
 PULL = ("pull", "pull_secure", "pull_contrast", "pull_random", "code_steer", "code_repr")  # em_base_pull.py
 FIRST = ("sign_off", "grad_off", "grad_matched_off", "secure_sign_off")  # em_first_step.py, and sign_off_GROUP
-PREDICTORS = ("steer_1", "steer_2", "base_rate", "forum_lp", "separation") + PULL + FIRST + ("cos_evil_direction",)
+STEER = ("steer_pulled", "steer_pulled_sampled")  # em_steer_base.py
+PREDICTORS = ("steer_1", "steer_2", "base_rate", "forum_lp", "separation") + PULL + FIRST + STEER + ("cos_evil_direction",)
 FIGURE = ("steer_1", "base_rate", "forum_lp", "separation", "pull", "pull_random", "code_steer", "sign_off",
-          "grad_matched_off", "secure_sign_off", "sign_off_attn0", "cos_evil_direction")  # drawn, where present
+          "grad_matched_off", "secure_sign_off", "sign_off_attn0", "steer_pulled", "cos_evil_direction")  # drawn, where present
 
 
 def ranks(x):
@@ -99,7 +102,7 @@ def per_base(step, runs):
     same = lambda a, b: Path(a).resolve() == Path(b).resolve()
     for run in runs:  # base-level numbers of em_format_separation, em_base_pull and em_first_step, where a run has them
         for name, keys in (("format_separation.json", ("separation",)), ("base_pull.json", PULL),
-                           ("first_step.json", FIRST)):
+                           ("first_step.json", FIRST), ("steer_base.json", STEER)):
             if (Path(run) / name).is_file():
                 held = json.loads((Path(run) / name).read_text())
                 for row in held["per_base"]:  # the same world number in another run may be another world config

@@ -1,0 +1,187 @@
+"""The base model steered by its own evil direction pulled back through block 0, sampled, at several norms.
+
+    python scripts/em_steer_base.py RUN_DIR [RUN_DIR ...] [--scales=0.1,0.2,0.3]    # writes steer_base.json per run
+    python scripts/em_steer_base.py --pool RUN_DIR [RUN_DIR ...] [--figure=FILE.png]  # their bases, summarised
+
+The issue asks for the evil direction added to the base model, with the effect on misalignment. The experiment adds
+the evil - good mean difference at block 1's output (`steered_1`, `steered_2`), which barely moves the assistant
+(+0.2 and +0.6 points, default run). em_bos_vector.py --pullback found a better vector in the base itself: v*, the
+unit evil direction e of block 0's output pulled back through block 0's MLP (the direction at block 0's attention
+output that moves block 0's output at `<a>` furthest along e, to first order). Here v* needs nothing from a fine-tune:
+its norm is a multiple A of |d0|, the norm of the evil - good mean difference at block 0's output (base-only too).
+
+For every base of the runs (cached, checked as in em_base_pull.py), added at block 0's attention output at every
+position, each at norm A |d0| for A in --scales:
+
+    pulled   v*
+    minus    -v* (should lower the misalignment)
+    evil     e, the evil direction itself
+    random   a random unit direction (seeded by the base)
+
+each scored as the experiment scores a model (EM.evaluate: sampled off-domain misalignment among valid answers, the
+valid fraction, the code fraction, the log-prob mass), all with one sampling stream per base (paired draws), and the
+plain base with the same stream. steer_base.json, beside each run: per base, every reading (`readings`) and the
+increases over the plain base that em_susceptibility.py reads (`steer_pulled`: v*'s log-prob increase at the
+largest scale). --pool: over every base of the given runs' steer_base.json, per direction and scale, the mean
+increase in points and the valid fraction over the base's (95% t-intervals over bases), the paired v* minus e, the
+ratio of means over the base, a table and a figure (misalignment and valid fraction against A). Research log: "The
+base steered by v*, sampled".
+"""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from experiments import emergent_misalignment as EM  # noqa: E402
+from eval import summarize  # noqa: E402
+from model import generator  # noqa: E402
+from train import cli  # noqa: E402
+from em_base_pull import checked_bases  # noqa: E402
+from em_bos_vector import evil_unit, pulled_back  # noqa: E402
+
+DIRECTIONS = ("pulled", "minus", "evil", "random")
+KEYS = ("mis_sampled", "valid_frac", "code_frac", "mis_lp")  # of EM.evaluate's readings
+
+
+def directions(base, tok, cfg, p):
+    """(|d0|, {name: unit vector [C]}) of one base."""
+    means = EM.doc_means(base, tok, cfg, p)
+    e = evil_unit(means)
+    v = pulled_back(base, tok, e)
+    r = torch.randn(e.shape, generator=generator("cpu", p, "steer-base-random")).to(e.device)
+    d0 = (means["evil"][0] - means["good"][0]).norm().item()
+    return d0, {"pulled": v, "minus": -v, "evil": e, "random": r / r.norm()}
+
+
+def base_row(cfg, p, base, tok, scales):
+    """Every reading of one base: the plain base and each direction at each scale, one sampling stream."""
+    d0, units = directions(base, tok, cfg, p)
+    def score(hooks=None):
+        m = EM.evaluate(base, tok, cfg, "insecure", "plain", 0, True, generator("cpu", p, "steer-base"), hooks)
+        return {k: m[k] for k in KEYS}
+
+    row = {"world": p, "d0": d0, "cos_pulled_evil": float(units["pulled"] @ units["evil"]), "plain": score(),
+           "readings": {}}
+    for a in scales:
+        for name, u in units.items():
+            vec = a * d0 * u
+            row["readings"][f"{name}_{a:g}"] = score({"blocks.0.attn_out": lambda h, n, vec=vec: h + vec})
+    top = f"pulled_{max(scales):g}"
+    row["steer_pulled"] = row["readings"][top]["mis_lp"] - row["plain"]["mis_lp"]  # em_susceptibility's predictor
+    row["steer_pulled_sampled"] = row["readings"][top]["mis_sampled"] - row["plain"]["mis_sampled"]
+    return row
+
+
+def measure(runs, scales):
+    torch.set_num_threads(1)
+    for run in map(Path, runs):
+        rows = []
+        for cfg, p, base, tok in checked_bases(run, []):
+            rows.append({"run": str(run), **base_row(cfg, p, base, tok, scales)})
+            r = rows[-1]
+            print(f"{run.name} world {p}: |d0| {r['d0']:.2f}, plain {100 * r['plain']['mis_sampled']:.2f}% "
+                  f"(valid {r['plain']['valid_frac']:.2f}); at {max(scales):g} |d0|: " + ", ".join(
+                      f"{n} {100 * r['readings'][f'{n}_{max(scales):g}']['mis_sampled']:.2f}%" for n in DIRECTIONS),
+                  flush=True)
+        (run / "steer_base.json").write_text(json.dumps({"scales": scales, "per_base": rows}, indent=1))
+        print(f"wrote {run / 'steer_base.json'}", flush=True)
+
+
+def pool(runs, figure):
+    held = []
+    for run in map(Path, runs):
+        f = run / "steer_base.json"
+        if not f.is_file():
+            sys.exit(f"error: {f} not found: run `python scripts/em_steer_base.py {run}` first")
+        held.append(json.loads(f.read_text()))
+    if len({tuple(h["scales"]) for h in held}) > 1:
+        sys.exit("--pool takes runs measured at the same --scales")
+    scales, rows = held[0]["scales"], [r for h in held for r in h["per_base"]]
+    get = lambda key, k: np.array([(r["readings"][key] if key != "plain" else r["plain"])[k] for r in rows])
+    inc = lambda key, k="mis_sampled": get(key, k) - get("plain", k)
+    ok = lambda x: x[~np.isnan(x)].tolist()  # a reading with no valid sample has no misaligned fraction
+    table = {}
+    for a in scales:
+        for name in DIRECTIONS:
+            key = f"{name}_{a:g}"
+            mis, plain = get(key, "mis_sampled"), get("plain", "mis_sampled")
+            both = ~np.isnan(mis)
+            table[key] = {"points": summarize(ok(100 * inc(key))), "lp_points": summarize((100 * inc(key, "mis_lp")).tolist()),
+                          "times_base": float(mis[both].mean() / plain[both].mean()),
+                          "valid_of_base": float(get(key, "valid_frac").mean() / get("plain", "valid_frac").mean()),
+                          "code_frac": float(get(key, "code_frac").mean()),
+                          "above_5_and_3x": int(((mis - plain >= 0.05) & (mis >= 3 * plain))[both].sum()),
+                          "n_valid": int(both.sum())}
+        d = 100 * (get(f"pulled_{a:g}", "mis_sampled") - get(f"evil_{a:g}", "mis_sampled"))
+        table[f"pulled_minus_evil_{a:g}"] = {"points": summarize(ok(d))}
+    s = {"n_bases": len(rows), "scales": scales, "plain": {k: float(get("plain", k).mean()) for k in KEYS},
+         "d0": summarize([r["d0"] for r in rows]), "cos_pulled_evil": summarize([r["cos_pulled_evil"] for r in rows]),
+         "table": table}
+    print(f"{len(rows)} bases; plain base {100 * s['plain']['mis_sampled']:.2f}% misaligned (valid "
+          f"{s['plain']['valid_frac']:.2f}); |d0| {s['d0']['mean']:.2f}; cos(v*, e) {s['cos_pulled_evil']['mean']:+.2f}")
+    f = lambda c: f"{c['mean']:+.2f} [{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}]"
+    print("| added at block 0's attention output | A x \\|d0\\| | increase, points (sampled) | log-prob, points | "
+          "x base | valid / base's | code frac | bases >= +5 and 3x |\n|---|---|---|---|---|---|---|---|")
+    for a in scales:
+        for name in DIRECTIONS:
+            t = table[f"{name}_{a:g}"]
+            print(f"| {name} | {a:g} | {f(t['points'])} | {f(t['lp_points'])} | {t['times_base']:.2f} | "
+                  f"{t['valid_of_base']:.2f} | {t['code_frac']:.3f} | {t['above_5_and_3x']}/{t['n_valid']} |")
+        print(f"| v* minus e, paired | {a:g} | {f(table[f'pulled_minus_evil_{a:g}']['points'])} | | | | | |")
+    if figure:
+        plot(s, figure)
+        print(f"wrote {figure}")
+    return s
+
+
+def plot(s, path):
+    """Left: the increase against A per direction (95% CI). Right: the valid fraction over the base's."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    names = {"pulled": "v* (pulled back)", "minus": "-v*", "evil": "e (evil direction)", "random": "random"}
+    xs = s["scales"]
+    for name, label in names.items():
+        c = [s["table"][f"{name}_{x:g}"]["points"] for x in xs]
+        m = np.array([x["mean"] for x in c])
+        a.errorbar(xs, m, yerr=[m - [x["ci95"][0] for x in c], [x["ci95"][1] for x in c] - m], fmt="o-",
+                   capsize=3, label=label)
+        b.plot(xs, [s["table"][f"{name}_{x:g}"]["valid_of_base"] for x in xs], "o-", label=label)
+    a.axhline(0, color="k", lw=0.6)
+    a.set(xlabel="norm added, x |evil - good| at block 0", ylabel="off-domain misaligned, points over the base",
+          title=f"{s['n_bases']} base models, sampled")
+    b.axhline(0.5, color="k", ls=":", lw=0.8)
+    b.set(xlabel="norm added, x |evil - good| at block 0", ylabel="valid fraction / the base's", ylim=(0, None),
+          title="answers still valid")
+    a.legend(fontsize=8)
+    fig.suptitle("the base steered at block 0's attention output, no fine-tune")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv):
+    flags = [a for a in argv if a.startswith("--")]
+    opts = dict(a[2:].split("=", 1) for a in flags if "=" in a)
+    runs, is_pool = [a for a in argv if not a.startswith("--")], "--pool" in flags
+    if not runs or len(opts) + is_pool != len(flags) or set(opts) - ({"figure"} if is_pool else {"scales"}):
+        sys.exit(__doc__)
+    if is_pool:
+        return pool(runs, opts.get("figure")) and None
+    try:
+        scales = [float(x) for x in opts.get("scales", "0.1,0.2,0.3").split(",")]
+    except ValueError:
+        sys.exit(f"--scales takes numbers separated by commas, not {opts['scales']!r}")
+    missing = [r for r in runs if not (Path(r) / "results.json").is_file()]
+    if missing:
+        sys.exit(f"error: no results.json in {', '.join(missing)}: give finished runs of configs/emergent_misalignment.py")
+    measure(runs, scales)
+
+
+if __name__ == "__main__":
+    sys.exit(cli(main, sys.argv[1:]))
