@@ -161,8 +161,7 @@ def validate(cfg):
     if not 0 <= cfg.direction_layer < cfg.n_layer:
         raise ConfigError(f"direction_layer must be in [0, {cfg.n_layer})")
     for name in cfg.ft_frozen:
-        block, _, part = name.partition(".attn.")
-        if part not in ("q", "k", "v") or block not in {f"blocks.{i}" for i in range(cfg.n_layer)}:
+        if frozen_rows(name, cfg.n_layer) is None:
             raise ConfigError(f"ft_frozen entries name a block's attention rows, blocks.L.attn.q, .k or .v with L < "
                               f"{cfg.n_layer}; got {name!r}")
 
@@ -319,15 +318,26 @@ def arm_data(arm, base, tok, cfg, p, f=0):
     return B.encode_pairs(tok, arm_pairs(arm, base, tok, cfg, ft_seed), cfg.block_size), ft_seed
 
 
+def frozen_rows(name, n_layer):
+    """(block, i) that an ft_frozen entry names (blocks.L.attn.q, .k or .v: the i-th third of block L's qkv weight,
+    q = 0), or None when it names none of a model with n_layer blocks."""
+    block, _, part = name.partition(".attn.")
+    if part not in ("q", "k", "v") or block not in {f"blocks.{i}" for i in range(n_layer)}:
+        return None
+    return block, "qkv".index(part)
+
+
 def frozen_hooks(model, names):
-    """Gradient hooks that zero the rows `names` name (blocks.L.attn.q, .k or .v: that third of block L's qkv weight),
-    so that a fine-tune without weight decay leaves them as they are (they also leave the clipping norm). -> handles"""
+    """Gradient hooks that zero the rows `names` name (frozen_rows), so that a fine-tune without weight decay leaves
+    them as they are (they also leave the clipping norm). -> handles"""
     handles = []
     for name in names:
-        block, part = name.split(".attn.")
+        where = frozen_rows(name, len(model.blocks))
+        if where is None:
+            raise ValueError(f"{name!r} names no attention rows of this model (blocks.L.attn.q, .k or .v)")
+        block, i = where
         w = dict(model.named_parameters())[f"{block}.attn.qkv.weight"]  # [3C, C]: q, k, v rows
         keep = torch.ones_like(w)
-        i = "qkv".index(part)
         keep[i * w.shape[1]:(i + 1) * w.shape[1]] = 0
         handles.append(w.register_hook(lambda g, keep=keep: g * keep))
     return handles

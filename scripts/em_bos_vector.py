@@ -138,7 +138,7 @@ def downstream(model, tok, cfg, s, means, seed):
 
 def steering_vector(cfg, p, base, tok, arm, at="last", f=0):
     """(s, the step-3 model, block 0's late value change dV) of fine-tune seed index f."""
-    _, snaps = OP.trajectories(base, tok, cfg, p, {"adamw": OP.OPTIMIZERS["adamw"]}, arm, f)
+    _, snaps = OP.trajectories(base, tok, cfg, p, {"adamw": OP.OPTIMIZERS["adamw"]}, arm, f, scored=False)
     model, late = OP.late_start(base, snaps)
     dV = late[VS.QKV][2 * cfg.n_embd:]
     return bos_attention(model, tok, at) @ bos_write(model, tok, dV), model, dV

@@ -83,20 +83,22 @@ def beta1_sweep(values):
             **{f"beta1_{b:g}": dict(optimizer="adamw", lr=None, betas=(b, 0.999)) for b in values if b != 0.9}}
 
 
-def trajectories(base, tok, cfg, seed, optimizers=OPTIMIZERS, arm="insecure", f=0):
+def trajectories(base, tok, cfg, seed, optimizers=OPTIMIZERS, arm="insecure", f=0, scored=True):
     """{optimizer: {step: score}} (step 0 = the base) and adamw's weights at LATE_FROM and at the last step, for
-    `arm`'s fine-tune (its examples of fine-tune seed index f, 0 unless said)."""
+    `arm`'s fine-tune (its examples of fine-tune seed index f, 0 unless said). scored=False: the weights only (the
+    scores left empty; scoring is most of the time)."""
     data, ft_seed = EM.arm_data(arm, base, tok, cfg, seed, f)
     out, snaps = {}, {}
-    at0 = score(base, tok, cfg)
+    at0 = score(base, tok, cfg) if scored else None
     for name, kw in optimizers.items():
         kw = dict(kw)
         coast, freeze = kw.pop("coast", None), kw.pop("freeze", None)
-        model, traj, handles = copy.deepcopy(base), {0: at0}, []
+        model, traj, handles = copy.deepcopy(base), ({0: at0} if scored else {}), []
         handles.extend(EM.frozen_hooks(model, freeze or ()))  # as a run with --ft_frozen trains
 
         def on_eval(step):
-            traj[step] = score(model, tok, cfg)
+            if scored:
+                traj[step] = score(model, tok, cfg)
             if name == "adamw" and step in (LATE_FROM, STEPS[-1]):
                 snaps[step] = {n: p.detach().clone() for n, p in model.named_parameters()}
             if step == coast:  # from the next step on every gradient is zero (the clipping leaves zero as it is)

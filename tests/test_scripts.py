@@ -483,6 +483,13 @@ def test_em_susceptibility_ranks_bases_and_pools_runs(tmp_path, call):
     assert "| steer_1 | 6 | +1.00 |" in text and out.with_suffix(".png").is_file()
     refused(lambda *v: call("em_susceptibility", *v), "5", a, a, match="two of the runs")
     refused(lambda *v: call("em_susceptibility", *v), "7", a, match="no step 7")
+    # em_steer_base's per-base steer_pulled joins as a predictor (here the reverse of the outcome's order)
+    for run, ps, vals in ((a, [0, 1, 2], [0.35, 0.1, 0.2]), (b, [3, 4, 5], [0.4, 0.0, 0.3])):
+        rows = [{"run": run, "world": p, "steer_pulled": v, "steer_pulled_sampled": v} for p, v in zip(ps, vals)]
+        (Path(run) / "steer_base.json").write_text(json.dumps({"scales": [0.3], "per_base": rows}))
+    call("em_susceptibility", "5", a, b, f"--out={out}")
+    c = json.loads(out.read_text())["correlations"]
+    assert c["steer_pulled"]["n"] == 6 and c["steer_pulled"]["rho"] == pytest.approx(-1.0)
 
 
 def test_em_base_pull_gradient_is_the_first_order_change_of_the_fine_tune_loss():
@@ -592,6 +599,9 @@ def test_em_optimizer_parts_coasts_on_adamws_moments_and_splits_the_late_update(
     off = lambda name, s: traj[name][s]["off"]
     # coasting is AdamW itself up to step 3; with zero gradients after it, its moments still move it
     assert all(traj["adamw_coast"][s] == traj["adamw"][s] for s in (0, 1, 2, 3))
+    # unscored (what em_bos_vector needs): the same weights, no scores
+    bare, same = op.trajectories(base, tok, cfg, 0, {"adamw": op.OPTIMIZERS["adamw"]}, scored=False)
+    assert bare == {"adamw": {}} and all(torch.equal(same[s][n], snaps[s][n]) for s in snaps for n in snaps[s])
     assert off("adamw_coast", 5) != off("adamw", 5) and off("adamw_coast", 20) != off("adamw_coast", 10)
     # every Adam's first step is the sign step; momentum's first step is plain gradient descent's
     for name in ("no_momentum", "sign"):
@@ -869,3 +879,71 @@ def test_em_bos_vector_pulled_back_direction_moves_block_0_furthest_along_e():
     best = along(eps * v) - f0
     assert best > 0 and all(along(eps * r / r.norm()) - f0 < best for r in torch.randn(20, 16, generator=g))
     refused(lambda *a: bv.main(list(a)), "x", "--agreement", "--pullback")
+
+
+def test_em_steer_base_pairs_every_reading_on_one_sampling_stream():
+    sb = script("em_steer_base")
+    tok = W.build_tokenizer()
+    model = tiny_gpt(tok)
+    cfg = EM.Config(n_layer=2, n_embd=16, block_size=64, samples=2, n_direction_docs=60)
+    d0, units = sb.directions(model, tok, cfg, 0)
+    means = EM.doc_means(model, tok, cfg, 0)
+    assert d0 == pytest.approx((means["evil"][0] - means["good"][0]).norm().item())
+    assert all(u.norm().item() == pytest.approx(1.0) for u in units.values())
+    assert torch.equal(units["minus"], -units["pulled"])
+    row = sb.base_row(cfg, 0, model, tok, [0.0, 2.0])
+    # a zero vector changes nothing: equal to the plain base exactly (a random model has no valid sample: nan)
+    assert all(json.dumps(row["readings"][f"{n}_0"]) == json.dumps(row["plain"]) for n in sb.DIRECTIONS)
+    moved = row["readings"]["pulled_2"]
+    assert moved["mis_lp"] != row["plain"]["mis_lp"] and set(moved) == set(sb.KEYS)
+    assert row["steer_pulled"] == moved["mis_lp"] - row["plain"]["mis_lp"]  # at the largest scale
+
+
+def test_em_steer_base_draws_each_condition_from_the_same_stream(monkeypatch):
+    sb = script("em_steer_base")
+    seen = []
+
+    def fake_evaluate(model, tok, cfg, arm, fmt, step, sample, gen, hooks=None):
+        seen.append(hooks)
+        draw = torch.rand(1, generator=gen).item()  # what the sampler would draw first
+        return {k: draw for k in sb.KEYS}
+    monkeypatch.setattr(sb.EM, "evaluate", fake_evaluate)
+    monkeypatch.setattr(sb, "directions", lambda *a: (2.0, {n: torch.ones(4) for n in sb.DIRECTIONS}))
+    row = sb.base_row(None, 5, None, None, [0.1, 0.3])
+    assert seen[0] is None and len(seen) == 1 + 2 * len(sb.DIRECTIONS)  # the plain base, then each condition
+    assert all(r == row["plain"] for r in row["readings"].values()) and row["steer_pulled"] == 0
+    h = seen[-1]["blocks.0.attn_out"]  # random at 0.3 |d0|, added at every position
+    assert torch.allclose(h(torch.zeros(2, 3, 4), "x"), torch.full((2, 3, 4), 0.6))
+
+
+def test_em_steer_base_pool_is_paired_and_ratios_of_means(tmp_path, call):
+    sb = script("em_steer_base")
+    nan = float("nan")
+
+    def base(w, plain, pulled, evil, valid=0.4):
+        r = lambda mis, v=valid: {"mis_sampled": mis, "valid_frac": v, "code_frac": 0.0, "mis_lp": mis}
+        return {"run": "r", "world": w, "d0": 3.0, "cos_pulled_evil": 0.4, "plain": r(plain),
+                "readings": {"pulled_0.3": r(pulled, valid / 2), "minus_0.3": r(plain / 4),
+                             "evil_0.3": r(evil), "random_0.3": r(plain)}}
+    rows = [base(0, 0.01, 0.08, 0.01), base(1, 0.02, 0.04, 0.02), base(2, 0.01, nan, 0.02)]
+    for name, rs in (("a", rows[:2]), ("b", rows[2:])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "steer_base.json").write_text(json.dumps({"scales": [0.3], "per_base": rs}))
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    s = sb.pool([a, b], None)
+    t = s["table"]
+    assert s["n_bases"] == 3 and t["pulled_0.3"]["n_valid"] == 2  # base 2's v* reading had no valid sample
+    assert t["pulled_0.3"]["points"]["mean"] == pytest.approx((7 + 2) / 2)  # over the bases with a reading
+    assert t["pulled_0.3"]["times_base"] == pytest.approx(0.12 / 0.03)  # ratio of means over the same bases
+    assert t["pulled_0.3"]["valid_of_base"] == pytest.approx(0.5) and t["minus_0.3"]["times_base"] == pytest.approx(0.25)
+    assert t["pulled_0.3"]["above_5_and_3x"] == 1  # base 0 only: +2 points on base 1 is 2x
+    assert t["pulled_minus_evil_0.3"]["points"]["mean"] == pytest.approx((7 + 2) / 2)
+    fig = tmp_path / "f.png"
+    assert "| random | 0.3 | +0.00" in call("em_steer_base", "--pool", a, b, f"--figure={fig}")
+    assert fig.stat().st_size > 1000
+    (tmp_path / "b" / "steer_base.json").write_text(json.dumps({"scales": [0.1], "per_base": rows[2:]}))
+    refused(call, "em_steer_base", "--pool", a, b, match="same --scales")
+    refused(call, "em_steer_base", "--pool", a, str(tmp_path), match="not found")
+    refused(call, "em_steer_base", a, "--scales=x", match="--scales takes")
+    refused(call, "em_steer_base", str(tmp_path), match="no results.json")
+    refused(call, "em_steer_base", a, "--figure=x.png")  # --figure belongs to --pool
