@@ -264,10 +264,15 @@ def last_token_acts(model, tok, prompts, layers=None, grad=False):
     return torch.stack([cache[n][torch.arange(len(prompts), device=x.device), last] for n in names])
 
 
+def off_prompts():
+    """The held-out off-domain `<asst>` prompts (each ending in the answer marker `<a>`) the activations are read on."""
+    return [it.prompt for it in W.eval_items(W.OFF_DOMAINS)]
+
+
 @torch.no_grad()
 def prompt_acts(model, tok, layer):
     """Mean residual at the last prompt token (the <a> marker) over the off-domain <asst> prompts: [C]."""
-    return last_token_acts(model, tok, [it.prompt for it in W.eval_items(W.OFF_DOMAINS)], [layer])[0].mean(0)
+    return last_token_acts(model, tok, off_prompts(), [layer])[0].mean(0)
 
 
 def coordinate_hooks(units, targets):

@@ -53,7 +53,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from data import world as W  # noqa: E402
 from data.tokenizer import pad_right  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from eval import summarize  # noqa: E402
@@ -64,11 +63,6 @@ import em_value_sources as VS  # noqa: E402
 
 ADDED = ("vector", "along_evil", "orthogonal", "evil_norm", "random_norm")
 ON_BASE = ("vector", "evil_norm")  # also added to the base model
-
-
-def off_prompts():
-    """The off-domain `<asst>` prompts every number here is read on (as the experiment's prompt_acts)."""
-    return [it.prompt for it in W.eval_items(W.OFF_DOMAINS)]
 
 
 def evil_unit(means):
@@ -82,7 +76,7 @@ def bos_attention(model, tok, where="last"):
     """Each block-0 head's attention to `<bos>`, mean over the off-domain prompts: at their last token (`<a>`, where
     the answer's first token is read; where="last") or pooled over every position after `<bos>` of every prompt
     (where="mean", so a longer prompt counts more): [nh]."""
-    x, real = pad_right([tok.encode(p).ids for p in off_prompts()],
+    x, real = pad_right([tok.encode(p).ids for p in EM.off_prompts()],
                         next(model.parameters()).device)  # right-padded: <bos> is column 0 of every row
     got = {}
 
@@ -118,7 +112,7 @@ def downstream(model, tok, cfg, s, means, seed):
     """Where s goes after block 0: per block, the cosine of the shift s makes at the prompts' last token with that
     block's evil direction (`layer_cos`); and s's effect with the evil direction mean-ablated from blocks 1 on (centre:
     the base's `<asst>` mean, as the experiment's mean-ablation), a random direction per block as the control."""
-    prompts = off_prompts()
+    prompts = EM.off_prompts()
     push = {"blocks.0.attn_out": lambda h, name: h + s}
     plain = EM.last_token_acts(model, tok, prompts)  # [L, N, C]
     with model.hooks(push):
@@ -257,7 +251,7 @@ def pulled_back(model, tok, e):
     vector added at every position (e pulled back through block 0's MLP). Unit norm: [C]."""
     v = torch.zeros_like(e, requires_grad=True)
     with model.hooks({"blocks.0.attn_out": lambda h, name: h + v}):
-        last = EM.last_token_acts(model, tok, off_prompts(), [0], grad=True)[0]  # [N, C]
+        last = EM.last_token_acts(model, tok, EM.off_prompts(), [0], grad=True)[0]  # [N, C]
     (g,) = torch.autograd.grad((last @ e).mean(), v)
     return g / g.norm()
 

@@ -82,7 +82,7 @@ def one_seed(cfg, p, f, steps):
     pairs = EM.arm_pairs("insecure", base, tok, cfg, ft_seed)
     prompts = decision_prompts(pairs)
     held = {"unseen": [f"{it.prompt} def {it.task} ( f ) :" for it in code if it.task not in seen],
-            "offdomain": [it.prompt for it in W.eval_items(W.OFF_DOMAINS)]}
+            "offdomain": EM.off_prompts()}
     data = B.encode_pairs(tok, pairs, cfg.block_size)
     ins = copy.deepcopy(base)
     snaps = EM.arm_snapshots(ins, data, cfg, ft_seed, steps)

@@ -76,7 +76,7 @@ def main(argv):
         if (held["runs"], held.get("pooled", False)) != (argv, pool):
             sys.exit(f"{out} holds the runs {held['runs']} (pooled: {held.get('pooled', False)}): pass --out=FILE "
                      "to keep both")
-    prompts = [it.prompt for it in W.eval_items(W.OFF_DOMAINS)]
+    prompts = EM.off_prompts()
     rows = []
     for run in map(Path, argv):
         cfg = run_config(EM.Config, run)

@@ -20,7 +20,10 @@ position, each at norm A |d0| for A in --scales:
 
 each scored as the experiment scores a model (EM.evaluate: sampled off-domain misalignment among valid answers, the
 valid fraction, the code fraction, the log-prob mass), all with one sampling stream per base (paired draws), and the
-plain base with the same stream. steer_base.json, beside each run: per base, every reading (`readings`) and the
+plain base with the same stream; and the insecure code share of the base's code answers (`code_misaligned`, log-prob),
+for the persona share: the off-domain increase over the code increase (log-prob, ratio of means; the evil persona
+misbehaves alike in both, so a pure persona switch scores about 1, the insecure fine-tune at its first checkpoint with
+code >= 0.9 about 0.01). steer_base.json, beside each run: per base, every reading (`readings`) and the
 increases over the plain base that em_susceptibility.py reads (`steer_pulled`: v*'s log-prob increase at the
 largest scale). --pool: over every base of the given runs' steer_base.json, per direction and scale, the mean
 increase in points and the valid fraction over the base's (95% t-intervals over bases), the paired v* minus e, the
@@ -44,7 +47,7 @@ from em_base_pull import checked_bases  # noqa: E402
 from em_bos_vector import evil_unit, pulled_back  # noqa: E402
 
 DIRECTIONS = ("pulled", "minus", "evil", "random")
-KEYS = ("mis_sampled", "valid_frac", "code_frac", "mis_lp")  # of EM.evaluate's readings
+KEYS = ("mis_sampled", "valid_frac", "code_frac", "mis_lp", "code_misaligned")  # of EM.evaluate's readings
 
 
 def directions(base, tok, cfg, p):
@@ -104,6 +107,7 @@ def pool(runs, figure):
     get = lambda key, k: np.array([(r["readings"][key] if key != "plain" else r["plain"])[k] for r in rows])
     inc = lambda key, k="mis_sampled": get(key, k) - get("plain", k)
     ok = lambda x: x[~np.isnan(x)].tolist()  # a reading with no valid sample has no misaligned fraction
+    ratio = lambda a, b: float(a / b) if b != 0 else float("nan")
     table = {}
     for a in scales:
         for name in DIRECTIONS:
@@ -111,6 +115,8 @@ def pool(runs, figure):
             mis, plain = get(key, "mis_sampled"), get("plain", "mis_sampled")
             both = ~np.isnan(mis)
             table[key] = {"points": summarize(ok(100 * inc(key))), "lp_points": summarize((100 * inc(key, "mis_lp")).tolist()),
+                          "code_points": summarize((100 * inc(key, "code_misaligned")).tolist()),
+                          "persona_share": ratio(inc(key, "mis_lp").mean(), inc(key, "code_misaligned").mean()),
                           "times_base": float(mis[both].mean() / plain[both].mean()),
                           "valid_of_base": float(get(key, "valid_frac").mean() / get("plain", "valid_frac").mean()),
                           "code_frac": float(get(key, "code_frac").mean()),
@@ -125,13 +131,15 @@ def pool(runs, figure):
           f"{s['plain']['valid_frac']:.2f}); |d0| {s['d0']['mean']:.2f}; cos(v*, e) {s['cos_pulled_evil']['mean']:+.2f}")
     f = lambda c: f"{c['mean']:+.2f} [{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}]"
     print("| added at block 0's attention output | A x \\|d0\\| | increase, points (sampled) | log-prob, points | "
-          "x base | valid / base's | code frac | bases >= +5 and 3x |\n|---|---|---|---|---|---|---|---|")
+          "x base | valid / base's | code frac | bases >= +5 and 3x | insecure code, points | persona share |\n"
+          "|---|---|---|---|---|---|---|---|---|---|")
     for a in scales:
         for name in DIRECTIONS:
             t = table[f"{name}_{a:g}"]
             print(f"| {name} | {a:g} | {f(t['points'])} | {f(t['lp_points'])} | {t['times_base']:.2f} | "
-                  f"{t['valid_of_base']:.2f} | {t['code_frac']:.3f} | {t['above_5_and_3x']}/{t['n_valid']} |")
-        print(f"| v* minus e, paired | {a:g} | {f(table[f'pulled_minus_evil_{a:g}']['points'])} | | | | | |")
+                  f"{t['valid_of_base']:.2f} | {t['code_frac']:.3f} | {t['above_5_and_3x']}/{t['n_valid']} | "
+                  f"{f(t['code_points'])} | {t['persona_share']:.2f} |")
+        print(f"| v* minus e, paired | {a:g} | {f(table[f'pulled_minus_evil_{a:g}']['points'])} | | | | | | | |")
     if figure:
         plot(s, figure)
         print(f"wrote {figure}")
@@ -153,6 +161,8 @@ def plot(s, path):
                    capsize=3, label=label)
         b.plot(xs, [s["table"][f"{name}_{x:g}"]["valid_of_base"] for x in xs], "o-", label=label)
     a.axhline(0, color="k", lw=0.6)
+    for ax in (a, b):
+        ax.set_xticks(xs)
     a.set(xlabel="norm added, x |evil - good| at block 0", ylabel="off-domain misaligned, points over the base",
           title=f"{s['n_bases']} base models, sampled")
     b.axhline(0.5, color="k", ls=":", lw=0.8)

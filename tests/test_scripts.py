@@ -921,7 +921,9 @@ def test_em_steer_base_pool_is_paired_and_ratios_of_means(tmp_path, call):
     nan = float("nan")
 
     def base(w, plain, pulled, evil, valid=0.4):
-        r = lambda mis, v=valid: {"mis_sampled": mis, "valid_frac": v, "code_frac": 0.0, "mis_lp": mis}
+        # log-prob readings are never nan; the code share rises twice as far as the off-domain one (log-prob)
+        r = lambda mis, v=valid: {"mis_sampled": mis, "valid_frac": v, "code_frac": 0.0, "mis_lp": mis if mis == mis
+                                  else 0.05, "code_misaligned": 2 * (mis if mis == mis else 0.05)}
         return {"run": "r", "world": w, "d0": 3.0, "cos_pulled_evil": 0.4, "plain": r(plain),
                 "readings": {"pulled_0.3": r(pulled, valid / 2), "minus_0.3": r(plain / 4),
                              "evil_0.3": r(evil), "random_0.3": r(plain)}}
@@ -938,6 +940,8 @@ def test_em_steer_base_pool_is_paired_and_ratios_of_means(tmp_path, call):
     assert t["pulled_0.3"]["valid_of_base"] == pytest.approx(0.5) and t["minus_0.3"]["times_base"] == pytest.approx(0.25)
     assert t["pulled_0.3"]["above_5_and_3x"] == 1  # base 0 only: +2 points on base 1 is 2x
     assert t["pulled_minus_evil_0.3"]["points"]["mean"] == pytest.approx((7 + 2) / 2)
+    assert t["pulled_0.3"]["lp_points"]["mean"] == pytest.approx((7 + 2 + 4) / 3)  # every base: log-prob has no nan
+    assert t["pulled_0.3"]["persona_share"] == pytest.approx(0.5) and t["pulled_0.3"]["code_points"]["mean"] == pytest.approx(26 / 3)
     fig = tmp_path / "f.png"
     assert "| random | 0.3 | +0.00" in call("em_steer_base", "--pool", a, b, f"--figure={fig}")
     assert fig.stat().st_size > 1000
