@@ -63,6 +63,7 @@ def directions(base, tok, cfg, p):
 def base_row(cfg, p, base, tok, scales):
     """Every reading of one base: the plain base and each direction at each scale, one sampling stream."""
     d0, units = directions(base, tok, cfg, p)
+
     def score(hooks=None):
         m = EM.evaluate(base, tok, cfg, "insecure", "plain", 0, True, generator("cpu", p, "steer-base"), hooks)
         return {k: m[k] for k in KEYS}
@@ -182,7 +183,8 @@ def main(argv):
     if not runs or len(opts) + is_pool != len(flags) or set(opts) - ({"figure"} if is_pool else {"scales"}):
         sys.exit(__doc__)
     if is_pool:
-        return pool(runs, opts.get("figure")) and None
+        pool(runs, opts.get("figure"))
+        return
     try:
         scales = [float(x) for x in opts.get("scales", "0.1,0.2,0.3").split(",")]
     except ValueError:
