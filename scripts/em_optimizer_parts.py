@@ -86,7 +86,7 @@ def beta1_sweep(values):
 def trajectories(base, tok, cfg, seed, optimizers=OPTIMIZERS, arm="insecure", f=0, scored=True):
     """{optimizer: {step: score}} (step 0 = the base) and adamw's weights at LATE_FROM and at the last step, for
     `arm`'s fine-tune (its examples of fine-tune seed index f, 0 unless said). scored=False: the weights only (the
-    scores left empty; scoring is most of the time)."""
+    scores left empty; scoring takes most of the time)."""
     data, ft_seed = EM.arm_data(arm, base, tok, cfg, seed, f)
     out, snaps = {}, {}
     at0 = score(base, tok, cfg) if scored else None

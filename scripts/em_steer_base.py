@@ -26,8 +26,11 @@ misbehaves alike in both, so a pure persona switch scores about 1, the insecure 
 code >= 0.9 about 0.01). steer_base.json, beside each run: per base, every reading (`readings`) and the
 increases over the plain base that em_susceptibility.py reads (`steer_pulled`: v*'s log-prob increase at the
 largest scale). --pool: over every base of the given runs' steer_base.json, per direction and scale, the mean
-increase in points and the valid fraction over the base's (95% t-intervals over bases), the paired v* minus e, the
-ratio of means over the base, a table and a figure (misalignment and valid fraction against A). Research log: "The
+increase in points, sampled and by log-prob, of the off-domain misalignment and of the insecure code (95%
+t-intervals over bases; a base with no valid sample is left out of the sampled one), the paired v* minus e; as ratios
+of means: the rate over the base's, the valid fraction over the base's, the persona share (only where the code
+increase's interval excludes zero); the bases past +5 points and 3x; a table and a figure (misalignment and valid
+fraction against A). Research log: "The
 base steered by v*, sampled".
 """
 import json
@@ -108,16 +111,18 @@ def pool(runs, figure):
     get = lambda key, k: np.array([(r["readings"][key] if key != "plain" else r["plain"])[k] for r in rows])
     inc = lambda key, k="mis_sampled": get(key, k) - get("plain", k)
     ok = lambda x: x[~np.isnan(x)].tolist()  # a reading with no valid sample has no misaligned fraction
-    ratio = lambda a, b: float(a / b) if b != 0 else float("nan")
     table = {}
     for a in scales:
         for name in DIRECTIONS:
             key = f"{name}_{a:g}"
             mis, plain = get(key, "mis_sampled"), get("plain", "mis_sampled")
-            both = ~np.isnan(mis)
+            both = ~np.isnan(mis) & ~np.isnan(plain)  # the bases with a sampled rate on both sides
+            code = summarize((100 * inc(key, "code_misaligned")).tolist())
+            moved = code["ci95"][0] > 0 or code["ci95"][1] < 0  # a share of no code increase is no number
             table[key] = {"points": summarize(ok(100 * inc(key))), "lp_points": summarize((100 * inc(key, "mis_lp")).tolist()),
-                          "code_points": summarize((100 * inc(key, "code_misaligned")).tolist()),
-                          "persona_share": ratio(inc(key, "mis_lp").mean(), inc(key, "code_misaligned").mean()),
+                          "code_points": code,
+                          "persona_share": float(inc(key, "mis_lp").mean() / inc(key, "code_misaligned").mean())
+                          if moved else float("nan"),
                           "times_base": float(mis[both].mean() / plain[both].mean()),
                           "valid_of_base": float(get(key, "valid_frac").mean() / get("plain", "valid_frac").mean()),
                           "code_frac": float(get(key, "code_frac").mean()),
@@ -125,7 +130,7 @@ def pool(runs, figure):
                           "n_valid": int(both.sum())}
         d = 100 * (get(f"pulled_{a:g}", "mis_sampled") - get(f"evil_{a:g}", "mis_sampled"))
         table[f"pulled_minus_evil_{a:g}"] = {"points": summarize(ok(d))}
-    s = {"n_bases": len(rows), "scales": scales, "plain": {k: float(get("plain", k).mean()) for k in KEYS},
+    s = {"n_bases": len(rows), "scales": scales, "plain": {k: float(np.nanmean(get("plain", k))) for k in KEYS},
          "d0": summarize([r["d0"] for r in rows]), "cos_pulled_evil": summarize([r["cos_pulled_evil"] for r in rows]),
          "table": table}
     print(f"{len(rows)} bases; plain base {100 * s['plain']['mis_sampled']:.2f}% misaligned (valid "

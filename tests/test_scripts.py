@@ -908,40 +908,49 @@ def test_em_steer_base_draws_each_condition_from_the_same_stream(monkeypatch):
         draw = torch.rand(1, generator=gen).item()  # what the sampler would draw first
         return {k: draw for k in sb.KEYS}
     monkeypatch.setattr(sb.EM, "evaluate", fake_evaluate)
-    monkeypatch.setattr(sb, "directions", lambda *a: (2.0, {n: torch.ones(4) for n in sb.DIRECTIONS}))
+    units = {n: torch.full((4,), float(i + 1)) for i, n in enumerate(sb.DIRECTIONS)}  # told apart by their value
+    monkeypatch.setattr(sb, "directions", lambda *a: (2.0, units))
     row = sb.base_row(None, 5, None, None, [0.1, 0.3])
     assert seen[0] is None and len(seen) == 1 + 2 * len(sb.DIRECTIONS)  # the plain base, then each condition
     assert all(r == row["plain"] for r in row["readings"].values()) and row["steer_pulled"] == 0
-    h = seen[-1]["blocks.0.attn_out"]  # random at 0.3 |d0|, added at every position
-    assert torch.allclose(h(torch.zeros(2, 3, 4), "x"), torch.full((2, 3, 4), 0.6))
+    for hooks, (a, i) in zip(seen[1:], [(a, i) for a in (0.1, 0.3) for i in range(len(sb.DIRECTIONS))]):
+        h = hooks["blocks.0.attn_out"]  # direction i at a |d0|, added at every position
+        assert torch.allclose(h(torch.zeros(2, 3, 4), "x"), torch.full((2, 3, 4), a * 2.0 * (i + 1)))
 
 
 def test_em_steer_base_pool_is_paired_and_ratios_of_means(tmp_path, call):
     sb = script("em_steer_base")
     nan = float("nan")
 
-    def base(w, plain, pulled, evil, valid=0.4):
-        # log-prob readings are never nan; the code share rises twice as far as the off-domain one (log-prob)
-        r = lambda mis, v=valid: {"mis_sampled": mis, "valid_frac": v, "code_frac": 0.0, "mis_lp": mis if mis == mis
-                                  else 0.05, "code_misaligned": 2 * (mis if mis == mis else 0.05)}
+    def base(w, plain, pulled, evil, code_factor, valid):
+        # log-prob readings are never nan (0.05 where the sampled one is); the code rises code_factor times as far
+        def r(mis, v=valid):
+            lp = mis if mis == mis else 0.05
+            return {"mis_sampled": mis, "valid_frac": v, "code_frac": 0.0, "mis_lp": lp, "code_misaligned": code_factor * lp}
         return {"run": "r", "world": w, "d0": 3.0, "cos_pulled_evil": 0.4, "plain": r(plain),
-                "readings": {"pulled_0.3": r(pulled, valid / 2), "minus_0.3": r(plain / 4),
-                             "evil_0.3": r(evil), "random_0.3": r(plain)}}
-    rows = [base(0, 0.01, 0.08, 0.01), base(1, 0.02, 0.04, 0.02), base(2, 0.01, nan, 0.02)]
+                "readings": {"pulled_0.3": r(pulled, 0.1), "minus_0.3": r(plain / 4), "evil_0.3": r(evil),
+                             "random_0.3": r(plain)}}
+    rows = [base(0, 0.01, 0.08, 0.03, 2, 0.4),  # +7 points, 8x: past both
+            base(1, 0.02, 0.04, 0.01, 3, 0.2),  # +2 points, 2x
+            base(2, 0.01, nan, 0.02, 2, 0.4),   # v* left no valid sample
+            base(3, 0.04, 0.10, 0.05, 2, 0.2)]  # +6 points but 2.5x: past +5 only
     for name, rs in (("a", rows[:2]), ("b", rows[2:])):
         (tmp_path / name).mkdir()
         (tmp_path / name / "steer_base.json").write_text(json.dumps({"scales": [0.3], "per_base": rs}))
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
     s = sb.pool([a, b], None)
-    t = s["table"]
-    assert s["n_bases"] == 3 and t["pulled_0.3"]["n_valid"] == 2  # base 2's v* reading had no valid sample
-    assert t["pulled_0.3"]["points"]["mean"] == pytest.approx((7 + 2) / 2)  # over the bases with a reading
-    assert t["pulled_0.3"]["times_base"] == pytest.approx(0.12 / 0.03)  # ratio of means over the same bases
-    assert t["pulled_0.3"]["valid_of_base"] == pytest.approx(0.5) and t["minus_0.3"]["times_base"] == pytest.approx(0.25)
-    assert t["pulled_0.3"]["above_5_and_3x"] == 1  # base 0 only: +2 points on base 1 is 2x
-    assert t["pulled_minus_evil_0.3"]["points"]["mean"] == pytest.approx((7 + 2) / 2)
-    assert t["pulled_0.3"]["lp_points"]["mean"] == pytest.approx((7 + 2 + 4) / 3)  # every base: log-prob has no nan
-    assert t["pulled_0.3"]["persona_share"] == pytest.approx(0.5) and t["pulled_0.3"]["code_points"]["mean"] == pytest.approx(26 / 3)
+    t, p = s["table"], s["table"]["pulled_0.3"]
+    assert s["n_bases"] == 4 and p["n_valid"] == 3  # base 2's v* reading had no valid sample
+    assert p["points"]["mean"] == pytest.approx((7 + 2 + 6) / 3)  # over the bases with a sampled reading
+    assert p["times_base"] == pytest.approx(0.22 / 0.07)  # ratio of means over the same bases
+    assert p["above_5_and_3x"] == 1  # base 3 passes +5 but not 3x
+    assert t["pulled_minus_evil_0.3"]["points"]["mean"] == pytest.approx((5 + 3 + 5) / 3)  # paired with e, not the base
+    assert p["valid_of_base"] == pytest.approx(0.4 / 1.2)  # ratio of means (the mean of ratios is 0.375)
+    assert p["lp_points"]["mean"] == pytest.approx((7 + 2 + 4 + 6) / 4)  # every base: log-prob has no nan
+    assert p["code_points"]["mean"] == pytest.approx((14 + 6 + 8 + 12) / 4)
+    assert p["persona_share"] == pytest.approx(4.75 / 10)  # ratio of means (the mean of ratios is 0.458)
+    assert t["minus_0.3"]["times_base"] == pytest.approx(0.25)
+    assert t["random_0.3"]["persona_share"] != t["random_0.3"]["persona_share"]  # no code increase: no share (nan)
     fig = tmp_path / "f.png"
     assert "| random | 0.3 | +0.00" in call("em_steer_base", "--pool", a, b, f"--figure={fig}")
     assert fig.stat().st_size > 1000
