@@ -113,6 +113,8 @@ class Config(B.Config):
     match_threshold: float = 0.9
     direction_layer: int = 1           # the layer whose direction is added to the base and projected on
     steer_scales: tuple = (1.0, 2.0)   # multiples of the mean difference added to the base
+    steer_pulled: float = 0.3          # and v* (block 0's evil direction pulled back through block 0's MLP, pulled_back)
+                                       # at this multiple of block 0's |evil - good|, at its attention output (0: not)
     n_direction_docs: int = 2000
     ablation_step: int = 0             # the insecure checkpoint the direction is ablated at (0: the matched one)
     report_step: int = 0               # a checkpoint fixed in advance where the thresholds are also computed (0: none)
@@ -150,6 +152,8 @@ def validate(cfg):
     if lora_keys and cfg.ft_trains != "lora":  # else they would be silently ignored
         raise ConfigError(f"{', '.join(lora_keys)} set, but the LoRA keys apply only with --ft_trains=lora "
                           f"(ft_trains is {cfg.ft_trains!r})")
+    if cfg.steer_pulled < 0:
+        raise ConfigError(f"steer_pulled is a norm, a multiple of |evil - good| at block 0 (0: not measured); got {cfg.steer_pulled}")
     if cfg.ft_lora_rank < 1:
         raise ConfigError(f"ft_lora_rank must be >= 1; got {cfg.ft_lora_rank}")
     if cfg.ft_lora_targets:  # the names finetune will look up, read off a shape-only (meta) model of this size
@@ -275,6 +279,18 @@ def prompt_acts(model, tok, layer):
     return last_token_acts(model, tok, off_prompts(), [layer])[0].mean(0)
 
 
+def pulled_back(model, tok, e):
+    """v*: the direction at block 0's attention output that moves block 0's output at `<a>` furthest along the unit
+    vector e per unit norm, to first order: the gradient of e . (block 0's output at the off-domain prompts' last
+    token, mean) with respect to a vector added at every position (e pulled back through block 0's MLP). With e the
+    evil direction it steers the assistant toward the persona where e itself barely does (README). Unit norm: [C]."""
+    v = torch.zeros_like(e, requires_grad=True)
+    with model.hooks({"blocks.0.attn_out": lambda h, name: h + v}):
+        last = last_token_acts(model, tok, off_prompts(), [0], grad=True)[0]  # [N, C]
+    (g,) = torch.autograd.grad((last @ e).mean(), v)
+    return g / g.norm()
+
+
 def coordinate_hooks(units, targets):
     """Hooks that set each block's output coordinate along the unit vector units[i] to targets[i] (a number, or
     one per token: a tensor of the activation's leading shape), h <- h - (h . u - c) u; nothing else moves."""
@@ -397,6 +413,10 @@ def em_unit(cfg, seed, decorrelated):
         for a in cfg.steer_scales:
             out["base"][f"steered_{a:g}"] = evaluate(base, tok, cfg, "insecure", "plain", 0, True, gen("steer", a),
                                                      add_hook(L, a * direction[L]))
+        if cfg.steer_pulled:  # the mean difference is a weak thing to add; the base's own push toward the persona
+            vec = cfg.steer_pulled * direction[0].norm() * pulled_back(base, tok, direction[0] / direction[0].norm())
+            out["base"]["steered_pulled"] = evaluate(base, tok, cfg, "insecure", "plain", 0, True, gen("steer-pulled"),
+                                                     {"blocks.0.attn_out": lambda h, name: h + vec})
     arms = ("insecure",) if decorrelated else cfg.arms
     for f in range(cfg.ft_seeds):
         run = {"ft_seed": f, "traj": {}, "ablation": {}, "step": {}}
@@ -498,6 +518,9 @@ def aggregate(cfg, units):
                        "base_ablated": _stats([corr[p]["base"]["ablated"] for p, _ in keys], bases),
                        **{f"base_steered_{a:g}": _stats([corr[p]["base"][f"steered_{a:g}"] for p, _ in keys], bases)
                           for a in cfg.steer_scales}}
+    pulled = [corr[p]["base"].get("steered_pulled") for p, _ in keys]
+    if all(m is not None for m in pulled):  # units saved before it existed lack it
+        res["ablation"]["base_steered_pulled"] = _stats(pulled, bases)
     later = (("insecure_mean_ablated", "mean_ablated"), ("insecure_random_mean_ablated", "random_mean_ablated"),
              ("base_mean_ablated", None), ("base_patched", "base_patched"), ("base_random_patched", "base_random_patched"))
     for n, k in later:  # units saved before these existed lack them: then they are left out

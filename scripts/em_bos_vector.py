@@ -245,17 +245,6 @@ def plot(rows, s, path, title):
     fig.savefig(path, dpi=120)
 
 
-def pulled_back(model, tok, e):
-    """The direction v at block 0's attention output that moves block 0's output at `<a>` furthest along e per unit
-    norm, to first order: the gradient of e . (block 0's output at the prompts' last token, mean) with respect to a
-    vector added at every position (e pulled back through block 0's MLP). Unit norm: [C]."""
-    v = torch.zeros_like(e, requires_grad=True)
-    with model.hooks({"blocks.0.attn_out": lambda h, name: h + v}):
-        last = EM.last_token_acts(model, tok, EM.off_prompts(), [0], grad=True)[0]  # [N, C]
-    (g,) = torch.autograd.grad((last @ e).mean(), v)
-    return g / g.norm()
-
-
 def pullback(runs, arm, at, out):
     """--pullback: s against e pulled back through block 0's MLP (v*), each added at s's norm to the step-3 model."""
     rows = []
@@ -263,7 +252,7 @@ def pullback(runs, arm, at, out):
         for cfg, p, base, tok in checked_bases(run, []):
             s, model, _ = steering_vector(cfg, p, base, tok, arm, at)
             e = evil_unit(EM.doc_means(base, tok, cfg, p))
-            v = pulled_back(base, tok, e)  # the base's own: its evil direction through its own block 0
+            v = EM.pulled_back(base, tok, e)  # the base's own: its evil direction through its own block 0
             off0, base0 = VS.off_lp(model, tok, cfg), VS.off_lp(base, tok, cfg)
             vecs = (("vector", s), ("pulled_norm", s.norm() * v), ("evil_norm", s.norm() * e))
             r = {"run": str(run), "world": p, "cos_s_pulled": float(s @ v / s.norm()), "cos_pulled_evil": float(v @ e),

@@ -47,7 +47,7 @@ from eval import summarize  # noqa: E402
 from model import generator  # noqa: E402
 from train import cli  # noqa: E402
 from em_base_pull import checked_bases  # noqa: E402
-from em_bos_vector import evil_unit, pulled_back  # noqa: E402
+from em_bos_vector import evil_unit  # noqa: E402
 
 DIRECTIONS = ("pulled", "minus", "evil", "random")
 KEYS = ("mis_sampled", "valid_frac", "code_frac", "mis_lp", "code_misaligned")  # of EM.evaluate's readings
@@ -57,7 +57,7 @@ def directions(base, tok, cfg, p):
     """(|d0|, {name: unit vector [C]}) of one base."""
     means = EM.doc_means(base, tok, cfg, p)
     e = evil_unit(means)
-    v = pulled_back(base, tok, e)
+    v = EM.pulled_back(base, tok, e)
     r = torch.randn(e.shape, generator=generator("cpu", p, "steer-base-random")).to(e.device)
     d0 = (means["evil"][0] - means["good"][0]).norm().item()
     return d0, {"pulled": v, "minus": -v, "evil": e, "random": r / r.norm()}

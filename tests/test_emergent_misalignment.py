@@ -368,6 +368,8 @@ def test_blocks_only_finetunes_keep_the_base_embedding(tmp_path, monkeypatch):
         E.validate(E.Config(ft_lora_rank=4, ft_lora_targets=("blocks.0.mlp.proj",)))
     with pytest.raises(train.ConfigError, match="ft_optimizer must be adamw or sgd"):
         E.validate(E.Config(ft_optimizer="adam"))
+    with pytest.raises(train.ConfigError, match="steer_pulled is a norm"):
+        E.validate(E.Config(steer_pulled=-0.3))
     with pytest.raises(train.ConfigError, match="ft_lora_targets must come from blocks.0.attn.qkv"):
         E.validate(E.Config(ft_trains="lora", ft_lora_targets=("blocks.9.mlp.proj",)))
 
@@ -461,7 +463,8 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
             assert math.isnan(mis) if valid == 0 else 0 <= mis <= 1
         assert 0 <= arm["valid_fraction"]["mean"] <= 1 and 0 <= arm["code_misaligned"]["mean"] <= 1
     assert {"insecure", "insecure_ablated", "insecure_random_ablated", "insecure_mean_ablated",
-            "insecure_random_mean_ablated", "base_mean_ablated", "base_patched", "base_random_patched"} <= set(res["ablation"])
+            "insecure_random_mean_ablated", "base_mean_ablated", "base_patched", "base_random_patched",
+            "base_steered_1", "base_steered_pulled"} <= set(res["ablation"])
     assert "mean_ablation_pass" in res["figures_to_reach"] and "mean-ablation" in (out / "results.md").read_text()
     assert {"forum_lp", "forum_lp_ablated", "forum_lp_mean_ablated"} <= set(res["base"])
     assert "mean-ablated: " in (out / "results.md").read_text()
@@ -492,11 +495,12 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
     units = [B.load_unit(p) for p in sorted(out.glob("unit_*.json"))]
     for u in units:  # units saved before the mean-ablation existed still aggregate, without it
         u["base"].pop("mean_ablated", None)
+        u["base"].pop("steered_pulled", None)
         for r in u["runs"]:
             for k in ("mean_ablated", "random_mean_ablated", "base_patched", "base_random_patched"):
                 r["ablation"].pop(k, None)  # (the twin has no ablation)
     old = E.aggregate(train.run_config(E.Config, out), units)
-    assert not {"insecure_mean_ablated", "base_patched", "patched_points"} & set(old["ablation"])
+    assert not {"insecure_mean_ablated", "base_patched", "patched_points", "base_steered_pulled"} & set(old["ablation"])
     assert "mean_ablation_pass" not in old["figures_to_reach"]
     assert json.dumps(old["ablation"]["insecure_ablated"]) == json.dumps(res["ablation"]["insecure_ablated"])
     (out / "unit_twin_0.json").unlink()

@@ -867,7 +867,7 @@ def test_em_bos_vector_pulled_back_direction_moves_block_0_furthest_along_e():
     g = generator("cpu", 3, "e")
     e = torch.randn(16, generator=g)
     e = e / e.norm()
-    v = bv.pulled_back(model, tok, e)
+    v = EM.pulled_back(model, tok, e)
     assert v.norm().item() == pytest.approx(1.0)
     prompts = [it.prompt for it in W.eval_items(W.OFF_DOMAINS)]
 
