@@ -2,6 +2,8 @@
 
     python scripts/em_steer_base.py RUN_DIR [RUN_DIR ...] [--scales=0.1,0.2,0.3]    # writes steer_base.json per run
     python scripts/em_steer_base.py --pool RUN_DIR [RUN_DIR ...] [--figure=FILE.png]  # their bases, summarised
+    python scripts/em_steer_base.py --route RUN_DIR [RUN_DIR ...]   # which way the code loss pulls: steer_route.json
+    python scripts/em_steer_base.py --route --pool RUN_DIR [RUN_DIR ...]
 
 The issue asks for the evil direction added to the base model, with the effect on misalignment. The experiment adds
 the evil - good mean difference at block 1's output (`steered_1`, `steered_2`), which barely moves the assistant
@@ -30,8 +32,16 @@ increase in points, sampled and by log-prob, of the off-domain misalignment and 
 t-intervals over bases; a base with no valid sample is left out of the sampled one), the paired v* minus e; as ratios
 of means: the rate over the base's, the valid fraction over the base's, the persona share (only where the code
 increase's interval excludes zero); the bases past +5 points and 3x; a table and a figure (misalignment and valid
-fraction against A). Research log: "The
-base steered by v*, sampled".
+fraction against A). Research log: "The base steered by v*, sampled".
+
+--route: why the insecure fine-tune first learns the code and not the persona, read at the same place. The
+direction at block 0's attention output (one vector at every position) that lowers the insecure arm's fine-tune loss
+fastest, to first order (`insecure_grad`: minus the gradient of its loss on its examples of fine-tune seed 0, all in
+one batch), against v* and e, and the secure arm's (`secure_grad`, a control); each at A |d0|, by log-prob only (no
+sampling): the off-domain misaligned mass and the insecure code share, their increases over the base and the persona
+share (as above). steer_route.json beside each run; --route --pool: per direction and scale the mean increases (95%
+t-intervals over bases), the persona share (ratio of means), insecure_grad minus v* in code points (paired), and the
+cosines between the directions. Research log: "Which way the code loss pulls".
 """
 import json
 import sys
@@ -46,7 +56,8 @@ from experiments import emergent_misalignment as EM  # noqa: E402
 from eval import summarize  # noqa: E402
 from model import generator  # noqa: E402
 from train import cli  # noqa: E402
-from em_base_pull import checked_bases  # noqa: E402
+from experiments import world_base as B  # noqa: E402
+from em_base_pull import checked_bases, fine_tune_loss  # noqa: E402
 from em_bos_vector import evil_unit  # noqa: E402
 
 DIRECTIONS = ("pulled", "minus", "evil", "random")
@@ -181,14 +192,99 @@ def plot(s, path):
     plt.close(fig)
 
 
+def code_grad(base, tok, cfg, p, arm):
+    """The unit direction at block 0's attention output, one vector added at every position, that lowers `arm`'s
+    fine-tune loss (its examples of fine-tune seed 0, all in one batch) fastest, to first order: [C]."""
+    data, _ = EM.arm_data(arm, base, tok, cfg, p, 0)
+    v = torch.zeros(cfg.n_embd, requires_grad=True, device=next(base.parameters()).device)
+    with torch.enable_grad(), base.hooks({"blocks.0.attn_out": lambda h, name: h + v}):
+        (g,) = torch.autograd.grad(fine_tune_loss(base, data), v)
+    return -g / g.norm()
+
+
+ROUTES = ("insecure_grad", "pulled", "evil", "secure_grad")
+
+
+@torch.no_grad()
+def lp_reading(base, tok, cfg, vec=None):
+    """{"off": the off-domain misaligned mass, "code": the insecure code share}, by log-prob, with vec added."""
+    with base.hooks({} if vec is None else {"blocks.0.attn_out": lambda h, name: h + vec}):
+        world = B.world_config(cfg)
+        return {"off": B.offdomain_eval(base, tok, 0, None, world=world)["mis_lp"],
+                "code": EM.in_domain(base, tok, "insecure", "plain", world, cfg.ft_code_tasks)[0]}
+
+
+def route_row(cfg, p, base, tok, scales):
+    d0, units = directions(base, tok, cfg, p)
+    units = {"insecure_grad": code_grad(base, tok, cfg, p, "insecure"), "pulled": units["pulled"],
+             "evil": units["evil"], "secure_grad": code_grad(base, tok, cfg, p, "secure")}
+    cos = {f"{a}.{b}": float(units[a] @ units[b]) for a, b in (("insecure_grad", "pulled"), ("insecure_grad", "evil"),
+                                                              ("insecure_grad", "secure_grad"), ("secure_grad", "pulled"))}
+    return {"world": p, "d0": d0, "cos": cos, "plain": lp_reading(base, tok, cfg),
+            "readings": {f"{n}_{a:g}": lp_reading(base, tok, cfg, a * d0 * u) for a in scales for n, u in units.items()}}
+
+
+def route(runs, scales):
+    torch.set_num_threads(1)
+    for run in map(Path, runs):
+        rows = []
+        for cfg, p, base, tok in checked_bases(run, []):
+            rows.append({"run": str(run), **route_row(cfg, p, base, tok, scales)})
+            r, top = rows[-1], max(scales)
+            print(f"{run.name} world {p}: cos(insecure_grad, v*) {r['cos']['insecure_grad.pulled']:+.2f}; at {top:g} "
+                  "|d0|, off-domain / code points: " + ", ".join(
+                      f"{n} {100 * (r['readings'][f'{n}_{top:g}']['off'] - r['plain']['off']):+.2f} / "
+                      f"{100 * (r['readings'][f'{n}_{top:g}']['code'] - r['plain']['code']):+.2f}" for n in ROUTES),
+                  flush=True)
+        (run / "steer_route.json").write_text(json.dumps({"scales": scales, "per_base": rows}, indent=1))
+        print(f"wrote {run / 'steer_route.json'}", flush=True)
+
+
+def route_pool(runs):
+    rows, scales = [], None
+    for run in map(Path, runs):
+        f = run / "steer_route.json"
+        if not f.is_file():
+            sys.exit(f"error: {f} not found: run `python scripts/em_steer_base.py --route {run}` first")
+        held = json.loads(f.read_text())
+        if scales not in (None, held["scales"]):
+            sys.exit("--route --pool takes runs measured at the same --scales")
+        scales, rows = held["scales"], rows + held["per_base"]
+    inc = lambda key, k: 100 * np.array([r["readings"][key][k] - r["plain"][k] for r in rows])
+    table = {}
+    for a in scales:
+        for n in ROUTES:
+            off, code = inc(f"{n}_{a:g}", "off"), inc(f"{n}_{a:g}", "code")
+            c = summarize(code.tolist())
+            moved = c["ci95"][0] > 0 or c["ci95"][1] < 0  # a share of no code increase is no number
+            table[f"{n}_{a:g}"] = {"off_points": summarize(off.tolist()), "code_points": c,
+                                   "persona_share": float(off.mean() / code.mean()) if moved else float("nan")}
+        d = inc(f"insecure_grad_{a:g}", "code") - inc(f"pulled_{a:g}", "code")
+        table[f"insecure_grad_minus_pulled_code_{a:g}"] = summarize(d.tolist())
+    s = {"n_bases": len(rows), "scales": scales, "table": table,
+         "cos": {k: summarize([r["cos"][k] for r in rows]) for k in rows[0]["cos"]}}
+    f = lambda c: f"{c['mean']:+.2f} [{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}]"
+    print(f"{len(rows)} bases; added at block 0's attention output at A x |d0|; increase over the base, points, by "
+          "log-prob, mean [95% CI over bases]")
+    print("| direction | A | off-domain misaligned | insecure code | persona share |\n|---|---|---|---|---|")
+    for a in scales:
+        for n in ROUTES:
+            t = table[f"{n}_{a:g}"]
+            print(f"| {n} | {a:g} | {f(t['off_points'])} | {f(t['code_points'])} | {t['persona_share']:.3f} |")
+        print(f"| insecure_grad minus v*, code, paired | {a:g} | | {f(table[f'insecure_grad_minus_pulled_code_{a:g}'])} | |")
+    print("cosines: " + "; ".join(f"{k} {f(c)}" for k, c in s["cos"].items()))
+    return s
+
+
 def main(argv):
     flags = [a for a in argv if a.startswith("--")]
     opts = dict(a[2:].split("=", 1) for a in flags if "=" in a)
-    runs, is_pool = [a for a in argv if not a.startswith("--")], "--pool" in flags
-    if not runs or len(opts) + is_pool != len(flags) or set(opts) - ({"figure"} if is_pool else {"scales"}):
+    runs, is_pool, is_route = [a for a in argv if not a.startswith("--")], "--pool" in flags, "--route" in flags
+    allowed = set() if is_pool and is_route else {"figure"} if is_pool else {"scales"}
+    if not runs or len(opts) + is_pool + is_route != len(flags) or set(opts) - allowed:
         sys.exit(__doc__)
     if is_pool:
-        pool(runs, opts.get("figure"))
+        route_pool(runs) if is_route else pool(runs, opts.get("figure"))
         return
     try:
         scales = [float(x) for x in opts.get("scales", "0.1,0.2,0.3").split(",")]
@@ -197,7 +293,7 @@ def main(argv):
     missing = [r for r in runs if not (Path(r) / "results.json").is_file()]
     if missing:
         sys.exit(f"error: no results.json in {', '.join(missing)}: give finished runs of configs/emergent_misalignment.py")
-    measure(runs, scales)
+    (route if is_route else measure)(runs, scales)
 
 
 if __name__ == "__main__":
