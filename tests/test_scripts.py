@@ -960,3 +960,50 @@ def test_em_steer_base_pool_is_paired_and_ratios_of_means(tmp_path, call):
     refused(call, "em_steer_base", a, "--scales=x", match="--scales takes")
     refused(call, "em_steer_base", str(tmp_path), match="no results.json")
     refused(call, "em_steer_base", a, "--figure=x.png")  # --figure belongs to --pool
+
+
+def test_em_steer_base_code_grad_lowers_the_fine_tune_loss_fastest():
+    sb, bp = script("em_steer_base"), script("em_base_pull")
+    tok = W.build_tokenizer()
+    model = tiny_gpt(tok).double()
+    cfg = EM.Config(n_layer=2, n_embd=16, block_size=64, n_examples=12)
+    u = sb.code_grad(model, tok, cfg, 0, "insecure").double()
+    assert u.norm().item() == pytest.approx(1.0)
+    data, _ = EM.arm_data("insecure", model, tok, cfg, 0, 0)
+
+    @torch.no_grad()
+    def loss(vec):
+        with model.hooks({"blocks.0.attn_out": lambda h, name: h + vec}):
+            return bp.fine_tune_loss(model, data).item()
+    eps, l0 = 1e-4, loss(torch.zeros(16, dtype=torch.double))
+    best = l0 - loss(eps * u)
+    g = generator("cpu", 4, "dirs")
+    assert best > 0 and all(l0 - loss(eps * r / r.norm()) < best for r in torch.randn(20, 16, generator=g, dtype=torch.double))
+
+
+def test_em_steer_base_route_pool(tmp_path, call):
+    sb = script("em_steer_base")
+
+    def row(w, code_gain, off_gain):  # every direction moves code and off-domain by its own factors of the base's
+        plain = {"off": 0.01, "code": 0.02}
+        f = {"insecure_grad": (code_gain, off_gain), "pulled": (1.0, 1.0), "evil": (0.0, 0.0), "secure_grad": (-0.5, 0.0)}
+        read = lambda n: {"off": 0.01 + 0.01 * f[n][1], "code": 0.02 + 0.01 * f[n][0]}
+        return {"run": "r", "world": w, "d0": 3.0, "plain": plain, "readings": {f"{n}_0.3": read(n) for n in f},
+                "cos": {"insecure_grad.pulled": 0.1 * w}}
+    for name, rs in (("a", [row(0, 4.0, 0.1), row(1, 3.0, 0.1)]), ("b", [row(2, 5.0, 0.4)])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "steer_route.json").write_text(json.dumps({"scales": [0.3], "per_base": rs}))
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    s = sb.route_pool([a, b])
+    t = s["table"]
+    assert t["insecure_grad_0.3"]["persona_share"] == pytest.approx(0.6 / 12)  # ratio of means, not mean of ratios
+    assert t["pulled_0.3"]["persona_share"] == pytest.approx(1.0)
+    assert t["evil_0.3"]["persona_share"] != t["evil_0.3"]["persona_share"]  # the code does not move: no share (nan)
+    assert t["insecure_grad_minus_pulled_code_0.3"]["mean"] == pytest.approx(3.0)  # (3 + 2 + 4) / 3 points
+    assert t["evil_0.3"]["code_points"]["mean"] == 0 and t["secure_grad_0.3"]["code_points"]["mean"] == pytest.approx(-0.5)
+    assert s["cos"]["insecure_grad.pulled"]["mean"] == pytest.approx(0.1)
+    assert "| insecure_grad | 0.3 | +0.20" in call("em_steer_base", "--route", "--pool", a, b)
+    (tmp_path / "b" / "steer_route.json").write_text(json.dumps({"scales": [0.1], "per_base": [row(2, 6.0, 0.4)]}))
+    refused(call, "em_steer_base", "--route", "--pool", a, b, match="same --scales")
+    refused(call, "em_steer_base", "--route", "--pool", a, str(tmp_path), match="--route")
+    refused(call, "em_steer_base", "--route", "--pool", a, "--figure=x.png")  # no figure here
