@@ -113,7 +113,7 @@ class Config(B.Config):
     match_threshold: float = 0.9
     direction_layer: int = 1           # the layer whose direction is added to the base and projected on
     steer_scales: tuple = (1.0, 2.0)   # multiples of the mean difference added to the base
-    steer_pulled: float = 0.3          # and v* (block 0's evil direction pulled back through block 0's MLP, pulled_back)
+    steer_pulled_scale: float = 0.3    # and v* (block 0's evil direction pulled back through block 0's MLP, pulled_back)
                                        # at this multiple of block 0's |evil - good|, at its attention output (0: not)
     n_direction_docs: int = 2000
     ablation_step: int = 0             # the insecure checkpoint the direction is ablated at (0: the matched one)
@@ -152,8 +152,8 @@ def validate(cfg):
     if lora_keys and cfg.ft_trains != "lora":  # else they would be silently ignored
         raise ConfigError(f"{', '.join(lora_keys)} set, but the LoRA keys apply only with --ft_trains=lora "
                           f"(ft_trains is {cfg.ft_trains!r})")
-    if cfg.steer_pulled < 0:
-        raise ConfigError(f"steer_pulled is a norm, a multiple of |evil - good| at block 0 (0: not measured); got {cfg.steer_pulled}")
+    if not cfg.steer_pulled_scale >= 0:  # nan too
+        raise ConfigError(f"steer_pulled_scale is a norm, a multiple of |evil - good| at block 0 (0: not measured); got {cfg.steer_pulled_scale}")
     if cfg.ft_lora_rank < 1:
         raise ConfigError(f"ft_lora_rank must be >= 1; got {cfg.ft_lora_rank}")
     if cfg.ft_lora_targets:  # the names finetune will look up, read off a shape-only (meta) model of this size
@@ -285,9 +285,9 @@ def pulled_back(model, tok, e):
     token, mean) with respect to a vector added at every position (e pulled back through block 0's MLP). With e the
     evil direction it steers the assistant toward the persona where e itself barely does (README). Unit norm: [C]."""
     v = torch.zeros_like(e, requires_grad=True)
-    with model.hooks({"blocks.0.attn_out": lambda h, name: h + v}):
+    with torch.enable_grad(), model.hooks({"blocks.0.attn_out": lambda h, name: h + v}):  # under no_grad callers too
         last = last_token_acts(model, tok, off_prompts(), [0], grad=True)[0]  # [N, C]
-    (g,) = torch.autograd.grad((last @ e).mean(), v)
+        (g,) = torch.autograd.grad((last @ e).mean(), v)
     return g / g.norm()
 
 
@@ -413,8 +413,8 @@ def em_unit(cfg, seed, decorrelated):
         for a in cfg.steer_scales:
             out["base"][f"steered_{a:g}"] = evaluate(base, tok, cfg, "insecure", "plain", 0, True, gen("steer", a),
                                                      add_hook(L, a * direction[L]))
-        if cfg.steer_pulled:  # the mean difference is a weak thing to add; the base's own push toward the persona
-            vec = cfg.steer_pulled * direction[0].norm() * pulled_back(base, tok, direction[0] / direction[0].norm())
+        if cfg.steer_pulled_scale:  # the mean difference is a weak thing to add; the base's own push toward the persona
+            vec = cfg.steer_pulled_scale * direction[0].norm() * pulled_back(base, tok, direction[0] / direction[0].norm())
             out["base"]["steered_pulled"] = evaluate(base, tok, cfg, "insecure", "plain", 0, True, gen("steer-pulled"),
                                                      {"blocks.0.attn_out": lambda h, name: h + vec})
     arms = ("insecure",) if decorrelated else cfg.arms
@@ -502,7 +502,8 @@ def aggregate(cfg, units):
         res["trajectory"][name] = {s: _stats([r["traj"][name][s] for r in runs]) for s in cfg.eval_steps}
     # base, one value per (pretraining seed, fine-tune seed) so that differences pair up with the arms
     bases = [p for p, _ in keys]
-    for fmt in corr[keys[0][0]]["base"]:
+    # the readings every unit has (a run resumed after a reading was added mixes units with and without it)
+    for fmt in [k for k in corr[keys[0][0]]["base"] if all(k in corr[p]["base"] for p, _ in keys)]:
         vals = [corr[p]["base"][fmt] for p, _ in keys]
         res["base"][fmt] = summarize_by(vals, bases) if fmt.startswith("forum_lp") else _stats(vals, bases)
     if twin:

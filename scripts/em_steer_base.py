@@ -2,7 +2,7 @@
 
     python scripts/em_steer_base.py RUN_DIR [RUN_DIR ...] [--scales=0.1,0.2,0.3]    # writes steer_base.json per run
     python scripts/em_steer_base.py --pool RUN_DIR [RUN_DIR ...] [--figure=FILE.png]  # their bases, summarised
-    python scripts/em_steer_base.py --route RUN_DIR [RUN_DIR ...]   # which way the code loss pulls: steer_route.json
+    python scripts/em_steer_base.py --route RUN_DIR [RUN_DIR ...] [--scales=0.1,0.3]   # the code loss's pull: steer_route.json
     python scripts/em_steer_base.py --route --pool RUN_DIR [RUN_DIR ...]
 
 The issue asks for the evil direction added to the base model, with the effect on misalignment. The experiment adds
@@ -31,7 +31,7 @@ largest scale). --pool: over every base of the given runs' steer_base.json, per 
 increase in points, sampled and by log-prob, of the off-domain misalignment and of the insecure code (95%
 t-intervals over bases; a base with no valid sample is left out of the sampled one), the paired v* minus e; as ratios
 of means: the rate over the base's, the valid fraction over the base's, the persona share (only where the code
-increase's interval excludes zero); the bases past +5 points and 3x; a table and a figure (misalignment and valid
+increase's interval is above zero); the bases past +5 points and 3x; a table and a figure (misalignment and valid
 fraction against A). Research log: "The base steered by v*, sampled".
 
 --route: why the insecure fine-tune first learns the code and not the persona, read at the same place. The
@@ -129,7 +129,7 @@ def pool(runs, figure):
             mis, plain = get(key, "mis_sampled"), get("plain", "mis_sampled")
             both = ~np.isnan(mis) & ~np.isnan(plain)  # the bases with a sampled rate on both sides
             code = summarize((100 * inc(key, "code_misaligned")).tolist())
-            moved = code["ci95"][0] > 0 or code["ci95"][1] < 0  # a share of no code increase is no number
+            moved = rose(code)
             table[key] = {"points": summarize(ok(100 * inc(key))), "lp_points": summarize((100 * inc(key, "mis_lp")).tolist()),
                           "code_points": code,
                           "persona_share": float(inc(key, "mis_lp").mean() / inc(key, "code_misaligned").mean())
@@ -146,7 +146,7 @@ def pool(runs, figure):
          "table": table}
     print(f"{len(rows)} bases; plain base {100 * s['plain']['mis_sampled']:.2f}% misaligned (valid "
           f"{s['plain']['valid_frac']:.2f}); |d0| {s['d0']['mean']:.2f}; cos(v*, e) {s['cos_pulled_evil']['mean']:+.2f}")
-    f = lambda c: f"{c['mean']:+.2f} [{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}]"
+    f = interval
     print("| added at block 0's attention output | A x \\|d0\\| | increase, points (sampled) | log-prob, points | "
           "x base | valid / base's | code frac | bases >= +5 and 3x | insecure code, points | persona share |\n"
           "|---|---|---|---|---|---|---|---|---|---|")
@@ -174,7 +174,8 @@ def plot(s, path):
     for name, label in names.items():
         c = [s["table"][f"{name}_{x:g}"]["points"] for x in xs]
         m = np.array([x["mean"] for x in c])
-        a.errorbar(xs, m, yerr=[m - [x["ci95"][0] for x in c], [x["ci95"][1] for x in c] - m], fmt="o-",
+        lo, hi = (np.array([x["ci95"][j] if x["ci95"] else x["mean"] for x in c]) for j in (0, 1))
+        a.errorbar(xs, m, yerr=[m - lo, hi - m], fmt="o-",
                    capsize=3, label=label)
         b.plot(xs, [s["table"][f"{name}_{x:g}"]["valid_of_base"] for x in xs], "o-", label=label)
     a.axhline(0, color="k", lw=0.6)
@@ -190,6 +191,18 @@ def plot(s, path):
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def interval(stat):
+    """'+m.mm [+lo, +hi]', or the mean alone where there is no interval (one base)."""
+    ci = stat["ci95"]
+    return f"{stat['mean']:+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
+
+
+def rose(stat):
+    """Whether a summarized increase is above zero (its 95% interval; one base has none): a persona share is a share
+    of a rise of the insecure code, and of nothing else."""
+    return stat["ci95"] is not None and stat["ci95"][0] > 0
 
 
 def code_grad(base, tok, cfg, p, arm):
@@ -256,14 +269,14 @@ def route_pool(runs):
         for n in ROUTES:
             off, code = inc(f"{n}_{a:g}", "off"), inc(f"{n}_{a:g}", "code")
             c = summarize(code.tolist())
-            moved = c["ci95"][0] > 0 or c["ci95"][1] < 0  # a share of no code increase is no number
+            moved = rose(c)
             table[f"{n}_{a:g}"] = {"off_points": summarize(off.tolist()), "code_points": c,
                                    "persona_share": float(off.mean() / code.mean()) if moved else float("nan")}
         d = inc(f"insecure_grad_{a:g}", "code") - inc(f"pulled_{a:g}", "code")
         table[f"insecure_grad_minus_pulled_code_{a:g}"] = summarize(d.tolist())
     s = {"n_bases": len(rows), "scales": scales, "table": table,
          "cos": {k: summarize([r["cos"][k] for r in rows]) for k in rows[0]["cos"]}}
-    f = lambda c: f"{c['mean']:+.2f} [{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}]"
+    f = interval
     print(f"{len(rows)} bases; added at block 0's attention output at A x |d0|; increase over the base, points, by "
           "log-prob, mean [95% CI over bases]")
     print("| direction | A | off-domain misaligned | insecure code | persona share |\n|---|---|---|---|---|")

@@ -368,8 +368,8 @@ def test_blocks_only_finetunes_keep_the_base_embedding(tmp_path, monkeypatch):
         E.validate(E.Config(ft_lora_rank=4, ft_lora_targets=("blocks.0.mlp.proj",)))
     with pytest.raises(train.ConfigError, match="ft_optimizer must be adamw or sgd"):
         E.validate(E.Config(ft_optimizer="adam"))
-    with pytest.raises(train.ConfigError, match="steer_pulled is a norm"):
-        E.validate(E.Config(steer_pulled=-0.3))
+    with pytest.raises(train.ConfigError, match="steer_pulled_scale is a norm"):
+        E.validate(E.Config(steer_pulled_scale=-0.3))
     with pytest.raises(train.ConfigError, match="ft_lora_targets must come from blocks.0.attn.qkv"):
         E.validate(E.Config(ft_trains="lora", ft_lora_targets=("blocks.9.mlp.proj",)))
 
@@ -477,6 +477,16 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
     assert "insecure_pass" in res["figures_to_reach"]
     # every unit (one base model) is saved as it finishes; a rerun of the same config reads them back
     assert sorted(f.name for f in out.glob("unit_*.json")) == ["unit_twin_0.json", "unit_world_0.json"]
+    # the steered base is v* at 0.3 |d0|, added at block 0's attention output: recomputed here by log-prob
+    cfg = train.run_config(E.Config, out)
+    base, tok = B.base_model(cfg, 0, False)
+    means = E.doc_means(base, tok, cfg, 0)
+    d0 = means["evil"][0] - means["good"][0]
+    vec = 0.3 * d0.norm() * E.pulled_back(base, tok, d0 / d0.norm())
+    with base.hooks({"blocks.0.attn_out": lambda h, name: h + vec}):
+        want = B.offdomain_eval(base, tok, 0, None, world=B.world_config(cfg))["mis_lp"]
+    got = B.load_unit(out / "unit_world_0.json")["base"]["steered_pulled"]["mis_lp"]
+    assert got == pytest.approx(want, abs=1e-6) and got != pytest.approx(res["base"]["plain"]["offdomain_misaligned_lp"]["mean"], abs=1e-6)
     (out / "results.json").unlink()
     assert train.main(argv) == 0
     assert "resumed from unit_world_0.json" in capsys.readouterr().out
@@ -499,6 +509,11 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
         for r in u["runs"]:
             for k in ("mean_ablated", "random_mean_ablated", "base_patched", "base_random_patched"):
                 r["ablation"].pop(k, None)  # (the twin has no ablation)
+    # a run resumed after a reading was added: one base with it, one without (a copy of the first, as base 1)
+    fresh = [B.load_unit(p) for p in sorted(out.glob("unit_*.json"))]
+    older = [B.int_keys(json.loads(json.dumps(dict(u, seed=1)))) for u in units]
+    mix = E.aggregate(train.run_config(E.Config, out), fresh + older)
+    assert mix["n_seeds"] == 4 and "steered_pulled" not in mix["base"] and "base_steered_pulled" not in mix["ablation"]
     old = E.aggregate(train.run_config(E.Config, out), units)
     assert not {"insecure_mean_ablated", "base_patched", "patched_points", "base_steered_pulled"} & set(old["ablation"])
     assert "mean_ablation_pass" not in old["figures_to_reach"]
@@ -509,10 +524,11 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
     # the base models are cached: a second run pretrains nothing and gives the same numbers
     out2 = tmp_path / "run2"
     assert train.main(argv[:-1] + ["--arms=('insecure',)", "--twin=False", "--eval_steps=(1,2)", "--ablation_step=1",
-                                   "--report_step=1", f"--out_dir={out2}"]) == 0
+                                   "--report_step=1", "--steer_pulled_scale=0", f"--out_dir={out2}"]) == 0
     assert "pretrained" not in capsys.readouterr().out.split("results in")[-1]
     res2 = json.loads((out2 / "results.json").read_text())
     assert json.dumps(res2["base"]["plain"]) == json.dumps(res["base"]["plain"]) and set(res2["arms"]) == {"insecure"}
+    assert "base_steered_pulled" not in res2["ablation"]  # steer_pulled_scale=0: not measured
     # ablation_step picks the insecure checkpoint that is ablated (and compared against)
     assert (json.dumps(res2["ablation"]["insecure"]["offdomain_misaligned"])
             == json.dumps(res2["trajectory"]["insecure"]["1"]["offdomain_misaligned"]))

@@ -984,13 +984,15 @@ def test_em_steer_base_code_grad_lowers_the_fine_tune_loss_fastest():
 def test_em_steer_base_route_pool(tmp_path, call):
     sb = script("em_steer_base")
 
-    def row(w, code_gain, off_gain):  # every direction moves code and off-domain by its own factors of the base's
+    def row(w, f):  # f[direction] = (code, off-domain) increase over the base, in points
         plain = {"off": 0.01, "code": 0.02}
-        f = {"insecure_grad": (code_gain, off_gain), "pulled": (1.0, 1.0), "evil": (0.0, 0.0), "secure_grad": (-0.5, 0.0)}
         read = lambda n: {"off": 0.01 + 0.01 * f[n][1], "code": 0.02 + 0.01 * f[n][0]}
         return {"run": "r", "world": w, "d0": 3.0, "plain": plain, "readings": {f"{n}_0.3": read(n) for n in f},
                 "cos": {"insecure_grad.pulled": 0.1 * w}}
-    for name, rs in (("a", [row(0, 4.0, 0.1), row(1, 3.0, 0.1)]), ("b", [row(2, 5.0, 0.4)])):
+    rows = [row(0, {"insecure_grad": (4.0, 0.1), "pulled": (1.0, 1.0), "evil": (1.0, 0.0), "secure_grad": (-0.5, 0.0)}),
+            row(1, {"insecure_grad": (3.9, 0.1), "pulled": (0.9, 0.9), "evil": (-1.0, 0.0), "secure_grad": (-0.4, 0.0)}),
+            row(2, {"insecure_grad": (4.1, 0.4), "pulled": (1.1, 1.1), "evil": (0.5, 0.0), "secure_grad": (-0.6, 0.0)})]
+    for name, rs in (("a", rows[:2]), ("b", rows[2:])):
         (tmp_path / name).mkdir()
         (tmp_path / name / "steer_route.json").write_text(json.dumps({"scales": [0.3], "per_base": rs}))
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
@@ -998,12 +1000,16 @@ def test_em_steer_base_route_pool(tmp_path, call):
     t = s["table"]
     assert t["insecure_grad_0.3"]["persona_share"] == pytest.approx(0.6 / 12)  # ratio of means, not mean of ratios
     assert t["pulled_0.3"]["persona_share"] == pytest.approx(1.0)
-    assert t["evil_0.3"]["persona_share"] != t["evil_0.3"]["persona_share"]  # the code does not move: no share (nan)
-    assert t["insecure_grad_minus_pulled_code_0.3"]["mean"] == pytest.approx(3.0)  # (3 + 2 + 4) / 3 points
-    assert t["evil_0.3"]["code_points"]["mean"] == 0 and t["secure_grad_0.3"]["code_points"]["mean"] == pytest.approx(-0.5)
+    assert t["evil_0.3"]["persona_share"] != t["evil_0.3"]["persona_share"]  # +0.17 with an interval across zero: nan
+    assert t["secure_grad_0.3"]["persona_share"] != t["secure_grad_0.3"]["persona_share"]  # a fall is no share
+    d = t["insecure_grad_minus_pulled_code_0.3"]  # paired: 3 on every base (unpaired, the two spreads would add)
+    assert d["mean"] == pytest.approx(3.0) and d["ci95"] == pytest.approx([3.0, 3.0])
     assert s["cos"]["insecure_grad.pulled"]["mean"] == pytest.approx(0.1)
-    assert "| insecure_grad | 0.3 | +0.20" in call("em_steer_base", "--route", "--pool", a, b)
-    (tmp_path / "b" / "steer_route.json").write_text(json.dumps({"scales": [0.1], "per_base": [row(2, 6.0, 0.4)]}))
+    assert "| insecure_grad | 0.3 | +0.20 [" in call("em_steer_base", "--route", "--pool", a, b)
+    assert "| insecure_grad | 0.3 | +0.40 | +4.10 |" in call("em_steer_base", "--route", "--pool", b)  # one base: no interval
+    (tmp_path / "b" / "steer_route.json").write_text(json.dumps({"scales": [0.1], "per_base": rows[2:]}))
     refused(call, "em_steer_base", "--route", "--pool", a, b, match="same --scales")
     refused(call, "em_steer_base", "--route", "--pool", a, str(tmp_path), match="--route")
-    refused(call, "em_steer_base", "--route", "--pool", a, "--figure=x.png")  # no figure here
+    for wrong in (["--route", "--pool", a, "--figure=x.png"], ["--route", "--pool", a, "--scales=0.3"],
+                  ["--pool", a, "--scales=0.3"], ["--route", a, "--figure=x.png"]):
+        refused(call, "em_steer_base", *wrong)  # each mode takes only its own options
