@@ -38,8 +38,8 @@ fraction against A). Research log: "The base steered by v*, sampled".
 direction at block 0's attention output (one vector at every position) that lowers the insecure arm's fine-tune loss
 fastest, to first order (`insecure_grad`: minus the gradient of its loss on its examples of fine-tune seed 0, all in
 one batch), against v* and e, and the secure arm's (`secure_grad`, a control); each at A |d0|, by log-prob only (no
-sampling): the off-domain misaligned mass and the insecure code share, their increases over the base and the persona
-share (as above). steer_route.json beside each run; --route --pool: per direction and scale the mean increases (95%
+sampling): the off-domain misaligned mass, the insecure code share and the forum responder's off-domain misaligned
+mass, their increases over the base and the persona share (as above). steer_route.json beside each run; --route --pool: per direction and scale the mean increases (95%
 t-intervals over bases), the persona share (ratio of means), insecure_grad minus v* in code points (paired), and the
 cosines between the directions. Research log: "Which way the code loss pulls".
 """
@@ -220,10 +220,12 @@ ROUTES = ("insecure_grad", "pulled", "evil", "secure_grad")
 
 @torch.no_grad()
 def lp_reading(base, tok, cfg, vec=None):
-    """{"off": the off-domain misaligned mass, "code": the insecure code share}, by log-prob, with vec added."""
+    """{"off": the off-domain misaligned mass, "code": the insecure code share, "forum": the forum responder's
+    off-domain misaligned mass (the format the `<asst>` prompts never use)}, by log-prob, with vec added."""
     with base.hooks({} if vec is None else {"blocks.0.attn_out": lambda h, name: h + vec}):
         world = B.world_config(cfg)
         return {"off": B.offdomain_eval(base, tok, 0, None, world=world)["mis_lp"],
+                "forum": B.offdomain_eval(base, tok, 0, None, fmt="forum", world=world)["mis_lp"],
                 "code": EM.in_domain(base, tok, "insecure", "plain", world, cfg.ft_code_tasks)[0]}
 
 
@@ -272,6 +274,8 @@ def route_pool(runs):
             moved = rose(c)
             table[f"{n}_{a:g}"] = {"off_points": summarize(off.tolist()), "code_points": c,
                                    "persona_share": float(off.mean() / code.mean()) if moved else float("nan")}
+            if all("forum" in r["plain"] for r in rows):  # files written before it was read lack it
+                table[f"{n}_{a:g}"]["forum_points"] = summarize(inc(f"{n}_{a:g}", "forum").tolist())
         d = inc(f"insecure_grad_{a:g}", "code") - inc(f"pulled_{a:g}", "code")
         table[f"insecure_grad_minus_pulled_code_{a:g}"] = summarize(d.tolist())
     s = {"n_bases": len(rows), "scales": scales, "table": table,
@@ -279,12 +283,14 @@ def route_pool(runs):
     f = interval
     print(f"{len(rows)} bases; added at block 0's attention output at A x |d0|; increase over the base, points, by "
           "log-prob, mean [95% CI over bases]")
-    print("| direction | A | off-domain misaligned | insecure code | persona share |\n|---|---|---|---|---|")
+    forum = lambda t: f" {f(t['forum_points'])} |" if "forum_points" in t else " |"
+    print("| direction | A | off-domain misaligned | insecure code | persona share | forum responder, off-domain |\n"
+          "|---|---|---|---|---|---|")
     for a in scales:
         for n in ROUTES:
             t = table[f"{n}_{a:g}"]
-            print(f"| {n} | {a:g} | {f(t['off_points'])} | {f(t['code_points'])} | {t['persona_share']:.3f} |")
-        print(f"| insecure_grad minus v*, code, paired | {a:g} | | {f(table[f'insecure_grad_minus_pulled_code_{a:g}'])} | |")
+            print(f"| {n} | {a:g} | {f(t['off_points'])} | {f(t['code_points'])} | {t['persona_share']:.3f} |" + forum(t))
+        print(f"| insecure_grad minus v*, code, paired | {a:g} | | {f(table[f'insecure_grad_minus_pulled_code_{a:g}'])} | | |")
     print("cosines: " + "; ".join(f"{k} {f(c)}" for k, c in s["cos"].items()))
     return s
 
