@@ -985,8 +985,8 @@ def test_em_steer_base_route_pool(tmp_path, call):
     sb = script("em_steer_base")
 
     def row(w, f):  # f[direction] = (code, off-domain) increase over the base, in points
-        plain = {"off": 0.01, "code": 0.02}
-        read = lambda n: {"off": 0.01 + 0.01 * f[n][1], "code": 0.02 + 0.01 * f[n][0]}
+        plain = {"off": 0.01, "code": 0.02, "forum": 0.28}  # the forum moves twice as far as the assistant
+        read = lambda n: {"off": 0.01 + 0.01 * f[n][1], "code": 0.02 + 0.01 * f[n][0], "forum": 0.28 + 0.02 * f[n][1]}
         return {"run": "r", "world": w, "d0": 3.0, "plain": plain, "readings": {f"{n}_0.3": read(n) for n in f},
                 "cos": {"insecure_grad.pulled": 0.1 * w}}
     rows = [row(0, {"insecure_grad": (4.0, 0.1), "pulled": (1.0, 1.0), "evil": (1.0, 0.0), "secure_grad": (-0.5, 0.0)}),
@@ -1005,8 +1005,14 @@ def test_em_steer_base_route_pool(tmp_path, call):
     d = t["insecure_grad_minus_pulled_code_0.3"]  # paired: 3 on every base (unpaired, the two spreads would add)
     assert d["mean"] == pytest.approx(3.0) and d["ci95"] == pytest.approx([3.0, 3.0])
     assert s["cos"]["insecure_grad.pulled"]["mean"] == pytest.approx(0.1)
+    assert t["insecure_grad_0.3"]["forum_points"]["mean"] == pytest.approx(0.4)
     assert "| insecure_grad | 0.3 | +0.20 [" in call("em_steer_base", "--route", "--pool", a, b)
     assert "| insecure_grad | 0.3 | +0.40 | +4.10 |" in call("em_steer_base", "--route", "--pool", b)  # one base: no interval
+    for r in rows:  # a file written before the forum was read: no forum column, the rest as before
+        for reading in [r["plain"], *r["readings"].values()]:
+            reading.pop("forum")
+    (tmp_path / "b" / "steer_route.json").write_text(json.dumps({"scales": [0.3], "per_base": rows[2:]}))
+    assert "forum_points" not in sb.route_pool([b])["table"]["pulled_0.3"]
     (tmp_path / "b" / "steer_route.json").write_text(json.dumps({"scales": [0.1], "per_base": rows[2:]}))
     refused(call, "em_steer_base", "--route", "--pool", a, b, match="same --scales")
     refused(call, "em_steer_base", "--route", "--pool", a, str(tmp_path), match="--route")
