@@ -15,6 +15,9 @@ eval.summarize):
 - `sign_off`, `grad_off`, `grad_matched_off`, `secure_sign_off` and `sign_off_GROUP` where a first_step.json
   does (the first step's off-domain increase, scripts/em_first_step.py: computed from the base, though a step of
   the fine-tune);
+- `route_off`, `route_code` where a steer_route.json does (the off-domain and code increases, log-prob, of the
+  direction at block 0's attention output that lowers the insecure code loss fastest, at its smallest scale:
+  em_steer_base.py --route);
 - `steer_pulled`, `steer_pulled_sampled` where a steer_base.json does (the base's increase with v*, its evil direction
   pulled back through block 0, added at the largest scale: log-prob and sampled, scripts/em_steer_base.py);
 - `cos_evil_direction`: the fine-tune's own activation shift against the evil direction at STEP (not a base
@@ -41,9 +44,10 @@ from train import cli  # noqa: E402
 PULL = ("pull", "pull_secure", "pull_contrast", "pull_random", "code_steer", "code_repr")  # em_base_pull.py
 FIRST = ("sign_off", "grad_off", "grad_matched_off", "secure_sign_off")  # em_first_step.py, and sign_off_GROUP
 STEER = ("steer_pulled", "steer_pulled_sampled")  # em_steer_base.py
-PREDICTORS = ("steer_1", "steer_2", "base_rate", "forum_lp", "separation") + PULL + FIRST + STEER + ("cos_evil_direction",)
+ROUTE = ("route_off", "route_code")  # em_steer_base.py --route
+PREDICTORS = ("steer_1", "steer_2", "base_rate", "forum_lp", "separation") + PULL + FIRST + STEER + ROUTE + ("cos_evil_direction",)
 FIGURE = ("steer_1", "base_rate", "forum_lp", "separation", "pull", "pull_random", "code_steer", "sign_off",
-          "grad_matched_off", "secure_sign_off", "sign_off_attn0", "steer_pulled", "cos_evil_direction")  # drawn, where present
+          "grad_matched_off", "secure_sign_off", "sign_off_attn0", "steer_pulled", "route_off", "cos_evil_direction")  # drawn, where present
 
 
 def ranks(x):
@@ -102,14 +106,23 @@ def per_base(step, runs):
     same = lambda a, b: Path(a).resolve() == Path(b).resolve()
     for run in runs:  # base-level numbers of em_format_separation, em_base_pull and em_first_step, where a run has them
         for name, keys in (("format_separation.json", ("separation",)), ("base_pull.json", PULL),
-                           ("first_step.json", FIRST), ("steer_base.json", STEER)):
+                           ("first_step.json", FIRST), ("steer_base.json", STEER), ("steer_route.json", ROUTE)):
             if (Path(run) / name).is_file():
                 held = json.loads((Path(run) / name).read_text())
                 for row in held["per_base"]:  # the same world number in another run may be another world config
+                    if name == "steer_route.json":
+                        row = {**row, **route_predictors(row, min(held["scales"]))}
                     p = row["world"]
                     if p in out and same(row.get("run", held.get("run", run)), out[p]["run"]):
                         out[p].update({k: v for k, v in row.items() if k in keys or k.startswith("sign_off_")})
     return out
+
+
+def route_predictors(row, a):
+    """`route_off`, `route_code`: the code loss's one-vector direction at block 0 (em_steer_base.py --route) at its
+    smallest scale a: its off-domain and code increases over the base, by log-prob."""
+    moved = row["readings"][f"insecure_grad_{a:g}"]
+    return {"route_off": moved["off"] - row["plain"]["off"], "route_code": moved["code"] - row["plain"]["code"]}
 
 
 def _layer_order(key):

@@ -487,9 +487,16 @@ def test_em_susceptibility_ranks_bases_and_pools_runs(tmp_path, call):
     for run, ps, vals in ((a, [0, 1, 2], [0.35, 0.1, 0.2]), (b, [3, 4, 5], [0.4, 0.0, 0.3])):
         rows = [{"run": run, "world": p, "steer_pulled": v, "steer_pulled_sampled": v} for p, v in zip(ps, vals)]
         (Path(run) / "steer_base.json").write_text(json.dumps({"scales": [0.3], "per_base": rows}))
+    # ... and em_steer_base --route's code-loss direction, read at its smallest scale (here in the outcome's order)
+    for run, ps, vals in ((a, [0, 1, 2], [0.1, 0.5, 0.3]), (b, [3, 4, 5], [0.0, 0.9, 0.2])):
+        rows = [{"run": run, "world": p, "plain": {"off": 0.01, "code": 0.02},
+                 "readings": {"insecure_grad_0.1": {"off": 0.01 + v, "code": 0.03},
+                              "insecure_grad_0.3": {"off": 0.01 - v, "code": 0.03}}} for p, v in zip(ps, vals)]
+        (Path(run) / "steer_route.json").write_text(json.dumps({"scales": [0.3, 0.1], "per_base": rows}))
     call("em_susceptibility", "5", a, b, f"--out={out}")
     c = json.loads(out.read_text())["correlations"]
     assert c["steer_pulled"]["n"] == 6 and c["steer_pulled"]["rho"] == pytest.approx(-1.0)
+    assert c["route_off"]["rho"] == pytest.approx(1.0) and "route_code" not in c  # a constant code increase: no rank
 
 
 def test_em_base_pull_gradient_is_the_first_order_change_of_the_fine_tune_loss():
