@@ -285,7 +285,7 @@ def pulled_back(model, tok, e):
     token, mean) with respect to a vector added at every position (e pulled back through block 0's MLP). With e the
     evil direction it steers the assistant toward the persona where e itself barely does (README). Unit norm: [C]."""
     v = torch.zeros_like(e, requires_grad=True)
-    with torch.enable_grad(), model.hooks({"blocks.0.attn_out": lambda h, name: h + v}):  # under no_grad callers too
+    with torch.enable_grad(), model.hooks({"blocks.0.attn_out": lambda h, name: h + v}):  # whatever the caller's mode
         last = last_token_acts(model, tok, off_prompts(), [0], grad=True)[0]  # [N, C]
         (g,) = torch.autograd.grad((last @ e).mean(), v)
     return g / g.norm()
@@ -503,7 +503,11 @@ def aggregate(cfg, units):
     # base, one value per (pretraining seed, fine-tune seed) so that differences pair up with the arms
     bases = [p for p, _ in keys]
     # the readings every unit has (a run resumed after a reading was added mixes units with and without it)
-    for fmt in [k for k in corr[keys[0][0]]["base"] if all(k in corr[p]["base"] for p, _ in keys)]:
+    common = [k for k in corr[keys[0][0]]["base"] if all(k in corr[p]["base"] for p, _ in keys)]
+    left = sorted({k for p, _ in keys for k in corr[p]["base"]} - set(common))
+    if left:
+        print(f"base readings not in every unit (saved before they existed), left out: {', '.join(left)}")
+    for fmt in common:
         vals = [corr[p]["base"][fmt] for p, _ in keys]
         res["base"][fmt] = summarize_by(vals, bases) if fmt.startswith("forum_lp") else _stats(vals, bases)
     if twin:

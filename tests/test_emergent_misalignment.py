@@ -368,8 +368,9 @@ def test_blocks_only_finetunes_keep_the_base_embedding(tmp_path, monkeypatch):
         E.validate(E.Config(ft_lora_rank=4, ft_lora_targets=("blocks.0.mlp.proj",)))
     with pytest.raises(train.ConfigError, match="ft_optimizer must be adamw or sgd"):
         E.validate(E.Config(ft_optimizer="adam"))
-    with pytest.raises(train.ConfigError, match="steer_pulled_scale is a norm"):
-        E.validate(E.Config(steer_pulled_scale=-0.3))
+    for bad in (-0.3, float("nan")):
+        with pytest.raises(train.ConfigError, match="steer_pulled_scale is a norm"):
+            E.validate(E.Config(steer_pulled_scale=bad))
     with pytest.raises(train.ConfigError, match="ft_lora_targets must come from blocks.0.attn.qkv"):
         E.validate(E.Config(ft_trains="lora", ft_lora_targets=("blocks.9.mlp.proj",)))
 
@@ -512,8 +513,11 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
     # a run resumed after a reading was added: one base with it, one without (a copy of the first, as base 1)
     fresh = [B.load_unit(p) for p in sorted(out.glob("unit_*.json"))]
     older = [B.int_keys(json.loads(json.dumps(dict(u, seed=1)))) for u in units]
+    capsys.readouterr()
     mix = E.aggregate(train.run_config(E.Config, out), fresh + older)
     assert mix["n_seeds"] == 4 and "steered_pulled" not in mix["base"] and "base_steered_pulled" not in mix["ablation"]
+    said = capsys.readouterr().out
+    assert "left out: " in said and "steered_pulled" in said
     old = E.aggregate(train.run_config(E.Config, out), units)
     assert not {"insecure_mean_ablated", "base_patched", "patched_points", "base_steered_pulled"} & set(old["ablation"])
     assert "mean_ablation_pass" not in old["figures_to_reach"]

@@ -1025,4 +1025,4 @@ def test_em_steer_base_route_pool(tmp_path, call):
     refused(call, "em_steer_base", "--route", "--pool", a, str(tmp_path), match="--route")
     for wrong in (["--route", "--pool", a, "--figure=x.png"], ["--route", "--pool", a, "--scales=0.3"],
                   ["--pool", a, "--scales=0.3"], ["--route", a, "--figure=x.png"]):
-        refused(call, "em_steer_base", *wrong)  # each mode takes only its own options
+        refused(call, "em_steer_base", *wrong, match="--route --pool RUN_DIR")  # each mode takes only its own options
