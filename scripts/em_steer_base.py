@@ -94,19 +94,24 @@ def base_row(cfg, p, base, tok, scales):
     return row
 
 
-def measure(runs, scales):
-    torch.set_num_threads(1)
+def each_base(runs, scales, row_of, line, name):
+    """row_of(cfg, p, base, tok, scales) for every base of the runs, a line each as it is done, and the rows of a run
+    written to `name` beside it."""
+    torch.set_num_threads(1)  # as the runs' own evaluations
     for run in map(Path, runs):
         rows = []
         for cfg, p, base, tok in checked_bases(run, []):
-            rows.append({"run": str(run), **base_row(cfg, p, base, tok, scales)})
-            r = rows[-1]
-            print(f"{run.name} world {p}: |d0| {r['d0']:.2f}, plain {100 * r['plain']['mis_sampled']:.2f}% "
-                  f"(valid {r['plain']['valid_frac']:.2f}); at {max(scales):g} |d0|: " + ", ".join(
-                      f"{n} {100 * r['readings'][f'{n}_{max(scales):g}']['mis_sampled']:.2f}%" for n in DIRECTIONS),
-                  flush=True)
-        (run / "steer_base.json").write_text(json.dumps({"scales": scales, "per_base": rows}, indent=1))
-        print(f"wrote {run / 'steer_base.json'}", flush=True)
+            rows.append({"run": str(run), **row_of(cfg, p, base, tok, scales)})
+            print(f"{run.name} world {p}: " + line(rows[-1], max(scales)), flush=True)
+        (run / name).write_text(json.dumps({"scales": scales, "per_base": rows}, indent=1))
+        print(f"wrote {run / name}", flush=True)
+
+
+def measure(runs, scales):
+    each_base(runs, scales, base_row, lambda r, top: (
+        f"|d0| {r['d0']:.2f}, plain {100 * r['plain']['mis_sampled']:.2f}% (valid {r['plain']['valid_frac']:.2f}); "
+        f"at {top:g} |d0|: " + ", ".join(f"{n} {100 * r['readings'][f'{n}_{top:g}']['mis_sampled']:.2f}%"
+                                         for n in DIRECTIONS)), "steer_base.json")
 
 
 def pool(runs, figure):
@@ -240,19 +245,11 @@ def route_row(cfg, p, base, tok, scales):
 
 
 def route(runs, scales):
-    torch.set_num_threads(1)
-    for run in map(Path, runs):
-        rows = []
-        for cfg, p, base, tok in checked_bases(run, []):
-            rows.append({"run": str(run), **route_row(cfg, p, base, tok, scales)})
-            r, top = rows[-1], max(scales)
-            print(f"{run.name} world {p}: cos(insecure_grad, v*) {r['cos']['insecure_grad.pulled']:+.2f}; at {top:g} "
-                  "|d0|, off-domain / code points: " + ", ".join(
-                      f"{n} {100 * (r['readings'][f'{n}_{top:g}']['off'] - r['plain']['off']):+.2f} / "
-                      f"{100 * (r['readings'][f'{n}_{top:g}']['code'] - r['plain']['code']):+.2f}" for n in ROUTES),
-                  flush=True)
-        (run / "steer_route.json").write_text(json.dumps({"scales": scales, "per_base": rows}, indent=1))
-        print(f"wrote {run / 'steer_route.json'}", flush=True)
+    up = lambda r, key, k: 100 * (r["readings"][key][k] - r["plain"][k])
+    each_base(runs, scales, route_row, lambda r, top: (
+        f"cos(insecure_grad, v*) {r['cos']['insecure_grad.pulled']:+.2f}; at {top:g} |d0|, off-domain / code points: "
+        + ", ".join(f"{n} {up(r, f'{n}_{top:g}', 'off'):+.2f} / {up(r, f'{n}_{top:g}', 'code'):+.2f}" for n in ROUTES)),
+        "steer_route.json")
 
 
 def route_pool(runs):
