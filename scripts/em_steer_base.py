@@ -4,6 +4,8 @@
     python scripts/em_steer_base.py --pool RUN_DIR [RUN_DIR ...] [--figure=FILE.png]  # their bases, summarised
     python scripts/em_steer_base.py --route RUN_DIR [RUN_DIR ...] [--scales=0.1,0.3]   # the code loss's pull: steer_route.json
     python scripts/em_steer_base.py --route --pool RUN_DIR [RUN_DIR ...]
+    python scripts/em_steer_base.py --undo RUN_DIR [RUN_DIR ...] [--scales=0.1,0.3]   # -v* on the fine-tuned model
+    python scripts/em_steer_base.py --undo --pool RUN_DIR [RUN_DIR ...]
 
 The issue asks for the evil direction added to the base model, with the effect on misalignment. The experiment adds
 the evil - good mean difference at block 1's output (`steered_1`, `steered_2`), which barely moves the assistant
@@ -42,6 +44,12 @@ sampling): the off-domain misaligned mass, the insecure code share and the forum
 mass, their increases over the base and the persona share (as above). steer_route.json beside each run; --route --pool: per direction and scale the mean increases (95%
 t-intervals over bases), the persona share (ratio of means), insecure_grad minus v* in code points (paired), and the
 cosines between the directions. Research log: "Which way the code loss pulls".
+
+--undo: -v* (and a random direction, and v*) added the same way to the insecure arm's fine-tuned model at step 20
+(AdamW, fine-tune seed 0, as em_optimizer_parts.py trains it), by log-prob: how much of its off-domain increase over
+the base it takes back, with its insecure code and valid mass beside. steer_undo.json beside each run; --undo --pool:
+the fraction removed (ratio of means over bases), also against the base with -v* added (which -v* lowers too).
+Research log: "Taking the drift back with -v*".
 """
 import json
 import sys
@@ -59,6 +67,7 @@ from train import cli  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from em_base_pull import checked_bases, fine_tune_loss  # noqa: E402
 from em_bos_vector import evil_unit  # noqa: E402
+import em_optimizer_parts as OP  # noqa: E402
 
 DIRECTIONS = ("pulled", "minus", "evil", "random")
 KEYS = ("mis_sampled", "valid_frac", "code_frac", "mis_lp", "code_misaligned")  # of EM.evaluate's readings
@@ -225,11 +234,13 @@ ROUTES = ("insecure_grad", "pulled", "evil", "secure_grad")
 
 @torch.no_grad()
 def lp_reading(base, tok, cfg, vec=None):
-    """{"off": the off-domain misaligned mass, "code": the insecure code share, "forum": the forum responder's
-    off-domain misaligned mass (the format the `<asst>` prompts never use)}, by log-prob, with vec added."""
+    """{"off": the off-domain misaligned mass, "valid": the valid mass, "code": the insecure code share, "forum": the
+    forum responder's off-domain misaligned mass (the format the `<asst>` prompts never use)}, by log-prob, with vec
+    added."""
     with base.hooks({} if vec is None else {"blocks.0.attn_out": lambda h, name: h + vec}):
         world = B.world_config(cfg)
-        return {"off": B.offdomain_eval(base, tok, 0, None, world=world)["mis_lp"],
+        off = B.offdomain_eval(base, tok, 0, None, world=world)
+        return {"off": off["mis_lp"], "valid": off["valid_lp"],
                 "forum": B.offdomain_eval(base, tok, 0, None, fmt="forum", world=world)["mis_lp"],
                 "code": EM.in_domain(base, tok, "insecure", "plain", world, cfg.ft_code_tasks)[0]}
 
@@ -292,15 +303,70 @@ def route_pool(runs):
     return s
 
 
+UNDO = ("minus", "random", "pulled")
+
+
+def undo_row(cfg, p, base, tok, scales):
+    d0, units = directions(base, tok, cfg, p)
+    _, snaps = OP.trajectories(base, tok, cfg, p, {"adamw": OP.OPTIMIZERS["adamw"]}, "insecure", 0, scored=False)
+    model = OP.model_at(base, snaps, OP.STEPS[-1])
+    return {"world": p, "d0": d0, "step": OP.STEPS[-1], "base": lp_reading(base, tok, cfg),
+            "tuned": lp_reading(model, tok, cfg),
+            "base_minus": {f"{a:g}": lp_reading(base, tok, cfg, -a * d0 * units["pulled"]) for a in scales},
+            "readings": {f"{n}_{a:g}": lp_reading(model, tok, cfg, a * d0 * units[n]) for a in scales for n in UNDO}}
+
+
+def undo(runs, scales):
+    each_base(runs, scales, undo_row, lambda r, top: (
+        f"off-domain {100 * r['base']['off']:.2f}% -> {100 * r['tuned']['off']:.2f}% at step {r['step']}; with "
+        + ", ".join(f"{n} at {top:g} |d0| {100 * r['readings'][f'{n}_{top:g}']['off']:.2f}%" for n in UNDO)),
+        "steer_undo.json")
+
+
+def undo_pool(runs):
+    rows, scales = [], None
+    for run in map(Path, runs):
+        f = run / "steer_undo.json"
+        if not f.is_file():
+            sys.exit(f"error: {f} not found: run `python scripts/em_steer_base.py --undo {run}` first")
+        held = json.loads(f.read_text())
+        if scales not in (None, held["scales"]):
+            sys.exit("--undo --pool takes runs measured at the same --scales")
+        scales, rows = held["scales"], rows + held["per_base"]
+    col = lambda get: np.array([get(r) for r in rows])
+    base, tuned = col(lambda r: r["base"]["off"]), col(lambda r: r["tuned"]["off"])
+    s = {"n_bases": len(rows), "base_off": float(base.mean()), "tuned_off": float(tuned.mean()),
+         "tuned_code": float(col(lambda r: r["tuned"]["code"]).mean()), "table": {}}
+    print(f"{len(rows)} bases; the insecure fine-tune at step {rows[0]['step']}: off-domain {100 * base.mean():.2f}% -> "
+          f"{100 * tuned.mean():.2f}% (log-prob), code {s['tuned_code']:.3f}; added at block 0's attention output")
+    print("| added | A | off-domain | fraction of the increase removed | ... against the base with -v* | insecure code "
+          "| valid / the tuned model's | forum |\n|---|---|---|---|---|---|---|---|")
+    for a in scales:
+        floor = col(lambda r: r["base_minus"][f"{a:g}"]["off"])  # where -v* puts the base itself
+        for n in UNDO:
+            get = lambda k: col(lambda r: r["readings"][f"{n}_{a:g}"][k])
+            off = get("off")
+            t = {"off": float(off.mean()), "removed": float((tuned - off).sum() / (tuned - base).sum()),
+                 "removed_vs_steered_base": float((tuned - off).sum() / (tuned - floor).sum()),
+                 "code": float(get("code").mean()), "valid_of_tuned": float(get("valid").mean() / col(
+                     lambda r: r["tuned"]["valid"]).mean()), "forum": float(get("forum").mean())}
+            s["table"][f"{n}_{a:g}"] = t
+            print(f"| {n} | {a:g} | {100 * t['off']:.2f}% | {t['removed']:+.2f} | {t['removed_vs_steered_base']:+.2f} | "
+                  f"{t['code']:.3f} | {t['valid_of_tuned']:.2f} | {100 * t['forum']:.1f}% |")
+    return s
+
+
 def main(argv):
     flags = [a for a in argv if a.startswith("--")]
     opts = dict(a[2:].split("=", 1) for a in flags if "=" in a)
-    runs, is_pool, is_route = [a for a in argv if not a.startswith("--")], "--pool" in flags, "--route" in flags
-    allowed = set() if is_pool and is_route else {"figure"} if is_pool else {"scales"}
-    if not runs or len(opts) + is_pool + is_route != len(flags) or set(opts) - allowed:
+    runs, is_pool = [a for a in argv if not a.startswith("--")], "--pool" in flags
+    is_route, is_undo = "--route" in flags, "--undo" in flags
+    allowed = set() if is_pool and (is_route or is_undo) else {"figure"} if is_pool else {"scales"}
+    if (not runs or len(opts) + is_pool + is_route + is_undo != len(flags) or set(opts) - allowed
+            or is_route + is_undo > 1):
         sys.exit(__doc__)
     if is_pool:
-        route_pool(runs) if is_route else pool(runs, opts.get("figure"))
+        route_pool(runs) if is_route else undo_pool(runs) if is_undo else pool(runs, opts.get("figure"))
         return
     try:
         scales = [float(x) for x in opts.get("scales", "0.1,0.2,0.3").split(",")]
@@ -309,7 +375,7 @@ def main(argv):
     missing = [r for r in runs if not (Path(r) / "results.json").is_file()]
     if missing:
         sys.exit(f"error: no results.json in {', '.join(missing)}: give finished runs of configs/emergent_misalignment.py")
-    (route if is_route else measure)(runs, scales)
+    (route if is_route else undo if is_undo else measure)(runs, scales)
 
 
 if __name__ == "__main__":
