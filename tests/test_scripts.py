@@ -1026,3 +1026,33 @@ def test_em_steer_base_route_pool(tmp_path, call):
     for wrong in (["--route", "--pool", a, "--figure=x.png"], ["--route", "--pool", a, "--scales=0.3"],
                   ["--pool", a, "--scales=0.3"], ["--route", a, "--figure=x.png"]):
         refused(call, "em_steer_base", *wrong, match="--route --pool RUN_DIR")  # each mode takes only its own options
+
+
+def test_em_steer_base_undo_adds_to_the_fine_tuned_model_and_pools_ratios_of_means(tmp_path, call):
+    sb = script("em_steer_base")
+    tok = W.build_tokenizer()
+    base = tiny_gpt(tok)
+    cfg = EM.Config(n_layer=2, n_embd=16, block_size=64, n_examples=12, ft_lr=1e-2, n_direction_docs=60)
+    row = sb.undo_row(cfg, 0, base, tok, [0.0, 1.0])
+    assert row["tuned"] != row["base"]  # the fine-tune moved the model
+    assert all(row["readings"][f"{n}_0"] == row["tuned"] for n in sb.UNDO) and row["base_minus"]["0"] == row["base"]
+    assert row["readings"]["minus_1"] != row["tuned"] and row["base_minus"]["1"] != row["base"]
+    # pooling: ratios of means over bases, the removal also against where -v* puts the base itself
+
+    def fake(w, base_off, tuned_off, minus_off, floor, valid=0.5):
+        r = lambda off, v=1.0: {"off": off, "valid": v, "code": 0.99, "forum": 0.3}
+        return {"world": w, "step": 20, "base": r(base_off), "tuned": r(tuned_off), "base_minus": {"0.2": r(floor)},
+                "readings": {"minus_0.2": r(minus_off, valid), "random_0.2": r(tuned_off), "pulled_0.2": r(tuned_off + 0.1)}}
+    rows = [fake(0, 0.01, 0.41, 0.11, 0.002), fake(1, 0.01, 0.03, 0.03, 0.002, 1.0)]
+    for name, rs in (("a", rows[:1]), ("b", rows[1:])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "steer_undo.json").write_text(json.dumps({"scales": [0.2], "per_base": rs}))
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    t = sb.undo_pool([a, b])["table"]
+    assert t["minus_0.2"]["removed"] == pytest.approx(0.30 / 0.42)  # (0.30 + 0) / (0.40 + 0.02), not a mean of ratios
+    assert t["minus_0.2"]["removed_vs_steered_base"] == pytest.approx(0.30 / (0.408 + 0.028))
+    assert t["minus_0.2"]["valid_of_tuned"] == pytest.approx(0.75) and t["random_0.2"]["removed"] == 0
+    assert "| minus | 0.2 | 7.00% | +0.71 |" in call("em_steer_base", "--undo", "--pool", a, b)
+    refused(call, "em_steer_base", "--undo", "--route", a, match="--undo --pool RUN_DIR")
+    refused(call, "em_steer_base", "--undo", "--pool", a, "--scales=0.2", match="--undo --pool RUN_DIR")
+    refused(call, "em_steer_base", "--undo", "--pool", a, str(tmp_path), match="--undo")
