@@ -4,7 +4,7 @@
     python scripts/em_steer_base.py --pool RUN_DIR [RUN_DIR ...] [--figure=FILE.png]  # their bases, summarised
     python scripts/em_steer_base.py --route RUN_DIR [RUN_DIR ...] [--scales=0.1,0.3]   # the code loss's pull: steer_route.json
     python scripts/em_steer_base.py --route --pool RUN_DIR [RUN_DIR ...]
-    python scripts/em_steer_base.py --undo RUN_DIR [RUN_DIR ...] [--scales=0.1,0.3]   # -v* on the fine-tuned model
+    python scripts/em_steer_base.py --undo RUN_DIR [RUN_DIR ...] [--scales=0.1,0.2,0.3]   # -v* on the fine-tuned model
     python scripts/em_steer_base.py --undo --pool RUN_DIR [RUN_DIR ...]
 
 The issue asks for the evil direction added to the base model, with the effect on misalignment. The experiment adds
@@ -48,7 +48,8 @@ cosines between the directions. Research log: "Which way the code loss pulls".
 --undo: -v* (and a random direction, and v*) added the same way to the insecure arm's fine-tuned model at step 20
 (AdamW, fine-tune seed 0, as em_optimizer_parts.py trains it), by log-prob: how much of its off-domain increase over
 the base it takes back, with its insecure code and valid mass beside. steer_undo.json beside each run; --undo --pool:
-the fraction removed (ratio of means over bases), also against the base with -v* added (which -v* lowers too).
+the fraction removed (ratio of means over bases; for -v* also against the base with -v* added, which it lowers
+too).
 Research log: "Taking the drift back with -v*".
 """
 import json
@@ -346,8 +347,10 @@ def undo_pool(runs):
         for n in UNDO:
             get = lambda k: col(lambda r: r["readings"][f"{n}_{a:g}"][k])
             off = get("off")
-            t = {"off": float(off.mean()), "removed": float((tuned - off).sum() / (tuned - base).sum()),
-                 "removed_vs_steered_base": float((tuned - off).sum() / (tuned - floor).sum()),
+            share = lambda below: float((tuned - off).sum() / (tuned - below).sum()) if (tuned - below).sum() > 0 \
+                else float("nan")  # no increase to take back
+            t = {"off": float(off.mean()), "removed": share(base),
+                 "removed_vs_steered_base": share(floor) if n == "minus" else float("nan"),  # -v*'s own floor
                  "code": float(get("code").mean()), "valid_of_tuned": float(get("valid").mean() / col(
                      lambda r: r["tuned"]["valid"]).mean()), "forum": float(get("forum").mean())}
             s["table"][f"{n}_{a:g}"] = t

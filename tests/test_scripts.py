@@ -1052,6 +1052,7 @@ def test_em_steer_base_undo_adds_to_the_fine_tuned_model_and_pools_ratios_of_mea
     assert t["minus_0.2"]["removed"] == pytest.approx(0.30 / 0.42)  # (0.30 + 0) / (0.40 + 0.02), not a mean of ratios
     assert t["minus_0.2"]["removed_vs_steered_base"] == pytest.approx(0.30 / (0.408 + 0.028))
     assert t["minus_0.2"]["valid_of_tuned"] == pytest.approx(0.75) and t["random_0.2"]["removed"] == 0
+    assert t["random_0.2"]["removed_vs_steered_base"] != t["random_0.2"]["removed_vs_steered_base"]  # -v*'s floor only
     assert "| minus | 0.2 | 7.00% | +0.71 |" in call("em_steer_base", "--undo", "--pool", a, b)
     refused(call, "em_steer_base", "--undo", "--route", a, match="--undo --pool RUN_DIR")
     refused(call, "em_steer_base", "--undo", "--pool", a, "--scales=0.2", match="--undo --pool RUN_DIR")
