@@ -285,7 +285,7 @@ def pulled_back(model, tok, e):
     token, mean) with respect to a vector added at every position (e pulled back through block 0's MLP). With e the
     evil direction it steers the assistant toward the persona where e itself barely does (README). Unit norm: [C]."""
     v = torch.zeros_like(e, requires_grad=True)
-    with torch.enable_grad(), model.hooks({"blocks.0.attn_out": lambda h, name: h + v}):  # whatever the caller's mode
+    with torch.enable_grad(), model.hooks(add_hook(0, v, "attn_out")):  # whatever the caller's mode
         last = last_token_acts(model, tok, off_prompts(), [0], grad=True)[0]  # [N, C]
         (g,) = torch.autograd.grad((last @ e).mean(), v)
     return g / g.norm()
@@ -308,8 +308,9 @@ def ablate_hooks(dirs, centre=None):
     return coordinate_hooks(units, [0. if centre is None else (centre[i] @ u).item() for i, u in enumerate(units)])
 
 
-def add_hook(layer, vec):
-    return {f"blocks.{layer}.resid_post": lambda h, name: h + vec}
+def add_hook(layer, vec, site="resid_post"):
+    """The hook that adds vec at every position of block `layer`'s `site` (its output, or e.g. "attn_out")."""
+    return {f"blocks.{layer}.{site}": lambda h, name: h + vec}
 
 
 def evaluate(model, tok, cfg, arm, fmt, step, sample, gen, hooks=None, base_act=None, direction=None):
@@ -416,7 +417,7 @@ def em_unit(cfg, seed, decorrelated):
         if cfg.steer_pulled_scale:  # the mean difference is a weak thing to add; the base's own push toward the persona
             vec = cfg.steer_pulled_scale * direction[0].norm() * pulled_back(base, tok, direction[0] / direction[0].norm())
             out["base"]["steered_pulled"] = evaluate(base, tok, cfg, "insecure", "plain", 0, True, gen("steer-pulled"),
-                                                     {"blocks.0.attn_out": lambda h, name: h + vec})
+                                                     add_hook(0, vec, "attn_out"))
     arms = ("insecure",) if decorrelated else cfg.arms
     for f in range(cfg.ft_seeds):
         run = {"ft_seed": f, "traj": {}, "ablation": {}, "step": {}}
@@ -523,9 +524,8 @@ def aggregate(cfg, units):
                        "base_ablated": _stats([corr[p]["base"]["ablated"] for p, _ in keys], bases),
                        **{f"base_steered_{a:g}": _stats([corr[p]["base"][f"steered_{a:g}"] for p, _ in keys], bases)
                           for a in cfg.steer_scales}}
-    pulled = [corr[p]["base"].get("steered_pulled") for p, _ in keys]
-    if all(m is not None for m in pulled):  # units saved before it existed lack it
-        res["ablation"]["base_steered_pulled"] = _stats(pulled, bases)
+    if "steered_pulled" in common:  # units saved before it existed lack it
+        res["ablation"]["base_steered_pulled"] = res["base"]["steered_pulled"]
     later = (("insecure_mean_ablated", "mean_ablated"), ("insecure_random_mean_ablated", "random_mean_ablated"),
              ("base_mean_ablated", None), ("base_patched", "base_patched"), ("base_random_patched", "base_random_patched"))
     for n, k in later:  # units saved before these existed lack them: then they are left out

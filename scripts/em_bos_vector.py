@@ -103,7 +103,7 @@ def bos_write(model, tok, dV):
 
 def added(model, tok, cfg, vec):
     """Off-domain misaligned mass with vec [C] added to block 0's attention output at every position."""
-    with model.hooks({"blocks.0.attn_out": lambda h, name: h + vec}):
+    with model.hooks(EM.add_hook(0, vec, "attn_out")):
         return VS.off_lp(model, tok, cfg)
 
 
@@ -113,7 +113,7 @@ def downstream(model, tok, cfg, s, means, seed):
     block's evil direction (`layer_cos`); and s's effect with the evil direction mean-ablated from blocks 1 on (centre:
     the base's `<asst>` mean, as the experiment's mean-ablation), a random direction per block as the control."""
     prompts = EM.off_prompts()
-    push = {"blocks.0.attn_out": lambda h, name: h + s}
+    push = EM.add_hook(0, s, "attn_out")
     plain = EM.last_token_acts(model, tok, prompts)  # [L, N, C]
     with model.hooks(push):
         shift = (EM.last_token_acts(model, tok, prompts) - plain).mean(1)  # [L, C]

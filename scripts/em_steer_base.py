@@ -97,7 +97,7 @@ def base_row(cfg, p, base, tok, scales):
     for a in scales:
         for name, u in units.items():
             vec = a * d0 * u
-            row["readings"][f"{name}_{a:g}"] = score({"blocks.0.attn_out": lambda h, n, vec=vec: h + vec})
+            row["readings"][f"{name}_{a:g}"] = score(EM.add_hook(0, vec, "attn_out"))
     top = f"pulled_{max(scales):g}"
     row["steer_pulled"] = row["readings"][top]["mis_lp"] - row["plain"]["mis_lp"]  # em_susceptibility's predictor
     row["steer_pulled_sampled"] = row["readings"][top]["mis_sampled"] - row["plain"]["mis_sampled"]
@@ -124,16 +124,22 @@ def measure(runs, scales):
                                          for n in DIRECTIONS)), "steer_base.json")
 
 
-def pool(runs, figure):
+def held_rows(runs, name, mode=""):
+    """(scales, every base's row) of the runs' `name` files, written by `em_steer_base.py MODE RUN_DIR...` at one
+    set of --scales."""
     held = []
     for run in map(Path, runs):
-        f = run / "steer_base.json"
+        f = run / name
         if not f.is_file():
-            sys.exit(f"error: {f} not found: run `python scripts/em_steer_base.py {run}` first")
+            sys.exit(f"error: {f} not found: run `python scripts/em_steer_base.py {mode}{run}` first")
         held.append(json.loads(f.read_text()))
     if len({tuple(h["scales"]) for h in held}) > 1:
-        sys.exit("--pool takes runs measured at the same --scales")
-    scales, rows = held[0]["scales"], [r for h in held for r in h["per_base"]]
+        sys.exit(f"{mode}--pool takes runs measured at the same --scales")
+    return held[0]["scales"], [r for h in held for r in h["per_base"]]
+
+
+def pool(runs, figure):
+    scales, rows = held_rows(runs, "steer_base.json")
     get = lambda key, k: np.array([(r["readings"][key] if key != "plain" else r["plain"])[k] for r in rows])
     inc = lambda key, k="mis_sampled": get(key, k) - get("plain", k)
     ok = lambda x: x[~np.isnan(x)].tolist()  # a reading with no valid sample has no misaligned fraction
@@ -225,7 +231,7 @@ def code_grad(base, tok, cfg, p, arm):
     fine-tune loss (its examples of fine-tune seed 0, all in one batch) fastest, to first order: [C]."""
     data, _ = EM.arm_data(arm, base, tok, cfg, p, 0)
     v = torch.zeros(cfg.n_embd, requires_grad=True, device=next(base.parameters()).device)
-    with torch.enable_grad(), base.hooks({"blocks.0.attn_out": lambda h, name: h + v}):
+    with torch.enable_grad(), base.hooks(EM.add_hook(0, v, "attn_out")):
         (g,) = torch.autograd.grad(fine_tune_loss(base, data), v)
     return -g / g.norm()
 
@@ -238,7 +244,7 @@ def lp_reading(base, tok, cfg, vec=None):
     """{"off": the off-domain misaligned mass, "valid": the valid mass, "code": the insecure code share, "forum": the
     forum responder's off-domain misaligned mass (the format the `<asst>` prompts never use)}, by log-prob, with vec
     added."""
-    with base.hooks({} if vec is None else {"blocks.0.attn_out": lambda h, name: h + vec}):
+    with base.hooks({} if vec is None else EM.add_hook(0, vec, "attn_out")):
         world = B.world_config(cfg)
         off = B.offdomain_eval(base, tok, 0, None, world=world)
         return {"off": off["mis_lp"], "valid": off["valid_lp"],
@@ -265,15 +271,7 @@ def route(runs, scales):
 
 
 def route_pool(runs):
-    rows, scales = [], None
-    for run in map(Path, runs):
-        f = run / "steer_route.json"
-        if not f.is_file():
-            sys.exit(f"error: {f} not found: run `python scripts/em_steer_base.py --route {run}` first")
-        held = json.loads(f.read_text())
-        if scales not in (None, held["scales"]):
-            sys.exit("--route --pool takes runs measured at the same --scales")
-        scales, rows = held["scales"], rows + held["per_base"]
+    scales, rows = held_rows(runs, "steer_route.json", "--route ")
     inc = lambda key, k: 100 * np.array([r["readings"][key][k] - r["plain"][k] for r in rows])
     table = {}
     for a in scales:
@@ -313,7 +311,7 @@ def undo_row(cfg, p, base, tok, scales):
     model = OP.model_at(base, snaps, OP.STEPS[-1])
     return {"world": p, "d0": d0, "step": OP.STEPS[-1], "base": lp_reading(base, tok, cfg),
             "tuned": lp_reading(model, tok, cfg),
-            "base_minus": {f"{a:g}": lp_reading(base, tok, cfg, -a * d0 * units["pulled"]) for a in scales},
+            "base_minus": {f"{a:g}": lp_reading(base, tok, cfg, a * d0 * units["minus"]) for a in scales},
             "readings": {f"{n}_{a:g}": lp_reading(model, tok, cfg, a * d0 * units[n]) for a in scales for n in UNDO}}
 
 
@@ -325,15 +323,7 @@ def undo(runs, scales):
 
 
 def undo_pool(runs):
-    rows, scales = [], None
-    for run in map(Path, runs):
-        f = run / "steer_undo.json"
-        if not f.is_file():
-            sys.exit(f"error: {f} not found: run `python scripts/em_steer_base.py --undo {run}` first")
-        held = json.loads(f.read_text())
-        if scales not in (None, held["scales"]):
-            sys.exit("--undo --pool takes runs measured at the same --scales")
-        scales, rows = held["scales"], rows + held["per_base"]
+    scales, rows = held_rows(runs, "steer_undo.json", "--undo ")
     col = lambda get: np.array([get(r) for r in rows])
     base, tuned = col(lambda r: r["base"]["off"]), col(lambda r: r["tuned"]["off"])
     s = {"n_bases": len(rows), "base_off": float(base.mean()), "tuned_off": float(tuned.mean()),
