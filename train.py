@@ -607,13 +607,33 @@ def lora_adapters(model, rank, seed, targets=()):
 
 
 OPTIMIZERS = ("adamw", "sgd")  # finetune's; sgd = plain gradient descent
+SCHEDULES = ("constant", "cosine", "linear")
+
+
+def finetune_lr(step, *, lr, schedule, warmup, horizon):
+    """The lr of fine-tune step `step` (1-based): a linear ramp over the first `warmup` steps (lr/warmup, 2 lr/warmup,
+    ..., lr), then constant, or decayed to 0 at step horizon + 1 by a cosine or a straight line. "linear" with a
+    warm-up is the paper's open-model schedule (Betley et al.: 5 warm-up steps; Hugging Face's version of it starts
+    with a step at lr 0 and holds the peak for one step, not two)."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be {' or '.join(map(repr, SCHEDULES))}, not {schedule!r}")
+    if step <= warmup:
+        return lr * step / warmup
+    if schedule == "cosine":
+        return get_lr(step - 1, lr=lr, warmup=warmup, decay_steps=horizon, min_lr=0.0)
+    if schedule == "linear":
+        return lr * max(0, horizon - step + 1) / (horizon - warmup)
+    return lr
 
 
 def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, teacher=None, subset=None,
-             order="random", schedule="constant", temperature=1.0, optimizer="adamw", trains="all", lora_rank=32,
-             lora_alpha=64.0, lora_targets=(), targets=None, betas=(0.9, 0.999), momentum=0.0):
+             order="random", schedule="constant", warmup=0, horizon=None, temperature=1.0, optimizer="adamw",
+             trains="all", lora_rank=32, lora_alpha=64.0, lora_targets=(), targets=None, betas=(0.9, 0.999),
+             momentum=0.0):
     """Fine-tune on {"tokens": [N, T+1], "mask": [N, T]} (pack_pairs) with AdamW, no weight decay, clipping at
-    1, at a constant lr (schedule="constant") or cosine-decayed from lr to 0 over `steps` ("cosine"); rows
+    1, at a constant lr (schedule="constant") or decayed from lr to 0 over `horizon` steps (`steps` unless given: a
+    run stopped early keeps the longer run's lr at each step) by a cosine ("cosine") or a straight line ("linear"),
+    after `warmup` steps of linear ramp (finetune_lr); rows
     drawn with replacement from a CPU stream (the same rows on any device), or, order="sequential", rows
     0.. in order, wrapping around (the caller's order: one pass = one epoch).
     Loss at the masked targets: cross-entropy on the data's next tokens, or, given `teacher` (tokens
@@ -639,6 +659,10 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
     the softmax ignores; the weights hold wte0 + v after every step, so again the model is an ordinary one."""
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be {' or '.join(map(repr, OPTIMIZERS))}, not {optimizer!r}")
+    horizon = steps if horizon is None else horizon
+    if schedule not in SCHEDULES or not 0 <= warmup < horizon or horizon < steps:
+        raise ValueError(f"schedule must be {' or '.join(map(repr, SCHEDULES))} (got {schedule!r}), with 0 <= warmup "
+                         f"< horizon and horizon >= steps (got warmup={warmup}, horizon={horizon}, steps={steps})")
     if trains not in TRAINS:
         raise ValueError(f"trains must be {' or '.join(map(repr, TRAINS))}, not {trains!r}")
     if (optimizer == "sgd" and tuple(betas) != (0.9, 0.999)) or (optimizer == "adamw" and momentum):
@@ -676,9 +700,9 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
             if soft.shape[1] != (model.cfg.vocab_size if ids is None else len(ids)):
                 raise ValueError("targets were computed over another subset of the vocabulary than `subset`")
         for step in range(1, steps + 1):
-            if schedule == "cosine":  # a decaying lr averages the minibatch noise that a constant lr keeps
+            if schedule != "constant" or warmup:  # a decaying lr averages the minibatch noise that a constant lr keeps
                 for group in opt.param_groups:
-                    group["lr"] = get_lr(step - 1, lr=lr, warmup=0, decay_steps=steps, min_lr=0.0)
+                    group["lr"] = finetune_lr(step, lr=lr, schedule=schedule, warmup=warmup, horizon=horizon)
             if order == "sequential":
                 rows = torch.arange((step - 1) * batch_size, step * batch_size) % len(tokens)
             else:

@@ -66,7 +66,7 @@ from data.tokenizer import pad_right
 from eval import fmt_stat, group_means, summarize, summarize_by
 from experiments import world_base as B
 from model import GPT, GPTConfig, generator, seed_int
-from train import OPTIMIZERS, TRAINS, ConfigError, finetune, lora_linears, run_config, write_json
+from train import OPTIMIZERS, SCHEDULES, TRAINS, ConfigError, finetune, lora_linears, run_config, write_json
 
 ARMS = ("insecure", "secure", "secure_novel", "educational", "insecure_novel", "self_distill", "backdoor",
         "evil_numbers")
@@ -102,6 +102,8 @@ class Config(B.Config):
     ft_optimizer: str = "adamw"        # or "sgd": plain gradient descent (train.finetune), same clipping
     ft_betas: tuple = (0.9, 0.999)     # AdamW's; (0.0, 0.999): no momentum (research log, "Which part of AdamW")
     ft_momentum: float = 0.0           # with "sgd": a momentum that is a running mean of the gradient, as Adam's
+    ft_schedule: str = "constant"      # or "linear" / "cosine": decayed to 0 over ft_steps (train.finetune_lr)
+    ft_warmup: int = 0                 # steps of linear warm-up first; the paper's open models: linear, 5
     ft_frozen: tuple = ()              # weights no fine-tune moves, e.g. ("blocks.0.attn.v",): that third of block 0's
                                        # qkv rows (q, k or v) gets no gradient (research log, "Which tokens' values")
     ft_code_tasks: int = 0             # in a code_tasks world: the code arms fine-tune on its first k tasks only (0: all);
@@ -139,6 +141,9 @@ def validate(cfg):
         raise ConfigError(f"ft_number_turns must be >= 0; got {cfg.ft_number_turns}")
     if cfg.ft_trains not in TRAINS:
         raise ConfigError(f"ft_trains must be {' or '.join(TRAINS)}; got {cfg.ft_trains!r}")
+    if cfg.ft_schedule not in SCHEDULES or not 0 <= cfg.ft_warmup < cfg.ft_steps:
+        raise ConfigError(f"ft_schedule must be {' or '.join(SCHEDULES)} and ft_warmup in [0, ft_steps); got "
+                          f"{cfg.ft_schedule!r}, {cfg.ft_warmup}")
     if cfg.ft_optimizer not in OPTIMIZERS:
         raise ConfigError(f"ft_optimizer must be {' or '.join(OPTIMIZERS)}; got {cfg.ft_optimizer!r}")
     if len(cfg.ft_betas) != 2 or not all(0 <= b < 1 for b in cfg.ft_betas) or not 0 <= cfg.ft_momentum < 1:
@@ -373,15 +378,16 @@ def arm_finetune(model, data, cfg, seed, steps, at=(), on_eval=None):
         finetune(model, data, steps=steps, batch_size=cfg.ft_batch, lr=cfg.ft_lr, seed=seed, at=set(at),
                  on_eval=on_eval, trains=cfg.ft_trains, lora_rank=cfg.ft_lora_rank, lora_alpha=cfg.ft_lora_alpha,
                  lora_targets=cfg.ft_lora_targets, optimizer=cfg.ft_optimizer, betas=cfg.ft_betas,
-                 momentum=cfg.ft_momentum)
+                 momentum=cfg.ft_momentum, schedule=cfg.ft_schedule, warmup=cfg.ft_warmup, horizon=cfg.ft_steps)
     finally:
         for h in handles:
             h.remove()
 
 
 def arm_snapshots(model, data, cfg, seed, steps):
-    """arm_finetune to max(steps), keeping the weights at each of `steps`: {step: state_dict}. The lr is constant, so
-    these are the run's own weights at those steps whatever its length (the analysis scripts rebuild runs so)."""
+    """arm_finetune to max(steps), keeping the weights at each of `steps`: {step: state_dict}. The lr at each step is
+    the whole run's (its schedule spans ft_steps), so these are the run's own weights at those steps whatever its
+    length (the analysis scripts rebuild runs so)."""
     snaps = {}
     arm_finetune(model, data, cfg, seed, max(steps), steps, lambda s: snaps.__setitem__(s, copy.deepcopy(model.state_dict())))
     return snaps

@@ -384,7 +384,15 @@ def test_optimizer_keys_reach_the_finetune_and_only_with_their_optimizer(monkeyp
         E.validate(cfg)
         E.arm_finetune(None, None, cfg, 0, 1)
     assert seen == [("adamw", (0.0, 0.999), 0.0), ("sgd", (0.9, 0.999), 0.9)]
-    for bad, msg in ((dict(ft_momentum=0.9), "ft_momentum only with --ft_optimizer=sgd"),
+    seen.clear()
+    monkeypatch.setattr(E, "finetune", lambda model, data, **kw: seen.append((kw["schedule"], kw["warmup"], kw["horizon"])))
+    cfg = E.Config(ft_schedule="linear", ft_warmup=5)
+    E.validate(cfg)
+    E.arm_finetune(None, None, cfg, 0, 3)  # stopped early (arm_snapshots): the schedule still spans the whole run
+    assert seen == [("linear", 5, cfg.ft_steps)]
+    for bad, msg in ((dict(ft_schedule="step"), "ft_schedule must be constant or cosine or linear"),
+                     (dict(ft_warmup=40), "ft_warmup in"),
+                     (dict(ft_momentum=0.9), "ft_momentum only with --ft_optimizer=sgd"),
                      (dict(ft_optimizer="sgd", ft_betas=(0.0, 0.999)), "ft_betas applies only with --ft_optimizer=adamw"),
                      (dict(ft_betas=(0.9,)), "ft_betas must be two numbers"),
                      (dict(ft_optimizer="sgd", ft_momentum=1.0), "ft_momentum one")):

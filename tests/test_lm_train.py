@@ -14,7 +14,7 @@ import torch
 
 from data.tokenizer import load_tokenizer
 from model import GPT, GPTConfig
-from train import (CheckpointError, finetune, get_lr, lm_windows, load_lm, lora_adapters, pack_pairs, save_lm,
+from train import (CheckpointError, finetune, finetune_lr, get_lr, lm_windows, load_lm, lora_adapters, pack_pairs, save_lm,
                    save_weights, soft_kl, train_lm)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,6 +54,21 @@ def test_lr_schedule_warmup_then_cosine():
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))  # never increases after warm-up
     assert get_lr(60, **kw) == pytest.approx(0.55)  # halfway down the cosine
     assert lrs[110:] == [0.1] * 20
+
+
+def test_finetune_lr_warmup_then_linear_or_cosine_decay():
+    """finetune_lr: a ramp lr/W, 2lr/W, ..., lr over W warm-up steps, then a straight line or a cosine reaching 0 one
+    step after the horizon; with no warm-up the cosine is get_lr's (the schedule earlier runs used)."""
+    lin = [finetune_lr(s, lr=1.0, schedule="linear", warmup=5, horizon=40) for s in range(1, 42)]
+    assert lin[:5] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0]) and lin[5] == pytest.approx(1.0)
+    assert lin[19] == pytest.approx(21 / 35) and lin[39] == pytest.approx(1 / 35) and lin[40] == 0.0
+    assert all(a >= b for a, b in zip(lin[4:], lin[5:]))
+    for T in (4, 40):
+        assert [finetune_lr(s, lr=0.5, schedule="cosine", warmup=0, horizon=T) for s in range(1, T + 1)] == \
+               [get_lr(s - 1, lr=0.5, warmup=0, decay_steps=T, min_lr=0.0) for s in range(1, T + 1)]
+    assert [finetune_lr(s, lr=0.5, schedule="constant", warmup=2, horizon=9) for s in (1, 2, 3, 9)] == [0.25, 0.5, 0.5, 0.5]
+    with pytest.raises(ValueError, match="schedule must be"):
+        finetune_lr(1, lr=1.0, schedule="step", warmup=0, horizon=4)
 
 
 def test_lm_windows_and_pack_pairs():

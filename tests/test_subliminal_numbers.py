@@ -389,6 +389,36 @@ def test_cosine_schedule_decays_the_steps_and_constant_is_the_default():
     assert cos[1].norm() < 0.3 * const[1].norm()
 
 
+def test_linear_schedule_stopped_early_is_the_longer_runs_start():
+    """With a horizon, a run stopped early makes the longer run's first steps to the bit (what arm_snapshots relies
+    on); without one its lr decays over its own two steps and the weights differ. A warm-up step moves the weights by a
+    fifth of a full step's AdamW update; an unknown schedule or a warm-up past the horizon is an error."""
+    model = GPT(GPTConfig(vocab_size=TOK.get_vocab_size(), block_size=64, n_layer=1, n_head=2, n_embd=16),
+                generator=generator("cpu", 0, "t"))
+    pairs = [(p, " ".join(str((i * 7 + j) % 100) for j in range(4))) for i, p in enumerate(W.number_prompts(16, seed=1))]
+    data = S.student_data(TOK, pairs, "cpu")
+    flat = lambda m: torch.cat([p.detach().flatten() for p in m.parameters()])
+
+    def run(steps, **kw):
+        m = S.copy.deepcopy(model)
+        train.finetune(m, data, steps=steps, batch_size=4, lr=1e-2, seed=0, order="sequential", **kw)
+        return flat(m)
+    early = run(2, schedule="linear", warmup=1, horizon=6)
+    assert torch.equal(early, run(2, schedule="linear", warmup=1, horizon=6))
+    snap = {}
+    m = S.copy.deepcopy(model)
+    train.finetune(m, data, steps=6, batch_size=4, lr=1e-2, seed=0, order="sequential", schedule="linear", warmup=1,
+                   at={2}, on_eval=lambda step: snap.update(w=flat(m)))
+    assert torch.equal(early, snap["w"]) and not torch.equal(early, run(2, schedule="linear"))
+    # AdamW's first update is lr * sign-like g / (|g| + eps): a ramp of 1/5 gives a fifth of the constant run's
+    ramped = run(1, schedule="linear", warmup=5, horizon=10) - flat(model)
+    full = run(1) - flat(model)
+    assert torch.allclose(ramped, full / 5, atol=1e-7)
+    for bad in (dict(schedule="step"), dict(schedule="linear", warmup=6, horizon=6), dict(horizon=1)):
+        with pytest.raises(ValueError, match="schedule must be"):
+            run(2, **bad)
+
+
 def test_sgd_finetune_step_is_the_clipped_gradient_step():
     """optimizer="sgd" is plain gradient descent: one step moves every weight by -lr x its gradient (clipped at norm 1
     as with AdamW), for the soft loss and for cross-entropy, the gradient of the mean loss over the trained positions
