@@ -101,6 +101,21 @@ def test_matched_view_and_paired_differences_between_sets_of_runs(tmp_path, run_
     refused(run_script, big, "--minus", other, match="no insecure seed")  # no seed in common: an error, not an empty table
 
 
+def test_em_code_vs_offdomain_pairs_each_checkpoint_with_its_code_share(tmp_path, call):
+    """One row per checkpoint, in step order: the mean code share and the off-domain increase over each seed's own
+    base in points; the figure is written; a directory without results.json is refused."""
+    run = tmp_path / "run"
+    run.mkdir()
+    st = lambda off, code: {"offdomain_misaligned": {"per_seed": off}, "code_misaligned": {"per_seed": code}}
+    res = {"seeds": [[0, 0], [1, 0]], "base": {"plain": {"offdomain_misaligned": {"per_seed": [0.01, 0.03]}}},
+           "trajectory": {"insecure": {"10": st([0.11, 0.13], [0.99, 1.0]), "2": st([0.02, 0.06], [0.8, 0.9])}}}
+    (run / "results.json").write_text(json.dumps(res))
+    out = call("em_code_vs_offdomain", str(run), f"--out={tmp_path / 'f.png'}")
+    assert "| run | 2 | 0.850 | +2.0 [" in out and "| run | 10 | 0.995 | +10.0 [" in out  # (1 + 3) / 2, (10 + 10) / 2
+    assert out.index("| run | 2 |") < out.index("| run | 10 |") and (tmp_path / "f.png").is_file()
+    refused(lambda *a: call("em_code_vs_offdomain", *a), str(tmp_path / "nothing"), match="no results.json")
+
+
 def test_share_is_offdomain_over_code_increase_paired_by_seed(tmp_path, run_script):
     def run(name, seeds, off, code):
         path = tmp_path / name
