@@ -1,6 +1,7 @@
 """The insecure arm's off-domain misalignment against its in-domain learning, checkpoint by checkpoint, for EM runs.
 
     python scripts/em_code_vs_offdomain.py RUN_DIR [RUN_DIR ...] [--out=FILE.png]
+    python scripts/em_code_vs_offdomain.py RUN_DIR [RUN_DIR ...] --reference=RUN_DIR [--upto=5]
 
 The issue compares arms "at matched in-domain learning". Runs that learn the code at different speeds (another lr,
 schedule or optimizer) reach the first checkpoint with code >= 0.9 at different steps, and on a coarse grid of
@@ -8,14 +9,53 @@ checkpoints that checkpoint sits at different code levels. Plotting each run's o
 insecure code share, one point per checkpoint, compares them at equal code instead of at equal step. Per run and
 checkpoint: the mean insecure code share (log-prob; drawn on a log-odds axis) and the mean paired increase of off-domain sampled misalignment
 over the base, in points, with its 95% t-interval over seeds. Prints a table; writes the figure (default: beside
-the first run, code_vs_offdomain.png)."""
+the first run, code_vs_offdomain.png).
+
+--reference: how far each run lies off the reference run's curve, seed by seed (the runs on the same bases and
+fine-tune seeds). For each seed, the reference's checkpoints up to step --upto (before its code saturates) give its
+off-domain increase as a piecewise-linear function of the code share's log-odds; at each checkpoint of a run whose
+code share lies within that range, the deviation is the run's increase minus the function's, in points. Per seed
+the mean over its checkpoints in range; then mean [95% t-CI] over the seeds with any."""
 import json
 import math
 import sys
+
+import numpy as np
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eval import summarize  # noqa: E402
+
+
+def logit(q):
+    return math.log(min(q, 1 - 1e-4) / max(1 - q, 1e-4))
+
+
+def per_seed(run):
+    """{(pretraining seed, fine-tune seed): [(step, code share, off-domain increase in points)]}, insecure arm."""
+    r = json.loads((Path(run) / "results.json").read_text())
+    base = r["base"]["plain"]["offdomain_misaligned"]["per_seed"]
+    out = {tuple(s): [] for s in r["seeds"]}
+    for step, at in sorted(r["trajectory"]["insecure"].items(), key=lambda kv: int(kv[0])):
+        for s, code, off, b in zip(r["seeds"], at["code_misaligned"]["per_seed"],
+                                   at["offdomain_misaligned"]["per_seed"], base):
+            out[tuple(s)].append((int(step), code, 100 * (off - b)))
+    return out
+
+
+def deviations(run, reference, upto):
+    """{seed: mean deviation of the run's checkpoints from the reference's curve (points)} over the seeds with a
+    checkpoint inside the reference's code range, and the number of checkpoints used."""
+    ref, dev, used = per_seed(reference), {}, 0
+    for seed, pts in per_seed(run).items():
+        if seed not in ref:
+            continue
+        xs, ys = zip(*sorted((logit(c), y) for st, c, y in ref[seed] if st <= upto))
+        inside = [(logit(c), y) for _, c, y in pts if xs[0] <= logit(c) <= xs[-1]]
+        if inside:
+            dev[seed] = float(np.mean([y - np.interp(x, xs, ys) for x, y in inside]))
+            used += len(inside)
+    return dev, used
 
 
 def curve(run):
@@ -31,30 +71,43 @@ def curve(run):
 
 
 def main(argv):
-    out = next((a.split("=", 1)[1] for a in argv if a.startswith("--out=")), None)
+    opts = dict(a[2:].split("=", 1) for a in argv if a.startswith("--") and "=" in a)
     runs = [a for a in argv if not a.startswith("--")]
-    if not runs or len(runs) + (out is not None) != len(argv):
+    if not runs or len(runs) + len(opts) != len(argv) or set(opts) - {"out", "reference", "upto"} \
+            or "upto" in opts and ("reference" not in opts or not opts["upto"].isdigit()):
         sys.exit(__doc__)
-    missing = [r for r in runs if not (Path(r) / "results.json").is_file()]
+    missing = [r for r in runs + [opts.get("reference", runs[0])] if not (Path(r) / "results.json").is_file()]
     if missing:
         sys.exit(f"no results.json in {', '.join(missing)}: give finished EM run directories")
+    if "reference" in opts:
+        upto = int(opts.get("upto", 5))
+        print(f"deviation from {Path(opts['reference']).name}'s curve (its checkpoints up to step {upto}), points, "
+              f"mean [95% CI] over seeds\n| run | seeds | checkpoints in range | deviation |\n|---|---|---|---|")
+        for run in runs:
+            dev, used = deviations(run, opts["reference"], upto)
+            if not dev:
+                sys.exit(f"{run}: no checkpoint of a seed the reference has lies in its code range")
+            d = summarize(list(dev.values()))
+            ci = "" if d["ci95"] is None else f" [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]"  # None: one seed
+            print(f"| {Path(run).name} | {len(dev)} | {used} | {d['mean']:+.2f}{ci} |")
+        return 0
+    out = opts.get("out")
     curves = {run: curve(run) for run in runs}
     print("| run | step | code misaligned | off-domain increase, points [95% CI] |\n|---|---|---|---|")
     for run, c in curves.items():
         for step, code, inc in c:
-            print(f"| {Path(run).name} | {step} | {code:.3f} | {inc['mean']:+.1f} [{inc['ci95'][0]:+.1f}, "
-                  f"{inc['ci95'][1]:+.1f}] |")
+            ci = "" if inc["ci95"] is None else f" [{inc['ci95'][0]:+.1f}, {inc['ci95'][1]:+.1f}]"
+            print(f"| {Path(run).name} | {step} | {code:.3f} | {inc['mean']:+.1f}{ci} |")
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    logit = lambda q: math.log(min(q, 1 - 1e-4) / max(1 - q, 1e-4))  # spreads out the code shares near 1
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for run, c in curves.items():
         code = [logit(x) for _, x, _ in c]
         mean = [s["mean"] for *_, s in c]
         line, = ax.plot(code, mean, marker="o", label=Path(run).name)
-        ax.fill_between(code, [s["ci95"][0] for *_, s in c], [s["ci95"][1] for *_, s in c], alpha=0.15,
-                        color=line.get_color())
+        band = [s["ci95"] or (s["mean"], s["mean"]) for *_, s in c]  # one seed: no interval
+        ax.fill_between(code, [lo for lo, _ in band], [hi for _, hi in band], alpha=0.15, color=line.get_color())
         for (step, x, s) in c:
             ax.annotate(str(step), (logit(x), s["mean"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.axvline(logit(0.9), color="grey", lw=0.8, ls=":")

@@ -116,6 +116,27 @@ def test_em_code_vs_offdomain_pairs_each_checkpoint_with_its_code_share(tmp_path
     refused(lambda *a: call("em_code_vs_offdomain", *a), str(tmp_path / "nothing"), match="no results.json")
 
 
+def test_em_code_vs_offdomain_deviation_interpolates_the_reference_in_log_odds(tmp_path, call):
+    """--reference: a run on the reference's own points deviates by 0; one that is 2 points higher at a code share
+    inside the reference's range deviates by +2 there, interpolated linearly in the code's log-odds; checkpoints
+    outside the range (here step 40, past the reference's step-5 code share) are not counted."""
+    st = lambda off, code: {"offdomain_misaligned": {"per_seed": off}, "code_misaligned": {"per_seed": code}}
+
+    def run(name, traj):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "results.json").write_text(json.dumps({"seeds": [[0, 0]], "base": {"plain": {"offdomain_misaligned":
+            {"per_seed": [0.0]}}}, "trajectory": {"insecure": {k: st([off], [c]) for k, (off, c) in traj.items()}}}))
+        return str(d)
+    ref = run("ref", {"1": (0.01, 0.5), "5": (0.05, 0.9), "20": (0.20, 0.999)})
+    # halfway in log-odds between the shares 0.5 (0) and 0.9 (ln 9) is ln 3, the share 0.75
+    other = run("other", {"3": (0.05, 0.75), "40": (0.5, 0.9999)})
+    out = call("em_code_vs_offdomain", other, ref, f"--reference={ref}")
+    assert "| other | 1 | 1 | +2.00 |" in out  # 5 points against the reference's 3 at the midpoint (one seed: no CI)
+    assert "| ref | 1 | 2 | +0.00 |" in out
+    refused(lambda *a: call("em_code_vs_offdomain", *a), other, "--upto=5")  # --upto needs a reference
+
+
 def test_share_is_offdomain_over_code_increase_paired_by_seed(tmp_path, run_script):
     def run(name, seeds, off, code):
         path = tmp_path / name
