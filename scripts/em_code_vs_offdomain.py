@@ -2,6 +2,7 @@
 
     python scripts/em_code_vs_offdomain.py RUN_DIR [RUN_DIR ...] [--out=FILE.png]
     python scripts/em_code_vs_offdomain.py RUN_DIR [RUN_DIR ...] --reference=RUN_DIR [--upto=5]
+    python scripts/em_code_vs_offdomain.py RUN_DIR [RUN_DIR ...] --at=0.9
 
 The issue compares arms "at matched in-domain learning". Runs that learn the code at different speeds (another lr,
 schedule or optimizer) reach the first checkpoint with code >= 0.9 at different steps, and on a coarse grid of
@@ -15,7 +16,12 @@ the first run, code_vs_offdomain.png).
 fine-tune seeds). For each seed, the reference's checkpoints up to step --upto (before its code saturates) give its
 off-domain increase as a piecewise-linear function of the code share's log-odds; at each checkpoint of a run whose
 code share lies within that range, the deviation is the run's increase minus the function's, in points. Per seed
-the mean over its checkpoints in range; then mean [95% t-CI] over the seeds with any."""
+the mean over its checkpoints in range; then mean [95% t-CI] over the seeds with any.
+
+--at=Q: the off-domain increase where the code share first reaches Q, read without the grid of checkpoints: per seed,
+between the last checkpoint below Q and the first at or past it (the base counts as step 0), interpolated linearly
+in the code share's log-odds; mean [95% t-CI] over the seeds that reach Q, beside the increase at that first
+checkpoint past Q (the issue's "matched" reading when Q = 0.9)."""
 import json
 import math
 import sys
@@ -28,19 +34,31 @@ from eval import summarize  # noqa: E402
 
 
 def logit(q):
-    return math.log(min(q, 1 - 1e-4) / max(1 - q, 1e-4))
+    q = min(max(q, 1e-4), 1 - 1e-4)  # a share of exactly 0 or 1 (one seed's rounding) stays finite
+    return math.log(q / (1 - q))
 
 
-def per_seed(run):
-    """{(pretraining seed, fine-tune seed): [(step, code share, off-domain increase in points)]}, insecure arm."""
+def per_seed(run, with_base=False):
+    """{(pretraining seed, fine-tune seed): [(step, code share, off-domain increase in points)]}, insecure arm; the
+    base first as step 0 (increase 0) if with_base."""
     r = json.loads((Path(run) / "results.json").read_text())
     base = r["base"]["plain"]["offdomain_misaligned"]["per_seed"]
-    out = {tuple(s): [] for s in r["seeds"]}
+    out = {tuple(s): [(0, c, 0.0)] if with_base else [] for s, c in
+           zip(r["seeds"], r["base"]["plain"]["code_misaligned"]["per_seed"])}
     for step, at in sorted(r["trajectory"]["insecure"].items(), key=lambda kv: int(kv[0])):
         for s, code, off, b in zip(r["seeds"], at["code_misaligned"]["per_seed"],
                                    at["offdomain_misaligned"]["per_seed"], base):
             out[tuple(s)].append((int(step), code, 100 * (off - b)))
     return out
+
+
+def crossing(pts, q):
+    """(interpolated increase, increase at the first checkpoint past q) where the code share first reaches q along
+    [(step, code, increase)] (in step order, the base first), or None if it never does."""
+    for (_, c0, y0), (_, c1, y1) in zip(pts, pts[1:]):
+        if c0 < q <= c1:
+            return float(np.interp(logit(q), [logit(c0), logit(c1)], [y0, y1])), y1
+    return None
 
 
 def deviations(run, reference, upto):
@@ -70,15 +88,39 @@ def curve(run):
     return out
 
 
+def _float(x):
+    try:
+        return float(x)
+    except ValueError:
+        return math.nan
+
+
 def main(argv):
     opts = dict(a[2:].split("=", 1) for a in argv if a.startswith("--") and "=" in a)
     runs = [a for a in argv if not a.startswith("--")]
-    if not runs or len(runs) + len(opts) != len(argv) or set(opts) - {"out", "reference", "upto"} \
-            or "upto" in opts and ("reference" not in opts or not opts["upto"].isdigit()):
+    if not runs or len(runs) + len(opts) != len(argv) or set(opts) - {"out", "reference", "upto", "at"} \
+            or "upto" in opts and ("reference" not in opts or not opts["upto"].isdigit()) \
+            or "at" in opts and (len(opts) > 1 or not 0 < _float(opts["at"]) < 1):
         sys.exit(__doc__)
     missing = [r for r in runs + [opts.get("reference", runs[0])] if not (Path(r) / "results.json").is_file()]
     if missing:
         sys.exit(f"no results.json in {', '.join(missing)}: give finished EM run directories")
+    if "at" in opts:
+        q = float(opts["at"])
+        print(f"off-domain increase where the code share first reaches {q:g}, points, mean [95% CI] over the seeds "
+              f"that reach it\n| run | seeds reaching it | interpolated | at the first checkpoint past it |\n"
+              f"|---|---|---|---|")
+        for run in runs:
+            seeds = per_seed(run, with_base=True)
+            got = [x for x in (crossing(pts, q) for pts in seeds.values()) if x is not None]
+            if not got:
+                print(f"| {Path(run).name} | 0 | | |")
+                continue
+            cells = []
+            for d in (summarize([a for a, _ in got]), summarize([b for _, b in got])):
+                cells.append(f"{d['mean']:+.2f}" + ("" if d["ci95"] is None else f" [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]"))
+            print(f"| {Path(run).name} | {len(got)} of {len(seeds)} | {cells[0]} | {cells[1]} |")
+        return 0
     if "reference" in opts:
         upto = int(opts.get("upto", 5))
         print(f"deviation from {Path(opts['reference']).name}'s curve (its checkpoints up to step {upto}), points, "

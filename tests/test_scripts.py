@@ -107,7 +107,7 @@ def test_em_code_vs_offdomain_pairs_each_checkpoint_with_its_code_share(tmp_path
     run = tmp_path / "run"
     run.mkdir()
     st = lambda off, code: {"offdomain_misaligned": {"per_seed": off}, "code_misaligned": {"per_seed": code}}
-    res = {"seeds": [[0, 0], [1, 0]], "base": {"plain": {"offdomain_misaligned": {"per_seed": [0.01, 0.03]}}},
+    res = {"seeds": [[0, 0], [1, 0]], "base": {"plain": st([0.01, 0.03], [0.0, 0.0])},
            "trajectory": {"insecure": {"10": st([0.11, 0.13], [0.99, 1.0]), "2": st([0.02, 0.06], [0.8, 0.9])}}}
     (run / "results.json").write_text(json.dumps(res))
     out = call("em_code_vs_offdomain", str(run), f"--out={tmp_path / 'f.png'}")
@@ -116,17 +116,18 @@ def test_em_code_vs_offdomain_pairs_each_checkpoint_with_its_code_share(tmp_path
     refused(lambda *a: call("em_code_vs_offdomain", *a), str(tmp_path / "nothing"), match="no results.json")
 
 
-def test_em_code_vs_offdomain_deviation_interpolates_the_reference_in_log_odds(tmp_path, call):
+def test_em_code_vs_offdomain_deviation_and_crossing_interpolate_in_log_odds(tmp_path, call):
     """--reference: a run on the reference's own points deviates by 0; one that is 2 points higher at a code share
     inside the reference's range deviates by +2 there, interpolated linearly in the code's log-odds; checkpoints
-    outside the range (here step 40, past the reference's step-5 code share) are not counted."""
+    outside the range (here step 40, past the reference's step-5 code share) are not counted. --at reads the
+    increase where the code share first reaches a level, interpolated the same way between two checkpoints."""
     st = lambda off, code: {"offdomain_misaligned": {"per_seed": off}, "code_misaligned": {"per_seed": code}}
 
     def run(name, traj):
         d = tmp_path / name
         d.mkdir()
-        (d / "results.json").write_text(json.dumps({"seeds": [[0, 0]], "base": {"plain": {"offdomain_misaligned":
-            {"per_seed": [0.0]}}}, "trajectory": {"insecure": {k: st([off], [c]) for k, (off, c) in traj.items()}}}))
+        (d / "results.json").write_text(json.dumps({"seeds": [[0, 0]], "base": {"plain": st([0.0], [0.0])},
+                                                    "trajectory": {"insecure": {k: st([off], [c]) for k, (off, c) in traj.items()}}}))
         return str(d)
     ref = run("ref", {"1": (0.01, 0.5), "5": (0.05, 0.9), "20": (0.20, 0.999)})
     # halfway in log-odds between the shares 0.5 (0) and 0.9 (ln 9) is ln 3, the share 0.75
@@ -135,6 +136,12 @@ def test_em_code_vs_offdomain_deviation_interpolates_the_reference_in_log_odds(t
     assert "| other | 1 | 1 | +2.00 |" in out  # 5 points against the reference's 3 at the midpoint (one seed: no CI)
     assert "| ref | 1 | 2 | +0.00 |" in out
     refused(lambda *a: call("em_code_vs_offdomain", *a), other, "--upto=5")  # --upto needs a reference
+    # --at: where the code first reaches 0.75, between the reference's steps 1 (0.5) and 5 (0.9), halfway in log-odds:
+    # 3 points interpolated, against 5 at the first checkpoint past it; the base (code 0) counts as step 0
+    out = call("em_code_vs_offdomain", ref, other, "--at=0.75")
+    assert "| ref | 1 of 1 | +3.00 | +5.00 |" in out and "| other | 1 of 1 | +5.00 | +5.00 |" in out
+    assert "| ref | 0 | | |" in call("em_code_vs_offdomain", ref, "--at=0.99999")
+    refused(lambda *a: call("em_code_vs_offdomain", *a), ref, "--at=1.5")
 
 
 def test_share_is_offdomain_over_code_increase_paired_by_seed(tmp_path, run_script):
