@@ -660,7 +660,7 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be {' or '.join(map(repr, OPTIMIZERS))}, not {optimizer!r}")
     horizon = steps if horizon is None else horizon
-    if schedule not in SCHEDULES or not 0 <= warmup < horizon or horizon < steps:
+    if schedule not in SCHEDULES or warmup < 0 or warmup and warmup >= horizon or horizon < steps:
         raise ValueError(f"schedule must be {' or '.join(map(repr, SCHEDULES))} (got {schedule!r}), with 0 <= warmup "
                          f"< horizon and horizon >= steps (got warmup={warmup}, horizon={horizon}, steps={steps})")
     if trains not in TRAINS:

@@ -21,7 +21,9 @@ the mean over its checkpoints in range; then mean [95% t-CI] over the seeds with
 --at=Q: the off-domain increase where the code share first reaches Q, read without the grid of checkpoints: per seed,
 between the last checkpoint below Q and the first at or past it (the base counts as step 0), interpolated linearly
 in the code share's log-odds; mean [95% t-CI] over the seeds that reach Q, beside the increase at that first
-checkpoint past Q (the issue's "matched" reading when Q = 0.9)."""
+checkpoint past Q (the issue's "matched" reading when Q = 0.9). A seed whose base is already past Q is left out.
+The reading depends on the axis of the interpolation: linear in the share itself puts it nearer the later
+checkpoint."""
 import json
 import math
 import sys
@@ -99,8 +101,9 @@ def main(argv):
     opts = dict(a[2:].split("=", 1) for a in argv if a.startswith("--") and "=" in a)
     runs = [a for a in argv if not a.startswith("--")]
     if not runs or len(runs) + len(opts) != len(argv) or set(opts) - {"out", "reference", "upto", "at"} \
-            or "upto" in opts and ("reference" not in opts or not opts["upto"].isdigit()) \
-            or "at" in opts and (len(opts) > 1 or not 0 < _float(opts["at"]) < 1):
+            or "upto" in opts and ("reference" not in opts or not opts["upto"].isdigit() or int(opts["upto"]) < 1) \
+            or "at" in opts and (len(opts) > 1 or not 0 < _float(opts["at"]) < 1) \
+            or "out" in opts and len(opts) > 1:  # --reference and --at print tables only
         sys.exit(__doc__)
     missing = [r for r in runs + [opts.get("reference", runs[0])] if not (Path(r) / "results.json").is_file()]
     if missing:
@@ -159,6 +162,7 @@ def main(argv):
     ax.set_xlabel("insecure code share (log-odds axis); labels: fine-tune step")
     ax.set_ylabel("off-domain misaligned, increase over base (points)")
     ax.set_yscale("symlog", linthresh=5)
+    ax.set_ylim(bottom=-1)  # an interval reaching far below zero (a noisy run) would squash the rest
     ax.legend(fontsize=8)
     fig.tight_layout()
     path = Path(out) if out else Path(runs[0]) / "code_vs_offdomain.png"

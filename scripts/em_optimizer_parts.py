@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from eval import summarize  # noqa: E402
-from train import cli, finetune  # noqa: E402
+from train import cli, finetune, run_config  # noqa: E402
 from em_base_pull import checked_bases  # noqa: E402
 from em_first_step import group_of, scored_step  # noqa: E402
 
@@ -237,6 +237,11 @@ def main(argv):
         held = json.loads(out.read_text()) if out.is_file() else None
         if held and (held["runs"] != [str(r) for r in runs] or list(held["per_base"][0]["traj"]) != list(optimizers)):
             sys.exit(f"{out} holds an analysis of other runs or optimizers: pass --out=FILE.json for this one")
+    scheduled = [str(r) for r in ([] if froms else runs) if (lambda c: c.ft_schedule != "constant" or c.ft_warmup)(
+        run_config(EM.Config, r))]
+    if scheduled:  # the optimizers below take the run's lr at every step: a schedule would not be the run's
+        sys.exit(f"{', '.join(scheduled)} fine-tuned with an lr schedule (ft_schedule / ft_warmup); this analysis "
+                 "rebuilds constant-lr fine-tunes only")
     torch.set_num_threads(1)  # the runs' fine-tunes ran on one thread: the same sums, so the same trajectories
     for run in [] if froms else runs:
         for cfg, p, base, tok in checked_bases(run, excluded):

@@ -67,6 +67,8 @@ def test_finetune_lr_warmup_then_linear_or_cosine_decay():
         assert [finetune_lr(s, lr=0.5, schedule="cosine", warmup=0, horizon=T) for s in range(1, T + 1)] == \
                [get_lr(s - 1, lr=0.5, warmup=0, decay_steps=T, min_lr=0.0) for s in range(1, T + 1)]
     assert [finetune_lr(s, lr=0.5, schedule="constant", warmup=2, horizon=9) for s in (1, 2, 3, 9)] == [0.25, 0.5, 0.5, 0.5]
+    cos = [finetune_lr(s, lr=1.0, schedule="cosine", warmup=2, horizon=10) for s in (1, 2, 3, 10)]
+    assert cos == pytest.approx([0.5, 1.0, 1.0, 0.5 * (1 + math.cos(7 * math.pi / 8))])  # 7 of its 8 decay steps
     with pytest.raises(ValueError, match="schedule must be"):
         finetune_lr(1, lr=1.0, schedule="step", warmup=0, horizon=4)
 

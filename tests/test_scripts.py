@@ -142,6 +142,26 @@ def test_em_code_vs_offdomain_deviation_and_crossing_interpolate_in_log_odds(tmp
     assert "| ref | 1 of 1 | +3.00 | +5.00 |" in out and "| other | 1 of 1 | +5.00 | +5.00 |" in out
     assert "| ref | 0 | | |" in call("em_code_vs_offdomain", ref, "--at=0.99999")
     refused(lambda *a: call("em_code_vs_offdomain", *a), ref, "--at=1.5")
+    for bad in (f"--reference={ref}", "--at=0.5"):  # the tables take no figure file
+        refused(lambda *a: call("em_code_vs_offdomain", *a), ref, bad, "--out=x.png")
+
+
+def test_em_code_vs_offdomain_deviation_averages_per_seed_then_over_seeds(tmp_path, call):
+    """Seed (0, 0) has two checkpoints in range, 1 and 3 points above the reference, seed (1, 0) one, 5 above: the
+    deviation is (2 + 5) / 2 = 3.5 (pooling the checkpoints would give 3); a seed the reference lacks is ignored."""
+    st = lambda off, code: {"offdomain_misaligned": {"per_seed": off}, "code_misaligned": {"per_seed": code}}
+
+    def run(name, seeds, traj):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "results.json").write_text(json.dumps({"seeds": seeds, "base": {"plain": st([0.0] * len(seeds),
+                                                    [0.0] * len(seeds))}, "trajectory": {"insecure": traj}}))
+        return str(d)
+    flat = [0.5, 0.9]  # the reference: off-domain 0 at both code shares, so a deviation is the run's own increase
+    ref = run("ref", [[0, 0], [1, 0]], {"1": st([0.0, 0.0], [flat[0]] * 2), "5": st([0.0, 0.0], [flat[1]] * 2)})
+    other = run("other", [[0, 0], [1, 0], [2, 0]], {"2": st([0.01, 0.05, 0.2], [0.6, 0.7, 0.7]),
+                                                    "3": st([0.03, 0.5, 0.2], [0.8, 0.95, 0.8])})
+    assert "| other | 2 | 3 | +3.50 [" in call("em_code_vs_offdomain", other, f"--reference={ref}")
 
 
 def test_share_is_offdomain_over_code_increase_paired_by_seed(tmp_path, run_script):
@@ -690,6 +710,12 @@ def test_em_optimizer_parts_reads_its_options_and_refuses_the_rest(tmp_path):
                         (["a", "--from=x"], "one of the two"), (["--out=x"], "one of the two"),
                         (["--from=x", "--frozen"], "no other option"), (["a", "--beta1=0.5", "--frozen"], "give one")]:
         refused(op.read_args, argv, match=match)
+    # a run fine-tuned with an lr schedule: the constant-lr rebuild would not be its trajectory
+    run = tmp_path / "sched"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"experiment": "emergent_misalignment", "ft_schedule": "linear",
+                                                 "ft_warmup": 5}))
+    refused(lambda *a: op.main(list(a)), str(run), f"--out={tmp_path / 'o.json'}", match="lr schedule")
 
 
 def test_em_optimizer_parts_frozen_rows_stay_as_the_base_has_them():

@@ -403,6 +403,7 @@ def test_linear_schedule_stopped_early_is_the_longer_runs_start():
         m = S.copy.deepcopy(model)
         train.finetune(m, data, steps=steps, batch_size=4, lr=1e-2, seed=0, order="sequential", **kw)
         return flat(m)
+    assert torch.equal(run(0), flat(model))  # no step: nothing to refuse, nothing moves
     early = run(2, schedule="linear", warmup=1, horizon=6)
     assert torch.equal(early, run(2, schedule="linear", warmup=1, horizon=6))
     snap = {}
