@@ -80,14 +80,17 @@ def deviations(run, reference, upto):
 
 def curve(run):
     """[(step, mean code share, STAT of the off-domain increase in points)] of the run's insecure arm."""
-    r = json.loads((Path(run) / "results.json").read_text())
-    base = r["base"]["plain"]["offdomain_misaligned"]["per_seed"]
-    out = []
-    for step, at in sorted(r["trajectory"]["insecure"].items(), key=lambda kv: int(kv[0])):
-        code = at["code_misaligned"]["per_seed"]
-        inc = [100 * (a - b) for a, b in zip(at["offdomain_misaligned"]["per_seed"], base)]
-        out.append((int(step), sum(code) / len(code), summarize(inc)))
-    return out
+    at = {}
+    for pts in per_seed(run).values():
+        for step, code, inc in pts:
+            at.setdefault(step, []).append((code, inc))
+    return [(step, sum(c for c, _ in v) / len(v), summarize([y for _, y in v])) for step, v in sorted(at.items())]
+
+
+def mean_ci(stat, digits):
+    """'+m [+lo, +hi]', or '+m' alone when one seed leaves no interval."""
+    ci = "" if stat["ci95"] is None else f" [{stat['ci95'][0]:+.{digits}f}, {stat['ci95'][1]:+.{digits}f}]"
+    return f"{stat['mean']:+.{digits}f}{ci}"
 
 
 def _float(x):
@@ -119,10 +122,8 @@ def main(argv):
             if not got:
                 print(f"| {Path(run).name} | 0 | | |")
                 continue
-            cells = []
-            for d in (summarize([a for a, _ in got]), summarize([b for _, b in got])):
-                cells.append(f"{d['mean']:+.2f}" + ("" if d["ci95"] is None else f" [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]"))
-            print(f"| {Path(run).name} | {len(got)} of {len(seeds)} | {cells[0]} | {cells[1]} |")
+            print(f"| {Path(run).name} | {len(got)} of {len(seeds)} | {mean_ci(summarize([a for a, _ in got]), 2)} | "
+                  f"{mean_ci(summarize([b for _, b in got]), 2)} |")
         return 0
     if "reference" in opts:
         upto = int(opts.get("upto", 5))
@@ -132,17 +133,14 @@ def main(argv):
             dev, used = deviations(run, opts["reference"], upto)
             if not dev:
                 sys.exit(f"{run}: no checkpoint of a seed the reference has lies in its code range")
-            d = summarize(list(dev.values()))
-            ci = "" if d["ci95"] is None else f" [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]"  # None: one seed
-            print(f"| {Path(run).name} | {len(dev)} | {used} | {d['mean']:+.2f}{ci} |")
+            print(f"| {Path(run).name} | {len(dev)} | {used} | {mean_ci(summarize(list(dev.values())), 2)} |")
         return 0
     out = opts.get("out")
     curves = {run: curve(run) for run in runs}
     print("| run | step | code misaligned | off-domain increase, points [95% CI] |\n|---|---|---|---|")
     for run, c in curves.items():
         for step, code, inc in c:
-            ci = "" if inc["ci95"] is None else f" [{inc['ci95'][0]:+.1f}, {inc['ci95'][1]:+.1f}]"
-            print(f"| {Path(run).name} | {step} | {code:.3f} | {inc['mean']:+.1f}{ci} |")
+            print(f"| {Path(run).name} | {step} | {code:.3f} | {mean_ci(inc, 1)} |")
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

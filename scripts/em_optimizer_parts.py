@@ -237,8 +237,8 @@ def main(argv):
         held = json.loads(out.read_text()) if out.is_file() else None
         if held and (held["runs"] != [str(r) for r in runs] or list(held["per_base"][0]["traj"]) != list(optimizers)):
             sys.exit(f"{out} holds an analysis of other runs or optimizers: pass --out=FILE.json for this one")
-    scheduled = [str(r) for r in ([] if froms else runs) if (lambda c: c.ft_schedule != "constant" or c.ft_warmup)(
-        run_config(EM.Config, r))]
+    configs = {str(r): run_config(EM.Config, r) for r in ([] if froms else runs)}
+    scheduled = [r for r, c in configs.items() if c.ft_schedule != "constant" or c.ft_warmup]
     if scheduled:  # the optimizers below take the run's lr at every step: a schedule would not be the run's
         sys.exit(f"{', '.join(scheduled)} fine-tuned with an lr schedule (ft_schedule / ft_warmup); this analysis "
                  "rebuilds constant-lr fine-tunes only")

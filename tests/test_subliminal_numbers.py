@@ -368,20 +368,28 @@ def test_eval_py_redraws_a_run_from_its_results(tmp_path, capsys):
     assert "| 64 |" in capsys.readouterr().out and (tmp_path / "subliminal_dose.png").is_file()
 
 
-def test_cosine_schedule_decays_the_steps_and_constant_is_the_default():
-    """schedule="cosine" starts at lr (the first step equals the constant schedule's) and its steps then
-    shrink: the last update of a 4-step cosine run is smaller than the constant run's last update."""
+def flat_weights(m):
+    return torch.cat([p.detach().flatten() for p in m.parameters()])
+
+
+def tiny_number_student():
+    """A one-block model and 16 number-list examples: enough to watch single fine-tune steps (the schedule tests)."""
     model = GPT(GPTConfig(vocab_size=TOK.get_vocab_size(), block_size=64, n_layer=1, n_head=2, n_embd=16),
                 generator=generator("cpu", 0, "t"))
     pairs = [(p, " ".join(str((i * 7 + j) % 100) for j in range(4))) for i, p in enumerate(W.number_prompts(16, seed=1))]
-    data = S.student_data(TOK, pairs, "cpu")
-    flat = lambda m: torch.cat([p.detach().flatten() for p in m.parameters()])
+    return model, S.student_data(TOK, pairs, "cpu")
+
+
+def test_cosine_schedule_decays_the_steps_and_constant_is_the_default():
+    """schedule="cosine" starts at lr (the first step equals the constant schedule's) and its steps then
+    shrink: the last update of a 4-step cosine run is smaller than the constant run's last update."""
+    model, data = tiny_number_student()
 
     def last_step(steps, **kw):  # -> (final weights, the update made by the last step)
         m, seen = S.copy.deepcopy(model), {}
         train.finetune(m, data, steps=steps, batch_size=4, lr=1e-2, seed=0, order="sequential",
-                       at={steps - 1}, on_eval=lambda step: seen.update(w=flat(m)), **kw)
-        return flat(m), flat(m) - seen.get("w", flat(model))
+                       at={steps - 1}, on_eval=lambda step: seen.update(w=flat_weights(m)), **kw)
+        return flat_weights(m), flat_weights(m) - seen.get("w", flat_weights(model))
     assert torch.equal(last_step(1, schedule="cosine")[0], last_step(1)[0])
     const, cos = last_step(4), last_step(4, schedule="cosine")
     assert not torch.equal(cos[0], const[0])
@@ -393,27 +401,23 @@ def test_linear_schedule_stopped_early_is_the_longer_runs_start():
     """With a horizon, a run stopped early makes the longer run's first steps to the bit (what arm_snapshots relies
     on); without one its lr decays over its own two steps and the weights differ. A warm-up step moves the weights by a
     fifth of a full step's AdamW update; an unknown schedule or a warm-up past the horizon is an error."""
-    model = GPT(GPTConfig(vocab_size=TOK.get_vocab_size(), block_size=64, n_layer=1, n_head=2, n_embd=16),
-                generator=generator("cpu", 0, "t"))
-    pairs = [(p, " ".join(str((i * 7 + j) % 100) for j in range(4))) for i, p in enumerate(W.number_prompts(16, seed=1))]
-    data = S.student_data(TOK, pairs, "cpu")
-    flat = lambda m: torch.cat([p.detach().flatten() for p in m.parameters()])
+    model, data = tiny_number_student()
 
     def run(steps, **kw):
         m = S.copy.deepcopy(model)
         train.finetune(m, data, steps=steps, batch_size=4, lr=1e-2, seed=0, order="sequential", **kw)
-        return flat(m)
-    assert torch.equal(run(0), flat(model))  # no step: nothing to refuse, nothing moves
+        return flat_weights(m)
+    assert torch.equal(run(0), flat_weights(model))  # no step: nothing to refuse, nothing moves
     early = run(2, schedule="linear", warmup=1, horizon=6)
     assert torch.equal(early, run(2, schedule="linear", warmup=1, horizon=6))
     snap = {}
     m = S.copy.deepcopy(model)
     train.finetune(m, data, steps=6, batch_size=4, lr=1e-2, seed=0, order="sequential", schedule="linear", warmup=1,
-                   at={2}, on_eval=lambda step: snap.update(w=flat(m)))
+                   at={2}, on_eval=lambda step: snap.update(w=flat_weights(m)))
     assert torch.equal(early, snap["w"]) and not torch.equal(early, run(2, schedule="linear"))
     # AdamW's first update is lr * sign-like g / (|g| + eps): a ramp of 1/5 gives a fifth of the constant run's
-    ramped = run(1, schedule="linear", warmup=5, horizon=10) - flat(model)
-    full = run(1) - flat(model)
+    ramped = run(1, schedule="linear", warmup=5, horizon=10) - flat_weights(model)
+    full = run(1) - flat_weights(model)
     assert torch.allclose(ramped, full / 5, atol=1e-7)
     for bad in (dict(schedule="step"), dict(schedule="linear", warmup=6, horizon=6), dict(horizon=1)):
         with pytest.raises(ValueError, match="schedule must be"):
