@@ -437,6 +437,8 @@ def test_a_seed_without_valid_answers_is_left_out_of_the_figures_not_made_nan():
            "base": {"plain": full([0.01, 0.01]), "trigger": full([0.01, 0.01])},
            "ablation": {"removed_fraction_of_means": None}}
     f = E.figures(res)
+    assert "ablation_removed_fraction" not in f  # no ablation step named: no ablation threshold shown
+    assert E.figures(res, "matched")["ablation_step"] == "matched"
     assert f["backdoor_triggered_increase"] == pytest.approx(0.30) and f["backdoor_pass"]
     assert f["insecure_increase"] == pytest.approx(0.15) and f["insecure_pass"]
 
@@ -554,6 +556,8 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
     # one pretraining seed here: its two fine-tune seeds average into one base mean
     assert res2["increase"]["insecure"]["step_1_over_bases"]["per_seed"] == pytest.approx([sum(want) / 2], nan_ok=True)
     assert res2["figures_at_report_step"]["insecure_increase"] == pytest.approx(sum(want) / 2, nan_ok=True)
+    # the ablation was measured at step 1 = report_step: both views show it, labelled with its step
+    assert res2["figures_at_report_step"]["ablation_step"] == res2["figures_to_reach"]["ablation_step"] == 1
     assert "The same thresholds at step 1" in (out2 / "results.md").read_text()
     assert set(res2["increase"]["insecure"]) == {"matched", "matched_over_bases", "step_1", "step_1_over_bases",
                                                  "final", "final_over_bases"}
