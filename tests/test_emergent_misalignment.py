@@ -438,7 +438,8 @@ def test_a_seed_without_valid_answers_is_left_out_of_the_figures_not_made_nan():
            "ablation": {"removed_fraction_of_means": None}}
     f = E.figures(res)
     assert "ablation_removed_fraction" not in f  # no ablation step named: no ablation threshold shown
-    assert E.figures(res, "matched")["ablation_step"] == "matched"
+    named = E.figures(res, "matched")
+    assert named["ablation_step"] == "matched" and named["ablation_removed_fraction"] is None and not named["ablation_pass"]
     assert f["backdoor_triggered_increase"] == pytest.approx(0.30) and f["backdoor_pass"]
     assert f["insecure_increase"] == pytest.approx(0.15) and f["insecure_pass"]
 
@@ -504,6 +505,12 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
     again = json.loads((out / "results.json").read_text())
     same = lambda r: json.dumps({k: v for k, v in r.items() if k != "seconds"})  # NaN != NaN, but its text is equal
     assert same(again) == same(res)
+    # ablated at the matched checkpoint (ablation_step=0): a report step's block must not show it as its own
+    rep = E.aggregate(dataclasses.replace(train.run_config(E.Config, out), report_step=2),
+                      [B.load_unit(p) for p in sorted(out.glob("unit_*.json"))])
+    assert rep["figures_to_reach"]["ablation_step"] == "matched" and "ablation_pass" in rep["figures_to_reach"]
+    assert "insecure_pass" in rep["figures_at_report_step"]
+    assert not [k for k in rep["figures_at_report_step"] if "ablation" in k]
     # eval.py redraws a finished run, aggregates a stopped one, and says so when no base seed is complete
     import eval as EV
     assert EV.main([str(out)]) == 0
