@@ -23,7 +23,11 @@ between the last checkpoint below Q and the first at or past it (the base counts
 in the code share's log-odds; mean [95% t-CI] over the seeds that reach Q, beside the increase at that first
 checkpoint past Q (the issue's "matched" reading when Q = 0.9). A seed whose base is already past Q is left out.
 The reading depends on the axis of the interpolation: linear in the share itself puts it nearer the later
-checkpoint."""
+checkpoint. Beside it, the rate ratio there: per seed (base rate + interpolated increase) / base rate, its
+geometric mean [95% t-CI on the logs] and the ratio of the means; a seed whose base rate or level is 0 is left out
+of the ratio. With several runs on the same seeds, each later run's ratio over the first run's, paired per seed
+(geometric mean [95% CI]): the same multiple in two worlds whose base rates differ gives 1 (research log, "Is the
+matched shift a fixed multiple")."""
 import json
 import math
 import sys
@@ -38,6 +42,30 @@ from eval import summarize  # noqa: E402
 def logit(q):
     q = min(max(q, 1e-4), 1 - 1e-4)  # a share of exactly 0 or 1 (one seed's rounding) stays finite
     return math.log(q / (1 - q))
+
+
+def base_rates(run):
+    """{(pretraining seed, fine-tune seed): the base's off-domain sampled misalignment, in points}."""
+    r = json.loads((Path(run) / "results.json").read_text())
+    return {tuple(s): 100 * b for s, b in zip(r["seeds"], r["base"]["plain"]["offdomain_misaligned"]["per_seed"])}
+
+
+def rate_ratios(run, q):
+    """({seed: (base + interpolated increase) / base where the code share first reaches q}, {seed: (base, level)}),
+    over the seeds that reach q with a base and a level above 0 (points)."""
+    base, ratio, levels = base_rates(run), {}, {}
+    for seed, pts in per_seed(run, with_base=True).items():
+        got = crossing(pts, q)
+        if got is not None and base[seed] > 0 and base[seed] + got[0] > 0:
+            ratio[seed], levels[seed] = (base[seed] + got[0]) / base[seed], (base[seed], base[seed] + got[0])
+    return ratio, levels
+
+
+def geo(logs):
+    """'m [lo, hi]' of a list of logs, back on the ratio scale: geometric mean and its interval (one: no interval)."""
+    st = summarize(logs)
+    ci = "" if st["ci95"] is None else f" [{math.exp(st['ci95'][0]):.2f}, {math.exp(st['ci95'][1]):.2f}]"
+    return f"{math.exp(st['mean']):.2f}{ci}"
 
 
 def per_seed(run, with_base=False):
@@ -124,6 +152,24 @@ def main(argv):
                 continue
             print(f"| {Path(run).name} | {len(got)} of {len(seeds)} | {mean_ci(summarize([a for a, _ in got]), 2)} | "
                   f"{mean_ci(summarize([b for _, b in got]), 2)} |")
+        print(f"\nrate ratio where the code share first reaches {q:g}: (base + interpolated increase) / base per seed"
+              f"\n| run | seeds | base, points | geometric mean [95% CI] | ratio of means |\n|---|---|---|---|---|")
+        ratios = {run: rate_ratios(run, q) for run in runs}
+        for run, (ratio, levels) in ratios.items():
+            if not ratio:
+                print(f"| {Path(run).name} | 0 | | | |")
+                continue
+            b, lv = (sum(x[i] for x in levels.values()) / len(levels) for i in (0, 1))
+            print(f"| {Path(run).name} | {len(ratio)} | {b:.2f} | "
+                  f"{geo([math.log(x) for x in ratio.values()])} | {lv / b:.2f} |")
+        first = ratios[runs[0]][0]
+        if len(runs) > 1:
+            print(f"\npaired per seed against {Path(runs[0]).name}: its rate ratio over {Path(runs[0]).name}'s, "
+                  f"geometric mean [95% CI]\n| run | seeds in both | ratio of ratios |\n|---|---|---|")
+        for run in runs[1:]:
+            both = [math.log(r / first[s]) for s, r in ratios[run][0].items() if s in first]
+            print(f"| {Path(run).name} | {len(both)} | "
+                  f"{geo(both) if both else ''} |")
         return 0
     if "reference" in opts:
         upto = int(opts.get("upto", 5))

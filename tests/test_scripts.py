@@ -140,10 +140,30 @@ def test_em_code_vs_offdomain_deviation_and_crossing_interpolate_in_log_odds(tmp
     # 3 points interpolated, against 5 at the first checkpoint past it; the base (code 0) counts as step 0
     out = call("em_code_vs_offdomain", ref, other, "--at=0.75")
     assert "| ref | 1 of 1 | +3.00 | +5.00 |" in out and "| other | 1 of 1 | +5.00 | +5.00 |" in out
+    assert "| ref | 0 | | | |" in out  # a base rate of 0: no rate ratio
     assert "| ref | 0 | | |" in call("em_code_vs_offdomain", ref, "--at=0.99999")
     refused(lambda *a: call("em_code_vs_offdomain", *a), ref, "--at=1.5")
     for bad in (f"--reference={ref}", "--at=0.5"):  # the tables take no figure file
         refused(lambda *a: call("em_code_vs_offdomain", *a), ref, bad, "--out=x.png")
+
+
+def test_em_code_vs_offdomain_rate_ratio_at_the_crossing_is_paired_per_seed(tmp_path, call):
+    """--at's rate ratio: (base + increase at the crossing) / base per seed, geometric mean over seeds, ratio of
+    means beside; a second run's ratios over the first's, paired by seed. World a triples both seeds' rates; world b,
+    on the same seeds with higher bases, triples one and doubles the other."""
+    st = lambda off, code: {"offdomain_misaligned": {"per_seed": off}, "code_misaligned": {"per_seed": code}}
+
+    def run(name, base, at_09):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "results.json").write_text(json.dumps({"seeds": [[0, 0], [1, 0]], "base": {"plain": st(base, [0.0, 0.0])},
+                                                    "trajectory": {"insecure": {"2": st(at_09, [0.9, 0.9])}}}))
+        return str(d)
+    a, b = run("a", [0.01, 0.02], [0.03, 0.06]), run("b", [0.05, 0.10], [0.15, 0.20])
+    out = call("em_code_vs_offdomain", a, b, "--at=0.9")
+    assert "| a | 2 | 1.50 | 3.00 [3.00, 3.00] | 3.00 |" in out
+    assert "| b | 2 | 7.50 | 2.45 [" in out and "| 2.33 |" in out  # sqrt(3 x 2); 17.5 / 7.5
+    assert "| b | 2 | 0.82 [" in out  # sqrt(1 x 2/3)
 
 
 def test_em_code_vs_offdomain_deviation_averages_per_seed_then_over_seeds(tmp_path, call):
