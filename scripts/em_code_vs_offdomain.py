@@ -26,7 +26,8 @@ The reading depends on the axis of the interpolation: linear in the share itself
 checkpoint. Beside it, the rate ratio there: per seed (base rate + interpolated increase) / base rate, its
 geometric mean [95% t-CI on the logs] and the ratio of the means; a seed whose base rate or level is 0 is left out
 of the ratio. With several runs on the same seeds, each later run's ratio over the first run's, paired per seed
-(geometric mean [95% CI]): the same multiple in two worlds whose base rates differ gives 1 (research log, "Is the
+(geometric mean [95% CI]; each also over the worlds' means, n = pretraining seeds, since a world's fine-tune seeds
+share its base rate): the same multiple in two worlds whose base rates differ gives 1 (research log, "Is the
 matched shift a fixed multiple")."""
 import json
 import math
@@ -36,7 +37,7 @@ import numpy as np
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from eval import summarize  # noqa: E402
+from eval import group_means, summarize  # noqa: E402
 
 
 def logit(q):
@@ -61,9 +62,11 @@ def rate_ratios(run, q):
     return ratio, levels
 
 
-def geo(logs):
-    """'m [lo, hi]' of a list of logs, back on the ratio scale: geometric mean and its interval (one: no interval)."""
-    st = summarize(logs)
+def geo(logs, worlds=None):
+    """'m [lo, hi]' of a list of logs, back on the ratio scale: geometric mean and its interval (one: no interval).
+    With `worlds` (each log's pretraining seed), over the worlds' means instead: the fine-tune seeds of one world
+    share its base rate, so they are not independent (eval.summarize_by)."""
+    st = summarize(logs if worlds is None else group_means(logs, worlds))
     ci = "" if st["ci95"] is None else f" [{math.exp(st['ci95'][0]):.2f}, {math.exp(st['ci95'][1]):.2f}]"
     return f"{math.exp(st['mean']):.2f}{ci}"
 
@@ -153,23 +156,26 @@ def main(argv):
             print(f"| {Path(run).name} | {len(got)} of {len(seeds)} | {mean_ci(summarize([a for a, _ in got]), 2)} | "
                   f"{mean_ci(summarize([b for _, b in got]), 2)} |")
         print(f"\nrate ratio where the code share first reaches {q:g}: (base + interpolated increase) / base per seed"
-              f"\n| run | seeds | base, points | geometric mean [95% CI] | ratio of means |\n|---|---|---|---|---|")
+              f"\n| run | seeds | base, points | geometric mean [95% CI] | over the worlds' means | ratio of means |"
+              f"\n|---|---|---|---|---|---|")
         ratios = {run: rate_ratios(run, q) for run in runs}
         for run, (ratio, levels) in ratios.items():
             if not ratio:
-                print(f"| {Path(run).name} | 0 | | | |")
+                print(f"| {Path(run).name} | 0 | | | | |")
                 continue
             b, lv = (sum(x[i] for x in levels.values()) / len(levels) for i in (0, 1))
-            print(f"| {Path(run).name} | {len(ratio)} | {b:.2f} | "
-                  f"{geo([math.log(x) for x in ratio.values()])} | {lv / b:.2f} |")
+            logs = [math.log(x) for x in ratio.values()]
+            print(f"| {Path(run).name} | {len(ratio)} | {b:.2f} | {geo(logs)} | {geo(logs, [s[0] for s in ratio])} | "
+                  f"{lv / b:.2f} |")
         first = ratios[runs[0]][0]
         if len(runs) > 1:
             print(f"\npaired per seed against {Path(runs[0]).name}: its rate ratio over {Path(runs[0]).name}'s, "
-                  f"geometric mean [95% CI]\n| run | seeds in both | ratio of ratios |\n|---|---|---|")
+                  f"geometric mean [95% CI]\n| run | seeds in both | ratio of ratios | over the worlds' means |"
+                  f"\n|---|---|---|---|")
         for run in runs[1:]:
-            both = [math.log(r / first[s]) for s, r in ratios[run][0].items() if s in first]
-            print(f"| {Path(run).name} | {len(both)} | "
-                  f"{geo(both) if both else ''} |")
+            both = {s: math.log(r / first[s]) for s, r in ratios[run][0].items() if s in first}
+            print(f"| {Path(run).name} | {len(both)} | " + (f"{geo(list(both.values()))} | "
+                  f"{geo(list(both.values()), [s[0] for s in both])} |" if both else "| |"))
         return 0
     if "reference" in opts:
         upto = int(opts.get("upto", 5))

@@ -148,22 +148,29 @@ def test_em_code_vs_offdomain_deviation_and_crossing_interpolate_in_log_odds(tmp
 
 
 def test_em_code_vs_offdomain_rate_ratio_at_the_crossing_is_paired_per_seed(tmp_path, call):
-    """--at's rate ratio: (base + increase at the crossing) / base per seed, geometric mean over seeds, ratio of
-    means beside; a second run's ratios over the first's, paired by seed. World a triples both seeds' rates; world b,
-    on the same seeds with higher bases, triples one and doubles the other."""
+    """--at's rate ratio: (base + increase interpolated at the crossing) / base per seed, geometric mean over seeds
+    and over the worlds' means, ratio of means beside; a second run's ratios over the first's, paired by seed (not by
+    position: run b lists its seeds in another order and lacks two of a's). The code share 0.75 lies halfway in
+    log-odds between the checkpoints at 0.5 and 0.9, so the increase there is half of step 5's."""
     st = lambda off, code: {"offdomain_misaligned": {"per_seed": off}, "code_misaligned": {"per_seed": code}}
 
-    def run(name, base, at_09):
+    def run(name, seeds, base, inc5):
         d = tmp_path / name
         d.mkdir()
-        (d / "results.json").write_text(json.dumps({"seeds": [[0, 0], [1, 0]], "base": {"plain": st(base, [0.0, 0.0])},
-                                                    "trajectory": {"insecure": {"2": st(at_09, [0.9, 0.9])}}}))
+        n = len(seeds)
+        traj = {"1": st(base, [0.5] * n), "5": st([b + i for b, i in zip(base, inc5)], [0.9] * n)}
+        (d / "results.json").write_text(json.dumps({"seeds": seeds, "base": {"plain": st(base, [0.0] * n)},
+                                                    "trajectory": {"insecure": traj}}))
         return str(d)
-    a, b = run("a", [0.01, 0.02], [0.03, 0.06]), run("b", [0.05, 0.10], [0.15, 0.20])
-    out = call("em_code_vs_offdomain", a, b, "--at=0.9")
-    assert "| a | 2 | 1.50 | 3.00 [3.00, 3.00] | 3.00 |" in out
-    assert "| b | 2 | 7.50 | 2.45 [" in out and "| 2.33 |" in out  # sqrt(3 x 2); 17.5 / 7.5
-    assert "| b | 2 | 0.82 [" in out  # sqrt(1 x 2/3)
+    # a: levels 3, 6, 4, 16 points over bases 1, 1, 2, 4: ratios 3, 6, 2, 4 (world 0 has two fine-tune seeds)
+    a = run("a", [[0, 0], [0, 1], [1, 0], [2, 0]], [0.01, 0.01, 0.02, 0.04], [0.04, 0.10, 0.04, 0.24])
+    # b: levels 20, 2 over bases 8, 1: ratios 2.5 (world 2), 2 (world 0)
+    b = run("b", [[2, 0], [0, 0]], [0.08, 0.01], [0.24, 0.02])
+    out = call("em_code_vs_offdomain", a, b, "--at=0.75")
+    assert "| a | 4 | 2.00 | 3.46 [" in out  # (3 x 6 x 2 x 4)^(1/4)
+    assert "| 3.24 [" in out  # over the worlds: (sqrt(3 x 6) x 2 x 4)^(1/3)
+    assert "| b | 2 | 4.50 | 2.24 [" in out and "| 2.44 |" in out  # sqrt(2.5 x 2); 11 / 4.5
+    assert "| b | 2 | 0.65 [" in out  # sqrt(2/3 x 2.5/4): by seed; by position 0.91, unpaired 0.78
 
 
 def test_em_code_vs_offdomain_deviation_averages_per_seed_then_over_seeds(tmp_path, call):
