@@ -51,15 +51,12 @@ def base_rates(run):
     return {tuple(s): 100 * b for s, b in zip(r["seeds"], r["base"]["plain"]["offdomain_misaligned"]["per_seed"])}
 
 
-def rate_ratios(run, q):
-    """({seed: (base + interpolated increase) / base where the code share first reaches q}, {seed: (base, level)}),
-    over the seeds that reach q with a base and a level above 0 (points)."""
-    base, ratio, levels = base_rates(run), {}, {}
-    for seed, pts in per_seed(run, with_base=True).items():
-        got = crossing(pts, q)
-        if got is not None and base[seed] > 0 and base[seed] + got[0] > 0:
-            ratio[seed], levels[seed] = (base[seed] + got[0]) / base[seed], (base[seed], base[seed] + got[0])
-    return ratio, levels
+def crossings(run, q):
+    """(number of seeds, {seed: (interpolated increase, increase at the first checkpoint past q, base rate)}, points)
+    over the seeds whose code share reaches q (the base counts as step 0)."""
+    seeds, base = per_seed(run, with_base=True), base_rates(run)
+    got = {seed: crossing(pts, q) for seed, pts in seeds.items()}
+    return len(seeds), {seed: (*x, base[seed]) for seed, x in got.items() if x is not None}
 
 
 def geo(logs, worlds=None):
@@ -147,33 +144,34 @@ def main(argv):
         print(f"off-domain increase where the code share first reaches {q:g}, points, mean [95% CI] over the seeds "
               f"that reach it\n| run | seeds reaching it | interpolated | at the first checkpoint past it |\n"
               f"|---|---|---|---|")
+        levels = {}  # run -> {seed: (base rate, base rate + interpolated increase)}, both above 0: a ratio
         for run in runs:
-            seeds = per_seed(run, with_base=True)
-            got = [x for x in (crossing(pts, q) for pts in seeds.values()) if x is not None]
+            n, got = crossings(run, q)
+            levels[run] = {seed: (b, b + a) for seed, (a, _, b) in got.items() if b > 0 and b + a > 0}
             if not got:
                 print(f"| {Path(run).name} | 0 | | |")
                 continue
-            print(f"| {Path(run).name} | {len(got)} of {len(seeds)} | {mean_ci(summarize([a for a, _ in got]), 2)} | "
-                  f"{mean_ci(summarize([b for _, b in got]), 2)} |")
+            print(f"| {Path(run).name} | {len(got)} of {n} | {mean_ci(summarize([a for a, _, _ in got.values()]), 2)} | "
+                  f"{mean_ci(summarize([p for _, p, _ in got.values()]), 2)} |")
         print(f"\nrate ratio where the code share first reaches {q:g}: (base + interpolated increase) / base per seed"
               f"\n| run | seeds | base, points | geometric mean [95% CI] | over the worlds' means | ratio of means |"
               f"\n|---|---|---|---|---|---|")
-        ratios = {run: rate_ratios(run, q) for run in runs}
-        for run, (ratio, levels) in ratios.items():
+        ratios = {run: {seed: lv / b for seed, (b, lv) in lvs.items()} for run, lvs in levels.items()}
+        for run, ratio in ratios.items():
             if not ratio:
                 print(f"| {Path(run).name} | 0 | | | | |")
                 continue
-            b, lv = (sum(x[i] for x in levels.values()) / len(levels) for i in (0, 1))
+            b, lv = (sum(x[i] for x in levels[run].values()) / len(ratio) for i in (0, 1))
             logs = [math.log(x) for x in ratio.values()]
             print(f"| {Path(run).name} | {len(ratio)} | {b:.2f} | {geo(logs)} | {geo(logs, [s[0] for s in ratio])} | "
                   f"{lv / b:.2f} |")
-        first = ratios[runs[0]][0]
+        first = ratios[runs[0]]
         if len(runs) > 1:
             print(f"\npaired per seed against {Path(runs[0]).name}: its rate ratio over {Path(runs[0]).name}'s, "
                   f"geometric mean [95% CI]\n| run | seeds in both | ratio of ratios | over the worlds' means |"
                   f"\n|---|---|---|---|")
         for run in runs[1:]:
-            both = {s: math.log(r / first[s]) for s, r in ratios[run][0].items() if s in first}
+            both = {s: math.log(r / first[s]) for s, r in ratios[run].items() if s in first}
             print(f"| {Path(run).name} | {len(both)} | " + (f"{geo(list(both.values()))} | "
                   f"{geo(list(both.values()), [s[0] for s in both])} |" if both else "| |"))
         return 0
