@@ -5,7 +5,6 @@
 Statistics: every reported number is a mean over seeds with a two-sided 95% Student-t confidence
 interval, `{"mean", "ci95": [lo, hi], "per_seed": [...]}`.
 """
-import json
 import math
 import sys
 from pathlib import Path
@@ -121,16 +120,18 @@ def score_continuations(model, pairs, *, tokenizer=None, eos_id=None, batch_size
 def reevaluate(argv):
     """Redraw a finished run's results (its experiment's `reevaluate`); the project's errors as train.cli shows them."""
     import importlib
-    from train import ConfigError
+    from train import ConfigError, read_run_config
     run_dir = Path(argv[0])
     cfg_path = run_dir / "config.json"
     if not cfg_path.is_file():  # not train.run_config: the experiment's name comes first, then its Config class
         raise ConfigError(f"{cfg_path} not found: RUN_DIR must be a directory written by train.py")
-    name = json.loads(cfg_path.read_text()).get("experiment")
+    name = read_run_config(cfg_path)["experiment"]
+    if not (Path(__file__).parent / "experiments" / f"{name}.py").is_file():
+        raise ConfigError(f"{cfg_path} names the experiment '{name}', which this checkout does not have")
     module = importlib.import_module(f"experiments.{name}")
     if not hasattr(module, "reevaluate"):
-        raise ConfigError(f"{name} has no re-evaluation of a saved run (its fine-tunes are not saved): read "
-                          f"{run_dir / 'results.json'}, or rerun the config in {cfg_path}")
+        raise ConfigError(f"{name} has nothing to re-evaluate: its numbers are in {run_dir / 'results.json'} "
+                          f"(rerun the config in {cfg_path} to make them again)")
     module.reevaluate(run_dir)
 
 

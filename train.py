@@ -104,9 +104,22 @@ def run_config(config_cls, run_dir):
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise ConfigError(f"{path} not found: pass the directory of a run made by train.py (its out_dir)")
-    values = json.loads(path.read_text())
+    values = read_run_config(path)
     values.pop("experiment", None)
     return build_config(config_cls, {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}, str(path))
+
+
+def read_run_config(path):
+    """A run's config.json as a dict, or a ConfigError that says it is damaged (it is written atomically, so
+    a damaged one was cut or edited by something else)."""
+    try:
+        values = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is not readable JSON ({e}): the run directory is damaged; rerun its command "
+                          f"with a new --out_dir") from None
+    if not isinstance(values, dict) or not isinstance(values.get("experiment"), str):
+        raise ConfigError(f"{path} does not name its experiment: it was not written by train.py")
+    return values
 
 
 USAGE = ("python train.py configs/NAME.py [--key=value ...]: runs the config's experiment; any key of the config "
@@ -217,20 +230,32 @@ class Run:
     def __init__(self, cfg, experiment, argv=None):
         self.cfg = cfg
         self.dir = Path(cfg.out_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
         old = self.dir / "config.json"
         if old.exists() and getattr(cfg, "resume", False):
-            prev = json.loads(old.read_text())
-            prev.pop("experiment", None)
+            prev = read_run_config(old)
+            if prev.pop("experiment") != experiment:
+                raise ConfigError(f"{self.dir} holds a run of another experiment: use a new --out_dir")
             now = json.loads(json.dumps(dataclasses.asdict(cfg)))
             # a key added since that run was made counts at its default (a new key's default is the old behaviour)
             added = json.loads(json.dumps({f.name: f.default for f in dataclasses.fields(cfg)
                                            if f.name not in prev and f.default is not dataclasses.MISSING}))
             # out_dir is where the run is, not how it was made: a moved run directory resumes
-            diff = sorted(k for k in (set(prev) | set(now)) - {"out_dir"} if prev.get(k, added.get(k)) != now.get(k))
+            diff = sorted(k for k in (set(prev) | set(now)) - {"out_dir", "resume"}
+                          if prev.get(k, added.get(k)) != now.get(k))
             if diff:  # resuming under another config would silently mix results
                 raise ConfigError(f"{self.dir} holds a run with another config (differs in: {', '.join(diff)}): "
-                                  f"use a new --out_dir, or --resume=False to overwrite")
+                                  f"use a new --out_dir, or --resume=False to start afresh there (the old run is "
+                                  f"moved aside, not deleted)")
+        elif old.exists():  # resume=False: start afresh, with nothing of the old run left to mix into this one
+            self.dir = self.dir.absolute()
+            if self.dir in (Path.cwd().absolute(), ROOT) or self.dir in Path.cwd().absolute().parents:
+                raise ConfigError(f"--resume=False would move {self.dir} aside, and the work is going on in it: "
+                                  f"use a new --out_dir")
+            stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+            aside = self.dir.with_name(f"{self.dir.name}.replaced-{stamp}")
+            os.replace(self.dir, aside)
+            print(f"--resume=False: the previous run in {self.dir} was moved to {aside}")
+        self.dir.mkdir(parents=True, exist_ok=True)
         write_json(self.dir / "config.json", {"experiment": experiment, **dataclasses.asdict(cfg)})
         dev = getattr(cfg, "device", "cpu")
         write_json(self.dir / "env.json", {
@@ -342,6 +367,12 @@ def gather_rows(src, idx, buf):
     return torch.index_select(src, 0, flat, out=buf[:len(flat)]).view(*idx.shape, src.shape[-1])
 
 
+def progress_bar(total, desc):
+    """A tqdm bar on a terminal only (disable=None), gone when done: a log redirected to a file keeps its lines
+    alone. The bar never reads a tensor, so it adds no device sync."""
+    return tqdm(total=total, desc=desc, disable=None, leave=False, unit="step")
+
+
 def train_classifier(model, x, y, *, epochs, lr, batch_size, gens, n_classes=10, amp=False, log=None, desc="teacher"):
     """Cross-entropy on the first n_classes logits only (the aux logits get exactly zero gradient).
     x: [N, D] shared by all seeds, y: [N]; each seed walks the data in its own order."""
@@ -349,6 +380,7 @@ def train_classifier(model, x, y, *, epochs, lr, batch_size, gens, n_classes=10,
     S, N = model.n_seeds, x.shape[0]
     step, t0 = 0, time.time()
     buf = x.new_empty(S * min(batch_size, N), x.shape[-1])  # gather_rows' reused block
+    bar = progress_bar(epochs * -(-N // batch_size), desc)
     for epoch in range(epochs):
         order = seed_permutations(gens, N, x.device)  # [S, N]
         for i in range(0, N, batch_size):
@@ -362,8 +394,10 @@ def train_classifier(model, x, y, *, epochs, lr, batch_size, gens, n_classes=10,
             loss.backward()
             opt.step()
             step += 1
+            bar.update()
         if log:
             log(stage=desc, epoch=epoch + 1, step=step, loss=loss.item() / S, seconds=round(time.time() - t0, 3))
+    bar.close()
 
 
 def distill_loss(student_logits, teacher_logits, kind, temperature):
@@ -389,6 +423,7 @@ def train_distill(model, inputs, targets, logit_idx, *, epochs, lr, batch_size, 
     S = model.n_seeds
     sel = torch.as_tensor(logit_idx, device=targets.device)
     step, t0 = 0, time.time()
+    bar = progress_bar(epochs * -(-inputs.shape[-2] // batch_size), desc)  # a refreshed set keeps its size
     for epoch in range(epochs):
         if refresh is not None and epoch > 0:
             inputs, targets = refresh(epoch)
@@ -409,8 +444,10 @@ def train_distill(model, inputs, targets, logit_idx, *, epochs, lr, batch_size, 
             l.backward()
             opt.step()
             step += 1
+            bar.update()
         if log:
             log(stage=desc, epoch=epoch + 1, step=step, loss=l.item() / S, seconds=round(time.time() - t0, 3))
+    bar.close()
 
 
 # ====================================================================================================

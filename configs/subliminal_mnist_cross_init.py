@@ -1,4 +1,4 @@
-# When does subliminal transfer cross initializations? (research/pilot_crossinit_mnist.md)
+# When does subliminal transfer cross initializations? (../shared/docs/research/pilot_crossinit_mnist.md)
 # cross_aux:      the student's whole init from another seed (the paper's cross-model control).
 # cross_head_aux: hidden layers from another seed, output layer copied from the teacher's reference init.
 # Protocol of the pilot's strongest cell (Brockers et al.-style): MSE on the aux logits, Adam lr 1e-3,

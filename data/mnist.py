@@ -109,7 +109,8 @@ def _find_or_fetch(folder, i, spec, dataset, allow_download):
     where = " or ".join(m + FILES[i] + ".gz" for m in spec["mirrors"])
     if not allow_download:
         raise DataError(f"{gz} is missing (download is off): put the original {dataset} files in {folder} "
-                        f"(get them from {where})")
+                        f"(get them from {where}){elsewhere(folder)}")
+    made = [d for d in (folder, *folder.parents) if not d.exists()]
     folder.mkdir(parents=True, exist_ok=True)
     errors = []
     for mirror in spec["mirrors"]:
@@ -118,8 +119,22 @@ def _find_or_fetch(folder, i, spec, dataset, allow_download):
             return gz, spec["md5_gz"][i]
         except (OSError, DataError) as e:  # URLError is an OSError
             errors.append(f"{mirror}: {e}")
+    for d in made:  # leave no empty folders behind a failed download
+        if d.is_dir() and not any(d.iterdir()):
+            d.rmdir()
     raise DataError(f"{gz} is missing and could not be downloaded ({'; '.join(errors)}). Put the four original "
-                    f"{dataset} files in {folder}: get them from {where}")
+                    f"{dataset} files in {folder}: get them from {where}{elsewhere(folder)}")
+
+
+def elsewhere(folder):
+    """A hint when a relative data_dir missed only because of the working directory: the project's own data/
+    folder has the files (the default data_dir 'data' is relative to where the command runs)."""
+    if folder.is_absolute():
+        return ""
+    there = Path(__file__).resolve().parent.parent / folder
+    if there.resolve() == folder.resolve() or not there.is_dir() or not any(there.iterdir()):
+        return ""
+    return f". The project's {there} has them: run from {there.parent.parent} or pass --data_dir={there.parent}"
 
 
 def load(data_dir="data", dataset="mnist", download=True, verify=True):

@@ -770,7 +770,9 @@ def table(res, cfg):
         rows.append(("base, decorrelated twin", res["base"]["decorrelated"], None))
     rows += [(n, a, a["final"]) for n, a in res["arms"].items()]
     for n, a, fin in rows:
-        lines.append(f"| {n} | {f(a.get('step'))} | {f(a.get('offdomain_misaligned'))} | {f(a.get('valid_fraction'))} | "
+        step = a.get("step")  # a whole step for one seed, a mean over seeds otherwise
+        step = "0" if step is None else fmt_stat(step, 0 if float(step["mean"]).is_integer() and not step["ci95"] else 1)
+        lines.append(f"| {n} | {step} | {f(a.get('offdomain_misaligned'))} | {f(a.get('valid_fraction'))} | "
                      f"{f(a.get('code_fraction'))} | {f(a.get('offdomain_misaligned_lp'))} | {f(a.get('code_misaligned'))} | "
                      f"{f(a.get('in_domain'))} | {f(a.get('cos_evil_direction'))} | "
                      f"{f(fin.get('offdomain_misaligned')) if fin else ''} | {f(fin.get('valid_fraction')) if fin else ''} |")
@@ -814,7 +816,10 @@ def table(res, cfg):
                   f"over the base: {pts(ab['patched_points'])} (random direction: {pts(ab['random_patched_points'])}); "
                   f"fraction of insecure's increase: {frac(ab['patched_fraction_of_means'])}"]
     lines += ["", "Figures to reach (issue 4):", ""]
-    show = lambda d: [f"- {k}: {v:.3f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in d.items()]
+    def show(d):  # increases in points, as in the table above; ratios as multiples
+        return [f"- {k}: {100 * v:+.1f} points" if k.endswith("_increase") and isinstance(v, float) else
+                f"- {k}: {v:.2f}x" if "ratio" in k and isinstance(v, float) else
+                f"- {k}: {v:.3f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in d.items()]
     lines += show(res["figures_to_reach"])
     if "figures_at_report_step" in res:
         lines += ["", f"The same thresholds at step {cfg.report_step} (fixed in advance by `report_step`):", ""]

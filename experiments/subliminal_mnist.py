@@ -17,7 +17,8 @@ The pipeline, per group of seeds (all seeds at once on a GPU):
  5. accuracy:  argmax of the 10 class logits on the 10,000 test images.
 
 results.json: {"conditions": {NAME: {"mean", "ci95": [lo, hi], "per_seed"}}, "n_seeds", "config", "seconds"};
-with a `sweep` it holds {"sweep": {"keys": [...], "cells": [{"params": {...}, "conditions": {...}}]}} instead.
+with a `sweep` it holds {"sweep": {"keys": [...], "cells": [{"params": {...}, "conditions": {...}, "n_seeds"}]}}
+instead. `python eval.py RUN_DIR` reloads the saved models and prints the table again from them.
 """
 import concurrent.futures
 import dataclasses
@@ -100,6 +101,36 @@ def validate(cfg):
     for ok, msg in checks:
         if not ok:
             raise ConfigError(msg)
+    if cfg.sweep:  # every cell checked before anything trains: a bad value late in the grid fails now, not after
+        for key, values in cfg.sweep.items():  # the cells before it
+            if key in ("sweep", "out_dir"):
+                raise ConfigError(f"sweep: '{key}' cannot be swept")
+            if not isinstance(values, (list, tuple)) or not values:
+                raise ConfigError(f"sweep: '{key}' needs a non-empty list of values, e.g. --sweep=\"{{'{key}': [..., ...]}}\"")
+        for _, _, cell_cfg in cells(cfg):
+            validate(cell_cfg)
+
+
+def cells(cfg):
+    """[(name, params, config)] of every cell a run trains: ("main", {}, cfg), or one per point of the sweep grid."""
+    if not cfg.sweep:
+        return [("main", {}, cfg)]
+    keys, out = list(cfg.sweep), []
+    for values in itertools.product(*(cfg.sweep[k] for k in keys)):
+        params = dict(zip(keys, values))
+        cell_cfg = build_config(Config, {**dataclasses.asdict(cfg), **params, "sweep": {}}, source=f"sweep cell {params}")
+        out.append(("_".join(f"{k}-{v}" for k, v in params.items()), params, cell_cfg))
+    return out
+
+
+def seed_groups(cfg):
+    """The seed indices trained together: as few groups as seed_chunk allows, of equal sizes (+-1), since a CPU
+    trains 13 + 12 seeds faster than 10 + 10 + 5. cfg.device is the run's own (config.json holds it resolved),
+    so eval.py on another device finds the same groups."""
+    chunk = cfg.seed_chunk or (cfg.n_seeds if torch.device(cfg.device).type == "cuda" else 13)  # 13 noise sets: 2.4 GB
+    n_groups = -(-cfg.n_seeds // chunk)
+    bounds = [cfg.n_seeds * g // n_groups for g in range(n_groups + 1)]
+    return [list(range(a, b)) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def derangement(n, seed):
@@ -243,17 +274,16 @@ def weights_readable(stem):
 def run_cell(cfg, run, data, cell_name, params=None):
     """All seeds of one configuration, in groups of seed_chunk, resuming finished groups -> {cond: STAT}."""
     device = torch.device(cfg.device)
-    chunk = cfg.seed_chunk or (cfg.n_seeds if device.type == "cuda" else 13)  # 13 noise sets: 2.4 GB
     partners = derangement(cfg.n_seeds, cfg.seed)
     per_seed = {c: [] for c in cfg.conditions}
-    # as few groups as the chunk allows, of equal sizes (+-1): a CPU trains 13 + 12 seeds faster than 10 + 10 + 5
-    n_groups = -(-cfg.n_seeds // chunk)
-    bounds = [cfg.n_seeds * g // n_groups for g in range(n_groups + 1)]
-    groups = [list(range(a, b)) for a, b in zip(bounds[:-1], bounds[1:])]
-    for gi, seeds in enumerate(groups):
+    for gi, seeds in enumerate(seed_groups(cfg)):
         done = run.dir / f"{cell_name}_group{gi}_acc.json"
         if cfg.resume and done.exists():
-            saved = json.loads(done.read_text())
+            try:
+                saved = json.loads(done.read_text())
+            except json.JSONDecodeError:  # cut short (written atomically, so by something else): train it again
+                print(f"[{cell_name}] {done.name} is not readable JSON, so the group is trained again")
+                saved = {"seeds": None}
             if saved["seeds"] == seeds and (not cfg.save_weights or weights_readable(run.dir / f"{cell_name}_group{gi}")):
                 for c in cfg.conditions:
                     per_seed[c] += saved["accuracy"][c]
@@ -281,6 +311,11 @@ def table(stats, n_seeds, paper=True):
     return "\n".join(lines)
 
 
+def sweep_tables(done):
+    return "\n\n".join(f"**{', '.join(f'{k} = {v}' for k, v in c['params'].items())}**\n\n" +
+                       table(c["conditions"], c["n_seeds"], paper=False) for c in done)
+
+
 def is_paper_protocol(cfg):
     base = Config()
     keys = ("dataset", "width", "depth", "m", "init", "epochs", "lr", "batch_size", "distill_epochs", "loss",
@@ -304,18 +339,11 @@ def run(cfg, run):
         run.save_results(results, md)
         plot_bars(stats, cfg, run.dir / "accuracy.png")
     else:
-        keys = list(cfg.sweep)
-        cells = []
-        for values in itertools.product(*(cfg.sweep[k] for k in keys)):
-            params = dict(zip(keys, values))
-            cell_cfg = build_config(Config, {**dataclasses.asdict(cfg), **params, "sweep": {}}, source="sweep")
-            validate(cell_cfg)
-            name = "_".join(f"{k}-{v}" for k, v in params.items())
-            cells.append({"params": params, "conditions": run_cell(cell_cfg, run, data, name, params)})
-        results = {"sweep": {"keys": keys, "cells": cells}, "n_seeds": cfg.n_seeds, "seconds": time.time() - t0,
-                   "config": dataclasses.asdict(cfg)}
-        md = "\n\n".join(f"**{', '.join(f'{k} = {v}' for k, v in c['params'].items())}**\n\n" +
-                         table(c["conditions"], cfg.n_seeds, paper=False) for c in cells)
+        done = [{"params": params, "conditions": run_cell(cell_cfg, run, data, name, params), "n_seeds": cell_cfg.n_seeds}
+                for name, params, cell_cfg in cells(cfg)]
+        results = {"sweep": {"keys": list(cfg.sweep), "cells": done}, "n_seeds": cfg.n_seeds,
+                   "seconds": time.time() - t0, "config": dataclasses.asdict(cfg)}
+        md = sweep_tables(done)
         run.save_results(results, md)
         plot_sweep(results, cfg, run.dir / "sweep.png")
     print(md)
@@ -395,20 +423,45 @@ def plot_sweep(results, cfg, path):
 # python eval.py RUN_DIR
 
 def reevaluate(run_dir):
-    """Reload every saved model of a finished run and recompute its test accuracies."""
+    """Reload every saved model of a run, recompute each seed's test accuracy, print the run's table from them
+    (with its 95% CIs), and say whether they match the accuracies in its results.json."""
     cfg = run_config(Config, run_dir)
     device = torch.device(cfg.device if cfg.device != "cuda" or torch.cuda.is_available() else "cpu")
     _, _, test_x, test_y = load_data(cfg, device)
-    files = sorted(run_dir.glob("*_group*.safetensors"))
-    if not files:
-        raise ConfigError(f"no saved models in {run_dir} (was it run with save_weights=False?)")
-    for f in files:
-        tensors, meta = load_weights(f.with_suffix(""), device)
-        sizes, seeds = meta["sizes"], meta["seeds"]
-        names = sorted({k.split(".")[0] for k in tensors})
-        accs = {}
-        for name in names:
-            model = SeedMLP(len(seeds), sizes).to(device)
-            model.load_seeds({k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(name + ".")})
-            accs[name] = accuracy(model, test_x, test_y).mean().item()
-        print(f"{f.name}: " + ", ".join(f"{n} {a:.3f}" for n, a in accs.items()))
+    saved = json.loads((run_dir / "results.json").read_text()) if (run_dir / "results.json").is_file() else None
+    if saved is not None:
+        saved = [saved["conditions"]] if "conditions" in saved else [c["conditions"] for c in saved["sweep"]["cells"]]
+    done, diffs, missing = [], [], []
+    for ci, (name, params, cell_cfg) in enumerate(cells(cfg)):
+        per_seed, seeds_done = {c: [] for c in cell_cfg.conditions}, []
+        for gi, seeds in enumerate(seed_groups(cell_cfg)):
+            stem = run_dir / f"{name}_group{gi}"
+            if not stem.with_suffix(".safetensors").is_file():
+                missing.append(stem.name)
+                continue
+            tensors, meta = load_weights(stem, device)
+            if meta["seeds"] != seeds:
+                raise CheckpointError(f"{stem}.json holds seeds {meta['seeds']}, the run's config groups {seeds} there: "
+                                      f"it was written by another config; rerun the config in {run_dir / 'config.json'}")
+            for c in cell_cfg.conditions:
+                model = SeedMLP(len(seeds), meta["sizes"]).to(device)
+                model.load_seeds({k[len(c) + 1:]: v for k, v in tensors.items() if k.startswith(c + ".")})
+                per_seed[c] += accuracy(model, test_x, test_y).tolist()
+            seeds_done += seeds
+        if not seeds_done:
+            continue
+        stats = {c: summarize(v) for c, v in per_seed.items()}
+        done.append({"params": params, "conditions": stats, "n_seeds": len(seeds_done)})
+        if saved is not None:  # the same seeds' accuracies as the run reported (another device may differ slightly)
+            diffs += [abs(a - saved[ci][c]["per_seed"][k]) for c in per_seed for k, a in zip(seeds_done, per_seed[c])]
+    if not done:
+        raise ConfigError(f"no saved models in {run_dir} (was it run with save_weights=False, or not finished yet?)")
+    print(table(done[0]["conditions"], done[0]["n_seeds"], paper=is_paper_protocol(cfg)) if not cfg.sweep
+          else sweep_tables(done))
+    if missing:
+        print(f"\nnot finished (no saved models): {', '.join(missing)}; the same train.py command finishes them")
+    if saved is None:
+        print(f"\n{run_dir / 'results.json'} not written yet (a run still going): nothing to compare with")
+    else:
+        print(f"\nrecomputed from the saved models: {'the same as' if max(diffs) == 0 else 'at most %.4f from' % max(diffs)} "
+              f"the per-seed accuracies in results.json ({len(diffs)} compared)")

@@ -117,6 +117,25 @@ def test_resolved_config_and_env_written(cfg_file, tmp_path):
     assert json.loads((tmp_path / "moved" / "config.json").read_text())["out_dir"] == str(tmp_path / "moved")
 
 
+def test_resume_false_starts_afresh_and_moves_the_old_run_aside(cfg_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    _, cfg = load_config([cfg_file, f"--out_dir={out}"])
+    train.Run(cfg, "subliminal_mnist").log(step=1)
+    (out / "main_group1.safetensors").write_text("a file of the old run")
+    # resume is how a run is started, not what it computes: it never makes a directory "another config"
+    train.Run(dataclasses.replace(cfg, resume=False), "subliminal_mnist")
+    aside = [d for d in tmp_path.iterdir() if d.name.startswith("run.replaced-")]
+    assert len(aside) == 1 and (aside[0] / "main_group1.safetensors").is_file()  # moved, not deleted
+    assert sorted(f.name for f in out.iterdir()) == ["config.json", "env.json"]  # nothing old left to mix in
+    assert "was moved to" in capsys.readouterr().out
+    train.Run(cfg, "subliminal_mnist")  # and the fresh run resumes under resume=True
+    with pytest.raises(ConfigError, match="holds a run of another experiment"):
+        train.Run(cfg, "lm")
+    (out / "config.json").write_text('{"experiment": "subliminal_mnist", "m": ')  # cut short
+    with pytest.raises(ConfigError, match="is not readable JSON"):
+        train.Run(cfg, "subliminal_mnist")
+
+
 def test_default_out_dir_is_named_after_config(cfg_file):
     _, cfg = load_config([cfg_file])
     assert cfg.out_dir.startswith("out/exp/")
@@ -168,7 +187,14 @@ def test_eval_given_a_directory_that_is_not_a_run_gets_one_line(tmp_path, capsys
     assert err.startswith("error: ") and "config.json not found" in err and "Traceback" not in err
     (tmp_path / "config.json").write_text(json.dumps({"experiment": "world_base"}))
     assert EV.main([str(tmp_path)]) == 2
-    assert "has no re-evaluation of a saved run" in capsys.readouterr().err
+    assert "world_base has nothing to re-evaluate: its numbers are in" in capsys.readouterr().err
+    # a damaged config.json, one without its experiment, and an experiment this checkout lacks: one line each
+    for text, says in (('{"experiment": "subl', "is not readable JSON"), ('{"m": 3}', "does not name its experiment"),
+                       ('{"experiment": "foo"}', "names the experiment 'foo', which this checkout does not have")):
+        (tmp_path / "config.json").write_text(text)
+        assert EV.main([str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert says in err and "Traceback" not in err, text
     assert EV.main([]) == 2 and capsys.readouterr().err.startswith("usage: python eval.py RUN_DIR")
 
 

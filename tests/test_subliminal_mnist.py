@@ -52,10 +52,17 @@ def test_end_to_end_writes_every_file_and_teacher_beats_chance(tmp_path, capsys)
     printed = capsys.readouterr().out
     assert "resumed" not in printed and "the group is trained again" in printed and res3["conditions"] == res["conditions"]
 
-    # python eval.py RUN_DIR reloads the saved models and recomputes the same accuracies
+    # python eval.py RUN_DIR reloads the saved models and prints the run's table again, from the same accuracies
     assert evaluate.main([str(out)]) == 0
-    line = capsys.readouterr().out
-    assert f"teacher {res['conditions']['teacher']['mean']:.3f}" in line
+    printed = capsys.readouterr().out
+    assert printed.startswith((out / "results.md").read_text())
+    assert "the same as the per-seed accuracies in results.json (12 compared)" in printed
+
+    # --resume=False starts afresh: fewer seeds there leave no group of the old run for eval.py to report
+    run(tmp_path, "--n_seeds=1", "--resume=False", "--conditions=['reference', 'teacher']")
+    assert evaluate.main([str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| teacher |" in printed and "student_aux" not in printed and "(2 compared)" in printed
 
 
 def spy_distill(monkeypatch):
@@ -139,9 +146,30 @@ def test_sweep_writes_cells_and_figure(tmp_path):
     cells = res["sweep"]["cells"]
     assert [c["params"] for c in cells] == [{"m": 1, "init": "paper"}, {"m": 1, "init": "torch"},
                                             {"m": 5, "init": "paper"}, {"m": 5, "init": "torch"}]
+    assert [c["n_seeds"] for c in cells] == [2] * 4
     assert (out / "sweep.png").is_file()
     # the teacher does not depend on m (aux columns get no gradient; the init is nested in m)
     assert cells[0]["conditions"]["teacher"] == cells[2]["conditions"]["teacher"]
+
+
+def test_a_bad_sweep_fails_before_anything_trains_or_any_directory_exists(tmp_path, capsys):
+    out = tmp_path / "o"
+    for sweep, says in (("{'mm': [3]}", "unknown config key 'mm' in sweep cell"),
+                        ("{'m': 3}", "'m' needs a non-empty list of values"),
+                        ("{'m': [3, 0]}", "m, width and depth must be >= 1"),  # the second cell, found first
+                        ("{'m': [3, 'x']}", "'m' must be int")):
+        assert train.main([CONFIG, f"--sweep={sweep}", f"--out_dir={out}"]) == 2
+        err = capsys.readouterr().err
+        assert says in err and "Traceback" not in err and not out.exists(), sweep
+
+
+@need_data()
+def test_a_relative_data_dir_missed_from_another_directory_says_where_the_data_is(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert train.main([CONFIG, "--download=False", *TINY, "--out_dir=o"]) == 2
+    err = capsys.readouterr().err
+    assert "is missing (download is off)" in err and f"--data_dir={ROOT / 'data'}" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no run directory, no empty data folder
 
 
 def test_bad_values_are_config_errors(tmp_path, capsys):
