@@ -244,17 +244,13 @@ class Run:
                           if prev.get(k, added.get(k)) != now.get(k))
             if diff:  # resuming under another config would silently mix results
                 raise ConfigError(f"{self.dir} holds a run with another config (differs in: {', '.join(diff)}): "
-                                  f"use a new --out_dir, or --resume=False to start afresh there (the old run is "
-                                  f"moved aside, not deleted)")
-        elif old.exists():  # resume=False: start afresh, with nothing of the old run left to mix into this one
-            self.dir = self.dir.absolute()
-            if self.dir in (Path.cwd().absolute(), ROOT) or self.dir in Path.cwd().absolute().parents:
-                raise ConfigError(f"--resume=False would move {self.dir} aside, and the work is going on in it: "
-                                  f"use a new --out_dir")
-            stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
-            aside = self.dir.with_name(f"{self.dir.name}.replaced-{stamp}")
-            os.replace(self.dir, aside)
-            print(f"--resume=False: the previous run in {self.dir} was moved to {aside}")
+                                  f"use a new --out_dir, or --resume=False to recompute everything there")
+        elif old.exists() and getattr(cfg, "resume", None) is False and os.environ.get("RANK", "0") == "0":
+            # --resume=False recomputes everything and overwrites what it rewrites; the old log and results go now,
+            # so that a run stopped halfway never shows the old numbers beside the new config. (Readers take the
+            # files the config names, so an old run's extra seed groups or units are never mixed in.)
+            for name in ("metrics.jsonl", "results.json", "results.md"):
+                (self.dir / name).unlink(missing_ok=True)
         self.dir.mkdir(parents=True, exist_ok=True)
         write_json(self.dir / "config.json", {"experiment": experiment, **dataclasses.asdict(cfg)})
         dev = getattr(cfg, "device", "cpu")

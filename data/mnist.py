@@ -129,12 +129,11 @@ def _find_or_fetch(folder, i, spec, dataset, allow_download):
 def elsewhere(folder):
     """A hint when a relative data_dir missed only because of the working directory: the project's own data/
     folder has the files (the default data_dir 'data' is relative to where the command runs)."""
-    if folder.is_absolute():
+    root = Path(__file__).resolve().parent.parent
+    if folder.is_absolute() or (root / folder).resolve() == folder.resolve() or not (root / folder).is_dir() \
+            or not any((root / folder).iterdir()):
         return ""
-    there = Path(__file__).resolve().parent.parent / folder
-    if there.resolve() == folder.resolve() or not there.is_dir() or not any(there.iterdir()):
-        return ""
-    return f". The project's {there} has them: run from {there.parent.parent} or pass --data_dir={there.parent}"
+    return f". The project's {root / folder} has them: run from {root}, or pass --data_dir={root / folder.parent}"
 
 
 def load(data_dir="data", dataset="mnist", download=True, verify=True):

@@ -26,13 +26,14 @@ import itertools
 import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
 from data import mnist
 from eval import accuracy, fmt_stat, summarize
 from model import SeedMLP, generator, init_mlp_params
-from train import (CheckpointError, ConfigError, build_config, load_weights, run_config, save_weights, train_classifier,
+from train import (ROOT, CheckpointError, ConfigError, build_config, load_weights, run_config, save_weights, train_classifier,
                    train_distill, write_json)
 
 CONDITIONS = ("reference", "teacher", "student_aux", "student_all", "cross_aux", "cross_all",
@@ -101,14 +102,21 @@ def validate(cfg):
     for ok, msg in checks:
         if not ok:
             raise ConfigError(msg)
-    if cfg.sweep:  # every cell checked before anything trains: a bad value late in the grid fails now, not after
-        for key, values in cfg.sweep.items():  # the cells before it
-            if key in ("sweep", "out_dir"):
-                raise ConfigError(f"sweep: '{key}' cannot be swept")
+    if cfg.sweep:  # every cell is checked before anything trains: a bad value late in the grid fails now
+        if not all(isinstance(k, str) for k in cfg.sweep):
+            raise ConfigError("sweep: keys are config key names in quotes, e.g. --sweep=\"{'m': [3, 10]}\"")
+        for key, values in cfg.sweep.items():
+            if key in ONCE_PER_RUN:
+                raise ConfigError(f"sweep: '{key}' is set once for the whole run and cannot be swept "
+                                  f"(not sweepable: {', '.join(ONCE_PER_RUN)})")
             if not isinstance(values, (list, tuple)) or not values:
                 raise ConfigError(f"sweep: '{key}' needs a non-empty list of values, e.g. --sweep=\"{{'{key}': [..., ...]}}\"")
         for _, _, cell_cfg in cells(cfg):
             validate(cell_cfg)
+
+
+# read once per run, before the cells (the data, the device, where it goes): a sweep over them would silently not sweep
+ONCE_PER_RUN = ("dataset", "data_dir", "download", "n_train", "device", "tf32", "out_dir", "resume", "sweep")
 
 
 def cells(cfg):
@@ -426,8 +434,12 @@ def reevaluate(run_dir):
     """Reload every saved model of a run, recompute each seed's test accuracy, print the run's table from them
     (with its 95% CIs), and say whether they match the accuracies in its results.json."""
     cfg = run_config(Config, run_dir)
-    device = torch.device(cfg.device if cfg.device != "cuda" or torch.cuda.is_available() else "cpu")
-    _, _, test_x, test_y = load_data(cfg, device)
+    gpu_gone = torch.device(cfg.device).type == "cuda" and not torch.cuda.is_available()
+    device = torch.device("cpu" if gpu_gone else cfg.device)
+    data_cfg = cfg
+    if not Path(cfg.data_dir).is_absolute() and not Path(cfg.data_dir).is_dir() and (ROOT / cfg.data_dir).is_dir():
+        data_cfg = dataclasses.replace(cfg, data_dir=str(ROOT / cfg.data_dir))  # the run's data, from another directory
+    _, _, test_x, test_y = load_data(data_cfg, device)
     saved = json.loads((run_dir / "results.json").read_text()) if (run_dir / "results.json").is_file() else None
     if saved is not None:
         saved = [saved["conditions"]] if "conditions" in saved else [c["conditions"] for c in saved["sweep"]["cells"]]
@@ -458,8 +470,10 @@ def reevaluate(run_dir):
         raise ConfigError(f"no saved models in {run_dir} (was it run with save_weights=False, or not finished yet?)")
     print(table(done[0]["conditions"], done[0]["n_seeds"], paper=is_paper_protocol(cfg)) if not cfg.sweep
           else sweep_tables(done))
-    if missing:
+    if missing and saved is None:
         print(f"\nnot finished (no saved models): {', '.join(missing)}; the same train.py command finishes them")
+    elif missing:
+        print(f"\nthe saved models of {', '.join(missing)} are missing (the run finished: they were moved or deleted)")
     if saved is None:
         print(f"\n{run_dir / 'results.json'} not written yet (a run still going): nothing to compare with")
     else:

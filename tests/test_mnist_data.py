@@ -88,6 +88,11 @@ def test_missing_files_without_network_say_where_to_get_them(tmp_path, monkeypat
     with pytest.raises(DataError, match="could not be downloaded") as e:
         mnist.load(tmp_path, "mnist", download=True)
     assert "ossci-datasets" in str(e.value) and str(tmp_path / "mnist") in str(e.value)
+    assert not (tmp_path / "mnist").exists()  # the folder made for the download goes with it
+    (tmp_path / "fashion-mnist").mkdir()  # one the user made stays
+    with pytest.raises(DataError, match="could not be downloaded"):
+        mnist.load(tmp_path, "fashion", download=True)
+    assert (tmp_path / "fashion-mnist").is_dir()
 
 
 def test_download_verifies_md5_and_writes_atomically(tmp_path, monkeypatch):

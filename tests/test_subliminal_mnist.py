@@ -157,7 +157,9 @@ def test_a_bad_sweep_fails_before_anything_trains_or_any_directory_exists(tmp_pa
     for sweep, says in (("{'mm': [3]}", "unknown config key 'mm' in sweep cell"),
                         ("{'m': 3}", "'m' needs a non-empty list of values"),
                         ("{'m': [3, 0]}", "m, width and depth must be >= 1"),  # the second cell, found first
-                        ("{'m': [3, 'x']}", "'m' must be int")):
+                        ("{'m': [3, 'x']}", "'m' must be int"),
+                        ("{3: [1]}", "keys are config key names in quotes"),
+                        ("{'n_train': [200, 2000]}", "'n_train' is set once for the whole run")):
         assert train.main([CONFIG, f"--sweep={sweep}", f"--out_dir={out}"]) == 2
         err = capsys.readouterr().err
         assert says in err and "Traceback" not in err and not out.exists(), sweep
@@ -168,8 +170,14 @@ def test_a_relative_data_dir_missed_from_another_directory_says_where_the_data_i
     monkeypatch.chdir(tmp_path)
     assert train.main([CONFIG, "--download=False", *TINY, "--out_dir=o"]) == 2
     err = capsys.readouterr().err
-    assert "is missing (download is off)" in err and f"--data_dir={ROOT / 'data'}" in err
-    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no run directory, no empty data folder
+    assert "is missing (download is off)" in err and f"run from {ROOT}, or pass --data_dir={ROOT / 'data'}" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no run directory left behind
+    # eval.py on a run made in the project root finds the run's data from anywhere (where it is is not the result)
+    monkeypatch.chdir(ROOT)
+    assert train.main([CONFIG, *TINY, "--conditions=['teacher']", f"--out_dir={tmp_path / 'r'}"]) == 0
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert evaluate.main([str(tmp_path / "r")]) == 0 and "the same as the per-seed" in capsys.readouterr().out
 
 
 def test_bad_values_are_config_errors(tmp_path, capsys):
