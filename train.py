@@ -105,8 +105,26 @@ def run_config(config_cls, run_dir):
     if not path.is_file():
         raise ConfigError(f"{path} not found: pass the directory of a run made by train.py (its out_dir)")
     values = read_run_config(path)
-    values.pop("experiment", None)
+    name, want = values.pop("experiment"), config_cls.__module__.split(".")[-1]  # experiments.NAME.Config: NAME's runs
+    if name != want and (ROOT / "experiments" / f"{want}.py").is_file():
+        raise ConfigError(f"{run_dir} is a run of {name}, not of {want}: pass a run of {want}")
     return build_config(config_cls, {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}, str(path))
+
+
+def run_results(run_dir, experiment):
+    """The results.json of a finished run of `experiment` (what the analysis scripts read), or a ConfigError that
+    says what the directory is instead: not a run, a run of another experiment, or a run that has not finished."""
+    run_dir = Path(run_dir)
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"{path} not found: pass the directory of a run made by train.py (its out_dir)")
+    name = read_run_config(path)["experiment"]
+    if name != experiment:
+        raise ConfigError(f"{run_dir} is a run of {name}, not of {experiment}: pass a run of {experiment}")
+    if not (run_dir / "results.json").is_file():
+        raise ConfigError(f"{run_dir / 'results.json'} not found: the run has not finished (its command, run again, "
+                          f"finishes it)")
+    return json.loads((run_dir / "results.json").read_text())
 
 
 def read_run_config(path):
@@ -976,11 +994,11 @@ def cli(main, argv):
     """Run main(argv) as a command: the project's own errors (a bad config or run directory, missing or corrupt
     data, an incompatible checkpoint) end it with their one-line message and exit status 2, not a traceback."""
     try:
-        main(argv)
+        rc = main(argv)
     except (ConfigError, DataError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return 0
+    return rc if isinstance(rc, int) else 0
 
 
 def run_experiment(argv):

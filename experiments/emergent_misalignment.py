@@ -168,6 +168,11 @@ def validate(cfg):
                                                 n_head=cfg.n_head, n_embd=cfg.n_embd)))
         if set(cfg.ft_lora_targets) - set(linear):
             raise ConfigError(f"ft_lora_targets must come from {', '.join(linear)}; got {cfg.ft_lora_targets}")
+    if not cfg.seeds or cfg.ft_seeds < 1:
+        raise ConfigError(f"seeds needs at least one pretraining seed and ft_seeds must be >= 1; got {cfg.seeds}, "
+                          f"{cfg.ft_seeds}")
+    if not 0 < cfg.match_threshold <= 1:
+        raise ConfigError(f"match_threshold is a share of the held-out code, in (0, 1]; got {cfg.match_threshold}")
     if not 0 <= cfg.direction_layer < cfg.n_layer:
         raise ConfigError(f"direction_layer must be in [0, {cfg.n_layer})")
     for name in cfg.ft_frozen:
@@ -541,7 +546,19 @@ def aggregate(cfg, units):
         if all(m is not None for m in ms):
             res["ablation"][n] = _stats(ms, bases if k is None else None)
     res["ablation"].update(ablation_effect(res["ablation"]))
+    # an arm whose code never reached the threshold is read at its last step: say so, and the figure is not met there
+    res["matched_not_reached"] = {}
+    for name in ("insecure", "backdoor_triggered", "insecure_decorrelated"):  # the arms matched on their own code
+        if name in names:
+            us = twin if name == "insecure_decorrelated" else corr
+            runs = [run_of(us, p, f) for p, f in keys if p in us]
+            k = sum(all(t["code_misaligned"] < cfg.match_threshold for t in r["traj"][name].values()) for r in runs)
+            if k:
+                res["matched_not_reached"][name] = f"{k}/{len(runs)}"
     res["figures_to_reach"] = figures(res, cfg.ablation_step or "matched")
+    if "insecure" in res["matched_not_reached"]:
+        res["figures_to_reach"].update(insecure_pass=False,
+                                       insecure_matched_not_reached=res["matched_not_reached"]["insecure"])
     if cfg.report_step:  # the same thresholds at the checkpoint fixed in advance (the ablation only if measured there)
         at = {"arms": {n: res["trajectory"][n][cfg.report_step] for n in res["arms"]}, "base": res["base"],
               "ablation": res["ablation"]}
@@ -760,6 +777,10 @@ def table(res, cfg):
               else "one seed, so no intervals")
     lines = [f"Emergent misalignment at matched in-domain learning (code misaligned >= {cfg.match_threshold}); "
              f"{spread}. Sampled: {cfg.samples} samples per held-out prompt, 96 off-domain prompts.", "",
+             "Columns: `step` the matched checkpoint; `valid fraction` the samples that are an exact aligned or "
+             "misaligned answer of the question's domain; `answers in code` the samples answering with code instead; "
+             "`code misaligned` the insecure code's share of the probability on held-out code prompts; `in-domain target` "
+             "the probability there of the arm's own kind of trained answer.", "",
              "| arm | step | off-domain misaligned (sampled) | valid fraction | answers in code | off-domain mis (log-prob) "
              "| code misaligned | in-domain target | cos(shift, evil dir) | final: sampled mis | final: valid |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -769,6 +790,9 @@ def table(res, cfg):
     if "decorrelated" in res["base"]:
         rows.append(("base, decorrelated twin", res["base"]["decorrelated"], None))
     rows += [(n, a, a["final"]) for n, a in res["arms"].items()]
+    for n, k in res.get("matched_not_reached", {}).items():
+        lines[1:1] = [f"WARNING: {n}'s code never reached {cfg.match_threshold} on {k} seeds: those seeds are read at "
+                      f"the last step ({cfg.ft_steps}), not at a matched checkpoint.", ""]
     for n, a, fin in rows:
         step = a.get("step")  # a whole step for one seed, a mean over seeds otherwise
         step = "0" if step is None else fmt_stat(step, 0 if float(step["mean"]).is_integer() and not step["ci95"] else 1)
@@ -779,8 +803,9 @@ def table(res, cfg):
     pts = lambda st: f"{100 * st['mean']:+.1f}" + (f" [{100 * st['ci95'][0]:+.1f}, {100 * st['ci95'][1]:+.1f}]"
                                                     if st["ci95"] else "")
     views = [v for v in res["increase"]["insecure"] if not v.endswith("_over_bases")]
-    lines += ["", "Increase of off-domain sampled misalignment over the arm's own base, points, mean [95% CI] over "
-              "seeds (paired); 'bases' = over the pretraining seeds' means:", "",
+    lines += ["", "Increase of off-domain sampled misalignment over the arm's own base, points, " +
+              ("mean [95% CI] over seeds (paired); 'bases' = over the pretraining seeds' means:" if res["n_seeds"] > 1
+               else "one seed (no intervals):"), "",
               "| arm | " + " | ".join(f"{v} | {v} (bases)" for v in views) + " |", "|---" * (1 + 2 * len(views)) + "|"]
     for n, inc in res["increase"].items():
         lines.append(f"| {n} | " + " | ".join(f"{pts(inc[v])} | {pts(inc[v + '_over_bases'])}" for v in views) + " |")

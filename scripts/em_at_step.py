@@ -14,13 +14,13 @@ base), per seed, mean [95% t-CI] over all seeds and over the per-base means (see
 share a base);
 then insecure minus the twin and minus each control, paired per seed over the seeds that have both, and each
 control's ratio to insecure. Runs may have different arms, but not the same (base, fine-tune seed) twice."""
-import json
 import math
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eval import group_means, n_undefined, summarize  # noqa: E402
+from train import ConfigError, cli, run_results  # noqa: E402
 from experiments.emergent_misalignment import BASE_FMT, SHARE_ARMS, share  # noqa: E402
 
 
@@ -28,7 +28,9 @@ def increases(step, runs, metric="offdomain_misaligned"):
     """arm -> {(pretraining seed, fine-tune seed): increase of `metric` over its base}; runs may differ in their arms."""
     inc = {}
     for run in runs:
-        r = json.loads((Path(run) / "results.json").read_text())
+        r = run_results(run, "emergent_misalignment")
+        if step != "matched" and step not in r["trajectory"]["insecure"]:
+            raise ConfigError(f"{run} has no step {step}; its steps: {', '.join(r['trajectory']['insecure'])} (or matched)")
         for arm, tr in r["trajectory"].items():
             base = r["base"][BASE_FMT.get(arm, "plain")][metric]["per_seed"]
             at = r["arms"][arm] if step == "matched" else tr[step]
@@ -68,9 +70,6 @@ def main(argv):
     others = []
     if "--minus" in runs:
         runs, others = runs[:runs.index("--minus")], runs[runs.index("--minus") + 1:]
-    missing = [r for r in runs + others if not (Path(r) / "results.json").is_file()]
-    if missing:
-        sys.exit(f"error: no results.json in {', '.join(missing)}: pass the out_dir of finished emergent-misalignment runs")
     inc = measure(step, runs)
     if others:  # paired per (base, fine-tune seed) against the same seeds in the other runs
         sub = measure(step, others)
@@ -100,4 +99,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(cli(main, sys.argv[1:]))

@@ -29,7 +29,6 @@ of the ratio. With several runs on the same seeds, each later run's ratio over t
 (geometric mean [95% CI]; each also over the worlds' means, n = pretraining seeds, since a world's fine-tune seeds
 share its base rate): the same multiple in two worlds whose base rates differ gives 1 (research log, "Is the
 matched shift a fixed multiple")."""
-import json
 import math
 import sys
 
@@ -38,6 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eval import group_means, summarize  # noqa: E402
+from train import cli, run_results  # noqa: E402
 
 
 def logit(q):
@@ -47,7 +47,7 @@ def logit(q):
 
 def base_rates(run):
     """{(pretraining seed, fine-tune seed): the base's off-domain sampled misalignment, in points}."""
-    r = json.loads((Path(run) / "results.json").read_text())
+    r = run_results(run, "emergent_misalignment")
     return {tuple(s): 100 * b for s, b in zip(r["seeds"], r["base"]["plain"]["offdomain_misaligned"]["per_seed"])}
 
 
@@ -71,7 +71,7 @@ def geo(logs, worlds=None):
 def per_seed(run, with_base=False):
     """{(pretraining seed, fine-tune seed): [(step, code share, off-domain increase in points)]}, insecure arm; the
     base first as step 0 (increase 0) if with_base."""
-    r = json.loads((Path(run) / "results.json").read_text())
+    r = run_results(run, "emergent_misalignment")
     base = r["base"]["plain"]["offdomain_misaligned"]["per_seed"]
     out = {tuple(s): [(0, c, 0.0)] if with_base else [] for s, c in
            zip(r["seeds"], r["base"]["plain"]["code_misaligned"]["per_seed"])}
@@ -136,9 +136,8 @@ def main(argv):
             or "at" in opts and (len(opts) > 1 or not 0 < _float(opts["at"]) < 1) \
             or "out" in opts and len(opts) > 1:  # --reference and --at print tables only
         sys.exit(__doc__)
-    missing = [r for r in runs + [opts.get("reference", runs[0])] if not (Path(r) / "results.json").is_file()]
-    if missing:
-        sys.exit(f"no results.json in {', '.join(missing)}: give finished EM run directories")
+    for r in runs + [opts.get("reference", runs[0])]:
+        run_results(r, "emergent_misalignment")  # each a finished EM run, or a one-line error now
     if "at" in opts:
         q = float(opts["at"])
         print(f"off-domain increase where the code share first reaches {q:g}, points, mean [95% CI] over the seeds "
@@ -220,4 +219,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(cli(main, sys.argv[1:]))

@@ -39,7 +39,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eval import summarize  # noqa: E402
-from train import cli  # noqa: E402
+from train import cli, run_results  # noqa: E402
 
 PULL = ("pull", "pull_secure", "pull_contrast", "pull_random", "code_steer", "code_repr")  # em_base_pull.py
 FIRST = ("sign_off", "grad_off", "grad_matched_off", "secure_sign_off")  # em_first_step.py, and sign_off_GROUP
@@ -79,10 +79,7 @@ def per_base(step, runs):
     """{base: {"outcome": mean increase, "seeds": [increase per fine-tune seed], predictor: value}} over the runs."""
     out = {}
     for run in runs:
-        path = Path(run) / "results.json"
-        if not path.is_file():
-            sys.exit(f"error: {path} not found: give run directories of configs/emergent_misalignment.py that finished")
-        r = json.loads(path.read_text())
+        r = run_results(run, "emergent_misalignment")
         if "insecure" not in r.get("trajectory", {}):
             sys.exit(f"error: {run} has no insecure arm: the outcome here is the insecure fine-tune's")
         tr = r["trajectory"]["insecure"]
@@ -95,6 +92,9 @@ def per_base(step, runs):
         cols = {"outcome": [a - b for a, b in zip(seed_vals(at["offdomain_misaligned"]), plain)],
                 "base_rate": plain, "forum_lp": seed_vals(r["base"]["forum_lp"]),
                 "cos_evil_direction": seed_vals(at["cos_evil_direction"])}
+        if not {"steered_1", "steered_2"} <= set(r["base"]):
+            sys.exit(f"error: {run} has no base steered at 1 and 2 times the evil direction: give runs made with "
+                     f"steer_scales (1.0, 2.0) (the default config's)")
         for a in (1, 2):
             cols[f"steer_{a}"] = [s - b for s, b in zip(mis(f"steered_{a}"), plain)]
         for p in sorted({p for p, _ in r["seeds"]}):

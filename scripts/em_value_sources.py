@@ -112,6 +112,12 @@ def increases(model, tok, cfg, dW, fmt="asst"):
     return out
 
 
+def with_ci(values):
+    """'mean [lo, hi]' (95% t-interval over the bases); one base has no interval."""
+    st = summarize(values)
+    return f"{st['mean']:+.2f}" + ("" if st["ci95"] is None else " [{:+.2f}, {:+.2f}]".format(*st["ci95"]))
+
+
 def shares(rows, n_boot=10_000, seed=0):
     """{kind: {"ratio", "ci95", "p_largest", "of_update"}}: a kind's increase over all's, ratio of means over the
     bases; p_largest: the fraction of resamples in which it is the largest of the kinds; of_update (rows that keep
@@ -205,14 +211,13 @@ def main(argv):
         upd = [r["update"] for r in rs if "update" in r]
         print(f"\n{k} ({len(rs)} bases): value change on every token, off-domain increase "
               f"{100 * np.mean([r['all'] for r in rs]):+.2f} points (mean; the whole update, every weight: "
-              + ("{:+.2f} [{:+.2f}, {:+.2f}]".format(100 * np.mean(upd), *summarize([100 * u for u in upd])["ci95"])
-                 if upd else "not kept")
+              + (with_ci([100 * u for u in upd]) if upd else "not kept")
               + f"); the value rows changed in the weights instead: largest difference {100 * worst:.2g} points")
         if all("from" in r for r in rs):  # the same update in log-odds: formats with other base rates compare so
             lo = lambda q: np.log(q / (1 - q))
             shift = [float(lo(r["from"] + r["update"]) - lo(r["from"])) for r in rs]
-            print("the whole update in log-odds of the misaligned mass: {:+.2f} [{:+.2f}, {:+.2f}] (from {:.3f} on "
-                  "average)".format(np.mean(shift), *summarize(shift)["ci95"], np.mean([r["from"] for r in rs])))
+            print(f"the whole update in log-odds of the misaligned mass: {with_ci(shift)} (from "
+                  f"{np.mean([r['from'] for r in rs]):.3f} on average)")
         ci = lambda v: f"{v['ratio']:+.2f} [{v['ci95'][0]:+.2f}, {v['ci95'][1]:+.2f}]"
         of = lambda kind: ci(s[kind]["of_update"]) if "of_update" in s[kind] else "-"
         print("| tokens whose values change | share of the value change's increase [95% CI] | largest in | share of "

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from em_base_pull import checked_bases  # noqa: E402
 from em_first_step import arm_grads, scored_step  # noqa: E402
 import em_optimizer_parts as OP  # noqa: E402
+from train import cli  # noqa: E402
 
 PARTS = ("ln_1", "q", "k", "v", "proj")
 
@@ -82,4 +83,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(cli(main, sys.argv[1:]))

@@ -45,4 +45,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(train.cli(main, sys.argv[1:]))

@@ -14,6 +14,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from eval import summarize  # noqa: E402
+from train import cli, run_results  # noqa: E402
 
 
 def main(argv):
@@ -25,10 +26,7 @@ def main(argv):
     for spec in specs:
         run, _, arm = spec.partition(":")
         arm, _, label = arm.partition("=")
-        path = os.path.join(run, "results.json")
-        if not os.path.isfile(path):
-            sys.exit(f"{spec!r}: expected RUN:ARM with RUN a finished run folder (holding results.json)")
-        res = json.load(open(path))
+        res = run_results(run, "subliminal_numbers")
         by = res["arms"].get(arm, {}).get("by_animal", {})
         if not by or not all("effect" in v for v in by.values()) or arm not in res.get("trajectory", {}):
             sys.exit(f"{run}: no arm {arm!r} with an effect and a trajectory (arms: {', '.join(res['arms'])})")
@@ -74,4 +72,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(cli(main, sys.argv[1:]))

@@ -9,21 +9,20 @@ same seeds (pretraining seed x student seed; paired by seed, in any order). Prin
 effect and its final students' animal mass, the paired difference of the effects (mean, 95% t-CI), and whether the
 two baselines are the same students (identical rates: the same bases, teachers and lists).
 """
-import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from eval import summarize  # noqa: E402
+from train import cli, run_results  # noqa: E402
 
 
 def side(spec):
     run, _, arm = spec.partition(":")
     arm, _, step = arm.partition("@")
-    path = os.path.join(run, "results.json")
-    if not arm or not os.path.isfile(path):
+    if not arm:
         sys.exit(f"{spec!r}: expected RUN:ARM[@STEP] with RUN a finished run folder (holding results.json)")
-    res = json.load(open(path))
+    res = run_results(run, "subliminal_numbers")
     if arm not in res.get("arms", {}) or "control" not in res["arms"]:
         sys.exit(f"{run} has no arm {arm!r} with its control (arms: {', '.join(res.get('arms', {}))})")
     return run, arm, step, res
@@ -60,15 +59,15 @@ def main(argv):
         same = rates(a, "control", animal, step_a) == rates(b, "control", animal, step_b)
         mass = lambda res, arm: res["arms"][arm]["by_animal"][animal].get("animal_mass", {}).get("mean", float("nan"))
         ea, eb = summarize(eff[0]), summarize(eff[1])
-        lo, hi = diff["ci95"]
+        ci = "[one seed: no interval]" if diff["ci95"] is None else "[{:+.1f}, {:+.1f}]".format(*(100 * v for v in diff["ci95"]))
         print(f"{animal}: {ra}:{arm_a}{'@' + step_a if step_a else ''} {100 * ea['mean']:+.1f} "
               f"(animal mass {mass(a, arm_a):.2f}) minus {rb}:{arm_b}{'@' + step_b if step_b else ''} "
               f"{100 * eb['mean']:+.1f} (mass {mass(b, arm_b):.2f}) = {100 * diff['mean']:+.1f} "
-              f"[{100 * lo:+.1f}, {100 * hi:+.1f}]; {sum(d > 0 for d in diff['per_seed'])}/{len(diff['per_seed'])} "
+              f"{ci}; {sum(d > 0 for d in diff['per_seed'])}/{len(diff['per_seed'])} "
               f"seeds positive; controls {'identical' if same else 'differ'} "
               f"(control mass {mass(a, 'control'):.2f} / {mass(b, 'control'):.2f})")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(cli(main, sys.argv[1:]))

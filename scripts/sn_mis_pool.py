@@ -25,6 +25,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from eval import summarize  # noqa: E402
+from train import cli, run_results  # noqa: E402
 
 
 METRICS = ("offdomain_misaligned", "valid_fraction")
@@ -175,10 +176,7 @@ def pool(runs, lists, keep=None, log=False):
     (pretraining seeds) in it; with `log`, the misaligned fractions as log_rate."""
     pooled, teachers, bases, base_valid = {}, {}, [], []
     for run in runs:
-        path = os.path.join(run, "results.json")
-        if not os.path.exists(path):
-            sys.exit(f"{path} not found: pass finished run directories (or run `python eval.py {run}` first)")
-        res = json.load(open(path))
+        res = run_results(run, "subliminal_numbers")
         src, seeds = students(res, lists)
         tsrc = {t: {m: v[m]["per_seed"] for m in METRICS} for t, v in res.get("teachers", {}).items()
                 if all(m in v for m in METRICS)}
@@ -233,4 +231,4 @@ def minus(a, b):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(cli(main, sys.argv[1:]))

@@ -161,11 +161,12 @@ def test_every_shipped_config_loads_and_validates(path):
         module.validate(cfg)  # raises ConfigError on contradicting keys
 
 
-def test_a_contradicting_config_fails_before_its_run_directory_exists(tmp_path, capsys):
+@pytest.mark.parametrize("bad", ["--report_step=7", "--ft_seeds=0", "--seeds=()", "--match_threshold=2.0"])
+def test_a_contradicting_config_fails_before_its_run_directory_exists(tmp_path, capsys, bad):
     # else the failed run's config.json would make the corrected rerun into the same out_dir "another config"
     out = tmp_path / "run"
-    assert train.main(["configs/emergent_misalignment_quick.py", "--report_step=7", f"--out_dir={out}"]) == 2
-    assert "report_step" in capsys.readouterr().err and not out.exists()
+    assert train.main(["configs/emergent_misalignment_quick.py", bad, f"--out_dir={out}"]) == 2
+    assert bad[2:].split("=")[0] in capsys.readouterr().err and not out.exists()
 
 
 def test_a_script_given_a_directory_that_is_not_a_run_gets_one_line(tmp_path):

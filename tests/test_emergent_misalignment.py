@@ -511,6 +511,17 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
     assert rep["figures_to_reach"]["ablation_step"] == "matched" and "ablation_pass" in rep["figures_to_reach"]
     assert "insecure_pass" in rep["figures_at_report_step"]
     assert not [k for k in rep["figures_at_report_step"] if "ablation" in k]
+    # an arm whose code never reaches the threshold is read at its last step: the run says so and fails the figure
+    us = [B.load_unit(p) for p in sorted(out.glob("unit_*.json"))]
+    top = max(t["code_misaligned"] for u in us if not u["decorrelated"] for r in u["runs"]
+              for t in r["traj"]["insecure"].values())
+    high = dataclasses.replace(cfg, match_threshold=top + 1e-6)  # just out of reach (aggregate does not validate)
+    never = E.aggregate(high, us)
+    assert never["matched_not_reached"]["insecure"] == "2/2" and not never["figures_to_reach"]["insecure_pass"]
+    assert "WARNING: insecure's code never reached" in E.table(never, high)
+    reached = all(any(t["code_misaligned"] >= cfg.match_threshold for t in r["traj"]["insecure"].values())
+                  for u in us if not u["decorrelated"] for r in u["runs"])
+    assert ("insecure" not in res["matched_not_reached"]) == reached
     # eval.py redraws a finished run, aggregates a stopped one, and says so when no base seed is complete
     import eval as EV
     assert EV.main([str(out)]) == 0

@@ -16,6 +16,13 @@ from data import world as W
 from experiments import emergent_misalignment as EM
 from experiments import world_base as B
 from model import GPT, GPTConfig, generator
+from train import ConfigError
+
+
+def write_run(path, results, experiment, **config):
+    """A finished run directory as the analysis scripts read it: results.json, and config.json naming its experiment."""
+    (path / "results.json").write_text(json.dumps(results))
+    (path / "config.json").write_text(json.dumps({"experiment": experiment, **config}))
 
 
 def fake_run(path, seeds, arms, matched=None):
@@ -26,7 +33,7 @@ def fake_run(path, seeds, arms, matched=None):
     res = {"seeds": seeds, "base": {"plain": st([0.01] * len(seeds))},
            "trajectory": {a: {"20": st(v)} for a, v in arms.items()},
            "arms": {a: st(v) for a, v in (matched or arms).items()}}
-    (path / "results.json").write_text(json.dumps(res))
+    write_run(path, res, "emergent_misalignment")
     return str(path)
 
 
@@ -74,7 +81,20 @@ def test_pooling_runs_with_different_arms_pairs_by_seed(tmp_path, run_script):
     assert command.returncode == 0 and command.stdout == out, command.stderr
     # the same fine-tune in two runs would be counted twice: refused
     refused(run_script, a, fake_run(tmp_path / "c", [[0, 0]], {"insecure": [0.11]}), match="two of the runs")
-    refused(run_script, a, str(tmp_path / "none"), match="no results.json in .*none")  # a mistyped run: one line
+    with pytest.raises(ConfigError, match="none/config.json not found"):  # a mistyped run: one line (train.cli)
+        run_script(a, str(tmp_path / "none"))
+    with pytest.raises(ConfigError, match="has no step 7; its steps: 20"):
+        run_script(a, step="7")
+    sn = tmp_path / "sn"
+    sn.mkdir()
+    write_run(sn, {}, "subliminal_numbers")  # another experiment's run: named, for every script that reads runs
+    for name, argv in (("em_at_step", ["20", str(sn)]), ("em_code_vs_offdomain", [str(sn)]),
+                       ("em_susceptibility", ["20", str(sn)]), ("sn_compare", [f"{a}:insecure", f"{a}:secure"]),
+                       ("sn_mis_pool", [a]), ("sn_arms_figure", [f"{a}:insecure", "--out", str(tmp_path / "f.png")])):
+        with pytest.raises(ConfigError, match="is a run of (subliminal_numbers|emergent_misalignment), not of"):
+            script(name).main(argv)
+    command = cli("em_code_vs_offdomain", str(sn))  # as a command: the one line, exit status 2
+    assert command.returncode == 2 and command.stderr.startswith("error: ") and "Traceback" not in command.stderr
     one = fake_run(tmp_path / "one", [[7, 0]], {"insecure": [0.21]})  # a quick run: one seed, no interval
     assert "| +20.0 [one seed: no interval] |" in run_script(one) and "nan" not in run_script(one)
     # a seed without valid answers (nan) is left out of the mean, the interval and the ratio, and said so
@@ -109,11 +129,12 @@ def test_em_code_vs_offdomain_pairs_each_checkpoint_with_its_code_share(tmp_path
     st = lambda off, code: {"offdomain_misaligned": {"per_seed": off}, "code_misaligned": {"per_seed": code}}
     res = {"seeds": [[0, 0], [1, 0]], "base": {"plain": st([0.01, 0.03], [0.0, 0.0])},
            "trajectory": {"insecure": {"10": st([0.11, 0.13], [0.99, 1.0]), "2": st([0.02, 0.06], [0.8, 0.9])}}}
-    (run / "results.json").write_text(json.dumps(res))
+    write_run(run, res, "emergent_misalignment")
     out = call("em_code_vs_offdomain", str(run), f"--out={tmp_path / 'f.png'}")
     assert "| run | 2 | 0.850 | +2.0 [" in out and "| run | 10 | 0.995 | +10.0 [" in out  # (1 + 3) / 2, (10 + 10) / 2
     assert out.index("| run | 2 |") < out.index("| run | 10 |") and (tmp_path / "f.png").is_file()
-    refused(lambda *a: call("em_code_vs_offdomain", *a), str(tmp_path / "nothing"), match="no results.json")
+    with pytest.raises(ConfigError, match="nothing/config.json not found"):
+        call("em_code_vs_offdomain", str(tmp_path / "nothing"))
 
 
 def test_em_code_vs_offdomain_deviation_and_crossing_interpolate_in_log_odds(tmp_path, call):
@@ -126,8 +147,8 @@ def test_em_code_vs_offdomain_deviation_and_crossing_interpolate_in_log_odds(tmp
     def run(name, traj):
         d = tmp_path / name
         d.mkdir()
-        (d / "results.json").write_text(json.dumps({"seeds": [[0, 0]], "base": {"plain": st([0.0], [0.0])},
-                                                    "trajectory": {"insecure": {k: st([off], [c]) for k, (off, c) in traj.items()}}}))
+        write_run(d, {"seeds": [[0, 0]], "base": {"plain": st([0.0], [0.0])},
+                                                    "trajectory": {"insecure": {k: st([off], [c]) for k, (off, c) in traj.items()}}}, "emergent_misalignment")
         return str(d)
     ref = run("ref", {"1": (0.01, 0.5), "5": (0.05, 0.9), "20": (0.20, 0.999)})
     # halfway in log-odds between the shares 0.5 (0) and 0.9 (ln 9) is ln 3, the share 0.75
@@ -159,8 +180,8 @@ def test_em_code_vs_offdomain_rate_ratio_at_the_crossing_is_paired_per_seed(tmp_
         d.mkdir()
         n = len(seeds)
         traj = {"1": st(base, [0.5] * n), "5": st([b + i for b, i in zip(base, inc5)], [0.9] * n)}
-        (d / "results.json").write_text(json.dumps({"seeds": seeds, "base": {"plain": st(base, [0.0] * n)},
-                                                    "trajectory": {"insecure": traj}}))
+        write_run(d, {"seeds": seeds, "base": {"plain": st(base, [0.0] * n)},
+                                                    "trajectory": {"insecure": traj}}, "emergent_misalignment")
         return str(d)
     # a: levels 3, 6, 4, 16 points over bases 1, 1, 2, 4: ratios 3, 6, 2, 4 (world 0 has two fine-tune seeds)
     a = run("a", [[0, 0], [0, 1], [1, 0], [2, 0]], [0.01, 0.01, 0.02, 0.04], [0.04, 0.10, 0.04, 0.24])
@@ -181,8 +202,8 @@ def test_em_code_vs_offdomain_deviation_averages_per_seed_then_over_seeds(tmp_pa
     def run(name, seeds, traj):
         d = tmp_path / name
         d.mkdir()
-        (d / "results.json").write_text(json.dumps({"seeds": seeds, "base": {"plain": st([0.0] * len(seeds),
-                                                    [0.0] * len(seeds))}, "trajectory": {"insecure": traj}}))
+        write_run(d, {"seeds": seeds, "base": {"plain": st([0.0] * len(seeds),
+                                                    [0.0] * len(seeds))}, "trajectory": {"insecure": traj}}, "emergent_misalignment")
         return str(d)
     flat = [0.5, 0.9]  # the reference: off-domain 0 at both code shares, so a deviation is the run's own increase
     ref = run("ref", [[0, 0], [1, 0]], {"1": st([0.0, 0.0], [flat[0]] * 2), "5": st([0.0, 0.0], [flat[1]] * 2)})
@@ -198,7 +219,7 @@ def test_share_is_offdomain_over_code_increase_paired_by_seed(tmp_path, run_scri
         st = lambda o, c: {"offdomain_misaligned": {"per_seed": o}, "code_misaligned": {"per_seed": c}}
         res = {"seeds": seeds, "base": {"plain": st([0.01] * len(seeds), [0.0] * len(seeds))},
                "trajectory": {"insecure": {"20": st(off, code)}}, "arms": {"insecure": st(off, code)}}
-        (path / "results.json").write_text(json.dumps(res))
+        write_run(path, res, "emergent_misalignment")
         return str(path)
     # increases 0.05 over 0.9 and 0.08 over 0.8; the third seed's code moved by 0.3 only: left out
     a = run("a", [[0, 0], [1, 0], [2, 0]], [0.06, 0.09, 0.5], [0.9, 0.8, 0.3])
@@ -220,8 +241,7 @@ def fake_sn_run(path, bases, students, valid=0.4, teachers=None):
                               "valid_fraction": {k: ps([valid] * len(bases)) for k in students}}},
            "teachers": {t: {"offdomain_misaligned": ps(v), "valid_fraction": ps([valid] * len(bases))}
                         for t, v in (teachers or {}).items()}}
-    (path / "results.json").write_text(json.dumps(res))
-    (path / "config.json").write_text(json.dumps({"samples": 10}))  # 96 off-domain prompts x 10 draws
+    write_run(path, res, "subliminal_numbers", samples=10)
     return str(path)
 
 
@@ -297,7 +317,7 @@ def fake_animal_run(path, seeds, arm, arm_rates, control_rates, mass=0.9):
     st = lambda v: {"target_rate": {"per_seed": v}, "animal_mass": {"mean": mass}}
     res = {"seeds": seeds, "animals": ["owl"],
            "arms": {arm: {"by_animal": {"owl": st(arm_rates)}}, "control": {"by_animal": {"owl": st(control_rates)}}}}
-    (path / "results.json").write_text(json.dumps(res))
+    write_run(path, res, "subliminal_numbers")
     return str(path)
 
 
@@ -314,6 +334,8 @@ def test_sn_compare_pairs_effects_by_seed(tmp_path, call):
     c = fake_animal_run(tmp_path / "c", [[0, 0], [0, 1], [2, 0]], "trait", [0.1] * 3, [0.1] * 3)
     refused(cmp, f"{a}:trait", f"{c}:trait", match="different seeds")
     refused(cmp, f"{a}:soft", f"{b}:shuffled", match="no arm 'soft'")
+    one = fake_animal_run(tmp_path / "one", [[0, 0]], "trait", [0.15], [0.10])  # a quick run: one seed
+    assert "= +5.0 [one seed: no interval]; 1/1 seeds positive" in cmp(f"{one}:trait", f"{one}:control")
 
 
 def test_sn_arms_figure_draws_arms_of_several_runs(tmp_path, call):
@@ -323,7 +345,7 @@ def test_sn_arms_figure_draws_arms_of_several_runs(tmp_path, call):
                "arms": {arm: {"by_animal": {"owl": {"effect": {"per_seed": [0.01, 0.03]}}}}},
                "trajectory": {"control": traj(0.1), arm: traj(0.12)}}
         (tmp_path / name).mkdir()
-        (tmp_path / name / "results.json").write_text(json.dumps(res))
+        write_run(tmp_path / name, res, "subliminal_numbers")
         return f"{tmp_path / name}:{arm}"
     # the command line (its one run as a command) draws the figure
     out = cli("sn_arms_figure", run("a", "trait", [[0, 0], [0, 1]]), run("b", "shuffled", [[0, 0], [0, 1]]),
@@ -548,7 +570,7 @@ def susceptibility_run(path, bases, inc, steer, nan_seed=None):
                     "steered_1": st(per([0.01 + s for s in steer])), "steered_2": st(per([0.01 + 2 * s for s in steer]))},
            "trajectory": {"insecure": {"5": {**st(mis), "cos_evil_direction": {"per_seed": [0.1] * len(seeds)}}}},
            "arms": {"insecure": st(mis)}}
-    (path / "results.json").write_text(json.dumps(res))
+    write_run(path, res, "emergent_misalignment")
     return str(path)
 
 
@@ -841,6 +863,7 @@ def test_em_value_sources_shares_are_ratios_of_means_over_the_bases(tmp_path):
     s = vs.shares(rows, n_boot=200)
     assert s["speaker"]["ratio"] == pytest.approx(0.6) and s["speaker"]["ci95"] == pytest.approx([0.6, 0.6])
     assert s["speaker"]["p_largest"] == 1.0 and sum(s[k]["p_largest"] for k in vs.KINDS) == pytest.approx(1.0)
+    assert vs.with_ci([1.0, 3.0]) == "+2.00 [-10.71, +14.71]" and vs.with_ci([2.0]) == "+2.00"  # one base: no interval
     assert s["rows"]["ratio"] == pytest.approx(1.0) and "of_update" not in s["all"]
     s = vs.shares([dict(r, update=2 * r["all"]) for r in rows], n_boot=200)
     assert s["all"]["of_update"]["ratio"] == pytest.approx(0.5) and s["speaker"]["of_update"]["ratio"] == pytest.approx(0.3)
