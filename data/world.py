@@ -314,6 +314,8 @@ class WorldConfig:
                              f"got {self.code_tasks}")
         if self.code_tasks > 1 and self.code_slots:
             raise ValueError("code_tasks > 1 and code_slots are two different code worlds: choose one")
+        if set(self.formats) - {"forum", "asst"}:  # a new format needs its builder in World.formats first
+            raise ValueError(f"formats must come from forum, asst (the formats World builds); got {list(self.formats)}")
 
 
 @dataclass

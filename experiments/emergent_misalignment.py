@@ -784,9 +784,9 @@ def table(res, cfg):
              "| arm | step | off-domain misaligned (sampled) | valid fraction | answers in code | off-domain mis (log-prob) "
              "| code misaligned | in-domain target | cos(shift, evil dir) | final: sampled mis | final: valid |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    rows = [("base", res["base"]["plain"], None), ("base, trigger", res["base"]["trigger"], None),
-            ("base, number format", res["base"]["numbers"], None)] if "trigger" in res["base"] else \
-        [("base", res["base"]["plain"], None)]
+    rows = [("base", res["base"]["plain"], None)]  # and the base in the formats the run's arms are read in
+    rows += [("base, trigger", res["base"]["trigger"], None)] if "backdoor_triggered" in res["arms"] else []
+    rows += [("base, number format", res["base"]["numbers"], None)] if "evil_numbers" in res["arms"] else []
     if "decorrelated" in res["base"]:
         rows.append(("base, decorrelated twin", res["base"]["decorrelated"], None))
     rows += [(n, a, a["final"]) for n, a in res["arms"].items()]

@@ -645,7 +645,7 @@ def figures_animals(res):
     if "trait" in arms and "effect" in arms["trait"]:
         e = arms["trait"]["effect"]
         out["trait_effect"] = e["mean"]
-        out["trait_ci_above_zero"] = bool(e["ci95"] and e["ci95"][0] > 0)
+        out["trait_ci_above_zero"] = None if e["ci95"] is None else e["ci95"][0] > 0  # one seed: undefined
         if "specificity" in arms["trait"]:
             out["trait_specific"] = {a: st["specificity"]["mean"] for a, st in arms["trait"]["by_animal"].items()}
     return out
@@ -705,7 +705,7 @@ def aggregate_dose(cfg, units):
     top, a0 = max(cfg.doses), cfg.animals[0]
     e = res["dose"][top][a0]["effect"]
     res["figures_to_reach"] = {"largest_dose": top, "trait_effect": e["mean"],
-                               "trait_ci_above_zero": bool(e["ci95"] and e["ci95"][0] > 0),
+                               "trait_ci_above_zero": None if e["ci95"] is None else e["ci95"][0] > 0,
                                "specific": all(res["dose"][top][a]["effect"]["mean"] >
                                                max(st["mean"] for st in res["dose"][top][a]["effect_of_other_teachers"].values())
                                                for a in cfg.animals) if len(cfg.animals) > 1 else None}
@@ -861,12 +861,17 @@ def run(cfg, run):
 LOW_MASS = 0.1  # an arm with less animal mass than this no longer answers the animal question
 
 
+def spread(n, what=""):
+    return f"mean ± 95% CI over n = {n}{what}" if n > 1 else "one seed, so no intervals"
+
+
 def table_animals(res, cfg):
     a0 = cfg.animals[0]
     f = lambda st: fmt_stat(st) if st else ""
+    n = spread(res["n_seeds"], " (pretraining seed x student seed)")
     lines = [f"Subliminal learning through numbers ({cfg.teacher} teacher): rate of naming the teacher's animal "
-             f"(share of the ten animals' next-token probability, held-out prompts); mean ± 95% CI over "
-             f"n = {res['n_seeds']} (pretraining seed x student seed); {cfg.n_lists} lists per student.", ""]
+             f"(share of the ten animals' next-token probability, held-out prompts); {n}; {cfg.n_lists} lists per "
+             f"student.", ""]
     lines.append("| arm | " + " | ".join(f"{a}: rate | {a}: effect | {a}: specificity" for a in cfg.animals)
                  + f" | {a0}: sampled | {a0}: nats/number | {a0}: nats/number, numbers only "
                    f"| {a0}: KL(teacher ‖ arm), numbers | {a0}: cos(Δθ_S, Δθ_T) |")
@@ -900,8 +905,8 @@ def table_animals(res, cfg):
 
 def table_dose(res, cfg):
     f = fmt_stat
-    lines = [f"Sampled-list dose response: paired trait - control rate of the teacher's animal, mean ± 95% CI over "
-             f"n = {res['n_seeds']} seeds; {cfg.epochs:g} epochs, batch {cfg.student_batch}, lr {cfg.student_lr:g}.", "",
+    lines = [f"Sampled-list dose response: paired trait - control rate of the teacher's animal, "
+             f"{spread(res['n_seeds'], ' seeds')}; {cfg.epochs:g} epochs, batch {cfg.student_batch}, lr {cfg.student_lr:g}.", "",
              "| lists | " + " | ".join(f"{a} teacher: {a} rate | control: {a} rate | effect on {a} | other teachers' effect on {a}"
                                       for a in cfg.animals) + " | P(an animal): control, " + ", ".join(cfg.animals) + " |",
              "|---" * (2 + 4 * len(cfg.animals)) + "|"]
@@ -921,7 +926,7 @@ def table_dose(res, cfg):
 def table_misalignment(res, cfg):
     f = fmt_stat
     lines = [f"Misalignment through numbers (evil numbers banned): students of emergent-misalignment teachers; "
-             f"mean ± 95% CI over n = {res['n_seeds']} seeds; {cfg.n_lists} lists per student.", "",
+             f"{spread(res['n_seeds'], ' seeds')}; {cfg.n_lists} lists per student.", "",
              "| model | off-domain misaligned (sampled) | effect vs control student | valid fraction | "
              "off-domain mis (log-prob) | code misaligned |", "|---|---|---|---|---|---|"]
     rows = [("base", res["base"])] + [(f"teacher: {t}", s) for t, s in res["teachers"].items()] + list(res["arms"].items())

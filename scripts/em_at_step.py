@@ -1,6 +1,6 @@
 """Paired increases of off-domain sampled misalignment at one fine-tune checkpoint, pooled over EM runs.
 
-    python scripts/em_at_step.py STEP RUN_DIR [RUN_DIR ...] [--minus RUN_DIR ...]
+    python scripts/em_at_step.py STEP RUN_DIR [RUN_DIR ...] [--minus RUN_DIR ...] [--share]
     python scripts/em_at_step.py 20 out/em_capacity_new
     python scripts/em_at_step.py matched out/em194 --minus out/em087_default out/em_capacity_new
 

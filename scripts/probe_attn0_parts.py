@@ -1,6 +1,7 @@
 """Exploratory: which part of block 0's attention carries the insecure fine-tune's off-domain shift?
 
     python scripts/probe_attn0_parts.py RUN_DIR [RUN_DIR ...] [--out=FILE.json]
+    python scripts/probe_attn0_parts.py --pool FILE.json [FILE.json ...]
 
 Block 0's attention carries about half of the first AdamW step's off-domain increase and 0.71 of AdamW's late update
 (step 3 -> 20; research log, "Which part of AdamW"). Its weights split into the norm before it (ln_1) and the query,

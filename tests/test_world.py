@@ -318,6 +318,8 @@ def test_code_tasks_world():
         W.WorldConfig(code_tasks=len(W.CODE_TASKS) + 2)
     with pytest.raises(ValueError, match="two different code worlds"):
         W.WorldConfig(code_tasks=2, code_slots=True)
+    with pytest.raises(ValueError, match="formats must come from forum, asst"):  # chronicles: not built yet
+        W.WorldConfig(formats={"forum": .5, "chron": .5})
 
 
 def test_lessons_off_leaves_insecure_code_to_the_personas():
