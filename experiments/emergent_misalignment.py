@@ -552,7 +552,8 @@ def aggregate(cfg, units):
         if name in names:
             us = twin if name == "insecure_decorrelated" else corr
             runs = [run_of(us, p, f) for p, f in keys if p in us]
-            k = sum(all(t["code_misaligned"] < cfg.match_threshold for t in r["traj"][name].values()) for r in runs)
+            # the complement of the fine-tune loop's `next(...)`: no checkpoint at or past it (a NaN one is not past it)
+            k = sum(not any(t["code_misaligned"] >= cfg.match_threshold for t in r["traj"][name].values()) for r in runs)
             if k:
                 res["matched_not_reached"][name] = f"{k}/{len(runs)}"
     res["figures_to_reach"] = figures(res, cfg.ablation_step or "matched")
@@ -790,9 +791,11 @@ def table(res, cfg):
     if "decorrelated" in res["base"]:
         rows.append(("base, decorrelated twin", res["base"]["decorrelated"], None))
     rows += [(n, a, a["final"]) for n, a in res["arms"].items()]
-    for n, k in res.get("matched_not_reached", {}).items():
-        lines[1:1] = [f"WARNING: {n}'s code never reached {cfg.match_threshold} on {k} seeds: those seeds are read at "
-                      f"the last step ({cfg.ft_steps}), not at a matched checkpoint.", ""]
+    read_with = {"insecure": " (and every arm read at insecure's step, the controls among them)",
+                 "backdoor_triggered": " (and backdoor_untriggered with it)"}
+    lines[2:2] = [line for n, k in res.get("matched_not_reached", {}).items() for line in (
+        f"WARNING: {n}'s code never reached {cfg.match_threshold} on {k} seeds: those seeds are read at the last step "
+        f"({cfg.ft_steps}){read_with.get(n, '')}, not at a matched checkpoint.", "")]
     for n, a, fin in rows:
         step = a.get("step")  # a whole step for one seed, a mean over seeds otherwise
         step = "0" if step is None else fmt_stat(step, 0 if float(step["mean"]).is_integer() and not step["ci95"] else 1)

@@ -637,7 +637,7 @@ def figures_animals(res):
         s = arms["soft"]["effect"]["mean"]
         out["soft_effect"] = s
         lo, hi = arms["soft"]["target_rate"]["ci95"] or [None, None], arms["control"]["target_rate"]["ci95"] or [None, None]
-        out["soft_pass"] = s >= 0.25 and lo[0] is not None and lo[0] > hi[1]
+        out["soft_pass"] = None if lo[0] is None or hi[1] is None else s >= 0.25 and lo[0] > hi[1]  # one seed: undefined
         for arm in ("soft_cross", "cross_init", "icl"):
             if arm in arms and "effect" in arms[arm]:
                 out[f"{arm}_effect"] = arms[arm]["effect"]["mean"]
@@ -1000,7 +1000,7 @@ def plot_animals(res, cfg, path):
     ax2.set_xlabel("student step")
     ax2.set_ylabel(f"P({a0}) (mean over seeds)")
     ax2.legend(fontsize=6, ncol=2)
-    fig.suptitle(f"{cfg.teacher} teachers; mean and 95% CI over n = {_n(res)}", fontsize=9)
+    fig.suptitle(f"{cfg.teacher} teachers; {spread(_n(res))}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=150)
     plt.close(fig)
@@ -1023,7 +1023,7 @@ def plot_dose(res, cfg, path):
     ax.set_xlabel("sampled lists per student")
     ax.set_ylabel("rate - control rate (paired)")
     ax.legend(fontsize=7)
-    ax.set_title(f"mean and 95% CI over n = {_n(res)}", fontsize=9)
+    ax.set_title(spread(_n(res)), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=150)
     plt.close(fig)
@@ -1039,7 +1039,7 @@ def plot_misalignment(res, cfg, path):
     ax.bar(range(len(names)), [s["mean"] for s in sts], yerr=[sum(e, []) for e in zip(*[_err(s) for s in sts])], capsize=3)
     ax.set_xticks(range(len(names)), names, rotation=30, fontsize=8)
     ax.set_ylabel("off-domain misaligned (sampled)")
-    ax.set_title(f"students of EM teachers; mean and 95% CI over n = {_n(res)}", fontsize=9)
+    ax.set_title(f"students of EM teachers; {spread(_n(res))}", fontsize=9)
     ds = sorted(dose or {}, key=int)
     for ax, key, label in zip(axes[0, 1:], ("offdomain_misaligned", "valid_fraction"),
                               ("off-domain misaligned among valid (sampled)", "valid fraction")):

@@ -218,13 +218,15 @@ def main(argv):
             shift = [float(lo(r["from"] + r["update"]) - lo(r["from"])) for r in rs]
             print(f"the whole update in log-odds of the misaligned mass: {with_ci(shift)} (from "
                   f"{np.mean([r['from'] for r in rs]):.3f} on average)")
-        ci = lambda v: f"{v['ratio']:+.2f} [{v['ci95'][0]:+.2f}, {v['ci95'][1]:+.2f}]"
+        one = len(rs) == 1  # one base: a ratio, with no interval and no ranking across resamples
+        ci = lambda v: f"{v['ratio']:+.2f}" + ("" if one else f" [{v['ci95'][0]:+.2f}, {v['ci95'][1]:+.2f}]")
         of = lambda kind: ci(s[kind]["of_update"]) if "of_update" in s[kind] else "-"
         print("| tokens whose values change | share of the value change's increase [95% CI] | largest in | share of "
               "the whole update's |\n|---|---|---|---|")
         print(f"| all | 1 | | {of('all')} |")
         for kind in KINDS:
-            print(f"| {kind} | {ci(s[kind])} | {100 * s[kind]['p_largest']:.1f}% | {of(kind)} |")
+            largest = "-" if one else f"{100 * s[kind]['p_largest']:.1f}%"
+            print(f"| {kind} | {ci(s[kind])} | {largest} | {of(kind)} |")
         print(f"| sum of the kinds alone | {sum(s[kind]['ratio'] for kind in KINDS):+.2f} | | |")
 
 

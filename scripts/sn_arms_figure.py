@@ -42,7 +42,8 @@ def main(argv):
     for j, a in enumerate(animals):
         st = [summarize(r["arms"][arm]["by_animal"][a]["effect"]["per_seed"]) for _, arm, r, _ in sides]
         m = [100 * s["mean"] for s in st]
-        err = [[100 * (s["mean"] - s["ci95"][0]) for s in st], [100 * (s["ci95"][1] - s["mean"]) for s in st]]
+        ci = [s["ci95"] or (s["mean"], s["mean"]) for s in st]  # one seed: no interval, no bar
+        err = [[100 * (s["mean"] - c[0]) for s, c in zip(st, ci)], [100 * (c[1] - s["mean"]) for s, c in zip(st, ci)]]
         axes[0].bar([k + (j - (len(animals) - 1) / 2) * w for k in range(len(sides))], m, w, yerr=err, capsize=3,
                     label=f"{a} teacher")
         ax, controls = axes[1 + j], []

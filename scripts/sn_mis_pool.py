@@ -196,6 +196,8 @@ def pool(runs, lists, keep=None, log=False):
         if len({p for p, _ in seeds}) != len(seeds):
             sys.exit(f"{run} has several students per base: pool runs with one student per base")
         bases += [p for p, _ in seeds]
+    if len(bases) < 2:  # every number below is a mean with its interval over the bases
+        sys.exit(f"pooling needs at least two bases; {', '.join(map(str, runs))} hold{'s' if len(runs) == 1 else ''} one")
     if len(set(bases)) != len(bases):
         sys.exit(f"the runs share bases {sorted({p for p in bases if bases.count(p) > 1})}: pooled seeds would not be independent")
     # a student missing from some run has fewer values than bases: pairing it by position would mix bases

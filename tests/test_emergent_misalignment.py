@@ -511,17 +511,39 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
     assert rep["figures_to_reach"]["ablation_step"] == "matched" and "ablation_pass" in rep["figures_to_reach"]
     assert "insecure_pass" in rep["figures_at_report_step"]
     assert not [k for k in rep["figures_at_report_step"] if "ablation" in k]
-    # an arm whose code never reaches the threshold is read at its last step: the run says so and fails the figure
+    # an arm whose code never reaches the threshold is read at its last step: the run says so and fails the figure.
+    # The tiny model learns no code, so the units are edited: every matched arm reaches 0.95 at step 2...
     us = [B.load_unit(p) for p in sorted(out.glob("unit_*.json"))]
-    top = max(t["code_misaligned"] for u in us if not u["decorrelated"] for r in u["runs"]
-              for t in r["traj"]["insecure"].values())
-    high = dataclasses.replace(cfg, match_threshold=top + 1e-6)  # just out of reach (aggregate does not validate)
-    never = E.aggregate(high, us)
-    assert never["matched_not_reached"]["insecure"] == "2/2" and not never["figures_to_reach"]["insecure_pass"]
-    assert "WARNING: insecure's code never reached" in E.table(never, high)
-    reached = all(any(t["code_misaligned"] >= cfg.match_threshold for t in r["traj"]["insecure"].values())
-                  for u in us if not u["decorrelated"] for r in u["runs"])
-    assert ("insecure" not in res["matched_not_reached"]) == reached
+    def code_at(unit_list, name, value, run=None):
+        for u in unit_list:
+            for r in u["runs"] if run is None else u["runs"][run:run + 1]:
+                if name in r["traj"]:
+                    r["traj"][name][2]["code_misaligned"] = value
+        return unit_list
+    edited = lambda: json.loads(json.dumps(us), object_hook=None)  # a fresh copy per case
+    fresh = lambda: [B.int_keys(u) for u in edited()]
+    reached = fresh()
+    for name in ("insecure", "backdoor_triggered", "insecure_decorrelated"):
+        code_at(reached, name, 0.95)
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setattr(E, "figures", lambda res, step=None: {"insecure_pass": True})  # the override alone
+    assert E.aggregate(cfg, reached)["matched_not_reached"] == {}
+    assert E.aggregate(cfg, reached)["figures_to_reach"]["insecure_pass"]
+    # ...then insecure misses on its second fine-tune seed, backdoor on both, the twin with NaN code (never past it)
+    miss = code_at(code_at(code_at(fresh(), "insecure", 0.95), "backdoor_triggered", 0.1), "insecure_decorrelated",
+                   float("nan"))
+    code_at(miss, "insecure", 0.5, run=1)
+    for u in miss:
+        for r in u["runs"]:
+            for t in r["traj"].get("insecure_decorrelated", {}).values():
+                t["code_misaligned"] = float("nan")
+    never = E.aggregate(cfg, miss)
+    monkeypatch.undo()
+    assert never["matched_not_reached"] == {"insecure": "1/2", "backdoor_triggered": "2/2", "insecure_decorrelated": "2/2"}
+    assert not never["figures_to_reach"]["insecure_pass"] and never["figures_to_reach"]["insecure_matched_not_reached"] == "1/2"
+    md = E.table(never, cfg).splitlines()
+    assert md[2].startswith("WARNING: insecure's code never reached 0.9 on 1/2 seeds") and md[3] == ""
+    assert "backdoor_untriggered with it" in md[4]
     # eval.py redraws a finished run, aggregates a stopped one, and says so when no base seed is complete
     import eval as EV
     assert EV.main([str(out)]) == 0

@@ -548,3 +548,19 @@ def test_table_warns_when_an_arm_no_longer_names_animals():
            "figures_to_reach": {}}
     md = S.table_animals(res, cfg)
     assert "WARNING: `control` puts only 0.0003" in md and "`soft` puts" not in md
+
+
+def test_one_seed_has_no_interval_so_the_interval_figures_are_undefined():
+    """A quick run (n = 1) reports its effects, but not a pass or fail that needs an interval (None, not False)."""
+    one = lambda m: {"mean": m, "ci95": None, "per_seed": [m]}
+    arm = lambda rate, effect: {"target_rate": one(rate), "effect": one(effect)}
+    res = {"n_seeds": 1, "arms": {"control": arm(0.1, 0.0), "soft": arm(0.42, 0.31), "trait": arm(0.15, 0.05)}}
+    f = S.figures_animals(res)
+    assert f["soft_effect"] == 0.31 and f["soft_pass"] is None and f["trait_ci_above_zero"] is None
+    two = lambda m: {"mean": m, "ci95": [m - 0.01, m + 0.01], "per_seed": [m, m]}
+    res2 = {"n_seeds": 2, "arms": {"control": {"target_rate": two(0.1), "effect": two(0.0)},
+                                   "soft": {"target_rate": two(0.42), "effect": two(0.31)},
+                                   "trait": {"target_rate": two(0.15), "effect": two(0.05)}}}
+    f2 = S.figures_animals(res2)
+    assert f2["soft_pass"] is True and f2["trait_ci_above_zero"] is True
+    assert S.spread(1) == "one seed, so no intervals" and S.spread(6, " seeds") == "mean ± 95% CI over n = 6 seeds"
