@@ -968,9 +968,9 @@ def _err(st):
 
 
 def _n(res):
-    """'n = 6 seeds', or 'n = 4 seeds (PARTIAL: 4 of 6 units)' for a run still going."""
+    """A figure's spread: 'mean and 95% CI over n = 6 seeds', with ' (PARTIAL: 4 of 6 units)' for a run still going."""
     p = res.get("partial")
-    return f"{res['n_seeds']} seeds" + (f" (PARTIAL: {p['units']} of {p['of']} units)" if p else "")
+    return spread(res["n_seeds"], " seeds") + (f" (PARTIAL: {p['units']} of {p['of']} units)" if p else "")
 
 
 def plot_animals(res, cfg, path):
@@ -1000,7 +1000,7 @@ def plot_animals(res, cfg, path):
     ax2.set_xlabel("student step")
     ax2.set_ylabel(f"P({a0}) (mean over seeds)")
     ax2.legend(fontsize=6, ncol=2)
-    fig.suptitle(f"{cfg.teacher} teachers; {spread(_n(res))}", fontsize=9)
+    fig.suptitle(f"{cfg.teacher} teachers; {_n(res)}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=150)
     plt.close(fig)
@@ -1023,7 +1023,7 @@ def plot_dose(res, cfg, path):
     ax.set_xlabel("sampled lists per student")
     ax.set_ylabel("rate - control rate (paired)")
     ax.legend(fontsize=7)
-    ax.set_title(spread(_n(res)), fontsize=9)
+    ax.set_title(_n(res), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=150)
     plt.close(fig)
@@ -1039,7 +1039,7 @@ def plot_misalignment(res, cfg, path):
     ax.bar(range(len(names)), [s["mean"] for s in sts], yerr=[sum(e, []) for e in zip(*[_err(s) for s in sts])], capsize=3)
     ax.set_xticks(range(len(names)), names, rotation=30, fontsize=8)
     ax.set_ylabel("off-domain misaligned (sampled)")
-    ax.set_title(f"students of EM teachers; {spread(_n(res))}", fontsize=9)
+    ax.set_title(f"students of EM teachers; {_n(res)}", fontsize=9)
     ds = sorted(dose or {}, key=int)
     for ax, key, label in zip(axes[0, 1:], ("offdomain_misaligned", "valid_fraction"),
                               ("off-domain misaligned among valid (sampled)", "valid fraction")):
