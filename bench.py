@@ -154,7 +154,8 @@ def bench_gpt(argv):
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="CPU threads; 1 by default: on our shared 2-core "
                    "machines a second thread stalls whenever another job holds a core (0: PyTorch's default)")
-    p.add_argument("--budget", type=float, default=220, help="seconds; later cases are skipped past it")
+    p.add_argument("--budget", type=float, default=220,
+                   help="seconds for all cases (default 220: a few minutes on a CPU); later cases are skipped past it")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     if args.threads and device.type == "cpu":

@@ -100,7 +100,7 @@ def score_continuations(model, pairs, *, tokenizer=None, eos_id=None, batch_size
     pads invisible). Returns (sums [N] float tensor, [per-token log-probs [len_i] per pair])."""
     if tokenizer is not None:
         eos_id = tokenizer.token_to_id("<eos>") if eos_id is None else eos_id
-        pairs = [(tokenizer.encode(p).ids, tokenizer.encode(c).ids) if isinstance(p, str) else (p, c) for p, c in pairs]
+        pairs = [(encode(tokenizer, p), encode(tokenizer, c)) if isinstance(p, str) else (p, c) for p, c in pairs]
     pairs = [(list(p), list(c) + ([eos_id] if eos_id is not None else [])) for p, c in pairs]
     if any(len(p) < 1 or len(c) < 1 for p, c in pairs):
         raise ValueError("every prompt and every continuation (with its end token) needs at least one token")
@@ -115,6 +115,16 @@ def score_continuations(model, pairs, *, tokenizer=None, eos_id=None, batch_size
             per_token.append(lp[j, len(p) - 1:len(p) + len(c) - 1])  # [len(c)]
     sums = torch.stack([t.sum() for t in per_token]) if per_token else torch.zeros(0)  # [N]
     return sums, per_token
+
+
+def encode(tokenizer, text):
+    """Token ids of a text, or a ValueError naming the words the (word-level) vocabulary lacks."""
+    try:
+        return tokenizer.encode(text).ids
+    except Exception:  # the tokenizers library's own error type, which names no word
+        vocab = tokenizer.get_vocab()
+        raise ValueError(f"not in the tokenizer's vocabulary: {[w for w in text.split() if w not in vocab]} "
+                         f"(in {text!r})") from None
 
 
 def reevaluate(argv):

@@ -36,7 +36,7 @@ def generator(device, *parts):
 class SeedMLP(nn.Module):
     """S independent MLPs d_in -> width x depth (ReLU) -> n_out, evaluated in one batched matmul per layer.
 
-    Parameters are `w{i}` [S, d_in, d_out] and `b{i}` [S, 1, d_out]. `forward(x)` takes per-seed inputs
+    Parameters are `weights.{i}` [S, d_in, d_out] and `biases.{i}` [S, 1, d_out]. `forward(x)` takes per-seed inputs
     x [S, B, d_in] or inputs shared by all seeds x [B, d_in], and returns logits [S, B, n_out].
     """
 
@@ -262,11 +262,14 @@ class Block(nn.Module):
 class GPT(nn.Module):
     """Decoder-only transformer. `model(idx)` -> logits [B, T, V]; `model(idx, targets=y)` -> per-token
     cross-entropy [B, T] (float32), computed inside forward so that torch.compile fuses it with the
-    unembedding. See the section comment above for positions, init and hook points."""
+    unembedding. See the section comment above for positions, init and hook points. The weights are drawn from
+    `generator` (a torch.Generator), or from seed 0 without one: two GPTs built alike are equal."""
 
     def __init__(self, cfg, generator=None):
         super().__init__()
-        assert cfg.n_embd % cfg.n_head == 0 and (cfg.n_embd // cfg.n_head) % 2 == 0, "head size must be even (RoPE)"
+        if cfg.n_embd % cfg.n_head or (cfg.n_embd // cfg.n_head) % 2:
+            raise ValueError(f"n_embd ({cfg.n_embd}) must split into n_head ({cfg.n_head}) heads of an even size "
+                             f"(rotary positions rotate pairs of dimensions)")
         self.cfg = cfg
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.embed = HookPoint()
@@ -395,9 +398,12 @@ class GPT(nn.Module):
         use_cache=False re-runs the whole sequence at every step (the reference for the KV cache).
         Returns a list of lists: each row's new tokens, eos included when emitted."""
         device = self.wte.weight.device
+        if not prompts or min(len(p) for p in prompts) < 1:
+            raise ValueError("generate needs at least one prompt, and every prompt at least one token")
+        if max_new_tokens < 0 or temperature < 0 or top_k is not None and top_k < 1:
+            raise ValueError(f"max_new_tokens must be >= 0, temperature >= 0 (0: greedy) and top_k >= 1 or None; got "
+                             f"{max_new_tokens}, {temperature}, {top_k}")
         B, P = len(prompts), max(len(p) for p in prompts)
-        if min(len(p) for p in prompts) < 1:
-            raise ValueError("every prompt needs at least one token")
         if P + max_new_tokens > self.cfg.block_size:
             raise ValueError(f"prompt ({P}) + max_new_tokens ({max_new_tokens}) exceeds block_size={self.cfg.block_size}")
         idx = torch.full((B, P), pad_id, dtype=torch.long, device=device)  # [B, P]

@@ -237,7 +237,7 @@ def cpu_name():
 def write_json(path, obj):
     """Atomic JSON write: a crash never leaves half a file behind."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # per process: DDP ranks write the same files at once
     tmp.write_text(json.dumps(obj, indent=2) + "\n")
     os.replace(tmp, path)
 
@@ -862,7 +862,7 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
     continues from `ckpt`'s resume state when it exists (same numbers as an uninterrupted run).
     `meta` is merged into each checkpoint's JSON (e.g. {"tokenizer": "tokenizer.json"}).
     Under torchrun (see ddp_setup) the model is wrapped in DistributedDataParallel; rank 0 logs and saves.
-    Returns {"history": [records], "step", "train_loss", "val_loss", "seconds"}."""
+    Returns {"history": [records], "step", "start_step" (> 0 when resumed), "train_loss", "val_loss", "seconds"}."""
     rank, world = _dist()
     device = next(model.parameters()).device
     decay_steps = steps if decay_steps is None else decay_steps
@@ -877,7 +877,10 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
     step, position = 0, 0  # optimizer steps done, rows of the data stream consumed
     state_path = None if ckpt is None else Path(ckpt).with_name(Path(ckpt).name + ".state.pt")
     if resume and state_path is not None and state_path.is_file():
-        tensors, saved = load_weights(ckpt, device)
+        try:
+            tensors, saved = load_weights(ckpt, device)
+        except CheckpointError as e:  # the run's own checkpoint: rerunning what wrote it is this command
+            raise CheckpointError(f"{e}; to start this run afresh instead, pass --resume=False") from None
         _check_gpt_checkpoint(ckpt, saved.get("model_config"), tensors, expect=model.cfg)
         model.load_state_dict(tensors)
         try:
@@ -885,6 +888,9 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
         except Exception as e:  # truncated or not a torch file
             raise CheckpointError(f"{state_path} is unreadable ({type(e).__name__}: {e}): delete it to start from the "
                                   f"beginning, or pass --resume=False") from None
+        if not isinstance(state, dict) or {"optimizer", "rng", "step", "data_position"} - set(state):
+            raise CheckpointError(f"{state_path} is not a resume state written by train_lm: delete it to start from "
+                                  f"the beginning, or pass --resume=False")
         opt.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"]["torch"].cpu())
         if state["rng"]["cuda"] is not None and torch.cuda.is_available():
@@ -892,6 +898,7 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
         step, position = state["step"], state["data_position"]
         if rank == 0:
             print(f"[{desc}] resumed from {ckpt} at step {step}")
+    start_step = step
 
     fwd = torch.compile(model) if compile else model  # `model` stays the plain module we save
     if world > 1:
@@ -983,8 +990,8 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
         val_loss = evaluate()
     if ckpt is not None:
         save(ckpt, with_state=True)
-    return {"history": history, "step": step, "train_loss": train_loss, "val_loss": val_loss,
-            "seconds": time.time() - t_start}
+    return {"history": history, "step": step, "start_step": start_step, "train_loss": train_loss,
+            "val_loss": val_loss, "seconds": time.time() - t_start}
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -17,9 +17,12 @@ writes the results; pass --out_dir so that all ranks agree on the run directory.
 
 Outputs in the run directory: model.safetensors / model.json / model.state.pt (resume), tokenizer.json,
 loss.png, and results.json = {"corpus", "n_params", "steps", "train_tokens", "train_loss", "val_loss",
-"seconds", "tokens_per_s", "samples": [{"prompt", "completion"}], "sum_accuracy": {"train", "heldout"}
-(tiny only)}.
+"seconds" (this process's), "tokens_per_s", "resumed_from_step" (when resumed), "samples": [{"prompt",
+"completion"}], "sum_accuracy": {"train", "heldout"} (tiny only)}. A rerun resumes from the last checkpoint:
+with ckpt_every = 0 that is only the end, so set --ckpt_every=N for a long run that may be stopped. The loss curve
+and the last train loss come from metrics.jsonl, across the attempts (a step logged twice: the later attempt's).
 """
+import json
 import random
 import time
 from dataclasses import dataclass
@@ -56,7 +59,7 @@ class Config:
     grad_clip: float = 1.0
     eval_every: int = 50
     log_every: int = 25
-    ckpt_every: int = 0                # also checkpoint every N steps (always at the end)
+    ckpt_every: int = 0                # also checkpoint every N steps (always at the end): what a stopped run resumes from
     # system
     seed: int = 0
     device: str = "auto"               # auto = cuda when available
@@ -65,6 +68,38 @@ class Config:
     threads: int = 0                   # CPU threads; 0 = PyTorch's default
     out_dir: str = ""                  # default out/<config name>/<UTC time>
     resume: bool = True                # continue from out_dir/model.state.pt when it exists
+
+
+def validate(cfg):
+    """Every key checked before the run directory exists: a bad value leaves nothing behind."""
+    checks = [
+        (cfg.corpus in ("tiny", "world"), f"corpus must be 'tiny' or 'world', got {cfg.corpus!r}"),
+        (min(cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size, cfg.n_docs) >= 1,
+         "n_layer, n_head, n_embd, block_size and n_docs must be >= 1"),
+        (cfg.n_embd % cfg.n_head == 0 and cfg.n_embd // cfg.n_head % 2 == 0,
+         f"n_embd ({cfg.n_embd}) must split into n_head ({cfg.n_head}) heads of an even size (rotary positions)"),
+        (0 < cfg.val_frac < 1, f"val_frac must be in (0, 1), got {cfg.val_frac}"),
+        (cfg.steps >= 1 and cfg.batch_size >= 1 and cfg.grad_accum >= 1, "steps, batch_size and grad_accum must be >= 1"),
+        (cfg.lr > 0 and (cfg.min_lr is None or cfg.min_lr >= 0) and cfg.warmup >= 0 and cfg.weight_decay >= 0
+         and cfg.grad_clip >= 0, "lr must be > 0, and min_lr, warmup, weight_decay and grad_clip >= 0"),
+        (cfg.log_every >= 1, "log_every must be >= 1"),
+        (cfg.eval_every >= 0 and cfg.ckpt_every >= 0 and cfg.threads >= 0,
+         "eval_every, ckpt_every and threads must be >= 0 (0: at the end only, or the default)"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise ConfigError(msg)
+
+
+def run_history(run, stage):
+    """The run directory's training records over every attempt at it (metrics.jsonl): for a step logged by a stopped
+    attempt and again after the resume, the later record."""
+    latest = {}
+    for line in run.metrics_path.read_text().splitlines() if run.metrics_path.is_file() else []:
+        r = json.loads(line)
+        if r.get("stage") == stage and "step" in r:
+            latest[(r["step"], "val_loss" in r)] = r
+    return [latest[k] for k in sorted(latest)]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -168,11 +203,16 @@ def run(cfg, run):
         return
 
     model.eval()
+    history = run_history(run, "pretrain")  # every attempt's, so that a resumed run reports its whole training
+    losses = [r["loss"] for r in history if "loss" in r]
     results = {"corpus": cfg.corpus, "n_params": model.n_params(), "steps": out["step"],
                "train_tokens": out["step"] * cfg.batch_size * cfg.grad_accum * world_size * cfg.block_size,
-               "train_loss": out["train_loss"], "val_loss": out["val_loss"], "seconds": time.time() - t0}
-    speeds = [r["tokens_per_s"] for r in out["history"] if "tokens_per_s" in r]
+               "train_loss": losses[-1] if losses else out["train_loss"], "val_loss": out["val_loss"],
+               "seconds": time.time() - t0}
+    speeds = [r["tokens_per_s"] for r in history if "tokens_per_s" in r]
     results["tokens_per_s"] = speeds[-1] if speeds else None
+    if out["start_step"]:
+        results["resumed_from_step"] = out["start_step"]
     prompts = [" ".join(t.split()[:4]) for t in val_texts[:3]]
     completions = model.generate([tok.encode(p).ids for p in prompts], min(24, cfg.block_size - 4), temperature=0,
                                  eos_id=tok.token_to_id("<eos>"))
@@ -181,7 +221,7 @@ def run(cfg, run):
     if cfg.corpus == "tiny":
         results["sum_accuracy"] = {"train": sum_accuracy(model, tok, False), "heldout": sum_accuracy(model, tok, True)}
     run.save_results(results, table(results))
-    plot_loss(out["history"], run.dir / "loss.png", f"{cfg.corpus}: {model.n_params():,} parameters")
+    plot_loss(history, run.dir / "loss.png", f"{cfg.corpus}: {model.n_params():,} parameters")
     print(table(results))
     print(f"\nresults, table, loss curve and checkpoint in {run.dir}")
 

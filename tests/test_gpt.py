@@ -211,6 +211,12 @@ def test_sampling_is_deterministic_given_a_generator():
     assert draw(0) != draw(1)
     assert draw(0, top_k=1) == model.generate(prompts, 12, temperature=0)  # top-1 sampling is greedy
     assert draw(0, temperature=1e-6) == model.generate(prompts, 12, temperature=0)
+    for bad in (dict(prompts=[]), dict(prompts=[[]]), dict(top_k=0), dict(temperature=-1.0), dict(max_new_tokens=-1)):
+        kw = {"prompts": prompts, "max_new_tokens": 4, **bad}
+        with pytest.raises(ValueError, match="at least one prompt|must be >= 0"):  # not a shape error from deep inside
+            model.generate(kw.pop("prompts"), kw.pop("max_new_tokens"), **kw)
+    with pytest.raises(ValueError, match=r"n_embd \(100\) must split into n_head \(3\) heads"):
+        GPT(GPTConfig(vocab_size=8, n_embd=100, n_head=3))
 
 
 @torch.no_grad()
@@ -240,6 +246,8 @@ def test_tokenizer_round_trip_and_save_load(tmp_path):
     assert again.encode(text).ids == ids and again.get_vocab() == tok.get_vocab()
     with pytest.raises(Exception, match="UNK|unk"):
         tok.encode("ann has 4 apples")  # an unknown word is an error, not a silent <unk>
+    with pytest.raises(ValueError, match=r"not in the tokenizer's vocabulary: \['4'\]"):  # and scoring names it
+        score_continuations(tiny(), [("<bos> ann has", "4 apples .")], tokenizer=tok)
     model = tiny()
     sums, _ = score_continuations(model, [("<bos> ann has", "3 apples .")], tokenizer=tok)
     ids_sums, _ = score_continuations(model, [([1, 3, 4], [5, 6, 7])], eos_id=2)

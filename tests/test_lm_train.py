@@ -126,8 +126,14 @@ def test_resume_is_exact(tmp_path):
     assert out["step"] == 9 and same_weights(straight, resumed)
     state = torch.load(tmp_path / "ck.state.pt", weights_only=False)
     assert state["step"] == 9 and state["data_position"] == 9 * 4
+    torch.save({"step": 9}, tmp_path / "ck.state.pt")  # a torch file, but not a resume state
+    with pytest.raises(CheckpointError, match="ck.state.pt is not a resume state.*--resume=False"):
+        train_lm(fresh(), data, steps=9, ckpt=tmp_path / "ck", resume=True, **kw)
     (tmp_path / "ck.state.pt").write_bytes(b"")  # an empty resume state: a clear error, not torch's EOFError
     with pytest.raises(CheckpointError, match="ck.state.pt is unreadable.*--resume=False"):
+        train_lm(fresh(), data, steps=9, ckpt=tmp_path / "ck", resume=True, **kw)
+    (tmp_path / "ck.safetensors").write_bytes(b"cut")  # the run's own weights: the way out is to start afresh
+    with pytest.raises(CheckpointError, match="not a readable safetensors file.*pass --resume=False"):
         train_lm(fresh(), data, steps=9, ckpt=tmp_path / "ck", resume=True, **kw)
 
 
@@ -322,6 +328,31 @@ def test_train_py_lm_tiny_end_to_end(tmp_path):
     model, meta = load_lm(out / "model")
     tok = load_tokenizer(out / meta["tokenizer"])
     assert model.cfg.vocab_size == tok.get_vocab_size() and meta["step"] == 20
+    # rerunning the finished command resumes at its end: nothing trains, and the results keep the run's numbers
+    rerun = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    again = json.loads((out / "results.json").read_text())
+    assert rerun.returncode == 0 and again["resumed_from_step"] == 20 and again["train_loss"] == results["train_loss"]
+
+
+def test_lm_history_spans_the_attempts_and_a_redone_step_is_the_later_attempts(tmp_path):
+    from experiments.lm import run_history
+    run = type("R", (), {"metrics_path": tmp_path / "metrics.jsonl"})()
+    lines = [{"stage": "pretrain", "step": 10, "loss": 3.0}, {"stage": "pretrain", "step": 20, "loss": 2.0},
+             {"stage": "pretrain", "step": 20, "val_loss": 2.2},  # stopped here; resumed from the step-10 checkpoint
+             {"stage": "pretrain", "step": 20, "loss": 2.1}, {"stage": "other", "step": 5, "loss": 9.0},
+             {"stage": "pretrain", "step": 30, "loss": 1.5}]
+    run.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    got = run_history(run, "pretrain")
+    assert [(r["step"], r.get("loss", r.get("val_loss"))) for r in got] == [(10, 3.0), (20, 2.1), (20, 2.2), (30, 1.5)]
+
+
+@pytest.mark.parametrize("bad", ["--corpus=tyny", "--n_head=3", "--batch_size=0", "--ckpt_every=-1", "--steps=0",
+                                 "--log_every=0", "--lr=-1"])
+def test_a_bad_lm_config_fails_before_its_run_directory_exists(tmp_path, bad, capsys):
+    import train
+    out = tmp_path / "run"
+    assert train.main([str(ROOT / "configs/lm_tiny.py"), bad, f"--out_dir={out}"]) == 2
+    assert bad[2:].split("=")[0] in capsys.readouterr().err and not out.exists()
 
 
 def test_soft_kl_closed_forms():
