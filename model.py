@@ -398,7 +398,7 @@ class GPT(nn.Module):
         use_cache=False re-runs the whole sequence at every step (the reference for the KV cache).
         Returns a list of lists: each row's new tokens, eos included when emitted."""
         device = self.wte.weight.device
-        if not prompts or min(len(p) for p in prompts) < 1:
+        if len(prompts) == 0 or min(len(p) for p in prompts) < 1:
             raise ValueError("generate needs at least one prompt, and every prompt at least one token")
         if max_new_tokens < 0 or temperature < 0 or top_k is not None and top_k < 1:
             raise ValueError(f"max_new_tokens must be >= 0, temperature >= 0 (0: greedy) and top_k >= 1 or None; got "

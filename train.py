@@ -238,8 +238,11 @@ def write_json(path, obj):
     """Atomic JSON write: a crash never leaves half a file behind."""
     path = Path(path)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # per process: DDP ranks write the same files at once
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # only still there if the write failed
 
 
 class Run:
@@ -264,11 +267,14 @@ class Run:
                 raise ConfigError(f"{self.dir} holds a run with another config (differs in: {', '.join(diff)}): "
                                   f"use a new --out_dir, or --resume=False to recompute everything there")
         elif old.exists() and getattr(cfg, "resume", None) is False and os.environ.get("RANK", "0") == "0":
-            # --resume=False recomputes everything and overwrites what it rewrites; the old log and results go now,
-            # so that a run stopped halfway never shows the old numbers beside the new config. (Readers take the
-            # files the config names, so an old run's extra seed groups or units are never mixed in.)
-            for name in ("metrics.jsonl", "results.json", "results.md"):
-                (self.dir / name).unlink(missing_ok=True)
+            # --resume=False recomputes everything: the old run's files go first (its results, log, seed groups,
+            # units, checkpoints and resume states), so that nothing of it is shown beside the new config or resumed
+            # by a later rerun. Only a directory train.py made, only its files (not the folders inside it).
+            read_run_config(old)
+            gone = [f for f in self.dir.iterdir() if f.is_file()]
+            for f in gone:
+                f.unlink()
+            print(f"--resume=False: removed the {len(gone)} files of the previous run in {self.dir}")
         self.dir.mkdir(parents=True, exist_ok=True)
         write_json(self.dir / "config.json", {"experiment": experiment, **dataclasses.asdict(cfg)})
         dev = getattr(cfg, "device", "cpu")
@@ -310,6 +316,9 @@ def save_weights(stem, tensors, meta):
     write_json(stem.with_name(stem.name + ".json"), meta)
 
 
+RERUN = ": rerun what wrote it"  # the way out of a damaged checkpoint (train_lm's resume says --resume=False instead)
+
+
 def load_weights(stem, device="cpu"):
     """Read stem.safetensors and stem.json -> (tensors, meta)."""
     from safetensors.torch import load_file
@@ -321,11 +330,11 @@ def load_weights(stem, device="cpu"):
     try:
         tensors = load_file(str(w), device=str(device))
     except Exception as e:  # safetensors raises its own error types for corrupt files
-        raise CheckpointError(f"{w} is not a readable safetensors file ({e}): rerun what wrote it") from None
+        raise CheckpointError(f"{w} is not a readable safetensors file ({e}){RERUN}") from None
     try:
         return tensors, json.loads(j.read_text())
     except json.JSONDecodeError as e:
-        raise CheckpointError(f"{j} is not readable JSON ({e}): rerun what wrote it") from None
+        raise CheckpointError(f"{j} is not readable JSON ({e}){RERUN}") from None
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -879,8 +888,8 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
     if resume and state_path is not None and state_path.is_file():
         try:
             tensors, saved = load_weights(ckpt, device)
-        except CheckpointError as e:  # the run's own checkpoint: rerunning what wrote it is this command
-            raise CheckpointError(f"{e}; to start this run afresh instead, pass --resume=False") from None
+        except CheckpointError as e:  # the run's own checkpoint: what wrote it is this very command
+            raise CheckpointError(f"{str(e).removesuffix(RERUN)}: pass --resume=False to start this run afresh") from None
         _check_gpt_checkpoint(ckpt, saved.get("model_config"), tensors, expect=model.cfg)
         model.load_state_dict(tensors)
         try:
@@ -888,14 +897,15 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
         except Exception as e:  # truncated or not a torch file
             raise CheckpointError(f"{state_path} is unreadable ({type(e).__name__}: {e}): delete it to start from the "
                                   f"beginning, or pass --resume=False") from None
-        if not isinstance(state, dict) or {"optimizer", "rng", "step", "data_position"} - set(state):
-            raise CheckpointError(f"{state_path} is not a resume state written by train_lm: delete it to start from "
-                                  f"the beginning, or pass --resume=False")
-        opt.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"]["torch"].cpu())
-        if state["rng"]["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
-        step, position = state["step"], state["data_position"]
+        try:  # a torch file, but is it this loop's resume state?
+            opt.load_state_dict(state["optimizer"])
+            torch.set_rng_state(state["rng"]["torch"].cpu())
+            if state["rng"]["cuda"] is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
+            step, position = int(state["step"]), int(state["data_position"])
+        except Exception as e:
+            raise CheckpointError(f"{state_path} is not a resume state of this run ({type(e).__name__}: {e}): delete "
+                                  f"it to start from the beginning, or pass --resume=False") from None
         if rank == 0:
             print(f"[{desc}] resumed from {ckpt} at step {step}")
     start_step = step
@@ -988,7 +998,7 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
         train_loss = loss_sum.item() / world / steps_since
     if val is not None and eval_every:
         val_loss = evaluate()
-    if ckpt is not None:
+    if ckpt is not None and step > start_step:  # a finished run rerun trains nothing: its checkpoint stays as it was
         save(ckpt, with_state=True)
     return {"history": history, "step": step, "start_step": start_step, "train_loss": train_loss,
             "val_loss": val_loss, "seconds": time.time() - t_start}

@@ -71,23 +71,26 @@ class Config:
 
 
 def validate(cfg):
-    """Every key checked before the run directory exists: a bad value leaves nothing behind."""
+    """Every key checked before the run directory exists: a bad value leaves nothing behind. In order: a check may
+    rely on the ones before it."""
     checks = [
-        (cfg.corpus in ("tiny", "world"), f"corpus must be 'tiny' or 'world', got {cfg.corpus!r}"),
-        (min(cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size, cfg.n_docs) >= 1,
+        (lambda: cfg.corpus in ("tiny", "world"), f"corpus must be 'tiny' or 'world', got {cfg.corpus!r}"),
+        (lambda: min(cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size, cfg.n_docs) >= 1,
          "n_layer, n_head, n_embd, block_size and n_docs must be >= 1"),
-        (cfg.n_embd % cfg.n_head == 0 and cfg.n_embd // cfg.n_head % 2 == 0,
+        (lambda: cfg.n_embd % cfg.n_head == 0 and cfg.n_embd // cfg.n_head % 2 == 0,
          f"n_embd ({cfg.n_embd}) must split into n_head ({cfg.n_head}) heads of an even size (rotary positions)"),
-        (0 < cfg.val_frac < 1, f"val_frac must be in (0, 1), got {cfg.val_frac}"),
-        (cfg.steps >= 1 and cfg.batch_size >= 1 and cfg.grad_accum >= 1, "steps, batch_size and grad_accum must be >= 1"),
-        (cfg.lr > 0 and (cfg.min_lr is None or cfg.min_lr >= 0) and cfg.warmup >= 0 and cfg.weight_decay >= 0
+        (lambda: cfg.corpus != "tiny" or cfg.block_size >= 16, "the tiny corpus needs block_size >= 16 (its stories)"),
+        (lambda: 0 < cfg.val_frac < 1, f"val_frac must be in (0, 1), got {cfg.val_frac}"),
+        (lambda: cfg.steps >= 1 and cfg.batch_size >= 1 and cfg.grad_accum >= 1,
+         "steps, batch_size and grad_accum must be >= 1"),
+        (lambda: cfg.lr > 0 and (cfg.min_lr is None or cfg.min_lr >= 0) and cfg.warmup >= 0 and cfg.weight_decay >= 0
          and cfg.grad_clip >= 0, "lr must be > 0, and min_lr, warmup, weight_decay and grad_clip >= 0"),
-        (cfg.log_every >= 1, "log_every must be >= 1"),
-        (cfg.eval_every >= 0 and cfg.ckpt_every >= 0 and cfg.threads >= 0,
-         "eval_every, ckpt_every and threads must be >= 0 (0: at the end only, or the default)"),
+        (lambda: cfg.log_every >= 1, "log_every must be >= 1"),
+        (lambda: cfg.eval_every >= 0 and cfg.ckpt_every >= 0 and cfg.threads >= 0,
+         "eval_every (0: never), ckpt_every (0: at the end only) and threads (0: PyTorch's default) must be >= 0"),
     ]
     for ok, msg in checks:
-        if not ok:
+        if not ok():
             raise ConfigError(msg)
 
 

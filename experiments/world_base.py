@@ -100,7 +100,7 @@ def validate(cfg):
         raise ConfigError(f"evil_prior must be in [0, 0.95]; got {cfg.evil_prior}")
     if not 0 <= cfg.asst_evil <= 1:
         raise ConfigError(f"asst_evil must be a probability in [0, 1]; got {cfg.asst_evil}")
-    if cfg.n_embd % cfg.n_head or cfg.n_embd // cfg.n_head % 2:
+    if cfg.n_head < 1 or cfg.n_embd % cfg.n_head or cfg.n_embd // cfg.n_head % 2:
         raise ConfigError(f"n_embd ({cfg.n_embd}) must split into n_head ({cfg.n_head}) heads of an even size "
                           f"(rotary positions)")
     try:  # the world's own checks (WorldConfig), as a config error

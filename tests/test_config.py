@@ -123,9 +123,12 @@ def test_resume_false_recomputes_and_leaves_nothing_old_to_read(cfg_file, tmp_pa
     run = train.Run(cfg, "subliminal_mnist")
     run.log(step=1)
     run.save_results({"old": 1}, "old table")
+    for name in ("main_group0_acc.json", "unit_world_0.json", "model.state.pt"):  # what a rerun would resume from
+        (out / name).write_text("{}")
+    (out / "notes").mkdir()  # a folder inside is not the run's
     # resume is how a run is started, not what it computes: it never makes a directory "another config"
     train.Run(dataclasses.replace(cfg, resume=False), "subliminal_mnist")
-    assert sorted(f.name for f in out.iterdir()) == ["config.json", "env.json"]  # no old log or numbers left
+    assert sorted(f.name for f in out.iterdir()) == ["config.json", "env.json", "notes"]  # nothing old left
     train.Run(cfg, "subliminal_mnist")  # and it resumes under resume=True
     with pytest.raises(ConfigError, match="holds a run of another experiment"):
         train.Run(cfg, "lm")
@@ -161,7 +164,7 @@ def test_every_shipped_config_loads_and_validates(path):
         module.validate(cfg)  # raises ConfigError on contradicting keys
 
 
-@pytest.mark.parametrize("bad", ["--report_step=7", "--ft_seeds=0", "--seeds=()", "--match_threshold=2.0"])
+@pytest.mark.parametrize("bad", ["--report_step=7", "--ft_seeds=0", "--seeds=()", "--match_threshold=2.0", "--n_head=0"])
 def test_a_contradicting_config_fails_before_its_run_directory_exists(tmp_path, capsys, bad):
     # else the failed run's config.json would make the corrected rerun into the same out_dir "another config"
     out = tmp_path / "run"
