@@ -54,7 +54,7 @@ class Config:
     width: int = 256
     depth: int = 2
     m: int = 3                         # auxiliary logits
-    init: str = "paper"                # paper: N(0, 1/sqrt(d_in)) weights, zero biases | torch: nn.Linear default
+    init: str = "paper"                # paper: normal weights of std 1/sqrt(d_in), zero biases | torch: nn.Linear default
     # teacher
     epochs: int = 5
     lr: float = 3e-4                   # Adam, teacher and students
@@ -64,7 +64,7 @@ class Config:
     loss: str = "kl"                   # kl: KL(teacher || student) | mse: on raw logits
     temperature: float = 1.0
     distill_inputs: str = "noise"      # noise | real (the MNIST train images)
-    noise: str = "uniform"             # uniform: U[-1, 1] | gaussian: N(0, 1/3), same mean and variance
+    noise: str = "uniform"             # uniform: U[-1, 1] | gaussian: normal of variance 1/3, same mean and variance
     fresh_noise: bool = False          # a new noise set every epoch instead of one fixed set
     n_noise: int = 60000               # size of each seed's noise set
     init_perturbation: float = 0.0     # student_* weights = teacher's init + sigma * init std * N(0, 1)
@@ -92,6 +92,8 @@ def validate(cfg):
         (cfg.distill_inputs in ("noise", "real"), "distill_inputs must be 'noise' or 'real'"),
         (cfg.noise in ("uniform", "gaussian"), "noise must be 'uniform' or 'gaussian'"),
         (all(c in CONDITIONS for c in cfg.conditions), f"conditions must be among {list(CONDITIONS)}"),
+        # a condition named twice would count each seed twice (and narrow its interval)
+        (0 < len(cfg.conditions) == len(set(cfg.conditions)), "conditions must name at least one, each once"),
         (cfg.m >= 1 and cfg.width >= 1 and cfg.depth >= 1, "m, width and depth must be >= 1"),
         (cfg.n_seeds >= 1 and cfg.seed_chunk >= 0, "n_seeds must be >= 1 and seed_chunk >= 0"),
         (cfg.temperature > 0 and cfg.lr > 0 and cfg.batch_size >= 1, "temperature, lr and batch_size must be > 0"),
@@ -111,8 +113,11 @@ def validate(cfg):
                                   f"(not sweepable: {', '.join(ONCE_PER_RUN)})")
             if not isinstance(values, (list, tuple)) or not values:
                 raise ConfigError(f"sweep: '{key}' needs a non-empty list of values, e.g. --sweep=\"{{'{key}': [..., ...]}}\"")
-        for _, _, cell_cfg in cells(cfg):
-            validate(cell_cfg)
+        for _, params, cell_cfg in cells(cfg):  # (cells() names a cell whose value has the wrong type)
+            try:
+                validate(cell_cfg)
+            except ConfigError as e:
+                raise ConfigError(f"sweep cell {params}: {e}") from None
 
 
 # read once per run, before the cells (the data, the device, where it goes): a sweep over them would silently not sweep
@@ -126,7 +131,10 @@ def cells(cfg):
     keys, out = list(cfg.sweep), []
     for values in itertools.product(*(cfg.sweep[k] for k in keys)):
         params = dict(zip(keys, values))
-        cell_cfg = build_config(Config, {**dataclasses.asdict(cfg), **params, "sweep": {}}, source=f"sweep cell {params}")
+        try:
+            cell_cfg = build_config(Config, {**dataclasses.asdict(cfg), **params, "sweep": {}}, source="the sweep")
+        except ConfigError as e:
+            raise ConfigError(f"sweep cell {params}: {e}") from None
         out.append(("_".join(f"{k}-{v}" for k, v in params.items()), params, cell_cfg))
     return out
 
@@ -312,10 +320,12 @@ def run_cell(cfg, run, data, cell_name, params=None):
 
 
 def table(stats, n_seeds, paper=True):
-    lines = ["| condition | test accuracy (mean ± 95% CI) | n | paper, Fig. 10b |", "|---|---|---|---|"]
+    """The run's table; with `paper`, beside the paper's Fig. 10b values (a run of the paper's protocol)."""
+    lines = ["| condition | test accuracy (mean ± 95% CI) | n |" + (" paper, Fig. 10b |" if paper else ""),
+             "|---|---|---|" + ("---|" if paper else "")]
     for c, s in stats.items():
-        ref = f"{PAPER[c]:.3f}" if paper and c in PAPER else ""
-        lines.append(f"| {c} | {fmt_stat(s)} | {n_seeds} | {ref} |")
+        ref = (f" {PAPER[c]:.3f} |" if c in PAPER else "  |") if paper else ""
+        lines.append(f"| {c} | {fmt_stat(s)} | {n_seeds} |{ref}")
     return "\n".join(lines)
 
 
@@ -416,6 +426,9 @@ def plot_sweep(results, cfg, path):
     if numeric and all(c["params"][x_key] > 0 for c in cells) and max(c["params"][x_key] for c in cells) / \
             min(c["params"][x_key] for c in cells) >= 20:
         ax.set_xscale("log")
+    if not numeric:  # categories (e.g. noise | real) at 0, 1, ...: name them
+        first = next(iter(groups.values()))
+        ax.set_xticks(range(len(first)), [str(c["params"][x_key]) for c in first])
     ax.axhline(0.1, ls="--", color="k", lw=0.8)
     ax.set_xlabel(x_key)
     ax.set_ylabel("test accuracy")
@@ -477,5 +490,6 @@ def reevaluate(run_dir):
     if saved is None:
         print(f"\n{run_dir / 'results.json'} not written yet (a run still going): nothing to compare with")
     else:
-        print(f"\nrecomputed from the saved models: {'the same as' if max(diffs) == 0 else 'at most %.4f from' % max(diffs)} "
+        worst = max(diffs, default=0.0)
+        print(f"\nrecomputed from the saved models: {'the same as' if worst == 0 else 'at most %.4f from' % worst} "
               f"the per-seed accuracies in results.json ({len(diffs)} compared)")

@@ -122,6 +122,9 @@ def test_knobs(tmp_path, knob, base, monkeypatch):
     if knob == ["--seed_chunk=1"]:  # grouping seeds differently must not change any seed's result
         for c, s in base["conditions"].items():
             assert res["conditions"][c]["per_seed"] == pytest.approx(s["per_seed"], abs=2e-3)
+    elif knob == ["--n_seeds=3"]:  # a 2-seed run is a prefix of a 3-seed run (no cross arm here: those are not)
+        for c, s in base["conditions"].items():
+            assert res["conditions"][c]["per_seed"][:2] == s["per_seed"]
     elif name in DISTILL_ONLY:  # the same teacher, another student
         assert res["conditions"]["teacher"] == base["conditions"]["teacher"]
         assert res["conditions"]["student_aux"]["per_seed"] != base["conditions"]["student_aux"]["per_seed"]
@@ -154,10 +157,10 @@ def test_sweep_writes_cells_and_figure(tmp_path):
 
 def test_a_bad_sweep_fails_before_anything_trains_or_any_directory_exists(tmp_path, capsys):
     out = tmp_path / "o"
-    for sweep, says in (("{'mm': [3]}", "unknown config key 'mm' in sweep cell"),
+    for sweep, says in (("{'mm': [3]}", "unknown config key 'mm' in the sweep"),
                         ("{'m': 3}", "'m' needs a non-empty list of values"),
-                        ("{'m': [3, 0]}", "m, width and depth must be >= 1"),  # the second cell, found first
-                        ("{'m': [3, 'x']}", "'m' must be int"),
+                        ("{'m': [3, 0]}", "sweep cell {'m': 0}: m, width and depth must be >= 1"),  # found first
+                        ("{'m': [3, 'x']}", "sweep cell {'m': 'x'}: config key 'm' must be int"),
                         ("{3: [1]}", "keys are config key names in quotes"),
                         ("{'n_train': [200, 2000]}", "'n_train' is set once for the whole run")):
         assert train.main([CONFIG, f"--sweep={sweep}", f"--out_dir={out}"]) == 2
@@ -183,5 +186,8 @@ def test_a_relative_data_dir_missed_from_another_directory_says_where_the_data_i
 def test_bad_values_are_config_errors(tmp_path, capsys):
     assert train.main([CONFIG, "--loss=l1", f"--out_dir={tmp_path}"]) == 2
     assert "loss must be 'kl' or 'mse'" in capsys.readouterr().err
+    for conditions in ("()", "('teacher', 'student_aux', 'student_aux')"):  # a repeat would count its seeds twice
+        assert train.main([CONFIG, f"--conditions={conditions}", f"--out_dir={tmp_path / 'c'}"]) == 2
+        assert "conditions must name at least one, each once" in capsys.readouterr().err
     assert train.main([CONFIG, "--download=False", f"--data_dir={tmp_path}", f"--out_dir={tmp_path / 'o'}"]) == 2
     assert "is missing (download is off)" in capsys.readouterr().err
