@@ -245,6 +245,12 @@ def write_json(path, obj):
         tmp.unlink(missing_ok=True)  # only still there if the write failed
 
 
+# what runs write in their directory (every experiment's): what --resume=False removes before it recomputes
+RUN_OUTPUTS = ("config.json", "env.json", "metrics.jsonl", "results*.json", "results*.md", "*.png",
+               "*_group*.safetensors", "*_group*.json", "unit_*.json", "model*.safetensors", "model*.json",
+               "*.state.pt", "tokenizer.json")
+
+
 class Run:
     """The output directory of one run. Experiments call `log`, `save_results`, and write figures."""
 
@@ -252,10 +258,12 @@ class Run:
         self.cfg = cfg
         self.dir = Path(cfg.out_dir)
         old = self.dir / "config.json"
-        if old.exists() and getattr(cfg, "resume", False):
+        first = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 alone removes and writes the run's files
+        if old.exists() and getattr(cfg, "resume", None) is not None:
             prev = read_run_config(old)
             if prev.pop("experiment") != experiment:
                 raise ConfigError(f"{self.dir} holds a run of another experiment: use a new --out_dir")
+        if old.exists() and getattr(cfg, "resume", False):
             now = json.loads(json.dumps(dataclasses.asdict(cfg)))
             # a key added since that run was made counts at its default (a new key's default is the old behaviour)
             added = json.loads(json.dumps({f.name: f.default for f in dataclasses.fields(cfg)
@@ -265,17 +273,22 @@ class Run:
                           if prev.get(k, added.get(k)) != now.get(k))
             if diff:  # resuming under another config would silently mix results
                 raise ConfigError(f"{self.dir} holds a run with another config (differs in: {', '.join(diff)}): "
-                                  f"use a new --out_dir, or --resume=False to recompute everything there")
-        elif old.exists() and getattr(cfg, "resume", None) is False and os.environ.get("RANK", "0") == "0":
-            # --resume=False recomputes everything: the old run's files go first (its results, log, seed groups,
-            # units, checkpoints and resume states), so that nothing of it is shown beside the new config or resumed
-            # by a later rerun. Only a directory train.py made, only its files (not the folders inside it).
-            read_run_config(old)
-            gone = [f for f in self.dir.iterdir() if f.is_file()]
+                                  f"use a new --out_dir, or --resume=False to delete that run's outputs there and "
+                                  f"recompute")
+        elif old.exists() and getattr(cfg, "resume", None) is False and first:
+            # --resume=False recomputes everything: the old run's outputs go first, so that nothing of it is shown
+            # beside the new config or resumed by a later rerun. Only what runs write (RUN_OUTPUTS), never the
+            # project's own folder.
+            if (self.dir / "train.py").exists():
+                raise ConfigError(f"{self.dir} is the project's folder: give runs their own --out_dir")
+            gone = sorted({f for pattern in RUN_OUTPUTS for f in self.dir.glob(pattern) if f.is_file()})
             for f in gone:
                 f.unlink()
-            print(f"--resume=False: removed the {len(gone)} files of the previous run in {self.dir}")
+            print(f"--resume=False: removed the previous run's {len(gone)} output files in {self.dir}")
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.metrics_path = self.dir / "metrics.jsonl"
+        if not first:
+            return
         write_json(self.dir / "config.json", {"experiment": experiment, **dataclasses.asdict(cfg)})
         dev = getattr(cfg, "device", "cpu")
         write_json(self.dir / "env.json", {
@@ -287,7 +300,6 @@ class Run:
             "threads": torch.get_num_threads(), "cpu": cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         })
-        self.metrics_path = self.dir / "metrics.jsonl"
 
     def log(self, **record):
         with open(self.metrics_path, "a") as f:

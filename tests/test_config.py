@@ -125,10 +125,18 @@ def test_resume_false_recomputes_and_leaves_nothing_old_to_read(cfg_file, tmp_pa
     run.save_results({"old": 1}, "old table")
     for name in ("main_group0_acc.json", "unit_world_0.json", "model.state.pt"):  # what a rerun would resume from
         (out / name).write_text("{}")
-    (out / "notes").mkdir()  # a folder inside is not the run's
+    (out / "notes").mkdir()  # a folder inside, and a file no run writes, are not the run's
+    (out / "notes.txt").write_text("mine")
     # resume is how a run is started, not what it computes: it never makes a directory "another config"
+    with pytest.raises(ConfigError, match="holds a run of another experiment"):  # nor deletes another's
+        train.Run(dataclasses.replace(cfg, resume=False), "lm")
     train.Run(dataclasses.replace(cfg, resume=False), "subliminal_mnist")
-    assert sorted(f.name for f in out.iterdir()) == ["config.json", "env.json", "notes"]  # nothing old left
+    assert sorted(f.name for f in out.iterdir()) == ["config.json", "env.json", "notes", "notes.txt"]  # nothing old
+    with pytest.raises(ConfigError, match="is the project's folder"):  # never the project's own files
+        (out / "train.py").write_text("")
+        train.Run(dataclasses.replace(cfg, resume=False), "subliminal_mnist")
+    assert (out / "train.py").exists() and (out / "notes.txt").exists()
+    (out / "train.py").unlink()
     train.Run(cfg, "subliminal_mnist")  # and it resumes under resume=True
     with pytest.raises(ConfigError, match="holds a run of another experiment"):
         train.Run(cfg, "lm")

@@ -211,6 +211,8 @@ def test_sampling_is_deterministic_given_a_generator():
     assert draw(0) != draw(1)
     assert draw(0, top_k=1) == model.generate(prompts, 12, temperature=0)  # top-1 sampling is greedy
     assert draw(0, temperature=1e-6) == model.generate(prompts, 12, temperature=0)
+    as_tensor = model.generate(torch.tensor(prompts[:1]), 4, temperature=0)  # a [B, P] tensor of prompts works too
+    assert as_tensor == model.generate(prompts[:1], 4, temperature=0)
     for bad in (dict(prompts=[]), dict(prompts=[[]]), dict(top_k=0), dict(temperature=-1.0), dict(max_new_tokens=-1)):
         kw = {"prompts": prompts, "max_new_tokens": 4, **bad}
         with pytest.raises(ValueError, match="at least one prompt|must be >= 0"):  # not a shape error from deep inside
