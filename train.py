@@ -245,10 +245,9 @@ def write_json(path, obj):
         tmp.unlink(missing_ok=True)  # only still there if the write failed
 
 
-# what runs write in their directory (every experiment's): what --resume=False removes before it recomputes
-RUN_OUTPUTS = ("config.json", "env.json", "metrics.jsonl", "results*.json", "results*.md", "*.png",
-               "*_group*.safetensors", "*_group*.json", "unit_*.json", "model*.safetensors", "model*.json",
-               "*.state.pt", "tokenizer.json")
+# what a run and the analysis scripts write in a run's folder (every experiment's; the scripts' json and figures
+# beside it are derived from the run): what --resume=False removes there before it recomputes
+RUN_OUTPUTS = ("*.json", "*.jsonl", "*.png", "*.safetensors", "*.state.pt", "results*.md", "*.tmp")
 
 
 class Run:
@@ -259,11 +258,12 @@ class Run:
         self.dir = Path(cfg.out_dir)
         old = self.dir / "config.json"
         first = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 alone removes and writes the run's files
-        if old.exists() and getattr(cfg, "resume", None) is not None:
+        resume = getattr(cfg, "resume", None)
+        if old.exists() and (first or resume):  # (another rank may be removing it when resume is False)
             prev = read_run_config(old)
             if prev.pop("experiment") != experiment:
                 raise ConfigError(f"{self.dir} holds a run of another experiment: use a new --out_dir")
-        if old.exists() and getattr(cfg, "resume", False):
+        if old.exists() and resume:
             now = json.loads(json.dumps(dataclasses.asdict(cfg)))
             # a key added since that run was made counts at its default (a new key's default is the old behaviour)
             added = json.loads(json.dumps({f.name: f.default for f in dataclasses.fields(cfg)
@@ -275,12 +275,14 @@ class Run:
                 raise ConfigError(f"{self.dir} holds a run with another config (differs in: {', '.join(diff)}): "
                                   f"use a new --out_dir, or --resume=False to delete that run's outputs there and "
                                   f"recompute")
-        elif old.exists() and getattr(cfg, "resume", None) is False and first:
+        elif old.exists() and resume is False and first:
             # --resume=False recomputes everything: the old run's outputs go first, so that nothing of it is shown
-            # beside the new config or resumed by a later rerun. Only what runs write (RUN_OUTPUTS), never the
-            # project's own folder.
-            if (self.dir / "train.py").exists():
-                raise ConfigError(f"{self.dir} is the project's folder: give runs their own --out_dir")
+            # beside the new config or resumed by a later rerun. Only what runs write (RUN_OUTPUTS), and inside the
+            # project only under out/ (never its code, docs or figures).
+            where = self.dir.resolve()
+            if where.is_relative_to(ROOT) and not where.is_relative_to(ROOT / "out"):
+                raise ConfigError(f"--resume=False would delete the run outputs in {self.dir}, a folder of the project "
+                                  f"itself: give runs their own --out_dir (under out/, or outside the project)")
             gone = sorted({f for pattern in RUN_OUTPUTS for f in self.dir.glob(pattern) if f.is_file()})
             for f in gone:
                 f.unlink()

@@ -117,7 +117,7 @@ def test_resolved_config_and_env_written(cfg_file, tmp_path):
     assert json.loads((tmp_path / "moved" / "config.json").read_text())["out_dir"] == str(tmp_path / "moved")
 
 
-def test_resume_false_recomputes_and_leaves_nothing_old_to_read(cfg_file, tmp_path):
+def test_resume_false_recomputes_and_leaves_nothing_old_to_read(cfg_file, tmp_path, monkeypatch):
     out = tmp_path / "run"
     _, cfg = load_config([cfg_file, f"--out_dir={out}"])
     run = train.Run(cfg, "subliminal_mnist")
@@ -127,16 +127,26 @@ def test_resume_false_recomputes_and_leaves_nothing_old_to_read(cfg_file, tmp_pa
         (out / name).write_text("{}")
     (out / "notes").mkdir()  # a folder inside, and a file no run writes, are not the run's
     (out / "notes.txt").write_text("mine")
+    old_run = sorted(f.name for f in out.iterdir())
     # resume is how a run is started, not what it computes: it never makes a directory "another config"
     with pytest.raises(ConfigError, match="holds a run of another experiment"):  # nor deletes another's
         train.Run(dataclasses.replace(cfg, resume=False), "lm")
+    with pytest.raises(ConfigError, match="holds a run of another experiment"):  # a config without resume too
+        train.Run(train.load_config([str(train.ROOT / "configs/world_base.py"), f"--out_dir={out}"])[1], "world_base")
+    assert sorted(f.name for f in out.iterdir()) == old_run  # refused before anything was removed
     train.Run(dataclasses.replace(cfg, resume=False), "subliminal_mnist")
     assert sorted(f.name for f in out.iterdir()) == ["config.json", "env.json", "notes", "notes.txt"]  # nothing old
-    with pytest.raises(ConfigError, match="is the project's folder"):  # never the project's own files
-        (out / "train.py").write_text("")
-        train.Run(dataclasses.replace(cfg, resume=False), "subliminal_mnist")
-    assert (out / "train.py").exists() and (out / "notes.txt").exists()
-    (out / "train.py").unlink()
+    # inside the project only under out/: a run once written into figures/ (say) never takes the figures with it
+    monkeypatch.setattr(train, "ROOT", tmp_path / "project")
+    for folder in ("figures", "out/run"):
+        where = tmp_path / "project" / folder
+        train.Run(dataclasses.replace(cfg, out_dir=str(where)), "subliminal_mnist")
+        (where / "a_figure.png").write_text("")
+    with pytest.raises(ConfigError, match="a folder of the project itself"):
+        train.Run(dataclasses.replace(cfg, resume=False, out_dir=str(tmp_path / "project/figures")), "subliminal_mnist")
+    assert (tmp_path / "project/figures/a_figure.png").exists()
+    train.Run(dataclasses.replace(cfg, resume=False, out_dir=str(tmp_path / "project/out/run")), "subliminal_mnist")
+    assert not (tmp_path / "project/out/run/a_figure.png").exists()
     train.Run(cfg, "subliminal_mnist")  # and it resumes under resume=True
     with pytest.raises(ConfigError, match="holds a run of another experiment"):
         train.Run(cfg, "lm")
