@@ -279,10 +279,10 @@ class Run:
             # --resume=False recomputes everything: the old run's outputs go first, so that nothing of it is shown
             # beside the new config or resumed by a later rerun. Only what runs write (RUN_OUTPUTS), and inside the
             # project only under out/ (never its code, docs or figures).
-            where = self.dir.resolve()
-            if where.is_relative_to(ROOT) and not where.is_relative_to(ROOT / "out"):
+            where = self.dir.resolve()  # (through a symlink: the files removed are the target's)
+            if where.is_relative_to(ROOT) and (not where.is_relative_to(ROOT / "out") or where == ROOT / "out"):
                 raise ConfigError(f"--resume=False would delete the run outputs in {self.dir}, a folder of the project "
-                                  f"itself: give runs their own --out_dir (under out/, or outside the project)")
+                                  f"itself: give runs their own --out_dir (a folder under out/, or outside the project)")
             gone = sorted({f for pattern in RUN_OUTPUTS for f in self.dir.glob(pattern) if f.is_file()})
             for f in gone:
                 f.unlink()

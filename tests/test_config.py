@@ -123,11 +123,17 @@ def test_resume_false_recomputes_and_leaves_nothing_old_to_read(cfg_file, tmp_pa
     run = train.Run(cfg, "subliminal_mnist")
     run.log(step=1)
     run.save_results({"old": 1}, "old table")
-    for name in ("main_group0_acc.json", "unit_world_0.json", "model.state.pt"):  # what a rerun would resume from
+    for name in ("main_group0_acc.json", "unit_world_0.json", "model.state.pt", "main_group0.safetensors",
+                 "config.json.123.tmp"):  # what a rerun would resume from, and a write cut short
         (out / name).write_text("{}")
-    (out / "notes").mkdir()  # a folder inside, and a file no run writes, are not the run's
+    (out / "notes").mkdir()  # a folder inside (even holding run-like files), and a file no run writes, are not the run's
+    (out / "notes" / "results.json").write_text("{}")
     (out / "notes.txt").write_text("mine")
     old_run = sorted(f.name for f in out.iterdir())
+    monkeypatch.setenv("RANK", "1")  # under torchrun the other ranks remove nothing (rank 0 does)
+    train.Run(dataclasses.replace(cfg, resume=False), "subliminal_mnist")
+    assert sorted(f.name for f in out.iterdir()) == old_run
+    monkeypatch.delenv("RANK")
     # resume is how a run is started, not what it computes: it never makes a directory "another config"
     with pytest.raises(ConfigError, match="holds a run of another experiment"):  # nor deletes another's
         train.Run(dataclasses.replace(cfg, resume=False), "lm")
@@ -136,17 +142,20 @@ def test_resume_false_recomputes_and_leaves_nothing_old_to_read(cfg_file, tmp_pa
     assert sorted(f.name for f in out.iterdir()) == old_run  # refused before anything was removed
     train.Run(dataclasses.replace(cfg, resume=False), "subliminal_mnist")
     assert sorted(f.name for f in out.iterdir()) == ["config.json", "env.json", "notes", "notes.txt"]  # nothing old
+    assert (out / "notes" / "results.json").exists()
     # inside the project only under out/: a run once written into figures/ (say) never takes the figures with it
-    monkeypatch.setattr(train, "ROOT", tmp_path / "project")
-    for folder in ("figures", "out/run"):
-        where = tmp_path / "project" / folder
-        train.Run(dataclasses.replace(cfg, out_dir=str(where)), "subliminal_mnist")
-        (where / "a_figure.png").write_text("")
-    with pytest.raises(ConfigError, match="a folder of the project itself"):
-        train.Run(dataclasses.replace(cfg, resume=False, out_dir=str(tmp_path / "project/figures")), "subliminal_mnist")
-    assert (tmp_path / "project/figures/a_figure.png").exists()
-    train.Run(dataclasses.replace(cfg, resume=False, out_dir=str(tmp_path / "project/out/run")), "subliminal_mnist")
-    assert not (tmp_path / "project/out/run/a_figure.png").exists()
+    project = tmp_path / "project"
+    monkeypatch.setattr(train, "ROOT", project)
+    for folder in ("figures", "outside", "out", "out/run"):
+        train.Run(dataclasses.replace(cfg, out_dir=str(project / folder)), "subliminal_mnist")
+        (project / folder / "a_figure.png").write_text("")
+    (tmp_path / "link").symlink_to(project / "figures")  # a link into the project is the project
+    for folder in (project / "figures", project / "outside", project / "out", tmp_path / "link"):
+        with pytest.raises(ConfigError, match="a folder of the project itself"):
+            train.Run(dataclasses.replace(cfg, resume=False, out_dir=str(folder)), "subliminal_mnist")
+        assert (folder / "a_figure.png").exists()
+    train.Run(dataclasses.replace(cfg, resume=False, out_dir=str(project / "out/run")), "subliminal_mnist")
+    assert not (project / "out/run/a_figure.png").exists()
     train.Run(cfg, "subliminal_mnist")  # and it resumes under resume=True
     with pytest.raises(ConfigError, match="holds a run of another experiment"):
         train.Run(cfg, "lm")
