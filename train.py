@@ -1042,14 +1042,20 @@ def run_experiment(argv):
         module.validate(cfg)
     out = Path(cfg.out_dir).absolute()
     created = [d for d in (out, *out.parents) if not d.exists()]  # what Run's mkdir will make, deepest first
+    was_run = (out / "config.json").exists()
     run = Run(cfg, module.__name__.split(".")[-1], argv=[sys.argv[0], *argv])
     try:
         module.run(cfg, run)
     except DataError:
-        # a new run that stopped for its data before making anything leaves no directory behind, as a bad config
-        made = {f.name: f.stat().st_size for f in run.dir.iterdir()}
-        if created and set(made) <= {"config.json", "env.json", "metrics.jsonl"} and not made.get("metrics.jsonl"):
-            shutil.rmtree(created[-1])
+        # a new run that stopped for its data before making anything leaves nothing behind, as a bad config: not its
+        # directory, or in a folder that was there already, not its config.json and env.json
+        made = {f.name: f.stat().st_size for f in run.dir.iterdir() if f.name in ("config.json", "env.json", "metrics.jsonl")}
+        if not was_run and not made.get("metrics.jsonl"):
+            if created and len(made) == sum(1 for _ in run.dir.iterdir()):
+                shutil.rmtree(created[-1])
+            else:
+                for name in made:
+                    (run.dir / name).unlink()
         raise
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The device check, as one prepared script for a lent GPU (see README, "Measured on an H100"):
+# The device check, as one prepared script for a lent GPU (see README, "Speed" and "The transformer"):
 # a smoke run, the MNIST benchmark, the paper-scale run, the GPT benchmark, the emergent-misalignment timings,
 # then the cross-init and other follow-up sweeps while time is left. Each stage has its own time limit.
 #   DATA_DIR=.devdata OUT=/tmp/h100 bash scripts/h100.sh

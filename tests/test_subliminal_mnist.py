@@ -190,4 +190,8 @@ def test_bad_values_are_config_errors(tmp_path, capsys):
         assert train.main([CONFIG, f"--conditions={conditions}", f"--out_dir={tmp_path / 'c'}"]) == 2
         assert "conditions must name at least one, each once" in capsys.readouterr().err
     assert train.main([CONFIG, "--download=False", f"--data_dir={tmp_path}", f"--out_dir={tmp_path / 'o'}"]) == 2
-    assert "is missing (download is off)" in capsys.readouterr().err
+    assert "is missing (download is off)" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    (tmp_path / "mine").mkdir()  # a folder that was there: it stays, and holds no config of a run that never ran
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    assert train.main([CONFIG, "--download=False", f"--data_dir={tmp_path}", f"--out_dir={tmp_path / 'mine'}"]) == 2
+    assert [f.name for f in (tmp_path / "mine").iterdir()] == ["notes.txt"]
