@@ -61,7 +61,8 @@ def bench_mnist(argv):
     p.add_argument("--extra", default="", help="extra overrides for train.py, space separated")
     args = p.parse_args(argv)
     seeds = [int(s) for s in (args.seeds or ("1,100,100" if args.device == "cuda" else "1,25")).split(",")]
-    name = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    from train import cpu_name
+    name = torch.cuda.get_device_name() if args.device == "cuda" else f"{cpu_name()}, {torch.get_num_threads()} threads"
     rows = []
     for n in seeds:
         wall, rss, res = run_experiment(n, args.device, args.extra.split())
@@ -179,8 +180,8 @@ def bench_gpt(argv):
             ("sample", ("gpt2-124M", 16, 128, 128)),
         ]
     else:
-        import platform
-        name = f"{platform.processor() or 'cpu'}, {torch.get_num_threads()} threads"
+        from train import cpu_name  # the model name (platform.processor() is empty on Linux)
+        name = f"{cpu_name()}, {torch.get_num_threads()} threads"
         cases = [
             ("train", ("em-0.4M", 32, 20, False, False)),
             ("train", ("world-1M", 16, 20, False, False)),
