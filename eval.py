@@ -130,12 +130,10 @@ def encode(tokenizer, text):
 def reevaluate(argv):
     """Redraw a finished run's results (its experiment's `reevaluate`); the project's errors as train.cli shows them."""
     import importlib
-    from train import ConfigError, read_run_config
+    from train import ConfigError, run_dir_config
     run_dir = Path(argv[0])
     cfg_path = run_dir / "config.json"
-    if not cfg_path.is_file():  # not train.run_config: the experiment's name comes first, then its Config class
-        raise ConfigError(f"{cfg_path} not found: RUN_DIR must be a directory written by train.py")
-    name = read_run_config(cfg_path)["experiment"]
+    name = run_dir_config(run_dir)["experiment"]  # not train.run_config: the name comes first, then its Config class
     if not (Path(__file__).parent / "experiments" / f"{name}.py").is_file():
         raise ConfigError(f"{cfg_path} names the experiment '{name}', which this checkout does not have")
     module = importlib.import_module(f"experiments.{name}")

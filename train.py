@@ -101,26 +101,31 @@ def build_config(config_cls, values, source="config"):
 
 def run_config(config_cls, run_dir):
     """The config a run directory was made with (its config.json; JSON lists back to tuples)."""
+    want = config_cls.__module__.split(".")[-1]  # experiments.NAME.Config reads NAME's runs
+    values = run_dir_config(run_dir, want if (ROOT / "experiments" / f"{want}.py").is_file() else None)
+    values.pop("experiment")
+    return build_config(config_cls, {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()},
+                        str(Path(run_dir) / "config.json"))
+
+
+def run_dir_config(run_dir, experiment=None):
+    """The config.json of a run directory as a dict (its experiment included), or a ConfigError that says what the
+    directory is instead: not a run, a damaged one, or (with `experiment`) a run of another experiment."""
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise ConfigError(f"{path} not found: pass the directory of a run made by train.py (its out_dir)")
     values = read_run_config(path)
-    name, want = values.pop("experiment"), config_cls.__module__.split(".")[-1]  # experiments.NAME.Config: NAME's runs
-    if name != want and (ROOT / "experiments" / f"{want}.py").is_file():
-        raise ConfigError(f"{run_dir} is a run of {name}, not of {want}: pass a run of {want}")
-    return build_config(config_cls, {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}, str(path))
+    if experiment is not None and values["experiment"] != experiment:
+        raise ConfigError(f"{run_dir} is a run of {values['experiment']}, not of {experiment}: pass a run of "
+                          f"{experiment}")
+    return values
 
 
 def run_results(run_dir, experiment):
     """The results.json of a finished run of `experiment` (what the analysis scripts read), or a ConfigError that
-    says what the directory is instead: not a run, a run of another experiment, or a run that has not finished."""
+    says what the directory is instead (run_dir_config's cases, or a run that has not finished)."""
     run_dir = Path(run_dir)
-    path = run_dir / "config.json"
-    if not path.is_file():
-        raise ConfigError(f"{path} not found: pass the directory of a run made by train.py (its out_dir)")
-    name = read_run_config(path)["experiment"]
-    if name != experiment:
-        raise ConfigError(f"{run_dir} is a run of {name}, not of {experiment}: pass a run of {experiment}")
+    run_dir_config(run_dir, experiment)
     if not (run_dir / "results.json").is_file():
         raise ConfigError(f"{run_dir / 'results.json'} not found: the run has not finished (its command, run again, "
                           f"finishes it)")
@@ -1049,12 +1054,13 @@ def run_experiment(argv):
     except DataError:
         # a new run that stopped for its data before making anything leaves nothing behind, as a bad config: not its
         # directory, or in a folder that was there already, not its config.json and env.json
-        made = {f.name: f.stat().st_size for f in run.dir.iterdir() if f.name in ("config.json", "env.json", "metrics.jsonl")}
-        if not was_run and not made.get("metrics.jsonl"):
-            if created and len(made) == sum(1 for _ in run.dir.iterdir()):
+        files = {f.name: f.stat().st_size for f in run.dir.iterdir()}
+        ours = [n for n in ("config.json", "env.json", "metrics.jsonl") if n in files]
+        if not was_run and not files.get("metrics.jsonl"):
+            if created and len(ours) == len(files):
                 shutil.rmtree(created[-1])
             else:
-                for name in made:
+                for name in ours:
                     (run.dir / name).unlink()
         raise
 

@@ -968,7 +968,7 @@ def _err(st):
 
 
 def _n(res):
-    """A figure's spread: 'mean and 95% CI over n = 6 seeds', with ' (PARTIAL: 4 of 6 units)' for a run still going."""
+    """A figure's spread: 'mean ± 95% CI over n = 6 seeds', with ' (PARTIAL: 4 of 6 units)' for a run still going."""
     p = res.get("partial")
     return spread(res["n_seeds"], " seeds") + (f" (PARTIAL: {p['units']} of {p['of']} units)" if p else "")
 
