@@ -85,6 +85,8 @@ def validate(cfg):
          "steps, batch_size and grad_accum must be >= 1"),
         (lambda: cfg.lr > 0 and (cfg.min_lr is None or cfg.min_lr >= 0) and cfg.warmup >= 0 and cfg.weight_decay >= 0
          and cfg.grad_clip >= 0, "lr must be > 0, and min_lr, warmup, weight_decay and grad_clip >= 0"),
+        (lambda: cfg.min_lr is None or cfg.min_lr <= cfg.lr,
+         f"min_lr ({cfg.min_lr}) must be <= lr ({cfg.lr}): the cosine decays from lr down to min_lr"),
         (lambda: cfg.log_every >= 1, "log_every must be >= 1"),
         (lambda: cfg.eval_every >= 0 and cfg.ckpt_every >= 0 and cfg.threads >= 0,
          "eval_every (0: never), ckpt_every (0: at the end only) and threads (0: PyTorch's default) must be >= 0"),

@@ -72,7 +72,7 @@ class Config:
     # seeds
     n_seeds: int = 10
     seed: int = 0
-    seed_chunk: int = 0                # most seeds trained at once; 0 = all on CUDA, 13 on CPU (bounds memory)
+    seed_chunk: int = 0                # most seeds trained at once; 0 = all on CUDA, 13 on CPU (fewer if n_noise > 60000)
     sweep: dict = field(default_factory=dict)  # e.g. {"m": [3, 10, 50]}: one run per grid cell
     # system
     device: str = "auto"               # auto = cuda when available
@@ -143,7 +143,9 @@ def seed_groups(cfg):
     """The seed indices trained together: as few groups as seed_chunk allows, of equal sizes (+-1), since a CPU
     trains 13 + 12 seeds faster than 10 + 10 + 5. cfg.device is the run's own (config.json holds it resolved),
     so eval.py on another device finds the same groups."""
-    chunk = cfg.seed_chunk or (cfg.n_seeds if torch.device(cfg.device).type == "cuda" else 13)  # 13 noise sets: 2.4 GB
+    # on a CPU, at most 13 noise sets of 60,000 images (2.4 GB); fewer when each set is larger
+    cpu_chunk = max(1, min(13, 13 * 60000 // cfg.n_noise))
+    chunk = cfg.seed_chunk or (cfg.n_seeds if torch.device(cfg.device).type == "cuda" else cpu_chunk)
     n_groups = -(-cfg.n_seeds // chunk)
     bounds = [cfg.n_seeds * g // n_groups for g in range(n_groups + 1)]
     return [list(range(a, b)) for a, b in zip(bounds[:-1], bounds[1:])]

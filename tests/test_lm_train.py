@@ -349,7 +349,7 @@ def test_lm_history_spans_the_attempts_and_a_redone_step_is_the_later_attempts(t
 
 
 @pytest.mark.parametrize("bad", ["--corpus=tyny", "--n_head=3", "--n_head=0", "--block_size=8", "--batch_size=0", "--ckpt_every=-1", "--steps=0",
-                                 "--log_every=0", "--lr=-1"])
+                                 "--log_every=0", "--lr=-1", "--min_lr=1.0"])
 def test_a_bad_lm_config_fails_before_its_run_directory_exists(tmp_path, bad, capsys):
     import train
     out = tmp_path / "run"

@@ -195,3 +195,13 @@ def test_bad_values_are_config_errors(tmp_path, capsys):
     (tmp_path / "mine" / "notes.txt").write_text("mine")
     assert train.main([CONFIG, "--download=False", f"--data_dir={tmp_path}", f"--out_dir={tmp_path / 'mine'}"]) == 2
     assert [f.name for f in (tmp_path / "mine").iterdir()] == ["notes.txt"]
+
+
+def test_seed_groups_cover_every_seed_once_in_near_equal_groups_bounded_by_noise_memory():
+    from experiments.subliminal_mnist import Config, seed_groups
+    for n_seeds, n_noise, device, chunk, sizes in [(25, 60000, "cpu", 0, [12, 13]), (100, 60000, "cuda", 0, [100]),
+                                                   (10, 120000, "cpu", 0, [5, 5]), (5, 10 ** 7, "cpu", 0, [1] * 5),
+                                                   (7, 120000, "cpu", 7, [7])]:  # an explicit seed_chunk wins
+        groups = seed_groups(Config(n_seeds=n_seeds, n_noise=n_noise, device=device, seed_chunk=chunk))
+        assert sorted(s for g in groups for s in g) == list(range(n_seeds))
+        assert sorted(map(len, groups)) == sizes
