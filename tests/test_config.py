@@ -235,3 +235,25 @@ def test_bench_help_is_the_chosen_benchmarks_own(capsys):
     with pytest.raises(SystemExit) as e:
         bench.main(["nothing"])
     assert e.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_typed_tuples_and_optionals_check_their_items():
+    with pytest.raises(ConfigError, match="must be str"):
+        train._check_type("k", ("a", 3), tuple[str, ...])
+    assert train._check_type("k", [1, 2], tuple[float, ...]) == (1.0, 2.0)
+    lm = str(train.ROOT / "configs" / "lm_tiny.py")  # min_lr: Optional[float]
+    with pytest.raises(ConfigError, match="'min_lr' must be float"):
+        load_config([lm, "--min_lr=abc"])
+    assert isinstance(load_config([lm, "--min_lr=1"])[1].min_lr, float)
+
+
+def test_a_failed_json_write_leaves_the_old_file_whole_and_no_temp_file(tmp_path, monkeypatch):
+    path = tmp_path / "results.json"
+    train.write_json(path, {"a": 1})
+
+    def full_disk(*args):
+        raise OSError("no space left on device")
+    monkeypatch.setattr(train.os, "replace", full_disk)
+    with pytest.raises(OSError):
+        train.write_json(path, {"a": 2})
+    assert json.loads(path.read_text()) == {"a": 1} and [p.name for p in tmp_path.iterdir()] == ["results.json"]

@@ -7,7 +7,7 @@ import torch
 
 from data.tokenizer import load_tokenizer, save_tokenizer, word_tokenizer
 from eval import score_continuations
-from model import GPT, GPTConfig, inject
+from model import GPT, GPTConfig, inject, sample_next
 
 V = 23
 
@@ -162,10 +162,11 @@ def test_injection_zero_vector_changes_nothing_and_matches_the_formula():
 
 
 @torch.no_grad()
-def test_injection_during_cached_generation_matches_full_reforward():
+@pytest.mark.parametrize("positions", [[1, 3], [0, 6]])  # prompt columns; the first column and a generated one
+def test_injection_during_cached_generation_matches_full_reforward(positions):
     model = tiny(init_std=0.3)
     prompts = [[3, 4, 5, 6], [7, 8]]
-    positions, v = [1, 3], torch.randn(2, 16, generator=torch.Generator().manual_seed(4))  # same columns in each row
+    v = torch.randn(2, 16, generator=torch.Generator().manual_seed(4))  # same columns in each row
     with inject(model, 1, positions, v, site="resid_pre"):
         cached = model.generate(prompts, 6, temperature=0)
         full = model.generate(prompts, 6, temperature=0, use_cache=False)
@@ -254,3 +255,32 @@ def test_tokenizer_round_trip_and_save_load(tmp_path):
     sums, _ = score_continuations(model, [("<bos> ann has", "3 apples .")], tokenizer=tok)
     ids_sums, _ = score_continuations(model, [([1, 3, 4], [5, 6, 7])], eos_id=2)
     assert torch.equal(sums, ids_sums)
+
+
+@torch.no_grad()
+def test_left_padded_rows_attend_somewhere_and_their_pattern_sums_to_one():
+    # a pad query has no valid key but its own: without that exception its softmax row is all -inf (NaN)
+    model = tiny(init_std=0.3)
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    mask[0, :3] = False
+    names = ["blocks.0.attn.pattern", "blocks.1.attn.pattern"]
+    logits, cache = model.run_with_cache(tokens(2, 6), names, mask=mask)
+    assert torch.isfinite(logits).all()
+    for p in cache.values():
+        torch.testing.assert_close(p.sum(-1), torch.ones(p.shape[:-1]))
+
+
+def test_top_k_samples_the_k_likeliest_in_their_renormalised_proportions():
+    logits = torch.tensor([[3.0, 2.0, 1.0, 0.0, -1.0]]).expand(8000, -1)
+    draws = sample_next(logits, 1.0, 3, torch.Generator().manual_seed(0))
+    freq = torch.bincount(draws, minlength=5).float() / len(draws)
+    assert freq[3:].sum() == 0
+    torch.testing.assert_close(freq[:3], torch.softmax(torch.tensor([3.0, 2.0, 1.0]), 0), atol=0.02, rtol=0)
+
+
+@torch.no_grad()
+def test_a_prompt_and_continuation_may_fill_the_context_exactly():
+    model = tiny(block_size=8)
+    assert len(model.generate([[1, 2, 3]], 5, temperature=0)[0]) == 5
+    with pytest.raises(ValueError, match="exceeds block_size"):
+        model.generate([[1, 2, 3]], 6, temperature=0)

@@ -14,8 +14,8 @@ import torch
 
 from data.tokenizer import load_tokenizer
 from model import GPT, GPTConfig
-from train import (CheckpointError, finetune, finetune_lr, get_lr, lm_windows, load_lm, lora_adapters, pack_pairs, save_lm,
-                   save_weights, soft_kl, train_lm)
+from train import (CheckpointError, eval_lm, finetune, finetune_lr, get_lr, lm_windows, load_lm, lora_adapters, pack_pairs,
+                   save_lm, save_weights, soft_kl, train_lm)
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = GPTConfig(vocab_size=32, block_size=16, n_layer=2, n_head=2, n_embd=16)
@@ -106,6 +106,10 @@ def test_checkpoint_loading_says_what_does_not_match(tmp_path):
     save_weights(tmp_path / "bad", tensors, json.loads((tmp_path / "ck.json").read_text()))
     with pytest.raises(CheckpointError, match=r"missing ln_f.weight.*wte.weight: shape \(31, 16\) vs model \(32, 16\)"):
         load_lm(tmp_path / "bad")
+    tensors = dict(model.state_dict(), **{"extra.weight": torch.zeros(2)})  # e.g. a checkpoint of another model
+    save_weights(tmp_path / "extra", tensors, json.loads((tmp_path / "ck.json").read_text()))
+    with pytest.raises(CheckpointError, match="unexpected extra.weight"):
+        load_lm(tmp_path / "extra")
     with pytest.raises(CheckpointError, match="needs both"):
         load_lm(tmp_path / "nothing")
     (tmp_path / "ck.json").write_text('{"step": ')  # cut short, as by a full disk
@@ -300,13 +304,17 @@ def test_shift_finetune_is_a_learnt_steering_vector_at_the_input():
     torch.testing.assert_close(one.wte.weight - start.wte.weight, want.expand(CFG.vocab_size, -1), rtol=0, atol=1e-5)
 
 
-def test_gradient_accumulation_equals_one_big_batch():
-    data = pack_pairs(finetune_pairs(16), pad_id=0)
+@pytest.mark.parametrize("masked", [True, False])  # fine-tune pairs (loss on some tokens) / pretraining windows (all)
+def test_gradient_accumulation_equals_one_big_batch(masked):
+    data = pack_pairs(finetune_pairs(16), pad_id=0) if masked else stream_data(800)
     big, acc = fresh(), fresh()
-    train_lm(big, data, steps=3, batch_size=8, lr=1e-2, **QUIET)
-    train_lm(acc, data, steps=3, batch_size=2, grad_accum=4, lr=1e-2, **QUIET)
+    kw = dict(steps=3, lr=1e-2, log_every=1, progress=False)
+    one = train_lm(big, data, batch_size=8, **kw)
+    four = train_lm(acc, data, batch_size=2, grad_accum=4, **kw)
     for x, y in zip(big.parameters(), acc.parameters()):
         torch.testing.assert_close(x, y, rtol=0, atol=1e-5)
+    # AdamW and clipping hide a gradient scaled by a constant; the loss, the mean over the counted targets, does not
+    assert four["train_loss"] == pytest.approx(one["train_loss"], rel=1e-5)
 
 
 def test_train_py_lm_tiny_end_to_end(tmp_path):
@@ -376,3 +384,16 @@ def test_soft_kl_closed_forms():
     limit = ((d - d.mean(-1, keepdim=True)) ** 2).mean(-1) / 2
     assert torch.allclose(soft_kl(t, s, temperature=100.0), limit, rtol=2e-2)  # float32: larger T cancels
     assert not torch.allclose(soft_kl(t, s, temperature=1.0), limit, rtol=2e-2)
+
+
+@torch.no_grad()
+def test_validation_loss_is_the_mean_over_the_tokens_the_mask_counts():
+    model = fresh().eval()
+    data = pack_pairs(finetune_pairs(10), pad_id=0)
+    per_token = model(data["tokens"][:, :-1], targets=data["tokens"][:, 1:])  # [N, T-1]
+    assert eval_lm(model, data, batch_size=3) == pytest.approx(per_token[data["mask"]].mean().item(), rel=1e-5)
+
+
+def test_a_finetune_warmup_must_end_before_its_horizon():
+    with pytest.raises(ValueError, match="warmup"):
+        finetune(fresh(), pack_pairs(finetune_pairs(), 0), steps=4, batch_size=2, lr=1e-3, seed=0, warmup=4)

@@ -212,7 +212,8 @@ def test_lemma1_and_theorem1(student_loss):
         torch.set_default_dtype(torch.float32)
 
 
-def test_hand_written_adam_equals_torch_adam():
+@pytest.mark.parametrize("scale", [1.0, 1e-6])  # tiny gradients: where eps (outside the sqrt) dominates the step
+def test_hand_written_adam_equals_torch_adam(scale):
     """train.Adam (used by the MNIST loops) takes the same steps as torch.optim.Adam."""
     import train
     g = torch.Generator().manual_seed(0)
@@ -223,7 +224,17 @@ def test_hand_written_adam_equals_torch_adam():
         x = torch.randn(3, 4, generator=g)
         for params, opt in ((ps, mine), (qs, ref)):
             opt.zero_grad(set_to_none=True)
-            ((x @ params[0] + params[1]) ** 2).sum().backward()
+            (scale * (x @ params[0] + params[1]) ** 2).sum().backward()
             opt.step()
     for p, q in zip(ps, qs):
         assert torch.allclose(p, q, atol=1e-6, rtol=1e-5)
+
+
+def test_logged_classifier_loss_is_the_mean_per_example_loss_of_a_seed():
+    # zero weights: every logit 0, so cross-entropy is ln(classes) per example, whatever the batch size
+    model = SeedMLP(2, [12, 16, 4])
+    model.load_seeds({k: torch.zeros_like(v) for k, v in model.named_parameters()})
+    logged = []
+    train_classifier(model, torch.randn(32, 12), torch.randint(0, 4, (32,)), epochs=1, lr=0.0, batch_size=32,
+                     gens=[generator("cpu", "order", s) for s in range(2)], n_classes=4, log=lambda **r: logged.append(r))
+    assert logged[0]["loss"] == pytest.approx(math.log(4), rel=1e-5)
