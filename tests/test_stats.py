@@ -16,8 +16,8 @@ def test_t_interval_closed_form():
 def test_t_quantiles_are_the_tables():
     # 97.5% quantiles of Student's t (standard tables), inside the table and on the approximation past df = 30
     exact = {1: 12.706, 2: 4.303, 5: 2.571, 10: 2.228, 30: 2.042, 40: 2.021, 60: 2.000, 100: 1.984, 1000: 1.962}
-    for df, q in exact.items():
-        assert t975(df) == pytest.approx(q, abs=3e-3), df
+    for df, q in exact.items():  # the table's three decimals up to df = 30, the approximation within 0.003 past it
+        assert t975(df) == pytest.approx(q, abs=5e-4 if df <= 30 else 3e-3), df
 
 
 def test_interval_over_groups_not_over_repeated_seeds():
