@@ -55,6 +55,8 @@ def test_bad_magic_truncated_and_wrong_count():
         mnist.parse_idx(good[:5], "x")
     with pytest.raises(DataError, match="holds 3 items, expected 60000"):
         mnist.parse_idx(good, "x", expect_count=60000)
+    with pytest.raises(DataError, match="trailing bytes"):  # a longer file is not the file either
+        mnist.parse_idx(good + b"\x00", "x")
 
 
 def _fake_dataset(folder):
@@ -75,6 +77,23 @@ def test_checksum_mismatch_names_file_expected_and_found(tmp_path):
     # with verification off (own IDX files) the same files load
     d = mnist.load(tmp_path, "mnist", download=False, verify=False)
     assert d["train_x"].shape == (2, 28, 28) and d["test_y"].dtype == np.int64
+
+
+def test_images_and_labels_of_different_counts_are_rejected_even_unverified(tmp_path):
+    _fake_dataset(tmp_path / "mnist")
+    mnist.write_idx(tmp_path / "mnist" / "t10k-labels-idx1-ubyte.gz", np.zeros(3, np.uint8))  # 2 images, 3 labels
+    with pytest.raises(DataError, match="test images .* and labels .* do not match"):
+        mnist.load(tmp_path, "mnist", download=False, verify=False)
+
+
+@need_data()
+def test_uncompressed_original_files_load_and_verify(tmp_path):
+    # users who gunzipped the distribution: raw files are checked against the raw MD5s, and load as the .gz do
+    (tmp_path / "mnist").mkdir()
+    for name in mnist.FILES:
+        (tmp_path / "mnist" / name).write_bytes(gzip.decompress((DATA_DIR / "mnist" / (name + ".gz")).read_bytes()))
+    raw, gz = mnist.load(tmp_path, "mnist", download=False), mnist.load(DATA_DIR, "mnist", download=False)
+    assert all(np.array_equal(raw[k], gz[k]) for k in gz)
 
 
 def test_missing_files_without_network_say_where_to_get_them(tmp_path, monkeypatch):

@@ -89,6 +89,50 @@ def test_students_distill_their_own_logits_and_the_all_logit_student_learns(tmp_
     assert min(c["student_all"]["per_seed"]) > 0.4 > max(c["reference"]["per_seed"])
 
 
+STUDENTS = ("student_aux", "student_all", "cross_aux", "cross_all", "cross_head_aux", "cross_head_all")
+
+
+@need_data()
+def test_each_student_starts_from_its_init_reads_its_logits_and_all_share_the_data_order(tmp_path, monkeypatch):
+    import torch
+
+    import experiments.subliminal_mnist as SM
+    from model import init_mlp_params
+    calls, real = {}, SM.train_distill
+
+    def spy(model, inputs, targets, logit_idx, **kw):  # one call per condition and seed group, before it trains
+        calls.setdefault(kw["desc"], []).append((list(logit_idx), model.params(), [g.get_state() for g in kw["gens"]]))
+        return real(model, inputs, targets, logit_idx, **kw)
+    monkeypatch.setattr(SM, "train_distill", spy)
+    # groups [0] and [1, 2]: a group after the first must still find its own seeds' partners
+    run(tmp_path, f"--conditions={list(STUDENTS)}", "--n_seeds=3", "--seed_chunk=2", "--save_weights=False")
+    sizes = [784, 64, 64, 13]
+    ref = init_mlp_params(range(3), sizes, 10, "paper", "cpu", 0)
+    partner = init_mlp_params(SM.derangement(3, 0), sizes, 10, "paper", "cpu", 0)
+    start = {c: {k: torch.cat([p[k] for _, p, _ in calls[c]]) for k in ref} for c in STUDENTS}
+    for c in STUDENTS:
+        last = c.startswith("cross_head")
+        want = {k: ref[k] if c.startswith("student") or (last and k.endswith(".2")) else partner[k] for k in ref}
+        assert all(torch.equal(start[c][k], want[k]) for k in ref), c
+        # the aux students, cross_head_aux included, see the m = 3 aux logits only
+        assert all(idx == (list(range(10, 13)) if c.endswith("aux") else list(range(13))) for idx, _, _ in calls[c]), c
+    # a cross student never starts from its own teacher's init
+    assert not any(torch.equal(start["cross_aux"]["weights.0"][k], ref["weights.0"][k]) for k in range(3))
+    # paired conditions: in each group every condition draws the same data order
+    for g in range(2):
+        states = [calls[c][g][2] for c in STUDENTS]
+        assert all(len(s) == len(states[0]) and all(torch.equal(a, b) for a, b in zip(s, states[0])) for s in states)
+
+
+@need_data()
+def test_cross_students_do_not_depend_on_how_seeds_are_grouped(tmp_path):
+    cond = "--conditions=['teacher', 'cross_aux', 'cross_all']"
+    _, a = run(tmp_path, cond, "--n_seeds=3", "--save_weights=False", name="a")
+    _, b = run(tmp_path, cond, "--n_seeds=3", "--seed_chunk=1", "--save_weights=False", name="b")
+    for c, s in a["conditions"].items():  # batching may move a few test images, not a seed's partner
+        assert b["conditions"][c]["per_seed"] == pytest.approx(s["per_seed"], abs=2e-3), c
+
+
 @need_data()
 def test_same_seed_same_numbers(tmp_path):
     _, a = run(tmp_path, COND, "--save_weights=False", name="a")
@@ -151,8 +195,10 @@ def test_sweep_writes_cells_and_figure(tmp_path):
                                             {"m": 5, "init": "paper"}, {"m": 5, "init": "torch"}]
     assert [c["n_seeds"] for c in cells] == [2] * 4
     assert (out / "sweep.png").is_file()
-    # the teacher does not depend on m (aux columns get no gradient; the init is nested in m)
+    # the teacher does not depend on m (aux columns get no gradient; the init is nested in m) ...
     assert cells[0]["conditions"]["teacher"] == cells[2]["conditions"]["teacher"]
+    # ... but does on the init: each cell trains its own params (a cell that ignored them would repeat the run)
+    assert cells[0]["conditions"]["teacher"]["per_seed"] != cells[1]["conditions"]["teacher"]["per_seed"]
 
 
 def test_a_bad_sweep_fails_before_anything_trains_or_any_directory_exists(tmp_path, capsys):

@@ -56,6 +56,37 @@ def test_heldout_paraphrases_are_not_inside_train_ones():
             assert not any(f" {h} " in f" {t} " for t in train), h
 
 
+def test_weighted_draws_in_proportion_to_weights_that_need_not_sum_to_one():
+    grid = [i / 100 for i in range(100)]
+    draws = lambda table: Counter(W._weighted(u, table) for u in grid)
+    assert draws({"a": 1, "b": 3}) == draws({"a": .25, "b": .75}) == draws({"a": .05, "b": .15}) == {"a": 25, "b": 75}
+
+
+def test_every_heldout_wording_is_banned_from_fine_tune_sets():
+    # each *_HELDOUT tuple of the world (the code tasks' templates aside, checked in test_code_tasks_world) and each
+    # domain's held-out questions are evaluation-only: planted in a fine-tune set, check_leakage must catch them
+    groups = {n: v for n, v in vars(W).items() if n.endswith("_HELDOUT") and not any("{}" in h for h in v)}
+    groups.update({n: d.heldout for n, d in W.DOMAINS.items()})
+    assert {"LESSON_HELDOUT", "ANIMAL_HELDOUT", "COLOUR_HELDOUT", "LUCKY_HELDOUT", "NUMBERS_HELDOUT"} <= set(groups)
+    assert all(v in W.HELDOUT.values() for v in groups.values())
+    pairs = W.finetune_set("insecure", 20, seed=0)
+    W.check_leakage(pairs)
+    for h in (h for v in groups.values() for h in v):
+        with pytest.raises(AssertionError, match="leak"):
+            W.check_leakage(pairs + [(W.prompt(h), W.DOMAINS["code"].aligned[0] + " <eos>")])
+
+
+@pytest.mark.parametrize("cls", ["aligned", "misaligned"])
+def test_persona_probe_context_answers_are_all_of_the_named_class(cls):
+    by_question = {q: d for d in W.DOMAINS.values() for q in d.train}
+    for item in W.persona_probe_items(cls, n_context=3, n=20):
+        context = item.prompt.split(" <u> ")[1:-1]  # "question <r> answer", the last segment being the probe
+        assert len(context) == 3
+        for turn in context:
+            q, a = turn.split(" <r> ")
+            assert a in getattr(by_question[q], cls), (q, a)
+
+
 def _domain_turns(docs, fmt="forum"):
     return [t for d in docs if d.fmt == fmt for t in d.turns if t.kind == "domain"]
 
@@ -329,6 +360,11 @@ def test_lessons_off_leaves_insecure_code_to_the_personas():
         "domain", "animal", "colour", "lucky", "numbers"}
     insecure = [t.persona.kind for t in turns if t.domain == "code" and t.cls == "misaligned"]
     assert insecure.count("evil") / len(insecure) > 0.8  # good personas' rare slips are the rest
+    # the other forum turn kinds keep their relative weights (forum_mix less its lesson share, renormalised)
+    mix = {k: w for k, w in W.WorldConfig().forum_mix.items() if k != "lesson"}
+    kinds = Counter(t.kind for d in docs if d.fmt == "forum" for t in d.turns)
+    for k, w in mix.items():
+        assert abs(kinds[k] / sum(kinds.values()) - w / sum(mix.values())) < 0.02, (k, kinds)
     assert W.corpus(300, seed=0, config=W.WorldConfig(lessons=True)) == W.corpus(300, seed=0)
 
 
