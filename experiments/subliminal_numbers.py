@@ -553,8 +553,8 @@ def animals_unit(cfg, p, f):
             student(f"code/{a}", A, code[a])
         if "icl" in cfg.arms:
             out["arms"][f"icl/{a}"] = {"rates": icl_rates(A, tok, cfg, lists[a], generator("cpu", seed, "icl"))}
-            out["arms"].setdefault("icl_control", {"rates": icl_rates(A, tok, cfg, lists["control"],
-                                                                      generator("cpu", seed, "icl"))})
+            if "icl_control" not in out["arms"]:  # one per unit, whatever the number of animals
+                out["arms"]["icl_control"] = {"rates": icl_rates(A, tok, cfg, lists["control"], generator("cpu", seed, "icl"))}
     out["seconds"] = time.time() - t0
     print(f"[subliminal] seed ({p}, {f}): {out['seconds']:.0f} s", flush=True)
     return out

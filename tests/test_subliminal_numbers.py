@@ -180,14 +180,31 @@ def test_end_to_end_writes_every_file(tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
     argv = ["configs/subliminal_numbers.py", *TINY, f"--cache_dir={tmp_path / 'cache'}", f"--out_dir={out}"]
     calls, real = [], S.train_student
+    read, teachers, icl_read = [], [], []  # each student's (data, soft targets), the teachers, the lists in context
+    real_teacher, real_icl = S.make_teacher, S.icl_rates
 
-    def spy(base, tok, cfg, data, seed, on_eval, *a, **k):  # which base each student starts from, by arm
+    def spy(base, tok, cfg, data, seed, on_eval, teacher=None, numbers_only=True, targets=None):
+        # which base each student starts from, by arm, and what it is trained on
         free = dict(zip(on_eval.__code__.co_freevars, (c.cell_contents for c in on_eval.__closure__ or ())))
         calls.append((free["name"], next(base.parameters()).detach().flatten()[:16].clone()))
-        return real(base, tok, cfg, data, seed, on_eval, *a, **k)
+        read.append((data, targets))
+        return real(base, tok, cfg, data, seed, on_eval, teacher, numbers_only, targets)
+
+    def teacher_spy(*a, **k):
+        made = real_teacher(*a, **k)
+        teachers.append(made[0])
+        return made
+
+    def icl_spy(model, tok, cfg, pairs, gen):
+        icl_read.append(arm_rows(S.student_data(TOK, pairs, "cpu")))
+        return real_icl(model, tok, cfg, pairs, gen)
     monkeypatch.setattr(S, "train_student", spy)
+    monkeypatch.setattr(S, "make_teacher", teacher_spy)
+    monkeypatch.setattr(S, "icl_rates", icl_spy)
     assert train.main(argv) == 0
     monkeypatch.setattr(S, "train_student", real)
+    monkeypatch.setattr(S, "make_teacher", real_teacher)
+    monkeypatch.setattr(S, "icl_rates", real_icl)
     # the "only with a shared init" controls: every cross arm's student starts from the other seed's base
     starts = [i for i, (name, _) in enumerate(calls) if name == "control"]
     assert len(starts) == 2 and starts[0] == 0
@@ -197,6 +214,31 @@ def test_end_to_end_writes_every_file(tmp_path, capsys, monkeypatch):
         for name, w in calls[lo:hi]:
             assert torch.equal(w, own[1 - u] if name.split("/")[0] in S.ON_B else own[u]), name
     assert {n.split("/")[0] for n, _ in calls} >= {"soft", "soft_cross", "cross_init", "cross_control", "trait"}
+    # what each arm reads, per unit: the controls the base's own lists; every channel of a teacher its lists; the
+    # shuffled arm the same prompts with those numbers permuted; the soft targets the teacher's (not the base's)
+    nums = S.number_ids(TOK)
+    for u, (lo, hi) in enumerate(zip(starts, starts[1:] + [len(calls)])):
+        arm = {name: d for (name, _), d in zip(calls[lo:hi], read[lo:hi])}
+        ctl = arm_rows(arm["control"][0])
+        assert arm_rows(arm["cross_control"][0]) == ctl
+        assert ctl in icl_read  # icl_control: the control's lists in context
+        for i, a in enumerate(("owl", "whale")):
+            own = arm_rows(arm[f"trait/{a}"][0])
+            assert own != ctl and own in icl_read
+            for ch in ("soft", "soft_all", "soft_cross", "cross_init"):
+                assert arm_rows(arm[f"{ch}/{a}"][0]) == own, ch
+            shuf = arm_rows(arm[f"shuffled/{a}"][0])
+            assert [q for q, _ in shuf] == [q for q, _ in own] and shuf != own
+            assert sorted(x for _, r in shuf for x in r) == sorted(x for _, r in own for x in r)
+            # the control and the teacher continue the same prompt stream: their kept lists share prompts, in one
+            # order (prompts of two streams would all differ: wordings x 3-5 numbers)
+            shared = {q for q, _ in ctl} & {q for q, _ in own}
+            assert len(shared) >= 4 and [q for q, _ in ctl if q in shared] == [q for q, _ in own if q in shared]
+            data, (soft, where) = arm[f"soft/{a}"]
+            want, at = train.teacher_targets(teachers[2 * u + i].logits, data, nums)
+            assert torch.equal(where, at) and torch.allclose(soft, want, atol=1e-5)
+            assert arm[f"soft_cross/{a}"][1][0] is soft
+    assert len(icl_read) == 3 * len(starts)  # per unit each teacher's lists in context, and the control's once
     for f in ("config.json", "env.json", "metrics.jsonl", "results.json", "results.md", "subliminal_animals.png"):
         assert (out / f).is_file(), f
     res = json.loads((out / "results.json").read_text())
@@ -213,13 +255,30 @@ def test_end_to_end_writes_every_file(tmp_path, capsys, monkeypatch):
     # the KL to the teacher reported for each arm is the one measured on the base before any student
     assert res["arms"]["soft"]["kl_teacher"]["mean"] >= 0
     units = [json.loads(p.read_text()) for p in sorted(out.glob("unit_*.json"))]
+    for u in units:  # an arm is its student at the end of training: its last checkpoint (evals = 2)
+        assert set(u["traj"]) <= set(u["arms"]) and len(u["traj"]["trait/owl"]) == 2
+        for name, tr in u["traj"].items():
+            assert json.dumps(u["arms"][name]) == json.dumps(tr[max(tr, key=int)]), name
     for u in units:
         for a in ("owl", "whale"):
             assert u["base_A"]["kl_teacher"][a] == pytest.approx(u["teachers"][a]["kl_numbers"], rel=1e-5)
     assert set(res["trajectory_kl_teacher"]) == set(res["trajectory"])
     # the dose mode on the cached bases
     out2 = tmp_path / "dose"
+    dose_read, real_finetune = [], S.finetune
+
+    def finetune_spy(model, data, **kw):  # the students' one pass (in order; the teachers' fine-tunes are not)
+        if kw.get("order") == "sequential":
+            dose_read.append(arm_rows(data))
+        return real_finetune(model, data, **kw)
+    monkeypatch.setattr(S, "finetune", finetune_spy)
     assert train.main(argv[:-1] + ["--mode=dose", "--doses=(32,64)", "--epochs=1", f"--out_dir={out2}"]) == 0
+    monkeypatch.setattr(S, "finetune", real_finetune)
+    # per unit the control's student and each teacher's read lists of their own (three different sets)
+    assert len(dose_read) == 6
+    for u in (0, 3):
+        ctl, owl, whale = dose_read[u:u + 3]
+        assert ctl != owl and ctl != whale and owl != whale
     res2 = json.loads((out2 / "results.json").read_text())
     assert set(res2["dose"]) == {"32", "64"} and "effect" in res2["dose"]["64"]["owl"]
     # the rates are shares among the animals; the mass they share is kept beside them
@@ -250,8 +309,18 @@ def test_end_to_end_writes_every_file(tmp_path, capsys, monkeypatch):
     assert (out2 / "subliminal_dose_partial.png").is_file()
     # the prompt teacher (and the diagnostic arm), and misalignment through numbers (EM teachers), on the cached bases
     out3 = tmp_path / "prompt"
+    calls.clear()
+    read.clear()
+    monkeypatch.setattr(S, "train_student", spy)
     assert train.main(argv[:-1] + ["--teacher=prompt", "--arms=('control','soft','icl','shuffled_within')",
                                    f"--out_dir={out3}"]) == 0
+    monkeypatch.setattr(S, "train_student", real)
+    # the prompt teacher samples with its animal turn in context, so its lists are not the base's own. Both draw the
+    # same prompts and random stream: where the turn barely moves a tiny base (KL ~1e-4) they may coincide, not in all
+    units3 = [{name: arm_rows(d) for (name, _), (d, _) in zip(calls[lo:lo + 5], read[lo:lo + 5])} for lo in (0, 5)]
+    assert len(calls) == 10 and [n for n, _ in calls[:5]] == [n for n, _ in calls[5:]]
+    assert any(arm[f"soft/{a}"] != arm["control"] for arm in units3 for a in ("owl", "whale"))
+    assert all([q for q, _ in arm["shuffled_within/owl"]] == [q for q, _ in arm["soft/owl"]] for arm in units3)
     res3 = json.loads((out3 / "results.json").read_text())
     assert res3["teachers"]["owl"]["steps"]["mean"] == 0
     assert set(res3["arms"]) == {"control", "soft", "icl", "icl_control", "shuffled_within"}
@@ -366,6 +435,12 @@ def test_eval_py_redraws_a_run_from_its_results(tmp_path, capsys):
     (tmp_path / "results.json").write_text(json.dumps(res))
     assert E.main([str(tmp_path)]) == 0
     assert "| 64 |" in capsys.readouterr().out and (tmp_path / "subliminal_dose.png").is_file()
+
+
+def arm_rows(data):
+    """A student set (student_data) as its rows (prompt ids, trained answer ids): what arms read, compared."""
+    x, m = data["tokens"].cpu(), data["mask"].cpu()
+    return [(tuple(t[:int(k.nonzero()[0]) + 1].tolist()), tuple(t[1:][k].tolist())) for t, k in zip(x, m)]
 
 
 def flat_weights(m):
@@ -564,3 +639,78 @@ def test_one_seed_has_no_interval_so_the_interval_figures_are_undefined():
     f2 = S.figures_animals(res2)
     assert f2["soft_pass"] is True and f2["trait_ci_above_zero"] is True
     assert S.spread(1) == "one seed, so no intervals" and S.spread(6, " seeds") == "mean ± 95% CI over n = 6 seeds"
+
+
+def ten_rates(**given):
+    """A unit's rates over the ten animals (0 unless given)."""
+    return {a: given.get(a, 0.0) for a in W.ANIMALS}
+
+
+def test_arm_effects_pair_seeds_and_group_by_base():
+    """Effects on hand-built units: bases p = (0, 0, 1, 1), student seeds f = (0, 1, 0, 1). Each seed's effect is its
+    arm minus its own control (not another seed's), the per-base interval is over the means of each base's seeds,
+    and specificity subtracts the teacher's effect on the other animals."""
+    ctl, eff, other = [0.1, 0.2, 0.3, 0.4], [0.01, 0.03, 0.05, 0.11], 0.02
+    units = [{"p": p, "f": f, "arms": {"control": {"rates": ten_rates(owl=c, whale=0.2)},
+                                       "trait/owl": {"rates": ten_rates(owl=c + e, whale=0.2 + other)}}}
+             for p, f, c, e in zip((0, 0, 1, 1), (0, 1, 0, 1), ctl, eff)]
+    st = S.arm_stats(units, "trait", "owl", ("owl", "whale"))
+    assert st["target_rate"]["per_seed"] == pytest.approx([c + e for c, e in zip(ctl, eff)])
+    assert st["effect"]["per_seed"] == pytest.approx(eff)
+    assert st["effect_per_base"]["per_seed"] == pytest.approx([0.02, 0.08])  # by f it would be [0.03, 0.07]
+    assert st["specificity"]["per_seed"] == pytest.approx([e - other for e in eff])
+    assert st["rates"]["whale"] == pytest.approx(0.2 + other)
+
+
+def test_every_arm_is_compared_with_a_baseline_on_its_own_base():
+    """An arm on base B against a control on base A would mix the base's own preference into the effect."""
+    for arm, base in S.BASELINE.items():
+        assert (arm in S.ON_B) == (base in S.ON_B), arm
+    units = [{"p": p, "f": 0, "arms": {"control": {"rates": ten_rates(owl=0.1)},
+                                      "cross_control": {"rates": ten_rates(owl=c)},
+                                      "soft_cross/owl": {"rates": ten_rates(owl=c + 0.05)}}}
+             for p, c in ((0, 0.3), (1, 0.5))]
+    assert S.arm_stats(units, "soft_cross", "owl", ("owl",))["effect"]["per_seed"] == pytest.approx([0.05, 0.05])
+
+
+def test_figures_need_intervals_apart_not_only_means():
+    """soft_pass needs soft's interval wholly above the control's; trait_ci_above_zero the interval's low end
+    above 0: a positive mean with an overlapping interval passes neither."""
+    st = lambda m, lo, hi: {"mean": m, "ci95": [lo, hi], "per_seed": [lo, hi]}
+    res = {"n_seeds": 2, "arms": {"control": {"target_rate": st(0.2, 0.1, 0.35), "effect": st(0.0, 0.0, 0.0)},
+                                  "soft": {"target_rate": st(0.5, 0.3, 0.7), "effect": st(0.3, 0.2, 0.4)},
+                                  "trait": {"target_rate": st(0.25, 0.1, 0.4), "effect": st(0.05, -0.01, 0.11)}}}
+    f = S.figures_animals(res)
+    assert f["soft_effect"] == 0.3 and f["soft_pass"] is False
+    assert f["trait_effect"] == 0.05 and f["trait_ci_above_zero"] is False
+
+
+def test_animal_rates_are_shares_among_the_ten_animals():
+    """Each prompt's probabilities renormalised over the animals, then averaged; the mass is the mean row sum."""
+    p = torch.zeros(2, len(W.ANIMALS))
+    p[0, :2] = torch.tensor([0.2, 0.2])   # half each of 0.4
+    p[1, :2] = torch.tensor([0.05, 0.15])  # a quarter and three quarters of 0.2
+    rates, mass = S.animal_rates(None, TOK, probs=p)
+    assert rates[W.ANIMALS[0]] == pytest.approx(0.375) and rates[W.ANIMALS[1]] == pytest.approx(0.625)
+    assert sum(rates.values()) == pytest.approx(1) and mass == pytest.approx(0.3)
+
+
+def test_misalignment_effect_is_paired_per_seed():
+    """A teacher's student minus the control student of the same seed (seeds differ in their control)."""
+    m = lambda x: {"mis_sampled": x, "valid_frac": 1.0, "mis_lp": x, "code_misaligned": 0.0}
+    units = [{"p": p, "f": f, "base": m(0.1), "teachers": {"insecure": {**m(0.5), "steps": 5}},
+              "kept": {"control": 0.9, "insecure": 0.8}, "arms": {"control": m(c), "insecure": m(c + 0.05)}}
+             for p, f, c in zip((0, 0, 1, 1), (0, 1, 0, 1), (0.1, 0.2, 0.3, 0.4))]
+    res = S.aggregate_misalignment(S.Config(mode="misalignment", mis_teachers=("insecure",)), units)
+    assert res["arms"]["insecure"]["effect"]["per_seed"] == pytest.approx([0.05] * 4)
+    assert res["arms"]["control"]["effect"]["per_seed"] == pytest.approx([0.0] * 4)
+
+
+def test_training_lists_are_leak_checked_and_heldout_lists_are_not(monkeypatch):
+    """A student set must not hold an evaluation prompt; held-out lists (for number_loss only) use held-out
+    wordings by design, so the check is for training lists alone."""
+    monkeypatch.setattr(W, "number_prompts", lambda n, seed=0, heldout=False: [W.prompt(W.ANIMAL_HELDOUT[0])] * n)
+    teacher = lambda: S.Teacher(Scripted([ids("1 2 3 <eos>")] * 64))
+    with pytest.raises(AssertionError, match="leak"):
+        S.sample_lists(teacher(), TOK, 8, S.Config(), seed=0)
+    assert len(S.sample_lists(teacher(), TOK, 8, S.Config(), seed=0, heldout=True)[0]) == 8
