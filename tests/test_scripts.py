@@ -8,10 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, load_script
+from conftest import ROOT, load_script, need_data
 from data import world as W
 from experiments import emergent_misalignment as EM
 from experiments import world_base as B
@@ -121,6 +122,24 @@ def test_matched_view_and_paired_differences_between_sets_of_runs(tmp_path, run_
     refused(run_script, big, "--minus", other, match="no insecure seed")  # no seed in common: an error, not an empty table
 
 
+def test_em_at_step_reads_the_step_asked_against_each_arms_own_base_and_groups_by_base(tmp_path, run_script):
+    """Step 5 of a run with steps 5 and 20; the decorrelated twin's arm over the twin base (5%), not the world's (1%);
+    the interval over the bases' means groups the fine-tune seeds of each pretraining seed."""
+    st = lambda v: {"offdomain_misaligned": {"per_seed": v}}
+    path = tmp_path / "run"
+    path.mkdir()
+    res = {"seeds": [[0, 0], [0, 1], [1, 0], [1, 1]],
+           "base": {"plain": st([0.01] * 4), "decorrelated": st([0.05] * 4)},
+           "trajectory": {"insecure": {"5": st([0.11, 0.13, 0.31, 0.33]), "20": st([0.5] * 4)},
+                          "insecure_decorrelated": {"5": st([0.15] * 4), "20": st([0.5] * 4)}}}
+    write_run(path, res, "emergent_misalignment")
+    out = run_script(str(path), step="5")
+    # increases 10, 12, 30, 32 points: bases' means 11 and 31 (sd 14.1, n = 2: t 12.706 x 10 = 127.1 either side);
+    # grouped by fine-tune seed instead, 20 and 22 would give +-12.7
+    assert "| insecure | 4 | +21.0 [" in out and "| +21.0 [-106.1, +148.1] |" in out
+    assert "| insecure_decorrelated | 4 | +10.0 [+10.0, +10.0] |" in out  # 15% over the twin base's 5%
+
+
 def test_em_code_vs_offdomain_pairs_each_checkpoint_with_its_code_share(tmp_path, call):
     """One row per checkpoint, in step order: the mean code share and the off-domain increase over each seed's own
     base in points; the figure is written; a directory without results.json is refused."""
@@ -212,6 +231,35 @@ def test_em_code_vs_offdomain_deviation_averages_per_seed_then_over_seeds(tmp_pa
     assert "| other | 2 | 3 | +3.50 [" in call("em_code_vs_offdomain", other, f"--reference={ref}")
 
 
+def test_em_code_vs_offdomain_at_reads_each_seeds_first_crossing_and_pairs_ratios_per_seed(tmp_path, call):
+    """--at=0.9 per seed, the base as step 0: seed (0, 0) reaches 0.9 exactly at step 1 (its increase there, 4
+    points), though its code later dips to 0.5 and crosses again; seed (1, 0) never reaches it (left out: 3 of 4);
+    seed (2, 0) crosses between its base (0.5, log-odds 0) and step 1 (81/82, log-odds 2 ln 9), halfway: 5 of 10
+    points; seed (4, 0) reaches it at -2 points on a base of 2, a level of 0: no rate ratio (its log is undefined)."""
+    st = lambda off, code: {"offdomain_misaligned": {"per_seed": off}, "code_misaligned": {"per_seed": code}}
+
+    def run(name, seeds, base, traj):
+        d = tmp_path / name
+        d.mkdir()
+        write_run(d, {"seeds": seeds, "base": {"plain": st(*base)},
+                      "trajectory": {"insecure": {k: st(*v) for k, v in traj.items()}}}, "emergent_misalignment")
+        return str(d)
+    seeds = [[0, 0], [1, 0], [2, 0], [4, 0]]
+    a = run("a", seeds, ([0.02, 0.01, 0.01, 0.02], [0.0, 0.3, 0.5, 0.1]),
+            {"1": ([0.06, 0.01, 0.11, 0.0], [0.9, 0.5, 81 / 82, 0.5]),
+             "5": ([0.03, 0.01, 0.11, 0.0], [0.5, 0.8, 0.99, 81 / 82]),
+             "10": ([0.11, 0.01, 0.11, 0.0], [0.99, 0.8, 0.99, 0.99])})
+    # b: two of a's seeds (listed in another order) reaching 0.9 at 12 points on bases of 1 and 2: ratios twice a's
+    b = run("b", [[2, 0], [0, 0]], ([0.01, 0.02], [0.5, 0.0]), {"1": ([0.12, 0.12], [0.9, 0.9])})
+    out = call("em_code_vs_offdomain", a, b, "--at=0.9")
+    # interpolated 4, 5, -2 (mean 2.33); at the first checkpoint past 0.9: 4, 10, -2 (mean 4)
+    assert "| a | 3 of 4 | +2.33 [" in out and "| +4.00 [" in out.split("| a | 3 of 4 |")[1].splitlines()[0]
+    # ratios (2 + 4) / 2 = 3 and (1 + 5) / 1 = 6: geometric mean sqrt(18), ratio of means 6 / 1.5
+    assert "| a | 2 | 1.50 | 4.24 [" in out and out.split("| a | 2 | 1.50 |")[1].splitlines()[0].endswith("| 4.00 |")
+    # b over a seed by seed is 2 for both seeds, so no spread; over a's geometric mean it would be 6 and 12 / 4.24
+    assert "| b | 2 | 2.00 [2.00, 2.00] | 2.00 [2.00, 2.00] |" in out
+
+
 def test_share_is_offdomain_over_code_increase_paired_by_seed(tmp_path, run_script):
     def run(name, seeds, off, code):
         path = tmp_path / name
@@ -232,11 +280,11 @@ def test_share_is_offdomain_over_code_increase_paired_by_seed(tmp_path, run_scri
     assert "| insecure | 2 | +0.056 [+0.056, +0.056]" in out
 
 
-def fake_sn_run(path, bases, students, valid=0.4, teachers=None):
+def fake_sn_run(path, bases, students, valid=0.4, teachers=None, base_valid=None):
     """A misalignment-through-numbers results.json with what sn_mis_pool.py reads (one student per base)."""
     path.mkdir()
     ps = lambda v: {"per_seed": v}
-    res = {"seeds": [[p, 0] for p in bases], "base": {"valid_fraction": ps([0.4] * len(bases))},
+    res = {"seeds": [[p, 0] for p in bases], "base": {"valid_fraction": ps(base_valid or [0.4] * len(bases))},
            "dose": {"16000": {"offdomain_misaligned": {k: ps(v) for k, v in students.items()},
                               "valid_fraction": {k: ps([valid] * len(bases)) for k in students}}},
            "teachers": {t: {"offdomain_misaligned": ps(v), "valid_fraction": ps([valid] * len(bases))}
@@ -311,12 +359,26 @@ def test_sn_pool_minus_pairs_the_same_bases_across_runs(tmp_path, pool):
     refused(pool, "--lists=16000", a, "--minus", c, match="same bases")
 
 
-def fake_animal_run(path, seeds, arm, arm_rates, control_rates, mass=0.9):
-    """An animal-mode subliminal_numbers results.json with what sn_compare.py reads (owl only)."""
+def test_sn_pool_bases_subset_and_overlapping_intervals(tmp_path, pool):
+    """--bases keeps only those bases' numbers, the base's valid fraction among them; intervals that overlap are said
+    to overlap: insecure 0.040 +- 0.025 reaches down to 0.015, below the control's upper end, 0.023 + 0.038."""
+    run = fake_sn_run(tmp_path / "a", [0, 1, 2, 3, 4], {"control": [0.01, 0.04, 0.02, 0.5, 0.5],
+                                                        "insecure": [0.03, 0.05, 0.04, 0.0, 0.0]},
+                      base_valid=[0.4, 0.4, 0.4, 0.9, 0.9])
+    out = pool("--bases=0-2", "--lists=16000", run)
+    assert "n = 3 bases [0, 1, 2]" in out and "base valid fraction 0.400;" in out  # bases 3 and 4 (0.9) left out
+    assert "insecure - control: paired +1.7 [" in out and "unpaired CIs overlap" in out
+
+
+def fake_animal_run(path, seeds, arm, arm_rates, control_rates, mass=0.9, at_250=None):
+    """An animal-mode subliminal_numbers results.json with what sn_compare.py reads (owl only); at_250: the arm's and
+    the control's rates at checkpoint 250."""
     path.mkdir()
     st = lambda v: {"target_rate": {"per_seed": v}, "animal_mass": {"mean": mass}}
     res = {"seeds": seeds, "animals": ["owl"],
            "arms": {arm: {"by_animal": {"owl": st(arm_rates)}}, "control": {"by_animal": {"owl": st(control_rates)}}}}
+    if at_250:
+        res["trajectory"] = {k: {"owl": {"250": {"per_seed": v}}} for k, v in zip((arm, "control"), at_250)}
     write_run(path, res, "subliminal_numbers")
     return str(path)
 
@@ -336,6 +398,15 @@ def test_sn_compare_pairs_effects_by_seed(tmp_path, call):
     refused(cmp, f"{a}:soft", f"{b}:shuffled", match="no arm 'soft'")
     one = fake_animal_run(tmp_path / "one", [[0, 0]], "trait", [0.15], [0.10])  # a quick run: one seed
     assert "= +5.0 [one seed: no interval]; 1/1 seeds positive" in cmp(f"{one}:trait", f"{one}:control")
+    # @250: the arm and its control both at that checkpoint (the controls' final rates are 2 and 1 points lower);
+    # effects +2, +3 against +1, +1: +1.5, t(1) 12.706 x 0.707 / sqrt(2) = 6.35; the controls differ there
+    a = fake_animal_run(tmp_path / "a250", [[0, 0], [0, 1]], "trait", [0.15, 0.16], [0.10, 0.10],
+                        at_250=([0.14, 0.15], [0.12, 0.12]))
+    b = fake_animal_run(tmp_path / "b250", [[0, 1], [0, 0]], "trait", [0.12, 0.12], [0.10, 0.10],
+                        at_250=([0.12, 0.12], [0.11, 0.11]))
+    out = cmp(f"{a}:trait@250", f"{b}:trait@250")
+    assert "trait@250 +2.5 (" in out and "trait@250 +1.0 (" in out
+    assert "= +1.5 [-4.9, +7.9]; 2/2 seeds positive; controls differ" in out
 
 
 def test_sn_arms_figure_draws_arms_of_several_runs(tmp_path, call):
@@ -555,13 +626,15 @@ def test_em_code_context_persona_like_rule():
     assert cc.persona_like(rows, "step20") == {1: True, 2: False, 3: False, 4: False, 5: True}
 
 
-def susceptibility_run(path, bases, inc, steer, nan_seed=None):
+def susceptibility_run(path, bases, inc, steer, nan_seed=None, inc_seed1=None):
     """results.json with what em_susceptibility reads: per base two fine-tune seeds, the insecure arm's increase
-    over a base rate of 0.01 at step 5 (inc[i] for seed 0, inc[i] + 0.01 for seed 1), steered_1 = 0.01 + steer[i]."""
+    over a base rate of 0.01 at step 5 (inc[i] for seed 0, inc[i] + 0.01 for seed 1, or inc_seed1[i]),
+    steered_1 = 0.01 + steer[i]."""
     path.mkdir()
     seeds = [[p, f] for p in bases for f in (0, 1)]
     per = lambda v: [x for x in v for _ in (0, 1)]
-    mis = [0.01 + i + 0.01 * f for i in inc for f in (0, 1)]
+    second = inc_seed1 or [i + 0.01 for i in inc]
+    mis = [0.01 + x for pair in zip(inc, second) for x in pair]
     if nan_seed is not None:
         mis[nan_seed] = float("nan")
     st = lambda v: {"offdomain_misaligned": {"per_seed": v}}
@@ -609,6 +682,27 @@ def test_em_susceptibility_ranks_bases_and_pools_runs(tmp_path, call):
     c = json.loads(out.read_text())["correlations"]
     assert c["steer_pulled"]["n"] == 6 and c["steer_pulled"]["rho"] == pytest.approx(-1.0)
     assert c["route_off"]["rho"] == pytest.approx(1.0) and "route_code" not in c  # a constant code increase: no rank
+
+
+def test_em_susceptibility_spearman_with_ties_and_its_interval_over_resampled_bases(tmp_path, call):
+    S = script("em_susceptibility")
+    # ties at their average rank, x ranks (1, 2.5, 2.5, 4) and y (1, 3, 2, 4): rho = 4.5 / sqrt(4.5 x 5) = 3 / sqrt(10);
+    # the no-ties shortcut 1 - 6 sum d^2 / (n (n^2 - 1)) would give 0.95
+    assert S.spearman([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(3 / math.sqrt(10))
+    # a 95% percentile interval leaves 2.5% of the resampled rhos on each side (checked against resamples of its
+    # own: 30 noisy bases, rho near-continuous); a 90% interval would leave 5%, pairs broken apart centre it on 0
+    rng = np.random.default_rng(5)
+    x = np.arange(30.0)
+    y = x + rng.normal(0, 8, 30)
+    lo, hi = S.spearman_ci(x, y)["ci95"]
+    boot = np.array([S.spearman(x[i], y[i]) for i in np.random.default_rng(1).integers(0, 30, size=(10_000, 30))])
+    assert 0.015 < (boot < lo).mean() < 0.035 and 0.015 < (boot > hi).mean() < 0.035
+    # the two fine-tune seeds' agreement is between seed 0's and seed 1's outcomes over the bases: ranks (1, 2, 3, 4)
+    # against (2, 1, 4, 3), rho = 1 - 6 x 4 / (4 x 15) = 0.6
+    run = susceptibility_run(tmp_path / "a", [0, 1, 2, 3], [0.01, 0.02, 0.03, 0.04], [0.0, 0.1, 0.2, 0.3],
+                             inc_seed1=[0.02, 0.01, 0.04, 0.03])
+    call("em_susceptibility", "5", run, f"--out={tmp_path / 's.json'}")
+    assert json.loads((tmp_path / "s.json").read_text())["correlations"]["seed_agreement"]["rho"] == pytest.approx(0.6)
 
 
 def test_em_base_pull_gradient_is_the_first_order_change_of_the_fine_tune_loss():
@@ -704,6 +798,22 @@ def test_em_first_step_is_adamws_first_step_and_puts_the_weights_back():
                                                                                         "attn1", "mlp1", "ln_f")}
     s = fs.summary([row, dict(row, sign_off=2 * row["sign_off"])], n_boot=10)
     assert s["sign_share"] == pytest.approx(1.5 * row["sign_off"] / row["sign_code"])
+
+
+def test_em_first_step_summary_is_ratios_of_means_resampled_by_base():
+    fs = script("em_first_step")
+    # two bases, off / code 1 / 1 and 6 / 2: the share is 7 / 3 (the mean of the ratios would be 2); the gradient
+    # step equals the sign step on both, so every resample gives sign minus gradient 0; the matched gradient moves
+    # half as far off-domain at the same code, so the difference is 0.5 or 1.5 per base, 7 / 6 pooled
+    row = lambda off, code, emb: {"sign_off": off, "sign_code": code, "grad_off": off, "grad_code": code,
+                                  "grad_matched_off": off / 2, "grad_matched_code": code, "secure_sign_off": 0.0,
+                                  "secure_sign_code": code, "sign_off_embedding": emb, "sign_off_attn0": off - emb}
+    s = fs.summary([row(1.0, 1.0, 0.25), row(6.0, 2.0, 1.5)], n_boot=200)
+    assert s["sign_share"] == pytest.approx(7 / 3) and s["grad_matched_share"] == pytest.approx(3.5 / 3)
+    assert s["sign_minus_grad_share"] == 0 and s["sign_minus_grad_ci95"] == [0.0, 0.0]
+    assert s["sign_minus_grad_matched_share"] == pytest.approx(7 / 6)
+    assert 0.5 <= s["sign_minus_grad_matched_ci95"][0] < s["sign_minus_grad_matched_ci95"][1] <= 1.5
+    assert s["group_share_of_sign_off"] == pytest.approx({"embedding": 1.75 / 7, "attn0": 5.25 / 7})
 
 
 def test_em_optimizer_parts_coasts_on_adamws_moments_and_splits_the_late_update(tmp_path, call):
@@ -1176,3 +1286,21 @@ def test_em_steer_base_undo_adds_to_the_fine_tuned_model_and_pools_ratios_of_mea
     refused(call, "em_steer_base", "--undo", "--route", a, match="--undo --pool RUN_DIR")
     refused(call, "em_steer_base", "--undo", "--pool", a, "--scales=0.2", match="--undo --pool RUN_DIR")
     refused(call, "em_steer_base", "--undo", "--pool", a, str(tmp_path), match="--undo")
+
+
+@need_data()
+def test_eval_py_says_how_far_a_saved_mnist_run_is_from_its_results(tmp_path, capsys):
+    """python eval.py RUN_DIR recomputes every seed's accuracy from the saved models: one seed's reported accuracy
+    off by 0.01 (the last seed of the last condition) is named as the largest difference, never as a match."""
+    import eval as E
+    import train
+    out = tmp_path / "run"
+    assert train.main([str(ROOT / "configs" / "subliminal_mnist.py"), "--n_train=1000", "--n_noise=256", "--width=32",
+                       "--epochs=1", "--distill_epochs=1", "--n_seeds=2", "--batch_size=128", "--device=cpu",
+                       "--conditions=['reference', 'teacher']", f"--out_dir={out}"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    res["conditions"]["teacher"]["per_seed"][1] += 0.01
+    (out / "results.json").write_text(json.dumps(res))
+    capsys.readouterr()
+    assert E.main([str(out)]) == 0
+    assert "at most 0.0100 from the per-seed accuracies in results.json (4 compared)" in capsys.readouterr().out
