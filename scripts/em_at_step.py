@@ -94,8 +94,9 @@ def main(argv):
         if arm != "insecure":
             both = {k: ins[k] - v for k, v in d.items() if k in ins}
             ok = [k for k, v in both.items() if not math.isnan(v)]  # a seed without valid answers: left out
-            ratio = sum(d[k] for k in ok) / sum(ins[k] for k in ok)
-            print(f"| {arm} | {len(both)} | {fmt(list(both.values()))} | {fmt(by_base(both))} | {ratio:.2f} |")
+            den = sum(ins[k] for k in ok)  # no seed with both, or no increase of insecure's: no ratio
+            ratio = f"{sum(d[k] for k in ok) / den:.2f}" if den else "undefined"
+            print(f"| {arm} | {len(both)} | {fmt(list(both.values()))} | {fmt(by_base(both))} | {ratio} |")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eval import group_means, summarize  # noqa: E402
-from train import cli, run_results  # noqa: E402
+from train import ConfigError, cli, run_results  # noqa: E402
 
 
 def logit(q):
@@ -84,7 +84,9 @@ def per_seed(run, with_base=False):
 
 def crossing(pts, q):
     """(interpolated increase, increase at the first checkpoint past q) where the code share first reaches q along
-    [(step, code, increase)] (in step order, the base first), or None if it never does."""
+    [(step, code, increase)] (in step order, the base first), or None if it never does or starts there."""
+    if pts and pts[0][1] >= q:  # the base is already there: there is no crossing to read, even if the code dips later
+        return None
     for (_, c0, y0), (_, c1, y1) in zip(pts, pts[1:]):
         if c0 < q <= c1:
             return float(np.interp(logit(q), [logit(c0), logit(c1)], [y0, y1])), y1
@@ -98,7 +100,11 @@ def deviations(run, reference, upto):
     for seed, pts in per_seed(run).items():
         if seed not in ref:
             continue
-        xs, ys = zip(*sorted((logit(c), y) for st, c, y in ref[seed] if st <= upto))
+        below = sorted((logit(c), y) for st, c, y in ref[seed] if st <= upto)
+        if not below:
+            raise ConfigError(f"--upto={upto}: {Path(reference).name} has no checkpoint at or before step {upto} (its "
+                              f"steps: {', '.join(str(st) for st, _, _ in ref[seed])})")
+        xs, ys = zip(*below)
         inside = [(logit(c), y) for _, c, y in pts if xs[0] <= logit(c) <= xs[-1]]
         if inside:
             dev[seed] = float(np.mean([y - np.interp(x, xs, ys) for x, y in inside]))

@@ -10,7 +10,9 @@ arm's loss on all its examples of fine-tune seed 0 (the fine-tune's loss, one ba
 
     sign   every weight moved by -ft_lr * sign(g)
     grad   every weight moved by -c * g, c such that the step has the sign step's L2 norm (plain gradient descent)
-    grad_matched   the same, c shortened (bisection) until the step's code increase is the sign step's
+    grad_matched   the same, c shortened (bisection) until the step's code increase is the sign step's (where the
+           whole gradient step moves the code less than the sign step, it cannot be matched by shortening: then
+           grad_matched is the whole step, and the script names the base)
     secure_sign   the sign step of the secure arm's loss on its own examples (a control)
     sign_GROUP   the sign step on one group of weights only: embedding (the tied token embedding), attnI (block I's
            attention and its first norm), mlpI (block I's MLP and its second norm), ln_f
@@ -95,7 +97,7 @@ def first_steps(model, tok, cfg, seed, halvings=16):
         for _ in range(halvings):
             mid = (lo + hi) / 2
             lo, hi = (mid, hi) if grad_step(mid)[1] < want else (lo, mid)
-    out["grad_matched"] = grad_step((lo + hi) / 2)
+    out["grad_matched"] = grad_step((lo + hi) / 2) if out["grad"][1] > want else out["grad"]
     # the control: the secure arm's own first sign step (a base whose answers move under any step is not one the
     # insecure code moves)
     sgrads = arm_grads(model, tok, cfg, seed, "secure")
@@ -149,6 +151,9 @@ def main(argv):
             print(f"{run.name} world {p}, points: off-domain sign {r['sign_off']:+.3f}, gradient {r['grad_off']:+.3f}, "
                   f"at the sign step's code {r['grad_matched_off']:+.3f}; code sign {r['sign_code']:+.2f}, gradient "
                   f"{r['grad_code']:+.2f}, matched {r['grad_matched_code']:+.2f}", flush=True)
+            if r["grad_code"] <= r["sign_code"]:
+                print(f"  world {p}: the whole gradient step moves the code no more than the sign step, so the matched "
+                      f"gradient step is the whole step (not matched)", flush=True)
         held = {"run": str(run), "per_base": rows, "excluded": excluded}
         (run / "first_step.json").write_text(json.dumps(held, indent=1))
         every += rows

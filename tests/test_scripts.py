@@ -1304,3 +1304,37 @@ def test_eval_py_says_how_far_a_saved_mnist_run_is_from_its_results(tmp_path, ca
     capsys.readouterr()
     assert E.main([str(out)]) == 0
     assert "at most 0.0100 from the per-seed accuracies in results.json (4 compared)" in capsys.readouterr().out
+
+
+def test_em_first_step_matched_gradient_is_the_whole_step_when_shortening_cannot_match(monkeypatch):
+    # a gradient step that moves the code less than the sign step cannot be shortened to match it: grad_matched is
+    # then the whole step (it used to be half of it, silently), and the row says so through grad_code <= sign_code
+    fs = script("em_first_step")
+    cfg = EM.Config(ft_lr=1e-2)
+    monkeypatch.setattr(fs, "arm_grads", lambda *a: {"wte.weight": torch.tensor([3.0, 4.0])})
+    monkeypatch.setattr(fs, "score", lambda *a: (0.0, 0.0))
+    # "code" = the step's L1 length: at the sign step's L2 norm, (3, 4) is shorter in L1 than (1, 1)
+    monkeypatch.setattr(fs, "scored_step", lambda m, t, c, step: (0.0, float(sum(v.abs().sum() for v in step.values()))))
+    steps = fs.first_steps(None, None, cfg, 0)
+    assert steps["grad"][1] < steps["sign"][1] and steps["grad_matched"] == steps["grad"]
+
+
+def test_em_code_vs_offdomain_reads_no_crossing_for_a_base_already_there_and_names_a_short_upto(tmp_path, call):
+    cvo = script("em_code_vs_offdomain")
+    # the base already at 0.95 reaches 0.9 at step 0: left out, even though its code dips and comes back
+    assert cvo.crossing([(0, 0.95, 0.0), (1, 0.5, 1.0), (5, 0.95, 2.0)], 0.9) is None
+    assert cvo.crossing([(0, 0.5, 0.0), (1, 0.5, 1.0), (5, 0.95, 2.0)], 0.9) is not None
+    st = lambda off, code: {"offdomain_misaligned": {"per_seed": [off]}, "code_misaligned": {"per_seed": [code]}}
+    for name in ("ref", "other"):
+        (tmp_path / name).mkdir()
+        write_run(tmp_path / name, {"seeds": [[0, 0]], "base": {"plain": st(0.0, 0.0)},
+                                    "trajectory": {"insecure": {"5": st(0.05, 0.9), "20": st(0.2, 0.99)}}},
+                  "emergent_misalignment")
+    with pytest.raises(ConfigError, match="no checkpoint at or before step 2"):  # not an unpacking error
+        call("em_code_vs_offdomain", str(tmp_path / "other"), f"--reference={tmp_path / 'ref'}", "--upto=2")
+
+
+def test_em_at_step_ratio_of_a_control_without_any_valid_seed_is_undefined(tmp_path, run_script):
+    run = fake_run(tmp_path / "r", [[0, 0], [1, 0]], {"insecure": [0.05, 0.07], "secure": [math.nan, math.nan]})
+    out = run_script(run)
+    assert "| secure | 2 |" in out and "| undefined |" in out  # not a ZeroDivisionError
