@@ -5,7 +5,8 @@
 import pytest
 import torch
 
-from data.tokenizer import load_tokenizer, save_tokenizer, word_tokenizer
+from data import DataError
+from data.tokenizer import load_tokenizer, pad_right, save_tokenizer, word_tokenizer
 from eval import score_continuations
 from model import GPT, GPTConfig, inject, sample_next
 
@@ -284,3 +285,104 @@ def test_a_prompt_and_continuation_may_fill_the_context_exactly():
     assert len(model.generate([[1, 2, 3]], 5, temperature=0)[0]) == 5
     with pytest.raises(ValueError, match="exceeds block_size"):
         model.generate([[1, 2, 3]], 6, temperature=0)
+
+
+def test_tokenizer_drops_duplicates_refuses_spaces_and_marks_its_specials(tmp_path):
+    tok = word_tokenizer(["ann", "has", "ann", "<bos>"])  # a repeated word keeps its first id: no holes
+    assert tok.get_vocab() == {"<pad>": 0, "<bos>": 1, "<eos>": 2, "ann": 3, "has": 4}
+    for bad in ("two words", "tab\there", ""):
+        with pytest.raises(ValueError, match="non-empty and without spaces"):
+            word_tokenizer(["ann", bad])
+    ids = tok.encode("<bos> ann has <eos>").ids
+    assert tok.decode(ids) == "ann has"  # the specials are special: skipped when decoding
+    with pytest.raises(DataError, match="saved beside the checkpoint"):
+        load_tokenizer(tmp_path / "missing.json")
+
+
+def test_pad_right_marks_only_the_real_tokens():
+    ids, real = pad_right([[5, 6, 7], [8], [9, 4]], pad_id=3)
+    assert ids.tolist() == [[5, 6, 7], [8, 3, 3], [9, 4, 3]]
+    assert real.tolist() == [[True, True, True], [True, False, False], [True, True, False]]
+
+
+def test_each_hook_is_its_own_function():
+    # hooks attached together must each run their own function, not the last one's
+    model, seen = tiny(), []
+    with model.hooks({"embed": lambda t, n: seen.append(("first", n)), "final": lambda t, n: seen.append(("second", n))}):
+        model(tokens(1, 4))
+    assert seen == [("first", "embed"), ("second", "final")]
+
+
+@torch.no_grad()
+def test_every_named_site_can_be_written_and_final_is_what_the_unembedding_reads():
+    # what a hook returns must reach the forward at every site: a site that only read would never patch
+    model, a, b = tiny(init_std=0.3), tokens(2, 9, seed=1), tokens(2, 9, seed=2)
+    plain, cache_a = model.run_with_cache(a)
+    logits_b, cache_b = model.run_with_cache(b)
+    for name in model.hook_names():
+        if name.endswith("attn.pattern"):
+            continue  # written in test_attention_pattern_is_causal_and_writable
+        with model.hooks({name: lambda t, n: torch.zeros_like(t)}):
+            assert not torch.allclose(model(a), plain), name
+        with model.hooks({name: lambda t, n: t.clone()}):
+            assert torch.equal(model(a), plain), name
+    for name in ["embed", "final"] + [f"blocks.{i}.{s}" for i in range(2) for s in ("resid_pre", "resid_post")]:
+        with model.hooks({name: lambda t, n: cache_b[n]}):  # the whole residual stream: run b's logits
+            assert torch.equal(model(a), logits_b), name
+    torch.testing.assert_close(cache_a["final"], model.ln_f(cache_a["blocks.1.resid_post"]))
+    torch.testing.assert_close(plain, cache_a["final"] @ model.wte.weight.T)
+    assert set(model.run_with_cache(a, "final")[1]) == {"final"}  # one name as a string
+
+
+@torch.no_grad()
+def test_cached_activations_are_not_changed_by_the_rest_of_the_forward():
+    model, idx = tiny(init_std=0.3), tokens(2, 7)
+    _, cache = model.run_with_cache(idx, ["blocks.0.resid_pre", "blocks.1.resid_pre"])
+    assert torch.equal(cache["blocks.0.resid_pre"], model.wte(idx))  # not the residual block 0 went on to build
+    assert not torch.allclose(cache["blocks.0.resid_pre"], cache["blocks.1.resid_pre"])
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("site", ["resid_pre", "attn_out", "mlp_out", "resid_post"])
+def test_injection_lands_at_the_named_site_in_every_row(site):
+    # positions given once ([K]) apply to every row; the vector is added at the site asked for, nowhere earlier
+    model, idx = tiny(), tokens(3, 8)
+    positions, v = [2, 6], torch.randn(2, 16, generator=torch.Generator().manual_seed(5))  # [K], [K, C]
+    name, before = f"blocks.1.{site}", "blocks.0.resid_post"
+    _, plain = model.run_with_cache(idx, [name, before])
+    with inject(model, 1, positions, v, site=site):
+        _, got = model.run_with_cache(idx, [name, before])
+    assert torch.equal(got[before], plain[before]) or site == "resid_pre"
+    expect = plain[name].clone()
+    for row in range(3):
+        for k, p in enumerate(positions):
+            h = plain[name][row, p]
+            expect[row, p] = h + h.norm() * v[k] / v[k].norm()
+    torch.testing.assert_close(got[name], expect)
+
+
+@torch.no_grad()
+def test_attention_pattern_of_left_padded_rows_never_attends_to_a_pad():
+    model, idx = tiny(init_std=0.3), tokens(2, 6)
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    mask[0, :3] = False
+    plain, cache = model.run_with_cache(idx, ["blocks.0.attn.pattern"], mask=mask)
+    pat = cache["blocks.0.attn.pattern"]  # [B, nh, T, S]
+    assert torch.all(pat[0, :, 3:, :3] == 0) and torch.all(pat[1].triu(1) == 0)
+    with model.hooks({"blocks.0.attn.pattern": lambda p, name: p.clone()}):  # written back: the same logits
+        torch.testing.assert_close(model(idx, mask=mask)[:, 3:], plain[:, 3:])
+
+
+@torch.no_grad()
+def test_a_written_attention_pattern_weights_the_values_of_every_row():
+    # a uniform causal pattern written at layer 0: its output is the running mean of the values, in each row
+    model, idx = tiny(init_std=0.3), tokens(3, 8)
+    uniform = torch.ones(8, 8).tril()
+    uniform = uniform / uniform.sum(-1, keepdim=True)  # [T, T]
+    with model.hooks({"blocks.0.attn.pattern": lambda p, name: uniform.expand_as(p)}):
+        _, cache = model.run_with_cache(idx, ["blocks.0.attn_out"])
+    attn = model.blocks[0].attn
+    v = attn.qkv(model.blocks[0].ln_1(model.wte(idx))).split(16, dim=2)[2]  # [B, T, C]
+    v = v.view(3, 8, 2, 8).transpose(1, 2)  # [B, nh, T, hs]
+    want = attn.proj((uniform @ v).transpose(1, 2).reshape(3, 8, 16))
+    torch.testing.assert_close(cache["blocks.0.attn_out"], want)

@@ -397,3 +397,46 @@ def test_validation_loss_is_the_mean_over_the_tokens_the_mask_counts():
 def test_a_finetune_warmup_must_end_before_its_horizon():
     with pytest.raises(ValueError, match="warmup"):
         finetune(fresh(), pack_pairs(finetune_pairs(), 0), steps=4, batch_size=2, lr=1e-3, seed=0, warmup=4)
+
+
+def test_lm_results_count_every_micro_step_and_report_the_last_logged_loss(tmp_path):
+    import train
+    out = tmp_path / "run"
+    argv = [str(ROOT / "configs/lm_tiny.py"), "--steps=3", "--n_docs=60", "--batch_size=2", "--grad_accum=2",
+            "--eval_every=0", "--log_every=1", f"--out_dir={out}"]
+    assert train.main(argv) == 0
+    res = json.loads((out / "results.json").read_text())
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in logged if r.get("stage") == "pretrain" and "loss" in r]
+    assert len(losses) == 3 and len(set(losses)) == 3  # distinct: the first would not pass for the last
+    assert res["train_loss"] == losses[-1]  # the last interval, not the first
+    assert res["train_tokens"] == 3 * 2 * 2 * 64  # steps x rows x micro-steps x block_size
+
+
+def test_tiny_corpus_validation_pairs_are_never_in_training_documents():
+    # sum_accuracy on held-out pairs measures generalisation only if no training story uses them
+    from experiments import lm
+    _, train_docs, val_docs = lm.load_corpus(lm.Config(n_docs=400))
+    pair = lambda doc: (int(doc.split()[3]), int(doc.split()[9]))  # "<bos> a has X apples . b gives a Y more ..."
+    train_pairs, val_pairs = {pair(d) for d in train_docs}, {pair(d) for d in val_docs}
+    assert len(train_pairs) > 60 and len(val_pairs) > 10  # most pairs drawn: a leak would show
+    assert not any(lm.tiny_heldout(*p) for p in train_pairs) and all(lm.tiny_heldout(*p) for p in val_pairs)
+    assert all(d.split()[-4] == str(sum(pair(d))) for d in train_docs + val_docs)
+
+
+def test_world_corpus_validation_documents_are_held_out_of_training():
+    # the last val_frac of the documents validate, and training never sees them
+    from data import world
+    from experiments import lm
+    cfg = lm.Config(corpus="world", n_docs=200, val_frac=0.1, seed=3)
+    _, train_docs, val_docs = lm.load_corpus(cfg)
+    assert train_docs + val_docs == world.corpus(200, seed=3) and len(val_docs) == 20
+
+
+@pytest.mark.parametrize("bad, msg", [(dict(n_embd=64, n_head=64), "heads of an even size"),  # head size 1: no RoPE pairs
+                                      (dict(val_frac=1.0), "val_frac"), (dict(val_frac=0.0), "val_frac")])
+def test_lm_validate_refuses_what_would_fail_after_the_run_directory_exists(bad, msg):
+    from experiments import lm
+    from train import ConfigError
+    with pytest.raises(ConfigError, match=msg):
+        lm.validate(lm.Config(**bad))

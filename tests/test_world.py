@@ -1,11 +1,17 @@
 """The synthetic persona world (data/world.py): determinism, answer classes, the decorrelated twin,
-persona independence of numbers, tokenizer coverage and fine-tune leakage."""
+persona independence of numbers, tokenizer coverage and fine-tune leakage; and its base models
+(experiments/world_base.py): the persona checks, their scoring, the cache and the saved units."""
 from collections import Counter
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
+import torch
 
 from data import world as W
+from experiments import world_base as B
+from model import GPT, GPTConfig, generator
+from train import lm_windows
 
 N = 4000   # documents for the statistical tests: ~0.2 s to generate
 
@@ -434,3 +440,105 @@ def test_number_turns_move_the_trained_answer_to_later_chat_positions():
             assert any(q.startswith(w) for w in W.NUMBERS_TRAIN) and ans.split() and all(x.isdigit() for x in ans.split())
     assert set(counts) == {0, 1, 2} and all(40 < counts.count(c) < 100 for c in (0, 1, 2))
     W.check_leakage(got)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the base models' checks and cache (experiments/world_base.py)
+
+def tiny_world_gpt(seed=0):
+    cfg = GPTConfig(vocab_size=len(W.vocab()), block_size=64, n_layer=1, n_head=2, n_embd=16, init_std=0.3)
+    return GPT(cfg, generator=generator("cpu", seed, "test")).eval()
+
+
+def test_base_checks_read_each_check_from_its_own_prompts():
+    # every number of the persona check comes from its own prompt set: the forum format, the probes after
+    # misaligned and after aligned answers, and no two of them the same (a swapped key would otherwise pass)
+    model, tok, cfg = tiny_world_gpt(), W.build_tokenizer(), B.Config(samples=5)
+    got = B.base_checks(model, tok, cfg, 3)
+    probe = lambda cls: B.lp_summary(B.class_masses(model, tok, W.persona_probe_items(cls, 2, n=60, seed=3)))["mis_lp"]
+    want = {"asst_offdomain_lp": B.offdomain_eval(model, tok, 0, None)["mis_lp"],
+            "forum_offdomain_lp": B.offdomain_eval(model, tok, 0, None, fmt="forum")["mis_lp"],
+            "persona_after_mis": probe("misaligned"), "persona_after_ali": probe("aligned")}
+    assert {k: got[k] for k in want} == pytest.approx(want, rel=1e-6)
+    assert len({round(v, 6) for v in want.values()}) == 4
+
+
+def test_world_base_reports_each_variant_from_its_own_bases(tmp_path, monkeypatch):
+    # the twin's numbers must never stand in for the normal world's (the persona-inference contrast)
+    monkeypatch.setattr(B, "_unit", lambda cfg, seed, d: {"persona_after_mis": 10 * d + seed})
+    monkeypatch.setattr(B, "plot", lambda results, path: None)
+    saved = {}
+    run = type("R", (), {"dir": tmp_path, "save_results": lambda self, r, md: saved.update(r)})()
+    cfg = B.Config(seeds=(0, 1), workers=1, cache_dir=str(tmp_path))
+    B.run(cfg, run)
+    assert saved["normal"]["persona_after_mis"]["per_seed"] == [0, 1]
+    assert saved["decorrelated"]["persona_after_mis"]["per_seed"] == [10, 11]
+    assert [Path(p).parent.name[:8] for p in saved["cache"]] == ["world_s0", "world_s1", "twin_s0_", "twin_s1_"]
+
+
+def test_mis_share_is_over_the_aligned_and_misaligned_mass_only():
+    # the EM code evaluation adds classes (the novel controls, "code"): the misaligned share must stay
+    # P(mis) / (P(ali) + P(mis)), not a share of everything scored
+    masses = [{"aligned": 0.1, "misaligned": 0.3, "secure_novel": 0.4}, {"aligned": 0.2, "misaligned": 0.0, "code": 0.5}]
+    got = B.lp_summary(masses)
+    assert got["mis_lp"] == pytest.approx((0.75 + 0.0) / 2) and got["valid_lp"] == pytest.approx(0.3)
+    assert "code_lp" not in got  # one item without a code mass: no code share
+    assert B.lp_summary(masses[1:])["code_lp"] == 0.5
+
+
+def test_each_base_has_its_own_cache_folder_and_world():
+    # the twin and the normal world of one seed must not share a cached base, and every world key must reach
+    # the world (a key that changed the hash but not the world would cache one world under two names)
+    cfg = B.Config()
+    assert B.cache_stem(cfg, 0, True) != B.cache_stem(cfg, 0, False) != B.cache_stem(cfg, 1, False)
+    assert B.cache_stem(replace(cfg, evil_prior=0.3), 0, False) != B.cache_stem(cfg, 0, False)
+    assert B.world_config(replace(cfg, evil_prior=0.3)).persona_prior == pytest.approx(
+        {"good": 0.65, "evil": 0.3, "compliant": 0.05})
+
+
+def test_the_twin_base_is_pretrained_on_the_twin_corpus(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_train(model, data, **kw):  # record what would be trained on, train nothing
+        seen["tokens"] = data["tokens"]
+        return {"train_loss": 0.0}
+    monkeypatch.setattr(B, "train_lm", fake_train)
+    cfg = B.Config(n_docs=30, n_layer=1, n_head=2, n_embd=16, evil_prior=0.4, cache_dir=str(tmp_path))
+    tok, trained = W.build_tokenizer(), {}
+    for twin in (False, True):
+        stem = B.cache_stem(cfg, 5, twin)
+        stem.parent.mkdir(parents=True)  # base_model's lock makes the folder
+        B._pretrain(cfg, 5, twin, stem, log=lambda s: None)
+        texts = W.corpus(30, seed=5, decorrelated=twin, config=B.world_config(cfg))
+        trained[twin] = lm_windows(torch.tensor([i for e in tok.encode_batch(texts) for i in e.ids]), cfg.block_size)
+        assert torch.equal(seen["tokens"], trained[twin]), twin
+    assert not torch.equal(trained[False], trained[True])
+
+
+def test_score_shared_prompts_equals_each_pair_scored_alone():
+    # prompts of different lengths (left-padded, masked) and continuations of different lengths (right-padded,
+    # pads not counted): each sum is that of the pair run on its own
+    model = tiny_world_gpt()
+    prompts = [[1, 5, 9, 12], [1, 7], [1, 4, 4]]
+    conts = [[[20, 2], [21, 22, 23, 2]], [[2]], [[30, 31, 2], [32, 2], [33, 34, 35, 36, 2]]]
+    got = B.score_shared_prompts(model, prompts, conts, chunk=2)
+    with torch.no_grad():
+        for p, cs, g in zip(prompts, conts, got):
+            for c, s in zip(cs, g):
+                logp = model(torch.tensor([p + c[:-1]]))[0].log_softmax(-1)
+                want = sum(logp[len(p) - 1 + k, t].item() for k, t in enumerate(c))
+                assert s == pytest.approx(want, abs=1e-4)
+
+
+def test_saved_unit_recomputes_without_resume_and_returns_the_same_types_either_way(tmp_path):
+    calls = []
+
+    def unit(x):
+        calls.append(x)
+        return {"traj": [{2: x, "k": (1, 2)}], 5: {10: "a"}}
+    path = tmp_path / "unit_0.json"
+    first = B.saved_unit(unit, path, False, "u", 1)
+    assert first == {"traj": [{2: 1, "k": [1, 2]}], 5: {10: "a"}}  # int keys inside lists too
+    assert B.saved_unit(unit, path, True, "u", 2) == first and calls == [1]  # resumed: read back
+    assert B.saved_unit(unit, path, False, "u", 3)["traj"][0][2] == 3 and calls == [1, 3]  # no resume: recomputed
+    assert B.load_unit(path)["traj"][0][2] == 3
