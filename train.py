@@ -1046,7 +1046,10 @@ def run_experiment(argv):
         # directory exists: a bad config leaves nothing behind
         module.validate(cfg)
     out = Path(cfg.out_dir).absolute()
-    created = [d for d in (out, *out.parents) if not d.exists()]  # what Run's mkdir will make, deepest first
+    # the top folder that Run's mkdir will make, along the path as written and as normalised: through a new folder
+    # and "..", mkdir makes that folder too
+    new_top = lambda p: next((d for d in reversed((p, *p.parents)) if not d.exists()), None)
+    created = {d for d in (new_top(out), new_top(Path(os.path.abspath(out)))) if d is not None}
     was_run = (out / "config.json").exists()
     run = Run(cfg, module.__name__.split(".")[-1], argv=[sys.argv[0], *argv])
     try:
@@ -1058,7 +1061,8 @@ def run_experiment(argv):
         ours = [n for n in ("config.json", "env.json", "metrics.jsonl") if n in files]
         if not was_run and not files.get("metrics.jsonl"):
             if created and len(ours) == len(files):
-                shutil.rmtree(created[-1])
+                for d in created:
+                    shutil.rmtree(d, ignore_errors=True)  # (one may hold the other)
             else:
                 for name in ours:
                     (run.dir / name).unlink()

@@ -257,3 +257,64 @@ def test_a_failed_json_write_leaves_the_old_file_whole_and_no_temp_file(tmp_path
     with pytest.raises(OSError):
         train.write_json(path, {"a": 2})
     assert json.loads(path.read_text()) == {"a": 1} and [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_every_saved_key_counts_in_the_resume_check_but_where_the_run_is_and_how_it_starts(cfg_file, tmp_path):
+    # a key left out of the comparison would resume a run made with another value of it and mix the two
+    out = tmp_path / "run"
+    _, cfg = load_config([cfg_file, f"--out_dir={out}"])
+    train.Run(cfg, "subliminal_mnist")
+    saved = json.loads((out / "config.json").read_text())
+    for key in saved:
+        if key in ("experiment", "out_dir", "resume"):
+            continue
+        (out / "config.json").write_text(json.dumps({**saved, key: "another value"}))
+        with pytest.raises(ConfigError, match=f"differs in: {key}\\)"):
+            train.Run(cfg, "subliminal_mnist")
+    # a key the run was made with that the code no longer has: the run cannot be made again, so it is not resumed
+    (out / "config.json").write_text(json.dumps({**saved, "removed_key": 1}))
+    with pytest.raises(ConfigError, match=r"differs in: removed_key\)"):
+        train.Run(cfg, "subliminal_mnist")
+    (out / "config.json").write_text(json.dumps({**saved, "out_dir": "elsewhere", "resume": False}))
+    train.Run(cfg, "subliminal_mnist")
+
+
+def test_resume_false_keeps_the_users_markdown_and_only_results_md_goes(cfg_file, tmp_path):
+    out = tmp_path / "run"
+    _, cfg = load_config([cfg_file, f"--out_dir={out}"])
+    train.Run(cfg, "subliminal_mnist").save_results({"old": 1}, "old table")
+    for name in ("results_partial.md", "README.md", "notes.md"):  # the run's partial table, and the user's notes
+        (out / name).write_text("x")
+    train.Run(dataclasses.replace(cfg, resume=False), "subliminal_mnist")
+    assert sorted(f.name for f in out.iterdir()) == ["README.md", "config.json", "env.json", "notes.md"]
+
+
+def test_a_config_without_resume_reruns_into_its_folder_without_clearing_it(tmp_path):
+    # world_base has no resume key (None): None is not False, so its folder's files (its results) are never deleted
+    out = tmp_path / "run"
+    _, cfg = load_config([str(train.ROOT / "configs/world_base.py"), f"--out_dir={out}"])
+    train.Run(cfg, "world_base").save_results({"old": 1}, "old table")
+    train.Run(cfg, "world_base")
+    assert json.loads((out / "results.json").read_text()) == {"old": 1}
+
+
+def test_another_rank_resuming_also_refuses_another_experiments_run(cfg_file, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    _, cfg = load_config([cfg_file, f"--out_dir={out}"])
+    train.Run(cfg, "subliminal_mnist")
+    monkeypatch.setenv("RANK", "1")  # under torchrun every rank that resumes checks what the folder holds
+    with pytest.raises(ConfigError, match="holds a run of another experiment"):
+        train.Run(cfg, "lm")
+
+
+def test_run_results_refuses_a_run_that_has_not_finished_or_is_of_another_experiment(cfg_file, tmp_path):
+    # what the analysis scripts read: a stopped run has units but no results.json, and says so in one line
+    out = tmp_path / "run"
+    _, cfg = load_config([cfg_file, f"--out_dir={out}"])
+    run = train.Run(cfg, "subliminal_mnist")
+    with pytest.raises(ConfigError, match="results.json not found: the run has not finished"):
+        train.run_results(out, "subliminal_mnist")
+    run.save_results({"n_seeds": 2}, "table")
+    assert train.run_results(out, "subliminal_mnist") == {"n_seeds": 2}
+    with pytest.raises(ConfigError, match="is a run of subliminal_mnist, not of emergent_misalignment"):
+        train.run_results(out, "emergent_misalignment")

@@ -751,3 +751,23 @@ def test_cos_evil_direction_is_of_the_shift_from_the_base():
     assert along(tuned, shift) == pytest.approx(1, abs=1e-5)
     assert along(tuned, -shift) == pytest.approx(-1, abs=1e-5)
     assert along(base, shift) == 0
+
+
+def test_eval_on_a_stopped_run_aggregates_only_the_base_seeds_with_every_unit(tmp_path, monkeypatch, capsys):
+    # seed 0 finished its world and twin units, seed 1 only its world one: the partial table is seed 0's alone
+    # (seed 1's world beside no twin would pair arms over different bases), and says it is partial
+    import eval as EV
+    out = tmp_path / "run"
+    cfg = E.Config(seeds=(0, 1), twin=True, out_dir=str(out), device="cpu")
+    train.Run(cfg, "emergent_misalignment")
+    for name, seed, twin in (("unit_world_0", 0, False), ("unit_twin_0", 0, True), ("unit_world_1", 1, False)):
+        train.write_json(out / f"{name}.json", {"seed": seed, "decorrelated": twin})
+    got = []
+    monkeypatch.setattr(E, "aggregate", lambda cfg, units: got.extend(units) or {})
+    monkeypatch.setattr(E, "table", lambda res, cfg: "the table")
+    monkeypatch.setattr(E, "plot", lambda res, cfg, path: None)
+    assert EV.main([str(out)]) == 0
+    assert sorted((u["seed"], u["decorrelated"]) for u in got) == [(0, False), (0, True)]
+    assert "PARTIAL: 1 of 2 base seeds finished" in capsys.readouterr().out
+    assert json.loads((out / "results_partial.json").read_text())["partial"] == {"base_seeds": [0], "of": [0, 1]}
+    assert not (out / "results.json").exists()

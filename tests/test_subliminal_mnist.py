@@ -251,3 +251,77 @@ def test_seed_groups_cover_every_seed_once_in_near_equal_groups_bounded_by_noise
         groups = seed_groups(Config(n_seeds=n_seeds, n_noise=n_noise, device=device, seed_chunk=chunk))
         assert sorted(s for g in groups for s in g) == list(range(n_seeds))
         assert sorted(map(len, groups)) == sizes
+
+
+@need_data()
+def test_a_finished_group_is_reused_only_when_it_is_that_group_with_its_own_weights(tmp_path, capsys):
+    # two groups ([0], [1]), each with its own accuracies and weights files
+    out, res = run(tmp_path, COND, "--seed_chunk=1")
+    capsys.readouterr()
+    # group 1's weights cut short: group 1 is trained again, group 0 (whose weights load) is not
+    w = out / "main_group1.safetensors"
+    w.write_bytes(w.read_bytes()[:100])
+    _, again = run(tmp_path, COND, "--seed_chunk=1")
+    printed = capsys.readouterr().out
+    assert "seeds 0..0: resumed" in printed and "seeds 1..1: resumed" not in printed
+    assert "[main_group1] its finished weights do not load" in printed and again["conditions"] == res["conditions"]
+    # a group file of other seeds (another grouping), and one that is not JSON: trained again, never reported
+    acc = json.loads((out / "main_group0_acc.json").read_text())
+    (out / "main_group0_acc.json").write_text(json.dumps({**acc, "seeds": [1], "accuracy": {
+        c: [0.0] for c in acc["accuracy"]}}))
+    (out / "main_group1_acc.json").write_text('{"seeds": [1], "accur')
+    _, again = run(tmp_path, COND, "--seed_chunk=1")
+    printed = capsys.readouterr().out
+    assert "resumed" not in printed and "main_group1_acc.json is not readable JSON" in printed
+    assert again["conditions"] == res["conditions"]
+    # eval.py refuses weights written for other seeds than the config groups there
+    meta = json.loads((out / "main_group1.json").read_text())
+    (out / "main_group1.json").write_text(json.dumps({**meta, "seeds": [0]}))
+    assert evaluate.main([str(out)]) == 2
+    assert "holds seeds [0], the run's config groups [1] there" in capsys.readouterr().err
+    (out / "main_group1.json").write_text(json.dumps(meta))
+    # a stopped run (no results.json, group 1 not finished): eval.py reports group 0 and says the run is not finished
+    (out / "results.json").unlink()
+    for f in out.glob("main_group1*"):
+        f.unlink()
+    assert evaluate.main([str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "not finished (no saved models): main_group1" in printed and "the run finished" not in printed
+    assert "| 1 |" in printed  # the table is over the one seed finished
+
+
+@need_data()
+def test_a_run_without_saved_weights_resumes_its_finished_groups(tmp_path, capsys):
+    _, res = run(tmp_path, COND, "--save_weights=False")
+    capsys.readouterr()
+    _, again = run(tmp_path, COND, "--save_weights=False")
+    assert "seeds 0..1: resumed from main_group0_acc.json" in capsys.readouterr().out
+    assert again["conditions"] == res["conditions"]
+
+
+def test_a_new_run_stopped_for_its_data_removes_every_folder_it_made_and_nothing_else(tmp_path, capsys, monkeypatch):
+    no_data = ["--download=False", f"--data_dir={tmp_path / 'none'}"]
+    deep = tmp_path / "a" / "b" / "c"
+    assert train.main([CONFIG, *no_data, f"--out_dir={deep}"]) == 2
+    assert "is missing (download is off)" in capsys.readouterr().err and not (tmp_path / "a").exists()
+    # through a new folder and "..": mkdir makes both the folder and the run's
+    assert train.main([CONFIG, *no_data, f"--out_dir={tmp_path / 'n' / '..' / 'x'}"]) == 2
+    assert not (tmp_path / "n").exists() and not (tmp_path / "x").exists()
+    # an earlier run there that logged nothing yet (as an EM or numbers run, which logs at its end) but saved finished
+    # work keeps its config.json: the work stays resumable, and checked against the config that made it
+    old = tmp_path / "old"
+    _, cfg = train.load_config([CONFIG, *no_data, f"--out_dir={old}"])
+    train.Run(cfg, "subliminal_mnist")
+    (old / "main_group0_acc.json").write_text("{}")
+    assert train.main([CONFIG, *no_data, f"--out_dir={old}"]) == 2
+    assert sorted(f.name for f in old.iterdir()) == ["config.json", "env.json", "main_group0_acc.json"]
+    # a new folder that something else wrote into during the run is not removed with it
+    import experiments.subliminal_mnist as SM
+    from data import DataError
+
+    def stops_for_data(cfg, run):
+        (run.dir / "notes.txt").write_text("not the run's")
+        raise DataError("no data")
+    monkeypatch.setattr(SM, "run", stops_for_data)
+    assert train.main([CONFIG, f"--out_dir={tmp_path / 'new'}"]) == 2
+    assert [f.name for f in (tmp_path / "new").iterdir()] == ["notes.txt"]

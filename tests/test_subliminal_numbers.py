@@ -714,3 +714,11 @@ def test_training_lists_are_leak_checked_and_heldout_lists_are_not(monkeypatch):
     with pytest.raises(AssertionError, match="leak"):
         S.sample_lists(teacher(), TOK, 8, S.Config(), seed=0)
     assert len(S.sample_lists(teacher(), TOK, 8, S.Config(), seed=0, heldout=True)[0]) == 8
+
+
+def test_every_unit_has_its_own_file(tmp_path):
+    # two units sharing a file would read each other back on resume (or even within one run): a seed counted twice
+    cfg = S.Config(seeds=(0, 1), student_seeds=2)
+    jobs = S.unit_jobs(cfg, tmp_path)
+    assert [(p, f) for p, f, _ in jobs] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert len({path for _, _, path in jobs}) == 4 and all(path.parent == tmp_path for _, _, path in jobs)
