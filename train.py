@@ -22,7 +22,6 @@ import json
 import math
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -1046,26 +1045,26 @@ def run_experiment(argv):
         # directory exists: a bad config leaves nothing behind
         module.validate(cfg)
     out = Path(cfg.out_dir).absolute()
-    # the top folder that Run's mkdir will make, along the path as written and as normalised: through a new folder
-    # and "..", mkdir makes that folder too
-    new_top = lambda p: next((d for d in reversed((p, *p.parents)) if not d.exists()), None)
-    created = {d for d in (new_top(out), new_top(Path(os.path.abspath(out)))) if d is not None}
+    # the folders Run's mkdir will make (through a new folder and "..", it makes that folder too), normalised
+    norm = lambda d: Path(os.path.abspath(d))
+    made = {norm(d) for d in (out, *out.parents) if d.name not in (".", "..") and not d.exists() and not norm(d).exists()}
     was_run = (out / "config.json").exists()
     run = Run(cfg, module.__name__.split(".")[-1], argv=[sys.argv[0], *argv])
     try:
         module.run(cfg, run)
     except DataError:
         # a new run that stopped for its data before making anything leaves nothing behind, as a bad config: not its
-        # directory, or in a folder that was there already, not its config.json and env.json
-        files = {f.name: f.stat().st_size for f in run.dir.iterdir()}
-        ours = [n for n in ("config.json", "env.json", "metrics.jsonl") if n in files]
-        if not was_run and not files.get("metrics.jsonl"):
-            if created and len(ours) == len(files):
-                for d in created:
-                    shutil.rmtree(d, ignore_errors=True)  # (one may hold the other)
-            else:
-                for name in ours:
-                    (run.dir / name).unlink()
+        # config.json and env.json, nor the folders it made. Only empty folders are removed (rmdir), so another
+        # run or a download that wrote under a folder made here keeps it; under torchrun rank 0 alone cleans up.
+        logged = (run.dir / "metrics.jsonl").is_file() and (run.dir / "metrics.jsonl").stat().st_size > 0
+        if not was_run and not logged and os.environ.get("RANK", "0") == "0":
+            for name in ("config.json", "env.json", "metrics.jsonl"):
+                (run.dir / name).unlink(missing_ok=True)
+            for d in sorted(made, key=lambda d: len(d.parts), reverse=True):  # deepest first
+                try:
+                    d.rmdir()
+                except OSError:  # not empty (someone else's files), or already gone
+                    pass
         raise
 
 

@@ -469,7 +469,10 @@ def reevaluate(run_dir):
             tensors, meta = load_weights(stem, device)
             if meta["seeds"] != seeds:
                 raise CheckpointError(f"{stem}.json holds seeds {meta['seeds']}, the run's config groups {seeds} there: "
-                                      f"it was written by another config; rerun the config in {run_dir / 'config.json'}")
+                                      f"it was written by another config, or, for a CPU run with n_noise > 60000 made "
+                                      f"before 2026-12-02, by the older grouping (13 seeds a group: add "
+                                      f"\"seed_chunk\": 13 to its config.json); else rerun the config in "
+                                      f"{run_dir / 'config.json'}")
             for c in cell_cfg.conditions:
                 model = SeedMLP(len(seeds), meta["sizes"]).to(device)
                 model.load_seeds({k[len(c) + 1:]: v for k, v in tensors.items() if k.startswith(c + ".")})

@@ -21,7 +21,7 @@ the mean over its checkpoints in range; then mean [95% t-CI] over the seeds with
 --at=Q: the off-domain increase where the code share first reaches Q, read without the grid of checkpoints: per seed,
 between the last checkpoint below Q and the first at or past it (the base counts as step 0), interpolated linearly
 in the code share's log-odds; mean [95% t-CI] over the seeds that reach Q, beside the increase at that first
-checkpoint past Q (the issue's "matched" reading when Q = 0.9). A seed whose base is already past Q is left out.
+checkpoint past Q (the issue's "matched" reading when Q = 0.9). A seed whose base is already at or past Q is left out.
 The reading depends on the axis of the interpolation: linear in the share itself puts it nearer the later
 checkpoint. Beside it, the rate ratio there: per seed (base rate + interpolated increase) / base rate, its
 geometric mean [95% t-CI on the logs] and the ratio of the means; a seed whose base rate or level is 0 is left out
@@ -103,7 +103,7 @@ def deviations(run, reference, upto):
         below = sorted((logit(c), y) for st, c, y in ref[seed] if st <= upto)
         if not below:
             raise ConfigError(f"--upto={upto}: {Path(reference).name} has no checkpoint at or before step {upto} (its "
-                              f"steps: {', '.join(str(st) for st, _, _ in ref[seed])})")
+                              f"steps: {', '.join(str(st) for st, _, _ in ref[seed])}); use a larger --upto")
         xs, ys = zip(*below)
         inside = [(logit(c), y) for _, c, y in pts if xs[0] <= logit(c) <= xs[-1]]
         if inside:

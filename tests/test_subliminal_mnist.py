@@ -307,6 +307,24 @@ def test_a_new_run_stopped_for_its_data_removes_every_folder_it_made_and_nothing
     # through a new folder and "..": mkdir makes both the folder and the run's
     assert train.main([CONFIG, *no_data, f"--out_dir={tmp_path / 'n' / '..' / 'x'}"]) == 2
     assert not (tmp_path / "n").exists() and not (tmp_path / "x").exists()
+    # two runs started side by side under one new folder: the one that stops leaves the other's folder alone
+    a = tmp_path / "later2" / "a"
+    import experiments.subliminal_mnist as SM0
+    from data import DataError as DE
+    real_run = SM0.run
+
+    def b_arrives(cfg, run):  # run b starts in the folder run a made, then a stops for its data
+        (tmp_path / "later2" / "b").mkdir()
+        (tmp_path / "later2" / "b" / "config.json").write_text("{}")
+        raise DE("no data")
+    monkeypatch.setattr(SM0, "run", b_arrives)
+    assert train.main([CONFIG, f"--out_dir={a}"]) == 2
+    assert not a.exists() and (tmp_path / "later2" / "b" / "config.json").is_file()
+    monkeypatch.setattr(SM0, "run", real_run)
+    # through ".." into a folder that was already there: that folder stays, the new one on the way goes
+    (tmp_path / "exists").mkdir()
+    assert train.main([CONFIG, *no_data, f"--out_dir={tmp_path / 'm' / '..' / 'exists'}"]) == 2
+    assert (tmp_path / "exists").is_dir() and not (tmp_path / "m").exists()
     # an earlier run there that logged nothing yet (as an EM or numbers run, which logs at its end) but saved finished
     # work keeps its config.json: the work stays resumable, and checked against the config that made it
     old = tmp_path / "old"
