@@ -160,6 +160,17 @@ class GPTConfig:
     init_std: float = 0.02
 
 
+def head_problem(n_embd, n_head):
+    """Why n_embd cannot split into n_head attention heads, or None: the one check of the GPT's constructor and of
+    the configs that build one (before their run directory exists)."""
+    if n_head < 1:
+        return f"n_head must be >= 1, got {n_head}"
+    if n_embd % n_head or n_embd // n_head % 2:
+        return (f"n_embd ({n_embd}) must split into n_head ({n_head}) heads of an even size (rotary positions rotate "
+                f"pairs of dimensions)")
+    return None
+
+
 class HookPoint(nn.Module):
     """An identity that gives an activation a name; hooks attach to it as forward hooks."""
 
@@ -267,9 +278,8 @@ class GPT(nn.Module):
 
     def __init__(self, cfg, generator=None):
         super().__init__()
-        if cfg.n_embd % cfg.n_head or (cfg.n_embd // cfg.n_head) % 2:
-            raise ValueError(f"n_embd ({cfg.n_embd}) must split into n_head ({cfg.n_head}) heads of an even size "
-                             f"(rotary positions rotate pairs of dimensions)")
+        if head_problem(cfg.n_embd, cfg.n_head):
+            raise ValueError(head_problem(cfg.n_embd, cfg.n_head))
         self.cfg = cfg
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.embed = HookPoint()

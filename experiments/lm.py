@@ -32,7 +32,7 @@ import torch
 
 from data import DataError
 from data.tokenizer import save_tokenizer, word_tokenizer
-from model import GPT, GPTConfig, generator
+from model import GPT, GPTConfig, generator, head_problem
 from train import ConfigError, ddp_setup, lm_windows, train_lm
 
 
@@ -77,8 +77,7 @@ def validate(cfg):
         (lambda: cfg.corpus in ("tiny", "world"), f"corpus must be 'tiny' or 'world', got {cfg.corpus!r}"),
         (lambda: min(cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size, cfg.n_docs) >= 1,
          "n_layer, n_head, n_embd, block_size and n_docs must be >= 1"),
-        (lambda: cfg.n_embd % cfg.n_head == 0 and cfg.n_embd // cfg.n_head % 2 == 0,
-         f"n_embd ({cfg.n_embd}) must split into n_head ({cfg.n_head}) heads of an even size (rotary positions)"),
+        (lambda: head_problem(cfg.n_embd, cfg.n_head) is None, head_problem(cfg.n_embd, cfg.n_head)),
         (lambda: cfg.corpus != "tiny" or cfg.block_size >= 16, "the tiny corpus needs block_size >= 16 (its stories)"),
         (lambda: 0 < cfg.val_frac < 1, f"val_frac must be in (0, 1), got {cfg.val_frac}"),
         (lambda: cfg.steps >= 1 and cfg.batch_size >= 1 and cfg.grad_accum >= 1,

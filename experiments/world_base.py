@@ -42,7 +42,7 @@ import torch
 from data import world as W
 from data.tokenizer import load_tokenizer, pad_right, save_tokenizer
 from eval import fmt_stat, summarize
-from model import GPT, GPTConfig, KVCache, generator
+from model import GPT, GPTConfig, KVCache, generator, head_problem
 from train import (CheckpointError, ConfigError, TooLongError, cpu_name, load_lm, lm_windows, pack_pairs, train_lm,
                    write_json)
 
@@ -100,9 +100,8 @@ def validate(cfg):
         raise ConfigError(f"evil_prior must be in [0, 0.95]; got {cfg.evil_prior}")
     if not 0 <= cfg.asst_evil <= 1:
         raise ConfigError(f"asst_evil must be a probability in [0, 1]; got {cfg.asst_evil}")
-    if cfg.n_head < 1 or cfg.n_embd % cfg.n_head or cfg.n_embd // cfg.n_head % 2:
-        raise ConfigError(f"n_embd ({cfg.n_embd}) must split into n_head ({cfg.n_head}) heads of an even size "
-                          f"(rotary positions)")
+    if head_problem(cfg.n_embd, cfg.n_head):
+        raise ConfigError(head_problem(cfg.n_embd, cfg.n_head))
     try:  # the world's own checks (WorldConfig), as a config error
         world_config(cfg)
     except ValueError as e:
