@@ -138,7 +138,8 @@ def read_run_config(path):
         values = json.loads(Path(path).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path} is not readable JSON ({e}): the run directory is damaged; rerun its command "
-                          f"with a new --out_dir") from None
+                          f"with a new --out_dir (or delete that file and rerun with --resume=False to clear the "
+                          f"folder)") from None
     if not isinstance(values, dict) or not isinstance(values.get("experiment"), str):
         raise ConfigError(f"{path} does not name its experiment: it was not written by train.py")
     return values
@@ -263,6 +264,14 @@ class Run:
         old = self.dir / "config.json"
         first = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 alone removes and writes the run's files
         resume = getattr(cfg, "resume", None)
+        outputs = lambda: sorted({f for pattern in RUN_OUTPUTS for f in self.dir.glob(pattern) if f.is_file()})
+        # a run's files without its config.json (deleted by hand) cannot be checked against this config: a resume
+        # would reuse them unchecked. Rank 0 alone looks (another rank may see rank 0's config.json.tmp of this run)
+        orphans = [] if old.exists() or not first or resume is None else outputs()
+        if orphans and resume:
+            raise ConfigError(f"{self.dir} holds run outputs ({', '.join(f.name for f in orphans[:3])}"
+                              f"{', ...' if len(orphans) > 3 else ''}) but no config.json to check them against this "
+                              f"config: use a new --out_dir, or --resume=False to delete them and recompute")
         if old.exists() and (first or resume):  # (another rank may be removing it when resume is False)
             prev = read_run_config(old)
             if prev.pop("experiment") != experiment:
@@ -279,7 +288,7 @@ class Run:
                 raise ConfigError(f"{self.dir} holds a run with another config (differs in: {', '.join(diff)}): "
                                   f"use a new --out_dir, or --resume=False to delete that run's outputs there and "
                                   f"recompute")
-        elif old.exists() and resume is False and first:
+        elif (old.exists() or orphans) and resume is False and first:
             # --resume=False recomputes everything: the old run's outputs go first, so that nothing of it is shown
             # beside the new config or resumed by a later rerun. Only what runs write (RUN_OUTPUTS), and inside the
             # project only under out/ (never its code, docs or figures).
@@ -287,7 +296,7 @@ class Run:
             if where.is_relative_to(ROOT) and (not where.is_relative_to(ROOT / "out") or where == ROOT / "out"):
                 raise ConfigError(f"--resume=False would delete the run outputs in {self.dir}, a folder of the project "
                                   f"itself: give runs their own --out_dir (a folder under out/, or outside the project)")
-            gone = sorted({f for pattern in RUN_OUTPUTS for f in self.dir.glob(pattern) if f.is_file()})
+            gone = outputs()
             for f in gone:
                 f.unlink()
             print(f"--resume=False: removed the previous run's {len(gone)} output files in {self.dir}")
@@ -296,6 +305,15 @@ class Run:
         if not first:
             return
         write_json(self.dir / "config.json", {"experiment": experiment, **dataclasses.asdict(cfg)})
+        if (self.dir / "env.json").is_file():  # a resumed run: the earlier sessions' environments (the commit that
+            # computed the groups or units reused now) are kept, one line each, oldest first
+            text = (self.dir / "env.json").read_text()
+            try:
+                earlier = json.loads(text)
+            except json.JSONDecodeError:  # damaged: kept as it is
+                earlier = {"unreadable_env_json": text}
+            with open(self.dir / "env_earlier.jsonl", "a") as f:
+                f.write(json.dumps(earlier) + "\n")
         dev = getattr(cfg, "device", "cpu")
         write_json(self.dir / "env.json", {
             "argv": list(argv if argv is not None else sys.argv),

@@ -160,8 +160,13 @@ def test_resume_false_recomputes_and_leaves_nothing_old_to_read(cfg_file, tmp_pa
     with pytest.raises(ConfigError, match="holds a run of another experiment"):
         train.Run(cfg, "lm")
     (out / "config.json").write_text('{"experiment": "subliminal_mnist", "m": ')  # cut short
-    with pytest.raises(ConfigError, match="is not readable JSON"):
-        train.Run(cfg, "subliminal_mnist")
+    for resume in (True, False):
+        with pytest.raises(ConfigError, match="is not readable JSON.*delete that file and rerun with --resume=False"):
+            train.Run(dataclasses.replace(cfg, resume=resume), "subliminal_mnist")
+    (out / "config.json").unlink()  # as the message says: the folder is then cleared
+    (out / "results.json").write_text("{}")
+    train.Run(dataclasses.replace(cfg, resume=False), "subliminal_mnist")
+    assert not (out / "results.json").exists()
 
 
 def test_default_out_dir_is_named_after_config(cfg_file):
@@ -287,6 +292,44 @@ def test_resume_false_keeps_the_users_markdown_and_only_results_md_goes(cfg_file
         (out / name).write_text("x")
     train.Run(dataclasses.replace(cfg, resume=False), "subliminal_mnist")
     assert sorted(f.name for f in out.iterdir()) == ["README.md", "config.json", "env.json", "notes.md"]
+
+
+def test_a_runs_files_without_its_config_are_refused_by_a_resume_and_cleared_by_resume_false(cfg_file, tmp_path,
+                                                                                              monkeypatch):
+    # config.json deleted by hand: the groups beside it may come from any config, so resuming would reuse them
+    # unchecked; the user's own files are not the run's and do not count
+    out = tmp_path / "run"
+    _, cfg = load_config([cfg_file, f"--out_dir={out}"])
+    train.Run(cfg, "subliminal_mnist")
+    (out / "main_group0_acc.json").write_text("{}")
+    (out / "config.json").unlink()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match=r"holds run outputs \(env.json, main_group0_acc.json\) but no config.json"
+                                          r".*--resume=False to delete them"):
+        train.Run(cfg, "subliminal_mnist")
+    monkeypatch.setenv("RANK", "1")  # another rank does not look (rank 0 may be writing this run's config.json.tmp)
+    train.Run(cfg, "subliminal_mnist")
+    monkeypatch.delenv("RANK")
+    train.Run(dataclasses.replace(cfg, resume=False), "subliminal_mnist")
+    assert sorted(f.name for f in out.iterdir()) == ["config.json", "env.json", "notes.txt"]
+    (out / "config.json").unlink()
+    (out / "env.json").unlink()
+    train.Run(cfg, "subliminal_mnist")  # only the user's file there: a new run
+
+
+def test_a_resumed_run_keeps_the_earlier_environments(cfg_file, tmp_path):
+    # the commit that computed the reused groups must not be lost when a later session resumes the run
+    out = tmp_path / "run"
+    _, cfg = load_config([cfg_file, f"--out_dir={out}"])
+    train.Run(cfg, "subliminal_mnist", argv=["first"])
+    train.Run(cfg, "subliminal_mnist", argv=["second"])
+    (out / "env.json").write_text('{"argv": ["third"], "cut')  # a damaged one is kept as text
+    train.Run(cfg, "subliminal_mnist", argv=["fourth"])
+    earlier = [json.loads(line) for line in (out / "env_earlier.jsonl").read_text().splitlines()]
+    assert [e.get("argv") for e in earlier] == [["first"], None] and earlier[1]["unreadable_env_json"].startswith('{"argv"')
+    assert json.loads((out / "env.json").read_text())["argv"] == ["fourth"]
+    train.Run(dataclasses.replace(cfg, resume=False), "subliminal_mnist")  # recomputing: nothing earlier is kept
+    assert not (out / "env_earlier.jsonl").exists()
 
 
 def test_a_config_without_resume_reruns_into_its_folder_without_clearing_it(tmp_path):

@@ -1,5 +1,6 @@
 """The analysis scripts: em_at_step.py pools emergent-misalignment runs (values pair up by (base, fine-tune seed)),
 sn_*.py pool and compare numbers runs, em_patch_tokens.py patches coordinates between two models."""
+import contextlib
 import copy
 import functools
 import json
@@ -456,6 +457,28 @@ def test_em_patch_tokens_scores_as_the_run_and_patching_sets_the_other_models_co
     assert patch.mis_lp(a, *args, hooks=EM.coordinate_hooks(units, target)) != pytest.approx(patch.mis_lp(a, *args))
 
 
+def test_em_patch_tokens_share_survives_answers_below_float32s_smallest_probability():
+    # a steered model can give every answer string a probability under e^-103 (float32's floor): the share is
+    # still P_mis / (P_al + P_mis), here e^(-600 + ln 3) over e^-600 + e^(-600 + ln 3) = 3/4, not 0 / 0 -> 0
+    patch = load_script("em_patch_tokens")
+
+    class Fixed:  # logits [N, T, 2] given; token 1's log-prob at each position is -a (to float precision)
+        def __init__(self, a):
+            self.logits = torch.stack([torch.zeros_like(a), -a], -1)
+
+        def hooks(self, hooks):
+            return contextlib.nullcontext()
+
+        def __call__(self, x):
+            return self.logits
+
+    a = torch.tensor([[300.0, 300.0, 0.0], [300.0 - math.log(3) / 2, 300.0 - math.log(3) / 2, 0.0]])
+    x = torch.tensor([[0, 1, 1], [0, 1, 1]])  # one prompt token, then two answer tokens per string
+    real, starts = torch.ones(2, 3, dtype=torch.bool), torch.tensor([1, 1])
+    owner, cls = torch.tensor([0, 0]), torch.tensor([0, 1])  # one item: string 0 aligned, string 1 misaligned
+    assert patch.mis_lp(Fixed(a), x, real, starts, owner, cls, 1) == pytest.approx(0.75, rel=1e-4)
+
+
 def tiny_gpt(tok):
     """A random 2-layer model over the world's vocabulary, for the scripts' reading of activations."""
     return GPT(GPTConfig(vocab_size=tok.get_vocab_size(), block_size=64, n_layer=2, n_head=2, n_embd=16),
@@ -790,7 +813,9 @@ def test_em_first_step_is_adamws_first_step_and_puts_the_weights_back():
     # the shortened gradient step reaches the sign step's code increase (bisection), and the rows read as increases
     steps = fs.first_steps(model, tok, cfg, 0, halvings=10)
     code = {k: steps[k][1] - steps["base"][1] for k in ("sign", "grad", "grad_matched")}
-    assert code["grad"] > code["sign"] and code["grad_matched"] == pytest.approx(code["sign"], rel=1e-2)
+    # which step moves this random model's code more is not the point here (both branches have their own test)
+    assert (code["grad_matched"] == pytest.approx(code["sign"], rel=1e-2) if code["grad"] > code["sign"]
+            else steps["grad_matched"] == steps["grad"])
     assert steps["secure_sign"] != steps["sign"]  # the control's own loss, its own step
     row = fs.row_of(0, steps)
     assert row["sign_code"] == pytest.approx(steps["sign"][1] - steps["base"][1])
@@ -1317,6 +1342,20 @@ def test_em_first_step_matched_gradient_is_the_whole_step_when_shortening_cannot
     monkeypatch.setattr(fs, "scored_step", lambda m, t, c, step: (0.0, float(sum(v.abs().sum() for v in step.values()))))
     steps = fs.first_steps(None, None, cfg, 0)
     assert steps["grad"][1] < steps["sign"][1] and steps["grad_matched"] == steps["grad"]
+
+
+def test_em_first_step_shortens_a_longer_gradient_step_to_the_sign_steps_code_increase(monkeypatch):
+    # "code" = <step, g>: at the sign step's L2 norm the gradient step gives |sign| |g| >= lr |g|_1 (Cauchy-Schwarz),
+    # and the gradient step of length k gives k |g|^2, so the bisection must stop at k = lr |g|_1 / |g|^2
+    fs = script("em_first_step")
+    cfg = EM.Config(ft_lr=1e-2)
+    g = torch.tensor([3.0, -4.0, 0.5, 1.0])
+    monkeypatch.setattr(fs, "arm_grads", lambda *a: {"wte.weight": g})
+    monkeypatch.setattr(fs, "score", lambda *a: (0.0, 0.0))
+    monkeypatch.setattr(fs, "scored_step", lambda m, t, c, step: (0.0, float((step["wte.weight"] * g).sum())))
+    steps = fs.first_steps(None, None, cfg, 0, halvings=16)
+    assert steps["grad"][1] > steps["sign"][1] == pytest.approx(cfg.ft_lr * g.abs().sum().item())
+    assert steps["grad_matched"][1] == pytest.approx(steps["sign"][1], rel=1e-3)
 
 
 def test_em_code_vs_offdomain_reads_no_crossing_for_a_base_already_there_and_names_a_short_upto(tmp_path, call):

@@ -332,7 +332,8 @@ def test_a_new_run_stopped_for_its_data_removes_every_folder_it_made_and_nothing
     train.Run(cfg, "subliminal_mnist")
     (old / "main_group0_acc.json").write_text("{}")
     assert train.main([CONFIG, *no_data, f"--out_dir={old}"]) == 2
-    assert sorted(f.name for f in old.iterdir()) == ["config.json", "env.json", "main_group0_acc.json"]
+    assert sorted(f.name for f in old.iterdir()) == ["config.json", "env.json", "env_earlier.jsonl",
+                                                     "main_group0_acc.json"]
     # a new folder that something else wrote into during the run is not removed with it
     import experiments.subliminal_mnist as SM
     from data import DataError

@@ -1,6 +1,7 @@
 """The synthetic persona world (data/world.py): determinism, answer classes, the decorrelated twin,
 persona independence of numbers, tokenizer coverage and fine-tune leakage; and its base models
 (experiments/world_base.py): the persona checks, their scoring, the cache and the saved units."""
+import math
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -484,6 +485,12 @@ def test_mis_share_is_over_the_aligned_and_misaligned_mass_only():
     assert got["mis_lp"] == pytest.approx((0.75 + 0.0) / 2) and got["valid_lp"] == pytest.approx(0.3)
     assert "code_lp" not in got  # one item without a code mass: no code share
     assert B.lp_summary(masses[1:])["code_lp"] == 0.5
+
+
+def test_mis_share_of_a_prompt_without_valid_mass_is_undefined_not_zero():
+    # both answer masses underflowed: the share is 0 / 0, which must show as NaN, not pass as "aligned"
+    got = B.lp_summary([{"aligned": 0.0, "misaligned": 0.0}, {"aligned": 0.1, "misaligned": 0.3}])
+    assert math.isnan(got["mis_lp"]) and got["valid_lp"] == pytest.approx(0.2)
 
 
 def test_each_base_has_its_own_cache_folder_and_world():
