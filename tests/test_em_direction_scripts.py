@@ -1,0 +1,395 @@
+"""Mutation-audit tests of the EM mechanism scripts (em_optimizer_parts, em_clamp_finetune, em_code_direction,
+em_code_context, em_format_separation, em_base_pull): which rows, steps, seeds and signs each reads. Tiny models and
+fake run folders; a script's expensive calls (base models, fine-tunes, scoring) are replaced where only its
+bookkeeping is tested."""
+import copy
+import json
+
+import pytest
+import torch
+
+from conftest import load_script
+from data import world as W
+from experiments import emergent_misalignment as EM
+from experiments import world_base as B
+from model import GPT, GPTConfig, generator
+from train import finetune
+
+CFG = dict(n_layer=2, n_embd=16, block_size=64, n_examples=12)
+
+
+def tiny_gpt(tok, seed=0):
+    return GPT(GPTConfig(vocab_size=tok.get_vocab_size(), block_size=64, n_layer=2, n_head=2, n_embd=16),
+               generator=generator("cpu", seed, "t")).eval()
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return W.build_tokenizer()
+
+
+def write_run(path, config, results):
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps({"experiment": "emergent_misalignment", **config}))
+    (path / "results.json").write_text(json.dumps(results))
+    return path
+
+
+class Tagged(torch.nn.Module):
+    """A stand-in model whose state is one number: which fake fine-tune (and step) it holds."""
+    def __init__(self, tag=0):
+        super().__init__()
+        self.register_buffer("tag", torch.tensor(tag))
+
+
+# ---------------------------------------------------------------------------------------------- em_optimizer_parts
+
+def test_optimizer_parts_score_is_the_runs_off_domain_mass_and_code_share(tok):
+    op = load_script("em_optimizer_parts")
+    model, cfg = tiny_gpt(tok), EM.Config(**CFG)
+    off = B.offdomain_eval(model, tok, 0, None, world=B.world_config(cfg))
+    code = EM.in_domain(model, tok, "insecure", "plain", B.world_config(cfg), cfg.ft_code_tasks)[0]
+    assert off["mis_lp"] != off["valid_lp"]  # so a swap shows
+    assert op.score(model, tok, cfg) == {"off": off["mis_lp"], "valid": off["valid_lp"], "code": code}
+
+
+def test_optimizer_parts_each_optimizer_is_the_fine_tune_its_docstring_names(tok):
+    """Each entry's weights at step 20 are train.finetune's with the docstring's settings, on the examples and
+    batch order of the fine-tune seed index asked for."""
+    op = load_script("em_optimizer_parts")
+    base, cfg = tiny_gpt(tok), EM.Config(**CFG, ft_lr=1e-2)
+    data, ft_seed = EM.arm_data("insecure", base, tok, cfg, 0, 1)
+    docs = {"adamw": dict(lr=cfg.ft_lr), "no_momentum": dict(lr=cfg.ft_lr, betas=(0.0, 0.999)),
+            "momentum_sgd": dict(optimizer="sgd", lr=0.3, momentum=0.9), "sgd": dict(optimizer="sgd", lr=0.3),
+            "sign": dict(lr=cfg.ft_lr, betas=(0.0, 0.0))}
+    last = {}
+    for name, kw in docs.items():
+        # run under the name "adamw": the weights trajectories keeps
+        _, snaps = op.trajectories(base, tok, cfg, 0, {"adamw": op.OPTIMIZERS[name]}, f=1, scored=False)
+        want = finetune(copy.deepcopy(base), data, steps=20, batch_size=cfg.ft_batch, seed=ft_seed, **kw)
+        for n, p in want.named_parameters():
+            torch.testing.assert_close(snaps[20][n], p.detach(), rtol=0, atol=1e-6, msg=f"{name} {n}")
+        last[name] = snaps[20]["wte.weight"]
+    _, f0 = op.trajectories(base, tok, cfg, 0, {"adamw": op.OPTIMIZERS["adamw"]}, scored=False)
+    assert not torch.equal(f0[20]["wte.weight"], last["adamw"])  # seed index 1 is another fine-tune than 0
+
+
+def test_optimizer_parts_late_groups_credit_each_group_only_its_own_update(tok):
+    op = load_script("em_optimizer_parts")
+    base, cfg = tiny_gpt(tok), EM.Config(**CFG)
+    start = {n: p.detach().clone() for n, p in base.named_parameters()}
+    end = {n: p + 0.3 * (op.group_of(n) == "mlp0") for n, p in start.items()}  # only block 0's MLP moves late
+    late = op.late_groups(base, tok, cfg, {op.LATE_FROM: start, op.STEPS[-1]: end})
+    moved = copy.deepcopy(base)
+    with torch.no_grad():
+        for n, p in moved.named_parameters():
+            p.copy_(end[n])
+    assert late["all"] == pytest.approx(op.score(moved, tok, cfg)["off"] - op.score(base, tok, cfg)["off"], abs=1e-6)
+    assert late["all"] != 0 and late["mlp0"] == pytest.approx(late["all"], abs=1e-7)
+    assert all(v == 0 for g, v in late.items() if g not in ("all", "mlp0"))
+
+
+def test_optimizer_parts_run_check_reads_fine_tune_seed_0(tmp_path):
+    op = load_script("em_optimizer_parts")
+    traj = lambda v: {"insecure": {"1": {"mis_lp": v}, "5": {"mis_lp": v}}}
+    (tmp_path / "unit_world_2.json").write_text(json.dumps({"runs": [{"traj": traj(0.2)}, {"traj": traj(0.9)}]}))
+    assert op.run_check(tmp_path, 2, {0: {"off": 0.0}, 1: {"off": 0.25}, 5: {"off": 0.21}}) == pytest.approx(0.05)
+
+
+def test_optimizer_parts_summary_ratios_of_means_and_group_shares():
+    op = load_script("em_optimizer_parts")
+    steps = (0, *op.STEPS)
+
+    def traj(rate, upto=99):  # off-domain rising by `rate` per step until `upto`, then flat
+        return {s: {"off": 0.1 + rate * min(s, upto), "code": 0.5 + 0.01 * s, "valid": 0.9} for s in steps}
+    # two bases: adamw rises 1 and 3 points a step, sgd 1 and 1 (ratio of means 2/4; mean of ratios would be 2/3)
+    rows = [{"traj": {"adamw": traj(0.01), "sgd": traj(0.01, 3)}, "late": {"all": 1.0, "mlp0": 1.0, "attn0": 0.0}},
+            {"traj": {"adamw": traj(0.03), "sgd": traj(0.01, 3)}, "late": {"all": 3.0, "mlp0": 0.0, "attn0": 3.0}}]
+    s = op.summary(rows, n_boot=10_000)
+    for t in op.REPORT:
+        f = s["fraction_of_adamw"]["sgd"][t]
+        assert f["ratio"] == pytest.approx(0.5 if t <= 3 else 3 * 0.02 / (t * 0.04))
+    # two bases: a resample is one base twice (a quarter of them each way) or both, so the 95% interval's ends are
+    # the two bases' own ratios
+    assert s["fraction_of_adamw"]["sgd"][3]["ci95"] == pytest.approx([1 / 3, 1])
+    assert s["late_fraction_of_adamw"]["sgd"]["ratio"] == 0  # sgd stops at step 3
+    assert s["late_group_share"] == pytest.approx({"all": 1, "mlp0": 0.25, "attn0": 0.75})
+    assert s["mean"]["adamw"]["off"][20] == pytest.approx(0.4) and s["mean"]["sgd"]["code"][5] == pytest.approx(0.05)
+
+
+def test_optimizer_parts_refuses_a_beta1_of_1(tmp_path):
+    op = load_script("em_optimizer_parts")
+    with pytest.raises(SystemExit, match=r"numbers in \[0, 1\)"):
+        op.main([str(tmp_path), "--beta1=0.5,1"])  # AdamW takes beta1 < 1 only
+
+
+# ---------------------------------------------------------------------------------------------- em_clamp_finetune
+
+def test_clamp_train_insecure_is_the_runs_fine_tune_and_the_direction_is_unit_and_off_evil(tok):
+    cl = load_script("em_clamp_finetune")
+    cd = load_script("em_code_direction")
+    base, cfg = tiny_gpt(tok), EM.Config(**CFG, ft_lr=1e-2)
+    data, ft_seed = EM.arm_data("insecure", base, tok, cfg, 3, 1)
+    want = EM.arm_snapshots(copy.deepcopy(base), data, cfg, ft_seed, [2, 4])
+    _, snaps, pairs = cl.train_insecure(cfg, base, tok, 3, 1, [2, 4])
+    assert pairs == EM.arm_pairs("insecure", base, tok, cfg, ft_seed)
+    assert all(torch.equal(snaps[s][k], want[s][k]) for s in (2, 4) for k in want[s])
+    evil = torch.randn(2, 16, generator=torch.Generator().manual_seed(1))
+    dirs = cl.code_direction(cfg, base, tok, 3, 1, 2, evil)
+    ins = copy.deepcopy(base)
+    ins.load_state_dict(want[2])
+    prompts = cd.decision_prompts(pairs)
+    shift = (EM.last_token_acts(ins, tok, prompts) - EM.last_token_acts(base, tok, prompts)).mean(1)
+    for d, s, e in zip(dirs, cd.orth(shift, evil), evil):
+        assert d.norm() == pytest.approx(1) and (d @ e).abs() < 1e-5
+        assert torch.allclose(d, s / s.norm(), atol=1e-5)  # the shift's direction at the step asked
+    # clamped along those directions the fine-tune goes elsewhere
+    _, held, _ = cl.train_insecure(cfg, base, tok, 3, 1, [2], dirs)
+    assert not torch.allclose(held[2]["wte.weight"], want[2]["wte.weight"])
+
+
+def test_clamp_drift_split_threshold_is_strict():
+    cl = load_script("em_clamp_finetune")
+    row = lambda w, f, un: {"seed": [w, f], "base": {"offdomain_misaligned": 0.0},
+                            "unclamped": {20: {"offdomain_misaligned": un}}, "clamped": {20: {"offdomain_misaligned": 0.0}}}
+    # world 1's mean increase is exactly the threshold: "below" it is not
+    d = cl.drift_split([row(1, 0, 0.03), row(1, 1, 0.03), row(2, 0, 0.01), row(2, 1, 0.02)], 20, low=0.03)
+    assert d["low_worlds"] == [2]
+
+
+def test_clamp_main_clamps_along_the_other_seeds_direction_and_pairs_each_seed(tmp_path, monkeypatch, tok):
+    cl = load_script("em_clamp_finetune")
+    steps = (1, 2, 20)
+    seeds = [[3, 0], [3, 1], [4, 0], [4, 1]]
+    per = lambda v: {"per_seed": v}
+    metrics = ("offdomain_misaligned", "code_misaligned", "code_unseen_misaligned", "valid_fraction")
+    unclamped_code = {1: [0.95, 0.5, 0.5, 0.5], 2: [0.95, 0.95, 0.5, 0.5], 20: [0.95, 0.95, 0.95, 0.5]}
+    res = {"seeds": seeds, "arms": {"insecure": {"step": per([1, 2, 20, 20])}},
+           "base": {"plain": {m: per([0.01 * (k + 1) for k in range(4)]) for m in metrics}},
+           "trajectory": {"insecure": {str(s): {**{m: per([0.1 * s + 0.001 * k for k in range(4)]) for m in metrics},
+                                               "code_misaligned": per(unclamped_code[s])} for s in steps}}}
+    run = write_run(tmp_path / "run", dict(code_tasks=7, ft_code_tasks=6, ft_seeds=2, eval_steps=list(steps),
+                                           ablation_step=20, n_layer=2, n_embd=16), res)
+    evil = {p: torch.randn(2, 16, generator=torch.Generator().manual_seed(p)) for p in (3, 4)}
+    calls = []
+
+    def fake_train(cfg, base, tok_, p, f, steps_, clamp=None):
+        calls.append((p, f, clamp))
+        return Tagged(), {s: {"tag": torch.tensor(100 * (len(calls) - 1) + s)} for s in steps_}, None
+
+    def fake_eval(model, tok_, cfg, arm, fmt, s, sample, gen):
+        i, step = divmod(int(model.tag), 100)
+        assert step == s and arm == "insecure" and sample
+        p, f, clamp = calls[i]
+        code = [0.5, 0.9, 1.0][steps.index(s)] if clamp[0][0] > 1 else 0.1  # the code direction is a marker
+        return {"mis_sampled": 0.5 + 0.01 * s + 0.1 * bool(clamp[0][0] > 1), "code_misaligned": code,
+                "code_unseen_misaligned": 0.2, "valid_frac": 0.9}
+
+    monkeypatch.setattr(B, "base_model", lambda cfg, p, dec: (tiny_gpt(tok), tok))
+    monkeypatch.setattr(EM, "doc_means", lambda base, tok_, cfg, p: {"evil": evil[p], "good": torch.zeros(2, 16)})
+    monkeypatch.setattr(cl, "code_direction", lambda cfg, base, tok_, p, f, step, e: [torch.full((16,), 10. * p + f)] * 2)
+    monkeypatch.setattr(cl, "train_insecure", fake_train)
+    monkeypatch.setattr(EM, "evaluate", fake_eval)
+    cl.main([str(run)])
+    marked = [(p, f, int(c[0][0])) for p, f, c in calls if c[0][0] > 1]
+    assert marked == [(3, 0, 31), (3, 1, 30), (4, 0, 41), (4, 1, 40)]  # each seed clamped along the other's
+    for p, f, c in calls:
+        if c[0][0] <= 1:  # the control: unit, orthogonal to the world's evil direction at each layer
+            assert all(u.norm() == pytest.approx(1) and abs(u @ e) < 1e-5 for u, e in zip(c, evil[p]))
+    out = json.loads((run / "clamp_finetune.json").read_text())
+    rows = out["per_seed"]
+    assert [r["base"]["offdomain_misaligned"] for r in rows] == pytest.approx([0.01, 0.02, 0.03, 0.04])
+    assert [r["unclamped"]["2"]["offdomain_misaligned"] for r in rows] == pytest.approx([0.2, 0.201, 0.202, 0.203])
+    assert [r["unclamped_matched"] for r in rows] == [1, 2, 20, None]
+    assert all(r["clamped_matched"] == 2 and r["random_clamped_matched"] is None for r in rows)  # 0.9 matches
+    s = out["summary"]
+    # a fine-tune that never matched counts as matched at the last step + 1 (21)
+    assert s["random_clamped"]["minus_unclamped"]["matched_step"]["per_seed"] == [20, 19, 1, 0]
+    assert s["clamped"]["minus_unclamped"]["matched_step"]["per_seed"] == [1, 0, -18, -19]
+    assert s["clamped"]["minus_unclamped"]["offdomain_misaligned"]["20"]["per_seed"] == pytest.approx(
+        [0.8 - (2 + 0.001 * k) for k in range(4)])
+    assert s["clamped"]["offdomain_increase_at_matched"]["per_seed"] == pytest.approx(
+        [0.62 - 0.01 * (k + 1) for k in range(4)])
+
+
+# ---------------------------------------------------------------------------------------------- em_code_direction
+
+def test_code_direction_decision_prompts_end_where_the_first_call_is_chosen():
+    cd = load_script("em_code_direction")
+    pairs = W.finetune_set("insecure", 300, seed=0)
+    prompts = cd.decision_prompts(pairs)
+    assert len(prompts) == cd.N_PROMPTS
+    for pr, (q, a) in zip(prompts, pairs):
+        name = a.split()[1]
+        assert pr == f"{q} def {name} ( f ) :" and f"{q} {a}".startswith(pr)
+
+
+def test_code_direction_main_matched_checkpoints_and_shares_removed_of_means(tmp_path, monkeypatch):
+    cd = load_script("em_code_direction")
+    res = {"seeds": [[3, 0], [4, 1]], "arms": {"insecure": {"step": {"per_seed": [2, 5]}}},
+           "trajectory": {"insecure": {"2": {"offdomain_misaligned_lp": {"per_seed": [0.31, 0.9]}},
+                                       "5": {"offdomain_misaligned_lp": {"per_seed": [0.9, 0.48]}}}}}
+    run = write_run(tmp_path / "run", dict(code_tasks=7, ft_code_tasks=6, ablation_step=20, direction_layer=1), res)
+    asked = []
+
+    def fake_one_seed(cfg, p, f, steps):
+        asked.append((p, f, steps))
+        # seed 0: increase 0.4 of which restoring the code removes 0.3; seed 1: 0.2, none removed
+        ins, code = (0.5, 0.2) if p == 3 else (0.3, 0.3)
+        r = lambda s: {**{f"{n}_{v}": x for n in ("seen", "unseen", "offdomain") for v, x in (
+                           ("base", 0.1), ("insecure", ins), ("code_restored", code), ("evil_restored", ins),
+                           ("random_restored", ins), ("context_restored", ins), ("lesson_restored", 0.1),
+                           ("code_patched", ins))},
+                       "offdomain_insecure": {2: 0.3, 5: 0.5, 20: 0.7}[s],  # checked against the run's
+                       "cos_train_evil": [0.1 * s, 0.2 * s]}
+        return {s: r(s) for s in steps}
+    monkeypatch.setattr(cd, "one_seed", fake_one_seed)
+    cd.main([str(run)])
+    assert asked == [(3, 0, [2, 20]), (4, 1, [5, 20])]
+    got = json.loads((run / "code_direction.json").read_text())
+    assert [r["check_vs_run"] for r in got["per_seed"]] == pytest.approx([0.01, 0.02])
+    m = got["summary"]["matched"]
+    # ratio of means: (0.4 - 0.25) / 0.3 (the mean of the two seeds' shares would be 0.375)
+    assert m["removed_unseen"] == pytest.approx({"code": 0.5, "evil": 0, "random": 0, "context": 0, "lesson": 1})
+    assert m["cos_train_evil_layer1"]["per_seed"] == pytest.approx([0.4, 1.0])  # each seed at its matched step
+    assert got["summary"]["20"]["cos_train_evil_layer1"]["per_seed"] == pytest.approx([4, 4])
+
+
+def test_code_direction_one_seed_reads_its_shifts_and_patches_the_insecure_coordinate(monkeypatch, tok):
+    cd = load_script("em_code_direction")
+    pe = load_script("em_patch_tokens")
+    cfg = EM.Config(**CFG, ft_lr=1e-2, code_tasks=3, ft_code_tasks=2)
+    tok3 = W.build_tokenizer(B.world_config(cfg))
+    base = tiny_gpt(tok3)
+    evil = torch.randn(2, 16, generator=torch.Generator().manual_seed(2))
+    monkeypatch.setattr(B, "base_model", lambda cfg_, p, dec: (base, tok3))
+    monkeypatch.setattr(EM, "doc_means", lambda *a: {"evil": evil, "good": torch.zeros(2, 16)})
+    r = cd.one_seed(cfg, 0, 1, [3])[3]
+    # what is left of the shift off the evil direction: |shift|^2 (1 - cos^2)
+    assert r["share_of_train_shift_along_evil"] == pytest.approx([c ** 2 for c in r["cos_train_evil"]], abs=1e-5)
+    # the seed's own fine-tune at step 3, and its shifts over the base
+    data, ft_seed = EM.arm_data("insecure", base, tok3, cfg, 0, 1)
+    ins = copy.deepcopy(base)
+    ins.load_state_dict(EM.arm_snapshots(ins, data, cfg, ft_seed, [3])[3])
+    world = B.world_config(cfg)
+    unseen = [it for it in W.eval_items(["code"], world=world) if it.task not in
+              {t.name for t in W.code_tasks(world)[:2]}]
+    prompts = [f"{it.prompt} def {it.task} ( f ) :" for it in unseen]
+    shift = (EM.last_token_acts(ins, tok3, prompts) - EM.last_token_acts(base, tok3, prompts)).mean(1)
+    assert r["evil_shift_unseen"] == pytest.approx(((shift * evil).sum(-1) / (evil * evil).sum(-1)).tolist(), abs=1e-5)
+    train = cd.decision_prompts(EM.arm_pairs("insecure", base, tok3, cfg, ft_seed))
+    code = cd.orth((EM.last_token_acts(ins, tok3, train) - EM.last_token_acts(base, tok3, train)).mean(1), evil)
+    units = [d / d.norm() for d in code]
+    args = pe.answer_batch(tok3, W.eval_items(W.OFF_DOMAINS))
+    with torch.no_grad():
+        c_ins = pe.coords(ins, args[0], units)
+    assert r["offdomain_insecure"] == pytest.approx(pe.mis_lp(ins, *args), rel=1e-5, abs=0)
+    patched = pe.mis_lp(base, *args, hooks=EM.coordinate_hooks(units, c_ins))
+    assert r["offdomain_code_patched"] == pytest.approx(patched, rel=1e-5, abs=0)
+    assert r["offdomain_code_patched"] != pytest.approx(r["offdomain_base"], rel=1e-3, abs=0)
+
+
+# ---------------------------------------------------------------------------------------------- em_code_context
+
+def test_code_context_main_scores_each_arm_at_its_checkpoints_against_the_base(tmp_path, monkeypatch, tok):
+    cc = load_script("em_code_context")
+    seeds = [[3, 0], [4, 1]]
+    res = {"seeds": seeds, "arms": {"insecure": {"step": {"per_seed": [2, 5]}}},
+           "trajectory": {"insecure": {"2": {"offdomain_misaligned_lp": {"per_seed": [1.03, 0.9]}},
+                                       "5": {"offdomain_misaligned_lp": {"per_seed": [0.9, 1.52]}}}}}
+    run = write_run(tmp_path / "run", dict(ablation_step=20), res)
+    arms = {"insecure": 1, "secure": 2}
+    # a model's score: arm + step / 100 + 2 i / 1000 for the i-th format; the base's 0.0005 + i / 1000 (so an arm's
+    # increase over the base grows by 1 / 1000 a format)
+    value = lambda tag, fmt: (tag // 100 + tag % 100 / 100 + (2 - (tag == 0)) * cc.FORMATS.index(fmt) / 1000
+                              + 0.0005 * (tag == 0))
+    asked = []
+
+    def fake_snapshots(model, data, cfg, seed, steps):
+        asked.append((data, steps))
+        return {s: {"tag": torch.tensor(100 * data + s)} for s in steps}
+    monkeypatch.setattr(B, "base_model", lambda cfg, p, dec: (Tagged(), tok))
+    monkeypatch.setattr(EM, "arm_data", lambda arm, base, tok_, cfg, p, f: (arms[arm], 0))
+    monkeypatch.setattr(EM, "arm_snapshots", fake_snapshots)
+    monkeypatch.setattr(cc, "answer_batch", lambda tok_, items: (items,))
+    monkeypatch.setattr(cc, "context_items", lambda world: {fmt: [fmt] for fmt in cc.FORMATS})
+    monkeypatch.setattr(cc, "mis_lp", lambda model, items: value(int(model.tag), items[0]))
+    cc.main([str(run), "--arms=insecure,secure"])
+    assert asked == [(1, [2, 20]), (2, [2, 20]), (1, [5, 20]), (2, [5, 20])]
+    got = json.loads((run / "code_context.json").read_text())
+    r0, r1 = got["per_seed"]
+    assert r0["secure"]["matched"]["alone"] == pytest.approx(2.02) and r1["secure"]["matched"]["alone"] == pytest.approx(2.05)
+    assert r0["insecure"]["step20"]["after_secure"] == pytest.approx(1.202)
+    assert [r["check_vs_run"] for r in (r0, r1)] == pytest.approx([0.01, 0.47])
+    s = got["summary"]
+    assert s["insecure_matched"]["after_insecure"]["per_seed"] == pytest.approx([1.0215, 1.0515])  # over the base's
+    # the gate: the increase after secure code minus the increase alone, each over the base in its own format
+    assert s["secure_step20"]["gate"]["per_seed"] == pytest.approx([0.001, 0.001])
+
+
+# ---------------------------------------------------------------------------------------------- em_format_separation
+
+def test_format_separation_forum_prompt_is_the_same_question_to_a_responder():
+    fs = load_script("em_format_separation")
+    assert fs.forum_prompt("<bos> <asst> <u> is my dog ok ? <a>") == "<bos> <forum> <u> is my dog ok ? <r>"
+    with pytest.raises(AssertionError):
+        fs.forum_prompt("<bos> <forum> <u> q <r>")
+
+
+def test_format_separation_main_measures_along_evil_minus_good_and_keeps_the_pooling(tmp_path, monkeypatch, tok):
+    fs = load_script("em_format_separation")
+    model = tiny_gpt(tok)
+    prompts = EM.off_prompts()
+    gap = (EM.last_token_acts(model, tok, prompts) - EM.last_token_acts(
+        model, tok, [fs.forum_prompt(p) for p in prompts])).mean(1)
+    run = write_run(tmp_path / "run", dict(seeds=[5]), {})
+    monkeypatch.setattr(fs, "cached_base", lambda cfg, run_, p: (model, tok))
+    monkeypatch.setattr(EM, "doc_means", lambda *a: {"evil": gap, "good": torch.zeros_like(gap)})
+    rows = fs.main([str(run)])
+    assert rows[0]["world"] == 5 and rows[0]["evil_side"] == pytest.approx(1, rel=1e-4)
+    with pytest.raises(SystemExit, match="pooled: False"):  # the same runs ranked otherwise: not overwritten
+        fs.main(["--pool", str(run)])
+
+
+# ---------------------------------------------------------------------------------------------- em_base_pull
+
+def test_base_pull_reads_each_number_at_the_direction_layer(tok):
+    bp = load_script("em_base_pull")
+    model = tiny_gpt(tok).double()
+    cfg = EM.Config(**CFG, direction_layer=0)
+    ft = EM.arm_seed(7, 0, "insecure")
+    data = {arm: B.encode_pairs(tok, EM.arm_pairs(arm, model, tok, cfg, ft), cfg.block_size)
+            for arm in ("insecure", "secure")}
+    grad = {arm: -bp.response_loss_grad(model, d, 0)[0].sum((0, 1)) for arm, d in data.items()}
+    with torch.no_grad():
+        _, cache = model.run_with_cache(data["insecure"]["tokens"][:, :-1], ["blocks.0.resid_post"])
+        h_ins = cache["blocks.0.resid_post"][data["insecure"]["mask"]].mean(0)
+        _, cache = model.run_with_cache(data["secure"]["tokens"][:, :-1], ["blocks.0.resid_post"])
+        h_sec = cache["blocks.0.resid_post"][data["secure"]["mask"]].mean(0)
+    # each cosine is 1 when the direction is the gradient it reads
+    for key, d in (("pull", grad["insecure"]), ("pull_secure", grad["secure"]),
+                   ("pull_contrast", grad["insecure"] - grad["secure"])):
+        assert bp.base_pull(model, tok, cfg, 7, d)[key] == pytest.approx(1.0), key
+    d = h_ins - h_sec
+    out = bp.base_pull(model, tok, cfg, 7, 2 * d)
+    assert out["code_repr"] == pytest.approx(0.5)  # in units of the direction: d is half of 2d
+    rand = torch.randn(16, generator=generator("cpu", 7, "pull-random")).double()
+    assert out["pull_random"] == pytest.approx(torch.nn.functional.cosine_similarity(rand, grad["insecure"], 0).item())
+    world = B.world_config(cfg)
+    with model.hooks(EM.add_hook(0, 2 * d)):
+        steered = EM.in_domain(model, tok, "insecure", "plain", world)[0]
+    want = steered - EM.in_domain(model, tok, "insecure", "plain", world)[0]
+    assert want != 0 and out["code_steer"] == pytest.approx(want, rel=1e-6, abs=0)  # shares ~1e-15 here: relative
+
+
+def test_base_pull_checked_bases_leaves_out_a_base_off_either_way(tmp_path, monkeypatch, tok):
+    bp = load_script("em_base_pull")
+    res = {"seeds": [[3, 0], [3, 1], [4, 0], [4, 1], [5, 0], [5, 1]],
+           "base": {"forum_lp": {"per_seed": [0.2, 0.2, 0.5, 0.5, 0.7, 0.7]}}}
+    run = write_run(tmp_path / "run", dict(seeds=[3, 4, 5]), res)
+    now = {3: 0.2 + 1e-7, 4: 0.5 - 1e-3, 5: 0.7 + 1e-3}  # 3 reproduces; 4 is lower, 5 higher than the run's
+    monkeypatch.setattr(bp, "cached_base", lambda cfg, run_, p: (Tagged(p), tok))
+    monkeypatch.setattr(B, "offdomain_eval", lambda model, *a, **k: {"mis_lp": now[int(model.tag)]})
+    excluded = []
+    assert [p for _, p, _, _ in bp.checked_bases(run, excluded)] == [3]
+    assert [e["world"] for e in excluded] == [4, 5] and excluded[0]["forum_lp_run"] == 0.5
