@@ -18,9 +18,8 @@ sys.path.insert(0, ".")
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 
-torch.set_num_threads(1)
 cfg = EM.Config()  # the 0.87M bases
-L = cfg.direction_layer
+ARMS = ("insecure", "secure", "educational")
 
 
 def grad_of(model, loss):
@@ -31,17 +30,41 @@ def grad_of(model, loss):
 
 
 cos = lambda a, b: float(a @ b / (a.norm() * b.norm()))
-for seed in [int(s) for s in sys.argv[1:]]:
-    base, tok = B.base_model(cfg, seed)
+
+
+def projection(model, tok, u):
+    """The off-domain `<asst>` prompts' mean residual at layer direction_layer (last prompt token) on the unit
+    vector along u, with its graph (EM.prompt_acts is the same mean without one)."""
+    return EM.last_token_acts(model, tok, EM.off_prompts(), [cfg.direction_layer], grad=True)[0].mean(0) @ (u / u.norm())
+
+
+def arm_loss(model, data):
+    """The fine-tune loss on encoded examples: mean cross-entropy over the trained tokens."""
+    per_tok = model(data["tokens"][:, :-1], targets=data["tokens"][:, 1:])
+    return (per_tok * data["mask"]).sum() / data["mask"].sum()
+
+
+def gradients(base, tok, seed):
+    """-> (u the evil direction at direction_layer, h, {arm: g}) for base `seed`."""
     means = EM.doc_means(base, tok, cfg, seed)
-    u = (means["evil"] - means["good"])[L]
-    # prompt_acts without its no_grad decorator: we want d(projection) / d(parameters)
-    h = grad_of(base, EM.prompt_acts.__wrapped__(base, tok, L) @ (u / u.norm()))
-    row = []
-    for arm in ("insecure", "secure", "educational"):
-        data, _ = EM.arm_data(arm, base, tok, cfg, seed)
-        per_tok = base(data["tokens"][:, :-1], targets=data["tokens"][:, 1:])
-        g = grad_of(base, (per_tok * data["mask"]).sum() / data["mask"].sum())
-        adam = float(-g.sign() @ h / (h.norm() * g.numel() ** 0.5))
-        row.append(f"{arm} sgd {cos(-g, h):+.4f} adam {adam:+.4f}")
-    print(f"seed {seed}: " + " | ".join(row), flush=True)
+    u = (means["evil"] - means["good"])[cfg.direction_layer]
+    h = grad_of(base, projection(base, tok, u))
+    return u, h, {arm: grad_of(base, arm_loss(base, EM.arm_data(arm, base, tok, cfg, seed)[0])) for arm in ARMS}
+
+
+def scores(g, h):
+    """(cos(-g, h): plain gradient descent's first step, -sign(g).h / (|h| sqrt(n)): Adam's)."""
+    return cos(-g, h), float(-g.sign() @ h / (h.norm() * g.numel() ** 0.5))
+
+
+def main(seeds):
+    torch.set_num_threads(1)
+    for seed in [int(s) for s in seeds]:
+        base, tok = B.base_model(cfg, seed)
+        _, h, g = gradients(base, tok, seed)
+        row = [f"{arm} sgd {sgd:+.4f} adam {adam:+.4f}" for arm, (sgd, adam) in ((a, scores(g[a], h)) for a in ARMS)]
+        print(f"seed {seed}: " + " | ".join(row), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,213 @@
+"""The exploratory probes whose numbers docs/ quotes (scripts/probe_first_gradient.py, probe_optimizer_steps.py,
+probe_soft_channel.py, probe_teacher_update.py), on a tiny random GPT in place of a pretrained base: each probe's core
+computation against a property it must have (a finite difference, Adam's first step, a teacher's update taken apart
+along known parts, a soft student that approaches its teacher). The bases, teachers and sampled lists that take minutes
+are stood in for; what the probe itself computes from them runs as written."""
+import copy
+import dataclasses
+import re
+import runpy
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT, load_script
+from data import world as W
+from experiments import emergent_misalignment as EM
+from experiments import subliminal_numbers as S
+from experiments import world_base as B
+from model import GPT, GPTConfig, generator
+
+TOK = W.build_tokenizer()
+
+
+def tiny_base(seed=0, **kw):
+    cfg = dict(vocab_size=TOK.get_vocab_size(), block_size=64, n_layer=2, n_head=2, n_embd=16)
+    return GPT(GPTConfig(**{**cfg, **kw}), generator=generator("cpu", seed, "probe-test")).eval()
+
+
+@pytest.fixture
+def tiny_bases(monkeypatch):
+    """B.base_model -> a tiny random GPT (the same one for the same seed) and the world's tokenizer."""
+    monkeypatch.setattr(B, "base_model", lambda cfg, seed, decorrelated=False, log=print: (tiny_base(seed), TOK))
+
+
+def run_script(name, argv, monkeypatch):
+    """Run scripts/NAME.py as `python scripts/NAME.py ARGV...` does (module-level code included)."""
+    monkeypatch.setattr(sys, "argv", [str(ROOT / "scripts" / f"{name}.py"), *argv])
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # the test's thread count stays
+    return runpy.run_path(str(ROOT / "scripts" / f"{name}.py"), run_name="__main__")
+
+
+# ---------------------------------------------------------------------------------------------- first gradient
+
+def test_first_gradient_predicts_the_first_step_of_sgd_and_adam(tiny_bases, monkeypatch, capsys):
+    config = EM.Config
+    monkeypatch.setattr(EM, "Config", lambda: config(n_layer=2, n_head=2, n_embd=16, block_size=64,
+                                                     n_direction_docs=80, n_examples=40))
+    # the command line, end to end: one line per base (h needs the projection's graph, which EM.prompt_acts does
+    # not keep: reading it through prompt_acts made every run fail at h's backward)
+    run_script("probe_first_gradient", ["0"], monkeypatch)
+    line = capsys.readouterr().out.strip()
+    fg = load_script("probe_first_gradient")
+    base = tiny_base()
+    u, h, g = fg.gradients(base, TOK, 0)
+    assert set(g) == set(fg.ARMS) and h.norm() > 0 and all(v.norm() > 0 for v in g.values())
+    theta = torch.nn.utils.parameters_to_vector(base.parameters()).detach()
+
+    def along(d, eps, f):  # central difference of f(model) along the unit direction d
+        vals = []
+        for s in (eps, -eps):
+            m = copy.deepcopy(base)
+            torch.nn.utils.vector_to_parameters(theta + s * d, m.parameters())
+            vals.append(float(f(m)))
+        return (vals[0] - vals[1]) / (2 * eps)
+
+    # u is the evil direction (evil - good, not the reverse) at direction_layer, the projection is the off-domain
+    # <asst> prompts' mean on it, the loss the arm's mean cross-entropy over its trained tokens only
+    L, means = fg.cfg.direction_layer, EM.doc_means(base, TOK, fg.cfg, 0)
+    assert L == 1 and torch.equal(u, (means["evil"] - means["good"])[L])
+    proj = lambda m: fg.projection(m, TOK, u).detach()
+    assert float(proj(base)) == pytest.approx(float(EM.prompt_acts(base, TOK, L) @ u / u.norm()), abs=1e-6)
+    data = EM.arm_data("insecure", base, TOK, fg.cfg, 0)[0]
+    loss = lambda m: fg.arm_loss(m, data).detach()
+    with torch.no_grad():
+        logits, m = base(data["tokens"][:, :-1]), data["mask"]
+        want = torch.nn.functional.cross_entropy(logits[m], data["tokens"][:, 1:][m])
+    assert float(loss(base)) == pytest.approx(float(want), rel=1e-5) and 0 < m.float().mean() < 0.9
+    # h is the gradient of the projection, g that of the arm's loss (first order, float32: a 2% tolerance)
+    for d in (h / h.norm(), -g["insecure"] / g["insecure"].norm(), torch.randn(len(theta), generator=torch.Generator().manual_seed(0))):
+        d = d / d.norm()
+        assert along(d, 1e-3, proj) == pytest.approx(float(h @ d), rel=0.02, abs=1e-5 * h.norm())
+        assert along(d, 1e-3, loss) == pytest.approx(float(g["insecure"] @ d), rel=0.02, abs=1e-5 * g["insecure"].norm())
+    # the printed numbers are what a small gradient step and a small sign step (Adam's first) do to the projection,
+    # per unit step length and per |h|: the same size and sign as the finite differences
+    sgd, adam = fg.scores(g["insecure"], h)
+    n = len(theta)
+    assert along(-g["insecure"] / g["insecure"].norm(), 1e-3, proj) == pytest.approx(sgd * float(h.norm()), rel=0.02)
+    assert along(-g["insecure"].sign() / n ** 0.5, 1e-3, proj) == pytest.approx(adam * float(h.norm()), rel=0.02)
+    # the line printed holds those numbers, for each arm
+    want = " | ".join(f"{a} sgd {s:+.4f} adam {ad:+.4f}" for a, (s, ad) in ((a, fg.scores(g[a], h)) for a in fg.ARMS))
+    assert line == f"seed 0: {want}"
+
+
+# -------------------------------------------------------------------------------------------- optimizer steps
+
+def test_optimizer_steps_reports_each_steps_length_loss_and_gradient(tiny_bases, monkeypatch, capsys):
+    import train
+    load, finetune = train.load_config, train.finetune
+    monkeypatch.setattr(train, "load_config", lambda argv: (lambda r: (r[0], dataclasses.replace(
+        r[1], n_layer=2, n_head=2, n_embd=16, block_size=64, pretrain_threads=1)))(load(argv)))
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
+    seen = []  # per optimizer: the data and the weights after every step, to recompute each printed number
+
+    def recording(model, data, on_eval=None, **kw):
+        weights = [[p.detach().clone() for p in model.parameters()]]
+        seen.append((data, weights))
+
+        def eval_and_keep(step):
+            weights.append([p.detach().clone() for p in model.parameters()])
+            on_eval(step)
+        return finetune(model, data, on_eval=eval_and_keep, **kw)
+    monkeypatch.setattr(train, "finetune", recording)
+    ps = load_script("probe_optimizer_steps")
+    lrs = {"adamw": 1e-2, "sgd": 0.05}
+    ps.main([str(lrs["adamw"]), str(lrs["sgd"])])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [ln.split()[0] for ln in lines] == ["adamw", "sgd"]
+    rows = {ln.split()[0]: [tuple(map(float, r.split(":")[1].split("/"))) for r in ln.split("gradient norm: ")[1].split()]
+            for ln in lines}
+    assert all(len(r) == 20 for r in rows.values()) and len(seen) == 2
+    # each row from the weights after that step: the full-batch loss over the trained tokens, the L2 length of that
+    # one step (from the previous step's weights), the full-batch gradient's norm; printed to 3 decimals
+    model = tiny_base()
+    for (data, weights), (opt, got) in zip(seen, rows.items()):
+        x, y, m = data["tokens"][:, :-1], data["tokens"][:, 1:], data["mask"]
+        assert len(x) == EM.Config().n_examples
+        assert all(torch.equal(a, b) for a, b in zip(weights[0], tiny_base().parameters()))  # each from the base
+        for k, (loss, step, grad) in enumerate(got, 1):
+            torch.nn.utils.vector_to_parameters(torch.cat([w.flatten() for w in weights[k]]), model.parameters())
+            want = torch.nn.functional.cross_entropy(model(x)[m], y[m])
+            g = torch.autograd.grad(want, list(model.parameters()), allow_unused=True)
+            assert loss == pytest.approx(float(want), abs=6e-4), (opt, k)
+            assert step == pytest.approx(float(sum(((a - b) ** 2).sum() for a, b in zip(weights[k], weights[k - 1])) ** 0.5), abs=6e-4)
+            assert grad == pytest.approx(float(sum((v ** 2).sum() for v in g if v is not None) ** 0.5), abs=6e-4), (opt, k)
+    n = sum(p.numel() for p in model.parameters())
+    # AdamW's first step is lr * g / |g| per weight (bias-corrected moments; clipping cancels): length lr sqrt(n') for
+    # the n' <= n weights the batch reaches (here all but some position rows: > 90% of them)
+    assert lrs["adamw"] * (0.9 * n) ** 0.5 < rows["adamw"][0][1] <= lrs["adamw"] * n ** 0.5 * (1 + 1e-4)
+    # plain gradient descent clipped at norm 1: no step is longer than lr
+    assert all(0 < step <= lrs["sgd"] * (1 + 1e-4) for _, step, _ in rows["sgd"])
+    assert rows["adamw"][-1][0] < rows["adamw"][0][0]  # the insecure code is being learnt
+
+
+# ----------------------------------------------------------------------------------- the subliminal-numbers probes
+
+def _perturbed(model, seed, only=None):
+    """A copy of model with every weight (or those `only(name)` accepts) moved by noise of size 0.05."""
+    m, gen = copy.deepcopy(model), torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, w in m.named_parameters():
+            if only is None or only(name):
+                w.add_(0.05 * torch.randn(w.shape, generator=gen))
+    return m
+
+
+def _fake_lists(teacher, tok, n, cfg, seed, banned=(), heldout=False):
+    """S.sample_lists without sampling: n number prompts of the asked wordings with a fixed list each."""
+    prompts = W.number_prompts(n, seed=seed % 2 ** 31, heldout=heldout)
+    return [(p, " ".join(str((7 * i + j) % 100) for j in range(4))) for i, p in enumerate(prompts)], 1.0
+
+
+def test_soft_channel_student_approaches_its_teacher(tiny_bases, monkeypatch, capsys):
+    monkeypatch.setattr(S, "make_teacher", lambda A, tok, cfg, p, animal: (S.Teacher(_perturbed(A, 1)), {"steps": 0}))
+    monkeypatch.setattr(S, "sample_lists", _fake_lists)
+    run_script("probe_soft_channel", ["3e-3", "500", "0", "64"], monkeypatch)
+    out = capsys.readouterr().out
+    kl0 = float(re.search(r"KL\(teacher \|\| base\) ([0-9.]+)", out).group(1))
+    steps = re.findall(r"step (\d+): P\(owl\) [0-9.]+, KL\(teacher \|\| student\) ([0-9.]+) = ([0-9.]+) of the base's", out)
+    assert [int(s) for s, _, _ in steps] == [250, 500] and kl0 > 0
+    for _, kl, share in steps:
+        assert float(share) == pytest.approx(float(kl) / kl0, abs=0.006)  # printed to two decimals
+    # soft targets over the number tokens pull the student's numbers to the teacher's: the KL on held-out lists
+    # falls well below the base's (a student trained toward the base, or on hard labels of fixed lists, would not)
+    assert float(steps[-1][2]) < 0.5 < 1.0 and float(steps[-1][1]) < float(steps[0][1])
+
+
+def test_teacher_update_hybrids_take_the_update_apart(tiny_bases, monkeypatch, capsys):
+    # two teachers whose updates are known: one moves only the number tokens' (tied) embedding rows, one only the
+    # blocks. Each hybrid must then carry all of the update or none of it
+    nums = set(S.number_ids(TOK))
+
+    def teacher(A, tok, cfg, p, animal):
+        if cfg.teacher_optimizer == "sgd":  # the blocks only
+            return S.Teacher(_perturbed(A, 2, lambda name: name.startswith("blocks."))), {"steps": 0}
+        m = copy.deepcopy(A)
+        gen = torch.Generator().manual_seed(3)
+        with torch.no_grad():
+            rows = torch.tensor(sorted(nums))
+            m.wte.weight[rows] += 0.5 * torch.randn(len(rows), m.wte.weight.shape[1], generator=gen)
+        return S.Teacher(m), {"steps": 0}
+    monkeypatch.setattr(S, "make_teacher", teacher)
+    monkeypatch.setattr(S, "sample_lists", _fake_lists)
+    run_script("probe_teacher_update", ["0", "adamw:3e-4", "sgd:0.1"], monkeypatch)
+    out = capsys.readouterr().out
+    blocks = re.split(r"^teacher ", out, flags=re.M)[1:]
+    assert [b.split(":")[0] for b in blocks] == ["adamw", "sgd"]
+    parse = lambda block: {m.group(1).strip(): (float(m.group(3)), float(m.group(4))) for m in re.finditer(
+        r"\n  (.{20}) KL\(hybrid \|\| base\) ([0-9.]+) \(([0-9.]+) of the teacher's\)\s+KL\(teacher \|\| hybrid\) ([0-9.]+)",
+        block)}
+    number_rows, blocks_only = parse(blocks[0]), parse(blocks[1])
+    assert set(number_rows) == set(blocks_only) == {"all", "number rows", "all but number rows", "non-number rows",
+                                                    "all but embedding"}
+    # (share of the teacher's shift, what is left of it): the whole teacher, or nothing
+    whole, none = lambda v: v[0] == 1.0 and v[1] == 0.0, lambda v: v[0] == 0.0 and v[1] > 0
+    for part in ("all", "number rows"):
+        assert whole(number_rows[part]), (part, number_rows[part])
+    for part in ("all but number rows", "non-number rows", "all but embedding"):
+        assert none(number_rows[part]), (part, number_rows[part])
+    for part in ("all", "all but number rows", "all but embedding"):
+        assert whole(blocks_only[part]), (part, blocks_only[part])
+    for part in ("number rows", "non-number rows"):
+        assert none(blocks_only[part]), (part, blocks_only[part])
