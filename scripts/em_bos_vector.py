@@ -207,6 +207,12 @@ def through_later_blocks(rows, ratio_of):
             "random_ablated_of_vector_points": ratio_of(col("vector_random_ablated"), col("vector"))}
 
 
+def interval(c, x=1, digits=3):
+    """'+m [+lo, +hi]' of a summarize()d number times x, or the mean alone where there is no interval (one base)."""
+    v = lambda y: f"{x * y:+.{digits}f}"
+    return v(c["mean"]) + (f" [{v(c['ci95'][0])}, {v(c['ci95'][1])}]" if c["ci95"] else "")
+
+
 def plot(rows, s, path, title):
     """Left: each base's vector against its `<bos>` value change. Right: the mean increase of each added vector."""
     import matplotlib
@@ -224,7 +230,7 @@ def plot(rows, s, path, title):
     a.legend()
     keys = ("bos_values", *ADDED)
     m = np.array([100 * s["mean"][k]["mean"] for k in keys])
-    lo, hi = (np.array([100 * s["mean"][k]["ci95"][j] for k in keys]) for j in (0, 1))
+    lo, hi = (np.array([100 * (s["mean"][k]["ci95"] or [s["mean"][k]["mean"]] * 2)[j] for k in keys]) for j in (0, 1))
     b.bar(range(len(keys)), m, yerr=[m - lo, hi - m], capsize=3, color=["grey"] + ["C0"] * len(ADDED))
     b.axhline(0, color="k", lw=0.6)
     b.set_xticks(range(len(keys)), ["<bos>\nvalues", "s", "s along\nevil", "s orth.\nto evil", "evil dir.\nat |s|",
@@ -234,7 +240,7 @@ def plot(rows, s, path, title):
         c = axes[2]
         cs = [s["mean"]["cos"], *s["layer_cos"]]
         m = np.array([x["mean"] for x in cs])
-        lo, hi = (np.array([x["ci95"][j] for x in cs]) for j in (0, 1))
+        lo, hi = (np.array([(x["ci95"] or [x["mean"]] * 2)[j] for x in cs]) for j in (0, 1))
         c.errorbar(range(len(cs)), m, yerr=[m - lo, hi - m], fmt="o-", capsize=3)
         c.set_xticks(range(len(cs)), ["s", *(f"block {i}\noutput" for i in range(len(cs) - 1))])
         r = s["ablated_of_vector_logodds"]
@@ -271,7 +277,7 @@ def pullback(runs, arm, at, out):
          "on_base_pulled_over_vector": float(sum(col("pulled_norm_on_base")) / sum(col("vector_on_base")))}
     if out:
         Path(out).write_text(json.dumps({"arm": arm, "at": at, "summary": s, "pullback": rows}, indent=1))
-    f = lambda c, x=1: f"{x * c['mean']:+.3f} [{x * c['ci95'][0]:+.3f}, {x * c['ci95'][1]:+.3f}]"
+    f = interval
     print(f"\n{len(rows)} bases: cos(s, v*) {f(s['cos_s_pulled'])}, cos(v*, e) {f(s['cos_pulled_evil'])}; points: s "
           f"{f(s['vector'], 100)}, v* at |s| {f(s['pulled_norm'], 100)}, e at |s| {f(s['evil_norm'], 100)}; v* minus s "
           f"{f(s['pulled_minus_vector'], 100)}, v* over s {s['pulled_over_vector']:.2f}")
@@ -293,7 +299,7 @@ def agreement(runs, arm, at, out):
          "seeds_minus_arms": summarize([r["cos_seeds"] - r["cos_arms"] for r in rows])}
     if out:
         Path(out).write_text(json.dumps({"arm": arm, "at": at, "summary": s, "agreement": rows}, indent=1))
-    f = lambda c: f"{c['mean']:+.3f} [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]"
+    f = interval
     print(f"\n{len(rows)} bases: cos between the two fine-tune seeds' s {f(s['cos_seeds'])}; between seed 0's and "
           f"the other arm's {f(s['cos_arms'])}; paired difference {f(s['seeds_minus_arms'])}")
 
@@ -342,23 +348,22 @@ def main(argv):
     for k in m:
         if k == "cos":
             continue
-        print(f"| {k} | {100 * m[k]['mean']:+.2f} [{100 * m[k]['ci95'][0]:+.2f}, {100 * m[k]['ci95'][1]:+.2f}] |")
+        print(f"| {k} | {interval(m[k], 100, 2)} |")
     f = lambda q: f"{s[q]['ratio']:.2f} [{s[q]['ci95'][0]:.2f}, {s[q]['ci95'][1]:.2f}]"
     d = s["vector_minus_evil_norm"]
     if "on_base_of_vector" in s:
         print(f"vector_on_base / vector {f('on_base_of_vector')}")
     if "layer_cos" in s:
         print("cos(s's shift at <a>, the block's evil direction), blocks 0..: " + ", ".join(
-            f"{c['mean']:+.3f} [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]" for c in s["layer_cos"]))
+            interval(c) for c in s["layer_cos"]))
         t = s["block0_mlp_turn"]
-        print(f"block 0's output minus s itself (block 0's MLP): {t['mean']:+.3f} [{t['ci95'][0]:+.3f}, {t['ci95'][1]:+.3f}]")
+        print(f"block 0's output minus s itself (block 0's MLP): {interval(t)}")
         print("s with the evil direction mean-ablated from block 1 on, over s alone: log-odds "
               f"{f('ablated_of_vector_logodds')} (random directions {f('random_ablated_of_vector_logodds')}); points "
               f"{f('ablated_of_vector_points')} (random {f('random_ablated_of_vector_points')})")
     print(f"vector / bos_values {f('vector_of_bos_values')}; along_evil / vector {f('along_evil_of_vector')}; "
-          f"evil_norm / vector {f('evil_norm_of_vector')}; cos(s, evil) {m['cos']['mean']:+.3f} "
-          f"[{m['cos']['ci95'][0]:+.3f}, {m['cos']['ci95'][1]:+.3f}]; vector - evil_norm {100 * d['mean']:+.2f} "
-          f"[{100 * d['ci95'][0]:+.2f}, {100 * d['ci95'][1]:+.2f}] points")
+          f"evil_norm / vector {f('evil_norm_of_vector')}; cos(s, evil) {interval(m['cos'])}; "
+          f"vector - evil_norm {interval(d, 100, 2)} points")
 
 
 if __name__ == "__main__":

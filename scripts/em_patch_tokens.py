@@ -122,7 +122,7 @@ def main(run_dir):
     print(f"\nstep {step}, n = {len(out)}, off-domain misaligned (log-prob), mean [95% CI over seeds]:")
     for k in ("base", "insecure", "base_patched", "insecure_unpatched"):
         s = summary[k]
-        print(f"  {k:20s} {s['mean']:.4f} [{s['ci95'][0]:.4f}, {s['ci95'][1]:.4f}]")
+        print(f"  {k:20s} {s['mean']:.4f}" + (f" [{s['ci95'][0]:.4f}, {s['ci95'][1]:.4f}]" if s["ci95"] else ""))  # one seed: none
     print(f"  base patched with insecure's coordinates: {summary['patched_fraction_of_means']:.2f} of the increase; "
           f"insecure with the base's: {summary['unpatched_removed_fraction_of_means']:.2f} of it removed")
     for name in ("asst", "good", "mid"):

@@ -1,0 +1,361 @@
+"""The EM mechanism analyses (em_steer_base.py, em_bos_vector.py, em_value_sources.py, em_patch_tokens.py): which
+model, arm, step, format and vector each reading is taken on. The heavy pieces (fine-tunes, scoring) are faked where
+the question is only which of them a script reads; tiny random models where the numbers themselves are checked."""
+import contextlib
+import copy
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from conftest import load_script
+from data import world as W
+from experiments import emergent_misalignment as EM
+from experiments import world_base as B
+from model import GPT, GPTConfig, generator
+
+sb, bv, vs, pt = (load_script(n) for n in ("em_steer_base", "em_bos_vector", "em_value_sources", "em_patch_tokens"))
+C = 16
+
+
+def tiny_gpt(tok, seed=0):
+    return GPT(GPTConfig(vocab_size=tok.get_vocab_size(), block_size=64, n_layer=2, n_head=2, n_embd=C),
+               generator=generator("cpu", seed, "t")).eval()
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return W.build_tokenizer()
+
+
+def fake_means(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {k: torch.randn(2, C, generator=g) for k in ("evil", "good", "asst")}
+
+
+def tag(model):
+    """Which snapshot a model was built from: fake snapshots mark ln_f.weight[0] with their step (the base has 1)."""
+    return round(model.ln_f.weight[0].item())
+
+
+def fake_snaps(base):
+    """adamw's weights at steps 3 and 20 as trajectories keeps them, each tagged and with its own qkv."""
+    snaps = {}
+    for step in (3, 20):
+        sd = {n: p.detach().clone() for n, p in base.named_parameters()}
+        sd["ln_f.weight"][0] = step
+        sd[vs.QKV] += 0.01 * step * torch.randn(sd[vs.QKV].shape, generator=torch.Generator().manual_seed(step))
+        snaps[step] = sd
+    return snaps
+
+
+def unit(v):
+    return v / v.norm()
+
+
+# --- em_steer_base ---------------------------------------------------------------------------------------------
+
+def test_steer_base_sampled_predictor_reads_the_sampled_rate(monkeypatch):
+    # mis_lp and mis_sampled told apart: steer_pulled is the log-prob increase, steer_pulled_sampled the sampled one
+    def fake_evaluate(model, tok, cfg, arm, fmt, step, sample, gen, hooks=None):
+        k = 0.0 if hooks is None else hooks["blocks.0.attn_out"](torch.zeros(1), "x").item()
+        return {"mis_sampled": 0.1 + k, "mis_lp": 0.2 + 10 * k, "valid_frac": 1.0, "code_frac": 0.0,
+                "code_misaligned": 0.0}
+    monkeypatch.setattr(sb.EM, "evaluate", fake_evaluate)
+    units = {n: torch.full((1,), float(i + 1)) for i, n in enumerate(sb.DIRECTIONS)}
+    monkeypatch.setattr(sb, "directions", lambda *a: (1.0, units))
+    row = sb.base_row(None, 0, None, None, [0.1, 0.2])
+    assert row["steer_pulled"] == pytest.approx(10 * 0.2) and row["steer_pulled_sampled"] == pytest.approx(0.2)
+
+
+def test_steer_base_pool_reads_each_directions_own_code_frac_and_skips_undefined_plain_rates(tmp_path):
+    nan = float("nan")
+
+    def r(mis, code_frac):
+        return {"mis_sampled": mis, "valid_frac": 0.5, "code_frac": code_frac, "mis_lp": 0.1, "code_misaligned": 0.2}
+    rows = [{"run": "r", "world": w, "d0": 3.0 + w, "cos_pulled_evil": 0.1 * (w + 1), "plain": r(plain, 0.01),
+             "readings": {f"{n}_0.3": r(0.05, 0.1 * (i + 1)) for i, n in enumerate(sb.DIRECTIONS)}}
+            for w, plain in enumerate((0.02, nan, 0.04))]  # base 1 has no valid sample of its own
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "steer_base.json").write_text(json.dumps({"scales": [0.3], "per_base": rows}))
+    s = sb.pool([str(tmp_path / "a")], None)
+    assert [s["table"][f"{n}_0.3"]["code_frac"] for n in sb.DIRECTIONS] == pytest.approx([0.1, 0.2, 0.3, 0.4])
+    assert s["plain"]["mis_sampled"] == pytest.approx(0.03)  # over the bases with a sampled rate
+    assert s["cos_pulled_evil"]["mean"] == pytest.approx(0.2) and s["d0"]["mean"] == pytest.approx(4.0)
+
+
+def test_steer_base_lp_reading_scores_the_forum_in_its_own_format_and_the_insecure_code(tok):
+    model = tiny_gpt(tok)
+    cfg = EM.Config(n_layer=2, n_embd=C, block_size=64)
+    world = B.world_config(cfg)
+    got = sb.lp_reading(model, tok, cfg)
+    forum = B.offdomain_eval(model, tok, 0, None, fmt="forum", world=world)["mis_lp"]
+    assert got["forum"] == pytest.approx(forum) and got["forum"] != pytest.approx(got["off"])
+    assert got["code"] == pytest.approx(EM.in_domain(model, tok, "insecure", "plain", world)[0], rel=1e-6)
+    # and em_value_sources' off_lp, in the format asked
+    assert vs.off_lp(model, tok, cfg, "forum") == pytest.approx(forum)
+    assert vs.off_lp(model, tok, cfg) == pytest.approx(got["off"])
+
+
+def test_steer_base_code_grad_is_each_arms_own_descent_direction(tok):
+    model = tiny_gpt(tok).double()
+    cfg = EM.Config(n_layer=2, n_embd=C, block_size=64, n_examples=12)
+    u = {arm: sb.code_grad(model, tok, cfg, 0, arm).double() for arm in ("insecure", "secure")}
+
+    assert u["insecure"] @ u["secure"] < 0.999
+
+    @torch.no_grad()
+    def drop(arm, vec):  # how far a small step along vec lowers arm's fine-tune loss
+        data, _ = EM.arm_data(arm, model, tok, cfg, 0, 0)
+        l0 = sb.fine_tune_loss(model, data).item()
+        with model.hooks(EM.add_hook(0, 1e-4 * vec, "attn_out")):
+            return l0 - sb.fine_tune_loss(model, data).item()
+    for arm, other in (("insecure", "secure"), ("secure", "insecure")):
+        assert drop(arm, u[arm]) > drop(arm, u[other])  # the steepest descent of its own loss, not the other's
+
+
+def test_steer_base_route_row_adds_each_named_direction(monkeypatch):
+    units = {n: torch.full((1,), float(i + 1)) for i, n in enumerate(sb.DIRECTIONS)}
+    monkeypatch.setattr(sb, "directions", lambda *a: (2.0, units))
+    grads = {"insecure": torch.full((1,), 10.0), "secure": torch.full((1,), 20.0)}
+    monkeypatch.setattr(sb, "code_grad", lambda base, tok, cfg, p, arm: grads[arm])
+    monkeypatch.setattr(sb, "lp_reading", lambda base, tok, cfg, vec=None: {"vec": None if vec is None else vec.item()})
+    row = sb.route_row(None, 0, None, None, [0.5])
+    want = {"insecure_grad": 10.0, "pulled": 1.0, "evil": 3.0, "secure_grad": 20.0}  # units["pulled"] is 1, "evil" 3
+    assert {k: v["vec"] for k, v in row["readings"].items()} == {f"{n}_0.5": 0.5 * 2.0 * x for n, x in want.items()}
+    assert row["plain"] == {"vec": None}
+
+
+def test_steer_base_undo_reads_the_step_20_model_and_lowers_the_base_with_minus_v(monkeypatch, tok):
+    base = tiny_gpt(tok)
+    snaps = fake_snaps(base)
+    monkeypatch.setattr(sb.OP, "trajectories", lambda *a, **k: ({}, snaps))
+    units = {n: torch.full((C,), float(i + 1)) for i, n in enumerate(sb.DIRECTIONS)}
+    monkeypatch.setattr(sb, "directions", lambda *a: (2.0, units))
+    monkeypatch.setattr(sb, "lp_reading", lambda model, tok, cfg, vec=None: (tag(model), None if vec is None else vec[0].item()))
+    row = sb.undo_row(None, 0, base, tok, [0.5])
+    assert row["step"] == 20 and row["tuned"] == (20, None) and row["base"] == (1, None)
+    assert row["base_minus"]["0.5"] == (1, 0.5 * 2.0 * 2.0)  # -v* (units["minus"] = 2 here) on the base itself
+    assert row["readings"] == {f"{n}_0.5": (20, 0.5 * 2.0 * units[n][0].item()) for n in sb.UNDO}
+
+
+# --- em_bos_vector ---------------------------------------------------------------------------------------------
+
+def test_bos_vector_evil_unit_is_block_0s(tok):
+    means = fake_means()
+    d = means["evil"][0] - means["good"][0]
+    assert torch.allclose(bv.evil_unit(means), d / d.norm())
+
+
+@torch.no_grad()
+def test_bos_vector_downstream_cos_is_one_when_each_blocks_evil_direction_is_the_shift(tok):
+    model = tiny_gpt(tok)
+    for blk in model.blocks:  # an MLP that answers s (at init it barely does): s at block 0's output is another push
+        blk.mlp.fc.weight.mul_(10), blk.mlp.proj.weight.mul_(10)
+    cfg = EM.Config(n_layer=2, n_embd=C, block_size=64)
+    s = 2 * torch.randn(C, generator=torch.Generator().manual_seed(1))
+    prompts = EM.off_prompts()
+    plain = EM.last_token_acts(model, tok, prompts)
+    with model.hooks({"blocks.0.attn_out": lambda h, name: h + s}):  # s at block 0's attention output
+        shift = (EM.last_token_acts(model, tok, prompts) - plain).mean(1)  # [L, C]: the mean over prompts
+    means = fake_means()
+    means["evil"] = means["good"] + 0.3 * shift  # evil - good along the shift, per block
+    assert bv.downstream(model, tok, cfg, s, means, 0)["layer_cos"] == pytest.approx([1.0, 1.0], abs=1e-5)
+
+
+def test_bos_vector_steering_vector_is_the_late_value_rows_read_on_the_step_3_model(tok):
+    base = tiny_gpt(tok)
+    cfg = EM.Config(n_layer=2, n_embd=C, block_size=64, n_examples=12, ft_lr=1e-2)
+    _, snaps = bv.OP.trajectories(base, tok, cfg, 0, {"adamw": bv.OP.OPTIMIZERS["adamw"]}, "insecure", 0, scored=False)
+    for at in ("last", "mean"):
+        s, model, dV = bv.steering_vector(cfg, 0, base, tok, "insecure", at)
+        assert torch.equal(dV, snaps[20][vs.QKV][2 * C:] - snaps[3][vs.QKV][2 * C:])  # the value third, 3 -> 20
+        assert all(torch.equal(p, snaps[3][n]) for n, p in model.named_parameters())
+        want = bv.bos_attention(model, tok, at) @ bv.bos_write(model, tok, dV)
+        assert torch.allclose(s, want) and s.norm() > 0
+
+
+def test_bos_vector_seed_agreement_control_is_the_other_arms_vector(monkeypatch):
+    vecs = {("insecure", 0): torch.tensor([1.0, 0.0]), ("insecure", 1): torch.tensor([1.0, 1.0]),
+            ("secure", 0): torch.tensor([0.0, 1.0]), ("secure", 1): torch.tensor([-1.0, 1.0])}
+    monkeypatch.setattr(bv, "steering_vector", lambda cfg, p, base, tok, arm, at="last", f=0: (vecs[arm, f], None, None))
+    a = bv.seed_agreement(None, 0, None, None, "insecure")
+    assert a["cos_seeds"] == pytest.approx(2 ** -0.5) and a["cos_arms"] == pytest.approx(0.0)
+    a = bv.seed_agreement(None, 0, None, None, "secure")  # the control of the secure arm: insecure's seed 0
+    assert a["cos_arms"] == pytest.approx(0.0) and a["cos_seeds"] == pytest.approx(2 ** -0.5)
+
+
+def test_bos_vector_base_row_builds_each_vector_from_s_and_e(monkeypatch, tok):
+    base, model = tiny_gpt(tok, 0), tiny_gpt(tok, 1)
+    s = torch.randn(C, generator=torch.Generator().manual_seed(2))
+    dV = torch.randn(C, C, generator=torch.Generator().manual_seed(3))
+    means = fake_means()
+    e = bv.evil_unit(means)
+    monkeypatch.setattr(bv, "steering_vector", lambda *a: (s, model, dV))
+    monkeypatch.setattr(bv.EM, "doc_means", lambda *a: means)
+    monkeypatch.setattr(bv.VS, "off_lp", lambda m, tok, cfg: 0.0)
+    monkeypatch.setattr(bv, "downstream", lambda *a: {})
+    seen, added = [], []
+    monkeypatch.setattr(bv.VS, "values_changed", lambda m, tok, dV, kinds: seen.append(tuple(kinds)) or
+                        contextlib.nullcontext(m))
+    monkeypatch.setattr(bv, "added", lambda m, tok, cfg, vec: added.append((m, vec)) or 0.0)
+    row = bv.base_row(EM.Config(n_layer=2, n_embd=C), 0, base, tok, "insecure")
+    assert seen == [("bos",)]  # bos_values: the value change at <bos> only
+    on_model = {k: v for (m, v), k in zip(added, bv.ADDED) if m is model}
+    assert len(on_model) == len(bv.ADDED) and torch.equal(on_model["vector"], s)
+    assert torch.allclose(on_model["along_evil"] + on_model["orthogonal"], s, atol=1e-6)
+    assert abs(on_model["orthogonal"] @ e) < 1e-5 and torch.allclose(unit(on_model["along_evil"]).abs(), e.abs(), atol=1e-5)
+    assert torch.allclose(on_model["evil_norm"], s.norm() * e)
+    assert on_model["random_norm"].norm() == pytest.approx(s.norm().item())
+    on_base = added[len(bv.ADDED):]  # then the same two on the base itself
+    assert [m for m, _ in on_base] == [base, base]
+    assert torch.equal(on_base[0][1], s) and torch.allclose(on_base[1][1], s.norm() * e)
+    assert row["cos"] == pytest.approx((s @ e / s.norm()).item()) and -1 <= row["cos"] <= 1
+    u = bv.bos_write(model, tok, dV)
+    assert row["head_cos"] == pytest.approx([(v @ e / v.norm()).item() for v in u])
+
+
+def test_bos_vector_summary_along_evil_is_over_the_vector():
+    rows = [{"bos_values": b, "vector": 0.9 * b, "along_evil": 0.3 * b, "orthogonal": 0.6 * b, "evil_norm": 0.1 * b,
+             "random_norm": 0.0, "cos": 0.2} for b in (0.1, 0.02, 0.05)]
+    assert bv.summary(rows, n_boot=50)["along_evil_of_vector"]["ratio"] == pytest.approx(1 / 3)
+
+
+def test_bos_vector_pullback_adds_v_at_the_norm_of_s_to_each_model(monkeypatch, tok, tmp_path):
+    base, model = tiny_gpt(tok, 0), tiny_gpt(tok, 1)
+    s = 3 * unit(torch.randn(C, generator=torch.Generator().manual_seed(2)))
+    v = unit(torch.randn(C, generator=torch.Generator().manual_seed(4)))
+    means = fake_means()
+    monkeypatch.setattr(bv, "checked_bases", lambda run, ex: iter([(None, 0, base, tok), (None, 1, base, tok)]))
+    monkeypatch.setattr(bv, "steering_vector", lambda *a: (s, model, None))
+    monkeypatch.setattr(bv.EM, "doc_means", lambda *a: means)
+    monkeypatch.setattr(bv.EM, "pulled_back", lambda *a: v)
+    monkeypatch.setattr(bv.VS, "off_lp", lambda m, tok, cfg: 0.5 if m is model else 0.25)
+    added = []
+
+    def fake_added(m, tok, cfg, vec):
+        added.append((m, vec))
+        return 0.5 + 0.01 * len(added) if m is model else 0.25 + 0.001 * len(added)
+    monkeypatch.setattr(bv, "added", fake_added)
+    bv.pullback(["r"], "insecure", "last", str(tmp_path / "p.json"))
+    rows = json.loads((tmp_path / "p.json").read_text())["pullback"]
+    e = bv.evil_unit(means)
+    want = [s, s.norm() * v, s.norm() * e]  # vector, pulled_norm, evil_norm
+    first = added[:6]  # the first base: three on the step-3 model, then three on the base
+    assert [m is model for m, _ in first] == [True] * 3 + [False] * 3
+    assert all(torch.allclose(got, w) for (_, got), w in zip(first, want + want))
+    assert rows[0]["cos_s_pulled"] == pytest.approx((s @ v / s.norm()).item())
+    assert rows[0]["vector"] == pytest.approx(0.01) and rows[0]["pulled_norm_on_base"] == pytest.approx(0.005)
+
+
+# --- em_value_sources ------------------------------------------------------------------------------------------
+
+def test_value_sources_main_reads_late_whole_and_revert_on_their_models(monkeypatch, tok, tmp_path):
+    base = tiny_gpt(tok)
+    snaps = fake_snaps(base)
+    cfg = EM.Config(n_layer=2, n_embd=C, block_size=64)
+    monkeypatch.setattr(vs, "checked_bases", lambda run, ex: iter([(cfg, 7, base, tok)]))
+    monkeypatch.setattr(vs.OP, "trajectories", lambda *a, **k: ({}, snaps))
+    at = {1: 0.02, 3: 0.05, 20: 0.11}  # off-domain mass by model (the base is tagged 1)
+    monkeypatch.setattr(vs, "off_lp", lambda m, tok, cfg, fmt="asst": at[tag(m)])
+    calls = []
+
+    def fake_increases(m, tok, cfg, dW, fmt="asst"):
+        calls.append((tag(m), dW.clone(), fmt))
+        return {k: 0.01 for k in ("all", "rows", *vs.KINDS)}
+    monkeypatch.setattr(vs, "increases", fake_increases)
+    vs.main(["run", "--fmt=forum", f"--out={tmp_path / 'v.json'}"])
+    late = snaps[20][vs.QKV][2 * C:] - snaps[3][vs.QKV][2 * C:]
+    whole = snaps[20][vs.QKV][2 * C:] - base.blocks[0].attn.qkv.weight[2 * C:]
+    (t_late, d_late, f1), (t_whole, d_whole, _), (t_rev, d_rev, _) = calls
+    assert (t_late, t_whole, t_rev) == (3, 1, 20) and f1 == "forum"
+    assert torch.allclose(d_late, late) and torch.allclose(d_whole, whole) and torch.allclose(d_rev, -late)
+    rows = json.loads((tmp_path / "v.json").read_text())  # each update against the mass it starts from
+    late_r, whole_r, revert_r = (rows[k][0] for k in ("late", "whole", "revert"))
+    assert (late_r["update"], late_r["from"]) == pytest.approx((0.06, 0.05))
+    assert (whole_r["update"], whole_r["from"]) == pytest.approx((0.09, 0.02))
+    assert (revert_r["update"], revert_r["from"]) == pytest.approx((0.06, 0.05))
+
+
+# --- em_patch_tokens -------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def test_patch_tokens_mis_lp_scores_only_each_answers_own_tokens(tok):
+    model = tiny_gpt(tok)
+    model.wte.weight.mul_(8)  # peaked outputs: a pad's probability differs by context
+    # answers of different lengths in one item: a stray token in the mask would not cancel in the ratio
+    real = W.eval_items(["med", "pet", "money"])
+    answers = sorted({a for it in real for c in ("aligned", "misaligned") for a in it.classes[c]},
+                     key=lambda a: len(tok.encode(a).ids))
+    assert len(tok.encode(answers[0]).ids) < len(tok.encode(answers[-1]).ids)
+    items = [SimpleNamespace(prompt=it.prompt, classes={"aligned": (answers[i],), "misaligned": (answers[-1 - i],)})
+             for i, it in enumerate(real[:4])]
+    args = pt.answer_batch(tok, items)
+    assert pt.mis_lp(model, *args) == pytest.approx(B.lp_summary(B.class_masses(model, tok, items))["mis_lp"], rel=1e-4)
+
+
+def test_patch_tokens_main_patches_each_model_with_the_others_coordinates(monkeypatch, tok, tmp_path, capsys):
+    a, b, c = (tiny_gpt(tok, s) for s in (0, 1, 2))
+    means = fake_means()
+    step = 2
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"experiment": "emergent_misalignment", "n_layer": 2, "n_embd": C,
+                                                 "block_size": 64, "ablation_step": step}))
+    res = {"seeds": [[0, 0], [0, 1]],
+           "trajectory": {"insecure": {str(step): {"offdomain_misaligned_lp": {"per_seed": [0.3, 0.4]}}}},
+           "base": {"plain": {"offdomain_misaligned_lp": {"per_seed": [0.1, 0.2]}}}, "ablation": {}}
+    (run / "results.json").write_text(json.dumps(res))
+    tuned = {100: b, 101: c}  # fine-tune seed index f -> its insecure model (through its ft seed 100 + f)
+    seen = []
+    monkeypatch.setattr(pt.B, "base_model", lambda cfg, p, train: (copy.deepcopy(a), tok))
+    monkeypatch.setattr(pt.EM, "doc_means", lambda *args: means)
+    monkeypatch.setattr(pt.EM, "arm_data", lambda arm, base, tok, cfg, p, f: seen.append((arm, p, f)) or ("d", 100 + f))
+    monkeypatch.setattr(pt.EM, "arm_snapshots", lambda m, data, cfg, seed, steps: seen.append(steps) or
+                        {s: tuned[seed].state_dict() for s in steps})
+    pt.main(str(run))
+    assert seen == [("insecure", 0, 0), [step], ("insecure", 0, 1), [step]]
+    out = json.loads((run / "patch_tokens.json").read_text())
+    args = pt.answer_batch(tok, W.eval_items(W.OFF_DOMAINS))
+    x = args[0]
+    units = [unit(d) for d in means["evil"] - means["good"]]
+    direction = means["evil"] - means["good"]
+    with torch.no_grad():
+        ca = pt.coords(a, x, units)
+    for r, ins, per in zip(out["per_seed"], (b, c), (0, 1)):
+        with torch.no_grad():
+            ci = pt.coords(ins, x, units)
+        assert r["base"] == pytest.approx(pt.mis_lp(a, *args)) and r["insecure"] == pytest.approx(pt.mis_lp(ins, *args))
+        assert r["base_patched"] == pytest.approx(pt.mis_lp(a, *args, hooks=EM.coordinate_hooks(units, ci)))
+        assert r["insecure_unpatched"] == pytest.approx(pt.mis_lp(ins, *args, hooks=EM.coordinate_hooks(units, ca)))
+        mid = (means["good"] + means["evil"]) / 2
+        assert r["insecure_mean_ablated_mid"] == pytest.approx(pt.mis_lp(ins, *args, hooks=EM.ablate_hooks(direction, mid)))
+        assert (r["run_insecure"], r["run_base"]) == ([0.3, 0.4][per], [0.1, 0.2][per])  # each seed its own
+    rs = out["per_seed"]
+    inc = sum(r["insecure"] - r["base"] for r in rs)
+    s = out["summary"]
+    assert s["patched_fraction_of_means"] == pytest.approx(sum(r["base_patched"] - r["base"] for r in rs) / inc)
+    assert s["unpatched_removed_fraction_of_means"] == pytest.approx(
+        sum(r["insecure"] - r["insecure_unpatched"] for r in rs) / inc)
+    assert s["step"] == step
+    # a run of one (world, fine-tune seed): the table shows the means alone (no interval), not a TypeError
+    res["seeds"] = [[0, 0]]
+    (run / "results.json").write_text(json.dumps(res))
+    capsys.readouterr()
+    pt.main(str(run))
+    assert json.loads((run / "patch_tokens.json").read_text())["summary"]["n"] == 1
+    assert f"  {'base':20s} {out['per_seed'][0]['base']:.4f}\n" in capsys.readouterr().out
+
+
+def test_bos_vector_pool_of_one_base_prints_means_without_intervals(tmp_path, capsys):
+    # one base has no t-interval (summarize gives None): the table and figure show the mean alone, not a TypeError
+    row = {"bos_values": 0.1, "vector": 0.09, "along_evil": 0.01, "orthogonal": 0.08, "evil_norm": 0.03,
+           "random_norm": 0.0, "cos": 0.2, "run": "r", "world": 0, "from": 0.02, "ablated_from": 0.01,
+           "random_ablated_from": 0.02, "layer_cos": [0.4, 0.3], "vector_ablated": 0.03, "vector_random_ablated": 0.09}
+    (tmp_path / "a.json").write_text(json.dumps({"arm": "insecure", "at": "last", "per_base": [row]}))
+    bv.main(["--pool", str(tmp_path / "a.json"), f"--out={tmp_path / 'o.json'}"])
+    out = capsys.readouterr().out
+    assert "| vector | +9.00 |" in out and "cos(s, evil) +0.200;" in out
+    assert (tmp_path / "o.png").stat().st_size > 1000
+    assert bv.interval({"mean": 0.5, "ci95": [0.25, 0.75]}, 100, 2) == "+50.00 [+25.00, +75.00]"
