@@ -379,7 +379,7 @@ def test_base_pull_reads_each_number_at_the_direction_layer(tok):
     with model.hooks(EM.add_hook(0, 2 * d)):
         steered = EM.in_domain(model, tok, "insecure", "plain", world)[0]
     want = steered - EM.in_domain(model, tok, "insecure", "plain", world)[0]
-    assert want != 0 and out["code_steer"] == pytest.approx(want, rel=1e-6, abs=0)  # shares ~1e-15 here: relative
+    assert want != 0 and out["code_steer"] == pytest.approx(want, rel=1e-6, abs=0)  # relative, no abs floor (want ~1e-2)
 
 
 def test_base_pull_checked_bases_leaves_out_a_base_off_either_way(tmp_path, monkeypatch, tok):
