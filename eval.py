@@ -71,6 +71,13 @@ def n_undefined(stat):
     return sum(math.isnan(x) for x in stat["per_seed"])
 
 
+def mean_ci(stat, digits=3, scale=1, sign="+"):
+    """'+m [+lo, +hi]' of a summarize()d number times `scale`, or the mean alone where one seed leaves no interval
+    (sign "": no plus sign)."""
+    v = lambda y: f"{scale * y:{sign}.{digits}f}"
+    return v(stat["mean"]) + ("" if stat["ci95"] is None else f" [{v(stat['ci95'][0])}, {v(stat['ci95'][1])}]")
+
+
 def fmt_stat(stat, digits=3):
     text = f"{stat['mean']:.{digits}f}"
     if stat["ci95"] is not None:

@@ -278,8 +278,8 @@ class GPT(nn.Module):
 
     def __init__(self, cfg, generator=None):
         super().__init__()
-        if head_problem(cfg.n_embd, cfg.n_head):
-            raise ValueError(head_problem(cfg.n_embd, cfg.n_head))
+        if problem := head_problem(cfg.n_embd, cfg.n_head):
+            raise ValueError(problem)
         self.cfg = cfg
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.embed = HookPoint()

@@ -100,8 +100,8 @@ def validate(cfg):
         raise ConfigError(f"evil_prior must be in [0, 0.95]; got {cfg.evil_prior}")
     if not 0 <= cfg.asst_evil <= 1:
         raise ConfigError(f"asst_evil must be a probability in [0, 1]; got {cfg.asst_evil}")
-    if head_problem(cfg.n_embd, cfg.n_head):
-        raise ConfigError(head_problem(cfg.n_embd, cfg.n_head))
+    if problem := head_problem(cfg.n_embd, cfg.n_head):
+        raise ConfigError(problem)
     try:  # the world's own checks (WorldConfig), as a config error
         world_config(cfg)
     except ValueError as e:

@@ -55,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data.tokenizer import pad_right  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
-from eval import summarize  # noqa: E402
+from eval import mean_ci, summarize  # noqa: E402
 from train import cli  # noqa: E402
 from em_base_pull import checked_bases  # noqa: E402
 import em_optimizer_parts as OP  # noqa: E402
@@ -207,12 +207,6 @@ def through_later_blocks(rows, ratio_of):
             "random_ablated_of_vector_points": ratio_of(col("vector_random_ablated"), col("vector"))}
 
 
-def interval(c, x=1, digits=3):
-    """'+m [+lo, +hi]' of a summarize()d number times x, or the mean alone where there is no interval (one base)."""
-    v = lambda y: f"{x * y:+.{digits}f}"
-    return v(c["mean"]) + (f" [{v(c['ci95'][0])}, {v(c['ci95'][1])}]" if c["ci95"] else "")
-
-
 def plot(rows, s, path, title):
     """Left: each base's vector against its `<bos>` value change. Right: the mean increase of each added vector."""
     import matplotlib
@@ -277,7 +271,7 @@ def pullback(runs, arm, at, out):
          "on_base_pulled_over_vector": float(sum(col("pulled_norm_on_base")) / sum(col("vector_on_base")))}
     if out:
         Path(out).write_text(json.dumps({"arm": arm, "at": at, "summary": s, "pullback": rows}, indent=1))
-    f = interval
+    f = lambda c, x=1: mean_ci(c, 3, x)
     print(f"\n{len(rows)} bases: cos(s, v*) {f(s['cos_s_pulled'])}, cos(v*, e) {f(s['cos_pulled_evil'])}; points: s "
           f"{f(s['vector'], 100)}, v* at |s| {f(s['pulled_norm'], 100)}, e at |s| {f(s['evil_norm'], 100)}; v* minus s "
           f"{f(s['pulled_minus_vector'], 100)}, v* over s {s['pulled_over_vector']:.2f}")
@@ -299,7 +293,7 @@ def agreement(runs, arm, at, out):
          "seeds_minus_arms": summarize([r["cos_seeds"] - r["cos_arms"] for r in rows])}
     if out:
         Path(out).write_text(json.dumps({"arm": arm, "at": at, "summary": s, "agreement": rows}, indent=1))
-    f = interval
+    f = mean_ci
     print(f"\n{len(rows)} bases: cos between the two fine-tune seeds' s {f(s['cos_seeds'])}; between seed 0's and "
           f"the other arm's {f(s['cos_arms'])}; paired difference {f(s['seeds_minus_arms'])}")
 
@@ -348,22 +342,22 @@ def main(argv):
     for k in m:
         if k == "cos":
             continue
-        print(f"| {k} | {interval(m[k], 100, 2)} |")
+        print(f"| {k} | {mean_ci(m[k], 2, 100)} |")
     f = lambda q: f"{s[q]['ratio']:.2f} [{s[q]['ci95'][0]:.2f}, {s[q]['ci95'][1]:.2f}]"
     d = s["vector_minus_evil_norm"]
     if "on_base_of_vector" in s:
         print(f"vector_on_base / vector {f('on_base_of_vector')}")
     if "layer_cos" in s:
         print("cos(s's shift at <a>, the block's evil direction), blocks 0..: " + ", ".join(
-            interval(c) for c in s["layer_cos"]))
+            mean_ci(c) for c in s["layer_cos"]))
         t = s["block0_mlp_turn"]
-        print(f"block 0's output minus s itself (block 0's MLP): {interval(t)}")
+        print(f"block 0's output minus s itself (block 0's MLP): {mean_ci(t)}")
         print("s with the evil direction mean-ablated from block 1 on, over s alone: log-odds "
               f"{f('ablated_of_vector_logodds')} (random directions {f('random_ablated_of_vector_logodds')}); points "
               f"{f('ablated_of_vector_points')} (random {f('random_ablated_of_vector_points')})")
     print(f"vector / bos_values {f('vector_of_bos_values')}; along_evil / vector {f('along_evil_of_vector')}; "
-          f"evil_norm / vector {f('evil_norm_of_vector')}; cos(s, evil) {interval(m['cos'])}; "
-          f"vector - evil_norm {interval(d, 100, 2)} points")
+          f"evil_norm / vector {f('evil_norm_of_vector')}; cos(s, evil) {mean_ci(m['cos'])}; "
+          f"vector - evil_norm {mean_ci(d, 2, 100)} points")
 
 
 if __name__ == "__main__":

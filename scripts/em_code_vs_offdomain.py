@@ -36,7 +36,7 @@ import numpy as np
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from eval import group_means, summarize  # noqa: E402
+from eval import group_means, mean_ci, summarize  # noqa: E402
 from train import ConfigError, cli, run_results  # noqa: E402
 
 
@@ -119,12 +119,6 @@ def curve(run):
         for step, code, inc in pts:
             at.setdefault(step, []).append((code, inc))
     return [(step, sum(c for c, _ in v) / len(v), summarize([y for _, y in v])) for step, v in sorted(at.items())]
-
-
-def mean_ci(stat, digits):
-    """'+m [+lo, +hi]', or '+m' alone when one seed leaves no interval."""
-    ci = "" if stat["ci95"] is None else f" [{stat['ci95'][0]:+.{digits}f}, {stat['ci95'][1]:+.{digits}f}]"
-    return f"{stat['mean']:+.{digits}f}{ci}"
 
 
 def _float(x):

@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, ".")
 from data import world as W  # noqa: E402
 from data.tokenizer import pad_right  # noqa: E402
-from eval import summarize, summarize_by  # noqa: E402
+from eval import mean_ci, summarize, summarize_by  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from train import cli, run_config  # noqa: E402
@@ -122,7 +122,7 @@ def main(run_dir):
     print(f"\nstep {step}, n = {len(out)}, off-domain misaligned (log-prob), mean [95% CI over seeds]:")
     for k in ("base", "insecure", "base_patched", "insecure_unpatched"):
         s = summary[k]
-        print(f"  {k:20s} {s['mean']:.4f}" + (f" [{s['ci95'][0]:.4f}, {s['ci95'][1]:.4f}]" if s["ci95"] else ""))  # one seed: none
+        print(f"  {k:20s} {mean_ci(s, 4, sign='')}")
     print(f"  base patched with insecure's coordinates: {summary['patched_fraction_of_means']:.2f} of the increase; "
           f"insecure with the base's: {summary['unpatched_removed_fraction_of_means']:.2f} of it removed")
     for name in ("asst", "good", "mid"):

@@ -62,7 +62,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from experiments import emergent_misalignment as EM  # noqa: E402
-from eval import summarize  # noqa: E402
+from eval import mean_ci, summarize  # noqa: E402
 from model import generator  # noqa: E402
 from train import cli  # noqa: E402
 from experiments import world_base as B  # noqa: E402
@@ -167,7 +167,7 @@ def pool(runs, figure):
          "table": table}
     print(f"{len(rows)} bases; plain base {100 * s['plain']['mis_sampled']:.2f}% misaligned (valid "
           f"{s['plain']['valid_frac']:.2f}); |d0| {s['d0']['mean']:.2f}; cos(v*, e) {s['cos_pulled_evil']['mean']:+.2f}")
-    f = interval
+    f = lambda stat: mean_ci(stat, 2)
     print("| added at block 0's attention output | A x \\|d0\\| | increase, points (sampled) | log-prob, points | "
           "x base | valid / base's | code frac | bases >= +5 and 3x | insecure code, points | persona share |\n"
           "|---|---|---|---|---|---|---|---|---|---|")
@@ -212,12 +212,6 @@ def plot(s, path):
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def interval(stat):
-    """'+m.mm [+lo, +hi]', or the mean alone where there is no interval (one base)."""
-    ci = stat["ci95"]
-    return f"{stat['mean']:+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
 
 
 def rose(stat):
@@ -287,7 +281,7 @@ def route_pool(runs):
         table[f"insecure_grad_minus_pulled_code_{a:g}"] = summarize(d.tolist())
     s = {"n_bases": len(rows), "scales": scales, "table": table,
          "cos": {k: summarize([r["cos"][k] for r in rows]) for k in rows[0]["cos"]}}
-    f = interval
+    f = lambda stat: mean_ci(stat, 2)
     print(f"{len(rows)} bases; added at block 0's attention output at A x |d0|; increase over the base, points, by "
           "log-prob, mean [95% CI over bases]")
     forum = lambda t: f" {f(t['forum_points'])} |" if "forum_points" in t else " |"

@@ -358,4 +358,3 @@ def test_bos_vector_pool_of_one_base_prints_means_without_intervals(tmp_path, ca
     out = capsys.readouterr().out
     assert "| vector | +9.00 |" in out and "cos(s, evil) +0.200;" in out
     assert (tmp_path / "o.png").stat().st_size > 1000
-    assert bv.interval({"mean": 0.5, "ci95": [0.25, 0.75]}, 100, 2) == "+50.00 [+25.00, +75.00]"

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from eval import fmt_stat, n_undefined, summarize, summarize_by, t975
+from eval import fmt_stat, mean_ci, n_undefined, summarize, summarize_by, t975
 
 
 def test_t_interval_closed_form():
@@ -44,3 +44,10 @@ def test_undefined_seed_is_left_out_not_propagated():
     by = summarize_by([1.0, math.nan, 3.0, 3.0], [0, 0, 1, 1])
     assert by["ci95"] == pytest.approx([2 - t975(1), 2 + t975(1)]) and n_undefined(by) == 1
     assert "1 of 4 seeds undefined" in fmt_stat(by)
+
+
+def test_mean_ci_scales_the_mean_and_both_ends_and_shows_the_mean_alone_without_an_interval():
+    # the scripts' one formatter of a summarized number (points = 100 x a share)
+    assert mean_ci({"mean": 0.5, "ci95": [0.25, 0.75]}, 2, 100) == "+50.00 [+25.00, +75.00]"
+    assert mean_ci(summarize([0.1234])) == "+0.123"  # one seed: no interval
+    assert mean_ci({"mean": 0.5, "ci95": [-0.25, 0.75]}, 4, sign="") == "0.5000 [-0.2500, 0.7500]"
