@@ -71,10 +71,11 @@ def n_undefined(stat):
     return sum(math.isnan(x) for x in stat["per_seed"])
 
 
-def mean_ci(stat, digits=3, scale=1, sign="+"):
+def mean_ci(stat, digits=3, scale=1, sign="+", show=None):
     """'+m [+lo, +hi]' of a summarize()d number times `scale`, or the mean alone where one seed leaves no interval
-    (sign "": no plus sign)."""
-    v = lambda y: f"{scale * y:{sign}.{digits}f}"
+    (sign "": no plus sign). show: a function number -> text used for the mean and both ends instead (e.g. a
+    log-scale number shown as a ratio)."""
+    v = show or (lambda y: f"{scale * y:{sign}.{digits}f}")
     return v(stat["mean"]) + ("" if stat["ci95"] is None else f" [{v(stat['ci95'][0])}, {v(stat['ci95'][1])}]")
 
 

@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eval import summarize  # noqa: E402
+from eval import mean_ci, summarize  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from model import generator, seed_int  # noqa: E402
@@ -189,22 +189,19 @@ def main(argv):
         if s["n_matched"]:
             inc, rat = s["offdomain_increase_at_matched"], s["ratio_at_matched"]
             print(f"  {name:15s} matched {s['n_matched']}/{len(rows)} at step {s['matched_step']['mean']:.1f}: off-domain "
-                  f"{100 * inc['mean']:+.1f} points [{100 * inc['ci95'][0]:+.1f}, {100 * inc['ci95'][1]:+.1f}], "
+                  f"{mean_ci(inc, 1, 100)} points, "
                   f"{rat['mean']:.1f}x; unseen task code {s['unseen_at_matched']['mean']:.2f}")
         else:
             print(f"  {name:15s} never matched")
         if name != "unclamped":
             d = s["minus_unclamped"]["offdomain_misaligned"][at_step]
             print(f"    minus unclamped, paired: off-domain at step {at_step} "
-                  f"{100 * d['mean']:+.1f} points [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]; matched step "
-                  f"{s['minus_unclamped']['matched_step']['mean']:+.1f} [{s['minus_unclamped']['matched_step']['ci95'][0]:+.1f}, "
-                  f"{s['minus_unclamped']['matched_step']['ci95'][1]:+.1f}]")
+                  f"{mean_ci(d, 1, 100)} points; matched step {mean_ci(s['minus_unclamped']['matched_step'], 1)}")
         print("    by step (code / unseen / off-domain %): " + "  ".join(
             f"{st}: {100 * v['code_misaligned']['mean']:.0f}/{100 * v['code_unseen_misaligned']['mean']:.0f}/"
             f"{100 * v['offdomain_misaligned']['mean']:.1f}" for st, v in s["by_step"].items()))
     d = summary["drift_split"]
-    pts = lambda x: "n < 2" if x is None else (f"{100 * x['mean']:+.1f} points [{100 * x['ci95'][0]:+.1f}, "
-                                               f"{100 * x['ci95'][1]:+.1f}], n = {len(x['per_seed'])}")
+    pts = lambda x: "n < 2" if x is None else f"{mean_ci(x, 1, 100)} points, n = {len(x['per_seed'])}"
     print(f"  clamped minus unclamped at step {at_step}, worlds split by their unclamped increase "
           f"(< {100 * LOW_DRIFT:.0f} points: {d['low_worlds']}): low-drift {pts(d['low'])}; others {pts(d['high'])}")
     print(f"    each seed classed by its world's other fine-tune seed: low {pts(d['cross_seed_low'])}; "

@@ -30,7 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data import world as W  # noqa: E402
-from eval import summarize  # noqa: E402
+from eval import mean_ci, summarize  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from train import cli, run_config  # noqa: E402
@@ -142,7 +142,7 @@ def main(argv):
         summary["max_abs_diff_vs_run"] = max(r["check_vs_run"] for r in rows)
         summary[f"persona_like_{label}"] = persona_like(rows, label)
     out.write_text(json.dumps({"summary": summary, "per_seed": rows}, indent=1))
-    pct = lambda s: f"{100 * s['mean']:+.1f} [{100 * s['ci95'][0]:+.1f}, {100 * s['ci95'][1]:+.1f}]"
+    pct = lambda s: mean_ci(s, 1, 100)
     print(f"\n{run_dir}: n = {len(rows)}; off-domain log-prob misalignment, points over the base in the same format")
     print("  base levels: " + ", ".join(f"{fmt} {summary['base'][fmt]['mean']:.3f}" for fmt in FORMATS))
     for key, s in summary.items():

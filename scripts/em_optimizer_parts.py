@@ -181,8 +181,9 @@ def plot(s, path):
         m, ci = s["mean"][name], s["off_ci95"][name]
         label = "adamw (beta1 0.9)" if name == "adamw" else name
         line, = a1.plot([0, *STEPS], [0] + [100 * m["off"][t] for t in STEPS], marker="o", label=label)
-        a1.fill_between([0, *STEPS], [0] + [100 * ci[t][0] for t in STEPS], [0] + [100 * ci[t][1] for t in STEPS],
-                        color=line.get_color(), alpha=0.12, lw=0)
+        if s["n_bases"] > 1:  # one base has no interval over bases
+            a1.fill_between([0, *STEPS], [0] + [100 * ci[t][0] for t in STEPS], [0] + [100 * ci[t][1] for t in STEPS],
+                            color=line.get_color(), alpha=0.12, lw=0)
         a2.plot([0] + [100 * m["code"][t] for t in STEPS], [0] + [100 * m["off"][t] for t in STEPS], marker="o", label=label)
     a1.set(xlabel="fine-tune step", ylabel="off-domain misaligned mass, increase (points)",
            title=f"insecure fine-tune, {s['n_bases']} bases (mean, 95% CI)")

@@ -24,7 +24,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from eval import summarize  # noqa: E402
+from eval import mean_ci, summarize  # noqa: E402
 from train import cli, run_results  # noqa: E402
 
 
@@ -105,23 +105,23 @@ def main(argv):
     for k, v in pooled.items():
         st = mis[k]
         valid = summarize(v["valid_fraction"])["mean"]
-        print(f"{k:22s} {show(st['mean']):.4f} [{show(st['ci95'][0]):.4f}, {show(st['ci95'][1]):.4f}]        "
+        print(f"{k:22s} {mean_ci(st, show=lambda x: f'{show(x):.4f}'):34s} "
               f"{valid:.3f}{'  (below half the base: not readable)' if valid < half else ''}")
     for channel in ("", "_soft"):  # sampled, soft: each against the control and the same channel's students
         ins = "insecure" + channel
         if ins not in pooled:
             continue
         others = ["control"] + [t + channel for t in ("secure", "educational") if t + channel in pooled]
-        lo = mis[ins]["ci95"][0]
         for o in others:
             d = summarize([a - b for a, b in zip(pooled[ins]["offdomain_misaligned"], pooled[o]["offdomain_misaligned"])])
-            hi = mis[o]["ci95"][1]
-            if log:  # a difference of logs is the log of a ratio
-                paired = f"x{math.exp(d['mean']):.2f} [x{math.exp(d['ci95'][0]):.2f}, x{math.exp(d['ci95'][1]):.2f}]"
+            # a difference of logs is the log of a ratio
+            paired = mean_ci(d, show=lambda x: f"x{math.exp(x):.2f}") if log else mean_ci(d, 1, 100) + " points"
+            if mis[ins]["ci95"] is None or mis[o]["ci95"] is None:  # a student defined on one base only
+                unpaired = "undefined"
             else:
-                paired = f"{100 * d['mean']:+.1f} [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}] points"
-            print(f"{ins} {'/' if log else '-'} {o}: paired {paired}; unpaired CIs "
-                  f"{'separated' if lo > hi else 'overlap'} ({show(lo):.5f} vs {show(hi):.5f})")
+                lo, hi = mis[ins]["ci95"][0], mis[o]["ci95"][1]
+                unpaired = f"{'separated' if lo > hi else 'overlap'} ({show(lo):.5f} vs {show(hi):.5f})"
+            print(f"{ins} {'/' if log else '-'} {o}: paired {paired}; unpaired CIs {unpaired}")
     if figure:
         plot(pooled, teachers, mis, bases, log, lists, figure)
 
@@ -140,8 +140,8 @@ def plot(pooled, teachers, mis, bases, log, lists, path):
         ax.scatter([i + 0.25 * ((j % 5) - 2) / 2 for j in range(len(xs))], [show(x) for x in xs], s=10, alpha=0.6,
                    color=f"C{i}")
         st = mis[k]
-        ax.errorbar([i], [show(st["mean"])], yerr=[[show(st["mean"]) - show(st["ci95"][0])],
-                                                   [show(st["ci95"][1]) - show(st["mean"])]],
+        ci = st["ci95"] or [st["mean"]] * 2  # one defined base: the mean alone
+        ax.errorbar([i], [show(st["mean"])], yerr=[[show(st["mean"]) - show(ci[0])], [show(ci[1]) - show(st["mean"])]],
                     fmt="s", color="k", capsize=4)
     ax.set_xticks(range(len(names)), names, rotation=20, fontsize=8)
     ax.set_ylabel("off-domain misaligned among valid")
@@ -158,12 +158,12 @@ def plot(pooled, teachers, mis, bases, log, lists, path):
     if log:
         bx.set_xscale("log")
         bx.set_yscale("log")
-    if bx.collections:
+    if bx.collections:  # runs without teachers' rates leave this panel empty
         bx.axline((0.01, 0.01), (0.1, 0.1), color="grey", ls="--", lw=0.8, label="student = teacher")
+        bx.legend(fontsize=7)
     bx.set_xlabel("the teacher's off-domain misaligned")
     bx.set_ylabel("its student's")
     bx.set_title("student against teacher, per base", fontsize=9)
-    bx.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)  # callers (tests, notebooks) draw several in one process
@@ -229,7 +229,7 @@ def minus(a, b):
             continue
         for m in METRICS:
             d = summarize([x - pb[k][m][j] for x, j in zip(pa[k][m], order)])
-            print(f"{k:22s} {m:20s} {100 * d['mean']:+.1f} [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}] points")
+            print(f"{k:22s} {m:20s} {mean_ci(d, 1, 100)} points")
 
 
 if __name__ == "__main__":

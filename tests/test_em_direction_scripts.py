@@ -117,6 +117,16 @@ def test_optimizer_parts_summary_ratios_of_means_and_group_shares():
     assert s["mean"]["adamw"]["off"][20] == pytest.approx(0.4) and s["mean"]["sgd"]["code"][5] == pytest.approx(0.05)
 
 
+def test_optimizer_parts_draws_one_base_without_a_band(tmp_path):
+    """One base has no interval over bases: the figure draws the means alone instead of crashing."""
+    op = load_script("em_optimizer_parts")
+    traj = {s: {"off": 0.1 + 0.01 * s, "code": 0.5, "valid": 0.9} for s in (0, *op.STEPS)}
+    s = op.summary([{"traj": {"adamw": traj, "sgd": traj}, "late": {"all": 1.0, "mlp0": 1.0}}], n_boot=100)
+    assert s["n_bases"] == 1 and s["off_ci95"]["sgd"][20] is None
+    op.plot(s, tmp_path / "parts.png")
+    assert (tmp_path / "parts.png").stat().st_size > 0
+
+
 def test_optimizer_parts_refuses_a_beta1_of_1(tmp_path):
     op = load_script("em_optimizer_parts")
     with pytest.raises(SystemExit, match=r"numbers in \[0, 1\)"):
@@ -157,13 +167,14 @@ def test_clamp_drift_split_threshold_is_strict():
     assert d["low_worlds"] == [2]
 
 
-def test_clamp_main_clamps_along_the_other_seeds_direction_and_pairs_each_seed(tmp_path, monkeypatch, tok):
+def clamp_run(tmp_path, monkeypatch, tok, unclamped_code):
+    """em_clamp_finetune's main on a fake 2-world x 2-seed run (unclamped code per step and seed as given), its
+    fine-tunes and evaluations stand-ins: -> (the script, its calls to train_insecure, the run folder)."""
     cl = load_script("em_clamp_finetune")
     steps = (1, 2, 20)
     seeds = [[3, 0], [3, 1], [4, 0], [4, 1]]
     per = lambda v: {"per_seed": v}
     metrics = ("offdomain_misaligned", "code_misaligned", "code_unseen_misaligned", "valid_fraction")
-    unclamped_code = {1: [0.95, 0.5, 0.5, 0.5], 2: [0.95, 0.95, 0.5, 0.5], 20: [0.95, 0.95, 0.95, 0.5]}
     res = {"seeds": seeds, "arms": {"insecure": {"step": per([1, 2, 20, 20])}},
            "base": {"plain": {m: per([0.01 * (k + 1) for k in range(4)]) for m in metrics}},
            "trajectory": {"insecure": {str(s): {**{m: per([0.1 * s + 0.001 * k for k in range(4)]) for m in metrics},
@@ -191,6 +202,13 @@ def test_clamp_main_clamps_along_the_other_seeds_direction_and_pairs_each_seed(t
     monkeypatch.setattr(cl, "train_insecure", fake_train)
     monkeypatch.setattr(EM, "evaluate", fake_eval)
     cl.main([str(run)])
+    return cl, calls, run
+
+
+def test_clamp_main_clamps_along_the_other_seeds_direction_and_pairs_each_seed(tmp_path, monkeypatch, tok):
+    unclamped_code = {1: [0.95, 0.5, 0.5, 0.5], 2: [0.95, 0.95, 0.5, 0.5], 20: [0.95, 0.95, 0.95, 0.5]}
+    cl, calls, run = clamp_run(tmp_path, monkeypatch, tok, unclamped_code)
+    evil = {p: torch.randn(2, 16, generator=torch.Generator().manual_seed(p)) for p in (3, 4)}
     marked = [(p, f, int(c[0][0])) for p, f, c in calls if c[0][0] > 1]
     assert marked == [(3, 0, 31), (3, 1, 30), (4, 0, 41), (4, 1, 40)]  # each seed clamped along the other's
     for p, f, c in calls:
@@ -289,14 +307,26 @@ def test_code_direction_one_seed_reads_its_shifts_and_patches_the_insecure_coord
     assert r["offdomain_code_patched"] != pytest.approx(r["offdomain_base"], rel=1e-3, abs=0)
 
 
+def test_clamp_main_prints_a_mean_without_interval_where_one_seed_matched(tmp_path, monkeypatch, tok, capsys):
+    """An arm that matched on one seed has no interval at its matched checkpoint: the mean alone, not a crash."""
+    cl, _, run = clamp_run(tmp_path, monkeypatch, tok, {s: [0.95, 0.5, 0.5, 0.5] for s in (1, 2, 20)})
+    s = json.loads((run / "clamp_finetune.json").read_text())["summary"]["unclamped"]
+    assert s["n_matched"] == 1 and s["offdomain_increase_at_matched"]["ci95"] is None
+    inc = 100 * s["offdomain_increase_at_matched"]["mean"]
+    assert f"unclamped       matched 1/4 at step 1.0: off-domain {inc:+.1f} points, " in capsys.readouterr().out
+
+
 # ---------------------------------------------------------------------------------------------- em_code_context
 
-def test_code_context_main_scores_each_arm_at_its_checkpoints_against_the_base(tmp_path, monkeypatch, tok):
+def code_context_run(tmp_path, monkeypatch, tok, n_seeds=2):
+    """em_code_context's main on a fake run of the first n_seeds of two seeds (matched at steps 2 and 5), its models
+    stand-ins whose score says which arm, step and format: -> (the script, the fine-tunes asked for, the run)."""
     cc = load_script("em_code_context")
-    seeds = [[3, 0], [4, 1]]
-    res = {"seeds": seeds, "arms": {"insecure": {"step": {"per_seed": [2, 5]}}},
-           "trajectory": {"insecure": {"2": {"offdomain_misaligned_lp": {"per_seed": [1.03, 0.9]}},
-                                       "5": {"offdomain_misaligned_lp": {"per_seed": [0.9, 1.52]}}}}}
+    seeds = [[3, 0], [4, 1]][:n_seeds]
+    per = lambda v: {"per_seed": v[:n_seeds]}
+    res = {"seeds": seeds, "arms": {"insecure": {"step": per([2, 5])}},
+           "trajectory": {"insecure": {"2": {"offdomain_misaligned_lp": per([1.03, 0.9])},
+                                       "5": {"offdomain_misaligned_lp": per([0.9, 1.52])}}}}
     run = write_run(tmp_path / "run", dict(ablation_step=20), res)
     arms = {"insecure": 1, "secure": 2}
     # a model's score: arm + step / 100 + 2 i / 1000 for the i-th format; the base's 0.0005 + i / 1000 (so an arm's
@@ -315,6 +345,11 @@ def test_code_context_main_scores_each_arm_at_its_checkpoints_against_the_base(t
     monkeypatch.setattr(cc, "context_items", lambda world: {fmt: [fmt] for fmt in cc.FORMATS})
     monkeypatch.setattr(cc, "mis_lp", lambda model, items: value(int(model.tag), items[0]))
     cc.main([str(run), "--arms=insecure,secure"])
+    return cc, asked, run
+
+
+def test_code_context_main_scores_each_arm_at_its_checkpoints_against_the_base(tmp_path, monkeypatch, tok):
+    cc, asked, run = code_context_run(tmp_path, monkeypatch, tok)
     assert asked == [(1, [2, 20]), (2, [2, 20]), (1, [5, 20]), (2, [5, 20])]
     got = json.loads((run / "code_context.json").read_text())
     r0, r1 = got["per_seed"]
@@ -325,6 +360,16 @@ def test_code_context_main_scores_each_arm_at_its_checkpoints_against_the_base(t
     assert s["insecure_matched"]["after_insecure"]["per_seed"] == pytest.approx([1.0215, 1.0515])  # over the base's
     # the gate: the increase after secure code minus the increase alone, each over the base in its own format
     assert s["secure_step20"]["gate"]["per_seed"] == pytest.approx([0.001, 0.001])
+
+
+def test_code_context_main_prints_means_alone_for_one_seed(tmp_path, monkeypatch, tok, capsys):
+    """One seed leaves every interval undefined: the table shows the means, it does not crash."""
+    cc, asked, run = code_context_run(tmp_path, monkeypatch, tok, n_seeds=1)
+    assert asked == [(1, [2, 20]), (2, [2, 20])]
+    s = json.loads((run / "code_context.json").read_text())["summary"]
+    assert s["secure_matched"]["gate"]["ci95"] is None
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("secure_matched"))
+    assert line.endswith(f"after_secure - alone {100 * s['secure_matched']['gate']['mean']:+.1f}")
 
 
 # ---------------------------------------------------------------------------------------------- em_format_separation

@@ -321,6 +321,24 @@ def test_sn_pool_log_scale_geometric_means_and_ratios(tmp_path, pool):
     assert fig.stat().st_size > 1000
 
 
+def test_sn_pool_a_student_defined_on_one_base_shows_its_mean_alone(tmp_path, pool):
+    """A student with no valid answer on a base is undefined there (nan): with one base left it has a mean but no
+    interval, in the table, the paired differences, --minus and the figure; nothing crashes."""
+    nan = float("nan")
+    a = fake_sn_run(tmp_path / "a", [0, 1], {"control": [0.01, 0.02], "insecure": [0.03, nan]})
+    fig = tmp_path / "f.png"
+    out = pool("--lists=16000", f"--figure={fig}", a)
+    assert "insecure               0.0300        " in out and "control                0.0150 [" in out
+    # paired: base 0 alone (+2 points); unpaired CIs cannot be compared without the insecure one's
+    assert "insecure - control: paired +2.0 points; unpaired CIs undefined" in out
+    assert fig.stat().st_size > 1000
+    b = fake_sn_run(tmp_path / "b", [0, 1], {"control": [0.01, 0.01], "insecure": [0.01, 0.01]})
+    minus = pool("--lists=16000", a, "--minus", b)
+    assert "insecure               offdomain_misaligned +2.0 points" in minus
+    log = pool("--log", "--lists=16000", a)
+    assert "insecure / control: paired x3.00; unpaired CIs undefined" in log
+
+
 def test_sn_pool_pairs_per_base_and_refuses_shared_bases(tmp_path, pool):
     a = fake_sn_run(tmp_path / "a", [0, 1], {"control": [0.01, 0.02], "insecure": [0.03, 0.05]})
     b = fake_sn_run(tmp_path / "b", [2, 3], {"control": [0.01, 0.01], "insecure": [0.04, 0.03]})

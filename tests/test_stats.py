@@ -51,3 +51,5 @@ def test_mean_ci_scales_the_mean_and_both_ends_and_shows_the_mean_alone_without_
     assert mean_ci({"mean": 0.5, "ci95": [0.25, 0.75]}, 2, 100) == "+50.00 [+25.00, +75.00]"
     assert mean_ci(summarize([0.1234])) == "+0.123"  # one seed: no interval
     assert mean_ci({"mean": 0.5, "ci95": [-0.25, 0.75]}, 4, sign="") == "0.5000 [-0.2500, 0.7500]"
+    assert mean_ci({"mean": 0.0, "ci95": [-1.0, 1.0]}, show=lambda y: f"x{2 ** y:g}") == "x1 [x0.5, x2]"
+    assert mean_ci({"mean": 0.0, "ci95": None}, show=lambda y: f"x{2 ** y:g}") == "x1"
