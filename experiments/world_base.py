@@ -28,6 +28,7 @@ import hashlib
 import json
 import math
 import multiprocessing
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,8 +166,11 @@ def base_model(cfg, seed, decorrelated=False, log=print):
 
 
 def _pretrain(cfg, seed, decorrelated, stem, log):
-    """Pretrain the base model of `seed` and cache it at `stem` (the caller holds its pretrain_lock)."""
+    """Pretrain the base model of `seed` and cache it at `stem` (the caller holds its pretrain_lock). It checkpoints
+    to `partial` at each log line and resumes from there when an earlier pretraining was interrupted (exact: the
+    same weights as an uninterrupted one); `stem`'s .json, which marks a finished base, is written last."""
     t0 = time.time()
+    partial = stem.with_name("partial")
     tok = W.build_tokenizer(world_config(cfg))
     texts = W.corpus(cfg.n_docs, seed=seed, decorrelated=decorrelated, config=world_config(cfg))
     stream = torch.tensor([i for e in tok.encode_batch(texts) for i in e.ids], dtype=torch.long)
@@ -179,13 +183,19 @@ def _pretrain(cfg, seed, decorrelated, stem, log):
     try:
         out = train_lm(model, {"tokens": lm_windows(stream, cfg.block_size).to(cfg.device)}, steps=cfg.steps,
                        batch_size=cfg.batch_size, lr=cfg.lr, warmup=cfg.warmup, weight_decay=cfg.weight_decay,
-                       seed=seed, ckpt=stem, meta={"tokenizer": "tokenizer.json", "decorrelated": decorrelated,
-                                                 "pretrained_on": pretrained_on(cfg.device)},
+                       seed=seed, ckpt=partial, ckpt_every=max(1, cfg.steps // 4), resume=True,
+                       meta={"tokenizer": "tokenizer.json", "decorrelated": decorrelated,
+                             "pretrained_on": pretrained_on(cfg.device)},
                        bf16=cfg.pretrain_bf16,
                        log_every=max(1, cfg.steps // 4), progress=False, desc=f"{stem.parent.name}")
+    except CheckpointError as e:  # train_lm's way out (--resume=False) is not this one's
+        raise CheckpointError(f"{stem.parent}: the checkpoint of an interrupted pretraining cannot be resumed ({e}); "
+                              f"delete its partial.* files (or the whole folder) and rerun") from None
     finally:
         torch.set_num_threads(threads)
-    stem.with_name("model.state.pt").unlink(missing_ok=True)  # no resume needed: keep the cache small
+    os.replace(partial.with_name("partial.safetensors"), stem.with_name(stem.name + ".safetensors"))
+    os.replace(partial.with_name("partial.json"), stem.with_suffix(".json"))
+    partial.with_name("partial.state.pt").unlink(missing_ok=True)  # finished: keep the cache small
     log(f"pretrained {stem.parent} in {time.time() - t0:.0f} s (final loss {out['train_loss']:.3f})")
 
 

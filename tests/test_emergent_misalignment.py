@@ -248,6 +248,41 @@ def test_two_runs_needing_the_same_missing_base_pretrain_it_once(tmp_path, monke
     assert B.base_model(cfg, 0, log=logs.append)[0] is not None and calls == [0]  # cached: no lock, no pretraining
 
 
+def test_an_interrupted_pretraining_resumes_to_the_same_base(tmp_path, monkeypatch, capsys):
+    """A base whose pretraining stopped (here right after its first checkpoint) is not cached as finished: the next
+    run resumes it from that checkpoint and ends with the weights of an uninterrupted pretraining."""
+    cfg = B.Config(cache_dir=str(tmp_path / "a"), n_docs=40, steps=8, n_layer=1, n_head=2, n_embd=16, batch_size=4)
+    real = train.save_lm
+
+    class Stopped(Exception):
+        pass
+
+    def save_then_stop(*a, **kw):
+        real(*a, **kw)
+        raise Stopped
+    monkeypatch.setattr(train, "save_lm", save_then_stop)
+    with pytest.raises(Stopped):
+        B.base_model(cfg, 0, log=lambda s: None)
+    monkeypatch.setattr(train, "save_lm", real)
+    stem = B.cache_stem(cfg, 0, False)
+    assert not stem.with_suffix(".json").exists() and (stem.parent / "partial.state.pt").is_file()
+    resumed, _ = B.base_model(cfg, 0, log=lambda s: None)
+    assert f"resumed from {stem.parent / 'partial'} at step 2" in capsys.readouterr().out
+    straight, _ = B.base_model(dataclasses.replace(cfg, cache_dir=str(tmp_path / "b")), 0, log=lambda s: None)
+    assert all(torch.equal(a, b) for a, b in zip(resumed.parameters(), straight.parameters()))
+    other = tmp_path / "b" / stem.parent.name / "model.json"
+    assert json.loads(stem.with_suffix(".json").read_text()) == json.loads(other.read_text())  # loss, step
+    assert sorted(p.name for p in stem.parent.iterdir()) == ["model.json", "model.safetensors", "pretraining.lock",
+                                                             "tokenizer.json"]
+    # a resume state without its weights: a clear error that says what to delete, not train_lm's --resume=False
+    cfg_c = dataclasses.replace(cfg, cache_dir=str(tmp_path / "c"))
+    B.cache_stem(cfg_c, 0, False).parent.mkdir(parents=True)
+    (B.cache_stem(cfg_c, 0, False).parent / "partial.state.pt").write_bytes(b"")
+    with pytest.raises(train.CheckpointError, match=r"interrupted pretraining cannot be resumed .*delete its partial\.\* "
+                                                    r"files \(or the whole folder\) and rerun$"):
+        B.base_model(cfg_c, 0, log=lambda s: None)
+
+
 def test_bf16_pretraining_has_its_own_cache_key(tmp_path):
     # bf16 weights are other weights: never read back as the fp32 base (whose key must not change)
     cfg = B.Config(cache_dir=str(tmp_path), n_docs=40, steps=3, n_layer=1, n_head=2, n_embd=16, batch_size=4)

@@ -12,7 +12,7 @@ import torch
 from data import world as W
 from experiments import world_base as B
 from model import GPT, GPTConfig, generator
-from train import lm_windows
+from train import lm_windows, save_lm
 
 N = 4000   # documents for the statistical tests: ~0.2 s to generate
 
@@ -508,6 +508,7 @@ def test_the_twin_base_is_pretrained_on_the_twin_corpus(tmp_path, monkeypatch):
 
     def fake_train(model, data, **kw):  # record what would be trained on, train nothing
         seen["tokens"] = data["tokens"]
+        save_lm(kw["ckpt"], model, step=0, seed=kw["seed"])
         return {"train_loss": 0.0}
     monkeypatch.setattr(B, "train_lm", fake_train)
     cfg = B.Config(n_docs=30, n_layer=1, n_head=2, n_embd=16, evil_prior=0.4, cache_dir=str(tmp_path))
