@@ -60,9 +60,10 @@ def bench_mnist(argv):
     p.add_argument("--seeds", default=None, help="comma-separated seed counts (default 1,25 on CPU, 1,100,100 on CUDA)")
     p.add_argument("--extra", default="", help="extra overrides for train.py, space separated")
     args = p.parse_args(argv)
-    seeds = [int(s) for s in (args.seeds or ("1,100,100" if args.device == "cuda" else "1,25")).split(",")]
+    cuda = torch.device(args.device).type == "cuda"  # cuda:1 too: its defaults, and that card's name
+    seeds = [int(s) for s in (args.seeds or ("1,100,100" if cuda else "1,25")).split(",")]
     from train import cpu_name
-    name = torch.cuda.get_device_name() if args.device == "cuda" else f"{cpu_name()}, {torch.get_num_threads()} threads"
+    name = torch.cuda.get_device_name(args.device) if cuda else f"{cpu_name()}, {torch.get_num_threads()} threads"
     rows = []
     for n in seeds:
         wall, rss, res = run_experiment(n, args.device, args.extra.split())

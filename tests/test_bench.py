@@ -1,0 +1,305 @@
+"""bench.py: the FLOP counts behind the README's FLOP/s and MFU figures, checked against what torch executes
+(FlopCounterMode), and the benchmarks' tables at tiny sizes (the slow parts stubbed; speed is never asserted)."""
+import dataclasses
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+import bench
+import train
+from conftest import ROOT
+from experiments import subliminal_mnist as E
+from model import GPT, GPTConfig, SeedMLP, generator, init_mlp_params
+
+# per seed, the default MNIST experiment, as test_mlp_flops_is_what_the_default_experiment_executes counts it
+OURS, OFFICIAL = 1_888_696_320_000, 2_503_311_360_000
+MKDTEMP = tempfile.mkdtemp
+RESULTS = {"conditions": {"teacher": {"mean": 0.943}, "student_aux": {"mean": 0.52}, "cross_aux": {"mean": 0.101}}}
+
+
+def flops(fn):
+    with FlopCounterMode(display=False) as fc:
+        fn()
+    return fc.get_total_flops()
+
+
+def fake_run(monkeypatch, tmp_path, returncode=0, results='{"conditions": {}}'):
+    """Stub subprocess.run for run_experiment: write the child's results.json, keep its temp dir under tmp_path."""
+    seen, mkdtemp = {}, MKDTEMP
+
+    def run(cmd, **kw):
+        seen["cmd"] = cmd
+        seen["out"] = Path(next(a for a in cmd if a.startswith("--out_dir="))[len("--out_dir="):])
+        (seen["out"] / "results.json").write_text(results)
+        return subprocess.CompletedProcess(cmd, returncode, "", "Traceback...\nboom")
+    monkeypatch.setattr(subprocess, "run", run)
+    monkeypatch.setattr(tempfile, "mkdtemp", lambda prefix: mkdtemp(prefix=prefix, dir=tmp_path))
+    return seen
+
+
+# ----------------------------------------------------------------------------------------------------
+# FLOP counts
+
+def test_an_mlp_example_costs_three_forwards_less_the_first_layers_input_gradient():
+    """mlp_flops' docstring: autograd never computes the data's gradient, so training is 3 fwd - 2 x 784 x 256."""
+    sizes, S, B = [784, 256, 256, 13], 2, 8
+    fwd = 2 * (784 * 256 + 256 * 256 + 256 * 13)
+    model = SeedMLP(S, sizes)
+    model.load_seeds(init_mlp_params([0, 1], sizes, 10, "paper", "cpu", 0))
+    assert flops(lambda: model(torch.randn(B, 784))) == flops(lambda: model(torch.randn(S, B, 784))) == fwd * S * B
+    gens = lambda: [generator("cpu", 0, k, "t") for k in range(S)]
+    teacher = flops(lambda: train.train_classifier(model, torch.randn(B, 784), torch.randint(0, 10, (B,)), epochs=1,
+                                                   lr=1e-3, batch_size=B, gens=gens()))
+    student = flops(lambda: train.train_distill(model, torch.randn(S, B, 784), torch.randn(S, B, 13), [10, 11, 12],
+                                                epochs=1, lr=1e-3, batch_size=B, gens=gens()))
+    assert teacher == student == (3 * fwd - 2 * 784 * 256) * S * B
+
+
+def test_mlp_flops_is_what_the_default_experiment_executes(monkeypatch, tmp_path):
+    """The config bench.py runs, executed at 1/100 of its data (every phase is linear in it), counts 1/100 of mlp_flops."""
+    seen = fake_run(monkeypatch, tmp_path)
+    bench.run_experiment(2, "cpu", [])
+    monkeypatch.chdir(ROOT)
+    _, cfg = train.load_config(seen["cmd"][2:])  # the child's own arguments
+    assert (cfg.n_seeds, cfg.n_train, cfg.n_noise, cfg.dataset) == (2, 0, 60000, "mnist")  # 60,000 train, 10,000 test
+    cfg = dataclasses.replace(cfg, n_noise=600)
+    g = torch.Generator().manual_seed(0)
+    data = (torch.rand(600, 784, generator=g) * 2 - 1, torch.randint(0, 10, (600,), generator=g),
+            torch.rand(100, 784, generator=g) * 2 - 1, torch.randint(0, 10, (100,), generator=g))
+    executed = flops(lambda: E.run_group(cfg, [0, 1], [1, 0], data, torch.device("cpu"), lambda **r: None))
+    assert executed * 100 == bench.mlp_flops(2)[0] == 2 * OURS
+    # the official script skips the one pass of teacher logits and reruns the teacher on every distillation example
+    students = len([c for c in cfg.conditions if c not in ("reference", "teacher")])
+    fwd = flops(lambda: SeedMLP(1, [784, 256, 256, 13])(torch.zeros(1, 784)))
+    assert bench.mlp_flops(2)[1] - bench.mlp_flops(2)[0] == 2 * 60000 * fwd * (students * cfg.distill_epochs - 1)
+    assert bench.mlp_flops(3) == (3 * OURS, 3 * OFFICIAL)
+
+
+@pytest.mark.parametrize("kw, T", [(dict(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32), 16),
+                                   (dict(vocab_size=96, block_size=32, n_layer=3, n_head=4, n_embd=48, mlp_ratio=2), 12)])
+def test_gpt_flops_per_token_is_a_training_steps_matmuls(kw, T):
+    """MFU's numerator: forward + backward matmuls (attention as full T x T products, as SDPA's math kernel does them)
+    per token; the formula's 6 per parameter also counts the LayerNorm gains, which do no matmul."""
+    model = GPT(GPTConfig(**kw))
+    x, y = torch.randint(0, kw["vocab_size"], (2, T)), torch.randint(0, kw["vocab_size"], (2, T))
+    with sdpa_kernel(SDPBackend.MATH):
+        executed = flops(lambda: model(x, targets=y).mean().backward())
+    gains = sum(p.numel() for p in model.parameters() if p.dim() == 1)
+    assert executed == 2 * T * (model.flops_per_token(T) - 6 * gains)
+
+
+def test_peak_flops_is_the_cards_dense_bf16_peak(monkeypatch):
+    """MFU's denominator; a CPU or an unknown card has none (no MFU printed) rather than a made-up one."""
+    for name, peak in [("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H200", 989e12), ("NVIDIA A100-SXM4-80GB", 312e12),
+                       ("NVIDIA GeForce RTX 4090", None)]:
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None, name=name: name)
+        assert train.peak_flops("cuda") == peak and train.peak_flops(torch.device("cuda", 1)) == peak, name
+    monkeypatch.setattr(torch.cuda, "get_device_name", None)  # never asked on a CPU
+    assert train.peak_flops("cpu") is None
+
+
+# ----------------------------------------------------------------------------------------------------
+# python bench.py gpt
+
+TINY = dict(vocab_size=64, block_size=16, n_layer=1, n_head=2, n_embd=16)
+
+
+def test_gpt_train_row_reports_the_timed_interval_and_its_mfu(monkeypatch):
+    """tokens/s and MFU of the second (timed) log interval of train_lm, MFU = flops_per_token x tokens/s / peak."""
+    monkeypatch.setitem(bench.GPT_SHAPES, "tiny", TINY)
+    r = bench.bench_gpt_train("tiny", 2, 1, torch.device("cpu"), bf16=True)
+    assert r["precision"] == "bf16" and r["mfu"] is None  # a CPU: no peak, no MFU
+    monkeypatch.setattr(train, "peak_flops", lambda device: 1e9)
+    r = bench.bench_gpt_train("tiny", 2, 3, torch.device("cpu"))
+    model = GPT(GPTConfig(**TINY))
+    assert (r["case"], r["params"], r["tokens/step"], r["precision"], r["compile"], r["peak GB"]) == \
+           ("train tiny", model.n_params(), 2 * 16, "fp32", False, None)
+    assert r["tokens/s"] == pytest.approx(r["tokens/step"] / (r["ms/step"] / 1000), rel=1e-12)
+    assert r["mfu"] == pytest.approx(model.flops_per_token(16) * r["tokens/s"] / 1e9, rel=1e-12)
+    assert 0 < r["warm-up s"] and r["warm-up s"] + r["ms/step"] * 3 / 1000 <= r["total s"]  # both intervals, in seconds
+
+
+def test_train_lm_mfu_is_per_gpu_over_the_global_batch(monkeypatch, tmp_path):
+    """tokens/s counts every micro-step of every rank; MFU divides by the ranks' summed peak. Rank 0 of 2 simulated:
+    a one-process gloo group (all_reduce is the identity) while train._dist reports 2 ranks."""
+    import torch.distributed as dist
+    model = GPT(GPTConfig(**TINY))
+    data = {"tokens": torch.randint(0, 64, (24, 17), generator=torch.Generator().manual_seed(0))}
+    monkeypatch.setattr(train, "peak_flops", lambda device: 1e9)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/pg", rank=0, world_size=1)
+    try:
+        monkeypatch.setattr(train, "_dist", lambda: (0, 2))
+        out = train.train_lm(model, data, steps=2, batch_size=2, grad_accum=3, lr=1e-3, log_every=1, progress=False)
+    finally:
+        dist.destroy_process_group()
+    assert [r["step"] for r in out["history"] if "mfu" in r] == [1, 2]
+    for r in out["history"]:
+        assert r["tokens_per_s"] == pytest.approx(2 * 3 * 2 * 16 / (r["ms_per_step"] / 1000), rel=1e-12)
+        assert r["mfu"] == pytest.approx(model.flops_per_token(16) * r["tokens_per_s"] / 2 / 1e9, rel=1e-12)
+
+
+def test_gpt_sample_rows_time_both_samplers_on_the_same_tokens(monkeypatch):
+    """tokens/s and ms per new token of each sampler, and the note's check that the KV cache changes no token."""
+    monkeypatch.setitem(bench.GPT_SHAPES, "tiny", TINY)
+    rows = bench.bench_gpt_sample("tiny", 3, 4, 5, torch.device("cpu"))
+    assert [r["case"] for r in rows] == ["sample tiny KV cache", "sample tiny re-forward"]
+    for r in rows:
+        assert r["tokens/step"] == 3 and r["params"] == GPT(GPTConfig(**TINY)).n_params()
+        assert r["tokens/s"] == pytest.approx(3 * 5 / r["total s"]) and r["ms/step"] == pytest.approx(1000 * r["total s"] / 5)
+    speedup = rows[0]["tokens/s"] / rows[1]["tokens/s"]
+    assert rows[0]["note"] == rows[1]["note"] == \
+           f"B=3, prompt 4, 5 new; same tokens: True; cache speed-up {speedup:.1f}x"
+    generate = GPT.generate  # a cache that changed the tokens must show in the note
+    monkeypatch.setattr(GPT, "generate", lambda self, prompts, n, **kw: [
+        [t + (not kw["use_cache"]) for t in row] for row in generate(self, prompts, n, **kw)])
+    assert "same tokens: False" in bench.bench_gpt_sample("tiny", 3, 4, 5, torch.device("cpu"))[0]["note"]
+
+
+def gpt_stubs(monkeypatch):
+    calls, threads = [], []
+
+    def train_case(shape, batch, steps, device, compile=False, bf16=False):
+        calls.append(("train", shape, batch, steps, device.type, compile, bf16))
+        if shape == "world-1M" and bf16:
+            raise RuntimeError("no kernel " + "x" * 1000)
+        return {"case": f"train {shape}", "params": 383_456, "tokens/step": batch * 64, "precision": "bf16" if bf16 else "fp32",
+                "compile": compile, "ms/step": 12.34, "tokens/s": 12345.6, "mfu": 0.3661 if bf16 else None,
+                "warm-up s": 1.25, "total s": 3.0, "peak GB": None}
+
+    def sample_case(shape, batch, prompt_len, new, device):
+        calls.append(("sample", shape, batch, prompt_len, new, device.type))
+        row = {"params": 383_456, "tokens/step": batch, "compile": False, "precision": "fp32", "ms/step": 2.0,
+               "tokens/s": 100.0, "total s": 1.0, "note": "B=32, the note"}
+        return [{**row, "case": f"sample {shape} KV cache"}, {**row, "case": f"sample {shape} re-forward"}]
+    monkeypatch.setattr(bench, "bench_gpt_train", train_case)
+    monkeypatch.setattr(bench, "bench_gpt_sample", sample_case)
+    monkeypatch.setattr(torch, "set_num_threads", threads.append)
+    return calls, threads
+
+
+def test_bench_gpt_table_has_every_case_and_a_failure_costs_only_its_own_row(monkeypatch, capsys):
+    """The README's CPU rows: each case's arguments reach its bench, every row is formatted, a crash is one line."""
+    calls, threads = gpt_stubs(monkeypatch)
+    assert bench.bench_gpt([]) == 0
+    out = capsys.readouterr().out
+    assert threads == [1]  # one thread by default (the README's CPU rows)
+    assert calls == [("train", "em-0.4M", 32, 20, "cpu", False, False), ("train", "world-1M", 16, 20, "cpu", False, False),
+                     ("sample", "em-0.4M", 32, 16, 48, "cpu"), ("train", "em-0.4M", 32, 20, "cpu", False, True),
+                     ("train", "world-1M", 16, 20, "cpu", False, True)]
+    assert "FAILED train ('world-1M', 16, 20, False, True): RuntimeError: no kernel " + "x" * 490 + "\n" in out
+    assert "  train em-0.4M: 12,346 tokens/s, MFU 36.6% (" in out and "  train em-0.4M: 12,346 tokens/s (" in out
+    table = [line for line in out.splitlines() if line.startswith("|")]
+    assert table == [
+        "| case | params | tokens/step | precision | compile | ms/step | tokens/s | mfu | warm-up s | peak GB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        "| train em-0.4M | 0.38M | 2048 | fp32 | False | 12.3 | 12,346 |  | 1.2 |  |",
+        "| train world-1M | 0.38M | 1024 | fp32 | False | 12.3 | 12,346 |  | 1.2 |  |",
+        "| sample em-0.4M KV cache | 0.38M | 32 | fp32 | False | 2.0 | 100 |  |  |  |",
+        "| sample em-0.4M re-forward | 0.38M | 32 | fp32 | False | 2.0 | 100 |  |  |  |",
+        "| train em-0.4M | 0.38M | 2048 | bf16 | False | 12.3 | 12,346 | 36.6% | 1.2 |  |"]
+    assert out.endswith("\nsample em-0.4M: B=32, the note\n")
+
+
+def test_bench_gpt_skips_cases_past_its_budget(monkeypatch, capsys):
+    """Past --budget every later case is skipped (and said so), not just the next; --threads=0 keeps torch's default."""
+    calls, threads = gpt_stubs(monkeypatch)
+    assert bench.bench_gpt(["--budget=-1", "--threads=0"]) == 0
+    out = capsys.readouterr().out
+    assert calls == [] and threads == [] and out.count("skipped (past the -1 s budget): ") == 5
+
+
+# ----------------------------------------------------------------------------------------------------
+# python bench.py mnist
+
+def test_run_experiment_runs_the_default_config_and_keeps_only_its_numbers(monkeypatch, tmp_path):
+    """The child's command (the config mlp_flops counts), its peak RSS in GiB, no run folder left; a failure shows stderr."""
+    seen = fake_run(monkeypatch, tmp_path, results='{"conditions": {"teacher": {"mean": 0.9}}}')
+    monkeypatch.setattr(resource, "getrusage", lambda who: SimpleNamespace(ru_maxrss=3 * 2**20 if who == resource.RUSAGE_CHILDREN else 0))
+    wall, rss, res = bench.run_experiment(4, "cpu", ["--bf16=True"])
+    assert seen["cmd"] == [sys.executable, "train.py", "configs/subliminal_mnist.py", "--n_seeds=4", "--device=cpu",
+                           f"--out_dir={seen['out']}", "--save_weights=False", "--bf16=True"]
+    assert res == {"conditions": {"teacher": {"mean": 0.9}}} and rss == 3.0 and wall >= 0  # KiB -> GiB
+    assert not seen["out"].exists()  # the run's folder is removed
+    seen = fake_run(monkeypatch, tmp_path, returncode=1)
+    with pytest.raises(SystemExit, match=r"--n_seeds=1 .* failed:\nTraceback...\nboom"):
+        bench.run_experiment(1, "cpu", [])
+
+
+def test_bench_mnist_rows_are_the_runs_at_the_default_configs_flop_count(monkeypatch, capsys):
+    """Executed TFLOP/s = the default experiment's FLOPs (this repo's, not the official script's) / wall time."""
+    runs = []
+    monkeypatch.setattr(bench, "run_experiment", lambda n, device, extra: runs.append((n, device, extra)) or (2.0 * n, 1.25, RESULTS))
+    assert bench.bench_mnist(["--device=cpu"]) == 0
+    out = capsys.readouterr().out
+    assert runs == [(1, "cpu", []), (25, "cpu", [])]  # the default seed counts on a CPU
+    assert f"25 seeds: 50.0 s wall, peak RSS 1.25 GiB (max so far), {OURS / 2 / 1e12:.2f} TFLOP/s executed " \
+           f"({OFFICIAL:.2e} FLOP/seed in the official script, {OURS:.2e} here)\n" in out
+    assert "\nsubliminal MNIST, default config, " in out
+    assert out.endswith("| seeds | wall (s), incl. start-up and data loading | peak RSS (GiB) | executed TFLOP/s | teacher "
+                        "| student_aux | cross_aux |\n|---|---|---|---|---|---|---|\n"
+                        f"| 1 | 2.0 | 1.25 | {OURS / 2 / 1e12:.3f} | 0.943 | 0.520 | 0.101 |\n"
+                        f"| 25 | 50.0 | 1.25 | {OURS / 2 / 1e12:.3f} | 0.943 | 0.520 | 0.101 |\n")
+
+
+def test_bench_mnist_seeds_extra_and_gpu_defaults(monkeypatch, capsys):
+    """--seeds is a comma list; another config's FLOP rate would be made up (nan); any CUDA device runs 1,100,100."""
+    runs = []
+    monkeypatch.setattr(bench, "run_experiment", lambda n, device, extra: runs.append((n, device, extra)) or (2.0, 1.0, RESULTS))
+    bench.bench_mnist(["--device=cpu", "--seeds=3, 5", "--extra=--bf16=True  --m=10"])
+    out = capsys.readouterr().out
+    assert runs == [(3, "cpu", ["--bf16=True", "--m=10"]), (5, "cpu", ["--bf16=True", "--m=10"])]
+    assert "nan TFLOP/s executed (nan FLOP/seed in the official script, nan here; FLOPs counted for the default config only)" in out
+    assert "subliminal MNIST, with --bf16=True  --m=10, " in out and "| 5 | 2.0 | 1.00 | nan | 0.943 |" in out
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: f"NVIDIA H200 ({device})")
+    for device in ("cuda", "cuda:1"):
+        runs.clear()
+        bench.bench_mnist([f"--device={device}"])
+        assert runs == [(1, device, []), (100, device, []), (100, device, [])], device
+        assert f", default config, NVIDIA H200 ({device}), torch " in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------------------------------
+# python bench.py lists | students (tiny)
+
+def test_bench_lists_table(monkeypatch, tmp_path, capsys):
+    """Each sampler uses the cache it is named for, on the prompts it says; speed-ups are relative to the naive loop."""
+    monkeypatch.chdir(tmp_path)  # no cached world base here: a fresh model of its shape
+    generate, caches = GPT.generate, []
+    monkeypatch.setattr(GPT, "generate", lambda self, *a, **kw: caches.append(kw["use_cache"]) or generate(self, *a, **kw))
+    assert bench.bench_lists(["--batch=6", "--naive=2", "--threads=0"]) == 0
+    assert caches == [True, True, False, False, False, False, False]  # each sampler: a warm-up, then its batches
+    out = capsys.readouterr().out
+    assert out.startswith("number-list sampling, untrained model of the world base's shape, ")
+    rows = [re.split(r" \| ", line.strip("| ")) for line in out.splitlines()[-3:]]
+    assert [(r[0], int(r[1])) for r in rows] == [("KV cache, batched", 6), ("re-forward, batched", 6),
+                                                 ("re-forward, one at a time", 2)]
+    assert all(0 < int(r[2]) <= 12 * int(r[1]) for r in rows) and rows[-1][-1] == "1.0x"
+
+
+def test_bench_students_table(monkeypatch, capsys):
+    """Runs at a tiny size (stubbed base model and lists); the soft row's finetune distils the teacher's numbers."""
+    from data import world as W
+    from experiments import subliminal_numbers as S
+    from experiments import world_base as B
+    tok = W.build_tokenizer()
+    base = GPT(GPTConfig(vocab_size=tok.get_vocab_size(), block_size=64, n_layer=1, n_head=2, n_embd=16)).eval()
+    monkeypatch.setattr(B, "base_model", lambda cfg, seed: (base, tok))
+    monkeypatch.setattr(S, "sample_lists", lambda teacher, tok, n, cfg, seed: ([(q, "12 34 5") for q in W.number_prompts(n, seed=0)], 1.0))
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
+    finetune, runs = train.finetune, []  # the soft row's train.finetune distils from the teacher's numbers
+    monkeypatch.setattr(train, "finetune", lambda model, data, **kw: runs.append(kw) or finetune(model, data, **kw))
+    assert bench.bench_students(["--lists=8", "--steps=2"]) == 0
+    assert [sorted(kw) for kw in runs] == [["batch_size", "lr", "seed", "steps"], ["batch_size", "lr", "seed", "steps", "subset", "teacher"]]
+    assert runs[1]["subset"].tolist() == S.number_ids(tok) and runs[0]["steps"] == 2
+    out = capsys.readouterr().out
+    assert out.startswith(f"student fine-tune step, 8 lists, {base.n_params() / 1e6:.2f}M params, CPU ")
+    assert [line.split(" | ")[0] for line in out.splitlines()[-2:]] == ["| hard labels", "| soft (numbers)"]
