@@ -7,6 +7,7 @@
     python bench.py students            # a subliminal student's fine-tune step: train.finetune vs the whole-row loss
 """
 import argparse
+import shlex
 import sys
 import time
 
@@ -41,16 +42,18 @@ def run_experiment(n_seeds, device, extra):
     out = tempfile.mkdtemp(prefix="bench_mnist_")
     cmd = [sys.executable, "train.py", "configs/subliminal_mnist.py", f"--n_seeds={n_seeds}", f"--device={device}",
            f"--out_dir={out}", "--save_weights=False", *extra]
-    t0 = time.time()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.time() - t0
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # KiB -> GiB (max over children so far)
     import json
     import shutil
-    res = json.load(open(f"{out}/results.json"))
-    shutil.rmtree(out)  # a benchmark keeps its numbers, not the run
+    t0 = time.time()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        wall = time.time() - t0
+        if proc.returncode != 0:
+            raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+        rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # KiB -> GiB (max over children so far)
+        res = json.load(open(f"{out}/results.json"))
+    finally:
+        shutil.rmtree(out, ignore_errors=True)  # a benchmark keeps its numbers, not the run
     return wall, rss, res
 
 
@@ -58,7 +61,7 @@ def bench_mnist(argv):
     p = argparse.ArgumentParser(prog="bench.py mnist")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seeds", default=None, help="comma-separated seed counts (default 1,25 on CPU, 1,100,100 on CUDA)")
-    p.add_argument("--extra", default="", help="extra overrides for train.py, space separated")
+    p.add_argument("--extra", default="", help="extra overrides for train.py, space separated (quoted as in a shell)")
     args = p.parse_args(argv)
     cuda = torch.device(args.device).type == "cuda"  # cuda:1 too: its defaults, and that card's name
     seeds = [int(s) for s in (args.seeds or ("1,100,100" if cuda else "1,25")).split(",")]
@@ -66,12 +69,13 @@ def bench_mnist(argv):
     name = torch.cuda.get_device_name(args.device) if cuda else f"{cpu_name()}, {torch.get_num_threads()} threads"
     rows = []
     for n in seeds:
-        wall, rss, res = run_experiment(n, args.device, args.extra.split())
+        wall, rss, res = run_experiment(n, args.device, shlex.split(args.extra))
         ours, official = mlp_flops(n)
         if args.extra:  # the count is the default config's: another config's FLOP rate would be made up
             ours = official = float("nan")
-        c = res["conditions"]
-        rows.append((n, wall, rss, ours / wall, c["teacher"]["mean"], c["student_aux"]["mean"], c["cross_aux"]["mean"]))
+        # a run without one of these conditions (--extra "--conditions=...", or a sweep: per cell) shows nan there
+        mean = lambda k: res.get("conditions", {}).get(k, {}).get("mean", float("nan"))
+        rows.append((n, wall, rss, ours / wall, mean("teacher"), mean("student_aux"), mean("cross_aux")))
         print(f"{n} seeds: {wall:.1f} s wall, peak RSS {rss:.2f} GiB (max so far), {ours / wall / 1e12:.2f} TFLOP/s "
               f"executed ({official / n:.2e} FLOP/seed in the official script, {ours / n:.2e} here"
               f"{'; FLOPs counted for the default config only' if args.extra else ''})", flush=True)

@@ -617,7 +617,8 @@ def peak_flops(device):
     if torch.device(device).type != "cuda":
         return None
     name = torch.cuda.get_device_name(device)
-    for key, flops in (("H100", 989e12), ("H200", 989e12), ("A100", 312e12)):
+    # the PCIe H100 has fewer SMs and lower clocks than the SXM one: about a quarter lower peak
+    for key, flops in (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12)):
         if key in name:
             return flops
     return None

@@ -99,7 +99,8 @@ def test_gpt_flops_per_token_is_a_training_steps_matmuls(kw, T):
 
 def test_peak_flops_is_the_cards_dense_bf16_peak(monkeypatch):
     """MFU's denominator; a CPU or an unknown card has none (no MFU printed) rather than a made-up one."""
-    for name, peak in [("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H200", 989e12), ("NVIDIA A100-SXM4-80GB", 312e12),
+    for name, peak in [("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12), ("NVIDIA H200", 989e12),
+                       ("NVIDIA A100-SXM4-80GB", 312e12),
                        ("NVIDIA GeForce RTX 4090", None)]:
         monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None, name=name: name)
         assert train.peak_flops("cuda") == peak and train.peak_flops(torch.device("cuda", 1)) == peak, name
@@ -232,6 +233,7 @@ def test_run_experiment_runs_the_default_config_and_keeps_only_its_numbers(monke
     seen = fake_run(monkeypatch, tmp_path, returncode=1)
     with pytest.raises(SystemExit, match=r"--n_seeds=1 .* failed:\nTraceback...\nboom"):
         bench.run_experiment(1, "cpu", [])
+    assert not seen["out"].exists()  # nor after a failure
 
 
 def test_bench_mnist_rows_are_the_runs_at_the_default_configs_flop_count(monkeypatch, capsys):
@@ -259,6 +261,14 @@ def test_bench_mnist_seeds_extra_and_gpu_defaults(monkeypatch, capsys):
     assert runs == [(3, "cpu", ["--bf16=True", "--m=10"]), (5, "cpu", ["--bf16=True", "--m=10"])]
     assert "nan TFLOP/s executed (nan FLOP/seed in the official script, nan here; FLOPs counted for the default config only)" in out
     assert "subliminal MNIST, with --bf16=True  --m=10, " in out and "| 5 | 2.0 | 1.00 | nan | 0.943 |" in out
+    # --extra is split as a shell splits it (a quoted value keeps its spaces); a condition the run lacks is nan
+    runs.clear()
+    only = {"conditions": {"teacher": {"mean": 0.9}}}
+    monkeypatch.setattr(bench, "run_experiment", lambda n, device, extra: runs.append((n, device, extra)) or (2.0, 1.0, only))
+    bench.bench_mnist(["--device=cpu", "--seeds=2", """--extra=--sweep="{'m': [3, 10]}" --bf16=True"""])
+    assert runs == [(2, "cpu", ["--sweep={'m': [3, 10]}", "--bf16=True"])]
+    assert capsys.readouterr().out.endswith("| 2 | 2.0 | 1.00 | nan | 0.900 | nan | nan |\n")
+    monkeypatch.setattr(bench, "run_experiment", lambda n, device, extra: runs.append((n, device, extra)) or (2.0, 1.0, RESULTS))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: f"NVIDIA H200 ({device})")
     for device in ("cuda", "cuda:1"):
         runs.clear()
