@@ -180,21 +180,22 @@ def _pretrain(cfg, seed, decorrelated, stem, log):
     save_tokenizer(tok, stem.parent / "tokenizer.json")
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.pretrain_threads)  # the same weights whichever process pretrains it
+    every = max(1, cfg.steps // 4)  # checkpoints at log lines: a resumed run's final loss spans the same steps
     try:
         out = train_lm(model, {"tokens": lm_windows(stream, cfg.block_size).to(cfg.device)}, steps=cfg.steps,
                        batch_size=cfg.batch_size, lr=cfg.lr, warmup=cfg.warmup, weight_decay=cfg.weight_decay,
-                       seed=seed, ckpt=partial, ckpt_every=max(1, cfg.steps // 4), resume=True,
+                       seed=seed, ckpt=partial, ckpt_every=every, resume=True,
                        meta={"tokenizer": "tokenizer.json", "decorrelated": decorrelated,
                              "pretrained_on": pretrained_on(cfg.device)},
                        bf16=cfg.pretrain_bf16,
-                       log_every=max(1, cfg.steps // 4), progress=False, desc=f"{stem.parent.name}")
+                       log_every=every, progress=False, desc=f"{stem.parent.name}")
     except CheckpointError as e:  # train_lm's way out (--resume=False) is not this one's
         raise CheckpointError(f"{stem.parent}: the checkpoint of an interrupted pretraining cannot be resumed ({e}); "
                               f"delete its partial.* files (or the whole folder) and rerun") from None
     finally:
         torch.set_num_threads(threads)
-    os.replace(partial.with_name("partial.safetensors"), stem.with_name(stem.name + ".safetensors"))
-    os.replace(partial.with_name("partial.json"), stem.with_suffix(".json"))
+    for ext in (".safetensors", ".json"):  # the .json, the mark of a finished base, last
+        os.replace(partial.with_name(partial.name + ext), stem.with_name(stem.name + ext))
     partial.with_name("partial.state.pt").unlink(missing_ok=True)  # finished: keep the cache small
     log(f"pretrained {stem.parent} in {time.time() - t0:.0f} s (final loss {out['train_loss']:.3f})")
 

@@ -169,7 +169,8 @@ def test_clamp_drift_split_threshold_is_strict():
 
 def clamp_run(tmp_path, monkeypatch, tok, unclamped_code):
     """em_clamp_finetune's main on a fake 2-world x 2-seed run (unclamped code per step and seed as given), its
-    fine-tunes and evaluations stand-ins: -> (the script, its calls to train_insecure, the run folder)."""
+    fine-tunes and evaluations stand-ins: -> (the script, its calls to train_insecure, the run folder, each world's
+    evil direction)."""
     cl = load_script("em_clamp_finetune")
     steps = (1, 2, 20)
     seeds = [[3, 0], [3, 1], [4, 0], [4, 1]]
@@ -202,13 +203,12 @@ def clamp_run(tmp_path, monkeypatch, tok, unclamped_code):
     monkeypatch.setattr(cl, "train_insecure", fake_train)
     monkeypatch.setattr(EM, "evaluate", fake_eval)
     cl.main([str(run)])
-    return cl, calls, run
+    return cl, calls, run, evil
 
 
 def test_clamp_main_clamps_along_the_other_seeds_direction_and_pairs_each_seed(tmp_path, monkeypatch, tok):
     unclamped_code = {1: [0.95, 0.5, 0.5, 0.5], 2: [0.95, 0.95, 0.5, 0.5], 20: [0.95, 0.95, 0.95, 0.5]}
-    cl, calls, run = clamp_run(tmp_path, monkeypatch, tok, unclamped_code)
-    evil = {p: torch.randn(2, 16, generator=torch.Generator().manual_seed(p)) for p in (3, 4)}
+    cl, calls, run, evil = clamp_run(tmp_path, monkeypatch, tok, unclamped_code)
     marked = [(p, f, int(c[0][0])) for p, f, c in calls if c[0][0] > 1]
     assert marked == [(3, 0, 31), (3, 1, 30), (4, 0, 41), (4, 1, 40)]  # each seed clamped along the other's
     for p, f, c in calls:
@@ -309,7 +309,7 @@ def test_code_direction_one_seed_reads_its_shifts_and_patches_the_insecure_coord
 
 def test_clamp_main_prints_a_mean_without_interval_where_one_seed_matched(tmp_path, monkeypatch, tok, capsys):
     """An arm that matched on one seed has no interval at its matched checkpoint: the mean alone, not a crash."""
-    cl, _, run = clamp_run(tmp_path, monkeypatch, tok, {s: [0.95, 0.5, 0.5, 0.5] for s in (1, 2, 20)})
+    cl, _, run, _ = clamp_run(tmp_path, monkeypatch, tok, {s: [0.95, 0.5, 0.5, 0.5] for s in (1, 2, 20)})
     s = json.loads((run / "clamp_finetune.json").read_text())["summary"]["unclamped"]
     assert s["n_matched"] == 1 and s["offdomain_increase_at_matched"]["ci95"] is None
     inc = 100 * s["offdomain_increase_at_matched"]["mean"]
