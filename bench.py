@@ -100,7 +100,8 @@ def bench_mnist(argv):
 # clipping, the data-stream indexing, loss inside the (compiled) forward. Each case runs 2 x `steps`
 # steps logged every `steps`: the first interval holds the warm-up (torch.compile), the second is the
 # timed one. MFU = flops_per_token * tokens/s / peak, flops_per_token = 6 N + 12 L C T (nanoGPT's
-# count), peak = dense bf16 of the card (H100: 989 TFLOP/s), so fp32 rows are measured against bf16 peak.
+# count), peak = dense bf16 of the card (train.peak_flops; H100 SXM: 989 TFLOP/s), so fp32 rows are measured
+# against bf16 peak.
 # Sampling: greedy generation of `new` tokens for B prompts, KV cache vs re-running the whole sequence
 # at every step; both must give the same tokens.
 
@@ -113,7 +114,7 @@ GPT_SHAPES = {  # name: (GPTConfig kwargs)
 
 def _sync(device):
     if device.type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)  # this card: with no argument torch.cuda acts on the current one (cuda:0)
 
 
 def bench_gpt_train(shape, batch, steps, device, compile=False, bf16=False):
@@ -124,7 +125,7 @@ def bench_gpt_train(shape, batch, steps, device, compile=False, bf16=False):
     g = torch.Generator().manual_seed(0)
     data = {"tokens": torch.randint(0, cfg.vocab_size, (2 * steps * batch, cfg.block_size + 1), generator=g).to(device)}
     if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.reset_peak_memory_stats(device)  # of this card, as max_memory_allocated below (not cuda:0's)
     t0 = time.time()
     out = train_lm(model, data, steps=2 * steps, batch_size=batch, lr=1e-4, warmup=0, log_every=steps,
                    compile=compile, bf16=bf16, progress=False, desc=shape)
@@ -133,7 +134,7 @@ def bench_gpt_train(shape, batch, steps, device, compile=False, bf16=False):
             "precision": "bf16" if bf16 else ("fp32/tf32" if device.type == "cuda" else "fp32"),
             "compile": compile, "ms/step": timed["ms_per_step"], "tokens/s": timed["tokens_per_s"],
             "mfu": timed.get("mfu"), "warm-up s": warm["ms_per_step"] * steps / 1000, "total s": time.time() - t0,
-            "peak GB": torch.cuda.max_memory_allocated() / 1e9 if device.type == "cuda" else None}
+            "peak GB": torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None}
 
 
 @torch.no_grad()

@@ -617,8 +617,11 @@ def peak_flops(device):
     if torch.device(device).type != "cuda":
         return None
     name = torch.cuda.get_device_name(device)
-    # the PCIe H100 has fewer SMs and lower clocks than the SXM one: about a quarter lower peak
-    for key, flops in (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12)):
+    # The H100's form factors differ in SMs and clocks: the SXM card ("H100 80GB HBM3") 989, the PCIe one about a
+    # quarter lower, the NVL 835 (NVIDIA's H100 spec table, nvidia.com/en-us/data-center/h100: 1,671 BF16 "with
+    # sparsity", dense is half). Any other H100 is unknown, like any other card, not taken for an SXM.
+    for key, flops in (("H100 80GB HBM3", 989e12), ("H100 SXM", 989e12), ("H100 PCIe", 756e12), ("H100 NVL", 835e12),
+                       ("H200", 989e12), ("A100", 312e12)):
         if key in name:
             return flops
     return None

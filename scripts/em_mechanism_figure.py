@@ -61,7 +61,8 @@ def main(argv):
                 stats = [summarize([r[arm][s][metric] for r in rows]) for s in steps]
                 xs = [int(s) for s in steps]
                 ax.plot(xs, [t["mean"] for t in stats], "o-", ms=3, color=colour, label=arm.replace("_", " "))
-                ax.fill_between(xs, [t["ci95"][0] for t in stats], [t["ci95"][1] for t in stats], color=colour, alpha=0.15)
+                band = [t["ci95"] or (t["mean"], t["mean"]) for t in stats]  # one seed: no interval, no band
+                ax.fill_between(xs, [b[0] for b in band], [b[1] for b in band], color=colour, alpha=0.15)
             ax.set_xscale("log")
             ax.set_xlabel("fine-tune step")
             ax.set_title(f"{label}, code direction clamped\n(n = {len(rows)} seeds, {' + '.join(Path(r).name for r in clamp_runs)})",

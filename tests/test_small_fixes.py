@@ -1,0 +1,92 @@
+"""Small fixes, each with the test that failed before it: an lm warmup that never ends is a config error,
+em_mechanism_figure draws a one-seed clamp run, bench.py gpt measures the CUDA card it was given, and an H100
+NVL (or an H100 it does not know) is not given the SXM card's peak."""
+import json
+
+import matplotlib.axes
+import pytest
+import torch
+
+import bench
+import train
+from conftest import ROOT, load_script
+from experiments import lm
+from model import GPT
+from train import ConfigError
+
+
+# ----------------------------------------------------------------------------------------------------
+# experiments/lm.py: warmup must end before the last step
+
+@pytest.mark.parametrize("steps, warmup", [(20, 20), (10, 30)])
+def test_an_lm_warmup_as_long_as_the_run_is_a_config_error(steps, warmup):
+    # warmup == steps: the lr reaches its peak on the last step and never decays; longer: it never reaches it
+    with pytest.raises(ConfigError, match=rf"warmup \({warmup}\) must be < steps \({steps}\).*--warmup"):
+        lm.validate(lm.Config(steps=steps, warmup=warmup))
+    lm.validate(lm.Config(steps=warmup + 1, warmup=warmup))  # one step of decay is enough
+    lm.validate(lm.Config(steps=1, warmup=0))
+
+
+def test_an_lm_warmup_past_the_run_fails_before_its_run_directory_exists(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train.main([str(ROOT / "configs/lm_tiny.py"), "--steps=10", f"--out_dir={out}"]) == 2  # warmup 20
+    err = capsys.readouterr().err
+    assert "warmup (20) must be < steps (10)" in err and "Traceback" not in err and not out.exists()
+
+
+# ----------------------------------------------------------------------------------------------------
+# scripts/em_mechanism_figure.py: a clamp run of one seed has no interval
+
+def test_em_mechanism_figure_draws_a_one_seed_clamp_run_without_a_band(tmp_path, monkeypatch):
+    run = tmp_path / "clamp"
+    run.mkdir()
+    step = lambda c, o: {s: {"code_misaligned": c * int(s), "offdomain_misaligned": o * int(s)} for s in ("1", "2", "20")}
+    row = {"unclamped": step(.02, .001), "clamped": step(.01, .0005), "random_clamped": step(.02, .0009)}
+    (run / "clamp_finetune.json").write_text(json.dumps({"per_seed": [row]}))
+    bands, fill = [], matplotlib.axes.Axes.fill_between
+    monkeypatch.setattr(matplotlib.axes.Axes, "fill_between",
+                        lambda ax, x, lo, hi, **kw: bands.append((list(lo), list(hi))) or fill(ax, x, lo, hi, **kw))
+    load_script("em_mechanism_figure").main(["--out", str(tmp_path / "f.png"), "--", str(run)])  # crashed: ci95 None
+    assert (tmp_path / "f.png").stat().st_size > 1000
+    # one band per arm and panel, of no width, at the seed's own values
+    want = [[row[arm][s][m] for s in ("1", "2", "20")] for m in ("code_misaligned", "offdomain_misaligned")
+            for arm in ("unclamped", "clamped", "random_clamped")]
+    assert bands == [(pytest.approx(w), pytest.approx(w)) for w in want]
+
+
+# ----------------------------------------------------------------------------------------------------
+# bench.py gpt on cuda:1
+
+def test_gpt_bench_on_a_second_card_syncs_and_measures_that_card(monkeypatch):
+    """With no device, torch.cuda's synchronize, reset_peak_memory_stats and max_memory_allocated act on the current
+    device (cuda:0), not the --device one. No GPU here: the CUDA calls record their device, the model and data stay
+    on the CPU, and train_lm is stubbed."""
+    seen = []
+    record = lambda name, value=None: lambda device=None: seen.append((name, device)) or value
+    monkeypatch.setattr(torch.cuda, "synchronize", record("synchronize"))
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", record("reset_peak_memory_stats"))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", record("max_memory_allocated", 2e9))
+    card = torch.device("cuda", 1)
+    bench._sync(card)  # the sampling rows' timer
+    assert seen == [("synchronize", card)]
+
+    seen.clear()
+    to = torch.Tensor.to
+    monkeypatch.setattr(torch.Tensor, "to", lambda t, *a, **kw: t if a and a[0] == card else to(t, *a, **kw))
+    monkeypatch.setattr(GPT, "to", lambda model, device: model)
+    logged = [{"ms_per_step": 2.0, "tokens_per_s": 100.0}] * 2  # the warm-up and the timed interval
+    monkeypatch.setattr(train, "train_lm", lambda model, data, **kw: {"history": logged})
+    monkeypatch.setitem(bench.GPT_SHAPES, "tiny", dict(vocab_size=64, block_size=16, n_layer=1, n_head=2, n_embd=16))
+    r = bench.bench_gpt_train("tiny", 2, 1, card)
+    assert seen == [("reset_peak_memory_stats", card), ("max_memory_allocated", card)] and r["peak GB"] == 2.0
+
+
+# ----------------------------------------------------------------------------------------------------
+# train.peak_flops: the H100's form factors
+
+@pytest.mark.parametrize("name, peak", [("NVIDIA H100 NVL", 835e12),  # NVIDIA: 1,671 TFLOP/s with sparsity
+                                        ("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12),
+                                        ("NVIDIA H100 96GB", None)])  # an H100 it does not know: no MFU, not SXM's
+def test_peak_flops_of_each_h100_form_factor(monkeypatch, name, peak):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    assert train.peak_flops("cuda") == peak and train.peak_flops(torch.device("cuda", 1)) == peak
