@@ -320,7 +320,7 @@ class Run:
             "git_commit": _git("rev-parse", "HEAD"), "git_dirty": bool(_git("status", "--porcelain")),
             "python": platform.python_version(), "torch": torch.__version__,
             "numpy": __import__("numpy").__version__, "platform": platform.platform(),
-            "device": torch.cuda.get_device_name() if str(dev).startswith("cuda") else "cpu",  # the CPU model is under "cpu"
+            "device": torch.cuda.get_device_name(dev) if str(dev).startswith("cuda") else "cpu",  # the run's card; the CPU model is under "cpu"
             "threads": torch.get_num_threads(), "cpu": cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         })

@@ -225,7 +225,7 @@ def run_group(cfg, seeds, partners, data, device, log):
 
     def lap(name):  # wall time per phase (synchronised on CUDA), logged to show where a run's time goes
         if device.type == "cuda":
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(device)  # the run's card (no argument: the current one, cuda:0)
         phases[name] = round(time.time() - t0[0], 3)
         t0[0] = time.time()
 

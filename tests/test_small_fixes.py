@@ -1,6 +1,6 @@
 """Small fixes, each with the test that failed before it: an lm warmup that never ends is a config error,
 em_mechanism_figure draws a one-seed clamp run, bench.py gpt measures the CUDA card it was given, and an H100
-NVL (or an H100 it does not know) is not given the SXM card's peak."""
+NVL (or an H100 it does not know) is not given the SXM card's peak, and env.json names the run's own card."""
 import json
 
 import matplotlib.axes
@@ -90,3 +90,20 @@ def test_gpt_bench_on_a_second_card_syncs_and_measures_that_card(monkeypatch):
 def test_peak_flops_of_each_h100_form_factor(monkeypatch, name, peak):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
     assert train.peak_flops("cuda") == peak and train.peak_flops(torch.device("cuda", 1)) == peak
+
+
+# ----------------------------------------------------------------------------------------------------
+# train.Run: env.json names the card the run was given
+
+def test_env_json_names_the_card_of_the_run(tmp_path, monkeypatch):
+    from dataclasses import dataclass
+
+    @dataclass
+    class Cfg:
+        out_dir: str = str(tmp_path / "run")
+        device: str = "cuda:1"
+
+    # no GPU here: a recorder stands in for the driver (with no argument it would name the current card, cuda:0)
+    monkeypatch.setattr(train.torch.cuda, "get_device_name", lambda d=None: f"card {d}")
+    train.Run(Cfg(), "subliminal_mnist", argv=["train.py"])
+    assert json.loads((tmp_path / "run" / "env.json").read_text())["device"] == "card cuda:1"
