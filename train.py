@@ -619,9 +619,10 @@ def peak_flops(device):
     name = torch.cuda.get_device_name(device)
     # The H100's form factors differ in SMs and clocks: the SXM card ("H100 80GB HBM3") 989, the PCIe one about a
     # quarter lower, the NVL 835 (NVIDIA's H100 spec table, nvidia.com/en-us/data-center/h100: 1,671 BF16 "with
-    # sparsity", dense is half). Any other H100 is unknown, like any other card, not taken for an SXM.
+    # sparsity", dense is half). Any other H100 is unknown, like any other card, not taken for an SXM. The H200 NVL
+    # has the H100 NVL's 1,671 with sparsity (NVIDIA's H200 spec table), the H200 SXM the SXM H100's peak.
     for key, flops in (("H100 80GB HBM3", 989e12), ("H100 SXM", 989e12), ("H100 PCIe", 756e12), ("H100 NVL", 835e12),
-                       ("H200", 989e12), ("A100", 312e12)):
+                       ("H200 NVL", 835e12), ("H200", 989e12), ("A100", 312e12)):
         if key in name:
             return flops
     return None

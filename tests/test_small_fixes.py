@@ -86,6 +86,7 @@ def test_gpt_bench_on_a_second_card_syncs_and_measures_that_card(monkeypatch):
 
 @pytest.mark.parametrize("name, peak", [("NVIDIA H100 NVL", 835e12),  # NVIDIA: 1,671 TFLOP/s with sparsity
                                         ("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12),
+                                        ("NVIDIA H200", 989e12), ("NVIDIA H200 NVL", 835e12),
                                         ("NVIDIA H100 96GB", None)])  # an H100 it does not know: no MFU, not SXM's
 def test_peak_flops_of_each_h100_form_factor(monkeypatch, name, peak):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
