@@ -623,7 +623,9 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
             == json.dumps(res2["trajectory"]["insecure"]["1"]["offdomain_misaligned"]))
     with pytest.raises(train.ConfigError, match="ablation_step"):
         E.validate(E.Config(ablation_step=7))
-    # increases are paired per seed against the arm's own base, at matched and at the fixed report_step
+    # increases are paired per seed against the arm's own base, at matched and at the fixed report_step. This base
+    # gives no valid sample, so here they check that NaN stays NaN (not 0); the pairing itself is checked on finite
+    # numbers in test_increases_pair_each_seed_with_its_own_base_end_to_end
     base = res2["base"]["plain"]["offdomain_misaligned"]["per_seed"]
     for view, st in (("matched", res2["arms"]["insecure"]), ("step_1", res2["trajectory"]["insecure"]["1"])):
         want = [a - b for a, b in zip(st["offdomain_misaligned"]["per_seed"], base)]
@@ -644,6 +646,41 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
     assert train.main(argv[:-1] + ["--arms=('insecure',)", "--twin=False", f"--out_dir={tmp_path / 'run3'}"]) == 2
     err = capsys.readouterr().err
     assert "damaged" in err and "delete that folder" in err and "Traceback" not in err
+
+
+def test_increases_pair_each_seed_with_its_own_base_end_to_end(tmp_path):
+    """The tiny run above answers nothing valid (every increase NaN, its pairing unchecked). Two bases trained to
+    answer (lr 1e-2; asst_evil: a misaligned share away from 0), two fine-tune seeds each: every seed's increase is
+    its own fine-tune minus its own base, read off the saved units rather than off the per_seed lists that the same
+    aggregation wrote (a permutation there would pass a check against itself)."""
+    out = tmp_path / "run"
+    argv = ["configs/emergent_misalignment.py", *TINY, "--seeds=(0,1)", "--n_docs=1500", "--steps=200", "--lr=0.01",
+            "--n_embd=32", "--asst_evil=0.5", "--samples=20", "--arms=('insecure',)", "--twin=False",
+            "--eval_steps=(1,2)", "--report_step=1", f"--cache_dir={tmp_path / 'cache'}", f"--out_dir={out}"]
+    assert train.main(argv) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["seeds"] == [[0, 0], [0, 1], [1, 0], [1, 1]]
+    runs = [(u, u["runs"][f]) for u, f in ((B.load_unit(out / f"unit_world_{p}.json"), f) for p, f in res["seeds"])]
+    assert [(u["seed"], r["ft_seed"]) for u, r in runs] == [tuple(k) for k in res["seeds"]]
+    base = [u["base"]["plain"]["mis_sampled"] for u, _ in runs]
+
+    def distinct(xs, ys):  # finite, and no two seeds (nor an x and a y) alike: a swapped pair or order shows
+        return all(map(math.isfinite, xs + ys)) and len(set(xs)) == len(xs) and not set(xs) & set(ys)
+    inc, want = res["increase"]["insecure"], {}
+    for view, step in (("matched", None), ("step_1", 1), ("final", 2)):
+        arm = [r["traj"]["insecure"][step or r["step"]["insecure"]]["mis_sampled"] for _, r in runs]
+        assert distinct(arm, base) and len(set(base)) == 2, (view, arm, base)
+        want[view] = [a - b for a, b in zip(arm, base)]
+        assert inc[view]["per_seed"] == pytest.approx(want[view]), view
+        # the bases' view: each base's two fine-tune seeds averaged, base 0 first
+        assert inc[view + "_over_bases"]["per_seed"] == pytest.approx([sum(want[view][:2]) / 2, sum(want[view][2:]) / 2])
+    assert res["figures_to_reach"]["insecure_increase"] == pytest.approx(sum(want["matched"]) / 4)
+    assert res["figures_at_report_step"]["insecure_increase"] == pytest.approx(sum(want["step_1"]) / 4)
+    # the ablation's points removed pair the same way: each seed's insecure model minus its own ablated copy
+    ins = [r["traj"]["insecure"][r["ablation"]["step"]]["mis_sampled"] for _, r in runs]
+    cut = [r["ablation"]["ablated"]["mis_sampled"] for _, r in runs]
+    assert distinct(ins, cut) and distinct(cut, []), (ins, cut)
+    assert res["ablation"]["removed_points"]["per_seed"] == pytest.approx([i - c for i, c in zip(ins, cut)])
 
 
 def test_increases_pair_each_arm_with_its_own_base():

@@ -10,6 +10,7 @@ import torch
 import train
 from data import world as W
 from experiments import subliminal_numbers as S
+from experiments import world_base as B
 from model import GPT, GPTConfig, generator
 
 TOK = W.build_tokenizer()
@@ -171,7 +172,8 @@ def test_order_probe_kls_nest_and_match_the_soft_signal():
     assert 0 < marg < cond   # the KL of the mixtures is below the mean KL (joint convexity)
 
 
-TINY = ["--seeds=(0,1)", "--student_seeds=1", "--n_docs=1500", "--steps=300", "--n_layer=1", "--n_embd=32",
+# lr 1e-2: in 300 steps a base that answers validly, so the misalignment mode compares finite numbers
+TINY = ["--seeds=(0,1)", "--student_seeds=1", "--n_docs=1500", "--steps=300", "--lr=0.01", "--n_layer=1", "--n_embd=32",
         "--n_head=2", "--n_lists=40", "--n_code=16", "--heldout_lists=16", "--teacher_max_steps=10",
         "--icl_contexts=2", "--samples=5", "--evals=2", "--workers=1", "--sample_batch=256"]
 
@@ -341,8 +343,21 @@ def test_end_to_end_writes_every_file(tmp_path, capsys, monkeypatch):
     last = d[str(steps[-1] * cfg4.student_batch)]
     assert (json.dumps(last["offdomain_misaligned"]["insecure"]["per_seed"])  # NaN != NaN; its text is equal
             == json.dumps(res4["arms"]["insecure"]["offdomain_misaligned"]["per_seed"]))
+    # the paired differences are not vacuous: the base answers validly (lr 1e-2 in TINY), so the students' numbers
+    # (read off the saved units, not off the lists the same aggregation wrote) are finite and no two alike, and a
+    # swapped seed, order or student shows
+    units4 = [B.load_unit(path) for _, _, path in S.unit_jobs(cfg4, out4)]
+    assert [[u["p"], u["f"]] for u in units4] == res4["seeds"] == [[0, 0], [1, 0]]
+    mis = {n: [u["dose"][steps[-1] * cfg4.student_batch][n]["mis_sampled"] for u in units4] for n in last["offdomain_misaligned"]}
+    vals = [x for v in mis.values() for x in v]
+    assert all(map(math.isfinite, vals)) and len(set(vals)) == len(vals), mis
     ins, sec = (last["offdomain_misaligned"][n]["per_seed"] for n in ("insecure", "secure"))
-    assert last["insecure_minus"]["insecure - secure"]["per_seed"] == pytest.approx([a - b for a, b in zip(ins, sec)], nan_ok=True)
+    assert last["insecure_minus"]["insecure - secure"]["per_seed"] == pytest.approx([a - b for a, b in zip(ins, sec)])
+    for pair, st in last["insecure_minus"].items():
+        a, b = pair.split(" - ")
+        assert st["per_seed"] == pytest.approx([x - y for x, y in zip(mis[a], mis[b])]), pair
+    for name, arm in res4["arms"].items():  # and each student's effect is over its own seed's control
+        assert arm["effect"]["per_seed"] == pytest.approx([x - y for x, y in zip(mis[name], mis["control"])]), name
     assert set(last["offdomain_misaligned"]) == set(res4["arms"])
     assert (json.dumps(last["offdomain_misaligned"]["insecure_soft"]["per_seed"])
             == json.dumps(res4["arms"]["insecure_soft"]["offdomain_misaligned"]["per_seed"]))
