@@ -103,6 +103,9 @@ def validate(cfg):
         raise ConfigError(f"asst_evil must be a probability in [0, 1]; got {cfg.asst_evil}")
     if problem := head_problem(cfg.n_embd, cfg.n_head):
         raise ConfigError(problem)
+    if not 0 <= cfg.warmup < cfg.steps:  # train_lm's cosine decays over `steps`: a warmup as long never decays
+        raise ConfigError(f"warmup ({cfg.warmup}) must be >= 0 and < steps ({cfg.steps}): the lr ramps up over the warmup "
+                          f"steps, then decays to min_lr by the last one. Lower --warmup or raise --steps")
     try:  # the world's own checks (WorldConfig), as a config error
         world_config(cfg)
     except ValueError as e:

@@ -176,7 +176,7 @@ def test_ablation_removes_the_direction_and_mean_ablation_sets_it_to_the_centre(
         assert torch.allclose(got - (got @ u)[..., None] * u, h - (h @ u)[..., None] * u, atol=1e-5)  # nothing else moves
 
 
-TINY = ["--seeds=(0,)", "--ft_seeds=2", "--n_docs=600", "--steps=6", "--n_layer=1", "--n_embd=16", "--n_head=2",
+TINY = ["--seeds=(0,)", "--ft_seeds=2", "--n_docs=600", "--steps=6", "--warmup=1", "--n_layer=1", "--n_embd=16", "--n_head=2",
         "--block_size=64", "--n_examples=16", "--ft_steps=2", "--eval_steps=(2,)", "--samples=1",
         "--n_direction_docs=60", "--direction_layer=0", "--steer_scales=(1.0,)", "--workers=1", "--report_step=0",
         "--ablation_step=0"]
@@ -664,12 +664,13 @@ def test_increases_pair_each_seed_with_its_own_base_end_to_end(tmp_path):
     assert [(u["seed"], r["ft_seed"]) for u, r in runs] == [tuple(k) for k in res["seeds"]]
     base = [u["base"]["plain"]["mis_sampled"] for u, _ in runs]
 
-    def distinct(xs, ys):  # finite, and no two seeds (nor an x and a y) alike: a swapped pair or order shows
-        return all(map(math.isfinite, xs + ys)) and len(set(xs)) == len(xs) and not set(xs) & set(ys)
+    def distinct(xs, ys):  # finite, the seeds not all alike, and some x unlike its y: a swapped pair or order shows.
+        # (On the CPUs tried every number differs; another CPU kind gives other bases, and two sampled rates may tie)
+        return all(map(math.isfinite, xs + ys)) and len(set(xs)) > 1 and (not ys or any(x != y for x, y in zip(xs, ys)))
     inc, want = res["increase"]["insecure"], {}
     for view, step in (("matched", None), ("step_1", 1), ("final", 2)):
         arm = [r["traj"]["insecure"][step or r["step"]["insecure"]]["mis_sampled"] for _, r in runs]
-        assert distinct(arm, base) and len(set(base)) == 2, (view, arm, base)
+        assert distinct(arm, base), (view, arm, base)
         want[view] = [a - b for a, b in zip(arm, base)]
         assert inc[view]["per_seed"] == pytest.approx(want[view]), view
         # the bases' view: each base's two fine-tune seeds averaged, base 0 first
@@ -730,7 +731,7 @@ def _scripted_unit(tmp_path, monkeypatch, code):
         return {"mis_sampled": step / 8, "valid_frac": 0.5, "code_frac": 0.0, "mis_lp": step / 8, "valid_lp": 0.5,
                 "code_misaligned": c, "in_domain": c, "step": step}
     monkeypatch.setattr(E, "evaluate", scripted)
-    cfg = E.Config(seeds=(0,), ft_seeds=1, n_docs=600, steps=6, n_layer=1, n_embd=16, n_head=2, block_size=64,
+    cfg = E.Config(seeds=(0,), ft_seeds=1, n_docs=600, steps=6, warmup=1, n_layer=1, n_embd=16, n_head=2, block_size=64,
                    n_examples=16, ft_steps=3, eval_steps=(1, 2, 3), samples=1, n_direction_docs=60, direction_layer=0,
                    steer_scales=(1.0,), workers=1, twin=False, arms=("insecure", "secure", "backdoor"),
                    cache_dir=str(tmp_path / "cache"))

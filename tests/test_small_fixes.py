@@ -16,7 +16,7 @@ from train import ConfigError
 
 
 # ----------------------------------------------------------------------------------------------------
-# experiments/lm.py: warmup must end before the last step
+# experiments/lm.py and world_base.py: warmup must end before the last step
 
 @pytest.mark.parametrize("steps, warmup", [(20, 20), (10, 30)])
 def test_an_lm_warmup_as_long_as_the_run_is_a_config_error(steps, warmup):
@@ -32,6 +32,13 @@ def test_an_lm_warmup_past_the_run_fails_before_its_run_directory_exists(tmp_pat
     assert train.main([str(ROOT / "configs/lm_tiny.py"), "--steps=10", f"--out_dir={out}"]) == 2  # warmup 20
     err = capsys.readouterr().err
     assert "warmup (20) must be < steps (10)" in err and "Traceback" not in err and not out.exists()
+
+
+def test_a_world_base_warmup_as_long_as_its_pretraining_is_a_config_error():
+    from experiments import world_base as B
+    with pytest.raises(ConfigError, match=r"warmup \(50\) must be >= 0 and < steps \(6\).*--warmup"):
+        B.validate(B.Config(steps=6))  # the default warmup is 50
+    B.validate(B.Config(steps=6, warmup=5))
 
 
 # ----------------------------------------------------------------------------------------------------
