@@ -1067,6 +1067,8 @@ def run_experiment(argv):
     if hasattr(module, "validate"):  # the one check of a config's keys against each other, before the run
         # directory exists: a bad config leaves nothing behind
         module.validate(cfg)
+    if getattr(cfg, "threads", 0):  # before the run directory, so that env.json records the count the run uses
+        torch.set_num_threads(cfg.threads)
     out = Path(cfg.out_dir).absolute()
     # the folders Run's mkdir will make (through a new folder and "..", it makes that folder too), normalised
     norm = lambda d: Path(os.path.abspath(d))

@@ -180,8 +180,6 @@ def run(cfg, run):
         torch.distributed.all_gather_object(dirs, str(run.dir))
         if len(set(dirs)) > 1:
             raise ConfigError("the ranks chose different run directories: pass --out_dir=...")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

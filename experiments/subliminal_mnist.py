@@ -79,6 +79,7 @@ class Config:
     tf32: bool = True                  # TF32 matmuls on CUDA
     bf16: bool = False                 # bf16 autocast
     compile: bool = False              # torch.compile the MLP
+    threads: int = 0                   # CPU threads; 0 = PyTorch's default (one per core)
     save_weights: bool = True          # every model of every seed, as safetensors
     out_dir: str = ""                  # default out/<config name>/<UTC time>
     resume: bool = True                # reuse finished seed groups found in out_dir
@@ -95,7 +96,8 @@ def validate(cfg):
         # a condition named twice would count each seed twice (and narrow its interval)
         (0 < len(cfg.conditions) == len(set(cfg.conditions)), "conditions must name at least one, each once"),
         (cfg.m >= 1 and cfg.width >= 1 and cfg.depth >= 1, "m, width and depth must be >= 1"),
-        (cfg.n_seeds >= 1 and cfg.seed_chunk >= 0, "n_seeds must be >= 1 and seed_chunk >= 0"),
+        (cfg.n_seeds >= 1 and cfg.seed_chunk >= 0 and cfg.threads >= 0,
+         "n_seeds must be >= 1, and seed_chunk and threads (0: PyTorch's default) >= 0"),
         (cfg.temperature > 0 and cfg.lr > 0 and cfg.batch_size >= 1, "temperature, lr and batch_size must be > 0"),
         (cfg.init_perturbation >= 0, "init_perturbation must be >= 0"),
         (cfg.n_train >= 0 and cfg.n_noise >= 1 and cfg.epochs >= 0 and cfg.distill_epochs >= 0,

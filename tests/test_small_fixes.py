@@ -1,6 +1,7 @@
 """Small fixes, each with the test that failed before it: an lm warmup that never ends is a config error,
 em_mechanism_figure draws a one-seed clamp run, bench.py gpt measures the CUDA card it was given, and an H100
-NVL (or an H100 it does not know) is not given the SXM card's peak, and env.json names the run's own card."""
+NVL (or an H100 it does not know) is not given the SXM card's peak, env.json names the run's own card, and the
+MNIST experiment has a threads key."""
 import json
 
 import matplotlib.axes
@@ -9,7 +10,7 @@ import torch
 
 import bench
 import train
-from conftest import ROOT, load_script
+from conftest import ROOT, load_script, need_data
 from experiments import lm
 from model import GPT
 from train import ConfigError
@@ -115,3 +116,21 @@ def test_env_json_names_the_card_of_the_run(tmp_path, monkeypatch):
     monkeypatch.setattr(train.torch.cuda, "get_device_name", lambda d=None: f"card {d}")
     train.Run(Cfg(), "subliminal_mnist", argv=["train.py"])
     assert json.loads((tmp_path / "run" / "env.json").read_text())["device"] == "card cuda:1"
+
+
+# ----------------------------------------------------------------------------------------------------
+# subliminal MNIST: a threads key, set before the run directory so that env.json records it
+
+@need_data()
+def test_mnist_threads_key_sets_the_count_env_json_records(tmp_path, capsys):
+    n = torch.get_num_threads()
+    tiny = [str(ROOT / "configs/subliminal_mnist.py"), "--n_train=500", "--n_noise=64", "--width=16", "--epochs=1",
+            "--n_seeds=1", "--batch_size=128", "--device=cpu", "--conditions=('teacher',)"]
+    try:
+        torch.set_num_threads(2)
+        assert train.main([*tiny, "--threads=1", f"--out_dir={tmp_path / 'one'}"]) == 0
+        assert json.loads((tmp_path / "one" / "env.json").read_text())["threads"] == 1
+    finally:
+        torch.set_num_threads(n)
+    assert train.main([*tiny, "--threads=-1", f"--out_dir={tmp_path / 'bad'}"]) == 2
+    assert "threads" in capsys.readouterr().err and not (tmp_path / "bad").exists()
