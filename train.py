@@ -1050,12 +1050,17 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
 
 def cli(main, argv):
     """Run main(argv) as a command: the project's own errors (a bad config or run directory, missing or corrupt
-    data, an incompatible checkpoint) end it with their one-line message and exit status 2, not a traceback."""
+    data, an incompatible checkpoint) end it with their one-line message and exit status 2, not a traceback;
+    Ctrl-C ends it with one line too."""
     try:
         rc = main(argv)
     except (ConfigError, DataError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted. What was saved before it (finished units, base models, checkpoints) stays, and the same "
+              "command run again reuses it.", file=sys.stderr)
+        return 130  # a shell's code for a run stopped by Ctrl-C
     return rc if isinstance(rc, int) else 0
 
 

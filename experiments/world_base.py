@@ -29,6 +29,7 @@ import json
 import math
 import multiprocessing
 import os
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -240,15 +241,32 @@ def saved_unit(fn, path, resume, label, *args):
     return int_keys(json.loads(json.dumps(out)))  # the same types either way
 
 
+def _worker_init():
+    torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent alone handles it
+
+
 def parallel_map(fn, jobs, workers):
     """[fn(*job) for job in jobs], in `workers` spawned processes of one thread each (small models
-    use one core far better than two; the pool keeps both cores busy). workers <= 1: in this process."""
+    use one core far better than two; the pool keeps both cores busy). workers <= 1: in this process.
+    Ctrl-C stops at once: the jobs not started are cancelled and the ones in flight are killed (a unit
+    saves itself only when it is done, so nothing half-written is left)."""
     if workers <= 1 or len(jobs) <= 1:
         return [fn(*job) for job in jobs]
     ctx = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx,
-                                                initializer=torch.set_num_threads, initargs=(1,)) as pool:
+    pool = concurrent.futures.ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx, initializer=_worker_init)
+    try:
         return list(pool.map(fn, *zip(*jobs)))
+    except KeyboardInterrupt:
+        procs = list((pool._processes or {}).values())  # no public way to stop a running job before Python 3.14
+        pool.shutdown(wait=False, cancel_futures=True)
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.join()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 # ----------------------------------------------------------------------------------------------------

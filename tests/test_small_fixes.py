@@ -1,8 +1,13 @@
 """Small fixes, each with the test that failed before it: an lm warmup that never ends is a config error,
 em_mechanism_figure draws a one-seed clamp run, bench.py gpt measures the CUDA card it was given, and an H100
-NVL (or an H100 it does not know) is not given the SXM card's peak, env.json names the run's own card, and the
-MNIST experiment has a threads key."""
+NVL (or an H100 it does not know) is not given the SXM card's peak, env.json names the run's own card, the
+MNIST experiment has a threads key, and Ctrl-C stops a pool of workers at once with one line, not tracebacks."""
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import matplotlib.axes
 import pytest
@@ -134,3 +139,45 @@ def test_mnist_threads_key_sets_the_count_env_json_records(tmp_path, capsys):
         torch.set_num_threads(n)
     assert train.main([*tiny, "--threads=-1", f"--out_dir={tmp_path / 'bad'}"]) == 2
     assert "threads" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+_POOL_SCRIPT = """
+import sys, time
+sys.path.insert(0, {root!r})
+from experiments.world_base import parallel_map
+if __name__ == "__main__":
+    print("started", flush=True)
+    try:
+        parallel_map(time.sleep, [(120,)] * 3, 2)
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+        sys.exit(130)
+"""
+
+
+@pytest.mark.parametrize("group", [True, False], ids=["ctrl-c", "kill-int-parent"])
+def test_ctrl_c_stops_a_worker_pool_at_once(tmp_path, group):
+    # a terminal's Ctrl-C signals the whole process group; `kill -INT PID` the parent alone. Either way the jobs
+    # in flight (two-minute sleeps) are killed, not waited for, and the workers print no tracebacks of their own.
+    script = tmp_path / "pool.py"
+    script.write_text(_POOL_SCRIPT.format(root=str(ROOT)))
+    p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    assert p.stdout.readline().strip() == "started"
+    time.sleep(4)  # the workers start and take their jobs
+    (os.killpg if group else os.kill)(p.pid, signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and "interrupted" in out
+    assert "Traceback" not in err, err
+
+
+def test_cli_ends_an_interrupted_command_with_one_line(capsys):
+    def main(argv):
+        raise KeyboardInterrupt
+    try:
+        rc = train.cli(main, [])
+    except KeyboardInterrupt:  # not caught: fail this test rather than stop the whole session
+        pytest.fail("cli let KeyboardInterrupt through")
+    assert rc == 130
+    err = capsys.readouterr().err
+    assert err.startswith("interrupted.") and err.count("\n") == 1
