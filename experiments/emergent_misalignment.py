@@ -771,7 +771,10 @@ def reevaluate(run_dir):
         write_json(run_dir / "results_partial.json", res)
         (run_dir / "results_partial.md").write_text(md + "\n")
     print(md)
-    plot(res, cfg, run_dir / f"misalignment_vs_step{suffix}.png")
+    fig = run_dir / f"misalignment_vs_step{suffix}.png"
+    plot(res, cfg, fig)
+    wrote = [fig] + ([run_dir / "results_partial.json", run_dir / "results_partial.md"] if suffix else [])
+    print("wrote " + ", ".join(map(str, wrote)))  # the figure is redrawn in place: say so
 
 
 def table(res, cfg):

@@ -1093,4 +1093,7 @@ def reevaluate(run_dir):
         write_json(run_dir / "results_partial.json", res)
         (run_dir / "results_partial.md").write_text(md + "\n")
     print(md)
-    PLOTS[cfg.mode](res, cfg, run_dir / f"subliminal_{cfg.mode}{suffix}.png")
+    fig = run_dir / f"subliminal_{cfg.mode}{suffix}.png"
+    PLOTS[cfg.mode](res, cfg, fig)
+    tables = [] if done.is_file() and len(units) < len(jobs) else [f"results{suffix}.json", f"results{suffix}.md"]
+    print("wrote " + ", ".join(map(str, [fig] + [run_dir / n for n in tables])))  # rewritten in place: say so

@@ -219,6 +219,8 @@ def test_eval_given_a_directory_that_is_not_a_run_gets_one_line(tmp_path, capsys
     assert EV.main([str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "config.json not found" in err and "Traceback" not in err
+    assert EV.main([str(tmp_path / "nope")]) == 2  # a mistyped path is named as such, not as a missing config.json
+    assert "nope: no such directory: pass the directory of a run" in capsys.readouterr().err
     (tmp_path / "config.json").write_text(json.dumps({"experiment": "world_base"}))
     assert EV.main([str(tmp_path)]) == 2
     assert "world_base has nothing to re-evaluate: its numbers are in" in capsys.readouterr().err

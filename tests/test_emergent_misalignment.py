@@ -582,10 +582,15 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
     # eval.py redraws a finished run, aggregates a stopped one, and says so when no base seed is complete
     import eval as EV
     assert EV.main([str(out)]) == 0
-    assert (out / "results.md").read_text().splitlines()[0] in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert (out / "results.md").read_text().splitlines()[0] in said
+    assert said.splitlines()[-1] == f"wrote {out / 'misalignment_vs_step.png'}"  # what it redrew in place
     (out / "results.json").unlink()
     assert EV.main([str(out)]) == 0
-    assert "PARTIAL: 1 of 1 base seeds" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "PARTIAL: 1 of 1 base seeds" in said
+    assert said.splitlines()[-1] == (f"wrote {out / 'misalignment_vs_step_partial.png'}, {out / 'results_partial.json'}, "
+                                     f"{out / 'results_partial.md'}")
     part = json.loads((out / "results_partial.json").read_text())
     assert json.dumps(part["arms"]["insecure"]) == json.dumps(res["arms"]["insecure"]) and (out / "misalignment_vs_step_partial.png").is_file()
     units = [B.load_unit(p) for p in sorted(out.glob("unit_*.json"))]

@@ -297,7 +297,10 @@ def test_end_to_end_writes_every_file(tmp_path, capsys, monkeypatch):
     # eval.py aggregates a finished run's units again (with this code): the same results, its seconds kept
     import eval as E
     seconds = json.loads((out2 / "results.json").read_text())["seconds"]
+    capsys.readouterr()
     assert E.main([str(out2)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (f"wrote {out2 / 'subliminal_dose.png'}, {out2 / 'results.json'}, "
+                                                        f"{out2 / 'results.md'}")
     again = json.loads((out2 / "results.json").read_text())
     assert again["dose"] == res2["dose"] and again["seconds"] == seconds
     # a run still going (no results.json): eval.py aggregates the units finished so far, marked partial
@@ -449,7 +452,9 @@ def test_eval_py_redraws_a_run_from_its_results(tmp_path, capsys):
     (tmp_path / "config.json").write_text(json.dumps({"experiment": "subliminal_numbers", **dataclasses.asdict(cfg)}))
     (tmp_path / "results.json").write_text(json.dumps(res))
     assert E.main([str(tmp_path)]) == 0
-    assert "| 64 |" in capsys.readouterr().out and (tmp_path / "subliminal_dose.png").is_file()
+    said = capsys.readouterr().out
+    assert "| 64 |" in said and (tmp_path / "subliminal_dose.png").is_file()
+    assert said.splitlines()[-1] == f"wrote {tmp_path / 'subliminal_dose.png'}"  # results.json, read only, stays as it was
 
 
 def arm_rows(data):
