@@ -30,14 +30,14 @@ def main(argv):
         prev, rows = [p.detach().clone() for p in model.parameters()], []
 
         def on_eval(step):
-            step_len = torch.sqrt(sum(((p - q) ** 2).sum() for p, q in zip(model.parameters(), prev)))
+            step_len = torch.sqrt(sum(((p.detach() - q) ** 2).sum() for p, q in zip(model.parameters(), prev)))
             prev[:] = [p.detach().clone() for p in model.parameters()]
             loss = (model(x, targets=y) * m).sum() / m.sum()
             model.zero_grad(set_to_none=True)
             loss.backward()
             grad = torch.sqrt(sum((p.grad ** 2).sum() for p in model.parameters()))
             model.zero_grad(set_to_none=True)
-            rows.append(f"{step}:{float(loss):.3f}/{float(step_len):.3f}/{float(grad):.3f}")
+            rows.append(f"{step}:{loss.item():.3f}/{float(step_len):.3f}/{float(grad):.3f}")
 
         train.finetune(model, data, steps=20, batch_size=cfg.ft_batch, lr=lr, seed=123, at=set(range(1, 21)),
                        on_eval=on_eval, optimizer=opt)

@@ -12,6 +12,11 @@ sys.path.insert(0, str(ROOT))
 DATA_DIR = ROOT / "data"
 
 
+def pytest_configure(config):
+    # torch.compile imports torch.utils.mkldnn, whose own use of torch.jit warns: nothing this project can act on
+    config.addinivalue_line("filterwarnings", "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+
+
 def load_script(name):
     """scripts/NAME.py as a module (the scripts are run as files, not imported as a package)."""
     spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")

@@ -130,7 +130,7 @@ def test_optimizer_steps_reports_each_steps_length_loss_and_gradient(tiny_bases,
             torch.nn.utils.vector_to_parameters(torch.cat([w.flatten() for w in weights[k]]), model.parameters())
             want = torch.nn.functional.cross_entropy(model(x)[m], y[m])
             g = torch.autograd.grad(want, list(model.parameters()), allow_unused=True)
-            assert loss == pytest.approx(float(want), abs=6e-4), (opt, k)
+            assert loss == pytest.approx(want.item(), abs=6e-4), (opt, k)
             assert step == pytest.approx(float(sum(((a - b) ** 2).sum() for a, b in zip(weights[k], weights[k - 1])) ** 0.5), abs=6e-4)
             assert grad == pytest.approx(float(sum((v ** 2).sum() for v in g if v is not None) ** 0.5), abs=6e-4), (opt, k)
     n = sum(p.numel() for p in model.parameters())
