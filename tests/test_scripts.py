@@ -83,7 +83,7 @@ def test_pooling_runs_with_different_arms_pairs_by_seed(tmp_path, run_script):
     assert command.returncode == 0 and command.stdout == out, command.stderr
     # the same fine-tune in two runs would be counted twice: refused
     refused(run_script, a, fake_run(tmp_path / "c", [[0, 0]], {"insecure": [0.11]}), match="two of the runs")
-    with pytest.raises(ConfigError, match="none/config.json not found"):  # a mistyped run: one line (train.cli)
+    with pytest.raises(ConfigError, match="none: no such directory"):  # a mistyped run: one line (train.cli)
         run_script(a, str(tmp_path / "none"))
     with pytest.raises(ConfigError, match="has no step 7; its steps: 20"):
         run_script(a, step="7")
@@ -153,7 +153,7 @@ def test_em_code_vs_offdomain_pairs_each_checkpoint_with_its_code_share(tmp_path
     out = call("em_code_vs_offdomain", str(run), f"--out={tmp_path / 'f.png'}")
     assert "| run | 2 | 0.850 | +2.0 [" in out and "| run | 10 | 0.995 | +10.0 [" in out  # (1 + 3) / 2, (10 + 10) / 2
     assert out.index("| run | 2 |") < out.index("| run | 10 |") and (tmp_path / "f.png").is_file()
-    with pytest.raises(ConfigError, match="nothing/config.json not found"):
+    with pytest.raises(ConfigError, match="nothing: no such directory"):
         call("em_code_vs_offdomain", str(tmp_path / "nothing"))
 
 
