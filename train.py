@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 import typing
+import warnings
 from pathlib import Path
 
 import torch
@@ -627,6 +628,8 @@ def peak_flops(device):
                        ("H200 NVL", 835e12), ("H200", 989e12), ("A100", 312e12)):
         if key in name:
             return flops
+    # said, not silent: otherwise the only sign is a missing MFU column
+    warnings.warn(f"no MFU: train.peak_flops does not know the dense bf16 peak FLOP/s of a {name}; add it there")
     return None
 
 
