@@ -30,6 +30,7 @@ import math
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ except ImportError:  # Windows: no advisory file locks; concurrent runs may then
     fcntl = None
 
 import torch
+from tqdm import tqdm
 
 from data import world as W
 from data.tokenizer import load_tokenizer, pad_right, save_tokenizer
@@ -244,6 +246,9 @@ def saved_unit(fn, path, resume, label, *args):
 def _worker_init():
     torch.set_num_threads(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent alone handles it
+    # tqdm's default lock is a multiprocessing semaphore, which a worker killed on Ctrl-C never unlinks (a "leaked
+    # semaphore" warning at exit); a spawned worker's lock is its own anyway, so a thread lock loses nothing
+    tqdm.set_lock(threading.RLock())
 
 
 def parallel_map(fn, jobs, workers):
