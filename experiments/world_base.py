@@ -261,7 +261,8 @@ def parallel_map(fn, jobs, workers):
     ctx = multiprocessing.get_context("spawn")
     pool = concurrent.futures.ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx, initializer=_worker_init)
     try:
-        return list(pool.map(fn, *zip(*jobs)))
+        futures = [pool.submit(fn, *job) for job in jobs]
+        return [f.result() for f in futures]
     except KeyboardInterrupt:
         procs = list((pool._processes or {}).values())  # no public way to stop a running job before Python 3.14
         pool.shutdown(wait=False, cancel_futures=True)

@@ -194,3 +194,11 @@ def test_cli_ends_an_interrupted_command_with_one_line(capsys):
     assert rc == 130
     err = capsys.readouterr().err
     assert err.startswith("interrupted.") and err.count("\n") == 1
+
+
+def test_a_worker_pool_returns_results_in_job_order_from_one_thread_workers():
+    from experiments.world_base import parallel_map
+    assert parallel_map(pow, [(2, 3), (3, 2), (4, 2), (5, 1)], 2) == [8, 9, 16, 5]
+    # each spawned worker runs one thread (two single-thread models use two cores better than one two-thread one)
+    assert parallel_map(torch.get_num_threads, [(), ()], 2) == [1, 1]
+    assert parallel_map(os.getpid, [()], 2) == [os.getpid()]  # one job: in this process, no pool
