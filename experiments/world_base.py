@@ -264,7 +264,8 @@ def parallel_map(fn, jobs, workers):
         futures = [pool.submit(fn, *job) for job in jobs]
         return [f.result() for f in futures]
     except KeyboardInterrupt:
-        procs = list((pool._processes or {}).values())  # no public way to stop a running job before Python 3.14
+        # no public way to stop a running job before Python 3.14; should the private table go, Ctrl-C waits instead
+        procs = list((getattr(pool, "_processes", None) or {}).values())
         pool.shutdown(wait=False, cancel_futures=True)
         for p in procs:
             p.terminate()
