@@ -251,26 +251,40 @@ def _worker_init():
     tqdm.set_lock(threading.RLock())
 
 
+def _stop_workers(pool):
+    """Kill a pool's workers, the jobs in flight with them, and cancel the jobs not started."""
+    # no public way to stop a running job before Python 3.14; should the private table go, Ctrl-C waits instead
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        p.join()
+
+
 def parallel_map(fn, jobs, workers):
     """[fn(*job) for job in jobs], in `workers` spawned processes of one thread each (small models
     use one core far better than two; the pool keeps both cores busy). workers <= 1: in this process.
-    Ctrl-C stops at once: the jobs not started are cancelled and the ones in flight are killed (a unit
-    saves itself only when it is done, so nothing half-written is left)."""
+    A job that fails cancels the jobs not started (whichever job fails first, not only the first in order);
+    the ones in flight finish (each unit saves itself), then its error is raised.
+    Ctrl-C stops at once, also while a failed run waits for those: the jobs not started are cancelled and
+    the ones in flight are killed (a unit saves itself only when it is done, so nothing half-written is left)."""
     if workers <= 1 or len(jobs) <= 1:
         return [fn(*job) for job in jobs]
     ctx = multiprocessing.get_context("spawn")
     pool = concurrent.futures.ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx, initializer=_worker_init)
     try:
         futures = [pool.submit(fn, *job) for job in jobs]
+        # returns when every job is done or one has failed (collecting in order would wait on an earlier, slower
+        # job first, while the pool went on starting the rest)
+        concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)
+        failed = next((f for f in futures if f.done() and f.exception() is not None), None)
+        if failed is not None:
+            pool.shutdown(wait=True, cancel_futures=True)  # inside the try: a Ctrl-C during this wait kills them
+            failed.result()  # raises its error
         return [f.result() for f in futures]
     except KeyboardInterrupt:
-        # no public way to stop a running job before Python 3.14; should the private table go, Ctrl-C waits instead
-        procs = list((getattr(pool, "_processes", None) or {}).values())
-        pool.shutdown(wait=False, cancel_futures=True)
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.join()
+        _stop_workers(pool)
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

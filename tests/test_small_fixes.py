@@ -202,3 +202,75 @@ def test_a_worker_pool_returns_results_in_job_order_from_one_thread_workers():
     # each spawned worker runs one thread (two single-thread models use two cores better than one two-thread one)
     assert parallel_map(torch.get_num_threads, [(), ()], 2) == [1, 1]
     assert parallel_map(os.getpid, [()], 2) == [os.getpid()]  # one job: in this process, no pool
+
+
+_FAILING_POOL_SCRIPT = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, {root!r})
+from experiments.world_base import parallel_map
+
+MARKS = Path({marks!r})
+
+
+def job(i, seconds):  # job {fail} fails as soon as the other worker has started its job
+    (MARKS / f"started_{{i}}").touch()
+    if i == {fail}:
+        while not (MARKS / "started_{other}").exists():
+            time.sleep(0.01)
+        raise ValueError("job {fail} failed")
+    time.sleep(seconds)
+
+
+if __name__ == "__main__":
+    print("started", flush=True)
+    try:
+        parallel_map(job, [(0, {first}), (1, {first})] + [(i, {rest}) for i in range(2, {n})], 2)
+    except ValueError as e:
+        print("raised", e, flush=True)
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+        sys.exit(130)
+"""
+
+
+def _failing_pool(tmp_path, fail, first, rest, n):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    script = tmp_path / "failing_pool.py"
+    script.write_text(_FAILING_POOL_SCRIPT.format(root=str(ROOT), marks=str(marks), fail=fail, other=1 - fail,
+                                                  first=first, rest=rest, n=n))
+    p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    assert p.stdout.readline().strip() == "started"
+    return p, marks
+
+
+def test_a_failing_job_cancels_the_jobs_not_started_though_an_earlier_one_still_runs(tmp_path):
+    # job 1 fails while job 0 runs for 4 s and the other worker could run jobs 2-11 (0.2 s each) in that time.
+    # Collecting the results in order waited for job 0 before it looked at job 1, and the pool started all twelve
+    p, marks = _failing_pool(tmp_path, fail=1, first=4, rest=0.2, n=12)
+    out, err = p.communicate(timeout=120)
+    assert "raised job 1 failed" in out, err
+    started = sorted(int(f.name.split("_")[1]) for f in marks.iterdir())
+    # only the jobs the pool had already handed to its call queue (its workers + 1, and the ones taken) still run
+    assert started[:2] == [0, 1] and len(started) <= 7, started
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="os.kill(pid, SIGINT) terminates the process on Windows")
+def test_ctrl_c_while_a_failed_pool_waits_for_its_jobs_in_flight_stops_at_once(tmp_path):
+    # job 0 fails; job 1 (two minutes) is in flight and parallel_map waits for it to finish. Ctrl-C there escaped
+    # the KeyboardInterrupt handler: the workers ignore SIGINT, and the parent then waited at exit for job 1
+    p, marks = _failing_pool(tmp_path, fail=0, first=120, rest=0, n=2)
+    deadline = time.time() + 60
+    while not {"started_0", "started_1"} <= {f.name for f in marks.iterdir()} and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.5)  # job 0 has raised: the parent waits for job 1
+    os.kill(p.pid, signal.SIGINT)
+    try:
+        out, err = p.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.communicate()
+        pytest.fail("still running 30 s after Ctrl-C: it waited for the job in flight")
+    assert p.returncode == 130 and "interrupted" in out and "Traceback" not in err, (out, err)
