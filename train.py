@@ -22,6 +22,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -1062,9 +1063,10 @@ def cli(main, argv):
     except (ConfigError, DataError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted. What was saved before it (finished units, base models, checkpoints) stays, and the same "
-              "command run again reuses it.", file=sys.stderr)
+    except KeyboardInterrupt as e:  # run_experiment names its run directory: a default out_dir is new each time
+        rerun = e.args[0] if e.args else "the same command run again"
+        print(f"interrupted. What was saved before it (finished units, base models, checkpoints) stays, and {rerun} "
+              f"reuses it.", file=sys.stderr)
         return 130  # a shell's code for a run stopped by Ctrl-C
     return rc if isinstance(rc, int) else 0
 
@@ -1087,6 +1089,9 @@ def run_experiment(argv):
     run = Run(cfg, module.__name__.split(".")[-1], argv=[sys.argv[0], *argv])
     try:
         module.run(cfg, run)
+    except KeyboardInterrupt:
+        # the default out_dir is a new out/<config>/<UTC time> at each command: "the same command" would start afresh
+        raise KeyboardInterrupt(f"the same command with --out_dir={shlex.quote(str(run.dir.absolute()))}") from None
     except DataError:
         # a new run that stopped for its data before making anything leaves nothing behind, as a bad config: not its
         # config.json and env.json, nor the folders it made. Only empty folders are removed (rmdir), so another

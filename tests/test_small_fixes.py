@@ -274,3 +274,19 @@ def test_ctrl_c_while_a_failed_pool_waits_for_its_jobs_in_flight_stops_at_once(t
         p.communicate()
         pytest.fail("still running 30 s after Ctrl-C: it waited for the job in flight")
     assert p.returncode == 130 and "interrupted" in out and "Traceback" not in err, (out, err)
+
+
+def test_an_interrupted_run_names_the_out_dir_a_rerun_must_reuse(tmp_path, monkeypatch, capsys):
+    # the default out_dir is a new out/<config>/<UTC time> at each command: "the same command run again" made a new
+    # run directory and reused none of the interrupted run's finished units. The line names the one to pass
+    def interrupted(cfg, run):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(lm, "run", interrupted)
+    monkeypatch.chdir(tmp_path)  # the default out_dir is relative: out/lm_tiny/<UTC time> here
+    assert train.main([str(ROOT / "configs/lm_tiny.py")]) == 130
+    (made,) = (tmp_path / "out" / "lm_tiny").iterdir()
+    err = capsys.readouterr().err
+    assert err.startswith("interrupted.") and err.count("\n") == 1 and f"--out_dir={made}" in err, err
+    # a command of its own (eval.py, the scripts) has no run directory to name
+    assert train.cli(lambda argv: interrupted(None, None), []) == 130
+    assert "the same command run again" in capsys.readouterr().err
