@@ -113,8 +113,9 @@ def run_dir_config(run_dir, experiment=None):
     """The config.json of a run directory as a dict (its experiment included), or a ConfigError that says what the
     directory is instead: not a run, a damaged one, or (with `experiment`) a run of another experiment."""
     path = Path(run_dir) / "config.json"
-    if not Path(run_dir).is_dir():
-        raise ConfigError(f"{run_dir}: no such directory: pass the directory of a run made by train.py (its out_dir)")
+    if not Path(run_dir).is_dir():  # a mistyped path, or a run's file (its config.json, results.json) given instead
+        what = f"{run_dir} is a file, not a directory" if Path(run_dir).exists() else f"{run_dir}: no such directory"
+        raise ConfigError(f"{what}: pass the directory of a run made by train.py (its out_dir)")
     if not path.is_file():
         raise ConfigError(f"{path} not found: pass the directory of a run made by train.py (its out_dir)")
     values = read_run_config(path)

@@ -290,3 +290,12 @@ def test_an_interrupted_run_names_the_out_dir_a_rerun_must_reuse(tmp_path, monke
     # a command of its own (eval.py, the scripts) has no run directory to name
     assert train.cli(lambda argv: interrupted(None, None), []) == 130
     assert "the same command run again" in capsys.readouterr().err
+
+
+def test_a_file_given_for_a_run_directory_is_named_as_a_file(tmp_path):
+    # `python eval.py out/run/results.json`: the path exists, so "no such directory" was wrong
+    (tmp_path / "config.json").write_text(json.dumps({"experiment": "world_base"}))
+    with pytest.raises(ConfigError, match=r"config\.json is a file, not a directory: pass the directory of a run"):
+        train.run_dir_config(tmp_path / "config.json")
+    with pytest.raises(ConfigError, match="nope: no such directory"):
+        train.run_dir_config(tmp_path / "nope")
