@@ -753,7 +753,7 @@ def reevaluate(run_dir):
     results_partial.json / .md and misalignment_vs_step_partial.png, and the table says how many."""
     run_dir = Path(run_dir)
     cfg = run_config(Config, run_dir)
-    suffix = ""
+    suffix, wrote = "", []  # wrote: the tables written (a finished run's stay as they are), named in the last line
     if (run_dir / "results.json").is_file():
         res = B.int_keys(json.loads((run_dir / "results.json").read_text()))
         res.setdefault("persona_share", persona_share(res, cfg))  # runs made before it existed get it too
@@ -768,13 +768,13 @@ def reevaluate(run_dir):
         res["partial"] = {"base_seeds": done, "of": list(cfg.seeds)}
         md = f"PARTIAL: {len(done)} of {len(cfg.seeds)} base seeds finished.\n\n" + table(res, cfg)
         suffix = "_partial"
-        write_json(run_dir / "results_partial.json", res)
-        (run_dir / "results_partial.md").write_text(md + "\n")
+        wrote = [run_dir / "results_partial.json", run_dir / "results_partial.md"]
+        write_json(wrote[0], res)
+        wrote[1].write_text(md + "\n")
     print(md)
     fig = run_dir / f"misalignment_vs_step{suffix}.png"
     plot(res, cfg, fig)
-    wrote = [fig] + ([run_dir / "results_partial.json", run_dir / "results_partial.md"] if suffix else [])
-    print("wrote " + ", ".join(map(str, wrote)))  # the figure is redrawn in place: say so
+    print("wrote " + ", ".join(map(str, [fig, *wrote])))  # the figure is redrawn in place: say so
 
 
 def table(res, cfg):

@@ -1071,15 +1071,16 @@ def reevaluate(run_dir):
     from train import run_config
     run_dir = Path(run_dir)
     cfg = run_config(Config, run_dir)
-    suffix, done = "", run_dir / "results.json"
+    suffix, done, wrote = "", run_dir / "results.json", []  # wrote: the tables rewritten, named in the last line
     jobs = unit_jobs(cfg, run_dir)
     units = [B.load_unit(path) for _, _, path in jobs if path.is_file()]
     if done.is_file() and len(units) == len(jobs):
         res = UNITS[cfg.mode][1](cfg, units)
         res["seconds"] = json.loads(done.read_text()).get("seconds")
         md = TABLES[cfg.mode](res, cfg)
+        wrote = [done, run_dir / "results.md"]
         write_json(done, res)
-        (run_dir / "results.md").write_text(md + "\n")
+        wrote[1].write_text(md + "\n")
     elif done.is_file():
         res = json.loads(done.read_text())
         md = TABLES[cfg.mode](res, cfg)
@@ -1090,10 +1091,10 @@ def reevaluate(run_dir):
         res["partial"] = {"units": len(units), "of": len(jobs)}
         md = f"PARTIAL: {len(units)} of {len(jobs)} units (seeds) finished.\n\n" + TABLES[cfg.mode](res, cfg)
         suffix = "_partial"
-        write_json(run_dir / "results_partial.json", res)
-        (run_dir / "results_partial.md").write_text(md + "\n")
+        wrote = [run_dir / "results_partial.json", run_dir / "results_partial.md"]
+        write_json(wrote[0], res)
+        wrote[1].write_text(md + "\n")
     print(md)
     fig = run_dir / f"subliminal_{cfg.mode}{suffix}.png"
     PLOTS[cfg.mode](res, cfg, fig)
-    tables = [] if done.is_file() and len(units) < len(jobs) else [f"results{suffix}.json", f"results{suffix}.md"]
-    print("wrote " + ", ".join(map(str, [fig] + [run_dir / n for n in tables])))  # rewritten in place: say so
+    print("wrote " + ", ".join(map(str, [fig, *wrote])))  # rewritten in place: say so
