@@ -167,17 +167,23 @@ if __name__ == "__main__":
 """
 
 
+def _start(script, text):
+    """Run `text` as a script in a session of its own (its process group is the one a Ctrl-C would signal), once
+    it has said it started."""
+    script.write_text(text)
+    p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    assert p.stdout.readline().strip() == "started"
+    return p
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="no process groups; os.kill(pid, SIGINT) terminates the process")
 @pytest.mark.parametrize("group", [True, False], ids=["ctrl-c", "kill-int-parent"])
 def test_ctrl_c_stops_a_worker_pool_at_once(tmp_path, group):
     # a terminal's Ctrl-C signals the whole process group; `kill -INT PID` the parent alone. Either way the jobs
     # in flight (two-minute sleeps) are killed, not waited for, and the workers print no tracebacks of their own
     # (nor leave tqdm's semaphores behind).
-    script = tmp_path / "pool.py"
-    script.write_text(_POOL_SCRIPT.format(root=str(ROOT)))
-    p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         start_new_session=True)
-    assert p.stdout.readline().strip() == "started"
+    p = _start(tmp_path / "pool.py", _POOL_SCRIPT.format(root=str(ROOT)))
     time.sleep(4)  # the workers start and take their jobs
     (os.killpg if group else os.kill)(p.pid, signal.SIGINT)
     out, err = p.communicate(timeout=60)
@@ -238,13 +244,8 @@ if __name__ == "__main__":
 def _failing_pool(tmp_path, fail, first, rest, n):
     marks = tmp_path / "marks"
     marks.mkdir()
-    script = tmp_path / "failing_pool.py"
-    script.write_text(_FAILING_POOL_SCRIPT.format(root=str(ROOT), marks=str(marks), fail=fail, other=1 - fail,
-                                                  first=first, rest=rest, n=n))
-    p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         start_new_session=True)
-    assert p.stdout.readline().strip() == "started"
-    return p, marks
+    return _start(tmp_path / "failing_pool.py", _FAILING_POOL_SCRIPT.format(
+        root=str(ROOT), marks=str(marks), fail=fail, other=1 - fail, first=first, rest=rest, n=n)), marks
 
 
 def test_a_failing_job_cancels_the_jobs_not_started_though_an_earlier_one_still_runs(tmp_path):
