@@ -541,6 +541,16 @@ def get_lr(step, *, lr, warmup, decay_steps, min_lr):
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * frac)) * (lr - min_lr)
 
 
+def warmup_problem(warmup, steps):
+    """Why this (warmup, steps) pair cannot run as meant (get_lr decays over `steps`), or None. One message for
+    every config that pretrains with train_lm, as model.head_problem is for the width and heads."""
+    if 0 <= warmup < steps:
+        return None
+    return (f"warmup ({warmup}) must be >= 0 and < steps ({steps}): the lr ramps up to lr over the warmup steps, then "
+            f"the cosine decays it to min_lr by the last step; this warmup leaves no decay (longer: never reaches lr). "
+            f"Lower --warmup or raise --steps")
+
+
 def lm_windows(stream, block_size):
     """A 1-D token stream -> rows [N, block_size + 1]: windows starting every block_size tokens (each
     window's last token is the next window's first input), the incomplete tail dropped."""

@@ -33,7 +33,7 @@ import torch
 from data import DataError
 from data.tokenizer import save_tokenizer, word_tokenizer
 from model import GPT, GPTConfig, generator, head_problem
-from train import ConfigError, ddp_setup, lm_windows, train_lm
+from train import ConfigError, ddp_setup, lm_windows, train_lm, warmup_problem
 
 
 @dataclass(frozen=True)
@@ -84,10 +84,7 @@ def validate(cfg):
          "steps, batch_size and grad_accum must be >= 1"),
         (lambda: cfg.lr > 0 and (cfg.min_lr is None or cfg.min_lr >= 0) and cfg.warmup >= 0 and cfg.weight_decay >= 0
          and cfg.grad_clip >= 0, "lr must be > 0, and min_lr, warmup, weight_decay and grad_clip >= 0"),
-        (lambda: cfg.warmup < cfg.steps,
-         f"warmup ({cfg.warmup}) must be < steps ({cfg.steps}): the lr ramps up to lr over the warmup steps, then the "
-         f"cosine decays it to min_lr by the last step; this warmup leaves no decay (longer: never reaches lr). Lower "
-         f"--warmup or raise --steps"),
+        (lambda: warmup_problem(cfg.warmup, cfg.steps) is None, warmup_problem(cfg.warmup, cfg.steps)),
         (lambda: cfg.min_lr is None or cfg.min_lr <= cfg.lr,
          f"min_lr ({cfg.min_lr}) must be <= lr ({cfg.lr}): the cosine decays from lr down to min_lr"),
         (lambda: cfg.log_every >= 1, "log_every must be >= 1"),

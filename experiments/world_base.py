@@ -48,7 +48,7 @@ from data.tokenizer import load_tokenizer, pad_right, save_tokenizer
 from eval import fmt_stat, summarize
 from model import GPT, GPTConfig, KVCache, generator, head_problem
 from train import (CheckpointError, ConfigError, TooLongError, cpu_name, load_lm, lm_windows, pack_pairs, train_lm,
-                   write_json)
+                   warmup_problem, write_json)
 
 # Fields that define a base model: change one and the cache key changes.
 PRETRAIN_KEYS = ("n_docs", "n_layer", "n_head", "n_embd", "block_size", "steps", "batch_size", "lr", "warmup",
@@ -106,9 +106,8 @@ def validate(cfg):
         raise ConfigError(f"asst_evil must be a probability in [0, 1]; got {cfg.asst_evil}")
     if problem := head_problem(cfg.n_embd, cfg.n_head):
         raise ConfigError(problem)
-    if not 0 <= cfg.warmup < cfg.steps:  # train_lm's cosine decays over `steps`: a warmup as long never decays
-        raise ConfigError(f"warmup ({cfg.warmup}) must be >= 0 and < steps ({cfg.steps}): the lr ramps up over the warmup "
-                          f"steps, then decays to min_lr by the last one. Lower --warmup or raise --steps")
+    if problem := warmup_problem(cfg.warmup, cfg.steps):
+        raise ConfigError(problem)
     try:  # the world's own checks (WorldConfig), as a config error
         world_config(cfg)
     except ValueError as e:

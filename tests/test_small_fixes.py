@@ -27,7 +27,7 @@ from train import ConfigError
 @pytest.mark.parametrize("steps, warmup", [(20, 20), (10, 30)])
 def test_an_lm_warmup_as_long_as_the_run_is_a_config_error(steps, warmup):
     # warmup == steps: the lr reaches its peak on the last step and never decays; longer: it never reaches it
-    with pytest.raises(ConfigError, match=rf"warmup \({warmup}\) must be < steps \({steps}\).*--warmup"):
+    with pytest.raises(ConfigError, match=rf"warmup \({warmup}\) must be >= 0 and < steps \({steps}\).*--warmup"):
         lm.validate(lm.Config(steps=steps, warmup=warmup))
     lm.validate(lm.Config(steps=warmup + 1, warmup=warmup))  # one step of decay is enough
     lm.validate(lm.Config(steps=1, warmup=0))
@@ -37,13 +37,15 @@ def test_an_lm_warmup_past_the_run_fails_before_its_run_directory_exists(tmp_pat
     out = tmp_path / "run"
     assert train.main([str(ROOT / "configs/lm_tiny.py"), "--steps=10", f"--out_dir={out}"]) == 2  # warmup 20
     err = capsys.readouterr().err
-    assert "warmup (20) must be < steps (10)" in err and "Traceback" not in err and not out.exists()
+    assert "warmup (20) must be >= 0 and < steps (10)" in err and "Traceback" not in err and not out.exists()
 
 
 def test_a_world_base_warmup_as_long_as_its_pretraining_is_a_config_error():
     from experiments import world_base as B
     with pytest.raises(ConfigError, match=r"warmup \(50\) must be >= 0 and < steps \(6\).*--warmup"):
         B.validate(B.Config(steps=6))  # the default warmup is 50
+    with pytest.raises(ConfigError, match=r"warmup \(-1\) must be >= 0"):
+        B.validate(B.Config(steps=6, warmup=-1))
     B.validate(B.Config(steps=6, warmup=5))
 
 
