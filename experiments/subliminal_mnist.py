@@ -465,7 +465,7 @@ def reevaluate(run_dir):
         per_seed, seeds_done = {c: [] for c in cell_cfg.conditions}, []
         for gi, seeds in enumerate(seed_groups(cell_cfg)):
             stem = run_dir / f"{name}_group{gi}"
-            if not stem.with_suffix(".safetensors").is_file():
+            if not stem.with_name(stem.name + ".safetensors").is_file():  # not with_suffix: "lr-0.001_group0" has a dot
                 missing.append(stem.name)
                 continue
             tensors, meta = load_weights(stem, device)

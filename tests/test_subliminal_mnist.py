@@ -201,6 +201,19 @@ def test_sweep_writes_cells_and_figure(tmp_path):
     assert cells[0]["conditions"]["teacher"]["per_seed"] != cells[1]["conditions"]["teacher"]["per_seed"]
 
 
+@need_data()
+def test_eval_reloads_a_sweep_over_a_float_key(tmp_path, capsys):
+    # a cell named "init_perturbation-0.3" has a dot in it: its saved models are init_perturbation-0.3_group0.*,
+    # which Path.with_suffix would look for as init_perturbation-0.safetensors ("no saved models")
+    out, res = run(tmp_path, "--sweep={'init_perturbation': [0.0, 0.3]}", "--conditions=['teacher', 'student_aux']")
+    assert (out / "init_perturbation-0.3_group0.safetensors").is_file()
+    capsys.readouterr()
+    assert evaluate.main([str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "**init_perturbation = 0.0**" in printed and "**init_perturbation = 0.3**" in printed
+    assert "the same as the per-seed accuracies in results.json (8 compared)" in printed
+
+
 def test_a_bad_sweep_fails_before_anything_trains_or_any_directory_exists(tmp_path, capsys):
     out = tmp_path / "o"
     for sweep, says in (("{'mm': [3]}", "unknown config key 'mm' in the sweep"),
