@@ -145,8 +145,8 @@ def init_mlp_params(seeds, sizes, n_classes, init, device, tag):
 # The attention pattern is never materialised by the fast path (SDPA). When `blocks.{i}.attn.pattern`
 # is hooked, that layer also computes softmax(q k^T / sqrt(hs)) explicitly and passes it to the hook;
 # if the hook returns a different tensor, the layer attends with it (pattern @ v) instead of using
-# SDPA's output. So reading patterns leaves the logits bit-identical; writing them works as expected
-# (return a new tensor rather than editing in place).
+# SDPA's output; so does a hook that edits the pattern in place. So reading patterns leaves the logits
+# bit-identical, and writing them works either way.
 
 @dataclass
 class GPTConfig:
@@ -234,8 +234,12 @@ class Attention(nn.Module):
             allowed = attn_mask if attn_mask is not None else torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
             scores = (q @ k.transpose(-2, -1)) / math.sqrt(k.shape[-1])  # [B, nh, T, S]
             att = scores.masked_fill(~allowed, float("-inf")).softmax(-1)  # [B, nh, T, S]
+            # a hook may also edit the pattern in place (and return it, or None): seen by the version counter, or,
+            # for an inference tensor (which has none), by a copy
+            before = att.clone() if att.is_inference() else att._version
             hooked = self.pattern(att)
-            if hooked is not att:  # a hook replaced the pattern: attend with the new one
+            edited = not torch.equal(att, before) if att.is_inference() else att._version != before
+            if hooked is not att or edited:  # a hook replaced or edited the pattern: attend with it
                 y = hooked.to(v.dtype) @ v  # [B, nh, T, hs]
         y = y.transpose(1, 2).reshape(B, T, C)  # [B, T, C]
         return self.proj(y)

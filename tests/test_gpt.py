@@ -2,6 +2,8 @@
 
     python -m pytest tests/test_gpt.py -q
 """
+import contextlib
+
 import pytest
 import torch
 
@@ -98,6 +100,37 @@ def test_attention_pattern_is_causal_and_writable():
     uniform = uniform / uniform.sum(-1, keepdim=True)  # [T, T]
     with model.hooks({"blocks.0.attn.pattern": lambda p, name: uniform.expand_as(p)}):
         assert not torch.allclose(model(idx), plain)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_an_attention_pattern_edited_in_place_is_attended_with(mode):
+    # the idiom that patches every other hook point (edit h in place, return it or None) must not be dropped
+    # silently at the pattern: the layer attends with the edited pattern, as with a new tensor
+    model, idx = tiny(init_std=0.3), tokens(2, 10)
+    with contextlib.ExitStack() as stack:
+        if mode == "inference_mode":
+            stack.enter_context(torch.inference_mode())
+        plain = model(idx)
+
+        def clone_edit(p, name):
+            p = p.clone()
+            p[..., 0] = 0.0  # no attention to the first token
+            return p
+
+        def edit_in_place(p, name):
+            p[..., 0] = 0.0
+
+        with model.hooks({"blocks.0.attn.pattern": clone_edit}):
+            want = model(idx)
+        assert not torch.allclose(want, plain)
+        for fn in (edit_in_place, lambda p, name: edit_in_place(p, name) or p):  # returning None, or the tensor
+            with model.hooks({"blocks.0.attn.pattern": fn}):
+                torch.testing.assert_close(model(idx), want)
+        # reading it (or returning it unedited) still leaves the logits bit-identical
+        for fn in (lambda p, name: None, lambda p, name: p):
+            with model.hooks({"blocks.0.attn.pattern": fn}):
+                assert torch.equal(model(idx), plain)
 
 
 def test_hooks_are_removed_after_the_block_and_after_an_exception():
