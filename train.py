@@ -360,11 +360,24 @@ def save_weights(stem, tensors, meta):
 RERUN = ": rerun what wrote it"  # the way out of a damaged checkpoint (train_lm's resume says --resume=False instead)
 
 
+def checkpoint_stem(path):
+    """The stem of a checkpoint given by its stem or by one of its two files (model.safetensors, model.json)."""
+    path = Path(path)
+    for suffix in (".safetensors", ".json"):
+        if path.name.endswith(suffix) and not path.with_name(path.name + ".safetensors").is_file():
+            return path.with_name(path.name[:-len(suffix)])
+    return path
+
+
 def load_weights(stem, device="cpu"):
-    """Read stem.safetensors and stem.json -> (tensors, meta)."""
+    """Read stem.safetensors and stem.json -> (tensors, meta). `stem` may also name either file."""
     from safetensors.torch import load_file
-    stem = Path(stem)
+    stem = checkpoint_stem(stem)
     w, j = stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
+    if stem.is_dir():
+        found = sorted(str(p.with_suffix("")) for p in stem.glob("*.safetensors"))
+        raise CheckpointError(f"{stem} is a directory: pass a checkpoint in it by its stem (" +
+                              (f"it holds {', '.join(found)})" if found else "it holds none: no *.safetensors)"))
     if not w.is_file() or not j.is_file():
         raise CheckpointError(f"checkpoint {stem} needs both {w.name} and {j.name}; found "
                               f"{', '.join(p.name for p in (w, j) if p.is_file()) or 'neither'}")
@@ -903,7 +916,8 @@ def _check_gpt_checkpoint(stem, model_config, tensors, expect=None):
 
 def load_lm(stem, device="cpu", expect=None):
     """-> (GPT on device, meta). Checks the config (against `expect`, a GPTConfig, when given) and
-    every tensor's name and shape before loading."""
+    every tensor's name and shape before loading. `stem` may also name either file of the checkpoint."""
+    stem = checkpoint_stem(stem)
     tensors, meta = load_weights(stem, device)
     cfg = _check_gpt_checkpoint(stem, meta.get("model_config"), tensors, expect)
     model = GPT(cfg).to(device)

@@ -5,6 +5,7 @@ gradient accumulation, and a tiny end-to-end `python train.py configs/lm_tiny.py
 """
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -115,6 +116,21 @@ def test_checkpoint_loading_says_what_does_not_match(tmp_path):
     (tmp_path / "ck.json").write_text('{"step": ')  # cut short, as by a full disk
     with pytest.raises(CheckpointError, match="ck.json is not readable JSON"):
         load_lm(tmp_path / "ck")
+
+
+def test_a_checkpoint_loads_from_its_file_path_and_a_directory_names_its_checkpoints(tmp_path):
+    # the natural first try is the file itself (model.safetensors) or the run directory, not the stem
+    model = fresh()
+    save_lm(tmp_path / "model", model, step=0, seed=0)
+    idx = torch.randint(32, (1, 8))
+    for path in (tmp_path / "model.safetensors", tmp_path / "model.json", str(tmp_path / "model.safetensors")):
+        loaded, meta = load_lm(path)
+        assert torch.equal(loaded(idx), model(idx)) and meta["step"] == 0
+    with pytest.raises(CheckpointError, match=re.escape(f"{tmp_path} is a directory: pass a checkpoint in it by its "
+                                                        f"stem (it holds {tmp_path / 'model'})")):
+        load_lm(tmp_path)
+    with pytest.raises(CheckpointError, match="needs both other.safetensors and other.json; found neither"):
+        load_lm(tmp_path / "other.safetensors")
 
 
 def test_resume_is_exact(tmp_path):
