@@ -340,7 +340,7 @@ def sweep_tables(done):
 
 def is_paper_protocol(cfg):
     base = Config()
-    keys = ("dataset", "width", "depth", "m", "init", "epochs", "lr", "batch_size", "distill_epochs", "loss",
+    keys = ("dataset", "n_train", "width", "depth", "m", "init", "epochs", "lr", "batch_size", "distill_epochs", "loss",
             "temperature", "distill_inputs", "noise", "fresh_noise", "n_noise", "init_perturbation")
     return all(getattr(cfg, k) == getattr(base, k) for k in keys)
 

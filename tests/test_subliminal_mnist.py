@@ -357,3 +357,11 @@ def test_a_new_run_stopped_for_its_data_removes_every_folder_it_made_and_nothing
     monkeypatch.setattr(SM, "run", stops_for_data)
     assert train.main([CONFIG, f"--out_dir={tmp_path / 'new'}"]) == 2
     assert [f.name for f in (tmp_path / "new").iterdir()] == ["notes.txt"]
+
+
+def test_the_paper_column_is_shown_only_for_the_papers_protocol():
+    # the table puts the paper's Fig. 10b beside a run of its protocol; a teacher trained on fewer images is not one
+    from experiments.subliminal_mnist import Config, is_paper_protocol
+    assert is_paper_protocol(Config()) and is_paper_protocol(Config(n_seeds=3, seed=7, bf16=True))
+    for change in ({"n_train": 2000}, {"m": 10}, {"epochs": 1}, {"dataset": "fashion"}):
+        assert not is_paper_protocol(Config(**change)), change
