@@ -67,7 +67,7 @@ class Config:
     noise: str = "uniform"             # uniform: U[-1, 1] | gaussian: normal of variance 1/3, same mean and variance
     fresh_noise: bool = False          # a new noise set every epoch instead of one fixed set
     n_noise: int = 60000               # size of each seed's noise set
-    init_perturbation: float = 0.0     # student_* weights = teacher's init + sigma * init std * N(0, 1)
+    init_perturbation: float = 0.0     # student_* params = teacher's init + sigma * their init std * N(0, 1)
     conditions: tuple = CONDITIONS[:6]  # which conditions to run (cross_head_* are off by default)
     # seeds
     n_seeds: int = 10
@@ -203,13 +203,15 @@ def student_init(cond, ref, partner, cfg, seeds, device):
     """Initial parameters of a student for one condition, from the references of this seed group."""
     if cond.startswith("student"):
         params = {k: v.clone() for k, v in ref.items()}
-        if cfg.init_perturbation > 0:  # weights only (paper init has zero biases)
-            for name, w in params.items():
-                if name.startswith("weights"):
-                    g = [generator(device, cfg.seed, k, "perturb", name) for k in seeds]
-                    eps = torch.stack([torch.randn(w.shape[1:], generator=gi, device=device) for gi in g])
-                    std = w.shape[1] ** -0.5 if cfg.init == "paper" else (3 * w.shape[1]) ** -0.5
-                    w += cfg.init_perturbation * std * eps
+        # each parameter moves by sigma times its own init std: the paper init's biases are all zero (std 0), so
+        # only its weights move; torch's biases are drawn like its weights, and left alone would stay shared
+        for name, w in params.items():
+            d_in = params[name.replace("biases", "weights")].shape[1]  # weights are [S, d_in, d_out]
+            std = (3 * d_in) ** -0.5 if cfg.init == "torch" else 0.0 if name.startswith("biases") else d_in ** -0.5
+            if cfg.init_perturbation > 0 and std > 0:
+                g = [generator(device, cfg.seed, k, "perturb", name) for k in seeds]
+                eps = torch.stack([torch.randn(w.shape[1:], generator=gi, device=device) for gi in g])
+                w += cfg.init_perturbation * std * eps
         return params
     if cond.startswith("cross_head"):
         last = cfg.depth

@@ -146,7 +146,15 @@ def test_student_inits():
     for i, d_in in enumerate(SIZES[:-1]):
         delta = pert[f"weights.{i}"] - ref[f"weights.{i}"]
         assert abs(delta.std().item() * math.sqrt(d_in) - 0.5) < 0.1  # sigma in units of the init std
-        assert torch.equal(pert[f"biases.{i}"], ref[f"biases.{i}"])
+        assert torch.equal(pert[f"biases.{i}"], ref[f"biases.{i}"])  # the paper init's biases are 0, std 0
+    # torch's init draws the biases too (U(+-1/sqrt(d_in)), std 1/sqrt(3 d_in)): they move as well, or the
+    # "perturbed" student would still share them with the teacher
+    ref_t = init_mlp_params([0, 1], SIZES, 4, "torch", "cpu", 0)
+    pert_t = student_init("student_aux", ref_t, ref_t, Config(init="torch", init_perturbation=0.5), [0, 1], "cpu")
+    for i, d_in in enumerate(SIZES[:-1]):
+        for kind in ("weights", "biases"):
+            delta = pert_t[f"{kind}.{i}"] - ref_t[f"{kind}.{i}"]
+            assert abs(delta.std().item() * math.sqrt(3 * d_in) - 0.5) < 0.15, (kind, i)
 
 
 def test_noise_sets():
