@@ -178,6 +178,16 @@ class HookPoint(nn.Module):
         return x
 
 
+def _run_hook(fn, h, name):
+    """fn(h, name), checked: a replacement of another shape would fail deep inside the next layer instead."""
+    out = fn(h, name)
+    if out is not None and (not isinstance(out, torch.Tensor) or out.shape != h.shape):
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"the hook at {name!r} returned {got}: return None (just look) or a tensor of the "
+                         f"activation's shape {tuple(h.shape)}")
+    return out
+
+
 def rope_tables(head_size, n_pos, base):
     """cos, sin of the rotation angles pos * base^(-2j/hs): [n_pos, hs/2] each."""
     inv_freq = base ** (-torch.arange(0, head_size, 2, dtype=torch.float64) / head_size)  # [hs/2]
@@ -376,7 +386,7 @@ class GPT(nn.Module):
         try:
             for name, fn in fns.items():
                 point = self.hook_point(name)
-                handles.append(point.register_forward_hook(lambda mod, args, out, fn=fn, name=name: fn(out, name)))
+                handles.append(point.register_forward_hook(lambda mod, args, out, fn=fn, name=name: _run_hook(fn, out, name)))
             yield self
         finally:
             for h in handles:

@@ -3,6 +3,7 @@
     python -m pytest tests/test_gpt.py -q
 """
 import contextlib
+import re
 
 import pytest
 import torch
@@ -100,6 +101,19 @@ def test_attention_pattern_is_causal_and_writable():
     uniform = uniform / uniform.sum(-1, keepdim=True)  # [T, T]
     with model.hooks({"blocks.0.attn.pattern": lambda p, name: uniform.expand_as(p)}):
         assert not torch.allclose(model(idx), plain)
+
+
+def test_a_hook_that_returns_another_shape_is_named_in_the_error():
+    # a wrong replacement used to fail inside the next layer, with a size mismatch that named no hook
+    model, idx = tiny(), tokens(2, 5)
+    for name, fn, says in (("blocks.0.mlp_out", lambda h, n: h[:, :-1], r"returned \(2, 4, 16\)"),
+                           ("blocks.1.attn.pattern", lambda h, n: h[..., :1], r"returned \(2, 2, 5, 1\)"),
+                           ("embed", lambda h, n: h.tolist(), "returned list")):
+        with pytest.raises(ValueError, match=rf"hook at '{re.escape(name)}' {says}: return None .* shape \("):
+            with model.hooks({name: fn}):
+                model(idx)
+    with model.hooks({"blocks.0.mlp_out": lambda h, n: h.new_zeros(h.shape)}):  # the same shape is a replacement
+        assert model(idx).shape == (2, 5, model.cfg.vocab_size)
 
 
 @torch.no_grad()
