@@ -57,10 +57,11 @@ class Config:
     init: str = "paper"                # paper: normal weights of std 1/sqrt(d_in), zero biases | torch: nn.Linear default
     # teacher
     epochs: int = 5
-    lr: float = 3e-4                   # Adam, teacher and students
+    lr: float = 3e-4                   # Adam, the teacher (and the students unless distill_lr is set)
     batch_size: int = 1024
     # students
     distill_epochs: int = 5
+    distill_lr: float = 0.0            # the students' Adam lr; 0 = lr (the paper uses one lr for both)
     loss: str = "kl"                   # kl: KL(teacher || student) | mse: on raw logits
     temperature: float = 1.0
     distill_inputs: str = "noise"      # noise | real (the MNIST train images)
@@ -99,6 +100,7 @@ def validate(cfg):
         (cfg.n_seeds >= 1 and cfg.seed_chunk >= 0 and cfg.threads >= 0,
          "n_seeds must be >= 1, and seed_chunk and threads (0: PyTorch's default) >= 0"),
         (cfg.temperature > 0 and cfg.lr > 0 and cfg.batch_size >= 1, "temperature, lr and batch_size must be > 0"),
+        (cfg.distill_lr >= 0, "distill_lr must be > 0, or 0 for the teacher's lr"),
         (cfg.init_perturbation >= 0, "init_perturbation must be >= 0"),
         (cfg.n_train >= 0 and cfg.n_noise >= 1 and cfg.epochs >= 0 and cfg.distill_epochs >= 0,
          "n_train, epochs and distill_epochs must be >= 0 and n_noise >= 1"),
@@ -272,8 +274,8 @@ def run_group(cfg, seeds, partners, data, device, log):
         student = new_model(student_init(cond, ref, partner, cfg, seeds, device))
         gens = [generator(device, cfg.seed, k, "distill_order") for k in seeds]  # same order in every condition
         train_distill(student, inputs, targets, aux if cond.endswith("aux") else every, epochs=cfg.distill_epochs,
-                      lr=cfg.lr, batch_size=cfg.batch_size, gens=gens, loss=cfg.loss, temperature=cfg.temperature,
-                      amp=amp, refresh=refresh, log=log, desc=cond)
+                      lr=cfg.distill_lr or cfg.lr, batch_size=cfg.batch_size, gens=gens, loss=cfg.loss,
+                      temperature=cfg.temperature, amp=amp, refresh=refresh, log=log, desc=cond)
         acc[cond] = accuracy(student, test_x, test_y)
         if cfg.save_weights:
             weights[cond] = getattr(student, "_orig_mod", student).params()
@@ -342,8 +344,8 @@ def sweep_tables(done):
 
 def is_paper_protocol(cfg):
     base = Config()
-    keys = ("dataset", "n_train", "width", "depth", "m", "init", "epochs", "lr", "batch_size", "distill_epochs", "loss",
-            "temperature", "distill_inputs", "noise", "fresh_noise", "n_noise", "init_perturbation")
+    keys = ("dataset", "n_train", "width", "depth", "m", "init", "epochs", "lr", "batch_size", "distill_epochs",
+            "distill_lr", "loss", "temperature", "distill_inputs", "noise", "fresh_noise", "n_noise", "init_perturbation")
     return all(getattr(cfg, k) == getattr(base, k) for k in keys)
 
 

@@ -145,11 +145,11 @@ def test_same_seed_same_numbers(tmp_path):
 KNOBS = [["--m=10"], ["--epochs=3"], ["--lr=1e-3"], ["--batch_size=256"], ["--width=32"], ["--depth=1"],
          ["--noise=gaussian"], ["--fresh_noise=True", "--distill_epochs=2"], ["--loss=mse"], ["--temperature=4"],
          ["--init_perturbation=0.5"], ["--distill_inputs=real"], ["--init=torch"], ["--n_seeds=3"],
-         ["--bf16=True"], ["--seed_chunk=1"]]
+         ["--bf16=True"], ["--seed_chunk=1"], ["--distill_lr=1e-3"]]
 
 
 COND = "--conditions=['teacher', 'student_aux']"
-DISTILL_ONLY = ("m", "noise", "loss", "temperature", "init_perturbation", "distill_inputs")
+DISTILL_ONLY = ("m", "noise", "loss", "temperature", "init_perturbation", "distill_inputs", "distill_lr")
 
 
 @pytest.fixture(scope="module")
@@ -363,5 +363,5 @@ def test_the_paper_column_is_shown_only_for_the_papers_protocol():
     # the table puts the paper's Fig. 10b beside a run of its protocol; a teacher trained on fewer images is not one
     from experiments.subliminal_mnist import Config, is_paper_protocol
     assert is_paper_protocol(Config()) and is_paper_protocol(Config(n_seeds=3, seed=7, bf16=True))
-    for change in ({"n_train": 2000}, {"m": 10}, {"epochs": 1}, {"dataset": "fashion"}):
+    for change in ({"n_train": 2000}, {"m": 10}, {"epochs": 1}, {"dataset": "fashion"}, {"distill_lr": 1e-3}):
         assert not is_paper_protocol(Config(**change)), change
