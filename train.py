@@ -1086,9 +1086,11 @@ def cli(main, argv):
     try:
         rc = main(argv)
     except (ConfigError, DataError, CheckpointError) as e:
+        sys.stdout.flush()  # what was printed before the error comes before it, also when stdout is a pipe or file
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:  # run_experiment names its run directory: a default out_dir is new each time
+        sys.stdout.flush()
         rerun = e.args[0] if e.args else "the same command run again"
         print(f"interrupted. What was saved before it (finished units, base models, checkpoints) stays, and {rerun} "
               f"reuses it.", file=sys.stderr)

@@ -205,6 +205,19 @@ def test_cli_ends_an_interrupted_command_with_one_line(capsys):
     assert err.startswith("interrupted.") and err.count("\n") == 1
 
 
+def test_a_command_error_comes_after_what_the_command_printed_before_it():
+    # stdout to a pipe or file is block-buffered: without a flush, the error (stderr) came first in a log of both
+    script = ("import sys, train\n"
+              "def main(argv):\n"
+              "    print('the table so far')\n"
+              "    raise train.ConfigError('then this')\n"
+              "sys.exit(train.cli(main, []))\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # the buffering of a plain shell
+    p = subprocess.run([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       text=True, timeout=120, env=env)
+    assert p.returncode == 2 and p.stdout.splitlines()[-2:] == ["the table so far", "error: then this"], p.stdout
+
+
 def test_a_worker_pool_returns_results_in_job_order_from_one_thread_workers():
     from experiments.world_base import parallel_map
     assert parallel_map(pow, [(2, 3), (3, 2), (4, 2), (5, 1)], 2) == [8, 9, 16, 5]
