@@ -381,10 +381,15 @@ def load_weights(stem, device="cpu"):
     if not w.is_file() or not j.is_file():
         raise CheckpointError(f"checkpoint {stem} needs both {w.name} and {j.name}; found "
                               f"{', '.join(p.name for p in (w, j) if p.is_file()) or 'neither'}")
-    try:
-        tensors = load_file(str(w), device=str(device))
+    try:  # read on the CPU: an error here is the file's, never the device's
+        tensors = load_file(str(w))
     except Exception as e:  # safetensors raises its own error types for corrupt files
         raise CheckpointError(f"{w} is not a readable safetensors file ({e}){RERUN}") from None
+    try:
+        tensors = {k: v.to(device) for k, v in tensors.items()}
+    except (RuntimeError, AssertionError) as e:  # a bad device name, or CUDA asked of a torch without it
+        raise CheckpointError(f"{w} read, but cannot be put on device {device!r} ({e}): pass a device this "
+                              f"machine has (e.g. device='cpu')") from None
     try:
         return tensors, json.loads(j.read_text())
     except json.JSONDecodeError as e:

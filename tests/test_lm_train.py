@@ -118,6 +118,18 @@ def test_checkpoint_loading_says_what_does_not_match(tmp_path):
         load_lm(tmp_path / "ck")
 
 
+def test_a_bad_device_is_not_blamed_on_the_checkpoint_file(tmp_path):
+    # load_lm(path, device="gpu") (or "cuda" on a CPU-only torch) said the file was "not a readable safetensors file"
+    # and to "rerun what wrote it": retraining a good checkpoint for a typo in the device
+    model = fresh()
+    save_lm(tmp_path / "ck", model, step=0, seed=0)
+    with pytest.raises(CheckpointError, match="ck.safetensors read, but cannot be put on device 'gpu'") as e:
+        load_lm(tmp_path / "ck", device="gpu")
+    assert "not a readable" not in str(e.value) and "rerun" not in str(e.value)
+    loaded, _ = load_lm(tmp_path / "ck", device="cpu")
+    assert same_weights(model, loaded)
+
+
 def test_a_checkpoint_loads_from_its_file_path_and_a_directory_names_its_checkpoints(tmp_path):
     # the natural first try is the file itself (model.safetensors) or the run directory, not the stem
     model = fresh()
