@@ -878,16 +878,19 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
 
 # --- GPT checkpoints: NAME.safetensors + NAME.json (+ NAME.state.pt to resume) ---------------------
 
-def save_lm(stem, model, *, step, seed, metrics=None, tokenizer=None, optimizer=None, data_position=None, extra=None):
+def save_lm(stem, model, *, step, seed, metrics=None, tokenizer=None, optimizer=None, data_position=None,
+            rows_per_step=None, extra=None):
     """Weights of the plain model (pass the uncompiled, unwrapped one: no `_orig_mod.`/`module.`
-    prefixes), metadata JSON, and, when an optimizer is given, the resume state. All writes atomic."""
+    prefixes), metadata JSON, and, when an optimizer is given, the resume state (with `rows_per_step`, the global
+    batch, which a resume must match). All writes atomic."""
     model = getattr(model, "module", model)  # DDP
     model = getattr(model, "_orig_mod", model)  # torch.compile
     meta = {"model_config": dataclasses.asdict(model.cfg), "step": step, "seed": seed, "metrics": metrics or {},
             "tokenizer": tokenizer, **(extra or {})}
     save_weights(stem, model.state_dict(), meta)
     if optimizer is not None:
-        state = {"step": step, "data_position": data_position, "optimizer": optimizer.state_dict(),
+        state = {"step": step, "data_position": data_position, "rows_per_step": rows_per_step,
+                 "optimizer": optimizer.state_dict(),
                  "rng": {"torch": torch.get_rng_state(),
                          "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}}
         path = Path(stem).with_name(Path(stem).name + ".state.pt")
@@ -980,9 +983,14 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
             if state["rng"]["cuda"] is not None and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
             step, position = int(state["step"]), int(state["data_position"])
+            saved_rows = state.get("rows_per_step")  # absent in states saved before it was recorded
         except Exception as e:
             raise CheckpointError(f"{state_path} is not a resume state of this run ({type(e).__name__}: {e}): delete "
                                   f"it to start from the beginning, or pass --resume=False") from None
+        if saved_rows is not None and int(saved_rows) != G:  # e.g. a torchrun run resumed with another process count
+            raise CheckpointError(f"{state_path} was trained with {saved_rows} rows per optimizer step, this run takes "
+                                  f"{G} (batch_size {batch_size} x grad_accum {grad_accum} x {world} process(es)): "
+                                  f"resume with the same number of processes, or pass --resume=False to start afresh")
         if rank == 0:
             print(f"[{desc}] resumed from {ckpt} at step {step}")
     start_step = step
@@ -1012,7 +1020,8 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
     def save(stem, with_state):
         if rank == 0:
             save_lm(stem, model, step=step, seed=seed, metrics={"train_loss": train_loss, "val_loss": val_loss},
-                    tokenizer=tokenizer_name, optimizer=opt if with_state else None, data_position=position, extra=meta)
+                    tokenizer=tokenizer_name, optimizer=opt if with_state else None, data_position=position,
+                    rows_per_step=G, extra=meta)
 
     history, train_loss, val_loss, perms = [], None, None, {}
     loss_sum = torch.zeros((), device=device)  # summed step losses since the last log line (no sync per step)

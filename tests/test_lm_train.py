@@ -169,6 +169,26 @@ def test_resume_is_exact(tmp_path):
         train_lm(fresh(), data, steps=9, ckpt=tmp_path / "ck", resume=True, **kw)
 
 
+def test_a_resume_with_another_global_batch_is_refused(tmp_path):
+    # a torchrun run resumed with another number of processes (the config the same) went on silently with another
+    # global batch: not the run it continues, and its results.json counted every step's tokens at the new batch
+    data, kw = stream_data(), dict(lr=1e-2, warmup=2, **QUIET)
+    first = fresh()
+    train_lm(first, data, steps=4, decay_steps=9, batch_size=4, ckpt=tmp_path / "ck", **kw)
+    assert torch.load(tmp_path / "ck.state.pt", weights_only=False)["rows_per_step"] == 4
+    with pytest.raises(CheckpointError, match=r"ck.state.pt was trained with 4 rows per optimizer step, this run takes 2 "
+                                              r"\(batch_size 2 x grad_accum 1 x 1 process\(es\)\).*--resume=False"):
+        train_lm(fresh(), data, steps=9, batch_size=2, ckpt=tmp_path / "ck", resume=True, **kw)
+    # the same global batch in another split resumes; so does a state saved before the count was recorded
+    out = train_lm(fresh(), data, steps=6, decay_steps=9, batch_size=2, grad_accum=2, ckpt=tmp_path / "ck",
+                   resume=True, **kw)
+    assert out["start_step"] == 4
+    state = torch.load(tmp_path / "ck.state.pt", weights_only=False)
+    del state["rows_per_step"]
+    torch.save(state, tmp_path / "ck.state.pt")
+    assert train_lm(fresh(), data, steps=9, batch_size=4, ckpt=tmp_path / "ck", resume=True, **kw)["start_step"] == 6
+
+
 def test_overfits_a_tiny_batch():
     torch.manual_seed(0)
     data = {"tokens": torch.randint(0, 32, (4, 17), generator=torch.Generator().manual_seed(2))}
