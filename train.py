@@ -361,9 +361,10 @@ RERUN = ": rerun what wrote it"  # the way out of a damaged checkpoint (train_lm
 
 
 def checkpoint_stem(path):
-    """The stem of a checkpoint given by its stem or by one of its two files (model.safetensors, model.json)."""
+    """The stem of a checkpoint given by its stem or by one of its files (model.safetensors, model.json, or train_lm's
+    resume state model.state.pt)."""
     path = Path(path)
-    for suffix in (".safetensors", ".json"):
+    for suffix in (".safetensors", ".json", ".state.pt"):
         if path.name.endswith(suffix) and not path.with_name(path.name + ".safetensors").is_file():
             return path.with_name(path.name[:-len(suffix)])
     return path

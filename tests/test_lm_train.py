@@ -135,7 +135,11 @@ def test_a_checkpoint_loads_from_its_file_path_and_a_directory_names_its_checkpo
     model = fresh()
     save_lm(tmp_path / "model", model, step=0, seed=0)
     idx = torch.randint(32, (1, 8))
-    for path in (tmp_path / "model.safetensors", tmp_path / "model.json", str(tmp_path / "model.safetensors")):
+    # model.state.pt too, the third file of a train_lm checkpoint: it said "needs both model.state.pt.safetensors and
+    # model.state.pt.json"
+    (tmp_path / "model.state.pt").write_bytes(b"")
+    for path in (tmp_path / "model.safetensors", tmp_path / "model.json", str(tmp_path / "model.safetensors"),
+                 tmp_path / "model.state.pt"):
         loaded, meta = load_lm(path)
         assert torch.equal(loaded(idx), model(idx)) and meta["step"] == 0
     with pytest.raises(CheckpointError, match=re.escape(f"{tmp_path} is a directory: pass a checkpoint in it by its "
