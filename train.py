@@ -945,7 +945,7 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
 
     batch_size rows per micro-step per rank; the global batch is batch_size * grad_accum * world_size.
     LR: get_lr with decay_steps (default steps) and min_lr (default lr / 10). Only parameters with
-    requires_grad train. Every eval_every steps (and at the end) the mean loss on `val` (its first
+    requires_grad train. Every eval_every steps (and at the end; eval_every 0: never) the mean loss on `val` (its first
     eval_rows rows). Every log_every steps one line (step, loss, lr, ms/step, tokens/s, MFU on a known
     GPU), also written to run.log. Checkpoint `ckpt` (a path stem) every ckpt_every steps and at the
     end, with the resume state; `ckpt_steps` adds weights-only snapshots `<ckpt>_step<N>`. resume=True

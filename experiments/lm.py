@@ -64,7 +64,7 @@ class Config:
     seed: int = 0
     device: str = "auto"               # auto = cuda when available
     compile: bool = False              # torch.compile (worth it on a GPU only)
-    bf16: bool = False                 # bf16 autocast (CUDA)
+    bf16: bool = False                 # bf16 autocast (CUDA, or a CPU; fast only on one with native bf16)
     threads: int = 0                   # CPU threads; 0 = PyTorch's default
     out_dir: str = ""                  # default out/<config name>/<UTC time>
     resume: bool = True                # continue from out_dir/model.state.pt when it exists
