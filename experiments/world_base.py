@@ -225,7 +225,13 @@ def int_keys(obj):
 
 
 def load_unit(path):
-    return int_keys(json.loads(Path(path).read_text()))
+    """A saved unit (saved_unit), read back. One that is not readable JSON (damaged, edited, a disk that filled up)
+    is a CheckpointError naming the file and the way out, not a traceback from the json module."""
+    try:
+        return int_keys(json.loads(Path(path).read_text()))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not a readable unit file ({e}): delete it, and the run recomputes that "
+                              f"unit when rerun with the same --out_dir") from None
 
 
 def saved_unit(fn, path, resume, label, *args):

@@ -12,7 +12,7 @@ import torch
 from data import world as W
 from experiments import world_base as B
 from model import GPT, GPTConfig, generator
-from train import lm_windows, save_lm
+from train import CheckpointError, lm_windows, save_lm
 
 N = 4000   # documents for the statistical tests: ~0.2 s to generate
 
@@ -550,3 +550,21 @@ def test_saved_unit_recomputes_without_resume_and_returns_the_same_types_either_
     assert B.saved_unit(unit, path, True, "u", 2) == first and calls == [1]  # resumed: read back
     assert B.saved_unit(unit, path, False, "u", 3)["traj"][0][2] == 3 and calls == [1, 3]  # no resume: recomputed
     assert B.load_unit(path)["traj"][0][2] == 3
+
+
+def test_a_damaged_unit_file_is_a_one_line_checkpoint_error_naming_it_on_resume_and_in_eval(tmp_path, capsys):
+    import eval as E
+    path = tmp_path / "unit_0.json"
+    B.saved_unit(lambda: {"a": 1}, path, False, "u")
+    path.write_text(path.read_text()[:5])  # truncated
+    with pytest.raises(CheckpointError, match="unit_0.json is not a readable unit file.*delete it"):
+        B.load_unit(path)
+    with pytest.raises(CheckpointError, match="unit_0.json is not a readable unit file"):
+        B.saved_unit(lambda: {"a": 2}, path, True, "u")  # a resumed run reads it back
+    # python eval.py on a stopped emergent-misalignment run whose only unit is damaged: one line, status 2
+    (tmp_path / "config.json").write_text(__import__("json").dumps({"experiment": "emergent_misalignment",
+                                                                    "seeds": [0], "twin": False}))
+    (tmp_path / "unit_world_0.json").write_text('{"seed": 0, "runs": [')
+    assert E.main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "unit_world_0.json is not a readable unit file" in err and "Traceback" not in err
