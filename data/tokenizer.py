@@ -45,7 +45,11 @@ def save_tokenizer(tok, path):
 def load_tokenizer(path):
     if not Path(path).is_file():
         raise DataError(f"tokenizer file {path} not found: it is saved beside the checkpoint that uses it")
-    return Tokenizer.from_file(str(path))
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as e:  # the tokenizers library raises a bare Exception for a damaged file
+        raise DataError(f"tokenizer file {path} is not a readable tokenizer ({e}): it is saved beside the checkpoint "
+                        f"that uses it, by what wrote that checkpoint") from None
 
 
 def pad_right(rows, device=None, pad_id=0):

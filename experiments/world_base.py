@@ -43,6 +43,7 @@ except ImportError:  # Windows: no advisory file locks; concurrent runs may then
 import torch
 from tqdm import tqdm
 
+from data import DataError
 from data import world as W
 from data.tokenizer import load_tokenizer, pad_right, save_tokenizer
 from eval import fmt_stat, summarize
@@ -164,10 +165,11 @@ def base_model(cfg, seed, decorrelated=False, log=print):
                 _pretrain(cfg, seed, decorrelated, stem, log)
     try:
         model, _ = load_lm(stem, cfg.device)
-    except CheckpointError as e:  # a damaged cache must not pass for a base model, nor end in a traceback
+        tok = load_tokenizer(stem.parent / "tokenizer.json")
+    except (CheckpointError, DataError) as e:  # a damaged cache must not pass for a base model, nor end in a traceback
         raise CheckpointError(f"{e}. The cached base model in {stem.parent} is damaged or from another "
                               f"version: delete that folder and rerun to pretrain it again") from None
-    return model.eval(), load_tokenizer(stem.parent / "tokenizer.json")
+    return model.eval(), tok
 
 
 def _pretrain(cfg, seed, decorrelated, stem, log):

@@ -568,3 +568,15 @@ def test_a_damaged_unit_file_is_a_one_line_checkpoint_error_naming_it_on_resume_
     assert E.main([str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "unit_world_0.json is not a readable unit file" in err and "Traceback" not in err
+
+
+def test_a_damaged_or_missing_tokenizer_in_the_base_cache_is_a_checkpoint_error_that_says_delete_the_folder(tmp_path):
+    cfg = B.Config(n_layer=1, n_embd=16, n_head=2, steps=2, warmup=1, n_docs=40, cache_dir=str(tmp_path))
+    B.base_model(cfg, 0, log=lambda *a: None)  # pretrain and cache a tiny base
+    tok_file = next(tmp_path.glob("world_s0_*/tokenizer.json"))
+    tok_file.write_text(tok_file.read_text()[:300])  # truncated: the tokenizers library raised a bare Exception
+    with pytest.raises(CheckpointError, match="tokenizer.json is not a readable tokenizer.*damaged.*delete that folder"):
+        B.base_model(cfg, 0)
+    tok_file.unlink()
+    with pytest.raises(CheckpointError, match="tokenizer.json not found.*delete that folder"):
+        B.base_model(cfg, 0)
