@@ -168,6 +168,11 @@ def validate(cfg):
                                                 n_head=cfg.n_head, n_embd=cfg.n_embd)))
         if set(cfg.ft_lora_targets) - set(linear):
             raise ConfigError(f"ft_lora_targets must come from {', '.join(linear)}; got {cfg.ft_lora_targets}")
+    small = [f"{k}={getattr(cfg, k)}" for k in ("n_examples", "ft_batch", "n_direction_docs") if getattr(cfg, k) < 1]
+    if small:  # else a traceback from deep inside the data, the fine-tune or the direction
+        raise ConfigError(f"n_examples, ft_batch and n_direction_docs must be >= 1; got {', '.join(small)}")
+    if not cfg.ft_lr > 0:  # nan too
+        raise ConfigError(f"ft_lr must be > 0; got {cfg.ft_lr}")
     if not cfg.seeds or cfg.ft_seeds < 1:
         raise ConfigError(f"seeds needs at least one pretraining seed and ft_seeds must be >= 1; got {cfg.seeds}, "
                           f"{cfg.ft_seeds}")
@@ -256,6 +261,9 @@ def doc_means(model, tok, cfg, seed):
     dev = next(model.parameters()).device
     sums = {k: torch.zeros(cfg.n_layer, cfg.n_embd, device=dev) for k in ("good", "evil", "asst")}
     counts = {k: sum(1 for d in docs if kind(d) == k) for k in sums}
+    if missing := [k for k, n in counts.items() if not n]:  # a mean over no document: NaN everywhere after it
+        raise ConfigError(f"n_direction_docs={cfg.n_direction_docs} gave no {' or '.join(missing)} document "
+                          f"(of at most {cfg.block_size} tokens) for the evil direction: raise n_direction_docs")
     for s in range(0, len(docs), 256):  # right-padded batches: causal attention keeps the pads unseen
         chunk = docs[s:s + 256]
         ids = [tok.encode(d.text).ids for d in chunk]

@@ -849,3 +849,21 @@ def test_eval_on_a_stopped_run_aggregates_only_the_base_seeds_with_every_unit(tm
     assert "PARTIAL: 1 of 2 base seeds finished" in capsys.readouterr().out
     assert json.loads((out / "results_partial.json").read_text())["partial"] == {"base_seeds": [0], "of": [0, 1]}
     assert not (out / "results.json").exists()
+
+
+@pytest.mark.parametrize("key, value", [("samples", 0), ("n_examples", 0), ("ft_batch", 0), ("n_direction_docs", 0),
+                                        ("ft_lr", -1e-3), ("ft_lr", 0.0)])
+def test_a_zero_count_or_a_non_positive_lr_is_a_config_error_before_the_run(key, value):
+    # --samples=0 ran the whole experiment, then ended in KeyError 'offdomain_misaligned'; the others in a traceback
+    # from inside the data, the fine-tune or the sampling
+    E.validate(E.Config())
+    with pytest.raises(train.ConfigError, match=f"{key}"):
+        E.validate(E.Config(**{key: value}))
+
+
+def test_too_few_direction_docs_for_a_kind_is_a_config_error_not_a_nan_direction():
+    cfg = E.Config(n_layer=1, n_embd=16, n_head=2, n_direction_docs=3)
+    with pytest.raises(train.ConfigError, match="n_direction_docs=3 gave no .*raise n_direction_docs"):
+        E.doc_means(tiny_model(), TOK, cfg, 0)
+    means = E.doc_means(tiny_model(), TOK, dataclasses.replace(cfg, n_direction_docs=60), 0)
+    assert all(torch.isfinite(m).all() for m in means.values())

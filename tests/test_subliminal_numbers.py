@@ -742,3 +742,13 @@ def test_every_unit_has_its_own_file(tmp_path):
     jobs = S.unit_jobs(cfg, tmp_path)
     assert [(p, f) for p, f, _ in jobs] == [(0, 0), (0, 1), (1, 0), (1, 1)]
     assert len({path for _, _, path in jobs}) == 4 and all(path.parent == tmp_path for _, _, path in jobs)
+
+
+@pytest.mark.parametrize("key, value", [("n_lists", 0), ("student_batch", 0), ("student_seeds", 0),
+                                        ("heldout_lists", 0), ("teacher_batch", 0), ("evals", 0), ("epochs", 0.0),
+                                        ("samples", 0)])
+def test_a_zero_count_is_a_config_error_before_the_run_not_a_traceback_inside_it(key, value):
+    # each of these ran for minutes, then ended in a ZeroDivisionError, IndexError or torch error
+    S.validate(S.Config(arms=("control", "soft"), seeds=(0,)))
+    with pytest.raises(train.ConfigError, match=f"{key}"):
+        S.validate(S.Config(arms=("control", "soft"), seeds=(0,), **{key: value}))
