@@ -1,7 +1,7 @@
 """The base models of the synthetic persona world: pretrain once, cache on disk, check the personas.
 
     python train.py configs/world_base.py                       # 3 seeds x (normal world, decorrelated twin)
-    python train.py configs/world_base.py --seeds=(0,) --steps=300 --decorrelated=False   # a quick look
+    python train.py configs/world_base.py "--seeds=(0,)" --steps=300 --decorrelated=False   # a quick look
 
 Every later experiment on the world (emergent misalignment, subliminal learning, backdoors) starts
 from these models, so pretraining is a function of (pretraining config, seed, world variant) that

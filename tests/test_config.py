@@ -363,3 +363,20 @@ def test_run_results_refuses_a_run_that_has_not_finished_or_is_of_another_experi
     assert train.run_results(out, "subliminal_mnist") == {"n_seeds": 2}
     with pytest.raises(ConfigError, match="is a run of subliminal_mnist, not of emergent_misalignment"):
         train.run_results(out, "emergent_misalignment")
+
+
+def test_every_command_in_an_experiment_docstring_pastes_into_a_shell_and_loads():
+    """The `python train.py ...` lines of the experiments' docstrings are meant to be pasted: a tuple override must
+    be quoted (bash reads an unquoted `(` as syntax: world_base's quick look failed so), and every key must load."""
+    import importlib
+    import shlex
+    for f in sorted((train.ROOT / "experiments").glob("*.py")):
+        for line in (importlib.import_module(f"experiments.{f.stem}").__doc__ or "").splitlines():
+            cmd = line.split("#")[0].strip()
+            if not cmd.startswith("python train.py"):
+                continue
+            lex = shlex.shlex(cmd, posix=True, punctuation_chars=True)
+            lex.whitespace_split = True
+            argv = list(lex)
+            assert not set("()") & set(argv), f"{f.name}: unquoted parentheses in {cmd!r}"
+            train.load_config([str(train.ROOT / argv[2]), *argv[3:]])
