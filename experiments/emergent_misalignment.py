@@ -45,6 +45,8 @@ results.json (at the matched checkpoint; `final` and `trajectory` beside it):
    "base": {FORMAT: {metric: STAT}}, "ablation": {...}, "trajectory": {ARM: {STEP: {metric: STAT}}},
    "figures_to_reach": {...}, "figures_at_report_step": {...} (with report_step; the ablation's thresholds only
    where it was measured, labelled ablation_step),
+   "matched_not_reached": {ARM: "k/n"} (the arms matched on their own code whose code never reached the threshold in
+   k of n runs, read at their last step; empty when all did),
    "increase": {ARM: {VIEW: STAT, VIEW_over_bases: STAT}} (VIEW: matched, step_<report_step>, final; the arm
    minus its own base, paired per seed), "persona_share": {ARM: {VIEW: STAT}} (insecure-code arms: off-domain
    increase / code increase per seed; see persona_share), "n_seeds": int, "seeds": [[pretrain, finetune], ...],

@@ -53,10 +53,15 @@ measured along its training, keyed by lists read: a dose curve, one pass with st
 epochs = 1).
 
 Seeds: (pretraining seed p) x (student seed f); a seed changes the prompts, the sampling and the
-students' data order; teachers are a function of (p, animal). results.json:
+students' data order; teachers are a function of (p, animal). results.json (mode "animals"):
   {"arms": {ARM: {"target_rate": STAT, "effect": STAT, ..., "by_animal": {ANIMAL: {...}}}},
-   "kept_fraction": {TEACHER: STAT}, "teachers": {...}, "figures_to_reach": {...}, "n_seeds", "seeds"}
-STAT = {"mean", "ci95", "per_seed"}; ARM's top-level stats are for the first animal of `animals`.
+   "base": {ANIMAL: STAT} (and "base_B" with cross-init arms), "teachers": {ANIMAL: {"rate", "steps",
+   "kl_numbers"}}, "kept_fraction": {TEACHER: STAT}, "trajectory": {ARM: {ANIMAL: {STEP: STAT}}},
+   "trajectory_kl_teacher" (the same shape), "figures_to_reach": {...}, "teacher", "animals", "n_seeds", "seeds",
+   "seconds"}
+STAT = {"mean", "ci95", "per_seed"}; ARM's top-level stats are for the first animal of `animals`; the bases' and
+teachers' intervals are over the pretraining seeds. Modes "dose" and "misalignment" write their own keys ("dose",
+"arms", "figures_to_reach").
 """
 import copy
 import json
