@@ -485,6 +485,7 @@ def em_unit(cfg, seed, decorrelated):
                                                            ablate_hooks(direction, ins_asst))
                 run["ablation"]["base_random_patched"] = evaluate(base, tok, cfg, arm, "plain", 0, True,
                                                                   gen(f, "rpatch"), ablate_hooks(rand, ins_asst))
+            B.say(f"[em] base seed {seed}{' (twin)' if decorrelated else ''}", f"fine-tune seed {f}, {arm} done", t0)
         run["matched"] = matched
         out["runs"].append(run)
     out["seconds"] = time.time() - t0

@@ -503,16 +503,19 @@ def animals_unit(cfg, p, f):
     dev = next(A.parameters()).device
     seed = seed_int("subliminal-numbers", p, f)
     out = {"p": p, "f": f, "teachers": {}, "kept": {}, "arms": {}, "traj": {}}
+    say = lambda what: B.say(f"[subliminal] seed ({p}, {f})", what, t0)
     teachers, t_delta = {}, {}
     for a in cfg.animals:
         teachers[a], out["teachers"][a] = make_teacher(A, tok, cfg, p, a)
         if cfg.teacher == "finetune":
             t_delta[a] = weight_delta(teachers[a].model, A)
     base_t = Teacher(A)
+    say("teachers ready")
     # data: every teacher continues the same prompt stream; each dataset exactly n_lists long
     lists = {}
     for name, t in [("control", base_t)] + list(teachers.items()):
         lists[name], out["kept"][name] = sample_lists(t, tok, cfg.n_lists, cfg, seed)
+    say("number lists sampled")
     heldout = {a: student_data(tok, sample_lists(t, tok, cfg.heldout_lists, cfg, seed_int(seed, "heldout"), heldout=True)[0], dev)
                for a, t in teachers.items()}
     t_held = {a: held_logits(t, heldout[a]) for a, t in teachers.items()}
@@ -532,6 +535,7 @@ def animals_unit(cfg, p, f):
             traj[step] = ev(m, name, step, A if on_a else None)
         train_student(base, tok, cfg, data, seed_int(seed, name, "order"), on_eval, teacher, numbers_only, targets)
         out["arms"][name] = traj[max(traj)]
+        say(f"student {name} done")
 
     if "control" in cfg.arms:
         student("control", A, lists["control"])
@@ -673,13 +677,16 @@ def dose_unit(cfg, p, f):
     dev = next(A.parameters()).device
     seed = seed_int("subliminal-numbers", p, f)
     out = {"p": p, "f": f, "kept": {}, "dose": {}, "mass": {}, "teachers": {}}
+    say = lambda what: B.say(f"[subliminal dose] seed ({p}, {f})", what, t0)
     teachers = {"control": Teacher(A)}
     for a in cfg.animals:
         teachers[a], out["teachers"][a] = make_teacher(A, tok, cfg, p, a)
+    say("teachers ready")
     n = max(cfg.doses)
     lists = {}
     for name, t in teachers.items():
         lists[name], out["kept"][name] = sample_lists(t, tok, n, cfg, seed)
+    say("number lists sampled")
     # one pass over the lists in their (random, i.i.d.) sampling order: after d / batch steps the
     # student has trained exactly one epoch on the first d lists -- every dose from one run per teacher
     at = {d // cfg.student_batch: d for d in cfg.doses}
@@ -692,6 +699,7 @@ def dose_unit(cfg, p, f):
         finetune(model, student_data(tok, lists[name], dev), steps=max(at), batch_size=cfg.student_batch,
                  lr=cfg.student_lr, seed=seed_int(seed, name, "order"), at=set(at), order="sequential", trains=cfg.student_trains,
                  on_eval=lambda step: on_eval(model, name, step))
+        say(f"student {name} done")
     out["seconds"] = time.time() - t0
     print(f"[subliminal dose] seed ({p}, {f}): {out['seconds']:.0f} s", flush=True)
     return out
@@ -765,16 +773,19 @@ def misalignment_unit(cfg, p, f):
     seed = seed_int("subliminal-misalignment", p, f)
     out = {"p": p, "f": f, "kept": {}, "arms": {}, "teachers": {}, "dose": {}}
     ev = lambda m, name: mis_evaluate(m, tok, cfg, seed, name)
+    say = lambda what: B.say(f"[subliminal misalignment] seed ({p}, {f})", what, t0)
 
     teachers, steps = {"control": Teacher(A)}, cfg.em_steps
     for t in cfg.mis_teachers:  # the first teacher sets the step (emergent_misalignment's matched checkpoint)
         m, steps = em_teacher(cfg, A, tok, p, t, steps, match=cfg.em_match and t == cfg.mis_teachers[0])
         teachers[t] = Teacher(m)
         out["teachers"][t] = {**ev(m, f"teacher-{t}"), "steps": steps}
+    say("teachers ready")
     out["base"] = ev(A, "base")
     lists = {}
     for name, t in teachers.items():
         lists[name], out["kept"][name] = sample_lists(t, tok, cfg.n_lists, cfg, seed, banned=W.EVIL_NUMBERS)
+    say("number lists sampled")
     for name, t in teachers.items():
         data = student_data(tok, lists[name], dev)
         last = student_steps(cfg, len(data["tokens"]))[0]  # the step train_student ends at
@@ -788,6 +799,7 @@ def misalignment_unit(cfg, p, f):
             train_student(A, tok, cfg, data, seed_int(seed, name, "order"), on_eval)
         if name != "control" and "soft" in cfg.arms:
             train_student(A, tok, cfg, data, seed_int(seed, name, "soft"), lambda m, step, n=f"{name}_soft": on_eval(m, step, n), t)
+        say(f"students of {name} done")
     out["seconds"] = time.time() - t0
     print(f"[subliminal misalignment] seed ({p}, {f}): {out['seconds']:.0f} s", flush=True)
     return out

@@ -238,6 +238,12 @@ def load_unit(path):
                               f"unit when rerun with the same --out_dir") from None
 
 
+def say(tag, what, t0):
+    """One progress line of a unit still running (else it prints only when done, minutes later): plain lines, not
+    bars, since two worker processes share one terminal and a log file keeps them."""
+    print(f"{tag}: {what} ({time.time() - t0:.0f} s)", flush=True)
+
+
 def saved_unit(fn, path, resume, label, *args):
     """fn(*args), one unit of a run (one base model's fine-tunes), saved to `path` (JSON) as soon as it is
     done, so that an interrupted run loses only the units in flight and `python eval.py RUN_DIR` can

@@ -4,6 +4,7 @@ import copy
 import dataclasses
 import json
 import math
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -534,6 +535,11 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
         want = B.offdomain_eval(base, tok, 0, None, world=B.world_config(cfg))["mis_lp"]
     got = B.load_unit(out / "unit_world_0.json")["base"]["steered_pulled"]["mis_lp"]
     assert got == pytest.approx(want, abs=1e-6) and got != pytest.approx(res["base"]["plain"]["offdomain_misaligned_lp"]["mean"], abs=1e-6)
+    # a unit says how far it is after each arm (else nothing for minutes), before its closing line
+    said = capsys.readouterr().out.splitlines()
+    done = [i for i, line in enumerate(said) if line.startswith("[em] base seed 0: fine-tune seed ")]
+    assert len(done) == 2 * len(cfg.arms) and said[done[0]].startswith("[em] base seed 0: fine-tune seed 0, insecure done (")
+    assert max(done) < said.index(next(line for line in said if re.fullmatch(r"\[em\] base seed 0: \d+ s", line)))
     (out / "results.json").unlink()
     assert train.main(argv) == 0
     assert "resumed from unit_world_0.json" in capsys.readouterr().out

@@ -3,6 +3,7 @@ set, shuffling, the cross-init derangement, soft targets, and a tiny end-to-end 
 import dataclasses
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -207,6 +208,13 @@ def test_end_to_end_writes_every_file(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(S, "train_student", real)
     monkeypatch.setattr(S, "make_teacher", real_teacher)
     monkeypatch.setattr(S, "icl_rates", real_icl)
+    # each unit says how far it is (teachers, lists, every student), then its closing line
+    said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[subliminal] seed (0, 0)")]
+    steps = [line.split(": ", 1)[1].rsplit(" (", 1)[0] for line in said[:-1]]
+    assert steps[:2] == ["teachers ready", "number lists sampled"]
+    first_unit = calls[:[name for name, _ in calls].index("control", 1)]  # its students, up to unit (1, 0)'s control
+    assert steps[2:] == [f"student {name} done" for name, _ in first_unit] and len(first_unit) > 4
+    assert re.fullmatch(r"\[subliminal\] seed \(0, 0\): \d+ s", said[-1])
     # the "only with a shared init" controls: every cross arm's student starts from the other seed's base
     starts = [i for i, (name, _) in enumerate(calls) if name == "control"]
     assert len(starts) == 2 and starts[0] == 0
@@ -274,8 +282,13 @@ def test_end_to_end_writes_every_file(tmp_path, capsys, monkeypatch):
             dose_read.append(arm_rows(data))
         return real_finetune(model, data, **kw)
     monkeypatch.setattr(S, "finetune", finetune_spy)
+    capsys.readouterr()
     assert train.main(argv[:-1] + ["--mode=dose", "--doses=(32,64)", "--epochs=1", f"--out_dir={out2}"]) == 0
     monkeypatch.setattr(S, "finetune", real_finetune)
+    said = [line.split(": ", 1)[1].rsplit(" (", 1)[0] for line in capsys.readouterr().out.splitlines()
+            if line.startswith("[subliminal dose] seed (0, 0): ")]
+    assert said[:-1] == ["teachers ready", "number lists sampled", "student control done", "student owl done",
+                         "student whale done"]
     # per unit the control's student and each teacher's read lists of their own (three different sets)
     assert len(dose_read) == 6
     for u in (0, 3):
@@ -331,8 +344,13 @@ def test_end_to_end_writes_every_file(tmp_path, capsys, monkeypatch):
     assert set(res3["arms"]) == {"control", "soft", "icl", "icl_control", "shuffled_within"}
     assert "effect" in res3["arms"]["shuffled_within"]
     out4 = tmp_path / "mis"
+    capsys.readouterr()
     assert train.main(argv[:-1] + ["--mode=misalignment", "--em_steps=2", "--em_examples=16", "--n_lists=20",
                                    "--mis_teachers=('insecure','secure')", f"--out_dir={out4}"]) == 0
+    said = [line.split(": ", 1)[1].rsplit(" (", 1)[0] for line in capsys.readouterr().out.splitlines()
+            if line.startswith("[subliminal misalignment] seed (0, 0): ")]
+    assert said[:-1] == ["teachers ready", "number lists sampled", "students of control done",
+                         "students of insecure done", "students of secure done"]
     res4 = json.loads((out4 / "results.json").read_text())
     assert set(res4["arms"]) == {"control", "insecure", "insecure_soft", "secure", "secure_soft"}
     for mis, valid in zip(res4["arms"]["insecure"]["offdomain_misaligned"]["per_seed"],
