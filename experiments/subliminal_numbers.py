@@ -667,6 +667,13 @@ def figures_animals(res):
     return out
 
 
+def figure_line(k, v, digits=3):
+    """One line of a table's "Figures to reach"; None is a threshold this run cannot judge, and says why."""
+    if v is None:
+        return f"- {k}: n/a ({'one animal: no other to compare with' if k == 'specific' else 'one seed: no interval'})"
+    return f"- {k}: {v:.{digits}f}" if isinstance(v, float) and digits is not None else f"- {k}: {v}"
+
+
 # ----------------------------------------------------------------------------------------------------
 # mode "dose": trait and control students, each one sequential pass over one large sample
 
@@ -923,7 +930,7 @@ def table_animals(res, cfg):
               + ", ".join(f"{a} {res['teachers'][a]['steps']['mean']:.0f} steps, KL {res['teachers'][a]['kl_numbers']['mean']:.4f}"
                           for a in cfg.animals),
               "", "Figures to reach (issue 5):", ""]
-    lines += [f"- {k}: {v:.3f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in res["figures_to_reach"].items()]
+    lines += [figure_line(k, v) for k, v in res["figures_to_reach"].items()]
     return "\n".join(lines)
 
 
@@ -943,7 +950,7 @@ def table_dose(res, cfg):
                      + (", ".join(f"{mass[t]['mean']:.3f}" for t in ("control", *cfg.animals)) if mass else "") + " |")
     lines += ["", "Kept fraction: " + ", ".join(f"{k} {v['mean']:.3f}" for k, v in res["kept_fraction"].items()), "",
               "Figures to reach (issue 5):", ""]
-    lines += [f"- {k}: {v:.4f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in res["figures_to_reach"].items()]
+    lines += [figure_line(k, v, 4) for k, v in res["figures_to_reach"].items()]
     return "\n".join(lines)
 
 
@@ -975,7 +982,7 @@ def table_misalignment(res, cfg):
                       "'off-domain misaligned' is then noise, and 0 when none is valid.)"]
     lines += ["", "Kept fraction: " + ", ".join(f"{k} {v['mean']:.3f}" for k, v in res["kept_fraction"].items()), "",
               "Figures to reach (issue 5):", ""]
-    lines += [f"- {k}: {v}" for k, v in res["figures_to_reach"].items()]
+    lines += [figure_line(k, v, None) for k, v in res["figures_to_reach"].items()]
     return "\n".join(lines)
 
 

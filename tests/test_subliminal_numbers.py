@@ -770,3 +770,12 @@ def test_a_zero_count_is_a_config_error_before_the_run_not_a_traceback_inside_it
     S.validate(S.Config(arms=("control", "soft"), seeds=(0,)))
     with pytest.raises(train.ConfigError, match=f"{key}"):
         S.validate(S.Config(arms=("control", "soft"), seeds=(0,), **{key: value}))
+
+
+def test_a_threshold_a_run_cannot_judge_says_why_in_the_table():
+    # "soft_pass: None" on a one-seed run read like a failure or a bug
+    assert S.figure_line("soft_pass", None) == "- soft_pass: n/a (one seed: no interval)"
+    assert S.figure_line("specific", None) == "- specific: n/a (one animal: no other to compare with)"
+    assert S.figure_line("soft_effect", 0.12345) == "- soft_effect: 0.123"
+    assert S.figure_line("trait_effect", 0.12345, 4) == "- trait_effect: 0.1235"
+    assert S.figure_line("soft_pass", True) == "- soft_pass: True"
