@@ -491,7 +491,9 @@ def run(cfg, run):
 def table(results):
     variants = [v for v in ("normal", "decorrelated") if v in results]
     keys = list(results[variants[0]])
-    lines = [f"base-model checks, mean ± 95% CI over n = {results['n_seeds']} pretraining seeds", "",
+    n = results["n_seeds"]
+    lines = ["base-model checks, " + (f"mean ± 95% CI over n = {n} pretraining seeds" if n > 1 else
+                                        "one pretraining seed, so no intervals"), "",
              "| check | " + " | ".join(variants) + " |", "|---" * (len(variants) + 1) + "|"]
     lines += [f"| {k} | " + " | ".join(fmt_stat(results[v][k]) for v in variants) + " |" for k in keys]
     return "\n".join(lines)

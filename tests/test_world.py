@@ -580,3 +580,11 @@ def test_a_damaged_or_missing_tokenizer_in_the_base_cache_is_a_checkpoint_error_
     tok_file.unlink()
     with pytest.raises(CheckpointError, match="tokenizer.json not found.*delete that folder"):
         B.base_model(cfg, 0)
+
+
+def test_the_base_table_names_its_spread_and_has_none_for_one_seed():
+    from eval import summarize
+    one = B.table({"n_seeds": 1, "normal": {"asst_misaligned": summarize([0.01])}})
+    assert one.splitlines()[0] == "base-model checks, one pretraining seed, so no intervals"  # not "CI over n = 1"
+    three = B.table({"n_seeds": 3, "normal": {"asst_misaligned": summarize([0.01, 0.02, 0.03])}})
+    assert three.splitlines()[0] == "base-model checks, mean ± 95% CI over n = 3 pretraining seeds"
