@@ -48,7 +48,7 @@ from data import world as W
 from data.tokenizer import load_tokenizer, pad_right, save_tokenizer
 from eval import fmt_stat, summarize
 from model import GPT, GPTConfig, KVCache, generator, head_problem
-from train import (CheckpointError, ConfigError, TooLongError, cpu_name, load_lm, lm_windows, pack_pairs, train_lm,
+from train import (RERUN, CheckpointError, ConfigError, TooLongError, cpu_name, load_lm, lm_windows, pack_pairs, train_lm,
                    warmup_problem, write_json)
 
 # Fields that define a base model: change one and the cache key changes.
@@ -101,6 +101,8 @@ class Config:
 
 def validate(cfg):
     """The world keys every experiment on these bases shares (each experiment's validate calls this)."""
+    if len(set(cfg.seeds)) != len(cfg.seeds):  # a seed named twice would be run once, or counted twice
+        raise ConfigError(f"seeds must name each pretraining seed once; got {cfg.seeds}")
     if not 0 <= cfg.evil_prior <= 0.95:  # good takes 0.95 - evil_prior, compliant 0.05
         raise ConfigError(f"evil_prior must be in [0, 0.95]; got {cfg.evil_prior}")
     if not 0 <= cfg.asst_evil <= 1:
@@ -169,8 +171,9 @@ def base_model(cfg, seed, decorrelated=False, log=print):
         model, _ = load_lm(stem, cfg.device)
         tok = load_tokenizer(stem.parent / "tokenizer.json")
     except (CheckpointError, DataError) as e:  # a damaged cache must not pass for a base model, nor end in a traceback
-        raise CheckpointError(f"{e}. The cached base model in {stem.parent} is damaged or from another "
-                              f"version: delete that folder and rerun to pretrain it again") from None
+        # (the loader's own "rerun what wrote it" left out: what wrote it is this cache, and the way out follows)
+        raise CheckpointError(f"{str(e).removesuffix(RERUN)}. The cached base model in {stem.parent} is damaged or "
+                              f"from another version: delete that folder and rerun to pretrain it again") from None
     return model.eval(), tok
 
 

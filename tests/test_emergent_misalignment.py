@@ -657,6 +657,7 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
     assert train.main(argv[:-1] + ["--arms=('insecure',)", "--twin=False", f"--out_dir={tmp_path / 'run3'}"]) == 2
     err = capsys.readouterr().err
     assert "damaged" in err and "delete that folder" in err and "Traceback" not in err
+    assert "rerun what wrote it" not in err  # one way out, not two
 
 
 def test_increases_pair_each_seed_with_its_own_base_end_to_end(tmp_path):

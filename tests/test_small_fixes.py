@@ -49,6 +49,15 @@ def test_a_world_base_warmup_as_long_as_its_pretraining_is_a_config_error():
     B.validate(B.Config(steps=6, warmup=5))
 
 
+@pytest.mark.parametrize("experiment", ["world_base", "emergent_misalignment", "subliminal_numbers"])
+def test_a_pretraining_seed_named_twice_is_a_config_error(experiment):
+    import importlib
+    X = importlib.import_module(f"experiments.{experiment}")
+    with pytest.raises(ConfigError, match=r"seeds must name each pretraining seed once; got \(0, 0\)"):
+        X.validate(X.Config(seeds=(0, 0)))
+    X.validate(X.Config(seeds=(0, 1)))
+
+
 # ----------------------------------------------------------------------------------------------------
 # scripts/em_mechanism_figure.py: a clamp run of one seed has no interval
 
