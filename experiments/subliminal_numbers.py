@@ -150,6 +150,11 @@ def validate(cfg):
     bad = [a for a in cfg.arms if a not in ARMS + DIAGNOSTIC_ARMS]
     if bad:
         raise ConfigError(f"unknown arms {bad}; valid: {', '.join(ARMS + DIAGNOSTIC_ARMS)}")
+    # an arm's effect is its rate minus its baseline's, paired per seed: without the baseline it has no effect at all
+    missing = [f"{a} (against {BASELINE[a]})" for a in cfg.arms if a in BASELINE and a != "icl"  # icl brings its own
+               and BASELINE[a] not in cfg.arms]
+    if missing and cfg.mode == "animals":
+        raise ConfigError(f"arms {', '.join(missing)} are measured against a baseline arm that is not in arms: add it")
     for key in ("teacher_trains", "student_trains", "em_trains"):  # no LoRA here: it has no rank keys (yet)
         if getattr(cfg, key) not in ("all", "blocks"):
             raise ConfigError(f"{key} must be all or blocks; got {getattr(cfg, key)!r}")

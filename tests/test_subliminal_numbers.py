@@ -779,3 +779,13 @@ def test_a_threshold_a_run_cannot_judge_says_why_in_the_table():
     assert S.figure_line("soft_effect", 0.12345) == "- soft_effect: 0.123"
     assert S.figure_line("trait_effect", 0.12345, 4) == "- trait_effect: 0.1235"
     assert S.figure_line("soft_pass", True) == "- soft_pass: True"
+
+
+def test_an_arm_without_its_baseline_is_a_config_error():
+    # --arms=('soft',) ran to the end and reported no effect at all: the effect is soft minus control, per seed
+    with pytest.raises(train.ConfigError, match=r"arms soft \(against control\) are measured against a baseline"):
+        S.validate(S.Config(arms=("soft",), seeds=(0,)))
+    with pytest.raises(train.ConfigError, match=r"cross_init \(against cross_control\)"):
+        S.validate(S.Config(arms=("control", "cross_init"), seeds=(0, 1)))
+    S.validate(S.Config(arms=("control", "soft", "icl"), seeds=(0,)))  # icl brings its own control
+    S.validate(S.Config(arms=("control",), seeds=(0,)))
