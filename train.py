@@ -286,8 +286,9 @@ class Run:
             # a key added since that run was made counts at its default (a new key's default is the old behaviour)
             added = json.loads(json.dumps({f.name: f.default for f in dataclasses.fields(cfg)
                                            if f.name not in prev and f.default is not dataclasses.MISSING}))
-            # out_dir is where the run is, not how it was made: a moved run directory resumes
-            diff = sorted(k for k in (set(prev) | set(now)) - {"out_dir", "resume"}
+            # out_dir is where the run is, not how it was made: a moved run directory resumes; ckpt_every is how
+            # often a run saves its state, not what it computes: a resumed run may save more or less often
+            diff = sorted(k for k in (set(prev) | set(now)) - {"out_dir", "resume", "ckpt_every"}
                           if prev.get(k, added.get(k)) != now.get(k))
             if diff:  # resuming under another config would silently mix results
                 raise ConfigError(f"{self.dir} holds a run with another config (differs in: {', '.join(diff)}): "

@@ -463,6 +463,9 @@ def test_lm_results_count_every_micro_step_and_report_the_last_logged_loss(tmp_p
     assert len(losses) == 3 and len(set(losses)) == 3  # distinct: the first would not pass for the last
     assert res["train_loss"] == losses[-1]  # the last interval, not the first
     assert res["train_tokens"] == 3 * 2 * 2 * 64  # steps x rows x micro-steps x block_size
+    # how often a run saves is not what it computes: a rerun may change ckpt_every (not lr)
+    assert train.main(argv + ["--ckpt_every=2"]) == 0
+    assert train.main(argv + ["--lr=1e-2"]) == 2
 
 
 def test_tiny_corpus_validation_pairs_are_never_in_training_documents():
