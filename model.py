@@ -188,6 +188,11 @@ def _run_hook(fn, h, name):
     return out
 
 
+def _changed(now, before):
+    """Whether `now` differs from its copy `before`; a NaN left where it was is no change (torch.equal says it is)."""
+    return not bool(((now == before) | (now.isnan() & before.isnan())).all())
+
+
 def rope_tables(head_size, n_pos, base):
     """cos, sin of the rotation angles pos * base^(-2j/hs): [n_pos, hs/2] each."""
     inv_freq = base ** (-torch.arange(0, head_size, 2, dtype=torch.float64) / head_size)  # [hs/2]
@@ -245,10 +250,10 @@ class Attention(nn.Module):
             scores = (q @ k.transpose(-2, -1)) / math.sqrt(k.shape[-1])  # [B, nh, T, S]
             att = scores.masked_fill(~allowed, float("-inf")).softmax(-1)  # [B, nh, T, S]
             # a hook may also edit the pattern in place (and return it, or None): seen by the version counter, or,
-            # for an inference tensor (which has none), by a copy
+            # for an inference tensor (which has none), by a copy (NaN == NaN there: a NaN row is no edit)
             before = att.clone() if att.is_inference() else att._version
             hooked = self.pattern(att)
-            edited = not torch.equal(att, before) if att.is_inference() else att._version != before
+            edited = _changed(att, before) if att.is_inference() else att._version != before
             if hooked is not att or edited:  # a hook replaced or edited the pattern: attend with it
                 y = hooked.to(v.dtype) @ v  # [B, nh, T, hs]
         y = y.transpose(1, 2).reshape(B, T, C)  # [B, T, C]

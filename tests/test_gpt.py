@@ -147,6 +147,24 @@ def test_an_attention_pattern_edited_in_place_is_attended_with(mode):
                 assert torch.equal(model(idx), plain)
 
 
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_reading_a_pattern_with_a_nan_in_it_leaves_the_other_rows_bit_identical(mode):
+    # under inference_mode an edit is seen by comparing the pattern with a copy: NaN != NaN made a NaN row (here from
+    # a NaN embedding in row 1) count as an edit, and the whole batch took pattern @ v instead of SDPA
+    model, idx = tiny(init_std=0.3), tokens(2, 10)
+
+    def poison(h, name):
+        h = h.clone()
+        h[1] = float("nan")
+        return h
+    with torch.inference_mode() if mode == "inference_mode" else torch.no_grad():
+        with model.hooks({"embed": poison}):
+            plain = model(idx)
+        with model.hooks({"embed": poison, "blocks.0.attn.pattern": lambda p, name: None}):
+            read = model(idx)
+    assert torch.equal(read[0], plain[0]) and read[1].isnan().all()
+
+
 def test_hooks_are_removed_after_the_block_and_after_an_exception():
     model, idx = tiny(), tokens(1, 5)
     seen = []
