@@ -48,8 +48,8 @@ from data import world as W
 from data.tokenizer import load_tokenizer, pad_right, save_tokenizer
 from eval import fmt_stat, summarize
 from model import GPT, GPTConfig, KVCache, generator, head_problem
-from train import (RERUN, CheckpointError, ConfigError, TooLongError, cpu_name, load_lm, lm_windows, pack_pairs, train_lm,
-                   warmup_problem, write_json)
+from train import (RERUN, CheckpointError, ConfigError, TooLongError, check_device, cpu_name, load_lm, lm_windows,
+                   pack_pairs, train_lm, warmup_problem, write_json)
 
 # Fields that define a base model: change one and the cache key changes.
 PRETRAIN_KEYS = ("n_docs", "n_layer", "n_head", "n_embd", "block_size", "steps", "batch_size", "lr", "warmup",
@@ -162,6 +162,8 @@ def pretrain_lock(folder, log=print):
 
 def base_model(cfg, seed, decorrelated=False, log=print):
     """-> (GPT in eval mode on cfg.device, tokenizer): loaded from the cache, or pretrained and cached."""
+    # a device this machine lacks (a GPU run's config read back on a CPU) is the config's, not a damaged cache's
+    check_device(cfg.device)
     stem = cache_stem(cfg, seed, decorrelated)
     if not stem.with_suffix(".json").is_file():
         with pretrain_lock(stem.parent, log):

@@ -588,3 +588,22 @@ def test_the_base_table_names_its_spread_and_has_none_for_one_seed():
     assert one.splitlines()[0] == "base-model checks, one pretraining seed, so no intervals"  # not "CI over n = 1"
     three = B.table({"n_seeds": 3, "normal": {"asst_misaligned": summarize([0.01, 0.02, 0.03])}})
     assert three.splitlines()[0] == "base-model checks, mean ± 95% CI over n = 3 pretraining seeds"
+
+
+def test_a_device_this_machine_lacks_is_not_blamed_on_a_good_cached_base(tmp_path):
+    # a GPU run's config read back on a CPU (the analysis scripts' run_config): load_weights named the device, but
+    # base_model added "damaged ... delete that folder", asking to throw away a good GPU-built base
+    import dataclasses
+    import shutil
+    from train import ConfigError
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    cfg = B.Config(n_layer=1, n_embd=16, n_head=2, steps=2, warmup=1, n_docs=40, cache_dir=str(tmp_path))
+    B.base_model(cfg, 0, log=lambda *a: None)
+    gpu = dataclasses.replace(cfg, device="cuda")
+    shutil.copytree(B.cache_stem(cfg, 0, False).parent, B.cache_stem(gpu, 0, False).parent)  # a base built on a GPU
+    for device in ("cuda", "gpu"):  # (gpu: a RuntimeError traceback from torch.device)
+        with pytest.raises(ConfigError, match=f"device '{device}'") as e:
+            B.base_model(dataclasses.replace(cfg, device=device), 0)
+        assert "delete" not in str(e.value)
+    assert B.cache_stem(gpu, 0, False).with_suffix(".json").is_file()
