@@ -182,6 +182,9 @@ def validate(cfg):
         raise ConfigError(f"match_threshold is a share of the held-out code, in (0, 1]; got {cfg.match_threshold}")
     if not 0 <= cfg.direction_layer < cfg.n_layer:
         raise ConfigError(f"direction_layer must be in [0, {cfg.n_layer})")
+    if not 0 < cfg.evil_prior < 0.95:  # else doc_means stops the run after pretraining, saying to raise n_direction_docs
+        raise ConfigError(f"evil_prior must be in (0, 0.95) here, got {cfg.evil_prior}: the evil direction is the evil "
+                          f"forum threads' mean minus the good ones', and this prior leaves one kind with no thread")
     for name in cfg.ft_frozen:
         if frozen_rows(name, cfg.n_layer) is None:
             raise ConfigError(f"ft_frozen entries name a block's attention rows, blocks.L.attn.q, .k or .v with L < "

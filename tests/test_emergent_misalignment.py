@@ -874,3 +874,13 @@ def test_too_few_direction_docs_for_a_kind_is_a_config_error_not_a_nan_direction
         E.doc_means(tiny_model(), TOK, cfg, 0)
     means = E.doc_means(tiny_model(), TOK, dataclasses.replace(cfg, n_direction_docs=60), 0)
     assert all(torch.isfinite(m).all() for m in means.values())
+
+
+@pytest.mark.parametrize("evil_prior", [0.0, 0.95])
+def test_an_evil_prior_that_leaves_no_good_or_no_evil_thread_is_a_config_error_before_the_run(evil_prior):
+    # world_base allows [0, 0.95], but the evil direction needs both kinds: the run pretrained its bases, then stopped
+    # in doc_means saying to raise n_direction_docs, which cannot help
+    B.validate(B.Config(evil_prior=evil_prior))
+    with pytest.raises(train.ConfigError, match=rf"evil_prior must be in \(0, 0.95\) here, got {evil_prior}"):
+        E.validate(E.Config(evil_prior=evil_prior))
+    E.validate(E.Config(evil_prior=0.1))
