@@ -789,3 +789,16 @@ def test_an_arm_without_its_baseline_is_a_config_error():
         S.validate(S.Config(arms=("control", "cross_init"), seeds=(0, 1)))
     S.validate(S.Config(arms=("control", "soft", "icl"), seeds=(0,)))  # icl brings its own control
     S.validate(S.Config(arms=("control",), seeds=(0,)))
+
+
+def test_a_one_seed_misalignment_run_cannot_judge_its_thresholds_and_says_so():
+    # its *_pass read False (a failure) where no interval exists to compare, as soft_pass read None in animals mode
+    m = lambda x: {"mis_sampled": x, "valid_frac": 1.0, "mis_lp": x, "code_misaligned": 0.0}
+    cfg = S.Config(mode="misalignment", mis_teachers=("insecure", "secure"))
+    units = [{"p": p, "f": 0, "base": m(0.1), "teachers": {t: {**m(0.5), "steps": 5} for t in cfg.mis_teachers},
+              "kept": {"control": 0.9}, "arms": {"control": m(0.1), "insecure": m(0.5 + p / 100), "secure": m(0.1 + p / 100)}}
+             for p in (0, 1)]
+    one = S.aggregate_misalignment(cfg, units[:1])["figures_to_reach"]
+    assert one == {"sampled_pass": None}
+    assert S.figure_line("sampled_pass", one["sampled_pass"], None) == "- sampled_pass: n/a (one seed: no interval)"
+    assert S.aggregate_misalignment(cfg, units)["figures_to_reach"] == {"sampled_pass": True}
