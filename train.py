@@ -389,6 +389,8 @@ def load_weights(stem, device="cpu"):
         raise CheckpointError(f"{w} is not a readable safetensors file ({e}){RERUN}") from None
     try:
         tensors = {k: v.to(device) for k, v in tensors.items()}
+    except torch.cuda.OutOfMemoryError:  # a real device, full: not a device to replace
+        raise
     except (RuntimeError, AssertionError) as e:  # a bad device name, or CUDA asked of a torch without it
         raise CheckpointError(f"{w} read, but cannot be put on device {device!r} ({e}): pass a device this "
                               f"machine has (e.g. device='cpu')") from None

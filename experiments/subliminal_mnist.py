@@ -345,8 +345,9 @@ def sweep_tables(done):
 def is_paper_protocol(cfg):
     base = Config()
     keys = ("dataset", "n_train", "width", "depth", "m", "init", "epochs", "lr", "batch_size", "distill_epochs",
-            "distill_lr", "loss", "temperature", "distill_inputs", "noise", "fresh_noise", "n_noise", "init_perturbation")
-    return all(getattr(cfg, k) == getattr(base, k) for k in keys)
+            "loss", "temperature", "distill_inputs", "noise", "fresh_noise", "n_noise", "init_perturbation")
+    # the students' lr as run: distill_lr set to the teacher's lr is the paper's single lr
+    return all(getattr(cfg, k) == getattr(base, k) for k in keys) and (cfg.distill_lr or cfg.lr) == base.lr
 
 
 def run(cfg, run):

@@ -130,6 +130,18 @@ def test_a_bad_device_is_not_blamed_on_the_checkpoint_file(tmp_path):
     assert same_weights(model, loaded)
 
 
+def test_a_device_out_of_memory_while_loading_stays_an_out_of_memory_error(tmp_path, monkeypatch):
+    # a real device that is full is not "a device this machine lacks": its own error goes through
+    from train import load_weights
+    save_lm(tmp_path / "ck", fresh(), step=0, seed=0)
+
+    def full(self, *args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+    monkeypatch.setattr(torch.Tensor, "to", full)
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        load_weights(tmp_path / "ck", "cuda")
+
+
 def test_a_checkpoint_loads_from_its_file_path_and_a_directory_names_its_checkpoints(tmp_path):
     # the natural first try is the file itself (model.safetensors) or the run directory, not the stem
     model = fresh()

@@ -363,5 +363,6 @@ def test_the_paper_column_is_shown_only_for_the_papers_protocol():
     # the table puts the paper's Fig. 10b beside a run of its protocol; a teacher trained on fewer images is not one
     from experiments.subliminal_mnist import Config, is_paper_protocol
     assert is_paper_protocol(Config()) and is_paper_protocol(Config(n_seeds=3, seed=7, bf16=True))
+    assert is_paper_protocol(Config(distill_lr=Config().lr))  # the same single lr, written out
     for change in ({"n_train": 2000}, {"m": 10}, {"epochs": 1}, {"dataset": "fashion"}, {"distill_lr": 1e-3}):
         assert not is_paper_protocol(Config(**change)), change
