@@ -380,3 +380,26 @@ def test_every_command_in_an_experiment_docstring_pastes_into_a_shell_and_loads(
             argv = list(lex)
             assert not set("()") & set(argv), f"{f.name}: unquoted parentheses in {cmd!r}"
             train.load_config([str(train.ROOT / argv[2]), *argv[3:]])
+
+
+def test_the_readme_example_experiment_runs_and_checks_its_config(tmp_path, monkeypatch, capsys):
+    # README "Adding an experiment": the module as printed there, run through train.py's front door
+    import sys
+    import types
+    text = (train.ROOT / "README.md").read_text()
+    code = text.split("```python\n# experiments/coin.py\n", 1)[1].split("```", 1)[0]
+    module = types.ModuleType("experiments.coin")
+    exec(compile(code, "experiments/coin.py", "exec"), module.__dict__)
+    monkeypatch.setitem(sys.modules, "experiments.coin", module)
+    (tmp_path / "coin.py").write_text('experiment = "coin"\n')
+    out = tmp_path / "run"
+    assert train.main([str(tmp_path / "coin.py"), "--p=0.3", f"--out_dir={out}"]) == 0
+    heads = json.loads((out / "results.json").read_text())["heads"]
+    assert len(heads["per_seed"]) == 5 and heads["ci95"][0] < 0.3 < heads["ci95"][1]
+    assert (out / "results.md").read_text().startswith(f"P(heads) = {heads['mean']:.3f} ± ")
+    assert (out / "config.json").is_file() and (out / "env.json").is_file()
+    capsys.readouterr()
+    assert train.main([str(tmp_path / "coin.py"), "--p=2", f"--out_dir={tmp_path / 'bad'}"]) == 2
+    assert "p must be in [0, 1]" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    assert train.main([str(tmp_path / "coin.py"), "--flips=3"]) == 2
+    assert "Did you mean 'n_flips'?" in capsys.readouterr().err
