@@ -14,6 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eval import summarize  # noqa: E402
+from train import ConfigError, cli  # noqa: E402
 
 DIRS = ("code", "evil", "random", "context", "lesson")
 ARMS = {"unclamped": "black", "clamped": "tab:red", "random_clamped": "tab:gray"}
@@ -28,19 +29,33 @@ def removed_shares(s):
     return {name: [removed(name, v) for v in DIRS] for name in ("unseen", "offdomain")}
 
 
+def read(run, name, script):
+    """RUN/NAME as JSON, or a one-line error naming the script that writes it."""
+    path = Path(run) / name
+    if not Path(run).is_dir():
+        raise ConfigError(f"{run}: no such directory")
+    if not path.is_file():
+        raise ConfigError(f"{path} not found: {run} needs {name}, which scripts/{script} writes beside a run")
+    return json.loads(path.read_text())
+
+
 def main(argv):
     """Draws the figure; returns the plotted bars, {direction run: removed_shares(...)}."""
+    if "--out" in argv and argv.index("--out") + 1 == len(argv):  # --out as the last word: no file named
+        sys.exit(__doc__)
     out = Path(argv[argv.index("--out") + 1]) if "--out" in argv else Path("code_direction.png")
     rest = [a for i, a in enumerate(argv) if a != "--out" and (i == 0 or argv[i - 1] != "--out")]
     split = rest.index("--") if "--" in rest else len(rest)
     direction_runs, clamp_runs = rest[:split], rest[split + 1:]
+    if not direction_runs and not clamp_runs or any(a.startswith("-") for a in direction_runs + clamp_runs):
+        sys.exit(__doc__)  # nothing to draw (no argument, or --help), or an option it does not take
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, len(direction_runs) + 2, figsize=(4.2 * (len(direction_runs) + 2), 3.6))
     bars = {}
     for ax, run in zip(axes, direction_runs):
-        d = json.loads((Path(run) / "code_direction.json").read_text())
+        d = read(run, "code_direction.json", "em_code_direction.py")
         bars[run] = shares = removed_shares(d["summary"]["matched"])
         x = range(len(DIRS))
         ax.bar([i - 0.2 for i in x], shares["unseen"], 0.4, label="unseen task's insecure code")
@@ -52,7 +67,7 @@ def main(argv):
         ax.set_title(f"{Path(run).name} (n = {len(d['per_seed'])}), matched step:\nrestoring the base's coordinate along",
                      fontsize=8)
         ax.legend(fontsize=7)
-    rows = [r for run in clamp_runs for r in json.loads((Path(run) / "clamp_finetune.json").read_text())["per_seed"]]
+    rows = [r for run in clamp_runs for r in read(run, "clamp_finetune.json", "em_clamp_finetune.py")["per_seed"]]
     if rows:
         steps = sorted(rows[0]["unclamped"], key=int)
         for ax, metric, label in ((axes[-2], "code_misaligned", "seen-task code misaligned"),
@@ -77,4 +92,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(cli(main, sys.argv[1:]))

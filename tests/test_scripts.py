@@ -611,6 +611,21 @@ def test_em_mechanism_figure_draws_from_the_two_scripts_json(tmp_path):
     assert (tmp_path / "g.png").stat().st_size > 1000
 
 
+def test_em_mechanism_figure_usage_and_missing_inputs_are_one_line(tmp_path, monkeypatch):
+    """No argument or --help printed a traceback or wrote an empty figure into the working directory; a run without
+    the scripts' json was a FileNotFoundError traceback."""
+    monkeypatch.chdir(tmp_path)
+    for argv in ([], ["--help"], ["--out"], [str(tmp_path), "--out"], [str(tmp_path), "--bars"]):
+        refused(script("em_mechanism_figure").main, argv, match="python scripts/em_mechanism_figure.py")
+    assert not list(tmp_path.iterdir())  # no figure written
+    for argv, what in (([str(tmp_path)], "code_direction.json not found"),
+                       (["--", str(tmp_path)], "clamp_finetune.json not found"),
+                       ([str(tmp_path / "none")], "none: no such directory")):
+        out = cli("em_mechanism_figure", *argv, "--out", str(tmp_path / "f.png"))
+        assert out.returncode == 2 and out.stderr.startswith("error: ") and what in out.stderr, out.stderr
+        assert "Traceback" not in out.stderr
+
+
 def test_em_code_context_refuses_a_step_the_run_did_not_evaluate(tmp_path):
     cc = load_script("em_code_context")
     run = fake_run(tmp_path / "run", [[0, 0]], {"insecure": [0.1]})
