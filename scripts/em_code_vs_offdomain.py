@@ -136,6 +136,8 @@ def main(argv):
             or "at" in opts and (len(opts) > 1 or not 0 < _float(opts["at"]) < 1) \
             or "out" in opts and len(opts) > 1:  # --reference and --at print tables only
         sys.exit(__doc__)
+    if "out" in opts and not (opts["out"] and Path(opts["out"]).parent.is_dir()):  # say so before the work, not after
+        sys.exit(f"--out needs a file in an existing directory, not {opts['out']!r}")
     for r in runs + [opts.get("reference", runs[0])]:
         run_results(r, "emergent_misalignment")  # each a finished EM run, or a one-line error now
     if "at" in opts:

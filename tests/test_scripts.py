@@ -155,6 +155,9 @@ def test_em_code_vs_offdomain_pairs_each_checkpoint_with_its_code_share(tmp_path
     assert out.index("| run | 2 |") < out.index("| run | 10 |") and (tmp_path / "f.png").is_file()
     with pytest.raises(ConfigError, match="nothing: no such directory"):
         call("em_code_vs_offdomain", str(tmp_path / "nothing"))
+    # --out into a folder that does not exist (a mistyped path) was a FileNotFoundError traceback after the work
+    refused(lambda *a: call("em_code_vs_offdomain", *a), str(run), f"--out={tmp_path / 'nodir' / 'f.png'}",
+            match="--out needs a file in an existing directory")
 
 
 def test_em_code_vs_offdomain_deviation_and_crossing_interpolate_in_log_odds(tmp_path, call):
