@@ -175,13 +175,18 @@ def figure(bases, step, corr, path):
 def main(argv):
     if len(argv) < 2:
         sys.exit(__doc__.split("\n\n")[1])
+    bad = [a for a in argv if a.startswith("-") and not a.startswith("--out=")]
+    if bad:  # a mistyped --out= was ignored, and the run's own susceptibility_STEP.json overwritten
+        sys.exit(f"unknown option {bad[0]}: the one option is --out=FILE.json\n{__doc__.split(chr(10) * 2)[1]}")
     out = [a.split("=", 1)[1] for a in argv if a.startswith("--out=")]
+    if out and not (out[-1] and Path(out[-1]).parent.is_dir()):  # say so before the work, not after
+        sys.exit(f"--out needs a file in an existing directory, not {out[-1]!r}")
     step, runs = argv[0], [a for a in argv[1:] if not a.startswith("--")]
     bases = per_base(step, runs)
     res = {"step": step, "runs": runs, "n_bases": len(bases), "correlations": analyse(bases),
            "with_cos_evil_direction": analyse(bases, "cos_evil_direction"),
            "per_base": {str(p): b for p, b in sorted(bases.items())}}
-    path = Path(out[0]) if out else Path(runs[0]) / f"susceptibility_{step}.json"
+    path = Path(out[-1]) if out else Path(runs[0]) / f"susceptibility_{step}.json"
     path.write_text(json.dumps(res, indent=2) + "\n")
     figure(bases, step, res["correlations"], path.with_suffix(".png"))
     print(f"insecure off-domain increase at {step}, per base ({len(bases)} bases over {len(runs)} runs): "

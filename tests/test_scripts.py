@@ -727,6 +727,12 @@ def test_em_susceptibility_ranks_bases_and_pools_runs(tmp_path, call):
     assert "| steer_1 | 6 | +1.00 |" in text and out.with_suffix(".png").is_file()
     refused(lambda *v: call("em_susceptibility", *v), "5", a, a, match="two of the runs")
     refused(lambda *v: call("em_susceptibility", *v), "7", a, match="no step 7")
+    # a mistyped option was ignored (and the run's own susceptibility_5.json overwritten); --out into a missing
+    # folder was a traceback after the work
+    for bad, msg in (("--ot=x.json", "unknown option --ot=x.json"), ("--out", "unknown option --out"),
+                     (f"--out={tmp_path / 'nodir' / 's.json'}", "--out needs a file in an existing directory")):
+        refused(lambda *v: call("em_susceptibility", *v), "5", a, bad, match=msg)
+    assert not (Path(a) / "susceptibility_5.json").exists()
     # em_steer_base's per-base steer_pulled joins as a predictor (here the reverse of the outcome's order)
     for run, ps, vals in ((a, [0, 1, 2], [0.35, 0.1, 0.2]), (b, [3, 4, 5], [0.4, 0.0, 0.3])):
         rows = [{"run": run, "world": p, "steer_pulled": v, "steer_pulled_sampled": v} for p, v in zip(ps, vals)]
