@@ -103,6 +103,8 @@ def main(argv):
     label = f"step{late}"
     name = "code_context.json" if late == default_late else f"code_context_step{late}.json"
     given = next((a.split("=", 1)[1] for a in argv[1:] if a.startswith("--out=")), None)
+    if given is not None and not (given and Path(given).parent.is_dir()):  # say so before the work, not after
+        sys.exit(f"--out needs a file in an existing directory, not {given!r}")
     out = Path(given) if given else run_dir / name
     if out.is_file() and not given:  # checked before the fine-tunes run
         held = json.loads(out.read_text())["per_seed"]

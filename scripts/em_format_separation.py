@@ -70,6 +70,8 @@ def main(argv):
     argv = [a for a in argv if a != "--pool" and not a.startswith("--out=")]
     if not argv or any(a.startswith("--") for a in argv):
         sys.exit(__doc__)
+    if given and not (given[0] and Path(given[0]).parent.is_dir()):  # say so before the work, not after
+        sys.exit(f"--out needs a file in an existing directory, not {given[0]!r}")
     out = Path(given[0]) if given else Path(argv[0]) / "format_separation.json"
     if out.is_file() and not given:  # another set of runs measured there: keep it
         held = json.loads(out.read_text())

@@ -219,6 +219,8 @@ def read_args(argv):
 
 def main(argv):
     runs, opts = read_args(argv)
+    if "out" in opts and not (opts["out"] and Path(opts["out"]).parent.is_dir()):  # say so before the work, not after
+        sys.exit(f"--out needs a file in an existing directory, not {opts['out']!r}")
     try:
         optimizers = (beta1_sweep([float(b) for b in opts["beta1"].split(",")]) if "beta1" in opts
                       else FROZEN if "frozen" in opts else OPTIMIZERS)

@@ -176,6 +176,8 @@ def main(argv):
         sys.exit(f"--fmt takes asst (the default) or forum, not {fmt!r}")
     if arm not in EM.ARMS:
         sys.exit(f"--arm takes one of {', '.join(EM.ARMS)}, not {arm!r}")
+    if "out" in opts and not (opts["out"] and Path(opts["out"]).parent.is_dir()):  # say so before the work, not after
+        sys.exit(f"--out needs a file in an existing directory, not {opts['out']!r}")
     rows = {"late": [], "whole": [], "revert": []}
     if pool:  # the shares over the bases of several --out files
         for f in runs:

@@ -55,6 +55,8 @@ def shares(model, tok, cfg, delta):
 def main(argv):
     outs = [a[len("--out="):] for a in argv if a.startswith("--out=")]
     runs = [a for a in argv if not a.startswith("--")]
+    if outs and not (outs[0] and Path(outs[0]).parent.is_dir()):  # say so before the work, not after
+        sys.exit(f"--out needs a file in an existing directory, not {outs[0]!r}")
     if "--pool" in argv:  # the shares over the bases of several --out files
         rows = {"first": [], "late": []}
         for f in runs:

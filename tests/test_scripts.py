@@ -640,6 +640,20 @@ def test_em_code_context_refuses_a_step_the_run_did_not_evaluate(tmp_path):
         cc.main([run, "--step=7"])  # before any base is loaded or fine-tune run
 
 
+@pytest.mark.parametrize("name", ["em_value_sources", "em_optimizer_parts", "probe_attn0_parts", "em_format_separation",
+                                  "em_code_context"])
+def test_out_into_a_missing_folder_is_refused_before_the_work(tmp_path, name):
+    """--out=FILE in a folder that does not exist (a mistyped path) was a FileNotFoundError traceback once every
+    base's fine-tunes had run; now one line first, as em_bos_vector.py's (here before the run is even read)."""
+    run = fake_run(tmp_path / "run", [[0, 0]], {"insecure": [0.1]})
+    (tmp_path / "run" / "config.json").write_text(json.dumps({"experiment": "emergent_misalignment", "ablation_step": 20}))
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    res["arms"]["insecure"]["step"] = {"per_seed": [2]}
+    (tmp_path / "run" / "results.json").write_text(json.dumps(res))
+    refused(script(name).main, [run, f"--out={tmp_path / 'nodir' / 'x.json'}"],
+            match="--out needs a file in an existing directory")
+
+
 @torch.no_grad()
 def test_em_format_separation_is_zero_for_identical_speakers_and_in_units_of_the_direction():
     fs = script("em_format_separation")
