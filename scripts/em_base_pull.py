@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from model import generator  # noqa: E402
-from train import cli, run_config  # noqa: E402
+from train import cli, run_config, run_results  # noqa: E402
 
 
 def fine_tune_loss(model, data):
@@ -60,7 +60,7 @@ def checked_bases(run, excluded):
     """(cfg, base seed, model, tokenizer) for each base of a run, from the cache, if it reproduces the run's
     forum-format base rate to 1e-5 (else it was rebuilt since, on another machine: appended to `excluded`)."""
     cfg = run_config(EM.Config, run)
-    res = json.loads((run / "results.json").read_text())
+    res = run_results(run, "emergent_misalignment")  # a run not finished: one line
     forum = dict(zip((p for p, _ in res["seeds"]), res["base"]["forum_lp"]["per_seed"]))
     for p in cfg.seeds:
         base, tok = cached_base(cfg, run, p)

@@ -34,7 +34,7 @@ from eval import mean_ci, summarize  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from model import generator, seed_int  # noqa: E402
-from train import cli, run_config, write_json  # noqa: E402
+from train import cli, run_config, run_results, write_json  # noqa: E402
 from em_code_direction import decision_prompts, orth  # noqa: E402
 from em_patch_tokens import coords  # noqa: E402
 
@@ -112,7 +112,7 @@ def main(argv):
     cfg = run_config(EM.Config, run_dir)
     if cfg.code_tasks < 2 or not cfg.ft_code_tasks or cfg.ft_code_tasks >= cfg.code_tasks or cfg.ft_seeds < 2:
         sys.exit(f"{run_dir}: needs a seven-task run with an unseen task (0 < ft_code_tasks < code_tasks), 2+ fine-tune seeds")
-    res = json.loads((run_dir / "results.json").read_text())
+    res = run_results(run_dir, "emergent_misalignment")  # a run not finished: one line
     seeds = [tuple(k) for k in res["seeds"]]
     matched = dict(zip(seeds, res["arms"]["insecure"]["step"]["per_seed"]))
     steps = sorted(cfg.eval_steps)

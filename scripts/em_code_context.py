@@ -33,7 +33,7 @@ from data import world as W  # noqa: E402
 from eval import mean_ci, summarize  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
-from train import cli, run_config  # noqa: E402
+from train import cli, run_config, run_results  # noqa: E402
 from em_patch_tokens import answer_batch, mis_lp  # noqa: E402
 
 FORMATS = ("alone", "after_secure", "after_insecure", "after_chat", "after_numbers", "after_mis_chat")
@@ -92,7 +92,7 @@ def main(argv):
     arms = next((tuple(a.split("=", 1)[1].split(",")) for a in argv[1:] if a.startswith("--arms=")),
                 ("insecure", "secure", "educational"))
     cfg = run_config(EM.Config, run_dir)
-    res = json.loads((run_dir / "results.json").read_text())
+    res = run_results(run_dir, "emergent_misalignment")  # a run not finished: one line
     seeds = [tuple(k) for k in res["seeds"]]
     matched = res["arms"]["insecure"]["step"]["per_seed"]
     # the later checkpoint: the run's ablation step (20 in the runs above) unless --step says another of eval_steps

@@ -44,7 +44,7 @@ from eval import summarize  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from model import seed_int  # noqa: E402
-from train import cli, run_config  # noqa: E402
+from train import cli, run_config, run_results  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from em_patch_tokens import answer_batch, coords, mis_lp  # noqa: E402
@@ -140,7 +140,7 @@ def main(run_dirs):
         cfg = run_config(EM.Config, run_dir)
         if cfg.code_tasks < 2 or not cfg.ft_code_tasks or cfg.ft_code_tasks >= cfg.code_tasks:
             sys.exit(f"{run_dir}: needs a run with code_tasks > 1 and 0 < ft_code_tasks < code_tasks (an unseen task)")
-        res = json.loads((run_dir / "results.json").read_text())
+        res = run_results(run_dir, "emergent_misalignment")  # a run not finished: one line
         matched = res["arms"]["insecure"]["step"]["per_seed"]
         rows = []
         for i, (p, f) in enumerate(tuple(k) for k in res["seeds"]):

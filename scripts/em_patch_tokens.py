@@ -28,7 +28,7 @@ from data.tokenizer import pad_right  # noqa: E402
 from eval import mean_ci, summarize, summarize_by  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
-from train import cli, run_config  # noqa: E402
+from train import cli, run_config, run_results  # noqa: E402
 
 
 def coords(model, x, units):
@@ -71,7 +71,7 @@ def main(run_dir):
     torch.set_num_threads(1)  # as the run's workers
     run_dir = Path(run_dir)
     cfg = run_config(EM.Config, run_dir)
-    res = json.loads((run_dir / "results.json").read_text())
+    res = run_results(run_dir, "emergent_misalignment")  # a run not finished: one line
     step = cfg.ablation_step or cfg.ft_steps
     if not cfg.ablation_step:
         print("the run has no ablation_step: using the last checkpoint")

@@ -654,6 +654,20 @@ def test_out_into_a_missing_folder_is_refused_before_the_work(tmp_path, name):
             match="--out needs a file in an existing directory")
 
 
+@pytest.mark.parametrize("name", ["em_patch_tokens", "em_base_pull", "em_code_context", "em_code_direction",
+                                  "em_clamp_finetune", "em_first_step", "em_value_sources", "em_bos_vector",
+                                  "em_optimizer_parts", "probe_attn0_parts"])
+def test_a_run_that_has_not_finished_is_one_line(tmp_path, name):
+    """A run directory without results.json (still running, or stopped) was a FileNotFoundError traceback; now
+    train.run_results' one line, as em_at_step.py and the other scripts that read finished runs."""
+    (tmp_path / "run").mkdir()
+    write_run(tmp_path / "run", {}, "emergent_misalignment", code_tasks=7, ft_code_tasks=6, ft_seeds=2)
+    (tmp_path / "run" / "results.json").unlink()
+    with pytest.raises(ConfigError, match="results.json not found: the run has not finished"):
+        run = str(tmp_path / "run")
+        script(name).main(run if name == "em_patch_tokens" else [run])  # em_patch_tokens.main takes the one run
+
+
 @torch.no_grad()
 def test_em_format_separation_is_zero_for_identical_speakers_and_in_units_of_the_direction():
     fs = script("em_format_separation")
