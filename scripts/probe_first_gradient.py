@@ -67,4 +67,6 @@ def main(seeds):
 
 
 if __name__ == "__main__":
+    if not sys.argv[1:] or not all(s.isdigit() for s in sys.argv[1:]):  # no seed (printed nothing), or --help
+        sys.exit(__doc__)
     main(sys.argv[1:])

@@ -19,6 +19,8 @@ from experiments import subliminal_numbers as S  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from train import finetune  # noqa: E402
 
+if len(sys.argv) < 3 or sys.argv[1].startswith("-"):  # LRS and STEPS are needed; --help
+    sys.exit(__doc__)
 torch.set_num_threads(1)
 lrs, steps = [float(x) for x in sys.argv[1].split(",")], int(sys.argv[2])
 p = int(sys.argv[3]) if len(sys.argv) > 3 else 0

@@ -17,6 +17,8 @@ sys.path.insert(0, ".")
 from experiments import subliminal_numbers as S  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 
+if sys.argv[1:2] and sys.argv[1].startswith("-"):  # --help
+    sys.exit(__doc__)
 torch.set_num_threads(1)
 p = int(sys.argv[1]) if len(sys.argv) > 1 else 0
 teachers = sys.argv[2:] or ["adamw:3e-4", "sgd:0.1"]

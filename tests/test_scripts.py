@@ -629,6 +629,16 @@ def test_em_mechanism_figure_usage_and_missing_inputs_are_one_line(tmp_path, mon
         assert "Traceback" not in out.stderr
 
 
+@pytest.mark.parametrize("name, argv", [("probe_first_gradient", []), ("probe_first_gradient", ["--help"]),
+                                        ("probe_optimizer_steps", ["--help"]), ("probe_soft_channel", []),
+                                        ("probe_soft_channel", ["--help"]), ("probe_teacher_update", ["--help"])])
+def test_probes_print_their_usage(name, argv):
+    """--help was a ValueError traceback (read as a number), probe_soft_channel without its LRS and STEPS an
+    IndexError, probe_first_gradient without a seed printed nothing and exited 0."""
+    out = cli(name, *argv)
+    assert out.returncode == 1 and f"python scripts/{name}.py" in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
 def test_em_code_context_refuses_a_step_the_run_did_not_evaluate(tmp_path):
     cc = load_script("em_code_context")
     run = fake_run(tmp_path / "run", [[0, 0]], {"insecure": [0.1]})
