@@ -70,6 +70,11 @@ def main(argv):
     others = []
     if "--minus" in runs:
         runs, others = runs[:runs.index("--minus")], runs[runs.index("--minus") + 1:]
+        if not runs or not others:  # else the plain table, silently, without the differences asked for
+            sys.exit("error: --minus needs runs on both sides: STEP RUN_DIR ... --minus RUN_DIR ...")
+    bad = [a for a in runs + others if a.startswith("-")]
+    if bad:  # an option it does not take would be read as a run directory ("--shar: no such directory")
+        sys.exit(f"error: unknown option {bad[0]}; the options are --minus and --share")
     inc = measure(step, runs)
     if others:  # paired per (base, fine-tune seed) against the same seeds in the other runs
         sub = measure(step, others)

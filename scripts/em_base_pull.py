@@ -103,6 +103,8 @@ def base_pull(model, tok, cfg, seed, direction):
 def main(argv):
     if not argv or any(a.startswith("--") for a in argv):
         sys.exit(__doc__)
+    for run in map(Path, argv):  # every run checked first: a mistyped last one must not stop it after the work
+        run_results(run, "emergent_misalignment")
     for run in map(Path, argv):
         rows, excluded = [], []
         for cfg, p, base, tok in checked_bases(run, excluded):

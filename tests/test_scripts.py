@@ -678,6 +678,18 @@ def test_a_run_that_has_not_finished_is_one_line(tmp_path, name):
         script(name).main(run if name == "em_patch_tokens" else [run])  # em_patch_tokens.main takes the one run
 
 
+@pytest.mark.parametrize("name", ["em_base_pull", "em_first_step"])
+def test_a_mistyped_later_run_is_refused_before_the_first_runs_work(tmp_path, name, monkeypatch):
+    """Both read several runs in turn: a typo in the last one stopped them after every base of the first (minutes),
+    and em_first_step without its summary."""
+    run = fake_run(tmp_path / "run", [[0, 0]], {"insecure": [0.1]})
+    worked = []
+    monkeypatch.setattr(script(name), "checked_bases", lambda *a: worked.append(a) or iter(()))
+    with pytest.raises(ConfigError, match="typo: no such directory"):
+        script(name).main([run, str(tmp_path / "typo")])
+    assert worked == []
+
+
 @torch.no_grad()
 def test_em_format_separation_is_zero_for_identical_speakers_and_in_units_of_the_direction():
     fs = script("em_format_separation")
@@ -1457,3 +1469,13 @@ def test_em_at_step_ratio_of_a_control_without_any_valid_seed_is_undefined(tmp_p
     run = fake_run(tmp_path / "r", [[0, 0], [1, 0]], {"insecure": [0.05, 0.07], "secure": [math.nan, math.nan]})
     out = run_script(run)
     assert "| secure | 2 |" in out and "| undefined |" in out  # not a ZeroDivisionError
+
+
+def test_em_at_step_refuses_an_empty_minus_and_an_unknown_option(tmp_path):
+    # "--minus" with nothing after it printed the plain table, without the differences asked for; "--shar" was read
+    # as a run directory
+    run = fake_run(tmp_path / "run", [[0, 0]], {"insecure": [0.1]})
+    at = script("em_at_step").main
+    refused(at, ["matched", run, "--minus"], match="--minus needs runs on both sides")
+    refused(at, ["matched", "--minus", run], match="--minus needs runs on both sides")
+    refused(at, ["matched", run, "--shar"], match="unknown option --shar; the options are --minus and --share")
