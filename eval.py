@@ -79,6 +79,12 @@ def mean_ci(stat, digits=3, scale=1, sign="+", show=None):
     return v(stat["mean"]) + ("" if stat["ci95"] is None else f" [{v(stat['ci95'][0])}, {v(stat['ci95'][1])}]")
 
 
+def fmt_ratio(r, digits=2):
+    """A ratio of means {"ratio", "ci95"} as 'r [lo, hi]'; with one base the interval is undefined (None), and says so."""
+    ci = r["ci95"]
+    return f"{r['ratio']:.{digits}f}" + (f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else " (one base: no interval)")
+
+
 def fmt_stat(stat, digits=3):
     text = f"{stat['mean']:.{digits}f}"
     if stat["ci95"] is not None:

@@ -55,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data.tokenizer import pad_right  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
-from eval import mean_ci, summarize  # noqa: E402
+from eval import fmt_ratio, mean_ci, summarize  # noqa: E402
 from train import cli  # noqa: E402
 from em_base_pull import checked_bases  # noqa: E402
 import em_optimizer_parts as OP  # noqa: E402
@@ -176,7 +176,8 @@ def summary(rows, n_boot=10_000, seed=0):
 
     def ratio_of(a, b):  # arrays over the bases: ratio of means, resampling bases
         boot = a[idx].sum(1) / b[idx].sum(1)
-        return {"ratio": float(a.sum() / b.sum()), "ci95": [float(x) for x in np.percentile(boot, [2.5, 97.5])]}
+        ci = [float(x) for x in np.percentile(boot, [2.5, 97.5])] if len(a) > 1 else None  # one base: [r, r] says nothing
+        return {"ratio": float(a.sum() / b.sum()), "ci95": ci}
     ratio = lambda a, b: ratio_of(col(a), col(b))
     base = [f"{k}_on_base" for k in ON_BASE if all(f"{k}_on_base" in r for r in rows)]  # absent in older files
     return {"n_bases": len(rows), "mean": {k: summarize(col(k).tolist()) for k in ("bos_values", *ADDED, *base, "cos")},
@@ -343,7 +344,7 @@ def main(argv):
         if k == "cos":
             continue
         print(f"| {k} | {mean_ci(m[k], 2, 100)} |")
-    f = lambda q: f"{s[q]['ratio']:.2f} [{s[q]['ci95'][0]:.2f}, {s[q]['ci95'][1]:.2f}]"
+    f = lambda q: fmt_ratio(s[q])
     d = s["vector_minus_evil_norm"]
     if "on_base_of_vector" in s:
         print(f"vector_on_base / vector {f('on_base_of_vector')}")

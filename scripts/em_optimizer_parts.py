@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
-from eval import summarize  # noqa: E402
+from eval import fmt_ratio, summarize  # noqa: E402
 from train import cli, finetune, run_config  # noqa: E402
 from em_base_pull import checked_bases  # noqa: E402
 from em_first_step import group_of, scored_step  # noqa: E402
@@ -158,7 +158,8 @@ def summary(rows, n_boot=10_000, seed=0):
 
     def ratio(a, b):
         boot = a[idx].sum(1) / b[idx].sum(1)
-        return {"ratio": float(a.sum() / b.sum()), "ci95": [float(x) for x in np.percentile(boot, [2.5, 97.5])]}
+        ci = [float(x) for x in np.percentile(boot, [2.5, 97.5])] if n > 1 else None  # one base: [r, r] says nothing
+        return {"ratio": float(a.sum() / b.sum()), "ci95": ci}
 
     late = lambda name: inc(name, STEPS[-1], "off") - inc(name, LATE_FROM, "off")
     for name in rows[0]["traj"]:
@@ -266,10 +267,10 @@ def main(argv):
     for name in s["mean"]:
         m, f = s["mean"][name], s["fraction_of_adamw"][name]
         print(f"| {name} | " + " | ".join(f"{100 * m['off'][t]:+.2f} (code {100 * m['code'][t]:+.0f})" for t in STEPS)
-              + " | " + " | ".join(f"{f[t]['ratio']:.2f} [{f[t]['ci95'][0]:.2f}, {f[t]['ci95'][1]:.2f}]" for t in REPORT)
+              + " | " + " | ".join(fmt_ratio(f[t]) for t in REPORT)
               + " |")
     print(f"each optimizer's own increase from step {LATE_FROM} to {STEPS[-1]} as a fraction of adamw's: " + ", ".join(
-        f"{k} {v['ratio']:.2f} [{v['ci95'][0]:.2f}, {v['ci95'][1]:.2f}]" for k, v in s["late_fraction_of_adamw"].items()))
+        f"{k} {fmt_ratio(v)}" for k, v in s["late_fraction_of_adamw"].items()))
     print("adamw's late update (step 3 -> 20), each group's share of its off-domain increase: "
           + ", ".join(f"{g} {v:+.2f}" for g, v in s["late_group_share"].items()))
     worst = [r["adamw_vs_run"] for r in rows if r["adamw_vs_run"] is not None]

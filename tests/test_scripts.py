@@ -15,6 +15,7 @@ import torch
 
 from conftest import ROOT, load_script, need_data
 from data import world as W
+from eval import fmt_ratio
 from experiments import emergent_misalignment as EM
 from experiments import world_base as B
 from model import GPT, GPTConfig, generator
@@ -960,6 +961,7 @@ def test_em_optimizer_parts_coasts_on_adamws_moments_and_splits_the_late_update(
     rows = [{"traj": traj, "late": late}, {"traj": traj, "late": late}]
     s = op.summary(rows, n_boot=10)
     assert s["fraction_of_adamw"]["adamw"][20] == {"ratio": 1.0, "ci95": [1.0, 1.0]}
+    assert op.summary(rows[:1], n_boot=10)["fraction_of_adamw"]["adamw"][20] == {"ratio": 1.0, "ci95": None}
     want = (off("sgd", 20) - off("sgd", 0)) / (off("adamw", 20) - off("adamw", 0))
     assert s["fraction_of_adamw"]["sgd"][20]["ratio"] == pytest.approx(want)
     want = (off("sgd", 20) - off("sgd", 3)) / (off("adamw", 20) - off("adamw", 3))
@@ -1143,6 +1145,10 @@ def test_em_bos_vector_summary_is_ratios_of_means_and_paired_differences(tmp_pat
     assert s["evil_norm_of_vector"]["ratio"] == pytest.approx(1 / 3) and s["n_bases"] == 3
     assert s["vector_minus_evil_norm"]["mean"] == pytest.approx(0.6 * (0.1 + 0.02 + 0.05) / 3)
     assert "on_base_of_vector" not in s  # files written before the base was steered too
+    # one base: the bootstrap can only give [r, r], which would read as an exact interval
+    one = bv.summary(rows[:1], n_boot=200)["vector_of_bos_values"]
+    assert one["ci95"] is None and fmt_ratio(one) == "0.90 (one base: no interval)"
+    assert fmt_ratio({"ratio": 0.5, "ci95": [0.25, 0.75]}) == "0.50 [0.25, 0.75]"
     s = bv.summary([dict(r, vector_on_base=0.5 * r["vector"], evil_norm_on_base=0.0) for r in rows], n_boot=200)
     assert s["on_base_of_vector"]["ratio"] == pytest.approx(0.5) and s["mean"]["evil_norm_on_base"]["mean"] == 0
     refused(lambda *a: bv.main(list(a)))
