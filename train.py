@@ -1121,6 +1121,9 @@ def run_experiment(argv):
         print(f"usage: {USAGE}\nconfigs: {available_configs()}")
         return
     module, cfg = load_config(argv)
+    if not hasattr(cfg, "out_dir"):  # Run writes the run there (README "Adding an experiment")
+        raise ConfigError(f"{module.__name__.replace('.', '/')}.py: its Config has no out_dir, which every "
+                          f"experiment needs (out_dir: str = \"\")")
     if hasattr(module, "validate"):  # the one check of a config's keys against each other, before the run
         # directory exists: a bad config leaves nothing behind
         module.validate(cfg)

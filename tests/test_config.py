@@ -403,3 +403,21 @@ def test_the_readme_example_experiment_runs_and_checks_its_config(tmp_path, monk
     assert "p must be in [0, 1]" in capsys.readouterr().err and not (tmp_path / "bad").exists()
     assert train.main([str(tmp_path / "coin.py"), "--flips=3"]) == 2
     assert "Did you mean 'n_flips'?" in capsys.readouterr().err
+
+
+def test_an_experiment_config_without_out_dir_is_a_config_error(tmp_path, monkeypatch, capsys):
+    # README "Adding an experiment": out_dir is the one key every Config needs (Run writes there); without it the
+    # run was an AttributeError traceback
+    import sys
+    import types
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Config:
+        p: float = 0.5
+    module = types.ModuleType("experiments.no_out_dir")
+    module.Config, module.run = Config, lambda cfg, run: None
+    monkeypatch.setitem(sys.modules, "experiments.no_out_dir", module)
+    (tmp_path / "c.py").write_text('experiment = "no_out_dir"\n')
+    assert train.main([str(tmp_path / "c.py")]) == 2
+    assert "experiments/no_out_dir.py: its Config has no out_dir" in capsys.readouterr().err
