@@ -61,10 +61,10 @@ def by_base(d):  # {(p, f): value} -> one mean per pretraining seed (base)
 
 
 def main(argv):
-    if len(argv) < 2:
-        sys.exit(__doc__.split("\n\n")[1])
     share = "--share" in argv
     argv = [a for a in argv if a != "--share"]
+    if len(argv) < 2:  # (counted without --share: STEP --share alone has no run, and was a KeyError)
+        sys.exit(__doc__.split("\n\n")[1])
     measure, show = (shares, lambda v: fmt(v, 1, 3)) if share else (increases, fmt)
     step, runs = argv[0], argv[1:]
     others = []
