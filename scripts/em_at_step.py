@@ -72,6 +72,8 @@ def main(argv):
         runs, others = runs[:runs.index("--minus")], runs[runs.index("--minus") + 1:]
         if not runs or not others:  # else the plain table, silently, without the differences asked for
             sys.exit("error: --minus needs runs on both sides: STEP RUN_DIR ... --minus RUN_DIR ...")
+        if "--minus" in others:  # else "unknown option --minus; the options are --minus and ..."
+            sys.exit("error: --minus is given once, its runs after it: STEP RUN_DIR ... --minus RUN_DIR ...")
     bad = [a for a in runs + others if a.startswith("-")]
     if bad:  # an option it does not take would be read as a run directory ("--shar: no such directory")
         sys.exit(f"error: unknown option {bad[0]}; the options are --minus and --share")

@@ -1486,3 +1486,5 @@ def test_em_at_step_refuses_an_empty_minus_and_an_unknown_option(tmp_path):
     refused(at, ["matched", "--minus", run], match="--minus needs runs on both sides")
     refused(at, ["matched", run, "--shar"], match="unknown option --shar; the options are --minus and --share")
     refused(at, ["matched", "--share"], match="python scripts/em_at_step.py STEP RUN_DIR")  # no run: a KeyError
+    # a second --minus was called an unknown option, beside "the options are --minus and --share"
+    refused(at, ["matched", run, "--minus", run, "--minus", run], match="--minus is given once")
