@@ -127,7 +127,8 @@ def summary(rows, n_boot=10_000, seed=0):
     share = lambda kind, i=slice(None): get(f"{kind}_off")[i].sum() / get(f"{kind}_code")[i].sum()
     idx = np.random.default_rng(seed).integers(0, len(rows), size=(n_boot, len(rows)))
     diff = lambda other: [share("sign", i) - share(other, i) for i in idx]
-    ci = lambda other: [float(x) for x in np.percentile(diff(other), [2.5, 97.5])]
+    # one base: every resample is that base, and [d, d] would read as an exact interval
+    ci = lambda other: [float(x) for x in np.percentile(diff(other), [2.5, 97.5])] if len(rows) > 1 else None
     groups = [k[len("sign_off_"):] for k in rows[0] if k.startswith("sign_off_")]
     return {"n_bases": len(rows), "sign_share": float(share("sign")), "grad_share": float(share("grad")),
             "grad_matched_share": float(share("grad_matched")),
@@ -162,7 +163,8 @@ def main(argv):
     s = summary(every)
     out = Path(argv[0]) / "first_step_summary.json"
     out.write_text(json.dumps({"runs": argv, **s}, indent=1))
-    pm = lambda k: f"{s[k + '_share']:+.4f} [{s[k + '_ci95'][0]:+.4f}, {s[k + '_ci95'][1]:+.4f}]"
+    pm = lambda k: f"{s[k + '_share']:+.4f} " + (f"[{s[k + '_ci95'][0]:+.4f}, {s[k + '_ci95'][1]:+.4f}]"
+                                                   if s[k + "_ci95"] else "(one base: no interval)")
     print(f"\n{s['n_bases']} bases. Persona share of the first step (sum of off-domain increases / sum of code "
           f"increases): sign {s['sign_share']:.4f}, gradient {s['grad_share']:.4f}, gradient at the sign step's code "
           f"{s['grad_matched_share']:.4f}; sign minus gradient {pm('sign_minus_grad')}, sign minus matched "

@@ -691,6 +691,19 @@ def test_a_mistyped_later_run_is_refused_before_the_first_runs_work(tmp_path, na
     assert worked == []
 
 
+def test_em_first_step_prints_no_interval_for_one_base(tmp_path, monkeypatch, capsys):
+    fs = script("em_first_step")
+    run = fake_run(tmp_path / "run", [[0, 0]], {"insecure": [0.1]})
+    steps = {"base": (0.1, 0.2), "sign": (0.4, 0.8), "grad": (0.2, 0.8), "grad_matched": (0.2, 0.8),
+             "secure_sign": (0.1, 0.2), "sign_embedding": (0.2, 0.3)}
+    monkeypatch.setattr(fs, "checked_bases", lambda run, excluded: iter([(None, 0, None, None)]))
+    monkeypatch.setattr(fs, "first_steps", lambda *a: steps)
+    fs.main([run])
+    out = capsys.readouterr().out  # sign minus gradient, and minus the matched gradient: no [d, d]
+    assert "sign minus gradient +0.3333 (one base: no interval), sign minus matched gradient +0.3333 (one base: no " \
+           "interval)" in out
+
+
 @torch.no_grad()
 def test_em_format_separation_is_zero_for_identical_speakers_and_in_units_of_the_direction():
     fs = script("em_format_separation")
@@ -932,6 +945,9 @@ def test_em_first_step_summary_is_ratios_of_means_resampled_by_base():
     assert s["sign_minus_grad_matched_share"] == pytest.approx(7 / 6)
     assert 0.5 <= s["sign_minus_grad_matched_ci95"][0] < s["sign_minus_grad_matched_ci95"][1] <= 1.5
     assert s["group_share_of_sign_off"] == pytest.approx({"embedding": 1.75 / 7, "attn0": 5.25 / 7})
+    # one base: the resamples can only give [d, d], which would read as an exact interval
+    one = fs.summary([row(6.0, 2.0, 1.5)], n_boot=200)
+    assert one["sign_minus_grad_matched_share"] == pytest.approx(1.5) and one["sign_minus_grad_matched_ci95"] is None
 
 
 def test_em_optimizer_parts_coasts_on_adamws_moments_and_splits_the_late_update(tmp_path, call):
