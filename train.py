@@ -125,6 +125,13 @@ def run_dir_config(run_dir, experiment=None):
     return values
 
 
+def check_out(path):
+    """An analysis script's --out FILE, checked before its work (minutes) rather than when it writes: exits with one
+    line unless the file's folder exists."""
+    if not (path and Path(path).parent.is_dir()):
+        sys.exit(f"--out needs a file in an existing directory, not {path!r}")
+
+
 def run_results(run_dir, experiment):
     """The results.json of a finished run of `experiment` (what the analysis scripts read), or a ConfigError that
     says what the directory is instead (run_dir_config's cases, or a run that has not finished)."""

@@ -56,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data.tokenizer import pad_right  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from eval import fmt_ratio, mean_ci, summarize  # noqa: E402
-from train import cli  # noqa: E402
+from train import check_out, cli  # noqa: E402
 from em_base_pull import checked_bases  # noqa: E402
 import em_optimizer_parts as OP  # noqa: E402
 import em_value_sources as VS  # noqa: E402
@@ -312,8 +312,8 @@ def main(argv):
         sys.exit(f"--arm takes one of {', '.join(EM.ARMS)}, not {arm!r}")
     if at not in ("last", "mean"):
         sys.exit(f"--at takes last (the default) or mean, not {at!r}")
-    if "out" in opts and not (opts["out"] and Path(opts["out"]).parent.is_dir()):  # say so before the work, not after
-        sys.exit(f"--out needs a file in an existing directory, not {opts['out']!r}")
+    if "out" in opts:
+        check_out(opts["out"])
     rows = []
     if pool:  # the bases of several --out files (of one arm and one --at)
         held = [json.loads(Path(f).read_text()) for f in runs]

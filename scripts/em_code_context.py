@@ -33,7 +33,7 @@ from data import world as W  # noqa: E402
 from eval import mean_ci, summarize  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
-from train import cli, run_config, run_results  # noqa: E402
+from train import check_out, cli, run_config, run_results  # noqa: E402
 from em_patch_tokens import answer_batch, mis_lp  # noqa: E402
 
 FORMATS = ("alone", "after_secure", "after_insecure", "after_chat", "after_numbers", "after_mis_chat")
@@ -103,8 +103,8 @@ def main(argv):
     label = f"step{late}"
     name = "code_context.json" if late == default_late else f"code_context_step{late}.json"
     given = next((a.split("=", 1)[1] for a in argv[1:] if a.startswith("--out=")), None)
-    if given is not None and not (given and Path(given).parent.is_dir()):  # say so before the work, not after
-        sys.exit(f"--out needs a file in an existing directory, not {given!r}")
+    if given is not None:
+        check_out(given)
     out = Path(given) if given else run_dir / name
     if out.is_file() and not given:  # checked before the fine-tunes run
         held = json.loads(out.read_text())["per_seed"]

@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eval import group_means, mean_ci, summarize  # noqa: E402
-from train import ConfigError, cli, run_results  # noqa: E402
+from train import ConfigError, check_out, cli, run_results  # noqa: E402
 
 
 def logit(q):
@@ -136,8 +136,8 @@ def main(argv):
             or "at" in opts and (len(opts) > 1 or not 0 < _float(opts["at"]) < 1) \
             or "out" in opts and len(opts) > 1:  # --reference and --at print tables only
         sys.exit(__doc__)
-    if "out" in opts and not (opts["out"] and Path(opts["out"]).parent.is_dir()):  # say so before the work, not after
-        sys.exit(f"--out needs a file in an existing directory, not {opts['out']!r}")
+    if "out" in opts:
+        check_out(opts["out"])
     for r in runs + [opts.get("reference", runs[0])]:
         run_results(r, "emergent_misalignment")  # each a finished EM run, or a one-line error now
     if "at" in opts:

@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from eval import fmt_ratio, summarize  # noqa: E402
-from train import cli, finetune, run_config  # noqa: E402
+from train import check_out, cli, finetune, run_config  # noqa: E402
 from em_base_pull import checked_bases  # noqa: E402
 from em_first_step import group_of, scored_step  # noqa: E402
 
@@ -220,8 +220,8 @@ def read_args(argv):
 
 def main(argv):
     runs, opts = read_args(argv)
-    if "out" in opts and not (opts["out"] and Path(opts["out"]).parent.is_dir()):  # say so before the work, not after
-        sys.exit(f"--out needs a file in an existing directory, not {opts['out']!r}")
+    if "out" in opts:
+        check_out(opts["out"])
     try:
         optimizers = (beta1_sweep([float(b) for b in opts["beta1"].split(",")]) if "beta1" in opts
                       else FROZEN if "frozen" in opts else OPTIMIZERS)

@@ -39,7 +39,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eval import summarize  # noqa: E402
-from train import cli, run_results  # noqa: E402
+from train import check_out, cli, run_results  # noqa: E402
 
 PULL = ("pull", "pull_secure", "pull_contrast", "pull_random", "code_steer", "code_repr")  # em_base_pull.py
 FIRST = ("sign_off", "grad_off", "grad_matched_off", "secure_sign_off")  # em_first_step.py, and sign_off_GROUP
@@ -179,8 +179,8 @@ def main(argv):
     if bad:  # a mistyped --out= was ignored, and the run's own susceptibility_STEP.json overwritten
         sys.exit(f"unknown option {bad[0]}: the one option is --out=FILE.json\n{__doc__.split(chr(10) * 2)[1]}")
     out = [a.split("=", 1)[1] for a in argv if a.startswith("--out=")]
-    if out and not (out[-1] and Path(out[-1]).parent.is_dir()):  # say so before the work, not after
-        sys.exit(f"--out needs a file in an existing directory, not {out[-1]!r}")
+    if out:
+        check_out(out[-1])
     step, runs = argv[0], [a for a in argv[1:] if not a.startswith("--")]
     bases = per_base(step, runs)
     res = {"step": step, "runs": runs, "n_bases": len(bases), "correlations": analyse(bases),

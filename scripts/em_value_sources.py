@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from eval import summarize  # noqa: E402
-from train import cli  # noqa: E402
+from train import check_out, cli  # noqa: E402
 from em_base_pull import checked_bases  # noqa: E402
 import em_optimizer_parts as OP  # noqa: E402
 
@@ -176,8 +176,8 @@ def main(argv):
         sys.exit(f"--fmt takes asst (the default) or forum, not {fmt!r}")
     if arm not in EM.ARMS:
         sys.exit(f"--arm takes one of {', '.join(EM.ARMS)}, not {arm!r}")
-    if "out" in opts and not (opts["out"] and Path(opts["out"]).parent.is_dir()):  # say so before the work, not after
-        sys.exit(f"--out needs a file in an existing directory, not {opts['out']!r}")
+    if "out" in opts:
+        check_out(opts["out"])
     rows = {"late": [], "whole": [], "revert": []}
     if pool:  # the shares over the bases of several --out files
         for f in runs:

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from em_base_pull import checked_bases  # noqa: E402
 from em_first_step import arm_grads, scored_step  # noqa: E402
 import em_optimizer_parts as OP  # noqa: E402
-from train import cli  # noqa: E402
+from train import check_out, cli  # noqa: E402
 
 PARTS = ("ln_1", "q", "k", "v", "proj")
 
@@ -55,8 +55,8 @@ def shares(model, tok, cfg, delta):
 def main(argv):
     outs = [a[len("--out="):] for a in argv if a.startswith("--out=")]
     runs = [a for a in argv if not a.startswith("--")]
-    if outs and not (outs[0] and Path(outs[0]).parent.is_dir()):  # say so before the work, not after
-        sys.exit(f"--out needs a file in an existing directory, not {outs[0]!r}")
+    if outs:
+        check_out(outs[0])
     if "--pool" in argv:  # the shares over the bases of several --out files
         rows = {"first": [], "late": []}
         for f in runs:
