@@ -174,10 +174,7 @@ def summary(rows, n_boot=10_000, seed=0):
     col = lambda k: np.array([r[k] for r in rows])
     idx = np.random.default_rng(seed).integers(0, len(rows), (n_boot, len(rows)))
 
-    def ratio_of(a, b):  # arrays over the bases: ratio of means, resampling bases
-        boot = a[idx].sum(1) / b[idx].sum(1)
-        ci = [float(x) for x in np.percentile(boot, [2.5, 97.5])] if len(a) > 1 else None  # one base: [r, r] says nothing
-        return {"ratio": float(a.sum() / b.sum()), "ci95": ci}
+    ratio_of = lambda a, b: OP.ratio_of_means(a, b, idx)  # arrays over the bases, resampling bases
     ratio = lambda a, b: ratio_of(col(a), col(b))
     base = [f"{k}_on_base" for k in ON_BASE if all(f"{k}_on_base" in r for r in rows)]  # absent in older files
     return {"n_bases": len(rows), "mean": {k: summarize(col(k).tolist()) for k in ("bos_values", *ADDED, *base, "cos")},

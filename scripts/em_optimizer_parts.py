@@ -148,6 +148,13 @@ def run_check(run, seed, traj):
     return max(abs(traj[s]["off"] - theirs[str(s)]["mis_lp"]) for s in common)
 
 
+def ratio_of_means(a, b, idx):
+    """sum(a) / sum(b) over the bases (arrays [n]), with the percentile 95% interval of the resamples idx [n_boot, n];
+    one base has no interval (every resample is that base: [r, r] would read as exact)."""
+    ci = [float(x) for x in np.percentile(a[idx].sum(1) / b[idx].sum(1), [2.5, 97.5])] if len(a) > 1 else None
+    return {"ratio": float(a.sum() / b.sum()), "ci95": ci}
+
+
 def summary(rows, n_boot=10_000, seed=0):
     """Each optimizer's mean off-domain and code increase per step, and its off-domain increase at the REPORT steps as
     a fraction of adamw's (ratio of means over bases, bootstrap interval); the late update's group shares."""
@@ -156,11 +163,7 @@ def summary(rows, n_boot=10_000, seed=0):
     idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
     out = {"n_bases": n, "mean": {}, "off_ci95": {}, "fraction_of_adamw": {}, "late_fraction_of_adamw": {}}
 
-    def ratio(a, b):
-        boot = a[idx].sum(1) / b[idx].sum(1)
-        ci = [float(x) for x in np.percentile(boot, [2.5, 97.5])] if n > 1 else None  # one base: [r, r] says nothing
-        return {"ratio": float(a.sum() / b.sum()), "ci95": ci}
-
+    ratio = lambda a, b: ratio_of_means(a, b, idx)
     late = lambda name: inc(name, STEPS[-1], "off") - inc(name, LATE_FROM, "off")
     for name in rows[0]["traj"]:
         out["mean"][name] = {k: {s: float(inc(name, s, k).mean()) for s in STEPS} for k in ("off", "code", "valid")}
