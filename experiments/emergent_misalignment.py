@@ -170,9 +170,7 @@ def validate(cfg):
                                                 n_head=cfg.n_head, n_embd=cfg.n_embd)))
         if set(cfg.ft_lora_targets) - set(linear):
             raise ConfigError(f"ft_lora_targets must come from {', '.join(linear)}; got {cfg.ft_lora_targets}")
-    small = [f"{k}={getattr(cfg, k)}" for k in ("n_examples", "ft_batch", "n_direction_docs") if getattr(cfg, k) < 1]
-    if small:  # else a traceback from deep inside the data, the fine-tune or the direction
-        raise ConfigError(f"n_examples, ft_batch and n_direction_docs must be >= 1; got {', '.join(small)}")
+    B.require_counts(cfg, ("n_examples", "ft_batch", "n_direction_docs"))  # the data, the fine-tune, the direction
     if not cfg.ft_lr > 0:  # nan too
         raise ConfigError(f"ft_lr must be > 0; got {cfg.ft_lr}")
     if not cfg.seeds or cfg.ft_seeds < 1:

@@ -138,11 +138,7 @@ def validate(cfg):
     if cfg.code_slots or cfg.code_tasks != 1 or not cfg.lessons:  # its teachers and evaluations read the fixed code answers
         raise ConfigError("code_slots, code_tasks and lessons are emergent-misalignment world options; subliminal_numbers "
                           "runs on the default world")
-    small = [f"{k}={getattr(cfg, k)}" for k in ("n_lists", "student_batch", "student_seeds", "heldout_lists",
-                                                "teacher_batch", "evals") if getattr(cfg, k) < 1]
-    if small:  # else a ZeroDivisionError or an IndexError from deep inside the run
-        raise ConfigError(f"n_lists, student_batch, student_seeds, heldout_lists, teacher_batch and evals must be "
-                          f">= 1; got {', '.join(small)}")
+    B.require_counts(cfg, ("n_lists", "student_batch", "student_seeds", "heldout_lists", "teacher_batch", "evals"))
     if not cfg.epochs > 0:
         raise ConfigError(f"epochs must be > 0; got {cfg.epochs}")
     if cfg.mode not in ("animals", "dose", "misalignment"):

@@ -99,6 +99,13 @@ class Config:
 # ----------------------------------------------------------------------------------------------------
 # pretraining with a disk cache
 
+def require_counts(cfg, keys):
+    """A ConfigError naming each of `keys` (counts) below 1: a 0 runs, then fails deep inside the run."""
+    small = [f"{k}={getattr(cfg, k)}" for k in keys if getattr(cfg, k) < 1]
+    if small:
+        raise ConfigError(f"{', '.join(keys[:-1])} and {keys[-1]} must be >= 1; got {', '.join(small)}")
+
+
 def validate(cfg):
     """The world keys every experiment on these bases shares (each experiment's validate calls this)."""
     if len(set(cfg.seeds)) != len(cfg.seeds):  # a seed named twice would be run once, or counted twice
