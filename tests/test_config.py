@@ -382,6 +382,31 @@ def test_every_command_in_an_experiment_docstring_pastes_into_a_shell_and_loads(
             train.load_config([str(train.ROOT / argv[2]), *argv[3:]])
 
 
+def test_every_train_command_in_the_readme_and_docs_loads():
+    """The README's and docs' `python train.py configs/...` commands are how their numbers are rerun: each must paste
+    into a shell and load (the README once showed `"--seeds=(42,...,57)"`, which the config refuses)."""
+    import re
+    import shlex
+    cmd_re = re.compile(r"python train\.py (configs/[^`#\n]*)")
+    n = 0
+    for f in [train.ROOT / "README.md", *sorted((train.ROOT / "docs").glob("*.md"))]:
+        for lineno, line in enumerate(f.read_text().splitlines(), 1):
+            for m in cmd_re.finditer(line):
+                lex = shlex.shlex(m.group(1).strip(), posix=True, punctuation_chars=True)
+                lex.whitespace_split = True
+                argv = list(lex)
+                if argv[0] == "configs/coin.py":  # the README's "Adding an experiment" example (its own test)
+                    continue
+                where = f"{f.name}:{lineno}: {m.group(0)!r}"
+                assert not set("()|;&") & set(argv), f"{where}: unquoted shell syntax"
+                try:
+                    train.load_config([str(train.ROOT / argv[0]), *argv[1:]])
+                except train.ConfigError as e:
+                    pytest.fail(f"{where}: {e}")
+                n += 1
+    assert n > 100  # the pattern still finds the commands
+
+
 def test_the_readme_example_experiment_runs_and_checks_its_config(tmp_path, monkeypatch, capsys):
     # README "Adding an experiment": the module as printed there, run through train.py's front door
     import sys
