@@ -10,11 +10,12 @@ for plain gradient descent and as -sign(g).h / (|h| sqrt(n)), n parameters, for 
 Positive: the first step of that arm moves the assistant's off-domain activations toward the evil persona.
 One thread; one line per base.
 """
+import os
 import sys
 
 import torch
 
-sys.path.insert(0, ".")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 

@@ -11,12 +11,13 @@ nats per number, two KLs (marginal <= conditional, by convexity):
                base's, the part of the difference that survives shuffling the numbers across lists
 One thread; about a minute per teacher (its fine-tune).
 """
+import os
 import sys
 import time
 
 import torch
 
-sys.path.insert(0, ".")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments import subliminal_numbers as S  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from model import seed_int  # noqa: E402

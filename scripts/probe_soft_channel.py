@@ -9,12 +9,13 @@ N_LISTS teacher lists, batch 32) at each lr in LRS (comma-separated) and prints,
 steps, the held-out P(owl) and KL(teacher || student) over the number tokens on 256 held-out teacher lists,
 as a fraction of KL(teacher || base). One thread; the bases must be cached (configs/world_base.py)."""
 import copy
+import os
 import sys
 import time
 
 import torch
 
-sys.path.insert(0, ".")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments import subliminal_numbers as S  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from train import finetune  # noqa: E402

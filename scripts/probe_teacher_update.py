@@ -9,11 +9,12 @@ as a share of the teacher's KL(teacher || base), what is left of the teacher's, 
 number tokens, 256 held-out teacher lists), and its P(owl). One thread; the bases must be cached."""
 import copy
 import dataclasses
+import os
 import sys
 
 import torch
 
-sys.path.insert(0, ".")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments import subliminal_numbers as S  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 

@@ -1504,3 +1504,30 @@ def test_em_at_step_refuses_an_empty_minus_and_an_unknown_option(tmp_path):
     refused(at, ["matched", "--share"], match="python scripts/em_at_step.py STEP RUN_DIR")  # no run: a KeyError
     # a second --minus was called an unknown option, beside "the options are --minus and --share"
     refused(at, ["matched", run, "--minus", run, "--minus", run], match="--minus is given once")
+
+
+def test_every_script_imports_the_project_from_any_working_directory(tmp_path):
+    """Five scripts put "." on sys.path, so run from anywhere but the project root they failed at their first import
+    (the others use their own path). Each script is loaded in turn with the project's modules forgotten between."""
+    code = """
+import importlib.util, pathlib, sys
+import matplotlib, numpy, torch  # loaded once: only the project's own modules are forgotten between scripts
+root, bad = pathlib.Path(sys.argv[1]), []
+for f in sorted((root / "scripts").glob("*.py")):
+    path, mods, sys.argv = list(sys.path), set(sys.modules), [str(f), "--help"]
+    try:
+        spec = importlib.util.spec_from_file_location("s_" + f.stem, f)
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    except ImportError as e:
+        bad.append(f"{f.name}: {e}")
+    except SystemExit:  # a probe without a main() reads its arguments at import: --help printed its usage
+        pass
+    sys.path[:] = path
+    for name in set(sys.modules) - mods:
+        if str(root) in str(getattr(sys.modules[name], "__file__", None) or ""):
+            del sys.modules[name]
+print("\\n".join(bad))
+"""
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code, str(root)], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "", out.stdout + out.stderr
