@@ -898,8 +898,8 @@ def save_lm(stem, model, *, step, seed, metrics=None, tokenizer=None, optimizer=
     model = getattr(model, "_orig_mod", model)  # torch.compile
     meta = {"model_config": dataclasses.asdict(model.cfg), "step": step, "seed": seed, "metrics": metrics or {},
             "tokenizer": tokenizer, **(extra or {})}
-    save_weights(stem, model.state_dict(), meta)
-    if optimizer is not None:
+    if optimizer is not None:  # the state first and the .json last: a run killed between the three files leaves a
+        # .json whose step differs from the state's, which train_lm's resume refuses (not weights of another step)
         state = {"step": step, "data_position": data_position, "rows_per_step": rows_per_step,
                  "optimizer": optimizer.state_dict(),
                  "rng": {"torch": torch.get_rng_state(),
@@ -908,6 +908,7 @@ def save_lm(stem, model, *, step, seed, metrics=None, tokenizer=None, optimizer=
         tmp = path.with_name(path.name + ".tmp")
         torch.save(state, tmp)
         os.replace(tmp, path)
+    save_weights(stem, model.state_dict(), meta)
 
 
 def _check_gpt_checkpoint(stem, model_config, tensors, expect=None):
@@ -998,6 +999,10 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
         except Exception as e:
             raise CheckpointError(f"{state_path} is not a resume state of this run ({type(e).__name__}: {e}): delete "
                                   f"it to start from the beginning, or pass --resume=False") from None
+        if saved.get("step") != step:  # killed while saving: the weights may be of another step than the state
+            raise CheckpointError(f"{ckpt}.json is at step {saved.get('step')} but {state_path.name} at step {step}: "
+                                  f"the run was stopped while writing this checkpoint, which cannot be resumed "
+                                  f"exactly: pass --resume=False to start afresh")
         if saved_rows is not None and int(saved_rows) != G:  # e.g. a torchrun run resumed with another process count
             raise CheckpointError(f"{state_path} was trained with {saved_rows} rows per optimizer step, this run takes "
                                   f"{G} (batch_size {batch_size} x grad_accum {grad_accum} x {world} process(es)): "

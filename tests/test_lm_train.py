@@ -185,6 +185,38 @@ def test_resume_is_exact(tmp_path):
         train_lm(fresh(), data, steps=9, ckpt=tmp_path / "ck", resume=True, **kw)
 
 
+@pytest.mark.parametrize("killed_at", [1, 2, 3])  # the checkpoint's three files are renamed into place one by one
+def test_a_run_killed_while_writing_a_checkpoint_resumes_exactly_or_is_refused(tmp_path, monkeypatch, killed_at):
+    # the weights were written before the resume state: a run killed between the two resumed silently from the old
+    # state's step with the new step's weights, and ended with other weights than an uninterrupted run
+    import train
+    kw = dict(batch_size=4, lr=1e-2, warmup=2, **QUIET)
+    data = stream_data()
+    straight = fresh()
+    train_lm(straight, data, steps=9, **kw)
+    train_lm(fresh(), data, steps=9, ckpt=tmp_path / "ck", ckpt_every=3, **kw)  # killed below, saving step 6
+    calls, real = [], train.os.replace
+
+    def replace(src, dst):
+        calls.append(dst)
+        if len(calls) == 3 + killed_at:  # the first save (step 3) whole, the second killed at its killed_at-th file
+            raise KeyboardInterrupt
+        real(src, dst)
+    for f in tmp_path.glob("ck*"):
+        f.unlink()
+    monkeypatch.setattr(train.os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        train_lm(fresh(), data, steps=9, ckpt=tmp_path / "ck", ckpt_every=3, **kw)
+    monkeypatch.setattr(train.os, "replace", real)
+    resumed = fresh(seed=99)
+    try:
+        train_lm(resumed, data, steps=9, ckpt=tmp_path / "ck", resume=True, **kw)
+    except CheckpointError as e:
+        assert "stopped while writing this checkpoint" in str(e) and "--resume=False" in str(e)
+    else:
+        assert same_weights(straight, resumed)
+
+
 def test_a_resume_with_another_global_batch_is_refused(tmp_path):
     # a torchrun run resumed with another number of processes (the config the same) went on silently with another
     # global batch: not the run it continues, and its results.json counted every step's tokens at the new batch
