@@ -313,7 +313,12 @@ class Run:
             for f in gone:
                 f.unlink()
             print(f"--resume=False: removed the previous run's {len(gone)} output files in {self.dir}")
-        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):  # the folder, or one above it, is a file
+            file = next(d for d in (self.dir, *self.dir.parents) if d.exists() and not d.is_dir())
+            raise ConfigError(f"out_dir {self.dir}: {file} is a file, not a folder: pass a directory as "
+                              f"--out_dir") from None
         self.metrics_path = self.dir / "metrics.jsonl"
         if not first:
             return

@@ -446,3 +446,13 @@ def test_an_experiment_config_without_out_dir_is_a_config_error(tmp_path, monkey
     (tmp_path / "c.py").write_text('experiment = "no_out_dir"\n')
     assert train.main([str(tmp_path / "c.py")]) == 2
     assert "experiments/no_out_dir.py: its Config has no out_dir" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where", ["file", "file/run"])
+def test_an_out_dir_that_is_a_file_or_under_one_is_one_line(cfg_file, tmp_path, capsys, where):
+    # a file given as --out_dir (a run's results.json for its folder) ended in mkdir's FileExistsError traceback
+    (tmp_path / "file").write_text("mine\n")
+    assert train.main([cfg_file, f"--out_dir={tmp_path / where}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and f"{tmp_path / 'file'} is a file" in err and "Traceback" not in err
+    assert (tmp_path / "file").read_text() == "mine\n"
