@@ -981,6 +981,7 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
     tokenizer_name = meta.pop("tokenizer", None)
 
     step, position = 0, 0  # optimizer steps done, rows of the data stream consumed
+    last = {}  # the resumed checkpoint's metrics: a finished run rerun trains nothing and reports them
     state_path = None if ckpt is None else Path(ckpt).with_name(Path(ckpt).name + ".state.pt")
     if resume and state_path is not None and state_path.is_file():
         try:
@@ -989,6 +990,7 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
             raise CheckpointError(f"{str(e).removesuffix(RERUN)}: pass --resume=False to start this run afresh") from None
         _check_gpt_checkpoint(ckpt, saved.get("model_config"), tensors, expect=model.cfg)
         model.load_state_dict(tensors)
+        last = saved.get("metrics") or {}
         try:
             state = torch.load(state_path, map_location=device, weights_only=False)
         except Exception as e:  # truncated or not a torch file
@@ -1044,7 +1046,7 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
                     tokenizer=tokenizer_name, optimizer=opt if with_state else None, data_position=position,
                     rows_per_step=G, extra=meta)
 
-    history, train_loss, val_loss, perms = [], None, None, {}
+    history, train_loss, val_loss, perms = [], last.get("train_loss"), last.get("val_loss"), {}
     loss_sum = torch.zeros((), device=device)  # summed step losses since the last log line (no sync per step)
     t_log, steps_since = time.time(), 0
     t_start = time.time()

@@ -4,9 +4,11 @@ import copy
 import dataclasses
 import json
 import math
+import os
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import torch
@@ -282,6 +284,29 @@ def test_an_interrupted_pretraining_resumes_to_the_same_base(tmp_path, monkeypat
     with pytest.raises(train.CheckpointError, match=r"interrupted pretraining cannot be resumed .*delete its partial\.\* "
                                                     r"files \(or the whole folder\) and rerun$"):
         B.base_model(cfg_c, 0, log=lambda s: None)
+
+
+def test_a_pretraining_stopped_after_its_last_step_but_before_it_is_cached_finishes_on_the_rerun(tmp_path, monkeypatch):
+    # stopped between train_lm's final checkpoint and the rename of partial.* into the cache: the rerun resumed at the
+    # last step, trained nothing, and had no final loss to print (a TypeError traceback)
+    cfg = B.Config(cache_dir=str(tmp_path / "a"), n_docs=40, steps=4, n_layer=1, n_head=2, n_embd=16, batch_size=4)
+    real = os.replace
+
+    def stop_at_the_cache(src, dst):
+        if Path(dst).name == "model.safetensors":
+            raise KeyboardInterrupt
+        real(src, dst)
+    monkeypatch.setattr(os, "replace", stop_at_the_cache)
+    with pytest.raises(KeyboardInterrupt):
+        B.base_model(cfg, 0, log=lambda s: None)
+    monkeypatch.setattr(os, "replace", real)
+    logs = []
+    resumed, _ = B.base_model(cfg, 0, log=logs.append)
+    straight, _ = B.base_model(dataclasses.replace(cfg, cache_dir=str(tmp_path / "b")), 0, log=lambda s: None)
+    assert all(torch.equal(a, b) for a, b in zip(resumed.parameters(), straight.parameters()))
+    stem = B.cache_stem(cfg, 0, False)
+    loss = json.loads(stem.with_suffix(".json").read_text())["metrics"]["train_loss"]
+    assert len(logs) == 1 and logs[0].endswith(f"(final loss {loss:.3f})")
 
 
 def test_bf16_pretraining_has_its_own_cache_key(tmp_path):
