@@ -30,6 +30,11 @@ import typing
 import warnings
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory file locks; two runs into one out_dir are then not refused
+    fcntl = None
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -1135,6 +1140,25 @@ def cli(main, argv):
     return rc if isinstance(rc, int) else 0
 
 
+def lock_run_dir(path):
+    """Lock the run directory `path` (its own file descriptor: no lock file left behind) -> the descriptor to close
+    at the end, or None without file locks. A second command into the same out_dir while one runs there is refused:
+    both would write the same files at once, and its --resume=False would delete the other run's."""
+    if fcntl is None:
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # dropped by the OS when its holder exits, killed or not
+    except BlockingIOError:
+        os.close(fd)
+        raise ConfigError(f"another run is writing into {path} now: let it finish (or stop it) before you rerun "
+                          f"this command, or use another --out_dir") from None
+    except OSError:  # a file system without locks: run unlocked, as on Windows
+        os.close(fd)
+        return None
+    return fd
+
+
 def run_experiment(argv):
     if argv[:1] in (["-h"], ["--help"]):
         print(f"usage: {USAGE}\nconfigs: {available_configs()}")
@@ -1153,26 +1177,34 @@ def run_experiment(argv):
     norm = lambda d: Path(os.path.abspath(d))
     made = {norm(d) for d in (out, *out.parents) if d.name not in (".", "..") and not d.exists() and not norm(d).exists()}
     was_run = (out / "config.json").exists()
-    run = Run(cfg, module.__name__.split(".")[-1], argv=[sys.argv[0], *argv])
+    held = None
+    if os.environ.get("RANK", "0") == "0":  # before Run, whose --resume=False deletes the folder's files
+        with contextlib.suppress(OSError):  # a file in the way: Run says so
+            out.mkdir(parents=True, exist_ok=True)
+        held = lock_run_dir(out) if out.is_dir() else None
     try:
+        run = Run(cfg, module.__name__.split(".")[-1], argv=[sys.argv[0], *argv])
         module.run(cfg, run)
     except KeyboardInterrupt:
         # the default out_dir is a new out/<config>/<UTC time> at each command: "the same command" would start afresh
-        raise KeyboardInterrupt(f"the same command with --out_dir={shlex.quote(str(run.dir.absolute()))}") from None
+        raise KeyboardInterrupt(f"the same command with --out_dir={shlex.quote(str(out))}") from None
     except DataError:
         # a new run that stopped for its data before making anything leaves nothing behind, as a bad config: not its
         # config.json and env.json, nor the folders it made. Only empty folders are removed (rmdir), so another
         # run or a download that wrote under a folder made here keeps it; under torchrun rank 0 alone cleans up.
-        logged = (run.dir / "metrics.jsonl").is_file() and (run.dir / "metrics.jsonl").stat().st_size > 0
+        logged = (out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").stat().st_size > 0
         if not was_run and not logged and os.environ.get("RANK", "0") == "0":
             for name in ("config.json", "env.json", "metrics.jsonl"):
-                (run.dir / name).unlink(missing_ok=True)
+                (out / name).unlink(missing_ok=True)
             for d in sorted(made, key=lambda d: len(d.parts), reverse=True):  # deepest first
                 try:
                     d.rmdir()
                 except OSError:  # not empty (someone else's files), or already gone
                     pass
         raise
+    finally:
+        if held is not None:
+            os.close(held)
 
 
 def main(argv):

@@ -1,6 +1,7 @@
 """The config loader: a Python file + --key=value overrides -> a frozen, type-checked dataclass."""
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 
@@ -456,3 +457,25 @@ def test_an_out_dir_that_is_a_file_or_under_one_is_one_line(cfg_file, tmp_path, 
     err = capsys.readouterr().err
     assert err.startswith("error: ") and f"{tmp_path / 'file'} is a file" in err and "Traceback" not in err
     assert (tmp_path / "file").read_text() == "mine\n"
+
+
+def test_a_second_command_into_the_out_dir_of_a_run_still_going_is_refused(tmp_path, capsys):
+    # two commands into one out_dir at once wrote the same checkpoint's temp file together (one ended in a
+    # FileNotFoundError traceback, the file could be left mixed), and --resume=False deleted the other run's files
+    out = tmp_path / "run"
+    argv = [str(train.ROOT / "configs/lm_tiny.py"), "--steps=2", "--warmup=1", "--n_docs=60", "--batch_size=2",
+            "--eval_every=0", f"--out_dir={out}"]
+    out.mkdir()
+    (out / "model.state.pt").write_bytes(b"the other run's")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    import fcntl
+    held = os.open(out, os.O_RDONLY)  # the first command, still running, holds the folder's lock
+    fcntl.flock(held, fcntl.LOCK_EX)
+    try:
+        for extra in ([], ["--resume=False"]):
+            assert train.main(argv + extra) == 2
+            assert f"another run is writing into {out} now" in capsys.readouterr().err
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing written or deleted
+    finally:
+        os.close(held)
+    assert train.main(argv + ["--resume=False"]) == 0  # once it has finished
