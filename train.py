@@ -900,7 +900,7 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
 # --- GPT checkpoints: NAME.safetensors + NAME.json (+ NAME.state.pt to resume) ---------------------
 
 def save_lm(stem, model, *, step, seed, metrics=None, tokenizer=None, optimizer=None, data_position=None,
-            rows_per_step=None, extra=None):
+            rows_per_step=None, extra=None, loss_interval=None):
     """Weights of the plain model (pass the uncompiled, unwrapped one: no `_orig_mod.`/`module.`
     prefixes), metadata JSON, and, when an optimizer is given, the resume state (with `rows_per_step`, the global
     batch, which a resume must match). All writes atomic."""
@@ -911,7 +911,7 @@ def save_lm(stem, model, *, step, seed, metrics=None, tokenizer=None, optimizer=
     if optimizer is not None:  # the state first and the .json last: a run killed between the three files leaves a
         # .json whose step differs from the state's, which train_lm's resume refuses (not weights of another step)
         state = {"step": step, "data_position": data_position, "rows_per_step": rows_per_step,
-                 "optimizer": optimizer.state_dict(),
+                 "loss_interval": loss_interval, "optimizer": optimizer.state_dict(),
                  "rng": {"torch": torch.get_rng_state(),
                          "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}}
         path = Path(stem).with_name(Path(stem).name + ".state.pt")
@@ -987,6 +987,7 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
 
     step, position = 0, 0  # optimizer steps done, rows of the data stream consumed
     last = {}  # the resumed checkpoint's metrics: a finished run rerun trains nothing and reports them
+    carried = None  # the resumed log interval's steps before the checkpoint, and their summed loss
     state_path = None if ckpt is None else Path(ckpt).with_name(Path(ckpt).name + ".state.pt")
     if resume and state_path is not None and state_path.is_file():
         try:
@@ -1008,6 +1009,8 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
                 torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
             step, position = int(state["step"]), int(state["data_position"])
             saved_rows = state.get("rows_per_step")  # absent in states saved before it was recorded
+            carried = state.get("loss_interval")  # absent (or None: at a log line) likewise
+            carried = (carried["loss_sum"].to(device), int(carried["steps"])) if carried else None
         except Exception as e:
             raise CheckpointError(f"{state_path} is not a resume state of this run ({type(e).__name__}: {e}): delete "
                                   f"it to start from the beginning, or pass --resume=False") from None
@@ -1045,15 +1048,19 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
         t_log += time.time() - t  # keep evaluation out of ms/step
         return v
 
-    def save(stem, with_state):
+    def save(stem, with_state, loss_interval=None):
         if rank == 0:
             save_lm(stem, model, step=step, seed=seed, metrics={"train_loss": train_loss, "val_loss": val_loss},
                     tokenizer=tokenizer_name, optimizer=opt if with_state else None, data_position=position,
-                    rows_per_step=G, extra=meta)
+                    rows_per_step=G, extra=meta, loss_interval=loss_interval)
 
     history, train_loss, val_loss, perms = [], last.get("train_loss"), last.get("val_loss"), {}
     loss_sum = torch.zeros((), device=device)  # summed step losses since the last log line (no sync per step)
-    t_log, steps_since = time.time(), 0
+    t_log, steps_since, untimed = time.time(), 0, 0  # untimed: steps of this interval before the resume
+    if carried and carried[1]:  # resumed inside a log interval: its line is the mean over all of its steps
+        if rank == 0:  # the saved sum is every rank's
+            loss_sum += carried[0]
+        steps_since = untimed = carried[1]
     t_start = time.time()
     model.train()
     # disable=None: a bar on a terminal only, so that a log redirected to a file holds the log lines alone
@@ -1089,7 +1096,7 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
             if world > 1:
                 dist.all_reduce(loss_sum)
             train_loss = loss_sum.item() / world / steps_since  # .item() syncs with the device: once per interval
-            dt = (time.time() - t_log) / steps_since
+            dt = (time.time() - t_log) / (steps_since - untimed)
             record = {"stage": desc, "step": step, "loss": train_loss, "lr": opt.param_groups[0]["lr"],
                       "ms_per_step": 1000 * dt, "tokens_per_s": G * T / dt}
             if peak:
@@ -1100,9 +1107,12 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
                         f"{record['ms_per_step']:.1f} ms/step | {record['tokens_per_s']:,.0f} tok/s")
                 (tqdm.write if progress else print)(line + (f" | mfu {record['mfu']:.1%}" if peak else ""))
             loss_sum.zero_()
-            t_log, steps_since = time.time(), 0
+            t_log, steps_since, untimed = time.time(), 0, 0
         if ckpt is not None and ckpt_every and step % ckpt_every == 0 and step < steps:
-            save(ckpt, with_state=True)
+            interval = loss_sum.clone()  # the steps since the last log line, for a resume from here
+            if world > 1:
+                dist.all_reduce(interval)
+            save(ckpt, with_state=True, loss_interval={"loss_sum": interval.cpu(), "steps": steps_since})
         if ckpt is not None and step in ckpt_steps:
             save(f"{ckpt}_step{step}", with_state=False)
 

@@ -217,6 +217,28 @@ def test_a_run_killed_while_writing_a_checkpoint_resumes_exactly_or_is_refused(t
         assert same_weights(straight, resumed)
 
 
+def test_a_resume_between_log_lines_logs_the_losses_of_an_uninterrupted_run(tmp_path, monkeypatch):
+    # a checkpoint between two log lines (ckpt_every 4, log_every 3) lost the losses of the steps since the last
+    # line: the resumed run's next line, and so results.json's last train loss, was the mean of fewer steps
+    import train
+    kw = dict(batch_size=4, lr=1e-2, warmup=2, log_every=3, progress=False)
+    data = stream_data()
+    straight = train_lm(fresh(), data, steps=9, **kw)
+    real = train.save_lm
+
+    def save_then_stop(*a, **k):
+        real(*a, **k)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(train, "save_lm", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train_lm(fresh(), data, steps=9, ckpt=tmp_path / "ck", ckpt_every=4, **kw)  # stopped at step 4
+    monkeypatch.setattr(train, "save_lm", real)
+    resumed = train_lm(fresh(), data, steps=9, ckpt=tmp_path / "ck", resume=True, **kw)
+    assert resumed["start_step"] == 4
+    assert [(r["step"], r["loss"]) for r in resumed["history"]] == [(r["step"], r["loss"]) for r in straight["history"][1:]]
+    assert resumed["train_loss"] == straight["train_loss"]
+
+
 def test_a_resume_with_another_global_batch_is_refused(tmp_path):
     # a torchrun run resumed with another number of processes (the config the same) went on silently with another
     # global batch: not the run it continues, and its results.json counted every step's tokens at the new batch
