@@ -141,6 +141,8 @@ def init_mlp_params(seeds, sizes, n_classes, init, device, tag):
 # built on that one mechanism: `run_with_cache` attaches hooks that store tensors, `inject` attaches a
 # hook that adds vectors. With a KV cache the hooks see only the new columns ([B, 1, C] per decode
 # step); `GPT.offset` is the column of their first position.
+# torch.compile does not see hooks attached after it traced the model, so while a `hooks` block is open
+# a compiled GPT runs its forward eagerly (GPT.n_hooked).
 #
 # The attention pattern is never materialised by the fast path (SDPA). When `blocks.{i}.attn.pattern`
 # is hooked, that layer also computes softmax(q k^T / sqrt(hs)) explicitly and passes it to the hook;
@@ -310,6 +312,7 @@ class GPT(nn.Module):
         self.register_buffer("cos", cos, persistent=False)  # [block_size, hs/2]; not saved: a function of cfg
         self.register_buffer("sin", sin, persistent=False)
         self.offset = 0  # column of the current forward's first position (nonzero only when decoding with a KV cache)
+        self.n_hooked = 0  # `hooks` blocks open: torch.compile guards on it (it does not on the hooks themselves)
         self.init_weights(generator)
 
     @torch.no_grad()
@@ -340,6 +343,10 @@ class GPT(nn.Module):
         call extends by T columns. targets [B, T]: return per-token losses instead of logits.
         keep [B, T] bool: unembed only those k positions (row-major order) and return logits [k, V] or
         losses [k]; a fine-tune that trains a few positions per row skips most of the unembedding."""
+        if self.n_hooked and torch.compiler.is_compiling():
+            # a compiled graph would silently skip hooks attached after it was traced (or keep the ones it was traced
+            # with): with hooks on, torch.compile(model) runs this forward eagerly, so every hook runs as it would
+            return self._eager_forward(idx, mask, cache, targets, keep)
         B, T = idx.shape
         t0 = cache.pos if cache is not None else 0
         if t0 + T > self.cfg.block_size:
@@ -372,6 +379,10 @@ class GPT(nn.Module):
             return logits
         return F.cross_entropy(logits.float().flatten(0, -2), targets.flatten(), reduction="none").view(targets.shape)
 
+    @torch.compiler.disable
+    def _eager_forward(self, *args):
+        return self.forward(*args)
+
     # --- hooks --------------------------------------------------------------------------------------
 
     def hook_names(self):
@@ -388,12 +399,14 @@ class GPT(nn.Module):
         """`with model.hooks({name: fn, ...}):` attach fn(tensor, name) -> tensor | None at each named
         point for the duration of the block; they are removed on exit, also after an exception."""
         handles = []
+        self.n_hooked += 1
         try:
             for name, fn in fns.items():
                 point = self.hook_point(name)
                 handles.append(point.register_forward_hook(lambda mod, args, out, fn=fn, name=name: _run_hook(fn, out, name)))
             yield self
         finally:
+            self.n_hooked -= 1
             for h in handles:
                 h.remove()
 

@@ -188,6 +188,27 @@ def test_hooks_are_removed_after_the_block_and_after_an_exception():
 
 
 @torch.no_grad()
+def test_hooks_run_on_a_compiled_model_and_leave_it_with_the_block():
+    """torch.compile guards on neither hook dicts nor the hook functions: a compiled model ran its cached graph
+    without the hooks attached later (a reading hook never called, a patch silently not applied), or kept the ones
+    it was traced with. The eager backend is enough to see it: the guards are dynamo's, not the compiler's."""
+    model, idx = tiny(init_std=0.3), tokens(2, 9)
+    compiled = torch.compile(model, backend="eager")
+    plain = compiled(idx)  # traced without hooks
+    assert torch.equal(plain, model(idx))
+    seen = {}
+    with model.hooks({"blocks.0.mlp_out": lambda t, n: seen.__setitem__(n, t.clone()),
+                      "blocks.1.attn.pattern": lambda t, n: seen.__setitem__(n, t.clone())}):
+        read = compiled(idx)
+    assert sorted(seen) == ["blocks.0.mlp_out", "blocks.1.attn.pattern"] and torch.equal(read, plain)
+    for patch in (lambda t, n: torch.zeros_like(t), lambda t, n: 2 * t):  # each block's own hook, not the first one's
+        with model.hooks({"blocks.0.mlp_out": patch}):
+            want, got = model(idx), compiled(idx)
+        assert torch.equal(got, want) and not torch.allclose(got, plain)
+    assert torch.equal(compiled(idx), plain)  # and none left after the block
+
+
+@torch.no_grad()
 def test_patching_a_layer_output_transfers_the_other_runs_logits():
     model = tiny(init_std=0.3)
     a, b = tokens(2, 9, seed=1), tokens(2, 9, seed=2)
