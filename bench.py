@@ -57,12 +57,24 @@ def run_experiment(n_seeds, device, extra):
     return wall, rss, res
 
 
+def bench_device(name):
+    """--device as a torch.device ("auto": a GPU when there is one, as train.py reads it). A device this machine lacks
+    is train.check_device's ConfigError, one line before any work (main prints it), not a traceback from CUDA's lazy
+    init, nor every case failing on it."""
+    from train import check_device
+    if name in ("", "auto"):
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    check_device(name)
+    return torch.device(name)
+
+
 def bench_mnist(argv):
     p = argparse.ArgumentParser(prog="bench.py mnist")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seeds", default=None, help="comma-separated seed counts (default 1,25 on CPU, 1,100,100 on CUDA)")
     p.add_argument("--extra", default="", help="extra overrides for train.py, space separated (quoted as in a shell)")
     args = p.parse_args(argv)
+    args.device = str(bench_device(args.device))
     cuda = torch.device(args.device).type == "cuda"  # cuda:1 too: its defaults, and that card's name
     seeds = [int(s) for s in (args.seeds or ("1,100,100" if cuda else "1,25")).split(",")]
     from train import cpu_name
@@ -170,7 +182,7 @@ def bench_gpt(argv):
     p.add_argument("--budget", type=float, default=220,
                    help="seconds for all cases (default 220: a few minutes on a CPU); later cases are skipped past it")
     args = p.parse_args(argv)
-    device = torch.device(args.device)
+    device = bench_device(args.device)
     if args.threads and device.type == "cpu":
         torch.set_num_threads(args.threads)
     if device.type == "cuda":
@@ -245,10 +257,10 @@ def bench_lists(argv):
     p.add_argument("--batch", type=int, default=2000)
     p.add_argument("--naive", type=int, default=100, help="prompts for the one-at-a-time loop")
     args = p.parse_args(argv)
-    device = torch.device(args.device)
+    device = bench_device(args.device)
     if args.threads and device.type == "cpu":
         torch.set_num_threads(args.threads)
-    cfg = B.Config(device=args.device)
+    cfg = B.Config(device=str(device))
     tok = W.build_tokenizer()
     if B.cache_stem(cfg, 0, False).with_suffix(".json").is_file():
         model, what = B.base_model(cfg, 0)[0], "cached world base (seed 0)"
@@ -344,7 +356,12 @@ def bench_students(argv):
 def main(argv):
     benches = {"mnist": bench_mnist, "gpt": bench_gpt, "lists": bench_lists, "students": bench_students}
     if argv[:1] and argv[0] in benches:  # the bench's own parser reads the rest, --help included
-        return benches[argv[0]](argv[1:])
+        from train import ConfigError
+        try:
+            return benches[argv[0]](argv[1:])
+        except ConfigError as e:  # a device this machine lacks: one line and exit status 2, as train.py
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", choices=list(benches))
     p.parse_args(argv)  # prints the help, or the error, and exits

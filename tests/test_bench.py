@@ -272,11 +272,34 @@ def test_bench_mnist_seeds_extra_and_gpu_defaults(monkeypatch, capsys):
     assert capsys.readouterr().out.endswith("| 2 | 2.0 | 1.00 | nan | 0.900 | nan | nan |\n")
     monkeypatch.setattr(bench, "run_experiment", lambda n, device, extra: runs.append((n, device, extra)) or (2.0, 1.0, RESULTS))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: f"NVIDIA H200 ({device})")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a machine with two GPUs
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     for device in ("cuda", "cuda:1"):
         runs.clear()
         bench.bench_mnist([f"--device={device}"])
         assert runs == [(1, device, []), (100, device, []), (100, device, [])], device
         assert f", default config, NVIDIA H200 ({device}), torch " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("which", ["mnist", "gpt", "lists"])
+def test_a_device_this_machine_lacks_is_one_line_and_exit_status_2_before_any_work(which, monkeypatch, capsys):
+    """--device=cuda on a CPU machine, or a misspelt device, ended in a traceback (CUDA's lazy init, torch.device), or
+    with every case failing on it (gpt on mps) and exit status 0: now train.check_device's one line, exit status 2."""
+    calls, _ = gpt_stubs(monkeypatch)
+    monkeypatch.setattr(bench, "run_experiment", lambda *a: calls.append(a))
+    monkeypatch.setattr(GPT, "generate", lambda *a, **kw: calls.append(a))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    for device, says in [("cuda", "this torch has no usable CUDA"), ("cuda:1", "this torch has no usable CUDA"),
+                         ("mps", "MPS is not available here"), ("gpu", "is not a torch device")]:
+        assert bench.main([which, f"--device={device}"]) == 2, device
+        out, err = capsys.readouterr()
+        assert err.startswith(f"error: device '{device}' ") and says in err and err.count("\n") == 1 and out == ""
+    assert calls == []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a machine with one GPU: cuda:1 is not there
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert bench.main([which, "--device=cuda:1"]) == 2
+    assert capsys.readouterr().err == "error: device 'cuda:1': this machine has 1 CUDA device(s)\n" and calls == []
 
 
 # ----------------------------------------------------------------------------------------------------
