@@ -68,15 +68,26 @@ def bench_device(name):
     return torch.device(name)
 
 
+def seed_counts(text):
+    """--seeds: comma-separated counts >= 1 (a typo is argparse's one line, not a traceback, nor a child run that fails)."""
+    try:
+        counts = [int(s) for s in text.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give seed counts >= 1, comma-separated, e.g. --seeds=1,25")
+    return counts
+
+
 def bench_mnist(argv):
     p = argparse.ArgumentParser(prog="bench.py mnist")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--seeds", default=None, help="comma-separated seed counts (default 1,25 on CPU, 1,100,100 on CUDA)")
+    p.add_argument("--seeds", type=seed_counts, default=None, help="comma-separated seed counts (default 1,25 on CPU, 1,100,100 on CUDA)")
     p.add_argument("--extra", default="", help="extra overrides for train.py, space separated (quoted as in a shell)")
     args = p.parse_args(argv)
     args.device = str(bench_device(args.device))
     cuda = torch.device(args.device).type == "cuda"  # cuda:1 too: its defaults, and that card's name
-    seeds = [int(s) for s in (args.seeds or ("1,100,100" if cuda else "1,25")).split(",")]
+    seeds = args.seeds or ([1, 100, 100] if cuda else [1, 25])
     from train import cpu_name
     name = torch.cuda.get_device_name(args.device) if cuda else f"{cpu_name()}, {torch.get_num_threads()} threads"
     rows = []

@@ -281,6 +281,18 @@ def test_bench_mnist_seeds_extra_and_gpu_defaults(monkeypatch, capsys):
         assert f", default config, NVIDIA H200 ({device}), torch " in capsys.readouterr().out
 
 
+def test_bench_mnist_refuses_bad_seed_counts_in_one_line_before_any_run(monkeypatch, capsys):
+    """--seeds=1,2S (a typo) ended in int()'s ValueError traceback; --seeds=0 ran a child that failed (exit status 1)."""
+    runs = []
+    monkeypatch.setattr(bench, "run_experiment", lambda *a: runs.append(a))
+    for bad in ("1,2S", "0", "25,-1", "", "1,,25"):
+        with pytest.raises(SystemExit) as e:
+            bench.main(["mnist", "--device=cpu", f"--seeds={bad}"])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and f"error: argument --seeds: {bad!r}: give seed counts >= 1" in err, bad
+        assert "Traceback" not in err and runs == []
+
+
 @pytest.mark.parametrize("which", ["mnist", "gpt", "lists"])
 def test_a_device_this_machine_lacks_is_one_line_and_exit_status_2_before_any_work(which, monkeypatch, capsys):
     """--device=cuda on a CPU machine, or a misspelt device, ended in a traceback (CUDA's lazy init, torch.device), or
