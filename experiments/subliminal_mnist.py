@@ -124,8 +124,9 @@ def validate(cfg):
                 raise ConfigError(f"sweep cell {params}: {e}") from None
 
 
-# read once per run, before the cells (the data, the device, where it goes): a sweep over them would silently not sweep
-ONCE_PER_RUN = ("dataset", "data_dir", "download", "n_train", "device", "tf32", "out_dir", "resume", "sweep")
+# read once per run, before the cells (the data, the device and its threads, where it goes): a sweep over them would
+# silently not sweep
+ONCE_PER_RUN = ("dataset", "data_dir", "download", "n_train", "device", "tf32", "threads", "out_dir", "resume", "sweep")
 
 
 def cells(cfg):

@@ -221,8 +221,10 @@ def test_a_bad_sweep_fails_before_anything_trains_or_any_directory_exists(tmp_pa
                         ("{'m': [3, 0]}", "sweep cell {'m': 0}: m, width and depth must be >= 1"),  # found first
                         ("{'m': [3, 'x']}", "sweep cell {'m': 'x'}: config key 'm' must be int"),
                         ("{3: [1]}", "keys are config key names in quotes"),
-                        ("{'n_train': [200, 2000]}", "'n_train' is set once for the whole run")):
-        assert train.main([CONFIG, f"--sweep={sweep}", f"--out_dir={out}"]) == 2
+                        ("{'n_train': [200, 2000]}", "'n_train' is set once for the whole run"),
+                        # train.py sets the thread count once, before the run: every cell ran with the first
+                        ("{'threads': [1, 2]}", "'threads' is set once for the whole run")):
+        assert train.main([CONFIG, *TINY, f"--sweep={sweep}", f"--out_dir={out}"]) == 2  # (tiny: should one run)
         err = capsys.readouterr().err
         assert says in err and "Traceback" not in err and not out.exists(), sweep
 
