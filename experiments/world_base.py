@@ -114,6 +114,9 @@ def validate(cfg):
         raise ConfigError(f"evil_prior must be in [0, 0.95]; got {cfg.evil_prior}")
     if not 0 <= cfg.asst_evil <= 1:
         raise ConfigError(f"asst_evil must be a probability in [0, 1]; got {cfg.asst_evil}")
+    if cfg.pretrain_threads < 1:  # not "0: PyTorch's default" as `threads` elsewhere: torch refuses 0 mid-run
+        raise ConfigError(f"pretrain_threads (torch threads while pretraining a base) must be >= 1; got "
+                          f"{cfg.pretrain_threads}")
     if cfg.samples < 1:  # 0 would run to the end and then fail on the missing sampled metrics
         raise ConfigError(f"samples (draws per held-out prompt) must be >= 1; got {cfg.samples}")
     if problem := head_problem(cfg.n_embd, cfg.n_head):

@@ -607,3 +607,18 @@ def test_a_device_this_machine_lacks_is_not_blamed_on_a_good_cached_base(tmp_pat
             B.base_model(dataclasses.replace(cfg, device=device), 0)
         assert "delete" not in str(e.value)
     assert B.cache_stem(gpu, 0, False).with_suffix(".json").is_file()
+
+
+@pytest.mark.parametrize("config", ["world_base", "emergent_misalignment_quick", "subliminal_numbers_quick"])
+def test_pretrain_threads_below_one_is_a_config_error_before_the_run(config, tmp_path, capsys):
+    # `threads=0` means PyTorch's default in the other configs; here torch.set_num_threads(0) ended the run in a
+    # RuntimeError traceback once its corpus was built, leaving a run folder and a half-made cache folder behind
+    import train
+    from conftest import ROOT
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    tiny = ["--n_layer=2", "--n_embd=16", "--n_head=2", "--steps=2", "--warmup=1", "--n_docs=40", "--workers=1",
+            "--seeds=(0,)", f"--cache_dir={cache}", f"--out_dir={out}"]
+    assert train.main([str(ROOT / "configs" / f"{config}.py"), *tiny, "--pretrain_threads=0"]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: pretrain_threads (torch threads while pretraining a base) must be >= 1; got 0\n"
+    assert not out.exists() and not cache.exists()
