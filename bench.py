@@ -79,6 +79,17 @@ def seed_counts(text):
     return counts
 
 
+def thread_count(text):
+    """--threads: a count >= 0, 0 keeping PyTorch's default (torch.set_num_threads refuses 0 and below mid-bench)."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a thread count >= 1, or 0 for PyTorch's default")
+    return n
+
+
 def bench_mnist(argv):
     p = argparse.ArgumentParser(prog="bench.py mnist")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -188,7 +199,7 @@ def bench_gpt_sample(shape, batch, prompt_len, new, device):
 def bench_gpt(argv):
     p = argparse.ArgumentParser(prog="bench.py gpt")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads; 1 by default: on our shared 2-core "
+    p.add_argument("--threads", type=thread_count, default=1, help="CPU threads; 1 by default: on our shared 2-core "
                    "machines a second thread stalls whenever another job holds a core (0: PyTorch's default)")
     p.add_argument("--budget", type=float, default=220,
                    help="seconds for all cases (default 220: a few minutes on a CPU); later cases are skipped past it")
@@ -264,7 +275,7 @@ def bench_lists(argv):
     from model import GPT, GPTConfig
     p = argparse.ArgumentParser(prog="bench.py lists")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=thread_count, default=1, help="CPU threads (0: PyTorch's default)")
     p.add_argument("--batch", type=int, default=2000)
     p.add_argument("--naive", type=int, default=100, help="prompts for the one-at-a-time loop")
     args = p.parse_args(argv)
@@ -314,11 +325,12 @@ def bench_students(argv):
     from model import generator
     from train import finetune, make_lm_optimizer, soft_kl
     p = argparse.ArgumentParser(prog="bench.py students")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=thread_count, default=1, help="CPU threads (0: PyTorch's default)")
     p.add_argument("--lists", type=int, default=4000)
     p.add_argument("--steps", type=int, default=100)
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    if args.threads:  # 0: PyTorch's default, as in the other benches
+        torch.set_num_threads(args.threads)
     cfg = S.Config()
     base, tok = B.base_model(cfg, 0)  # pretrains and caches it if needed (minutes)
     teacher = S.Teacher(base)

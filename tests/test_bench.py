@@ -332,6 +332,24 @@ def test_bench_lists_table(monkeypatch, tmp_path, capsys):
     assert all(0 < int(r[2]) <= 12 * int(r[1]) for r in rows) and rows[-1][-1] == "1.0x"
 
 
+def test_threads_zero_keeps_torchs_default_and_a_negative_count_is_one_line(monkeypatch, capsys):
+    """--threads=0 is PyTorch's default in gpt and lists; students passed it to torch.set_num_threads, a RuntimeError
+    traceback (as --threads=-1 was in every bench)."""
+    threads = []
+    monkeypatch.setattr(torch, "set_num_threads", threads.append)
+    from experiments import world_base as B
+    monkeypatch.setattr(B, "base_model", lambda cfg, seed: (_ for _ in ()).throw(KeyboardInterrupt("stop here")))
+    with pytest.raises(KeyboardInterrupt, match="stop here"):  # past the thread count: the bench's work starts
+        bench.main(["students", "--threads=0"])
+    assert threads == []
+    for which in ("gpt", "lists", "students"):
+        with pytest.raises(SystemExit) as e:
+            bench.main([which, "--threads=-1"])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and "error: argument --threads: '-1': give a thread count >= 1, or 0" in err, which
+    assert threads == []
+
+
 def test_bench_students_table(monkeypatch, capsys):
     """Runs at a tiny size (stubbed base model and lists); the soft row's finetune distils the teacher's numbers."""
     from data import world as W
