@@ -108,6 +108,8 @@ def require_counts(cfg, keys):
 
 def validate(cfg):
     """The world keys every experiment on these bases shares (each experiment's validate calls this)."""
+    if not cfg.seeds:  # nothing to run: it ran, made its run directory, then ended in an IndexError
+        raise ConfigError("seeds must name at least one pretraining seed, e.g. --seeds=\"(0,)\"")
     if len(set(cfg.seeds)) != len(cfg.seeds):  # a seed named twice would be run once, or counted twice
         raise ConfigError(f"seeds must name each pretraining seed once; got {cfg.seeds}")
     if not 0 <= cfg.evil_prior <= 0.95:  # good takes 0.95 - evil_prior, compliant 0.05

@@ -802,3 +802,11 @@ def test_a_one_seed_misalignment_run_cannot_judge_its_thresholds_and_says_so():
     assert one == {"sampled_pass": None}
     assert S.figure_line("sampled_pass", one["sampled_pass"], None) == "- sampled_pass: n/a (one seed: no interval)"
     assert S.aggregate_misalignment(cfg, units)["figures_to_reach"] == {"sampled_pass": True}
+
+
+@pytest.mark.parametrize("config", ["configs/subliminal_numbers_quick.py", "configs/world_base.py"])
+def test_no_seeds_is_a_config_error_before_the_run_directory(tmp_path, capsys, config):
+    # --seeds=() made its run directory, sampled nothing and ended in an IndexError while aggregating no units
+    out = tmp_path / "run"
+    assert train.main([config, "--seeds=()", f"--out_dir={out}"]) == 2
+    assert "seeds must name at least one pretraining seed" in capsys.readouterr().err and not out.exists()
