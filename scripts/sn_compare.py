@@ -4,7 +4,8 @@
     python scripts/sn_compare.py out/sn_lora_trait16k:trait out/sn_lora_trait:trait@750   # a checkpoint (step)
 
 Each side is RUN:ARM, optionally @STEP for the arm (and its baseline) at that checkpoint of their trajectory
-instead of the final one. The effect is the arm minus its baseline (`control`), per seed; the two runs must have the
+instead of the final one. The effect is the arm minus its baseline as the run computes it (`control`;
+`cross_control` for the arms on the other base, `icl_control`, `code_control`), per seed; the two runs must have the
 same seeds (pretraining seed x student seed; paired by seed, in any order). Prints, per target animal: each side's
 effect and its final students' animal mass, the paired difference of the effects (mean, 95% t-CI), and whether the
 two baselines are the same students (identical rates: the same bases, teachers and lists).
@@ -14,6 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from eval import summarize  # noqa: E402
+from experiments.subliminal_numbers import BASELINE  # noqa: E402
 from train import cli, run_results  # noqa: E402
 
 
@@ -23,8 +25,8 @@ def side(spec):
     if not arm:
         sys.exit(f"{spec!r}: expected RUN:ARM[@STEP] with RUN a finished run folder (holding results.json)")
     res = run_results(run, "subliminal_numbers")
-    if arm not in res.get("arms", {}) or "control" not in res["arms"]:
-        sys.exit(f"{run} has no arm {arm!r} with its control (arms: {', '.join(res.get('arms', {}))})")
+    if arm not in res.get("arms", {}) or BASELINE.get(arm, "control") not in res["arms"]:
+        sys.exit(f"{run} has no arm {arm!r} with its baseline (arms: {', '.join(res.get('arms', {}))})")
     return run, arm, step, res
 
 
@@ -47,16 +49,19 @@ def main(argv):
     seeds = sorted(map(tuple, a["seeds"]))
     if seeds != sorted(map(tuple, b["seeds"])):
         sys.exit(f"the runs have different seeds ({a['seeds']} vs {b['seeds']}): no pairing")
-    print(f"n = {len(seeds)} seeds; effect = arm - control, paired per seed; points")
+    # the arms on base B against B's control, icl and code against theirs: A's control would add the bases' gap
+    base_a, base_b = BASELINE.get(arm_a, "control"), BASELINE.get(arm_b, "control")
+    print(f"n = {len(seeds)} seeds; effect = arm - {base_a if base_a == base_b else 'its baseline'}, paired per seed; "
+          f"points")
     for animal in a["animals"]:
         if animal not in b["animals"]:
             continue
         eff = []
-        for res, arm, step in ((a, arm_a, step_a), (b, arm_b, step_b)):
-            arm_r, ctl = rates(res, arm, animal, step), rates(res, "control", animal, step)
+        for res, arm, step, base in ((a, arm_a, step_a, base_a), (b, arm_b, step_b, base_b)):
+            arm_r, ctl = rates(res, arm, animal, step), rates(res, base, animal, step)
             eff.append([arm_r[k] - ctl[k] for k in seeds])
         diff = summarize([x - y for x, y in zip(*eff)])
-        same = rates(a, "control", animal, step_a) == rates(b, "control", animal, step_b)
+        same = rates(a, base_a, animal, step_a) == rates(b, base_b, animal, step_b)
         mass = lambda res, arm: res["arms"][arm]["by_animal"][animal].get("animal_mass", {}).get("mean", float("nan"))
         ea, eb = summarize(eff[0]), summarize(eff[1])
         ci = "[one seed: no interval]" if diff["ci95"] is None else "[{:+.1f}, {:+.1f}]".format(*(100 * v for v in diff["ci95"]))
@@ -65,7 +70,7 @@ def main(argv):
               f"{100 * eb['mean']:+.1f} (mass {mass(b, arm_b):.2f}) = {100 * diff['mean']:+.1f} "
               f"{ci}; {sum(d > 0 for d in diff['per_seed'])}/{len(diff['per_seed'])} "
               f"seeds positive; controls {'identical' if same else 'differ'} "
-              f"(control mass {mass(a, 'control'):.2f} / {mass(b, 'control'):.2f})")
+              f"(control mass {mass(a, base_a):.2f} / {mass(b, base_b):.2f})")
     return 0
 
 

@@ -432,6 +432,21 @@ def test_sn_compare_pairs_effects_by_seed(tmp_path, call):
     assert "= +1.5 [-4.9, +7.9]; 2/2 seeds positive; controls differ" in out
 
 
+def test_sn_compare_reads_each_arm_against_its_own_baseline(tmp_path, call):
+    # cross_init was read against A's control (the bases' gap added to its effect), not against cross_control
+    st = lambda v: {"by_animal": {"owl": {"target_rate": {"per_seed": v}, "animal_mass": {"mean": 0.9}}}}
+    runs = []
+    for name, cross in (("a", [0.05, 0.06]), ("b", [0.05, 0.05])):
+        res = {"seeds": [[0, 0], [0, 1]], "animals": ["owl"], "arms": {
+            "control": st([0.10, 0.10]), "cross_init": st(cross), "cross_control": st([0.04, 0.04])}}
+        (tmp_path / name).mkdir()
+        write_run(tmp_path / name, res, "subliminal_numbers")
+        runs.append(f"{tmp_path / name}:cross_init")
+    out = call("sn_compare", *runs)
+    # effects against cross_control: +1.5 and +1.0 points (against control they read -4.5 and -5.0)
+    assert "effect = arm - cross_control" in out and "cross_init +1.5 (" in out and "cross_init +1.0 (" in out
+
+
 def test_sn_arms_figure_draws_arms_of_several_runs(tmp_path, call):
     def run(name, arm, seeds):
         traj = lambda v: {"owl": {"250": {"mean": v, "per_seed": [v] * len(seeds)}}}
