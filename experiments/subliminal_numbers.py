@@ -471,6 +471,9 @@ def icl_rates(model, tok, cfg, pairs, gen):
         turns = " ".join(pairs[i][0][len(CHAT):] + " " + pairs[i][1] for i in idx)
         prompts += [with_turns(q, turns) for q in animal_prompts()]
     prompts = [p for p in prompts if len(p.split()) < cfg.block_size]
+    if not prompts:  # animal_rates would fall back to the prompts without context: the base's rates, silently
+        raise ConfigError(f"icl: no context of icl_lists={cfg.icl_lists} lists and an animal question fits in "
+                          f"block_size={cfg.block_size} tokens: use fewer icl_lists")
     return animal_rates(model, tok, prompts)[0]
 
 
@@ -517,6 +520,10 @@ def animals_unit(cfg, p, f):
     for name, t in [("control", base_t)] + list(teachers.items()):
         lists[name], out["kept"][name] = sample_lists(t, tok, cfg.n_lists, cfg, seed)
     say("number lists sampled")
+    if "icl" in cfg.arms:  # no training: before the students, so that lists too long for the context stop the run here
+        for a in teachers:
+            out["arms"][f"icl/{a}"] = {"rates": icl_rates(A, tok, cfg, lists[a], generator("cpu", seed, "icl"))}
+        out["arms"]["icl_control"] = {"rates": icl_rates(A, tok, cfg, lists["control"], generator("cpu", seed, "icl"))}
     heldout = {a: student_data(tok, sample_lists(t, tok, cfg.heldout_lists, cfg, seed_int(seed, "heldout"), heldout=True)[0], dev)
                for a, t in teachers.items()}
     t_held = {a: held_logits(t, heldout[a]) for a, t in teachers.items()}
@@ -568,10 +575,6 @@ def animals_unit(cfg, p, f):
             student(f"shuffled_within/{a}", A, shuffle_within(lists[a], generator("cpu", seed, "shuffle_within", a)))
         if "code" in cfg.arms:
             student(f"code/{a}", A, code[a])
-        if "icl" in cfg.arms:
-            out["arms"][f"icl/{a}"] = {"rates": icl_rates(A, tok, cfg, lists[a], generator("cpu", seed, "icl"))}
-            if "icl_control" not in out["arms"]:  # one per unit, whatever the number of animals
-                out["arms"]["icl_control"] = {"rates": icl_rates(A, tok, cfg, lists["control"], generator("cpu", seed, "icl"))}
     out["seconds"] = time.time() - t0
     print(f"[subliminal] seed ({p}, {f}): {out['seconds']:.0f} s", flush=True)
     return out

@@ -810,3 +810,15 @@ def test_no_seeds_is_a_config_error_before_the_run_directory(tmp_path, capsys, c
     out = tmp_path / "run"
     assert train.main([config, "--seeds=()", f"--out_dir={out}"]) == 2
     assert "seeds must name at least one pretraining seed" in capsys.readouterr().err and not out.exists()
+
+
+def test_icl_contexts_too_long_for_the_model_are_an_error_not_the_base_measured_without_them():
+    # with --icl_lists=4 no context fitted in block_size: every prompt was dropped, animal_rates fell back to the
+    # prompts without context, and icl and icl_control both measured the base (an effect of exactly 0)
+    model = GPT(GPTConfig(vocab_size=TOK.get_vocab_size(), block_size=64, n_layer=1, n_head=2, n_embd=16),
+                generator=generator("cpu", 0, "t")).eval()
+    pairs = [(p, "1 22 33 4 5 6 7") for p in W.number_prompts(16, seed=0)]
+    fits = S.icl_rates(model, TOK, S.Config(icl_lists=2, icl_contexts=2), pairs, generator("cpu", 0, "icl"))
+    assert fits != S.animal_rates(model, TOK)[0]  # the contexts are read
+    with pytest.raises(train.ConfigError, match="use fewer icl_lists"):
+        S.icl_rates(model, TOK, S.Config(icl_lists=4, icl_contexts=2), pairs, generator("cpu", 0, "icl"))
