@@ -159,8 +159,9 @@ def validate(cfg):
     bad = [a for a in cfg.animals if a not in W.ANIMALS]
     if bad or not cfg.animals:
         raise ConfigError(f"animals must come from {', '.join(W.ANIMALS)}; got {cfg.animals}")
-    if cfg.mode == "dose" and any(d % cfg.student_batch for d in cfg.doses):
-        raise ConfigError(f"doses must be multiples of student_batch={cfg.student_batch}; got {cfg.doses}")
+    # an empty, zero or negative dose ran the teachers, then failed on max(()) or on sampling no list
+    if cfg.mode == "dose" and (not cfg.doses or any(d < 1 or d % cfg.student_batch for d in cfg.doses)):
+        raise ConfigError(f"doses must be positive multiples of student_batch={cfg.student_batch}; got {cfg.doses}")
     if cfg.mode == "dose" and cfg.epochs != 1:
         raise ConfigError("mode dose is one pass over the lists (the student after d lists = one epoch on d "
                           "lists): set epochs=1")

@@ -822,3 +822,11 @@ def test_icl_contexts_too_long_for_the_model_are_an_error_not_the_base_measured_
     assert fits != S.animal_rates(model, TOK)[0]  # the contexts are read
     with pytest.raises(train.ConfigError, match="use fewer icl_lists"):
         S.icl_rates(model, TOK, S.Config(icl_lists=4, icl_contexts=2), pairs, generator("cpu", 0, "icl"))
+
+
+@pytest.mark.parametrize("doses", [(), (0,), (-32, 64)])
+def test_dose_mode_needs_positive_doses(doses):
+    # each trained the teachers, then ended in a ValueError (max of no doses) or a ZeroDivisionError (0 lists sampled)
+    S.validate(S.Config(mode="dose", epochs=1.0, doses=(32, 64)))
+    with pytest.raises(train.ConfigError, match="doses must be positive multiples of student_batch=32"):
+        S.validate(S.Config(mode="dose", epochs=1.0, doses=doses))
