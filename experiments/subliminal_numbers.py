@@ -138,7 +138,8 @@ def validate(cfg):
     if cfg.code_slots or cfg.code_tasks != 1 or not cfg.lessons:  # its teachers and evaluations read the fixed code answers
         raise ConfigError("code_slots, code_tasks and lessons are emergent-misalignment world options; subliminal_numbers "
                           "runs on the default world")
-    B.require_counts(cfg, ("n_lists", "student_batch", "student_seeds", "heldout_lists", "teacher_batch", "evals"))
+    B.require_counts(cfg, ("n_lists", "student_batch", "student_seeds", "heldout_lists", "teacher_batch", "evals",
+                           "n_code", "icl_lists", "icl_contexts", "max_new", "sample_batch"))
     if not cfg.epochs > 0:
         raise ConfigError(f"epochs must be > 0; got {cfg.epochs}")
     if cfg.mode not in ("animals", "dose", "misalignment"):
