@@ -79,7 +79,8 @@ from data.tokenizer import pad_right
 from eval import fmt_stat, group_means, summarize, summarize_by
 from experiments import world_base as B
 from model import generator, seed_int
-from train import OPTIMIZERS, ConfigError, finetune, pack_pairs, soft_kl, teacher_targets, write_json
+from train import (OPTIMIZERS, ConfigError, finetune, pack_pairs, run_dir_config, run_results, soft_kl, teacher_targets,
+                   write_json)
 
 ARMS = ("trait", "control", "soft", "soft_all", "soft_cross", "cross_init", "cross_control", "shuffled", "icl",
         "code", "code_control")
@@ -1098,6 +1099,16 @@ def plot_misalignment(res, cfg, path):
 
 TABLES = {"animals": table_animals, "dose": table_dose, "misalignment": table_misalignment}
 PLOTS = {"animals": plot_animals, "dose": plot_dose, "misalignment": plot_misalignment}
+
+
+def mode_results(run_dir, mode, script):
+    """The results.json of a finished run of this experiment in `mode` (what the sn_*.py scripts read), or a
+    ConfigError naming the run's mode: each mode writes other keys (a run of another mode ended in a KeyError)."""
+    res = run_results(run_dir, "subliminal_numbers")
+    got = run_dir_config(run_dir).get("mode", mode)  # (a config.json without it predates the modes: not checked)
+    if got != mode:
+        raise ConfigError(f"{run_dir} is a run of mode {got}: {script} reads runs of mode {mode}")
+    return res
 
 
 def reevaluate(run_dir):

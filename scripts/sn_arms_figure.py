@@ -14,7 +14,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from eval import summarize  # noqa: E402
-from train import cli, run_results  # noqa: E402
+from experiments.subliminal_numbers import mode_results  # noqa: E402
+from train import cli  # noqa: E402
 
 
 def main(argv):
@@ -26,7 +27,7 @@ def main(argv):
     for spec in specs:
         run, _, arm = spec.partition(":")
         arm, _, label = arm.partition("=")
-        res = run_results(run, "subliminal_numbers")
+        res = mode_results(run, "animals", "sn_arms_figure.py")
         by = res["arms"].get(arm, {}).get("by_animal", {})
         if not by or not all("effect" in v for v in by.values()) or arm not in res.get("trajectory", {}):
             sys.exit(f"{run}: no arm {arm!r} with an effect and a trajectory (arms: {', '.join(res['arms'])})")

@@ -15,8 +15,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from eval import summarize  # noqa: E402
-from experiments.subliminal_numbers import BASELINE  # noqa: E402
-from train import cli, run_results  # noqa: E402
+from experiments.subliminal_numbers import BASELINE, mode_results  # noqa: E402
+from train import cli  # noqa: E402
 
 
 def side(spec):
@@ -24,7 +24,7 @@ def side(spec):
     arm, _, step = arm.partition("@")
     if not arm:
         sys.exit(f"{spec!r}: expected RUN:ARM[@STEP] with RUN a finished run folder (holding results.json)")
-    res = run_results(run, "subliminal_numbers")
+    res = mode_results(run, "animals", "sn_compare.py")
     if arm not in res.get("arms", {}) or BASELINE.get(arm, "control") not in res["arms"]:
         sys.exit(f"{run} has no arm {arm!r} with its baseline (arms: {', '.join(res.get('arms', {}))})")
     return run, arm, step, res

@@ -25,7 +25,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from eval import mean_ci, summarize  # noqa: E402
-from train import cli, run_results  # noqa: E402
+from experiments.subliminal_numbers import mode_results  # noqa: E402
+from train import cli  # noqa: E402
 
 
 METRICS = ("offdomain_misaligned", "valid_fraction")
@@ -176,7 +177,7 @@ def pool(runs, lists, keep=None, log=False):
     (pretraining seeds) in it; with `log`, the misaligned fractions as log_rate."""
     pooled, teachers, bases, base_valid = {}, {}, [], []
     for run in runs:
-        res = run_results(run, "subliminal_numbers")
+        res = mode_results(run, "misalignment", "sn_mis_pool.py")
         src, seeds = students(res, lists)
         tsrc = {t: {m: v[m]["per_seed"] for m in METRICS} for t, v in res.get("teachers", {}).items()
                 if all(m in v for m in METRICS)}

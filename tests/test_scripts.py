@@ -1521,6 +1521,22 @@ def test_em_at_step_refuses_an_empty_minus_and_an_unknown_option(tmp_path):
     refused(at, ["matched", run, "--minus", run, "--minus", run], match="--minus is given once")
 
 
+def test_the_sn_scripts_refuse_a_run_of_another_mode_in_one_line(tmp_path, call):
+    # sn_mis_pool.py given an animal run, or sn_compare.py given a misalignment run, ended in a KeyError
+    runs = {}
+    for mode in ("animals", "misalignment"):
+        (tmp_path / mode).mkdir()
+        write_run(tmp_path / mode, {"seeds": [[0, 0], [1, 0]], "arms": {"control": {}, "insecure": {}}},
+                  "subliminal_numbers", mode=mode)
+        runs[mode] = str(tmp_path / mode)
+    for name, argv, want in (("sn_mis_pool", [runs["animals"]], "misalignment"),
+                             ("sn_compare", [f"{runs['misalignment']}:insecure"] * 2, "animals"),
+                             ("sn_arms_figure", [f"{runs['misalignment']}:insecure", "--out", str(tmp_path / "f.png")],
+                              "animals")):
+        with pytest.raises(ConfigError, match=f"is a run of mode .*: {name}.py reads runs of mode {want}"):
+            call(name, *argv)  # a ConfigError: train.cli prints its one line, exit status 2
+
+
 def test_every_script_imports_the_project_from_any_working_directory(tmp_path):
     """Five scripts put "." on sys.path, so run from anywhere but the project root they failed at their first import
     (the others use their own path). Each script is loaded in turn with the project's modules forgotten between."""
