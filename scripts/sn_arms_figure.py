@@ -15,7 +15,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from eval import summarize  # noqa: E402
 from experiments.subliminal_numbers import mode_results  # noqa: E402
-from train import cli  # noqa: E402
+from train import check_out, cli  # noqa: E402
 
 
 def main(argv):
@@ -23,6 +23,7 @@ def main(argv):
         sys.exit(__doc__)
     i = argv.index("--out")
     out, specs = argv[i + 1], argv[:i] + argv[i + 2:]
+    check_out(out)
     sides = []
     for spec in specs:
         run, _, arm = spec.partition(":")

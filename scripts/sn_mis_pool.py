@@ -26,7 +26,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from eval import mean_ci, summarize  # noqa: E402
 from experiments.subliminal_numbers import mode_results  # noqa: E402
-from train import cli  # noqa: E402
+from train import check_out, cli  # noqa: E402
 
 
 METRICS = ("offdomain_misaligned", "valid_fraction")
@@ -77,6 +77,7 @@ def main(argv):
             log = True
         elif key == "--figure":
             figure = value
+            check_out(figure)
         elif key == "--bases":
             keep = parse_bases(value)
         elif not value.isdigit():

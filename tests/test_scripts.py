@@ -1537,6 +1537,13 @@ def test_the_sn_scripts_refuse_a_run_of_another_mode_in_one_line(tmp_path, call)
             call(name, *argv)  # a ConfigError: train.cli prints its one line, exit status 2
 
 
+def test_sn_figure_scripts_check_their_out_file_before_the_work(tmp_path, call):
+    # --out (sn_arms_figure.py) or --figure= (sn_mis_pool.py) in a missing folder ended in matplotlib's traceback
+    missing = str(tmp_path / "nodir" / "f.png")
+    refused(call, "sn_arms_figure", f"{tmp_path}:trait", "--out", missing, match="--out needs a file in an existing")
+    refused(call, "sn_mis_pool", f"--figure={missing}", str(tmp_path), match="--out needs a file in an existing")
+
+
 def test_every_script_imports_the_project_from_any_working_directory(tmp_path):
     """Five scripts put "." on sys.path, so run from anywhere but the project root they failed at their first import
     (the others use their own path). Each script is loaded in turn with the project's modules forgotten between."""
