@@ -4,9 +4,10 @@
         out/sn_lora_within:shuffled_within --out figures/subliminal_numbers_lora_order.png
 
 Each side is RUN:ARM[=LABEL] (LABEL names it in the figure; default ARM).
-Left: each arm's final effect (arm minus its own run's control, paired per seed), per target animal, mean and 95%
-t-CI. Right, one panel per animal: the rate of the teacher's animal along each arm's training, and each run's
-control (drawn once when the runs' controls are the same students).
+Left: each arm's final effect (the arm minus its baseline in its own run, paired per seed: `control`, or
+`cross_control` for the arms on the other base), per target animal, mean and 95% t-CI. Right, one panel per animal:
+the rate of the teacher's animal along each arm's training from its base, and each run's baseline students (drawn once
+when they are the same students).
 """
 import json
 import os
@@ -14,7 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from eval import summarize  # noqa: E402
-from experiments.subliminal_numbers import mode_results  # noqa: E402
+from experiments.subliminal_numbers import BASELINE, ON_B, mode_results  # noqa: E402
 from train import check_out, cli  # noqa: E402
 
 
@@ -32,6 +33,8 @@ def main(argv):
         by = res["arms"].get(arm, {}).get("by_animal", {})
         if not by or not all("effect" in v for v in by.values()) or arm not in res.get("trajectory", {}):
             sys.exit(f"{run}: no arm {arm!r} with an effect and a trajectory (arms: {', '.join(res['arms'])})")
+        if BASELINE.get(arm, "control") not in res["trajectory"]:
+            sys.exit(f"{run}: no trajectory of {arm}'s baseline {BASELINE.get(arm, 'control')}")
         sides.append((run, arm, res, label or arm))
     if len({tuple(map(tuple, r["seeds"])) for _, _, r, _ in sides}) > 1:
         sys.exit("the runs have different seeds")
@@ -49,22 +52,25 @@ def main(argv):
         axes[0].bar([k + (j - (len(animals) - 1) / 2) * w for k in range(len(sides))], m, w, yerr=err, capsize=3,
                     label=f"{a} teacher")
         ax, controls = axes[1 + j], []
-        shared = len({json.dumps(r["trajectory"]["control"][a]) for _, _, r, _ in sides}) == 1
+        # each arm beside its own baseline, from its own base (the arms on base B start from B, beside cross_control)
+        ctl = lambda arm: BASELINE.get(arm, "control")
+        start = lambda r, arm: (r.get("base_B", r["base"]) if arm in ON_B else r["base"])[a]["mean"]
+        shared = len({json.dumps(r["trajectory"][ctl(arm)][a]) for _, arm, r, _ in sides}) == 1
         for k, (run, arm, r, label) in enumerate(sides):
-            c = r["trajectory"]["control"][a]
-            if c not in controls:  # runs with the same control students: one line
+            c = r["trajectory"][ctl(arm)][a]
+            if c not in controls:  # runs with the same baseline students: one line
                 controls.append(c)
-                ax.plot([0] + [int(s) for s in c], [r["base"][a]["mean"]] + [v["mean"] for v in c.values()],
+                ax.plot([0] + [int(s) for s in c], [start(r, arm)] + [v["mean"] for v in c.values()],
                         "--", color="k" if shared else f"C{k}", lw=1,
-                        label="control" if shared else f"control ({label})")
+                        label=ctl(arm) if shared else f"{ctl(arm)} ({label})")
             t = r["trajectory"][arm][a]
-            ax.plot([0] + [int(s) for s in t], [r["base"][a]["mean"]] + [v["mean"] for v in t.values()], "o-", ms=3,
+            ax.plot([0] + [int(s) for s in t], [start(r, arm)] + [v["mean"] for v in t.values()], "o-", ms=3,
                     color=f"C{k}", label=label)
         ax.set(xlabel="student step", ylabel=f"P({a}) (mean over seeds)", title=f"{a} teacher's students")
         ax.legend(fontsize=8)
     axes[0].axhline(0, color="k", lw=0.8)
     axes[0].set_xticks(range(len(sides)), [label for *_, label in sides], fontsize=8)
-    axes[0].set(ylabel="effect on the teacher's animal, points\n(arm - control, paired)",
+    axes[0].set(ylabel="effect on the teacher's animal, points\n(arm - its baseline, paired)",
                 title=f"n = {len(sides[0][2]['seeds'])} seeds, 95% CI")
     axes[0].legend(fontsize=8)
     fig.tight_layout()

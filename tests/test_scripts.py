@@ -467,6 +467,24 @@ def test_sn_arms_figure_draws_arms_of_several_runs(tmp_path, call):
     assert not (tmp_path / "g.png").exists()
 
 
+def test_sn_arms_figure_draws_an_arm_on_base_b_from_base_b_beside_cross_control(tmp_path, call, monkeypatch):
+    """The right panel drew every arm from base A's rate beside `control` (a KeyError in a run without it), while the
+    left bars of the arms on base B are against cross_control: a cross arm now starts at base B, beside its baseline."""
+    import matplotlib.figure
+    traj = lambda v: {"owl": {"250": {"mean": v, "per_seed": [v, v]}}}
+    res = {"seeds": [[0, 0], [0, 1]], "animals": ["owl"], "base": {"owl": {"mean": 0.10}},
+           "base_B": {"owl": {"mean": 0.04}},
+           "arms": {"cross_init": {"by_animal": {"owl": {"effect": {"per_seed": [0.01, 0.03]}}}}},
+           "trajectory": {"cross_control": traj(0.05), "cross_init": traj(0.07)}}
+    (tmp_path / "r").mkdir()
+    write_run(tmp_path / "r", res, "subliminal_numbers")
+    figs = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: figs.append(fig))
+    call("sn_arms_figure", f"{tmp_path / 'r'}:cross_init", "--out", str(tmp_path / "f.png"))
+    lines = {ln.get_label(): list(ln.get_ydata()) for ln in figs[0].axes[1].get_lines()}
+    assert lines == {"cross_control": [0.04, 0.05], "cross_init": [0.04, 0.07]}
+
+
 def two_models(tok):
     """Two tiny GPTs of different inits, 2 layers x 16 wide, in eval mode."""
     cfg = GPTConfig(vocab_size=tok.get_vocab_size(), block_size=64, n_layer=2, n_head=2, n_embd=16)
