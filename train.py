@@ -1024,6 +1024,10 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
                                   f"resume with the same number of processes, or pass --resume=False to start afresh")
         if rank == 0:
             print(f"[{desc}] resumed from {ckpt} at step {step}")
+    elif resume and ckpt is not None and rank == 0 and Path(f"{ckpt}.safetensors").is_file():
+        # weights without their resume state (deleted by hand, or a weights-only save): they cannot be continued
+        # exactly, so the run starts over, and says so rather than silently overwriting them
+        print(f"[{desc}] no resume state {state_path.name} beside {ckpt}.safetensors: training from step 0")
     start_step = step
 
     fwd = torch.compile(model) if compile else model  # `model` stays the plain module we save

@@ -185,6 +185,20 @@ def test_resume_is_exact(tmp_path):
         train_lm(fresh(), data, steps=9, ckpt=tmp_path / "ck", resume=True, **kw)
 
 
+def test_weights_without_their_resume_state_restart_from_step_0_and_say_so(tmp_path, capsys):
+    kw = dict(batch_size=4, lr=1e-2, warmup=2, **QUIET)
+    data = stream_data()
+    straight = fresh()
+    train_lm(straight, data, steps=6, **kw)
+    train_lm(fresh(), data, steps=3, ckpt=tmp_path / "ck", **kw)
+    (tmp_path / "ck.state.pt").unlink()  # deleted by hand: the weights alone cannot be continued exactly
+    capsys.readouterr()
+    again = fresh()
+    out = train_lm(again, data, steps=6, ckpt=tmp_path / "ck", resume=True, **kw)
+    assert out["start_step"] == 0 and same_weights(straight, again)  # trained afresh, as a run without a checkpoint
+    assert "no resume state ck.state.pt beside" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("killed_at", [1, 2, 3])  # the checkpoint's three files are renamed into place one by one
 def test_a_run_killed_while_writing_a_checkpoint_resumes_exactly_or_is_refused(tmp_path, monkeypatch, killed_at):
     # the weights were written before the resume state: a run killed between the two resumed silently from the old
