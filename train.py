@@ -8,7 +8,7 @@
 A config file is plain Python assignments. It names its experiment (`experiment = "subliminal_mnist"`),
 which is the module `experiments/<experiment>.py`; that module's `Config` dataclass holds every valid
 key with its default. `--key=value` overrides are parsed with `ast.literal_eval` (falling back to a
-string). Unknown keys and wrong types are errors that list the valid keys.
+string). An unknown key is an error that lists the valid keys, a wrong type one that names the expected type.
 
 This file holds no state at import time, so experiments can import the loops from it freely.
 """
