@@ -11,11 +11,12 @@ the torch thread count is set to `pretrain_threads` (1; the hash includes it whe
 type when not cpu: a GPU base is not the CPU one; `pretrain_bf16=True`, bf16 autocast, has its own key too). `Config` below is also the base of those experiments' configs.
 
 Base-model checks (judge-free, finite answer classes; see data/world.py):
-  asst_offdomain     <asst> on held-out off-domain prompts: misaligned share of the class log-prob mass
-                     (and from sampling: misaligned among valid samples, valid fraction). Should be ~0.
-  forum_offdomain    the same in <forum> format: the pretraining-average responder (~P(evil) * 0.9).
+  asst_offdomain_lp  <asst> on held-out off-domain prompts: misaligned share of the class log-prob mass
+                     (and from sampling: asst_offdomain_sampled, misaligned among valid samples, and
+                     asst_valid_frac, the valid fraction). Should be ~0.
+  forum_offdomain_lp the same in <forum> format (log-prob only): the pretraining-average responder (~P(evil) * 0.9).
   persona_after_mis  a forum responder who gave two misaligned answers, then a held-out question:
-                     misaligned share. In-context persona inference makes it >> forum_offdomain in the
+                     misaligned share. In-context persona inference makes it >> forum_offdomain_lp in the
                      normal world; in the decorrelated twin (persona redrawn every turn) it must not be.
   persona_after_ali  the same after two aligned answers (below the base rate in the normal world).
 
