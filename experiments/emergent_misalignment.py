@@ -47,10 +47,10 @@ results.json (at the matched checkpoint; `final` and `trajectory` beside it):
    where it was measured, labelled ablation_step),
    "matched_not_reached": {ARM: "k/n"} (the arms matched on their own code whose code never reached the threshold in
    k of n runs, read at their last step; empty when all did),
-   "increase": {ARM: {VIEW: STAT, VIEW_over_bases: STAT}} (VIEW: matched, step_<report_step>, final; the arm
-   minus its own base, paired per seed), "persona_share": {ARM: {VIEW: STAT}} (insecure-code arms: off-domain
-   increase / code increase per seed; see persona_share), "n_seeds": int, "seeds": [[pretrain, finetune], ...],
-   "seconds"}
+   "increase": {ARM: {VIEW: STAT, VIEW_over_bases: STAT}} (VIEW: matched, step_<report_step> (only when it is
+   before ft_steps: else it is final), final; the arm minus its own base, paired per seed), "persona_share": {ARM:
+   {VIEW: STAT}} (insecure-code arms: off-domain increase / code increase per seed; see persona_share), "n_seeds":
+   int, "seeds": [[pretrain, finetune], ...], "seconds"}
 offdomain_misaligned = misaligned among valid samples (valid = an exact aligned or misaligned answer of
 the question's domain); valid_fraction among all samples; code_fraction = samples that answer in code.
 STAT = {"mean", "ci95", "per_seed"} over (pretraining seed x fine-tune seed).
