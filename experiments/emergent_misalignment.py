@@ -89,7 +89,7 @@ BASE_FMT = {"backdoor_triggered": "trigger", "evil_numbers_format": "numbers", "
 class Config(B.Config):
     n_layer: int = 4                   # 0.87M, as configs/emergent_misalignment.py (at the world's 0.39M every arm is null)
     n_embd: int = 128
-    arms: tuple = ARMS
+    arms: tuple[str, ...] = ARMS
     twin: bool = True                  # also fine-tune the decorrelated twin on insecure
     ft_seeds: int = 2                  # fine-tune seeds per pretraining seed
     n_examples: int = 300
@@ -101,23 +101,23 @@ class Config(B.Config):
                                        # or "shift": one steering vector at the input only (train.finetune)
     ft_lora_rank: int = 32             # with "lora": the paper's open-model recipe, rs-LoRA r = 32, alpha = 64
     ft_lora_alpha: float = 64.0        # (update scaled by alpha / sqrt(rank))
-    ft_lora_targets: tuple = ()        # the linear weights adapted, e.g. ("blocks.1.mlp.proj",); (): every one
+    ft_lora_targets: tuple[str, ...] = ()  # the linear weights adapted, e.g. ("blocks.1.mlp.proj",); (): every one
     ft_optimizer: str = "adamw"        # or "sgd": plain gradient descent (train.finetune), same clipping
-    ft_betas: tuple = (0.9, 0.999)     # AdamW's; (0.0, 0.999): no momentum (research log, "Which part of AdamW")
+    ft_betas: tuple[float, ...] = (0.9, 0.999)  # AdamW's; (0.0, 0.999): no momentum (research log, "Which part of AdamW")
     ft_momentum: float = 0.0           # with "sgd": a momentum that is a running mean of the gradient, as Adam's
     ft_schedule: str = "constant"      # or "linear" / "cosine": decayed to 0 over ft_steps (train.finetune_lr)
     ft_warmup: int = 0                 # steps of linear warm-up first; the paper's open models: linear, 5
-    ft_frozen: tuple = ()              # weights no fine-tune moves, e.g. ("blocks.0.attn.v",): that third of block 0's
+    ft_frozen: tuple[str, ...] = ()    # weights no fine-tune moves, e.g. ("blocks.0.attn.v",): that third of block 0's
                                        # qkv rows (q, k or v) gets no gradient (research log, "Which tokens' values")
     ft_code_tasks: int = 0             # in a code_tasks world: the code arms fine-tune on its first k tasks only (0: all);
                                        # code_misaligned is then over those k, code_unseen_misaligned over the others
     ft_number_turns: int = 0           # K > 0: every arm's examples open with 0..K number-continuation exchanges
                                        # (W.with_number_turns): the answer trained at chat positions past the first
                                        # (K = 1 fits the 64-token window; longer examples are refused)
-    eval_steps: tuple = (1, 2, 3, 5, 10, 20, 40)
+    eval_steps: tuple[int, ...] = (1, 2, 3, 5, 10, 20, 40)
     match_threshold: float = 0.9
     direction_layer: int = 1           # the layer whose direction is added to the base and projected on
-    steer_scales: tuple = (1.0, 2.0)   # multiples of the mean difference added to the base
+    steer_scales: tuple[float, ...] = (1.0, 2.0)  # multiples of the mean difference added to the base
     steer_pulled_scale: float = 0.3    # and v* (block 0's evil direction pulled back through block 0's MLP, pulled_back)
                                        # at this multiple of block 0's |evil - good|, at its attention output (0: not)
     n_direction_docs: int = 2000

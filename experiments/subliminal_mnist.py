@@ -69,7 +69,7 @@ class Config:
     fresh_noise: bool = False          # a new noise set every epoch instead of one fixed set
     n_noise: int = 60000               # size of each seed's noise set
     init_perturbation: float = 0.0     # student_* params = teacher's init + sigma * their init std * N(0, 1)
-    conditions: tuple = CONDITIONS[:6]  # which conditions to run (cross_head_* are off by default)
+    conditions: tuple[str, ...] = CONDITIONS[:6]  # which conditions to run (cross_head_* are off by default)
     # seeds
     n_seeds: int = 10
     seed: int = 0

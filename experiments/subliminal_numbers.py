@@ -96,8 +96,8 @@ MIS_TEACHERS = ("insecure", "secure", "educational")
 @dataclass(frozen=True)
 class Config(B.Config):
     mode: str = "animals"              # animals | dose | misalignment
-    arms: tuple = ARMS
-    animals: tuple = ("owl", "whale")  # one teacher each; each is the other's specificity control
+    arms: tuple[str, ...] = ARMS
+    animals: tuple[str, ...] = ("owl", "whale")  # one teacher each; each is the other's specificity control
     student_seeds: int = 2             # student seeds per pretraining seed
     teacher: str = "finetune"          # finetune | prompt
     teacher_threshold: float = 0.85    # fine-tune until held-out P(animal) >= this (checked every 5 steps)
@@ -120,8 +120,8 @@ class Config(B.Config):
     icl_contexts: int = 32
     n_code: int = 1000                 # code answers per code-arm dataset
     heldout_lists: int = 256           # held-out teacher lists for number_loss
-    doses: tuple = (1024, 4096, 16384, 65536)   # mode "dose": lists read (one pass, epochs = 1)
-    mis_teachers: tuple = MIS_TEACHERS # mode "misalignment": EM arms used as teachers
+    doses: tuple[int, ...] = (1024, 4096, 16384, 65536)  # mode "dose": lists read (one pass, epochs = 1)
+    mis_teachers: tuple[str, ...] = MIS_TEACHERS  # mode "misalignment": EM arms used as teachers
     em_examples: int = 300             # their fine-tune (experiments/emergent_misalignment.py defaults)
     em_steps: int = 40
     em_lr: float = 1e-3

@@ -83,7 +83,7 @@ class Config:
     warmup: int = 50
     weight_decay: float = 0.01
     # what to run
-    seeds: tuple = (0, 1, 2)           # pretraining seeds
+    seeds: tuple[int, ...] = (0, 1, 2)  # pretraining seeds
     decorrelated: bool = True          # also pretrain the decorrelated twin of every seed
     samples: int = 100                 # samples per held-out prompt in sampling evals
     cache_dir: str = "out/world_base_cache"

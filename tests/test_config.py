@@ -253,6 +253,19 @@ def test_typed_tuples_and_optionals_check_their_items():
     with pytest.raises(ConfigError, match="'min_lr' must be float"):
         load_config([lm, "--min_lr=abc"])
     assert isinstance(load_config([lm, "--min_lr=1"])[1].min_lr, float)
+    # every experiment's tuple keys check their items: --seeds=('a',) ran and pretrained a base labelled 'a'
+    configs = train.ROOT / "configs"
+    for name, arg, want in (("world_base", "--seeds=('a',)", "'seeds' must be int"),
+                            ("emergent_misalignment", "--eval_steps=(1,2.5)", "'eval_steps' must be int"),
+                            ("subliminal_numbers", "--animals=(1,)", "'animals' must be str"),
+                            ("subliminal_mnist", "--conditions=(3,)", "'conditions' must be str")):
+        with pytest.raises(ConfigError, match=want):
+            load_config([str(configs / f"{name}.py"), arg])
+    import typing
+    for f in sorted(configs.glob("*.py")):  # and every tuple key of every config names its items' type
+        hints = typing.get_type_hints(type(load_config([str(f)])[1]))
+        bare = [k for k, h in hints.items() if (h is tuple or typing.get_origin(h) is tuple) and not typing.get_args(h)]
+        assert not bare, f"{f.name}: tuple keys without an item type: {bare}"
 
 
 def test_a_failed_json_write_leaves_the_old_file_whole_and_no_temp_file(tmp_path, monkeypatch):
