@@ -130,11 +130,11 @@ def run_dir_config(run_dir, experiment=None):
     return values
 
 
-def check_out(path):
-    """An analysis script's --out FILE, checked before its work (minutes) rather than when it writes: exits with one
-    line unless the file's folder exists."""
+def check_out(path, option="--out"):
+    """An analysis script's --out FILE (or its `option` of another name), checked before its work (minutes) rather
+    than when it writes: exits with one line unless the file's folder exists."""
     if not (path and Path(path).parent.is_dir()):
-        sys.exit(f"--out needs a file in an existing directory, not {path!r}")
+        sys.exit(f"{option} needs a file in an existing directory, not {path!r}")
 
 
 def run_results(run_dir, experiment):

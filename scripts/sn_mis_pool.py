@@ -77,7 +77,7 @@ def main(argv):
             log = True
         elif key == "--figure":
             figure = value
-            check_out(figure)
+            check_out(figure, "--figure")
         elif key == "--bases":
             keep = parse_bases(value)
         elif not value.isdigit():
