@@ -320,8 +320,11 @@ class Run:
             print(f"--resume=False: removed the previous run's {len(gone)} output files in {self.dir}")
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
-        except (FileExistsError, NotADirectoryError):  # the folder, or one above it, is a file
-            file = next(d for d in (self.dir, *self.dir.parents) if d.exists() and not d.is_dir())
+        except (FileExistsError, NotADirectoryError):  # the folder, or one above it, is a file or a broken link
+            file = next(d for d in (self.dir, *self.dir.parents) if (d.exists() or d.is_symlink()) and not d.is_dir())
+            if file.is_symlink() and not file.exists():  # e.g. out/ linked to a scratch folder since purged
+                raise ConfigError(f"out_dir {self.dir}: {file} is a link to {os.readlink(file)}, which does not exist: "
+                                  f"make that folder, or pass another --out_dir") from None
             raise ConfigError(f"out_dir {self.dir}: {file} is a file, not a folder: pass a directory as "
                               f"--out_dir") from None
         self.metrics_path = self.dir / "metrics.jsonl"

@@ -472,6 +472,17 @@ def test_an_out_dir_that_is_a_file_or_under_one_is_one_line(cfg_file, tmp_path, 
     assert (tmp_path / "file").read_text() == "mine\n"
 
 
+@pytest.mark.parametrize("where", ["link", "link/run"])
+def test_an_out_dir_through_a_broken_link_is_one_line(cfg_file, tmp_path, capsys, where):
+    # out/ linked to a scratch folder that is gone: the out_dir-is-a-file check found no file (a StopIteration traceback)
+    (tmp_path / "link").symlink_to(tmp_path / "gone")
+    assert train.main([cfg_file, f"--out_dir={tmp_path / where}"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: out_dir {tmp_path / where}: {tmp_path / 'link'} is a link to {tmp_path / 'gone'}, which "
+                   f"does not exist: make that folder, or pass another --out_dir\n")
+    assert not (tmp_path / "gone").exists()
+
+
 def test_a_second_command_into_the_out_dir_of_a_run_still_going_is_refused(tmp_path, capsys):
     # two commands into one out_dir at once wrote the same checkpoint's temp file together (one ended in a
     # FileNotFoundError traceback, the file could be left mixed), and --resume=False deleted the other run's files
