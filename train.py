@@ -963,7 +963,7 @@ def load_lm(stem, device="cpu", expect=None):
 def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, warmup=0, decay_steps=None,
              min_lr=None, weight_decay=0.1, betas=(0.9, 0.95), grad_clip=1.0, seed=0, eval_every=0,
              eval_rows=None, log_every=10, ckpt=None, ckpt_every=0, ckpt_steps=(), resume=False, meta=None,
-             compile=False, bf16=False, run=None, desc="lm", progress=True):
+             compile=False, bf16=False, run=None, desc="lm", progress=True, afresh="pass --resume=False to start afresh"):
     """Train `model` (a GPT, uncompiled, on its device) on `train` (see the section comment) for
     `steps` optimizer steps; pretraining and fine-tuning alike (fine-tunes pass a mask).
 
@@ -973,7 +973,8 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
     eval_rows rows). Every log_every steps one line (step, loss, lr, ms/step, tokens/s, MFU on a known
     GPU), also written to run.log. Checkpoint `ckpt` (a path stem) every ckpt_every steps and at the
     end, with the resume state; `ckpt_steps` adds weights-only snapshots `<ckpt>_step<N>`. resume=True
-    continues from `ckpt`'s resume state when it exists (same numbers as an uninterrupted run).
+    continues from `ckpt`'s resume state when it exists (same numbers as an uninterrupted run); a checkpoint that
+    cannot be resumed is a CheckpointError ending in `afresh`, the caller's way to start over.
     `meta` is merged into each checkpoint's JSON (e.g. {"tokenizer": "tokenizer.json"}).
     Under torchrun (see ddp_setup) the model is wrapped in DistributedDataParallel; rank 0 logs and saves.
     Returns {"history": [records], "step", "start_step" (> 0 when resumed), "train_loss", "val_loss", "seconds"}."""
@@ -996,7 +997,7 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
         try:
             tensors, saved = load_weights(ckpt, device)
         except CheckpointError as e:  # the run's own checkpoint: what wrote it is this very command
-            raise CheckpointError(f"{str(e).removesuffix(RERUN)}: pass --resume=False to start this run afresh") from None
+            raise CheckpointError(f"{str(e).removesuffix(RERUN)}: {afresh}") from None
         _check_gpt_checkpoint(ckpt, saved.get("model_config"), tensors, expect=model.cfg)
         model.load_state_dict(tensors)
         last = saved.get("metrics") or {}
@@ -1004,7 +1005,7 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
             state = torch.load(state_path, map_location=device, weights_only=False)
         except Exception as e:  # truncated or not a torch file
             raise CheckpointError(f"{state_path} is unreadable ({type(e).__name__}: {e}): delete it to start from the "
-                                  f"beginning, or pass --resume=False") from None
+                                  f"beginning, or {afresh}") from None
         try:  # a torch file, but is it this loop's resume state?
             opt.load_state_dict(state["optimizer"])
             torch.set_rng_state(state["rng"]["torch"].cpu())
@@ -1016,15 +1017,15 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
             carried = (carried["loss_sum"].to(device), int(carried["steps"])) if carried else None
         except Exception as e:
             raise CheckpointError(f"{state_path} is not a resume state of this run ({type(e).__name__}: {e}): delete "
-                                  f"it to start from the beginning, or pass --resume=False") from None
+                                  f"it to start from the beginning, or {afresh}") from None
         if saved.get("step") != step:  # killed while saving: the weights may be of another step than the state
             raise CheckpointError(f"{ckpt}.json is at step {saved.get('step')} but {state_path.name} at step {step}: "
                                   f"the run was stopped while writing this checkpoint, which cannot be resumed "
-                                  f"exactly: pass --resume=False to start afresh")
+                                  f"exactly: {afresh}")
         if saved_rows is not None and int(saved_rows) != G:  # e.g. a torchrun run resumed with another process count
             raise CheckpointError(f"{state_path} was trained with {saved_rows} rows per optimizer step, this run takes "
                                   f"{G} (batch_size {batch_size} x grad_accum {grad_accum} x {world} process(es)): "
-                                  f"resume with the same number of processes, or pass --resume=False to start afresh")
+                                  f"resume with the same number of processes, or {afresh}")
         if rank == 0:
             print(f"[{desc}] resumed from {ckpt} at step {step}")
     elif resume and ckpt is not None and rank == 0 and Path(f"{ckpt}.safetensors").is_file():

@@ -215,10 +215,10 @@ def _pretrain(cfg, seed, decorrelated, stem, log):
                        meta={"tokenizer": "tokenizer.json", "decorrelated": decorrelated,
                              "pretrained_on": pretrained_on(cfg.device)},
                        bf16=cfg.pretrain_bf16,
-                       log_every=every, progress=False, desc=f"{stem.parent.name}")
-    except CheckpointError as e:  # train_lm's way out (--resume=False) is not this one's
-        raise CheckpointError(f"{stem.parent}: the checkpoint of an interrupted pretraining cannot be resumed ({e}); "
-                              f"delete its partial.* files (or the whole folder) and rerun") from None
+                       log_every=every, progress=False, desc=f"{stem.parent.name}",
+                       afresh="delete its partial.* files (or the whole folder) and rerun")  # no --resume=False here
+    except CheckpointError as e:
+        raise CheckpointError(f"{stem.parent}: the checkpoint of an interrupted pretraining cannot be resumed: {e}") from None
     finally:
         torch.set_num_threads(threads)
     for ext in (".safetensors", ".json"):  # the .json, the mark of a finished base, last

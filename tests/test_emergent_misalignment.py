@@ -281,9 +281,10 @@ def test_an_interrupted_pretraining_resumes_to_the_same_base(tmp_path, monkeypat
     cfg_c = dataclasses.replace(cfg, cache_dir=str(tmp_path / "c"))
     B.cache_stem(cfg_c, 0, False).parent.mkdir(parents=True)
     (B.cache_stem(cfg_c, 0, False).parent / "partial.state.pt").write_bytes(b"")
-    with pytest.raises(train.CheckpointError, match=r"interrupted pretraining cannot be resumed .*delete its partial\.\* "
-                                                    r"files \(or the whole folder\) and rerun$"):
+    with pytest.raises(train.CheckpointError, match=r"interrupted pretraining cannot be resumed: .*delete its partial\.\* "
+                                                    r"files \(or the whole folder\) and rerun$") as e:
         B.base_model(cfg_c, 0, log=lambda s: None)
+    assert "--resume" not in str(e.value)  # world_base has no resume key (it read "pass --resume=False ...; delete")
 
 
 def test_a_pretraining_stopped_after_its_last_step_but_before_it_is_cached_finishes_on_the_rerun(tmp_path, monkeypatch):
