@@ -398,15 +398,15 @@ class GPT(nn.Module):
     def hooks(self, fns):
         """`with model.hooks({name: fn, ...}):` attach fn(tensor, name) -> tensor | None at each named
         point for the duration of the block; they are removed on exit, also after an exception."""
-        handles = []
-        self.n_hooked += 1
+        handles, counted = [], bool(fns)  # an empty block (callers pass `hooks or {}`) keeps the compiled graph
+        self.n_hooked += counted
         try:
             for name, fn in fns.items():
                 point = self.hook_point(name)
                 handles.append(point.register_forward_hook(lambda mod, args, out, fn=fn, name=name: _run_hook(fn, out, name)))
             yield self
         finally:
-            self.n_hooked -= 1
+            self.n_hooked -= counted
             for h in handles:
                 h.remove()
 

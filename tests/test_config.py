@@ -483,6 +483,7 @@ def test_an_out_dir_through_a_broken_link_is_one_line(cfg_file, tmp_path, capsys
     assert not (tmp_path / "gone").exists()
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="no fcntl: runs are not locked on Windows")
 def test_a_second_command_into_the_out_dir_of_a_run_still_going_is_refused(tmp_path, capsys):
     # two commands into one out_dir at once wrote the same checkpoint's temp file together (one ended in a
     # FileNotFoundError traceback, the file could be left mixed), and --resume=False deleted the other run's files

@@ -206,6 +206,8 @@ def test_hooks_run_on_a_compiled_model_and_leave_it_with_the_block():
             want, got = model(idx), compiled(idx)
         assert torch.equal(got, want) and not torch.allclose(got, plain)
     assert torch.equal(compiled(idx), plain)  # and none left after the block
+    with model.hooks({}):  # no hooks (callers pass `hooks or {}`): the compiled graph stays in use
+        assert model.n_hooked == 0 and torch.equal(compiled(idx), plain)
 
 
 @torch.no_grad()
