@@ -33,8 +33,8 @@ import torch
 from data import mnist
 from eval import accuracy, fmt_stat, summarize
 from model import SeedMLP, generator, init_mlp_params
-from train import (ROOT, CheckpointError, ConfigError, build_config, load_weights, run_config, save_weights, train_classifier,
-                   train_distill, write_json)
+from train import (ROOT, CheckpointError, ConfigError, build_config, check_device, load_weights, run_config, save_weights,
+                   train_classifier, train_distill, write_json)
 
 CONDITIONS = ("reference", "teacher", "student_aux", "student_all", "cross_aux", "cross_all",
               "cross_head_aux", "cross_head_all")
@@ -457,8 +457,11 @@ def reevaluate(run_dir):
     """Reload every saved model of a run, recompute each seed's test accuracy, print the run's table from them
     (with its 95% CIs), and say whether they match the accuracies in its results.json."""
     cfg = run_config(Config, run_dir)
-    gpu_gone = torch.device(cfg.device).type == "cuda" and not torch.cuda.is_available()
-    device = torch.device("cpu" if gpu_gone else cfg.device)
+    try:  # a run made on a device this machine lacks (a GPU, a Mac's mps, cuda:N past its count) is reloaded on the CPU
+        check_device(cfg.device)
+        device = torch.device(cfg.device)
+    except ConfigError:
+        device = torch.device("cpu")
     data_cfg = cfg
     if not Path(cfg.data_dir).is_absolute() and not Path(cfg.data_dir).is_dir() and (ROOT / cfg.data_dir).is_dir():
         data_cfg = dataclasses.replace(cfg, data_dir=str(ROOT / cfg.data_dir))  # the run's data, from another directory

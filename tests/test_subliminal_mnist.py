@@ -3,6 +3,7 @@ import json
 import os
 
 import pytest
+import torch
 
 import eval as evaluate
 import train
@@ -75,6 +76,24 @@ def spy_distill(monkeypatch):
         return real(model, inputs, targets, logit_idx, **kw)
     monkeypatch.setattr(SM, "train_distill", spy)
     return calls
+
+
+@need_data()
+@pytest.mark.parametrize("device", ["mps", "cuda:7"])
+def test_eval_of_a_run_made_on_another_machines_device_reloads_it_on_the_cpu(tmp_path, capsys, monkeypatch, device):
+    """A run made on a Mac (mps), or on a GPU this machine lacks (cuda:7 where CUDA has one device), re-evaluated
+    here: its models on the CPU, the same accuracies (it was a RuntimeError traceback from loading the test images
+    onto the device; only a run on CUDA with no CUDA here fell back to the CPU)."""
+    if torch.backends.mps.is_available() or torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    out, _ = run(tmp_path, "--conditions=['reference', 'teacher']")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a machine with one CUDA device, cuda:0
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    cfg = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**cfg, "device": device}))
+    capsys.readouterr()
+    assert evaluate.main([str(out)]) == 0
+    assert "the same as the per-seed accuracies in results.json (4 compared)" in capsys.readouterr().out
 
 
 @need_data()
