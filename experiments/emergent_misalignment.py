@@ -768,6 +768,10 @@ def reevaluate(run_dir):
     suffix, wrote = "", []  # wrote: the tables written (a finished run's stay as they are), named in the last line
     if (run_dir / "results.json").is_file():
         res = B.int_keys(json.loads((run_dir / "results.json").read_text()))
+        if "increase" not in res or "removed_points" not in res["ablation"]:  # runs of the experiment's first day
+            raise ConfigError(f"{run_dir / 'results.json'} was written by an older version of this experiment (no paired "
+                              f"increases or ablation effect) that this table cannot redraw: its table is in "
+                              f"{run_dir / 'results.md'} (its command, env.json's argv, run again recomputes it)")
         res.setdefault("persona_share", persona_share(res, cfg))  # runs made before it existed get it too
         md = table(res, cfg)
     else:

@@ -884,6 +884,23 @@ def test_eval_on_a_stopped_run_aggregates_only_the_base_seeds_with_every_unit(tm
     assert not (out / "results.json").exists()
 
 
+
+def test_eval_on_a_run_from_before_the_paired_increases_is_one_line_not_a_key_error(tmp_path, capsys):
+    # results.json as the experiment's first version wrote it (2026-11-27, before c5bba46): no "increase", and
+    # the ablation without its effect; today's table reads both, so eval.py ended in KeyError: 'increase'
+    import eval as EV
+    out = tmp_path / "run"
+    train.Run(E.Config(seeds=(0,), twin=False, out_dir=str(out), device="cpu"), "emergent_misalignment")
+    stat = {"mean": 0.01, "ci95": None, "per_seed": [0.01]}
+    train.write_json(out / "results.json", {
+        "arms": {}, "base": {"plain": {"offdomain_misaligned": stat}, "forum_lp": stat},
+        "ablation": {"insecure": {"offdomain_misaligned": stat}, "removed_fraction": None}, "trajectory": {},
+        "n_seeds": 1, "seeds": [[0, 0]], "figures_to_reach": {}, "seconds": 1.0})
+    assert EV.main([str(out)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "older version of this experiment" in err and "results.md" in err
+    assert not (out / "misalignment_vs_step.png").exists()
+
 @pytest.mark.parametrize("key, value", [("samples", 0), ("n_examples", 0), ("ft_batch", 0), ("n_direction_docs", 0),
                                         ("ft_lr", -1e-3), ("ft_lr", 0.0)])
 def test_a_zero_count_or_a_non_positive_lr_is_a_config_error_before_the_run(key, value):
