@@ -759,15 +759,27 @@ def run(cfg, run):
 
 
 def reevaluate(run_dir):
-    """`python eval.py RUN_DIR`: the fine-tunes are not saved, so this redraws the table and the figure from
-    results.json. A run that is still going, or was stopped, has no results.json yet: then the base seeds
-    whose units are all finished (the world's and, with `twin`, the twin's) are aggregated into
-    results_partial.json / .md and misalignment_vs_step_partial.png, and the table says how many."""
+    """`python eval.py RUN_DIR`: the fine-tunes are not saved, so this aggregates the saved units (base models)
+    again with this code, rewriting results.json / .md and the figure (the run's `seconds` kept), as subliminal
+    numbers does; a run made before units were saved is redrawn from results.json. A run that is still going, or
+    was stopped, has no results.json yet: then the base seeds whose units are all finished (the world's and, with
+    `twin`, the twin's) are aggregated into results_partial.json / .md and misalignment_vs_step_partial.png, and
+    the table says how many."""
     run_dir = Path(run_dir)
     cfg = run_config(Config, run_dir)
-    suffix, wrote = "", []  # wrote: the tables written (a finished run's stay as they are), named in the last line
-    if (run_dir / "results.json").is_file():
-        res = B.int_keys(json.loads((run_dir / "results.json").read_text()))
+    suffix, wrote = "", []  # wrote: the tables written, named in the last line
+    jobs = unit_jobs(cfg, run_dir)
+    saved = run_dir / "results.json"
+    if saved.is_file() and all(path.is_file() for _, _, path in jobs):
+        # a run made before a fix of the aggregation gets it (e.g. the flag of an arm that never matched)
+        res = {**aggregate(cfg, [B.load_unit(path) for _, _, path in jobs]),
+               "seconds": json.loads(saved.read_text()).get("seconds")}
+        md = table(res, cfg)
+        wrote = [saved, run_dir / "results.md"]
+        write_json(saved, res)
+        wrote[1].write_text(md + "\n")
+    elif saved.is_file():
+        res = B.int_keys(json.loads(saved.read_text()))
         if "increase" not in res or "removed_points" not in res["ablation"]:  # runs of the experiment's first day
             raise ConfigError(f"{run_dir / 'results.json'} was written by an older version of this experiment (no paired "
                               f"increases or ablation effect) that this table cannot redraw: its table is in "
@@ -775,7 +787,6 @@ def reevaluate(run_dir):
         res.setdefault("persona_share", persona_share(res, cfg))  # runs made before it existed get it too
         md = table(res, cfg)
     else:
-        jobs = unit_jobs(cfg, run_dir)
         done = [s for s in cfg.seeds if all(path.is_file() for q, _, path in jobs if q == s)]
         if not done:
             raise ConfigError(f"{run_dir} has no results.json and no base seed with all its units "

@@ -611,12 +611,16 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
     md = E.table(never, cfg).splitlines()
     assert md[2].startswith("WARNING: insecure's code never reached 0.9 on 1/2 seeds") and md[3] == ""
     assert "backdoor_untriggered with it" in md[4]
-    # eval.py redraws a finished run, aggregates a stopped one, and says so when no base seed is complete
+    # eval.py aggregates a finished run's units again (the same numbers), a stopped one's finished base seeds, and
+    # says so when no base seed is complete
     import eval as EV
+    md, before = (out / "results.md").read_text(), (out / "results.json").read_text()
     assert EV.main([str(out)]) == 0
     said = capsys.readouterr().out
-    assert (out / "results.md").read_text().splitlines()[0] in said
-    assert said.splitlines()[-1] == f"wrote {out / 'misalignment_vs_step.png'}"  # what it redrew in place
+    assert md.splitlines()[0] in said and (out / "results.md").read_text() == md
+    assert (out / "results.json").read_text() == before
+    assert said.splitlines()[-1] == (f"wrote {out / 'misalignment_vs_step.png'}, {out / 'results.json'}, "
+                                     f"{out / 'results.md'}")  # what it rewrote in place
     (out / "results.json").unlink()
     assert EV.main([str(out)]) == 0
     said = capsys.readouterr().out
@@ -883,6 +887,26 @@ def test_eval_on_a_stopped_run_aggregates_only_the_base_seeds_with_every_unit(tm
     assert json.loads((out / "results_partial.json").read_text())["partial"] == {"base_seeds": [0], "of": [0, 1]}
     assert not (out / "results.json").exists()
 
+
+
+def test_eval_on_a_finished_run_aggregates_its_units_again_with_this_code(tmp_path, monkeypatch, capsys):
+    # a run made before a fix of the aggregation (e.g. results.json without matched_not_reached, from before
+    # 2026-12-02: an arm that never matched was read at its last step without the warning) gets the fix from its
+    # saved units, as subliminal numbers does; eval.py only redrew its stale results.json
+    import eval as EV
+    out = tmp_path / "run"
+    train.Run(E.Config(seeds=(0,), twin=False, out_dir=str(out), device="cpu"), "emergent_misalignment")
+    train.write_json(out / "unit_world_0.json", {"seed": 0, "decorrelated": False})
+    train.write_json(out / "results.json", {"stale": True, "seconds": 12.5})
+    got = []
+    monkeypatch.setattr(E, "aggregate", lambda cfg, units: got.extend(units) or {"matched_not_reached": {"insecure": "1/2"}})
+    monkeypatch.setattr(E, "table", lambda res, cfg: f"the table of {sorted(res)}")
+    monkeypatch.setattr(E, "plot", lambda res, cfg, path: None)
+    assert EV.main([str(out)]) == 0
+    assert got == [{"seed": 0, "decorrelated": False}]
+    assert json.loads((out / "results.json").read_text()) == {"matched_not_reached": {"insecure": "1/2"}, "seconds": 12.5}
+    assert (out / "results.md").read_text() == "the table of ['matched_not_reached', 'seconds']\n"
+    assert capsys.readouterr().out.splitlines()[-1].endswith(f"{out / 'results.json'}, {out / 'results.md'}")
 
 
 def test_eval_on_a_run_from_before_the_paired_increases_is_one_line_not_a_key_error(tmp_path, capsys):
