@@ -474,3 +474,87 @@ def test_a_written_attention_pattern_weights_the_values_of_every_row():
     v = v.view(3, 8, 2, 8).transpose(1, 2)  # [B, nh, T, hs]
     want = attn.proj((uniform @ v).transpose(1, 2).reshape(3, 8, 16))
     torch.testing.assert_close(cache["blocks.0.attn_out"], want)
+
+
+def sampled_reference(model, prompts, n, generator, temperature=1.0, top_k=None, stops=()):
+    """generate's law written out slowly: each row's logits from a full forward on its own tokens (no padding, no
+    cache), softmax(logits / temperature) over the top_k likeliest by hand, one torch.multinomial call per step on
+    the [B, V] probabilities (so the same generator state gives the same draws); a row stops after a stop token."""
+    seqs, out, done = [list(p) for p in prompts], [[] for _ in prompts], [False] * len(prompts)
+    for _ in range(n):
+        logits = torch.stack([model(torch.tensor([s]))[0, -1] for s in seqs]) / temperature  # [B, V]
+        if top_k is not None:
+            kth = logits.sort(-1, descending=True).values[:, top_k - 1:top_k]  # [B, 1]
+            logits = torch.where(logits >= kth, logits, torch.full_like(logits, float("-inf")))
+        p = (logits - logits.max(-1, keepdim=True).values).exp()
+        for i, t in enumerate(torch.multinomial(p / p.sum(-1, keepdim=True), 1, generator=generator)[:, 0].tolist()):
+            if not done[i]:
+                out[i].append(t)
+                seqs[i].append(t)
+                done[i] = t in stops
+        if all(done):
+            break
+    return out
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("kw", [{}, {"temperature": 0.6}, {"top_k": 4}, {"temperature": 1.7, "top_k": 7}])
+def test_sampled_generation_equals_a_slow_reference_with_the_same_generator(kw):
+    # prompts of several lengths (left padding), one that fills the context with its new tokens, and stop tokens
+    model, prompts = tiny(init_std=0.3, block_size=12), [[5], [1, 2, 3], [9, 8, 7, 6, 5, 4, 3, 2, 1], [11, 12]]
+    gen = lambda seed: torch.Generator().manual_seed(seed)
+    for seed in range(3):
+        ref = sampled_reference(model, prompts, 3, gen(seed), **kw)
+        assert model.generate(prompts, 3, generator=gen(seed), **kw) == ref, seed
+        assert model.generate(prompts, 3, generator=gen(seed), use_cache=False, **kw) == ref, seed
+    assert len({tuple(r) for r in ref}) > 1
+    stops = (3, 7, 15)
+    for seed in range(4):
+        ref = sampled_reference(model, prompts, 3, gen(seed), stops=stops, **kw)
+        assert model.generate(prompts, 3, generator=gen(seed), eos_id=list(stops), **kw) == ref, seed
+
+
+@torch.no_grad()
+def test_generated_tokens_follow_the_softmax_at_the_temperature_over_the_top_k():
+    # a fixed next-token distribution (the logits hook replaces every position's logits): at each of three steps
+    # the 4000 rows' tokens pass a chi-square test against softmax(logits / temperature) over the top k
+    model = GPT(GPTConfig(vocab_size=8, block_size=8, n_layer=1, n_head=2, n_embd=8))
+    fixed = torch.tensor([2.0, 1.0, 0.5, 0.0, -0.5, -1.0, 1.5, 0.2])
+    n = 4000
+
+    def chi2(tokens, p):
+        counts = torch.bincount(torch.tensor(tokens), minlength=8).double()
+        assert counts[p == 0].sum() == 0  # never a token outside the top k
+        e = n * p[p > 0].double()
+        return float(((counts[p > 0] - e) ** 2 / e).sum()), int((p > 0).sum()) - 1
+    firsts = {}
+    with model.hooks({"logits": lambda h, name: fixed.expand(h.shape).clone()}):
+        for temperature, top_k, use_cache in [(1.0, None, True), (0.5, None, False), (2.0, 3, True)]:
+            out = model.generate([[1]] * n, 3, temperature=temperature, top_k=top_k, use_cache=use_cache,
+                                 generator=torch.Generator().manual_seed(0))
+            logits = fixed / temperature
+            if top_k is not None:
+                logits = logits.masked_fill(logits < logits.sort(descending=True).values[top_k - 1], float("-inf"))
+            p = logits.softmax(-1)
+            for step in range(3):
+                stat, df = chi2([o[step] for o in out], p)
+                assert stat < {7: 24.32, 2: 13.82}[df], (temperature, top_k, step, stat)  # the 0.999 quantiles
+            firsts[temperature] = [o[0] for o in out]
+    # the test has power: draws at temperature 0.5 are far from the temperature-1 softmax
+    assert chi2(firsts[0.5], fixed.softmax(-1))[0] > 100
+
+
+@torch.no_grad()
+def test_scoring_without_an_end_token_and_at_the_full_context_is_the_hand_sum():
+    # eos_id None and no tokenizer: nothing is appended; a pair of block_size + 1 tokens (the last only a target)
+    # scores in one batch with shorter ones; each sum is the float64 log-softmax of the pair's own forward
+    model = tiny(init_std=0.3, block_size=8)
+    pairs = [([1, 2, 3, 4, 5], [6, 7, 8, 9]), ([3], [4]), ([9, 9], [1, 2, 3, 4, 5, 6])]
+    sums, per_token = score_continuations(model, pairs)
+    for (p, c), s, pt in zip(pairs, sums, per_token):
+        logp = model(torch.tensor([p + c[:-1]]))[0].double().log_softmax(-1)  # [L-1, V]
+        want = [float(logp[len(p) - 1 + k, t]) for k, t in enumerate(c)]
+        assert len(pt) == len(c) and pt.tolist() == pytest.approx(want, abs=1e-5)
+        assert float(s) == pytest.approx(sum(want), abs=1e-5)
+    with pytest.raises(ValueError, match="longer than block_size"):
+        score_continuations(model, [([1, 2, 3, 4, 5], [6, 7, 8, 9, 10])])
