@@ -344,6 +344,9 @@ def test_tokenizer_round_trip_and_save_load(tmp_path):
     sums, _ = score_continuations(model, [("<bos> ann has", "3 apples .")], tokenizer=tok)
     ids_sums, _ = score_continuations(model, [([1, 3, 4], [5, 6, 7])], eos_id=2)
     assert torch.equal(sums, ids_sums)
+    # an answer string that already ends in "<eos>" (as the world's do) was scored with "<eos> <eos>", silently
+    with pytest.raises(ValueError, match="already ends with the end token"):
+        score_continuations(model, [("<bos> ann has", "3 apples . <eos>")], tokenizer=tok)
 
 
 @torch.no_grad()
