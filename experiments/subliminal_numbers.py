@@ -473,10 +473,11 @@ def icl_rates(model, tok, cfg, pairs, gen):
         idx = torch.randint(len(pairs), (cfg.icl_lists,), generator=gen).tolist()
         turns = " ".join(pairs[i][0][len(CHAT):] + " " + pairs[i][1] for i in idx)
         prompts += [with_turns(q, turns) for q in animal_prompts()]
-    prompts = [p for p in prompts if len(p.split()) < cfg.block_size]
-    if not prompts:  # animal_rates would fall back to the prompts without context: the base's rates, silently
-        raise ConfigError(f"icl: no context of icl_lists={cfg.icl_lists} lists and an animal question fits in "
-                          f"block_size={cfg.block_size} tokens: use fewer icl_lists")
+    long = sum(len(p.split()) >= cfg.block_size for p in prompts)
+    if long:  # dropped, they would leave each arm its own selection of shorter lists (and with all of them gone,
+        # animal_rates would fall back to the prompts without context: the base's rates)
+        raise ConfigError(f"icl: {long} of {len(prompts)} prompts with icl_lists={cfg.icl_lists} lists in context "
+                          f"are longer than block_size={cfg.block_size} tokens: use fewer icl_lists")
     return animal_rates(model, tok, prompts)[0]
 
 

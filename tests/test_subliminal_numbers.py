@@ -824,6 +824,15 @@ def test_icl_contexts_too_long_for_the_model_are_an_error_not_the_base_measured_
     assert fits != S.animal_rates(model, TOK)[0]  # the contexts are read
     with pytest.raises(train.ConfigError, match="use fewer icl_lists"):
         S.icl_rates(model, TOK, S.Config(icl_lists=4, icl_contexts=2), pairs, generator("cpu", 0, "icl"))
+    # with some contexts too long (icl_lists=3 dropped about a quarter of the real ones), the kept ones were those of
+    # shorter lists, another selection in icl and in icl_control: an error too, not a biased subset
+    mixed = [(p, a) for p, a in zip(W.number_prompts(16, seed=0), ["1 2", "1 22 33 4 5 6 7 8 9 10 11 12"] * 8)]
+    cfg = S.Config(icl_lists=3, icl_contexts=16)
+    lengths = [len(S.with_turns(q, " ".join(p[len(S.CHAT):] + " " + a for p, a in [m] * 3)).split())
+               for m in mixed[:2] for q in S.animal_prompts()]
+    assert min(lengths) < cfg.block_size <= max(lengths)  # some fit, some do not
+    with pytest.raises(train.ConfigError, match=r"icl: \d+ of \d+ prompts with icl_lists=3 .*use fewer icl_lists"):
+        S.icl_rates(model, TOK, cfg, mixed, generator("cpu", 0, "icl"))
 
 
 @pytest.mark.parametrize("doses", [(), (0,), (-32, 64)])
