@@ -133,6 +133,9 @@ def validate(cfg):
         raise ConfigError(f"arms must start with 'insecure' and come from {', '.join(ARMS)}; got {cfg.arms}")
     if not cfg.eval_steps or max(cfg.eval_steps) != cfg.ft_steps:
         raise ConfigError("eval_steps must end at ft_steps (the final checkpoint)")
+    if min(cfg.eval_steps) < 1:  # the fine-tune never evaluates a step 0: the run ended in a KeyError at its end
+        raise ConfigError(f"eval_steps are fine-tune steps, each in [1, ft_steps] (the base, step 0, is always "
+                          f"evaluated); got {cfg.eval_steps}")
     if cfg.ablation_step and cfg.ablation_step not in cfg.eval_steps:
         raise ConfigError(f"ablation_step must be 0 (the matched checkpoint) or one of eval_steps {cfg.eval_steps}")
     if cfg.report_step and cfg.report_step not in cfg.eval_steps:

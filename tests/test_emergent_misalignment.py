@@ -949,6 +949,15 @@ def test_a_zero_count_or_a_non_positive_lr_is_a_config_error_before_the_run(key,
         E.validate(E.Config(**{key: value}))
 
 
+@pytest.mark.parametrize("eval_steps", [(0, 1, 40), (-2, 40)])
+def test_an_eval_step_below_one_is_a_config_error_before_the_run(eval_steps):
+    # the fine-tune evaluates steps 1..ft_steps only: a step 0 (meant as the base) ran the whole experiment and
+    # ended in KeyError: 0 when aggregating its trajectory
+    E.validate(E.Config(eval_steps=(1, 40)))
+    with pytest.raises(train.ConfigError, match=r"eval_steps are fine-tune steps, each in \[1, ft_steps\]"):
+        E.validate(E.Config(eval_steps=eval_steps))
+
+
 def test_too_few_direction_docs_for_a_kind_is_a_config_error_not_a_nan_direction():
     cfg = E.Config(n_layer=1, n_embd=16, n_head=2, n_direction_docs=3)
     with pytest.raises(train.ConfigError, match="n_direction_docs=3 gave no .*raise n_direction_docs"):
