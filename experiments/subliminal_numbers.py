@@ -140,9 +140,16 @@ def validate(cfg):
         raise ConfigError("code_slots, code_tasks and lessons are emergent-misalignment world options; subliminal_numbers "
                           "runs on the default world")
     B.require_counts(cfg, ("n_lists", "student_batch", "student_seeds", "heldout_lists", "teacher_batch", "evals",
-                           "n_code", "icl_lists", "icl_contexts", "max_new", "sample_batch"))
+                           "n_code", "icl_lists", "icl_contexts", "max_new", "sample_batch", "teacher_max_steps",
+                           "em_steps"))
     if not cfg.epochs > 0:
         raise ConfigError(f"epochs must be > 0; got {cfg.epochs}")
+    for key in ("teacher_lr", "student_lr", "em_lr"):
+        if not getattr(cfg, key) > 0:  # nan too: a teacher or student that never moves, reported as no effect
+            raise ConfigError(f"{key} must be > 0; got {getattr(cfg, key)}")
+    if not 0 < cfg.teacher_threshold <= 1:  # a probability: past 1 every teacher trains to teacher_max_steps
+        raise ConfigError(f"teacher_threshold is the teacher's held-out P(animal) to reach, in (0, 1]; got "
+                          f"{cfg.teacher_threshold}")
     if cfg.mode not in ("animals", "dose", "misalignment"):
         raise ConfigError(f"mode must be animals, dose or misalignment; got {cfg.mode!r}")
     bad = [a for a in cfg.arms if a not in ARMS + DIAGNOSTIC_ARMS]
@@ -159,8 +166,8 @@ def validate(cfg):
     if cfg.teacher_optimizer not in OPTIMIZERS:
         raise ConfigError(f"teacher_optimizer must be {' or '.join(OPTIMIZERS)}; got {cfg.teacher_optimizer!r}")
     bad = [a for a in cfg.animals if a not in W.ANIMALS]
-    if bad or not cfg.animals:
-        raise ConfigError(f"animals must come from {', '.join(W.ANIMALS)}; got {cfg.animals}")
+    if bad or not cfg.animals or len(set(cfg.animals)) != len(cfg.animals):  # one teacher each: twice is one column
+        raise ConfigError(f"animals must come from {', '.join(W.ANIMALS)}, each once; got {cfg.animals}")
     # an empty, zero or negative dose ran the teachers, then failed on max(()) or on sampling no list
     if cfg.mode == "dose" and (not cfg.doses or any(d < 1 or d % cfg.student_batch for d in cfg.doses)):
         raise ConfigError(f"doses must be positive multiples of student_batch={cfg.student_batch}; got {cfg.doses}")

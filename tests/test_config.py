@@ -414,7 +414,9 @@ def test_every_train_command_in_the_readme_and_docs_loads():
                 where = f"{f.name}:{lineno}: {m.group(0)!r}"
                 assert not set("()|;&") & set(argv), f"{where}: unquoted shell syntax"
                 try:
-                    train.load_config([str(train.ROOT / argv[0]), *argv[1:]])
+                    module, cfg = train.load_config([str(train.ROOT / argv[0]), *argv[1:]])
+                    if hasattr(module, "validate"):  # and passes the checks a run makes before it starts
+                        module.validate(cfg)
                 except train.ConfigError as e:
                     pytest.fail(f"{where}: {e}")
                 n += 1

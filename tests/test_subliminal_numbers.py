@@ -765,8 +765,11 @@ def test_every_unit_has_its_own_file(tmp_path):
 @pytest.mark.parametrize("key, value", [("n_lists", 0), ("student_batch", 0), ("student_seeds", 0),
                                         ("heldout_lists", 0), ("teacher_batch", 0), ("evals", 0), ("epochs", 0.0),
                                         ("samples", 0), ("n_code", 0), ("icl_lists", 0), ("icl_contexts", 0),
-                                        ("max_new", 0), ("sample_batch", 0)])
-def test_a_zero_count_is_a_config_error_before_the_run_not_a_traceback_inside_it(key, value):
+                                        ("max_new", 0), ("sample_batch", 0), ("teacher_max_steps", 0),
+                                        ("em_steps", 0), ("teacher_lr", 0.0), ("student_lr", -3e-4),
+                                        ("em_lr", float("nan")), ("teacher_threshold", 1.5),
+                                        ("teacher_threshold", 0.0), ("animals", ("owl", "owl"))])
+def test_a_value_the_run_cannot_use_is_a_config_error_before_the_run_not_a_traceback_inside_it(key, value):
     # each of these ran for minutes, then ended in a ZeroDivisionError, IndexError, ValueError or torch error (max_new:
     # a RuntimeError blaming the teacher; icl_lists: no error, both icl arms measured the base without context)
     S.validate(S.Config(arms=("control", "soft"), seeds=(0,)))
