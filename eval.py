@@ -115,11 +115,12 @@ def score_continuations(model, pairs, *, tokenizer=None, eos_id=None, batch_size
     if tokenizer is not None:
         eos_id = tokenizer.token_to_id("<eos>") if eos_id is None else eos_id
         pairs = [(encode(tokenizer, p), encode(tokenizer, c)) if isinstance(p, str) else (p, c) for p, c in pairs]
-    if eos_id is not None and any(len(c) and list(c)[-1] == eos_id for _, c in pairs):
+    pairs = [(list(p), list(c)) for p, c in pairs]  # once: `pairs` may be an iterator (a zip), read only once
+    if eos_id is not None and any(c and c[-1] == eos_id for _, c in pairs):
         # the world's answer strings end in " <eos>": scored as they are, "<eos> <eos>" would be, silently
         raise ValueError("a continuation already ends with the end token, which score_continuations appends: "
                          "drop it from the continuation")
-    pairs = [(list(p), list(c) + ([eos_id] if eos_id is not None else [])) for p, c in pairs]
+    pairs = [(p, c + ([eos_id] if eos_id is not None else [])) for p, c in pairs]
     if any(len(p) < 1 or len(c) < 1 for p, c in pairs):
         raise ValueError("every prompt and every continuation (with its end token) needs at least one token")
     device = next(model.parameters()).device

@@ -347,6 +347,8 @@ def test_tokenizer_round_trip_and_save_load(tmp_path):
     # an answer string that already ends in "<eos>" (as the world's do) was scored with "<eos> <eos>", silently
     with pytest.raises(ValueError, match="already ends with the end token"):
         score_continuations(model, [("<bos> ann has", "3 apples . <eos>")], tokenizer=tok)
+    # pairs as an iterator (a zip) are read once: the end-token check consumed it, and nothing was scored, silently
+    assert torch.equal(score_continuations(model, zip([[1, 3, 4]], [[5, 6, 7]]), eos_id=2)[0], ids_sums)
 
 
 @torch.no_grad()
