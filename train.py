@@ -998,7 +998,10 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
             tensors, saved = load_weights(ckpt, device)
         except CheckpointError as e:  # the run's own checkpoint: what wrote it is this very command
             raise CheckpointError(f"{str(e).removesuffix(RERUN)}: {afresh}") from None
-        _check_gpt_checkpoint(ckpt, saved.get("model_config"), tensors, expect=model.cfg)
+        try:
+            _check_gpt_checkpoint(ckpt, saved.get("model_config"), tensors, expect=model.cfg)
+        except CheckpointError as e:  # another model's weights (e.g. written by a version with another vocabulary)
+            raise CheckpointError(f"{e}: {afresh}") from None
         model.load_state_dict(tensors)
         last = saved.get("metrics") or {}
         try:

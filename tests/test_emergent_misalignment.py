@@ -6,6 +6,7 @@ import json
 import math
 import os
 import re
+import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -269,6 +270,11 @@ def test_an_interrupted_pretraining_resumes_to_the_same_base(tmp_path, monkeypat
     monkeypatch.setattr(train, "save_lm", real)
     stem = B.cache_stem(cfg, 0, False)
     assert not stem.with_suffix(".json").exists() and (stem.parent / "partial.state.pt").is_file()
+    # the same checkpoint in the folder of a model of another size (as after a change of the world's vocabulary)
+    wider = dataclasses.replace(cfg, cache_dir=str(tmp_path / "d"), n_embd=32)
+    B.cache_stem(wider, 0, False).parent.mkdir(parents=True)
+    for f in stem.parent.glob("partial.*"):
+        shutil.copy(f, B.cache_stem(wider, 0, False).parent)
     resumed, _ = B.base_model(cfg, 0, log=lambda s: None)
     assert f"resumed from {stem.parent / 'partial'} at step 2" in capsys.readouterr().out
     straight, _ = B.base_model(dataclasses.replace(cfg, cache_dir=str(tmp_path / "b")), 0, log=lambda s: None)
@@ -285,6 +291,9 @@ def test_an_interrupted_pretraining_resumes_to_the_same_base(tmp_path, monkeypat
                                                     r"files \(or the whole folder\) and rerun$") as e:
         B.base_model(cfg_c, 0, log=lambda s: None)
     assert "--resume" not in str(e.value)  # world_base has no resume key (it read "pass --resume=False ...; delete")
+    # weights of another model: the way out too (it lost it when train_lm took its caller's, afresh)
+    with pytest.raises(train.CheckpointError, match=r"model config differs: n_embd.*: delete its partial\.\* files"):
+        B.base_model(wider, 0, log=lambda s: None)
 
 
 def test_a_pretraining_stopped_after_its_last_step_but_before_it_is_cached_finishes_on_the_rerun(tmp_path, monkeypatch):
