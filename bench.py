@@ -58,14 +58,11 @@ def run_experiment(n_seeds, device, extra):
 
 
 def bench_device(name):
-    """--device as a torch.device ("auto": a GPU when there is one, as train.py reads it). A device this machine lacks
-    is train.check_device's ConfigError, one line before any work (main prints it), not a traceback from CUDA's lazy
-    init, nor every case failing on it."""
-    from train import check_device
-    if name in ("", "auto"):
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    check_device(name)
-    return torch.device(name)
+    """--device as a torch.device, resolved as train.py resolves a config's ("auto": a GPU when there is one). A device
+    this machine lacks is train.check_device's ConfigError, one line before any work (main prints it), not a traceback
+    from CUDA's lazy init, nor every case failing on it."""
+    from train import resolve_device
+    return torch.device(resolve_device(name))
 
 
 def seed_counts(text):

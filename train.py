@@ -209,14 +209,20 @@ def load_config(argv):
     cfg = build_config(module.Config, {**values, **overrides}, source="the command line")
     # fill the derived defaults, so that config.json holds what actually ran
     resolved = {}
-    if getattr(cfg, "device", None) in ("", "auto"):
-        resolved["device"] = "cuda" if torch.cuda.is_available() else "cpu"
-    elif isinstance(getattr(cfg, "device", None), str):
-        check_device(cfg.device)
+    if isinstance(getattr(cfg, "device", None), str):
+        resolved["device"] = resolve_device(cfg.device)
     if getattr(cfg, "out_dir", None) == "":
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
         resolved["out_dir"] = str(Path("out") / path.stem / stamp)
     return module, dataclasses.replace(cfg, **resolved)
+
+
+def resolve_device(name):
+    """The device a run uses: "" or "auto" is a GPU when there is one, else the CPU; any other name is checked."""
+    if name in ("", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    check_device(name)
+    return name
 
 
 def check_device(name):
