@@ -173,12 +173,9 @@ def validate(cfg):
                                                 n_head=cfg.n_head, n_embd=cfg.n_embd)))
         if set(cfg.ft_lora_targets) - set(linear):
             raise ConfigError(f"ft_lora_targets must come from {', '.join(linear)}; got {cfg.ft_lora_targets}")
-    B.require_counts(cfg, ("n_examples", "ft_batch", "n_direction_docs"))  # the data, the fine-tune, the direction
-    if not cfg.ft_lr > 0:  # nan too
-        raise ConfigError(f"ft_lr must be > 0; got {cfg.ft_lr}")
-    if not cfg.seeds or cfg.ft_seeds < 1:
-        raise ConfigError(f"seeds needs at least one pretraining seed and ft_seeds must be >= 1; got {cfg.seeds}, "
-                          f"{cfg.ft_seeds}")
+    # the data, the fine-tune, the direction (B.validate has refused an empty seeds already)
+    B.require_counts(cfg, ("n_examples", "ft_batch", "n_direction_docs", "ft_seeds"))
+    B.require_positive(cfg, ("ft_lr",))
     if not 0 < cfg.match_threshold <= 1:
         raise ConfigError(f"match_threshold is a share of the held-out code, in (0, 1]; got {cfg.match_threshold}")
     if not 0 <= cfg.direction_layer < cfg.n_layer:

@@ -142,11 +142,7 @@ def validate(cfg):
     B.require_counts(cfg, ("n_lists", "student_batch", "student_seeds", "heldout_lists", "teacher_batch", "evals",
                            "n_code", "icl_lists", "icl_contexts", "max_new", "sample_batch", "teacher_max_steps",
                            "em_steps"))
-    if not cfg.epochs > 0:
-        raise ConfigError(f"epochs must be > 0; got {cfg.epochs}")
-    for key in ("teacher_lr", "student_lr", "em_lr"):
-        if not getattr(cfg, key) > 0:  # nan too: a teacher or student that never moves, reported as no effect
-            raise ConfigError(f"{key} must be > 0; got {getattr(cfg, key)}")
+    B.require_positive(cfg, ("epochs", "teacher_lr", "student_lr", "em_lr"))
     if not 0 < cfg.teacher_threshold <= 1:  # a probability: past 1 every teacher trains to teacher_max_steps
         raise ConfigError(f"teacher_threshold is the teacher's held-out P(animal) to reach, in (0, 1]; got "
                           f"{cfg.teacher_threshold}")

@@ -107,6 +107,14 @@ def require_counts(cfg, keys):
         raise ConfigError(f"{', '.join(keys[:-1])} and {keys[-1]} must be >= 1; got {', '.join(small)}")
 
 
+def require_positive(cfg, keys):
+    """A ConfigError for the first of `keys` (learning rates, epochs) not > 0, nan included: such a run never moves,
+    and reads as no effect."""
+    for k in keys:
+        if not getattr(cfg, k) > 0:
+            raise ConfigError(f"{k} must be > 0; got {getattr(cfg, k)}")
+
+
 def validate(cfg):
     """The world keys every experiment on these bases shares (each experiment's validate calls this)."""
     if not cfg.seeds:  # nothing to run: it ran, made its run directory, then ended in an IndexError
