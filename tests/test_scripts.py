@@ -60,7 +60,7 @@ def call(capsys):
     return run
 
 
-def refused(run, *argv, match=None):
+def check_refused(run, *argv, match=None):
     """run(*argv) exits with an error status (sys.exit with a message, not a normal return or exit 0)."""
     with pytest.raises(SystemExit, match=match) as e:
         run(*argv)
@@ -83,7 +83,7 @@ def test_pooling_runs_with_different_arms_pairs_by_seed(tmp_path, run_script):
     command = cli("em_at_step", "20", b, a)  # the command line prints the same
     assert command.returncode == 0 and command.stdout == out, command.stderr
     # the same fine-tune in two runs would be counted twice: refused
-    refused(run_script, a, fake_run(tmp_path / "c", [[0, 0]], {"insecure": [0.11]}), match="two of the runs")
+    check_refused(run_script, a, fake_run(tmp_path / "c", [[0, 0]], {"insecure": [0.11]}), match="two of the runs")
     with pytest.raises(ConfigError, match="none: no such directory"):  # a mistyped run: one line (train.cli)
         run_script(a, str(tmp_path / "none"))
     with pytest.raises(ConfigError, match="has no step 7; its steps: 20"):
@@ -121,7 +121,7 @@ def test_matched_view_and_paired_differences_between_sets_of_runs(tmp_path, run_
     assert "| insecure | 2 | +2.0 [" in out and "insecure minus" not in out
     assert "| insecure | 2 | +35.0 [" in run_script(big, "--minus", small)  # step 20: 30 and 40 points
     other = fake_run(tmp_path / "other", [[5, 0]], {"insecure": [0.1]})
-    refused(run_script, big, "--minus", other, match="no insecure seed")  # no seed in common: an error, not an empty table
+    check_refused(run_script, big, "--minus", other, match="no insecure seed")  # no seed in common: an error, not an empty table
 
 
 def test_em_at_step_reads_the_step_asked_against_each_arms_own_base_and_groups_by_base(tmp_path, run_script):
@@ -157,7 +157,7 @@ def test_em_code_vs_offdomain_pairs_each_checkpoint_with_its_code_share(tmp_path
     with pytest.raises(ConfigError, match="nothing: no such directory"):
         call("em_code_vs_offdomain", str(tmp_path / "nothing"))
     # --out into a folder that does not exist (a mistyped path) was a FileNotFoundError traceback after the work
-    refused(lambda *a: call("em_code_vs_offdomain", *a), str(run), f"--out={tmp_path / 'nodir' / 'f.png'}",
+    check_refused(lambda *a: call("em_code_vs_offdomain", *a), str(run), f"--out={tmp_path / 'nodir' / 'f.png'}",
             match="--out needs a file in an existing directory")
 
 
@@ -180,16 +180,16 @@ def test_em_code_vs_offdomain_deviation_and_crossing_interpolate_in_log_odds(tmp
     out = call("em_code_vs_offdomain", other, ref, f"--reference={ref}")
     assert "| other | 1 | 1 | +2.00 |" in out  # 5 points against the reference's 3 at the midpoint (one seed: no CI)
     assert "| ref | 1 | 2 | +0.00 |" in out
-    refused(lambda *a: call("em_code_vs_offdomain", *a), other, "--upto=5")  # --upto needs a reference
+    check_refused(lambda *a: call("em_code_vs_offdomain", *a), other, "--upto=5")  # --upto needs a reference
     # --at: where the code first reaches 0.75, between the reference's steps 1 (0.5) and 5 (0.9), halfway in log-odds:
     # 3 points interpolated, against 5 at the first checkpoint past it; the base (code 0) counts as step 0
     out = call("em_code_vs_offdomain", ref, other, "--at=0.75")
     assert "| ref | 1 of 1 | +3.00 | +5.00 |" in out and "| other | 1 of 1 | +5.00 | +5.00 |" in out
     assert "| ref | 0 | | | |" in out  # a base rate of 0: no rate ratio
     assert "| ref | 0 | | |" in call("em_code_vs_offdomain", ref, "--at=0.99999")
-    refused(lambda *a: call("em_code_vs_offdomain", *a), ref, "--at=1.5")
+    check_refused(lambda *a: call("em_code_vs_offdomain", *a), ref, "--at=1.5")
     for bad in (f"--reference={ref}", "--at=0.5"):  # the tables take no figure file
-        refused(lambda *a: call("em_code_vs_offdomain", *a), ref, bad, "--out=x.png")
+        check_refused(lambda *a: call("em_code_vs_offdomain", *a), ref, bad, "--out=x.png")
 
 
 def test_em_code_vs_offdomain_rate_ratio_at_the_crossing_is_paired_per_seed(tmp_path, call):
@@ -314,12 +314,12 @@ def test_sn_pool_log_scale_geometric_means_and_ratios(tmp_path, pool):
     assert pool("--lists=16000", "--log", a) == out  # options in any order
     assert pool("--log", a, "--lists=16000") == out  # and after the runs
     for bad in ("--logx", "--log=1", "--lists=many", "--fig=x.png"):
-        refused(pool, bad, a)
+        check_refused(pool, bad, a)
     # a fraction of 0 counts as half a sample over the valid ones: 0.5 / (0.4 x 960) = 0.0013, not log(0)
     z = fake_sn_run(tmp_path / "z", [3, 4], {"control": [0.0, 0.0], "insecure": [0.01, 0.01]})
     out = pool("--log", "--lists=16000", z)
     assert "control                0.0013 [0.0013, 0.0013]" in out
-    refused(pool, "--log", "--lists=16000", a, "--minus", a, match="--log with --minus is not supported")  # said so
+    check_refused(pool, "--log", "--lists=16000", a, "--minus", a, match="--log with --minus is not supported")  # said so
     fig = tmp_path / "f.png"
     pool(f"--figure={fig}", "--log", "--lists=16000", a)  # returns: no error exit
     assert fig.stat().st_size > 1000
@@ -354,8 +354,8 @@ def test_sn_pool_pairs_per_base_and_refuses_shared_bases(tmp_path, pool):
     assert command.returncode == 0 and command.stdout == out, command.stderr
     low = fake_sn_run(tmp_path / "c", [4, 5], {"control": [0.0, 0.0], "insecure": [0.1, 0.0]}, valid=0.1)
     assert "(below half the base: not readable)" in pool("--lists=16000", low)
-    refused(pool, "--lists=16000", a, a, match="share bases")
-    refused(pool, "--lists=8000", a, match="no students after 8000 lists")  # a dose the run did not measure: an error, not zeros
+    check_refused(pool, "--lists=16000", a, a, match="share bases")
+    check_refused(pool, "--lists=8000", a, match="no students after 8000 lists")  # a dose the run did not measure: an error, not zeros
     extra = fake_sn_run(tmp_path / "d", [6, 7], {"control": [0.01, 0.01], "insecure": [0.02, 0.02], "secure": [0.0, 0.0]},
                         teachers={"insecure": [0.1, 0.2]})  # teachers in one run only: not named among the students
     out = pool("--lists=16000", a, extra)  # secure exists in one run only: named, not paired with the wrong bases
@@ -363,7 +363,7 @@ def test_sn_pool_pairs_per_base_and_refuses_shared_bases(tmp_path, pool):
     sub = pool("--bases=1-2", "--lists=16000", a, b)  # bases 1 and 2 only: paired 3 and 3 points
     assert "n = 2 bases [1, 2]" in sub and "insecure - control: paired +3.0" in sub
     assert pool("--lists=16000", "--bases=1-2", a, b) == sub  # the options in either order
-    refused(pool, "--bases=x", "--lists=16000", a, match="expected comma-separated seeds")
+    check_refused(pool, "--bases=x", "--lists=16000", a, match="expected comma-separated seeds")
 
 
 def test_sn_pool_minus_pairs_the_same_bases_across_runs(tmp_path, pool):
@@ -379,7 +379,7 @@ def test_sn_pool_minus_pairs_the_same_bases_across_runs(tmp_path, pool):
     assert "left out (not in every run): ['secure_soft']" in out and not any(line.startswith("secure_soft") for line in out.splitlines())
     assert "insecure_soft          offdomain_misaligned +1.7 [+0.2, +3.1] points" in out
     c = fake_sn_run(tmp_path / "c", [0, 1, 5], {"insecure_soft": [0.0, 0.0, 0.0]})
-    refused(pool, "--lists=16000", a, "--minus", c, match="same bases")
+    check_refused(pool, "--lists=16000", a, "--minus", c, match="same bases")
 
 
 def test_sn_pool_bases_subset_and_overlapping_intervals(tmp_path, pool):
@@ -417,8 +417,8 @@ def test_sn_compare_pairs_effects_by_seed(tmp_path, call):
     command = cli("sn_compare", f"{a}:trait", f"{b}:shuffled")  # the command line prints the same
     assert command.returncode == 0 and command.stdout == out, command.stderr
     c = fake_animal_run(tmp_path / "c", [[0, 0], [0, 1], [2, 0]], "trait", [0.1] * 3, [0.1] * 3)
-    refused(cmp, f"{a}:trait", f"{c}:trait", match="different seeds")
-    refused(cmp, f"{a}:soft", f"{b}:shuffled", match="no arm 'soft'")
+    check_refused(cmp, f"{a}:trait", f"{c}:trait", match="different seeds")
+    check_refused(cmp, f"{a}:soft", f"{b}:shuffled", match="no arm 'soft'")
     one = fake_animal_run(tmp_path / "one", [[0, 0]], "trait", [0.15], [0.10])  # a quick run: one seed
     assert "= +5.0 [one seed: no interval]; 1/1 seeds positive" in cmp(f"{one}:trait", f"{one}:control")
     # @250: the arm and its control both at that checkpoint (the controls' final rates are 2 and 1 points lower);
@@ -462,7 +462,7 @@ def test_sn_arms_figure_draws_arms_of_several_runs(tmp_path, call):
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "f.png").stat().st_size > 1000
     fig = lambda *argv: call("sn_arms_figure", *argv)
-    refused(fig, run("c", "trait", [[1, 0], [1, 1]]), f"{tmp_path / 'a'}:trait", "--out", str(tmp_path / "g.png"),
+    check_refused(fig, run("c", "trait", [[1, 0], [1, 1]]), f"{tmp_path / 'a'}:trait", "--out", str(tmp_path / "g.png"),
             match="different seeds")
     assert not (tmp_path / "g.png").exists()
 
@@ -653,7 +653,7 @@ def test_em_mechanism_figure_usage_and_missing_inputs_are_one_line(tmp_path, mon
     the scripts' json was a FileNotFoundError traceback."""
     monkeypatch.chdir(tmp_path)
     for argv in ([], ["--help"], ["--out"], [str(tmp_path), "--out"], [str(tmp_path), "--bars"]):
-        refused(script("em_mechanism_figure").main, argv, match="python scripts/em_mechanism_figure.py")
+        check_refused(script("em_mechanism_figure").main, argv, match="python scripts/em_mechanism_figure.py")
     assert not list(tmp_path.iterdir())  # no figure written
     for argv, what in (([str(tmp_path)], "code_direction.json not found"),
                        (["--", str(tmp_path)], "clamp_finetune.json not found"),
@@ -694,7 +694,7 @@ def test_out_into_a_missing_folder_is_refused_before_the_work(tmp_path, name):
     res = json.loads((tmp_path / "run" / "results.json").read_text())
     res["arms"]["insecure"]["step"] = {"per_seed": [2]}
     (tmp_path / "run" / "results.json").write_text(json.dumps(res))
-    refused(script(name).main, [run, f"--out={tmp_path / 'nodir' / 'x.json'}"],
+    check_refused(script(name).main, [run, f"--out={tmp_path / 'nodir' / 'x.json'}"],
             match="--out needs a file in an existing directory")
 
 
@@ -822,13 +822,13 @@ def test_em_susceptibility_ranks_bases_and_pools_runs(tmp_path, call):
     assert res["per_base"]["4"]["outcome"] == pytest.approx(0.205)
     assert "base_rate" not in c and "separation" not in c  # a constant has no rank order; no separation file
     assert "| steer_1 | 6 | +1.00 |" in text and out.with_suffix(".png").is_file()
-    refused(lambda *v: call("em_susceptibility", *v), "5", a, a, match="two of the runs")
-    refused(lambda *v: call("em_susceptibility", *v), "7", a, match="no step 7")
+    check_refused(lambda *v: call("em_susceptibility", *v), "5", a, a, match="two of the runs")
+    check_refused(lambda *v: call("em_susceptibility", *v), "7", a, match="no step 7")
     # a mistyped option was ignored (and the run's own susceptibility_5.json overwritten); --out into a missing
     # folder was a traceback after the work
     for bad, msg in (("--ot=x.json", "unknown option --ot=x.json"), ("--out", "unknown option --out"),
                      (f"--out={tmp_path / 'nodir' / 's.json'}", "--out needs a file in an existing directory")):
-        refused(lambda *v: call("em_susceptibility", *v), "5", a, bad, match=msg)
+        check_refused(lambda *v: call("em_susceptibility", *v), "5", a, bad, match=msg)
     assert not (Path(a) / "susceptibility_5.json").exists()
     # em_steer_base's per-base steer_pulled joins as a predictor (here the reverse of the outcome's order)
     for run, ps, vals in ((a, [0, 1, 2], [0.35, 0.1, 0.2]), (b, [3, 4, 5], [0.4, 0.0, 0.3])):
@@ -1023,7 +1023,7 @@ def test_em_optimizer_parts_coasts_on_adamws_moments_and_splits_the_late_update(
     again = json.loads(held.read_text())["summary"]
     assert again["fraction_of_adamw"]["sgd"]["20"] == json.loads(json.dumps(s["fraction_of_adamw"]["sgd"][20]))
     assert held.with_suffix(".png").is_file()
-    refused(call, "em_optimizer_parts", str(tmp_path), f"--out={held}", match="other runs or optimizers")
+    check_refused(call, "em_optimizer_parts", str(tmp_path), f"--out={held}", match="other runs or optimizers")
 
 
 def test_em_optimizer_parts_reads_its_options_and_refuses_the_rest(tmp_path):
@@ -1036,13 +1036,13 @@ def test_em_optimizer_parts_reads_its_options_and_refuses_the_rest(tmp_path):
                         (["a", "--frozen=1"], usage), (["a", "--out"], usage), (["a", "--beta1="], usage),
                         (["a", "--from=x"], "one of the two"), (["--out=x"], "one of the two"),
                         (["--from=x", "--frozen"], "no other option"), (["a", "--beta1=0.5", "--frozen"], "give one")]:
-        refused(op.read_args, argv, match=match)
+        check_refused(op.read_args, argv, match=match)
     # a run fine-tuned with an lr schedule: the constant-lr rebuild would not be its trajectory
     run = tmp_path / "sched"
     run.mkdir()
     (run / "config.json").write_text(json.dumps({"experiment": "emergent_misalignment", "ft_schedule": "linear",
                                                  "ft_warmup": 5}))
-    refused(lambda *a: op.main(list(a)), str(run), f"--out={tmp_path / 'o.json'}", match="lr schedule")
+    check_refused(lambda *a: op.main(list(a)), str(run), f"--out={tmp_path / 'o.json'}", match="lr schedule")
 
 
 def test_em_optimizer_parts_frozen_rows_stay_as_the_base_has_them():
@@ -1057,7 +1057,7 @@ def test_em_optimizer_parts_frozen_rows_stay_as_the_base_has_them():
     assert not torch.equal(snaps[20]["blocks.0.attn.qkv.weight"][:2 * C], w0[:2 * C])
     assert not torch.equal(snaps[20]["blocks.1.attn.qkv.weight"], base.blocks[1].attn.qkv.weight)
     assert list(op.FROZEN) == ["adamw", "frozen_v0", "frozen_v1"]
-    refused(lambda *a: op.main(list(a)), "out/run", "--frozen", "--beta1=0.5")  # one set of optimizers at a time
+    check_refused(lambda *a: op.main(list(a)), "out/run", "--frozen", "--beta1=0.5")  # one set of optimizers at a time
 
 
 def test_em_optimizer_parts_checks_adamw_against_the_runs_own_trajectory(tmp_path):
@@ -1067,13 +1067,13 @@ def test_em_optimizer_parts_checks_adamw_against_the_runs_own_trajectory(tmp_pat
     traj = {0: {"off": 0.0}, 1: {"off": 0.11}, 2: {"off": 0.2}, 5: {"off": 0.27}}
     assert op.run_check(tmp_path, 5, traj) == pytest.approx(0.03)  # the checkpoints both have: 1 and 5
     assert op.run_check(tmp_path, 6, traj) is None  # no unit file: nothing to check against
-    refused(lambda *a: op.main(list(a)))
-    refused(lambda *a: op.main(list(a)), "--out=x.json")
-    refused(lambda *a: op.main(list(a)), "--from=x.json", str(tmp_path))  # bases from a file or from runs, not both
+    check_refused(lambda *a: op.main(list(a)))
+    check_refused(lambda *a: op.main(list(a)), "--out=x.json")
+    check_refused(lambda *a: op.main(list(a)), "--from=x.json", str(tmp_path))  # bases from a file or from runs, not both
     sweep = op.beta1_sweep([0.0, 0.9, 0.99])  # 0.9 is AdamW itself, named once
     assert list(sweep) == ["adamw", "beta1_0", "beta1_0.99"] and sweep["beta1_0.99"]["betas"] == (0.99, 0.999)
-    refused(lambda *a: op.main(list(a)), str(tmp_path), "--beta1=0,x", match="numbers in")
-    refused(lambda *a: op.main(list(a)), str(tmp_path), "--beta1=1.5", match="numbers in")
+    check_refused(lambda *a: op.main(list(a)), str(tmp_path), "--beta1=0,x", match="numbers in")
+    check_refused(lambda *a: op.main(list(a)), str(tmp_path), "--beta1=1.5", match="numbers in")
 
 
 def test_analysis_scripts_name_a_base_missing_from_the_cache(tmp_path):
@@ -1147,13 +1147,13 @@ def test_em_value_sources_shares_are_ratios_of_means_over_the_bases(tmp_path):
     assert s["all"]["of_update"]["ratio"] == pytest.approx(0.5) and s["speaker"]["of_update"]["ratio"] == pytest.approx(0.3)
     vs.plot({"late": rows, "whole": rows}, tmp_path / "v.png", "test")
     assert (tmp_path / "v.png").stat().st_size > 1000
-    refused(lambda *a: vs.main(list(a)))
-    refused(lambda *a: vs.main(list(a)), "--out=x.json")
-    refused(lambda *a: vs.main(list(a)), "--pool")
-    refused(lambda *a: vs.main(list(a)), "out/run", "--fmt=chron", match="--fmt takes asst")
-    refused(lambda *a: vs.main(list(a)), "out/run", "--arm=evil", match="--arm takes one of insecure")
-    refused(lambda *a: vs.main(list(a)), "out/run", "--layer=2")
-    refused(lambda *a: vs.main(list(a)), "out/run", "--out=a.json", "--out=b.json")
+    check_refused(lambda *a: vs.main(list(a)))
+    check_refused(lambda *a: vs.main(list(a)), "--out=x.json")
+    check_refused(lambda *a: vs.main(list(a)), "--pool")
+    check_refused(lambda *a: vs.main(list(a)), "out/run", "--fmt=chron", match="--fmt takes asst")
+    check_refused(lambda *a: vs.main(list(a)), "out/run", "--arm=evil", match="--arm takes one of insecure")
+    check_refused(lambda *a: vs.main(list(a)), "out/run", "--layer=2")
+    check_refused(lambda *a: vs.main(list(a)), "out/run", "--out=a.json", "--out=b.json")
     assert cli("em_value_sources", str(tmp_path / "none")).stderr.startswith("error: ")  # not a run: one line
 
 
@@ -1200,8 +1200,8 @@ def test_em_bos_vector_summary_is_ratios_of_means_and_paired_differences(tmp_pat
     assert fmt_ratio({"ratio": 0.5, "ci95": [0.25, 0.75]}) == "0.50 [0.25, 0.75]"
     s = bv.summary([dict(r, vector_on_base=0.5 * r["vector"], evil_norm_on_base=0.0) for r in rows], n_boot=200)
     assert s["on_base_of_vector"]["ratio"] == pytest.approx(0.5) and s["mean"]["evil_norm_on_base"]["mean"] == 0
-    refused(lambda *a: bv.main(list(a)))
-    refused(lambda *a: bv.main(list(a)), "x", "--arm=nothing", match="--arm takes")
+    check_refused(lambda *a: bv.main(list(a)))
+    check_refused(lambda *a: bv.main(list(a)), "x", "--arm=nothing", match="--arm takes")
     # --pool: the bases of several files, summarised and drawn again (with the later blocks' panel)
     rows = [dict(r, **{"from": 0.02, "ablated_from": 0.01, "random_ablated_from": 0.02, "layer_cos": [0.4, 0.3]},
                  vector_ablated=0.3 * r["vector"], vector_random_ablated=r["vector"]) for r in rows]
@@ -1212,9 +1212,9 @@ def test_em_bos_vector_summary_is_ratios_of_means_and_paired_differences(tmp_pat
     assert "3 bases" in call("em_bos_vector", "--pool", a, b, f"--out={out}")
     assert json.loads(out.read_text())["summary"]["n_bases"] == 3 and out.with_suffix(".png").stat().st_size > 1000
     (tmp_path / "b.json").write_text(json.dumps({"arm": "secure", "at": "last", "per_base": rows[2:]}))
-    refused(call, "em_bos_vector", "--pool", a, b, match="one arm")
-    refused(call, "em_bos_vector", "--pool", a, a, match="appears twice")
-    refused(call, "em_bos_vector", "--pool", a, "--out=", match="existing directory")
+    check_refused(call, "em_bos_vector", "--pool", a, b, match="one arm")
+    check_refused(call, "em_bos_vector", "--pool", a, a, match="appears twice")
+    check_refused(call, "em_bos_vector", "--pool", a, "--out=", match="existing directory")
 
 
 @torch.no_grad()
@@ -1286,7 +1286,7 @@ def test_em_bos_vector_pulled_back_direction_moves_block_0_furthest_along_e():
     eps, f0 = 1e-3, along(torch.zeros(16))
     best = along(eps * v) - f0
     assert best > 0 and all(along(eps * r / r.norm()) - f0 < best for r in torch.randn(20, 16, generator=g))
-    refused(lambda *a: bv.main(list(a)), "x", "--agreement", "--pullback")
+    check_refused(lambda *a: bv.main(list(a)), "x", "--agreement", "--pullback")
 
 
 def test_em_steer_base_pairs_every_reading_on_one_sampling_stream():
@@ -1363,11 +1363,11 @@ def test_em_steer_base_pool_is_paired_and_ratios_of_means(tmp_path, call):
     assert "| random | 0.3 | +0.00" in call("em_steer_base", "--pool", a, b, f"--figure={fig}")
     assert fig.stat().st_size > 1000
     (tmp_path / "b" / "steer_base.json").write_text(json.dumps({"scales": [0.1], "per_base": rows[2:]}))
-    refused(call, "em_steer_base", "--pool", a, b, match="same --scales")
-    refused(call, "em_steer_base", "--pool", a, str(tmp_path), match="not found")
-    refused(call, "em_steer_base", a, "--scales=x", match="--scales takes")
-    refused(call, "em_steer_base", str(tmp_path), match="no results.json")
-    refused(call, "em_steer_base", a, "--figure=x.png")  # --figure belongs to --pool
+    check_refused(call, "em_steer_base", "--pool", a, b, match="same --scales")
+    check_refused(call, "em_steer_base", "--pool", a, str(tmp_path), match="not found")
+    check_refused(call, "em_steer_base", a, "--scales=x", match="--scales takes")
+    check_refused(call, "em_steer_base", str(tmp_path), match="no results.json")
+    check_refused(call, "em_steer_base", a, "--figure=x.png")  # --figure belongs to --pool
 
 
 def test_em_steer_base_code_grad_lowers_the_fine_tune_loss_fastest():
@@ -1422,11 +1422,11 @@ def test_em_steer_base_route_pool(tmp_path, call):
     (tmp_path / "b" / "steer_route.json").write_text(json.dumps({"scales": [0.3], "per_base": rows[2:]}))
     assert "forum_points" not in sb.route_pool([b])["table"]["pulled_0.3"]
     (tmp_path / "b" / "steer_route.json").write_text(json.dumps({"scales": [0.1], "per_base": rows[2:]}))
-    refused(call, "em_steer_base", "--route", "--pool", a, b, match="same --scales")
-    refused(call, "em_steer_base", "--route", "--pool", a, str(tmp_path), match="--route")
+    check_refused(call, "em_steer_base", "--route", "--pool", a, b, match="same --scales")
+    check_refused(call, "em_steer_base", "--route", "--pool", a, str(tmp_path), match="--route")
     for wrong in (["--route", "--pool", a, "--figure=x.png"], ["--route", "--pool", a, "--scales=0.3"],
                   ["--pool", a, "--scales=0.3"], ["--route", a, "--figure=x.png"]):
-        refused(call, "em_steer_base", *wrong, match="--route --pool RUN_DIR")  # each mode takes only its own options
+        check_refused(call, "em_steer_base", *wrong, match="--route --pool RUN_DIR")  # each mode takes only its own options
 
 
 def test_em_steer_base_undo_adds_to_the_fine_tuned_model_and_pools_ratios_of_means(tmp_path, call):
@@ -1455,9 +1455,9 @@ def test_em_steer_base_undo_adds_to_the_fine_tuned_model_and_pools_ratios_of_mea
     assert t["minus_0.2"]["valid_of_tuned"] == pytest.approx(0.75) and t["random_0.2"]["removed"] == 0
     assert t["random_0.2"]["removed_vs_steered_base"] != t["random_0.2"]["removed_vs_steered_base"]  # -v*'s floor only
     assert "| minus | 0.2 | 7.00% | +0.71 |" in call("em_steer_base", "--undo", "--pool", a, b)
-    refused(call, "em_steer_base", "--undo", "--route", a, match="--undo --pool RUN_DIR")
-    refused(call, "em_steer_base", "--undo", "--pool", a, "--scales=0.2", match="--undo --pool RUN_DIR")
-    refused(call, "em_steer_base", "--undo", "--pool", a, str(tmp_path), match="--undo")
+    check_refused(call, "em_steer_base", "--undo", "--route", a, match="--undo --pool RUN_DIR")
+    check_refused(call, "em_steer_base", "--undo", "--pool", a, "--scales=0.2", match="--undo --pool RUN_DIR")
+    check_refused(call, "em_steer_base", "--undo", "--pool", a, str(tmp_path), match="--undo")
 
 
 @need_data()
@@ -1531,12 +1531,12 @@ def test_em_at_step_refuses_an_empty_minus_and_an_unknown_option(tmp_path):
     # as a run directory
     run = fake_run(tmp_path / "run", [[0, 0]], {"insecure": [0.1]})
     at = script("em_at_step").main
-    refused(at, ["matched", run, "--minus"], match="--minus needs runs on both sides")
-    refused(at, ["matched", "--minus", run], match="--minus needs runs on both sides")
-    refused(at, ["matched", run, "--shar"], match="unknown option --shar; the options are --minus and --share")
-    refused(at, ["matched", "--share"], match="python scripts/em_at_step.py STEP RUN_DIR")  # no run: a KeyError
+    check_refused(at, ["matched", run, "--minus"], match="--minus needs runs on both sides")
+    check_refused(at, ["matched", "--minus", run], match="--minus needs runs on both sides")
+    check_refused(at, ["matched", run, "--shar"], match="unknown option --shar; the options are --minus and --share")
+    check_refused(at, ["matched", "--share"], match="python scripts/em_at_step.py STEP RUN_DIR")  # no run: a KeyError
     # a second --minus was called an unknown option, beside "the options are --minus and --share"
-    refused(at, ["matched", run, "--minus", run, "--minus", run], match="--minus is given once")
+    check_refused(at, ["matched", run, "--minus", run, "--minus", run], match="--minus is given once")
 
 
 def test_the_sn_scripts_refuse_a_run_of_another_mode_in_one_line(tmp_path, call):
@@ -1558,9 +1558,9 @@ def test_the_sn_scripts_refuse_a_run_of_another_mode_in_one_line(tmp_path, call)
 def test_sn_figure_scripts_check_their_out_file_before_the_work(tmp_path, call):
     # --out (sn_arms_figure.py) or --figure= (sn_mis_pool.py) in a missing folder ended in matplotlib's traceback
     missing = str(tmp_path / "nodir" / "f.png")
-    refused(call, "sn_arms_figure", f"{tmp_path}:trait", "--out", missing, match="--out needs a file in an existing")
+    check_refused(call, "sn_arms_figure", f"{tmp_path}:trait", "--out", missing, match="--out needs a file in an existing")
     # (named as given: sn_mis_pool.py has no --out)
-    refused(call, "sn_mis_pool", f"--figure={missing}", str(tmp_path), match="--figure needs a file in an existing")
+    check_refused(call, "sn_mis_pool", f"--figure={missing}", str(tmp_path), match="--figure needs a file in an existing")
 
 
 def test_every_script_imports_the_project_from_any_working_directory(tmp_path):
