@@ -433,7 +433,7 @@ class GPT(nn.Module):
 
         The prompts are LEFT-padded with pad_id into one [B, P] batch, so every row's next token lands in
         the same column; padded keys are masked, and with rotary positions each row gets the same logits
-        as its prompt alone. temperature 0 is greedy (argmax); top_k keeps the k likeliest tokens; draws
+        as its prompt alone. temperature 0 is greedy (argmax); top_k keeps the k likeliest tokens (and any tied with the k-th); draws
         come from `generator` (on the model's device), so a seeded generator gives the same samples. A row
         stops after emitting eos_id (an id, or a list of ids: any of them ends the row); the loop ends when
         every row has stopped or after max_new_tokens.
@@ -457,8 +457,9 @@ class GPT(nn.Module):
             mask = None  # no padding: plain causal attention
         cache = KVCache(self.cfg, B, P + max_new_tokens, device) if use_cache else None
         done = torch.zeros(B, dtype=torch.bool, device=device)
-        stops = None if eos_id is None else [eos_id] if isinstance(eos_id, int) else list(eos_id)
-        stop_t = None if stops is None else torch.tensor(stops, device=device)
+        # any integer or integers (a numpy int, a tensor of ids) reads the same: a list of ids
+        stops = None if eos_id is None else torch.as_tensor(eos_id).reshape(-1).tolist()
+        stop_t = None if stops is None else torch.tensor(stops, dtype=torch.long, device=device)
         new, x = [], idx  # x: what the next forward reads (all columns without a cache, new ones with it)
         try:
             for _ in range(max_new_tokens):

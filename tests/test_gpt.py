@@ -5,6 +5,7 @@
 import contextlib
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -290,6 +291,10 @@ def test_kv_cache_generation_equals_full_forward_greedy_with_padding():
     stops = [ref[0][3], ref[2][1]]
     cut = lambda r: r[:next((i + 1 for i, t in enumerate(r) if t in stops), len(r))]
     assert model.generate(prompts, 10, temperature=0, eos_id=stops) == [cut(r) for r in ref]
+    # an id read from an array or a tensor is an id like any other (a numpy int is not a Python int)
+    for same in (np.int64(eos), torch.tensor(eos), np.array(stops), torch.tensor(stops)):
+        want = ref_eos if np.ndim(same) == 0 else [cut(r) for r in ref]
+        assert model.generate(prompts, 10, temperature=0, eos_id=same) == want, same
 
 
 @torch.no_grad()
