@@ -1174,16 +1174,28 @@ def lock_run_dir(path):
     if fcntl is None:
         return None
     fd = os.open(path, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # dropped by the OS when its holder exits, killed or not
-    except BlockingIOError:
+    held = lock_file(fd, wait=False)
+    if not held:
         os.close(fd)
+    if held is False:
         raise ConfigError(f"another run is writing into {path} now: let it finish (or stop it) before you rerun "
-                          f"this command, or use another --out_dir") from None
-    except OSError:  # a file system without locks: run unlocked, as on Windows
-        os.close(fd)
+                          f"this command, or use another --out_dir")
+    return fd if held else None
+
+
+def lock_file(fd, *, wait):
+    """An exclusive advisory lock (flock) on the open file or folder `fd`, dropped by the OS when its holder exits,
+    killed or not -> True once held; False if another process holds it and `wait` is False; None where there are
+    no file locks (Windows; a file system without them, e.g. some NFS mounts), and the caller goes on unlocked."""
+    if fcntl is None:
         return None
-    return fd
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        return False
+    except OSError:  # ENOLCK and kin: no locks on this file system
+        return None
+    return True
 
 
 def run_experiment(argv):

@@ -36,11 +36,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-try:
-    import fcntl
-except ImportError:  # Windows: no advisory file locks; concurrent runs may then pretrain a base twice
-    fcntl = None
-
 import torch
 from tqdm import tqdm
 
@@ -50,7 +45,7 @@ from data.tokenizer import load_tokenizer, pad_right, save_tokenizer
 from eval import fmt_stat, summarize
 from model import GPT, GPTConfig, KVCache, generator, head_problem
 from train import (RERUN, CheckpointError, ConfigError, TooLongError, check_device, cpu_name, load_lm, lm_windows,
-                   pack_pairs, train_lm, warmup_problem, write_json)
+                   lock_file, pack_pairs, train_lm, warmup_problem, write_json)
 
 # Fields that define a base model: change one and the cache key changes.
 PRETRAIN_KEYS = ("n_docs", "n_layer", "n_head", "n_embd", "block_size", "steps", "batch_size", "lr", "warmup",
@@ -172,12 +167,9 @@ def pretrain_lock(folder, log=print):
     advisory flock: the OS drops it when its holder exits, so a killed run leaves no stale lock behind."""
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "pretraining.lock", "a") as fh:
-        if fcntl is not None:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                log(f"waiting for another process to finish pretraining {folder}")
-                fcntl.flock(fh, fcntl.LOCK_EX)
+        if lock_file(fh.fileno(), wait=False) is False:  # None (no file locks here): two runs may pretrain it twice
+            log(f"waiting for another process to finish pretraining {folder}")
+            lock_file(fh.fileno(), wait=True)
         yield
 
 

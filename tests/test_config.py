@@ -506,3 +506,23 @@ def test_a_second_command_into_the_out_dir_of_a_run_still_going_is_refused(tmp_p
     finally:
         os.close(held)
     assert train.main(argv + ["--resume=False"]) == 0  # once it has finished
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no fcntl: runs are not locked on Windows")
+def test_a_file_system_without_locks_runs_unlocked_in_both_places_that_lock(tmp_path, monkeypatch):
+    # flock fails with ENOLCK on some NFS mounts: the run-folder lock went on unlocked, the base cache's pretraining
+    # lock ended in that OSError's traceback
+    import errno
+    from experiments.world_base import pretrain_lock
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+    monkeypatch.setattr(train.fcntl, "flock", no_locks)
+    fd = os.open(tmp_path, os.O_RDONLY)
+    assert train.lock_file(fd, wait=False) is None
+    os.close(fd)
+    assert train.lock_run_dir(tmp_path) is None
+    logs = []
+    with pretrain_lock(tmp_path / "cache", logs.append):
+        entered = True
+    assert entered and logs == [] and (tmp_path / "cache" / "pretraining.lock").is_file()
