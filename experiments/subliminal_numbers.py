@@ -929,6 +929,11 @@ def table_animals(res, cfg):
             cells.append(f"{f(s['target_rate'])} | {f(s.get('effect'))} | {f(s.get('specificity'))}")
         lines.append(f"| {arm} | " + " | ".join(cells) + f" | {f(st.get('target_sampled'))} | {f(st.get('number_loss'))} "
                      f"| {f(st.get('number_loss_numbers'))} | {f(st.get('kl_teacher'))} | {f(st.get('cos_teacher'))} |")
+    per_base = {arm: st["by_animal"][a0]["effect_per_base"] for arm, st in res["arms"].items()
+                if "effect_per_base" in st["by_animal"][a0]}
+    if per_base:  # a base's student seeds share its teacher and data: the conservative interval is over the bases
+        lines += ["", f"Effect on {a0}, the interval over the bases' means (n = {len(set(p for p, _ in res['seeds']))} "
+                      f"pretraining seeds): " + ", ".join(f"{arm} {f(st)}" for arm, st in per_base.items())]
     for arm, st in res["arms"].items():  # a rate is a share of the animal mass: near 0 it measures nothing
         low = {a: st["by_animal"][a]["animal_mass"]["mean"] for a in cfg.animals
                if "animal_mass" in st["by_animal"][a] and st["by_animal"][a]["animal_mass"]["mean"] < LOW_MASS}
@@ -949,7 +954,7 @@ def table_animals(res, cfg):
 def table_dose(res, cfg):
     f = fmt_stat
     lines = [f"Sampled-list dose response: paired trait - control rate of the teacher's animal, "
-             f"{spread(res['n_seeds'], ' seeds')}; {cfg.epochs:g} epochs, batch {cfg.student_batch}, lr {cfg.student_lr:g}.", "",
+             f"{spread(res['n_seeds'], ' seeds')}; {cfg.epochs:g} epoch{'s' if cfg.epochs != 1 else ''}, batch {cfg.student_batch}, lr {cfg.student_lr:g}.", "",
              "| lists | " + " | ".join(f"{a} teacher: {a} rate | control: {a} rate | effect on {a} | other teachers' effect on {a}"
                                       for a in cfg.animals) + " | P(an animal): control, " + ", ".join(cfg.animals) + " |",
              "|---" * (2 + 4 * len(cfg.animals)) + "|"]

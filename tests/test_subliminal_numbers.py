@@ -663,6 +663,21 @@ def test_table_warns_when_an_arm_no_longer_names_animals():
     assert "WARNING: `control` puts only 0.0003" in md and "`soft` puts" not in md
 
 
+def test_table_shows_the_effect_over_the_bases_beside_the_pooled_one():
+    """Seeds of one base share its teacher and lists, so the pooled interval over seeds is narrow; the interval over
+    the bases' means was in results.json but not in the table a reader sees."""
+    st = lambda m, lo, hi: {"mean": m, "ci95": [lo, hi], "per_seed": [m]}
+    owl = {"target_rate": st(0.2, 0.1, 0.3), "effect": st(0.05, 0.03, 0.07),
+           "effect_per_base": st(0.05, -0.01, 0.11)}
+    res = {"n_seeds": 4, "seeds": [[0, 0], [0, 1], [1, 0], [1, 1]], "base": {"owl": st(0.1, 0.1, 0.1)},
+           "teachers": {"owl": {"rate": st(0.9, 0.9, 0.9), "kl_numbers": st(0.01, 0, 0.02), "steps": st(30, 30, 30)}},
+           "arms": {"trait": {"by_animal": {"owl": owl}}}, "kept_fraction": {"trait": st(0.9, 0.9, 0.9)},
+           "figures_to_reach": {}}
+    md = S.table_animals(res, S.Config(animals=("owl",)))
+    assert "Effect on owl, the interval over the bases' means (n = 2 pretraining seeds): trait 0.050 ± 0.060" \
+        in md, md
+
+
 def test_one_seed_has_no_interval_so_the_interval_figures_are_undefined():
     """A quick run (n = 1) reports its effects, but not a pass or fail that needs an interval (None, not False)."""
     one = lambda m: {"mean": m, "ci95": None, "per_seed": [m]}
