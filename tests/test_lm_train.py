@@ -373,6 +373,8 @@ def test_adamw_betas_and_sgd_momentum_are_the_closed_form_updates():
         scale = min(1.0, 1.0 / (float(torch.sqrt(sum((t ** 2).sum() for t in g))) + 1e-6))
         return [scale * t for t in g]
 
+    last = {}  # the second step's gradients of each manual update
+
     def manual(update):  # update(step, [g1, ..., g_step]) -> the step's change of each weight, from the current ones
         model, gs = fresh(), []
         for step in (1, 2):
@@ -380,11 +382,13 @@ def test_adamw_betas_and_sgd_momentum_are_the_closed_form_updates():
             with torch.no_grad():
                 for i, p in enumerate(model.parameters()):
                     p += update(step, [g[i] for g in gs])
+        last[update] = gs[1]
         return model
 
     lr, eps = 1e-2, 1e-8
+    sign = lambda t, g: -lr * g[-1] / (g[-1].abs() + eps)
     want = {
-        "sign": manual(lambda t, g: -lr * g[-1] / (g[-1].abs() + eps)),
+        "sign": manual(sign),
         "no_momentum": manual(lambda t, g: -lr * g[-1] / (torch.sqrt(
             sum(0.999 ** (t - 1 - k) * 0.001 * gk ** 2 for k, gk in enumerate(g)) / (1 - 0.999 ** t)) + eps)),
         "momentum": manual(lambda t, g: -0.5 * (g[0] if t == 1 else 0.9 * g[0] + 0.1 * g[1]))}
@@ -394,8 +398,16 @@ def test_adamw_betas_and_sgd_momentum_are_the_closed_form_updates():
            "momentum": finetune(fresh(), data, lr=0.5, optimizer="sgd", momentum=0.9, **kw)}
     start = fresh()
     for k in want:
-        for p, q, p0 in zip(got[k].parameters(), want[k].parameters(), start.parameters()):
-            torch.testing.assert_close(p, q, rtol=0, atol=1e-6, msg=k)
+        for i, (p, q) in enumerate(zip(got[k].parameters(), want[k].parameters())):
+            # the sign step g / (|g| + eps) has slope eps / (|g| + eps)^2, 1 / eps at g = 0: where a second gradient
+            # is within 1e-6 of 0, the few ulps by which this test's gradient and the trainer's differ move the step
+            # by up to 1e-6 (one weight of 5,000 on an AMD EPYC with AVX2 only, at g = -2.3e-8); elsewhere the formula
+            # holds to 1e-6, and there the step stays within 2 lr
+            g2 = last[sign][i]  # (exactly 0: no step in either)
+            ok = (g2 == 0) | (g2.abs() > 1e-6) if k == "sign" else torch.ones_like(p, dtype=torch.bool)
+            assert ok.float().mean() > 0.95  # (2% of the attention weights have such small gradients)
+            torch.testing.assert_close(p[ok], q[ok], rtol=0, atol=1e-6, msg=k)
+            assert (p - q).abs().max() <= 2 * lr
         assert not torch.equal(next(got[k].parameters()), next(start.parameters()))
     # a second step is what separates them from AdamW (whose first step is the sign step too)
     adamw = finetune(fresh(), data, lr=lr, **kw)
