@@ -931,9 +931,10 @@ def table_animals(res, cfg):
                      f"| {f(st.get('number_loss_numbers'))} | {f(st.get('kl_teacher'))} | {f(st.get('cos_teacher'))} |")
     per_base = {arm: st["by_animal"][a0]["effect_per_base"] for arm, st in res["arms"].items()
                 if "effect_per_base" in st["by_animal"][a0]}
-    if per_base:  # a base's student seeds share its teacher and data: the conservative interval is over the bases
-        lines += ["", f"Effect on {a0}, the interval over the bases' means (n = {len(set(p for p, _ in res['seeds']))} "
-                      f"pretraining seeds): " + ", ".join(f"{arm} {f(st)}" for arm, st in per_base.items())]
+    n_bases = len({p for p, _ in res.get("seeds", [])})
+    if per_base and n_bases > 1:  # a base's student seeds share its teacher and data: the conservative interval
+        lines += ["", f"Effect on {a0}, the interval over the bases' means (n = {n_bases} pretraining seeds): "
+                  + ", ".join(f"{arm} {f(st)}" for arm, st in per_base.items())]
     for arm, st in res["arms"].items():  # a rate is a share of the animal mass: near 0 it measures nothing
         low = {a: st["by_animal"][a]["animal_mass"]["mean"] for a in cfg.animals
                if "animal_mass" in st["by_animal"][a] and st["by_animal"][a]["animal_mass"]["mean"] < LOW_MASS}

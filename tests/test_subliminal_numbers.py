@@ -676,6 +676,8 @@ def test_table_shows_the_effect_over_the_bases_beside_the_pooled_one():
     md = S.table_animals(res, S.Config(animals=("owl",)))
     assert "Effect on owl, the interval over the bases' means (n = 2 pretraining seeds): trait 0.050 ± 0.060" \
         in md, md
+    res["seeds"] = [[0, 0], [0, 1], [0, 2], [0, 3]]  # one base: no interval over bases to show
+    assert "over the bases' means" not in S.table_animals(res, S.Config(animals=("owl",)))
 
 
 def test_one_seed_has_no_interval_so_the_interval_figures_are_undefined():
