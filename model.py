@@ -9,6 +9,7 @@ Nothing here knows about training.
 import contextlib
 import hashlib
 import math
+import operator
 from dataclasses import dataclass
 
 import torch
@@ -457,8 +458,7 @@ class GPT(nn.Module):
             mask = None  # no padding: plain causal attention
         cache = KVCache(self.cfg, B, P + max_new_tokens, device) if use_cache else None
         done = torch.zeros(B, dtype=torch.bool, device=device)
-        # any integer or integers (a numpy int, a tensor of ids) reads the same: a list of ids
-        stops = None if eos_id is None else torch.as_tensor(eos_id).reshape(-1).tolist()
+        stops = None if eos_id is None else token_ids(eos_id, "eos_id")
         stop_t = None if stops is None else torch.tensor(stops, dtype=torch.long, device=device)
         new, x = [], idx  # x: what the next forward reads (all columns without a cache, new ones with it)
         try:
@@ -482,6 +482,19 @@ class GPT(nn.Module):
         if stops is not None:  # cut each row after its first stop token
             out = [row[:next((i + 1 for i, t in enumerate(row) if t in stops), len(row))] for row in out]
         return out
+
+
+def token_ids(ids, what="ids"):
+    """A token id or a collection of them (Python or numpy ints, integer tensors, a list, a set) -> a list of Python
+    ints; anything else (a float, a string) is a ValueError rather than an id cut from it."""
+    try:
+        return [operator.index(ids)]
+    except TypeError:
+        pass
+    try:
+        return [operator.index(t) for t in (ids.reshape(-1) if hasattr(ids, "reshape") else ids)]
+    except TypeError:
+        raise ValueError(f"{what} must be a token id or a collection of token ids (integers); got {ids!r}") from None
 
 
 def sample_next(logits, temperature=1.0, top_k=None, generator=None):

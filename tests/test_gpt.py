@@ -292,9 +292,13 @@ def test_kv_cache_generation_equals_full_forward_greedy_with_padding():
     cut = lambda r: r[:next((i + 1 for i, t in enumerate(r) if t in stops), len(r))]
     assert model.generate(prompts, 10, temperature=0, eos_id=stops) == [cut(r) for r in ref]
     # an id read from an array or a tensor is an id like any other (a numpy int is not a Python int)
-    for same in (np.int64(eos), torch.tensor(eos), np.array(stops), torch.tensor(stops)):
-        want = ref_eos if np.ndim(same) == 0 else [cut(r) for r in ref]
-        assert model.generate(prompts, 10, temperature=0, eos_id=same) == want, same
+    for same in (np.int64(eos), torch.tensor(eos)):
+        assert model.generate(prompts, 10, temperature=0, eos_id=same) == ref_eos, same
+    for same in (np.array(stops), torch.tensor(stops), set(stops), [np.int64(t) for t in stops]):
+        assert model.generate(prompts, 10, temperature=0, eos_id=same) == [cut(r) for r in ref], same
+    for bad in (float(eos) + 0.5, "2", torch.tensor([1.0, 2.0])):  # not cut to an id
+        with pytest.raises(ValueError, match="eos_id must be a token id"):
+            model.generate(prompts, 10, temperature=0, eos_id=bad)
 
 
 @torch.no_grad()
