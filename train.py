@@ -250,6 +250,17 @@ def _git(*args):
         return ""
 
 
+def note_reaggregation(run_dir, before):
+    """After `python eval.py` rewrote a finished run's results.json from its units with today's code: one line in
+    reaggregated.jsonl (when, which commit, which CPU, and whether results.json changed from `before`, its old
+    text), since env.json still names the commit that ran the units."""
+    after = (Path(run_dir) / "results.json").read_text()
+    with open(Path(run_dir) / "reaggregated.jsonl", "a") as f:
+        f.write(json.dumps({"utc": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                            "git_commit": _git("rev-parse", "HEAD"), "git_dirty": bool(_git("status", "--porcelain")),
+                            "cpu": cpu_name(), "results_changed": after != before}) + "\n")
+
+
 def cpu_name():
     """The CPU model as the OS names it: CPU float results depend on its kernels (AVX2 vs AVX-512), so a run
     reproduces to the last digit only on the same kind of CPU."""

@@ -630,6 +630,8 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
     assert (out / "results.json").read_text() == before
     assert said.splitlines()[-1] == (f"wrote {out / 'misalignment_vs_step.png'}, {out / 'results.json'}, "
                                      f"{out / 'results.md'}")  # what it rewrote in place
+    noted = [json.loads(line) for line in (out / "reaggregated.jsonl").read_text().splitlines()]
+    assert len(noted) == 1 and noted[0]["results_changed"] is False and "git_commit" in noted[0]
     (out / "results.json").unlink()
     assert EV.main([str(out)]) == 0
     said = capsys.readouterr().out
@@ -932,6 +934,8 @@ def test_eval_on_a_finished_run_aggregates_its_units_again_with_this_code(tmp_pa
     assert EV.main([str(out)]) == 0
     assert got == [{"seed": 0, "decorrelated": False}]
     assert json.loads((out / "results.json").read_text()) == {"matched_not_reached": {"insecure": "1/2"}, "seconds": 12.5}
+    # a record that the stale numbers were replaced: env.json still names the commit that ran the units
+    assert json.loads((out / "reaggregated.jsonl").read_text())["results_changed"] is True
     assert (out / "results.md").read_text() == "the table of ['matched_not_reached', 'seconds']\n"
     assert capsys.readouterr().out.splitlines()[-1].endswith(f"{out / 'results.json'}, {out / 'results.md'}")
 
