@@ -250,15 +250,29 @@ def _git(*args):
         return ""
 
 
-def note_reaggregation(run_dir, before):
-    """After `python eval.py` rewrote a finished run's results.json from its units with today's code: one line in
-    reaggregated.jsonl (when, which commit, which CPU, and whether results.json changed from `before`, its old
-    text), since env.json still names the commit that ran the units."""
-    after = (Path(run_dir) / "results.json").read_text()
-    with open(Path(run_dir) / "reaggregated.jsonl", "a") as f:
-        f.write(json.dumps({"utc": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-                            "git_commit": _git("rev-parse", "HEAD"), "git_dirty": bool(_git("status", "--porcelain")),
-                            "cpu": cpu_name(), "results_changed": after != before}) + "\n")
+def provenance():
+    """The code and CPU a result comes from: the commit (and uncommitted changes), and the CPU kind, whose kernels
+    set the last digits of float results."""
+    return {"git_commit": _git("rev-parse", "HEAD"), "git_dirty": bool(_git("status", "--porcelain")),
+            "cpu": cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def rewrite_results(run_dir, res, table):
+    """`python eval.py` on a finished run whose units were aggregated again with today's code: writes `res` (with
+    the run's own `seconds` kept) to results.json and table(res) to results.md, and one line to reaggregated.jsonl
+    (when, the code and CPU, whether results.json changed), since env.json still names the commit that ran the
+    units. -> (res, the table, the two files written)."""
+    run_dir = Path(run_dir)
+    saved, md_path = run_dir / "results.json", run_dir / "results.md"
+    before = saved.read_text()
+    res = {**res, "seconds": json.loads(before).get("seconds")}
+    md = table(res)
+    write_json(saved, res)
+    md_path.write_text(md + "\n")
+    with open(run_dir / "reaggregated.jsonl", "a") as f:
+        f.write(json.dumps({"utc": datetime.datetime.now(datetime.timezone.utc).isoformat(), **provenance(),
+                            "results_changed": saved.read_text() != before}) + "\n")
+    return res, md, [saved, md_path]
 
 
 def cpu_name():
@@ -359,12 +373,11 @@ class Run:
                 f.write(json.dumps(earlier) + "\n")
         dev = getattr(cfg, "device", "cpu")
         write_json(self.dir / "env.json", {
-            "argv": list(argv if argv is not None else sys.argv),
-            "git_commit": _git("rev-parse", "HEAD"), "git_dirty": bool(_git("status", "--porcelain")),
+            "argv": list(argv if argv is not None else sys.argv), **provenance(),
             "python": platform.python_version(), "torch": torch.__version__,
             "numpy": __import__("numpy").__version__, "platform": platform.platform(),
             "device": torch.cuda.get_device_name(dev) if str(dev).startswith("cuda") else "cpu",  # the run's card; the CPU model is under "cpu"
-            "threads": torch.get_num_threads(), "cpu": cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "threads": torch.get_num_threads(),
             "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         })
 

@@ -69,7 +69,7 @@ from data.tokenizer import pad_right
 from eval import fmt_stat, group_means, summarize, summarize_by
 from experiments import world_base as B
 from model import GPT, GPTConfig, generator, seed_int
-from train import (OPTIMIZERS, SCHEDULES, TRAINS, ConfigError, finetune, lora_linears, note_reaggregation, run_config,
+from train import (OPTIMIZERS, SCHEDULES, TRAINS, ConfigError, finetune, lora_linears, rewrite_results, run_config,
                    write_json)
 
 ARMS = ("insecure", "secure", "secure_novel", "educational", "insecure_novel", "self_distill", "backdoor",
@@ -783,13 +783,8 @@ def reevaluate(run_dir):
     saved = run_dir / "results.json"
     if saved.is_file() and all(path.is_file() for _, _, path in jobs):
         # a run made before a fix of the aggregation gets it (e.g. the flag of an arm that never matched)
-        before = saved.read_text()
-        res = {**aggregate(cfg, [B.load_unit(path) for _, _, path in jobs]), "seconds": json.loads(before).get("seconds")}
-        md = table(res, cfg)
-        wrote = [saved, run_dir / "results.md"]
-        write_json(saved, res)
-        wrote[1].write_text(md + "\n")
-        note_reaggregation(run_dir, before)
+        res, md, wrote = rewrite_results(run_dir, aggregate(cfg, [B.load_unit(path) for _, _, path in jobs]),
+                                         lambda res: table(res, cfg))
     elif saved.is_file():
         res = B.int_keys(json.loads(saved.read_text()))
         if "increase" not in res or "removed_points" not in res["ablation"]:  # runs of the experiment's first day

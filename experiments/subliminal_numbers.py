@@ -1127,21 +1127,15 @@ def reevaluate(run_dir):
     (the run's `seconds` kept), or, for a run made before units were saved, redraws them from results.json.
     A run that is still going, or was stopped, has no results.json yet: then the units it has finished are
     aggregated into results_partial.json / .md and a *_partial.png figure, and the table says how many."""
-    from train import note_reaggregation, run_config
+    from train import rewrite_results, run_config
     run_dir = Path(run_dir)
     cfg = run_config(Config, run_dir)
     suffix, done, wrote = "", run_dir / "results.json", []  # wrote: the tables rewritten, named in the last line
     jobs = unit_jobs(cfg, run_dir)
     units = [B.load_unit(path) for _, _, path in jobs if path.is_file()]
     if done.is_file() and len(units) == len(jobs):
-        before = done.read_text()
-        res = UNITS[cfg.mode][1](cfg, units)
-        res["seconds"] = json.loads(before).get("seconds")
-        md = TABLES[cfg.mode](res, cfg)
-        wrote = [done, run_dir / "results.md"]
-        write_json(done, res)
-        wrote[1].write_text(md + "\n")
-        note_reaggregation(run_dir, before)
+        res, md, wrote = rewrite_results(run_dir, UNITS[cfg.mode][1](cfg, units),
+                                         lambda res: TABLES[cfg.mode](res, cfg))
     elif done.is_file():
         res = json.loads(done.read_text())
         md = TABLES[cfg.mode](res, cfg)
