@@ -1199,12 +1199,13 @@ def lock_run_dir(path):
         return None
     fd = os.open(path, os.O_RDONLY)
     held = lock_file(fd, wait=False)
-    if not held:
-        os.close(fd)
+    if held:
+        return fd
+    os.close(fd)
     if held is False:
         raise ConfigError(f"another run is writing into {path} now: let it finish (or stop it) before you rerun "
                           f"this command, or use another --out_dir")
-    return fd if held else None
+    return None
 
 
 def lock_file(fd, *, wait):
