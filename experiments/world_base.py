@@ -279,6 +279,8 @@ def saved_unit(fn, path, resume, label, *args):
 def _worker_init():
     torch.set_num_threads(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent alone handles it
+    if hasattr(signal, "pthread_sigmask"):  # born blocked (parallel_map): a Ctrl-C held since is dropped by SIG_IGN
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     # tqdm's default lock is a multiprocessing semaphore, which a worker killed on Ctrl-C never unlinks (a "leaked
     # semaphore" warning at exit); a spawned worker's lock is its own anyway, so a thread lock loses nothing
     tqdm.set_lock(threading.RLock())
@@ -288,11 +290,16 @@ def _stop_workers(pool):
     """Kill a pool's workers, the jobs in flight with them, and cancel the jobs not started."""
     # no public way to stop a running job before Python 3.14; should the private table go, Ctrl-C waits instead
     procs = list((getattr(pool, "_processes", None) or {}).values())
+    # shutdown(wait=False) forgets the pool's manager thread, and one still running at exit can race the
+    # interpreter's own wake-up call to it (an OSError traceback): join it once the workers are dead
+    manager = getattr(pool, "_executor_manager_thread", None)
     pool.shutdown(wait=False, cancel_futures=True)
     for p in procs:
         p.terminate()
     for p in procs:
         p.join()
+    if manager is not None:
+        manager.join(timeout=30)
 
 
 def parallel_map(fn, jobs, workers):
@@ -307,7 +314,16 @@ def parallel_map(fn, jobs, workers):
     ctx = multiprocessing.get_context("spawn")
     pool = concurrent.futures.ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx, initializer=_worker_init)
     try:
-        futures = [pool.submit(fn, *job) for job in jobs]
+        # a spawned worker imports for seconds (torch) before _worker_init can ignore Ctrl-C, and would print a
+        # KeyboardInterrupt traceback: it starts with SIGINT blocked instead (the mask survives fork and exec). The
+        # parent's own Ctrl-C is held meanwhile, and raised here when the mask is restored.
+        mask = getattr(signal, "pthread_sigmask", None)  # POSIX only
+        old = mask(signal.SIG_BLOCK, {signal.SIGINT}) if mask else None
+        try:
+            futures = [pool.submit(fn, *job) for job in jobs]  # the workers start here
+        finally:
+            if mask:
+                mask(signal.SIG_SETMASK, old)
         # returns when every job is done or one has failed (collecting in order would wait on an earlier, slower
         # job first, while the pool went on starting the rest)
         concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)
