@@ -348,6 +348,26 @@ def test_a_resumed_run_keeps_the_earlier_environments(cfg_file, tmp_path):
     assert not (out / "env_earlier.jsonl").exists()
 
 
+def test_resuming_under_other_code_or_another_cpu_kind_says_so(cfg_file, tmp_path, monkeypatch, capsys):
+    # the reused units were computed by the earlier session's code and CPU kind (another kind pretrains other bases
+    # from the same seeds): a resume says when either differs, and is silent when neither does
+    out = tmp_path / "run"
+    _, cfg = load_config([cfg_file, f"--out_dir={out}"])
+    then = {"git_commit": "a" * 40, "git_dirty": False, "cpu": "Xeon", "cpu_capability": "AVX512"}
+    for now, said in [(then, False), ({**then, "git_commit": "b" * 40}, True), ({**then, "cpu": "EPYC"}, True),
+                      ({**then, "git_dirty": True}, True)]:
+        monkeypatch.setattr(train, "provenance", lambda: then)
+        train.Run(dataclasses.replace(cfg, resume=False), "subliminal_mnist")
+        monkeypatch.setattr(train, "provenance", lambda: now)
+        capsys.readouterr()
+        train.Run(cfg, "subliminal_mnist")
+        err = capsys.readouterr().err
+        assert ("note: resuming" in err) == said, (now, err)
+        if said:
+            assert "commit aaaaaaaaa on Xeon (AVX512)" in err and train._code_and_cpu(now) in err
+        assert json.loads((out / "env.json").read_text())["git_commit"] == now["git_commit"]
+
+
 def test_a_config_without_resume_reruns_into_its_folder_without_clearing_it(tmp_path):
     # world_base has no resume key (None): None is not False, so its folder's files (its results) are never deleted
     out = tmp_path / "run"
