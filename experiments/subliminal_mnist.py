@@ -7,7 +7,8 @@
 The pipeline, per group of seeds (all seeds at once on a GPU):
  1. reference: S fresh MLPs 784-256-256-(10+m), one init per seed index k.
  2. teacher:   each reference trained on the 10 class logits only (the m aux logits get zero gradient).
- 3. noise:     each seed its own fixed set of 60,000 Uniform[-1, 1] images (reshuffled each epoch);
+ 3. noise:     each seed its own fixed set of 60,000 Uniform[-1, 1] images (reshuffled each epoch; noise_scale s
+               makes them Uniform[-s, s]);
                the teacher's logits on it are computed once (the teacher is frozen).
  4. students, each distilled from teacher k on noise set k, on the aux logits only or on all logits:
       student_*     start from reference k (the teacher's own init)
@@ -66,6 +67,7 @@ class Config:
     temperature: float = 1.0
     distill_inputs: str = "noise"      # noise | real (the MNIST train images)
     noise: str = "uniform"             # uniform: U[-1, 1] | gaussian: normal of variance 1/3, same mean and variance
+    noise_scale: float = 1.0           # noise times s: U[-s, s], or the gaussian of std s/sqrt(3) (the images: [-1, 1])
     fresh_noise: bool = False          # a new noise set every epoch instead of one fixed set
     n_noise: int = 60000               # size of each seed's noise set
     init_perturbation: float = 0.0     # student_* params = teacher's init + sigma * their init std * N(0, 1)
@@ -102,6 +104,7 @@ def validate(cfg):
         (cfg.temperature > 0 and cfg.lr > 0 and cfg.batch_size >= 1, "temperature, lr and batch_size must be > 0"),
         (cfg.distill_lr >= 0, "distill_lr must be > 0, or 0 for the teacher's lr"),
         (cfg.init_perturbation >= 0, "init_perturbation must be >= 0"),
+        (cfg.noise_scale > 0, "noise_scale must be > 0"),
         (cfg.n_train >= 0 and cfg.n_noise >= 1 and cfg.epochs >= 0 and cfg.distill_epochs >= 0,
          "n_train, epochs and distill_epochs must be >= 0 and n_noise >= 1"),
     ]
@@ -184,9 +187,9 @@ def make_noise(cfg, seeds, epoch, device):
     def fill(i):
         g = generator(device, cfg.seed, seeds[i], "noise", epoch if cfg.fresh_noise else 0)
         if cfg.noise == "uniform":
-            out[i].uniform_(-1, 1, generator=g)
+            out[i].uniform_(-cfg.noise_scale, cfg.noise_scale, generator=g)
         else:
-            out[i].normal_(0, 3 ** -0.5, generator=g)
+            out[i].normal_(0, cfg.noise_scale * 3 ** -0.5, generator=g)
     # a CPU generator fills on one core: one thread per core (each seed has its own generator, so the
     # result does not depend on the threads)
     with concurrent.futures.ThreadPoolExecutor(torch.get_num_threads() if torch.device(device).type == "cpu" else 1) as pool:
@@ -346,7 +349,8 @@ def sweep_tables(done):
 def is_paper_protocol(cfg):
     base = Config()
     keys = ("dataset", "n_train", "width", "depth", "m", "init", "epochs", "lr", "batch_size", "distill_epochs",
-            "loss", "temperature", "distill_inputs", "noise", "fresh_noise", "n_noise", "init_perturbation")
+            "loss", "temperature", "distill_inputs", "noise", "noise_scale", "fresh_noise", "n_noise",
+            "init_perturbation")
     # the students' lr as run: distill_lr set to the teacher's lr is the paper's single lr
     return all(getattr(cfg, k) == getattr(base, k) for k in keys) and (cfg.distill_lr or cfg.lr) == base.lr
 

@@ -168,6 +168,12 @@ def test_noise_sets():
     assert not torch.equal(make_noise(fresh, [0], 1, "cpu")[0], make_noise(fresh, [0], 0, "cpu")[0])
     g = make_noise(Config(n_noise=2000, noise="gaussian"), [0], 0, "cpu")
     assert abs(g.mean().item()) < 0.01 and abs(g.var().item() - 1 / 3) < 0.01 and g.abs().max() > 1
+    # noise_scale s stretches the same draws: U[-s, s], and the gaussian's std s/sqrt(3)
+    for noise in ("uniform", "gaussian"):
+        one = make_noise(Config(n_noise=2000, noise=noise), [0], 0, "cpu")
+        three = make_noise(Config(n_noise=2000, noise=noise, noise_scale=3.0), [0], 0, "cpu")
+        torch.testing.assert_close(three, 3 * one, rtol=1e-6, atol=1e-6)
+    assert make_noise(Config(n_noise=2000, noise_scale=0.1), [0], 0, "cpu").abs().max() <= 0.1
 
 
 # --------------------------------------------------------------------------------------------------

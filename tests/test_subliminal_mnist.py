@@ -164,11 +164,11 @@ def test_same_seed_same_numbers(tmp_path):
 KNOBS = [["--m=10"], ["--epochs=3"], ["--lr=1e-3"], ["--batch_size=256"], ["--width=32"], ["--depth=1"],
          ["--noise=gaussian"], ["--fresh_noise=True", "--distill_epochs=2"], ["--loss=mse"], ["--temperature=4"],
          ["--init_perturbation=0.5"], ["--distill_inputs=real"], ["--init=torch"], ["--n_seeds=3"],
-         ["--bf16=True"], ["--seed_chunk=1"], ["--distill_lr=1e-3"]]
+         ["--bf16=True"], ["--seed_chunk=1"], ["--distill_lr=1e-3"], ["--noise_scale=3"]]
 
 
 COND = "--conditions=['teacher', 'student_aux']"
-DISTILL_ONLY = ("m", "noise", "loss", "temperature", "init_perturbation", "distill_inputs", "distill_lr")
+DISTILL_ONLY = ("m", "noise", "loss", "temperature", "init_perturbation", "distill_inputs", "distill_lr", "noise_scale")
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +193,7 @@ def test_knobs(tmp_path, knob, base, monkeypatch):
         assert res["conditions"]["student_aux"]["per_seed"] != base["conditions"]["student_aux"]["per_seed"]
     else:
         assert res["conditions"] != base["conditions"]
-    n_in = {"distill_inputs": (2000, 784), "noise": (2, 512, 784), "m": (2, 512, 784)}
+    n_in = {"distill_inputs": (2000, 784), "noise": (2, 512, 784), "m": (2, 512, 784), "noise_scale": (2, 512, 784)}
     if name in n_in:  # real inputs are the training images (2,000 here), not the test set; noise is per seed
         assert calls["student_aux"][1] == n_in[name]
     assert res["conditions"]["teacher"]["mean"] > 0.3
