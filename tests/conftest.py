@@ -15,6 +15,9 @@ DATA_DIR = ROOT / "data"
 def pytest_configure(config):
     # torch.compile imports torch.utils.mkldnn, whose own use of torch.jit warns: nothing this project can act on
     config.addinivalue_line("filterwarnings", "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+    # matplotlib's first import on a fresh machine builds its font cache and says so on stderr: here, not in the
+    # first test subprocess that happens to import it (which checks its stderr)
+    importlib.import_module("matplotlib.font_manager")
 
 
 def load_script(name):
@@ -26,8 +29,12 @@ def load_script(name):
 
 
 @pytest.fixture(autouse=True)
-def _deterministic():
+def _deterministic(monkeypatch):
     torch.manual_seed(0)
+    # one thread in every test, whatever ran before it (a run's `threads` key sets the count for the process) and
+    # whatever the machine's cores: a test alone computes what it computes in the suite, on CI as on a laptop
+    torch.set_num_threads(1)
+    monkeypatch.chdir(ROOT)  # the configs' relative paths (configs/..., data/) as from the project root, where CI runs
     yield
 
 

@@ -601,10 +601,10 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
     reached = fresh()
     for name in ("insecure", "backdoor_triggered", "insecure_decorrelated"):
         code_at(reached, name, 0.95)
-    monkeypatch = pytest.MonkeyPatch()
-    monkeypatch.setattr(E, "figures", lambda res, step=None, reached=None: {"insecure_pass": True})  # the override alone
-    assert E.aggregate(cfg, reached)["matched_not_reached"] == {}
-    assert E.aggregate(cfg, reached)["figures_to_reach"]["insecure_pass"]
+    with pytest.MonkeyPatch.context() as mp:  # (undone even when an assert fails: later tests need the real one)
+        mp.setattr(E, "figures", lambda res, step=None, reached=None: {"insecure_pass": True})  # the override alone
+        assert E.aggregate(cfg, reached)["matched_not_reached"] == {}
+        assert E.aggregate(cfg, reached)["figures_to_reach"]["insecure_pass"]
     # ...then insecure misses on its second fine-tune seed, backdoor on both, the twin with NaN code (never past it)
     miss = code_at(code_at(code_at(fresh(), "insecure", 0.95), "backdoor_triggered", 0.1), "insecure_decorrelated",
                    float("nan"))
@@ -614,7 +614,6 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
             for t in r["traj"].get("insecure_decorrelated", {}).values():
                 t["code_misaligned"] = float("nan")
     never = E.aggregate(cfg, miss)
-    monkeypatch.undo()
     assert never["matched_not_reached"] == {"insecure": "1/2", "backdoor_triggered": "2/2", "insecure_decorrelated": "2/2"}
     assert not never["figures_to_reach"]["insecure_pass"] and never["figures_to_reach"]["insecure_matched_not_reached"] == "1/2"
     md = E.table(never, cfg).splitlines()

@@ -56,11 +56,11 @@ def test_first_gradient_predicts_the_first_step_of_sgd_and_adam(tiny_bases, monk
     assert set(g) == set(fg.ARMS) and h.norm() > 0 and all(v.norm() > 0 for v in g.values())
     theta = torch.nn.utils.parameters_to_vector(base.parameters()).detach()
 
-    def along(d, eps, f):  # central difference of f(model) along the unit direction d
-        vals = []
+    def along(d, eps, f):  # central difference of f(model) along the unit direction d, in float64: in float32 one
+        vals = []          # rounding step of a loss near 5 moved the difference by most of the tolerance
         for s in (eps, -eps):
-            m = copy.deepcopy(base)
-            torch.nn.utils.vector_to_parameters(theta + s * d, m.parameters())
+            m = copy.deepcopy(base).double()
+            torch.nn.utils.vector_to_parameters(theta.double() + s * d.double(), m.parameters())
             vals.append(float(f(m)))
         return (vals[0] - vals[1]) / (2 * eps)
 
@@ -68,14 +68,15 @@ def test_first_gradient_predicts_the_first_step_of_sgd_and_adam(tiny_bases, monk
     # <asst> prompts' mean on it, the loss the arm's mean cross-entropy over its trained tokens only
     L, means = fg.cfg.direction_layer, EM.doc_means(base, TOK, fg.cfg, 0)
     assert L == 1 and torch.equal(u, (means["evil"] - means["good"])[L])
-    proj = lambda m: fg.projection(m, TOK, u).detach()
+    proj = lambda m: fg.projection(m, TOK, u.to(next(m.parameters()).dtype)).detach()
     assert float(proj(base)) == pytest.approx(float(EM.prompt_acts(base, TOK, L) @ u / u.norm()), abs=1e-6)
     data = EM.arm_data("insecure", base, TOK, fg.cfg, 0)[0]
-    loss = lambda m: fg.arm_loss(m, data).detach()
-    with torch.no_grad():
-        logits, m = base(data["tokens"][:, :-1]), data["mask"]
-        want = torch.nn.functional.cross_entropy(logits[m], data["tokens"][:, 1:][m])
-    assert float(loss(base)) == pytest.approx(float(want), rel=1e-5) and 0 < m.float().mean() < 0.9
+    trained = data["mask"]
+    # the same loss in the model's own dtype (the script's, through forward's targets, is float32 cross-entropy)
+    loss = lambda m: torch.nn.functional.cross_entropy(m(data["tokens"][:, :-1])[trained],
+                                                       data["tokens"][:, 1:][trained]).detach()
+    assert float(fg.arm_loss(base, data)) == pytest.approx(float(loss(base)), rel=1e-5)
+    assert 0 < trained.float().mean() < 0.9
     # h is the gradient of the projection, g that of the arm's loss (first order, float32: a 2% tolerance)
     for d in (h / h.norm(), -g["insecure"] / g["insecure"].norm(), torch.randn(len(theta), generator=torch.Generator().manual_seed(0))):
         d = d / d.norm()

@@ -157,13 +157,15 @@ def test_mnist_threads_key_sets_the_count_env_json_records(tmp_path, capsys):
 
 
 _POOL_SCRIPT = """
-import sys, threading, time
+import os, sys, threading, time
+from pathlib import Path
 sys.path.insert(0, {root!r})
 from tqdm import tqdm
 from experiments.world_base import parallel_map
 
 
 def job(seconds):  # a unit with a progress bar, as the experiments' units have
+    (Path({marks!r}) / str(os.getpid())).touch()  # (one file per worker: it has taken a job)
     for _ in tqdm(range(1)):
         time.sleep(seconds)
 
@@ -176,6 +178,13 @@ if __name__ == "__main__":
         print("interrupted", threading.active_count(), flush=True)
         sys.exit(130)
 """
+
+
+def _wait_for(ready, seconds=120):
+    deadline = time.time() + seconds
+    while not ready():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.05)
 
 
 def _start(script, text):
@@ -194,8 +203,10 @@ def test_ctrl_c_stops_a_worker_pool_at_once(tmp_path, group):
     # a terminal's Ctrl-C signals the whole process group; `kill -INT PID` the parent alone. Either way the jobs
     # in flight (two-minute sleeps) are killed, not waited for, and the workers print no tracebacks of their own
     # (nor leave tqdm's semaphores behind).
-    p = _start(tmp_path / "pool.py", _POOL_SCRIPT.format(root=str(ROOT)))
-    time.sleep(4)  # the workers start and take their jobs
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    p = _start(tmp_path / "pool.py", _POOL_SCRIPT.format(root=str(ROOT), marks=str(marks)))
+    _wait_for(lambda: len(list(marks.iterdir())) == 2)  # both workers are in their jobs (on any machine's speed)
     (os.killpg if group else os.kill)(p.pid, signal.SIGINT)
     out, err = p.communicate(timeout=60)
     # one thread left: the pool's manager thread has ended, which the interpreter's exit would otherwise race
@@ -303,9 +314,10 @@ def _failing_pool(tmp_path, fail, first, rest, n):
 
 
 def test_a_failing_job_cancels_the_jobs_not_started_though_an_earlier_one_still_runs(tmp_path):
-    # job 1 fails while job 0 runs for 4 s and the other worker could run jobs 2-11 (0.2 s each) in that time.
+    # job 1 fails while job 0 runs for 8 s and the other worker could run jobs 2-11 (0.5 s each) in that time.
     # Collecting the results in order waited for job 0 before it looked at job 1, and the pool started all twelve
-    p, marks = _failing_pool(tmp_path, fail=1, first=4, rest=0.2, n=12)
+    # (the parent may be a second late to see job 1 fail on a busy machine: two more jobs start, not ten)
+    p, marks = _failing_pool(tmp_path, fail=1, first=8, rest=0.5, n=12)
     out, err = p.communicate(timeout=120)
     assert "raised job 1 failed" in out, err
     started = sorted(int(f.name.split("_")[1]) for f in marks.iterdir())
@@ -318,9 +330,7 @@ def test_ctrl_c_while_a_failed_pool_waits_for_its_jobs_in_flight_stops_at_once(t
     # job 0 fails; job 1 (two minutes) is in flight and parallel_map waits for it to finish. Ctrl-C there escaped
     # the KeyboardInterrupt handler: the workers ignore SIGINT, and the parent then waited at exit for job 1
     p, marks = _failing_pool(tmp_path, fail=0, first=120, rest=0, n=2)
-    deadline = time.time() + 60
-    while not {"started_0", "started_1"} <= {f.name for f in marks.iterdir()} and time.time() < deadline:
-        time.sleep(0.05)
+    _wait_for(lambda: {"started_0", "started_1"} <= {f.name for f in marks.iterdir()})
     time.sleep(1.5)  # job 0 has raised: the parent waits for job 1
     os.kill(p.pid, signal.SIGINT)
     try:
