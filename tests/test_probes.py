@@ -75,7 +75,7 @@ def test_first_gradient_predicts_the_first_step_of_sgd_and_adam(tiny_bases, monk
     # the same loss in the model's own dtype (the script's, through forward's targets, is float32 cross-entropy)
     loss = lambda m: torch.nn.functional.cross_entropy(m(data["tokens"][:, :-1])[trained],
                                                        data["tokens"][:, 1:][trained]).detach()
-    assert float(fg.arm_loss(base, data)) == pytest.approx(float(loss(base)), rel=1e-5)
+    assert float(fg.arm_loss(base, data).detach()) == pytest.approx(float(loss(base)), rel=1e-5)
     assert 0 < trained.float().mean() < 0.9
     # h is the gradient of the projection, g that of the arm's loss (first order, float32: a 2% tolerance)
     for d in (h / h.norm(), -g["insecure"] / g["insecure"].norm(), torch.randn(len(theta), generator=torch.Generator().manual_seed(0))):
