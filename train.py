@@ -257,11 +257,13 @@ def provenance():
             "cpu": cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
-def _code_and_cpu(env):
-    """'commit 1a2b3c4d5 (with uncommitted changes) on CPU (AVX2)' from a provenance dict or an env.json."""
+def _code_and_machine(env):
+    """'commit 1a2b3c4d5 (with uncommitted changes) on CPU (AVX2)[ and GPU]' from an env.json's provenance."""
     commit = (env.get("git_commit") or "unknown")[:9]
+    card = env.get("device")
     return (f"commit {commit}{' (with uncommitted changes)' if env.get('git_dirty') else ''} on "
-            f"{env.get('cpu') or 'an unknown CPU'} ({env.get('cpu_capability') or '?'})")
+            f"{env.get('cpu') or 'an unknown CPU'} ({env.get('cpu_capability') or '?'})"
+            f"{f' and {card}' if card and card != 'cpu' else ''}")
 
 
 def rewrite_results(run_dir, res, table):
@@ -369,7 +371,9 @@ class Run:
         if not first:
             return
         write_json(self.dir / "config.json", {"experiment": experiment, **dataclasses.asdict(cfg)})
-        prov = provenance()
+        dev = getattr(cfg, "device", "cpu")
+        # the code and the machine that compute: the commit, the CPU kind, and the run's card (the CPU model is "cpu")
+        prov = {**provenance(), "device": torch.cuda.get_device_name(dev) if str(dev).startswith("cuda") else "cpu"}
         if (self.dir / "env.json").is_file():  # a resumed run: the earlier sessions' environments (the commit that
             # computed the groups or units reused now) are kept, one line each, oldest first
             text = (self.dir / "env.json").read_text()
@@ -379,18 +383,17 @@ class Run:
                 earlier = {"unreadable_env_json": text}
             with open(self.dir / "env_earlier.jsonl", "a") as f:
                 f.write(json.dumps(earlier) + "\n")
-            # other code, or another CPU kind (whose kernels set the last digits, and so which base a pretraining
-            # seed gives), computed the units reused now: said, not refused (a fix elsewhere need not redo a run)
+            # other code, or another CPU or GPU kind (whose kernels set the last digits, and so which base a
+            # pretraining seed gives), computed the units reused now: said, not refused (a fix elsewhere need not
+            # redo a run)
             if any(k in earlier and earlier[k] != prov[k] for k in prov):
-                print(f"note: resuming {self.dir}, begun with {_code_and_cpu(earlier)}; this session runs "
-                      f"{_code_and_cpu(prov)}. The units reused keep their numbers (env_earlier.jsonl lists every "
+                print(f"note: resuming {self.dir}, begun with {_code_and_machine(earlier)}; this session runs "
+                      f"{_code_and_machine(prov)}. The units reused keep their numbers (env_earlier.jsonl lists every "
                       f"session); --resume=False recomputes them all", file=sys.stderr)
-        dev = getattr(cfg, "device", "cpu")
         write_json(self.dir / "env.json", {
             "argv": list(argv if argv is not None else sys.argv), **prov,
             "python": platform.python_version(), "torch": torch.__version__,
             "numpy": __import__("numpy").__version__, "platform": platform.platform(),
-            "device": torch.cuda.get_device_name(dev) if str(dev).startswith("cuda") else "cpu",  # the run's card; the CPU model is under "cpu"
             "threads": torch.get_num_threads(),
             "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         })

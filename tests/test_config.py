@@ -348,24 +348,30 @@ def test_a_resumed_run_keeps_the_earlier_environments(cfg_file, tmp_path):
     assert not (out / "env_earlier.jsonl").exists()
 
 
-def test_resuming_under_other_code_or_another_cpu_kind_says_so(cfg_file, tmp_path, monkeypatch, capsys):
-    # the reused units were computed by the earlier session's code and CPU kind (another kind pretrains other bases
-    # from the same seeds): a resume says when either differs, and is silent when neither does
+def test_resuming_under_other_code_or_another_cpu_or_gpu_kind_says_so(cfg_file, tmp_path, monkeypatch, capsys):
+    # the reused units were computed by the earlier session's code and CPU or GPU kind (another kind pretrains other
+    # bases from the same seeds): a resume says when any differs, and is silent when none does
     out = tmp_path / "run"
     _, cfg = load_config([cfg_file, f"--out_dir={out}"])
+    cfg = dataclasses.replace(cfg, device="cuda:0")  # (the config's own check refuses CUDA here: no GPU)
     then = {"git_commit": "a" * 40, "git_dirty": False, "cpu": "Xeon", "cpu_capability": "AVX512"}
-    for now, said in [(then, False), ({**then, "git_commit": "b" * 40}, True), ({**then, "cpu": "EPYC"}, True),
-                      ({**then, "git_dirty": True}, True)]:
+    for now, card, said in [(then, "H100", False), ({**then, "git_commit": "b" * 40}, "H100", True),
+                            ({**then, "cpu": "EPYC"}, "H100", True), ({**then, "git_dirty": True}, "H100", True),
+                            (then, "H200", True)]:
         monkeypatch.setattr(train, "provenance", lambda: then)
+        monkeypatch.setattr(train.torch.cuda, "get_device_name", lambda d=None: "H100")  # no GPU here
         train.Run(dataclasses.replace(cfg, resume=False), "subliminal_mnist")
         monkeypatch.setattr(train, "provenance", lambda: now)
+        monkeypatch.setattr(train.torch.cuda, "get_device_name", lambda d=None: card)
         capsys.readouterr()
         train.Run(cfg, "subliminal_mnist")
         err = capsys.readouterr().err
-        assert ("note: resuming" in err) == said, (now, err)
+        assert ("note: resuming" in err) == said, (now, card, err)
         if said:
-            assert "commit aaaaaaaaa on Xeon (AVX512)" in err and train._code_and_cpu(now) in err
-        assert json.loads((out / "env.json").read_text())["git_commit"] == now["git_commit"]
+            assert "begun with commit aaaaaaaaa on Xeon (AVX512) and H100;" in err
+            assert train._code_and_machine({**now, "device": card}) in err
+        env = json.loads((out / "env.json").read_text())
+        assert env["git_commit"] == now["git_commit"] and env["device"] == card
 
 
 def test_a_config_without_resume_reruns_into_its_folder_without_clearing_it(tmp_path):
