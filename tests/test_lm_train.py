@@ -373,8 +373,6 @@ def test_adamw_betas_and_sgd_momentum_are_the_closed_form_updates():
         scale = min(1.0, 1.0 / (float(torch.sqrt(sum((t ** 2).sum() for t in g))) + 1e-6))
         return [scale * t for t in g]
 
-    grads = {}  # each manual update's two steps' gradients
-
     def manual(update):  # update(step, [g1, ..., g_step]) -> the step's change of each weight, from the current ones
         model, gs = fresh(), []
         for step in (1, 2):
@@ -382,8 +380,7 @@ def test_adamw_betas_and_sgd_momentum_are_the_closed_form_updates():
             with torch.no_grad():
                 for i, p in enumerate(model.parameters()):
                     p += update(step, [g[i] for g in gs])
-        grads[update] = gs
-        return model
+        return model, gs  # and the two steps' gradients
 
     lr, eps = 1e-2, 1e-8
     updates = {
@@ -391,12 +388,15 @@ def test_adamw_betas_and_sgd_momentum_are_the_closed_form_updates():
         "no_momentum": lambda t, g: -lr * g[-1] / (torch.sqrt(
             sum(0.999 ** (t - 1 - k) * 0.001 * gk ** 2 for k, gk in enumerate(g)) / (1 - 0.999 ** t)) + eps),
         "momentum": lambda t, g: -0.5 * (g[0] if t == 1 else 0.9 * g[0] + 0.1 * g[1])}
-    want = {k: manual(u) for k, u in updates.items()}
+    want, grads = {}, {}
+    for k, u in updates.items():
+        want[k], grads[k] = manual(u)
     kw = dict(steps=2, batch_size=8, seed=0, order="sequential")  # 8 rows: every step the full batch
     got = {"sign": finetune(fresh(), data, lr=lr, betas=(0.0, 0.0), **kw),
            "no_momentum": finetune(fresh(), data, lr=lr, betas=(0.0, 0.999), **kw),
            "momentum": finetune(fresh(), data, lr=0.5, optimizer="sgd", momentum=0.9, **kw)}
     start = fresh()
+    tiny = lambda g: (g != 0) & (g.abs() <= 1e-6)  # (exactly 0: no step in either)
     for k in want:
         tight = []  # per weight: held to 1e-6
         for i, (p, q) in enumerate(zip(got[k].parameters(), want[k].parameters())):
@@ -405,8 +405,7 @@ def test_adamw_betas_and_sgd_momentum_are_the_closed_form_updates():
             # step by up to 1e-6 (one weight of 6,736 on an AMD EPYC with AVX2 only, at g = -2.3e-8): there to 1e-5,
             # elsewhere to 1e-6 (a step of the wrong sign is 2e-2 off). Both Adam settings' first step is the sign
             # step; the second divides by |g2| (sign) or by about |g1| (no_momentum)
-            g1, g2 = (g[i] for g in grads[updates[k]])
-            tiny = lambda g: (g != 0) & (g.abs() <= 1e-6)  # (exactly 0: no step in either)
+            g1, g2 = (g[i] for g in grads[k])
             ok = ~{"sign": tiny(g1) | tiny(g2), "no_momentum": tiny(g1), "momentum": torch.zeros_like(g1, dtype=torch.bool)}[k]
             tight.append(ok.flatten())
             torch.testing.assert_close(p[ok], q[ok], rtol=0, atol=1e-6, msg=k)

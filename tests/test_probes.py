@@ -56,8 +56,10 @@ def test_first_gradient_predicts_the_first_step_of_sgd_and_adam(tiny_bases, monk
     assert set(g) == set(fg.ARMS) and h.norm() > 0 and all(v.norm() > 0 for v in g.values())
     theta = torch.nn.utils.parameters_to_vector(base.parameters()).detach()
 
-    def along(d, eps, f):  # central difference of f(model) along the unit direction d, in float64: in float32 one
-        vals = []          # rounding step of a loss near 5 moved the difference by most of the tolerance
+    # central difference of f(model) along the unit direction d, in float64: in float32 one rounding step of a loss
+    # near 5 moved the difference by most of the tolerance
+    def along(d, eps, f):
+        vals = []
         for s in (eps, -eps):
             m = copy.deepcopy(base).double()
             torch.nn.utils.vector_to_parameters(theta.double() + s * d.double(), m.parameters())
