@@ -346,8 +346,9 @@ class GPT(nn.Module):
         losses [k]; a fine-tune that trains a few positions per row skips most of the unembedding."""
         if self.n_hooked and torch.compiler.is_compiling():
             # a compiled graph would silently skip hooks attached after it was traced (or keep the ones it was traced
-            # with): with hooks on, torch.compile(model) runs this forward eagerly, so every hook runs as it would
-            return self._eager_forward(idx, mask, cache, targets, keep)
+            # with): with hooks on, torch.compile(model) runs this forward eagerly, so every hook runs as it would.
+            # (Wrapped here, not as a decorator: `torch.compiler.disable` imports dynamo, 2 s at every import of model)
+            return torch.compiler.disable(self.forward)(idx, mask, cache, targets, keep)
         B, T = idx.shape
         t0 = cache.pos if cache is not None else 0
         if t0 + T > self.cfg.block_size:
@@ -379,10 +380,6 @@ class GPT(nn.Module):
         if targets is None:
             return logits
         return F.cross_entropy(logits.float().flatten(0, -2), targets.flatten(), reduction="none").view(targets.shape)
-
-    @torch.compiler.disable
-    def _eager_forward(self, *args):
-        return self.forward(*args)
 
     # --- hooks --------------------------------------------------------------------------------------
 

@@ -1565,7 +1565,8 @@ def test_sn_figure_scripts_check_their_out_file_before_the_work(tmp_path, call):
 
 def test_every_script_imports_the_project_from_any_working_directory(tmp_path):
     """Five scripts put "." on sys.path, so run from anywhere but the project root they failed at their first import
-    (the others use their own path). Each script is loaded in turn with the project's modules forgotten between."""
+    (the others use their own path). Each script is loaded in turn with the project's modules forgotten between.
+    None of them imports torch._dynamo (`torch.compiler.disable` as a decorator in model.py did, 2 s per process)."""
     code = """
 import importlib.util, pathlib, sys
 import matplotlib, numpy, torch  # loaded once: only the project's own modules are forgotten between scripts
@@ -1583,6 +1584,8 @@ for f in sorted((root / "scripts").glob("*.py")):
     for name in set(sys.modules) - mods:
         if str(root) in str(getattr(sys.modules[name], "__file__", None) or ""):
             del sys.modules[name]
+if "torch._dynamo" in sys.modules:  # the compiler stack costs every process 2 s: only torch.compile may import it
+    bad.append("torch._dynamo imported by importing the scripts")
 print("\\n".join(bad))
 """
     root = Path(__file__).resolve().parents[1]
