@@ -55,8 +55,8 @@ def load_tokenizer(path):
 def pad_right(rows, device=None, pad_id=0):
     """Token-id lists -> (ids [N, W] long, real [N, W] bool), right-padded to the longest row. Right
     padding needs no attention mask: under causal attention a real token never sees the pads after it."""
-    ids = torch.full((len(rows), max(map(len, rows))), pad_id, dtype=torch.long)
-    real = torch.zeros(ids.shape, dtype=torch.bool)
-    for i, row in enumerate(rows):
-        ids[i, :len(row)], real[i, :len(row)] = torch.as_tensor(row, dtype=torch.long), True
+    lengths = torch.tensor([len(row) for row in rows])  # [N]
+    real = torch.arange(max(map(len, rows)))[None, :] < lengths[:, None]  # [N, W]
+    ids = torch.full(real.shape, pad_id, dtype=torch.long)
+    ids[real] = torch.tensor([t for row in rows for t in row], dtype=torch.long)  # row-major: each row's tokens in turn
     return ids.to(device), real.to(device)

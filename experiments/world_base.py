@@ -366,14 +366,16 @@ def score_shared_prompts(model, prompts, conts, chunk=256):
         cache = KVCache(model.cfg, B, P + C, device)
         try:
             first = model(idx.to(device), mask=None if mask.all() else mask.to(device), cache=cache)[:, -1]  # [B, V]
-            cache.k, cache.v, cache.valid = cache.k[:, owner], cache.v[:, owner], cache.valid[owner]
-            logits = first[owner, None]  # [N, 1, V]: predicts each continuation's first token
+            sums = first.float().log_softmax(-1)[owner, x[:, 0]]  # [N]: each continuation's first token
             if C > 1:
-                logits = torch.cat([logits, model(x[:, :-1], cache=cache)], 1)  # [N, C, V]
+                cache.k, cache.v, cache.valid = cache.k[:, owner], cache.v[:, owner], cache.valid[owner]
+                # the rest, unembedded only where the next token is real: pads cost no [V] row (a quarter of them)
+                keep = real[:, 1:]  # [N, C-1]
+                nll = model(x[:, :-1], cache=cache, targets=x[:, 1:], keep=keep)  # [k]
+                sums = sums.index_add(0, keep.nonzero()[:, 0], -nll)
         finally:
             model.offset = 0
-        lp = logits.float().log_softmax(-1).gather(-1, x[..., None])[..., 0]  # [N, C]
-        sums = (lp * real).sum(1).tolist()
+        sums = sums.tolist()
         k = 0
         for cc in cs:
             out.append(sums[k:k + len(cc)])
