@@ -185,9 +185,9 @@ def test_knobs(tmp_path, knob, base, monkeypatch):
     if knob == ["--seed_chunk=1"]:  # grouping seeds differently must not change any seed's result
         for c, s in base["conditions"].items():
             assert res["conditions"][c]["per_seed"] == pytest.approx(s["per_seed"], abs=2e-3)
-    elif knob == ["--n_seeds=3"]:  # a 2-seed run is a prefix of a 3-seed run (no cross arm here: those are not)
-        for c, s in base["conditions"].items():
-            assert res["conditions"][c]["per_seed"][:2] == s["per_seed"]
+    elif knob == ["--n_seeds=3"]:  # a 2-seed run is a prefix of a 3-seed run (no cross arm here: those are not),
+        for c, s in base["conditions"].items():  # up to the batch's rounding, as for seed_chunk
+            assert res["conditions"][c]["per_seed"][:2] == pytest.approx(s["per_seed"], abs=2e-3)
     elif name in DISTILL_ONLY:  # the same teacher, another student
         assert res["conditions"]["teacher"] == base["conditions"]["teacher"]
         assert res["conditions"]["student_aux"]["per_seed"] != base["conditions"]["student_aux"]["per_seed"]
