@@ -187,12 +187,18 @@ def _wait_for(ready, seconds=120):
         time.sleep(0.05)
 
 
+def _as_from_a_terminal():
+    # a shell's background job (`pytest ... &`) starts with SIGINT ignored, which its children inherit and Python
+    # keeps (no KeyboardInterrupt at all): the scripts below start with it as a terminal gives it
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(script, text):
     """Run `text` as a script in a session of its own (its process group is the one a Ctrl-C would signal), once
     it has said it started."""
     script.write_text(text)
     p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         start_new_session=True)
+                         start_new_session=True, preexec_fn=_as_from_a_terminal)
     assert p.stdout.readline().strip() == "started"
     return p
 
@@ -238,7 +244,7 @@ def test_pool_workers_are_born_deaf_to_ctrl_c_and_the_parent_is_not(tmp_path):
     script = tmp_path / "born.py"
     script.write_text(_BORN_SCRIPT.format(root=str(ROOT)))
     p = subprocess.run([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                       timeout=120)
+                       timeout=120, preexec_fn=_as_from_a_terminal)
     assert p.returncode == 0, p.stderr
     assert p.stdout.split() == "[(True, False, True), (True, False, True)] (False, False, False)".split(), p.stdout
 
