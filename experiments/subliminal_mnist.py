@@ -225,9 +225,23 @@ def student_init(cond, ref, partner, cfg, seeds, device):
     return {k: v.clone() for k, v in partner.items()}  # cross_*
 
 
-def run_group(cfg, seeds, partners, data, device, log):
+# keys only the students read: the cells of a sweep over them share one teacher per seed group (every other key,
+# one added later included, counts as the teacher's, so a wrong guess costs time, never a wrong teacher). Not `m`:
+# the teacher's aux rows are its own.
+STUDENT_ONLY = ("distill_epochs", "distill_lr", "loss", "temperature", "distill_inputs", "noise", "noise_scale",
+                "fresh_noise", "n_noise", "init_perturbation", "conditions", "save_weights", "out_dir", "resume", "sweep")
+
+
+def teacher_key(cfg):
+    return json.dumps({k: v for k, v in dataclasses.asdict(cfg).items() if k not in STUDENT_ONLY}, sort_keys=True,
+                      default=str)
+
+
+def run_group(cfg, seeds, partners, data, device, log, teachers=None):
     """The whole pipeline for one group of seed indices -> ({condition: [acc per seed]}, {model: params});
-    the parameters are copied only when cfg.save_weights asks for them."""
+    the parameters are copied only when cfg.save_weights asks for them. `teachers` (a sweep's dict, else None)
+    keeps the last teacher config's trained teachers per group: a cell that differs from the one before only in
+    STUDENT_ONLY keys reuses them (the same numbers: the group's teacher is trained on its own streams)."""
     train_x, train_y, test_x, test_y = data
     sizes = [784] + [cfg.width] * cfg.depth + [10 + cfg.m]
     amp = cfg.bf16
@@ -250,17 +264,29 @@ def run_group(cfg, seeds, partners, data, device, log):
         return torch.compile(model) if cfg.compile else model
 
     acc, weights = {}, {}
-    model = new_model(ref)
-    acc["reference"] = accuracy(model, test_x, test_y)
-    lap("reference_eval")
-    gens = [generator(device, cfg.seed, k, "teacher_order") for k in seeds]
-    train_classifier(model, train_x, train_y, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
-                     gens=gens, amp=amp, log=log, desc="teacher")
-    teacher = model
-    acc["teacher"] = accuracy(teacher, test_x, test_y)
+    if teachers is not None and teachers.get("key") != teacher_key(cfg):  # one teacher config kept at a time
+        teachers.clear()
+        teachers.update(key=teacher_key(cfg), groups={})
+    kept = teachers["groups"].get(tuple(seeds)) if teachers is not None else None
+    if kept is None:
+        model = new_model(ref)
+        acc["reference"] = accuracy(model, test_x, test_y)
+        lap("reference_eval")
+        gens = [generator(device, cfg.seed, k, "teacher_order") for k in seeds]
+        train_classifier(model, train_x, train_y, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
+                         gens=gens, amp=amp, log=log, desc="teacher")
+        teacher = model
+        acc["teacher"] = accuracy(teacher, test_x, test_y)
+        taught = getattr(teacher, "_orig_mod", teacher).params() if cfg.save_weights or teachers is not None else None
+        if teachers is not None:
+            teachers["groups"][tuple(seeds)] = (taught, acc["reference"], acc["teacher"])
+        lap("teacher")
+    else:
+        taught, acc["reference"], acc["teacher"] = kept
+        teacher = new_model(taught)
+        lap("teacher_reused")
     if cfg.save_weights:
-        weights["reference"], weights["teacher"] = ref, getattr(teacher, "_orig_mod", teacher).params()
-    lap("teacher")
+        weights["reference"], weights["teacher"] = ref, taught
 
     if cfg.distill_inputs == "noise":
         inputs_for = lambda epoch: make_noise(cfg, seeds, epoch, device)
@@ -299,7 +325,7 @@ def weights_readable(stem):
         return False
 
 
-def run_cell(cfg, run, data, cell_name, params=None):
+def run_cell(cfg, run, data, cell_name, params=None, teachers=None):
     """All seeds of one configuration, in groups of seed_chunk, resuming finished groups -> {cond: STAT}."""
     device = torch.device(cfg.device)
     partners = derangement(cfg.n_seeds, cfg.seed)
@@ -319,7 +345,7 @@ def run_cell(cfg, run, data, cell_name, params=None):
                 continue
         t0 = time.time()
         log = lambda **r: run.log(cell=cell_name, group=gi, **(params or {}), **r)
-        acc, weights = run_group(cfg, seeds, [partners[k] for k in seeds], data, device, log)
+        acc, weights = run_group(cfg, seeds, [partners[k] for k in seeds], data, device, log, teachers)
         if cfg.save_weights:
             save_weights(run.dir / f"{cell_name}_group{gi}", {f"{m}.{n}": t for m, p in weights.items() for n, t in p.items()},
                          {"seeds": seeds, "partners": [partners[k] for k in seeds], "sizes": [784] + [cfg.width] * cfg.depth + [10 + cfg.m]})
@@ -371,8 +397,9 @@ def run(cfg, run):
         run.save_results(results, md)
         plot_bars(stats, cfg, run.dir / "accuracy.png")
     else:
-        done = [{"params": params, "conditions": run_cell(cell_cfg, run, data, name, params), "n_seeds": cell_cfg.n_seeds}
-                for name, params, cell_cfg in cells(cfg)]
+        teachers = {}  # a sweep over the students' keys trains each group's teacher once
+        done = [{"params": params, "conditions": run_cell(cell_cfg, run, data, name, params, teachers),
+                 "n_seeds": cell_cfg.n_seeds} for name, params, cell_cfg in cells(cfg)]
         results = {"sweep": {"keys": list(cfg.sweep), "cells": done}, "n_seeds": cfg.n_seeds,
                    "seconds": time.time() - t0, "config": dataclasses.asdict(cfg)}
         md = sweep_tables(done)

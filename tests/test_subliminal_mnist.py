@@ -1,4 +1,5 @@
 """Tiny end-to-end runs of the subliminal MNIST experiment on the real data (a few seconds each)."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -233,6 +234,26 @@ def test_sweep_writes_cells_and_figure(tmp_path):
     # ... but does on the init: each cell trains its own params (a cell that ignored them would repeat the run)
     assert cells[0]["conditions"]["teacher"]["per_seed"] != cells[1]["conditions"]["teacher"]["per_seed"]
 
+
+
+@need_data()
+def test_a_sweep_trains_a_teacher_once_per_group_for_cells_that_differ_in_the_students_keys(tmp_path, monkeypatch):
+    import experiments.subliminal_mnist as SM
+    taught, real = [], SM.train_classifier
+    monkeypatch.setattr(SM, "train_classifier", lambda *a, **kw: taught.append(kw["desc"]) or real(*a, **kw))
+    # lr is the teacher's, noise_scale the students': 4 cells x 2 groups of one seed, a teacher per lr and group
+    _, res = run(tmp_path, "--sweep={'lr': [2e-3, 1e-3], 'noise_scale': [1.0, 3.0]}", COND, "--seed_chunk=1",
+                 "--save_weights=False", name="sweep")
+    cells = res["sweep"]["cells"]
+    assert taught == ["teacher"] * 4 and [c["params"]["noise_scale"] for c in cells] == [1.0, 3.0, 1.0, 3.0]
+    assert cells[0]["conditions"]["teacher"] != cells[2]["conditions"]["teacher"]
+    # a reused teacher gives the numbers of a run of that cell alone, which trains its own
+    for i in (1, 3):
+        taught.clear()
+        _, alone = run(tmp_path, *(f"--{k}={v}" for k, v in cells[i]["params"].items()), COND, "--seed_chunk=1",
+                       "--save_weights=False", name=f"alone{i}")
+        assert taught == ["teacher"] * 2 and alone["conditions"] == cells[i]["conditions"], i
+    assert set(SM.STUDENT_ONLY) <= {f.name for f in dataclasses.fields(SM.Config)} and "m" not in SM.STUDENT_ONLY
 
 @need_data()
 def test_eval_reloads_a_sweep_over_a_float_key(tmp_path, capsys):
