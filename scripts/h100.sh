@@ -33,5 +33,5 @@ stage em_quick 120 E emergent_misalignment_quick
 stage cross_head100 60 T subliminal_mnist --n_seeds=100 --out_dir=out/gpu/cross_head \
     --conditions="['reference','teacher','student_aux','cross_head_aux','cross_head_all']"
 stage cross_init 120 T subliminal_mnist_cross_init
-for c in aux_sweep width perturb inputs epochs noise_scale; do stage "$c" 60 T "subliminal_mnist_$c"; done
+for c in aux_sweep width perturb inputs epochs noise_scale temperature; do stage "$c" 60 T "subliminal_mnist_$c"; done
 echo "## done at ${SECONDS}s"
