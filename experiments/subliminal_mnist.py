@@ -264,10 +264,13 @@ def run_group(cfg, seeds, partners, data, device, log, teachers=None):
         return torch.compile(model) if cfg.compile else model
 
     acc, weights = {}, {}
-    if teachers is not None and teachers.get("key") != teacher_key(cfg):  # one teacher config kept at a time
-        teachers.clear()
-        teachers.update(key=teacher_key(cfg), groups={})
-    kept = teachers["groups"].get(tuple(seeds)) if teachers is not None else None
+    kept = None
+    if teachers is not None:
+        key = teacher_key(cfg)
+        if teachers.get("key") != key:  # one teacher config kept at a time
+            teachers.clear()
+            teachers.update(key=key, groups={})
+        kept = teachers["groups"].get(tuple(seeds))
     if kept is None:
         model = new_model(ref)
         acc["reference"] = accuracy(model, test_x, test_y)

@@ -29,7 +29,6 @@ def run(tmp_path, *overrides, name="run"):
     return out, json.loads((out / "results.json").read_text())
 
 
-
 @need_data()
 def test_a_run_never_imports_the_compiler_stack(tmp_path):
     """torch._dynamo (~830 modules) cost a GPU process 5-7 s of a 100-seed run's ~6 s of work. The MNIST loops have
@@ -40,6 +39,7 @@ def test_a_run_never_imports_the_compiler_stack(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, CONFIG, *TINY, "--epochs=1", "--conditions=['teacher','student_aux']",
                           f"--out_dir={tmp_path / 'run'}"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.splitlines()[-1] == "no dynamo", out.stdout[-2000:] + out.stderr[-2000:]
+
 
 @need_data()
 def test_end_to_end_writes_every_file_and_teacher_beats_chance(tmp_path, capsys):
