@@ -241,7 +241,8 @@ def run_group(cfg, seeds, partners, data, device, log, teachers=None):
     """The whole pipeline for one group of seed indices -> ({condition: [acc per seed]}, {model: params});
     the parameters are copied only when cfg.save_weights asks for them. `teachers` (a sweep's dict, else None)
     keeps the last teacher config's trained teachers per group: a cell that differs from the one before only in
-    STUDENT_ONLY keys reuses them (the same numbers: the group's teacher is trained on its own streams)."""
+    STUDENT_ONLY keys reuses them (the same numbers: the group's teacher is trained on its own streams). run()
+    orders a sweep's cells so that those sharing a teacher come one after another."""
     train_x, train_y, test_x, test_y = data
     sizes = [784] + [cfg.width] * cfg.depth + [10 + cfg.m]
     amp = cfg.bf16
@@ -400,9 +401,17 @@ def run(cfg, run):
         run.save_results(results, md)
         plot_bars(stats, cfg, run.dir / "accuracy.png")
     else:
-        teachers = {}  # a sweep over the students' keys trains each group's teacher once
-        done = [{"params": params, "conditions": run_cell(cell_cfg, run, data, name, params, teachers),
-                 "n_seeds": cell_cfg.n_seeds} for name, params, cell_cfg in cells(cfg)]
+        # the cells that share a teacher (they differ only in STUDENT_ONLY keys) run one after another, so that
+        # each group's teachers train once whatever the order of the sweep's keys; the results keep the grid's order
+        grid, first = cells(cfg), {}
+        for _, _, cell_cfg in grid:
+            first.setdefault(teacher_key(cell_cfg), len(first))
+        teachers, stats = {}, {}
+        for i in sorted(range(len(grid)), key=lambda i: first[teacher_key(grid[i][2])]):
+            name, params, cell_cfg = grid[i]
+            stats[i] = run_cell(cell_cfg, run, data, name, params, teachers)
+        done = [{"params": params, "conditions": stats[i], "n_seeds": cell_cfg.n_seeds}
+                for i, (_, params, cell_cfg) in enumerate(grid)]
         results = {"sweep": {"keys": list(cfg.sweep), "cells": done}, "n_seeds": cfg.n_seeds,
                    "seconds": time.time() - t0, "config": dataclasses.asdict(cfg)}
         md = sweep_tables(done)

@@ -241,14 +241,18 @@ def test_a_sweep_trains_a_teacher_once_per_group_for_cells_that_differ_in_the_st
     import experiments.subliminal_mnist as SM
     taught, real = [], SM.train_classifier
     monkeypatch.setattr(SM, "train_classifier", lambda *a, **kw: taught.append(kw["desc"]) or real(*a, **kw))
-    # lr is the teacher's, noise_scale the students': 4 cells x 2 groups of one seed, a teacher per lr and group
-    _, res = run(tmp_path, "--sweep={'lr': [2e-3, 1e-3], 'noise_scale': [1.0, 3.0]}", COND, "--seed_chunk=1",
+    # lr is the teacher's, noise_scale the students': 4 cells x 2 groups of one seed, a teacher per lr and group,
+    # although the grid's order alternates the two teachers (the teacher's key varies fastest)
+    _, res = run(tmp_path, "--sweep={'noise_scale': [1.0, 3.0], 'lr': [2e-3, 1e-3]}", COND, "--seed_chunk=1",
                  "--save_weights=False", name="sweep")
     cells = res["sweep"]["cells"]
-    assert taught == ["teacher"] * 4 and [c["params"]["noise_scale"] for c in cells] == [1.0, 3.0, 1.0, 3.0]
-    assert cells[0]["conditions"]["teacher"] != cells[2]["conditions"]["teacher"]
+    assert taught == ["teacher"] * 4
+    assert [(c["params"]["noise_scale"], c["params"]["lr"]) for c in cells] == [(1.0, 2e-3), (1.0, 1e-3),
+                                                                                (3.0, 2e-3), (3.0, 1e-3)]
+    assert cells[0]["conditions"]["teacher"] != cells[1]["conditions"]["teacher"]
+    assert cells[0]["conditions"]["teacher"] == cells[2]["conditions"]["teacher"]
     # a reused teacher gives the numbers of a run of that cell alone, which trains its own
-    for i in (1, 3):
+    for i in (2, 3):
         taught.clear()
         _, alone = run(tmp_path, *(f"--{k}={v}" for k, v in cells[i]["params"].items()), COND, "--seed_chunk=1",
                        "--save_weights=False", name=f"alone{i}")
