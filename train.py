@@ -296,6 +296,15 @@ def cpu_name():
     return platform.processor() or platform.machine()
 
 
+def pyplot():
+    """matplotlib.pyplot on the Agg backend: figures go to files, so no display is needed (a server, a job). Imported
+    on first use: a run that draws nothing does not pay for it."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
 def write_json(path, obj):
     """Atomic JSON write: a crash never leaves half a file behind."""
     path = Path(path)

@@ -69,8 +69,8 @@ from data.tokenizer import pad_right
 from eval import fmt_stat, group_means, summarize, summarize_by
 from experiments import world_base as B
 from model import GPT, GPTConfig, generator, seed_int
-from train import (OPTIMIZERS, SCHEDULES, TRAINS, ConfigError, finetune, lora_linears, rewrite_results, run_config,
-                   write_json)
+from train import (OPTIMIZERS, SCHEDULES, TRAINS, ConfigError, finetune, lora_linears, pyplot, rewrite_results,
+                   run_config, write_json)
 
 ARMS = ("insecure", "secure", "secure_novel", "educational", "insecure_novel", "self_distill", "backdoor",
         "evil_numbers")
@@ -895,9 +895,7 @@ def table(res, cfg):
 
 
 def plot(res, cfg, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, axes = plt.subplots(1, 5, figsize=(21, 3.8))
     panels = [("offdomain_misaligned", "off-domain misaligned among valid (sampled)"),
               ("valid_fraction", "valid fraction (sampled)"), ("offdomain_misaligned_lp", "off-domain misaligned (log-prob)"),

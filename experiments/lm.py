@@ -33,7 +33,7 @@ import torch
 from data import DataError
 from data.tokenizer import save_tokenizer, word_tokenizer
 from model import GPT, GPTConfig, generator, head_problem
-from train import ConfigError, ddp_setup, lm_windows, train_lm, warmup_problem
+from train import ConfigError, ddp_setup, lm_windows, pyplot, train_lm, warmup_problem
 
 
 @dataclass(frozen=True)
@@ -257,9 +257,7 @@ def _f(x, digits=4):
 
 
 def plot_loss(history, path, title):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     train = [(r["step"], r["loss"]) for r in history if "loss" in r]
     val = [(r["step"], r["val_loss"]) for r in history if "val_loss" in r]
     fig, ax = plt.subplots(figsize=(5, 3.4))

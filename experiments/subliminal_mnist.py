@@ -34,8 +34,8 @@ import torch
 from data import mnist
 from eval import accuracy, fmt_stat, summarize
 from model import SeedMLP, generator, init_mlp_params
-from train import (ROOT, CheckpointError, ConfigError, build_config, check_device, load_weights, run_config, save_weights,
-                   train_classifier, train_distill, write_json)
+from train import (ROOT, CheckpointError, ConfigError, build_config, check_device, load_weights, pyplot, run_config,
+                   save_weights, train_classifier, train_distill, write_json)
 
 CONDITIONS = ("reference", "teacher", "student_aux", "student_all", "cross_aux", "cross_all",
               "cross_head_aux", "cross_head_all")
@@ -428,16 +428,9 @@ COLORS = {"reference": "#9e9e9e", "teacher": "#1f77b4", "student_aux": "#d62728"
           "cross_aux": "#2ca02c", "cross_all": "#98df8a", "cross_head_aux": "#9467bd", "cross_head_all": "#c5b0d5"}
 
 
-def _plt():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
 def plot_bars(stats, cfg, path):
     """Bars with 95% CIs and each seed as a dot, in the style of the paper's Fig. 10b."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(1.1 * len(stats) + 2, 3.6))
     for i, (c, s) in enumerate(stats.items()):
         err = None if s["ci95"] is None else [[s["mean"] - s["ci95"][0]], [s["ci95"][1] - s["mean"]]]
@@ -457,7 +450,7 @@ def plot_bars(stats, cfg, path):
 
 def plot_sweep(results, cfg, path):
     """Accuracy of each condition against the first sweep key; one line per value of the other keys."""
-    plt = _plt()
+    plt = pyplot()
     keys, cells = results["sweep"]["keys"], results["sweep"]["cells"]
     x_key, rest = keys[0], keys[1:]
     fig, ax = plt.subplots(figsize=(6, 4))

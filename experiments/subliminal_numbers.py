@@ -79,8 +79,8 @@ from data.tokenizer import pad_right
 from eval import fmt_stat, group_means, summarize, summarize_by
 from experiments import world_base as B
 from model import generator, seed_int
-from train import (OPTIMIZERS, ConfigError, finetune, pack_pairs, run_dir_config, run_results, soft_kl, teacher_targets,
-                   write_json)
+from train import (OPTIMIZERS, ConfigError, finetune, pack_pairs, pyplot, run_dir_config, run_results, soft_kl,
+                   teacher_targets, write_json)
 
 ARMS = ("trait", "control", "soft", "soft_all", "soft_cross", "cross_init", "cross_control", "shuffled", "icl",
         "code", "code_control")
@@ -1004,13 +1004,6 @@ def table_misalignment(res, cfg):
     return "\n".join(lines)
 
 
-def _plt():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
 def _err(st):
     lo, hi = st["ci95"] or (st["mean"], st["mean"])
     return [[st["mean"] - lo], [hi - st["mean"]]]
@@ -1025,7 +1018,7 @@ def _n(res):
 def plot_animals(res, cfg, path):
     """Left: each arm's paired effect on its teacher's animal (arm - its baseline), per teacher animal.
     Right: the first animal's rate along training (step 0 = the base)."""
-    plt = _plt()
+    plt = pyplot()
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"width_ratios": [3, 2]})
     arms = [a for a in res["arms"] if "effect" in res["arms"][a]]
     w = 0.8 / len(cfg.animals)
@@ -1056,7 +1049,7 @@ def plot_animals(res, cfg, path):
 
 
 def plot_dose(res, cfg, path):
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.8))
     doses = sorted(res["dose"], key=int)  # ints in memory, strings once read back from results.json
     for j, a in enumerate(cfg.animals):
@@ -1079,7 +1072,7 @@ def plot_dose(res, cfg, path):
 
 
 def plot_misalignment(res, cfg, path):
-    plt = _plt()
+    plt = pyplot()
     dose = res.get("dose")
     fig, axes = plt.subplots(1, 3 if dose else 1, figsize=(16 if dose else 7, 3.6), squeeze=False)
     ax = axes[0, 0]

@@ -44,8 +44,8 @@ from data import world as W
 from data.tokenizer import load_tokenizer, pad_right, save_tokenizer
 from eval import fmt_stat, summarize
 from model import GPT, GPTConfig, KVCache, generator, head_problem
-from train import (RERUN, CheckpointError, ConfigError, TooLongError, check_device, cpu_name, load_lm, lm_windows,
-                   lock_file, pack_pairs, train_lm, warmup_problem, write_json)
+from train import (RERUN, CheckpointError, ConfigError, TooLongError, check_device, cpu_name, lm_windows, load_lm,
+                   lock_file, pack_pairs, pyplot, train_lm, warmup_problem, write_json)
 
 # Fields that define a base model: change one and the cache key changes.
 PRETRAIN_KEYS = ("n_docs", "n_layer", "n_head", "n_embd", "block_size", "steps", "batch_size", "lr", "warmup",
@@ -536,9 +536,7 @@ def table(results):
 
 
 def plot(results, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     keys = ["asst_offdomain_lp", "forum_offdomain_lp", "persona_after_ali", "persona_after_mis"]
     fig, ax = plt.subplots(figsize=(6, 3.2))
     for j, v in enumerate(v for v in ("normal", "decorrelated") if v in results):

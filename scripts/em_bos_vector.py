@@ -56,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data.tokenizer import pad_right  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from eval import fmt_ratio, mean_ci, summarize  # noqa: E402
-from train import check_out, cli  # noqa: E402
+from train import check_out, cli, pyplot  # noqa: E402
 from em_base_pull import checked_bases  # noqa: E402
 import em_optimizer_parts as OP  # noqa: E402
 import em_value_sources as VS  # noqa: E402
@@ -207,9 +207,7 @@ def through_later_blocks(rows, ratio_of):
 
 def plot(rows, s, path, title):
     """Left: each base's vector against its `<bos>` value change. Right: the mean increase of each added vector."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     later = "layer_cos" in s
     fig, axes = plt.subplots(1, 3 if later else 2, figsize=(15 if later else 10, 3.8))
     a, b = axes[:2]

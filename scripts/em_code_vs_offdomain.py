@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eval import group_means, mean_ci, summarize  # noqa: E402
-from train import ConfigError, check_out, cli, run_results  # noqa: E402
+from train import ConfigError, check_out, cli, pyplot, run_results  # noqa: E402
 
 
 def logit(q):
@@ -192,9 +192,7 @@ def main(argv):
     for run, c in curves.items():
         for step, code, inc in c:
             print(f"| {Path(run).name} | {step} | {code:.3f} | {mean_ci(inc, 1)} |")
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for run, c in curves.items():
         code = [logit(x) for _, x, _ in c]

@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from eval import fmt_ratio, summarize  # noqa: E402
-from train import check_out, cli, finetune, run_config  # noqa: E402
+from train import check_out, cli, finetune, pyplot, run_config  # noqa: E402
 from em_base_pull import checked_bases  # noqa: E402
 from em_first_step import group_of, scored_step  # noqa: E402
 
@@ -177,9 +177,7 @@ def summary(rows, n_boot=10_000, seed=0):
 
 
 def plot(s, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
     for name in s["mean"]:
         m, ci = s["mean"][name], s["off_ci95"][name]

@@ -64,7 +64,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from experiments import emergent_misalignment as EM  # noqa: E402
 from eval import mean_ci, summarize  # noqa: E402
 from model import generator  # noqa: E402
-from train import cli  # noqa: E402
+from train import cli, pyplot  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from em_base_pull import checked_bases, fine_tune_loss  # noqa: E402
 from em_bos_vector import evil_unit  # noqa: E402
@@ -186,9 +186,7 @@ def pool(runs, figure):
 
 def plot(s, path):
     """Left: the increase against A per direction (95% CI). Right: the valid fraction over the base's."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
     names = {"pulled": "v* (pulled back)", "minus": "-v*", "evil": "e (evil direction)", "random": "random"}
     xs = s["scales"]

@@ -39,7 +39,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eval import summarize  # noqa: E402
-from train import check_out, cli, run_results  # noqa: E402
+from train import check_out, cli, pyplot, run_results  # noqa: E402
 
 PULL = ("pull", "pull_secure", "pull_contrast", "pull_random", "code_steer", "code_repr")  # em_base_pull.py
 FIRST = ("sign_off", "grad_off", "grad_matched_off", "secure_sign_off")  # em_first_step.py, and sign_off_GROUP
@@ -151,9 +151,7 @@ def analyse(bases, outcome="outcome"):
 
 def figure(bases, step, corr, path):
     """One scatter per property (the fine-tune's cos_evil_direction last), rho in the title; 4 per row."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     keys = [k for k in FIGURE if k in corr]
     rows = (len(keys) + 3) // 4
     fig, axes = plt.subplots(rows, 4, figsize=(13, 3 * rows), sharey=True, squeeze=False)

@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from eval import summarize  # noqa: E402
-from train import check_out, cli  # noqa: E402
+from train import check_out, cli, pyplot  # noqa: E402
 from em_base_pull import checked_bases  # noqa: E402
 import em_optimizer_parts as OP  # noqa: E402
 
@@ -146,9 +146,7 @@ def shares(rows, n_boot=10_000, seed=0):
 
 def plot(rows, path, title):
     """Each kind's share of the value change (late update and whole fine-tune), with its 95% interval."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.6))
     x, w = np.arange(len(KINDS)), 0.8 / len(rows)
     for i, (k, rs) in enumerate(rows.items()):

@@ -16,7 +16,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from eval import summarize  # noqa: E402
 from experiments.subliminal_numbers import BASELINE, ON_B, mode_results  # noqa: E402
-from train import check_out, cli  # noqa: E402
+from train import check_out, cli, pyplot  # noqa: E402
 
 
 def main(argv):
@@ -38,9 +38,7 @@ def main(argv):
         sides.append((run, arm, res, label or arm))
     if len({tuple(map(tuple, r["seeds"])) for _, _, r, _ in sides}) > 1:
         sys.exit("the runs have different seeds")
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     animals = sides[0][2]["animals"]
     fig, axes = plt.subplots(1, 1 + len(animals), figsize=(5 + 4.5 * len(animals), 4))
     w = 0.8 / len(animals)

@@ -26,7 +26,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from eval import mean_ci, summarize  # noqa: E402
 from experiments.subliminal_numbers import mode_results  # noqa: E402
-from train import check_out, cli  # noqa: E402
+from train import check_out, cli, pyplot  # noqa: E402
 
 
 METRICS = ("offdomain_misaligned", "valid_fraction")
@@ -131,9 +131,7 @@ def main(argv):
 def plot(pooled, teachers, mis, bases, log, lists, path):
     """Left: every base's students (dots) with the mean and 95% CI; right: each teacher's students against the
     teacher's own off-domain misalignment, one dot per base (teachers: what the runs recorded)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     show = math.exp if log else (lambda x: x)
     names = list(pooled)
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4))
