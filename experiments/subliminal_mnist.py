@@ -118,6 +118,9 @@ def validate(cfg):
             if key in ONCE_PER_RUN:
                 raise ConfigError(f"sweep: '{key}' is set once for the whole run and cannot be swept "
                                   f"(not sweepable: {', '.join(ONCE_PER_RUN)})")
+            if key == "conditions":  # every cell's table, figure and saved models assume the same conditions
+                raise ConfigError("sweep: 'conditions' cannot be swept: every cell runs all of them; list them all in "
+                                  "--conditions instead")
             if not isinstance(values, (list, tuple)) or not values:
                 raise ConfigError(f"sweep: '{key}' needs a non-empty list of values, e.g. --sweep=\"{{'{key}': [..., ...]}}\"")
         for _, params, cell_cfg in cells(cfg):  # (cells() names a cell whose value has the wrong type)
@@ -348,7 +351,8 @@ def run_cell(cfg, run, data, cell_name, params=None, teachers=None):
                 print(f"[{cell_name}] seeds {seeds[0]}..{seeds[-1]}: resumed from {done.name}")
                 continue
         t0 = time.time()
-        log = lambda **r: run.log(cell=cell_name, group=gi, **(params or {}), **r)
+        # the cell's values nested: a swept key may share a name with a record's field (loss)
+        log = lambda **r: run.log(cell=cell_name, group=gi, **({"params": params} if params else {}), **r)
         acc, weights = run_group(cfg, seeds, [partners[k] for k in seeds], data, device, log, teachers)
         if cfg.save_weights:
             save_weights(run.dir / f"{cell_name}_group{gi}", {f"{m}.{n}": t for m, p in weights.items() for n, t in p.items()},
@@ -385,11 +389,15 @@ def is_paper_protocol(cfg):
     return all(getattr(cfg, k) == getattr(base, k) for k in keys) and (cfg.distill_lr or cfg.lr) == base.lr
 
 
+def use_tf32(device, on):
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = on
+        torch.backends.cudnn.allow_tf32 = on
+
+
 def run(cfg, run):
     device = torch.device(cfg.device)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
-        torch.backends.cudnn.allow_tf32 = cfg.tf32
+    use_tf32(device, cfg.tf32)
     t0 = time.time()
     data = load_data(cfg, device)
     run.log(stage="load_data", seconds=round(time.time() - t0, 3))
@@ -498,6 +506,7 @@ def reevaluate(run_dir):
         device = torch.device(cfg.device)
     except ConfigError:
         device = torch.device("cpu")
+    use_tf32(device, cfg.tf32)  # the run's matmul precision: a near-tie of two logits then falls the same way
     data_cfg = cfg
     if not Path(cfg.data_dir).is_absolute() and not Path(cfg.data_dir).is_dir() and (ROOT / cfg.data_dir).is_dir():
         data_cfg = dataclasses.replace(cfg, data_dir=str(ROOT / cfg.data_dir))  # the run's data, from another directory

@@ -260,6 +260,16 @@ def test_a_sweep_trains_a_teacher_once_per_group_for_cells_that_differ_in_the_st
     assert set(SM.STUDENT_ONLY) <= {f.name for f in dataclasses.fields(SM.Config)} and "m" not in SM.STUDENT_ONLY
 
 @need_data()
+def test_a_sweep_over_the_loss_runs_though_every_training_record_has_a_loss_field(tmp_path):
+    out, res = run(tmp_path, "--sweep={'loss': ['kl', 'mse']}", "--conditions=['teacher', 'student_aux']",
+                   "--save_weights=False")
+    assert [c["params"] for c in res["sweep"]["cells"]] == [{"loss": "kl"}, {"loss": "mse"}]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {r["params"]["loss"] for r in records if "params" in r} == {"kl", "mse"}
+    assert all(isinstance(r["loss"], float) for r in records if "loss" in r)
+
+
+@need_data()
 def test_eval_reloads_a_sweep_over_a_float_key(tmp_path, capsys):
     # a cell named "init_perturbation-0.3" has a dot in it: its saved models are init_perturbation-0.3_group0.*,
     # which Path.with_suffix would look for as init_perturbation-0.safetensors ("no saved models")
@@ -281,7 +291,8 @@ def test_a_bad_sweep_fails_before_anything_trains_or_any_directory_exists(tmp_pa
                         ("{3: [1]}", "keys are config key names in quotes"),
                         ("{'n_train': [200, 2000]}", "'n_train' is set once for the whole run"),
                         # train.py sets the thread count once, before the run: every cell ran with the first
-                        ("{'threads': [1, 2]}", "'threads' is set once for the whole run")):
+                        ("{'threads': [1, 2]}", "'threads' is set once for the whole run"),
+                        ("{'conditions': [('teacher',), ('student_aux',)]}", "'conditions' cannot be swept")):
         assert train.main([CONFIG, *TINY, f"--sweep={sweep}", f"--out_dir={out}"]) == 2  # (tiny: should one run)
         err = capsys.readouterr().err
         assert says in err and "Traceback" not in err and not out.exists(), sweep
