@@ -25,7 +25,8 @@ def seed_int(*parts):
 def generator(device, *parts):
     """A torch.Generator on `device` seeded from `parts`: every random stream of the project derives
     from (config seed, seed index, stream name), so seed k's numbers do not depend on how many other
-    seeds run beside it."""
+    seeds run beside it. (Subliminal MNIST's cross-init partners do: they are one derangement of all n_seeds, so
+    seed k's cross_* students differ between runs of different n_seeds.)"""
     g = torch.Generator(device=device)
     g.manual_seed(seed_int(*parts))
     return g
@@ -38,7 +39,8 @@ class SeedMLP(nn.Module):
     """S independent MLPs d_in -> width x depth (ReLU) -> n_out, evaluated in one batched matmul per layer.
 
     Parameters are `weights.{i}` [S, d_in, d_out] and `biases.{i}` [S, 1, d_out]. `forward(x)` takes per-seed inputs
-    x [S, B, d_in] or inputs shared by all seeds x [B, d_in], and returns logits [S, B, n_out].
+    x [S, B, d_in] or inputs shared by all seeds x [B, d_in], and returns logits [S, B, n_out]; with
+    `return_hidden=True`, (logits, [each hidden layer's post-ReLU activations, S x B x width]).
     """
 
     def __init__(self, n_seeds, sizes):

@@ -545,6 +545,7 @@ def train_classifier(model, x, y, *, epochs, lr, batch_size, gens, n_classes=10,
     bar = progress_bar(epochs * -(-N // batch_size), desc)
     for epoch in range(epochs):
         order = seed_permutations(gens, N, x.device)  # [S, N]
+        total = torch.zeros((), device=x.device)  # the epoch's summed loss, on the device: no sync per step
         for i in range(0, N, batch_size):
             idx = order[:, i:i + batch_size]  # [S, B]
             xb = gather_rows(x, idx, buf)  # [S, B, D]
@@ -555,10 +556,11 @@ def train_classifier(model, x, y, *, epochs, lr, batch_size, gens, n_classes=10,
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            total += loss.detach() * idx.shape[1]
             step += 1
             bar.update()
-        if log:
-            log(stage=desc, epoch=epoch + 1, step=step, loss=loss.item() / S, seconds=round(time.time() - t0, 3))
+        if log:  # the epoch's mean loss per example and seed (not its last, partial, batch's)
+            log(stage=desc, epoch=epoch + 1, step=step, loss=total.item() / (N * S), seconds=round(time.time() - t0, 3))
     bar.close()
 
 
@@ -596,6 +598,7 @@ def train_distill(model, inputs, targets, logit_idx, *, epochs, lr, batch_size, 
         x_order = per_seed if inputs.dim() == 3 else order  # shared inputs: every seed reads [N, D]
         flat_x, flat_t = inputs.reshape(-1, inputs.shape[-1]), targets.reshape(-1, targets.shape[-1])[:, sel]
         buf = flat_x.new_empty(S * min(batch_size, N), flat_x.shape[-1])  # gather_rows' reused block
+        total = torch.zeros((), device=inputs.device)  # the epoch's summed loss, on the device: no sync per step
         for i in range(0, N, batch_size):
             xb = gather_rows(flat_x, x_order[:, i:i + batch_size], buf)  # [S, B, D]
             tb = flat_t[per_seed[:, i:i + batch_size]]  # [S, B, k]
@@ -605,10 +608,11 @@ def train_distill(model, inputs, targets, logit_idx, *, epochs, lr, batch_size, 
             opt.zero_grad(set_to_none=True)
             l.backward()
             opt.step()
+            total += l.detach() * tb.shape[1]
             step += 1
             bar.update()
-        if log:
-            log(stage=desc, epoch=epoch + 1, step=step, loss=l.item() / S, seconds=round(time.time() - t0, 3))
+        if log:  # the epoch's mean loss per example and seed
+            log(stage=desc, epoch=epoch + 1, step=step, loss=total.item() / (N * S), seconds=round(time.time() - t0, 3))
     bar.close()
 
 

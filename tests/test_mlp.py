@@ -12,10 +12,12 @@ from train import distill_loss, train_classifier, train_distill
 SIZES = [12, 16, 16, 4 + 3]  # 4 classes + 3 aux logits keep every test fast
 
 
-def plain_forward(params, s, x):
+def plain_forward(params, s, x, hidden=None):
     for i in range(len(SIZES) - 1):
         x = x @ params[f"weights.{i}"][s] + params[f"biases.{i}"][s, 0]
         x = torch.relu(x) if i < len(SIZES) - 2 else x
+        if hidden is not None and i < len(SIZES) - 2:
+            hidden.append(x)
     return x
 
 
@@ -32,9 +34,14 @@ def test_batched_forward_equals_independent_mlps(init):
     x = torch.randn(3, 5, 12)
     out = model(x)
     shared = model(x[0])  # inputs shared by every seed take the no-copy path
+    also, hidden = model(x, return_hidden=True)
+    assert torch.equal(also, out) and [h.shape for h in hidden] == [(3, 5, 16), (3, 5, 16)]
     for s in range(3):
-        torch.testing.assert_close(out[s], plain_forward(params, s, x[s]))
+        plain_hidden = []
+        torch.testing.assert_close(out[s], plain_forward(params, s, x[s], plain_hidden))
         torch.testing.assert_close(shared[s], plain_forward(params, s, x[0]))
+        for h, plain in zip(hidden, plain_hidden):  # post-ReLU, and not overwritten by the layers after it
+            torch.testing.assert_close(h[s], plain)
 
 
 def test_init_statistics_and_nesting_in_m():
@@ -252,3 +259,23 @@ def test_logged_classifier_loss_is_the_mean_per_example_loss_of_a_seed():
     train_classifier(model, torch.randn(32, 12), torch.randint(0, 4, (32,)), epochs=1, lr=0.0, batch_size=32,
                      gens=[generator("cpu", "order", s) for s in range(2)], n_classes=4, log=lambda **r: logged.append(r))
     assert logged[0]["loss"] == pytest.approx(math.log(4), rel=1e-5)
+
+
+def test_logged_losses_are_the_epochs_mean_over_every_example_and_seed():
+    # lr 0: the model never moves, so the epoch's mean is the loss of the whole set, whatever the batches (32 rows
+    # in batches of 10: the last one partial)
+    torch.manual_seed(0)
+    params = init_mlp_params(range(2), SIZES, 4, "paper", "cpu", 0)
+    x, y = torch.randn(32, 12), torch.randint(0, 4, (32,))
+    logged = []
+    train_classifier(model_from(params), x, y, epochs=1, lr=0.0, batch_size=10, n_classes=4,
+                     gens=[generator("cpu", "order", s) for s in range(2)], log=lambda **r: logged.append(r))
+    whole = torch.stack([F.cross_entropy(plain_forward(params, s, x)[:, :4], y) for s in range(2)]).mean()
+    assert logged[0]["loss"] == pytest.approx(whole.item(), rel=1e-5)
+    noise, teacher = torch.randn(2, 32, 12), torch.randn(2, 32, 7)
+    logged.clear()
+    train_distill(model_from(params), noise, teacher, [4, 5, 6], epochs=1, lr=0.0, batch_size=10, loss="mse",
+                  gens=[generator("cpu", "order", s) for s in range(2)], log=lambda **r: logged.append(r))
+    whole = torch.stack([(plain_forward(params, s, noise[s])[:, 4:] - teacher[s, :, 4:]).pow(2).mean()
+                         for s in range(2)]).mean()
+    assert logged[0]["loss"] == pytest.approx(whole.item(), rel=1e-5)
