@@ -8,6 +8,7 @@ Missing files are downloaded from the public mirrors below, tried in order; ever
 against the MD5 of the original distribution before it is used, and written atomically.
 """
 import gzip
+import http.client
 import hashlib
 import os
 import struct
@@ -90,14 +91,18 @@ def write_idx(path, array):
 def download(url, dest, expected_md5):
     """Fetch url to dest atomically, keeping it only if its MD5 matches."""
     tmp = dest.with_name(dest.name + ".part")
-    with urllib.request.urlopen(url, timeout=30) as r, open(tmp, "wb") as f:
-        while chunk := r.read(1 << 20):
-            f.write(chunk)
-    found = md5(tmp)
-    if found != expected_md5:
-        tmp.unlink()
-        raise DataError(f"download of {url} has MD5 {found}, expected {expected_md5}")
-    os.replace(tmp, dest)
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r, open(tmp, "wb") as f:
+            while chunk := r.read(1 << 20):
+                f.write(chunk)
+        found = md5(tmp)
+        if found != expected_md5:
+            raise DataError(f"download of {url} has MD5 {found}, expected {expected_md5}")
+        os.replace(tmp, dest)
+    except http.client.HTTPException as e:  # a transfer cut short (IncompleteRead) is not an OSError
+        raise DataError(f"download of {url} broke off ({type(e).__name__}: {e})") from None
+    finally:
+        tmp.unlink(missing_ok=True)  # a failed or cut transfer leaves no .part behind (its folder can then go)
 
 
 def _find_or_fetch(folder, i, spec, dataset, allow_download):

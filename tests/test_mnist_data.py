@@ -1,6 +1,7 @@
 """IDX parsing, checksums and download, with tiny synthetic files (no network)."""
 import gzip
 import hashlib
+import http.client
 import io
 import urllib.error
 
@@ -128,6 +129,24 @@ def test_download_verifies_md5_and_writes_atomically(tmp_path, monkeypatch):
     assert not dest.exists() and not list(tmp_path.iterdir())  # nothing half-written is left
     mnist.download("http://x/f.gz", dest, hashlib.md5(payload).hexdigest())
     assert dest.read_bytes() == payload
+
+
+@pytest.mark.parametrize("cut", [http.client.IncompleteRead(b"some"), TimeoutError("read timed out")])
+def test_a_transfer_cut_short_tries_the_next_mirror_and_leaves_nothing_behind(tmp_path, monkeypatch, cut):
+    class Cut(io.BytesIO):  # the first MiB arrives, then the connection breaks
+        def __enter__(self):
+            return self
+
+        def read(self, n=-1):
+            if self.tell():
+                raise cut
+            return super().read(n)
+
+    monkeypatch.setattr(mnist.urllib.request, "urlopen", lambda url, timeout: Cut(b"x" * (2 << 20)))
+    with pytest.raises(DataError, match="could not be downloaded") as e:
+        mnist.load(tmp_path, "mnist", download=True)
+    assert str(e.value).count("ossci-datasets") >= 1 and str(e.value).count("; ") >= 1  # every mirror was tried
+    assert not (tmp_path / "mnist").exists()  # no .part file keeps the folder made for the download
 
 
 def test_unknown_dataset():
