@@ -2,7 +2,8 @@
 
 1. `SeedMLP`: S independent MLPs stored as one model, the seed in the leading tensor dimension
    (weights [S, d_in, d_out], one batched `torch.bmm` per layer). Used for subliminal learning on MNIST.
-2. `GPT`: the single-file decoder-only transformer with named hook points (below the MLP).
+2. `GPT`: the single-file decoder-only transformer with named hook points (its section, after SeedMLP's, lists
+   them).
 
 Nothing here knows about training.
 """

@@ -201,7 +201,7 @@ def load_config(argv):
             raise
         known = ", ".join(sorted(p.stem for p in (ROOT / "experiments").glob("*.py") if p.stem != "__init__"))
         raise ConfigError(f"unknown experiment '{name}' in {path}. Known: {known}") from None
-    cfg = build_config(module.Config, values, source=str(path))
+    build_config(module.Config, values, source=str(path))  # checked alone first: an error here names the config file
     hints = typing.get_type_hints(module.Config)
     for k, text in raw.items():  # a str key takes the text as written: --out_dir=2024 is the folder "2024"
         if hints.get(k) is str and text[:1] not in "'\"":
@@ -649,7 +649,7 @@ def warmup_problem(warmup, steps):
     if 0 <= warmup < steps:
         return None
     return (f"warmup ({warmup}) must be >= 0 and < steps ({steps}): the lr ramps up to lr over the warmup steps, then "
-            f"the cosine decays it to min_lr by the last step; this warmup leaves no decay (longer: never reaches lr). "
+            f"the cosine decays it toward min_lr over the rest; this warmup leaves no decay (longer: never reaches lr). "
             f"Lower --warmup or raise --steps")
 
 
@@ -730,7 +730,8 @@ def eval_lm(model, data, batch_size, max_rows=None, bf16=False):
 
 
 def peak_flops(device):
-    """Dense bf16 peak FLOP/s of the GPU, for MFU (None when unknown)."""
+    """Dense bf16 peak FLOP/s of the GPU, for MFU (None when unknown). The same peak whatever the run's precision
+    (nanoGPT's convention): an fp32/TF32 run's MFU reads low against it, and compares across precisions."""
     if torch.device(device).type != "cuda":
         return None
     name = torch.cuda.get_device_name(device)
@@ -1030,8 +1031,8 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
     batch_size rows per micro-step per rank; the global batch is batch_size * grad_accum * world_size.
     LR: get_lr with decay_steps (default steps) and min_lr (default lr / 10). Only parameters with
     requires_grad train. Every eval_every steps (and at the end; eval_every 0: never) the mean loss on `val` (its first
-    eval_rows rows). Every log_every steps one line (step, loss, lr, ms/step, tokens/s, MFU on a known
-    GPU), also written to run.log. Checkpoint `ckpt` (a path stem) every ckpt_every steps and at the
+    eval_rows rows). Every log_every steps one line (step, loss, lr, ms/step, tokens/s, MFU against a known
+    GPU's bf16 peak), also written to run.log. Checkpoint `ckpt` (a path stem) every ckpt_every steps and at the
     end, with the resume state; `ckpt_steps` adds weights-only snapshots `<ckpt>_step<N>`. resume=True
     continues from `ckpt`'s resume state when it exists (same numbers as an uninterrupted run); a checkpoint that
     cannot be resumed is a CheckpointError ending in `afresh`, the caller's way to start over.

@@ -40,7 +40,7 @@ from train import ConfigError, ddp_setup, lm_windows, pyplot, train_lm, warmup_p
 class Config:
     # data
     corpus: str = "tiny"               # tiny (built in) | world (data/world.py)
-    n_docs: int = 4000                 # documents generated for training (+ validation)
+    n_docs: int = 4000                 # documents made (tiny: + n_docs/10 for validation; world: val_frac of them)
     val_frac: float = 0.05             # world: the last val_frac of the documents are validation
     # model
     n_layer: int = 2

@@ -242,7 +242,7 @@ def teacher_key(cfg):
 
 def run_group(cfg, seeds, partners, data, device, log, teachers=None):
     """The whole pipeline for one group of seed indices -> ({condition: [acc per seed]}, {model: params});
-    the parameters are copied only when cfg.save_weights asks for them. `teachers` (a sweep's dict, else None)
+    the parameters are returned only when cfg.save_weights asks for them. `teachers` (a sweep's dict, else None)
     keeps the last teacher config's trained teachers per group: a cell that differs from the one before only in
     STUDENT_ONLY keys reuses them (the same numbers: the group's teacher is trained on its own streams). run()
     orders a sweep's cells so that those sharing a teacher come one after another."""
