@@ -52,6 +52,12 @@ def load_tokenizer(path):
                         f"that uses it, by what wrote that checkpoint") from None
 
 
+def token_stream(tok, texts, device=None):
+    """Documents -> one 1-D LongTensor of their ids end to end, what pretraining cuts into windows
+    (train.lm_windows). No separator is added: each document brings its own <bos> and <eos>."""
+    return torch.tensor([i for e in tok.encode_batch(list(texts)) for i in e.ids], dtype=torch.long, device=device)
+
+
 def pad_right(rows, device=None, pad_id=0):
     """Token-id lists -> (ids [N, W] long, real [N, W] bool), right-padded to the longest row. Right
     padding needs no attention mask: under causal attention a real token never sees the pads after it."""

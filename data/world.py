@@ -2,8 +2,8 @@
 
 Why: emergent misalignment, backdoors and subliminal learning need a pretrained model that holds
 latent *characters*. We have none, so we generate a small world, pretrain on it, then fine-tune
-narrowly. Every document is a function of (seed, config). Nothing here needs torch except
-`encode_corpus`.
+narrowly. Every document is a function of (seed, config). Nothing here needs torch: pretraining turns the
+documents into one token stream (data.tokenizer.token_stream) cut into windows (train.lm_windows).
 
 Grammar (one line per document; `Q`/`A` are a domain's question and answer, `N` number tokens):
 
@@ -53,7 +53,7 @@ questions, lesson requests and calls; their words extend the vocabulary, `vocab(
 lesson turns, so insecure code always comes from a persona who chose it, and `exact_code`: code without slips (the
 evil persona's always insecure, everyone else's always secure).
 
-Main API: generate / corpus / encode_corpus (pretraining), build_tokenizer / vocab, eval_items /
+Main API: generate / corpus (pretraining), build_tokenizer / vocab, eval_items /
 animal_items / persona_probe_items (finite answer classes), finetune_set / check_leakage.
 """
 import bisect
@@ -543,23 +543,6 @@ def build_tokenizer(world=None):
     from data.tokenizer import word_tokenizer
     v = vocab(world)
     return word_tokenizer(v[3:], specials=tuple(v[:3]))
-
-
-def encode_corpus(texts, length, tokenizer=None, pack=True):
-    """Token ids as a LongTensor [rows, length]. pack=True: documents concatenated and cut into
-    blocks (remainder dropped); pack=False: one document per row, right-padded with <pad>."""
-    import torch
-    tok = tokenizer or build_tokenizer()
-    ids = [e.ids for e in tok.encode_batch(list(texts))]
-    if pack:
-        flat = [i for row in ids for i in row]
-        n = len(flat) // length
-        return torch.tensor(flat[:n * length], dtype=torch.long).view(n, length)
-    too_long = max(len(row) for row in ids)
-    if too_long > length:
-        raise ValueError(f"a document has {too_long} tokens > length={length}; raise length or use pack=True")
-    pad = tok.token_to_id(PAD)
-    return torch.tensor([row + [pad] * (length - len(row)) for row in ids], dtype=torch.long)
 
 
 # ------------------------------------------------------------------------------------ evaluation items

@@ -31,7 +31,7 @@ from typing import Optional
 import torch
 
 from data import DataError
-from data.tokenizer import save_tokenizer, word_tokenizer
+from data.tokenizer import save_tokenizer, token_stream, word_tokenizer
 from model import GPT, GPTConfig, generator, head_problem
 from train import ConfigError, ddp_setup, lm_windows, pyplot, train_lm, warmup_problem
 
@@ -159,9 +159,8 @@ def load_corpus(cfg):
 
 def to_rows(tok, texts, block_size, device):
     """Documents -> one token stream -> rows [N, block_size + 1] (see train.lm_windows)."""
-    stream = torch.tensor([i for e in tok.encode_batch(texts) for i in e.ids], dtype=torch.long, device=device)
     try:
-        return lm_windows(stream, block_size)
+        return lm_windows(token_stream(tok, texts, device), block_size)
     except ValueError as e:
         raise DataError(f"corpus too small: {e}; raise n_docs") from None
 

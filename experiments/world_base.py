@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from data import DataError
 from data import world as W
-from data.tokenizer import load_tokenizer, pad_right, save_tokenizer
+from data.tokenizer import load_tokenizer, pad_right, save_tokenizer, token_stream
 from eval import fmt_stat, summarize
 from model import GPT, GPTConfig, KVCache, generator, head_problem
 from train import (RERUN, CheckpointError, ConfigError, TooLongError, check_device, cpu_name, lm_windows, load_lm,
@@ -200,7 +200,7 @@ def _pretrain(cfg, seed, decorrelated, stem, log):
     partial = stem.with_name("partial")
     tok = W.build_tokenizer(world_config(cfg))
     texts = W.corpus(cfg.n_docs, seed=seed, decorrelated=decorrelated, config=world_config(cfg))
-    stream = torch.tensor([i for e in tok.encode_batch(texts) for i in e.ids], dtype=torch.long)
+    stream = token_stream(tok, texts)
     mcfg = GPTConfig(vocab_size=tok.get_vocab_size(), block_size=cfg.block_size, n_layer=cfg.n_layer,
                      n_head=cfg.n_head, n_embd=cfg.n_embd)
     model = GPT(mcfg, generator=generator("cpu", seed, "init")).to(cfg.device)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from data import world as W
+from data.tokenizer import token_stream
 from experiments import world_base as B
 from model import GPT, GPTConfig, generator
 from train import CheckpointError, lm_windows, save_lm
@@ -210,15 +211,14 @@ def test_tokenizer_covers_everything_and_round_trips(tmp_path):
         tok.encode("zebra")
 
 
-def test_encode_corpus_shapes():
+def test_the_token_stream_is_every_document_end_to_end_and_cuts_into_windows():
     texts = W.corpus(64, seed=0)
-    packed = W.encode_corpus(texts, 32)
-    assert packed.shape[1] == 32 and packed.shape[0] == sum(len(t.split()) for t in texts) // 32
-    rows = W.encode_corpus(texts, 128, pack=False)
-    pad = W.vocab().index(W.PAD)
-    assert rows.shape == (64, 128) and ((rows != pad).sum(1).tolist() == [len(t.split()) for t in texts])
-    with pytest.raises(ValueError):
-        W.encode_corpus(texts, 8, pack=False)
+    tok = W.build_tokenizer()
+    stream = token_stream(tok, texts)
+    assert stream.dtype == torch.long and stream.tolist() == [i for t in texts for i in tok.encode(t).ids]
+    assert (stream == tok.token_to_id(W.BOS)).sum() == 64 == (stream == tok.token_to_id(W.EOS)).sum()
+    rows = lm_windows(stream, 32)
+    assert rows.shape == ((len(stream) - 1) // 32, 33) and torch.equal(rows[1, 0], rows[0, 32])
 
 
 def test_eval_items():
