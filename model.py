@@ -538,5 +538,11 @@ def inject(model, layer, positions, vectors, site="resid_post"):
     default, `site="resid_pre"` for its input) at the given positions, on every forward inside the block:
         with inject(model, 1, positions, vectors):
             logits = model(idx)
-    The activation oracle of Karvonen et al. injects after block 1: inject(model, 1, ...)."""
+    The activation oracle of Karvonen et al. injects after block 1: inject(model, 1, ...). Positions are
+    columns 0 .. block_size - 1; one not reached by a forward (a later decode step's) adds nothing there."""
+    pos = torch.as_tensor(positions)
+    if pos.numel() and not (0 <= int(pos.min()) and int(pos.max()) < model.cfg.block_size):
+        # a negative one would otherwise never match a column: -1 for "the last token" silently added nothing
+        raise ValueError(f"inject: positions must be columns 0 .. {model.cfg.block_size - 1} of the sequence, got "
+                         f"{pos.min().item()} .. {pos.max().item()}; for each row's last token pass its length - 1")
     return model.hooks({f"blocks.{layer}.{site}": injection_hook(positions, vectors, lambda: model.offset)})

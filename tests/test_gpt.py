@@ -249,6 +249,11 @@ def test_injection_zero_vector_changes_nothing_and_matches_the_formula():
             expect[b, p] = h[b, p] + h[b, p].norm() * v[b, k] / v[b, k].norm()
     torch.testing.assert_close(h2, expect)
     assert not torch.allclose(logits, plain) and n_hooks(model) == 0
+    # -1 ("the last token", in Python) and a column past the model's length never match a column: refused, not a
+    # silent no-op
+    for bad in ([-1], [[0, model.cfg.block_size]]):
+        with pytest.raises(ValueError, match="positions must be columns 0 .. "):
+            inject(model, 0, bad, v[0, 0])
 
 
 @torch.no_grad()
