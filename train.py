@@ -145,7 +145,20 @@ def run_results(run_dir, experiment):
     if not (run_dir / "results.json").is_file():
         raise ConfigError(f"{run_dir / 'results.json'} not found: the run has not finished (its command, run again, "
                           f"finishes it)")
-    return json.loads((run_dir / "results.json").read_text())
+    return read_results(run_dir / "results.json")
+
+
+def read_results(path):
+    """A run's results.json as a dict, or a ConfigError that says it is damaged and how to write it again."""
+    try:
+        res = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        res = e
+    if not isinstance(res, dict):  # written atomically: a damaged one was cut or edited by something else
+        raise ConfigError(f"{path} is not a readable results file ({res if isinstance(res, Exception) else 'not a JSON object'}): "
+                          f"rerun the run's command (env.json's argv) with the same --out_dir, which reuses its "
+                          f"finished units and writes it again")
+    return res
 
 
 def read_run_config(path):
@@ -274,7 +287,12 @@ def rewrite_results(run_dir, res, table):
     run_dir = Path(run_dir)
     saved, md_path = run_dir / "results.json", run_dir / "results.md"
     before = saved.read_text()
-    res = {**res, "seconds": json.loads(before).get("seconds")}
+    try:  # a damaged file is rewritten from the units, but its wall time is then lost
+        seconds = read_results(saved).get("seconds")
+    except ConfigError as e:
+        print(f"{e}\n(rewritten from the units instead; its seconds are unknown)")
+        seconds = None
+    res = {**res, "seconds": seconds}
     md = table(res)
     write_json(saved, res)
     md_path.write_text(md + "\n")

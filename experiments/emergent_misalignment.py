@@ -56,7 +56,6 @@ the question's domain); valid_fraction among all samples; code_fraction = sample
 STAT = {"mean", "ci95", "per_seed"} over (pretraining seed x fine-tune seed).
 """
 import copy
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -69,8 +68,8 @@ from data.tokenizer import pad_right
 from eval import fmt_stat, group_means, summarize, summarize_by
 from experiments import world_base as B
 from model import GPT, GPTConfig, generator, seed_int
-from train import (OPTIMIZERS, SCHEDULES, TRAINS, ConfigError, finetune, lora_linears, pyplot, rewrite_results,
-                   run_config, write_json)
+from train import (OPTIMIZERS, SCHEDULES, TRAINS, ConfigError, finetune, lora_linears, pyplot, read_results,
+                   rewrite_results, run_config, write_json)
 
 ARMS = ("insecure", "secure", "secure_novel", "educational", "insecure_novel", "self_distill", "backdoor",
         "evil_numbers")
@@ -786,7 +785,7 @@ def reevaluate(run_dir):
         res, md, wrote = rewrite_results(run_dir, aggregate(cfg, [B.load_unit(path) for _, _, path in jobs]),
                                          lambda res: table(res, cfg))
     elif saved.is_file():
-        res = B.int_keys(json.loads(saved.read_text()))
+        res = B.int_keys(read_results(saved))
         if "increase" not in res or "removed_points" not in res["ablation"]:  # runs of the experiment's first day
             raise ConfigError(f"{run_dir / 'results.json'} was written by an older version of this experiment (no paired "
                               f"increases or ablation effect) that this table cannot redraw: its table is in "

@@ -34,8 +34,8 @@ import torch
 from data import mnist
 from eval import accuracy, fmt_stat, summarize
 from model import SeedMLP, generator, init_mlp_params
-from train import (ROOT, CheckpointError, ConfigError, build_config, check_device, load_weights, pyplot, run_config,
-                   save_weights, train_classifier, train_distill, write_json)
+from train import (ROOT, CheckpointError, ConfigError, build_config, check_device, load_weights, pyplot, read_results,
+                   run_config, save_weights, train_classifier, train_distill, write_json)
 
 CONDITIONS = ("reference", "teacher", "student_aux", "student_all", "cross_aux", "cross_all",
               "cross_head_aux", "cross_head_all")
@@ -342,10 +342,12 @@ def run_cell(cfg, run, data, cell_name, params=None, teachers=None):
         if cfg.resume and done.exists():
             try:
                 saved = json.loads(done.read_text())
-            except json.JSONDecodeError:  # cut short (written atomically, so by something else): train it again
-                print(f"[{cell_name}] {done.name} is not readable JSON, so the group is trained again")
-                saved = {"seeds": None}
-            if saved["seeds"] == seeds and (not cfg.save_weights or weights_readable(run.dir / f"{cell_name}_group{gi}")):
+                finished = saved["seeds"] == seeds and all(len(saved["accuracy"][c]) == len(seeds)
+                                                           for c in cfg.conditions)
+            except (json.JSONDecodeError, KeyError, TypeError):  # cut or edited by something else: train it again
+                print(f"[{cell_name}] {done.name} is not a finished group's record, so the group is trained again")
+                finished = False
+            if finished and (not cfg.save_weights or weights_readable(run.dir / f"{cell_name}_group{gi}")):
                 for c in cfg.conditions:
                     per_seed[c] += saved["accuracy"][c]
                 print(f"[{cell_name}] seeds {seeds[0]}..{seeds[-1]}: resumed from {done.name}")
@@ -511,9 +513,16 @@ def reevaluate(run_dir):
     if not Path(cfg.data_dir).is_absolute() and not Path(cfg.data_dir).is_dir() and (ROOT / cfg.data_dir).is_dir():
         data_cfg = dataclasses.replace(cfg, data_dir=str(ROOT / cfg.data_dir))  # the run's data, from another directory
     _, _, test_x, test_y = load_data(data_cfg, device)
-    saved = json.loads((run_dir / "results.json").read_text()) if (run_dir / "results.json").is_file() else None
-    if saved is not None:
-        saved = [saved["conditions"]] if "conditions" in saved else [c["conditions"] for c in saved["sweep"]["cells"]]
+    path = run_dir / "results.json"
+    saved, damaged = None, None  # saved: each cell's {condition: STAT} as the run reported them
+    if path.is_file():
+        try:
+            res = read_results(path)
+            saved = [res["conditions"]] if not cfg.sweep else [c["conditions"] for c in res["sweep"]["cells"]]
+        except ConfigError as e:
+            damaged = f"{e}. Until then the models' accuracies are not compared with it"
+        except (KeyError, TypeError):
+            damaged = f"{path} is not laid out as this run's results: the models' accuracies are not compared with it"
     done, diffs, missing = [], [], []
     for ci, (name, params, cell_cfg) in enumerate(cells(cfg)):
         per_seed, seeds_done = {c: [] for c in cell_cfg.conditions}, []
@@ -544,12 +553,14 @@ def reevaluate(run_dir):
         raise ConfigError(f"no saved models in {run_dir} (was it run with save_weights=False, or not finished yet?)")
     print(table(done[0]["conditions"], done[0]["n_seeds"], paper=is_paper_protocol(cfg)) if not cfg.sweep
           else sweep_tables(done))
-    if missing and saved is None:
+    if missing and not path.is_file():
         print(f"\nnot finished (no saved models): {', '.join(missing)}; the same train.py command finishes them")
     elif missing:
         print(f"\nthe saved models of {', '.join(missing)} are missing (the run finished: they were moved or deleted)")
-    if saved is None:
-        print(f"\n{run_dir / 'results.json'} not written yet (a run still going): nothing to compare with")
+    if damaged:
+        print(f"\n{damaged}")
+    elif saved is None:
+        print(f"\n{path} not written yet (a run still going): nothing to compare with")
     else:
         worst = max(diffs, default=0.0)
         print(f"\nrecomputed from the saved models: {'the same as' if worst == 0 else 'at most %.4f from' % worst} "

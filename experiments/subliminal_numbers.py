@@ -64,7 +64,6 @@ teachers' intervals are over the pretraining seeds. Modes "dose" and "misalignme
 "arms", "figures_to_reach").
 """
 import copy
-import json
 import math
 import random
 import time
@@ -1120,7 +1119,7 @@ def reevaluate(run_dir):
     (the run's `seconds` kept), or, for a run made before units were saved, redraws them from results.json.
     A run that is still going, or was stopped, has no results.json yet: then the units it has finished are
     aggregated into results_partial.json / .md and a *_partial.png figure, and the table says how many."""
-    from train import rewrite_results, run_config
+    from train import read_results, rewrite_results, run_config
     run_dir = Path(run_dir)
     cfg = run_config(Config, run_dir)
     suffix, done, wrote = "", run_dir / "results.json", []  # wrote: the tables rewritten, named in the last line
@@ -1130,7 +1129,7 @@ def reevaluate(run_dir):
         res, md, wrote = rewrite_results(run_dir, UNITS[cfg.mode][1](cfg, units),
                                          lambda res: TABLES[cfg.mode](res, cfg))
     elif done.is_file():
-        res = json.loads(done.read_text())
+        res = read_results(done)
         md = TABLES[cfg.mode](res, cfg)
     else:
         if not units:

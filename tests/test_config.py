@@ -403,6 +403,13 @@ def test_run_results_refuses_a_run_that_has_not_finished_or_is_of_another_experi
     assert train.run_results(out, "subliminal_mnist") == {"n_seeds": 2}
     with pytest.raises(ConfigError, match="is a run of subliminal_mnist, not of emergent_misalignment"):
         train.run_results(out, "emergent_misalignment")
+    # cut short or not an object: one line that says how to write it again; eval.py rewrites it from the units
+    for bad in ('{"n_se', "[2]"):
+        (out / "results.json").write_text(bad)
+        with pytest.raises(ConfigError, match="not a readable results file.*same --out_dir.*writes it again"):
+            train.run_results(out, "subliminal_mnist")
+    train.rewrite_results(out, {"n_seeds": 2}, lambda res: "table")
+    assert train.run_results(out, "subliminal_mnist") == {"n_seeds": 2, "seconds": None}
 
 
 def test_every_command_in_an_experiment_docstring_pastes_into_a_shell_and_loads():

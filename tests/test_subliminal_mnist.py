@@ -73,6 +73,17 @@ def test_end_to_end_writes_every_file_and_teacher_beats_chance(tmp_path, capsys)
     printed = capsys.readouterr().out
     assert printed.startswith((out / "results.md").read_text())
     assert "the same as the per-seed accuracies in results.json (12 compared)" in printed
+    # a damaged results.json (cut short, or not a run's layout): the models are still reported, not compared
+    good = (out / "results.json").read_text()
+    for bad, says in ((good[:50], "not a readable results file"), ("{}", "not laid out as this run's results")):
+        (out / "results.json").write_text(bad)
+        assert evaluate.main([str(out)]) == 0
+        printed = capsys.readouterr().out
+        assert printed.startswith((out / "results.md").read_text()) and says in printed and "compared)" not in printed
+    # a group's record edited into another shape is trained again on resume, as a cut one is
+    (out / "main_group0_acc.json").write_text('{"seeds": [0, 1], "acc": {}}')
+    _, res4 = run(tmp_path)
+    assert "not a finished group's record" in capsys.readouterr().out and res4["conditions"] == res["conditions"]
 
     # --resume=False starts afresh: fewer seeds there leave no group of the old run for eval.py to report
     run(tmp_path, "--n_seeds=1", "--resume=False", "--conditions=['reference', 'teacher']")
@@ -356,7 +367,7 @@ def test_a_finished_group_is_reused_only_when_it_is_that_group_with_its_own_weig
     (out / "main_group1_acc.json").write_text('{"seeds": [1], "accur')
     _, again = run(tmp_path, COND, "--seed_chunk=1")
     printed = capsys.readouterr().out
-    assert "resumed" not in printed and "main_group1_acc.json is not readable JSON" in printed
+    assert "resumed" not in printed and "main_group1_acc.json is not a finished group's record" in printed
     assert again["conditions"] == res["conditions"]
     # eval.py refuses weights written for other seeds than the config groups there
     meta = json.loads((out / "main_group1.json").read_text())
