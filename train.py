@@ -18,14 +18,17 @@ import dataclasses
 import datetime
 import difflib
 import importlib
+import inspect
 import json
 import math
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
 import time
+import types
 import typing
 import warnings
 from pathlib import Path
@@ -183,13 +186,18 @@ def available_configs():
     return ", ".join(sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs").glob("*.py")))
 
 
-def load_config(argv):
-    """argv = [config_path, --key=value, ...] -> (experiment module, frozen Config)."""
+def load_config(argv, resolve=True):
+    """argv = [config_path, --key=value, ...] -> (experiment module, frozen Config); with `resolve`, "auto" devices
+    and an empty out_dir are filled in as the run will use them."""
     if not argv or argv[0].startswith("--"):
         raise ConfigError(f"usage: {USAGE} Available: {available_configs()}")
     path = Path(argv[0])
     if not path.is_file():
-        raise ConfigError(f"config file '{path}' not found. Available: {available_configs()}")
+        # "subliminal_mnist", "configs/subliminal_mnist" or a typo: the config meant, when one is near
+        names = [str(p.relative_to(ROOT)) for p in (ROOT / "configs").glob("*.py")]
+        close = difflib.get_close_matches(f"configs/{path.stem}.py", names, n=1, cutoff=0.8)
+        hint = f" Did you mean {close[0]}?" if close else ""
+        raise ConfigError(f"config file '{path}' not found.{hint} Available: {available_configs()}")
     values = {}
     try:
         exec(compile(path.read_text(), str(path), "exec"), {}, values)  # a fresh dict, never globals()
@@ -197,7 +205,8 @@ def load_config(argv):
         what = f"line {e.lineno}: {e.msg}" if isinstance(e, SyntaxError) else f"{type(e).__name__}: {e}"
         raise ConfigError(f"{path} is not a config file Python can run ({what}). A config holds plain assignments, "
                           f"e.g. experiment = \"subliminal_mnist\"; see configs/") from None
-    values = {k: v for k, v in values.items() if not k.startswith("_")}
+    # keys are the plain names: _private ones and modules the file imports (import math) are not settings
+    values = {k: v for k, v in values.items() if not k.startswith("_") and not isinstance(v, types.ModuleType)}
     overrides, raw = {}, {}
     for arg in argv[1:]:
         if not arg.startswith("--") or "=" not in arg:
@@ -220,6 +229,8 @@ def load_config(argv):
         if hints.get(k) is str and text[:1] not in "'\"":
             overrides[k] = text
     cfg = build_config(module.Config, {**values, **overrides}, source="the command line")
+    if not resolve:
+        return module, cfg
     # fill the derived defaults, so that config.json holds what actually ran
     resolved = {}
     if isinstance(getattr(cfg, "device", None), str):
@@ -1272,9 +1283,29 @@ def lock_file(fd, *, wait):
     return True
 
 
+def config_help(argv):
+    """--help after a config: every key as that config (and the command's other overrides) sets it, its type, and
+    the comment beside it in the experiment's Config."""
+    module, cfg = load_config(argv, resolve=False)
+    notes = dict(re.findall(r"^\s+(\w+):[^#\n]*#\s*(.*)$", inspect.getsource(module.Config), re.M))
+    hints = typing.get_type_hints(module.Config)
+    def name(t):  # Optional[float] -> "float|None"
+        args = [a for a in typing.get_args(t) if a is not type(None)]
+        return f"{name(args[0])}|None" if typing.get_origin(t) is typing.Union and len(args) == 1 else \
+            getattr(t, "__name__", str(t))
+    rows = [(f"--{f.name}={getattr(cfg, f.name)}", name(hints[f.name]), notes.get(f.name, ""))
+            for f in dataclasses.fields(cfg)]
+    width = min(36, max(len(r[0]) for r in rows))  # a long value (a tuple) pushes only its own line's text along
+    return "\n".join([f"{argv[0]} runs experiments/{module.__name__.split('.')[-1]}.py with these keys; override any "
+                      f"with --key=value:"] + [f"  {a:<{width}}  {t:<6} {n}".rstrip() for a, t, n in rows])
+
+
 def run_experiment(argv):
     if argv[:1] in (["-h"], ["--help"]):
         print(f"usage: {USAGE}\nconfigs: {available_configs()}")
+        return
+    if "-h" in argv[1:] or "--help" in argv[1:]:
+        print(config_help([a for a in argv if a not in ("-h", "--help")]))
         return
     module, cfg = load_config(argv)
     if not hasattr(cfg, "out_dir"):  # Run writes the run there (README "Adding an experiment")

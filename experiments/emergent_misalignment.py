@@ -179,7 +179,7 @@ def validate(cfg):
     if not 0 < cfg.match_threshold <= 1:
         raise ConfigError(f"match_threshold is a share of the held-out code, in (0, 1]; got {cfg.match_threshold}")
     if not 0 <= cfg.direction_layer < cfg.n_layer:
-        raise ConfigError(f"direction_layer must be in [0, {cfg.n_layer})")
+        raise ConfigError(f"direction_layer must be a block of the base, in [0, n_layer = {cfg.n_layer})")
     if not 0 < cfg.evil_prior < 0.95:  # else doc_means stops the run after pretraining, saying to raise n_direction_docs
         raise ConfigError(f"evil_prior must be in (0, 0.95) here, got {cfg.evil_prior}: the evil direction is the evil "
                           f"forum threads' mean minus the good ones', and this prior leaves one kind with no thread")

@@ -1,7 +1,9 @@
 """The config loader: a Python file + --key=value overrides -> a frozen, type-checked dataclass."""
 import dataclasses
 import json
+import math
 import os
+import re
 import subprocess
 import sys
 
@@ -50,8 +52,14 @@ def test_wrong_type_and_int_to_float(cfg_file):
 def test_bad_arguments(cfg_file, tmp_path):
     with pytest.raises(ConfigError, match="--key=value"):
         load_config([cfg_file, "m=3"])
-    with pytest.raises(ConfigError, match="not found"):
+    with pytest.raises(ConfigError, match="not found") as e:
         load_config([str(tmp_path / "nope.py")])
+    assert "Did you mean" not in str(e.value)
+    for near in ("subliminal_mnist", "configs/subliminal_mnist", "configs/subliminal_mnst.py"):
+        with pytest.raises(ConfigError, match=r"not found\. Did you mean configs/subliminal_mnist\.py\?"):
+            load_config([near])
+    (tmp_path / "imports.py").write_text('import math\nexperiment = "subliminal_mnist"\nlr = math.pi / 1e4\n')
+    assert load_config([str(tmp_path / "imports.py")])[1].lr == math.pi / 1e4  # a module it imports is not a key
     (tmp_path / "noexp.py").write_text("m = 3\n")
     with pytest.raises(ConfigError, match="must name its experiment"):
         load_config([str(tmp_path / "noexp.py")])
@@ -78,6 +86,16 @@ def test_a_config_python_cannot_run_and_values_written_wrongly_say_how(cfg_file,
     assert train.main(["--help"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: python train.py configs/NAME.py") and "configs/subliminal_mnist.py" in out
+    # after a config: its keys as that config and the other overrides set them, each with its type and comment
+    assert train.main([cfg_file, "--m=7", "--help"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    keys = [f.name for f in dataclasses.fields(train.load_config([cfg_file])[1])]
+    assert lines[0].startswith(f"{cfg_file} runs experiments/subliminal_mnist.py") and len(lines) == 1 + len(keys)
+    assert [line.split()[0].split("=")[0] for line in lines[1:]] == [f"--{k}" for k in keys]
+    assert any(re.fullmatch(r"  --m=7 +int +auxiliary logits", line) for line in lines)
+    assert any(re.fullmatch(r"  --out_dir= +str +default out/<config name>/<UTC time>", line) for line in lines)
+    assert train.main([str(train.ROOT / "configs/lm_tiny.py"), "-h"]) == 0
+    assert re.search(r"--min_lr=None +float\|None ", capsys.readouterr().out)
 
 
 def test_device_this_machine_cannot_use_is_a_config_error(cfg_file, monkeypatch):
