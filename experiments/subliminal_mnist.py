@@ -107,6 +107,8 @@ def validate(cfg):
         (cfg.noise_scale > 0, "noise_scale must be > 0"),
         (cfg.n_train >= 0 and cfg.n_noise >= 1 and cfg.epochs >= 0 and cfg.distill_epochs >= 0,
          "n_train, epochs and distill_epochs must be >= 0 and n_noise >= 1"),
+        # both datasets have 60,000 training images: more would silently be all of them, recorded as asked
+        (cfg.n_train <= 60000, f"n_train must be <= 60000, the training set's size (0 = all), got {cfg.n_train}"),
     ]
     for ok, msg in checks:
         if not ok:
@@ -123,6 +125,8 @@ def validate(cfg):
                                   "--conditions instead")
             if not isinstance(values, (list, tuple)) or not values:
                 raise ConfigError(f"sweep: '{key}' needs a non-empty list of values, e.g. --sweep=\"{{'{key}': [..., ...]}}\"")
+            if len(set(map(repr, values))) < len(values):  # two cells of one name: the second would resume the first
+                raise ConfigError(f"sweep: '{key}' lists a value twice ({list(values)}): name each value once")
         for _, params, cell_cfg in cells(cfg):  # (cells() names a cell whose value has the wrong type)
             try:
                 validate(cell_cfg)

@@ -303,10 +303,13 @@ def test_a_bad_sweep_fails_before_anything_trains_or_any_directory_exists(tmp_pa
                         ("{'n_train': [200, 2000]}", "'n_train' is set once for the whole run"),
                         # train.py sets the thread count once, before the run: every cell ran with the first
                         ("{'threads': [1, 2]}", "'threads' is set once for the whole run"),
-                        ("{'conditions': [('teacher',), ('student_aux',)]}", "'conditions' cannot be swept")):
+                        ("{'conditions': [('teacher',), ('student_aux',)]}", "'conditions' cannot be swept"),
+                        ("{'m': [3, 3]}", "'m' lists a value twice")):
         assert train.main([CONFIG, *TINY, f"--sweep={sweep}", f"--out_dir={out}"]) == 2  # (tiny: should one run)
         err = capsys.readouterr().err
         assert says in err and "Traceback" not in err and not out.exists(), sweep
+    assert train.main([CONFIG, *TINY, "--n_train=70000", f"--out_dir={out}"]) == 2  # not silently 60,000
+    assert "n_train must be <= 60000" in capsys.readouterr().err and not out.exists()
 
 
 @need_data()
