@@ -140,7 +140,7 @@ def init_mlp_params(seeds, sizes, n_classes, init, device, tag):
 #     final                   residual after the final LayerNorm  [B, T, C]  (what the unembedding reads)
 #     logits                  next-token logits                   [B, T, V]  ([k, V] when forward is given `keep`)
 # A hook is `fn(tensor, name) -> tensor | None`: return a tensor to replace the activation (patching,
-# steering), None to leave it unchanged (reading). Hooks are PyTorch forward hooks on the HookPoint,
+# steering; its shape and device, cast to its dtype), None to leave it unchanged (reading). Hooks are PyTorch forward hooks on the HookPoint,
 # attached only inside `with model.hooks({name: fn}):` and removed in `finally`. Everything else is
 # built on that one mechanism: `run_with_cache` attaches hooks that store tensors, `inject` attaches a
 # hook that adds vectors. With a KV cache the hooks see only the new columns ([B, 1, C] per decode
@@ -185,13 +185,15 @@ class HookPoint(nn.Module):
 
 
 def _run_hook(fn, h, name):
-    """fn(h, name), checked: a replacement of another shape would fail deep inside the next layer instead."""
+    """fn(h, name), checked: a replacement of another shape or device would fail deep inside the next layer instead.
+    One of another dtype (h + a float64 vector, or a float32 one under bf16 autocast) is cast to the activation's."""
     out = fn(h, name)
-    if out is not None and (not isinstance(out, torch.Tensor) or out.shape != h.shape):
-        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    if out is not None and (not isinstance(out, torch.Tensor) or out.shape != h.shape or out.device != h.device):
+        got = (tuple(out.shape) if out.shape != h.shape else f"a tensor on {out.device}") \
+            if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(f"the hook at {name!r} returned {got}: return None (just look) or a tensor of the "
-                         f"activation's shape {tuple(h.shape)}")
-    return out
+                         f"activation's shape {tuple(h.shape)} on its device ({h.device})")
+    return out if out is None or out.dtype == h.dtype else out.to(h.dtype)
 
 
 def _changed(now, before):

@@ -115,6 +115,14 @@ def test_a_hook_that_returns_another_shape_is_named_in_the_error():
                 model(idx)
     with model.hooks({"blocks.0.mlp_out": lambda h, n: h.new_zeros(h.shape)}):  # the same shape is a replacement
         assert model(idx).shape == (2, 5, model.cfg.vocab_size)
+    # another dtype is cast to the activation's (float64 failed inside the next layer): the same logits as float32
+    with model.hooks({"blocks.0.mlp_out": lambda h, n: (2 * h).double()}):
+        doubled = model(idx)
+    with model.hooks({"blocks.0.mlp_out": lambda h, n: 2 * h}):
+        assert doubled.dtype == torch.float32 and torch.equal(doubled, model(idx))
+    with pytest.raises(ValueError, match=r"hook at 'embed' returned a tensor on meta: .* on its device \(cpu\)"):
+        with model.hooks({"embed": lambda h, n: h.to("meta")}):
+            model(idx)
 
 
 @torch.no_grad()
