@@ -158,7 +158,8 @@ def read_results(path):
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         res = e
     if not isinstance(res, dict):  # written atomically: a damaged one was cut or edited by something else
-        raise ConfigError(f"{path} is not a readable results file ({res if isinstance(res, Exception) else 'not a JSON object'}): "
+        why = res if isinstance(res, Exception) else "not a JSON object"
+        raise ConfigError(f"{path} is not a readable results file ({why}): "
                           f"rerun the run's command (env.json's argv) with the same --out_dir, which reuses its "
                           f"finished units and writes it again")
     return res
@@ -348,6 +349,9 @@ def write_json(path, obj):
 # what a run and the analysis scripts write in a run's folder (every experiment's; the scripts' json and figures
 # beside it are derived from the run): what --resume=False removes there before it recomputes
 RUN_OUTPUTS = ("*.json", "*.jsonl", "*.png", "*.safetensors", "*.state.pt", "results*.md", "*.tmp")
+# the project's own folders (its code, docs, figures and data cache): a run is never written into them, nor into the
+# project's root, where its files would mix with the project's (a test checks the list against git's)
+PROJECT_FOLDERS = (".ci", "configs", "data", "docs", "experiments", "figures", "scripts", "tests")
 
 
 class Run:
@@ -362,6 +366,12 @@ class Run:
         outputs = lambda: sorted({f for pattern in RUN_OUTPUTS for f in self.dir.glob(pattern) if f.is_file()})
         # a run's files without its config.json (deleted by hand) cannot be checked against this config: a resume
         # would reuse them unchecked. Rank 0 alone looks (another rank may see rank 0's config.json.tmp of this run)
+        where = self.dir.resolve()  # (through a symlink: the files written or removed are the target's)
+        inside = where.relative_to(ROOT).parts[:1] if where.is_relative_to(ROOT) else None
+        if first and inside is not None and (inside == () or inside[0] in PROJECT_FOLDERS):
+            what = "the project root" if inside == () else f"in the project's folder {inside[0]}/"
+            raise ConfigError(f"out_dir {self.dir} is {what}, where a run's files would mix with the project's: give "
+                              f"runs their own --out_dir (a folder under out/, or outside the project)")
         orphans = [] if old.exists() or not first or resume is None else outputs()
         if orphans and resume:
             raise ConfigError(f"{self.dir} holds run outputs ({', '.join(f.name for f in orphans[:3])}"
@@ -388,7 +398,6 @@ class Run:
             # --resume=False recomputes everything: the old run's outputs go first, so that nothing of it is shown
             # beside the new config or resumed by a later rerun. Only what runs write (RUN_OUTPUTS), and inside the
             # project only under out/ (never its code, docs or figures).
-            where = self.dir.resolve()  # (through a symlink: the files removed are the target's)
             if where.is_relative_to(ROOT) and (not where.is_relative_to(ROOT / "out") or where == ROOT / "out"):
                 raise ConfigError(f"--resume=False would delete the run outputs in {self.dir}, a folder of the project "
                                   f"itself: give runs their own --out_dir (a folder under out/, or outside the project)")

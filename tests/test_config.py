@@ -162,14 +162,23 @@ def test_resume_false_recomputes_and_leaves_nothing_old_to_read(cfg_file, tmp_pa
     train.Run(dataclasses.replace(cfg, resume=False), "subliminal_mnist")
     assert sorted(f.name for f in out.iterdir()) == ["config.json", "env.json", "notes", "notes.txt"]  # nothing old
     assert (out / "notes" / "results.json").exists()
-    # inside the project only under out/: a run once written into figures/ (say) never takes the figures with it
+    # never into the project's root or its own folders (figures/, say): the run's files would mix with its files
     project = tmp_path / "project"
     monkeypatch.setattr(train, "ROOT", project)
-    for folder in ("figures", "outside", "out", "out/run"):
+    (project / "figures").mkdir(parents=True)
+    (project / "figures" / "a_figure.png").write_text("")
+    (tmp_path / "link").symlink_to(project / "figures")  # a link into the project is the project
+    for folder, says in ((project, "is the project root"), (project / "figures", "in the project's folder figures/"),
+                         (project / "figures" / "run", "in the project's folder figures/"),
+                         (tmp_path / "link", "in the project's folder figures/")):
+        with pytest.raises(ConfigError, match=f"{re.escape(says)}, where a run's files would mix"):
+            train.Run(dataclasses.replace(cfg, out_dir=str(folder)), "subliminal_mnist")
+    assert sorted(p.name for p in project.rglob("*")) == ["a_figure.png", "figures"]  # nothing written
+    # a new folder of its own in the project may hold a run, but --resume=False deletes only under out/
+    for folder in ("outside", "out", "out/run"):
         train.Run(dataclasses.replace(cfg, out_dir=str(project / folder)), "subliminal_mnist")
         (project / folder / "a_figure.png").write_text("")
-    (tmp_path / "link").symlink_to(project / "figures")  # a link into the project is the project
-    for folder in (project / "figures", project / "outside", project / "out", tmp_path / "link"):
+    for folder in (project / "outside", project / "out"):
         with pytest.raises(ConfigError, match="a folder of the project itself"):
             train.Run(dataclasses.replace(cfg, resume=False, out_dir=str(folder)), "subliminal_mnist")
         assert (folder / "a_figure.png").exists()
@@ -428,6 +437,13 @@ def test_run_results_refuses_a_run_that_has_not_finished_or_is_of_another_experi
             train.run_results(out, "subliminal_mnist")
     train.rewrite_results(out, {"n_seeds": 2}, lambda res: "table")
     assert train.run_results(out, "subliminal_mnist") == {"n_seeds": 2, "seconds": None}
+
+
+def test_the_project_folders_no_run_is_written_into_are_the_folders_git_tracks():
+    tracked = subprocess.run(["git", "ls-files"], cwd=train.ROOT, capture_output=True, text=True).stdout.split()
+    if not tracked:
+        pytest.skip("not a git checkout")
+    assert {f.split("/")[0] for f in tracked if "/" in f} == set(train.PROJECT_FOLDERS)
 
 
 def test_every_command_in_an_experiment_docstring_pastes_into_a_shell_and_loads():
