@@ -681,6 +681,8 @@ def figure_line(k, v, digits=3):
     """One line of a table's "Figures to reach"; None is a threshold this run cannot judge, and says why."""
     if v is None:
         return f"- {k}: n/a ({'one animal: no other to compare with' if k == 'specific' else 'one seed: no interval'})"
+    if isinstance(v, dict):  # one number per animal (trait_specific)
+        return f"- {k}: " + ", ".join(f"{a} {'n/a' if x is None else format(x, f'.{digits or 3}f')}" for a, x in v.items())
     return f"- {k}: {v:.{digits}f}" if isinstance(v, float) and digits is not None else f"- {k}: {v}"
 
 

@@ -800,6 +800,8 @@ def test_a_threshold_a_run_cannot_judge_says_why_in_the_table():
     assert S.figure_line("soft_pass", None) == "- soft_pass: n/a (one seed: no interval)"
     assert S.figure_line("specific", None) == "- specific: n/a (one animal: no other to compare with)"
     assert S.figure_line("soft_effect", 0.12345) == "- soft_effect: 0.123"
+    # one number per animal, each formatted, not the raw dict
+    assert S.figure_line("trait_specific", {"owl": 0.12345, "whale": None}) == "- trait_specific: owl 0.123, whale n/a"
     assert S.figure_line("trait_effect", 0.12345, 4) == "- trait_effect: 0.1235"
     assert S.figure_line("soft_pass", True) == "- soft_pass: True"
 
