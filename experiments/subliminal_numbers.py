@@ -1119,8 +1119,9 @@ def reevaluate(run_dir):
     """`python eval.py RUN_DIR`: the students are not saved (hundreds of small fine-tunes), so this
     aggregates the saved units (seeds) again with this code, rewriting results.json / .md and the figure
     (the run's `seconds` kept), or, for a run made before units were saved, redraws them from results.json.
-    A run that is still going, or was stopped, has no results.json yet: then the units it has finished are
-    aggregated into results_partial.json / .md and a *_partial.png figure, and the table says how many."""
+    A run that is still going, or was stopped, has no results.json yet: then the bases whose units are all
+    finished are aggregated into results_partial.json / .md and a *_partial.png figure, and the table says how many
+    (a base with some of its students is left out: every summary pairs each base's students)."""
     from train import read_results, rewrite_results, run_config
     run_dir = Path(run_dir)
     cfg = run_config(Config, run_dir)
@@ -1134,11 +1135,16 @@ def reevaluate(run_dir):
         res = read_results(done)
         md = TABLES[cfg.mode](res, cfg)
     else:
-        if not units:
-            raise ConfigError(f"{run_dir} has no results.json and no finished unit (unit_P_F.json) yet")
+        bases = [p for p in cfg.seeds if all(path.is_file() for q, _, path in jobs if q == p)]
+        if not bases:
+            raise ConfigError(f"{run_dir} has no results.json and no base with all its {cfg.student_seeds} units "
+                              f"(unit_P_F.json) finished yet")
+        units = [B.load_unit(path) for p, _, path in jobs if p in bases]
         res = UNITS[cfg.mode][1](cfg, units)
         res["partial"] = {"units": len(units), "of": len(jobs)}
-        md = f"PARTIAL: {len(units)} of {len(jobs)} units (seeds) finished.\n\n" + TABLES[cfg.mode](res, cfg)
+        n_done = sum(path.is_file() for _, _, path in jobs)
+        md = (f"PARTIAL: {n_done} of {len(jobs)} units (seeds) finished; aggregated: the {len(bases)} of "
+              f"{len(cfg.seeds)} bases with all their units.\n\n" + TABLES[cfg.mode](res, cfg))
         suffix = "_partial"
         wrote = [run_dir / "results_partial.json", run_dir / "results_partial.md"]
         write_json(wrote[0], res)

@@ -321,11 +321,20 @@ def test_end_to_end_writes_every_file(tmp_path, capsys, monkeypatch):
     (out2 / "results.json").unlink()
     (out2 / "unit_1_0.json").unlink()
     assert E.main([str(out2)]) == 0
-    assert "PARTIAL: 1 of 2 units" in capsys.readouterr().out
+    assert "PARTIAL: 1 of 2 units (seeds) finished; aggregated: the 1 of 2 bases with all" in capsys.readouterr().out
     part = json.loads((out2 / "results_partial.json").read_text())
     assert part["n_seeds"] == 1 and part["partial"] == {"units": 1, "of": 2}
     assert part["dose"]["64"]["owl"]["trait_rate"]["per_seed"] == res2["dose"]["64"]["owl"]["trait_rate"]["per_seed"][:1]
     assert (out2 / "subliminal_dose_partial.png").is_file()
+    # two students a base, base 0's both done and base 1's one of two: only the finished base is aggregated (the
+    # summaries pair each base's students: mixing them raised "unbalanced groups")
+    values = json.loads((out2 / "config.json").read_text())
+    (out2 / "config.json").write_text(json.dumps({**values, "student_seeds": 2}))
+    (out2 / "unit_0_1.json").write_bytes((out2 / "unit_0_0.json").read_bytes())
+    (out2 / "unit_1_0.json").write_bytes((out2 / "unit_0_0.json").read_bytes())
+    assert E.main([str(out2)]) == 0
+    assert "PARTIAL: 3 of 4 units (seeds) finished; aggregated: the 1 of 2 bases with all" in capsys.readouterr().out
+    assert json.loads((out2 / "results_partial.json").read_text())["partial"] == {"units": 2, "of": 4}
     # the prompt teacher (and the diagnostic arm), and misalignment through numbers (EM teachers), on the cached bases
     out3 = tmp_path / "prompt"
     calls.clear()
