@@ -128,6 +128,9 @@ class Config(B.Config):
 
 def validate(cfg):
     B.validate(cfg)
+    if not cfg.decorrelated:  # inherited from world_base's Config, where it also pretrains the twins
+        raise ConfigError("decorrelated is world_base's key and does nothing here: --twin=False leaves out the "
+                          "decorrelated twin")
     bad = [a for a in cfg.arms if a not in ARMS]
     if bad or not cfg.arms or cfg.arms[0] != "insecure":
         raise ConfigError(f"arms must start with 'insecure' and come from {', '.join(ARMS)}; got {cfg.arms}")

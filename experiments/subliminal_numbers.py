@@ -135,6 +135,9 @@ class Config(B.Config):
 
 def validate(cfg):
     B.validate(cfg)
+    if not cfg.decorrelated:  # inherited from world_base's Config, where it also pretrains the twins
+        raise ConfigError("decorrelated is world_base's key and does nothing here: subliminal_numbers never uses the "
+                          "decorrelated twin")
     if cfg.code_slots or cfg.code_tasks != 1 or not cfg.lessons:  # its teachers and evaluations read the fixed code answers
         raise ConfigError("code_slots, code_tasks and lessons are emergent-misalignment world options; subliminal_numbers "
                           "runs on the default world")

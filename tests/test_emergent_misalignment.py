@@ -343,6 +343,9 @@ def test_code_slots_world_runs_end_to_end(tmp_path, capsys):
         for module in (E, SN, B):  # every experiment on the world bases checks the world keys
             with pytest.raises(train.ConfigError, match=msg):
                 module.validate(module.Config(**bad))
+    for module in (E, SN):  # world_base's key, read only there: accepted and ignored before
+        with pytest.raises(train.ConfigError, match="decorrelated is world_base's key and does nothing here"):
+            module.validate(module.Config(decorrelated=False))
     out = tmp_path / "run"
     argv = ["configs/emergent_misalignment.py", *TINY, "--code_slots=True", "--twin=False", "--ft_seeds=1",
             "--arms=('insecure','secure')", f"--cache_dir={tmp_path / 'cache'}", f"--out_dir={out}"]
