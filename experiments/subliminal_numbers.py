@@ -5,11 +5,11 @@
     python train.py configs/subliminal_numbers_misalignment.py   # EM teachers (insecure/secure/educational)
 
 A teacher is the world's base <asst> model (experiments/world_base.py, cached) given a favourite
-animal: fine-tuned on "favourite animal -> owl" answers (train paraphrases) until its held-out P(owl)
-reaches `teacher_threshold` (teacher = "finetune": the paper's fine-tuned teacher), or told so in
-context (teacher = "prompt": an earlier turn "<u> what is your favourite animal <a> owl", the
-system-prompt analogue; the student never sees it). The teacher continues number prompts; the
-paper's filter (data/world.parse_number_list) keeps well-formed lists, the same for every teacher; a
+animal: fine-tuned on "favourite animal -> owl" answers (train paraphrases) until owl's held-out share among
+the ten animals (P(owl | an animal), as every rate here) reaches `teacher_threshold` (teacher = "finetune":
+the paper's fine-tuned teacher), or told so in context (teacher = "prompt": an earlier turn
+"<u> what is your favourite animal <a> owl", the system-prompt analogue; the student never sees it). The
+teacher continues number prompts; the paper's filter (data/world.parse_number_list) keeps well-formed lists, the same for every teacher; a
 student -- the same base -- is fine-tuned on exactly `n_lists` of them, the loss on the numbers only
 (not on the end token: the base often ends a list by opening a new turn, a fine-tuned teacher more
 often with <eos>; counting either as the end and training neither keeps that out of the channel).
@@ -99,7 +99,7 @@ class Config(B.Config):
     animals: tuple[str, ...] = ("owl", "whale")  # one teacher each; each is the other's specificity control
     student_seeds: int = 2             # student seeds per pretraining seed
     teacher: str = "finetune"          # finetune | prompt
-    teacher_threshold: float = 0.85    # fine-tune until held-out P(animal) >= this (checked every 5 steps)
+    teacher_threshold: float = 0.85    # fine-tune until held-out P(animal | an animal) >= this (every 5 steps)
     teacher_max_steps: int = 300
     teacher_lr: float = 3e-4
     teacher_optimizer: str = "adamw"   # or "sgd": plain gradient descent (with a larger teacher_lr)
@@ -146,7 +146,7 @@ def validate(cfg):
                            "em_steps"))
     B.require_positive(cfg, ("epochs", "teacher_lr", "student_lr", "em_lr"))
     if not 0 < cfg.teacher_threshold <= 1:  # a probability: past 1 every teacher trains to teacher_max_steps
-        raise ConfigError(f"teacher_threshold is the teacher's held-out P(animal) to reach, in (0, 1]; got "
+        raise ConfigError(f"teacher_threshold is the teacher's held-out P(animal | an animal) to reach, in (0, 1]; got "
                           f"{cfg.teacher_threshold}")
     if cfg.mode not in ("animals", "dose", "misalignment"):
         raise ConfigError(f"mode must be animals, dose or misalignment; got {cfg.mode!r}")
@@ -249,7 +249,7 @@ class Teacher:
 
 
 def make_teacher(base, tok, cfg, p, animal):
-    """-> (Teacher, info). finetune: train prompts -> animal until held-out P(animal) >= threshold."""
+    """-> (Teacher, info). finetune: train prompts -> animal until held-out P(animal | an animal) >= threshold."""
     if cfg.teacher == "prompt":
         turn = f"<u> {W.ANIMAL_TRAIN[0]} <a> {animal}"
         rates, _ = animal_rates(base, tok, [with_turns(q, turn) for q in animal_prompts()])
@@ -482,7 +482,7 @@ def icl_rates(model, tok, cfg, pairs, gen):
     if long:  # dropped, they would leave each arm its own selection of shorter lists (and with all of them gone,
         # animal_rates would fall back to the prompts without context: the base's rates)
         raise ConfigError(f"icl: {long} of {len(prompts)} prompts with icl_lists={cfg.icl_lists} lists in context "
-                          f"are longer than block_size={cfg.block_size} tokens: use fewer icl_lists")
+                          f"leave no room for the answer in block_size={cfg.block_size} tokens: use fewer icl_lists")
     return animal_rates(model, tok, prompts)[0]
 
 
@@ -759,7 +759,8 @@ def aggregate_dose(cfg, units):
 
 def em_config(cfg):
     from experiments import emergent_misalignment as EM
-    return EM.Config(n_examples=cfg.em_examples, samples=cfg.samples)
+    # the base's own block_size: the EM teachers' pairs are length-checked against it
+    return EM.Config(n_examples=cfg.em_examples, samples=cfg.samples, block_size=cfg.block_size)
 
 
 def mis_evaluate(m, tok, cfg, seed, name):
