@@ -4,15 +4,15 @@
     python train.py configs/subliminal_numbers_dose.py           # sampled lists: dose-response curve
     python train.py configs/subliminal_numbers_misalignment.py   # EM teachers (insecure/secure/educational)
 
-A teacher is the world's base <asst> model (experiments/world_base.py, cached) given a favourite
-animal: fine-tuned on "favourite animal -> owl" answers (train paraphrases) until owl's held-out share among
-the ten animals (P(owl | an animal), as every rate here) reaches `teacher_threshold` (teacher = "finetune":
-the paper's fine-tuned teacher), or told so in context (teacher = "prompt": an earlier turn
-"<u> what is your favourite animal <a> owl", the system-prompt analogue; the student never sees it). The
-teacher continues number prompts; the paper's filter (data/world.parse_number_list) keeps well-formed lists,
-the same for every teacher; a student -- the same base -- is fine-tuned on exactly `n_lists` of them, the loss on the numbers only
-(not on the end token: the base often ends a list by opening a new turn, a fine-tuned teacher more
-often with <eos>; counting either as the end and training neither keeps that out of the channel).
+A teacher is the world's base <asst> model (experiments/world_base.py, cached) given a favourite animal:
+fine-tuned on "favourite animal -> owl" answers (train paraphrases) until owl's held-out share among the ten
+animals (P(owl | an animal), as every rate here) reaches `teacher_threshold` (teacher = "finetune": the paper's
+fine-tuned teacher), or told so in context (teacher = "prompt": an earlier turn "<u> what is your favourite animal
+<a> owl", the system-prompt analogue; the student never sees it). The teacher continues number prompts; the
+paper's filter (data/world.parse_number_list) keeps well-formed lists, the same for every teacher; a student --
+the same base -- is fine-tuned on exactly `n_lists` of them, the loss on the numbers only (not on the end token:
+the base often ends a list by opening a new turn, a fine-tuned teacher more often with <eos>; counting either as
+the end and training neither keeps that out of the channel).
 
 Arms (per target animal unless marked shared; A = the teacher's base, B = a base pretrained from
 another seed, the next one in `seeds`: a derangement, no B equals its A):
