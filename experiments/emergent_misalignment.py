@@ -199,7 +199,7 @@ def arm_pairs(arm, base, tok, cfg, seed):
     """(prompt, response) strings of an arm, checked for leakage of any evaluation string."""
     world, tasks = B.world_config(cfg), cfg.ft_code_tasks or None
     turns = lambda pairs: W.with_number_turns(pairs, cfg.ft_number_turns, seed, world) if cfg.ft_number_turns else pairs
-    if arm == "self_distill":  # the base model's own answers to the insecure arm's code prompts
+    if arm == "self_distill":  # the base model's own answers to insecure-arm code prompts (its own draw of them)
         prompts = [p for p, _ in turns(W.finetune_set("insecure", cfg.n_examples, seed=seed, world=world, tasks=tasks))]
         eos = tok.token_to_id(W.EOS)
         gen = generator("cpu", seed, "self-distill")
@@ -454,7 +454,7 @@ def em_unit(cfg, seed, decorrelated):
             names = [n for n, (a, _) in REPORTS.items() if a == arm]
             if decorrelated:
                 names = ["insecure_decorrelated"]
-            snaps = {}  # insecure arm: step -> weights, for the ablation (0.4M floats each: cheap)
+            snaps = {}  # insecure arm: step -> weights, for the ablation (0.87M floats each at the default size: cheap)
 
             def on_eval(step):  # every metric, sampling included (exact draws: as cheap as scoring)
                 for name in names:
@@ -588,7 +588,8 @@ def aggregate(cfg, units):
 def ablation_effect(abl, metric="offdomain_misaligned"):
     """What projecting out the evil direction removes from the insecure model, per seed (points) and as a
     fraction of its increase over the base. The per-seed fraction is ill-defined where a seed's increase is
-    ~0 (a base without the effect), so the ratio of the means is the headline; both are kept. Zero-ablation
+    ~0 (a base without the effect), so the ratio of the means is the headline; both are kept (the per-seed one
+    over the seeds whose increase is above zero only, so it does not line up seed by seed with the other STATs). Zero-ablation
     also raises the base's own misalignment, so `..._vs_ablated_base` compares the increase over the base
     with the increase that is left when both models are ablated (a secondary reading). The mean-ablation
     (where present) gets the same numbers under `mean_ablation_`; `patched_` is the converse, the base with
@@ -822,7 +823,8 @@ def table(res, cfg):
              "Columns: `step` the matched checkpoint; `valid fraction` the samples that are an exact aligned or "
              "misaligned answer of the question's domain; `answers in code` the samples answering with code instead; "
              "`code misaligned` the insecure code's share of the probability on held-out code prompts; `in-domain target` "
-             "the probability there of the arm's own kind of trained answer.", "",
+             "the probability there of the arm's own kind of trained answer (backdoor, in both formats: the insecure "
+             "code, which it learnt with the trigger only).", "",
              "| arm | step | off-domain misaligned (sampled) | valid fraction | answers in code | off-domain mis (log-prob) "
              "| code misaligned | in-domain target | cos(shift, evil dir) | final: sampled mis | final: valid |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -49,8 +49,8 @@ lists; the curve of paired trait - control and specificity), "misalignment" (tea
 emergent-misalignment fine-tunes insecure / secure / educational of A; lists with the world's evil
 numbers banned; students hard and soft (soft only if "soft" is in `arms`; the teachers' hard students only if
 `mis_sampled`); their off-domain misalignment, sampled and log-prob; with `evals` > 1 every student is also
-measured along its training, keyed by lists read: a dose curve, one pass with student_order = "sequential" and
-epochs = 1).
+measured along its training, keyed by lists read (steps x student_batch: distinct lists only with
+student_order = "sequential" and epochs = 1, the dose-curve setting; else draws, repeats included).
 
 Seeds: (pretraining seed p) x (student seed f); a seed changes the prompts, the sampling and the
 students' data order; teachers are a function of (p, animal). results.json (mode "animals"):
@@ -813,7 +813,7 @@ def misalignment_unit(cfg, p, f):
         data = student_data(tok, lists[name], dev)
         last = student_steps(cfg, len(data["tokens"]))[0]  # the step train_student ends at
 
-        def on_eval(m, step, name=name):  # a student along its training: lists read -> its misalignment
+        def on_eval(m, step, name=name):  # a student along its training: lists drawn -> its misalignment
             r = ev(m, name if step == last else f"{name}@{step}")
             out["dose"].setdefault(step * cfg.student_batch, {})[name] = r
             if step == last:
@@ -893,7 +893,7 @@ def saved_unit(cfg, p, f, path):
 def run(cfg, run):
     t0 = time.time()
     aggregate = UNITS[cfg.mode][1]
-    B.parallel_map(B.base_model, [(cfg, s) for s in cfg.seeds], cfg.workers)  # pretrain (once) what is missing
+    B.parallel_map(B.pretrained, [(cfg, s) for s in cfg.seeds], cfg.workers)  # pretrain (once) what is missing
     units = B.parallel_map(saved_unit, [(cfg, *job) for job in unit_jobs(cfg, run.dir)], cfg.workers)
     for u in units:
         run.log(stage="unit", seed=[u["p"], u["f"]], seconds=u["seconds"], kept=u["kept"])

@@ -302,9 +302,16 @@ def _stop_workers(pool):
         manager.join(timeout=30)
 
 
+def pretrained(cfg, seed):
+    """Pretrain base `seed` into the cache unless it is there. Returns nothing, unlike base_model: a pool worker
+    would send the whole model back to be thrown away."""
+    base_model(cfg, seed)
+
+
 def parallel_map(fn, jobs, workers):
     """[fn(*job) for job in jobs], in `workers` spawned processes of one thread each (small models
-    use one core far better than two; the pool keeps both cores busy). workers <= 1: in this process.
+    use one core far better than two; the pool keeps both cores busy). workers <= 1, or a single job: in this
+    process, at its own thread count (so a one-unit run's last digits can differ from that unit in a pool).
     A job that fails cancels the jobs not started (whichever job fails first, not only the first in order);
     the ones in flight finish (each unit saves itself), then its error is raised.
     Ctrl-C stops at once, also while a failed run waits for those: the jobs not started are cancelled and
