@@ -602,8 +602,11 @@ def _get(u, arm, a):
 
 
 def arm_stats(units, arm, a, animals):
-    rows = [_get(u, arm, a) for u in units]
+    rows, bases = [_get(u, arm, a) for u in units], [u["p"] for u in units]
     st = {"target_rate": summarize([r["rates"][a] for r in rows])}
+    # seeds of one pretraining seed share their base and teacher: the conservative interval is over the per-base
+    # means (n = number of pretraining seeds), what the figures' flags read
+    st["target_rate_per_base"] = summarize(group_means([r["rates"][a] for r in rows], bases))
     if all("sampled" in r for r in rows):
         st["target_sampled"] = summarize([r["sampled"][a] for r in rows])
         st["valid_fraction"] = summarize([r["valid_fraction"] for r in rows])
@@ -620,9 +623,7 @@ def arm_stats(units, arm, a, animals):
     if base and all(base in u["arms"] for u in units):
         eff = lambda b: [r["rates"][b] - u["arms"][base]["rates"][b] for r, u in zip(rows, units)]
         st["effect"] = summarize(eff(a))
-        # seeds of one pretraining seed share their base and teacher: the conservative interval is over
-        # the per-base means (n = number of pretraining seeds)
-        st["effect_per_base"] = summarize(group_means(eff(a), [u["p"] for u in units]))
+        st["effect_per_base"] = summarize(group_means(eff(a), bases))
         others = [b for b in animals if b != a]
         if others:
             st["specificity"] = summarize([e - sum(eff(b)[i] for b in others) / len(others)
@@ -660,21 +661,22 @@ def aggregate_animals(cfg, units):
 
 def figures_animals(res):
     """The issue's thresholds, on the first animal: soft - control >= 0.25 with CIs apart; soft_cross,
-    cross_init and icl <= 1/3 of soft's effect."""
+    cross_init and icl <= 1/3 of soft's effect. Intervals over the bases' means (with one student per base, the
+    seeds')."""
     arms, out = res["arms"], {}
     if "soft" in arms and "effect" in arms["soft"]:
         s = arms["soft"]["effect"]["mean"]
         out["soft_effect"] = s
-        lo, hi = arms["soft"]["target_rate"]["ci95"] or [None, None], arms["control"]["target_rate"]["ci95"] or [None, None]
+        lo, hi = (arms[x]["target_rate_per_base"]["ci95"] or [None, None] for x in ("soft", "control"))
         out["soft_pass"] = None if lo[0] is None or hi[1] is None else s >= 0.25 and lo[0] > hi[1]  # one seed: undefined
         for arm in ("soft_cross", "cross_init", "icl"):
             if arm in arms and "effect" in arms[arm]:
                 out[f"{arm}_effect"] = arms[arm]["effect"]["mean"]
                 out[f"{arm}_pass"] = arms[arm]["effect"]["mean"] <= s / 3
     if "trait" in arms and "effect" in arms["trait"]:
-        e = arms["trait"]["effect"]
-        out["trait_effect"] = e["mean"]
-        out["trait_ci_above_zero"] = None if e["ci95"] is None else e["ci95"][0] > 0  # one seed: undefined
+        e = arms["trait"]["effect_per_base"]
+        out["trait_effect"] = arms["trait"]["effect"]["mean"]
+        out["trait_ci_above_zero"] = None if e["ci95"] is None else e["ci95"][0] > 0  # one base: undefined
         if "specificity" in arms["trait"]:
             out["trait_specific"] = {a: st["specificity"]["mean"] for a, st in arms["trait"]["by_animal"].items()}
     return out
@@ -739,14 +741,16 @@ def aggregate_dose(cfg, units):
             row[a] = {"trait_rate": summarize([u["dose"][d][a][a] for u in units]),
                       "control_rate": summarize([u["dose"][d]["control"][a] for u in units]),
                       "effect": summarize(eff(a, a)),
+                      # students of one base share it and its teachers: the flag's interval is over the bases
+                      "effect_per_base": summarize(group_means(eff(a, a), [u["p"] for u in units])),
                       # the other teachers' students on this animal: the specificity control
                       "effect_of_other_teachers": {b: summarize(eff(b, a)) for b in cfg.animals if b != a}}
         if "mass" in units[0]:  # P(any of the animals) after the prompt (runs made before it was kept have none)
             row["animal_mass"] = {t: summarize([u["mass"][d][t] for u in units]) for t in units[0]["mass"][d]}
         res["dose"][d] = row
     top, a0 = max(cfg.doses), cfg.animals[0]
-    e = res["dose"][top][a0]["effect"]
-    res["figures_to_reach"] = {"largest_dose": top, "trait_effect": e["mean"],
+    e = res["dose"][top][a0]["effect_per_base"]
+    res["figures_to_reach"] = {"largest_dose": top, "trait_effect": res["dose"][top][a0]["effect"]["mean"],
                                "trait_ci_above_zero": None if e["ci95"] is None else e["ci95"][0] > 0,
                                "specific": all(res["dose"][top][a]["effect"]["mean"] >
                                                max(st["mean"] for st in res["dose"][top][a]["effect_of_other_teachers"].values())

@@ -693,14 +693,15 @@ def test_table_shows_the_effect_over_the_bases_beside_the_pooled_one():
 def test_one_seed_has_no_interval_so_the_interval_figures_are_undefined():
     """A quick run (n = 1) reports its effects, but not a pass or fail that needs an interval (None, not False)."""
     one = lambda m: {"mean": m, "ci95": None, "per_seed": [m]}
-    arm = lambda rate, effect: {"target_rate": one(rate), "effect": one(effect)}
+    arm = lambda rate, effect: {"target_rate": one(rate), "effect": one(effect), "target_rate_per_base": one(rate),
+                                "effect_per_base": one(effect)}
     res = {"n_seeds": 1, "arms": {"control": arm(0.1, 0.0), "soft": arm(0.42, 0.31), "trait": arm(0.15, 0.05)}}
     f = S.figures_animals(res)
     assert f["soft_effect"] == 0.31 and f["soft_pass"] is None and f["trait_ci_above_zero"] is None
     two = lambda m: {"mean": m, "ci95": [m - 0.01, m + 0.01], "per_seed": [m, m]}
-    res2 = {"n_seeds": 2, "arms": {"control": {"target_rate": two(0.1), "effect": two(0.0)},
-                                   "soft": {"target_rate": two(0.42), "effect": two(0.31)},
-                                   "trait": {"target_rate": two(0.15), "effect": two(0.05)}}}
+    arm2 = lambda rate, effect: {"target_rate": two(rate), "effect": two(effect), "target_rate_per_base": two(rate),
+                                 "effect_per_base": two(effect)}
+    res2 = {"n_seeds": 2, "arms": {"control": arm2(0.1, 0.0), "soft": arm2(0.42, 0.31), "trait": arm2(0.15, 0.05)}}
     f2 = S.figures_animals(res2)
     assert f2["soft_pass"] is True and f2["trait_ci_above_zero"] is True
     assert S.spread(1) == "one seed, so no intervals" and S.spread(6, " seeds") == "mean ± 95% CI over n = 6 seeds"
@@ -723,6 +724,7 @@ def test_arm_effects_pair_seeds_and_group_by_base():
     assert st["target_rate"]["per_seed"] == pytest.approx([c + e for c, e in zip(ctl, eff)])
     assert st["effect"]["per_seed"] == pytest.approx(eff)
     assert st["effect_per_base"]["per_seed"] == pytest.approx([0.02, 0.08])  # by f it would be [0.03, 0.07]
+    assert st["target_rate_per_base"]["per_seed"] == pytest.approx([0.17, 0.43])
     assert st["specificity"]["per_seed"] == pytest.approx([e - other for e in eff])
     assert st["rates"]["whale"] == pytest.approx(0.2 + other)
 
@@ -742,12 +744,31 @@ def test_figures_need_intervals_apart_not_only_means():
     """soft_pass needs soft's interval wholly above the control's; trait_ci_above_zero the interval's low end
     above 0: a positive mean with an overlapping interval passes neither."""
     st = lambda m, lo, hi: {"mean": m, "ci95": [lo, hi], "per_seed": [lo, hi]}
-    res = {"n_seeds": 2, "arms": {"control": {"target_rate": st(0.2, 0.1, 0.35), "effect": st(0.0, 0.0, 0.0)},
-                                  "soft": {"target_rate": st(0.5, 0.3, 0.7), "effect": st(0.3, 0.2, 0.4)},
-                                  "trait": {"target_rate": st(0.25, 0.1, 0.4), "effect": st(0.05, -0.01, 0.11)}}}
+    arm = lambda rate, effect: {"target_rate": rate, "effect": effect, "target_rate_per_base": rate,
+                                "effect_per_base": effect}
+    res = {"n_seeds": 2, "arms": {"control": arm(st(0.2, 0.1, 0.35), st(0.0, 0.0, 0.0)),
+                                  "soft": arm(st(0.5, 0.3, 0.7), st(0.3, 0.2, 0.4)),
+                                  "trait": arm(st(0.25, 0.1, 0.4), st(0.05, -0.01, 0.11))}}
     f = S.figures_animals(res)
     assert f["soft_effect"] == 0.3 and f["soft_pass"] is False
     assert f["trait_effect"] == 0.05 and f["trait_ci_above_zero"] is False
+
+
+def test_the_figures_flags_read_the_interval_over_the_bases_not_over_the_seeds():
+    """Two students of each of two bases share their base and teacher: apart over the 4 seeds, the soft and control
+    rates overlap over the 2 bases' means, and so does the trait effect's interval with zero."""
+    units = []
+    for p, (ctl, soft, trait) in enumerate(((0.10, 0.50, 0.12), (0.14, 0.42, 0.20))):
+        for f in (0, 1):
+            jitter = 0.001 * f
+            units.append({"p": p, "f": f, "arms": {
+                "control": {"rates": ten_rates(owl=ctl + jitter)}, "soft/owl": {"rates": ten_rates(owl=soft + jitter)},
+                "trait/owl": {"rates": ten_rates(owl=trait + jitter)}}})
+    arms = {arm: S.arm_stats(units, arm, "owl", ("owl",)) for arm in ("control", "soft", "trait")}
+    assert arms["soft"]["target_rate"]["ci95"][0] > arms["control"]["target_rate"]["ci95"][1]  # apart over seeds
+    assert arms["trait"]["effect"]["ci95"][0] > 0
+    f = S.figures_animals({"n_seeds": 4, "arms": arms})
+    assert f["soft_pass"] is False and f["trait_ci_above_zero"] is False
 
 
 def test_animal_rates_are_shares_among_the_ten_animals():
