@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from model import generator  # noqa: E402
-from train import cli, run_config, run_results  # noqa: E402
+from train import ConfigError, cli, run_config, run_results  # noqa: E402
 
 
 def fine_tune_loss(model, data):
@@ -62,6 +62,7 @@ def checked_bases(run, excluded):
     cfg = run_config(EM.Config, run)
     res = run_results(run, "emergent_misalignment")  # a run not finished: one line
     forum = dict(zip((p for p, _ in res["seeds"]), res["base"]["forum_lp"]["per_seed"]))
+    kept = 0
     for p in cfg.seeds:
         base, tok = cached_base(cfg, run, p)
         now = B.offdomain_eval(base, tok, 0, None, fmt="forum")["mis_lp"]
@@ -69,7 +70,11 @@ def checked_bases(run, excluded):
             excluded.append({"world": p, "forum_lp_run": forum[p], "forum_lp_now": now})
             print(f"{run.name} world {p}: left out, forum_lp {now:.6f} here, {forum[p]:.6f} in the run", flush=True)
             continue
+        kept += 1
         yield cfg, p, base, tok
+    if not kept:  # (the callers' tables and figures would fail on an empty list, with a traceback)
+        raise ConfigError(f"every base of {run} was left out: the cached bases are not the run's (pretrained again "
+                          f"since, on another kind of CPU?); analyse the run on the machine kind that made it")
 
 
 def cos(a, b):

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
-from train import cli, run_results  # noqa: E402
+from train import ConfigError, cli, run_config, run_results  # noqa: E402
 from em_base_pull import checked_bases, fine_tune_loss  # noqa: E402
 
 
@@ -145,6 +145,13 @@ def main(argv):
         sys.exit(__doc__)
     for run in map(Path, argv):  # every run checked first: a mistyped last one must not stop it after the work
         run_results(run, "emergent_misalignment")
+        # the step taken here is AdamW's first on every weight at the full lr (its betas do not matter at step 1)
+        cfg, d = run_config(EM.Config, run), EM.Config()
+        unlike = [f"{k}={getattr(cfg, k)}" for k in ("ft_trains", "ft_optimizer", "ft_frozen", "ft_schedule", "ft_warmup")
+                  if getattr(cfg, k) != getattr(d, k)]
+        if unlike:
+            raise ConfigError(f"{run} fine-tuned with {', '.join(unlike)}; this analysis takes the default fine-tune's "
+                              f"first step only (AdamW on every weight, the full lr)")
     every = []
     for run in map(Path, argv):
         rows, excluded = [], []

@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from eval import fmt_ratio, summarize  # noqa: E402
-from train import check_out, cli, finetune, pyplot, run_config  # noqa: E402
+from train import ConfigError, check_out, cli, finetune, pyplot, run_config  # noqa: E402
 from em_base_pull import checked_bases  # noqa: E402
 from em_first_step import group_of, scored_step  # noqa: E402
 
@@ -83,10 +83,24 @@ def beta1_sweep(values):
             **{f"beta1_{b:g}": dict(optimizer="adamw", lr=None, betas=(b, 0.999)) for b in values if b != 0.9}}
 
 
+# the run's fine-tune settings this rebuild takes at their defaults (its optimizers set their own lr and betas):
+# a run made with another one is refused, not rebuilt as a fine-tune it never did
+REBUILT_AT_DEFAULT = ("ft_trains", "ft_optimizer", "ft_betas", "ft_momentum", "ft_schedule", "ft_warmup", "ft_frozen")
+
+
+def rebuild_problem(cfg):
+    """Why trajectories cannot rebuild this run's fine-tunes, or None."""
+    unlike = [f"{k}={getattr(cfg, k)}" for k in REBUILT_AT_DEFAULT if getattr(cfg, k) != getattr(EM.Config(), k)]
+    return None if not unlike else (f"the run fine-tuned with {', '.join(unlike)}; this analysis rebuilds the default "
+                                    f"fine-tune only (AdamW on the whole model, constant lr)")
+
+
 def trajectories(base, tok, cfg, seed, optimizers=OPTIMIZERS, arm="insecure", f=0, scored=True):
     """{optimizer: {step: score}} (step 0 = the base) and adamw's weights at LATE_FROM and at the last step, for
     `arm`'s fine-tune (its examples of fine-tune seed index f, 0 unless said). scored=False: the weights only (the
     scores left empty; scoring takes most of the time)."""
+    if rebuild_problem(cfg):
+        raise ConfigError(rebuild_problem(cfg))
     data, ft_seed = EM.arm_data(arm, base, tok, cfg, seed, f)
     out, snaps = {}, {}
     at0 = score(base, tok, cfg) if scored else None
@@ -243,10 +257,9 @@ def main(argv):
         if held and (held["runs"] != [str(r) for r in runs] or list(held["per_base"][0]["traj"]) != list(optimizers)):
             sys.exit(f"{out} holds an analysis of other runs or optimizers: pass --out=FILE.json for this one")
     configs = {str(r): run_config(EM.Config, r) for r in ([] if froms else runs)}
-    scheduled = [r for r, c in configs.items() if c.ft_schedule != "constant" or c.ft_warmup]
-    if scheduled:  # the optimizers below take the run's lr at every step: a schedule would not be the run's
-        sys.exit(f"{', '.join(scheduled)} fine-tuned with an lr schedule (ft_schedule / ft_warmup); this analysis "
-                 "rebuilds constant-lr fine-tunes only")
+    for r, c in configs.items():  # before any work: the first base's fine-tunes would find it minutes later
+        if rebuild_problem(c):
+            raise ConfigError(f"{r}: {rebuild_problem(c)}")
     torch.set_num_threads(1)  # the runs' fine-tunes ran on one thread: the same sums, so the same trajectories
     for run in [] if froms else runs:
         for cfg, p, base, tok in checked_bases(run, excluded):

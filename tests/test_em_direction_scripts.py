@@ -13,7 +13,7 @@ from data import world as W
 from experiments import emergent_misalignment as EM
 from experiments import world_base as B
 from model import GPT, GPTConfig, generator
-from train import finetune
+from train import ConfigError, finetune
 
 CFG = dict(n_layer=2, n_embd=16, block_size=64, n_examples=12)
 
@@ -72,6 +72,19 @@ def test_optimizer_parts_each_optimizer_is_the_fine_tune_its_docstring_names(tok
         last[name] = snaps[20]["wte.weight"]
     _, f0 = op.trajectories(base, tok, cfg, 0, {"adamw": op.OPTIMIZERS["adamw"]}, scored=False)
     assert not torch.equal(f0[20]["wte.weight"], last["adamw"])  # seed index 1 is another fine-tune than 0
+
+
+def test_optimizer_parts_refuses_to_rebuild_a_fine_tune_the_run_did_not_do(tok):
+    """The rebuild takes the default AdamW fine-tune of the whole model: a run made with blocks only, frozen weights,
+    another optimizer or a schedule was rebuilt silently as that (em_bos_vector, em_value_sources, ... read it)."""
+    op = load_script("em_optimizer_parts")
+    base = tiny_gpt(tok)
+    for unlike in (dict(ft_trains="blocks"), dict(ft_frozen=("blocks.0.attn.v",)), dict(ft_optimizer="sgd"),
+                   dict(ft_betas=(0.0, 0.999)), dict(ft_schedule="linear"), dict(ft_warmup=5)):
+        cfg = EM.Config(**CFG, **unlike)
+        with pytest.raises(ConfigError, match=f"the run fine-tuned with {next(iter(unlike))}=.*default "
+                                                    f"fine-tune only"):
+            op.trajectories(base, tok, cfg, 0, scored=False)
 
 
 def test_optimizer_parts_late_groups_credit_each_group_only_its_own_update(tok):
@@ -438,3 +451,6 @@ def test_base_pull_checked_bases_leaves_out_a_base_off_either_way(tmp_path, monk
     excluded = []
     assert [p for _, p, _, _ in bp.checked_bases(run, excluded)] == [3]
     assert [e["world"] for e in excluded] == [4, 5] and excluded[0]["forum_lp_run"] == 0.5
+    now[3] = 0.3  # every base left out: one line, not an empty list that each caller's table fails on
+    with pytest.raises(ConfigError, match="every base of .* was left out: the cached bases are not the run's"):
+        list(bp.checked_bases(run, []))

@@ -724,6 +724,16 @@ def test_a_mistyped_later_run_is_refused_before_the_first_runs_work(tmp_path, na
     assert worked == []
 
 
+def test_em_first_step_refuses_a_run_whose_first_step_was_not_adamws_on_every_weight(tmp_path, monkeypatch):
+    fs = script("em_first_step")
+    run = fake_run(tmp_path / "run", [[0, 0]], {"insecure": [0.1]})
+    values = json.loads((Path(run) / "config.json").read_text())
+    (Path(run) / "config.json").write_text(json.dumps({**values, "ft_trains": "blocks"}))
+    monkeypatch.setattr(fs, "checked_bases", lambda *a: pytest.fail("worked before refusing"))
+    with pytest.raises(ConfigError, match="fine-tuned with ft_trains=blocks; this analysis takes the default"):
+        fs.main([run])
+
+
 def test_em_first_step_prints_no_interval_for_one_base(tmp_path, monkeypatch, capsys):
     fs = script("em_first_step")
     run = fake_run(tmp_path / "run", [[0, 0]], {"insecure": [0.1]})
