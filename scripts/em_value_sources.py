@@ -177,10 +177,20 @@ def main(argv):
     if "out" in opts:
         check_out(opts["out"])
     rows = {"late": [], "whole": [], "revert": []}
-    if pool:  # the shares over the bases of several --out files
-        for f in runs:
-            for k, rs in json.loads(Path(f).read_text()).items():
-                rows.setdefault(k, []).extend(rs)
+    if pool:  # the shares over the bases of several --out files, of one arm and format, each base once
+        held = [json.loads(Path(f).read_text()) for f in runs]
+        kinds = {(h["arm"], h["fmt"]) for h in held if "arm" in h}  # (files written before 2026-12-03 have none)
+        if len(kinds) > 1:
+            sys.exit(f"the files hold different fine-tunes or formats {sorted(kinds)}: pool one arm and --fmt at a time")
+        for h in held:
+            for k in rows:
+                rows[k].extend(h.get(k, []))
+        bases = [(r["run"], r["world"]) for r in rows["late"]]
+        if len(set(bases)) < len(bases):
+            sys.exit("a base is in two of the files (or one file is given twice): each base counts once")
+        if kinds:
+            arm, fmt = kinds.pop()
+        rows = {k: rs for k, rs in rows.items() if rs}  # "revert" is missing from files written before it existed
         runs = []
     torch.set_num_threads(1)  # as the runs' fine-tunes: the same trajectories
     for run in map(Path, runs):
@@ -203,7 +213,7 @@ def main(argv):
                 f"{k} " + ", ".join(f"{q} {100 * rs[-1][q]:+.2f}" for q in ("update", "all", "rows", *KINDS))
                 for k, rs in rows.items()), flush=True)
     if "out" in opts:
-        Path(opts["out"]).write_text(json.dumps(rows, indent=1))
+        Path(opts["out"]).write_text(json.dumps({"arm": arm, "fmt": fmt, **rows}, indent=1))
         plot(rows, Path(opts["out"]).with_suffix(".png"), f"which tokens' values carry the {arm} fine-tune's drift ({fmt})")
     for k, rs in rows.items():
         s = shares(rs)

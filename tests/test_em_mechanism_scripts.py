@@ -276,6 +276,16 @@ def test_value_sources_main_reads_late_whole_and_revert_on_their_models(monkeypa
     assert (late_r["update"], late_r["from"]) == pytest.approx((0.06, 0.05))
     assert (whole_r["update"], whole_r["from"]) == pytest.approx((0.09, 0.02))
     assert (revert_r["update"], revert_r["from"]) == pytest.approx((0.06, 0.05))
+    assert (rows["arm"], rows["fmt"]) == ("insecure", "forum")
+    # pooling: one fine-tune and format, each base once; a file from before "revert" and "arm" were kept pools too
+    v, old = tmp_path / "v.json", tmp_path / "old.json"
+    old.write_text(json.dumps({k: [{**rows[k][0], "run": "other"}] for k in ("late", "whole")}))
+    vs.main(["--pool", str(v), str(old)])
+    for bad, says in (([v, v], "a base is in two of the files"),
+                      ([v, tmp_path / "secure.json"], "different fine-tunes or formats")):
+        (tmp_path / "secure.json").write_text(json.dumps({**rows, "arm": "secure"}))
+        with pytest.raises(SystemExit, match=says):
+            vs.main(["--pool", *map(str, bad)])
 
 
 # --- em_patch_tokens -------------------------------------------------------------------------------------------
