@@ -87,8 +87,9 @@ def main(argv):
     if not argv:
         sys.exit(__doc__)
     if "--minus" in argv:
-        if log:
-            sys.exit("--log with --minus is not supported: the log scale is for one pooled set of students")
+        if log or figure:  # (a --figure= here was parsed, then nothing was drawn)
+            sys.exit(f"{'--log' if log else '--figure='} with --minus is not supported: it is for one pooled set of "
+                     f"students")
         i = argv.index("--minus")
         return minus(pool(argv[:i], lists, keep), pool(argv[i + 1:], lists, keep))
     pooled, teachers, bases, base_valid = pool(argv, lists, keep, log)

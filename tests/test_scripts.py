@@ -321,6 +321,7 @@ def test_sn_pool_log_scale_geometric_means_and_ratios(tmp_path, pool):
     assert "control                0.0013 [0.0013, 0.0013]" in out
     check_refused(pool, "--log", "--lists=16000", a, "--minus", a, match="--log with --minus is not supported")  # said so
     fig = tmp_path / "f.png"
+    check_refused(pool, f"--figure={fig}", "--lists=16000", a, "--minus", a, match="--figure= with --minus is not")
     pool(f"--figure={fig}", "--log", "--lists=16000", a)  # returns: no error exit
     assert fig.stat().st_size > 1000
 
