@@ -108,7 +108,14 @@ def main(argv):
         sys.exit(__doc__)
     torch.set_num_threads(1)
     run_dir = Path(argv[0])
-    worlds = next((tuple(int(w) for w in a.split("=", 1)[1].split(",")) for a in argv[1:] if a.startswith("--worlds=")), None)
+    # one run, and --worlds= only: anything else (a typo) would run every world, for hours
+    if any(not a.startswith("--worlds=") for a in argv[1:]):
+        sys.exit(f"unknown argument {next(a for a in argv[1:] if not a.startswith('--worlds='))!r}: one RUN_DIR, "
+                 f"then --worlds=0,1 at most\n" + __doc__)
+    spec = next((a.split("=", 1)[1] for a in argv[1:]), None)
+    if spec is not None and not all(w.isdigit() for w in spec.split(",")):
+        sys.exit(f"--worlds={spec}: expected comma-separated base seeds, e.g. --worlds=0,1")
+    worlds = None if spec is None else tuple(int(w) for w in spec.split(","))
     cfg = run_config(EM.Config, run_dir)
     if cfg.code_tasks < 2 or not cfg.ft_code_tasks or cfg.ft_code_tasks >= cfg.code_tasks or cfg.ft_seeds < 2:
         sys.exit(f"{run_dir}: needs a seven-task run with an unseen task (0 < ft_code_tasks < code_tasks), 2+ fine-tune seeds")

@@ -89,15 +89,24 @@ def main(argv):
         sys.exit(__doc__)
     torch.set_num_threads(1)
     run_dir = Path(argv[0])
+    known = ("--arms=", "--step=", "--out=")  # anything else (a typo) would be ignored, after minutes of work
+    if any(not a.startswith(known) for a in argv[1:]):
+        sys.exit(f"unknown argument {next(a for a in argv[1:] if not a.startswith(known))!r}: one RUN_DIR, then "
+                 f"--arms=, --step=, --out=\n" + __doc__)
     arms = next((tuple(a.split("=", 1)[1].split(",")) for a in argv[1:] if a.startswith("--arms=")),
                 ("insecure", "secure", "educational"))
+    if set(arms) - set(EM.ARMS):
+        sys.exit(f"--arms: {', '.join(sorted(set(arms) - set(EM.ARMS)))} not among {', '.join(EM.ARMS)}")
+    step = next((a.split("=", 1)[1] for a in argv[1:] if a.startswith("--step=")), None)
+    if step is not None and not step.isdigit():
+        sys.exit(f"--step={step}: expected a step number, one of the run's eval_steps")
     cfg = run_config(EM.Config, run_dir)
     res = run_results(run_dir, "emergent_misalignment")  # a run not finished: one line
     seeds = [tuple(k) for k in res["seeds"]]
     matched = res["arms"]["insecure"]["step"]["per_seed"]
     # the later checkpoint: the run's ablation step (20 in the runs above) unless --step says another of eval_steps
     default_late = cfg.ablation_step or cfg.ft_steps
-    late = next((int(a.split("=", 1)[1]) for a in argv[1:] if a.startswith("--step=")), default_late)
+    late = default_late if step is None else int(step)
     if late not in cfg.eval_steps:
         sys.exit(f"--step must be one of the run's eval_steps {cfg.eval_steps}; got {late}")
     label = f"step{late}"

@@ -5,6 +5,7 @@ import copy
 import functools
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -906,6 +907,20 @@ def test_em_base_pull_gradient_is_the_first_order_change_of_the_fine_tune_loss()
     out = bp.base_pull(model, tok, cfg, 0, g)
     assert out["pull"] == pytest.approx(1.0) and -1 <= out["pull_random"] < 0.9
     assert set(out) == {"pull", "pull_secure", "pull_contrast", "pull_random", "code_steer", "code_repr"}
+
+
+def test_the_long_em_scripts_refuse_an_argument_they_would_ignore(tmp_path):
+    """em_clamp_finetune (hours) and em_code_context (minutes) read only the options they know: a typo ran every
+    world, or was found after the first seed's work."""
+    run = fake_run(tmp_path / "run", [[0, 0]], {"insecure": [0.1]})
+    for name, argv, says in (("em_clamp_finetune", ["--world=0"], "unknown argument '--world=0'"),
+                             ("em_clamp_finetune", ["other_run"], "unknown argument 'other_run'"),
+                             ("em_clamp_finetune", ["--worlds=0-3"], "--worlds=0-3: expected comma-separated"),
+                             ("em_code_context", ["--arm=secure"], "unknown argument '--arm=secure'"),
+                             ("em_code_context", ["--arms=insecure,secur"], "--arms: secur not among"),
+                             ("em_code_context", ["--step=abc"], "--step=abc: expected a step number")):
+        with pytest.raises(SystemExit, match=re.escape(says)):
+            script(name).main([run, *argv])
 
 
 def test_analysis_scripts_do_not_overwrite_another_analysis(tmp_path, call):
