@@ -1,7 +1,7 @@
 """Speed benchmarks (not tests). Each prints a table; numbers measured with it are in the README.
 
-    python bench.py mnist               # subliminal MNIST: 1 seed and 25 seeds end to end, FLOP/s
-    python bench.py mnist --seeds=100   # e.g. on a GPU: the paper-scale run
+    python bench.py mnist               # subliminal MNIST, end to end, FLOP/s: 1 and 25 seeds (GPU: 1, 100, 100)
+    python bench.py mnist --seeds=1,50  # other seed counts
     python bench.py gpt                 # GPT training tokens/s and MFU, KV-cache sampling vs re-forward
     python bench.py lists               # a subliminal teacher's number lists: KV cache vs re-forward vs naive
     python bench.py students            # a subliminal student's fine-tune step: train.finetune vs the whole-row loss
@@ -276,6 +276,8 @@ def bench_lists(argv):
     p.add_argument("--batch", type=int, default=2000)
     p.add_argument("--naive", type=int, default=100, help="prompts for the one-at-a-time loop")
     args = p.parse_args(argv)
+    if args.batch < 1 or args.naive < 1:  # the naive loop is the table's unit ("vs naive")
+        p.error("--batch and --naive need at least one prompt each")
     device = bench_device(args.device)
     if args.threads and device.type == "cpu":
         torch.set_num_threads(args.threads)

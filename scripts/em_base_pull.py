@@ -3,7 +3,8 @@
     python scripts/em_base_pull.py RUN_DIR [RUN_DIR ...]
 
 For every base of the runs (each run's config.json and seeds; the bases must be in the cache), no fine-tune, with
-the insecure arm's examples of fine-tune seed 0 (and the secure arm's, whose prompts are the same) and the run's evil
+the insecure arm's examples of fine-tune seed 0 (and secure answers to the same prompts, drawn with that arm's seed:
+not the run's secure arm, whose prompts are its own draw; em_first_step's secure_sign uses that arm) and the run's evil
 direction at `direction_layer` (evil - good forum threads, experiments/emergent_misalignment.doc_means):
 
     pull          cos(evil, -dLoss/dh), Loss the fine-tune's (mean cross-entropy on the response tokens, all
