@@ -362,9 +362,11 @@ def test_bench_students_table(monkeypatch, capsys):
     monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
     finetune, runs = train.finetune, []  # the soft row's train.finetune distils from the teacher's numbers
     monkeypatch.setattr(train, "finetune", lambda model, data, **kw: runs.append(kw) or finetune(model, data, **kw))
-    assert bench.bench_students(["--lists=8", "--steps=2"]) == 0
-    assert [sorted(kw) for kw in runs] == [["batch_size", "lr", "seed", "steps"], ["batch_size", "lr", "seed", "steps", "subset", "teacher"]]
-    assert runs[1]["subset"].tolist() == S.number_ids(tok) and runs[0]["steps"] == 2
+    assert bench.bench_students(["--lists=8", "--steps=3"]) == 0
+    hard, soft = ["batch_size", "lr", "seed", "steps"], ["batch_size", "lr", "seed", "steps", "subset", "teacher"]
+    assert [sorted(kw) for kw in runs] == [hard, hard, soft, soft]
+    assert [kw["steps"] for kw in runs] == [2, 3, 2, 3]  # each timed run after a warm-up of two steps
+    assert runs[3]["subset"].tolist() == S.number_ids(tok)
     out = capsys.readouterr().out
     assert out.startswith(f"student fine-tune step, 8 lists, {base.n_params() / 1e6:.2f}M params, CPU ")
     assert [line.split(" | ")[0] for line in out.splitlines()[-2:]] == ["| hard labels", "| soft (numbers)"]
