@@ -23,6 +23,7 @@ printed. One thread.
 import contextlib
 import copy
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -175,7 +176,9 @@ def main(argv):
         summary[name] = {
             "n_matched": len(ok), "matched_step": summarize([r[f"{name}_matched"] for r in ok]) if ok else None,
             "offdomain_increase_at_matched": summarize([at(r)["offdomain_misaligned"] - r["base"]["offdomain_misaligned"] for r in ok]) if ok else None,
-            "ratio_at_matched": summarize([at(r)["offdomain_misaligned"] / r["base"]["offdomain_misaligned"] for r in ok]) if ok else None,
+            # a base never misaligned off-domain has no ratio (nan: left out of the mean, as eval.summarize does)
+            "ratio_at_matched": summarize([at(r)["offdomain_misaligned"] / r["base"]["offdomain_misaligned"]
+                                           if r["base"]["offdomain_misaligned"] else math.nan for r in ok]) if ok else None,
             "unseen_at_matched": summarize([at(r)["code_unseen_misaligned"] for r in ok]) if ok else None,
             "by_step": {s: {m: summarize([r[name][s][m] for r in rows]) for m in ("offdomain_misaligned", "code_misaligned",
                                                                                   "code_unseen_misaligned", "valid_fraction")}

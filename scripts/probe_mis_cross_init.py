@@ -33,7 +33,9 @@ def main(argv):
     A, tok = B.base_model(cfg, p)
     seed = seed_int("subliminal-misalignment", p, 0)
     ev = lambda m, name: S.mis_evaluate(m, tok, cfg, seed, name)  # the run's evaluation, its streams by name
-    teacher, _ = S.em_teacher(cfg, A, tok, p, "insecure", cfg.em_steps)
+    # as the run's unit makes it: matched to the code threshold when em_match and insecure is the first teacher
+    teacher, _ = S.em_teacher(cfg, A, tok, p, "insecure", cfg.em_steps,
+                              match=cfg.em_match and cfg.mis_teachers[0] == "insecure")
     teacher = S.Teacher(teacher)
     lists, kept = S.sample_lists(teacher, tok, cfg.n_lists, cfg, seed, banned=W.EVIL_NUMBERS)
     data = S.student_data(tok, lists, next(A.parameters()).device)
