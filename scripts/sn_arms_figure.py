@@ -24,6 +24,8 @@ def main(argv):
         sys.exit(__doc__)
     i = argv.index("--out")
     out, specs = argv[i + 1], argv[:i] + argv[i + 2:]
+    if not specs:
+        sys.exit(__doc__)
     check_out(out)
     sides = []
     for spec in specs:
@@ -36,8 +38,11 @@ def main(argv):
         if BASELINE.get(arm, "control") not in res["trajectory"]:
             sys.exit(f"{run}: no trajectory of {arm}'s baseline {BASELINE.get(arm, 'control')}")
         sides.append((run, arm, res, label or arm))
-    if len({tuple(map(tuple, r["seeds"])) for _, _, r, _ in sides}) > 1:
+    # each effect is within its run: the same seeds in another order compare, other seeds or animals do not
+    if len({tuple(sorted(map(tuple, r["seeds"]))) for _, _, r, _ in sides}) > 1:
         sys.exit("the runs have different seeds")
+    if len({tuple(r["animals"]) for _, _, r, _ in sides}) > 1:
+        sys.exit(f"the runs have different animals: {', '.join(str(r['animals']) for _, _, r, _ in sides)}")
     plt = pyplot()
     animals = sides[0][2]["animals"]
     fig, axes = plt.subplots(1, 1 + len(animals), figsize=(5 + 4.5 * len(animals), 4))

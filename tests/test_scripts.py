@@ -467,6 +467,13 @@ def test_sn_arms_figure_draws_arms_of_several_runs(tmp_path, call):
     check_refused(fig, run("c", "trait", [[1, 0], [1, 1]]), f"{tmp_path / 'a'}:trait", "--out", str(tmp_path / "g.png"),
             match="different seeds")
     assert not (tmp_path / "g.png").exists()
+    fig(run("d", "trait", [[0, 1], [0, 0]]), f"{tmp_path / 'a'}:trait", "--out", str(tmp_path / "g.png"))  # same seeds
+    assert (tmp_path / "g.png").is_file()
+    values = json.loads((tmp_path / "d" / "results.json").read_text())
+    (tmp_path / "d" / "results.json").write_text(json.dumps({**values, "animals": ["owl", "whale"]}))
+    check_refused(fig, f"{tmp_path / 'd'}:trait", f"{tmp_path / 'a'}:trait", "--out", str(tmp_path / "h.png"),
+                  match="different animals")
+    check_refused(fig, "--out", str(tmp_path / "h.png"), match="usage|python scripts/sn_arms_figure.py")
 
 
 def test_sn_arms_figure_draws_an_arm_on_base_b_from_base_b_beside_cross_control(tmp_path, call, monkeypatch):
