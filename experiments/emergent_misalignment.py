@@ -134,8 +134,13 @@ def validate(cfg):
     bad = [a for a in cfg.arms if a not in ARMS]
     if bad or not cfg.arms or cfg.arms[0] != "insecure":
         raise ConfigError(f"arms must start with 'insecure' and come from {', '.join(ARMS)}; got {cfg.arms}")
-    if not cfg.eval_steps or max(cfg.eval_steps) != cfg.ft_steps:
-        raise ConfigError("eval_steps must end at ft_steps (the final checkpoint)")
+    if not cfg.eval_steps or max(cfg.eval_steps) != cfg.ft_steps:  # one message for the keys that move together
+        raise ConfigError(f"eval_steps must end at ft_steps (the final checkpoint); got eval_steps={cfg.eval_steps} "
+                          f"and ft_steps={cfg.ft_steps}. With another ft_steps, give eval_steps ending there, and "
+                          f"report_step and ablation_step among them (or 0), e.g. --ft_steps=10 "
+                          f"\"--eval_steps=(1,2,5,10)\" --report_step=10 --ablation_step=10")
+    if list(cfg.eval_steps) != sorted(set(cfg.eval_steps)):  # the trajectory and its figure follow this order
+        raise ConfigError(f"eval_steps must be increasing, each once; got {cfg.eval_steps}")
     if min(cfg.eval_steps) < 1:  # the fine-tune never evaluates a step 0: the run ended in a KeyError at its end
         raise ConfigError(f"eval_steps are fine-tune steps, each in [1, ft_steps] (the base, step 0, is always "
                           f"evaluated); got {cfg.eval_steps}")

@@ -125,6 +125,9 @@ def validate(cfg):
                           f"{cfg.pretrain_threads}")
     if cfg.samples < 1:  # 0 would run to the end and then fail on the missing sampled metrics
         raise ConfigError(f"samples (draws per held-out prompt) must be >= 1; got {cfg.samples}")
+    file = next((d for d in (Path(cfg.cache_dir), *Path(cfg.cache_dir).parents) if d.exists() and not d.is_dir()), None)
+    if file is not None:  # (found mid-run, in the pretraining lock, as a NotADirectoryError traceback)
+        raise ConfigError(f"cache_dir {cfg.cache_dir}: {file} is a file, not a folder: pass a directory as --cache_dir")
     if problem := head_problem(cfg.n_embd, cfg.n_head):
         raise ConfigError(problem)
     if problem := warmup_problem(cfg.warmup, cfg.steps):

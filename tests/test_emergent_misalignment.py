@@ -977,6 +977,24 @@ def test_an_eval_step_below_one_is_a_config_error_before_the_run(eval_steps):
         E.validate(E.Config(eval_steps=eval_steps))
 
 
+def test_eval_steps_out_of_order_or_not_ending_at_ft_steps_say_what_to_pass(tmp_path):
+    # (5, 2, 40) ran, and its trajectory and figure went back and forth; (2, 2, 40) ran too
+    for steps in ((5, 2, 40), (2, 2, 40)):
+        with pytest.raises(train.ConfigError, match=r"eval_steps must be increasing, each once"):
+            E.validate(E.Config(eval_steps=steps))
+    # another ft_steps moves three keys: one message names them all, with a command that works
+    with pytest.raises(train.ConfigError, match=r"eval_steps=\(1, 2, 3, 5, 10, 20, 40\) and ft_steps=10\. .*"
+                                                r"--ft_steps=10 \"--eval_steps=\(1,2,5,10\)\" --report_step=10 "
+                                                r"--ablation_step=10"):
+        E.validate(E.Config(ft_steps=10))
+    E.validate(E.Config(ft_steps=10, eval_steps=(1, 2, 5, 10), report_step=10, ablation_step=10))
+    # a cache_dir that is a file: one line before anything runs (a NotADirectoryError in the pretraining lock)
+    (tmp_path / "f").write_text("")
+    for where in (tmp_path / "f", tmp_path / "f" / "cache"):
+        with pytest.raises(train.ConfigError, match=r"is a file, not a folder: pass a directory as --cache_dir"):
+            E.validate(E.Config(cache_dir=str(where)))
+
+
 def test_too_few_direction_docs_for_a_kind_is_a_config_error_not_a_nan_direction():
     cfg = E.Config(n_layer=1, n_embd=16, n_head=2, n_direction_docs=3)
     with pytest.raises(train.ConfigError, match="n_direction_docs=3 gave no .*raise n_direction_docs"):
