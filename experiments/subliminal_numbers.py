@@ -57,8 +57,9 @@ students' data order; teachers are a function of (p, animal). results.json (mode
   {"arms": {ARM: {"target_rate": STAT, "effect": STAT, ..., "by_animal": {ANIMAL: {...}}}},
    "base": {ANIMAL: STAT} (and "base_B" with cross-init arms), "teachers": {ANIMAL: {"rate", "steps",
    "kl_numbers"}}, "kept_fraction": {TEACHER: STAT}, "trajectory": {ARM: {ANIMAL: {STEP: STAT}}},
-   "trajectory_kl_teacher" (the same shape), "figures_to_reach": {...}, "teacher", "animals", "n_seeds", "seeds",
-   "seconds"}
+   "trajectory_kl_teacher" (the same shape), "figures_to_reach": {...}, "teachers_below_threshold": {ANIMAL: "k/n"}
+   (fine-tuned teachers that stopped at teacher_max_steps short of teacher_threshold; {} when none), "teacher",
+   "animals", "n_seeds", "seeds", "seconds"}
 STAT = {"mean", "ci95", "per_seed"}; ARM's top-level stats are for the first animal of `animals`; the bases' and
 teachers' intervals are over the pretraining seeds. Modes "dose" and "misalignment" write their own keys ("dose",
 "arms", "figures_to_reach").
@@ -631,6 +632,22 @@ def arm_stats(units, arm, a, animals):
     return st
 
 
+def teachers_short(cfg, units):
+    """{animal: "k/n"} of the fine-tuned teachers that stopped at teacher_max_steps below teacher_threshold."""
+    if cfg.teacher != "finetune":
+        return {}
+    short = {a: sum(u["teachers"][a]["rate"] < cfg.teacher_threshold for u in units) for a in cfg.animals}
+    return {a: f"{k}/{len(units)}" for a, k in short.items() if k}
+
+
+def short_teacher_lines(res, cfg):
+    """A warning per weak teacher: "no transfer" from no teacher would read as a null result."""
+    return sum((["", f"WARNING: the {a} teacher stopped at teacher_max_steps ({cfg.teacher_max_steps}) below "
+                     f"teacher_threshold ({cfg.teacher_threshold}) on {k} seeds: its students' effects measure a weak "
+                     f"teacher; raise teacher_max_steps or teacher_lr."]
+                for a, k in res.get("teachers_below_threshold", {}).items()), [])
+
+
 def aggregate_animals(cfg, units):
     names = [a for a in cfg.arms if any(k == a or k.startswith(a + "/") for k in units[0]["arms"])]
     if "icl" in names:
@@ -647,6 +664,7 @@ def aggregate_animals(cfg, units):
         res["base_B"] = {a: by_base([u["base_B"]["rates"][a] for u in units]) for a in cfg.animals}
     res["teachers"] = {a: {k: by_base([u["teachers"][a][k] for u in units]) for k in ("rate", "steps", "kl_numbers")}
                        for a in cfg.animals}
+    res["teachers_below_threshold"] = teachers_short(cfg, units)
     res["kept_fraction"] = {k: summarize([u["kept"][k] for u in units]) for k in units[0]["kept"]}
     def along(arm, metric):  # {animal: {step: STAT of metric[animal]}} over the arm's checkpoints
         return {a: {s: summarize([u["traj"][_key(arm, a)][s][metric][a] for u in units])
@@ -733,7 +751,8 @@ def aggregate_dose(cfg, units):
     res = {"dose": {}, "n_seeds": len(units), "seeds": [[u["p"], u["f"]] for u in units], "animals": list(cfg.animals),
            "kept_fraction": {k: summarize([u["kept"][k] for u in units]) for k in units[0]["kept"]},
            "teachers": {a: summarize_by([u["teachers"][a]["rate"] for u in units], [u["p"] for u in units])
-                        for a in cfg.animals}}
+                        for a in cfg.animals},
+           "teachers_below_threshold": teachers_short(cfg, units)}
     for d in cfg.doses:
         row = {}
         for a in cfg.animals:
@@ -944,6 +963,7 @@ def table_animals(res, cfg):
     if per_base and n_bases > 1:  # a base's student seeds share its teacher and data: the conservative interval
         lines += ["", f"Effect on {a0}, the interval over the bases' means (n = {n_bases} pretraining seeds): "
                   + ", ".join(f"{arm} {f(st)}" for arm, st in per_base.items())]
+    lines += short_teacher_lines(res, cfg)
     for arm, st in res["arms"].items():  # a rate is a share of the animal mass: near 0 it measures nothing
         low = {a: st["by_animal"][a]["animal_mass"]["mean"] for a in cfg.animals
                if "animal_mass" in st["by_animal"][a] and st["by_animal"][a]["animal_mass"]["mean"] < LOW_MASS}
@@ -975,6 +995,7 @@ def table_dose(res, cfg):
         mass = row.get("animal_mass")  # a rate is a share of this mass: near 0, the student no longer names animals
         lines.append(f"| {d} | " + " | ".join(cells) + " | "
                      + (", ".join(f"{mass[t]['mean']:.3f}" for t in ("control", *cfg.animals)) if mass else "") + " |")
+    lines += short_teacher_lines(res, cfg)
     lines += ["", "Kept fraction: " + ", ".join(f"{k} {v['mean']:.3f}" for k, v in res["kept_fraction"].items()), "",
               "Figures to reach (issue 5):", ""]
     lines += [figure_line(k, v, 4) for k, v in res["figures_to_reach"].items()]

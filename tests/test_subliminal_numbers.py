@@ -673,6 +673,18 @@ def test_table_warns_when_an_arm_no_longer_names_animals():
     assert "WARNING: `control` puts only 0.0003" in md and "`soft` puts" not in md
 
 
+def test_a_teacher_that_never_reached_its_threshold_is_counted_and_warned_about():
+    """A teacher stopped at teacher_max_steps at P(owl) 0.12 gave a near-zero effect read as "no transfer"."""
+    cfg = S.Config(animals=("owl", "whale"), teacher_threshold=0.85, teacher_max_steps=20)
+    units = [{"teachers": {"owl": {"rate": r}, "whale": {"rate": 0.9}}} for r in (0.12, 0.86, 0.5)]
+    short = S.teachers_short(cfg, units)
+    assert short == {"owl": "2/3"}
+    said = "\n".join(S.short_teacher_lines({"teachers_below_threshold": short}, cfg))
+    assert "WARNING: the owl teacher stopped at teacher_max_steps (20) below teacher_threshold (0.85) on 2/3" in said
+    assert "whale" not in said
+    assert S.teachers_short(S.Config(teacher="prompt"), units) == {}  # a prompted teacher has no threshold
+
+
 def test_table_shows_the_effect_over_the_bases_beside_the_pooled_one():
     """Seeds of one base share its teacher and lists, so the pooled interval over seeds is narrow; the interval over
     the bases' means was in results.json but not in the table a reader sees."""
