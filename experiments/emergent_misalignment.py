@@ -773,6 +773,7 @@ def run(cfg, run):
     md = table(res, cfg)
     run.save_results(res, md)
     plot(res, cfg, run.dir / "misalignment_vs_step.png")
+    B.drop_partials(run.dir)
     print(md)
     print(f"\nresults in {run.dir} ({res['seconds']:.0f} s)")
 

@@ -925,6 +925,7 @@ def run(cfg, run):
     md = TABLES[cfg.mode](res, cfg)
     run.save_results(res, md)
     PLOTS[cfg.mode](res, cfg, run.dir / f"subliminal_{cfg.mode}.png")
+    B.drop_partials(run.dir)
     print(md)
     print(f"\nresults in {run.dir} ({res['seconds']:.0f} s)")
 

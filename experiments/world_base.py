@@ -305,6 +305,13 @@ def _stop_workers(pool):
         manager.join(timeout=30)
 
 
+def drop_partials(run_dir):
+    """Remove what `python eval.py` wrote for the run while it was still going (results_partial.*, *_partial.png):
+    once results.json is there they are out of date, and sat beside it unmarked."""
+    for f in [*Path(run_dir).glob("results_partial.*"), *Path(run_dir).glob("*_partial.png")]:
+        f.unlink()
+
+
 def pretrained(cfg, seed):
     """Pretrain base `seed` into the cache unless it is there. Returns nothing, unlike base_model: a pool worker
     would send the whole model back to be thrown away."""

@@ -622,3 +622,12 @@ def test_pretrain_threads_below_one_is_a_config_error_before_the_run(config, tmp
     err = capsys.readouterr().err
     assert err == "error: pretrain_threads (torch threads while pretraining a base) must be >= 1; got 0\n"
     assert not out.exists() and not cache.exists()
+
+
+def test_a_finished_run_drops_what_eval_py_wrote_while_it_was_going(tmp_path):
+    names = ["results_partial.json", "results_partial.md", "misalignment_vs_step_partial.png", "results.json",
+             "misalignment_vs_step.png", "unit_world_0.json"]
+    for n in names:
+        (tmp_path / n).write_text("")
+    B.drop_partials(tmp_path)
+    assert sorted(f.name for f in tmp_path.iterdir()) == sorted(names[3:])
