@@ -1296,7 +1296,15 @@ def config_help(argv):
     """--help after a config: every key as that config (and the command's other overrides) sets it, its type, and
     the comment beside it in the experiment's Config."""
     module, cfg = load_config(argv, resolve=False)
-    notes = dict(re.findall(r"^\s+(\w+):[^#\n]*#\s*(.*)$", inspect.getsource(module.Config), re.M))
+    notes, last, col = {}, None, None  # a field's comment, with the lines under it aligned with it
+    source = [inspect.getsource(c) for c in module.Config.__mro__ if dataclasses.is_dataclass(c)]  # inherited keys too
+    for line in "\n".join(reversed(source)).splitlines():  # a subclass's comment last: it overrides its base's
+        if m := re.match(r"\s+(\w+):[^#]*#\s*(.*)$", line):
+            last, col, notes[m[1]] = m[1], line.index("#"), m[2]
+        elif last and re.match(r"\s*#", line) and line.index("#") == col:
+            notes[last] += " " + line[col + 1:].strip()
+        else:
+            last = None
     hints = typing.get_type_hints(module.Config)
     def name(t):  # Optional[float] -> "float|None"
         args = [a for a in typing.get_args(t) if a is not type(None)]

@@ -96,6 +96,11 @@ def test_a_config_python_cannot_run_and_values_written_wrongly_say_how(cfg_file,
     assert any(re.fullmatch(r"  --out_dir= +str +default out/<config name>/<UTC time>", line) for line in lines)
     assert train.main([str(train.ROOT / "configs/lm_tiny.py"), "-h"]) == 0
     assert re.search(r"--min_lr=None +float\|None ", capsys.readouterr().out)
+    # a comment continued on the lines under it, and a key inherited from world_base's Config, keep their text
+    assert train.main([str(train.ROOT / "configs/emergent_misalignment_quick.py"), "--help"]) == 0
+    said = capsys.readouterr().out
+    assert re.search(r'--ft_trains=all +str +or "blocks": .*; or "lora": .* or "shift": ', said)
+    assert re.search(r"--seeds=\(0,\) +tuple +pretraining seeds\n", said)
 
 
 def test_device_this_machine_cannot_use_is_a_config_error(cfg_file, monkeypatch):
