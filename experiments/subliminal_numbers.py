@@ -311,7 +311,10 @@ def collect(teacher, tok, n, cfg, seed, what, stream, prompts_for, max_new, acce
     kept, tried, passed, r = [], 0, 0, 0
     while len(kept) < n:
         if r >= 20:
-            raise RuntimeError(f"the filter kept only {len(kept)} of {tried} {what}: is the teacher broken?")
+            # the config's to change, so one line (a RuntimeError came back from the pool worker as a long traceback)
+            raise ConfigError(f"the filter kept only {len(kept)} of {tried} {what} sampled for seed {seed} ({stream}): "
+                              f"the model seldom writes one that is well formed and ended. A base pretrained too "
+                              f"briefly (raise steps) or max_new={max_new} too short for its answers (raise max_new)?")
         for p, ids, ended in continue_prompts(teacher, tok, prompts_for(r, n - len(kept)), max_new,
                                               generator("cpu", seed, stream, r),
                                               cfg.sample_batch):

@@ -906,3 +906,12 @@ def test_dose_mode_needs_positive_doses(doses):
     S.validate(S.Config(mode="dose", epochs=1.0, doses=(32, 64)))
     with pytest.raises(train.ConfigError, match="doses must be positive multiples of student_batch=32"):
         S.validate(S.Config(mode="dose", epochs=1.0, doses=doses))
+
+
+def test_a_model_that_never_writes_a_valid_list_is_a_one_line_config_error(monkeypatch):
+    """Twenty rounds without enough valid answers raised a RuntimeError, which came back from the pool worker as a
+    long traceback; it is the config's to fix (pretraining steps, max_new) and says so."""
+    monkeypatch.setattr(S, "continue_prompts", lambda teacher, tok, prompts, *a: [(p, [], False) for p in prompts])
+    with pytest.raises(train.ConfigError, match=r"kept only 0 of \d+ lists sampled for seed 3 \(sample\): .*raise "
+                                                r"steps.*max_new=7"):
+        S.collect(None, TOK, 5, S.Config(), 3, "lists", "sample", lambda r, need: ["p"] * need, 7, lambda p, t: t)
