@@ -186,13 +186,21 @@ def base_model(cfg, seed, decorrelated=False, log=print):
             if not stem.with_suffix(".json").is_file():  # it may have been pretrained while this process waited
                 _pretrain(cfg, seed, decorrelated, stem, log)
     try:
-        model, _ = load_lm(stem, cfg.device)
+        model, meta = load_lm(stem, cfg.device)
         tok = load_tokenizer(stem.parent / "tokenizer.json")
     except (CheckpointError, DataError) as e:  # a damaged cache must not pass for a base model, nor end in a traceback
         # (the loader's own "rerun what wrote it" left out: what wrote it is this cache, and the way out follows)
         raise CheckpointError(f"{str(e).removesuffix(RERUN)}. The cached base model in {stem.parent} is damaged or "
                               f"from another version: delete that folder and rerun to pretrain it again") from None
+    here = pretrained_on(cfg.device)
+    if meta.get("pretrained_on", here) != here and stem not in _NOTED:  # once per base and process
+        _NOTED.add(stem)
+        log(f"note: the cached base {stem.parent.name} was pretrained on {meta['pretrained_on']}; on this {here} the "
+            f"same config and seed would give other weights (a run here reuses the cached ones)")
     return model.eval(), tok
+
+
+_NOTED = set()  # the cached bases whose other machine kind was noted
 
 
 def _pretrain(cfg, seed, decorrelated, stem, log):

@@ -631,3 +631,19 @@ def test_a_finished_run_drops_what_eval_py_wrote_while_it_was_going(tmp_path):
         (tmp_path / n).write_text("")
     B.drop_partials(tmp_path)
     assert sorted(f.name for f in tmp_path.iterdir()) == sorted(names[3:])
+
+
+def test_a_cached_base_from_another_kind_of_machine_is_noted_once(tmp_path, monkeypatch):
+    """Another CPU kind pretrains other weights from the same config and seed: reusing its cached base is fine, but
+    was silent, though each base records where it was pretrained."""
+    cfg = B.Config(n_layer=1, n_embd=16, n_head=2, steps=2, warmup=1, n_docs=40, cache_dir=str(tmp_path))
+    said = []
+    B.base_model(cfg, 0, log=said.append)
+    B.base_model(cfg, 0, log=said.append)
+    assert not [s for s in said if s.startswith("note:")]  # pretrained here: nothing to note
+    monkeypatch.setattr(B, "pretrained_on", lambda device: "Another CPU (AVX512)")
+    monkeypatch.setattr(B, "_NOTED", set())
+    B.base_model(cfg, 0, log=said.append)
+    B.base_model(cfg, 0, log=said.append)
+    notes = [s for s in said if s.startswith("note:")]
+    assert len(notes) == 1 and "was pretrained on" in notes[0] and "on this Another CPU (AVX512)" in notes[0]
