@@ -1075,7 +1075,8 @@ def test_em_optimizer_parts_reads_its_options_and_refuses_the_rest(tmp_path):
     run.mkdir()
     (run / "config.json").write_text(json.dumps({"experiment": "emergent_misalignment", "ft_schedule": "linear",
                                                  "ft_warmup": 5}))
-    check_refused(lambda *a: op.main(list(a)), str(run), f"--out={tmp_path / 'o.json'}", match="lr schedule")
+    with pytest.raises(ConfigError, match="ft_schedule=linear, ft_warmup=5; this analysis rebuilds the default"):
+        op.main([str(run), f"--out={tmp_path / 'o.json'}"])
 
 
 def test_em_optimizer_parts_frozen_rows_stay_as_the_base_has_them():
