@@ -364,14 +364,14 @@ class Run:
         first = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 alone removes and writes the run's files
         resume = getattr(cfg, "resume", None)
         outputs = lambda: sorted({f for pattern in RUN_OUTPUTS for f in self.dir.glob(pattern) if f.is_file()})
-        # a run's files without its config.json (deleted by hand) cannot be checked against this config: a resume
-        # would reuse them unchecked. Rank 0 alone looks (another rank may see rank 0's config.json.tmp of this run)
         where = self.dir.resolve()  # (through a symlink: the files written or removed are the target's)
         inside = where.relative_to(ROOT).parts[:1] if where.is_relative_to(ROOT) else None
         if first and inside is not None and (inside == () or inside[0] in PROJECT_FOLDERS):
             what = "the project root" if inside == () else f"in the project's folder {inside[0]}/"
             raise ConfigError(f"out_dir {self.dir} is {what}, where a run's files would mix with the project's: give "
                               f"runs their own --out_dir (a folder under out/, or outside the project)")
+        # a run's files without its config.json (deleted by hand) cannot be checked against this config: a resume
+        # would reuse them unchecked. Rank 0 alone looks (another rank may see rank 0's config.json.tmp of this run)
         orphans = [] if old.exists() or not first or resume is None else outputs()
         if orphans and resume:
             raise ConfigError(f"{self.dir} holds run outputs ({', '.join(f.name for f in orphans[:3])}"
@@ -1306,10 +1306,12 @@ def config_help(argv):
         else:
             last = None
     hints = typing.get_type_hints(module.Config)
+
     def name(t):  # Optional[float] -> "float|None"
         args = [a for a in typing.get_args(t) if a is not type(None)]
         return f"{name(args[0])}|None" if typing.get_origin(t) is typing.Union and len(args) == 1 else \
             getattr(t, "__name__", str(t))
+
     rows = [(f"--{f.name}={getattr(cfg, f.name)}", name(hints[f.name]), notes.get(f.name, ""))
             for f in dataclasses.fields(cfg)]
     width = min(36, max(len(r[0]) for r in rows))  # a long value (a tuple) pushes only its own line's text along
