@@ -1257,6 +1257,9 @@ def cli(main, argv):
         print(f"interrupted. What was saved before it (finished units, base models, checkpoints) stays, and {rerun} "
               f"reuses it.", file=sys.stderr)
         return 130  # a shell's code for a run stopped by Ctrl-C
+    except SystemExit:  # a script's sys.exit(message): its message, too, comes after what was printed before it
+        sys.stdout.flush()
+        raise
     return rc if isinstance(rc, int) else 0
 
 
