@@ -417,11 +417,10 @@ def run(cfg, run):
     else:
         # the cells that share a teacher (they differ only in STUDENT_ONLY keys) run one after another, so that
         # each group's teachers train once whatever the order of the sweep's keys; the results keep the grid's order
-        grid, first = cells(cfg), {}
-        for _, _, cell_cfg in grid:
-            first.setdefault(teacher_key(cell_cfg), len(first))
+        grid = cells(cfg)
+        keys = [teacher_key(cell_cfg) for _, _, cell_cfg in grid]
         teachers, stats = {}, {}
-        for i in sorted(range(len(grid)), key=lambda i: first[teacher_key(grid[i][2])]):
+        for i in sorted(range(len(grid)), key=lambda i: keys.index(keys[i])):  # stable: the grid's order within
             name, params, cell_cfg = grid[i]
             stats[i] = run_cell(cell_cfg, run, data, name, params, teachers)
         done = [{"params": params, "conditions": stats[i], "n_seeds": cell_cfg.n_seeds}

@@ -1160,7 +1160,8 @@ def reevaluate(run_dir):
     cfg = run_config(Config, run_dir)
     suffix, done, wrote = "", run_dir / "results.json", []  # wrote: the tables rewritten, named in the last line
     jobs = unit_jobs(cfg, run_dir)
-    units = [B.load_unit(path) for _, _, path in jobs if path.is_file()]
+    found = {(p, f): B.load_unit(path) for p, f, path in jobs if path.is_file()}  # the units finished, by seed
+    units = list(found.values())
     if done.is_file() and len(units) == len(jobs):
         res, md, wrote = rewrite_results(run_dir, UNITS[cfg.mode][1](cfg, units),
                                          lambda res: TABLES[cfg.mode](res, cfg))
@@ -1168,15 +1169,14 @@ def reevaluate(run_dir):
         res = read_results(done)
         md = TABLES[cfg.mode](res, cfg)
     else:
-        bases = [p for p in cfg.seeds if all(path.is_file() for q, _, path in jobs if q == p)]
+        bases = [p for p in cfg.seeds if all((q, f) in found for q, f, _ in jobs if q == p)]
         if not bases:
             raise ConfigError(f"{run_dir} has no results.json and no base with all its {cfg.student_seeds} units "
                               f"(unit_P_F.json) finished yet")
-        units = [B.load_unit(path) for p, _, path in jobs if p in bases]
+        units = [u for (p, _), u in found.items() if p in bases]
         res = UNITS[cfg.mode][1](cfg, units)
         res["partial"] = {"units": len(units), "of": len(jobs)}
-        n_done = sum(path.is_file() for _, _, path in jobs)
-        md = (f"PARTIAL: {n_done} of {len(jobs)} units (seeds) finished; aggregated: the {len(bases)} of "
+        md = (f"PARTIAL: {len(found)} of {len(jobs)} units (seeds) finished; aggregated: the {len(bases)} of "
               f"{len(cfg.seeds)} bases with all their units.\n\n" + TABLES[cfg.mode](res, cfg))
         suffix = "_partial"
         wrote = [run_dir / "results_partial.json", run_dir / "results_partial.md"]

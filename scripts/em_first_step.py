@@ -140,15 +140,21 @@ def summary(rows, n_boot=10_000, seed=0):
             "group_share_of_sign_off": {g: float(get(f"sign_off_{g}").sum() / get("sign_off").sum()) for g in groups}}
 
 
+def unlike_default(cfg, keys):
+    """The `keys` of a run's config (its fine-tune settings) that are not emergent_misalignment's defaults, as
+    "key=value": a rebuild of its fine-tune that takes them at their defaults would not be the run's."""
+    default = EM.Config()
+    return [f"{k}={getattr(cfg, k)}" for k in keys if getattr(cfg, k) != getattr(default, k)]
+
+
 def main(argv):
     if not argv or any(a.startswith("--") for a in argv):
         sys.exit(__doc__)
     for run in map(Path, argv):  # every run checked first: a mistyped last one must not stop it after the work
         run_results(run, "emergent_misalignment")
         # the step taken here is AdamW's first on every weight at the full lr (its betas do not matter at step 1)
-        cfg, d = run_config(EM.Config, run), EM.Config()
-        unlike = [f"{k}={getattr(cfg, k)}" for k in ("ft_trains", "ft_optimizer", "ft_frozen", "ft_schedule", "ft_warmup")
-                  if getattr(cfg, k) != getattr(d, k)]
+        unlike = unlike_default(run_config(EM.Config, run), ("ft_trains", "ft_optimizer", "ft_frozen", "ft_schedule",
+                                                             "ft_warmup"))
         if unlike:
             raise ConfigError(f"{run} fine-tuned with {', '.join(unlike)}; this analysis takes the default fine-tune's "
                               f"first step only (AdamW on every weight, the full lr)")

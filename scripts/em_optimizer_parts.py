@@ -48,7 +48,7 @@ from experiments import world_base as B  # noqa: E402
 from eval import fmt_ratio, summarize  # noqa: E402
 from train import ConfigError, check_out, cli, finetune, pyplot, run_config  # noqa: E402
 from em_base_pull import checked_bases  # noqa: E402
-from em_first_step import group_of, scored_step  # noqa: E402
+from em_first_step import group_of, scored_step, unlike_default  # noqa: E402
 
 STEPS = (1, 2, 3, 5, 10, 20)
 LATE_FROM = 3  # the late update starts here: code >= 0.9 on nearly every base by step 3 (README, "matched")
@@ -90,7 +90,7 @@ REBUILT_AT_DEFAULT = ("ft_trains", "ft_optimizer", "ft_betas", "ft_momentum", "f
 
 def rebuild_problem(cfg):
     """Why trajectories cannot rebuild this run's fine-tunes, or None."""
-    unlike = [f"{k}={getattr(cfg, k)}" for k in REBUILT_AT_DEFAULT if getattr(cfg, k) != getattr(EM.Config(), k)]
+    unlike = unlike_default(cfg, REBUILT_AT_DEFAULT)
     return None if not unlike else (f"the run fine-tuned with {', '.join(unlike)}; this analysis rebuilds the default "
                                     f"fine-tune only (AdamW on the whole model, constant lr)")
 
@@ -99,8 +99,8 @@ def trajectories(base, tok, cfg, seed, optimizers=OPTIMIZERS, arm="insecure", f=
     """{optimizer: {step: score}} (step 0 = the base) and adamw's weights at LATE_FROM and at the last step, for
     `arm`'s fine-tune (its examples of fine-tune seed index f, 0 unless said). scored=False: the weights only (the
     scores left empty; scoring takes most of the time)."""
-    if rebuild_problem(cfg):
-        raise ConfigError(rebuild_problem(cfg))
+    if problem := rebuild_problem(cfg):
+        raise ConfigError(problem)
     data, ft_seed = EM.arm_data(arm, base, tok, cfg, seed, f)
     out, snaps = {}, {}
     at0 = score(base, tok, cfg) if scored else None
@@ -258,8 +258,8 @@ def main(argv):
             sys.exit(f"{out} holds an analysis of other runs or optimizers: pass --out=FILE.json for this one")
     configs = {str(r): run_config(EM.Config, r) for r in ([] if froms else runs)}
     for r, c in configs.items():  # before any work: the first base's fine-tunes would find it minutes later
-        if rebuild_problem(c):
-            raise ConfigError(f"{r}: {rebuild_problem(c)}")
+        if problem := rebuild_problem(c):
+            raise ConfigError(f"{r}: {problem}")
     torch.set_num_threads(1)  # the runs' fine-tunes ran on one thread: the same sums, so the same trajectories
     for run in [] if froms else runs:
         for cfg, p, base, tok in checked_bases(run, excluded):
