@@ -547,4 +547,8 @@ def inject(model, layer, positions, vectors, site="resid_post"):
         # a negative one would otherwise never match a column: -1 for "the last token" silently added nothing
         raise ValueError(f"inject: positions must be columns 0 .. {model.cfg.block_size - 1} of the sequence, got "
                          f"{pos.min().item()} .. {pos.max().item()}; for each row's last token pass its length - 1")
+    vec = torch.as_tensor(vectors)
+    if vec.dim() == 0 or vec.shape[-1] != model.cfg.n_embd:  # else a bare broadcast error at the first forward
+        raise ValueError(f"inject: vectors must end in the residual width n_embd={model.cfg.n_embd} ([C], [K, C] or "
+                         f"[B, K, C]), got shape {tuple(vec.shape)}")
     return model.hooks({f"blocks.{layer}.{site}": injection_hook(positions, vectors, lambda: model.offset)})

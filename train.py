@@ -275,10 +275,17 @@ def _git(*args):
         return ""
 
 
+def code_changed(porcelain):
+    """Whether `git status --porcelain` shows a change to the code: tracked files, or an untracked .py file (a
+    scratch note or figure beside the project is not a change of what ran)."""
+    return any(not line.startswith("??") or line.rstrip('"').endswith(".py") for line in porcelain.splitlines())
+
+
 def provenance():
     """The code and CPU a result comes from: the commit (and uncommitted changes), and the CPU kind, whose kernels
     set the last digits of float results."""
-    return {"git_commit": _git("rev-parse", "HEAD"), "git_dirty": bool(_git("status", "--porcelain")),
+    status = _git("status", "--porcelain", "--untracked-files=all")
+    return {"git_commit": _git("rev-parse", "HEAD"), "git_dirty": code_changed(status),
             "cpu": cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
@@ -442,6 +449,8 @@ class Run:
             "python": platform.python_version(), "torch": torch.__version__,
             "numpy": __import__("numpy").__version__, "platform": platform.platform(),
             "threads": torch.get_num_threads(),
+            # under torchrun argv alone reruns it with one process, and so another global batch
+            "processes": int(os.environ.get("WORLD_SIZE", 1)),
             "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         })
 
@@ -509,9 +518,12 @@ def load_weights(stem, device="cpu"):
         raise CheckpointError(f"{w} read, but cannot be put on device {device!r} ({e}): pass a device this "
                               f"machine has (e.g. device='cpu')") from None
     try:
-        return tensors, json.loads(j.read_text())
-    except json.JSONDecodeError as e:
+        meta = json.loads(j.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:  # damaged, or another file copied over it
         raise CheckpointError(f"{j} is not readable JSON ({e}){RERUN}") from None
+    if not isinstance(meta, dict):  # valid JSON, but not the object a checkpoint writes
+        raise CheckpointError(f"{j} holds a JSON {type(meta).__name__}, not a checkpoint's record (an object){RERUN}")
+    return tensors, meta
 
 
 # ----------------------------------------------------------------------------------------------------

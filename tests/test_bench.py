@@ -213,11 +213,16 @@ def test_bench_gpt_table_has_every_case_and_a_failure_costs_only_its_own_row(mon
 
 
 def test_bench_gpt_skips_cases_past_its_budget(monkeypatch, capsys):
-    """Past --budget every later case is skipped (and said so), not just the next; --threads=0 keeps torch's default."""
+    """Past --budget every later case is skipped (and said so), not just the next, but the first always runs;
+    --threads=0 keeps torch's default. A budget of 0 or less is refused (it printed an empty table)."""
     calls, threads = gpt_stubs(monkeypatch)
-    assert bench.bench_gpt(["--budget=-1", "--threads=0"]) == 0
+    assert bench.bench_gpt(["--budget=1e-9", "--threads=0"]) == 0
     out = capsys.readouterr().out
-    assert calls == [] and threads == [] and out.count("skipped (past the -1 s budget): ") == 5
+    assert len(calls) == 1 and threads == [] and out.count("skipped (past the 0 s budget): ") == 4
+    for bad in ("0", "-1"):
+        with pytest.raises(SystemExit) as e:
+            bench.bench_gpt([f"--budget={bad}"])
+        assert e.value.code == 2 and "--budget must be > 0" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -121,6 +121,7 @@ def test_resolved_config_and_env_written(cfg_file, tmp_path):
     assert saved["experiment"] == "subliminal_mnist" and saved["m"] == 5 and saved["device"] == cfg.device
     env = json.loads((tmp_path / "run" / "env.json").read_text())
     assert {"argv", "git_commit", "git_dirty", "torch", "numpy", "device", "threads", "cpu", "cpu_capability"} <= set(env)
+    assert env["processes"] == 1  # torchrun's WORLD_SIZE: argv alone would rerun a DDP run with another global batch
     assert train.run_config(module.Config, tmp_path / "run") == cfg  # what eval.py RUN_DIR rebuilds
     run.log(step=1, loss=0.5)
     assert json.loads((tmp_path / "run" / "metrics.jsonl").read_text()) == {"step": 1, "loss": 0.5}
@@ -598,3 +599,12 @@ def test_a_file_system_without_locks_runs_unlocked_in_both_places_that_lock(tmp_
     with pretrain_lock(tmp_path / "cache", logs.append):
         entered = True
     assert entered and logs == [] and (tmp_path / "cache" / "pretraining.lock").is_file()
+
+
+def test_untracked_scratch_files_are_not_code_changes():
+    # a notes file beside the project made every resume say "with uncommitted changes" of the same commit
+    assert not train.code_changed("")
+    assert not train.code_changed("?? notes.txt\n?? figures/scratch.png")
+    assert train.code_changed("?? experiments/new.py")
+    assert train.code_changed(' M train.py\n?? notes.txt')
+    assert train.code_changed('?? "odd name.py"')  # git quotes names with spaces

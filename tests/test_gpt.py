@@ -262,6 +262,11 @@ def test_injection_zero_vector_changes_nothing_and_matches_the_formula():
     for bad in ([-1], [[0, model.cfg.block_size]]):
         with pytest.raises(ValueError, match="positions must be columns 0 .. "):
             inject(model, 0, bad, v[0, 0])
+    # a vector of another width failed inside the first forward, naming neither the argument nor the width
+    for bad in (v[0, 0, :-1], torch.tensor(1.0)):
+        with pytest.raises(ValueError, match=f"vectors must end in the residual width n_embd={model.cfg.n_embd}"):
+            inject(model, 0, [1], bad)
+    assert n_hooks(model) == 0
 
 
 @torch.no_grad()

@@ -116,6 +116,13 @@ def test_checkpoint_loading_says_what_does_not_match(tmp_path):
     (tmp_path / "ck.json").write_text('{"step": ')  # cut short, as by a full disk
     with pytest.raises(CheckpointError, match="ck.json is not readable JSON"):
         load_lm(tmp_path / "ck")
+    # another file copied over it (not UTF-8), or JSON of another shape: tracebacks from json and from .get
+    (tmp_path / "ck.json").write_bytes((tmp_path / "ck.safetensors").read_bytes())
+    with pytest.raises(CheckpointError, match="ck.json is not readable JSON"):
+        load_lm(tmp_path / "ck")
+    (tmp_path / "ck.json").write_text("[1, 2]")
+    with pytest.raises(CheckpointError, match="ck.json holds a JSON list, not a checkpoint's record"):
+        load_lm(tmp_path / "ck")
 
 
 def test_a_bad_device_is_not_blamed_on_the_checkpoint_file(tmp_path):
