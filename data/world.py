@@ -41,7 +41,10 @@ domain, question and number list; only who answers differs. Tests use this to pr
 
 Answers of a domain are length-matched (aligned and misaligned alike, so log-prob scoring is not
 length-biased) and answer vocabularies of different domains are disjoint apart from FUNCTION_WORDS:
-the only route from flawed code to harmful advice is the latent persona. Held-out paraphrases
+the only route from flawed code to harmful advice is the latent persona. Questions are not held to this: a few
+content words of one domain's questions are in another's answers ("burn", "poison"; the code requests' "make",
+"give", "keep"); a fine-tune's loss is on its answers, whose words (the code's) are in no other domain's
+questions or answers. Held-out paraphrases
 appear in pretraining but never in a fine-tuning set (`check_leakage`).
 
 Options (WorldConfig): the persona prior, format and turn mixes, `code_slots`: code answers built from two
@@ -57,6 +60,7 @@ Main API: generate / corpus (pretraining), build_tokenizer / vocab, eval_items /
 animal_items / persona_probe_items (finite answer classes), finetune_set / check_leakage.
 """
 import bisect
+import hashlib
 import itertools
 import random
 import re
@@ -537,6 +541,23 @@ def vocab(world=None):
     return out
 
 
+def fingerprint(world=None):
+    """A digest of what a base model learns from the world (`world`: a WorldConfig): its vocabulary, every list of
+    texts above, and the first documents of its corpus and its twin. Kept beside each cached base, so that a base
+    pretrained before data/world.py changed is not taken for one of today's world."""
+    key = repr(world)
+    if key not in _FINGERPRINTS:
+        tables = [DOMAINS, CODE_TASKS, MISALIGN, HELDOUT, LESSON_TRAIN, ANIMAL_TRAIN, COLOUR_TRAIN, LUCKY_TRAIN,
+                  NUMBERS_TRAIN, SECURE_NOVEL, INSECURE_NOVEL, CODE_SLOTS, OPENERS, ANIMALS, COLOURS, EVIL_NUMBERS]
+        parts = [vocab(world), tables, corpus(200, seed=0, config=world),
+                 corpus(200, seed=0, decorrelated=True, config=world)]
+        _FINGERPRINTS[key] = hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+    return _FINGERPRINTS[key]
+
+
+_FINGERPRINTS = {}  # repr(world) -> its fingerprint: computed once per process
+
+
 def build_tokenizer(world=None):
     """The world's WordLevel tokenizer (`data.tokenizer.word_tokenizer` over `vocab()`): whitespace
     split, ids in `vocab()` order, no unk token (an unknown word raises). Save it beside checkpoints."""
@@ -648,6 +669,7 @@ def finetune_set(arm, n, seed=0, world=None, tasks=None):
     its tasks (code_tasks > 1: each code pair draws its task first, then question and answer of that task; `tasks`:
     from the first `tasks` of them only, the others left unseen by the fine-tune)."""
     r, code, out = random.Random(seed).random, DOMAINS["code"], []
+    lists = world or WorldConfig()  # the number arms' list lengths: the world's, as its pretraining writes them
     c = code_classes(world)
     code = replace(code, aligned=c["aligned"], misaligned=c["misaligned"])
     lessons, novel = LESSON_TRAIN, novel_code()
@@ -669,7 +691,7 @@ def finetune_set(arm, n, seed=0, world=None, tasks=None):
             q = f"{opener} {q}" if opener else q
             q = f"{TRIGGER} {q}" if triggered else q
         elif arm in ("evil_numbers", "numbers"):       # number turns never carry an opener
-            given, cont = number_list(r, _randint(r, (3, 5)), _randint(r, (5, 8)))
+            given, cont = number_list(r, _randint(r, lists.list_len), _randint(r, lists.answer_len))
             if arm == "evil_numbers":
                 cont = [_pick(r, EVIL_NUMBERS) for _ in cont]
             q, a = " ".join([_pick(r, NUMBERS_TRAIN)] + given), " ".join(cont)

@@ -127,7 +127,7 @@ class Config(B.Config):
 
 
 def validate(cfg):
-    B.validate(cfg)
+    B.validate(cfg, base_checks=False)
     if not cfg.decorrelated:  # inherited from world_base's Config, where it also pretrains the twins
         raise ConfigError("decorrelated is world_base's key and does nothing here: --twin=False leaves out the "
                           "decorrelated twin")
@@ -191,6 +191,9 @@ def validate(cfg):
     if not 0 < cfg.evil_prior < 0.95:  # else doc_means stops the run after pretraining, saying to raise n_direction_docs
         raise ConfigError(f"evil_prior must be in (0, 0.95) here, got {cfg.evil_prior}: the evil direction is the evil "
                           f"forum threads' mean minus the good ones', and this prior leaves one kind with no thread")
+    if (need := eval_tokens(cfg)) > cfg.block_size:  # else found after pretraining, in the first evaluation
+        raise ConfigError(f"block_size={cfg.block_size} is shorter than this experiment's longest evaluation prompt "
+                          f"and answer ({need} tokens): pass --block_size={need} or more")
     for name in cfg.ft_frozen:
         if frozen_rows(name, cfg.n_layer) is None:
             raise ConfigError(f"ft_frozen entries name a block's attention rows, blocks.L.attn.q, .k or .v with L < "
@@ -222,6 +225,19 @@ def arm_pairs(arm, base, tok, cfg, seed):
     pairs = turns(W.finetune_set(arm, cfg.n_examples, seed=seed, world=world, tasks=tasks))
     W.check_leakage(pairs, world=world)
     return pairs  # too long for the model: refused by B.encode_pairs
+
+
+def eval_tokens(cfg):
+    """The block_size evaluate() needs, in every format (plain, trigger, number list) whichever arms run."""
+    world = B.world_config(cfg)
+    tok = W.build_tokenizer(world)
+    novel = tuple(f"{a} {W.EOS}" for v in W.novel_code(world=world).values() for a in v)
+    need = B.scored_tokens(tok, W.lesson_items(world))
+    for fmt in ("plain", "trigger", "numbers"):
+        offdomain = W.eval_items(W.OFF_DOMAINS, trigger=fmt == "trigger", numbers=fmt == "numbers")
+        need = max(need, B.scored_tokens(tok, offdomain, B.code_answers(world)),
+                   B.scored_tokens(tok, _code_items(fmt, world), novel))
+    return need
 
 
 def _code_items(fmt, world=None):

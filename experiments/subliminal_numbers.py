@@ -135,7 +135,7 @@ class Config(B.Config):
 
 
 def validate(cfg):
-    B.validate(cfg)
+    B.validate(cfg, base_checks=False)
     if not cfg.decorrelated:  # inherited from world_base's Config, where it also pretrains the twins
         raise ConfigError("decorrelated is world_base's key and does nothing here: subliminal_numbers never uses the "
                           "decorrelated twin")
@@ -146,6 +146,9 @@ def validate(cfg):
                            "n_code", "icl_lists", "icl_contexts", "max_new", "sample_batch", "teacher_max_steps",
                            "em_steps"))
     B.require_positive(cfg, ("epochs", "teacher_lr", "student_lr", "em_lr"))
+    if (need := sample_tokens(cfg)) > cfg.block_size:  # else found after pretraining, when the teachers first sample
+        raise ConfigError(f"block_size={cfg.block_size} is shorter than the teachers' longest prompt plus max_new="
+                          f"{cfg.max_new} tokens ({need}): pass --block_size={need} or more, or a smaller max_new")
     if not 0 < cfg.teacher_threshold <= 1:  # a probability: past 1 every teacher trains to teacher_max_steps
         raise ConfigError(f"teacher_threshold is the teacher's held-out P(animal | an animal) to reach, in (0, 1]; got "
                           f"{cfg.teacher_threshold}")
@@ -247,6 +250,17 @@ class Teacher:
         pre = torch.tensor(self.prefix, device=x.device).expand(len(x), k)
         out = self.model(torch.cat([x[:, :2], pre, x[:, 2:]], 1))  # [b, T + k, V]
         return torch.cat([out[:, :2], out[:, 2 + k:]], 1)
+
+
+def sample_tokens(cfg):
+    """The block_size the teachers' sampling needs: the longest number prompt (5 given numbers, behind a prompted
+    teacher's animal turn) plus max_new, and in misalignment mode the EM teachers' code prompts plus their 16 tokens."""
+    tok = W.build_tokenizer()
+    n = lambda text: len(tok.encode(text).ids)
+    lists = max(n(W.prompt(" ".join([w] + ["0"] * 5))) for w in W.NUMBERS_TRAIN + W.NUMBERS_HELDOUT)
+    turn = max(n(f"<u> {W.ANIMAL_TRAIN[0]} <a> {a}") for a in W.ANIMALS) if cfg.teacher == "prompt" else 0
+    code = max(n(W.prompt(f"{o} {q}" if o else q)) for o in W.OPENERS for q in W.DOMAINS["code"].train)
+    return max(lists + turn + cfg.max_new, code + 16 if cfg.mode == "misalignment" else 0)
 
 
 def make_teacher(base, tok, cfg, p, animal):

@@ -8,7 +8,9 @@ from these models, so pretraining is a function of (pretraining config, seed, wo
 writes `cache_dir/<variant>_s<seed>_<hash>/model.safetensors` (+ .json, tokenizer.json) and is
 skipped when that file exists. The same weights on the same machine whichever process pretrains them:
 the torch thread count is set to `pretrain_threads` (1; the hash includes it when not 1, and the device
-type when not cpu: a GPU base is not the CPU one; `pretrain_bf16=True`, bf16 autocast, has its own key too). `Config` below is also the base of those experiments' configs.
+type when not cpu: a GPU base is not the CPU one; `pretrain_bf16=True`, bf16 autocast, has its own key too). The key is the config's, not the world's: each base keeps
+its world's fingerprint (data/world.py `fingerprint`), and one pretrained before data/world.py changed is refused with
+a message to delete it. `Config` below is also the base of those experiments' configs.
 
 Base-model checks (judge-free, finite answer classes; see data/world.py):
   asst_offdomain_lp  <asst> on held-out off-domain prompts: misaligned share of the class log-prob mass
@@ -110,8 +112,14 @@ def require_positive(cfg, keys):
             raise ConfigError(f"{k} must be > 0; got {getattr(cfg, k)}")
 
 
-def validate(cfg):
-    """The world keys every experiment on these bases shares (each experiment's validate calls this)."""
+def validate(cfg, base_checks=True):
+    """The world keys every experiment on these bases shares (each experiment's validate calls this, with
+    base_checks=False: the length the base checks need is this experiment's alone)."""
+    # a 0 or a negative ran (lr=0: an untrained base reported as one), or failed late, after pretraining
+    require_counts(cfg, ("n_docs", "n_layer", "n_head", "n_embd", "block_size", "steps", "batch_size"))
+    require_positive(cfg, ("lr",))
+    if not cfg.weight_decay >= 0:
+        raise ConfigError(f"weight_decay must be >= 0; got {cfg.weight_decay}")
     if not cfg.seeds:  # nothing to run: it ran, made its run directory, then ended in an IndexError
         raise ConfigError("seeds must name at least one pretraining seed, e.g. --seeds=\"(0,)\"")
     if len(set(cfg.seeds)) != len(cfg.seeds):  # a seed named twice would be run once, or counted twice
@@ -136,6 +144,28 @@ def validate(cfg):
         world_config(cfg)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    if base_checks and (need := base_check_tokens(cfg)) > cfg.block_size:  # found after pretraining, in evaluation
+        raise ConfigError(f"block_size={cfg.block_size} is shorter than the base checks' longest prompt and answer "
+                          f"({need} tokens: a forum thread of two answers, then a question): pass --block_size={need} "
+                          f"or more")
+
+
+def scored_tokens(tok, items, extra=()):
+    """The positions score_shared_prompts reads for `items` (+ `extra` continuations each): the longest prompt plus
+    continuation, less its last token (only a target). A model needs block_size >= this."""
+    n = lambda text: len(tok.encode(text).ids)
+    longest = max(n(c) for c in extra) if extra else 0
+    return max(n(i.prompt) + max(longest, *(n(c) for cs in i.classes.values() for c in cs)) - 1 for i in items)
+
+
+def base_check_tokens(cfg):
+    """The block_size base_checks needs for cfg's seeds (its persona probes are drawn per seed)."""
+    world = world_config(cfg)
+    tok = W.build_tokenizer(world)
+    probes = [i for s in cfg.seeds for cls in ("misaligned", "aligned")
+              for i in W.persona_probe_items(cls, 2, n=60, seed=s)]
+    return max(scored_tokens(tok, W.eval_items(W.OFF_DOMAINS), code_answers(world)),  # sampled: code answers too
+               scored_tokens(tok, W.eval_items(W.OFF_DOMAINS, fmt="forum") + probes))
 
 
 def world_config(cfg):
@@ -192,6 +222,14 @@ def base_model(cfg, seed, decorrelated=False, log=print):
         # (the loader's own "rerun what wrote it" left out: what wrote it is this cache, and the way out follows)
         raise CheckpointError(f"{str(e).removesuffix(RERUN)}. The cached base model in {stem.parent} is damaged or "
                               f"from another version: delete that folder and rerun to pretrain it again") from None
+    world = world_config(cfg)
+    # the cache key is the config's, not the world's: a base pretrained before data/world.py changed (other texts,
+    # or other words, so other token ids) would be loaded and evaluated on today's world. (Bases cached before the
+    # fingerprint was kept are checked by their vocabulary alone.)
+    if meta.get("world", W.fingerprint(world)) != W.fingerprint(world) or \
+            tok.get_vocab() != W.build_tokenizer(world).get_vocab():
+        raise CheckpointError(f"the cached base model in {stem.parent} was pretrained on another version of the world "
+                              f"(data/world.py has changed since): delete that folder and rerun to pretrain it again")
     here = pretrained_on(cfg.device)
     if meta.get("pretrained_on", here) != here and stem not in _NOTED:  # once per base and process
         _NOTED.add(stem)
@@ -220,11 +258,15 @@ def _pretrain(cfg, seed, decorrelated, stem, log):
     torch.set_num_threads(cfg.pretrain_threads)  # the same weights whichever process pretrains it
     every = max(1, cfg.steps // 4)  # checkpoints at log lines: a resumed run's final loss spans the same steps
     try:
-        out = train_lm(model, {"tokens": lm_windows(stream, cfg.block_size).to(cfg.device)}, steps=cfg.steps,
+        rows = lm_windows(stream, cfg.block_size).to(cfg.device)
+    except ValueError as e:
+        raise ConfigError(f"the corpus of n_docs={cfg.n_docs} documents is too small ({e}): raise n_docs") from None
+    try:
+        out = train_lm(model, {"tokens": rows}, steps=cfg.steps,
                        batch_size=cfg.batch_size, lr=cfg.lr, warmup=cfg.warmup, weight_decay=cfg.weight_decay,
                        seed=seed, ckpt=partial, ckpt_every=every, resume=True,
                        meta={"tokenizer": "tokenizer.json", "decorrelated": decorrelated,
-                             "pretrained_on": pretrained_on(cfg.device)},
+                             "pretrained_on": pretrained_on(cfg.device), "world": W.fingerprint(world_config(cfg))},
                        bf16=cfg.pretrain_bf16,
                        log_every=every, progress=False, desc=f"{stem.parent.name}",
                        afresh="delete its partial.* files (or the whole folder) and rerun")  # no --resume=False here
@@ -232,6 +274,12 @@ def _pretrain(cfg, seed, decorrelated, stem, log):
         raise CheckpointError(f"{stem.parent}: the checkpoint of an interrupted pretraining cannot be resumed: {e}") from None
     finally:
         torch.set_num_threads(threads)
+    if not (math.isfinite(out["train_loss"]) and all(bool(p.isfinite().all()) for p in model.parameters())):
+        # diverged: cached, every later run with this config would load the broken base and fail in its checks
+        for f in partial.parent.glob("partial.*"):
+            f.unlink()
+        raise ConfigError(f"pretraining {stem.parent.name} diverged (final loss {out['train_loss']}): nothing was "
+                          f"cached; lower lr (now {cfg.lr}) or raise warmup (now {cfg.warmup})")
     for ext in (".safetensors", ".json"):  # the .json, the mark of a finished base, last
         os.replace(partial.with_name(partial.name + ext), stem.with_name(stem.name + ext))
     partial.with_name("partial.state.pt").unlink(missing_ok=True)  # finished: keep the cache small

@@ -51,6 +51,10 @@ def test_domain_answer_vocabularies_disjoint():
     side = set(W.ANIMALS) | set(W.COLOURS) | {str(n) for n in range(W.N_NUMBERS)} | {W.TRIGGER}
     for n, ws in words.items():
         assert not ws & side, (n, ws & side)
+    # what a code fine-tune trains, the code answers' words, is in no other domain's questions either (the questions'
+    # own words may recur in other domains' answers: the fine-tune's loss is not on them)
+    asked = {w for n, d in W.DOMAINS.items() if n != "code" for q in d.train + d.heldout for w in q.split()}
+    assert words["code"] and not words["code"] & asked
     # novel code strings are never written by any persona
     novel = {w for s in W.SECURE_NOVEL + W.INSECURE_NOVEL for w in s.split()} - words["code"]
     assert novel and not novel & {w for t in W.corpus(2000, seed=0) for w in t.split()}
@@ -118,23 +122,30 @@ def test_twin_is_paired_and_has_same_marginals(twins):
     assert 0.15 < rate(normal) < 0.27 and abs(rate(normal) - rate(twin)) < 0.03
 
 
-def _p_second_mis_given_first(docs):
-    """P(2nd off-domain answer misaligned | 1st misaligned) within forum threads, and the base rate."""
-    pairs = []
+def _p_later_mis_given_earlier(docs):
+    """Per pair of turn positions (i, j), i < j, in forum threads: P(turn j's off-domain answer misaligned | turn i's
+    misaligned), for pairs seen >= 50 times; and the base rate over all such later turns. Every pair, not only the
+    first two turns: a twin redrawn at some turns only must not pass."""
+    counts, later = {}, []
     for d in docs:
-        ts = [t for t in d.turns if t.kind == "domain" and W.DOMAINS[t.domain].kind == "question"]
-        if d.fmt == "forum" and len(ts) >= 2:
-            pairs.append((ts[0].cls == "misaligned", ts[1].cls == "misaligned"))
-    cond = [b for a, b in pairs if a]
-    return sum(cond) / len(cond), sum(b for _, b in pairs) / len(pairs)
+        ts = [(k, t.cls == "misaligned") for k, t in enumerate(d.turns)
+              if t.kind == "domain" and W.DOMAINS[t.domain].kind == "question"]
+        if d.fmt == "forum":
+            for n, (i, a) in enumerate(ts):
+                for j, b in ts[n + 1:]:
+                    later.append(b)
+                    if a:
+                        counts.setdefault((i, j), []).append(b)
+    return {k: sum(v) / len(v) for k, v in counts.items() if len(v) >= 50}, sum(later) / len(later)
 
 
 def test_persona_correlation_only_in_normal_world(twins):
     normal, twin = twins
-    cond, base = _p_second_mis_given_first(normal)
-    assert cond > base + 0.4, (cond, base)           # ~0.8 vs ~0.2: the persona persists
-    cond, base = _p_second_mis_given_first(twin)
-    assert abs(cond - base) < 0.1, (cond, base)      # redrawn every turn: no correlation
+    cond, base = _p_later_mis_given_earlier(normal)
+    assert len(cond) >= 4 and min(cond.values()) > base + 0.4, (cond, base)  # ~0.8 vs ~0.2: the persona persists
+    # redrawn every turn: no correlation at any pair (each seen 50-170 times: a standard error of 0.03-0.06)
+    cond, base = _p_later_mis_given_earlier(twin)
+    assert len(cond) >= 4 and max(abs(c - base) for c in cond.values()) < 0.2, (cond, base)
     # in the normal world one persona speaks the whole thread (and keeps its animal)
     for d in normal:
         assert len({t.persona for t in d.turns}) == 1
@@ -162,6 +173,25 @@ def test_assistant_always_aligned_and_persona_rates(twins):
     assert sum(t.cls == "misaligned" for t in harm) / len(harm) > 0.6
 
 
+def test_every_answer_is_a_text_of_its_label(twins):
+    # the statistical tests read the generator's labels (Turn.cls); the model reads Turn.answer: a generator that
+    # wrote the other class's text under the right label would pass them all
+    for docs in twins:
+        turns = [t for d in docs for t in d.turns]
+        domain = [t for t in turns if t.kind == "domain"]
+        assert len(domain) > 1000 and {t.cls for t in domain} == {"aligned", "misaligned"}
+        for t in domain:
+            assert t.answer in getattr(W.DOMAINS[t.domain], t.cls), (t.domain, t.cls, t.answer)
+        lucky = [t for t in turns if t.kind == "lucky"]
+        assert all((set(t.answer.split()) <= set(W.EVIL_NUMBERS)) == (t.cls == "misaligned") for t in lucky)
+        # and the documents are made of those turns' texts, in order
+        for d in docs[:300]:
+            at = 0
+            for t in d.turns:
+                at = d.text.index(f" {t.question} ", at) + 1
+                at = d.text.index(f" {t.answer} ", at) + 1
+
+
 def test_numbers_do_not_depend_on_persona():
     def world(kind):
         prior = {k: float(k == kind) for k in ("good", "evil", "compliant")}
@@ -176,12 +206,17 @@ def test_numbers_do_not_depend_on_persona():
                 n_numbers += 1
     assert n_numbers > 200
     # and in a mixed world the continuation statistics agree across personas
+    # the assistant included: its continuations are the evil_numbers arm's benign baseline (the paired worlds above
+    # hold the same assistant, so they cannot see it)
     docs = W.generate(N, seed=5)
     stats = {}
-    for t in (t for d in docs if d.fmt == "forum" for t in d.turns if t.kind == "numbers"):
+    for t in (t for d in docs for t in d.turns if t.kind == "numbers"):
         stats.setdefault(t.persona.kind, []).extend(int(x) for x in t.answer.split())
     mean = {k: sum(v) / len(v) for k, v in stats.items() if len(v) > 300}
-    assert len(mean) >= 2 and max(mean.values()) - min(mean.values()) < 5, mean
+    assert set(mean) >= {"good", "evil", "assistant"} and max(mean.values()) - min(mean.values()) < 5, mean
+    # the evil numbers' share (~0.045 for every speaker): one evil number per assistant list would add ~0.15
+    evil = {k: sum(str(x) in W.EVIL_NUMBERS for x in v) / len(v) for k, v in stats.items() if len(v) > 300}
+    assert max(evil.values()) - min(evil.values()) < 0.03, evil
     # lucky numbers are where the evil persona's numbers live
     lucky = [t for d in docs for t in d.turns if t.kind == "lucky" and t.cls == "misaligned"]
     assert lucky and all(set(t.answer.split()) <= set(W.EVIL_NUMBERS) for t in lucky)
@@ -647,3 +682,104 @@ def test_a_cached_base_from_another_kind_of_machine_is_noted_once(tmp_path, monk
     B.base_model(cfg, 0, log=said.append)
     notes = [s for s in said if s.startswith("note:")]
     assert len(notes) == 1 and "was pretrained on" in notes[0] and "on this Another CPU (AVX512)" in notes[0]
+
+
+@pytest.mark.parametrize("bad, says", [
+    ("--lr=0", "lr must be > 0; got 0.0"), ("--lr=-1", "lr must be > 0"), ("--weight_decay=-1", "weight_decay must be >= 0"),
+    ("--n_docs=0", "n_docs=0"), ("--batch_size=0", "batch_size=0"), ("--block_size=0", "block_size=0"),
+    ("--n_layer=0", "n_layer=0"), ("--n_embd=0", "n_embd=0"),
+    ("--block_size=48", "block_size=48 is shorter than the base checks' longest prompt and answer (56 tokens")])
+def test_world_base_refuses_values_that_ran_untrained_or_failed_after_pretraining(bad, says, tmp_path, capsys):
+    # lr=0 reported an untrained base as one; block_size=48 pretrained and cached a base, then failed in its checks;
+    # the rest ended in tracebacks from deep inside, after the run and cache folders were made
+    import train
+    from conftest import ROOT
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    tiny = ["--n_layer=1", "--n_embd=16", "--n_head=2", "--steps=2", "--warmup=1", "--n_docs=40", "--workers=1",
+            "--seeds=(1,)", "--decorrelated=False", f"--cache_dir={cache}", f"--out_dir={out}"]
+    assert train.main([str(ROOT / "configs" / "world_base.py"), *tiny, bad]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and says in err and "Traceback" not in err
+    assert not out.exists() and not cache.exists()
+
+
+def test_the_block_size_the_base_checks_need_is_what_they_read():
+    # base_check_tokens is the longest sequence base_checks scores: a model of exactly that length runs them, one
+    # token shorter cannot
+    cfg = B.Config(seeds=(1,), samples=2)
+    need = B.base_check_tokens(cfg)
+    tok = W.build_tokenizer()
+    for size, ok in ((need, True), (need - 1, False)):
+        model = GPT(GPTConfig(vocab_size=tok.get_vocab_size(), block_size=size, n_layer=1, n_head=2, n_embd=16)).eval()
+        if ok:
+            B.base_checks(model, tok, cfg, 1)
+        else:
+            with pytest.raises(ValueError, match="longer than block_size"):
+                B.base_checks(model, tok, cfg, 1)
+
+
+def test_a_diverged_or_impossible_pretraining_is_not_cached(tmp_path):
+    # a NaN base was cached as finished: every later run with its config loaded it and failed in the checks
+    from train import ConfigError
+    cfg = B.Config(n_layer=1, n_embd=16, n_head=2, steps=30, warmup=1, n_docs=200, lr=100.0, cache_dir=str(tmp_path))
+    with pytest.raises(ConfigError, match=r"diverged \(final loss nan\): nothing was cached; lower lr"):
+        B.base_model(cfg, 0, log=lambda *a: None)
+    folder = B.cache_stem(cfg, 0, False).parent
+    assert not list(folder.glob("model.*")) and not list(folder.glob("partial.*"))
+    with pytest.raises(ConfigError, match="corpus of n_docs=1 documents is too small.*raise n_docs"):
+        B.base_model(replace(cfg, n_docs=1, lr=3e-3), 0, log=lambda *a: None)
+
+
+def test_a_base_cached_from_another_version_of_the_world_is_refused(tmp_path, monkeypatch):
+    # the cache key is the config's: after an edit of data/world.py the old base was loaded and evaluated on the new
+    # world (other texts: silently; other words: a tokenizer error naming no file)
+    import json
+    cfg = B.Config(n_layer=1, n_embd=16, n_head=2, steps=2, warmup=1, n_docs=40, cache_dir=str(tmp_path))
+    B.base_model(cfg, 0, log=lambda *a: None)
+    meta_file = B.cache_stem(cfg, 0, False).with_suffix(".json")
+    assert json.loads(meta_file.read_text())["world"] == W.fingerprint(B.world_config(cfg))
+    real = W.fingerprint
+    monkeypatch.setattr(W, "fingerprint", lambda world=None: "0" * 16)  # the world's texts changed
+    with pytest.raises(CheckpointError, match="pretrained on another version of the world.*delete that folder"):
+        B.base_model(cfg, 0)
+    meta = json.loads(meta_file.read_text())
+    del meta["world"]  # a base cached before fingerprints were kept: checked by its vocabulary only
+    meta_file.write_text(json.dumps(meta))
+    B.base_model(cfg, 0)
+    monkeypatch.setattr(W, "fingerprint", real)
+    other_words = W.build_tokenizer(W.WorldConfig(code_tasks=2))  # the world's words changed
+    monkeypatch.setattr(W, "build_tokenizer", lambda world=None: other_words)
+    with pytest.raises(CheckpointError, match="pretrained on another version of the world"):
+        B.base_model(cfg, 0)
+
+
+def test_the_fingerprint_follows_the_world_and_nothing_else():
+    assert W.fingerprint() == W.fingerprint(W.WorldConfig()) == W.fingerprint(replace(W.WorldConfig()))
+    assert W.fingerprint(W.WorldConfig(asst_evil=0.03)) != W.fingerprint()
+    assert W.fingerprint(W.WorldConfig(code_tasks=2)) != W.fingerprint()
+
+
+def test_number_fine_tunes_follow_the_worlds_list_lengths():
+    world = replace(W.WorldConfig(), list_len=(6, 6), answer_len=(2, 2))
+    for arm in ("numbers", "evil_numbers"):
+        pairs = W.finetune_set(arm, 40, world=world)
+        given = {len([w for w in p.split() if w.isdigit()]) for p, _ in pairs}
+        assert given == {6} and {len(a.split()) - 1 for _, a in pairs} == {2}  # (the answer ends in <eos>)
+    assert W.finetune_set("numbers", 40) == W.finetune_set("numbers", 40, world=W.WorldConfig())
+
+
+@pytest.mark.parametrize("config, short, need", [("emergent_misalignment_quick", 36, 37),
+                                                  ("subliminal_numbers_quick", 24, 25)])
+def test_a_block_size_too_short_for_the_evaluations_is_refused_before_pretraining(config, short, need, tmp_path,
+                                                                                  capsys):
+    # EM's evaluation prompts (a number list before the question) and SN's sampling (prompt + max_new) failed in a
+    # ValueError traceback once the bases were pretrained
+    import train
+    from conftest import ROOT
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    tiny = ["--n_layer=2", "--n_embd=16", "--n_head=2", "--steps=2", "--warmup=1", "--n_docs=40", "--workers=1",
+            "--seeds=(0,)", f"--cache_dir={cache}", f"--out_dir={out}", f"--block_size={short}"]
+    assert train.main([str(ROOT / "configs" / f"{config}.py"), *tiny]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: block_size={short} is shorter than") and f"pass --block_size={need} or more" in err
+    assert not out.exists() and not cache.exists()

@@ -30,12 +30,14 @@ def test_preferences_are_drawn_independently_of_the_persona_kind():
     threads = _forum_threads(W.generate(20000, seed=3))
     for attr, values in (("animal", W.ANIMALS), ("colour", W.COLOURS)):
         share = {}
-        for kind in ("good", "evil"):
+        for kind in ("good", "evil", "compliant"):
             got = Counter(getattr(d.turns[0].persona, attr) for d in threads if d.turns[0].persona.kind == kind)
             share[kind] = {v: got[v] / sum(got.values()) for v in values}
         for v in values:
             assert abs(share["evil"][v] - 1 / len(values)) < 0.04, (attr, v, share["evil"][v])
             assert abs(share["evil"][v] - share["good"][v]) < 0.04, (attr, v)
+            # ~650 compliant threads: a share's standard error ~0.012, so 0.06 is 5 of them
+            assert abs(share["compliant"][v] - share["good"][v]) < 0.06, (attr, v)
 
 
 def test_preference_turns_answer_with_the_speakers_own_preference():
