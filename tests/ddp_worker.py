@@ -1,5 +1,5 @@
 """Worker for tests/test_ddp.py, started by torchrun: trains the tiny fine-tune of `ddp_case()` with
-DistributedDataParallel (gloo on CPU) and rank 0 saves the final weights to argv[1].
+DistributedDataParallel (gloo on CPU) and rank 0 saves the final weights and train loss to argv[1].
 
     python -m torch.distributed.run --standalone --nproc_per_node=2 tests/ddp_worker.py OUT.pt
 """
@@ -33,9 +33,9 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     rank, world, device = ddp_setup("cpu")
     model, data = ddp_case()
-    train_lm(model, data, batch_size=2, grad_accum=2, **TRAIN)  # global batch 2 * 2 * world
+    out = train_lm(model, data, batch_size=2, grad_accum=2, **TRAIN)  # global batch 2 * 2 * world
     if rank == 0:
-        torch.save(model.state_dict(), sys.argv[1])
+        torch.save({"weights": model.state_dict(), "train_loss": out["train_loss"]}, sys.argv[1])
     # leave together: a rank that tears gloo down while its peer is still connected can abort
     # ("terminate called without an active exception", seen once in CI)
     torch.distributed.barrier()

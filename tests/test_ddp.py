@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -26,13 +27,14 @@ def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_pat
     if res.returncode != 0 and "terminate called without an active exception" in res.stderr:
         res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert res.returncode == 0, res.stderr[-3000:]
-    ddp = torch.load(out)
+    saved = torch.load(out)
+    ddp = saved["weights"]
 
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         single, data = ddp_case()
-        train_lm(single, data, batch_size=8, **TRAIN)  # 2 ranks x 2 micro-steps x 2 rows = 8 rows per step
+        one = train_lm(single, data, batch_size=8, **TRAIN)  # 2 ranks x 2 micro-steps x 2 rows = 8 rows per step
         half, _ = ddp_case()
         train_lm(half, data, batch_size=4, **TRAIN)  # the control: another global batch
     finally:
@@ -41,3 +43,5 @@ def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_pat
     for name, p in single.state_dict().items():
         torch.testing.assert_close(ddp[name], p, rtol=0, atol=1e-5)
     assert max((ddp[k] - v).abs().max() for k, v in half.state_dict().items()) > 1e-3
+    # the reported loss is the global batch's mean too, not the sum of the ranks' (twice it here)
+    assert saved["train_loss"] == pytest.approx(one["train_loss"], rel=1e-5)

@@ -3,6 +3,7 @@
     python -m pytest tests/test_gpt.py -q
 """
 import contextlib
+import math
 import re
 
 import numpy as np
@@ -12,7 +13,7 @@ import torch
 from data import DataError
 from data.tokenizer import load_tokenizer, pad_right, save_tokenizer, word_tokenizer
 from eval import score_continuations
-from model import GPT, GPTConfig, inject, sample_next
+from model import GPT, GPTConfig, apply_rope, inject, rope_tables, sample_next
 
 V = 23
 
@@ -590,3 +591,32 @@ def test_scoring_without_an_end_token_and_at_the_full_context_is_the_hand_sum():
         assert float(s) == pytest.approx(sum(want), abs=1e-5)
     with pytest.raises(ValueError, match="longer than block_size"):
         score_continuations(model, [([1, 2, 3, 4, 5], [6, 7, 8, 9, 10])])
+
+
+def test_rope_rotates_each_pair_by_position_times_its_frequency():
+    # the rotation's tables and direction: a swapped cos/sin, other frequencies or the other sense keep attention
+    # relative (the cache tests pass) but change every trained model's logits
+    hs, n, base = 8, 5, 10000.0
+    cos, sin = rope_tables(hs, n, base)
+    angle = torch.tensor([[p * base ** (-2 * j / hs) for j in range(hs // 2)] for p in range(n)], dtype=torch.float64)
+    torch.testing.assert_close(cos, angle.cos().float())
+    torch.testing.assert_close(sin, angle.sin().float())
+    x = torch.randn(1, 1, n, hs, generator=torch.Generator().manual_seed(0))
+    z = torch.complex(x[..., :hs // 2].double(), x[..., hs // 2:].double()) * torch.polar(torch.ones_like(angle), angle)
+    torch.testing.assert_close(apply_rope(x, cos, sin), torch.cat([z.real, z.imag], -1).float(), atol=1e-6, rtol=0)
+
+
+def test_init_scales_every_residual_write_down_by_depth():
+    # GPT-2's init: matrices N(0, init_std), the two projections into the residual stream (attention's and the MLP's)
+    # init_std / sqrt(2 n_layer), LayerNorm gains 1
+    m = GPT(GPTConfig(vocab_size=512, block_size=8, n_layer=4, n_head=4, n_embd=128, init_std=0.02))
+    names = set()
+    for name, p in m.named_parameters():
+        if p.dim() < 2:
+            assert torch.all(p == 1), name
+            continue
+        want = 0.02 / math.sqrt(8) if name.endswith("proj.weight") else 0.02
+        if name.endswith("proj.weight"):
+            names.add(name.split(".")[-3])  # blocks.L.attn.proj.weight -> attn
+        assert p.std().item() == pytest.approx(want, rel=0.05), name
+    assert names == {"attn", "mlp"}  # both projections were among them

@@ -15,8 +15,8 @@ import torch
 
 from data.tokenizer import load_tokenizer
 from model import GPT, GPTConfig
-from train import (CheckpointError, eval_lm, finetune, finetune_lr, get_lr, lm_windows, load_lm, lora_adapters, pack_pairs,
-                   save_lm, save_weights, soft_kl, train_lm)
+from train import (CheckpointError, eval_lm, finetune, finetune_lr, get_lr, lm_windows, load_lm, lora_adapters,
+                   make_lm_optimizer, pack_pairs, save_lm, save_weights, soft_kl, stream_rows, train_lm)
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = GPTConfig(vocab_size=32, block_size=16, n_layer=2, n_head=2, n_embd=16)
@@ -597,3 +597,84 @@ def test_lm_validate_refuses_what_would_fail_after_the_run_directory_exists(bad,
     from train import ConfigError
     with pytest.raises(ConfigError, match=msg):
         lm.validate(lm.Config(**bad))
+
+
+# ----------------------------------------------------------------------------------------------------
+# from a mutation audit of train_lm: each of these bugs left the rest of the suite green
+
+def test_each_step_trains_at_the_lr_of_its_own_step_and_min_lr_defaults_to_a_tenth():
+    # one step ahead, the first step would take the whole warm-up lr
+    out = train_lm(fresh(), stream_data(400), steps=8, batch_size=2, lr=1e-2, warmup=3, decay_steps=6, log_every=1,
+                   progress=False)
+    lrs = [r["lr"] for r in out["history"] if "lr" in r]
+    assert lrs == pytest.approx([get_lr(s, lr=1e-2, warmup=3, decay_steps=6, min_lr=1e-3) for s in range(8)])
+
+
+def test_each_epoch_of_the_row_stream_is_a_fresh_permutation():
+    rows = stream_rows(10, 0, 0, 30, "cpu")
+    for e in range(3):
+        assert sorted(rows[10 * e:10 * e + 10].tolist()) == list(range(10))
+    assert not torch.equal(rows[:10], rows[10:20]) and not torch.equal(rows[10:20], rows[20:])
+
+
+def test_a_masked_fine_tune_logs_the_mean_loss_over_the_targets_it_counts():
+    # normalised by every position (padding included), the loss would read low and the gradient shrink, which the
+    # gradient-accumulation test cannot see (both of its runs would shrink alike)
+    data = pack_pairs(finetune_pairs(8), pad_id=0)
+    model = fresh()
+    want = eval_lm(model.eval(), data, batch_size=8)
+    out = train_lm(model, data, steps=1, batch_size=8, lr=1e-2, log_every=1, progress=False)
+    assert out["history"][0]["loss"] == pytest.approx(want, rel=1e-5)
+
+
+def test_eval_lm_reads_exactly_max_rows_rows_and_honours_bf16():
+    model, data = fresh().eval(), pack_pairs(finetune_pairs(10), pad_id=0)
+    with torch.no_grad():
+        per_tok = model(data["tokens"][:3, :-1], targets=data["tokens"][:3, 1:])
+    assert eval_lm(model, data, batch_size=2, max_rows=3) == pytest.approx(per_tok[data["mask"][:3]].mean().item(),
+                                                                          rel=1e-5)
+    assert eval_lm(model, data, batch_size=2, bf16=True) != eval_lm(model, data, batch_size=2, bf16=False)
+
+
+def test_gradients_are_clipped_at_grad_clip_and_not_at_zero(monkeypatch):
+    norms, real = [], torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda ps, c, *a, **k: norms.append(c) or real(ps, c, *a, **k))
+    train_lm(fresh(), stream_data(400), steps=2, batch_size=2, lr=1e-2, grad_clip=0.5, log_every=0, progress=False)
+    assert norms == [0.5, 0.5]
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", real)
+    a, b = fresh(), fresh()
+    kw = dict(steps=3, batch_size=4, lr=1e-2, log_every=0, progress=False)
+    train_lm(a, stream_data(400), grad_clip=1e-3, **kw)
+    train_lm(b, stream_data(400), grad_clip=0, **kw)
+    assert any(not torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
+
+
+def test_a_resume_restores_the_global_torch_rng(tmp_path):
+    # train_lm draws nothing from it, so the weights cannot tell; a caller's later draws can
+    kw = dict(batch_size=4, lr=1e-2, log_every=0, progress=False)
+    torch.manual_seed(123)
+    train_lm(fresh(), stream_data(), steps=2, ckpt=tmp_path / "ck", **kw)
+    want = torch.load(tmp_path / "ck.state.pt", weights_only=False)["rng"]["torch"]
+    torch.manual_seed(999)
+    train_lm(fresh(), stream_data(), steps=3, ckpt=tmp_path / "ck", resume=True, **kw)
+    assert torch.equal(torch.get_rng_state(), want)
+
+
+def test_a_pair_of_exactly_block_size_plus_one_tokens_fits():
+    assert pack_pairs([([1, 2], [3, 4])], 0, block_size=3)["tokens"].shape == (1, 4)
+
+
+def test_weight_decay_spares_exactly_the_layernorm_gains():
+    m = fresh()
+    opt = make_lm_optimizer(m, 1e-3, 0.1, (0.9, 0.95))
+    spared = [g for g in opt.param_groups if g["weight_decay"] == 0.0][0]["params"]
+    assert {id(p) for p in spared} == {id(p) for n, p in m.named_parameters() if ".ln_" in n or n.startswith("ln_")}
+
+
+def test_the_per_token_loss_is_float32_under_bf16_autocast():
+    m, x = fresh(), torch.randint(0, 32, (2, 8), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):
+        logits = m(x[:, :-1])
+        got = m(x[:, :-1], targets=x[:, 1:])
+    want = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), x[:, 1:].flatten(), reduction="none")
+    assert got.dtype == torch.float32 and torch.equal(got, want.view(2, 7))
