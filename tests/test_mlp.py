@@ -55,6 +55,8 @@ def test_init_statistics_and_nesting_in_m():
         b = init_mlp_params([7], [20, 8, 10 + 50], 10, init, "cpu", 1)
         assert torch.equal(a["weights.0"], b["weights.0"]) and torch.equal(a["biases.0"], b["biases.0"])
         assert torch.equal(a["weights.1"], b["weights.1"][..., :13]) and torch.equal(a["biases.1"], b["biases.1"][..., :13])
+    # the aux columns have their own stream: not copies of the first class columns
+    assert not torch.equal(p["weights.1"][..., 10:13], p["weights.1"][..., :3])
     # seed k's init does not depend on which other seeds are drawn with it
     assert torch.equal(init_mlp_params([2], SIZES, 4, "paper", "cpu", 0)["weights.1"][0],
                        init_mlp_params(range(5), SIZES, 4, "paper", "cpu", 0)["weights.1"][2])
@@ -121,6 +123,45 @@ def test_distillation_seeds_are_independent():
     assert not torch.equal(out[0].weights[0][1], out[1].weights[0][1])  # seed 1 itself did change
 
 
+def test_distillation_order_is_each_seeds_own_and_each_seed_reads_its_own_targets():
+    params = init_mlp_params(range(3), SIZES, 4, "paper", "cpu", 0)
+    inputs, targets = torch.rand(3, 40, 12) * 2 - 1, torch.randn(3, 40, 7)
+    kw = dict(epochs=2, lr=1e-2, batch_size=16)
+    runs = []
+    for other in (1, 5):  # change only seed 1's data order
+        m = model_from(params)
+        train_distill(m, inputs, targets, [4, 5, 6], gens=[generator("cpu", "d", s) for s in (0, other, 2)], **kw)
+        runs.append(m)
+    for s, same in ((0, True), (1, False), (2, True)):
+        assert torch.equal(runs[0].weights[0][s], runs[1].weights[0][s]) == same, s
+    # inputs shared by every seed ([N, D], distill_inputs=real) with each seed's own teacher logits: the same
+    # training as those inputs copied per seed
+    shared, copied = model_from(params), model_from(params)
+    train_distill(shared, inputs[0], targets, [4, 5, 6], gens=[generator("cpu", "d", s) for s in range(3)], **kw)
+    train_distill(copied, inputs[0].expand(3, 40, 12).contiguous(), targets, [4, 5, 6],
+                  gens=[generator("cpu", "d", s) for s in range(3)], **kw)
+    for k, p in shared.named_parameters():
+        torch.testing.assert_close(p, copied.get_parameter(k), rtol=1e-5, atol=1e-6)
+
+
+def test_each_epoch_draws_a_new_order_from_each_seeds_generator():
+    # the generators advance by one permutation per epoch: reusing one state would repeat the first epoch's order
+    x, y = torch.randn(32, 12), torch.randint(0, 4, (32,))
+    params = init_mlp_params(range(2), SIZES, 4, "paper", "cpu", 0)
+    for train in ("classifier", "distill"):
+        gens = [generator("cpu", "e", s) for s in range(2)]
+        if train == "classifier":
+            train_classifier(model_from(params), x, y, epochs=3, lr=1e-2, batch_size=16, gens=gens, n_classes=4)
+        else:
+            train_distill(model_from(params), x, torch.randn(2, 32, 7), [4, 5, 6], epochs=3, lr=1e-2, batch_size=16,
+                          gens=gens)
+        for s, g in enumerate(gens):
+            ref = generator("cpu", "e", s)
+            orders = [torch.randperm(32, generator=ref) for _ in range(3)]
+            assert torch.equal(g.get_state(), ref.get_state()), (train, s)
+            assert not torch.equal(orders[0], orders[1])
+
+
 def test_distill_losses_closed_form():
     s, t = torch.randn(2, 5, 3), torch.randn(2, 5, 3)
     assert torch.allclose(distill_loss(t, t, "kl", 1.0), torch.zeros(2), atol=1e-6)
@@ -153,6 +194,7 @@ def test_student_inits():
     for i, d_in in enumerate(SIZES[:-1]):
         delta = pert[f"weights.{i}"] - ref[f"weights.{i}"]
         assert abs(delta.std().item() * math.sqrt(d_in) - 0.5) < 0.1  # sigma in units of the init std
+        assert not torch.allclose(delta[0], delta[1], atol=1e-3)  # each seed its own perturbation
         assert torch.equal(pert[f"biases.{i}"], ref[f"biases.{i}"])  # the paper init's biases are 0, std 0
     # torch's init draws the biases too (U(+-1/sqrt(d_in)), std 1/sqrt(3 d_in)): they move as well, or the
     # "perturbed" student would still share them with the teacher
@@ -171,6 +213,7 @@ def test_noise_sets():
     assert not torch.equal(a[0], a[1])  # each seed its own set
     assert torch.equal(make_noise(cfg, [1], 0, "cpu")[0], a[1])  # ... independent of the other seeds
     assert torch.equal(make_noise(cfg, [0], 3, "cpu")[0], a[0])  # fixed across epochs
+    assert not torch.equal(make_noise(Config(n_noise=2000, seed=1), [0], 0, "cpu")[0], a[0])  # ... and --seed's own
     fresh = Config(n_noise=2000, fresh_noise=True)
     assert not torch.equal(make_noise(fresh, [0], 1, "cpu")[0], make_noise(fresh, [0], 0, "cpu")[0])
     g = make_noise(Config(n_noise=2000, noise="gaussian"), [0], 0, "cpu")

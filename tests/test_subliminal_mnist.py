@@ -451,3 +451,55 @@ def test_the_paper_column_is_shown_only_for_the_papers_protocol():
     assert is_paper_protocol(Config(distill_lr=Config().lr))  # the same single lr, written out
     for change in ({"n_train": 2000}, {"m": 10}, {"epochs": 1}, {"dataset": "fashion"}, {"distill_lr": 1e-3}):
         assert not is_paper_protocol(Config(**change)), change
+
+
+
+@need_data()
+def test_every_random_stream_is_its_seeds_and_the_configs(tmp_path, monkeypatch):
+    """From a mutation audit: each of these streams could be shared across seeds, or ignore --seed, with every other
+    test green (the intervals would then be too narrow, or two --seed runs the same). With --seed=1: the teachers'
+    and the students' data orders are seed k's own, the cross partners are derangement(n, 1)'s, and fresh noise is
+    drawn anew in every epoch."""
+    import experiments.subliminal_mnist as SM
+    from model import generator, init_mlp_params
+    teach, distill, noise_epochs = [], {}, []
+    real_c, real_d, real_n = SM.train_classifier, SM.train_distill, SM.make_noise
+
+    def spy_c(model, *a, **kw):
+        teach.append([g.get_state() for g in kw["gens"]])
+        return real_c(model, *a, **kw)
+
+    def spy_d(model, inputs, targets, logit_idx, **kw):
+        distill.setdefault(kw["desc"], []).append(([g.get_state() for g in kw["gens"]], model.params()))
+        return real_d(model, inputs, targets, logit_idx, **kw)
+
+    def spy_n(cfg, seeds, epoch, device):
+        noise_epochs.append(epoch)
+        return real_n(cfg, seeds, epoch, device)
+    monkeypatch.setattr(SM, "train_classifier", spy_c)
+    monkeypatch.setattr(SM, "train_distill", spy_d)
+    monkeypatch.setattr(SM, "make_noise", spy_n)
+    run(tmp_path, "--conditions=['teacher','student_aux','cross_aux']", "--n_seeds=3", "--seed=1",
+        "--fresh_noise=True", "--distill_epochs=2", "--save_weights=False")
+    state = lambda k, what: generator("cpu", 1, k, what).get_state()
+    assert len(teach) == 1 and all(torch.equal(g, state(k, "teacher_order")) for k, g in enumerate(teach[0]))
+    for cond in ("student_aux", "cross_aux"):
+        assert all(torch.equal(g, state(k, "distill_order")) for k, g in enumerate(distill[cond][0][0]))
+    sizes = [784, 64, 64, 13]
+    assert SM.derangement(3, 1) != SM.derangement(3, 0)
+    partner = init_mlp_params(SM.derangement(3, 1), sizes, 10, "paper", "cpu", 1)
+    assert all(torch.equal(distill["cross_aux"][0][1][k], partner[k]) for k in partner)
+    # the first set, then each student's set for its epoch 2 (drawn by epoch: the two conditions read the same one)
+    assert noise_epochs == [0, 1, 1]
+
+
+@need_data()
+def test_images_are_scaled_to_the_noises_range():
+    # the noise is U[-1, 1]: images in [0, 1] would change every reported accuracy, and the teacher would still learn
+    from experiments.subliminal_mnist import Config, load_data
+    from data import mnist
+    tx, ty, sx, _ = load_data(Config(n_train=1000), "cpu")
+    raw = mnist.load(Config().data_dir, "mnist")["train_x"][:1000].reshape(1000, -1)
+    assert tx.shape == (1000, 784) and len(ty) == 1000
+    assert tx.min() == -1 and tx.max() == 1 and sx.min() == -1 and sx.max() == 1
+    torch.testing.assert_close(tx, torch.from_numpy(raw.copy()).float() / 127.5 - 1)
