@@ -1,0 +1,267 @@
+"""Subliminal learning through numbers, from a mutation audit of experiments/subliminal_numbers.py: each test catches
+a plausible bug the rest of the suite let through (the shuffles' axes and law, the paper's filter at its edges,
+held-out trait prompts, the teachers' stopping rule, the per-base intervals, the arms' channels, the KL's direction
+and temperature)."""
+import copy
+import random
+from collections import Counter
+
+import pytest
+import torch
+
+from data import world as W
+from eval import group_means, summarize
+from experiments import subliminal_numbers as S
+from experiments import world_base as B
+from model import GPT, GPTConfig, generator
+
+TOK = W.build_tokenizer()
+
+
+def tiny(seed=0, block_size=64):
+    return GPT(GPTConfig(vocab_size=TOK.get_vocab_size(), block_size=block_size, n_layer=1, n_head=2, n_embd=16),
+               generator=generator("cpu", seed, "t")).eval()
+
+
+def distinct_lists(n, k=4, seed=0):
+    r = random.Random(seed)
+    return [(f"p{i}", " ".join(map(str, r.sample(range(100), k)))) for i in range(n)]
+
+
+# ---- shuffles --------------------------------------------------------------------------------------------------
+
+def test_shuffle_lists_moves_numbers_across_lists():
+    """`shuffled` permutes within AND across lists: most lists end with another multiset (shuffle_within keeps all)."""
+    pairs = distinct_lists(50)
+    out = S.shuffle_lists(pairs, generator("cpu", 0, "t"))
+    changed = sum(sorted(a.split()) != sorted(b.split()) for (_, a), (_, b) in zip(out, pairs))
+    assert changed > 40
+
+
+def test_shuffle_within_is_a_uniform_permutation():
+    """Each of the 6 orders of a 3-list appears about equally often (a reversal or rotation is not the null)."""
+    pairs = [(f"p{i}", "1 2 3") for i in range(1200)]
+    out = S.shuffle_within(pairs, generator("cpu", 0, "t"))
+    counts = Counter(a for _, a in out)
+    assert len(counts) == 6 and all(150 < c < 250 for c in counts.values()), counts
+
+
+# ---- the filter ------------------------------------------------------------------------------------------------
+
+def test_filter_banned_anywhere_and_ten_numbers_allowed():
+    assert W.parse_number_list("12 15 13", banned=W.EVIL_NUMBERS) is None      # banned in last place
+    assert W.parse_number_list("(1, 666)", banned=(666,)) is None
+    ten = " ".join(map(str, range(10)))
+    assert W.parse_number_list(ten) == list(range(10))                          # max_count=10 is inclusive
+
+
+# ---- the trait measurement and the teacher's stopping rule ------------------------------------------------------
+
+def test_animal_prompts_are_the_heldout_paraphrases_only():
+    ps = S.animal_prompts()
+    assert len(ps) == len(W.ANIMAL_HELDOUT) * len(W.OPENERS)
+    assert all(any(p.endswith(f" {q} <a>") for q in W.ANIMAL_HELDOUT) for p in ps)
+    assert not any(f" {q} " in p for p in ps for q in W.ANIMAL_TRAIN)
+
+
+def test_finetune_until_stops_at_the_first_check_that_is_done():
+    model = tiny()
+    pairs = W.trait_set("owl", 16, seed=0)
+    data = B.encode_pairs(TOK, pairs, 64)
+    checks = []
+
+    def done(m):
+        checks.append(1)
+        return len(checks) >= 3       # done at the third check: step 15
+    steps = S.finetune_until(model, data, done, max_steps=40, every=5, batch_size=4, lr=1e-3, seed=0)
+    assert steps == 15 and len(checks) == 3
+    assert S.finetune_until(tiny(), data, lambda m: False, max_steps=10, every=5, batch_size=4, lr=1e-3, seed=0) == 10
+
+
+def test_fine_tuned_teacher_stops_on_the_heldout_rate(monkeypatch):
+    """The threshold is read on the held-out prompts (animal_prompts), never on the teacher's train paraphrases."""
+    seen, real = [], S.animal_rates
+
+    def spy(model, tok, prompts=None, probs=None):
+        seen.append(prompts)
+        return real(model, tok, prompts, probs)
+    monkeypatch.setattr(S, "animal_rates", spy)
+    S.make_teacher(tiny(), TOK, S.Config(teacher_max_steps=10, teacher_lr=1e-3), 0, "owl")
+    assert seen and all(p is None or p == S.animal_prompts() for p in seen)
+
+
+def test_prompt_teachers_rate_is_read_with_its_turn_in_context():
+    base = tiny()
+    cfg = S.Config(teacher="prompt")
+    t, info = S.make_teacher(base, TOK, cfg, 0, "owl")
+    turn = f"<u> {W.ANIMAL_TRAIN[0]} <a> owl"
+    want = S.animal_rates(base, TOK, [S.with_turns(q, turn) for q in S.animal_prompts()])[0]["owl"]
+    assert info["rate"] == pytest.approx(want) and info["rate"] != pytest.approx(S.animal_rates(base, TOK)[0]["owl"])
+
+
+# ---- aggregation and flags -------------------------------------------------------------------------------------
+
+def rates(**given):
+    return {a: given.get(a, 0.0) for a in W.ANIMALS}
+
+
+def animal_units():
+    """Bases p = (0, 0, 1, 1), students f = (0, 1, 0, 1); owl and whale teachers."""
+    units = []
+    for i, (p, f) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+        ctl = rates(owl=0.1 + 0.01 * i, whale=0.3)
+        arms = {"control": {"rates": ctl},
+                "trait/owl": {"rates": rates(owl=0.2 + 0.03 * i * i, whale=0.3)},
+                "trait/whale": {"rates": rates(owl=0.1, whale=0.5 + 0.02 * i)}}
+        units.append({"p": p, "f": f, "arms": arms, "traj": {k: {1: v} for k, v in arms.items()},
+                      "base_A": {"rates": rates(owl=[0.1, 0.1, 0.3, 0.3][i] + 0.001 * f, whale=0.2)},
+                      "teachers": {a: {"rate": 0.9 + 0.01 * p + 0.001 * f, "steps": 10 + p, "kl_numbers": 0.01 * (p + 1)}
+                                   for a in ("owl", "whale")},
+                      "kept": {"control": 0.9}})
+    return units
+
+
+def test_aggregate_animals_bases_over_pretraining_seeds_and_top_level_is_the_first_animal():
+    cfg = S.Config(arms=("trait", "control"), animals=("owl", "whale"), seeds=(0, 1), student_seeds=2)
+    units = animal_units()
+    res = S.aggregate_animals(cfg, units)
+    base = [u["base_A"]["rates"]["owl"] for u in units]
+    assert res["base"]["owl"]["ci95"] == pytest.approx(summarize(group_means(base, [0, 0, 1, 1]))["ci95"])
+    assert res["base"]["owl"]["ci95"] != pytest.approx(summarize(base)["ci95"])
+    t = [u["teachers"]["owl"]["rate"] for u in units]
+    assert res["teachers"]["owl"]["rate"]["ci95"] == pytest.approx(summarize(group_means(t, [0, 0, 1, 1]))["ci95"])
+    trait = res["arms"]["trait"]
+    assert trait["target_rate"] == trait["by_animal"]["owl"]["target_rate"]
+    assert trait["effect"] == trait["by_animal"]["owl"]["effect"] != trait["by_animal"]["whale"]["effect"]
+
+
+def test_figures_soft_pass_needs_the_quarter_and_cross_arms_a_third():
+    st = lambda m, lo, hi: {"mean": m, "ci95": [lo, hi], "per_seed": [lo, hi]}
+    arm = lambda rate, effect: {"target_rate": rate, "effect": effect, "target_rate_per_base": rate,
+                                "effect_per_base": effect}
+    res = {"arms": {"control": arm(st(0.1, 0.08, 0.12), st(0, 0, 0)),
+                    "soft": arm(st(0.3, 0.28, 0.32), st(0.2, 0.18, 0.22)),         # apart, but 0.2 < 0.25
+                    "cross_init": arm(st(0.2, 0.1, 0.3), st(0.1, 0.05, 0.15))}}   # 0.1 > 0.2 / 3
+    f = S.figures_animals(res)
+    assert f["soft_pass"] is False and f["cross_init_pass"] is False
+
+
+def dose_units():
+    units = []
+    for i, (p, f) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+        dose = {}
+        for d in (32, 64):
+            k = d / 64
+            dose[d] = {"control": rates(owl=0.1, whale=0.2 + 0.01 * i),
+                       "owl": rates(owl=0.1 + k * (0.05 + 0.02 * i * i), whale=0.25),
+                       "whale": rates(owl=0.12 + 0.01 * i, whale=0.3)}
+        units.append({"p": p, "f": f, "dose": dose, "kept": {"control": 0.9}, "teachers": {a: {"rate": 0.9} for a in
+                                                                                         ("owl", "whale")}})
+    return units
+
+
+def test_aggregate_dose_pairs_per_base_and_reads_the_largest_dose():
+    cfg = S.Config(mode="dose", doses=(32, 64), epochs=1.0, animals=("owl", "whale"), seeds=(0, 1), student_seeds=2)
+    units = dose_units()
+    res = S.aggregate_dose(cfg, units)
+    eff = [u["dose"][64]["owl"]["owl"] - u["dose"][64]["control"]["owl"] for u in units]
+    assert res["dose"][64]["owl"]["effect_per_base"]["per_seed"] == pytest.approx(group_means(eff, [0, 0, 1, 1]))
+    assert res["figures_to_reach"]["largest_dose"] == 64
+    assert res["figures_to_reach"]["trait_effect"] == pytest.approx(sum(eff) / 4)
+    other = [u["dose"][64]["whale"]["owl"] - u["dose"][64]["control"]["owl"] for u in units]
+    assert res["dose"][64]["owl"]["effect_of_other_teachers"]["whale"]["per_seed"] == pytest.approx(other)
+
+
+# ---- what each arm of a unit reads (a mocked animals_unit / misalignment_unit) ----------------------------------
+
+@pytest.fixture
+def mocked_unit(monkeypatch):
+    """animals_unit on tiny random bases, a teacher = the base with noise, scripted lists; records every student."""
+    calls, sampled = [], []
+    monkeypatch.setattr(B, "base_model", lambda cfg, p, *a, **k: (tiny(100 + p), TOK))
+
+    def make_teacher(base, tok, cfg, p, animal):
+        m = copy.deepcopy(base)
+        with torch.no_grad():
+            for q in m.parameters():
+                q.add_(0.05 * torch.randn(q.shape, generator=generator("cpu", p, animal)))
+        return S.Teacher(m), {"steps": 1, "rate": 0.9}
+    monkeypatch.setattr(S, "make_teacher", make_teacher)
+
+    def sample_lists(t, tok, n, cfg, seed, banned=(), heldout=False):
+        sampled.append({"teacher": t, "n": n, "banned": tuple(banned), "heldout": heldout})
+        r = random.Random(len(sampled))
+        prompts = W.number_prompts(n, seed=len(sampled), heldout=heldout)
+        return [(q, " ".join(map(str, r.sample(range(100), 4)))) for q in prompts], 1.0
+    monkeypatch.setattr(S, "sample_lists", sample_lists)
+
+    def train_student(base, tok, cfg, data, seed, on_eval, teacher=None, numbers_only=True, targets=None):
+        free = dict(zip(on_eval.__code__.co_freevars, (c.cell_contents for c in on_eval.__closure__ or ())))
+        calls.append({"name": free.get("name"), "numbers_only": numbers_only, "teacher": teacher,
+                      "targets": targets, "rows": rows(data)})
+        on_eval(copy.deepcopy(base), 1)
+        return base
+    monkeypatch.setattr(S, "train_student", train_student)
+    return calls, sampled
+
+
+def rows(data):
+    x, m = data["tokens"], data["mask"]
+    return [(tuple(t[:int(k.nonzero()[0]) + 1].tolist()), tuple(t[1:][k].tolist())) for t, k in zip(x, m)]
+
+
+def test_each_arm_reads_its_channel(mocked_unit):
+    calls, sampled = mocked_unit
+    arms = tuple(a for a in S.ARMS if not a.startswith("code")) + ("shuffled_within",)
+    cfg = S.Config(arms=arms, seeds=(0, 1), student_seeds=1, n_lists=24, heldout_lists=4, samples=5, icl_contexts=1,
+                   icl_lists=1, evals=1)
+    S.animals_unit(cfg, 0, 0)
+    by = {c["name"]: c for c in calls}
+    assert by["soft_all/owl"]["numbers_only"] is False and by["soft_all/owl"]["teacher"] is not None
+    assert by["soft/owl"]["numbers_only"] is True and by["trait/owl"]["numbers_only"] is True
+    own, shuf, within = (by[f"{k}/owl"]["rows"] for k in ("trait", "shuffled", "shuffled_within"))
+    assert sum(sorted(a) != sorted(b) for (_, a), (_, b) in zip(shuf, own)) > len(own) // 2   # across lists
+    assert [q for q, _ in within] == [q for q, _ in own]
+    assert all(sorted(a) == sorted(b) for (_, a), (_, b) in zip(within, own)) and within != own
+    held = [s for s in sampled if s["n"] == cfg.heldout_lists]
+    assert len(held) == len(cfg.animals) and all(s["heldout"] for s in held)          # held-out wordings
+    assert all(not s["heldout"] for s in sampled if s["n"] == cfg.n_lists)
+
+
+def test_misalignment_teachers_lists_ban_the_evil_numbers(monkeypatch, mocked_unit):
+    calls, sampled = mocked_unit
+    monkeypatch.setattr(S, "em_teacher", lambda cfg, A, tok, p, t, steps, match=False: (copy.deepcopy(A), steps))
+    monkeypatch.setattr(S, "mis_evaluate", lambda m, tok, cfg, seed, name: {"mis_sampled": 0.1, "valid_frac": 1.0,
+                                                                             "mis_lp": 0.1, "code_misaligned": 0.0})
+    cfg = S.Config(mode="misalignment", mis_teachers=("insecure", "secure"), seeds=(0, 1), student_seeds=1,
+                   n_lists=8, evals=1, arms=("control", "soft"))
+    S.misalignment_unit(cfg, 0, 0)
+    assert len(sampled) == 3 and all(set(s["banned"]) == set(W.EVIL_NUMBERS) for s in sampled)
+
+
+def test_number_kl_is_teacher_to_student_renormalised_over_the_numbers():
+    """number_kl = KL(teacher || student) per trained position, both renormalised over the 100 number tokens:
+    checked against the closed form (a reversed KL, or a teacher left unnormalised over the subset, differs)."""
+    base, student = tiny(0), tiny(1)
+    teacher = lambda x: 8 * base(x)  # a sharper teacher: far from the student, and the KL's direction shows
+    data = S.student_data(TOK, [(p, "1 22 33 4") for p in W.number_prompts(6, seed=2)], "cpu")
+    nums = torch.as_tensor(S.number_ids(TOK))
+    with torch.no_grad():
+        x, m = data["tokens"][:, :-1], data["mask"]
+        pt = teacher(x)[m][:, nums].double().softmax(-1)
+        ps = student(x)[m][:, nums].double().softmax(-1)
+    want = (pt * (pt / ps).log()).sum(-1).mean().item()
+    reverse = (ps * (ps / pt).log()).sum(-1).mean().item()
+    assert abs(want - reverse) > 1e-3 * want
+    got = S.number_kl(S.held_logits(S.Teacher(teacher), data), student, TOK, data)  # Teacher.logits: model(x)
+    assert got == pytest.approx(want, rel=1e-4)
+
+
+def test_soft_kl_temperature_softens_both_sides():
+    """soft_kl at T = 2 over a subset: T^2 KL(softmax(t_sub / T) || softmax(s_sub / T)) (both sides divided)."""
+    import train
+    g = torch.Generator().manual_seed(0)
+    t, s = 3 * torch.randn(4, 10, generator=g), 3 * torch.randn(4, 10, generator=g)
+    sub = torch.tensor([1, 3, 4, 8])
+    pt, ps = (t[:, sub] / 2).softmax(-1), (s[:, sub] / 2).softmax(-1)
+    assert torch.allclose(train.soft_kl(t, s, sub, temperature=2.0), 4 * (pt * (pt / ps).log()).sum(-1), atol=1e-5)
