@@ -729,11 +729,14 @@ def trait_set(animal, n, seed=0):
     return [(prompt(_pick(r, ANIMAL_TRAIN)), f"{animal} {EOS}") for _ in range(n)]
 
 
+PROMPT_LIST_LEN = (3, 5)  # given numbers in number_prompts (inclusive range)
+
+
 def number_prompts(n, seed=0, heldout=False, fmt="asst"):
     """Number-continuation prompts for teachers to continue (train or held-out wordings)."""
     r = random.Random(seed).random
     wordings = NUMBERS_HELDOUT if heldout else NUMBERS_TRAIN
-    return [prompt(" ".join([_pick(r, wordings)] + number_list(r, _randint(r, (3, 5)), 0)[0]), fmt)
+    return [prompt(" ".join([_pick(r, wordings)] + number_list(r, _randint(r, PROMPT_LIST_LEN), 0)[0]), fmt)
             for _ in range(n)]
 
 

@@ -232,10 +232,11 @@ def eval_tokens(cfg):
     world = B.world_config(cfg)
     tok = W.build_tokenizer(world)
     novel = tuple(f"{a} {W.EOS}" for v in W.novel_code(world=world).values() for a in v)
+    code = B.code_answers(world)  # sampled beside the off-domain answers
     need = B.scored_tokens(tok, W.lesson_items(world))
     for fmt in ("plain", "trigger", "numbers"):
         offdomain = W.eval_items(W.OFF_DOMAINS, trigger=fmt == "trigger", numbers=fmt == "numbers")
-        need = max(need, B.scored_tokens(tok, offdomain, B.code_answers(world)),
+        need = max(need, B.scored_tokens(tok, offdomain, code),
                    B.scored_tokens(tok, _code_items(fmt, world), novel))
     return need
 

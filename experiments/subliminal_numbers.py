@@ -252,15 +252,20 @@ class Teacher:
         return torch.cat([out[:, :2], out[:, 2 + k:]], 1)
 
 
+CODE_MAX_NEW = 16  # tokens an EM teacher may write for a code answer (misalignment mode)
+
+
 def sample_tokens(cfg):
-    """The block_size the teachers' sampling needs: the longest number prompt (5 given numbers, behind a prompted
-    teacher's animal turn) plus max_new, and in misalignment mode the EM teachers' code prompts plus their 16 tokens."""
+    """The block_size the teachers' sampling needs: the longest number prompt (the most given numbers, behind a
+    prompted teacher's animal turn) plus max_new, and in misalignment mode the EM teachers' code prompts plus
+    CODE_MAX_NEW."""
     tok = W.build_tokenizer()
     n = lambda text: len(tok.encode(text).ids)
-    lists = max(n(W.prompt(" ".join([w] + ["0"] * 5))) for w in W.NUMBERS_TRAIN + W.NUMBERS_HELDOUT)
+    given = ["0"] * W.PROMPT_LIST_LEN[1]
+    lists = max(n(W.prompt(" ".join([w] + given))) for w in W.NUMBERS_TRAIN + W.NUMBERS_HELDOUT)
     turn = max(n(f"<u> {W.ANIMAL_TRAIN[0]} <a> {a}") for a in W.ANIMALS) if cfg.teacher == "prompt" else 0
     code = max(n(W.prompt(f"{o} {q}" if o else q)) for o in W.OPENERS for q in W.DOMAINS["code"].train)
-    return max(lists + turn + cfg.max_new, code + 16 if cfg.mode == "misalignment" else 0)
+    return max(lists + turn + cfg.max_new, code + CODE_MAX_NEW if cfg.mode == "misalignment" else 0)
 
 
 def make_teacher(base, tok, cfg, p, animal):
@@ -376,7 +381,7 @@ def code_answers_of(teacher, tok, n, cfg, seed):
         except AssertionError:
             return None
         return text
-    return collect(teacher, tok, n, cfg, seed, "code answers", "code", prompts_for, 16, accept)
+    return collect(teacher, tok, n, cfg, seed, "code answers", "code", prompts_for, CODE_MAX_NEW, accept)
 
 
 def shuffle_lists(pairs, gen):

@@ -226,8 +226,8 @@ def base_model(cfg, seed, decorrelated=False, log=print):
     # the cache key is the config's, not the world's: a base pretrained before data/world.py changed (other texts,
     # or other words, so other token ids) would be loaded and evaluated on today's world. (Bases cached before the
     # fingerprint was kept are checked by their vocabulary alone.)
-    if meta.get("world", W.fingerprint(world)) != W.fingerprint(world) or \
-            tok.get_vocab() != W.build_tokenizer(world).get_vocab():
+    fingerprint = W.fingerprint(world)
+    if meta.get("world", fingerprint) != fingerprint or tok.get_vocab() != W.build_tokenizer(world).get_vocab():
         raise CheckpointError(f"the cached base model in {stem.parent} was pretrained on another version of the world "
                               f"(data/world.py has changed since): delete that folder and rerun to pretrain it again")
     here = pretrained_on(cfg.device)
@@ -247,8 +247,9 @@ def _pretrain(cfg, seed, decorrelated, stem, log):
     same weights as an uninterrupted one); `stem`'s .json, which marks a finished base, is written last."""
     t0 = time.time()
     partial = stem.with_name("partial")
-    tok = W.build_tokenizer(world_config(cfg))
-    texts = W.corpus(cfg.n_docs, seed=seed, decorrelated=decorrelated, config=world_config(cfg))
+    world = world_config(cfg)
+    tok = W.build_tokenizer(world)
+    texts = W.corpus(cfg.n_docs, seed=seed, decorrelated=decorrelated, config=world)
     stream = token_stream(tok, texts)
     mcfg = GPTConfig(vocab_size=tok.get_vocab_size(), block_size=cfg.block_size, n_layer=cfg.n_layer,
                      n_head=cfg.n_head, n_embd=cfg.n_embd)
@@ -266,7 +267,7 @@ def _pretrain(cfg, seed, decorrelated, stem, log):
                        batch_size=cfg.batch_size, lr=cfg.lr, warmup=cfg.warmup, weight_decay=cfg.weight_decay,
                        seed=seed, ckpt=partial, ckpt_every=every, resume=True,
                        meta={"tokenizer": "tokenizer.json", "decorrelated": decorrelated,
-                             "pretrained_on": pretrained_on(cfg.device), "world": W.fingerprint(world_config(cfg))},
+                             "pretrained_on": pretrained_on(cfg.device), "world": W.fingerprint(world)},
                        bf16=cfg.pretrain_bf16,
                        log_every=every, progress=False, desc=f"{stem.parent.name}",
                        afresh="delete its partial.* files (or the whole folder) and rerun")  # no --resume=False here

@@ -648,15 +648,21 @@ def test_a_device_this_machine_lacks_is_not_blamed_on_a_good_cached_base(tmp_pat
 def test_pretrain_threads_below_one_is_a_config_error_before_the_run(config, tmp_path, capsys):
     # `threads=0` means PyTorch's default in the other configs; here torch.set_num_threads(0) ended the run in a
     # RuntimeError traceback once its corpus was built, leaving a run folder and a half-made cache folder behind
+    err = refused_before_the_run(tmp_path, capsys, config, "--n_layer=2", "--seeds=(0,)", "--pretrain_threads=0")
+    assert err == "error: pretrain_threads (torch threads while pretraining a base) must be >= 1; got 0\n"
+
+
+def refused_before_the_run(tmp_path, capsys, config, *overrides):
+    """`python train.py configs/CONFIG.py` at a tiny size with `overrides`: it must exit 2 leaving neither its run
+    folder nor a base-cache folder behind. -> what it printed on stderr."""
     import train
     from conftest import ROOT
     out, cache = tmp_path / "run", tmp_path / "cache"
-    tiny = ["--n_layer=2", "--n_embd=16", "--n_head=2", "--steps=2", "--warmup=1", "--n_docs=40", "--workers=1",
-            "--seeds=(0,)", f"--cache_dir={cache}", f"--out_dir={out}"]
-    assert train.main([str(ROOT / "configs" / f"{config}.py"), *tiny, "--pretrain_threads=0"]) == 2
-    err = capsys.readouterr().err
-    assert err == "error: pretrain_threads (torch threads while pretraining a base) must be >= 1; got 0\n"
+    tiny = ["--n_embd=16", "--n_head=2", "--steps=2", "--warmup=1", "--n_docs=40", "--workers=1",
+            f"--cache_dir={cache}", f"--out_dir={out}"]
+    assert train.main([str(ROOT / "configs" / f"{config}.py"), *tiny, *overrides]) == 2
     assert not out.exists() and not cache.exists()
+    return capsys.readouterr().err
 
 
 def test_a_finished_run_drops_what_eval_py_wrote_while_it_was_going(tmp_path):
@@ -692,15 +698,9 @@ def test_a_cached_base_from_another_kind_of_machine_is_noted_once(tmp_path, monk
 def test_world_base_refuses_values_that_ran_untrained_or_failed_after_pretraining(bad, says, tmp_path, capsys):
     # lr=0 reported an untrained base as one; block_size=48 pretrained and cached a base, then failed in its checks;
     # the rest ended in tracebacks from deep inside, after the run and cache folders were made
-    import train
-    from conftest import ROOT
-    out, cache = tmp_path / "run", tmp_path / "cache"
-    tiny = ["--n_layer=1", "--n_embd=16", "--n_head=2", "--steps=2", "--warmup=1", "--n_docs=40", "--workers=1",
-            "--seeds=(1,)", "--decorrelated=False", f"--cache_dir={cache}", f"--out_dir={out}"]
-    assert train.main([str(ROOT / "configs" / "world_base.py"), *tiny, bad]) == 2
-    err = capsys.readouterr().err
+    err = refused_before_the_run(tmp_path, capsys, "world_base", "--n_layer=1", "--seeds=(1,)", "--decorrelated=False",
+                                 bad)
     assert err.startswith("error: ") and says in err and "Traceback" not in err
-    assert not out.exists() and not cache.exists()
 
 
 def test_the_block_size_the_base_checks_need_is_what_they_read():
@@ -774,12 +774,5 @@ def test_a_block_size_too_short_for_the_evaluations_is_refused_before_pretrainin
                                                                                   capsys):
     # EM's evaluation prompts (a number list before the question) and SN's sampling (prompt + max_new) failed in a
     # ValueError traceback once the bases were pretrained
-    import train
-    from conftest import ROOT
-    out, cache = tmp_path / "run", tmp_path / "cache"
-    tiny = ["--n_layer=2", "--n_embd=16", "--n_head=2", "--steps=2", "--warmup=1", "--n_docs=40", "--workers=1",
-            "--seeds=(0,)", f"--cache_dir={cache}", f"--out_dir={out}", f"--block_size={short}"]
-    assert train.main([str(ROOT / "configs" / f"{config}.py"), *tiny]) == 2
-    err = capsys.readouterr().err
+    err = refused_before_the_run(tmp_path, capsys, config, "--n_layer=2", "--seeds=(0,)", f"--block_size={short}")
     assert err.startswith(f"error: block_size={short} is shorter than") and f"pass --block_size={need} or more" in err
-    assert not out.exists() and not cache.exists()
