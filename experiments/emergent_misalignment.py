@@ -20,9 +20,10 @@ Arms (data: data/world.py finetune_set):
 
 Pipeline per pretraining seed (one process per base model; `workers` at once):
  1. base model (cache) and its evaluations; the "evil direction": per layer, the mean residual
-    (blocks.i.resid_post, over all tokens) of evil-persona forum threads minus good ones.
- 2. per fine-tune seed and arm: AdamW (fixed across arms, no weight decay, constant lr), loss on the
-    response only; at every step in `eval_steps`: off-domain class log-prob misalignment, valid mass
+    (blocks.i.resid_post; each thread's tokens averaged, then the threads) of evil-persona forum
+    threads minus good ones.
+ 2. per fine-tune seed and arm: AdamW by default (the same for every arm, no weight decay, constant
+    lr; `ft_optimizer`, `ft_schedule`, `ft_trains` change it), loss on the response only; at every step in `eval_steps`: off-domain class log-prob misalignment, valid mass
     and code mass; in-domain learning; code misalignment; cosine of the activation shift (last prompt
     token, off-domain <asst> prompts, layer `direction_layer`) with the evil direction.
  3. sampling (`samples` per held-out prompt, exact-match classes) at every checkpoint too: the sampled
@@ -34,9 +35,10 @@ Pipeline per pretraining seed (one process per base model; `workers` at once):
     added at one layer, and with its coordinate at every layer set to the insecure model's assistant
     mean (patched: is the coordinate alone enough?).
 
-Matched in-domain learning: insecure-code arms (insecure, backdoor triggered, insecure_decorrelated)
-at their first checkpoint with code misaligned >= `match_threshold`; the other arms of the same
-(pretraining seed, fine-tune seed) at the insecure arm's step (same number of updates).
+Matched in-domain learning: insecure-code arms (insecure, insecure_decorrelated, and backdoor, both
+readings, by its triggered code) at their first checkpoint with code misaligned >= `match_threshold`;
+the other arms of the same (pretraining seed, fine-tune seed) at the insecure arm's step (same number
+of updates), or at the last step when insecure is not run.
 
 results.json (at the matched checkpoint; `final` and `trajectory` beside it):
   {"arms": {ARM: {"offdomain_misaligned": STAT, "valid_fraction": STAT, "code_misaligned": STAT,
