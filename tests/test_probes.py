@@ -82,8 +82,9 @@ def test_first_gradient_predicts_the_first_step_of_sgd_and_adam(tiny_bases, monk
     # h is the gradient of the projection, g that of the arm's loss (first order, float32: a 2% tolerance)
     for d in (h / h.norm(), -g["insecure"] / g["insecure"].norm(), torch.randn(len(theta), generator=torch.Generator().manual_seed(0))):
         d = d / d.norm()
-        assert along(d, 1e-3, proj) == pytest.approx(float(h @ d), rel=0.02, abs=1e-5 * h.norm())
-        assert along(d, 1e-3, loss) == pytest.approx(float(g["insecure"] @ d), rel=0.02, abs=1e-5 * g["insecure"].norm())
+        assert along(d, 1e-3, proj) == pytest.approx(float(h @ d), rel=0.02, abs=1e-5 * float(h.norm()))
+        assert along(d, 1e-3, loss) == pytest.approx(float(g["insecure"] @ d), rel=0.02,
+                                                     abs=1e-5 * float(g["insecure"].norm()))
     # the printed numbers are what a small gradient step and a small sign step (Adam's first) do to the projection,
     # per unit step length and per |h|: the same size and sign as the finite differences
     sgd, adam = fg.scores(g["insecure"], h)
