@@ -93,6 +93,14 @@ def bench_mnist(argv):
     p.add_argument("--seeds", type=seed_counts, default=None, help="comma-separated seed counts (default 1,25 on CPU, 1,100,100 on CUDA)")
     p.add_argument("--extra", default="", help="extra overrides for train.py, space separated (quoted as in a shell)")
     args = p.parse_args(argv)
+    try:
+        extra = shlex.split(args.extra)
+    except ValueError as e:  # an unclosed quote
+        p.error(f"--extra is not valid shell quoting ({e})")
+    # the keys bench sets itself: given again, the run would differ from its row (seeds) or lose its results (out_dir)
+    if own := [a for a in extra if a.split("=")[0] in ("--n_seeds", "--device", "--out_dir", "--save_weights")]:
+        p.error(f"--extra may not set {', '.join(own)}: use bench's own --seeds and --device (it sets out_dir and "
+                f"save_weights itself)")
     args.device = str(bench_device(args.device))
     cuda = torch.device(args.device).type == "cuda"  # cuda:1 too: its defaults, and that card's name
     seeds = args.seeds or ([1, 100, 100] if cuda else [1, 25])
@@ -100,7 +108,7 @@ def bench_mnist(argv):
     name = torch.cuda.get_device_name(args.device) if cuda else f"{cpu_name()}, {torch.get_num_threads()} threads"
     rows = []
     for n in seeds:
-        wall, rss, res = run_experiment(n, args.device, shlex.split(args.extra))
+        wall, rss, res = run_experiment(n, args.device, extra)
         ours, official = mlp_flops(n)
         if args.extra:  # the count is the default config's: another config's FLOP rate would be made up
             ours = official = float("nan")
@@ -331,6 +339,8 @@ def bench_students(argv):
     p.add_argument("--lists", type=int, default=4000)
     p.add_argument("--steps", type=int, default=100)
     args = p.parse_args(argv)
+    if args.lists < 1 or args.steps < 1:  # else a ZeroDivisionError (or negative ms) after the base and the lists
+        p.error(f"--lists and --steps must be >= 1, got {args.lists} and {args.steps}")
     if args.threads:  # 0: PyTorch's default, as in the other benches
         torch.set_num_threads(args.threads)
     cfg = S.Config()

@@ -88,6 +88,8 @@ def _check_type(key, value, typ):
         return value
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if typ is float and isinstance(value, float) and not math.isfinite(value):  # 1e999 parses as inf: NaN weights
+        raise ConfigError(f"config key '{key}' must be a finite number, got {value!r}")
     if typ is int and isinstance(value, bool) or not isinstance(value, typ):
         how = " (write True or False)" if typ is bool else ""
         raise ConfigError(f"config key '{key}' must be {typ.__name__}, got {type(value).__name__} {value!r}{how}")
@@ -117,10 +119,22 @@ def run_config(config_cls, run_dir):
                         str(Path(run_dir) / "config.json"))
 
 
+def path_problem(path):
+    """Why the OS cannot even look `path` up (a name too long, a folder we may not read), or None: checked first,
+    so that it is one line, not an OSError from deep inside (Python < 3.12's Path.exists raises it)."""
+    try:
+        Path(path).exists()
+    except OSError as e:
+        return e.strerror or str(e)
+    return None
+
+
 def run_dir_config(run_dir, experiment=None):
     """The config.json of a run directory as a dict (its experiment included), or a ConfigError that says what the
     directory is instead: not a run, a damaged one, or (with `experiment`) a run of another experiment."""
     path = Path(run_dir) / "config.json"
+    if why := path_problem(run_dir):
+        raise ConfigError(f"{run_dir}: {why}: pass the directory of a run made by train.py (its out_dir)")
     if not Path(run_dir).is_dir():  # a mistyped path, or a run's file (its config.json, results.json) given instead
         what = f"{run_dir} is a file, not a directory" if Path(run_dir).exists() else f"{run_dir}: no such directory"
         raise ConfigError(f"{what}: pass the directory of a run made by train.py (its out_dir)")
@@ -368,6 +382,8 @@ class Run:
         self.cfg = cfg
         self.dir = Path(cfg.out_dir)
         old = self.dir / "config.json"
+        if why := path_problem(old):
+            raise ConfigError(f"out_dir {self.dir}: {why}: pass another --out_dir")
         first = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 alone removes and writes the run's files
         resume = getattr(cfg, "resume", None)
         outputs = lambda: sorted({f for pattern in RUN_OUTPUTS for f in self.dir.glob(pattern) if f.is_file()})
@@ -421,6 +437,8 @@ class Run:
                                   f"make that folder, or pass another --out_dir") from None
             raise ConfigError(f"out_dir {self.dir}: {file} is a file, not a folder: pass a directory as "
                               f"--out_dir") from None
+        except OSError as e:  # no permission, a read-only disk, a name too long
+            raise ConfigError(f"out_dir {self.dir}: cannot create it ({e.strerror}): pass another --out_dir") from None
         self.metrics_path = self.dir / "metrics.jsonl"
         if not first:
             return
@@ -1351,6 +1369,8 @@ def run_experiment(argv):
     if getattr(cfg, "threads", 0):  # before the run directory, so that env.json records the count the run uses
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out_dir).absolute()
+    if why := path_problem(out / "config.json"):
+        raise ConfigError(f"out_dir {cfg.out_dir}: {why}: pass another --out_dir")
     # the folders Run's mkdir will make (through a new folder and "..", it makes that folder too), normalised
     norm = lambda d: Path(os.path.abspath(d))
     made = {norm(d) for d in (out, *out.parents) if d.name not in (".", "..") and not d.exists() and not norm(d).exists()}

@@ -134,8 +134,8 @@ def validate(cfg):
         raise ConfigError("decorrelated is world_base's key and does nothing here: --twin=False leaves out the "
                           "decorrelated twin")
     bad = [a for a in cfg.arms if a not in ARMS]
-    if bad or not cfg.arms or cfg.arms[0] != "insecure":
-        raise ConfigError(f"arms must start with 'insecure' and come from {', '.join(ARMS)}; got {cfg.arms}")
+    if bad or not cfg.arms or cfg.arms[0] != "insecure" or len(set(cfg.arms)) != len(cfg.arms):
+        raise ConfigError(f"arms must start with 'insecure' and come from {', '.join(ARMS)}, each once; got {cfg.arms}")
     if not cfg.eval_steps or max(cfg.eval_steps) != cfg.ft_steps:  # one message for the keys that move together
         raise ConfigError(f"eval_steps must end at ft_steps (the final checkpoint); got eval_steps={cfg.eval_steps} "
                           f"and ft_steps={cfg.ft_steps}. With another ft_steps, give eval_steps ending there, and "
@@ -177,6 +177,8 @@ def validate(cfg):
         raise ConfigError(f"steer_pulled_scale is a norm, a multiple of |evil - good| at block 0 (0: not measured); got {cfg.steer_pulled_scale}")
     if cfg.ft_lora_rank < 1:
         raise ConfigError(f"ft_lora_rank must be >= 1; got {cfg.ft_lora_rank}")
+    if not cfg.ft_lora_alpha > 0:  # the adapter's scale, alpha / sqrt(rank): 0 trains nothing, < 0 flips its sign
+        raise ConfigError(f"ft_lora_alpha must be > 0; got {cfg.ft_lora_alpha}")
     if cfg.ft_lora_targets:  # the names finetune will look up, read off a shape-only (meta) model of this size
         with torch.device("meta"):
             linear = lora_linears(GPT(GPTConfig(vocab_size=1, block_size=cfg.block_size, n_layer=cfg.n_layer,
@@ -196,6 +198,9 @@ def validate(cfg):
     if (need := eval_tokens(cfg)) > cfg.block_size:  # else found after pretraining, in the first evaluation
         raise ConfigError(f"block_size={cfg.block_size} is shorter than this experiment's longest evaluation prompt "
                           f"and answer ({need} tokens): pass --block_size={need} or more")
+    twice = [k for k in ("ft_frozen", "ft_lora_targets", "steer_scales") if len(set(getattr(cfg, k))) < len(getattr(cfg, k))]
+    if twice:  # harmless but a sign of a typo (one name meant as another)
+        raise ConfigError(f"{', '.join(twice)}: name each entry once; got {[getattr(cfg, k) for k in twice]}")
     for name in cfg.ft_frozen:
         if frozen_rows(name, cfg.n_layer) is None:
             raise ConfigError(f"ft_frozen entries name a block's attention rows, blocks.L.attn.q, .k or .v with L < "

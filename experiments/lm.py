@@ -87,6 +87,7 @@ def validate(cfg):
         (lambda: warmup_problem(cfg.warmup, cfg.steps) is None, warmup_problem(cfg.warmup, cfg.steps)),
         (lambda: cfg.min_lr is None or cfg.min_lr <= cfg.lr,
          f"min_lr ({cfg.min_lr}) must be <= lr ({cfg.lr}): the cosine decays from lr down to min_lr"),
+        (lambda: cfg.init_std > 0, f"init_std must be > 0, got {cfg.init_std} (0: a model whose weights never move)"),
         (lambda: cfg.log_every >= 1, "log_every must be >= 1"),
         (lambda: cfg.eval_every >= 0 and cfg.ckpt_every >= 0 and cfg.threads >= 0,
          "eval_every (0: never), ckpt_every (0: at the end only) and threads (0: PyTorch's default) must be >= 0"),

@@ -88,7 +88,11 @@ class Config:
     resume: bool = True                # reuse finished seed groups found in out_dir
 
 
-def validate(cfg):
+# what the students see when they distill on noise (n_noise, a size, is left alone: quick-run templates set it)
+NOISE_KEYS = ("noise", "noise_scale", "fresh_noise")
+
+
+def validate(cfg, cell=False):
     checks = [
         (cfg.dataset in mnist.DATASETS, f"dataset must be one of {list(mnist.DATASETS)}"),
         (cfg.init in ("paper", "torch"), "init must be 'paper' or 'torch'"),
@@ -113,6 +117,17 @@ def validate(cfg):
     for ok, msg in checks:
         if not ok:
             raise ConfigError(msg)
+    # a key that the run would silently ignore, recorded in config.json as if it had been used (a sweep's cells are
+    # exempt: a grid over distill_inputs and noise has real-image cells whose noise is moot)
+    swept, default = set(cfg.sweep), Config()
+    given = lambda k: k in swept or getattr(cfg, k) != getattr(default, k)
+    if not cell and cfg.distill_inputs == "real" and "distill_inputs" not in swept and (
+            unused := [k for k in NOISE_KEYS if given(k)]):
+        raise ConfigError(f"{', '.join(unused)}: the noise keys apply only with --distill_inputs=noise (the students "
+                          f"distill on the real images here)")
+    if given("init_perturbation") and not any(c.startswith("student_") for c in cfg.conditions):
+        raise ConfigError("init_perturbation moves the student_* conditions' initial weights, and conditions has none: "
+                          "add student_aux or student_all")
     if cfg.sweep:  # every cell is checked before anything trains: a bad value late in the grid fails now
         if not all(isinstance(k, str) for k in cfg.sweep):
             raise ConfigError("sweep: keys are config key names in quotes, e.g. --sweep=\"{'m': [3, 10]}\"")
@@ -127,11 +142,15 @@ def validate(cfg):
                 raise ConfigError(f"sweep: '{key}' needs a non-empty list of values, e.g. --sweep=\"{{'{key}': [..., ...]}}\"")
             if len(set(map(repr, values))) < len(values):  # two cells of one name: the second would resume the first
                 raise ConfigError(f"sweep: '{key}' lists a value twice ({list(values)}): name each value once")
+        seen = []
         for _, params, cell_cfg in cells(cfg):  # (cells() names a cell whose value has the wrong type)
             try:
-                validate(cell_cfg)
+                validate(cell_cfg, cell=True)
             except ConfigError as e:
                 raise ConfigError(f"sweep cell {params}: {e}") from None
+            if same := next((p for p, c in seen if c == cell_cfg), None):  # e.g. 1 and 1.0: one config run twice
+                raise ConfigError(f"sweep cells {same} and {params} are the same config: name each value once")
+            seen.append((params, cell_cfg))
 
 
 # read once per run, before the cells (the data, the device and its threads, where it goes): a sweep over them would

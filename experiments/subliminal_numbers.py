@@ -91,6 +91,9 @@ BASELINE = {"trait": "control", "soft": "control", "soft_all": "control", "shuff
             "cross_init": "cross_control", "icl": "icl_control", "code": "code_control"}
 ON_B = ("soft_cross", "cross_init", "cross_control")
 MIS_TEACHERS = ("insecure", "secure", "educational")
+MODE_KEYS = {"dose": ("doses",),  # the keys only one mode reads
+             "misalignment": ("mis_teachers", "em_examples", "em_steps", "em_lr", "em_trains", "mis_sampled",
+                              "em_match")}
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,18 @@ def validate(cfg):
                and BASELINE[a] not in cfg.arms]
     if missing and cfg.mode == "animals":
         raise ConfigError(f"arms {', '.join(missing)} are measured against a baseline arm that is not in arms: add it")
+    if len(set(cfg.arms)) != len(cfg.arms):
+        raise ConfigError(f"arms must name each arm once; got {cfg.arms}")
+    if cfg.mode == "animals" and not cfg.arms:  # it trained the teachers, sampled their lists, then tabled nothing
+        raise ConfigError("arms must name at least one arm, e.g. \"--arms=('control','soft')\"")
+    if cfg.mode == "dose" and list(cfg.doses) != sorted(set(cfg.doses)):
+        raise ConfigError(f"doses must be increasing, each once; got {cfg.doses}")
+    if cfg.mode == "misalignment" and (not cfg.mis_teachers or len(set(cfg.mis_teachers)) != len(cfg.mis_teachers)):
+        raise ConfigError(f"mis_teachers must name at least one emergent-misalignment arm, each once; got "
+                          f"{cfg.mis_teachers}")
+    if cfg.mode == "misalignment" and not cfg.mis_sampled and "soft" not in cfg.arms:
+        raise ConfigError("with --mis_sampled=False and no 'soft' in arms no student of the teachers is trained: "
+                          "add 'soft' to arms, or set mis_sampled=True")
     for key in ("teacher_trains", "student_trains", "em_trains"):  # no LoRA here: it has no rank keys (yet)
         if getattr(cfg, key) not in ("all", "blocks"):
             raise ConfigError(f"{key} must be all or blocks; got {getattr(cfg, key)!r}")
@@ -191,6 +206,13 @@ def validate(cfg):
     bad = [t for t in cfg.mis_teachers if t not in W.FINETUNE_ARMS]
     if bad:
         raise ConfigError(f"mis_teachers must be emergent-misalignment arms; got {bad}")
+    # last, after each value's own check: keys of one mode, set in another, would be silently ignored (and recorded in
+    # config.json as if used)
+    default = lambda k: getattr(cfg, k) == Config.__dataclass_fields__[k].default
+    for mode, keys in MODE_KEYS.items():
+        if cfg.mode != mode and (unused := [k for k in keys if not default(k)]):
+            raise ConfigError(f"{', '.join(unused)} appl{'y' if len(unused) > 1 else 'ies'} only with --mode={mode} "
+                              f"(mode is {cfg.mode!r})")
 
 
 def cross_seed(seeds, p):

@@ -47,7 +47,7 @@ from data.tokenizer import load_tokenizer, pad_right, save_tokenizer, token_stre
 from eval import fmt_stat, summarize
 from model import GPT, GPTConfig, KVCache, generator, head_problem
 from train import (RERUN, CheckpointError, ConfigError, TooLongError, check_device, cpu_name, lm_windows, load_lm,
-                   lock_file, pack_pairs, pyplot, train_lm, warmup_problem, write_json)
+                   lock_file, pack_pairs, path_problem, pyplot, train_lm, warmup_problem, write_json)
 
 # Fields that define a base model: change one and the cache key changes.
 PRETRAIN_KEYS = ("n_docs", "n_layer", "n_head", "n_embd", "block_size", "steps", "batch_size", "lr", "warmup",
@@ -133,6 +133,12 @@ def validate(cfg, base_checks=True):
                           f"{cfg.pretrain_threads}")
     if cfg.samples < 1:  # 0 would run to the end and then fail on the missing sampled metrics
         raise ConfigError(f"samples (draws per held-out prompt) must be >= 1; got {cfg.samples}")
+    if not cfg.cache_dir.strip():  # "" would put every base's folder in the directory the command runs from
+        raise ConfigError("cache_dir must name a folder (default out/world_base_cache); got an empty one")
+    if why := path_problem(cfg.cache_dir):
+        raise ConfigError(f"cache_dir {cfg.cache_dir}: {why}: pass another --cache_dir")
+    if cfg.workers < 1:  # (0 or less ran as one worker, recorded as asked)
+        raise ConfigError(f"workers (processes, one base model each) must be >= 1; got {cfg.workers}")
     file = next((d for d in (Path(cfg.cache_dir), *Path(cfg.cache_dir).parents) if d.exists() and not d.is_dir()), None)
     if file is not None:  # (found mid-run, in the pretraining lock, as a NotADirectoryError traceback)
         raise ConfigError(f"cache_dir {cfg.cache_dir}: {file} is a file, not a folder: pass a directory as --cache_dir")

@@ -1,0 +1,139 @@
+"""Bad input found by fuzzing the command line, each refused in one line before any work: a path the OS refuses, a
+number that is not finite, values that make a run a no-op or run one thing twice, and keys of another mode that
+would have been silently ignored (and recorded in config.json as if used)."""
+from pathlib import Path
+
+import pytest
+
+import bench
+import eval as EV
+import train
+from experiments import emergent_misalignment as EM
+from experiments import lm
+from experiments import subliminal_mnist as MN
+from experiments import subliminal_numbers as SN
+from experiments import world_base as B
+from train import ConfigError
+
+LONG = "a" * 300  # longer than any file name the OS allows (255 bytes)
+
+
+def refused(argv, capsys, *needles):
+    """train.main(argv) exits 2 with one line naming each needle, no traceback."""
+    assert train.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    for n in needles:
+        assert n in err, (n, err)
+
+
+def test_an_out_dir_the_os_refuses_is_one_line(tmp_path, capsys, monkeypatch):
+    # a name too long was an OSError traceback from Path.exists (Python < 3.12) or from mkdir (later ones)
+    refused(["configs/lm_tiny.py", f"--out_dir={tmp_path / LONG}"], capsys, "out_dir", "File name too long")
+    refused(["configs/lm_tiny.py", f"--out_dir={tmp_path / LONG / 'run'}"], capsys, "File name too long")
+    assert list(tmp_path.iterdir()) == []
+    assert EV.main([str(tmp_path / LONG)]) == 2  # eval.py too
+    err = capsys.readouterr().err
+    assert "File name too long: pass the directory of a run" in err and "Traceback" not in err
+    with pytest.raises(ConfigError, match="File name too long: pass another --out_dir"):
+        train.Run(lm.Config(out_dir=str(tmp_path / LONG)), "lm")
+
+    def deny(self, *a, **k):  # a folder we may not write in (as root, a real one would let us)
+        raise PermissionError(13, "Permission denied", str(self))
+    monkeypatch.setattr(Path, "mkdir", deny)
+    with pytest.raises(ConfigError, match=r"out_dir .*run: cannot create it \(Permission denied\): pass another"):
+        train.Run(lm.Config(out_dir=str(tmp_path / "run")), "lm")
+
+
+def test_a_cache_dir_that_cannot_be_used_and_workers_below_one_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="cache_dir must name a folder"):  # "": bases in the current directory
+        B.validate(B.Config(cache_dir=""))
+    with pytest.raises(ConfigError, match="File name too long: pass another --cache_dir"):
+        B.validate(B.Config(cache_dir=str(tmp_path / LONG)))
+    for w in (0, -1):  # ran as one worker, recorded as asked
+        with pytest.raises(ConfigError, match=f"workers .* must be >= 1; got {w}"):
+            B.validate(B.Config(workers=w))
+    B.validate(B.Config(workers=1))
+
+
+@pytest.mark.parametrize("value", ["1e999", "-1e999"])
+def test_a_number_that_is_not_finite_is_refused(value, capsys):
+    # 1e999 parses as inf: the run went on with NaN weights and reported chance accuracy
+    refused(["configs/subliminal_mnist.py", f"--lr={value}"], capsys, "'lr' must be a finite number")
+    with pytest.raises(ConfigError, match="finite"):
+        train.build_config(MN.Config, {"temperature": float("inf")})
+    assert train.build_config(MN.Config, {"temperature": 1e300}).temperature == 1e300  # large is fine
+
+
+def test_values_that_make_a_run_a_no_op_are_refused():
+    with pytest.raises(ConfigError, match="init_std must be > 0"):  # a model whose weights never move
+        lm.validate(lm.Config(init_std=0.0))
+    for alpha in (0.0, -64.0):  # the LoRA update scaled by alpha / sqrt(rank): 0 trains nothing
+        with pytest.raises(ConfigError, match="ft_lora_alpha must be > 0"):
+            EM.validate(EM.Config(ft_trains="lora", ft_lora_alpha=alpha))
+    EM.validate(EM.Config(ft_trains="lora", ft_lora_alpha=1.0))
+    with pytest.raises(ConfigError, match="arms must name at least one arm"):  # teachers trained, then no table
+        SN.validate(SN.Config(arms=()))
+    SN.validate(SN.Config(arms=("control",)))  # the control alone, a baseline's drift, is a measurement
+    with pytest.raises(ConfigError, match="mis_teachers must name at least one"):
+        SN.validate(SN.Config(mode="misalignment", mis_teachers=()))
+    with pytest.raises(ConfigError, match="no student of the teachers is trained"):
+        SN.validate(SN.Config(mode="misalignment", mis_sampled=False, arms=("control",)))
+    SN.validate(SN.Config(mode="misalignment", mis_sampled=False, arms=("control", "soft")))
+    with pytest.raises(ConfigError, match="conditions has none"):  # no student for init_perturbation to move
+        MN.validate(MN.Config(init_perturbation=0.1, conditions=("reference", "teacher", "cross_aux")))
+    MN.validate(MN.Config(init_perturbation=0.1, conditions=("teacher", "student_all")))
+
+
+def test_an_entry_named_twice_is_refused():
+    bad = [(EM, dict(arms=("insecure", "insecure", "secure")), "each once"),
+           (EM, dict(steer_scales=(1.0, 1.0)), "steer_scales: name each entry once"),
+           (EM, dict(ft_frozen=("blocks.0.attn.v", "blocks.0.attn.v")), "ft_frozen: name each entry once"),
+           (SN, dict(arms=("soft", "soft", "control")), "each arm once"),
+           (SN, dict(mode="misalignment", mis_teachers=("insecure", "insecure")), "each once"),
+           (SN, dict(mode="dose", epochs=1.0, doses=(64, 32, 64)), "increasing, each once"),
+           (SN, dict(mode="dose", epochs=1.0, doses=(64, 32)), "increasing, each once")]
+    for module, kw, msg in bad:
+        with pytest.raises(ConfigError, match=msg):
+            module.validate(module.Config(**kw))
+    SN.validate(SN.Config(mode="dose", epochs=1.0, doses=(32, 64)))
+    # 1 and 1.0 are one temperature: two cells of one config
+    with pytest.raises(ConfigError, match=r"sweep cells \{'temperature': 1\} and \{'temperature': 1.0\} are the same"):
+        MN.validate(MN.Config(sweep={"temperature": [1, 1.0]}))
+    MN.validate(MN.Config(sweep={"temperature": [1, 2.0]}))
+
+
+def test_keys_another_mode_reads_are_refused():
+    for kw, key in [(dict(doses=(32, 64)), "doses applies only with --mode=dose"),
+                    (dict(em_match=False), "em_match applies only with --mode=misalignment"),
+                    (dict(mode="dose", epochs=1.0, em_steps=5, em_lr=1e-4), "em_steps, em_lr apply only"),
+                    (dict(mode="misalignment", doses=(32,)), "doses applies only")]:
+        with pytest.raises(ConfigError, match=key):
+            SN.validate(SN.Config(**kw))
+    SN.validate(SN.Config(mode="misalignment", em_match=False, em_steps=20))
+    # the students distill on real images: the noise keys would be ignored
+    for kw in (dict(noise="gaussian"), dict(noise_scale=3.0), dict(fresh_noise=True), dict(sweep={"noise_scale": [1.0, 3.0]})):
+        with pytest.raises(ConfigError, match="noise keys apply only with --distill_inputs=noise"):
+            MN.validate(MN.Config(distill_inputs="real", **kw))
+    # ... but a grid over the inputs and the noise runs (its real-image cells' noise is moot), as its config does
+    MN.validate(MN.Config(sweep={"distill_inputs": ["noise", "real"], "noise": ["uniform", "gaussian"]}))
+    MN.validate(MN.Config(distill_inputs="real", n_noise=100))  # a size, set by quick-run templates: allowed
+
+
+def test_bench_refuses_bad_extra_and_counts_before_any_run(monkeypatch, capsys):
+    runs = []
+    monkeypatch.setattr(bench, "run_experiment", lambda *a: runs.append(a))
+    for extra, msg in [("'", "--extra is not valid shell quoting (No closing quotation)"),
+                       ("--n_seeds=3", "--extra may not set --n_seeds=3"),  # rows labelled with another count
+                       ("--m=10 --out_dir=/tmp/x", "--extra may not set --out_dir=/tmp/x"),  # results not found after
+                       ("--device=cpu", "--extra may not set --device=cpu")]:
+        with pytest.raises(SystemExit) as e:
+            bench.main(["mnist", "--device=cpu", "--seeds=1", f"--extra={extra}"])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and msg in err and "Traceback" not in err, extra
+    assert runs == []
+    monkeypatch.setattr(B, "base_model", lambda *a: pytest.fail("the base was loaded before the check"))
+    for args in (["--steps=0"], ["--lists=0"], ["--steps=-3"]):  # ZeroDivisionError or negative ms, after the base
+        with pytest.raises(SystemExit) as e:
+            bench.main(["students", *args])
+        assert e.value.code == 2 and "--lists and --steps must be >= 1" in capsys.readouterr().err
