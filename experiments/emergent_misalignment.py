@@ -284,21 +284,32 @@ def in_domain(model, tok, arm, fmt, world=None, seen=0):
     return code_mis, target, B.lp_summary(unseen)["mis_lp"] if unseen else None
 
 
+def doc_kind(d):
+    return "asst" if d.fmt == "asst" else d.turns[0].persona.kind
+
+
+def direction_docs(cfg, seed, tok):
+    """The documents doc_means reads for pretraining seed `seed`: good and evil forum threads and `<asst>` chats of
+    at most block_size tokens, drawn anew from the world; a ConfigError when a kind has none (a mean over no
+    document is NaN everywhere after it). Cheap: `run` checks every seed before any base model is loaded."""
+    docs = W.generate(cfg.n_direction_docs, seed=seed_int(seed, "direction") % 2 ** 31, config=B.world_config(cfg))
+    docs = [d for d in docs if doc_kind(d) in ("good", "evil", "asst") and len(tok.encode(d.text).ids) <= cfg.block_size]
+    if missing := [k for k in ("good", "evil", "asst") if not any(doc_kind(d) == k for d in docs)]:
+        raise ConfigError(f"n_direction_docs={cfg.n_direction_docs} gave no {' or '.join(missing)} document "
+                          f"(of at most {cfg.block_size} tokens) for the evil direction: raise n_direction_docs")
+    return docs
+
+
 @torch.no_grad()
 def doc_means(model, tok, cfg, seed):
     """Per layer, mean resid_post over the tokens of each kind of pretraining document (mean over each
     document's tokens, then over documents): good and evil forum threads, and `<asst>` chats. The evil
     direction is evil - good; the `<asst>` mean is where the base assistant sits on it (mean-ablation)."""
-    docs = W.generate(cfg.n_direction_docs, seed=seed_int(seed, "direction") % 2 ** 31, config=B.world_config(cfg))
-    kind = lambda d: "asst" if d.fmt == "asst" else d.turns[0].persona.kind
-    docs = [d for d in docs if kind(d) in ("good", "evil", "asst") and len(tok.encode(d.text).ids) <= cfg.block_size]
+    docs, kind = direction_docs(cfg, seed, tok), doc_kind
     names = [f"blocks.{i}.resid_post" for i in range(cfg.n_layer)]
     dev = next(model.parameters()).device
     sums = {k: torch.zeros(cfg.n_layer, cfg.n_embd, device=dev) for k in ("good", "evil", "asst")}
     counts = {k: sum(1 for d in docs if kind(d) == k) for k in sums}
-    if missing := [k for k, n in counts.items() if not n]:  # a mean over no document: NaN everywhere after it
-        raise ConfigError(f"n_direction_docs={cfg.n_direction_docs} gave no {' or '.join(missing)} document "
-                          f"(of at most {cfg.block_size} tokens) for the evil direction: raise n_direction_docs")
     for s in range(0, len(docs), 256):  # right-padded batches: causal attention keeps the pads unseen
         chunk = docs[s:s + 256]
         ids = [tok.encode(d.text).ids for d in chunk]
@@ -789,6 +800,9 @@ def saved_unit(cfg, seed, decorrelated, path):
 
 def run(cfg, run):
     t0 = time.time()
+    tok = W.build_tokenizer(B.world_config(cfg))  # the bases' vocabulary (base_model checks it)
+    for seed in cfg.seeds:  # else found after a base is pretrained (minutes) or loaded
+        direction_docs(cfg, seed, tok)
     units = B.parallel_map(saved_unit, [(cfg, *job) for job in unit_jobs(cfg, run.dir)], cfg.workers)
     for u in units:
         run.log(stage="unit", seed=u["seed"], decorrelated=u["decorrelated"], seconds=u["seconds"])
