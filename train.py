@@ -147,11 +147,35 @@ def run_dir_config(run_dir, experiment=None):
     return values
 
 
-def check_out(path, option="--out"):
+def check_out(path, option="--out", figure=False):
     """An analysis script's --out FILE (or its `option` of another name), checked before its work (minutes) rather
-    than when it writes: exits with one line unless the file's folder exists."""
+    than when it writes: exits with one line unless the file's folder exists and the path is not a folder; with
+    `figure`, unless its extension is one matplotlib writes (a figure saved as .txt was a traceback after the work)."""
     if not (path and Path(path).parent.is_dir()):
         sys.exit(f"{option} needs a file in an existing directory, not {path!r}")
+    if Path(path).is_dir():
+        sys.exit(f"{option} {path} is a directory: give a file name in it")
+    if figure:
+        from matplotlib.backend_bases import FigureCanvasBase
+        kinds = FigureCanvasBase.get_supported_filetypes()
+        if Path(path).suffix[1:].lower() not in kinds:
+            sys.exit(f"{option} {path}: a figure needs an extension matplotlib writes ({', '.join(sorted(kinds))})")
+
+
+def read_json(path, what, keys=()):
+    """A JSON file an analysis script reads (`what` names it, e.g. "an --out file of em_bos_vector.py"), or a
+    ConfigError in one line: missing, a folder, not readable JSON, or (with `keys`) not an object holding them."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path} {'is a directory' if path.is_dir() else 'not found'}: expected {what}")
+    try:
+        obj = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is not readable JSON ({e}): expected {what} (delete a damaged one and rerun the "
+                          f"script that writes it)") from None
+    if keys and not (isinstance(obj, dict) and all(k in obj for k in keys)):
+        raise ConfigError(f"{path} is not {what}: it lacks {', '.join(k for k in keys if not isinstance(obj, dict) or k not in obj)}")
+    return obj
 
 
 def run_results(run_dir, experiment):

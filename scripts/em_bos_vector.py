@@ -56,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data.tokenizer import pad_right  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from eval import fmt_ratio, mean_ci, summarize  # noqa: E402
-from train import check_out, cli, pyplot  # noqa: E402
+from train import check_out, cli, pyplot, read_json  # noqa: E402
 from em_base_pull import checked_bases  # noqa: E402
 import em_optimizer_parts as OP  # noqa: E402
 import em_value_sources as VS  # noqa: E402
@@ -311,7 +311,7 @@ def main(argv):
         check_out(opts["out"])
     rows = []
     if pool:  # the bases of several --out files (of one arm and one --at)
-        held = [json.loads(Path(f).read_text()) for f in runs]
+        held = [read_json(f, "an --out file of em_bos_vector.py", ("arm", "at", "per_base")) for f in runs]
         if len({(h["arm"], h["at"]) for h in held}) > 1:
             sys.exit("--pool takes files of one arm and one --at")
         rows, arm, at, runs = [r for h in held for r in h["per_base"]], held[0]["arm"], held[0]["at"], []

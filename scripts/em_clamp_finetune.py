@@ -35,7 +35,7 @@ from eval import mean_ci, summarize  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from model import generator, seed_int  # noqa: E402
-from train import cli, run_config, run_results, write_json  # noqa: E402
+from train import cli, read_json, run_config, run_results, write_json  # noqa: E402
 from em_code_direction import decision_prompts, orth  # noqa: E402
 from em_patch_tokens import coords  # noqa: E402
 
@@ -166,7 +166,7 @@ def main(argv):
         write_json(run_dir / f"clamp_world_{p}.json", world_rows)
     # every world done so far (this run's and a parallel one's), JSON's string step keys from here on
     rows = [r for p in sorted({p for p, _ in seeds}) if (run_dir / f"clamp_world_{p}.json").exists()
-            for r in json.loads((run_dir / f"clamp_world_{p}.json").read_text())]
+            for r in read_json(run_dir / f"clamp_world_{p}.json", "a world's rows of em_clamp_finetune.py")]
     steps = [str(s) for s in steps]
     # at each arm's own matched checkpoint (first with seen-task code >= threshold) and at fixed steps
     summary = {}

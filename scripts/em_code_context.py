@@ -33,7 +33,7 @@ from data import world as W  # noqa: E402
 from eval import mean_ci, summarize  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
-from train import check_out, cli, run_config, run_results  # noqa: E402
+from train import check_out, cli, read_json, run_config, run_results  # noqa: E402
 from em_patch_tokens import answer_batch, mis_lp  # noqa: E402
 
 FORMATS = ("alone", "after_secure", "after_insecure", "after_chat", "after_numbers", "after_mis_chat")
@@ -116,7 +116,7 @@ def main(argv):
         check_out(given)
     out = Path(given) if given else run_dir / name
     if out.is_file() and not given:  # checked before the fine-tunes run
-        held = json.loads(out.read_text())["per_seed"]
+        held = read_json(out, "the code_context.json of em_code_context.py", ("per_seed",))["per_seed"]
         held = set(held[0]) - {"seed", "matched", "base", "check_vs_run"} if held else set()
         if held != set(arms):
             sys.exit(f"{out} holds the arms {sorted(held)}, not {sorted(arms)}: pass --out=FILE to keep both")

@@ -137,7 +137,7 @@ def main(argv):
             or "out" in opts and len(opts) > 1:  # --reference and --at print tables only
         sys.exit(__doc__)
     if "out" in opts:
-        check_out(opts["out"])
+        check_out(opts["out"], figure=True)
     for r in runs + [opts.get("reference", runs[0])]:
         run_results(r, "emergent_misalignment")  # each a finished EM run, or a one-line error now
     if "at" in opts:

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data import world as W  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
-from train import check_out, cli, run_config  # noqa: E402
+from train import check_out, cli, read_json, run_config  # noqa: E402
 from em_base_pull import cached_base  # noqa: E402
 
 
@@ -74,7 +74,7 @@ def main(argv):
         check_out(given[0])
     out = Path(given[0]) if given else Path(argv[0]) / "format_separation.json"
     if out.is_file() and not given:  # another set of runs measured there: keep it
-        held = json.loads(out.read_text())
+        held = read_json(out, "the format_separation.json of em_format_separation.py", ("runs",))
         if (held["runs"], held.get("pooled", False)) != (argv, pool):
             sys.exit(f"{out} holds the runs {held['runs']} (pooled: {held.get('pooled', False)}): pass --out=FILE "
                      "to keep both")

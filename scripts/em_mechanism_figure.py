@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eval import summarize  # noqa: E402
-from train import ConfigError, cli, pyplot  # noqa: E402
+from train import ConfigError, check_out, cli, pyplot  # noqa: E402
 
 DIRS = ("code", "evil", "random", "context", "lesson")
 ARMS = {"unclamped": "black", "clamped": "tab:red", "random_clamped": "tab:gray"}
@@ -49,6 +49,7 @@ def main(argv):
     direction_runs, clamp_runs = rest[:split], rest[split + 1:]
     if not direction_runs and not clamp_runs or any(a.startswith("-") for a in direction_runs + clamp_runs):
         sys.exit(__doc__)  # nothing to draw (no argument, or --help), or an option it does not take
+    check_out(str(out), figure=True)
     plt = pyplot()
     fig, axes = plt.subplots(1, len(direction_runs) + 2, figsize=(4.2 * (len(direction_runs) + 2), 3.6))
     bars = {}
@@ -82,7 +83,6 @@ def main(argv):
                          fontsize=8)
         axes[-1].legend(fontsize=7)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
     plt.close(fig)  # callers (tests, notebooks) draw several in one process
     print(f"wrote {out}")

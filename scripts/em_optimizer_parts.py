@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from eval import fmt_ratio, summarize  # noqa: E402
-from train import ConfigError, check_out, cli, finetune, pyplot, run_config  # noqa: E402
+from train import ConfigError, check_out, cli, finetune, pyplot, read_json, run_config  # noqa: E402
 from em_base_pull import checked_bases  # noqa: E402
 from em_first_step import group_of, scored_step, unlike_default  # noqa: E402
 
@@ -157,7 +157,7 @@ def run_check(run, seed, traj):
     unit = run / f"unit_world_{seed}.json"
     if not unit.is_file():
         return None
-    theirs = json.loads(unit.read_text())["runs"][0]["traj"]["insecure"]
+    theirs = read_json(unit, "a unit file of an emergent_misalignment run", ("runs",))["runs"][0]["traj"]["insecure"]
     common = [s for s in traj if s and str(s) in theirs]
     return max(abs(traj[s]["off"] - theirs[str(s)]["mis_lp"]) for s in common)
 
@@ -247,13 +247,13 @@ def main(argv):
     froms = "from" in opts
     out = Path(opts.get("from") or opts.get("out") or runs[0] / "optimizer_parts.json")
     if froms:  # JSON keys are strings: the steps back to ints
-        held = json.loads(out.read_text())
+        held = read_json(out, "an --out file of em_optimizer_parts.py", ("runs", "excluded", "per_base"))
         runs, excluded, rows = held["runs"], held["excluded"], held["per_base"]
         for r in rows:
             r["traj"] = {name: {int(t): v for t, v in traj.items()} for name, traj in r["traj"].items()}
     else:
         rows, excluded = [], []
-        held = json.loads(out.read_text()) if out.is_file() else None
+        held = read_json(out, "an --out file of em_optimizer_parts.py", ("runs", "per_base")) if out.is_file() else None
         if held and (held["runs"] != [str(r) for r in runs] or list(held["per_base"][0]["traj"]) != list(optimizers)):
             sys.exit(f"{out} holds an analysis of other runs or optimizers: pass --out=FILE.json for this one")
     configs = {str(r): run_config(EM.Config, r) for r in ([] if froms else runs)}

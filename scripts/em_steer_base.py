@@ -64,7 +64,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from experiments import emergent_misalignment as EM  # noqa: E402
 from eval import mean_ci, summarize  # noqa: E402
 from model import generator  # noqa: E402
-from train import cli, pyplot  # noqa: E402
+from train import check_out, cli, pyplot, read_json  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from em_base_pull import checked_bases, fine_tune_loss  # noqa: E402
 from em_bos_vector import evil_unit  # noqa: E402
@@ -132,7 +132,7 @@ def held_rows(runs, name, mode=""):
         f = run / name
         if not f.is_file():
             sys.exit(f"error: {f} not found: run `python scripts/em_steer_base.py {mode}{run}` first")
-        held.append(json.loads(f.read_text()))
+        held.append(read_json(f, f"the {name} of em_steer_base.py", ("scales", "per_base")))
     if len({tuple(h["scales"]) for h in held}) > 1:
         sys.exit(f"{mode}--pool takes runs measured at the same --scales")
     return held[0]["scales"], [r for h in held for r in h["per_base"]]
@@ -351,6 +351,8 @@ def main(argv):
             or is_route + is_undo > 1):
         sys.exit(__doc__)
     if is_pool:
+        if opts.get("figure"):
+            check_out(opts["figure"], "--figure", figure=True)
         route_pool(runs) if is_route else undo_pool(runs) if is_undo else pool(runs, opts.get("figure"))
         return
     try:

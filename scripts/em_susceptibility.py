@@ -39,7 +39,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eval import summarize  # noqa: E402
-from train import check_out, cli, pyplot, run_results  # noqa: E402
+from train import check_out, cli, pyplot, read_json, run_results  # noqa: E402
 
 PULL = ("pull", "pull_secure", "pull_contrast", "pull_random", "code_steer", "code_repr")  # em_base_pull.py
 FIRST = ("sign_off", "grad_off", "grad_matched_off", "secure_sign_off")  # em_first_step.py, and sign_off_GROUP
@@ -108,7 +108,7 @@ def per_base(step, runs):
         for name, keys in (("format_separation.json", ("separation",)), ("base_pull.json", PULL),
                            ("first_step.json", FIRST), ("steer_base.json", STEER), ("steer_route.json", ROUTE)):
             if (Path(run) / name).is_file():
-                held = json.loads((Path(run) / name).read_text())
+                held = read_json(Path(run) / name, f"the {name} its script writes", ("per_base",))
                 for row in held["per_base"]:  # the same world number in another run may be another world config
                     if name == "steer_route.json":
                         row = {**row, **route_predictors(row, min(held["scales"]))}

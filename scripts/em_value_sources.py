@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from eval import summarize  # noqa: E402
-from train import check_out, cli, pyplot  # noqa: E402
+from train import check_out, cli, pyplot, read_json  # noqa: E402
 from em_base_pull import checked_bases  # noqa: E402
 import em_optimizer_parts as OP  # noqa: E402
 
@@ -178,7 +178,7 @@ def main(argv):
         check_out(opts["out"])
     rows = {"late": [], "whole": [], "revert": []}
     if pool:  # the shares over the bases of several --out files, of one arm and format, each base once
-        held = [json.loads(Path(f).read_text()) for f in runs]
+        held = [read_json(f, "an --out file of em_value_sources.py", ("late", "whole")) for f in runs]
         kinds = {(h["arm"], h["fmt"]) for h in held if "arm" in h}  # (files written before 2026-12-03 have none)
         if len(kinds) > 1:
             sys.exit(f"the files hold different fine-tunes or formats {sorted(kinds)}: pool one arm and --fmt at a time")

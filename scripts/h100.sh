@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The device check, as one prepared script for a lent GPU (see README, "Speed" and "The transformer"):
-# a smoke run, the MNIST benchmark, the paper-scale run, the GPT benchmark, the emergent-misalignment timings,
-# then the cross-init and other follow-up sweeps while time is left. Each stage has its own time limit.
+# The device check, as one prepared script for a lent GPU (see README, "Speed" and "The transformer"). The
+# checks still open come first: the 100-seed MNIST run as a fresh process (twice: cold and warm file cache),
+# the emergent-misalignment default config from an empty base cache, the GPT benchmark (and the GPT-2 shape at
+# a larger batch), then the MNIST benchmark, the quick EM config and the follow-up sweeps while time is left.
+# Each stage has its own time limit; logs and run folders come back as $OUT/runs.tgz.
 #   DATA_DIR=.devdata OUT=/tmp/h100 bash scripts/h100.sh
 set -uo pipefail
 export PYTHONUNBUFFERED=1
@@ -19,16 +21,19 @@ stage() {  # stage NAME LIMIT CMD...: run CMD with at most LIMIT seconds (less i
 }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$L/gpu.txt"
 python -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" | tee -a "$L/gpu.txt"
-T() { python train.py "configs/$1.py" --device=cuda --data_dir="$DATA" --save_weights=False --out_dir="out/gpu/$1" "${@:2}"; }
-export -f T; export DATA
-stage smoke 60 T subliminal_mnist --n_seeds=2 --epochs=1 --distill_epochs=1 --out_dir=out/gpu/smoke
-stage bench_mnist 90 python bench.py mnist --device=cuda --seeds=1,100 --extra="--data_dir=$DATA"
-stage main100 60 T subliminal_mnist --n_seeds=100
-stage bench_gpt 240 python bench.py gpt --device=cuda
-# issue 4's H100 goal (default EM config from scratch <= 3 min): a fresh cache, one process per base model
+# T: an MNIST run; E: an EM run; both print the fresh process's wall time (start-up included)
+T() { local t=$(date +%s.%N); python train.py "configs/$1.py" --device=cuda --data_dir="$DATA" --save_weights=False --out_dir="out/gpu/$1" "${@:2}"
+      echo "wall $(python -c "print(f'{$(date +%s.%N) - $t:.2f}')") s"; }
 E() { local t=$SECONDS; python train.py "configs/$1.py" --device=cuda --out_dir="out/gpu/$1" "${@:2}"; echo "wall $((SECONDS - t)) s"; }
-export -f E
+export -f T E; export DATA
+stage main100 60 T subliminal_mnist --n_seeds=100
+stage main100_again 60 T subliminal_mnist --n_seeds=100 --out_dir=out/gpu/main100_again
+# issue 4's GPU goal (default EM config from scratch <= 3 min): a fresh cache, one process per base model
 stage em_default 240 E emergent_misalignment --workers=6
+stage bench_gpt 150 python bench.py gpt --device=cuda --budget=80
+stage gpt_batch32 90 python -c "import torch, bench; torch.backends.cuda.matmul.allow_tf32 = True
+r = bench.bench_gpt_train('gpt2-124M', 32, 15, torch.device('cuda'), compile=True, bf16=True); print(r)"
+stage bench_mnist 90 python bench.py mnist --device=cuda --seeds=1,100 --extra="--data_dir=$DATA"
 stage em_quick 120 E emergent_misalignment_quick
 stage cross_head100 60 T subliminal_mnist --n_seeds=100 --out_dir=out/gpu/cross_head \
     --conditions="['reference','teacher','student_aux','cross_head_aux','cross_head_all']"

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from em_base_pull import checked_bases  # noqa: E402
 from em_first_step import arm_grads, scored_step  # noqa: E402
 import em_optimizer_parts as OP  # noqa: E402
-from train import check_out, cli  # noqa: E402
+from train import check_out, cli, read_json  # noqa: E402
 
 PARTS = ("ln_1", "q", "k", "v", "proj")
 
@@ -57,10 +57,12 @@ def main(argv):
     runs = [a for a in argv if not a.startswith("--")]
     if outs:
         check_out(outs[0])
+    if "--pool" in argv and (not runs or len(runs) + 1 != len(argv)):  # no file (a table of nan), or an option
+        sys.exit(__doc__)
     if "--pool" in argv:  # the shares over the bases of several --out files
         rows = {"first": [], "late": []}
         for f in runs:
-            for k, rs in json.loads(Path(f).read_text()).items():
+            for k, rs in read_json(f, "an --out file of probe_attn0_parts.py", ("first", "late")).items():
                 rows[k] += rs
         runs = []
     elif not runs or len(runs) + len(outs) != len(argv):

@@ -26,7 +26,7 @@ def main(argv):
     out, specs = argv[i + 1], argv[:i] + argv[i + 2:]
     if not specs:
         sys.exit(__doc__)
-    check_out(out)
+    check_out(out, figure=True)
     sides = []
     for spec in specs:
         run, _, arm = spec.partition(":")

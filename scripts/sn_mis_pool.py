@@ -77,7 +77,7 @@ def main(argv):
             log = True
         elif key == "--figure":
             figure = value
-            check_out(figure, "--figure")
+            check_out(figure, "--figure", figure=True)
         elif key == "--bases":
             keep = parse_bases(value)
         elif not value.isdigit():

@@ -149,3 +149,49 @@ def test_too_few_direction_documents_stop_the_em_run_before_any_base_model(tmp_p
     docs = EM.direction_docs(EM.Config(), 0, tok)  # what doc_means reads: the three kinds, each fitting the model
     assert {EM.doc_kind(d) for d in docs} == {"good", "evil", "asst"}
     assert max(len(tok.encode(d.text).ids) for d in docs) <= EM.Config().block_size
+
+
+def test_an_analysis_scripts_out_is_checked_before_its_work(tmp_path):
+    # a folder, or a figure in a format matplotlib does not write: a traceback after the work (minutes)
+    for path, figure, msg in [(tmp_path, False, "is a directory: give a file name in it"),
+                              (tmp_path / "f.txt", True, "a figure needs an extension matplotlib writes"),
+                              (tmp_path / "f", True, "a figure needs an extension"),  # matplotlib added .png, unsaid
+                              (tmp_path / "new" / "f.png", True, "needs a file in an existing directory")]:
+        with pytest.raises(SystemExit, match=msg):
+            train.check_out(str(path), figure=figure)
+    train.check_out(str(tmp_path / "f.PDF"), figure=True)
+    train.check_out(str(tmp_path / "f.json"))
+
+
+def test_a_json_file_a_script_reads_is_missing_damaged_or_another_kind_in_one_line(tmp_path):
+    what = "an --out file of some script"
+    (tmp_path / "cut.json").write_text('{"per_base": [')
+    (tmp_path / "other.json").write_text('{"arms": {}}')
+    (tmp_path / "list.json").write_text('[1, 2]')
+    for path, msg in [(tmp_path / "nope.json", "nope.json not found: expected an --out file"),
+                      (tmp_path, "is a directory: expected an --out file"),
+                      (tmp_path / "cut.json", "cut.json is not readable JSON"),
+                      (tmp_path / "other.json", "other.json is not an --out file of some script: it lacks per_base"),
+                      (tmp_path / "list.json", "list.json is not an --out file of some script: it lacks per_base")]:
+        with pytest.raises(ConfigError, match=msg):
+            train.read_json(path, what, ("per_base",))
+    assert train.read_json(tmp_path / "list.json", what) == [1, 2]  # no keys asked: any JSON
+    (tmp_path / "ok.json").write_text('{"per_base": []}')
+    assert train.read_json(tmp_path / "ok.json", what, ("per_base",)) == {"per_base": []}
+
+
+@pytest.mark.parametrize("script, args, msg", [
+    ("em_bos_vector", ["--pool", "{run}/results.json"], "is not an --out file of em_bos_vector.py: it lacks arm"),
+    ("em_value_sources", ["--pool", "{tmp}/nope.json"], "nope.json not found"),
+    ("probe_attn0_parts", ["--pool", "{run}"], "is a directory: expected an --out file of probe_attn0_parts.py"),
+    ("em_optimizer_parts", ["--from={run}/results.json"], "it lacks runs, excluded, per_base")])
+def test_scripts_given_a_file_of_another_kind_say_so_in_one_line(script, args, msg, tmp_path):
+    import subprocess
+    import sys
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").write_text('{"arms": {}}')
+    argv = [a.format(run=run, tmp=tmp_path) for a in args]
+    out = subprocess.run([sys.executable, f"scripts/{script}.py", *argv], cwd=train.ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2 and msg in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]

@@ -260,14 +260,20 @@ def test_bench_mnist_rows_are_the_runs_at_the_default_configs_flop_count(monkeyp
 
 
 def test_bench_mnist_seeds_extra_and_gpu_defaults(monkeypatch, capsys):
-    """--seeds is a comma list; another config's FLOP rate would be made up (nan); any CUDA device runs 1,100,100."""
+    """--seeds is a comma list; another config's FLOP rate would be made up (nan), unless its keys leave the matmuls
+    alone (data_dir, bf16, lr, ...); any CUDA device runs 1,100,100."""
     runs = []
     monkeypatch.setattr(bench, "run_experiment", lambda n, device, extra: runs.append((n, device, extra)) or (2.0, 1.0, RESULTS))
     bench.bench_mnist(["--device=cpu", "--seeds=3, 5", "--extra=--bf16=True  --m=10"])
     out = capsys.readouterr().out
     assert runs == [(3, "cpu", ["--bf16=True", "--m=10"]), (5, "cpu", ["--bf16=True", "--m=10"])]
-    assert "nan TFLOP/s executed (nan FLOP/seed in the official script, nan here; FLOPs counted for the default config only)" in out
+    assert "nan TFLOP/s executed (nan FLOP/seed in the official script, nan here; FLOPs counted for the default sizes, " \
+           "epochs and conditions only)" in out
     assert "subliminal MNIST, with --bf16=True  --m=10, " in out and "| 5 | 2.0 | 1.00 | nan | 0.943 |" in out
+    # keys that leave the matmuls as they are keep the count (a GPU run points --data_dir at its copy of MNIST)
+    assert bench.FLOP_NEUTRAL <= {f.name for f in dataclasses.fields(E.Config)}  # a misspelt key would never match
+    bench.bench_mnist(["--device=cpu", "--seeds=1", "--extra=--data_dir=elsewhere --bf16=True --lr=0.001"])
+    assert capsys.readouterr().out.endswith(f"| 1 | 2.0 | 1.00 | {OURS / 2 / 1e12:.3f} | 0.943 | 0.520 | 0.101 |\n")
     # --extra is split as a shell splits it (a quoted value keeps its spaces); a condition the run lacks is nan
     runs.clear()
     only = {"conditions": {"teacher": {"mean": 0.9}}}
