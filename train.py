@@ -178,6 +178,28 @@ def read_json(path, what, keys=()):
     return obj
 
 
+def seed_args(args, what="base seed"):
+    """Seeds given as a script's positional arguments -> ints, or a ConfigError naming the one that is not (int() said
+    only "invalid literal", in a traceback)."""
+    bad = [a for a in args if not a.isdigit()]
+    if bad:
+        raise ConfigError(f"{bad[0]!r} is not a {what} (a whole number >= 0)")
+    return [int(a) for a in args]
+
+
+def distinct(paths, what="run"):
+    """`paths` as given, each once, or a ConfigError: a run (or file) given twice, also under another spelling of its
+    path, would count its seeds twice and narrow an interval with nothing new."""
+    seen = {}
+    for p in paths:
+        key = Path(p).resolve()
+        if key in seen:
+            also = "" if str(seen[key]) == str(p) else f" (as {seen[key]} and {p})"
+            raise ConfigError(f"{seen[key]} is given twice{also}: give each {what} once")
+        seen[key] = p
+    return paths
+
+
 def run_results(run_dir, experiment):
     """The results.json of a finished run of `experiment` (what the analysis scripts read), or a ConfigError that
     says what the directory is instead (run_dir_config's cases, or a run that has not finished)."""

@@ -247,6 +247,17 @@ def base_model(cfg, seed, decorrelated=False, log=print):
 _NOTED = set()  # the cached bases whose other machine kind was noted
 
 
+def check_cached(cfg, seeds, decorrelated=False, who="this script"):
+    """For a script that reads the bases of a finished run, before its work: every base of `seeds` is in the cache, or
+    one line. (base_model would pretrain a missing one: minutes on a CPU, and not the run's base on another machine.)"""
+    missing = [p for p in seeds if not cache_stem(cfg, p, decorrelated).with_suffix(".json").is_file()]
+    if missing:
+        raise ConfigError(f"{'twin ' if decorrelated else ''}base{'s' if len(missing) > 1 else ''} "
+                          f"{', '.join(map(str, missing))} of this config {'are' if len(missing) > 1 else 'is'} not in "
+                          f"the cache {cfg.cache_dir}: {who} does not pretrain; run the run's own command first (it "
+                          f"pretrains and caches its bases), or check the seeds")
+
+
 def _pretrain(cfg, seed, decorrelated, stem, log):
     """Pretrain the base model of `seed` and cache it at `stem` (the caller holds its pretrain_lock). It checkpoints
     to `partial` at each log line and resumes from there when an earlier pretraining was interrupted (exact: the

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eval import group_means, n_undefined, summarize  # noqa: E402
-from train import ConfigError, cli, run_results  # noqa: E402
+from train import ConfigError, cli, distinct, run_results  # noqa: E402
 from experiments.emergent_misalignment import BASE_FMT, SHARE_ARMS, share  # noqa: E402
 
 
@@ -77,6 +77,7 @@ def main(argv):
     bad = [a for a in runs + others if a.startswith("-")]
     if bad:  # an option it does not take would be read as a run directory ("--shar: no such directory")
         sys.exit(f"error: unknown option {bad[0]}; the options are --minus and --share")
+    distinct(runs + others)  # a run on both sides of --minus, too
     inc = measure(step, runs)
     if others:  # paired per (base, fine-tune seed) against the same seeds in the other runs
         sub = measure(step, others)

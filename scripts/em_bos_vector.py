@@ -56,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data.tokenizer import pad_right  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from eval import fmt_ratio, mean_ci, summarize  # noqa: E402
-from train import check_out, cli, pyplot, read_json  # noqa: E402
+from train import check_out, cli, distinct, pyplot, read_json  # noqa: E402
 from em_base_pull import checked_bases  # noqa: E402
 import em_optimizer_parts as OP  # noqa: E402
 import em_value_sources as VS  # noqa: E402
@@ -308,7 +308,10 @@ def main(argv):
     if at not in ("last", "mean"):
         sys.exit(f"--at takes last (the default) or mean, not {at!r}")
     if "out" in opts:
+        if Path(opts["out"]).suffix != ".json":  # the figure goes beside it as FILE.png: --out=v.png was overwritten
+            sys.exit(f"--out={opts['out']}: give a FILE.json (its figure is written beside it, as FILE.png)")
         check_out(opts["out"])
+    distinct(runs, "run or file")
     rows = []
     if pool:  # the bases of several --out files (of one arm and one --at)
         held = [read_json(f, "an --out file of em_bos_vector.py", ("arm", "at", "per_base")) for f in runs]

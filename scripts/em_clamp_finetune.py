@@ -124,8 +124,12 @@ def main(argv):
     seeds = [tuple(k) for k in res["seeds"]]
     matched = dict(zip(seeds, res["arms"]["insecure"]["step"]["per_seed"]))
     steps = sorted(cfg.eval_steps)
+    todo = sorted({p for p, _ in seeds if worlds is None or p in worlds})
+    if not todo:  # (it wrote a table of nan)
+        sys.exit(f"--worlds={spec}: none of the run's bases {sorted({p for p, _ in seeds})}")
+    B.check_cached(cfg, [p for p in todo if not (run_dir / f"clamp_world_{p}.json").exists()], who="em_clamp_finetune.py")
     rows = []
-    for p in sorted({p for p, _ in seeds if worlds is None or p in worlds}):
+    for p in todo:
         if (run_dir / f"clamp_world_{p}.json").exists():  # done by an earlier or a parallel run of this script
             continue
         world_rows = []

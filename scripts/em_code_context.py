@@ -120,6 +120,7 @@ def main(argv):
         held = set(held[0]) - {"seed", "matched", "base", "check_vs_run"} if held else set()
         if held != set(arms):
             sys.exit(f"{out} holds the arms {sorted(held)}, not {sorted(arms)}: pass --out=FILE to keep both")
+    B.check_cached(cfg, sorted({p for p, _ in seeds}), who="em_code_context.py")
     rows, items = [], context_items(B.world_config(cfg))
     for k, (p, f) in enumerate(seeds):
         base, tok = B.base_model(cfg, p, False)

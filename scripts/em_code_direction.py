@@ -44,7 +44,7 @@ from eval import summarize  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from model import seed_int  # noqa: E402
-from train import cli, run_config, run_results  # noqa: E402
+from train import cli, distinct, run_config, run_results  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from em_patch_tokens import answer_batch, coords, mis_lp  # noqa: E402
@@ -136,11 +136,16 @@ def main(run_dirs):
     if not run_dirs or any(r.startswith("--") for r in run_dirs):
         sys.exit(__doc__)
     torch.set_num_threads(1)  # as the run's workers
-    for run_dir in map(Path, run_dirs):
+    distinct(run_dirs)
+    runs = []
+    for run_dir in map(Path, run_dirs):  # every run checked before the work: a bad last one must not stop it midway
         cfg = run_config(EM.Config, run_dir)
         if cfg.code_tasks < 2 or not cfg.ft_code_tasks or cfg.ft_code_tasks >= cfg.code_tasks:
             sys.exit(f"{run_dir}: needs a run with code_tasks > 1 and 0 < ft_code_tasks < code_tasks (an unseen task)")
         res = run_results(run_dir, "emergent_misalignment")  # a run not finished: one line
+        B.check_cached(cfg, sorted({p for p, _ in res["seeds"]}), who="em_code_direction.py")
+        runs.append((run_dir, cfg, res))
+    for run_dir, cfg, res in runs:
         matched = res["arms"]["insecure"]["step"]["per_seed"]
         rows = []
         for i, (p, f) in enumerate(tuple(k) for k in res["seeds"]):

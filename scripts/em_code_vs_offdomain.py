@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eval import group_means, mean_ci, summarize  # noqa: E402
-from train import ConfigError, check_out, cli, pyplot, run_results  # noqa: E402
+from train import ConfigError, check_out, cli, distinct, pyplot, run_results  # noqa: E402
 
 
 def logit(q):
@@ -136,6 +136,7 @@ def main(argv):
             or "at" in opts and (len(opts) > 1 or not 0 < _float(opts["at"]) < 1) \
             or "out" in opts and len(opts) > 1:  # --reference and --at print tables only
         sys.exit(__doc__)
+    distinct(runs)
     if "out" in opts:
         check_out(opts["out"], figure=True)
     for r in runs + [opts.get("reference", runs[0])]:

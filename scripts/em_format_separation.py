@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data import world as W  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
-from train import check_out, cli, read_json, run_config  # noqa: E402
+from train import check_out, cli, distinct, read_json, run_config  # noqa: E402
 from em_base_pull import cached_base  # noqa: E402
 
 
@@ -70,6 +70,7 @@ def main(argv):
     argv = [a for a in argv if a != "--pool" and not a.startswith("--out=")]
     if not argv or any(a.startswith("--") for a in argv):
         sys.exit(__doc__)
+    distinct(argv)
     if given:
         check_out(given[0])
     out = Path(given[0]) if given else Path(argv[0]) / "format_separation.json"

@@ -75,6 +75,7 @@ def main(run_dir):
     step = cfg.ablation_step or cfg.ft_steps
     if not cfg.ablation_step:
         print("the run has no ablation_step: using the last checkpoint")
+    B.check_cached(cfg, sorted({p for p, _ in res["seeds"]}), who="em_patch_tokens.py")
     out = []
     for p, f in [tuple(k) for k in res["seeds"]]:
         base, tok = B.base_model(cfg, p, False)

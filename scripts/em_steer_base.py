@@ -64,7 +64,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from experiments import emergent_misalignment as EM  # noqa: E402
 from eval import mean_ci, summarize  # noqa: E402
 from model import generator  # noqa: E402
-from train import check_out, cli, pyplot, read_json  # noqa: E402
+from train import check_out, cli, distinct, pyplot, read_json  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from em_base_pull import checked_bases, fine_tune_loss  # noqa: E402
 from em_bos_vector import evil_unit  # noqa: E402
@@ -350,6 +350,7 @@ def main(argv):
     if (not runs or len(opts) + is_pool + is_route + is_undo != len(flags) or set(opts) - allowed
             or is_route + is_undo > 1):
         sys.exit(__doc__)
+    distinct(runs)
     if is_pool:
         if opts.get("figure"):
             check_out(opts["figure"], "--figure", figure=True)
@@ -359,6 +360,8 @@ def main(argv):
         scales = [float(x) for x in opts.get("scales", "0.1,0.2,0.3").split(",")]
     except ValueError:
         sys.exit(f"--scales takes numbers separated by commas, not {opts['scales']!r}")
+    if not all(0 < a < float("inf") for a in scales) or len(set(scales)) < len(scales):  # (nan failed after the work)
+        sys.exit(f"--scales takes distinct finite numbers > 0, not {opts['scales']!r}")
     missing = [r for r in runs if not (Path(r) / "results.json").is_file()]
     if missing:
         sys.exit(f"error: no results.json in {', '.join(missing)}: give finished runs of configs/emergent_misalignment.py")

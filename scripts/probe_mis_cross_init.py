@@ -19,16 +19,17 @@ from data import world as W  # noqa: E402
 from experiments import subliminal_numbers as S  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from model import seed_int  # noqa: E402
-from train import cli, run_config  # noqa: E402
+from train import cli, run_config, seed_args  # noqa: E402
 
 
 def main(argv):
     if len(argv) < 3:
         sys.exit(__doc__)
-    run, p, others = argv[0], int(argv[1]), [int(q) for q in argv[2:]]
+    run, (p, *others) = argv[0], seed_args(argv[1:])
     cfg = run_config(S.Config, run)
     if cfg.mode != "misalignment":
         sys.exit(f"{run} is a {cfg.mode!r} run; this probe needs a misalignment run")
+    B.check_cached(cfg, [p, *others], who="probe_mis_cross_init.py")
     torch.manual_seed(0)  # as the run's unit starts
     A, tok = B.base_model(cfg, p)
     seed = seed_int("subliminal-misalignment", p, 0)

@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments import subliminal_numbers as S  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from model import seed_int  # noqa: E402
-from train import cli, run_config, soft_kl  # noqa: E402
+from train import cli, run_config, seed_args, soft_kl  # noqa: E402
 
 
 @torch.no_grad()
@@ -39,10 +39,14 @@ def main(argv):
     if len(argv) < 2:
         sys.exit(__doc__)
     torch.set_num_threads(1)
+    seeds = seed_args(argv[1:])
     cfg = run_config(S.Config, argv[0])
+    if cfg.mode == "misalignment":  # its teachers are fine-tuned on code, not animals (the probe read them as owls)
+        sys.exit(f"{argv[0]} is a misalignment run; this probe reads the animal teachers of an animals or dose run")
+    B.check_cached(cfg, seeds, who="probe_number_order.py")
     print(f"{'base':>4} {'animal':>6} {'conditional':>11} {'marginal':>9} {'marg / cond':>11}  (nats per number)")
     rows = []
-    for p in map(int, argv[1:]):
+    for p in seeds:
         torch.manual_seed(0)  # as the run's unit starts
         A, tok = B.base_model(cfg, p)
         seed = seed_int("subliminal-numbers", p, 0)  # student seed 0's held-out lists, as in the run

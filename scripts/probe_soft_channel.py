@@ -18,27 +18,40 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments import subliminal_numbers as S  # noqa: E402
 from experiments import world_base as B  # noqa: E402
-from train import finetune  # noqa: E402
+from train import ConfigError, finetune  # noqa: E402
 
 if len(sys.argv) < 3 or sys.argv[1].startswith("-"):  # LRS and STEPS are needed; --help
     sys.exit(__doc__)
 torch.set_num_threads(1)
-lrs, steps = [float(x) for x in sys.argv[1].split(",")], int(sys.argv[2])
-p = int(sys.argv[3]) if len(sys.argv) > 3 else 0
-n_lists = int(sys.argv[4]) if len(sys.argv) > 4 else 4000
-schedule = sys.argv[5] if len(sys.argv) > 5 else "constant"
-temperature = float(sys.argv[6]) if len(sys.argv) > 6 else 1.0  # of the training loss; the KL printed is at T = 1
-optimizer = sys.argv[7] if len(sys.argv) > 7 else "adamw"  # sgd: plain gradient descent, the theorem's setting
-# TEACHER = OPTIMIZER:LR[:blocks] (e.g. sgd:0.1) trains the teacher that way instead of the default (adamw:3e-4);
-# ":blocks" freezes the (tied) token embedding during the teacher's fine-tune, so the trait must go into the blocks;
-# a number (adamw:1e-3:blocks:1000) is its step limit (default 300)
-teacher_kw = {}
-if len(sys.argv) > 8:
-    t_opt, t_lr, *rest = sys.argv[8].split(":")
-    teacher_kw = dict(teacher_optimizer=t_opt, teacher_lr=float(t_lr), teacher_trains="blocks" if "blocks" in rest else "all")
-    teacher_kw.update({"teacher_max_steps": int(r) for r in rest if r.isdigit()})
-student_trains = sys.argv[9] if len(sys.argv) > 9 else "all"  # blocks: the student's token embedding stays frozen
-cfg = S.Config(arms=("soft", "control"), animals=("owl",), n_lists=n_lists, **teacher_kw)
+try:  # a mistyped argument: one line and the usage, before the base is loaded (not a ValueError traceback after)
+    lrs, steps = [float(x) for x in sys.argv[1].split(",")], int(sys.argv[2])
+    p = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+    n_lists = int(sys.argv[4]) if len(sys.argv) > 4 else 4000
+    schedule = sys.argv[5] if len(sys.argv) > 5 else "constant"
+    temperature = float(sys.argv[6]) if len(sys.argv) > 6 else 1.0  # of the training loss; the KL printed is at T = 1
+    optimizer = sys.argv[7] if len(sys.argv) > 7 else "adamw"  # sgd: plain gradient descent, the theorem's setting
+    # TEACHER = OPTIMIZER:LR[:blocks] (e.g. sgd:0.1) trains the teacher that way instead of the default (adamw:3e-4);
+    # ":blocks" freezes the (tied) token embedding during the teacher's fine-tune, so the trait must go into the
+    # blocks; a number (adamw:1e-3:blocks:1000) is its step limit (default 300)
+    teacher_kw = {}
+    if len(sys.argv) > 8:
+        t_opt, t_lr, *rest = sys.argv[8].split(":")
+        teacher_kw = dict(teacher_optimizer=t_opt, teacher_lr=float(t_lr),
+                          teacher_trains="blocks" if "blocks" in rest else "all")
+        teacher_kw.update({"teacher_max_steps": int(r) for r in rest if r.isdigit()})
+    student_trains = sys.argv[9] if len(sys.argv) > 9 else "all"  # blocks: the student's token embedding stays frozen
+    bad = [v for v, ok in ((schedule, ("constant", "cosine")), (optimizer, ("adamw", "sgd")),
+                           (student_trains, ("all", "blocks"))) if v not in ok]
+    if bad or len(sys.argv) > 10 or min(lrs) <= 0 or steps < 1 or p < 0 or n_lists < 1:
+        raise ValueError(f"unexpected value {bad[0]!r}" if bad else "a value out of range, or too many arguments")
+    cfg = S.Config(arms=("soft", "control"), animals=("owl",), n_lists=n_lists, **teacher_kw)
+    S.validate(cfg)  # e.g. a teacher optimizer it does not know
+except (ValueError, TypeError, ConfigError) as e:
+    sys.exit(f"error: {e}\n\n{__doc__}")
+try:
+    B.check_cached(cfg, [p], who="probe_soft_channel.py")
+except ConfigError as e:
+    sys.exit(f"error: {e}")
 A, tok = B.base_model(cfg, p)
 teacher, info = S.make_teacher(A, tok, cfg, p, "owl")
 seed = S.seed_int("subliminal-numbers", p, 0)

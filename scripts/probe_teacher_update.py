@@ -17,13 +17,26 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments import subliminal_numbers as S  # noqa: E402
 from experiments import world_base as B  # noqa: E402
+from train import ConfigError  # noqa: E402
 
 if sys.argv[1:2] and sys.argv[1].startswith("-"):  # --help
     sys.exit(__doc__)
 torch.set_num_threads(1)
-p = int(sys.argv[1]) if len(sys.argv) > 1 else 0
-teachers = sys.argv[2:] or ["adamw:3e-4", "sgd:0.1"]
 cfg = S.Config(arms=("soft",), animals=("owl",))
+try:  # a mistyped argument or an uncached base: one line, before any work (not a traceback after the first teacher)
+    p = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+    teachers = sys.argv[2:] or ["adamw:3e-4", "sgd:0.1"]
+    for spec in teachers:
+        opt, _, lr = spec.partition(":")
+        try:
+            ok = opt in ("adamw", "sgd") and 0 < float(lr) < float("inf")
+        except ValueError:  # not a number
+            ok = False
+        if not ok:
+            raise ValueError(f"{spec!r}: expected OPTIMIZER:LR, adamw or sgd and an lr > 0, e.g. sgd:0.1")
+    B.check_cached(cfg, [p], who="probe_teacher_update.py")
+except (ValueError, ConfigError) as e:
+    sys.exit(f"error: {e}\n\n{__doc__}")
 A, tok = B.base_model(cfg, p)
 nums = torch.tensor(S.number_ids(tok))
 # each part of the update: (which embedding rows are kept, whether the other weights are kept)

@@ -26,7 +26,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from eval import mean_ci, summarize  # noqa: E402
 from experiments.subliminal_numbers import mode_results  # noqa: E402
-from train import check_out, cli, pyplot  # noqa: E402
+from train import check_out, cli, distinct, pyplot  # noqa: E402
 
 
 METRICS = ("offdomain_misaligned", "valid_fraction")
@@ -86,6 +86,7 @@ def main(argv):
             lists = int(value)
     if not argv:
         sys.exit(__doc__)
+    distinct([a for a in argv if a != "--minus"])  # a run on both sides of --minus, too
     if "--minus" in argv:
         if log or figure:  # (a --figure= here was parsed, then nothing was drawn)
             sys.exit(f"{'--log' if log else '--figure='} with --minus is not supported: it is for one pooled set of "

@@ -1,6 +1,7 @@
 """Bad input found by fuzzing the command line, each refused in one line before any work: a path the OS refuses, a
 number that is not finite, values that make a run a no-op or run one thing twice, and keys of another mode that
 would have been silently ignored (and recorded in config.json as if used)."""
+import json
 from pathlib import Path
 
 import pytest
@@ -195,3 +196,65 @@ def test_scripts_given_a_file_of_another_kind_say_so_in_one_line(script, args, m
     out = subprocess.run([sys.executable, f"scripts/{script}.py", *argv], cwd=train.ROOT, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 2 and msg in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]
+
+
+def test_a_run_given_twice_is_refused_before_any_reading(tmp_path):
+    """The same run twice (or on both sides of --minus) counted its seeds twice: a narrower interval, nothing new."""
+    from conftest import load_script
+    a = tmp_path / "a"
+    assert train.distinct([str(a), str(tmp_path / "b")]) == [str(a), str(tmp_path / "b")]
+    with pytest.raises(ConfigError, match=r"a is given twice \(as .*a and .*/\.\./a\): give each run once"):
+        train.distinct([str(a), str(tmp_path / "b" / ".." / "a")])  # another spelling of one path
+    # none of these runs exists: the refusal comes before anything is read
+    for script, argv in [("em_at_step", ["matched", str(a), "--minus", str(a)]),
+                         ("sn_mis_pool", [str(a), "--minus", str(a)]),
+                         ("em_code_vs_offdomain", [str(a), str(a)]),
+                         ("em_format_separation", [str(a), str(a)]),
+                         ("em_steer_base", ["--pool", str(a), str(a)]),
+                         ("em_first_step", [str(a), str(a)])]:
+        with pytest.raises(ConfigError, match="is given twice: give each run once"):
+            load_script(script).main(argv)
+
+
+def test_scripts_that_read_a_runs_bases_refuse_an_uncached_one_before_any_work(tmp_path):
+    """They pretrained it instead (minutes per base on a CPU, and on another machine not the run's base)."""
+    cfg = B.Config(cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(ConfigError, match=r"bases 0, 2 of this config are not in the cache .*cache: x.py does not pretrain"):
+        B.check_cached(cfg, [0, 2], who="x.py")
+    with pytest.raises(ConfigError, match="twin base 1 of this config is not in the cache"):
+        B.check_cached(cfg, [1], decorrelated=True)
+    for p in (0, 2):  # a finished base is marked by its .json (written last)
+        stem = B.cache_stem(cfg, p, False)
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        stem.with_suffix(".json").write_text("{}")
+    B.check_cached(cfg, [0, 2])
+    B.check_cached(cfg, [])
+
+
+def test_probe_arguments_are_checked_in_one_line_before_any_base_is_loaded(tmp_path):
+    import subprocess
+    import sys
+    from conftest import load_script
+    assert train.seed_args(["3", "10"]) == [3, 10]
+    with pytest.raises(ConfigError, match="'x' is not a base seed"):
+        train.seed_args(["3", "x"])
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"experiment": "subliminal_numbers", "mode": "misalignment",
+                                                 "cache_dir": str(tmp_path / "cache")}))
+    with pytest.raises(SystemExit, match="is a misalignment run; this probe reads the animal teachers"):
+        load_script("probe_number_order").main([str(run), "0"])
+    with pytest.raises(ConfigError, match="'-1' is not a base seed"):
+        load_script("probe_mis_cross_init").main([str(run), "0", "-1"])
+    with pytest.raises(ConfigError, match=r"bases 0, 1 of this config are not in the cache"):
+        load_script("probe_mis_cross_init").main([str(run), "0", "1"])
+    for script, argv, msg in [("probe_soft_channel", ["3e-4", "x"], "invalid literal for int()"),
+                              ("probe_soft_channel", ["3e-4", "10", "0", "64", "cosin"], "unexpected value 'cosin'"),
+                              ("probe_soft_channel", ["3e-4", "10", "0", "64", "constant", "1", "adamw", "adam:1e-3"],
+                               "teacher_optimizer must be adamw or sgd"),
+                              ("probe_teacher_update", ["0", "sgd"], "'sgd': expected OPTIMIZER:LR"),
+                              ("probe_teacher_update", ["x"], "invalid literal for int()")]:
+        out = subprocess.run([sys.executable, f"scripts/{script}.py", *argv], cwd=train.ROOT, capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 1 and out.stderr.startswith("error: ") and msg in out.stderr, (argv, out.stderr[-2000:])
+        assert "Traceback" not in out.stderr

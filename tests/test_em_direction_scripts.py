@@ -211,6 +211,7 @@ def clamp_run(tmp_path, monkeypatch, tok, unclamped_code):
                 "code_unseen_misaligned": 0.2, "valid_frac": 0.9}
 
     monkeypatch.setattr(B, "base_model", lambda cfg, p, dec: (tiny_gpt(tok), tok))
+    monkeypatch.setattr(B, "check_cached", lambda *a, **k: None)  # stands in for a cached base
     monkeypatch.setattr(EM, "doc_means", lambda base, tok_, cfg, p: {"evil": evil[p], "good": torch.zeros(2, 16)})
     monkeypatch.setattr(cl, "code_direction", lambda cfg, base, tok_, p, f, step, e: [torch.full((16,), 10. * p + f)] * 2)
     monkeypatch.setattr(cl, "train_insecure", fake_train)
@@ -275,6 +276,7 @@ def test_code_direction_main_matched_checkpoints_and_shares_removed_of_means(tmp
                        "cos_train_evil": [0.1 * s, 0.2 * s]}
         return {s: r(s) for s in steps}
     monkeypatch.setattr(cd, "one_seed", fake_one_seed)
+    monkeypatch.setattr(B, "check_cached", lambda *a, **k: None)  # one_seed above stands in for the cached bases
     cd.main([str(run)])
     assert asked == [(3, 0, [2, 20]), (4, 1, [5, 20])]
     got = json.loads((run / "code_direction.json").read_text())
@@ -294,6 +296,7 @@ def test_code_direction_one_seed_reads_its_shifts_and_patches_the_insecure_coord
     base = tiny_gpt(tok3)
     evil = torch.randn(2, 16, generator=torch.Generator().manual_seed(2))
     monkeypatch.setattr(B, "base_model", lambda cfg_, p, dec: (base, tok3))
+    monkeypatch.setattr(B, "check_cached", lambda *a, **k: None)  # stands in for a cached base
     monkeypatch.setattr(EM, "doc_means", lambda *a: {"evil": evil, "good": torch.zeros(2, 16)})
     r = cd.one_seed(cfg, 0, 1, [3])[3]
     # what is left of the shift off the evil direction: |shift|^2 (1 - cos^2)
@@ -352,6 +355,7 @@ def code_context_run(tmp_path, monkeypatch, tok, n_seeds=2):
         asked.append((data, steps))
         return {s: {"tag": torch.tensor(100 * data + s)} for s in steps}
     monkeypatch.setattr(B, "base_model", lambda cfg, p, dec: (Tagged(), tok))
+    monkeypatch.setattr(B, "check_cached", lambda *a, **k: None)  # stands in for a cached base
     monkeypatch.setattr(EM, "arm_data", lambda arm, base, tok_, cfg, p, f: (arms[arm], 0))
     monkeypatch.setattr(EM, "arm_snapshots", fake_snapshots)
     monkeypatch.setattr(cc, "answer_batch", lambda tok_, items: (items,))

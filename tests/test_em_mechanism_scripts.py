@@ -320,6 +320,7 @@ def test_patch_tokens_main_patches_each_model_with_the_others_coordinates(monkey
     tuned = {100: b, 101: c}  # fine-tune seed index f -> its insecure model (through its ft seed 100 + f)
     seen = []
     monkeypatch.setattr(pt.B, "base_model", lambda cfg, p, train: (copy.deepcopy(a), tok))
+    monkeypatch.setattr(pt.B, "check_cached", lambda *a, **k: None)  # the base above stands in for a cached one
     monkeypatch.setattr(pt.EM, "doc_means", lambda *args: means)
     monkeypatch.setattr(pt.EM, "arm_data", lambda arm, base, tok, cfg, p, f: seen.append((arm, p, f)) or ("d", 100 + f))
     monkeypatch.setattr(pt.EM, "arm_snapshots", lambda m, data, cfg, seed, steps: seen.append(steps) or

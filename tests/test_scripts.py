@@ -320,9 +320,9 @@ def test_sn_pool_log_scale_geometric_means_and_ratios(tmp_path, pool):
     z = fake_sn_run(tmp_path / "z", [3, 4], {"control": [0.0, 0.0], "insecure": [0.01, 0.01]})
     out = pool("--log", "--lists=16000", z)
     assert "control                0.0013 [0.0013, 0.0013]" in out
-    check_refused(pool, "--log", "--lists=16000", a, "--minus", a, match="--log with --minus is not supported")  # said so
+    check_refused(pool, "--log", "--lists=16000", a, "--minus", z, match="--log with --minus is not supported")  # said so
     fig = tmp_path / "f.png"
-    check_refused(pool, f"--figure={fig}", "--lists=16000", a, "--minus", a, match="--figure= with --minus is not")
+    check_refused(pool, f"--figure={fig}", "--lists=16000", a, "--minus", z, match="--figure= with --minus is not")
     pool(f"--figure={fig}", "--log", "--lists=16000", a)  # returns: no error exit
     assert fig.stat().st_size > 1000
 
@@ -356,7 +356,11 @@ def test_sn_pool_pairs_per_base_and_refuses_shared_bases(tmp_path, pool):
     assert command.returncode == 0 and command.stdout == out, command.stderr
     low = fake_sn_run(tmp_path / "c", [4, 5], {"control": [0.0, 0.0], "insecure": [0.1, 0.0]}, valid=0.1)
     assert "(below half the base: not readable)" in pool("--lists=16000", low)
-    check_refused(pool, "--lists=16000", a, a, match="share bases")
+    twin = fake_sn_run(tmp_path / "a2", [0, 1], {"control": [0.01, 0.02], "insecure": [0.03, 0.05]})
+    check_refused(pool, "--lists=16000", a, twin, match="share bases")
+    for twice in ([a, a], [a, "--minus", a]):  # the same run itself: refused before it is read
+        with pytest.raises(ConfigError, match="is given twice: give each run once"):
+            pool("--lists=16000", *twice)
     check_refused(pool, "--lists=8000", a, match="no students after 8000 lists")  # a dose the run did not measure: an error, not zeros
     extra = fake_sn_run(tmp_path / "d", [6, 7], {"control": [0.01, 0.01], "insecure": [0.02, 0.02], "secure": [0.0, 0.0]},
                         teachers={"insecure": [0.1, 0.2]})  # teachers in one run only: not named among the students
@@ -1247,8 +1251,14 @@ def test_em_bos_vector_summary_is_ratios_of_means_and_paired_differences(tmp_pat
     assert json.loads(out.read_text())["summary"]["n_bases"] == 3 and out.with_suffix(".png").stat().st_size > 1000
     (tmp_path / "b.json").write_text(json.dumps({"arm": "secure", "at": "last", "per_base": rows[2:]}))
     check_refused(call, "em_bos_vector", "--pool", a, b, match="one arm")
-    check_refused(call, "em_bos_vector", "--pool", a, a, match="appears twice")
-    check_refused(call, "em_bos_vector", "--pool", a, "--out=", match="existing directory")
+    (tmp_path / "a_copy.json").write_text((tmp_path / "a.json").read_text())
+    check_refused(call, "em_bos_vector", "--pool", a, str(tmp_path / "a_copy.json"), match="appears twice")
+    with pytest.raises(ConfigError, match="is given twice"):  # the same file itself: before it is read
+        call("em_bos_vector", "--pool", a, a)
+    check_refused(call, "em_bos_vector", "--pool", a, f"--out={tmp_path}/no/x.json", match="existing directory")
+    # the figure goes beside the JSON as FILE.png: a FILE.png given as --out was overwritten by it
+    for bad in ("--out=", f"--out={tmp_path / 'v.png'}"):
+        check_refused(call, "em_bos_vector", "--pool", a, bad, match="give a FILE.json")
 
 
 @torch.no_grad()
