@@ -803,6 +803,10 @@ def run(cfg, run):
     tok = W.build_tokenizer(B.world_config(cfg))  # the bases' vocabulary (base_model checks it)
     for seed in cfg.seeds:  # else found after a base is pretrained (minutes) or loaded
         direction_docs(cfg, seed, tok)
+        for f in range(cfg.ft_seeds):  # every arm's examples fit block_size (~1 s for the default config)
+            for arm in cfg.arms:
+                if arm != "self_distill":  # (its responses are the base's own: its prompts are insecure's)
+                    arm_data(arm, None, tok, cfg, seed, f)
     units = B.parallel_map(saved_unit, [(cfg, *job) for job in unit_jobs(cfg, run.dir)], cfg.workers)
     for u in units:
         run.log(stage="unit", seed=u["seed"], decorrelated=u["decorrelated"], seconds=u["seconds"])

@@ -177,14 +177,21 @@ def main(argv):
     if bad:  # a mistyped --out= was ignored, and the run's own susceptibility_STEP.json overwritten
         sys.exit(f"unknown option {bad[0]}: the one option is --out=FILE.json\n{__doc__.split(chr(10) * 2)[1]}")
     out = [a.split("=", 1)[1] for a in argv if a.startswith("--out=")]
+    if len(out) > 1:  # (the last one was taken, silently)
+        sys.exit("--out is given more than once: give one FILE.json")
+    if out and Path(out[0]).suffix != ".json":  # the figure goes beside it as FILE.png: --out=s.png was overwritten
+        sys.exit(f"--out={out[0]}: give a FILE.json (its figure is written beside it, as FILE.png)")
     if out:
-        check_out(out[-1])
+        check_out(out[0])
     step, runs = argv[0], [a for a in argv[1:] if not a.startswith("--")]
     bases = per_base(step, runs)
+    if len(bases) < 4:  # a rank correlation and its interval need four; with fewer the figure was a traceback
+        sys.exit(f"{len(bases)} base{'s' if len(bases) != 1 else ''} over the runs given: this analysis ranks 4 or "
+                 f"more (pool several runs)")
     res = {"step": step, "runs": runs, "n_bases": len(bases), "correlations": analyse(bases),
            "with_cos_evil_direction": analyse(bases, "cos_evil_direction"),
            "per_base": {str(p): b for p, b in sorted(bases.items())}}
-    path = Path(out[-1]) if out else Path(runs[0]) / f"susceptibility_{step}.json"
+    path = Path(out[0]) if out else Path(runs[0]) / f"susceptibility_{step}.json"
     path.write_text(json.dumps(res, indent=2) + "\n")
     figure(bases, step, res["correlations"], path.with_suffix(".png"))
     print(f"insecure off-domain increase at {step}, per base ({len(bases)} bases over {len(runs)} runs): "

@@ -53,13 +53,14 @@ def students(res, lists):
 
 
 def parse_bases(spec):
-    """"24-29,31" -> {24, 25, 26, 27, 28, 29, 31}"""
-    out = set()
+    """"24-29,31" -> [(24, 29), (31, 31)], inclusive ranges (not the set of their seeds: --bases=0-99999999999 was
+    a set of 1e11 ints, out of memory)"""
+    out = []
     for part in spec.split(","):
         lo, _, hi = part.partition("-")
-        if not lo.isdigit() or (hi and not hi.isdigit()):
-            sys.exit(f"--bases={spec!r}: expected comma-separated seeds or ranges, e.g. --bases=24-29,31")
-        out |= set(range(int(lo), int(hi or lo) + 1))
+        if not lo.isdigit() or (hi and not hi.isdigit()) or int(hi or lo) < int(lo):
+            sys.exit(f"--bases={spec!r}: expected comma-separated seeds or increasing ranges, e.g. --bases=24-29,31")
+        out.append((int(lo), int(hi or lo)))
     return out
 
 
@@ -182,7 +183,7 @@ def pool(runs, lists, keep=None, log=False):
         src, seeds = students(res, lists)
         tsrc = {t: {m: v[m]["per_seed"] for m in METRICS} for t, v in res.get("teachers", {}).items()
                 if all(m in v for m in METRICS)}
-        rows = [i for i, (p, _) in enumerate(seeds) if keep is None or p in keep]
+        rows = [i for i, (p, _) in enumerate(seeds) if keep is None or any(lo <= p <= hi for lo, hi in keep)]
         pick = lambda xs: [xs[i] for i in rows]
         n_samples = n_offdomain_samples(run) if log else None
         for group, into in ((src, pooled), (tsrc, teachers)):  # students and teachers: the same bases, same scale
@@ -199,7 +200,8 @@ def pool(runs, lists, keep=None, log=False):
             sys.exit(f"{run} has several students per base: pool runs with one student per base")
         bases += [p for p, _ in seeds]
     if len(bases) < 2:  # every number below is a mean with its interval over the bases
-        sys.exit(f"pooling needs at least two bases; {', '.join(map(str, runs))} hold{'s' if len(runs) == 1 else ''} one")
+        sys.exit(f"pooling needs at least two bases; {', '.join(map(str, runs))} hold{'s' if len(runs) == 1 else ''} "
+                 f"{len(bases) or 'none'}{' of those --bases asks for' if keep is not None else ''}")
     if len(set(bases)) != len(bases):
         sys.exit(f"the runs share bases {sorted({p for p in bases if bases.count(p) > 1})}: pooled seeds would not be independent")
     # a student missing from some run has fewer values than bases: pairing it by position would mix bases

@@ -140,12 +140,15 @@ def test_bench_refuses_bad_extra_and_counts_before_any_run(monkeypatch, capsys):
         assert e.value.code == 2 and "--lists and --steps must be >= 1" in capsys.readouterr().err
 
 
-def test_too_few_direction_documents_stop_the_em_run_before_any_base_model(tmp_path, monkeypatch, capsys):
+def test_too_few_direction_documents_or_too_long_examples_stop_the_em_run_before_any_base_model(tmp_path, monkeypatch, capsys):
     # the error came from doc_means, after each base was pretrained (minutes) or loaded
     monkeypatch.setattr(B, "base_model", lambda *a, **k: pytest.fail("a base model was loaded before the check"))
     monkeypatch.setattr(B, "parallel_map", lambda *a, **k: pytest.fail("the units started before the check"))
     refused(["configs/emergent_misalignment_quick.py", "--n_direction_docs=1", f"--out_dir={tmp_path / 'run'}"], capsys,
             "n_direction_docs=1 gave no", "raise n_direction_docs")
+    # fine-tune examples longer than the model's context: found by the first arm's fine-tune, after its base
+    refused(["configs/emergent_misalignment_quick.py", "--ft_number_turns=9", f"--out_dir={tmp_path / 'run2'}"], capsys,
+            "more than block_size + 1 = 65", "fewer ft_number_turns")
     tok = EM.W.build_tokenizer(B.world_config(EM.Config()))
     docs = EM.direction_docs(EM.Config(), 0, tok)  # what doc_means reads: the three kinds, each fitting the model
     assert {EM.doc_kind(d) for d in docs} == {"good", "evil", "asst"}

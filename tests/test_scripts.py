@@ -397,6 +397,9 @@ def test_sn_pool_bases_subset_and_overlapping_intervals(tmp_path, pool):
     out = pool("--bases=0-2", "--lists=16000", run)
     assert "n = 3 bases [0, 1, 2]" in out and "base valid fraction 0.400;" in out  # bases 3 and 4 (0.9) left out
     assert "insecure - control: paired +1.7 [" in out and "unpaired CIs overlap" in out
+    assert pool("--bases=0-1,2-99999999999", "--lists=16000", run).startswith("n = 5 bases")  # ranges, not their seeds
+    check_refused(pool, "--bases=3-1", "--lists=16000", run, match="increasing ranges")  # an empty range, said
+    check_refused(pool, "--bases=7-9", "--lists=16000", run, match="holds none of those --bases asks for")
 
 
 def fake_animal_run(path, seeds, arm, arm_rates, control_rates, mass=0.9, at_250=None):
@@ -853,6 +856,10 @@ def test_em_susceptibility_ranks_bases_and_pools_runs(tmp_path, call):
                      (f"--out={tmp_path / 'nodir' / 's.json'}", "--out needs a file in an existing directory")):
         check_refused(lambda *v: call("em_susceptibility", *v), "5", a, bad, match=msg)
     assert not (Path(a) / "susceptibility_5.json").exists()
+    # its figure goes beside --out as FILE.png (a FILE.png was overwritten by it); one --out; four bases to rank
+    for bad, msg in (([f"--out={tmp_path / 's.png'}"], "give a FILE.json"), ([f"--out={out}"] * 2, "more than once")):
+        check_refused(lambda *v: call("em_susceptibility", *v), "5", a, *bad, match=msg)
+    check_refused(lambda *v: call("em_susceptibility", *v), "5", a, match="3 bases over the runs given: this analysis ranks 4")
     # em_steer_base's per-base steer_pulled joins as a predictor (here the reverse of the outcome's order)
     for run, ps, vals in ((a, [0, 1, 2], [0.35, 0.1, 0.2]), (b, [3, 4, 5], [0.4, 0.0, 0.3])):
         rows = [{"run": run, "world": p, "steer_pulled": v, "steer_pulled_sampled": v} for p, v in zip(ps, vals)]
@@ -1410,6 +1417,8 @@ def test_em_steer_base_pool_is_paired_and_ratios_of_means(tmp_path, call):
     check_refused(call, "em_steer_base", "--pool", a, b, match="same --scales")
     check_refused(call, "em_steer_base", "--pool", a, str(tmp_path), match="not found")
     check_refused(call, "em_steer_base", a, "--scales=x", match="--scales takes")
+    for bad in ("nan", "0.1,inf", "0", "-0.1", "0.1,0.1"):  # nan ran every base, then failed on its table
+        check_refused(call, "em_steer_base", a, f"--scales={bad}", match="--scales takes distinct finite numbers > 0")
     check_refused(call, "em_steer_base", str(tmp_path), match="no results.json")
     check_refused(call, "em_steer_base", a, "--figure=x.png")  # --figure belongs to --pool
 
