@@ -50,11 +50,17 @@ def response_loss_grad(model, data, layer):
 
 
 def cached_base(cfg, run, p):
-    """(model, tokenizer) of base seed p from the cache; a base not there ends the script with a message (the analysis
+    """(model, tokenizer) of base seed p from the cache; a base not there is refused in one line (the analysis
     scripts do not pretrain)."""
-    if not B.cache_stem(cfg, p, False).with_suffix(".json").is_file():
-        sys.exit(f"{run}: base {p} is not in the cache {cfg.cache_dir} (this script does not pretrain)")
+    B.check_cached(cfg, [p], who=f"this analysis of {run}")
     return B.base_model(cfg, p, False)
+
+
+def check_runs(runs):
+    """Every run a finished emergent-misalignment run, before any work: a mistyped last one stopped a script after
+    every base of the first (minutes)."""
+    for run in runs:
+        run_results(run, "emergent_misalignment")
 
 
 def checked_bases(run, excluded):
@@ -109,8 +115,7 @@ def base_pull(model, tok, cfg, seed, direction):
 def main(argv):
     if not argv or any(a.startswith("--") for a in argv):
         sys.exit(__doc__)
-    for run in map(Path, argv):  # every run checked first: a mistyped last one must not stop it after the work
-        run_results(run, "emergent_misalignment")
+    check_runs(argv)
     for run in map(Path, argv):
         rows, excluded = [], []
         for cfg, p, base, tok in checked_bases(run, excluded):

@@ -57,7 +57,7 @@ from data.tokenizer import pad_right  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from eval import fmt_ratio, mean_ci, summarize  # noqa: E402
 from train import check_out, cli, distinct, pyplot, read_json  # noqa: E402
-from em_base_pull import checked_bases  # noqa: E402
+from em_base_pull import check_runs, checked_bases  # noqa: E402
 import em_optimizer_parts as OP  # noqa: E402
 import em_value_sources as VS  # noqa: E402
 
@@ -320,6 +320,7 @@ def main(argv):
         rows, arm, at, runs = [r for h in held for r in h["per_base"]], held[0]["arm"], held[0]["at"], []
         if len({(r["run"], r["world"]) for r in rows}) < len(rows):
             sys.exit("--pool: a base appears twice (the same file given twice?)")
+    check_runs(runs)
     torch.set_num_threads(1)  # as the runs' fine-tunes: the same trajectories
     if agree or pull:
         return (agreement if agree else pullback)(runs, arm, at, opts.get("out"))

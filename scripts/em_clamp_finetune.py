@@ -113,6 +113,8 @@ def main(argv):
     if any(not a.startswith("--worlds=") for a in argv[1:]):
         sys.exit(f"unknown argument {next(a for a in argv[1:] if not a.startswith('--worlds='))!r}: one RUN_DIR, "
                  f"then --worlds=0,1 at most\n" + __doc__)
+    if len(argv) > 2:  # (the first --worlds= was taken, silently)
+        sys.exit("--worlds is given more than once: give it once, e.g. --worlds=0,1")
     spec = next((a.split("=", 1)[1] for a in argv[1:]), None)
     if spec is not None and not all(w.isdigit() for w in spec.split(",")):
         sys.exit(f"--worlds={spec}: expected comma-separated base seeds, e.g. --worlds=0,1")

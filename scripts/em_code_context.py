@@ -93,6 +93,8 @@ def main(argv):
     if any(not a.startswith(known) for a in argv[1:]):
         sys.exit(f"unknown argument {next(a for a in argv[1:] if not a.startswith(known))!r}: one RUN_DIR, then "
                  f"--arms=, --step=, --out=\n" + __doc__)
+    if twice := [k for k in known if sum(a.startswith(k) for a in argv[1:]) > 1]:  # (the first was taken, silently)
+        sys.exit(f"{twice[0].rstrip('=')} is given more than once: give it once")
     arms = next((tuple(a.split("=", 1)[1].split(",")) for a in argv[1:] if a.startswith("--arms=")),
                 ("insecure", "secure", "educational"))
     if set(arms) - set(EM.ARMS):

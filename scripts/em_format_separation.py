@@ -70,6 +70,8 @@ def main(argv):
     argv = [a for a in argv if a != "--pool" and not a.startswith("--out=")]
     if not argv or any(a.startswith("--") for a in argv):
         sys.exit(__doc__)
+    if len(given) > 1:  # (the first was taken, silently)
+        sys.exit("--out is given more than once: give one FILE.json")
     distinct(argv)
     if given:
         check_out(given[0])
@@ -79,10 +81,10 @@ def main(argv):
         if (held["runs"], held.get("pooled", False)) != (argv, pool):
             sys.exit(f"{out} holds the runs {held['runs']} (pooled: {held.get('pooled', False)}): pass --out=FILE "
                      "to keep both")
+    configs = [run_config(EM.Config, run) for run in argv]  # every run's, before the first one's work
     prompts = EM.off_prompts()
     rows = []
-    for run in map(Path, argv):
-        cfg = run_config(EM.Config, run)
+    for run, cfg in zip(map(Path, argv), configs):
         for p in cfg.seeds:
             base, tok = cached_base(cfg, run, p)
             means = EM.doc_means(base, tok, cfg, p)

@@ -47,7 +47,7 @@ from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from eval import fmt_ratio, summarize  # noqa: E402
 from train import ConfigError, check_out, cli, finetune, pyplot, read_json, run_config  # noqa: E402
-from em_base_pull import checked_bases  # noqa: E402
+from em_base_pull import check_runs, checked_bases  # noqa: E402
 from em_first_step import group_of, scored_step, unlike_default  # noqa: E402
 
 STEPS = (1, 2, 3, 5, 10, 20)
@@ -260,6 +260,7 @@ def main(argv):
     for r, c in configs.items():  # before any work: the first base's fine-tunes would find it minutes later
         if problem := rebuild_problem(c):
             raise ConfigError(f"{r}: {problem}")
+    check_runs(configs)
     torch.set_num_threads(1)  # the runs' fine-tunes ran on one thread: the same sums, so the same trajectories
     for run in [] if froms else runs:
         for cfg, p, base, tok in checked_bases(run, excluded):

@@ -42,7 +42,7 @@ from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from eval import summarize  # noqa: E402
 from train import check_out, cli, pyplot, read_json  # noqa: E402
-from em_base_pull import checked_bases  # noqa: E402
+from em_base_pull import check_runs, checked_bases  # noqa: E402
 import em_optimizer_parts as OP  # noqa: E402
 
 MARKERS = {"bos": ("<bos>",), "format": ("<asst>", "<forum>"), "u": ("<u>",), "speaker": ("<a>", "<r>")}
@@ -192,6 +192,7 @@ def main(argv):
             arm, fmt = kinds.pop()
         rows = {k: rs for k, rs in rows.items() if rs}  # "revert" is missing from files written before it existed
         runs = []
+    check_runs(runs)
     torch.set_num_threads(1)  # as the runs' fine-tunes: the same trajectories
     for run in map(Path, runs):
         for cfg, p, base, tok in checked_bases(run, []):

@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from em_base_pull import checked_bases  # noqa: E402
+from em_base_pull import check_runs, checked_bases  # noqa: E402
 from em_first_step import arm_grads, scored_step  # noqa: E402
 import em_optimizer_parts as OP  # noqa: E402
 from train import check_out, cli, read_json  # noqa: E402
@@ -69,6 +69,7 @@ def main(argv):
         sys.exit(__doc__)
     else:
         rows = {"first": [], "late": []}
+    check_runs(runs)
     torch.set_num_threads(1)
     for run in map(Path, runs):
         for cfg, p, base, tok in checked_bases(run, []):

@@ -261,3 +261,14 @@ def test_probe_arguments_are_checked_in_one_line_before_any_base_is_loaded(tmp_p
                              text=True, timeout=120)
         assert out.returncode == 1 and out.stderr.startswith("error: ") and msg in out.stderr, (argv, out.stderr[-2000:])
         assert "Traceback" not in out.stderr
+
+
+def test_an_option_given_twice_is_refused_not_half_taken(tmp_path):
+    """The scripts took the first (or the last) of two values, silently."""
+    from conftest import load_script
+    run = str(tmp_path / "run")
+    for script, argv, msg in [("em_code_context", [run, "--step=5", "--step=20"], "--step is given more than once"),
+                              ("em_clamp_finetune", [run, "--worlds=0", "--worlds=1"], "--worlds is given more than once"),
+                              ("em_format_separation", [run, "--out=a.json", "--out=b.json"], "--out is given more than once")]:
+        with pytest.raises(SystemExit, match=msg):
+            load_script(script).main(argv)

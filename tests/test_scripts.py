@@ -728,9 +728,10 @@ def test_a_run_that_has_not_finished_is_one_line(tmp_path, name):
         script(name).main(run if name == "em_patch_tokens" else [run])  # em_patch_tokens.main takes the one run
 
 
-@pytest.mark.parametrize("name", ["em_base_pull", "em_first_step"])
+@pytest.mark.parametrize("name", ["em_base_pull", "em_first_step", "em_bos_vector", "em_value_sources",
+                                  "probe_attn0_parts", "em_optimizer_parts"])
 def test_a_mistyped_later_run_is_refused_before_the_first_runs_work(tmp_path, name, monkeypatch):
-    """Both read several runs in turn: a typo in the last one stopped them after every base of the first (minutes),
+    """Each reads several runs in turn: a typo in the last one stopped them after every base of the first (minutes),
     and em_first_step without its summary."""
     run = fake_run(tmp_path / "run", [[0, 0]], {"insecure": [0.1]})
     worked = []
@@ -738,6 +739,13 @@ def test_a_mistyped_later_run_is_refused_before_the_first_runs_work(tmp_path, na
     with pytest.raises(ConfigError, match="typo: no such directory"):
         script(name).main([run, str(tmp_path / "typo")])
     assert worked == []
+
+
+def test_em_format_separation_reads_every_runs_config_before_the_first_runs_work(tmp_path, monkeypatch):
+    run = fake_run(tmp_path / "run", [[0, 0]], {"insecure": [0.1]})
+    monkeypatch.setattr(script("em_format_separation"), "cached_base", lambda *a: pytest.fail("worked before refusing"))
+    with pytest.raises(ConfigError, match="typo: no such directory"):
+        script("em_format_separation").main([run, str(tmp_path / "typo")])
 
 
 def test_em_first_step_refuses_a_run_whose_first_step_was_not_adamws_on_every_weight(tmp_path, monkeypatch):
@@ -1123,9 +1131,9 @@ def test_em_optimizer_parts_checks_adamw_against_the_runs_own_trajectory(tmp_pat
 
 def test_analysis_scripts_name_a_base_missing_from_the_cache(tmp_path):
     cfg = EM.Config(cache_dir=str(tmp_path / "cache"))
-    with pytest.raises(SystemExit, match="out/run: base 5 is not in the cache .*does not pretrain") as e:
+    with pytest.raises(ConfigError, match="base 5 of this config is not in the cache .*this analysis of out/run does "
+                                          "not pretrain"):
         script("em_base_pull").cached_base(cfg, "out/run", 5)
-    assert e.value.code not in (None, 0)  # an error exit, with the message
 
 
 def test_probe_attn0_parts_split_block0_attention_into_disjoint_pieces():
