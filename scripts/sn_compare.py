@@ -12,6 +12,7 @@ two baselines are the same students (identical rates: the same bases, teachers a
 """
 import os
 import sys
+from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from eval import summarize  # noqa: E402
@@ -46,6 +47,8 @@ def main(argv):
     if len(argv) != 2:
         sys.exit(__doc__)
     (ra, arm_a, step_a, a), (rb, arm_b, step_b, b) = side(argv[0]), side(argv[1])
+    if (Path(ra).resolve(), arm_a, step_a) == (Path(rb).resolve(), arm_b, step_b):  # a difference of exactly zero
+        sys.exit(f"both sides are {argv[0]}: compare two arms, runs or checkpoints")
     seeds = sorted(map(tuple, a["seeds"]))
     if seeds != sorted(map(tuple, b["seeds"])):
         sys.exit(f"the runs have different seeds ({a['seeds']} vs {b['seeds']}): no pairing")

@@ -428,6 +428,7 @@ def test_sn_compare_pairs_effects_by_seed(tmp_path, call):
     c = fake_animal_run(tmp_path / "c", [[0, 0], [0, 1], [2, 0]], "trait", [0.1] * 3, [0.1] * 3)
     check_refused(cmp, f"{a}:trait", f"{c}:trait", match="different seeds")
     check_refused(cmp, f"{a}:soft", f"{b}:shuffled", match="no arm 'soft'")
+    check_refused(cmp, f"{a}:trait", f"{a}/:trait", match="both sides are")  # one arm against itself: exactly 0
     one = fake_animal_run(tmp_path / "one", [[0, 0]], "trait", [0.15], [0.10])  # a quick run: one seed
     assert "= +5.0 [one seed: no interval]; 1/1 seeds positive" in cmp(f"{one}:trait", f"{one}:control")
     # @250: the arm and its control both at that checkpoint (the controls' final rates are 2 and 1 points lower);
