@@ -57,10 +57,12 @@ def cached_base(cfg, run, p):
 
 
 def check_runs(runs):
-    """Every run a finished emergent-misalignment run, before any work: a mistyped last one stopped a script after
-    every base of the first (minutes)."""
+    """Every run a finished emergent-misalignment run whose bases are in the cache, before any work: a mistyped or
+    uncached last one stopped a script after every base of the first (minutes)."""
     for run in runs:
         run_results(run, "emergent_misalignment")
+        cfg = run_config(EM.Config, run)
+        B.check_cached(cfg, cfg.seeds, who=f"this analysis of {run}")
 
 
 def checked_bases(run, excluded):

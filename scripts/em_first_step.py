@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from train import ConfigError, cli, distinct, run_config, run_results  # noqa: E402
-from em_base_pull import checked_bases, fine_tune_loss  # noqa: E402
+from em_base_pull import check_runs, checked_bases, fine_tune_loss  # noqa: E402
 
 
 def group_of(name):
@@ -159,6 +159,7 @@ def main(argv):
         if unlike:
             raise ConfigError(f"{run} fine-tuned with {', '.join(unlike)}; this analysis takes the default fine-tune's "
                               f"first step only (AdamW on every weight, the full lr)")
+    check_runs(argv)  # and their bases cached
     every = []
     for run in map(Path, argv):
         rows, excluded = [], []

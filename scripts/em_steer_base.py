@@ -66,7 +66,7 @@ from eval import mean_ci, summarize  # noqa: E402
 from model import generator  # noqa: E402
 from train import check_out, cli, distinct, pyplot, read_json  # noqa: E402
 from experiments import world_base as B  # noqa: E402
-from em_base_pull import checked_bases, fine_tune_loss  # noqa: E402
+from em_base_pull import check_runs, checked_bases, fine_tune_loss  # noqa: E402
 from em_bos_vector import evil_unit  # noqa: E402
 import em_optimizer_parts as OP  # noqa: E402
 
@@ -362,9 +362,7 @@ def main(argv):
         sys.exit(f"--scales takes numbers separated by commas, not {opts['scales']!r}")
     if not all(0 < a < float("inf") for a in scales) or len(set(scales)) < len(scales):  # (nan failed after the work)
         sys.exit(f"--scales takes distinct finite numbers > 0, not {opts['scales']!r}")
-    missing = [r for r in runs if not (Path(r) / "results.json").is_file()]
-    if missing:
-        sys.exit(f"error: no results.json in {', '.join(missing)}: give finished runs of configs/emergent_misalignment.py")
+    check_runs(runs)  # each a finished emergent-misalignment run, before the first one's work
     (route if is_route else undo if is_undo else measure)(runs, scales)
 
 

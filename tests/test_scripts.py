@@ -20,6 +20,7 @@ from eval import fmt_ratio
 from experiments import emergent_misalignment as EM
 from experiments import world_base as B
 from model import GPT, GPTConfig, generator
+import train
 from train import ConfigError
 
 
@@ -737,8 +738,22 @@ def test_a_mistyped_later_run_is_refused_before_the_first_runs_work(tmp_path, na
     run = fake_run(tmp_path / "run", [[0, 0]], {"insecure": [0.1]})
     worked = []
     monkeypatch.setattr(script(name), "checked_bases", lambda *a: worked.append(a) or iter(()))
-    with pytest.raises(ConfigError, match="typo: no such directory"):
-        script(name).main([run, str(tmp_path / "typo")])
+    with monkeypatch.context() as m:
+        m.setattr(B, "check_cached", lambda *a, **k: None)  # the first run's bases stand in for cached ones
+        with pytest.raises(ConfigError, match="typo: no such directory"):
+            script(name).main([run, str(tmp_path / "typo")])
+    # a later run whose bases are not in the cache: refused before the first run's work, too
+    later = fake_run(tmp_path / "later", [[0, 0]], {"insecure": [0.1]})
+    for r, cache, cached in ((run, tmp_path / "cache_a", True), (later, tmp_path / "cache_b", False)):
+        values = json.loads((Path(r) / "config.json").read_text())
+        (Path(r) / "config.json").write_text(json.dumps({**values, "cache_dir": str(cache)}))
+        cfg = train.run_config(EM.Config, r)
+        for p in cfg.seeds if cached else ():  # a finished base is marked by its .json
+            stem = B.cache_stem(cfg, p, False)
+            stem.parent.mkdir(parents=True, exist_ok=True)
+            stem.with_suffix(".json").write_text("{}")
+    with pytest.raises(ConfigError, match="later does not pretrain"):
+        script(name).main([run, later])
     assert worked == []
 
 
@@ -765,6 +780,7 @@ def test_em_first_step_prints_no_interval_for_one_base(tmp_path, monkeypatch, ca
     steps = {"base": (0.1, 0.2), "sign": (0.4, 0.8), "grad": (0.2, 0.8), "grad_matched": (0.2, 0.8),
              "secure_sign": (0.1, 0.2), "sign_embedding": (0.2, 0.3)}
     monkeypatch.setattr(fs, "checked_bases", lambda run, excluded: iter([(None, 0, None, None)]))
+    monkeypatch.setattr(B, "check_cached", lambda *a, **k: None)  # the base above stands in for a cached one
     monkeypatch.setattr(fs, "first_steps", lambda *a: steps)
     fs.main([run])
     out = capsys.readouterr().out  # sign minus gradient, and minus the matched gradient: no [d, d]
@@ -1428,7 +1444,8 @@ def test_em_steer_base_pool_is_paired_and_ratios_of_means(tmp_path, call):
     check_refused(call, "em_steer_base", a, "--scales=x", match="--scales takes")
     for bad in ("nan", "0.1,inf", "0", "-0.1", "0.1,0.1"):  # nan ran every base, then failed on its table
         check_refused(call, "em_steer_base", a, f"--scales={bad}", match="--scales takes distinct finite numbers > 0")
-    check_refused(call, "em_steer_base", str(tmp_path), match="no results.json")
+    with pytest.raises(ConfigError, match="config.json not found: pass the directory of a run"):  # not a run
+        call("em_steer_base", str(tmp_path))
     check_refused(call, "em_steer_base", a, "--figure=x.png")  # --figure belongs to --pool
 
 
