@@ -147,10 +147,14 @@ def run_dir_config(run_dir, experiment=None):
     return values
 
 
-def check_out(path, option="--out", figure=False):
+def check_out(path, option="--out", figure=False, figure_beside=False):
     """An analysis script's --out FILE (or its `option` of another name), checked before its work (minutes) rather
     than when it writes: exits with one line unless the file's folder exists and the path is not a folder; with
-    `figure`, unless its extension is one matplotlib writes (a figure saved as .txt was a traceback after the work)."""
+    `figure`, unless its extension is one matplotlib writes (a figure saved as .txt was a traceback after the work);
+    with `figure_beside`, unless it is a FILE.json, the script's figure going beside it as FILE.png (a FILE.png given
+    was overwritten by that figure)."""
+    if figure_beside and Path(path).suffix != ".json":
+        sys.exit(f"{option}={path}: give a FILE.json (its figure is written beside it, as FILE.png)")
     if not (path and Path(path).parent.is_dir()):
         sys.exit(f"{option} needs a file in an existing directory, not {path!r}")
     if Path(path).is_dir():

@@ -308,9 +308,7 @@ def main(argv):
     if at not in ("last", "mean"):
         sys.exit(f"--at takes last (the default) or mean, not {at!r}")
     if "out" in opts:
-        if Path(opts["out"]).suffix != ".json":  # the figure goes beside it as FILE.png: --out=v.png was overwritten
-            sys.exit(f"--out={opts['out']}: give a FILE.json (its figure is written beside it, as FILE.png)")
-        check_out(opts["out"])
+        check_out(opts["out"], figure_beside=True)
     distinct(runs, "run or file")
     rows = []
     if pool:  # the bases of several --out files (of one arm and one --at)

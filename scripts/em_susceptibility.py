@@ -179,10 +179,8 @@ def main(argv):
     out = [a.split("=", 1)[1] for a in argv if a.startswith("--out=")]
     if len(out) > 1:  # (the last one was taken, silently)
         sys.exit("--out is given more than once: give one FILE.json")
-    if out and Path(out[0]).suffix != ".json":  # the figure goes beside it as FILE.png: --out=s.png was overwritten
-        sys.exit(f"--out={out[0]}: give a FILE.json (its figure is written beside it, as FILE.png)")
     if out:
-        check_out(out[0])
+        check_out(out[0], figure_beside=True)
     step, runs = argv[0], [a for a in argv[1:] if not a.startswith("--")]
     bases = per_base(step, runs)
     if len(bases) < 4:  # a rank correlation and its interval need four; with fewer the figure was a traceback

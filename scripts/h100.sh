@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The device check, as one prepared script for a lent GPU (see README, "Speed" and "The transformer"). The
 # checks still open come first: the 100-seed MNIST run as a fresh process (twice: cold and warm file cache),
-# the emergent-misalignment default config from an empty base cache, the GPT benchmark (and the GPT-2 shape at
-# a larger batch), then the MNIST benchmark, the quick EM config and the follow-up sweeps while time is left.
+# the emergent-misalignment default config from an empty base cache, the GPT benchmark (the GPT-2 shape at
+# batch 32 and 16 first), then the MNIST benchmark, the quick EM config and the follow-up sweeps while time is left.
 # Each stage has its own time limit; logs and run folders come back as $OUT/runs.tgz.
 #   DATA_DIR=.devdata OUT=/tmp/h100 bash scripts/h100.sh
 set -uo pipefail
@@ -30,9 +30,7 @@ stage main100 60 T subliminal_mnist --n_seeds=100
 stage main100_again 60 T subliminal_mnist --n_seeds=100 --out_dir=out/gpu/main100_again
 # issue 4's GPU goal (default EM config from scratch <= 3 min): a fresh cache, one process per base model
 stage em_default 240 E emergent_misalignment --workers=6
-stage bench_gpt 150 python bench.py gpt --device=cuda --budget=80
-stage gpt_batch32 90 python -c "import torch, bench; torch.backends.cuda.matmul.allow_tf32 = True
-r = bench.bench_gpt_train('gpt2-124M', 32, 15, torch.device('cuda'), compile=True, bf16=True); print(r)"
+stage bench_gpt 180 python bench.py gpt --device=cuda --budget=110  # its first row: the GPT-2 shape at batch 32
 stage bench_mnist 90 python bench.py mnist --device=cuda --seeds=1,100 --extra="--data_dir=$DATA"
 stage em_quick 120 E emergent_misalignment_quick
 stage cross_head100 60 T subliminal_mnist --n_seeds=100 --out_dir=out/gpu/cross_head \

@@ -165,6 +165,11 @@ def test_an_analysis_scripts_out_is_checked_before_its_work(tmp_path):
             train.check_out(str(path), figure=figure)
     train.check_out(str(tmp_path / "f.PDF"), figure=True)
     train.check_out(str(tmp_path / "f.json"))
+    # a FILE.json whose figure the script writes beside it as FILE.png: a FILE.png given was overwritten by it
+    for path in (tmp_path / "f.png", tmp_path / "f", ""):
+        with pytest.raises(SystemExit, match="give a FILE.json"):
+            train.check_out(str(path), figure_beside=True)
+    train.check_out(str(tmp_path / "f.json"), figure_beside=True)
 
 
 def test_a_json_file_a_script_reads_is_missing_damaged_or_another_kind_in_one_line(tmp_path):
