@@ -19,7 +19,7 @@ The pipeline, per group of seeds (all seeds at once on a GPU):
 
 results.json: {"conditions": {NAME: {"mean", "ci95": [lo, hi], "per_seed"}}, "n_seeds", "config", "seconds"};
 with a `sweep` it holds {"sweep": {"keys": [...], "cells": [{"params": {...}, "conditions": {...}, "n_seeds"}]}}
-instead. `python eval.py RUN_DIR` reloads the saved models and prints the table again from them.
+instead (a cell that is another's run, its noise keys moot on real images, says so: "same_run_as": {...}). `python eval.py RUN_DIR` reloads the saved models and prints the table again from them.
 """
 import concurrent.futures
 import dataclasses
@@ -170,6 +170,18 @@ def cells(cfg):
         except ConfigError as e:
             raise ConfigError(f"sweep cell {params}: {e}") from None
         out.append(("_".join(f"{k}-{v}" for k, v in params.items()), params, cell_cfg))
+    return out
+
+
+def same_runs(grid):
+    """For each cell of cells(cfg), the index of the first cell that is the same run: the students of a real-image
+    cell never read the noise keys, so a grid over distill_inputs x noise has real x gaussian = real x uniform. That
+    run is trained once, under the first cell's name, and reported under both (before, a quarter of the grid again)."""
+    first, out = {}, []
+    for i, (_, _, c) in enumerate(grid):
+        if c.distill_inputs == "real":
+            c = dataclasses.replace(c, **{k: getattr(Config, k) for k in NOISE_KEYS})
+        out.append(first.setdefault(repr(c), i))
     return out
 
 
@@ -401,7 +413,9 @@ def table(stats, n_seeds, paper=True):
 
 
 def sweep_tables(done):
-    return "\n\n".join(f"**{', '.join(f'{k} = {v}' for k, v in c['params'].items())}**\n\n" +
+    name = lambda params: ", ".join(f"{k} = {v}" for k, v in params.items())
+    return "\n\n".join(f"**{name(c['params'])}**" + (f" (the run of {name(c['same_run_as'])}: the noise keys are "
+                       f"not read on real images)" if "same_run_as" in c else "") + "\n\n" +
                        table(c["conditions"], c["n_seeds"], paper=False) for c in done)
 
 
@@ -437,12 +451,14 @@ def run(cfg, run):
         # the cells that share a teacher (they differ only in STUDENT_ONLY keys) run one after another, so that
         # each group's teachers train once whatever the order of the sweep's keys; the results keep the grid's order
         grid = cells(cfg)
-        keys = [teacher_key(cell_cfg) for _, _, cell_cfg in grid]
+        keys, same = [teacher_key(cell_cfg) for _, _, cell_cfg in grid], same_runs(grid)
         teachers, stats = {}, {}
         for i in sorted(range(len(grid)), key=lambda i: keys.index(keys[i])):  # stable: the grid's order within
             name, params, cell_cfg = grid[i]
-            stats[i] = run_cell(cell_cfg, run, data, name, params, teachers)
-        done = [{"params": params, "conditions": stats[i], "n_seeds": cell_cfg.n_seeds}
+            if same[i] == i:
+                stats[i] = run_cell(cell_cfg, run, data, name, params, teachers)
+        done = [{"params": params, "conditions": stats[same[i]], "n_seeds": cell_cfg.n_seeds,
+                 **({"same_run_as": grid[same[i]][1]} if same[i] != i else {})}
                 for i, (_, params, cell_cfg) in enumerate(grid)]
         results = {"sweep": {"keys": list(cfg.sweep), "cells": done}, "n_seeds": cfg.n_seeds,
                    "seconds": time.time() - t0, "config": dataclasses.asdict(cfg)}
@@ -546,12 +562,14 @@ def reevaluate(run_dir):
         except (KeyError, TypeError):
             damaged = f"{path} is not laid out as this run's results: the models' accuracies are not compared with it"
     done, diffs, missing = [], [], []
-    for ci, (name, params, cell_cfg) in enumerate(cells(cfg)):
+    grid = cells(cfg)
+    same = same_runs(grid)
+    for ci, (_, params, cell_cfg) in enumerate(grid):
         per_seed, seeds_done = {c: [] for c in cell_cfg.conditions}, []
         for gi, seeds in enumerate(seed_groups(cell_cfg)):
-            stem = run_dir / f"{name}_group{gi}"
+            stem = run_dir / f"{grid[same[ci]][0]}_group{gi}"  # a cell that is another's run: that cell's models
             if not stem.with_name(stem.name + ".safetensors").is_file():  # not with_suffix: "lr-0.001_group0" has a dot
-                missing.append(stem.name)
+                missing += [stem.name] if stem.name not in missing else []
                 continue
             tensors, meta = load_weights(stem, device)
             if meta["seeds"] != seeds:
@@ -568,7 +586,8 @@ def reevaluate(run_dir):
         if not seeds_done:
             continue
         stats = {c: summarize(v) for c, v in per_seed.items()}
-        done.append({"params": params, "conditions": stats, "n_seeds": len(seeds_done)})
+        done.append({"params": params, "conditions": stats, "n_seeds": len(seeds_done),
+                     **({"same_run_as": grid[same[ci]][1]} if same[ci] != ci else {})})
         if saved is not None:  # the same seeds' accuracies as the run reported (another device may differ slightly)
             diffs += [abs(a - saved[ci][c]["per_seed"][k]) for c in per_seed for k, a in zip(seeds_done, per_seed[c])]
     if not done:

@@ -503,3 +503,25 @@ def test_images_are_scaled_to_the_noises_range():
     assert tx.shape == (1000, 784) and len(ty) == 1000
     assert tx.min() == -1 and tx.max() == 1 and sx.min() == -1 and sx.max() == 1
     torch.testing.assert_close(tx, torch.from_numpy(raw.copy()).float() / 127.5 - 1)
+
+
+@need_data()
+def test_a_real_image_cell_is_not_trained_again_for_each_value_of_the_noise_keys(tmp_path, capsys):
+    # the students of a real-image cell never read the noise keys: real x gaussian is real x uniform, trained once
+    out, res = run(tmp_path, "--sweep={'distill_inputs': ['noise', 'real'], 'noise': ['uniform', 'gaussian']}",
+                   "--conditions=['teacher', 'student_aux']", "--n_seeds=1")
+    cells = res["sweep"]["cells"]
+    assert [c["params"] for c in cells] == [{"distill_inputs": d, "noise": n} for d in ("noise", "real")
+                                            for n in ("uniform", "gaussian")]
+    assert sorted(p.name for p in out.glob("*_acc.json")) == [
+        "distill_inputs-noise_noise-gaussian_group0_acc.json", "distill_inputs-noise_noise-uniform_group0_acc.json",
+        "distill_inputs-real_noise-uniform_group0_acc.json"]
+    assert cells[3]["same_run_as"] == cells[2]["params"] and cells[3]["conditions"] == cells[2]["conditions"]
+    assert not any("same_run_as" in c for c in cells[:3])
+    assert cells[0]["conditions"]["student_aux"] != cells[1]["conditions"]["student_aux"]  # the noise cells differ
+    assert "**distill_inputs = real, noise = gaussian** (the run of distill_inputs = real, noise = uniform" in \
+        (out / "results.md").read_text()
+    capsys.readouterr()
+    assert evaluate.main([str(out)]) == 0  # reloads the shared run's models for both cells
+    printed = capsys.readouterr().out
+    assert "the same as the per-seed accuracies in results.json (8 compared)" in printed and "missing" not in printed
