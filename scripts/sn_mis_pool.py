@@ -69,6 +69,9 @@ def main(argv):
     # options anywhere, in any order: a --figure= after the runs was once read as a run directory
     is_option = lambda a: a.startswith("--") and a != "--minus"
     options, argv = [a for a in argv if is_option(a)], [a for a in argv if not is_option(a)]
+    keys = [o.partition("=")[0] for o in options]
+    if twice := next((k for k in keys if keys.count(k) > 1), None):  # (the last one was taken, silently)
+        sys.exit(f"{twice} is given more than once: give it once")
     for option in options:
         key, _, value = option.partition("=")
         if key not in ("--bases", "--lists", "--log", "--figure") or (key == "--log") == bool(value):

@@ -274,6 +274,8 @@ def test_an_option_given_twice_is_refused_not_half_taken(tmp_path):
     run = str(tmp_path / "run")
     for script, argv, msg in [("em_code_context", [run, "--step=5", "--step=20"], "--step is given more than once"),
                               ("em_clamp_finetune", [run, "--worlds=0", "--worlds=1"], "--worlds is given more than once"),
-                              ("em_format_separation", [run, "--out=a.json", "--out=b.json"], "--out is given more than once")]:
+                              ("em_format_separation", [run, "--out=a.json", "--out=b.json"], "--out is given more than once"),
+                              ("sn_mis_pool", [run, "--lists=4000", "--lists=16000"], "--lists is given more than once"),
+                              ("sn_mis_pool", ["--log", run, "--log"], "--log is given more than once")]:
         with pytest.raises(SystemExit, match=msg):
             load_script(script).main(argv)
