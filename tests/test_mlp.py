@@ -287,11 +287,36 @@ def test_hand_written_adam_equals_torch_adam(scale):
     for step in range(20):
         x = torch.randn(3, 4, generator=g)
         for params, opt in ((ps, mine), (qs, ref)):
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             (scale * (x @ params[0] + params[1]) ** 2).sum().backward()
             opt.step()
     for p, q in zip(ps, qs):
         assert torch.allclose(p, q, atol=1e-6, rtol=1e-5)
+
+
+def test_adam_over_every_tensor_at_once_is_the_per_tensor_update_to_the_bit_and_skips_a_tensor_without_grad():
+    """train.Adam's _foreach form against the per-tensor loop it replaced, written out here: the same bits; a
+    frozen tensor (no grad) and its moments stay as they were."""
+    import train
+    g = torch.Generator().manual_seed(0)
+    ps = [torch.randn(3, 7, 5, generator=g), torch.randn(3, 1, 5, generator=g), torch.randn(4, generator=g)]
+    qs = [p.clone() for p in ps]
+    opt, m, v = train.Adam(ps, lr=3e-3), [torch.zeros_like(q) for q in qs], [torch.zeros_like(q) for q in qs]
+    for t in range(1, 11):
+        grads = [torch.randn(p.shape, generator=g) * 10.0 ** -t for p in ps[:2]]  # the last tensor is frozen
+        for p, gr in zip(ps, grads):
+            p.grad = gr
+        opt.step()
+        opt.zero_grad()
+        c1, c2 = 1 - 0.9 ** t, math.sqrt(1 - 0.999 ** t)
+        for q, mq, vq, gr in zip(qs, m, v, grads):
+            mq.lerp_(gr, 0.1)
+            vq.mul_(0.999).addcmul_(gr, gr, value=0.001)
+            q.addcdiv_(mq, (vq.sqrt() / c2).add_(1e-8), value=-3e-3 / c1)
+    assert all(torch.equal(p, q) for p, q in zip(ps, qs)) and all(p.grad is None for p in ps)
+    assert not opt.m[2].any() and not opt.v[2].any() and opt.t == 10
+    opt.step()  # no tensor has a gradient: nothing moves
+    assert all(torch.equal(p, q) for p, q in zip(ps, qs))
 
 
 def test_logged_classifier_loss_is_the_mean_per_example_loss_of_a_seed():
