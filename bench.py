@@ -34,7 +34,7 @@ def mlp_flops(n_seeds):
 
 
 FLOP_NEUTRAL = {"dataset", "data_dir", "download", "init", "lr", "distill_lr", "loss", "temperature", "noise",
-                "noise_scale", "fresh_noise", "seed", "seed_chunk", "bf16", "compile", "threads", "resume"}
+                "noise_scale", "fresh_noise", "seed", "seed_chunk", "student_chunk", "bf16", "compile", "threads", "resume"}
 
 
 def run_experiment(n_seeds, device, extra):

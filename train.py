@@ -705,37 +705,57 @@ def train_distill(model, inputs, targets, logit_idx, *, epochs, lr, batch_size, 
     """Distil on a per-seed input set: inputs [S, N, D] (or [N, D] shared), targets [S, N, K] = the
     teacher's logits on those inputs (precomputed: the teacher is frozen, so this is the same as
     running it on every batch). Only the logits in `logit_idx` enter the loss.
+    Several students of each seed may train as one batched model: `logit_idx` a dict {name: logits}, one block
+    of S models per entry, in order (model c * S + s reads seed s's inputs and targets; `gens` one per model).
     `refresh(epoch)`, if given, returns new (inputs, targets) for each epoch (fresh noise)."""
     opt = Adam(model.parameters(), lr)
-    S = model.n_seeds
-    sel = torch.as_tensor(logit_idx, device=targets.device)
+    blocks = logit_idx if isinstance(logit_idx, dict) else {desc: logit_idx}
+    S, M = targets.shape[0], model.n_seeds
+    if M != S * len(blocks):
+        raise ValueError(f"{M} models for {len(blocks)} block(s) of {S} seeds")
+    # each run of blocks with the same logits takes one loss: [(first model, end, logit indices)]
+    runs = []
+    for c, idx in enumerate(blocks.values()):
+        if runs and runs[-1][2] == list(idx):
+            runs[-1][1] += S
+        else:
+            runs.append([c * S, (c + 1) * S, list(idx)])
+    runs = [(a, b, torch.as_tensor(idx, device=targets.device)) for a, b, idx in runs]
+    seed_of = torch.arange(M, device=targets.device) % S  # the input set each model reads
     step, t0 = 0, time.time()
     bar = progress_bar(epochs * -(-inputs.shape[-2] // batch_size), desc)  # a refreshed set keeps its size
     for epoch in range(epochs):
         if refresh is not None and epoch > 0:
             inputs, targets = refresh(epoch)
         N = inputs.shape[-2]
-        order = seed_permutations(gens, N, inputs.device)  # [S, N]
+        order = seed_permutations(gens, N, inputs.device)  # [M, N]
         # rows of the flattened [S * N, ...] sets: row n of seed s is row s * N + n
-        per_seed = order + N * torch.arange(S, device=inputs.device)[:, None]  # [S, N]
+        per_seed = order + N * seed_of[:, None]  # [M, N]
         x_order = per_seed if inputs.dim() == 3 else order  # shared inputs: every seed reads [N, D]
-        flat_x, flat_t = inputs.reshape(-1, inputs.shape[-1]), targets.reshape(-1, targets.shape[-1])[:, sel]
-        buf = flat_x.new_empty(S * min(batch_size, N), flat_x.shape[-1])  # gather_rows' reused block
-        total = torch.zeros((), device=inputs.device)  # the epoch's summed loss, on the device: no sync per step
+        flat_x, flat_t = inputs.reshape(-1, inputs.shape[-1]), targets.reshape(-1, targets.shape[-1])
+        if len(runs) == 1:  # one set of logits: only those are gathered at each step
+            flat_t = flat_t[:, runs[0][2]]
+        buf = flat_x.new_empty(M * min(batch_size, N), flat_x.shape[-1])  # gather_rows' reused block
+        total = torch.zeros(M, device=inputs.device)  # each model's summed loss, on the device: no sync per step
         for i in range(0, N, batch_size):
-            xb = gather_rows(flat_x, x_order[:, i:i + batch_size], buf)  # [S, B, D]
-            tb = flat_t[per_seed[:, i:i + batch_size]]  # [S, B, k]
+            xb = gather_rows(flat_x, x_order[:, i:i + batch_size], buf)  # [M, B, D]
+            tb = flat_t[per_seed[:, i:i + batch_size]]  # [M, B, K]
             with torch.autocast(xb.device.type, torch.bfloat16, enabled=amp):
-                out = model(xb)[..., sel]  # [S, B, k]
-            l = distill_loss(out.float(), tb, loss, temperature).sum()
+                out = model(xb)  # [M, B, n_out]
+            if len(runs) == 1:
+                per_model = distill_loss(out[..., runs[0][2]].float(), tb, loss, temperature)  # [M]
+            else:
+                per_model = torch.cat([distill_loss(out[a:b, :, sel].float(), tb[a:b, :, sel], loss, temperature)
+                                       for a, b, sel in runs])
             opt.zero_grad()
-            l.backward()
+            per_model.sum().backward()
             opt.step()
-            total += l.detach() * tb.shape[1]
+            total += per_model.detach() * tb.shape[1]
             step += 1
             bar.update()
-        if log:  # the epoch's mean loss per example and seed
-            log(stage=desc, epoch=epoch + 1, step=step, loss=total.item() / (N * S), seconds=round(time.time() - t0, 3))
+        if log:  # the epoch's mean loss per example and seed, per block
+            for name, value in zip(blocks, total.view(len(blocks), S).sum(1).tolist()):
+                log(stage=name, epoch=epoch + 1, step=step, loss=value / (N * S), seconds=round(time.time() - t0, 3))
     bar.close()
 
 

@@ -76,6 +76,8 @@ class Config:
     n_seeds: int = 10
     seed: int = 0
     seed_chunk: int = 0                # most seeds trained at once; 0 = all on CUDA, 13 on CPU (fewer if n_noise > 60000)
+    student_chunk: int = 0             # most student conditions trained as one batched model; 0 = all on CUDA (its
+                                       # steps are launch-bound), 1 on CPU (no faster there); the same numbers
     sweep: dict = field(default_factory=dict)  # e.g. {"m": [3, 10, 50]}: one run per grid cell
     # system
     device: str = "auto"               # auto = cuda when available
@@ -103,8 +105,8 @@ def validate(cfg, cell=False):
         # a condition named twice would count each seed twice (and narrow its interval)
         (0 < len(cfg.conditions) == len(set(cfg.conditions)), "conditions must name at least one, each once"),
         (cfg.m >= 1 and cfg.width >= 1 and cfg.depth >= 1, "m, width and depth must be >= 1"),
-        (cfg.n_seeds >= 1 and cfg.seed_chunk >= 0 and cfg.threads >= 0,
-         "n_seeds must be >= 1, and seed_chunk and threads (0: PyTorch's default) >= 0"),
+        (cfg.n_seeds >= 1 and cfg.seed_chunk >= 0 and cfg.student_chunk >= 0 and cfg.threads >= 0,
+         "n_seeds must be >= 1, and seed_chunk, student_chunk and threads (0: PyTorch's default) >= 0"),
         (cfg.temperature > 0 and cfg.lr > 0 and cfg.batch_size >= 1, "temperature, lr and batch_size must be > 0"),
         (cfg.distill_lr >= 0, "distill_lr must be > 0, or 0 for the teacher's lr"),
         (cfg.init_perturbation >= 0, "init_perturbation must be >= 0"),
@@ -267,7 +269,8 @@ def student_init(cond, ref, partner, cfg, seeds, device):
 # one added later included, counts as the teacher's, so a wrong guess costs time, never a wrong teacher). Not `m`:
 # the teacher's aux rows are its own.
 STUDENT_ONLY = ("distill_epochs", "distill_lr", "loss", "temperature", "distill_inputs", "noise", "noise_scale",
-                "fresh_noise", "n_noise", "init_perturbation", "conditions", "save_weights", "out_dir", "resume", "sweep")
+                "fresh_noise", "n_noise", "init_perturbation", "conditions", "student_chunk", "save_weights", "out_dir",
+                "resume", "sweep")
 
 
 def teacher_key(cfg):
@@ -298,7 +301,7 @@ def run_group(cfg, seeds, partners, data, device, log, teachers=None):
     lap("init")
 
     def new_model(params):
-        model = SeedMLP(S, sizes).to(device)
+        model = SeedMLP(len(params["weights.0"]), sizes).to(device)
         model.load_seeds(params)
         return torch.compile(model) if cfg.compile else model
 
@@ -340,18 +343,24 @@ def run_group(cfg, seeds, partners, data, device, log, teachers=None):
     lap("teacher_logits")
     refresh = (lambda epoch: (lambda x: (x, teacher_logits(teacher, x)))(inputs_for(epoch))) if cfg.fresh_noise else None
     aux, every = list(range(10, 10 + cfg.m)), list(range(10 + cfg.m))
-    for cond in cfg.conditions:
-        if cond in ("reference", "teacher"):
-            continue
-        student = new_model(student_init(cond, ref, partner, cfg, seeds, device))
-        gens = [generator(device, cfg.seed, k, "distill_order") for k in seeds]  # same order in every condition
-        train_distill(student, inputs, targets, aux if cond.endswith("aux") else every, epochs=cfg.distill_epochs,
-                      lr=cfg.distill_lr or cfg.lr, batch_size=cfg.batch_size, gens=gens, loss=cfg.loss,
-                      temperature=cfg.temperature, amp=amp, refresh=refresh, log=log, desc=cond)
-        acc[cond] = accuracy(student, test_x, test_y)
-        if cfg.save_weights:
-            weights[cond] = getattr(student, "_orig_mod", student).params()
-        lap(cond)
+    # the student conditions, student_chunk at a time as one model of S models per condition (seed k's students
+    # read the same inputs in the same order; each its own loss): the aux ones first, so that they share a loss
+    students = sorted((c for c in cfg.conditions if c not in ("reference", "teacher")), key=lambda c: not c.endswith("aux"))
+    chunk = cfg.student_chunk or (len(students) if device.type == "cuda" else 1)
+    for conds in [students[i:i + chunk] for i in range(0, len(students), chunk)]:
+        inits = [student_init(c, ref, partner, cfg, seeds, device) for c in conds]
+        student = new_model({k: torch.cat([p[k] for p in inits]) for k in inits[0]})
+        gens = [generator(device, cfg.seed, k, "distill_order") for _ in conds for k in seeds]  # same order in every condition
+        train_distill(student, inputs, targets, {c: aux if c.endswith("aux") else every for c in conds},
+                      epochs=cfg.distill_epochs, lr=cfg.distill_lr or cfg.lr, batch_size=cfg.batch_size, gens=gens,
+                      loss=cfg.loss, temperature=cfg.temperature, amp=amp, refresh=refresh, log=log, desc="+".join(conds))
+        accs = accuracy(student, test_x, test_y).split(S)
+        trained = getattr(student, "_orig_mod", student).params() if cfg.save_weights else None
+        for j, c in enumerate(conds):
+            acc[c] = accs[j]
+            if trained is not None:
+                weights[c] = {k: v[j * S:(j + 1) * S].clone() for k, v in trained.items()}
+        lap("+".join(conds))
     log(stage="phases", seconds=phases)
     return {c: acc[c].tolist() for c in cfg.conditions}, weights
 

@@ -16,7 +16,7 @@ print(f"import torch {a - t:.2f}s, CUDA init {b - a:.2f}s, first bmm {c - b:.2f}
 PY
 done
 python -X importtime -c "import train, model, experiments.subliminal_mnist" 2>&1 | sort -t'|' -k2 -n | tail -8
-for extra in "" "--bf16=True"; do
+for extra in "" "--bf16=True" "--student_chunk=1"; do
   t=$(date +%s.%N)
   python train.py configs/subliminal_mnist.py --device=cuda --data_dir=$DATA \
       --n_seeds=100 --save_weights=False --out_dir=out/speed$extra $extra 2>&1 | grep -E "seeds 0"

@@ -7,10 +7,12 @@ import sys
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import eval as evaluate
 import train
 from conftest import ROOT, need_data
+from model import SeedMLP
 
 TINY = ["--n_train=2000", "--n_noise=512", "--width=64", "--lr=2e-3", "--epochs=2", "--distill_epochs=1", "--n_seeds=2",
         "--batch_size=128", "--device=cpu"]
@@ -92,13 +94,19 @@ def test_end_to_end_writes_every_file_and_teacher_beats_chance(tmp_path, capsys)
     assert "| teacher |" in printed and "student_aux" not in printed and "(2 compared)" in printed
 
 
+def blocks(logit_idx, kw):
+    """train_distill's students by condition: {name: logits}, one block of the model's seeds each."""
+    return logit_idx if isinstance(logit_idx, dict) else {kw["desc"]: logit_idx}
+
+
 def spy_distill(monkeypatch):
     """Record what each distillation condition trains on: its logit columns and its inputs' shape."""
     import experiments.subliminal_mnist as SM
     calls, real = {}, SM.train_distill
 
-    def spy(model, inputs, targets, logit_idx, **kw):
-        calls[kw["desc"]] = (list(logit_idx), tuple(inputs.shape))
+    def spy(model, inputs, targets, logit_idx, **kw):  # conditions trained as one model are blocks of it
+        for name, idx in blocks(logit_idx, kw).items():
+            calls[name] = (list(idx), tuple(inputs.shape))
         return real(model, inputs, targets, logit_idx, **kw)
     monkeypatch.setattr(SM, "train_distill", spy)
     return calls
@@ -145,8 +153,11 @@ def test_each_student_starts_from_its_init_reads_its_logits_and_all_share_the_da
     from model import init_mlp_params
     calls, real = {}, SM.train_distill
 
-    def spy(model, inputs, targets, logit_idx, **kw):  # one call per condition and seed group, before it trains
-        calls.setdefault(kw["desc"], []).append((list(logit_idx), model.params(), [g.get_state() for g in kw["gens"]]))
+    def spy(model, inputs, targets, logit_idx, **kw):  # each condition of each seed group, before it trains
+        S = len(targets)
+        for j, (name, idx) in enumerate(blocks(logit_idx, kw).items()):
+            calls.setdefault(name, []).append((list(idx), {k: v[j * S:(j + 1) * S] for k, v in model.params().items()},
+                                               [g.get_state() for g in kw["gens"][j * S:(j + 1) * S]]))
         return real(model, inputs, targets, logit_idx, **kw)
     monkeypatch.setattr(SM, "train_distill", spy)
     # groups [0] and [1, 2]: a group after the first must still find its own seeds' partners
@@ -525,3 +536,27 @@ def test_a_real_image_cell_is_not_trained_again_for_each_value_of_the_noise_keys
     assert evaluate.main([str(out)]) == 0  # reloads the shared run's models for both cells
     printed = capsys.readouterr().out
     assert "the same as the per-seed accuracies in results.json (8 compared)" in printed and "missing" not in printed
+
+
+@need_data()
+def test_student_conditions_trained_as_one_batched_model_give_each_conditions_numbers_to_the_bit(tmp_path):
+    """student_chunk (all the students as one model on a GPU, where a step is launch-bound) changes no number:
+    conditions that distil on different logits (aux, all), from different inits, share a model and keep apart."""
+    conds = "--conditions=['teacher', 'student_aux', 'student_all', 'cross_aux', 'cross_all', 'cross_head_aux']"
+    runs = {c: run(tmp_path, conds, "--n_seeds=3", "--distill_epochs=2", f"--student_chunk={c}", name=f"c{c}")
+            for c in (1, 4, 5)}
+    weights = {c: load_file(out / "main_group0.safetensors") for c, (out, _) in runs.items()}
+    for c in (4, 5):
+        assert runs[c][1]["conditions"] == runs[1][1]["conditions"], c
+        assert weights[c].keys() == weights[1].keys() and all(torch.equal(weights[c][k], weights[1][k]) for k in weights[1])
+        losses = lambda out: [(r["stage"], r["epoch"], r["loss"]) for r in map(json.loads, (out / "metrics.jsonl").open())
+                              if r.get("stage", "").startswith(("student", "cross"))]
+        assert sorted(losses(runs[c][0])) == sorted(losses(runs[1][0])) and len(losses(runs[1][0])) == 5 * 2
+    assert min(runs[1][1]["conditions"]["student_all"]["per_seed"]) > 0.2  # the students did learn (chance 0.1)
+
+
+def test_distilling_several_blocks_of_students_needs_one_block_of_seeds_per_entry():
+    model = SeedMLP(5, [8, 4, 3])
+    with pytest.raises(ValueError, match="5 models for 2 block"):
+        train.train_distill(model, torch.randn(2, 16, 8), torch.randn(2, 16, 3), {"a": [0], "b": [1, 2]}, epochs=1,
+                            lr=1e-3, batch_size=4, gens=[torch.Generator() for _ in range(5)])
