@@ -76,8 +76,8 @@ class Config:
     n_seeds: int = 10
     seed: int = 0
     seed_chunk: int = 0                # most seeds trained at once; 0 = all on CUDA, 13 on CPU (fewer if n_noise > 60000)
-    student_chunk: int = 0             # most student conditions trained as one batched model; 0 = all on CUDA (its
-                                       # steps are launch-bound), 1 on CPU (no faster there); the same numbers
+    student_chunk: int = 0             # most student conditions trained as one batched model; 0 = on CUDA (steps
+                                       # launch-bound) all that fit 2^29 parameters, 1 on CPU; the same numbers
     sweep: dict = field(default_factory=dict)  # e.g. {"m": [3, 10, 50]}: one run per grid cell
     # system
     device: str = "auto"               # auto = cuda when available
@@ -278,6 +278,19 @@ def teacher_key(cfg):
                       default=str)
 
 
+# on CUDA, at most this many student parameters in one batched model (with gradients and Adam's moments, 8.6 GB):
+# every condition at the default sizes (27M a condition at 100 seeds), one at a time at width 2048 (580M)
+CUDA_STUDENT_PARAMS = 1 << 29
+
+
+def students_per_batch(cfg, params_per_condition, device):
+    """How many student conditions train as one model: cfg.student_chunk, or by default (0) on CUDA as many as
+    stay within CUDA_STUDENT_PARAMS (at least one), on a CPU one (the same work, and no faster there)."""
+    if cfg.student_chunk:
+        return cfg.student_chunk
+    return max(1, CUDA_STUDENT_PARAMS // params_per_condition) if torch.device(device).type == "cuda" else 1
+
+
 def run_group(cfg, seeds, partners, data, device, log, teachers=None):
     """The whole pipeline for one group of seed indices -> ({condition: [acc per seed]}, {model: params});
     the parameters are returned only when cfg.save_weights asks for them. `teachers` (a sweep's dict, else None)
@@ -346,7 +359,7 @@ def run_group(cfg, seeds, partners, data, device, log, teachers=None):
     # the student conditions, student_chunk at a time as one model of S models per condition (seed k's students
     # read the same inputs in the same order; each its own loss): the aux ones first, so that they share a loss
     students = sorted((c for c in cfg.conditions if c not in ("reference", "teacher")), key=lambda c: not c.endswith("aux"))
-    chunk = cfg.student_chunk or (len(students) if device.type == "cuda" else 1)
+    chunk = students_per_batch(cfg, sum(v.numel() for v in ref.values()), device)
     for conds in [students[i:i + chunk] for i in range(0, len(students), chunk)]:
         inits = [student_init(c, ref, partner, cfg, seeds, device) for c in conds]
         student = new_model({k: torch.cat([p[k] for p in inits]) for k in inits[0]})

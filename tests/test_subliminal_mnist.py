@@ -560,3 +560,14 @@ def test_distilling_several_blocks_of_students_needs_one_block_of_seeds_per_entr
     with pytest.raises(ValueError, match="5 models for 2 block"):
         train.train_distill(model, torch.randn(2, 16, 8), torch.randn(2, 16, 3), {"a": [0], "b": [1, 2]}, epochs=1,
                             lr=1e-3, batch_size=4, gens=[torch.Generator() for _ in range(5)])
+
+
+def test_students_share_a_model_on_cuda_only_as_far_as_their_parameters_fit():
+    import experiments.subliminal_mnist as SM
+    cfg = SM.Config()
+    per_condition = lambda width, seeds: seeds * (784 * width + width + width * width + width + width * 13 + 13)
+    assert SM.students_per_batch(cfg, per_condition(256, 100), "cuda") >= 6  # default sizes: every condition at once
+    assert SM.students_per_batch(cfg, per_condition(1024, 100), "cuda") == 2
+    assert SM.students_per_batch(cfg, per_condition(2048, 100), "cuda:1") == 1  # 580M parameters: one at a time
+    assert SM.students_per_batch(cfg, per_condition(256, 100), "cpu") == 1
+    assert SM.students_per_batch(SM.Config(student_chunk=3), per_condition(2048, 100), "cpu") == 3  # as asked
