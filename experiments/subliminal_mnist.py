@@ -14,7 +14,8 @@ The pipeline, per group of seeds (all seeds at once on a GPU):
       student_*     start from reference k (the teacher's own init)
       cross_*       start from reference perm[k], perm a derangement (another seed's init)
       cross_head_*  hidden layers from reference perm[k], output layer from reference k
-    All students of seed k see the same noise in the same order, so conditions are paired.
+    All students of seed k see the same noise in the same order, so conditions are paired. On a GPU the
+    conditions also train as one model (student_chunk), each its own block of S students: the same numbers.
  5. accuracy:  argmax of the 10 class logits on the 10,000 test images.
 
 results.json: {"conditions": {NAME: {"mean", "ci95": [lo, hi], "per_seed"}}, "n_seeds", "config", "seconds"};
