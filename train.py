@@ -19,6 +19,7 @@ import datetime
 import difflib
 import importlib
 import inspect
+import itertools
 import json
 import math
 import os
@@ -625,10 +626,10 @@ class Adam:
     def step(self):
         self.t += 1
         c1, c2 = 1 - self.b1 ** self.t, math.sqrt(1 - self.b2 ** self.t)
-        have = [i for i, p in enumerate(self.params) if p.grad is not None]
-        if not have:
+        trained = [(p, m, v) for p, m, v in zip(self.params, self.m, self.v) if p.grad is not None]
+        if not trained:
             return
-        ps, ms, vs = ([xs[i] for i in have] for xs in (self.params, self.m, self.v))
+        ps, ms, vs = map(list, zip(*trained))
         gs = [p.grad for p in ps]
         torch._foreach_lerp_(ms, gs, 1 - self.b1)
         torch._foreach_mul_(vs, self.b2)
@@ -713,14 +714,12 @@ def train_distill(model, inputs, targets, logit_idx, *, epochs, lr, batch_size, 
     S, M = targets.shape[0], model.n_seeds
     if M != S * len(blocks):
         raise ValueError(f"{M} models for {len(blocks)} block(s) of {S} seeds")
-    # each run of blocks with the same logits takes one loss: [(first model, end, logit indices)]
-    runs = []
-    for c, idx in enumerate(blocks.values()):
-        if runs and runs[-1][2] == list(idx):
-            runs[-1][1] += S
-        else:
-            runs.append([c * S, (c + 1) * S, list(idx)])
-    runs = [(a, b, torch.as_tensor(idx, device=targets.device)) for a, b, idx in runs]
+    # consecutive blocks with the same logits take one loss: [(first model, end, logit indices)]
+    runs, a = [], 0
+    for idx, same in itertools.groupby(blocks.values(), key=list):
+        b = a + S * len(list(same))
+        runs.append((a, b, torch.as_tensor(idx, device=targets.device)))
+        a = b
     seed_of = torch.arange(M, device=targets.device) % S  # the input set each model reads
     step, t0 = 0, time.time()
     bar = progress_bar(epochs * -(-inputs.shape[-2] // batch_size), desc)  # a refreshed set keeps its size
@@ -733,8 +732,6 @@ def train_distill(model, inputs, targets, logit_idx, *, epochs, lr, batch_size, 
         per_seed = order + N * seed_of[:, None]  # [M, N]
         x_order = per_seed if inputs.dim() == 3 else order  # shared inputs: every seed reads [N, D]
         flat_x, flat_t = inputs.reshape(-1, inputs.shape[-1]), targets.reshape(-1, targets.shape[-1])
-        if len(runs) == 1:  # one set of logits: only those are gathered at each step
-            flat_t = flat_t[:, runs[0][2]]
         buf = flat_x.new_empty(M * min(batch_size, N), flat_x.shape[-1])  # gather_rows' reused block
         total = torch.zeros(M, device=inputs.device)  # each model's summed loss, on the device: no sync per step
         for i in range(0, N, batch_size):
@@ -742,11 +739,8 @@ def train_distill(model, inputs, targets, logit_idx, *, epochs, lr, batch_size, 
             tb = flat_t[per_seed[:, i:i + batch_size]]  # [M, B, K]
             with torch.autocast(xb.device.type, torch.bfloat16, enabled=amp):
                 out = model(xb)  # [M, B, n_out]
-            if len(runs) == 1:
-                per_model = distill_loss(out[..., runs[0][2]].float(), tb, loss, temperature)  # [M]
-            else:
-                per_model = torch.cat([distill_loss(out[a:b, :, sel].float(), tb[a:b, :, sel], loss, temperature)
-                                       for a, b, sel in runs])
+            per_model = torch.cat([distill_loss(out[a:b, :, sel].float(), tb[a:b, :, sel], loss, temperature)
+                                   for a, b, sel in runs])  # [M]
             opt.zero_grad()
             per_model.sum().backward()
             opt.step()

@@ -592,7 +592,8 @@ def reevaluate(run_dir):
         for gi, seeds in enumerate(seed_groups(cell_cfg)):
             stem = run_dir / f"{grid[same[ci]][0]}_group{gi}"  # a cell that is another's run: that cell's models
             if not stem.with_name(stem.name + ".safetensors").is_file():  # not with_suffix: "lr-0.001_group0" has a dot
-                missing += [stem.name] if stem.name not in missing else []
+                if stem.name not in missing:  # (a cell that is another's run names that run's models again)
+                    missing.append(stem.name)
                 continue
             tensors, meta = load_weights(stem, device)
             if meta["seeds"] != seeds:
