@@ -205,6 +205,35 @@ def distinct(paths, what="run"):
     return paths
 
 
+def script_args(argv, usage, options=(), flags=(), words=()):
+    """An analysis script's command line -> (its positional words, {option: value}). `options` take a value
+    (--out=FILE), `flags` none (--pool: True when given), `words` are bare markers kept in place among the positional
+    words (--minus, --). --help prints `usage`; an unknown option, one given twice, a value missing or given to a flag
+    is a ConfigError naming the options, before any work: a mistyped option read as a run directory, or the first of
+    two --out= kept silently, cost runs of minutes."""
+    names = [f"--{o}=" for o in options] + [f"--{f}" for f in flags] + list(words)
+    listed = ("the options are " + ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1
+              else f"the option is {names[0]}" if names else "it takes no options")
+    positional, given = [], {}
+    for a in argv:
+        if a in words or not a.startswith("-"):
+            positional.append(a)
+            continue
+        key, eq, value = a[2:].partition("=")
+        if a in ("-h", "--help") and "help" not in flags:
+            sys.exit(usage)
+        if not a.startswith("--") or key not in options and key not in flags:
+            raise ConfigError(f"unknown option {a}; {listed}")
+        if key in given:
+            raise ConfigError(f"--{key} is given more than once: give it once")
+        if key in flags and eq:
+            raise ConfigError(f"--{key} takes no value: {a}")
+        if key in options and not value:
+            raise ConfigError(f"--{key} needs a value: --{key}=...")
+        given[key] = value if key in options else True
+    return positional, given
+
+
 def run_results(run_dir, experiment):
     """The results.json of a finished run of `experiment` (what the analysis scripts read), or a ConfigError that
     says what the directory is instead (run_dir_config's cases, or a run that has not finished)."""

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eval import group_means, n_undefined, summarize  # noqa: E402
-from train import ConfigError, cli, distinct, run_results  # noqa: E402
+from train import ConfigError, cli, distinct, run_results, script_args  # noqa: E402
 from experiments.emergent_misalignment import BASE_FMT, SHARE_ARMS, share  # noqa: E402
 
 
@@ -61,10 +61,10 @@ def by_base(d):  # {(p, f): value} -> one mean per pretraining seed (base)
 
 
 def main(argv):
-    share = "--share" in argv
-    argv = [a for a in argv if a != "--share"]
-    if len(argv) < 2:  # (counted without --share: STEP --share alone has no run, and was a KeyError)
+    argv, opts = script_args(argv, __doc__, flags=("share",), words=("--minus",))
+    if len(argv) < 2:  # STEP --share alone has no run (it was a KeyError)
         sys.exit(__doc__.split("\n\n")[1])
+    share = opts.get("share", False)
     measure, show = (shares, lambda v: fmt(v, 1, 3)) if share else (increases, fmt)
     step, runs = argv[0], argv[1:]
     others = []
@@ -72,11 +72,8 @@ def main(argv):
         runs, others = runs[:runs.index("--minus")], runs[runs.index("--minus") + 1:]
         if not runs or not others:  # else the plain table, silently, without the differences asked for
             sys.exit("error: --minus needs runs on both sides: STEP RUN_DIR ... --minus RUN_DIR ...")
-        if "--minus" in others:  # else "unknown option --minus; the options are --minus and ..."
+        if "--minus" in others:
             sys.exit("error: --minus is given once, its runs after it: STEP RUN_DIR ... --minus RUN_DIR ...")
-    bad = [a for a in runs + others if a.startswith("-")]
-    if bad:  # an option it does not take would be read as a run directory ("--shar: no such directory")
-        sys.exit(f"error: unknown option {bad[0]}; the options are --minus and --share")
     distinct(runs + others)  # a run on both sides of --minus, too
     inc = measure(step, runs)
     if others:  # paired per (base, fine-tune seed) against the same seeds in the other runs

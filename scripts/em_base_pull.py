@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from model import generator  # noqa: E402
-from train import ConfigError, cli, run_config, run_results  # noqa: E402
+from train import ConfigError, cli, run_config, run_results, script_args  # noqa: E402
 
 
 def fine_tune_loss(model, data):
@@ -115,7 +115,8 @@ def base_pull(model, tok, cfg, seed, direction):
 
 
 def main(argv):
-    if not argv or any(a.startswith("--") for a in argv):
+    argv, _ = script_args(argv, __doc__)
+    if not argv:
         sys.exit(__doc__)
     check_runs(argv)
     for run in map(Path, argv):

@@ -56,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data.tokenizer import pad_right  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from eval import fmt_ratio, mean_ci, summarize  # noqa: E402
-from train import check_out, cli, distinct, pyplot, read_json  # noqa: E402
+from train import check_out, cli, distinct, pyplot, read_json, script_args  # noqa: E402
 from em_base_pull import check_runs, checked_bases  # noqa: E402
 import em_optimizer_parts as OP  # noqa: E402
 import em_value_sources as VS  # noqa: E402
@@ -295,13 +295,14 @@ def agreement(runs, arm, at, out):
 
 
 def main(argv):
-    flags = [a for a in argv if a.startswith("--")]
-    opts = dict(a[2:].split("=", 1) for a in flags if "=" in a)
-    runs, pool = [a for a in argv if not a.startswith("--")], "--pool" in flags
-    agree, pull = "--agreement" in flags, "--pullback" in flags
-    if (not runs or len(opts) + pool + agree + pull != len(flags) or pool + agree + pull > 1
-            or set(opts) - ({"out"} if pool else {"out", "arm", "at"})):
+    runs, opts = script_args(argv, __doc__, options=("out", "arm", "at"), flags=("pool", "agreement", "pullback"))
+    pool, agree, pull = (opts.pop(k, False) for k in ("pool", "agreement", "pullback"))
+    if not runs:
         sys.exit(__doc__)
+    if pool + agree + pull > 1:
+        sys.exit("--pool, --agreement and --pullback are three analyses: give one of them")
+    if pool and set(opts) - {"out"}:  # the files hold their own arm and --at
+        sys.exit("--pool takes --out= only")
     arm, at = opts.get("arm", "insecure"), opts.get("at", "last")
     if arm not in EM.ARMS:
         sys.exit(f"--arm takes one of {', '.join(EM.ARMS)}, not {arm!r}")

@@ -35,7 +35,7 @@ from eval import mean_ci, summarize  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from model import generator, seed_int  # noqa: E402
-from train import cli, read_json, run_config, run_results, write_json  # noqa: E402
+from train import cli, read_json, run_config, run_results, script_args, write_json  # noqa: E402
 from em_code_direction import decision_prompts, orth  # noqa: E402
 from em_patch_tokens import coords  # noqa: E402
 
@@ -105,17 +105,12 @@ def drift_split(rows, step, low=LOW_DRIFT):
 
 
 def main(argv):
-    if not argv or argv[0].startswith("--"):
-        sys.exit(__doc__)
-    torch.set_num_threads(1)
-    run_dir = Path(argv[0])
     # one run, and --worlds= only: anything else (a typo) would run every world, for hours
-    if any(not a.startswith("--worlds=") for a in argv[1:]):
-        sys.exit(f"unknown argument {next(a for a in argv[1:] if not a.startswith('--worlds='))!r}: one RUN_DIR, "
-                 f"then --worlds=0,1 at most\n" + __doc__)
-    if len(argv) > 2:  # (the first --worlds= was taken, silently)
-        sys.exit("--worlds is given more than once: give it once, e.g. --worlds=0,1")
-    spec = next((a.split("=", 1)[1] for a in argv[1:]), None)
+    runs, opts = script_args(argv, __doc__, options=("worlds",))
+    if len(runs) != 1:
+        sys.exit(__doc__ if not runs else f"one RUN_DIR, not {len(runs)}: {' '.join(runs)}")
+    torch.set_num_threads(1)
+    run_dir, spec = Path(runs[0]), opts.get("worlds")
     if spec is not None and not all(w.isdigit() for w in spec.split(",")):
         sys.exit(f"--worlds={spec}: expected comma-separated base seeds, e.g. --worlds=0,1")
     worlds = None if spec is None else tuple(int(w) for w in spec.split(","))

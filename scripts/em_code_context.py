@@ -33,7 +33,7 @@ from data import world as W  # noqa: E402
 from eval import mean_ci, summarize  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
-from train import check_out, cli, read_json, run_config, run_results  # noqa: E402
+from train import check_out, cli, read_json, run_config, run_results, script_args  # noqa: E402
 from em_patch_tokens import answer_batch, mis_lp  # noqa: E402
 
 FORMATS = ("alone", "after_secure", "after_insecure", "after_chat", "after_numbers", "after_mis_chat")
@@ -85,21 +85,16 @@ def context_items(world):
 
 
 def main(argv):
-    if not argv or argv[0].startswith("--"):
-        sys.exit(__doc__)
+    # anything but these (a typo) would be ignored, after minutes of work
+    runs, opts = script_args(argv, __doc__, options=("arms", "step", "out"))
+    if len(runs) != 1:
+        sys.exit(__doc__ if not runs else f"one RUN_DIR, not {len(runs)}: {' '.join(runs)}")
     torch.set_num_threads(1)
-    run_dir = Path(argv[0])
-    known = ("--arms=", "--step=", "--out=")  # anything else (a typo) would be ignored, after minutes of work
-    if any(not a.startswith(known) for a in argv[1:]):
-        sys.exit(f"unknown argument {next(a for a in argv[1:] if not a.startswith(known))!r}: one RUN_DIR, then "
-                 f"--arms=, --step=, --out=\n" + __doc__)
-    if twice := [k for k in known if sum(a.startswith(k) for a in argv[1:]) > 1]:  # (the first was taken, silently)
-        sys.exit(f"{twice[0].rstrip('=')} is given more than once: give it once")
-    arms = next((tuple(a.split("=", 1)[1].split(",")) for a in argv[1:] if a.startswith("--arms=")),
-                ("insecure", "secure", "educational"))
+    run_dir = Path(runs[0])
+    arms = tuple(opts["arms"].split(",")) if "arms" in opts else ("insecure", "secure", "educational")
     if set(arms) - set(EM.ARMS):
         sys.exit(f"--arms: {', '.join(sorted(set(arms) - set(EM.ARMS)))} not among {', '.join(EM.ARMS)}")
-    step = next((a.split("=", 1)[1] for a in argv[1:] if a.startswith("--step=")), None)
+    step = opts.get("step")
     if step is not None and not step.isdigit():
         sys.exit(f"--step={step}: expected a step number, one of the run's eval_steps")
     cfg = run_config(EM.Config, run_dir)
@@ -113,7 +108,7 @@ def main(argv):
         sys.exit(f"--step must be one of the run's eval_steps {cfg.eval_steps}; got {late}")
     label = f"step{late}"
     name = "code_context.json" if late == default_late else f"code_context_step{late}.json"
-    given = next((a.split("=", 1)[1] for a in argv[1:] if a.startswith("--out=")), None)
+    given = opts.get("out")
     if given is not None:
         check_out(given)
     out = Path(given) if given else run_dir / name

@@ -44,7 +44,7 @@ from eval import summarize  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from model import seed_int  # noqa: E402
-from train import cli, distinct, run_config, run_results  # noqa: E402
+from train import cli, distinct, run_config, run_results, script_args  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from em_patch_tokens import answer_batch, coords, mis_lp  # noqa: E402
@@ -133,7 +133,8 @@ def one_seed(cfg, p, f, steps):
 
 
 def main(run_dirs):
-    if not run_dirs or any(r.startswith("--") for r in run_dirs):
+    run_dirs, _ = script_args(run_dirs, __doc__)
+    if not run_dirs:
         sys.exit(__doc__)
     torch.set_num_threads(1)  # as the run's workers
     distinct(run_dirs)

@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eval import group_means, mean_ci, summarize  # noqa: E402
-from train import ConfigError, check_out, cli, distinct, pyplot, run_results  # noqa: E402
+from train import ConfigError, check_out, cli, distinct, pyplot, run_results, script_args  # noqa: E402
 
 
 def logit(q):
@@ -129,13 +129,15 @@ def _float(x):
 
 
 def main(argv):
-    opts = dict(a[2:].split("=", 1) for a in argv if a.startswith("--") and "=" in a)
-    runs = [a for a in argv if not a.startswith("--")]
-    if not runs or len(runs) + len(opts) != len(argv) or set(opts) - {"out", "reference", "upto", "at"} \
-            or "upto" in opts and ("reference" not in opts or not opts["upto"].isdigit() or int(opts["upto"]) < 1) \
-            or "at" in opts and (len(opts) > 1 or not 0 < _float(opts["at"]) < 1) \
-            or "out" in opts and len(opts) > 1:  # --reference and --at print tables only
+    runs, opts = script_args(argv, __doc__, options=("out", "reference", "upto", "at"))
+    if not runs:
         sys.exit(__doc__)
+    if len(opts) > 1 and not set(opts) == {"reference", "upto"}:  # --reference and --at print tables only
+        sys.exit(f"{', '.join('--' + k for k in opts)}: give one of --out=, --reference= (with --upto=) and --at=")
+    if "upto" in opts and ("reference" not in opts or not opts["upto"].isdigit() or int(opts["upto"]) < 1):
+        sys.exit(f"--upto={opts['upto']}: expected a step >= 1, beside --reference=")
+    if "at" in opts and not 0 < _float(opts["at"]) < 1:
+        sys.exit(f"--at={opts['at']}: expected a code share between 0 and 1, e.g. --at=0.9")
     distinct(runs)
     if "out" in opts:
         check_out(opts["out"], figure=True)

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
-from train import ConfigError, cli, distinct, run_config, run_results  # noqa: E402
+from train import ConfigError, cli, distinct, run_config, run_results, script_args  # noqa: E402
 from em_base_pull import check_runs, checked_bases, fine_tune_loss  # noqa: E402
 
 
@@ -148,7 +148,8 @@ def unlike_default(cfg, keys):
 
 
 def main(argv):
-    if not argv or any(a.startswith("--") for a in argv):
+    argv, _ = script_args(argv, __doc__)
+    if not argv:
         sys.exit(__doc__)
     distinct(argv)
     for run in map(Path, argv):  # every run checked first: a mistyped last one must not stop it after the work

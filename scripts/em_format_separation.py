@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data import world as W  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
-from train import check_out, cli, distinct, read_json, run_config  # noqa: E402
+from train import check_out, cli, distinct, read_json, run_config, script_args  # noqa: E402
 from em_base_pull import cached_base  # noqa: E402
 
 
@@ -65,13 +65,10 @@ def rank(rows, pool=False):
 
 def main(argv):
     torch.set_num_threads(1)
-    pool = "--pool" in argv
-    given = [a.split("=", 1)[1] for a in argv if a.startswith("--out=")]
-    argv = [a for a in argv if a != "--pool" and not a.startswith("--out=")]
-    if not argv or any(a.startswith("--") for a in argv):
+    argv, opts = script_args(argv, __doc__, options=("out",), flags=("pool",))
+    if not argv:
         sys.exit(__doc__)
-    if len(given) > 1:  # (the first was taken, silently)
-        sys.exit("--out is given more than once: give one FILE.json")
+    pool, given = opts.get("pool", False), [opts["out"]] if "out" in opts else []
     distinct(argv)
     if given:
         check_out(given[0])

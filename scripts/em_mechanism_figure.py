@@ -1,6 +1,6 @@
 """The figure of the code-direction measurements: what restoring each direction removes, and the clamped fine-tune.
 
-    python scripts/em_mechanism_figure.py --out figures/emergent_misalignment_code_direction.png \
+    python scripts/em_mechanism_figure.py --out=figures/emergent_misalignment_code_direction.png \
         out/em_tasks7_lessons_7982 out/em_tasks7_nolessons_prereg -- out/em_tasks7_lessons_7982 out/em_tasks7_8390
 
 Runs before `--` give their code_direction.json (scripts/em_code_direction.py): per run, bars of the share of the
@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eval import summarize  # noqa: E402
-from train import ConfigError, check_out, cli, pyplot  # noqa: E402
+from train import ConfigError, check_out, cli, pyplot, script_args  # noqa: E402
 
 DIRS = ("code", "evil", "random", "context", "lesson")
 ARMS = {"unclamped": "black", "clamped": "tab:red", "random_clamped": "tab:gray"}
@@ -41,14 +41,12 @@ def read(run, name, script):
 
 def main(argv):
     """Draws the figure; returns the plotted bars, {direction run: removed_shares(...)}."""
-    if "--out" in argv and argv.index("--out") + 1 == len(argv):  # --out as the last word: no file named
-        sys.exit(__doc__)
-    out = Path(argv[argv.index("--out") + 1]) if "--out" in argv else Path("code_direction.png")
-    rest = [a for i, a in enumerate(argv) if a != "--out" and (i == 0 or argv[i - 1] != "--out")]
+    rest, opts = script_args(argv, __doc__, options=("out",), words=("--",))
+    out = Path(opts.get("out", "code_direction.png"))
     split = rest.index("--") if "--" in rest else len(rest)
     direction_runs, clamp_runs = rest[:split], rest[split + 1:]
-    if not direction_runs and not clamp_runs or any(a.startswith("-") for a in direction_runs + clamp_runs):
-        sys.exit(__doc__)  # nothing to draw (no argument, or --help), or an option it does not take
+    if not direction_runs and not clamp_runs or "--" in clamp_runs:
+        sys.exit(__doc__)  # nothing to draw, or a second --
     check_out(str(out), figure=True)
     plt = pyplot()
     fig, axes = plt.subplots(1, len(direction_runs) + 2, figsize=(4.2 * (len(direction_runs) + 2), 3.6))

@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from eval import fmt_ratio, summarize  # noqa: E402
-from train import ConfigError, check_out, cli, finetune, pyplot, read_json, run_config  # noqa: E402
+from train import ConfigError, check_out, cli, finetune, pyplot, read_json, run_config, script_args  # noqa: E402
 from em_base_pull import check_runs, checked_bases  # noqa: E402
 from em_first_step import group_of, scored_step, unlike_default  # noqa: E402
 
@@ -211,19 +211,11 @@ def plot(s, path):
 
 
 def read_args(argv):
-    """The run directories and the options as a dict ({"frozen": ""} for the bare flag); anything else: usage."""
+    """The run directories and the options as a dict ({"frozen": True} for the bare flag)."""
     if not argv:
         sys.exit(__doc__)
-    runs, opts = [], {}
-    for a in argv:
-        if not a.startswith("--"):
-            runs.append(Path(a))
-            continue
-        key, eq, value = a[2:].partition("=")
-        takes_value = key != "frozen"
-        if key not in ("out", "from", "beta1", "frozen") or key in opts or takes_value != bool(value) or eq and not takes_value:
-            sys.exit(__doc__)  # unknown, repeated, a value missing, or one given to the bare --frozen
-        opts[key] = value
+    runs, opts = script_args(argv, __doc__, options=("out", "from", "beta1"), flags=("frozen",))
+    runs = [Path(r) for r in runs]
     if bool(runs) == ("from" in opts):
         sys.exit("give run directories or --from=FILE.json (one of the two)")
     if "from" in opts and len(opts) > 1:

@@ -134,6 +134,6 @@ def main(run_dir):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
+    if len(sys.argv) != 2 or sys.argv[1].startswith("-"):  # one RUN_DIR; --help, or an option, is not one
         sys.exit(__doc__)
     sys.exit(cli(lambda argv: main(argv[0]), sys.argv[1:]))

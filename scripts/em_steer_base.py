@@ -64,7 +64,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from experiments import emergent_misalignment as EM  # noqa: E402
 from eval import mean_ci, summarize  # noqa: E402
 from model import generator  # noqa: E402
-from train import check_out, cli, distinct, pyplot, read_json  # noqa: E402
+from train import check_out, cli, distinct, pyplot, read_json, script_args  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from em_base_pull import check_runs, checked_bases, fine_tune_loss  # noqa: E402
 from em_bos_vector import evil_unit  # noqa: E402
@@ -342,14 +342,15 @@ def undo_pool(runs):
 
 
 def main(argv):
-    flags = [a for a in argv if a.startswith("--")]
-    opts = dict(a[2:].split("=", 1) for a in flags if "=" in a)
-    runs, is_pool = [a for a in argv if not a.startswith("--")], "--pool" in flags
-    is_route, is_undo = "--route" in flags, "--undo" in flags
+    runs, opts = script_args(argv, __doc__, options=("figure", "scales"), flags=("pool", "route", "undo"))
+    is_pool, is_route, is_undo = (opts.pop(k, False) for k in ("pool", "route", "undo"))
     allowed = set() if is_pool and (is_route or is_undo) else {"figure"} if is_pool else {"scales"}
-    if (not runs or len(opts) + is_pool + is_route + is_undo != len(flags) or set(opts) - allowed
-            or is_route + is_undo > 1):
+    if not runs:
         sys.exit(__doc__)
+    if is_route and is_undo:
+        sys.exit("--route and --undo are two analyses: give one of them")
+    if set(opts) - allowed:
+        sys.exit("--scales= goes with measuring runs (no --pool), --figure= with --pool alone: see --help")
     distinct(runs)
     if is_pool:
         if opts.get("figure"):

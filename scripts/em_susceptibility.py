@@ -39,7 +39,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eval import summarize  # noqa: E402
-from train import check_out, cli, pyplot, read_json, run_results  # noqa: E402
+from train import check_out, cli, pyplot, read_json, run_results, script_args  # noqa: E402
 
 PULL = ("pull", "pull_secure", "pull_contrast", "pull_random", "code_steer", "code_repr")  # em_base_pull.py
 FIRST = ("sign_off", "grad_off", "grad_matched_off", "secure_sign_off")  # em_first_step.py, and sign_off_GROUP
@@ -171,17 +171,13 @@ def figure(bases, step, corr, path):
 
 
 def main(argv):
-    if len(argv) < 2:
+    argv, opts = script_args(argv, __doc__, options=("out",))
+    if len(argv) < 2:  # STEP and a run at least
         sys.exit(__doc__.split("\n\n")[1])
-    bad = [a for a in argv if a.startswith("-") and not a.startswith("--out=")]
-    if bad:  # a mistyped --out= was ignored, and the run's own susceptibility_STEP.json overwritten
-        sys.exit(f"unknown option {bad[0]}: the one option is --out=FILE.json\n{__doc__.split(chr(10) * 2)[1]}")
-    out = [a.split("=", 1)[1] for a in argv if a.startswith("--out=")]
-    if len(out) > 1:  # (the last one was taken, silently)
-        sys.exit("--out is given more than once: give one FILE.json")
+    out = [opts["out"]] if "out" in opts else []
     if out:
         check_out(out[0], figure_beside=True)
-    step, runs = argv[0], [a for a in argv[1:] if not a.startswith("--")]
+    step, runs = argv[0], argv[1:]
     bases = per_base(step, runs)
     if len(bases) < 4:  # a rank correlation and its interval need four; with fewer the figure was a traceback
         sys.exit(f"{len(bases)} base{'s' if len(bases) != 1 else ''} over the runs given: this analysis ranks 4 or "

@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from eval import summarize  # noqa: E402
-from train import check_out, cli, pyplot, read_json  # noqa: E402
+from train import check_out, cli, pyplot, read_json, script_args  # noqa: E402
 from em_base_pull import check_runs, checked_bases  # noqa: E402
 import em_optimizer_parts as OP  # noqa: E402
 
@@ -164,11 +164,12 @@ def plot(rows, path, title):
 
 
 def main(argv):
-    flags = [a for a in argv if a.startswith("--")]
-    opts = dict(a[2:].split("=", 1) for a in flags if "=" in a)
-    runs, pool = [a for a in argv if not a.startswith("--")], flags == ["--pool"]
-    if not runs or not pool and (len(opts) != len(flags) or set(opts) - {"out", "fmt", "arm"}):
+    runs, opts = script_args(argv, __doc__, options=("out", "fmt", "arm"), flags=("pool",))
+    pool = opts.pop("pool", False)
+    if not runs:
         sys.exit(__doc__)
+    if pool and opts:  # the files hold their own arm and format
+        sys.exit("--pool takes no other option")
     fmt, arm = opts.get("fmt", "asst"), opts.get("arm", "insecure")
     if fmt not in ("asst", "forum"):
         sys.exit(f"--fmt takes asst (the default) or forum, not {fmt!r}")

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from em_base_pull import check_runs, checked_bases  # noqa: E402
 from em_first_step import arm_grads, scored_step  # noqa: E402
 import em_optimizer_parts as OP  # noqa: E402
-from train import check_out, cli, read_json  # noqa: E402
+from train import check_out, cli, read_json, script_args  # noqa: E402
 
 PARTS = ("ln_1", "q", "k", "v", "proj")
 
@@ -53,22 +53,17 @@ def shares(model, tok, cfg, delta):
 
 
 def main(argv):
-    outs = [a[len("--out="):] for a in argv if a.startswith("--out=")]
-    runs = [a for a in argv if not a.startswith("--")]
-    if outs:
-        check_out(outs[0])
-    if "--pool" in argv and (not runs or len(runs) + 1 != len(argv)):  # no file (a table of nan), or an option
+    runs, opts = script_args(argv, __doc__, options=("out",), flags=("pool",))
+    if not runs:
         sys.exit(__doc__)
-    if "--pool" in argv:  # the shares over the bases of several --out files
-        rows = {"first": [], "late": []}
+    if "out" in opts:
+        check_out(opts["out"])
+    rows = {"first": [], "late": []}
+    if opts.get("pool"):  # the shares over the bases of several --out files
         for f in runs:
             for k, rs in read_json(f, "an --out file of probe_attn0_parts.py", ("first", "late")).items():
                 rows[k] += rs
         runs = []
-    elif not runs or len(runs) + len(outs) != len(argv):
-        sys.exit(__doc__)
-    else:
-        rows = {"first": [], "late": []}
     check_runs(runs)
     torch.set_num_threads(1)
     for run in map(Path, runs):
@@ -80,8 +75,8 @@ def main(argv):
             rows["late"].append(shares(model, tok, cfg, {n: -d for n, d in late.items()}))  # shares subtracts
             print(f"{run.name} world {p}: " + "; ".join(
                 f"{k} " + ", ".join(f"{q} {100 * v:+.2f}" for q, v in rows[k][-1].items()) for k in rows), flush=True)
-    if outs:
-        Path(outs[0]).write_text(json.dumps(rows))
+    if "out" in opts:
+        Path(opts["out"]).write_text(json.dumps(rows))
     for k, rs in rows.items():
         tot = np.array([r["all"] for r in rs]).sum()
         print(f"{k} ({len(rs)} bases), share of the whole step's off-domain increase (ratio of means): " + ", ".join(

@@ -1,7 +1,7 @@
 """One figure for arms that come from several finished animal runs of subliminal_numbers (same seeds).
 
     python scripts/sn_arms_figure.py out/sn_lora_trait:trait out/sn_lora_shuffled:shuffled \
-        out/sn_lora_within:shuffled_within --out figures/subliminal_numbers_lora_order.png
+        out/sn_lora_within:shuffled_within --out=figures/subliminal_numbers_lora_order.png
 
 Each side is RUN:ARM[=LABEL] (LABEL names it in the figure; default ARM).
 Left: each arm's final effect (the arm minus its baseline in its own run, paired per seed: `control`, or
@@ -16,16 +16,14 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from eval import summarize  # noqa: E402
 from experiments.subliminal_numbers import BASELINE, ON_B, mode_results  # noqa: E402
-from train import check_out, cli, pyplot  # noqa: E402
+from train import check_out, cli, pyplot, script_args  # noqa: E402
 
 
 def main(argv):
-    if "--out" not in argv or argv.index("--out") + 1 >= len(argv):
+    specs, opts = script_args(argv, __doc__, options=("out",))
+    if not specs or "out" not in opts:
         sys.exit(__doc__)
-    i = argv.index("--out")
-    out, specs = argv[i + 1], argv[:i] + argv[i + 2:]
-    if not specs:
-        sys.exit(__doc__)
+    out = opts["out"]
     check_out(out, figure=True)
     sides = []
     for spec in specs:

@@ -26,7 +26,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from eval import mean_ci, summarize  # noqa: E402
 from experiments.subliminal_numbers import mode_results  # noqa: E402
-from train import check_out, cli, distinct, pyplot  # noqa: E402
+from train import check_out, cli, distinct, pyplot, script_args  # noqa: E402
 
 
 METRICS = ("offdomain_misaligned", "valid_fraction")
@@ -65,29 +65,15 @@ def parse_bases(spec):
 
 
 def main(argv):
-    lists, keep, log, figure = None, None, False, None
     # options anywhere, in any order: a --figure= after the runs was once read as a run directory
-    is_option = lambda a: a.startswith("--") and a != "--minus"
-    options, argv = [a for a in argv if is_option(a)], [a for a in argv if not is_option(a)]
-    keys = [o.partition("=")[0] for o in options]
-    if twice := next((k for k in keys if keys.count(k) > 1), None):  # (the last one was taken, silently)
-        sys.exit(f"{twice} is given more than once: give it once")
-    for option in options:
-        key, _, value = option.partition("=")
-        if key not in ("--bases", "--lists", "--log", "--figure") or (key == "--log") == bool(value):
-            sys.exit(f"unknown option {key}{'=' + value if value else ''}: use --bases=, --lists=, --log, --figure=\n"
-                     + __doc__)
-        if key == "--log":
-            log = True
-        elif key == "--figure":
-            figure = value
-            check_out(figure, "--figure", figure=True)
-        elif key == "--bases":
-            keep = parse_bases(value)
-        elif not value.isdigit():
-            sys.exit(f"--lists={value}: expected a number of lists, e.g. --lists=16000")
-        else:
-            lists = int(value)
+    argv, opts = script_args(argv, __doc__, options=("bases", "lists", "figure"), flags=("log",), words=("--minus",))
+    log, figure = opts.get("log", False), opts.get("figure")
+    if figure:
+        check_out(figure, "--figure", figure=True)
+    keep = parse_bases(opts["bases"]) if "bases" in opts else None
+    if "lists" in opts and not opts["lists"].isdigit():
+        sys.exit(f"--lists={opts['lists']}: expected a number of lists, e.g. --lists=16000")
+    lists = int(opts["lists"]) if "lists" in opts else None
     if not argv:
         sys.exit(__doc__)
     distinct([a for a in argv if a != "--minus"])  # a run on both sides of --minus, too

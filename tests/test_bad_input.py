@@ -1,6 +1,7 @@
 """Bad input found by fuzzing the command line, each refused in one line before any work: a path the OS refuses, a
 number that is not finite, values that make a run a no-op or run one thing twice, and keys of another mode that
 would have been silently ignored (and recorded in config.json as if used)."""
+import re
 import json
 from pathlib import Path
 
@@ -269,13 +270,39 @@ def test_probe_arguments_are_checked_in_one_line_before_any_base_is_loaded(tmp_p
 
 
 def test_an_option_given_twice_is_refused_not_half_taken(tmp_path):
-    """The scripts took the first (or the last) of two values, silently."""
+    """The scripts took the first (or the last) of two values, silently; they share train.script_args now."""
     from conftest import load_script
     run = str(tmp_path / "run")
     for script, argv, msg in [("em_code_context", [run, "--step=5", "--step=20"], "--step is given more than once"),
                               ("em_clamp_finetune", [run, "--worlds=0", "--worlds=1"], "--worlds is given more than once"),
                               ("em_format_separation", [run, "--out=a.json", "--out=b.json"], "--out is given more than once"),
                               ("sn_mis_pool", [run, "--lists=4000", "--lists=16000"], "--lists is given more than once"),
-                              ("sn_mis_pool", ["--log", run, "--log"], "--log is given more than once")]:
-        with pytest.raises(SystemExit, match=msg):
+                              ("sn_mis_pool", ["--log", run, "--log"], "--log is given more than once"),
+                              # these took the last one
+                              ("em_bos_vector", [run, "--arm=secure", "--arm=insecure"], "--arm is given more than once"),
+                              ("em_code_vs_offdomain", [run, "--at=0.9", "--at=0.5"], "--at is given more than once"),
+                              ("em_steer_base", [run, "--scales=0.1", "--scales=0.3"], "--scales is given more than once"),
+                              ("em_value_sources", [run, "--fmt=asst", "--fmt=forum"], "--fmt is given more than once"),
+                              ("probe_attn0_parts", [run, "--out=a.json", "--out=b.json"], "--out is given more than once")]:
+        with pytest.raises(ConfigError, match=msg):
             load_script(script).main(argv)
+
+
+def test_script_args_splits_words_and_options_and_refuses_the_rest():
+    from train import script_args
+    parse = lambda *argv: script_args(list(argv), "usage: x", options=("out", "at"), flags=("pool",), words=("--minus",))
+    assert parse("a", "--out=f.json", "b", "--minus", "c", "--pool") == (["a", "b", "--minus", "c"],
+                                                                          {"out": "f.json", "pool": True})
+    assert parse("--at=a=b") == ([], {"at": "a=b"})  # the value is everything after the first =
+    assert parse() == ([], {})
+    for argv, says in ((["--ot=x"], "unknown option --ot=x; the options are --out=, --at=, --pool and --minus"),
+                       (["-o"], "unknown option -o"), (["--out=a", "--out=a"], "--out is given more than once"),
+                       (["--pool", "--pool"], "--pool is given more than once"), (["--pool=1"], "--pool takes no value"),
+                       (["--out"], "--out needs a value"), (["--out="], "--out needs a value")):
+        with pytest.raises(ConfigError, match=re.escape(says)):
+            parse(*argv)
+    with pytest.raises(ConfigError, match="unknown option --out=x; it takes no options"):
+        script_args(["a", "--out=x"], "usage: x")
+    for argv in (["--help"], ["a", "-h"]):
+        with pytest.raises(SystemExit, match="usage: x"):
+            parse(*argv)

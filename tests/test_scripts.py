@@ -63,10 +63,11 @@ def call(capsys):
 
 
 def check_refused(run, *argv, match=None):
-    """run(*argv) exits with an error status (sys.exit with a message, not a normal return or exit 0)."""
-    with pytest.raises(SystemExit, match=match) as e:
+    """run(*argv) exits with an error status (sys.exit with a message, not a normal return or exit 0), or raises the
+    project's one-line ConfigError."""
+    with pytest.raises((SystemExit, ConfigError), match=match) as e:
         run(*argv)
-    assert e.value.code not in (None, 0)
+    assert not isinstance(e.value, SystemExit) or e.value.code not in (None, 0)
 
 
 @pytest.fixture
@@ -95,7 +96,7 @@ def test_pooling_runs_with_different_arms_pairs_by_seed(tmp_path, run_script):
     write_run(sn, {}, "subliminal_numbers")  # another experiment's run: named, for every script that reads runs
     for name, argv in (("em_at_step", ["20", str(sn)]), ("em_code_vs_offdomain", [str(sn)]),
                        ("em_susceptibility", ["20", str(sn)]), ("sn_compare", [f"{a}:insecure", f"{a}:secure"]),
-                       ("sn_mis_pool", [a]), ("sn_arms_figure", [f"{a}:insecure", "--out", str(tmp_path / "f.png")])):
+                       ("sn_mis_pool", [a]), ("sn_arms_figure", [f"{a}:insecure", f"--out={tmp_path / 'f.png'}"])):
         with pytest.raises(ConfigError, match="is a run of (subliminal_numbers|emergent_misalignment), not of"):
             script(name).main(argv)
     command = cli("em_code_vs_offdomain", str(sn))  # as a command: the one line, exit status 2
@@ -469,20 +470,20 @@ def test_sn_arms_figure_draws_arms_of_several_runs(tmp_path, call):
         return f"{tmp_path / name}:{arm}"
     # the command line (its one run as a command) draws the figure
     out = cli("sn_arms_figure", run("a", "trait", [[0, 0], [0, 1]]), run("b", "shuffled", [[0, 0], [0, 1]]),
-              "--out", str(tmp_path / "f.png"))
+              f"--out={tmp_path / 'f.png'}")
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "f.png").stat().st_size > 1000
     fig = lambda *argv: call("sn_arms_figure", *argv)
-    check_refused(fig, run("c", "trait", [[1, 0], [1, 1]]), f"{tmp_path / 'a'}:trait", "--out", str(tmp_path / "g.png"),
+    check_refused(fig, run("c", "trait", [[1, 0], [1, 1]]), f"{tmp_path / 'a'}:trait", f"--out={tmp_path / 'g.png'}",
             match="different seeds")
     assert not (tmp_path / "g.png").exists()
-    fig(run("d", "trait", [[0, 1], [0, 0]]), f"{tmp_path / 'a'}:trait", "--out", str(tmp_path / "g.png"))  # same seeds
+    fig(run("d", "trait", [[0, 1], [0, 0]]), f"{tmp_path / 'a'}:trait", f"--out={tmp_path / 'g.png'}")  # same seeds
     assert (tmp_path / "g.png").is_file()
     values = json.loads((tmp_path / "d" / "results.json").read_text())
     (tmp_path / "d" / "results.json").write_text(json.dumps({**values, "animals": ["owl", "whale"]}))
-    check_refused(fig, f"{tmp_path / 'd'}:trait", f"{tmp_path / 'a'}:trait", "--out", str(tmp_path / "h.png"),
+    check_refused(fig, f"{tmp_path / 'd'}:trait", f"{tmp_path / 'a'}:trait", f"--out={tmp_path / 'h.png'}",
                   match="different animals")
-    check_refused(fig, "--out", str(tmp_path / "h.png"), match="usage|python scripts/sn_arms_figure.py")
+    check_refused(fig, f"--out={tmp_path / 'h.png'}", match="usage|python scripts/sn_arms_figure.py")
 
 
 def test_sn_arms_figure_draws_an_arm_on_base_b_from_base_b_beside_cross_control(tmp_path, call, monkeypatch):
@@ -498,7 +499,7 @@ def test_sn_arms_figure_draws_an_arm_on_base_b_from_base_b_beside_cross_control(
     write_run(tmp_path / "r", res, "subliminal_numbers")
     figs = []
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: figs.append(fig))
-    call("sn_arms_figure", f"{tmp_path / 'r'}:cross_init", "--out", str(tmp_path / "f.png"))
+    call("sn_arms_figure", f"{tmp_path / 'r'}:cross_init", f"--out={tmp_path / 'f.png'}")
     lines = {ln.get_label(): list(ln.get_ydata()) for ln in figs[0].axes[1].get_lines()}
     assert lines == {"cross_control": [0.04, 0.05], "cross_init": [0.04, 0.07]}
 
@@ -656,11 +657,11 @@ def test_em_mechanism_figure_draws_from_the_two_scripts_json(tmp_path):
     (tmp_path / "a" / "code_direction.json").write_text(json.dumps({"summary": {"matched": cd}, "per_seed": [{}, {}]}))
     (tmp_path / "a" / "clamp_finetune.json").write_text(json.dumps(
         {"per_seed": [{k: step() for k in ("unclamped", "clamped", "random_clamped")} for _ in range(2)]}))
-    out = cli("em_mechanism_figure", "--out", str(tmp_path / "f.png"), str(tmp_path / "a"), "--", str(tmp_path / "a"))
+    out = cli("em_mechanism_figure", f"--out={tmp_path / 'f.png'}", str(tmp_path / "a"), "--", str(tmp_path / "a"))
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "f.png").stat().st_size > 1000
     # the bars: insecure 1 over a base of 0, so restoring a direction to r removes the share 1 - r
-    bars = script("em_mechanism_figure").main(["--out", str(tmp_path / "g.png"), str(tmp_path / "a"), "--", str(tmp_path / "a")])
+    bars = script("em_mechanism_figure").main([f"--out={tmp_path / 'g.png'}", str(tmp_path / "a"), "--", str(tmp_path / "a")])
     assert bars == {str(tmp_path / "a"): {"unseen": pytest.approx([.9, .2, 0., .7, .8]),
                                           "offdomain": pytest.approx([.1, .6, 0., .4, .3])}}
     assert (tmp_path / "g.png").stat().st_size > 1000
@@ -670,13 +671,15 @@ def test_em_mechanism_figure_usage_and_missing_inputs_are_one_line(tmp_path, mon
     """No argument or --help printed a traceback or wrote an empty figure into the working directory; a run without
     the scripts' json was a FileNotFoundError traceback."""
     monkeypatch.chdir(tmp_path)
-    for argv in ([], ["--help"], ["--out"], [str(tmp_path), "--out"], [str(tmp_path), "--bars"]):
-        check_refused(script("em_mechanism_figure").main, argv, match="python scripts/em_mechanism_figure.py")
+    for argv, says in (([], "python scripts/em_mechanism_figure.py"), (["--help"], "python scripts/em_mechanism_figure.py"),
+                       (["--out"], "--out needs a value"), ([str(tmp_path), "--out", "f.png"], "--out needs a value"),
+                       ([str(tmp_path), "--bars"], "unknown option --bars; the options are --out= and --")):
+        check_refused(script("em_mechanism_figure").main, argv, match=says)
     assert not list(tmp_path.iterdir())  # no figure written
     for argv, what in (([str(tmp_path)], "code_direction.json not found"),
                        (["--", str(tmp_path)], "clamp_finetune.json not found"),
                        ([str(tmp_path / "none")], "none: no such directory")):
-        out = cli("em_mechanism_figure", *argv, "--out", str(tmp_path / "f.png"))
+        out = cli("em_mechanism_figure", *argv, f"--out={tmp_path / 'f.png'}")
         assert out.returncode == 2 and out.stderr.startswith("error: ") and what in out.stderr, out.stderr
         assert "Traceback" not in out.stderr
 
@@ -877,7 +880,7 @@ def test_em_susceptibility_ranks_bases_and_pools_runs(tmp_path, call):
     check_refused(lambda *v: call("em_susceptibility", *v), "7", a, match="no step 7")
     # a mistyped option was ignored (and the run's own susceptibility_5.json overwritten); --out into a missing
     # folder was a traceback after the work
-    for bad, msg in (("--ot=x.json", "unknown option --ot=x.json"), ("--out", "unknown option --out"),
+    for bad, msg in (("--ot=x.json", "unknown option --ot=x.json"), ("--out", "--out needs a value"),
                      (f"--out={tmp_path / 'nodir' / 's.json'}", "--out needs a file in an existing directory")):
         check_refused(lambda *v: call("em_susceptibility", *v), "5", a, bad, match=msg)
     assert not (Path(a) / "susceptibility_5.json").exists()
@@ -956,14 +959,14 @@ def test_the_long_em_scripts_refuse_an_argument_they_would_ignore(tmp_path):
     """em_clamp_finetune (hours) and em_code_context (minutes) read only the options they know: a typo ran every
     world, or was found after the first seed's work."""
     run = fake_run(tmp_path / "run", [[0, 0]], {"insecure": [0.1]})
-    for name, argv, says in (("em_clamp_finetune", ["--world=0"], "unknown argument '--world=0'"),
-                             ("em_clamp_finetune", ["other_run"], "unknown argument 'other_run'"),
+    for name, argv, says in (("em_clamp_finetune", ["--world=0"], "unknown option --world=0; the option is --worlds="),
+                             ("em_clamp_finetune", ["other_run"], "one RUN_DIR, not 2"),
                              ("em_clamp_finetune", ["--worlds=0-3"], "--worlds=0-3: expected comma-separated"),
-                             ("em_code_context", ["--arm=secure"], "unknown argument '--arm=secure'"),
+                             ("em_code_context", ["--arm=secure"], "unknown option --arm=secure; the options are "
+                                                                   "--arms=, --step= and --out="),
                              ("em_code_context", ["--arms=insecure,secur"], "--arms: secur not among"),
                              ("em_code_context", ["--step=abc"], "--step=abc: expected a step number")):
-        with pytest.raises(SystemExit, match=re.escape(says)):
-            script(name).main([run, *argv])
+        check_refused(script(name).main, [run, *argv], match=re.escape(says))
 
 
 def test_analysis_scripts_do_not_overwrite_another_analysis(tmp_path, call):
@@ -1098,11 +1101,13 @@ def test_em_optimizer_parts_coasts_on_adamws_moments_and_splits_the_late_update(
 def test_em_optimizer_parts_reads_its_options_and_refuses_the_rest(tmp_path):
     op = script("em_optimizer_parts")
     runs, opts = op.read_args(["a", "b", "--frozen", "--out=x.json"])
-    assert runs == [Path("a"), Path("b")] and opts == {"frozen": "", "out": "x.json"}
+    assert runs == [Path("a"), Path("b")] and opts == {"frozen": True, "out": "x.json"}
     assert op.read_args(["--from=x.json"]) == ([], {"from": "x.json"})
     usage = "Which part of AdamW"
-    for argv, match in [([], usage), (["a", "--bogus"], usage), (["a", "--out=x", "--out=y"], usage),
-                        (["a", "--frozen=1"], usage), (["a", "--out"], usage), (["a", "--beta1="], usage),
+    for argv, match in [([], usage), (["a", "--help"], usage), (["a", "--bogus"], "unknown option --bogus"),
+                        (["a", "--out=x", "--out=y"], "--out is given more than once"),
+                        (["a", "--frozen=1"], "--frozen takes no value"), (["a", "--out"], "--out needs a value"),
+                        (["a", "--beta1="], "--beta1 needs a value"),
                         (["a", "--from=x"], "one of the two"), (["--out=x"], "one of the two"),
                         (["--from=x", "--frozen"], "no other option"), (["a", "--beta1=0.5", "--frozen"], "give one")]:
         check_refused(op.read_args, argv, match=match)
@@ -1289,8 +1294,8 @@ def test_em_bos_vector_summary_is_ratios_of_means_and_paired_differences(tmp_pat
         call("em_bos_vector", "--pool", a, a)
     check_refused(call, "em_bos_vector", "--pool", a, f"--out={tmp_path}/no/x.json", match="existing directory")
     # the figure goes beside the JSON as FILE.png: a FILE.png given as --out was overwritten by it
-    for bad in ("--out=", f"--out={tmp_path / 'v.png'}"):
-        check_refused(call, "em_bos_vector", "--pool", a, bad, match="give a FILE.json")
+    for bad, says in (("--out=", "--out needs a value"), (f"--out={tmp_path / 'v.png'}", "give a FILE.json")):
+        check_refused(call, "em_bos_vector", "--pool", a, bad, match=says)
 
 
 @torch.no_grad()
@@ -1505,7 +1510,7 @@ def test_em_steer_base_route_pool(tmp_path, call):
     check_refused(call, "em_steer_base", "--route", "--pool", a, str(tmp_path), match="--route")
     for wrong in (["--route", "--pool", a, "--figure=x.png"], ["--route", "--pool", a, "--scales=0.3"],
                   ["--pool", a, "--scales=0.3"], ["--route", a, "--figure=x.png"]):
-        check_refused(call, "em_steer_base", *wrong, match="--route --pool RUN_DIR")  # each mode takes only its own options
+        check_refused(call, "em_steer_base", *wrong, match="--scales= goes with measuring runs")  # each mode its own
 
 
 def test_em_steer_base_undo_adds_to_the_fine_tuned_model_and_pools_ratios_of_means(tmp_path, call):
@@ -1534,8 +1539,8 @@ def test_em_steer_base_undo_adds_to_the_fine_tuned_model_and_pools_ratios_of_mea
     assert t["minus_0.2"]["valid_of_tuned"] == pytest.approx(0.75) and t["random_0.2"]["removed"] == 0
     assert t["random_0.2"]["removed_vs_steered_base"] != t["random_0.2"]["removed_vs_steered_base"]  # -v*'s floor only
     assert "| minus | 0.2 | 7.00% | +0.71 |" in call("em_steer_base", "--undo", "--pool", a, b)
-    check_refused(call, "em_steer_base", "--undo", "--route", a, match="--undo --pool RUN_DIR")
-    check_refused(call, "em_steer_base", "--undo", "--pool", a, "--scales=0.2", match="--undo --pool RUN_DIR")
+    check_refused(call, "em_steer_base", "--undo", "--route", a, match="--route and --undo are two analyses")
+    check_refused(call, "em_steer_base", "--undo", "--pool", a, "--scales=0.2", match="--scales= goes with measuring")
     check_refused(call, "em_steer_base", "--undo", "--pool", a, str(tmp_path), match="--undo")
 
 
@@ -1612,9 +1617,8 @@ def test_em_at_step_refuses_an_empty_minus_and_an_unknown_option(tmp_path):
     at = script("em_at_step").main
     check_refused(at, ["matched", run, "--minus"], match="--minus needs runs on both sides")
     check_refused(at, ["matched", "--minus", run], match="--minus needs runs on both sides")
-    check_refused(at, ["matched", run, "--shar"], match="unknown option --shar; the options are --minus and --share")
+    check_refused(at, ["matched", run, "--shar"], match="unknown option --shar; the options are --share and --minus")
     check_refused(at, ["matched", "--share"], match="python scripts/em_at_step.py STEP RUN_DIR")  # no run: a KeyError
-    # a second --minus was called an unknown option, beside "the options are --minus and --share"
     check_refused(at, ["matched", run, "--minus", run, "--minus", run], match="--minus is given once")
 
 
@@ -1628,7 +1632,7 @@ def test_the_sn_scripts_refuse_a_run_of_another_mode_in_one_line(tmp_path, call)
         runs[mode] = str(tmp_path / mode)
     for name, argv, want in (("sn_mis_pool", [runs["animals"]], "misalignment"),
                              ("sn_compare", [f"{runs['misalignment']}:insecure"] * 2, "animals"),
-                             ("sn_arms_figure", [f"{runs['misalignment']}:insecure", "--out", str(tmp_path / "f.png")],
+                             ("sn_arms_figure", [f"{runs['misalignment']}:insecure", f"--out={tmp_path / 'f.png'}"],
                               "animals")):
         with pytest.raises(ConfigError, match=f"is a run of mode .*: {name}.py reads runs of mode {want}"):
             call(name, *argv)  # a ConfigError: train.cli prints its one line, exit status 2
@@ -1637,7 +1641,7 @@ def test_the_sn_scripts_refuse_a_run_of_another_mode_in_one_line(tmp_path, call)
 def test_sn_figure_scripts_check_their_out_file_before_the_work(tmp_path, call):
     # --out (sn_arms_figure.py) or --figure= (sn_mis_pool.py) in a missing folder ended in matplotlib's traceback
     missing = str(tmp_path / "nodir" / "f.png")
-    check_refused(call, "sn_arms_figure", f"{tmp_path}:trait", "--out", missing, match="--out needs a file in an existing")
+    check_refused(call, "sn_arms_figure", f"{tmp_path}:trait", f"--out={missing}", match="--out needs a file in an existing")
     # (named as given: sn_mis_pool.py has no --out)
     check_refused(call, "sn_mis_pool", f"--figure={missing}", str(tmp_path), match="--figure needs a file in an existing")
 

@@ -70,7 +70,7 @@ def test_em_mechanism_figure_draws_a_one_seed_clamp_run_without_a_band(tmp_path,
     bands, fill = [], matplotlib.axes.Axes.fill_between
     monkeypatch.setattr(matplotlib.axes.Axes, "fill_between",
                         lambda ax, x, lo, hi, **kw: bands.append((list(lo), list(hi))) or fill(ax, x, lo, hi, **kw))
-    load_script("em_mechanism_figure").main(["--out", str(tmp_path / "f.png"), "--", str(run)])  # crashed: ci95 None
+    load_script("em_mechanism_figure").main([f"--out={tmp_path / 'f.png'}", "--", str(run)])  # crashed: ci95 None
     assert (tmp_path / "f.png").stat().st_size > 1000
     # one band per arm and panel, of no width, at the seed's own values
     want = [[row[arm][s][m] for s in ("1", "2", "20")] for m in ("code_misaligned", "offdomain_misaligned")
