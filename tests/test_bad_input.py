@@ -288,6 +288,20 @@ def test_an_option_given_twice_is_refused_not_half_taken(tmp_path):
             load_script(script).main(argv)
 
 
+OPTION_SCRIPTS = sorted(f.stem for f in (Path(__file__).resolve().parents[1] / "scripts").glob("*.py")
+                        if "script_args(" in f.read_text())
+
+
+@pytest.mark.parametrize("name", OPTION_SCRIPTS)
+def test_every_script_refuses_an_unknown_option_before_reading_a_run(name, tmp_path):
+    """A mistyped option was read as a run directory, or ignored after the work, in one script or another; every
+    script that reads options does so through train.script_args, first: the run here does not even exist."""
+    from conftest import load_script
+    with pytest.raises(ConfigError, match="unknown option --bogus=1; "):
+        load_script(name).main(["20", str(tmp_path / "no_run"), "--bogus=1"])
+    assert len(OPTION_SCRIPTS) >= 17  # (a script that stopped using it would drop out of this test unseen)
+
+
 def test_script_args_splits_words_and_options_and_refuses_the_rest():
     from train import script_args
     parse = lambda *argv: script_args(list(argv), "usage: x", options=("out", "at"), flags=("pool",), words=("--minus",))
