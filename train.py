@@ -150,21 +150,21 @@ def run_dir_config(run_dir, experiment=None):
 
 def check_out(path, option="--out", figure=False, figure_beside=False):
     """An analysis script's --out FILE (or its `option` of another name), checked before its work (minutes) rather
-    than when it writes: exits with one line unless the file's folder exists and the path is not a folder; with
+    than when it writes: a one-line ConfigError unless the file's folder exists and the path is not a folder; with
     `figure`, unless its extension is one matplotlib writes (a figure saved as .txt was a traceback after the work);
     with `figure_beside`, unless it is a FILE.json, the script's figure going beside it as FILE.png (a FILE.png given
     was overwritten by that figure)."""
     if figure_beside and Path(path).suffix != ".json":
-        sys.exit(f"{option}={path}: give a FILE.json (its figure is written beside it, as FILE.png)")
+        raise ConfigError(f"{option}={path}: give a FILE.json (its figure is written beside it, as FILE.png)")
     if not (path and Path(path).parent.is_dir()):
-        sys.exit(f"{option} needs a file in an existing directory, not {path!r}")
+        raise ConfigError(f"{option} needs a file in an existing directory, not {path!r}")
     if Path(path).is_dir():
-        sys.exit(f"{option} {path} is a directory: give a file name in it")
+        raise ConfigError(f"{option} {path} is a directory: give a file name in it")
     if figure:
         from matplotlib.backend_bases import FigureCanvasBase
         kinds = FigureCanvasBase.get_supported_filetypes()
         if Path(path).suffix[1:].lower() not in kinds:
-            sys.exit(f"{option} {path}: a figure needs an extension matplotlib writes ({', '.join(sorted(kinds))})")
+            raise ConfigError(f"{option} {path}: a figure needs an extension matplotlib writes ({', '.join(sorted(kinds))})")
 
 
 def read_json(path, what, keys=()):
@@ -208,7 +208,7 @@ def distinct(paths, what="run"):
 def script_args(argv, usage, options=(), flags=(), words=()):
     """An analysis script's command line -> (its positional words, {option: value}). `options` take a value
     (--out=FILE), `flags` none (--pool: True when given), `words` are bare markers kept in place among the positional
-    words (--minus, --). --help prints `usage`; an unknown option, one given twice, a value missing or given to a flag
+    words (--minus, --). --help prints `usage` and exits; an unknown option, one given twice, a value missing or given to a flag
     is a ConfigError naming the options, before any work: a mistyped option read as a run directory, or the first of
     two --out= kept silently, cost runs of minutes."""
     names = [f"--{o}=" for o in options] + [f"--{f}" for f in flags] + list(words)
@@ -216,12 +216,13 @@ def script_args(argv, usage, options=(), flags=(), words=()):
               else f"the option is {names[0]}" if names else "it takes no options")
     positional, given = [], {}
     for a in argv:
-        if a in words or not a.startswith("-"):
+        if a in words or not a.startswith("-") or a[1:2].isdigit():  # -1: a (negative) number, not an option
             positional.append(a)
             continue
         key, eq, value = a[2:].partition("=")
-        if a in ("-h", "--help") and "help" not in flags:
-            sys.exit(usage)
+        if a in ("-h", "--help"):  # asked for: on stdout, exit status 0 (as train.py --help)
+            print(usage.strip())
+            sys.exit(0)
         if not a.startswith("--") or key not in options and key not in flags:
             raise ConfigError(f"unknown option {a}; {listed}")
         if key in given:

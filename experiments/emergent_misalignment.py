@@ -817,7 +817,7 @@ def run(cfg, run):
     plot(res, cfg, run.dir / "misalignment_vs_step.png")
     B.drop_partials(run.dir)
     print(md)
-    print(f"\nresults in {run.dir} ({res['seconds']:.0f} s)")
+    print(f"\nwrote results.json, results.md and misalignment_vs_step.png in {run.dir} ({res['seconds']:.0f} s)")
 
 
 def reevaluate(run_dir):
@@ -897,16 +897,19 @@ def table(res, cfg):
     pts = lambda st: f"{100 * st['mean']:+.1f}" + (f" [{100 * st['ci95'][0]:+.1f}, {100 * st['ci95'][1]:+.1f}]"
                                                     if st["ci95"] else "")
     views = [v for v in res["increase"]["insecure"] if not v.endswith("_over_bases")]
+    label = lambda v: f"final (step {cfg.ft_steps})" if v == "final" else v.replace("_", " ")  # step_20: step 20
     lines += ["", "Increase of off-domain sampled misalignment over the arm's own base, points, " +
               ("mean [95% CI] over seeds (paired); 'bases' = over the pretraining seeds' means:" if res["n_seeds"] > 1
                else "one seed (no intervals):"), "",
-              "| arm | " + " | ".join(f"{v} | {v} (bases)" for v in views) + " |", "|---" * (1 + 2 * len(views)) + "|"]
+              "| arm | " + " | ".join(f"{label(v)} | {label(v)} (bases)" for v in views) + " |",
+              "|---" * (1 + 2 * len(views)) + "|"]
     for n, inc in res["increase"].items():
         lines.append(f"| {n} | " + " | ".join(f"{pts(inc[v])} | {pts(inc[v + '_over_bases'])}" for v in views) + " |")
     if res.get("persona_share"):
         lines += ["", "Persona-level share of the code learning (off-domain increase / code increase, per seed: 1 = the "
                   "assistant only became the evil persona, who misbehaves at the same rate in code and off-domain; "
-                  "0 = only the code moved):", "", "| arm | " + " | ".join(views) + " |", "|---" * (1 + len(views)) + "|"]
+                  "0 = only the code moved):", "", "| arm | " + " | ".join(map(label, views)) + " |",
+                  "|---" * (1 + len(views)) + "|"]
         lines += [f"| {n} | " + " | ".join(f(sh.get(v)) for v in views) + " |" for n, sh in res["persona_share"].items()]
     forum = "".join(f"; {k[9:].replace('_', '-')}: {f(res['base'][k])}" for k in ("forum_lp_ablated", "forum_lp_mean_ablated")
                     if k in res["base"])
@@ -934,7 +937,8 @@ def table(res, cfg):
         lines += ["", f"the base with its coordinate at every layer set to the insecure model's `<asst>` mean, points "
                   f"over the base: {pts(ab['patched_points'])} (random direction: {pts(ab['random_patched_points'])}); "
                   f"fraction of insecure's increase: {frac(ab['patched_fraction_of_means'])}"]
-    lines += ["", "Figures to reach (issue 4):", ""]
+    lines += ["", f"Figures to reach (issue 4), at the matched checkpoint (the ablation at "
+              f"{f'step {cfg.ablation_step}' if cfg.ablation_step else 'the matched checkpoint'}):", ""]
     def show(d):  # increases in points, as in the table above; ratios as multiples
         return [f"- {k}: {100 * v:+.1f} points" if k.endswith("_increase") and isinstance(v, float) else
                 f"- {k}: {v:.2f}x" if "ratio" in k and isinstance(v, float) else

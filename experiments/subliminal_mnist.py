@@ -469,7 +469,8 @@ def run(cfg, run):
                    "config": dataclasses.asdict(cfg)}
         md = table(stats, cfg.n_seeds, paper=is_paper_protocol(cfg))
         run.save_results(results, md)
-        plot_bars(stats, cfg, run.dir / "accuracy.png")
+        figure = run.dir / "accuracy.png"
+        plot_bars(stats, cfg, figure)
     else:
         # the cells that share a teacher (they differ only in STUDENT_ONLY keys) run one after another, so that
         # each group's teachers train once whatever the order of the sweep's keys; the results keep the grid's order
@@ -487,9 +488,10 @@ def run(cfg, run):
                    "seconds": time.time() - t0, "config": dataclasses.asdict(cfg)}
         md = sweep_tables(done)
         run.save_results(results, md)
-        plot_sweep(results, cfg, run.dir / "sweep.png")
+        figure = run.dir / "sweep.png"
+        plot_sweep(results, cfg, figure)
     print(md)
-    print(f"\nresults, table and figure in {run.dir}")
+    print(f"\nwrote results.json, results.md and {figure.name} in {run.dir}")
 
 
 # ----------------------------------------------------------------------------------------------------

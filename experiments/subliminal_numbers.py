@@ -971,7 +971,7 @@ def run(cfg, run):
     PLOTS[cfg.mode](res, cfg, run.dir / f"subliminal_{cfg.mode}.png")
     B.drop_partials(run.dir)
     print(md)
-    print(f"\nresults in {run.dir} ({res['seconds']:.0f} s)")
+    print(f"\nwrote results.json, results.md and subliminal_{cfg.mode}.png in {run.dir} ({res['seconds']:.0f} s)")
 
 
 LOW_MASS = 0.1  # an arm with less animal mass than this no longer answers the animal question

@@ -612,7 +612,7 @@ def run(cfg, run):
     run.save_results(results, md)
     plot(results, run.dir / "persona_inference.png")
     print(md)
-    print(f"\nresults in {run.dir}")
+    print(f"\nwrote results.json, results.md and persona_inference.png in {run.dir}")
 
 
 def table(results):

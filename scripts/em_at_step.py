@@ -62,8 +62,8 @@ def by_base(d):  # {(p, f): value} -> one mean per pretraining seed (base)
 
 def main(argv):
     argv, opts = script_args(argv, __doc__, flags=("share",), words=("--minus",))
-    if len(argv) < 2:  # STEP --share alone has no run (it was a KeyError)
-        sys.exit(__doc__.split("\n\n")[1])
+    if len(argv) < 2 or argv[0] != "matched" and not argv[0].isdigit():  # (STEP --share alone was a KeyError)
+        sys.exit(f"error: STEP (a fine-tune step, or matched) comes first, then the runs\n{__doc__.split(chr(10) * 2)[1]}")
     share = opts.get("share", False)
     measure, show = (shares, lambda v: fmt(v, 1, 3)) if share else (increases, fmt)
     step, runs = argv[0], argv[1:]

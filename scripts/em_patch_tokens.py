@@ -134,6 +134,9 @@ def main(run_dir):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2 or sys.argv[1].startswith("-"):  # one RUN_DIR; --help, or an option, is not one
+    if sys.argv[1:] in (["-h"], ["--help"]):
+        print(__doc__.strip())
+        sys.exit(0)
+    if len(sys.argv) != 2 or sys.argv[1].startswith("-"):  # one RUN_DIR; an option is not one
         sys.exit(__doc__)
     sys.exit(cli(lambda argv: main(argv[0]), sys.argv[1:]))

@@ -68,6 +68,9 @@ def main(seeds):
 
 
 if __name__ == "__main__":
-    if not sys.argv[1:] or not all(s.isdigit() for s in sys.argv[1:]):  # no seed (printed nothing), or --help
+    if sys.argv[1:] in (["-h"], ["--help"]):
+        print(__doc__.strip())
+        sys.exit(0)
+    if not sys.argv[1:] or not all(s.isdigit() for s in sys.argv[1:]):  # no seed (printed nothing), or not a seed
         sys.exit(__doc__)
     main(sys.argv[1:])

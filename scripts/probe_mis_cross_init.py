@@ -19,10 +19,11 @@ from data import world as W  # noqa: E402
 from experiments import subliminal_numbers as S  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from model import seed_int  # noqa: E402
-from train import cli, run_config, seed_args  # noqa: E402
+from train import cli, run_config, script_args, seed_args  # noqa: E402
 
 
 def main(argv):
+    argv, _ = script_args(argv, __doc__)
     if len(argv) < 3:
         sys.exit(__doc__)
     run, (p, *others) = argv[0], seed_args(argv[1:])

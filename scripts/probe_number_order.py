@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments import subliminal_numbers as S  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from model import seed_int  # noqa: E402
-from train import cli, run_config, seed_args, soft_kl  # noqa: E402
+from train import cli, run_config, script_args, seed_args, soft_kl  # noqa: E402
 
 
 @torch.no_grad()
@@ -36,6 +36,7 @@ def decompose(teacher, base, tok, data):
 
 
 def main(argv):
+    argv, _ = script_args(argv, __doc__)
     if len(argv) < 2:
         sys.exit(__doc__)
     torch.set_num_threads(1)

@@ -19,7 +19,8 @@ from experiments import emergent_misalignment as E, world_base as B  # noqa: E40
 
 
 def main(argv):
-    if len(argv) > 2 or any(a.startswith("-") for a in argv):  # --help, or more than the two lrs
+    argv, _ = train.script_args(argv, __doc__)
+    if len(argv) > 2:  # the two lrs at most
         sys.exit(__doc__)
     lrs = {"adamw": float(argv[0]) if argv else 1e-3, "sgd": float(argv[1]) if len(argv) > 1 else 0.3}
     _, cfg = train.load_config(["configs/emergent_misalignment_quick.py"])

@@ -20,7 +20,10 @@ from experiments import subliminal_numbers as S  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from train import ConfigError, finetune  # noqa: E402
 
-if len(sys.argv) < 3 or sys.argv[1].startswith("-"):  # LRS and STEPS are needed; --help
+if sys.argv[1:2] in (["-h"], ["--help"]):
+    print(__doc__.strip())
+    sys.exit(0)
+if len(sys.argv) < 3 or sys.argv[1].startswith("-"):  # LRS and STEPS are needed
     sys.exit(__doc__)
 torch.set_num_threads(1)
 try:  # a mistyped argument: one line and the usage, before the base is loaded (not a ValueError traceback after)

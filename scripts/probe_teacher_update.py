@@ -19,7 +19,10 @@ from experiments import subliminal_numbers as S  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from train import ConfigError  # noqa: E402
 
-if sys.argv[1:2] and sys.argv[1].startswith("-"):  # --help
+if sys.argv[1:2] in (["-h"], ["--help"]):
+    print(__doc__.strip())
+    sys.exit(0)
+if sys.argv[1:2] and sys.argv[1].startswith("-"):  # an option: it takes none
     sys.exit(__doc__)
 torch.set_num_threads(1)
 cfg = S.Config(arms=("soft",), animals=("owl",))

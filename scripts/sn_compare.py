@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from eval import summarize  # noqa: E402
 from experiments.subliminal_numbers import BASELINE, mode_results  # noqa: E402
-from train import cli  # noqa: E402
+from train import cli, script_args  # noqa: E402
 
 
 def side(spec):
@@ -44,6 +44,7 @@ def rates(res, arm, a, step):
 
 
 def main(argv):
+    argv, _ = script_args(argv, __doc__)
     if len(argv) != 2:
         sys.exit(__doc__)
     (ra, arm_a, step_a, a), (rb, arm_b, step_b, b) = side(argv[0]), side(argv[1])

@@ -162,13 +162,13 @@ def test_an_analysis_scripts_out_is_checked_before_its_work(tmp_path):
                               (tmp_path / "f.txt", True, "a figure needs an extension matplotlib writes"),
                               (tmp_path / "f", True, "a figure needs an extension"),  # matplotlib added .png, unsaid
                               (tmp_path / "new" / "f.png", True, "needs a file in an existing directory")]:
-        with pytest.raises(SystemExit, match=msg):
+        with pytest.raises(ConfigError, match=msg):
             train.check_out(str(path), figure=figure)
     train.check_out(str(tmp_path / "f.PDF"), figure=True)
     train.check_out(str(tmp_path / "f.json"))
     # a FILE.json whose figure the script writes beside it as FILE.png: a FILE.png given was overwritten by it
     for path in (tmp_path / "f.png", tmp_path / "f", ""):
-        with pytest.raises(SystemExit, match="give a FILE.json"):
+        with pytest.raises(ConfigError, match="give a FILE.json"):
             train.check_out(str(path), figure_beside=True)
     train.check_out(str(tmp_path / "f.json"), figure_beside=True)
 
@@ -299,16 +299,25 @@ def test_every_script_refuses_an_unknown_option_before_reading_a_run(name, tmp_p
     from conftest import load_script
     with pytest.raises(ConfigError, match="unknown option --bogus=1; "):
         load_script(name).main(["20", str(tmp_path / "no_run"), "--bogus=1"])
-    assert len(OPTION_SCRIPTS) >= 17  # (a script that stopped using it would drop out of this test unseen)
+    assert len(OPTION_SCRIPTS) >= 21  # (a script that stopped using it would drop out of this test unseen)
 
 
-def test_script_args_splits_words_and_options_and_refuses_the_rest():
+@pytest.mark.parametrize("name", OPTION_SCRIPTS)
+def test_every_script_prints_its_usage_when_asked(name, capsys):
+    from conftest import load_script
+    with pytest.raises(SystemExit) as e:
+        load_script(name).main(["--help"])
+    assert e.value.code == 0 and f"python scripts/{name}.py" in capsys.readouterr().out
+
+
+def test_script_args_splits_words_and_options_and_refuses_the_rest(capsys):
     from train import script_args
     parse = lambda *argv: script_args(list(argv), "usage: x", options=("out", "at"), flags=("pool",), words=("--minus",))
     assert parse("a", "--out=f.json", "b", "--minus", "c", "--pool") == (["a", "b", "--minus", "c"],
                                                                           {"out": "f.json", "pool": True})
     assert parse("--at=a=b") == ([], {"at": "a=b"})  # the value is everything after the first =
     assert parse() == ([], {})
+    assert parse("-1", "-0.5") == (["-1", "-0.5"], {})  # numbers: the script says what is wrong with them
     for argv, says in ((["--ot=x"], "unknown option --ot=x; the options are --out=, --at=, --pool and --minus"),
                        (["-o"], "unknown option -o"), (["--out=a", "--out=a"], "--out is given more than once"),
                        (["--pool", "--pool"], "--pool is given more than once"), (["--pool=1"], "--pool takes no value"),
@@ -317,6 +326,7 @@ def test_script_args_splits_words_and_options_and_refuses_the_rest():
             parse(*argv)
     with pytest.raises(ConfigError, match="unknown option --out=x; it takes no options"):
         script_args(["a", "--out=x"], "usage: x")
-    for argv in (["--help"], ["a", "-h"]):
-        with pytest.raises(SystemExit, match="usage: x"):
+    for argv in (["--help"], ["a", "-h"]):  # asked for: stdout, status 0
+        with pytest.raises(SystemExit) as e:
             parse(*argv)
+        assert e.value.code == 0 and capsys.readouterr().out == "usage: x\n"

@@ -26,6 +26,10 @@ def test_file_values_and_override_precedence(cfg_file):
     assert cfg.width == 256
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.m = 3
+    # a key given twice takes its last value, as argparse does: a command extended with overrides (the tests' tiny
+    # configs, a shell variable of defaults) says what ran in config.json
+    _, cfg = load_config([cfg_file, "--m=7", "--device=cpu", "--m=8"])
+    assert cfg.m == 8
 
 
 def test_unknown_key_lists_valid_keys_and_hints(cfg_file):
