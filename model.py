@@ -1,7 +1,8 @@
 """Every model in the project.
 
 1. `SeedMLP`: S independent MLPs stored as one model, the seed in the leading tensor dimension
-   (weights [S, d_in, d_out], one batched `torch.bmm` per layer). Used for subliminal learning on MNIST.
+   (weights [S, d_in, d_out], one batched `torch.bmm` per layer for per-seed inputs; inputs shared by every seed
+   take one plain matmul against the weights laid side by side). Used for subliminal learning on MNIST.
 2. `GPT`: the single-file decoder-only transformer with named hook points (its section, after SeedMLP's, lists
    them).
 

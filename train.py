@@ -65,7 +65,8 @@ def _parse_value(text):
 
 
 def _check_type(key, value, typ):
-    """Return value converted to typ, or raise ConfigError. int -> float is the only coercion."""
+    """Return value converted to typ, or raise ConfigError. The coercions: int -> float, and a list or tuple to the
+    container type annotated ((1, 2) for a list[int] key is [1, 2])."""
     if value is Ellipsis or isinstance(value, (tuple, list)) and any(v is Ellipsis for v in value):
         # "(42,...,57)" parses as a tuple holding Ellipsis, which a bare `tuple` type would let through
         raise ConfigError(f"config key '{key}': '...' is not a value; write every item out, got {value!r}")
@@ -208,8 +209,8 @@ def distinct(paths, what="run"):
 def script_args(argv, usage, options=(), flags=(), words=()):
     """An analysis script's command line -> (its positional words, {option: value}). `options` take a value
     (--out=FILE), `flags` none (--pool: True when given), `words` are bare markers kept in place among the positional
-    words (--minus, --). --help prints `usage` and exits; an unknown option, one given twice, a value missing or given to a flag
-    is a ConfigError naming the options, before any work: a mistyped option read as a run directory, or the first of
+    words (--minus, --). --help prints `usage` and exits; an unknown option (the error lists the options), one given
+    twice, a value missing or given to a flag is a one-line ConfigError, before any work: a mistyped option read as a run directory, or the first of
     two --out= kept silently, cost runs of minutes."""
     names = [f"--{o}=" for o in options] + [f"--{f}" for f in flags] + list(words)
     listed = ("the options are " + ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1
@@ -1197,9 +1198,10 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
 
     batch_size rows per micro-step per rank; the global batch is batch_size * grad_accum * world_size.
     LR: get_lr with decay_steps (default steps) and min_lr (default lr / 10). Only parameters with
-    requires_grad train. Every eval_every steps (and at the end; eval_every 0: never) the mean loss on `val` (its first
-    eval_rows rows). Every log_every steps one line (step, loss, lr, ms/step, tokens/s, MFU against a known
-    GPU's bf16 peak), also written to run.log. Checkpoint `ckpt` (a path stem) every ckpt_every steps and at the
+    requires_grad train. Every eval_every steps (from the start: step 0, or a resumed run's first step; and at the
+    end; eval_every 0: never) the mean loss on `val` (its first eval_rows rows). Every log_every steps one line (step,
+    loss, lr, ms/step, tokens/s, MFU against a known GPU's bf16 peak), also logged with `run.log` (metrics.jsonl) when
+    a `run` is given. Checkpoint `ckpt` (a path stem) every ckpt_every steps and at the
     end, with the resume state; `ckpt_steps` adds weights-only snapshots `<ckpt>_step<N>`. resume=True
     continues from `ckpt`'s resume state when it exists (same numbers as an uninterrupted run); a checkpoint that
     cannot be resumed is a CheckpointError ending in `afresh`, the caller's way to start over.

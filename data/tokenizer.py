@@ -6,7 +6,8 @@
     save_tokenizer(tok, run_dir / "tokenizer.json"); tok = load_tokenizer(run_dir / "tokenizer.json")
 
 Text is split on whitespace only, so every word of the vocabulary (punctuation included) is one token
-and decode(encode(text)) gives back the text with single spaces. A word outside the vocabulary is an
+and decode(encode(text), skip_special_tokens=False) gives back the text with single spaces (decode's default,
+the `tokenizers` library's, drops the special tokens: <bos>, <eos>, <pad>). A word outside the vocabulary is an
 error, unless an `unk` token is given: a synthetic world knows its vocabulary exactly, and a silent
 <unk> would hide a generator bug.
 """
@@ -22,7 +23,7 @@ SPECIALS = ("<pad>", "<bos>", "<eos>")  # ids 0, 1, 2 when listed first, as word
 
 
 def word_tokenizer(words, specials=SPECIALS, unk=None):
-    """A WordLevel tokenizer: ids follow the order of `specials` + `words` (duplicates dropped)."""
+    """A WordLevel tokenizer: ids follow the order of `specials` + `unk` (if given) + `words` (duplicates dropped)."""
     vocab = {}
     for w in [*specials, *([unk] if unk else []), *words]:
         if not w or any(c.isspace() for c in w):
