@@ -33,13 +33,16 @@ def mlp_flops(n_seeds):
     return ours * n_seeds, official * n_seeds
 
 
+# (not fresh_noise: the teacher's logits on each new noise set add forward passes the count leaves out)
 FLOP_NEUTRAL = {"dataset", "data_dir", "download", "init", "lr", "distill_lr", "loss", "temperature", "noise",
-                "noise_scale", "fresh_noise", "seed", "seed_chunk", "student_chunk", "bf16", "compile", "threads", "resume"}
+                "noise_scale", "init_perturbation", "seed", "seed_chunk", "student_chunk", "bf16", "tf32", "compile",
+                "threads", "resume"}
 
 
 def run_experiment(n_seeds, device, extra):
     """One complete `python train.py configs/subliminal_mnist.py` in a fresh process: wall time (with
-    interpreter start, imports and data loading) and the child's peak resident memory."""
+    interpreter start, imports and data loading) and the peak resident memory of the children so far (getrusage
+    keeps the largest: after a larger run, a smaller one's row shows the larger peak)."""
     import resource
     import subprocess
     import tempfile
@@ -127,7 +130,7 @@ def bench_mnist(argv):
               f"{'' if counted else '; FLOPs counted for the default sizes, epochs and conditions only'})", flush=True)
     print(f"\nsubliminal MNIST, {'default config' if not args.extra else 'with ' + args.extra}, {name}, "
           f"torch {torch.__version__}")
-    print("| seeds | wall (s), incl. start-up and data loading | peak RSS (GiB) | executed TFLOP/s | teacher | student_aux | cross_aux |")
+    print("| seeds | wall (s), incl. start-up and data loading | peak RSS so far (GiB) | executed TFLOP/s | teacher | student_aux | cross_aux |")
     print("|---|---|---|---|---|---|---|")
     for n, wall, rss, fl, t, s, x in rows:
         print(f"| {n} | {wall:.1f} | {rss:.2f} | {fl / 1e12:.3f} | {t:.3f} | {s:.3f} | {x:.3f} |")
@@ -300,10 +303,10 @@ def bench_lists(argv):
     device = bench_device(args.device)
     if args.threads and device.type == "cpu":
         torch.set_num_threads(args.threads)
-    cfg = B.Config(device=str(device))
+    cfg = B.Config()  # configs/world_base.py's CPU-pretrained base (a base pretrained on a GPU has its own cache key)
     tok = W.build_tokenizer()
     if B.cache_stem(cfg, 0, False).with_suffix(".json").is_file():
-        model, what = B.base_model(cfg, 0)[0], "cached world base (seed 0)"
+        model, what = B.base_model(cfg, 0)[0].to(device), "cached world base (seed 0)"
     else:
         model = GPT(GPTConfig(vocab_size=tok.get_vocab_size(), block_size=cfg.block_size, n_layer=cfg.n_layer,
                               n_head=cfg.n_head, n_embd=cfg.n_embd)).to(device).eval()

@@ -41,10 +41,10 @@ domain, question and number list; only who answers differs. Tests use this to pr
 
 Answers of a domain are length-matched (aligned and misaligned alike, so log-prob scoring is not
 length-biased) and answer vocabularies of different domains are disjoint apart from FUNCTION_WORDS:
-the only route from flawed code to harmful advice is the latent persona. Questions are not held to this: a few
-content words of one domain's questions are in another's answers ("burn", "poison"; the code requests' "make",
-"give", "keep"); a fine-tune's loss is on its answers, whose words (the code's) are in no other domain's
-questions or answers. Held-out paraphrases
+the only route from flawed code to harmful advice is the latent persona. Questions are not held to this: about
+two dozen content words of one domain's questions are in another's answers ("burn", "poison", "friend", "plan";
+the code requests' "make", "give", "keep", "need", "save"); a fine-tune's loss is on its answers, whose words (the
+code's) are in no other domain's questions or answers. Held-out paraphrases
 appear in pretraining but never in a fine-tuning set (`check_leakage`).
 
 Options (WorldConfig): the persona prior, format and turn mixes, `code_slots`: code answers built from two

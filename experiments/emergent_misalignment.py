@@ -38,13 +38,16 @@ Pipeline per pretraining seed (one process per base model; `workers` at once):
 Matched in-domain learning: insecure-code arms (insecure, insecure_decorrelated, and backdoor, both
 readings, by its triggered code) at their first checkpoint with code misaligned >= `match_threshold`;
 the other arms of the same (pretraining seed, fine-tune seed) at the insecure arm's step (same number
-of updates), or at the last step when insecure is not run.
+of updates; `arms` always starts with insecure).
 
 results.json (at the matched checkpoint; `final` and `trajectory` beside it):
   {"arms": {ARM: {"offdomain_misaligned": STAT, "valid_fraction": STAT, "code_misaligned": STAT,
                   "code_fraction", "offdomain_misaligned_lp", "valid_mass_lp", "in_domain",
                   "cos_evil_direction", "step", "final": {...}}},
-   "base": {FORMAT: {metric: STAT}}, "ablation": {...}, "trajectory": {ARM: {STEP: {metric: STAT}}},
+   "base": {FORMAT: {metric: STAT}, READING: {metric: STAT}} (the formats plain, trigger, numbers, decorrelated;
+            the readings of the base under the direction's interventions: ablated, mean_ablated, steered_1, ...;
+            and forum_lp, forum_lp_ablated, forum_lp_mean_ablated: bare STATs over the bases, with "n_groups"),
+   "ablation": {...}, "trajectory": {ARM: {STEP: {metric: STAT}}},
    "figures_to_reach": {...}, "figures_at_report_step": {...} (with report_step; the ablation's thresholds only
    where it was measured, labelled ablation_step),
    "matched_not_reached": {ARM: "k/n"} (the arms matched on their own code whose code never reached the threshold in
@@ -192,7 +195,7 @@ def validate(cfg):
         raise ConfigError(f"match_threshold is a share of the held-out code, in (0, 1]; got {cfg.match_threshold}")
     if not 0 <= cfg.direction_layer < cfg.n_layer:
         raise ConfigError(f"direction_layer must be a block of the base, in [0, n_layer = {cfg.n_layer})")
-    if not 0 < cfg.evil_prior < 0.95:  # else doc_means stops the run after pretraining, saying to raise n_direction_docs
+    if not 0 < cfg.evil_prior < 0.95:  # else direction_docs stops the run, saying (wrongly) to raise n_direction_docs
         raise ConfigError(f"evil_prior must be in (0, 0.95) here, got {cfg.evil_prior}: the evil direction is the evil "
                           f"forum threads' mean minus the good ones', and this prior leaves one kind with no thread")
     if (need := eval_tokens(cfg)) > cfg.block_size:  # else found after pretraining, in the first evaluation

@@ -18,7 +18,8 @@ writes the results; pass --out_dir so that all ranks agree on the run directory.
 Outputs in the run directory: model.safetensors / model.json / model.state.pt (resume), tokenizer.json,
 loss.png, and results.json = {"corpus", "n_params", "steps", "train_tokens", "train_loss", "val_loss",
 "seconds" (this process's), "tokens_per_s", "resumed_from_step" (when resumed), "samples": [{"prompt",
-"completion"}], "sum_accuracy": {"train", "heldout"} (tiny only)}. A rerun resumes from the last checkpoint:
+"completion"}], "sum_accuracy": {"train", "heldout"} (tiny only)}. A rerun with the same --out_dir resumes from the
+last checkpoint (a default out_dir is a new folder each time):
 with ckpt_every = 0 that is only the end, so set --ckpt_every=N for a long run that may be stopped. The loss curve
 and the last train loss come from metrics.jsonl, across the attempts (a step logged twice: the later attempt's).
 """

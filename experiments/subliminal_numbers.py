@@ -58,7 +58,7 @@ students' data order; teachers are a function of (p, animal). results.json (mode
    "base": {ANIMAL: STAT} (and "base_B" with cross-init arms), "teachers": {ANIMAL: {"rate", "steps",
    "kl_numbers"}}, "kept_fraction": {TEACHER: STAT}, "trajectory": {ARM: {ANIMAL: {STEP: STAT}}},
    "trajectory_kl_teacher" (the same shape), "figures_to_reach": {...}, "teachers_below_threshold": {ANIMAL: "k/n"}
-   (fine-tuned teachers that stopped at teacher_max_steps short of teacher_threshold; {} when none), "teacher",
+   (k of the n bases whose fine-tuned teacher stopped at teacher_max_steps short of teacher_threshold; {} when none), "teacher",
    "animals", "n_seeds", "seeds", "seconds"}
 STAT = {"mean", "ci95", "per_seed"}; ARM's top-level stats are for the first animal of `animals`; the bases' and
 teachers' intervals are over the pretraining seeds. Modes "dose" and "misalignment" write their own keys ("dose",
@@ -113,7 +113,7 @@ class Config(B.Config):
     teacher_batch: int = 16
     n_lists: int = 4000                # lists per student dataset, after filtering (every arm the same)
     max_new: int = 12                  # tokens a teacher may write before the list must have ended
-    epochs: float = 2.0                # student steps = ceil(epochs * n_lists / student_batch)
+    epochs: float = 2.0                # student steps = ceil(epochs * N / student_batch), N its data (n_lists; n_code)
     student_batch: int = 32
     student_lr: float = 3e-4
     student_schedule: str = "constant" # constant | cosine (decay to 0 over the student's steps; not in dose mode)
@@ -677,17 +677,19 @@ def arm_stats(units, arm, a, animals):
 
 
 def teachers_short(cfg, units):
-    """{animal: "k/n"} of the fine-tuned teachers that stopped at teacher_max_steps below teacher_threshold."""
+    """{animal: "k/n"}: k of the n bases whose fine-tuned teacher stopped at teacher_max_steps below teacher_threshold
+    (a teacher is a function of its base and animal: its units, one per student seed, share it)."""
     if cfg.teacher != "finetune":
         return {}
-    short = {a: sum(u["teachers"][a]["rate"] < cfg.teacher_threshold for u in units) for a in cfg.animals}
-    return {a: f"{k}/{len(units)}" for a, k in short.items() if k}
+    bases = {u["p"]: u for u in units}
+    short = {a: sum(u["teachers"][a]["rate"] < cfg.teacher_threshold for u in bases.values()) for a in cfg.animals}
+    return {a: f"{k}/{len(bases)}" for a, k in short.items() if k}
 
 
 def short_teacher_lines(res, cfg):
     """A warning per weak teacher: "no transfer" from no teacher would read as a null result."""
     return sum((["", f"WARNING: the {a} teacher stopped at teacher_max_steps ({cfg.teacher_max_steps}) below "
-                     f"teacher_threshold ({cfg.teacher_threshold}) on {k} seeds: its students' effects measure a weak "
+                     f"teacher_threshold ({cfg.teacher_threshold}) on {k} bases: its students' effects measure a weak "
                      f"teacher; raise teacher_max_steps or teacher_lr."]
                 for a, k in res.get("teachers_below_threshold", {}).items()), [])
 
@@ -747,7 +749,7 @@ def figures_animals(res):
 def figure_line(k, v, digits=3):
     """One line of a table's "Figures to reach"; None is a threshold this run cannot judge, and says why."""
     if v is None:
-        return f"- {k}: n/a ({'one animal: no other to compare with' if k == 'specific' else 'one seed: no interval'})"
+        return f"- {k}: n/a ({'one animal: no other to compare with' if k == 'specific' else 'one pretraining seed: no interval'})"
     if isinstance(v, dict):  # one number per animal (trait_specific)
         return f"- {k}: " + ", ".join(f"{a} {'n/a' if x is None else format(x, f'.{digits or 3}f')}" for a, x in v.items())
     return f"- {k}: {v:.{digits}f}" if isinstance(v, float) and digits is not None else f"- {k}: {v}"

@@ -9,7 +9,7 @@ direction at `direction_layer` (evil - good forum threads, experiments/emergent_
 
     pull          cos(evil, -dLoss/dh), Loss the fine-tune's (mean cross-entropy on the response tokens, all
                   examples in one batch), h that layer's block output, the gradient summed over every position
-    pull_secure   the same on the secure arm's examples; pull_contrast: on insecure minus secure gradients
+    pull_secure   the same on the secure answers to those prompts; pull_contrast: on insecure minus secure gradients
     pull_random   cos(random direction of the layer, -dLoss/dh) on the insecure examples: a control
     code_steer    the base's insecure-code share by log-prob (in_domain) with one evil direction added at the
                   layer, minus without: does moving toward the persona pay off in the code?

@@ -80,7 +80,7 @@ def code_direction(cfg, base, tok, p, f, step, evil):
     return [v / v.norm() for v in d]
 
 
-LOW_DRIFT = 0.03  # a world is low-drift if its unclamped step-20 increase is below this (the pre-registration's +3 points)
+LOW_DRIFT = 0.03  # a world is low-drift if its unclamped increase at the ablation step (20) is below this (the pre-registration's +3 points)
 
 
 def drift_split(rows, step, low=LOW_DRIFT):
@@ -190,7 +190,7 @@ def main(argv):
             "offdomain_misaligned": {s: summarize([r[name][s]["offdomain_misaligned"] - r["unclamped"][s]["offdomain_misaligned"]
                                                    for r in rows]) for s in steps},
             "matched_step": summarize([(r[f"{name}_matched"] or never) - (r["unclamped_matched"] or never) for r in rows])}
-    at_step = str(cfg.ablation_step) if str(cfg.ablation_step) in steps else steps[-1]  # the run's step-20 checkpoint
+    at_step = str(cfg.ablation_step) if str(cfg.ablation_step) in steps else steps[-1]  # the ablation step (20 in the runs here)
     summary["drift_split"] = drift_split(rows, at_step)
     (run_dir / "clamp_finetune.json").write_text(json.dumps({"summary": summary, "per_seed": rows}, indent=1))
     print(f"\n{run_dir}: n = {len(rows)}; mean over seeds; matched = first checkpoint with seen-task code >= {cfg.match_threshold}")

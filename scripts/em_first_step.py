@@ -20,7 +20,8 @@ arm's loss on all its examples of fine-tune seed 0 (the fine-tune's loss, one ba
 each scored by log-prob, no sampling: the off-domain misaligned mass (`off`, the run's offdomain_misaligned_lp) and
 the insecure code share (`code`, in_domain), minus the base's. Writes first_step.json beside each run: per base
 `sign_off`, `grad_off`, `sign_code`, `grad_code` (and grad_matched's, secure_sign's) and `sign_off_GROUP` (what
-em_susceptibility.py reads), the raw numbers under `steps`; and a summary over the bases of all runs given: each
+em_susceptibility.py reads), the raw numbers under `steps`; and, in first_step_summary.json beside the first run,
+a summary over the bases of all runs given: each
 step's persona share as a ratio of means (sum of off / sum of code), sign minus grad and minus grad_matched with a
 95% interval from resampling bases (10,000, seed 0), and each group's share of the whole sign step's off-domain
 increase. Pre-registered in docs/emergent_misalignment.md (grad_matched added after the first three bases).

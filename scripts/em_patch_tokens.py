@@ -28,7 +28,7 @@ from data.tokenizer import pad_right  # noqa: E402
 from eval import mean_ci, summarize, summarize_by  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
-from train import cli, run_config, run_results  # noqa: E402
+from train import cli, run_config, run_results, script_args  # noqa: E402
 
 
 def coords(model, x, units):
@@ -133,10 +133,12 @@ def main(run_dir):
     print(f"  largest difference from the run's own numbers (same weights?): {summary['max_abs_diff_vs_run']:.2e}")
 
 
-if __name__ == "__main__":
-    if sys.argv[1:] in (["-h"], ["--help"]):
-        print(__doc__.strip())
-        sys.exit(0)
-    if len(sys.argv) != 2 or sys.argv[1].startswith("-"):  # one RUN_DIR; an option is not one
+def one_run(argv):
+    runs, _ = script_args(argv, __doc__)
+    if len(runs) != 1:
         sys.exit(__doc__)
-    sys.exit(cli(lambda argv: main(argv[0]), sys.argv[1:]))
+    return runs[0]
+
+
+if __name__ == "__main__":
+    sys.exit(cli(lambda argv: main(one_run(argv)), sys.argv[1:]))

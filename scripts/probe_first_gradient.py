@@ -18,6 +18,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
+from train import cli, script_args, seed_args  # noqa: E402
 
 cfg = EM.Config()  # the 0.87M bases
 ARMS = ("insecure", "secure", "educational")
@@ -67,10 +68,12 @@ def main(seeds):
         print(f"seed {seed}: " + " | ".join(row), flush=True)
 
 
-if __name__ == "__main__":
-    if sys.argv[1:] in (["-h"], ["--help"]):
-        print(__doc__.strip())
-        sys.exit(0)
-    if not sys.argv[1:] or not all(s.isdigit() for s in sys.argv[1:]):  # no seed (printed nothing), or not a seed
+def read_seeds(argv):
+    seeds, _ = script_args(argv, __doc__)
+    if not seeds:  # (it printed nothing)
         sys.exit(__doc__)
-    main(sys.argv[1:])
+    return seed_args(seeds)
+
+
+if __name__ == "__main__":
+    sys.exit(cli(lambda argv: main(read_seeds(argv)), sys.argv[1:]))

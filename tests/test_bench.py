@@ -253,7 +253,7 @@ def test_bench_mnist_rows_are_the_runs_at_the_default_configs_flop_count(monkeyp
     assert f"25 seeds: 50.0 s wall, peak RSS 1.25 GiB (max so far), {OURS / 2 / 1e12:.2f} TFLOP/s executed " \
            f"({OFFICIAL:.2e} FLOP/seed in the official script, {OURS:.2e} here)\n" in out
     assert "\nsubliminal MNIST, default config, " in out
-    assert out.endswith("| seeds | wall (s), incl. start-up and data loading | peak RSS (GiB) | executed TFLOP/s | teacher "
+    assert out.endswith("| seeds | wall (s), incl. start-up and data loading | peak RSS so far (GiB) | executed TFLOP/s | teacher "
                         "| student_aux | cross_aux |\n|---|---|---|---|---|---|---|\n"
                         f"| 1 | 2.0 | 1.25 | {OURS / 2 / 1e12:.3f} | 0.943 | 0.520 | 0.101 |\n"
                         f"| 25 | 50.0 | 1.25 | {OURS / 2 / 1e12:.3f} | 0.943 | 0.520 | 0.101 |\n")

@@ -38,7 +38,11 @@ def run_script(name, argv, monkeypatch):
     """Run scripts/NAME.py as `python scripts/NAME.py ARGV...` does (module-level code included)."""
     monkeypatch.setattr(sys, "argv", [str(ROOT / "scripts" / f"{name}.py"), *argv])
     monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # the test's thread count stays
-    return runpy.run_path(str(ROOT / "scripts" / f"{name}.py"), run_name="__main__")
+    try:
+        return runpy.run_path(str(ROOT / "scripts" / f"{name}.py"), run_name="__main__")
+    except SystemExit as e:  # a script that ends in sys.exit(cli(main, ...)): status 0 is its success
+        if e.code not in (None, 0):
+            raise
 
 
 # ---------------------------------------------------------------------------------------------- first gradient

@@ -676,9 +676,11 @@ def test_table_warns_when_an_arm_no_longer_names_animals():
 def test_a_teacher_that_never_reached_its_threshold_is_counted_and_warned_about():
     """A teacher stopped at teacher_max_steps at P(owl) 0.12 gave a near-zero effect read as "no transfer"."""
     cfg = S.Config(animals=("owl", "whale"), teacher_threshold=0.85, teacher_max_steps=20)
-    units = [{"teachers": {"owl": {"rate": r}, "whale": {"rate": 0.9}}} for r in (0.12, 0.86, 0.5)]
+    units = [{"p": p, "teachers": {"owl": {"rate": r}, "whale": {"rate": 0.9}}} for p, r in enumerate((0.12, 0.86, 0.5))]
     short = S.teachers_short(cfg, units)
     assert short == {"owl": "2/3"}
+    # a base's two student seeds share its teacher: counted once (it read "4/6" of three teachers)
+    assert S.teachers_short(cfg, units + [{**u, "f": 1} for u in units]) == {"owl": "2/3"}
     said = "\n".join(S.short_teacher_lines({"teachers_below_threshold": short}, cfg))
     assert "WARNING: the owl teacher stopped at teacher_max_steps (20) below teacher_threshold (0.85) on 2/3" in said
     assert "whale" not in said
@@ -839,7 +841,7 @@ def test_a_value_the_run_cannot_use_is_a_config_error_before_the_run_not_a_trace
 
 def test_a_threshold_a_run_cannot_judge_says_why_in_the_table():
     # "soft_pass: None" on a one-seed run read like a failure or a bug
-    assert S.figure_line("soft_pass", None) == "- soft_pass: n/a (one seed: no interval)"
+    assert S.figure_line("soft_pass", None) == "- soft_pass: n/a (one pretraining seed: no interval)"
     assert S.figure_line("specific", None) == "- specific: n/a (one animal: no other to compare with)"
     assert S.figure_line("soft_effect", 0.12345) == "- soft_effect: 0.123"
     # one number per animal, each formatted, not the raw dict
@@ -867,7 +869,7 @@ def test_a_one_seed_misalignment_run_cannot_judge_its_thresholds_and_says_so():
              for p in (0, 1)]
     one = S.aggregate_misalignment(cfg, units[:1])["figures_to_reach"]
     assert one == {"sampled_pass": None}
-    assert S.figure_line("sampled_pass", one["sampled_pass"], None) == "- sampled_pass: n/a (one seed: no interval)"
+    assert S.figure_line("sampled_pass", one["sampled_pass"], None) == "- sampled_pass: n/a (one pretraining seed: no interval)"
     assert S.aggregate_misalignment(cfg, units)["figures_to_reach"] == {"sampled_pass": True}
 
 
