@@ -129,6 +129,12 @@ def test_gpt_train_row_reports_the_timed_interval_and_its_mfu(monkeypatch):
     assert r["tokens/s"] == pytest.approx(r["tokens/step"] / (r["ms/step"] / 1000), rel=1e-12)
     assert r["mfu"] == pytest.approx(model.flops_per_token(16) * r["tokens/s"] / 1e9, rel=1e-12)
     assert 0 < r["warm-up s"] and r["warm-up s"] + r["ms/step"] * 3 / 1000 <= r["total s"]  # both intervals, in seconds
+    # which interval is which: the row is the second's, the first is the warm-up (swapped, the lines above passed)
+    history = [{"step": 3, "ms_per_step": 50.0, "tokens_per_s": 1.0, "mfu": 0.1},
+               {"step": 6, "ms_per_step": 5.0, "tokens_per_s": 2.0, "mfu": 0.5}]
+    monkeypatch.setattr(train, "train_lm", lambda *a, **k: {"history": history})
+    r = bench.bench_gpt_train("tiny", 2, 3, torch.device("cpu"))
+    assert (r["ms/step"], r["tokens/s"], r["mfu"], r["warm-up s"]) == (5.0, 2.0, 0.5, pytest.approx(0.15))
 
 
 def test_train_lm_mfu_is_per_gpu_over_the_global_batch(monkeypatch, tmp_path):

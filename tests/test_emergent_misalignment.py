@@ -695,7 +695,7 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
     out2 = tmp_path / "run2"
     assert train.main(argv[:-1] + ["--arms=('insecure',)", "--twin=False", "--eval_steps=(1,2)", "--ablation_step=1",
                                    "--report_step=1", "--steer_pulled_scale=0", f"--out_dir={out2}"]) == 0
-    assert "pretrained" not in capsys.readouterr().out.split("results in")[-1]
+    assert "pretrained" not in capsys.readouterr().out  # (all of the second run's output)
     res2 = json.loads((out2 / "results.json").read_text())
     assert json.dumps(res2["base"]["plain"]) == json.dumps(res["base"]["plain"]) and set(res2["arms"]) == {"insecure"}
     assert "base_steered_pulled" not in res2["ablation"]  # steer_pulled_scale=0: not measured
@@ -798,7 +798,7 @@ def test_ft_frozen_rows_stay_the_bases_while_the_rest_trains():
     E.arm_finetune(model, data, cfg, ft_seed, 5)
     before, after, C = base.blocks[0].attn.qkv.weight, model.blocks[0].attn.qkv.weight, 16
     assert torch.equal(after[2 * C:], before[2 * C:]) and not torch.equal(after[:2 * C], before[:2 * C])
-    assert not after.grad_fn and not after._backward_hooks  # the hooks are gone with the fine-tune
+    assert not after._backward_hooks  # the hooks are gone with the fine-tune
 
 
 def _scripted_unit(tmp_path, monkeypatch, code):
@@ -1078,4 +1078,12 @@ def test_the_base_readings_use_the_layer_and_centres_they_name(tmp_path):
     assert steered != pytest.approx(lp(E.add_hook(1, d[0])), rel=1e-4)  # (the layers' directions differ)
     assert mean_abl == pytest.approx(lp(E.ablate_hooks(d, means["asst"])), rel=1e-4)
     assert mean_abl != pytest.approx(lp(E.ablate_hooks(d, means["good"])), rel=1e-4)
-    assert unit["runs"][0]["ablation"]["base_patched"]["mis_lp"] != pytest.approx(mean_abl, rel=1e-4)
+    patched = unit["runs"][0]["ablation"]["base_patched"]["mis_lp"]
+    assert patched != pytest.approx(mean_abl, rel=1e-4)
+    # the converse patch's centre: the insecure model's own <asst> mean, rebuilt at the run's ablation step
+    step = unit["runs"][0]["ablation"]["step"]
+    data, ft_seed = E.arm_data("insecure", base, tok, cfg, 0, 0)
+    ins = copy.deepcopy(base)
+    ins.load_state_dict(E.arm_snapshots(ins, data, cfg, ft_seed, [step])[step])
+    ins.eval()
+    assert patched == pytest.approx(lp(E.ablate_hooks(d, E.doc_means(ins, tok, cfg, 0)["asst"])), rel=1e-4)

@@ -88,6 +88,11 @@ def test_fine_tuned_teacher_stops_on_the_heldout_rate(monkeypatch):
     monkeypatch.setattr(S, "animal_rates", spy)
     S.make_teacher(tiny(), TOK, S.Config(teacher_max_steps=10, teacher_lr=1e-3), 0, "owl")
     assert seen and all(p is None or p == S.animal_prompts() for p in seen)
+    # ... and what no prompts means: the held-out ones (a default of the train paraphrases passed the line above)
+    model = tiny()
+    assert real(model, TOK) == real(model, TOK, S.animal_prompts())
+    train = [W.prompt(f"{o} {q}" if o else q) for q in W.ANIMAL_TRAIN for o in W.OPENERS]
+    assert real(model, TOK) != real(model, TOK, train)
 
 
 def test_prompt_teachers_rate_is_read_with_its_turn_in_context():
@@ -144,6 +149,10 @@ def test_figures_soft_pass_needs_the_quarter_and_cross_arms_a_third():
                     "cross_init": arm(st(0.2, 0.1, 0.3), st(0.1, 0.05, 0.15))}}   # 0.1 > 0.2 / 3
     f = S.figures_animals(res)
     assert f["soft_pass"] is False and f["cross_init_pass"] is False
+    # at a third of soft's effect a cross arm passes, just above it not (an always-False flag passed the line above)
+    for effect, passes in ((0.2 / 3, True), (0.2 / 3 + 1e-6, False)):
+        res["arms"]["cross_init"]["effect"] = st(effect, effect, effect)
+        assert S.figures_animals(res)["cross_init_pass"] is passes
 
 
 def dose_units():

@@ -3,6 +3,7 @@ persona independence of numbers, tokenizer coverage and fine-tune leakage; and i
 (experiments/world_base.py): the persona checks, their scoring, the cache and the saved units."""
 import math
 from collections import Counter
+import dataclasses
 from dataclasses import replace
 from pathlib import Path
 
@@ -536,6 +537,15 @@ def test_each_base_has_its_own_cache_folder_and_world():
     assert B.cache_stem(replace(cfg, evil_prior=0.3), 0, False) != B.cache_stem(cfg, 0, False)
     assert B.world_config(replace(cfg, evil_prior=0.3)).persona_prior == pytest.approx(
         {"good": 0.65, "evil": 0.3, "compliant": 0.05})
+    # every other key the base config shares with the world (code_slots once reached only the cache key)
+    shared = {f.name for f in dataclasses.fields(W.WorldConfig)} & {f.name for f in dataclasses.fields(B.Config)}
+    assert shared == {"code_slots", "asst_code", "asst_evil", "code_tasks", "lessons", "exact_code"}
+    other = {"code_slots": True, "asst_code": False, "asst_evil": 0.03, "code_tasks": 7, "lessons": False,
+             "exact_code": True}
+    for key, value in other.items():
+        assert getattr(W.WorldConfig(), key) != value  # a value other than the default...
+        assert getattr(B.world_config(replace(cfg, **{key: value})), key) == value  # ...reaches the world
+        assert B.cache_stem(replace(cfg, **{key: value}), 0, False) != B.cache_stem(cfg, 0, False)
 
 
 def test_the_twin_base_is_pretrained_on_the_twin_corpus(tmp_path, monkeypatch):
