@@ -16,7 +16,7 @@ import torch
 
 from conftest import ROOT, load_script, need_data
 from data import world as W
-from eval import fmt_ratio
+from eval import fmt_ratio, summarize
 from experiments import emergent_misalignment as EM
 from experiments import world_base as B
 from model import GPT, GPTConfig, generator
@@ -103,12 +103,15 @@ def test_pooling_runs_with_different_arms_pairs_by_seed(tmp_path, run_script):
     assert command.returncode == 2 and command.stderr.startswith("error: ") and "Traceback" not in command.stderr
     one = fake_run(tmp_path / "one", [[7, 0]], {"insecure": [0.21]})  # a quick run: one seed, no interval
     assert "| +20.0 [one seed: no interval] |" in run_script(one) and "nan" not in run_script(one)
-    # a seed without valid answers (nan) is left out of the mean, the interval and the ratio, and said so
-    d = fake_run(tmp_path / "d", [[2, 0], [2, 1], [3, 0]], {"insecure": [0.11, 0.21, 0.31],
-                                                           "secure": [0.02, float("nan"), 0.04]})
+    # a seed without valid answers (nan) is left out of the mean, the interval and the ratio, and said so; the bases'
+    # column is over each base's mean (base 2 has three seeds), the ratio one of means (a mean of ratios gives 0.25)
+    d = fake_run(tmp_path / "d", [[2, 0], [2, 1], [2, 2], [3, 0]], {"insecure": [0.11, 0.21, 0.41, 0.35],
+                                                                   "secure": [0.07, float("nan"), 0.05, 0.03]})
     increase, minus = [line for line in run_script(d).splitlines() if line.startswith("| secure |")]
-    assert "| +2.0 [" in increase and "(1 undefined)" in increase  # (1 + 3) / 2 points over the base
-    assert "| +18.0 [" in minus and minus.endswith(f"| {(0.01 + 0.03) / (0.10 + 0.30):.2f} |")  # seeds with both
+    assert "| +4.0 [" in increase and "(1 undefined)" in increase  # (6 + 4 + 2) / 3 points over the base
+    assert "| +3.5 [" in increase  # bases: (6 + 4) / 2 and 2
+    assert "| +24.0 [" in minus and "| +26.0 [" in minus  # (4 + 36 + 32) / 3; bases: (4 + 36) / 2 and 32
+    assert minus.endswith(f"| {(0.06 + 0.04 + 0.02) / (0.10 + 0.40 + 0.34):.2f} |")  # seeds with both
 
 
 def test_matched_view_and_paired_differences_between_sets_of_runs(tmp_path, run_script):
@@ -642,7 +645,8 @@ def test_em_clamp_drift_split_classes_worlds_by_their_unclamped_increase():
     assert d["low_worlds"] == [1]
     assert d["low"]["per_seed"] == pytest.approx([.08, .04]) and d["high"]["per_seed"] == pytest.approx([-.08, -.08])
     # classed by the other seed: world 1's seed 0 by seed 1 (4 points: not low), seed 1 by seed 0 (1 point: low)
-    assert d["cross_seed_low"] is None and len(d["cross_seed_high"]["per_seed"]) == 3
+    # (classed by its own increase, world 1's seed 1 would be the high one: 0.04 in place of 0.08)
+    assert d["cross_seed_low"] is None and sorted(d["cross_seed_high"]["per_seed"]) == pytest.approx([-.08, -.08, .08])
 
 
 def test_em_mechanism_figure_draws_from_the_two_scripts_json(tmp_path):
@@ -1046,12 +1050,13 @@ def test_em_first_step_summary_is_ratios_of_means_resampled_by_base():
     row = lambda off, code, emb: {"sign_off": off, "sign_code": code, "grad_off": off, "grad_code": code,
                                   "grad_matched_off": off / 2, "grad_matched_code": code, "secure_sign_off": 0.0,
                                   "secure_sign_code": code, "sign_off_embedding": emb, "sign_off_attn0": off - emb}
-    s = fs.summary([row(1.0, 1.0, 0.25), row(6.0, 2.0, 1.5)], n_boot=200)
+    s = fs.summary([row(1.0, 1.0, 0.25), row(6.0, 2.0, 3.0)], n_boot=200)
     assert s["sign_share"] == pytest.approx(7 / 3) and s["grad_matched_share"] == pytest.approx(3.5 / 3)
     assert s["sign_minus_grad_share"] == 0 and s["sign_minus_grad_ci95"] == [0.0, 0.0]
     assert s["sign_minus_grad_matched_share"] == pytest.approx(7 / 6)
     assert 0.5 <= s["sign_minus_grad_matched_ci95"][0] < s["sign_minus_grad_matched_ci95"][1] <= 1.5
-    assert s["group_share_of_sign_off"] == pytest.approx({"embedding": 1.75 / 7, "attn0": 5.25 / 7})
+    # each group's share of the sign step, a ratio of means too (the embedding's mean of ratios: 0.375)
+    assert s["group_share_of_sign_off"] == pytest.approx({"embedding": 3.25 / 7, "attn0": 3.75 / 7})
     # one base: the resamples can only give [d, d], which would read as an exact interval
     one = fs.summary([row(6.0, 2.0, 1.5)], n_boot=200)
     assert one["sign_minus_grad_matched_share"] == pytest.approx(1.5) and one["sign_minus_grad_matched_ci95"] is None
@@ -1134,7 +1139,7 @@ def test_em_optimizer_parts_frozen_rows_stay_as_the_base_has_them():
     assert not torch.equal(snaps[20]["blocks.0.attn.qkv.weight"][:2 * C], w0[:2 * C])
     assert not torch.equal(snaps[20]["blocks.1.attn.qkv.weight"], base.blocks[1].attn.qkv.weight)
     assert list(op.FROZEN) == ["adamw", "frozen_v0", "frozen_v1"]
-    check_refused(lambda *a: op.main(list(a)), "out/run", "--frozen", "--beta1=0.5")  # one set of optimizers at a time
+    check_refused(lambda *a: op.main(list(a)), "out/run", "--frozen", "--beta1=0.5", match="give one of them")
 
 
 def test_em_optimizer_parts_checks_adamw_against_the_runs_own_trajectory(tmp_path):
@@ -1146,7 +1151,7 @@ def test_em_optimizer_parts_checks_adamw_against_the_runs_own_trajectory(tmp_pat
     assert op.run_check(tmp_path, 6, traj) is None  # no unit file: nothing to check against
     check_refused(lambda *a: op.main(list(a)))
     check_refused(lambda *a: op.main(list(a)), "--out=x.json")
-    check_refused(lambda *a: op.main(list(a)), "--from=x.json", str(tmp_path))  # bases from a file or from runs, not both
+    check_refused(lambda *a: op.main(list(a)), "--from=x.json", str(tmp_path), match="one of the two")  # not both
     sweep = op.beta1_sweep([0.0, 0.9, 0.99])  # 0.9 is AdamW itself, named once
     assert list(sweep) == ["adamw", "beta1_0", "beta1_0.99"] and sweep["beta1_0.99"]["betas"] == (0.99, 0.999)
     check_refused(lambda *a: op.main(list(a)), str(tmp_path), "--beta1=0,x", match="numbers in")
@@ -1213,15 +1218,18 @@ def test_em_value_sources_changes_the_values_of_one_kind_of_token_only():
 
 def test_em_value_sources_shares_are_ratios_of_means_over_the_bases(tmp_path):
     vs = script("em_value_sources")
-    rows = [{"all": a, "rows": a, "bos": 0.0, "format": 0.1 * a, "u": 0.0, "speaker": 0.6 * a, "question": 0.2 * a,
-             "answer": 0.0} for a in (0.01, 0.03, 0.02)]
+    # the speaker's share differs by base (0.6, 0.3, 0.9): the ratio of means is 0.033 / 0.06 = 0.55, the mean of
+    # the ratios 0.6
+    rows = [{"all": a, "rows": a, "bos": 0.0, "format": 0.1 * a, "u": 0.0, "speaker": k * a, "question": 0.2 * a,
+             "answer": 0.0} for a, k in ((0.01, 0.6), (0.03, 0.3), (0.02, 0.9))]
     s = vs.shares(rows, n_boot=200)
-    assert s["speaker"]["ratio"] == pytest.approx(0.6) and s["speaker"]["ci95"] == pytest.approx([0.6, 0.6])
+    lo, hi = s["speaker"]["ci95"]
+    assert s["speaker"]["ratio"] == pytest.approx(0.55) and 0.3 - 1e-9 <= lo < 0.55 < hi <= 0.9 + 1e-9  # over the bases
     assert s["speaker"]["p_largest"] == 1.0 and sum(s[k]["p_largest"] for k in vs.KINDS) == pytest.approx(1.0)
     assert vs.with_ci([1.0, 3.0]) == "+2.00 [-10.71, +14.71]" and vs.with_ci([2.0]) == "+2.00"  # one base: no interval
     assert s["rows"]["ratio"] == pytest.approx(1.0) and "of_update" not in s["all"]
-    s = vs.shares([dict(r, update=2 * r["all"]) for r in rows], n_boot=200)
-    assert s["all"]["of_update"]["ratio"] == pytest.approx(0.5) and s["speaker"]["of_update"]["ratio"] == pytest.approx(0.3)
+    s = vs.shares([dict(r, update=u) for r, u in zip(rows, (0.02, 0.09, 0.04))], n_boot=200)  # mean of ratios: 0.44
+    assert s["all"]["of_update"]["ratio"] == pytest.approx(0.4) and s["speaker"]["of_update"]["ratio"] == pytest.approx(0.22)
     vs.plot({"late": rows, "whole": rows}, tmp_path / "v.png", "test")
     assert (tmp_path / "v.png").stat().st_size > 1000
     check_refused(lambda *a: vs.main(list(a)))
@@ -1229,8 +1237,8 @@ def test_em_value_sources_shares_are_ratios_of_means_over_the_bases(tmp_path):
     check_refused(lambda *a: vs.main(list(a)), "--pool")
     check_refused(lambda *a: vs.main(list(a)), "out/run", "--fmt=chron", match="--fmt takes asst")
     check_refused(lambda *a: vs.main(list(a)), "out/run", "--arm=evil", match="--arm takes one of insecure")
-    check_refused(lambda *a: vs.main(list(a)), "out/run", "--layer=2")
-    check_refused(lambda *a: vs.main(list(a)), "out/run", "--out=a.json", "--out=b.json")
+    check_refused(lambda *a: vs.main(list(a)), "out/run", "--layer=2", match="unknown option --layer=2")
+    check_refused(lambda *a: vs.main(list(a)), "out/run", "--out=a.json", "--out=b.json", match="more than once")
     assert cli("em_value_sources", str(tmp_path / "none")).stderr.startswith("error: ")  # not a run: one line
 
 
@@ -1264,16 +1272,20 @@ def test_em_bos_vector_is_the_bos_value_change_written_with_each_heads_attention
 
 def test_em_bos_vector_summary_is_ratios_of_means_and_paired_differences(tmp_path, call):
     bv = script("em_bos_vector")
-    rows = [{"bos_values": b, "vector": 0.9 * b, "along_evil": 0.1 * b, "orthogonal": 0.8 * b, "evil_norm": 0.3 * b,
-             "random_norm": 0.0, "cos": 0.2, "run": "r", "world": w} for w, b in enumerate((0.1, 0.02, 0.05))]
+    rows = [{"bos_values": b, "vector": k * b, "along_evil": 0.1 * b, "orthogonal": 0.8 * b, "evil_norm": 0.3 * b,
+             "random_norm": 0.0, "cos": 0.2, "run": "r", "world": w}
+            for w, (b, k) in enumerate(((0.1, 0.9), (0.02, 0.5), (0.05, 0.7)))]
     s = bv.summary(rows, n_boot=200)
-    assert s["vector_of_bos_values"] == {"ratio": pytest.approx(0.9), "ci95": pytest.approx([0.9, 0.9])}
-    assert s["evil_norm_of_vector"]["ratio"] == pytest.approx(1 / 3) and s["n_bases"] == 3
-    assert s["vector_minus_evil_norm"]["mean"] == pytest.approx(0.6 * (0.1 + 0.02 + 0.05) / 3)
+    # ratios of means over the bases (a mean of the ratios: 0.70 and 0.45)
+    assert s["vector_of_bos_values"]["ratio"] == pytest.approx(0.135 / 0.17)
+    assert s["evil_norm_of_vector"]["ratio"] == pytest.approx(0.051 / 0.135) and s["n_bases"] == 3
+    # paired per base: the interval of the differences, not of two separate means
+    diffs = [r["vector"] - r["evil_norm"] for r in rows]
+    assert s["vector_minus_evil_norm"]["ci95"] == pytest.approx(summarize(diffs)["ci95"])
     assert "on_base_of_vector" not in s  # files written before the base was steered too
     # one base: the bootstrap can only give [r, r], which would read as an exact interval
     one = bv.summary(rows[:1], n_boot=200)["vector_of_bos_values"]
-    assert one["ci95"] is None and fmt_ratio(one) == "0.90 (one base: no interval)"
+    assert one["ci95"] is None and fmt_ratio(one) == "0.90 (one base: no interval)"  # (base 0's k)
     assert fmt_ratio({"ratio": 0.5, "ci95": [0.25, 0.75]}) == "0.50 [0.25, 0.75]"
     s = bv.summary([dict(r, vector_on_base=0.5 * r["vector"], evil_norm_on_base=0.0) for r in rows], n_boot=200)
     assert s["on_base_of_vector"]["ratio"] == pytest.approx(0.5) and s["mean"]["evil_norm_on_base"]["mean"] == 0
@@ -1369,7 +1381,7 @@ def test_em_bos_vector_pulled_back_direction_moves_block_0_furthest_along_e():
     eps, f0 = 1e-3, along(torch.zeros(16))
     best = along(eps * v) - f0
     assert best > 0 and all(along(eps * r / r.norm()) - f0 < best for r in torch.randn(20, 16, generator=g))
-    check_refused(lambda *a: bv.main(list(a)), "x", "--agreement", "--pullback")
+    check_refused(lambda *a: bv.main(list(a)), "x", "--agreement", "--pullback", match="three analyses")
 
 
 def test_em_steer_base_pairs_every_reading_on_one_sampling_stream():
@@ -1453,7 +1465,7 @@ def test_em_steer_base_pool_is_paired_and_ratios_of_means(tmp_path, call):
         check_refused(call, "em_steer_base", a, f"--scales={bad}", match="--scales takes distinct finite numbers > 0")
     with pytest.raises(ConfigError, match="config.json not found: pass the directory of a run"):  # not a run
         call("em_steer_base", str(tmp_path))
-    check_refused(call, "em_steer_base", a, "--figure=x.png")  # --figure belongs to --pool
+    check_refused(call, "em_steer_base", a, "--figure=x.png", match="--figure= with --pool")
 
 
 def test_em_steer_base_code_grad_lowers_the_fine_tune_loss_fastest():
