@@ -262,7 +262,7 @@ def test_end_to_end_writes_every_file(tmp_path, capsys, monkeypatch):
     assert set(res["kept_fraction"]) >= {"control", "owl", "whale"}
     tr = res["arms"]["trait"]  # in-domain loss renormalised over the numbers is never above the full one
     assert tr["number_loss_numbers"]["mean"] <= tr["number_loss"]["mean"]
-    # the KL to the teacher reported for each arm is the one measured on the base before any student
+    # each arm reports its student's KL to the teacher (which model it is measured on: the unit checks below)
     assert res["arms"]["soft"]["kl_teacher"]["mean"] >= 0
     units = [json.loads(p.read_text()) for p in sorted(out.glob("unit_*.json"))]
     for u in units:  # an arm is its student at the end of training: its last checkpoint (evals = 2)
