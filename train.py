@@ -210,8 +210,8 @@ def script_args(argv, usage, options=(), flags=(), words=()):
     """An analysis script's command line -> (its positional words, {option: value}). `options` take a value
     (--out=FILE), `flags` none (--pool: True when given), `words` are bare markers kept in place among the positional
     words (--minus, --). --help prints `usage` and exits; an unknown option (the error lists the options), one given
-    twice, a value missing or given to a flag is a one-line ConfigError, before any work: a mistyped option read as a run directory, or the first of
-    two --out= kept silently, cost runs of minutes."""
+    twice, a value missing or given to a flag is a one-line ConfigError, before any work: a mistyped option read as a
+    run directory, or the first of two --out= kept silently, cost runs of minutes."""
     names = [f"--{o}=" for o in options] + [f"--{f}" for f in flags] + list(words)
     listed = ("the options are " + ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1
               else f"the option is {names[0]}" if names else "it takes no options")
@@ -234,6 +234,14 @@ def script_args(argv, usage, options=(), flags=(), words=()):
             raise ConfigError(f"--{key} needs a value: --{key}=...")
         given[key] = value if key in options else True
     return positional, given
+
+
+def script_run(argv, usage, **kw):
+    """script_args for a script of one RUN_DIR: (the run, {option: value}); none or several runs: exits."""
+    runs, opts = script_args(argv, usage, **kw)
+    if len(runs) != 1:
+        sys.exit(usage if not runs else f"one RUN_DIR, not {len(runs)}: {' '.join(runs)}")
+    return runs[0], opts
 
 
 def run_results(run_dir, experiment):

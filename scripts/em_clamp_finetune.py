@@ -35,7 +35,7 @@ from eval import mean_ci, summarize  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from model import generator, seed_int  # noqa: E402
-from train import cli, read_json, run_config, run_results, script_args, write_json  # noqa: E402
+from train import cli, read_json, run_config, run_results, script_run, write_json  # noqa: E402
 from em_code_direction import decision_prompts, orth  # noqa: E402
 from em_patch_tokens import coords  # noqa: E402
 
@@ -106,11 +106,9 @@ def drift_split(rows, step, low=LOW_DRIFT):
 
 def main(argv):
     # one run, and --worlds= only: anything else (a typo) would run every world, for hours
-    runs, opts = script_args(argv, __doc__, options=("worlds",))
-    if len(runs) != 1:
-        sys.exit(__doc__ if not runs else f"one RUN_DIR, not {len(runs)}: {' '.join(runs)}")
+    run_dir, opts = script_run(argv, __doc__, options=("worlds",))
     torch.set_num_threads(1)
-    run_dir, spec = Path(runs[0]), opts.get("worlds")
+    run_dir, spec = Path(run_dir), opts.get("worlds")
     if spec is not None and not all(w.isdigit() for w in spec.split(",")):
         sys.exit(f"--worlds={spec}: expected comma-separated base seeds, e.g. --worlds=0,1")
     worlds = None if spec is None else tuple(int(w) for w in spec.split(","))

@@ -34,7 +34,7 @@ from data import world as W  # noqa: E402
 from eval import mean_ci, summarize  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
-from train import check_out, cli, read_json, run_config, run_results, script_args  # noqa: E402
+from train import check_out, cli, read_json, run_config, run_results, script_run  # noqa: E402
 from em_patch_tokens import answer_batch, mis_lp  # noqa: E402
 
 FORMATS = ("alone", "after_secure", "after_insecure", "after_chat", "after_numbers", "after_mis_chat")
@@ -87,11 +87,9 @@ def context_items(world):
 
 def main(argv):
     # anything but these (a typo) would be ignored, after minutes of work
-    runs, opts = script_args(argv, __doc__, options=("arms", "step", "out"))
-    if len(runs) != 1:
-        sys.exit(__doc__ if not runs else f"one RUN_DIR, not {len(runs)}: {' '.join(runs)}")
+    run_dir, opts = script_run(argv, __doc__, options=("arms", "step", "out"))
     torch.set_num_threads(1)
-    run_dir = Path(runs[0])
+    run_dir = Path(run_dir)
     arms = tuple(opts["arms"].split(",")) if "arms" in opts else ("insecure", "secure", "educational")
     if set(arms) - set(EM.ARMS):
         sys.exit(f"--arms: {', '.join(sorted(set(arms) - set(EM.ARMS)))} not among {', '.join(EM.ARMS)}")

@@ -132,7 +132,7 @@ def main(argv):
     runs, opts = script_args(argv, __doc__, options=("out", "reference", "upto", "at"))
     if not runs:
         sys.exit(__doc__)
-    if len(opts) > 1 and not set(opts) == {"reference", "upto"}:  # --reference and --at print tables only
+    if len(opts) > 1 and set(opts) != {"reference", "upto"}:  # --reference and --at print tables only
         sys.exit(f"{', '.join('--' + k for k in opts)}: give one of --out=, --reference= (with --upto=) and --at=")
     if "upto" in opts and ("reference" not in opts or not opts["upto"].isdigit() or int(opts["upto"]) < 1):
         sys.exit(f"--upto={opts['upto']}: expected a step >= 1, beside --reference=")

@@ -28,7 +28,7 @@ from data.tokenizer import pad_right  # noqa: E402
 from eval import mean_ci, summarize, summarize_by  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
-from train import cli, run_config, run_results, script_args  # noqa: E402
+from train import cli, run_config, run_results, script_run  # noqa: E402
 
 
 def coords(model, x, units):
@@ -133,12 +133,5 @@ def main(run_dir):
     print(f"  largest difference from the run's own numbers (same weights?): {summary['max_abs_diff_vs_run']:.2e}")
 
 
-def one_run(argv):
-    runs, _ = script_args(argv, __doc__)
-    if len(runs) != 1:
-        sys.exit(__doc__)
-    return runs[0]
-
-
 if __name__ == "__main__":
-    sys.exit(cli(lambda argv: main(one_run(argv)), sys.argv[1:]))
+    sys.exit(cli(lambda argv: main(script_run(argv, __doc__)[0]), sys.argv[1:]))

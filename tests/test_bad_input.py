@@ -288,9 +288,9 @@ def test_an_option_given_twice_is_refused_not_half_taken(tmp_path):
             load_script(script).main(argv)
 
 
-# the scripts whose main(ARGV) reads ARGV through script_args (em_patch_tokens' main takes one run, parsed before)
+# the scripts whose main(ARGV) reads ARGV through script_args or script_run (em_patch_tokens: its __main__ does)
 OPTION_SCRIPTS = sorted(f.stem for f in (Path(__file__).resolve().parents[1] / "scripts").glob("*.py")
-                        if re.search(r"def main\((\w+)\):\n(?:.*\n){0,3}.*(script_args|read_args)\(\1", f.read_text()))
+                        if re.search(r"def main\((\w+)\):\n(?:.*\n){0,3}.*(script_args|script_run|read_args)\(\1", f.read_text()))
 
 
 @pytest.mark.parametrize("name", OPTION_SCRIPTS)
