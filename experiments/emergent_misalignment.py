@@ -817,10 +817,11 @@ def run(cfg, run):
     res["seconds"] = time.time() - t0
     md = table(res, cfg)
     run.save_results(res, md)
-    plot(res, cfg, run.dir / "misalignment_vs_step.png")
+    figure = run.dir / "misalignment_vs_step.png"
+    plot(res, cfg, figure)
     B.drop_partials(run.dir)
     print(md)
-    print(f"\nwrote results.json, results.md and misalignment_vs_step.png in {run.dir} ({res['seconds']:.0f} s)")
+    print(f"\nwrote results.json, results.md and {figure.name} in {run.dir} ({res['seconds']:.0f} s)")
 
 
 def reevaluate(run_dir):

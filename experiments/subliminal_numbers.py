@@ -970,10 +970,11 @@ def run(cfg, run):
     res["seconds"] = time.time() - t0
     md = TABLES[cfg.mode](res, cfg)
     run.save_results(res, md)
-    PLOTS[cfg.mode](res, cfg, run.dir / f"subliminal_{cfg.mode}.png")
+    figure = run.dir / f"subliminal_{cfg.mode}.png"
+    PLOTS[cfg.mode](res, cfg, figure)
     B.drop_partials(run.dir)
     print(md)
-    print(f"\nwrote results.json, results.md and subliminal_{cfg.mode}.png in {run.dir} ({res['seconds']:.0f} s)")
+    print(f"\nwrote results.json, results.md and {figure.name} in {run.dir} ({res['seconds']:.0f} s)")
 
 
 LOW_MASS = 0.1  # an arm with less animal mass than this no longer answers the animal question

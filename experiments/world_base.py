@@ -610,9 +610,10 @@ def run(cfg, run):
         results["decorrelated" if d else "normal"] = {k: summarize([r[k] for r in rows]) for k in rows[0]}
     md = table(results)
     run.save_results(results, md)
-    plot(results, run.dir / "persona_inference.png")
+    figure = run.dir / "persona_inference.png"
+    plot(results, figure)
     print(md)
-    print(f"\nwrote results.json, results.md and persona_inference.png in {run.dir}")
+    print(f"\nwrote results.json, results.md and {figure.name} in {run.dir}")
 
 
 def table(results):
