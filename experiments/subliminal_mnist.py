@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from data import mnist
-from eval import accuracy, fmt_stat, summarize
+from eval import accuracy, fmt_stat, mean_ci, summarize
 from model import SeedMLP, generator, init_mlp_params
 from train import (ROOT, CheckpointError, ConfigError, build_config, check_device, load_weights, pyplot, read_results,
                    run_config, save_weights, train_classifier, train_distill, write_json)
@@ -154,6 +154,12 @@ def validate(cfg, cell=False):
             if same := next((p for p, c in seen if c == cell_cfg), None):  # e.g. 1 and 1.0: one config run twice
                 raise ConfigError(f"sweep cells {same} and {params} are the same config: name each value once")
             seen.append((params, cell_cfg))
+        # every cell takes the sweep's value: a key also set to another value (on the command line, say) would be
+        # ignored, and config.json would record it as if it had run
+        if not cell and (both := [k for k in cfg.sweep if getattr(cfg, k) != getattr(default, k)]):
+            raise ConfigError(f"{', '.join(f'{k}={getattr(cfg, k)!r}' for k in both)}: set and also swept, and each "
+                              f"cell takes the sweep's values: drop the setting, or pass --sweep=\"{{}}\" to run that "
+                              f"one config")
 
 
 # read once per run, before the cells (the data, the device and its threads, where it goes): a sweep over them would
@@ -435,11 +441,37 @@ def table(stats, n_seeds, paper=True):
     return "\n".join(lines)
 
 
-def sweep_tables(done):
+def paired_differences(cfg, done):
+    """Each cell's per-seed differences from the baseline cell, the one at the config's own values of the swept keys
+    (the defaults: a swept key set otherwise is refused) -> (its params, [{condition: STAT} or None per cell]), or
+    (None, None) when the grid has no such cell. Seed k trains from the same streams in every cell, so the
+    difference pairs it with itself: a far narrower interval than two cells' own when the seeds vary more than the
+    cells do. A cell with other seeds than the baseline's (a run still going) gets None."""
+    at_cfg = [all(c["params"][k] == getattr(cfg, k) for k in c["params"]) for c in done]
+    if True not in at_cfg:
+        return None, None
+    base = done[at_cfg.index(True)]
+    diffs = []
+    for c in done:
+        same_seeds = c is not base and c["n_seeds"] == base["n_seeds"]
+        diffs.append({k: summarize([a - b for a, b in zip(s["per_seed"], base["conditions"][k]["per_seed"])])
+                      for k, s in c["conditions"].items()} if same_seeds else None)
+    return base["params"], diffs
+
+
+def sweep_tables(cfg, done):
     name = lambda params: ", ".join(f"{k} = {v}" for k, v in params.items())
-    return "\n\n".join(f"**{name(c['params'])}**" + (f" (the run of {name(c['same_run_as'])}: the noise keys are "
-                       f"not read on real images)" if "same_run_as" in c else "") + "\n\n" +
-                       table(c["conditions"], c["n_seeds"], paper=False) for c in done)
+    md = "\n\n".join(f"**{name(c['params'])}**" + (f" (the run of {name(c['same_run_as'])}: the noise keys are "
+                     f"not read on real images)" if "same_run_as" in c else "") + "\n\n" +
+                     table(c["conditions"], c["n_seeds"], paper=False) for c in done)
+    base, diffs = paired_differences(cfg, done)
+    if base is not None and any(diffs):
+        conds = list(done[0]["conditions"])
+        md += (f"\n\n**Paired difference from {name(base)}** (each seed minus itself there; mean [95% t-CI])\n\n"
+               f"| cell | {' | '.join(conds)} |\n|---|{'---|' * len(conds)}\n" +
+               "\n".join(f"| {name(c['params'])} | {' | '.join(mean_ci(d[k]) for k in conds)} |"
+                         for c, d in zip(done, diffs) if d is not None))
+    return md
 
 
 def is_paper_protocol(cfg):
@@ -484,9 +516,13 @@ def run(cfg, run):
         done = [{"params": params, "conditions": stats[same[i]], "n_seeds": cell_cfg.n_seeds,
                  **({"same_run_as": grid[same[i]][1]} if same[i] != i else {})}
                 for i, (_, params, cell_cfg) in enumerate(grid)]
-        results = {"sweep": {"keys": list(cfg.sweep), "cells": done}, "n_seeds": cfg.n_seeds,
+        base, diffs = paired_differences(cfg, done)
+        for c, d in zip(done, diffs or []):
+            if d is not None:
+                c["difference_from_baseline"] = d
+        results = {"sweep": {"keys": list(cfg.sweep), "cells": done, "baseline": base}, "n_seeds": cfg.n_seeds,
                    "seconds": time.time() - t0, "config": dataclasses.asdict(cfg)}
-        md = sweep_tables(done)
+        md = sweep_tables(cfg, done)
         run.save_results(results, md)
         figure = run.dir / "sweep.png"
         plot_sweep(results, cfg, figure)
@@ -619,7 +655,7 @@ def reevaluate(run_dir):
     if not done:
         raise ConfigError(f"no saved models in {run_dir} (was it run with save_weights=False, or not finished yet?)")
     print(table(done[0]["conditions"], done[0]["n_seeds"], paper=is_paper_protocol(cfg)) if not cfg.sweep
-          else sweep_tables(done))
+          else sweep_tables(cfg, done))
     if missing and not path.is_file():
         print(f"\nnot finished (no saved models): {', '.join(missing)}; the same train.py command finishes them")
     elif missing:

@@ -263,16 +263,26 @@ def test_a_sweep_trains_a_teacher_once_per_group_for_cells_that_differ_in_the_st
     import experiments.subliminal_mnist as SM
     taught, real = [], SM.train_classifier
     monkeypatch.setattr(SM, "train_classifier", lambda *a, **kw: taught.append(kw["desc"]) or real(*a, **kw))
-    # lr is the teacher's, noise_scale the students': 4 cells x 2 groups of one seed, a teacher per lr and group,
+    # init is the teacher's, noise_scale the students': 4 cells x 2 groups of one seed, a teacher per init and group,
     # although the grid's order alternates the two teachers (the teacher's key varies fastest)
-    _, res = run(tmp_path, "--sweep={'noise_scale': [1.0, 3.0], 'lr': [2e-3, 1e-3]}", COND, "--seed_chunk=1",
+    _, res = run(tmp_path, "--sweep={'noise_scale': [1.0, 3.0], 'init': ['paper', 'torch']}", COND, "--seed_chunk=1",
                  "--save_weights=False", name="sweep")
     cells = res["sweep"]["cells"]
     assert taught == ["teacher"] * 4
-    assert [(c["params"]["noise_scale"], c["params"]["lr"]) for c in cells] == [(1.0, 2e-3), (1.0, 1e-3),
-                                                                                (3.0, 2e-3), (3.0, 1e-3)]
+    assert [(c["params"]["noise_scale"], c["params"]["init"]) for c in cells] == [
+        (1.0, "paper"), (1.0, "torch"), (3.0, "paper"), (3.0, "torch")]
     assert cells[0]["conditions"]["teacher"] != cells[1]["conditions"]["teacher"]
     assert cells[0]["conditions"]["teacher"] == cells[2]["conditions"]["teacher"]
+    # each cell against the one at the defaults (noise_scale 1, paper init), seed by seed
+    assert res["sweep"]["baseline"] == {"noise_scale": 1.0, "init": "paper"} and "difference_from_baseline" not in cells[0]
+    for c in cells[1:]:
+        for k, d in c["difference_from_baseline"].items():
+            assert d["per_seed"] == [a - b for a, b in zip(c["conditions"][k]["per_seed"], cells[0]["conditions"][k]["per_seed"])]
+    assert cells[2]["difference_from_baseline"]["teacher"]["per_seed"] == [0.0, 0.0]  # the same teachers
+    assert cells[2]["difference_from_baseline"]["student_aux"]["per_seed"] != [0.0, 0.0]
+    md = (tmp_path / "sweep" / "results.md").read_text()
+    assert "**Paired difference from noise_scale = 1.0, init = paper**" in md
+    assert f"| noise_scale = 3.0, init = torch | {evaluate.mean_ci(cells[3]['difference_from_baseline']['teacher'])} |" in md
     # a reused teacher gives the numbers of a run of that cell alone, which trains its own
     for i in (2, 3):
         taught.clear()
@@ -315,7 +325,9 @@ def test_a_bad_sweep_fails_before_anything_trains_or_any_directory_exists(tmp_pa
                         # train.py sets the thread count once, before the run: every cell ran with the first
                         ("{'threads': [1, 2]}", "'threads' is set once for the whole run"),
                         ("{'conditions': [('teacher',), ('student_aux',)]}", "'conditions' cannot be swept"),
-                        ("{'m': [3, 3]}", "'m' lists a value twice")):
+                        ("{'m': [3, 3]}", "'m' lists a value twice"),
+                        # TINY sets width 64: every cell would have run at the sweep's widths, recorded as 64
+                        ("{'width': [32, 128]}", "width=64: set and also swept")):
         assert train.main([CONFIG, *TINY, f"--sweep={sweep}", f"--out_dir={out}"]) == 2  # (tiny: should one run)
         err = capsys.readouterr().err
         assert says in err and "Traceback" not in err and not out.exists(), sweep
