@@ -135,8 +135,10 @@ def init_mlp_params(seeds, sizes, n_classes, init, device, tag):
 #     embed                   token embeddings                    [B, T, C]
 #     blocks.{i}.resid_pre    residual stream entering block i    [B, T, C]
 #     blocks.{i}.attn.pattern attention probabilities             [B, nh, T, S]  (only when hooked)
-#     blocks.{i}.attn_out     what attention adds to the residual [B, T, C]
-#     blocks.{i}.mlp_out      what the MLP adds to the residual   [B, T, C]
+#     blocks.{i}.attn.z       each head's output, before attn.proj [B, nh, T, hs] (zero a head here to ablate it)
+#     blocks.{i}.attn_out     what attention adds to the residual [B, T, C]  (= attn.proj of the heads side by side)
+#     blocks.{i}.mlp.hidden   the MLP's neurons, after the GELU   [B, T, mlp_ratio * C]
+#     blocks.{i}.mlp_out      what the MLP adds to the residual   [B, T, C]  (= mlp.proj of the neurons)
 #     blocks.{i}.resid_post   residual stream leaving block i     [B, T, C]  (= resid_pre of block i+1)
 #     final                   residual after the final LayerNorm  [B, T, C]  (what the unembedding reads)
 #     logits                  next-token logits                   [B, T, V]  ([k, V] when forward is given `keep`)
@@ -244,6 +246,7 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
         self.pattern = HookPoint()
+        self.z = HookPoint()
 
     def forward(self, x, cos, sin, attn_mask, cache):
         B, T, C = x.shape
@@ -265,6 +268,7 @@ class Attention(nn.Module):
             edited = _changed(att, before) if att.is_inference() else att._version != before
             if hooked is not att or edited:  # a hook replaced or edited the pattern: attend with it
                 y = hooked.to(v.dtype) @ v  # [B, nh, T, hs]
+        y = self.z(y)  # [B, nh, T, hs], each head's output
         y = y.transpose(1, 2).reshape(B, T, C)  # [B, T, C]
         return self.proj(y)
 
@@ -274,9 +278,10 @@ class MLP(nn.Module):
         super().__init__()
         self.fc = nn.Linear(cfg.n_embd, cfg.mlp_ratio * cfg.n_embd, bias=False)
         self.proj = nn.Linear(cfg.mlp_ratio * cfg.n_embd, cfg.n_embd, bias=False)
+        self.hidden = HookPoint()
 
     def forward(self, x):
-        return self.proj(F.gelu(self.fc(x)))  # [B, T, C]
+        return self.proj(self.hidden(F.gelu(self.fc(x))))  # [B, T, C] from the neurons [B, T, mlp_ratio * C]
 
 
 class Block(nn.Module):

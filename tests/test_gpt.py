@@ -41,7 +41,7 @@ def n_hooks(model):
 
 def test_hook_names_are_the_design_names():
     names = tiny().hook_names()
-    per_block = ["resid_pre", "attn.pattern", "attn_out", "mlp_out", "resid_post"]
+    per_block = ["resid_pre", "attn.pattern", "attn.z", "attn_out", "mlp.hidden", "mlp_out", "resid_post"]
     assert names == ["embed"] + [f"blocks.{i}.{n}" for i in range(2) for n in per_block] + ["final", "logits"]
 
 
@@ -70,7 +70,32 @@ def test_run_with_cache_logits_bit_identical_and_only_requested_names():
     for i in range(model.cfg.n_layer):  # the residual stream is the sum of what writes into it
         c = lambda n: cache[f"blocks.{i}.{n}"]
         torch.testing.assert_close(c("resid_post"), c("resid_pre") + c("attn_out") + c("mlp_out"))
+        # and what attention and the MLP write is their projection of the heads' outputs and of the neurons
+        block, (B, nh, T, hs) = model.blocks[i], c("attn.z").shape
+        torch.testing.assert_close(c("attn_out"), block.attn.proj(c("attn.z").transpose(1, 2).reshape(B, T, nh * hs)))
+        torch.testing.assert_close(c("mlp_out"), block.mlp.proj(c("mlp.hidden")))
+        assert c("mlp.hidden").shape == (B, T, model.cfg.mlp_ratio * model.cfg.n_embd)
     assert n_hooks(model) == 0
+
+
+@torch.no_grad()
+def test_ablating_a_head_removes_its_share_of_attn_out_only():
+    model, idx = tiny(init_std=0.3), tokens(2, 9)
+    _, cache = model.run_with_cache(idx, ["blocks.1.attn.z", "blocks.1.attn_out", "blocks.0.resid_post"])
+    z = cache["blocks.1.attn.z"]  # [B, nh, T, hs]
+    hs = z.shape[-1]
+    w = model.blocks[1].attn.proj.weight  # [C, nh * hs]: head h reads columns h*hs..(h+1)*hs
+
+    def drop_head(t, name):
+        t = t.clone()
+        t[:, 1] = 0
+        return t
+    with model.hooks({"blocks.1.attn.z": drop_head}):
+        ablated, after = model.run_with_cache(idx, ["blocks.1.attn_out", "blocks.0.resid_post"])
+    assert torch.equal(after["blocks.0.resid_post"], cache["blocks.0.resid_post"])  # upstream untouched
+    head1 = z[:, 1] @ w[:, hs:2 * hs].T  # [B, T, C]: what head 1 wrote
+    torch.testing.assert_close(after["blocks.1.attn_out"], cache["blocks.1.attn_out"] - head1)
+    assert head1.abs().max() > 1e-3 and not torch.allclose(ablated, model(idx))
 
 
 @torch.no_grad()
