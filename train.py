@@ -1269,6 +1269,8 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
                                   f"resume with the same number of processes, or {afresh}")
         if rank == 0:
             print(f"[{desc}] resumed from {ckpt} at step {step}")
+        if run is not None and rank == 0:  # metrics.jsonl is appended by every attempt: mark where this one starts
+            run.log(stage=desc, resumed_at_step=step)  # (no "step" key: readers of the step records pass it by)
     elif resume and ckpt is not None and rank == 0 and Path(f"{ckpt}.safetensors").is_file():
         # weights without their resume state (deleted by hand, or a weights-only save): they cannot be continued
         # exactly, so the run starts over, and says so rather than silently overwriting them

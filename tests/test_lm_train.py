@@ -490,6 +490,29 @@ def test_train_py_lm_tiny_end_to_end(tmp_path):
     again = json.loads((out / "results.json").read_text())
     assert rerun.returncode == 0 and again["resumed_from_step"] == 20 and again["train_loss"] == results["train_loss"]
     assert (out / "model.json").read_text() == saved  # the checkpoint is not rewritten with an empty interval
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    marks = [i for i, r in enumerate(records) if "step" not in r]  # the second attempt's start, marked
+    assert [records[i] for i in marks] == [{"stage": "pretrain", "resumed_at_step": 20}]
+    assert [r["step"] for r in records[marks[0] + 1:]] == [20]  # it trained nothing: its final evaluation only
+
+
+def test_lm_stopped_before_any_checkpoint_says_a_rerun_starts_over(tmp_path, monkeypatch, capsys):
+    import experiments.lm as LM
+    import train
+    real = LM.train_lm
+
+    def stopped(*a, **kw):  # Ctrl-C during training
+        raise KeyboardInterrupt
+    monkeypatch.setattr(LM, "train_lm", stopped)
+    argv = [str(ROOT / "configs/lm_tiny.py"), "--steps=4", "--warmup=1", "--n_docs=100", f"--out_dir={tmp_path / 'r'}"]
+    assert train.main(argv) == 130
+    err = capsys.readouterr().err
+    assert "no checkpoint was written yet (ckpt_every=0: only at the end): a rerun starts from step 0" in err
+    assert err.index("no checkpoint") < err.index("interrupted.")
+    monkeypatch.setattr(LM, "train_lm", real)
+    assert train.main(argv) == 0  # finished: its checkpoint is there, and a stop now would resume from it
+    monkeypatch.setattr(LM, "train_lm", stopped)
+    assert train.main(argv) == 130 and "no checkpoint" not in capsys.readouterr().err
 
 
 def test_lm_history_spans_the_attempts_and_a_redone_step_is_the_later_attempts(tmp_path):
