@@ -490,11 +490,13 @@ class Run:
             raise ConfigError(f"{self.dir} holds run outputs ({', '.join(f.name for f in orphans[:3])}"
                               f"{', ...' if len(orphans) > 3 else ''}) but no config.json to check them against this "
                               f"config: use a new --out_dir, or --resume=False to delete them and recompute")
-        if old.exists() and (first or resume):  # (another rank may be removing it when resume is False)
+        if old.exists() and (first or resume is not False):  # (another rank may be removing it when resume is False)
             prev = read_run_config(old)
             if prev.pop("experiment") != experiment:
                 raise ConfigError(f"{self.dir} holds a run of another experiment: use a new --out_dir")
-        if old.exists() and resume:
+        # an experiment without a resume key recomputes into its folder: under the same config only, or its files
+        # would be replaced by another config's without a word
+        if old.exists() and resume is not False:
             now = json.loads(json.dumps(dataclasses.asdict(cfg)))
             # a key added since that run was made counts at its default (a new key's default is the old behaviour)
             added = json.loads(json.dumps({f.name: f.default for f in dataclasses.fields(cfg)
@@ -505,8 +507,8 @@ class Run:
                           if prev.get(k, added.get(k)) != now.get(k))
             if diff:  # resuming under another config would silently mix results
                 raise ConfigError(f"{self.dir} holds a run with another config (differs in: {', '.join(diff)}): "
-                                  f"use a new --out_dir, or --resume=False to delete that run's outputs there and "
-                                  f"recompute")
+                                  f"use a new --out_dir" + (", or --resume=False to delete that run's outputs there "
+                                                            "and recompute" if resume is not None else ""))
         elif (old.exists() or orphans) and resume is False and first:
             # --resume=False recomputes everything: the old run's outputs go first, so that nothing of it is shown
             # beside the new config or resumed by a later rerun. Only what runs write (RUN_OUTPUTS), and inside the

@@ -519,6 +519,13 @@ def test_the_readme_example_experiment_runs_and_checks_its_config(tmp_path, monk
     assert (out / "results.md").read_text().startswith(f"P(heads) = {heads['mean']:.3f} ± ")
     assert (out / "config.json").is_file() and (out / "env.json").is_file()
     capsys.readouterr()
+    # no resume key: the same config again recomputes in place, another one is refused rather than replacing it
+    assert train.main([str(tmp_path / "coin.py"), "--p=0.3", f"--out_dir={out}"]) == 0
+    assert json.loads((out / "results.json").read_text())["heads"] == heads
+    assert train.main([str(tmp_path / "coin.py"), "--p=0.2", f"--out_dir={out}"]) == 2
+    err = capsys.readouterr().err
+    assert "holds a run with another config (differs in: p): use a new --out_dir\n" in err and "--resume" not in err
+    assert json.loads((out / "config.json").read_text())["p"] == 0.3
     assert train.main([str(tmp_path / "coin.py"), "--p=2", f"--out_dir={tmp_path / 'bad'}"]) == 2
     assert "p must be in [0, 1]" in capsys.readouterr().err and not (tmp_path / "bad").exists()
     assert train.main([str(tmp_path / "coin.py"), "--flips=3"]) == 2
