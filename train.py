@@ -465,6 +465,14 @@ RUN_OUTPUTS = ("*.json", "*.jsonl", "*.png", "*.safetensors", "*.state.pt", "res
 PROJECT_FOLDERS = (".ci", "configs", "data", "docs", "experiments", "figures", "scripts", "tests")
 
 
+def written_by_a_run(env):
+    """Whether the file `env` is the env.json a Run wrote (and not some other tool's file of that name)."""
+    try:
+        return {"argv", "started_utc"} <= set(json.loads(env.read_text()))
+    except (OSError, ValueError, TypeError):  # missing, a folder, not JSON, or JSON that is not an object
+        return False
+
+
 class Run:
     """The output directory of one run. Experiments call `log`, `save_results`, and write figures."""
 
@@ -486,6 +494,10 @@ class Run:
         # a run's files without its config.json (deleted by hand) cannot be checked against this config: a resume
         # would reuse them unchecked. Rank 0 alone looks (another rank may see rank 0's config.json.tmp of this run)
         orphans = [] if old.exists() or not first or resume is None else outputs()
+        if orphans and not written_by_a_run(self.dir / "env.json"):  # a folder of the user's: never delete in it
+            raise ConfigError(f"{self.dir} holds files named like a run's outputs ({', '.join(f.name for f in orphans[:3])}"
+                              f"{', ...' if len(orphans) > 3 else ''}) but neither the config.json nor the env.json of "
+                              f"a run: nothing there is deleted or reused; use a new --out_dir")
         if orphans and resume:
             raise ConfigError(f"{self.dir} holds run outputs ({', '.join(f.name for f in orphans[:3])}"
                               f"{', ...' if len(orphans) > 3 else ''}) but no config.json to check them against this "

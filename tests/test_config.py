@@ -370,6 +370,21 @@ def test_a_runs_files_without_its_config_are_refused_by_a_resume_and_cleared_by_
     train.Run(cfg, "subliminal_mnist")  # only the user's file there: a new run
 
 
+def test_resume_false_deletes_nothing_in_a_folder_no_run_wrote(cfg_file, tmp_path):
+    # --resume=False took any *.json, *.png ... in a folder without config.json for a run's leftovers, and deleted them
+    out = tmp_path / "mine"
+    out.mkdir()
+    mine = {"package.json": "{}", "photo.png": "x", "env.json": '{"PATH": "/bin"}', "notes.txt": "y"}
+    for name, text in mine.items():
+        (out / name).write_text(text)
+    _, cfg = load_config([cfg_file, f"--out_dir={out}"])
+    for resume in (True, False):
+        with pytest.raises(ConfigError, match=r"holds files named like a run's outputs \(env.json, package.json, "
+                                              r"photo.png\) but neither .*nothing there is deleted"):
+            train.Run(dataclasses.replace(cfg, resume=resume), "subliminal_mnist")
+        assert {f.name: f.read_text() for f in out.iterdir()} == mine
+
+
 def test_a_resumed_run_keeps_the_earlier_environments(cfg_file, tmp_path):
     # the commit that computed the reused groups must not be lost when a later session resumes the run
     out = tmp_path / "run"
@@ -580,6 +595,7 @@ def test_a_second_command_into_the_out_dir_of_a_run_still_going_is_refused(tmp_p
             "--eval_every=0", f"--out_dir={out}"]
     out.mkdir()
     (out / "model.state.pt").write_bytes(b"the other run's")
+    (out / "env.json").write_text('{"argv": ["train.py"], "started_utc": "2026-12-04T00:00:00"}')  # its config.json to come
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     import fcntl
     held = os.open(out, os.O_RDONLY)  # the first command, still running, holds the folder's lock
