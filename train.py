@@ -1162,10 +1162,11 @@ def save_lm(stem, model, *, step, seed, metrics=None, tokenizer=None, optimizer=
     model = getattr(model, "_orig_mod", model)  # torch.compile
     meta = {"model_config": dataclasses.asdict(model.cfg), "step": step, "seed": seed, "metrics": metrics or {},
             "tokenizer": tokenizer, **(extra or {})}
-    if optimizer is not None:  # the state first and the .json last: a run killed between the three files leaves a
-        # .json whose step differs from the state's, which train_lm's resume refuses (not weights of another step)
+    if optimizer is not None:  # the resume state holds the weights too, so that it alone, one file renamed into place
+        # at once, is what a resume reads: a run killed between it and the .safetensors resumes from it exactly
         state = {"step": step, "data_position": data_position, "rows_per_step": rows_per_step,
                  "loss_interval": loss_interval, "optimizer": optimizer.state_dict(),
+                 "model": model.state_dict(), "model_config": meta["model_config"], "metrics": meta["metrics"],
                  "rng": {"torch": torch.get_rng_state(),
                          "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}}
         path = Path(stem).with_name(Path(stem).name + ".state.pt")
@@ -1247,20 +1248,25 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
     state_path = None if ckpt is None else Path(ckpt).with_name(Path(ckpt).name + ".state.pt")
     if resume and state_path is not None and state_path.is_file():
         try:
-            tensors, saved = load_weights(ckpt, device)
-        except CheckpointError as e:  # the run's own checkpoint: what wrote it is this very command
-            raise CheckpointError(f"{str(e).removesuffix(RERUN)}: {afresh}") from None
-        try:
-            _check_gpt_checkpoint(ckpt, saved.get("model_config"), tensors, expect=model.cfg)
-        except CheckpointError as e:  # another model's weights (e.g. written by a version with another vocabulary)
-            raise CheckpointError(f"{e}: {afresh}") from None
-        model.load_state_dict(tensors)
-        last = saved.get("metrics") or {}
-        try:
             state = torch.load(state_path, map_location=device, weights_only=False)
         except Exception as e:  # truncated or not a torch file
             raise CheckpointError(f"{state_path} is unreadable ({type(e).__name__}: {e}): delete it to start from the "
                                   f"beginning, or {afresh}") from None
+        whole = isinstance(state, dict) and "model" in state  # the state holds its weights (states since 2026-12-04)
+        if whole:  # one file, renamed into place at once: the .safetensors beside it may be a step behind
+            tensors, saved = state["model"], {"model_config": state.get("model_config"), "step": state.get("step"),
+                                              "metrics": state.get("metrics")}
+        else:  # an older state: the weights are the .safetensors beside it, which must be of its step (checked below)
+            try:
+                tensors, saved = load_weights(ckpt, device)
+            except CheckpointError as e:  # the run's own checkpoint: what wrote it is this very command
+                raise CheckpointError(f"{str(e).removesuffix(RERUN)}: {afresh}") from None
+        try:
+            _check_gpt_checkpoint(state_path if whole else ckpt, saved.get("model_config"), tensors, expect=model.cfg)
+        except CheckpointError as e:  # another model's weights (e.g. written by a version with another vocabulary)
+            raise CheckpointError(f"{e}: {afresh}") from None
+        model.load_state_dict(tensors)
+        last = saved.get("metrics") or {}
         try:  # a torch file, but is it this loop's resume state?
             opt.load_state_dict(state["optimizer"])
             torch.set_rng_state(state["rng"]["torch"].cpu())

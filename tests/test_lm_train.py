@@ -181,14 +181,21 @@ def test_resume_is_exact(tmp_path):
     assert out["step"] == 9 and same_weights(straight, resumed)
     state = torch.load(tmp_path / "ck.state.pt", weights_only=False)
     assert state["step"] == 9 and state["data_position"] == 9 * 4
+    good = (tmp_path / "ck.safetensors").read_bytes()
+    (tmp_path / "ck.safetensors").write_bytes(b"cut")  # the state holds the weights: a resume does not read these
+    again = fresh(seed=98)
+    assert train_lm(again, data, steps=9, ckpt=tmp_path / "ck", resume=True, **kw)["start_step"] == 9
+    assert same_weights(straight, again)
+    del state["model"]  # a state saved before the weights were in it: the .safetensors are its weights
+    torch.save(state, tmp_path / "ck.state.pt")
+    with pytest.raises(CheckpointError, match="not a readable safetensors file.*pass --resume=False"):
+        train_lm(fresh(), data, steps=9, ckpt=tmp_path / "ck", resume=True, **kw)
+    (tmp_path / "ck.safetensors").write_bytes(good)
     torch.save({"step": 9}, tmp_path / "ck.state.pt")  # a torch file, but not a resume state
     with pytest.raises(CheckpointError, match="ck.state.pt is not a resume state.*--resume=False"):
         train_lm(fresh(), data, steps=9, ckpt=tmp_path / "ck", resume=True, **kw)
     (tmp_path / "ck.state.pt").write_bytes(b"")  # an empty resume state: a clear error, not torch's EOFError
     with pytest.raises(CheckpointError, match="ck.state.pt is unreadable.*--resume=False"):
-        train_lm(fresh(), data, steps=9, ckpt=tmp_path / "ck", resume=True, **kw)
-    (tmp_path / "ck.safetensors").write_bytes(b"cut")  # the run's own weights: the way out is to start afresh
-    with pytest.raises(CheckpointError, match="not a readable safetensors file.*pass --resume=False"):
         train_lm(fresh(), data, steps=9, ckpt=tmp_path / "ck", resume=True, **kw)
 
 
@@ -229,13 +236,19 @@ def test_a_run_killed_while_writing_a_checkpoint_resumes_exactly_or_is_refused(t
     with pytest.raises(KeyboardInterrupt):
         train_lm(fresh(), data, steps=9, ckpt=tmp_path / "ck", ckpt_every=3, **kw)
     monkeypatch.setattr(train.os, "replace", real)
+    # killed before the state's rename (the first), step 3's state resumes; after it, step 6's, which holds its own
+    # weights (a state that did not was refused here beside step 3's .json: the run was lost)
+    state = torch.load(tmp_path / "ck.state.pt", weights_only=False)
+    assert state["step"] == (3 if killed_at == 1 else 6)
     resumed = fresh(seed=99)
-    if killed_at == 1:  # the state's rename (the first) never happened: step 3's whole checkpoint resumes exactly
-        train_lm(resumed, data, steps=9, ckpt=tmp_path / "ck", resume=True, **kw)
-        assert same_weights(straight, resumed)
-    else:  # step 6's state beside step 3's .json: refused rather than resumed with weights of another step
+    out = train_lm(resumed, data, steps=9, ckpt=tmp_path / "ck", resume=True, **kw)
+    assert out["start_step"] == state["step"] and same_weights(straight, resumed)
+    if killed_at > 1:  # a state saved before the weights were in it: its weights are the .safetensors, of step 3
+        del state["model"]
+        torch.save(state, tmp_path / "ck.state.pt")
+        (tmp_path / "ck.json").write_text((tmp_path / "ck.json").read_text().replace('"step": 9', '"step": 3'))
         with pytest.raises(CheckpointError, match="stopped while writing this checkpoint.*--resume=False"):
-            train_lm(resumed, data, steps=9, ckpt=tmp_path / "ck", resume=True, **kw)
+            train_lm(fresh(), data, steps=9, ckpt=tmp_path / "ck", resume=True, **kw)
 
 
 def test_a_resume_between_log_lines_logs_the_losses_of_an_uninterrupted_run(tmp_path, monkeypatch):
