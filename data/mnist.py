@@ -107,10 +107,12 @@ def download(url, dest, expected_md5):
 
 def _find_or_fetch(folder, i, spec, dataset, allow_download):
     gz, raw = folder / (FILES[i] + ".gz"), folder / FILES[i]
-    if gz.exists():
-        return gz, spec["md5_gz"][i]
-    if raw.exists():
-        return raw, spec["md5_raw"][i]
+    for path, md5s in ((gz, spec["md5_gz"]), (raw, spec["md5_raw"])):
+        if path.exists():
+            if not path.is_file():  # a folder of that name: md5 and the reads would fail deep inside
+                raise DataError(f"{path} is not a file: remove it, and put the original file there (or let the "
+                                f"loader download it)")
+            return path, md5s[i]
     where = " or ".join(m + FILES[i] + ".gz" for m in spec["mirrors"])
     if not allow_download:
         raise DataError(f"{gz} is missing (download is off): put the original {dataset} files in {folder} "
@@ -147,6 +149,9 @@ def load(data_dir="data", dataset="mnist", download=True, verify=True):
         raise DataError(f"unknown dataset '{dataset}': choose one of {', '.join(DATASETS)}")
     spec = DATASETS[dataset]
     folder = Path(data_dir) / spec["folder"]
+    if blocked := next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None):
+        raise DataError(f"{blocked} is a file, where the folder {folder} should be: move it, or pass another "
+                        f"--data_dir")
     arrays = []
     for i in range(4):
         path, expected = _find_or_fetch(folder, i, spec, dataset, download)

@@ -174,3 +174,25 @@ def test_a_run_without_its_data_fails_in_one_line_and_leaves_no_run_directory(tm
     out.mkdir(parents=True)
     (out / "results.json").write_text("{}")
     assert train.main(argv) == 2 and (out / "results.json").read_text() == "{}"
+
+
+def test_a_file_or_folder_of_the_wrong_kind_is_a_data_error_and_leaves_no_run_directory(tmp_path, capsys):
+    # each was a traceback (IsADirectoryError, NotADirectoryError, FileExistsError) that left config.json behind
+    import train
+    from conftest import ROOT
+    file = tmp_path / "a_file"
+    file.write_text("x")
+    (tmp_path / "d" / "mnist").mkdir(parents=True)
+    (tmp_path / "d" / "mnist" / "train-images-idx3-ubyte.gz").mkdir()
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "mnist").write_text("x")
+    for data_dir, says in ((file, f"{file} is a file, where the folder {file / 'mnist'} should be"),
+                           (tmp_path / "e", f"{tmp_path / 'e' / 'mnist'} is a file, where the folder"),
+                           (tmp_path / "d", "train-images-idx3-ubyte.gz is not a file: remove it")):
+        with pytest.raises(DataError, match=says.replace(".", r"\.")):
+            mnist.load(data_dir, download=True)
+        out = tmp_path / "runs" / "new"
+        argv = [str(ROOT / "configs" / "subliminal_mnist.py"), f"--data_dir={data_dir}", f"--out_dir={out}"]
+        assert train.main(argv) == 2
+        err = capsys.readouterr().err
+        assert says in err and "Traceback" not in err and not (tmp_path / "runs").exists(), data_dir
