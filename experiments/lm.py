@@ -102,11 +102,17 @@ def validate(cfg):
 def run_history(run, stage):
     """The run directory's training records over every attempt at it (metrics.jsonl): for a step logged by a stopped
     attempt and again after the resume, the later record."""
-    latest = {}
+    latest, cut = {}, 0
     for line in run.metrics_path.read_text().splitlines() if run.metrics_path.is_file() else []:
-        r = json.loads(line)
-        if r.get("stage") == stage and "step" in r:
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a kill (and the next attempt's first, appended to it)
+            cut += 1
+            continue
+        if isinstance(r, dict) and r.get("stage") == stage and "step" in r:
             latest[(r["step"], "val_loss" in r)] = r
+    if cut:
+        print(f"{run.metrics_path}: {cut} unreadable line(s) passed over (cut short when a run was stopped)")
     return [latest[k] for k in sorted(latest)]
 
 

@@ -528,7 +528,7 @@ def test_lm_stopped_before_any_checkpoint_says_a_rerun_starts_over(tmp_path, mon
     assert train.main(argv) == 130 and "no checkpoint" not in capsys.readouterr().err
 
 
-def test_lm_history_spans_the_attempts_and_a_redone_step_is_the_later_attempts(tmp_path):
+def test_lm_history_spans_the_attempts_and_a_redone_step_is_the_later_attempts(tmp_path, capsys):
     from experiments.lm import run_history
     run = type("R", (), {"metrics_path": tmp_path / "metrics.jsonl"})()
     lines = [{"stage": "pretrain", "step": 10, "loss": 3.0}, {"stage": "pretrain", "step": 20, "loss": 2.0},
@@ -538,6 +538,13 @@ def test_lm_history_spans_the_attempts_and_a_redone_step_is_the_later_attempts(t
     run.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in lines))
     got = run_history(run, "pretrain")
     assert [(r["step"], r.get("loss", r.get("val_loss"))) for r in got] == [(10, 3.0), (20, 2.1), (20, 2.2), (30, 1.5)]
+    # a line cut short by a kill, the next attempt's first record appended to it: passed over, and said (was a
+    # JSONDecodeError traceback at every later rerun, after training, so results.json was never written)
+    text = run.metrics_path.read_text()
+    run.metrics_path.write_text(text + '{"stage": "pretrain", "st' + json.dumps({"stage": "pretrain", "step": 40, "loss": 1.0})
+                                + "\n" + json.dumps({"stage": "pretrain", "step": 50, "loss": 0.5}) + "\n")
+    assert [r["step"] for r in run_history(run, "pretrain")] == [10, 20, 20, 30, 50]
+    assert "1 unreadable line(s) passed over" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("bad", ["--corpus=tyny", "--n_head=3", "--n_head=0", "--block_size=8", "--batch_size=0", "--ckpt_every=-1", "--steps=0",
