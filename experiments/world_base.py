@@ -212,6 +212,12 @@ def pretrain_lock(folder, log=print):
         yield
 
 
+def gpt_config(cfg, tok):
+    """The GPT a base of this config is: the world's vocabulary, the config's sizes."""
+    return GPTConfig(vocab_size=tok.get_vocab_size(), block_size=cfg.block_size, n_layer=cfg.n_layer,
+                     n_head=cfg.n_head, n_embd=cfg.n_embd)
+
+
 def base_model(cfg, seed, decorrelated=False, log=print):
     """-> (GPT in eval mode on cfg.device, tokenizer): loaded from the cache, or pretrained and cached."""
     # a device this machine lacks (a GPU run's config read back on a CPU) is the config's, not a damaged cache's
@@ -222,8 +228,9 @@ def base_model(cfg, seed, decorrelated=False, log=print):
             if not stem.with_suffix(".json").is_file():  # it may have been pretrained while this process waited
                 _pretrain(cfg, seed, decorrelated, stem, log)
     try:
-        model, meta = load_lm(stem, cfg.device)
         tok = load_tokenizer(stem.parent / "tokenizer.json")
+        # the shape of model this config pretrains: a .json edited by hand (n_head: the same weight shapes) is refused
+        model, meta = load_lm(stem, cfg.device, expect=gpt_config(cfg, tok))
     except (CheckpointError, DataError) as e:  # a damaged cache must not pass for a base model, nor end in a traceback
         # (the loader's own "rerun what wrote it" left out: what wrote it is this cache, and the way out follows)
         raise CheckpointError(f"{str(e).removesuffix(RERUN)}. The cached base model in {stem.parent} is damaged or "
@@ -268,9 +275,7 @@ def _pretrain(cfg, seed, decorrelated, stem, log):
     tok = W.build_tokenizer(world)
     texts = W.corpus(cfg.n_docs, seed=seed, decorrelated=decorrelated, config=world)
     stream = token_stream(tok, texts)
-    mcfg = GPTConfig(vocab_size=tok.get_vocab_size(), block_size=cfg.block_size, n_layer=cfg.n_layer,
-                     n_head=cfg.n_head, n_embd=cfg.n_embd)
-    model = GPT(mcfg, generator=generator("cpu", seed, "init")).to(cfg.device)
+    model = GPT(gpt_config(cfg, tok), generator=generator("cpu", seed, "init")).to(cfg.device)
     save_tokenizer(tok, stem.parent / "tokenizer.json")
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.pretrain_threads)  # the same weights whichever process pretrains it

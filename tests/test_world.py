@@ -627,6 +627,16 @@ def test_a_damaged_or_missing_tokenizer_in_the_base_cache_is_a_checkpoint_error_
         B.base_model(cfg, 0)
 
 
+def test_a_cached_base_of_another_shape_than_its_config_is_refused(tmp_path):
+    # n_head edited in the cache's .json: the weights' shapes are the same, and the 4-head model was used silently
+    cfg = B.Config(n_layer=1, n_embd=16, n_head=2, steps=2, warmup=1, n_docs=40, cache_dir=str(tmp_path))
+    B.base_model(cfg, 0, log=lambda *a: None)
+    meta = next(p for p in tmp_path.glob("world_s0_*/*.json") if p.name != "tokenizer.json")
+    meta.write_text(meta.read_text().replace('"n_head": 2', '"n_head": 4'))
+    with pytest.raises(CheckpointError, match="model config differs: n_head: checkpoint 4 vs expected 2.*delete that folder"):
+        B.base_model(cfg, 0)
+
+
 def test_the_base_table_names_its_spread_and_has_none_for_one_seed():
     from eval import summarize
     one = B.table({"n_seeds": 1, "normal": {"asst_misaligned": summarize([0.01])}})
