@@ -641,8 +641,13 @@ def reevaluate(run_dir):
                                       f"\"seed_chunk\": 13 to its config.json); else rerun the config in "
                                       f"{run_dir / 'config.json'}")
             for c in cell_cfg.conditions:
-                model = SeedMLP(len(seeds), meta["sizes"]).to(device)
-                model.load_seeds({k[len(c) + 1:]: v for k, v in tensors.items() if k.startswith(c + ".")})
+                try:
+                    model = SeedMLP(len(seeds), meta["sizes"]).to(device)
+                    model.load_seeds({k[len(c) + 1:]: v for k, v in tensors.items() if k.startswith(c + ".")})
+                except (KeyError, TypeError, ValueError, RuntimeError) as e:  # a tensor missing, or of another shape
+                    raise CheckpointError(f"{stem}: its {c} weights do not fit the sizes in its .json, "
+                                          f"{meta.get('sizes')} ({type(e).__name__}: {str(e)[:120]}): rerun the "
+                                          f"config in {run_dir / 'config.json'}") from None
                 per_seed[c] += accuracy(model, test_x, test_y).tolist()
             seeds_done += seeds
         if not seeds_done:

@@ -332,10 +332,14 @@ def load_unit(path):
     """A saved unit (saved_unit), read back. One that is not readable JSON (damaged, edited, a disk that filled up)
     is a CheckpointError naming the file and the way out, not a traceback from the json module."""
     try:
-        return int_keys(json.loads(Path(path).read_text()))
+        unit = int_keys(json.loads(Path(path).read_text()))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path} is not a readable unit file ({e}): delete it, and the run recomputes that "
                               f"unit when rerun with the same --out_dir") from None
+    if not isinstance(unit, dict) or not unit:  # JSON, but not what a unit writes: its readers would fail deep inside
+        raise CheckpointError(f"{path} holds {json.dumps(unit)[:40]}, not a unit's results: delete it, and the run "
+                              f"recomputes that unit when rerun with the same --out_dir")
+    return unit
 
 
 def say(tag, what, t0):

@@ -400,6 +400,12 @@ def test_a_finished_group_is_reused_only_when_it_is_that_group_with_its_own_weig
     (out / "main_group1.json").write_text(json.dumps({**meta, "seeds": [0]}))
     assert evaluate.main([str(out)]) == 2
     assert "holds seeds [0], the run's config groups [1] there" in capsys.readouterr().err
+    # ... and weights of other sizes than their .json says (a RuntimeError deep inside the copy)
+    (out / "main_group1.json").write_text(json.dumps({**meta, "sizes": [784, 32, 13]}))
+    assert evaluate.main([str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "main_group1: its teacher weights do not fit the sizes in its .json, [784, 32, 13]" in err, err
+    assert "Traceback" not in err
     (out / "main_group1.json").write_text(json.dumps(meta))
     # a stopped run (no results.json, group 1 not finished): eval.py reports group 0 and says the run is not finished
     (out / "results.json").unlink()

@@ -613,6 +613,11 @@ def test_a_damaged_unit_file_is_a_one_line_checkpoint_error_naming_it_on_resume_
     assert E.main([str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "unit_world_0.json is not a readable unit file" in err and "Traceback" not in err
+    for text in ("{}", "[]", "3"):  # JSON, but no unit's: a KeyError or TypeError inside the aggregation
+        (tmp_path / "unit_world_0.json").write_text(text)
+        assert E.main([str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert f"unit_world_0.json holds {text}, not a unit's results: delete it" in err and "Traceback" not in err
 
 
 def test_a_damaged_or_missing_tokenizer_in_the_base_cache_is_a_checkpoint_error_that_says_delete_the_folder(tmp_path):
