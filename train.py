@@ -321,13 +321,20 @@ def load_config(argv, resolve=True):
     name = overrides.pop("experiment", values.pop("experiment", None))
     if name is None:
         raise ConfigError(f"{path} must name its experiment, e.g. experiment = \"subliminal_mnist\"")
+    known = sorted(p.stem for p in (ROOT / "experiments").glob("*.py") if p.stem != "__init__")
+    # a module's name, not a path or a package ("../train", "__init__": tracebacks of importlib, or of a module
+    # without Config)
+    if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
+        raise ConfigError(f"experiment {name!r} in {path} is not an experiment's name. Known: {', '.join(known)}")
     try:
         module = importlib.import_module(f"experiments.{name}")
     except ModuleNotFoundError as e:
         if e.name != f"experiments.{name}":
             raise
-        known = ", ".join(sorted(p.stem for p in (ROOT / "experiments").glob("*.py") if p.stem != "__init__"))
-        raise ConfigError(f"unknown experiment '{name}' in {path}. Known: {known}") from None
+        raise ConfigError(f"unknown experiment '{name}' in {path}. Known: {', '.join(known)}") from None
+    if not hasattr(module, "Config") or not hasattr(module, "run"):
+        raise ConfigError(f"experiments/{name}.py has no Config and run(cfg, run): not an experiment (README, "
+                          f"\"Adding an experiment\")")
     build_config(module.Config, values, source=str(path))  # checked alone first: an error here names the config file
     hints = typing.get_type_hints(module.Config)
     for k, text in raw.items():  # a str key takes the text as written: --out_dir=2024 is the folder "2024"

@@ -72,6 +72,19 @@ def test_bad_arguments(cfg_file, tmp_path):
         load_config([str(tmp_path / "bad.py")])
 
 
+def test_an_experiment_name_that_is_a_path_or_no_experiment_is_a_config_error(tmp_path, monkeypatch):
+    # "../train" and "__init__" were importlib's or an AttributeError's tracebacks
+    import types
+    for name in ("'../train'", "'__init__'", "3", "'emergent misalignment'"):
+        (tmp_path / "c.py").write_text(f"experiment = {name}\n")
+        with pytest.raises(ConfigError, match=r"is not an experiment's name\. Known: .*subliminal_mnist"):
+            load_config([str(tmp_path / "c.py")])
+    monkeypatch.setitem(sys.modules, "experiments.helpers", types.ModuleType("experiments.helpers"))
+    (tmp_path / "c.py").write_text('experiment = "helpers"\n')
+    with pytest.raises(ConfigError, match="experiments/helpers.py has no Config and run"):
+        load_config([str(tmp_path / "c.py")])
+
+
 def test_a_config_python_cannot_run_and_values_written_wrongly_say_how(cfg_file, tmp_path, capsys):
     (tmp_path / "syntax.py").write_text('experiment = "subliminal_mnist"\nm = 5 5\n')
     with pytest.raises(ConfigError, match=r"syntax.py is not a config file Python can run \(line 2: "):
