@@ -252,7 +252,15 @@ def run_results(run_dir, experiment):
     if not (run_dir / "results.json").is_file():
         raise ConfigError(f"{run_dir / 'results.json'} not found: the run has not finished (its command, run again, "
                           f"finishes it)")
-    return read_results(run_dir / "results.json")
+    res = read_results(run_dir / "results.json")
+    # the keys every results.json of the experiment has (its module's RESULT_KEYS): one without them (edited, or
+    # written by an older version) would fail deep inside the script that reads it
+    keys = getattr(importlib.import_module(f"experiments.{experiment}"), "RESULT_KEYS", ())
+    if missing := [k for k in keys if k not in res]:
+        raise ConfigError(f"{run_dir / 'results.json'} lacks {', '.join(missing)}: not the results of a finished "
+                          f"{experiment} run as this version writes them; `python eval.py {run_dir}` writes them "
+                          f"again from the run's saved units")
+    return res
 
 
 def read_results(path):

@@ -556,6 +556,9 @@ def _stats(ms, bases=None):
     return {out: stat([m[k] for m in ms]) for out, k in METRICS.items() if all(k in m for m in ms)}
 
 
+RESULT_KEYS = ("arms", "base", "ablation", "trajectory", "n_seeds")  # in every results.json (train.run_results checks)
+
+
 def aggregate(cfg, units):
     corr = {u["seed"]: u for u in units if not u["decorrelated"]}
     twin = {u["seed"]: u for u in units if u["decorrelated"]}

@@ -31,7 +31,7 @@ def tok():
 def write_run(path, config, results):
     path.mkdir()
     (path / "config.json").write_text(json.dumps({"experiment": "emergent_misalignment", **config}))
-    (path / "results.json").write_text(json.dumps(results))
+    (path / "results.json").write_text(json.dumps({**dict.fromkeys(EM.RESULT_KEYS, {}), **results}))  # all run_results checks
     return path
 
 

@@ -317,7 +317,7 @@ def test_patch_tokens_main_patches_each_model_with_the_others_coordinates(monkey
     res = {"seeds": [[0, 0], [0, 1]],
            "trajectory": {"insecure": {str(step): {"offdomain_misaligned_lp": {"per_seed": [0.3, 0.4]}}}},
            "base": {"plain": {"offdomain_misaligned_lp": {"per_seed": [0.1, 0.2]}}}, "ablation": {}}
-    (run / "results.json").write_text(json.dumps(res))
+    (run / "results.json").write_text(json.dumps({**dict.fromkeys(EM.RESULT_KEYS, {}), **res}))
     tuned = {100: b, 101: c}  # fine-tune seed index f -> its insecure model (through its ft seed 100 + f)
     seen = []
     monkeypatch.setattr(pt.B, "base_model", lambda cfg, p, train: (copy.deepcopy(a), tok))
@@ -353,7 +353,7 @@ def test_patch_tokens_main_patches_each_model_with_the_others_coordinates(monkey
     assert s["step"] == step
     # a run of one (world, fine-tune seed): the table shows the means alone (no interval), not a TypeError
     res["seeds"] = [[0, 0]]
-    (run / "results.json").write_text(json.dumps(res))
+    (run / "results.json").write_text(json.dumps({**dict.fromkeys(EM.RESULT_KEYS, {}), **res}))
     capsys.readouterr()
     pt.main(str(run))
     assert json.loads((run / "patch_tokens.json").read_text())["summary"]["n"] == 1

@@ -611,6 +611,13 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
     again = json.loads((out / "results.json").read_text())
     same = lambda r: json.dumps({k: v for k, v in r.items() if k != "seconds"})  # NaN != NaN, but its text is equal
     assert same(again) == same(res)
+    # what the analysis scripts read: every key run_results checks is written; one missing is a one-line error
+    assert set(E.RESULT_KEYS) <= set(res) and train.run_results(out, "emergent_misalignment")["n_seeds"] == 2
+    text = (out / "results.json").read_text()
+    (out / "results.json").write_text(json.dumps({k: v for k, v in res.items() if k != "trajectory"}))
+    with pytest.raises(train.ConfigError, match=r"results.json lacks trajectory: .*`python eval.py .*` writes them again"):
+        train.run_results(out, "emergent_misalignment")
+    (out / "results.json").write_text(text)
     # ablated at the matched checkpoint (ablation_step=0): a report step's block must not show it as its own
     rep = E.aggregate(dataclasses.replace(train.run_config(E.Config, out), report_step=2),
                       [B.load_unit(p) for p in sorted(out.glob("unit_*.json"))])

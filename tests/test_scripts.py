@@ -25,7 +25,10 @@ from train import ConfigError
 
 
 def write_run(path, results, experiment, **config):
-    """A finished run directory as the analysis scripts read it: results.json, and config.json naming its experiment."""
+    """A finished run directory as the analysis scripts read it: results.json, and config.json naming its experiment.
+    An EM run's results hold every key train.run_results checks (empty where the test gives none)."""
+    if experiment == "emergent_misalignment":
+        results = {**dict.fromkeys(EM.RESULT_KEYS, {}), **results}
     (path / "results.json").write_text(json.dumps(results))
     (path / "config.json").write_text(json.dumps({"experiment": experiment, **config}))
 
