@@ -1191,13 +1191,15 @@ def save_lm(stem, model, *, step, seed, metrics=None, tokenizer=None, optimizer=
     save_weights(stem, model.state_dict(), meta)
 
 
-def _check_gpt_checkpoint(stem, model_config, tensors, expect=None):
-    """-> GPTConfig; raises CheckpointError naming every config field or tensor that does not match."""
+def _check_gpt_checkpoint(stem, model_config, tensors, expect=None, one_file=False):
+    """-> GPTConfig; raises CheckpointError naming every config field or tensor that does not match.
+    one_file: `stem` is a file holding both (a resume state), named as it is."""
+    meta_file, weights_file = (stem, stem) if one_file else (f"{stem}.json", f"{stem}.safetensors")
     if model_config is None:
-        raise CheckpointError(f"{stem}.json has no model_config: not a GPT checkpoint")
+        raise CheckpointError(f"{meta_file} has no model_config: not a GPT checkpoint")
     known = {f.name for f in dataclasses.fields(GPTConfig)}
     if set(model_config) - known:
-        raise CheckpointError(f"{stem}.json: unknown model_config keys {sorted(set(model_config) - known)}")
+        raise CheckpointError(f"{meta_file}: unknown model_config keys {sorted(set(model_config) - known)}")
     cfg = GPTConfig(**model_config)
     if expect is not None and expect != cfg:
         diff = [f"{k}: checkpoint {getattr(cfg, k)!r} vs expected {getattr(expect, k)!r}"
@@ -1209,7 +1211,7 @@ def _check_gpt_checkpoint(stem, model_config, tensors, expect=None):
     problems = [f"missing {k}" for k in want if k not in have] + [f"unexpected {k}" for k in have if k not in want]
     problems += [f"{k}: shape {have[k]} vs model {want[k]}" for k in want if k in have and have[k] != want[k]]
     if problems:
-        raise CheckpointError(f"{stem}.safetensors does not fit its model config: " + "; ".join(problems[:10]) +
+        raise CheckpointError(f"{weights_file} does not fit its model config: " + "; ".join(problems[:10]) +
                               (f" (+{len(problems) - 10} more)" if len(problems) > 10 else ""))
     return cfg
 
@@ -1258,6 +1260,7 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
     tokenizer_name = meta.pop("tokenizer", None)
 
     step, position = 0, 0  # optimizer steps done, rows of the data stream consumed
+    behind = False  # the resumed state's .safetensors/.json are of an earlier step, or missing
     last = {}  # the resumed checkpoint's metrics: a finished run rerun trains nothing and reports them
     carried = None  # the resumed log interval's steps before the checkpoint, and their summed loss
     state_path = None if ckpt is None else Path(ckpt).with_name(Path(ckpt).name + ".state.pt")
@@ -1271,13 +1274,18 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
         if whole:  # one file, renamed into place at once: the .safetensors beside it may be a step behind
             tensors, saved = state["model"], {"model_config": state.get("model_config"), "step": state.get("step"),
                                               "metrics": state.get("metrics")}
+            try:  # stopped after the state's rename: the .safetensors and .json are rewritten from it (below)
+                behind = json.loads(Path(f"{ckpt}.json").read_text()).get("step") != state.get("step")
+            except (OSError, ValueError, AttributeError):  # missing, damaged, or not an object
+                behind = True
         else:  # an older state: the weights are the .safetensors beside it, which must be of its step (checked below)
             try:
                 tensors, saved = load_weights(ckpt, device)
             except CheckpointError as e:  # the run's own checkpoint: what wrote it is this very command
                 raise CheckpointError(f"{str(e).removesuffix(RERUN)}: {afresh}") from None
         try:
-            _check_gpt_checkpoint(state_path if whole else ckpt, saved.get("model_config"), tensors, expect=model.cfg)
+            _check_gpt_checkpoint(state_path if whole else ckpt, saved.get("model_config"), tensors, expect=model.cfg,
+                                  one_file=whole)
         except CheckpointError as e:  # another model's weights (e.g. written by a version with another vocabulary)
             raise CheckpointError(f"{e}: {afresh}") from None
         model.load_state_dict(tensors)
@@ -1341,6 +1349,8 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
                     rows_per_step=G, extra=meta, loss_interval=loss_interval)
 
     history, train_loss, val_loss, perms = [], last.get("train_loss"), last.get("val_loss"), {}
+    if behind:  # what load_lm and a finished base's cache read is the state's step again, also if nothing trains now
+        save(ckpt, with_state=False)
     loss_sum = torch.zeros((), device=device)  # summed step losses since the last log line (no sync per step)
     t_log, steps_since, untimed = time.time(), 0, 0  # untimed: steps of this interval before the resume
     if carried and carried[1]:  # resumed inside a log interval: its line is the mean over all of its steps

@@ -251,6 +251,36 @@ def test_a_run_killed_while_writing_a_checkpoint_resumes_exactly_or_is_refused(t
             train_lm(fresh(), data, steps=9, ckpt=tmp_path / "ck", resume=True, **kw)
 
 
+@pytest.mark.parametrize("ckpt_every", [0, 3])
+def test_a_run_killed_in_its_final_save_after_the_state_rewrites_the_weights_a_reader_loads(tmp_path, monkeypatch,
+                                                                                           ckpt_every):
+    # the rerun resumed at the last step from the state, trained nothing and saved nothing: the .safetensors/.json
+    # that load_lm (and a finished world base's cache) read stayed at step 6, or missing with ckpt_every 0
+    import train
+    kw = dict(batch_size=4, lr=1e-2, warmup=2, **QUIET)
+    data = stream_data()
+    straight = fresh()
+    train_lm(straight, data, steps=9, **kw)
+    calls, real = [], train.os.replace
+    final = 3 * (9 // ckpt_every - 1 if ckpt_every else 0)  # renames before the final save (3 per save)
+
+    def replace(src, dst):
+        calls.append(dst)
+        if len(calls) == final + 2:  # the final state renamed, its weights not yet
+            raise KeyboardInterrupt
+        real(src, dst)
+    monkeypatch.setattr(train.os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        train_lm(fresh(), data, steps=9, ckpt=tmp_path / "ck", ckpt_every=ckpt_every, **kw)
+    monkeypatch.setattr(train.os, "replace", real)
+    assert torch.load(tmp_path / "ck.state.pt", weights_only=False)["step"] == 9
+    assert not (tmp_path / "ck.json").is_file() if not ckpt_every else '"step": 6' in (tmp_path / "ck.json").read_text()
+    out = train_lm(fresh(seed=99), data, steps=9, ckpt=tmp_path / "ck", ckpt_every=ckpt_every, resume=True, **kw)
+    assert out["start_step"] == 9
+    loaded, meta = load_lm(tmp_path / "ck")
+    assert meta["step"] == 9 and same_weights(straight, loaded)
+
+
 def test_a_resume_between_log_lines_logs_the_losses_of_an_uninterrupted_run(tmp_path, monkeypatch):
     # a checkpoint between two log lines (ckpt_every 4, log_every 3) lost the losses of the steps since the last
     # line: the resumed run's next line, and so results.json's last train loss, was the mean of fewer steps
