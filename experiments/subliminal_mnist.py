@@ -441,30 +441,33 @@ def table(stats, n_seeds, paper=True):
     return "\n".join(lines)
 
 
-def paired_differences(cfg, done):
+def paired_differences(cfg, done, seeds=None):
     """Each cell's per-seed differences from the baseline cell, the one at the config's own values of the swept keys
     (the defaults: a swept key set otherwise is refused) -> (its params, [{condition: STAT} or None per cell]), or
     (None, None) when the grid has no such cell. Seed k trains from the same streams in every cell, so the
     difference pairs it with itself: a far narrower interval than two cells' own when the seeds vary more than the
-    cells do. A cell with other seeds than the baseline's (a run still going) gets None."""
+    cells do. `seeds`: each cell's seed indices (default: 0..n_seeds-1 in every cell); a cell with other seeds than
+    the baseline's (models missing in a run still going, or moved) gets None."""
     at_cfg = [all(c["params"][k] == getattr(cfg, k) for k in c["params"]) for c in done]
     if True not in at_cfg:
         return None, None
-    base = done[at_cfg.index(True)]
+    seeds = seeds or [list(range(c["n_seeds"])) for c in done]
+    b = at_cfg.index(True)
+    base = done[b]
     diffs = []
-    for c in done:
-        same_seeds = c is not base and c["n_seeds"] == base["n_seeds"]
+    for i, c in enumerate(done):
+        same_seeds = i != b and seeds[i] == seeds[b]
         diffs.append({k: summarize([a - b for a, b in zip(s["per_seed"], base["conditions"][k]["per_seed"])])
                       for k, s in c["conditions"].items()} if same_seeds else None)
     return base["params"], diffs
 
 
-def sweep_tables(cfg, done):
+def sweep_tables(cfg, done, seeds=None):
     name = lambda params: ", ".join(f"{k} = {v}" for k, v in params.items())
     md = "\n\n".join(f"**{name(c['params'])}**" + (f" (the run of {name(c['same_run_as'])}: the noise keys are "
                      f"not read on real images)" if "same_run_as" in c else "") + "\n\n" +
                      table(c["conditions"], c["n_seeds"], paper=False) for c in done)
-    base, diffs = paired_differences(cfg, done)
+    base, diffs = paired_differences(cfg, done, seeds)
     if base is not None and any(diffs):
         conds = list(done[0]["conditions"])
         md += (f"\n\n**Paired difference from {name(base)}** (each seed minus itself there; mean [95% t-CI])\n\n"
@@ -622,7 +625,7 @@ def reevaluate(run_dir):
             damaged = f"{e}. Until then the models' accuracies are not compared with it"
         except (KeyError, TypeError):
             damaged = f"{path} is not laid out as this run's results: the models' accuracies are not compared with it"
-    done, diffs, missing = [], [], []
+    done, diffs, missing, cell_seeds = [], [], [], []
     grid = cells(cfg)
     same = same_runs(grid)
     for ci, (_, params, cell_cfg) in enumerate(grid):
@@ -644,6 +647,8 @@ def reevaluate(run_dir):
                 try:
                     model = SeedMLP(len(seeds), meta["sizes"]).to(device)
                     model.load_seeds({k[len(c) + 1:]: v for k, v in tensors.items() if k.startswith(c + ".")})
+                except torch.cuda.OutOfMemoryError:  # a full GPU (a RuntimeError too): not the file's fault
+                    raise
                 except (KeyError, TypeError, ValueError, RuntimeError) as e:  # a tensor missing, or of another shape
                     raise CheckpointError(f"{stem}: its {c} weights do not fit the sizes in its .json, "
                                           f"{meta.get('sizes')} ({type(e).__name__}: {str(e)[:120]}): rerun the "
@@ -655,12 +660,13 @@ def reevaluate(run_dir):
         stats = {c: summarize(v) for c, v in per_seed.items()}
         done.append({"params": params, "conditions": stats, "n_seeds": len(seeds_done),
                      **({"same_run_as": grid[same[ci]][1]} if same[ci] != ci else {})})
+        cell_seeds.append(seeds_done)
         if saved is not None:  # the same seeds' accuracies as the run reported (another device may differ slightly)
             diffs += [abs(a - saved[ci][c]["per_seed"][k]) for c in per_seed for k, a in zip(seeds_done, per_seed[c])]
     if not done:
         raise ConfigError(f"no saved models in {run_dir} (was it run with save_weights=False, or not finished yet?)")
     print(table(done[0]["conditions"], done[0]["n_seeds"], paper=is_paper_protocol(cfg)) if not cfg.sweep
-          else sweep_tables(cfg, done))
+          else sweep_tables(cfg, done, cell_seeds))
     if missing and not path.is_file():
         print(f"\nnot finished (no saved models): {', '.join(missing)}; the same train.py command finishes them")
     elif missing:

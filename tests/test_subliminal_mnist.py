@@ -251,6 +251,9 @@ def test_sweep_writes_cells_and_figure(tmp_path):
                                             {"m": 5, "init": "paper"}, {"m": 5, "init": "torch"}]
     assert [c["n_seeds"] for c in cells] == [2] * 4
     assert (out / "sweep.png").is_file()
+    # no cell at the defaults (m = 3): no paired differences
+    assert res["sweep"]["baseline"] is None and not any("difference_from_baseline" in c for c in cells)
+    assert "Paired difference" not in (out / "results.md").read_text()
     # the teacher does not depend on m (aux columns get no gradient; the init is nested in m) ...
     assert cells[0]["conditions"]["teacher"] == cells[2]["conditions"]["teacher"]
     # ... but does on the init: each cell trains its own params (a cell that ignored them would repeat the run)
@@ -312,6 +315,25 @@ def test_eval_reloads_a_sweep_over_a_float_key(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "**init_perturbation = 0.0**" in printed and "**init_perturbation = 0.3**" in printed
     assert "the same as the per-seed accuracies in results.json (8 compared)" in printed
+
+
+@need_data()
+def test_a_sweeps_paired_differences_are_from_the_cell_at_the_defaults_and_pair_the_same_seeds(tmp_path, capsys):
+    out, res = run(tmp_path, "--sweep={'noise_scale': [0.3, 1.0]}", COND, "--seed_chunk=1")
+    low, base = res["sweep"]["cells"]
+    assert res["sweep"]["baseline"] == {"noise_scale": 1.0} and "difference_from_baseline" not in base
+    d = low["difference_from_baseline"]["student_aux"]["per_seed"]
+    assert d == [a - b for a, b in zip(low["conditions"]["student_aux"]["per_seed"],
+                                      base["conditions"]["student_aux"]["per_seed"])] and d != [0.0, 0.0]
+    capsys.readouterr()
+    assert evaluate.main([str(out)]) == 0
+    assert "| noise_scale = 0.3 | " in capsys.readouterr().out
+    # eval.py with one seed's models gone from each cell, another seed in each: nothing is paired across seeds
+    for name in ("noise_scale-0.3_group1", "noise_scale-1.0_group0"):
+        (out / f"{name}.safetensors").rename(tmp_path / f"{name}.safetensors")
+    evaluate.main([str(out)])
+    printed = capsys.readouterr().out
+    assert "**noise_scale = 0.3**" in printed and "Paired difference" not in printed
 
 
 def test_a_bad_sweep_fails_before_anything_trains_or_any_directory_exists(tmp_path, capsys):
