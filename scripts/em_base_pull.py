@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from model import generator  # noqa: E402
-from train import ConfigError, cli, run_config, run_results, script_args  # noqa: E402
+from train import ConfigError, cli, distinct, run_config, run_results, script_args  # noqa: E402
 
 
 def fine_tune_loss(model, data):
@@ -58,8 +58,9 @@ def cached_base(cfg, run, p):
 
 def check_runs(runs):
     """Every run a finished emergent-misalignment run whose bases are in the cache, before any work: a mistyped or
-    uncached last one stopped a script after every base of the first (minutes)."""
-    for run in runs:
+    uncached last one stopped a script after every base of the first (minutes). A run given twice is refused: its
+    bases would count twice."""
+    for run in distinct(list(runs)):
         run_results(run, "emergent_misalignment")
         cfg = run_config(EM.Config, run)
         B.check_cached(cfg, cfg.seeds, who=f"this analysis of {run}")

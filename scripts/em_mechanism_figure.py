@@ -8,13 +8,12 @@ unseen task's and of the off-domain increase that restoring each direction remov
 Runs after it give their clamp_finetune.json (scripts/em_clamp_finetune.py), pooled per seed: seen-task code and
 off-domain sampled misalignment along the fine-tune, unclamped / clamped / random clamp, mean and 95% CI.
 """
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eval import summarize  # noqa: E402
-from train import ConfigError, check_out, cli, pyplot, script_args  # noqa: E402
+from train import ConfigError, check_out, cli, distinct, pyplot, read_json, script_args  # noqa: E402
 
 DIRS = ("code", "evil", "random", "context", "lesson")
 ARMS = {"unclamped": "black", "clamped": "tab:red", "random_clamped": "tab:gray"}
@@ -36,7 +35,7 @@ def read(run, name, script):
         raise ConfigError(f"{run}: no such directory")
     if not path.is_file():
         raise ConfigError(f"{path} not found: {run} needs {name}, which scripts/{script} writes beside a run")
-    return json.loads(path.read_text())
+    return read_json(path, f"the {name} that scripts/{script} writes")
 
 
 def main(argv):
@@ -64,9 +63,14 @@ def main(argv):
         ax.set_title(f"{Path(run).name} (n = {len(d['per_seed'])}), matched step:\nrestoring the base's coordinate along",
                      fontsize=8)
         ax.legend(fontsize=7)
-    rows = [r for run in clamp_runs for r in read(run, "clamp_finetune.json", "em_clamp_finetune.py")["per_seed"]]
+    # each run once (its seeds would count twice), and all read at the same steps
+    rows = [r for run in distinct(clamp_runs) for r in read(run, "clamp_finetune.json", "em_clamp_finetune.py")["per_seed"]]
     if rows:
         steps = sorted(rows[0]["unclamped"], key=int)
+        if other := next((r for r in rows if any(sorted(r[arm], key=int) != steps for arm in ARMS)), None):
+            raise ConfigError(f"the clamp runs {', '.join(map(str, clamp_runs))} were read at different steps "
+                              f"({', '.join(steps)} and {', '.join(sorted(other['unclamped'], key=int))}): pool runs "
+                              f"of one eval_steps")
         for ax, metric, label in ((axes[-2], "code_misaligned", "seen-task code misaligned"),
                                   (axes[-1], "offdomain_misaligned", "off-domain misaligned (sampled)")):
             for arm, colour in ARMS.items():

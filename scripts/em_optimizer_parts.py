@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from eval import fmt_ratio, summarize  # noqa: E402
-from train import ConfigError, check_out, cli, finetune, pyplot, read_json, run_config, script_args  # noqa: E402
+from train import ConfigError, check_out, cli, distinct, finetune, pyplot, read_json, run_config, script_args  # noqa: E402
 from em_base_pull import check_runs, checked_bases  # noqa: E402
 from em_first_step import group_of, scored_step, unlike_default  # noqa: E402
 
@@ -248,7 +248,7 @@ def main(argv):
         held = read_json(out, "an --out file of em_optimizer_parts.py", ("runs", "per_base")) if out.is_file() else None
         if held and (held["runs"] != [str(r) for r in runs] or list(held["per_base"][0]["traj"]) != list(optimizers)):
             sys.exit(f"{out} holds an analysis of other runs or optimizers: pass --out=FILE.json for this one")
-    configs = {str(r): run_config(EM.Config, r) for r in ([] if froms else runs)}
+    configs = {str(r): run_config(EM.Config, r) for r in ([] if froms else distinct(runs))}
     for r, c in configs.items():  # before any work: the first base's fine-tunes would find it minutes later
         if problem := rebuild_problem(c):
             raise ConfigError(f"{r}: {problem}")

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from em_base_pull import check_runs, checked_bases  # noqa: E402
 from em_first_step import arm_grads, scored_step  # noqa: E402
 import em_optimizer_parts as OP  # noqa: E402
-from train import check_out, cli, read_json, script_args  # noqa: E402
+from train import check_out, cli, distinct, read_json, script_args  # noqa: E402
 
 PARTS = ("ln_1", "q", "k", "v", "proj")
 
@@ -60,7 +60,7 @@ def main(argv):
         check_out(opts["out"])
     rows = {"first": [], "late": []}
     if opts.get("pool"):  # the shares over the bases of several --out files
-        for f in runs:
+        for f in distinct(runs, "file"):
             for k, rs in read_json(f, "an --out file of probe_attn0_parts.py", ("first", "late")).items():
                 rows[k] += rs
         runs = []

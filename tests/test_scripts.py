@@ -672,6 +672,18 @@ def test_em_mechanism_figure_draws_from_the_two_scripts_json(tmp_path):
     assert bars == {str(tmp_path / "a"): {"unseen": pytest.approx([.9, .2, 0., .7, .8]),
                                           "offdomain": pytest.approx([.1, .6, 0., .4, .3])}}
     assert (tmp_path / "g.png").stat().st_size > 1000
+    # one clamp run twice (its seeds counted twice), runs read at other steps (a KeyError), a damaged file: one line
+    (tmp_path / "b").mkdir()
+    other = lambda: {s: {"code_misaligned": .5, "offdomain_misaligned": .02} for s in ("1", "5", "20")}
+    (tmp_path / "b" / "clamp_finetune.json").write_text(json.dumps(
+        {"per_seed": [{k: other() for k in ("unclamped", "clamped", "random_clamped")}]}))
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "clamp_finetune.json").write_text('{"per_seed": [')
+    for runs, says in (([tmp_path / "a", f"{tmp_path / 'a'}/"], "is given twice"),
+                       ([tmp_path / "a", tmp_path / "b"], "were read at different steps (1, 2, 20 and 1, 5, 20)"),
+                       ([tmp_path / "c"], "clamp_finetune.json is not readable JSON")):
+        out = cli("em_mechanism_figure", f"--out={tmp_path / 'h.png'}", "--", *map(str, runs))
+        assert out.returncode == 2 and says in out.stderr and "Traceback" not in out.stderr, out.stderr
 
 
 def test_em_mechanism_figure_usage_and_missing_inputs_are_one_line(tmp_path, monkeypatch):
@@ -1691,3 +1703,13 @@ print("".join(f"\\nbad: {b}" for b in bad))  # (the probes read --help at import
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code, str(root)], cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode == 0 and "\nbad: " not in out.stdout, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("name, pool", [("em_value_sources", False), ("em_optimizer_parts", False),
+                                        ("probe_attn0_parts", False), ("probe_attn0_parts", True),
+                                        ("em_base_pull", False)])
+def test_the_base_scripts_refuse_a_run_or_file_given_twice(tmp_path, name, pool):
+    # each counted the run's bases twice ("2 bases", an interval over one base duplicated) and exited 0
+    (tmp_path / "r").mkdir()
+    argv = ["--pool"] * pool + [str(tmp_path / "r"), f"{tmp_path / 'r'}/"]
+    check_refused(script(name).main, argv, match="is given twice")
