@@ -252,6 +252,8 @@ def main(argv):
     for r, c in configs.items():  # before any work: the first base's fine-tunes would find it minutes later
         if problem := rebuild_problem(c):
             raise ConfigError(f"{r}: {problem}")
+        if optimizers is FROZEN and c.n_layer < 2:  # its control freezes block 1's values
+            raise ConfigError(f"{r}: --frozen freezes the value rows of blocks 0 and 1; this run has {c.n_layer} block")
     check_runs(configs)
     torch.set_num_threads(1)  # the runs' fine-tunes ran on one thread: the same sums, so the same trajectories
     for run in [] if froms else runs:

@@ -30,6 +30,8 @@ def main(argv):
     cfg = run_config(S.Config, run)
     if cfg.mode != "misalignment":
         sys.exit(f"{run} is a {cfg.mode!r} run; this probe needs a misalignment run")
+    if "insecure" not in cfg.mis_teachers:  # it would train one the run never had, then find no insecure_soft
+        sys.exit(f"{run} has no insecure teacher (mis_teachers={cfg.mis_teachers}); this probe reads its students")
     B.check_cached(cfg, [p, *others], who="probe_mis_cross_init.py")
     torch.manual_seed(0)  # as the run's unit starts
     A, tok = B.base_model(cfg, p)

@@ -55,11 +55,14 @@ def main(argv):
         sys.exit(f"the runs have different seeds ({a['seeds']} vs {b['seeds']}): no pairing")
     # the arms on base B against B's control, icl and code against theirs: A's control would add the bases' gap
     base_a, base_b = BASELINE.get(arm_a, "control"), BASELINE.get(arm_b, "control")
+    shared = [x for x in a["animals"] if x in b["animals"]]
+    if not shared:  # nothing to compare: the table would be its header alone
+        sys.exit(f"the two sides measure no animal in common ({', '.join(a['animals'])} vs {', '.join(b['animals'])})")
     print(f"n = {len(seeds)} seeds; effect = arm - {base_a if base_a == base_b else 'its baseline'}, paired per seed; "
           f"points")
-    for animal in a["animals"]:
-        if animal not in b["animals"]:
-            continue
+    if left := [x for x in a["animals"] + b["animals"] if x not in shared]:
+        print(f"(measured on one side only, left out: {', '.join(left)})")
+    for animal in shared:
         eff = []
         for res, arm, step, base in ((a, arm_a, step_a, base_a), (b, arm_b, step_b, base_b)):
             arm_r, ctl = rates(res, arm, animal, step), rates(res, base, animal, step)

@@ -257,6 +257,11 @@ def test_probe_arguments_are_checked_in_one_line_before_any_base_is_loaded(tmp_p
         load_script("probe_mis_cross_init").main([str(run), "0", "-1"])
     with pytest.raises(ConfigError, match=r"bases 0, 1 of this config are not in the cache"):
         load_script("probe_mis_cross_init").main([str(run), "0", "1"])
+    (run / "config.json").write_text(json.dumps({"experiment": "subliminal_numbers", "mode": "misalignment",
+                                                 "mis_teachers": ["secure", "educational"],
+                                                 "cache_dir": str(tmp_path / "cache")}))
+    with pytest.raises(SystemExit, match=r"has no insecure teacher \(mis_teachers=\('secure', 'educational'\)\)"):
+        load_script("probe_mis_cross_init").main([str(run), "0", "1"])  # (it trained one, then a KeyError)
     for script, argv, msg in [("probe_soft_channel", ["3e-4", "x"], "invalid literal for int()"),
                               ("probe_soft_channel", ["3e-4", "10", "0", "64", "cosin"], "unexpected value 'cosin'"),
                               ("probe_soft_channel", ["3e-4", "10", "0", "64", "constant", "1", "adamw", "adam:1e-3"],

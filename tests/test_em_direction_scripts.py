@@ -87,6 +87,13 @@ def test_optimizer_parts_refuses_to_rebuild_a_fine_tune_the_run_did_not_do(tok):
             op.trajectories(base, tok, cfg, 0, scored=False)
 
 
+def test_optimizer_parts_frozen_needs_two_blocks_before_any_work(tmp_path):
+    # its control freezes block 1's value rows: a ValueError traceback after the first trajectories had run
+    run = write_run(tmp_path / "r", {"n_layer": 1}, {})
+    with pytest.raises(ConfigError, match="--frozen freezes the value rows of blocks 0 and 1; this run has 1 block"):
+        load_script("em_optimizer_parts").main([str(run), "--frozen"])
+
+
 def test_optimizer_parts_late_groups_credit_each_group_only_its_own_update(tok):
     op = load_script("em_optimizer_parts")
     base, cfg = tiny_gpt(tok), EM.Config(**CFG)

@@ -437,6 +437,12 @@ def test_sn_compare_pairs_effects_by_seed(tmp_path, call):
     check_refused(cmp, f"{a}:trait", f"{c}:trait", match="different seeds")
     check_refused(cmp, f"{a}:soft", f"{b}:shuffled", match="no arm 'soft'")
     check_refused(cmp, f"{a}:trait", f"{a}/:trait", match="both sides are")  # one arm against itself: exactly 0
+    # no animal in common: the header alone, exit 0, before
+    w = fake_animal_run(tmp_path / "w", [[0, 0], [0, 1], [1, 0]], "trait", [0.1] * 3, [0.1] * 3)
+    wres = json.loads((tmp_path / "w" / "results.json").read_text())
+    wres["animals"], wres["arms"] = ["whale"], {k: {"by_animal": {"whale": v["by_animal"]["owl"]}} for k, v in wres["arms"].items()}
+    (tmp_path / "w" / "results.json").write_text(json.dumps(wres))
+    check_refused(cmp, f"{a}:trait", f"{w}:trait", match="no animal in common \\(owl vs whale\\)")
     one = fake_animal_run(tmp_path / "one", [[0, 0]], "trait", [0.15], [0.10])  # a quick run: one seed
     assert "= +5.0 [one seed: no interval]; 1/1 seeds positive" in cmp(f"{one}:trait", f"{one}:control")
     # @250: the arm and its control both at that checkpoint (the controls' final rates are 2 and 1 points lower);
