@@ -39,9 +39,11 @@ same from `samples` draws per prompt (exact draws from that distribution: the la
 one-token answer); `animal_mass` (probability of answering with any animal); every animal's rate
 (collateral shifts); `number_loss` (nats per number on held-out teacher lists: in-domain learning;
 `number_loss_numbers` the same renormalised over the number tokens, the fair one for soft arms);
+`kl_teacher` (KL(teacher || student) per number on held-out teacher lists, renormalised over the number tokens: how
+close the student's number distribution came to the teacher's; the base row's is the teacher's from the base);
 `cos_teacher` (cosine of the student's weight update with the teacher's). `effect` = arm minus its
-baseline, paired per seed; `specificity` = effect on the teacher's animal minus the mean effect on
-the other target animals.
+baseline, paired per seed, as a fraction (0.311 = +31.1 points); `specificity` = effect on the teacher's animal minus
+the mean effect on the other target animals (blank with one animal).
 
 Modes: "animals" (above), "dose" (trait and control students read one large sample once, in order,
 and are measured after each n in `doses` lists: the student after n lists has had one epoch on n
@@ -1103,7 +1105,7 @@ def plot_animals(res, cfg, path):
     for j, a in enumerate(cfg.animals):
         for i, arm in enumerate(arms):
             st = res["arms"][arm]["by_animal"][a]["effect"]
-            ax.bar(i + w * j, st["mean"], width=w, yerr=_err(st), color=plt.cm.tab10(j),
+            ax.bar(i + w * j, st["mean"], width=w, yerr=_err(st) if st["ci95"] else None, color=plt.cm.tab10(j),
                    label=f"{a} teacher" if i == 0 else None, capsize=2)
     ax.axhline(0, color="gray", lw=0.8)
     ax.set_xticks([i + 0.4 - w / 2 for i in range(len(arms))],

@@ -1,4 +1,4 @@
-"""The figure of the code-direction measurements: what restoring each direction removes, and the clamped fine-tune.
+r"""The figure of the code-direction measurements: what restoring each direction removes, and the clamped fine-tune.
 
     python scripts/em_mechanism_figure.py --out=figures/emergent_misalignment_code_direction.png \
         out/em_tasks7_lessons_7982 out/em_tasks7_nolessons_prereg -- out/em_tasks7_lessons_7982 out/em_tasks7_8390

@@ -1,4 +1,4 @@
-"""One figure for arms that come from several finished animal runs of subliminal_numbers (same seeds).
+r"""One figure for arms that come from several finished animal runs of subliminal_numbers (same seeds).
 
     python scripts/sn_arms_figure.py out/sn_lora_trait:trait out/sn_lora_shuffled:shuffled \
         out/sn_lora_within:shuffled_within --out=figures/subliminal_numbers_lora_order.png
@@ -21,8 +21,10 @@ from train import check_out, cli, pyplot, script_args  # noqa: E402
 
 def main(argv):
     specs, opts = script_args(argv, __doc__, options=("out",))
-    if not specs or "out" not in opts:
+    if not specs:
         sys.exit(__doc__)
+    if "out" not in opts:
+        sys.exit("error: --out=FILE is required: where the figure goes (e.g. --out=figures/arms.png)")
     out = opts["out"]
     check_out(out, figure=True)
     sides = []

@@ -496,6 +496,7 @@ def test_sn_arms_figure_draws_arms_of_several_runs(tmp_path, call):
     check_refused(fig, f"{tmp_path / 'd'}:trait", f"{tmp_path / 'a'}:trait", f"--out={tmp_path / 'h.png'}",
                   match="different animals")
     check_refused(fig, f"--out={tmp_path / 'h.png'}", match="usage|python scripts/sn_arms_figure.py")
+    check_refused(fig, f"{tmp_path / 'a'}:trait", match="--out=FILE is required")  # (was the usage, silently)
 
 
 def test_sn_arms_figure_draws_an_arm_on_base_b_from_base_b_beside_cross_control(tmp_path, call, monkeypatch):
