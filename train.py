@@ -509,13 +509,12 @@ class Run:
         # a run's files without its config.json (deleted by hand) cannot be checked against this config: a resume
         # would reuse them unchecked. Rank 0 alone looks (another rank may see rank 0's config.json.tmp of this run)
         orphans = [] if old.exists() or not first or resume is None else outputs()
+        named = ", ".join(f.name for f in orphans[:3]) + (", ..." if len(orphans) > 3 else "")
         if orphans and not written_by_a_run(self.dir / "env.json"):  # a folder of the user's: never delete in it
-            raise ConfigError(f"{self.dir} holds files named like a run's outputs ({', '.join(f.name for f in orphans[:3])}"
-                              f"{', ...' if len(orphans) > 3 else ''}) but neither the config.json nor the env.json of "
-                              f"a run: nothing there is deleted or reused; use a new --out_dir")
+            raise ConfigError(f"{self.dir} holds files named like a run's outputs ({named}) but neither the config.json "
+                              f"nor the env.json of a run: nothing there is deleted or reused; use a new --out_dir")
         if orphans and resume:
-            raise ConfigError(f"{self.dir} holds run outputs ({', '.join(f.name for f in orphans[:3])}"
-                              f"{', ...' if len(orphans) > 3 else ''}) but no config.json to check them against this "
+            raise ConfigError(f"{self.dir} holds run outputs ({named}) but no config.json to check them against this "
                               f"config: use a new --out_dir, or --resume=False to delete them and recompute")
         if old.exists() and (first or resume is not False):  # (another rank may be removing it when resume is False)
             prev = read_run_config(old)

@@ -202,15 +202,15 @@ def run(cfg, run):
     if rank == 0:
         print(f"{cfg.corpus}: {train['tokens'].numel():,} train tokens in {len(train['tokens'])} rows, "
               f"model {model.n_params():,} parameters, {world_size} process(es) on {device}")
+    ckpt = run.dir / "model"
     try:
         out = train_lm(model, train, val=val, steps=cfg.steps, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
                        lr=cfg.lr, min_lr=cfg.min_lr, warmup=cfg.warmup, weight_decay=cfg.weight_decay,
                        grad_clip=cfg.grad_clip, seed=cfg.seed, eval_every=cfg.eval_every, log_every=cfg.log_every,
-                       ckpt=run.dir / "model", ckpt_every=cfg.ckpt_every, resume=cfg.resume,
-                       meta={"tokenizer": "tokenizer.json"}, compile=cfg.compile, bf16=cfg.bf16, run=run,
-                       desc="pretrain")
+                       ckpt=ckpt, ckpt_every=cfg.ckpt_every, resume=cfg.resume, meta={"tokenizer": "tokenizer.json"},
+                       compile=cfg.compile, bf16=cfg.bf16, run=run, desc="pretrain")
     except KeyboardInterrupt:  # the command's closing line says a rerun reuses what was saved: here, maybe nothing
-        if rank == 0 and not (run.dir / "model.state.pt").is_file():
+        if rank == 0 and not ckpt.with_name(ckpt.name + ".state.pt").is_file():  # (train_lm's resume state)
             print(f"no checkpoint was written yet (ckpt_every={cfg.ckpt_every}"
                   f"{': only at the end' if not cfg.ckpt_every else ''}): a rerun starts from step 0", file=sys.stderr)
         raise

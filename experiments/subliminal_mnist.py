@@ -441,39 +441,40 @@ def table(stats, n_seeds, paper=True):
     return "\n".join(lines)
 
 
-def paired_differences(cfg, done, seeds=None):
-    """Each cell's per-seed differences from the baseline cell, the one at the config's own values of the swept keys
-    (the defaults: a swept key set otherwise is refused) -> (its params, [{condition: STAT} or None per cell]), or
-    (None, None) when the grid has no such cell. Seed k trains from the same streams in every cell, so the
-    difference pairs it with itself: a far narrower interval than two cells' own when the seeds vary more than the
-    cells do. `seeds`: each cell's seed indices (default: 0..n_seeds-1 in every cell); a cell with other seeds than
-    the baseline's (models missing in a run still going, or moved) gets None."""
+def add_paired_differences(cfg, done, seeds=None):
+    """Give each cell of `done` its per-seed differences from the baseline cell, the one at the config's own values
+    of the swept keys (the defaults: a swept key set otherwise is refused), as "difference_from_baseline":
+    {condition: STAT}; -> the baseline's params, or None when the grid has no such cell. Seed k trains from the same
+    streams in every cell, so the difference pairs it with itself: a far narrower interval than two cells' own when
+    the seeds vary more than the cells do. `seeds`: each cell's seed indices (default: 0..n_seeds-1 in every cell);
+    a cell with other seeds than the baseline's (models missing in a run still going, or moved) gets none."""
     at_cfg = [all(c["params"][k] == getattr(cfg, k) for k in c["params"]) for c in done]
     if True not in at_cfg:
-        return None, None
+        return None
     seeds = seeds or [list(range(c["n_seeds"])) for c in done]
     b = at_cfg.index(True)
     base = done[b]
-    diffs = []
     for i, c in enumerate(done):
-        same_seeds = i != b and seeds[i] == seeds[b]
-        diffs.append({k: summarize([a - b for a, b in zip(s["per_seed"], base["conditions"][k]["per_seed"])])
-                      for k, s in c["conditions"].items()} if same_seeds else None)
-    return base["params"], diffs
+        if i != b and seeds[i] == seeds[b]:
+            c["difference_from_baseline"] = {
+                k: summarize([x - y for x, y in zip(s["per_seed"], base["conditions"][k]["per_seed"])])
+                for k, s in c["conditions"].items()}
+    return base["params"]
 
 
-def sweep_tables(cfg, done, seeds=None):
+def sweep_tables(done, base):
+    """A sweep's tables, each cell's, and the paired differences from the baseline `base` (add_paired_differences)."""
     name = lambda params: ", ".join(f"{k} = {v}" for k, v in params.items())
     md = "\n\n".join(f"**{name(c['params'])}**" + (f" (the run of {name(c['same_run_as'])}: the noise keys are "
                      f"not read on real images)" if "same_run_as" in c else "") + "\n\n" +
                      table(c["conditions"], c["n_seeds"], paper=False) for c in done)
-    base, diffs = paired_differences(cfg, done, seeds)
-    if base is not None and any(diffs):
+    paired = [c for c in done if "difference_from_baseline" in c]
+    if paired:
         conds = list(done[0]["conditions"])
         md += (f"\n\n**Paired difference from {name(base)}** (each seed minus itself there; mean [95% t-CI])\n\n"
                f"| cell | {' | '.join(conds)} |\n|---|{'---|' * len(conds)}\n" +
-               "\n".join(f"| {name(c['params'])} | {' | '.join(mean_ci(d[k]) for k in conds)} |"
-                         for c, d in zip(done, diffs) if d is not None))
+               "\n".join(f"| {name(c['params'])} | "
+                         f"{' | '.join(mean_ci(c['difference_from_baseline'][k]) for k in conds)} |" for c in paired))
     return md
 
 
@@ -519,13 +520,10 @@ def run(cfg, run):
         done = [{"params": params, "conditions": stats[same[i]], "n_seeds": cell_cfg.n_seeds,
                  **({"same_run_as": grid[same[i]][1]} if same[i] != i else {})}
                 for i, (_, params, cell_cfg) in enumerate(grid)]
-        base, diffs = paired_differences(cfg, done)
-        for c, d in zip(done, diffs or []):
-            if d is not None:
-                c["difference_from_baseline"] = d
+        base = add_paired_differences(cfg, done)
         results = {"sweep": {"keys": list(cfg.sweep), "cells": done, "baseline": base}, "n_seeds": cfg.n_seeds,
                    "seconds": time.time() - t0, "config": dataclasses.asdict(cfg)}
-        md = sweep_tables(cfg, done)
+        md = sweep_tables(done, base)
         run.save_results(results, md)
         figure = run.dir / "sweep.png"
         plot_sweep(results, cfg, figure)
@@ -666,7 +664,7 @@ def reevaluate(run_dir):
     if not done:
         raise ConfigError(f"no saved models in {run_dir} (was it run with save_weights=False, or not finished yet?)")
     print(table(done[0]["conditions"], done[0]["n_seeds"], paper=is_paper_protocol(cfg)) if not cfg.sweep
-          else sweep_tables(cfg, done, cell_seeds))
+          else sweep_tables(done, add_paired_differences(cfg, done, cell_seeds)))
     if missing and not path.is_file():
         print(f"\nnot finished (no saved models): {', '.join(missing)}; the same train.py command finishes them")
     elif missing:
