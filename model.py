@@ -447,6 +447,7 @@ class GPT(nn.Module):
         gives the same samples. A row stops after emitting eos_id (an id, or a list of ids: any of them
         ends the row); the loop ends when every row has stopped or after max_new_tokens.
         use_cache=False re-runs the whole sequence at every step (the reference for the KV cache).
+        Only each row's last column is unembedded, so a hook at `logits` sees [B, V] at every step.
         Returns a list of lists: each row's new tokens, eos included when emitted."""
         device = self.wte.weight.device
         if len(prompts) == 0 or min(len(p) for p in prompts) < 1:
@@ -471,7 +472,9 @@ class GPT(nn.Module):
         new, x = [], idx  # x: what the next forward reads (all columns without a cache, new ones with it)
         try:
             for _ in range(max_new_tokens):
-                logits = self(x, mask=mask, cache=cache)[:, -1].float()  # [B, V]
+                last = torch.zeros(x.shape, dtype=torch.bool, device=device)
+                last[:, -1] = True  # unembed the last column only: the prompt's other columns would be thrown away
+                logits = self(x, mask=mask, cache=cache, keep=last).float()  # [B, V]
                 nxt = sample_next(logits, temperature, top_k, generator)  # [B]
                 nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
                 new.append(nxt)

@@ -426,6 +426,21 @@ def test_top_k_samples_the_k_likeliest_in_their_renormalised_proportions():
 
 
 @torch.no_grad()
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_generate_unembeds_each_rows_last_column_only_and_a_logits_hook_steers_it(use_cache):
+    model, prompts, seen = tiny(init_std=0.3), [[3, 4, 5, 6], [7, 8]], []
+    with model.hooks({"logits": lambda h, name: seen.append(tuple(h.shape))}):
+        out = model.generate(prompts, 5, temperature=0, use_cache=use_cache)
+    assert out == model.generate(prompts, 5, temperature=0, use_cache=use_cache)  # looking changes nothing
+    assert seen == [(2, V)] * 5  # one [B, V] per step, the prompt's earlier columns never unembedded
+    def force(h, name):  # the hook edits what is sampled: token 9 wins every step
+        h[:, 9] = h.max() + 1
+    with model.hooks({"logits": force}):
+        assert model.generate(prompts, 5, temperature=0, use_cache=use_cache) == [[9] * 5] * 2
+    assert out != [[9] * 5] * 2
+
+
+@torch.no_grad()
 def test_a_prompt_and_continuation_may_fill_the_context_exactly():
     model = tiny(block_size=8)
     assert len(model.generate([[1, 2, 3]], 5, temperature=0)[0]) == 5
