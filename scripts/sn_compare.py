@@ -69,15 +69,16 @@ def main(argv):
             eff.append([arm_r[k] - ctl[k] for k in seeds])
         diff = summarize([x - y for x, y in zip(*eff)])
         same = rates(a, base_a, animal, step_a) == rates(b, base_b, animal, step_b)
+        final = lambda step: "final students' " if step else ""  # the mass is kept for the final students only
         mass = lambda res, arm: res["arms"][arm]["by_animal"][animal].get("animal_mass", {}).get("mean", float("nan"))
         ea, eb = summarize(eff[0]), summarize(eff[1])
         ci = "[one seed: no interval]" if diff["ci95"] is None else "[{:+.1f}, {:+.1f}]".format(*(100 * v for v in diff["ci95"]))
         print(f"{animal}: {ra}:{arm_a}{'@' + step_a if step_a else ''} {100 * ea['mean']:+.1f} "
-              f"(animal mass {mass(a, arm_a):.2f}) minus {rb}:{arm_b}{'@' + step_b if step_b else ''} "
-              f"{100 * eb['mean']:+.1f} (mass {mass(b, arm_b):.2f}) = {100 * diff['mean']:+.1f} "
+              f"({final(step_a)}animal mass {mass(a, arm_a):.2f}) minus {rb}:{arm_b}{'@' + step_b if step_b else ''} "
+              f"{100 * eb['mean']:+.1f} ({final(step_b)}mass {mass(b, arm_b):.2f}) = {100 * diff['mean']:+.1f} "
               f"{ci}; {sum(d > 0 for d in diff['per_seed'])}/{len(diff['per_seed'])} "
               f"seeds positive; controls {'identical' if same else 'differ'} "
-              f"(control mass {mass(a, base_a):.2f} / {mass(b, base_b):.2f})")
+              f"({final(step_a or step_b)}control mass {mass(a, base_a):.2f} / {mass(b, base_b):.2f})")
     return 0
 
 

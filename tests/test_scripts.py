@@ -452,7 +452,8 @@ def test_sn_compare_pairs_effects_by_seed(tmp_path, call):
     b = fake_animal_run(tmp_path / "b250", [[0, 1], [0, 0]], "trait", [0.12, 0.12], [0.10, 0.10],
                         at_250=([0.12, 0.12], [0.11, 0.11]))
     out = cmp(f"{a}:trait@250", f"{b}:trait@250")
-    assert "trait@250 +2.5 (" in out and "trait@250 +1.0 (" in out
+    assert "trait@250 +2.5 (final students' animal mass 0.90)" in out and "trait@250 +1.0 (final students' mass" in out
+    assert "(final students' control mass" in out and "(animal mass 0.90)" in cmp(f"{a}:trait", f"{b}:trait")
     assert "= +1.5 [-4.9, +7.9]; 2/2 seeds positive; controls differ" in out
 
 
