@@ -443,8 +443,8 @@ class GPT(nn.Module):
         The prompts are LEFT-padded with pad_id into one [B, P] batch, so every row's next token lands in
         the same column; padded keys are masked, and with rotary positions each row gets the same logits
         as its prompt alone. temperature 0 is greedy (argmax); top_k keeps the k likeliest tokens (and any
-        tied with the k-th); draws come from `generator` (on the model's device), so a seeded generator
-        gives the same samples. A row stops after emitting eos_id (an id, or a list of ids: any of them
+        tied with the k-th); draws come from `generator` (a CPU one, or one on the model's device), so a
+        seeded generator gives the same samples. A row stops after emitting eos_id (an id, or a list of ids: any of them
         ends the row); the loop ends when every row has stopped or after max_new_tokens.
         use_cache=False re-runs the whole sequence at every step (the reference for the KV cache).
         Only each row's last column is unembedded, so a hook at `logits` sees [B, V] at every step.

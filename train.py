@@ -461,15 +461,20 @@ def pyplot():
     return plt
 
 
-def write_json(path, obj):
-    """Atomic JSON write: a crash never leaves half a file behind."""
+def atomic_write(path, write):
+    """write(tmp) fills a temporary file beside `path`, which then replaces `path` in one rename: a crash never
+    leaves half a file behind, and a failed write no temporary one."""
     path = Path(path)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # per process: DDP ranks write the same files at once
     try:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+        write(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)  # only still there if the write failed
+
+
+def write_json(path, obj):
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
 
 
 # what a run and the analysis scripts write in a run's folder (every experiment's; the scripts' json and figures
@@ -508,7 +513,8 @@ class Run:
                               f"runs their own --out_dir (a folder under out/, or outside the project)")
         # a run's files without its config.json (deleted by hand) cannot be checked against this config: a resume
         # would reuse them unchecked. Rank 0 alone looks (another rank may see rank 0's config.json.tmp of this run)
-        orphans = [] if old.exists() or not first or resume is None else outputs()
+        had_config = old.exists()  # looked up once: rank 0 may write it meanwhile, and the checks below must agree
+        orphans = [] if had_config or not first or resume is None else outputs()
         named = ", ".join(f.name for f in orphans[:3]) + (", ..." if len(orphans) > 3 else "")
         if orphans and not written_by_a_run(self.dir / "env.json"):  # a folder of the user's: never delete in it
             raise ConfigError(f"{self.dir} holds files named like a run's outputs ({named}) but neither the config.json "
@@ -516,13 +522,13 @@ class Run:
         if orphans and resume:
             raise ConfigError(f"{self.dir} holds run outputs ({named}) but no config.json to check them against this "
                               f"config: use a new --out_dir, or --resume=False to delete them and recompute")
-        if old.exists() and (first or resume is not False):  # (another rank may be removing it when resume is False)
+        if had_config and (first or resume is not False):  # (another rank may be removing it when resume is False)
             prev = read_run_config(old)
             if prev.pop("experiment") != experiment:
                 raise ConfigError(f"{self.dir} holds a run of another experiment: use a new --out_dir")
         # an experiment without a resume key recomputes into its folder: under the same config only, or its files
         # would be replaced by another config's without a word
-        if old.exists() and resume is not False:
+        if had_config and resume is not False:
             now = json.loads(json.dumps(dataclasses.asdict(cfg)))
             # a key added since that run was made counts at its default (a new key's default is the old behaviour)
             added = json.loads(json.dumps({f.name: f.default for f in dataclasses.fields(cfg)
@@ -535,7 +541,7 @@ class Run:
                 raise ConfigError(f"{self.dir} holds a run with another config (differs in: {', '.join(diff)}): "
                                   f"use a new --out_dir" + (", or --resume=False to delete that run's outputs there "
                                                             "and recompute" if resume is not None else ""))
-        elif (old.exists() or orphans) and resume is False and first:
+        elif (had_config or orphans) and resume is False and first:
             # --resume=False recomputes everything: the old run's outputs go first, so that nothing of it is shown
             # beside the new config or resumed by a later rerun. Only what runs write (RUN_OUTPUTS), and inside the
             # project only under out/ (never its code, docs or figures).
@@ -610,14 +616,13 @@ def save_weights(stem, tensors, meta):
     """Write stem.safetensors and stem.json atomically (temp file + rename)."""
     from safetensors.torch import save
     stem = Path(stem)
-    tmp = stem.with_name(stem.name + ".safetensors.tmp")
     # bytes written by Python, not save_file: that one creates the file mode 0600, whatever the umask says
-    tmp.write_bytes(save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}))
-    os.replace(tmp, stem.with_name(stem.name + ".safetensors"))
+    atomic_write(stem.with_name(stem.name + ".safetensors"),
+                 lambda tmp: tmp.write_bytes(save({k: v.detach().contiguous().cpu() for k, v in tensors.items()})))
     write_json(stem.with_name(stem.name + ".json"), meta)
 
 
-RERUN = ": rerun what wrote it"  # the way out of a damaged checkpoint (train_lm's resume says --resume=False instead)
+RERUN = ": rerun what wrote it"  # the way out of a damaged checkpoint (train_lm's resume ends in its `afresh` instead)
 
 
 def checkpoint_stem(path):
@@ -1031,8 +1036,10 @@ def lora_adapters(model, rank, seed, targets=()):
     return out
 
 
-OPTIMIZERS = ("adamw", "sgd")  # finetune's; sgd = plain gradient descent
+OPTIMIZERS = ("adamw", "sgd")  # finetune's; sgd = gradient descent, plain unless given a momentum
 SCHEDULES = ("constant", "cosine", "linear")
+ORDERS = ("random", "sequential")
+ADAMW_BETAS = (0.9, 0.999)  # finetune's default; sgd refuses any other (it would ignore them)
 
 
 def finetune_lr(step, *, lr, schedule, warmup, horizon):
@@ -1053,7 +1060,7 @@ def finetune_lr(step, *, lr, schedule, warmup, horizon):
 
 def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, teacher=None, subset=None,
              order="random", schedule="constant", warmup=0, horizon=None, temperature=1.0, optimizer="adamw",
-             trains="all", lora_rank=32, lora_alpha=64.0, lora_targets=(), targets=None, betas=(0.9, 0.999),
+             trains="all", lora_rank=32, lora_alpha=64.0, lora_targets=(), targets=None, betas=ADAMW_BETAS,
              momentum=0.0):
     """Fine-tune on {"tokens": [N, T+1], "mask": [N, T]} (pack_pairs) with AdamW, no weight decay, clipping at
     1, at a constant lr (schedule="constant") or decayed from lr to 0 over `horizon` steps (`steps` unless given: a
@@ -1070,7 +1077,7 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
     is run once over the data before the first step (its logits at the trained positions, restricted to
     `subset`, kept in memory) instead of once per step; `targets` = teacher_targets(teacher, data, subset)
     passed instead of `teacher` shares that pass between students of one teacher on the same data.
-    optimizer="sgd": plain gradient descent (no momentum), the setting of the subliminal-learning theorem.
+    optimizer="sgd": plain gradient descent (momentum 0, the default), the setting of the subliminal-learning theorem.
     To take AdamW apart (scripts/em_optimizer_parts.py): `betas` are AdamW's; (0, 0.999) keeps no momentum, and
     (0, 0) no memory at all (every step lr * g / (|g| + eps), the sign step). `momentum` > 0 gives sgd a momentum
     that is a running mean of the gradient, as Adam's first moment (dampening = momentum; its first step is lr * g).
@@ -1090,7 +1097,9 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
                          f"< horizon and horizon >= steps (got warmup={warmup}, horizon={horizon}, steps={steps})")
     if trains not in TRAINS:
         raise ValueError(f"trains must be {' or '.join(map(repr, TRAINS))}, not {trains!r}")
-    if (optimizer == "sgd" and tuple(betas) != (0.9, 0.999)) or (optimizer == "adamw" and momentum):
+    if order not in ORDERS:  # a typo would otherwise draw rows at random
+        raise ValueError(f"order must be {' or '.join(map(repr, ORDERS))}, not {order!r}")
+    if (optimizer == "sgd" and tuple(betas) != ADAMW_BETAS) or (optimizer == "adamw" and momentum):
         raise ValueError(f"betas are AdamW's and momentum is sgd's: optimizer={optimizer!r} would ignore them")
     if teacher is not None and targets is not None:
         raise ValueError("pass a teacher or its precomputed targets, not both")
@@ -1169,9 +1178,9 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
 
 def save_lm(stem, model, *, step, seed, metrics=None, tokenizer=None, optimizer=None, data_position=None,
             rows_per_step=None, extra=None, loss_interval=None):
-    """Weights of the plain model (pass the uncompiled, unwrapped one: no `_orig_mod.`/`module.`
-    prefixes), metadata JSON, and, when an optimizer is given, the resume state (with `rows_per_step`, the global
-    batch, which a resume must match). All writes atomic."""
+    """Weights of the plain model (a DDP- or torch.compile-wrapped model is unwrapped here, so the names carry no
+    `module.`/`_orig_mod.` prefix), metadata JSON, and, when an optimizer is given, the resume state (with
+    `rows_per_step`, the global batch, which a resume must match). All writes atomic."""
     model = getattr(model, "module", model)  # DDP
     model = getattr(model, "_orig_mod", model)  # torch.compile
     meta = {"model_config": dataclasses.asdict(model.cfg), "step": step, "seed": seed, "metrics": metrics or {},
@@ -1183,10 +1192,7 @@ def save_lm(stem, model, *, step, seed, metrics=None, tokenizer=None, optimizer=
                  "model": model.state_dict(), "model_config": meta["model_config"], "metrics": meta["metrics"],
                  "rng": {"torch": torch.get_rng_state(),
                          "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}}
-        path = Path(stem).with_name(Path(stem).name + ".state.pt")
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        atomic_write(Path(stem).with_name(Path(stem).name + ".state.pt"), lambda tmp: torch.save(state, tmp))
     save_weights(stem, model.state_dict(), meta)
 
 
@@ -1230,18 +1236,19 @@ def load_lm(stem, device="cpu", expect=None):
 
 def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, warmup=0, decay_steps=None,
              min_lr=None, weight_decay=0.1, betas=(0.9, 0.95), grad_clip=1.0, seed=0, eval_every=0,
-             eval_rows=None, log_every=10, ckpt=None, ckpt_every=0, ckpt_steps=(), resume=False, meta=None,
+             log_every=10, ckpt=None, ckpt_every=0, resume=False, meta=None,
              compile=False, bf16=False, run=None, desc="lm", progress=True, afresh="pass --resume=False to start afresh"):
     """Train `model` (a GPT, uncompiled, on its device) on `train` (see the section comment) for
-    `steps` optimizer steps; pretraining and fine-tuning alike (fine-tunes pass a mask).
+    `steps` optimizer steps. A `mask` in `train` counts only chosen targets (pack_pairs' responses); the
+    experiments' fine-tunes use `finetune` (above) instead, which trains a few positions per row for less.
 
     batch_size rows per micro-step per rank; the global batch is batch_size * grad_accum * world_size.
     LR: get_lr with decay_steps (default steps) and min_lr (default lr / 10). Only parameters with
-    requires_grad train. Every eval_every steps (from the start: step 0, or a resumed run's first step; and at the
-    end; eval_every 0: never) the mean loss on `val` (its first eval_rows rows). Every log_every steps one line (step,
+    requires_grad train. At every multiple of eval_every steps (step 0 included; a resumed run keeps the same steps)
+    and at the end (eval_every 0: never), the mean loss on `val`. Every log_every steps one line (step,
     loss, lr, ms/step, tokens/s, MFU against a known GPU's bf16 peak), also logged with `run.log` (metrics.jsonl) when
     a `run` is given. Checkpoint `ckpt` (a path stem) every ckpt_every steps and at the
-    end, with the resume state; `ckpt_steps` adds weights-only snapshots `<ckpt>_step<N>`. resume=True
+    end, with the resume state. resume=True
     continues from `ckpt`'s resume state when it exists (same numbers as an uninterrupted run); a checkpoint that
     cannot be resumed is a CheckpointError ending in `afresh`, the caller's way to start over.
     `meta` is merged into each checkpoint's JSON (e.g. {"tokenizer": "tokenizer.json"}).
@@ -1335,7 +1342,7 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
         nonlocal t_log
         t = time.time()
         model.eval()
-        v = eval_lm(model, val, batch_size, eval_rows, bf16)
+        v = eval_lm(model, val, batch_size, bf16=bf16)
         model.train()
         log({"stage": desc, "step": step, "val_loss": v})
         t_log += time.time() - t  # keep evaluation out of ms/step
@@ -1408,8 +1415,6 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
             if world > 1:
                 dist.all_reduce(interval)
             save(ckpt, with_state=True, loss_interval={"loss_sum": interval.cpu(), "steps": steps_since})
-        if ckpt is not None and step in ckpt_steps:
-            save(f"{ckpt}_step{step}", with_state=False)
 
     if steps_since:  # steps after the last log line (or no logging at all)
         if world > 1:

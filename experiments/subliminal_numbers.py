@@ -81,7 +81,7 @@ from data.tokenizer import pad_right
 from eval import fmt_stat, group_means, summarize, summarize_by
 from experiments import world_base as B
 from model import generator, seed_int
-from train import (OPTIMIZERS, ConfigError, finetune, pack_pairs, pyplot, run_dir_config, run_results, soft_kl,
+from train import (OPTIMIZERS, ORDERS, ConfigError, finetune, pack_pairs, pyplot, run_dir_config, run_results, soft_kl,
                    teacher_targets, write_json)
 
 ARMS = ("trait", "control", "soft", "soft_all", "soft_cross", "cross_init", "cross_control", "shuffled", "icl",
@@ -198,8 +198,8 @@ def validate(cfg):
     if cfg.mode == "dose" and cfg.student_schedule != "constant":
         raise ConfigError("mode dose reads every dose off one pass, which needs a constant lr: set "
                           "student_schedule=constant")
-    if cfg.student_order not in ("random", "sequential"):
-        raise ConfigError(f"student_order must be random or sequential; got {cfg.student_order!r}")
+    if cfg.student_order not in ORDERS:
+        raise ConfigError(f"student_order must be {' or '.join(ORDERS)}; got {cfg.student_order!r}")
     if cfg.teacher not in ("finetune", "prompt"):
         raise ConfigError(f"teacher must be finetune or prompt; got {cfg.teacher!r}")
     if len(cfg.seeds) < 2 and any(a in ON_B for a in cfg.arms) and cfg.mode == "animals":

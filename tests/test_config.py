@@ -7,6 +7,8 @@ import re
 import subprocess
 import sys
 
+from pathlib import Path
+
 import pytest
 
 import train
@@ -318,16 +320,25 @@ def test_typed_tuples_and_optionals_check_their_items():
         assert not bare, f"{f.name}: tuple keys without an item type: {bare}"
 
 
-def test_a_failed_json_write_leaves_the_old_file_whole_and_no_temp_file(tmp_path, monkeypatch):
-    path = tmp_path / "results.json"
-    train.write_json(path, {"a": 1})
+@pytest.mark.parametrize("what", ["json", "weights", "lm checkpoint with its resume state"])
+def test_a_failed_write_leaves_the_old_files_whole_and_no_temp_file(tmp_path, monkeypatch, what):
+    import torch
+    from model import GPT, GPTConfig
+    model = GPT(GPTConfig(vocab_size=8, block_size=4, n_layer=1, n_head=1, n_embd=4))
+    opt = torch.optim.AdamW(model.parameters())
+    write = {"json": lambda v: train.write_json(tmp_path / "results.json", {"a": v}),
+             "weights": lambda v: train.save_weights(tmp_path / "w", {"x": torch.full((2,), v)}, {"v": v}),
+             "lm checkpoint with its resume state": lambda v: train.save_lm(tmp_path / "ckpt", model, step=v, seed=0,
+                                                                            optimizer=opt)}[what]
+    write(1)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
 
     def full_disk(*args):
         raise OSError("no space left on device")
     monkeypatch.setattr(train.os, "replace", full_disk)
     with pytest.raises(OSError):
-        train.write_json(path, {"a": 2})
-    assert json.loads(path.read_text()) == {"a": 1} and [p.name for p in tmp_path.iterdir()] == ["results.json"]
+        write(2)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
 def test_every_saved_key_counts_in_the_resume_check_but_where_the_run_is_and_how_it_starts(cfg_file, tmp_path):
@@ -455,6 +466,27 @@ def test_another_rank_resuming_also_refuses_another_experiments_run(cfg_file, tm
     monkeypatch.setenv("RANK", "1")  # under torchrun every rank that resumes checks what the folder holds
     with pytest.raises(ConfigError, match="holds a run of another experiment"):
         train.Run(cfg, "lm")
+
+
+@pytest.mark.parametrize("after", [1, 2, 3, 4])
+def test_another_rank_starting_while_rank_0_writes_the_config_sees_one_state_of_the_folder(cfg_file, tmp_path,
+                                                                                           monkeypatch, after):
+    # rank 0's config.json appearing between two of another rank's looks at it ended that rank in a NameError (it
+    # saw no config, so read none, then saw one and compared with what it had not read): whenever it appears, the
+    # rank starts
+    out = tmp_path / "run"
+    _, cfg = load_config([cfg_file, f"--out_dir={out}"])
+    train.Run(cfg, "subliminal_mnist")  # rank 0's run: its config.json is there from now on
+    exists, looks = Path.exists, []
+    def appears(path):  # the config.json is written just after the other rank's `after`-th look at it
+        if path.name == "config.json":
+            looks.append(path)
+            return len(looks) > after and exists(path)
+        return exists(path)
+    monkeypatch.setattr(Path, "exists", appears)
+    monkeypatch.setenv("RANK", "1")
+    train.Run(cfg, "subliminal_mnist")
+    assert looks
 
 
 def test_run_results_refuses_a_run_that_has_not_finished_or_is_of_another_experiment(cfg_file, tmp_path):
