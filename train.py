@@ -1,4 +1,4 @@
-"""The entry point, the config loader, the run directory, and the training loops.
+"""The entry point, the config loader, the analysis scripts' helpers, the run directory, and the training loops.
 
     python train.py configs/subliminal_mnist.py                  # the main experiment
     python train.py configs/subliminal_mnist.py --n_seeds=2 --epochs=1 --device=cpu   # a quick CPU look
@@ -149,6 +149,116 @@ def run_dir_config(run_dir, experiment=None):
     return values
 
 
+def read_run_config(path):
+    """A run's config.json as a dict, or a ConfigError that says it is damaged (it is written atomically, so
+    a damaged one was cut or edited by something else)."""
+    try:
+        values = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is not readable JSON ({e}): the run directory is damaged; rerun its command "
+                          f"with a new --out_dir (or delete that file and rerun with --resume=False to clear the "
+                          f"folder)") from None
+    if not isinstance(values, dict) or not isinstance(values.get("experiment"), str):
+        raise ConfigError(f"{path} does not name its experiment: it was not written by train.py")
+    return values
+
+
+USAGE = ("python train.py configs/NAME.py [--key=value ...]: runs the config's experiment; any key of the config "
+         "can be overridden, and a wrong key lists the valid ones.")
+
+
+def available_configs():
+    return ", ".join(sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs").glob("*.py")))
+
+
+def load_config(argv, resolve=True):
+    """argv = [config_path, --key=value, ...] -> (experiment module, frozen Config); with `resolve`, "auto" devices
+    and an empty out_dir are filled in as the run will use them."""
+    if not argv or argv[0].startswith("--"):
+        raise ConfigError(f"usage: {USAGE} Available: {available_configs()}")
+    path = Path(argv[0])
+    if not path.is_file():
+        # "subliminal_mnist", "configs/subliminal_mnist" or a typo: the config meant, when one is near
+        names = [str(p.relative_to(ROOT)) for p in (ROOT / "configs").glob("*.py")]
+        close = difflib.get_close_matches(f"configs/{path.stem}.py", names, n=1, cutoff=0.8)
+        hint = f" Did you mean {close[0]}?" if close else ""
+        raise ConfigError(f"config file '{path}' not found.{hint} Available: {available_configs()}")
+    values = {}
+    try:
+        exec(compile(path.read_text(), str(path), "exec"), {}, values)  # a fresh dict, never globals()
+    except Exception as e:  # a config is plain assignments: anything else is the file's fault, not ours
+        what = f"line {e.lineno}: {e.msg}" if isinstance(e, SyntaxError) else f"{type(e).__name__}: {e}"
+        raise ConfigError(f"{path} is not a config file Python can run ({what}). A config holds plain assignments, "
+                          f"e.g. experiment = \"subliminal_mnist\"; see configs/") from None
+    # keys are the plain names: _private ones and modules the file imports (import math) are not settings
+    values = {k: v for k, v in values.items() if not k.startswith("_") and not isinstance(v, types.ModuleType)}
+    overrides, raw = {}, {}
+    for arg in argv[1:]:
+        if not arg.startswith("--") or "=" not in arg:
+            raise ConfigError(f"bad argument '{arg}': overrides look like --key=value")
+        key, text = arg[2:].split("=", 1)
+        overrides[key], raw[key] = _parse_value(text), text
+    name = overrides.pop("experiment", values.pop("experiment", None))
+    if name is None:
+        raise ConfigError(f"{path} must name its experiment, e.g. experiment = \"subliminal_mnist\"")
+    known = sorted(p.stem for p in (ROOT / "experiments").glob("*.py") if p.stem != "__init__")
+    # a module's name, not a path or a package ("../train", "__init__": tracebacks of importlib, or of a module
+    # without Config)
+    if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
+        raise ConfigError(f"experiment {name!r} in {path} is not an experiment's name. Known: {', '.join(known)}")
+    try:
+        module = importlib.import_module(f"experiments.{name}")
+    except ModuleNotFoundError as e:
+        if e.name != f"experiments.{name}":
+            raise
+        raise ConfigError(f"unknown experiment '{name}' in {path}. Known: {', '.join(known)}") from None
+    if not hasattr(module, "Config") or not hasattr(module, "run"):
+        raise ConfigError(f"experiments/{name}.py has no Config and run(cfg, run): not an experiment (README, "
+                          f"\"Adding an experiment\")")
+    build_config(module.Config, values, source=str(path))  # checked alone first: an error here names the config file
+    hints = typing.get_type_hints(module.Config)
+    for k, text in raw.items():  # a str key takes the text as written: --out_dir=2024 is the folder "2024"
+        if hints.get(k) is str and text[:1] not in "'\"":
+            overrides[k] = text
+    cfg = build_config(module.Config, {**values, **overrides}, source="the command line")
+    if not resolve:
+        return module, cfg
+    # fill the derived defaults, so that config.json holds what actually ran
+    resolved = {}
+    if isinstance(getattr(cfg, "device", None), str):
+        resolved["device"] = resolve_device(cfg.device)
+    if getattr(cfg, "out_dir", None) == "":
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+        resolved["out_dir"] = str(Path("out") / path.stem / stamp)
+    return module, dataclasses.replace(cfg, **resolved)
+
+
+def resolve_device(name):
+    """The device a run uses: "" or "auto" is a GPU when there is one, else the CPU; any other name is checked."""
+    if name in ("", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    check_device(name)
+    return name
+
+
+def check_device(name):
+    """A clear ConfigError for a device this machine cannot use (instead of a trace from CUDA's lazy init)."""
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device '{name}' is not a torch device: use cpu, cuda, cuda:N, mps or auto") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device '{name}' asked for, but this torch has no usable CUDA "
+                          f"(torch {torch.__version__}): use --device=cpu, or --device=auto to take a GPU when there is one")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"device '{name}': this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device '{name}' asked for, but MPS is not available here: use --device=cpu")
+
+
+# ----------------------------------------------------------------------------------------------------
+# the analysis scripts' command line and inputs (scripts/*.py read finished runs with these)
+
 def check_out(path, option="--out", figure=False, figure_beside=False):
     """An analysis script's --out FILE (or its `option` of another name), checked before its work (minutes) rather
     than when it writes: a one-line ConfigError unless the file's folder exists and the path is not a folder; with
@@ -275,113 +385,6 @@ def read_results(path):
                           f"rerun the run's command (env.json's argv) with the same --out_dir, which reuses its "
                           f"finished units and writes it again")
     return res
-
-
-def read_run_config(path):
-    """A run's config.json as a dict, or a ConfigError that says it is damaged (it is written atomically, so
-    a damaged one was cut or edited by something else)."""
-    try:
-        values = json.loads(Path(path).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path} is not readable JSON ({e}): the run directory is damaged; rerun its command "
-                          f"with a new --out_dir (or delete that file and rerun with --resume=False to clear the "
-                          f"folder)") from None
-    if not isinstance(values, dict) or not isinstance(values.get("experiment"), str):
-        raise ConfigError(f"{path} does not name its experiment: it was not written by train.py")
-    return values
-
-
-USAGE = ("python train.py configs/NAME.py [--key=value ...]: runs the config's experiment; any key of the config "
-         "can be overridden, and a wrong key lists the valid ones.")
-
-
-def available_configs():
-    return ", ".join(sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs").glob("*.py")))
-
-
-def load_config(argv, resolve=True):
-    """argv = [config_path, --key=value, ...] -> (experiment module, frozen Config); with `resolve`, "auto" devices
-    and an empty out_dir are filled in as the run will use them."""
-    if not argv or argv[0].startswith("--"):
-        raise ConfigError(f"usage: {USAGE} Available: {available_configs()}")
-    path = Path(argv[0])
-    if not path.is_file():
-        # "subliminal_mnist", "configs/subliminal_mnist" or a typo: the config meant, when one is near
-        names = [str(p.relative_to(ROOT)) for p in (ROOT / "configs").glob("*.py")]
-        close = difflib.get_close_matches(f"configs/{path.stem}.py", names, n=1, cutoff=0.8)
-        hint = f" Did you mean {close[0]}?" if close else ""
-        raise ConfigError(f"config file '{path}' not found.{hint} Available: {available_configs()}")
-    values = {}
-    try:
-        exec(compile(path.read_text(), str(path), "exec"), {}, values)  # a fresh dict, never globals()
-    except Exception as e:  # a config is plain assignments: anything else is the file's fault, not ours
-        what = f"line {e.lineno}: {e.msg}" if isinstance(e, SyntaxError) else f"{type(e).__name__}: {e}"
-        raise ConfigError(f"{path} is not a config file Python can run ({what}). A config holds plain assignments, "
-                          f"e.g. experiment = \"subliminal_mnist\"; see configs/") from None
-    # keys are the plain names: _private ones and modules the file imports (import math) are not settings
-    values = {k: v for k, v in values.items() if not k.startswith("_") and not isinstance(v, types.ModuleType)}
-    overrides, raw = {}, {}
-    for arg in argv[1:]:
-        if not arg.startswith("--") or "=" not in arg:
-            raise ConfigError(f"bad argument '{arg}': overrides look like --key=value")
-        key, text = arg[2:].split("=", 1)
-        overrides[key], raw[key] = _parse_value(text), text
-    name = overrides.pop("experiment", values.pop("experiment", None))
-    if name is None:
-        raise ConfigError(f"{path} must name its experiment, e.g. experiment = \"subliminal_mnist\"")
-    known = sorted(p.stem for p in (ROOT / "experiments").glob("*.py") if p.stem != "__init__")
-    # a module's name, not a path or a package ("../train", "__init__": tracebacks of importlib, or of a module
-    # without Config)
-    if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
-        raise ConfigError(f"experiment {name!r} in {path} is not an experiment's name. Known: {', '.join(known)}")
-    try:
-        module = importlib.import_module(f"experiments.{name}")
-    except ModuleNotFoundError as e:
-        if e.name != f"experiments.{name}":
-            raise
-        raise ConfigError(f"unknown experiment '{name}' in {path}. Known: {', '.join(known)}") from None
-    if not hasattr(module, "Config") or not hasattr(module, "run"):
-        raise ConfigError(f"experiments/{name}.py has no Config and run(cfg, run): not an experiment (README, "
-                          f"\"Adding an experiment\")")
-    build_config(module.Config, values, source=str(path))  # checked alone first: an error here names the config file
-    hints = typing.get_type_hints(module.Config)
-    for k, text in raw.items():  # a str key takes the text as written: --out_dir=2024 is the folder "2024"
-        if hints.get(k) is str and text[:1] not in "'\"":
-            overrides[k] = text
-    cfg = build_config(module.Config, {**values, **overrides}, source="the command line")
-    if not resolve:
-        return module, cfg
-    # fill the derived defaults, so that config.json holds what actually ran
-    resolved = {}
-    if isinstance(getattr(cfg, "device", None), str):
-        resolved["device"] = resolve_device(cfg.device)
-    if getattr(cfg, "out_dir", None) == "":
-        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
-        resolved["out_dir"] = str(Path("out") / path.stem / stamp)
-    return module, dataclasses.replace(cfg, **resolved)
-
-
-def resolve_device(name):
-    """The device a run uses: "" or "auto" is a GPU when there is one, else the CPU; any other name is checked."""
-    if name in ("", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    check_device(name)
-    return name
-
-
-def check_device(name):
-    """A clear ConfigError for a device this machine cannot use (instead of a trace from CUDA's lazy init)."""
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"device '{name}' is not a torch device: use cpu, cuda, cuda:N, mps or auto") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device '{name}' asked for, but this torch has no usable CUDA "
-                          f"(torch {torch.__version__}): use --device=cpu, or --device=auto to take a GPU when there is one")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ConfigError(f"device '{name}': this machine has {torch.cuda.device_count()} CUDA device(s)")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"device '{name}' asked for, but MPS is not available here: use --device=cpu")
 
 
 # ----------------------------------------------------------------------------------------------------
