@@ -158,10 +158,11 @@ def validate(cfg, base_checks=True):
 
 def scored_tokens(tok, items, extra=()):
     """The positions score_shared_prompts reads for `items` (+ `extra` continuations each): the longest prompt plus
-    continuation, less its last token (only a target). A model needs block_size >= this."""
+    the longest continuation, less its last token (only a target); the two may be different items', since a chunk
+    pads its prompts and its continuations each to their longest. A model needs block_size >= this."""
     n = lambda text: len(tok.encode(text).ids)
-    longest = max(n(c) for c in extra) if extra else 0
-    return max(n(i.prompt) + max(longest, *(n(c) for cs in i.classes.values() for c in cs)) - 1 for i in items)
+    conts = [n(c) for c in extra] + [n(c) for i in items for cs in i.classes.values() for c in cs]
+    return max(n(i.prompt) for i in items) + max(conts) - 1
 
 
 def base_check_tokens(cfg):
