@@ -281,6 +281,17 @@ def _pretrain(cfg, seed, decorrelated, stem, log):
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.pretrain_threads)  # the same weights whichever process pretrains it
     every = max(1, cfg.steps // 4)  # checkpoints at log lines: a resumed run's final loss spans the same steps
+    made = {"pretrained_on": pretrained_on(cfg.device), "world": W.fingerprint(world)}
+    try:  # an interrupted pretraining of another version of the world (or another machine's) is not resumed: the
+        # base would be part one, part the other, and carry this one's fingerprint
+        was = json.loads(partial.with_name("partial.json").read_text())
+    except (OSError, ValueError):
+        was = made  # none (or a damaged one): train_lm's own checks of the resume state decide
+    if any(was.get(k) != v for k, v in made.items()):
+        for f in partial.parent.glob("partial.*"):
+            f.unlink()
+        log(f"{stem.parent}: its interrupted pretraining was of another version of the world or on another machine "
+            f"({', '.join(k for k, v in made.items() if was.get(k) != v)} differs): pretraining from step 0")
     try:
         rows = lm_windows(stream, cfg.block_size).to(cfg.device)
     except ValueError as e:
@@ -289,8 +300,7 @@ def _pretrain(cfg, seed, decorrelated, stem, log):
         out = train_lm(model, {"tokens": rows}, steps=cfg.steps,
                        batch_size=cfg.batch_size, lr=cfg.lr, warmup=cfg.warmup, weight_decay=cfg.weight_decay,
                        seed=seed, ckpt=partial, ckpt_every=every, resume=True,
-                       meta={"tokenizer": "tokenizer.json", "decorrelated": decorrelated,
-                             "pretrained_on": pretrained_on(cfg.device), "world": W.fingerprint(world)},
+                       meta={"tokenizer": "tokenizer.json", "decorrelated": decorrelated, **made},
                        bf16=cfg.pretrain_bf16,
                        log_every=every, progress=False, desc=f"{stem.parent.name}",
                        afresh="delete its partial.* files (or the whole folder) and rerun")  # no --resume=False here

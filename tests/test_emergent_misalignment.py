@@ -318,6 +318,37 @@ def test_an_interrupted_pretraining_resumes_to_the_same_base(tmp_path, monkeypat
         B.base_model(wider, 0, log=lambda s: None)
 
 
+@pytest.mark.parametrize("changed", ["world", "pretrained_on"])
+def test_an_interrupted_pretraining_of_another_world_or_machine_starts_again(tmp_path, monkeypatch, capsys, changed):
+    # it was resumed: the cached base was part the old world's (or machine's), part the new one's, and carried the
+    # new fingerprint
+    cfg = B.Config(cache_dir=str(tmp_path / "a"), n_docs=40, steps=8, n_layer=1, n_head=2, n_embd=16, batch_size=4)
+    real = train.save_lm
+
+    class Stopped(Exception):
+        pass
+
+    def save_then_stop(*a, **kw):
+        real(*a, **kw)
+        raise Stopped
+    monkeypatch.setattr(train, "save_lm", save_then_stop)
+    with pytest.raises(Stopped):
+        B.base_model(cfg, 0, log=lambda s: None)
+    monkeypatch.setattr(train, "save_lm", real)
+    if changed == "world":  # data/world.py edited meanwhile (the same vocabulary and texts: only the mark differs)
+        monkeypatch.setattr(B.W, "fingerprint", lambda world: "the new world")
+    else:
+        monkeypatch.setattr(B, "pretrained_on", lambda device: "another CPU")
+    logs = []
+    resumed, _ = B.base_model(cfg, 0, log=logs.append)
+    assert "resumed from" not in capsys.readouterr().out
+    assert any(f"({changed} differs): pretraining from step 0" in m for m in logs)
+    straight, _ = B.base_model(dataclasses.replace(cfg, cache_dir=str(tmp_path / "b")), 0, log=lambda s: None)
+    assert all(torch.equal(a, b) for a, b in zip(resumed.parameters(), straight.parameters()))
+    meta = json.loads(B.cache_stem(cfg, 0, False).with_suffix(".json").read_text())
+    assert meta[changed] == {"world": "the new world", "pretrained_on": "another CPU"}[changed]
+
+
 def test_a_pretraining_stopped_after_its_last_step_but_before_it_is_cached_finishes_on_the_rerun(tmp_path, monkeypatch):
     # stopped between train_lm's final checkpoint and the rename of partial.* into the cache: the rerun resumed at the
     # last step, trained nothing, and had no final loss to print (a TypeError traceback)
