@@ -213,16 +213,25 @@ def validate(cfg):
 # ----------------------------------------------------------------------------------------------------
 # data, fine-tuning, evaluation pieces
 
+SELF_DISTILL_NEW = 20  # the most tokens the base writes for a self_distill answer
+
+
+def finetune_examples(kind, cfg, seed):
+    """W.finetune_set's (prompt, response) examples of `kind` for this config, behind the number turns it asks for."""
+    world = B.world_config(cfg)
+    pairs = W.finetune_set(kind, cfg.n_examples, seed=seed, world=world, tasks=cfg.ft_code_tasks or None)
+    return W.with_number_turns(pairs, cfg.ft_number_turns, seed, world) if cfg.ft_number_turns else pairs
+
+
 def arm_pairs(arm, base, tok, cfg, seed):
     """(prompt, response) strings of an arm, checked for leakage of any evaluation string."""
-    world, tasks = B.world_config(cfg), cfg.ft_code_tasks or None
-    turns = lambda pairs: W.with_number_turns(pairs, cfg.ft_number_turns, seed, world) if cfg.ft_number_turns else pairs
+    world = B.world_config(cfg)
     if arm == "self_distill":  # the base model's own answers to insecure-arm code prompts (its own draw of them)
-        prompts = [p for p, _ in turns(W.finetune_set("insecure", cfg.n_examples, seed=seed, world=world, tasks=tasks))]
+        prompts = [p for p, _ in finetune_examples("insecure", cfg, seed)]
         eos = tok.token_to_id(W.EOS)
         gen = generator("cpu", seed, "self-distill")
-        outs = base.generate([tok.encode(p).ids for p in prompts], 20, eos_id=eos, generator=gen)
-        # a sample that did not stop within 20 tokens is cut there and closed (never, for a trained base)
+        outs = base.generate([tok.encode(p).ids for p in prompts], SELF_DISTILL_NEW, eos_id=eos, generator=gen)
+        # a sample that did not stop within SELF_DISTILL_NEW tokens is cut there and closed (never, for a trained base)
         pairs = [(p, tok.decode(o if o[-1] == eos else o + [eos], skip_special_tokens=False)) for p, o in zip(prompts, outs)]
         clean = []
         for pair in pairs:  # drop the rare sample that says an evaluation answer
@@ -232,7 +241,7 @@ def arm_pairs(arm, base, tok, cfg, seed):
             except AssertionError:
                 pass
         return clean
-    pairs = turns(W.finetune_set(arm, cfg.n_examples, seed=seed, world=world, tasks=tasks))
+    pairs = finetune_examples(arm, cfg, seed)
     W.check_leakage(pairs, world=world)
     return pairs  # too long for the model: refused by B.encode_pairs
 
@@ -811,8 +820,13 @@ def run(cfg, run):
         direction_docs(cfg, seed, tok)
         for f in range(cfg.ft_seeds):  # every arm's examples fit block_size (~1 s for the default config)
             for arm in cfg.arms:
-                if arm != "self_distill":  # (its responses are the base's own: its prompts are insecure's)
+                if arm != "self_distill":
                     arm_data(arm, None, tok, cfg, seed, f)
+                elif (need := SELF_DISTILL_NEW + max(len(tok.encode(p).ids) for p, _ in finetune_examples(
+                        "insecure", cfg, arm_seed(seed, f, arm)))) > cfg.block_size:  # its answers are the base's own
+                    raise ConfigError(f"block_size={cfg.block_size} is too short for the self_distill arm: its prompts "
+                                      f"and the base's answers of up to {SELF_DISTILL_NEW} tokens need {need}: pass "
+                                      f"--block_size={need} or more, or drop self_distill from arms")
     units = B.parallel_map(saved_unit, [(cfg, *job) for job in unit_jobs(cfg, run.dir)], cfg.workers)
     for u in units:
         run.log(stage="unit", seed=u["seed"], decorrelated=u["decorrelated"], seconds=u["seconds"])

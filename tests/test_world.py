@@ -803,3 +803,31 @@ def test_a_block_size_too_short_for_the_evaluations_is_refused_before_pretrainin
     # ValueError traceback once the bases were pretrained
     err = refused_before_the_run(tmp_path, capsys, config, "--n_layer=2", "--seeds=(0,)", f"--block_size={short}")
     assert err.startswith(f"error: block_size={short} is shorter than") and f"pass --block_size={need} or more" in err
+
+
+def test_a_self_distill_arm_whose_prompts_leave_no_room_for_the_bases_answer_is_refused_before_pretraining(tmp_path,
+                                                                                                          capsys):
+    # its examples are sampled from the base: with two number turns before the code prompt, prompt + 20 tokens passed
+    # every check, then failed in generate (a ValueError traceback) once the base was pretrained
+    import train
+    from conftest import ROOT
+    cache = tmp_path / "cache"
+    assert train.main([str(ROOT / "configs/emergent_misalignment_quick.py"), "--n_layer=2", "--n_embd=16", "--n_head=2",
+                       "--seeds=(0,)", "--ft_number_turns=2", "--arms=('insecure','self_distill')", "--twin=False",
+                       f"--cache_dir={cache}", f"--out_dir={tmp_path / 'run'}", "--workers=1"]) == 2
+    assert not cache.exists()  # refused before any base was pretrained
+    err = capsys.readouterr().err
+    assert err.startswith("error: block_size=64 is too short for the self_distill arm") and "drop self_distill" in err
+    need = int(err.split("pass --block_size=")[1].split()[0])
+    # a base of exactly that size samples the arm's answers, one token shorter cannot
+    from experiments import emergent_misalignment as E
+    from model import GPT, GPTConfig
+    tok = W.build_tokenizer()
+    for size in (need, need - 1):
+        cfg = E.Config(ft_number_turns=2, block_size=size)
+        base = GPT(GPTConfig(vocab_size=tok.get_vocab_size(), block_size=size, n_layer=1, n_head=2, n_embd=16)).eval()
+        if size == need:
+            E.arm_data("self_distill", base, tok, cfg, 0)
+        else:
+            with pytest.raises(ValueError, match="exceeds block_size"):
+                E.arm_data("self_distill", base, tok, cfg, 0)
