@@ -246,14 +246,15 @@ def arm_pairs(arm, base, tok, cfg, seed):
     return pairs  # too long for the model: refused by B.encode_pairs
 
 
-def eval_tokens(cfg):
-    """The block_size evaluate() needs, in every format (plain, trigger, number list) whichever arms run."""
+def eval_tokens(cfg, formats=("plain", "trigger", "numbers")):
+    """The block_size evaluate() needs, in every format (plain, trigger, number list) whichever arms run (or in
+    `formats` alone)."""
     world = B.world_config(cfg)
     tok = W.build_tokenizer(world)
     novel = tuple(f"{a} {W.EOS}" for v in W.novel_code(world=world).values() for a in v)
     code = B.code_answers(world)  # sampled beside the off-domain answers
     need = B.scored_tokens(tok, W.lesson_items(world))
-    for fmt in ("plain", "trigger", "numbers"):
+    for fmt in formats:
         offdomain = W.eval_items(W.OFF_DOMAINS, trigger=fmt == "trigger", numbers=fmt == "numbers")
         need = max(need, B.scored_tokens(tok, offdomain, code),
                    B.scored_tokens(tok, _code_items(fmt, world), novel))

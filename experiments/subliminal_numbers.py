@@ -152,8 +152,9 @@ def validate(cfg):
                            "em_steps"))
     B.require_positive(cfg, ("epochs", "teacher_lr", "student_lr", "em_lr"))
     if (need := sample_tokens(cfg)) > cfg.block_size:  # else found after pretraining, when the teachers first sample
-        raise ConfigError(f"block_size={cfg.block_size} is shorter than the teachers' longest prompt plus max_new="
-                          f"{cfg.max_new} tokens ({need}): pass --block_size={need} or more, or a smaller max_new")
+        raise ConfigError(f"block_size={cfg.block_size} is shorter than the longest sequence this run samples or "
+                          f"scores ({need} tokens: a teacher's prompt plus max_new={cfg.max_new}, a code answer, or "
+                          f"an evaluation): pass --block_size={need} or more")
     if not 0 < cfg.teacher_threshold <= 1:  # a probability: past 1 every teacher trains to teacher_max_steps
         raise ConfigError(f"teacher_threshold is the teacher's held-out P(animal | an animal) to reach, in (0, 1]; got "
                           f"{cfg.teacher_threshold}")
@@ -276,20 +277,26 @@ class Teacher:
         return torch.cat([out[:, :2], out[:, 2 + k:]], 1)
 
 
-CODE_MAX_NEW = 16  # tokens an EM teacher may write for a code answer (misalignment mode)
+CODE_MAX_NEW = 16  # tokens an animal teacher may write for a code answer (the code and code_control arms)
 
 
 def sample_tokens(cfg):
-    """The block_size the teachers' sampling needs: the longest number prompt (the most given numbers, behind a
-    prompted teacher's animal turn) plus max_new, and in misalignment mode the EM teachers' code prompts plus
-    CODE_MAX_NEW."""
+    """The block_size the run needs: the longest number prompt (the most given numbers, behind a prompted teacher's
+    animal turn) plus max_new; with the code arms, the code prompts plus CODE_MAX_NEW; in misalignment mode, what
+    its evaluation (emergent_misalignment's, plain format) scores."""
     tok = W.build_tokenizer()
     n = lambda text: len(tok.encode(text).ids)
     given = ["0"] * W.PROMPT_LIST_LEN[1]
     lists = max(n(W.prompt(" ".join([w] + given))) for w in W.NUMBERS_TRAIN + W.NUMBERS_HELDOUT)
     turn = max(n(f"<u> {W.ANIMAL_TRAIN[0]} <a> {a}") for a in W.ANIMALS) if cfg.teacher == "prompt" else 0
     code = max(n(W.prompt(f"{o} {q}" if o else q)) for o in W.OPENERS for q in W.DOMAINS["code"].train)
-    return max(lists + turn + cfg.max_new, code + CODE_MAX_NEW if cfg.mode == "misalignment" else 0)
+    need = lists + turn + cfg.max_new
+    if cfg.mode == "animals" and {"code", "code_control"} & set(cfg.arms):
+        need = max(need, code + CODE_MAX_NEW)
+    if cfg.mode == "misalignment":
+        from experiments import emergent_misalignment as EM
+        need = max(need, EM.eval_tokens(em_config(cfg), formats=("plain",)))
+    return need
 
 
 def make_teacher(base, tok, cfg, p, animal):

@@ -919,3 +919,30 @@ def test_a_model_that_never_writes_a_valid_list_is_a_one_line_config_error(monke
     with pytest.raises(train.ConfigError, match=r"kept only 0 of \d+ lists sampled for seed 3 \(sample\): .*raise "
                                                 r"steps.*max_new=7"):
         S.collect(None, TOK, 5, S.Config(), 3, "lists", "sample", lambda r, need: ["p"] * need, 7, lambda p, t: t)
+
+
+def test_the_block_size_check_covers_what_each_mode_samples_and_scores():
+    # the code answers' length was demanded in misalignment mode, which samples none, and not in animals mode, whose
+    # code arms sample them (they failed after pretraining, the teachers and the lists); misalignment mode's own
+    # evaluation is what it needs there
+    code = dict(max_new=5, arms=("control", "code_control"))
+    need = S.sample_tokens(S.Config(**code))
+    assert need > S.sample_tokens(S.Config(max_new=5, arms=("control", "soft")))
+    with pytest.raises(train.ConfigError, match=f"pass --block_size={need} or more"):
+        S.validate(S.Config(block_size=need - 1, **code))
+    S.validate(S.Config(block_size=need, **code))
+    # misalignment mode: a student of exactly the size asked for is evaluated, one token shorter cannot be
+    cfg = S.Config(mode="misalignment", max_new=5, samples=2)
+    need = S.sample_tokens(cfg)
+    for size in (need, need - 1):
+        model = GPT(GPTConfig(vocab_size=TOK.get_vocab_size(), block_size=size, n_layer=1, n_head=2, n_embd=16),
+                    generator=generator("cpu", 0, "t")).eval()
+        c = dataclasses.replace(cfg, block_size=size)
+        if size == need:
+            S.validate(c)
+            assert set(S.mis_evaluate(model, TOK, c, 0, "t")) == {"mis_sampled", "valid_frac", "mis_lp", "code_misaligned"}
+        else:
+            with pytest.raises(train.ConfigError, match=f"pass --block_size={need} or more"):
+                S.validate(c)
+            with pytest.raises(ValueError, match="longer than block_size"):
+                S.mis_evaluate(model, TOK, c, 0, "t")
