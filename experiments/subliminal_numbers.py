@@ -52,7 +52,9 @@ emergent-misalignment fine-tunes insecure / secure / educational of A; lists wit
 numbers banned; students hard and soft (soft only if "soft" is in `arms`; the teachers' hard students only if
 `mis_sampled`); their off-domain misalignment, sampled and log-prob; with `evals` > 1 every student is also
 measured along its training, keyed by lists read (steps x student_batch: distinct lists only with
-student_order = "sequential" and epochs = 1, the dose-curve setting; else draws, repeats included).
+student_order = "sequential" and epochs = 1, the dose-curve setting; else draws, repeats included). A key that the
+chosen mode does not read (MODE_KEYS: the teachers' keys in misalignment mode, the arms' and lists' in dose mode,
+...) is refused unless it is at its default, as is an arm other than control and soft in misalignment mode.
 
 Seeds: (pretraining seed p) x (student seed f); a seed changes the prompts, the sampling and the
 students' data order; teachers are a function of (p, animal). results.json (mode "animals"):
@@ -93,9 +95,16 @@ BASELINE = {"trait": "control", "soft": "control", "soft_all": "control", "shuff
             "cross_init": "cross_control", "icl": "icl_control", "code": "code_control"}
 ON_B = ("soft_cross", "cross_init", "cross_control")
 MIS_TEACHERS = ("insecure", "secure", "educational")
-MODE_KEYS = {"dose": ("doses",),  # the keys only one mode reads
-             "misalignment": ("mis_teachers", "em_examples", "em_steps", "em_lr", "em_trains", "mis_sampled",
-                              "em_match")}
+# which modes read a key (a key not named here, every mode): set in another mode it would be ignored
+TEACHER_KEYS = ("animals", "teacher", "teacher_threshold", "teacher_max_steps", "teacher_lr", "teacher_optimizer",
+                "teacher_trains", "teacher_batch")  # the animal teachers (dose mode has them too)
+MODE_KEYS = {**dict.fromkeys(("doses",), ("dose",)),
+             **dict.fromkeys(("mis_teachers", "em_examples", "em_steps", "em_lr", "em_trains", "mis_sampled",
+                              "em_match"), ("misalignment",)),
+             **dict.fromkeys(("heldout_lists", "icl_lists", "icl_contexts", "n_code"), ("animals",)),
+             # a dose student reads its lists once, in sampling order, measured at the doses
+             **dict.fromkeys(("arms", "n_lists", "evals", "student_order", "samples"), ("animals", "misalignment")),
+             **dict.fromkeys(TEACHER_KEYS, ("animals", "dose"))}
 
 
 @dataclass(frozen=True)
@@ -212,10 +221,14 @@ def validate(cfg):
     # last, after each value's own check: keys of one mode, set in another, would be silently ignored (and recorded in
     # config.json as if used)
     default = lambda k: getattr(cfg, k) == Config.__dataclass_fields__[k].default
-    for mode, keys in MODE_KEYS.items():
-        if cfg.mode != mode and (unused := [k for k in keys if not default(k)]):
-            raise ConfigError(f"{', '.join(unused)} appl{'y' if len(unused) > 1 else 'ies'} only with --mode={mode} "
-                              f"(mode is {cfg.mode!r})")
+    if unused := [k for k, modes in MODE_KEYS.items() if cfg.mode not in modes and not default(k)]:
+        raise ConfigError(f"mode {cfg.mode} does not read " + ", ".join(
+            f"{k} (only --mode={' or '.join(MODE_KEYS[k])})" for k in unused) + ": leave "
+            + ("them" if len(unused) > 1 else "it") + " at the default, or choose the mode that reads "
+            + ("them" if len(unused) > 1 else "it"))
+    if cfg.mode == "misalignment" and (other := [a for a in cfg.arms if a not in ("control", "soft")]) and \
+            cfg.arms != Config.arms:  # its students are the control, the teachers' sampled ones and "soft"
+        raise ConfigError(f"mode misalignment runs the arms control and soft only; got {other}")
 
 
 def cross_seed(seeds, p):

@@ -106,13 +106,25 @@ def test_an_entry_named_twice_is_refused():
 
 
 def test_keys_another_mode_reads_are_refused():
-    for kw, key in [(dict(doses=(32, 64)), "doses applies only with --mode=dose"),
-                    (dict(em_match=False), "em_match applies only with --mode=misalignment"),
-                    (dict(mode="dose", epochs=1.0, em_steps=5, em_lr=1e-4), "em_steps, em_lr apply only"),
-                    (dict(mode="misalignment", doses=(32,)), "doses applies only")]:
+    only = lambda *modes: re.escape(f"(only --mode={' or '.join(modes)})")
+    for kw, key in [(dict(doses=(32, 64)), "mode animals does not read doses " + only("dose")),
+                    (dict(em_match=False), "em_match " + only("misalignment")),
+                    (dict(mode="dose", epochs=1.0, em_steps=5, em_lr=1e-4), "em_steps .*, em_lr .*: leave them"),
+                    (dict(mode="misalignment", doses=(32,)), "doses " + only("dose") + ": leave it"),
+                    # a dose student reads its lists once in sampling order (student_order was ignored, recorded)
+                    (dict(mode="dose", epochs=1.0, student_order="random", n_lists=10), "n_lists " +
+                     only("animals", "misalignment")),
+                    (dict(mode="dose", epochs=1.0, student_order="sequential"), "student_order " +
+                     only("animals", "misalignment")),
+                    (dict(mode="dose", epochs=1.0, n_code=10, icl_lists=3), "n_code " + only("animals")),
+                    (dict(mode="misalignment", teacher="prompt"), "teacher " + only("animals", "dose")),
+                    (dict(mode="misalignment", animals=("owl",)), "animals " + only("animals", "dose")),
+                    (dict(mode="misalignment", arms=("control", "cross_init")), "runs the arms control and soft only; "
+                                                                                  r"got \['cross_init'\]")]:
         with pytest.raises(ConfigError, match=key):
             SN.validate(SN.Config(**kw))
-    SN.validate(SN.Config(mode="misalignment", em_match=False, em_steps=20))
+    SN.validate(SN.Config(mode="misalignment", em_match=False, em_steps=20, arms=("control", "soft"), n_lists=100))
+    SN.validate(SN.Config(mode="dose", epochs=1.0, animals=("owl",), teacher="prompt"))
     # the students distill on real images: the noise keys would be ignored
     for kw in (dict(noise="gaussian"), dict(noise_scale=3.0), dict(fresh_noise=True), dict(sweep={"noise_scale": [1.0, 3.0]})):
         with pytest.raises(ConfigError, match="noise keys apply only with --distill_inputs=noise"):

@@ -179,6 +179,12 @@ TINY = ["--seeds=(0,1)", "--student_seeds=1", "--n_docs=1500", "--steps=300", "-
         "--icl_contexts=2", "--samples=5", "--evals=2", "--workers=1", "--sample_batch=256"]
 
 
+def in_mode(argv, mode, *more):
+    """argv in another mode, less the keys that mode does not read (it refuses them)."""
+    return [a for a in argv if a.split("=")[0].lstrip("-") not in S.MODE_KEYS
+            or mode in S.MODE_KEYS[a.split("=")[0].lstrip("-")]] + [f"--mode={mode}", *more]
+
+
 def test_end_to_end_writes_every_file(tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
     argv = ["configs/subliminal_numbers.py", *TINY, f"--cache_dir={tmp_path / 'cache'}", f"--out_dir={out}"]
@@ -283,7 +289,7 @@ def test_end_to_end_writes_every_file(tmp_path, capsys, monkeypatch):
         return real_finetune(model, data, **kw)
     monkeypatch.setattr(S, "finetune", finetune_spy)
     capsys.readouterr()
-    assert train.main(argv[:-1] + ["--mode=dose", "--doses=(32,64)", "--epochs=1", f"--out_dir={out2}"]) == 0
+    assert train.main(in_mode(argv[:-1], "dose", "--doses=(32,64)", "--epochs=1", f"--out_dir={out2}")) == 0
     monkeypatch.setattr(S, "finetune", real_finetune)
     said = [line.split(": ", 1)[1].rsplit(" (", 1)[0] for line in capsys.readouterr().out.splitlines()
             if line.startswith("[subliminal dose] seed (0, 0): ")]
@@ -304,7 +310,7 @@ def test_end_to_end_writes_every_file(tmp_path, capsys, monkeypatch):
     # an interrupted run resumes from the units it saved: the same results without recomputing them
     assert sorted(f.name for f in out2.glob("unit_*.json")) == ["unit_0_0.json", "unit_1_0.json"]
     (out2 / "results.json").unlink()
-    assert train.main(argv[:-1] + ["--mode=dose", "--doses=(32,64)", "--epochs=1", f"--out_dir={out2}"]) == 0
+    assert train.main(in_mode(argv[:-1], "dose", "--doses=(32,64)", "--epochs=1", f"--out_dir={out2}")) == 0
     assert "resumed from unit_1_0.json" in capsys.readouterr().out
     assert json.loads((out2 / "results.json").read_text())["dose"] == res2["dose"]
     # eval.py aggregates a finished run's units again (with this code): the same results, its seconds kept
@@ -355,8 +361,8 @@ def test_end_to_end_writes_every_file(tmp_path, capsys, monkeypatch):
     assert "effect" in res3["arms"]["shuffled_within"]
     out4 = tmp_path / "mis"
     capsys.readouterr()
-    assert train.main(argv[:-1] + ["--mode=misalignment", "--em_steps=2", "--em_examples=16", "--n_lists=20",
-                                   "--mis_teachers=('insecure','secure')", f"--out_dir={out4}"]) == 0
+    assert train.main(in_mode(argv[:-1], "misalignment", "--em_steps=2", "--em_examples=16", "--n_lists=20",
+                                   "--mis_teachers=('insecure','secure')", f"--out_dir={out4}")) == 0
     said = [line.split(": ", 1)[1].rsplit(" (", 1)[0] for line in capsys.readouterr().out.splitlines()
             if line.startswith("[subliminal misalignment] seed (0, 0): ")]
     assert said[:-1] == ["teachers ready", "number lists sampled", "students of control done",
@@ -407,9 +413,9 @@ def test_end_to_end_writes_every_file(tmp_path, capsys, monkeypatch):
         calls.append((kw["trains"], torch.equal(model.wte.weight, wte)))
     monkeypatch.setattr(S, "finetune", spy)
     out5 = tmp_path / "mis_hard"
-    assert train.main(argv[:-1] + ["--mode=misalignment", "--em_steps=2", "--em_examples=16", "--n_lists=20",
-                                   "--mis_teachers=('insecure',)", "--arms=('control','trait')", "--evals=1",
-                                   "--student_order=sequential", "--em_trains=blocks", f"--out_dir={out5}"]) == 0
+    assert train.main(in_mode(argv[:-1], "misalignment", "--em_steps=2", "--em_examples=16", "--n_lists=20",
+                                   "--mis_teachers=('insecure',)", "--arms=('control',)", "--evals=1",
+                                   "--student_order=sequential", "--em_trains=blocks", f"--out_dir={out5}")) == 0
     res5 = json.loads((out5 / "results.json").read_text())
     assert set(res5["arms"]) == {"control", "insecure"} and "dose" not in res5
     # per base: the insecure teacher, then the control's and insecure's students
@@ -417,9 +423,9 @@ def test_end_to_end_writes_every_file(tmp_path, capsys, monkeypatch):
     # mis_sampled=False: the teachers' soft students and the hard control only (blocks students keep the embedding)
     calls.clear()
     out6 = tmp_path / "mis_soft"
-    assert train.main(argv[:-1] + ["--mode=misalignment", "--em_steps=2", "--em_examples=16", "--n_lists=20",
+    assert train.main(in_mode(argv[:-1], "misalignment", "--em_steps=2", "--em_examples=16", "--n_lists=20",
                                    "--mis_teachers=('insecure',)", "--arms=('control','soft')", "--evals=1",
-                                   "--mis_sampled=False", "--student_trains=blocks", f"--out_dir={out6}"]) == 0
+                                   "--mis_sampled=False", "--student_trains=blocks", f"--out_dir={out6}")) == 0
     res6 = json.loads((out6 / "results.json").read_text())
     assert set(res6["arms"]) == {"control", "insecure_soft"} and set(res6["figures_to_reach"]) == {"soft_pass"}
     assert calls == [("all", False), ("blocks", True), ("blocks", True)] * 2
