@@ -281,13 +281,15 @@ class Teacher:
         return ids[:2] + self.prefix + ids[2:]
 
     def logits(self, x):
-        """Logits aligned with the student's positions for student inputs x [b, T] -> [b, T, V]."""
+        """Logits aligned with the student's positions for student inputs x [b, T] -> [b, T, V]: column c is the
+        teacher's prediction of the student's token c + 1 (the prefix sits between tokens 1 and 2, so the teacher
+        predicts token 2 after it: column 1 is the prefix's last column)."""
         if not self.prefix:
             return self.model(x)
         k = len(self.prefix)
         pre = torch.tensor(self.prefix, device=x.device).expand(len(x), k)
         out = self.model(torch.cat([x[:, :2], pre, x[:, 2:]], 1))  # [b, T + k, V]
-        return torch.cat([out[:, :2], out[:, 2 + k:]], 1)
+        return torch.cat([out[:, :1], out[:, 1 + k:]], 1)
 
 
 CODE_MAX_NEW = 16  # tokens an animal teacher may write for a code answer (the code and code_control arms)

@@ -952,3 +952,20 @@ def test_the_block_size_check_covers_what_each_mode_samples_and_scores():
                 S.validate(c)
             with pytest.raises(ValueError, match="longer than block_size"):
                 S.mis_evaluate(model, TOK, c, 0, "t")
+
+
+@torch.no_grad()
+def test_a_prompted_teachers_logits_are_its_predictions_of_the_students_next_tokens():
+    # the prefix (the prompted teacher's animal turn) sits after the student's first two tokens: column c of the
+    # teacher's logits must be its prediction of the student's token c + 1 given the prefixed context. Column 1 was
+    # the teacher's prediction of the prefix's first token (unseen only because no trained position is that early)
+    model = GPT(GPTConfig(vocab_size=TOK.get_vocab_size(), block_size=64, n_layer=1, n_head=2, n_embd=16),
+                generator=generator("cpu", 0, "t")).eval()
+    prefix = [5, 6, 7]
+    x = torch.randint(8, TOK.get_vocab_size(), (2, 6), generator=torch.Generator().manual_seed(0))
+    got = S.Teacher(model, prefix).logits(x)
+    assert got.shape == (2, 6, TOK.get_vocab_size())
+    for c in range(6):
+        seen = x[0, :c + 1].tolist()  # the teacher's context for the student's token c + 1 (the prefix once past two)
+        ctx = seen if c == 0 else S.Teacher(model, prefix).ids(seen)
+        torch.testing.assert_close(got[0, c], model(torch.tensor([ctx]))[0, -1], msg=f"column {c}")
