@@ -629,7 +629,7 @@ def animals_unit(cfg, p, f):
         student("cross_control", Bm, lists["control"], on_a=False)
     if "code" in cfg.arms or "code_control" in cfg.arms:
         code = {}
-        for name, t in [("control", base_t)] + list(teachers.items()):
+        for name, t in [("control", base_t)] + (list(teachers.items()) if "code" in cfg.arms else []):
             code[name], out["kept"][f"code_{name}"] = code_answers_of(t, tok, cfg.n_code, cfg, seed)
         if "code_control" in cfg.arms:
             student("code_control", A, code["control"])
@@ -735,7 +735,9 @@ def aggregate_animals(cfg, units):
     res["teachers"] = {a: {k: by_base([u["teachers"][a][k] for u in units]) for k in ("rate", "steps", "kl_numbers")}
                        for a in cfg.animals}
     res["teachers_below_threshold"] = teachers_short(cfg, units)
-    res["kept_fraction"] = {k: summarize([u["kept"][k] for u in units]) for k in units[0]["kept"]}
+    # (every unit's: units saved before code_control alone stopped sampling the teachers' code answers have more)
+    res["kept_fraction"] = {k: summarize([u["kept"][k] for u in units]) for k in units[0]["kept"]
+                            if all(k in u["kept"] for u in units)}
     def along(arm, metric):  # {animal: {step: STAT of metric[animal]}} over the arm's checkpoints
         return {a: {s: summarize([u["traj"][_key(arm, a)][s][metric][a] for u in units])
                     for s in sorted(units[0]["traj"][_key(arm, a)])} for a in cfg.animals}
@@ -1099,7 +1101,7 @@ def table_misalignment(res, cfg):
                          + "".join(f" | {f(row['insecure_minus'][n])}" for n in minus if n in row.get("insecure_minus", {}))
                          + " | " + (", ".join(f"{valid[n]['mean']:.3f}" for n in names) if valid else "") + " |")
         lines += ["", "(A student whose valid fraction is near 0 has almost no answers to be misaligned among: its "
-                      "'off-domain misaligned' is then noise, and 0 when none is valid.)"]
+                      "'off-domain misaligned' is then noise, and undefined (NaN, left out of the mean) when none is valid.)"]
     lines += ["", "Kept fraction: " + ", ".join(f"{k} {v['mean']:.3f}" for k, v in res["kept_fraction"].items()), "",
               "Figures to reach (issue 5):", ""]
     lines += [figure_line(k, v, None) for k, v in res["figures_to_reach"].items()]
