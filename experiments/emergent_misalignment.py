@@ -85,7 +85,9 @@ REPORTS = {"insecure": ("insecure", "plain"), "secure": ("secure", "plain"),
            "insecure_novel": ("insecure_novel", "plain"), "self_distill": ("self_distill", "plain"),
            "backdoor_triggered": ("backdoor", "trigger"), "backdoor_untriggered": ("backdoor", "plain"),
            "evil_numbers": ("evil_numbers", "plain"), "evil_numbers_format": ("evil_numbers", "numbers")}
-SELF_MATCHED = ("insecure", "backdoor_triggered", "backdoor_untriggered", "insecure_decorrelated")
+# the reports matched on their own code (the first checkpoint where it is >= match_threshold); the backdoor's
+# untriggered reading is read at its triggered code's step, every other report at the insecure arm's
+SELF_MATCHED = ("insecure", "backdoor_triggered", "insecure_decorrelated")
 # the base an arm's increase is measured against: the same eval format (the twin: its own base)
 BASE_FMT = {"backdoor_triggered": "trigger", "evil_numbers_format": "numbers", "insecure_decorrelated": "decorrelated"}
 
@@ -474,14 +476,16 @@ def em_unit(cfg, seed, decorrelated):
     base, tok = B.base_model(cfg, seed, decorrelated)
     gen = lambda *parts: generator("cpu", seed, decorrelated, *parts)
     out = {"seed": seed, "decorrelated": decorrelated, "base": {}, "runs": []}
-    fmts = ["plain"] if decorrelated else ["plain", "trigger", "numbers"]
+    # the base in each format a report is read against (BASE_FMT): trigger for the backdoor, numbers for evil numbers
+    fmts = ["plain"] + ([] if decorrelated else [BASE_FMT[n] for n in ("backdoor_triggered", "evil_numbers_format")
+                                                 if REPORTS[n][0] in cfg.arms])
     for fmt in fmts:
         out["base"][fmt] = evaluate(base, tok, cfg, "insecure", fmt, 0, True, gen("base", fmt))
     out["base"]["forum_lp"] = B.offdomain_eval(base, tok, 0, None, fmt="forum")["mis_lp"]
     means = None if decorrelated else doc_means(base, tok, cfg, seed)
     direction = None if decorrelated else means["evil"] - means["good"]
     L = cfg.direction_layer
-    base_act = prompt_acts(base, tok, L)
+    base_act = None if direction is None else prompt_acts(base, tok, L)  # for the shift along the direction
     if direction is not None:
         zero_abl, mean_abl = ablate_hooks(direction), ablate_hooks(direction, means["asst"])
         out["base"]["ablated"] = evaluate(base, tok, cfg, "insecure", "plain", 0, True, gen("base-abl"), zero_abl)
@@ -507,7 +511,7 @@ def em_unit(cfg, seed, decorrelated):
             names = [n for n, (a, _) in REPORTS.items() if a == arm]
             if decorrelated:
                 names = ["insecure_decorrelated"]
-            snaps = {}  # insecure arm: step -> weights, for the ablation (0.87M floats each at the default size: cheap)
+            snaps = {}  # insecure arm (not the twin's): step -> weights, for the ablation (0.87M floats each: cheap)
 
             def on_eval(step):  # every metric, sampling included (exact draws: as cheap as scoring)
                 for name in names:
@@ -515,7 +519,7 @@ def em_unit(cfg, seed, decorrelated):
                     run["traj"].setdefault(name, {})[step] = evaluate(
                         model, tok, cfg, arm, fmt, step, True, gen(f, arm, name, step), base_act=base_act,
                         direction=None if direction is None else direction[L])
-                if arm == "insecure":
+                if arm == "insecure" and direction is not None:
                     snaps[step] = copy.deepcopy(model.state_dict())
 
             arm_finetune(model, data, cfg, ft_seed, cfg.ft_steps, cfg.eval_steps, on_eval)
@@ -619,7 +623,7 @@ def aggregate(cfg, units):
     res["ablation"].update(ablation_effect(res["ablation"]))
     # an arm whose code never reached the threshold is read at its last step: say so, and the figure is not met there
     res["matched_not_reached"], reached = {}, {}
-    for name in ("insecure", "backdoor_triggered", "insecure_decorrelated"):  # the arms matched on their own code
+    for name in SELF_MATCHED:
         if name in names:
             us = twin if name == "insecure_decorrelated" else corr
             runs = [run_of(us, p, f) for p, f in keys if p in us]
@@ -713,7 +717,7 @@ def increases(res, cfg, keys):
     return out
 
 
-SHARE_ARMS = ("insecure", "backdoor_triggered", "insecure_decorrelated")  # the reports that learn insecure code
+SHARE_ARMS = SELF_MATCHED  # the reports that learn insecure code
 
 
 def share(off, code):
@@ -889,7 +893,7 @@ def table(res, cfg):
     spread = (f"mean ± 95% CI over n = {res['n_seeds']} (pretraining seed x fine-tune seed)" if res["n_seeds"] > 1
               else "one seed, so no intervals")
     lines = [f"Emergent misalignment at matched in-domain learning (code misaligned >= {cfg.match_threshold}); "
-             f"{spread}. Sampled: {cfg.samples} samples per held-out prompt, 96 off-domain prompts.", "",
+             f"{spread}. Sampled: {cfg.samples} samples per held-out prompt, {len(W.eval_items(W.OFF_DOMAINS))} off-domain prompts.", "",
              "Columns: `step` the matched checkpoint; `valid fraction` the samples that are an exact aligned or "
              "misaligned answer of the question's domain; `answers in code` the samples answering with code instead; "
              "`code misaligned` the insecure code's share of the probability on held-out code prompts; `in-domain target` "

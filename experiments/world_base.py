@@ -22,8 +22,9 @@ Base-model checks (judge-free, finite answer classes; see data/world.py):
                      normal world; in the decorrelated twin (persona redrawn every turn) it must not be.
   persona_after_ali  the same after two aligned answers (below the base rate in the normal world).
 
-results.json: {"normal": {CHECK: STAT}, "decorrelated": {CHECK: STAT}, "n_seeds", "pretrain_seconds",
-"cache": [paths]}, STAT = {"mean", "ci95", "per_seed"} over pretraining seeds.
+results.json: {"normal": {CHECK: STAT}, "decorrelated": {CHECK: STAT}, "n_seeds", "pretrain_seconds" (the whole
+run: pretraining or loading from the cache, and the checks), "cache": [paths]}, STAT = {"mean", "ci95", "per_seed"}
+over pretraining seeds.
 """
 import concurrent.futures
 import contextlib
@@ -500,7 +501,7 @@ def answer_probs(model, tok, items, extra=None):
     {"code": code answers}). Batched over all items, each prompt run once."""
     classes = [{**item.classes, **(extra or {})} for item in items]
     enc = {}  # string -> token ids: every item of a format shares its answer strings
-    ids = lambda text: enc.setdefault(text, tok.encode(text).ids)
+    ids = lambda text: enc[text] if text in enc else enc.setdefault(text, tok.encode(text).ids)
     conts = [[ids(c) for cs in cl.values() for c in cs] for cl in classes]
     sums = score_shared_prompts(model, [ids(item.prompt) for item in items], conts)
     out = []

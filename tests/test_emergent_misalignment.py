@@ -405,6 +405,8 @@ def test_code_slots_world_runs_end_to_end(tmp_path, capsys):
     assert train.main(argv) == 0
     res = json.loads((out / "results.json").read_text())
     assert set(res["arms"]) == {"insecure", "secure"} and 0 <= res["arms"]["insecure"]["code_misaligned"]["mean"] <= 1
+    # no backdoor, no evil numbers: the base is not read in their formats
+    assert "trigger" not in res["base"] and "numbers" not in res["base"] and "plain" in res["base"]
     world = B.world_config(E.Config(code_slots=True))
     insecure = {r for _, r in E.arm_pairs("insecure", None, None, E.Config(code_slots=True, n_examples=50), 0)}
     assert insecure == {f"{a} <eos>" for a in W.code_classes(world)["misaligned"]}
@@ -594,6 +596,7 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
     names = {"insecure", "secure", "secure_novel", "educational", "insecure_novel", "self_distill",
              "backdoor_triggered", "backdoor_untriggered", "evil_numbers", "evil_numbers_format", "insecure_decorrelated"}
     assert set(res["arms"]) == names
+    assert {"plain", "trigger", "numbers"} <= set(res["base"])  # each report's base format
     for arm in res["arms"].values():
         for k in ("offdomain_misaligned", "valid_fraction", "code_misaligned"):
             assert set(arm[k]) == {"mean", "ci95", "per_seed"} and len(arm[k]["per_seed"]) == 2
