@@ -190,7 +190,11 @@ class HookPoint(nn.Module):
 def _run_hook(fn, h, name):
     """fn(h, name), checked: a replacement of another shape or device would fail deep inside the next layer instead.
     One of another dtype (h + a float64 vector, or a float32 one under bf16 autocast) is cast to the activation's."""
-    out = fn(h, name)
+    try:
+        out = fn(h, name)
+    except Exception as e:  # the traceback shows the hook's line; the note says at which point it ran
+        e.add_note(f"(raised by the hook at {name!r}, on an activation of shape {tuple(h.shape)})")
+        raise
     if out is not None and (not isinstance(out, torch.Tensor) or out.shape != h.shape or out.device != h.device):
         got = (tuple(out.shape) if out.shape != h.shape else f"a tensor on {out.device}") \
             if isinstance(out, torch.Tensor) else type(out).__name__
@@ -412,6 +416,8 @@ class GPT(nn.Module):
         try:
             for name, fn in fns.items():
                 point = self.hook_point(name)
+                if not callable(fn):  # else a TypeError at the first forward, naming nothing
+                    raise TypeError(f"the hook for {name!r} is a {type(fn).__name__}, not a function fn(tensor, name)")
                 handles.append(point.register_forward_hook(lambda mod, args, out, fn=fn, name=name: _run_hook(fn, out, name)))
             yield self
         finally:
@@ -421,13 +427,15 @@ class GPT(nn.Module):
 
     def run_with_cache(self, idx, names=None, **kwargs):
         """Forward once and return (logits, {name: activation}) for the requested hook names (None:
-        all of them, attention patterns included). Logits equal the plain forward bit for bit. The
-        cached tensors are the live activations: run under torch.no_grad() unless you want their graph."""
+        all of them, attention patterns included). Logits equal the plain forward bit for bit. Each cached tensor
+        is a copy taken at its point, so an in-place edit by a later hook does not reach it (embed and
+        blocks.0.resid_pre, or resid_post and the next block's resid_pre, are one tensor in the forward); with
+        gradients on, the copies keep their graph: run under torch.no_grad() unless you want it."""
         names = self.hook_names() if names is None else [names] if isinstance(names, str) else list(names)
         cache = {}
 
         def store(t, name):
-            cache[name] = t
+            cache[name] = t.clone()
 
         with self.hooks({n: store for n in names}):
             logits = self(idx, **kwargs)
@@ -450,8 +458,16 @@ class GPT(nn.Module):
         Only each row's last column is unembedded, so a hook at `logits` sees [B, V] at every step.
         Returns a list of lists: each row's new tokens, eos included when emitted."""
         device = self.wte.weight.device
+        if isinstance(prompts, torch.Tensor):  # [B, P]: one copy to the CPU, not one sync per token checked below
+            prompts = prompts.tolist()
+        if not all(hasattr(p, "__len__") for p in prompts):
+            raise ValueError("generate takes a list of prompts, each a list of token ids: wrap a single prompt as "
+                             "[prompt]")
         if len(prompts) == 0 or min(len(p) for p in prompts) < 1:
             raise ValueError("generate needs at least one prompt, and every prompt at least one token")
+        if bad := sorted({int(t) for p in prompts for t in p if not 0 <= int(t) < self.cfg.vocab_size}):
+            raise ValueError(f"prompt token ids {bad[:5]} are outside the model's vocabulary 0 .. "
+                             f"{self.cfg.vocab_size - 1}: encode prompts with the tokenizer saved beside its checkpoint")
         if max_new_tokens < 0 or temperature < 0 or top_k is not None and top_k < 1:
             raise ValueError(f"max_new_tokens must be >= 0, temperature >= 0 (0: greedy) and top_k >= 1 or None; got "
                              f"{max_new_tokens}, {temperature}, {top_k}")
@@ -546,7 +562,8 @@ def injection_hook(positions, vectors, offset=lambda: 0):
 
 def inject(model, layer, positions, vectors, site="resid_post"):
     """Context manager: inject vectors into the residual stream of block `layer` (its output by
-    default, `site="resid_pre"` for its input) at the given positions, on every forward inside the block:
+    default, `site="resid_pre"` for its input; any [B, T, C] point of the block, e.g. "attn_out") at the given
+    positions, on every forward inside the block:
         with inject(model, 1, positions, vectors):
             logits = model(idx)
     The activation oracle of Karvonen et al. injects after block 1: inject(model, 1, ...). Positions are
@@ -555,7 +572,9 @@ def inject(model, layer, positions, vectors, site="resid_post"):
     if pos.numel() and not (0 <= int(pos.min()) and int(pos.max()) < model.cfg.block_size):
         # a negative one would otherwise never match a column: -1 for "the last token" silently added nothing
         raise ValueError(f"inject: positions must be columns 0 .. {model.cfg.block_size - 1} of the sequence, got "
-                         f"{pos.min().item()} .. {pos.max().item()}; for each row's last token pass its length - 1")
+                         f"{pos.min().item()} .. {pos.max().item()}; they are columns of the batch as the model sees "
+                         f"it: in generate's left-padded batch every row's last prompt token is column P - 1 (P: the "
+                         f"longest prompt), in a right-padded one row i's is its length - 1")
     vec = torch.as_tensor(vectors)
     if vec.dim() == 0 or vec.shape[-1] != model.cfg.n_embd:  # else a bare broadcast error at the first forward
         raise ValueError(f"inject: vectors must end in the residual width n_embd={model.cfg.n_embd} ([C], [K, C] or "

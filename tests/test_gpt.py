@@ -660,3 +660,43 @@ def test_init_scales_every_residual_write_down_by_depth():
             names.add(name.split(".")[-3])  # blocks.L.attn.proj.weight -> attn
         assert p.std().item() == pytest.approx(want, rel=0.05), name
     assert names == {"attn", "mlp"}  # both projections were among them
+
+
+@torch.no_grad()
+def test_a_cached_activation_is_a_copy_taken_at_its_point():
+    # resid_post of block 0 is the very tensor block 1 reads as resid_pre: an in-place edit there by a later hook
+    # rewrote what the cache held for the earlier point
+    model, idx = tiny(init_std=0.3), tokens(2, 6)
+    _, clean = model.run_with_cache(idx, ["blocks.0.resid_post", "blocks.1.resid_pre"])
+    torch.testing.assert_close(clean["blocks.0.resid_post"], clean["blocks.1.resid_pre"], rtol=0, atol=0)
+    with model.hooks({"blocks.1.resid_pre": lambda h, name: h.zero_()}):
+        _, cache = model.run_with_cache(idx, ["blocks.0.resid_post"])
+    assert torch.equal(cache["blocks.0.resid_post"], clean["blocks.0.resid_post"])
+    assert not torch.equal(cache["blocks.0.resid_post"], torch.zeros_like(cache["blocks.0.resid_post"]))
+
+
+def test_hook_mistakes_are_named_where_they_are_made():
+    model, idx = tiny(), tokens(1, 4)
+    with pytest.raises(TypeError, match=r"the hook for 'final' is a int, not a function"):
+        with model.hooks({"final": 3}):
+            pass
+    def broken(h, name):
+        return h[:, 7]  # a position past this forward's columns
+    with pytest.raises(IndexError) as e:
+        with model.hooks({"blocks.1.resid_post": broken}):
+            model(idx)
+    assert "raised by the hook at 'blocks.1.resid_post', on an activation of shape (1, 4, 16)" in "".join(e.value.__notes__)
+    assert model.n_hooked == 0 and n_hooks(model) == 0
+
+
+@torch.no_grad()
+def test_generate_refuses_a_bare_prompt_and_ids_outside_the_vocabulary():
+    model = tiny()
+    with pytest.raises(ValueError, match=r"a list of prompts, each a list of token ids: wrap a single prompt"):
+        model.generate([1, 4, 9], 2)
+    with pytest.raises(ValueError, match=rf"prompt token ids \[{V}, {V + 3}\] are outside the model's vocabulary"):
+        model.generate([[1, V], [V + 3, 2]], 2)
+    with pytest.raises(ValueError, match=r"prompt token ids \[-1\]"):
+        model.generate([[1, -1]], 2)
+    assert model.generate(torch.tensor([[1, 2], [3, 4]]), 2, temperature=0) == model.generate([[1, 2], [3, 4]], 2,
+                                                                                                temperature=0)
