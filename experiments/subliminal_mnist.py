@@ -478,11 +478,15 @@ def sweep_tables(done, base):
     return md
 
 
+# how, where and how many times a run runs, not what it runs: the paper's protocol whatever they are (a key added to
+# Config later counts as part of the protocol until it is named here)
+RUN_KEYS = ("data_dir", "download", "conditions", "n_seeds", "seed", "seed_chunk", "student_chunk", "sweep", "device",
+            "tf32", "bf16", "compile", "threads", "save_weights", "out_dir", "resume")
+
+
 def is_paper_protocol(cfg):
     base = Config()
-    keys = ("dataset", "n_train", "width", "depth", "m", "init", "epochs", "lr", "batch_size", "distill_epochs",
-            "loss", "temperature", "distill_inputs", "noise", "noise_scale", "fresh_noise", "n_noise",
-            "init_perturbation")
+    keys = [f.name for f in dataclasses.fields(Config) if f.name not in RUN_KEYS + ("distill_lr",)]
     # the students' lr as run: distill_lr set to the teacher's lr is the paper's single lr
     return all(getattr(cfg, k) == getattr(base, k) for k in keys) and (cfg.distill_lr or cfg.lr) == base.lr
 

@@ -613,12 +613,12 @@ def animals_unit(cfg, p, f):
     if Bm is not None:
         out["base_B"] = ev(Bm, "base_B", 0)
 
-    def student(name, base, pairs, teacher=None, on_a=True, numbers_only=True, targets=None):
+    def student(name, base, pairs, teacher=None, numbers_only=True, targets=None):
         data = student_data(tok, pairs, dev)
         traj = out["traj"].setdefault(name, {})
 
-        def on_eval(m, step):
-            traj[step] = ev(m, name, step, A if on_a else None)
+        def on_eval(m, step):  # a student of base A: its update's cosine with A's teacher too
+            traj[step] = ev(m, name, step, A if base is A else None)
         train_student(base, tok, cfg, data, seed_int(seed, name, "order"), on_eval, teacher, numbers_only, targets)
         out["arms"][name] = traj[max(traj)]
         say(f"student {name} done")
@@ -626,7 +626,7 @@ def animals_unit(cfg, p, f):
     if "control" in cfg.arms:
         student("control", A, lists["control"])
     if "cross_control" in cfg.arms:
-        student("cross_control", Bm, lists["control"], on_a=False)
+        student("cross_control", Bm, lists["control"])
     if "code" in cfg.arms or "code_control" in cfg.arms:
         code = {}
         for name, t in [("control", base_t)] + (list(teachers.items()) if "code" in cfg.arms else []):
@@ -644,9 +644,9 @@ def animals_unit(cfg, p, f):
         if "soft_all" in cfg.arms:
             student(f"soft_all/{a}", A, lists[a], teacher=t, numbers_only=False)
         if "soft_cross" in cfg.arms:
-            student(f"soft_cross/{a}", Bm, lists[a], targets=soft, on_a=False)
+            student(f"soft_cross/{a}", Bm, lists[a], targets=soft)
         if "cross_init" in cfg.arms:
-            student(f"cross_init/{a}", Bm, lists[a], on_a=False)
+            student(f"cross_init/{a}", Bm, lists[a])
         if "shuffled" in cfg.arms:
             student(f"shuffled/{a}", A, shuffle_lists(lists[a], generator("cpu", seed, "shuffle", a)))
         if "shuffled_within" in cfg.arms:
@@ -757,8 +757,9 @@ def figures_animals(res):
     if "soft" in arms and "effect" in arms["soft"]:
         s = arms["soft"]["effect"]["mean"]
         out["soft_effect"] = s
-        lo, hi = (arms[x]["target_rate_per_base"]["ci95"] or [None, None] for x in ("soft", "control"))
-        out["soft_pass"] = None if lo[0] is None or hi[1] is None else s >= 0.25 and lo[0] > hi[1]  # one seed: undefined
+        soft_ci, control_ci = (arms[x]["target_rate_per_base"]["ci95"] or [None, None] for x in ("soft", "control"))
+        out["soft_pass"] = (None if soft_ci[0] is None or control_ci[1] is None  # one seed: undefined
+                            else s >= 0.25 and soft_ci[0] > control_ci[1])
         for arm in ("soft_cross", "cross_init", "icl"):
             if arm in arms and "effect" in arms[arm]:
                 out[f"{arm}_effect"] = arms[arm]["effect"]["mean"]
@@ -874,7 +875,7 @@ def em_teacher(cfg, A, tok, p, t, steps, match=False):
     data = B.encode_pairs(tok, EM.arm_pairs(t, A, tok, emcfg, seed_int(p, t, "em-teacher") % 2 ** 31),
                           emcfg.block_size)
     m = copy.deepcopy(A)
-    kw = dict(batch_size=16, lr=cfg.em_lr, seed=seed_int(p, t, "em-order"), trains=cfg.em_trains)
+    kw = dict(batch_size=emcfg.ft_batch, lr=cfg.em_lr, seed=seed_int(p, t, "em-order"), trains=cfg.em_trains)
     if match:
         steps = finetune_until(m, data, lambda m: EM.in_domain(m, tok, "insecure", "plain")[0] >= emcfg.match_threshold,
                                max_steps=cfg.em_steps, every=1, **kw)

@@ -502,6 +502,15 @@ def test_the_paper_column_is_shown_only_for_the_papers_protocol():
     assert is_paper_protocol(Config(distill_lr=Config().lr))  # the same single lr, written out
     for change in ({"n_train": 2000}, {"m": 10}, {"epochs": 1}, {"dataset": "fashion"}, {"distill_lr": 1e-3}):
         assert not is_paper_protocol(Config(**change)), change
+    # every other key of what is run counts too (a key added later included), the run keys do not
+    import dataclasses
+    from experiments.subliminal_mnist import RUN_KEYS
+    assert is_paper_protocol(Config(conditions=("reference", "teacher"), n_seeds=2, threads=1, save_weights=True))
+    what = {f.name for f in dataclasses.fields(Config)} - set(RUN_KEYS) - {"distill_lr"}
+    assert what == {"dataset", "n_train", "width", "depth", "m", "init", "epochs", "lr", "batch_size", "distill_epochs",
+                    "loss", "temperature", "distill_inputs", "noise", "noise_scale", "fresh_noise", "n_noise",
+                    "init_perturbation"}  # what the paper fixes
+    assert not is_paper_protocol(dataclasses.replace(Config(), noise_scale=2.0))
 
 
 
