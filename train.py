@@ -436,11 +436,20 @@ def rewrite_results(run_dir, res, table):
     res = {**res, "seconds": seconds}
     md = table(res)
     write_json(saved, res)
-    md_path.write_text(md + "\n")
+    write_text(md_path, md + "\n")
     with open(run_dir / "reaggregated.jsonl", "a") as f:
         f.write(json.dumps({"utc": datetime.datetime.now(datetime.timezone.utc).isoformat(), **provenance(),
                             "results_changed": saved.read_text() != before}) + "\n")
     return res, md, [saved, md_path]
+
+
+def write_partial(run_dir, res, md):
+    """`python eval.py` on a run still going: what its finished part gives, in results_partial.json / .md (beside
+    the finished run's files, never over them). -> the two files written."""
+    wrote = [Path(run_dir) / "results_partial.json", Path(run_dir) / "results_partial.md"]
+    write_json(wrote[0], res)
+    write_text(wrote[1], md + "\n")
+    return wrote
 
 
 def cpu_name():
@@ -478,6 +487,10 @@ def atomic_write(path, write):
 
 def write_json(path, obj):
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
+
+
+def write_text(path, text):
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 # what a run and the analysis scripts write in a run's folder (every experiment's; the scripts' json and figures
@@ -605,7 +618,7 @@ class Run:
 
     def save_results(self, results, table_md):
         write_json(self.dir / "results.json", results)
-        (self.dir / "results.md").write_text(table_md + "\n")
+        write_text(self.dir / "results.md", table_md + "\n")
 
 
 # ----------------------------------------------------------------------------------------------------

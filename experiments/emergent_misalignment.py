@@ -74,7 +74,7 @@ from eval import fmt_stat, group_means, summarize, summarize_by
 from experiments import world_base as B
 from model import GPT, GPTConfig, generator, seed_int
 from train import (OPTIMIZERS, SCHEDULES, TRAINS, ConfigError, finetune, lora_linears, pyplot, read_results,
-                   rewrite_results, run_config, write_json)
+                   rewrite_results, run_config, write_partial)
 
 ARMS = ("insecure", "secure", "secure_novel", "educational", "insecure_novel", "self_distill", "backdoor",
         "evil_numbers")
@@ -879,9 +879,7 @@ def reevaluate(run_dir):
         res["partial"] = {"base_seeds": done, "of": list(cfg.seeds)}
         md = f"PARTIAL: {len(done)} of {len(cfg.seeds)} base seeds finished.\n\n" + table(res, cfg)
         suffix = "_partial"
-        wrote = [run_dir / "results_partial.json", run_dir / "results_partial.md"]
-        write_json(wrote[0], res)
-        wrote[1].write_text(md + "\n")
+        wrote = write_partial(run_dir, res, md)
     print(md)
     fig = run_dir / f"misalignment_vs_step{suffix}.png"
     plot(res, cfg, fig)

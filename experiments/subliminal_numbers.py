@@ -84,7 +84,7 @@ from eval import fmt_stat, group_means, summarize, summarize_by
 from experiments import world_base as B
 from model import generator, seed_int
 from train import (OPTIMIZERS, ORDERS, ConfigError, finetune, pack_pairs, pyplot, run_dir_config, run_results, soft_kl,
-                   teacher_targets, write_json)
+                   teacher_targets)
 
 ARMS = ("trait", "control", "soft", "soft_all", "soft_cross", "cross_init", "cross_control", "shuffled", "icl",
         "code", "code_control")
@@ -1226,7 +1226,7 @@ def reevaluate(run_dir):
     A run that is still going, or was stopped, has no results.json yet: then the bases whose units are all
     finished are aggregated into results_partial.json / .md and a *_partial.png figure, and the table says how many
     (a base with some of its students is left out: every summary pairs each base's students)."""
-    from train import read_results, rewrite_results, run_config
+    from train import read_results, rewrite_results, run_config, write_partial
     run_dir = Path(run_dir)
     cfg = run_config(Config, run_dir)
     suffix, done, wrote = "", run_dir / "results.json", []  # wrote: the tables rewritten, named in the last line
@@ -1250,9 +1250,7 @@ def reevaluate(run_dir):
         md = (f"PARTIAL: {len(found)} of {len(jobs)} units (seeds) finished; aggregated: the {len(bases)} of "
               f"{len(cfg.seeds)} bases with all their units.\n\n" + TABLES[cfg.mode](res, cfg))
         suffix = "_partial"
-        wrote = [run_dir / "results_partial.json", run_dir / "results_partial.md"]
-        write_json(wrote[0], res)
-        wrote[1].write_text(md + "\n")
+        wrote = write_partial(run_dir, res, md)
     print(md)
     fig = run_dir / f"subliminal_{cfg.mode}{suffix}.png"
     PLOTS[cfg.mode](res, cfg, fig)
