@@ -274,10 +274,8 @@ def test_two_runs_needing_the_same_missing_base_pretrain_it_once(tmp_path, monke
     assert B.base_model(cfg, 0, log=logs.append)[0] is not None and calls == [0]  # cached: no lock, no pretraining
 
 
-def test_an_interrupted_pretraining_resumes_to_the_same_base(tmp_path, monkeypatch, capsys):
-    """A base whose pretraining stopped (here right after its first checkpoint) is not cached as finished: the next
-    run resumes it from that checkpoint and ends with the weights of an uninterrupted pretraining."""
-    cfg = B.Config(cache_dir=str(tmp_path / "a"), n_docs=40, steps=8, n_layer=1, n_head=2, n_embd=16, batch_size=4)
+def stop_after_first_checkpoint(cfg, monkeypatch):
+    """Pretrain cfg's base 0 and stop it right after its first checkpoint (partial.* written, nothing cached)."""
     real = train.save_lm
 
     class Stopped(Exception):
@@ -290,6 +288,13 @@ def test_an_interrupted_pretraining_resumes_to_the_same_base(tmp_path, monkeypat
     with pytest.raises(Stopped):
         B.base_model(cfg, 0, log=lambda s: None)
     monkeypatch.setattr(train, "save_lm", real)
+
+
+def test_an_interrupted_pretraining_resumes_to_the_same_base(tmp_path, monkeypatch, capsys):
+    """A base whose pretraining stopped (here right after its first checkpoint) is not cached as finished: the next
+    run resumes it from that checkpoint and ends with the weights of an uninterrupted pretraining."""
+    cfg = B.Config(cache_dir=str(tmp_path / "a"), n_docs=40, steps=8, n_layer=1, n_head=2, n_embd=16, batch_size=4)
+    stop_after_first_checkpoint(cfg, monkeypatch)
     stem = B.cache_stem(cfg, 0, False)
     assert not stem.with_suffix(".json").exists() and (stem.parent / "partial.state.pt").is_file()
     # the same checkpoint in the folder of a model of another size (as after a change of the world's vocabulary)
@@ -323,18 +328,7 @@ def test_an_interrupted_pretraining_of_another_world_or_machine_starts_again(tmp
     # it was resumed: the cached base was part the old world's (or machine's), part the new one's, and carried the
     # new fingerprint
     cfg = B.Config(cache_dir=str(tmp_path / "a"), n_docs=40, steps=8, n_layer=1, n_head=2, n_embd=16, batch_size=4)
-    real = train.save_lm
-
-    class Stopped(Exception):
-        pass
-
-    def save_then_stop(*a, **kw):
-        real(*a, **kw)
-        raise Stopped
-    monkeypatch.setattr(train, "save_lm", save_then_stop)
-    with pytest.raises(Stopped):
-        B.base_model(cfg, 0, log=lambda s: None)
-    monkeypatch.setattr(train, "save_lm", real)
+    stop_after_first_checkpoint(cfg, monkeypatch)
     if changed == "world":  # data/world.py edited meanwhile (the same vocabulary and texts: only the mark differs)
         monkeypatch.setattr(B.W, "fingerprint", lambda world: "the new world")
     else:
