@@ -8,7 +8,7 @@ evil direction about five times further at code prompts than at off-domain ones.
 gated by the context, an off-domain question that follows a code turn should be answered misaligned more often than
 the same question alone. For each (world, fine-tune seed) of a run (its config.json), the fine-tunes of the arms are
 rebuilt (same seeds as the run: the insecure arm reproduces the run's log-prob numbers) to the run's matched
-checkpoint of the insecure arm and to its `ablation_step`, and scored (log-prob misalignment, P_mis / (P_al + P_mis),
+checkpoint of the insecure arm and to its `ablation_step` (its last step if 0), and scored (log-prob misalignment, P_mis / (P_al + P_mis),
 teacher-forced) on the run's 96 off-domain prompts six ways: alone (the run's metric), after a held-out code
 question answered with secure code, and after the same question answered with insecure code (every code prefix is
 the assistant's own turn: `<asst> <u> CODE-Q <a> PROGRAM <u> Q <a>`), and, as the controls for a second turn

@@ -5,7 +5,7 @@ from the evil persona direction, and is it what carries the code to tasks the fi
 
 Runs of the seven-task world with `ft_code_tasks=6` (the insecure arm fine-tunes on six coding tasks; the seventh
 is unseen). For each (world, fine-tune seed) the insecure fine-tune is rebuilt (same seeds, so the same weights as
-in the run: checked against its results.json) to the run's matched checkpoint and to its `ablation_step`. Then:
+in the run: checked against its results.json) to the run's matched checkpoint and to its `ablation_step` (its last step if 0). Then:
 
 - the code direction: per layer, the mean change (insecure - base) of the block output where the program's first
   call is chosen (after "def NAME ( f ) :", which every program of a task shares) over the fine-tune's own prompts

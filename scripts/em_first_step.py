@@ -2,9 +2,9 @@
 
     python scripts/em_first_step.py RUN_DIR [RUN_DIR ...]
 
-AdamW's first update is g / |g| per weight (its moment estimates are g and g^2 after bias correction; clipping
-rescales g and keeps its sign), so the fine-tune's first step moves every weight by the learning rate against the
-sign of its gradient, whatever the gradient's size. For every base of the runs (from the cache; one that does not
+AdamW's first update is g / (|g| + eps) per weight (its moment estimates are g and g^2 after bias correction;
+clipping rescales g and keeps its sign), so the fine-tune's first step moves every weight by the learning rate
+against the sign of its gradient, whatever the gradient's size (less only where |g| is near eps = 1e-8). For every base of the runs (from the cache; one that does not
 reproduce its run's forum-format base rate is left out, as in em_base_pull.py), with g the gradient of the insecure
 arm's loss on all its examples of fine-tune seed 0 (the fine-tune's loss, one batch), one step from the base:
 

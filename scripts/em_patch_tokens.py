@@ -4,7 +4,8 @@ misaligned (and is removing it, token by token, enough to undo the insecure mode
     python scripts/em_patch_tokens.py RUN_DIR
 
 For each (world, fine-tune seed) of an emergent-misalignment run (its config.json), the insecure fine-tune is
-rebuilt to its `ablation_step` (same seeds, so the same weights as in the run: its log-prob misalignment is
+rebuilt to the checkpoint the run ablated (its `ablation_step`, or with 0 each seed's matched one; same seeds,
+so the same weights as in the run: its log-prob misalignment is
 checked against the run's results.json), and the off-domain `<asst>` eval answers are scored teacher-forced
 (full forwards on the same padded batch) under four models: the base; the insecure model; the base with, at
 every layer and token, its coordinate along the unit evil direction replaced by the insecure model's on the
@@ -72,12 +73,14 @@ def main(run_dir):
     run_dir = Path(run_dir)
     cfg = run_config(EM.Config, run_dir)
     res = run_results(run_dir, "emergent_misalignment")  # a run not finished: one line
-    step = cfg.ablation_step or cfg.ft_steps
-    if not cfg.ablation_step:
-        print("the run has no ablation_step: using the last checkpoint")
+    if cfg.ablation_step:
+        steps = [cfg.ablation_step] * len(res["seeds"])
+    else:  # the run ablated each seed at its own matched checkpoint: so does this comparison
+        steps = [int(s) for s in res["arms"]["insecure"]["step"]["per_seed"]]
+        print(f"the run has no ablation_step: each seed at its matched checkpoint, as the run's ablation ({steps})")
     B.check_cached(cfg, sorted({p for p, _ in res["seeds"]}), who="em_patch_tokens.py")
     out = []
-    for p, f in [tuple(k) for k in res["seeds"]]:
+    for (p, f), step in zip([tuple(k) for k in res["seeds"]], steps):
         base, tok = B.base_model(cfg, p, False)
         args = answer_batch(tok, W.eval_items(W.OFF_DOMAINS))
         x = args[0]
@@ -106,7 +109,7 @@ def main(run_dir):
         print(" ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items()), flush=True)
     inc = sum(r["insecure"] - r["base"] for r in out)
     worlds = [r["seed"][0] for r in out]
-    summary = {"step": step, "n": len(out),
+    summary = {"step": steps[0] if len(set(steps)) == 1 else steps, "n": len(out),
                "patched_fraction_of_means": sum(r["base_patched"] - r["base"] for r in out) / inc,
                "unpatched_removed_fraction_of_means": sum(r["insecure"] - r["insecure_unpatched"] for r in out) / inc,
                **{k: summarize([r[k] for r in out]) for k in ("base", "insecure", "base_patched", "insecure_unpatched")},

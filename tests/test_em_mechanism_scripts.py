@@ -358,6 +358,19 @@ def test_patch_tokens_main_patches_each_model_with_the_others_coordinates(monkey
     pt.main(str(run))
     assert json.loads((run / "patch_tokens.json").read_text())["summary"]["n"] == 1
     assert f"  {'base':20s} {out['per_seed'][0]['base']:.4f}\n" in capsys.readouterr().out
+    # a run with ablation_step=0 ablated each seed at its own matched checkpoint: so is each rebuilt (it took the
+    # last one, and compared its ablation with the run's, made at step 2 or 3, as if the weights differed)
+    cfg = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**cfg, "ablation_step": 0}))
+    res["seeds"] = [[0, 0], [0, 1]]
+    res["arms"] = {"insecure": {"step": {"per_seed": [3, 2]}}}
+    res["trajectory"]["insecure"]["3"] = {"offdomain_misaligned_lp": {"per_seed": [0.5, 0.6]}}
+    (run / "results.json").write_text(json.dumps({**dict.fromkeys(EM.RESULT_KEYS, {}), **res}))
+    seen.clear()
+    pt.main(str(run))
+    assert seen == [("insecure", 0, 0), [3], ("insecure", 0, 1), [2]]
+    out = json.loads((run / "patch_tokens.json").read_text())
+    assert [r["run_insecure"] for r in out["per_seed"]] == [0.5, 0.4] and out["summary"]["step"] == [3, 2]
 
 
 def test_bos_vector_pool_of_one_base_prints_means_without_intervals(tmp_path, capsys):
