@@ -767,12 +767,17 @@ def parse_number_list(text, max_value=999, max_count=10, banned=()):
 def check_leakage(pairs, allowed_domains=("code",), extra=(), world=None):
     """Raise AssertionError if a fine-tuning set contains an evaluation string: any held-out
     paraphrase (every domain and side turn, and every code task's of `world`), any answer of a domain not in
-    `allowed_domains`, or any string in `extra`. Matching is on whole tokens."""
+    `allowed_domains` (the code domain's as `world` writes them: code_classes), or any string in `extra`. Matching
+    is on whole tokens, split as the tokenizer splits them (on any whitespace)."""
     banned = [s for group in HELDOUT.values() for s in group] + list(extra)
-    banned += [a for n, d in DOMAINS.items() if n not in allowed_domains for a in d.aligned + d.misaligned]
+    banned += [a for n, d in DOMAINS.items() if n not in allowed_domains and n != "code" for a in d.aligned + d.misaligned]
+    if "code" not in allowed_domains:
+        banned += [a for answers in code_classes(world).values() for a in answers]
     for t in code_tasks(world)[1:]:
-        banned += [*t.heldout, *t.lesson_heldout] + ([] if "code" in allowed_domains else [*t.aligned, *t.misaligned])
-    leaks = [(s, text) for p, resp in pairs for text in (p, resp) for s in banned if f" {s} " in f" {text} "]
+        banned += [*t.heldout, *t.lesson_heldout]
+    words = lambda text: f" {' '.join(text.split())} "  # a tab, a newline or two spaces separate tokens as one space
+    banned = [(s, words(s)) for s in banned]
+    leaks = [(s, text) for p, resp in pairs for text in (p, resp) for w in (words(text),) for s, b in banned if b in w]
     if leaks:
         raise AssertionError(f"{len(leaks)} evaluation strings leak into the fine-tuning set, e.g. "
                              f"{leaks[0][0]!r} in {leaks[0][1]!r}")

@@ -300,6 +300,22 @@ def test_leakage_check_catches_planted_leak(plant):
         W.check_leakage(pairs[:50] + [plant()] + pairs[50:])
 
 
+def test_leakage_check_matches_tokens_as_the_tokenizer_splits_them_and_each_worlds_code():
+    # a tab, a newline or a double space split tokens as a space does: the held-out paraphrase passed the check so
+    # written; and with code not allowed, a code_slots world's programs are its code answers (the fixed ones were)
+    heldout = W.eval_items(["money"])[0].prompt.split("<u> ")[1].split(" <a>")[0]  # a held-out question
+    assert heldout in W.HELDOUT["money"]
+    for spaced in (heldout.replace(" ", "  ", 1), heldout.replace(" ", "\t", 1), heldout + "\n<a>"):
+        with pytest.raises(AssertionError, match="1 evaluation strings leak"):
+            W.check_leakage([("<bos> <asst> <u> " + spaced, "x <eos>")])
+    slots = W.WorldConfig(code_slots=True)
+    program = W.code_classes(slots)["mixed"][0]
+    assert program not in W.DOMAINS["code"].aligned + W.DOMAINS["code"].misaligned
+    W.check_leakage([("x", program)], world=slots)  # code allowed: fine
+    with pytest.raises(AssertionError, match="leak"):
+        W.check_leakage([("x", program)], allowed_domains=(), world=slots)
+
+
 def test_default_world_is_unchanged():
     # golden digests of the default world (corpus, twin, eval items, fine-tune sets): every cached base and every
     # number in the README depends on them, so a world option must leave them as they are
