@@ -19,6 +19,8 @@ _T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 
 
 
 def t975(df):
+    if df < 1:  # (a list index of 0 or less would read the table from its end)
+        raise ValueError(f"a t-interval needs df >= 1 (two values or more), got df={df}")
     if df <= 30:
         return _T975[df - 1]
     # past the table, the quantile's expansion in 1/df around the normal's (Cornish-Fisher, four terms): within 1e-7
@@ -66,8 +68,9 @@ def summarize_by(values, groups):
     if len(set(sizes.values())) > 1:
         raise ValueError(f"unbalanced groups {sizes}: the mean over seeds and over groups would differ")
     st = summarize(values)
-    st["ci95"] = summarize(group_means(st["per_seed"], groups))["ci95"]
-    st["n_groups"] = len(sizes)
+    means = group_means(st["per_seed"], groups)
+    st["ci95"] = summarize(means)["ci95"]
+    st["n_groups"] = sum(not math.isnan(m) for m in means)  # the interval's n (a group with no defined seed is out)
     return st
 
 
@@ -81,7 +84,8 @@ def mean_ci(stat, digits=3, scale=1, sign="+", show=None):
     (sign "": no plus sign). show: a function number -> text used for the mean and both ends instead (e.g. a
     log-scale number shown as a ratio)."""
     v = show or (lambda y: f"{scale * y:{sign}.{digits}f}")
-    return v(stat["mean"]) + ("" if stat["ci95"] is None else f" [{v(stat['ci95'][0])}, {v(stat['ci95'][1])}]")
+    ends = None if stat["ci95"] is None else sorted(stat["ci95"], key=lambda y: scale * y)  # a negative scale flips them
+    return v(stat["mean"]) + ("" if ends is None else f" [{v(ends[0])}, {v(ends[1])}]")
 
 
 def fmt_ratio(r, digits=2):

@@ -13,6 +13,7 @@ import hashlib
 import os
 import struct
 import urllib.request
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,8 @@ def parse_idx(raw, name, expect_count=None):
     else:
         raise DataError(f"{name} is not an IDX image or label file (magic number {magic}, expected 2051 "
                         f"or 2049): delete it and load again to re-download it")
+    if min(shape) < 0:  # a damaged header: its product could still look like the right length
+        raise DataError(f"{name} has a negative size in its header {shape}: delete it and load again")
     if expect_count is not None and count != expect_count:
         raise DataError(f"{name} holds {count} items, expected {expect_count}: is it the right file?")
     n = int(np.prod(shape))
@@ -162,7 +165,7 @@ def load(data_dir="data", dataset="mnist", download=True, verify=True):
                                 f"corrupt or not the original: delete it and load again to re-download it")
         try:
             raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-        except (OSError, EOFError) as e:
+        except (OSError, EOFError, zlib.error) as e:  # (zlib.error: damaged data inside a valid gzip header)
             raise DataError(f"{path} is not a readable gzip file ({e}): delete it and load again") from None
         arrays.append(parse_idx(raw, path.name, COUNTS[i] if verify else None))
     train_x, train_y, test_x, test_y = arrays

@@ -58,6 +58,23 @@ def test_bad_magic_truncated_and_wrong_count():
         mnist.parse_idx(good, "x", expect_count=60000)
     with pytest.raises(DataError, match="trailing bytes"):  # a longer file is not the file either
         mnist.parse_idx(good + b"\x00", "x")
+    # a damaged image header whose sizes multiply to the right length: -1 x -1 x 1 images of 1 byte
+    bad = b"\x00\x00\x08\x03" + b"".join(v.to_bytes(4, "big", signed=True) for v in (-1, -1, 1)) + b"\x07"
+    with pytest.raises(DataError, match=r"negative size in its header \(-1, -1, 1\)"):
+        mnist.parse_idx(bad, "x")
+
+
+def test_a_gzip_damaged_inside_is_a_data_error_also_unverified(tmp_path):
+    # damaged compressed data behind a valid gzip header raised zlib.error, not a DataError (with verify=False, for
+    # one's own IDX files, the MD5 check does not catch it first)
+    _fake_dataset(tmp_path / "mnist")
+    path = tmp_path / "mnist" / "train-labels-idx1-ubyte.gz"
+    raw = bytearray(path.read_bytes())
+    start = 10 if not raw[3] & 8 else raw.index(0, 10) + 1  # the deflate data, after the header (and a file name)
+    raw[start] = 0xff  # an invalid block type
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="is not a readable gzip file"):
+        mnist.load(tmp_path, "mnist", download=False, verify=False)
 
 
 def _fake_dataset(folder):

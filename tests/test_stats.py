@@ -21,6 +21,9 @@ def test_t_quantiles_are_the_tables():
              1000: 1.9623}
     for df, q in exact.items():  # the table's three decimals up to df = 30, the expansion's four past it
         assert t975(df) == pytest.approx(q, abs=5e-4 if df <= 30 else 5e-5), df
+    for df in (0, -1):  # one value has no interval: not the table read from its end
+        with pytest.raises(ValueError, match="df >= 1"):
+            t975(df)
 
 
 def test_interval_over_groups_not_over_repeated_seeds():
@@ -32,6 +35,13 @@ def test_interval_over_groups_not_over_repeated_seeds():
     assert summarize_by([1.0, 1.0], [0, 0])["ci95"] is None  # one base: no interval
     with pytest.raises(ValueError, match="unbalanced"):
         summarize_by([1.0, 2.0, 3.0], [0, 0, 1])
+    # a base with no defined seed is not one of the interval's groups, and n_groups says so
+    st = summarize_by([1.0, 1.0, 3.0, 3.0, math.nan, math.nan], [0, 0, 1, 1, 2, 2])
+    assert st["n_groups"] == 2 and st["ci95"] == pytest.approx([2 - t975(1), 2 + t975(1)])
+
+
+def test_a_negative_scale_keeps_the_interval_in_order():
+    assert mean_ci({"mean": 1.0, "ci95": [-0.5, 2.0]}, 1, scale=-1) == "-1.0 [-2.0, +0.5]"
 
 
 def test_undefined_seed_is_left_out_not_propagated():
