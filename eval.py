@@ -1,6 +1,7 @@
 """Evaluations and statistics, and `python eval.py RUN_DIR` to re-evaluate a saved run.
 
-    python eval.py out/subliminal_mnist/20261127-071500     # reloads the saved models, recomputes the table
+    python eval.py out/subliminal_mnist/20261127-071500     # recomputes the table (MNIST: from the saved models;
+                                                            # the others: from the saved units, also mid-run)
 
 Statistics: every reported number is a mean over seeds with a two-sided 95% Student-t confidence
 interval, `{"mean", "ci95": [lo, hi], "per_seed": [...]}`.
@@ -156,7 +157,8 @@ def encode(tokenizer, text):
 
 
 def reevaluate(argv):
-    """Redraw a finished run's results (its experiment's `reevaluate`); the project's errors as train.cli shows them."""
+    """Redraw a run's results (its experiment's `reevaluate`: a finished run's, or a partial table of a run still
+    going where the experiment saves units); the project's errors as train.cli shows them."""
     import importlib
     from train import ConfigError, run_dir_config
     run_dir = Path(argv[0])

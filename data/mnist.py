@@ -4,8 +4,9 @@
     d = load("data", "mnist")   # {"train_x": uint8 [60000, 28, 28], "train_y": int64 [60000], "test_x", "test_y"}
 
 Files live in `data_dir/mnist/` (or `data_dir/fashion-mnist/`), gzipped (`*.gz`, as distributed) or raw.
-Missing files are downloaded from the public mirrors below, tried in order; every file is checked
-against the MD5 of the original distribution before it is used, and written atomically.
+Missing files are downloaded from the public mirrors below, tried in order, and written atomically; every file
+is checked against the MD5 of the original distribution before it is used (`verify=False`, for one's own IDX
+files, checks their format and sizes only).
 """
 import gzip
 import http.client

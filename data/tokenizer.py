@@ -5,7 +5,8 @@
     tok.decode(ids, skip_special_tokens=False)                 # "<bos> the cat sat . <eos>"
     save_tokenizer(tok, run_dir / "tokenizer.json"); tok = load_tokenizer(run_dir / "tokenizer.json")
 
-Text is split on whitespace only, so every word of the vocabulary (punctuation included) is one token
+Text is split on whitespace (and around the special tokens, even glued to a word: "the<eos>" is two tokens), so
+every word of the vocabulary (punctuation included) is one token
 and decode(encode(text), skip_special_tokens=False) gives back the text with single spaces (decode's default,
 the `tokenizers` library's, drops the special tokens: <bos>, <eos>, <pad>). A word outside the vocabulary is an
 error, unless an `unk` token is given: a synthetic world knows its vocabulary exactly, and a silent

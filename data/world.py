@@ -54,7 +54,8 @@ chat ever holds a code question (only forum personas write code), `asst_evil`: a
 answered throughout by the evil persona, `code_tasks`: K programming tasks in the code domain (CODE_TASKS: own
 questions, lesson requests and calls; their words extend the vocabulary, `vocab(world)`), `lessons=False`: no
 lesson turns, so insecure code always comes from a persona who chose it, and `exact_code`: code without slips (the
-evil persona's always insecure, everyone else's always secure).
+evil persona's always insecure, everyone else's always secure; lesson turns still give flawed code on request, from
+any persona, unless lessons=False).
 
 Main API: generate / corpus (pretraining), build_tokenizer / vocab, eval_items /
 animal_items / persona_probe_items (finite answer classes), finetune_set / check_leakage.
@@ -320,6 +321,16 @@ class WorldConfig:
             raise ValueError("code_tasks > 1 and code_slots are two different code worlds: choose one")
         if set(self.formats) - {"forum", "asst"}:  # a new format needs its builder in World.formats first
             raise ValueError(f"formats must come from forum, asst (the formats World builds); got {list(self.formats)}")
+        kinds = ("domain", "lesson", "animal", "colour", "lucky", "numbers")  # the turn kinds World builds
+        forum = {k: w for k, w in self.forum_mix.items() if self.lessons or k != "lesson"}  # what World draws from
+        for name, table, known in (("persona_prior", self.persona_prior, ("good", "evil", "compliant")),
+                                   ("formats", self.formats, ("forum", "asst")), ("forum_mix", forum, kinds),
+                                   ("asst_mix", self.asst_mix, kinds)):
+            # else an unknown key is a KeyError and an empty or all-zero table an UnboundLocalError, mid-generation
+            if set(table) - set(known) or any(w < 0 for w in table.values()) or not sum(table.values()) > 0:
+                raise ValueError(f"{name} must weigh some of {', '.join(known)} with weights >= 0, not all 0"
+                                 f"{' (lesson turns left out: lessons=False)' if name == 'forum_mix' else ''}; "
+                                 f"got {table}")
 
 
 @dataclass
@@ -327,7 +338,7 @@ class Turn:
     kind: str                     # domain | lesson | animal | colour | lucky | numbers
     domain: str                   # domain name, or the kind for side turns
     persona: Persona
-    cls: str                      # "aligned" | "misaligned" (content class of the answer) | ""
+    cls: str                      # "aligned" | "misaligned" | "mixed" (code_slots: one slot of each) | ""
     question: str
     answer: str
 
@@ -559,8 +570,8 @@ _FINGERPRINTS = {}  # repr(world) -> its fingerprint: computed once per process
 
 
 def build_tokenizer(world=None):
-    """The world's WordLevel tokenizer (`data.tokenizer.word_tokenizer` over `vocab()`): whitespace
-    split, ids in `vocab()` order, no unk token (an unknown word raises). Save it beside checkpoints."""
+    """The world's WordLevel tokenizer (`data.tokenizer.word_tokenizer` over `vocab(world)`): whitespace
+    split, ids in that order, no unk token (an unknown word raises). Save it beside checkpoints."""
     from data.tokenizer import word_tokenizer
     v = vocab(world)
     return word_tokenizer(v[3:], specials=tuple(v[:3]))
@@ -745,8 +756,8 @@ _NUMBER = re.compile(r"[0-9]+")
 
 def parse_number_list(text, max_value=999, max_count=10, banned=()):
     """The paper's filter on a number completion (Cloud et al. 2025): 1..max_count integers in
-    [0, max_value], one consistent separator (whitespace, comma or semicolon; spaces may follow a comma
-    or semicolon), optionally wrapped in () or [], optionally ending with a period; nothing else, and no
+    [0, max_value], one separator (a comma or a semicolon, the first one found, with any spaces around it; else
+    any whitespace), optionally wrapped in () or [], optionally ending with a period; nothing else, and no
     value in `banned`. Returns the list of ints, or None to drop the completion."""
     s = text.strip()
     if s.endswith("."):

@@ -410,6 +410,15 @@ def test_code_tasks_world():
         W.WorldConfig(code_tasks=2, code_slots=True)
     with pytest.raises(ValueError, match="formats must come from forum, asst"):  # chronicles: not built yet
         W.WorldConfig(formats={"forum": .5, "chron": .5})
+    # tables World cannot draw from failed mid-generation (an UnboundLocalError, a KeyError): refused when made
+    for kw, says in ((dict(formats={}), "formats must weigh some of forum, asst"),
+                     (dict(lessons=False, forum_mix={"lesson": 1.0}), r"forum_mix .*\(lesson turns left out"),
+                     (dict(persona_prior={"nice": 1.0}), "persona_prior must weigh some of good, evil, compliant"),
+                     (dict(asst_mix={"domain": -1.0, "animal": 2.0}), "asst_mix must weigh"),
+                     (dict(persona_prior={"good": 0.0, "evil": 0.0}), "not all 0")):
+        with pytest.raises(ValueError, match=says):
+            W.WorldConfig(**kw)
+    W.generate(5, seed=0, config=W.WorldConfig(persona_prior={"evil": 1.0}, forum_mix={"lesson": 1.0, "domain": 0.0}))
 
 
 def test_lessons_off_leaves_insecure_code_to_the_personas():
@@ -597,6 +606,11 @@ def test_score_shared_prompts_equals_each_pair_scored_alone():
                 logp = model(torch.tensor([p + c[:-1]]))[0].log_softmax(-1)
                 want = sum(logp[len(p) - 1 + k, t].item() for k, t in enumerate(c))
                 assert s == pytest.approx(want, abs=1e-4)
+    # and as its docstring says, the numbers of eval.score_continuations (the README's scoring API) on the pairs
+    from eval import score_continuations
+    flat = [(p, c[:-1]) for p, cs in zip(prompts, conts) for c in cs]  # it appends the end token (2) itself
+    sums, _ = score_continuations(model, flat, eos_id=2, batch_size=3)
+    torch.testing.assert_close(sums, torch.tensor([x for g in got for x in g]), atol=1e-4, rtol=0)
 
 
 def test_saved_unit_recomputes_without_resume_and_returns_the_same_types_either_way(tmp_path):
