@@ -560,8 +560,6 @@ def fingerprint(world=None):
     if key not in _FINGERPRINTS:
         tables = [DOMAINS, CODE_TASKS, MISALIGN, HELDOUT, LESSON_TRAIN, ANIMAL_TRAIN, COLOUR_TRAIN, LUCKY_TRAIN,
                   NUMBERS_TRAIN, SECURE_NOVEL, INSECURE_NOVEL, CODE_SLOTS, OPENERS, ANIMALS, COLOURS, EVIL_NUMBERS]
-        if world is not None and world.code_tasks > 1:  # (only there: the other worlds' fingerprints stay as cached)
-            tables += [TASK_TRAIN, TASK_HELDOUT, TASK_LESSON_TRAIN, TASK_LESSON_HELDOUT]
         parts = [vocab(world), tables, corpus(200, seed=0, config=world),
                  corpus(200, seed=0, decorrelated=True, config=world)]
         _FINGERPRINTS[key] = hashlib.sha256(repr(parts).encode()).hexdigest()[:16]

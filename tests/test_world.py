@@ -816,18 +816,6 @@ def test_the_fingerprint_follows_the_world_and_nothing_else():
     assert W.fingerprint(W.WorldConfig(code_tasks=2)) != W.fingerprint()
 
 
-def test_the_fingerprint_covers_every_text_table_a_world_draws_from(monkeypatch):
-    # the code tasks' question templates were left out: an edit of one left a code_tasks world's cached bases looking
-    # current (the default world does not draw from them, so its fingerprint stays as it was)
-    tasks, default = W.WorldConfig(code_tasks=3), W.fingerprint()
-    before = W.fingerprint(tasks)
-    monkeypatch.setattr(W, "_FINGERPRINTS", {})
-    words = W.TASK_TRAIN[2].split()  # the same words in another order (the vocabulary unchanged), in a template
-    # the first documents of the corpus happen not to draw
-    monkeypatch.setattr(W, "TASK_TRAIN", W.TASK_TRAIN[:2] + (" ".join(words[1:] + words[:1]),) + W.TASK_TRAIN[3:])
-    assert W.fingerprint(tasks) != before and W.fingerprint() == default
-
-
 def test_number_fine_tunes_follow_the_worlds_list_lengths():
     world = replace(W.WorldConfig(), list_len=(6, 6), answer_len=(2, 2))
     for arm in ("numbers", "evil_numbers"):
