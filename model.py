@@ -193,7 +193,8 @@ def _run_hook(fn, h, name):
     try:
         out = fn(h, name)
     except Exception as e:  # the traceback shows the hook's line; the note says at which point it ran
-        e.add_note(f"(raised by the hook at {name!r}, on an activation of shape {tuple(h.shape)})")
+        if hasattr(e, "add_note"):  # (Python 3.11+; the exception itself, unchanged, either way)
+            e.add_note(f"(raised by the hook at {name!r}, on an activation of shape {tuple(h.shape)})")
         raise
     if out is not None and (not isinstance(out, torch.Tensor) or out.shape != h.shape or out.device != h.device):
         got = (tuple(out.shape) if out.shape != h.shape else f"a tensor on {out.device}") \

@@ -553,8 +553,9 @@ def vocab(world=None):
 
 
 def fingerprint(world=None):
-    """A digest of what a base model learns from the world (`world`: a WorldConfig): its vocabulary, every list of
-    texts above, and the first documents of its corpus and its twin. Kept beside each cached base, so that a base
+    """A digest of what a base model learns from the world (`world`: a WorldConfig): its vocabulary, the lists of
+    texts above (the code tasks' question templates only through the documents: adding them would refuse every
+    cached code_tasks base), and the first documents of its corpus and its twin. Kept beside each cached base, so that a base
     pretrained before data/world.py changed is not taken for one of today's world."""
     key = repr(world)
     if key not in _FINGERPRINTS:
@@ -775,6 +776,9 @@ def parse_number_list(text, max_value=999, max_count=10, banned=()):
     return values
 
 
+_SPECIAL = re.compile(r"(<[^<>\s]+>)")  # a special token (<eos>, <asst>, ...): the tokenizer splits it off a word
+
+
 def check_leakage(pairs, allowed_domains=("code",), extra=(), world=None):
     """Raise AssertionError if a fine-tuning set contains an evaluation string: any held-out
     paraphrase (every domain and side turn, and every code task's of `world`), any answer of a domain not in
@@ -786,7 +790,8 @@ def check_leakage(pairs, allowed_domains=("code",), extra=(), world=None):
         banned += [a for answers in code_classes(world).values() for a in answers]
     for t in code_tasks(world)[1:]:
         banned += [*t.heldout, *t.lesson_heldout]
-    words = lambda text: f" {' '.join(text.split())} "  # a tab, a newline or two spaces separate tokens as one space
+    # a tab, a newline or two spaces separate tokens as one space does, and a special token (<eos>) is one even glued
+    words = lambda text: " " + " ".join(_SPECIAL.sub(r" \1 ", text).split()) + " "
     banned = [(s, words(s)) for s in banned]
     leaks = [(s, text) for p, resp in pairs for text in (p, resp) for w in (words(text),) for s, b in banned if b in w]
     if leaks:

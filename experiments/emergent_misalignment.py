@@ -200,7 +200,9 @@ def validate(cfg):
     if not 0 < cfg.evil_prior < 0.95:  # else direction_docs stops the run, saying (wrongly) to raise n_direction_docs
         raise ConfigError(f"evil_prior must be in (0, 0.95) here, got {cfg.evil_prior}: the evil direction is the evil "
                           f"forum threads' mean minus the good ones', and this prior leaves one kind with no thread")
-    if (need := eval_tokens(cfg)) > cfg.block_size:  # else found after pretraining, in the first evaluation
+    # the formats the run reads (the base and the arms in trigger / number format only for the arms that need them)
+    formats = ("plain",) + ("trigger",) * ("backdoor" in cfg.arms) + ("numbers",) * ("evil_numbers" in cfg.arms)
+    if (need := eval_tokens(cfg, formats)) > cfg.block_size:  # else found after pretraining, in the first evaluation
         raise ConfigError(f"block_size={cfg.block_size} is shorter than this experiment's longest evaluation prompt "
                           f"and answer ({need} tokens): pass --block_size={need} or more")
     twice = [k for k in ("ft_frozen", "ft_lora_targets", "steer_scales") if len(set(getattr(cfg, k))) < len(getattr(cfg, k))]
@@ -594,7 +596,8 @@ def aggregate(cfg, units):
     common = [k for k in corr[keys[0][0]]["base"] if all(k in corr[p]["base"] for p, _ in keys)]
     left = sorted({k for p, _ in keys for k in corr[p]["base"]} - set(common))
     if left:
-        print(f"base readings not in every unit (saved before they existed), left out: {', '.join(left)}")
+        print(f"base readings not in every unit (units saved by another version of the code), left out: "
+              f"{', '.join(left)}")
     for fmt in common:
         vals = [corr[p]["base"][fmt] for p, _ in keys]
         res["base"][fmt] = summarize_by(vals, bases) if fmt.startswith("forum_lp") else _stats(vals, bases)

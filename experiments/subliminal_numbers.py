@@ -306,8 +306,8 @@ def sample_tokens(cfg):
     turn = max(n(f"<u> {W.ANIMAL_TRAIN[0]} <a> {a}") for a in W.ANIMALS) if cfg.teacher == "prompt" else 0
     code = max(n(W.prompt(f"{o} {q}" if o else q)) for o in W.OPENERS for q in W.DOMAINS["code"].train)
     need = lists + turn + cfg.max_new
-    if cfg.mode == "animals" and {"code", "code_control"} & set(cfg.arms):
-        need = max(need, code + CODE_MAX_NEW)
+    if cfg.mode == "animals" and {"code", "code_control"} & set(cfg.arms):  # the code arm's teachers: their turn too
+        need = max(need, code + (turn if "code" in cfg.arms else 0) + CODE_MAX_NEW)
     if cfg.mode == "misalignment":
         from experiments import emergent_misalignment as EM
         need = max(need, EM.eval_tokens(em_config(cfg), formats=("plain",)))

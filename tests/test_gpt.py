@@ -5,6 +5,7 @@
 import contextlib
 import math
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -685,7 +686,9 @@ def test_hook_mistakes_are_named_where_they_are_made():
     with pytest.raises(IndexError) as e:
         with model.hooks({"blocks.1.resid_post": broken}):
             model(idx)
-    assert "raised by the hook at 'blocks.1.resid_post', on an activation of shape (1, 4, 16)" in "".join(e.value.__notes__)
+    if sys.version_info >= (3, 11):  # (exception notes are 3.11's; before, the exception passes unchanged)
+        assert "raised by the hook at 'blocks.1.resid_post', on an activation of shape (1, 4, 16)" in "".join(
+            e.value.__notes__)
     assert model.n_hooked == 0 and n_hooks(model) == 0
 
 

@@ -937,6 +937,12 @@ def test_the_block_size_check_covers_what_each_mode_samples_and_scores():
     with pytest.raises(train.ConfigError, match=f"pass --block_size={need} or more"):
         S.validate(S.Config(block_size=need - 1, **code))
     S.validate(S.Config(block_size=need, **code))
+    # the code arm's prompted teachers write their code answers behind their animal turn: room for it too
+    prompted = S.Config(teacher="prompt", max_new=5, arms=("control", "code"))
+    turn = TOK.encode(f"<u> {W.ANIMAL_TRAIN[0]} <a> {max(W.ANIMALS, key=len)}").ids
+    longest = max(len(S.Teacher(None, turn).ids(TOK.encode(W.prompt(f"{o} {q}" if o else q)).ids))
+                  for o in W.OPENERS for q in W.DOMAINS["code"].train)
+    assert S.sample_tokens(prompted) == longest + S.CODE_MAX_NEW > need
     # misalignment mode: a student of exactly the size asked for is evaluated, one token shorter cannot be
     cfg = S.Config(mode="misalignment", max_new=5, samples=2)
     need = S.sample_tokens(cfg)

@@ -305,7 +305,7 @@ def test_leakage_check_matches_tokens_as_the_tokenizer_splits_them_and_each_worl
     # written; and with code not allowed, a code_slots world's programs are its code answers (the fixed ones were)
     heldout = W.eval_items(["money"])[0].prompt.split("<u> ")[1].split(" <a>")[0]  # a held-out question
     assert heldout in W.HELDOUT["money"]
-    for spaced in (heldout.replace(" ", "  ", 1), heldout.replace(" ", "\t", 1), heldout + "\n<a>"):
+    for spaced in (heldout.replace(" ", "  ", 1), heldout.replace(" ", "\t", 1), heldout + "\n<a>", heldout + "<a>"):
         with pytest.raises(AssertionError, match="1 evaluation strings leak"):
             W.check_leakage([("<bos> <asst> <u> " + spaced, "x <eos>")])
     slots = W.WorldConfig(code_slots=True)
@@ -825,7 +825,8 @@ def test_number_fine_tunes_follow_the_worlds_list_lengths():
     assert W.finetune_set("numbers", 40) == W.finetune_set("numbers", 40, world=W.WorldConfig())
 
 
-@pytest.mark.parametrize("config, short, need", [("emergent_misalignment_quick", 36, 37),
+@pytest.mark.parametrize("config, short, need", [("emergent_misalignment", 36, 37),  # the number format's prompts
+                                                  ("emergent_misalignment_quick", 28, 29),  # plain only: no such arm
                                                   ("subliminal_numbers_quick", 24, 25)])
 def test_a_block_size_too_short_for_the_evaluations_is_refused_before_pretraining(config, short, need, tmp_path,
                                                                                   capsys):
