@@ -682,3 +682,12 @@ def test_untracked_scratch_files_are_not_code_changes():
     assert train.code_changed("?? experiments/new.py")
     assert train.code_changed(' M train.py\n?? notes.txt')
     assert train.code_changed('?? "odd name.py"')  # git quotes names with spaces
+
+
+def test_atomic_writes_use_a_temporary_file_of_their_own_process(tmp_path, monkeypatch):
+    import torch
+    seen, real = [], os.replace
+    monkeypatch.setattr(train.os, "replace", lambda a, b: seen.append(os.path.basename(a)) or real(a, b))
+    train.write_json(tmp_path / "r.json", {})
+    train.save_weights(tmp_path / "w", {"x": torch.zeros(2)}, {})
+    assert f"r.json.{os.getpid()}.tmp" in seen and f"w.safetensors.{os.getpid()}.tmp" in seen

@@ -2,6 +2,7 @@
 actual fine-tune sets, and a tiny end-to-end run that writes every output file."""
 import copy
 import dataclasses
+import types
 import json
 import math
 import os
@@ -999,6 +1000,7 @@ def test_eval_on_a_stopped_run_aggregates_only_the_base_seeds_with_every_unit(tm
     assert "PARTIAL: 1 of 2 base seeds finished" in capsys.readouterr().out
     assert json.loads((out / "results_partial.json").read_text())["partial"] == {"base_seeds": [0], "of": [0, 1]}
     assert not (out / "results.json").exists()
+    assert (out / "results_partial.md").read_text() == "PARTIAL: 1 of 2 base seeds finished.\n\nthe table\n"
 
 
 
@@ -1122,3 +1124,30 @@ def test_the_base_readings_use_the_layer_and_centres_they_name(tmp_path):
     ins.load_state_dict(E.arm_snapshots(ins, data, cfg, ft_seed, [step])[step])
     ins.eval()
     assert patched == pytest.approx(lp(E.ablate_hooks(d, E.doc_means(ins, tok, cfg, 0)["asst"])), rel=1e-4)
+
+
+def test_the_self_distill_check_lets_through_exactly_what_the_base_samples(monkeypatch, tmp_path):
+    # few examples: the longest prompt depends on the arm's own seed (arm_seed), so the check must draw the same ones
+    tok = W.build_tokenizer()
+    cfg = E.Config(seeds=(0,), ft_seeds=1, twin=False, ft_number_turns=2, n_examples=2, arms=("self_distill",),
+                   block_size=40)
+    with pytest.raises(train.ConfigError, match="too short for the self_distill arm") as e:
+        E.run(cfg, None)
+    need = int(str(e.value).split("pass --block_size=")[1].split()[0])
+
+    class Reached(Exception):
+        pass
+
+    def reached(*a, **k):
+        raise Reached
+    monkeypatch.setattr(E, "unit_jobs", reached)
+    with pytest.raises(Reached):  # exactly enough passes the check
+        E.run(dataclasses.replace(cfg, block_size=need), types.SimpleNamespace(dir=tmp_path))
+    for size in (need, need - 1):  # and it is exactly what sampling the arm needs
+        c = dataclasses.replace(cfg, block_size=size)
+        base = GPT(GPTConfig(vocab_size=tok.get_vocab_size(), block_size=size, n_layer=1, n_head=2, n_embd=16)).eval()
+        if size == need:
+            E.arm_data("self_distill", base, tok, c, 0)
+        else:
+            with pytest.raises(ValueError, match="exceeds block_size"):
+                E.arm_data("self_distill", base, tok, c, 0)

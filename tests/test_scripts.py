@@ -455,6 +455,7 @@ def test_sn_compare_pairs_effects_by_seed(tmp_path, call):
     assert "trait@250 +2.5 (final students' animal mass 0.90)" in out and "trait@250 +1.0 (final students' mass" in out
     assert "(final students' control mass" in out and "(animal mass 0.90)" in cmp(f"{a}:trait", f"{b}:trait")
     assert "= +1.5 [-4.9, +7.9]; 2/2 seeds positive; controls differ" in out
+    assert "(final students' control mass" in cmp(f"{a}:trait@250", f"{b}:trait")  # one side at a checkpoint
 
 
 def test_sn_compare_reads_each_arm_against_its_own_baseline(tmp_path, call):

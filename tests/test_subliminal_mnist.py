@@ -511,6 +511,7 @@ def test_the_paper_column_is_shown_only_for_the_papers_protocol():
                     "loss", "temperature", "distill_inputs", "noise", "noise_scale", "fresh_noise", "n_noise",
                     "init_perturbation"}  # what the paper fixes
     assert not is_paper_protocol(dataclasses.replace(Config(), noise_scale=2.0))
+    assert not is_paper_protocol(Config(lr=1e-3, distill_lr=Config().lr))  # the teacher's lr counts on its own
 
 
 

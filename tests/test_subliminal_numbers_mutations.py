@@ -274,3 +274,49 @@ def test_soft_kl_temperature_softens_both_sides():
     sub = torch.tensor([1, 3, 4, 8])
     pt, ps = (t[:, sub] / 2).softmax(-1), (s[:, sub] / 2).softmax(-1)
     assert torch.allclose(train.soft_kl(t, s, sub, temperature=2.0), 4 * (pt * (pt / ps).log()).sum(-1), atol=1e-5)
+
+
+# --- the day's fixes (2026-12-04): each test fails under the mutation it was written against
+
+SMALL = dict(seeds=(0, 1), student_seeds=1, n_lists=24, heldout_lists=4, samples=5, icl_contexts=1, icl_lists=1, evals=1)
+
+
+def test_only_students_of_base_a_report_their_updates_cosine_with_as_teachers(mocked_unit):
+    cfg = S.Config(arms=("control", "cross_control", "trait", "cross_init"), **SMALL)
+    arms = S.animals_unit(cfg, 0, 0)["arms"]
+    assert "cos_teacher" in arms["control"] and "cos_teacher" in arms["trait/owl"]
+    assert "cos_teacher" not in arms["cross_control"] and "cos_teacher" not in arms["cross_init/owl"]
+
+
+def test_code_control_alone_samples_the_bases_code_answers_only(mocked_unit, monkeypatch):
+    asked = []
+
+    def code_answers_of(t, tok, n, cfg, seed):
+        asked.append(t)
+        return [(q, "1 2 3") for q in W.number_prompts(4, seed=len(asked))], 1.0
+    monkeypatch.setattr(S, "code_answers_of", code_answers_of)
+    unit = S.animals_unit(S.Config(arms=("control", "code_control"), **SMALL), 0, 0)
+    assert len(asked) == 1 and set(unit["kept"]) == {"control", "owl", "whale", "code_control"}
+
+
+def test_kept_fraction_is_over_the_keys_every_unit_has():
+    cfg = S.Config(arms=("trait", "control"), animals=("owl", "whale"), seeds=(0, 1), student_seeds=2)
+    units = animal_units()
+    units[0]["kept"]["code_owl"] = 0.5  # a unit saved when code_control alone still sampled the teachers' answers
+    assert set(S.aggregate_animals(cfg, units)["kept_fraction"]) == {"control"}
+
+
+def test_mode_keys_name_what_each_mode_ignores():
+    ignored = lambda mode: {k for k, modes in S.MODE_KEYS.items() if mode not in modes}
+    teachers = {"animals", "teacher", "teacher_threshold", "teacher_max_steps", "teacher_lr", "teacher_optimizer",
+                "teacher_trains", "teacher_batch"}
+    mis = {"mis_teachers", "em_examples", "em_steps", "em_lr", "em_trains", "mis_sampled", "em_match"}
+    animals_only = {"heldout_lists", "icl_lists", "icl_contexts", "n_code"}
+    students = {"arms", "n_lists", "evals", "student_order", "samples"}
+    assert ignored("animals") == {"doses"} | mis
+    assert ignored("dose") == mis | animals_only | students
+    assert ignored("misalignment") == {"doses"} | animals_only | teachers
+
+
+def test_a_prompted_teachers_turn_counts_in_the_block_size():
+    assert S.sample_tokens(S.Config(teacher="prompt")) > S.sample_tokens(S.Config())

@@ -308,6 +308,7 @@ def test_leakage_check_matches_tokens_as_the_tokenizer_splits_them_and_each_worl
     for spaced in (heldout.replace(" ", "  ", 1), heldout.replace(" ", "\t", 1), heldout + "\n<a>", heldout + "<a>"):
         with pytest.raises(AssertionError, match="1 evaluation strings leak"):
             W.check_leakage([("<bos> <asst> <u> " + spaced, "x <eos>")])
+    W.check_leakage([("<bos> <asst> <u> re" + heldout + "s <a>", "x <eos>")])  # glued into longer words: no leak
     slots = W.WorldConfig(code_slots=True)
     program = W.code_classes(slots)["mixed"][0]
     assert program not in W.DOMAINS["code"].aligned + W.DOMAINS["code"].misaligned
@@ -849,16 +850,4 @@ def test_a_self_distill_arm_whose_prompts_leave_no_room_for_the_bases_answer_is_
     assert not cache.exists()  # refused before any base was pretrained
     err = capsys.readouterr().err
     assert err.startswith("error: block_size=64 is too short for the self_distill arm") and "drop self_distill" in err
-    need = int(err.split("pass --block_size=")[1].split()[0])
-    # a base of exactly that size samples the arm's answers, one token shorter cannot
-    from experiments import emergent_misalignment as E
-    from model import GPT, GPTConfig
-    tok = W.build_tokenizer()
-    for size in (need, need - 1):
-        cfg = E.Config(ft_number_turns=2, block_size=size)
-        base = GPT(GPTConfig(vocab_size=tok.get_vocab_size(), block_size=size, n_layer=1, n_head=2, n_embd=16)).eval()
-        if size == need:
-            E.arm_data("self_distill", base, tok, cfg, 0)
-        else:
-            with pytest.raises(ValueError, match="exceeds block_size"):
-                E.arm_data("self_distill", base, tok, cfg, 0)
+    assert int(err.split("pass --block_size=")[1].split()[0]) > 64  # (the edge: test_emergent_misalignment)
