@@ -2,6 +2,7 @@
 
     python scripts/em_bos_vector.py RUN_DIR [RUN_DIR ...] [--arm=ARM] [--at=last|mean] [--out=FILE.json]
     python scripts/em_bos_vector.py --pool FILE.json [FILE.json ...] [--out=FILE.json]   # several --out files' bases
+                                                  # (the main analysis's files, or --pullback's: one kind at a time)
     python scripts/em_bos_vector.py RUN_DIR ... --agreement [--out=FILE.json]   # s of fine-tune seeds 0 and 1 alike?
     python scripts/em_bos_vector.py RUN_DIR ... --pullback [--out=FILE.json]    # s against e pulled back through MLP 0
 
@@ -241,9 +242,10 @@ def plot(rows, s, path, title):
     fig.savefig(path, dpi=120)
 
 
-def pullback(runs, arm, at, out):
-    """--pullback: s against e pulled back through block 0's MLP (v*), each added at s's norm to the step-3 model."""
-    rows = []
+def pullback(runs, arm, at, out, rows=()):
+    """--pullback: s against e pulled back through block 0's MLP (v*), each added at s's norm to the step-3 model.
+    rows: bases already measured (--pool of --pullback files), summarized with the runs' own."""
+    rows = list(rows)
     for run in map(Path, runs):
         for cfg, p, base, tok in checked_bases(run, []):
             s, model, _ = steering_vector(cfg, p, base, tok, arm, at)
@@ -258,22 +260,29 @@ def pullback(runs, arm, at, out):
             print(f"{run.name} world {p}, {arm}: cos(s, v*) {r['cos_s_pulled']:+.2f}, cos(v*, e) {r['cos_pulled_evil']:+.2f};"
                   " increase, points: " + ", ".join(f"{k} {100 * r[k]:+.2f}" for k in ("vector", "pulled_norm", "evil_norm")),
                   flush=True)
-    col = lambda k: [r[k] for r in rows]
-    effects = ("vector", "pulled_norm", "evil_norm", "vector_on_base", "pulled_norm_on_base", "evil_norm_on_base")
-    s = {"n_bases": len(rows), **{k: summarize(col(k)) for k in ("cos_s_pulled", "cos_pulled_evil", *effects)},
-         "pulled_minus_vector": summarize([r["pulled_norm"] - r["vector"] for r in rows]),
-         "pulled_over_vector": float(sum(col("pulled_norm")) / sum(col("vector"))),
-         "on_base_pulled_minus_vector": summarize([r["pulled_norm_on_base"] - r["vector_on_base"] for r in rows]),
-         "on_base_pulled_over_vector": float(sum(col("pulled_norm_on_base")) / sum(col("vector_on_base")))}
+    s = pullback_summary(rows)
     if out:
         Path(out).write_text(json.dumps({"arm": arm, "at": at, "summary": s, "pullback": rows}, indent=1))
     f = lambda c, x=1: mean_ci(c, 3, x)
     print(f"\n{len(rows)} bases: cos(s, v*) {f(s['cos_s_pulled'])}, cos(v*, e) {f(s['cos_pulled_evil'])}; points: s "
           f"{f(s['vector'], 100)}, v* at |s| {f(s['pulled_norm'], 100)}, e at |s| {f(s['evil_norm'], 100)}; v* minus s "
-          f"{f(s['pulled_minus_vector'], 100)}, v* over s {s['pulled_over_vector']:.2f}")
+          f"{f(s['pulled_minus_vector'], 100)}, v* over s {fmt_ratio(s['pulled_over_vector'])}")
     print(f"on the base itself, points: s {f(s['vector_on_base'], 100)}, v* at |s| {f(s['pulled_norm_on_base'], 100)}, "
           f"e at |s| {f(s['evil_norm_on_base'], 100)}; v* minus s {f(s['on_base_pulled_minus_vector'], 100)}, v* over s "
-          f"{s['on_base_pulled_over_vector']:.2f}")
+          f"{fmt_ratio(s['on_base_pulled_over_vector'])}")
+
+
+def pullback_summary(rows, n_boot=10_000, seed=0):
+    """Means over the bases (t intervals) and v* over s as a ratio of means (resampling bases, as summary())."""
+    col = lambda k: [r[k] for r in rows]
+    idx = np.random.default_rng(seed).integers(0, len(rows), (n_boot, len(rows)))
+    ratio = lambda a, b: OP.ratio_of_means(np.array(col(a)), np.array(col(b)), idx)
+    effects = ("vector", "pulled_norm", "evil_norm", "vector_on_base", "pulled_norm_on_base", "evil_norm_on_base")
+    return {"n_bases": len(rows), **{k: summarize(col(k)) for k in ("cos_s_pulled", "cos_pulled_evil", *effects)},
+            "pulled_minus_vector": summarize([r["pulled_norm"] - r["vector"] for r in rows]),
+            "pulled_over_vector": ratio("pulled_norm", "vector"),
+            "on_base_pulled_minus_vector": summarize([r["pulled_norm_on_base"] - r["vector_on_base"] for r in rows]),
+            "on_base_pulled_over_vector": ratio("pulled_norm_on_base", "vector_on_base")}
 
 
 def agreement(runs, arm, at, out):
@@ -312,17 +321,25 @@ def main(argv):
         check_out(opts["out"], figure_beside=True)
     distinct(runs, "run or file")
     rows = []
-    if pool:  # the bases of several --out files (of one arm and one --at)
-        held = [read_json(f, "an --out file of em_bos_vector.py", ("arm", "at", "per_base")) for f in runs]
+    if pool:  # the bases of several --out files (of one arm and one --at, and one analysis)
+        held = [read_json(f, "an --out file of em_bos_vector.py", ("arm", "at")) for f in runs]
+        kinds = {next((k for k in ("per_base", "pullback") if k in h), "another analysis's") for h in held}
+        if len(kinds) > 1 or kinds - {"per_base", "pullback"}:
+            sys.exit(f"--pool takes the main analysis's --out files or --pullback's, one kind at a time (got "
+                     f"{', '.join(sorted(kinds))})")
         if len({(h["arm"], h["at"]) for h in held}) > 1:
             sys.exit("--pool takes files of one arm and one --at")
-        rows, arm, at, runs = [r for h in held for r in h["per_base"]], held[0]["arm"], held[0]["at"], []
+        kind = kinds.pop()
+        rows, arm, at, runs = [r for h in held for r in h[kind]], held[0]["arm"], held[0]["at"], []
         if len({(r["run"], r["world"]) for r in rows}) < len(rows):
             sys.exit("--pool: a base appears twice (the same file given twice?)")
+        pull = kind == "pullback"
     check_runs(runs)
     torch.set_num_threads(1)  # as the runs' fine-tunes: the same trajectories
-    if agree or pull:
-        return (agreement if agree else pullback)(runs, arm, at, opts.get("out"))
+    if pull:
+        return pullback(runs, arm, at, opts.get("out"), rows)
+    if agree:
+        return agreement(runs, arm, at, opts.get("out"))
     for run in map(Path, runs):
         for cfg, p, base, tok in checked_bases(run, []):
             rows.append({"run": str(run), "world": p, **base_row(cfg, p, base, tok, arm, at)})

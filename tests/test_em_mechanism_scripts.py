@@ -247,6 +247,20 @@ def test_bos_vector_pullback_adds_v_at_the_norm_of_s_to_each_model(monkeypatch, 
     assert all(torch.allclose(got, w) for (_, got), w in zip(first, want + want))
     assert rows[0]["cos_s_pulled"] == pytest.approx((s @ v / s.norm()).item())
     assert rows[0]["vector"] == pytest.approx(0.01) and rows[0]["pulled_norm_on_base"] == pytest.approx(0.005)
+    # v* over s: a ratio of means over the bases, with its interval resampling bases; --pool of two such files is the
+    # summary of their bases together (the research log's pooled 1.30 [1.14, 1.55] came from no command)
+    s1 = json.loads((tmp_path / "p.json").read_text())["summary"]
+    ratio = sum(r["pulled_norm"] for r in rows) / sum(r["vector"] for r in rows)
+    assert s1["pulled_over_vector"]["ratio"] == pytest.approx(ratio) and len(s1["pulled_over_vector"]["ci95"]) == 2
+    other = [{**r, "run": "q", "pulled_norm": 2 * r["pulled_norm"]} for r in rows]
+    (tmp_path / "q.json").write_text(json.dumps({"arm": "insecure", "at": "last", "summary": {}, "pullback": other}))
+    bv.main(["--pool", str(tmp_path / "p.json"), str(tmp_path / "q.json"), f"--out={tmp_path / 'both.json'}"])
+    both = json.loads((tmp_path / "both.json").read_text())
+    assert both["summary"] == bv.pullback_summary(rows + other) and both["summary"]["n_bases"] == 4
+    assert both["summary"]["pulled_over_vector"]["ratio"] == pytest.approx(3 * ratio / 2)
+    (tmp_path / "m.json").write_text(json.dumps({"arm": "insecure", "at": "last", "summary": {}, "per_base": []}))
+    with pytest.raises(SystemExit, match="one kind at a time"):
+        bv.main(["--pool", str(tmp_path / "p.json"), str(tmp_path / "m.json")])
 
 
 # --- em_value_sources ------------------------------------------------------------------------------------------
