@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from em_base_pull import check_runs, checked_bases  # noqa: E402
 from em_first_step import arm_grads, scored_step  # noqa: E402
 import em_optimizer_parts as OP  # noqa: E402
+from eval import fmt_ratio  # noqa: E402
 from train import check_out, cli, distinct, read_json, script_args  # noqa: E402
 
 PARTS = ("ln_1", "q", "k", "v", "proj")
@@ -77,10 +78,11 @@ def main(argv):
                 f"{k} " + ", ".join(f"{q} {100 * v:+.2f}" for q, v in rows[k][-1].items()) for k in rows), flush=True)
     if "out" in opts:
         Path(opts["out"]).write_text(json.dumps(rows))
-    for k, rs in rows.items():
-        tot = np.array([r["all"] for r in rs]).sum()
+    for k, rs in rows.items():  # [95% interval, resampling bases (10,000, seed 0)], as the other probes' ratios
+        idx = np.random.default_rng(0).integers(0, len(rs), (10_000, len(rs)))
+        share = lambda q: OP.ratio_of_means(np.array([r[q] for r in rs]), np.array([r["all"] for r in rs]), idx)
         print(f"{k} ({len(rs)} bases), share of the whole step's off-domain increase (ratio of means): " + ", ".join(
-            f"{q} {np.array([r[q] for r in rs]).sum() / tot:+.2f}" for q in ("attn0", *PARTS)))
+            f"{q} {fmt_ratio(share(q))}" for q in ("attn0", *PARTS)))
 
 
 if __name__ == "__main__":

@@ -1722,3 +1722,18 @@ def test_the_base_scripts_refuse_a_run_or_file_given_twice(tmp_path, name, pool)
     (tmp_path / "r").mkdir()
     argv = ["--pool"] * pool + [str(tmp_path / "r"), f"{tmp_path / 'r'}/"]
     check_refused(script(name).main, argv, match="is given twice")
+
+
+def test_attn0_parts_pool_prints_each_share_with_its_interval_over_bases(tmp_path, capsys):
+    # the research log's table gives each share [95% interval, resampling bases]; the script printed the ratios alone
+    probe = script("probe_attn0_parts")
+    parts = ("attn0", *probe.PARTS)
+    row = lambda k: {"all": 0.04 * k, **{q: 0.01 * k * (i + 1) / len(parts) for i, q in enumerate(parts)}}
+    (tmp_path / "a.json").write_text(json.dumps({"first": [row(1), row(2)], "late": [row(1), row(3)]}))
+    (tmp_path / "b.json").write_text(json.dumps({"first": [row(4)], "late": [row(5)]}))
+    probe.main(["--pool", str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    out = capsys.readouterr().out
+    # every base's attn0 is 1/len(parts) x 0.01 k of 0.04 k: a share with no spread, so its interval is the point
+    share = 0.25 / len(parts)
+    assert f"first (3 bases), share of the whole step's off-domain increase (ratio of means): attn0 {share:.2f} " \
+           f"[{share:.2f}, {share:.2f}]" in out and "late (3 bases)" in out
