@@ -34,7 +34,7 @@ import torch
 
 from data import DataError
 from data.tokenizer import save_tokenizer, token_stream, word_tokenizer
-from model import GPT, GPTConfig, generator, head_problem
+from model import GPT, GPTConfig, generator, head_problem, seed_int
 from train import ConfigError, ddp_setup, lm_windows, pyplot, train_lm, warmup_problem
 
 
@@ -137,8 +137,9 @@ def tiny_prompt(a, b, x, y):
 
 
 def tiny_docs(n, seed, heldout):
-    """n stories whose (x, y) pairs are all held-out ones (heldout=True) or all training ones."""
-    r = random.Random(seed)
+    """n stories whose (x, y) pairs are all held-out ones (heldout=True) or all training ones; the held-out ones from
+    a stream of their own (Random(seed + 1) was the next seed's training stream: the same names in the same order)."""
+    r = random.Random(seed_int(seed, "tiny-heldout") if heldout else seed)
     pairs = [(x, y) for x in range(10) for y in range(10) if tiny_heldout(x, y) == heldout]
     docs = []
     for _ in range(n):
@@ -152,7 +153,7 @@ def load_corpus(cfg):
     """-> (tokenizer, train texts, val texts)."""
     if cfg.corpus == "tiny":
         n_val = max(1, cfg.n_docs // 10)
-        return word_tokenizer(tiny_vocab()), tiny_docs(cfg.n_docs, cfg.seed, False), tiny_docs(n_val, cfg.seed + 1, True)
+        return word_tokenizer(tiny_vocab()), tiny_docs(cfg.n_docs, cfg.seed, False), tiny_docs(n_val, cfg.seed, True)
     if cfg.corpus == "world":
         from data import world
         texts = world.corpus(cfg.n_docs, seed=cfg.seed)

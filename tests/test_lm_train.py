@@ -745,3 +745,13 @@ def test_the_per_token_loss_is_float32_under_bf16_autocast():
         got = m(x[:, :-1], targets=x[:, 1:])
     want = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), x[:, 1:].flatten(), reduction="none")
     assert got.dtype == torch.float32 and torch.equal(got, want.view(2, 7))
+
+
+def test_the_tiny_corpus_held_out_stories_share_no_stream_with_another_seeds_training_stories():
+    # seed s's held-out stories were drawn from Random(s + 1), seed s + 1's training stream: the same names in order
+    from experiments.lm import Config, load_corpus
+    names = lambda docs: [(d.split()[1], d.split()[5]) for d in docs]  # "<bos> A has x apples . B gives ..."
+    for s in range(3):
+        _, _, val = load_corpus(Config(seed=s, n_docs=200))
+        _, train_next, _ = load_corpus(Config(seed=s + 1, n_docs=200))
+        assert names(val) != names(train_next[:len(val)])
