@@ -803,11 +803,11 @@ def train_distill(model, inputs, targets, logit_idx, *, epochs, lr, batch_size, 
     if M != S * len(blocks):
         raise ValueError(f"{M} models for {len(blocks)} block(s) of {S} seeds")
     # consecutive blocks with the same logits take one loss: [(first model, end, logit indices)]
-    runs, a = [], 0
+    loss_groups, lo = [], 0
     for idx, same in itertools.groupby(blocks.values(), key=list):
-        b = a + S * len(list(same))
-        runs.append((a, b, torch.as_tensor(idx, device=targets.device)))
-        a = b
+        hi = lo + S * len(list(same))
+        loss_groups.append((lo, hi, torch.as_tensor(idx, device=targets.device)))
+        lo = hi
     seed_of = torch.arange(M, device=targets.device) % S  # the input set each model reads
     step, t0 = 0, time.time()
     bar = progress_bar(epochs * -(-inputs.shape[-2] // batch_size), desc)  # a refreshed set keeps its size
@@ -827,8 +827,8 @@ def train_distill(model, inputs, targets, logit_idx, *, epochs, lr, batch_size, 
             tb = flat_t[per_seed[:, i:i + batch_size]]  # [M, B, K]
             with torch.autocast(xb.device.type, torch.bfloat16, enabled=amp):
                 out = model(xb)  # [M, B, n_out]
-            per_model = torch.cat([distill_loss(out[a:b, :, sel].float(), tb[a:b, :, sel], loss, temperature)
-                                   for a, b, sel in runs])  # [M]
+            per_model = torch.cat([distill_loss(out[lo:hi, :, sel].float(), tb[lo:hi, :, sel], loss, temperature)
+                                   for lo, hi, sel in loss_groups])  # [M]
             opt.zero_grad()
             per_model.sum().backward()
             opt.step()
