@@ -362,6 +362,9 @@ def test_lora_finetune_is_gradient_descent_on_the_adapters():
     start = fresh()
     ref = fresh()
     adapters = lora_adapters(ref, 2, seed=3)
+    # the init the docstring gives, A ~ N(0, 1/in) and B = 0 (the rest below rebuilds W from these same adapters)
+    a_scaled = torch.cat([(A * A.shape[1] ** 0.5).flatten() for _, _, A, _ in adapters])
+    assert not any(B.any() for _, _, _, B in adapters) and abs(a_scaled.std().item() - 1) < 0.15
     name = {id(p): n for n, p in ref.named_parameters()}
     for step in range(2):  # step 1 moves only B (A's gradient is B^T dW = 0 while B = 0); step 2 moves both
         rows = torch.arange(step * 4, step * 4 + 4)
@@ -736,6 +739,9 @@ def test_weight_decay_spares_exactly_the_layernorm_gains():
     opt = make_lm_optimizer(m, 1e-3, 0.1, (0.9, 0.95))
     spared = [g for g in opt.param_groups if g["weight_decay"] == 0.0][0]["params"]
     assert {id(p) for p in spared} == {id(p) for n, p in m.named_parameters() if ".ln_" in n or n.startswith("ln_")}
+    decayed = [g for g in opt.param_groups if g["weight_decay"] != 0.0]  # and everything else at the rate asked
+    assert [g["weight_decay"] for g in decayed] == [0.1]
+    assert {id(p) for p in decayed[0]["params"]} == {id(p) for p in m.parameters()} - {id(p) for p in spared}
 
 
 def test_the_per_token_loss_is_float32_under_bf16_autocast():

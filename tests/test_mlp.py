@@ -49,6 +49,8 @@ def test_init_statistics_and_nesting_in_m():
     assert abs(p["weights.0"].std().item() * math.sqrt(400) - 1) < 0.02 and p["biases.0"].abs().max() == 0
     t = init_mlp_params(range(4), [400, 300, 13], 10, "torch", "cpu", 0)
     assert t["weights.0"].abs().max() <= 1 / math.sqrt(400) and abs(t["weights.0"].std().item() * math.sqrt(1200) - 1) < 0.02
+    # PyTorch's biases too: U(-1/sqrt(d_in), 1/sqrt(d_in)), std 1/sqrt(3 d_in)
+    assert t["biases.0"].abs().max() <= 1 / math.sqrt(400) and abs(t["biases.0"].std().item() * math.sqrt(1200) - 1) < 0.05
     # models that differ only in m share hidden layers, class head and the first aux columns exactly
     for init in ("paper", "torch"):
         a = init_mlp_params([7], [20, 8, 10 + 3], 10, init, "cpu", 1)

@@ -1032,7 +1032,8 @@ def test_em_first_step_is_adamws_first_step_and_puts_the_weights_back():
     model = tiny_gpt(tok)
     cfg = EM.Config(n_layer=2, n_embd=16, block_size=64, n_examples=12, ft_lr=1e-3)
     names = [n for n, _ in model.named_parameters()]
-    assert {fs.group_of(n) for n in names} == {"embedding", "attn0", "mlp0", "attn1", "mlp1", "ln_f"}
+    assert [fs.group_of(n) for n in names] == ["embedding", *["attn0"] * 3, *["mlp0"] * 3, *["attn1"] * 3,
+                                               *["mlp1"] * 3, "ln_f"]  # ln_1 with its attention, ln_2 with its MLP
     with pytest.raises(ValueError):
         fs.group_of("head.weight")
     # AdamW's first step, gradient clipped at 1 as in train.finetune, is ft_lr * sign(g) wherever |g| >> eps
@@ -1200,8 +1201,17 @@ def test_probe_attn0_parts_split_block0_attention_into_disjoint_pieces():
     assert torch.equal(qkv, delta["blocks.0.attn.qkv.weight"])  # the three row blocks tile the matrix
     C = model.cfg.n_embd
     assert torch.count_nonzero(pieces["k"]["blocks.0.attn.qkv.weight"][:C]) == 0  # k: only rows C..2C
-    s = pa.shares(model, tok, EM.Config(n_layer=2, n_embd=16, block_size=64), {n: 1e-2 * d for n, d in delta.items()})
+    for i, part in enumerate("qkv"):  # each its own rows (q, k, v in that order), the rest zero
+        want = torch.zeros_like(delta["blocks.0.attn.qkv.weight"])
+        want[i * C:(i + 1) * C] = delta["blocks.0.attn.qkv.weight"][i * C:(i + 1) * C]
+        assert torch.equal(pieces[part]["blocks.0.attn.qkv.weight"], want), part
+    cfg = EM.Config(n_layer=2, n_embd=16, block_size=64)
+    s = pa.shares(model, tok, cfg, {n: 1e-2 * d for n, d in delta.items()})
     assert set(s) == {"all", "attn0", "ln_1", "q", "k", "v", "proj"} and s["all"] != s["attn0"]
+    # attn0 is block 0's attention and its norm, not the whole block (its MLP is not part of it)
+    names = ("blocks.0.ln_1.weight", "blocks.0.attn.qkv.weight", "blocks.0.attn.proj.weight")
+    off0 = pa.OP.score(model, tok, cfg)["off"]
+    assert s["attn0"] == pytest.approx(pa.scored_step(model, tok, cfg, {n: 1e-2 * delta[n] for n in names})[0] - off0)
 
 
 @torch.no_grad()
@@ -1232,6 +1242,20 @@ def test_em_value_sources_changes_the_values_of_one_kind_of_token_only():
     with vs.values_changed(model, tok, dW, vs.KINDS), pytest.raises(ValueError, match="KV cache"):
         model(torch.tensor([with_a]))
     assert not model._forward_pre_hooks and not model.blocks[0].attn.qkv._forward_hooks  # removed on exit
+    # each kind changes the values at its own positions and nowhere else (read off block 0's value rows)
+    from model import KVCache
+    x = torch.tensor([with_a])
+
+    def values(kinds):
+        seen = {}
+        with vs.values_changed(model, tok, dW, kinds):
+            h = model.blocks[0].attn.qkv.register_forward_hook(lambda m, a, out: seen.update(v=out[0, :, 2 * C:]))
+            model(x, cache=KVCache(model.cfg, 1, x.shape[1], "cpu"))
+            h.remove()
+        return seen["v"]
+    plain_v = values(())
+    for kind, at in {"bos": [0], "format": [1], "u": [2], "question": [3, 4, 5, 6], "speaker": [7]}.items():
+        assert (values((kind,)) != plain_v).any(-1).nonzero().flatten().tolist() == at, kind
     # every kind's values changed = the value rows changed in the weights
     cfg = EM.Config(n_layer=2, n_embd=16, block_size=64)
     inc = vs.increases(model, tok, cfg, 0.1 * dW)
