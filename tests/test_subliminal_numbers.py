@@ -749,6 +749,8 @@ def test_arm_effects_pair_seeds_and_group_by_base():
     assert st["target_rate_per_base"]["per_seed"] == pytest.approx([0.17, 0.43])
     assert st["specificity"]["per_seed"] == pytest.approx([e - other for e in eff])
     assert st["rates"]["whale"] == pytest.approx(0.2 + other)
+    st3 = S.arm_stats(units, "trait", "owl", ("owl", "whale", "fox"))  # fox unmoved: the others' mean effect is other / 2
+    assert st3["specificity"]["per_seed"] == pytest.approx([e - other / 2 for e in eff])
 
 
 def test_every_arm_is_compared_with_a_baseline_on_its_own_base():
@@ -879,6 +881,9 @@ def test_a_one_seed_misalignment_run_cannot_judge_its_thresholds_and_says_so():
     assert one == {"sampled_pass": None}
     assert S.figure_line("sampled_pass", one["sampled_pass"], None) == "- sampled_pass: n/a (one pretraining seed: no interval)"
     assert S.aggregate_misalignment(cfg, units)["figures_to_reach"] == {"sampled_pass": True}
+    # the intervals decide, not the means: insecure's mean above secure's, their intervals overlapping
+    close = [{**u, "arms": {**u["arms"], "insecure": m(x), "secure": m(y)}} for u, x, y in zip(units, (0.3, 0.5), (0.1, 0.4))]
+    assert S.aggregate_misalignment(cfg, close)["figures_to_reach"] == {"sampled_pass": False}
 
 
 @pytest.mark.parametrize("config", ["configs/subliminal_numbers_quick.py", "configs/world_base.py"])

@@ -138,6 +138,9 @@ def test_aggregate_animals_bases_over_pretraining_seeds_and_top_level_is_the_fir
     trait = res["arms"]["trait"]
     assert trait["target_rate"] == trait["by_animal"]["owl"]["target_rate"]
     assert trait["effect"] == trait["by_animal"]["owl"]["effect"] != trait["by_animal"]["whale"]["effect"]
+    for u in units:  # base B, the arms on base B start there: its own rates, not base A's
+        u["base_B"] = {"rates": rates(owl=0.5 + 0.01 * u["p"])}
+    assert S.aggregate_animals(cfg, units)["base_B"]["owl"]["per_seed"] == pytest.approx([0.5, 0.5, 0.51, 0.51])
 
 
 def test_figures_soft_pass_needs_the_quarter_and_cross_arms_a_third():
@@ -179,6 +182,13 @@ def test_aggregate_dose_pairs_per_base_and_reads_the_largest_dose():
     assert res["figures_to_reach"]["trait_effect"] == pytest.approx(sum(eff) / 4)
     other = [u["dose"][64]["whale"]["owl"] - u["dose"][64]["control"]["owl"] for u in units]
     assert res["dose"][64]["owl"]["effect_of_other_teachers"]["whale"]["per_seed"] == pytest.approx(other)
+    # each animal's row reads its own animal's rate; specific: the own teacher moves it more than the others do
+    assert res["dose"][64]["whale"]["trait_rate"]["per_seed"] == pytest.approx([u["dose"][64]["whale"]["whale"]
+                                                                               for u in units])
+    assert res["figures_to_reach"]["specific"] is True
+    for u in units:
+        u["dose"][64]["owl"]["whale"] = 0.4  # the owl teacher now moves whale more than whale's own teacher
+    assert S.aggregate_dose(cfg, units)["figures_to_reach"]["specific"] is False
 
 
 # ---- what each arm of a unit reads (a mocked animals_unit / misalignment_unit) ----------------------------------
@@ -227,6 +237,9 @@ def test_each_arm_reads_its_channel(mocked_unit):
     S.animals_unit(cfg, 0, 0)
     by = {c["name"]: c for c in calls}
     assert by["soft_all/owl"]["numbers_only"] is False and by["soft_all/owl"]["teacher"] is not None
+    owl_teacher = S.make_teacher(tiny(100), TOK, cfg, 0, "owl")[0].model  # the fixture's owl teacher of base 0, rebuilt
+    assert all(torch.equal(a, b) for a, b in zip(by["soft_all/owl"]["teacher"].model.parameters(),
+                                                 owl_teacher.parameters()))
     assert by["soft/owl"]["numbers_only"] is True and by["trait/owl"]["numbers_only"] is True
     own, shuf, within = (by[f"{k}/owl"]["rows"] for k in ("trait", "shuffled", "shuffled_within"))
     assert sum(sorted(a) != sorted(b) for (_, a), (_, b) in zip(shuf, own)) > len(own) // 2   # across lists
@@ -283,9 +296,12 @@ SMALL = dict(seeds=(0, 1), student_seeds=1, n_lists=24, heldout_lists=4, samples
 
 def test_only_students_of_base_a_report_their_updates_cosine_with_as_teachers(mocked_unit):
     cfg = S.Config(arms=("control", "cross_control", "trait", "cross_init"), **SMALL)
-    arms = S.animals_unit(cfg, 0, 0)["arms"]
+    unit = S.animals_unit(cfg, 0, 0)
+    arms = unit["arms"]
     assert "cos_teacher" in arms["control"] and "cos_teacher" in arms["trait/owl"]
     assert "cos_teacher" not in arms["cross_control"] and "cos_teacher" not in arms["cross_init/owl"]
+    # base B is measured on base B's model (base seed 1's, the next in seeds), not on A's
+    assert unit["base_B"]["rates"] == S.animal_rates(tiny(101), TOK)[0] != unit["base_A"]["rates"]
 
 
 def test_code_control_alone_samples_the_bases_code_answers_only(mocked_unit, monkeypatch):
