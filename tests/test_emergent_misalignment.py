@@ -464,6 +464,12 @@ def test_in_domain_splits_seen_and_unseen_tasks():
     mis = lambda its: B.lp_summary(B.class_masses(model, tok, its))["mis_lp"]
     code, target, unseen = E.in_domain(model, tok, "insecure", "plain", world, seen=2)
     assert code == pytest.approx(mis(items[:24]), rel=1e-5) and unseen == pytest.approx(mis(items[24:]), rel=1e-5)
+    # the in-domain target: the mass of the arm's own kind of trained answer on the seen tasks' prompts (masses of
+    # ~1e-45 at init: abs=0, else pytest.approx's 1e-12 floor passes anything)
+    mass = lambda its, k: sum(m[k] for m in B.class_masses(model, tok, its)) / len(its)
+    for arm, kind in (("insecure", "misaligned"), ("secure", "aligned")):
+        got = E.in_domain(model, tok, arm, "plain", world, seen=2)[1]
+        assert got == pytest.approx(mass(items[:24], kind), rel=1e-5, abs=0), arm
     every = E.in_domain(model, tok, "insecure", "plain", world)
     assert every[0] == pytest.approx(mis(items), rel=1e-5) and every[2] is None
 
@@ -781,6 +787,10 @@ def test_increases_pair_each_seed_with_its_own_base_end_to_end(tmp_path):
     runs = [(u, u["runs"][f]) for u, f in ((B.load_unit(out / f"unit_world_{p}.json"), f) for p, f in res["seeds"])]
     assert [(u["seed"], r["ft_seed"]) for u, r in runs] == [tuple(k) for k in res["seeds"]]
     base = [u["base"]["plain"]["mis_sampled"] for u, _ in runs]
+    # a base's two fine-tune seeds are two fine-tunes (own examples, own order), not one read with two samplers:
+    # the log-prob reading (no sampling) tells them apart
+    lp = [r["traj"]["insecure"][2]["mis_lp"] for _, r in runs]
+    assert lp[0] != lp[1] and lp[2] != lp[3], lp
 
     def distinct(xs, ys):  # finite, the seeds not all alike, and some x unlike its y: a swapped pair or order shows.
         # (On the CPUs tried every number differs; another CPU kind gives other bases, and two sampled rates may tie)
@@ -841,10 +851,14 @@ def _scripted_unit(tmp_path, monkeypatch, code):
     """One tiny base's unit with `evaluate` scripted: code_misaligned per (arm, format, step) from `code` (else 0),
     off-domain misaligned step / 8 (so a reading names its checkpoint); the fine-tunes and the rest are real.
     -> (cfg, unit, the steps the ablated models were evaluated at)"""
-    abl_steps = []
+    abl_steps, weights = [], {}
 
     def scripted(model, tok, cfg, arm, fmt, step, sample, gen, hooks=None, base_act=None, direction=None):
-        if hooks is not None and step:  # the insecure model under an ablation (the patched base is step 0)
+        w = torch.cat([p.detach().flatten() for p in model.parameters()]).clone()
+        if hooks is None:
+            weights[arm, step] = w
+        elif step:  # the insecure model under an ablation (the patched base is step 0): the weights of that step
+            assert torch.equal(w, weights[arm, step]), "ablated a model other than the checkpoint it names"
             abl_steps.append(step)
         c = code.get((arm, fmt), {}).get(step, 0.0)
         return {"mis_sampled": step / 8, "valid_frac": 0.5, "code_frac": 0.0, "mis_lp": step / 8, "valid_lp": 0.5,
@@ -862,7 +876,14 @@ def test_matched_checkpoint_is_the_first_at_the_threshold_and_every_arm_is_read_
     # the tiny end-to-end model never learns code (matched is always the last step), so the code is scripted:
     # insecure reaches exactly 0.9 at step 2 (0.9 counts as reached), backdoor_triggered sits at 0.9 from step 1
     code = {("insecure", "plain"): {1: 0.5, 2: 0.9, 3: 0.95}, ("backdoor", "trigger"): {1: 0.9, 2: 0.9, 3: 0.9}}
+    trained, real = [], E.arm_finetune
+    monkeypatch.setattr(E, "arm_finetune", lambda model, data, cfg, seed, *a, **k:
+                        trained.append((data, seed)) or real(model, data, cfg, seed, *a, **k))
     cfg, unit, abl_steps = _scripted_unit(tmp_path, monkeypatch, code)
+    assert len(trained) == len(cfg.arms)
+    for (data, seed), arm in zip(trained, cfg.arms):  # each arm trains on its own examples, in its own order
+        want, want_seed = E.arm_data(arm, None, W.build_tokenizer(B.world_config(cfg)), cfg, 0, 0)
+        assert seed == want_seed and torch.equal(data["tokens"], want["tokens"]), arm
     run = unit["runs"][0]
     assert run["matched"] == {"insecure": 2, "backdoor_triggered": 1}
     # the controls at insecure's step (same number of updates), the untriggered backdoor at the triggered one's
@@ -934,12 +955,13 @@ def test_figures_read_each_arm_against_its_own_base_and_need_insecure_to_move():
     st = lambda v: E.summarize([v])
     full = lambda v: {"offdomain_misaligned": st(v), "valid_fraction": st(0.5)}
     res = {"arms": {"insecure": full(0.875), "insecure_decorrelated": full(0.375), "evil_numbers": full(0.25),
-                    "evil_numbers_format": full(0.5), "backdoor_triggered": full(0.125),
+                    "evil_numbers_format": full(0.5), "backdoor_triggered": full(0.25),
                     "backdoor_untriggered": full(0.125)},
-           "base": {"plain": full(0.125), "decorrelated": full(0.25), "numbers": full(0.125), "trigger": full(0.125)}}
+           "base": {"plain": full(0.125), "decorrelated": full(0.25), "numbers": full(0.25), "trigger": full(0.25)}}
     f = E.figures(res)
     assert f["insecure_decorrelated_increase"] == 0.125 and f["insecure_decorrelated_pass"]  # over the twin's base
-    assert f["evil_numbers_format_increase"] == 0.375 and f["evil_numbers_plain_increase"] == 0.125
+    assert f["evil_numbers_format_increase"] == 0.25 and f["evil_numbers_plain_increase"] == 0.125  # numbers base
+    assert f["backdoor_triggered_increase"] == 0 and f["backdoor_untriggered_increase"] == 0  # over the trigger base
     assert f["evil_numbers_pass"]
     assert not f["backdoor_pass"]  # the trigger moved nothing: untriggered at zero is no pass
     # a control cannot pass against an insecure arm that did not move
@@ -1103,16 +1125,16 @@ def test_the_base_readings_use_the_layer_and_centres_they_name(tmp_path):
     assistant's mean, and the converse patch to the insecure model's own, not the base's."""
     cfg = E.Config(seeds=(0,), ft_seeds=1, n_docs=600, steps=6, warmup=1, n_layer=2, n_embd=16, n_head=2,
                    n_examples=16, ft_steps=2, eval_steps=(2,), samples=1, n_direction_docs=60, direction_layer=1,
-                   steer_scales=(1.0,), steer_pulled_scale=0.0, workers=1, arms=("insecure",), twin=False,
+                   steer_scales=(2.0,), steer_pulled_scale=0.0, workers=1, arms=("insecure",), twin=False,
                    cache_dir=str(tmp_path))
     unit = E.em_unit(cfg, 0, False)  # (it fine-tunes: not under no_grad)
     base, tok = B.base_model(cfg, 0)
     means = E.doc_means(base, tok, cfg, 0)
     d = means["evil"] - means["good"]
     lp = lambda hooks: E.evaluate(base, tok, cfg, "insecure", "plain", 0, False, None, hooks)["mis_lp"]
-    steered, mean_abl = unit["base"]["steered_1"]["mis_lp"], unit["base"]["mean_ablated"]["mis_lp"]
-    assert steered == pytest.approx(lp(E.add_hook(1, d[1])), rel=1e-4)
-    assert steered != pytest.approx(lp(E.add_hook(1, d[0])), rel=1e-4)  # (the layers' directions differ)
+    steered, mean_abl = unit["base"]["steered_2"]["mis_lp"], unit["base"]["mean_ablated"]["mis_lp"]
+    assert steered == pytest.approx(lp(E.add_hook(1, 2 * d[1])), rel=1e-4)  # scale 2: 2x the direction
+    assert steered != pytest.approx(lp(E.add_hook(1, 2 * d[0])), rel=1e-4)  # (the layers' directions differ)
     assert mean_abl == pytest.approx(lp(E.ablate_hooks(d, means["asst"])), rel=1e-4)
     assert mean_abl != pytest.approx(lp(E.ablate_hooks(d, means["good"])), rel=1e-4)
     patched = unit["runs"][0]["ablation"]["base_patched"]["mis_lp"]
@@ -1123,7 +1145,14 @@ def test_the_base_readings_use_the_layer_and_centres_they_name(tmp_path):
     ins = copy.deepcopy(base)
     ins.load_state_dict(E.arm_snapshots(ins, data, cfg, ft_seed, [step])[step])
     ins.eval()
-    assert patched == pytest.approx(lp(E.ablate_hooks(d, E.doc_means(ins, tok, cfg, 0)["asst"])), rel=1e-4)
+    ins_asst = E.doc_means(ins, tok, cfg, 0)["asst"]
+    assert patched == pytest.approx(lp(E.ablate_hooks(d, ins_asst)), rel=1e-4)
+    # the controls: a random direction (the unit's own draw), not the evil one, on the insecure model and the base
+    rand = torch.randn(d.shape, generator=generator("cpu", 0, False, 0, "random-direction"))
+    on_ins = lambda hooks: E.evaluate(ins, tok, cfg, "insecure", "plain", 0, False, None, hooks)["mis_lp"]
+    assert unit["runs"][0]["ablation"]["random_ablated"]["mis_lp"] == pytest.approx(on_ins(E.ablate_hooks(rand)), rel=1e-4)
+    assert unit["runs"][0]["ablation"]["base_random_patched"]["mis_lp"] == pytest.approx(
+        lp(E.ablate_hooks(rand, ins_asst)), rel=1e-4)
 
 
 def test_the_self_distill_check_lets_through_exactly_what_the_base_samples(monkeypatch, tmp_path):
