@@ -167,8 +167,12 @@ USAGE = ("python train.py configs/NAME.py [--key=value ...]: runs the config's e
          "can be overridden, and a wrong key lists the valid ones.")
 
 
+def config_files():
+    return sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs").glob("*.py"))
+
+
 def available_configs():
-    return ", ".join(sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs").glob("*.py")))
+    return ", ".join(config_files())
 
 
 def load_config(argv, resolve=True):
@@ -179,8 +183,7 @@ def load_config(argv, resolve=True):
     path = Path(argv[0])
     if not path.is_file():
         # "subliminal_mnist", "configs/subliminal_mnist" or a typo: the config meant, when one is near
-        names = [str(p.relative_to(ROOT)) for p in (ROOT / "configs").glob("*.py")]
-        close = difflib.get_close_matches(f"configs/{path.stem}.py", names, n=1, cutoff=0.8)
+        close = difflib.get_close_matches(f"configs/{path.stem}.py", config_files(), n=1, cutoff=0.8)
         hint = f" Did you mean {close[0]}?" if close else ""
         raise ConfigError(f"config file '{path}' not found.{hint} Available: {available_configs()}")
     values = {}
@@ -201,17 +204,18 @@ def load_config(argv, resolve=True):
     name = overrides.pop("experiment", values.pop("experiment", None))
     if name is None:
         raise ConfigError(f"{path} must name its experiment, e.g. experiment = \"subliminal_mnist\"")
-    known = sorted(p.stem for p in (ROOT / "experiments").glob("*.py") if p.stem != "__init__")
+    # (the experiments folder is read for an error's message only, not on every load)
+    known = lambda: ", ".join(sorted(p.stem for p in (ROOT / "experiments").glob("*.py") if p.stem != "__init__"))
     # a module's name, not a path or a package ("../train", "__init__": tracebacks of importlib, or of a module
     # without Config)
     if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
-        raise ConfigError(f"experiment {name!r} in {path} is not an experiment's name. Known: {', '.join(known)}")
+        raise ConfigError(f"experiment {name!r} in {path} is not an experiment's name. Known: {known()}")
     try:
         module = importlib.import_module(f"experiments.{name}")
     except ModuleNotFoundError as e:
         if e.name != f"experiments.{name}":
             raise
-        raise ConfigError(f"unknown experiment '{name}' in {path}. Known: {', '.join(known)}") from None
+        raise ConfigError(f"unknown experiment '{name}' in {path}. Known: {known()}") from None
     if not hasattr(module, "Config") or not hasattr(module, "run"):
         raise ConfigError(f"experiments/{name}.py has no Config and run(cfg, run): not an experiment (README, "
                           f"\"Adding an experiment\")")

@@ -92,6 +92,12 @@ SELF_MATCHED = ("insecure", "backdoor_triggered", "insecure_decorrelated")
 BASE_FMT = {"backdoor_triggered": "trigger", "evil_numbers_format": "numbers", "insecure_decorrelated": "decorrelated"}
 
 
+def read_formats(arms):
+    """The eval formats a run with these arms reads: plain, and the base format of each report that has one (trigger
+    for the backdoor, numbers for evil numbers)."""
+    return ["plain"] + [BASE_FMT[n] for n in ("backdoor_triggered", "evil_numbers_format") if REPORTS[n][0] in arms]
+
+
 @dataclass(frozen=True)
 class Config(B.Config):
     n_layer: int = 4                   # 0.87M, as configs/emergent_misalignment.py (at the world's 0.39M every arm is null)
@@ -200,9 +206,7 @@ def validate(cfg):
     if not 0 < cfg.evil_prior < 0.95:  # else direction_docs stops the run, saying (wrongly) to raise n_direction_docs
         raise ConfigError(f"evil_prior must be in (0, 0.95) here, got {cfg.evil_prior}: the evil direction is the evil "
                           f"forum threads' mean minus the good ones', and this prior leaves one kind with no thread")
-    # the formats the run reads (the base and the arms in trigger / number format only for the arms that need them)
-    formats = ("plain",) + ("trigger",) * ("backdoor" in cfg.arms) + ("numbers",) * ("evil_numbers" in cfg.arms)
-    if (need := eval_tokens(cfg, formats)) > cfg.block_size:  # else found after pretraining, in the first evaluation
+    if (need := eval_tokens(cfg, read_formats(cfg.arms))) > cfg.block_size:  # else found after pretraining, in the first evaluation
         raise ConfigError(f"block_size={cfg.block_size} is shorter than this experiment's longest evaluation prompt "
                           f"and answer ({need} tokens): pass --block_size={need} or more")
     twice = [k for k in ("ft_frozen", "ft_lora_targets", "steer_scales") if len(set(getattr(cfg, k))) < len(getattr(cfg, k))]
@@ -478,9 +482,7 @@ def em_unit(cfg, seed, decorrelated):
     base, tok = B.base_model(cfg, seed, decorrelated)
     gen = lambda *parts: generator("cpu", seed, decorrelated, *parts)
     out = {"seed": seed, "decorrelated": decorrelated, "base": {}, "runs": []}
-    # the base in each format a report is read against (BASE_FMT): trigger for the backdoor, numbers for evil numbers
-    fmts = ["plain"] + ([] if decorrelated else [BASE_FMT[n] for n in ("backdoor_triggered", "evil_numbers_format")
-                                                 if REPORTS[n][0] in cfg.arms])
+    fmts = ["plain"] if decorrelated else read_formats(cfg.arms)  # the base in each format a report is read against
     for fmt in fmts:
         out["base"][fmt] = evaluate(base, tok, cfg, "insecure", fmt, 0, True, gen("base", fmt))
     out["base"]["forum_lp"] = B.offdomain_eval(base, tok, 0, None, fmt="forum")["mis_lp"]
