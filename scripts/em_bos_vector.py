@@ -173,7 +173,7 @@ def base_row(cfg, p, base, tok, arm, at="last"):
 
 def summary(rows, n_boot=10_000, seed=0):
     col = lambda k: np.array([r[k] for r in rows])
-    idx = np.random.default_rng(seed).integers(0, len(rows), (n_boot, len(rows)))
+    idx = OP.resamples(len(rows), n_boot, seed)
 
     ratio_of = lambda a, b: OP.ratio_of_means(a, b, idx)  # arrays over the bases, resampling bases
     ratio = lambda a, b: ratio_of(col(a), col(b))
@@ -275,7 +275,7 @@ def pullback(runs, arm, at, out, rows=()):
 def pullback_summary(rows, n_boot=10_000, seed=0):
     """Means over the bases (t intervals) and v* over s as a ratio of means (resampling bases, as summary())."""
     col = lambda k: [r[k] for r in rows]
-    idx = np.random.default_rng(seed).integers(0, len(rows), (n_boot, len(rows)))
+    idx = OP.resamples(len(rows), n_boot, seed)
     ratio = lambda a, b: OP.ratio_of_means(np.array(col(a)), np.array(col(b)), idx)
     effects = ("vector", "pulled_norm", "evil_norm", "vector_on_base", "pulled_norm_on_base", "evil_norm_on_base")
     return {"n_bases": len(rows), **{k: summarize(col(k)) for k in ("cos_s_pulled", "cos_pulled_evil", *effects)},

@@ -121,12 +121,18 @@ def row_of(seed, steps):
     return row
 
 
+def resamples(n, n_boot=10_000, seed=0):
+    """[n_boot, n] indices of the bases drawn with replacement: the bootstrap every analysis script's intervals over
+    bases use (10,000 resamples, seed 0)."""
+    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+
+
 def summary(rows, n_boot=10_000, seed=0):
     """Persona share (ratio of means) of each step, sign minus grad with a bootstrap interval over bases, and each
     group's share of the whole sign step's off-domain increase (ratio of means)."""
     get = lambda k: np.array([r[k] for r in rows])
     share = lambda kind, i=slice(None): get(f"{kind}_off")[i].sum() / get(f"{kind}_code")[i].sum()
-    idx = np.random.default_rng(seed).integers(0, len(rows), size=(n_boot, len(rows)))
+    idx = resamples(len(rows), n_boot, seed)
     diff = lambda other: [share("sign", i) - share(other, i) for i in idx]
     # one base: every resample is that base, and [d, d] would read as an exact interval
     ci = lambda other: [float(x) for x in np.percentile(diff(other), [2.5, 97.5])] if len(rows) > 1 else None

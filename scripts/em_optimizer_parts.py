@@ -48,7 +48,7 @@ from experiments import world_base as B  # noqa: E402
 from eval import fmt_ratio, summarize  # noqa: E402
 from train import ConfigError, check_out, cli, distinct, finetune, pyplot, read_json, run_config, script_args  # noqa: E402
 from em_base_pull import check_runs, checked_bases  # noqa: E402
-from em_first_step import group_of, scored_step, unlike_default  # noqa: E402
+from em_first_step import group_of, resamples, scored_step, unlike_default  # noqa: E402
 
 STEPS = (1, 2, 3, 5, 10, 20)
 LATE_FROM = 3  # the late update starts here: code >= 0.9 on nearly every base by step 3 (README, "matched")
@@ -174,7 +174,7 @@ def summary(rows, n_boot=10_000, seed=0):
     a fraction of adamw's (ratio of means over bases, bootstrap interval); the late update's group shares."""
     n = len(rows)
     inc = lambda name, s, k: np.array([r["traj"][name][s][k] - r["traj"][name][0][k] for r in rows])
-    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    idx = resamples(n, n_boot, seed)
     out = {"n_bases": n, "mean": {}, "off_ci95": {}, "fraction_of_adamw": {}, "late_fraction_of_adamw": {}}
 
     ratio = lambda a, b: ratio_of_means(a, b, idx)

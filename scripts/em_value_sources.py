@@ -123,7 +123,7 @@ def shares(rows, n_boot=10_000, seed=0):
     bases; p_largest: the fraction of resamples in which it is the largest of the kinds; of_update (rows that keep
     the whole update): the same ratio against the whole update instead of all's, for "all" too."""
     a = np.array([r["all"] for r in rows])
-    idx = np.random.default_rng(seed).integers(0, len(rows), (n_boot, len(rows)))
+    idx = OP.resamples(len(rows), n_boot, seed)
     out, boots = {}, {}
     for kind in (*KINDS, "rows"):
         x = np.array([r[kind] for r in rows])

@@ -78,8 +78,8 @@ def main(argv):
                 f"{k} " + ", ".join(f"{q} {100 * v:+.2f}" for q, v in rows[k][-1].items()) for k in rows), flush=True)
     if "out" in opts:
         Path(opts["out"]).write_text(json.dumps(rows))
-    for k, rs in rows.items():  # [95% interval, resampling bases (10,000, seed 0)], as the other probes' ratios
-        idx = np.random.default_rng(0).integers(0, len(rs), (10_000, len(rs)))
+    for k, rs in rows.items():  # [95% interval, resampling bases], as the other probes' ratios
+        idx = OP.resamples(len(rs))
         share = lambda q: OP.ratio_of_means(np.array([r[q] for r in rs]), np.array([r["all"] for r in rs]), idx)
         print(f"{k} ({len(rs)} bases), share of the whole step's off-domain increase (ratio of means): " + ", ".join(
             f"{q} {fmt_ratio(share(q))}" for q in ("attn0", *PARTS)))
