@@ -359,7 +359,9 @@ class GPT(nn.Module):
         right padding is invisible to real tokens under causal attention). cache: a KVCache, which this
         call extends by T columns. targets [B, T]: return per-token losses instead of logits.
         keep [B, T] bool: unembed only those k positions (row-major order) and return logits [k, V] or
-        losses [k]; a fine-tune that trains a few positions per row skips most of the unembedding."""
+        losses [k]; a fine-tune that trains a few positions per row skips most of the unembedding. keep may
+        also be a slice of columns, the same in every row (generate's slice(-1, None): [B, V]); a slice needs
+        no count of the kept positions, so on a GPU it does not wait for the device as a mask does."""
         if self.n_hooked and torch.compiler.is_compiling():
             # a compiled graph would silently skip hooks attached after it was traced (or keep the ones it was traced
             # with): with hooks on, torch.compile(model) runs this forward eagerly, so every hook runs as it would.
@@ -387,7 +389,10 @@ class GPT(nn.Module):
         for block in self.blocks:
             x = block(x, cos, sin, attn_mask, cache)  # [B, T, C]
         x = self.final(self.ln_f(x))  # [B, T, C]
-        if keep is not None:
+        if isinstance(keep, slice):
+            x = x[:, keep].flatten(0, 1)  # [k, C], k = B * kept columns
+            targets = None if targets is None else targets[:, keep].flatten()  # [k]
+        elif keep is not None:
             x = x[keep]  # [k, C]
             targets = None if targets is None else targets[keep]  # [k]
         logits = self.logits(F.linear(x, self.wte.weight))  # [B, T, V] (or [k, V])
@@ -489,9 +494,8 @@ class GPT(nn.Module):
         new, x = [], idx  # x: what the next forward reads (all columns without a cache, new ones with it)
         try:
             for _ in range(max_new_tokens):
-                last = torch.zeros(x.shape, dtype=torch.bool, device=device)
-                last[:, -1] = True  # unembed the last column only: the prompt's other columns would be thrown away
-                logits = self(x, mask=mask, cache=cache, keep=last).float()  # [B, V]
+                # unembed the last column only: the prompt's other columns would be thrown away
+                logits = self(x, mask=mask, cache=cache, keep=slice(-1, None)).float()  # [B, V]
                 nxt = sample_next(logits, temperature, top_k, generator)  # [B]
                 nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
                 new.append(nxt)

@@ -115,6 +115,19 @@ def test_keep_unembeds_only_the_kept_positions():
 
 
 @torch.no_grad()
+def test_keep_slice_is_the_same_columns_as_a_mask():
+    """keep=slice(...) (generate's form, which needs no device sync) keeps the same positions, in the same order,
+    as the bool mask of those columns: logits and losses."""
+    model, idx, y = tiny(), tokens(3, 10), tokens(3, 10, seed=2)
+    for cols in (slice(-1, None), slice(2, 7), slice(None, None, 3)):
+        mask = torch.zeros(3, 10, dtype=torch.bool)
+        mask[:, cols] = True
+        torch.testing.assert_close(model(idx, keep=cols), model(idx, keep=mask))
+        torch.testing.assert_close(model(idx, targets=y, keep=cols), model(idx, targets=y, keep=mask))
+    assert model(idx, keep=slice(-1, None)).shape == (3, V)
+
+
+@torch.no_grad()
 def test_attention_pattern_is_causal_and_writable():
     model, idx = tiny(init_std=0.3), tokens(2, 10)
     plain = model(idx)
