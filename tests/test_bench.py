@@ -101,8 +101,10 @@ def test_peak_flops_is_the_cards_dense_bf16_peak(monkeypatch):
     """MFU's denominator; a CPU or an unknown card has none (no MFU printed) rather than a made-up one."""
     for name, peak in [("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12), ("NVIDIA H200", 989e12),
                        ("NVIDIA A100-SXM4-80GB", 312e12)]:
-        monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None, name=name: name)
+        asked = []  # the card asked is the one given (no argument would name the current card, cuda:0)
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None, name=name: asked.append(device) or name)
         assert train.peak_flops("cuda") == peak and train.peak_flops(torch.device("cuda", 1)) == peak, name
+        assert asked == ["cuda", torch.device("cuda", 1)], name
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA GeForce RTX 4090")
     with pytest.warns(UserWarning, match="RTX 4090"):
         assert train.peak_flops("cuda") is None
@@ -337,10 +339,18 @@ def test_a_device_this_machine_lacks_is_one_line_and_exit_status_2_before_any_wo
 def test_bench_lists_table(monkeypatch, tmp_path, capsys):
     """Each sampler uses the cache it is named for, on the prompts it says; speed-ups are relative to the naive loop."""
     monkeypatch.chdir(tmp_path)  # no cached world base here: a fresh model of its shape
-    generate, caches = GPT.generate, []
-    monkeypatch.setattr(GPT, "generate", lambda self, *a, **kw: caches.append(kw["use_cache"]) or generate(self, *a, **kw))
+    generate, calls = GPT.generate, []
+    monkeypatch.setattr(GPT, "generate", lambda self, prompts, n, **kw: calls.append((n, kw)) or generate(self, prompts, n, **kw))
     assert bench.bench_lists(["--batch=6", "--naive=2", "--threads=0"]) == 0
+    caches = [kw["use_cache"] for _, kw in calls]
     assert caches == [True, True, False, False, False, False, False]  # each sampler: a warm-up, then its batches
+    # the experiment's sampler (subliminal_numbers.sample_lists): seeded, up to max_new tokens, stopping at <eos> or <u>
+    from data import world as W
+    from experiments import subliminal_numbers as S
+    tok = W.build_tokenizer()
+    assert all(kw["eos_id"] == [tok.token_to_id(W.EOS), tok.token_to_id("<u>")] for _, kw in calls)
+    assert all(isinstance(kw["generator"], torch.Generator) for _, kw in calls)
+    assert [n for n, _ in calls if n != 4] == [S.Config().max_new] * 4  # the timed calls (the warm-ups write 4)
     out = capsys.readouterr().out
     assert out.startswith("number-list sampling, untrained model of the world base's shape, ")
     rows = [re.split(r" \| ", line.strip("| ")) for line in out.splitlines()[-3:]]

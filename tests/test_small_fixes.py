@@ -61,21 +61,34 @@ def test_a_pretraining_seed_named_twice_is_a_config_error(experiment):
 # ----------------------------------------------------------------------------------------------------
 # scripts/em_mechanism_figure.py: a clamp run of one seed has no interval
 
-def test_em_mechanism_figure_draws_a_one_seed_clamp_run_without_a_band(tmp_path, monkeypatch):
+@pytest.mark.parametrize("n_seeds", [1, 2])
+def test_em_mechanism_figure_draws_a_one_seed_clamp_run_without_a_band(tmp_path, monkeypatch, n_seeds):
+    # with two seeds too: each line is the seeds' mean and each band their interval (a figure that always drew the
+    # one-seed zero-width band, or lines at other values, passed when only one seed was drawn)
+    from eval import summarize
     run = tmp_path / "clamp"
     run.mkdir()
     step = lambda c, o: {s: {"code_misaligned": c * int(s), "offdomain_misaligned": o * int(s)} for s in ("1", "2", "20")}
-    row = {"unclamped": step(.02, .001), "clamped": step(.01, .0005), "random_clamped": step(.02, .0009)}
-    (run / "clamp_finetune.json").write_text(json.dumps({"per_seed": [row]}))
+    rows = [{"unclamped": step(.02 * k, .001 * k), "clamped": step(.01 * k, .0005 * k),
+             "random_clamped": step(.02 * k, .0009 * k)} for k in (1, 1.5)[:n_seeds]]
+    (run / "clamp_finetune.json").write_text(json.dumps({"per_seed": rows}))
     bands, fill = [], matplotlib.axes.Axes.fill_between
     monkeypatch.setattr(matplotlib.axes.Axes, "fill_between",
                         lambda ax, x, lo, hi, **kw: bands.append((list(lo), list(hi))) or fill(ax, x, lo, hi, **kw))
+    lines, plot = [], matplotlib.axes.Axes.plot
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", lambda ax, x, y, *a, **kw: lines.append(list(y)) or plot(ax, x, y, *a, **kw))
     load_script("em_mechanism_figure").main([f"--out={tmp_path / 'f.png'}", "--", str(run)])  # crashed: ci95 None
     assert (tmp_path / "f.png").stat().st_size > 1000
-    # one band per arm and panel, of no width, at the seed's own values
-    want = [[row[arm][s][m] for s in ("1", "2", "20")] for m in ("code_misaligned", "offdomain_misaligned")
-            for arm in ("unclamped", "clamped", "random_clamped")]
-    assert bands == [(pytest.approx(w), pytest.approx(w)) for w in want]
+    # one line and one band per arm and panel: the seeds' mean, and their interval (one seed: of no width, at its values)
+    stats = [[summarize([r[arm][s][m] for r in rows]) for s in ("1", "2", "20")]
+             for m in ("code_misaligned", "offdomain_misaligned") for arm in ("unclamped", "clamped", "random_clamped")]
+    assert lines == [pytest.approx([t["mean"] for t in st]) for st in stats]
+    if n_seeds == 1:
+        assert bands == [(pytest.approx(y), pytest.approx(y)) for y in lines]
+    else:
+        assert bands == [(pytest.approx([t["ci95"][0] for t in st]), pytest.approx([t["ci95"][1] for t in st]))
+                         for st in stats]
+        assert all(lo[-1] < hi[-1] for lo, hi in bands)  # a band of some width
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -113,12 +126,16 @@ def test_gpt_bench_on_a_second_card_syncs_and_measures_that_card(monkeypatch):
                                         ("NVIDIA H200", 989e12), ("NVIDIA H200 NVL", 835e12),
                                         ("NVIDIA H100 96GB", None)])  # an H100 it does not know: no MFU, not SXM's
 def test_peak_flops_of_each_h100_form_factor(monkeypatch, name, peak):
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    # the card asked is the run's: with no argument torch.cuda names the current one (cuda:0), another card's peak
+    asked = []
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: asked.append(device) or name)
     if peak is None:  # an unknown card is named in a warning: a missing MFU column alone would say nothing
         with pytest.warns(UserWarning, match=f"does not know the dense bf16 peak FLOP/s of a {name}; add it there"):
             assert train.peak_flops("cuda") is None
+        assert asked == ["cuda"]
     else:
         assert train.peak_flops("cuda") == peak and train.peak_flops(torch.device("cuda", 1)) == peak
+        assert asked == ["cuda", torch.device("cuda", 1)]
 
 
 # ----------------------------------------------------------------------------------------------------
