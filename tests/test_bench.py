@@ -220,6 +220,26 @@ def test_bench_gpt_table_has_every_case_and_a_failure_costs_only_its_own_row(mon
     assert out.endswith("\nsample em-0.4M: B=32, the note\n")
 
 
+def test_bench_gpt_on_a_second_card_names_and_runs_on_that_card(monkeypatch, capsys):
+    """--device=cuda:1: the header names cuda:1's card (with no argument torch.cuda names the current one, cuda:0),
+    and every case runs on it. No GPU here: the CUDA calls are stubbed."""
+    calls, _ = gpt_stubs(monkeypatch)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: f"card {device}")
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    monkeypatch.setattr(torch._dynamo, "reset", lambda: None)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", torch.backends.cuda.matmul.allow_tf32)  # restored
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", torch.backends.cudnn.allow_tf32)
+    devices, train_case, sample_case = [], bench.bench_gpt_train, bench.bench_gpt_sample
+    monkeypatch.setattr(bench, "bench_gpt_train", lambda *a, **kw: devices.append(a[3]) or train_case(*a, **kw))
+    monkeypatch.setattr(bench, "bench_gpt_sample", lambda *a: devices.append(a[4]) or sample_case(*a))
+    assert bench.bench_gpt(["--device=cuda:1", "--budget=1e9"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("GPT benchmarks on card cuda:1, torch ") and "\ncard cuda:1, torch " in out
+    assert len(calls) == 7 and devices == [torch.device("cuda", 1)] * 7
+
+
 def test_bench_gpt_skips_cases_past_its_budget(monkeypatch, capsys):
     """Past --budget every later case is skipped (and said so), not just the next, but the first always runs;
     --threads=0 keeps torch's default. A budget of 0 or less is refused (it printed an empty table)."""
