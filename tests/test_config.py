@@ -141,6 +141,10 @@ def test_resolved_config_and_env_written(cfg_file, tmp_path):
     env = json.loads((tmp_path / "run" / "env.json").read_text())
     assert {"argv", "git_commit", "git_dirty", "torch", "numpy", "device", "threads", "cpu", "cpu_capability"} <= set(env)
     assert env["processes"] == 1  # torchrun's WORLD_SIZE: argv alone would rerun a DDP run with another global batch
+    with pytest.MonkeyPatch.context() as mp:  # (1 is also what a constant would write: a run of 2 processes says 2)
+        mp.setenv("WORLD_SIZE", "2")
+        train.Run(cfg, "subliminal_mnist", argv=["train.py", cfg_file])
+    assert json.loads((tmp_path / "run" / "env.json").read_text())["processes"] == 2
     assert train.run_config(module.Config, tmp_path / "run") == cfg  # what eval.py RUN_DIR rebuilds
     run.log(step=1, loss=0.5)
     assert json.loads((tmp_path / "run" / "metrics.jsonl").read_text()) == {"step": 1, "loss": 0.5}
