@@ -186,6 +186,18 @@ def test_bos_vector_seed_agreement_control_is_the_other_arms_vector(monkeypatch)
     assert a["cos_arms"] == pytest.approx(0.0) and a["cos_seeds"] == pytest.approx(2 ** -0.5)
 
 
+def test_bos_vector_agreement_pools_the_paired_difference_over_bases(monkeypatch, tmp_path):
+    # per base cos_seeds 0.9, 0.7 and cos_arms 0.2, 0.4: the paired difference is 0.7 and 0.3, mean 0.5
+    monkeypatch.setattr(bv, "checked_bases", lambda run, ex: iter([(None, 0, None, None), (None, 1, None, None)]))
+    cos = {0: (0.9, 0.2), 1: (0.7, 0.4)}
+    monkeypatch.setattr(bv, "seed_agreement", lambda cfg, p, base, tok, arm, at: {
+        "cos_seeds": cos[p][0], "cos_arms": cos[p][1], "other_arm": "secure", "norms": [1.0, 1.0]})
+    bv.agreement(["r"], "insecure", "last", str(tmp_path / "g.json"))
+    s = json.loads((tmp_path / "g.json").read_text())["summary"]
+    assert s["n_bases"] == 2 and s["cos_seeds"]["mean"] == pytest.approx(0.8)
+    assert s["seeds_minus_arms"]["mean"] == pytest.approx(0.5) and s["seeds_minus_arms"]["per_seed"] == pytest.approx([0.7, 0.3])
+
+
 def test_bos_vector_base_row_builds_each_vector_from_s_and_e(monkeypatch, tok):
     base, model = tiny_gpt(tok, 0), tiny_gpt(tok, 1)
     s = torch.randn(C, generator=torch.Generator().manual_seed(2))
@@ -252,6 +264,12 @@ def test_bos_vector_pullback_adds_v_at_the_norm_of_s_to_each_model(monkeypatch, 
     s1 = json.loads((tmp_path / "p.json").read_text())["summary"]
     ratio = sum(r["pulled_norm"] for r in rows) / sum(r["vector"] for r in rows)
     assert s1["pulled_over_vector"]["ratio"] == pytest.approx(ratio) and len(s1["pulled_over_vector"]["ci95"]) == 2
+    # the fake readings rise 0.01 per call on the step-3 model and 0.001 on the base: s, v*, e read +1, +2, +3 points
+    # and +0.4, +0.5, +0.6 on the bases (first world), then +7, +8, +9 and +1.0, +1.1, +1.2: v* minus s is +1 point
+    # on the step-3 models and +0.1 on the bases, paired; v* over s on the bases (0.5 + 1.1) / (0.4 + 1.0)
+    assert s1["pulled_minus_vector"]["mean"] == pytest.approx(0.01)
+    assert s1["on_base_pulled_minus_vector"]["mean"] == pytest.approx(0.001)
+    assert s1["on_base_pulled_over_vector"]["ratio"] == pytest.approx(1.6 / 1.4)
     other = [{**r, "run": "q", "pulled_norm": 2 * r["pulled_norm"]} for r in rows]
     (tmp_path / "q.json").write_text(json.dumps({"arm": "insecure", "at": "last", "summary": {}, "pullback": other}))
     bv.main(["--pool", str(tmp_path / "p.json"), str(tmp_path / "q.json"), f"--out={tmp_path / 'both.json'}"])

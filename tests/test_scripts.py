@@ -294,6 +294,19 @@ def test_share_is_offdomain_over_code_increase_paired_by_seed(tmp_path, run_scri
     assert "| insecure | 2 | +0.056 [+0.056, +0.056]" in out
 
 
+def test_share_covers_every_self_matched_arm_over_its_own_base(tmp_path, run_script):
+    """--share is the share of every arm that learns insecure code (SHARE_ARMS), not of insecure alone: the
+    decorrelated twin's, over the twin base, is 0.30 / 0.60 = 0.5 (over the plain base: 0.34 / 0.80)."""
+    st = lambda o, c: {"offdomain_misaligned": {"per_seed": [o]}, "code_misaligned": {"per_seed": [c]}}
+    arms = {"insecure": st(0.11, 0.9), "insecure_decorrelated": st(0.35, 0.8)}
+    res = {"seeds": [[0, 0]], "base": {"plain": st(0.01, 0.0), "decorrelated": st(0.05, 0.2)},
+           "trajectory": {a: {"20": v} for a, v in arms.items()}, "arms": arms}
+    (tmp_path / "r").mkdir()
+    write_run(tmp_path / "r", res, "emergent_misalignment")
+    out = run_script(str(tmp_path / "r"), "--share", step="matched")
+    assert "| insecure | 1 | +0.111 [one seed" in out and "| insecure_decorrelated | 1 | +0.500 [one seed" in out
+
+
 def fake_sn_run(path, bases, students, valid=0.4, teachers=None, base_valid=None):
     """A misalignment-through-numbers results.json with what sn_mis_pool.py reads (one student per base)."""
     path.mkdir()
@@ -410,6 +423,20 @@ def test_sn_pool_bases_subset_and_overlapping_intervals(tmp_path, pool):
     check_refused(pool, "--bases=7-9", "--lists=16000", run, match="holds none of those --bases asks for")
 
 
+def test_sn_pool_flags_only_students_below_half_the_base_and_pairs_the_educational_teacher(tmp_path, pool):
+    """Valid 0.3 against the base's 0.4 is below the base but above half of it (0.2): readable, not flagged (the
+    existing case, 0.1, is below both halves and the whole). The educational teacher's students are paired with the
+    insecure one's like the secure ones: 1 and 3 points, +2.0. One base per side of --minus has no interval: refused."""
+    a = fake_sn_run(tmp_path / "a", [0, 1], {"control": [0.01, 0.02], "insecure": [0.03, 0.05],
+                                             "educational": [0.02, 0.02]}, valid=0.3)
+    out = pool("--lists=16000", a)
+    assert "base valid fraction 0.400; a student below 0.200" in out and "(below half the base" not in out
+    assert "insecure - educational: paired +2.0 [" in out
+    one_a = fake_sn_run(tmp_path / "one_a", [0], {"insecure": [0.03]})
+    one_b = fake_sn_run(tmp_path / "one_b", [0], {"insecure": [0.01]})
+    check_refused(pool, "--lists=16000", one_a, "--minus", one_b, match="pooling needs at least two bases")
+
+
 def fake_animal_run(path, seeds, arm, arm_rates, control_rates, mass=0.9, at_250=None):
     """An animal-mode subliminal_numbers results.json with what sn_compare.py reads (owl only); at_250: the arm's and
     the control's rates at checkpoint 250."""
@@ -471,6 +498,33 @@ def test_sn_compare_reads_each_arm_against_its_own_baseline(tmp_path, call):
     out = call("sn_compare", *runs)
     # effects against cross_control: +1.5 and +1.0 points (against control they read -4.5 and -5.0)
     assert "effect = arm - cross_control" in out and "cross_init +1.5 (" in out and "cross_init +1.0 (" in out
+
+
+def test_sn_compare_reads_each_sides_control_at_its_own_checkpoint_counts_ties_and_needs_the_baseline(tmp_path, call):
+    cmp = lambda *argv: call("sn_compare", *argv)
+    # one run, the arm at checkpoint 250 against the same arm at the end: its controls are other students (0.12 at
+    # 250, 0.10 at the end), so they differ; effects +2, +3 against +5, +6 points: -3 on both seeds
+    a = fake_animal_run(tmp_path / "a", [[0, 0], [0, 1]], "trait", [0.15, 0.16], [0.10, 0.10],
+                        at_250=([0.14, 0.15], [0.12, 0.12]))
+    out = cmp(f"{a}:trait@250", f"{a}:trait")
+    assert "= -3.0 [-3.0, -3.0]; 0/2 seeds positive; controls differ" in out
+    # a seed whose effects are equal is not positive: effects +5, +1 against +1, +1 give differences 4 and 0
+    b = fake_animal_run(tmp_path / "b", [[0, 0], [0, 1]], "trait", [0.15, 0.11], [0.10, 0.10])
+    c = fake_animal_run(tmp_path / "c", [[0, 0], [0, 1]], "shuffled", [0.11, 0.11], [0.10, 0.10])
+    assert "; 1/2 seeds positive; controls identical" in cmp(f"{b}:trait", f"{c}:shuffled")
+    # an arm on base B without its baseline (cross_control) is refused in one line, not a KeyError
+    st = lambda v, mass: {"by_animal": {"owl": {"target_rate": {"per_seed": v}, "animal_mass": {"mean": mass}}}}
+    (tmp_path / "x").mkdir()
+    write_run(tmp_path / "x", {"seeds": [[0, 0], [0, 1]], "animals": ["owl"],
+                               "arms": {"control": st([0.1, 0.1], 0.9), "cross_init": st([0.2, 0.2], 0.9)}},
+              "subliminal_numbers")
+    check_refused(cmp, f"{tmp_path / 'x'}:cross_init", f"{b}:trait", match="no arm 'cross_init' with its baseline")
+    # each side's own baseline's mass: cross_control's (0.50) on the left, control's (0.90) on the right
+    (tmp_path / "y").mkdir()
+    write_run(tmp_path / "y", {"seeds": [[0, 0], [0, 1]], "animals": ["owl"],
+                               "arms": {"control": st([0.1, 0.1], 0.9), "cross_init": st([0.2, 0.2], 0.7),
+                                        "cross_control": st([0.1, 0.1], 0.5)}}, "subliminal_numbers")
+    assert "(control mass 0.50 / 0.90)" in cmp(f"{tmp_path / 'y'}:cross_init", f"{b}:trait")
 
 
 def test_sn_arms_figure_draws_arms_of_several_runs(tmp_path, call):
@@ -659,6 +713,10 @@ def test_em_clamp_drift_split_classes_worlds_by_their_unclamped_increase():
     # classed by the other seed: world 1's seed 0 by seed 1 (4 points: not low), seed 1 by seed 0 (1 point: low)
     # (classed by its own increase, world 1's seed 1 would be the high one: 0.04 in place of 0.08)
     assert d["cross_seed_low"] is None and sorted(d["cross_seed_high"]["per_seed"]) == pytest.approx([-.08, -.08, .08])
+    assert d["unclamped_increase_by_world"] == pytest.approx({1: 0.025, 2: 0.11})
+    # the world's mean decides, not its lowest seed: world 3 drifts 1 and 6 points (mean 3.5: not low-drift)
+    d = cl.drift_split(rows + [row(3, 0, .01, .02, .02), row(3, 1, .01, .07, .07)], 20)
+    assert d["low_worlds"] == [1] and d["unclamped_increase_by_world"][3] == pytest.approx(0.035)
 
 
 def test_em_mechanism_figure_draws_from_the_two_scripts_json(tmp_path):
@@ -955,6 +1013,46 @@ def test_em_susceptibility_spearman_with_ties_and_its_interval_over_resampled_ba
     assert json.loads((tmp_path / "s.json").read_text())["correlations"]["seed_agreement"]["rho"] == pytest.approx(0.6)
 
 
+def test_em_susceptibility_reads_each_column_it_names_and_joins_only_its_own_runs_bases(tmp_path, call):
+    """The outcome follows steer_1 over six bases (as above); here the other columns are set against or with it,
+    so each reads +1 or -1 only if it is read from its own key: cos_evil_direction and steer_2 in the reverse order,
+    em_first_step's per-group sign_off_attn0 in the outcome's, the --route reading's increase over a plain reading
+    that falls ten times as fast (the raw reading would rank in reverse)."""
+    S = script("em_susceptibility")
+    steer = {"a": [0.01, 0.30, 0.20], "b": [0.00, 0.40, 0.15]}
+    runs = {n: susceptibility_run(tmp_path / n, ps, inc, steer[n])
+            for n, ps, inc in (("a", [0, 1, 2], [0.02, 0.10, 0.05]), ("b", [3, 4, 5], [0.00, 0.20, 0.03]))}
+    for n, run in runs.items():
+        path = Path(run) / "results.json"
+        res = json.loads(path.read_text())
+        per = lambda v: [x for x in v for _ in (0, 1)]
+        res["trajectory"]["insecure"]["5"]["cos_evil_direction"] = {"per_seed": per([-x for x in steer[n]])}
+        res["base"]["steered_2"] = {"offdomain_misaligned": {"per_seed": per([0.5 - x for x in steer[n]])}}
+        path.write_text(json.dumps(res))
+        ps = [p for p, _ in res["seeds"][::2]]
+        rows = [{"world": p, "sign_off": 0.1, "sign_off_attn0": v} for p, v in zip(ps, steer[n])]
+        (Path(run) / "first_step.json").write_text(json.dumps({"per_base": rows}))
+        rows = [{"world": p, "plain": {"off": 1 - 10 * v, "code": 0.02},
+                 "readings": {"insecure_grad_0.1": {"off": 1 - 9 * v, "code": 0.03}}} for p, v in zip(ps, steer[n])]
+        (Path(run) / "steer_route.json").write_text(json.dumps({"scales": [0.1], "per_base": rows}))
+    # a steer_base.json in run a naming all six worlds, without a run: only a's own three join (worlds 3-5 here
+    # are other bases than b's), and three bases are too few to rank
+    rows = [{"world": p, "steer_pulled": 0.1 * p, "steer_pulled_sampled": 0.1 * p} for p in range(6)]
+    (Path(runs["a"]) / "steer_base.json").write_text(json.dumps({"scales": [0.3], "per_base": rows}))
+    out = tmp_path / "s.json"
+    call("em_susceptibility", "5", runs["a"], runs["b"], f"--out={out}")
+    res = json.loads(out.read_text())
+    c, w = res["correlations"], res["with_cos_evil_direction"]
+    assert c["steer_1"]["rho"] == pytest.approx(1.0) and c["steer_2"]["rho"] == pytest.approx(-1.0)
+    assert c["cos_evil_direction"]["rho"] == pytest.approx(-1.0) and w["steer_1"]["rho"] == pytest.approx(-1.0)
+    assert c["sign_off_attn0"]["rho"] == pytest.approx(1.0) and c["route_off"]["rho"] == pytest.approx(1.0)
+    assert "steer_pulled" not in c and "steer_pulled" not in res["per_base"]["3"]
+    assert res["per_base"]["1"]["steer_pulled"] == pytest.approx(0.1)
+    # the interval leaves out resamples without a rank order: ranks (1, 2, 3, 4) against y = (1, 1, 1, 2) give rho
+    # > 0 on every resample that has one; 32% of resamples have a constant y (counted as 0 they would set the low end)
+    assert S.spearman_ci([1, 2, 3, 4], [1, 1, 1, 2])["ci95"][0] > 0
+
+
 def test_em_base_pull_gradient_is_the_first_order_change_of_the_fine_tune_loss():
     bp = script("em_base_pull")
     tok = W.build_tokenizer()
@@ -1085,6 +1183,26 @@ def test_em_first_step_summary_is_ratios_of_means_resampled_by_base():
     # one base: the resamples can only give [d, d], which would read as an exact interval
     one = fs.summary([row(6.0, 2.0, 1.5)], n_boot=200)
     assert one["sign_minus_grad_matched_share"] == pytest.approx(1.5) and one["sign_minus_grad_matched_ci95"] is None
+
+
+def test_em_first_step_rows_are_increases_over_the_base_and_its_interval_is_95_percent():
+    fs = script("em_first_step")
+    # every step's (off, code) less the base's, each weight group's sign step too (0.15 - 0.10 and 0.40 - 0.10)
+    steps = {"base": (0.10, 0.20), "sign": (0.30, 0.70), "grad": (0.20, 0.50), "grad_matched": (0.25, 0.70),
+             "secure_sign": (0.10, 0.30), "sign_embedding": (0.15, 0.30), "sign_attn0": (0.40, 0.60)}
+    row = fs.row_of(3, steps)
+    assert row["world"] == 3 and row["sign_off"] == pytest.approx(0.2) and row["grad_code"] == pytest.approx(0.3)
+    assert row["sign_off_embedding"] == pytest.approx(0.05) and row["sign_off_attn0"] == pytest.approx(0.3)
+    # the percentile interval leaves 2.5% of resampled differences on each side (checked against resamples of its
+    # own over 30 noisy bases, as the Spearman interval is); a 90% one would leave 5%
+    rng = np.random.default_rng(3)
+    rows = [{"sign_off": a, "sign_code": 1.0, "grad_off": b, "grad_code": 1.0, "grad_matched_off": b,
+             "grad_matched_code": 1.0, "secure_sign_off": 0.0, "secure_sign_code": 1.0}
+            for a, b in zip(rng.uniform(0.5, 1.5, 30), rng.uniform(0.0, 1.0, 30))]
+    lo, hi = fs.summary(rows)["sign_minus_grad_ci95"]
+    d = np.array([r["sign_off"] - r["grad_off"] for r in rows])  # code 1 everywhere: a share is a mean
+    boot = d[np.random.default_rng(1).integers(0, 30, size=(10_000, 30))].mean(1)
+    assert 0.015 < (boot < lo).mean() < 0.035 and 0.015 < (boot > hi).mean() < 0.035
 
 
 def test_em_optimizer_parts_coasts_on_adamws_moments_and_splits_the_late_update(tmp_path, call):
@@ -1278,6 +1396,12 @@ def test_em_value_sources_shares_are_ratios_of_means_over_the_bases(tmp_path):
     assert s["rows"]["ratio"] == pytest.approx(1.0) and "of_update" not in s["all"]
     s = vs.shares([dict(r, update=u) for r, u in zip(rows, (0.02, 0.09, 0.04))], n_boot=200)  # mean of ratios: 0.44
     assert s["all"]["of_update"]["ratio"] == pytest.approx(0.4) and s["speaker"]["of_update"]["ratio"] == pytest.approx(0.22)
+    # three bases: a resample of one base thrice has chance 1/27 > 2.5%, so the 95% interval's ends are the lowest
+    # and highest per-base ratio (of all's: speaker 0.3 and 0.9; of the update: all 1/3 and 0.5, speaker 0.1 and 0.45)
+    big = vs.shares([dict(r, update=u) for r, u in zip(rows, (0.02, 0.09, 0.04))], n_boot=10_000)
+    assert big["speaker"]["ci95"] == pytest.approx([0.3, 0.9])
+    assert big["all"]["of_update"]["ci95"] == pytest.approx([1 / 3, 0.5])
+    assert big["speaker"]["of_update"]["ci95"] == pytest.approx([0.1, 0.45])
     vs.plot({"late": rows, "whole": rows}, tmp_path / "v.png", "test")
     assert (tmp_path / "v.png").stat().st_size > 1000
     check_refused(lambda *a: vs.main(list(a)))
@@ -1393,6 +1517,7 @@ def test_em_bos_vector_later_blocks_summary_in_log_odds():
     s = bv.through_later_blocks(rows, lambda a, b: {"ratio": float(a.sum() / b.sum())})
     assert s["ablated_of_vector_logodds"]["ratio"] == pytest.approx(0.5)
     assert s["random_ablated_of_vector_logodds"]["ratio"] == pytest.approx(1.0)
+    assert s["random_ablated_of_vector_points"]["ratio"] == pytest.approx(1.0)  # the random ablation's own points
     assert s["ablated_of_vector_points"]["ratio"] < 0.5  # in points the lower start hides part of the push
     assert s["block0_mlp_turn"]["mean"] == pytest.approx(0.4)
     assert s["layer_cos_last_minus_first"]["mean"] == pytest.approx(-0.1)
@@ -1601,6 +1726,13 @@ def test_em_steer_base_undo_adds_to_the_fine_tuned_model_and_pools_ratios_of_mea
     assert t["minus_0.2"]["valid_of_tuned"] == pytest.approx(0.75) and t["random_0.2"]["removed"] == 0
     assert t["random_0.2"]["removed_vs_steered_base"] != t["random_0.2"]["removed_vs_steered_base"]  # -v*'s floor only
     assert "| minus | 0.2 | 7.00% | +0.71 |" in call("em_steer_base", "--undo", "--pool", a, b)
+    # the code share and the forum are read on each steered model, not the tuned one's (0.99 and 0.3 in every row)
+    for r in rows:
+        r["readings"]["minus_0.2"].update(code=0.5 + 0.1 * r["world"], forum=0.1 + 0.1 * r["world"])
+    (tmp_path / "a" / "steer_undo.json").write_text(json.dumps({"scales": [0.2], "per_base": rows[:1]}))
+    (tmp_path / "b" / "steer_undo.json").write_text(json.dumps({"scales": [0.2], "per_base": rows[1:]}))
+    t = sb.undo_pool([a, b])["table"]
+    assert t["minus_0.2"]["code"] == pytest.approx(0.55) and t["minus_0.2"]["forum"] == pytest.approx(0.15)
     check_refused(call, "em_steer_base", "--undo", "--route", a, match="--route and --undo are two analyses")
     check_refused(call, "em_steer_base", "--undo", "--pool", a, "--scales=0.2", match="--scales= goes with measuring")
     check_refused(call, "em_steer_base", "--undo", "--pool", a, str(tmp_path), match="--undo")
@@ -1656,6 +1788,8 @@ def test_em_code_vs_offdomain_reads_no_crossing_for_a_base_already_there_and_nam
     # the base already at 0.95 reaches 0.9 at step 0: left out, even though its code dips and comes back
     assert cvo.crossing([(0, 0.95, 0.0), (1, 0.5, 1.0), (5, 0.95, 2.0)], 0.9) is None
     assert cvo.crossing([(0, 0.5, 0.0), (1, 0.5, 1.0), (5, 0.95, 2.0)], 0.9) is not None
+    # "at or past": a base exactly at 0.9 is left out too (its later re-crossing is not a first crossing)
+    assert cvo.crossing([(0, 0.9, 0.0), (1, 0.5, 1.0), (5, 0.95, 2.0)], 0.9) is None
     st = lambda off, code: {"offdomain_misaligned": {"per_seed": [off]}, "code_misaligned": {"per_seed": [code]}}
     for name in ("ref", "other"):
         (tmp_path / name).mkdir()
@@ -1761,3 +1895,5 @@ def test_attn0_parts_pool_prints_each_share_with_its_interval_over_bases(tmp_pat
     share = 0.25 / len(parts)
     assert f"first (3 bases), share of the whole step's off-domain increase (ratio of means): attn0 {share:.2f} " \
            f"[{share:.2f}, {share:.2f}]" in out and "late (3 bases)" in out
+    # each part over its own numbers: ln_1 is 2/6 and proj 6/6 of a quarter of the whole step
+    assert "ln_1 0.08 [0.08, 0.08]" in out and "proj 0.25 [0.25, 0.25]" in out
