@@ -1546,6 +1546,15 @@ def run_experiment(argv):
     if hasattr(module, "validate"):  # the one check of a config's keys against each other, before the run
         # directory exists: a bad config leaves nothing behind
         module.validate(cfg)
+    # every cell of a sweep takes the sweep's value: a key typed on the command line as well would be dropped, without
+    # a word when it equals the default (the experiment's own check can only see values other than the default)
+    sweep = getattr(cfg, "sweep", None)
+    given = [a[2:].split("=", 1)[0] for a in argv[1:]]  # load_config checked that each is --key=value
+    if isinstance(sweep, dict) and (both := [k for k in given if k in sweep]):
+        raise ConfigError(f"{', '.join(f'--{k}' for k in both)}: given on the command line, and the run sweeps "
+                          f"{'them' if len(both) > 1 else 'it'} ({', '.join(f'{k}: {sweep[k]!r}' for k in both)}), so "
+                          f"every cell would take the sweep's values: add --sweep=\"{{}}\" to run the one value, or "
+                          f"give the values as the sweep's (--sweep=\"{{'{both[0]}': [...]}}\")")
     if getattr(cfg, "threads", 0):  # before the run directory, so that env.json records the count the run uses
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out_dir).absolute()

@@ -117,10 +117,12 @@ def _find_or_fetch(folder, i, spec, dataset, allow_download):
                 raise DataError(f"{path} is not a file: remove it, and put the original file there (or let the "
                                 f"loader download it)")
             return path, md5s[i]
-    where = " or ".join(m + FILES[i] + ".gz" for m in spec["mirrors"])
+    # every file the loader needs, not only the first one missed: a user fetching by hand gets all four at once
+    where = (f"{', '.join(f + '.gz' for f in FILES)}, each from any of {', '.join(spec['mirrors'])} (the folder's "
+             f"address followed by the file's name)")
     if not allow_download:
-        raise DataError(f"{gz} is missing (download is off): put the original {dataset} files in {folder} "
-                        f"(get them from {where}){elsewhere(folder)}")
+        raise DataError(f"{gz} is missing (download is off): put the four original {dataset} files in {folder}: "
+                        f"{where}{elsewhere(folder)}")
     made = [d for d in (folder, *folder.parents) if not d.exists()]
     folder.mkdir(parents=True, exist_ok=True)
     errors = []
@@ -134,7 +136,7 @@ def _find_or_fetch(folder, i, spec, dataset, allow_download):
         if d.is_dir() and not any(d.iterdir()):
             d.rmdir()
     raise DataError(f"{gz} is missing and could not be downloaded ({'; '.join(errors)}). Put the four original "
-                    f"{dataset} files in {folder}: get them from {where}{elsewhere(folder)}")
+                    f"{dataset} files in {folder}: {where}{elsewhere(folder)}")
 
 
 def elsewhere(folder):

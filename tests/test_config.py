@@ -592,6 +592,8 @@ def test_the_readme_example_experiment_runs_and_checks_its_config(tmp_path, monk
     assert json.loads((out / "config.json").read_text())["p"] == 0.3
     assert train.main([str(tmp_path / "coin.py"), "--p=2", f"--out_dir={tmp_path / 'bad'}"]) == 2
     assert "p must be in [0, 1]" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    assert train.main([str(tmp_path / "coin.py"), "--n_seeds=0", f"--out_dir={tmp_path / 'bad'}"]) == 2  # not a NaN
+    assert "n_flips and n_seeds >= 1; got 0.5, 1000, 0" in capsys.readouterr().err and not (tmp_path / "bad").exists()
     assert train.main([str(tmp_path / "coin.py"), "--flips=3"]) == 2
     assert "Did you mean 'n_flips'?" in capsys.readouterr().err
 

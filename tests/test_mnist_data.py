@@ -125,6 +125,8 @@ def test_missing_files_without_network_say_where_to_get_them(tmp_path, monkeypat
     with pytest.raises(DataError, match="download is off") as e:
         mnist.load(tmp_path, "fashion", download=False)
     assert str(tmp_path / "fashion-mnist") in str(e.value)
+    assert all(f + ".gz" in str(e.value) for f in mnist.FILES)  # all four named, where to fetch each by hand
+    assert all(m in str(e.value) for m in mnist.DATASETS["fashion"]["mirrors"])
 
     def offline(*a, **k):
         raise urllib.error.URLError("no network")

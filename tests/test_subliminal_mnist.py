@@ -353,6 +353,17 @@ def test_a_bad_sweep_fails_before_anything_trains_or_any_directory_exists(tmp_pa
         assert train.main([CONFIG, *TINY, f"--sweep={sweep}", f"--out_dir={out}"]) == 2  # (tiny: should one run)
         err = capsys.readouterr().err
         assert says in err and "Traceback" not in err and not out.exists(), sweep
+    # a swept key typed on the command line is refused whatever its value: the default's too, which no cell would use
+    sweep_cfg = str(ROOT / "configs" / "subliminal_mnist_aux_sweep.py")
+    for given, says in (("--m=3", "--m: given on the command line, and the run sweeps it (m: [1, 3, 10, 30, 100])"),
+                        ("--m=10", "m=10: set and also swept")):  # (the experiment's own check, for other values)
+        assert train.main([sweep_cfg, *TINY, given, f"--out_dir={out}"]) == 2
+        err = capsys.readouterr().err
+        assert says in err and "Traceback" not in err and not out.exists(), given
+    # the one value, asked for, passes this check (and stops at the next: a file where out_dir's folder would be)
+    (tmp_path / "file").write_text("")
+    assert train.main([sweep_cfg, *TINY, "--m=3", "--sweep={}", f"--out_dir={tmp_path / 'file' / 'o'}"]) == 2
+    assert "--out_dir" in (err := capsys.readouterr().err) and "sweeps" not in err
     assert train.main([CONFIG, *TINY, "--n_train=70000", f"--out_dir={out}"]) == 2  # not silently 60,000
     assert "n_train must be <= 60000" in capsys.readouterr().err and not out.exists()
 
