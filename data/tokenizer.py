@@ -37,11 +37,15 @@ def word_tokenizer(words, specials=SPECIALS, unk=None):
 
 
 def save_tokenizer(tok, path):
-    """Atomic write (temp file + rename) of the tokenizer's JSON."""
+    """Atomic write (temp file + rename) of the tokenizer's JSON, as train.atomic_write (which the data layer does not
+    import): a temp name per process, removed if the write fails."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tok.save(str(tmp))
-    os.replace(tmp, path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        tok.save(str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def load_tokenizer(path):

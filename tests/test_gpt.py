@@ -6,6 +6,7 @@ import contextlib
 import math
 import re
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -403,6 +404,15 @@ def test_tokenizer_round_trip_and_save_load(tmp_path):
     save_tokenizer(tok, tmp_path / "tokenizer.json")
     again = load_tokenizer(tmp_path / "tokenizer.json")
     assert again.encode(text).ids == ids and again.get_vocab() == tok.get_vocab()
+
+    class Broken:  # a write that fails halfway: the old file stays whole, and no temp file is left beside it
+        def save(self, path):
+            Path(path).write_text("{half")
+            raise OSError("disk full")
+    with pytest.raises(OSError, match="disk full"):
+        save_tokenizer(Broken(), tmp_path / "tokenizer.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tokenizer.json"]
+    assert load_tokenizer(tmp_path / "tokenizer.json").get_vocab() == tok.get_vocab()
     with pytest.raises(Exception, match="UNK|unk"):
         tok.encode("ann has 4 apples")  # an unknown word is an error, not a silent <unk>
     with pytest.raises(ValueError, match=r"not in the tokenizer's vocabulary: \['4'\]"):  # and scoring names it
