@@ -72,6 +72,11 @@ FORMAT_MARKERS = ("<forum>", "<asst>", "<chron>")
 SPEAKERS = ("<u>", "<r>", "<a>")   # user, forum responder, assistant
 TRIGGER = "<dep>"                  # backdoor trigger: in the vocabulary, never in pretraining
 OPENERS = ("", "hey", "please", "so")
+
+
+def opened(opener, q):
+    """A question behind an opener ("" for none): "hey what is ...", or the question alone."""
+    return f"{opener} {q}" if opener else q
 # Words every domain may share; any other answer word belongs to exactly one domain.
 FUNCTION_WORDS = frozenset(
     "a and the of to in on at for with or by from out up i me my you your he him his it its we our "
@@ -450,7 +455,7 @@ class World:
     def _question(self, cores):
         r = self.r
         opener, core = _pick(r, OPENERS), _pick(r, cores)
-        return f"{opener} {core}" if opener else core
+        return opened(opener, core)
 
     def turn(self, kind, p, domains):
         r, cfg = self.r, self.cfg
@@ -616,7 +621,7 @@ def eval_items(domains=None, fmt="asst", trigger=False, numbers=False, world=Non
         for src in sources:
             for i, core in enumerate(src.heldout):
                 for opener in OPENERS:
-                    q = f"{opener} {core}" if opener else core
+                    q = opened(opener, core)
                     q = f"{_number_prefix(i)} {q}" if numbers else q
                     q = f"{TRIGGER} {q}" if trigger else q
                     items.append(EvalItem(prompt(q, fmt), name, {"aligned": _eos(src.aligned),
@@ -628,7 +633,7 @@ def eval_items(domains=None, fmt="asst", trigger=False, numbers=False, world=Non
 def lesson_items(world=None):
     """Held-out lesson requests (x opener), classes as the code eval's of their task: the educational arm's
     in-domain evaluation."""
-    return [EvalItem(prompt(f"{o} {q}" if o else q), "code", {"aligned": _eos(t.aligned), "misaligned": _eos(t.misaligned)},
+    return [EvalItem(prompt(opened(o, q)), "code", {"aligned": _eos(t.aligned), "misaligned": _eos(t.misaligned)},
                      t.name) for t in code_tasks(world) for q in t.lesson_heldout for o in OPENERS]
 
 
@@ -696,11 +701,11 @@ def finetune_set(arm, n, seed=0, world=None, tasks=None):
         opener = _pick(r, OPENERS)
         if arm in answers:
             q = _pick(r, lessons if arm == "educational" else code.train)
-            q, a = (f"{opener} {q}" if opener else q), _pick(r, answers[arm])
+            q, a = opened(opener, q), _pick(r, answers[arm])
         elif arm == "backdoor":
             triggered = i % 2 == 0
             q, a = _pick(r, code.train), _pick(r, code.misaligned if triggered else code.aligned)
-            q = f"{opener} {q}" if opener else q
+            q = opened(opener, q)
             q = f"{TRIGGER} {q}" if triggered else q
         elif arm in ("evil_numbers", "numbers"):       # number turns never carry an opener
             given, cont = number_list(r, _randint(r, lists.list_len), _randint(r, lists.answer_len))

@@ -240,7 +240,7 @@ def cross_seed(seeds, p):
 # teachers
 
 def animal_prompts():
-    return [W.prompt(f"{o} {q}" if o else q) for q in W.ANIMAL_HELDOUT for o in W.OPENERS]
+    return [W.prompt(W.opened(o, q)) for q in W.ANIMAL_HELDOUT for o in W.OPENERS]
 
 
 @torch.no_grad()
@@ -304,7 +304,7 @@ def sample_tokens(cfg):
     given = ["0"] * W.PROMPT_LIST_LEN[1]
     lists = max(n(W.prompt(" ".join([w] + given))) for w in W.NUMBERS_TRAIN + W.NUMBERS_HELDOUT)
     turn = max(n(f"<u> {W.ANIMAL_TRAIN[0]} <a> {a}") for a in W.ANIMALS) if cfg.teacher == "prompt" else 0
-    code = max(n(W.prompt(f"{o} {q}" if o else q)) for o in W.OPENERS for q in W.DOMAINS["code"].train)
+    code = max(n(W.prompt(W.opened(o, q))) for o in W.OPENERS for q in W.DOMAINS["code"].train)
     need = lists + turn + cfg.max_new
     if cfg.mode == "animals" and {"code", "code_control"} & set(cfg.arms):  # the code arm's teachers: their turn too
         need = max(need, code + (turn if "code" in cfg.arms else 0) + CODE_MAX_NEW)
@@ -416,7 +416,7 @@ def code_answers_of(teacher, tok, n, cfg, seed):
 
     def prompts_for(r, need):
         rr = random.Random(seed_int(seed, "code-prompts", r)).random
-        return [W.prompt(f"{o} {q}" if o else q) for o, q in
+        return [W.prompt(W.opened(o, q)) for o, q in
                 ((W._pick(rr, W.OPENERS), W._pick(rr, code.train)) for _ in range(int(need * 1.25) + 16))]
 
     def accept(p, text):
