@@ -1196,6 +1196,11 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
 
 # --- GPT checkpoints: NAME.safetensors + NAME.json (+ NAME.state.pt to resume) ---------------------
 
+def state_file(stem):
+    """The resume state beside checkpoint `stem`: NAME.state.pt."""
+    return Path(stem).with_name(Path(stem).name + ".state.pt")
+
+
 def save_lm(stem, model, *, step, seed, metrics=None, tokenizer=None, optimizer=None, data_position=None,
             rows_per_step=None, extra=None, loss_interval=None):
     """Weights of the plain model (a DDP- or torch.compile-wrapped model is unwrapped here, so the names carry no
@@ -1212,7 +1217,7 @@ def save_lm(stem, model, *, step, seed, metrics=None, tokenizer=None, optimizer=
                  "model": model.state_dict(), "model_config": meta["model_config"], "metrics": meta["metrics"],
                  "rng": {"torch": torch.get_rng_state(),
                          "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}}
-        atomic_write(Path(stem).with_name(Path(stem).name + ".state.pt"), lambda tmp: torch.save(state, tmp))
+        atomic_write(state_file(stem), lambda tmp: torch.save(state, tmp))
     save_weights(stem, model.state_dict(), meta)
 
 
@@ -1289,7 +1294,7 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
     behind = False  # the resumed state's .safetensors/.json are of an earlier step, or missing
     last = {}  # the resumed checkpoint's metrics: a finished run rerun trains nothing and reports them
     carried = None  # the resumed log interval's steps before the checkpoint, and their summed loss
-    state_path = None if ckpt is None else Path(ckpt).with_name(Path(ckpt).name + ".state.pt")
+    state_path = None if ckpt is None else state_file(ckpt)
     if resume and state_path is not None and state_path.is_file():
         try:
             state = torch.load(state_path, map_location=device, weights_only=False)

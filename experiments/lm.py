@@ -35,7 +35,7 @@ import torch
 from data import DataError
 from data.tokenizer import save_tokenizer, token_stream, word_tokenizer
 from model import GPT, GPTConfig, generator, head_problem, seed_int
-from train import ConfigError, ddp_setup, lm_windows, pyplot, train_lm, warmup_problem
+from train import ConfigError, ddp_setup, lm_windows, pyplot, state_file, train_lm, warmup_problem
 
 
 @dataclass(frozen=True)
@@ -206,7 +206,7 @@ def run(cfg, run):
                        ckpt=ckpt, ckpt_every=cfg.ckpt_every, resume=cfg.resume, meta={"tokenizer": "tokenizer.json"},
                        compile=cfg.compile, bf16=cfg.bf16, run=run, desc="pretrain")
     except KeyboardInterrupt:  # the command's closing line says a rerun reuses what was saved: here, maybe nothing
-        if rank == 0 and not ckpt.with_name(ckpt.name + ".state.pt").is_file():  # (train_lm's resume state)
+        if rank == 0 and not state_file(ckpt).is_file():  # (train_lm's resume state)
             print(f"no checkpoint was written yet (ckpt_every={cfg.ckpt_every}"
                   f"{': only at the end' if not cfg.ckpt_every else ''}): a rerun starts from step 0", file=sys.stderr)
         raise

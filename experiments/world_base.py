@@ -48,7 +48,7 @@ from data.tokenizer import load_tokenizer, pad_right, save_tokenizer, token_stre
 from eval import fmt_stat, summarize
 from model import GPT, GPTConfig, KVCache, generator, head_problem
 from train import (RERUN, CheckpointError, ConfigError, TooLongError, check_device, cpu_name, lm_windows, load_lm,
-                   lock_file, pack_pairs, path_problem, pyplot, train_lm, warmup_problem, write_json)
+                   lock_file, pack_pairs, path_problem, pyplot, state_file, train_lm, warmup_problem, write_json)
 
 # Fields that define a base model: change one and the cache key changes.
 PRETRAIN_KEYS = ("n_docs", "n_layer", "n_head", "n_embd", "block_size", "steps", "batch_size", "lr", "warmup",
@@ -317,7 +317,7 @@ def _pretrain(cfg, seed, decorrelated, stem, log):
                           f"cached; lower lr (now {cfg.lr}) or raise warmup (now {cfg.warmup})")
     for ext in (".safetensors", ".json"):  # the .json, the mark of a finished base, last
         os.replace(partial.with_name(partial.name + ext), stem.with_name(stem.name + ext))
-    partial.with_name("partial.state.pt").unlink(missing_ok=True)  # finished: keep the cache small
+    state_file(partial).unlink(missing_ok=True)  # finished: keep the cache small
     log(f"pretrained {stem.parent} in {time.time() - t0:.0f} s (final loss {out['train_loss']:.3f})")
 
 
