@@ -1390,9 +1390,10 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
         steps_since = untimed = carried[1]
     t_start = time.time()
     model.train()
-    # disable=None: a bar on a terminal only, so that a log redirected to a file holds the log lines alone
+    # disable=None: a bar on a terminal only, so that a log redirected to a file holds the log lines alone; gone when
+    # done, as the MNIST phases' bars (progress_bar)
     bar_off = True if not progress or rank != 0 else None
-    for it in tqdm(range(step, steps), desc=desc, disable=bar_off, initial=step, total=steps):
+    for it in tqdm(range(step, steps), desc=desc, disable=bar_off, initial=step, total=steps, leave=False, unit="step"):
         # here step == it: the number of optimizer steps done
         if val is not None and eval_every and step % eval_every == 0:
             val_loss = evaluate()

@@ -550,11 +550,11 @@ def em_unit(cfg, seed, decorrelated):
                                                            ablate_hooks(direction, ins_asst))
                 run["ablation"]["base_random_patched"] = evaluate(base, tok, cfg, arm, "plain", 0, True,
                                                                   gen(f, "rpatch"), ablate_hooks(rand, ins_asst))
-            B.say(f"[em] base seed {seed}{' (twin)' if decorrelated else ''}", f"fine-tune seed {f}, {arm} done", t0)
+            B.say(unit_label(seed, decorrelated), f"fine-tune seed {f}, {arm} done", t0)
         run["matched"] = matched
         out["runs"].append(run)
     out["seconds"] = time.time() - t0
-    print(f"[em] base seed {seed}{' (twin)' if decorrelated else ''}: {out['seconds']:.0f} s", flush=True)
+    print(f"{unit_label(seed, decorrelated)}: {out['seconds']:.0f} s", flush=True)
     return out
 
 
@@ -811,6 +811,11 @@ def figures(res, ablation_step=None, reached=None):
     return out
 
 
+def unit_label(seed, decorrelated):
+    """How a unit's log lines name it."""
+    return f"[em] base seed {seed}{' (twin)' if decorrelated else ''}"
+
+
 def unit_jobs(cfg, run_dir):
     """Every unit of a run (one base model: all its arms and fine-tune seeds): (seed, twin?, its JSON file)."""
     jobs = [(s, False) for s in cfg.seeds] + ([(s, True) for s in cfg.seeds] if cfg.twin else [])
@@ -819,8 +824,7 @@ def unit_jobs(cfg, run_dir):
 
 def saved_unit(cfg, seed, decorrelated, path):
     """em_unit, saved as soon as it is done and, with cfg.resume, read back on a rerun."""
-    label = f"[em] base seed {seed}{' (twin)' if decorrelated else ''}"
-    return B.saved_unit(em_unit, path, cfg.resume, label, cfg, seed, decorrelated)
+    return B.saved_unit(em_unit, path, cfg.resume, unit_label(seed, decorrelated), cfg, seed, decorrelated)
 
 
 def run(cfg, run):
