@@ -594,6 +594,8 @@ def test_the_readme_example_experiment_runs_and_checks_its_config(tmp_path, monk
     assert "p must be in [0, 1]" in capsys.readouterr().err and not (tmp_path / "bad").exists()
     assert train.main([str(tmp_path / "coin.py"), "--n_seeds=0", f"--out_dir={tmp_path / 'bad'}"]) == 2  # not a NaN
     assert "n_flips and n_seeds >= 1; got 0.5, 1000, 0" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    assert train.main([str(tmp_path / "coin.py"), "--n_flips=0", f"--out_dir={tmp_path / 'bad'}"]) == 2  # a NaN too
+    assert "got 0.5, 0, 5" in capsys.readouterr().err and not (tmp_path / "bad").exists()
     assert train.main([str(tmp_path / "coin.py"), "--flips=3"]) == 2
     assert "Did you mean 'n_flips'?" in capsys.readouterr().err
 

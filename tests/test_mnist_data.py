@@ -134,6 +134,8 @@ def test_missing_files_without_network_say_where_to_get_them(tmp_path, monkeypat
     with pytest.raises(DataError, match="could not be downloaded") as e:
         mnist.load(tmp_path, "mnist", download=True)
     assert "ossci-datasets" in str(e.value) and str(tmp_path / "mnist") in str(e.value)
+    hint = str(e.value).split("). Put the four original", 1)[1]  # after the failed downloads: what to fetch by hand
+    assert all(f + ".gz" in hint for f in mnist.FILES) and all(m in hint for m in mnist.DATASETS["mnist"]["mirrors"])
     assert not (tmp_path / "mnist").exists()  # the folder made for the download goes with it
     (tmp_path / "fashion-mnist").mkdir()  # one the user made stays
     with pytest.raises(DataError, match="could not be downloaded"):

@@ -364,6 +364,13 @@ def test_a_bad_sweep_fails_before_anything_trains_or_any_directory_exists(tmp_pa
     (tmp_path / "file").write_text("")
     assert train.main([sweep_cfg, *TINY, "--m=3", "--sweep={}", f"--out_dir={tmp_path / 'file' / 'o'}"]) == 2
     assert "--out_dir" in (err := capsys.readouterr().err) and "sweeps" not in err
+    # every swept key typed is named, each with its sweep, the first override too (argv[0] is the config, not a key),
+    # and the hint's example sweeps the first of them
+    cross = str(ROOT / "configs" / "subliminal_mnist_cross_init.py")
+    assert train.main([cross, "--m=3", *TINY, "--init=paper", f"--out_dir={out}"]) == 2
+    err = capsys.readouterr().err
+    assert "--m, --init: given on the command line, and the run sweeps them (m: [3, 10, 50, 100, 250], init: " \
+           "['paper', 'torch'])" in err and "--sweep=\"{'m': [...]}\"" in err and not out.exists()
     assert train.main([CONFIG, *TINY, "--n_train=70000", f"--out_dir={out}"]) == 2  # not silently 60,000
     assert "n_train must be <= 60000" in capsys.readouterr().err and not out.exists()
 
