@@ -1555,7 +1555,8 @@ def run_experiment(argv):
     # every cell of a sweep takes the sweep's value: a key typed on the command line as well would be dropped, without
     # a word when it equals the default (the experiment's own check can only see values other than the default)
     sweep = getattr(cfg, "sweep", None)
-    given = [a[2:].split("=", 1)[0] for a in argv[1:]]  # load_config checked that each is --key=value
+    # each key once, in order (a key given twice is allowed); load_config checked that each argument is --key=value
+    given = dict.fromkeys(a[2:].split("=", 1)[0] for a in argv[1:])
     if isinstance(sweep, dict) and (both := [k for k in given if k in sweep]):
         raise ConfigError(f"{', '.join(f'--{k}' for k in both)}: given on the command line, and the run sweeps "
                           f"{'them' if len(both) > 1 else 'it'} ({', '.join(f'{k}: {sweep[k]!r}' for k in both)}), so "

@@ -367,7 +367,7 @@ def test_a_bad_sweep_fails_before_anything_trains_or_any_directory_exists(tmp_pa
     # every swept key typed is named, each with its sweep, the first override too (argv[0] is the config, not a key),
     # and the hint's example sweeps the first of them
     cross = str(ROOT / "configs" / "subliminal_mnist_cross_init.py")
-    assert train.main([cross, "--m=3", *TINY, "--init=paper", f"--out_dir={out}"]) == 2
+    assert train.main([cross, "--m=3", *TINY, "--init=paper", "--m=3", f"--out_dir={out}"]) == 2  # m twice: named once
     err = capsys.readouterr().err
     assert "--m, --init: given on the command line, and the run sweeps them (m: [3, 10, 50, 100, 250], init: " \
            "['paper', 'torch'])" in err and "--sweep=\"{'m': [...]}\"" in err and not out.exists()
