@@ -1305,9 +1305,12 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
         if whole:  # one file, renamed into place at once: the .safetensors beside it may be a step behind
             tensors, saved = state["model"], {"model_config": state.get("model_config"), "step": state.get("step"),
                                               "metrics": state.get("metrics")}
-            try:  # stopped after the state's rename: the .safetensors and .json are rewritten from it (below)
-                behind = json.loads(Path(f"{ckpt}.json").read_text()).get("step") != state.get("step")
-            except (OSError, ValueError, AttributeError):  # missing, damaged, or not an object
+            try:  # stopped after the state's rename, or the files damaged or deleted since: the .safetensors and
+                # .json are rewritten from the state (below), also when a finished run is rerun (nothing to train)
+                on_disk, disk_meta = load_weights(ckpt, "cpu")
+                behind = disk_meta.get("step") != state.get("step") or on_disk.keys() != tensors.keys() or not all(
+                    torch.equal(on_disk[k], tensors[k].cpu()) for k in tensors)
+            except CheckpointError:  # missing, unreadable, or its .json not an object
                 behind = True
         else:  # an older state: the weights are the .safetensors beside it, which must be of its step (checked below)
             try:
@@ -1395,7 +1398,7 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
     bar_off = True if not progress or rank != 0 else None
     for it in tqdm(range(step, steps), desc=desc, disable=bar_off, initial=step, total=steps, leave=False, unit="step"):
         # here step == it: the number of optimizer steps done
-        if val is not None and eval_every and step % eval_every == 0:
+        if val is not None and eval_every and step == 0:  # the untrained model's loss (later ones: after each step)
             val_loss = evaluate()
         for group in opt.param_groups:
             group["lr"] = get_lr(step, lr=lr, warmup=warmup, decay_steps=decay_steps, min_lr=min_lr)
@@ -1436,6 +1439,8 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
                 (tqdm.write if progress else print)(line + (f" | mfu {record['mfu']:.1%}" if peak else ""))
             loss_sum.zero_()
             t_log, steps_since, untimed = time.time(), 0, 0
+        if val is not None and eval_every and step % eval_every == 0 and step < steps:  # (the last one: below)
+            val_loss = evaluate()  # before a checkpoint of this step, whose metrics then pair both losses of its step
         if ckpt is not None and ckpt_every and step % ckpt_every == 0 and step < steps:
             interval = loss_sum.clone()  # the steps since the last log line, for a resume from here
             if world > 1:

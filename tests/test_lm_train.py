@@ -186,6 +186,20 @@ def test_resume_is_exact(tmp_path):
     again = fresh(seed=98)
     assert train_lm(again, data, steps=9, ckpt=tmp_path / "ck", resume=True, **kw)["start_step"] == 9
     assert same_weights(straight, again)
+    # and the finished run's rerun, training nothing, wrote them again from the state (load_lm reads them, and its
+    # error says to rerun what wrote them): cut, deleted, or one weight changed
+    assert (tmp_path / "ck.safetensors").read_bytes() == good
+    for damage in ("delete", "flip"):
+        if damage == "delete":
+            (tmp_path / "ck.safetensors").unlink()
+        else:
+            from safetensors.torch import load_file, save_file
+            w = load_file(tmp_path / "ck.safetensors")
+            w["wte.weight"][0, 0] += 1
+            save_file(w, tmp_path / "ck.safetensors")
+        train_lm(fresh(), data, steps=9, ckpt=tmp_path / "ck", resume=True, **kw)
+        assert (tmp_path / "ck.safetensors").read_bytes() == good, damage
+    (tmp_path / "ck.safetensors").write_bytes(b"cut")
     del state["model"]  # a state saved before the weights were in it: the .safetensors are its weights
     torch.save(state, tmp_path / "ck.state.pt")
     with pytest.raises(CheckpointError, match="not a readable safetensors file.*pass --resume=False"):
@@ -197,6 +211,24 @@ def test_resume_is_exact(tmp_path):
     (tmp_path / "ck.state.pt").write_bytes(b"")  # an empty resume state: a clear error, not torch's EOFError
     with pytest.raises(CheckpointError, match="ck.state.pt is unreadable.*--resume=False"):
         train_lm(fresh(), data, steps=9, ckpt=tmp_path / "ck", resume=True, **kw)
+
+
+def test_a_checkpoints_metrics_are_both_losses_of_its_own_step(tmp_path, monkeypatch):
+    """A mid-run checkpoint's val_loss is its step's evaluation, not the one an interval before (the evaluation of
+    step k ran at the top of the next iteration, after step k's checkpoint); a resumed run evaluates nothing twice."""
+    import train
+    saved, real = [], train.save_lm
+    monkeypatch.setattr(train, "save_lm", lambda stem, model, **kw: saved.append((kw["step"], kw["metrics"])) or
+                        real(stem, model, **kw))
+    kw = dict(QUIET, batch_size=4, lr=1e-2, warmup=2, val=stream_data(300, seed=5), eval_every=3, log_every=3)
+    out = train_lm(fresh(), stream_data(), steps=7, ckpt=tmp_path / "ck", ckpt_every=3, **kw)
+    val = {r["step"]: r["val_loss"] for r in out["history"] if "val_loss" in r}
+    loss = {r["step"]: r["loss"] for r in out["history"] if "loss" in r}
+    assert sorted(val) == [0, 3, 6, 7] and [s for s, _ in saved] == [3, 6, 7]
+    assert all(m == {"train_loss": loss[s], "val_loss": val[s]} for s, m in saved)
+    assert len(set(val.values())) == 4  # four different models' losses: no checkpoint could pass with a stale one
+    again = train_lm(fresh(), stream_data(), steps=9, ckpt=tmp_path / "ck", resume=True, **kw)
+    assert [r["step"] for r in again["history"] if "val_loss" in r] == [9]  # not step 7 again: its loss is saved
 
 
 def test_weights_without_their_resume_state_restart_from_step_0_and_say_so(tmp_path, capsys):
