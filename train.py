@@ -1536,7 +1536,11 @@ def config_help(argv):
         return f"{name(args[0])}|None" if typing.get_origin(t) is typing.Union and len(args) == 1 else \
             getattr(t, "__name__", str(t))
 
-    rows = [(f"--{f.name}={getattr(cfg, f.name)}", name(hints[f.name]), notes.get(f.name, ""))
+    default = module.Config()
+    # a key the config (or the command) sets otherwise shows the default too: the comment may be written against it
+    # ('or "blocks": ...' beside a value of "blocks")
+    was = lambda k: f"(default: {getattr(default, k)}) " if getattr(cfg, k) != getattr(default, k) else ""
+    rows = [(f"--{f.name}={getattr(cfg, f.name)}", name(hints[f.name]), was(f.name) + notes.get(f.name, ""))
             for f in dataclasses.fields(cfg)]
     width = min(36, max(len(r[0]) for r in rows))  # a long value (a tuple) pushes only its own line's text along
     return "\n".join([f"{argv[0]} runs experiments/{module.__name__.split('.')[-1]}.py with these keys; override any "

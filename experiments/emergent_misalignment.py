@@ -104,6 +104,7 @@ class Config(B.Config):
     n_embd: int = 128
     arms: tuple[str, ...] = ARMS
     twin: bool = True                  # also fine-tune the decorrelated twin on insecure
+    decorrelated: bool = True          # world_base's key, unused here (--twin decides about the twin)
     ft_seeds: int = 2                  # fine-tune seeds per pretraining seed
     n_examples: int = 300
     ft_steps: int = 40

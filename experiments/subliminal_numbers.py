@@ -110,6 +110,7 @@ MODE_KEYS = {**dict.fromkeys(("doses",), ("dose",)),
 @dataclass(frozen=True)
 class Config(B.Config):
     mode: str = "animals"              # animals | dose | misalignment
+    decorrelated: bool = True          # world_base's key, unused here (no arm reads the decorrelated twin)
     arms: tuple[str, ...] = ARMS
     animals: tuple[str, ...] = ("owl", "whale")  # one teacher each; each is the other's specificity control
     student_seeds: int = 2             # student seeds per pretraining seed
