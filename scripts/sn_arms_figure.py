@@ -74,7 +74,7 @@ def main(argv):
     axes[0].axhline(0, color="k", lw=0.8)
     axes[0].set_xticks(range(len(sides)), [label for *_, label in sides], fontsize=8)
     axes[0].set(ylabel="effect on the teacher's animal, points\n(arm - its baseline, paired)",
-                title=f"n = {len(sides[0][2]['seeds'])} seeds, 95% CI")
+                title=f"n = {n} seeds, 95% CI" if (n := len(sides[0][2]["seeds"])) > 1 else "one seed: no interval")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out, dpi=120)

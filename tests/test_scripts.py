@@ -527,7 +527,7 @@ def test_sn_compare_reads_each_sides_control_at_its_own_checkpoint_counts_ties_a
     assert "(control mass 0.50 / 0.90)" in cmp(f"{tmp_path / 'y'}:cross_init", f"{b}:trait")
 
 
-def test_sn_arms_figure_draws_arms_of_several_runs(tmp_path, call):
+def test_sn_arms_figure_draws_arms_of_several_runs(tmp_path, call, monkeypatch):
     def run(name, arm, seeds):
         traj = lambda v: {"owl": {"250": {"mean": v, "per_seed": [v] * len(seeds)}}}
         res = {"seeds": seeds, "animals": ["owl"], "base": {"owl": {"mean": 0.1}},
@@ -553,6 +553,14 @@ def test_sn_arms_figure_draws_arms_of_several_runs(tmp_path, call):
                   match="different animals")
     check_refused(fig, f"--out={tmp_path / 'h.png'}", match="usage|python scripts/sn_arms_figure.py")
     check_refused(fig, f"{tmp_path / 'a'}:trait", match="--out=FILE is required")  # (was the usage, silently)
+    # the left panel's title counts the seeds, and with one says there is no interval ("n = 1 seeds, 95% CI")
+    import matplotlib.figure
+    titles, save = [], matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
+                        lambda self, *a, **k: titles.append(self.axes[0].get_title()) or save(self, *a, **k))
+    fig(f"{tmp_path / 'a'}:trait", f"--out={tmp_path / 'two.png'}")
+    fig(run("e", "trait", [[0, 0]]), f"--out={tmp_path / 'one.png'}")
+    assert titles == ["n = 2 seeds, 95% CI", "one seed: no interval"]
 
 
 def test_sn_arms_figure_draws_an_arm_on_base_b_from_base_b_beside_cross_control(tmp_path, call, monkeypatch):
