@@ -59,11 +59,27 @@ def cached_base(cfg, run, p):
 def check_runs(runs):
     """Every run a finished emergent-misalignment run whose bases are in the cache, before any work: a mistyped or
     uncached last one stopped a script after every base of the first (minutes). A run given twice is refused: its
-    bases would count twice."""
+    bases would count twice, and so would a base two runs share (distinct_bases)."""
     for run in distinct(list(runs)):
         run_results(run, "emergent_misalignment")
         cfg = run_config(EM.Config, run)
         B.check_cached(cfg, cfg.seeds, who=f"this analysis of {run}")
+    distinct_bases(runs)
+
+
+def distinct_bases(runs):
+    """Runs of emergent_misalignment (their config.json read, a run of another experiment refused) none of whose
+    bases another of them also has: the same pretraining config and seed is one base model (one cache entry), and
+    pooled twice it would count twice among the bases."""
+    owner = {}  # a base's cache entry -> the run that brought it
+    for run in distinct(list(runs)):
+        cfg = run_config(EM.Config, run)
+        for p in cfg.seeds:
+            entry = B.cache_stem(cfg, p, False).parent.name  # (the folder's name: a cache moved elsewhere is the same)
+            if entry in owner:
+                raise ConfigError(f"{owner[entry]} and {run} share base seed {p} (one base model, {entry}): it would "
+                                  f"count twice among the bases; give each base once (leave one of the runs out)")
+            owner[entry] = run
 
 
 def checked_bases(run, excluded):

@@ -66,7 +66,7 @@ from eval import mean_ci, summarize  # noqa: E402
 from model import generator  # noqa: E402
 from train import check_out, cli, distinct, pyplot, read_json, script_args  # noqa: E402
 from experiments import world_base as B  # noqa: E402
-from em_base_pull import check_runs, checked_bases, fine_tune_loss  # noqa: E402
+from em_base_pull import check_runs, checked_bases, distinct_bases, fine_tune_loss  # noqa: E402
 from em_bos_vector import evil_unit  # noqa: E402
 import em_optimizer_parts as OP  # noqa: E402
 
@@ -128,6 +128,7 @@ def held_rows(runs, name, mode=""):
     """(scales, every base's row) of the runs' `name` files, written by `em_steer_base.py MODE RUN_DIR...` at one
     set of --scales."""
     held = []
+    distinct_bases(runs)  # runs of this experiment, each base once (the files hold no config to check it by)
     for run in map(Path, runs):
         f = run / name
         if not f.is_file():

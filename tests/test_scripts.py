@@ -1620,6 +1620,7 @@ def test_em_steer_base_pool_is_paired_and_ratios_of_means(tmp_path, call):
             base(3, 0.04, 0.10, 0.05, 2, 0.2)]  # +6 points but 2.5x: past +5 only
     for name, rs in (("a", rows[:2]), ("b", rows[2:])):
         (tmp_path / name).mkdir()
+        write_run(tmp_path / name, {}, "emergent_misalignment", seeds=[ord(name), ord(name) + 100])  # other bases
         (tmp_path / name / "steer_base.json").write_text(json.dumps({"scales": [0.3], "per_base": rs}))
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
     s = sb.pool([a, b], None)
@@ -1640,7 +1641,16 @@ def test_em_steer_base_pool_is_paired_and_ratios_of_means(tmp_path, call):
     assert fig.stat().st_size > 1000
     (tmp_path / "b" / "steer_base.json").write_text(json.dumps({"scales": [0.1], "per_base": rows[2:]}))
     check_refused(call, "em_steer_base", "--pool", a, b, match="same --scales")
-    check_refused(call, "em_steer_base", "--pool", a, str(tmp_path), match="not found")
+    check_refused(call, "em_steer_base", "--pool", a, str(tmp_path), match="config.json not found")  # not a run
+    # two runs on the same bases (the same pretraining config and seeds: one cache entry each) are refused, as are
+    # runs of another experiment; the same seeds in another world are other bases
+    (tmp_path / "b" / "steer_base.json").write_text(json.dumps({"scales": [0.3], "per_base": rows[2:]}))
+    write_run(tmp_path / "b", {}, "emergent_misalignment", seeds=[ord("a")])
+    check_refused(call, "em_steer_base", "--pool", a, b, match=f"{a} and {b} share base seed 97 \\(one base model")
+    write_run(tmp_path / "b", {}, "emergent_misalignment", seeds=[ord("a")], asst_evil=0.03)
+    assert sb.pool([a, b], None)["n_bases"] == 4
+    write_run(tmp_path / "b", {}, "lm")
+    check_refused(call, "em_steer_base", "--pool", a, b, match="lm")
     check_refused(call, "em_steer_base", a, "--scales=x", match="--scales takes")
     for bad in ("nan", "0.1,inf", "0", "-0.1", "0.1,0.1"):  # nan ran every base, then failed on its table
         check_refused(call, "em_steer_base", a, f"--scales={bad}", match="--scales takes distinct finite numbers > 0")
@@ -1681,6 +1691,7 @@ def test_em_steer_base_route_pool(tmp_path, call):
             row(2, {"insecure_grad": (4.1, 0.4), "pulled": (1.1, 1.1), "evil": (0.5, 0.0), "secure_grad": (-0.6, 0.0)})]
     for name, rs in (("a", rows[:2]), ("b", rows[2:])):
         (tmp_path / name).mkdir()
+        write_run(tmp_path / name, {}, "emergent_misalignment", seeds=[ord(name), ord(name) + 100])  # other bases
         (tmp_path / name / "steer_route.json").write_text(json.dumps({"scales": [0.3], "per_base": rs}))
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
     s = sb.route_pool([a, b])
@@ -1702,7 +1713,10 @@ def test_em_steer_base_route_pool(tmp_path, call):
     assert "forum_points" not in sb.route_pool([b])["table"]["pulled_0.3"]
     (tmp_path / "b" / "steer_route.json").write_text(json.dumps({"scales": [0.1], "per_base": rows[2:]}))
     check_refused(call, "em_steer_base", "--route", "--pool", a, b, match="same --scales")
-    check_refused(call, "em_steer_base", "--route", "--pool", a, str(tmp_path), match="--route")
+    (tmp_path / "c").mkdir()  # a run not yet measured this way: the hint names the mode to run first
+    write_run(tmp_path / "c", {}, "emergent_misalignment", seeds=[7])
+    check_refused(call, "em_steer_base", "--route", "--pool", a, str(tmp_path / "c"),
+                  match=f"run `python scripts/em_steer_base.py --route {tmp_path / 'c'}` first")
     for wrong in (["--route", "--pool", a, "--figure=x.png"], ["--route", "--pool", a, "--scales=0.3"],
                   ["--pool", a, "--scales=0.3"], ["--route", a, "--figure=x.png"]):
         check_refused(call, "em_steer_base", *wrong, match="--scales= goes with measuring runs")  # each mode its own
@@ -1726,6 +1740,7 @@ def test_em_steer_base_undo_adds_to_the_fine_tuned_model_and_pools_ratios_of_mea
     rows = [fake(0, 0.01, 0.41, 0.11, 0.002), fake(1, 0.01, 0.03, 0.03, 0.002, 1.0)]
     for name, rs in (("a", rows[:1]), ("b", rows[1:])):
         (tmp_path / name).mkdir()
+        write_run(tmp_path / name, {}, "emergent_misalignment", seeds=[ord(name), ord(name) + 100])  # other bases
         (tmp_path / name / "steer_undo.json").write_text(json.dumps({"scales": [0.2], "per_base": rs}))
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
     t = sb.undo_pool([a, b])["table"]
@@ -1743,7 +1758,10 @@ def test_em_steer_base_undo_adds_to_the_fine_tuned_model_and_pools_ratios_of_mea
     assert t["minus_0.2"]["code"] == pytest.approx(0.55) and t["minus_0.2"]["forum"] == pytest.approx(0.15)
     check_refused(call, "em_steer_base", "--undo", "--route", a, match="--route and --undo are two analyses")
     check_refused(call, "em_steer_base", "--undo", "--pool", a, "--scales=0.2", match="--scales= goes with measuring")
-    check_refused(call, "em_steer_base", "--undo", "--pool", a, str(tmp_path), match="--undo")
+    (tmp_path / "c").mkdir()  # a run not yet measured this way: the hint names the mode to run first
+    write_run(tmp_path / "c", {}, "emergent_misalignment", seeds=[7])
+    check_refused(call, "em_steer_base", "--undo", "--pool", a, str(tmp_path / "c"),
+                  match=f"run `python scripts/em_steer_base.py --undo {tmp_path / 'c'}` first")
 
 
 @need_data()
@@ -1888,6 +1906,24 @@ def test_the_base_scripts_refuse_a_run_or_file_given_twice(tmp_path, name, pool)
     (tmp_path / "r").mkdir()
     argv = ["--pool"] * pool + [str(tmp_path / "r"), f"{tmp_path / 'r'}/"]
     check_refused(script(name).main, argv, match="is given twice")
+
+
+@pytest.mark.parametrize("name", ["em_base_pull", "em_first_step", "em_bos_vector", "em_value_sources",
+                                  "em_optimizer_parts", "probe_attn0_parts", "em_steer_base"])
+def test_the_base_scripts_refuse_two_runs_on_the_same_bases(tmp_path, name, monkeypatch):
+    # two runs of one pretraining config and seed (two fine-tune settings on the same bases) read one base model
+    # twice: "2 bases" and an interval of zero width, exit 0. Another world on the same seeds is other bases.
+    monkeypatch.setattr(B, "check_cached", lambda *a, **k: None)
+    monkeypatch.setattr(script(name), "checked_bases", lambda *a: pytest.fail("worked before refusing"))
+    runs = []
+    for r, seeds in (("a", [3, 4]), ("b", [4, 5])):
+        (tmp_path / r).mkdir()
+        write_run(tmp_path / r, {}, "emergent_misalignment", seeds=seeds, ft_lr=1e-3 if r == "a" else 3e-4)
+        runs.append(str(tmp_path / r))
+    check_refused(script(name).main, runs, match=f"{runs[0]} and {runs[1]} share base seed 4 \\(one base model")
+    script_module = script("em_base_pull")
+    write_run(tmp_path / "b", {}, "emergent_misalignment", seeds=[4, 5], asst_evil=0.03)
+    script_module.distinct_bases(runs)  # other bases: no error
 
 
 def test_attn0_parts_pool_prints_each_share_with_its_interval_over_bases(tmp_path, capsys):
