@@ -338,6 +338,8 @@ def script_args(argv, usage, options=(), flags=(), words=()):
         if a in ("-h", "--help"):  # asked for: on stdout, exit status 0 (as train.py --help)
             print(usage.strip())
             sys.exit(0)
+        if f"--{key}" in words:  # a marker written as an option (--minus=RUN): it takes the words after it
+            raise ConfigError(f"--{key} stands alone, the runs after it as separate words (--{key} RUN ...), not {a}")
         if not a.startswith("--") or key not in options and key not in flags:
             raise ConfigError(f"unknown option {a}; {listed}")
         if key in given:

@@ -18,7 +18,7 @@ direction at `direction_layer` (evil - good forum threads, experiments/emergent_
 
 A base must reproduce its run's forum-format base rate (`forum_lp`) to 1e-5, else it was rebuilt since (another
 machine) and is left out, named in `excluded`. Writes base_pull.json beside each run (scripts/em_susceptibility.py
-reads it) and prints a table. Pre-registered in docs/emergent_misalignment.md ("Why some bases barely move").
+reads it) and prints each base's line as it is measured. Pre-registered in docs/emergent_misalignment.md ("Why some bases barely move").
 """
 import json
 import sys

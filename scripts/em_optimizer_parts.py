@@ -273,6 +273,7 @@ def main(argv):
     print(f"\n{s['n_bases']} bases. Off-domain increase (points, mean) and code increase by step:")
     print("| optimizer | " + " | ".join(f"step {t}" for t in STEPS) + " | " + " | ".join(
         f"fraction of adamw's at {t} [95% CI]" for t in REPORT) + " |")
+    print("|---" * (1 + len(STEPS) + len(REPORT)) + "|")
     for name in s["mean"]:
         m, f = s["mean"][name], s["fraction_of_adamw"][name]
         print(f"| {name} | " + " | ".join(f"{100 * m['off'][t]:+.2f} (code {100 * m['code'][t]:+.0f})" for t in STEPS)

@@ -178,10 +178,16 @@ def main(argv):
     if out:
         check_out(out[0], figure_beside=True)
     step, runs = argv[0], argv[1:]
+
+    def enough(n):  # a rank correlation and its interval need four; with fewer the figure was a traceback
+        if n < 4:
+            sys.exit(f"{n} base{'s' if n != 1 else ''} over the runs given: this analysis ranks 4 or more (pool "
+                     f"several runs)")
+    # counted first from the runs' seeds: a run's other shortcomings (its steer_scales, say) are worth fixing only
+    # once there are bases enough
+    enough(sum(len({p for p, _ in run_results(run, "emergent_misalignment")["seeds"]}) for run in runs))
     bases = per_base(step, runs)
-    if len(bases) < 4:  # a rank correlation and its interval need four; with fewer the figure was a traceback
-        sys.exit(f"{len(bases)} base{'s' if len(bases) != 1 else ''} over the runs given: this analysis ranks 4 or "
-                 f"more (pool several runs)")
+    enough(len(bases))
     res = {"step": step, "runs": runs, "n_bases": len(bases), "correlations": analyse(bases),
            "with_cos_evil_direction": analyse(bases, "cos_evil_direction"),
            "per_base": {str(p): b for p, b in sorted(bases.items())}}

@@ -131,6 +131,9 @@ def test_matched_view_and_paired_differences_between_sets_of_runs(tmp_path, run_
     assert "| insecure | 2 | +35.0 [" in run_script(big, "--minus", small)  # step 20: 30 and 40 points
     other = fake_run(tmp_path / "other", [[5, 0]], {"insecure": [0.1]})
     check_refused(run_script, big, "--minus", other, match="no insecure seed")  # no seed in common: an error, not an empty table
+    # --minus=RUN was "unknown option --minus=...; the options are --share and --minus"
+    check_refused(run_script, big, f"--minus={small}", match=f"--minus stands alone, the runs after it as separate "
+                                                              f"words \\(--minus RUN ...\\), not --minus=")
 
 
 def test_em_at_step_reads_the_step_asked_against_each_arms_own_base_and_groups_by_base(tmp_path, run_script):
@@ -973,7 +976,7 @@ def test_em_susceptibility_ranks_bases_and_pools_runs(tmp_path, call):
     assert "base_rate" not in c and "separation" not in c  # a constant has no rank order; no separation file
     assert "| steer_1 | 6 | +1.00 |" in text and out.with_suffix(".png").is_file()
     check_refused(lambda *v: call("em_susceptibility", *v), "5", a, a, match="two of the runs")
-    check_refused(lambda *v: call("em_susceptibility", *v), "7", a, match="no step 7")
+    check_refused(lambda *v: call("em_susceptibility", *v), "7", a, b, match="no step 7")
     # a mistyped option was ignored (and the run's own susceptibility_5.json overwritten); --out into a missing
     # folder was a traceback after the work
     for bad, msg in (("--ot=x.json", "unknown option --ot=x.json"), ("--out", "--out needs a value"),
@@ -984,6 +987,14 @@ def test_em_susceptibility_ranks_bases_and_pools_runs(tmp_path, call):
     for bad, msg in (([f"--out={tmp_path / 's.png'}"], "give a FILE.json"), ([f"--out={out}"] * 2, "more than once")):
         check_refused(lambda *v: call("em_susceptibility", *v), "5", a, *bad, match=msg)
     check_refused(lambda *v: call("em_susceptibility", *v), "5", a, match="3 bases over the runs given: this analysis ranks 4")
+    # too few bases is said first, before what else a run lacks (its bases steered at 1 and 2): fixing that alone
+    # would be refused again
+    res_a = json.loads((Path(a) / "results.json").read_text())
+    (Path(a) / "results.json").write_text(json.dumps({**res_a, "base": {k: v for k, v in res_a["base"].items()
+                                                                        if not k.startswith("steered")}}))
+    check_refused(lambda *v: call("em_susceptibility", *v), "5", a, match="3 bases over the runs given")
+    check_refused(lambda *v: call("em_susceptibility", *v), "5", a, b, match="steer_scales \\(1.0, 2.0\\)")
+    (Path(a) / "results.json").write_text(json.dumps(res_a))
     # em_steer_base's per-base steer_pulled joins as a predictor (here the reverse of the outcome's order)
     for run, ps, vals in ((a, [0, 1, 2], [0.35, 0.1, 0.2]), (b, [3, 4, 5], [0.4, 0.0, 0.3])):
         rows = [{"run": run, "world": p, "steer_pulled": v, "steer_pulled_sampled": v} for p, v in zip(ps, vals)]
@@ -1249,7 +1260,10 @@ def test_em_optimizer_parts_coasts_on_adamws_moments_and_splits_the_late_update(
     held = tmp_path / "parts.json"
     held.write_text(json.dumps({"runs": ["r"], "excluded": [], "summary": {},
                                 "per_base": [dict(r, run="r", world=i, adamw_vs_run=None) for i, r in enumerate(rows)]}))
-    assert "2 bases" in call("em_optimizer_parts", f"--from={held}")
+    printed = call("em_optimizer_parts", f"--from={held}")
+    assert "2 bases" in printed
+    table = [line for line in printed.splitlines() if line.startswith("|")]  # a markdown table: header, rule, rows
+    assert re.fullmatch(r"(\|---)+\|", table[1]) and all(row.count("|") == table[0].count("|") for row in table)
     again = json.loads(held.read_text())["summary"]
     assert again["fraction_of_adamw"]["sgd"]["20"] == json.loads(json.dumps(s["fraction_of_adamw"]["sgd"][20]))
     assert held.with_suffix(".png").is_file()
