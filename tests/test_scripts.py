@@ -132,8 +132,8 @@ def test_matched_view_and_paired_differences_between_sets_of_runs(tmp_path, run_
     other = fake_run(tmp_path / "other", [[5, 0]], {"insecure": [0.1]})
     check_refused(run_script, big, "--minus", other, match="no insecure seed")  # no seed in common: an error, not an empty table
     # --minus=RUN was "unknown option --minus=...; the options are --share and --minus"
-    check_refused(run_script, big, f"--minus={small}", match=f"--minus stands alone, the runs after it as separate "
-                                                              f"words \\(--minus RUN ...\\), not --minus=")
+    check_refused(run_script, big, f"--minus={small}", match="--minus stands alone, the runs after it as separate "
+                                                              "words \\(--minus RUN ...\\), not --minus=")
 
 
 def test_em_at_step_reads_the_step_asked_against_each_arms_own_base_and_groups_by_base(tmp_path, run_script):
