@@ -78,6 +78,7 @@ def test_steer_base_pool_reads_each_directions_own_code_frac_and_skips_undefined
              "readings": {f"{n}_0.3": r(0.05, 0.1 * (i + 1)) for i, n in enumerate(sb.DIRECTIONS)}}
             for w, plain in enumerate((0.02, nan, 0.04))]  # base 1 has no valid sample of its own
     (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "config.json").write_text(json.dumps({"experiment": "emergent_misalignment"}))  # a run's folder
     (tmp_path / "a" / "steer_base.json").write_text(json.dumps({"scales": [0.3], "per_base": rows}))
     s = sb.pool([str(tmp_path / "a")], None)
     assert [s["table"][f"{n}_0.3"]["code_frac"] for n in sb.DIRECTIONS] == pytest.approx([0.1, 0.2, 0.3, 0.4])
