@@ -231,6 +231,43 @@ def test_a_checkpoints_metrics_are_both_losses_of_its_own_step(tmp_path, monkeyp
     assert [r["step"] for r in again["history"] if "val_loss" in r] == [9]  # not step 7 again: its loss is saved
 
 
+def test_a_fresh_run_evaluates_each_eval_step_once(tmp_path):
+    """history (and so metrics.jsonl, lm's loss curve) holds one val record per evaluated step, in order, each after
+    its step's train record: the top-of-loop evaluation is step 0's only (at every multiple of eval_every there it
+    ran a second time beside the one after the step)."""
+    kw = dict(batch_size=4, lr=1e-2, warmup=2, val=stream_data(300, seed=5), eval_every=3, log_every=3, progress=False)
+    out = train_lm(fresh(), stream_data(), steps=7, ckpt=tmp_path / "ck", ckpt_every=3, **kw)
+    assert [(r["step"], "val_loss" in r) for r in out["history"]] == [
+        (0, True), (3, False), (3, True), (6, False), (6, True), (7, False), (7, True)]
+    out = train_lm(fresh(), stream_data(), steps=6, **kw)  # steps a multiple of eval_every: the last once too
+    assert [r["step"] for r in out["history"] if "val_loss" in r] == [0, 3, 6]
+
+
+@pytest.mark.parametrize("damage", ["extra tensor", "missing tensor", "json step"])
+def test_a_finished_runs_rerun_rewrites_files_that_are_not_the_states(tmp_path, damage):
+    # the weights all equal but one tensor too many or too few, or the .json of another step (a run stopped between
+    # the .safetensors' rename and the .json's): load_lm would refuse them, or read another step's record
+    from safetensors.torch import load_file, save_file
+    kw = dict(batch_size=4, lr=1e-2, warmup=2, **QUIET)
+    data = stream_data()
+    trained = fresh()
+    train_lm(trained, data, steps=5, ckpt=tmp_path / "ck", **kw)
+    good = {ext: (tmp_path / f"ck{ext}").read_bytes() for ext in (".safetensors", ".json")}
+    if damage == "json step":
+        (tmp_path / "ck.json").write_text(good[".json"].decode().replace('"step": 5', '"step": 4'))
+    else:
+        w = load_file(tmp_path / "ck.safetensors")
+        if damage == "extra tensor":
+            w["extra.weight"] = torch.zeros(2)
+        else:
+            del w["ln_f.weight"]
+        save_file(w, tmp_path / "ck.safetensors")
+    assert train_lm(fresh(seed=7), data, steps=5, ckpt=tmp_path / "ck", resume=True, **kw)["start_step"] == 5
+    assert {ext: (tmp_path / f"ck{ext}").read_bytes() for ext in good} == good
+    loaded, meta = load_lm(tmp_path / "ck")
+    assert meta["step"] == 5 and same_weights(trained, loaded)
+
+
 def test_weights_without_their_resume_state_restart_from_step_0_and_say_so(tmp_path, capsys):
     kw = dict(batch_size=4, lr=1e-2, warmup=2, **QUIET)
     data = stream_data()
@@ -333,6 +370,46 @@ def test_a_resume_between_log_lines_logs_the_losses_of_an_uninterrupted_run(tmp_
     assert resumed["start_step"] == 4
     assert [(r["step"], r["loss"]) for r in resumed["history"]] == [(r["step"], r["loss"]) for r in straight["history"][1:]]
     assert resumed["train_loss"] == straight["train_loss"]
+
+
+def test_rewriting_a_checkpoints_files_keeps_its_resume_states_log_interval(tmp_path, monkeypatch):
+    # a mid-interval checkpoint (step 4, log_every 3) whose .safetensors went missing: the resume writes them again
+    # from the state, and the state stays as it was (its loss_interval with it), so that a second stop and resume
+    # still logs the losses of an uninterrupted run
+    import train
+    kw = dict(batch_size=4, lr=1e-2, warmup=2, log_every=3, progress=False)
+    data = stream_data()
+    straight = train_lm(fresh(), data, steps=9, **kw)
+    real = train.save_lm
+
+    def save_then_stop(*a, **k):
+        real(*a, **k)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(train, "save_lm", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train_lm(fresh(), data, steps=9, ckpt=tmp_path / "ck", ckpt_every=4, **kw)  # stopped at step 4
+    (tmp_path / "ck.safetensors").unlink()
+
+    def stop_at_the_next(*a, **k):  # the next checkpoint (step 8) is never written
+        if k["step"] > 4:
+            raise KeyboardInterrupt
+        real(*a, **k)
+    monkeypatch.setattr(train, "save_lm", stop_at_the_next)
+    with pytest.raises(KeyboardInterrupt):
+        train_lm(fresh(), data, steps=9, ckpt=tmp_path / "ck", ckpt_every=4, resume=True, **kw)
+    assert (tmp_path / "ck.safetensors").is_file()
+    assert torch.load(tmp_path / "ck.state.pt", weights_only=False)["loss_interval"]["steps"] == 1
+    monkeypatch.setattr(train, "save_lm", real)
+    resumed = train_lm(fresh(), data, steps=9, ckpt=tmp_path / "ck", ckpt_every=4, resume=True, **kw)
+    assert resumed["start_step"] == 4
+    assert [(r["step"], r["loss"]) for r in resumed["history"]] == [(r["step"], r["loss"]) for r in straight["history"][1:]]
+
+
+def test_the_resume_state_sits_beside_its_checkpoint_by_the_whole_name():
+    # a stem with a dot in its name (model.v2) has its own state, not model.state.pt (another stem's)
+    from train import state_file
+    assert state_file(Path("out/x/model.v2")) == Path("out/x/model.v2.state.pt")
+    assert state_file("ck") == Path("ck.state.pt")
 
 
 def test_a_resume_with_another_global_batch_is_refused(tmp_path):

@@ -1936,6 +1936,10 @@ def test_the_base_scripts_refuse_two_runs_on_the_same_bases(tmp_path, name, monk
         runs.append(str(tmp_path / r))
     check_refused(script(name).main, runs, match=f"{runs[0]} and {runs[1]} share base seed 4 \\(one base model")
     script_module = script("em_base_pull")
+    # the cache entry is the folder's name: a run whose cache_dir was another path (the cache moved, or given as
+    # another spelling) still has the same base
+    write_run(tmp_path / "b", {}, "emergent_misalignment", seeds=[4, 5], cache_dir=str(tmp_path / "moved_cache"))
+    check_refused(script_module.distinct_bases, runs, match=f"{runs[0]} and {runs[1]} share base seed 4")
     write_run(tmp_path / "b", {}, "emergent_misalignment", seeds=[4, 5], asst_evil=0.03)
     script_module.distinct_bases(runs)  # other bases: no error
 
