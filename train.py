@@ -1311,8 +1311,8 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
                 # .json are rewritten from the state (below), also when a finished run is rerun (nothing to train)
                 on_disk, disk_meta = load_weights(ckpt, "cpu")
                 behind = disk_meta.get("step") != state.get("step") or on_disk.keys() != tensors.keys() or not all(
-                    torch.equal(on_disk[k], tensors[k].cpu()) for k in tensors)
-            except CheckpointError:  # missing, unreadable, or its .json not an object
+                    on_disk[k].dtype == tensors[k].dtype and torch.equal(on_disk[k], tensors[k].cpu()) for k in tensors)
+            except (CheckpointError, OSError):  # missing, unreadable (or not ours to read), its .json not an object
                 behind = True
         else:  # an older state: the weights are the .safetensors beside it, which must be of its step (checked below)
             try:

@@ -243,7 +243,7 @@ def test_a_fresh_run_evaluates_each_eval_step_once(tmp_path):
     assert [r["step"] for r in out["history"] if "val_loss" in r] == [0, 3, 6]
 
 
-@pytest.mark.parametrize("damage", ["extra tensor", "missing tensor", "json step"])
+@pytest.mark.parametrize("damage", ["extra tensor", "missing tensor", "json step", "dtype"])
 def test_a_finished_runs_rerun_rewrites_files_that_are_not_the_states(tmp_path, damage):
     # the weights all equal but one tensor too many or too few, or the .json of another step (a run stopped between
     # the .safetensors' rename and the .json's): load_lm would refuse them, or read another step's record
@@ -259,6 +259,8 @@ def test_a_finished_runs_rerun_rewrites_files_that_are_not_the_states(tmp_path, 
         w = load_file(tmp_path / "ck.safetensors")
         if damage == "extra tensor":
             w["extra.weight"] = torch.zeros(2)
+        elif damage == "dtype":  # the same values in float64 (torch.equal ignores the dtype)
+            w["ln_f.weight"] = w["ln_f.weight"].double()
         else:
             del w["ln_f.weight"]
         save_file(w, tmp_path / "ck.safetensors")
