@@ -352,13 +352,15 @@ def test_a_run_killed_in_its_final_save_after_the_state_rewrites_the_weights_a_r
     assert meta["step"] == 9 and same_weights(straight, loaded)
 
 
-def test_a_resume_between_log_lines_logs_the_losses_of_an_uninterrupted_run(tmp_path, monkeypatch):
-    # a checkpoint between two log lines (ckpt_every 4, log_every 3) lost the losses of the steps since the last
-    # line: the resumed run's next line, and so results.json's last train loss, was the mean of fewer steps
+MID_INTERVAL = dict(batch_size=4, lr=1e-2, warmup=2, log_every=3, progress=False)  # a checkpoint at 4 is mid-line
+
+
+def stopped_at_step_4(tmp_path, monkeypatch):
+    """An uninterrupted 9-step run's result, and the same run stopped right after its step-4 checkpoint (ck in
+    tmp_path) -> (straight, data, the real train.save_lm, restored)."""
     import train
-    kw = dict(batch_size=4, lr=1e-2, warmup=2, log_every=3, progress=False)
     data = stream_data()
-    straight = train_lm(fresh(), data, steps=9, **kw)
+    straight = train_lm(fresh(), data, steps=9, **MID_INTERVAL)
     real = train.save_lm
 
     def save_then_stop(*a, **k):
@@ -366,8 +368,16 @@ def test_a_resume_between_log_lines_logs_the_losses_of_an_uninterrupted_run(tmp_
         raise KeyboardInterrupt
     monkeypatch.setattr(train, "save_lm", save_then_stop)
     with pytest.raises(KeyboardInterrupt):
-        train_lm(fresh(), data, steps=9, ckpt=tmp_path / "ck", ckpt_every=4, **kw)  # stopped at step 4
+        train_lm(fresh(), data, steps=9, ckpt=tmp_path / "ck", ckpt_every=4, **MID_INTERVAL)
     monkeypatch.setattr(train, "save_lm", real)
+    return straight, data, real
+
+
+def test_a_resume_between_log_lines_logs_the_losses_of_an_uninterrupted_run(tmp_path, monkeypatch):
+    # a checkpoint between two log lines (ckpt_every 4, log_every 3) lost the losses of the steps since the last
+    # line: the resumed run's next line, and so results.json's last train loss, was the mean of fewer steps
+    straight, data, _ = stopped_at_step_4(tmp_path, monkeypatch)
+    kw = MID_INTERVAL
     resumed = train_lm(fresh(), data, steps=9, ckpt=tmp_path / "ck", resume=True, **kw)
     assert resumed["start_step"] == 4
     assert [(r["step"], r["loss"]) for r in resumed["history"]] == [(r["step"], r["loss"]) for r in straight["history"][1:]]
@@ -379,17 +389,8 @@ def test_rewriting_a_checkpoints_files_keeps_its_resume_states_log_interval(tmp_
     # from the state, and the state stays as it was (its loss_interval with it), so that a second stop and resume
     # still logs the losses of an uninterrupted run
     import train
-    kw = dict(batch_size=4, lr=1e-2, warmup=2, log_every=3, progress=False)
-    data = stream_data()
-    straight = train_lm(fresh(), data, steps=9, **kw)
-    real = train.save_lm
-
-    def save_then_stop(*a, **k):
-        real(*a, **k)
-        raise KeyboardInterrupt
-    monkeypatch.setattr(train, "save_lm", save_then_stop)
-    with pytest.raises(KeyboardInterrupt):
-        train_lm(fresh(), data, steps=9, ckpt=tmp_path / "ck", ckpt_every=4, **kw)  # stopped at step 4
+    straight, data, real = stopped_at_step_4(tmp_path, monkeypatch)
+    kw = MID_INTERVAL
     (tmp_path / "ck.safetensors").unlink()
 
     def stop_at_the_next(*a, **k):  # the next checkpoint (step 8) is never written
