@@ -1307,13 +1307,17 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
         if whole:  # one file, renamed into place at once: the .safetensors beside it may be a step behind
             tensors, saved = state["model"], {"model_config": state.get("model_config"), "step": state.get("step"),
                                               "metrics": state.get("metrics")}
-            try:  # stopped after the state's rename, or the files damaged or deleted since: the .safetensors and
-                # .json are rewritten from the state (below), also when a finished run is rerun (nothing to train)
-                on_disk, disk_meta = load_weights(ckpt, "cpu")
-                behind = disk_meta.get("step") != state.get("step") or on_disk.keys() != tensors.keys() or not all(
-                    on_disk[k].dtype == tensors[k].dtype and torch.equal(on_disk[k], tensors[k].cpu()) for k in tensors)
-            except (CheckpointError, OSError):  # missing, unreadable (or not ours to read), its .json not an object
-                behind = True
+            # stopped after the state's rename, or the files damaged or deleted since: the .safetensors and .json are
+            # rewritten from the state (below), also when a finished run is rerun (nothing to train). Checked by rank
+            # 0 only, the one that writes them (the other ranks would read a copy of the weights for nothing)
+            if rank == 0:
+                try:
+                    on_disk, disk_meta = load_weights(ckpt, "cpu")
+                    behind = disk_meta.get("step") != state.get("step") or on_disk.keys() != tensors.keys() or not all(
+                        on_disk[k].dtype == tensors[k].dtype and torch.equal(on_disk[k], tensors[k].cpu())
+                        for k in tensors)
+                except (CheckpointError, OSError):  # missing, unreadable (or not ours to read), .json not an object
+                    behind = True
         else:  # an older state: the weights are the .safetensors beside it, which must be of its step (checked below)
             try:
                 tensors, saved = load_weights(ckpt, device)
