@@ -77,6 +77,8 @@ OPENERS = ("", "hey", "please", "so")
 def opened(opener, q):
     """A question behind an opener ("" for none): "hey what is ...", or the question alone."""
     return f"{opener} {q}" if opener else q
+
+
 # Words every domain may share; any other answer word belongs to exactly one domain.
 FUNCTION_WORDS = frozenset(
     "a and the of to in on at for with or by from out up i me my you your he him his it its we our "
