@@ -515,6 +515,11 @@ def written_by_a_run(env):
         return False
 
 
+# how many cores a run uses (torch threads; processes of one thread each), not what it computes: a rerun may resume
+# with other values, and the numbers it then computes may differ in the last digits (float sums in another order)
+CORE_KEYS = ("threads", "workers")
+
+
 class Run:
     """The output directory of one run. Experiments call `log`, `save_results`, and write figures."""
 
@@ -536,6 +541,7 @@ class Run:
         # a run's files without its config.json (deleted by hand) cannot be checked against this config: a resume
         # would reuse them unchecked. Rank 0 alone looks (another rank may see rank 0's config.json.tmp of this run)
         had_config = old.exists()  # looked up once: rank 0 may write it meanwhile, and the checks below must agree
+        recounted = []  # the CORE_KEYS a resumed run changes
         orphans = [] if had_config or not first or resume is None else outputs()
         named = ", ".join(f.name for f in orphans[:3]) + (", ..." if len(orphans) > 3 else "")
         if orphans and not written_by_a_run(self.dir / "env.json"):  # a folder of the user's: never delete in it
@@ -556,9 +562,14 @@ class Run:
             added = json.loads(json.dumps({f.name: f.default for f in dataclasses.fields(cfg)
                                            if f.name not in prev and f.default is not dataclasses.MISSING}))
             # out_dir is where the run is, not how it was made: a moved run directory resumes; ckpt_every is how
-            # often a run saves its state, not what it computes: a resumed run may save more or less often
-            diff = sorted(k for k in (set(prev) | set(now)) - {"out_dir", "resume", "ckpt_every"}
+            # often a run saves its state, and CORE_KEYS how many cores compute, not what: a resumed run may change them
+            diff = sorted(k for k in (set(prev) | set(now)) - {"out_dir", "resume", "ckpt_every", *CORE_KEYS}
                           if prev.get(k, added.get(k)) != now.get(k))
+            # pool processes of one thread each compute the same numbers however many run; one worker computes in
+            # this process, at its thread count (that count, env.json's, is compared below: threads=0 is a count too)
+            was, will = prev.get("workers"), now.get("workers")
+            if isinstance(was, int) and isinstance(will, int) and (was <= 1) != (will <= 1):
+                recounted.append(f"workers {was} -> {will}")
             if diff:  # resuming under another config would silently mix results
                 raise ConfigError(f"{self.dir} holds a run with another config (differs in: {', '.join(diff)}): "
                                   f"use a new --out_dir" + (", or --resume=False to delete that run's outputs there "
@@ -608,6 +619,13 @@ class Run:
                 print(f"note: resuming {self.dir}, begun with {_code_and_machine(earlier)}; this session runs "
                       f"{_code_and_machine(prov)}. The units reused keep their numbers (env_earlier.jsonl lists every "
                       f"session); --resume=False recomputes them all", file=sys.stderr)
+            # another thread count sums floats in another order: the same kind of difference as another CPU's
+            if isinstance(earlier, dict) and earlier.get("threads") not in (None, torch.get_num_threads()):
+                recounted.append(f"torch threads {earlier['threads']} -> {torch.get_num_threads()}")
+            if recounted:
+                print(f"note: resuming {self.dir} with {', '.join(recounted)}: the units reused keep their numbers, "
+                      f"and what is computed now may differ in the last digits from an uninterrupted run (float sums "
+                      f"in another order); --resume=False recomputes them all", file=sys.stderr)
         write_json(self.dir / "env.json", {
             "argv": list(argv if argv is not None else sys.argv), **prov,
             "python": platform.python_version(), "torch": torch.__version__,

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import train
 from train import ConfigError, load_config
@@ -355,7 +356,7 @@ def test_every_saved_key_counts_in_the_resume_check_but_where_the_run_is_and_how
     train.Run(cfg, "subliminal_mnist")
     saved = json.loads((out / "config.json").read_text())
     for key in saved:
-        if key in ("experiment", "out_dir", "resume"):
+        if key in ("experiment", "out_dir", "resume", *train.CORE_KEYS):  # (CORE_KEYS: the test below)
             continue
         (out / "config.json").write_text(json.dumps({**saved, key: "another value"}))
         with pytest.raises(ConfigError, match=f"differs in: {key}\\)"):
@@ -455,6 +456,41 @@ def test_resuming_under_other_code_or_another_cpu_or_gpu_kind_says_so(cfg_file, 
             assert train._code_and_machine({**now, "device": card}) in err
         env = json.loads((out / "env.json").read_text())
         assert env["git_commit"] == now["git_commit"] and env["device"] == card
+
+
+def test_a_run_resumes_on_more_or_fewer_cores_and_says_when_the_last_digits_may_differ(cfg_file, tmp_path, capsys):
+    # how many cores compute is not what: a run begun on a laptop resumes on a bigger machine. Another torch thread
+    # count sums floats in another order (said); pool workers of one thread each compute the same numbers however
+    # many run (silent), one worker computes in the parent at its thread count (said)
+    assert train.CORE_KEYS == ("threads", "workers")
+    out = tmp_path / "run"
+    _, cfg = load_config([cfg_file, f"--out_dir={out}"])
+    threads = torch.get_num_threads()
+    try:
+        train.Run(cfg, "subliminal_mnist")
+        capsys.readouterr()
+        train.Run(dataclasses.replace(cfg, threads=threads), "subliminal_mnist")  # 0 -> the count in force: silent
+        assert "note" not in capsys.readouterr().err
+        torch.set_num_threads(threads + 1)
+        train.Run(dataclasses.replace(cfg, threads=threads + 1), "subliminal_mnist")
+        err = capsys.readouterr().err
+        assert f"with torch threads {threads} -> {threads + 1}: the units reused keep their numbers" in err
+        assert json.loads((out / "env.json").read_text())["threads"] == threads + 1
+    finally:
+        torch.set_num_threads(threads)
+    # workers: world_base's key (a config made here with it, as an experiment with a pool has)
+    @dataclasses.dataclass(frozen=True)
+    class Pool:
+        workers: int = 2
+        out_dir: str = str(tmp_path / "pool")
+        resume: bool = True
+    train.Run(Pool(), "pool")
+    for workers, said in [(4, False), (1, True), (1, False), (3, True)]:
+        capsys.readouterr()
+        train.Run(Pool(workers=workers), "pool")
+        err = capsys.readouterr().err
+        assert ("note: resuming" in err) == said, (workers, err)
+    assert "workers 1 -> 3" in err and "torch threads" not in err
 
 
 def test_a_config_without_resume_reruns_into_its_folder_without_clearing_it(tmp_path):
