@@ -225,7 +225,8 @@ def apply_rope(x, cos, sin):
 
 class KVCache:
     """Keys and values of every layer for the columns processed so far, for incremental decoding.
-    `pos` is the number of columns filled; `valid` [B, max_len] marks which key columns are real tokens."""
+    `pos` is the number of columns filled: GPT.forward advances it by T once every layer has written the same T
+    columns (update does not); `valid` [B, max_len] marks which key columns are real tokens."""
 
     def __init__(self, cfg, batch_size, max_len, device):
         self.shape = (cfg.n_layer, batch_size, cfg.n_head, max_len, cfg.n_embd // cfg.n_head)

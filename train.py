@@ -521,7 +521,12 @@ CORE_KEYS = ("threads", "workers")
 
 
 class Run:
-    """The output directory of one run. Experiments call `log`, `save_results`, and write figures."""
+    """The output directory of one run. Experiments call `log`, `save_results`, and write figures.
+
+    Made on a folder that holds a run: with resume=False, that run's outputs (RUN_OUTPUTS) are deleted first; else it
+    must be a run of the same experiment and config (but out_dir, resume, ckpt_every and CORE_KEYS), or ConfigError.
+    Then config.json and env.json are written (a resumed run's earlier env.json appended to env_earlier.jsonl). Run
+    reuses nothing itself: which units or checkpoints to reuse is the experiment's decision."""
 
     def __init__(self, cfg, experiment, argv=None):
         self.cfg = cfg
@@ -529,20 +534,20 @@ class Run:
         old = self.dir / "config.json"
         if why := path_problem(old):
             raise ConfigError(f"out_dir {self.dir}: {why}: pass another --out_dir")
-        first = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 alone removes and writes the run's files
+        rank0 = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 alone removes and writes the run's files
         resume = getattr(cfg, "resume", None)
         outputs = lambda: sorted({f for pattern in RUN_OUTPUTS for f in self.dir.glob(pattern) if f.is_file()})
         where = self.dir.resolve()  # (through a symlink: the files written or removed are the target's)
         inside = where.relative_to(ROOT).parts[:1] if where.is_relative_to(ROOT) else None
-        if first and inside is not None and (inside == () or inside[0] in PROJECT_FOLDERS):
+        if rank0 and inside is not None and (inside == () or inside[0] in PROJECT_FOLDERS):
             what = "the project root" if inside == () else f"in the project's folder {inside[0]}/"
             raise ConfigError(f"out_dir {self.dir} is {what}, where a run's files would mix with the project's: give "
                               f"runs their own --out_dir (a folder under out/, or outside the project)")
+        had_config = old.exists()  # looked up once: rank 0 may write it meanwhile, and the checks below must agree
+        recounted = []  # the CORE_KEYS a resumed run changes (said where env.json is read, with the thread count's)
         # a run's files without its config.json (deleted by hand) cannot be checked against this config: a resume
         # would reuse them unchecked. Rank 0 alone looks (another rank may see rank 0's config.json.tmp of this run)
-        had_config = old.exists()  # looked up once: rank 0 may write it meanwhile, and the checks below must agree
-        recounted = []  # the CORE_KEYS a resumed run changes
-        orphans = [] if had_config or not first or resume is None else outputs()
+        orphans = [] if had_config or not rank0 or resume is None else outputs()
         named = ", ".join(f.name for f in orphans[:3]) + (", ..." if len(orphans) > 3 else "")
         if orphans and not written_by_a_run(self.dir / "env.json"):  # a folder of the user's: never delete in it
             raise ConfigError(f"{self.dir} holds files named like a run's outputs ({named}) but neither the config.json "
@@ -550,12 +555,12 @@ class Run:
         if orphans and resume:
             raise ConfigError(f"{self.dir} holds run outputs ({named}) but no config.json to check them against this "
                               f"config: use a new --out_dir, or --resume=False to delete them and recompute")
-        if had_config and (first or resume is not False):  # (another rank may be removing it when resume is False)
+        if had_config and (rank0 or resume is not False):  # (another rank may be removing it when resume is False)
             prev = read_run_config(old)
             if prev.pop("experiment") != experiment:
                 raise ConfigError(f"{self.dir} holds a run of another experiment: use a new --out_dir")
-        # an experiment without a resume key recomputes into its folder: under the same config only, or its files
-        # would be replaced by another config's without a word
+        # a run resumed (or, for an experiment without a resume key, recomputed into its folder, replacing its files)
+        # under the same config only: another config's results would mix with this one's without a word
         if had_config and resume is not False:
             now = json.loads(json.dumps(dataclasses.asdict(cfg)))
             # a key added since that run was made counts at its default (a new key's default is the old behaviour)
@@ -574,7 +579,7 @@ class Run:
                 raise ConfigError(f"{self.dir} holds a run with another config (differs in: {', '.join(diff)}): "
                                   f"use a new --out_dir" + (", or --resume=False to delete that run's outputs there "
                                                             "and recompute" if resume is not None else ""))
-        elif (had_config or orphans) and resume is False and first:
+        elif (had_config or orphans) and resume is False and rank0:
             # --resume=False recomputes everything: the old run's outputs go first, so that nothing of it is shown
             # beside the new config or resumed by a later rerun. Only what runs write (RUN_OUTPUTS), and inside the
             # project only under out/ (never its code, docs or figures).
@@ -597,7 +602,7 @@ class Run:
         except OSError as e:  # no permission, a read-only disk, a name too long
             raise ConfigError(f"out_dir {self.dir}: cannot create it ({e.strerror}): pass another --out_dir") from None
         self.metrics_path = self.dir / "metrics.jsonl"
-        if not first:
+        if not rank0:
             return
         write_json(self.dir / "config.json", {"experiment": experiment, **dataclasses.asdict(cfg)})
         dev = getattr(cfg, "device", "cpu")
@@ -823,7 +828,7 @@ def train_distill(model, inputs, targets, logit_idx, *, epochs, lr, batch_size, 
     `refresh(epoch)`, if given, returns new (inputs, targets) for each epoch (fresh noise)."""
     opt = Adam(model.parameters(), lr)
     blocks = logit_idx if isinstance(logit_idx, dict) else {desc: logit_idx}
-    S, M = targets.shape[0], model.n_seeds
+    S, M = targets.shape[0], model.n_seeds  # S seeds, M models (SeedMLP's n_seeds counts models: S per block)
     if M != S * len(blocks):
         raise ValueError(f"{M} models for {len(blocks)} block(s) of {S} seeds")
     # consecutive blocks with the same logits take one loss: [(first model, end, logit indices)]
@@ -883,7 +888,8 @@ def train_distill(model, inputs, targets, logit_idx, *, epochs, lr, batch_size, 
 # float rounding, and the resume state only needs the step and the stream position.
 
 def get_lr(step, *, lr, warmup, decay_steps, min_lr):
-    """Linear warm-up over `warmup` steps, then cosine from lr to min_lr at decay_steps, then min_lr."""
+    """The lr of the optimizer step after `step` steps done (0-based): a linear warm-up over `warmup` steps
+    (lr/warmup at step 0, lr at step warmup - 1), then cosine from lr to min_lr at decay_steps, then min_lr."""
     if step < warmup:
         return lr * (step + 1) / warmup
     if step >= decay_steps:
@@ -954,7 +960,8 @@ def stream_rows(n_rows, seed, start, count, device, perms=None):
 
 def make_lm_optimizer(model, lr, weight_decay, betas):
     """AdamW over the trainable parameters: matrices (and the embedding) decay, gains do not. Fused on CUDA
-    (on the CPU pretraining keeps the loop its cached base models were made with; finetune fuses there too)."""
+    only: on the CPU, pretraining keeps the unfused AdamW its cached base models were trained with (finetune builds
+    its own AdamW, fused on the CPU too)."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
@@ -1031,8 +1038,8 @@ def soft_kl(teacher_logits, student_logits, subset=None, temperature=1.0):
 @torch.no_grad()
 def teacher_targets(teacher, data, subset=None, chunk=256):
     """A fixed teacher's logits at every trained position of data ({"tokens" [N, T+1], "mask" [N, T]}), once:
-    -> (logits [n_trained, V or len(subset)] in row-major order, where [N, T]: the row of that tensor for each
-    trained position, -1 elsewhere)."""
+    -> (soft, where): soft [n_trained, V or len(subset)], the logits at the trained positions in row-major order;
+    where [N, T], each trained position's row in soft, -1 elsewhere."""
     dev = data["tokens"].device
     tokens, mask = data["tokens"], data["mask"].to(dev)
     subset = None if subset is None else torch.as_tensor(subset, device=dev)
@@ -1057,7 +1064,7 @@ def lora_linears(model):
 def lora_adapters(model, rank, seed, targets=()):
     """Low-rank adapters (Hu et al. 2021) for the linear weights W [out, in] of the model's blocks named in
     `targets` (e.g. "blocks.1.mlp.proj"; empty: all of them, attention qkv and output, MLP in and out):
-    W = W0 + s B @ A (s: finetune's scale) with A [rank, in] ~ N(0, 1/in) and B [out, rank] = 0, so the model
+    W = W0 + s B @ A (s: finetune's scale) with A [rank, in] ~ N(0, variance 1/in) and B [out, rank] = 0, so the model
     starts unchanged and the fine-tune's update to each matrix has rank <= `rank`.
     -> [(W, W0, A, B)], A and B leaf tensors requiring grad (W0 a frozen copy)."""
     if rank < 1:
@@ -1102,33 +1109,36 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
              order="random", schedule="constant", warmup=0, horizon=None, temperature=1.0, optimizer="adamw",
              trains="all", lora_rank=32, lora_alpha=64.0, lora_targets=(), targets=None, betas=ADAMW_BETAS,
              momentum=0.0):
-    """Fine-tune on {"tokens": [N, T+1], "mask": [N, T]} (pack_pairs) with AdamW, no weight decay, clipping at
-    1, at a constant lr (schedule="constant") or decayed from lr to 0 over `horizon` steps (`steps` unless given: a
-    run stopped early keeps the longer run's lr at each step) by a cosine ("cosine") or a straight line ("linear"),
-    after `warmup` steps of linear ramp (finetune_lr); rows
-    drawn with replacement from a CPU stream (the same rows on any device), or, order="sequential", rows
-    0.. in order, wrapping around (the caller's order: one pass = one epoch).
-    Loss at the masked targets: cross-entropy on the data's next tokens, or, given `teacher` (tokens
-    [b, T] -> logits [b, T, V]), KL(teacher || student) over the token ids `subset` (both distributions
-    renormalised there; None: the whole vocabulary; `temperature`: see soft_kl). Calls on_eval(step), model in
-    eval mode, at each step in `at` (in memory: no checkpoint files for a few hundred evaluations).
-    Only what the loss reads is computed (the same loss up to float rounding): each batch is cut after its
-    last trained column, the unembedding runs at the trained positions only, and the teacher, being fixed,
-    is run once over the data before the first step (its logits at the trained positions, restricted to
-    `subset`, kept in memory) instead of once per step; `targets` = teacher_targets(teacher, data, subset)
-    passed instead of `teacher` shares that pass between students of one teacher on the same data.
-    optimizer="sgd": plain gradient descent (momentum 0, the default), the setting of the subliminal-learning theorem.
-    To take AdamW apart (scripts/em_optimizer_parts.py): `betas` are AdamW's; (0, 0.999) keeps no momentum, and
-    (0, 0) no memory at all (every step lr * g / (|g| + eps), the sign step). `momentum` > 0 gives sgd a momentum
-    that is a running mean of the gradient, as Adam's first moment (dampening = momentum; its first step is lr * g).
-    trains="blocks": the (tied) token embedding gets no gradient for the fine-tune. trains="lora": only rank
-    `lora_rank` adapters of the blocks' linear weights `lora_targets` train (lora_adapters; the rest frozen;
-    the defaults are the paper's open-model recipe, rs-LoRA r = 32, alpha = 64); the model's weights hold
-    W0 + s B @ A after every step, so evaluations, hooks and state_dict see an ordinary model. requires_grad is
-    restored afterwards, also after an exception. trains="shift": only one vector v [n_embd] trains, added to every
-    row of the (tied) token embedding: at the input that is v added to the residual stream at every position (a
-    steering vector the fine-tune learns), and at the output it adds the same number h . v to every logit, which
-    the softmax ignores; the weights hold wte0 + v after every step, so again the model is an ordinary one."""
+    """Fine-tune on {"tokens": [N, T+1], "mask": [N, T]} (pack_pairs), `steps` optimizer steps of `batch_size` rows.
+
+    Rows: drawn with replacement from a CPU stream (the same rows on any device), or, order="sequential", rows 0.. in
+    order, wrapping around (the caller's order: one pass = one epoch).
+    LR (finetune_lr): `warmup` steps of linear ramp, then constant (schedule="constant") or decayed from lr to 0 over
+    `horizon` steps (`steps` unless given: a run stopped early keeps the longer run's lr at each step) by a cosine
+    ("cosine") or a straight line ("linear").
+    Loss at the masked targets: cross-entropy on the data's next tokens, or, given `teacher` (tokens [b, T] -> logits
+    [b, T, V]), KL(teacher || student) over the token ids `subset` (both distributions renormalised there; None: the
+    whole vocabulary; `temperature`: see soft_kl). Only what the loss reads is computed (the same loss up to float
+    rounding): each batch is cut after its last trained column, the unembedding runs at the trained positions only,
+    and the teacher, being fixed, is run once over the data before the first step (its logits at the trained
+    positions, restricted to `subset`, kept in memory) instead of once per step; `targets` = teacher_targets(teacher,
+    data, subset) passed instead of `teacher` shares that pass between students of one teacher on the same data.
+    Optimizer: AdamW (the default; no weight decay), or optimizer="sgd", plain gradient descent (momentum 0, the
+    default), the setting of the subliminal-learning theorem; gradients clipped at norm 1 either way. To take AdamW
+    apart (scripts/em_optimizer_parts.py): `betas` are AdamW's; (0, 0.999) keeps no momentum, and (0, 0) no memory at
+    all (every step lr * g / (|g| + eps), the sign step). `momentum` > 0 gives sgd a momentum that is a running mean
+    of the gradient, as Adam's first moment (dampening = momentum; its first step is lr * g).
+    What trains: trains="all", every weight that requires grad. trains="blocks": the (tied) token embedding gets no
+    gradient.
+    trains="lora": only rank `lora_rank` adapters of the blocks' linear weights `lora_targets` train (lora_adapters;
+    the rest frozen; the defaults are the paper's open-model recipe, rs-LoRA r = 32, alpha = 64); the model's weights
+    hold W0 + s B @ A after every step, so evaluations, hooks and state_dict see an ordinary model. trains="shift":
+    only one vector v [n_embd] trains, added to every row of the (tied) token embedding: at the input that is v added
+    to the residual stream at every position (a steering vector the fine-tune learns), and at the output it adds the
+    same number h . v to every logit, which the softmax ignores; the weights hold wte0 + v after every step, so again
+    the model is an ordinary one. requires_grad is restored afterwards, also after an exception.
+    Evaluation: on_eval(step) is called, model in eval mode, at each step in `at` (in memory: no checkpoint files for
+    a few hundred evaluations)."""
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be {' or '.join(map(repr, OPTIMIZERS))}, not {optimizer!r}")
     horizon = steps if horizon is None else horizon
@@ -1293,7 +1303,7 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
     and at the end (eval_every 0: never), the mean loss on `val`. Every log_every steps one line (step,
     loss, lr, ms/step, tokens/s, MFU against a known GPU's bf16 peak), also logged with `run.log` (metrics.jsonl) when
     a `run` is given. Checkpoint `ckpt` (a path stem) every ckpt_every steps and at the
-    end, with the resume state. resume=True
+    end, with the resume state (unless nothing trained: a finished run rerun keeps its checkpoint). resume=True
     continues from `ckpt`'s resume state when it exists (same numbers as an uninterrupted run); a checkpoint that
     cannot be resumed is a CheckpointError ending in `afresh`, the caller's way to start over.
     `meta` is merged into each checkpoint's JSON (e.g. {"tokenizer": "tokenizer.json"}).
@@ -1311,8 +1321,9 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
     tokenizer_name = meta.pop("tokenizer", None)
 
     step, position = 0, 0  # optimizer steps done, rows of the data stream consumed
-    behind = False  # the resumed state's .safetensors/.json are of an earlier step, or missing
-    last = {}  # the resumed checkpoint's metrics: a finished run rerun trains nothing and reports them
+    rewrite_files = False  # the .safetensors/.json beside the resumed state do not hold its step and weights (an
+    # earlier step, missing, damaged): they are written again from it
+    resumed_metrics = {}  # the resumed checkpoint's: a finished run rerun trains nothing and reports them
     carried = None  # the resumed log interval's steps before the checkpoint, and their summed loss
     state_path = None if ckpt is None else state_file(ckpt)
     if resume and state_path is not None and state_path.is_file():
@@ -1331,11 +1342,11 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
             if rank == 0:
                 try:
                     on_disk, disk_meta = load_weights(ckpt, "cpu")
-                    behind = disk_meta.get("step") != state.get("step") or on_disk.keys() != tensors.keys() or not all(
-                        on_disk[k].dtype == tensors[k].dtype and torch.equal(on_disk[k], tensors[k].cpu())
-                        for k in tensors)
+                    rewrite_files = (disk_meta.get("step") != state.get("step") or on_disk.keys() != tensors.keys()
+                                     or not all(on_disk[k].dtype == tensors[k].dtype
+                                                and torch.equal(on_disk[k], tensors[k].cpu()) for k in tensors))
                 except (CheckpointError, OSError):  # missing, unreadable (or not ours to read), .json not an object
-                    behind = True
+                    rewrite_files = True
         else:  # an older state: the weights are the .safetensors beside it, which must be of its step (checked below)
             try:
                 tensors, saved = load_weights(ckpt, device)
@@ -1347,7 +1358,7 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
         except CheckpointError as e:  # another model's weights (e.g. written by a version with another vocabulary)
             raise CheckpointError(f"{e}: {afresh}") from None
         model.load_state_dict(tensors)
-        last = saved.get("metrics") or {}
+        resumed_metrics = saved.get("metrics") or {}
         try:  # a torch file, but is it this loop's resume state?
             opt.load_state_dict(state["optimizer"])
             torch.set_rng_state(state["rng"]["torch"].cpu())
@@ -1360,7 +1371,9 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
         except Exception as e:
             raise CheckpointError(f"{state_path} is not a resume state of this run ({type(e).__name__}: {e}): delete "
                                   f"it to start from the beginning, or {afresh}") from None
-        if saved.get("step") != step:  # killed while saving: the weights may be of another step than the state
+        # an older state's weights are the .safetensors beside it, which must be of its step (killed while saving, they
+        # may not be); a state holding its weights is of its own step
+        if not whole and saved.get("step") != step:
             raise CheckpointError(f"{ckpt}.json is at step {saved.get('step')} but {state_path.name} at step {step}: "
                                   f"the run was stopped while writing this checkpoint, which cannot be resumed "
                                   f"exactly: {afresh}")
@@ -1400,15 +1413,15 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
         t_log += time.time() - t  # keep evaluation out of ms/step
         return v
 
-    def save(stem, with_state, loss_interval=None):
+    def save(with_state, loss_interval=None):  # to ckpt
         if rank == 0:
-            save_lm(stem, model, step=step, seed=seed, metrics={"train_loss": train_loss, "val_loss": val_loss},
+            save_lm(ckpt, model, step=step, seed=seed, metrics={"train_loss": train_loss, "val_loss": val_loss},
                     tokenizer=tokenizer_name, optimizer=opt if with_state else None, data_position=position,
                     rows_per_step=G, extra=meta, loss_interval=loss_interval)
 
-    history, train_loss, val_loss, perms = [], last.get("train_loss"), last.get("val_loss"), {}
-    if behind:  # what load_lm and a finished base's cache read is the state's step again, also if nothing trains now
-        save(ckpt, with_state=False)
+    history, train_loss, val_loss, perms = [], resumed_metrics.get("train_loss"), resumed_metrics.get("val_loss"), {}
+    if rewrite_files:  # now, even if nothing is left to train: load_lm and world_base's cache read those files
+        save(with_state=False)
     loss_sum = torch.zeros((), device=device)  # summed step losses since the last log line (no sync per step)
     t_log, steps_since, untimed = time.time(), 0, 0  # untimed: steps of this interval before the resume
     if carried and carried[1]:  # resumed inside a log interval: its line is the mean over all of its steps
@@ -1469,7 +1482,7 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
             interval = loss_sum.clone()  # the steps since the last log line, for a resume from here
             if world > 1:
                 dist.all_reduce(interval)
-            save(ckpt, with_state=True, loss_interval={"loss_sum": interval.cpu(), "steps": steps_since})
+            save(with_state=True, loss_interval={"loss_sum": interval.cpu(), "steps": steps_since})
 
     if steps_since:  # steps after the last log line (or no logging at all)
         if world > 1:
@@ -1478,7 +1491,7 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
     if val is not None and eval_every:
         val_loss = evaluate()
     if ckpt is not None and step > start_step:  # a finished run rerun trains nothing: its checkpoint stays as it was
-        save(ckpt, with_state=True)
+        save(with_state=True)
     return {"history": history, "step": step, "start_step": start_step, "train_loss": train_loss,
             "val_loss": val_loss, "seconds": time.time() - t_start}
 
