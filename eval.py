@@ -1,7 +1,8 @@
 """Evaluations and statistics, and `python eval.py RUN_DIR` to re-evaluate a saved run.
 
-    python eval.py out/subliminal_mnist/20261127-071500     # recomputes the table (MNIST: from the saved models;
-                                                            # the others: from the saved units, also mid-run)
+    python eval.py out/subliminal_mnist/20261127-071500     # recomputes the table (MNIST: from the saved models,
+                                                            # printed; the others: from the saved units, rewriting
+                                                            # results.json; both also mid-run)
 
 Statistics: every reported number is a mean over seeds with a two-sided 95% Student-t confidence
 interval, `{"mean", "ci95": [lo, hi], "per_seed": [...]}`.
@@ -118,7 +119,8 @@ def accuracy(model, x, y, n_classes=10, batch_size=2000):
 @torch.no_grad()
 def score_continuations(model, pairs, *, tokenizer=None, eos_id=None, batch_size=64):
     """Teacher-forced log-probabilities of many (prompt, continuation) pairs, batched: what class-based
-    behaviour evals and MC1/MC2 need. Pairs are token-id lists, or strings when a tokenizer is given.
+    behaviour evals and MC1/MC2 need (the experiments' evals use world_base.score_shared_prompts, the same numbers
+    for many continuations of one prompt at less cost; this is the general form, and its tests' reference). Pairs are token-id lists, or strings when a tokenizer is given.
     The end token (eos_id; with a tokenizer, its "<eos>" by default) is appended to every continuation,
     so "the answer, and then stop" is what gets scored. Rows are right-padded (causal attention keeps
     pads invisible). Returns (sums [N] float tensor, [per-token log-probs [len_i] per pair])."""

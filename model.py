@@ -75,8 +75,8 @@ class SeedMLP(nn.Module):
         return {k: v.detach().clone() for k, v in self.named_parameters()}
 
 
-def init_mlp_params(seeds, sizes, n_classes, init, device, tag):
-    """Fresh parameters for each seed index in `seeds` -> {name: [S, ...]}.
+def init_mlp_params(seeds, sizes, n_classes, init, device, seed):
+    """Fresh parameters for each seed index in `seeds` -> {name: [S, ...]}, from the config's `seed`.
 
     init = "paper": W ~ Normal(0, 1/sqrt(d_in)), b = 0 (the official subliminal-learning script);
     init = "torch": W, b ~ U(-1/sqrt(d_in), 1/sqrt(d_in)) (nn.Linear's default).
@@ -96,7 +96,7 @@ def init_mlp_params(seeds, sizes, n_classes, init, device, tag):
                 # is the same whatever the number of columns (torch's RNG output depends on tensor size)
                 w, b = [], []
                 for blk in range(0, cols, 64):
-                    g = generator(device, tag, k, "init", i, stream, blk)
+                    g = generator(device, seed, k, "init", i, stream, blk)
                     if init == "paper":
                         w.append(torch.randn(64, d_in, generator=g, device=device) / math.sqrt(d_in))
                         b.append(torch.zeros(64, device=device))

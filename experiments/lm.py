@@ -7,8 +7,9 @@
 Corpora (`corpus`):
   tiny   a built-in story grammar, deterministic in the seed, that needs a little arithmetic:
            <bos> ann has 3 apples . bob gives ann 4 more . now ann has 7 apples . <eos>
-         The validation documents use (x, y) pairs that no training document uses, so `sum_accuracy`
-         (greedy next token after "... now ann has") on them measures generalisation, not recall.
+         The validation documents use the 20 (x, y) pairs that no training document uses, so
+         sum_accuracy["heldout"] (the greedy next token after "ann has x apples . bob gives ann y more . now ann
+         has", over those 20 pairs) measures generalisation, and ["train"] (the 80 other pairs) recall.
   world  the synthetic persona world of data/world.py (its corpus, its tokenizer); the last
          `val_frac` of the documents are the validation set.
 
@@ -73,8 +74,9 @@ class Config:
 
 
 def validate(cfg):
-    """Every key checked before the run directory exists: a bad value leaves nothing behind. In order: a check may
-    rely on the ones before it."""
+    """Every key checked before the run directory exists: a bad value leaves nothing behind. In order: a check's
+    condition may rely on the ones before it (its message is built up front, so a message that calls a function
+    needs one that is safe on any input)."""
     checks = [
         (lambda: cfg.corpus in ("tiny", "world"), f"corpus must be 'tiny' or 'world', got {cfg.corpus!r}"),
         (lambda: min(cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size, cfg.n_docs) >= 1,
@@ -138,7 +140,7 @@ def tiny_prompt(a, b, x, y):
 
 def tiny_docs(n, seed, heldout):
     """n stories whose (x, y) pairs are all held-out ones (heldout=True) or all training ones; the held-out ones from
-    a stream of their own (Random(seed + 1) was the next seed's training stream: the same names in the same order)."""
+    a random stream of their own (not Random(seed + 1): the next seed's training stream)."""
     r = random.Random(seed_int(seed, "tiny-heldout") if heldout else seed)
     pairs = [(x, y) for x in range(10) for y in range(10) if tiny_heldout(x, y) == heldout]
     docs = []

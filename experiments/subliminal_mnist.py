@@ -19,8 +19,10 @@ The pipeline, per group of seeds (all seeds at once on a GPU):
  5. accuracy:  argmax of the 10 class logits on the 10,000 test images.
 
 results.json: {"conditions": {NAME: {"mean", "ci95": [lo, hi], "per_seed"}}, "n_seeds", "config", "seconds"};
-with a `sweep` it holds {"sweep": {"keys": [...], "cells": [{"params": {...}, "conditions": {...}, "n_seeds"}]}}
-instead (a cell that is another's run, its noise keys moot on real images, says so: "same_run_as": {...}). `python eval.py RUN_DIR` reloads the saved models and prints the table again from them.
+with a `sweep` it holds {"sweep": {"keys": [...], "cells": [{"params": {...}, "conditions": {...}, "n_seeds"}],
+"baseline": PARAMS or null}} instead; a cell with the baseline's seeds also holds "difference_from_baseline": {NAME:
+STAT} (seed k minus seed k at the baseline), and a cell that is another's run (its noise keys moot on real images)
+says so: "same_run_as": {...}. `python eval.py RUN_DIR` reloads the saved models and prints the table again from them.
 """
 import concurrent.futures
 import dataclasses
@@ -185,7 +187,7 @@ def cells(cfg):
 def same_runs(grid):
     """For each cell of cells(cfg), the index of the first cell that is the same run: the students of a real-image
     cell never read the noise keys, so a grid over distill_inputs x noise has real x gaussian = real x uniform. That
-    run is trained once, under the first cell's name, and reported under both (before, a quarter of the grid again)."""
+    run is trained once, under the first cell's name, and reported under both."""
     first, out = {}, []
     for i, (_, _, c) in enumerate(grid):
         if c.distill_inputs == "real":
@@ -209,7 +211,8 @@ def seed_groups(cfg):
 def derangement(n, seed):
     """The cross-init partner of each seed index: a uniformly random permutation with no fixed point,
     so no cross student starts from its own teacher's init. With one seed the partner is index 1 (an
-    init no teacher of this run uses)."""
+    init no teacher of this run uses). Drawn over all n seeds: seed k's partner, and so its cross_* students, change
+    with n (a 10-seed run's cross_* students are not the first 10 of a 100-seed run's, unlike its student_*)."""
     if n == 1:
         return [1]
     g = torch.Generator().manual_seed(seed)
@@ -361,10 +364,15 @@ def run_group(cfg, seeds, partners, data, device, log, teachers=None):
     lap("noise")
     targets = teacher_logits(teacher, inputs)
     lap("teacher_logits")
-    refresh = (lambda epoch: (lambda x: (x, teacher_logits(teacher, x)))(inputs_for(epoch))) if cfg.fresh_noise else None
+
+    def fresh_set(epoch):  # a new noise set, and the frozen teacher's logits on it
+        x = inputs_for(epoch)
+        return x, teacher_logits(teacher, x)
+    refresh = fresh_set if cfg.fresh_noise else None
     aux, every = list(range(10, 10 + cfg.m)), list(range(10 + cfg.m))
     # the student conditions, student_chunk at a time as one model of S models per condition (seed k's students
-    # read the same inputs in the same order; each its own loss): the aux ones first, so that they share a loss
+    # read the same inputs in the same order; each model its own loss value). The aux ones first: train_distill
+    # computes neighbouring blocks that read the same logits in one distill_loss call
     students = sorted((c for c in cfg.conditions if c not in ("reference", "teacher")), key=lambda c: not c.endswith("aux"))
     chunk = students_per_batch(cfg, sum(v.numel() for v in ref.values()), device)
     for conds in [students[i:i + chunk] for i in range(0, len(students), chunk)]:
