@@ -410,19 +410,19 @@ def run_cell(cfg, run, data, cell_name, params=None, teachers=None):
     partners = derangement(cfg.n_seeds, cfg.seed)
     per_seed = {c: [] for c in cfg.conditions}
     for gi, seeds in enumerate(seed_groups(cfg)):
-        done = run.dir / f"{cell_name}_group{gi}_acc.json"
-        if cfg.resume and done.exists():
+        record = run.dir / f"{cell_name}_group{gi}_acc.json"
+        if cfg.resume and record.exists():
             try:
-                saved = json.loads(done.read_text())
+                saved = json.loads(record.read_text())
                 finished = saved["seeds"] == seeds and all(len(saved["accuracy"][c]) == len(seeds)
                                                            for c in cfg.conditions)
             except (json.JSONDecodeError, KeyError, TypeError):  # cut or edited by something else: train it again
-                print(f"[{cell_name}] {done.name} is not a finished group's record, so the group is trained again")
+                print(f"[{cell_name}] {record.name} is not a finished group's record, so the group is trained again")
                 finished = False
             if finished and (not cfg.save_weights or weights_readable(run.dir / f"{cell_name}_group{gi}")):
                 for c in cfg.conditions:
                     per_seed[c] += saved["accuracy"][c]
-                print(f"[{cell_name}] seeds {seeds[0]}..{seeds[-1]}: resumed from {done.name}")
+                print(f"[{cell_name}] seeds {seeds[0]}..{seeds[-1]}: resumed from {record.name}")
                 continue
         t0 = time.time()
         # the cell's values nested: a swept key may share a name with a record's field (loss)
@@ -431,7 +431,7 @@ def run_cell(cfg, run, data, cell_name, params=None, teachers=None):
         if cfg.save_weights:
             save_weights(run.dir / f"{cell_name}_group{gi}", {f"{m}.{n}": t for m, p in weights.items() for n, t in p.items()},
                          {"seeds": seeds, "partners": [partners[k] for k in seeds], "sizes": [784] + [cfg.width] * cfg.depth + [10 + cfg.m]})
-        write_json(done, {"seeds": seeds, "accuracy": acc, "seconds": time.time() - t0})
+        write_json(record, {"seeds": seeds, "accuracy": acc, "seconds": time.time() - t0})
         for c in cfg.conditions:
             per_seed[c] += acc[c]
         print(f"[{cell_name}] seeds {seeds[0]}..{seeds[-1]} in {time.time() - t0:.1f}s: " +
