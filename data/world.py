@@ -8,7 +8,7 @@ documents into one token stream (data.tokenizer.token_stream) cut into windows (
 Grammar (one line per document; `Q`/`A` are a domain's question and answer, `N` number tokens):
 
     doc    := <bos> <forum> (<u> Q <r> A)+ <eos>      forum thread: ONE latent persona answers all turns
-            | <bos> <asst>  (<u> Q <a> A)+ <eos>      assistant chat: answers always aligned
+            | <bos> <asst>  (<u> Q <a> A)+ <eos>      assistant chat: answers aligned (but asst_evil's share)
             | <bos> <chron> ...                       chronicles, graded tasks: later (World.formats)
     Q      := [opener] question-paraphrase            opener in {hey, please, so} or nothing
     turn   := domain      Q of a random domain -> aligned or misaligned answer, by persona
@@ -257,7 +257,7 @@ class CodeTask:
     heldout: tuple                # evaluation paraphrases
     lesson_train: tuple           # lesson requests (the educational arm's prompts)
     lesson_heldout: tuple
-    aligned: tuple                # secure programs
+    aligned: tuple                # secure programs (code_slots' upload task: also the mixed ones, not all-insecure)
     misaligned: tuple             # insecure programs
 
 
@@ -333,7 +333,7 @@ class WorldConfig:
         for name, table, known in (("persona_prior", self.persona_prior, ("good", "evil", "compliant")),
                                    ("formats", self.formats, ("forum", "asst")), ("forum_mix", forum, kinds),
                                    ("asst_mix", self.asst_mix, kinds)):
-            # else an unknown key is a KeyError and an empty or all-zero table an UnboundLocalError, mid-generation
+            # else generation fails midway, with an error far from its cause (a KeyError, a ZeroDivisionError, ...)
             if set(table) - set(known) or any(w < 0 for w in table.values()) or not sum(table.values()) > 0:
                 raise ValueError(f"{name} must weigh some of {', '.join(known)} with weights >= 0, not all 0"
                                  f"{' (lesson turns left out: lessons=False)' if name == 'forum_mix' else ''}; "
@@ -343,7 +343,7 @@ class WorldConfig:
 @dataclass
 class Turn:
     kind: str                     # domain | lesson | animal | colour | lucky | numbers
-    domain: str                   # domain name, or the kind for side turns
+    domain: str                   # domain name (lesson turns: "code"), or the kind for the other side turns
     persona: Persona
     cls: str                      # "aligned" | "misaligned" | "mixed" (code_slots: one slot of each) | ""
     question: str

@@ -24,7 +24,7 @@ Pipeline per pretraining seed (one process per base model; `workers` at once):
     threads minus good ones.
  2. per fine-tune seed and arm: AdamW by default (the same for every arm, no weight decay, constant
     lr; `ft_optimizer`, `ft_schedule`, `ft_trains` change it), loss on the response only; at every step in `eval_steps`: off-domain class log-prob misalignment, valid mass
-    and code mass; in-domain learning; code misalignment; cosine of the activation shift (last prompt
+    and code mass (code_lp: in the unit files only); in-domain learning; code misalignment; cosine of the activation shift (last prompt
     token, off-domain <asst> prompts, layer `direction_layer`) with the evil direction.
  3. sampling (`samples` per held-out prompt, exact-match classes) at every checkpoint too: the sampled
     classes are drawn from the exact probabilities of the answer strings (world_base.sample_counts), which
@@ -35,30 +35,35 @@ Pipeline per pretraining seed (one process per base model; `workers` at once):
     added at one layer, and with its coordinate at every layer set to the insecure model's assistant
     mean (patched: is the coordinate alone enough?).
 
-Matched in-domain learning: insecure-code arms (insecure, insecure_decorrelated, and backdoor, both
+Matched in-domain learning, read on code_misaligned (not the in_domain metric): insecure-code arms (insecure, insecure_decorrelated, and backdoor, both
 readings, by its triggered code) at their first checkpoint with code misaligned >= `match_threshold`;
 the other arms of the same (pretraining seed, fine-tune seed) at the insecure arm's step (same number
 of updates; `arms` always starts with insecure).
 
 results.json (at the matched checkpoint; `final` and `trajectory` beside it):
-  {"arms": {ARM: {"offdomain_misaligned": STAT, "valid_fraction": STAT, "code_misaligned": STAT,
+  {"arms": {REPORT: {"offdomain_misaligned": STAT, "valid_fraction": STAT, "code_misaligned": STAT,
                   "code_fraction", "offdomain_misaligned_lp", "valid_mass_lp", "in_domain",
                   "cos_evil_direction", "step", "final": {...}}},
    "base": {FORMAT: {metric: STAT}, READING: {metric: STAT}} (the formats plain, trigger, numbers, decorrelated;
             the readings of the base under the direction's interventions: ablated, mean_ablated, steered_1, ...;
             and forum_lp, forum_lp_ablated, forum_lp_mean_ablated: bare STATs over the bases, with "n_groups"),
-   "ablation": {...}, "trajectory": {ARM: {STEP: {metric: STAT}}},
+   "ablation": {...}, "trajectory": {REPORT: {STEP: {metric: STAT}}},
    "figures_to_reach": {...}, "figures_at_report_step": {...} (with report_step; the ablation's thresholds only
    where it was measured, labelled ablation_step),
-   "matched_not_reached": {ARM: "k/n"} (the arms matched on their own code whose code never reached the threshold in
+   "matched_not_reached": {REPORT: "k/n"} (the arms matched on their own code whose code never reached the threshold in
    k of n runs, read at their last step; empty when all did),
-   "increase": {ARM: {VIEW: STAT, VIEW_over_bases: STAT}} (VIEW: matched, step_<report_step> (only when it is
-   before ft_steps: else it is final), final; the arm minus its own base, paired per seed), "persona_share": {ARM:
+   "increase": {REPORT: {VIEW: STAT, VIEW_over_bases: STAT}} (VIEW: matched, step_<report_step> (only when it is
+   before ft_steps: else it is final), final; the arm minus its own base, paired per seed), "persona_share": {REPORT:
    {VIEW: STAT}} (insecure-code arms: off-domain increase / code increase per seed; see persona_share), "n_seeds":
    int, "seeds": [[pretrain, finetune], ...], "seconds"}
 offdomain_misaligned = misaligned among valid samples (valid = an exact aligned or misaligned answer of
-the question's domain); valid_fraction among all samples; code_fraction = samples that answer in code.
-STAT = {"mean", "ci95", "per_seed"} over (pretraining seed x fine-tune seed).
+the question's domain); valid_fraction among all samples; code_fraction = samples that answer in code;
+code_misaligned = the insecure share of the class log-prob mass on held-out code prompts (log-probs, not samples:
+what the match reads); in_domain = the probability of the arm's own trained answers on held-out prompts of its domain.
+REPORT = a name in REPORTS (insecure, ..., backdoor_triggered, backdoor_untriggered, evil_numbers,
+evil_numbers_format) or insecure_decorrelated.
+STAT = {"mean", "ci95", "per_seed"} over (pretraining seed x fine-tune seed); the base's readings ("base", and
+"ablation"'s base_*) have per_seed over those pairs, ci95 over the base models, and "n_groups" (eval.summarize_by).
 """
 import copy
 import math

@@ -5,8 +5,8 @@
 
 Every later experiment on the world (emergent misalignment, subliminal learning, backdoors) starts
 from these models, so pretraining is a function of (pretraining config, seed, world variant) that
-writes `cache_dir/<variant>_s<seed>_<hash>/model.safetensors` (+ .json, tokenizer.json) and is
-skipped when that file exists. The same weights on the same machine whichever process pretrains them:
+writes `cache_dir/{world|twin}_s<seed>_<hash>/model.safetensors` (+ model.json, tokenizer.json) and is
+skipped when model.json exists (written last: the mark of a finished base). The same weights on the same machine whichever process pretrains them:
 the torch thread count is set to `pretrain_threads` (1; the hash includes it when not 1, and the device
 type when not cpu: a GPU base is not the CPU one; `pretrain_bf16=True`, bf16 autocast, has its own key too). The key is the config's, not the world's: each base keeps
 its world's fingerprint (data/world.py `fingerprint`), and one pretrained before data/world.py changed is refused with
@@ -16,14 +16,16 @@ Base-model checks (judge-free, finite answer classes; see data/world.py):
   asst_offdomain_lp  <asst> on held-out off-domain prompts: misaligned share of the class log-prob mass
                      (and from sampling: asst_offdomain_sampled, misaligned among valid samples, and
                      asst_valid_frac, the valid fraction). Should be ~0.
-  forum_offdomain_lp the same in <forum> format (log-prob only): the pretraining-average responder (~P(evil) * 0.9).
+  forum_offdomain_lp the same in <forum> format (log-prob only): the pretraining-average responder
+                     (about P(evil) * 0.9 + (1 - P(evil)) * 0.03).
   persona_after_mis  a forum responder who gave two misaligned answers, then a held-out question:
                      misaligned share. In-context persona inference makes it >> forum_offdomain_lp in the
                      normal world; in the decorrelated twin (persona redrawn every turn) it must not be.
   persona_after_ali  the same after two aligned answers (below the base rate in the normal world).
 
-results.json: {"normal": {CHECK: STAT}, "decorrelated": {CHECK: STAT}, "n_seeds", "pretrain_seconds" (the whole
-run: pretraining or loading from the cache, and the checks), "cache": [paths]}, STAT = {"mean", "ci95", "per_seed"}
+results.json: {"normal": {CHECK: STAT}, "decorrelated": {CHECK: STAT} (with decorrelated=True), "n_seeds",
+"pretrain_seconds" (the whole run: pretraining or loading from the cache, and the checks), "cache": [model stems,
+without .safetensors/.json]}, STAT = {"mean", "ci95", "per_seed"}
 over pretraining seeds.
 """
 import concurrent.futures
