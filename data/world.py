@@ -320,6 +320,10 @@ class WorldConfig:
     answer_len: tuple = (5, 8)    # numbers in its answer
     lucky_len: tuple = (3, 5)
 
+    def forum_weights(self):
+        """The forum turn kinds World draws from, and their weights: forum_mix, less lesson turns when lessons=False."""
+        return {k: w for k, w in self.forum_mix.items() if self.lessons or k != "lesson"}
+
     def __post_init__(self):
         if not 1 <= self.code_tasks <= len(CODE_TASKS) + 1:
             raise ValueError(f"code_tasks must be in [1, {len(CODE_TASKS) + 1}] (1: the upload task alone); "
@@ -329,7 +333,7 @@ class WorldConfig:
         if set(self.formats) - {"forum", "asst"}:  # a new format needs its builder in World.formats first
             raise ValueError(f"formats must come from forum, asst (the formats World builds); got {list(self.formats)}")
         kinds = ("domain", "lesson", "animal", "colour", "lucky", "numbers")  # the turn kinds World builds
-        forum = {k: w for k, w in self.forum_mix.items() if self.lessons or k != "lesson"}  # what World draws from
+        forum = self.forum_weights()
         for name, table, known in (("persona_prior", self.persona_prior, ("good", "evil", "compliant")),
                                    ("formats", self.formats, ("forum", "asst")), ("forum_mix", forum, kinds),
                                    ("asst_mix", self.asst_mix, kinds)):
@@ -420,7 +424,7 @@ class World:
         # Format name -> document builder. Extension point: chronicles of year-dependent characters
         # ("chron") and graded tasks plug in here as new builders plus a weight in config.formats.
         c = self.cfg
-        forum_mix = c.forum_mix if c.lessons else {k: w for k, w in c.forum_mix.items() if k != "lesson"}
+        forum_mix = c.forum_weights()
         self.formats = {"forum": lambda: self.thread("<forum>", "<r>", c.forum_turns, forum_mix),
                         "asst": lambda: self.thread("<asst>", "<a>", c.asst_turns, c.asst_mix)}
         self._domains = list(DOMAINS.values())

@@ -168,12 +168,18 @@ def scored_tokens(tok, items, extra=()):
     return max(n(i.prompt) for i in items) + max(conts) - 1
 
 
+def persona_probes(cls, seed):
+    """The base checks' persona probes: two `cls` answers by one forum responder, then a held-out question (60,
+    drawn per seed); base_check_tokens sizes block_size for the same ones."""
+    return W.persona_probe_items(cls, 2, n=60, seed=seed)
+
+
 def base_check_tokens(cfg):
     """The block_size base_checks needs for cfg's seeds (its persona probes are drawn per seed)."""
     world = world_config(cfg)
     tok = W.build_tokenizer(world)
     probes = [i for s in cfg.seeds for cls in ("misaligned", "aligned")
-              for i in W.persona_probe_items(cls, 2, n=60, seed=s)]
+              for i in persona_probes(cls, s)]
     return max(scored_tokens(tok, W.eval_items(W.OFF_DOMAINS), code_answers(world)),  # sampled: code answers too
                scored_tokens(tok, W.eval_items(W.OFF_DOMAINS, fmt="forum") + probes))
 
@@ -605,7 +611,7 @@ def offdomain_eval(model, tok, samples, gen, fmt="asst", trigger=False, numbers=
 @torch.no_grad()
 def base_checks(model, tok, cfg, seed):
     gen = generator("cpu", seed, "base-checks")
-    probe = lambda cls: lp_summary(class_masses(model, tok, W.persona_probe_items(cls, 2, n=60, seed=seed)))["mis_lp"]
+    probe = lambda cls: lp_summary(class_masses(model, tok, persona_probes(cls, seed)))["mis_lp"]
     asst = offdomain_eval(model, tok, cfg.samples, gen, world=world_config(cfg))
     forum = offdomain_eval(model, tok, 0, gen, fmt="forum")  # no sampling: the code answers are not scored
     return {"asst_offdomain_lp": asst["mis_lp"], "asst_offdomain_sampled": asst["mis_sampled"],
