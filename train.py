@@ -547,7 +547,10 @@ class Run:
         recounted = []  # the CORE_KEYS a resumed run changes (said where env.json is read, with the thread count's)
         # a run's files without its config.json (deleted by hand) cannot be checked against this config: a resume
         # would reuse them unchecked. Rank 0 alone looks (another rank may see rank 0's config.json.tmp of this run)
-        orphans = [] if had_config or not rank0 or resume is None else outputs()
+        # atomic_write's NAME.PID.tmp is a write cut short (a kill before its rename), never read: a run killed while
+        # writing its first file, config.json, leaves only that, and the same command must then start the run
+        cut_short = lambda f: re.fullmatch(r".+\.\d+\.tmp", f.name) is not None
+        orphans = [] if had_config or not rank0 or resume is None else [f for f in outputs() if not cut_short(f)]
         named = ", ".join(f.name for f in orphans[:3]) + (", ..." if len(orphans) > 3 else "")
         if orphans and not written_by_a_run(self.dir / "env.json"):  # a folder of the user's: never delete in it
             raise ConfigError(f"{self.dir} holds files named like a run's outputs ({named}) but neither the config.json "

@@ -169,6 +169,22 @@ def test_resolved_config_and_env_written(cfg_file, tmp_path):
     assert json.loads((tmp_path / "moved" / "config.json").read_text())["out_dir"] == str(tmp_path / "moved")
 
 
+def test_a_run_killed_while_writing_its_first_file_starts_when_rerun(cfg_file, tmp_path):
+    # SIGKILL inside atomic_write(config.json), before its rename: the folder holds that temporary file alone
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json.4242.tmp").write_text('{"experiment": ')
+    _, cfg = load_config([cfg_file, f"--out_dir={out}"])
+    train.Run(cfg, "subliminal_mnist")  # not "holds files named like a run's outputs": it never wrote one
+    assert json.loads((out / "config.json").read_text())["experiment"] == "subliminal_mnist"
+    # a file merely ending in .tmp is still counted (not a write cut short: no process id before it)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "results.tmp").write_text("x")
+    with pytest.raises(ConfigError, match=r"holds files named like a run's outputs \(results.tmp\)"):
+        train.Run(dataclasses.replace(cfg, out_dir=str(other)), "subliminal_mnist")
+
+
 def test_resume_false_recomputes_and_leaves_nothing_old_to_read(cfg_file, tmp_path, monkeypatch):
     out = tmp_path / "run"
     _, cfg = load_config([cfg_file, f"--out_dir={out}"])
