@@ -237,6 +237,10 @@ def base_model(cfg, seed, decorrelated=False, log=print):
         with pretrain_lock(stem.parent, log):
             if not stem.with_suffix(".json").is_file():  # it may have been pretrained while this process waited
                 _pretrain(cfg, seed, decorrelated, stem, log)
+    # a pretraining stopped between marking its base finished and removing its resume state left that state (3x the
+    # weights) behind, which nothing reads again: a finished base is never resumed
+    with contextlib.suppress(OSError):  # (a read-only cache keeps it)
+        state_file(stem.with_name("partial")).unlink(missing_ok=True)
     try:
         tok = load_tokenizer(stem.parent / "tokenizer.json")
         # the shape of model this config pretrains: a .json edited by hand (n_head: the same weight shapes) is refused

@@ -311,6 +311,10 @@ def test_an_interrupted_pretraining_resumes_to_the_same_base(tmp_path, monkeypat
     assert json.loads(stem.with_suffix(".json").read_text()) == json.loads(other.read_text())  # loss, step
     assert sorted(p.name for p in stem.parent.iterdir()) == ["model.json", "model.safetensors", "pretraining.lock",
                                                              "tokenizer.json"]
+    # stopped between marking the base finished and removing its resume state: the next load removes that state
+    (stem.parent / "partial.state.pt").write_bytes(b"stale")
+    B.base_model(cfg, 0, log=lambda s: None)
+    assert not (stem.parent / "partial.state.pt").exists() and stem.with_suffix(".json").is_file()
     # a resume state without its weights: a clear error that says what to delete, not train_lm's --resume=False
     cfg_c = dataclasses.replace(cfg, cache_dir=str(tmp_path / "c"))
     B.cache_stem(cfg_c, 0, False).parent.mkdir(parents=True)
