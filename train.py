@@ -26,8 +26,10 @@ import os
 import platform
 import re
 import shlex
+import signal
 import subprocess
 import sys
+import threading
 import time
 import types
 import typing
@@ -1505,7 +1507,17 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
 def cli(main, argv):
     """Run main(argv) as a command: the project's own errors (a bad config or run directory, missing or corrupt
     data, an incompatible checkpoint) end it with their one-line message and exit status 2, not a traceback;
-    Ctrl-C ends it with one line too."""
+    Ctrl-C ends it with one line too, and so does SIGTERM (a scheduler's stop, `timeout`, `kill`), which is stopped
+    the same way (a pool's workers stopped, a temporary file removed), with exit status 143."""
+    terminated = []
+
+    def on_sigterm(signum, frame):
+        terminated.append(signum)
+        raise KeyboardInterrupt
+    # not under torchrun, whose agent stops its workers with SIGTERM and then waits for them: a worker blocked in a
+    # collective would only run this handler once the collective returned
+    ours = threading.current_thread() is threading.main_thread() and "TORCHELASTIC_RUN_ID" not in os.environ
+    previous = signal.signal(signal.SIGTERM, on_sigterm) if ours else None
     try:
         rc = main(argv)
     except (ConfigError, DataError, CheckpointError) as e:
@@ -1515,12 +1527,15 @@ def cli(main, argv):
     except KeyboardInterrupt as e:  # run_experiment names its run directory: a default out_dir is new each time
         sys.stdout.flush()
         rerun = e.args[0] if e.args else "the same command run again"
-        print(f"interrupted. What was saved before it (finished units, base models, checkpoints) stays, and {rerun} "
-              f"reuses it.", file=sys.stderr)
-        return 130  # a shell's code for a run stopped by Ctrl-C
+        print(f"{'terminated (SIGTERM)' if terminated else 'interrupted'}. What was saved before it (finished units, "
+              f"base models, checkpoints) stays, and {rerun} reuses it.", file=sys.stderr)
+        return 143 if terminated else 130  # a shell's codes for a run stopped by SIGTERM, by Ctrl-C
     except SystemExit:  # a script's sys.exit(message): its message, too, comes after what was printed before it
         sys.stdout.flush()
         raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return rc if isinstance(rc, int) else 0
 
 

@@ -237,6 +237,51 @@ def test_ctrl_c_stops_a_worker_pool_at_once(tmp_path, group):
     assert "Traceback" not in err and "leaked semaphore" not in err, err
 
 
+_TERM_SCRIPT = """
+import os, sys, time
+from pathlib import Path
+sys.path.insert(0, {root!r})
+import train
+from experiments.world_base import parallel_map
+
+
+def job(seconds):
+    (Path({marks!r}) / str(os.getpid())).touch()
+    time.sleep(seconds)
+
+
+def main(argv):
+    print("started", flush=True)
+    parallel_map(job, [(120,)] * 3, 2)
+
+
+if __name__ == "__main__":
+    sys.exit(train.cli(main, []))
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_sigterm_stops_a_command_as_ctrl_c_does_with_its_own_status(tmp_path):
+    # a scheduler's stop (SLURM, `timeout`, `kill`) is SIGTERM to the command: it was an instant death, without a word
+    # and without stopping the pool (its workers went on with their two-minute jobs). Now the pool is stopped, one
+    # line says what happened, and the status is a shell's for SIGTERM
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    p = _start(tmp_path / "term.py", _TERM_SCRIPT.format(root=str(ROOT), marks=str(marks)))
+    _wait_for(lambda: len(list(marks.iterdir())) == 2)
+    os.kill(p.pid, signal.SIGTERM)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 143 and err.startswith("terminated (SIGTERM). What was saved before it"), err
+    assert "Traceback" not in err, err
+    for worker in marks.iterdir():  # each worker is gone, not left running its job
+        with pytest.raises(ProcessLookupError):
+            os.kill(int(worker.name), 0)
+    # in a process: cli's handler is there while its command runs, and the previous one after
+    seen, before = [], signal.getsignal(signal.SIGTERM)
+    assert train.cli(lambda argv: seen.append(signal.getsignal(signal.SIGTERM)), []) == 0
+    assert seen[0] not in (before, signal.SIG_DFL, None) and signal.getsignal(signal.SIGTERM) == before
+
+
 _BORN_SCRIPT = """
 import signal, sys
 sys.path.insert(0, {root!r})
