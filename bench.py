@@ -1,4 +1,5 @@
-"""Speed benchmarks (not tests). Each prints a table; numbers measured with it are in the README.
+"""Speed benchmarks (not tests). Each prints a table; numbers measured with it are in the README (lists, students:
+docs/subliminal_numbers.md).
 
     python bench.py mnist               # subliminal MNIST, end to end, FLOP/s: 1 and 25 seeds (GPU: 1, 100, 100)
     python bench.py mnist --seeds=1,50  # other seed counts
@@ -156,7 +157,10 @@ def bench_mnist(argv):
 
 GPT_SHAPES = {  # name: (GPTConfig kwargs)
     "gpt2-124M": dict(vocab_size=50304, block_size=1024, n_layer=12, n_head=12, n_embd=768),
+    # 1.05M: the issue's "~1M-parameter world model" (not a shape the experiments pretrain)
     "world-1M": dict(vocab_size=512, block_size=128, n_layer=5, n_head=4, n_embd=128),
+    # 0.38M: the world base's shape (3 x 96; vocabulary 512, the world's is larger): the numbers experiment's base,
+    # and emergent misalignment's before its default became 0.87M (4 x 128)
     "em-0.4M": dict(vocab_size=512, block_size=64, n_layer=3, n_head=4, n_embd=96),
 }
 
@@ -339,7 +343,8 @@ def bench_lists(argv):
 # unembedding at the trained positions, the teacher's pass once over the data) against the whole-row loss with
 # the teacher run at every step (what finetune did before). Both AdamW, batch 32, the same rows; finetune's AdamW
 # is the fused one (one kernel over all weights, also on the CPU), the whole-row loop's the per-tensor one, which
-# accounts for part of the difference (about 1.3 ms of a step on the 0.85M model on a 2-core CPU).
+# accounts for part of the difference (about 1.3 ms of a step, measured on a 0.85M model on a 2-core CPU; this bench
+# runs the numbers experiment's default base, 0.39M).
 
 def bench_students(argv):
     import copy

@@ -42,8 +42,9 @@ one-token answer); `animal_mass` (probability of answering with any animal); eve
 `kl_teacher` (KL(teacher || student) per number on held-out teacher lists, renormalised over the number tokens: how
 close the student's number distribution came to the teacher's; the base row's is the teacher's from the base);
 `cos_teacher` (cosine of the student's weight update with the teacher's). `effect` = arm minus its
-baseline, paired per seed, as a fraction (0.311 = +31.1 points); `specificity` = effect on the teacher's animal minus
-the mean effect on the other target animals (blank with one animal).
+baseline, paired per seed, as a fraction (0.311 = +31.1 points); `specificity` = the student's effect on its teacher's
+animal minus that same student's mean effect on the other target animals (blank with one animal; dose mode compares
+with the other teachers' students instead: `effect_of_other_teachers`, `specific`).
 
 Modes: "animals" (above), "dose" (trait and control students read one large sample once, in order,
 and are measured after each n in `doses` lists: the student after n lists has had one epoch on n
@@ -60,13 +61,18 @@ Seeds: (pretraining seed p) x (student seed f); a seed changes the prompts, the 
 students' data order; teachers are a function of (p, animal). results.json (mode "animals"):
   {"arms": {ARM: {"target_rate": STAT, "effect": STAT, ..., "by_animal": {ANIMAL: {...}}}},
    "base": {ANIMAL: STAT} (and "base_B" with cross-init arms), "teachers": {ANIMAL: {"rate", "steps",
-   "kl_numbers"}}, "kept_fraction": {TEACHER: STAT}, "trajectory": {ARM: {ANIMAL: {STEP: STAT}}},
+   "kl_numbers"}}, "kept_fraction": {NAME: STAT}, "trajectory": {ARM: {ANIMAL: {STEP: STAT}}},
    "trajectory_kl_teacher" (the same shape), "figures_to_reach": {...}, "teachers_below_threshold": {ANIMAL: "k/n"}
    (k of the n bases whose fine-tuned teacher stopped at teacher_max_steps short of teacher_threshold; {} when none), "teacher",
    "animals", "n_seeds", "seeds", "seconds"}
 STAT = {"mean", "ci95", "per_seed"}; ARM's top-level stats are for the first animal of `animals`; the bases' and
-teachers' intervals are over the pretraining seeds. Modes "dose" and "misalignment" write their own keys ("dose",
-"arms", "figures_to_reach").
+teachers' intervals are over the pretraining seeds. Mode "dose": {"dose": {D: {ANIMAL: {"trait_rate", "control_rate",
+"effect", "effect_per_base", "effect_of_other_teachers": {OTHER: STAT}}, "animal_mass": {STUDENT: STAT}}},
+"teachers": {ANIMAL: STAT of the rate}, "kept_fraction", "teachers_below_threshold", "figures_to_reach", "animals",
+"n_seeds", "seeds", "seconds"}. Mode "misalignment": {"arms": {STUDENT (control, TEACHER, TEACHER_soft):
+{"offdomain_misaligned", "valid_fraction", "offdomain_misaligned_lp", "code_misaligned", "effect"}}, "base": {the
+four}, "teachers": {TEACHER: {the four, "steps"}}, "dose": {LISTS_READ: ...} (evals > 1), "kept_fraction",
+"figures_to_reach": {"sampled_pass", "soft_pass"}, "n_seeds", "seeds", "seconds"}. "kept_fraction" is {NAME: STAT}.
 """
 import copy
 import math
@@ -143,6 +149,7 @@ class Config(B.Config):
     em_trains: str = "all"             # or "blocks": the EM teachers' token embedding stays frozen (train.finetune)
     mis_sampled: bool = True           # mode "misalignment": False trains no sampled (hard) students of the EM teachers,
                                        # only their soft students and the hard control (3 fewer students per unit)
+                                       # (not mis_evaluate's metric "mis_sampled", tabled as offdomain_misaligned)
     em_match: bool = True              # stop every EM teacher at the step where the first one's code is >= 90%
                                        # insecure (the EM experiment's matched checkpoint); False: em_steps
     sample_batch: int = 2000
@@ -330,7 +337,7 @@ def make_teacher(base, tok, cfg, p, animal):
                            optimizer=cfg.teacher_optimizer, trains=cfg.teacher_trains,
                            seed=seed_int(p, animal, "teacher-order"))
     return Teacher(model), {"steps": steps, "rate": animal_rates(model, tok)[0][animal],
-                            "delta_norm": weight_delta(model, base).norm().item()}
+                            "delta_norm": weight_delta(model, base).norm().item()}  # (in the unit files only)
 
 
 def finetune_until(model, data, done, *, max_steps, every, **kw):
@@ -505,7 +512,8 @@ def number_kl(teacher_logits, model, tok, data):
 
 
 def number_loss(model, data, numbers):
-    """held_out's mean NLL per trained number token -> (full vocabulary, renormalised over the numbers)."""
+    """held_out's mean NLL per trained number token -> (full vocabulary, renormalised over the numbers). (The tests'
+    entry point; evaluate() reads held_out directly.)"""
     r = held_out(model, data, numbers)
     return r["full"], r["numbers"]
 
@@ -549,8 +557,9 @@ def icl_rates(model, tok, cfg, pairs, gen):
         turns = " ".join(pairs[i][0][len(CHAT):] + " " + pairs[i][1] for i in idx)
         prompts += [with_turns(q, turns) for q in animal_prompts()]
     long = sum(len(p.split()) >= cfg.block_size for p in prompts)
-    if long:  # dropped, they would leave each arm its own selection of shorter lists (and with all of them gone,
-        # animal_rates would fall back to the prompts without context: the base's rates)
+    # refused, not dropped: dropping them would leave each arm its own selection of shorter lists (and with all of
+    # them gone, animal_rates would fall back to the prompts without context: the base's rates)
+    if long:
         raise ConfigError(f"icl: {long} of {len(prompts)} prompts with icl_lists={cfg.icl_lists} lists in context "
                           f"leave no room for the answer in block_size={cfg.block_size} tokens: use fewer icl_lists")
     return animal_rates(model, tok, prompts)[0]
@@ -582,7 +591,7 @@ def animals_unit(cfg, p, f):
     torch.manual_seed(0)
     A, tok = B.base_model(cfg, p)
     useB = any(a in ON_B for a in cfg.arms)
-    Bm = B.base_model(cfg, cross_seed(cfg.seeds, p))[0] if useB else None
+    Bm = B.base_model(cfg, cross_seed(cfg.seeds, p))[0] if useB else None  # base B of the docstring (B: world_base)
     dev = next(A.parameters()).device
     seed = seed_int("subliminal-numbers", p, f)
     out = {"p": p, "f": f, "teachers": {}, "kept": {}, "arms": {}, "traj": {}}
@@ -736,7 +745,8 @@ def aggregate_animals(cfg, units):
     res["teachers"] = {a: {k: by_base([u["teachers"][a][k] for u in units]) for k in ("rate", "steps", "kl_numbers")}
                        for a in cfg.animals}
     res["teachers_below_threshold"] = teachers_short(cfg, units)
-    # (every unit's: units saved before code_control alone stopped sampling the teachers' code answers have more)
+    # only the keys every unit has (units saved by older code, whose code_control arm also sampled the teachers' code
+    # answers, carry extra code_ANIMAL keys)
     res["kept_fraction"] = {k: summarize([u["kept"][k] for u in units]) for k in units[0]["kept"]
                             if all(k in u["kept"] for u in units)}
     def along(arm, metric):  # {animal: {step: STAT of metric[animal]}} over the arm's checkpoints
@@ -925,6 +935,7 @@ def misalignment_unit(cfg, p, f):
     return out
 
 
+# results.json's name -> mis_evaluate's key
 MIS_METRICS = {"offdomain_misaligned": "mis_sampled", "valid_fraction": "valid_frac",
                "offdomain_misaligned_lp": "mis_lp", "code_misaligned": "code_misaligned"}
 
@@ -943,7 +954,8 @@ def aggregate_misalignment(cfg, units):
         res["arms"][name]["effect"] = summarize([u["arms"][name]["mis_sampled"] - u["arms"]["control"]["mis_sampled"]
                                                  for u in units])
     doses = sorted(units[0].get("dose", {}))  # (runs made before the dose curve have none)
-    if len(doses) > 1:  # the hard students along their training: misalignment, and insecure's paired differences
+    if len(doses) > 1:  # every student along its training (hard, and NAME_soft): misalignment, and insecure's
+        # paired differences within its channel
         res["dose"] = {}
         for d in doses:
             mis = {n: [u["dose"][d][n]["mis_sampled"] for u in units] for n in units[0]["dose"][d]}
