@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import matplotlib.axes
@@ -280,6 +281,24 @@ def test_sigterm_stops_a_command_as_ctrl_c_does_with_its_own_status(tmp_path):
     seen, before = [], signal.getsignal(signal.SIGTERM)
     assert train.cli(lambda argv: seen.append(signal.getsignal(signal.SIGTERM)), []) == 0
     assert seen[0] not in (before, signal.SIG_DFL, None) and signal.getsignal(signal.SIGTERM) == before
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_sigterm_is_left_alone_under_torchrun_and_off_the_main_thread(monkeypatch):
+    # torchrun's agent stops its workers with SIGTERM and waits: a worker blocked in a collective would run a Python
+    # handler only once the collective returned, so there the default (an instant death) stays. Off the main thread
+    # (a command run from a thread) signal.signal raises ValueError: the command runs without the handler instead
+    seen, before = [], signal.getsignal(signal.SIGTERM)
+    command = lambda argv: seen.append(signal.getsignal(signal.SIGTERM)) or 7
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")  # what torchrun sets in each worker (and nothing else does)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert train.cli(command, []) == 7 and seen.pop() == before
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID")
+    got = []
+    thread = threading.Thread(target=lambda: got.append(train.cli(command, [])))
+    thread.start()
+    thread.join()
+    assert got == [7] and seen.pop() == before and signal.getsignal(signal.SIGTERM) == before
 
 
 _BORN_SCRIPT = """
