@@ -2,6 +2,7 @@
 actual fine-tune sets, and a tiny end-to-end run that writes every output file."""
 import copy
 import dataclasses
+import errno
 import types
 import json
 import math
@@ -315,6 +316,20 @@ def test_an_interrupted_pretraining_resumes_to_the_same_base(tmp_path, monkeypat
     (stem.parent / "partial.state.pt").write_bytes(b"stale")
     B.base_model(cfg, 0, log=lambda s: None)
     assert not (stem.parent / "partial.state.pt").exists() and stem.with_suffix(".json").is_file()
+    # a cache on a read-only disk (a shared copy mounted ro) still loads: there unlink fails even for a missing file
+    # (EROFS, not FileNotFoundError: missing_ok does not cover it), and a stale state stays where it is
+    real_unlink = Path.unlink
+
+    def read_only(path, missing_ok=False):
+        if path.parent == stem.parent:
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_unlink(path, missing_ok=missing_ok)
+    with monkeypatch.context() as m:
+        m.setattr(Path, "unlink", read_only)
+        assert B.base_model(cfg, 0, log=lambda s: None)[0] is not None
+        (stem.parent / "partial.state.pt").write_bytes(b"stale")
+        assert B.base_model(cfg, 0, log=lambda s: None)[0] is not None
+    assert (stem.parent / "partial.state.pt").read_bytes() == b"stale"
     # a resume state without its weights: a clear error that says what to delete, not train_lm's --resume=False
     cfg_c = dataclasses.replace(cfg, cache_dir=str(tmp_path / "c"))
     B.cache_stem(cfg_c, 0, False).parent.mkdir(parents=True)
