@@ -619,6 +619,8 @@ class Run:
             try:
                 earlier = json.loads(text)
             except json.JSONDecodeError:  # damaged: kept as it is
+                earlier = None
+            if not isinstance(earlier, dict):  # (valid JSON that is not an object, e.g. edited by hand: the same)
                 earlier = {"unreadable_env_json": text}
             with open(self.dir / "env_earlier.jsonl", "a") as f:
                 f.write(json.dumps(earlier) + "\n")
@@ -630,7 +632,7 @@ class Run:
                       f"{_code_and_machine(prov)}. The units reused keep their numbers (env_earlier.jsonl lists every "
                       f"session); --resume=False recomputes them all", file=sys.stderr)
             # another thread count sums floats in another order: the same kind of difference as another CPU's
-            if isinstance(earlier, dict) and earlier.get("threads") not in (None, torch.get_num_threads()):
+            if earlier.get("threads") not in (None, torch.get_num_threads()):
                 recounted.append(f"torch threads {earlier['threads']} -> {torch.get_num_threads()}")
             if recounted:
                 print(f"note: resuming {self.dir} with {', '.join(recounted)}: the units reused keep their numbers, "

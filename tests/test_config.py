@@ -441,8 +441,13 @@ def test_a_resumed_run_keeps_the_earlier_environments(cfg_file, tmp_path):
     train.Run(cfg, "subliminal_mnist", argv=["second"])
     (out / "env.json").write_text('{"argv": ["third"], "cut')  # a damaged one is kept as text
     train.Run(cfg, "subliminal_mnist", argv=["fourth"])
+    (out / "env.json").write_text("5")  # and so is JSON that is not an object (it ended in a TypeError)
+    train.Run(cfg, "subliminal_mnist", argv=["fifth"])
+    (out / "env.json").write_text(json.dumps({"argv": ["sixth"]}))
+    train.Run(cfg, "subliminal_mnist", argv=["fourth"])
     earlier = [json.loads(line) for line in (out / "env_earlier.jsonl").read_text().splitlines()]
-    assert [e.get("argv") for e in earlier] == [["first"], None] and earlier[1]["unreadable_env_json"].startswith('{"argv"')
+    assert [e.get("argv") for e in earlier] == [["first"], None, None, ["sixth"]]
+    assert earlier[1]["unreadable_env_json"].startswith('{"argv"') and earlier[2] == {"unreadable_env_json": "5"}
     assert json.loads((out / "env.json").read_text())["argv"] == ["fourth"]
     train.Run(dataclasses.replace(cfg, resume=False), "subliminal_mnist")  # recomputing: nothing earlier is kept
     assert not (out / "env_earlier.jsonl").exists()
