@@ -5,7 +5,7 @@
     python scripts/em_at_step.py matched out/em194 --minus out/em087_default out/em_capacity_new
 
 STEP is a fine-tune step or `matched` (each seed's matched checkpoint). With --minus, the runs after it (the
-same bases and fine-tune seeds, e.g. the same worlds at another model size) are subtracted per seed, arm by arm.
+same pretraining and fine-tune seeds, e.g. the same seeds at another model size) are subtracted per seed, arm by arm.
 With --share, the insecure-code arms' persona-level share (off-domain increase / code increase per seed, seeds
 whose code moved >= 0.5: experiments/emergent_misalignment.py share) instead of the increase, unscaled.
 
@@ -13,7 +13,8 @@ For each arm: its misalignment at STEP minus its own base's (same eval format; t
 base), per seed, mean [95% t-CI] over all seeds and over the per-base means (seeds of one pretraining seed
 share a base);
 then insecure minus the twin and minus each control, paired per seed over the seeds that have both, and each
-control's ratio to insecure. Runs may have different arms, but not the same (base, fine-tune seed) twice."""
+control's ratio to insecure (not with --minus or --share: those print the per-arm table only). Runs may have
+different arms, but not the same (pretraining seed, fine-tune seed) twice: entries are keyed by the seed numbers."""
 import math
 import sys
 from pathlib import Path
@@ -36,7 +37,7 @@ def increases(step, runs, metric="offdomain_misaligned"):
             at = r["arms"][arm] if step == "matched" else tr[step]
             for (p, f), a, b in zip(r["seeds"], at[metric]["per_seed"], base):
                 if (p, f) in inc.setdefault(arm, {}):  # the same base and fine-tune twice: one model counted twice
-                    sys.exit(f"error: {arm} of seed ({p}, {f}) is in two of the runs; pool runs on different bases")
+                    sys.exit(f"error: {arm} of seed ({p}, {f}) is in two of the runs; pool runs with different seeds")
                 inc[arm][(p, f)] = a - b
     return inc
 
@@ -62,10 +63,10 @@ def by_base(d):  # {(p, f): value} -> one mean per pretraining seed (base)
 
 def main(argv):
     argv, opts = script_args(argv, __doc__, flags=("share",), words=("--minus",))
-    if len(argv) < 2 or argv[0] != "matched" and not argv[0].isdigit():  # (STEP --share alone was a KeyError)
+    if len(argv) < 2 or argv[0] != "matched" and not argv[0].isdigit():  # STEP first: a fine-tune step or `matched`
         sys.exit(f"error: STEP (a fine-tune step, or matched) comes first, then the runs\n{__doc__.split(chr(10) * 2)[1]}")
-    share = opts.get("share", False)
-    measure, show = (shares, lambda v: fmt(v, 1, 3)) if share else (increases, fmt)
+    share_mode = opts.get("share", False)
+    measure, show = (shares, lambda v: fmt(v, 1, 3)) if share_mode else (increases, fmt)
     step, runs = argv[0], argv[1:]
     others = []
     if "--minus" in runs:
@@ -86,12 +87,12 @@ def main(argv):
     ins = inc["insecure"]
     print(f"{'matched checkpoint' if step == 'matched' else f'step {step}'}, insecure: n = {len(ins)} seeds over "
           f"{len({p for p, _ in ins})} bases ({', '.join(runs)}); "
-          f"{'persona-level share' if share else 'points'}, mean [95% CI]")
-    print(f"| arm | seeds | {'persona-level share' if share else 'increase over its base'} | over the bases' means |"
+          f"{'persona-level share' if share_mode else 'points'}, mean [95% CI]")
+    print(f"| arm | seeds | {'persona-level share' if share_mode else 'increase over its base'} | over the bases' means |"
           "\n|---|---|---|---|")
     for arm, d in inc.items():
         print(f"| {arm} | {len(d)} | {show(list(d.values()))} | {show(by_base(d))} |")
-    if others or share:  # the arms' own differences are above; insecure minus a control across sizes would mean little
+    if others or share_mode:  # the arms' own differences are above; insecure minus a control across sizes would mean little
         return
     print("\n| insecure minus (seeds with both) | seeds | paired difference | over the bases' means | ratio arm / insecure |"
           "\n|---|---|---|---|---|")

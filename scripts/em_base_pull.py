@@ -11,14 +11,16 @@ direction at `direction_layer` (evil - good forum threads, experiments/emergent_
                   examples in one batch), h that layer's block output, the gradient summed over every position
     pull_secure   the same on the secure answers to those prompts; pull_contrast: on insecure minus secure gradients
     pull_random   cos(random direction of the layer, -dLoss/dh) on the insecure examples: a control
-    code_steer    the base's insecure-code share by log-prob (in_domain) with one evil direction added at the
+    code_steer    the base's code_misaligned (the insecure share of the class log-prob mass on held-out code
+                  prompts: EM.in_domain(...)[0], not the in_domain metric) with one evil direction added at the
                   layer, minus without: does moving toward the persona pay off in the code?
     code_repr     the mean block output at the positions that predict the response, insecure minus secure answers,
                   along the evil direction in units of the good -> evil gap
 
 A base must reproduce its run's forum-format base rate (`forum_lp`) to 1e-5, else it was rebuilt since (another
-machine) and is left out, named in `excluded`. Writes base_pull.json beside each run (scripts/em_susceptibility.py
-reads it) and prints each base's line as it is measured. Pre-registered in docs/emergent_misalignment.md ("Why some bases barely move").
+machine) and is left out, named in `excluded`. Writes base_pull.json in each run's directory (scripts/em_susceptibility.py
+reads it) and prints each base's line as it is measured. Its check_runs, checked_bases, cached_base, distinct_bases and
+fine_tune_loss are imported by the other em_* and probe_* scripts that read bases. Pre-registered in docs/emergent_misalignment.md ("Why some bases barely move").
 """
 import json
 import sys

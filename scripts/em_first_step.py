@@ -18,9 +18,10 @@ arm's loss on all its examples of fine-tune seed 0 (the fine-tune's loss, one ba
            attention and its first norm), mlpI (block I's MLP and its second norm), ln_f
 
 each scored by log-prob, no sampling: the off-domain misaligned mass (`off`, the run's offdomain_misaligned_lp) and
-the insecure code share (`code`, in_domain), minus the base's. Writes first_step.json beside each run: per base
+the insecure code share (`code`, code_misaligned: EM.in_domain(...)[0], not the in_domain metric), minus the
+base's. Writes first_step.json in each run's directory: per base
 `sign_off`, `grad_off`, `sign_code`, `grad_code` (and grad_matched's, secure_sign's) and `sign_off_GROUP` (what
-em_susceptibility.py reads), the raw numbers under `steps`; and, in first_step_summary.json beside the first run,
+em_susceptibility.py reads), the raw numbers under `steps`; and, in first_step_summary.json in the first run's directory,
 a summary over the bases of all runs given: each
 step's persona share as a ratio of means (sum of off / sum of code), sign minus grad and minus grad_matched with a
 95% interval from resampling bases (10,000, seed 0), and each group's share of the whole sign step's off-domain
@@ -195,7 +196,7 @@ def main(argv):
     print("mean increases, points: " + ", ".join(f"{k} {100 * v:+.3f}" for k, v in s["mean_increase"].items()))
     print("each group's share of the sign step's off-domain increase: "
           + ", ".join(f"{g} {v:+.2f}" for g, v in s["group_share_of_sign_off"].items()))
-    print(f"wrote first_step.json beside each run and {out}")
+    print(f"wrote first_step.json in each run's directory and {out}")
 
 
 if __name__ == "__main__":

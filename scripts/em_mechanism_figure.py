@@ -1,5 +1,8 @@
 r"""The figure of the code-direction measurements: what restoring each direction removes, and the clamped fine-tune.
 
+    python scripts/em_mechanism_figure.py [--out=FILE.png] DIR_RUN ... [-- CLAMP_RUN ...]
+        (default --out: code_direction.png in the current directory)
+
     python scripts/em_mechanism_figure.py --out=figures/emergent_misalignment_code_direction.png \
         out/em_tasks7_lessons_7982 out/em_tasks7_nolessons_prereg -- out/em_tasks7_lessons_7982 out/em_tasks7_8390
 
@@ -34,7 +37,7 @@ def read(run, name, script):
     if not Path(run).is_dir():
         raise ConfigError(f"{run}: no such directory")
     if not path.is_file():
-        raise ConfigError(f"{path} not found: {run} needs {name}, which scripts/{script} writes beside a run")
+        raise ConfigError(f"{path} not found: {run} needs {name}, which scripts/{script} writes in a run's directory")
     return read_json(path, f"the {name} that scripts/{script} writes")
 
 

@@ -27,7 +27,7 @@ one weight group at a time (em_first_step.py's groups): each group's share of th
 --beta1=B,...: instead of the six above, AdamW with each beta1 (beta2 0.999; named beta1_B) beside adamw (0.9).
 --frozen: instead, AdamW with block 0's value rows frozen (frozen_v0), and with block 1's (frozen_v1, the control).
 
-Writes the JSON (default: optimizer_parts.json beside the first run; a file holding other runs or optimizers is not
+Writes the JSON (default: optimizer_parts.json in the first run's directory; a file holding other runs or optimizers is not
 overwritten: per base every trajectory, and the summary:
 each optimizer's off-domain increase over the base at steps 3, 5, 20 as a fraction of adamw's, ratio of means over
 bases with a 95% interval from resampling bases, 10,000, seed 0), a figure beside it (.png) and a table. Pre-registered

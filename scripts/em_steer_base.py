@@ -27,7 +27,7 @@ valid fraction, the code fraction, the log-prob mass), all with one sampling str
 plain base with the same stream; and the insecure code share of the base's code answers (`code_misaligned`, log-prob),
 for the persona share: the off-domain increase over the code increase (log-prob, ratio of means; the evil persona
 misbehaves alike in both, so a pure persona switch scores about 1, the insecure fine-tune at its first checkpoint with
-code >= 0.9 about 0.01). steer_base.json, beside each run: per base, every reading (`readings`) and the
+code >= 0.9 about 0.01). steer_base.json, in each run's directory: per base, every reading (`readings`) and the
 increases over the plain base that em_susceptibility.py reads (`steer_pulled`: v*'s log-prob increase at the
 largest scale). --pool: over every base of the given runs' steer_base.json, per direction and scale, the mean
 increase in points, sampled and by log-prob, of the off-domain misalignment and of the insecure code (95%
@@ -41,13 +41,13 @@ direction at block 0's attention output (one vector at every position) that lowe
 fastest, to first order (`insecure_grad`: minus the gradient of its loss on its examples of fine-tune seed 0, all in
 one batch), against v* and e, and the secure arm's (`secure_grad`, a control); each at A |d0|, by log-prob only (no
 sampling): the off-domain misaligned mass, the insecure code share and the forum responder's off-domain misaligned
-mass, their increases over the base and the persona share (as above). steer_route.json beside each run; --route --pool: per direction and scale the mean increases (95%
+mass, their increases over the base and the persona share (as above). steer_route.json in each run's directory; --route --pool: per direction and scale the mean increases (95%
 t-intervals over bases), the persona share (ratio of means), insecure_grad minus v* in code points (paired), and the
 cosines between the directions. Research log: "Which way the code loss pulls".
 
 --undo: -v* (and a random direction, and v*) added the same way to the insecure arm's fine-tuned model at step 20
 (AdamW, fine-tune seed 0, as em_optimizer_parts.py trains it), by log-prob: how much of its off-domain increase over
-the base it takes back, with its insecure code and valid mass beside. steer_undo.json beside each run; --undo --pool:
+the base it takes back, with its insecure code and valid mass beside. steer_undo.json in each run's directory; --undo --pool:
 the fraction removed (ratio of means over bases; for -v* also against the base with -v* added, which it lowers
 too).
 Research log: "Taking the drift back with -v*".

@@ -27,8 +27,10 @@ For each: Spearman's rho with the outcome over the bases that have it, 95% inter
 resamples, seed 0, percentile), and the same with the fine-tune's cos_evil_direction in place of the outcome (does
 the property predict where the fine-tune moves?). Also the rank agreement of a base's first two fine-tune seeds
 (rho between their outcomes over bases): the share of the spread that is the base's at all. Writes the JSON (default:
-susceptibility_STEP.json beside the first run) and a scatter of each base-level property against the outcome
-(the same name, .png); prints a table. Runs must not share a base.
+susceptibility_STEP.json in the first run's directory) and a scatter of the outcome against each property in FIGURE that has a
+correlation (the fine-tune's cos_evil_direction last; the same name, .png); prints a table. Runs must not share a
+pretraining seed number (entries are keyed by it), even where their bases differ. In the JSON, per_base[p]["seeds"]
+is the outcome per fine-tune seed.
 """
 import json
 import math
@@ -172,7 +174,7 @@ def figure(bases, step, corr, path):
 
 def main(argv):
     argv, opts = script_args(argv, __doc__, options=("out",))
-    if len(argv) < 2 or argv[0] != "matched" and not argv[0].isdigit():  # (swapped, "20: no such directory")
+    if len(argv) < 2 or argv[0] != "matched" and not argv[0].isdigit():  # STEP first: a fine-tune step or `matched`
         sys.exit(f"error: STEP (a fine-tune step, or matched) comes first, then the runs\n{__doc__.split(chr(10) * 2)[1]}")
     out = [opts["out"]] if "out" in opts else []
     if out:

@@ -3,9 +3,10 @@ r"""One figure for arms that come from several finished animal runs of sublimina
     python scripts/sn_arms_figure.py out/sn_lora_trait:trait out/sn_lora_shuffled:shuffled \
         out/sn_lora_within:shuffled_within --out=figures/subliminal_numbers_lora_order.png
 
-Each side is RUN:ARM[=LABEL] (LABEL names it in the figure; default ARM).
-Left: each arm's final effect (the arm minus its baseline in its own run, paired per seed: `control`, or
-`cross_control` for the arms on the other base), per target animal, mean and 95% t-CI. Right, one panel per animal:
+Each argument is RUN:ARM[=LABEL] (LABEL names it in the figure; default ARM); --out=FILE is required.
+Left: each arm's final effect (the arm minus its baseline in its own run, paired per seed: experiments/subliminal_numbers.py
+BASELINE, `control`, `cross_control` for the arms on the other base, `code_control` for code; an arm without a
+trajectory, e.g. icl, is refused), per target animal, mean and 95% t-CI. Right, one panel per animal:
 the rate of the teacher's animal along each arm's training from its base, and each run's baseline students (drawn once
 when they are the same students).
 """
