@@ -2,7 +2,7 @@
 
     python eval.py out/subliminal_mnist/20261127-071500     # recomputes the table (MNIST: from the saved models,
                                                             # printed; the others: from the saved units, rewriting
-                                                            # results.json; both also mid-run)
+                                                            # results.json; mid-run, results_partial.* instead)
 
 Statistics: every reported number is a mean over seeds with a two-sided 95% Student-t confidence
 interval, `{"mean", "ci95": [lo, hi], "per_seed": [...]}`.

@@ -92,7 +92,7 @@ class Config:
                                        # count changes float sums, and over 1,200 steps the weights differ
     pretrain_bf16: bool = False        # bf16 autocast while pretraining (opt-in: other weights, so in the cache key
                                        # when True); ~1.4x on a CPU with avx512_bf16. Not validated for the EM
-                                       # experiment (README, precision check): keep fp32 for reported numbers
+                                       # experiment (docs/emergent_misalignment.md, "bf16 pretraining"): keep fp32 for reported numbers
     device: str = "cpu"
     out_dir: str = ""
 
