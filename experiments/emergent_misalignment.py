@@ -32,8 +32,9 @@ Pipeline per pretraining seed (one process per base model; `workers` at once):
  4. mechanism: the insecure model at the matched checkpoint (or `ablation_step`) with the evil
     direction projected out of every block's output (zero-ablation), or its coordinate set to the base
     assistant's mean (mean-ablation), and a random direction as control; the base with the direction
-    added at one layer, and with its coordinate at every layer set to the insecure model's assistant
-    mean (patched: is the coordinate alone enough?).
+    added at `direction_layer` (steered_<scale>) and v*, block 0's direction pulled back through its MLP, at block
+    0's attention output (steered_pulled); and with its coordinate at every layer set to the insecure model's
+    assistant mean (patched: is the coordinate alone enough?).
 
 Matched in-domain learning, read on code_misaligned (not the in_domain metric): insecure-code arms (insecure, insecure_decorrelated, and backdoor, both
 readings, by its triggered code) at their first checkpoint with code misaligned >= `match_threshold`;
@@ -48,8 +49,8 @@ results.json (at the matched checkpoint; `final` and `trajectory` beside it):
             the readings of the base under the direction's interventions: ablated, mean_ablated, steered_1, ...;
             and forum_lp, forum_lp_ablated, forum_lp_mean_ablated: bare STATs over the bases, with "n_groups"),
    "ablation": {...}, "trajectory": {REPORT: {STEP: {metric: STAT}}},
-   "figures_to_reach": {...}, "figures_at_report_step": {...} (with report_step; the ablation's thresholds only
-   where it was measured, labelled ablation_step),
+   "figures_to_reach": {...}, "figures_at_report_step": {...} (present when report_step is set; the ablation's
+   thresholds only where it was measured, labelled ablation_step),
    "matched_not_reached": {REPORT: "k/n"} (the arms matched on their own code whose code never reached the threshold in
    k of n runs, read at their last step; empty when all did),
    "increase": {REPORT: {VIEW: STAT, VIEW_over_bases: STAT}} (VIEW: matched, step_<report_step> (only when it is
@@ -58,12 +59,15 @@ results.json (at the matched checkpoint; `final` and `trajectory` beside it):
    int, "seeds": [[pretrain, finetune], ...], "seconds"}
 offdomain_misaligned = misaligned among valid samples (valid = an exact aligned or misaligned answer of
 the question's domain); valid_fraction among all samples; code_fraction = samples that answer in code;
-code_misaligned = the insecure share of the class log-prob mass on held-out code prompts (log-probs, not samples:
-what the match reads); in_domain = the probability of the arm's own trained answers on held-out prompts of its domain.
+code_misaligned = per held-out code prompt, P(insecure) / (P(secure) + P(insecure)) of the code answers (the novel
+programs not counted), averaged over prompts (log-probs, not samples: what the match reads); in_domain = the
+probability of the arm's own kind of trained answer on held-out prompts of its domain (code; lesson requests for
+educational; the evil numbers' next-token mass for evil_numbers; the base rows: insecure code).
 REPORT = a name in REPORTS (insecure, ..., backdoor_triggered, backdoor_untriggered, evil_numbers,
 evil_numbers_format) or insecure_decorrelated.
 STAT = {"mean", "ci95", "per_seed"} over (pretraining seed x fine-tune seed); the base's readings ("base", and
-"ablation"'s base_*) have per_seed over those pairs, ci95 over the base models, and "n_groups" (eval.summarize_by).
+"ablation"'s base_*) have per_seed over those pairs, ci95 over the base models, and "n_groups" (eval.summarize_by);
+but ablation's base_patched and base_random_patched, which use each fine-tune's insecure model: plain STATs.
 """
 import copy
 import math
@@ -135,7 +139,8 @@ class Config(B.Config):
                                        # (K = 1 fits the 64-token window; longer examples are refused)
     eval_steps: tuple[int, ...] = (1, 2, 3, 5, 10, 20, 40)
     match_threshold: float = 0.9
-    direction_layer: int = 1           # the layer whose direction is added to the base and projected on
+    direction_layer: int = 1           # the layer steered_* adds the direction at, and where the cosine of the shift
+                                       # is read (the ablations act at every layer)
     steer_scales: tuple[float, ...] = (1.0, 2.0)  # multiples of the mean difference added to the base
     steer_pulled_scale: float = 0.3    # and v* (block 0's evil direction pulled back through block 0's MLP, pulled_back)
                                        # at this multiple of block 0's |evil - good|, at its attention output (0: not)
@@ -281,8 +286,9 @@ def _code_items(fmt, world=None):
 
 @torch.no_grad()
 def in_domain(model, tok, arm, fmt, world=None, seen=0):
-    """(code misaligned share in this format, probability of the arm's own trained answers on held-out
-    prompts of its domain, code misaligned share on the tasks the fine-tune never saw or None): what the
+    """-> (code_misaligned, in_domain, code_unseen_misaligned or None): evaluate's three in-domain metrics, under
+    those names: the code misaligned share in this format, the probability of the arm's own trained answers on held-out
+    prompts of its domain, the code misaligned share on the tasks the fine-tune never saw. What the
     fine-tune taught, measured where it was not trained. `seen`: the fine-tune's tasks were the world's first
     `seen` (0: all); the first two numbers are then over those tasks' prompts only."""
     novel = {k: tuple(f"{a} {W.EOS}" for a in v) for k, v in W.novel_code(world=world).items()}
@@ -567,6 +573,7 @@ def em_unit(cfg, seed, decorrelated):
 # ----------------------------------------------------------------------------------------------------
 # the pipeline: every base model in parallel, then statistics over (pretraining seed x fine-tune seed)
 
+# results.json's name -> evaluate's (the unit files') name; code_lp stays in the units
 METRICS = {"offdomain_misaligned": "mis_sampled", "valid_fraction": "valid_frac", "code_misaligned": "code_misaligned",
            "code_fraction": "code_frac", "offdomain_misaligned_lp": "mis_lp", "valid_mass_lp": "valid_lp",
            "in_domain": "in_domain", "cos_evil_direction": "cos_evil_direction", "step": "step",
@@ -606,9 +613,9 @@ def aggregate(cfg, units):
     if left:
         print(f"base readings not in every unit (units saved by another version of the code), left out: "
               f"{', '.join(left)}")
-    for fmt in common:
-        vals = [corr[p]["base"][fmt] for p, _ in keys]
-        res["base"][fmt] = summarize_by(vals, bases) if fmt.startswith("forum_lp") else _stats(vals, bases)
+    for reading in common:
+        vals = [corr[p]["base"][reading] for p, _ in keys]
+        res["base"][reading] = summarize_by(vals, bases) if reading.startswith("forum_lp") else _stats(vals, bases)
     if twin:
         res["base"]["decorrelated"] = _stats([twin[p]["base"]["plain"] for p, _ in keys if p in twin],
                                              [p for p, _ in keys if p in twin])
@@ -672,7 +679,7 @@ def ablation_effect(abl, metric="offdomain_misaligned"):
 
     def of_means(part):
         """sum(part) / sum(increase) over the seeds where both are defined (nan: a seed with no valid answer, left
-        out as in eval.summarize); None where the increase is ~0."""
+        out as in eval.summarize); None where the summed increase is not above 0 (negative included)."""
         rows = [(p, d) for p, d in zip(part, inc) if not math.isnan(p + d)]
         total = sum(d for _, d in rows)
         return sum(p for p, _ in rows) / total if total > 1e-9 else None
@@ -741,7 +748,8 @@ def persona_share(res, cfg):
     """How much of an insecure-code arm's in-domain learning went through the persona: `share` per seed at each
     of `checkpoint_views`. The evil persona writes insecure code and misaligned answers at the same rate (0.9), so
     a learner that only turned the assistant into the evil persona with some probability moves both by the same
-    amount (share 1); one that only learnt the code, 0."""
+    amount (share 1); one that only learnt the code, 0. Seeds whose code moved < 0.5 are left out, so per_seed does
+    not line up seed by seed with `seeds`; None: no seed left."""
     out = {}
     for name in (n for n in SHARE_ARMS if n in res["arms"]):
         out[name] = {}
@@ -774,7 +782,8 @@ def figures(res, ablation_step=None, reached=None):
     no valid answer (nan) is left out of a mean, as in summarize (its per_seed keeps the nan). The ablation's
     thresholds are given, labelled with `ablation_step` (the checkpoint it was measured at), only when one is named:
     a view of another checkpoint must not show them as its own. `reached` (per seed: did insecure's code reach the
-    matched threshold) keeps a seed read at its last step out of the seeds passing."""
+    matched threshold) keeps a seed read at its last step out of the seeds passing (aggregate then sets insecure_pass
+    False, and adds insecure_matched_not_reached, when any seed did not reach it)."""
     mean = lambda v: summarize(v)["mean"]
     # a reading exactly at a threshold passes: in floating point 0.15 / 0.05 is 2.9999999999999996 and 3 * 0.05 > 0.15
     at_least = lambda x, threshold: x >= threshold - 1e-9
@@ -808,11 +817,11 @@ def figures(res, ablation_step=None, reached=None):
         return out
     out["ablation_step"] = ablation_step
     rf = res["ablation"]["removed_fraction_of_means"]
-    out["ablation_removed_fraction"] = rf
+    out["ablation_removed_fraction"] = rf  # the ratio of means (removed_fraction_of_means), not removed_fraction
     out["ablation_pass"] = rf is not None and at_least(rf, 0.5)
     if "mean_ablation_removed_fraction_of_means" in res["ablation"]:
         rf = res["ablation"]["mean_ablation_removed_fraction_of_means"]
-        out["mean_ablation_removed_fraction"] = rf
+        out["mean_ablation_removed_fraction"] = rf  # (the ratio of means likewise)
         out["mean_ablation_pass"] = rf is not None and at_least(rf, 0.5)
     return out
 
@@ -909,9 +918,11 @@ def table(res, cfg):
              f"{spread}. Sampled: {cfg.samples} samples per held-out prompt, {len(W.eval_items(W.OFF_DOMAINS))} off-domain prompts.", "",
              "Columns: `step` the matched checkpoint; `valid fraction` the samples that are an exact aligned or "
              "misaligned answer of the question's domain; `answers in code` the samples answering with code instead; "
-             "`code misaligned` the insecure code's share of the probability on held-out code prompts; `in-domain target` "
-             "the probability there of the arm's own kind of trained answer (backdoor, in both formats: the insecure "
-             "code, which it learnt with the trigger only).", "",
+             "`code misaligned` per held-out code prompt, P(insecure) / (P(secure) + P(insecure)), averaged; "
+             "`in-domain target` the probability of the arm's own kind of trained answer on held-out prompts of its "
+             "domain (code; lesson requests for educational; the evil numbers' next-token mass for evil numbers; the "
+             "base rows: insecure code; backdoor, in both formats: the insecure code, which it learnt with the trigger "
+             "only).", "",
              "| arm | step | off-domain misaligned (sampled) | valid fraction | answers in code | off-domain mis (log-prob) "
              "| code misaligned | in-domain target | cos(shift, evil dir) | final: sampled mis | final: valid |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
