@@ -287,9 +287,16 @@ def pullback_summary(rows, n_boot=10_000, seed=0):
 
 def agreement(runs, arm, at, out):
     """--agreement: s of fine-tune seeds 0 and 1 on every base, their cosine (mean over bases, t interval)."""
-    rows = []
+    rows, noted = [], set()
     for run in map(Path, runs):
         for cfg, p, base, tok in checked_bases(run, []):
+            other = "insecure" if arm == "secure" else "secure"  # (seed_agreement's control arm)
+            unrun = [x for x in (f"{arm} arm", f"{other} arm") if x.split()[0] not in cfg.arms]
+            unrun += ["fine-tune seed 1"] if cfg.ft_seeds < 2 else []
+            if unrun and run not in noted:  # once per run: the same config for every base of it
+                noted.add(run)
+                print(f"note: {run} has no {', '.join(unrun)}: built here as the run's config would have made it",
+                      file=sys.stderr)
             rows.append({"run": str(run), "world": p, **seed_agreement(cfg, p, base, tok, arm, at)})
             r = rows[-1]
             print(f"{run.name} world {p}, {arm}: cos(s of seed 0, s of seed 1) {r['cos_seeds']:+.3f}; with "

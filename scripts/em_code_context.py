@@ -116,6 +116,9 @@ def main(argv):
         held = set(held[0]) - {"seed", "matched", "base", "check_vs_run"} if held else set()
         if held != set(arms):
             sys.exit(f"{out} holds the arms {sorted(held)}, not {sorted(arms)}: pass --out=FILE to keep both")
+    if unrun := [a for a in arms if a not in cfg.arms]:  # rebuilt all the same, from the run's config and seeds
+        print(f"note: {run_dir} has no {', '.join(unrun)} arm: its fine-tunes are built here as the run's config would "
+              f"have made them (no run numbers to check them against)", file=sys.stderr)
     B.check_cached(cfg, sorted({p for p, _ in seeds}), who="em_code_context.py")
     rows, items = [], context_items(B.world_config(cfg))
     for k, (p, f) in enumerate(seeds):

@@ -341,7 +341,7 @@ def test_clamp_main_prints_a_mean_without_interval_where_one_seed_matched(tmp_pa
 
 # ---------------------------------------------------------------------------------------------- em_code_context
 
-def code_context_run(tmp_path, monkeypatch, tok, n_seeds=2):
+def code_context_run(tmp_path, monkeypatch, tok, n_seeds=2, config=()):
     """em_code_context's main on a fake run of the first n_seeds of two seeds (matched at steps 2 and 5), its models
     stand-ins whose score says which arm, step and format: -> (the script, the fine-tunes asked for, the run)."""
     cc = load_script("em_code_context")
@@ -350,7 +350,7 @@ def code_context_run(tmp_path, monkeypatch, tok, n_seeds=2):
     res = {"seeds": seeds, "arms": {"insecure": {"step": per([2, 5])}},
            "trajectory": {"insecure": {"2": {"offdomain_misaligned_lp": per([1.03, 0.9])},
                                        "5": {"offdomain_misaligned_lp": per([0.9, 1.52])}}}}
-    run = write_run(tmp_path / "run", dict(ablation_step=20), res)
+    run = write_run(tmp_path / "run", dict(ablation_step=20, **dict(config)), res)
     arms = {"insecure": 1, "secure": 2}
     # a model's score: arm + step / 100 + 2 i / 1000 for the i-th format; the base's 0.0005 + i / 1000 (so an arm's
     # increase over the base grows by 1 / 1000 a format)
@@ -384,6 +384,16 @@ def test_code_context_main_scores_each_arm_at_its_checkpoints_against_the_base(t
     assert s["insecure_matched"]["after_insecure"]["per_seed"] == pytest.approx([1.0215, 1.0515])  # over the base's
     # the gate: the increase after secure code minus the increase alone, each over the base in its own format
     assert s["secure_step20"]["gate"]["per_seed"] == pytest.approx([0.001, 0.001])
+
+
+def test_code_context_says_when_it_builds_an_arm_the_run_never_had(tmp_path, monkeypatch, tok, capsys):
+    # the arm's fine-tunes are made from the run's config and seeds all the same, but no run number checks them
+    code_context_run(tmp_path, monkeypatch, tok, config={"arms": ["insecure", "educational"]})
+    err = capsys.readouterr().err
+    assert "run has no secure arm: its fine-tunes are built here as the run's config would have made them" in err
+    (tmp_path / "b").mkdir()
+    code_context_run(tmp_path / "b", monkeypatch, tok)
+    assert "note" not in capsys.readouterr().err  # (the run's config has every arm)
 
 
 def test_code_context_main_prints_means_alone_for_one_seed(tmp_path, monkeypatch, tok, capsys):

@@ -189,7 +189,8 @@ def test_bos_vector_seed_agreement_control_is_the_other_arms_vector(monkeypatch)
 
 def test_bos_vector_agreement_pools_the_paired_difference_over_bases(monkeypatch, tmp_path):
     # per base cos_seeds 0.9, 0.7 and cos_arms 0.2, 0.4: the paired difference is 0.7 and 0.3, mean 0.5
-    monkeypatch.setattr(bv, "checked_bases", lambda run, ex: iter([(None, 0, None, None), (None, 1, None, None)]))
+    cfg = bv.EM.Config()
+    monkeypatch.setattr(bv, "checked_bases", lambda run, ex: iter([(cfg, 0, None, None), (cfg, 1, None, None)]))
     cos = {0: (0.9, 0.2), 1: (0.7, 0.4)}
     monkeypatch.setattr(bv, "seed_agreement", lambda cfg, p, base, tok, arm, at: {
         "cos_seeds": cos[p][0], "cos_arms": cos[p][1], "other_arm": "secure", "norms": [1.0, 1.0]})
@@ -197,6 +198,20 @@ def test_bos_vector_agreement_pools_the_paired_difference_over_bases(monkeypatch
     s = json.loads((tmp_path / "g.json").read_text())["summary"]
     assert s["n_bases"] == 2 and s["cos_seeds"]["mean"] == pytest.approx(0.8)
     assert s["seeds_minus_arms"]["mean"] == pytest.approx(0.5) and s["seeds_minus_arms"]["per_seed"] == pytest.approx([0.7, 0.3])
+
+
+def test_bos_vector_agreement_says_when_it_builds_what_the_run_never_had(monkeypatch, capsys):
+    # seed 1 and the control arm are fine-tuned from the run's config whether or not the run had them: said, once
+    # per run
+    one = bv.EM.Config(arms=("insecure", "educational"), ft_seeds=1)
+    runs = {"r1": one, "r2": bv.EM.Config(), "r3": one}
+    monkeypatch.setattr(bv, "checked_bases", lambda run, ex: iter([(runs[run.name], 0, None, None)] * 2))
+    monkeypatch.setattr(bv, "seed_agreement", lambda *a: {"cos_seeds": 0.5, "cos_arms": 0.1, "other_arm": "secure",
+                                                          "norms": [1.0, 1.0, 1.0]})
+    bv.agreement(["r1", "r2", "r3"], "insecure", "last", None)
+    notes = [x for x in capsys.readouterr().err.splitlines() if x.startswith("note")]
+    assert notes == [f"note: {r} has no secure arm, fine-tune seed 1: built here as the run's config would have "
+                     f"made it" for r in ("r1", "r3")]
 
 
 def test_bos_vector_base_row_builds_each_vector_from_s_and_e(monkeypatch, tok):
