@@ -27,8 +27,8 @@ one weight group at a time (em_first_step.py's groups): each group's share of th
 --beta1=B,...: instead of the six above, AdamW with each beta1 (beta2 0.999; named beta1_B) beside adamw (0.9).
 --frozen: instead, AdamW with block 0's value rows frozen (frozen_v0), and with block 1's (frozen_v1, the control).
 
-Writes the JSON (default: optimizer_parts.json in the first run's directory; a file holding other runs or optimizers is not
-overwritten: per base every trajectory, and the summary:
+Writes the JSON (default: optimizer_parts.json in the first run's directory, optimizer_parts_beta1.json with --beta1,
+optimizer_parts_frozen.json with --frozen; a file holding other runs or optimizers is not overwritten: per base every trajectory, and the summary:
 each optimizer's off-domain increase over the base at steps 3, 5, 20 as a fraction of adamw's, ratio of means over
 bases with a 95% interval from resampling bases, 10,000, seed 0), a figure beside it (.png) and a table. Pre-registered
 in docs/emergent_misalignment.md ("Which part of AdamW").
@@ -237,7 +237,9 @@ def main(argv):
     if not all(0 <= kw["betas"][0] < 1 for kw in optimizers.values() if "betas" in kw):
         sys.exit(f"--beta1 takes numbers in [0, 1), not {opts['beta1']!r}")
     froms = "from" in opts
-    out = Path(opts.get("from") or opts.get("out") or runs[0] / "optimizer_parts.json")
+    # each analysis its own default file: a sweep after the six (or the six after it) does not find the other's there
+    mode = "_beta1" if "beta1" in opts else "_frozen" if "frozen" in opts else ""
+    out = Path(opts.get("from") or opts.get("out") or runs[0] / f"optimizer_parts{mode}.json")
     if froms:  # JSON keys are strings: the steps back to ints
         held = read_json(out, "an --out file of em_optimizer_parts.py", ("runs", "excluded", "per_base"))
         runs, excluded, rows = held["runs"], held["excluded"], held["per_base"]

@@ -90,6 +90,9 @@ def test_optimizer_parts_refuses_to_rebuild_a_fine_tune_the_run_did_not_do(tok):
 def test_optimizer_parts_frozen_needs_two_blocks_before_any_work(tmp_path):
     # its control freezes block 1's value rows: a ValueError traceback after the first trajectories had run
     run = write_run(tmp_path / "r", {"n_layer": 1}, {})
+    # the six optimizers' analysis in the run's default file: --frozen has its own default file (it was refused as
+    # "holds an analysis of other runs or optimizers" until given --out)
+    (run / "optimizer_parts.json").write_text(json.dumps({"runs": [str(run)], "per_base": [{"traj": {"adamw": {}}}]}))
     with pytest.raises(ConfigError, match="--frozen freezes the value rows of blocks 0 and 1; this run has 1 block"):
         load_script("em_optimizer_parts").main([str(run), "--frozen"])
 
