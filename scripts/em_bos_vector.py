@@ -37,7 +37,8 @@ Summary over the bases: vector / bos_values (is it a steering vector), along_evi
 direction), vector - evil_norm paired (does it steer better per unit norm than the mean difference), vector_on_base
 / vector, the cosines by block, the ablated / plain shifts; each with a 95% interval (ratios: resampling bases,
 10,000, seed 0; means and paired differences: t over bases). --out=FILE.json keeps every base's numbers, and the
-figure beside it (FILE.png). --arm=ARM: another arm's fine-tune (a control). --agreement: instead of all that, s of
+main analysis's (and --pool's) figure beside it, FILE.png (--agreement and --pullback write no figure; their files
+hold `agreement` / `pullback`, and only the main analysis's and --pullback's can be pooled). --arm=ARM: another arm's fine-tune (a control). --agreement: instead of all that, s of
 fine-tune seeds 0 and 1 (other examples, another order) and their cosine, base by base; the control, the cosine of
 seed 0's s with the secure arm's (the insecure arm's, for --arm=secure). --pullback: instead, s against v*, the base's evil
 direction pulled back through the base's block 0 MLP (the unit vector added at block 0's attention output that moves

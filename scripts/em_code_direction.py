@@ -5,11 +5,12 @@ from the evil persona direction, and is it what carries the code to tasks the fi
 
 Runs of the seven-task world with `ft_code_tasks=6` (the insecure arm fine-tunes on six coding tasks; the seventh
 is unseen). For each (world, fine-tune seed) the insecure fine-tune is rebuilt (same seeds, so the same weights as
-in the run: checked against its results.json) to the run's matched checkpoint and to its `ablation_step` (its last step if 0). Then:
+in the run: checked against its results.json) to the run's matched checkpoint and to the step its `ablation_step` names (ft_steps when it is 0: the experiment itself reads 0 as the matched
+checkpoint). Then:
 
 - the code direction: per layer, the mean change (insecure - base) of the block output where the program's first
   call is chosen (after "def NAME ( f ) :", which every program of a task shares) over the fine-tune's own prompts
-  (training paraphrases of the six seen tasks), made orthogonal to the evil direction (evil - good forum threads, as
+  (training paraphrases of the six seen tasks; the first N_PROMPTS of them), made orthogonal to the evil direction (evil - good forum threads, as
   the run's). The same shift at the held-out prompts of the unseen task (same point) and at the last token of the
   off-domain questions, for cosines; and each shift's move along the evil direction, as a fraction of the good ->
   evil gap (evil_shift_*: is the persona moved only where code is asked?).
@@ -29,7 +30,8 @@ gave a shift that moved nothing when restored). Fixed before running worlds 79-8
 turns, n = 16), at the matched checkpoint: restoring the code direction removes >= 1/2 of the unseen task's increase
 of insecure code (insecure - base, mean over seeds) and <= 1/3 of the off-domain increase; restoring the evil
 direction removes < 1/4 of the unseen task's increase; the random direction < 1/10. One thread; writes
-RUN_DIR/code_direction.json and prints a table.
+RUN_DIR/code_direction.json and prints a table (the summary and table give the per-layer numbers at direction_layer,
+keys *_layer{L}; per_seed keeps every layer).
 """
 import copy
 import json

@@ -6,7 +6,8 @@ AdamW's first update is g / (|g| + eps) per weight (its moment estimates are g a
 clipping rescales g and keeps its sign), so the fine-tune's first step moves every weight by the learning rate
 against the sign of its gradient, whatever the gradient's size (less only where |g| is near eps = 1e-8). For every base of the runs (from the cache; one that does not
 reproduce its run's forum-format base rate is left out, as in em_base_pull.py), with g the gradient of the insecure
-arm's loss on all its examples of fine-tune seed 0 (the fine-tune's loss, one batch), one step from the base:
+arm's loss on all its n_examples examples of fine-tune seed 0 in one batch (the full-batch analogue of its first step,
+not the run's first minibatch of ft_batch rows), one step from the base:
 
     sign   every weight moved by -ft_lr * sign(g)
     grad   every weight moved by -c * g, c such that the step has the sign step's L2 norm (plain gradient descent)

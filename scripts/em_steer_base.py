@@ -2,7 +2,7 @@
 
     python scripts/em_steer_base.py RUN_DIR [RUN_DIR ...] [--scales=0.1,0.2,0.3]    # writes steer_base.json per run
     python scripts/em_steer_base.py --pool RUN_DIR [RUN_DIR ...] [--figure=FILE.png]  # their bases, summarised
-    python scripts/em_steer_base.py --route RUN_DIR [RUN_DIR ...] [--scales=0.1,0.3]   # the code loss's pull: steer_route.json
+    python scripts/em_steer_base.py --route RUN_DIR [RUN_DIR ...] [--scales=0.1,0.2,0.3]   # the code loss's pull: steer_route.json
     python scripts/em_steer_base.py --route --pool RUN_DIR [RUN_DIR ...]
     python scripts/em_steer_base.py --undo RUN_DIR [RUN_DIR ...] [--scales=0.1,0.2,0.3]   # -v* on the fine-tuned model
     python scripts/em_steer_base.py --undo --pool RUN_DIR [RUN_DIR ...]
@@ -13,6 +13,8 @@ the evil - good mean difference at block 1's output (`steered_1`, `steered_2`), 
 unit evil direction e of block 0's output pulled back through block 0's MLP (the direction at block 0's attention
 output that moves block 0's output at `<a>` furthest along e, to first order). Here v* needs nothing from a fine-tune:
 its norm is a multiple A of |d0|, the norm of the evil - good mean difference at block 0's output (base-only too).
+The experiment now also records v* at 0.3 |d0| (`steered_pulled`, one scale); this script measures it at several
+scales, beside e, -v* and a random direction.
 
 For every base of the runs (cached, checked as in em_base_pull.py), added at block 0's attention output at every
 position, each at norm A |d0| for A in --scales:

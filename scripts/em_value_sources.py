@@ -145,7 +145,7 @@ def shares(rows, n_boot=10_000, seed=0):
 
 
 def plot(rows, path, title):
-    """Each kind's share of the value change (late update and whole fine-tune), with its 95% interval."""
+    """Each kind's share of the value change (late update, whole fine-tune and revert), with its 95% interval."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.6))
     x, w = np.arange(len(KINDS)), 0.8 / len(rows)
@@ -176,7 +176,7 @@ def main(argv):
     if arm not in EM.ARMS:
         sys.exit(f"--arm takes one of {', '.join(EM.ARMS)}, not {arm!r}")
     if "out" in opts:
-        check_out(opts["out"])
+        check_out(opts["out"], figure_beside=True)  # FILE.json, its figure FILE.png beside it
     rows = {"late": [], "whole": [], "revert": []}
     if pool:  # the shares over the bases of several --out files, of one arm and format, each base once
         held = [read_json(f, "an --out file of em_value_sources.py", ("late", "whole")) for f in runs]
@@ -189,8 +189,9 @@ def main(argv):
         bases = [(r["run"], r["world"]) for r in rows["late"]]
         if len(set(bases)) < len(bases):
             sys.exit("a base is in two of the files (or one file is given twice): each base counts once")
-        if kinds:
+        if kinds:  # the table below does not say which fine-tune it pooled: this line does
             arm, fmt = kinds.pop()
+            print(f"pooled: the {arm} fine-tune, off-domain increase in the {fmt} format")
         rows = {k: rs for k, rs in rows.items() if rs}  # "revert" is missing from files written before it existed
         runs = []
     check_runs(runs)

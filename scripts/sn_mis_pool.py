@@ -9,7 +9,9 @@
 Without --lists it reads each run's final students (`arms`); with it, the students after that many lists (`dose`,
 runs made with --evals > 1). Runs must not share a base: pooled seeds are then independent. Prints the
 students' off-domain misalignment (unpaired 95% t-CIs, the issue's "CIs separated"), their valid fractions, and
-the insecure teacher's students minus each other student, paired per base. With --minus, instead: each student
+the insecure teacher's students minus the control's and the secure and educational teachers' students of the same
+channel (sampled against sampled, soft against soft), paired per base. With --minus (not with --log or --figure=),
+instead: each student
 of the runs before it minus the same student of the runs after it (the same bases, e.g. the same teachers with
 another student setting), paired per base. --bases=A-B,C,... keeps only those pretraining seeds (a descriptive
 split, e.g. old and new bases of one run). --log reads the misaligned fractions on the log scale: t-intervals of
@@ -84,9 +86,7 @@ def main(argv):
         i = argv.index("--minus")
         return minus(pool(argv[:i], lists, keep), pool(argv[i + 1:], lists, keep))
     pooled, teachers, bases, base_valid = pool(argv, lists, keep, log)
-    n = len(bases)
-    if n < 2:
-        sys.exit("one base: no interval to compute; pass runs with two or more bases in all")
+    n = len(bases)  # (pool refuses fewer than two)
     print(f"n = {n} bases {sorted(bases)}; " + (f"after {lists} lists" if lists else "final students")
           + ("; log scale: geometric means, paired ratios" if log else ""))
     show = math.exp if log else (lambda x: x)  # a log-scale mean or CI end, shown back on the fraction scale

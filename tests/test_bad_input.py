@@ -183,6 +183,12 @@ def test_an_analysis_scripts_out_is_checked_before_its_work(tmp_path):
         with pytest.raises(ConfigError, match="give a FILE.json"):
             train.check_out(str(path), figure_beside=True)
     train.check_out(str(tmp_path / "f.json"), figure_beside=True)
+    # the scripts that draw FILE.png beside their --out=FILE.json refuse a .png there before any work (em_value_sources
+    # took one, and its figure would have overwritten its JSON after minutes of fine-tunes)
+    from conftest import load_script
+    for script in ("em_value_sources", "em_bos_vector"):
+        with pytest.raises(ConfigError, match="give a FILE.json"):
+            load_script(script).main([str(tmp_path / "no_run"), f"--out={tmp_path / 'x.png'}"])
 
 
 def test_a_json_file_a_script_reads_is_missing_damaged_or_another_kind_in_one_line(tmp_path):
