@@ -91,6 +91,9 @@ class Config:
     save_weights: bool = True          # every model of every seed, as safetensors
     out_dir: str = ""                  # default out/<config name>/<UTC time>
     resume: bool = True                # reuse finished seed groups found in out_dir
+    # a key added here may belong in some of the four lists below, each beside the check that reads it: NOISE_KEYS
+    # (validate, same_runs), ONCE_PER_RUN (validate: not sweepable), STUDENT_ONLY (teacher_key: cells that share a
+    # teacher) and RUN_KEYS (is_paper_protocol: how a run runs, not what)
 
 
 # what the students see when they distill on noise (n_noise, a size, is left alone: quick-run templates set it)
