@@ -265,9 +265,8 @@ def arm_pairs(arm, base, tok, cfg, seed):
     return pairs  # too long for the model: refused by B.encode_pairs
 
 
-def eval_tokens(cfg, formats=("plain", "trigger", "numbers")):
-    """The block_size evaluate() needs, in every format (plain, trigger, number list) whichever arms run (or in
-    `formats` alone)."""
+def eval_tokens(cfg, formats):
+    """The block_size evaluate() needs in the eval `formats` (plain, trigger, numbers: read_formats of the arms)."""
     world = B.world_config(cfg)
     tok = W.build_tokenizer(world)
     novel = tuple(f"{a} {W.EOS}" for v in W.novel_code(world=world).values() for a in v)
