@@ -160,6 +160,7 @@ def load(data_dir="data", dataset="mnist", download=True, verify=True):
                         f"--data_dir")
     arrays = []
     for i in range(4):
+        # `download` here is load's flag; _find_or_fetch is what calls the module's download function
         path, expected = _find_or_fetch(folder, i, spec, dataset, download)
         if verify:
             found = md5(path)
