@@ -386,14 +386,23 @@ def saved_unit(fn, path, resume, label, *args):
     return int_keys(json.loads(json.dumps(out)))  # the same types either way
 
 
-def _worker_init():
+def _worker_init(parent):
     torch.set_num_threads(1)
+    # a parent killed outright (SIGKILL, the OOM killer) stops nothing: its workers went on with their jobs (minutes of
+    # CPU) and then waited forever for the next. Each leaves once it is orphaned
+    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent alone handles it
     if hasattr(signal, "pthread_sigmask"):  # born blocked (parallel_map): a Ctrl-C held since is dropped by SIG_IGN
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     # tqdm's default lock is a multiprocessing semaphore, which a worker killed on Ctrl-C never unlinks (a "leaked
     # semaphore" warning at exit); a spawned worker's lock is its own anyway, so a thread lock loses nothing
     tqdm.set_lock(threading.RLock())
+
+
+def _exit_when_orphaned(parent, every=1.0):
+    while os.getppid() == parent:
+        time.sleep(every)
+    os._exit(1)
 
 
 def _stop_workers(pool):
@@ -436,7 +445,8 @@ def parallel_map(fn, jobs, workers):
     if workers <= 1 or len(jobs) <= 1:
         return [fn(*job) for job in jobs]
     ctx = multiprocessing.get_context("spawn")
-    pool = concurrent.futures.ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx, initializer=_worker_init)
+    pool = concurrent.futures.ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx, initializer=_worker_init,
+                                                 initargs=(os.getpid(),))
     try:
         # a spawned worker imports for seconds (torch) before _worker_init can ignore Ctrl-C, and would print a
         # KeyboardInterrupt traceback: it starts with SIGINT blocked instead (the mask survives fork and exec). The

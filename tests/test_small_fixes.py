@@ -238,6 +238,26 @@ def test_ctrl_c_stops_a_worker_pool_at_once(tmp_path, group):
     assert "Traceback" not in err and "leaked semaphore" not in err, err
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_pools_workers_leave_when_their_parent_is_killed_outright(tmp_path):
+    # SIGKILL (or the OOM killer) runs no cleanup in the parent: its workers went on with their two-minute jobs and
+    # then waited forever for the next (found as idle workers an hour after a killed run). They leave within seconds
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    p = _start(tmp_path / "pool.py", _POOL_SCRIPT.format(root=str(ROOT), marks=str(marks)))
+    _wait_for(lambda: len(list(marks.iterdir())) == 2)
+    os.kill(p.pid, signal.SIGKILL)
+    p.communicate(timeout=60)
+
+    def gone(pid):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+    _wait_for(lambda: all(gone(int(w.name)) for w in marks.iterdir()), seconds=30)
+
+
 _TERM_SCRIPT = """
 import os, sys, time
 from pathlib import Path
