@@ -16,7 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eval import summarize  # noqa: E402
-from train import ConfigError, check_out, cli, distinct, pyplot, read_json, script_args  # noqa: E402
+from train import ConfigError, check_out, cli, distinct, pyplot, read_json, run_config, script_args  # noqa: E402
+from experiments import emergent_misalignment as EM  # noqa: E402
 
 DIRS = ("code", "evil", "random", "context", "lesson")
 ARMS = {"unclamped": "black", "clamped": "tab:red", "random_clamped": "tab:gray"}
@@ -37,6 +38,15 @@ def read(run, name, script):
     if not Path(run).is_dir():
         raise ConfigError(f"{run}: no such directory")
     if not path.is_file():
+        try:  # a run those scripts refuse (no unseen coding task): pointing the user to them would lead nowhere
+            cfg = run_config(EM.Config, run)
+            unseen = cfg.code_tasks > 1 and 0 < cfg.ft_code_tasks < cfg.code_tasks
+        except ConfigError:  # no readable EM config: the plain message
+            unseen = True
+        if not unseen:
+            raise ConfigError(f"{path} not found, and scripts/{script} measures only runs with an unseen coding task "
+                              f"(code_tasks > 1 and 0 < ft_code_tasks < code_tasks); {run} has code_tasks="
+                              f"{cfg.code_tasks}, ft_code_tasks={cfg.ft_code_tasks}: give a seven-task run")
         raise ConfigError(f"{path} not found: {run} needs {name}, which scripts/{script} writes in a run's directory")
     return read_json(path, f"the {name} that scripts/{script} writes")
 

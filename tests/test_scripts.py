@@ -778,6 +778,15 @@ def test_em_mechanism_figure_usage_and_missing_inputs_are_one_line(tmp_path, mon
         out = cli("em_mechanism_figure", *argv, f"--out={tmp_path / 'f.png'}")
         assert out.returncode == 2 and out.stderr.startswith("error: ") and what in out.stderr, out.stderr
         assert "Traceback" not in out.stderr
+    # a one-task run: the scripts that write those files refuse it, so the hint names what run they need
+    one = tmp_path / "one_task"
+    one.mkdir()
+    (one / "config.json").write_text(json.dumps({"experiment": "emergent_misalignment"}))
+    for argv in ([str(one)], ["--", str(one)]):
+        out = cli("em_mechanism_figure", *argv, f"--out={tmp_path / 'f.png'}")
+        what = "measures only runs with an unseen coding task"
+        assert out.returncode == 2 and out.stderr.startswith("error: ") and what in out.stderr, out.stderr
+        assert "Traceback" not in out.stderr
 
 
 @pytest.mark.parametrize("name, argv", [("probe_first_gradient", []), ("probe_first_gradient", ["--help"]),
