@@ -483,7 +483,7 @@ def pyplot():
 
 def atomic_write(path, write):
     """write(tmp) fills a temporary file beside `path`, which then replaces `path` in one rename: a crash never
-    leaves half a file behind, and a failed write no temporary one."""
+    leaves half a file behind, and a failed write no temporary one (a kill before the rename leaves it: cut_short)."""
     path = Path(path)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # per process: DDP ranks write the same files at once
     try:
@@ -491,6 +491,11 @@ def atomic_write(path, write):
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)  # only still there if the write failed
+
+
+def cut_short(file):
+    """Whether `file` is atomic_write's temporary NAME.PID.tmp, left by a kill before its rename: never read."""
+    return re.fullmatch(r".+\.\d+\.tmp", Path(file).name) is not None
 
 
 def write_json(path, obj):
@@ -549,9 +554,8 @@ class Run:
         recounted = []  # the CORE_KEYS a resumed run changes (said where env.json is read, with the thread count's)
         # a run's files without its config.json (deleted by hand) cannot be checked against this config: a resume
         # would reuse them unchecked. Rank 0 alone looks (another rank may see rank 0's config.json.tmp of this run)
-        # atomic_write's NAME.PID.tmp is a write cut short (a kill before its rename), never read: a run killed while
-        # writing its first file, config.json, leaves only that, and the same command must then start the run
-        cut_short = lambda f: re.fullmatch(r".+\.\d+\.tmp", f.name) is not None
+        # a run killed while writing its first file, config.json, leaves only atomic_write's temporary file, which is
+        # no run output: the same command must then start the run
         orphans = [] if had_config or not rank0 or resume is None else [f for f in outputs() if not cut_short(f)]
         named = ", ".join(f.name for f in orphans[:3]) + (", ..." if len(orphans) > 3 else "")
         if orphans and not written_by_a_run(self.dir / "env.json"):  # a folder of the user's: never delete in it
