@@ -140,10 +140,15 @@ def steering_vector(cfg, p, base, tok, arm, at="last", f=0):
     return bos_attention(model, tok, at) @ bos_write(model, tok, dV), model, dV
 
 
+def control_arm(arm):
+    """The arm whose s seed_agreement compares with `arm`'s: secure, or insecure for the secure arm."""
+    return "insecure" if arm == "secure" else "secure"
+
+
 def seed_agreement(cfg, p, base, tok, arm, at="last"):
     """The cosine between the vectors s of fine-tune seeds 0 and 1 (other examples, another order), and, as the
-    control, between seed 0's and another arm's (secure; insecure for the secure arm), with the three norms."""
-    other = "insecure" if arm == "secure" else "secure"
+    control, between seed 0's and another arm's (control_arm), with the three norms."""
+    other = control_arm(arm)
     s0, s1, s2 = (steering_vector(cfg, p, base, tok, a, at, f)[0] for a, f in ((arm, 0), (arm, 1), (other, 0)))
     cos = lambda a, b: float(a @ b / (a.norm() * b.norm()))
     return {"cos_seeds": cos(s0, s1), "cos_arms": cos(s0, s2), "other_arm": other,
@@ -291,8 +296,7 @@ def agreement(runs, arm, at, out):
     rows, noted = [], set()
     for run in map(Path, runs):
         for cfg, p, base, tok in checked_bases(run, []):
-            other = "insecure" if arm == "secure" else "secure"  # (seed_agreement's control arm)
-            unrun = [x for x in (f"{arm} arm", f"{other} arm") if x.split()[0] not in cfg.arms]
+            unrun = [f"{a} arm" for a in (arm, control_arm(arm)) if a not in cfg.arms]
             unrun += ["fine-tune seed 1"] if cfg.ft_seeds < 2 else []
             if unrun and run not in noted:  # once per run: the same config for every base of it
                 noted.add(run)
