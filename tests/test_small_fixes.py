@@ -221,16 +221,31 @@ def _start(script, text):
     return p
 
 
+def _pool_in_its_jobs(tmp_path, name, script):
+    """Start `script` (a template of root and marks: each job marks its worker's pid) as NAME.py, once both of its
+    pool's workers are in their jobs (on any machine's speed) -> (the process, the marks folder)."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    p = _start(tmp_path / f"{name}.py", script.format(root=str(ROOT), marks=str(marks)))
+    _wait_for(lambda: len(list(marks.iterdir())) == 2)
+    return p, marks
+
+
+def _gone(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="no process groups; os.kill(pid, SIGINT) terminates the process")
 @pytest.mark.parametrize("group", [True, False], ids=["ctrl-c", "kill-int-parent"])
 def test_ctrl_c_stops_a_worker_pool_at_once(tmp_path, group):
     # a terminal's Ctrl-C signals the whole process group; `kill -INT PID` the parent alone. Either way the jobs
     # in flight (two-minute sleeps) are killed, not waited for, and the workers print no tracebacks of their own
     # (nor leave tqdm's semaphores behind).
-    marks = tmp_path / "marks"
-    marks.mkdir()
-    p = _start(tmp_path / "pool.py", _POOL_SCRIPT.format(root=str(ROOT), marks=str(marks)))
-    _wait_for(lambda: len(list(marks.iterdir())) == 2)  # both workers are in their jobs (on any machine's speed)
+    p, marks = _pool_in_its_jobs(tmp_path, "pool", _POOL_SCRIPT)
     (os.killpg if group else os.kill)(p.pid, signal.SIGINT)
     out, err = p.communicate(timeout=60)
     # one thread left: the pool's manager thread has ended, which the interpreter's exit would otherwise race
@@ -242,20 +257,12 @@ def test_ctrl_c_stops_a_worker_pool_at_once(tmp_path, group):
 def test_a_pools_workers_leave_when_their_parent_is_killed_outright(tmp_path):
     # SIGKILL (or the OOM killer) runs no cleanup in the parent: its workers went on with their two-minute jobs and
     # then waited forever for the next (found as idle workers an hour after a killed run). They leave within seconds
-    marks = tmp_path / "marks"
-    marks.mkdir()
-    p = _start(tmp_path / "pool.py", _POOL_SCRIPT.format(root=str(ROOT), marks=str(marks)))
-    _wait_for(lambda: len(list(marks.iterdir())) == 2)
+    p, marks = _pool_in_its_jobs(tmp_path, "pool", _POOL_SCRIPT)
     os.kill(p.pid, signal.SIGKILL)
-    p.communicate(timeout=60)
-
-    def gone(pid):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        return False
-    _wait_for(lambda: all(gone(int(w.name)) for w in marks.iterdir()), seconds=30)
+    p.communicate(timeout=60)  # (its workers hold its stdout: this waits for them too)
+    workers = [int(w.name) for w in marks.iterdir()]
+    _wait_for(lambda: all(map(_gone, workers)), seconds=30)
+    assert all(map(_gone, workers)), [w for w in workers if not _gone(w)]
 
 
 _TERM_SCRIPT = """
@@ -286,17 +293,12 @@ def test_sigterm_stops_a_command_as_ctrl_c_does_with_its_own_status(tmp_path):
     # a scheduler's stop (SLURM, `timeout`, `kill`) is SIGTERM to the command: it was an instant death, without a word
     # and without stopping the pool (its workers went on with their two-minute jobs). Now the pool is stopped, one
     # line says what happened, and the status is a shell's for SIGTERM
-    marks = tmp_path / "marks"
-    marks.mkdir()
-    p = _start(tmp_path / "term.py", _TERM_SCRIPT.format(root=str(ROOT), marks=str(marks)))
-    _wait_for(lambda: len(list(marks.iterdir())) == 2)
+    p, marks = _pool_in_its_jobs(tmp_path, "term", _TERM_SCRIPT)
     os.kill(p.pid, signal.SIGTERM)
     out, err = p.communicate(timeout=60)
     assert p.returncode == 143 and err.startswith("terminated (SIGTERM). What was saved before it"), err
     assert "Traceback" not in err, err
-    for worker in marks.iterdir():  # each worker is gone, not left running its job
-        with pytest.raises(ProcessLookupError):
-            os.kill(int(worker.name), 0)
+    assert all(_gone(int(w.name)) for w in marks.iterdir())  # each worker is gone, not left running its job
     # in a process: cli's handler is there while its command runs, and the previous one after
     seen, before = [], signal.getsignal(signal.SIGTERM)
     assert train.cli(lambda argv: seen.append(signal.getsignal(signal.SIGTERM)), []) == 0
