@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import datetime
 import difflib
+import fnmatch
 import importlib
 import inspect
 import itertools
@@ -277,6 +278,13 @@ def check_out(path, option="--out", figure=False, figure_beside=False):
         raise ConfigError(f"{option} needs a file in an existing directory, not {path!r}")
     if Path(path).is_dir():
         raise ConfigError(f"{option} {path} is a directory: give a file name in it")
+    # the project's code and docs are never overwritten (figures/ takes the README's figures); in its root, only a
+    # new file or one named like a run's output
+    place = project_place(Path(path).parent, allowed=("figures",))
+    if place or (place == () and Path(path).exists()
+                 and not any(fnmatch.fnmatch(Path(path).name, p) for p in RUN_OUTPUTS)):
+        where = f"in the project's folder {place[0]}/" if place else "a file of the project itself"
+        raise ConfigError(f"{option} {path} is {where}: write it under out/ (or figures/, or outside the project)")
     if figure:
         from matplotlib.backend_bases import FigureCanvasBase
         kinds = FigureCanvasBase.get_supported_filetypes()
@@ -514,6 +522,19 @@ RUN_OUTPUTS = ("*.json", "*.jsonl", "*.png", "*.safetensors", "*.state.pt", "res
 PROJECT_FOLDERS = (".ci", "configs", "data", "docs", "experiments", "figures", "scripts", "tests")
 
 
+def project_place(path, allowed=()):
+    """() if the folder `path` is the project's root, (FOLDER,) if it lies in one of the project's own folders
+    (PROJECT_FOLDERS but `allowed`), else None. The path as written and its target through symlinks both count:
+    `data/mnist` links out of the project (a run written there would land in the shared dataset), and a link
+    elsewhere may point into it."""
+    for p in (Path(os.path.abspath(path)), Path(path).resolve()):
+        for root in (ROOT, Path(os.path.abspath(Path(__file__).parent))):
+            part = p.relative_to(root).parts[:1] if p.is_relative_to(root) else None
+            if part == () or (part and part[0] in PROJECT_FOLDERS and part[0] not in allowed):
+                return part
+    return None
+
+
 def written_by_a_run(env):
     """Whether the file `env` is the env.json a Run wrote (and not some other tool's file of that name)."""
     try:
@@ -545,8 +566,8 @@ class Run:
         resume = getattr(cfg, "resume", None)
         outputs = lambda: sorted({f for pattern in RUN_OUTPUTS for f in self.dir.glob(pattern) if f.is_file()})
         where = self.dir.resolve()  # (through a symlink: the files written or removed are the target's)
-        inside = where.relative_to(ROOT).parts[:1] if where.is_relative_to(ROOT) else None
-        if rank0 and inside is not None and (inside == () or inside[0] in PROJECT_FOLDERS):
+        inside = project_place(self.dir)
+        if rank0 and inside is not None:
             what = "the project root" if inside == () else f"in the project's folder {inside[0]}/"
             raise ConfigError(f"out_dir {self.dir} is {what}, where a run's files would mix with the project's: give "
                               f"runs their own --out_dir (a folder under out/, or outside the project)")

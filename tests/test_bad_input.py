@@ -183,6 +183,18 @@ def test_an_analysis_scripts_out_is_checked_before_its_work(tmp_path):
         with pytest.raises(ConfigError, match="give a FILE.json"):
             train.check_out(str(path), figure_beside=True)
     train.check_out(str(tmp_path / "f.json"), figure_beside=True)
+    # never over the project's own files (--out=eval.py wrote JSON over the code): not in its folders but figures/,
+    # through a link either, and in its root only a new file or one named like a run's output
+    (tmp_path / "tests").symlink_to(train.ROOT / "tests")
+    for path, msg in [(train.ROOT / "eval.py", "is a file of the project itself"),
+                      (train.ROOT / "README.md", "is a file of the project itself"),
+                      (train.ROOT / "configs" / "new.json", "in the project's folder configs/"),
+                      (train.ROOT / "data" / "new.json", "in the project's folder data/"),
+                      (tmp_path / "tests" / "new.json", "in the project's folder tests/")]:
+        with pytest.raises(ConfigError, match=re.escape(msg)):
+            train.check_out(str(path))
+    for path in (train.ROOT / "figures" / "new.png", train.ROOT / "new.png", tmp_path / "eval.py"):
+        train.check_out(str(path))
     # the scripts that draw FILE.png beside their --out=FILE.json refuse a .png there before any work (em_value_sources
     # took one, and its figure would have overwritten its JSON after minutes of fine-tunes)
     from conftest import load_script

@@ -217,12 +217,17 @@ def test_resume_false_recomputes_and_leaves_nothing_old_to_read(cfg_file, tmp_pa
     (project / "figures").mkdir(parents=True)
     (project / "figures" / "a_figure.png").write_text("")
     (tmp_path / "link").symlink_to(project / "figures")  # a link into the project is the project
+    (project / "data").mkdir()
+    (tmp_path / "shared").mkdir()
+    (project / "data" / "mnist").symlink_to(tmp_path / "shared")  # and so is a link in it out (the shared dataset)
     for folder, says in ((project, "is the project root"), (project / "figures", "in the project's folder figures/"),
                          (project / "figures" / "run", "in the project's folder figures/"),
-                         (tmp_path / "link", "in the project's folder figures/")):
+                         (tmp_path / "link", "in the project's folder figures/"),
+                         (project / "data" / "mnist", "in the project's folder data/")):
         with pytest.raises(ConfigError, match=f"{re.escape(says)}, where a run's files would mix"):
             train.Run(dataclasses.replace(cfg, out_dir=str(folder)), "subliminal_mnist")
-    assert sorted(p.name for p in project.rglob("*")) == ["a_figure.png", "figures"]  # nothing written
+    assert sorted(p.name for p in project.rglob("*")) == ["a_figure.png", "data", "figures", "mnist"]  # nothing written
+    assert list((tmp_path / "shared").iterdir()) == []
     # a new folder of its own in the project may hold a run, but --resume=False deletes only under out/
     for folder in ("outside", "out", "out/run"):
         train.Run(dataclasses.replace(cfg, out_dir=str(project / folder)), "subliminal_mnist")
