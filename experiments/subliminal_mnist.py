@@ -311,7 +311,7 @@ def run_group(cfg, seeds, partners, data, device, log, teachers=None):
     STUDENT_ONLY keys reuses them (the same numbers: the group's teacher is trained on its own streams). run()
     orders a sweep's cells so that those sharing a teacher come one after another."""
     train_x, train_y, test_x, test_y = data
-    sizes = [784] + [cfg.width] * cfg.depth + [10 + cfg.m]
+    sizes = layer_sizes(cfg)
     amp = cfg.bf16
     phases, t0 = {}, [time.time()]
 
@@ -396,11 +396,43 @@ def run_group(cfg, seeds, partners, data, device, log, teachers=None):
     return {c: acc[c].tolist() for c in cfg.conditions}, weights
 
 
-def weights_readable(stem):
-    """Whether a finished group's weights load (eval.py needs them): a group whose file was cut short or lost is
-    trained again on resume rather than reported from its accuracies alone."""
+def layer_sizes(cfg):
+    """The MLP's layer widths: the 784 pixels, `depth` hidden layers of `width`, the 10 digits and the m aux logits."""
+    return [784] + [cfg.width] * cfg.depth + [10 + cfg.m]
+
+
+def load_group(stem, seeds, sizes, conditions, device="cpu"):
+    """A finished group's saved models -> {name: tensor}, or a CheckpointError when they are not this config's
+    group: other seeds or layer sizes, a condition's tensors missing or of other shapes, or not floating point (an
+    integer tensor loads, and computes nonsense)."""
+    tensors, meta = load_weights(stem, device)
+    rerun = f"rerun the config in {Path(stem).parent / 'config.json'}"
+    if meta.get("seeds") != seeds:
+        raise CheckpointError(f"{stem}.json holds seeds {meta.get('seeds')}, the run's config groups {seeds} there: "
+                              f"it was written by another config, or, for a CPU run with n_noise > 60000 made "
+                              f"before 2026-12-02, by the older grouping (13 seeds a group: add "
+                              f"\"seed_chunk\": 13 to its config.json); else {rerun}")
+    if meta.get("sizes") != sizes:
+        raise CheckpointError(f"{stem}.json holds models of layer sizes {meta.get('sizes')}, the run's config "
+                              f"{sizes} (width, depth, m): it was written by another config; {rerun}")
+    with torch.device("meta"):  # the shapes alone (copy_ would broadcast a [S, 1, d] tensor into [S, k, d])
+        shapes = {n: list(p.shape) for n, p in SeedMLP(len(seeds), sizes).named_parameters()}
+    for name, shape in ((f"{c}.{n}", shape) for c in conditions for n, shape in shapes.items()):
+        got = list(tensors[name].shape) if name in tensors else "missing"
+        if got != shape:
+            raise CheckpointError(f"{stem}: its {name} is {got}, where the sizes in its .json, {sizes}, make it "
+                                  f"{shape}: {rerun}")
+    if bad := next((k for k, v in tensors.items() if not v.is_floating_point()), None):
+        raise CheckpointError(f"{stem}.safetensors holds {bad} as {tensors[bad].dtype}, not a model's floating-point "
+                              f"weights: {rerun}")
+    return tensors
+
+
+def weights_readable(stem, seeds, cfg):
+    """Whether a finished group's weights load as this config's (eval.py needs them): a group whose file was cut
+    short, lost or replaced is trained again on resume rather than reported from its accuracies alone."""
     try:
-        load_weights(stem)
+        load_group(stem, seeds, layer_sizes(cfg), cfg.conditions)
         return True
     except CheckpointError as e:
         print(f"[{stem.name}] its finished weights do not load, so the group is trained again ({e})")
@@ -417,12 +449,15 @@ def run_cell(cfg, run, data, cell_name, params=None, teachers=None):
         if cfg.resume and record.exists():
             try:
                 saved = json.loads(record.read_text())
-                finished = saved["seeds"] == seeds and all(len(saved["accuracy"][c]) == len(seeds)
-                                                           for c in cfg.conditions)
+                finished = saved["seeds"] == seeds and all(
+                    len(saved["accuracy"][c]) == len(seeds) and all(type(a) in (int, float) and 0 <= a <= 1
+                                                                    for a in saved["accuracy"][c])
+                    for c in cfg.conditions)
             except (json.JSONDecodeError, KeyError, TypeError):  # cut or edited by something else: train it again
-                print(f"[{cell_name}] {record.name} is not a finished group's record, so the group is trained again")
                 finished = False
-            if finished and (not cfg.save_weights or weights_readable(run.dir / f"{cell_name}_group{gi}")):
+            if not finished:
+                print(f"[{cell_name}] {record.name} is not a finished group's record, so the group is trained again")
+            if finished and (not cfg.save_weights or weights_readable(run.dir / f"{cell_name}_group{gi}", seeds, cfg)):
                 for c in cfg.conditions:
                     per_seed[c] += saved["accuracy"][c]
                 print(f"[{cell_name}] seeds {seeds[0]}..{seeds[-1]}: resumed from {record.name}")
@@ -433,7 +468,7 @@ def run_cell(cfg, run, data, cell_name, params=None, teachers=None):
         acc, weights = run_group(cfg, seeds, [partners[k] for k in seeds], data, device, log, teachers)
         if cfg.save_weights:
             save_weights(run.dir / f"{cell_name}_group{gi}", {f"{m}.{n}": t for m, p in weights.items() for n, t in p.items()},
-                         {"seeds": seeds, "partners": [partners[k] for k in seeds], "sizes": [784] + [cfg.width] * cfg.depth + [10 + cfg.m]})
+                         {"seeds": seeds, "partners": [partners[k] for k in seeds], "sizes": layer_sizes(cfg)})
         write_json(record, {"seeds": seeds, "accuracy": acc, "seconds": time.time() - t0})
         for c in cfg.conditions:
             per_seed[c] += acc[c]
@@ -649,23 +684,10 @@ def reevaluate(run_dir):
                 if stem.name not in missing:  # (a cell that is another's run names that run's models again)
                     missing.append(stem.name)
                 continue
-            tensors, meta = load_weights(stem, device)
-            if meta["seeds"] != seeds:
-                raise CheckpointError(f"{stem}.json holds seeds {meta['seeds']}, the run's config groups {seeds} there: "
-                                      f"it was written by another config, or, for a CPU run with n_noise > 60000 made "
-                                      f"before 2026-12-02, by the older grouping (13 seeds a group: add "
-                                      f"\"seed_chunk\": 13 to its config.json); else rerun the config in "
-                                      f"{run_dir / 'config.json'}")
+            tensors = load_group(stem, seeds, layer_sizes(cell_cfg), cell_cfg.conditions, device)
             for c in cell_cfg.conditions:
-                try:
-                    model = SeedMLP(len(seeds), meta["sizes"]).to(device)
-                    model.load_seeds({k[len(c) + 1:]: v for k, v in tensors.items() if k.startswith(c + ".")})
-                except torch.cuda.OutOfMemoryError:  # a full GPU (a RuntimeError too): not the file's fault
-                    raise
-                except (KeyError, TypeError, ValueError, RuntimeError) as e:  # a tensor missing, or of another shape
-                    raise CheckpointError(f"{stem}: its {c} weights do not fit the sizes in its .json, "
-                                          f"{meta.get('sizes')} ({type(e).__name__}: {str(e)[:120]}): rerun the "
-                                          f"config in {run_dir / 'config.json'}") from None
+                model = SeedMLP(len(seeds), layer_sizes(cell_cfg)).to(device)
+                model.load_seeds({k[len(c) + 1:]: v for k, v in tensors.items() if k.startswith(c + ".")})
                 per_seed[c] += accuracy(model, test_x, test_y).tolist()
             seeds_done += seeds
         if not seeds_done:

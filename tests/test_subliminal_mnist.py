@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 import eval as evaluate
 import train
@@ -440,13 +440,40 @@ def test_a_finished_group_is_reused_only_when_it_is_that_group_with_its_own_weig
     (out / "main_group1.json").write_text(json.dumps({**meta, "seeds": [0]}))
     assert evaluate.main([str(out)]) == 2
     assert "holds seeds [0], the run's config groups [1] there" in capsys.readouterr().err
-    # ... and weights of other sizes than their .json says (a RuntimeError deep inside the copy)
+    (out / "main_group1.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "seeds"}))
+    assert evaluate.main([str(out)]) == 2
+    assert "holds seeds None, the run's config groups [1] there" in capsys.readouterr().err
+    # ... models of other layer sizes than the config's (another run's models copied in: reported as this run's)
     (out / "main_group1.json").write_text(json.dumps({**meta, "sizes": [784, 32, 13]}))
     assert evaluate.main([str(out)]) == 2
     err = capsys.readouterr().err
-    assert "main_group1: its teacher weights do not fit the sizes in its .json, [784, 32, 13]" in err, err
-    assert "Traceback" not in err
+    assert "main_group1.json holds models of layer sizes [784, 32, 13], the run's config [784, 64, 64, 13]" in err, err
     (out / "main_group1.json").write_text(json.dumps(meta))
+    # ... weights of other sizes than their .json says (a RuntimeError deep inside the copy), or of an integer dtype
+    # (loaded, and computing nonsense)
+    weights = load_file(out / "main_group1.safetensors")
+    for k, v, says in [("teacher.weights.1", torch.zeros(1, 1, 64), "main_group1: its teacher.weights.1 is [1, 1, "
+                        "64], where the sizes in its .json, [784, 64, 64, 13], make it [1, 64, 64]"),
+                       ("student_aux.biases.0", torch.zeros(1, 1, 64, dtype=torch.int64),
+                        "holds student_aux.biases.0 as torch.int64, not a model's floating-point weights")]:
+        save_file({**weights, k: v}, out / "main_group1.safetensors")
+        assert evaluate.main([str(out)]) == 2
+        err = capsys.readouterr().err
+        assert says in err and "Traceback" not in err, err
+        # and a resume trains such a group again rather than report its accuracies beside these weights
+        _, again = run(tmp_path, COND, "--seed_chunk=1")
+        printed = capsys.readouterr().out
+        assert "seeds 1..1: resumed" not in printed and "[main_group1] its finished weights do not load" in printed
+        assert again["conditions"] == res["conditions"]
+    # a record whose accuracies are not accuracies (edited): trained again, not summarised into a TypeError
+    acc = json.loads((out / "main_group1_acc.json").read_text())
+    for bad in (None, 5.0):
+        (out / "main_group1_acc.json").write_text(json.dumps({**acc, "accuracy": {
+            c: [bad] for c in acc["accuracy"]}}))
+        _, again = run(tmp_path, COND, "--seed_chunk=1")
+        printed = capsys.readouterr().out
+        assert "main_group1_acc.json is not a finished group's record" in printed, printed
+        assert again["conditions"] == res["conditions"]
     # a stopped run (no results.json, group 1 not finished): eval.py reports group 0 and says the run is not finished
     (out / "results.json").unlink()
     for f in out.glob("main_group1*"):
