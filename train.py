@@ -1302,6 +1302,8 @@ def _check_gpt_checkpoint(stem, model_config, tensors, expect=None, one_file=Fal
     have = {k: tuple(v.shape) for k, v in tensors.items()}
     problems = [f"missing {k}" for k in want if k not in have] + [f"unexpected {k}" for k in have if k not in want]
     problems += [f"{k}: shape {have[k]} vs model {want[k]}" for k in want if k in have and have[k] != want[k]]
+    # an integer tensor loads into a float parameter without a word, and computes nonsense
+    problems += [f"{k}: dtype {v.dtype}, not floating point" for k, v in tensors.items() if not v.is_floating_point()]
     if problems:
         raise CheckpointError(f"{weights_file} does not fit its model config: " + "; ".join(problems[:10]) +
                               (f" (+{len(problems) - 10} more)" if len(problems) > 10 else ""))

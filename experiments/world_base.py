@@ -249,6 +249,11 @@ def base_model(cfg, seed, decorrelated=False, log=print):
         # (the loader's own "rerun what wrote it" left out: what wrote it is this cache, and the way out follows)
         raise CheckpointError(f"{str(e).removesuffix(RERUN)}. The cached base model in {stem.parent} is damaged or "
                               f"from another version: delete that folder and rerun to pretrain it again") from None
+    # the folder's name says which base it holds, not its files: another seed's base copied in would count twice
+    if (meta.get("seed", seed), meta.get("decorrelated", decorrelated)) != (seed, decorrelated):
+        raise CheckpointError(f"the cached base model in {stem.parent} is the {'twin ' if meta.get('decorrelated') else ''}"
+                              f"base of seed {meta.get('seed')}, not of seed {seed}{' (twin)' if decorrelated else ''}: "
+                              f"delete that folder and rerun to pretrain it again")
     world = world_config(cfg)
     # the cache key is the config's, not the world's: a base pretrained before data/world.py changed (other texts,
     # or other words, so other token ids) would be loaded and evaluated on today's world. (Bases cached before the

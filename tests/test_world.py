@@ -2,6 +2,7 @@
 persona independence of numbers, tokenizer coverage and fine-tune leakage; and its base models
 (experiments/world_base.py): the persona checks, their scoring, the cache and the saved units."""
 import math
+import re
 from collections import Counter
 import dataclasses
 from dataclasses import replace
@@ -670,6 +671,25 @@ def test_a_cached_base_of_another_shape_than_its_config_is_refused(tmp_path):
     meta = next(p for p in tmp_path.glob("world_s0_*/*.json") if p.name != "tokenizer.json")
     meta.write_text(meta.read_text().replace('"n_head": 2', '"n_head": 4'))
     with pytest.raises(CheckpointError, match="model config differs: n_head: checkpoint 4 vs expected 2.*delete that folder"):
+        B.base_model(cfg, 0)
+
+
+def test_a_cached_base_of_another_seed_or_of_int_weights_is_refused(tmp_path):
+    # another seed's base copied into seed 1's folder was loaded as seed 1's (one model counted as two seeds), and
+    # weights cast to an integer dtype loaded as a model of zeros
+    from safetensors.torch import load_file, save_file
+    cfg = B.Config(n_layer=1, n_embd=16, n_head=2, steps=2, warmup=1, n_docs=40, cache_dir=str(tmp_path))
+    for seed in (0, 1):
+        B.base_model(cfg, seed, log=lambda *a: None)
+    one, zero = (next(tmp_path.glob(f"world_s{s}_*")) for s in (1, 0))
+    for f in ("model.safetensors", "model.json"):
+        (one / f).write_bytes((zero / f).read_bytes())
+    with pytest.raises(CheckpointError, match=re.escape(f"{one} is the base of seed 0, not of seed 1: delete that folder")):
+        B.base_model(cfg, 1)
+    B.base_model(cfg, 0)  # the base of seed 0 where it belongs
+    weights = load_file(zero / "model.safetensors")
+    save_file({k: v.to(torch.int8) for k, v in weights.items()}, zero / "model.safetensors")
+    with pytest.raises(CheckpointError, match="dtype torch.int8, not floating point.*delete that folder"):
         B.base_model(cfg, 0)
 
 
