@@ -254,6 +254,8 @@ def check_device(name):
         dev = torch.device(name)
     except RuntimeError:
         raise ConfigError(f"device '{name}' is not a torch device: use cpu, cuda, cuda:N, mps or auto") from None
+    if dev.type not in ("cpu", "cuda", "mps"):  # torch's other kinds (meta, xpu, ...): tracebacks deep in a run
+        raise ConfigError(f"device '{name}' is not one this project runs on (cpu, cuda, cuda:N, mps or auto)")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device '{name}' asked for, but this torch has no usable CUDA "
                           f"(torch {torch.__version__}): use --device=cpu, or --device=auto to take a GPU when there is one")

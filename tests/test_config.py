@@ -129,6 +129,9 @@ def test_a_config_python_cannot_run_and_values_written_wrongly_say_how(cfg_file,
 def test_device_this_machine_cannot_use_is_a_config_error(cfg_file, monkeypatch):
     with pytest.raises(ConfigError, match="not a torch device"):
         load_config([cfg_file, "--device=gpu"])
+    for device in ("meta", "xpu", "hpu"):  # torch's, but no device a run computes on: tracebacks deep in the run
+        with pytest.raises(ConfigError, match="is not one this project runs on"):
+            load_config([cfg_file, f"--device={device}"])
     monkeypatch.setattr(train.torch.cuda, "is_available", lambda: False)  # as on a CPU-only machine
     with pytest.raises(ConfigError, match="no usable CUDA.*--device=cpu"):
         load_config([cfg_file, "--device=cuda"])
