@@ -1555,6 +1555,11 @@ def cli(main, argv):
         sys.stdout.flush()  # what was printed before the error comes before it, also when stdout is a pipe or file
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except PermissionError as e:  # a folder or file of the user's that this user may not read or write
+        sys.stdout.flush()
+        print(f"error: permission denied: {e.filename}{f' -> {e.filename2}' if e.filename2 else ''}: give this user "
+              f"access to it, or pass another path (--out_dir, --data_dir, --cache_dir)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt as e:  # run_experiment names its run directory: a default out_dir is new each time
         sys.stdout.flush()
         rerun = e.args[0] if e.args else "the same command run again"

@@ -364,6 +364,17 @@ def test_cli_ends_an_interrupted_command_with_one_line(capsys):
     assert err.startswith("interrupted.") and err.count("\n") == 1
 
 
+def test_cli_ends_a_permission_error_with_one_line_naming_the_path(capsys):
+    # an out_dir, data file or cache folder this user may not write or read was a PermissionError traceback
+    def main(argv):
+        print("before")
+        raise PermissionError(13, "Permission denied", "/data/mnist/t10k-labels-idx1-ubyte.gz")
+    assert train.cli(main, []) == 2
+    out, err = capsys.readouterr()
+    assert out == "before\n" and err.count("\n") == 1
+    assert err.startswith("error: permission denied: /data/mnist/t10k-labels-idx1-ubyte.gz: give this user access")
+
+
 def test_a_command_error_comes_after_what_the_command_printed_before_it():
     # stdout to a pipe or file is block-buffered: without a flush, the error (stderr) came first in a log of both
     script = ("import sys, train\n"
