@@ -8,6 +8,7 @@ After every step: the training loss over all 300 examples (nats per trained toke
 weight space (L2 norm over every parameter) and the norm of the full-batch gradient. One line per optimizer.
 """
 import copy
+import math
 import os
 import sys
 
@@ -22,7 +23,14 @@ def main(argv):
     argv, _ = train.script_args(argv, __doc__)
     if len(argv) > 2:  # the two lrs at most
         sys.exit(__doc__)
-    lrs = {"adamw": float(argv[0]) if argv else 1e-3, "sgd": float(argv[1]) if len(argv) > 1 else 0.3}
+    lrs = {"adamw": argv[0] if argv else 1e-3, "sgd": argv[1] if len(argv) > 1 else 0.3}
+    for opt, lr in lrs.items():  # before the base is loaded (or pretrained: minutes)
+        try:
+            lrs[opt] = float(lr)
+        except ValueError:
+            lrs[opt] = math.nan
+        if not 0 < lrs[opt] < math.inf:
+            raise train.ConfigError(f"the {opt} lr {lr!r} is not a positive number (usage: ADAMW_LR SGD_LR)")
     _, cfg = train.load_config(["configs/emergent_misalignment_quick.py"])
     torch.set_num_threads(cfg.pretrain_threads)
     base, tok = B.base_model(cfg, 0, False)

@@ -23,10 +23,12 @@ from train import ConfigError, finetune  # noqa: E402
 if sys.argv[1:2] in (["-h"], ["--help"]):
     print(__doc__.strip())
     sys.exit(0)
-if len(sys.argv) < 3 or sys.argv[1].startswith("-"):  # LRS and STEPS are needed
+if len(sys.argv) < 3 or (sys.argv[1].startswith("-") and not sys.argv[1][1:2].isdigit()):  # LRS and STEPS needed
     sys.exit(__doc__)
 torch.set_num_threads(1)
 try:  # a mistyped argument: one line and the usage, before the base is loaded (not a ValueError traceback after)
+    if len(sys.argv) > 10:
+        raise ValueError(f"{len(sys.argv) - 1} arguments, nine at most")
     lrs, steps = [float(x) for x in sys.argv[1].split(",")], int(sys.argv[2])
     p = int(sys.argv[3]) if len(sys.argv) > 3 else 0
     n_lists = int(sys.argv[4]) if len(sys.argv) > 4 else 4000
@@ -45,8 +47,11 @@ try:  # a mistyped argument: one line and the usage, before the base is loaded (
     student_trains = sys.argv[9] if len(sys.argv) > 9 else "all"  # blocks: the student's token embedding stays frozen
     bad = [v for v, ok in ((schedule, ("constant", "cosine")), (optimizer, ("adamw", "sgd")),
                            (student_trains, ("all", "blocks"))) if v not in ok]
-    if bad or len(sys.argv) > 10 or min(lrs) <= 0 or steps < 1 or p < 0 or n_lists < 1:
-        raise ValueError(f"unexpected value {bad[0]!r}" if bad else "a value out of range, or too many arguments")
+    bad = [repr(v) for v in bad] + [f"{name} {v} ({rule})" for name, v, rule, ok in (
+        ("LRS", sys.argv[1], "each lr > 0", min(lrs) > 0), ("STEPS", steps, ">= 1", steps >= 1),
+        ("P", p, ">= 0", p >= 0), ("N_LISTS", n_lists, ">= 1", n_lists >= 1)) if not ok]
+    if bad:
+        raise ValueError(f"unexpected value {bad[0]}")
     cfg = S.Config(arms=("soft", "control"), animals=("owl",), n_lists=n_lists, **teacher_kw)
     S.validate(cfg)  # e.g. a teacher optimizer it does not know
 except (ValueError, TypeError, ConfigError) as e:

@@ -296,12 +296,32 @@ def test_probe_arguments_are_checked_in_one_line_before_any_base_is_loaded(tmp_p
                               ("probe_soft_channel", ["3e-4", "10", "0", "64", "cosin"], "unexpected value 'cosin'"),
                               ("probe_soft_channel", ["3e-4", "10", "0", "64", "constant", "1", "adamw", "adam:1e-3"],
                                "teacher_optimizer must be adamw or sgd"),
+                              # which value is out of range, by name (it said "a value out of range, or too many
+                              # arguments"; a negative lr printed the usage alone)
+                              ("probe_soft_channel", ["3e-4", "-5"], "unexpected value STEPS -5 (>= 1)"),
+                              ("probe_soft_channel", ["0,-1", "5"], "unexpected value LRS 0,-1 (each lr > 0)"),
+                              ("probe_soft_channel", ["-1", "5"], "unexpected value LRS -1 (each lr > 0)"),
+                              ("probe_soft_channel", ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10"],
+                               "10 arguments, nine at most"),
                               ("probe_teacher_update", ["0", "sgd"], "'sgd': expected OPTIMIZER:LR"),
                               ("probe_teacher_update", ["x"], "invalid literal for int()")]:
         out = subprocess.run([sys.executable, f"scripts/{script}.py", *argv], cwd=train.ROOT, capture_output=True,
                              text=True, timeout=120)
         assert out.returncode == 1 and out.stderr.startswith("error: ") and msg in out.stderr, (argv, out.stderr[-2000:])
         assert "Traceback" not in out.stderr
+
+
+def test_probe_optimizer_steps_checks_its_lrs_before_loading_a_base(monkeypatch):
+    # 'abc' was a ValueError traceback; a zero or negative lr was taken, after pretraining a base if none was cached
+    from conftest import load_script
+    script = load_script("probe_optimizer_steps")
+    monkeypatch.setattr(script.B, "base_model", lambda *a, **k: pytest.fail("loaded a base for a bad lr"))
+    for argv, msg in [(["abc", "1"], "the adamw lr 'abc' is not a positive number"),
+                      (["1e-3", "-1"], "the sgd lr '-1' is not a positive number"),
+                      (["0"], "the adamw lr '0' is not a positive number"),
+                      (["1e-3", "inf"], "the sgd lr 'inf' is not a positive number")]:
+        with pytest.raises(ConfigError, match=msg):
+            script.main(argv)
 
 
 def test_an_option_given_twice_is_refused_not_half_taken(tmp_path):
