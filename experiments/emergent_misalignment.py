@@ -836,9 +836,24 @@ def unit_jobs(cfg, run_dir):
     return [(s, d, Path(run_dir) / f"unit_{'twin' if d else 'world'}_{s}.json") for s, d in jobs]
 
 
+def unit_problem(cfg, seed, decorrelated):
+    """What is wrong with a saved unit for this job (B.load_unit's `problem`): another base's unit (copied in or
+    edited: counted as this seed's), or not one run for each fine-tune seed (the aggregation's KeyError)."""
+    def problem(u):
+        if (u.get("seed"), u.get("decorrelated")) != (seed, decorrelated):
+            return (f"is the unit of base seed {u.get('seed')}{' (twin)' if u.get('decorrelated') else ''}, not of "
+                    f"{seed}{' (twin)' if decorrelated else ''}")
+        runs = u.get("runs")
+        if not (isinstance(u.get("base"), dict) and isinstance(runs, list) and all(isinstance(r, dict) for r in runs)
+                and [r.get("ft_seed") for r in runs] == list(range(cfg.ft_seeds))):
+            return f"does not hold the base's numbers and one run for each of the {cfg.ft_seeds} fine-tune seeds"
+    return problem
+
+
 def saved_unit(cfg, seed, decorrelated, path):
     """em_unit, saved as soon as it is done and, with cfg.resume, read back on a rerun."""
-    return B.saved_unit(em_unit, path, cfg.resume, unit_label(seed, decorrelated), cfg, seed, decorrelated)
+    return B.saved_unit(em_unit, path, cfg.resume, unit_label(seed, decorrelated), cfg, seed, decorrelated,
+                        problem=unit_problem(cfg, seed, decorrelated))
 
 
 def run(cfg, run):
@@ -883,7 +898,8 @@ def reevaluate(run_dir):
     saved = run_dir / "results.json"
     if saved.is_file() and all(path.is_file() for _, _, path in jobs):
         # a run made before a fix of the aggregation gets it (e.g. the flag of an arm that never matched)
-        res, md, wrote = rewrite_results(run_dir, aggregate(cfg, [B.load_unit(path) for _, _, path in jobs]),
+        res, md, wrote = rewrite_results(run_dir, aggregate(cfg, [B.load_unit(path, unit_problem(cfg, s, d))
+                                                                  for s, d, path in jobs]),
                                          lambda res: table(res, cfg))
     elif saved.is_file():
         res = B.int_keys(read_results(saved))
@@ -898,7 +914,7 @@ def reevaluate(run_dir):
         if not done:
             raise ConfigError(f"{run_dir} has no results.json and no base seed with all its units "
                               f"(unit_world_S.json{', unit_twin_S.json' if cfg.twin else ''}) finished yet")
-        res = aggregate(cfg, [B.load_unit(path) for q, _, path in jobs if q in done])
+        res = aggregate(cfg, [B.load_unit(path, unit_problem(cfg, q, d)) for q, d, path in jobs if q in done])
         res["partial"] = {"base_seeds": done, "of": list(cfg.seeds)}
         md = f"PARTIAL: {len(done)} of {len(cfg.seeds)} base seeds finished.\n\n" + table(res, cfg)
         suffix = "_partial"

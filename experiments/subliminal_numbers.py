@@ -994,9 +994,17 @@ def unit_jobs(cfg, run_dir):
     return [(p, f, Path(run_dir) / f"unit_{p}_{f}.json") for p in cfg.seeds for f in range(cfg.student_seeds)]
 
 
+def unit_problem(p, f):
+    """What is wrong with a saved unit for seed (p, f) (B.load_unit's `problem`): another seed's unit (copied in or
+    edited: counted as this seed's), or none's (the aggregation's KeyError)."""
+    return lambda u: None if (u.get("p"), u.get("f")) == (p, f) else (
+        f"is the unit of seed ({u.get('p')}, {u.get('f')}), not of ({p}, {f})")
+
+
 def saved_unit(cfg, p, f, path):
     """One unit (seed (p, f)), saved as soon as it is done and, with cfg.resume, read back on a rerun."""
-    return B.saved_unit(UNITS[cfg.mode][0], path, cfg.resume, f"[subliminal {cfg.mode}] seed ({p}, {f})", cfg, p, f)
+    return B.saved_unit(UNITS[cfg.mode][0], path, cfg.resume, f"[subliminal {cfg.mode}] seed ({p}, {f})", cfg, p, f,
+                        problem=unit_problem(p, f))
 
 
 def run(cfg, run):
@@ -1244,7 +1252,7 @@ def reevaluate(run_dir):
     cfg = run_config(Config, run_dir)
     suffix, done, wrote = "", run_dir / "results.json", []  # wrote: the tables rewritten, named in the last line
     jobs = unit_jobs(cfg, run_dir)
-    found = {(p, f): B.load_unit(path) for p, f, path in jobs if path.is_file()}  # the units finished, by seed
+    found = {(p, f): B.load_unit(path, unit_problem(p, f)) for p, f, path in jobs if path.is_file()}  # by seed
     units = list(found.values())
     if done.is_file() and len(units) == len(jobs):
         res, md, wrote = rewrite_results(run_dir, UNITS[cfg.mode][1](cfg, units),

@@ -357,9 +357,10 @@ def int_keys(obj):
     return [int_keys(v) for v in obj] if isinstance(obj, list) else obj
 
 
-def load_unit(path):
-    """A saved unit (saved_unit), read back. One that is not readable JSON (damaged, edited, a disk that filled up)
-    is a CheckpointError naming the file and the way out, not a traceback from the json module."""
+def load_unit(path, problem=None):
+    """A saved unit (saved_unit), read back. One that is not readable JSON (damaged, edited, a disk that filled up),
+    or of which `problem(unit)` says what is wrong (another seed's unit copied in; a layout its readers would fail
+    deep inside), is a CheckpointError naming the file and the way out, not a traceback."""
     try:
         unit = int_keys(json.loads(Path(path).read_text()))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -368,6 +369,9 @@ def load_unit(path):
     if not isinstance(unit, dict) or not unit:  # JSON, but not what a unit writes: its readers would fail deep inside
         raise CheckpointError(f"{path} holds {json.dumps(unit)[:40]}, not a unit's results: delete it, and the run "
                               f"recomputes that unit when rerun with the same --out_dir")
+    if problem is not None and (why := problem(unit)):
+        raise CheckpointError(f"{path} {why}: delete it, and the run recomputes that unit when rerun with the same "
+                              f"--out_dir")
     return unit
 
 
@@ -377,15 +381,15 @@ def say(tag, what, t0):
     print(f"{tag}: {what} ({time.time() - t0:.0f} s)", flush=True)
 
 
-def saved_unit(fn, path, resume, label, *args):
+def saved_unit(fn, path, resume, label, *args, problem=None):
     """fn(*args), one unit of a run (one base model's fine-tunes), saved to `path` (JSON) as soon as it is
     done, so that an interrupted run loses only the units in flight and `python eval.py RUN_DIR` can
     aggregate the finished ones. With `resume`, a unit an earlier run of the same config (train.Run checks
-    that) already saved is read back instead of recomputed."""
+    that) already saved is read back instead of recomputed (checked by `problem`, as load_unit does)."""
     path = Path(path)
     if resume and path.is_file():
         print(f"{label}: resumed from {path.name}", flush=True)
-        return load_unit(path)
+        return load_unit(path, problem)
     out = fn(*args)
     write_json(path, out)
     return int_keys(json.loads(json.dumps(out)))  # the same types either way

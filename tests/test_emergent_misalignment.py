@@ -1023,6 +1023,11 @@ def test_cos_evil_direction_is_of_the_shift_from_the_base():
     assert along(base, shift) == 0
 
 
+def stub_unit(cfg, seed, twin):
+    """A unit's layout (E.unit_problem checks it), with nothing in it: for tests whose aggregation is stubbed."""
+    return {"seed": seed, "decorrelated": twin, "base": {}, "runs": [{"ft_seed": f} for f in range(cfg.ft_seeds)]}
+
+
 def test_eval_on_a_stopped_run_aggregates_only_the_base_seeds_with_every_unit(tmp_path, monkeypatch, capsys):
     # seed 0 finished its world and twin units, seed 1 only its world one: the partial table is seed 0's alone
     # (seed 1's world beside no twin would pair arms over different bases), and says it is partial
@@ -1031,7 +1036,7 @@ def test_eval_on_a_stopped_run_aggregates_only_the_base_seeds_with_every_unit(tm
     cfg = E.Config(seeds=(0, 1), twin=True, out_dir=str(out), device="cpu")
     train.Run(cfg, "emergent_misalignment")
     for name, seed, twin in (("unit_world_0", 0, False), ("unit_twin_0", 0, True), ("unit_world_1", 1, False)):
-        train.write_json(out / f"{name}.json", {"seed": seed, "decorrelated": twin})
+        train.write_json(out / f"{name}.json", stub_unit(cfg, seed, twin))
     got = []
     monkeypatch.setattr(E, "aggregate", lambda cfg, units: got.extend(units) or {})
     monkeypatch.setattr(E, "table", lambda res, cfg: "the table")
@@ -1051,15 +1056,16 @@ def test_eval_on_a_finished_run_aggregates_its_units_again_with_this_code(tmp_pa
     # saved units, as subliminal numbers does; eval.py only redrew its stale results.json
     import eval as EV
     out = tmp_path / "run"
-    train.Run(E.Config(seeds=(0,), twin=False, out_dir=str(out), device="cpu"), "emergent_misalignment")
-    train.write_json(out / "unit_world_0.json", {"seed": 0, "decorrelated": False})
+    cfg = E.Config(seeds=(0,), twin=False, out_dir=str(out), device="cpu")
+    train.Run(cfg, "emergent_misalignment")
+    train.write_json(out / "unit_world_0.json", stub_unit(cfg, 0, False))
     train.write_json(out / "results.json", {"stale": True, "seconds": 12.5})
     got = []
     monkeypatch.setattr(E, "aggregate", lambda cfg, units: got.extend(units) or {"matched_not_reached": {"insecure": "1/2"}})
     monkeypatch.setattr(E, "table", lambda res, cfg: f"the table of {sorted(res)}")
     monkeypatch.setattr(E, "plot", lambda res, cfg, path: None)
     assert EV.main([str(out)]) == 0
-    assert got == [{"seed": 0, "decorrelated": False}]
+    assert got == [stub_unit(cfg, 0, False)]
     assert json.loads((out / "results.json").read_text()) == {"matched_not_reached": {"insecure": "1/2"}, "seconds": 12.5}
     # a record that the stale numbers were replaced: env.json still names the commit that ran the units
     assert json.loads((out / "reaggregated.jsonl").read_text())["results_changed"] is True

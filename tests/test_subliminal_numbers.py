@@ -336,8 +336,9 @@ def test_end_to_end_writes_every_file(tmp_path, capsys, monkeypatch):
     # summaries pair each base's students: mixing them raised "unbalanced groups")
     values = json.loads((out2 / "config.json").read_text())
     (out2 / "config.json").write_text(json.dumps({**values, "student_seeds": 2}))
-    (out2 / "unit_0_1.json").write_bytes((out2 / "unit_0_0.json").read_bytes())
-    (out2 / "unit_1_0.json").write_bytes((out2 / "unit_0_0.json").read_bytes())
+    unit = json.loads((out2 / "unit_0_0.json").read_text())  # stand-ins for the other seeds' units, named as theirs
+    (out2 / "unit_0_1.json").write_text(json.dumps({**unit, "f": 1}))
+    (out2 / "unit_1_0.json").write_text(json.dumps({**unit, "p": 1}))
     assert E.main([str(out2)]) == 0
     assert "PARTIAL: 3 of 4 units (seeds) finished; aggregated: the 1 of 2 bases with all" in capsys.readouterr().out
     assert json.loads((out2 / "results_partial.json").read_text())["partial"] == {"units": 2, "of": 4}

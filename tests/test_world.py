@@ -652,6 +652,45 @@ def test_a_damaged_unit_file_is_a_one_line_checkpoint_error_naming_it_on_resume_
         assert f"unit_world_0.json holds {text}, not a unit's results: delete it" in err and "Traceback" not in err
 
 
+def test_a_unit_of_another_seed_or_layout_is_a_one_line_checkpoint_error_on_resume_and_in_eval(tmp_path, capsys):
+    # a unit copied from another seed's file was aggregated as this seed's (results.json then named seed 7 where the
+    # config has 0); one without its runs, or with none, ended eval.py and the resume in a KeyError / IndexError
+    import json
+    import eval as E
+    from experiments import emergent_misalignment as EM, subliminal_numbers as SN
+    (tmp_path / "config.json").write_text(json.dumps({"experiment": "emergent_misalignment", "seeds": [0],
+                                                      "twin": False, "ft_seeds": 2}))
+    good = {"seed": 0, "decorrelated": False, "base": {}, "runs": [{"ft_seed": 0}, {"ft_seed": 1}], "seconds": 1.0}
+    unit = tmp_path / "unit_world_0.json"
+    cfg = EM.Config(seeds=(0,), twin=False, ft_seeds=2)
+    unit.write_text(json.dumps(good))
+    assert B.load_unit(unit, EM.unit_problem(cfg, 0, False)) == good
+    for edit, says in [({"seed": 7}, "is the unit of base seed 7, not of 0"),
+                       ({"decorrelated": True}, "is the unit of base seed 0 (twin), not of 0"),
+                       ({"runs": []}, "does not hold the base's numbers and one run for each of the 2 fine-tune seeds"),
+                       ({"runs": [{"ft_seed": 1}, {"ft_seed": 0}]}, "one run for each of the 2 fine-tune seeds"),
+                       ({"base": None}, "does not hold the base's numbers")]:
+        unit.write_text(json.dumps({**good, **edit}))
+        assert E.main([str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert "unit_world_0.json " in err and says in err and "delete it" in err and "Traceback" not in err, err
+        with pytest.raises(CheckpointError, match=re.escape(says)):  # a resumed run reads it back the same way
+            EM.saved_unit(dataclasses.replace(cfg, resume=True), 0, False, unit)
+    bad = {**good, "runs": []}
+    unit.write_text(json.dumps(bad))
+    assert B.load_unit(unit) == bad  # (what load_unit is not told to check, it does not)
+    # subliminal numbers: the unit of seed (p, f) names its seed
+    (tmp_path / "config.json").write_text(json.dumps({"experiment": "subliminal_numbers", "seeds": [0],
+                                                      "student_seeds": 1}))
+    (tmp_path / "unit_0_0.json").write_text(json.dumps({"p": 1, "f": 0, "kept": {}}))
+    assert E.main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "unit_0_0.json is the unit of seed (1, 0), not of (0, 0): delete it" in err and "Traceback" not in err, err
+    (tmp_path / "unit_0_0.json").write_text('{"kept": {}}')  # no seed: a KeyError in the aggregation
+    with pytest.raises(CheckpointError, match=re.escape("is the unit of seed (None, None), not of (0, 0)")):
+        B.load_unit(tmp_path / "unit_0_0.json", SN.unit_problem(0, 0))
+
+
 def test_a_damaged_or_missing_tokenizer_in_the_base_cache_is_a_checkpoint_error_that_says_delete_the_folder(tmp_path):
     cfg = B.Config(n_layer=1, n_embd=16, n_head=2, steps=2, warmup=1, n_docs=40, cache_dir=str(tmp_path))
     B.base_model(cfg, 0, log=lambda *a: None)  # pretrain and cache a tiny base
