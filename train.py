@@ -93,8 +93,9 @@ def _check_type(key, value, typ):
         return value
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if typ is float and isinstance(value, float) and not math.isfinite(value):  # 1e999 parses as inf: NaN weights
-        raise ConfigError(f"config key '{key}' must be a finite number, got {value!r}")
+    # 1e999 parses as inf (NaN weights); past float32's range (the computations' dtype), a traceback deep in torch
+    if typ is float and isinstance(value, float) and not abs(value) <= torch.finfo(torch.float32).max:
+        raise ConfigError(f"config key '{key}' must be a finite number within float32's range, got {value!r}")
     if typ is int and isinstance(value, bool) or not isinstance(value, typ):
         how = " (write True or False)" if typ is bool else ""
         raise ConfigError(f"config key '{key}' must be {typ.__name__}, got {type(value).__name__} {value!r}{how}")
@@ -1460,6 +1461,7 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
         save(with_state=False)
     loss_sum = torch.zeros((), device=device)  # summed step losses since the last log line (no sync per step)
     t_log, steps_since, untimed = time.time(), 0, 0  # untimed: steps of this interval before the resume
+    diverged = False  # a log line had a loss that is not finite (said once)
     if carried and carried[1]:  # resumed inside a log interval: its line is the mean over all of its steps
         if rank == 0:  # the saved sum is every rank's
             loss_sum += carried[0]
@@ -1510,6 +1512,10 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
                 line = (f"[{desc}] step {step:5d} | loss {train_loss:.4f} | lr {record['lr']:.2e} | "
                         f"{record['ms_per_step']:.1f} ms/step | {record['tokens_per_s']:,.0f} tok/s")
                 (tqdm.write if progress else print)(line + (f" | mfu {record['mfu']:.1%}" if peak else ""))
+                if not math.isfinite(train_loss) and not diverged:  # every later number would be nan too: say why
+                    diverged = True
+                    (tqdm.write if progress else print)(f"warning: [{desc}] the loss is not finite at step {step} "
+                                                        f"(training diverged): lower lr (now {lr:g}) or raise warmup")
             loss_sum.zero_()
             t_log, steps_since, untimed = time.time(), 0, 0
         if val is not None and eval_every and step % eval_every == 0 and step < steps:  # (the last one: below)

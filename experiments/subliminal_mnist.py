@@ -331,6 +331,14 @@ def run_group(cfg, seeds, partners, data, device, log, teachers=None):
         model.load_seeds(params)
         return torch.compile(model) if cfg.compile else model
 
+    def check_finite(model, conds, lr):  # a diverged model scores chance's accuracy, which reads as a result: say so
+        bad = sum((~p.isfinite()).flatten(1).any(1) for p in model.parameters()).tolist()  # [len(conds) * S]
+        for j, c in enumerate(conds):
+            if lost := [seeds[k] for k in range(S) if bad[j * S + k]]:
+                print(f"warning: {c}: the weights of seed{'s' * (len(lost) > 1)} {', '.join(map(str, lost))} are not "
+                      f"finite (training diverged; its accuracy is chance's): lower the lr (now {lr:g})", flush=True)
+                log(stage="diverged", condition=c, seeds=lost)
+
     acc, weights = {}, {}
     kept = None
     if teachers is not None:
@@ -348,6 +356,7 @@ def run_group(cfg, seeds, partners, data, device, log, teachers=None):
                          gens=gens, amp=amp, log=log, desc="teacher")
         teacher = model
         acc["teacher"] = accuracy(teacher, test_x, test_y)
+        check_finite(teacher, ["teacher"], cfg.lr)
         taught = getattr(teacher, "_orig_mod", teacher).params() if cfg.save_weights or teachers is not None else None
         if teachers is not None:
             teachers["groups"][tuple(seeds)] = (taught, acc["reference"], acc["teacher"])
@@ -386,6 +395,7 @@ def run_group(cfg, seeds, partners, data, device, log, teachers=None):
                       epochs=cfg.distill_epochs, lr=cfg.distill_lr or cfg.lr, batch_size=cfg.batch_size, gens=gens,
                       loss=cfg.loss, temperature=cfg.temperature, amp=amp, refresh=refresh, log=log, desc="+".join(conds))
         accs = accuracy(student, test_x, test_y).split(S)
+        check_finite(student, conds, cfg.distill_lr or cfg.lr)
         trained = getattr(student, "_orig_mod", student).params() if cfg.save_weights else None
         for j, c in enumerate(conds):
             acc[c] = accs[j]

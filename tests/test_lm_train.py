@@ -96,6 +96,18 @@ def test_checkpoint_round_trip_is_bit_exact_and_never_leaks_orig_mod(tmp_path):
     assert torch.equal(model(idx), loaded(idx))
 
 
+def test_a_loss_that_is_not_finite_is_said_once_at_its_log_line(capsys):
+    # lr=1e6: every log line after the first read "loss nan", and the run ended with a nan table, without a word
+    out = train_lm(fresh(), stream_data(), steps=6, batch_size=4, lr=1e6, log_every=2, progress=False)
+    printed = capsys.readouterr().out
+    assert not math.isfinite(out["train_loss"])
+    assert printed.count("warning:") == 1, printed
+    assert re.search(r"warning: \[lm\] the loss is not finite at step \d+ \(training diverged\): lower lr \(now 1e\+06\)",
+                     printed), printed
+    train_lm(fresh(), stream_data(), steps=6, batch_size=4, lr=1e-2, log_every=2, progress=False)
+    assert "warning" not in capsys.readouterr().out
+
+
 def test_checkpoint_loading_says_what_does_not_match(tmp_path):
     model = fresh()
     save_lm(tmp_path / "ck", model, step=0, seed=0)

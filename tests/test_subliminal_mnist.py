@@ -485,6 +485,21 @@ def test_a_finished_group_is_reused_only_when_it_is_that_group_with_its_own_weig
 
 
 @need_data()
+def test_a_diverged_condition_is_named_in_a_warning_and_in_the_metrics(tmp_path, capsys):
+    # lr=1e30: NaN weights, reported as chance's accuracy (0.098, the share of 0s) without a word
+    out, _ = run(tmp_path, "--distill_lr=1e30", "--epochs=1", "--conditions=['teacher', 'student_aux', 'student_all']")
+    printed = capsys.readouterr().out
+    for c in ("student_aux", "student_all"):
+        assert f"warning: {c}: the weights of seeds 0, 1 are not finite (training diverged" in printed, printed
+    assert "warning: teacher" not in printed  # (its own lr is fine)
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["condition"], r["seeds"]) for r in logged if r.get("stage") == "diverged"] == [
+        ("student_aux", [0, 1]), ("student_all", [0, 1])]
+    run(tmp_path, "--epochs=1", "--conditions=['teacher', 'student_aux']", name="fine")
+    assert "warning" not in capsys.readouterr().out
+
+
+@need_data()
 def test_a_run_without_saved_weights_resumes_its_finished_groups(tmp_path, capsys):
     _, res = run(tmp_path, COND, "--save_weights=False")
     capsys.readouterr()
