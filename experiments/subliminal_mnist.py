@@ -471,6 +471,8 @@ def run_cell(cfg, run, data, cell_name, params=None, teachers=None):
                 for c in cfg.conditions:
                     per_seed[c] += saved["accuracy"][c]
                 print(f"[{cell_name}] seeds {seeds[0]}..{seeds[-1]}: resumed from {record.name}")
+                # (its epochs' lines are an earlier attempt's, higher up in metrics.jsonl)
+                run.log(cell=cell_name, group=gi, stage="resumed", seeds=seeds, **({"params": params} if params else {}))
                 continue
         t0 = time.time()
         # the cell's values nested: a swept key may share a name with a record's field (loss)

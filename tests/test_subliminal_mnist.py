@@ -62,6 +62,8 @@ def test_end_to_end_writes_every_file_and_teacher_beats_chance(tmp_path, capsys)
     # resume: a second run in the same directory reuses the finished seed group and agrees exactly
     out2, res2 = run(tmp_path)
     assert "resumed" in capsys.readouterr().out and res2["conditions"] == res["conditions"]
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["cell"], r["group"], r["seeds"]) for r in logged if r.get("stage") == "resumed"] == [("main", 0, [0, 1])]
     # weights cut short after the group finished: resuming trains the group again, and deterministically so
     w = out / "main_group0.safetensors"
     assert w.stat().st_mode & 0o777 == 0o666 & ~current_umask()  # as any file the user writes (save_file: 0600)
