@@ -92,7 +92,7 @@ def _check_type(key, value, typ):
             raise ConfigError(f"config key '{key}' must be a dict, got {value!r}")
         return value
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        value = float(value) if abs(value) < 2 ** 1024 else math.inf  # (float() of a larger int: an OverflowError)
     # 1e999 parses as inf (NaN weights); past float32's range (the computations' dtype), a traceback deep in torch
     if typ is float and isinstance(value, float) and not abs(value) <= torch.finfo(torch.float32).max:
         raise ConfigError(f"config key '{key}' must be a finite number within float32's range, got {value!r}")
@@ -533,7 +533,7 @@ def project_place(path, allowed=()):
     for p in (Path(os.path.abspath(path)), Path(path).resolve()):
         for root in (ROOT, Path(os.path.abspath(Path(__file__).parent))):
             part = p.relative_to(root).parts[:1] if p.is_relative_to(root) else None
-            if part == () or (part and part[0] in PROJECT_FOLDERS and part[0] not in allowed):
+            if part == () or (part and part[0] in (*PROJECT_FOLDERS, ".git") and part[0] not in allowed):
                 return part
     return None
 
@@ -1563,8 +1563,9 @@ def cli(main, argv):
         return 2
     except PermissionError as e:  # a folder or file of the user's that this user may not read or write
         sys.stdout.flush()
-        print(f"error: permission denied: {e.filename}{f' -> {e.filename2}' if e.filename2 else ''}: give this user "
-              f"access to it, or pass another path (--out_dir, --data_dir, --cache_dir)", file=sys.stderr)
+        what = f"{e.filename}{f' -> {e.filename2}' if e.filename2 else ''}" if e.filename else str(e)
+        print(f"error: permission denied: {what}: give this user access to it, or pass another path (--out_dir, "
+              f"--data_dir, --cache_dir)", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:  # run_experiment names its run directory: a default out_dir is new each time
         sys.stdout.flush()

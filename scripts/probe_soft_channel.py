@@ -9,7 +9,9 @@ N_LISTS teacher lists, batch 32) at each lr in LRS (comma-separated) and prints,
 steps, the held-out P(owl) and KL(teacher || student) over the number tokens on 256 held-out teacher lists,
 as a fraction of KL(teacher || base). One thread; the bases must be cached (configs/world_base.py)."""
 import copy
+import math
 import os
+import re
 import sys
 import time
 
@@ -23,7 +25,8 @@ from train import ConfigError, finetune  # noqa: E402
 if sys.argv[1:2] in (["-h"], ["--help"]):
     print(__doc__.strip())
     sys.exit(0)
-if len(sys.argv) < 3 or (sys.argv[1].startswith("-") and not sys.argv[1][1:2].isdigit()):  # LRS and STEPS needed
+if len(sys.argv) < 3 or (sys.argv[1].startswith("-") and not re.fullmatch(r"[-+.\d,einfa]+", sys.argv[1])):  # LRS
+    # and STEPS are needed (a negative lr is a value out of range, not an option)
     sys.exit(__doc__)
 torch.set_num_threads(1)
 try:  # a mistyped argument: one line and the usage, before the base is loaded (not a ValueError traceback after)
@@ -48,7 +51,7 @@ try:  # a mistyped argument: one line and the usage, before the base is loaded (
     bad = [v for v, ok in ((schedule, ("constant", "cosine")), (optimizer, ("adamw", "sgd")),
                            (student_trains, ("all", "blocks"))) if v not in ok]
     bad = [repr(v) for v in bad] + [f"{name} {v} ({rule})" for name, v, rule, ok in (
-        ("LRS", sys.argv[1], "each lr > 0", min(lrs) > 0), ("STEPS", steps, ">= 1", steps >= 1),
+        ("LRS", sys.argv[1], "each lr > 0 and finite", 0 < min(lrs) and max(lrs) < math.inf), ("STEPS", steps, ">= 1", steps >= 1),
         ("P", p, ">= 0", p >= 0), ("N_LISTS", n_lists, ">= 1", n_lists >= 1)) if not ok]
     if bad:
         raise ValueError(f"unexpected value {bad[0]}")

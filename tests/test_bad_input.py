@@ -1,8 +1,10 @@
 """Bad input found by fuzzing the command line, each refused in one line before any work: a path the OS refuses, a
 number that is not finite, values that make a run a no-op or run one thing twice, and keys of another mode that
 would have been silently ignored (and recorded in config.json as if used)."""
-import re
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,7 +60,7 @@ def test_a_cache_dir_that_cannot_be_used_and_workers_below_one_are_refused(tmp_p
     B.validate(B.Config(workers=1))
 
 
-@pytest.mark.parametrize("value", ["1e999", "-1e999", "1e300", "-3.5e38"])
+@pytest.mark.parametrize("value", ["1e999", "-1e999", "1e300", "-3.5e38", "1" + "0" * 40, "1" + "0" * 400])
 def test_a_number_that_is_not_finite_is_refused(value, capsys):
     # 1e999 parses as inf: the run went on with NaN weights and reported chance accuracy; past float32's range (the
     # computations' dtype) it was a traceback from deep in torch ("cannot be converted to type float without overflow")
@@ -227,8 +229,6 @@ def test_a_json_file_a_script_reads_is_missing_damaged_or_another_kind_in_one_li
     ("probe_attn0_parts", ["--pool", "{run}"], "is a directory: expected an --out file of probe_attn0_parts.py"),
     ("em_optimizer_parts", ["--from={run}/results.json"], "it lacks runs, excluded, per_base")])
 def test_scripts_given_a_file_of_another_kind_say_so_in_one_line(script, args, msg, tmp_path):
-    import subprocess
-    import sys
     run = tmp_path / "run"
     run.mkdir()
     (run / "results.json").write_text('{"arms": {}}')
@@ -272,8 +272,6 @@ def test_scripts_that_read_a_runs_bases_refuse_an_uncached_one_before_any_work(t
 
 
 def test_probe_arguments_are_checked_in_one_line_before_any_base_is_loaded(tmp_path):
-    import subprocess
-    import sys
     from conftest import load_script
     assert train.seed_args(["3", "10"]) == [3, 10]
     with pytest.raises(ConfigError, match="'x' is not a base seed"):
@@ -300,8 +298,8 @@ def test_probe_arguments_are_checked_in_one_line_before_any_base_is_loaded(tmp_p
                               # which value is out of range, by name (it said "a value out of range, or too many
                               # arguments"; a negative lr printed the usage alone)
                               ("probe_soft_channel", ["3e-4", "-5"], "unexpected value STEPS -5 (>= 1)"),
-                              ("probe_soft_channel", ["0,-1", "5"], "unexpected value LRS 0,-1 (each lr > 0)"),
-                              ("probe_soft_channel", ["-1", "5"], "unexpected value LRS -1 (each lr > 0)"),
+                              ("probe_soft_channel", ["0,-1", "5"], "unexpected value LRS 0,-1 (each lr > 0 and finite)"),
+                              ("probe_soft_channel", ["-1", "5"], "unexpected value LRS -1 (each lr > 0 and finite)"),
                               ("probe_soft_channel", ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10"],
                                "10 arguments, nine at most"),
                               ("probe_teacher_update", ["0", "sgd"], "'sgd': expected OPTIMIZER:LR"),
@@ -310,6 +308,34 @@ def test_probe_arguments_are_checked_in_one_line_before_any_base_is_loaded(tmp_p
                              text=True, timeout=120)
         assert out.returncode == 1 and out.stderr.startswith("error: ") and msg in out.stderr, (argv, out.stderr[-2000:])
         assert "Traceback" not in out.stderr
+
+
+def test_check_out_in_the_project_root_takes_a_new_file_or_a_run_outputs_name(tmp_path, monkeypatch):
+    # in the root, only an existing file not named like a run's output is refused: a new file of any name, and an
+    # existing results.json or figure, are taken; git's own folder is the project's too
+    monkeypatch.setattr(train, "ROOT", tmp_path)  # a stand-in project root
+    (tmp_path / "notes.md").write_text("the project's")
+    (tmp_path / "old.json").write_text("{}")
+    (tmp_path / ".git").mkdir()
+    for path, msg in [("notes.md", "is a file of the project itself"), (".git/config", "in the project's folder .git/")]:
+        with pytest.raises(ConfigError, match=re.escape(msg)):
+            train.check_out(str(tmp_path / path))
+    for name in ("new.txt", "new.md", "old.json"):
+        train.check_out(str(tmp_path / name))
+
+
+def test_probe_soft_channel_checks_every_lr_and_takes_nine_arguments():
+    # each of LRS is checked (not only the first), the ninth argument (STUDENT_TRAINS) is read, not refused as one
+    # too many, and N_LISTS is checked
+    for argv, msg in [(["3e-4,-1", "5"], "unexpected value LRS 3e-4,-1 (each lr > 0 and finite)"),
+                      (["-.5", "5"], "unexpected value LRS -.5 (each lr > 0 and finite)"),
+                      (["inf", "5"], "unexpected value LRS inf (each lr > 0 and finite)"),
+                      (["3e-4", "10", "0", "64", "constant", "1", "adamw", "adamw:1e-3", "blockz"],
+                       "unexpected value 'blockz'"),
+                      (["3e-4", "5", "0", "0"], "unexpected value N_LISTS 0 (>= 1)")]:
+        out = subprocess.run([sys.executable, "scripts/probe_soft_channel.py", *argv], cwd=train.ROOT,
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 1 and out.stderr.startswith(f"error: {msg}"), (argv, out.stderr[-2000:])
 
 
 def test_probe_optimizer_steps_checks_its_lrs_before_loading_a_base(monkeypatch):

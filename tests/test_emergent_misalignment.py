@@ -1050,6 +1050,23 @@ def test_eval_on_a_stopped_run_aggregates_only_the_base_seeds_with_every_unit(tm
 
 
 
+def test_eval_on_a_finished_run_with_a_twin_reads_back_its_twin_units(tmp_path, monkeypatch):
+    # a finished run's units are each checked against their own job: the twin's unit is the twin's
+    import eval as EV
+    out = tmp_path / "run"
+    cfg = E.Config(seeds=(0,), twin=True, out_dir=str(out), device="cpu")
+    train.Run(cfg, "emergent_misalignment")
+    train.write_json(out / "unit_world_0.json", stub_unit(cfg, 0, False))
+    train.write_json(out / "unit_twin_0.json", stub_unit(cfg, 0, True))
+    train.write_json(out / "results.json", {"stale": True, "seconds": 1.0})
+    got = []
+    monkeypatch.setattr(E, "aggregate", lambda cfg, units: got.extend(units) or {"x": 1})
+    monkeypatch.setattr(E, "table", lambda res, cfg: "the table")
+    monkeypatch.setattr(E, "plot", lambda res, cfg, path: None)
+    assert EV.main([str(out)]) == 0
+    assert got == [stub_unit(cfg, 0, False), stub_unit(cfg, 0, True)]
+
+
 def test_eval_on_a_finished_run_aggregates_its_units_again_with_this_code(tmp_path, monkeypatch, capsys):
     # a run made before a fix of the aggregation (e.g. results.json without matched_not_reached, from before
     # 2026-12-02: an arm that never matched was read at its last step without the warning) gets the fix from its

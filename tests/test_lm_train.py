@@ -108,6 +108,20 @@ def test_a_loss_that_is_not_finite_is_said_once_at_its_log_line(capsys):
     assert "warning" not in capsys.readouterr().out
 
 
+def test_a_checkpoint_with_one_integer_tensor_is_refused_naming_it(tmp_path):
+    # every tensor is checked for floating point, not only the first; a bf16 one is floating point
+    model = fresh()
+    save_lm(tmp_path / "ck", model, step=0, seed=0)
+    meta = json.loads((tmp_path / "ck.json").read_text())
+    tensors = dict(model.state_dict())
+    last = list(tensors)[-1]
+    save_weights(tmp_path / "int", {**tensors, last: tensors[last].to(torch.int32)}, meta)
+    with pytest.raises(CheckpointError, match=re.escape(f"{last}: dtype torch.int32, not floating point")):
+        load_lm(tmp_path / "int")
+    save_weights(tmp_path / "bf16", {**tensors, last: tensors[last].to(torch.bfloat16)}, meta)
+    load_lm(tmp_path / "bf16")
+
+
 def test_checkpoint_loading_says_what_does_not_match(tmp_path):
     model = fresh()
     save_lm(tmp_path / "ck", model, step=0, seed=0)

@@ -375,6 +375,35 @@ def test_cli_ends_a_permission_error_with_one_line_naming_the_path(capsys):
     assert err.startswith("error: permission denied: /data/mnist/t10k-labels-idx1-ubyte.gz: give this user access")
 
 
+def test_cli_names_both_paths_of_a_permission_error_and_leaves_other_os_errors_alone(capsys):
+    # a rename names its source and target; one without a file names what it was; an OSError that is not about
+    # permissions (a full disk) is not said to be one
+    def main(argv):
+        raise PermissionError(13, "Permission denied", "/a/run.json.tmp", None, "/b/run.json")
+    assert train.cli(main, []) == 2
+    assert capsys.readouterr().err.startswith("error: permission denied: /a/run.json.tmp -> /b/run.json: give")
+
+    def no_file(argv):
+        raise PermissionError(1, "Operation not permitted")
+    assert train.cli(no_file, []) == 2
+    assert capsys.readouterr().err.startswith("error: permission denied: [Errno 1] Operation not permitted: give")
+
+    def full(argv):
+        raise OSError(28, "No space left on device", "/a/x")
+    with pytest.raises(OSError, match="No space left"):
+        train.cli(full, [])
+    # and, like a ConfigError, it comes after what the command printed (stdout to a pipe is block-buffered)
+    script = ("import sys, train\n"
+              "def main(argv):\n"
+              "    print('the table so far')\n"
+              "    raise PermissionError(13, 'Permission denied', '/x')\n"
+              "sys.exit(train.cli(main, []))\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    p = subprocess.run([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       text=True, timeout=120, env=env)
+    assert p.returncode == 2 and p.stdout.splitlines()[-2] == "the table so far", p.stdout
+
+
 def test_a_command_error_comes_after_what_the_command_printed_before_it():
     # stdout to a pipe or file is block-buffered: without a flush, the error (stderr) came first in a log of both
     script = ("import sys, train\n"

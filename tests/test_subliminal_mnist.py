@@ -2,6 +2,7 @@
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -499,6 +500,54 @@ def test_a_diverged_condition_is_named_in_a_warning_and_in_the_metrics(tmp_path,
         ("student_aux", [0, 1]), ("student_all", [0, 1])]
     run(tmp_path, "--epochs=1", "--conditions=['teacher', 'student_aux']", name="fine")
     assert "warning" not in capsys.readouterr().out
+
+
+@need_data()
+def test_a_diverged_seed_is_named_by_its_condition_and_seed_number(tmp_path, capsys, monkeypatch):
+    # one weight of one seed's model made NaN: the warning names that condition and that seed (its number, not its
+    # index in the group), with two conditions trained as one model (the j * S + k mapping) and two groups
+    from experiments import subliminal_mnist as MN
+    distill, classify = MN.train_distill, MN.train_classifier
+
+    def poison(model, row):
+        with torch.no_grad():
+            list(model.parameters())[-1][row, 0, -1] = float("nan")  # one element of the last parameter
+
+    monkeypatch.setattr(MN, "train_distill", lambda model, *a, **k: (distill(model, *a, **k), poison(model, 1))[0])
+    out, _ = run(tmp_path, "--n_seeds=4", "--seed_chunk=2", "--student_chunk=2", "--epochs=1",
+                 "--conditions=['teacher', 'student_aux', 'student_all']")
+    printed = capsys.readouterr().out
+    # rows [aux seed 0, aux seed 1, all seed 0, all seed 1] per group: row 1 is student_aux's second seed
+    assert "warning: student_aux: the weights of seed 1 are not finite" in printed, printed
+    assert "warning: student_aux: the weights of seed 3 are not finite" in printed, printed
+    assert "warning: student_all" not in printed and "warning: teacher" not in printed
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["condition"], r["seeds"]) for r in logged if r.get("stage") == "diverged"] == [
+        ("student_aux", [1]), ("student_aux", [3])]
+    # a teacher that diverged is said too
+    monkeypatch.setattr(MN, "train_classifier", lambda model, *a, **k: (classify(model, *a, **k), poison(model, 0))[0])
+    run(tmp_path, "--n_seeds=2", "--epochs=1", "--conditions=['teacher']", name="teacher")
+    printed = capsys.readouterr().out
+    assert "warning: teacher: the weights of seed 0 are not finite" in printed and "seeds 0, 1" not in printed, printed
+
+
+def test_load_group_checks_every_condition_at_the_groups_seed_count(tmp_path):
+    # shapes are checked at S = the group's seeds (a [1, k, d] tensor would broadcast into [S, k, d]) and for every
+    # condition, not only the first
+    from experiments.subliminal_mnist import load_group
+    sizes, seeds, conds = [784, 8, 12], [3, 4], ("teacher", "student_aux")
+    good = {f"{c}.{n}": torch.zeros(p.shape) for c in conds
+            for n, p in SeedMLP(len(seeds), sizes).named_parameters()}
+    stem = tmp_path / "main_group1"
+    meta = {"seeds": seeds, "partners": [4, 3], "sizes": sizes}
+    train.save_weights(stem, good, meta)
+    assert sorted(load_group(stem, seeds, sizes, conds)) == sorted(good)
+    for name, value, says in [("teacher.weights.0", torch.zeros(1, 784, 8), "its teacher.weights.0 is [1, 784, 8]"),
+                              ("student_aux.biases.1", None, "its student_aux.biases.1 is missing")]:
+        bad = {k: v for k, v in good.items() if k != name} | ({name: value} if value is not None else {})
+        train.save_weights(stem, bad, meta)
+        with pytest.raises(train.CheckpointError, match=re.escape(says)):
+            load_group(stem, seeds, sizes, conds)
 
 
 @need_data()

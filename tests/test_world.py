@@ -691,6 +691,31 @@ def test_a_unit_of_another_seed_or_layout_is_a_one_line_checkpoint_error_on_resu
         B.load_unit(tmp_path / "unit_0_0.json", SN.unit_problem(0, 0))
 
 
+def test_a_cached_base_that_is_the_twin_of_its_seed_is_refused(tmp_path):
+    # the twin's base copied into the world folder of the same seed (model.json's seed agrees) is refused too
+    import json
+    cfg = B.Config(n_layer=1, n_embd=16, n_head=2, steps=2, warmup=1, n_docs=40, cache_dir=str(tmp_path))
+    B.base_model(cfg, 0, log=lambda *a: None)
+    meta_file = next(tmp_path.glob("world_s0_*")) / "model.json"
+    meta_file.write_text(json.dumps({**json.loads(meta_file.read_text()), "decorrelated": True}))
+    with pytest.raises(CheckpointError, match=re.escape("is the twin base of seed 0, not of seed 0: delete")):
+        B.base_model(cfg, 0)
+
+
+def test_a_subliminal_numbers_unit_of_another_student_seed_is_refused_on_resume_and_in_load_unit(tmp_path):
+    # the unit of seed (p, f) is checked on both: another student seed f of the same base is refused, and a resumed
+    # run (saved_unit) checks it as eval.py does
+    import json
+    from experiments import subliminal_numbers as SN
+    unit = tmp_path / "unit_0_0.json"
+    unit.write_text(json.dumps({"p": 0, "f": 1, "kept": {}}))
+    with pytest.raises(CheckpointError, match=re.escape("is the unit of seed (0, 1), not of (0, 0)")):
+        B.load_unit(unit, SN.unit_problem(0, 0))
+    unit.write_text(json.dumps({"p": 1, "f": 0, "kept": {}}))
+    with pytest.raises(CheckpointError, match=re.escape("unit_0_0.json is the unit of seed (1, 0), not of (0, 0)")):
+        SN.saved_unit(SN.Config(resume=True), 0, 0, unit)
+
+
 def test_a_damaged_or_missing_tokenizer_in_the_base_cache_is_a_checkpoint_error_that_says_delete_the_folder(tmp_path):
     cfg = B.Config(n_layer=1, n_embd=16, n_head=2, steps=2, warmup=1, n_docs=40, cache_dir=str(tmp_path))
     B.base_model(cfg, 0, log=lambda *a: None)  # pretrain and cache a tiny base
