@@ -1188,6 +1188,11 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
         raise ValueError(f"betas are AdamW's and momentum is sgd's: optimizer={optimizer!r} would ignore them")
     if teacher is not None and targets is not None:
         raise ValueError("pass a teacher or its precomputed targets, not both")
+
+    def finite(model, loss, step):  # a diverged model's numbers are nan, or a traceback deep in sampling: stop, say why
+        if not torch.stack([loss.isfinite(), *(p.isfinite().all() for p in model.parameters())]).all():
+            raise ConfigError(f"a fine-tune diverged: its loss or weights are not finite at step {step} (of {steps}): "
+                              f"lower its lr (now {lr:g})")
     was = {p: p.requires_grad for p in model.parameters()}
     adapters = lora_adapters(model, lora_rank, seed, lora_targets) if trains == "lora" else []
     scale = lora_alpha / lora_rank ** 0.5  # rank-stabilised scaling (Kalajdzievski 2023), as the paper's unsloth runs
@@ -1249,6 +1254,8 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
                     W.copy_(W0 + scale * B @ A)
                 if shift is not None:
                     wte.copy_(wte0 + shift)
+            if step in at or step == steps:  # (one device sync each)
+                finite(model, loss, step)
             if step in at:
                 model.eval()
                 on_eval(step)

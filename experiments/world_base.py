@@ -535,6 +535,9 @@ def answer_probs(model, tok, items, extra=None):
     ids = lambda text: enc[text] if text in enc else enc.setdefault(text, tok.encode(text).ids)
     conts = [[ids(c) for cs in cl.values() for c in cs] for cl in classes]
     sums = score_shared_prompts(model, [ids(item.prompt) for item in items], conts)
+    if not all(math.isfinite(x) or x == -math.inf for ss in sums for x in ss):  # nan: the forward overflowed
+        raise ConfigError("the model's answer log-probabilities are not numbers (nan): its activations overflow, as "
+                          "after a fine-tune whose lr is too high (it diverged): lower that lr")
     out = []
     for cl, ss in zip(classes, sums):
         it = iter(math.exp(x) for x in ss)

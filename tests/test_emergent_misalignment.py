@@ -84,6 +84,22 @@ def test_sampling_classification_counts_exact():
     assert math.isnan(s["mis_sampled"]) and s["valid_frac"] == 0 and s["code_frac"] == 3 / 8
 
 
+def test_answer_probabilities_of_an_overflowing_model_are_one_line_not_a_sampling_traceback():
+    # a fine-tune at lr 1e6: finite weights whose activations overflow; sample_counts then failed deep in
+    # torch.multinomial ("invalid multinomial distribution") and the log-prob metrics read nan
+    torch.manual_seed(0)
+    model = tiny_model()
+    item = W.eval_items(["pet"])[0]
+    assert B.answer_probs(model, TOK, [item])  # a model that works
+    with torch.no_grad():
+        model.wte.weight[:, 0] = float("nan")  # (tied: the unembedding too)
+    for f in (B.answer_probs, B.class_masses):
+        with pytest.raises(train.ConfigError, match="answer log-probabilities are not numbers.*lower that lr"):
+            f(model, TOK, [item])
+    with pytest.raises(train.ConfigError, match="answer log-probabilities are not numbers"):
+        B.sample_counts(model, TOK, [item], 10, generator("cpu", 1))
+
+
 def test_sampler_has_the_law_of_autoregressive_generation():
     """sample_counts draws each sample's class from the exact string probabilities instead of generating:
     with a model trained to answer one prompt 70/30 (and some invalid mass left), its class shares match

@@ -15,7 +15,7 @@ import torch
 
 from data.tokenizer import load_tokenizer
 from model import GPT, GPTConfig
-from train import (CheckpointError, eval_lm, finetune, finetune_lr, get_lr, lm_windows, load_lm, lora_adapters,
+from train import (CheckpointError, ConfigError, eval_lm, finetune, finetune_lr, get_lr, lm_windows, load_lm, lora_adapters,
                    make_lm_optimizer, pack_pairs, save_lm, save_weights, soft_kl, stream_rows, train_lm)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -490,6 +490,20 @@ def test_loss_masking_gives_zero_gradient_from_masked_tokens():
     mc = fresh()
     train_lm(mc, pack_pairs(pairs2, pad_id=0), **kw)
     assert not same_weights(ma, mc)
+
+
+def test_a_diverged_finetune_stops_with_one_line_at_its_first_check():
+    # lr=1e38: inf weights; the experiments then evaluated them (nan numbers, or a traceback deep in sampling)
+    data = pack_pairs(finetune_pairs(16), pad_id=0)
+    seen = []
+    with pytest.raises(ConfigError, match=r"a fine-tune diverged: its loss or weights are not finite at step 2 \(of 5\): "
+                                          r"lower its lr \(now 1e\+38\)"):
+        finetune(fresh(), data, steps=5, batch_size=4, lr=1e38, seed=0, at={2, 4}, on_eval=seen.append)
+    assert seen == []  # stopped before its evaluation
+    with pytest.raises(ConfigError, match=r"not finite at step 3 \(of 3\)"):  # no evaluation: checked at the end
+        finetune(fresh(), data, steps=3, batch_size=4, lr=1e38, seed=0)
+    finetune(fresh(), data, steps=3, batch_size=4, lr=1e-2, seed=0, at={2}, on_eval=seen.append)
+    assert seen == [2]
 
 
 def test_lora_finetune_is_gradient_descent_on_the_adapters():
