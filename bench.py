@@ -126,7 +126,7 @@ def bench_mnist(argv):
         # a run without one of these conditions (--extra "--conditions=...", or a sweep: per cell) shows nan there
         mean = lambda k: res.get("conditions", {}).get(k, {}).get("mean", float("nan"))
         rows.append((n, wall, rss, ours / wall, mean("teacher"), mean("student_aux"), mean("cross_aux")))
-        print(f"{n} seeds: {wall:.1f} s wall, peak RSS {rss:.2f} GiB (max so far), {ours / wall / 1e12:.2f} TFLOP/s "
+        print(f"{n} seeds: {wall:.1f} s wall, peak RSS {rss:.2f} GiB (max so far), {ours / wall / 1e12:.3f} TFLOP/s "
               f"executed ({official / n:.2e} FLOP/seed in the official script, {ours / n:.2e} here"
               f"{'' if counted else '; FLOPs counted for the default sizes, epochs and conditions only'})", flush=True)
     print(f"\nsubliminal MNIST, {'default config' if not args.extra else 'with ' + args.extra}, {name}, "

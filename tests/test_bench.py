@@ -278,7 +278,7 @@ def test_bench_mnist_rows_are_the_runs_at_the_default_configs_flop_count(monkeyp
     assert bench.bench_mnist(["--device=cpu"]) == 0
     out = capsys.readouterr().out
     assert runs == [(1, "cpu", []), (25, "cpu", [])]  # the default seed counts on a CPU
-    assert f"25 seeds: 50.0 s wall, peak RSS 1.25 GiB (max so far), {OURS / 2 / 1e12:.2f} TFLOP/s executed " \
+    assert f"25 seeds: 50.0 s wall, peak RSS 1.25 GiB (max so far), {OURS / 2 / 1e12:.3f} TFLOP/s executed " \
            f"({OFFICIAL:.2e} FLOP/seed in the official script, {OURS:.2e} here)\n" in out
     assert "\nsubliminal MNIST, default config, " in out
     assert out.endswith("| seeds | wall (s), incl. start-up and data loading | peak RSS so far (GiB) | executed TFLOP/s | teacher "
