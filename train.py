@@ -527,7 +527,7 @@ PROJECT_FOLDERS = (".ci", "configs", "data", "docs", "experiments", "figures", "
 
 def project_place(path, allowed=()):
     """() if the folder `path` is the project's root, (FOLDER,) if it lies in one of the project's own folders
-    (PROJECT_FOLDERS but `allowed`), else None. The path as written and its target through symlinks both count:
+    (PROJECT_FOLDERS and git's .git, but `allowed`), else None. The path as written and its target through symlinks both count:
     `data/mnist` links out of the project (a run written there would land in the shared dataset), and a link
     elsewhere may point into it."""
     for p in (Path(os.path.abspath(path)), Path(path).resolve()):
