@@ -83,7 +83,11 @@ def validate(cfg):
          "n_layer, n_head, n_embd, block_size and n_docs must be >= 1"),
         (lambda: head_problem(cfg.n_embd, cfg.n_head) is None, head_problem(cfg.n_embd, cfg.n_head)),
         (lambda: cfg.corpus != "tiny" or cfg.block_size >= 16, "the tiny corpus needs block_size >= 16 (its accuracy check: a 15-token prompt and the answer)"),
+        (lambda: cfg.corpus != "world" or cfg.block_size >= 8, "the world corpus needs block_size >= 8 (its sample "
+         "completions: a 4-word prompt and 4 tokens or more)"),
         (lambda: 0 < cfg.val_frac < 1, f"val_frac must be in (0, 1), got {cfg.val_frac}"),
+        (lambda: cfg.corpus != "tiny" or cfg.val_frac == Config.val_frac, f"val_frac={cfg.val_frac} is the world "
+         f"corpus's: the tiny corpus makes its own validation documents (n_docs / 10), so it would be ignored"),
         (lambda: cfg.steps >= 1 and cfg.batch_size >= 1 and cfg.grad_accum >= 1,
          "steps, batch_size and grad_accum must be >= 1"),
         (lambda: cfg.lr > 0 and (cfg.min_lr is None or cfg.min_lr >= 0) and cfg.warmup >= 0 and cfg.weight_decay >= 0

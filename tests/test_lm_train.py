@@ -813,12 +813,17 @@ def test_world_corpus_validation_documents_are_held_out_of_training():
 
 
 @pytest.mark.parametrize("bad, msg", [(dict(n_embd=64, n_head=64), "heads of an even size"),  # head size 1: no RoPE pairs
-                                      (dict(val_frac=1.0), "val_frac"), (dict(val_frac=0.0), "val_frac")])
+                                      (dict(val_frac=1.0), "val_frac"), (dict(val_frac=0.0), "val_frac"),
+                                      # a traceback after training (its sample completions' length went negative)
+                                      (dict(corpus="world", block_size=3), "the world corpus needs block_size >= 8"),
+                                      # accepted, recorded in config.json, and read by nothing
+                                      (dict(corpus="tiny", val_frac=0.5), "val_frac=0.5 is the world corpus's")])
 def test_lm_validate_refuses_what_would_fail_after_the_run_directory_exists(bad, msg):
     from experiments import lm
     from train import ConfigError
     with pytest.raises(ConfigError, match=msg):
         lm.validate(lm.Config(**bad))
+    lm.validate(lm.Config(corpus="world", block_size=8, val_frac=0.5))  # (each where it belongs)
 
 
 # ----------------------------------------------------------------------------------------------------
