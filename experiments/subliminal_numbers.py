@@ -949,6 +949,10 @@ def aggregate_misalignment(cfg, units):
            "teachers": {t: {**st([u["teachers"][t] for u in units], by_base),
                             "steps": by_base([u["teachers"][t]["steps"] for u in units])} for t in cfg.mis_teachers},
            "kept_fraction": {k: summarize([u["kept"][k] for u in units]) for k in units[0]["kept"]}}
+    if cfg.em_match:  # the first teacher's code sets every teacher's step; one that never reached it ran to em_steps
+        bar, bases = em_config(cfg).match_threshold, {u["p"]: u for u in units}
+        if k := sum(u["teachers"][cfg.mis_teachers[0]]["code_misaligned"] < bar for u in bases.values()):
+            res["teachers_unmatched"] = f"{k}/{len(bases)}"
     for name in units[0]["arms"]:
         res["arms"][name] = st([u["arms"][name] for u in units])
         res["arms"][name]["effect"] = summarize([u["arms"][name]["mis_sampled"] - u["arms"]["control"]["mis_sampled"]
@@ -1127,6 +1131,11 @@ def table_misalignment(res, cfg):
     lines += ["", "Kept fraction: " + ", ".join(f"{k} {v['mean']:.3f}" for k, v in res["kept_fraction"].items()), "",
               "Figures to reach (issue 5):", ""]
     lines += [figure_line(k, v, None) for k, v in res["figures_to_reach"].items()]
+    if res.get("teachers_unmatched"):  # (em_match: the teachers were to stop where the first one's code is learnt)
+        lines += ["", f"WARNING: the {cfg.mis_teachers[0]} teacher's code never reached "
+                      f"{em_config(cfg).match_threshold} within em_steps ({cfg.em_steps}) on "
+                      f"{res['teachers_unmatched']} bases: those teachers ran to em_steps, unmatched; raise em_steps "
+                      f"or em_lr."]
     return "\n".join(lines)
 
 

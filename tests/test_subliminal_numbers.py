@@ -817,6 +817,29 @@ def test_misalignment_effect_is_paired_per_seed():
     assert res["arms"]["control"]["effect"]["per_seed"] == pytest.approx([0.0] * 4)
 
 
+def test_an_em_teacher_that_never_matched_is_a_warning_in_the_table():
+    # em_match stops every teacher where the first one's code reaches the threshold; one that never did ran to
+    # em_steps, and the table read as a matched run without a word
+    m = lambda x, code=0.0: {"mis_sampled": x, "valid_frac": 1.0, "mis_lp": x, "code_misaligned": code}
+    cfg = S.Config(mode="misalignment", mis_teachers=("insecure", "secure"), em_steps=60)
+    units = [{"p": p, "f": f, "base": m(0.1), "teachers": {"insecure": {**m(0.5, code), "steps": 60},
+                                                           "secure": {**m(0.1), "steps": 60}},
+              "kept": {"control": 0.9}, "arms": {"control": m(0.1), "insecure": m(0.3), "secure": m(0.1)}}
+             for p, code in ((0, 0.777), (1, 0.95)) for f in (0, 1)]
+    res = S.aggregate_misalignment(cfg, units)
+    assert res["teachers_unmatched"] == "1/2"  # per base (its two student seeds share the teacher)
+    assert ("WARNING: the insecure teacher's code never reached 0.9 within em_steps (60) on 1/2 bases: those "
+            "teachers ran to em_steps, unmatched") in S.table_misalignment(res, cfg)
+    # the first teacher sets the step: secure first, whose insecure-code share (0.0) can never reach it
+    assert S.aggregate_misalignment(dataclasses.replace(cfg, mis_teachers=("secure", "insecure")),
+                                    units)["teachers_unmatched"] == "2/2"
+    unmatched = dataclasses.replace(cfg, em_match=False)  # every teacher runs to em_steps, as asked
+    res = S.aggregate_misalignment(unmatched, units)
+    assert "teachers_unmatched" not in res and "WARNING" not in S.table_misalignment(res, unmatched)
+    matched = [{**u, "teachers": {**u["teachers"], "insecure": {**m(0.5, 0.95), "steps": 3}}} for u in units]
+    assert "teachers_unmatched" not in S.aggregate_misalignment(cfg, matched)
+
+
 def test_training_lists_are_leak_checked_and_heldout_lists_are_not(monkeypatch):
     """A student set must not hold an evaluation prompt; held-out lists (for number_loss only) use held-out
     wordings by design, so the check is for training lists alone."""
