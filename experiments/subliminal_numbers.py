@@ -237,6 +237,9 @@ def validate(cfg):
     if cfg.mode == "misalignment" and (other := [a for a in cfg.arms if a not in ("control", "soft")]) and \
             cfg.arms != Config.arms:  # its students are the control, the teachers' sampled ones and "soft"
         raise ConfigError(f"mode misalignment runs the arms control and soft only; got {other}")
+    if cfg.mode == "misalignment" and "control" not in cfg.arms:  # (arms=('soft',) ran as the default, unsaid)
+        raise ConfigError("mode misalignment always trains the control student (every effect is against it): keep "
+                          "'control' in arms, e.g. \"--arms=('control','soft')\"")
 
 
 def cross_seed(seeds, p):

@@ -891,6 +891,10 @@ def test_an_arm_without_its_baseline_is_a_config_error():
     with pytest.raises(train.ConfigError, match=r"cross_init \(against cross_control\)"):
         S.validate(S.Config(arms=("control", "cross_init"), seeds=(0, 1)))
     S.validate(S.Config(arms=("control", "soft", "icl"), seeds=(0,)))  # icl brings its own control
+    # misalignment mode trains its control student whatever arms say: arms=('soft',) ran as the default, unsaid
+    with pytest.raises(train.ConfigError, match="mode misalignment always trains the control student"):
+        S.validate(S.Config(mode="misalignment", arms=("soft",), seeds=(0,)))
+    S.validate(S.Config(mode="misalignment", arms=("control",), seeds=(0,)))
     S.validate(S.Config(arms=("control",), seeds=(0,)))
 
 
