@@ -237,6 +237,10 @@ def validate(cfg):
     if cfg.mode == "misalignment" and (other := [a for a in cfg.arms if a not in ("control", "soft")]) and \
             cfg.arms != Config.arms:  # its students are the control, the teachers' sampled ones and "soft"
         raise ConfigError(f"mode misalignment runs the arms control and soft only; got {other}")
+    # the prompt teacher is the base with an earlier turn: it trains nothing, and reads no teacher_* key
+    if cfg.teacher == "prompt" and (unused := [k for k in TEACHER_KEYS if k.startswith("teacher_") and not default(k)]):
+        raise ConfigError(f"teacher=prompt trains no teacher, so it does not read {', '.join(unused)}: leave "
+                          f"{'them' if len(unused) > 1 else 'it'} at the default (teacher=finetune reads them)")
     if cfg.mode == "misalignment" and "control" not in cfg.arms:  # (arms=('soft',) ran as the default, unsaid)
         raise ConfigError("mode misalignment always trains the control student (every effect is against it): keep "
                           "'control' in arms, e.g. \"--arms=('control','soft')\"")

@@ -347,8 +347,9 @@ def test_end_to_end_writes_every_file(tmp_path, capsys, monkeypatch):
     calls.clear()
     read.clear()
     monkeypatch.setattr(S, "train_student", spy)
-    assert train.main(argv[:-1] + ["--teacher=prompt", "--arms=('control','soft','icl','shuffled_within')",
-                                   f"--out_dir={out3}"]) == 0
+    prompted = [a for a in argv[:-1] if not a.startswith("--teacher_")]  # (a prompt teacher reads none: refused)
+    assert train.main(prompted + ["--teacher=prompt", "--arms=('control','soft','icl','shuffled_within')",
+                                  f"--out_dir={out3}"]) == 0
     monkeypatch.setattr(S, "train_student", real)
     # the prompt teacher samples with its animal turn in context, so its lists are not the base's own. Both draw the
     # same prompts and random stream: where the turn barely moves a tiny base (KL ~1e-4) they may coincide, not in all
@@ -891,6 +892,11 @@ def test_an_arm_without_its_baseline_is_a_config_error():
     with pytest.raises(train.ConfigError, match=r"cross_init \(against cross_control\)"):
         S.validate(S.Config(arms=("control", "cross_init"), seeds=(0, 1)))
     S.validate(S.Config(arms=("control", "soft", "icl"), seeds=(0,)))  # icl brings its own control
+    # the prompt teacher trains nothing: the teacher_* keys were recorded in config.json as if used
+    with pytest.raises(train.ConfigError, match="teacher=prompt trains no teacher, so it does not read teacher_lr, "
+                                                "teacher_batch: leave them at the default"):
+        S.validate(S.Config(teacher="prompt", teacher_lr=0.05, teacher_batch=8, arms=("control", "soft"), seeds=(0,)))
+    S.validate(S.Config(teacher="prompt", arms=("control", "soft"), seeds=(0,)))
     # misalignment mode trains its control student whatever arms say: arms=('soft',) ran as the default, unsaid
     with pytest.raises(train.ConfigError, match="mode misalignment always trains the control student"):
         S.validate(S.Config(mode="misalignment", arms=("soft",), seeds=(0,)))
