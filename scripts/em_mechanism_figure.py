@@ -11,6 +11,7 @@ unseen task's and of the off-domain increase that restoring each direction remov
 Runs after it give their clamp_finetune.json (scripts/em_clamp_finetune.py), pooled per seed: seen-task code and
 off-domain sampled misalignment along the fine-tune, unclamped / clamped / random clamp, mean and 95% CI.
 """
+import math
 import sys
 from pathlib import Path
 
@@ -71,7 +72,8 @@ def main(argv):
         ax.bar([i + 0.2 for i in x], shares["offdomain"], 0.4, label="off-domain misalignment (log-prob)")
         ax.set_xticks(list(x), DIRS)
         ax.axhline(0, color="black", lw=0.5)
-        ax.set_ylim(-0.2, 1.05)
+        drawn = [v for v in shares["unseen"] + shares["offdomain"] if math.isfinite(v)]
+        ax.set_ylim(min(-0.2, *drawn), max(1.05, *drawn))  # (a share past 0..1 on few seeds was clipped, unseen)
         ax.set_ylabel("share of the increase removed")
         ax.set_title(f"{Path(run).name} (n = {len(d['per_seed'])}), matched step:\nrestoring the base's coordinate along",
                      fontsize=8)

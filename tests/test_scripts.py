@@ -764,6 +764,22 @@ def test_em_mechanism_figure_draws_from_the_two_scripts_json(tmp_path):
         assert out.returncode == 2 and says in out.stderr and "Traceback" not in out.stderr, out.stderr
 
 
+def test_em_mechanism_figure_shows_a_share_outside_0_to_1(tmp_path, monkeypatch):
+    # its y axis was fixed at (-0.2, 1.05): a share of 4.85 on a few seeds was drawn clipped, with no sign of it
+    import matplotlib.axes
+    stat = lambda v: {"mean": v, "ci95": [v, v], "per_seed": [v, v]}
+    restored = {"unseen": (-3.85, .8, 1., .3, .2), "offdomain": (.9, .4, 1., .6, 3.1)}  # shares 4.85 and -2.1
+    cd = {f"{k}_{v}": stat(x) for k in ("unseen", "offdomain") for v, x in (
+        ("base", .0), ("insecure", 1.), *((f"{d}_restored", r) for d, r in zip(
+            ("code", "evil", "random", "context", "lesson"), restored[k])))}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "code_direction.json").write_text(json.dumps({"summary": {"matched": cd}, "per_seed": [{}, {}]}))
+    limits, set_ylim = [], matplotlib.axes.Axes.set_ylim
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_ylim", lambda ax, *a, **k: (limits.append(a), set_ylim(ax, *a, **k))[1])
+    script("em_mechanism_figure").main([f"--out={tmp_path / 'f.png'}", str(tmp_path / "a")])
+    assert [a for a in limits if len(a) == 2] == [pytest.approx((-2.1, 4.85))]  # (matplotlib's own calls pass one)
+
+
 def test_em_mechanism_figure_usage_and_missing_inputs_are_one_line(tmp_path, monkeypatch):
     """No argument or --help printed a traceback or wrote an empty figure into the working directory; a run without
     the scripts' json was a FileNotFoundError traceback."""
