@@ -527,9 +527,9 @@ PROJECT_FOLDERS = (".ci", "configs", "data", "docs", "experiments", "figures", "
 
 def project_place(path, allowed=()):
     """() if the folder `path` is the project's root, (FOLDER,) if it lies in one of the project's own folders
-    (PROJECT_FOLDERS and git's .git, but `allowed`), else None. The path as written and its target through symlinks both count:
-    `data/mnist` links out of the project (a run written there would land in the shared dataset), and a link
-    elsewhere may point into it."""
+    (PROJECT_FOLDERS and git's .git, but `allowed`), else None. The path as written and its target through symlinks
+    both count: `data/mnist` links out of the project (a run written there would land in the shared dataset), and a
+    link elsewhere may point into it."""
     for p in (Path(os.path.abspath(path)), Path(path).resolve()):
         for root in (ROOT, Path(os.path.abspath(Path(__file__).parent))):
             part = p.relative_to(root).parts[:1] if p.is_relative_to(root) else None
@@ -1189,7 +1189,7 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
     if teacher is not None and targets is not None:
         raise ValueError("pass a teacher or its precomputed targets, not both")
 
-    def finite(model, loss, step):  # a diverged model's numbers are nan, or a traceback deep in sampling: stop, say why
+    def finite(loss, step):  # a diverged model's numbers are nan, or a traceback deep in sampling: stop, say why
         if not torch.stack([loss.isfinite(), *(p.isfinite().all() for p in model.parameters())]).all():
             raise ConfigError(f"a fine-tune diverged: its loss or weights are not finite at step {step} (of {steps}): "
                               f"lower its lr (now {lr:g})")
@@ -1255,7 +1255,7 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
                 if shift is not None:
                     wte.copy_(wte0 + shift)
             if step in at or step == steps:  # (one device sync each)
-                finite(model, loss, step)
+                finite(loss, step)
             if step in at:
                 model.eval()
                 on_eval(step)
