@@ -1580,9 +1580,14 @@ def cli(main, argv):
         print(f"{'terminated (SIGTERM)' if terminated else 'interrupted'}. What was saved before it (finished units, "
               f"base models, checkpoints) stays, and {rerun} reuses it.", file=sys.stderr)
         return 143 if terminated else 130  # a shell's codes for a run stopped by SIGTERM, by Ctrl-C
-    except SystemExit:  # a script's sys.exit(message): its message, too, comes after what was printed before it
+    except SystemExit as e:  # a script's sys.exit(message): said as the errors above are, after what was printed
         sys.stdout.flush()
-        raise
+        if not isinstance(e.code, str):  # sys.exit(0), sys.exit(cli(...)): a status, not a refusal
+            raise
+        message, usage = e.code.strip(), (getattr(sys.modules.get(main.__module__), "__doc__", None) or "").strip()
+        # the usage (a script given nothing to do) as it is; anything else one "error: " line, as a ConfigError's
+        print(message if message == usage or message.startswith("error: ") else f"error: {message}", file=sys.stderr)
+        return 2
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

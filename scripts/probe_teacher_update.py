@@ -23,7 +23,8 @@ if sys.argv[1:2] in (["-h"], ["--help"]):
     print(__doc__.strip())
     sys.exit(0)
 if sys.argv[1:2] and sys.argv[1].startswith("-"):  # an option: it takes none
-    sys.exit(__doc__)
+    print(__doc__.strip(), file=sys.stderr)  # status 2, as a script run through train.cli
+    sys.exit(2)
 torch.set_num_threads(1)
 cfg = S.Config(arms=("soft",), animals=("owl",))
 try:  # a mistyped argument or an uncached base: one line, before any work (not a traceback after the first teacher)
@@ -39,7 +40,8 @@ try:  # a mistyped argument or an uncached base: one line, before any work (not 
             raise ValueError(f"{spec!r}: expected OPTIMIZER:LR, adamw or sgd and an lr > 0, e.g. sgd:0.1")
     B.check_cached(cfg, [p], who="probe_teacher_update.py")
 except (ValueError, ConfigError) as e:
-    sys.exit(f"error: {e}\n\n{__doc__}")
+    print(f"error: {e}\n\n{__doc__}", file=sys.stderr)
+    sys.exit(2)
 A, tok = B.base_model(cfg, p)
 nums = torch.tensor(S.number_ids(tok))
 # each part of the update: (which embedding rows are kept, whether the other weights are kept)

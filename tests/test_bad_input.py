@@ -306,7 +306,7 @@ def test_probe_arguments_are_checked_in_one_line_before_any_base_is_loaded(tmp_p
                               ("probe_teacher_update", ["x"], "invalid literal for int()")]:
         out = subprocess.run([sys.executable, f"scripts/{script}.py", *argv], cwd=train.ROOT, capture_output=True,
                              text=True, timeout=120)
-        assert out.returncode == 1 and out.stderr.startswith("error: ") and msg in out.stderr, (argv, out.stderr[-2000:])
+        assert out.returncode == 2 and out.stderr.startswith("error: ") and msg in out.stderr, (argv, out.stderr[-2000:])
         assert "Traceback" not in out.stderr
 
 
@@ -335,7 +335,7 @@ def test_probe_soft_channel_checks_every_lr_and_takes_nine_arguments():
                       (["3e-4", "5", "0", "0"], "unexpected value N_LISTS 0 (>= 1)")]:
         out = subprocess.run([sys.executable, "scripts/probe_soft_channel.py", *argv], cwd=train.ROOT,
                              capture_output=True, text=True, timeout=120)
-        assert out.returncode == 1 and out.stderr.startswith(f"error: {msg}"), (argv, out.stderr[-2000:])
+        assert out.returncode == 2 and out.stderr.startswith(f"error: {msg}"), (argv, out.stderr[-2000:])
 
 
 def test_probe_optimizer_steps_checks_its_lrs_before_loading_a_base(monkeypatch):

@@ -47,8 +47,9 @@ def fake_run(path, seeds, arms, matched=None):
 
 # The scripts run in this process (importing torch in a subprocess per call took ~1.3 s): `call` runs a script's
 # main(argv) and returns what it printed; an error exit, sys.exit(message), raises SystemExit(message), whose
-# message the command line prints to stderr with exit status 1. `cli` runs a script as a command: once per script
-# (its first test below), to keep the command-line entry tested. The scripts keep no state between calls.
+# message the command line (train.cli) prints to stderr as an "error: " line, exit status 2. `cli` runs a script as
+# a command: once per script (its first test below), to keep the command-line entry tested. The scripts keep no
+# state between calls.
 script = functools.cache(load_script)
 
 
@@ -812,9 +813,9 @@ def test_em_mechanism_figure_usage_and_missing_inputs_are_one_line(tmp_path, mon
 def test_probes_print_their_usage(name, argv):
     """--help was a ValueError traceback (read as a number), probe_soft_channel without its LRS and STEPS an
     IndexError, probe_first_gradient without a seed printed nothing and exited 0. Asked for, the usage goes to stdout
-    with status 0 (it went to stderr with status 1, as for a missing argument)."""
+    with status 0; a missing argument prints it to stderr with status 2, as any refusal."""
     out = cli(name, *argv)
-    code, stream = (0, out.stdout) if argv else (1, out.stderr)
+    code, stream = (0, out.stdout) if argv else (2, out.stderr)
     assert out.returncode == code and f"python scripts/{name}.py" in stream and "Traceback" not in out.stderr, out
 
 

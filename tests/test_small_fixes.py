@@ -415,11 +415,13 @@ def test_a_command_error_comes_after_what_the_command_printed_before_it():
     p = subprocess.run([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                        text=True, timeout=120, env=env)
     assert p.returncode == 2 and p.stdout.splitlines()[-2:] == ["the table so far", "error: then this"], p.stdout
-    # an analysis script's own sys.exit(message) too (sn_compare printed its table's header after its error)
-    p = subprocess.run([sys.executable, "-c", script.replace("raise train.ConfigError('then this')",
-                                                            "sys.exit('then this')")],
-                       cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120, env=env)
-    assert p.returncode == 1 and p.stdout.splitlines()[-2:] == ["the table so far", "then this"], p.stdout
+    # an analysis script's own sys.exit(message) too (sn_compare printed its table's header after its error), said
+    # the same way: an "error: " line and status 2 (it was the bare message, status 1)
+    for exit_with in ("'then this'", "'error: then this'"):
+        p = subprocess.run([sys.executable, "-c", script.replace("raise train.ConfigError('then this')",
+                                                                f"sys.exit({exit_with})")],
+                           cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120, env=env)
+        assert p.returncode == 2 and p.stdout.splitlines()[-2:] == ["the table so far", "error: then this"], p.stdout
 
 
 def test_a_worker_pool_returns_results_in_job_order_from_one_thread_workers():
