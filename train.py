@@ -117,12 +117,22 @@ def build_config(config_cls, values, source="config"):
 
 
 def run_config(config_cls, run_dir):
-    """The config a run directory was made with (its config.json; JSON lists back to tuples)."""
+    """The config a run directory was made with (its config.json; JSON lists back to tuples), checked by its
+    experiment's `validate` as a run's is: a key deleted by hand reads at its default, which may not fit the others
+    (eval.py then failed deep inside)."""
     want = config_cls.__module__.split(".")[-1]  # experiments.NAME.Config reads NAME's runs
-    values = run_dir_config(run_dir, want if (ROOT / "experiments" / f"{want}.py").is_file() else None)
+    ours = (ROOT / "experiments" / f"{want}.py").is_file()
+    values = run_dir_config(run_dir, want if ours else None)
     values.pop("experiment")
-    return build_config(config_cls, {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()},
-                        str(Path(run_dir) / "config.json"))
+    path = Path(run_dir) / "config.json"
+    cfg = build_config(config_cls, {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}, str(path))
+    if validate := ours and getattr(importlib.import_module(f"experiments.{want}"), "validate", None):
+        try:
+            validate(cfg)
+        except ConfigError as e:
+            raise ConfigError(f"{path} is not a config this experiment runs ({e}): is it as the run wrote it? (a key "
+                              f"missing from it counts at its default)") from None
+    return cfg
 
 
 def path_problem(path):

@@ -847,6 +847,16 @@ def unit_problem(cfg, seed, decorrelated):
         if not (isinstance(u.get("base"), dict) and isinstance(runs, list) and all(isinstance(r, dict) for r in runs)
                 and [r.get("ft_seed") for r in runs] == list(range(cfg.ft_seeds))):
             return f"does not hold the base's numbers and one run for each of the {cfg.ft_seeds} fine-tune seeds"
+        # each report at each of eval_steps: a unit made under other arms or steps (a config.json edited, a key
+        # deleted by hand and so read at its default) was a KeyError deep in the aggregation
+        names = ["insecure_decorrelated"] if decorrelated else [n for n in REPORTS if REPORTS[n][0] in cfg.arms]
+        for r in runs:
+            traj = r.get("traj")
+            if not isinstance(traj, dict) or sorted(traj) != sorted(names) or any(
+                    not isinstance(traj[n], dict) or sorted(traj[n]) != sorted(cfg.eval_steps) for n in names):
+                return (f"holds other readings than this config's (reports {', '.join(names)} at eval_steps "
+                        f"{cfg.eval_steps}): it was made with other arms or eval_steps (is the run's config.json as "
+                        f"the run wrote it?)")
     return problem
 
 

@@ -89,7 +89,7 @@ def test_optimizer_parts_refuses_to_rebuild_a_fine_tune_the_run_did_not_do(tok):
 
 def test_optimizer_parts_frozen_needs_two_blocks_before_any_work(tmp_path):
     # its control freezes block 1's value rows: a ValueError traceback after the first trajectories had run
-    run = write_run(tmp_path / "r", {"n_layer": 1}, {})
+    run = write_run(tmp_path / "r", {"n_layer": 1, "direction_layer": 0}, {})
     # the six optimizers' analysis in the run's default file: --frozen has its own default file (it was refused as
     # "holds an analysis of other runs or optimizers" until given --out)
     (run / "optimizer_parts.json").write_text(json.dumps({"runs": [str(run)], "per_base": [{"traj": {"adamw": {}}}]}))
@@ -204,7 +204,7 @@ def clamp_run(tmp_path, monkeypatch, tok, unclamped_code):
            "trajectory": {"insecure": {str(s): {**{m: per([0.1 * s + 0.001 * k for k in range(4)]) for m in metrics},
                                                "code_misaligned": per(unclamped_code[s])} for s in steps}}}
     run = write_run(tmp_path / "run", dict(code_tasks=7, ft_code_tasks=6, ft_seeds=2, eval_steps=list(steps),
-                                           ablation_step=20, n_layer=2, n_embd=16), res)
+                                           ft_steps=20, ablation_step=20, n_layer=2, n_embd=16), res)
     evil = {p: torch.randn(2, 16, generator=torch.Generator().manual_seed(p)) for p in (3, 4)}
     calls = []
 

@@ -1041,7 +1041,10 @@ def test_cos_evil_direction_is_of_the_shift_from_the_base():
 
 def stub_unit(cfg, seed, twin):
     """A unit's layout (E.unit_problem checks it), with nothing in it: for tests whose aggregation is stubbed."""
-    return {"seed": seed, "decorrelated": twin, "base": {}, "runs": [{"ft_seed": f} for f in range(cfg.ft_seeds)]}
+    names = ["insecure_decorrelated"] if twin else [n for n in E.REPORTS if E.REPORTS[n][0] in cfg.arms]
+    return {"seed": seed, "decorrelated": twin, "base": {},
+            "runs": [{"ft_seed": f, "traj": {n: {s: {} for s in cfg.eval_steps} for n in names}}
+                     for f in range(cfg.ft_seeds)]}
 
 
 def test_eval_on_a_stopped_run_aggregates_only_the_base_seeds_with_every_unit(tmp_path, monkeypatch, capsys):
@@ -1064,6 +1067,24 @@ def test_eval_on_a_stopped_run_aggregates_only_the_base_seeds_with_every_unit(tm
     assert not (out / "results.json").exists()
     assert (out / "results_partial.md").read_text() == "PARTIAL: 1 of 2 base seeds finished.\n\nthe table\n"
 
+
+
+def test_eval_checks_the_runs_config_as_a_run_would(tmp_path, capsys):
+    # ft_steps deleted from config.json by hand counts at its default (40), past the run's eval_steps: eval.py
+    # aggregated into a KeyError deep inside; it is now the config's own check, naming config.json
+    import eval as EV
+    out = tmp_path / "run"
+    cfg = E.Config(seeds=(0,), twin=False, ft_steps=2, eval_steps=(1, 2), report_step=0, ablation_step=0,
+                   out_dir=str(out), device="cpu")
+    train.Run(cfg, "emergent_misalignment")
+    train.write_json(out / "unit_world_0.json", stub_unit(cfg, 0, False))
+    values = json.loads((out / "config.json").read_text())
+    del values["ft_steps"]
+    (out / "config.json").write_text(json.dumps(values))
+    assert EV.main([str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {out / 'config.json'} is not a config this experiment runs (eval_steps must end "
+                          f"at ft_steps") and "is it as the run wrote it?" in err and "Traceback" not in err, err
 
 
 def test_eval_on_a_finished_run_with_a_twin_reads_back_its_twin_units(tmp_path, monkeypatch):

@@ -660,16 +660,23 @@ def test_a_unit_of_another_seed_or_layout_is_a_one_line_checkpoint_error_on_resu
     from experiments import emergent_misalignment as EM, subliminal_numbers as SN
     (tmp_path / "config.json").write_text(json.dumps({"experiment": "emergent_misalignment", "seeds": [0],
                                                       "twin": False, "ft_seeds": 2}))
-    good = {"seed": 0, "decorrelated": False, "base": {}, "runs": [{"ft_seed": 0}, {"ft_seed": 1}], "seconds": 1.0}
-    unit = tmp_path / "unit_world_0.json"
     cfg = EM.Config(seeds=(0,), twin=False, ft_seeds=2)
+    traj = {n: {s: {} for s in cfg.eval_steps} for n in EM.REPORTS}  # every arm's reports at every eval step
+    good = {"seed": 0, "decorrelated": False, "base": {},
+            "runs": [{"ft_seed": 0, "traj": traj}, {"ft_seed": 1, "traj": traj}], "seconds": 1.0}
+    unit = tmp_path / "unit_world_0.json"
     unit.write_text(json.dumps(good))
     assert B.load_unit(unit, EM.unit_problem(cfg, 0, False)) == good
     for edit, says in [({"seed": 7}, "is the unit of base seed 7, not of 0"),
                        ({"decorrelated": True}, "is the unit of base seed 0 (twin), not of 0"),
                        ({"runs": []}, "does not hold the base's numbers and one run for each of the 2 fine-tune seeds"),
                        ({"runs": [{"ft_seed": 1}, {"ft_seed": 0}]}, "one run for each of the 2 fine-tune seeds"),
-                       ({"base": None}, "does not hold the base's numbers")]:
+                       ({"base": None}, "does not hold the base's numbers"),
+                       # made with other eval_steps or arms than config.json says (a KeyError in the aggregation)
+                       ({"runs": [{"ft_seed": f, "traj": {n: {2: {}} for n in EM.REPORTS}} for f in (0, 1)]},
+                        "holds other readings than this config's"),
+                       ({"runs": [{"ft_seed": f, "traj": {"insecure": traj["insecure"]}} for f in (0, 1)]},
+                        "holds other readings than this config's")]:
         unit.write_text(json.dumps({**good, **edit}))
         assert E.main([str(tmp_path)]) == 2
         err = capsys.readouterr().err
@@ -681,7 +688,7 @@ def test_a_unit_of_another_seed_or_layout_is_a_one_line_checkpoint_error_on_resu
     assert B.load_unit(unit) == bad  # (what load_unit is not told to check, it does not)
     # subliminal numbers: the unit of seed (p, f) names its seed
     (tmp_path / "config.json").write_text(json.dumps({"experiment": "subliminal_numbers", "seeds": [0],
-                                                      "student_seeds": 1}))
+                                                      "arms": ["soft", "control"], "student_seeds": 1}))
     (tmp_path / "unit_0_0.json").write_text(json.dumps({"p": 1, "f": 0, "kept": {}}))
     assert E.main([str(tmp_path)]) == 2
     err = capsys.readouterr().err
