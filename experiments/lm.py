@@ -278,8 +278,8 @@ def plot_loss(history, path, title):
     train = [(r["step"], r["loss"]) for r in history if "loss" in r]
     val = [(r["step"], r["val_loss"]) for r in history if "val_loss" in r]
     fig, ax = plt.subplots(figsize=(5, 3.4))
-    if train:
-        ax.plot(*zip(*train), label="train (interval mean)")
+    if train:  # a marker where the points are few: one log line (log_every >= steps) drew an invisible line
+        ax.plot(*zip(*train), marker="o" if len(train) < 3 else None, ms=3, label="train (interval mean)")
     if val:
         ax.plot(*zip(*val), "o-", ms=3, label="validation")
     ax.set_xlabel("step")
