@@ -215,7 +215,11 @@ def pretrain_lock(folder, log=print):
     terminals, or the worker processes of two runs) pretrain it once: the second waits, then loads it. An
     advisory flock: the OS drops it when its holder exits, so a killed run leaves no stale lock behind."""
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "pretraining.lock", "a") as fh:
+    lock = folder / "pretraining.lock"
+    if lock.is_dir():  # (open() below: an IsADirectoryError traceback)
+        raise ConfigError(f"{lock} is a folder, where pretraining keeps its lock file: remove it (or pass another "
+                          f"--cache_dir)")
+    with open(lock, "a") as fh:
         if lock_file(fh.fileno(), wait=False) is False:  # None (no file locks here): two runs may pretrain it twice
             log(f"waiting for another process to finish pretraining {folder}")
             lock_file(fh.fileno(), wait=True)

@@ -732,6 +732,16 @@ def test_a_second_command_into_the_out_dir_of_a_run_still_going_is_refused(tmp_p
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="no fcntl: runs are not locked on Windows")
+def test_a_folder_where_the_pretraining_lock_goes_is_one_line(tmp_path):
+    # (open() on it was an IsADirectoryError traceback, before any pretraining)
+    from experiments.world_base import pretrain_lock
+    (tmp_path / "cache" / "pretraining.lock").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=r"pretraining.lock is a folder, where pretraining keeps its lock file: "
+                                          r"remove it"):
+        with pretrain_lock(tmp_path / "cache"):
+            pass
+
+
 def test_a_file_system_without_locks_runs_unlocked_in_both_places_that_lock(tmp_path, monkeypatch):
     # flock fails with ENOLCK on some NFS mounts: the run-folder lock went on unlocked, the base cache's pretraining
     # lock ended in that OSError's traceback
