@@ -519,6 +519,19 @@ def cut_short(file):
     return re.fullmatch(r".+\.\d+\.tmp", Path(file).name) is not None
 
 
+STARTED = time.time()  # about when this process began: a file older than it is no write of this command's
+
+
+def remove_cut_short(folder):
+    """Delete the temporary files (cut_short) that commands killed mid-write left in `folder` and below (a model's
+    weights can be large) -> how many. Called only where this process holds the folder's lock, so that a file
+    older than this process is no other command's write still going."""
+    gone = [f for f in Path(folder).rglob("*.tmp") if cut_short(f) and f.is_file() and f.stat().st_mtime < STARTED]
+    for f in gone:
+        f.unlink(missing_ok=True)
+    return len(gone)
+
+
 def write_json(path, obj):
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
 
@@ -1705,6 +1718,8 @@ def run_experiment(argv):
         with contextlib.suppress(OSError):  # a file in the way: Run says so
             out.mkdir(parents=True, exist_ok=True)
         held = lock_run_dir(out) if out.is_dir() else None
+        if held is not None and was_run and (n := remove_cut_short(out)):
+            print(f"removed {n} temporary file(s) that a command stopped mid-write left in {out}")
     try:
         run = Run(cfg, module.__name__.split(".")[-1], argv=[sys.argv[0], *argv])
         module.run(cfg, run)

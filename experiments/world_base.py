@@ -50,7 +50,8 @@ from data.tokenizer import load_tokenizer, pad_right, save_tokenizer, token_stre
 from eval import fmt_stat, summarize
 from model import GPT, GPTConfig, KVCache, generator, head_problem
 from train import (RERUN, CheckpointError, ConfigError, TooLongError, check_device, cpu_name, lm_windows, load_lm,
-                   lock_file, pack_pairs, path_problem, pyplot, state_file, train_lm, warmup_problem, write_json)
+                   lock_file, pack_pairs, path_problem, pyplot, remove_cut_short, state_file, train_lm, warmup_problem,
+                   write_json)
 
 # Fields that define a base model: change one and the cache key changes.
 PRETRAIN_KEYS = ("n_docs", "n_layer", "n_head", "n_embd", "block_size", "steps", "batch_size", "lr", "warmup",
@@ -220,9 +221,12 @@ def pretrain_lock(folder, log=print):
         raise ConfigError(f"{lock} is a folder, where pretraining keeps its lock file: remove it (or pass another "
                           f"--cache_dir)")
     with open(lock, "a") as fh:
-        if lock_file(fh.fileno(), wait=False) is False:  # None (no file locks here): two runs may pretrain it twice
+        held = lock_file(fh.fileno(), wait=False)  # None (no file locks here): two runs may pretrain it twice
+        if held is False:
             log(f"waiting for another process to finish pretraining {folder}")
-            lock_file(fh.fileno(), wait=True)
+            held = lock_file(fh.fileno(), wait=True)
+        if held:  # what a pretraining killed mid-write left here (weights, resume state) goes
+            remove_cut_short(folder)
         yield
 
 

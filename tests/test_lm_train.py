@@ -930,3 +930,35 @@ def test_the_loss_curve_marks_its_points_when_there_are_few(tmp_path, monkeypatc
         lm.plot_loss([{"step": 10 * (i + 1), "loss": 2.0 - i / 10} for i in range(n)], tmp_path / "loss.png", "t")
         line = drawn[-1].axes[0].lines[0]
         assert len(line.get_xdata()) == n and (line.get_marker() not in (None, "None", "")) == (n < 3), n
+
+
+def test_a_rerun_removes_the_temporary_files_a_killed_command_left(tmp_path, monkeypatch, capsys):
+    # a command killed mid-write (SIGKILL, the OOM killer) leaves NAME.PID.tmp beside the file, a model's weights
+    # among them; they stayed for good. A rerun holding the folder's lock removes those older than itself
+    import os
+    import train
+    from experiments.world_base import pretrain_lock
+    out = tmp_path / "run"
+    argv = [str(ROOT / "configs/lm_tiny.py"), "--steps=1", "--warmup=0", "--n_docs=60", "--batch_size=2",
+            "--eval_every=0", f"--out_dir={out}"]
+    assert train.main(argv) == 0
+    (out / "model").mkdir(exist_ok=True)
+    left = [out / "model.safetensors.4242.tmp", out / "results.json.77.tmp", out / "model" / "w.safetensors.9.tmp"]
+    kept = [out / "notes.tmp", out / "model.safetensors.new.tmp"]  # not atomic_write's: no process id in the name
+    for f in left + kept:
+        f.write_text("x")
+    fresh = out / "results.json.78.tmp"  # written since this process began: a write that may still be going
+    fresh.write_text("x")
+    for f in left + kept:
+        os.utime(f, (train.STARTED - 60, train.STARTED - 60))
+    capsys.readouterr()
+    assert train.main(argv) == 0
+    assert not any(f.exists() for f in left) and all(f.exists() for f in kept + [fresh])
+    assert f"removed 3 temporary file(s) that a command stopped mid-write left in {out}" in capsys.readouterr().out
+    # the base cache's folder, under its pretraining lock, the same way
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "model.safetensors.5.tmp").write_text("x")
+    os.utime(cache / "model.safetensors.5.tmp", (train.STARTED - 60, train.STARTED - 60))
+    with pretrain_lock(cache, print):
+        assert not (cache / "model.safetensors.5.tmp").exists()
