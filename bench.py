@@ -99,16 +99,21 @@ def bench_mnist(argv):
     p = argparse.ArgumentParser(prog="bench.py mnist")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seeds", type=seed_counts, default=None, help="comma-separated seed counts (default 1,25 on CPU, 1,100,100 on CUDA)")
+    p.add_argument("--threads", type=thread_count, default=0, help="the run's CPU threads (0: PyTorch's default)")
     p.add_argument("--extra", default="", help="extra overrides for train.py, space separated (quoted as in a shell)")
     args = p.parse_args(argv)
     try:
         extra = shlex.split(args.extra)
     except ValueError as e:  # an unclosed quote
         p.error(f"--extra is not valid shell quoting ({e})")
-    # the keys bench sets itself: given again, the run would differ from its row (seeds) or lose its results (out_dir)
-    if own := [a for a in extra if a.split("=")[0] in ("--n_seeds", "--device", "--out_dir", "--save_weights")]:
-        p.error(f"--extra may not set {', '.join(own)}: use bench's own --seeds and --device (it sets out_dir and "
-                f"save_weights itself)")
+    # the keys bench sets itself: given again, the run would differ from its row (seeds), lose its results (out_dir)
+    # or run at another thread count than its table's header says (this process's)
+    own = ("--n_seeds", "--device", "--out_dir", "--save_weights", "--threads")
+    if own := [a for a in extra if a.split("=")[0] in own]:
+        p.error(f"--extra may not set {', '.join(own)}: use bench's own --seeds, --device and --threads (it sets "
+                f"out_dir and save_weights itself)")
+    if args.threads:
+        extra.append(f"--threads={args.threads}")
     # keys that leave the matmuls as they are (where the data is, which init, lr, loss, precision): the FLOP count
     # still holds; any other key (m, width, epochs, conditions, ...) changes it, and the rate is then not printed
     counted = all(a.split("=")[0].removeprefix("--") in FLOP_NEUTRAL for a in extra)
@@ -116,7 +121,8 @@ def bench_mnist(argv):
     cuda = torch.device(args.device).type == "cuda"  # cuda:1 too: its defaults, and that card's name
     seeds = args.seeds or ([1, 100, 100] if cuda else [1, 25])
     from train import cpu_name
-    name = torch.cuda.get_device_name(args.device) if cuda else f"{cpu_name()}, {torch.get_num_threads()} threads"
+    name = (torch.cuda.get_device_name(args.device) if cuda
+            else f"{cpu_name()}, {args.threads or torch.get_num_threads()} threads")
     rows = []
     for n in seeds:
         wall, rss, res = run_experiment(n, args.device, extra)

@@ -320,6 +320,22 @@ def test_bench_mnist_seeds_extra_and_gpu_defaults(monkeypatch, capsys):
         assert f", default config, NVIDIA H200 ({device}), torch " in capsys.readouterr().out
 
 
+def test_bench_mnist_threads_reach_the_run_and_its_header(monkeypatch, capsys):
+    """--threads=N runs train.py at N threads, and the header says N (it said this process's count, also when
+    --extra set the run's --threads, which is now bench's own option)."""
+    runs = []
+    monkeypatch.setattr(bench, "run_experiment", lambda n, device, extra: runs.append(extra) or (2.0, 1.0, RESULTS))
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 7)
+    assert bench.bench_mnist(["--device=cpu", "--seeds=1", "--threads=1"]) == 0
+    assert runs == [["--threads=1"]] and ", 1 threads, torch " in capsys.readouterr().out
+    assert bench.bench_mnist(["--device=cpu", "--seeds=1"]) == 0  # 0: PyTorch's default, this process's count
+    assert runs[-1] == [] and ", 7 threads, torch " in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        bench.bench_mnist(["--device=cpu", "--extra=--threads=1"])
+    assert e.value.code == 2 and "--extra may not set --threads=1: use bench's own --seeds, --device and --threads" \
+        in capsys.readouterr().err
+
+
 def test_bench_mnist_refuses_bad_seed_counts_in_one_line_before_any_run(monkeypatch, capsys):
     """--seeds=1,2S (a typo) ended in int()'s ValueError traceback; --seeds=0 ran a child that failed (exit status 1)."""
     runs = []
