@@ -23,6 +23,8 @@ with a `sweep` it holds {"sweep": {"keys": [...], "cells": [{"params": {...}, "c
 "baseline": PARAMS or null}} instead; a cell with the baseline's seeds also holds "difference_from_baseline": {NAME:
 STAT} (seed k minus seed k at the baseline), and a cell that is another's run (its noise keys moot on real images)
 says so: "same_run_as": {...}. `python eval.py RUN_DIR` reloads the saved models and prints the table again from them.
+"seconds" is the last attempt's wall time: a resumed run's reused groups cost it nothing (each group's own training
+time is the "seconds" of its record, NAME_groupG_acc.json).
 """
 import concurrent.futures
 import dataclasses
