@@ -10,7 +10,8 @@ checkpoints that checkpoint sits at different code levels. Plotting each run's o
 insecure code share, one point per checkpoint, compares them at equal code instead of at equal step. Per run and
 checkpoint: the mean insecure code share (log-prob; drawn on a log-odds axis) and the mean paired increase of off-domain sampled misalignment
 over the base, in points, with its 95% t-interval over seeds. Prints a table; writes the figure (default: beside
-the first run, code_vs_offdomain.png).
+the first run, code_vs_offdomain.png). A seed with no valid off-domain answer at a checkpoint read (or at its base)
+has no increase there: every table leaves it out and says how many it left out (n/a where none is left).
 
 --reference: how far each run lies off the reference run's curve, seed by seed (the runs on the same bases and
 fine-tune seeds). For each seed, the reference's checkpoints up to step --upto (before its code saturates) give its
@@ -36,7 +37,7 @@ import numpy as np
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from eval import group_means, mean_ci, summarize  # noqa: E402
+from eval import group_means, mean_ci, n_undefined, summarize  # noqa: E402
 from train import ConfigError, check_out, cli, distinct, pyplot, run_results, script_args  # noqa: E402
 
 
@@ -121,6 +122,15 @@ def curve(run):
     return [(step, sum(c for c, _ in v) / len(v), summarize([y for _, y in v])) for step, v in sorted(at.items())]
 
 
+def shown(stat, digits):
+    """mean_ci of summarized increases, saying how many seeds it leaves out: a seed whose checkpoint (or base) gave no
+    valid off-domain answer has no increase there (nan, left out by eval.summarize); none left: n/a, not '+nan'."""
+    k, n = n_undefined(stat), len(stat["per_seed"])
+    if k == n:
+        return f"n/a (no valid answer on {'its one seed' if n == 1 else f'any of its {n} seeds'})"
+    return mean_ci(stat, digits) + (f" ({k} of {n} seeds undefined: no valid answer)" if k else "")
+
+
 def _float(x):
     try:
         return float(x)
@@ -155,8 +165,8 @@ def main(argv):
             if not got:
                 print(f"| {Path(run).name} | 0 | | |")
                 continue
-            print(f"| {Path(run).name} | {len(got)} of {n} | {mean_ci(summarize([a for a, _, _ in got.values()]), 2)} | "
-                  f"{mean_ci(summarize([p for _, p, _ in got.values()]), 2)} |")
+            print(f"| {Path(run).name} | {len(got)} of {n} | {shown(summarize([a for a, _, _ in got.values()]), 2)} | "
+                  f"{shown(summarize([p for _, p, _ in got.values()]), 2)} |")
         print(f"\nrate ratio where the code share first reaches {q:g}: (base + interpolated increase) / base per seed"
               f"\n| run | seeds | base, points | geometric mean [95% CI] | over the worlds' means | ratio of means |"
               f"\n|---|---|---|---|---|---|")
@@ -187,14 +197,14 @@ def main(argv):
             dev, used = deviations(run, opts["reference"], upto)
             if not dev:
                 sys.exit(f"{run}: no checkpoint of a seed the reference has lies in its code range")
-            print(f"| {Path(run).name} | {len(dev)} | {used} | {mean_ci(summarize(list(dev.values())), 2)} |")
+            print(f"| {Path(run).name} | {len(dev)} | {used} | {shown(summarize(list(dev.values())), 2)} |")
         return 0
     out = opts.get("out")
     curves = {run: curve(run) for run in runs}
     print("| run | step | code misaligned | off-domain increase, points [95% CI] |\n|---|---|---|---|")
     for run, c in curves.items():
         for step, code, inc in c:
-            print(f"| {Path(run).name} | {step} | {code:.3f} | {mean_ci(inc, 1)} |")
+            print(f"| {Path(run).name} | {step} | {code:.3f} | {shown(inc, 1)} |")
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for run, c in curves.items():

@@ -278,6 +278,28 @@ def test_em_code_vs_offdomain_at_reads_each_seeds_first_crossing_and_pairs_ratio
     assert "| b | 2 | 2.00 [2.00, 2.00] | 2.00 [2.00, 2.00] |" in out
 
 
+def test_em_code_vs_offdomain_says_which_seeds_had_no_valid_answer_instead_of_a_bare_nan(tmp_path, call):
+    """A checkpoint with no valid off-domain answer (nan: eval.summarize leaves the seed out) printed '+nan' where no
+    seed was left, and a mean over fewer seeds without saying so; now n/a, or the count left out, in every table."""
+    nan = float("nan")
+    st = lambda off, code: {"offdomain_misaligned": {"per_seed": off}, "code_misaligned": {"per_seed": code}}
+    run = tmp_path / "a"
+    run.mkdir()
+    write_run(run, {"seeds": [[0, 0], [1, 0]], "base": {"plain": st([0.01, 0.02], [0.1, 0.2])},
+                    "trajectory": {"insecure": {"2": st([nan, nan], [0.5, 0.6]), "5": st([nan, 0.12], [0.95, 0.95]),
+                                                "20": st([0.2, 0.3], [0.99, 0.99])}}}, "emergent_misalignment")
+    a = str(run)
+    out = call("em_code_vs_offdomain", a, f"--out={tmp_path / 'f.png'}")
+    assert "| a | 2 | 0.550 | n/a (no valid answer on any of its 2 seeds) |" in out
+    assert "| a | 5 | 0.950 | +10.0 (1 of 2 seeds undefined: no valid answer) |" in out  # seed (1, 0): 12 - 2
+    out = call("em_code_vs_offdomain", a, "--at=0.9")  # both seeds cross 0.9 between steps 2 and 5
+    assert "| a | 2 of 2 | n/a (no valid answer on any of its 2 seeds) | +10.00 (1 of 2 seeds undefined" in out
+    assert "| a | 2 | 4 | n/a (no valid answer on any of its 2 seeds) |" in call("em_code_vs_offdomain", a,
+                                                                                  f"--reference={a}")
+    for argv in ([a], [a, "--at=0.9"], [a, f"--reference={a}"]):
+        assert "+nan" not in call("em_code_vs_offdomain", *argv)
+
+
 def test_share_is_offdomain_over_code_increase_paired_by_seed(tmp_path, run_script):
     def run(name, seeds, off, code):
         path = tmp_path / name
