@@ -35,8 +35,8 @@ largest scale). --pool: over every base of the given runs' steer_base.json, per 
 increase in points, sampled and by log-prob, of the off-domain misalignment and of the insecure code (95%
 t-intervals over bases; a base with no valid sample is left out of the sampled one), the paired v* minus e; as ratios
 of means: the rate over the base's, the valid fraction over the base's, the persona share (only where the code
-increase's interval is above zero); the bases past +5 points and 3x; a table and a figure (misalignment and valid
-fraction against A). Research log: "The base steered by v*, sampled".
+increase's interval is above zero, n/a otherwise: one base has no interval); the bases past +5 points and 3x; a
+table and a figure (misalignment and valid fraction against A). Research log: "The base steered by v*, sampled".
 
 --route: why the insecure fine-tune first learns the code and not the persona, read at the same place. The
 direction at block 0's attention output (one vector at every position) that lowers the insecure arm's fine-tune loss
@@ -179,7 +179,7 @@ def pool(runs, figure):
             t = table[f"{name}_{a:g}"]
             print(f"| {name} | {a:g} | {f(t['points'])} | {f(t['lp_points'])} | {t['times_base']:.2f} | "
                   f"{t['valid_of_base']:.2f} | {t['code_frac']:.3f} | {t['above_5_and_3x']}/{t['n_valid']} | "
-                  f"{f(t['code_points'])} | {t['persona_share']:.2f} |")
+                  f"{f(t['code_points'])} | {share_text(t['persona_share'], t['code_points'], 2)} |")
         print(f"| v* minus e, paired | {a:g} | {f(table[f'pulled_minus_evil_{a:g}']['points'])} | | | | | | | |")
     if figure:
         plot(s, figure)
@@ -219,6 +219,14 @@ def rose(stat):
     """Whether a summarized increase is above zero (its 95% interval; one base has none): a persona share is a share
     of a rise of the insecure code, and of nothing else."""
     return stat["ci95"] is not None and stat["ci95"][0] > 0
+
+
+def share_text(share, code, digits):
+    """A persona share, or why there is none (rose): one base gives the code increase no interval (a column of bare
+    nan said nothing), and an interval reaching zero is no rise of the code to take a share of."""
+    if share == share:
+        return f"{share:.{digits}f}"
+    return "n/a (one base: no interval)" if code["ci95"] is None else "n/a (code rise not above 0)"
 
 
 def code_grad(base, tok, cfg, p, arm):
@@ -291,7 +299,8 @@ def route_pool(runs):
     for a in scales:
         for n in ROUTES:
             t = table[f"{n}_{a:g}"]
-            print(f"| {n} | {a:g} | {f(t['off_points'])} | {f(t['code_points'])} | {t['persona_share']:.3f} |" + forum(t))
+            print(f"| {n} | {a:g} | {f(t['off_points'])} | {f(t['code_points'])} | "
+                  f"{share_text(t['persona_share'], t['code_points'], 3)} |" + forum(t))
         print(f"| insecure_grad minus v*, code, paired | {a:g} | | {f(table[f'insecure_grad_minus_pulled_code_{a:g}'])} | | |")
     print("cosines: " + "; ".join(f"{k} {f(c)}" for k, c in s["cos"].items()))
     return s

@@ -1721,6 +1721,34 @@ def test_em_steer_base_pool_is_paired_and_ratios_of_means(tmp_path, call):
     check_refused(call, "em_steer_base", a, "--figure=x.png", match="--figure= with --pool")
 
 
+def test_em_steer_base_pool_says_why_a_persona_share_is_missing(tmp_path, call):
+    # the persona share needs the code increase's interval above zero (rose): over one base (no interval) the column
+    # was a bare nan on every row, as it was where the code did not rise; now n/a with the reason
+    def r(mis, code):
+        return {"mis_sampled": mis, "valid_frac": 0.5, "code_frac": 0.0, "mis_lp": mis, "code_misaligned": code}
+
+    def rows(ws, rise):  # every direction: +4 points off-domain, the code up by rise(w) points
+        return [{"run": "r", "world": w, "d0": 3.0, "cos_pulled_evil": 0.4, "plain": r(0.01, 0.1),
+                 "readings": {f"{n}_0.3": r(0.05, 0.1 + rise(w) / 100) for n in ("pulled", "minus", "evil", "random")}}
+                for w in ws]
+    for name, rs in (("one", rows([0], lambda w: 20)), ("flat", rows([0, 1], lambda w: (-1) ** w))):
+        (tmp_path / name).mkdir()
+        write_run(tmp_path / name, {}, "emergent_misalignment", seeds=list(range(len(rs))))
+        (tmp_path / name / "steer_base.json").write_text(json.dumps({"scales": [0.3], "per_base": rs}))
+        route = [{"run": "r", "world": x["world"], "d0": 3.0, "cos": {"insecure_grad.pulled": 0.1},
+                  "plain": {"off": 0.01, "code": 0.1}, "readings": {
+                      f"{n}_0.3": {"off": 0.05, "code": x["readings"]["pulled_0.3"]["code_misaligned"]}
+                      for n in ("insecure_grad", "pulled", "evil", "secure_grad")}} for x in rs]
+        (tmp_path / name / "steer_route.json").write_text(json.dumps({"scales": [0.3], "per_base": route}))
+    one, flat = str(tmp_path / "one"), str(tmp_path / "flat")
+    assert "| +20.00 | n/a (one base: no interval) |" in call("em_steer_base", "--pool", one)
+    assert "| +4.00 | +20.00 | n/a (one base: no interval) |" in call("em_steer_base", "--route", "--pool", one)
+    assert "| +0.00 [-12.71, +12.71] | n/a (code rise not above 0) |" in call("em_steer_base", "--pool", flat)
+    assert "| n/a (code rise not above 0) |" in call("em_steer_base", "--route", "--pool", flat)
+    for argv in (["--pool"], ["--route", "--pool"]):
+        assert "nan" not in call("em_steer_base", *argv, one) + call("em_steer_base", *argv, flat)
+
+
 def test_em_steer_base_code_grad_lowers_the_fine_tune_loss_fastest():
     sb, bp = script("em_steer_base"), script("em_base_pull")
     tok = W.build_tokenizer()
