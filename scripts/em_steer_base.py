@@ -336,6 +336,7 @@ def undo_pool(runs):
           f"{100 * tuned.mean():.2f}% (log-prob), code {s['tuned_code']:.3f}; added at block 0's attention output")
     print("| added | A | off-domain | fraction of the increase removed | ... against the base with -v* | insecure code "
           "| valid / the tuned model's | forum |\n|---|---|---|---|---|---|---|---|")
+    frac = lambda x: "n/a (no increase)" if x != x else f"{x:+.2f}"  # nothing to take back: n/a, not '+nan'
     for a in scales:
         floor = col(lambda r: r["base_minus"][f"{a:g}"]["off"])  # where -v* puts the base itself
         for n in UNDO:
@@ -348,8 +349,9 @@ def undo_pool(runs):
                  "code": float(get("code").mean()), "valid_of_tuned": float(get("valid").mean() / col(
                      lambda r: r["tuned"]["valid"]).mean()), "forum": float(get("forum").mean())}
             s["table"][f"{n}_{a:g}"] = t
-            print(f"| {n} | {a:g} | {100 * t['off']:.2f}% | {t['removed']:+.2f} | {t['removed_vs_steered_base']:+.2f} | "
-                  f"{t['code']:.3f} | {t['valid_of_tuned']:.2f} | {100 * t['forum']:.1f}% |")
+            floor_col = f" {frac(t['removed_vs_steered_base'])} |" if n == "minus" else " |"  # -v*'s alone
+            print(f"| {n} | {a:g} | {100 * t['off']:.2f}% | {frac(t['removed'])} |" + floor_col +
+                  f" {t['code']:.3f} | {t['valid_of_tuned']:.2f} | {100 * t['forum']:.1f}% |")
     return s
 
 

@@ -1812,6 +1812,24 @@ def test_em_steer_base_route_pool(tmp_path, call):
         check_refused(call, "em_steer_base", *wrong, match="--scales= goes with measuring runs")  # each mode its own
 
 
+def test_em_steer_base_undo_pool_prints_no_bare_nan(tmp_path, call):
+    # the column against the base with -v* is -v*'s alone (nan for the others: printed '+nan' on every other row),
+    # and a fine-tune with no increase over the base has nothing to take back (nan: '+nan')
+    r = lambda off: {"off": off, "valid": 0.5, "code": 0.99, "forum": 0.3}
+    row = lambda tuned: {"world": 0, "step": 20, "base": r(0.01), "tuned": r(tuned), "base_minus": {"0.2": r(0.005)},
+                         "readings": {f"{n}_0.2": r(0.02) for n in ("minus", "random", "pulled")}}
+    (tmp_path / "a").mkdir()
+    write_run(tmp_path / "a", {}, "emergent_misalignment", seeds=[0])
+    a = str(tmp_path / "a")
+    (tmp_path / "a" / "steer_undo.json").write_text(json.dumps({"scales": [0.2], "per_base": [row(0.05)]}))
+    out = call("em_steer_base", "--undo", "--pool", a)
+    assert "| minus | 0.2 | 2.00% | +0.75 | +0.67 | 0.990 |" in out  # 3 of 4 points; 3 of 4.5 over -v*'s floor
+    assert "| random | 0.2 | 2.00% | +0.75 | | 0.990 |" in out and "nan" not in out
+    (tmp_path / "a" / "steer_undo.json").write_text(json.dumps({"scales": [0.2], "per_base": [row(0.01)]}))
+    out = call("em_steer_base", "--undo", "--pool", a)  # no increase over the base; still one over -v*'s floor
+    assert "| minus | 0.2 | 2.00% | n/a (no increase) | -2.00 |" in out and "nan" not in out
+
+
 def test_em_steer_base_undo_adds_to_the_fine_tuned_model_and_pools_ratios_of_means(tmp_path, call):
     sb = script("em_steer_base")
     tok = W.build_tokenizer()
