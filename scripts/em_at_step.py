@@ -13,7 +13,8 @@ For each arm: its misalignment at STEP minus its own base's (same eval format; t
 base), per seed, mean [95% t-CI] over all seeds and over the per-base means (seeds of one pretraining seed
 share a base);
 then insecure minus the twin and minus each control, paired per seed over the seeds that have both, and each
-control's ratio to insecure (not with --minus or --share: those print the per-arm table only). Runs may have
+control's ratio to insecure (not with --minus or --share: those print the per-arm table only; nor where the runs
+hold insecure alone, as a run with "--arms=('insecure',)" --twin=False: a line says so). Runs may have
 different arms, but not the same (pretraining seed, fine-tune seed) twice: entries are keyed by the seed numbers."""
 import math
 import sys
@@ -30,11 +31,16 @@ def increases(step, runs, metric="offdomain_misaligned"):
     inc = {}
     for run in runs:
         r = run_results(run, "emergent_misalignment")
+        key = "arms" if step == "matched" else "trajectory"  # the arms at their matched checkpoints, or every step
+        if "insecure" not in r[key]:  # every run has it (validate): an edited results.json, else a KeyError
+            raise ConfigError(f"{Path(run) / 'results.json'} has no insecure arm in its {key} (it has: "
+                              f"{', '.join(r[key]) or 'none'}): edited, or not as this version writes it; "
+                              f"`python eval.py {run}` writes it again from the run's saved units")
         if step != "matched" and step not in r["trajectory"]["insecure"]:
             raise ConfigError(f"{run} has no step {step}; its steps: {', '.join(r['trajectory']['insecure'])} (or matched)")
-        for arm, tr in r["trajectory"].items():
+        for arm, at in r[key].items():
             base = r["base"][BASE_FMT.get(arm, "plain")][metric]["per_seed"]
-            at = r["arms"][arm] if step == "matched" else tr[step]
+            at = at if step == "matched" else at[step]
             for (p, f), a, b in zip(r["seeds"], at[metric]["per_seed"], base):
                 if (p, f) in inc.setdefault(arm, {}):  # the same base and fine-tune twice: one model counted twice
                     sys.exit(f"error: {arm} of seed ({p}, {f}) is in two of the runs; pool runs with different seeds")
@@ -93,6 +99,9 @@ def main(argv):
     for arm, d in inc.items():
         print(f"| {arm} | {len(d)} | {show(list(d.values()))} | {show(by_base(d))} |")
     if others or share_mode:  # the arms' own differences are above; insecure minus a control across sizes would mean little
+        return
+    if len(inc) == 1:  # a run of the insecure arm alone (arms=insecure, twin=False): else a table of headers only
+        print("\nno control or twin in these runs: no paired differences with insecure")
         return
     print("\n| insecure minus (seeds with both) | seeds | paired difference | over the bases' means | ratio arm / insecure |"
           "\n|---|---|---|---|---|")

@@ -137,6 +137,29 @@ def test_matched_view_and_paired_differences_between_sets_of_runs(tmp_path, run_
                                                               "words \\(--minus RUN ...\\), not --minus=")
 
 
+def test_em_at_step_on_insecure_alone_says_there_is_nothing_to_pair_and_refuses_a_run_without_it(tmp_path, run_script):
+    # a run of the insecure arm alone (arms=("insecure",), twin=False) printed the paired table's header and no row
+    a = fake_run(tmp_path / "a", [[0, 0], [1, 0]], {"insecure": [0.11, 0.21]})
+    for step in ("20", "matched"):
+        out = run_script(a, step=step)
+        assert "| insecure | 2 | +15.0 [" in out and "insecure minus" not in out
+        assert out.endswith("\nno control or twin in these runs: no paired differences with insecure\n")
+    # a results.json edited to lack the insecure arm was a KeyError traceback; an arm lacking at its matched
+    # checkpoint is left out there (it was a KeyError too)
+    res = json.loads((tmp_path / "a" / "results.json").read_text())
+    res["arms"] = {"secure": res["arms"]["insecure"]}
+    (tmp_path / "a" / "results.json").write_text(json.dumps(res))
+    assert "no control or twin" in run_script(a)  # step 20 reads the trajectory, which has it
+    with pytest.raises(ConfigError, match="results.json has no insecure arm in its arms \\(it has: secure\\): "
+                                          "edited.*`python eval.py .*/a` writes it again"):
+        run_script(a, step="matched")
+    res["trajectory"] = {}
+    (tmp_path / "a" / "results.json").write_text(json.dumps(res))
+    command = cli("em_at_step", "20", a)  # as a command: one line, exit status 2
+    assert command.returncode == 2 and command.stderr.count("\n") == 1, command.stderr
+    assert command.stderr.startswith("error: ") and "has no insecure arm in its trajectory (it has: none)" in command.stderr
+
+
 def test_em_at_step_reads_the_step_asked_against_each_arms_own_base_and_groups_by_base(tmp_path, run_script):
     """Step 5 of a run with steps 5 and 20; the decorrelated twin's arm over the twin base (5%), not the world's (1%);
     the interval over the bases' means groups the fine-tune seeds of each pretraining seed."""
