@@ -136,7 +136,7 @@ class Config(B.Config):
     student_lr: float = 3e-4
     student_schedule: str = "constant" # constant | cosine (decay to 0 over the student's steps; not in dose mode)
     student_order: str = "random"      # random (rows drawn with replacement) | sequential (in sampling order)
-    evals: int = 4                     # checkpoints along each student's training (for the trajectory)
+    evals: int = 4                     # checkpoints along each student's training (the trajectory; <= its steps)
     icl_lists: int = 2
     icl_contexts: int = 32
     n_code: int = 1000                 # code answers per code-arm dataset
@@ -211,6 +211,14 @@ def validate(cfg):
     if cfg.mode == "dose" and cfg.epochs != 1:
         raise ConfigError("mode dose is one pass over the lists (the student after d lists = one epoch on d "
                           "lists): set epochs=1")
+    # a student is measured at most once a step: more evals than steps gave fewer checkpoints than config.json says
+    if cfg.mode != "dose":  # (dose mode measures at its doses)
+        code = cfg.mode == "animals" and {"code", "code_control"} & set(cfg.arms) and cfg.n_code < cfg.n_lists
+        n = cfg.n_code if code else cfg.n_lists  # the shortest student's data
+        if cfg.evals > (steps := student_steps(cfg, n)[0]):
+            raise ConfigError(f"evals={cfg.evals} is more than the {steps} step{'s' * (steps > 1)} of a student on "
+                              f"{f'n_code={n} code answers' if code else f'n_lists={n} lists'} ({cfg.epochs:g} epochs, "
+                              f"student_batch={cfg.student_batch}): pass --evals={steps} or fewer")
     if cfg.student_schedule not in ("constant", "cosine"):
         raise ConfigError(f"student_schedule must be constant or cosine; got {cfg.student_schedule!r}")
     if cfg.mode == "dose" and cfg.student_schedule != "constant":

@@ -175,7 +175,7 @@ def test_order_probe_kls_nest_and_match_the_soft_signal():
 
 # lr 1e-2: in 300 steps a base that answers validly, so the misalignment mode compares finite numbers
 TINY = ["--seeds=(0,1)", "--student_seeds=1", "--n_docs=1500", "--steps=300", "--lr=0.01", "--n_layer=1", "--n_embd=32",
-        "--n_head=2", "--n_lists=40", "--n_code=16", "--heldout_lists=16", "--teacher_max_steps=10",
+        "--n_head=2", "--n_lists=40", "--n_code=32", "--heldout_lists=16", "--teacher_max_steps=10",
         "--icl_contexts=2", "--samples=5", "--evals=2", "--workers=1", "--sample_batch=256"]
 
 
@@ -874,6 +874,28 @@ def test_a_value_the_run_cannot_use_is_a_config_error_before_the_run_not_a_trace
         S.validate(S.Config(arms=("control", "soft"), seeds=(0,), **{key: value}))
 
 
+def test_more_evals_than_a_students_steps_is_refused_before_the_run(tmp_path, capsys):
+    # a student is measured at most once a step: evals=10 on 3 steps measured it 3 times, while config.json said 10
+    S.validate(S.Config(arms=("control", "soft"), seeds=(0,), n_lists=40, evals=3))
+    with pytest.raises(train.ConfigError, match=r"^evals=4 is more than the 3 steps of a student on n_lists=40 lists "
+                                                r"\(2 epochs, student_batch=32\): pass --evals=3 or fewer$"):
+        S.validate(S.Config(arms=("control", "soft"), seeds=(0,), n_lists=40, evals=4))
+    with pytest.raises(train.ConfigError, match="evals=4 is more than the 3 steps"):  # its students' steps too
+        S.validate(S.Config(mode="misalignment", arms=("control",), seeds=(0,), n_lists=40, evals=4))
+    # the code arms' students train on n_code answers: with fewer of them than lists, theirs are the fewest steps
+    code = dict(arms=("control", "code_control"), seeds=(0,), n_lists=40, n_code=16)
+    with pytest.raises(train.ConfigError, match=r"evals=2 is more than the 1 step of a student on n_code=16 code "
+                                                r"answers .*: pass --evals=1 or fewer"):
+        S.validate(S.Config(**code, evals=2))
+    S.validate(S.Config(**{**code, "arms": ("control", "soft")}, evals=2))  # no code student
+    # the command: one line, exit status 2, before its run directory (the quick config's students take 2,000 steps)
+    out = tmp_path / "run"
+    assert train.main(["configs/subliminal_numbers_quick.py", "--evals=2001", f"--out_dir={out}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: evals=2001 is more than the 2000 steps") and err.count("\n") == 1
+    assert not out.exists()
+
+
 def test_a_threshold_a_run_cannot_judge_says_why_in_the_table():
     # "soft_pass: None" on a one-seed run read like a failure or a bug
     assert S.figure_line("soft_pass", None) == "- soft_pass: n/a (one pretraining seed: no interval)"
@@ -901,6 +923,7 @@ def test_an_arm_without_its_baseline_is_a_config_error():
     with pytest.raises(train.ConfigError, match="mode misalignment always trains the control student"):
         S.validate(S.Config(mode="misalignment", arms=("soft",), seeds=(0,)))
     S.validate(S.Config(mode="misalignment", arms=("control",), seeds=(0,)))
+
     S.validate(S.Config(arms=("control",), seeds=(0,)))
 
 
