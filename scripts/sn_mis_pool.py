@@ -13,12 +13,14 @@ the insecure teacher's students minus the control's and the secure and education
 channel (sampled against sampled, soft against soft), paired per base. With --minus (not with --log or --figure=),
 instead: each student
 of the runs before it minus the same student of the runs after it (the same bases, e.g. the same teachers with
-another student setting), paired per base. --bases=A-B,C,... keeps only those pretraining seeds (a descriptive
-split, e.g. old and new bases of one run). --log reads the misaligned fractions on the log scale: t-intervals of
-each base's log fraction (a fraction of 0 counts as half a sample of that student's valid samples), shown as
-geometric means, and paired differences as ratios; rates that differ by factors between bases (the student's gain
-scales with its teacher's misalignment) are skewed on the plain scale. --figure=PATH draws every base's students
-with the means and intervals on that scale, and each teacher's students against the teacher's own misalignment.
+another student setting), paired per base; a student on one side only is named and left out, and sides whose
+students are all the same (every difference exactly 0: runs that differ only in arms) are refused.
+--bases=A-B,C,... keeps only those pretraining seeds (a descriptive split, e.g. old and new bases of one run).
+--log reads the misaligned fractions on the log scale: t-intervals of each base's log fraction (a fraction of 0
+counts as half a sample of that student's valid samples), shown as geometric means, and paired differences as
+ratios; rates that differ by factors between bases (the student's gain scales with its teacher's misalignment) are
+skewed on the plain scale. --figure=PATH draws every base's students with the means and intervals on that scale,
+and each teacher's students against the teacher's own misalignment.
 """
 import json
 import math
@@ -216,9 +218,25 @@ def minus(a, b):
     if sorted(ba) != sorted(bb):
         sys.exit(f"--minus needs the same bases on both sides; got {sorted(ba)} and {sorted(bb)}")
     order = [bb.index(p) for p in ba]  # b's rows in a's base order
+    both, one_side = [k for k in pa if k in pb], sorted(set(pa) ^ set(pb))
+    if not both:
+        sys.exit(f"--minus: no student is on both sides ({', '.join(pa)} before it, {', '.join(pb)} after it)")
+    # runs that differ only in which students they train (arms, mis_sampled) share the others bit for bit: each
+    # difference is exactly 0 (NaN on both sides: no valid answer on either)
+    same = {k: all(x == y or x != x and y != y for m in METRICS for x, y in zip(pa[k][m], (pb[k][m][j] for j in order)))
+            for k in both}
+    if all(same.values()):
+        sys.exit(f"--minus: {', '.join(both)} are the same students on both sides (every difference exactly 0 on every "
+                 f"base)" + (f", and {', '.join(one_side)} on one side only" if one_side else "") + ": the runs "
+                 "trained them alike (they differ at most in which students they train, e.g. arms); compare runs "
+                 "that train them differently (e.g. student_trains), or pool one run without --minus to set its "
+                 "students against each other")
     print(f"n = {len(ba)} bases {sorted(ba)}; paired per base, the runs before --minus minus those after it")
-    for k in pa:
-        if k not in pb:
+    if one_side:
+        print(f"left out (on one side of --minus only): {one_side}")
+    for k in both:
+        if same[k]:
+            print(f"{k:22s} the same students on both sides: every difference exactly 0")
             continue
         for m in METRICS:
             d = summarize([x - pb[k][m][j] for x, j in zip(pa[k][m], order)])

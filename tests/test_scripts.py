@@ -458,6 +458,27 @@ def test_sn_pool_minus_pairs_the_same_bases_across_runs(tmp_path, pool):
     check_refused(pool, "--lists=16000", a, "--minus", c, match="same bases")
 
 
+def test_sn_pool_minus_of_runs_that_differ_only_in_arms_is_refused_not_a_table_of_zeros(tmp_path, pool):
+    """Two runs of one setting, one with the soft students too (arms): the students both have are the same students,
+    so --minus printed +0.0 [+0.0, +0.0] for each and dropped insecure_soft without a word."""
+    nan = float("nan")
+    a = fake_sn_run(tmp_path / "a", [0, 1], {"control": [nan, 0.02], "insecure": [0.03, 0.05],
+                                             "insecure_soft": [0.04, 0.06]})
+    b = fake_sn_run(tmp_path / "b", [1, 0], {"control": [0.02, nan], "insecure": [0.05, 0.03]})  # other base order
+    check_refused(pool, "--lists=16000", a, "--minus", b, match=r"^--minus: control, insecure are the same students on "
+                  r"both sides \(every difference exactly 0 on every base\), and insecure_soft on one side only: the "
+                  r"runs trained them alike .* compare runs that train them differently")
+    command = cli("sn_mis_pool", "--lists=16000", a, "--minus", b)
+    assert command.returncode == 2 and command.stderr.startswith("error: --minus: control, insecure are the same")
+    assert command.stderr.count("\n") == 1 and command.stdout == ""
+    # one student trained otherwise: it is paired; the same one is said to be the same; the one-sided one is named
+    c = fake_sn_run(tmp_path / "c", [0, 1], {"control": [nan, 0.02], "insecure": [0.02, 0.03]})
+    out = pool("--lists=16000", a, "--minus", c)
+    assert "left out (on one side of --minus only): ['insecure_soft']" in out
+    assert "control                the same students on both sides: every difference exactly 0" in out
+    assert "insecure               offdomain_misaligned +1.5 [" in out and "control                offdomain" not in out
+
+
 def test_sn_pool_bases_subset_and_overlapping_intervals(tmp_path, pool):
     """--bases keeps only those bases' numbers, the base's valid fraction among them; intervals that overlap are said
     to overlap: insecure 0.040 +- 0.025 reaches down to 0.015, below the control's upper end, 0.023 + 0.038."""
