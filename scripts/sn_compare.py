@@ -8,7 +8,8 @@ instead of the final one. The effect is the arm minus its baseline as the run co
 `cross_control` for the arms on the other base, `icl_control`, `code_control`), per seed; the two runs must have the
 same seeds (pretraining seed x student seed; paired by seed, in any order). Prints, per target animal: each side's
 effect and its final students' animal mass, the paired difference of the effects (mean, 95% t-CI), and whether the
-two baselines are the same students (identical rates: the same bases, teachers and lists).
+two baselines are the same students (identical rates: the difference is the arms' own) or other ones: by how much, and
+why (other baseline arms or checkpoints, or the config keys in which the runs differ).
 """
 import os
 import sys
@@ -17,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from eval import summarize  # noqa: E402
 from experiments.subliminal_numbers import BASELINE, mode_results  # noqa: E402
-from train import cli, script_args  # noqa: E402
+from train import cli, run_dir_config, script_args  # noqa: E402
 
 
 def side(spec):
@@ -41,6 +42,38 @@ def rates(res, arm, a, step):
             sys.exit(f"no checkpoint {step} for {arm} (has: {', '.join(traj)})")
         v = traj[step]["per_seed"]
     return dict(zip(map(tuple, res["seeds"]), v))
+
+
+# keys that change no student of a run (where it is written, how many workers, which other arms it trained)
+NOT_STUDENTS = ("experiment", "out_dir", "workers", "resume", "arms")
+
+
+def baselines(animal, side_a, side_b, seeds, mass):
+    """Whether the two effects are over the same baseline students (identical rates: the difference is the arms'
+    own), or over other students: on how many seeds, by how much, and why (other baseline arms, checkpoints or
+    configs)."""
+    (ra, base_a, step_a, a), (rb, base_b, step_b, b) = side_a, side_b
+    ctl_a, ctl_b = rates(a, base_a, animal, step_a), rates(b, base_b, animal, step_b)
+    names = f"{ra}:{base_a}{'@' + step_a if step_a else ''} and {rb}:{base_b}{'@' + step_b if step_b else ''}"
+    if (base_a, step_a) == (base_b, step_b) and ctl_a == ctl_b:  # (other arms or checkpoints are other students)
+        return f"baselines {names}: the same students (identical rates on every seed; {mass}): the difference is the " \
+               f"arms' own"
+    why = []
+    if base_a != base_b:
+        why.append(f"other baseline arms, {base_a} and {base_b}")
+    if step_a != step_b:
+        why.append(f"other checkpoints, {step_a or 'the end'} and {step_b or 'the end'}")
+    if Path(ra).resolve() != Path(rb).resolve():
+        ca, cb = run_dir_config(ra), run_dir_config(rb)
+        keys = sorted(k for k in ca.keys() | cb.keys() if k not in NOT_STUDENTS and ca.get(k) != cb.get(k))
+        why.append(f"the runs' configs differ in {', '.join(keys)}" if keys else
+                   "the runs' configs agree in every key that shapes a student, so other machines or code versions")
+    d = 100 * summarize([ctl_a[k] - ctl_b[k] for k in seeds])["mean"]
+    return (f"baselines {names}: other students ({'; '.join(why)}), the first's rate {d:+.1f} points over the "
+            f"second's on average, unequal on {sum(ctl_a[k] != ctl_b[k] for k in seeds)}/{len(seeds)} seeds ({mass}); "
+            f"each effect is over its own baseline, so the difference is the arms' rates' difference less the "
+            f"baselines' {d:+.1f}: a difference of effects. For the arms' rates alone compare arms over the same "
+            f"baseline students (one run, or runs that differ only in arms)")
 
 
 def main(argv):
@@ -68,7 +101,6 @@ def main(argv):
             arm_r, ctl = rates(res, arm, animal, step), rates(res, base, animal, step)
             eff.append([arm_r[k] - ctl[k] for k in seeds])
         diff = summarize([x - y for x, y in zip(*eff)])
-        same = rates(a, base_a, animal, step_a) == rates(b, base_b, animal, step_b)
         final = lambda step: "final students' " if step else ""  # the mass is kept for the final students only
         mass = lambda res, arm: res["arms"][arm]["by_animal"][animal].get("animal_mass", {}).get("mean", float("nan"))
         ea, eb = summarize(eff[0]), summarize(eff[1])
@@ -76,9 +108,9 @@ def main(argv):
         print(f"{animal}: {ra}:{arm_a}{'@' + step_a if step_a else ''} {100 * ea['mean']:+.1f} "
               f"({final(step_a)}animal mass {mass(a, arm_a):.2f}) minus {rb}:{arm_b}{'@' + step_b if step_b else ''} "
               f"{100 * eb['mean']:+.1f} ({final(step_b)}mass {mass(b, arm_b):.2f}) = {100 * diff['mean']:+.1f} "
-              f"{ci}; {sum(d > 0 for d in diff['per_seed'])}/{len(diff['per_seed'])} "
-              f"seeds positive; controls {'identical' if same else 'differ'} "
-              f"({final(step_a or step_b)}control mass {mass(a, base_a):.2f} / {mass(b, base_b):.2f})")
+              f"{ci}; {sum(d > 0 for d in diff['per_seed'])}/{len(diff['per_seed'])} seeds positive")
+        print("  " + baselines(animal, (ra, base_a, step_a, a), (rb, base_b, step_b, b), seeds,
+                               f"{final(step_a or step_b)}mass {mass(a, base_a):.2f} / {mass(b, base_b):.2f}"))
     return 0
 
 

@@ -527,7 +527,7 @@ def test_sn_compare_pairs_effects_by_seed(tmp_path, call):
     b = fake_animal_run(tmp_path / "b", [[1, 0], [0, 0], [0, 1]], "shuffled", [0.12, 0.11, 0.13], [0.10, 0.10, 0.10])
     out = cmp(f"{a}:trait", f"{b}:shuffled")
     # mean +3.0, sd 1, t(2) 4.303 / sqrt(3) = 2.48
-    assert "= +3.0 [+0.5, +5.5]; 3/3 seeds positive; controls identical" in out
+    assert "= +3.0 [+0.5, +5.5]; 3/3 seeds positive\n" in out and "the same students (identical rates" in out
     command = cli("sn_compare", f"{a}:trait", f"{b}:shuffled")  # the command line prints the same
     assert command.returncode == 0 and command.stdout == out, command.stderr
     c = fake_animal_run(tmp_path / "c", [[0, 0], [0, 1], [2, 0]], "trait", [0.1] * 3, [0.1] * 3)
@@ -550,9 +550,9 @@ def test_sn_compare_pairs_effects_by_seed(tmp_path, call):
                         at_250=([0.12, 0.12], [0.11, 0.11]))
     out = cmp(f"{a}:trait@250", f"{b}:trait@250")
     assert "trait@250 +2.5 (final students' animal mass 0.90)" in out and "trait@250 +1.0 (final students' mass" in out
-    assert "(final students' control mass" in out and "(animal mass 0.90)" in cmp(f"{a}:trait", f"{b}:trait")
-    assert "= +1.5 [-4.9, +7.9]; 2/2 seeds positive; controls differ" in out
-    assert "(final students' control mass" in cmp(f"{a}:trait@250", f"{b}:trait")  # one side at a checkpoint
+    assert "(final students' mass 0.90 / 0.90)" in out and "(animal mass 0.90)" in cmp(f"{a}:trait", f"{b}:trait")
+    assert "= +1.5 [-4.9, +7.9]; 2/2 seeds positive\n" in out and f"{a}:control@250 and {b}:control@250: other" in out
+    assert "(final students' mass" in cmp(f"{a}:trait@250", f"{b}:trait")  # one side at a checkpoint
 
 
 def test_sn_compare_reads_each_arm_against_its_own_baseline(tmp_path, call):
@@ -577,11 +577,11 @@ def test_sn_compare_reads_each_sides_control_at_its_own_checkpoint_counts_ties_a
     a = fake_animal_run(tmp_path / "a", [[0, 0], [0, 1]], "trait", [0.15, 0.16], [0.10, 0.10],
                         at_250=([0.14, 0.15], [0.12, 0.12]))
     out = cmp(f"{a}:trait@250", f"{a}:trait")
-    assert "= -3.0 [-3.0, -3.0]; 0/2 seeds positive; controls differ" in out
+    assert "= -3.0 [-3.0, -3.0]; 0/2 seeds positive\n" in out and "other students (other checkpoints" in out
     # a seed whose effects are equal is not positive: effects +5, +1 against +1, +1 give differences 4 and 0
     b = fake_animal_run(tmp_path / "b", [[0, 0], [0, 1]], "trait", [0.15, 0.11], [0.10, 0.10])
     c = fake_animal_run(tmp_path / "c", [[0, 0], [0, 1]], "shuffled", [0.11, 0.11], [0.10, 0.10])
-    assert "; 1/2 seeds positive; controls identical" in cmp(f"{b}:trait", f"{c}:shuffled")
+    assert "; 1/2 seeds positive\n  baselines" in (out := cmp(f"{b}:trait", f"{c}:shuffled")) and "the same stud" in out
     # an arm on base B without its baseline (cross_control) is refused in one line, not a KeyError
     st = lambda v, mass: {"by_animal": {"owl": {"target_rate": {"per_seed": v}, "animal_mass": {"mean": mass}}}}
     (tmp_path / "x").mkdir()
@@ -594,7 +594,44 @@ def test_sn_compare_reads_each_sides_control_at_its_own_checkpoint_counts_ties_a
     write_run(tmp_path / "y", {"seeds": [[0, 0], [0, 1]], "animals": ["owl"],
                                "arms": {"control": st([0.1, 0.1], 0.9), "cross_init": st([0.2, 0.2], 0.7),
                                         "cross_control": st([0.1, 0.1], 0.5)}}, "subliminal_numbers")
-    assert "(control mass 0.50 / 0.90)" in cmp(f"{tmp_path / 'y'}:cross_init", f"{b}:trait")
+    assert "(mass 0.50 / 0.90)" in cmp(f"{tmp_path / 'y'}:cross_init", f"{b}:trait")
+
+
+def test_sn_compare_says_which_baselines_differ_by_how_much_and_why(tmp_path, call):
+    """'controls differ (final students' control mass 0.90 / 0.90)': not which students differed (the rates at the
+    checkpoint, not the masses), nor why, nor what it does to the difference; and cross_control was called control."""
+    cmp = lambda *argv: call("sn_compare", *argv)
+    a = fake_animal_run(tmp_path / "a", [[0, 0], [0, 1]], "trait", [0.15, 0.16], [0.10, 0.10],
+                        at_250=([0.14, 0.15], [0.12, 0.12]))
+    b = fake_animal_run(tmp_path / "b", [[0, 1], [0, 0]], "trait", [0.12, 0.12], [0.10, 0.10],
+                        at_250=([0.12, 0.12], [0.11, 0.11]))
+    config = json.loads((tmp_path / "b" / "config.json").read_text())  # b: another n_lists (out_dir, arms: no matter)
+    (tmp_path / "b" / "config.json").write_text(json.dumps({**config, "n_lists": 16000, "out_dir": "x", "arms": []}))
+    out = cmp(f"{a}:trait@250", f"{b}:trait@250")
+    # effects +2.5 and +1.0: the arms' rates' difference +0.5 less the baselines' +1.0 (0.12 against 0.11)
+    assert (f"= +1.5 [-4.9, +7.9]; 2/2 seeds positive\n  baselines {a}:control@250 and {b}:control@250: other students "
+            "(the runs' configs differ in n_lists), the first's rate +1.0 points over the second's on average, unequal "
+            "on 2/2 seeds (final students' mass 0.90 / 0.90); each effect is over its own baseline, so the difference "
+            "is the arms' rates' difference less the baselines' +1.0: a difference of effects. For the arms' rates "
+            "alone compare arms over the same baseline students (one run, or runs that differ only in arms)\n") in out
+    assert "controls differ" not in out
+    assert "other students (other checkpoints, 250 and the end), the first's rate +2.0 points" in cmp(
+        f"{a}:trait@250", f"{a}:trait")
+    c = fake_animal_run(tmp_path / "c", [[0, 0], [0, 1]], "trait", [0.1] * 2, [0.1] * 2, at_250=([0.1] * 2, [0.1] * 2))
+    assert "(the runs' configs agree in every key that shapes a student, so other machines or code versions)" in cmp(
+        f"{a}:trait@250", f"{c}:trait@250")
+    assert (f"baselines {a}:control and {b}:control: the same students (identical rates on every seed; mass 0.90 / "
+            f"0.90): the difference is the arms' own") in cmp(f"{a}:trait", f"{b}:trait")
+    # an arm on base B is over cross_control: named, and its mass
+    res = json.loads((tmp_path / "a" / "results.json").read_text())
+    res["arms"]["cross_init"] = res["arms"]["cross_control"] = res["arms"]["trait"]
+    (tmp_path / "a" / "results.json").write_text(json.dumps(res))
+    assert (f"baselines {a}:cross_control and {a}:control: other students (other baseline arms, cross_control and "
+            f"control), the first's rate +5.5 points") in cmp(f"{a}:cross_init", f"{a}:trait")
+    res["arms"]["cross_control"] = res["arms"]["control"]  # equal rates of other arms: still other students
+    (tmp_path / "a" / "results.json").write_text(json.dumps(res))
+    assert "(other baseline arms, cross_control and control), the first's rate +0.0 points over the second's on " \
+           "average, unequal on 0/2 seeds" in cmp(f"{a}:cross_init", f"{a}:trait")
 
 
 def test_sn_arms_figure_draws_arms_of_several_runs(tmp_path, call, monkeypatch):
