@@ -1181,7 +1181,11 @@ def plot_animals(res, cfg, path):
     ax.set_xticks([i + 0.4 - w / 2 for i in range(len(arms))],
                   [f"{arm}\n- {BASELINE[arm]}" for arm in arms], fontsize=6)
     ax.set_ylabel("rate of the teacher's animal,\nminus the baseline arm (paired)")
-    ax.legend(fontsize=8)
+    if arms:
+        ax.legend(fontsize=8)
+    else:  # baselines alone (a control's drift, on the right): said, where the panel was left empty
+        ax.text(0.5, 0.5, "no arm over a baseline in this run:\nits baselines' rates are on the right",
+                ha="center", va="center", transform=ax.transAxes, fontsize=9)
     a0 = cfg.animals[0]
     for i, (arm, tr) in enumerate(res["trajectory"].items()):
         b0 = res.get("base_B", res["base"]) if arm in ON_B else res["base"]
