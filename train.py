@@ -8,7 +8,8 @@
 A config file is plain Python assignments. It names its experiment (`experiment = "subliminal_mnist"`),
 which is the module `experiments/<experiment>.py`; that module's `Config` dataclass holds every valid
 key with its default. `--key=value` overrides are parsed with `ast.literal_eval` (falling back to a
-string). An unknown key is an error that lists the valid keys, a wrong type one that names the expected type.
+string; a str key takes unquoted text as written: --out_dir=2024 is the folder "2024"). An unknown key is an
+error that lists the valid keys, a wrong type one that names the expected type.
 
 This file holds no state at import time, so experiments can import the loops from it freely.
 """
@@ -577,8 +578,9 @@ CORE_KEYS = ("threads", "workers")
 class Run:
     """The output directory of one run. Experiments call `log`, `save_results`, and write figures.
 
-    Made on a folder that holds a run: with resume=False, that run's outputs (RUN_OUTPUTS) are deleted first; else it
-    must be a run of the same experiment and config (but out_dir, resume, ckpt_every and CORE_KEYS), or ConfigError.
+    Made on a folder that holds a run: it must be a run of the same experiment, or ConfigError (also with
+    resume=False: another experiment's run is never deleted); with resume=False, that run's outputs (RUN_OUTPUTS) are
+    deleted first; else it must also have the same config (but out_dir, resume, ckpt_every and CORE_KEYS).
     Then config.json and env.json are written (a resumed run's earlier env.json appended to env_earlier.jsonl). Run
     reuses nothing itself: which units or checkpoints to reuse is the experiment's decision."""
 
@@ -739,7 +741,8 @@ def checkpoint_stem(path):
 
 
 def load_weights(stem, device="cpu"):
-    """Read stem.safetensors and stem.json -> (tensors, meta). `stem` may also name either file."""
+    """Read stem.safetensors and stem.json -> (tensors, meta). `stem` may also name one of its files (checkpoint_stem:
+    the .safetensors, the .json, or a resume state's .state.pt, whose weights are still read from the .safetensors)."""
     from safetensors.torch import load_file
     stem = checkpoint_stem(stem)
     w, j = stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
@@ -883,7 +886,8 @@ def train_distill(model, inputs, targets, logit_idx, *, epochs, lr, batch_size, 
     running it on every batch). Only the logits in `logit_idx` enter the loss.
     Several students of each seed may train as one batched model: `logit_idx` a dict {name: logits}, one block
     of S models per entry, in order (model c * S + s reads seed s's inputs and targets; `gens` one per model).
-    `refresh(epoch)`, if given, returns new (inputs, targets) for each epoch (fresh noise)."""
+    `refresh(epoch)`, if given, returns new (inputs, targets) for each epoch after the first, which trains on the sets
+    passed in (fresh noise)."""
     opt = Adam(model.parameters(), lr)
     blocks = logit_idx if isinstance(logit_idx, dict) else {desc: logit_idx}
     S, M = targets.shape[0], model.n_seeds  # S seeds, M models (SeedMLP's n_seeds counts models: S per block)
@@ -1345,7 +1349,8 @@ def _check_gpt_checkpoint(stem, model_config, tensors, expect=None, one_file=Fal
 
 def load_lm(stem, device="cpu", expect=None):
     """-> (GPT on device, meta). Checks the config (against `expect`, a GPTConfig, when given) and
-    every tensor's name and shape before loading. `stem` may also name either file of the checkpoint."""
+    every tensor's name and shape before loading. `stem` may also name any of the checkpoint's files (.safetensors,
+    .json, .state.pt), as load_weights."""
     stem = checkpoint_stem(stem)
     tensors, meta = load_weights(stem, device)
     cfg = _check_gpt_checkpoint(stem, meta.get("model_config"), tensors, expect)
