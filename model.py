@@ -117,8 +117,8 @@ def init_mlp_params(seeds, sizes, n_classes, init, device, seed):
 # GPT: a small decoder-only transformer whose every activation has a name
 #
 # Architecture. Pre-norm blocks (x + attn(ln(x)), then x + mlp(ln(x))), LayerNorm without bias,
-# causal `F.scaled_dot_product_attention`, a 4x GELU MLP, no biases in linear layers, no dropout, and
-# the unembedding tied to the token embedding (logits = final @ wte.T).
+# causal `F.scaled_dot_product_attention`, a GELU MLP mlp_ratio (default 4) times the width, no biases in linear
+# layers, no dropout, and the unembedding tied to the token embedding (logits = final @ wte.T).
 #
 # Positions are rotary (RoPE, half-split form, base `rope_base`) on queries and keys; there is no
 # position embedding. Attention scores then depend only on the distance between two tokens, so a
