@@ -44,7 +44,8 @@ of updates; `arms` always starts with insecure).
 results.json (at the matched checkpoint; `final` and `trajectory` beside it):
   {"arms": {REPORT: {"offdomain_misaligned": STAT, "valid_fraction": STAT, "code_misaligned": STAT,
                   "code_fraction", "offdomain_misaligned_lp", "valid_mass_lp", "in_domain",
-                  "cos_evil_direction", "step", "final": {...}}},
+                  "cos_evil_direction" (not insecure_decorrelated's: the twin has no direction),
+                  "code_unseen_misaligned" (only with ft_code_tasks), "step", "final": {...}}},
    "base": {FORMAT: {metric: STAT}, READING: {metric: STAT}} (the formats plain, trigger, numbers, decorrelated;
             the readings of the base under the direction's interventions: ablated, mean_ablated, steered_1, ...;
             and forum_lp, forum_lp_ablated, forum_lp_mean_ablated: bare STATs over the bases, with "n_groups"),
