@@ -70,7 +70,7 @@ class Config:
     distill_lr: float = 0.0            # the students' Adam lr; 0 = lr (the paper uses one lr for both)
     loss: str = "kl"                   # kl: KL(teacher || student) | mse: on raw logits
     temperature: float = 1.0
-    distill_inputs: str = "noise"      # noise | real (the MNIST train images)
+    distill_inputs: str = "noise"      # noise | real (the dataset's training images, the first n_train as the teacher)
     noise: str = "uniform"             # uniform: U[-1, 1] | gaussian: normal of variance 1/3, same mean and variance
     noise_scale: float = 1.0           # noise times s: U[-s, s], or the gaussian of std s/sqrt(3) (the images: [-1, 1])
     fresh_noise: bool = False          # a new noise set every epoch instead of one fixed set
