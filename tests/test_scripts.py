@@ -2134,3 +2134,16 @@ def test_attn0_parts_pool_prints_each_share_with_its_interval_over_bases(tmp_pat
            f"[{share:.2f}, {share:.2f}]" in out and "late (3 bases)" in out
     # each part over its own numbers: ln_1 is 2/6 and proj 6/6 of a quarter of the whole step
     assert "ln_1 0.08 [0.08, 0.08]" in out and "proj 0.25 [0.25, 0.25]" in out
+
+
+def test_em_steer_base_pool_ratios_over_a_base_rate_of_zero_are_na(tmp_path, call):
+    # every base's plain sampled rate 0: "x base" printed inf or nan; it is no number, and says why
+    def r(mis):
+        return {"mis_sampled": mis, "valid_frac": 0.5, "code_frac": 0.0, "mis_lp": mis, "code_misaligned": 0.5}
+    rows = [{"run": "r", "world": w, "d0": 3.0, "cos_pulled_evil": 0.4, "plain": r(0.0),
+             "readings": {f"{n}_0.3": r(0.05) for n in ("pulled", "minus", "evil", "random")}} for w in (0, 1)]
+    (tmp_path / "zero").mkdir()
+    write_run(tmp_path / "zero", {}, "emergent_misalignment", seeds=[0, 1])
+    (tmp_path / "zero" / "steer_base.json").write_text(json.dumps({"scales": [0.3], "per_base": rows}))
+    out = call("em_steer_base", "--pool", str(tmp_path / "zero"))
+    assert out.count("| n/a (base's rate 0 or undefined) | 1.00 |") == 4 and "inf" not in out and "nan" not in out
