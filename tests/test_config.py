@@ -1,5 +1,7 @@
 """The config loader: a Python file + --key=value overrides -> a frozen, type-checked dataclass."""
+import contextlib
 import dataclasses
+import io
 import json
 import math
 import os
@@ -632,6 +634,109 @@ def test_every_train_command_in_the_readme_and_docs_loads():
                     pytest.fail(f"{where}: {e}")
                 n += 1
     assert n > 100  # the pattern still finds the commands
+
+
+def doc_code(path):
+    """(line number, text) of every code line of a markdown file: each line of a fenced block (a trailing backslash
+    joining the next) and each inline code span, also one that a line break splits (its lines joined by a space)."""
+    lines, code, prose, fence = path.read_text().split("\n"), [], [], None
+    for i, line in enumerate(lines):
+        if line.lstrip().startswith("```"):
+            fence = None if fence is not None else i
+            prose.append("")
+        elif fence is not None:
+            if code and code[-1][2]:  # the previous line ended in a backslash
+                code[-1] = (code[-1][0], code[-1][1][:-1] + " " + line, line.rstrip().endswith("\\"))
+            else:
+                code.append((i + 1, line, line.rstrip().endswith("\\")))
+            prose.append("")
+        else:
+            prose.append(line)
+    text = "\n".join(prose)
+    spans = [(text.count("\n", 0, m.start()) + 1, m.group(1).replace("\n", " "))
+             for m in re.finditer(r"`([^`]+)`", text)]
+    return sorted([(n, t) for n, t, _ in code] + spans)
+
+
+def test_every_script_eval_and_bench_command_in_the_readme_and_docs_parses(tmp_path, monkeypatch):
+    """The README's and docs' `python scripts/NAME.py ...`, `python eval.py ...` and `python bench.py ...` commands
+    are how their numbers are made again: each must pass its script's argument checks (its options, flags and
+    positional grammar), which run before it reads a run. Run directories are not here: the script is stopped where
+    it first reads one (or a cached base model, or bench's device), and a run folder that does not exist is not its
+    grammar's fault. RUN_DIR, RUN_DIR... and ... stand for runs; a command with another placeholder (STEPS, LR) or
+    none of its arguments (a script named in prose) is not checked."""
+    import importlib
+    from experiments import world_base as B
+    for f in (train.ROOT / "experiments").glob("*.py"):  # imported before the patches below: their own names stay
+        importlib.import_module(f"experiments.{f.stem}")
+    before = set(sys.modules)
+
+    class Reached(Exception):  # the script got past its argument checks to its first read of a run
+        pass
+
+    def stop(*args, **kw):
+        raise Reached
+
+    for module, name in ((train, "run_dir_config"), (train, "read_json"), (train, "resolve_device"),
+                         (B, "check_cached"), (B, "base_model")):
+        monkeypatch.setattr(module, name, stop)
+    check_out = train.check_out
+
+    def out_anywhere(path, *args, **kw):  # its checks of the name, in a folder that exists (a run's, absent here)
+        here = path if not path or Path(path).parent.is_dir() else str(tmp_path / Path(path).name)
+        return check_out(here, *args, **kw)
+    monkeypatch.setattr(train, "check_out", out_anywhere)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # each script puts its folders in front
+    try:
+        n = _check_doc_script_commands(tmp_path, monkeypatch, Reached)
+    finally:  # the scripts' helper modules (em_base_pull, ...) imported here hold the stops: not kept for later tests
+        for name in set(sys.modules) - before:
+            if str(getattr(sys.modules[name], "__file__", None) or "").startswith(str(train.ROOT / "scripts")):
+                del sys.modules[name]
+    assert n > 150  # the pattern still finds the commands
+
+
+def _check_doc_script_commands(tmp_path, monkeypatch, Reached):
+    """test_every_script_eval_and_bench_command_in_the_readme_and_docs_parses's loop: the commands it checked."""
+    import runpy
+    import shlex
+    cmd_re = re.compile(r"python\s+((?:scripts/\w+|eval|bench)\.py)\b")
+    n = 0
+    for f in [train.ROOT / "README.md", *sorted((train.ROOT / "docs").glob("*.md"))]:
+        for lineno, code in doc_code(f):
+            for m in cmd_re.finditer(code):
+                rest = re.split(r"\s#|\s&\s|;|&&|\|", code[m.end():])[0]
+                rest = cmd_re.split(rest)[0]  # a second command on the line
+                where = f"{f.name}:{lineno}: python {m.group(1)}{rest.rstrip()}"
+                seq = lambda s: " ".join(map(str, range(int(s[1]), int(s[2]) + 1)))  # noqa: E731
+                rest = re.sub(r"\$\(seq (\d+) (\d+)\)", seq, rest)
+                rest = re.sub(r"\[(--\w+)\]", r"\1", rest)  # an optional flag, [--share]
+                lex = shlex.shlex(rest, posix=True, punctuation_chars=True)
+                lex.whitespace_split = True
+                try:
+                    argv = list(lex)
+                except ValueError as e:  # an unclosed quote
+                    pytest.fail(f"{where}: not shell words ({e})")
+                assert not set("()|;&<>") & set(argv), f"{where}: unquoted shell syntax"
+                argv = [f"out/RUN_DIR_{i}" if a in ("RUN_DIR", "RUN_DIR...", "...") else a for i, a in enumerate(argv)]
+                if not argv or any(re.search(r"\b[A-Z]+\b", a) for a in argv if not a.startswith("-")):
+                    continue
+                monkeypatch.setattr(sys, "argv", [m.group(1), *argv])
+                err = io.StringIO()
+                try:
+                    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+                        runpy.run_path(str(train.ROOT / m.group(1)), run_name="__main__")
+                    pytest.fail(f"{where}: ran to its end without reading a run")
+                except Reached:
+                    pass
+                except SystemExit as e:
+                    said = err.getvalue().strip() or str(e.code)
+                    # a run folder that is not here (em_mechanism_figure looks for it itself): past the grammar
+                    if e.code not in (0, None) and not re.match(r"error: out/\S+: no such directory", said):
+                        said = next((line for line in said.splitlines() if "error:" in line), said[:600])  # argparse's
+                        pytest.fail(f"{where}: refused (exit status {e.code}): {said}")
+                n += 1
+    return n
 
 
 def test_the_readme_example_experiment_runs_and_checks_its_config(tmp_path, monkeypatch, capsys):
