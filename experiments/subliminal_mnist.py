@@ -491,6 +491,9 @@ def run_cell(cfg, run, data, cell_name, params=None, teachers=None):
     return {c: summarize(v) for c, v in per_seed.items()}
 
 
+TEACHER_AT_CHANCE = 0.2  # ten classes: chance is 0.1, a trained teacher 0.9 or more
+
+
 def table(stats, n_seeds, paper=True):
     """The run's table; with `paper`, beside the paper's Fig. 10b values (a run of the paper's protocol)."""
     lines = ["| condition | test accuracy (mean ± 95% CI) | n |" + (" paper, Fig. 10b |" if paper else ""),
@@ -498,6 +501,11 @@ def table(stats, n_seeds, paper=True):
     for c, s in stats.items():
         ref = (f" {PAPER[c]:.3f} |" if c in PAPER else "  |") if paper else ""
         lines.append(f"| {c} | {fmt_stat(s)} | {n_seeds} |{ref}")
+    # a teacher that learnt nothing (epochs=0, an lr far too large) leaves its students nothing to transfer: their
+    # chance-level accuracy is then no finding about subliminal learning
+    if "teacher" in stats and stats["teacher"]["mean"] < TEACHER_AT_CHANCE:
+        lines.append(f"\nWARNING: the teacher is at chance ({stats['teacher']['mean']:.3f}): its students had nothing "
+                     f"to learn from it (check epochs and lr)")
     return "\n".join(lines)
 
 

@@ -732,3 +732,14 @@ def test_students_share_a_model_on_cuda_only_as_far_as_their_parameters_fit():
     assert SM.students_per_batch(cfg, per_condition(2048, 100), "cuda:1") == 1  # 580M parameters: one at a time
     assert SM.students_per_batch(cfg, per_condition(256, 100), "cpu") == 1
     assert SM.students_per_batch(SM.Config(student_chunk=3), per_condition(2048, 100), "cpu") == 3  # as asked
+
+
+def test_the_table_warns_when_the_teacher_learnt_nothing():
+    # --epochs=0 or an lr far too large: a teacher at chance, its students at chance too, read as a null result
+    from eval import summarize
+    from experiments import subliminal_mnist as E
+    at = lambda teacher: {"teacher": summarize(teacher), "student_aux": summarize([0.1, 0.1])}
+    assert "WARNING: the teacher is at chance (0.098): its students had nothing to learn" in E.table(
+        at([0.097, 0.099]), 2)
+    assert "WARNING" not in E.table(at([0.94, 0.95]), 2)
+    assert "WARNING" not in E.table({"student_aux": summarize([0.1, 0.1])}, 2)  # no teacher condition in the run
