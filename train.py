@@ -525,10 +525,10 @@ STARTED = time.time()  # about when this process began: a file older than it is 
 
 
 def remove_cut_short(folder):
-    """Delete the temporary files (cut_short) that commands killed mid-write left in `folder` and below (a model's
-    weights can be large) -> how many. Called only where this process holds the folder's lock, so that a file
-    older than this process is no other command's write still going."""
-    gone = [f for f in Path(folder).rglob("*.tmp") if cut_short(f) and f.is_file() and f.stat().st_mtime < STARTED]
+    """Delete the temporary files (cut_short) that commands killed mid-write left in `folder` (a model's weights can
+    be large; not in its subfolders, where a run writes nothing: the user's) -> how many. Called only where this
+    process holds the folder's lock, so that a file older than this process is no other command's write still going."""
+    gone = [f for f in Path(folder).glob("*.tmp") if cut_short(f) and f.is_file() and f.stat().st_mtime < STARTED]
     for f in gone:
         f.unlink(missing_ok=True)
     return len(gone)

@@ -943,8 +943,9 @@ def test_a_rerun_removes_the_temporary_files_a_killed_command_left(tmp_path, mon
             "--eval_every=0", f"--out_dir={out}"]
     assert train.main(argv) == 0
     (out / "model").mkdir(exist_ok=True)
-    left = [out / "model.safetensors.4242.tmp", out / "results.json.77.tmp", out / "model" / "w.safetensors.9.tmp"]
-    kept = [out / "notes.tmp", out / "model.safetensors.new.tmp"]  # not atomic_write's: no process id in the name
+    left = [out / "model.safetensors.4242.tmp", out / "results.json.77.tmp", out / "unit_world_0.json.9.tmp"]
+    # not atomic_write's (no process id in the name), or in a folder of the user's inside the run's
+    kept = [out / "notes.tmp", out / "model.safetensors.new.tmp", out / "model" / "w.safetensors.9.tmp"]
     for f in left + kept:
         f.write_text("x")
     fresh = out / "results.json.78.tmp"  # written since this process began: a write that may still be going
