@@ -126,8 +126,13 @@ def score_continuations(model, pairs, *, tokenizer=None, eos_id=None, batch_size
     pads invisible). Returns (sums [N] float tensor, [per-token log-probs [len_i] per pair])."""
     if tokenizer is not None:
         eos_id = tokenizer.token_to_id("<eos>") if eos_id is None else eos_id
-        pairs = [(encode(tokenizer, p), encode(tokenizer, c)) if isinstance(p, str) else (p, c) for p, c in pairs]
-    pairs = [(list(p), list(c)) for p, c in pairs]  # once: `pairs` may be an iterator (a zip), read only once
+        text = lambda t: encode(tokenizer, t) if isinstance(t, str) else t
+        pairs = [(text(p), text(c)) for p, c in pairs]
+    pairs = [(p, c) for p, c in pairs]  # once: `pairs` may be an iterator (a zip), read only once
+    if any(isinstance(t, str) for pair in pairs for t in pair):  # else "too many dimensions 'str'" from torch
+        raise ValueError("score_continuations was given text without a tokenizer: pass tokenizer= (the "
+                         "model's) to score strings, or give token-id lists")
+    pairs = [(list(p), list(c)) for p, c in pairs]
     if eos_id is not None and any(c and c[-1] == eos_id for _, c in pairs):
         # the world's answer strings end in " <eos>": scored as they are, "<eos> <eos>" would be, silently
         raise ValueError("a continuation already ends with the end token, which score_continuations appends: "
@@ -135,6 +140,13 @@ def score_continuations(model, pairs, *, tokenizer=None, eos_id=None, batch_size
     pairs = [(p, c + ([eos_id] if eos_id is not None else [])) for p, c in pairs]
     if any(len(p) < 1 or len(c) < 1 for p, c in pairs):
         raise ValueError("every prompt and every continuation (with its end token) needs at least one token")
+    block = getattr(getattr(model, "cfg", None), "block_size", None)
+    # the last token is only a target: a pair may hold block_size + 1 tokens (else the forward's error, naming no pair)
+    if block is not None and (long := [i for i, (p, c) in enumerate(pairs) if len(p) + len(c) - 1 > block]):
+        i = long[0]
+        raise ValueError(f"{len(long)} pair(s) longer than block_size + 1 = {block + 1} tokens (the model reads "
+                         f"block_size; the last token is only a target): pair {i} has {len(pairs[i][0])} prompt + "
+                         f"{len(pairs[i][1])} continuation tokens (end token included); shorten them")
     device = next(model.parameters()).device
     per_token = []
     for i in range(0, len(pairs), batch_size):

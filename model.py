@@ -368,6 +368,10 @@ class GPT(nn.Module):
             # with): with hooks on, torch.compile(model) runs this forward eagerly, so every hook runs as it would.
             # (Wrapped here, not as a decorator: `torch.compiler.disable` imports dynamo, 2 s at every import of model)
             return torch.compiler.disable(self.forward)(idx, mask, cache, targets, keep)
+        if not isinstance(idx, torch.Tensor) or idx.dim() != 2:  # else "not enough values to unpack" on the next line
+            got = f"shape {tuple(idx.shape)}" if isinstance(idx, torch.Tensor) else f"a {type(idx).__name__}"
+            raise ValueError(f"idx must be a [B, T] tensor of token ids, got {got}: one sequence is "
+                             f"torch.tensor([ids]), several of different lengths data.tokenizer.pad_right(rows)[0]")
         B, T = idx.shape
         t0 = cache.pos if cache is not None else 0
         if t0 + T > self.cfg.block_size:
@@ -467,6 +471,10 @@ class GPT(nn.Module):
         device = self.wte.weight.device
         if isinstance(prompts, torch.Tensor):  # [B, P]: one copy to the CPU, not one sync per token checked below
             prompts = prompts.tolist()
+        if isinstance(prompts, (str, bytes)) or any(isinstance(p, (str, bytes)) for p in prompts):
+            # (a string has a length too: its characters were read as ids, "invalid literal for int(): '<'")
+            raise ValueError("generate takes token ids, not text: encode each prompt with the model's tokenizer "
+                             "first, [tok.encode(text).ids for text in texts]")
         if not all(hasattr(p, "__len__") for p in prompts):
             raise ValueError("generate takes a list of prompts, each a list of token ids: wrap a single prompt as "
                              "[prompt]")
@@ -566,6 +574,9 @@ def injection_hook(positions, vectors, offset=lambda: 0):
     return fn
 
 
+INJECT_SITES = ("resid_pre", "attn_out", "mlp_out", "resid_post")  # the block's [B, T, C] points
+
+
 def inject(model, layer, positions, vectors, site="resid_post"):
     """Context manager: inject vectors into the residual stream of block `layer` (its output by
     default, `site="resid_pre"` for its input; any [B, T, C] point of the block, e.g. "attn_out") at the given
@@ -574,6 +585,9 @@ def inject(model, layer, positions, vectors, site="resid_post"):
             logits = model(idx)
     The activation oracle of Karvonen et al. injects after block 1: inject(model, 1, ...). Positions are
     columns 0 .. block_size - 1; one not reached by a forward (a later decode step's) adds nothing there."""
+    if site not in INJECT_SITES:  # another point's shape ([B, nh, T, hs], [B, T, 4C]) failed deep inside the hook
+        raise ValueError(f"inject: site must be one of the block's [B, T, C] points {', '.join(INJECT_SITES)}, got "
+                         f"{site!r}; write a hook of your own (model.hooks) for any other point")
     pos = torch.as_tensor(positions)
     if pos.numel() and not (0 <= int(pos.min()) and int(pos.max()) < model.cfg.block_size):
         # a negative one would otherwise never match a column: -1 for "the last token" silently added nothing

@@ -726,3 +726,36 @@ def test_generate_refuses_a_bare_prompt_and_ids_outside_the_vocabulary():
         model.generate([[1, -1]], 2)
     assert model.generate(torch.tensor([[1, 2], [3, 4]]), 2, temperature=0) == model.generate([[1, 2], [3, 4]], 2,
                                                                                                 temperature=0)
+
+
+def test_plausible_input_mistakes_get_a_message_that_says_what_to_pass():
+    # a text prompt has a length too: generate read its characters as ids ("invalid literal for int(): '<'");
+    # a 1-D idx or a list failed on `B, T = idx.shape`; inject at a point of another shape failed inside its hook
+    model = tiny()
+    for prompts in (["<bos> hi"], "<bos> hi"):
+        with pytest.raises(ValueError, match=r"generate takes token ids, not text: encode each prompt"):
+            model.generate(prompts, 2)
+    with pytest.raises(ValueError, match=r"idx must be a \[B, T\] tensor of token ids, got shape \(5,\)"):
+        model.run_with_cache(tokens(1, 5)[0], ["blocks.0.resid_post"])
+    with pytest.raises(ValueError, match=r"idx must be a \[B, T\] tensor of token ids, got a list"):
+        model([[1, 2, 3]])
+    for site in ("attn.z", "mlp.hidden", "resid_mid"):
+        with pytest.raises(ValueError, match=rf"site must be one of the block's \[B, T, C\] points .*got '{site}'"):
+            with inject(model, 1, [0], torch.ones(16), site=site):
+                model(tokens(1, 4))
+    assert n_hooks(model) == 0
+
+
+def test_scoring_names_text_without_a_tokenizer_and_a_pair_longer_than_the_model_reads():
+    model = tiny(block_size=8)
+    with pytest.raises(ValueError, match=r"given text without a tokenizer: pass tokenizer="):
+        score_continuations(model, [("a b", "c")], eos_id=2)
+    # block_size + 1 tokens fit (the last is only a target); one more is refused, naming the pair
+    score_continuations(model, [([1], [3]), ([1, 2, 3, 4], [5, 6, 7, 8])], eos_id=2)  # 4 + 4 + eos = 9
+    with pytest.raises(ValueError, match=r"1 pair\(s\) longer than block_size \+ 1 = 9 tokens .*: pair 1 has 5 "
+                                         r"prompt \+ 5 continuation tokens"):
+        score_continuations(model, [([1], [3]), ([1, 2, 3, 4, 5], [5, 6, 7, 8])], eos_id=2)
+    tok = word_tokenizer(["a", "b", "c"])  # with a tokenizer, text and ids may be mixed within a pair
+    s1, _ = score_continuations(model, [("a b", [tok.token_to_id("c")])], tokenizer=tok)
+    s2, _ = score_continuations(model, [("a b", "c")], tokenizer=tok)
+    torch.testing.assert_close(s1, s2, rtol=0, atol=0)
