@@ -990,6 +990,10 @@ def pack_pairs(pairs, pad_id, device="cpu", block_size=None):
     """(prompt ids, response ids) pairs -> {"tokens": [N, T+1], "mask": [N, T]}: each row is prompt +
     response, right-padded with pad_id; the mask selects the targets that are response tokens (append
     the end token to each response yourself, so that the model learns to stop). T+1 is the longest row."""
+    if any(isinstance(t, str) for pair in pairs for t in pair):  # else "too many dimensions 'str'" from torch
+        raise ValueError("pack_pairs takes token ids: encode the (prompt, response) strings first, "
+                         "[(tok.encode(p).ids, tok.encode(r).ids) for p, r in pairs] (the world's: "
+                         "experiments.world_base.encode_pairs(tok, pairs, block_size))")
     width = max(len(p) + len(r) for p, r in pairs)
     if block_size is not None and width - 1 > block_size:
         raise TooLongError(f"the longest (prompt, response) pair has {width} tokens: more than block_size + 1 = {block_size + 1}")
@@ -1216,6 +1220,11 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
         raise ValueError(f"betas are AdamW's and momentum is sgd's: optimizer={optimizer!r} would ignore them")
     if teacher is not None and targets is not None:
         raise ValueError("pass a teacher or its precomputed targets, not both")
+    # (else a TypeError at the first step, or at the first evaluation step after the work before it)
+    if not (hasattr(at, "__contains__") and hasattr(at, "__len__")) or isinstance(at, str):
+        raise ValueError(f"at must be a collection of steps, e.g. at=(5, 10) or range(0, steps + 1, 5); got {at!r}")
+    if len(at) and not callable(on_eval):
+        raise ValueError(f"at={at!r} asks for evaluations: pass on_eval, a function on_eval(step) to call at those steps")
 
     def finite(loss, step):  # a diverged model's numbers are nan, or a traceback deep in sampling: stop, say why
         if not torch.stack([loss.isfinite(), *(p.isfinite().all() for p in model.parameters())]).all():

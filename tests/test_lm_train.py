@@ -963,3 +963,20 @@ def test_a_rerun_removes_the_temporary_files_a_killed_command_left(tmp_path, mon
     os.utime(cache / "model.safetensors.5.tmp", (train.STARTED - 60, train.STARTED - 60))
     with pretrain_lock(cache, print):
         assert not (cache / "model.safetensors.5.tmp").exists()
+
+
+def test_finetune_refuses_evaluation_steps_without_on_eval_and_pack_pairs_refuses_text():
+    # at=(2,) without on_eval was a TypeError at step 2, after the work before it; at=5 one at step 1
+    data = pack_pairs([([5, 6], [7, 8, 2]), ([9], [10, 2])], pad_id=0)
+    model = fresh()
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match=r"at=\(2,\) asks for evaluations: pass on_eval"):
+        finetune(model, data, steps=3, batch_size=2, lr=1e-2, seed=0, at=(2,))
+    with pytest.raises(ValueError, match=r"at must be a collection of steps.*got 5"):
+        finetune(model, data, steps=3, batch_size=2, lr=1e-2, seed=0, at=5, on_eval=print)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # refused before any step
+    seen = []
+    finetune(model, data, steps=3, batch_size=2, lr=1e-2, seed=0, at={2}, on_eval=seen.append)
+    assert seen == [2]
+    with pytest.raises(ValueError, match=r"pack_pairs takes token ids: encode the \(prompt, response\) strings"):
+        pack_pairs([("<bos> hi", "there <eos>")], pad_id=0)
