@@ -9,6 +9,7 @@
 Nothing here knows about training.
 """
 import contextlib
+import difflib
 import hashlib
 import math
 import operator
@@ -415,7 +416,9 @@ class GPT(nn.Module):
     def hook_point(self, name):
         module = dict(self.named_modules()).get(name)
         if not isinstance(module, HookPoint):
-            raise KeyError(f"no hook point named {name!r}. Valid names: {', '.join(self.hook_names())}")
+            close = difflib.get_close_matches(str(name), self.hook_names(), n=1)  # a typo: the name it likely meant
+            raise KeyError(f"no hook point named {name!r}.{f' Did you mean {close[0]!r}?' if close else ''} "
+                           f"Valid names: {', '.join(self.hook_names())}")
         return module
 
     @contextlib.contextmanager

@@ -235,6 +235,8 @@ def test_hooks_are_removed_after_the_block_and_after_an_exception():
         with model.hooks({"embed": lambda t, n: None, "blocks.0.resid_mid": lambda t, n: None}):
             pass
     assert n_hooks(model) == 0
+    with pytest.raises(KeyError, match=r"'blocks.0.mlp_hidden'. Did you mean 'blocks.0.mlp.hidden'\? Valid names"):
+        model.hook_point("blocks.0.mlp_hidden")  # a typo: the name it likely meant comes first
 
 
 @torch.no_grad()
