@@ -1225,6 +1225,9 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
         raise ValueError(f"at must be a collection of steps, e.g. at=(5, 10) or range(0, steps + 1, 5); got {at!r}")
     if len(at) and not callable(on_eval):
         raise ValueError(f"at={at!r} asks for evaluations: pass on_eval, a function on_eval(step) to call at those steps")
+    if not (isinstance(data, dict) and {"tokens", "mask"} <= set(data)):  # else a KeyError or TypeError at step 1
+        raise ValueError(f"finetune's data is pack_pairs' output, {{'tokens': [N, T+1], 'mask': [N, T]}}; got "
+                         f"{type(data).__name__}" + (f" with keys {sorted(data)}" if isinstance(data, dict) else ""))
 
     def finite(loss, step):  # a diverged model's numbers are nan, or a traceback deep in sampling: stop, say why
         if not torch.stack([loss.isfinite(), *(p.isfinite().all() for p in model.parameters())]).all():
