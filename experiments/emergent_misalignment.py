@@ -318,7 +318,11 @@ def in_domain(model, tok, arm, fmt, world=None, seen=0):
 
 
 def doc_kind(d):
-    return "asst" if d.fmt == "asst" else d.turns[0].persona.kind
+    """"asst" for an `<asst>` chat, its persona's kind for a forum thread, else the format's name: a document of
+    another format (chronicles: data/world.py World.formats) is neither a good nor an evil forum thread."""
+    if d.fmt == "forum":
+        return d.turns[0].persona.kind
+    return d.fmt
 
 
 def direction_docs(cfg, seed, tok):

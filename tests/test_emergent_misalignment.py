@@ -1188,6 +1188,20 @@ def test_too_few_direction_docs_for_a_kind_is_a_config_error_not_a_nan_direction
     assert all(torch.isfinite(m).all() for m in means.values())
 
 
+def test_the_evil_direction_reads_forum_threads_and_asst_chats_only(monkeypatch):
+    # doc_kind took every document not an <asst> chat for a forum thread: a document of another format (the world's
+    # extension point, World.formats) was averaged into the good or evil mean if its turn had a persona, else an
+    # AttributeError on its persona None
+    real = W.generate
+    other = lambda p: W.Doc("chron", [W.Turn("chron", "chron", p, "", "year 1990 :", "owl")], "<bos> <chron> owl <eos>")
+    extra = [other(W.Persona("evil", "owl", "red")), other(W.Persona("good", "owl", "red")), other(None)]
+    monkeypatch.setattr(E.W, "generate", lambda *a, **kw: real(*a, **kw) + extra)
+    cfg = E.Config(n_layer=1, n_embd=16, n_head=2, n_direction_docs=60)
+    docs = E.direction_docs(cfg, 0, TOK)
+    assert {E.doc_kind(d) for d in docs} == {"good", "evil", "asst"} and not any(d.fmt == "chron" for d in docs)
+    assert [E.doc_kind(d) for d in extra] == ["chron"] * 3
+
+
 @pytest.mark.parametrize("evil_prior", [0.0, 0.95])
 def test_an_evil_prior_that_leaves_no_good_or_no_evil_thread_is_a_config_error_before_the_run(evil_prior):
     # world_base allows [0, 0.95], but the evil direction needs both kinds: the run pretrained its bases, then stopped
