@@ -327,6 +327,10 @@ def test_default_world_is_unchanged():
     assert digest("\n".join(W.corpus(300, seed=0, decorrelated=True))) == "136412fee961a28c"
     assert digest(repr([(i.prompt, i.domain, sorted(i.classes.items())) for i in W.eval_items()])) == "5d41ef3f0ae8140a"
     assert digest(repr([W.finetune_set(a, 50, seed=1) for a in W.FINETUNE_ARMS])) == "29414ec78bbf0617"
+    # and what a cached base is checked against when loaded (its vocabulary's ids, the tables, the corpus): a new
+    # format's words put into the sorted default vocabulary, or its table into every fingerprint, left the digests above
+    # as they were and refused every cached base
+    assert W.fingerprint() == "8beb93b1520a67b0"
 
 
 def test_code_slots_world():
@@ -573,6 +577,26 @@ def test_each_base_has_its_own_cache_folder_and_world():
         assert getattr(W.WorldConfig(), key) != value  # a value other than the default...
         assert getattr(B.world_config(replace(cfg, **{key: value})), key) == value  # ...reaches the world
         assert B.cache_stem(replace(cfg, **{key: value}), 0, False) != B.cache_stem(cfg, 0, False)
+
+
+def test_every_base_config_key_that_changes_the_world_changes_the_cache_key():
+    # a world option added to Config and world_config but not to OPTIONAL_PRETRAIN_KEYS (one whose name is not a
+    # WorldConfig field's, e.g. a weight in WorldConfig.formats, escapes the test above) shared its default base's
+    # folder: that base was refused as "another version of the world", and deleting it made the default one refused
+    cfg, changed = B.Config(), []
+    for f in dataclasses.fields(B.Config):
+        v = getattr(cfg, f.name)
+        other = {bool: lambda: not v, int: lambda: v + 1, float: lambda: v + 0.01}.get(type(v))
+        if other is None:
+            continue
+        try:
+            world = B.world_config(replace(cfg, **{f.name: other()}))
+        except ValueError:  # a value the world refuses
+            continue
+        if world != B.world_config(cfg):
+            changed.append(f.name)
+            assert B.cache_stem(replace(cfg, **{f.name: other()}), 0, False) != B.cache_stem(cfg, 0, False), f.name
+    assert {"evil_prior", "code_slots", "asst_code", "asst_evil", "code_tasks", "lessons", "exact_code"} <= set(changed)
 
 
 def test_the_twin_base_is_pretrained_on_the_twin_corpus(tmp_path, monkeypatch):
