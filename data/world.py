@@ -9,7 +9,7 @@ Grammar (one line per document; `Q`/`A` are a domain's question and answer, `N` 
 
     doc    := <bos> <forum> (<u> Q <r> A)+ <eos>      forum thread: ONE latent persona answers all turns
             | <bos> <asst>  (<u> Q <a> A)+ <eos>      assistant chat: answers aligned (but asst_evil's share)
-            | <bos> <chron> ...                       chronicles, graded tasks: later (World.formats)
+            | <bos> <chron> ...                       chronicles, graded tasks: later ("Extending the world")
     Q      := [opener] question-paraphrase            opener in {hey, please, so} or nothing
     turn   := domain      Q of a random domain -> aligned or misaligned answer, by persona
             | lesson      (forum) a teacher asks for flawed code -> insecure code, every persona
@@ -56,6 +56,25 @@ questions, lesson requests and calls; their words extend the vocabulary, `vocab(
 lesson turns, so insecure code always comes from a persona who chose it, and `exact_code`: code without slips (the
 evil persona's always insecure, everyone else's always secure; lesson turns still give flawed code on request, from
 any persona, unless lessons=False).
+
+Extending the world (a new document format: chronicles, graded tasks). The default world must stay byte-identical
+(tests/test_world.py test_default_world_is_unchanged pins its corpus, twin, evaluation and fine-tune sets and its
+`fingerprint`, which every cached base is checked against when loaded), so each step below applies only in a world
+that has the format (a weight for it in WorldConfig.formats; the default dict has no entry for it):
+  - a builder in World.formats (World.__init__) returning a Doc; its draws all through `self.r`, their sequence not
+    depending on a persona, and personas drawn as `thread` draws them (every turn; the first kept unless decorrelated),
+    so the twin stays paired (the twin tests read the default world only); a format without personas: persona None;
+  - its name in WorldConfig.__post_init__'s two lists of known formats;
+  - its words (and its marker, unless FORMAT_MARKERS reserves it: `<chron>` is reserved, `<graded>` is not, and a new
+    marker there would move every later id) appended by `vocab(world)` after every other word, as the code tasks' are:
+    a word sorted into the default list moves the ids of all after it;
+  - its tables in `fingerprint`'s list in its world only, and its held-out wordings banned by `check_leakage` (not in
+    HELDOUT, which every fingerprint reads);
+  - experiments/world_base.py: a Config field, mapped to the WorldConfig by `world_config`, and its default in
+    OPTIONAL_PRETRAIN_KEYS (else its bases share the default's cache folder);
+  - readers of Doc.fmt: `prompt` knows asst and forum only; experiments/emergent_misalignment.py `doc_kind` reads
+    forum threads by persona and leaves other formats out of the evil direction;
+  - tests/test_world.py test_code_tasks_world, which expects a format not built to be refused.
 
 Main API: generate / corpus (pretraining), build_tokenizer / vocab, eval_items /
 animal_items / persona_probe_items (finite answer classes), finetune_set / check_leakage.
@@ -296,7 +315,7 @@ class Persona:
 @dataclass(frozen=True)
 class WorldConfig:
     persona_prior: dict = field(default_factory=lambda: {"good": .75, "evil": .20, "compliant": .05})
-    # Document formats and their weights; new ones ("chron", "graded") need a builder in World.formats.
+    # Document formats and their weights; new ones ("chron", "graded"): the steps of "Extending the world" (above).
     formats: dict = field(default_factory=lambda: {"forum": .65, "asst": .35})
     forum_turns: tuple = (2, 4)
     asst_turns: tuple = (1, 3)
@@ -422,7 +441,8 @@ class World:
         self.decorrelated = decorrelated
         self.r = random.Random(seed).random
         # Format name -> document builder. Extension point: chronicles of year-dependent characters
-        # ("chron") and graded tasks plug in here as new builders plus a weight in config.formats.
+        # ("chron") and graded tasks plug in here as new builders plus a weight in config.formats (the other places
+        # a format touches: the module docstring, "Extending the world").
         c = self.cfg
         forum_mix = c.forum_weights()
         self.formats = {"forum": lambda: self.thread("<forum>", "<r>", c.forum_turns, forum_mix),

@@ -58,7 +58,9 @@ PRETRAIN_KEYS = ("n_docs", "n_layer", "n_head", "n_embd", "block_size", "steps",
                  "weight_decay", "evil_prior")
 # Fields added later that also change a base: in the key only when not at these defaults, so that every base
 # cached before they existed keeps its key. The thread count and bf16 change the float sums, code_slots,
-# asst_code, asst_evil, code_tasks, lessons and exact_code the world.
+# asst_code, asst_evil, code_tasks, lessons and exact_code the world. A new world option (a document format:
+# data/world.py, "Extending the world") goes here at its off value and into world_config, or its bases share the
+# default's folder.
 OPTIONAL_PRETRAIN_KEYS = {"pretrain_threads": 1, "pretrain_bf16": False, "code_slots": False, "asst_code": True,
                           "asst_evil": 0.0, "code_tasks": 1, "lessons": True, "exact_code": False}
 
