@@ -227,8 +227,8 @@ def read_args(argv):
 
 def main(argv):
     runs, opts = read_args(argv)
-    if "out" in opts:
-        check_out(opts["out"])
+    if "out" in opts:  # FILE.json, its figure beside it as FILE.png (a FILE.png given: the JSON overwritten by it)
+        check_out(opts["out"], figure_beside=True)
     try:
         optimizers = (beta1_sweep([float(b) for b in opts["beta1"].split(",")]) if "beta1" in opts
                       else FROZEN if "frozen" in opts else OPTIMIZERS)

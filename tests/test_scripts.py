@@ -1412,6 +1412,8 @@ def test_em_optimizer_parts_reads_its_options_and_refuses_the_rest(tmp_path):
                         (["a", "--from=x"], "one of the two"), (["--out=x"], "one of the two"),
                         (["--from=x", "--frozen"], "no other option"), (["a", "--beta1=0.5", "--frozen"], "give one")]:
         check_refused(op.read_args, argv, match=match)
+    # --out=FILE.png was written as the JSON, then overwritten by the figure (FILE.png beside it): the analysis lost
+    check_refused(op.main, ["a", f"--out={tmp_path / 'o.png'}"], match="give a FILE.json")
     # a run fine-tuned with an lr schedule: the constant-lr rebuild would not be its trajectory
     run = tmp_path / "sched"
     run.mkdir()
