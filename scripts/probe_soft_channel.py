@@ -44,16 +44,22 @@ try:  # a mistyped argument: one line and the usage, before the base is loaded (
     # blocks; a number (adamw:1e-3:blocks:1000) is its step limit (default 300)
     teacher_kw = {}
     if len(sys.argv) > 8:
-        t_opt, t_lr, *rest = sys.argv[8].split(":")
+        t_opt, _, t_lr = sys.argv[8].partition(":")
+        t_lr, *rest = t_lr.split(":")
+        # (an lr left out was "not enough values to unpack"; a mistyped blocks or step limit was dropped, silently)
+        if not t_lr or any(r != "blocks" and not r.isdecimal() for r in rest):
+            raise ValueError(f"TEACHER {sys.argv[8]!r}: expected OPTIMIZER:LR[:blocks][:STEPS], e.g. adamw:3e-4:blocks")
         teacher_kw = dict(teacher_optimizer=t_opt, teacher_lr=float(t_lr),
                           teacher_trains="blocks" if "blocks" in rest else "all")
-        teacher_kw.update({"teacher_max_steps": int(r) for r in rest if r.isdigit()})
+        teacher_kw.update({"teacher_max_steps": int(r) for r in rest if r.isdecimal()})
     student_trains = sys.argv[9] if len(sys.argv) > 9 else "all"  # blocks: the student's token embedding stays frozen
     bad = [v for v, ok in ((schedule, ("constant", "cosine")), (optimizer, ("adamw", "sgd")),
                            (student_trains, ("all", "blocks"))) if v not in ok]
     bad = [repr(v) for v in bad] + [f"{name} {v} ({rule})" for name, v, rule, ok in (
         ("LRS", sys.argv[1], "each lr > 0 and finite", 0 < min(lrs) and max(lrs) < math.inf), ("STEPS", steps, ">= 1", steps >= 1),
-        ("P", p, ">= 0", p >= 0), ("N_LISTS", n_lists, ">= 1", n_lists >= 1)) if not ok]
+        ("P", p, ">= 0", p >= 0), ("N_LISTS", n_lists, ">= 1", n_lists >= 1),
+        # (0 or nan: a loss of nan, "diverged" after the teacher; below 0 trained on flipped distributions, silently)
+        ("TEMPERATURE", f"{temperature:g}", "> 0 and finite", 0 < temperature < math.inf)) if not ok]
     if bad:
         raise ValueError(f"unexpected value {bad[0]}")
     cfg = S.Config(arms=("soft", "control"), animals=("owl",), n_lists=n_lists, **teacher_kw)

@@ -332,7 +332,14 @@ def test_probe_soft_channel_checks_every_lr_and_takes_nine_arguments():
                       (["inf", "5"], "unexpected value LRS inf (each lr > 0 and finite)"),
                       (["3e-4", "10", "0", "64", "constant", "1", "adamw", "adamw:1e-3", "blockz"],
                        "unexpected value 'blockz'"),
-                      (["3e-4", "5", "0", "0"], "unexpected value N_LISTS 0 (>= 1)")]:
+                      (["3e-4", "5", "0", "0"], "unexpected value N_LISTS 0 (>= 1)"),
+                      # TEMPERATURE was not checked (0, nan: a diverged fine-tune after the teacher; < 0 taken), nor
+                      # TEACHER's parts (no lr: "not enough values to unpack"; a mistyped :blocks dropped, silently)
+                      *[(["3e-4", "5", "0", "64", "constant", t], f"unexpected value TEMPERATURE {t} (> 0 and finite)")
+                        for t in ("0", "-1", "nan", "inf")],
+                      *[(["3e-4", "5", "0", "64", "constant", "1", "adamw", t],
+                         f"TEACHER {t!r}: expected OPTIMIZER:LR[:blocks][:STEPS]")
+                        for t in ("adamw", "adamw:", "adamw:1e-3:blokcs", "adamw:1e-3:-5")]]:
         out = subprocess.run([sys.executable, "scripts/probe_soft_channel.py", *argv], cwd=train.ROOT,
                              capture_output=True, text=True, timeout=120)
         assert out.returncode == 2 and out.stderr.startswith(f"error: {msg}"), (argv, out.stderr[-2000:])
