@@ -44,13 +44,14 @@ def log_rate(rate, valid, n_samples):
     return math.log(max(rate, 0.5 / max(valid * n_samples, 1)))
 
 
-def students(res, lists):
+def students(res, lists, run="this run"):
     """{student: {"offdomain_misaligned": per_seed, "valid_fraction": per_seed}} of one run, and its seeds."""
     if lists is None:
         src = {k: {m: v[m]["per_seed"] for m in METRICS} for k, v in res["arms"].items()}
     else:
-        if str(lists) not in res.get("dose", {}):
-            sys.exit(f"no students after {lists} lists in this run (has: {sorted(res.get('dose', {}), key=int)})")
+        if str(lists) not in res.get("dose", {}):  # which run: the others may have it
+            sys.exit(f"no students after {lists} lists in {run} (has: {sorted(res.get('dose', {}), key=int)}): give "
+                     f"--lists= one of those, or leave it out for the final students")
         d = res["dose"][str(lists)]
         src = {k: {m: d[m][k]["per_seed"] for m in METRICS} for k in d["offdomain_misaligned"]}
     return src, [tuple(s) for s in res["seeds"]]
@@ -86,6 +87,10 @@ def main(argv):
             sys.exit(f"{'--log' if log else '--figure='} with --minus is not supported: it is for one pooled set of "
                      f"students")
         i = argv.index("--minus")
+        if not argv[:i] or not argv[i + 1:]:  # (it said "pooling needs at least two bases;  hold none")
+            sys.exit("--minus needs runs on both sides: RUN_DIR ... --minus RUN_DIR ...")
+        if "--minus" in argv[i + 1:]:  # (the second was read as a run: "--minus: no such directory")
+            sys.exit("--minus is given once, its runs after it: RUN_DIR ... --minus RUN_DIR ...")
         return minus(pool(argv[:i], lists, keep), pool(argv[i + 1:], lists, keep))
     pooled, teachers, bases, base_valid = pool(argv, lists, keep, log)
     n = len(bases)  # (pool refuses fewer than two)
@@ -171,7 +176,7 @@ def pool(runs, lists, keep=None, log=False):
     pooled, teachers, bases, base_valid = {}, {}, [], []
     for run in runs:
         res = mode_results(run, "misalignment", "sn_mis_pool.py")
-        src, seeds = students(res, lists)
+        src, seeds = students(res, lists, run)
         tsrc = {t: {m: v[m]["per_seed"] for m in METRICS} for t, v in res.get("teachers", {}).items()
                 if all(m in v for m in METRICS)}
         rows = [i for i, (p, _) in enumerate(seeds) if keep is None or any(lo <= p <= hi for lo, hi in keep)]

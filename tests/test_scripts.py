@@ -456,6 +456,12 @@ def test_sn_pool_minus_pairs_the_same_bases_across_runs(tmp_path, pool):
     assert "insecure_soft          offdomain_misaligned +1.7 [+0.2, +3.1] points" in out
     c = fake_sn_run(tmp_path / "c", [0, 1, 5], {"insecure_soft": [0.0, 0.0, 0.0]})
     check_refused(pool, "--lists=16000", a, "--minus", c, match="same bases")
+    # a side left empty said "pooling needs at least two bases;  hold none", a second --minus "--minus: no such
+    # directory"; a dose one run lacks did not say which
+    for argv in ([a, "--minus"], ["--minus", a]):
+        check_refused(pool, "--lists=16000", *argv, match="--minus needs runs on both sides: RUN_DIR ... --minus")
+    check_refused(pool, "--lists=16000", a, "--minus", b, "--minus", c, match="--minus is given once")
+    check_refused(pool, "--lists=8000", a, "--minus", b, match=f"no students after 8000 lists in {re.escape(a)} ")
 
 
 def test_sn_pool_minus_of_runs_that_differ_only_in_arms_is_refused_not_a_table_of_zeros(tmp_path, pool):
