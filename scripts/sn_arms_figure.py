@@ -28,10 +28,16 @@ def main(argv):
         sys.exit("error: --out=FILE is required: where the figure goes (e.g. --out=figures/arms.png)")
     out = opts["out"]
     check_out(out, figure=True)
-    sides = []
+    sides, seen = [], {}
     for spec in specs:
         run, _, arm = spec.partition(":")
         arm, _, label = arm.partition("=")
+        if not run or not arm:  # (a run without its arm was "no arm ''")
+            sys.exit(f"{spec!r}: expected RUN:ARM[=LABEL], e.g. out/sn_lora_trait:trait")
+        # the same arm of the same run twice: two identical bars, drawn silently
+        if (key := (os.path.realpath(run), arm)) in seen:
+            sys.exit(f"{seen[key]} and {spec} are the same arm of the same run: give each RUN:ARM once")
+        seen[key] = spec
         res = mode_results(run, "animals", "sn_arms_figure.py")
         by = res["arms"].get(arm, {}).get("by_animal", {})
         if not by or not all("effect" in v for v in by.values()) or arm not in res.get("trajectory", {}):

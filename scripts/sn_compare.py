@@ -23,8 +23,8 @@ from train import cli, run_dir_config, script_args  # noqa: E402
 
 def side(spec):
     run, _, arm = spec.partition(":")
-    arm, _, step = arm.partition("@")
-    if not arm:
+    arm, at, step = arm.partition("@")
+    if not arm or at and not step:  # (RUN:ARM@ was read as the final students, silently)
         sys.exit(f"{spec!r}: expected RUN:ARM[@STEP] with RUN a finished run folder (holding results.json)")
     res = mode_results(run, "animals", "sn_compare.py")
     if arm not in res.get("arms", {}) or BASELINE.get(arm, "control") not in res["arms"]:
@@ -32,14 +32,15 @@ def side(spec):
     return run, arm, step, res
 
 
-def rates(res, arm, a, step):
+def rates(res, arm, a, step, run=""):
     """{seed: rate of animal a} for the arm's students trained on teacher a (or the shared control)."""
     if not step:
         v = res["arms"][arm]["by_animal"][a]["target_rate"]["per_seed"]
     else:
-        traj = res["trajectory"].get(arm, {}).get(a, {})
-        if step not in traj:
-            sys.exit(f"no checkpoint {step} for {arm} (has: {', '.join(traj)})")
+        traj = res.get("trajectory", {}).get(arm, {}).get(a, {})
+        if step not in traj:  # which run's: the two sides may be two runs
+            sys.exit(f"{run}: no checkpoint {step} for {arm} (has: {', '.join(traj) or 'none'}): give RUN:ARM@STEP "
+                     f"with one of those, or RUN:ARM for the final students")
         v = traj[step]["per_seed"]
     return dict(zip(map(tuple, res["seeds"]), v))
 
@@ -53,7 +54,7 @@ def baselines(animal, side_a, side_b, seeds, mass):
     own), or over other students: on how many seeds, by how much, and why (other baseline arms, checkpoints or
     configs)."""
     (ra, base_a, step_a, a), (rb, base_b, step_b, b) = side_a, side_b
-    ctl_a, ctl_b = rates(a, base_a, animal, step_a), rates(b, base_b, animal, step_b)
+    ctl_a, ctl_b = rates(a, base_a, animal, step_a, ra), rates(b, base_b, animal, step_b, rb)
     names = f"{ra}:{base_a}{'@' + step_a if step_a else ''} and {rb}:{base_b}{'@' + step_b if step_b else ''}"
     if (base_a, step_a) == (base_b, step_b) and ctl_a == ctl_b:  # (other arms or checkpoints are other students)
         return f"baselines {names}: the same students (identical rates on every seed; {mass}): the difference is the " \
@@ -97,8 +98,8 @@ def main(argv):
         print(f"(measured on one side only, left out: {', '.join(left)})")
     for animal in shared:
         eff = []
-        for res, arm, step, base in ((a, arm_a, step_a, base_a), (b, arm_b, step_b, base_b)):
-            arm_r, ctl = rates(res, arm, animal, step), rates(res, base, animal, step)
+        for run, res, arm, step, base in ((ra, a, arm_a, step_a, base_a), (rb, b, arm_b, step_b, base_b)):
+            arm_r, ctl = rates(res, arm, animal, step, run), rates(res, base, animal, step, run)
             eff.append([arm_r[k] - ctl[k] for k in seeds])
         diff = summarize([x - y for x, y in zip(*eff)])
         final = lambda step: "final students' " if step else ""  # the mass is kept for the final students only

@@ -584,6 +584,11 @@ def test_sn_compare_reads_each_sides_control_at_its_own_checkpoint_counts_ties_a
                         at_250=([0.14, 0.15], [0.12, 0.12]))
     out = cmp(f"{a}:trait@250", f"{a}:trait")
     assert "= -3.0 [-3.0, -3.0]; 0/2 seeds positive\n" in out and "other students (other checkpoints" in out
+    # RUN:ARM@ (no step) compared the final students, silently; a checkpoint a side lacks did not say whose run
+    check_refused(cmp, f"{a}:trait@", f"{a}:trait@250", match="expected RUN:ARM\\[@STEP\\]")
+    b0 = fake_animal_run(tmp_path / "b0", [[0, 0], [0, 1]], "trait", [0.15, 0.16], [0.10, 0.10])
+    check_refused(cmp, f"{a}:trait@250", f"{b0}:trait@250", match=f"{re.escape(b0)}: no checkpoint 250 for trait "
+                  "\\(has: none\\): give RUN:ARM@STEP")
     # a seed whose effects are equal is not positive: effects +5, +1 against +1, +1 give differences 4 and 0
     b = fake_animal_run(tmp_path / "b", [[0, 0], [0, 1]], "trait", [0.15, 0.11], [0.10, 0.10])
     c = fake_animal_run(tmp_path / "c", [[0, 0], [0, 1]], "shuffled", [0.11, 0.11], [0.10, 0.10])
@@ -666,6 +671,12 @@ def test_sn_arms_figure_draws_arms_of_several_runs(tmp_path, call, monkeypatch):
                   match="different animals")
     check_refused(fig, f"--out={tmp_path / 'h.png'}", match="usage|python scripts/sn_arms_figure.py")
     check_refused(fig, f"{tmp_path / 'a'}:trait", match="--out=FILE is required")  # (was the usage, silently)
+    # the same arm of the same run twice drew two identical bars, exit 0; a run without its arm was "no arm ''"
+    check_refused(fig, f"{tmp_path / 'a'}:trait", f"{tmp_path / 'a'}/:trait=again", f"--out={tmp_path / 'h.png'}",
+                  match="are the same arm of the same run: give each RUN:ARM once")
+    for spec in (str(tmp_path / "a"), f"{tmp_path / 'a'}:", ":trait"):
+        check_refused(fig, spec, f"--out={tmp_path / 'h.png'}", match="expected RUN:ARM\\[=LABEL\\]")
+    assert not (tmp_path / "h.png").exists()
     # the left panel's title counts the seeds, and with one says there is no interval ("n = 1 seeds, 95% CI")
     import matplotlib.figure
     titles, save = [], matplotlib.figure.Figure.savefig
