@@ -326,7 +326,7 @@ def read_json(path, what, keys=()):
 def seed_args(args, what="base seed"):
     """Seeds given as a script's positional arguments -> ints, or a ConfigError naming the one that is not (int() said
     only "invalid literal", in a traceback)."""
-    bad = [a for a in args if not a.isdigit()]
+    bad = [a for a in args if not a.isdecimal()]
     if bad:
         raise ConfigError(f"{bad[0]!r} is not a {what} (a whole number >= 0)")
     return [int(a) for a in args]

@@ -111,7 +111,7 @@ def main(argv):
     run_dir, opts = script_run(argv, __doc__, options=("worlds",))
     torch.set_num_threads(1)
     run_dir, spec = Path(run_dir), opts.get("worlds")
-    if spec is not None and not all(w.isdigit() for w in spec.split(",")):
+    if spec is not None and not all(w.isdecimal() for w in spec.split(",")):
         sys.exit(f"--worlds={spec}: expected comma-separated base seeds, e.g. --worlds=0,1")
     worlds = None if spec is None else tuple(int(w) for w in spec.split(","))
     cfg = run_config(EM.Config, run_dir)

@@ -94,7 +94,7 @@ def main(argv):
     if set(arms) - set(EM.ARMS):
         sys.exit(f"--arms: {', '.join(sorted(set(arms) - set(EM.ARMS)))} not among {', '.join(EM.ARMS)}")
     step = opts.get("step")
-    if step is not None and not step.isdigit():
+    if step is not None and not step.isdecimal():
         sys.exit(f"--step={step}: expected a step number, one of the run's eval_steps")
     cfg = run_config(EM.Config, run_dir)
     res = run_results(run_dir, "emergent_misalignment")  # a run not finished: one line

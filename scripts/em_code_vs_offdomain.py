@@ -144,7 +144,7 @@ def main(argv):
         sys.exit(__doc__)
     if len(opts) > 1 and set(opts) != {"reference", "upto"}:  # --reference and --at print tables only
         sys.exit(f"{', '.join('--' + k for k in opts)}: give one of --out=, --reference= (with --upto=) and --at=")
-    if "upto" in opts and ("reference" not in opts or not opts["upto"].isdigit() or int(opts["upto"]) < 1):
+    if "upto" in opts and ("reference" not in opts or not opts["upto"].isdecimal() or int(opts["upto"]) < 1):
         sys.exit(f"--upto={opts['upto']}: expected a step >= 1, beside --reference=")
     if "at" in opts and not 0 < _float(opts["at"]) < 1:
         sys.exit(f"--at={opts['at']}: expected a code share between 0 and 1, e.g. --at=0.9")

@@ -63,7 +63,7 @@ def parse_bases(spec):
     out = []
     for part in spec.split(","):
         lo, _, hi = part.partition("-")
-        if not lo.isdigit() or (hi and not hi.isdigit()) or int(hi or lo) < int(lo):
+        if not lo.isdecimal() or (hi and not hi.isdecimal()) or int(hi or lo) < int(lo):
             sys.exit(f"--bases={spec!r}: expected comma-separated seeds or increasing ranges, e.g. --bases=24-29,31")
         out.append((int(lo), int(hi or lo)))
     return out
@@ -76,7 +76,7 @@ def main(argv):
     if figure:
         check_out(figure, "--figure", figure=True)
     keep = parse_bases(opts["bases"]) if "bases" in opts else None
-    if "lists" in opts and not opts["lists"].isdigit():
+    if "lists" in opts and not opts["lists"].isdecimal():
         sys.exit(f"--lists={opts['lists']}: expected a number of lists, e.g. --lists=16000")
     lists = int(opts["lists"]) if "lists" in opts else None
     if not argv:

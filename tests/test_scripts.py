@@ -2166,3 +2166,16 @@ def test_em_steer_base_pool_ratios_over_a_base_rate_of_zero_are_na(tmp_path, cal
     (tmp_path / "zero" / "steer_base.json").write_text(json.dumps({"scales": [0.3], "per_base": rows}))
     out = call("em_steer_base", "--pool", str(tmp_path / "zero"))
     assert out.count("| n/a (base's rate 0 or undefined) | 1.00 |") == 4 and "inf" not in out and "nan" not in out
+
+
+def test_a_digit_that_int_cannot_read_is_refused_in_one_line():
+    # "²".isdigit() is True but int("²") a ValueError: these values passed their checks, then were a traceback
+    with pytest.raises(ConfigError, match="'²' is not a base seed"):
+        train.seed_args(["0", "²"])
+    for name, argv, match in (("em_code_vs_offdomain", ["r", "--reference=r", "--upto=²"], "--upto=²: expected a step"),
+                              ("em_clamp_finetune", ["r", "--worlds=0,²"], "--worlds=0,²: expected comma-separated"),
+                              ("em_code_context", ["r", "--step=²"], "--step=²: expected a step number"),
+                              ("sn_mis_pool", ["--bases=²", "r"], "--bases='²': expected comma-separated seeds"),
+                              ("sn_mis_pool", ["--bases=0-²", "r"], "--bases='0-²': expected comma-separated seeds"),
+                              ("sn_mis_pool", ["--lists=²", "r"], "--lists=²: expected a number of lists")):
+        check_refused(script(name).main, argv, match=match)
