@@ -1257,7 +1257,7 @@ def test_the_long_em_scripts_refuse_an_argument_they_would_ignore(tmp_path):
                              ("em_clamp_finetune", ["--worlds=0-3"], "--worlds=0-3: expected comma-separated"),
                              ("em_code_context", ["--arm=secure"], "unknown option --arm=secure; the options are "
                                                                    "--arms=, --step= and --out="),
-                             ("em_code_context", ["--arms=insecure,secur"], "--arms: secur not among"),
+                             ("em_code_context", ["--arms=insecure,secur"], "--arms=insecure,secur: expected distinct arms"),
                              ("em_code_context", ["--step=abc"], "--step=abc: expected a step number")):
         check_refused(script(name).main, [run, *argv], match=re.escape(says))
 
@@ -2179,3 +2179,10 @@ def test_a_digit_that_int_cannot_read_is_refused_in_one_line():
                               ("sn_mis_pool", ["--bases=0-²", "r"], "--bases='0-²': expected comma-separated seeds"),
                               ("sn_mis_pool", ["--lists=²", "r"], "--lists=²: expected a number of lists")):
         check_refused(script(name).main, argv, match=match)
+
+
+def test_em_code_context_refuses_an_arm_given_twice_or_empty():
+    # --arms=insecure,insecure fine-tuned and printed each seed's insecure arm twice; --arms=, said "--arms:  not among"
+    for arms in ("insecure,insecure", ",", "insecure,", "nope"):
+        check_refused(script("em_code_context").main, ["r", f"--arms={arms}"],
+                      match=f"--arms={arms}: expected distinct arms among insecure, secure")
