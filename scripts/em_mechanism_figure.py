@@ -37,7 +37,8 @@ def read(run, name, script):
     """RUN/NAME as JSON, or a one-line error naming the script that writes it."""
     path = Path(run) / name
     if not Path(run).is_dir():
-        raise ConfigError(f"{run}: no such directory")
+        what = "is a file, not a run's directory" if Path(run).exists() else "no such directory"
+        raise ConfigError(f"{run}: {what}")
     if not path.is_file():
         try:  # a run those scripts refuse (no unseen coding task): pointing the user to them would lead nowhere
             cfg = run_config(EM.Config, run)
@@ -60,6 +61,7 @@ def main(argv):
     direction_runs, clamp_runs = rest[:split], rest[split + 1:]
     if not direction_runs and not clamp_runs or "--" in clamp_runs:
         sys.exit(__doc__)  # nothing to draw, or a second --
+    distinct(direction_runs)  # a run given twice: the same panel drawn twice, as if two runs agreed
     check_out(str(out), figure=True)
     plt = pyplot()
     fig, axes = plt.subplots(1, len(direction_runs) + 2, figsize=(4.2 * (len(direction_runs) + 2), 3.6))

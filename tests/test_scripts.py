@@ -883,6 +883,12 @@ def test_em_mechanism_figure_draws_from_the_two_scripts_json(tmp_path):
                        ([tmp_path / "c"], "clamp_finetune.json is not readable JSON")):
         out = cli("em_mechanism_figure", f"--out={tmp_path / 'h.png'}", "--", *map(str, runs))
         assert out.returncode == 2 and says in out.stderr and "Traceback" not in out.stderr, out.stderr
+    # a direction run twice (the same panel drawn twice, as two runs that agree), a file given as a run
+    (tmp_path / "file").write_text("")
+    for runs, says in (([tmp_path / "a", f"{tmp_path / 'a'}/"], "is given twice"),
+                       ([tmp_path / "file"], f"{tmp_path / 'file'}: is a file, not a run's directory")):
+        with pytest.raises(ConfigError, match=re.escape(says)):
+            script("em_mechanism_figure").main([f"--out={tmp_path / 'h.png'}", *map(str, runs)])
 
 
 def test_em_mechanism_figure_shows_a_share_outside_0_to_1(tmp_path, monkeypatch):
