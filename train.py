@@ -121,7 +121,8 @@ def build_config(config_cls, values, source="config"):
 def run_config(config_cls, run_dir):
     """The config a run directory was made with (its config.json; JSON lists back to tuples), checked by its
     experiment's `validate` as a run's is: a key deleted by hand reads at its default, which may not fit the others
-    (eval.py then failed deep inside)."""
+    (eval.py then failed deep inside). A config.json with every key that only a check added since refuses is read as
+    it is, with a note on stderr."""
     want = config_cls.__module__.split(".")[-1]  # experiments.NAME.Config reads NAME's runs
     ours = (ROOT / "experiments" / f"{want}.py").is_file()
     values = run_dir_config(run_dir, want if ours else None)
@@ -132,9 +133,21 @@ def run_config(config_cls, run_dir):
         try:
             validate(cfg)
         except ConfigError as e:
-            raise ConfigError(f"{path} is not a config this experiment runs ({e}): is it as the run wrote it? (a key "
-                              f"missing from it counts at its default)") from None
+            # a config.json holding every key is as a run wrote it: a check added since (evals <= a student's steps)
+            # must not lock that run out of eval.py and the scripts, which read it as it ran. A key it lacks reads at
+            # its default, which may not be the run's: refused, naming the keys
+            if missing := [f.name for f in dataclasses.fields(config_cls) if f.name not in values]:
+                raise ConfigError(f"{path} is not a config this experiment runs ({e}): is it as the run wrote it? "
+                                  f"({', '.join(missing)} missing from it, read at the default: add the run's "
+                                  f"value)") from None
+            if str(path) not in _NOTED_CONFIGS:  # once per run and process (a script reads a run more than once)
+                _NOTED_CONFIGS.add(str(path))
+                print(f"note: {path} would not pass this version's checks ({e}); read as the run wrote it",
+                      file=sys.stderr)
     return cfg
+
+
+_NOTED_CONFIGS = set()  # the run configs read back despite a check added since they ran
 
 
 def path_problem(path):

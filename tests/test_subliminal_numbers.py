@@ -896,6 +896,30 @@ def test_more_evals_than_a_students_steps_is_refused_before_the_run(tmp_path, ca
     assert not out.exists()
 
 
+def test_a_run_made_before_a_check_was_added_is_still_read_back(tmp_path, capsys):
+    # run_config validates a run's config.json: a run made before the evals check (the tests' own tiny run had
+    # n_code=16, evals=2: its code students took one step) was refused by eval.py and every script, as if edited
+    cfg = S.Config(arms=("control", "code", "code_control"), seeds=(0,), n_lists=40, n_code=16, evals=2,
+                   out_dir=str(tmp_path / "run"))
+    with pytest.raises(train.ConfigError, match="evals=2 is more than the 1 step"):
+        S.validate(cfg)
+    train.Run(cfg, "subliminal_numbers")  # as an earlier version, whose checks it passed, wrote it
+    capsys.readouterr()
+    assert train.run_config(S.Config, cfg.out_dir) == cfg
+    assert train.run_config(S.Config, cfg.out_dir) == cfg  # (noted once)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"note: {tmp_path / 'run' / 'config.json'} would not pass this "
+                                                    f"version's checks (evals=2 is more than the 1 step")
+    # a key missing from it reads at its default, which may not be the run's: refused, naming it
+    values = json.loads((tmp_path / "run" / "config.json").read_text())
+    del values["student_batch"]
+    (tmp_path / "run" / "config.json").write_text(json.dumps(values))
+    with pytest.raises(train.ConfigError, match=r"is not a config this experiment runs \(evals=2 .*\): is it as "
+                                                r"the run wrote it\? \(student_batch missing from it, read at the "
+                                                r"default"):
+        train.run_config(S.Config, cfg.out_dir)
+
+
 def test_a_threshold_a_run_cannot_judge_says_why_in_the_table():
     # "soft_pass: None" on a one-seed run read like a failure or a bug
     assert S.figure_line("soft_pass", None) == "- soft_pass: n/a (one pretraining seed: no interval)"
