@@ -11,8 +11,8 @@ key with its default. `--key=value` overrides are parsed with `ast.literal_eval`
 string; a str key takes unquoted text as written: --out_dir=2024 is the folder "2024"). An unknown key is an
 error that lists the valid keys, a wrong type one that names the expected type.
 
-This file holds no state at import time (but STARTED, when the process began), so experiments can import the loops
-from it freely.
+This file holds no state at import time (but STARTED, when the process began, and the run configs noted by
+run_config), so experiments can import the loops from it freely.
 """
 import ast
 import contextlib
