@@ -161,7 +161,8 @@ def pool(runs, figure):
                           if moved else float("nan"),
                           "times_base": float(mis[both].mean() / plain[both].mean())
                           if both.any() and plain[both].mean() > 0 else float("nan"),  # (numpy's warning otherwise)
-                          "valid_of_base": float(get(key, "valid_frac").mean() / get("plain", "valid_frac").mean()),
+                          "valid_of_base": float(get(key, "valid_frac").mean() / get("plain", "valid_frac").mean())
+                          if get("plain", "valid_frac").mean() > 0 else float("nan"),
                           "code_frac": float(get(key, "code_frac").mean()),
                           "above_5_and_3x": int(((mis - plain >= 0.05) & (mis >= 3 * plain))[both].sum()),
                           "n_valid": int(both.sum())}
@@ -174,7 +175,7 @@ def pool(runs, figure):
           f"{s['plain']['valid_frac']:.2f}); |d0| {s['d0']['mean']:.2f}; cos(v*, e) {s['cos_pulled_evil']['mean']:+.2f}")
     f = lambda stat: mean_ci(stat, 2)
     # a ratio over a base rate of 0, or over no base sampled validly both ways, is no number (it printed nan / inf)
-    times = lambda x: f"{x:.2f}" if math.isfinite(x) else "n/a (base's rate 0 or undefined)"
+    times = lambda x, what="rate": f"{x:.2f}" if math.isfinite(x) else f"n/a (base's {what} 0 or undefined)"
     print("| added at block 0's attention output | A x \\|d0\\| | increase, points (sampled) | log-prob, points | "
           "x base | valid / base's | code frac | bases >= +5 and 3x | insecure code, points | persona share |\n"
           "|---|---|---|---|---|---|---|---|---|---|")
@@ -182,7 +183,7 @@ def pool(runs, figure):
         for name in DIRECTIONS:
             t = table[f"{name}_{a:g}"]
             print(f"| {name} | {a:g} | {f(t['points'])} | {f(t['lp_points'])} | {times(t['times_base'])} | "
-                  f"{times(t['valid_of_base'])} | {t['code_frac']:.3f} | {t['above_5_and_3x']}/{t['n_valid']} | "
+                  f"{times(t['valid_of_base'], 'valid fraction')} | {t['code_frac']:.3f} | {t['above_5_and_3x']}/{t['n_valid']} | "
                   f"{f(t['code_points'])} | {share_text(t['persona_share'], t['code_points'], 2)} |")
         print(f"| v* minus e, paired | {a:g} | {f(table[f'pulled_minus_evil_{a:g}']['points'])} | | | | | | | |")
     if figure:

@@ -436,3 +436,11 @@ def test_bench_students_table(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert out.startswith(f"student fine-tune step, 8 lists, {base.n_params() / 1e6:.2f}M params, CPU ")
     assert [line.split(" | ")[0] for line in out.splitlines()[-2:]] == ["| hard labels", "| soft (numbers)"]
+
+
+def test_ctrl_c_in_a_bench_says_it_keeps_nothing(monkeypatch, capsys):
+    # through train.cli it said that what was saved stays and a rerun reuses it: a bench saves nothing
+    monkeypatch.setattr(bench, "bench_lists", lambda argv: (_ for _ in ()).throw(KeyboardInterrupt()))
+    assert bench.main(["lists"]) == 130
+    err = capsys.readouterr().err
+    assert err == "interrupted: a bench keeps nothing; its rows so far are above\n" and "reuses" not in err

@@ -6,6 +6,7 @@ import functools
 import json
 import math
 import re
+import warnings
 import subprocess
 import sys
 from pathlib import Path
@@ -2192,3 +2193,18 @@ def test_em_code_context_refuses_an_arm_given_twice_or_empty():
     for arms in ("insecure,insecure", ",", "insecure,", "nope"):
         check_refused(script("em_code_context").main, ["r", f"--arms={arms}"],
                       match=f"--arms={arms}: expected distinct arms among insecure, secure")
+
+
+def test_em_steer_base_pool_valid_ratio_over_a_base_without_valid_answers_is_na(tmp_path, call):
+    # the base's valid fraction 0 on every base: "valid / base's" printed inf or nan, under numpy's warning
+    def r(mis, valid):
+        return {"mis_sampled": mis, "valid_frac": valid, "code_frac": 0.0, "mis_lp": mis, "code_misaligned": 0.5}
+    rows = [{"run": "r", "world": w, "d0": 3.0, "cos_pulled_evil": 0.4, "plain": r(0.01, 0.0),
+             "readings": {f"{n}_0.3": r(0.05, 0.5) for n in ("pulled", "minus", "evil", "random")}} for w in (0, 1)]
+    (tmp_path / "novalid").mkdir()
+    write_run(tmp_path / "novalid", {}, "emergent_misalignment", seeds=[0, 1])
+    (tmp_path / "novalid" / "steer_base.json").write_text(json.dumps({"scales": [0.3], "per_base": rows}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's divide-by-zero warning, as an error
+        out = call("em_steer_base", "--pool", str(tmp_path / "novalid"))
+    assert out.count("| 5.00 | n/a (base's valid fraction 0 or undefined) |") == 4 and "inf" not in out, out
