@@ -16,7 +16,8 @@ with evil - good the run's evil direction (experiments/emergent_misalignment.doc
 layers. Low separation: the assistant sits where a forum responder sits, in units of the persona difference;
 evil_side > 0: the assistant sits on the evil side of a forum responder. One thread; writes
 format_separation.json in the first run's directory (--out: elsewhere; it will not overwrite one made from other runs) and
-prints a table, ranked per run (with --pool, over all the runs' bases together).
+prints a table, ranked per run (with --pool, over all the runs' bases together: runs that share a base are
+refused).
 """
 import json
 import sys
@@ -29,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data import world as W  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from train import check_out, cli, distinct, read_json, run_config, script_args  # noqa: E402
-from em_base_pull import cached_base  # noqa: E402
+from em_base_pull import cached_base, distinct_bases  # noqa: E402
 
 
 def forum_prompt(asst_prompt):
@@ -70,6 +71,8 @@ def main(argv):
         sys.exit(__doc__)
     pool, given = opts.get("pool", False), [opts["out"]] if "out" in opts else []
     distinct(argv)
+    if pool:  # a base two runs share would be ranked twice among the pooled bases, as two bases that agree
+        distinct_bases(argv)
     if given:
         check_out(given[0])
     out = Path(given[0]) if given else Path(argv[0]) / "format_separation.json"

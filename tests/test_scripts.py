@@ -1019,6 +1019,20 @@ def test_em_format_separation_reads_every_runs_config_before_the_first_runs_work
         script("em_format_separation").main([run, str(tmp_path / "typo")])
 
 
+def test_em_format_separation_pool_refuses_runs_that_share_a_base(tmp_path, monkeypatch):
+    # --pool ranks the bases together: a base two runs share was measured and ranked twice (1/2 and 2/2 on a real
+    # run and its copy), as two bases that agreed. Unpooled, each run ranks its own bases: taken
+    a = fake_run(tmp_path / "a", [[0, 0]], {"insecure": [0.1]})
+    b = fake_run(tmp_path / "b", [[0, 0]], {"insecure": [0.1]})
+    fs = script("em_format_separation")
+    monkeypatch.setattr(fs, "cached_base", lambda *a: pytest.fail("worked before refusing"))
+    with pytest.raises(ConfigError, match="share base seed 0 .*give each base once"):
+        fs.main(["--pool", f"--out={tmp_path / 'p.json'}", a, b])
+    monkeypatch.setattr(fs, "cached_base", lambda *a: (_ for _ in ()).throw(RuntimeError("measured")))
+    with pytest.raises(RuntimeError, match="measured"):  # past the check, at the first base's work
+        fs.main([f"--out={tmp_path / 'u.json'}", a, b])
+
+
 def test_em_first_step_refuses_a_run_whose_first_step_was_not_adamws_on_every_weight(tmp_path, monkeypatch):
     fs = script("em_first_step")
     run = fake_run(tmp_path / "run", [[0, 0]], {"insecure": [0.1]})
