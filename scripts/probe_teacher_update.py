@@ -27,7 +27,7 @@ if sys.argv[1:2] and sys.argv[1].startswith("-"):  # an option: it takes none
     sys.exit(2)
 torch.set_num_threads(1)
 cfg = S.Config(arms=("soft",), animals=("owl",))
-try:  # a mistyped argument or an uncached base: one line, before any work (not a traceback after the first teacher)
+try:  # a mistyped argument: one line and the usage, before any work (not a traceback after the first teacher)
     p = int(sys.argv[1]) if len(sys.argv) > 1 else 0
     teachers = sys.argv[2:] or ["adamw:3e-4", "sgd:0.1"]
     for spec in teachers:
@@ -38,9 +38,13 @@ try:  # a mistyped argument or an uncached base: one line, before any work (not 
             ok = False
         if not ok:
             raise ValueError(f"{spec!r}: expected OPTIMIZER:LR, adamw or sgd and an lr > 0, e.g. sgd:0.1")
-    B.check_cached(cfg, [p], who="probe_teacher_update.py")
-except (ValueError, ConfigError) as e:
+except ValueError as e:
     print(f"error: {e}\n\n{__doc__}", file=sys.stderr)
+    sys.exit(2)
+try:  # an uncached base is no mistyped argument: its one line alone, as probe_soft_channel.py's
+    B.check_cached(cfg, [p], who="probe_teacher_update.py")
+except ConfigError as e:
+    print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
 A, tok = B.base_model(cfg, p)
 nums = torch.tensor(S.number_ids(tok))

@@ -310,6 +310,17 @@ def test_probe_arguments_are_checked_in_one_line_before_any_base_is_loaded(tmp_p
         assert "Traceback" not in out.stderr
 
 
+def test_probe_teacher_update_refuses_an_uncached_base_in_one_line():
+    # an uncached base printed its error and then the whole usage, as a mistyped argument does; probe_soft_channel
+    # says it in one line. (Base 987654: in no cache.)
+    for script, argv in [("probe_teacher_update", ["987654"]), ("probe_soft_channel", ["3e-4", "5", "987654"])]:
+        out = subprocess.run([sys.executable, f"scripts/{script}.py", *argv], cwd=train.ROOT, capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 2, (script, out.stderr[-2000:])
+        assert out.stderr.startswith("error: base 987654 of this config is not in the cache"), out.stderr[-2000:]
+        assert out.stderr.count("\n") == 1 and not out.stdout, (script, out.stderr[-2000:])
+
+
 def test_check_out_in_the_project_root_takes_a_new_file_or_a_run_outputs_name(tmp_path, monkeypatch):
     # in the root, only an existing file not named like a run's output is refused: a new file of any name, and an
     # existing results.json or figure, are taken; git's own folder is the project's too
