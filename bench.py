@@ -418,14 +418,7 @@ def main(argv):
     benches = {"mnist": bench_mnist, "gpt": bench_gpt, "lists": bench_lists, "students": bench_students}
     if argv[:1] and argv[0] in benches:  # the bench's own parser reads the rest, --help included
         from train import cli  # a device this machine lacks, a run that failed: one error line, status 2, as train.py
-
-        def bench(args):
-            try:
-                return benches[argv[0]](args)
-            except KeyboardInterrupt:  # (cli's line says a rerun reuses what was saved: a bench saves nothing)
-                print("interrupted: a bench keeps nothing; its rows so far are above", file=sys.stderr)
-                return 130
-        return cli(bench, argv[1:])
+        return cli(benches[argv[0]], argv[1:], keeps=False)  # Ctrl-C: no "a rerun reuses what was saved"
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", choices=list(benches))
     p.parse_args(argv)  # prints the help, or the error, and exits

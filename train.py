@@ -1602,11 +1602,12 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
 # ----------------------------------------------------------------------------------------------------
 # entry point
 
-def cli(main, argv):
+def cli(main, argv, keeps=True):
     """Run main(argv) as a command: the project's own errors (a bad config or run directory, missing or corrupt
     data, an incompatible checkpoint) end it with their one-line message and exit status 2, not a traceback;
     Ctrl-C ends it with one line too, and so does SIGTERM (a scheduler's stop, `timeout`, `kill`), which is stopped
-    the same way (a pool's workers stopped, a temporary file removed), with exit status 143."""
+    the same way (a pool's workers stopped, a temporary file removed), with exit status 143. That line says what
+    was saved stays, or, with keeps=False (a command that saves nothing: bench.py), only that it stopped."""
     terminated = []
 
     def on_sigterm(signum, frame):
@@ -1631,8 +1632,9 @@ def cli(main, argv):
     except KeyboardInterrupt as e:  # run_experiment names its run directory: a default out_dir is new each time
         sys.stdout.flush()
         rerun = e.args[0] if e.args else "the same command run again"
-        print(f"{'terminated (SIGTERM)' if terminated else 'interrupted'}. What was saved before it (finished units, "
-              f"base models, checkpoints) stays, and {rerun} reuses it.", file=sys.stderr)
+        kept = (f" What was saved before it (finished units, base models, checkpoints) stays, and {rerun} reuses it."
+                if keeps else " It saves nothing; what it printed so far is above.")
+        print(f"{'terminated (SIGTERM)' if terminated else 'interrupted'}.{kept}", file=sys.stderr)
         return 143 if terminated else 130  # a shell's codes for a run stopped by SIGTERM, by Ctrl-C
     except SystemExit as e:  # a script's sys.exit(message): said as the errors above are, after what was printed
         sys.stdout.flush()

@@ -443,4 +443,4 @@ def test_ctrl_c_in_a_bench_says_it_keeps_nothing(monkeypatch, capsys):
     monkeypatch.setattr(bench, "bench_lists", lambda argv: (_ for _ in ()).throw(KeyboardInterrupt()))
     assert bench.main(["lists"]) == 130
     err = capsys.readouterr().err
-    assert err == "interrupted: a bench keeps nothing; its rows so far are above\n" and "reuses" not in err
+    assert err == "interrupted. It saves nothing; what it printed so far is above.\n" and "reuses" not in err
