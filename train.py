@@ -1602,6 +1602,14 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
 # ----------------------------------------------------------------------------------------------------
 # entry point
 
+def refused(text):
+    """A refused command's message on stderr -> its exit status, 2. What the command printed before comes before it,
+    also when stdout is a pipe or file (block-buffered)."""
+    sys.stdout.flush()
+    print(text, file=sys.stderr)
+    return 2
+
+
 def cli(main, argv, keeps=True):
     """Run main(argv) as a command: the project's own errors (a bad config or run directory, missing or corrupt
     data, an incompatible checkpoint) end it with their one-line message and exit status 2, not a traceback;
@@ -1620,15 +1628,11 @@ def cli(main, argv, keeps=True):
     try:
         rc = main(argv)
     except (ConfigError, DataError, CheckpointError) as e:
-        sys.stdout.flush()  # what was printed before the error comes before it, also when stdout is a pipe or file
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return refused(f"error: {e}")
     except PermissionError as e:  # a folder or file of the user's that this user may not read or write
-        sys.stdout.flush()
         what = f"{e.filename}{f' -> {e.filename2}' if e.filename2 else ''}" if e.filename else str(e)
-        print(f"error: permission denied: {what}: give this user access to it, or pass another path (--out_dir, "
-              f"--data_dir, --cache_dir)", file=sys.stderr)
-        return 2
+        return refused(f"error: permission denied: {what}: give this user access to it, or pass another path "
+                       f"(--out_dir, --data_dir, --cache_dir)")
     except KeyboardInterrupt as e:  # run_experiment names its run directory: a default out_dir is new each time
         sys.stdout.flush()
         rerun = e.args[0] if e.args else "the same command run again"
@@ -1637,13 +1641,12 @@ def cli(main, argv, keeps=True):
         print(f"{'terminated (SIGTERM)' if terminated else 'interrupted'}.{kept}", file=sys.stderr)
         return 143 if terminated else 130  # a shell's codes for a run stopped by SIGTERM, by Ctrl-C
     except SystemExit as e:  # a script's sys.exit(message): said as the errors above are, after what was printed
-        sys.stdout.flush()
         if not isinstance(e.code, str):  # sys.exit(0), sys.exit(cli(...)): a status, not a refusal
+            sys.stdout.flush()
             raise
         message, usage = e.code.strip(), (getattr(sys.modules.get(main.__module__), "__doc__", None) or "").strip()
         # the usage (a script given nothing to do) as it is; anything else one "error: " line, as a ConfigError's
-        print(message if message == usage or message.startswith("error: ") else f"error: {message}", file=sys.stderr)
-        return 2
+        return refused(message if message == usage or message.startswith("error: ") else f"error: {message}")
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

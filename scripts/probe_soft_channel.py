@@ -20,15 +20,14 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments import subliminal_numbers as S  # noqa: E402
 from experiments import world_base as B  # noqa: E402
-from train import ConfigError, finetune  # noqa: E402
+from train import ConfigError, finetune, refused  # noqa: E402
 
 if sys.argv[1:2] in (["-h"], ["--help"]):
     print(__doc__.strip())
     sys.exit(0)
 if len(sys.argv) < 3 or (sys.argv[1].startswith("-") and not re.fullmatch(r"[-+.\d,einfa]+", sys.argv[1])):  # LRS
     # and STEPS are needed (a negative lr is a value out of range, not an option)
-    print(__doc__.strip(), file=sys.stderr)  # status 2, as a script run through train.cli
-    sys.exit(2)
+    sys.exit(refused(__doc__.strip()))  # status 2, as a script run through train.cli
 torch.set_num_threads(1)
 try:  # a mistyped argument: one line and the usage, before the base is loaded (not a ValueError traceback after)
     if len(sys.argv) > 10:
@@ -65,13 +64,11 @@ try:  # a mistyped argument: one line and the usage, before the base is loaded (
     cfg = S.Config(arms=("soft", "control"), animals=("owl",), n_lists=n_lists, **teacher_kw)
     S.validate(cfg)  # e.g. a teacher optimizer it does not know
 except (ValueError, TypeError, ConfigError) as e:
-    print(f"error: {e}\n\n{__doc__}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(refused(f"error: {e}\n\n{__doc__}"))
 try:
     B.check_cached(cfg, [p], who="probe_soft_channel.py")
 except ConfigError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(refused(f"error: {e}"))
 A, tok = B.base_model(cfg, p)
 teacher, info = S.make_teacher(A, tok, cfg, p, "owl")
 seed = S.seed_int("subliminal-numbers", p, 0)

@@ -17,14 +17,13 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments import subliminal_numbers as S  # noqa: E402
 from experiments import world_base as B  # noqa: E402
-from train import ConfigError  # noqa: E402
+from train import ConfigError, refused  # noqa: E402
 
 if sys.argv[1:2] in (["-h"], ["--help"]):
     print(__doc__.strip())
     sys.exit(0)
 if sys.argv[1:2] and sys.argv[1].startswith("-"):  # an option: it takes none
-    print(__doc__.strip(), file=sys.stderr)  # status 2, as a script run through train.cli
-    sys.exit(2)
+    sys.exit(refused(__doc__.strip()))  # status 2, as a script run through train.cli
 torch.set_num_threads(1)
 cfg = S.Config(arms=("soft",), animals=("owl",))
 try:  # a mistyped argument: one line and the usage, before any work (not a traceback after the first teacher)
@@ -39,13 +38,11 @@ try:  # a mistyped argument: one line and the usage, before any work (not a trac
         if not ok:
             raise ValueError(f"{spec!r}: expected OPTIMIZER:LR, adamw or sgd and an lr > 0, e.g. sgd:0.1")
 except ValueError as e:
-    print(f"error: {e}\n\n{__doc__}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(refused(f"error: {e}\n\n{__doc__}"))
 try:  # an uncached base is no mistyped argument: its one line alone, as probe_soft_channel.py's
     B.check_cached(cfg, [p], who="probe_teacher_update.py")
 except ConfigError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(refused(f"error: {e}"))
 A, tok = B.base_model(cfg, p)
 nums = torch.tensor(S.number_ids(tok))
 # each part of the update: (which embedding rows are kept, whether the other weights are kept)
