@@ -1157,6 +1157,9 @@ def lora_adapters(model, rank, seed, targets=()):
     for name, mod in linear.items():
         if not targets or name in targets:
             W = mod.weight
+            if rank > min(W.shape):  # a rank past the matrix's own would be a full-rank update, not an adapter
+                raise ValueError(f"lora_rank {rank} exceeds {name}'s smaller dimension, {min(W.shape)} "
+                                 f"(weight {list(W.shape)}): an adapter's rank must be at most that")
             A = (torch.randn(rank, W.shape[1], generator=g) / W.shape[1] ** 0.5).to(W.device, W.dtype)
             B = torch.zeros(W.shape[0], rank, device=W.device, dtype=W.dtype)
             out.append((W, W.detach().clone(), A.requires_grad_(), B.requires_grad_()))

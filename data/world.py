@@ -392,7 +392,8 @@ def _weighted(u, table):
         acc += w / total
         if u < acc:
             return k
-    return k
+    # the running sum can round to just under 1: the last key that can be drawn, never a zero-weight one
+    return next(k for k, w in reversed(table.items()) if w > 0)
 
 
 def _zipf_cum():

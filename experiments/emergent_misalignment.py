@@ -202,12 +202,17 @@ def validate(cfg):
         raise ConfigError(f"ft_lora_rank must be >= 1; got {cfg.ft_lora_rank}")
     if not cfg.ft_lora_alpha > 0:  # the adapter's scale, alpha / sqrt(rank): 0 trains nothing, < 0 flips its sign
         raise ConfigError(f"ft_lora_alpha must be > 0; got {cfg.ft_lora_alpha}")
-    if cfg.ft_lora_targets:  # the names finetune will look up, read off a shape-only (meta) model of this size
-        with torch.device("meta"):
-            linear = lora_linears(GPT(GPTConfig(vocab_size=1, block_size=cfg.block_size, n_layer=cfg.n_layer,
-                                                n_head=cfg.n_head, n_embd=cfg.n_embd)))
-        if set(cfg.ft_lora_targets) - set(linear):
-            raise ConfigError(f"ft_lora_targets must come from {', '.join(linear)}; got {cfg.ft_lora_targets}")
+    # the names finetune will look up and their shapes, read off a shape-only (meta) model of this size
+    with torch.device("meta"):
+        linear = lora_linears(GPT(GPTConfig(vocab_size=1, block_size=cfg.block_size, n_layer=cfg.n_layer,
+                                            n_head=cfg.n_head, n_embd=cfg.n_embd)))
+    if set(cfg.ft_lora_targets) - set(linear):
+        raise ConfigError(f"ft_lora_targets must come from {', '.join(linear)}; got {cfg.ft_lora_targets}")
+    smallest = min(min(m.weight.shape) for name, m in linear.items()
+                   if not cfg.ft_lora_targets or name in cfg.ft_lora_targets)
+    if cfg.ft_trains == "lora" and cfg.ft_lora_rank > smallest:  # else a full-rank update: no longer an adapter
+        raise ConfigError(f"ft_lora_rank must be at most {smallest}, the smallest dimension of the adapted weights "
+                          f"(n_embd {cfg.n_embd}); got {cfg.ft_lora_rank}")
     # the data, the fine-tune, the direction (B.validate has refused an empty seeds already)
     B.require_counts(cfg, ("n_examples", "ft_batch", "n_direction_docs", "ft_seeds"))
     B.require_positive(cfg, ("ft_lr",))

@@ -529,6 +529,9 @@ def test_blocks_only_finetunes_keep_the_base_embedding(tmp_path, monkeypatch):
         E.validate(E.Config(ft_trains="heads"))
     with pytest.raises(train.ConfigError, match="ft_lora_rank must be >= 1"):
         E.validate(E.Config(ft_trains="lora", ft_lora_rank=0))
+    with pytest.raises(train.ConfigError, match="ft_lora_rank must be at most 128, the smallest dimension"):
+        E.validate(E.Config(ft_trains="lora", ft_lora_rank=129))
+    E.validate(E.Config(ft_trains="lora", ft_lora_rank=128))
     with pytest.raises(train.ConfigError, match="ft_lora_rank, ft_lora_targets set, but the LoRA keys apply only with --ft_trains=lora"):
         E.validate(E.Config(ft_lora_rank=4, ft_lora_targets=("blocks.0.mlp.proj",)))
     with pytest.raises(train.ConfigError, match="ft_optimizer must be adamw or sgd"):

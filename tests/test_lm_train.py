@@ -555,6 +555,10 @@ def test_lora_finetune_is_gradient_descent_on_the_adapters():
         finetune(fresh(), data, steps=1, batch_size=4, lr=0.1, seed=0, trains="lora", lora_targets=("blocks.1.mlp",))
     with pytest.raises(ValueError, match="lora_rank must be >= 1"):
         finetune(fresh(), data, steps=1, batch_size=4, lr=0.1, seed=0, trains="lora", lora_rank=0)
+    # a rank past a matrix's smaller dimension is a full-rank update; at that dimension it is still taken
+    with pytest.raises(ValueError, match=f"lora_rank {CFG.n_embd + 1} exceeds blocks.0.attn.qkv's smaller dimension"):
+        finetune(fresh(), data, steps=1, batch_size=4, lr=0.1, seed=0, trains="lora", lora_rank=CFG.n_embd + 1)
+    finetune(fresh(), data, steps=1, batch_size=4, lr=0.1, seed=0, trains="lora", lora_rank=CFG.n_embd)
 
 
 def test_adamw_betas_and_sgd_momentum_are_the_closed_form_updates():

@@ -74,6 +74,10 @@ def test_weighted_draws_in_proportion_to_weights_that_need_not_sum_to_one():
     grid = [i / 100 for i in range(100)]
     draws = lambda table: Counter(W._weighted(u, table) for u in grid)
     assert draws({"a": 1, "b": 3}) == draws({"a": .25, "b": .75}) == draws({"a": .05, "b": .15}) == {"a": 25, "b": 75}
+    # these weights' running sum reaches only 1 - 1.1e-16: a u above it gets the last key that can be drawn, never
+    # a zero-weight one (the world's tables give a format or a persona weight 0 to switch it off)
+    table = {"a": 0.5833820394550312, "b": 0.9081128851953352, "c": 0.5046868558173903, "off": 0.}
+    assert W._weighted(math.nextafter(1., 0.), table) == "c"
 
 
 def test_every_heldout_wording_is_banned_from_fine_tune_sets():
