@@ -564,8 +564,13 @@ def injection_hook(positions, vectors, offset=lambda: 0):
     def fn(h, name):  # h [B, T, C]
         B, T, C = h.shape
         pos = torch.as_tensor(positions, device=h.device)
+        vec = torch.as_tensor(vectors, device=h.device, dtype=h.dtype)
+        # per-row positions or vectors for another batch size failed in `expand`, naming neither argument
+        if pos.dim() == 2 and pos.shape[0] != B or vec.dim() == 3 and vec.shape[0] not in (1, B):
+            raise ValueError(f"inject: positions [B, K] and vectors [B, K, C] need one row per row of the batch (B = "
+                             f"{B}), got positions of shape {tuple(pos.shape)} and vectors of {tuple(vec.shape)}")
         pos = (pos if pos.dim() == 2 else pos.expand(B, -1)) - offset()  # [B, K] columns of this forward
-        vec = torch.as_tensor(vectors, device=h.device, dtype=h.dtype).expand(B, pos.shape[1], C)  # [B, K, C]
+        vec = vec.expand(B, pos.shape[1], C)  # [B, K, C]
         rows = torch.arange(B, device=h.device)[:, None].expand_as(pos)  # [B, K]
         keep = (pos >= 0) & (pos < T)  # positions inside this forward
         if not bool(keep.any()):
@@ -591,7 +596,15 @@ def inject(model, layer, positions, vectors, site="resid_post"):
     if site not in INJECT_SITES:  # another point's shape ([B, nh, T, hs], [B, T, 4C]) failed deep inside the hook
         raise ValueError(f"inject: site must be one of the block's [B, T, C] points {', '.join(INJECT_SITES)}, got "
                          f"{site!r}; write a hook of your own (model.hooks) for any other point")
-    pos = torch.as_tensor(positions)
+    try:
+        pos = torch.as_tensor(positions)
+    except (ValueError, TypeError):  # rows of different lengths: torch's "expected sequence of length 1 at dim 1"
+        pos = None
+    if pos is None or pos.dim() not in (1, 2) or pos.numel() and (pos.is_floating_point() or pos.dtype == torch.bool):
+        # (else an IndexError or a failed `expand` at the first forward, inside the hook)
+        raise ValueError(f"inject: positions must be integer columns, [K] for every row or [B, K] with K in every row "
+                         f"(give a row's spare columns a zero vector: it adds nothing), got "
+                         f"{positions if pos is None else f'{pos.dtype} of shape {tuple(pos.shape)}'}")
     if pos.numel() and not (0 <= int(pos.min()) and int(pos.max()) < model.cfg.block_size):
         # a negative one would otherwise never match a column: -1 for "the last token" silently added nothing
         raise ValueError(f"inject: positions must be columns 0 .. {model.cfg.block_size - 1} of the sequence, got "
@@ -602,4 +615,7 @@ def inject(model, layer, positions, vectors, site="resid_post"):
     if vec.dim() == 0 or vec.shape[-1] != model.cfg.n_embd:  # else a bare broadcast error at the first forward
         raise ValueError(f"inject: vectors must end in the residual width n_embd={model.cfg.n_embd} ([C], [K, C] or "
                          f"[B, K, C]), got shape {tuple(vec.shape)}")
+    if vec.dim() > 3 or vec.dim() >= 2 and vec.shape[-2] not in (1, pos.shape[-1]):  # one vector per position
+        raise ValueError(f"inject: vectors must be [C], [K, C] or [B, K, C] with K = {pos.shape[-1]}, the number of "
+                         f"positions per row; got shape {tuple(vec.shape)}")
     return model.hooks({f"blocks.{layer}.{site}": injection_hook(positions, vectors, lambda: model.offset)})

@@ -309,6 +309,18 @@ def test_injection_zero_vector_changes_nothing_and_matches_the_formula():
     for bad in (v[0, 0, :-1], torch.tensor(1.0)):
         with pytest.raises(ValueError, match=f"vectors must end in the residual width n_embd={model.cfg.n_embd}"):
             inject(model, 0, [1], bad)
+    # positions that are not [K] or [B, K] integers, or vectors not one per position, failed at the first forward
+    # inside the hook (an IndexError, a failed `expand`), naming neither argument
+    for bad_pos, bad_vec, says in (([[1], [2, 3]], v[0, 0], "positions must be integer columns"),
+                                   ([1.0, 2.0], v[0, 0], "positions must be integer columns"),
+                                   ([[[1]]], v[0, 0], "positions must be integer columns"),
+                                   ([1, 2], torch.randn(3, 16), "vectors must be .* with K = 2")):
+        with pytest.raises(ValueError, match=says):
+            inject(model, 0, bad_pos, bad_vec)
+    for bad_pos, bad_vec in (([[1], [2], [3]], v[0, 0]), ([[1], [2]], torch.randn(3, 1, 16))):  # batch B = 2
+        with pytest.raises(ValueError, match=r"need one row per row of the batch \(B = 2\)"):
+            with inject(model, 0, bad_pos, bad_vec):
+                model(idx)
     assert n_hooks(model) == 0
 
 
