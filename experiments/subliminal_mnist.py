@@ -690,7 +690,12 @@ def reevaluate(run_dir):
     if path.is_file():
         try:
             res = read_results(path)
-            saved = [res["conditions"]] if not cfg.sweep else [c["conditions"] for c in res["sweep"]["cells"]]
+            got = [res["conditions"]] if not cfg.sweep else [c["conditions"] for c in res["sweep"]["cells"]]
+            # checked here, not at the comparison below, where a cell or condition it lacks was a bare KeyError
+            if len(got) != len(cells(cfg)) or any(type(s[c]["per_seed"]) is not list for s in got
+                                                  for c in cfg.conditions):
+                raise KeyError
+            saved = got
         except ConfigError as e:
             damaged = f"{e}. Until then the models' accuracies are not compared with it"
         except (KeyError, TypeError):

@@ -80,7 +80,8 @@ def test_end_to_end_writes_every_file_and_teacher_beats_chance(tmp_path, capsys)
     assert "the same as the per-seed accuracies in results.json (12 compared)" in printed
     # a damaged results.json (cut short, or not a run's layout): the models are still reported, not compared
     good = (out / "results.json").read_text()
-    for bad, says in ((good[:50], "not a readable results file"), ("{}", "not laid out as this run's results")):
+    for bad, says in ((good[:50], "not a readable results file"), ("{}", "not laid out as this run's results"),
+                      ('{"conditions": {}}', "not laid out as this run's results")):  # (was a bare KeyError)
         (out / "results.json").write_text(bad)
         assert evaluate.main([str(out)]) == 0
         printed = capsys.readouterr().out
