@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from data.tokenizer import pad_right
+from model import token_ids
 
 # two-sided 95% Student-t quantiles t_{0.975, df} for df = 1..30 (standard tables, three decimals)
 _T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
@@ -128,6 +129,11 @@ def score_continuations(model, pairs, *, tokenizer=None, eos_id=None, batch_size
         eos_id = tokenizer.token_to_id("<eos>") if eos_id is None else eos_id
         text = lambda t: encode(tokenizer, t) if isinstance(t, str) else t
         pairs = [(text(p), text(c)) for p, c in pairs]
+    if eos_id is not None:  # a string ("<eos>") or generate's list of ids failed inside pad_right, naming nothing
+        if len(ids := [] if isinstance(eos_id, str) else token_ids(eos_id, "eos_id")) != 1:
+            raise ValueError(f"eos_id must be one token id, which the scorer appends to each continuation (a "
+                             f"tokenizer's: tok.token_to_id('<eos>')), got {eos_id!r}")
+        eos_id = ids[0]
     pairs = [(p, c) for p, c in pairs]  # once: `pairs` may be an iterator (a zip), read only once
     if any(isinstance(t, str) for pair in pairs for t in pair):  # else "too many dimensions 'str'" from torch
         raise ValueError("score_continuations was given text without a tokenizer: pass tokenizer= (the "

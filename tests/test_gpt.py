@@ -440,6 +440,13 @@ def test_tokenizer_round_trip_and_save_load(tmp_path):
         score_continuations(model, [("<bos> ann has", "3 apples . <eos>")], tokenizer=tok)
     # pairs as an iterator (a zip) are read once: the end-token check consumed it, and nothing was scored, silently
     assert torch.equal(score_continuations(model, zip([[1, 3, 4]], [[5, 6, 7]]), eos_id=2)[0], ids_sums)
+    # eos_id as the token's text, or generate's list of several ids, failed inside pad_right naming nothing; one id
+    # in any integer form is that id
+    for bad in ("<eos>", [2, 3]):
+        with pytest.raises(ValueError, match="eos_id must be one token id"):
+            score_continuations(model, [([1, 3, 4], [5, 6, 7])], eos_id=bad)
+    for same in ([2], torch.tensor(2), np.int64(2)):
+        assert torch.equal(score_continuations(model, [([1, 3, 4], [5, 6, 7])], eos_id=same)[0], ids_sums)
 
 
 @torch.no_grad()
