@@ -130,7 +130,8 @@ def score_continuations(model, pairs, *, tokenizer=None, eos_id=None, batch_size
         text = lambda t: encode(tokenizer, t) if isinstance(t, str) else t
         pairs = [(text(p), text(c)) for p, c in pairs]
     if eos_id is not None:  # a string ("<eos>") or generate's list of ids failed inside pad_right, naming nothing
-        if len(ids := [] if isinstance(eos_id, str) else token_ids(eos_id, "eos_id")) != 1:
+        ids = [] if isinstance(eos_id, str) else token_ids(eos_id, "eos_id")
+        if len(ids) != 1:
             raise ValueError(f"eos_id must be one token id, which the scorer appends to each continuation (a "
                              f"tokenizer's: tok.token_to_id('<eos>')), got {eos_id!r}")
         eos_id = ids[0]
