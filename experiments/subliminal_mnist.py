@@ -440,6 +440,43 @@ def load_group(stem, seeds, sizes, conditions, device="cpu"):
     return tensors
 
 
+def group_models(stem, seeds, cfg, device="cpu"):
+    """One saved seed group -> {condition: SeedMLP of its seeds}, checked by load_group."""
+    tensors = load_group(stem, seeds, layer_sizes(cfg), cfg.conditions, device)
+    models = {}
+    for c in cfg.conditions:
+        models[c] = SeedMLP(len(seeds), layer_sizes(cfg)).to(device)
+        models[c].load_seeds({k[len(c) + 1:]: v for k, v in tensors.items() if k.startswith(c + ".")})
+    return models
+
+
+def load_models(run_dir, cell="main", device="cpu"):
+    """A finished run's saved models, to study them -> ({condition: SeedMLP}, the cell's config), seed k in row k of
+    every condition's model: `models["teacher"](x)[k]` is seed k's teacher's logits ([S, B, 10 + m]; x [B, 784] in
+    [-1, 1], as `load_data(cfg, device)` gives the images). A sweep's cells are named as in its results.md ("m-10";
+    "main" without a sweep)."""
+    run_dir = Path(run_dir)
+    cfg = run_config(Config, run_dir)
+    grid = cells(cfg)
+    names = [name for name, _, _ in grid]
+    if cell not in names:
+        raise ConfigError(f"{run_dir} has no cell {cell!r}; its cells: {', '.join(names)}")
+    i = names.index(cell)
+    cell_cfg, stored = grid[i][2], names[same_runs(grid)[i]]  # a cell that is another's run: that run's models
+    groups = []
+    for gi, seeds in enumerate(seed_groups(cell_cfg)):
+        stem = run_dir / f"{stored}_group{gi}"
+        if not stem.with_name(stem.name + ".safetensors").is_file():
+            raise ConfigError(f"{stem}.safetensors is missing: the run is not finished (the same train.py command "
+                              f"finishes it), or ran with save_weights=False")
+        groups.append(group_models(stem, seeds, cell_cfg, device))
+    models = {}
+    for c in cell_cfg.conditions:  # the groups side by side: one model of every seed
+        models[c] = SeedMLP(cell_cfg.n_seeds, layer_sizes(cell_cfg)).to(device)
+        models[c].load_seeds({n: torch.cat([g[c].params()[n] for g in groups]) for n, _ in models[c].named_parameters()})
+    return models, cell_cfg
+
+
 def weights_readable(stem, seeds, cfg):
     """Whether a finished group's weights load as this config's (eval.py needs them): a group whose file was cut
     short, lost or replaced is trained again on resume rather than reported from its accuracies alone."""
@@ -711,10 +748,7 @@ def reevaluate(run_dir):
                 if stem.name not in missing:  # (a cell that is another's run names that run's models again)
                     missing.append(stem.name)
                 continue
-            tensors = load_group(stem, seeds, layer_sizes(cell_cfg), cell_cfg.conditions, device)
-            for c in cell_cfg.conditions:
-                model = SeedMLP(len(seeds), layer_sizes(cell_cfg)).to(device)
-                model.load_seeds({k[len(c) + 1:]: v for k, v in tensors.items() if k.startswith(c + ".")})
+            for c, model in group_models(stem, seeds, cell_cfg, device).items():
                 per_seed[c] += accuracy(model, test_x, test_y).tolist()
             seeds_done += seeds
         if not seeds_done:

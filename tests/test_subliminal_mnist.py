@@ -744,3 +744,25 @@ def test_the_table_warns_when_the_teacher_learnt_nothing():
         at([0.097, 0.099]), 2)
     assert "WARNING" not in E.table(at([0.94, 0.95]), 2)
     assert "WARNING" not in E.table({"student_aux": summarize([0.1, 0.1])}, 2)  # no teacher condition in the run
+
+
+@need_data()
+def test_load_models_gives_every_seed_of_a_cell_in_one_model_in_seed_order(tmp_path):
+    # two groups of one seed each, put side by side: row k must be seed k (its accuracy the one results.json holds)
+    import experiments.subliminal_mnist as S
+    from eval import accuracy
+    out, res = run(tmp_path, "--sweep={'init_perturbation': [0.0, 0.3]}", "--conditions=['teacher', 'student_aux']",
+                   "--seed_chunk=1")
+    cfg = train.run_config(S.Config, out)
+    test_x, test_y = S.load_data(cfg, torch.device("cpu"))[2:]
+    for cell in res["sweep"]["cells"]:
+        name = "init_perturbation-" + str(cell["params"]["init_perturbation"])
+        models, cell_cfg = S.load_models(out, name)
+        assert sorted(models) == ["student_aux", "teacher"] and cell_cfg.init_perturbation == cell["params"]["init_perturbation"]
+        for c, model in models.items():
+            assert accuracy(model, test_x, test_y).tolist() == cell["conditions"][c]["per_seed"]
+    with pytest.raises(train.ConfigError, match="has no cell 'main'; its cells: init_perturbation-0.0, init_perturbation-0.3"):
+        S.load_models(out)
+    (out / "init_perturbation-0.3_group1.safetensors").unlink()
+    with pytest.raises(train.ConfigError, match="init_perturbation-0.3_group1.safetensors is missing"):
+        S.load_models(out, "init_perturbation-0.3")
