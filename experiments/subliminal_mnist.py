@@ -104,29 +104,32 @@ NOISE_KEYS = ("noise", "noise_scale", "fresh_noise")
 
 def validate(cfg, cell=False):
     checks = [
-        (cfg.dataset in mnist.DATASETS, f"dataset must be one of {list(mnist.DATASETS)}"),
-        (cfg.init in ("paper", "torch"), "init must be 'paper' or 'torch'"),
-        (cfg.loss in ("kl", "mse"), "loss must be 'kl' or 'mse'"),
-        (cfg.distill_inputs in ("noise", "real"), "distill_inputs must be 'noise' or 'real'"),
-        (cfg.noise in ("uniform", "gaussian"), "noise must be 'uniform' or 'gaussian'"),
+        (cfg.dataset in mnist.DATASETS, f"dataset must be one of {list(mnist.DATASETS)}", ("dataset",)),
+        (cfg.init in ("paper", "torch"), "init must be 'paper' or 'torch'", ("init",)),
+        (cfg.loss in ("kl", "mse"), "loss must be 'kl' or 'mse'", ("loss",)),
+        (cfg.distill_inputs in ("noise", "real"), "distill_inputs must be 'noise' or 'real'", ("distill_inputs",)),
+        (cfg.noise in ("uniform", "gaussian"), "noise must be 'uniform' or 'gaussian'", ("noise",)),
         (all(c in CONDITIONS for c in cfg.conditions), f"conditions must be among {list(CONDITIONS)}"),
         # a condition named twice would count each seed twice (and narrow its interval)
         (0 < len(cfg.conditions) == len(set(cfg.conditions)), "conditions must name at least one, each once"),
-        (cfg.m >= 1 and cfg.width >= 1 and cfg.depth >= 1, "m, width and depth must be >= 1"),
+        (cfg.m >= 1 and cfg.width >= 1 and cfg.depth >= 1, "m, width and depth must be >= 1", ("m", "width", "depth")),
         (cfg.n_seeds >= 1 and cfg.seed_chunk >= 0 and cfg.student_chunk >= 0 and cfg.threads >= 0,
-         "n_seeds must be >= 1, and seed_chunk, student_chunk and threads (0: PyTorch's default) >= 0"),
-        (cfg.temperature > 0 and cfg.lr > 0 and cfg.batch_size >= 1, "temperature, lr and batch_size must be > 0"),
-        (cfg.distill_lr >= 0, "distill_lr must be > 0, or 0 for the teacher's lr"),
-        (cfg.init_perturbation >= 0, "init_perturbation must be >= 0"),
-        (cfg.noise_scale > 0, "noise_scale must be > 0"),
+         "n_seeds must be >= 1, and seed_chunk, student_chunk and threads (0: PyTorch's default) >= 0",
+         ("n_seeds", "seed_chunk", "student_chunk", "threads")),
+        (cfg.temperature > 0 and cfg.lr > 0 and cfg.batch_size >= 1, "temperature, lr and batch_size must be > 0",
+         ("temperature", "lr", "batch_size")),
+        (cfg.distill_lr >= 0, "distill_lr must be > 0, or 0 for the teacher's lr", ("distill_lr",)),
+        (cfg.init_perturbation >= 0, "init_perturbation must be >= 0", ("init_perturbation",)),
+        (cfg.noise_scale > 0, "noise_scale must be > 0", ("noise_scale",)),
         (cfg.n_train >= 0 and cfg.n_noise >= 1 and cfg.epochs >= 0 and cfg.distill_epochs >= 0,
-         "n_train, epochs and distill_epochs must be >= 0 and n_noise >= 1"),
+         "n_train, epochs and distill_epochs must be >= 0 and n_noise >= 1",
+         ("n_train", "epochs", "distill_epochs", "n_noise")),
         # both datasets have 60,000 training images: more would silently be all of them, recorded as asked
         (cfg.n_train <= 60000, f"n_train must be <= 60000, the training set's size (0 = all), got {cfg.n_train}"),
     ]
-    for ok, msg in checks:
-        if not ok:
-            raise ConfigError(msg)
+    for ok, msg, *keys in checks:
+        if not ok:  # a check of several keys says which values it was given
+            raise ConfigError(msg + "".join(f"; got {', '.join(f'{k}={getattr(cfg, k)!r}' for k in ks)}" for ks in keys))
     # a key that the run would silently ignore, recorded in config.json as if it had been used (a sweep's cells are
     # exempt: a grid over distill_inputs and noise has real-image cells whose noise is moot)
     swept, default = set(cfg.sweep), Config()

@@ -396,7 +396,11 @@ def test_a_relative_data_dir_missed_from_another_directory_says_where_the_data_i
 
 def test_bad_values_are_config_errors(tmp_path, capsys):
     assert train.main([CONFIG, "--loss=l1", f"--out_dir={tmp_path}"]) == 2
-    assert "loss must be 'kl' or 'mse'" in capsys.readouterr().err
+    assert "loss must be 'kl' or 'mse'; got loss='l1'" in capsys.readouterr().err
+    # a check of several keys names the values it was given, so the bad one can be seen
+    assert train.main([CONFIG, "--lr=-0.1", f"--out_dir={tmp_path}"]) == 2
+    assert "temperature, lr and batch_size must be > 0; got temperature=1.0, lr=-0.1, batch_size=1024" in \
+        capsys.readouterr().err
     for conditions in ("()", "('teacher', 'student_aux', 'student_aux')"):  # a repeat would count its seeds twice
         assert train.main([CONFIG, f"--conditions={conditions}", f"--out_dir={tmp_path / 'c'}"]) == 2
         assert "conditions must name at least one, each once" in capsys.readouterr().err
