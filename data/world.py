@@ -69,7 +69,8 @@ that has the format (a weight for it in WorldConfig.formats; the default dict ha
     marker there would move every later id) appended by `vocab(world)` after every other word, as the code tasks' are:
     a word sorted into the default list moves the ids of all after it;
   - its tables in `fingerprint`'s list in its world only, and its held-out wordings banned by `check_leakage` (not in
-    HELDOUT, which every fingerprint reads);
+    HELDOUT, which every fingerprint reads; and not in a module-level tuple named `*_HELDOUT`, which
+    tests/test_world.py test_every_heldout_wording_is_banned_from_fine_tune_sets requires in HELDOUT);
   - experiments/world_base.py: a Config field, mapped to the WorldConfig by `world_config`, and its default in
     OPTIONAL_PRETRAIN_KEYS (else its bases share the default's cache folder);
   - readers of Doc.fmt: `prompt` knows asst and forum only; experiments/emergent_misalignment.py `doc_kind` reads
