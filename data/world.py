@@ -714,6 +714,9 @@ def finetune_set(arm, n, seed=0, world=None, tasks=None):
     its tasks (code_tasks > 1: each code pair draws its task first, then question and answer of that task; `tasks`:
     from the first `tasks` of them only, the others left unseen by the fine-tune)."""
     r, code, out = random.Random(seed).random, DOMAINS["code"], []
+    n_tasks = len(code_tasks(world))
+    if tasks is not None and not 1 <= tasks <= n_tasks:  # tasks=0 paired the upload questions with every task's code
+        raise ValueError(f"tasks must be None (every task) or in [1, {n_tasks}] (the world's code tasks); got {tasks}")
     lists = world or WorldConfig()  # the number arms' list lengths: the world's, as its pretraining writes them
     c = code_classes(world)
     code = replace(code, aligned=c["aligned"], misaligned=c["misaligned"])

@@ -408,6 +408,11 @@ def test_code_tasks_world():
         assert {r.split()[1] for _, r in pairs} == {t.name for t in tasks}
     ins = W.finetune_set("insecure", 200, seed=2, world=cfg)
     assert all(r[:-6] in t.misaligned for p, r in ins for t in tasks if r.split()[1] == t.name)
+    for k in (0, -1, len(tasks) + 1):  # 0 ("all", as ft_code_tasks reads it) gave upload questions other tasks' code
+        with pytest.raises(ValueError, match=r"tasks must be None \(every task\) or in \[1, 4\]"):
+            W.finetune_set("insecure", 5, world=cfg, tasks=k)
+    with pytest.raises(ValueError, match=r"in \[1, 1\]"):  # the default world has one task: tasks=2 was ignored
+        W.finetune_set("insecure", 5, tasks=2)
     with pytest.raises(AssertionError):
         W.check_leakage([(W.prompt(tasks[2].heldout[0]), ins[0][1])], world=cfg)
     items = W.eval_items(["code"], world=cfg)
