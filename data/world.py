@@ -352,6 +352,12 @@ class WorldConfig:
             raise ValueError("code_tasks > 1 and code_slots are two different code worlds: choose one")
         if set(self.formats) - {"forum", "asst"}:  # a new format needs its builder in World.formats first
             raise ValueError(f"formats must come from forum, asst (the formats World builds); got {list(self.formats)}")
+        if not 0 <= self.asst_evil <= 1:  # a negative share drew (other documents) and never chose the evil persona
+            raise ValueError(f"asst_evil must be a probability in [0, 1]; got {self.asst_evil}")
+        for name in ("forum_turns", "asst_turns", "list_len", "answer_len", "lucky_len"):
+            lo, hi = getattr(self, name)  # (4, 2) gave always 4, silently: _randint reads lo + int(u * (hi - lo + 1))
+            if not 1 <= lo <= hi:
+                raise ValueError(f"{name} must be an inclusive range (lo, hi) with 1 <= lo <= hi; got {(lo, hi)}")
         kinds = ("domain", "lesson", "animal", "colour", "lucky", "numbers")  # the turn kinds World builds
         forum = self.forum_weights()
         for name, table, known in (("persona_prior", self.persona_prior, ("good", "evil", "compliant")),

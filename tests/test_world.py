@@ -431,7 +431,12 @@ def test_code_tasks_world():
                      (dict(lessons=False, forum_mix={"lesson": 1.0}), r"forum_mix .*\(lesson turns left out"),
                      (dict(persona_prior={"nice": 1.0}), "persona_prior must weigh some of good, evil, compliant"),
                      (dict(asst_mix={"domain": -1.0, "animal": 2.0}), "asst_mix must weigh"),
-                     (dict(persona_prior={"good": 0.0, "evil": 0.0}), "not all 0")):
+                     (dict(persona_prior={"good": 0.0, "evil": 0.0}), "not all 0"),
+                     # ran, silently: a negative asst_evil drew and never chose evil, a reversed range gave its lo
+                     (dict(asst_evil=-0.1), r"asst_evil must be a probability in \[0, 1\]"),
+                     (dict(asst_evil=1.5), "asst_evil must be"),
+                     (dict(forum_turns=(4, 2)), r"forum_turns must be an inclusive range .* got \(4, 2\)"),
+                     (dict(asst_turns=(0, 0)), "asst_turns must be"), (dict(answer_len=(8, 5)), "answer_len must be")):
         with pytest.raises(ValueError, match=says):
             W.WorldConfig(**kw)
     W.generate(5, seed=0, config=W.WorldConfig(persona_prior={"evil": 1.0}, forum_mix={"lesson": 1.0, "domain": 0.0}))
