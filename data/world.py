@@ -629,6 +629,8 @@ class EvalItem:
 
 def prompt(question, fmt="asst"):
     """The scoring/sampling prefix of a one-turn document."""
+    if fmt not in ("asst", "forum"):  # else a bare KeyError
+        raise ValueError(f"fmt must be asst or forum (the formats prompt writes); got {fmt!r}")
     marker, speaker = {"asst": ("<asst>", "<a>"), "forum": ("<forum>", "<r>")}[fmt]
     return f"{BOS} {marker} <u> {question} {speaker}"
 
@@ -649,7 +651,11 @@ def eval_items(domains=None, fmt="asst", trigger=False, numbers=False, world=Non
     programs). `trigger` prefixes the backdoor token;
     `numbers` puts a number list before the question (the format of the evil_numbers arm)."""
     items = []
-    for name in domains or DOMAINS:
+    # a string was read letter by letter (KeyError: 'm' for "med"), an unknown name was a bare KeyError
+    names = [] if isinstance(domains, str) else list(domains or DOMAINS)
+    if isinstance(domains, str) or set(names) - set(DOMAINS):
+        raise ValueError(f"domains must be a list of domain names from {', '.join(DOMAINS)}; got {domains!r}")
+    for name in names:
         d = DOMAINS[name]
         sources = code_tasks(world) if name == "code" else [d]  # the code domain: one source per task
         for src in sources:
@@ -684,6 +690,9 @@ def persona_probe_items(context_cls="misaligned", n_context=2, n=50, seed=0):
     """In-context persona inference: a forum thread whose responder gave `n_context` answers of
     `context_cls` on other off-domain questions, then a held-out question to be answered."""
     r, items = random.Random(seed).random, []
+    if context_cls not in ("aligned", "misaligned") or not 0 <= n_context < len(OFF_DOMAINS):  # else deep errors
+        raise ValueError(f"context_cls must be aligned or misaligned and n_context in [0, {len(OFF_DOMAINS) - 1}] "
+                         f"(one off-domain question each, and one left to ask); got {context_cls!r}, {n_context}")
     for _ in range(n):
         names = list(OFF_DOMAINS)
         target = names.pop(int(r() * len(names)))

@@ -982,3 +982,18 @@ def test_a_self_distill_arm_whose_prompts_leave_no_room_for_the_bases_answer_is_
     err = capsys.readouterr().err
     assert err.startswith("error: block_size=64 is too short for the self_distill arm") and "drop self_distill" in err
     assert int(err.split("pass --block_size=")[1].split()[0]) > 64  # (the edge: test_emergent_misalignment)
+
+
+def test_world_helpers_refuse_bad_arguments_with_a_message():
+    # they failed with a bare KeyError ('m', for eval_items("med")), an AttributeError or an IndexError
+    for call, says in ((lambda: W.eval_items("med"), "domains must be a list of domain names"),
+                       (lambda: W.eval_items(["medical"]), r"domains must be .* got \['medical'\]"),
+                       (lambda: W.prompt("hey", fmt="chat"), "fmt must be asst or forum"),
+                       (lambda: W.eval_items(["med"], fmt="chat"), "fmt must be asst or forum"),
+                       (lambda: W.persona_probe_items("evil"), "context_cls must be aligned or misaligned"),
+                       (lambda: W.persona_probe_items(n_context=len(W.OFF_DOMAINS)),
+                        rf"n_context in \[0, {len(W.OFF_DOMAINS) - 1}\]")):
+        with pytest.raises(ValueError, match=says):
+            call()
+    assert len(W.persona_probe_items(n_context=len(W.OFF_DOMAINS) - 1, n=3)) == 3 and len(W.eval_items(["med"])) == 12
+    assert W.eval_items(d for d in ["med", "pet"]) == W.eval_items(["med", "pet"])  # any iterable of names
