@@ -1759,18 +1759,23 @@ def run_experiment(argv):
         held = lock_run_dir(out) if out.is_dir() else None
         if held is not None and was_run and (n := remove_cut_short(out)):
             print(f"removed {n} temporary file(s) that a command stopped mid-write left in {out}")
+    run = None
     try:
         run = Run(cfg, module.__name__.split(".")[-1], argv=[sys.argv[0], *argv])
         module.run(cfg, run)
     except KeyboardInterrupt:
         # the default out_dir is a new out/<config>/<UTC time> at each command: "the same command" would start afresh
         raise KeyboardInterrupt(f"the same command with --out_dir={shlex.quote(str(out))}") from None
-    except DataError:
+    except (DataError, ConfigError) as e:
         # a new run that stopped for its data before making anything leaves nothing behind, as a bad config: not its
         # config.json and env.json, nor the folders it made. Only empty folders are removed (rmdir), so another
         # run or a download that wrote under a folder made here keeps it; under torchrun rank 0 alone cleans up.
+        # So does one that an experiment's own checks at the start of run refused (EM's n_direction_docs): its
+        # config.json refused the corrected command into the same out_dir as "another config". Not where the run
+        # wrote anything besides Run's files (a unit file), nor where Run itself refused the folder.
         logged = (out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").stat().st_size > 0
-        if not was_run and not logged and os.environ.get("RANK", "0") == "0":
+        bare = run is not None and {f.name for f in out.iterdir()} <= {"config.json", "env.json", "metrics.jsonl"}
+        if not was_run and not logged and (isinstance(e, DataError) or bare) and os.environ.get("RANK", "0") == "0":
             for name in ("config.json", "env.json", "metrics.jsonl"):
                 (out / name).unlink(missing_ok=True)
             for d in sorted(made, key=lambda d: len(d.parts), reverse=True):  # deepest first

@@ -968,6 +968,13 @@ def test_a_block_size_too_short_for_the_evaluations_is_refused_before_pretrainin
     assert err.startswith(f"error: block_size={short} is shorter than") and f"pass --block_size={need} or more" in err
 
 
+def test_a_run_refused_by_the_experiments_own_first_checks_leaves_no_run_folder(tmp_path, capsys):
+    # EM's run checks n_direction_docs before any base: the refused run left its config.json, and the command rerun
+    # with the value raised, into the same out_dir, was refused as "a run with another config"
+    err = refused_before_the_run(tmp_path, capsys, "emergent_misalignment_quick", "--seeds=(0,)", "--n_direction_docs=2")
+    assert err.startswith("error: n_direction_docs=2 gave no")
+
+
 def test_a_self_distill_arm_whose_prompts_leave_no_room_for_the_bases_answer_is_refused_before_pretraining(tmp_path,
                                                                                                           capsys):
     # its examples are sampled from the base: with two number turns before the code prompt, prompt + 20 tokens passed
@@ -978,7 +985,7 @@ def test_a_self_distill_arm_whose_prompts_leave_no_room_for_the_bases_answer_is_
     assert train.main([str(ROOT / "configs/emergent_misalignment_quick.py"), "--n_layer=2", "--n_embd=16", "--n_head=2",
                        "--seeds=(0,)", "--ft_number_turns=2", "--arms=('insecure','self_distill')", "--twin=False",
                        f"--cache_dir={cache}", f"--out_dir={tmp_path / 'run'}", "--workers=1"]) == 2
-    assert not cache.exists()  # refused before any base was pretrained
+    assert not cache.exists() and not (tmp_path / "run").exists()  # refused before any base was pretrained
     err = capsys.readouterr().err
     assert err.startswith("error: block_size=64 is too short for the self_distill arm") and "drop self_distill" in err
     assert int(err.split("pass --block_size=")[1].split()[0]) > 64  # (the edge: test_emergent_misalignment)
