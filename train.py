@@ -253,6 +253,10 @@ def load_config(argv, resolve=True):
     for k, text in raw.items():  # a str key takes the text as written: --out_dir=2024 is the folder "2024"
         if hints.get(k) is str and text[:1] not in "'\"":
             overrides[k] = text
+        # the shell expands ~ only at the start of a word, not after --out_dir=: the run went to a folder named "~"
+        # under the current one (and said "~/..."); a folder key's ~ is expanded here as the shell would have
+        if k.endswith("_dir") and isinstance(overrides[k], str) and overrides[k].startswith("~"):
+            overrides[k] = os.path.expanduser(overrides[k])
     cfg = build_config(module.Config, {**values, **overrides}, source="the command line")
     if not resolve:
         return module, cfg

@@ -90,7 +90,7 @@ def test_an_experiment_name_that_is_a_path_or_no_experiment_is_a_config_error(tm
         load_config([str(tmp_path / "c.py")])
 
 
-def test_a_config_python_cannot_run_and_values_written_wrongly_say_how(cfg_file, tmp_path, capsys):
+def test_a_config_python_cannot_run_and_values_written_wrongly_say_how(cfg_file, tmp_path, capsys, monkeypatch):
     (tmp_path / "syntax.py").write_text('experiment = "subliminal_mnist"\nm = 5 5\n')
     with pytest.raises(ConfigError, match=r"syntax.py is not a config file Python can run \(line 2: "):
         load_config([str(tmp_path / "syntax.py")])
@@ -105,6 +105,10 @@ def test_a_config_python_cannot_run_and_values_written_wrongly_say_how(cfg_file,
     assert cfg.out_dir == "2024"
     _, cfg = load_config([cfg_file, "--out_dir='a b'"])  # a quoted value is Python, as everywhere
     assert cfg.out_dir == "a b"
+    # the shell leaves a ~ after --out_dir= as it is: read as a folder "~" in the project, not the home folder
+    monkeypatch.setenv("HOME", str(tmp_path))
+    _, cfg = load_config([cfg_file, "--out_dir=~/runs/a", "--data_dir=~"])
+    assert (cfg.out_dir, cfg.data_dir) == (str(tmp_path / "runs/a"), str(tmp_path))
     assert train.main(["--help"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: python train.py configs/NAME.py") and "configs/subliminal_mnist.py" in out
