@@ -88,6 +88,16 @@ def test_an_experiment_name_that_is_a_path_or_no_experiment_is_a_config_error(tm
     (tmp_path / "c.py").write_text('experiment = "helpers"\n')
     with pytest.raises(ConfigError, match="experiments/helpers.py has no Config and run"):
         load_config([str(tmp_path / "c.py")])
+    # a Config that is not a dataclass, or a key without a default: TypeErrors from inside build_config
+    import dataclasses as dc
+    bad = types.ModuleType("experiments.helpers")
+    bad.run, bad.Config = lambda cfg, run: None, dc.make_dataclass("Config", [("n", int), ("out_dir", str, "")])
+    monkeypatch.setitem(sys.modules, "experiments.helpers", bad)
+    with pytest.raises(ConfigError, match=r"helpers.py: its Config has keys without a default \(n\)"):
+        load_config([str(tmp_path / "c.py")])
+    bad.Config = type("Config", (), {"n": 3})
+    with pytest.raises(ConfigError, match="helpers.py: its Config is not a dataclass"):
+        load_config([str(tmp_path / "c.py")])
 
 
 def test_a_config_python_cannot_run_and_values_written_wrongly_say_how(cfg_file, tmp_path, capsys, monkeypatch):
