@@ -1422,6 +1422,15 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
     `meta` is merged into each checkpoint's JSON (e.g. {"tokenizer": "tokenizer.json"}).
     Under torchrun (see ddp_setup) the model is wrapped in DistributedDataParallel; rank 0 logs and saves.
     Returns {"history": [records], "step", "start_step" (> 0 when resumed), "train_loss", "val_loss", "seconds"}."""
+    tokens = train.get("tokens") if isinstance(train, dict) else None
+    # a 1-D token stream (lm_windows not applied), a bare tensor or no rows: else an IndexError or ZeroDivisionError
+    if not (torch.is_tensor(tokens) and tokens.dim() == 2 and not tokens.is_floating_point() and tokens.shape[0] >= 1
+            and tokens.shape[1] >= 2):
+        got = f"tokens of shape {list(tokens.shape)}" if torch.is_tensor(tokens) else type(train).__name__ + (
+            f" with keys {sorted(train)}" if isinstance(train, dict) else "")
+        raise ValueError(f"train_lm's data is {{'tokens': [N, T+1] token ids, N >= 1}} (and optionally 'mask' "
+                         f"[N, T]): rows of a token stream by lm_windows(stream, block_size), or pack_pairs' "
+                         f"output; got {got}")
     rank, world = _dist()
     device = next(model.parameters()).device
     decay_steps = steps if decay_steps is None else decay_steps

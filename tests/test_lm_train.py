@@ -83,6 +83,15 @@ def test_lm_windows_and_pack_pairs():
     assert targets[0][data["mask"][0]].tolist() == [7, 8, 2] and targets[1][data["mask"][1]].tolist() == [10, 2]
 
 
+@pytest.mark.parametrize("data", [{"tokens": torch.arange(40) % 32}, lm_windows(torch.arange(40) % 32, 16),
+                                  {"tokens": torch.zeros(0, 17, dtype=torch.long)}])
+def test_train_lm_data_that_is_not_rows_says_what_it_takes(data):
+    # the token stream itself (no lm_windows), the rows without their dict, no rows: an IndexError or a
+    # ZeroDivisionError from inside the loop
+    with pytest.raises(ValueError, match=r"train_lm's data is \{'tokens': \[N, T\+1\] token ids, N >= 1\}"):
+        train_lm(fresh(), data, steps=1, batch_size=2, lr=1e-3, **QUIET)
+
+
 def test_checkpoint_round_trip_is_bit_exact_and_never_leaks_orig_mod(tmp_path):
     model = fresh()
     train_lm(model, stream_data(), steps=3, batch_size=4, lr=1e-2, **QUIET)
