@@ -1019,6 +1019,8 @@ def pack_pairs(pairs, pad_id, device="cpu", block_size=None):
         raise ValueError("pack_pairs takes token ids: encode the (prompt, response) strings first, "
                          "[(tok.encode(p).ids, tok.encode(r).ids) for p, r in pairs] (the world's: "
                          "experiments.world_base.encode_pairs(tok, pairs, block_size))")
+    if len(pairs) == 0:  # e.g. a filter that kept none: else "max() arg is an empty sequence"
+        raise ValueError("pack_pairs got no (prompt, response) pairs: pass at least one")
     width = max(len(p) + len(r) for p, r in pairs)
     if block_size is not None and width - 1 > block_size:
         raise TooLongError(f"the longest (prompt, response) pair has {width} tokens: more than block_size + 1 = {block_size + 1}")

@@ -81,6 +81,8 @@ def test_lm_windows_and_pack_pairs():
     assert data["tokens"].tolist() == [[5, 6, 7, 8, 2], [9, 10, 2, 0, 0]]
     targets = data["tokens"][:, 1:]
     assert targets[0][data["mask"][0]].tolist() == [7, 8, 2] and targets[1][data["mask"][1]].tolist() == [10, 2]
+    with pytest.raises(ValueError, match="pack_pairs got no"):  # was "max() arg is an empty sequence"
+        pack_pairs([], pad_id=0)
 
 
 @pytest.mark.parametrize("data", [{"tokens": torch.arange(40) % 32}, lm_windows(torch.arange(40) % 32, 16),
