@@ -249,11 +249,13 @@ def load_config(argv, resolve=True):
         raise ConfigError(f"experiments/{name}.py has no Config and run(cfg, run): not an experiment (README, "
                           f"\"Adding an experiment\")")
     # a Config that is not a dataclass, or a key without a default, was a TypeError from deep in build_config
-    if not dataclasses.is_dataclass(module.Config) or (bare := [
-            f.name for f in dataclasses.fields(module.Config)
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]):
-        what = "is not a dataclass" if not dataclasses.is_dataclass(module.Config) else \
-            f"has keys without a default ({', '.join(bare)})"
+    if not dataclasses.is_dataclass(module.Config):
+        what = "is not a dataclass"
+    else:
+        bare = [f.name for f in dataclasses.fields(module.Config)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        what = f"has keys without a default ({', '.join(bare)})" if bare else None
+    if what:
         raise ConfigError(f"experiments/{name}.py: its Config {what}: every key needs a type and a default (README, "
                           f"\"Adding an experiment\")")
     build_config(module.Config, values, source=str(path))  # checked alone first: an error here names the config file
