@@ -1536,6 +1536,8 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
         v = eval_lm(model, val, batch_size, bf16=bf16)
         model.train()
         log({"stage": desc, "step": step, "val_loss": v})
+        if rank == 0:  # printed too: the curve a run is watched by, not only in metrics.jsonl
+            (tqdm.write if progress else print)(f"[{desc}] step {step:5d} | val loss {v:.4f}")
         t_log += time.time() - t  # keep evaluation out of ms/step
         return v
 

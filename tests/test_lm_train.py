@@ -268,7 +268,7 @@ def test_a_checkpoints_metrics_are_both_losses_of_its_own_step(tmp_path, monkeyp
     assert [r["step"] for r in again["history"] if "val_loss" in r] == [9]  # not step 7 again: its loss is saved
 
 
-def test_a_fresh_run_evaluates_each_eval_step_once(tmp_path):
+def test_a_fresh_run_evaluates_each_eval_step_once(tmp_path, capsys):
     """history (and so metrics.jsonl, lm's loss curve) holds one val record per evaluated step, in order, each after
     its step's train record: the top-of-loop evaluation is step 0's only (at every multiple of eval_every there it
     ran a second time beside the one after the step)."""
@@ -278,6 +278,10 @@ def test_a_fresh_run_evaluates_each_eval_step_once(tmp_path):
         (0, True), (3, False), (3, True), (6, False), (6, True), (7, False), (7, True)]
     out = train_lm(fresh(), stream_data(), steps=6, **kw)  # steps a multiple of eval_every: the last once too
     assert [r["step"] for r in out["history"] if "val_loss" in r] == [0, 3, 6]
+    # each evaluation is printed too, after its step's train line
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("[lm] step")][-5:]
+    val = [f"[lm] step {r['step']:5d} | val loss {r['val_loss']:.4f}" for r in out["history"] if "val_loss" in r]
+    assert [lines[0], lines[2], lines[4]] == val and lines[1].startswith("[lm] step     3 | loss ")
 
 
 @pytest.mark.parametrize("damage", ["extra tensor", "missing tensor", "json step", "dtype"])
