@@ -49,6 +49,11 @@ def save_tokenizer(tok, path):
 
 
 def load_tokenizer(path):
+    if Path(path).is_dir():  # a run's or a base's folder, not its tokenizer file
+        inside = sorted(p.name for p in Path(path).glob("*tokenizer*.json"))
+        raise DataError(f"{path} is a folder: pass its tokenizer file"
+                        + (f" ({', '.join(str(Path(path) / n) for n in inside)})" if inside else
+                           ", saved beside the checkpoint that uses it (the checkpoint's .json names it)"))
     if not Path(path).is_file():
         raise DataError(f"tokenizer file {path} not found: it is saved beside the checkpoint that uses it")
     try:

@@ -427,6 +427,8 @@ def test_tokenizer_round_trip_and_save_load(tmp_path):
         save_tokenizer(Broken(), tmp_path / "tokenizer.json")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tokenizer.json"]
     assert load_tokenizer(tmp_path / "tokenizer.json").get_vocab() == tok.get_vocab()
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path} is a folder: pass its tokenizer file ({tmp_path / 'tokenizer.json'})")):
+        load_tokenizer(tmp_path)  # (a run's folder, where "not found" left the file beside it unsaid)
     with pytest.raises(Exception, match="UNK|unk"):
         tok.encode("ann has 4 apples")  # an unknown word is an error, not a silent <unk>
     with pytest.raises(ValueError, match=r"not in the tokenizer's vocabulary: \['4'\]"):  # and scoring names it
