@@ -1013,17 +1013,39 @@ def unit_jobs(cfg, run_dir):
     return [(p, f, Path(run_dir) / f"unit_{p}_{f}.json") for p in cfg.seeds for f in range(cfg.student_seeds)]
 
 
-def unit_problem(p, f):
+# what every unit of a mode holds (its aggregation reads each): a unit of another mode or of other arms or animals,
+# copied in under this seed's name, was a KeyError deep in the aggregation
+UNIT_KEYS = {"animals": ("teachers", "kept", "arms", "traj", "base_A", "seconds"),
+             "dose": ("teachers", "kept", "dose", "seconds"),
+             "misalignment": ("teachers", "kept", "arms", "base", "seconds")}
+
+
+def unit_problem(p, f, cfg=None):
     """What is wrong with a saved unit for seed (p, f) (B.load_unit's `problem`): another seed's unit (copied in or
-    edited: counted as this seed's), or none's (the aggregation's KeyError)."""
-    return lambda u: None if (u.get("p"), u.get("f")) == (p, f) else (
-        f"is the unit of seed ({u.get('p')}, {u.get('f')}), not of ({p}, {f})")
+    edited: counted as this seed's), or none's (the aggregation's KeyError); given the run's cfg, also a unit without
+    the numbers of its mode, or, in mode animals, of its arms and animals (made by another config)."""
+    def problem(u):
+        if (u.get("p"), u.get("f")) != (p, f):
+            return f"is the unit of seed ({u.get('p')}, {u.get('f')}), not of ({p}, {f})"
+        if cfg is None:
+            return None
+        if not all(isinstance(u.get(k), (dict, float, int)) for k in UNIT_KEYS[cfg.mode]):
+            return f"does not hold the numbers of a unit of mode {cfg.mode} ({', '.join(UNIT_KEYS[cfg.mode])})"
+        if cfg.mode == "animals":
+            need = {_key(arm, a) for arm in cfg.arms for a in cfg.animals}
+            need |= {"icl_control"} if "icl" in cfg.arms else set()  # icl's baseline, stored beside it
+            if not need <= set(u["arms"]) or not set(cfg.animals) <= set(u["teachers"]):
+                return (f"holds other arms or animals than this config's (arms {', '.join(cfg.arms)}; animals "
+                        f"{', '.join(cfg.animals)}): it was made by another config (is the run's config.json as the "
+                        f"run wrote it?)")
+        return None
+    return problem
 
 
 def saved_unit(cfg, p, f, path):
     """One unit (seed (p, f)), saved as soon as it is done and, with cfg.resume, read back on a rerun."""
     return B.saved_unit(UNITS[cfg.mode][0], path, cfg.resume, f"[subliminal {cfg.mode}] seed ({p}, {f})", cfg, p, f,
-                        problem=unit_problem(p, f))
+                        problem=unit_problem(p, f, cfg))
 
 
 def run(cfg, run):
@@ -1280,7 +1302,7 @@ def reevaluate(run_dir):
     cfg = run_config(Config, run_dir)
     suffix, done, wrote = "", run_dir / "results.json", []  # wrote: the tables rewritten, named in the last line
     jobs = unit_jobs(cfg, run_dir)
-    found = {(p, f): B.load_unit(path, unit_problem(p, f)) for p, f, path in jobs if path.is_file()}  # by seed
+    found = {(p, f): B.load_unit(path, unit_problem(p, f, cfg)) for p, f, path in jobs if path.is_file()}  # by seed
     units = list(found.values())
     if done.is_file() and len(units) == len(jobs):
         res, md, wrote = rewrite_results(run_dir, UNITS[cfg.mode][1](cfg, units),

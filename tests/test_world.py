@@ -762,6 +762,33 @@ def test_a_subliminal_numbers_unit_of_another_student_seed_is_refused_on_resume_
         SN.saved_unit(SN.Config(resume=True), 0, 0, unit)
 
 
+def test_a_subliminal_numbers_unit_of_another_mode_or_other_arms_is_refused_on_resume_and_in_eval(tmp_path, capsys):
+    # a unit of the right seed but made by another config (another mode's unit, or one without this config's arms),
+    # copied in under its name, was a KeyError deep in the run ('seconds') or in the aggregation
+    import json
+    import eval as E
+    from experiments import subliminal_numbers as SN
+    (tmp_path / "config.json").write_text(json.dumps({"experiment": "subliminal_numbers", "seeds": [0],
+                                                      "arms": ["control", "soft"], "animals": ["owl"],
+                                                      "student_seeds": 1}))
+    cfg = SN.Config(seeds=(0,), arms=("control", "soft"), animals=("owl",), student_seeds=1, resume=True)
+    unit = tmp_path / "unit_0_0.json"
+    good = {"p": 0, "f": 0, "teachers": {"owl": {}}, "kept": {}, "arms": {"control": {}, "soft/owl": {}},
+            "traj": {}, "base_A": {}, "seconds": 1.0}
+    unit.write_text(json.dumps(good))
+    assert B.load_unit(unit, SN.unit_problem(0, 0, cfg)) == good
+    mis = {"p": 0, "f": 0, "teachers": {}, "kept": {}, "arms": {"control": {}}, "base": {}, "dose": {}, "seconds": 1.0}
+    for bad, says in [(mis, "does not hold the numbers of a unit of mode animals"),
+                      ({**good, "arms": {"control": {}, "trait/owl": {}}}, "holds other arms or animals than this"),
+                      ({**good, "teachers": {"whale": {}}}, "holds other arms or animals than this")]:
+        unit.write_text(json.dumps(bad))
+        assert E.main([str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert "unit_0_0.json " in err and says in err and "delete it" in err and "Traceback" not in err, err
+        with pytest.raises(CheckpointError, match=re.escape(says)):  # a resumed run reads it back the same way
+            SN.saved_unit(cfg, 0, 0, unit)
+
+
 def test_a_damaged_or_missing_tokenizer_in_the_base_cache_is_a_checkpoint_error_that_says_delete_the_folder(tmp_path):
     cfg = B.Config(n_layer=1, n_embd=16, n_head=2, steps=2, warmup=1, n_docs=40, cache_dir=str(tmp_path))
     B.base_model(cfg, 0, log=lambda *a: None)  # pretrain and cache a tiny base
