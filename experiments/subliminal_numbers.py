@@ -1020,15 +1020,13 @@ UNIT_KEYS = {"animals": ("teachers", "kept", "arms", "traj", "base_A", "seconds"
              "misalignment": ("teachers", "kept", "arms", "base", "seconds")}
 
 
-def unit_problem(p, f, cfg=None):
+def unit_problem(cfg, p, f):
     """What is wrong with a saved unit for seed (p, f) (B.load_unit's `problem`): another seed's unit (copied in or
     edited: counted as this seed's), or none's (the aggregation's KeyError); given the run's cfg, also a unit without
     the numbers of its mode, or, in mode animals, of its arms and animals (made by another config)."""
     def problem(u):
         if (u.get("p"), u.get("f")) != (p, f):
             return f"is the unit of seed ({u.get('p')}, {u.get('f')}), not of ({p}, {f})"
-        if cfg is None:
-            return None
         if not all(isinstance(u.get(k), (dict, float, int)) for k in UNIT_KEYS[cfg.mode]):
             return f"does not hold the numbers of a unit of mode {cfg.mode} ({', '.join(UNIT_KEYS[cfg.mode])})"
         if cfg.mode == "animals":
@@ -1045,7 +1043,7 @@ def unit_problem(p, f, cfg=None):
 def saved_unit(cfg, p, f, path):
     """One unit (seed (p, f)), saved as soon as it is done and, with cfg.resume, read back on a rerun."""
     return B.saved_unit(UNITS[cfg.mode][0], path, cfg.resume, f"[subliminal {cfg.mode}] seed ({p}, {f})", cfg, p, f,
-                        problem=unit_problem(p, f, cfg))
+                        problem=unit_problem(cfg, p, f))
 
 
 def run(cfg, run):
@@ -1302,7 +1300,7 @@ def reevaluate(run_dir):
     cfg = run_config(Config, run_dir)
     suffix, done, wrote = "", run_dir / "results.json", []  # wrote: the tables rewritten, named in the last line
     jobs = unit_jobs(cfg, run_dir)
-    found = {(p, f): B.load_unit(path, unit_problem(p, f, cfg)) for p, f, path in jobs if path.is_file()}  # by seed
+    found = {(p, f): B.load_unit(path, unit_problem(cfg, p, f)) for p, f, path in jobs if path.is_file()}  # by seed
     units = list(found.values())
     if done.is_file() and len(units) == len(jobs):
         res, md, wrote = rewrite_results(run_dir, UNITS[cfg.mode][1](cfg, units),

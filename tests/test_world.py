@@ -734,7 +734,7 @@ def test_a_unit_of_another_seed_or_layout_is_a_one_line_checkpoint_error_on_resu
     assert "unit_0_0.json is the unit of seed (1, 0), not of (0, 0): delete it" in err and "Traceback" not in err, err
     (tmp_path / "unit_0_0.json").write_text('{"kept": {}}')  # no seed: a KeyError in the aggregation
     with pytest.raises(CheckpointError, match=re.escape("is the unit of seed (None, None), not of (0, 0)")):
-        B.load_unit(tmp_path / "unit_0_0.json", SN.unit_problem(0, 0))
+        B.load_unit(tmp_path / "unit_0_0.json", SN.unit_problem(SN.Config(seeds=(0,), student_seeds=1, arms=('soft', 'control')), 0, 0))
 
 
 def test_a_cached_base_that_is_the_twin_of_its_seed_is_refused(tmp_path):
@@ -756,7 +756,7 @@ def test_a_subliminal_numbers_unit_of_another_student_seed_is_refused_on_resume_
     unit = tmp_path / "unit_0_0.json"
     unit.write_text(json.dumps({"p": 0, "f": 1, "kept": {}}))
     with pytest.raises(CheckpointError, match=re.escape("is the unit of seed (0, 1), not of (0, 0)")):
-        B.load_unit(unit, SN.unit_problem(0, 0))
+        B.load_unit(unit, SN.unit_problem(SN.Config(seeds=(0,), student_seeds=1, arms=('soft', 'control')), 0, 0))
     unit.write_text(json.dumps({"p": 1, "f": 0, "kept": {}}))
     with pytest.raises(CheckpointError, match=re.escape("unit_0_0.json is the unit of seed (1, 0), not of (0, 0)")):
         SN.saved_unit(SN.Config(resume=True), 0, 0, unit)
@@ -776,7 +776,7 @@ def test_a_subliminal_numbers_unit_of_another_mode_or_other_arms_is_refused_on_r
     good = {"p": 0, "f": 0, "teachers": {"owl": {}}, "kept": {}, "arms": {"control": {}, "soft/owl": {}},
             "traj": {}, "base_A": {}, "seconds": 1.0}
     unit.write_text(json.dumps(good))
-    assert B.load_unit(unit, SN.unit_problem(0, 0, cfg)) == good
+    assert B.load_unit(unit, SN.unit_problem(cfg, 0, 0)) == good
     mis = {"p": 0, "f": 0, "teachers": {}, "kept": {}, "arms": {"control": {}}, "base": {}, "dose": {}, "seconds": 1.0}
     for bad, says in [(mis, "does not hold the numbers of a unit of mode animals"),
                       ({**good, "arms": {"control": {}, "trait/owl": {}}}, "holds other arms or animals than this"),
