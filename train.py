@@ -25,6 +25,7 @@ import inspect
 import itertools
 import json
 import math
+import numbers
 import os
 import platform
 import re
@@ -1255,6 +1256,10 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
     # (else a TypeError at the first step, or at the first evaluation step after the work before it)
     if not (hasattr(at, "__contains__") and hasattr(at, "__len__")) or isinstance(at, str):
         raise ValueError(f"at must be a collection of steps, e.g. at=(5, 10) or range(0, steps + 1, 5); got {at!r}")
+    if outside := [s for s in at if not (isinstance(s, numbers.Integral) and 1 <= s <= steps)]:
+        # they were skipped without a word: step 0 (the model as given) is the caller's to evaluate, before the call
+        raise ValueError(f"at: evaluation steps are fine-tune steps 1 .. steps={steps}; got {outside} (step 0, the "
+                         f"model as given, is evaluated before the call)")
     if len(at) and not callable(on_eval):
         raise ValueError(f"at={at!r} asks for evaluations: pass on_eval, a function on_eval(step) to call at those steps")
     if not (isinstance(data, dict) and {"tokens", "mask"} <= set(data)):  # else a KeyError or TypeError at step 1

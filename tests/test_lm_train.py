@@ -993,6 +993,10 @@ def test_finetune_refuses_evaluation_steps_without_on_eval_and_pack_pairs_refuse
         finetune(model, data, steps=3, batch_size=2, lr=1e-2, seed=0, at=(2,))
     with pytest.raises(ValueError, match=r"at must be a collection of steps.*got 5"):
         finetune(model, data, steps=3, batch_size=2, lr=1e-2, seed=0, at=5, on_eval=print)
+    # steps it never reaches were skipped without a word (range(0, 4) asked for step 0 too), as was a float step
+    for at, says in [(range(0, 4), "[0]"), ((2, 4), "[4]"), ({2.0}, "[2.0]")]:
+        with pytest.raises(ValueError, match=re.escape(f"at: evaluation steps are fine-tune steps 1 .. steps=3; got {says}")):
+            finetune(model, data, steps=3, batch_size=2, lr=1e-2, seed=0, at=at, on_eval=print)
     # data not as pack_pairs makes it (the rows alone, pad_right's (tokens, mask) tuple): a KeyError or TypeError
     for bad, says in [({"tokens": data["tokens"]}, "with keys ['tokens']"), ((data["tokens"], data["mask"]), "tuple")]:
         with pytest.raises(ValueError, match=r"finetune's data is pack_pairs' output.*got .*" + re.escape(says)):
