@@ -311,7 +311,8 @@ def check_device(name):
 
 def check_out(path, option="--out", figure=False, figure_beside=False):
     """An analysis script's --out FILE (or its `option` of another name), checked before its work (minutes) rather
-    than when it writes: a one-line ConfigError unless the file's folder exists and the path is not a folder; with
+    than when it writes: a one-line ConfigError unless the file's folder exists and the path is not a folder, nor in
+    the project's own folders (figures/ aside), nor an existing file of its root but a run output's name; with
     `figure`, unless its extension is one matplotlib writes (a figure saved as .txt was a traceback after the work);
     with `figure_beside`, unless it is a FILE.json, the script's figure going beside it as FILE.png (a FILE.png given
     was overwritten by that figure)."""
@@ -817,7 +818,7 @@ def seed_permutations(gens, n, device):
 class Adam:
     """Adam (Kingma & Ba 2015) written out, the update of torch.optim.Adam without weight decay: m <- lerp(m,
     g, 1 - b1), v <- b2 v + (1 - b2) g^2, p <- p - lr/(1 - b1^t) * m / (sqrt(v / (1 - b2^t)) + eps).
-    Why not torch.optim.Adam: its first step imports the compiler stack (torch._dynamo, ~830 modules,
+    Why not torch.optim.Adam: building one imports the compiler stack (torch._dynamo, ~830 modules,
     ~1.7 s here), more than the work of a whole many-seed MNIST run on a GPU. Elementwise, so one Adam over
     [S, ...] stacked weights is S independent Adams. Each operation takes every tensor at once (torch's
     _foreach ops): on a GPU, where these steps are launch-bound, a launch per operation rather than one per
@@ -1238,7 +1239,8 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
     same number h . v to every logit, which the softmax ignores; the weights hold wte0 + v after every step, so again
     the model is an ordinary one. requires_grad is restored afterwards, also after an exception.
     Evaluation: on_eval(step) is called, model in eval mode, at each step in `at` (in memory: no checkpoint files for
-    a few hundred evaluations)."""
+    a few hundred evaluations); `at` holds steps 1 .. steps (step 0, the model as given, is the caller's to evaluate:
+    another is refused). Returns `model`, fine-tuned in place, in eval mode."""
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be {' or '.join(map(repr, OPTIMIZERS))}, not {optimizer!r}")
     horizon = steps if horizon is None else horizon
@@ -1255,7 +1257,7 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
         raise ValueError("pass a teacher or its precomputed targets, not both")
     # (else a TypeError at the first step, or at the first evaluation step after the work before it)
     if not (hasattr(at, "__contains__") and hasattr(at, "__len__")) or isinstance(at, str):
-        raise ValueError(f"at must be a collection of steps, e.g. at=(5, 10) or range(0, steps + 1, 5); got {at!r}")
+        raise ValueError(f"at must be a collection of steps, e.g. at=(5, 10) or range(5, steps + 1, 5); got {at!r}")
     if outside := [s for s in at if not (isinstance(s, numbers.Integral) and 1 <= s <= steps)]:
         # they were skipped without a word: step 0 (the model as given) is the caller's to evaluate, before the call
         raise ValueError(f"at: evaluation steps are fine-tune steps 1 .. steps={steps}; got {outside} (step 0, the "
