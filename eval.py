@@ -5,7 +5,7 @@
                                                             # results.json; mid-run, results_partial.* instead)
 
 Statistics: every reported number is a mean over seeds with a two-sided 95% Student-t confidence
-interval, `{"mean", "ci95": [lo, hi], "per_seed": [...]}`.
+interval, `{"mean", "ci95": [lo, hi] (None with one seed), "per_seed": [...]}`.
 """
 import math
 import sys
@@ -98,6 +98,8 @@ def fmt_ratio(r, digits=2):
 
 
 def fmt_stat(stat, digits=3):
+    """'m ± h' of a summarize()d number, h half the width of its 95% interval (the mean alone with one seed), and how
+    many seeds were undefined when some were."""
     text = f"{stat['mean']:.{digits}f}"
     if stat["ci95"] is not None:
         text += f" ± {(stat['ci95'][1] - stat['ci95'][0]) / 2:.{digits}f}"
@@ -122,8 +124,8 @@ def score_continuations(model, pairs, *, tokenizer=None, eos_id=None, batch_size
     """Teacher-forced log-probabilities of many (prompt, continuation) pairs, batched: what class-based
     behaviour evals and MC1/MC2 need (the experiments' evals use world_base.score_shared_prompts, the same numbers
     for many continuations of one prompt at less cost; this is the general form, and its tests' reference). Pairs are token-id lists, or strings when a tokenizer is given.
-    The end token (eos_id; with a tokenizer, its "<eos>" by default) is appended to every continuation,
-    so "the answer, and then stop" is what gets scored. Rows are right-padded (causal attention keeps
+    The end token (eos_id; with a tokenizer, its "<eos>" by default; with neither, none) is appended to every
+    continuation, so "the answer, and then stop" is what gets scored. Rows are right-padded (causal attention keeps
     pads invisible). Returns (sums [N] float tensor, [per-token log-probs [len_i] per pair])."""
     if tokenizer is not None:
         eos_id = tokenizer.token_to_id("<eos>") if eos_id is None else eos_id
