@@ -519,7 +519,7 @@ def test_cosine_schedule_decays_the_steps_and_constant_is_the_default():
     def last_step(steps, **kw):  # -> (final weights, the update made by the last step)
         m, seen = S.copy.deepcopy(model), {}
         train.finetune(m, data, steps=steps, batch_size=4, lr=1e-2, seed=0, order="sequential",
-                       at={steps - 1}, on_eval=lambda step: seen.update(w=flat_weights(m)), **kw)
+                       at={steps - 1} - {0}, on_eval=lambda step: seen.update(w=flat_weights(m)), **kw)  # 0: as given
         return flat_weights(m), flat_weights(m) - seen.get("w", flat_weights(model))
     assert torch.equal(last_step(1, schedule="cosine")[0], last_step(1)[0])
     const, cos = last_step(4), last_step(4, schedule="cosine")
