@@ -29,7 +29,7 @@ def main(argv):
     run, (p, *others) = argv[0], seed_args(argv[1:])
     cfg = run_config(S.Config, run)
     if cfg.mode != "misalignment":
-        sys.exit(f"{run} is a {cfg.mode!r} run; this probe needs a misalignment run")
+        sys.exit(f"{run} is a run of mode {cfg.mode!r}; this probe needs a misalignment run (mode 'misalignment')")
     if "insecure" not in cfg.mis_teachers:  # it would train one the run never had, then find no insecure_soft
         sys.exit(f"{run} has no insecure teacher (mis_teachers={cfg.mis_teachers}); this probe reads its students")
     B.check_cached(cfg, [p, *others], who="probe_mis_cross_init.py")

@@ -32,11 +32,16 @@ torch.set_num_threads(1)
 try:  # a mistyped argument: one line and the usage, before the base is loaded (not a ValueError traceback after)
     if len(sys.argv) > 10:
         raise ValueError(f"{len(sys.argv) - 1} arguments, nine at most")
-    lrs, steps = [float(x) for x in sys.argv[1].split(",")], int(sys.argv[2])
-    p = int(sys.argv[3]) if len(sys.argv) > 3 else 0
-    n_lists = int(sys.argv[4]) if len(sys.argv) > 4 else 4000
-    schedule = sys.argv[5] if len(sys.argv) > 5 else "constant"
-    temperature = float(sys.argv[6]) if len(sys.argv) > 6 else 1.0  # of the training loss; the KL printed is at T = 1
+    def number(text, name, kind):  # int()'s own message named neither the argument nor its place
+        try:
+            return kind(text)
+        except ValueError:
+            raise ValueError(f"{name} {text!r}: expected {'an integer' if kind is int else 'a number'}") from None
+    arg = lambda i, default: sys.argv[i] if len(sys.argv) > i else default
+    lrs, steps = [number(x, "LRS", float) for x in sys.argv[1].split(",")], number(sys.argv[2], "STEPS", int)
+    p, n_lists = number(arg(3, "0"), "P", int), number(arg(4, "4000"), "N_LISTS", int)
+    schedule = arg(5, "constant")
+    temperature = number(arg(6, "1.0"), "TEMPERATURE", float)  # of the training loss; the KL printed is at T = 1
     optimizer = sys.argv[7] if len(sys.argv) > 7 else "adamw"  # sgd: plain gradient descent, the theorem's setting
     # TEACHER = OPTIMIZER:LR[:blocks] (e.g. sgd:0.1) trains the teacher that way instead of the default (adamw:3e-4);
     # ":blocks" freezes the (tied) token embedding during the teacher's fine-tune, so the trait must go into the

@@ -3,7 +3,8 @@ r"""One figure for arms that come from several finished animal runs of sublimina
     python scripts/sn_arms_figure.py out/sn_lora_trait:trait out/sn_lora_shuffled:shuffled \
         out/sn_lora_within:shuffled_within --out=figures/subliminal_numbers_lora_order.png
 
-Each argument is RUN:ARM[=LABEL] (LABEL names it in the figure; default ARM); --out=FILE is required.
+Each argument is RUN:ARM[=LABEL] (LABEL names it in the figure; default ARM, or FOLDER:ARM, FOLDER the run's folder
+name, when several runs give that arm); --out=FILE is required.
 Left: each arm's final effect (the arm minus its baseline in its own run, paired per seed: experiments/subliminal_numbers.py
 BASELINE, `control`, `cross_control` for the arms on the other base, `code_control` for code; an arm without a
 trajectory, e.g. icl, is refused), per target animal, mean and 95% t-CI. Right, one panel per animal:
@@ -13,6 +14,7 @@ when they are the same students).
 import json
 import os
 import sys
+from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from eval import summarize  # noqa: E402
@@ -44,7 +46,13 @@ def main(argv):
             sys.exit(f"{run}: no arm {arm!r} with an effect and a trajectory (arms: {', '.join(res['arms'])})")
         if BASELINE.get(arm, "control") not in res["trajectory"]:
             sys.exit(f"{run}: no trajectory of {arm}'s baseline {BASELINE.get(arm, 'control')}")
-        sides.append((run, arm, res, label or arm))
+        sides.append((run, arm, res, label))
+    # the same arm of several runs, unlabelled, drew bars of one name: each is named by its run folder too
+    unlabelled = [arm for _, arm, _, label in sides if not label]
+    sides = [(run, arm, res, label or (f"{Path(run).name}:{arm}" if unlabelled.count(arm) > 1 else arm))
+             for run, arm, res, label in sides]
+    if len(names := [name for *_, name in sides]) > len(set(names)):
+        sys.exit(f"two bars would have one name ({', '.join(names)}): give each its own, RUN:ARM=LABEL")
     # each effect is within its run: the same seeds in another order compare, other seeds or animals do not
     if len({tuple(sorted(map(tuple, r["seeds"]))) for _, _, r, _ in sides}) > 1:
         sys.exit("the runs have different seeds")

@@ -11,6 +11,7 @@ effect and its final students' animal mass, the paired difference of the effects
 two baselines are the same students (identical rates: the difference is the arms' own) or other ones: by how much, and
 why (other baseline arms or checkpoints, or the config keys in which the runs differ).
 """
+import math
 import os
 import sys
 from pathlib import Path
@@ -92,10 +93,11 @@ def main(argv):
     shared = [x for x in a["animals"] if x in b["animals"]]
     if not shared:  # nothing to compare: the table would be its header alone
         sys.exit(f"the two sides measure no animal in common ({', '.join(a['animals'])} vs {', '.join(b['animals'])})")
-    print(f"n = {len(seeds)} seeds; effect = arm - {base_a if base_a == base_b else 'its baseline'}, paired per seed; "
-          f"points")
+    # printed once every number is read: a checkpoint a side lacks is refused before the header, not after it
+    lines = [f"n = {len(seeds)} seeds; effect = arm - {base_a if base_a == base_b else 'its baseline'}, paired per "
+             f"seed; points"]
     if left := [x for x in a["animals"] + b["animals"] if x not in shared]:
-        print(f"(measured on one side only, left out: {', '.join(left)})")
+        lines.append(f"(measured on one side only, left out: {', '.join(left)})")
     for animal in shared:
         eff = []
         for run, res, arm, step, base in ((ra, a, arm_a, step_a, base_a), (rb, b, arm_b, step_b, base_b)):
@@ -103,15 +105,18 @@ def main(argv):
             eff.append([arm_r[k] - ctl[k] for k in seeds])
         diff = summarize([x - y for x, y in zip(*eff)])
         final = lambda step: "final students' " if step else ""  # the mass is kept for the final students only
-        mass = lambda res, arm: res["arms"][arm]["by_animal"][animal].get("animal_mass", {}).get("mean", float("nan"))
+        def mass(res, arm):  # icl has none (its students are prompts, not fine-tunes)
+            m = res["arms"][arm]["by_animal"][animal].get("animal_mass", {}).get("mean", float("nan"))
+            return "n/a" if math.isnan(m) else f"{m:.2f}"
         ea, eb = summarize(eff[0]), summarize(eff[1])
         ci = "[one seed: no interval]" if diff["ci95"] is None else "[{:+.1f}, {:+.1f}]".format(*(100 * v for v in diff["ci95"]))
-        print(f"{animal}: {ra}:{arm_a}{'@' + step_a if step_a else ''} {100 * ea['mean']:+.1f} "
-              f"({final(step_a)}animal mass {mass(a, arm_a):.2f}) minus {rb}:{arm_b}{'@' + step_b if step_b else ''} "
-              f"{100 * eb['mean']:+.1f} ({final(step_b)}mass {mass(b, arm_b):.2f}) = {100 * diff['mean']:+.1f} "
-              f"{ci}; {sum(d > 0 for d in diff['per_seed'])}/{len(diff['per_seed'])} seeds positive")
-        print("  " + baselines(animal, (ra, base_a, step_a, a), (rb, base_b, step_b, b), seeds,
-                               f"{final(step_a or step_b)}mass {mass(a, base_a):.2f} / {mass(b, base_b):.2f}"))
+        lines.append(f"{animal}: {ra}:{arm_a}{'@' + step_a if step_a else ''} {100 * ea['mean']:+.1f} "
+                     f"({final(step_a)}animal mass {mass(a, arm_a)}) minus {rb}:{arm_b}{'@' + step_b if step_b else ''} "
+                     f"{100 * eb['mean']:+.1f} ({final(step_b)}mass {mass(b, arm_b)}) = {100 * diff['mean']:+.1f} "
+                     f"{ci}; {sum(d > 0 for d in diff['per_seed'])}/{len(diff['per_seed'])} seeds positive")
+        lines.append("  " + baselines(animal, (ra, base_a, step_a, a), (rb, base_b, step_b, b), seeds,
+                                      f"{final(step_a or step_b)}mass {mass(a, base_a)} / {mass(b, base_b)}"))
+    print("\n".join(lines))
     return 0
 
 

@@ -291,7 +291,12 @@ def test_probe_arguments_are_checked_in_one_line_before_any_base_is_loaded(tmp_p
                                                  "cache_dir": str(tmp_path / "cache")}))
     with pytest.raises(SystemExit, match=r"has no insecure teacher \(mis_teachers=\('secure', 'educational'\)\)"):
         load_script("probe_mis_cross_init").main([str(run), "0", "1"])  # (it trained one, then a KeyError)
-    for script, argv, msg in [("probe_soft_channel", ["3e-4", "x"], "invalid literal for int()"),
+    (run / "config.json").write_text(json.dumps({"experiment": "subliminal_numbers", "mode": "animals",
+                                                 "cache_dir": str(tmp_path / "cache")}))
+    with pytest.raises(SystemExit, match="is a run of mode 'animals'; this probe needs a misalignment run"):
+        load_script("probe_mis_cross_init").main([str(run), "0", "1"])
+    for script, argv, msg in [("probe_soft_channel", ["3e-4", "x"], "STEPS 'x': expected an integer"),
+                              ("probe_soft_channel", ["3e-4,y", "5"], "LRS 'y': expected a number"),
                               ("probe_soft_channel", ["3e-4", "10", "0", "64", "cosin"], "unexpected value 'cosin'"),
                               ("probe_soft_channel", ["3e-4", "10", "0", "64", "constant", "1", "adamw", "adam:1e-3"],
                                "teacher_optimizer must be adamw or sgd"),

@@ -575,9 +575,16 @@ def test_sn_compare_reads_each_arm_against_its_own_baseline(tmp_path, call):
     out = call("sn_compare", *runs)
     # effects against cross_control: +1.5 and +1.0 points (against control they read -4.5 and -5.0)
     assert "effect = arm - cross_control" in out and "cross_init +1.5 (" in out and "cross_init +1.0 (" in out
+    # an arm without an animal mass (icl's students are prompts) reads n/a, not nan
+    res = json.loads((tmp_path / "b" / "results.json").read_text())
+    del res["arms"]["cross_init"]["by_animal"]["owl"]["animal_mass"]
+    (tmp_path / "b" / "results.json").write_text(json.dumps(res))
+    out = call("sn_compare", *runs)
+    assert "cross_init +1.0 (mass n/a)" in out and "nan" not in out
 
 
-def test_sn_compare_reads_each_sides_control_at_its_own_checkpoint_counts_ties_and_needs_the_baseline(tmp_path, call):
+def test_sn_compare_reads_each_sides_control_at_its_own_checkpoint_counts_ties_and_needs_the_baseline(tmp_path, call,
+                                                                                                     capsys):
     cmp = lambda *argv: call("sn_compare", *argv)
     # one run, the arm at checkpoint 250 against the same arm at the end: its controls are other students (0.12 at
     # 250, 0.10 at the end), so they differ; effects +2, +3 against +5, +6 points: -3 on both seeds
@@ -590,6 +597,7 @@ def test_sn_compare_reads_each_sides_control_at_its_own_checkpoint_counts_ties_a
     b0 = fake_animal_run(tmp_path / "b0", [[0, 0], [0, 1]], "trait", [0.15, 0.16], [0.10, 0.10])
     check_refused(cmp, f"{a}:trait@250", f"{b0}:trait@250", match=f"{re.escape(b0)}: no checkpoint 250 for trait "
                   "\\(has: none\\): give RUN:ARM@STEP")
+    assert capsys.readouterr().out == ""  # refused before its header was printed, not after it
     # a seed whose effects are equal is not positive: effects +5, +1 against +1, +1 give differences 4 and 0
     b = fake_animal_run(tmp_path / "b", [[0, 0], [0, 1]], "trait", [0.15, 0.11], [0.10, 0.10])
     c = fake_animal_run(tmp_path / "c", [[0, 0], [0, 1]], "shuffled", [0.11, 0.11], [0.10, 0.10])
@@ -686,6 +694,16 @@ def test_sn_arms_figure_draws_arms_of_several_runs(tmp_path, call, monkeypatch):
     fig(f"{tmp_path / 'a'}:trait", f"--out={tmp_path / 'two.png'}")
     fig(run("e", "trait", [[0, 0]]), f"--out={tmp_path / 'one.png'}")
     assert titles == ["n = 2 seeds, 95% CI", "one seed: no interval"]
+    # one arm of two runs, unlabelled, drew two bars named "trait": each is named by its run folder
+    ticks = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda self, *a, **k: ticks.append(
+        [t.get_text() for t in self.axes[0].get_xticklabels()]) or save(self, *a, **k))
+    fig(run("f", "trait", [[0, 0], [0, 1]]), f"{tmp_path / 'a'}:trait=A", f"{tmp_path / 'b'}:shuffled",
+        f"--out={tmp_path / 'k.png'}")
+    fig(f"{tmp_path / 'f'}:trait", f"{tmp_path / 'a'}:trait", f"--out={tmp_path / 'k.png'}")
+    assert ticks == [["trait", "A", "shuffled"], ["f:trait", "a:trait"]]
+    check_refused(fig, f"{tmp_path / 'f'}:trait=x", f"{tmp_path / 'a'}:trait=x", f"--out={tmp_path / 'k.png'}",
+                  match="two bars would have one name \\(x, x\\): give each its own, RUN:ARM=LABEL")
 
 
 def test_sn_arms_figure_draws_an_arm_on_base_b_from_base_b_beside_cross_control(tmp_path, call, monkeypatch):
