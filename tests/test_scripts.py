@@ -2177,6 +2177,22 @@ def test_the_base_scripts_refuse_two_runs_on_the_same_bases(tmp_path, name, monk
     script_module.distinct_bases(runs)  # other bases: no error
 
 
+@pytest.mark.parametrize("name", ["em_bos_vector", "em_value_sources"])
+def test_pooling_out_files_refuses_two_runs_on_the_same_bases(tmp_path, name):
+    # --pool keyed its bases by (run folder, seed): the files of two runs on one base (another out_dir, or another
+    # fine-tune setting, on the same pretraining seeds) pooled it as two bases, which the runs given directly refuse
+    files = []
+    for r, seeds in (("a", [3, 4]), ("b", [4, 5])):
+        (tmp_path / r).mkdir()
+        write_run(tmp_path / r, {}, "emergent_misalignment", seeds=seeds, ft_lr=1e-3 if r == "a" else 3e-4)
+        rows = [{"run": str(tmp_path / r), "world": p} for p in seeds]
+        held = ({"arm": "insecure", "at": "last", "per_base": rows} if name == "em_bos_vector" else
+                {"arm": "insecure", "fmt": "asst", "late": rows, "whole": rows})
+        (tmp_path / f"{r}.json").write_text(json.dumps(held))
+        files.append(str(tmp_path / f"{r}.json"))
+    check_refused(script(name).main, ["--pool", *files], match="share base seed 4 \\(one base model")
+
+
 def test_attn0_parts_pool_prints_each_share_with_its_interval_over_bases(tmp_path, capsys):
     # the research log's table gives each share [95% interval, resampling bases]; the script printed the ratios alone
     probe = script("probe_attn0_parts")
