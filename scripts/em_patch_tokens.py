@@ -123,7 +123,9 @@ def main(run_dir):
             "insecure_removed_fraction_of_means": sum(r["insecure"] - r[f"insecure_mean_ablated_{name}"] for r in out) / inc,
             "base_shift": summarize([r[f"base_mean_ablated_{name}"] - r["base"] for r in out])}
     (run_dir / "patch_tokens.json").write_text(json.dumps({"summary": summary, "per_seed": out}, indent=1))
-    print(f"\nstep {step}, n = {len(out)}, off-domain misaligned (log-prob), mean [95% CI over seeds]:")
+    # with ablation_step 0 the seeds' steps differ: `step` is only the last seed's
+    at = f"step {steps[0]}" if len(set(steps)) == 1 else f"each seed at its matched checkpoint (steps {steps})"
+    print(f"\n{at}, n = {len(out)}, off-domain misaligned (log-prob), mean [95% CI over seeds]:")
     for k in ("base", "insecure", "base_patched", "insecure_unpatched"):
         s = summary[k]
         print(f"  {k:20s} {mean_ci(s, 4, sign='')}")

@@ -415,8 +415,10 @@ def test_patch_tokens_main_patches_each_model_with_the_others_coordinates(monkey
     res["trajectory"]["insecure"]["3"] = {"offdomain_misaligned_lp": {"per_seed": [0.5, 0.6]}}
     (run / "results.json").write_text(json.dumps({**dict.fromkeys(EM.RESULT_KEYS, {}), **res}))
     seen.clear()
+    capsys.readouterr()
     pt.main(str(run))
     assert seen == [("insecure", 0, 0), [3], ("insecure", 0, 1), [2]]
+    assert "\neach seed at its matched checkpoint (steps [3, 2]), n = 2," in capsys.readouterr().out  # not "step 2"
     out = json.loads((run / "patch_tokens.json").read_text())
     assert [r["run_insecure"] for r in out["per_seed"]] == [0.5, 0.4] and out["summary"]["step"] == [3, 2]
 
