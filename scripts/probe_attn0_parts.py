@@ -9,7 +9,8 @@ key and value rows of `qkv`, and the output projection `proj`. For every base of
 em_base_pull.py), with the insecure arm's examples of fine-tune seed 0: the first sign step (as em_first_step.py) and
 AdamW's late update (as em_optimizer_parts.py), each applied one part at a time (to the base, to the step-3 model),
 scored by log-prob: each part's share of the whole step's off-domain increase, as a ratio of means over the bases.
---out=FILE.json keeps every base's increases (FILE.json files of several calls pool with --pool FILE.json ...).
+--out=FILE.json keeps every base's increases (FILE.json files of several calls pool with --pool FILE.json ...; a base
+in two of them is refused, as for runs given directly).
 """
 import json
 import sys
@@ -20,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from em_base_pull import check_runs, checked_bases  # noqa: E402
+from em_base_pull import check_runs, checked_bases, distinct_bases  # noqa: E402
 from em_first_step import arm_grads, scored_step  # noqa: E402
 import em_optimizer_parts as OP  # noqa: E402
 from eval import fmt_ratio  # noqa: E402
@@ -59,11 +60,18 @@ def main(argv):
         sys.exit(__doc__)
     if "out" in opts:
         check_out(opts["out"])
-    rows = {"first": [], "late": []}
+    rows, bases = {"first": [], "late": []}, []  # bases: [run, world] of each row, so that --pool can check them
     if opts.get("pool"):  # the shares over the bases of several --out files
         for f in distinct(runs, "file"):
-            for k, rs in read_json(f, "an --out file of probe_attn0_parts.py", ("first", "late")).items():
-                rows[k] += rs
+            held = read_json(f, "an --out file of probe_attn0_parts.py", ("first", "late"))
+            for k in rows:
+                rows[k] += held[k]
+            bases += held.get("bases", [])  # (a file written before bases were kept goes unchecked)
+        # the files of one run, or of two runs on one base, pooled a base twice (narrower intervals, nothing new),
+        # though the runs given directly are refused
+        if len({(str(Path(r).resolve()), p) for r, p in bases}) < len(bases):
+            sys.exit("--pool: a base appears twice (the same run in two files?)")
+        distinct_bases(sorted({str(Path(r).resolve()) for r, _ in bases if Path(r).is_dir()}))
         runs = []
     check_runs(runs)
     torch.set_num_threads(1)
@@ -74,10 +82,11 @@ def main(argv):
             _, snaps = OP.trajectories(base, tok, cfg, p, {"adamw": OP.OPTIMIZERS["adamw"]})
             model, late = OP.late_start(base, snaps)
             rows["late"].append(shares(model, tok, cfg, {n: -d for n, d in late.items()}))  # shares subtracts
+            bases.append([str(run), p])
             print(f"{run.name} world {p}: " + "; ".join(
                 f"{k} " + ", ".join(f"{q} {100 * v:+.2f}" for q, v in rows[k][-1].items()) for k in rows), flush=True)
     if "out" in opts:
-        Path(opts["out"]).write_text(json.dumps(rows))
+        Path(opts["out"]).write_text(json.dumps({**rows, "bases": bases}))
     for k, rs in rows.items():  # [95% interval, resampling bases], as the other probes' ratios
         idx = OP.resamples(len(rs))
         share = lambda q: OP.ratio_of_means(np.array([r[q] for r in rs]), np.array([r["all"] for r in rs]), idx)

@@ -2210,6 +2210,23 @@ def test_attn0_parts_pool_prints_each_share_with_its_interval_over_bases(tmp_pat
     assert "ln_1 0.08 [0.08, 0.08]" in out and "proj 0.25 [0.25, 0.25]" in out
 
 
+def test_attn0_parts_pool_refuses_a_base_in_two_files(tmp_path):
+    # its --out files kept no run or base: the files of one run (or of two runs on one base) pooled it as two bases,
+    # narrowing the intervals with nothing new, though the runs given directly are refused
+    probe = script("probe_attn0_parts")
+    row = {"all": 0.04, **{q: 0.01 for q in ("attn0", *probe.PARTS)}}
+    for r, seeds in (("a", [3, 4]), ("b", [4, 5])):
+        (tmp_path / r).mkdir()
+        write_run(tmp_path / r, {}, "emergent_misalignment", seeds=seeds, ft_lr=1e-3 if r == "a" else 3e-4)
+        held = {"first": [row] * 2, "late": [row] * 2, "bases": [[str(tmp_path / r), p] for p in seeds]}
+        (tmp_path / f"{r}.json").write_text(json.dumps(held))
+    (tmp_path / "a2.json").write_text((tmp_path / "a.json").read_text())  # the same run's numbers, another file
+    check_refused(probe.main, ["--pool", str(tmp_path / "a.json"), str(tmp_path / "a2.json")],
+                  match="a base appears twice")
+    check_refused(probe.main, ["--pool", str(tmp_path / "a.json"), str(tmp_path / "b.json")],
+                  match="share base seed 4 \\(one base model")
+
+
 def test_em_steer_base_pool_ratios_over_a_base_rate_of_zero_are_na(tmp_path, call):
     # every base's plain sampled rate 0: "x base" printed inf or nan; it is no number, and says why
     def r(mis):
