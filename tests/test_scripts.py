@@ -2227,6 +2227,22 @@ def test_attn0_parts_pool_refuses_a_base_in_two_files(tmp_path):
                   match="share base seed 4 \\(one base model")
 
 
+def test_attn0_parts_refuses_a_fine_tune_it_cannot_rebuild_before_any_work(tmp_path, monkeypatch):
+    # the late update's rebuild refused a run fine-tuned otherwise (here SGD) only when it reached that run's first
+    # base: after every base of the runs before it, with nothing written to --out
+    probe = script("probe_attn0_parts")
+    runs = []
+    for r, seeds, kw in (("first", [0], {}), ("sgd", [1], {"ft_optimizer": "sgd", "ft_lr": 0.3})):
+        runs.append(fake_run(tmp_path / r, [[p, 0] for p in seeds], {"insecure": [0.1]}))
+        write_run(tmp_path / r, json.loads((tmp_path / r / "results.json").read_text()), "emergent_misalignment",
+                  seeds=seeds, **kw)
+    worked = []
+    monkeypatch.setattr(probe, "checked_bases", lambda *a: worked.append(a) or iter(()))
+    monkeypatch.setattr(B, "check_cached", lambda *a, **k: None)
+    check_refused(probe.main, runs, match="sgd: the run fine-tuned with ft_optimizer=sgd")
+    assert not worked
+
+
 def test_em_steer_base_pool_ratios_over_a_base_rate_of_zero_are_na(tmp_path, call):
     # every base's plain sampled rate 0: "x base" printed inf or nan; it is no number, and says why
     def r(mis):
