@@ -350,6 +350,7 @@ def main(argv):
         distinct_bases(sorted({str(Path(r["run"]).resolve()) for r in rows if Path(r["run"]).is_dir()}))
         pull = kind == "pullback"
     check_runs(runs)
+    OP.check_rebuildable(runs)  # every mode starts each base with the rebuild of its fine-tune
     torch.set_num_threads(1)  # as the runs' fine-tunes: the same trajectories
     if pull:
         return pullback(runs, arm, at, opts.get("out"), rows)

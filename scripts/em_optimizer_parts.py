@@ -95,6 +95,14 @@ def rebuild_problem(cfg):
                                     f"fine-tune only (AdamW on the whole model, constant lr)")
 
 
+def check_rebuildable(runs):
+    """Before any work: a run whose fine-tunes `trajectories` cannot rebuild is refused, named (found at its first
+    base, it stopped a script after every base of the runs before it, minutes in)."""
+    for run in runs:
+        if problem := rebuild_problem(run_config(EM.Config, run)):
+            raise ConfigError(f"{run}: {problem}")
+
+
 def trajectories(base, tok, cfg, seed, optimizers=OPTIMIZERS, arm="insecure", f=0, scored=True):
     """{optimizer: {step: score}} (step 0 = the base) and adamw's weights at LATE_FROM and at the last step, for
     `arm`'s fine-tune (its examples of fine-tune seed index f, 0 unless said). scored=False: the weights only (the

@@ -383,6 +383,8 @@ def main(argv):
     if not all(0 < a < float("inf") for a in scales) or len(set(scales)) < len(scales):  # (nan failed after the work)
         sys.exit(f"--scales takes distinct finite numbers > 0, not {opts['scales']!r}")
     check_runs(runs)  # each a finished emergent-misalignment run, before the first one's work
+    if is_undo:
+        OP.check_rebuildable(runs)  # --undo rebuilds each base's fine-tune
     (route if is_route else undo if is_undo else measure)(runs, scales)
 
 

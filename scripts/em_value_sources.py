@@ -198,6 +198,7 @@ def main(argv):
         rows = {k: rs for k, rs in rows.items() if rs}  # "revert" is missing from files written before it existed
         runs = []
     check_runs(runs)
+    OP.check_rebuildable(runs)  # each base's work starts with the rebuild of its fine-tune
     torch.set_num_threads(1)  # as the runs' fine-tunes: the same trajectories
     for run in map(Path, runs):
         for cfg, p, base, tok in checked_bases(run, []):

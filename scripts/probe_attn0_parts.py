@@ -25,8 +25,7 @@ from em_base_pull import check_runs, checked_bases, distinct_bases  # noqa: E402
 from em_first_step import arm_grads, scored_step  # noqa: E402
 import em_optimizer_parts as OP  # noqa: E402
 from eval import fmt_ratio  # noqa: E402
-from experiments import emergent_misalignment as EM  # noqa: E402
-from train import ConfigError, check_out, cli, distinct, read_json, run_config, script_args  # noqa: E402
+from train import check_out, cli, distinct, read_json, script_args  # noqa: E402
 
 PARTS = ("ln_1", "q", "k", "v", "proj")
 
@@ -75,10 +74,7 @@ def main(argv):
         distinct_bases(sorted({str(Path(r).resolve()) for r, _ in bases if Path(r).is_dir()}))
         runs = []
     check_runs(runs)
-    for run in runs:  # before any work, as em_optimizer_parts: found by the late update's rebuild, it stopped the
-        # script after every base of the runs before it (minutes, and no --out written)
-        if problem := OP.rebuild_problem(run_config(EM.Config, run)):
-            raise ConfigError(f"{run}: {problem}")
+    OP.check_rebuildable(runs)  # (found at the late update's rebuild, after the bases before it)
     torch.set_num_threads(1)
     for run in map(Path, runs):
         for cfg, p, base, tok in checked_bases(run, []):

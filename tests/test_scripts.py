@@ -2227,10 +2227,12 @@ def test_attn0_parts_pool_refuses_a_base_in_two_files(tmp_path):
                   match="share base seed 4 \\(one base model")
 
 
-def test_attn0_parts_refuses_a_fine_tune_it_cannot_rebuild_before_any_work(tmp_path, monkeypatch):
+@pytest.mark.parametrize("name, flags", [("probe_attn0_parts", []), ("em_value_sources", []), ("em_bos_vector", []),
+                                         ("em_bos_vector", ["--agreement"]), ("em_steer_base", ["--undo"])])
+def test_scripts_that_rebuild_fine_tunes_refuse_one_they_cannot_before_any_work(tmp_path, monkeypatch, name, flags):
     # the late update's rebuild refused a run fine-tuned otherwise (here SGD) only when it reached that run's first
     # base: after every base of the runs before it, with nothing written to --out
-    probe = script("probe_attn0_parts")
+    probe = script(name)
     runs = []
     for r, seeds, kw in (("first", [0], {}), ("sgd", [1], {"ft_optimizer": "sgd", "ft_lr": 0.3})):
         runs.append(fake_run(tmp_path / r, [[p, 0] for p in seeds], {"insecure": [0.1]}))
@@ -2239,7 +2241,7 @@ def test_attn0_parts_refuses_a_fine_tune_it_cannot_rebuild_before_any_work(tmp_p
     worked = []
     monkeypatch.setattr(probe, "checked_bases", lambda *a: worked.append(a) or iter(()))
     monkeypatch.setattr(B, "check_cached", lambda *a, **k: None)
-    check_refused(probe.main, runs, match="sgd: the run fine-tuned with ft_optimizer=sgd")
+    check_refused(probe.main, [*runs, *flags], match="sgd: the run fine-tuned with ft_optimizer=sgd")
     assert not worked
 
 
