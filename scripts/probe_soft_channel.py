@@ -66,7 +66,8 @@ try:  # a mistyped argument: one line and the usage, before the base is loaded (
         ("TEMPERATURE", f"{temperature:g}", "> 0 and finite", 0 < temperature < math.inf)) if not ok]
     if bad:
         raise ValueError(f"unexpected value {bad[0]}")
-    cfg = S.Config(arms=("soft", "control"), animals=("owl",), n_lists=n_lists, **teacher_kw)
+    # evals=1: the probe measures its own steps (the default's 4 refused few lists with "pass --evals=...")
+    cfg = S.Config(arms=("soft", "control"), animals=("owl",), n_lists=n_lists, evals=1, **teacher_kw)
     S.validate(cfg)  # e.g. a teacher optimizer it does not know
 except (ValueError, TypeError, ConfigError) as e:
     sys.exit(refused(f"error: {e}\n\n{__doc__}"))

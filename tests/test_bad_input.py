@@ -298,6 +298,9 @@ def test_probe_arguments_are_checked_in_one_line_before_any_base_is_loaded(tmp_p
     for script, argv, msg in [("probe_soft_channel", ["3e-4", "x"], "STEPS 'x': expected an integer"),
                               ("probe_soft_channel", ["3e-4,y", "5"], "LRS 'y': expected a number"),
                               ("probe_soft_channel", ["3e-4", "10", "0", "64", "cosin"], "unexpected value 'cosin'"),
+                              # few lists: past the checks (the run's evals=4 said "pass --evals=2", not its option)
+                              ("probe_soft_channel", ["3e-4", "10", "987654", "32"], "base 987654 of this config is "
+                               "not in the cache"),
                               ("probe_soft_channel", ["3e-4", "10", "0", "64", "constant", "1", "adamw", "adam:1e-3"],
                                "teacher_optimizer must be adamw or sgd"),
                               # which value is out of range, by name (it said "a value out of range, or too many
