@@ -358,7 +358,10 @@ def seed_args(args, what="base seed"):
     bad = [a for a in args if not a.isdecimal()]
     if bad:
         raise ConfigError(f"{bad[0]!r} is not a {what} (a whole number >= 0)")
-    return [int(a) for a in args]
+    seeds = [int(a) for a in args]
+    if twice := sorted({s for s in seeds if seeds.count(s) > 1}):  # it counted twice in the probes' means
+        raise ConfigError(f"{what} {twice[0]} is given twice: give each once")
+    return seeds
 
 
 def distinct(paths, what="run"):

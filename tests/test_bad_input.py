@@ -276,6 +276,8 @@ def test_probe_arguments_are_checked_in_one_line_before_any_base_is_loaded(tmp_p
     assert train.seed_args(["3", "10"]) == [3, 10]
     with pytest.raises(ConfigError, match="'x' is not a base seed"):
         train.seed_args(["3", "x"])
+    with pytest.raises(ConfigError, match="base seed 3 is given twice: give each once"):  # (counted twice in a mean)
+        train.seed_args(["3", "10", "03"])
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.json").write_text(json.dumps({"experiment": "subliminal_numbers", "mode": "misalignment",
