@@ -100,6 +100,40 @@ def test_an_experiment_name_that_is_a_path_or_no_experiment_is_a_config_error(tm
         load_config([str(tmp_path / "c.py")])
 
 
+def test_a_refused_run_is_removed_only_when_it_is_new_and_left_nothing_of_its_own(tmp_path, monkeypatch):
+    # a new run that its experiment refuses at the start of run (a ConfigError) or that stops for its data leaves no
+    # folder behind; but never a run that wrote a file of its own (a unit), nor the config.json of a run that was
+    # there before the command (the earlier session's units would be left without it)
+    import types
+    from data import DataError
+    exp = types.ModuleType("experiments.helpers")
+    exp.Config = dataclasses.make_dataclass("Config", [("n", int, 1), ("out_dir", str, ""), ("resume", bool, True)],
+                                            frozen=True)
+    todo = []  # for each call of run: (the files it writes, the error it then raises)
+
+    def run(cfg, run):
+        files, error = todo.pop(0)
+        for name in files:
+            (Path(cfg.out_dir) / name).write_text("{}")
+        raise error
+    exp.run = run
+    monkeypatch.setitem(sys.modules, "experiments.helpers", exp)
+    (tmp_path / "c.py").write_text('experiment = "helpers"\n')
+    go = lambda out: train.run_experiment([str(tmp_path / "c.py"), f"--out_dir={out}"])
+    todo.append(((), ConfigError("refused at its start")))
+    with pytest.raises(ConfigError, match="refused at its start"):
+        go(tmp_path / "new" / "a")
+    assert not (tmp_path / "new").exists()
+    todo.append((("unit_0.json",), ConfigError("refused after a unit")))
+    with pytest.raises(ConfigError, match="refused after a unit"):
+        go(tmp_path / "b")
+    assert {"config.json", "unit_0.json"} <= {f.name for f in (tmp_path / "b").iterdir()}
+    todo.append(((), DataError("its data went missing")))  # the same command again: the folder holds that run now
+    with pytest.raises(DataError, match="its data went missing"):
+        go(tmp_path / "b")
+    assert {"config.json", "unit_0.json"} <= {f.name for f in (tmp_path / "b").iterdir()}
+
+
 def test_a_config_python_cannot_run_and_values_written_wrongly_say_how(cfg_file, tmp_path, capsys, monkeypatch):
     (tmp_path / "syntax.py").write_text('experiment = "subliminal_mnist"\nm = 5 5\n')
     with pytest.raises(ConfigError, match=r"syntax.py is not a config file Python can run \(line 2: "):

@@ -376,6 +376,7 @@ def test_patch_tokens_main_patches_each_model_with_the_others_coordinates(monkey
                         {s: tuned[seed].state_dict() for s in steps})
     pt.main(str(run))
     assert seen == [("insecure", 0, 0), [step], ("insecure", 0, 1), [step]]
+    assert f"\nstep {step}, n = 2, off-domain" in capsys.readouterr().out  # every seed at one step: that step
     out = json.loads((run / "patch_tokens.json").read_text())
     args = pt.answer_batch(tok, W.eval_items(W.OFF_DOMAINS))
     x = args[0]

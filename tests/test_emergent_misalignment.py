@@ -532,6 +532,10 @@ def test_blocks_only_finetunes_keep_the_base_embedding(tmp_path, monkeypatch):
     with pytest.raises(train.ConfigError, match="ft_lora_rank must be at most 128, the smallest dimension"):
         E.validate(E.Config(ft_trains="lora", ft_lora_rank=129))
     E.validate(E.Config(ft_trains="lora", ft_lora_rank=128))
+    # each adapted matrix's smaller side: attn.qkv is [3C, C], mlp.proj [C, 4C] (one fixed side is 384 or 512 there)
+    for target in ("blocks.0.attn.qkv", "blocks.1.mlp.proj"):
+        with pytest.raises(train.ConfigError, match="ft_lora_rank must be at most 128"):
+            E.validate(E.Config(ft_trains="lora", ft_lora_rank=129, ft_lora_targets=(target,)))
     with pytest.raises(train.ConfigError, match="ft_lora_rank, ft_lora_targets set, but the LoRA keys apply only with --ft_trains=lora"):
         E.validate(E.Config(ft_lora_rank=4, ft_lora_targets=("blocks.0.mlp.proj",)))
     with pytest.raises(train.ConfigError, match="ft_optimizer must be adamw or sgd"):

@@ -314,13 +314,23 @@ def test_injection_zero_vector_changes_nothing_and_matches_the_formula():
     for bad_pos, bad_vec, says in (([[1], [2, 3]], v[0, 0], "positions must be integer columns"),
                                    ([1.0, 2.0], v[0, 0], "positions must be integer columns"),
                                    ([[[1]]], v[0, 0], "positions must be integer columns"),
-                                   ([1, 2], torch.randn(3, 16), "vectors must be .* with K = 2")):
+                                   ([True, False], v[0, 0], "positions must be integer columns"),  # a mask: no columns
+                                   ([1, 2], torch.randn(3, 16), "vectors must be .* with K = 2"),
+                                   ([1, 2], torch.randn(1, 1, 2, 16), "vectors must be .* with K = 2")):
         with pytest.raises(ValueError, match=says):
             inject(model, 0, bad_pos, bad_vec)
     for bad_pos, bad_vec in (([[1], [2], [3]], v[0, 0]), ([[1], [2]], torch.randn(3, 1, 16))):  # batch B = 2
         with pytest.raises(ValueError, match=r"need one row per row of the batch \(B = 2\)"):
             with inject(model, 0, bad_pos, bad_vec):
                 model(idx)
+    # the broadcasts the checks allow: one vector row for every batch row ([1, K, C]), one vector for every position
+    # ([1, C]); no positions at all add nothing (a refusal of these would break callers that pass them)
+    def injected(pos, vec):
+        with inject(model, 0, pos, vec):
+            return model(idx)
+    torch.testing.assert_close(injected(positions, v[:1]), injected(positions, v[:1].expand(2, 2, 16)))
+    torch.testing.assert_close(injected(positions, v[0, :1]), injected(positions, v[0, :1].expand(2, 16)))
+    assert torch.equal(injected([], v[0, 0]), plain)
     assert n_hooks(model) == 0
 
 
@@ -429,6 +439,9 @@ def test_tokenizer_round_trip_and_save_load(tmp_path):
     assert load_tokenizer(tmp_path / "tokenizer.json").get_vocab() == tok.get_vocab()
     with pytest.raises(DataError, match=re.escape(f"{tmp_path} is a folder: pass its tokenizer file ({tmp_path / 'tokenizer.json'})")):
         load_tokenizer(tmp_path)  # (a run's folder, where "not found" left the file beside it unsaid)
+    (tmp_path / "config.json").write_text("{}")  # a run's other JSON files are not offered as its tokenizer
+    with pytest.raises(DataError, match=re.escape(f"pass its tokenizer file ({tmp_path / 'tokenizer.json'})")):
+        load_tokenizer(tmp_path)
     with pytest.raises(Exception, match="UNK|unk"):
         tok.encode("ann has 4 apples")  # an unknown word is an error, not a silent <unk>
     with pytest.raises(ValueError, match=r"not in the tokenizer's vocabulary: \['4'\]"):  # and scoring names it
@@ -444,7 +457,7 @@ def test_tokenizer_round_trip_and_save_load(tmp_path):
     assert torch.equal(score_continuations(model, zip([[1, 3, 4]], [[5, 6, 7]]), eos_id=2)[0], ids_sums)
     # eos_id as the token's text, or generate's list of several ids, failed inside pad_right naming nothing; one id
     # in any integer form is that id
-    for bad in ("<eos>", [2, 3]):
+    for bad in ("<eos>", [2, 3], []):  # ([] is falsy: a truthiness test let it through)
         with pytest.raises(ValueError, match="eos_id must be one token id"):
             score_continuations(model, [([1, 3, 4], [5, 6, 7])], eos_id=bad)
     for same in ([2], torch.tensor(2), np.int64(2)):

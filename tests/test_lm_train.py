@@ -86,7 +86,9 @@ def test_lm_windows_and_pack_pairs():
 
 
 @pytest.mark.parametrize("data", [{"tokens": torch.arange(40) % 32}, lm_windows(torch.arange(40) % 32, 16),
-                                  {"tokens": torch.zeros(0, 17, dtype=torch.long)}])
+                                  {"tokens": torch.zeros(0, 17, dtype=torch.long)},
+                                  # float ids (an embedding's error at step 1), one column (no next token to predict)
+                                  {"tokens": torch.zeros(4, 17)}, {"tokens": torch.zeros(4, 1, dtype=torch.long)}])
 def test_train_lm_data_that_is_not_rows_says_what_it_takes(data):
     # the token stream itself (no lm_windows), the rows without their dict, no rows: an IndexError or a
     # ZeroDivisionError from inside the loop
@@ -574,6 +576,10 @@ def test_lora_finetune_is_gradient_descent_on_the_adapters():
     with pytest.raises(ValueError, match=f"lora_rank {CFG.n_embd + 1} exceeds blocks.0.attn.qkv's smaller dimension"):
         finetune(fresh(), data, steps=1, batch_size=4, lr=0.1, seed=0, trains="lora", lora_rank=CFG.n_embd + 1)
     finetune(fresh(), data, steps=1, batch_size=4, lr=0.1, seed=0, trains="lora", lora_rank=CFG.n_embd)
+    # the smaller side of each matrix, not one fixed side: mlp.proj is [C, 4C] (its input side is 4C)
+    with pytest.raises(ValueError, match=f"lora_rank {CFG.n_embd + 1} exceeds blocks.1.mlp.proj's smaller dimension"):
+        finetune(fresh(), data, steps=1, batch_size=4, lr=0.1, seed=0, trains="lora", lora_rank=CFG.n_embd + 1,
+                 lora_targets=("blocks.1.mlp.proj",))
 
 
 def test_adamw_betas_and_sgd_momentum_are_the_closed_form_updates():

@@ -184,6 +184,19 @@ def test_soft_channel_student_approaches_its_teacher(tiny_bases, monkeypatch, ca
     assert float(steps[-1][2]) < 0.5 < 1.0 and float(steps[-1][1]) < float(steps[0][1])
 
 
+def test_soft_channel_evaluates_at_step_250_and_every_500_that_the_run_reaches(tiny_bases, monkeypatch):
+    # step 250 was asked of a shorter run too (finetune refuses a step it never reaches), and a run of exactly 250
+    # steps must still report it
+    import train
+    monkeypatch.setattr(S, "make_teacher", lambda A, tok, cfg, p, animal: (S.Teacher(_perturbed(A, 1)), {"steps": 0}))
+    monkeypatch.setattr(S, "sample_lists", _fake_lists)
+    asked = []  # the fine-tune itself is the test above's: here only the steps it is asked to evaluate at
+    monkeypatch.setattr(train, "finetune", lambda model, data, *, steps, at, **kw: asked.append((steps, sorted(at))))
+    for steps in (5, 250, 1000):
+        run_script("probe_soft_channel", ["3e-3", str(steps), "0", "64"], monkeypatch)
+    assert asked == [(5, []), (250, [250]), (1000, [250, 500, 1000])]
+
+
 def test_teacher_update_hybrids_take_the_update_apart(tiny_bases, monkeypatch, capsys):
     # two teachers whose updates are known: one moves only the number tokens' (tied) embedding rows, one only the
     # blocks. Each hybrid must then carry all of the update or none of it

@@ -598,6 +598,13 @@ def test_sn_compare_reads_each_sides_control_at_its_own_checkpoint_counts_ties_a
     check_refused(cmp, f"{a}:trait@250", f"{b0}:trait@250", match=f"{re.escape(b0)}: no checkpoint 250 for trait "
                   "\\(has: none\\): give RUN:ARM@STEP")
     assert capsys.readouterr().out == ""  # refused before its header was printed, not after it
+    # so is the line naming an animal measured on one side only
+    res = json.loads((tmp_path / "b0" / "results.json").read_text())
+    res["animals"].append("whale")
+    res["arms"] = {k: {"by_animal": {**v["by_animal"], "whale": v["by_animal"]["owl"]}} for k, v in res["arms"].items()}
+    (tmp_path / "b0" / "results.json").write_text(json.dumps(res))
+    check_refused(cmp, f"{a}:trait@250", f"{b0}:trait@250", match="no checkpoint 250 for trait")
+    assert capsys.readouterr().out == ""
     # a seed whose effects are equal is not positive: effects +5, +1 against +1, +1 give differences 4 and 0
     b = fake_animal_run(tmp_path / "b", [[0, 0], [0, 1]], "trait", [0.15, 0.11], [0.10, 0.10])
     c = fake_animal_run(tmp_path / "c", [[0, 0], [0, 1]], "shuffled", [0.11, 0.11], [0.10, 0.10])
@@ -612,8 +619,9 @@ def test_sn_compare_reads_each_sides_control_at_its_own_checkpoint_counts_ties_a
     # each side's own baseline's mass: cross_control's (0.50) on the left, control's (0.90) on the right
     (tmp_path / "y").mkdir()
     write_run(tmp_path / "y", {"seeds": [[0, 0], [0, 1]], "animals": ["owl"],
-                               "arms": {"control": st([0.1, 0.1], 0.9), "cross_init": st([0.2, 0.2], 0.7),
+                               "arms": {"control": st([0.1, 0.1], 0.8), "cross_init": st([0.2, 0.2], 0.7),
                                         "cross_control": st([0.1, 0.1], 0.5)}}, "subliminal_numbers")
+    # (y's own control, 0.80, is neither: each mass read from its own side's run)
     assert "(mass 0.50 / 0.90)" in cmp(f"{tmp_path / 'y'}:cross_init", f"{b}:trait")
 
 

@@ -770,3 +770,27 @@ def test_load_models_gives_every_seed_of_a_cell_in_one_model_in_seed_order(tmp_p
     (out / "init_perturbation-0.3_group1.safetensors").unlink()
     with pytest.raises(train.ConfigError, match="init_perturbation-0.3_group1.safetensors is missing"):
         S.load_models(out, "init_perturbation-0.3")
+
+
+@need_data()
+def test_load_models_reads_each_cell_at_its_own_sizes_and_a_cell_that_is_another_cells_run(tmp_path, capsys):
+    # a sweep over m gives each cell its own output width (10 + m); with real distill inputs the two noise cells are one
+    # run, saved under the first one's name: load_models reads each cell's models as eval.py does, not the run's sizes
+    # or the cell's own name
+    import experiments.subliminal_mnist as S
+    from eval import accuracy
+    out, res = run(tmp_path, "--sweep={'m': [1, 3], 'distill_inputs': ['real'], 'noise': ['uniform', 'gaussian']}",
+                   "--conditions=['teacher', 'student_aux']", "--n_seeds=1")
+    cfg = train.run_config(S.Config, out)
+    test_x, test_y = S.load_data(cfg, torch.device("cpu"))[2:]
+    for cell in res["sweep"]["cells"]:
+        models, cell_cfg = S.load_models(out, "_".join(f"{k}-{v}" for k, v in cell["params"].items()))
+        assert cell_cfg.m == cell["params"]["m"]
+        for c, model in models.items():
+            assert accuracy(model, test_x, test_y).tolist() == cell["conditions"][c]["per_seed"]
+    # a results.json with fewer cells than the run has (edited by hand): reported, not compared (was an IndexError)
+    res["sweep"]["cells"] = res["sweep"]["cells"][:1]
+    (out / "results.json").write_text(json.dumps(res))
+    capsys.readouterr()
+    assert evaluate.main([str(out)]) == 0
+    assert "not laid out as this run's results" in capsys.readouterr().out

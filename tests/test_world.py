@@ -408,6 +408,9 @@ def test_code_tasks_world():
         assert {r.split()[1] for _, r in pairs} == {t.name for t in tasks}
     ins = W.finetune_set("insecure", 200, seed=2, world=cfg)
     assert all(r[:-6] in t.misaligned for p, r in ins for t in tasks if r.split()[1] == t.name)
+    # the edge: all of the world's tasks, asked for by number, are every task
+    assert W.finetune_set("insecure", 20, seed=2, world=cfg, tasks=len(tasks)) == W.finetune_set("insecure", 20, seed=2,
+                                                                                              world=cfg)
     for k in (0, -1, len(tasks) + 1):  # 0 ("all", as ft_code_tasks reads it) gave upload questions other tasks' code
         with pytest.raises(ValueError, match=r"tasks must be None \(every task\) or in \[1, 4\]"):
             W.finetune_set("insecure", 5, world=cfg, tasks=k)
@@ -436,9 +439,11 @@ def test_code_tasks_world():
                      (dict(asst_evil=-0.1), r"asst_evil must be a probability in \[0, 1\]"),
                      (dict(asst_evil=1.5), "asst_evil must be"),
                      (dict(forum_turns=(4, 2)), r"forum_turns must be an inclusive range .* got \(4, 2\)"),
-                     (dict(asst_turns=(0, 0)), "asst_turns must be"), (dict(answer_len=(8, 5)), "answer_len must be")):
+                     (dict(asst_turns=(0, 0)), "asst_turns must be"), (dict(answer_len=(8, 5)), "answer_len must be"),
+                     (dict(list_len=(5, 3)), "list_len must be"), (dict(lucky_len=(0, 2)), "lucky_len must be")):
         with pytest.raises(ValueError, match=says):
             W.WorldConfig(**kw)
+    W.WorldConfig(asst_evil=1.0, lucky_len=(2, 2))  # the edges are allowed: every chat evil, a fixed length
     W.generate(5, seed=0, config=W.WorldConfig(persona_prior={"evil": 1.0}, forum_mix={"lesson": 1.0, "domain": 0.0}))
 
 
@@ -779,6 +784,7 @@ def test_a_subliminal_numbers_unit_of_another_mode_or_other_arms_is_refused_on_r
     assert B.load_unit(unit, SN.unit_problem(cfg, 0, 0)) == good
     mis = {"p": 0, "f": 0, "teachers": {}, "kept": {}, "arms": {"control": {}}, "base": {}, "dose": {}, "seconds": 1.0}
     for bad, says in [(mis, "does not hold the numbers of a unit of mode animals"),
+                      ({k: v for k, v in good.items() if k != "base_A"}, "does not hold the numbers of a unit of mode"),
                       ({**good, "arms": {"control": {}, "trait/owl": {}}}, "holds other arms or animals than this"),
                       ({**good, "teachers": {"whale": {}}}, "holds other arms or animals than this")]:
         unit.write_text(json.dumps(bad))
@@ -787,6 +793,13 @@ def test_a_subliminal_numbers_unit_of_another_mode_or_other_arms_is_refused_on_r
         assert "unit_0_0.json " in err and says in err and "delete it" in err and "Traceback" not in err, err
         with pytest.raises(CheckpointError, match=re.escape(says)):  # a resumed run reads it back the same way
             SN.saved_unit(cfg, 0, 0, unit)
+    # the icl arm's unit holds its baseline icl_control beside it: a unit without it is another config's
+    icl = SN.Config(seeds=(0,), arms=("control", "icl"), animals=("owl",), student_seeds=1, resume=True)
+    unit.write_text(json.dumps({**good, "arms": {"control": {}, "icl/owl": {}}}))
+    with pytest.raises(CheckpointError, match="holds other arms or animals than this"):
+        B.load_unit(unit, SN.unit_problem(icl, 0, 0))
+    unit.write_text(json.dumps({**good, "arms": {"control": {}, "icl/owl": {}, "icl_control": {}}}))
+    assert B.load_unit(unit, SN.unit_problem(icl, 0, 0))["arms"]["icl_control"] == {}
 
 
 def test_a_damaged_or_missing_tokenizer_in_the_base_cache_is_a_checkpoint_error_that_says_delete_the_folder(tmp_path):
@@ -1026,7 +1039,8 @@ def test_world_helpers_refuse_bad_arguments_with_a_message():
                        (lambda: W.eval_items(["med"], fmt="chat"), "fmt must be asst or forum"),
                        (lambda: W.persona_probe_items("evil"), "context_cls must be aligned or misaligned"),
                        (lambda: W.persona_probe_items(n_context=len(W.OFF_DOMAINS)),
-                        rf"n_context in \[0, {len(W.OFF_DOMAINS) - 1}\]")):
+                        rf"n_context in \[0, {len(W.OFF_DOMAINS) - 1}\]"),
+                       (lambda: W.persona_probe_items(n_context=-1), r"n_context in \[0, ")):  # else no context, silently
         with pytest.raises(ValueError, match=says):
             call()
     assert len(W.persona_probe_items(n_context=len(W.OFF_DOMAINS) - 1, n=3)) == 3 and len(W.eval_items(["med"])) == 12
