@@ -1812,9 +1812,13 @@ def run_experiment(argv):
         # wrote anything besides Run's files (a unit file), nor where Run itself refused the folder.
         logged = (out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").stat().st_size > 0
         bare = run is not None and {f.name for f in out.iterdir()} <= {"config.json", "env.json", "metrics.jsonl"}
-        if not was_run and not logged and (isinstance(e, DataError) or bare) and os.environ.get("RANK", "0") == "0":
+        cleaned = not was_run and not logged and (isinstance(e, DataError) or bare)
+        if cleaned and os.environ.get("RANK", "0") == "0":
             for name in ("config.json", "env.json", "metrics.jsonl"):
                 (out / name).unlink(missing_ok=True)
+        # where Run refused the folder it wrote nothing: the folders made above for it go too (an out_dir in figures/
+        # was left there, empty)
+        if (cleaned or run is None) and os.environ.get("RANK", "0") == "0":
             for d in sorted(made, key=lambda d: len(d.parts), reverse=True):  # deepest first
                 try:
                     d.rmdir()

@@ -134,6 +134,17 @@ def test_a_refused_run_is_removed_only_when_it_is_new_and_left_nothing_of_its_ow
     assert {"config.json", "unit_0.json"} <= {f.name for f in (tmp_path / "b").iterdir()}
 
 
+def test_an_out_dir_refused_in_the_project_leaves_no_folder_made_for_it(cfg_file, tmp_path, monkeypatch, capsys):
+    # train.py makes the out_dir's folders before Run looks at the place: when Run refused it (figures/new/run), the
+    # folders made for it were left there, empty
+    project = tmp_path / "project"
+    (project / "figures").mkdir(parents=True)
+    monkeypatch.setattr(train, "ROOT", project)
+    assert train.main([cfg_file, f"--out_dir={project / 'figures' / 'new' / 'run'}"]) == 2
+    assert "in the project's folder figures/" in capsys.readouterr().err
+    assert list((project / "figures").iterdir()) == []
+
+
 def test_a_config_python_cannot_run_and_values_written_wrongly_say_how(cfg_file, tmp_path, capsys, monkeypatch):
     (tmp_path / "syntax.py").write_text('experiment = "subliminal_mnist"\nm = 5 5\n')
     with pytest.raises(ConfigError, match=r"syntax.py is not a config file Python can run \(line 2: "):
