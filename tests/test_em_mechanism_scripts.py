@@ -306,6 +306,7 @@ def test_value_sources_main_reads_late_whole_and_revert_on_their_models(monkeypa
     monkeypatch.setattr(vs, "checked_bases", lambda run, ex: iter([(cfg, 7, base, tok)]))
     monkeypatch.setattr(vs, "check_runs", lambda runs: None)  # the run "run" is the patched checked_bases above
     monkeypatch.setattr(vs.OP, "trajectories", lambda *a, **k: ({}, snaps))
+    monkeypatch.setattr(vs.OP, "check_rebuildable", lambda runs: None)  # (it reads the runs' config.json)
     at = {1: 0.02, 3: 0.05, 20: 0.11}  # off-domain mass by model (the base is tagged 1)
     monkeypatch.setattr(vs, "off_lp", lambda m, tok, cfg, fmt="asst": at[tag(m)])
     calls = []
