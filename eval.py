@@ -129,15 +129,14 @@ def score_continuations(model, pairs, *, tokenizer=None, eos_id=None, batch_size
     pads invisible). Returns (sums [N] float tensor, [per-token log-probs [len_i] per pair])."""
     if tokenizer is not None:
         eos_id = tokenizer.token_to_id("<eos>") if eos_id is None else eos_id
-        text = lambda t: encode(tokenizer, t) if isinstance(t, str) else t
-        pairs = [(text(p), text(c)) for p, c in pairs]
+    ids_of = lambda t: encode(tokenizer, t) if tokenizer is not None and isinstance(t, str) else t
+    pairs = [(ids_of(p), ids_of(c)) for p, c in pairs]  # once: `pairs` may be an iterator (a zip), read only once
     if eos_id is not None:  # a string ("<eos>") or generate's list of ids failed inside pad_right, naming nothing
         ids = [] if isinstance(eos_id, str) else token_ids(eos_id, "eos_id")
         if len(ids) != 1:
             raise ValueError(f"eos_id must be one token id, which the scorer appends to each continuation (a "
                              f"tokenizer's: tok.token_to_id('<eos>')), got {eos_id!r}")
         eos_id = ids[0]
-    pairs = [(p, c) for p, c in pairs]  # once: `pairs` may be an iterator (a zip), read only once
     if any(isinstance(t, str) for pair in pairs for t in pair):  # else "too many dimensions 'str'" from torch
         raise ValueError("score_continuations was given text without a tokenizer: pass tokenizer= (the "
                          "model's) to score strings, or give token-id lists")

@@ -1813,17 +1813,18 @@ def run_experiment(argv):
         logged = (out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").stat().st_size > 0
         bare = run is not None and {f.name for f in out.iterdir()} <= {"config.json", "env.json", "metrics.jsonl"}
         cleaned = not was_run and not logged and (isinstance(e, DataError) or bare)
-        if cleaned and os.environ.get("RANK", "0") == "0":
-            for name in ("config.json", "env.json", "metrics.jsonl"):
-                (out / name).unlink(missing_ok=True)
-        # where Run refused the folder it wrote nothing: the folders made above for it go too (an out_dir in figures/
-        # was left there, empty)
-        if (cleaned or run is None) and os.environ.get("RANK", "0") == "0":
-            for d in sorted(made, key=lambda d: len(d.parts), reverse=True):  # deepest first
-                try:
-                    d.rmdir()
-                except OSError:  # not empty (someone else's files), or already gone
-                    pass
+        if os.environ.get("RANK", "0") == "0":
+            if cleaned:
+                for name in ("config.json", "env.json", "metrics.jsonl"):
+                    (out / name).unlink(missing_ok=True)
+            # where Run refused the folder it wrote nothing: the folders made above for it go too (an out_dir in
+            # figures/ was left there, empty)
+            if cleaned or run is None:
+                for d in sorted(made, key=lambda d: len(d.parts), reverse=True):  # deepest first
+                    try:
+                        d.rmdir()
+                    except OSError:  # not empty (someone else's files), or already gone
+                        pass
         raise
     finally:
         if held is not None:

@@ -443,14 +443,18 @@ def load_group(stem, seeds, sizes, conditions, device="cpu"):
     return tensors
 
 
-def group_models(stem, seeds, cfg, device="cpu"):
-    """One saved seed group -> {condition: SeedMLP of its seeds}, checked by load_group."""
-    tensors = load_group(stem, seeds, layer_sizes(cfg), cfg.conditions, device)
+def condition_models(tensors, n_seeds, cfg, device):
+    """Saved tensors {"CONDITION.NAME": [S, ...]} -> {condition: SeedMLP of those S seeds}."""
     models = {}
     for c in cfg.conditions:
-        models[c] = SeedMLP(len(seeds), layer_sizes(cfg)).to(device)
+        models[c] = SeedMLP(n_seeds, layer_sizes(cfg)).to(device)
         models[c].load_seeds({k[len(c) + 1:]: v for k, v in tensors.items() if k.startswith(c + ".")})
     return models
+
+
+def group_models(stem, seeds, cfg, device="cpu"):
+    """One saved seed group -> {condition: SeedMLP of its seeds}, checked by load_group."""
+    return condition_models(load_group(stem, seeds, layer_sizes(cfg), cfg.conditions, device), len(seeds), cfg, device)
 
 
 def load_models(run_dir, cell="main", device="cpu"):
@@ -472,12 +476,10 @@ def load_models(run_dir, cell="main", device="cpu"):
         if not stem.with_name(stem.name + ".safetensors").is_file():
             raise ConfigError(f"{stem}.safetensors is missing: the run is not finished (the same train.py command "
                               f"finishes it), or ran with save_weights=False")
-        groups.append(group_models(stem, seeds, cell_cfg, device))
-    models = {}
-    for c in cell_cfg.conditions:  # the groups side by side: one model of every seed
-        models[c] = SeedMLP(cell_cfg.n_seeds, layer_sizes(cell_cfg)).to(device)
-        models[c].load_seeds({n: torch.cat([g[c].params()[n] for g in groups]) for n, _ in models[c].named_parameters()})
-    return models, cell_cfg
+        groups.append(load_group(stem, seeds, layer_sizes(cell_cfg), cell_cfg.conditions, device))
+    # the groups side by side: one model of every seed
+    return condition_models({k: torch.cat([g[k] for g in groups]) for k in groups[0]}, cell_cfg.n_seeds, cell_cfg,
+                            device), cell_cfg
 
 
 def weights_readable(stem, seeds, cfg):

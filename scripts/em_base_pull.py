@@ -84,6 +84,12 @@ def distinct_bases(runs):
             owner[entry] = run
 
 
+def distinct_pooled_bases(runs):
+    """distinct_bases for the runs named in --pool files: files of two runs on one base (another out_dir, or another
+    fine-tune setting on the same pretraining seeds) would count it twice. A run no longer on disk goes unchecked."""
+    distinct_bases(sorted({str(Path(r).resolve()) for r in runs if Path(r).is_dir()}))
+
+
 def checked_bases(run, excluded):
     """(cfg, base seed, model, tokenizer) for each base of a run, from the cache, if it reproduces the run's
     forum-format base rate to 1e-5 (else it was rebuilt since, on another machine: appended to `excluded`)."""

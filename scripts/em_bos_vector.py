@@ -59,7 +59,7 @@ from data.tokenizer import pad_right  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from eval import fmt_ratio, mean_ci, summarize  # noqa: E402
 from train import check_out, cli, distinct, pyplot, read_json, script_args  # noqa: E402
-from em_base_pull import check_runs, checked_bases, distinct_bases  # noqa: E402
+from em_base_pull import check_runs, checked_bases, distinct_pooled_bases  # noqa: E402
 import em_optimizer_parts as OP  # noqa: E402
 import em_value_sources as VS  # noqa: E402
 
@@ -345,9 +345,7 @@ def main(argv):
         rows, arm, at, runs = [r for h in held for r in h[kind]], held[0]["arm"], held[0]["at"], []
         if len({(r["run"], r["world"]) for r in rows}) < len(rows):
             sys.exit("--pool: a base appears twice (the same file given twice?)")
-        # files of two runs on one base (another out_dir, or another fine-tune setting, on the same pretraining
-        # seeds) counted it as two bases, which the runs given directly refuse; a run no longer here goes unchecked
-        distinct_bases(sorted({str(Path(r["run"]).resolve()) for r in rows if Path(r["run"]).is_dir()}))
+        distinct_pooled_bases(r["run"] for r in rows)  # as the runs given directly are
         pull = kind == "pullback"
     check_runs(runs)
     OP.check_rebuildable(runs)  # every mode starts each base with the rebuild of its fine-tune

@@ -42,7 +42,7 @@ from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from eval import summarize  # noqa: E402
 from train import check_out, cli, pyplot, read_json, script_args  # noqa: E402
-from em_base_pull import check_runs, checked_bases, distinct_bases  # noqa: E402
+from em_base_pull import check_runs, checked_bases, distinct_pooled_bases  # noqa: E402
 import em_optimizer_parts as OP  # noqa: E402
 
 MARKERS = {"bos": ("<bos>",), "format": ("<asst>", "<forum>"), "u": ("<u>",), "speaker": ("<a>", "<r>")}
@@ -189,9 +189,7 @@ def main(argv):
         bases = [(r["run"], r["world"]) for r in rows["late"]]
         if len(set(bases)) < len(bases):
             sys.exit("a base is in two of the files (or one file is given twice): each base counts once")
-        # files of two runs on one base (another out_dir, or another fine-tune setting, on the same pretraining
-        # seeds) counted it as two bases, which the runs given directly refuse; a run no longer here goes unchecked
-        distinct_bases(sorted({str(Path(r["run"]).resolve()) for r in rows["late"] if Path(r["run"]).is_dir()}))
+        distinct_pooled_bases(r["run"] for r in rows["late"])  # as the runs given directly are
         if kinds:  # the table below does not say which fine-tune it pooled: this line does
             arm, fmt = kinds.pop()
             print(f"pooled: the {arm} fine-tune, off-domain increase in the {fmt} format")

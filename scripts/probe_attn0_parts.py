@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from em_base_pull import check_runs, checked_bases, distinct_bases  # noqa: E402
+from em_base_pull import check_runs, checked_bases, distinct_pooled_bases  # noqa: E402
 from em_first_step import arm_grads, scored_step  # noqa: E402
 import em_optimizer_parts as OP  # noqa: E402
 from eval import fmt_ratio  # noqa: E402
@@ -71,7 +71,7 @@ def main(argv):
         # though the runs given directly are refused
         if len({(str(Path(r).resolve()), p) for r, p in bases}) < len(bases):
             sys.exit("--pool: a base appears twice (the same run in two files?)")
-        distinct_bases(sorted({str(Path(r).resolve()) for r, _ in bases if Path(r).is_dir()}))
+        distinct_pooled_bases(r for r, _ in bases)
         runs = []
     check_runs(runs)
     OP.check_rebuildable(runs)  # (found at the late update's rebuild, after the bases before it)

@@ -91,7 +91,8 @@ for lr in lrs:
         print(f"{optimizer} {student_trains} lr {lr:g} {schedule} T {temperature:g} step {step}: P(owl) {S.animal_rates(model, tok)[0]['owl']:.4f}, "
               f"KL(teacher || student) {kl:.5f} = {kl / kl0:.2f} of the base's", flush=True)
     t0 = time.time()
-    finetune(model, data, steps=steps, batch_size=32, lr=lr, seed=1, at={250} & set(range(steps + 1)) | set(range(500, steps + 1, 500)),
+    at = {s for s in (250, *range(500, steps + 1, 500)) if s <= steps}  # step 250, then every 500, as far as it runs
+    finetune(model, data, steps=steps, batch_size=32, lr=lr, seed=1, at=at,
              on_eval=report, teacher=teacher.logits, subset=S.number_ids(tok), schedule=schedule,
              temperature=temperature, optimizer=optimizer, trains=student_trains)
     print(f"{time.time() - t0:.0f} s", flush=True)
