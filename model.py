@@ -268,6 +268,8 @@ class Attention(nn.Module):
             allowed = attn_mask if attn_mask is not None else torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
             scores = (q @ k.transpose(-2, -1)) / math.sqrt(k.shape[-1])  # [B, nh, T, S]
             att = scores.masked_fill(~allowed, float("-inf")).softmax(-1)  # [B, nh, T, S]
+            # softmax's backward reads its output: under autograd the hook gets a copy, so it may edit in place
+            att = att.clone() if att.requires_grad else att
             # a hook may also edit the pattern in place (and return it, or None): seen by the version counter, or,
             # for an inference tensor (which has none), by a copy (NaN == NaN there: a NaN row is no edit)
             before = att.clone() if att.is_inference() else att._version
@@ -275,7 +277,8 @@ class Attention(nn.Module):
             edited = _changed(att, before) if att.is_inference() else att._version != before
             if hooked is not att or edited:  # a hook replaced or edited the pattern: attend with it
                 y = hooked.to(v.dtype) @ v  # [B, nh, T, hs]
-        y = self.z(y)  # [B, nh, T, hs], each head's output
+        # so does SDPA's backward (e.g. zeroing a head in place while training)
+        y = self.z(y.clone() if y.requires_grad and self.z._forward_hooks else y)  # [B, nh, T, hs], each head's output
         y = y.transpose(1, 2).reshape(B, T, C)  # [B, T, C]
         return self.proj(y)
 
