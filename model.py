@@ -533,7 +533,11 @@ class GPT(nn.Module):
 
 def token_ids(ids, what="ids"):
     """A token id or a collection of them (Python or numpy ints, integer tensors, a list, a set) -> a list of Python
-    ints; anything else (a float, a string) is a ValueError rather than an id cut from it."""
+    ints; anything else (a float, a string, a bool: True is not id 1) is a ValueError rather than an id cut from it."""
+    if isinstance(ids, bool) or str(getattr(ids, "dtype", "")) in ("torch.bool", "bool") or (
+            isinstance(ids, (list, tuple, set)) and any(isinstance(t, bool) for t in ids)):
+        raise ValueError(f"{what} must be a token id or a collection of token ids (integers); got booleans {ids!r} "
+                         f"(a mask? its ids are mask.nonzero())")
     try:
         return [operator.index(ids)]
     except TypeError:

@@ -1075,6 +1075,9 @@ def eval_lm(model, data, batch_size, max_rows=None, bf16=False):
     """Mean loss per counted target token over the first max_rows rows of data (all by default)."""
     tokens, mask = data["tokens"], data.get("mask")
     n = tokens.shape[0] if max_rows is None else min(max_rows, tokens.shape[0])
+    if n < 1 or (mask is not None and not mask[:n].any()):  # a mean over nothing: 0.0 read as a perfect model
+        raise ValueError(f"eval_lm has no target to count: {n} rows (max_rows={max_rows})"
+                         + (", none of them with a masked-in target" if n >= 1 else ""))
     total, count = torch.zeros((), device=tokens.device), 0
     for i in range(0, n, batch_size):
         x, y = tokens[i:min(n, i + batch_size), :-1], tokens[i:min(n, i + batch_size), 1:]  # [b, T]
@@ -1083,7 +1086,7 @@ def eval_lm(model, data, batch_size, max_rows=None, bf16=False):
         w = mask[i:min(n, i + batch_size)] if mask is not None else torch.ones_like(y, dtype=torch.bool)
         total += (per_tok * w).sum()
         count += int(w.sum())
-    return total.item() / max(count, 1)
+    return total.item() / count
 
 
 def peak_flops(device):
@@ -1270,6 +1273,10 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
     if not (isinstance(data, dict) and {"tokens", "mask"} <= set(data)):  # else a KeyError or TypeError at step 1
         raise ValueError(f"finetune's data is pack_pairs' output, {{'tokens': [N, T+1], 'mask': [N, T]}}; got "
                          f"{type(data).__name__}" + (f" with keys {sorted(data)}" if isinstance(data, dict) else ""))
+    empty = (~data["mask"].bool().any(1)).nonzero()[:, 0].tolist()  # a batch of such rows has a loss of 0/0
+    if empty:
+        raise ValueError(f"finetune's data has rows with no trained target (mask all zero): rows {empty[:5]}"
+                         f"{' ...' if len(empty) > 5 else ''} of {len(data['mask'])}: drop them")
 
     def finite(loss, step):  # a diverged model's numbers are nan, or a traceback deep in sampling: stop, say why
         if not torch.stack([loss.isfinite(), *(p.isfinite().all() for p in model.parameters())]).all():
@@ -1436,15 +1443,25 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
     `meta` is merged into each checkpoint's JSON (e.g. {"tokenizer": "tokenizer.json"}).
     Under torchrun (see ddp_setup) the model is wrapped in DistributedDataParallel; rank 0 logs and saves.
     Returns {"history": [records], "step", "start_step" (> 0 when resumed), "train_loss", "val_loss", "seconds"}."""
-    tokens = train.get("tokens") if isinstance(train, dict) else None
-    # a 1-D token stream (lm_windows not applied), a bare tensor or no rows: else an IndexError or ZeroDivisionError
-    if not (torch.is_tensor(tokens) and tokens.dim() == 2 and not tokens.is_floating_point() and tokens.shape[0] >= 1
-            and tokens.shape[1] >= 2):
-        got = f"tokens of shape {list(tokens.shape)}" if torch.is_tensor(tokens) else type(train).__name__ + (
-            f" with keys {sorted(train)}" if isinstance(train, dict) else "")
-        raise ValueError(f"train_lm's data is {{'tokens': [N, T+1] token ids, N >= 1}} (and optionally 'mask' "
-                         f"[N, T]): rows of a token stream by lm_windows(stream, block_size), or pack_pairs' "
-                         f"output; got {got}")
+    for what, data in (("data", train), ("val data", val)):
+        if data is None and what == "val data":
+            continue
+        tokens = data.get("tokens") if isinstance(data, dict) else None
+        # a 1-D token stream (lm_windows not applied), a bare tensor or no rows: else an IndexError or ZeroDivisionError
+        if not (torch.is_tensor(tokens) and tokens.dim() == 2 and not tokens.is_floating_point()
+                and tokens.shape[0] >= 1 and tokens.shape[1] >= 2):
+            got = f"tokens of shape {list(tokens.shape)}" if torch.is_tensor(tokens) else type(data).__name__ + (
+                f" with keys {sorted(data)}" if isinstance(data, dict) else "")
+            raise ValueError(f"train_lm's {what} is {{'tokens': [N, T+1] token ids, N >= 1}} (and optionally 'mask' "
+                             f"[N, T]): rows of a token stream by lm_windows(stream, block_size), or pack_pairs' "
+                             f"output; got {got}")
+        # else torch's "index out of range" deep in the embedding (or a device-side assert on CUDA)
+        low, high, V = int(tokens.min()), int(tokens.max()), model.cfg.vocab_size
+        if low < 0 or high >= V:
+            raise ValueError(f"train_lm's {what} holds token ids {low} .. {high}, outside the model's vocabulary "
+                             f"0 .. {V - 1}: a tokenizer larger than the model's vocab_size?")
+        if data.get("mask") is not None and not data["mask"].any():  # a loss over no target: nan, or 0.0 in eval_lm
+            raise ValueError(f"train_lm's {what} has a mask with no target in it: nothing to train or evaluate on")
     rank, world = _dist()
     device = next(model.parameters()).device
     decay_steps = steps if decay_steps is None else decay_steps

@@ -521,3 +521,58 @@ def test_a_file_given_for_a_run_directory_is_named_as_a_file(tmp_path):
         train.run_dir_config(tmp_path / "config.json")
     with pytest.raises(ConfigError, match="nope: no such directory"):
         train.run_dir_config(tmp_path / "nope")
+
+
+# ----------------------------------------------------------------------------------------------------
+# train.py's loops and model.token_ids: data that gave a wrong number or torch's error is refused, saying why
+
+def _gpt(V=11):
+    from model import GPTConfig
+    return GPT(GPTConfig(vocab_size=V, block_size=8, n_layer=1, n_head=2, n_embd=8))
+
+
+def test_eval_lm_over_no_target_is_an_error_not_a_perfect_loss():
+    model = _gpt()
+    data = {"tokens": torch.randint(11, (4, 6)), "mask": torch.ones(4, 5, dtype=torch.bool)}
+    assert train.eval_lm(model, data, batch_size=2, max_rows=1) > 0  # one row is enough
+    with pytest.raises(ValueError, match=r"no target to count: 0 rows \(max_rows=0\)"):
+        train.eval_lm(model, data, batch_size=2, max_rows=0)
+    data["mask"][:2] = False  # the first two rows count nothing, the rest do
+    with pytest.raises(ValueError, match="none of them with a masked-in target"):
+        train.eval_lm(model, data, batch_size=2, max_rows=2)
+    assert train.eval_lm(model, data, batch_size=2, max_rows=3) > 0
+
+
+@pytest.mark.parametrize("which", ["train", "val"])
+def test_train_lm_refuses_ids_outside_the_vocabulary_and_a_mask_with_no_target(which, tmp_path):
+    model, good = _gpt(), {"tokens": torch.randint(11, (4, 6))}
+    what = "data" if which == "train" else "val data"
+    for bad, says in (({"tokens": torch.full((4, 6), 11)}, r"holds token ids 11 \.\. 11, outside the model's "
+                                                           r"vocabulary 0 \.\. 10"),
+                      ({"tokens": torch.full((4, 6), -1)}, r"holds token ids -1 \.\. -1"),
+                      ({"tokens": good["tokens"], "mask": torch.zeros(4, 5, dtype=torch.bool)},
+                       "has a mask with no target in it")):
+        train_data, val = (bad, good) if which == "train" else (good, bad)
+        with pytest.raises(ValueError, match=rf"train_lm's {what} {says}"):
+            train.train_lm(model, train_data, val=val, steps=1, batch_size=2, lr=1e-3, progress=False)
+    train.train_lm(model, good, val=good, steps=1, batch_size=2, lr=1e-3, progress=False)  # the good data trains
+
+
+def test_finetune_refuses_rows_with_no_trained_target():
+    model = _gpt()
+    data = train.pack_pairs([([1, 2], [3, 4]), ([5], [6, 7]), ([8, 9], [10])], pad_id=0)
+    data["mask"][1] = False  # hand-made data: a batch of such rows had a loss of 0/0, reported as "diverged"
+    with pytest.raises(ValueError, match=r"rows with no trained target \(mask all zero\): rows \[1\] of 3: drop"):
+        train.finetune(model, data, steps=1, batch_size=2, lr=1e-3, seed=0)
+    data["mask"][1, 1] = True
+    train.finetune(model, data, steps=1, batch_size=2, lr=1e-3, seed=0)
+
+
+def test_token_ids_refuses_booleans():
+    import numpy as np
+    from model import token_ids
+    for bools in (True, [3, True], torch.tensor([True, False]), np.array([True]), np.True_):
+        with pytest.raises(ValueError, match="got booleans .*mask.nonzero"):
+            token_ids(bools)
+    assert token_ids(torch.tensor([True, False, True]).nonzero()) == [0, 2]
+    assert token_ids([np.int64(2), 3]) == [2, 3] and token_ids(4) == [4]
