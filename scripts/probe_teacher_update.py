@@ -27,7 +27,10 @@ if sys.argv[1:2] and sys.argv[1].startswith("-"):  # an option: it takes none
 torch.set_num_threads(1)
 cfg = S.Config(arms=("soft",), animals=("owl",))
 try:  # a mistyped argument: one line and the usage, before any work (not a traceback after the first teacher)
-    p = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+    try:
+        p = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+    except ValueError:  # int()'s own message does not say which argument
+        raise ValueError(f"P {sys.argv[1]!r}: expected a base seed, an integer") from None
     teachers = sys.argv[2:] or ["adamw:3e-4", "sgd:0.1"]
     for spec in teachers:
         opt, _, lr = spec.partition(":")

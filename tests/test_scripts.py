@@ -1516,6 +1516,8 @@ def test_em_optimizer_parts_checks_adamw_against_the_runs_own_trajectory(tmp_pat
     assert list(sweep) == ["adamw", "beta1_0", "beta1_0.99"] and sweep["beta1_0.99"]["betas"] == (0.99, 0.999)
     check_refused(lambda *a: op.main(list(a)), str(tmp_path), "--beta1=0,x", match="numbers in")
     check_refused(lambda *a: op.main(list(a)), str(tmp_path), "--beta1=1.5", match="numbers in")
+    for twice in ("0.5,0.5", "0.5,.50"):  # one value twice was trained once, silently
+        check_refused(lambda *a: op.main(list(a)), str(tmp_path), f"--beta1={twice}", match="names a value twice")
 
 
 def test_analysis_scripts_name_a_base_missing_from_the_cache(tmp_path):
