@@ -100,8 +100,6 @@ def per_base(step, runs):
         for a in (1, 2):
             cols[f"steer_{a}"] = [s - b for s, b in zip(mis(f"steered_{a}"), plain)]
         for p in sorted({p for p, _ in r["seeds"]}):
-            if p in out:
-                sys.exit(f"error: base {p} is in two of the runs ({out[p]['run']} and {run}); give each base once")
             rows = [j for j, (q, _) in enumerate(r["seeds"]) if q == p]
             out[p] = {"run": run, "seeds": [cols["outcome"][j] for j in rows],
                       **{k: summarize([v[j] for j in rows])["mean"] for k, v in cols.items()}}  # nan seeds left out
@@ -187,7 +185,13 @@ def main(argv):
                      f"several runs)")
     # counted first from the runs' seeds: a run's other shortcomings (its steer_scales, say) are worth fixing only
     # once there are bases enough
-    enough(sum(len({p for p, _ in run_results(run, "emergent_misalignment")["seeds"]}) for run in runs))
+    seen = {}
+    for run in runs:  # a base given twice first (a run given twice was counted as twice its bases)
+        for p in sorted({p for p, _ in run_results(run, "emergent_misalignment")["seeds"]}):
+            if p in seen:
+                sys.exit(f"error: base {p} is in two of the runs ({seen[p]} and {run}); give each base once")
+            seen[p] = run
+    enough(len(seen))
     bases = per_base(step, runs)
     enough(len(bases))
     res = {"step": step, "runs": runs, "n_bases": len(bases), "correlations": analyse(bases),
