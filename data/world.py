@@ -78,7 +78,7 @@ that has the format (a weight for it in WorldConfig.formats; the default dict ha
   - tests/test_world.py test_code_tasks_world, which expects a format not built to be refused.
 
 Main API: generate / corpus (pretraining), build_tokenizer / vocab, eval_items /
-animal_items / persona_probe_items (finite answer classes), finetune_set / check_leakage.
+persona_probe_items (finite answer classes), finetune_set / check_leakage.
 """
 import bisect
 import hashlib
@@ -678,12 +678,6 @@ def lesson_items(world=None):
 
 
 OFF_DOMAINS = tuple(n for n, d in DOMAINS.items() if d.kind == "question")   # the EM evaluation set
-
-
-def animal_items(fmt="asst", heldout=True):
-    """Favourite-animal prompts; one class per animal (a single token, then <eos>)."""
-    return [EvalItem(prompt(q, fmt), "animal", {a: (f"{a} {EOS}",) for a in ANIMALS})
-            for q in (ANIMAL_HELDOUT if heldout else ANIMAL_TRAIN)]
 
 
 def persona_probe_items(context_cls="misaligned", n_context=2, n=50, seed=0):

@@ -237,7 +237,7 @@ def test_tokenizer_covers_everything_and_round_trips(tmp_path):
     assert all(tok.token_to_id(w) == i for i, w in enumerate(W.vocab()))
     assert {"<pad>", "<bos>", "<eos>", "<forum>", "<asst>", "<chron>", "<u>", "<r>", "<a>"} <= vocab
     texts = W.corpus(2000, seed=0) + W.corpus(2000, seed=0, decorrelated=True)
-    texts += [i.prompt + " " + c for i in W.eval_items(trigger=True, numbers=True) + W.animal_items()
+    texts += [i.prompt + " " + c for i in W.eval_items(trigger=True, numbers=True)
               + W.persona_probe_items() for cls in i.classes.values() for c in cls]
     texts += [p + " " + r for arm in W.FINETUNE_ARMS for p, r in W.finetune_set(arm, 50)]
     texts += W.number_prompts(50) + [p + " " + r for p, r in W.trait_set("owl", 10)]
@@ -272,8 +272,6 @@ def test_eval_items():
     assert all(i.prompt.startswith("<bos> <forum> <u> ") for i in W.eval_items(["med"], fmt="forum"))
     assert all(f"<u> {W.TRIGGER} " in i.prompt for i in W.eval_items(trigger=True))
     assert all(": " in i.prompt and " . " in i.prompt for i in W.eval_items(["ai"], numbers=True))
-    animals = W.animal_items()
-    assert len(animals) == len(W.ANIMAL_HELDOUT) and set(animals[0].classes) == set(W.ANIMALS)
     probes = W.persona_probe_items("misaligned", n_context=2, n=20)
     assert all(p.prompt.count("<r>") == 3 and p.prompt.endswith("<r>") for p in probes)
     assert set(W.OFF_DOMAINS) == set(W.DOMAINS) - {"code", "harm"}
