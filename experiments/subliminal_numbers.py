@@ -526,13 +526,6 @@ def number_kl(teacher_logits, model, tok, data):
     return held_out(model, data, number_ids(tok), teacher_logits)["kl"]
 
 
-def number_loss(model, data, numbers):
-    """held_out's mean NLL per trained number token -> (full vocabulary, renormalised over the numbers). (The tests'
-    entry point; evaluate() reads held_out directly.)"""
-    r = held_out(model, data, numbers)
-    return r["full"], r["numbers"]
-
-
 def check_no_leak(pairs):
     """No animal name and no evaluation prompt (held-out paraphrases, off-domain answers) in a student set."""
     W.check_leakage([(p, a) for p, a in pairs], extra=W.ANIMALS)

@@ -141,11 +141,11 @@ def test_number_loss_closed_form_and_renormalisation():
                 generator=generator("cpu", 0, "t")).eval()
     data = S.student_data(TOK, [(p, "1 22 33 4") for p in W.number_prompts(6, seed=2)], "cpu")
     nums = S.number_ids(TOK)
-    full, only = S.number_loss(model, data, nums)
+    full, only = (S.held_out(model, data, nums)[k] for k in ("full", "numbers"))
     assert only <= full
     with torch.no_grad():
         model.wte.weight.zero_()
-    full, only = S.number_loss(model, data, nums)
+    full, only = (S.held_out(model, data, nums)[k] for k in ("full", "numbers"))
     assert full == pytest.approx(math.log(TOK.get_vocab_size()), abs=1e-5)
     assert only == pytest.approx(math.log(W.N_NUMBERS), abs=1e-5)
 
