@@ -9,8 +9,7 @@ Text is split on whitespace (and around the special tokens, even glued to a word
 every word of the vocabulary (punctuation included) is one token
 and decode(encode(text), skip_special_tokens=False) gives back the text with single spaces (decode's default,
 the `tokenizers` library's, drops the special tokens: <bos>, <eos>, <pad>). A word outside the vocabulary is an
-error, unless an `unk` token is given: a synthetic world knows its vocabulary exactly, and a silent
-<unk> would hide a generator bug.
+error: a synthetic world knows its vocabulary exactly, and a silent <unk> would hide a generator bug.
 """
 import os
 from pathlib import Path
@@ -23,14 +22,14 @@ from data import DataError
 SPECIALS = ("<pad>", "<bos>", "<eos>")  # ids 0, 1, 2 when listed first, as word_tokenizer does by default
 
 
-def word_tokenizer(words, specials=SPECIALS, unk=None):
-    """A WordLevel tokenizer: ids follow the order of `specials` + `unk` (if given) + `words` (duplicates dropped)."""
+def word_tokenizer(words, specials=SPECIALS):
+    """A WordLevel tokenizer: ids follow the order of `specials` + `words` (duplicates dropped)."""
     vocab = {}
-    for w in [*specials, *([unk] if unk else []), *words]:
+    for w in [*specials, *words]:
         if not w or any(c.isspace() for c in w):
             raise ValueError(f"vocabulary entries must be non-empty and without spaces, got {w!r}")
         vocab.setdefault(w, len(vocab))
-    tok = Tokenizer(models.WordLevel(vocab, unk_token=unk))  # unk None: unknown words raise
+    tok = Tokenizer(models.WordLevel(vocab))  # no unk token: unknown words raise
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.add_special_tokens(list(specials))  # already in the vocabulary: marks them special, keeps their ids
     return tok
