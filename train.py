@@ -352,15 +352,15 @@ def read_json(path, what, keys=()):
     return obj
 
 
-def seed_args(args, what="base seed"):
+def seed_args(args):
     """Seeds given as a script's positional arguments -> ints, or a ConfigError naming the one that is not (int() said
     only "invalid literal", in a traceback)."""
     bad = [a for a in args if not a.isdecimal()]
     if bad:
-        raise ConfigError(f"{bad[0]!r} is not a {what} (a whole number >= 0)")
+        raise ConfigError(f"{bad[0]!r} is not a base seed (a whole number >= 0)")
     seeds = [int(a) for a in args]
     if twice := sorted({s for s in seeds if seeds.count(s) > 1}):  # it counted twice in the probes' means
-        raise ConfigError(f"{what} {twice[0]} is given twice: give each once")
+        raise ConfigError(f"base seed {twice[0]} is given twice: give each once")
     return seeds
 
 
@@ -1018,7 +1018,7 @@ class TooLongError(ValueError):
     malformed pair so that callers can say what to do about the length."""
 
 
-def pack_pairs(pairs, pad_id, device="cpu", block_size=None):
+def pack_pairs(pairs, pad_id, block_size=None):
     """(prompt ids, response ids) pairs -> {"tokens": [N, T+1], "mask": [N, T]}: each row is prompt +
     response, right-padded with pad_id; the mask selects the targets that are response tokens (append
     the end token to each response yourself, so that the model learns to stop). T+1 is the longest row."""
@@ -1038,7 +1038,7 @@ def pack_pairs(pairs, pad_id, device="cpu", block_size=None):
             raise ValueError(f"pair {i}: prompt and response need at least one token each")
         tokens[i, :len(p) + len(r)] = torch.as_tensor(list(p) + list(r))
         mask[i, len(p) - 1:len(p) + len(r) - 1] = True  # target t is token t+1: the response tokens
-    return {"tokens": tokens.to(device), "mask": mask.to(device)}
+    return {"tokens": tokens, "mask": mask}
 
 
 def stream_rows(n_rows, seed, start, count, device, perms=None):

@@ -672,7 +672,7 @@ def aggregate(cfg, units):
     return res
 
 
-def ablation_effect(abl, metric="offdomain_misaligned"):
+def ablation_effect(abl):
     """What projecting out the evil direction removes from the insecure model, per seed (points) and as a
     fraction of its increase over the base. The per-seed fraction is ill-defined where a seed's increase is
     ~0 (a base without the effect), so the ratio of the means is the headline; both are kept (the per-seed one
@@ -681,7 +681,7 @@ def ablation_effect(abl, metric="offdomain_misaligned"):
     with the increase that is left when both models are ablated (a secondary reading). The mean-ablation
     (where present) gets the same numbers under `mean_ablation_`; `patched_` is the converse, the base with
     the insecure model's coordinate, as a fraction of the same increase."""
-    v = lambda k: abl[k][metric]["per_seed"]
+    v = lambda k: abl[k]["offdomain_misaligned"]["per_seed"]
     ins, base = v("insecure"), v("base")
     inc = [i - b for i, b in zip(ins, base)]
     out = {}
