@@ -692,7 +692,7 @@ class Run:
                               f"--out_dir") from None
         except OSError as e:  # no permission, a read-only disk, a name too long
             raise ConfigError(f"out_dir {self.dir}: cannot create it ({e.strerror}): pass another --out_dir") from None
-        self.metrics_path = self.dir / "metrics.jsonl"
+        self.metrics_path, self.rank0 = self.dir / "metrics.jsonl", rank0
         if not rank0:
             return
         write_json(self.dir / "config.json", {"experiment": experiment, **dataclasses.asdict(cfg)})
@@ -735,10 +735,14 @@ class Run:
         })
 
     def log(self, **record):
+        if not self.rank0:  # under torchrun the run's files are rank 0's: another rank's lines would repeat its own
+            return
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
 
     def save_results(self, results, table_md):
+        if not self.rank0:
+            return
         write_json(self.dir / "results.json", results)
         write_text(self.dir / "results.md", table_md + "\n")
 

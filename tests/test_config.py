@@ -263,8 +263,13 @@ def test_resume_false_recomputes_and_leaves_nothing_old_to_read(cfg_file, tmp_pa
     (out / "notes.txt").write_text("mine")
     old_run = sorted(f.name for f in out.iterdir())
     monkeypatch.setenv("RANK", "1")  # under torchrun the other ranks remove nothing (rank 0 does)
-    train.Run(dataclasses.replace(cfg, resume=False), "subliminal_mnist")
+    other = train.Run(dataclasses.replace(cfg, resume=False), "subliminal_mnist")
     assert sorted(f.name for f in out.iterdir()) == old_run
+    metrics = (out / "metrics.jsonl").read_text()
+    other.log(step=2)  # ... and write nothing: rank 0's metrics and results are the run's
+    other.save_results({"other": 1}, "another rank's table")
+    assert (out / "metrics.jsonl").read_text() == metrics
+    assert json.loads((out / "results.json").read_text()) == {"old": 1}
     monkeypatch.delenv("RANK")
     # resume is how a run is started, not what it computes: it never makes a directory "another config"
     with pytest.raises(ConfigError, match="holds a run of another experiment"):  # nor deletes another's
