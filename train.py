@@ -556,11 +556,11 @@ def cut_short(file):
 STARTED = time.time()  # about when this process began: a file older than it is no write of this command's
 
 
-def remove_cut_short(folder):
+def remove_cut_short(folder, pattern="*.tmp"):
     """Delete the temporary files (cut_short) that commands killed mid-write left in `folder` (a model's weights can
     be large; not in its subfolders, where a run writes nothing: the user's) -> how many. Called only where this
     process holds the folder's lock, so that a file older than this process is no other command's write still going."""
-    gone = [f for f in Path(folder).glob("*.tmp") if cut_short(f) and f.is_file() and f.stat().st_mtime < STARTED]
+    gone = [f for f in Path(folder).glob(pattern) if cut_short(f) and f.is_file() and f.stat().st_mtime < STARTED]
     for f in gone:
         f.unlink(missing_ok=True)
     return len(gone)
@@ -1815,7 +1815,9 @@ def run_experiment(argv):
         with contextlib.suppress(OSError):  # a file in the way: Run says so
             out.mkdir(parents=True, exist_ok=True)
         held = lock_run_dir(out) if out.is_dir() else None
-        if held is not None and was_run and (n := remove_cut_short(out)):
+        # a folder without a run's config.json may be the user's: only a run's first write (config.json), cut short
+        # by a kill, goes there (it stayed after the rerun that then made the run)
+        if held is not None and (n := remove_cut_short(out, "*.tmp" if was_run else "config.json.*.tmp")):
             print(f"removed {n} temporary file(s) that a command stopped mid-write left in {out}")
     run = None
     try:
