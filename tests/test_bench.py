@@ -229,7 +229,11 @@ def test_bench_gpt_on_a_second_card_names_and_runs_on_that_card(monkeypatch, cap
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: f"card {device}")
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
     monkeypatch.setattr(torch._dynamo, "reset", lambda: None)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", torch.backends.cuda.matmul.allow_tf32)  # restored
+    # the cuBLAS flag bench sets, on a stand-in: torch.backends.cuda.matmul keeps it behind __getattr__/__setattr__,
+    # not in its __dict__, so pytest 9.2's monkeypatch (which restores an instance attribute from its __dict__)
+    # undid it with a delattr that raised, leaving torch.cuda stubbed as a GPU for every later test
+    matmul = SimpleNamespace(allow_tf32=False)
+    monkeypatch.setattr(torch.backends.cuda, "matmul", matmul)
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", torch.backends.cudnn.allow_tf32)
     devices, train_case, sample_case = [], bench.bench_gpt_train, bench.bench_gpt_sample
     monkeypatch.setattr(bench, "bench_gpt_train", lambda *a, **kw: devices.append(a[3]) or train_case(*a, **kw))
@@ -238,6 +242,7 @@ def test_bench_gpt_on_a_second_card_names_and_runs_on_that_card(monkeypatch, cap
     out = capsys.readouterr().out
     assert out.startswith("GPT benchmarks on card cuda:1, torch ") and "\ncard cuda:1, torch " in out
     assert len(calls) == 7 and devices == [torch.device("cuda", 1)] * 7
+    assert matmul.allow_tf32  # a CUDA run's matmuls in TF32
 
 
 def test_bench_gpt_skips_cases_past_its_budget(monkeypatch, capsys):
