@@ -312,7 +312,8 @@ def test_resume_false_recomputes_and_leaves_nothing_old_to_read(cfg_file, tmp_pa
         train.Run(cfg, "lm")
     (out / "config.json").write_text('{"experiment": "subliminal_mnist", "m": ')  # cut short
     for resume in (True, False):
-        with pytest.raises(ConfigError, match="is not readable JSON.*delete that file and rerun with --resume=False"):
+        with pytest.raises(ConfigError, match="is not readable JSON.*put back a copy of that file to resume.*"
+                                              "delete it and rerun with --resume=False"):
             train.Run(dataclasses.replace(cfg, resume=resume), "subliminal_mnist")
     (out / "config.json").unlink()  # as the message says: the folder is then cleared
     (out / "results.json").write_text("{}")
