@@ -225,6 +225,10 @@ def test_an_in_place_edit_under_autograd_has_the_gradients_of_an_edited_copy(nam
     torch.testing.assert_close(loss, want_loss)
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w)
+    # the hook's tensor keeps its graph: the other head's queries and keys still learn through the edited pattern
+    # (a detached copy would have both ways agree, with no gradient for them)
+    C = model.cfg.n_embd
+    assert got[[n for n, _ in model.named_parameters()].index("blocks.1.attn.qkv.weight")][:2 * C].abs().sum() > 0
 
 
 @pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
