@@ -571,7 +571,7 @@ def test_finetune_refuses_rows_with_no_trained_target():
 def test_token_ids_refuses_booleans():
     import numpy as np
     from model import token_ids
-    for bools in (True, [3, True], torch.tensor([True, False]), np.array([True]), np.True_):
+    for bools in (True, [3, True], (3, True), {True}, torch.tensor([True, False]), np.array([True]), np.True_):
         with pytest.raises(ValueError, match="got booleans .*mask.nonzero"):
             token_ids(bools)
     assert token_ids(torch.tensor([True, False, True]).nonzero()) == [0, 2]
