@@ -534,8 +534,9 @@ class GPT(nn.Module):
 def token_ids(ids, what="ids"):
     """A token id or a collection of them (Python or numpy ints, integer tensors, a list, a set) -> a list of Python
     ints; anything else (a float, a string, a bool: True is not id 1) is a ValueError rather than an id cut from it."""
-    if isinstance(ids, bool) or str(getattr(ids, "dtype", "")) in ("torch.bool", "bool") or (
-            isinstance(ids, (list, tuple, set)) and any(isinstance(t, bool) for t in ids)):
+    boolean = lambda t: isinstance(t, bool) or str(getattr(t, "dtype", "")) in ("torch.bool", "bool")
+    # (a list of a mask's elements, list(mask), holds 0-d bool tensors: operator.index made them ids 0 and 1)
+    if boolean(ids) or (isinstance(ids, (list, tuple, set)) and any(boolean(t) for t in ids)):
         raise ValueError(f"{what} must be a token id or a collection of token ids (integers); got booleans {ids!r} "
                          f"(a mask? its ids are mask.nonzero())")
     try:

@@ -571,8 +571,11 @@ def test_finetune_refuses_rows_with_no_trained_target():
 def test_token_ids_refuses_booleans():
     import numpy as np
     from model import token_ids
-    for bools in (True, [3, True], (3, True), {True}, torch.tensor([True, False]), np.array([True]), np.True_):
+    mask = torch.tensor([True, False, True])
+    for bools in (True, [3, True], (3, True), {True}, torch.tensor([True, False]), np.array([True]), np.True_,
+                  list(mask), [2, np.True_]):  # list(mask) was ids [1, 0, 1]
         with pytest.raises(ValueError, match="got booleans .*mask.nonzero"):
             token_ids(bools)
-    assert token_ids(torch.tensor([True, False, True]).nonzero()) == [0, 2]
+    assert token_ids(mask.nonzero()) == [0, 2]
     assert token_ids([np.int64(2), 3]) == [2, 3] and token_ids(4) == [4]
+    assert token_ids(list(torch.tensor([5, 6]))) == [5, 6]  # integer tensors in a list are ids
