@@ -535,11 +535,13 @@ def test_eval_lm_over_no_target_is_an_error_not_a_perfect_loss():
     model = _gpt()
     data = {"tokens": torch.randint(11, (4, 6)), "mask": torch.ones(4, 5, dtype=torch.bool)}
     assert train.eval_lm(model, data, batch_size=2, max_rows=1) > 0  # one row is enough
-    with pytest.raises(ValueError, match=r"no target to count: 0 rows \(max_rows=0\)"):
-        train.eval_lm(model, data, batch_size=2, max_rows=0)
+    for d in (data, {"tokens": data["tokens"]}):  # with a mask or without one (a ZeroDivisionError there)
+        with pytest.raises(ValueError, match=r"no target to count: 0 rows \(max_rows=0\)"):
+            train.eval_lm(model, d, batch_size=2, max_rows=0)
     data["mask"][:2] = False  # the first two rows count nothing, the rest do
-    with pytest.raises(ValueError, match="none of them with a masked-in target"):
-        train.eval_lm(model, data, batch_size=2, max_rows=2)
+    for rows in (1, 2):
+        with pytest.raises(ValueError, match=f"{rows} rows .*none of them with a masked-in target"):
+            train.eval_lm(model, data, batch_size=2, max_rows=rows)
     assert train.eval_lm(model, data, batch_size=2, max_rows=3) > 0
 
 
