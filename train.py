@@ -1080,9 +1080,10 @@ def eval_lm(model, data, batch_size, max_rows=None, bf16=False):
     """Mean loss per counted target token over the first max_rows rows of data (all by default)."""
     tokens, mask = data["tokens"], data.get("mask")
     n = tokens.shape[0] if max_rows is None else min(max_rows, tokens.shape[0])
-    if n < 1 or (mask is not None and not mask[:n].any()):  # a mean over nothing: 0.0 read as a perfect model
-        raise ValueError(f"eval_lm has no target to count: {n} rows (max_rows={max_rows})"
-                         + (", none of them with a masked-in target" if n >= 1 else ""))
+    # a mean over nothing: 0.0 read as a perfect model (rows of one token have no next token: a ZeroDivisionError)
+    if n < 1 or tokens.shape[1] < 2 or (mask is not None and not mask[:n].any()):
+        raise ValueError(f"eval_lm has no target to count: {n} rows (max_rows={max_rows})" + (
+            "" if n < 1 else " of one token each" if tokens.shape[1] < 2 else ", none of them with a masked-in target"))
     total, count = torch.zeros((), device=tokens.device), 0
     for i in range(0, n, batch_size):
         x, y = tokens[i:min(n, i + batch_size), :-1], tokens[i:min(n, i + batch_size), 1:]  # [b, T]

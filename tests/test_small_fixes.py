@@ -543,6 +543,8 @@ def test_eval_lm_over_no_target_is_an_error_not_a_perfect_loss():
         with pytest.raises(ValueError, match=f"{rows} rows .*none of them with a masked-in target"):
             train.eval_lm(model, data, batch_size=2, max_rows=rows)
     assert train.eval_lm(model, data, batch_size=2, max_rows=3) > 0
+    with pytest.raises(ValueError, match="no target to count: 4 rows .* of one token each"):  # no next token
+        train.eval_lm(model, {"tokens": data["tokens"][:, :1]}, batch_size=2)
 
 
 @pytest.mark.parametrize("which", ["train", "val"])
