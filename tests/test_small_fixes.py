@@ -568,6 +568,9 @@ def test_finetune_refuses_rows_with_no_trained_target():
     data["mask"][1] = False  # hand-made data: a batch of such rows had a loss of 0/0, reported as "diverged"
     with pytest.raises(ValueError, match=r"rows with no trained target \(mask all zero\): rows \[1\] of 3: drop"):
         train.finetune(model, data, steps=1, batch_size=2, lr=1e-3, seed=0)
+    many = {"tokens": data["tokens"].repeat(3, 1), "mask": torch.zeros(9, data["mask"].shape[1], dtype=torch.bool)}
+    with pytest.raises(ValueError, match=r"rows \[0, 1, 2, 3, 4\] \.\.\. of 9: drop"):  # the first five, named
+        train.finetune(model, many, steps=1, batch_size=2, lr=1e-3, seed=0)
     data["mask"][1, 1] = True
     train.finetune(model, data, steps=1, batch_size=2, lr=1e-3, seed=0)
 
