@@ -88,7 +88,8 @@ def test_lm_windows_and_pack_pairs():
 @pytest.mark.parametrize("data", [{"tokens": torch.arange(40) % 32}, lm_windows(torch.arange(40) % 32, 16),
                                   {"tokens": torch.zeros(0, 17, dtype=torch.long)},
                                   # float ids (an embedding's error at step 1), one column (no next token to predict)
-                                  {"tokens": torch.zeros(4, 17)}, {"tokens": torch.zeros(4, 1, dtype=torch.long)}])
+                                  {"tokens": torch.zeros(4, 17)}, {"tokens": torch.zeros(4, 1, dtype=torch.long)},
+                                  None])  # (no data: val=None is no validation, data=None an error)
 def test_train_lm_data_that_is_not_rows_says_what_it_takes(data):
     # the token stream itself (no lm_windows), the rows without their dict, no rows: an IndexError or a
     # ZeroDivisionError from inside the loop

@@ -551,15 +551,23 @@ def test_eval_lm_over_no_target_is_an_error_not_a_perfect_loss():
 def test_train_lm_refuses_ids_outside_the_vocabulary_and_a_mask_with_no_target(which, tmp_path):
     model, good = _gpt(), {"tokens": torch.randint(11, (4, 6))}
     what = "data" if which == "train" else "val data"
+    one_off = good["tokens"].clone()
+    one_off[3, 5] = 11  # one id past the vocabulary, in the last row
     for bad, says in (({"tokens": torch.full((4, 6), 11)}, r"holds token ids 11 \.\. 11, outside the model's "
                                                            r"vocabulary 0 \.\. 10"),
                       ({"tokens": torch.full((4, 6), -1)}, r"holds token ids -1 \.\. -1"),
+                      ({"tokens": one_off}, rf"holds token ids {int(one_off.min())} \.\. 11"),
                       ({"tokens": good["tokens"], "mask": torch.zeros(4, 5, dtype=torch.bool)},
-                       "has a mask with no target in it")):
+                       "has a mask with no target in it"),
+                      ({"tokens": good["tokens"][0]}, r"is \{'tokens': \[N, T\+1\] token ids")):  # a 1-D stream
         train_data, val = (bad, good) if which == "train" else (good, bad)
         with pytest.raises(ValueError, match=rf"train_lm's {what} {says}"):
             train.train_lm(model, train_data, val=val, steps=1, batch_size=2, lr=1e-3, progress=False)
     train.train_lm(model, good, val=good, steps=1, batch_size=2, lr=1e-3, progress=False)  # the good data trains
+    # ... and so does a mask with some rows empty (the loss is over the batch's targets: an empty row adds none)
+    partly = {**good, "mask": torch.ones(4, 5, dtype=torch.bool)}
+    partly["mask"][:2] = False
+    train.train_lm(model, partly, val=partly, steps=1, batch_size=2, lr=1e-3, progress=False)
 
 
 def test_finetune_refuses_rows_with_no_trained_target():
