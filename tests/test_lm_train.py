@@ -991,23 +991,31 @@ def test_a_rerun_removes_the_temporary_files_a_killed_command_left(tmp_path, mon
         assert not (cache / "model.safetensors.5.tmp").exists()
 
 
-def test_a_rerun_removes_the_config_json_a_command_killed_at_its_first_write_left(tmp_path, capsys):
+def test_a_rerun_removes_the_config_json_a_command_killed_at_its_first_write_left(tmp_path, monkeypatch, capsys):
     # killed inside the run's first write, config.json, the folder holds its NAME.PID.tmp alone: the rerun that then
     # made the run left it there for good (only a folder with a config.json was cleaned). In a folder that is no run,
-    # another file named like a cut-short write is the user's and stays
+    # another file named like a cut-short write (another JSON's too) is the user's and stays
     import os
     import train
     out = tmp_path / "run"
     out.mkdir()
-    left, kept = out / "config.json.4242.tmp", out / "notes.txt.77.tmp"
-    for f in (left, kept):
+    left, kept = out / "config.json.4242.tmp", [out / "notes.txt.77.tmp", out / "mine.json.78.tmp"]
+    for f in (left, *kept):
         f.write_text('{"experiment": ')
         os.utime(f, (train.STARTED - 60, train.STARTED - 60))
     argv = [str(ROOT / "configs/lm_tiny.py"), "--steps=1", "--warmup=0", "--n_docs=60", "--batch_size=2",
             "--eval_every=0", f"--out_dir={out}"]
     assert train.main(argv) == 0
-    assert not left.exists() and kept.exists() and (out / "results.json").is_file()
+    assert not left.exists() and all(f.exists() for f in kept) and (out / "results.json").is_file()
     assert f"removed 1 temporary file(s) that a command stopped mid-write left in {out}" in capsys.readouterr().out
+    # without file locks (no fcntl) another command may be writing it still: nothing is removed
+    monkeypatch.setattr(train, "fcntl", None)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json.4243.tmp").write_text('{"experiment": ')
+    os.utime(other / "config.json.4243.tmp", (train.STARTED - 60, train.STARTED - 60))
+    assert train.main(argv[:-1] + [f"--out_dir={other}"]) == 0
+    assert (other / "config.json.4243.tmp").exists() and "removed" not in capsys.readouterr().out
 
 
 def test_finetune_refuses_evaluation_steps_without_on_eval_and_pack_pairs_refuses_text():
