@@ -1189,6 +1189,10 @@ def test_em_susceptibility_ranks_bases_and_pools_runs(tmp_path, call):
     check_refused(lambda *v: call("em_susceptibility", *v), "5", a, b, match="steer_scales \\(1.0, 2.0\\)")
     # a run given twice is said first (it was counted as 6 bases, then refused for what else it lacked)
     check_refused(lambda *v: call("em_susceptibility", *v), "5", a, a, match=r"base 0 is in two of the runs")
+    # ... as a base in two different runs (counted twice in the ranks)
+    c = susceptibility_run(tmp_path / "c", [2, 6, 7], [0.02, 0.10, 0.05], [0.01, 0.30, 0.20])
+    check_refused(lambda *v: call("em_susceptibility", *v), "5", a, c,
+                  match=r"base 2 is in two of the runs \(.*a and .*c\)")
     (Path(a) / "results.json").write_text(json.dumps(res_a))
     # em_steer_base's per-base steer_pulled joins as a predictor (here the reverse of the outcome's order)
     for run, ps, vals in ((a, [0, 1, 2], [0.35, 0.1, 0.2]), (b, [3, 4, 5], [0.4, 0.0, 0.3])):
