@@ -1524,6 +1524,8 @@ def test_em_optimizer_parts_checks_adamw_against_the_runs_own_trajectory(tmp_pat
     check_refused(lambda *a: op.main(list(a)), str(tmp_path), "--beta1=1.5", match="numbers in")
     for twice in ("0.5,0.5", "0.5,.50"):  # one value twice was trained once, silently
         check_refused(lambda *a: op.main(list(a)), str(tmp_path), f"--beta1={twice}", match="names a value twice")
+    with pytest.raises(ConfigError, match="config.json not found"):  # distinct values pass, on to the run's files
+        op.main([str(tmp_path), "--beta1=0,0.5"])
 
 
 def test_analysis_scripts_name_a_base_missing_from_the_cache(tmp_path):
