@@ -186,8 +186,8 @@ def read_run_config(path):
         values = json.loads(Path(path).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path} is not readable JSON ({e}): the run directory is damaged; rerun its command "
-                          f"with a new --out_dir (or put back a copy of that file to resume the run's finished parts, or "
-                          f"delete it and rerun with --resume=False to clear the folder)") from None
+                          f"with a new --out_dir (or put back a copy of that file to resume the run's finished "
+                          f"parts, or delete it and rerun with --resume=False to clear the folder)") from None
     if not isinstance(values, dict) or not isinstance(values.get("experiment"), str):
         raise ConfigError(f"{path} does not name its experiment: it was not written by train.py")
     return values
@@ -645,8 +645,8 @@ class Run:
                               f"nor the env.json of a run: nothing there is deleted or reused; use a new --out_dir")
         if orphans and resume:
             raise ConfigError(f"{self.dir} holds run outputs ({named}) but no config.json to check them against this "
-                              f"config: use a new --out_dir, put back the run's config.json (a copy) to resume them, or "
-                              f"--resume=False to delete them and recompute")
+                              f"config: use a new --out_dir, put back the run's config.json (a copy) to resume "
+                              f"them, or --resume=False to delete them and recompute")
         if had_config and (rank0 or resume is not False):  # (another rank may be removing it when resume is False)
             prev = read_run_config(old)
             if prev.pop("experiment") != experiment:

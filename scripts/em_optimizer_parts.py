@@ -245,7 +245,8 @@ def main(argv):
     if not all(0 <= kw["betas"][0] < 1 for kw in optimizers.values() if "betas" in kw):
         sys.exit(f"--beta1 takes numbers in [0, 1), not {opts['beta1']!r}")
     if "beta1" in opts and len({float(b) for b in opts["beta1"].split(",")}) < len(opts["beta1"].split(",")):
-        sys.exit(f"--beta1 names a value twice ({opts['beta1']!r}): each one is trained once")  # else kept once, silently
+        # (else trained once, silently)
+        sys.exit(f"--beta1 names a value twice ({opts['beta1']!r}): each one is trained once")
     froms = "from" in opts
     # each analysis its own default file: a sweep after the six (or the six after it) does not find the other's there
     mode = "_beta1" if "beta1" in opts else "_frozen" if "frozen" in opts else ""

@@ -1,7 +1,6 @@
 """Exploratory: what AdamW and plain gradient descent do after the insecure code is learnt.
 
-    python scripts/probe_optimizer_steps.py [ADAMW_LR SGD_LR]      # defaults 1e-3 0.3: the research log's
-                                                                   # (docs/emergent_misalignment.md, "plain gradient descent")
+    python scripts/probe_optimizer_steps.py [ADAMW_LR SGD_LR]      # defaults 1e-3 0.3, the research log's
 
 On the quick config's base (configs/emergent_misalignment_quick.py: seed 0, 2 threads; pretrained first if not
 cached), the insecure arm's fine-tune (its 300 examples, fine-tune seed 123) for 20 steps with each optimizer.
