@@ -146,7 +146,9 @@ def init_mlp_params(seeds, sizes, n_classes, init, device, seed):
 # A hook is `fn(tensor, name) -> tensor | None`: return a tensor to replace the activation (patching,
 # steering; its shape and device, cast to its dtype), None to leave it unchanged (reading). Hooks are
 # PyTorch forward hooks on the HookPoint, attached only inside `with model.hooks({name: fn}):` and removed
-# in `finally`. Everything else is built on that one mechanism: `run_with_cache` attaches hooks that
+# in `finally`. Blocks nest: on one point the hooks run in the order their blocks were opened (outer first), each on
+# what the one before returned, so a `run_with_cache` or `inject` inside a patching block sees the patched activation.
+# Everything else is built on that one mechanism: `run_with_cache` attaches hooks that
 # store tensors, `inject` attaches a hook that adds vectors. With a KV cache the hooks see only the new
 # columns ([B, 1, C] per decode step); `GPT.offset` is the column of their first position.
 # torch.compile does not see hooks attached after it traced the model, so while a `hooks` block is open

@@ -274,6 +274,26 @@ def test_hooks_are_removed_after_the_block_and_after_an_exception():
 
 
 @torch.no_grad()
+def test_nested_hook_blocks_on_one_point_run_outer_first_each_on_what_the_last_returned():
+    # patching studies rely on the order (a cache or an injection opened inside a patch sees the patched activation);
+    # an inner block run first, or on the clean activation, would cache or steer the unpatched one
+    model, idx, name = tiny(init_std=0.3), tokens(2, 6), "blocks.0.mlp_out"
+    _, clean = model.run_with_cache(idx, [name])
+    with model.hooks({name: lambda h, n: 2 * h}):
+        outer = model(idx)
+        with model.hooks({name: lambda h, n: h + 1}):
+            nested = model(idx)
+        _, cache = model.run_with_cache(idx, [name])
+        with pytest.raises(RuntimeError, match="inner"):  # an exception leaves the outer block's hook in place
+            with model.hooks({name: lambda h, n: h + 1}):
+                raise RuntimeError("inner")
+        assert n_hooks(model) == 1 and torch.equal(model(idx), outer)
+    with model.hooks({name: lambda h, n: 2 * h + 1}):
+        assert torch.equal(nested, model(idx))
+    assert torch.equal(cache[name], 2 * clean[name]) and n_hooks(model) == 0
+
+
+@torch.no_grad()
 def test_hooks_run_on_a_compiled_model_and_leave_it_with_the_block():
     """torch.compile guards on neither hook dicts nor the hook functions: a compiled model ran its cached graph
     without the hooks attached later (a reading hook never called, a patch silently not applied), or kept the ones
