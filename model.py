@@ -158,7 +158,9 @@ def init_mlp_params(seeds, sizes, n_classes, init, device, seed):
 # is hooked, that layer also computes softmax(q k^T / sqrt(hs)) explicitly and passes it to the hook;
 # if the hook returns a different tensor, the layer attends with it (pattern @ v) instead of using
 # SDPA's output; so does a hook that edits the pattern in place. So reading patterns leaves the logits
-# bit-identical, and writing them works either way.
+# bit-identical, and writing them works either way. A pattern only read is not in the autograd graph (SDPA computed
+# the output without it: its .grad stays None); for its gradient (attribution patching) the hook returns a copy,
+# p.clone(), and the layer attends with that (the same logits up to float rounding).
 
 @dataclass
 class GPTConfig:

@@ -231,6 +231,33 @@ def test_an_in_place_edit_under_autograd_has_the_gradients_of_an_edited_copy(nam
     assert got[[n for n, _ in model.named_parameters()].index("blocks.1.attn.qkv.weight")][:2 * C].abs().sum() > 0
 
 
+def test_a_returned_pattern_copy_carries_the_gradient_attribution_patching_reads():
+    # a pattern only read is not in the graph (SDPA made the heads' output), so its .grad stays None; a returned copy is
+    # attended with, and its gradient is the chain rule's through z = pattern @ v: dL/dpattern = dL/dz v^T
+    model, idx, seen = tiny(init_std=0.3), tokens(2, 7), {}
+
+    def read(t, name):
+        t.retain_grad()
+        seen[name] = t
+
+    def copy(p, name):
+        p = p.clone()
+        read(p, name)
+        return p
+    with model.hooks({"blocks.1.attn.pattern": read}):
+        model(idx, targets=idx).mean().backward()
+    assert seen["blocks.1.attn.pattern"].grad is None
+    _, cache = model.run_with_cache(idx, ["blocks.1.resid_pre"])
+    with model.hooks({"blocks.1.attn.pattern": copy, "blocks.1.attn.z": read}):
+        model(idx, targets=idx).mean().backward()
+    block = model.blocks[1]
+    v = block.attn.qkv(block.ln_1(cache["blocks.1.resid_pre"])).split(16, dim=2)[2]  # [B, T, C]
+    v = v.view(2, 7, 2, 8).transpose(1, 2)  # [B, nh, T, hs]
+    grad = seen["blocks.1.attn.pattern"].grad  # [B, nh, T, T]
+    torch.testing.assert_close(grad, seen["blocks.1.attn.z"].grad @ v.transpose(-2, -1))
+    assert grad.abs().max() > 1e-4
+
+
 @pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
 def test_reading_a_pattern_with_a_nan_in_it_leaves_the_other_rows_bit_identical(mode):
     # under inference_mode an edit is seen by comparing the pattern with a copy: NaN != NaN made a NaN row (here from
