@@ -101,6 +101,34 @@ def test_ablating_a_head_removes_its_share_of_attn_out_only():
 
 
 @torch.no_grad()
+def test_a_read_pattern_is_the_softmax_the_heads_attended_with_and_a_zeroed_head_its_proj_columns_zeroed():
+    # what a study reads at attn.pattern must be the attention SDPA computed (softmax of the rotated q k^T / sqrt(hs),
+    # causal), the one whose weighted values are attn.z; ablating head h at attn.z is zeroing its input columns of
+    # attn.proj (head-pruning studies use the two interchangeably)
+    model, idx = tiny(init_std=0.3), tokens(2, 9)
+    plain, cache = model.run_with_cache(idx)
+    B, T, C, nh, hs = 2, 9, 16, 2, 8
+    for i, block in enumerate(model.blocks):
+        qkv = block.attn.qkv(block.ln_1(cache[f"blocks.{i}.resid_pre"])).split(C, dim=2)
+        q, k, v = (t.view(B, T, nh, hs).transpose(1, 2) for t in qkv)  # [B, nh, T, hs]
+        q, k = apply_rope(q, model.cos[:T], model.sin[:T]), apply_rope(k, model.cos[:T], model.sin[:T])
+        scores = (q @ k.transpose(-2, -1) / math.sqrt(hs)).masked_fill(torch.ones(T, T).triu(1).bool(), -math.inf)
+        torch.testing.assert_close(cache[f"blocks.{i}.attn.pattern"], scores.softmax(-1))
+        torch.testing.assert_close(cache[f"blocks.{i}.attn.pattern"] @ v, cache[f"blocks.{i}.attn.z"])
+        for h in range(nh):
+            with model.hooks({f"blocks.{i}.attn.z": lambda z, n: z.index_fill(1, torch.tensor([h]), 0.0)}):
+                ablated = model(idx)
+            w = block.attn.proj.weight  # [C, nh * hs]
+            saved = w.clone()
+            w[:, h * hs:(h + 1) * hs] = 0
+            try:
+                torch.testing.assert_close(ablated, model(idx))
+            finally:
+                w.copy_(saved)
+            assert not torch.allclose(ablated, plain)
+
+
+@torch.no_grad()
 def test_keep_unembeds_only_the_kept_positions():
     """forward(keep=mask) returns the kept positions' logits (and losses) in row-major order, as the full
     forward's do up to float rounding, and the logits hook sees the [k, V] it computes."""
@@ -362,6 +390,37 @@ def test_patching_a_layer_output_transfers_the_other_runs_logits():
     assert torch.equal(patched[:, :-1], model(a)[:, :-1]) and not torch.allclose(patched[:, -1], model(a)[:, -1])
 
 
+@pytest.mark.parametrize("mode", ["no_grad", "grad", "inference_mode", "bf16"])
+def test_patching_from_a_cache_is_exact_and_causal_in_every_mode(mode):
+    # the equivalences activation patching rests on, under autograd and bf16 autocast too: a point patched with its
+    # own cached value changes nothing; the whole residual stream from run b gives b's logits; b's values at some
+    # positions leave every earlier position's logits bit-identical and change the first patched one
+    model, a, b = tiny(init_std=0.3), tokens(2, 8, seed=1), tokens(2, 8, seed=2)
+    modes = {"no_grad": torch.no_grad, "grad": contextlib.nullcontext, "inference_mode": torch.inference_mode,
+             "bf16": lambda: torch.autocast("cpu", dtype=torch.bfloat16)}
+    with modes[mode]():
+        plain, cache_a = model.run_with_cache(a)
+        logits_b, cache_b = model.run_with_cache(b)
+        for name in model.hook_names():
+            if name.endswith("attn.pattern"):  # a returned pattern is attended with: equal up to rounding only
+                continue
+            with model.hooks({name: lambda t, n: cache_a[n]}):
+                assert torch.equal(model(a), plain), name
+            if name in ("embed", "final") or name.endswith("resid_pre") or name.endswith("resid_post"):
+                with model.hooks({name: lambda t, n: cache_b[n]}):
+                    assert torch.equal(model(a), logits_b), name
+            if name == "logits":
+                continue
+
+            def some(t, n):  # positions 3 and 5 (dim 2 of the heads' [B, nh, T, hs])
+                t, cols = t.clone(), (slice(None),) * (2 if n.endswith("attn.z") else 1) + ([3, 5],)
+                t[cols] = cache_b[n][cols]
+                return t
+            with model.hooks({name: some}):
+                got = model(a)
+            assert torch.equal(got[:, :3], plain[:, :3]) and not torch.allclose(got[:, 3], plain[:, 3]), name
+
+
 @torch.no_grad()
 def test_injection_zero_vector_changes_nothing_and_matches_the_formula():
     model, idx = tiny(), tokens(2, 8)
@@ -426,6 +485,35 @@ def test_injection_during_cached_generation_matches_full_reforward(positions):
         full = model.generate(prompts, 6, temperature=0, use_cache=False)
     assert cached == full
     assert cached != model.generate(prompts, 6, temperature=0)
+
+
+@torch.no_grad()
+def test_hooked_cached_generation_of_left_padded_prompts_equals_each_prompt_alone():
+    # the KV cache shows a hook the prompt once, then one column per step at model.offset: a head zeroed in place and
+    # a vector added at every third column of the sequence must give, for each left-padded row, the tokens of repeated
+    # full forwards on its prompt alone with the same hook (its columns shifted by its padding), with and without cache
+    model, prompts, n = tiny(init_std=0.3), [[5, 1, 9, 2], [7], [3, 8]], 6
+    vec = 3 * torch.randn(16, generator=torch.Generator().manual_seed(6))
+    P = max(map(len, prompts))
+
+    def hooks(pad):
+        def every_third(h, name):  # h [B, T, C]: columns offset .. offset + T - 1 of the batch
+            cols = pad + model.offset + torch.arange(h.shape[1])
+            return h + vec * (cols % 3 == 0)[:, None]
+
+        def zero_head(z, name):  # in place, returning None
+            z[:, 1] = 0.0
+        return {"blocks.0.attn.z": zero_head, "blocks.1.resid_pre": every_third}
+
+    with model.hooks(hooks(0)):
+        cached = model.generate(prompts, n, temperature=0)
+        full = model.generate(prompts, n, temperature=0, use_cache=False)
+    want = []
+    for p in prompts:
+        with model.hooks(hooks(P - len(p))):
+            want.append(greedy_reference(model, p, n))
+    assert cached == full == want
+    assert cached != model.generate(prompts, n, temperature=0)
 
 
 def greedy_reference(model, prompt, n, eos_id=None):
