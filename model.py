@@ -150,7 +150,8 @@ def init_mlp_params(seeds, sizes, n_classes, init, device, seed):
 # what the one before returned, so a `run_with_cache` or `inject` inside a patching block sees the patched activation.
 # Everything else is built on that one mechanism: `run_with_cache` attaches hooks that
 # store tensors, `inject` attaches a hook that adds vectors. With a KV cache the hooks see only the new
-# columns ([B, 1, C] per decode step); `GPT.offset` is the column of their first position.
+# columns ([B, 1, C] per decode step); `GPT.offset` is the column of their first position (but a `logits` hook under
+# `generate` sees only the last column, [B, V]: column offset + T - 1, P - 1 at the prompt's forward).
 # torch.compile does not see hooks attached after it traced the model, so while a `hooks` block is open
 # a compiled GPT runs its forward eagerly (GPT.n_hooked).
 #
