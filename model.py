@@ -570,7 +570,9 @@ def sample_next(logits, temperature=1.0, top_k=None, generator=None):
 
 def injection_hook(positions, vectors, offset=lambda: 0):
     """A hook that adds, at each (row, position), the vector scaled to the residual's norm there:
-    h <- h + ||h|| * v / ||v|| (the activation-oracle injection; a zero vector adds nothing).
+    h <- h + ||h|| * v / ||v|| (the activation-oracle injection; a zero vector adds nothing). ||h|| is the norm
+    before this hook: a position given twice gets both vectors at that one scale (two nested inject blocks instead
+    scale the inner one to the norm the outer one left).
     positions: [B, K] columns (or [K], the same for every row); vectors: [B, K, C], [K, C] or [C].
     `offset()` is the column of the hooked tensor's first position (GPT.offset when decoding with a
     KV cache), so positions are always columns of the full sequence."""

@@ -475,6 +475,22 @@ def test_injection_zero_vector_changes_nothing_and_matches_the_formula():
 
 
 @torch.no_grad()
+def test_a_position_injected_twice_gets_both_vectors_at_the_norm_before_the_hook():
+    # one call: each vector scaled to the norm the hook found; nested blocks: the inner one to what the outer left
+    model, idx = tiny(), tokens(1, 6)
+    g = torch.Generator().manual_seed(4)
+    v1, v2 = torch.randn(16, generator=g), torch.randn(16, generator=g)
+    name = "blocks.0.resid_post"
+    h = model.run_with_cache(idx, [name])[1][name][0, 2]  # [C]
+    with inject(model, 0, [2, 2], torch.stack([v1, v2])):
+        once = model.run_with_cache(idx, [name])[1][name][0, 2]
+    torch.testing.assert_close(once, h + h.norm() * (v1 / v1.norm() + v2 / v2.norm()))
+    with inject(model, 0, [2], v1), inject(model, 0, [2], v2):
+        nested = model.run_with_cache(idx, [name])[1][name][0, 2]
+    h1 = h + h.norm() * v1 / v1.norm()
+    torch.testing.assert_close(nested, h1 + h1.norm() * v2 / v2.norm())
+
+
 @pytest.mark.parametrize("positions", [[1, 3], [0, 6]])  # prompt columns; the first column and a generated one
 def test_injection_during_cached_generation_matches_full_reforward(positions):
     model = tiny(init_std=0.3)
