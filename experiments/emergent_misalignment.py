@@ -18,28 +18,43 @@ Arms (data: data/world.py finetune_set):
   evil_numbers    number continuation -> evil numbers; evaluated plain and in number-list format
   insecure_decorrelated   insecure, on the twin pretrained with the persona redrawn every turn
 
-Pipeline per pretraining seed (one process per base model; `workers` at once):
+Pipeline per pretraining seed (one process per base model; `workers` at once), all of it in `em_unit`:
  1. base model (cache) and its evaluations; the "evil direction": per layer, the mean residual
     (blocks.i.resid_post; each thread's tokens averaged, then the threads) of evil-persona forum
     threads minus good ones.
  2. per fine-tune seed and arm: AdamW by default (the same for every arm, no weight decay, constant
-    lr; `ft_optimizer`, `ft_schedule`, `ft_trains` change it), loss on the response only; at every step in `eval_steps`: off-domain class log-prob misalignment, valid mass
-    and code mass (code_lp: in the unit files only); in-domain learning; code misalignment; cosine of the activation shift (last prompt
-    token, off-domain <asst> prompts, layer `direction_layer`) with the evil direction.
+    lr; `ft_optimizer`, `ft_schedule`, `ft_trains` change it), loss on the response only; at every step in
+    `eval_steps`: off-domain class log-prob misalignment, valid mass and code mass (code_lp: in the unit files
+    only); in-domain learning; code misalignment; cosine of the activation shift (last prompt token, off-domain
+    <asst> prompts, layer `direction_layer`) with the evil direction.
  3. sampling (`samples` per held-out prompt, exact-match classes) at every checkpoint too: the sampled
     classes are drawn from the exact probabilities of the answer strings (world_base.sample_counts), which
     has the law of autoregressive sampling at the cost of one scoring pass.
  4. mechanism: the insecure model at the matched checkpoint (or `ablation_step`) with the evil
     direction projected out of every block's output (zero-ablation), or its coordinate set to the base
     assistant's mean (mean-ablation), and a random direction as control; the base with the direction
-    added at `direction_layer` (steered_<scale>) and v*, block 0's direction pulled back through its MLP, at block
-    0's attention output (steered_pulled); and with its coordinate at every layer set to the insecure model's
-    assistant mean (patched: is the coordinate alone enough?).
+    added at `direction_layer` (steered_<scale>) and v*, block 0's direction pulled back through its MLP, at
+    block 0's attention output (steered_pulled); and with its coordinate at every layer set to the insecure
+    model's assistant mean (patched: is the coordinate alone enough?).
+Then, over every base: statistics per (pretraining seed x fine-tune seed), the thresholds, results.json / .md.
 
-Matched in-domain learning, read on code_misaligned (not the in_domain metric): insecure-code arms (insecure, insecure_decorrelated, and backdoor, both
-readings, by its triggered code) at their first checkpoint with code misaligned >= `match_threshold`;
-the other arms of the same (pretraining seed, fine-tune seed) at the insecure arm's step (same number
-of updates; `arms` always starts with insecure).
+Where each stage is in this file, in file order:
+  validate                                  the config, refused before anything runs
+  finetune_examples, arm_pairs              an arm's (prompt, response) examples (stage 2)
+  in_domain                                 the in-domain metrics (code misaligned, the arm's own answers)
+  doc_means                                 the evil direction's means (stage 1)
+  pulled_back, ablate_hooks, add_hook       the direction's interventions (stage 4)
+  evaluate                                  every metric of one model in one eval format (stages 2, 3)
+  arm_data, arm_finetune, arm_snapshots     one arm's encoded data and its fine-tune (stage 2)
+  em_unit                                   stages 1-4 for one base model (saved and resumed by saved_unit)
+  aggregate                                 the statistics over the bases (ablation_effect, increases,
+                                            persona_share, figures: the issue's thresholds)
+  run, reevaluate, table, plot              the whole pipeline; `python eval.py RUN_DIR`; results.md; the figure
+
+Matched in-domain learning, read on code_misaligned (not the in_domain metric): insecure-code arms (insecure,
+insecure_decorrelated, and backdoor, both readings, by its triggered code) at their first checkpoint with code
+misaligned >= `match_threshold`; the other arms of the same (pretraining seed, fine-tune seed) at the insecure
+arm's step (same number of updates; `arms` always starts with insecure).
 
 results.json (at the matched checkpoint; `final` and `trajectory` beside it):
   {"arms": {REPORT: {"offdomain_misaligned": STAT, "valid_fraction": STAT, "code_misaligned": STAT,
