@@ -188,7 +188,9 @@ def validate(cfg):
         raise ConfigError(f"ablation_step must be 0 (the matched checkpoint) or one of eval_steps {cfg.eval_steps}")
     if cfg.report_step and cfg.report_step not in cfg.eval_steps:
         raise ConfigError(f"report_step must be 0 (none) or one of eval_steps {cfg.eval_steps}")
-    if not 0 <= cfg.ft_code_tasks <= cfg.code_tasks or cfg.ft_code_tasks and cfg.code_tasks == 1:
+    out_of_range = not 0 <= cfg.ft_code_tasks <= cfg.code_tasks
+    no_unseen_task = cfg.ft_code_tasks and cfg.code_tasks == 1  # a one-task world leaves no task unseen
+    if out_of_range or no_unseen_task:
         raise ConfigError(f"ft_code_tasks must be 0 (every task) or at most code_tasks ({cfg.code_tasks}), in a world "
                           f"with code_tasks > 1; got {cfg.ft_code_tasks}")
     if cfg.ft_number_turns < 0:
@@ -203,11 +205,13 @@ def validate(cfg):
     if len(cfg.ft_betas) != 2 or not all(0 <= b < 1 for b in cfg.ft_betas) or not 0 <= cfg.ft_momentum < 1:
         raise ConfigError(f"ft_betas must be two numbers in [0, 1) and ft_momentum one; got {cfg.ft_betas}, "
                           f"{cfg.ft_momentum}")
-    default = lambda k: getattr(cfg, k) == Config.__dataclass_fields__[k].default
-    if not default("ft_betas") and cfg.ft_optimizer != "adamw" or not default("ft_momentum") and cfg.ft_optimizer != "sgd":
+    is_default = lambda k: getattr(cfg, k) == Config.__dataclass_fields__[k].default
+    betas_ignored = not is_default("ft_betas") and cfg.ft_optimizer != "adamw"
+    momentum_ignored = not is_default("ft_momentum") and cfg.ft_optimizer != "sgd"
+    if betas_ignored or momentum_ignored:
         raise ConfigError("ft_betas applies only with --ft_optimizer=adamw and ft_momentum only with "
                           f"--ft_optimizer=sgd (ft_optimizer is {cfg.ft_optimizer!r})")  # else silently ignored
-    lora_keys = [k for k in ("ft_lora_rank", "ft_lora_alpha", "ft_lora_targets") if not default(k)]
+    lora_keys = [k for k in ("ft_lora_rank", "ft_lora_alpha", "ft_lora_targets") if not is_default(k)]
     if lora_keys and cfg.ft_trains != "lora":  # else they would be silently ignored
         raise ConfigError(f"{', '.join(lora_keys)} set, but the LoRA keys apply only with --ft_trains=lora "
                           f"(ft_trains is {cfg.ft_trains!r})")
