@@ -367,20 +367,21 @@ def doc_means(model, tok, cfg, seed):
     """Per layer, mean resid_post over the tokens of each kind of pretraining document (mean over each
     document's tokens, then over documents): good and evil forum threads, and `<asst>` chats. The evil
     direction is evil - good; the `<asst>` mean is where the base assistant sits on it (mean-ablation)."""
-    docs, kind = direction_docs(cfg, seed, tok), doc_kind
+    docs = direction_docs(cfg, seed, tok)
     names = [f"blocks.{i}.resid_post" for i in range(cfg.n_layer)]
     dev = next(model.parameters()).device
     sums = {k: torch.zeros(cfg.n_layer, cfg.n_embd, device=dev) for k in ("good", "evil", "asst")}
-    counts = {k: sum(1 for d in docs if kind(d) == k) for k in sums}
+    counts = {k: sum(1 for d in docs if doc_kind(d) == k) for k in sums}
     for s in range(0, len(docs), 256):  # right-padded batches: causal attention keeps the pads unseen
         chunk = docs[s:s + 256]
         ids = [tok.encode(d.text).ids for d in chunk]
         x, real = pad_right(ids, dev)
         _, cache = model.run_with_cache(x, names)
-        real = real.float()
-        per_doc = torch.stack([(cache[n] * real[..., None]).sum(1) / real.sum(1, keepdim=True) for n in names], 1)  # [b, L, C]
+        real = real.float()  # [b, T]: 1 on a document's own tokens, 0 on its pads
+        per_doc = torch.stack([(cache[n] * real[..., None]).sum(1) / real.sum(1, keepdim=True)
+                               for n in names], 1)  # [b, L, C]: each document's mean over its own tokens
         for d, m in zip(chunk, per_doc):
-            sums[kind(d)] += m
+            sums[doc_kind(d)] += m
     return {k: sums[k] / counts[k] for k in sums}
 
 
