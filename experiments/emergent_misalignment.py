@@ -520,19 +520,27 @@ def arm_snapshots(model, data, cfg, seed, steps):
 # one base model: every arm, every fine-tune seed (runs in its own process)
 
 def em_unit(cfg, seed, decorrelated):
+    """Stages 1-4 (module docstring) for base `seed`, or its decorrelated twin (insecure only, no direction) ->
+    the unit saved as unit_world_SEED.json / unit_twin_SEED.json: {"seed", "decorrelated", "base": {READING:
+    metrics}, "runs": [per fine-tune seed: {"ft_seed", "traj": {REPORT: {step: metrics}}, "step": {REPORT: the
+    step it is read at}, "matched": {SELF_MATCHED report: its matched step}, "ablation": {...}}], "seconds"}."""
     t0 = time.time()
     base, tok = B.base_model(cfg, seed, decorrelated)
+    # each reading draws from its own named stream, so adding a reading changes no other reading's numbers
     gen = lambda *parts: generator("cpu", seed, decorrelated, *parts)
     out = {"seed": seed, "decorrelated": decorrelated, "base": {}, "runs": []}
+
+    # 1. the base, read as arm "insecure" (its in_domain: the insecure code), at step 0, in each eval format
     fmts = ["plain"] if decorrelated else read_formats(cfg.arms)  # the base in each format a report is read against
     for fmt in fmts:
         out["base"][fmt] = evaluate(base, tok, cfg, "insecure", fmt, 0, True, gen("base", fmt))
     out["base"]["forum_lp"] = B.offdomain_eval(base, tok, 0, None, fmt="forum")["mis_lp"]
+    # the evil direction, [L, C]: evil minus good forum threads' mean at every block's output (not for the twin)
     means = None if decorrelated else doc_means(base, tok, cfg, seed)
     direction = None if decorrelated else means["evil"] - means["good"]
-    L = cfg.direction_layer
+    L = cfg.direction_layer  # where steered_* adds the direction and the fine-tunes' shift is compared with it
     base_act = None if direction is None else prompt_acts(base, tok, L)  # for the shift along the direction
-    if direction is not None:
+    if direction is not None:  # stage 4's base side: the base under the direction's interventions
         zero_abl, mean_abl = ablate_hooks(direction), ablate_hooks(direction, means["asst"])
         out["base"]["ablated"] = evaluate(base, tok, cfg, "insecure", "plain", 0, True, gen("base-abl"), zero_abl)
         out["base"]["mean_ablated"] = evaluate(base, tok, cfg, "insecure", "plain", 0, True, gen("base-mabl"), mean_abl)
@@ -547,14 +555,16 @@ def em_unit(cfg, seed, decorrelated):
             vec = cfg.steer_pulled_scale * direction[0].norm() * pulled_back(base, tok, direction[0] / direction[0].norm())
             out["base"]["steered_pulled"] = evaluate(base, tok, cfg, "insecure", "plain", 0, True, gen("steer-pulled"),
                                                      add_hook(0, vec, "attn_out"))
+
+    # 2-3. per fine-tune seed, each arm from a fresh copy of the base, every metric at each of eval_steps
     arms = ("insecure",) if decorrelated else cfg.arms
     for f in range(cfg.ft_seeds):
-        run = {"ft_seed": f, "traj": {}, "ablation": {}, "step": {}}
+        ft_run = {"ft_seed": f, "traj": {}, "ablation": {}, "step": {}}  # this fine-tune seed's record
         matched = {}
         for arm in arms:
             data, ft_seed = arm_data(arm, base, tok, cfg, seed, f)
             model = copy.deepcopy(base)
-            names = [n for n, (a, _) in REPORTS.items() if a == arm]
+            names = [n for n, (a, _) in REPORTS.items() if a == arm]  # the reports read off this arm's model
             if decorrelated:
                 names = ["insecure_decorrelated"]
             snaps = {}  # insecure arm (not the twin's): step -> weights, for the ablation (0.87M floats each: cheap)
@@ -562,39 +572,46 @@ def em_unit(cfg, seed, decorrelated):
             def on_eval(step):  # every metric, sampling included (exact draws: as cheap as scoring)
                 for name in names:
                     fmt = "plain" if decorrelated else REPORTS[name][1]
-                    run["traj"].setdefault(name, {})[step] = evaluate(
+                    ft_run["traj"].setdefault(name, {})[step] = evaluate(
                         model, tok, cfg, arm, fmt, step, True, gen(f, arm, name, step), base_act=base_act,
                         direction=None if direction is None else direction[L])
                 if arm == "insecure" and direction is not None:
                     snaps[step] = copy.deepcopy(model.state_dict())
 
             arm_finetune(model, data, cfg, ft_seed, cfg.ft_steps, cfg.eval_steps, on_eval)
-            own = "backdoor_triggered" if arm == "backdoor" else names[0]
-            if own in SELF_MATCHED:  # first checkpoint with code misaligned >= threshold (else the last)
-                traj = run["traj"][own]
-                matched[own] = next((s for s in sorted(traj) if traj[s]["code_misaligned"] >= cfg.match_threshold),
-                                    cfg.ft_steps)
-            step_m = matched.get(own, matched.get("insecure", cfg.ft_steps))
+
+            # the step each report is read at: a self-matched report (SELF_MATCHED) at its own first checkpoint with
+            # code misaligned >= threshold, else its last; every other at insecure's (arms start with insecure, so
+            # it is already in `matched`: the ft_steps fallback is never taken)
+            own_report = "backdoor_triggered" if arm == "backdoor" else names[0]
+            if own_report in SELF_MATCHED:
+                traj = ft_run["traj"][own_report]
+                matched[own_report] = next((s for s in sorted(traj)
+                                            if traj[s]["code_misaligned"] >= cfg.match_threshold), cfg.ft_steps)
+            read_step = matched.get(own_report, matched.get("insecure", cfg.ft_steps))
             for name in names:
-                run["step"][name] = step_m
+                ft_run["step"][name] = read_step
+
+            # 4. the insecure model at the ablation checkpoint (its weights from snaps): the direction ablated,
+            # a random one as control; then the converse, the base with the insecure model's coordinate
             if arm == "insecure" and direction is not None:
-                m, s_abl = model, cfg.ablation_step or matched["insecure"]
-                m.load_state_dict(snaps[s_abl])
+                abl_step = cfg.ablation_step or matched["insecure"]
+                model.load_state_dict(snaps[abl_step])
                 rand = torch.randn(direction.shape, generator=gen(f, "random-direction")).to(direction.device)
-                run["ablation"]["step"] = s_abl
+                ft_run["ablation"]["step"] = abl_step
                 for k, g, hooks in (("ablated", "abl", zero_abl), ("random_ablated", "rabl", ablate_hooks(rand)),
                                     ("mean_ablated", "mabl", mean_abl),
                                     ("random_mean_ablated", "rmabl", ablate_hooks(rand, means["asst"]))):
-                    run["ablation"][k] = evaluate(m, tok, cfg, arm, "plain", s_abl, True, gen(f, g), hooks)
+                    ft_run["ablation"][k] = evaluate(model, tok, cfg, arm, "plain", abl_step, True, gen(f, g), hooks)
                 # the converse: the base with the insecure model's coordinate (its <asst> mean) at every layer
-                ins_asst = doc_means(m, tok, cfg, seed)["asst"]
-                run["ablation"]["base_patched"] = evaluate(base, tok, cfg, arm, "plain", 0, True, gen(f, "patch"),
-                                                           ablate_hooks(direction, ins_asst))
-                run["ablation"]["base_random_patched"] = evaluate(base, tok, cfg, arm, "plain", 0, True,
-                                                                  gen(f, "rpatch"), ablate_hooks(rand, ins_asst))
+                ins_asst = doc_means(model, tok, cfg, seed)["asst"]
+                ft_run["ablation"]["base_patched"] = evaluate(base, tok, cfg, arm, "plain", 0, True, gen(f, "patch"),
+                                                              ablate_hooks(direction, ins_asst))
+                ft_run["ablation"]["base_random_patched"] = evaluate(base, tok, cfg, arm, "plain", 0, True,
+                                                                     gen(f, "rpatch"), ablate_hooks(rand, ins_asst))
             B.say(unit_label(seed, decorrelated), f"fine-tune seed {f}, {arm} done", t0)
-        run["matched"] = matched
-        out["runs"].append(run)
+        ft_run["matched"] = matched
+        out["runs"].append(ft_run)
     out["seconds"] = time.time() - t0
     print(f"{unit_label(seed, decorrelated)}: {out['seconds']:.0f} s", flush=True)
     return out
