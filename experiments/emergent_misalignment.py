@@ -638,73 +638,87 @@ RESULT_KEYS = ("arms", "base", "ablation", "trajectory", "n_seeds")  # in every 
 
 
 def aggregate(cfg, units):
-    corr = {u["seed"]: u for u in units if not u["decorrelated"]}
+    """Every base's units -> results.json's dict (module docstring): each report at the step it is read at and at
+    the last, its trajectory, the base's readings, the ablation, the thresholds, the increases, persona_share."""
+    # by pretraining seed: the units of the bases pretrained on the world (unit_world_S.json), and of their twins
+    world = {u["seed"]: u for u in units if not u["decorrelated"]}
     twin = {u["seed"]: u for u in units if u["decorrelated"]}
-    keys = [(p, r["ft_seed"]) for p in sorted(corr) for r in corr[p]["runs"]]
+    keys = [(p, r["ft_seed"]) for p in sorted(world) for r in world[p]["runs"]]  # the order of every per_seed
     run_of = lambda us, p, f: us[p]["runs"][f]
     names = [n for n in REPORTS if REPORTS[n][0] in cfg.arms] + (["insecure_decorrelated"] if twin else [])
     res = {"arms": {}, "base": {}, "ablation": {}, "trajectory": {}, "n_seeds": len(keys),
            "seeds": [list(k) for k in keys]}
+
+    # each report at the step it is read at (em_unit's matching), at the last step, and along eval_steps
     for name in names:
-        us = twin if name == "insecure_decorrelated" else corr
+        us = twin if name == "insecure_decorrelated" else world
         runs = [run_of(us, p, f) for p, f in keys if p in us]
-        at = [r["traj"][name][r["step"][name]] for r in runs]
+        at_read_step = [r["traj"][name][r["step"][name]] for r in runs]
         fin = [r["traj"][name][cfg.ft_steps] for r in runs]
-        res["arms"][name] = {**_stats(at), "final": _stats(fin)}
+        res["arms"][name] = {**_stats(at_read_step), "final": _stats(fin)}
         res["trajectory"][name] = {s: _stats([r["traj"][name][s] for r in runs]) for s in cfg.eval_steps}
+
     # base, one value per (pretraining seed, fine-tune seed) so that differences pair up with the arms
     bases = [p for p, _ in keys]
     # the readings every unit has (a run resumed after a reading was added mixes units with and without it)
-    common = [k for k in corr[keys[0][0]]["base"] if all(k in corr[p]["base"] for p, _ in keys)]
-    left = sorted({k for p, _ in keys for k in corr[p]["base"]} - set(common))
+    common = [k for k in world[keys[0][0]]["base"] if all(k in world[p]["base"] for p, _ in keys)]
+    left = sorted({k for p, _ in keys for k in world[p]["base"]} - set(common))
     if left:
         print(f"base readings not in every unit (units saved by another version of the code), left out: "
               f"{', '.join(left)}")
     for reading in common:
-        vals = [corr[p]["base"][reading] for p, _ in keys]
+        vals = [world[p]["base"][reading] for p, _ in keys]
         res["base"][reading] = summarize_by(vals, bases) if reading.startswith("forum_lp") else _stats(vals, bases)
     if twin:
         res["base"]["decorrelated"] = _stats([twin[p]["base"]["plain"] for p, _ in keys if p in twin],
                                              [p for p, _ in keys if p in twin])
-    # the insecure model the ablation was applied to (the matched checkpoint unless ablation_step says otherwise)
-    ins = [run_of(corr, p, f)["traj"]["insecure"][run_of(corr, p, f)["ablation"]["step"]] for p, f in keys]
-    abl = [run_of(corr, p, f)["ablation"]["ablated"] for p, f in keys]
-    rabl = [run_of(corr, p, f)["ablation"]["random_ablated"] for p, f in keys]
-    base = [corr[p]["base"]["plain"] for p, _ in keys]
+
+    # the ablation: the insecure model it was applied to (the matched checkpoint unless ablation_step says otherwise)
+    ins = [run_of(world, p, f)["traj"]["insecure"][run_of(world, p, f)["ablation"]["step"]] for p, f in keys]
+    abl = [run_of(world, p, f)["ablation"]["ablated"] for p, f in keys]
+    rabl = [run_of(world, p, f)["ablation"]["random_ablated"] for p, f in keys]
+    base = [world[p]["base"]["plain"] for p, _ in keys]
     res["ablation"] = {"insecure": _stats(ins), "insecure_ablated": _stats(abl), "insecure_random_ablated": _stats(rabl),
                        "base": _stats(base, bases),
-                       "base_ablated": _stats([corr[p]["base"]["ablated"] for p, _ in keys], bases),
-                       **{f"base_steered_{a:g}": _stats([corr[p]["base"][f"steered_{a:g}"] for p, _ in keys], bases)
+                       "base_ablated": _stats([world[p]["base"]["ablated"] for p, _ in keys], bases),
+                       **{f"base_steered_{a:g}": _stats([world[p]["base"][f"steered_{a:g}"] for p, _ in keys], bases)
                           for a in cfg.steer_scales}}
     if "steered_pulled" in common:  # units saved before it existed lack it
         res["ablation"]["base_steered_pulled"] = res["base"]["steered_pulled"]
+    # readings added later: units saved before them lack them, and then they are left out. (results.json name,
+    # the run's ablation key); None: the base's own mean-ablated reading, a base STAT (interval over the bases)
     later = (("insecure_mean_ablated", "mean_ablated"), ("insecure_random_mean_ablated", "random_mean_ablated"),
-             ("base_mean_ablated", None), ("base_patched", "base_patched"), ("base_random_patched", "base_random_patched"))
-    for n, k in later:  # units saved before these existed lack them: then they are left out
-        ms = ([corr[p]["base"].get("mean_ablated") for p, _ in keys] if k is None else
-              [run_of(corr, p, f)["ablation"].get(k) for p, f in keys])
+             ("base_mean_ablated", None), ("base_patched", "base_patched"),
+             ("base_random_patched", "base_random_patched"))
+    for n, k in later:
+        ms = ([world[p]["base"].get("mean_ablated") for p, _ in keys] if k is None else
+              [run_of(world, p, f)["ablation"].get(k) for p, f in keys])
         if all(m is not None for m in ms):
             res["ablation"][n] = _stats(ms, bases if k is None else None)
     res["ablation"].update(ablation_effect(res["ablation"]))
+
     # an arm whose code never reached the threshold is read at its last step: say so, and the figure is not met there
     res["matched_not_reached"], reached = {}, {}
     for name in SELF_MATCHED:
         if name in names:
-            us = twin if name == "insecure_decorrelated" else corr
+            us = twin if name == "insecure_decorrelated" else world
             runs = [run_of(us, p, f) for p, f in keys if p in us]
             # the complement of the fine-tune loop's `next(...)`: no checkpoint at or past it (a NaN one is not past it)
             reached[name] = [any(t["code_misaligned"] >= cfg.match_threshold for t in r["traj"][name].values())
                              for r in runs]
             if not all(reached[name]):
                 res["matched_not_reached"][name] = f"{reached[name].count(False)}/{len(runs)}"
+
+    # the issue's thresholds, at the matched checkpoint and (report_step) at one fixed in advance
     res["figures_to_reach"] = figures(res, cfg.ablation_step or "matched", reached=reached.get("insecure"))
     if "insecure" in res["matched_not_reached"]:
         res["figures_to_reach"].update(insecure_pass=False,
                                        insecure_matched_not_reached=res["matched_not_reached"]["insecure"])
     if cfg.report_step:  # the same thresholds at the checkpoint fixed in advance (the ablation only if measured there)
-        at = {"arms": {n: res["trajectory"][n][cfg.report_step] for n in res["arms"]}, "base": res["base"],
-              "ablation": res["ablation"]}
-        res["figures_at_report_step"] = figures(at, cfg.report_step if cfg.ablation_step == cfg.report_step else None)
+        at_report_step = {"arms": {n: res["trajectory"][n][cfg.report_step] for n in res["arms"]},
+                          "base": res["base"], "ablation": res["ablation"]}
+        res["figures_at_report_step"] = figures(at_report_step,
+                                                cfg.report_step if cfg.ablation_step == cfg.report_step else None)
     res["increase"] = increases(res, cfg, keys)
     res["persona_share"] = persona_share(res, cfg)
     return res
