@@ -930,6 +930,8 @@ def saved_unit(cfg, seed, decorrelated, path):
 
 
 def run(cfg, run):
+    """The pipeline: every base's data checked up front, em_unit per base model (`workers` at once, each unit saved
+    as it finishes), aggregate, then results.json / .md and the figure. `run`: train.py's Run (the run directory)."""
     t0 = time.time()
     tok = W.build_tokenizer(B.world_config(cfg))  # the bases' vocabulary (base_model checks it)
     for seed in cfg.seeds:  # else found after a base is pretrained (minutes) or loaded
@@ -937,9 +939,12 @@ def run(cfg, run):
         for f in range(cfg.ft_seeds):  # every arm's examples fit block_size (~1 s for the default config)
             for arm in cfg.arms:
                 if arm != "self_distill":
-                    arm_data(arm, None, tok, cfg, seed, f)
-                elif (need := SELF_DISTILL_NEW + max(len(tok.encode(p).ids) for p, _ in finetune_examples(
-                        "insecure", cfg, arm_seed(seed, f, arm)))) > cfg.block_size:  # its answers are the base's own
+                    arm_data(arm, None, tok, cfg, seed, f)  # B.encode_pairs refuses an example the model cannot read
+                    continue
+                # self_distill's answers are the base's own samples: only their longest possible length is known now
+                examples = finetune_examples("insecure", cfg, arm_seed(seed, f, arm))
+                need = SELF_DISTILL_NEW + max(len(tok.encode(p).ids) for p, _ in examples)
+                if need > cfg.block_size:
                     raise ConfigError(f"block_size={cfg.block_size} is too short for the self_distill arm: its prompts "
                                       f"and the base's answers of up to {SELF_DISTILL_NEW} tokens need {need}: pass "
                                       f"--block_size={need} or more, or drop self_distill from arms")
