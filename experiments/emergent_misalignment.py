@@ -1027,6 +1027,7 @@ def table(res, cfg):
     rows += [(n, a, a["final"]) for n, a in res["arms"].items()]
     read_with = {"insecure": " (and every arm read at insecure's step, the controls among them)",
                  "backdoor_triggered": " (and backdoor_untriggered with it)"}
+    # a warning per arm read at its last step goes under the title line, before the column legend
     lines[2:2] = [line for n, k in res.get("matched_not_reached", {}).items() for line in (
         f"WARNING: {n}'s code never reached {cfg.match_threshold} on {k} seeds: those seeds are read at the last step "
         f"({cfg.ft_steps}){read_with.get(n, '')}, not at a matched checkpoint.", "")]
@@ -1054,8 +1055,8 @@ def table(res, cfg):
                   "0 = only the code moved):", "", "| arm | " + " | ".join(map(label, views)) + " |",
                   "|---" * (1 + len(views)) + "|"]
         lines += [f"| {n} | " + " | ".join(f(sh.get(v)) for v in views) + " |" for n, sh in res["persona_share"].items()]
-    forum = "".join(f"; {k[9:].replace('_', '-')}: {f(res['base'][k])}" for k in ("forum_lp_ablated", "forum_lp_mean_ablated")
-                    if k in res["base"])
+    forum = "".join(f"; {k[len('forum_lp_'):].replace('_', '-')}: {f(res['base'][k])}"  # ablated, mean-ablated
+                    for k in ("forum_lp_ablated", "forum_lp_mean_ablated") if k in res["base"])
     lines += ["", f"forum-format base rate (log-prob): {f(res['base']['forum_lp'])}{forum}", "",
               "Evil direction (mean difference evil - good forum threads, every block's output), ablated from the "
               f"insecure model at {'its matched checkpoint' if not cfg.ablation_step else f'step {cfg.ablation_step}'}:", "",
