@@ -99,7 +99,8 @@ def _check_type(key, value, typ):
     # 1e999 parses as inf (NaN weights); past float32's range (the computations' dtype), a traceback deep in torch
     if typ is float and isinstance(value, float) and not abs(value) <= torch.finfo(torch.float32).max:
         raise ConfigError(f"config key '{key}' must be a finite number within float32's range, got {value!r}")
-    if typ is int and isinstance(value, bool) or not isinstance(value, typ):
+    bool_as_int = typ is int and isinstance(value, bool)  # True is an int to isinstance, but not a count
+    if bool_as_int or not isinstance(value, typ):
         how = " (write True or False)" if typ is bool else ""
         raise ConfigError(f"config key '{key}' must be {typ.__name__}, got {type(value).__name__} {value!r}{how}")
     return value
