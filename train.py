@@ -325,9 +325,11 @@ def check_out(path, option="--out", figure=False, figure_beside=False):
         raise ConfigError(f"{option} {path} is a directory: give a file name in it")
     # the project's code and docs are never overwritten (figures/ takes the README's figures); in its root, only a
     # new file or one named like a run's output
-    place = project_place(Path(path).parent, allowed=("figures",))
-    if place or (place == () and Path(path).exists()
-                 and not any(fnmatch.fnmatch(Path(path).name, p) for p in RUN_OUTPUTS)):
+    place = project_place(Path(path).parent, allowed=("figures",))  # (FOLDER,), () for the root, None: elsewhere
+    in_own_folder = bool(place)
+    over_root_file = (place == () and Path(path).exists()
+                      and not any(fnmatch.fnmatch(Path(path).name, p) for p in RUN_OUTPUTS))
+    if in_own_folder or over_root_file:
         where = f"in the project's folder {place[0]}/" if place else "a file of the project itself"
         raise ConfigError(f"{option} {path} is {where}: write it under out/ (or figures/, or outside the project)")
     if figure:
