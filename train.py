@@ -623,20 +623,22 @@ class Run:
     def __init__(self, cfg, experiment, argv=None):
         self.cfg = cfg
         self.dir = Path(cfg.out_dir)
-        old = self.dir / "config.json"
-        if why := path_problem(old):
+        config_path = self.dir / "config.json"  # the earlier run's, if any (this run's is written below)
+        if why := path_problem(config_path):
             raise ConfigError(f"out_dir {self.dir}: {why}: pass another --out_dir")
         rank0 = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 alone removes and writes the run's files
         resume = getattr(cfg, "resume", None)
         outputs = lambda: sorted({f for pattern in RUN_OUTPUTS for f in self.dir.glob(pattern) if f.is_file()})
-        where = self.dir.resolve()  # (through a symlink: the files written or removed are the target's)
+        real_dir = self.dir.resolve()  # (through a symlink: the files written or removed are the target's)
         inside = project_place(self.dir)
         if rank0 and inside is not None:
             what = "the project root" if inside == () else f"in the project's folder {inside[0]}/"
             raise ConfigError(f"out_dir {self.dir} is {what}, where a run's files would mix with the project's: give "
                               f"runs their own --out_dir (a folder under out/, or outside the project)")
-        had_config = old.exists()  # looked up once: rank 0 may write it meanwhile, and the checks below must agree
+        had_config = config_path.exists()  # looked up once: rank 0 may write it meanwhile, and the checks must agree
         recounted = []  # the CORE_KEYS a resumed run changes (said where env.json is read, with the thread count's)
+
+        # 1. what the folder already holds: a run's outputs without its config.json, or another experiment's run
         # a run's files without its config.json (deleted by hand) cannot be checked against this config: a resume
         # would reuse them unchecked. Rank 0 alone looks (another rank may see rank 0's config.json.tmp of this run)
         # a run killed while writing its first file, config.json, leaves only atomic_write's temporary file, which is
@@ -651,12 +653,14 @@ class Run:
                               f"config: use a new --out_dir, put back the run's config.json (a copy) to resume "
                               f"them, or --resume=False to delete them and recompute")
         if had_config and (rank0 or resume is not False):  # (another rank may be removing it when resume is False)
-            prev = read_run_config(old)
+            prev = read_run_config(config_path)
             if prev.pop("experiment") != experiment:
                 raise ConfigError(f"{self.dir} holds a run of another experiment: use a new --out_dir")
+
+        # 2. a rerun into the folder: the same config (resume), or the old outputs deleted first (--resume=False)
         # a run resumed (or, for an experiment without a resume key, recomputed into its folder, replacing its files)
         # under the same config only: another config's results would mix with this one's without a word
-        if had_config and resume is not False:
+        if had_config and resume is not False:  # (so `prev`, the earlier config, was read in 1.)
             now = json.loads(json.dumps(dataclasses.asdict(cfg)))
             # a key added since that run was made counts at its default (a new key's default is the old behaviour)
             added = json.loads(json.dumps({f.name: f.default for f in dataclasses.fields(cfg)
@@ -678,13 +682,16 @@ class Run:
             # --resume=False recomputes everything: the old run's outputs go first, so that nothing of it is shown
             # beside the new config or resumed by a later rerun. Only what runs write (RUN_OUTPUTS), and inside the
             # project only under out/ (never its code, docs or figures).
-            if where.is_relative_to(ROOT) and (not where.is_relative_to(ROOT / "out") or where == ROOT / "out"):
+            under_out = real_dir.is_relative_to(ROOT / "out") and real_dir != ROOT / "out"
+            if real_dir.is_relative_to(ROOT) and not under_out:
                 raise ConfigError(f"--resume=False would delete the run outputs in {self.dir}, a folder of the project "
                                   f"itself: give runs their own --out_dir (a folder under out/, or outside the project)")
             gone = outputs()
             for f in gone:
                 f.unlink()
             print(f"--resume=False: removed the previous run's {len(gone)} output files in {self.dir}")
+
+        # 3. the folder made, then (rank 0) config.json and env.json written
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError):  # the folder, or one above it, is a file or a broken link
