@@ -943,9 +943,9 @@ def train_distill(model, inputs, targets, logit_idx, *, epochs, lr, batch_size, 
         raise ValueError(f"{M} models for {len(blocks)} block(s) of {S} seeds")
     # consecutive blocks with the same logits take one loss: [(first model, end, logit indices)]
     loss_groups, lo = [], 0
-    for idx, same in itertools.groupby(blocks.values(), key=list):
-        hi = lo + S * len(list(same))
-        loss_groups.append((lo, hi, torch.as_tensor(idx, device=targets.device)))
+    for logit_ids, run_of_blocks in itertools.groupby(blocks.values(), key=list):
+        hi = lo + S * len(list(run_of_blocks))
+        loss_groups.append((lo, hi, torch.as_tensor(logit_ids, device=targets.device)))
         lo = hi
     seed_of = torch.arange(M, device=targets.device) % S  # the input set each model reads
     step, t0 = 0, time.time()
@@ -956,14 +956,14 @@ def train_distill(model, inputs, targets, logit_idx, *, epochs, lr, batch_size, 
         N = inputs.shape[-2]
         order = seed_permutations(gens, N, inputs.device)  # [M, N]
         # rows of the flattened [S * N, ...] sets: row n of seed s is row s * N + n
-        per_seed = order + N * seed_of[:, None]  # [M, N]
-        x_order = per_seed if inputs.dim() == 3 else order  # shared inputs: every seed reads [N, D]
+        flat_order = order + N * seed_of[:, None]  # [M, N]
+        x_order = flat_order if inputs.dim() == 3 else order  # shared inputs: every seed reads [N, D]
         flat_x, flat_t = inputs.reshape(-1, inputs.shape[-1]), targets.reshape(-1, targets.shape[-1])
         buf = flat_x.new_empty(M * min(batch_size, N), flat_x.shape[-1])  # gather_rows' reused block
         total = torch.zeros(M, device=inputs.device)  # each model's summed loss, on the device: no sync per step
         for i in range(0, N, batch_size):
             xb = gather_rows(flat_x, x_order[:, i:i + batch_size], buf)  # [M, B, D]
-            tb = flat_t[per_seed[:, i:i + batch_size]]  # [M, B, K]
+            tb = flat_t[flat_order[:, i:i + batch_size]]  # [M, B, K]
             with torch.autocast(xb.device.type, torch.bfloat16, enabled=amp):
                 out = model(xb)  # [M, B, n_out]
             per_model = torch.cat([distill_loss(out[lo:hi, :, sel].float(), tb[lo:hi, :, sel], loss, temperature)
