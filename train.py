@@ -981,7 +981,8 @@ def train_distill(model, inputs, targets, logit_idx, *, epochs, lr, batch_size, 
 
 
 # ====================================================================================================
-# language models: the GPT training loop (pretraining and fine-tuning), LR schedule, checkpoints, DDP
+# language models: data rows and their order, LR schedule, evaluation, DDP, the fine-tune loop (finetune),
+# GPT checkpoints, and the pretraining loop (train_lm, last)
 # ====================================================================================================
 #
 # Data is a dict of two tensors on the device: `tokens` [N, T+1] (row n trains on inputs tokens[n, :-1]
@@ -990,12 +991,14 @@ def train_distill(model, inputs, targets, logit_idx, *, epochs, lr, batch_size, 
 # padded, with only the response (and its end token) in the mask (`pack_pairs`). Right padding needs no
 # attention mask: under causal attention a real token never sees the pads after it.
 #
-# Order. The loop reads an endless stream of row indices: epoch e visits all N rows in a permutation
-# drawn from (seed, e), and step s takes stream positions [p, p + G), G = global batch. Every rank
-# computes the same global batch and takes its own slice, so one process with batch G, or k micro-steps
-# of G/k, or W ranks of G/W each see exactly the same rows. The loss of a step is the mean over all
-# counted target tokens of the global batch (not a mean of per-rank means), so these three agree up to
-# float rounding, and the resume state only needs the step and the stream position.
+# Order. train_lm (the pretraining loop, last in this section) reads an endless stream of row indices:
+# epoch e visits all N rows in a permutation drawn from (seed, e), and step s takes stream positions
+# [p, p + G), G = global batch. Every rank computes the same global batch and takes its own slice, so one
+# process with batch G, or k micro-steps of G/k, or W ranks of G/W each see exactly the same rows. The loss
+# of a step is the mean over all counted target tokens of the global batch (not a mean of per-rank means),
+# so these three agree up to float rounding, and the resume state only needs the step and the stream position.
+
+# --- its parts: LR schedule, data rows (lm_windows, pack_pairs), the stream order, evaluation, DDP --
 
 def get_lr(step, *, lr, warmup, decay_steps, min_lr):
     """The lr of the optimizer step after `step` steps done (0-based): a linear warm-up over `warmup` steps
@@ -1144,6 +1147,8 @@ def _dist():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
 
+
+# --- fine-tuning (finetune): soft targets, LoRA adapters, its lr schedule, the loop ----------------
 
 def soft_kl(teacher_logits, student_logits, subset=None, temperature=1.0):
     """KL(teacher || student) per position -> [b, T], both distributions renormalised over the token ids
@@ -1437,7 +1442,7 @@ def load_lm(stem, device="cpu", expect=None):
     return model, meta
 
 
-# --- the loop --------------------------------------------------------------------------------------
+# --- the pretraining loop: train_lm (its data and row order: the section comment above) ------------
 
 def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, warmup=0, decay_steps=None,
              min_lr=None, weight_decay=0.1, betas=(0.9, 0.95), grad_clip=1.0, seed=0, eval_every=0,
@@ -1673,7 +1678,8 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
 
 
 # ----------------------------------------------------------------------------------------------------
-# entry point
+# entry point: cli (the project's errors and signals -> one line and an exit status), the out_dir's lock,
+# --help for a config, run_experiment (config -> Run -> the experiment's run), main
 
 def refused(text):
     """A refused command's message on stderr -> its exit status, 2. What the command printed before comes before it,
