@@ -1271,7 +1271,8 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be {' or '.join(map(repr, OPTIMIZERS))}, not {optimizer!r}")
     horizon = steps if horizon is None else horizon
-    if schedule not in SCHEDULES or warmup < 0 or warmup and warmup >= horizon or horizon < steps:
+    warmup_past_horizon = warmup and warmup >= horizon  # (warmup 0 is no ramp, whatever the horizon)
+    if schedule not in SCHEDULES or warmup < 0 or warmup_past_horizon or horizon < steps:
         raise ValueError(f"schedule must be {' or '.join(map(repr, SCHEDULES))} (got {schedule!r}), with 0 <= warmup "
                          f"< horizon and horizon >= steps (got warmup={warmup}, horizon={horizon}, steps={steps})")
     if trains not in TRAINS:
@@ -1303,7 +1304,9 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
         if not torch.stack([loss.isfinite(), *(p.isfinite().all() for p in model.parameters())]).all():
             raise ConfigError(f"a fine-tune diverged: its loss or weights are not finite at step {step} (of {steps}): "
                               f"lower its lr (now {lr:g})")
-    was = {p: p.requires_grad for p in model.parameters()}
+
+    # what trains: the weights that keep requires_grad, or adapters (LoRA) or a shift that write into them
+    requires_grad_before = {p: p.requires_grad for p in model.parameters()}  # restored in the finally below
     adapters = lora_adapters(model, lora_rank, seed, lora_targets) if trains == "lora" else []
     scale = lora_alpha / lora_rank ** 0.5  # rank-stabilised scaling (Kalajdzievski 2023), as the paper's unsloth runs
     wte = model.wte.weight
@@ -1321,6 +1324,8 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
         # small ops: ~3x faster steps at our sizes)
         opt = (torch.optim.AdamW(trained, lr=lr, betas=betas, weight_decay=0.0, fused=True) if optimizer == "adamw"
                else torch.optim.SGD(trained, lr=lr, momentum=momentum, dampening=momentum))
+
+        # the data on the model's device, and the fixed teacher's logits at the trained positions, once
         g = generator("cpu", seed, "finetune-order")
         dev = next(model.parameters()).device
         tokens, mask = data["tokens"].to(dev), data["mask"].to(dev)
@@ -1333,15 +1338,16 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
             soft, where = (t.to(dev) for t in targets)
             if soft.shape[1] != (model.cfg.vocab_size if ids is None else len(ids)):
                 raise ValueError("targets were computed over another subset of the vocabulary than `subset`")
+
         for step in range(1, steps + 1):
-            if schedule != "constant" or warmup:  # a decaying lr averages the minibatch noise that a constant lr keeps
+            if schedule != "constant" or warmup:  # (else every step keeps the lr the optimizer was built with)
                 for group in opt.param_groups:
                     group["lr"] = finetune_lr(step, lr=lr, schedule=schedule, warmup=warmup, horizon=horizon)
             if order == "sequential":
                 rows = torch.arange((step - 1) * batch_size, step * batch_size) % len(tokens)
             else:
                 rows = torch.randint(len(tokens), (batch_size,), generator=g)
-            L = max(1, int(width[rows].max()))
+            L = max(1, int(width[rows].max()))  # the batch cut after its last trained column
             rows = rows.to(dev)
             x, m = tokens[rows, :L], mask[rows, :L]  # [b, L]
             model.train()
@@ -1359,7 +1365,7 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
                 shift.grad, wte.grad = wte.grad.sum(0), None
             torch.nn.utils.clip_grad_norm_(trained, 1.0)
             opt.step()
-            with torch.no_grad():
+            with torch.no_grad():  # the model's weights follow the adapters (or shift): an ordinary model between steps
                 for W, W0, A, B in adapters:
                     W.copy_(W0 + scale * B @ A)
                 if shift is not None:
@@ -1372,7 +1378,7 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
         model.eval()
         return model
     finally:
-        for p, r in was.items():
+        for p, r in requires_grad_before.items():
             p.requires_grad_(r)
 
 
