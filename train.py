@@ -1470,8 +1470,9 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
     `meta` is merged into each checkpoint's JSON (e.g. {"tokenizer": "tokenizer.json"}).
     Under torchrun (see ddp_setup) the model is wrapped in DistributedDataParallel; rank 0 logs and saves.
     Returns {"history": [records], "step", "start_step" (> 0 when resumed), "train_loss", "val_loss", "seconds"}."""
+    # the data checked first, in one line each, before any work
     for what, data in (("data", train), ("val data", val)):
-        if data is None and what == "val data":
+        if data is None and what == "val data":  # (val is optional; a train of None is refused below)
             continue
         tokens = data.get("tokens") if isinstance(data, dict) else None
         # a 1-D token stream (lm_windows not applied), a bare tensor or no rows: else an IndexError or ZeroDivisionError
@@ -1489,6 +1490,8 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
                              f"0 .. {V - 1}: a tokenizer larger than the model's vocab_size?")
         if data.get("mask") is not None and not data["mask"].any():  # a loss over no target: nan, or 0.0 in eval_lm
             raise ValueError(f"train_lm's {what} has a mask with no target in it: nothing to train or evaluate on")
+
+    # the run's constants and optimizer
     rank, world = _dist()
     device = next(model.parameters()).device
     decay_steps = steps if decay_steps is None else decay_steps
@@ -1500,9 +1503,10 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
     meta = dict(meta or {})
     tokenizer_name = meta.pop("tokenizer", None)
 
+    # resume: the weights, optimizer, RNG and stream position from ckpt's resume state, when asked and there is one
     step, position = 0, 0  # optimizer steps done, rows of the data stream consumed
-    rewrite_files = False  # the .safetensors/.json beside the resumed state do not hold its step and weights (an
-    # earlier step, missing, damaged): they are written again from it
+    rewrite_files = False  # set when the .safetensors/.json beside the resumed state do not hold its step and weights
+    # (an earlier step, missing, damaged): they are then written again from it, before the loop
     resumed_metrics = {}  # the resumed checkpoint's: a finished run rerun trains nothing and reports them
     carried = None  # the resumed log interval's steps before the checkpoint, and their summed loss
     state_path = None if ckpt is None else state_file(ckpt)
@@ -1512,8 +1516,8 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
         except Exception as e:  # truncated or not a torch file
             raise CheckpointError(f"{state_path} is unreadable ({type(e).__name__}: {e}): delete it to start from the "
                                   f"beginning, or {afresh}") from None
-        whole = isinstance(state, dict) and "model" in state  # the state holds its weights (states since 2026-12-04)
-        if whole:  # one file, renamed into place at once: the .safetensors beside it may be a step behind
+        state_has_weights = isinstance(state, dict) and "model" in state  # (states since 2026-12-04)
+        if state_has_weights:  # one file, renamed into place at once: the .safetensors beside it may be a step behind
             tensors, saved = state["model"], {"model_config": state.get("model_config"), "step": state.get("step"),
                                               "metrics": state.get("metrics")}
             # stopped after the state's rename, or the files damaged or deleted since: the .safetensors and .json are
@@ -1533,8 +1537,8 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
             except CheckpointError as e:  # the run's own checkpoint: what wrote it is this very command
                 raise CheckpointError(f"{str(e).removesuffix(RERUN)}: {afresh}") from None
         try:
-            _check_gpt_checkpoint(state_path if whole else ckpt, saved.get("model_config"), tensors, expect=model.cfg,
-                                  one_file=whole)
+            _check_gpt_checkpoint(state_path if state_has_weights else ckpt, saved.get("model_config"), tensors,
+                                  expect=model.cfg, one_file=state_has_weights)
         except CheckpointError as e:  # another model's weights (e.g. written by a version with another vocabulary)
             raise CheckpointError(f"{e}: {afresh}") from None
         model.load_state_dict(tensors)
@@ -1553,7 +1557,7 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
                                   f"it to start from the beginning, or {afresh}") from None
         # an older state's weights are the .safetensors beside it, which must be of its step (killed while saving, they
         # may not be); a state holding its weights is of its own step
-        if not whole and saved.get("step") != step:
+        if not state_has_weights and saved.get("step") != step:
             raise CheckpointError(f"{ckpt}.json is at step {saved.get('step')} but {state_path.name} at step {step}: "
                                   f"the run was stopped while writing this checkpoint, which cannot be resumed "
                                   f"exactly: {afresh}")
@@ -1571,12 +1575,14 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
         print(f"[{desc}] no resume state {state_path.name} beside {ckpt}.safetensors: training from step 0")
     start_step = step
 
+    # the forward the loop calls (compiled, DDP-wrapped), and the helpers it calls: log, evaluate, save
     fwd = torch.compile(model) if compile else model  # `model` stays the plain module we save
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
         fwd = DistributedDataParallel(fwd, device_ids=[device] if device.type == "cuda" else None)
     autocast = lambda: torch.autocast(device.type, torch.bfloat16, enabled=bf16)
     flops, peak = model.flops_per_token(T), peak_flops(device)
+    history, train_loss, val_loss, perms = [], resumed_metrics.get("train_loss"), resumed_metrics.get("val_loss"), {}
 
     def log(record):
         history.append(record)
@@ -1601,9 +1607,10 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
                     tokenizer=tokenizer_name, optimizer=opt if with_state else None, data_position=position,
                     rows_per_step=G, extra=meta, loss_interval=loss_interval)
 
-    history, train_loss, val_loss, perms = [], resumed_metrics.get("train_loss"), resumed_metrics.get("val_loss"), {}
     if rewrite_files:  # now, even if nothing is left to train: load_lm and world_base's cache read those files
         save(with_state=False)
+
+    # the loop: its running state (the loss since the last log line, and its timing), then the steps
     loss_sum = torch.zeros((), device=device)  # summed step losses since the last log line (no sync per step)
     t_log, steps_since, untimed = time.time(), 0, 0  # untimed: steps of this interval before the resume
     diverged = False  # a log line had a loss that is not finite (said once)
@@ -1627,13 +1634,15 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
         for micro in range(grad_accum):
             mine = rows[(micro * world + rank) * batch_size:][:batch_size]  # [b] this rank's rows
             x, y = tokens[mine, :-1], tokens[mine, 1:]  # [b, T]
-            # DDP averages gradients over ranks, so each rank's sum is scaled by world / n_counted
+            # DDP all-reduces the gradients at the last micro-step only (no_sync before it)
             sync = fwd.no_sync() if world > 1 and micro < grad_accum - 1 else contextlib.nullcontext()
             with sync:
                 with autocast():
                     per_tok = fwd(x, targets=y)  # [b, T]
                 if mask is not None:
                     per_tok = per_tok * mask[mine]  # [b, T]; masked targets contribute exactly zero gradient
+                # DDP averages gradients over ranks, so each rank's sum is scaled by world / n_counted: the mean
+                # over the global batch's counted targets
                 loss = per_tok.sum() * (world / n_counted)
                 loss.backward()
             loss_sum += loss.detach()
