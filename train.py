@@ -125,13 +125,14 @@ def run_config(config_cls, run_dir):
     experiment's `validate` as a run's is: a key deleted by hand reads at its default, which may not fit the others
     (eval.py then failed deep inside). A config.json with every key that only a check added since refuses is read as
     it is, with a note on stderr."""
-    want = config_cls.__module__.split(".")[-1]  # experiments.NAME.Config reads NAME's runs
-    ours = (ROOT / "experiments" / f"{want}.py").is_file()
-    values = run_dir_config(run_dir, want if ours else None)
+    name = config_cls.__module__.split(".")[-1]  # experiments.NAME.Config reads NAME's runs
+    # a Config of the project's experiments (not one defined elsewhere, e.g. a test's): its runs must be NAME's
+    is_experiment = (ROOT / "experiments" / f"{name}.py").is_file()
+    values = run_dir_config(run_dir, name if is_experiment else None)
     values.pop("experiment")
     path = Path(run_dir) / "config.json"
     cfg = build_config(config_cls, {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}, str(path))
-    if validate := ours and getattr(importlib.import_module(f"experiments.{want}"), "validate", None):
+    if validate := is_experiment and getattr(importlib.import_module(f"experiments.{name}"), "validate", None):
         try:
             validate(cfg)
         except ConfigError as e:
@@ -1716,9 +1717,10 @@ def cli(main, argv, keeps=True):
         terminated.append(signum)
         raise KeyboardInterrupt
     # not under torchrun, whose agent stops its workers with SIGTERM and then waits for them: a worker blocked in a
-    # collective would only run this handler once the collective returned
-    ours = threading.current_thread() is threading.main_thread() and "TORCHELASTIC_RUN_ID" not in os.environ
-    previous = signal.signal(signal.SIGTERM, on_sigterm) if ours else None
+    # collective would only run this handler once the collective returned (and Python sets handlers in its main
+    # thread only)
+    handle_sigterm = threading.current_thread() is threading.main_thread() and "TORCHELASTIC_RUN_ID" not in os.environ
+    previous = signal.signal(signal.SIGTERM, on_sigterm) if handle_sigterm else None
     try:
         rc = main(argv)
     except (ConfigError, DataError, CheckpointError) as e:
