@@ -1813,12 +1813,15 @@ def config_help(argv):
 
 
 def run_experiment(argv):
+    # --help, alone or after a config
     if argv[:1] in (["-h"], ["--help"]):
         print(f"usage: {USAGE}\nconfigs: {available_configs()}")
         return
     if "-h" in argv[1:] or "--help" in argv[1:]:
         print(config_help([a for a in argv if a not in ("-h", "--help")]))
         return
+
+    # the config, checked whole before anything is written
     module, cfg = load_config(argv)
     if not hasattr(cfg, "out_dir"):  # Run writes the run there (README "Adding an experiment")
         raise ConfigError(f"{module.__name__.replace('.', '/')}.py: its Config has no out_dir, which every "
@@ -1838,22 +1841,26 @@ def run_experiment(argv):
                           f"give the values as the sweep's (--sweep=\"{{'{both[0]}': [...]}}\")")
     if getattr(cfg, "threads", 0):  # before the run directory, so that env.json records the count the run uses
         torch.set_num_threads(cfg.threads)
+
+    # the out_dir: the folders it will make noted (to remove them if the run is refused), then made and locked
     out = Path(cfg.out_dir).absolute()
     if why := path_problem(out / "config.json"):
         raise ConfigError(f"out_dir {cfg.out_dir}: {why}: pass another --out_dir")
     # the folders Run's mkdir will make (through a new folder and "..", it makes that folder too), normalised
     norm = lambda d: Path(os.path.abspath(d))
     made = {norm(d) for d in (out, *out.parents) if d.name not in (".", "..") and not d.exists() and not norm(d).exists()}
-    was_run = (out / "config.json").exists()
-    held = None
+    had_run = (out / "config.json").exists()  # before this command
+    lock_fd = None
     if os.environ.get("RANK", "0") == "0":  # before Run, whose --resume=False deletes the folder's files
         with contextlib.suppress(OSError):  # a file in the way: Run says so
             out.mkdir(parents=True, exist_ok=True)
-        held = lock_run_dir(out) if out.is_dir() else None
+        lock_fd = lock_run_dir(out) if out.is_dir() else None
         # a folder without a run's config.json may be the user's: only a run's first write (config.json), cut short
         # by a kill, goes there (it stayed after the rerun that then made the run)
-        if held is not None and (n := remove_cut_short(out, "*.tmp" if was_run else "config.json.*.tmp")):
+        if lock_fd is not None and (n := remove_cut_short(out, "*.tmp" if had_run else "config.json.*.tmp")):
             print(f"removed {n} temporary file(s) that a command stopped mid-write left in {out}")
+
+    # the run; a new one refused at its start leaves nothing behind
     run = None
     try:
         run = Run(cfg, module.__name__.split(".")[-1], argv=[sys.argv[0], *argv])
@@ -1869,15 +1876,16 @@ def run_experiment(argv):
         # config.json refused the corrected command into the same out_dir as "another config". Not where the run
         # wrote anything besides Run's files (a unit file), nor where Run itself refused the folder.
         logged = (out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").stat().st_size > 0
-        bare = run is not None and {f.name for f in out.iterdir()} <= {"config.json", "env.json", "metrics.jsonl"}
-        cleaned = not was_run and not logged and (isinstance(e, DataError) or bare)
+        only_run_files = (run is not None
+                          and {f.name for f in out.iterdir()} <= {"config.json", "env.json", "metrics.jsonl"})
+        clean_up = not had_run and not logged and (isinstance(e, DataError) or only_run_files)
         if os.environ.get("RANK", "0") == "0":
-            if cleaned:
+            if clean_up:
                 for name in ("config.json", "env.json", "metrics.jsonl"):
                     (out / name).unlink(missing_ok=True)
             # where Run refused the folder it wrote nothing: the folders made above for it go too (an out_dir in
             # figures/ was left there, empty)
-            if cleaned or run is None:
+            if clean_up or run is None:
                 for d in sorted(made, key=lambda d: len(d.parts), reverse=True):  # deepest first
                     try:
                         d.rmdir()
@@ -1885,8 +1893,8 @@ def run_experiment(argv):
                         pass
         raise
     finally:
-        if held is not None:
-            os.close(held)
+        if lock_fd is not None:
+            os.close(lock_fd)
 
 
 def main(argv):
