@@ -218,6 +218,8 @@ def load_config(argv, resolve=True):
         close = difflib.get_close_matches(f"configs/{path.stem}.py", config_files(), n=1, cutoff=0.8)
         hint = f" Did you mean {close[0]}?" if close else ""
         raise ConfigError(f"config file '{path}' not found.{hint} Available: {available_configs()}")
+
+    # the config file's assignments, then the command line's overrides
     values = {}
     try:
         exec(compile(path.read_text(), str(path), "exec"), {}, values)  # a fresh dict, never globals()
@@ -227,12 +229,14 @@ def load_config(argv, resolve=True):
                           f"e.g. experiment = \"subliminal_mnist\"; see configs/") from None
     # keys are the plain names: _private ones and modules the file imports (import math) are not settings
     values = {k: v for k, v in values.items() if not k.startswith("_") and not isinstance(v, types.ModuleType)}
-    overrides, raw = {}, {}
+    overrides, raw = {}, {}  # --key=value: the value parsed, and its text as typed (a str key takes the text)
     for arg in argv[1:]:
         if not arg.startswith("--") or "=" not in arg:
             raise ConfigError(f"bad argument '{arg}': overrides look like --key=value")
         key, text = arg[2:].split("=", 1)
         overrides[key], raw[key] = _parse_value(text), text
+
+    # the experiment they name: its module, with a Config and a run
     name = overrides.pop("experiment", values.pop("experiment", None))
     if name is None:
         raise ConfigError(f"{path} must name its experiment, e.g. experiment = \"subliminal_mnist\"")
@@ -255,12 +259,14 @@ def load_config(argv, resolve=True):
     if not dataclasses.is_dataclass(module.Config):
         what = "is not a dataclass"
     else:
-        bare = [f.name for f in dataclasses.fields(module.Config)
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-        what = f"has keys without a default ({', '.join(bare)})" if bare else None
+        no_default = [f.name for f in dataclasses.fields(module.Config)
+                      if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        what = f"has keys without a default ({', '.join(no_default)})" if no_default else None
     if what:
         raise ConfigError(f"experiments/{name}.py: its Config {what}: every key needs a type and a default (README, "
                           f"\"Adding an experiment\")")
+
+    # the keys checked against the Config: the file's alone, then with the overrides
     build_config(module.Config, values, source=str(path))  # checked alone first: an error here names the config file
     hints = typing.get_type_hints(module.Config)
     for k, text in raw.items():  # a str key takes the text as written: --out_dir=2024 is the folder "2024"
