@@ -913,7 +913,7 @@ def train_classifier(model, x, y, *, epochs, lr, batch_size, gens, n_classes=10,
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += loss.detach() * idx.shape[1]
+            total += loss.detach() * idx.shape[1]  # a sum over seeds of batch means, x B: the batch's summed loss
             step += 1
             bar.update()
         if log:  # the epoch's mean loss per example and seed (not its last, partial, batch's)
@@ -1794,6 +1794,7 @@ def config_help(argv):
     notes, last, col = {}, None, None  # a field's comment, with the lines under it aligned with it
     source = [inspect.getsource(c) for c in module.Config.__mro__ if dataclasses.is_dataclass(c)]  # inherited keys too
     for line in "\n".join(reversed(source)).splitlines():  # a subclass's comment last: it overrides its base's
+        # a field "key: type = default  # note" starts a note; a comment line under it, at its "#" column, continues it
         if m := re.match(r"\s+(\w+):[^#]*#\s*(.*)$", line):
             last, col, notes[m[1]] = m[1], line.index("#"), m[2]
         elif last and re.match(r"\s*#", line) and line.index("#") == col:
