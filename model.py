@@ -54,13 +54,17 @@ class SeedMLP(nn.Module):
 
     def forward(self, x, return_hidden=False):
         hidden = []
-        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            if x.dim() == 2:  # shared inputs: one [B, d_in] x [d_in, S*d_out] matmul, no S copies of x
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):  # w [S, d_in, d_out], b [S, 1, d_out]
+            if x.dim() == 2:  # shared inputs x [B, d_in] (first layer only: its output is per seed, [S, B, d_out])
                 S, d_in, d_out = w.shape
-                x = (x @ w.permute(1, 0, 2).reshape(d_in, S * d_out)).view(-1, S, d_out).transpose(0, 1) + b  # [S, B, d_out]
+                # the S weight matrices side by side, seed s in columns s*d_out .. (s+1)*d_out: one plain matmul,
+                # no S copies of x
+                w_side = w.permute(1, 0, 2).reshape(d_in, S * d_out)  # [d_in, S * d_out]
+                x = (x @ w_side).view(-1, S, d_out).transpose(0, 1) + b  # [B, S * d_out] -> [S, B, d_out]
             else:
                 x = torch.bmm(x, w).add_(b)  # [S, B, d_out]; faster on a CPU than baddbmm with a broadcast bias
-            if i < len(self.weights) - 1:
+            is_hidden = i < len(self.weights) - 1  # the output layer returns logits, without a ReLU
+            if is_hidden:
                 x = torch.relu_(x)  # in place (autograd allows it here): big fresh tensors cost page faults on a CPU
                 hidden.append(x)
         return (x, hidden) if return_hidden else x
