@@ -93,28 +93,29 @@ def init_mlp_params(seeds, sizes, n_classes, init, device, seed):
     out.update({f"biases.{i}": [] for i in range(len(sizes) - 1)})
     for k in seeds:
         for i, (d_in, d_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-            last = i == len(sizes) - 2
-            parts = [(n_classes, "class"), (d_out - n_classes, "aux")] if last else [(d_out, "hidden")]
-            ws, bs = [], []
-            for cols, stream in parts:
+            is_output = i == len(sizes) - 2
+            # (columns, stream name) of each group of this layer's output columns, left to right
+            col_groups = [(n_classes, "class"), (d_out - n_classes, "aux")] if is_output else [(d_out, "hidden")]
+            ws, bs = [], []  # one [d_in, cols] weight and one [cols] bias per group
+            for cols, stream in col_groups:
                 # drawn in fixed blocks of 64 columns, each block from its own stream, so that column j
                 # is the same whatever the number of columns (torch's RNG output depends on tensor size)
-                w, b = [], []
+                w_blocks, b_blocks = [], []  # [64, d_in] and [64] each, cut to `cols` below
                 for blk in range(0, cols, 64):
                     g = generator(device, seed, k, "init", i, stream, blk)
                     if init == "paper":
-                        w.append(torch.randn(64, d_in, generator=g, device=device) / math.sqrt(d_in))
-                        b.append(torch.zeros(64, device=device))
+                        w_blocks.append(torch.randn(64, d_in, generator=g, device=device) / math.sqrt(d_in))
+                        b_blocks.append(torch.zeros(64, device=device))
                     elif init == "torch":
                         bound = 1 / math.sqrt(d_in)
-                        w.append((torch.rand(64, d_in, generator=g, device=device) * 2 - 1) * bound)
-                        b.append((torch.rand(64, generator=g, device=device) * 2 - 1) * bound)
+                        w_blocks.append((torch.rand(64, d_in, generator=g, device=device) * 2 - 1) * bound)
+                        b_blocks.append((torch.rand(64, generator=g, device=device) * 2 - 1) * bound)
                     else:
                         raise ValueError(f"unknown init {init!r}: use 'paper' or 'torch'")
-                ws.append(torch.cat(w)[:cols].T)  # [d_in, cols]
-                bs.append(torch.cat(b)[:cols])
-            out[f"weights.{i}"].append(torch.cat(ws, 1))
-            out[f"biases.{i}"].append(torch.cat(bs)[None])
+                ws.append(torch.cat(w_blocks)[:cols].T)  # [d_in, cols]
+                bs.append(torch.cat(b_blocks)[:cols])  # [cols]
+            out[f"weights.{i}"].append(torch.cat(ws, 1))  # [d_in, d_out]
+            out[f"biases.{i}"].append(torch.cat(bs)[None])  # [1, d_out]
     return {k: torch.stack(v).contiguous() for k, v in out.items()}
 
 
