@@ -137,7 +137,8 @@ def init_mlp_params(seeds, sizes, n_classes, init, device, seed):
 # torch.Generator on the CPU, so a seed gives the same weights on any device.
 #
 # Hook points. Each named activation passes through a `HookPoint`, an identity module, so its dotted
-# module name is its hook name:
+# module name is its hook name (B rows, T columns in this forward, C = n_embd, nh heads of size hs = C / nh,
+# V = vocab_size, S key columns: T, or with a KV cache every column so far; not SeedMLP's S, the seeds):
 #     embed                   token embeddings                    [B, T, C]
 #     blocks.{i}.resid_pre    residual stream entering block i    [B, T, C]
 #     blocks.{i}.attn.pattern attention probabilities             [B, nh, T, S]  (only when hooked)
