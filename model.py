@@ -208,12 +208,18 @@ def _run_hook(fn, h, name):
         if hasattr(e, "add_note"):  # (Python 3.11+; the exception itself, unchanged, either way)
             e.add_note(f"(raised by the hook at {name!r}, on an activation of shape {tuple(h.shape)})")
         raise
-    if out is not None and (not isinstance(out, torch.Tensor) or out.shape != h.shape or out.device != h.device):
-        got = (tuple(out.shape) if out.shape != h.shape else f"a tensor on {out.device}") \
-            if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(f"the hook at {name!r} returned {got}: return None (just look) or a tensor of the "
-                         f"activation's shape {tuple(h.shape)} on its device ({h.device})")
-    return out if out is None or out.dtype == h.dtype else out.to(h.dtype)
+    if out is None:  # the hook only looked
+        return None
+    if not isinstance(out, torch.Tensor):
+        got = type(out).__name__
+    elif out.shape != h.shape:
+        got = tuple(out.shape)
+    elif out.device != h.device:
+        got = f"a tensor on {out.device}"
+    else:  # a replacement the next layer can take
+        return out if out.dtype == h.dtype else out.to(h.dtype)
+    raise ValueError(f"the hook at {name!r} returned {got}: return None (just look) or a tensor of the "
+                     f"activation's shape {tuple(h.shape)} on its device ({h.device})")
 
 
 def _changed(now, before):
