@@ -282,6 +282,7 @@ class Attention(nn.Module):
         # attn_mask None means plain causal attention over T == S columns (training, scoring)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=attn_mask is None)  # [B, nh, T, hs]
         if self.pattern._forward_hooks:  # someone asked for the pattern: compute it explicitly
+            # which keys each query may read: attn_mask [B, 1, T, S], or causal [T, T]
             allowed = attn_mask if attn_mask is not None else torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
             scores = (q @ k.transpose(-2, -1)) / math.sqrt(k.shape[-1])  # [B, nh, T, S]
             att = scores.masked_fill(~allowed, float("-inf")).softmax(-1)  # [B, nh, T, S]
@@ -289,12 +290,13 @@ class Attention(nn.Module):
             att = att.clone() if att.requires_grad else att
             # a hook may also edit the pattern in place (and return it, or None): seen by the version counter, or,
             # for an inference tensor (which has none), by a copy (NaN == NaN there: a NaN row is no edit)
-            before = att.clone() if att.is_inference() else att._version
-            hooked = self.pattern(att)
+            before = att.clone() if att.is_inference() else att._version  # a copy, or the version number
+            hooked = self.pattern(att)  # att itself when the hook returned None or att
             edited = _changed(att, before) if att.is_inference() else att._version != before
             if hooked is not att or edited:  # a hook replaced or edited the pattern: attend with it
                 y = hooked.to(v.dtype) @ v  # [B, nh, T, hs]
-        # so does SDPA's backward (e.g. zeroing a head in place while training)
+        # SDPA's backward reads its output too: under autograd a hook at z gets a copy, so it may edit in place
+        # (e.g. zero a head while training)
         y = self.z(y.clone() if y.requires_grad and self.z._forward_hooks else y)  # [B, nh, T, hs], each head's output
         y = y.transpose(1, 2).reshape(B, T, C)  # [B, T, C]
         return self.proj(y)
