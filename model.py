@@ -396,27 +396,33 @@ class GPT(nn.Module):
             raise ValueError(f"idx must be a [B, T] tensor of token ids, got {got}: one sequence is "
                              f"torch.tensor([ids]), several of different lengths data.tokenizer.pad_right(rows)[0]")
         B, T = idx.shape
+
+        # positions: this forward reads columns t0 .. t0 + T - 1 of the sequence (t0 > 0: the columns already cached)
         t0 = cache.pos if cache is not None else 0
         if t0 + T > self.cfg.block_size:
             raise ValueError(f"sequence of {t0 + T} tokens is longer than block_size={self.cfg.block_size}")
         self.offset = t0
         cos, sin = self.cos[t0:t0 + T], self.sin[t0:t0 + T]  # [T, hs/2]
+
+        # the attention mask, [B, 1, T, S]; None (no cache, no padding: training, scoring) is plain causal attention
+        if cache is not None and mask is not None:
+            cache.valid[:, t0:t0 + T] = mask  # later decode steps pass no mask: the cache remembers the pads
+        key_ok = cache.valid[:, :t0 + T] if cache is not None else mask  # [B, S], False at padding; or None
         attn_mask = None
-        if cache is not None or mask is not None:
-            if cache is not None:
-                if mask is not None:
-                    cache.valid[:, t0:t0 + T] = mask
-                key_ok = cache.valid[:, :t0 + T]  # [B, S]
-            else:
-                key_ok = mask
+        if key_ok is not None:
             q_pos = torch.arange(t0, t0 + T, device=idx.device)[:, None]  # [T, 1]
             k_pos = torch.arange(t0 + T, device=idx.device)[None, :]  # [1, S]
-            # causal, and never a padding key, except a position's own key, so that no row is all -inf
+            # query i reads key j <= i that is a real token; it always reads its own key, so that a padding
+            # query's softmax row is not all -inf (NaN)
             attn_mask = ((k_pos <= q_pos) & (key_ok[:, None, :] | (k_pos == q_pos)))[:, None]  # [B, 1, T, S]
+
+        # the transformer
         x = self.embed(self.wte(idx))  # [B, T, C]
         for block in self.blocks:
             x = block(x, cos, sin, attn_mask, cache)  # [B, T, C]
         x = self.final(self.ln_f(x))  # [B, T, C]
+
+        # unembed (only the kept positions, if `keep`), then the losses if there are targets
         if isinstance(keep, slice):
             x = x[:, keep].flatten(0, 1)  # [k, C], k = B * kept columns
             targets = None if targets is None else targets[:, keep].flatten()  # [k]
