@@ -499,6 +499,7 @@ class GPT(nn.Module):
         use_cache=False re-runs the whole sequence at every step (the reference for the KV cache).
         Only each row's last column is unembedded, so a hook at `logits` sees [B, V] at every step.
         Returns a list of lists: each row's new tokens, eos included when emitted."""
+        # the arguments, checked (each error names what to do instead of failing inside the forward)
         device = self.wte.weight.device
         if isinstance(prompts, torch.Tensor):  # [B, P]: one copy to the CPU, not one sync per token checked below
             prompts = prompts.tolist()
@@ -514,33 +515,38 @@ class GPT(nn.Module):
         if bad := sorted({int(t) for p in prompts for t in p if not 0 <= int(t) < self.cfg.vocab_size}):
             raise ValueError(f"prompt token ids {bad[:5]} are outside the model's vocabulary 0 .. "
                              f"{self.cfg.vocab_size - 1}: encode prompts with the tokenizer saved beside its checkpoint")
-        if max_new_tokens < 0 or temperature < 0 or top_k is not None and top_k < 1:
+        bad_top_k = top_k is not None and top_k < 1
+        if max_new_tokens < 0 or temperature < 0 or bad_top_k:
             raise ValueError(f"max_new_tokens must be >= 0, temperature >= 0 (0: greedy) and top_k >= 1 or None; got "
                              f"{max_new_tokens}, {temperature}, {top_k}")
         B, P = len(prompts), max(len(p) for p in prompts)
         if P + max_new_tokens > self.cfg.block_size:
             raise ValueError(f"prompt ({P}) + max_new_tokens ({max_new_tokens}) exceeds block_size={self.cfg.block_size}")
+
+        # the prompts, left-padded into one batch: every row's last prompt token is column P - 1
         idx = torch.full((B, P), pad_id, dtype=torch.long, device=device)  # [B, P]
-        mask = torch.zeros(B, P, dtype=torch.bool, device=device)  # [B, P]
+        mask = torch.zeros(B, P, dtype=torch.bool, device=device)  # [B, P], True at real tokens
         for i, p in enumerate(prompts):
             idx[i, P - len(p):] = torch.as_tensor(p, dtype=torch.long, device=device)
             mask[i, P - len(p):] = True
         if mask.all():
             mask = None  # no padding: plain causal attention
+
+        # the decoding loop: one forward and one sampled token per row per step
         cache = KVCache(self.cfg, B, P + max_new_tokens, device) if use_cache else None
-        done = torch.zeros(B, dtype=torch.bool, device=device)
-        stops = None if eos_id is None else token_ids(eos_id, "eos_id")
-        stop_t = None if stops is None else torch.tensor(stops, dtype=torch.long, device=device)
+        done = torch.zeros(B, dtype=torch.bool, device=device)  # [B], rows that have emitted a stop token
+        stops = None if eos_id is None else token_ids(eos_id, "eos_id")  # a list of ints
+        stops_on_device = None if stops is None else torch.tensor(stops, dtype=torch.long, device=device)
         new, x = [], idx  # x: what the next forward reads (all columns without a cache, new ones with it)
         try:
             for _ in range(max_new_tokens):
                 # unembed the last column only: the prompt's other columns would be thrown away
                 logits = self(x, mask=mask, cache=cache, keep=slice(-1, None)).float()  # [B, V]
                 nxt = sample_next(logits, temperature, top_k, generator)  # [B]
-                nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
+                nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)  # a stopped row emits pads, cut below
                 new.append(nxt)
                 if stops is not None:
-                    done = done | torch.isin(nxt, stop_t)
+                    done = done | torch.isin(nxt, stops_on_device)
                 if use_cache:
                     x, mask = nxt[:, None], None  # [B, 1]; the cache remembers which old keys are padding
                 else:
@@ -549,9 +555,11 @@ class GPT(nn.Module):
                 if stops is not None and bool(done.all()):
                     break
         finally:
-            self.offset = 0
+            self.offset = 0  # nonzero only while decoding with a cache, also when a hook raised mid-loop
+
+        # each row's new tokens, up to and including its first stop token (the pads after it cut)
         out = torch.stack(new, 1).tolist() if new else [[] for _ in range(B)]  # [B, n_new]
-        if stops is not None:  # cut each row after its first stop token
+        if stops is not None:
             out = [row[:next((i + 1 for i, t in enumerate(row) if t in stops), len(row))] for row in out]
         return out
 
