@@ -609,16 +609,18 @@ def injection_hook(positions, vectors, offset=lambda: 0):
         pos = torch.as_tensor(positions, device=h.device)
         vec = torch.as_tensor(vectors, device=h.device, dtype=h.dtype)
         # per-row positions or vectors for another batch size failed in `expand`, naming neither argument
-        if pos.dim() == 2 and pos.shape[0] != B or vec.dim() == 3 and vec.shape[0] not in (1, B):
+        pos_rows_wrong = pos.dim() == 2 and pos.shape[0] != B
+        vec_rows_wrong = vec.dim() == 3 and vec.shape[0] not in (1, B)
+        if pos_rows_wrong or vec_rows_wrong:
             raise ValueError(f"inject: positions [B, K] and vectors [B, K, C] need one row per row of the batch (B = "
                              f"{B}), got positions of shape {tuple(pos.shape)} and vectors of {tuple(vec.shape)}")
         pos = (pos if pos.dim() == 2 else pos.expand(B, -1)) - offset()  # [B, K] columns of this forward
         vec = vec.expand(B, pos.shape[1], C)  # [B, K, C]
         rows = torch.arange(B, device=h.device)[:, None].expand_as(pos)  # [B, K]
-        keep = (pos >= 0) & (pos < T)  # positions inside this forward
-        if not bool(keep.any()):
+        inside = (pos >= 0) & (pos < T)  # [B, K], positions among this forward's columns (a decode step has one)
+        if not bool(inside.any()):
             return None
-        rows, pos, vec = rows[keep], pos[keep], vec[keep]  # [N], [N], [N, C]
+        rows, pos, vec = rows[inside], pos[inside], vec[inside]  # [N], [N], [N, C]
         unit = vec / vec.norm(dim=-1, keepdim=True).clamp_min(1e-30)  # [N, C], zero stays zero
         add = h[rows, pos].norm(dim=-1, keepdim=True) * unit  # [N, C]
         return h.index_put((rows, pos), add, accumulate=True)  # [B, T, C], out of place
@@ -643,7 +645,8 @@ def inject(model, layer, positions, vectors, site="resid_post"):
         pos = torch.as_tensor(positions)
     except (ValueError, TypeError):  # rows of different lengths: torch's "expected sequence of length 1 at dim 1"
         pos = None
-    if pos is None or pos.dim() not in (1, 2) or pos.numel() and (pos.is_floating_point() or pos.dtype == torch.bool):
+    not_ints = pos is not None and pos.numel() and (pos.is_floating_point() or pos.dtype == torch.bool)
+    if pos is None or pos.dim() not in (1, 2) or not_ints:
         # (else an IndexError or a failed `expand` at the first forward, inside the hook)
         raise ValueError(f"inject: positions must be integer columns, [K] for every row or [B, K] with K in every row "
                          f"(give a row's spare columns a zero vector: it adds nothing), got "
@@ -658,7 +661,8 @@ def inject(model, layer, positions, vectors, site="resid_post"):
     if vec.dim() == 0 or vec.shape[-1] != model.cfg.n_embd:  # else a bare broadcast error at the first forward
         raise ValueError(f"inject: vectors must end in the residual width n_embd={model.cfg.n_embd} ([C], [K, C] or "
                          f"[B, K, C]), got shape {tuple(vec.shape)}")
-    if vec.dim() > 3 or vec.dim() >= 2 and vec.shape[-2] not in (1, pos.shape[-1]):  # one vector per position
+    k_wrong = vec.dim() >= 2 and vec.shape[-2] not in (1, pos.shape[-1])  # K must be one vector per position (or 1)
+    if vec.dim() > 3 or k_wrong:
         raise ValueError(f"inject: vectors must be [C], [K, C] or [B, K, C] with K = {pos.shape[-1]}, the number of "
                          f"positions per row; got shape {tuple(vec.shape)}")
     return model.hooks({f"blocks.{layer}.{site}": injection_hook(positions, vectors, lambda: model.offset)})
