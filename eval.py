@@ -39,16 +39,16 @@ def summarize(values):
     A seed whose value is itself undefined (nan, e.g. misaligned among valid answers when it gave none) is left out
     of the mean and the interval; it stays nan in per_seed (which says how many), so that per_seed still pairs up
     seed by seed with other arms. Leaving it in would make the whole mean nan and lose the other seeds."""
-    v = [float(x) for x in values]
-    d = [x for x in v if not math.isnan(x)]
-    n = len(d)
-    mean = sum(d) / n if n else math.nan
-    st = {"mean": mean, "ci95": None, "per_seed": v}
+    per_seed = [float(x) for x in values]
+    defined = [x for x in per_seed if not math.isnan(x)]
+    n = len(defined)
+    mean = sum(defined) / n if n else math.nan
+    stat = {"mean": mean, "ci95": None, "per_seed": per_seed}
     if n >= 2:
-        sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1))
+        sd = math.sqrt(sum((x - mean) ** 2 for x in defined) / (n - 1))
         half = t975(n - 1) * sd / math.sqrt(n)
-        st["ci95"] = [mean - half, mean + half]
-    return st
+        stat["ci95"] = [mean - half, mean + half]
+    return stat
 
 
 def group_means(values, groups):
@@ -56,8 +56,8 @@ def group_means(values, groups):
     Undefined (nan) seeds are left out of their group's mean; a group with none defined is nan."""
     out = []
     for g in sorted(set(groups)):
-        d = [v for v, q in zip(values, groups) if q == g and not math.isnan(v)]
-        out.append(sum(d) / len(d) if d else math.nan)
+        defined = [v for v, group in zip(values, groups) if group == g and not math.isnan(v)]
+        out.append(sum(defined) / len(defined) if defined else math.nan)
     return out
 
 
@@ -86,9 +86,10 @@ def mean_ci(stat, digits=3, scale=1, sign="+", show=None):
     """'+m [+lo, +hi]' of a summarize()d number times `scale`, or the mean alone where one seed leaves no interval
     (sign "": no plus sign). show: a function number -> text used for the mean and both ends instead (e.g. a
     log-scale number shown as a ratio)."""
-    v = show or (lambda y: f"{scale * y:{sign}.{digits}f}")
-    ends = None if stat["ci95"] is None else sorted(stat["ci95"], key=lambda y: scale * y)  # a negative scale flips them
-    return v(stat["mean"]) + ("" if ends is None else f" [{v(ends[0])}, {v(ends[1])}]")
+    fmt = show or (lambda y: f"{scale * y:{sign}.{digits}f}")  # number -> text
+    # a negative scale flips the interval's ends
+    ends = None if stat["ci95"] is None else sorted(stat["ci95"], key=lambda y: scale * y)
+    return fmt(stat["mean"]) + ("" if ends is None else f" [{fmt(ends[0])}, {fmt(ends[1])}]")
 
 
 def fmt_ratio(r, digits=2):
