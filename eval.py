@@ -124,20 +124,22 @@ def accuracy(model, x, y, n_classes=10, batch_size=2000):
 def score_continuations(model, pairs, *, tokenizer=None, eos_id=None, batch_size=64):
     """Teacher-forced log-probabilities of many (prompt, continuation) pairs, batched: what class-based
     behaviour evals and MC1/MC2 need (the experiments' evals use world_base.score_shared_prompts, the same numbers
-    for many continuations of one prompt at less cost; this is the general form, and its tests' reference). Pairs are token-id lists, or strings when a tokenizer is given.
+    for many continuations of one prompt at less cost; this is the general form, and its tests' reference).
+    Pairs are token-id lists, or strings when a tokenizer is given.
     The end token (eos_id; with a tokenizer, its "<eos>" by default; with neither, none) is appended to every
     continuation, so "the answer, and then stop" is what gets scored. Rows are right-padded (causal attention keeps
     pads invisible). Returns (sums [N] float tensor, [per-token log-probs [len_i] per pair])."""
+    # the pairs as token-id lists, the end token appended, each checked
     if tokenizer is not None:
         eos_id = tokenizer.token_to_id("<eos>") if eos_id is None else eos_id
     ids_of = lambda t: encode(tokenizer, t) if tokenizer is not None and isinstance(t, str) else t
     pairs = [(ids_of(p), ids_of(c)) for p, c in pairs]  # once: `pairs` may be an iterator (a zip), read only once
     if eos_id is not None:  # a string ("<eos>") or generate's list of ids failed inside pad_right, naming nothing
-        ids = [] if isinstance(eos_id, str) else token_ids(eos_id, "eos_id")
-        if len(ids) != 1:
+        eos_ids = [] if isinstance(eos_id, str) else token_ids(eos_id, "eos_id")
+        if len(eos_ids) != 1:
             raise ValueError(f"eos_id must be one token id, which the scorer appends to each continuation (a "
                              f"tokenizer's: tok.token_to_id('<eos>')), got {eos_id!r}")
-        eos_id = ids[0]
+        eos_id = eos_ids[0]
     if any(isinstance(t, str) for pair in pairs for t in pair):  # else "too many dimensions 'str'" from torch
         raise ValueError("score_continuations was given text without a tokenizer: pass tokenizer= (the "
                          "model's) to score strings, or give token-id lists")
@@ -149,21 +151,24 @@ def score_continuations(model, pairs, *, tokenizer=None, eos_id=None, batch_size
     pairs = [(p, c + ([eos_id] if eos_id is not None else [])) for p, c in pairs]
     if any(len(p) < 1 or len(c) < 1 for p, c in pairs):
         raise ValueError("every prompt and every continuation (with its end token) needs at least one token")
-    block = getattr(getattr(model, "cfg", None), "block_size", None)
+    block = getattr(getattr(model, "cfg", None), "block_size", None)  # None: a model without a GPTConfig
     # the last token is only a target: a pair may hold block_size + 1 tokens (else the forward's error, naming no pair)
-    if block is not None and (long := [i for i, (p, c) in enumerate(pairs) if len(p) + len(c) - 1 > block]):
-        i = long[0]
-        raise ValueError(f"{len(long)} pair(s) longer than block_size + 1 = {block + 1} tokens (the model reads "
+    if block is not None and (too_long := [i for i, (p, c) in enumerate(pairs) if len(p) + len(c) - 1 > block]):
+        i = too_long[0]
+        raise ValueError(f"{len(too_long)} pair(s) longer than block_size + 1 = {block + 1} tokens (the model reads "
                          f"block_size; the last token is only a target): pair {i} has {len(pairs[i][0])} prompt + "
                          f"{len(pairs[i][1])} continuation tokens (end token included); shorten them")
+
+    # the scoring, batch_size pairs per forward
     device = next(model.parameters()).device
     per_token = []
     for i in range(0, len(pairs), batch_size):
         chunk = pairs[i:i + batch_size]
         ids, _ = pad_right([p + c for p, c in chunk], device)  # [b, W], padded with 0 (never scored)
         logp = model(ids[:, :-1]).float().log_softmax(-1)  # [b, W-1, V]: position t predicts token t+1
-        lp = logp.gather(-1, ids[:, 1:, None])[..., 0].cpu()  # [b, W-1]
+        lp = logp.gather(-1, ids[:, 1:, None])[..., 0].cpu()  # [b, W-1], log p of each actual next token
         for j, (p, c) in enumerate(chunk):
+            # the continuation's tokens are columns len(p) .. len(p) + len(c) - 1, each predicted one column earlier
             per_token.append(lp[j, len(p) - 1:len(p) + len(c) - 1])  # [len(c)]
     sums = torch.stack([t.sum() for t in per_token]) if per_token else torch.zeros(0)  # [N]
     return sums, per_token
