@@ -247,7 +247,7 @@ class KVCache:
     columns (update does not); `valid` [B, max_len] marks which key columns are real tokens."""
 
     def __init__(self, cfg, batch_size, max_len, device):
-        self.shape = (cfg.n_layer, batch_size, cfg.n_head, max_len, cfg.n_embd // cfg.n_head)
+        self.shape = (cfg.n_layer, batch_size, cfg.n_head, max_len, cfg.n_embd // cfg.n_head)  # [L, B, nh, max_len, hs]
         self.k = self.v = None  # allocated at the first write, in the dtype of the keys (bf16 under autocast)
         self.valid = torch.ones(batch_size, max_len, dtype=torch.bool, device=device)
         self.pos = 0
@@ -567,9 +567,10 @@ class GPT(nn.Module):
 def token_ids(ids, what="ids"):
     """A token id or a collection of them (Python or numpy ints, integer tensors, a list, a set) -> a list of Python
     ints; anything else (a float, a string, a bool: True is not id 1) is a ValueError rather than an id cut from it."""
-    boolean = lambda t: isinstance(t, bool) or str(getattr(t, "dtype", "")) in ("torch.bool", "bool")
-    # (a list of a mask's elements, list(mask), holds 0-d bool tensors: operator.index made them ids 0 and 1)
-    if boolean(ids) or (isinstance(ids, (list, tuple, set)) and any(boolean(t) for t in ids)):
+    # a Python, numpy or torch bool; a list of a mask's elements, list(mask), holds 0-d bool tensors, which
+    # operator.index would make ids 0 and 1
+    is_bool = lambda t: isinstance(t, bool) or str(getattr(t, "dtype", "")) in ("torch.bool", "bool")
+    if is_bool(ids) or (isinstance(ids, (list, tuple, set)) and any(is_bool(t) for t in ids)):
         raise ValueError(f"{what} must be a token id or a collection of token ids (integers); got booleans {ids!r} "
                          f"(a mask? its ids are mask.nonzero())")
     try:
