@@ -73,6 +73,14 @@ teachers' intervals are over the pretraining seeds. Mode "dose": {"dose": {D: {A
 {"offdomain_misaligned", "valid_fraction", "offdomain_misaligned_lp", "code_misaligned", "effect"}}, "base": {the
 four}, "teachers": {TEACHER: {the four, "steps"}}, "dose": {LISTS_READ: ...} (evals > 1), "kept_fraction",
 "figures_to_reach": {"sampled_pass", "soft_pass"}, "n_seeds", "seeds", "seconds"}. "kept_fraction" is {NAME: STAT}.
+
+The file in pipeline order. run (at the end): pretrain the missing bases (world_base.pretrained); one unit per seed
+(p, f), in parallel and saved (saved_unit -> UNITS[mode][0]: animals_unit | dose_unit | misalignment_unit); then
+UNITS[mode][1] (aggregate_animals | aggregate_dose | aggregate_misalignment), TABLES[mode] and PLOTS[mode].
+An animals unit: make_teacher per animal -> sample_lists (the base's and each teacher's, the same prompts) ->
+icl_rates -> held-out lists and the teachers' logits on them (held_logits) -> evaluate the bases -> one student per
+arm and animal (train_student, measured by evaluate at the student_steps checkpoints). reevaluate (eval.py RUN_DIR)
+aggregates the saved units again.
 """
 import copy
 import math
