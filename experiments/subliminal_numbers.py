@@ -221,11 +221,14 @@ def validate(cfg):
                           "lists): set epochs=1")
     # a student is measured at most once a step: more evals than steps gave fewer checkpoints than config.json says
     if cfg.mode != "dose":  # (dose mode measures at its doses)
-        code = cfg.mode == "animals" and {"code", "code_control"} & set(cfg.arms) and cfg.n_code < cfg.n_lists
-        n = cfg.n_code if code else cfg.n_lists  # the shortest student's data
+        # the code students train on n_code answers, the others on n_lists lists: check the shorter
+        shortest_is_code = (cfg.mode == "animals" and {"code", "code_control"} & set(cfg.arms)
+                            and cfg.n_code < cfg.n_lists)
+        n = cfg.n_code if shortest_is_code else cfg.n_lists  # the shortest student's data
         if cfg.evals > (steps := student_steps(cfg, n)[0]):
+            data = f"n_code={n} code answers" if shortest_is_code else f"n_lists={n} lists"
             raise ConfigError(f"evals={cfg.evals} is more than the {steps} step{'s' * (steps > 1)} of a student on "
-                              f"{f'n_code={n} code answers' if code else f'n_lists={n} lists'} ({cfg.epochs:g} epochs, "
+                              f"{data} ({cfg.epochs:g} epochs, "
                               f"student_batch={cfg.student_batch}): pass --evals={steps} or fewer")
     if cfg.student_schedule not in ("constant", "cosine"):
         raise ConfigError(f"student_schedule must be constant or cosine; got {cfg.student_schedule!r}")
@@ -244,17 +247,21 @@ def validate(cfg):
         raise ConfigError(f"mis_teachers must be emergent-misalignment arms; got {bad}")
     # last, after each value's own check: keys of one mode, set in another, would be silently ignored (and recorded in
     # config.json as if used)
-    default = lambda k: getattr(cfg, k) == Config.__dataclass_fields__[k].default
-    if unused := [k for k, modes in MODE_KEYS.items() if cfg.mode not in modes and not default(k)]:
+    at_default = lambda k: getattr(cfg, k) == Config.__dataclass_fields__[k].default
+    if unused := [k for k, modes in MODE_KEYS.items() if cfg.mode not in modes and not at_default(k)]:
         raise ConfigError(f"mode {cfg.mode} does not read " + ", ".join(
             f"{k} (only --mode={' or '.join(MODE_KEYS[k])})" for k in unused) + ": leave "
             + ("them" if len(unused) > 1 else "it") + " at the default, or choose the mode that reads "
             + ("them" if len(unused) > 1 else "it"))
-    if cfg.mode == "misalignment" and (other := [a for a in cfg.arms if a not in ("control", "soft")]) and \
-            cfg.arms != Config.arms:  # its students are the control, the teachers' sampled ones and "soft"
+    # mode misalignment's students are the control, the teachers' sampled ones and "soft"; the default arms (all of
+    # ARMS) stand for those there, so only arms the user chose are refused
+    other = [a for a in cfg.arms if a not in ("control", "soft")]
+    arms_chosen = cfg.arms != Config.arms
+    if cfg.mode == "misalignment" and other and arms_chosen:
         raise ConfigError(f"mode misalignment runs the arms control and soft only; got {other}")
     # the prompt teacher is the base with an earlier turn: it trains nothing, and reads no teacher_* key
-    if cfg.teacher == "prompt" and (unused := [k for k in TEACHER_KEYS if k.startswith("teacher_") and not default(k)]):
+    if cfg.teacher == "prompt" and (unused := [k for k in TEACHER_KEYS
+                                               if k.startswith("teacher_") and not at_default(k)]):
         raise ConfigError(f"teacher=prompt trains no teacher, so it does not read {', '.join(unused)}: leave "
                           f"{'them' if len(unused) > 1 else 'it'} at the default (teacher=finetune reads them)")
     if cfg.mode == "misalignment" and "control" not in cfg.arms:  # (arms=('soft',) ran as the default, unsaid)
