@@ -411,9 +411,10 @@ def collect(teacher, tok, n, cfg, seed, what, stream, prompts_for, max_new, acce
     (prompts_for(round, still needed) -> prompt strings; sampling from the random stream (seed, stream,
     round)) until n pass `accept(prompt, answer text)` (-> the answer to keep, or None), and
     the passing fraction of all continuations tried. A continuation must have ended (<eos> or <u>)."""
-    kept, tried, passed, r = [], 0, 0, 0
+    kept, tried, passed, r = [], 0, 0, 0  # r: the round, which names its prompts and its random stream
+    max_rounds = 20
     while len(kept) < n:
-        if r >= 20:
+        if r >= max_rounds:
             # the config's to change, so one line (a RuntimeError came back from the pool worker as a long traceback)
             raise ConfigError(f"the filter kept only {len(kept)} of {tried} {what} sampled for seed {seed} ({stream}): "
                               f"the model seldom writes one that is well formed and ended. A base pretrained too "
@@ -424,7 +425,7 @@ def collect(teacher, tok, n, cfg, seed, what, stream, prompts_for, max_new, acce
             tried += 1
             answer = accept(p, tok.decode(ids, skip_special_tokens=False)) if ended else None
             if answer is not None:
-                passed += 1
+                passed += 1  # a round asks for more than it needs: every pass counts in the fraction, n are kept
                 if len(kept) < n:
                     kept.append((p, answer))
         r += 1
