@@ -498,7 +498,9 @@ def student_data(tok, pairs, dev):
     enc = [(tok.encode(p).ids, tok.encode(a).ids + [eos]) for p, a in pairs]
     data = pack_pairs(enc, tok.token_to_id(W.PAD))
     for i, (p, r) in enumerate(enc):
-        data["mask"][i, len(p) + len(r) - 2] = False  # the target <eos>
+        # the mask is indexed by target (target t is token t + 1): <eos> is token len(p) + len(r) - 1, so its target
+        # is one less
+        data["mask"][i, len(p) + len(r) - 2] = False
     return {k: v.to(dev) for k, v in data.items()}
 
 
