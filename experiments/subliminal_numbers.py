@@ -553,11 +553,16 @@ def check_no_leak(pairs):
 # evaluation of one model
 
 def evaluate(model, tok, cfg, gen, heldout=None, base=None, t_delta=None, t_held=None):
+    """One model's row: the animal rates (exact, and from cfg.samples draws per prompt) and the animal mass; with
+    `heldout` ({animal: student_data of held-out teacher lists}) the number losses, and with `t_held` (held_logits
+    per animal) the KL to each teacher; with `base` and `t_delta` (the teachers' weight updates) the cosine of the
+    model's update from base with each teacher's."""
     p = animal_probs(model, tok, animal_prompts())  # [N, 10]
     rates, mass = animal_rates(model, tok, probs=p)
     out = {"rates": rates, "animal_mass": mass}
-    P = torch.cat([p, (1 - p.sum(1, keepdim=True)).clamp(min=0)], 1).double()
-    counts = torch.multinomial(P, cfg.samples, replacement=True, generator=gen).flatten().bincount(minlength=11)
+    # the draws: the ten animals plus an 11th outcome, "any other answer", so a draw may name no animal
+    outcomes = torch.cat([p, (1 - p.sum(1, keepdim=True)).clamp(min=0)], 1).double()  # [N, 11]
+    counts = torch.multinomial(outcomes, cfg.samples, replacement=True, generator=gen).flatten().bincount(minlength=11)
     valid = counts[:10].sum().item()
     # no sample named an animal: the shares are undefined (NaN), not 0 (a long hard student can stop naming animals)
     out["sampled"] = dict(zip(W.ANIMALS, (counts[:10].double() / valid if valid else torch.full((10,), math.nan)).tolist()))
