@@ -618,43 +618,53 @@ def train_student(base, tok, cfg, data, seed, on_eval, teacher=None, numbers_onl
 
 
 def animals_unit(cfg, p, f):
+    """One unit (pretraining seed p, student seed f) of mode animals: the teachers, their lists, every arm's student
+    and the bases, each measured by evaluate; -> the unit's dict (saved by saved_unit, read by aggregate_animals)."""
     t0 = time.time()
     torch.manual_seed(0)
     A, tok = B.base_model(cfg, p)
-    useB = any(a in ON_B for a in cfg.arms)
-    Bm = B.base_model(cfg, cross_seed(cfg.seeds, p))[0] if useB else None  # base B of the docstring (B: world_base)
+    needs_base_B = any(a in ON_B for a in cfg.arms)
+    # base B of the docstring (Bm, as B is the world_base module)
+    Bm = B.base_model(cfg, cross_seed(cfg.seeds, p))[0] if needs_base_B else None
     dev = next(A.parameters()).device
     seed = seed_int("subliminal-numbers", p, f)
     out = {"p": p, "f": f, "teachers": {}, "kept": {}, "arms": {}, "traj": {}}
     say = lambda what: B.say(f"[subliminal] seed ({p}, {f})", what, t0)
+
+    # the teachers, and their weight updates (for the students' cos_teacher)
     teachers, t_delta = {}, {}
     for a in cfg.animals:
         teachers[a], out["teachers"][a] = make_teacher(A, tok, cfg, p, a)
         if cfg.teacher == "finetune":
             t_delta[a] = weight_delta(teachers[a].model, A)
-    base_t = Teacher(A)
+    base_teacher = Teacher(A)  # base A writes the control lists and code answers
     say("teachers ready")
+
     # data: every teacher continues the same prompt stream; each dataset exactly n_lists long
     lists = {}
-    for name, t in [("control", base_t)] + list(teachers.items()):
+    for name, t in [("control", base_teacher)] + list(teachers.items()):
         lists[name], out["kept"][name] = sample_lists(t, tok, cfg.n_lists, cfg, seed)
     say("number lists sampled")
     if "icl" in cfg.arms:  # no training: before the students, so that lists too long for the context stop the run here
         for a in teachers:
             out["arms"][f"icl/{a}"] = {"rates": icl_rates(A, tok, cfg, lists[a], generator("cpu", seed, "icl"))}
         out["arms"]["icl_control"] = {"rates": icl_rates(A, tok, cfg, lists["control"], generator("cpu", seed, "icl"))}
+
+    # held-out teacher lists, the teachers' logits on them, and the bases measured on them
     heldout = {a: student_data(tok, sample_lists(t, tok, cfg.heldout_lists, cfg, seed_int(seed, "heldout"), heldout=True)[0], dev)
                for a, t in teachers.items()}
     t_held = {a: held_logits(t, heldout[a]) for a, t in teachers.items()}
     for a in teachers:
         out["teachers"][a]["kl_numbers"] = number_kl(t_held[a], A, tok, heldout[a])
-    ev = lambda m, name, step, b=None: evaluate(m, tok, cfg, generator("cpu", seed, name, step), heldout, b, t_delta,
-                                                t_held)
+    # cos_base: the base the update is taken from, for the cosine with the teachers' (only base A has teachers)
+    ev = lambda m, name, step, cos_base=None: evaluate(m, tok, cfg, generator("cpu", seed, name, step), heldout,
+                                                       cos_base, t_delta, t_held)
     out["base_A"] = ev(A, "base_A", 0, A)
     if Bm is not None:
         out["base_B"] = ev(Bm, "base_B", 0)
 
     def student(name, base, pairs, teacher=None, numbers_only=True, targets=None):
+        """Train and measure one student of `base` on pairs; name is its key in out: ARM (shared) or ARM/ANIMAL."""
         data = student_data(tok, pairs, dev)
         traj = out["traj"].setdefault(name, {})
 
@@ -664,28 +674,29 @@ def animals_unit(cfg, p, f):
         out["arms"][name] = traj[max(traj)]
         say(f"student {name} done")
 
+    # the students: first the shared ones (no teacher), then each teacher's
     if "control" in cfg.arms:
         student("control", A, lists["control"])
     if "cross_control" in cfg.arms:
         student("cross_control", Bm, lists["control"])
     if "code" in cfg.arms or "code_control" in cfg.arms:
         code = {}
-        for name, t in [("control", base_t)] + (list(teachers.items()) if "code" in cfg.arms else []):
+        for name, t in [("control", base_teacher)] + (list(teachers.items()) if "code" in cfg.arms else []):
             code[name], out["kept"][f"code_{name}"] = code_answers_of(t, tok, cfg.n_code, cfg, seed)
         if "code_control" in cfg.arms:
             student("code_control", A, code["control"])
     for a, t in teachers.items():
         # one teacher pass over its lists (numbers only) serves both the soft and the soft_cross student
-        soft = (teacher_targets(t.logits, student_data(tok, lists[a], dev), number_ids(tok))
-                if "soft" in cfg.arms or "soft_cross" in cfg.arms else None)
+        soft_targets = (teacher_targets(t.logits, student_data(tok, lists[a], dev), number_ids(tok))
+                        if "soft" in cfg.arms or "soft_cross" in cfg.arms else None)
         if "trait" in cfg.arms:
             student(f"trait/{a}", A, lists[a])
         if "soft" in cfg.arms:
-            student(f"soft/{a}", A, lists[a], targets=soft)
+            student(f"soft/{a}", A, lists[a], targets=soft_targets)
         if "soft_all" in cfg.arms:
             student(f"soft_all/{a}", A, lists[a], teacher=t, numbers_only=False)
         if "soft_cross" in cfg.arms:
-            student(f"soft_cross/{a}", Bm, lists[a], targets=soft)
+            student(f"soft_cross/{a}", Bm, lists[a], targets=soft_targets)
         if "cross_init" in cfg.arms:
             student(f"cross_init/{a}", Bm, lists[a])
         if "shuffled" in cfg.arms:
