@@ -728,7 +728,7 @@ def arm_stats(units, arm, a, animals):
     # seeds of one pretraining seed share their base and teacher: the conservative interval is over the per-base
     # means (n = number of pretraining seeds), what the figures' flags read
     st["target_rate_per_base"] = summarize(group_means([r["rates"][a] for r in rows], bases))
-    if all("sampled" in r for r in rows):
+    if all("sampled" in r for r in rows):  # (the icl rows hold rates only)
         st["target_sampled"] = summarize([r["sampled"][a] for r in rows])
         st["valid_fraction"] = summarize([r["valid_fraction"] for r in rows])
         st["animal_mass"] = summarize([r["animal_mass"] for r in rows])
@@ -740,9 +740,10 @@ def arm_stats(units, arm, a, animals):
     if all(r.get("cos_teacher") for r in rows):
         st["cos_teacher"] = summarize([r["cos_teacher"][a] for r in rows])
     st["rates"] = {b: summarize([r["rates"][b] for r in rows])["mean"] for b in W.ANIMALS}
-    base = BASELINE.get(arm)
-    if base and all(base in u["arms"] for u in units):
-        eff = lambda b: [r["rates"][b] - u["arms"][base]["rates"][b] for r, u in zip(rows, units)]
+    baseline = BASELINE.get(arm)  # the baseline arm (not a base model)
+    if baseline and all(baseline in u["arms"] for u in units):
+        # this arm's paired effect on animal b, one per unit: its rate minus its baseline student's in that unit
+        eff = lambda b: [r["rates"][b] - u["arms"][baseline]["rates"][b] for r, u in zip(rows, units)]
         st["effect"] = summarize(eff(a))
         st["effect_per_base"] = summarize(group_means(eff(a), bases))
         others = [b for b in animals if b != a]
@@ -771,14 +772,15 @@ def short_teacher_lines(res, cfg):
 
 
 def aggregate_animals(cfg, units):
-    names = [a for a in cfg.arms if any(k == a or k.startswith(a + "/") for k in units[0]["arms"])]
-    if "icl" in names:
+    # the arms the units hold, in cfg.arms order: a shared arm is stored as ARM, the others as ARM/ANIMAL
+    names = [arm for arm in cfg.arms if any(k == arm or k.startswith(arm + "/") for k in units[0]["arms"])]
+    if "icl" in names:  # icl's baseline is not an arm of cfg.arms: tabled right after it
         names.insert(names.index("icl") + 1, "icl_control")
     res = {"arms": {}, "n_seeds": len(units), "seeds": [[u["p"], u["f"]] for u in units],
            "teacher": cfg.teacher, "animals": list(cfg.animals)}
     for arm in names:
-        by = {a: arm_stats(units, arm, a, cfg.animals) for a in cfg.animals}
-        res["arms"][arm] = {**by[cfg.animals[0]], "by_animal": by}
+        by_animal = {a: arm_stats(units, arm, a, cfg.animals) for a in cfg.animals}
+        res["arms"][arm] = {**by_animal[cfg.animals[0]], "by_animal": by_animal}
     # the bases and teachers are functions of the pretraining seed: their intervals are over the bases
     by_base = lambda v: summarize_by(v, [u["p"] for u in units])
     res["base"] = {a: by_base([u["base_A"]["rates"][a] for u in units]) for a in cfg.animals}
@@ -791,6 +793,7 @@ def aggregate_animals(cfg, units):
     # answers, carry extra code_ANIMAL keys)
     res["kept_fraction"] = {k: summarize([u["kept"][k] for u in units]) for k in units[0]["kept"]
                             if all(k in u["kept"] for u in units)}
+
     def along(arm, metric):  # {animal: {step: STAT of metric[animal]}} over the arm's checkpoints
         return {a: {s: summarize([u["traj"][_key(arm, a)][s][metric][a] for u in units])
                     for s in sorted(units[0]["traj"][_key(arm, a)])} for a in cfg.animals}
