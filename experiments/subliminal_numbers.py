@@ -860,15 +860,17 @@ def dose_unit(cfg, p, f):
     say("number lists sampled")
     # one pass over the lists in their (random, i.i.d.) sampling order: after d / batch steps the
     # student has trained exactly one epoch on the first d lists -- every dose from one run per teacher
-    at = {d // cfg.student_batch: d for d in cfg.doses}
+    dose_at_step = {d // cfg.student_batch: d for d in cfg.doses}  # step -> lists read by then
+
     def on_eval(model, name, step):  # the rates are shares among the animals: keep how much mass they share too
         rates, mass = animal_rates(model, tok)
-        out["dose"].setdefault(at[step], {})[name] = rates
-        out["mass"].setdefault(at[step], {})[name] = mass
+        out["dose"].setdefault(dose_at_step[step], {})[name] = rates
+        out["mass"].setdefault(dose_at_step[step], {})[name] = mass
     for name in teachers:
         model = copy.deepcopy(A)
-        finetune(model, student_data(tok, lists[name], dev), steps=max(at), batch_size=cfg.student_batch,
-                 lr=cfg.student_lr, seed=seed_int(seed, name, "order"), at=set(at), order="sequential", trains=cfg.student_trains,
+        finetune(model, student_data(tok, lists[name], dev), steps=max(dose_at_step), batch_size=cfg.student_batch,
+                 lr=cfg.student_lr, seed=seed_int(seed, name, "order"), at=set(dose_at_step), order="sequential",
+                 trains=cfg.student_trains,
                  on_eval=lambda step: on_eval(model, name, step))
         say(f"student {name} done")
     out["seconds"] = time.time() - t0
@@ -897,12 +899,16 @@ def aggregate_dose(cfg, units):
             row["animal_mass"] = {t: summarize([u["mass"][d][t] for u in units]) for t in units[0]["mass"][d]}
         res["dose"][d] = row
     top, a0 = max(cfg.doses), cfg.animals[0]
-    e = res["dose"][top][a0]["effect_per_base"]
-    res["figures_to_reach"] = {"largest_dose": top, "trait_effect": res["dose"][top][a0]["effect"]["mean"],
+    at_top = res["dose"][top]
+    e = at_top[a0]["effect_per_base"]
+    # specific: at the largest dose, each animal gains more from its own teacher's lists than from any other's
+    # (None with one animal: there is no other teacher)
+    beats_others = lambda a: at_top[a]["effect"]["mean"] > max(
+        st["mean"] for st in at_top[a]["effect_of_other_teachers"].values())
+    specific = all(beats_others(a) for a in cfg.animals) if len(cfg.animals) > 1 else None
+    res["figures_to_reach"] = {"largest_dose": top, "trait_effect": at_top[a0]["effect"]["mean"],
                                "trait_ci_above_zero": None if e["ci95"] is None else e["ci95"][0] > 0,
-                               "specific": all(res["dose"][top][a]["effect"]["mean"] >
-                                               max(st["mean"] for st in res["dose"][top][a]["effect_of_other_teachers"].values())
-                                               for a in cfg.animals) if len(cfg.animals) > 1 else None}
+                               "specific": specific}
     return res
 
 
