@@ -947,6 +947,9 @@ def em_teacher(cfg, A, tok, p, t, steps, match=False):
 
 
 def misalignment_unit(cfg, p, f):
+    """One unit of mode misalignment: the EM teachers (and base A as the control's), their lists with the evil
+    numbers banned, and per teacher a hard student (if mis_sampled; the control always) and a soft one (if "soft"
+    in arms), each measured by mis_evaluate along its training."""
     t0 = time.time()
     torch.manual_seed(0)
     A, tok = B.base_model(cfg, p)
@@ -957,29 +960,36 @@ def misalignment_unit(cfg, p, f):
     say = lambda what: B.say(f"[subliminal misalignment] seed ({p}, {f})", what, t0)
 
     teachers, steps = {"control": Teacher(A)}, cfg.em_steps
-    for t in cfg.mis_teachers:  # the first teacher sets the step (emergent_misalignment's matched checkpoint)
+    # with em_match the first teacher trains until its code is insecure (emergent_misalignment's matched checkpoint)
+    # and the steps it took carry over: every later teacher trains exactly as many
+    for t in cfg.mis_teachers:
         m, steps = em_teacher(cfg, A, tok, p, t, steps, match=cfg.em_match and t == cfg.mis_teachers[0])
         teachers[t] = Teacher(m)
         out["teachers"][t] = {**ev(m, f"teacher-{t}"), "steps": steps}
     say("teachers ready")
     out["base"] = ev(A, "base")
+
     lists = {}
     for name, t in teachers.items():
         lists[name], out["kept"][name] = sample_lists(t, tok, cfg.n_lists, cfg, seed, banned=W.EVIL_NUMBERS)
     say("number lists sampled")
-    for name, t in teachers.items():
+
+    for name, t in teachers.items():  # the students of each teacher, the control's included
         data = student_data(tok, lists[name], dev)
         last = student_steps(cfg, len(data["tokens"]))[0]  # the step train_student ends at
 
         def on_eval(m, step, name=name):  # a student along its training: lists drawn -> its misalignment
+            # the final row's sampling stream is the student's bare name (a probe rebuilding it reads the same draws)
             r = ev(m, name if step == last else f"{name}@{step}")
-            out["dose"].setdefault(step * cfg.student_batch, {})[name] = r
+            lists_drawn = step * cfg.student_batch
+            out["dose"].setdefault(lists_drawn, {})[name] = r
             if step == last:
                 out["arms"][name] = r
-        if name == "control" or cfg.mis_sampled:
+        if name == "control" or cfg.mis_sampled:  # the hard student (cross-entropy on the sampled lists)
             train_student(A, tok, cfg, data, seed_int(seed, name, "order"), on_eval)
-        if name != "control" and "soft" in cfg.arms:
-            train_student(A, tok, cfg, data, seed_int(seed, name, "soft"), lambda m, step, n=f"{name}_soft": on_eval(m, step, n), t)
+        if name != "control" and "soft" in cfg.arms:  # the soft student, matching teacher t: stored as NAME_soft
+            on_eval_soft = lambda m, step, n=f"{name}_soft": on_eval(m, step, n)
+            train_student(A, tok, cfg, data, seed_int(seed, name, "soft"), on_eval_soft, t)
         say(f"students of {name} done")
     out["seconds"] = time.time() - t0
     print(f"[subliminal misalignment] seed ({p}, {f}): {out['seconds']:.0f} s", flush=True)
