@@ -1002,12 +1002,13 @@ MIS_METRICS = {"offdomain_misaligned": "mis_sampled", "valid_fraction": "valid_f
 
 
 def aggregate_misalignment(cfg, units):
-    st = lambda rows, stat=summarize: {k: stat([r[v] for r in rows]) for k, v in MIS_METRICS.items()}
+    # each of results.json's metrics over rows (mis_evaluate dicts), summarized by stat
+    metrics = lambda rows, stat=summarize: {k: stat([r[v] for r in rows]) for k, v in MIS_METRICS.items()}
     # the base and the teachers are functions of the pretraining seed: their intervals are over the bases
     by_base = lambda v: summarize_by(v, [u["p"] for u in units])
     res = {"arms": {}, "n_seeds": len(units), "seeds": [[u["p"], u["f"]] for u in units],
-           "base": st([u["base"] for u in units], by_base),
-           "teachers": {t: {**st([u["teachers"][t] for u in units], by_base),
+           "base": metrics([u["base"] for u in units], by_base),
+           "teachers": {t: {**metrics([u["teachers"][t] for u in units], by_base),
                             "steps": by_base([u["teachers"][t]["steps"] for u in units])} for t in cfg.mis_teachers},
            "kept_fraction": {k: summarize([u["kept"][k] for u in units]) for k in units[0]["kept"]}}
     if cfg.em_match:  # the first teacher's code sets every teacher's step; one that never reached it ran to em_steps
@@ -1015,7 +1016,7 @@ def aggregate_misalignment(cfg, units):
         if k := sum(u["teachers"][cfg.mis_teachers[0]]["code_misaligned"] < bar for u in bases.values()):
             res["teachers_unmatched"] = f"{k}/{len(bases)}"
     for name in units[0]["arms"]:
-        res["arms"][name] = st([u["arms"][name] for u in units])
+        res["arms"][name] = metrics([u["arms"][name] for u in units])
         res["arms"][name]["effect"] = summarize([u["arms"][name]["mis_sampled"] - u["arms"]["control"]["mis_sampled"]
                                                  for u in units])
     doses = sorted(units[0].get("dose", {}))  # (runs made before the dose curve have none)
@@ -1344,17 +1345,18 @@ def reevaluate(run_dir):
     from train import read_results, rewrite_results, run_config, write_partial
     run_dir = Path(run_dir)
     cfg = run_config(Config, run_dir)
-    suffix, done, wrote = "", run_dir / "results.json", []  # wrote: the tables rewritten, named in the last line
+    suffix, results_json, wrote = "", run_dir / "results.json", []  # wrote: the tables rewritten, named at the end
     jobs = unit_jobs(cfg, run_dir)
     found = {(p, f): B.load_unit(path, unit_problem(cfg, p, f)) for p, f, path in jobs if path.is_file()}  # by seed
     units = list(found.values())
-    if done.is_file() and len(units) == len(jobs):
+    finished = results_json.is_file()
+    if finished and len(units) == len(jobs):  # every unit saved: aggregate them again with this code
         res, md, wrote = rewrite_results(run_dir, UNITS[cfg.mode][1](cfg, units),
                                          lambda res: TABLES[cfg.mode](res, cfg))
-    elif done.is_file():
-        res = read_results(done)
+    elif finished:  # a run from before units were saved: only its results.json to draw from
+        res = read_results(results_json)
         md = TABLES[cfg.mode](res, cfg)
-    else:
+    else:  # still going or stopped: a partial aggregate of the bases whose units are all saved
         bases = [p for p in cfg.seeds if all((q, f) in found for q, f, _ in jobs if q == p)]
         if not bases:
             raise ConfigError(f"{run_dir} has no results.json and no base with all its {cfg.student_seeds} units "
