@@ -583,15 +583,15 @@ def evaluate(model, tok, cfg, gen, heldout=None, base=None, t_delta=None, t_held
 def icl_rates(model, tok, cfg, pairs, gen):
     """Animal rates with `icl_lists` of `pairs` as earlier <asst> turns before each held-out animal prompt."""
     prompts = []
-    for c in range(cfg.icl_contexts):
+    for _ in range(cfg.icl_contexts):  # each context: icl_lists lists drawn at random, before every animal prompt
         idx = torch.randint(len(pairs), (cfg.icl_lists,), generator=gen).tolist()
         turns = " ".join(pairs[i][0][len(CHAT):] + " " + pairs[i][1] for i in idx)
         prompts += [with_turns(q, turns) for q in animal_prompts()]
-    long = sum(len(p.split()) >= cfg.block_size for p in prompts)
+    too_long = sum(len(p.split()) >= cfg.block_size for p in prompts)  # a word is one token of the world's tokenizer
     # refused, not dropped: dropping them would leave each arm its own selection of shorter lists (and with all of
     # them gone, animal_rates would fall back to the prompts without context: the base's rates)
-    if long:
-        raise ConfigError(f"icl: {long} of {len(prompts)} prompts with icl_lists={cfg.icl_lists} lists in context "
+    if too_long:
+        raise ConfigError(f"icl: {too_long} of {len(prompts)} prompts with icl_lists={cfg.icl_lists} lists in context "
                           f"leave no room for the answer in block_size={cfg.block_size} tokens: use fewer icl_lists")
     return animal_rates(model, tok, prompts)[0]
 
