@@ -1353,7 +1353,7 @@ def reevaluate(run_dir):
     if finished and len(units) == len(jobs):  # every unit saved: aggregate them again with this code
         res, md, wrote = rewrite_results(run_dir, UNITS[cfg.mode][1](cfg, units),
                                          lambda res: TABLES[cfg.mode](res, cfg))
-    elif finished:  # a run from before units were saved: only its results.json to draw from
+    elif finished:  # units missing (a run from before units were saved): its results.json as written
         res = read_results(results_json)
         md = TABLES[cfg.mode](res, cfg)
     else:  # still going or stopped: a partial aggregate of the bases whose units are all saved
