@@ -127,15 +127,18 @@ def validate(cfg, cell=False):
         # both datasets have 60,000 training images: more would silently be all of them, recorded as asked
         (cfg.n_train <= 60000, f"n_train must be <= 60000, the training set's size (0 = all), got {cfg.n_train}"),
     ]
-    for ok, msg, *keys in checks:
-        if not ok:  # a check of several keys says which values it was given
-            raise ConfigError(msg + "".join(f"; got {', '.join(f'{k}={getattr(cfg, k)!r}' for k in ks)}" for ks in keys))
+    # a check is (ok, message) or (ok, message, the keys it reads): `named` is [] or [those keys], and a refused
+    # check with keys appends the values it was given ("; got m=-1, width=256, depth=2")
+    for ok, msg, *named in checks:
+        if not ok:
+            raise ConfigError(msg + "".join(f"; got {', '.join(f'{k}={getattr(cfg, k)!r}' for k in ks)}"
+                                            for ks in named))
     # a key that the run would silently ignore, recorded in config.json as if it had been used (a sweep's cells are
     # exempt: a grid over distill_inputs and noise has real-image cells whose noise is moot)
     swept, default = set(cfg.sweep), Config()
-    given = lambda k: k in swept or getattr(cfg, k) != getattr(default, k)
-    if not cell and cfg.distill_inputs == "real" and "distill_inputs" not in swept and (
-            unused := [k for k in NOISE_KEYS if given(k)]):
+    given = lambda k: k in swept or getattr(cfg, k) != getattr(default, k)  # the user chose it: swept, or not default
+    all_cells_real = not cell and cfg.distill_inputs == "real" and "distill_inputs" not in swept
+    if all_cells_real and (unused := [k for k in NOISE_KEYS if given(k)]):
         raise ConfigError(f"{', '.join(unused)}: the noise keys apply only with --distill_inputs=noise (the students "
                           f"distill on the real images here)")
     if given("init_perturbation") and not any(c.startswith("student_") for c in cfg.conditions):
