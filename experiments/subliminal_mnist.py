@@ -234,8 +234,11 @@ def derangement(n, seed):
 
 
 def load_data(cfg, device):
+    """-> train_x [n_train, 784], train_y [n_train], test_x [10000, 784], test_y [10000]: images in [-1, 1],
+    labels int64."""
     d = mnist.load(cfg.data_dir, cfg.dataset, download=cfg.download)
-    prep = lambda a: torch.from_numpy(a.copy()).to(device).flatten(1).float().div_(127.5).sub_(1.0)  # [N, 784] in [-1, 1]
+    # uint8 [N, 28, 28] -> float [N, 784] in [-1, 1] (copy: the loaded arrays are read-only views of the file's bytes)
+    prep = lambda a: torch.from_numpy(a.copy()).to(device).flatten(1).float().div_(127.5).sub_(1.0)
     n = cfg.n_train or len(d["train_y"])
     return (prep(d["train_x"][:n]), torch.from_numpy(d["train_y"][:n]).to(device),
             prep(d["test_x"]), torch.from_numpy(d["test_y"]).to(device))
@@ -245,15 +248,16 @@ def make_noise(cfg, seeds, epoch, device):
     """Each seed's own noise set [S, n_noise, 784], from its own generator."""
     out = torch.empty(len(seeds), cfg.n_noise, 784, device=device)
 
-    def fill(i):
-        g = generator(device, cfg.seed, seeds[i], "noise", epoch if cfg.fresh_noise else 0)
+    def fill(row):  # row `row` of out is seed index seeds[row]'s set
+        g = generator(device, cfg.seed, seeds[row], "noise", epoch if cfg.fresh_noise else 0)
         if cfg.noise == "uniform":
-            out[i].uniform_(-cfg.noise_scale, cfg.noise_scale, generator=g)
-        else:
-            out[i].normal_(0, cfg.noise_scale * 3 ** -0.5, generator=g)
+            out[row].uniform_(-cfg.noise_scale, cfg.noise_scale, generator=g)
+        else:  # U[-s, s] has variance s^2 / 3: the gaussian of std s / sqrt(3) matches its mean and variance
+            out[row].normal_(0, cfg.noise_scale * 3 ** -0.5, generator=g)
     # a CPU generator fills on one core: one thread per core (each seed has its own generator, so the
     # result does not depend on the threads)
-    with concurrent.futures.ThreadPoolExecutor(torch.get_num_threads() if torch.device(device).type == "cpu" else 1) as pool:
+    n_threads = torch.get_num_threads() if torch.device(device).type == "cpu" else 1
+    with concurrent.futures.ThreadPoolExecutor(n_threads) as pool:
         list(pool.map(fill, range(len(seeds))))
     return out
 
