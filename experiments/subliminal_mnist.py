@@ -271,22 +271,27 @@ def teacher_logits(teacher, inputs, batch_size=2048):
 
 
 def student_init(cond, ref, partner, cfg, seeds, device):
-    """Initial parameters of a student for one condition, from the references of this seed group."""
+    """Initial parameters of a student for one condition, from the references of this seed group: `ref` holds
+    seed k's reference init in row k ({name: [S, ...]}), `partner` its cross-init partner's (reference perm[k])."""
     if cond.startswith("student"):
         params = {k: v.clone() for k, v in ref.items()}
         # each parameter moves by sigma times its own init std: the paper init's biases are all zero (std 0), so
         # only its weights move; torch's biases are drawn like its weights, and left alone would stay shared
-        for name, w in params.items():
+        for name, p in params.items():
             d_in = params[name.replace("biases", "weights")].shape[1]  # weights are [S, d_in, d_out]
-            std = (3 * d_in) ** -0.5 if cfg.init == "torch" else 0.0 if name.startswith("biases") else d_in ** -0.5
+            if cfg.init == "torch":  # nn.Linear's U[-1/sqrt(d_in), 1/sqrt(d_in)], biases too: std 1/sqrt(3 d_in)
+                std = (3 * d_in) ** -0.5
+            else:  # paper: N(0, 1/d_in) weights, zero biases
+                std = 0.0 if name.startswith("biases") else d_in ** -0.5
             if cfg.init_perturbation > 0 and std > 0:
-                g = [generator(device, cfg.seed, k, "perturb", name) for k in seeds]
-                eps = torch.stack([torch.randn(w.shape[1:], generator=gi, device=device) for gi in g])
-                w += cfg.init_perturbation * std * eps
+                gens = [generator(device, cfg.seed, k, "perturb", name) for k in seeds]
+                eps = torch.stack([torch.randn(p.shape[1:], generator=g, device=device) for g in gens])  # like p
+                p += cfg.init_perturbation * std * eps
         return params
     if cond.startswith("cross_head"):
-        last = cfg.depth
-        return {k: (ref[k] if k in (f"weights.{last}", f"biases.{last}") else partner[k]).clone() for k in ref}
+        out_layer = cfg.depth  # layers 0..depth-1 are hidden; layer `depth` maps to the 10 + m logits
+        head = (f"weights.{out_layer}", f"biases.{out_layer}")
+        return {k: (ref[k] if k in head else partner[k]).clone() for k in ref}
     return {k: v.clone() for k, v in partner.items()}  # cross_*
 
 
