@@ -330,7 +330,7 @@ def run_group(cfg, seeds, partners, data, device, log, teachers=None):
     train_x, train_y, test_x, test_y = data
     sizes = layer_sizes(cfg)
     amp = cfg.bf16
-    phases, t0 = {}, [time.time()]
+    phases, t0 = {}, [time.time()]  # t0 in a list: lap() restarts the clock from inside its closure
 
     def lap(name):  # wall time per phase (synchronised on CUDA), logged to show where a run's time goes
         if device.type == "cuda":
@@ -338,6 +338,7 @@ def run_group(cfg, seeds, partners, data, device, log, teachers=None):
         phases[name] = round(time.time() - t0[0], 3)
         t0[0] = time.time()
 
+    # 1. the inits, {name: [S, ...]}: row k is seed k's reference, and its cross-init partner's (reference perm[k])
     ref = init_mlp_params(seeds, sizes, 10, cfg.init, device, cfg.seed)
     partner = init_mlp_params(partners, sizes, 10, cfg.init, device, cfg.seed)
     S = len(seeds)
@@ -349,22 +350,24 @@ def run_group(cfg, seeds, partners, data, device, log, teachers=None):
         return torch.compile(model) if cfg.compile else model
 
     def check_finite(model, conds, lr):  # a diverged model scores chance's accuracy, which reads as a result: say so
-        bad = sum((~p.isfinite()).flatten(1).any(1) for p in model.parameters()).tolist()  # [len(conds) * S]
+        # per model (row j * S + k: condition j, seed k), how many of its parameter tensors hold a nan or inf
+        n_bad = sum((~p.isfinite()).flatten(1).any(1) for p in model.parameters()).tolist()  # [len(conds) * S]
         for j, c in enumerate(conds):
-            if lost := [seeds[k] for k in range(S) if bad[j * S + k]]:
+            if lost := [seeds[k] for k in range(S) if n_bad[j * S + k]]:
                 print(f"warning: {c}: the weights of seed{'s' * (len(lost) > 1)} {', '.join(map(str, lost))} are not "
                       f"finite (training diverged; its accuracy is chance's): lower the lr (now {lr:g})", flush=True)
                 log(stage="diverged", condition=c, seeds=lost)
 
+    # 2. the teacher: trained on the 10 class logits, or, in a sweep, the one an earlier cell trained for this group
     acc, weights = {}, {}
-    kept = None
+    kept_teacher = None  # (its params, the reference's and the teacher's accuracies), when reused
     if teachers is not None:
         key = teacher_key(cfg)
         if teachers.get("key") != key:  # one teacher config kept at a time
             teachers.clear()
             teachers.update(key=key, groups={})
-        kept = teachers["groups"].get(tuple(seeds))
-    if kept is None:
+        kept_teacher = teachers["groups"].get(tuple(seeds))
+    if kept_teacher is None:
         model = new_model(ref)
         acc["reference"] = accuracy(model, test_x, test_y)
         lap("reference_eval")
@@ -374,17 +377,21 @@ def run_group(cfg, seeds, partners, data, device, log, teachers=None):
         teacher = model
         acc["teacher"] = accuracy(teacher, test_x, test_y)
         check_finite(teacher, ["teacher"], cfg.lr)
-        taught = getattr(teacher, "_orig_mod", teacher).params() if cfg.save_weights or teachers is not None else None
+        need_params = cfg.save_weights or teachers is not None  # to save, or to keep for the sweep's next cell
+        # (_orig_mod: the module inside torch.compile's wrapper)
+        teacher_params = getattr(teacher, "_orig_mod", teacher).params() if need_params else None
         if teachers is not None:
-            teachers["groups"][tuple(seeds)] = (taught, acc["reference"], acc["teacher"])
+            teachers["groups"][tuple(seeds)] = (teacher_params, acc["reference"], acc["teacher"])
         lap("teacher")
     else:
-        taught, acc["reference"], acc["teacher"] = kept
-        teacher = new_model(taught)
+        teacher_params, acc["reference"], acc["teacher"] = kept_teacher
+        teacher = new_model(teacher_params)
         lap("teacher_reused")
     if cfg.save_weights:
-        weights["reference"], weights["teacher"] = ref, taught
+        weights["reference"], weights["teacher"] = ref, teacher_params
 
+    # 3. the students' inputs, [S, n_noise, 784] (noise) or the shared [n_train, 784] (real), and the frozen
+    # teacher's logits on them, targets [S, N, 10 + m]
     if cfg.distill_inputs == "noise":
         inputs_for = lambda epoch: make_noise(cfg, seeds, epoch, device)
     else:
@@ -398,7 +405,9 @@ def run_group(cfg, seeds, partners, data, device, log, teachers=None):
         x = inputs_for(epoch)
         return x, teacher_logits(teacher, x)
     refresh = fresh_set if cfg.fresh_noise else None
-    aux, every = list(range(10, 10 + cfg.m)), list(range(10 + cfg.m))
+
+    # 4. the students. The logits each distills on: the m aux logits (*_aux), or the 10 class logits and them (*_all)
+    aux_logits, all_logits = list(range(10, 10 + cfg.m)), list(range(10 + cfg.m))
     # the student conditions, student_chunk at a time as one model of S models per condition (seed k's students
     # read the same inputs in the same order; each model its own loss value). The aux ones first: train_distill
     # computes neighbouring blocks that read the same logits in one distill_loss call
@@ -406,12 +415,12 @@ def run_group(cfg, seeds, partners, data, device, log, teachers=None):
     chunk = students_per_batch(cfg, sum(v.numel() for v in ref.values()), device)
     for conds in [students[i:i + chunk] for i in range(0, len(students), chunk)]:
         inits = [student_init(c, ref, partner, cfg, seeds, device) for c in conds]
-        student = new_model({k: torch.cat([p[k] for p in inits]) for k in inits[0]})
+        student = new_model({k: torch.cat([p[k] for p in inits]) for k in inits[0]})  # rows j*S..(j+1)*S-1: conds[j]
         gens = [generator(device, cfg.seed, k, "distill_order") for _ in conds for k in seeds]  # same order in every condition
-        train_distill(student, inputs, targets, {c: aux if c.endswith("aux") else every for c in conds},
+        train_distill(student, inputs, targets, {c: aux_logits if c.endswith("aux") else all_logits for c in conds},
                       epochs=cfg.distill_epochs, lr=cfg.distill_lr or cfg.lr, batch_size=cfg.batch_size, gens=gens,
                       loss=cfg.loss, temperature=cfg.temperature, amp=amp, refresh=refresh, log=log, desc="+".join(conds))
-        accs = accuracy(student, test_x, test_y).split(S)
+        accs = accuracy(student, test_x, test_y).split(S)  # [len(conds) * S] -> one [S] per condition
         check_finite(student, conds, cfg.distill_lr or cfg.lr)
         trained = getattr(student, "_orig_mod", student).params() if cfg.save_weights else None
         for j, c in enumerate(conds):
