@@ -646,14 +646,16 @@ def run(cfg, run):
         # the cells that share a teacher (they differ only in STUDENT_ONLY keys) run one after another, so that
         # each group's teachers train once whatever the order of the sweep's keys; the results keep the grid's order
         grid = cells(cfg)
-        keys, same = [teacher_key(cell_cfg) for _, _, cell_cfg in grid], same_runs(grid)
-        teachers, stats = {}, {}
-        for i in sorted(range(len(grid)), key=lambda i: keys.index(keys[i])):  # stable: the grid's order within
+        # same_as[i]: the first cell that is cell i's run (i itself, unless its noise keys are moot on real images)
+        teacher_keys, same_as = [teacher_key(cell_cfg) for _, _, cell_cfg in grid], same_runs(grid)
+        teachers, stats = {}, {}  # stats: {cell index: {condition: STAT}}, for the cells that train
+        # sort by the first cell with the same teacher: those cells end up together; stable: the grid's order within
+        for i in sorted(range(len(grid)), key=lambda i: teacher_keys.index(teacher_keys[i])):
             name, params, cell_cfg = grid[i]
-            if same[i] == i:
+            if same_as[i] == i:
                 stats[i] = run_cell(cell_cfg, run, data, name, params, teachers)
-        done = [{"params": params, "conditions": stats[same[i]], "n_seeds": cell_cfg.n_seeds,
-                 **({"same_run_as": grid[same[i]][1]} if same[i] != i else {})}
+        done = [{"params": params, "conditions": stats[same_as[i]], "n_seeds": cell_cfg.n_seeds,
+                 **({"same_run_as": grid[same_as[i]][1]} if same_as[i] != i else {})}
                 for i, (_, params, cell_cfg) in enumerate(grid)]
         base = add_paired_differences(cfg, done)
         results = {"sweep": {"keys": list(cfg.sweep), "cells": done, "baseline": base}, "n_seeds": cfg.n_seeds,
