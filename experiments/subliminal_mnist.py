@@ -739,6 +739,7 @@ def plot_sweep(results, cfg, path):
 def reevaluate(run_dir):
     """Reload every saved model of a run, recompute each seed's test accuracy, print the run's table from them
     (with its 95% CIs), and say whether they match the accuracies in its results.json."""
+    # the run's config, device and test images
     cfg = run_config(Config, run_dir)
     try:  # a run made on a device this machine lacks (a GPU, a Mac's mps, cuda:N past its count) is reloaded on the CPU
         check_device(cfg.device)
@@ -750,28 +751,32 @@ def reevaluate(run_dir):
     if not Path(cfg.data_dir).is_absolute() and not Path(cfg.data_dir).is_dir() and (ROOT / cfg.data_dir).is_dir():
         data_cfg = dataclasses.replace(cfg, data_dir=str(ROOT / cfg.data_dir))  # the run's data, from another directory
     _, _, test_x, test_y = load_data(data_cfg, device)
+
+    # what the run reported in results.json, to compare the recomputed accuracies with (damaged: why it cannot be)
     path = run_dir / "results.json"
     saved, damaged = None, None  # saved: each cell's {condition: STAT} as the run reported them
     if path.is_file():
         try:
             res = read_results(path)
-            got = [res["conditions"]] if not cfg.sweep else [c["conditions"] for c in res["sweep"]["cells"]]
+            reported = [res["conditions"]] if not cfg.sweep else [c["conditions"] for c in res["sweep"]["cells"]]
             # checked here, not at the comparison below, where a cell or condition it lacks was a bare KeyError
-            if len(got) != len(cells(cfg)) or any(type(s[c]["per_seed"]) is not list for s in got
-                                                  for c in cfg.conditions):
+            if len(reported) != len(cells(cfg)) or any(type(s[c]["per_seed"]) is not list for s in reported
+                                                       for c in cfg.conditions):
                 raise KeyError
-            saved = got
+            saved = reported
         except ConfigError as e:
             damaged = f"{e}. Until then the models' accuracies are not compared with it"
         except (KeyError, TypeError):
             damaged = f"{path} is not laid out as this run's results: the models' accuracies are not compared with it"
-    done, diffs, missing, cell_seeds = [], [], [], []
+
+    # each cell's accuracies, recomputed from the saved models of the groups that have them
+    done, diffs, missing, cell_seeds = [], [], [], []  # diffs: |recomputed - reported| per seed and condition
     grid = cells(cfg)
-    same = same_runs(grid)
-    for ci, (_, params, cell_cfg) in enumerate(grid):
+    same_as = same_runs(grid)
+    for cell_i, (_, params, cell_cfg) in enumerate(grid):
         per_seed, seeds_done = {c: [] for c in cell_cfg.conditions}, []
         for gi, seeds in enumerate(seed_groups(cell_cfg)):
-            stem = run_dir / f"{grid[same[ci]][0]}_group{gi}"  # a cell that is another's run: that cell's models
+            stem = run_dir / f"{grid[same_as[cell_i]][0]}_group{gi}"  # a cell that is another's run: that cell's models
             if not stem.with_name(stem.name + ".safetensors").is_file():  # not with_suffix: "lr-0.001_group0" has a dot
                 if stem.name not in missing:  # (a cell that is another's run names that run's models again)
                     missing.append(stem.name)
@@ -783,10 +788,13 @@ def reevaluate(run_dir):
             continue
         stats = {c: summarize(v) for c, v in per_seed.items()}
         done.append({"params": params, "conditions": stats, "n_seeds": len(seeds_done),
-                     **({"same_run_as": grid[same[ci]][1]} if same[ci] != ci else {})})
+                     **({"same_run_as": grid[same_as[cell_i]][1]} if same_as[cell_i] != cell_i else {})})
         cell_seeds.append(seeds_done)
         if saved is not None:  # the same seeds' accuracies as the run reported (another device may differ slightly)
-            diffs += [abs(a - saved[ci][c]["per_seed"][k]) for c in per_seed for k, a in zip(seeds_done, per_seed[c])]
+            diffs += [abs(a - saved[cell_i][c]["per_seed"][k])
+                      for c in per_seed for k, a in zip(seeds_done, per_seed[c])]
+
+    # the table, what is missing, and how the recomputed accuracies compare
     if not done:
         raise ConfigError(f"no saved models in {run_dir} (was it run with save_weights=False, or not finished yet?)")
     print(table(done[0]["conditions"], done[0]["n_seeds"], paper=is_paper_protocol(cfg)) if not cfg.sweep
