@@ -44,7 +44,7 @@ DATASETS = {
                     "8181f5470baa50b63fa0f6fddb340f0a", "15d484375f8d13e6eb1aabb0c3f46965"],
     },
 }
-COUNTS = (60000, 60000, 10000, 10000)
+COUNTS = (60000, 60000, 10000, 10000)  # items in each of FILES: load checks them when it verifies
 
 
 def md5(path):
@@ -110,6 +110,7 @@ def download(url, dest, expected_md5):
 
 
 def _find_or_fetch(folder, i, spec, dataset, allow_download):
+    """FILES[i] in folder, gzipped or raw, downloaded when missing (and allowed) -> (its path, the MD5 it must have)."""
     gz, raw = folder / (FILES[i] + ".gz"), folder / FILES[i]
     for path, md5s in ((gz, spec["md5_gz"]), (raw, spec["md5_raw"])):
         if path.exists():
@@ -123,7 +124,7 @@ def _find_or_fetch(folder, i, spec, dataset, allow_download):
     if not allow_download:
         raise DataError(f"{gz} is missing (download is off): put the four original {dataset} files in {folder}: "
                         f"{where}{elsewhere(folder)}")
-    made = [d for d in (folder, *folder.parents) if not d.exists()]
+    created = [d for d in (folder, *folder.parents) if not d.exists()]  # the folders that mkdir is about to make
     folder.mkdir(parents=True, exist_ok=True)
     errors = []
     for mirror in spec["mirrors"]:
@@ -132,7 +133,7 @@ def _find_or_fetch(folder, i, spec, dataset, allow_download):
             return gz, spec["md5_gz"][i]
         except (OSError, DataError) as e:  # URLError is an OSError
             errors.append(f"{mirror}: {e}")
-    for d in made:  # leave no empty folders behind a failed download
+    for d in created:  # leave no empty folders behind a failed download
         if d.is_dir() and not any(d.iterdir()):
             d.rmdir()
     raise DataError(f"{gz} is missing and could not be downloaded ({'; '.join(errors)}). Put the four original "
@@ -143,8 +144,10 @@ def elsewhere(folder):
     """A hint when a relative data_dir missed only because of the working directory: the project's own data/
     folder has the files (the default data_dir 'data' is relative to where the command runs)."""
     root = Path(__file__).resolve().parent.parent
-    if folder.is_absolute() or (root / folder).resolve() == folder.resolve() or not (root / folder).is_dir() \
-            or not any((root / folder).iterdir()):
+    in_project = root / folder  # where the relative folder would be, run from the project root
+    if folder.is_absolute() or in_project.resolve() == folder.resolve():  # the working directory is not the cause
+        return ""
+    if not in_project.is_dir() or not any(in_project.iterdir()):  # nor does the project hold them there
         return ""
     return f". The project's {root / folder} has them: run from {root}, or pass --data_dir={root / folder.parent}"
 
@@ -158,15 +161,15 @@ def load(data_dir="data", dataset="mnist", download=True, verify=True):
     if blocked := next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None):
         raise DataError(f"{blocked} is a file, where the folder {folder} should be: move it, or pass another "
                         f"--data_dir")
-    arrays = []
+    arrays = []  # in the order of FILES: train images, train labels, test images, test labels
     for i in range(4):
         # `download` here is load's flag; _find_or_fetch is what calls the module's download function
-        path, expected = _find_or_fetch(folder, i, spec, dataset, download)
+        path, expected_md5 = _find_or_fetch(folder, i, spec, dataset, download)
         if verify:
             found = md5(path)
-            if found != expected:
-                raise DataError(f"checksum mismatch for {path}: expected MD5 {expected}, found {found}. The file is "
-                                f"corrupt or not the original: delete it and load again to re-download it")
+            if found != expected_md5:
+                raise DataError(f"checksum mismatch for {path}: expected MD5 {expected_md5}, found {found}. The file "
+                                f"is corrupt or not the original: delete it and load again to re-download it")
         try:
             raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
         except (OSError, EOFError, zlib.error) as e:  # (zlib.error: damaged data inside a valid gzip header)
