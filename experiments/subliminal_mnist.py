@@ -520,19 +520,22 @@ def run_cell(cfg, run, data, cell_name, params=None, teachers=None):
     partners = derangement(cfg.n_seeds, cfg.seed)
     per_seed = {c: [] for c in cfg.conditions}
     for gi, seeds in enumerate(seed_groups(cfg)):
-        record = run.dir / f"{cell_name}_group{gi}_acc.json"
+        record = run.dir / f"{cell_name}_group{gi}_acc.json"  # the group's accuracies, written once it is done
+        stem = run.dir / f"{cell_name}_group{gi}"  # its models: STEM.safetensors and STEM.json
         if cfg.resume and record.exists():
+            # finished: the record is this group's, with an accuracy in [0, 1] for each seed of every condition
+            is_acc = lambda a: type(a) in (int, float) and 0 <= a <= 1
             try:
                 saved = json.loads(record.read_text())
                 finished = saved["seeds"] == seeds and all(
-                    len(saved["accuracy"][c]) == len(seeds) and all(type(a) in (int, float) and 0 <= a <= 1
-                                                                    for a in saved["accuracy"][c])
+                    len(saved["accuracy"][c]) == len(seeds) and all(map(is_acc, saved["accuracy"][c]))
                     for c in cfg.conditions)
             except (json.JSONDecodeError, KeyError, TypeError):  # cut or edited by something else: train it again
                 finished = False
             if not finished:
                 print(f"[{cell_name}] {record.name} is not a finished group's record, so the group is trained again")
-            if finished and (not cfg.save_weights or weights_readable(run.dir / f"{cell_name}_group{gi}", seeds, cfg)):
+            reusable = finished and (not cfg.save_weights or weights_readable(stem, seeds, cfg))  # and its weights load
+            if reusable:
                 for c in cfg.conditions:
                     per_seed[c] += saved["accuracy"][c]
                 print(f"[{cell_name}] seeds {seeds[0]}..{seeds[-1]}: resumed from {record.name}")
@@ -544,7 +547,7 @@ def run_cell(cfg, run, data, cell_name, params=None, teachers=None):
         log = lambda **r: run.log(cell=cell_name, group=gi, **({"params": params} if params else {}), **r)
         acc, weights = run_group(cfg, seeds, [partners[k] for k in seeds], data, device, log, teachers)
         if cfg.save_weights:
-            save_weights(run.dir / f"{cell_name}_group{gi}", {f"{m}.{n}": t for m, p in weights.items() for n, t in p.items()},
+            save_weights(stem, {f"{m}.{n}": t for m, p in weights.items() for n, t in p.items()},
                          {"seeds": seeds, "partners": [partners[k] for k in seeds], "sizes": layer_sizes(cfg)})
         write_json(record, {"seeds": seeds, "accuracy": acc, "seconds": time.time() - t0})
         for c in cfg.conditions:
