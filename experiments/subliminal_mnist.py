@@ -714,14 +714,18 @@ def plot_sweep(results, cfg, path):
             if cond == "reference":
                 continue
             xs = [c["params"][x_key] if numeric else i for i, c in enumerate(gcells)]
-            ms = [c["conditions"][cond]["mean"] for c in gcells]
-            lo = [m - (c["conditions"][cond]["ci95"] or [m, m])[0] for m, c in zip(ms, gcells)]
-            hi = [(c["conditions"][cond]["ci95"] or [m, m])[1] - m for m, c in zip(ms, gcells)]
+            means = [c["conditions"][cond]["mean"] for c in gcells]
+            # the error bars' lengths below and above each mean (one seed has no interval: zero length)
+            lo = [m - (c["conditions"][cond]["ci95"] or [m, m])[0] for m, c in zip(means, gcells)]
+            hi = [(c["conditions"][cond]["ci95"] or [m, m])[1] - m for m, c in zip(means, gcells)]
             label = cond + ("" if not rest else " (" + ", ".join(f"{k}={v}" for k, v in zip(rest, gkey)) + ")")
-            ax.errorbar(xs, ms, yerr=[lo, hi], color=COLORS[cond], ls=styles[gi % 4], marker="o", ms=3, capsize=3, label=label)
-    if numeric and all(c["params"][x_key] > 0 for c in cells) and max(c["params"][x_key] for c in cells) / \
-            min(c["params"][x_key] for c in cells) >= 20:
-        ax.set_xscale("log")
+            ax.errorbar(xs, means, yerr=[lo, hi], color=COLORS[cond], ls=styles[gi % 4], marker="o", ms=3, capsize=3,
+                        label=label)
+    # a positive x spanning a factor of 20 or more (lr, n_noise, m) reads on a log axis
+    if numeric and all(c["params"][x_key] > 0 for c in cells):
+        x_values = [c["params"][x_key] for c in cells]
+        if max(x_values) / min(x_values) >= 20:
+            ax.set_xscale("log")
     if not numeric:  # categories (e.g. noise | real) at 0, 1, ...: name them
         first = next(iter(groups.values()))
         ax.set_xticks(range(len(first)), [str(c["params"][x_key]) for c in first])
