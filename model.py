@@ -97,7 +97,12 @@ def init_mlp_params(seeds, sizes, n_classes, init, device, seed):
             # (columns, stream name) of each group of this layer's output columns, left to right
             col_groups = [(n_classes, "class"), (d_out - n_classes, "aux")] if is_output else [(d_out, "hidden")]
             ws, bs = [], []  # one [d_in, cols] weight and one [cols] bias per group
+            if is_output and not 1 <= n_classes <= d_out:  # else torch.cat's "expected a non-empty list"
+                raise ValueError(f"init_mlp_params: the output layer has {d_out} columns, fewer than n_classes="
+                                 f"{n_classes} (sizes[-1] is the classes plus the aux logits)")
             for cols, stream in col_groups:
+                if cols == 0:  # no aux logits (m = 0): an empty group has no block to draw
+                    continue
                 # drawn in fixed blocks of 64 columns, each block from its own stream, so that column j
                 # is the same whatever the number of columns (torch's RNG output depends on tensor size)
                 w_blocks, b_blocks = [], []  # [64, d_in] and [64] each, cut to `cols` below

@@ -57,6 +57,15 @@ def test_init_statistics_and_nesting_in_m():
         b = init_mlp_params([7], [20, 8, 10 + 50], 10, init, "cpu", 1)
         assert torch.equal(a["weights.0"], b["weights.0"]) and torch.equal(a["biases.0"], b["biases.0"])
         assert torch.equal(a["weights.1"], b["weights.1"][..., :13]) and torch.equal(a["biases.1"], b["biases.1"][..., :13])
+    # ... down to m = 0, a plain classifier (its empty aux group failed in torch.cat); fewer columns than classes
+    # is refused by name
+    for init in ("paper", "torch"):
+        z = init_mlp_params([7], [20, 8, 10], 10, init, "cpu", 1)
+        b = init_mlp_params([7], [20, 8, 10 + 50], 10, init, "cpu", 1)
+        assert z["weights.1"].shape == (1, 8, 10) and torch.equal(z["weights.1"], b["weights.1"][..., :10])
+        assert torch.equal(z["biases.1"], b["biases.1"][..., :10]) and torch.equal(z["weights.0"], b["weights.0"])
+    with pytest.raises(ValueError, match="the output layer has 9 columns, fewer than n_classes=10"):
+        init_mlp_params([7], [20, 8, 9], 10, "paper", "cpu", 1)
     # the aux columns have their own stream: not copies of the first class columns
     assert not torch.equal(p["weights.1"][..., 10:13], p["weights.1"][..., :3])
     # seed k's init does not depend on which other seeds are drawn with it
