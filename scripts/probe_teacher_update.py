@@ -17,7 +17,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments import subliminal_numbers as S  # noqa: E402
 from experiments import world_base as B  # noqa: E402
-from train import ConfigError, refused  # noqa: E402
+from train import ConfigError, refused, seed_args  # noqa: E402
 
 if sys.argv[1:2] in (["-h"], ["--help"]):
     print(__doc__.strip())
@@ -27,10 +27,7 @@ if sys.argv[1:2] and sys.argv[1].startswith("-"):  # an option: it takes none
 torch.set_num_threads(1)
 cfg = S.Config(arms=("soft",), animals=("owl",))
 try:  # a mistyped argument: one line and the usage, before any work (not a traceback after the first teacher)
-    try:
-        p = int(sys.argv[1]) if len(sys.argv) > 1 else 0
-    except ValueError:  # int()'s own message does not say which argument
-        raise ValueError(f"P {sys.argv[1]!r}: expected a base seed, an integer") from None
+    p = seed_args(sys.argv[1:2])[0] if len(sys.argv) > 1 else 0  # int()'s "invalid literal" named no argument
     teachers = sys.argv[2:] or ["adamw:3e-4", "sgd:0.1"]
     for spec in teachers:
         opt, _, lr = spec.partition(":")
@@ -40,7 +37,7 @@ try:  # a mistyped argument: one line and the usage, before any work (not a trac
             ok = False
         if not ok:
             raise ValueError(f"{spec!r}: expected OPTIMIZER:LR, adamw or sgd and an lr > 0, e.g. sgd:0.1")
-except ValueError as e:
+except (ValueError, ConfigError) as e:
     sys.exit(refused(f"error: {e}\n\n{__doc__}"))
 try:  # an uncached base is no mistyped argument: its one line alone, as probe_soft_channel.py's
     B.check_cached(cfg, [p], who="probe_teacher_update.py")

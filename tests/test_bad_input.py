@@ -313,7 +313,7 @@ def test_probe_arguments_are_checked_in_one_line_before_any_base_is_loaded(tmp_p
                               ("probe_soft_channel", ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10"],
                                "10 arguments, nine at most"),
                               ("probe_teacher_update", ["0", "sgd"], "'sgd': expected OPTIMIZER:LR"),
-                              ("probe_teacher_update", ["x"], "P 'x': expected a base seed, an integer")]:
+                              ("probe_teacher_update", ["x"], "'x' is not a base seed (a whole number >= 0)")]:
         out = subprocess.run([sys.executable, f"scripts/{script}.py", *argv], cwd=train.ROOT, capture_output=True,
                              text=True, timeout=120)
         assert out.returncode == 2 and out.stderr.startswith("error: ") and msg in out.stderr, (argv, out.stderr[-2000:])
