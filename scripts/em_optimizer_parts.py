@@ -238,14 +238,13 @@ def main(argv):
     if "out" in opts:  # FILE.json, its figure beside it as FILE.png (a FILE.png given: the JSON overwritten by it)
         check_out(opts["out"], figure_beside=True)
     try:
-        optimizers = (beta1_sweep([float(b) for b in opts["beta1"].split(",")]) if "beta1" in opts
-                      else FROZEN if "frozen" in opts else OPTIMIZERS)
+        beta1s = [float(b) for b in opts["beta1"].split(",")] if "beta1" in opts else None
     except ValueError:
         sys.exit(f"--beta1 takes numbers in [0, 1) separated by commas, not {opts['beta1']!r}")
+    optimizers = beta1_sweep(beta1s) if beta1s is not None else FROZEN if "frozen" in opts else OPTIMIZERS
     if not all(0 <= kw["betas"][0] < 1 for kw in optimizers.values() if "betas" in kw):
         sys.exit(f"--beta1 takes numbers in [0, 1), not {opts['beta1']!r}")
-    if "beta1" in opts and len({float(b) for b in opts["beta1"].split(",")}) < len(opts["beta1"].split(",")):
-        # (else trained once, silently)
+    if beta1s is not None and len(set(beta1s)) < len(beta1s):  # (else trained once, silently)
         sys.exit(f"--beta1 names a value twice ({opts['beta1']!r}): each one is trained once")
     froms = "from" in opts
     # each analysis its own default file: a sweep after the six (or the six after it) does not find the other's there
