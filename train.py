@@ -1858,7 +1858,8 @@ def run_experiment(argv):
     made = {norm(d) for d in (out, *out.parents) if d.name not in (".", "..") and not d.exists() and not norm(d).exists()}
     had_run = (out / "config.json").exists()  # before this command
     lock_fd = None
-    if os.environ.get("RANK", "0") == "0":  # before Run, whose --resume=False deletes the folder's files
+    rank0 = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 alone makes, locks and cleans the folder
+    if rank0:  # before Run, whose --resume=False deletes the folder's files
         with contextlib.suppress(OSError):  # a file in the way: Run says so
             out.mkdir(parents=True, exist_ok=True)
         lock_fd = lock_run_dir(out) if out.is_dir() else None
@@ -1886,7 +1887,7 @@ def run_experiment(argv):
         only_run_files = (run is not None
                           and {f.name for f in out.iterdir()} <= {"config.json", "env.json", "metrics.jsonl"})
         clean_up = not had_run and not logged and (isinstance(e, DataError) or only_run_files)
-        if os.environ.get("RANK", "0") == "0":
+        if rank0:
             if clean_up:
                 for name in ("config.json", "env.json", "metrics.jsonl"):
                     (out / name).unlink(missing_ok=True)
