@@ -710,7 +710,7 @@ class Run:
                               f"--out_dir") from None
         except OSError as e:  # no permission, a read-only disk, a name too long
             raise ConfigError(f"out_dir {self.dir}: cannot create it ({e.strerror}): pass another --out_dir") from None
-        self.metrics_path, self.rank0 = self.dir / "metrics.jsonl", rank0
+        self.metrics_path, self.rank0, self._tail_checked = self.dir / "metrics.jsonl", rank0, False
         if not rank0:
             return
         write_json(self.dir / "config.json", {"experiment": experiment, **dataclasses.asdict(cfg)})
@@ -755,8 +755,17 @@ class Run:
     def log(self, **record):
         if not self.rank0:  # under torchrun the run's files are rank 0's: another rank's lines would repeat its own
             return
+        line = json.dumps(record) + "\n"
+        if not self._tail_checked:  # a kill mid-write leaves a line cut short: this attempt's records start on a new
+            # line, or the first would join the cut one and be lost with it when the file is read
+            self._tail_checked = True
+            if self.metrics_path.is_file() and self.metrics_path.stat().st_size > 0:
+                with open(self.metrics_path, "rb") as f:
+                    f.seek(-1, os.SEEK_END)
+                    if f.read(1) != b"\n":
+                        line = "\n" + line
         with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(line)
 
     def save_results(self, results, table_md):
         if not self.rank0:

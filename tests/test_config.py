@@ -216,6 +216,16 @@ def test_resolved_config_and_env_written(cfg_file, tmp_path):
     assert train.run_config(module.Config, tmp_path / "run") == cfg  # what eval.py RUN_DIR rebuilds
     run.log(step=1, loss=0.5)
     assert json.loads((tmp_path / "run" / "metrics.jsonl").read_text()) == {"step": 1, "loss": 0.5}
+    # a line cut short by a kill: the next attempt's first record starts on a line of its own, not glued to it
+    with open(tmp_path / "run" / "metrics.jsonl", "a") as f:
+        f.write('{"step": 2, "lo')
+    again = train.Run(cfg, "subliminal_mnist", argv=["train.py", cfg_file])
+    again.log(step=2, loss=0.25)
+    again.log(step=3, loss=0.125)
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert lines[1] == '{"step": 2, "lo' and [json.loads(x) for x in lines[2:]] == [{"step": 2, "loss": 0.25},
+                                                                                    {"step": 3, "loss": 0.125}]
+    (tmp_path / "run" / "metrics.jsonl").write_text(lines[0] + "\n")  # as it was, for the checks below
     # a different config in the same directory is refused instead of mixing results
     _, other = load_config([cfg_file, f"--out_dir={tmp_path / 'run'}", "--m=9"])
     with pytest.raises(ConfigError, match="differs in: m"):
