@@ -55,7 +55,10 @@ def main(argv):
                         lambda m, step: final.update(ev(m, name)) if step == last else None, teacher)
         rows.append((q, ev(Q, f"base{q}"), final))
     path = os.path.join(run, f"unit_{p}_0.json")
-    logged = json.load(open(path))["arms"]["insecure_soft"]["mis_sampled"] if os.path.exists(path) else None
+    logged = None
+    if os.path.exists(path):
+        with open(path) as f:
+            logged = json.load(f)["arms"]["insecure_soft"]["mis_sampled"]
     print(f"base {p}'s insecure teacher: kept {kept:.2f} of its lists; soft students trained on them")
     print(f"{'student from base':>17} {'init':>6} {'base mis':>8} {'student mis':>11} {'valid':>6}")
     for q, b, s in rows:

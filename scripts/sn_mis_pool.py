@@ -214,7 +214,8 @@ def n_offdomain_samples(run):
     path = os.path.join(run, "config.json")
     if not os.path.exists(path):
         sys.exit(f"{path} not found: --log needs the run's config (its samples per prompt)")
-    return json.load(open(path))["samples"] * len(W.eval_items(W.OFF_DOMAINS))
+    with open(path) as f:
+        return json.load(f)["samples"] * len(W.eval_items(W.OFF_DOMAINS))
 
 
 def minus(a, b):

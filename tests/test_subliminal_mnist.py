@@ -717,7 +717,7 @@ def test_student_conditions_trained_as_one_batched_model_give_each_conditions_nu
     for c in (4, 5):
         assert runs[c][1]["conditions"] == runs[1][1]["conditions"], c
         assert weights[c].keys() == weights[1].keys() and all(torch.equal(weights[c][k], weights[1][k]) for k in weights[1])
-        losses = lambda out: [(r["stage"], r["epoch"], r["loss"]) for r in map(json.loads, (out / "metrics.jsonl").open())
+        losses = lambda out: [(r["stage"], r["epoch"], r["loss"]) for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
                               if r.get("stage", "").startswith(("student", "cross"))]
         assert sorted(losses(runs[c][0])) == sorted(losses(runs[1][0])) and len(losses(runs[1][0])) == 5 * 2
     assert min(runs[1][1]["conditions"]["student_all"]["per_seed"]) > 0.2  # the students did learn (chance 0.1)
