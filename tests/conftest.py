@@ -44,3 +44,26 @@ def need_data(name="mnist"):
     folder = DATA_DIR / name
     missing = not (folder / "t10k-labels-idx1-ubyte.gz").exists() and not os.environ.get("REQUIRE_DATA")
     return pytest.mark.skipif(missing, reason=f"real {name} files not in {folder} (.ci/run links them)")
+
+
+@pytest.fixture
+def host_reads(monkeypatch):
+    """The reads of a tensor's values (item, tolist, int(t), bool(t), a boolean mask's index, ...) made by the project's
+    own code, as (what, file, line): on a GPU each one waits for the device, so a loop that reads once a step stalls
+    at every step instead of running ahead of it. A CPU runs as fast either way: only a count shows it."""
+    reads = []
+    own = (str(ROOT / "train.py"), str(ROOT / "model.py"), str(ROOT / "eval.py"), str(ROOT / "experiments"))
+
+    def counted(name, orig):
+        def read(self, *args, **kwargs):
+            caller = sys._getframe(1).f_code
+            is_mask = name == "__getitem__" and any(isinstance(i, torch.Tensor) and i.dtype == torch.bool
+                                                    for i in (args[0] if isinstance(args[0], tuple) else args[:1]))
+            if caller.co_filename.startswith(own) and (name != "__getitem__" or is_mask):
+                reads.append((name, Path(caller.co_filename).name, sys._getframe(1).f_lineno))
+            return orig(self, *args, **kwargs)
+        return read
+    for name in ("item", "tolist", "cpu", "numpy", "nonzero", "__bool__", "__int__", "__float__", "__index__",
+                 "__format__", "__getitem__"):
+        monkeypatch.setattr(torch.Tensor, name, counted(name, getattr(torch.Tensor, name)))
+    return reads

@@ -371,6 +371,21 @@ def test_hooks_run_on_a_compiled_model_and_leave_it_with_the_block():
         assert model.n_hooked == 0 and torch.equal(compiled(idx), plain)
 
 
+def test_the_training_forward_compiles_to_one_graph():
+    """train_lm (and bench.py gpt) compile the training forward on a GPU: a graph break (an .item(), a branch on a
+    tensor's value, a call dynamo cannot trace) splits it without a word and costs the GPU its fusions. dynamo traces
+    alike on every device, so fullgraph=True finds one here (the eager backend: no compiler needed); also under bf16
+    autocast, and for generate's last-column logits."""
+    model, x, y = tiny(init_std=0.3).train(), tokens(2, 9, seed=1), tokens(2, 9, seed=2)
+    torch.compiler.reset()  # other tests' compiled GPTs count against dynamo's recompile limit
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    for precision in (contextlib.nullcontext(), torch.autocast("cpu", dtype=torch.bfloat16)):
+        with precision:
+            assert torch.equal(compiled(x, targets=y), model(x, targets=y))
+    with torch.no_grad():
+        assert torch.equal(compiled(x, keep=slice(-1, None)), model(x, keep=slice(-1, None)))
+
+
 @torch.no_grad()
 def test_patching_a_layer_output_transfers_the_other_runs_logits():
     model = tiny(init_std=0.3)

@@ -110,6 +110,21 @@ def test_checkpoint_round_trip_is_bit_exact_and_never_leaks_orig_mod(tmp_path):
     assert torch.equal(model(idx), loaded(idx))
 
 
+def test_train_lm_reads_the_loss_from_the_device_at_its_log_lines_only(host_reads):
+    """The pretraining loop runs ahead of a GPU: its step losses are summed on the device and read at each log line
+    (and once at the end), its data checked once; a read per step (an .item(), a boolean mask's index) would stall
+    every step there, at no cost on a CPU (conftest.host_reads counts them)."""
+    data = stream_data()
+    data["mask"] = torch.ones(len(data["tokens"]), 16, dtype=torch.bool)  # the fine-tune form: a mask of targets
+    counts = {}
+    for steps, log_every in ((4, 0), (12, 0), (12, 4)):
+        host_reads.clear()
+        train_lm(fresh(), data, steps=steps, batch_size=4, lr=1e-2, log_every=log_every, progress=False)
+        counts[steps, log_every] = len(host_reads)
+    # 3 log lines in place of the one read at the end
+    assert counts[12, 0] == counts[4, 0] and counts[12, 4] == counts[12, 0] + 3 - 1, counts
+
+
 def test_a_loss_that_is_not_finite_is_said_once_at_its_log_line(capsys):
     # lr=1e6: every log line after the first read "loss nan", and the run ended with a nan table, without a word
     out = train_lm(fresh(), stream_data(), steps=6, batch_size=4, lr=1e6, log_every=2, progress=False)

@@ -358,3 +358,24 @@ def test_logged_losses_are_the_epochs_mean_over_every_example_and_seed():
     whole = torch.stack([(plain_forward(params, s, noise[s])[:, 4:] - teacher[s, :, 4:]).pow(2).mean()
                          for s in range(2)]).mean()
     assert logged[0]["loss"] == pytest.approx(whole.item(), rel=1e-5)
+
+
+def test_the_training_loops_read_nothing_from_the_device_per_step(host_reads):
+    """On a GPU the MNIST loops run ahead of the device (the speed goals rest on it): the epoch's loss is summed on
+    the device and read once, at its log line; without a log, never. A per-step .item() (or a boolean mask's index)
+    costs nothing on a CPU and stalls a GPU at every step: counted here (conftest.host_reads)."""
+    S, x, y = 3, torch.randn(64, 12), torch.randint(0, 4, (64,))
+    noise, logits = torch.randn(S, 64, 12), torch.randn(S, 64, 7)
+    for epochs in (1, 3):
+        for log in (None, lambda **record: None):
+            host_reads.clear()
+            teacher = model_from(init_mlp_params(range(S), SIZES, 4, "paper", "cpu", 0))
+            train_classifier(teacher, x, y, epochs=epochs, lr=1e-3, batch_size=8, n_classes=4, log=log,
+                             gens=[generator("cpu", 0, k) for k in range(S)])
+            # three students of each seed as one model, two of them distilled on the same logits (one loss call)
+            students = model_from(init_mlp_params(range(3 * S), SIZES, 4, "paper", "cpu", 1))
+            train_distill(students, noise, logits, {"a": [4, 5, 6], "b": [4, 5, 6], "c": list(range(7))},
+                          epochs=epochs, lr=1e-3, batch_size=8, log=log,
+                          gens=[generator("cpu", 0, k) for k in range(3 * S)])
+            logged = [("item", "train.py")] * epochs + [("tolist", "train.py")] * epochs  # one per epoch, each loop
+            assert [r[:2] for r in host_reads] == (logged if log else []), host_reads
