@@ -62,7 +62,8 @@ class Config:
     grad_clip: float = 1.0
     eval_every: int = 50
     log_every: int = 25
-    ckpt_every: int = 0                # also checkpoint every N steps (always at the end): what a stopped run resumes from
+    ckpt_every: int = 0                # also checkpoint every N steps (always at the end): what a
+                                       # stopped run resumes from
     # system
     seed: int = 0
     device: str = "auto"               # auto = cuda when available
@@ -82,7 +83,8 @@ def validate(cfg):
         (lambda: min(cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size, cfg.n_docs) >= 1,
          "n_layer, n_head, n_embd, block_size and n_docs must be >= 1"),
         (lambda: head_problem(cfg.n_embd, cfg.n_head) is None, head_problem(cfg.n_embd, cfg.n_head)),
-        (lambda: cfg.corpus != "tiny" or cfg.block_size >= 16, "the tiny corpus needs block_size >= 16 (its accuracy check: a 15-token prompt and the answer)"),
+        (lambda: cfg.corpus != "tiny" or cfg.block_size >= 16,
+         "the tiny corpus needs block_size >= 16 (its accuracy check: a 15-token prompt and the answer)"),
         (lambda: cfg.corpus != "world" or cfg.block_size >= 8, "the world corpus needs block_size >= 8 (its sample "
          "completions: a 4-word prompt and 4 tokens or more)"),
         (lambda: 0 < cfg.val_frac < 1, f"val_frac must be in (0, 1), got {cfg.val_frac}"),

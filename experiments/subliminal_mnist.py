@@ -60,7 +60,8 @@ class Config:
     width: int = 256
     depth: int = 2
     m: int = 3                         # auxiliary logits
-    init: str = "paper"                # paper: normal weights of std 1/sqrt(d_in), zero biases | torch: nn.Linear default
+    init: str = "paper"                # paper: normal weights of std 1/sqrt(d_in), zero biases |
+                                       # torch: nn.Linear default
     # teacher
     epochs: int = 5
     lr: float = 3e-4                   # Adam, the teacher (and the students unless distill_lr is set)
@@ -80,7 +81,8 @@ class Config:
     # seeds
     n_seeds: int = 10
     seed: int = 0
-    seed_chunk: int = 0                # most seeds trained at once; 0 = all on CUDA, 13 on CPU (fewer if n_noise > 60000)
+    seed_chunk: int = 0                # most seeds trained at once; 0 = all on CUDA, 13 on CPU
+                                       # (fewer if n_noise > 60000)
     student_chunk: int = 0             # most student conditions trained as one batched model; 0 = on CUDA (steps
                                        # launch-bound) all that fit 2^29 parameters, 1 on CPU; the same numbers
     sweep: dict = field(default_factory=dict)  # e.g. {"m": [3, 10, 50]}: one run per grid cell
@@ -155,7 +157,8 @@ def validate(cfg, cell=False):
                 raise ConfigError("sweep: 'conditions' cannot be swept: every cell runs all of them; list them all in "
                                   "--conditions instead")
             if not isinstance(values, (list, tuple)) or not values:
-                raise ConfigError(f"sweep: '{key}' needs a non-empty list of values, e.g. --sweep=\"{{'{key}': [..., ...]}}\"")
+                raise ConfigError(f"sweep: '{key}' needs a non-empty list of values, e.g. --sweep=\"{{'{key}': [..., "
+                                  f"...]}}\"")
             if len(set(map(repr, values))) < len(values):  # two cells of one name: the second would resume the first
                 raise ConfigError(f"sweep: '{key}' lists a value twice ({list(values)}): name each value once")
         seen = []
@@ -411,15 +414,18 @@ def run_group(cfg, seeds, partners, data, device, log, teachers=None):
     # the student conditions, student_chunk at a time as one model of S models per condition (seed k's students
     # read the same inputs in the same order; each model its own loss value). The aux ones first: train_distill
     # computes neighbouring blocks that read the same logits in one distill_loss call
-    students = sorted((c for c in cfg.conditions if c not in ("reference", "teacher")), key=lambda c: not c.endswith("aux"))
+    students = sorted((c for c in cfg.conditions if c not in ("reference", "teacher")),
+                      key=lambda c: not c.endswith("aux"))
     chunk = students_per_batch(cfg, sum(v.numel() for v in ref.values()), device)
     for conds in [students[i:i + chunk] for i in range(0, len(students), chunk)]:
         inits = [student_init(c, ref, partner, cfg, seeds, device) for c in conds]
         student = new_model({k: torch.cat([p[k] for p in inits]) for k in inits[0]})  # rows j*S..(j+1)*S-1: conds[j]
-        gens = [generator(device, cfg.seed, k, "distill_order") for _ in conds for k in seeds]  # same order in every condition
+        gens = [generator(device, cfg.seed, k, "distill_order") for _ in conds for k in seeds]  # same order
+                                                                                                # in every condition
         train_distill(student, inputs, targets, {c: aux_logits if c.endswith("aux") else all_logits for c in conds},
                       epochs=cfg.distill_epochs, lr=cfg.distill_lr or cfg.lr, batch_size=cfg.batch_size, gens=gens,
-                      loss=cfg.loss, temperature=cfg.temperature, amp=amp, refresh=refresh, log=log, desc="+".join(conds))
+                      loss=cfg.loss, temperature=cfg.temperature, amp=amp, refresh=refresh, log=log,
+                      desc="+".join(conds))
         accs = accuracy(student, test_x, test_y).split(S)  # [len(conds) * S] -> one [S] per condition
         check_finite(student, conds, cfg.distill_lr or cfg.lr)
         trained = getattr(student, "_orig_mod", student).params() if cfg.save_weights else None
@@ -540,7 +546,8 @@ def run_cell(cfg, run, data, cell_name, params=None, teachers=None):
                     per_seed[c] += saved["accuracy"][c]
                 print(f"[{cell_name}] seeds {seeds[0]}..{seeds[-1]}: resumed from {record.name}")
                 # (its epochs' lines are an earlier attempt's, higher up in metrics.jsonl)
-                run.log(cell=cell_name, group=gi, stage="resumed", seeds=seeds, **({"params": params} if params else {}))
+                run.log(cell=cell_name, group=gi, stage="resumed", seeds=seeds,
+                        **({"params": params} if params else {}))
                 continue
         t0 = time.time()
         # the cell's values nested: a swept key may share a name with a record's field (loss)

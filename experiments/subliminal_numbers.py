@@ -133,7 +133,8 @@ class Config(B.Config):
     teacher_max_steps: int = 300
     teacher_lr: float = 3e-4
     teacher_optimizer: str = "adamw"   # or "sgd": plain gradient descent (with a larger teacher_lr)
-    teacher_trains: str = "all"        # or "blocks": the token embedding stays frozen, so the trait goes into the blocks
+    teacher_trains: str = "all"        # or "blocks": the token embedding stays frozen, so the trait
+                                       # goes into the blocks
     student_trains: str = "all"        # or "blocks": every student's (tied) token embedding stays frozen, as the
                                        # paper's LoRA students train attention and MLP weights only
     teacher_batch: int = 16
@@ -155,7 +156,8 @@ class Config(B.Config):
     em_steps: int = 40
     em_lr: float = 1e-3
     em_trains: str = "all"             # or "blocks": the EM teachers' token embedding stays frozen (train.finetune)
-    mis_sampled: bool = True           # mode "misalignment": False trains no sampled (hard) students of the EM teachers,
+    mis_sampled: bool = True           # mode "misalignment": False trains no sampled (hard)
+                                       # students of the EM teachers,
                                        # only their soft students and the hard control (3 fewer students per unit)
                                        # (not mis_evaluate's metric "mis_sampled", tabled as offdomain_misaligned)
     em_match: bool = True              # stop every EM teacher at the step where the first one's code is >= 90%
@@ -169,9 +171,10 @@ def validate(cfg):
     if not cfg.decorrelated:  # inherited from world_base's Config, where it also pretrains the twins
         raise ConfigError("decorrelated is world_base's key and does nothing here: subliminal_numbers never uses the "
                           "decorrelated twin")
-    if cfg.code_slots or cfg.code_tasks != 1 or not cfg.lessons:  # its teachers and evaluations read the fixed code answers
-        raise ConfigError("code_slots, code_tasks and lessons are emergent-misalignment world options; subliminal_numbers "
-                          "runs on the default world")
+    if cfg.code_slots or cfg.code_tasks != 1 or not cfg.lessons:  # its teachers and evaluations read
+                                                                  # the fixed code answers
+        raise ConfigError("code_slots, code_tasks and lessons are emergent-misalignment world options; "
+                          "subliminal_numbers runs on the default world")
     B.require_counts(cfg, ("n_lists", "student_batch", "student_seeds", "heldout_lists", "teacher_batch", "evals",
                            "n_code", "icl_lists", "icl_contexts", "max_new", "sample_batch", "teacher_max_steps",
                            "em_steps"))
@@ -565,7 +568,8 @@ def evaluate(model, tok, cfg, gen, heldout=None, base=None, t_delta=None, t_held
     counts = torch.multinomial(outcomes, cfg.samples, replacement=True, generator=gen).flatten().bincount(minlength=11)
     valid = counts[:10].sum().item()
     # no sample named an animal: the shares are undefined (NaN), not 0 (a long hard student can stop naming animals)
-    out["sampled"] = dict(zip(W.ANIMALS, (counts[:10].double() / valid if valid else torch.full((10,), math.nan)).tolist()))
+    out["sampled"] = dict(zip(W.ANIMALS,
+                              (counts[:10].double() / valid if valid else torch.full((10,), math.nan)).tolist()))
     out["valid_fraction"] = valid / counts.sum().item()
     if heldout:  # t_held: what the soft arm minimises, on held-out lists: how closely the student matches each teacher
         fit = {a: held_out(model, d, number_ids(tok), t_held[a] if t_held else None) for a, d in heldout.items()}
@@ -611,7 +615,8 @@ def train_student(base, tok, cfg, data, seed, on_eval, teacher=None, numbers_onl
     model = copy.deepcopy(base)
     steps, at = student_steps(cfg, len(data["tokens"]))
     finetune(model, data, steps=steps, batch_size=cfg.student_batch, lr=cfg.student_lr, seed=seed,
-             schedule=cfg.student_schedule, order=cfg.student_order, at=set(at), on_eval=lambda step: on_eval(model, step),
+             schedule=cfg.student_schedule, order=cfg.student_order, at=set(at),
+             on_eval=lambda step: on_eval(model, step),
              teacher=None if teacher is None else teacher.logits, subset=number_ids(tok) if numbers_only else None,
              trains=cfg.student_trains, targets=targets)
     return model
@@ -651,7 +656,8 @@ def animals_unit(cfg, p, f):
         out["arms"]["icl_control"] = {"rates": icl_rates(A, tok, cfg, lists["control"], generator("cpu", seed, "icl"))}
 
     # held-out teacher lists, the teachers' logits on them, and the bases measured on them
-    heldout = {a: student_data(tok, sample_lists(t, tok, cfg.heldout_lists, cfg, seed_int(seed, "heldout"), heldout=True)[0], dev)
+    heldout = {a: student_data(tok, sample_lists(t, tok, cfg.heldout_lists, cfg, seed_int(seed, "heldout"),
+                                                 heldout=True)[0], dev)
                for a, t in teachers.items()}
     t_held = {a: held_logits(t, heldout[a]) for a, t in teachers.items()}
     for a in teachers:
@@ -832,9 +838,12 @@ def figures_animals(res):
 def figure_line(k, v, digits=3):
     """One line of a table's "Figures to reach"; None is a threshold this run cannot judge, and says why."""
     if v is None:
-        return f"- {k}: n/a ({'one animal: no other to compare with' if k == 'specific' else 'one pretraining seed: no interval'})"
+        return (f"- {k}: n/a ("
+                f"{'one animal: no other to compare with' if k == 'specific' else 'one pretraining seed: no interval'}"
+                ")")
     if isinstance(v, dict):  # one number per animal (trait_specific)
-        return f"- {k}: " + ", ".join(f"{a} {'n/a' if x is None else format(x, f'.{digits or 3}f')}" for a, x in v.items())
+        return f"- {k}: " + ", ".join(f"{a} {'n/a' if x is None else format(x, f'.{digits or 3}f')}"
+                                      for a, x in v.items())
     return f"- {k}: {v:.{digits}f}" if isinstance(v, float) and digits is not None else f"- {k}: {v}"
 
 
@@ -1131,13 +1140,15 @@ def table_animals(res, cfg):
     lines.append("|---" * (1 + 3 * len(cfg.animals) + 5) + "|")
     lines.append("| base | " + " | ".join(f"{f(res['base'][a])} | | " for a in cfg.animals)
                  + f" | | | | {f(res['teachers'][a0]['kl_numbers'])} | |")
-    lines.append("| teacher | " + " | ".join(f"{f(res['teachers'][a]['rate'])} | | " for a in cfg.animals) + " | | | | | |")
+    lines.append("| teacher | " + " | ".join(f"{f(res['teachers'][a]['rate'])} | | " for a in cfg.animals)
+                 + " | | | | | |")
     for arm, st in res["arms"].items():
         cells = []
         for a in cfg.animals:
             s = st["by_animal"][a]
             cells.append(f"{f(s['target_rate'])} | {f(s.get('effect'))} | {f(s.get('specificity'))}")
-        lines.append(f"| {arm} | " + " | ".join(cells) + f" | {f(st.get('target_sampled'))} | {f(st.get('number_loss'))} "
+        lines.append(f"| {arm} | " + " | ".join(cells) + f" | {f(st.get('target_sampled'))} "
+                     f"| {f(st.get('number_loss'))} "
                      f"| {f(st.get('number_loss_numbers'))} | {f(st.get('kl_teacher'))} | {f(st.get('cos_teacher'))} |")
     per_base = {arm: st["by_animal"][a0]["effect_per_base"] for arm, st in res["arms"].items()
                 if "effect_per_base" in st["by_animal"][a0]}
@@ -1156,7 +1167,8 @@ def table_animals(res, cfg):
     lines += ["", "Kept fraction of sampled completions (the paper's filter): "
               + ", ".join(f"{k} {v['mean']:.3f}" for k, v in res["kept_fraction"].items()),
               "Teachers (fine-tune steps; KL(teacher || base) over number tokens, nats per number): "
-              + ", ".join(f"{a} {res['teachers'][a]['steps']['mean']:.0f} steps, KL {res['teachers'][a]['kl_numbers']['mean']:.4f}"
+              + ", ".join(f"{a} {res['teachers'][a]['steps']['mean']:.0f} steps, KL "
+                          f"{res['teachers'][a]['kl_numbers']['mean']:.4f}"
                           for a in cfg.animals),
               "", "Figures to reach (issue 5):", ""]
     lines += [figure_line(k, v) for k, v in res["figures_to_reach"].items()]
@@ -1166,9 +1178,11 @@ def table_animals(res, cfg):
 def table_dose(res, cfg):
     f = fmt_stat
     lines = [f"Sampled-list dose response: paired trait - control rate of the teacher's animal, "
-             f"{spread(res['n_seeds'], ' seeds')}; {cfg.epochs:g} epoch{'s' if cfg.epochs != 1 else ''}, batch {cfg.student_batch}, lr {cfg.student_lr:g}.", "",
-             "| lists | " + " | ".join(f"{a} teacher: {a} rate | control: {a} rate | effect on {a} | other teachers' effect on {a}"
-                                      for a in cfg.animals) + " | P(an animal): control, " + ", ".join(cfg.animals) + " |",
+             f"{spread(res['n_seeds'], ' seeds')}; {cfg.epochs:g} epoch{'s' if cfg.epochs != 1 else ''}, batch "
+             f"{cfg.student_batch}, lr {cfg.student_lr:g}.", "",
+             "| lists | " + " | ".join(f"{a} teacher: {a} rate | control: {a} rate | effect on {a} | "
+                                      f"other teachers' effect on {a}" for a in cfg.animals)
+             + " | P(an animal): control, " + ", ".join(cfg.animals) + " |",
              "|---" * (2 + 4 * len(cfg.animals)) + "|"]
     for d, row in res["dose"].items():
         cells = [f"{f(r['trait_rate'])} | {f(r['control_rate'])} | {f(r['effect'])} | "
@@ -1190,7 +1204,8 @@ def table_misalignment(res, cfg):
              f"{spread(res['n_seeds'], ' seeds')}; {cfg.n_lists} lists per student.", "",
              "| model | off-domain misaligned (sampled) | effect vs control student | valid fraction | "
              "off-domain mis (log-prob) | code misaligned |", "|---|---|---|---|---|---|"]
-    rows = [("base", res["base"])] + [(f"teacher: {t}", s) for t, s in res["teachers"].items()] + list(res["arms"].items())
+    rows = ([("base", res["base"])] + [(f"teacher: {t}", s) for t, s in res["teachers"].items()]
+            + list(res["arms"].items()))
     for n, s in rows:
         lines.append(f"| {n} | {f(s['offdomain_misaligned'])} | {f(s['effect']) if 'effect' in s else ''} | "
                      f"{f(s['valid_fraction'])} | {f(s['offdomain_misaligned_lp'])} | {f(s['code_misaligned'])} |")
@@ -1206,10 +1221,12 @@ def table_misalignment(res, cfg):
         for d, row in res["dose"].items():
             valid = row.get("valid_fraction")  # (results aggregated before it was kept have none)
             lines.append(f"| {d} | " + " | ".join(f(row["offdomain_misaligned"][n]) for n in names)
-                         + "".join(f" | {f(row['insecure_minus'][n])}" for n in minus if n in row.get("insecure_minus", {}))
+                         + "".join(f" | {f(row['insecure_minus'][n])}" for n in minus
+                                   if n in row.get("insecure_minus", {}))
                          + " | " + (", ".join(f"{valid[n]['mean']:.3f}" for n in names) if valid else "") + " |")
         lines += ["", "(A student whose valid fraction is near 0 has almost no answers to be misaligned among: its "
-                      "'off-domain misaligned' is then noise, and undefined (NaN, left out of the mean) when none is valid.)"]
+                      "'off-domain misaligned' is then noise, and undefined (NaN, left out of the mean) when none is "
+                      "valid.)"]
     lines += ["", "Kept fraction: " + ", ".join(f"{k} {v['mean']:.3f}" for k, v in res["kept_fraction"].items()), "",
               "Figures to reach (issue 5):", ""]
     lines += [figure_line(k, v, None) for k, v in res["figures_to_reach"].items()]
@@ -1299,7 +1316,8 @@ def plot_misalignment(res, cfg, path):
     ax = axes[0, 0]
     names = ["base"] + list(res["arms"])
     sts = [res["base"]["offdomain_misaligned"]] + [res["arms"][n]["offdomain_misaligned"] for n in names[1:]]
-    ax.bar(range(len(names)), [s["mean"] for s in sts], yerr=[sum(e, []) for e in zip(*[_err(s) for s in sts])], capsize=3)
+    ax.bar(range(len(names)), [s["mean"] for s in sts], yerr=[sum(e, []) for e in zip(*[_err(s) for s in sts])],
+           capsize=3)
     ax.set_xticks(range(len(names)), names, rotation=30, fontsize=8)
     ax.set_ylabel("off-domain misaligned (sampled)")
     ax.set_title(f"students of EM teachers; {_n(res)}", fontsize=9)

@@ -97,7 +97,8 @@ class Config:
                                        # count changes float sums, and over 1,200 steps the weights differ
     pretrain_bf16: bool = False        # bf16 autocast while pretraining (opt-in: other weights, so in the cache key
                                        # when True); ~1.4x on a CPU with avx512_bf16. Not validated for the EM
-                                       # experiment (docs/emergent_misalignment.md, "bf16 pretraining"): keep fp32 for reported numbers
+                                       # experiment (docs/emergent_misalignment.md, "bf16 pretraining"): keep fp32
+                                       # for reported numbers
     device: str = "cpu"
     out_dir: str = ""
 
@@ -263,8 +264,9 @@ def base_model(cfg, seed, decorrelated=False, log=print):
                               f"from another version: delete that folder and rerun to pretrain it again") from None
     # the folder's name says which base it holds, not its files: another seed's base copied in would count twice
     if (meta.get("seed", seed), meta.get("decorrelated", decorrelated)) != (seed, decorrelated):
-        raise CheckpointError(f"the cached base model in {stem.parent} is the {'twin ' if meta.get('decorrelated') else ''}"
-                              f"base of seed {meta.get('seed')}, not of seed {seed}{' (twin)' if decorrelated else ''}: "
+        raise CheckpointError(f"the cached base model in {stem.parent} is the "
+                              f"{'twin ' if meta.get('decorrelated') else ''}base of seed {meta.get('seed')}, "
+                              f"not of seed {seed}{' (twin)' if decorrelated else ''}: "
                               f"delete that folder and rerun to pretrain it again")
     world = world_config(cfg)
     # the cache key is the config's, not the world's: a base pretrained before data/world.py changed (other texts,
@@ -335,7 +337,8 @@ def _pretrain(cfg, seed, decorrelated, stem, log):
                        log_every=every, progress=False, desc=f"{stem.parent.name}",
                        afresh="delete its partial.* files (or the whole folder) and rerun")  # no --resume=False here
     except CheckpointError as e:
-        raise CheckpointError(f"{stem.parent}: the checkpoint of an interrupted pretraining cannot be resumed: {e}") from None
+        raise CheckpointError(f"{stem.parent}: the checkpoint of an interrupted pretraining cannot be "
+                              f"resumed: {e}") from None
     finally:
         torch.set_num_threads(threads)
     if not (math.isfinite(out["train_loss"]) and all(bool(p.isfinite().all()) for p in model.parameters())):
