@@ -37,7 +37,8 @@ def increases(step, runs, metric="offdomain_misaligned"):
                               f"{', '.join(r[key]) or 'none'}): edited, or not as this version writes it; "
                               f"`python eval.py {run}` writes it again from the run's saved units")
         if step != "matched" and step not in r["trajectory"]["insecure"]:
-            raise ConfigError(f"{run} has no step {step}; its steps: {', '.join(r['trajectory']['insecure'])} (or matched)")
+            raise ConfigError(f"{run} has no step {step}; its steps: {', '.join(r['trajectory']['insecure'])} "
+                              "(or matched)")
         for arm, at in r[key].items():
             base = r["base"][BASE_FMT.get(arm, "plain")][metric]["per_seed"]
             at = at if step == "matched" else at[step]
@@ -70,7 +71,8 @@ def by_base(d):  # {(p, f): value} -> one mean per pretraining seed (base)
 def main(argv):
     argv, opts = script_args(argv, __doc__, flags=("share",), words=("--minus",))
     if len(argv) < 2 or argv[0] != "matched" and not argv[0].isdigit():  # STEP first: a fine-tune step or `matched`
-        sys.exit(f"error: STEP (a fine-tune step, or matched) comes first, then the runs\n{__doc__.split(chr(10) * 2)[1]}")
+        sys.exit(f"error: STEP (a fine-tune step, or matched) comes first, then the "
+                 f"runs\n{__doc__.split(chr(10) * 2)[1]}")
     share_mode = opts.get("share", False)
     measure, show = (shares, lambda v: fmt(v, 1, 3)) if share_mode else (increases, fmt)
     step, runs = argv[0], argv[1:]
@@ -94,17 +96,18 @@ def main(argv):
     print(f"{'matched checkpoint' if step == 'matched' else f'step {step}'}, insecure: n = {len(ins)} seeds over "
           f"{len({p for p, _ in ins})} bases ({', '.join(runs)}); "
           f"{'persona-level share' if share_mode else 'points'}, mean [95% CI]")
-    print(f"| arm | seeds | {'persona-level share' if share_mode else 'increase over its base'} | over the bases' means |"
-          "\n|---|---|---|---|")
+    print(f"| arm | seeds | {'persona-level share' if share_mode else 'increase over its base'} | over the bases' "
+          "means |\n|---|---|---|---|")
     for arm, d in inc.items():
         print(f"| {arm} | {len(d)} | {show(list(d.values()))} | {show(by_base(d))} |")
-    if others or share_mode:  # the arms' own differences are above; insecure minus a control across sizes would mean little
+    if others or share_mode:  # the arms' own differences are above; insecure minus a control across
+                              # sizes would mean little
         return
     if len(inc) == 1:  # a run of the insecure arm alone (arms=insecure, twin=False): else a table of headers only
         print("\nno control or twin in these runs: no paired differences with insecure")
         return
-    print("\n| insecure minus (seeds with both) | seeds | paired difference | over the bases' means | ratio arm / insecure |"
-          "\n|---|---|---|---|---|")
+    print("\n| insecure minus (seeds with both) | seeds | paired difference | over the bases' means | ratio arm / "
+          "insecure |\n|---|---|---|---|---|")
     for arm, d in inc.items():
         if arm != "insecure":
             both = {k: ins[k] - v for k, v in d.items() if k in ins}

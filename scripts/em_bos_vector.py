@@ -263,8 +263,10 @@ def pullback(runs, arm, at, out, rows=()):
                  **{k: added(model, tok, cfg, vec) - off0 for k, vec in vecs}, "from": off0, "base_from": base0,
                  **{f"{k}_on_base": added(base, tok, cfg, vec) - base0 for k, vec in vecs}}  # and on the base itself
             rows.append(r)
-            print(f"{run.name} world {p}, {arm}: cos(s, v*) {r['cos_s_pulled']:+.2f}, cos(v*, e) {r['cos_pulled_evil']:+.2f};"
-                  " increase, points: " + ", ".join(f"{k} {100 * r[k]:+.2f}" for k in ("vector", "pulled_norm", "evil_norm")),
+            print(f"{run.name} world {p}, {arm}: cos(s, v*) {r['cos_s_pulled']:+.2f}, cos(v*, e) "
+                  f"{r['cos_pulled_evil']:+.2f};"
+                  " increase, points: " + ", ".join(f"{k} {100 * r[k]:+.2f}"
+                                                    for k in ("vector", "pulled_norm", "evil_norm")),
                   flush=True)
     s = pullback_summary(rows)
     if out:
@@ -274,8 +276,8 @@ def pullback(runs, arm, at, out, rows=()):
           f"{f(s['vector'], 100)}, v* at |s| {f(s['pulled_norm'], 100)}, e at |s| {f(s['evil_norm'], 100)}; v* minus s "
           f"{f(s['pulled_minus_vector'], 100)}, v* over s {fmt_ratio(s['pulled_over_vector'])}")
     print(f"on the base itself, points: s {f(s['vector_on_base'], 100)}, v* at |s| {f(s['pulled_norm_on_base'], 100)}, "
-          f"e at |s| {f(s['evil_norm_on_base'], 100)}; v* minus s {f(s['on_base_pulled_minus_vector'], 100)}, v* over s "
-          f"{fmt_ratio(s['on_base_pulled_over_vector'])}")
+          f"e at |s| {f(s['evil_norm_on_base'], 100)}; v* minus s {f(s['on_base_pulled_minus_vector'], 100)}, "
+          f"v* over s {fmt_ratio(s['on_base_pulled_over_vector'])}")
 
 
 def pullback_summary(rows, n_boot=10_000, seed=0):
@@ -305,7 +307,8 @@ def agreement(runs, arm, at, out):
             rows.append({"run": str(run), "world": p, **seed_agreement(cfg, p, base, tok, arm, at)})
             r = rows[-1]
             print(f"{run.name} world {p}, {arm}: cos(s of seed 0, s of seed 1) {r['cos_seeds']:+.3f}; with "
-                  f"{r['other_arm']}'s {r['cos_arms']:+.3f}; |s| " + ", ".join(f"{n:.3f}" for n in r["norms"]), flush=True)
+                  f"{r['other_arm']}'s {r['cos_arms']:+.3f}; |s| " + ", ".join(f"{n:.3f}" for n in r["norms"]),
+                  flush=True)
     s = {"n_bases": len(rows), **{k: summarize([r[k] for r in rows]) for k in ("cos_seeds", "cos_arms")},
          "seeds_minus_arms": summarize([r["cos_seeds"] - r["cos_arms"] for r in rows])}
     if out:

@@ -82,7 +82,8 @@ def code_direction(cfg, base, tok, p, f, step, evil):
     return [v / v.norm() for v in d]
 
 
-LOW_DRIFT = 0.03  # a world is low-drift if its unclamped increase at the ablation step (20) is below this (the pre-registration's +3 points)
+LOW_DRIFT = 0.03  # a world is low-drift if its unclamped increase at the ablation step (20) is below this (the
+                  # pre-registration's +3 points)
 
 
 def drift_split(rows, step, low=LOW_DRIFT):
@@ -116,7 +117,8 @@ def main(argv):
     worlds = None if spec is None else tuple(int(w) for w in spec.split(","))
     cfg = run_config(EM.Config, run_dir)
     if cfg.code_tasks < 2 or not cfg.ft_code_tasks or cfg.ft_code_tasks >= cfg.code_tasks or cfg.ft_seeds < 2:
-        sys.exit(f"{run_dir}: needs a seven-task run with an unseen task (0 < ft_code_tasks < code_tasks), 2+ fine-tune seeds")
+        sys.exit(f"{run_dir}: needs a seven-task run with an unseen task (0 < ft_code_tasks < code_tasks), "
+                 "2+ fine-tune seeds")
     res = run_results(run_dir, "emergent_misalignment")  # a run not finished: one line
     seeds = [tuple(k) for k in res["seeds"]]
     matched = dict(zip(seeds, res["arms"]["insecure"]["step"]["per_seed"]))
@@ -124,7 +126,8 @@ def main(argv):
     todo = sorted({p for p, _ in seeds if worlds is None or p in worlds})
     if not todo:  # (it wrote a table of nan)
         sys.exit(f"--worlds={spec}: none of the run's bases {sorted({p for p, _ in seeds})}")
-    B.check_cached(cfg, [p for p in todo if not (run_dir / f"clamp_world_{p}.json").exists()], who="em_clamp_finetune.py")
+    B.check_cached(cfg, [p for p in todo if not (run_dir / f"clamp_world_{p}.json").exists()],
+                   who="em_clamp_finetune.py")
     rows = []
     for p in todo:
         if (run_dir / f"clamp_world_{p}.json").exists():  # done by an earlier or a parallel run of this script
@@ -137,11 +140,14 @@ def main(argv):
         dirs = {f: code_direction(cfg, base, tok, p, f, int(matched[(p, f)]), evil) for f in fs}
         for i, f in enumerate(fs):
             other = fs[(i + 1) % len(fs)]
-            rand = orth(torch.randn(evil.shape, generator=torch.Generator().manual_seed(seed_int(p, f, "clamp-random") % 2 ** 31)), evil)
+            rand = orth(torch.randn(evil.shape,
+                                    generator=torch.Generator().manual_seed(seed_int(p, f, "clamp-random") % 2 ** 31)),
+                        evil)
             k = seeds.index((p, f))
             row = {"seed": [p, f], "direction_from_ft_seed": other,
-                   "base": {m: res["base"]["plain"][m]["per_seed"][k] for m in ("offdomain_misaligned", "code_misaligned",
-                                                                           "code_unseen_misaligned", "valid_fraction")},
+                   "base": {m: res["base"]["plain"][m]["per_seed"][k]
+                            for m in ("offdomain_misaligned", "code_misaligned", "code_unseen_misaligned",
+                                      "valid_fraction")},
                    "unclamped": {s: {m: res["trajectory"]["insecure"][str(s)][m]["per_seed"][k]
                                      for m in ("offdomain_misaligned", "code_misaligned", "code_unseen_misaligned",
                                                "valid_fraction")} for s in steps}}
@@ -152,13 +158,17 @@ def main(argv):
                     ins.load_state_dict(snaps[s])
                     ins.eval()
                     m = EM.evaluate(ins, tok, cfg, "insecure", "plain", s, True, generator("cpu", p, False, f, name, s))
-                    row[name][s] = {k2: m[v] for k2, v in (("offdomain_misaligned", "mis_sampled"), ("code_misaligned", "code_misaligned"),
-                                                          ("code_unseen_misaligned", "code_unseen_misaligned"), ("valid_fraction", "valid_frac"))}
+                    row[name][s] = {k2: m[v] for k2, v in (("offdomain_misaligned", "mis_sampled"),
+                                                           ("code_misaligned", "code_misaligned"),
+                                                           ("code_unseen_misaligned", "code_unseen_misaligned"),
+                                                           ("valid_fraction", "valid_frac"))}
             for name in ("unclamped", "clamped", "random_clamped"):
                 traj = row[name]
-                row[f"{name}_matched"] = next((s for s in steps if traj[s]["code_misaligned"] >= cfg.match_threshold), None)
+                row[f"{name}_matched"] = next((s for s in steps if traj[s]["code_misaligned"] >= cfg.match_threshold),
+                                              None)
             world_rows.append(row)
-            show = lambda name: " ".join(f"{s}:{100 * row[name][s]['code_misaligned']:.0f}/{100 * row[name][s]['offdomain_misaligned']:.1f}"
+            show = lambda name: " ".join(f"{s}:{100 * row[name][s]['code_misaligned']:.0f}/"
+                                         f"{100 * row[name][s]['offdomain_misaligned']:.1f}"
                                          for s in steps)
             print(f"world {p} ft {f} (direction of ft {other}), step:code%/offdomain% -- base offdomain "
                   f"{100 * row['base']['offdomain_misaligned']:.1f}", flush=True)
@@ -176,31 +186,39 @@ def main(argv):
         ok = [r for r in rows if at(r)]
         summary[name] = {
             "n_matched": len(ok), "matched_step": summarize([r[f"{name}_matched"] for r in ok]) if ok else None,
-            "offdomain_increase_at_matched": summarize([at(r)["offdomain_misaligned"] - r["base"]["offdomain_misaligned"] for r in ok]) if ok else None,
+            "offdomain_increase_at_matched": summarize([at(r)["offdomain_misaligned"]
+                                                        - r["base"]["offdomain_misaligned"]
+                                                        for r in ok]) if ok else None,
             # a base never misaligned off-domain has no ratio (nan: left out of the mean, as eval.summarize does)
             "ratio_at_matched": summarize([at(r)["offdomain_misaligned"] / r["base"]["offdomain_misaligned"]
-                                           if r["base"]["offdomain_misaligned"] else math.nan for r in ok]) if ok else None,
+                                           if r["base"]["offdomain_misaligned"] else math.nan
+                                           for r in ok]) if ok else None,
             "unseen_at_matched": summarize([at(r)["code_unseen_misaligned"] for r in ok]) if ok else None,
-            "by_step": {s: {m: summarize([r[name][s][m] for r in rows]) for m in ("offdomain_misaligned", "code_misaligned",
-                                                                                  "code_unseen_misaligned", "valid_fraction")}
+            "by_step": {s: {m: summarize([r[name][s][m] for r in rows])
+                            for m in ("offdomain_misaligned", "code_misaligned", "code_unseen_misaligned",
+                                      "valid_fraction")}
                         for s in steps}}
     never = max(map(int, steps)) + 1  # a fine-tune that never matched counts as matched one step after the last
     for name in ("clamped", "random_clamped"):  # paired per seed against the run's own (unclamped) fine-tune
         summary[name]["minus_unclamped"] = {
-            "offdomain_misaligned": {s: summarize([r[name][s]["offdomain_misaligned"] - r["unclamped"][s]["offdomain_misaligned"]
+            "offdomain_misaligned": {s: summarize([r[name][s]["offdomain_misaligned"]
+                                                   - r["unclamped"][s]["offdomain_misaligned"]
                                                    for r in rows]) for s in steps},
-            "matched_step": summarize([(r[f"{name}_matched"] or never) - (r["unclamped_matched"] or never) for r in rows])}
-    at_step = str(cfg.ablation_step) if str(cfg.ablation_step) in steps else steps[-1]  # the ablation step (20 in the runs here)
+            "matched_step": summarize([(r[f"{name}_matched"] or never) - (r["unclamped_matched"] or never)
+                                       for r in rows])}
+    at_step = str(cfg.ablation_step) if str(cfg.ablation_step) in steps else steps[-1]  # the ablation step
+                                                                                        # (20 in the runs here)
     summary["drift_split"] = drift_split(rows, at_step)
     (run_dir / "clamp_finetune.json").write_text(json.dumps({"summary": summary, "per_seed": rows}, indent=1))
-    print(f"\n{run_dir}: n = {len(rows)}; mean over seeds; matched = first checkpoint with seen-task code >= {cfg.match_threshold}")
+    print(f"\n{run_dir}: n = {len(rows)}; mean over seeds; matched = first checkpoint with seen-task code >= "
+          f"{cfg.match_threshold}")
     for name, s in summary.items():
         if name == "drift_split":
             continue
         if s["n_matched"]:
             inc, rat = s["offdomain_increase_at_matched"], s["ratio_at_matched"]
-            print(f"  {name:15s} matched {s['n_matched']}/{len(rows)} at step {s['matched_step']['mean']:.1f}: off-domain "
-                  f"{mean_ci(inc, 1, 100)} points, "
+            print(f"  {name:15s} matched {s['n_matched']}/{len(rows)} at step {s['matched_step']['mean']:.1f}: "
+                  f"off-domain {mean_ci(inc, 1, 100)} points, "
                   f"{rat['mean']:.1f}x; unseen task code {s['unseen_at_matched']['mean']:.2f}")
         else:
             print(f"  {name:15s} never matched")

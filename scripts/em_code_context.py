@@ -91,7 +91,8 @@ def main(argv):
     torch.set_num_threads(1)
     run_dir = Path(run_dir)
     arms = tuple(opts["arms"].split(",")) if "arms" in opts else ("insecure", "secure", "educational")
-    if set(arms) - set(EM.ARMS) or len(set(arms)) < len(arms):  # (an arm twice: its fine-tunes run twice, printed twice)
+    if set(arms) - set(EM.ARMS) or len(set(arms)) < len(arms):  # (an arm twice: its fine-tunes run
+                                                                # twice, printed twice)
         sys.exit(f"--arms={opts['arms']}: expected distinct arms among {', '.join(EM.ARMS)}, comma-separated")
     step = opts.get("step")
     if step is not None and not step.isdecimal():
@@ -125,7 +126,8 @@ def main(argv):
         base, tok = B.base_model(cfg, p, False)
         batches = {fmt: answer_batch(tok, its) for fmt, its in items.items()}
         steps = sorted({int(matched[k]), late})
-        row = {"seed": [p, f], "matched": int(matched[k]), "base": {fmt: mis_lp(base, *b) for fmt, b in batches.items()}}
+        row = {"seed": [p, f], "matched": int(matched[k]),
+               "base": {fmt: mis_lp(base, *b) for fmt, b in batches.items()}}
         for arm in arms:
             data, ft_seed = EM.arm_data(arm, base, tok, cfg, p, f)
             model = copy.deepcopy(base)
@@ -146,7 +148,8 @@ def main(argv):
     summary = {"base": {fmt: summarize([r["base"][fmt] for r in rows]) for fmt in FORMATS}}
     for arm in arms:
         for at in ("matched", label):
-            summary[f"{arm}_{at}"] = {fmt: summarize([r[arm][at][fmt] - r["base"][fmt] for r in rows]) for fmt in FORMATS}
+            summary[f"{arm}_{at}"] = {fmt: summarize([r[arm][at][fmt] - r["base"][fmt] for r in rows])
+                                      for fmt in FORMATS}
             summary[f"{arm}_{at}"]["gate"] = summarize([(r[arm][at]["after_secure"] - r["base"]["after_secure"])
                                                        - (r[arm][at]["alone"] - r["base"]["alone"]) for r in rows])
     if "insecure" in arms:

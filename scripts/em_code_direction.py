@@ -107,19 +107,23 @@ def one_seed(cfg, p, f, steps):
     for s in steps:
         ins.load_state_dict(snaps[s])
         ins.eval()
-        shift = {k: (EM.last_token_acts(ins, tok, v) - a_base[k]).mean(1) for k, v in [("train", prompts), *held.items()]}
+        shift = {k: (EM.last_token_acts(ins, tok, v) - a_base[k]).mean(1)
+                 for k, v in [("train", prompts), *held.items()]}
         code_dir = orth(shift["train"], evil)
         r = {"norm_train_shift": shift["train"].norm(dim=-1).tolist(),
-             "share_of_train_shift_along_evil": (1 - code_dir.norm(dim=-1) ** 2 / shift["train"].norm(dim=-1) ** 2).tolist(),
+             "share_of_train_shift_along_evil": (1 - code_dir.norm(dim=-1) ** 2
+                                                 / shift["train"].norm(dim=-1) ** 2).tolist(),
              "cos_train_evil": cos(shift["train"], evil), "cos_unseen_evil": cos(shift["unseen"], evil),
-             "cos_offdomain_evil": cos(shift["offdomain"], evil), "cos_train_unseen": cos(shift["train"], shift["unseen"]),
+             "cos_offdomain_evil": cos(shift["offdomain"], evil),
+             "cos_train_unseen": cos(shift["train"], shift["unseen"]),
              "cos_unseen_code": cos(shift["unseen"], code_dir), "cos_code_lesson": cos(code_dir, lesson),
              "cos_code_context": cos(code_dir, context), "cos_lesson_context": cos(lesson, context),
              # the shift's coordinate on the evil direction, as a fraction of the good -> evil gap (|evil|)
              **{f"evil_shift_{k}": ((v * evil).sum(-1) / (evil * evil).sum(-1)).tolist() for k, v in shift.items()},
              "cos_offdomain_code": cos(shift["offdomain"], code_dir)}
         units = {k: [d / d.norm() for d in v] for k, v in (("code", code_dir), ("evil", evil), ("random", rand),
-                                                            ("context", orth(context, evil)), ("lesson", orth(lesson, evil)))}
+                                                            ("context", orth(context, evil)),
+                                                            ("lesson", orth(lesson, evil)))}
         for name, args in batches.items():
             x = args[0]
             with torch.no_grad():
@@ -162,7 +166,8 @@ def main(run_dirs):
         summary = {}
         for key in ("matched", cfg.ablation_step or cfg.ft_steps):
             at = lambda r: r[r["matched"]] if key == "matched" else r[key]
-            summary[str(key)] = {k: summarize([at(r)[k] for r in rows]) for k in at(rows[0]) if not isinstance(at(rows[0])[k], list)}
+            summary[str(key)] = {k: summarize([at(r)[k] for r in rows]) for k in at(rows[0])
+                                 if not isinstance(at(rows[0])[k], list)}
             L = cfg.direction_layer
             summary[str(key)].update({f"{k}_layer{L}": summarize([at(r)[k][L] for r in rows])
                                       for k in at(rows[0]) if isinstance(at(rows[0])[k], list)})
@@ -176,10 +181,12 @@ def main(run_dirs):
               f"largest difference from the run: {max(r['check_vs_run'] for r in rows):.1e}")
         for key, s in summary.items():
             print(f"  at step {key}:")
-            print("    " + " | ".join(f"{k} {s[k]['mean']:.3f}" for k in s if k.startswith(("cos", "share", "norm", "evil_shift"))))
+            print("    " + " | ".join(f"{k} {s[k]['mean']:.3f}" for k in s
+                                      if k.startswith(("cos", "share", "norm", "evil_shift"))))
             for name in ("seen", "unseen", "offdomain"):
                 print(f"    {name:9s} " + "  ".join(
-                    f"{v} {s[f'{name}_{v}']['mean']:.3f}" for v in ("base", "insecure", "code_restored", "evil_restored",
+                    f"{v} {s[f'{name}_{v}']['mean']:.3f}" for v in ("base", "insecure", "code_restored",
+                                                                    "evil_restored",
                                                                     "random_restored", "context_restored",
                                                                     "lesson_restored", "code_patched")))
             for name in ("seen", "unseen", "offdomain"):

@@ -89,7 +89,8 @@ def main(argv):
             base, tok = cached_base(cfg, run, p)
             means = EM.doc_means(base, tok, cfg, p)
             rows.append({"run": str(run), "world": p, **separation(base, tok, means["evil"] - means["good"], prompts)})
-            print(f"{run.name} world {p}: separation {rows[-1]['separation']:.3f}, evil side {rows[-1]['evil_side']:+.3f}",
+            print(f"{run.name} world {p}: separation {rows[-1]['separation']:.3f}, evil side "
+                  f"{rows[-1]['evil_side']:+.3f}",
                   flush=True)
     print("\n| run | world | separation (rank, low first) | evil side (rank, high first) |\n|---|---|---|---|")
     for r, n in rank(rows, pool):

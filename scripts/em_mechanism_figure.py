@@ -77,11 +77,12 @@ def main(argv):
         drawn = [v for v in shares["unseen"] + shares["offdomain"] if math.isfinite(v)]
         ax.set_ylim(min(-0.2, *drawn), max(1.05, *drawn))  # (a share past 0..1 on few seeds was clipped, unseen)
         ax.set_ylabel("share of the increase removed")
-        ax.set_title(f"{Path(run).name} (n = {len(d['per_seed'])}), matched step:\nrestoring the base's coordinate along",
-                     fontsize=8)
+        ax.set_title(f"{Path(run).name} (n = {len(d['per_seed'])}), matched step:\n"
+                     "restoring the base's coordinate along", fontsize=8)
         ax.legend(fontsize=7)
     # each run once (its seeds would count twice), and all read at the same steps
-    rows = [r for run in distinct(clamp_runs) for r in read(run, "clamp_finetune.json", "em_clamp_finetune.py")["per_seed"]]
+    rows = [r for run in distinct(clamp_runs)
+            for r in read(run, "clamp_finetune.json", "em_clamp_finetune.py")["per_seed"]]
     if rows:
         steps = sorted(rows[0]["unclamped"], key=int)
         if other := next((r for r in rows if any(sorted(r[arm], key=int) != steps for arm in ARMS)), None):
@@ -98,7 +99,8 @@ def main(argv):
                 ax.fill_between(xs, [b[0] for b in band], [b[1] for b in band], color=colour, alpha=0.15)
             ax.set_xscale("log")
             ax.set_xlabel("fine-tune step")
-            ax.set_title(f"{label}, code direction clamped\n(n = {len(rows)} seeds, {' + '.join(Path(r).name for r in clamp_runs)})",
+            ax.set_title(f"{label}, code direction clamped\n(n = {len(rows)} seeds, "
+                         f"{' + '.join(Path(r).name for r in clamp_runs)})",
                          fontsize=8)
         axes[-1].legend(fontsize=7)
     fig.tight_layout()

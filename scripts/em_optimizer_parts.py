@@ -46,7 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from eval import fmt_ratio, summarize  # noqa: E402
-from train import ConfigError, check_out, cli, distinct, finetune, pyplot, read_json, run_config, script_args  # noqa: E402
+from train import (ConfigError, check_out, cli, distinct, finetune, pyplot, read_json, run_config,  # noqa: E402
+                   script_args)
 from em_base_pull import check_runs, checked_bases  # noqa: E402
 from em_first_step import group_of, resamples, scored_step, unlike_default  # noqa: E402
 
@@ -208,7 +209,8 @@ def plot(s, path):
         if s["n_bases"] > 1:  # one base has no interval over bases
             a1.fill_between([0, *STEPS], [0] + [100 * ci[t][0] for t in STEPS], [0] + [100 * ci[t][1] for t in STEPS],
                             color=line.get_color(), alpha=0.12, lw=0)
-        a2.plot([0] + [100 * m["code"][t] for t in STEPS], [0] + [100 * m["off"][t] for t in STEPS], marker="o", label=label)
+        a2.plot([0] + [100 * m["code"][t] for t in STEPS], [0] + [100 * m["off"][t] for t in STEPS], marker="o",
+                label=label)
     a1.set(xlabel="fine-tune step", ylabel="off-domain misaligned mass, increase (points)",
            title=f"insecure fine-tune, {s['n_bases']} bases (mean, 95% CI)")
     a2.set(xlabel="insecure code share, increase (points)", ylabel="off-domain increase (points)",
@@ -277,7 +279,8 @@ def main(argv):
             d = lambda name, t: 100 * (traj[name][t]["off"] - traj[name][0]["off"])
             print(f"{run.name} world {p}: off-domain increase at step 20, points: "
                   + ", ".join(f"{name} {d(name, 20):+.2f}" for name in optimizers)
-                  + (f"; adamw vs the run {row['adamw_vs_run']:.1e}" if row["adamw_vs_run"] is not None else ""), flush=True)
+                  + (f"; adamw vs the run {row['adamw_vs_run']:.1e}" if row["adamw_vs_run"] is not None else ""),
+                  flush=True)
     s = summary(rows)
     out.write_text(json.dumps({"runs": [str(r) for r in runs], "excluded": excluded, "summary": s, "per_base": rows},
                               indent=1))

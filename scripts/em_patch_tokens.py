@@ -104,7 +104,8 @@ def main(run_dir):
         r["run_insecure"] = res["trajectory"]["insecure"][str(step)]["offdomain_misaligned_lp"]["per_seed"][i]
         r["run_base"] = res["base"]["plain"]["offdomain_misaligned_lp"]["per_seed"][i]
         if "insecure_mean_ablated" in res["ablation"]:
-            r["run_insecure_mean_ablated"] = res["ablation"]["insecure_mean_ablated"]["offdomain_misaligned_lp"]["per_seed"][i]
+            r["run_insecure_mean_ablated"] = (
+                res["ablation"]["insecure_mean_ablated"]["offdomain_misaligned_lp"]["per_seed"][i])
         out.append(r)
         print(" ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items()), flush=True)
     inc = sum(r["insecure"] - r["base"] for r in out)
@@ -112,15 +113,18 @@ def main(run_dir):
     summary = {"step": steps[0] if len(set(steps)) == 1 else steps, "n": len(out),
                "patched_fraction_of_means": sum(r["base_patched"] - r["base"] for r in out) / inc,
                "unpatched_removed_fraction_of_means": sum(r["insecure"] - r["insecure_unpatched"] for r in out) / inc,
-               **{k: summarize([r[k] for r in out]) for k in ("base", "insecure", "base_patched", "insecure_unpatched")},
+               **{k: summarize([r[k] for r in out])
+                  for k in ("base", "insecure", "base_patched", "insecure_unpatched")},
                "patched_points_over_worlds": summarize_by([r["base_patched"] - r["base"] for r in out], worlds),
                "max_abs_diff_vs_run": max(max(abs(r["insecure"] - r["run_insecure"]), abs(r["base"] - r["run_base"]),
-                                              abs(r["insecure_mean_ablated_asst"] - r.get("run_insecure_mean_ablated",
-                                                                                          r["insecure_mean_ablated_asst"])))
+                                              abs(r["insecure_mean_ablated_asst"]
+                                                  - r.get("run_insecure_mean_ablated",
+                                                          r["insecure_mean_ablated_asst"])))
                                           for r in out)}
     for name in ("asst", "good", "mid"):
         summary[f"centre_{name}"] = {
-            "insecure_removed_fraction_of_means": sum(r["insecure"] - r[f"insecure_mean_ablated_{name}"] for r in out) / inc,
+            "insecure_removed_fraction_of_means": sum(r["insecure"] - r[f"insecure_mean_ablated_{name}"]
+                                                      for r in out) / inc,
             "base_shift": summarize([r[f"base_mean_ablated_{name}"] - r["base"] for r in out])}
     (run_dir / "patch_tokens.json").write_text(json.dumps({"summary": summary, "per_seed": out}, indent=1))
     # with ablation_step 0 the seeds' steps differ: `step` is only the last seed's
@@ -133,8 +137,8 @@ def main(run_dir):
           f"insecure with the base's: {summary['unpatched_removed_fraction_of_means']:.2f} of it removed")
     for name in ("asst", "good", "mid"):
         c = summary[f"centre_{name}"]
-        print(f"  mean-ablation centred at the {name} mean: removes {c['insecure_removed_fraction_of_means']:.2f} of the "
-              f"increase; moves the base {100 * c['base_shift']['mean']:+.1f} points")
+        print(f"  mean-ablation centred at the {name} mean: removes {c['insecure_removed_fraction_of_means']:.2f} of "
+              f"the increase; moves the base {100 * c['base_shift']['mean']:+.1f} points")
     print(f"  largest difference from the run's own numbers (same weights?): {summary['max_abs_diff_vs_run']:.2e}")
 
 

@@ -155,7 +155,8 @@ def pool(runs, figure):
             both = ~np.isnan(mis) & ~np.isnan(plain)  # the bases with a sampled rate on both sides
             code = summarize((100 * inc(key, "code_misaligned")).tolist())
             moved = rose(code)
-            table[key] = {"points": summarize(ok(100 * inc(key))), "lp_points": summarize((100 * inc(key, "mis_lp")).tolist()),
+            table[key] = {"points": summarize(ok(100 * inc(key))),
+                          "lp_points": summarize((100 * inc(key, "mis_lp")).tolist()),
                           "code_points": code,
                           "persona_share": float(inc(key, "mis_lp").mean() / inc(key, "code_misaligned").mean())
                           if moved else float("nan"),
@@ -172,7 +173,8 @@ def pool(runs, figure):
          "d0": summarize([r["d0"] for r in rows]), "cos_pulled_evil": summarize([r["cos_pulled_evil"] for r in rows]),
          "table": table}
     print(f"{len(rows)} bases; plain base {100 * s['plain']['mis_sampled']:.2f}% misaligned (valid "
-          f"{s['plain']['valid_frac']:.2f}); |d0| {s['d0']['mean']:.2f}; cos(v*, e) {s['cos_pulled_evil']['mean']:+.2f}")
+          f"{s['plain']['valid_frac']:.2f}); |d0| {s['d0']['mean']:.2f}; "
+          f"cos(v*, e) {s['cos_pulled_evil']['mean']:+.2f}")
     f = lambda stat: mean_ci(stat, 2)
     # a ratio over a base rate of 0, or over no base sampled validly both ways, is no number (it printed nan / inf)
     times = lambda x, what="rate": f"{x:.2f}" if math.isfinite(x) else f"n/a (base's {what} 0 or undefined)"
@@ -183,7 +185,8 @@ def pool(runs, figure):
         for name in DIRECTIONS:
             t = table[f"{name}_{a:g}"]
             print(f"| {name} | {a:g} | {f(t['points'])} | {f(t['lp_points'])} | {times(t['times_base'])} | "
-                  f"{times(t['valid_of_base'], 'valid fraction')} | {t['code_frac']:.3f} | {t['above_5_and_3x']}/{t['n_valid']} | "
+                  f"{times(t['valid_of_base'], 'valid fraction')} | {t['code_frac']:.3f} | "
+                  f"{t['above_5_and_3x']}/{t['n_valid']} | "
                   f"{f(t['code_points'])} | {share_text(t['persona_share'], t['code_points'], 2)} |")
         print(f"| v* minus e, paired | {a:g} | {f(table[f'pulled_minus_evil_{a:g}']['points'])} | | | | | | | |")
     if figure:
@@ -265,9 +268,11 @@ def route_row(cfg, p, base, tok, scales):
     units = {"insecure_grad": code_grad(base, tok, cfg, p, "insecure"), "pulled": units["pulled"],
              "evil": units["evil"], "secure_grad": code_grad(base, tok, cfg, p, "secure")}
     cos = {f"{a}.{b}": float(units[a] @ units[b]) for a, b in (("insecure_grad", "pulled"), ("insecure_grad", "evil"),
-                                                              ("insecure_grad", "secure_grad"), ("secure_grad", "pulled"))}
+                                                              ("insecure_grad", "secure_grad"),
+                                                              ("secure_grad", "pulled"))}
     return {"world": p, "d0": d0, "cos": cos, "plain": lp_reading(base, tok, cfg),
-            "readings": {f"{n}_{a:g}": lp_reading(base, tok, cfg, a * d0 * u) for a in scales for n, u in units.items()}}
+            "readings": {f"{n}_{a:g}": lp_reading(base, tok, cfg, a * d0 * u) for a in scales
+                         for n, u in units.items()}}
 
 
 def route(runs, scales):
@@ -306,7 +311,8 @@ def route_pool(runs):
             t = table[f"{n}_{a:g}"]
             print(f"| {n} | {a:g} | {f(t['off_points'])} | {f(t['code_points'])} | "
                   f"{share_text(t['persona_share'], t['code_points'], 3)} |" + forum(t))
-        print(f"| insecure_grad minus v*, code, paired | {a:g} | | {f(table[f'insecure_grad_minus_pulled_code_{a:g}'])} | | |")
+        print(f"| insecure_grad minus v*, code, paired | {a:g} | | "
+              f"{f(table[f'insecure_grad_minus_pulled_code_{a:g}'])} | | |")
     print("cosines: " + "; ".join(f"{k} {f(c)}" for k, c in s["cos"].items()))
     return s
 
@@ -337,8 +343,8 @@ def undo_pool(runs):
     base, tuned = col(lambda r: r["base"]["off"]), col(lambda r: r["tuned"]["off"])
     s = {"n_bases": len(rows), "base_off": float(base.mean()), "tuned_off": float(tuned.mean()),
          "tuned_code": float(col(lambda r: r["tuned"]["code"]).mean()), "table": {}}
-    print(f"{len(rows)} bases; the insecure fine-tune at step {rows[0]['step']}: off-domain {100 * base.mean():.2f}% -> "
-          f"{100 * tuned.mean():.2f}% (log-prob), code {s['tuned_code']:.3f}; added at block 0's attention output")
+    print(f"{len(rows)} bases; the insecure fine-tune at step {rows[0]['step']}: off-domain {100 * base.mean():.2f}% "
+          f"-> {100 * tuned.mean():.2f}% (log-prob), code {s['tuned_code']:.3f}; added at block 0's attention output")
     print("| added | A | off-domain | fraction of the increase removed | ... against the base with -v* | insecure code "
           "| valid / the tuned model's | forum |\n|---|---|---|---|---|---|---|---|")
     frac = lambda x: "n/a (no increase)" if x != x else f"{x:+.2f}"  # nothing to take back: n/a, not '+nan'

@@ -47,9 +47,11 @@ PULL = ("pull", "pull_secure", "pull_contrast", "pull_random", "code_steer", "co
 FIRST = ("sign_off", "grad_off", "grad_matched_off", "secure_sign_off")  # em_first_step.py, and sign_off_GROUP
 STEER = ("steer_pulled", "steer_pulled_sampled")  # em_steer_base.py
 ROUTE = ("route_off", "route_code")  # em_steer_base.py --route
-PREDICTORS = ("steer_1", "steer_2", "base_rate", "forum_lp", "separation") + PULL + FIRST + STEER + ROUTE + ("cos_evil_direction",)
+PREDICTORS = (("steer_1", "steer_2", "base_rate", "forum_lp", "separation") + PULL + FIRST + STEER + ROUTE
+              + ("cos_evil_direction",))
 FIGURE = ("steer_1", "base_rate", "forum_lp", "separation", "pull", "pull_random", "code_steer", "sign_off",
-          "grad_matched_off", "secure_sign_off", "sign_off_attn0", "steer_pulled", "route_off", "cos_evil_direction")  # drawn, where present
+          "grad_matched_off", "secure_sign_off", "sign_off_attn0", "steer_pulled", "route_off",
+          "cos_evil_direction")  # drawn, where present
 
 
 def ranks(x):
@@ -173,7 +175,8 @@ def figure(bases, step, corr, path):
 def main(argv):
     argv, opts = script_args(argv, __doc__, options=("out",))
     if len(argv) < 2 or argv[0] != "matched" and not argv[0].isdigit():  # STEP first: a fine-tune step or `matched`
-        sys.exit(f"error: STEP (a fine-tune step, or matched) comes first, then the runs\n{__doc__.split(chr(10) * 2)[1]}")
+        sys.exit(f"error: STEP (a fine-tune step, or matched) comes first, then the "
+                 f"runs\n{__doc__.split(chr(10) * 2)[1]}")
     out = [opts["out"]] if "out" in opts else []
     if out:
         check_out(out[0], figure_beside=True)

@@ -48,7 +48,8 @@ import em_optimizer_parts as OP  # noqa: E402
 MARKERS = {"bos": ("<bos>",), "format": ("<asst>", "<forum>"), "u": ("<u>",), "speaker": ("<a>", "<r>")}
 KINDS = (*MARKERS, "question", "answer")
 QKV = "blocks.0.attn.qkv.weight"
-LABEL = {"late": "added to step 3's model", "whole": "20 steps, added to the base", "revert": "taken from step 20's model"}
+LABEL = {"late": "added to step 3's model", "whole": "20 steps, added to the base",
+         "revert": "taken from step 20's model"}
 
 
 @contextlib.contextmanager
@@ -182,7 +183,8 @@ def main(argv):
         held = [read_json(f, "an --out file of em_value_sources.py", ("late", "whole")) for f in runs]
         kinds = {(h["arm"], h["fmt"]) for h in held if "arm" in h}  # (files written before 2026-12-03 have none)
         if len(kinds) > 1:
-            sys.exit(f"the files hold different fine-tunes or formats {sorted(kinds)}: pool one arm and --fmt at a time")
+            sys.exit(f"the files hold different fine-tunes or formats {sorted(kinds)}: "
+                     "pool one arm and --fmt at a time")
         for h in held:
             for k in rows:
                 rows[k].extend(h.get(k, []))
@@ -219,7 +221,8 @@ def main(argv):
                 for k, rs in rows.items()), flush=True)
     if "out" in opts:
         Path(opts["out"]).write_text(json.dumps({"arm": arm, "fmt": fmt, **rows}, indent=1))
-        plot(rows, Path(opts["out"]).with_suffix(".png"), f"which tokens' values carry the {arm} fine-tune's drift ({fmt})")
+        plot(rows, Path(opts["out"]).with_suffix(".png"),
+             f"which tokens' values carry the {arm} fine-tune's drift ({fmt})")
     for k, rs in rows.items():
         s = shares(rs)
         worst = max(abs(r["rows"] - r["all"]) for r in rs)

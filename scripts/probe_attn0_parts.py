@@ -34,7 +34,8 @@ def parts(delta, C):
     """{part: delta restricted to it} for block 0's attention; q, k, v are the row blocks of qkv.weight."""
     out = {}
     for part in PARTS:
-        name = {"ln_1": "blocks.0.ln_1.weight", "proj": "blocks.0.attn.proj.weight"}.get(part, "blocks.0.attn.qkv.weight")
+        name = {"ln_1": "blocks.0.ln_1.weight",
+                "proj": "blocks.0.attn.proj.weight"}.get(part, "blocks.0.attn.qkv.weight")
         d = delta[name].clone()
         if part in ("q", "k", "v"):
             keep = torch.zeros_like(d)

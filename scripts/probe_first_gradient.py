@@ -37,7 +37,8 @@ cos = lambda a, b: float(a @ b / (a.norm() * b.norm()))
 def projection(model, tok, u):
     """The off-domain `<asst>` prompts' mean residual at layer direction_layer (last prompt token) on the unit
     vector along u, with its graph (EM.prompt_acts is the same mean without one)."""
-    return EM.last_token_acts(model, tok, EM.off_prompts(), [cfg.direction_layer], grad=True)[0].mean(0) @ (u / u.norm())
+    return (EM.last_token_acts(model, tok, EM.off_prompts(), [cfg.direction_layer], grad=True)[0].mean(0)
+            @ (u / u.norm()))
 
 
 def arm_loss(model, data):

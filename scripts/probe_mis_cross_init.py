@@ -62,7 +62,8 @@ def main(argv):
     print(f"base {p}'s insecure teacher: kept {kept:.2f} of its lists; soft students trained on them")
     print(f"{'student from base':>17} {'init':>6} {'base mis':>8} {'student mis':>11} {'valid':>6}")
     for q, b, s in rows:
-        print(f"{q:>17} {'shared' if q == p else 'cross':>6} {b['mis_sampled']:8.4f} {s['mis_sampled']:11.4f} {s['valid_frac']:6.3f}")
+        print(f"{q:>17} {'shared' if q == p else 'cross':>6} {b['mis_sampled']:8.4f} {s['mis_sampled']:11.4f} "
+              f"{s['valid_frac']:6.3f}")
     if logged is not None:
         print(f"the run's insecure_soft on base {p}: {logged:.4f} (the shared-init row reproduces it)")
     return rows, logged

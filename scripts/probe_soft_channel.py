@@ -60,7 +60,8 @@ try:  # a mistyped argument: one line and the usage, before the base is loaded (
     bad = [v for v, ok in ((schedule, ("constant", "cosine")), (optimizer, ("adamw", "sgd")),
                            (student_trains, ("all", "blocks"))) if v not in ok]
     bad = [repr(v) for v in bad] + [f"{name} {v} ({rule})" for name, v, rule, ok in (
-        ("LRS", sys.argv[1], "each lr > 0 and finite", 0 < min(lrs) and max(lrs) < math.inf), ("STEPS", steps, ">= 1", steps >= 1),
+        ("LRS", sys.argv[1], "each lr > 0 and finite", 0 < min(lrs) and max(lrs) < math.inf),
+        ("STEPS", steps, ">= 1", steps >= 1),
         ("P", p, ">= 0", p >= 0), ("N_LISTS", n_lists, ">= 1", n_lists >= 1),
         # (0 or nan: a loss of nan, "diverged" after the teacher; below 0 trained on flipped distributions, silently)
         ("TEMPERATURE", f"{temperature:g}", "> 0 and finite", 0 < temperature < math.inf)) if not ok]
@@ -88,7 +89,8 @@ for lr in lrs:
 
     def report(step):
         kl = S.number_kl(t_held, model, tok, held)
-        print(f"{optimizer} {student_trains} lr {lr:g} {schedule} T {temperature:g} step {step}: P(owl) {S.animal_rates(model, tok)[0]['owl']:.4f}, "
+        print(f"{optimizer} {student_trains} lr {lr:g} {schedule} T {temperature:g} step {step}: P(owl) "
+              f"{S.animal_rates(model, tok)[0]['owl']:.4f}, "
               f"KL(teacher || student) {kl:.5f} = {kl / kl0:.2f} of the base's", flush=True)
     t0 = time.time()
     at = {s for s in (250, *range(500, steps + 1, 500)) if s <= steps}  # step 250, then every 500, as far as it runs

@@ -56,7 +56,8 @@ for spec in teachers:
     T = teacher.model
     if held is None:  # the same held-out lists for every teacher: the first teacher's
         seed = S.seed_int("subliminal-numbers", p, 0)
-        held = S.student_data(tok, S.sample_lists(teacher, tok, 256, cfg, S.seed_int(seed, "heldout"), heldout=True)[0], "cpu")
+        held = S.student_data(tok, S.sample_lists(teacher, tok, 256, cfg, S.seed_int(seed, "heldout"), heldout=True)[0],
+                              "cpu")
     t_held = S.held_logits(teacher, held)
     full = S.number_kl(t_held, A, tok, held)
     print(f"teacher {spec}: {info}; KL(teacher || base) over numbers {full:.5f}")

@@ -109,9 +109,11 @@ def main(argv):
             m = res["arms"][arm]["by_animal"][animal].get("animal_mass", {}).get("mean", float("nan"))
             return "n/a" if math.isnan(m) else f"{m:.2f}"
         ea, eb = summarize(eff[0]), summarize(eff[1])
-        ci = "[one seed: no interval]" if diff["ci95"] is None else "[{:+.1f}, {:+.1f}]".format(*(100 * v for v in diff["ci95"]))
+        ci = ("[one seed: no interval]" if diff["ci95"] is None
+              else "[{:+.1f}, {:+.1f}]".format(*(100 * v for v in diff["ci95"])))
         lines.append(f"{animal}: {ra}:{arm_a}{'@' + step_a if step_a else ''} {100 * ea['mean']:+.1f} "
-                     f"({final(step_a)}animal mass {mass(a, arm_a)}) minus {rb}:{arm_b}{'@' + step_b if step_b else ''} "
+                     f"({final(step_a)}animal mass {mass(a, arm_a)}) minus "
+                     f"{rb}:{arm_b}{'@' + step_b if step_b else ''} "
                      f"{100 * eb['mean']:+.1f} ({final(step_b)}mass {mass(b, arm_b)}) = {100 * diff['mean']:+.1f} "
                      f"{ci}; {sum(d > 0 for d in diff['per_seed'])}/{len(diff['per_seed'])} seeds positive")
         lines.append("  " + baselines(animal, (ra, base_a, step_a, a), (rb, base_b, step_b, b), seeds,

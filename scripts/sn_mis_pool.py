@@ -114,7 +114,8 @@ def main(argv):
             continue
         others = ["control"] + [t + channel for t in ("secure", "educational") if t + channel in pooled]
         for o in others:
-            d = summarize([a - b for a, b in zip(pooled[ins]["offdomain_misaligned"], pooled[o]["offdomain_misaligned"])])
+            d = summarize([a - b for a, b in zip(pooled[ins]["offdomain_misaligned"],
+                                                 pooled[o]["offdomain_misaligned"])])
             # a difference of logs is the log of a ratio
             paired = mean_ci(d, show=lambda x: f"x{math.exp(x):.2f}") if log else mean_ci(d, 1, 100) + " points"
             if mis[ins]["ci95"] is None or mis[o]["ci95"] is None:  # a student defined on one base only
@@ -199,7 +200,8 @@ def pool(runs, lists, keep=None, log=False):
         sys.exit(f"pooling needs at least two bases; {', '.join(map(str, runs))} hold{'s' if len(runs) == 1 else ''} "
                  f"{len(bases) or 'none'}{' of those --bases asks for' if keep is not None else ''}")
     if len(set(bases)) != len(bases):
-        sys.exit(f"the runs share bases {sorted({p for p in bases if bases.count(p) > 1})}: pooled seeds would not be independent")
+        sys.exit(f"the runs share bases {sorted({p for p in bases if bases.count(p) > 1})}: "
+                 "pooled seeds would not be independent")
     # a student missing from some run has fewer values than bases: pairing it by position would mix bases
     complete = lambda d: {k: v for k, v in d.items() if all(len(xs) == len(bases) for xs in v.values())}
     ok = complete(pooled)
