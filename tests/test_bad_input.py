@@ -129,7 +129,8 @@ def test_keys_another_mode_reads_are_refused():
     SN.validate(SN.Config(mode="misalignment", em_match=False, em_steps=20, arms=("control", "soft"), n_lists=100))
     SN.validate(SN.Config(mode="dose", epochs=1.0, animals=("owl",), teacher="prompt"))
     # the students distill on real images: the noise keys would be ignored
-    for kw in (dict(noise="gaussian"), dict(noise_scale=3.0), dict(fresh_noise=True), dict(sweep={"noise_scale": [1.0, 3.0]})):
+    for kw in (dict(noise="gaussian"), dict(noise_scale=3.0), dict(fresh_noise=True),
+               dict(sweep={"noise_scale": [1.0, 3.0]})):
         with pytest.raises(ConfigError, match="noise keys apply only with --distill_inputs=noise"):
             MN.validate(MN.Config(distill_inputs="real", **kw))
     # ... but a grid over the inputs and the noise runs (its real-image cells' noise is moot), as its config does
@@ -156,7 +157,8 @@ def test_bench_refuses_bad_extra_and_counts_before_any_run(monkeypatch, capsys):
         assert e.value.code == 2 and "--lists and --steps must be >= 1" in capsys.readouterr().err
 
 
-def test_too_few_direction_documents_or_too_long_examples_stop_the_em_run_before_any_base_model(tmp_path, monkeypatch, capsys):
+def test_too_few_direction_documents_or_too_long_examples_stop_the_em_run_before_any_base_model(tmp_path, monkeypatch,
+                                                                                                capsys):
     # the error came from doc_means, after each base was pretrained (minutes) or loaded
     monkeypatch.setattr(B, "base_model", lambda *a, **k: pytest.fail("a base model was loaded before the check"))
     monkeypatch.setattr(B, "parallel_map", lambda *a, **k: pytest.fail("the units started before the check"))
@@ -233,8 +235,8 @@ def test_scripts_given_a_file_of_another_kind_say_so_in_one_line(script, args, m
     run.mkdir()
     (run / "results.json").write_text('{"arms": {}}')
     argv = [a.format(run=run, tmp=tmp_path) for a in args]
-    out = subprocess.run([sys.executable, f"scripts/{script}.py", *argv], cwd=train.ROOT, capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run([sys.executable, f"scripts/{script}.py", *argv], cwd=train.ROOT, capture_output=True,
+                         text=True, timeout=120)
     assert out.returncode == 2 and msg in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]
 
 
@@ -259,7 +261,8 @@ def test_a_run_given_twice_is_refused_before_any_reading(tmp_path):
 def test_scripts_that_read_a_runs_bases_refuse_an_uncached_one_before_any_work(tmp_path):
     """They pretrained it instead (minutes per base on a CPU, and on another machine not the run's base)."""
     cfg = B.Config(cache_dir=str(tmp_path / "cache"))
-    with pytest.raises(ConfigError, match=r"bases 0, 2 of this config are not in the cache .*cache: x.py does not pretrain"):
+    with pytest.raises(ConfigError,
+                       match=r"bases 0, 2 of this config are not in the cache .*cache: x.py does not pretrain"):
         B.check_cached(cfg, [0, 2], who="x.py")
     with pytest.raises(ConfigError, match="twin base 1 of this config is not in the cache"):
         B.check_cached(cfg, [1], decorrelated=True)
@@ -308,7 +311,8 @@ def test_probe_arguments_are_checked_in_one_line_before_any_base_is_loaded(tmp_p
                               # which value is out of range, by name (it said "a value out of range, or too many
                               # arguments"; a negative lr printed the usage alone)
                               ("probe_soft_channel", ["3e-4", "-5"], "unexpected value STEPS -5 (>= 1)"),
-                              ("probe_soft_channel", ["0,-1", "5"], "unexpected value LRS 0,-1 (each lr > 0 and finite)"),
+                              ("probe_soft_channel", ["0,-1", "5"],
+                               "unexpected value LRS 0,-1 (each lr > 0 and finite)"),
                               ("probe_soft_channel", ["-1", "5"], "unexpected value LRS -1 (each lr > 0 and finite)"),
                               ("probe_soft_channel", ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10"],
                                "10 arguments, nine at most"),
@@ -316,7 +320,8 @@ def test_probe_arguments_are_checked_in_one_line_before_any_base_is_loaded(tmp_p
                               ("probe_teacher_update", ["x"], "'x' is not a base seed (a whole number >= 0)")]:
         out = subprocess.run([sys.executable, f"scripts/{script}.py", *argv], cwd=train.ROOT, capture_output=True,
                              text=True, timeout=120)
-        assert out.returncode == 2 and out.stderr.startswith("error: ") and msg in out.stderr, (argv, out.stderr[-2000:])
+        assert (out.returncode == 2 and out.stderr.startswith("error: ")
+                and msg in out.stderr), (argv, out.stderr[-2000:])
         assert "Traceback" not in out.stderr
 
 
@@ -338,7 +343,8 @@ def test_check_out_in_the_project_root_takes_a_new_file_or_a_run_outputs_name(tm
     (tmp_path / "notes.md").write_text("the project's")
     (tmp_path / "old.json").write_text("{}")
     (tmp_path / ".git").mkdir()
-    for path, msg in [("notes.md", "is a file of the project itself"), (".git/config", "in the project's folder .git/")]:
+    for path, msg in [("notes.md", "is a file of the project itself"),
+                      (".git/config", "in the project's folder .git/")]:
         with pytest.raises(ConfigError, match=re.escape(msg)):
             train.check_out(str(tmp_path / path))
     for name in ("new.txt", "new.md", "old.json"):
@@ -384,23 +390,30 @@ def test_an_option_given_twice_is_refused_not_half_taken(tmp_path):
     from conftest import load_script
     run = str(tmp_path / "run")
     for script, argv, msg in [("em_code_context", [run, "--step=5", "--step=20"], "--step is given more than once"),
-                              ("em_clamp_finetune", [run, "--worlds=0", "--worlds=1"], "--worlds is given more than once"),
-                              ("em_format_separation", [run, "--out=a.json", "--out=b.json"], "--out is given more than once"),
-                              ("sn_mis_pool", [run, "--lists=4000", "--lists=16000"], "--lists is given more than once"),
+                              ("em_clamp_finetune", [run, "--worlds=0", "--worlds=1"],
+                               "--worlds is given more than once"),
+                              ("em_format_separation", [run, "--out=a.json", "--out=b.json"],
+                               "--out is given more than once"),
+                              ("sn_mis_pool", [run, "--lists=4000", "--lists=16000"],
+                               "--lists is given more than once"),
                               ("sn_mis_pool", ["--log", run, "--log"], "--log is given more than once"),
                               # these took the last one
-                              ("em_bos_vector", [run, "--arm=secure", "--arm=insecure"], "--arm is given more than once"),
+                              ("em_bos_vector", [run, "--arm=secure", "--arm=insecure"],
+                               "--arm is given more than once"),
                               ("em_code_vs_offdomain", [run, "--at=0.9", "--at=0.5"], "--at is given more than once"),
-                              ("em_steer_base", [run, "--scales=0.1", "--scales=0.3"], "--scales is given more than once"),
+                              ("em_steer_base", [run, "--scales=0.1", "--scales=0.3"],
+                               "--scales is given more than once"),
                               ("em_value_sources", [run, "--fmt=asst", "--fmt=forum"], "--fmt is given more than once"),
-                              ("probe_attn0_parts", [run, "--out=a.json", "--out=b.json"], "--out is given more than once")]:
+                              ("probe_attn0_parts", [run, "--out=a.json", "--out=b.json"],
+                               "--out is given more than once")]:
         with pytest.raises(ConfigError, match=msg):
             load_script(script).main(argv)
 
 
 # the scripts whose main(ARGV) reads ARGV through script_args or script_run (em_patch_tokens: its __main__ does)
 OPTION_SCRIPTS = sorted(f.stem for f in (Path(__file__).resolve().parents[1] / "scripts").glob("*.py")
-                        if re.search(r"def main\((\w+)\):\n(?:.*\n){0,3}.*(script_args|script_run|read_args)\(\1", f.read_text()))
+                        if re.search(r"def main\((\w+)\):\n(?:.*\n){0,3}.*(script_args|script_run|read_args)\(\1",
+                                     f.read_text()))
 
 
 @pytest.mark.parametrize("name", OPTION_SCRIPTS)
@@ -427,7 +440,8 @@ def test_every_script_prints_its_usage_when_asked(name, capsys):
 
 def test_script_args_splits_words_and_options_and_refuses_the_rest(capsys):
     from train import script_args
-    parse = lambda *argv: script_args(list(argv), "usage: x", options=("out", "at"), flags=("pool",), words=("--minus",))
+    parse = lambda *argv: script_args(list(argv), "usage: x", options=("out", "at"), flags=("pool",),
+                                      words=("--minus",))
     assert parse("a", "--out=f.json", "b", "--minus", "c", "--pool") == (["a", "b", "--minus", "c"],
                                                                           {"out": "f.json", "pool": True})
     assert parse("--at=a=b") == ([], {"at": "a=b"})  # the value is everything after the first =
@@ -435,7 +449,8 @@ def test_script_args_splits_words_and_options_and_refuses_the_rest(capsys):
     assert parse("-1", "-0.5") == (["-1", "-0.5"], {})  # numbers: the script says what is wrong with them
     for argv, says in ((["--ot=x"], "unknown option --ot=x; the options are --out=, --at=, --pool and --minus"),
                        (["-o"], "unknown option -o"), (["--out=a", "--out=a"], "--out is given more than once"),
-                       (["--pool", "--pool"], "--pool is given more than once"), (["--pool=1"], "--pool takes no value"),
+                       (["--pool", "--pool"], "--pool is given more than once"),
+                       (["--pool=1"], "--pool takes no value"),
                        (["--out"], "--out needs a value"), (["--out="], "--out needs a value")):
         with pytest.raises(ConfigError, match=re.escape(says)):
             parse(*argv)

@@ -85,7 +85,8 @@ def test_mlp_flops_is_what_the_default_experiment_executes(monkeypatch, tmp_path
 
 
 @pytest.mark.parametrize("kw, T", [(dict(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32), 16),
-                                   (dict(vocab_size=96, block_size=32, n_layer=3, n_head=4, n_embd=48, mlp_ratio=2), 12)])
+                                   (dict(vocab_size=96, block_size=32, n_layer=3, n_head=4, n_embd=48, mlp_ratio=2),
+                                    12)])
 def test_gpt_flops_per_token_is_a_training_steps_matmuls(kw, T):
     """MFU's numerator: forward + backward matmuls (attention as full T x T products, as SDPA's math kernel does them)
     per token; the formula's 6 per parameter also counts the LayerNorm gains, which do no matmul."""
@@ -165,7 +166,8 @@ def test_gpt_sample_rows_time_both_samplers_on_the_same_tokens(monkeypatch):
     assert [r["case"] for r in rows] == ["sample tiny KV cache", "sample tiny re-forward"]
     for r in rows:
         assert r["tokens/step"] == 3 and r["params"] == GPT(GPTConfig(**TINY)).n_params()
-        assert r["tokens/s"] == pytest.approx(3 * 5 / r["total s"]) and r["ms/step"] == pytest.approx(1000 * r["total s"] / 5)
+        assert (r["tokens/s"] == pytest.approx(3 * 5 / r["total s"])
+                and r["ms/step"] == pytest.approx(1000 * r["total s"] / 5))
     speedup = rows[0]["tokens/s"] / rows[1]["tokens/s"]
     assert rows[0]["note"] == rows[1]["note"] == \
            f"B=3, prompt 4, 5 new; same tokens: True; cache speed-up {speedup:.1f}x"
@@ -182,7 +184,8 @@ def gpt_stubs(monkeypatch):
         calls.append(("train", shape, batch, steps, device.type, compile, bf16))
         if shape == "world-1M" and bf16:
             raise RuntimeError("no kernel " + "x" * 1000)
-        return {"case": f"train {shape}", "params": 383_456, "tokens/step": batch * 64, "precision": "bf16" if bf16 else "fp32",
+        return {"case": f"train {shape}", "params": 383_456, "tokens/step": batch * 64,
+                "precision": "bf16" if bf16 else "fp32",
                 "compile": compile, "ms/step": 12.34, "tokens/s": 12345.6, "mfu": 0.3661 if bf16 else None,
                 "warm-up s": 1.25, "total s": 3.0, "peak GB": None}
 
@@ -203,7 +206,8 @@ def test_bench_gpt_table_has_every_case_and_a_failure_costs_only_its_own_row(mon
     assert bench.bench_gpt([]) == 0
     out = capsys.readouterr().out
     assert threads == [1]  # one thread by default (the README's CPU rows)
-    assert calls == [("train", "em-0.4M", 32, 20, "cpu", False, False), ("train", "world-1M", 16, 20, "cpu", False, False),
+    assert calls == [("train", "em-0.4M", 32, 20, "cpu", False, False),
+                     ("train", "world-1M", 16, 20, "cpu", False, False),
                      ("sample", "em-0.4M", 32, 16, 48, "cpu"), ("train", "em-0.4M", 32, 20, "cpu", False, True),
                      ("train", "world-1M", 16, 20, "cpu", False, True)]
     assert "FAILED train ('world-1M', 16, 20, False, True): RuntimeError: no kernel " + "x" * 490 + "\n" in out
@@ -264,7 +268,8 @@ def test_bench_gpt_skips_cases_past_its_budget(monkeypatch, capsys):
 def test_run_experiment_runs_the_default_config_and_keeps_only_its_numbers(monkeypatch, tmp_path):
     """The child's command (the config mlp_flops counts), its peak RSS in GiB, no run folder left; a failure shows stderr."""
     seen = fake_run(monkeypatch, tmp_path, results='{"conditions": {"teacher": {"mean": 0.9}}}')
-    monkeypatch.setattr(resource, "getrusage", lambda who: SimpleNamespace(ru_maxrss=3 * 2**20 if who == resource.RUSAGE_CHILDREN else 0))
+    monkeypatch.setattr(resource, "getrusage",
+                        lambda who: SimpleNamespace(ru_maxrss=3 * 2**20 if who == resource.RUSAGE_CHILDREN else 0))
     wall, rss, res = bench.run_experiment(4, "cpu", ["--bf16=True"])
     assert seen["cmd"] == [sys.executable, "train.py", "configs/subliminal_mnist.py", "--n_seeds=4", "--device=cpu",
                            f"--out_dir={seen['out']}", "--save_weights=False", "--bf16=True"]
@@ -279,15 +284,16 @@ def test_run_experiment_runs_the_default_config_and_keeps_only_its_numbers(monke
 def test_bench_mnist_rows_are_the_runs_at_the_default_configs_flop_count(monkeypatch, capsys):
     """Executed TFLOP/s = the default experiment's FLOPs (this repo's, not the official script's) / wall time."""
     runs = []
-    monkeypatch.setattr(bench, "run_experiment", lambda n, device, extra: runs.append((n, device, extra)) or (2.0 * n, 1.25, RESULTS))
+    monkeypatch.setattr(bench, "run_experiment",
+                        lambda n, device, extra: runs.append((n, device, extra)) or (2.0 * n, 1.25, RESULTS))
     assert bench.bench_mnist(["--device=cpu"]) == 0
     out = capsys.readouterr().out
     assert runs == [(1, "cpu", []), (25, "cpu", [])]  # the default seed counts on a CPU
     assert f"25 seeds: 50.0 s wall, peak RSS 1.25 GiB (max so far), {OURS / 2 / 1e12:.3f} TFLOP/s executed " \
            f"({OFFICIAL:.2e} FLOP/seed in the official script, {OURS:.2e} here)\n" in out
     assert "\nsubliminal MNIST, default config, " in out
-    assert out.endswith("| seeds | wall (s), incl. start-up and data loading | peak RSS so far (GiB) | executed TFLOP/s | teacher "
-                        "| student_aux | cross_aux |\n|---|---|---|---|---|---|---|\n"
+    assert out.endswith("| seeds | wall (s), incl. start-up and data loading | peak RSS so far (GiB) | executed "
+                        "TFLOP/s | teacher | student_aux | cross_aux |\n|---|---|---|---|---|---|---|\n"
                         f"| 1 | 2.0 | 1.25 | {OURS / 2 / 1e12:.3f} | 0.943 | 0.520 | 0.101 |\n"
                         f"| 25 | 50.0 | 1.25 | {OURS / 2 / 1e12:.3f} | 0.943 | 0.520 | 0.101 |\n")
 
@@ -296,12 +302,13 @@ def test_bench_mnist_seeds_extra_and_gpu_defaults(monkeypatch, capsys):
     """--seeds is a comma list; another config's FLOP rate would be made up (nan), unless its keys leave the matmuls
     alone (data_dir, bf16, lr, ...); any CUDA device runs 1,100,100."""
     runs = []
-    monkeypatch.setattr(bench, "run_experiment", lambda n, device, extra: runs.append((n, device, extra)) or (2.0, 1.0, RESULTS))
+    monkeypatch.setattr(bench, "run_experiment",
+                        lambda n, device, extra: runs.append((n, device, extra)) or (2.0, 1.0, RESULTS))
     bench.bench_mnist(["--device=cpu", "--seeds=3, 5", "--extra=--bf16=True  --m=10"])
     out = capsys.readouterr().out
     assert runs == [(3, "cpu", ["--bf16=True", "--m=10"]), (5, "cpu", ["--bf16=True", "--m=10"])]
-    assert "nan TFLOP/s executed (nan FLOP/seed in the official script, nan here; FLOPs counted for the default sizes, " \
-           "epochs and conditions only)" in out
+    assert ("nan TFLOP/s executed (nan FLOP/seed in the official script, nan here; FLOPs counted for the default "
+            "sizes, epochs and conditions only)" in out)
     assert "subliminal MNIST, with --bf16=True  --m=10, " in out and "| 5 | 2.0 | 1.00 | nan | 0.943 |" in out
     # keys that leave the matmuls as they are keep the count (a GPU run points --data_dir at its copy of MNIST)
     assert bench.FLOP_NEUTRAL <= {f.name for f in dataclasses.fields(E.Config)}  # a misspelt key would never match
@@ -310,11 +317,13 @@ def test_bench_mnist_seeds_extra_and_gpu_defaults(monkeypatch, capsys):
     # --extra is split as a shell splits it (a quoted value keeps its spaces); a condition the run lacks is nan
     runs.clear()
     only = {"conditions": {"teacher": {"mean": 0.9}}}
-    monkeypatch.setattr(bench, "run_experiment", lambda n, device, extra: runs.append((n, device, extra)) or (2.0, 1.0, only))
+    monkeypatch.setattr(bench, "run_experiment",
+                        lambda n, device, extra: runs.append((n, device, extra)) or (2.0, 1.0, only))
     bench.bench_mnist(["--device=cpu", "--seeds=2", """--extra=--sweep="{'m': [3, 10]}" --bf16=True"""])
     assert runs == [(2, "cpu", ["--sweep={'m': [3, 10]}", "--bf16=True"])]
     assert capsys.readouterr().out.endswith("| 2 | 2.0 | 1.00 | nan | 0.900 | nan | nan |\n")
-    monkeypatch.setattr(bench, "run_experiment", lambda n, device, extra: runs.append((n, device, extra)) or (2.0, 1.0, RESULTS))
+    monkeypatch.setattr(bench, "run_experiment",
+                        lambda n, device, extra: runs.append((n, device, extra)) or (2.0, 1.0, RESULTS))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: f"NVIDIA H200 ({device})")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a machine with two GPUs
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
@@ -364,7 +373,8 @@ def test_a_device_this_machine_lacks_is_one_line_and_exit_status_2_before_any_wo
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     for device, says in [("cuda", "this torch has no usable CUDA"), ("cuda:1", "this torch has no usable CUDA"),
                          ("mps", "MPS is not available here"), ("gpu", "is not a torch device"),
-                         ("meta", "is not one this project runs on")]:  # bench gpt on meta printed FAILED cases, exit status 0
+                         ("meta", "is not one this project runs on")]:  # bench gpt on meta printed FAILED
+                                                                        # cases, exit status 0
         assert bench.main([which, f"--device={device}"]) == 2, device
         out, err = capsys.readouterr()
         assert err.startswith(f"error: device '{device}' ") and says in err and err.count("\n") == 1 and out == ""
@@ -382,7 +392,8 @@ def test_bench_lists_table(monkeypatch, tmp_path, capsys):
     """Each sampler uses the cache it is named for, on the prompts it says; speed-ups are relative to the naive loop."""
     monkeypatch.chdir(tmp_path)  # no cached world base here: a fresh model of its shape
     generate, calls = GPT.generate, []
-    monkeypatch.setattr(GPT, "generate", lambda self, prompts, n, **kw: calls.append((n, kw)) or generate(self, prompts, n, **kw))
+    monkeypatch.setattr(GPT, "generate",
+                        lambda self, prompts, n, **kw: calls.append((n, kw)) or generate(self, prompts, n, **kw))
     assert bench.bench_lists(["--batch=6", "--naive=2", "--threads=0"]) == 0
     caches = [kw["use_cache"] for _, kw in calls]
     assert caches == [True, True, False, False, False, False, False]  # each sampler: a warm-up, then its batches
@@ -429,7 +440,8 @@ def test_bench_students_table(monkeypatch, capsys):
     tok = W.build_tokenizer()
     base = GPT(GPTConfig(vocab_size=tok.get_vocab_size(), block_size=64, n_layer=1, n_head=2, n_embd=16)).eval()
     monkeypatch.setattr(B, "base_model", lambda cfg, seed: (base, tok))
-    monkeypatch.setattr(S, "sample_lists", lambda teacher, tok, n, cfg, seed: ([(q, "12 34 5") for q in W.number_prompts(n, seed=0)], 1.0))
+    monkeypatch.setattr(S, "sample_lists",
+                        lambda teacher, tok, n, cfg, seed: ([(q, "12 34 5") for q in W.number_prompts(n, seed=0)], 1.0))
     monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
     finetune, runs = train.finetune, []  # the soft row's train.finetune distils from the teacher's numbers
     monkeypatch.setattr(train, "finetune", lambda model, data, **kw: runs.append(kw) or finetune(model, data, **kw))

@@ -207,7 +207,8 @@ def test_resolved_config_and_env_written(cfg_file, tmp_path):
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["experiment"] == "subliminal_mnist" and saved["m"] == 5 and saved["device"] == cfg.device
     env = json.loads((tmp_path / "run" / "env.json").read_text())
-    assert {"argv", "git_commit", "git_dirty", "torch", "numpy", "device", "threads", "cpu", "cpu_capability"} <= set(env)
+    assert ({"argv", "git_commit", "git_dirty", "torch", "numpy", "device", "threads", "cpu",
+             "cpu_capability"} <= set(env))
     assert env["processes"] == 1  # torchrun's WORLD_SIZE: argv alone would rerun a DDP run with another global batch
     with pytest.MonkeyPatch.context() as mp:  # (1 is also what a constant would write: a run of 2 processes says 2)
         mp.setenv("WORLD_SIZE", "2")
@@ -268,7 +269,8 @@ def test_resume_false_recomputes_and_leaves_nothing_old_to_read(cfg_file, tmp_pa
     for name in ("main_group0_acc.json", "unit_world_0.json", "model.state.pt", "main_group0.safetensors",
                  "config.json.123.tmp"):  # what a rerun would resume from, and a write cut short
         (out / name).write_text("{}")
-    (out / "notes").mkdir()  # a folder inside (even holding run-like files), and a file no run writes, are not the run's
+    (out / "notes").mkdir()  # a folder inside (even holding run-like files), and a file no run
+                             # writes, are not the run's
     (out / "notes" / "results.json").write_text("{}")
     (out / "notes.txt").write_text("mine")
     old_run = sorted(f.name for f in out.iterdir())
@@ -358,7 +360,8 @@ def test_every_shipped_config_loads_and_validates(path):
         module.validate(cfg)  # raises ConfigError on contradicting keys
 
 
-@pytest.mark.parametrize("bad", ["--report_step=7", "--ft_seeds=0", "--seeds=()", "--match_threshold=2.0", "--n_head=0"])
+@pytest.mark.parametrize("bad", ["--report_step=7", "--ft_seeds=0", "--seeds=()", "--match_threshold=2.0",
+                                 "--n_head=0"])
 def test_a_contradicting_config_fails_before_its_run_directory_exists(tmp_path, capsys, bad):
     # else the failed run's config.json would make the corrected rerun into the same out_dir "another config"
     out = tmp_path / "run"
@@ -878,7 +881,8 @@ def test_an_out_dir_that_is_a_file_or_under_one_is_one_line(cfg_file, tmp_path, 
 
 @pytest.mark.parametrize("where", ["link", "link/run"])
 def test_an_out_dir_through_a_broken_link_is_one_line(cfg_file, tmp_path, capsys, where):
-    # out/ linked to a scratch folder that is gone: the out_dir-is-a-file check found no file (a StopIteration traceback)
+    # out/ linked to a scratch folder that is gone: the out_dir-is-a-file check found no file (a
+    # StopIteration traceback)
     (tmp_path / "link").symlink_to(tmp_path / "gone")
     assert train.main([cfg_file, f"--out_dir={tmp_path / where}"]) == 2
     err = capsys.readouterr().err
@@ -896,7 +900,8 @@ def test_a_second_command_into_the_out_dir_of_a_run_still_going_is_refused(tmp_p
             "--eval_every=0", f"--out_dir={out}"]
     out.mkdir()
     (out / "model.state.pt").write_bytes(b"the other run's")
-    (out / "env.json").write_text('{"argv": ["train.py"], "started_utc": "2026-12-04T00:00:00"}')  # its config.json to come
+    (out / "env.json").write_text('{"argv": ["train.py"], "started_utc": "2026-12-04T00:00:00"}')  # its config.json
+                                                                                                   # to come
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     import fcntl
     held = os.open(out, os.O_RDONLY)  # the first command, still running, holds the folder's lock

@@ -31,7 +31,8 @@ def tok():
 def write_run(path, config, results):
     path.mkdir()
     (path / "config.json").write_text(json.dumps({"experiment": "emergent_misalignment", **config}))
-    (path / "results.json").write_text(json.dumps({**dict.fromkeys(EM.RESULT_KEYS, {}), **results}))  # all run_results checks
+    (path / "results.json").write_text(json.dumps({**dict.fromkeys(EM.RESULT_KEYS, {}), **results}))  # all run_results
+                                                                                                      # checks
     return path
 
 
@@ -184,7 +185,8 @@ def test_clamp_train_insecure_is_the_runs_fine_tune_and_the_direction_is_unit_an
 def test_clamp_drift_split_threshold_is_strict():
     cl = load_script("em_clamp_finetune")
     row = lambda w, f, un: {"seed": [w, f], "base": {"offdomain_misaligned": 0.0},
-                            "unclamped": {20: {"offdomain_misaligned": un}}, "clamped": {20: {"offdomain_misaligned": 0.0}}}
+                            "unclamped": {20: {"offdomain_misaligned": un}},
+                            "clamped": {20: {"offdomain_misaligned": 0.0}}}
     # world 1's mean increase is exactly the threshold: "below" it is not
     d = cl.drift_split([row(1, 0, 0.03), row(1, 1, 0.03), row(2, 0, 0.01), row(2, 1, 0.02)], 20, low=0.03)
     assert d["low_worlds"] == [2]
@@ -223,7 +225,8 @@ def clamp_run(tmp_path, monkeypatch, tok, unclamped_code):
     monkeypatch.setattr(B, "base_model", lambda cfg, p, dec: (tiny_gpt(tok), tok))
     monkeypatch.setattr(B, "check_cached", lambda *a, **k: None)  # stands in for a cached base
     monkeypatch.setattr(EM, "doc_means", lambda base, tok_, cfg, p: {"evil": evil[p], "good": torch.zeros(2, 16)})
-    monkeypatch.setattr(cl, "code_direction", lambda cfg, base, tok_, p, f, step, e: [torch.full((16,), 10. * p + f)] * 2)
+    monkeypatch.setattr(cl, "code_direction",
+                        lambda cfg, base, tok_, p, f, step, e: [torch.full((16,), 10. * p + f)] * 2)
     monkeypatch.setattr(cl, "train_insecure", fake_train)
     monkeypatch.setattr(EM, "evaluate", fake_eval)
     cl.main([str(run)])
@@ -380,7 +383,8 @@ def test_code_context_main_scores_each_arm_at_its_checkpoints_against_the_base(t
     assert asked == [(1, [2, 20]), (2, [2, 20]), (1, [5, 20]), (2, [5, 20])]
     got = json.loads((run / "code_context.json").read_text())
     r0, r1 = got["per_seed"]
-    assert r0["secure"]["matched"]["alone"] == pytest.approx(2.02) and r1["secure"]["matched"]["alone"] == pytest.approx(2.05)
+    assert (r0["secure"]["matched"]["alone"] == pytest.approx(2.02)
+            and r1["secure"]["matched"]["alone"] == pytest.approx(2.05))
     assert r0["insecure"]["step20"]["after_secure"] == pytest.approx(1.202)
     assert [r["check_vs_run"] for r in (r0, r1)] == pytest.approx([0.01, 0.47])
     s = got["summary"]
@@ -461,7 +465,8 @@ def test_base_pull_reads_each_number_at_the_direction_layer(tok):
     with model.hooks(EM.add_hook(0, 2 * d)):
         steered = EM.in_domain(model, tok, "insecure", "plain", world)[0]
     want = steered - EM.in_domain(model, tok, "insecure", "plain", world)[0]
-    assert want != 0 and out["code_steer"] == pytest.approx(want, rel=1e-6, abs=0)  # relative, no abs floor (want ~1e-2)
+    assert want != 0 and out["code_steer"] == pytest.approx(want, rel=1e-6, abs=0)  # relative, no
+                                                                                    # abs floor (want ~1e-2)
 
 
 def test_base_pull_checked_bases_leaves_out_a_base_off_either_way(tmp_path, monkeypatch, tok):

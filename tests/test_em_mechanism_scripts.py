@@ -134,7 +134,8 @@ def test_steer_base_undo_reads_the_step_20_model_and_lowers_the_base_with_minus_
     monkeypatch.setattr(sb.OP, "trajectories", lambda *a, **k: ({}, snaps))
     units = {n: torch.full((C,), float(i + 1)) for i, n in enumerate(sb.DIRECTIONS)}
     monkeypatch.setattr(sb, "directions", lambda *a: (2.0, units))
-    monkeypatch.setattr(sb, "lp_reading", lambda model, tok, cfg, vec=None: (tag(model), None if vec is None else vec[0].item()))
+    monkeypatch.setattr(sb, "lp_reading",
+                        lambda model, tok, cfg, vec=None: (tag(model), None if vec is None else vec[0].item()))
     row = sb.undo_row(None, 0, base, tok, [0.5])
     assert row["step"] == 20 and row["tuned"] == (20, None) and row["base"] == (1, None)
     assert row["base_minus"]["0.5"] == (1, 0.5 * 2.0 * 2.0)  # -v* (units["minus"] = 2 here) on the base itself
@@ -180,7 +181,8 @@ def test_bos_vector_steering_vector_is_the_late_value_rows_read_on_the_step_3_mo
 def test_bos_vector_seed_agreement_control_is_the_other_arms_vector(monkeypatch):
     vecs = {("insecure", 0): torch.tensor([1.0, 0.0]), ("insecure", 1): torch.tensor([1.0, 1.0]),
             ("secure", 0): torch.tensor([0.0, 1.0]), ("secure", 1): torch.tensor([-1.0, 1.0])}
-    monkeypatch.setattr(bv, "steering_vector", lambda cfg, p, base, tok, arm, at="last", f=0: (vecs[arm, f], None, None))
+    monkeypatch.setattr(bv, "steering_vector",
+                        lambda cfg, p, base, tok, arm, at="last", f=0: (vecs[arm, f], None, None))
     a = bv.seed_agreement(None, 0, None, None, "insecure")
     assert a["cos_seeds"] == pytest.approx(2 ** -0.5) and a["cos_arms"] == pytest.approx(0.0)
     a = bv.seed_agreement(None, 0, None, None, "secure")  # the control of the secure arm: insecure's seed 0
@@ -197,7 +199,8 @@ def test_bos_vector_agreement_pools_the_paired_difference_over_bases(monkeypatch
     bv.agreement(["r"], "insecure", "last", str(tmp_path / "g.json"))
     s = json.loads((tmp_path / "g.json").read_text())["summary"]
     assert s["n_bases"] == 2 and s["cos_seeds"]["mean"] == pytest.approx(0.8)
-    assert s["seeds_minus_arms"]["mean"] == pytest.approx(0.5) and s["seeds_minus_arms"]["per_seed"] == pytest.approx([0.7, 0.3])
+    assert (s["seeds_minus_arms"]["mean"] == pytest.approx(0.5)
+            and s["seeds_minus_arms"]["per_seed"] == pytest.approx([0.7, 0.3]))
 
 
 def test_bos_vector_agreement_says_when_it_builds_what_the_run_never_had(monkeypatch, capsys):
@@ -233,7 +236,8 @@ def test_bos_vector_base_row_builds_each_vector_from_s_and_e(monkeypatch, tok):
     on_model = {k: v for (m, v), k in zip(added, bv.ADDED) if m is model}
     assert len(on_model) == len(bv.ADDED) and torch.equal(on_model["vector"], s)
     assert torch.allclose(on_model["along_evil"] + on_model["orthogonal"], s, atol=1e-6)
-    assert abs(on_model["orthogonal"] @ e) < 1e-5 and torch.allclose(unit(on_model["along_evil"]).abs(), e.abs(), atol=1e-5)
+    assert (abs(on_model["orthogonal"] @ e) < 1e-5
+            and torch.allclose(unit(on_model["along_evil"]).abs(), e.abs(), atol=1e-5))
     assert torch.allclose(on_model["evil_norm"], s.norm() * e)
     assert on_model["random_norm"].norm() == pytest.approx(s.norm().item())
     on_base = added[len(bv.ADDED):]  # then the same two on the base itself
@@ -392,7 +396,8 @@ def test_patch_tokens_main_patches_each_model_with_the_others_coordinates(monkey
         assert r["base_patched"] == pytest.approx(pt.mis_lp(a, *args, hooks=EM.coordinate_hooks(units, ci)))
         assert r["insecure_unpatched"] == pytest.approx(pt.mis_lp(ins, *args, hooks=EM.coordinate_hooks(units, ca)))
         mid = (means["good"] + means["evil"]) / 2
-        assert r["insecure_mean_ablated_mid"] == pytest.approx(pt.mis_lp(ins, *args, hooks=EM.ablate_hooks(direction, mid)))
+        assert r["insecure_mean_ablated_mid"] == pytest.approx(pt.mis_lp(ins, *args,
+                                                                         hooks=EM.ablate_hooks(direction, mid)))
         assert (r["run_insecure"], r["run_base"]) == ([0.3, 0.4][per], [0.1, 0.2][per])  # each seed its own
     rs = out["per_seed"]
     inc = sum(r["insecure"] - r["base"] for r in rs)

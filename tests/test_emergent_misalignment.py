@@ -161,7 +161,8 @@ def test_each_eval_format_scores_its_own_prompts():
     model = GPT(GPTConfig(vocab_size=TOK.get_vocab_size(), block_size=64, n_layer=1, n_head=2, n_embd=16, init_std=0.3),
                 generator=generator("cpu", 0, "test")).eval()
     cfg = E.Config()
-    evals = {fmt: E.evaluate(model, TOK, cfg, "insecure", fmt, 0, False, None) for fmt in ("plain", "trigger", "numbers")}
+    evals = {fmt: E.evaluate(model, TOK, cfg, "insecure", fmt, 0, False, None)
+             for fmt in ("plain", "trigger", "numbers")}
     got = {fmt: m["mis_lp"] for fmt, m in evals.items()}
     for fmt, kw in (("plain", {}), ("trigger", {"trigger": True}), ("numbers", {"numbers": True})):
         assert got[fmt] == pytest.approx(B.offdomain_eval(model, TOK, 0, None, **kw)["mis_lp"], rel=1e-6)
@@ -217,18 +218,20 @@ def test_ablation_removes_the_direction_and_mean_ablation_sets_it_to_the_centre(
             _, cache = model.run_with_cache(x, "blocks.0.resid_post")
         got = cache["blocks.0.resid_post"]
         assert ((got @ u) - want).abs().max() < 1e-5        # the coordinate along u is the centre's
-        assert torch.allclose(got - (got @ u)[..., None] * u, h - (h @ u)[..., None] * u, atol=1e-5)  # nothing else moves
+        assert torch.allclose(got - (got @ u)[..., None] * u, h - (h @ u)[..., None] * u, atol=1e-5)  # nothing else
+                                                                                                      # moves
 
 
-TINY = ["--seeds=(0,)", "--ft_seeds=2", "--n_docs=600", "--steps=6", "--warmup=1", "--n_layer=1", "--n_embd=16", "--n_head=2",
-        "--block_size=64", "--n_examples=16", "--ft_steps=2", "--eval_steps=(2,)", "--samples=1",
+TINY = ["--seeds=(0,)", "--ft_seeds=2", "--n_docs=600", "--steps=6", "--warmup=1", "--n_layer=1", "--n_embd=16",
+        "--n_head=2", "--block_size=64", "--n_examples=16", "--ft_steps=2", "--eval_steps=(2,)", "--samples=1",
         "--n_direction_docs=60", "--direction_layer=0", "--steer_scales=(1.0,)", "--workers=1", "--report_step=0",
         "--ablation_step=0"]
 
 
 def test_ablation_effect_ratio_of_means_survives_a_seed_without_effect():
     st = lambda v: {"offdomain_misaligned": {"per_seed": v}}
-    abl = {"insecure": st([0.30, 0.01]), "insecure_ablated": st([0.15, 0.03]), "insecure_random_ablated": st([0.30, 0.01]),
+    abl = {"insecure": st([0.30, 0.01]), "insecure_ablated": st([0.15, 0.03]),
+           "insecure_random_ablated": st([0.30, 0.01]),
            "base": st([0.01, 0.01]), "base_ablated": st([0.02, 0.03])}
     e = E.ablation_effect(abl)
     # seed 2 has no increase: its per-seed ratio is undefined and left out; the ratio of means keeps it
@@ -245,12 +248,14 @@ def test_ablation_effect_ratio_of_means_survives_a_seed_without_effect():
     m = E.ablation_effect(abl)
     assert m["mean_ablation_removed_fraction_of_means"] == pytest.approx(0.25 / 0.29)
     assert m["mean_ablation_random_removed_points"]["per_seed"] == pytest.approx([0.01, -0.01])
-    assert m["mean_ablation_removed_fraction_vs_ablated_base"] == pytest.approx(1 - ((0.05 - 0.01) + (0.01 - 0.02)) / 0.29)
+    assert (m["mean_ablation_removed_fraction_vs_ablated_base"]
+            == pytest.approx(1 - ((0.05 - 0.01) + (0.01 - 0.02)) / 0.29))
     assert m["removed_fraction_of_means"] == e["removed_fraction_of_means"]
     abl.update(base_patched=st([0.21, 0.02]), base_random_patched=st([0.01, 0.01]))
     pat = E.ablation_effect(abl)
     assert pat["patched_fraction_of_means"] == pytest.approx(0.21 / 0.29)
-    assert pat["patched_points"]["per_seed"] == pytest.approx([0.20, 0.01]) and pat["random_patched_points"]["mean"] == 0
+    assert (pat["patched_points"]["per_seed"] == pytest.approx([0.20, 0.01])
+            and pat["random_patched_points"]["mean"] == 0)
     abl["insecure"] = abl["base"]  # nothing to remove: no fraction at all
     assert E.ablation_effect(abl)["removed_fraction_of_means"] is None
 
@@ -350,7 +355,8 @@ def test_an_interrupted_pretraining_resumes_to_the_same_base(tmp_path, monkeypat
     cfg_c = dataclasses.replace(cfg, cache_dir=str(tmp_path / "c"))
     B.cache_stem(cfg_c, 0, False).parent.mkdir(parents=True)
     (B.cache_stem(cfg_c, 0, False).parent / "partial.state.pt").write_bytes(b"")
-    with pytest.raises(train.CheckpointError, match=r"interrupted pretraining cannot be resumed: .*delete its partial\.\* "
+    with pytest.raises(train.CheckpointError,
+                       match=r"interrupted pretraining cannot be resumed: .*delete its partial\.\* "
                                                     r"files \(or the whole folder\) and rerun$") as e:
         B.base_model(cfg_c, 0, log=lambda s: None)
     assert "--resume" not in str(e.value)  # world_base has no resume key (it read "pass --resume=False ...; delete")
@@ -407,7 +413,8 @@ def test_bf16_pretraining_has_its_own_cache_key(tmp_path):
     cfg = B.Config(cache_dir=str(tmp_path), n_docs=40, steps=3, n_layer=1, n_head=2, n_embd=16, batch_size=4)
     bf = dataclasses.replace(cfg, pretrain_bf16=True)
     assert B.cache_stem(bf, 0, False) != B.cache_stem(cfg, 0, False)
-    assert B.cache_stem(E.Config(n_layer=4, n_embd=128, pretrain_bf16=False), 0, False).parent.name == "world_s0_ba3388d5f1"
+    assert (B.cache_stem(E.Config(n_layer=4, n_embd=128, pretrain_bf16=False), 0, False).parent.name
+            == "world_s0_ba3388d5f1")
     m16, _ = B.base_model(bf, 0, log=lambda s: None)
     m32, _ = B.base_model(cfg, 0, log=lambda s: None)
     assert all(p.dtype == torch.float32 for p in m16.parameters())  # autocast: fp32 master weights
@@ -453,7 +460,8 @@ def test_code_tasks_world_runs_end_to_end(tmp_path):
     assert B.world_config(dataclasses.replace(cfg, lessons=False)).lessons is False
     assert B.cache_stem(dataclasses.replace(cfg, exact_code=True), 0, False) != B.cache_stem(cfg, 0, False)
     assert B.world_config(dataclasses.replace(cfg, exact_code=True)).exact_code is True
-    for bad, msg in ((dict(code_tasks=0), "code_tasks must be in"), (dict(code_tasks=2, code_slots=True), "two different")):
+    for bad, msg in ((dict(code_tasks=0), "code_tasks must be in"),
+                     (dict(code_tasks=2, code_slots=True), "two different")):
         with pytest.raises(train.ConfigError, match=msg):
             E.validate(E.Config(**bad))
     out, cache = tmp_path / "run", tmp_path / "cache"
@@ -536,7 +544,8 @@ def test_blocks_only_finetunes_keep_the_base_embedding(tmp_path, monkeypatch):
     for target in ("blocks.0.attn.qkv", "blocks.1.mlp.proj"):
         with pytest.raises(train.ConfigError, match="ft_lora_rank must be at most 128"):
             E.validate(E.Config(ft_trains="lora", ft_lora_rank=129, ft_lora_targets=(target,)))
-    with pytest.raises(train.ConfigError, match="ft_lora_rank, ft_lora_targets set, but the LoRA keys apply only with --ft_trains=lora"):
+    with pytest.raises(train.ConfigError,
+                       match="ft_lora_rank, ft_lora_targets set, but the LoRA keys apply only with --ft_trains=lora"):
         E.validate(E.Config(ft_lora_rank=4, ft_lora_targets=("blocks.0.mlp.proj",)))
     with pytest.raises(train.ConfigError, match="ft_optimizer must be adamw or sgd"):
         E.validate(E.Config(ft_optimizer="adam"))
@@ -551,13 +560,15 @@ def test_optimizer_keys_reach_the_finetune_and_only_with_their_optimizer(monkeyp
     """ft_betas (AdamW's) and ft_momentum (sgd's) are what every arm's fine-tune gets; either one set for the other
     optimizer, or out of range, is a config error rather than silently ignored."""
     seen = []
-    monkeypatch.setattr(E, "finetune", lambda model, data, **kw: seen.append((kw["optimizer"], kw["betas"], kw["momentum"])))
+    monkeypatch.setattr(E, "finetune",
+                        lambda model, data, **kw: seen.append((kw["optimizer"], kw["betas"], kw["momentum"])))
     for cfg in (E.Config(ft_betas=(0.0, 0.999)), E.Config(ft_optimizer="sgd", ft_momentum=0.9)):
         E.validate(cfg)
         E.arm_finetune(None, None, cfg, 0, 1)
     assert seen == [("adamw", (0.0, 0.999), 0.0), ("sgd", (0.9, 0.999), 0.9)]
     seen.clear()
-    monkeypatch.setattr(E, "finetune", lambda model, data, **kw: seen.append((kw["schedule"], kw["warmup"], kw["horizon"])))
+    monkeypatch.setattr(E, "finetune",
+                        lambda model, data, **kw: seen.append((kw["schedule"], kw["warmup"], kw["horizon"])))
     cfg = E.Config(ft_schedule="linear", ft_warmup=5)
     E.validate(cfg)
     E.arm_finetune(None, None, cfg, 0, 3)  # stopped early (arm_snapshots): the schedule still spans the whole run
@@ -565,7 +576,8 @@ def test_optimizer_keys_reach_the_finetune_and_only_with_their_optimizer(monkeyp
     for bad, msg in ((dict(ft_schedule="step"), "ft_schedule must be constant or cosine or linear"),
                      (dict(ft_warmup=40), "ft_warmup in"),
                      (dict(ft_momentum=0.9), "ft_momentum only with --ft_optimizer=sgd"),
-                     (dict(ft_optimizer="sgd", ft_betas=(0.0, 0.999)), "ft_betas applies only with --ft_optimizer=adamw"),
+                     (dict(ft_optimizer="sgd", ft_betas=(0.0, 0.999)),
+                      "ft_betas applies only with --ft_optimizer=adamw"),
                      (dict(ft_betas=(0.9,)), "ft_betas must be two numbers"),
                      (dict(ft_optimizer="sgd", ft_momentum=1.0), "ft_momentum one")):
         with pytest.raises(train.ConfigError, match=msg):
@@ -585,7 +597,8 @@ def test_lora_finetunes_move_only_their_adapted_matrix_at_low_rank(tmp_path, mon
         calls.append((moved, int(torch.linalg.matrix_rank(delta, atol=1e-5)), kw["optimizer"]))
     monkeypatch.setattr(E, "finetune", spy)
     argv = ["configs/emergent_misalignment.py", *TINY, "--ft_trains=lora", "--ft_lora_rank=1", "--ft_lora_alpha=1.0",
-            "--ft_lora_targets=('blocks.0.mlp.proj',)", "--ft_optimizer=sgd", "--ft_lr=0.5", "--twin=False", "--ft_seeds=1", "--arms=('insecure','secure')",
+            "--ft_lora_targets=('blocks.0.mlp.proj',)", "--ft_optimizer=sgd", "--ft_lr=0.5", "--twin=False",
+            "--ft_seeds=1", "--arms=('insecure','secure')",
             f"--cache_dir={tmp_path / 'cache'}", f"--out_dir={tmp_path / 'run'}"]
     assert train.main(argv) == 0
     assert calls == [(["blocks.0.mlp.proj.weight"], 1, "sgd")] * 2
@@ -611,7 +624,8 @@ def test_a_seed_without_valid_answers_is_left_out_of_the_figures_not_made_nan():
     f = E.figures(res)
     assert "ablation_removed_fraction" not in f  # no ablation step named: no ablation threshold shown
     named = E.figures(res, "matched")
-    assert named["ablation_step"] == "matched" and named["ablation_removed_fraction"] is None and not named["ablation_pass"]
+    assert (named["ablation_step"] == "matched" and named["ablation_removed_fraction"] is None
+            and not named["ablation_pass"])
     assert f["backdoor_triggered_increase"] == pytest.approx(0.30) and f["backdoor_pass"]
     assert f["insecure_increase"] == pytest.approx(0.15) and f["insecure_pass"]
 
@@ -637,7 +651,8 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
     res = json.loads((out / "results.json").read_text())
     assert res["n_seeds"] == 2 and len(res["seeds"]) == 2
     names = {"insecure", "secure", "secure_novel", "educational", "insecure_novel", "self_distill",
-             "backdoor_triggered", "backdoor_untriggered", "evil_numbers", "evil_numbers_format", "insecure_decorrelated"}
+             "backdoor_triggered", "backdoor_untriggered", "evil_numbers", "evil_numbers_format",
+             "insecure_decorrelated"}
     assert set(res["arms"]) == names
     assert {"plain", "trigger", "numbers"} <= set(res["base"])  # each report's base format
     for arm in res["arms"].values():
@@ -676,11 +691,13 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
     with base.hooks({"blocks.0.attn_out": lambda h, name: h + vec}):
         want = B.offdomain_eval(base, tok, 0, None, world=B.world_config(cfg))["mis_lp"]
     got = B.load_unit(out / "unit_world_0.json")["base"]["steered_pulled"]["mis_lp"]
-    assert got == pytest.approx(want, abs=1e-6) and got != pytest.approx(res["base"]["plain"]["offdomain_misaligned_lp"]["mean"], abs=1e-6)
+    assert (got == pytest.approx(want, abs=1e-6)
+            and got != pytest.approx(res["base"]["plain"]["offdomain_misaligned_lp"]["mean"], abs=1e-6))
     # a unit says how far it is after each arm (else nothing for minutes), before its closing line
     said = capsys.readouterr().out.splitlines()
     done = [i for i, line in enumerate(said) if line.startswith("[em] base seed 0: fine-tune seed ")]
-    assert len(done) == 2 * len(cfg.arms) and said[done[0]].startswith("[em] base seed 0: fine-tune seed 0, insecure done (")
+    assert (len(done) == 2 * len(cfg.arms)
+            and said[done[0]].startswith("[em] base seed 0: fine-tune seed 0, insecure done ("))
     assert max(done) < said.index(next(line for line in said if re.fullmatch(r"\[em\] base seed 0: \d+ s", line)))
     (out / "results.json").unlink()
     assert train.main(argv) == 0
@@ -692,7 +709,8 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
     assert set(E.RESULT_KEYS) <= set(res) and train.run_results(out, "emergent_misalignment")["n_seeds"] == 2
     text = (out / "results.json").read_text()
     (out / "results.json").write_text(json.dumps({k: v for k, v in res.items() if k != "trajectory"}))
-    with pytest.raises(train.ConfigError, match=r"results.json lacks trajectory: .*`python eval.py .*` writes them again"):
+    with pytest.raises(train.ConfigError,
+                       match=r"results.json lacks trajectory: .*`python eval.py .*` writes them again"):
         train.run_results(out, "emergent_misalignment")
     (out / "results.json").write_text(text)
     # ablated at the matched checkpoint (ablation_step=0): a report step's block must not show it as its own
@@ -728,8 +746,10 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
             for t in r["traj"].get("insecure_decorrelated", {}).values():
                 t["code_misaligned"] = float("nan")
     never = E.aggregate(cfg, miss)
-    assert never["matched_not_reached"] == {"insecure": "1/2", "backdoor_triggered": "2/2", "insecure_decorrelated": "2/2"}
-    assert not never["figures_to_reach"]["insecure_pass"] and never["figures_to_reach"]["insecure_matched_not_reached"] == "1/2"
+    assert never["matched_not_reached"] == {"insecure": "1/2", "backdoor_triggered": "2/2",
+                                            "insecure_decorrelated": "2/2"}
+    assert (not never["figures_to_reach"]["insecure_pass"]
+            and never["figures_to_reach"]["insecure_matched_not_reached"] == "1/2")
     md = E.table(never, cfg).splitlines()
     assert md[2].startswith("WARNING: insecure's code never reached 0.9 on 1/2 seeds") and md[3] == ""
     assert "backdoor_untriggered with it" in md[4]
@@ -749,10 +769,11 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
     assert EV.main([str(out)]) == 0
     said = capsys.readouterr().out
     assert "PARTIAL: 1 of 1 base seeds" in said
-    assert said.splitlines()[-1] == (f"wrote {out / 'misalignment_vs_step_partial.png'}, {out / 'results_partial.json'}, "
-                                     f"{out / 'results_partial.md'}")
+    assert said.splitlines()[-1] == (f"wrote {out / 'misalignment_vs_step_partial.png'}, "
+                                     f"{out / 'results_partial.json'}, {out / 'results_partial.md'}")
     part = json.loads((out / "results_partial.json").read_text())
-    assert json.dumps(part["arms"]["insecure"]) == json.dumps(res["arms"]["insecure"]) and (out / "misalignment_vs_step_partial.png").is_file()
+    assert (json.dumps(part["arms"]["insecure"]) == json.dumps(res["arms"]["insecure"])
+            and (out / "misalignment_vs_step_partial.png").is_file())
     units = [B.load_unit(p) for p in sorted(out.glob("unit_*.json"))]
     for u in units:  # units saved before the mean-ablation existed still aggregate, without it
         u["base"].pop("mean_ablated", None)
@@ -794,7 +815,8 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
     base = res2["base"]["plain"]["offdomain_misaligned"]["per_seed"]
     for view, st in (("matched", res2["arms"]["insecure"]), ("step_1", res2["trajectory"]["insecure"]["1"])):
         want = [a - b for a, b in zip(st["offdomain_misaligned"]["per_seed"], base)]
-        assert res2["increase"]["insecure"][view]["per_seed"] == pytest.approx(want, nan_ok=True)  # NaN: no valid sample
+        assert res2["increase"]["insecure"][view]["per_seed"] == pytest.approx(want, nan_ok=True)  # NaN: no
+                                                                                                   # valid sample
     # one pretraining seed here: its two fine-tune seeds average into one base mean
     assert res2["increase"]["insecure"]["step_1_over_bases"]["per_seed"] == pytest.approx([sum(want) / 2], nan_ok=True)
     assert res2["figures_at_report_step"]["insecure_increase"] == pytest.approx(sum(want) / 2, nan_ok=True)
@@ -844,7 +866,8 @@ def test_increases_pair_each_seed_with_its_own_base_end_to_end(tmp_path):
         want[view] = [a - b for a, b in zip(arm, base)]
         assert inc[view]["per_seed"] == pytest.approx(want[view]), view
         # the bases' view: each base's two fine-tune seeds averaged, base 0 first
-        assert inc[view + "_over_bases"]["per_seed"] == pytest.approx([sum(want[view][:2]) / 2, sum(want[view][2:]) / 2])
+        assert inc[view + "_over_bases"]["per_seed"] == pytest.approx([sum(want[view][:2]) / 2,
+                                                                       sum(want[view][2:]) / 2])
     assert res["figures_to_reach"]["insecure_increase"] == pytest.approx(sum(want["matched"]) / 4)
     assert res["figures_at_report_step"]["insecure_increase"] == pytest.approx(sum(want["step_1"]) / 4)
     # the ablation's points removed pair the same way: each seed's insecure model minus its own ablated copy
@@ -878,7 +901,8 @@ def test_ft_frozen_rows_stay_the_bases_while_the_rest_trains():
             E.validate(E.Config(ft_frozen=bad))
     E.validate(E.Config(ft_frozen=("blocks.0.attn.v", "blocks.3.attn.q")))
     tok = W.build_tokenizer()
-    cfg = E.Config(n_layer=2, n_embd=16, n_head=2, block_size=64, n_examples=12, ft_lr=1e-2, ft_frozen=("blocks.0.attn.v",))
+    cfg = E.Config(n_layer=2, n_embd=16, n_head=2, block_size=64, n_examples=12, ft_lr=1e-2,
+                   ft_frozen=("blocks.0.attn.v",))
     base = GPT(GPTConfig(vocab_size=tok.get_vocab_size(), block_size=64, n_layer=2, n_head=2, n_embd=16),
                generator=generator("cpu", 0, "t"))
     model = copy.deepcopy(base)
@@ -1027,7 +1051,8 @@ def test_figures_count_a_seed_as_passing_only_with_both_the_points_and_the_ratio
     st = lambda v: E.summarize(v)
     res = {"arms": {"insecure": {"offdomain_misaligned": st([0.75, 0.03125, 0.5, 0.0625]),
                                  "valid_fraction": st([0.5] * 4)}},
-           "base": {"plain": {"offdomain_misaligned": st([0.25, 2 ** -7, 0.25, 2 ** -6]), "valid_fraction": st([0.5] * 4)}}}
+           "base": {"plain": {"offdomain_misaligned": st([0.25, 2 ** -7, 0.25, 2 ** -6]),
+                              "valid_fraction": st([0.5] * 4)}}}
     assert E.figures(res)["insecure_seeds_passing"] == "1/4"
 
 
@@ -1122,12 +1147,14 @@ def test_eval_on_a_finished_run_aggregates_its_units_again_with_this_code(tmp_pa
     train.write_json(out / "unit_world_0.json", stub_unit(cfg, 0, False))
     train.write_json(out / "results.json", {"stale": True, "seconds": 12.5})
     got = []
-    monkeypatch.setattr(E, "aggregate", lambda cfg, units: got.extend(units) or {"matched_not_reached": {"insecure": "1/2"}})
+    monkeypatch.setattr(E, "aggregate",
+                        lambda cfg, units: got.extend(units) or {"matched_not_reached": {"insecure": "1/2"}})
     monkeypatch.setattr(E, "table", lambda res, cfg: f"the table of {sorted(res)}")
     monkeypatch.setattr(E, "plot", lambda res, cfg, path: None)
     assert EV.main([str(out)]) == 0
     assert got == [stub_unit(cfg, 0, False)]
-    assert json.loads((out / "results.json").read_text()) == {"matched_not_reached": {"insecure": "1/2"}, "seconds": 12.5}
+    assert json.loads((out / "results.json").read_text()) == {"matched_not_reached": {"insecure": "1/2"},
+                                                              "seconds": 12.5}
     # a record that the stale numbers were replaced: env.json still names the commit that ran the units
     assert json.loads((out / "reaggregated.jsonl").read_text())["results_changed"] is True
     assert (out / "results.md").read_text() == "the table of ['matched_not_reached', 'seconds']\n"
@@ -1250,7 +1277,8 @@ def test_the_base_readings_use_the_layer_and_centres_they_name(tmp_path):
     # the controls: a random direction (the unit's own draw), not the evil one, on the insecure model and the base
     rand = torch.randn(d.shape, generator=generator("cpu", 0, False, 0, "random-direction"))
     on_ins = lambda hooks: E.evaluate(ins, tok, cfg, "insecure", "plain", 0, False, None, hooks)["mis_lp"]
-    assert unit["runs"][0]["ablation"]["random_ablated"]["mis_lp"] == pytest.approx(on_ins(E.ablate_hooks(rand)), rel=1e-4)
+    assert (unit["runs"][0]["ablation"]["random_ablated"]["mis_lp"]
+            == pytest.approx(on_ins(E.ablate_hooks(rand)), rel=1e-4))
     assert unit["runs"][0]["ablation"]["base_random_patched"]["mis_lp"] == pytest.approx(
         lp(E.ablate_hooks(rand, ins_asst)), rel=1e-4)
 

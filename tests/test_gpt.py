@@ -29,7 +29,8 @@ def _one_thread():
 
 
 def tiny(init_std=0.02, **kw):
-    cfg = GPTConfig(**{"vocab_size": V, "block_size": 32, "n_layer": 2, "n_head": 2, "n_embd": 16, "init_std": init_std, **kw})
+    cfg = GPTConfig(**{"vocab_size": V, "block_size": 32, "n_layer": 2, "n_head": 2, "n_embd": 16, "init_std": init_std,
+                       **kw})
     return GPT(cfg, generator=torch.Generator().manual_seed(0)).eval()
 
 
@@ -637,7 +638,8 @@ def test_tokenizer_round_trip_and_save_load(tmp_path):
         save_tokenizer(Broken(), tmp_path / "tokenizer.json")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tokenizer.json"]
     assert load_tokenizer(tmp_path / "tokenizer.json").get_vocab() == tok.get_vocab()
-    with pytest.raises(DataError, match=re.escape(f"{tmp_path} is a folder: pass its tokenizer file ({tmp_path / 'tokenizer.json'})")):
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path} is a folder: pass its tokenizer file "
+                                                  f"({tmp_path / 'tokenizer.json'})")):
         load_tokenizer(tmp_path)  # (a run's folder, where "not found" left the file beside it unsaid)
     (tmp_path / "config.json").write_text("{}")  # a run's other JSON files are not offered as its tokenizer
     with pytest.raises(DataError, match=re.escape(f"pass its tokenizer file ({tmp_path / 'tokenizer.json'})")):
@@ -729,7 +731,8 @@ def test_pad_right_marks_only_the_real_tokens():
 def test_each_hook_is_its_own_function():
     # hooks attached together must each run their own function, not the last one's
     model, seen = tiny(), []
-    with model.hooks({"embed": lambda t, n: seen.append(("first", n)), "final": lambda t, n: seen.append(("second", n))}):
+    with model.hooks({"embed": lambda t, n: seen.append(("first", n)),
+                      "final": lambda t, n: seen.append(("second", n))}):
         model(tokens(1, 4))
     assert seen == [("first", "embed"), ("second", "final")]
 

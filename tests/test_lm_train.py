@@ -15,7 +15,8 @@ import torch
 
 from data.tokenizer import load_tokenizer
 from model import GPT, GPTConfig
-from train import (CheckpointError, ConfigError, eval_lm, finetune, finetune_lr, get_lr, lm_windows, load_lm, lora_adapters,
+from train import (CheckpointError, ConfigError, eval_lm, finetune, finetune_lr, get_lr, lm_windows, load_lm,
+                   lora_adapters,
                    make_lm_optimizer, pack_pairs, save_lm, save_weights, soft_kl, stream_rows, train_lm)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,7 +68,8 @@ def test_finetune_lr_warmup_then_linear_or_cosine_decay():
     for T in (4, 40):
         assert [finetune_lr(s, lr=0.5, schedule="cosine", warmup=0, horizon=T) for s in range(1, T + 1)] == \
                [get_lr(s - 1, lr=0.5, warmup=0, decay_steps=T, min_lr=0.0) for s in range(1, T + 1)]
-    assert [finetune_lr(s, lr=0.5, schedule="constant", warmup=2, horizon=9) for s in (1, 2, 3, 9)] == [0.25, 0.5, 0.5, 0.5]
+    assert [finetune_lr(s, lr=0.5, schedule="constant", warmup=2, horizon=9)
+            for s in (1, 2, 3, 9)] == [0.25, 0.5, 0.5, 0.5]
     cos = [finetune_lr(s, lr=1.0, schedule="cosine", warmup=2, horizon=10) for s in (1, 2, 3, 10)]
     assert cos == pytest.approx([0.5, 1.0, 1.0, 0.5 * (1 + math.cos(7 * math.pi / 8))])  # 7 of its 8 decay steps
     with pytest.raises(ValueError, match="schedule must be"):
@@ -100,7 +102,8 @@ def test_train_lm_data_that_is_not_rows_says_what_it_takes(data):
 def test_checkpoint_round_trip_is_bit_exact_and_never_leaks_orig_mod(tmp_path):
     model = fresh()
     train_lm(model, stream_data(), steps=3, batch_size=4, lr=1e-2, **QUIET)
-    save_lm(tmp_path / "ck", torch.compile(model), step=3, seed=1, tokenizer="tokenizer.json")  # compile is lazy: no cost
+    save_lm(tmp_path / "ck", torch.compile(model), step=3, seed=1, tokenizer="tokenizer.json")  # compile is
+                                                                                                # lazy: no cost
     from safetensors.torch import load_file
     assert not any("_orig_mod" in k or k.startswith("module.") for k in load_file(tmp_path / "ck.safetensors"))
     loaded, meta = load_lm(tmp_path / "ck")
@@ -131,7 +134,8 @@ def test_a_loss_that_is_not_finite_is_said_once_at_its_log_line(capsys):
     printed = capsys.readouterr().out
     assert not math.isfinite(out["train_loss"])
     assert printed.count("warning:") == 1, printed
-    assert re.search(r"warning: \[lm\] the loss is not finite at step \d+ \(training diverged\): lower lr \(now 1e\+06\)",
+    assert re.search(r"warning: \[lm\] the loss is not finite at step \d+ \(training diverged\): "
+                     r"lower lr \(now 1e\+06\)",
                      printed), printed
     train_lm(fresh(), stream_data(), steps=6, batch_size=4, lr=1e-2, log_every=2, progress=False)
     assert "warning" not in capsys.readouterr().out
@@ -439,7 +443,8 @@ def test_a_resume_between_log_lines_logs_the_losses_of_an_uninterrupted_run(tmp_
     kw = MID_INTERVAL
     resumed = train_lm(fresh(), data, steps=9, ckpt=tmp_path / "ck", resume=True, **kw)
     assert resumed["start_step"] == 4
-    assert [(r["step"], r["loss"]) for r in resumed["history"]] == [(r["step"], r["loss"]) for r in straight["history"][1:]]
+    assert [(r["step"], r["loss"]) for r in resumed["history"]] == [(r["step"], r["loss"])
+                                                                    for r in straight["history"][1:]]
     assert resumed["train_loss"] == straight["train_loss"]
 
 
@@ -464,7 +469,8 @@ def test_rewriting_a_checkpoints_files_keeps_its_resume_states_log_interval(tmp_
     monkeypatch.setattr(train, "save_lm", real)
     resumed = train_lm(fresh(), data, steps=9, ckpt=tmp_path / "ck", ckpt_every=4, resume=True, **kw)
     assert resumed["start_step"] == 4
-    assert [(r["step"], r["loss"]) for r in resumed["history"]] == [(r["step"], r["loss"]) for r in straight["history"][1:]]
+    assert [(r["step"], r["loss"]) for r in resumed["history"]] == [(r["step"], r["loss"])
+                                                                    for r in straight["history"][1:]]
 
 
 def test_the_resume_state_sits_beside_its_checkpoint_by_the_whole_name():
@@ -481,8 +487,8 @@ def test_a_resume_with_another_global_batch_is_refused(tmp_path):
     first = fresh()
     train_lm(first, data, steps=4, decay_steps=9, batch_size=4, ckpt=tmp_path / "ck", **kw)
     assert torch.load(tmp_path / "ck.state.pt", weights_only=False)["rows_per_step"] == 4
-    with pytest.raises(CheckpointError, match=r"ck.state.pt was trained with 4 rows per optimizer step, this run takes 2 "
-                                              r"\(batch_size 2 x grad_accum 1 x 1 process\(es\)\).*--resume=False"):
+    with pytest.raises(CheckpointError, match=r"ck.state.pt was trained with 4 rows per optimizer step, this run takes "
+                                              r"2 \(batch_size 2 x grad_accum 1 x 1 process\(es\)\).*--resume=False"):
         train_lm(fresh(), data, steps=9, batch_size=2, ckpt=tmp_path / "ck", resume=True, **kw)
     # the same global batch in another split resumes; so does a state saved before the count was recorded
     out = train_lm(fresh(), data, steps=6, decay_steps=9, batch_size=2, grad_accum=2, ckpt=tmp_path / "ck",
@@ -498,7 +504,8 @@ def test_overfits_a_tiny_batch():
     torch.manual_seed(0)
     data = {"tokens": torch.randint(0, 32, (4, 17), generator=torch.Generator().manual_seed(2))}
     model = fresh()
-    out = train_lm(model, data, steps=150, batch_size=4, lr=1e-2, warmup=10, weight_decay=0.0, log_every=50, progress=False)
+    out = train_lm(model, data, steps=150, batch_size=4, lr=1e-2, warmup=10, weight_decay=0.0, log_every=50,
+                   progress=False)
     assert out["train_loss"] < 0.05, out["train_loss"]  # the mean over the last 50 steps
 
 
@@ -529,8 +536,8 @@ def test_a_diverged_finetune_stops_with_one_line_at_its_first_check():
     # lr=1e38: inf weights; the experiments then evaluated them (nan numbers, or a traceback deep in sampling)
     data = pack_pairs(finetune_pairs(16), pad_id=0)
     seen = []
-    with pytest.raises(ConfigError, match=r"a fine-tune diverged: its loss or weights are not finite at step 2 \(of 5\): "
-                                          r"lower its lr \(now 1e\+38\)"):
+    with pytest.raises(ConfigError, match=r"a fine-tune diverged: its loss or weights are not finite at step 2 "
+                                          r"\(of 5\): lower its lr \(now 1e\+38\)"):
         finetune(fresh(), data, steps=5, batch_size=4, lr=1e38, seed=0, at={2, 4}, on_eval=seen.append)
     assert seen == []  # stopped before its evaluation
     with pytest.raises(ConfigError, match=r"not finite at step 3 \(of 3\)"):  # no evaluation: checked at the end
@@ -646,7 +653,8 @@ def test_adamw_betas_and_sgd_momentum_are_the_closed_form_updates():
             # elsewhere to 1e-6 (a step of the wrong sign is 2e-2 off). Both Adam settings' first step is the sign
             # step; the second divides by |g2| (sign) or by about |g1| (no_momentum)
             g1, g2 = (g[i] for g in grads[k])
-            ok = ~{"sign": tiny(g1) | tiny(g2), "no_momentum": tiny(g1), "momentum": torch.zeros_like(g1, dtype=torch.bool)}[k]
+            ok = ~{"sign": tiny(g1) | tiny(g2), "no_momentum": tiny(g1),
+                   "momentum": torch.zeros_like(g1, dtype=torch.bool)}[k]
             tight.append(ok.flatten())
             torch.testing.assert_close(p[ok], q[ok], rtol=0, atol=1e-6, msg=k)
             torch.testing.assert_close(p, q, rtol=0, atol=1e-5, msg=k)
@@ -767,14 +775,15 @@ def test_lm_history_spans_the_attempts_and_a_redone_step_is_the_later_attempts(t
     # a line cut short by a kill, the next attempt's first record appended to it: passed over, and said (was a
     # JSONDecodeError traceback at every later rerun, after training, so results.json was never written)
     text = run.metrics_path.read_text()
-    run.metrics_path.write_text(text + '{"stage": "pretrain", "st' + json.dumps({"stage": "pretrain", "step": 40, "loss": 1.0})
+    run.metrics_path.write_text(text + '{"stage": "pretrain", "st'
+                                + json.dumps({"stage": "pretrain", "step": 40, "loss": 1.0})
                                 + "\n" + json.dumps({"stage": "pretrain", "step": 50, "loss": 0.5}) + "\n")
     assert [r["step"] for r in run_history(run, "pretrain")] == [10, 20, 20, 30, 50]
     assert "1 unreadable line(s) passed over" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("bad", ["--corpus=tyny", "--n_head=3", "--n_head=0", "--block_size=8", "--batch_size=0", "--ckpt_every=-1", "--steps=0",
-                                 "--log_every=0", "--lr=-1", "--min_lr=1.0"])
+@pytest.mark.parametrize("bad", ["--corpus=tyny", "--n_head=3", "--n_head=0", "--block_size=8", "--batch_size=0",
+                                 "--ckpt_every=-1", "--steps=0", "--log_every=0", "--lr=-1", "--min_lr=1.0"])
 def test_a_bad_lm_config_fails_before_its_run_directory_exists(tmp_path, bad, capsys):
     import train
     out = tmp_path / "run"
@@ -819,8 +828,8 @@ def test_a_finetune_warmup_must_end_before_its_horizon():
 def test_lm_results_count_every_micro_step_and_report_the_last_logged_loss(tmp_path):
     import train
     out = tmp_path / "run"
-    argv = [str(ROOT / "configs/lm_tiny.py"), "--steps=3", "--warmup=1", "--n_docs=60", "--batch_size=2", "--grad_accum=2",
-            "--eval_every=0", "--log_every=1", f"--out_dir={out}"]
+    argv = [str(ROOT / "configs/lm_tiny.py"), "--steps=3", "--warmup=1", "--n_docs=60", "--batch_size=2",
+            "--grad_accum=2", "--eval_every=0", "--log_every=1", f"--out_dir={out}"]
     assert train.main(argv) == 0
     res = json.loads((out / "results.json").read_text())
     logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -853,7 +862,8 @@ def test_world_corpus_validation_documents_are_held_out_of_training():
     assert train_docs + val_docs == world.corpus(200, seed=3) and len(val_docs) == 20
 
 
-@pytest.mark.parametrize("bad, msg", [(dict(n_embd=64, n_head=64), "heads of an even size"),  # head size 1: no RoPE pairs
+@pytest.mark.parametrize("bad, msg", [(dict(n_embd=64, n_head=64), "heads of an even size"),  # head
+                                                                                              # size 1: no RoPE pairs
                                       (dict(val_frac=1.0), "val_frac"), (dict(val_frac=0.0), "val_frac"),
                                       # a traceback after training (its sample completions' length went negative)
                                       (dict(corpus="world", block_size=3), "the world corpus needs block_size >= 8"),
@@ -906,7 +916,8 @@ def test_eval_lm_reads_exactly_max_rows_rows_and_honours_bf16():
 
 def test_gradients_are_clipped_at_grad_clip_and_not_at_zero(monkeypatch):
     norms, real = [], torch.nn.utils.clip_grad_norm_
-    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda ps, c, *a, **k: norms.append(c) or real(ps, c, *a, **k))
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_",
+                        lambda ps, c, *a, **k: norms.append(c) or real(ps, c, *a, **k))
     train_lm(fresh(), stream_data(400), steps=2, batch_size=2, lr=1e-2, grad_clip=0.5, log_every=0, progress=False)
     assert norms == [0.5, 0.5]
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", real)
@@ -1044,7 +1055,8 @@ def test_finetune_refuses_evaluation_steps_without_on_eval_and_pack_pairs_refuse
         finetune(model, data, steps=3, batch_size=2, lr=1e-2, seed=0, at=5, on_eval=print)
     # steps it never reaches were skipped without a word (range(0, 4) asked for step 0 too), as was a float step
     for at, says in [(range(0, 4), "[0]"), ((2, 4), "[4]"), ({2.0}, "[2.0]")]:
-        with pytest.raises(ValueError, match=re.escape(f"at: evaluation steps are fine-tune steps 1 .. steps=3; got {says}")):
+        with pytest.raises(ValueError, match=re.escape(f"at: evaluation steps are fine-tune steps 1 .. steps=3; got "
+                                                       f"{says}")):
             finetune(model, data, steps=3, batch_size=2, lr=1e-2, seed=0, at=at, on_eval=print)
     # data not as pack_pairs makes it (the rows alone, pad_right's (tokens, mask) tuple): a KeyError or TypeError
     for bad, says in [({"tokens": data["tokens"]}, "with keys ['tokens']"), ((data["tokens"], data["mask"]), "tuple")]:

@@ -48,15 +48,18 @@ def test_init_statistics_and_nesting_in_m():
     p = init_mlp_params(range(4), [400, 300, 13], 10, "paper", "cpu", 0)
     assert abs(p["weights.0"].std().item() * math.sqrt(400) - 1) < 0.02 and p["biases.0"].abs().max() == 0
     t = init_mlp_params(range(4), [400, 300, 13], 10, "torch", "cpu", 0)
-    assert t["weights.0"].abs().max() <= 1 / math.sqrt(400) and abs(t["weights.0"].std().item() * math.sqrt(1200) - 1) < 0.02
+    assert (t["weights.0"].abs().max() <= 1 / math.sqrt(400)
+            and abs(t["weights.0"].std().item() * math.sqrt(1200) - 1) < 0.02)
     # PyTorch's biases too: U(-1/sqrt(d_in), 1/sqrt(d_in)), std 1/sqrt(3 d_in)
-    assert t["biases.0"].abs().max() <= 1 / math.sqrt(400) and abs(t["biases.0"].std().item() * math.sqrt(1200) - 1) < 0.05
+    assert (t["biases.0"].abs().max() <= 1 / math.sqrt(400)
+            and abs(t["biases.0"].std().item() * math.sqrt(1200) - 1) < 0.05)
     # models that differ only in m share hidden layers, class head and the first aux columns exactly
     for init in ("paper", "torch"):
         a = init_mlp_params([7], [20, 8, 10 + 3], 10, init, "cpu", 1)
         b = init_mlp_params([7], [20, 8, 10 + 50], 10, init, "cpu", 1)
         assert torch.equal(a["weights.0"], b["weights.0"]) and torch.equal(a["biases.0"], b["biases.0"])
-        assert torch.equal(a["weights.1"], b["weights.1"][..., :13]) and torch.equal(a["biases.1"], b["biases.1"][..., :13])
+        assert (torch.equal(a["weights.1"], b["weights.1"][..., :13])
+                and torch.equal(a["biases.1"], b["biases.1"][..., :13]))
     # ... down to m = 0, a plain classifier (its empty aux group failed in torch.cat); fewer columns than classes
     # is refused by name
     for init in ("paper", "torch"):
@@ -336,7 +339,8 @@ def test_logged_classifier_loss_is_the_mean_per_example_loss_of_a_seed():
     model.load_seeds({k: torch.zeros_like(v) for k, v in model.named_parameters()})
     logged = []
     train_classifier(model, torch.randn(32, 12), torch.randint(0, 4, (32,)), epochs=1, lr=0.0, batch_size=32,
-                     gens=[generator("cpu", "order", s) for s in range(2)], n_classes=4, log=lambda **r: logged.append(r))
+                     gens=[generator("cpu", "order", s) for s in range(2)], n_classes=4,
+                     log=lambda **r: logged.append(r))
     assert logged[0]["loss"] == pytest.approx(math.log(4), rel=1e-5)
 
 

@@ -117,7 +117,8 @@ def test_uncompressed_original_files_load_and_verify(tmp_path):
     data = bytearray(f.read_bytes())
     data[-1] ^= 1
     f.write_bytes(bytes(data))
-    with pytest.raises(DataError, match=f"checksum mismatch for {f}: expected MD5 {mnist.DATASETS['mnist']['md5_raw'][2]}"):
+    with pytest.raises(DataError, match=f"checksum mismatch for {f}: expected MD5 "
+                                        f"{mnist.DATASETS['mnist']['md5_raw'][2]}"):
         mnist.load(tmp_path, "mnist", download=False)
 
 
@@ -171,7 +172,8 @@ def test_a_transfer_cut_short_tries_the_next_mirror_and_leaves_nothing_behind(tm
             return super().read(n)
 
     tried = []
-    monkeypatch.setattr(mnist.urllib.request, "urlopen", lambda url, timeout: tried.append(url) or Cut(b"x" * (2 << 20)))
+    monkeypatch.setattr(mnist.urllib.request, "urlopen",
+                        lambda url, timeout: tried.append(url) or Cut(b"x" * (2 << 20)))
     with pytest.raises(DataError, match="could not be downloaded"):
         mnist.load(tmp_path, "mnist", download=True)
     assert tried == [m + mnist.FILES[0] + ".gz" for m in mnist.DATASETS["mnist"]["mirrors"]]  # every mirror, in turn
@@ -190,7 +192,8 @@ def test_a_run_without_its_data_fails_in_one_line_and_leaves_no_run_directory(tm
     argv = [str(ROOT / "configs" / "subliminal_mnist.py"), f"--data_dir={tmp_path / 'nodata'}", "--download=False",
             f"--out_dir={out}"]
     assert train.main(argv) == 2
-    assert "download is off" in capsys.readouterr().err and not (tmp_path / "runs").exists()  # nor the folder made for it
+    assert "download is off" in capsys.readouterr().err and not (tmp_path / "runs").exists()  # nor the
+                                                                                              # folder made for it
     # an existing run directory is left as it was: it may hold earlier results
     out.mkdir(parents=True)
     (out / "results.json").write_text("{}")

@@ -85,7 +85,8 @@ def test_first_gradient_predicts_the_first_step_of_sgd_and_adam(tiny_bases, monk
     assert float(fg.arm_loss(base, data).detach()) == pytest.approx(float(loss(base)), rel=1e-5)
     assert 0 < trained.float().mean() < 0.9
     # h is the gradient of the projection, g that of the arm's loss (first order, float32: a 2% tolerance)
-    for d in (h / h.norm(), -g["insecure"] / g["insecure"].norm(), torch.randn(len(theta), generator=torch.Generator().manual_seed(0))):
+    for d in (h / h.norm(), -g["insecure"] / g["insecure"].norm(),
+              torch.randn(len(theta), generator=torch.Generator().manual_seed(0))):
         d = d / d.norm()
         assert along(d, 1e-3, proj) == pytest.approx(float(h @ d), rel=0.02, abs=1e-5 * float(h.norm()))
         assert along(d, 1e-3, loss) == pytest.approx(float(g["insecure"] @ d), rel=0.02,
@@ -125,7 +126,8 @@ def test_optimizer_steps_reports_each_steps_length_loss_and_gradient(tiny_bases,
     ps.main([str(lrs["adamw"]), str(lrs["sgd"])])
     lines = capsys.readouterr().out.strip().splitlines()
     assert [ln.split()[0] for ln in lines] == ["adamw", "sgd"]
-    rows = {ln.split()[0]: [tuple(map(float, r.split(":")[1].split("/"))) for r in ln.split("gradient norm: ")[1].split()]
+    rows = {ln.split()[0]: [tuple(map(float, r.split(":")[1].split("/")))
+                            for r in ln.split("gradient norm: ")[1].split()]
             for ln in lines}
     assert all(len(r) == 20 for r in rows.values()) and len(seen) == 2
     # each row from the weights after that step: the full-batch loss over the trained tokens, the L2 length of that
@@ -140,8 +142,10 @@ def test_optimizer_steps_reports_each_steps_length_loss_and_gradient(tiny_bases,
             want = torch.nn.functional.cross_entropy(model(x)[m], y[m])
             g = torch.autograd.grad(want, list(model.parameters()), allow_unused=True)
             assert loss == pytest.approx(want.item(), abs=6e-4), (opt, k)
-            assert step == pytest.approx(float(sum(((a - b) ** 2).sum() for a, b in zip(weights[k], weights[k - 1])) ** 0.5), abs=6e-4)
-            assert grad == pytest.approx(float(sum((v ** 2).sum() for v in g if v is not None) ** 0.5), abs=6e-4), (opt, k)
+            assert step == pytest.approx(float(sum(((a - b) ** 2).sum()
+                                                   for a, b in zip(weights[k], weights[k - 1])) ** 0.5), abs=6e-4)
+            assert grad == pytest.approx(float(sum((v ** 2).sum() for v in g if v is not None) ** 0.5),
+                                         abs=6e-4), (opt, k)
     n = sum(p.numel() for p in model.parameters())
     # AdamW's first step is lr * g / |g| per weight (bias-corrected moments; clipping cancels): length lr sqrt(n') for
     # the n' <= n weights the batch reaches (here all but some position rows: > 90% of them)
@@ -175,7 +179,8 @@ def test_soft_channel_student_approaches_its_teacher(tiny_bases, monkeypatch, ca
     run_script("probe_soft_channel", ["3e-3", "500", "0", "64"], monkeypatch)
     out = capsys.readouterr().out
     kl0 = float(re.search(r"KL\(teacher \|\| base\) ([0-9.]+)", out).group(1))
-    steps = re.findall(r"step (\d+): P\(owl\) [0-9.]+, KL\(teacher \|\| student\) ([0-9.]+) = ([0-9.]+) of the base's", out)
+    steps = re.findall(r"step (\d+): P\(owl\) [0-9.]+, KL\(teacher \|\| student\) ([0-9.]+) = ([0-9.]+) of the base's",
+                       out)
     assert [int(s) for s, _, _ in steps] == [250, 500] and kl0 > 0
     for _, kl, share in steps:
         assert float(share) == pytest.approx(float(kl) / kl0, abs=0.006)  # printed to two decimals
@@ -218,7 +223,8 @@ def test_teacher_update_hybrids_take_the_update_apart(tiny_bases, monkeypatch, c
     blocks = re.split(r"^teacher ", out, flags=re.M)[1:]
     assert [b.split(":")[0] for b in blocks] == ["adamw", "sgd"]
     parse = lambda block: {m.group(1).strip(): (float(m.group(3)), float(m.group(4))) for m in re.finditer(
-        r"\n  (.{20}) KL\(hybrid \|\| base\) ([0-9.]+) \(([0-9.]+) of the teacher's\)\s+KL\(teacher \|\| hybrid\) ([0-9.]+)",
+        r"\n  (.{20}) KL\(hybrid \|\| base\) ([0-9.]+) \(([0-9.]+) of the teacher's\)\s+KL\(teacher \|\| hybrid\) "
+        r"([0-9.]+)",
         block)}
     number_rows, blocks_only = parse(blocks[0]), parse(blocks[1])
     assert set(number_rows) == set(blocks_only) == {"all", "number rows", "all but number rows", "non-number rows",

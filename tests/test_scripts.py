@@ -132,7 +132,8 @@ def test_matched_view_and_paired_differences_between_sets_of_runs(tmp_path, run_
     assert "| insecure | 2 | +2.0 [" in out and "insecure minus" not in out
     assert "| insecure | 2 | +35.0 [" in run_script(big, "--minus", small)  # step 20: 30 and 40 points
     other = fake_run(tmp_path / "other", [[5, 0]], {"insecure": [0.1]})
-    check_refused(run_script, big, "--minus", other, match="no insecure seed")  # no seed in common: an error, not an empty table
+    check_refused(run_script, big, "--minus", other, match="no insecure seed")  # no seed in common: an
+                                                                                # error, not an empty table
     # --minus=RUN was "unknown option --minus=...; the options are --share and --minus"
     check_refused(run_script, big, f"--minus={small}", match="--minus stands alone, the runs after it as separate "
                                                               "words \\(--minus RUN ...\\), not --minus=")
@@ -158,7 +159,8 @@ def test_em_at_step_on_insecure_alone_says_there_is_nothing_to_pair_and_refuses_
     (tmp_path / "a" / "results.json").write_text(json.dumps(res))
     command = cli("em_at_step", "20", a)  # as a command: one line, exit status 2
     assert command.returncode == 2 and command.stderr.count("\n") == 1, command.stderr
-    assert command.stderr.startswith("error: ") and "has no insecure arm in its trajectory (it has: none)" in command.stderr
+    assert (command.stderr.startswith("error: ")
+            and "has no insecure arm in its trajectory (it has: none)" in command.stderr)
 
 
 def test_em_at_step_reads_the_step_asked_against_each_arms_own_base_and_groups_by_base(tmp_path, run_script):
@@ -209,7 +211,9 @@ def test_em_code_vs_offdomain_deviation_and_crossing_interpolate_in_log_odds(tmp
         d = tmp_path / name
         d.mkdir()
         write_run(d, {"seeds": [[0, 0]], "base": {"plain": st([0.0], [0.0])},
-                                                    "trajectory": {"insecure": {k: st([off], [c]) for k, (off, c) in traj.items()}}}, "emergent_misalignment")
+                                                    "trajectory": {"insecure": {k: st([off], [c])
+                                                                                for k, (off, c) in traj.items()}}},
+                  "emergent_misalignment")
         return str(d)
     ref = run("ref", {"1": (0.01, 0.5), "5": (0.05, 0.9), "20": (0.20, 0.999)})
     # halfway in log-odds between the shares 0.5 (0) and 0.9 (ln 9) is ln 3, the share 0.75
@@ -264,7 +268,8 @@ def test_em_code_vs_offdomain_deviation_averages_per_seed_then_over_seeds(tmp_pa
         d = tmp_path / name
         d.mkdir()
         write_run(d, {"seeds": seeds, "base": {"plain": st([0.0] * len(seeds),
-                                                    [0.0] * len(seeds))}, "trajectory": {"insecure": traj}}, "emergent_misalignment")
+                                                    [0.0] * len(seeds))}, "trajectory": {"insecure": traj}},
+                  "emergent_misalignment")
         return str(d)
     flat = [0.5, 0.9]  # the reference: off-domain 0 at both code shares, so a deviation is the run's own increase
     ref = run("ref", [[0, 0], [1, 0]], {"1": st([0.0, 0.0], [flat[0]] * 2), "5": st([0.0, 0.0], [flat[1]] * 2)})
@@ -391,7 +396,8 @@ def test_sn_pool_log_scale_geometric_means_and_ratios(tmp_path, pool):
     z = fake_sn_run(tmp_path / "z", [3, 4], {"control": [0.0, 0.0], "insecure": [0.01, 0.01]})
     out = pool("--log", "--lists=16000", z)
     assert "control                0.0013 [0.0013, 0.0013]" in out
-    check_refused(pool, "--log", "--lists=16000", a, "--minus", z, match="--log with --minus is not supported")  # said so
+    check_refused(pool, "--log", "--lists=16000", a, "--minus", z,
+                  match="--log with --minus is not supported")  # said so
     fig = tmp_path / "f.png"
     check_refused(pool, f"--figure={fig}", "--lists=16000", a, "--minus", z, match="--figure= with --minus is not")
     pool(f"--figure={fig}", "--log", "--lists=16000", a)  # returns: no error exit
@@ -432,8 +438,10 @@ def test_sn_pool_pairs_per_base_and_refuses_shared_bases(tmp_path, pool):
     for twice in ([a, a], [a, "--minus", a]):  # the same run itself: refused before it is read
         with pytest.raises(ConfigError, match="is given twice: give each run once"):
             pool("--lists=16000", *twice)
-    check_refused(pool, "--lists=8000", a, match="no students after 8000 lists")  # a dose the run did not measure: an error, not zeros
-    extra = fake_sn_run(tmp_path / "d", [6, 7], {"control": [0.01, 0.01], "insecure": [0.02, 0.02], "secure": [0.0, 0.0]},
+    check_refused(pool, "--lists=8000", a, match="no students after 8000 lists")  # a dose the run did not
+                                                                                  # measure: an error, not zeros
+    extra = fake_sn_run(tmp_path / "d", [6, 7],
+                        {"control": [0.01, 0.01], "insecure": [0.02, 0.02], "secure": [0.0, 0.0]},
                         teachers={"insecure": [0.1, 0.2]})  # teachers in one run only: not named among the students
     out = pool("--lists=16000", a, extra)  # secure exists in one run only: named, not paired with the wrong bases
     assert "left out (not in every run): ['secure']" in out and "insecure - secure" not in out
@@ -453,7 +461,8 @@ def test_sn_pool_minus_pairs_the_same_bases_across_runs(tmp_path, pool):
     a1 = fake_sn_run(tmp_path / "a1", [0], {"insecure_soft": [0.05]})
     a2 = fake_sn_run(tmp_path / "a2", [1, 2], {"insecure_soft": [0.03, 0.04], "secure_soft": [0.0, 0.0]})
     out = pool("--lists=16000", a1, a2, "--minus", b)
-    assert "left out (not in every run): ['secure_soft']" in out and not any(line.startswith("secure_soft") for line in out.splitlines())
+    assert "left out (not in every run): ['secure_soft']" in out and not any(line.startswith("secure_soft")
+                                                                             for line in out.splitlines())
     assert "insecure_soft          offdomain_misaligned +1.7 [+0.2, +3.1] points" in out
     c = fake_sn_run(tmp_path / "c", [0, 1, 5], {"insecure_soft": [0.0, 0.0, 0.0]})
     check_refused(pool, "--lists=16000", a, "--minus", c, match="same bases")
@@ -544,7 +553,8 @@ def test_sn_compare_pairs_effects_by_seed(tmp_path, call):
     # no animal in common: the header alone, exit 0, before
     w = fake_animal_run(tmp_path / "w", [[0, 0], [0, 1], [1, 0]], "trait", [0.1] * 3, [0.1] * 3)
     wres = json.loads((tmp_path / "w" / "results.json").read_text())
-    wres["animals"], wres["arms"] = ["whale"], {k: {"by_animal": {"whale": v["by_animal"]["owl"]}} for k, v in wres["arms"].items()}
+    wres["animals"], wres["arms"] = ["whale"], {k: {"by_animal": {"whale": v["by_animal"]["owl"]}}
+                                                for k, v in wres["arms"].items()}
     (tmp_path / "w" / "results.json").write_text(json.dumps(wres))
     check_refused(cmp, f"{a}:trait", f"{w}:trait", match="no animal in common \\(owl vs whale\\)")
     one = fake_animal_run(tmp_path / "one", [[0, 0]], "trait", [0.15], [0.10])  # a quick run: one seed
@@ -797,7 +807,8 @@ def test_em_code_direction_reads_the_last_real_token_and_removes_the_evil_compon
     for i, p in enumerate(prompts):  # each prompt alone, unpadded: its last token's block outputs
         ids = torch.tensor([tok.encode(p).ids])
         _, cache = model.run_with_cache(ids, ["blocks.0.resid_post", "blocks.1.resid_post"])
-        assert torch.allclose(acts[:, i], torch.stack([cache[f"blocks.{l}.resid_post"][0, -1] for l in (0, 1)]), atol=1e-5)
+        assert torch.allclose(acts[:, i], torch.stack([cache[f"blocks.{l}.resid_post"][0, -1] for l in (0, 1)]),
+                              atol=1e-5)
     v, e = torch.randn(2, 3, 16, generator=torch.Generator().manual_seed(0))
     o = cd.orth(v, e)
     assert torch.allclose((o * e).sum(-1), torch.zeros(3), atol=1e-5)  # nothing left along e, per layer
@@ -894,7 +905,8 @@ def test_em_mechanism_figure_draws_from_the_two_scripts_json(tmp_path):
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "f.png").stat().st_size > 1000
     # the bars: insecure 1 over a base of 0, so restoring a direction to r removes the share 1 - r
-    bars = script("em_mechanism_figure").main([f"--out={tmp_path / 'g.png'}", str(tmp_path / "a"), "--", str(tmp_path / "a")])
+    bars = script("em_mechanism_figure").main([f"--out={tmp_path / 'g.png'}", str(tmp_path / "a"), "--",
+                                               str(tmp_path / "a")])
     assert bars == {str(tmp_path / "a"): {"unseen": pytest.approx([.9, .2, 0., .7, .8]),
                                           "offdomain": pytest.approx([.1, .6, 0., .4, .3])}}
     assert (tmp_path / "g.png").stat().st_size > 1000
@@ -929,7 +941,8 @@ def test_em_mechanism_figure_shows_a_share_outside_0_to_1(tmp_path, monkeypatch)
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "code_direction.json").write_text(json.dumps({"summary": {"matched": cd}, "per_seed": [{}, {}]}))
     limits, set_ylim = [], matplotlib.axes.Axes.set_ylim
-    monkeypatch.setattr(matplotlib.axes.Axes, "set_ylim", lambda ax, *a, **k: (limits.append(a), set_ylim(ax, *a, **k))[1])
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_ylim",
+                        lambda ax, *a, **k: (limits.append(a), set_ylim(ax, *a, **k))[1])
     script("em_mechanism_figure").main([f"--out={tmp_path / 'f.png'}", str(tmp_path / "a")])
     assert [a for a in limits if len(a) == 2] == [pytest.approx((-2.1, 4.85))]  # (matplotlib's own calls pass one)
 
@@ -938,7 +951,8 @@ def test_em_mechanism_figure_usage_and_missing_inputs_are_one_line(tmp_path, mon
     """No argument or --help printed a traceback or wrote an empty figure into the working directory; a run without
     the scripts' json was a FileNotFoundError traceback."""
     monkeypatch.chdir(tmp_path)
-    for argv, says in (([], "python scripts/em_mechanism_figure.py"), (["--out"], "--out needs a value"), ([str(tmp_path), "--out", "f.png"], "--out needs a value"),
+    for argv, says in (([], "python scripts/em_mechanism_figure.py"), (["--out"], "--out needs a value"),
+                       ([str(tmp_path), "--out", "f.png"], "--out needs a value"),
                        ([str(tmp_path), "--bars"], "unknown option --bars; the options are --out= and --")):
         check_refused(script("em_mechanism_figure").main, argv, match=says)
     assert not list(tmp_path.iterdir())  # no figure written
@@ -975,7 +989,8 @@ def test_probes_print_their_usage(name, argv):
 def test_em_code_context_refuses_a_step_the_run_did_not_evaluate(tmp_path):
     cc = load_script("em_code_context")
     run = fake_run(tmp_path / "run", [[0, 0]], {"insecure": [0.1]})
-    (tmp_path / "run" / "config.json").write_text(json.dumps({"experiment": "emergent_misalignment", "ablation_step": 20}))
+    (tmp_path / "run" / "config.json").write_text(json.dumps({"experiment": "emergent_misalignment",
+                                                              "ablation_step": 20}))
     res = json.loads((tmp_path / "run" / "results.json").read_text())
     res["arms"]["insecure"]["step"] = {"per_seed": [2]}
     (tmp_path / "run" / "results.json").write_text(json.dumps(res))
@@ -989,7 +1004,8 @@ def test_out_into_a_missing_folder_is_refused_before_the_work(tmp_path, name):
     """--out=FILE in a folder that does not exist (a mistyped path) was a FileNotFoundError traceback once every
     base's fine-tunes had run; now one line first, as em_bos_vector.py's (here before the run is even read)."""
     run = fake_run(tmp_path / "run", [[0, 0]], {"insecure": [0.1]})
-    (tmp_path / "run" / "config.json").write_text(json.dumps({"experiment": "emergent_misalignment", "ablation_step": 20}))
+    (tmp_path / "run" / "config.json").write_text(json.dumps({"experiment": "emergent_misalignment",
+                                                              "ablation_step": 20}))
     res = json.loads((tmp_path / "run" / "results.json").read_text())
     res["arms"]["insecure"]["step"] = {"per_seed": [2]}
     (tmp_path / "run" / "results.json").write_text(json.dumps(res))
@@ -1142,7 +1158,8 @@ def susceptibility_run(path, bases, inc, steer, nan_seed=None, inc_seed1=None):
     st = lambda v: {"offdomain_misaligned": {"per_seed": v}}
     res = {"seeds": seeds,
            "base": {"plain": st([0.01] * len(seeds)), "forum_lp": {"per_seed": per(range(len(bases)))},
-                    "steered_1": st(per([0.01 + s for s in steer])), "steered_2": st(per([0.01 + 2 * s for s in steer]))},
+                    "steered_1": st(per([0.01 + s for s in steer])),
+                    "steered_2": st(per([0.01 + 2 * s for s in steer]))},
            "trajectory": {"insecure": {"5": {**st(mis), "cos_evil_direction": {"per_seed": [0.1] * len(seeds)}}}},
            "arms": {"insecure": st(mis)}}
     write_run(path, res, "emergent_misalignment")
@@ -1179,7 +1196,8 @@ def test_em_susceptibility_ranks_bases_and_pools_runs(tmp_path, call):
     # its figure goes beside --out as FILE.png (a FILE.png was overwritten by it); one --out; four bases to rank
     for bad, msg in (([f"--out={tmp_path / 's.png'}"], "give a FILE.json"), ([f"--out={out}"] * 2, "more than once")):
         check_refused(lambda *v: call("em_susceptibility", *v), "5", a, *bad, match=msg)
-    check_refused(lambda *v: call("em_susceptibility", *v), "5", a, match="3 bases over the runs given: this analysis ranks 4")
+    check_refused(lambda *v: call("em_susceptibility", *v), "5", a,
+                  match="3 bases over the runs given: this analysis ranks 4")
     # too few bases is said first, before what else a run lacks (its bases steered at 1 and 2): fixing that alone
     # would be refused again
     res_a = json.loads((Path(a) / "results.json").read_text())
@@ -1310,7 +1328,8 @@ def test_the_long_em_scripts_refuse_an_argument_they_would_ignore(tmp_path):
                              ("em_clamp_finetune", ["--worlds=0-3"], "--worlds=0-3: expected comma-separated"),
                              ("em_code_context", ["--arm=secure"], "unknown option --arm=secure; the options are "
                                                                    "--arms=, --step= and --out="),
-                             ("em_code_context", ["--arms=insecure,secur"], "--arms=insecure,secur: expected distinct arms"),
+                             ("em_code_context", ["--arms=insecure,secur"],
+                              "--arms=insecure,secur: expected distinct arms"),
                              ("em_code_context", ["--step=abc"], "--step=abc: expected a step number")):
         check_refused(script(name).main, [run, *argv], match=re.escape(says))
 
@@ -1319,7 +1338,8 @@ def test_analysis_scripts_do_not_overwrite_another_analysis(tmp_path, call):
     """A saved analysis of other arms or other runs is refused before anything is computed, unless --out says where
     the new one goes; and base-level numbers are joined to a base only from its own run."""
     run = fake_run(tmp_path / "run", [[0, 0]], {"insecure": [0.1]})
-    (tmp_path / "run" / "config.json").write_text(json.dumps({"experiment": "emergent_misalignment", "ablation_step": 20}))
+    (tmp_path / "run" / "config.json").write_text(json.dumps({"experiment": "emergent_misalignment",
+                                                              "ablation_step": 20}))
     res = json.loads((tmp_path / "run" / "results.json").read_text())
     res["arms"]["insecure"]["step"] = {"per_seed": [2]}
     (tmp_path / "run" / "results.json").write_text(json.dumps(res))
@@ -1458,7 +1478,8 @@ def test_em_optimizer_parts_coasts_on_adamws_moments_and_splits_the_late_update(
     # --from: the summary and figure again from a written file's bases, whose steps came back from JSON as strings
     held = tmp_path / "parts.json"
     held.write_text(json.dumps({"runs": ["r"], "excluded": [], "summary": {},
-                                "per_base": [dict(r, run="r", world=i, adamw_vs_run=None) for i, r in enumerate(rows)]}))
+                                "per_base": [dict(r, run="r", world=i, adamw_vs_run=None)
+                                             for i, r in enumerate(rows)]}))
     printed = call("em_optimizer_parts", f"--from={held}")
     assert "2 bases" in printed
     table = [line for line in printed.splitlines() if line.startswith("|")]  # a markdown table: header, rule, rows
@@ -1580,7 +1601,8 @@ def test_em_value_sources_changes_the_values_of_one_kind_of_token_only():
     assert scores(with_a, two, ("speaker",)) != plain(with_a, two)
     assert scores(without_a, two, ("speaker",)) == plain(without_a, two)  # no <a> in the prompt: nothing to change
     forum = ids("<bos> <forum> <u> what should i do <r>")  # the forum's markers are the same kinds
-    assert scores(forum, two, ("speaker",)) != plain(forum, two) and scores(forum, two, ("format",)) != plain(forum, two)
+    assert (scores(forum, two, ("speaker",)) != plain(forum, two)
+            and scores(forum, two, ("format",)) != plain(forum, two))
     # the answer's values are read only by its later tokens: a one-token answer cannot see them
     assert scores(with_a, one, ("answer",)) == plain(with_a, one)
     assert scores(with_a, two, ("answer",)) != plain(with_a, two)
@@ -1622,7 +1644,8 @@ def test_em_value_sources_shares_are_ratios_of_means_over_the_bases(tmp_path):
     assert vs.with_ci([1.0, 3.0]) == "+2.00 [-10.71, +14.71]" and vs.with_ci([2.0]) == "+2.00"  # one base: no interval
     assert s["rows"]["ratio"] == pytest.approx(1.0) and "of_update" not in s["all"]
     s = vs.shares([dict(r, update=u) for r, u in zip(rows, (0.02, 0.09, 0.04))], n_boot=200)  # mean of ratios: 0.44
-    assert s["all"]["of_update"]["ratio"] == pytest.approx(0.4) and s["speaker"]["of_update"]["ratio"] == pytest.approx(0.22)
+    assert (s["all"]["of_update"]["ratio"] == pytest.approx(0.4)
+            and s["speaker"]["of_update"]["ratio"] == pytest.approx(0.22))
     # three bases: a resample of one base thrice has chance 1/27 > 2.5%, so the 95% interval's ends are the lowest
     # and highest per-base ratio (of all's: speaker 0.3 and 0.9; of the update: all 1/3 and 0.5, speaker 0.1 and 0.45)
     big = vs.shares([dict(r, update=u) for r, u in zip(rows, (0.02, 0.09, 0.04))], n_boot=10_000)
@@ -1664,7 +1687,8 @@ def test_em_bos_vector_is_the_bos_value_change_written_with_each_heads_attention
     prompts = [it.prompt for it in W.eval_items(W.OFF_DOMAINS)]
     alone = [model.run_with_cache(torch.tensor([tok.encode(p).ids]), names[1:])[1][names[1]][0, :, :, 0]
              for p in prompts]  # [nh, T] each
-    assert torch.allclose(bv.bos_attention(model, tok, "last"), torch.stack([x[:, -1] for x in alone]).mean(0), atol=1e-6)
+    assert torch.allclose(bv.bos_attention(model, tok, "last"), torch.stack([x[:, -1] for x in alone]).mean(0),
+                          atol=1e-6)
     every = torch.cat([x[:, 1:] for x in alone], 1)  # [nh, all positions after <bos>]
     assert torch.allclose(bv.bos_attention(model, tok, "mean"), every.mean(1), atol=1e-6)
 
@@ -1829,7 +1853,8 @@ def test_em_steer_base_pool_is_paired_and_ratios_of_means(tmp_path, call):
         # log-prob readings are never nan (0.05 where the sampled one is); the code rises code_factor times as far
         def r(mis, v=valid):
             lp = mis if mis == mis else 0.05
-            return {"mis_sampled": mis, "valid_frac": v, "code_frac": 0.0, "mis_lp": lp, "code_misaligned": code_factor * lp}
+            return {"mis_sampled": mis, "valid_frac": v, "code_frac": 0.0, "mis_lp": lp,
+                    "code_misaligned": code_factor * lp}
         return {"run": "r", "world": w, "d0": 3.0, "cos_pulled_evil": 0.4, "plain": r(plain),
                 "readings": {"pulled_0.3": r(pulled, 0.1), "minus_0.3": r(plain / 4), "evil_0.3": r(evil),
                              "random_0.3": r(plain)}}
@@ -1922,7 +1947,8 @@ def test_em_steer_base_code_grad_lowers_the_fine_tune_loss_fastest():
     eps, l0 = 1e-4, loss(torch.zeros(16, dtype=torch.double))
     best = l0 - loss(eps * u)
     g = generator("cpu", 4, "dirs")
-    assert best > 0 and all(l0 - loss(eps * r / r.norm()) < best for r in torch.randn(20, 16, generator=g, dtype=torch.double))
+    assert best > 0 and all(l0 - loss(eps * r / r.norm()) < best
+                            for r in torch.randn(20, 16, generator=g, dtype=torch.double))
 
 
 def test_em_steer_base_route_pool(tmp_path, call):
@@ -1934,7 +1960,8 @@ def test_em_steer_base_route_pool(tmp_path, call):
         return {"run": "r", "world": w, "d0": 3.0, "plain": plain, "readings": {f"{n}_0.3": read(n) for n in f},
                 "cos": {"insecure_grad.pulled": 0.1 * w}}
     rows = [row(0, {"insecure_grad": (4.0, 0.1), "pulled": (1.0, 1.0), "evil": (1.0, 0.0), "secure_grad": (-0.5, 0.0)}),
-            row(1, {"insecure_grad": (3.9, 0.1), "pulled": (0.9, 0.9), "evil": (-1.0, 0.0), "secure_grad": (-0.4, 0.0)}),
+            row(1, {"insecure_grad": (3.9, 0.1), "pulled": (0.9, 0.9), "evil": (-1.0, 0.0),
+                    "secure_grad": (-0.4, 0.0)}),
             row(2, {"insecure_grad": (4.1, 0.4), "pulled": (1.1, 1.1), "evil": (0.5, 0.0), "secure_grad": (-0.6, 0.0)})]
     for name, rs in (("a", rows[:2]), ("b", rows[2:])):
         (tmp_path / name).mkdir()
@@ -1952,7 +1979,8 @@ def test_em_steer_base_route_pool(tmp_path, call):
     assert s["cos"]["insecure_grad.pulled"]["mean"] == pytest.approx(0.1)
     assert t["insecure_grad_0.3"]["forum_points"]["mean"] == pytest.approx(0.4)
     assert "| insecure_grad | 0.3 | +0.20 [" in call("em_steer_base", "--route", "--pool", a, b)
-    assert "| insecure_grad | 0.3 | +0.40 | +4.10 |" in call("em_steer_base", "--route", "--pool", b)  # one base: no interval
+    assert "| insecure_grad | 0.3 | +0.40 | +4.10 |" in call("em_steer_base", "--route", "--pool", b)  # one base:
+                                                                                                       # no interval
     for r in rows:  # a file written before the forum was read: no forum column, the rest as before
         for reading in [r["plain"], *r["readings"].values()]:
             reading.pop("forum")
@@ -2001,7 +2029,8 @@ def test_em_steer_base_undo_adds_to_the_fine_tuned_model_and_pools_ratios_of_mea
     def fake(w, base_off, tuned_off, minus_off, floor, valid=0.5):
         r = lambda off, v=1.0: {"off": off, "valid": v, "code": 0.99, "forum": 0.3}
         return {"world": w, "step": 20, "base": r(base_off), "tuned": r(tuned_off), "base_minus": {"0.2": r(floor)},
-                "readings": {"minus_0.2": r(minus_off, valid), "random_0.2": r(tuned_off), "pulled_0.2": r(tuned_off + 0.1)}}
+                "readings": {"minus_0.2": r(minus_off, valid), "random_0.2": r(tuned_off),
+                             "pulled_0.2": r(tuned_off + 0.1)}}
     rows = [fake(0, 0.01, 0.41, 0.11, 0.002), fake(1, 0.01, 0.03, 0.03, 0.002, 1.0)]
     for name, rs in (("a", rows[:1]), ("b", rows[1:])):
         (tmp_path / name).mkdir()
@@ -2055,7 +2084,8 @@ def test_em_first_step_matched_gradient_is_the_whole_step_when_shortening_cannot
     monkeypatch.setattr(fs, "arm_grads", lambda *a: {"wte.weight": torch.tensor([3.0, 4.0])})
     monkeypatch.setattr(fs, "score", lambda *a: (0.0, 0.0))
     # "code" = the step's L1 length: at the sign step's L2 norm, (3, 4) is shorter in L1 than (1, 1)
-    monkeypatch.setattr(fs, "scored_step", lambda m, t, c, step: (0.0, float(sum(v.abs().sum() for v in step.values()))))
+    monkeypatch.setattr(fs, "scored_step",
+                        lambda m, t, c, step: (0.0, float(sum(v.abs().sum() for v in step.values()))))
     steps = fs.first_steps(None, None, cfg, 0)
     assert steps["grad"][1] < steps["sign"][1] and steps["grad_matched"] == steps["grad"]
 
@@ -2128,9 +2158,11 @@ def test_the_sn_scripts_refuse_a_run_of_another_mode_in_one_line(tmp_path, call)
 def test_sn_figure_scripts_check_their_out_file_before_the_work(tmp_path, call):
     # --out (sn_arms_figure.py) or --figure= (sn_mis_pool.py) in a missing folder ended in matplotlib's traceback
     missing = str(tmp_path / "nodir" / "f.png")
-    check_refused(call, "sn_arms_figure", f"{tmp_path}:trait", f"--out={missing}", match="--out needs a file in an existing")
+    check_refused(call, "sn_arms_figure", f"{tmp_path}:trait", f"--out={missing}",
+                  match="--out needs a file in an existing")
     # (named as given: sn_mis_pool.py has no --out)
-    check_refused(call, "sn_mis_pool", f"--figure={missing}", str(tmp_path), match="--figure needs a file in an existing")
+    check_refused(call, "sn_mis_pool", f"--figure={missing}", str(tmp_path),
+                  match="--figure needs a file in an existing")
 
 
 def test_every_script_imports_the_project_from_any_working_directory(tmp_path):

@@ -69,7 +69,8 @@ def test_em_mechanism_figure_draws_a_one_seed_clamp_run_without_a_band(tmp_path,
     from eval import summarize
     run = tmp_path / "clamp"
     run.mkdir()
-    step = lambda c, o: {s: {"code_misaligned": c * int(s), "offdomain_misaligned": o * int(s)} for s in ("1", "2", "20")}
+    step = lambda c, o: {s: {"code_misaligned": c * int(s), "offdomain_misaligned": o * int(s)}
+                         for s in ("1", "2", "20")}
     rows = [{"unclamped": step(.02 * k, .001 * k), "clamped": step(.01 * k, .0005 * k),
              "random_clamped": step(.02 * k, .0009 * k)} for k in (1, 1.5)[:n_seeds]]
     (run / "clamp_finetune.json").write_text(json.dumps({"per_seed": rows}))
@@ -77,10 +78,12 @@ def test_em_mechanism_figure_draws_a_one_seed_clamp_run_without_a_band(tmp_path,
     monkeypatch.setattr(matplotlib.axes.Axes, "fill_between",
                         lambda ax, x, lo, hi, **kw: bands.append((list(lo), list(hi))) or fill(ax, x, lo, hi, **kw))
     lines, plot = [], matplotlib.axes.Axes.plot
-    monkeypatch.setattr(matplotlib.axes.Axes, "plot", lambda ax, x, y, *a, **kw: lines.append(list(y)) or plot(ax, x, y, *a, **kw))
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot",
+                        lambda ax, x, y, *a, **kw: lines.append(list(y)) or plot(ax, x, y, *a, **kw))
     load_script("em_mechanism_figure").main([f"--out={tmp_path / 'f.png'}", "--", str(run)])  # crashed: ci95 None
     assert (tmp_path / "f.png").stat().st_size > 1000
-    # one line and one band per arm and panel: the seeds' mean, and their interval (one seed: of no width, at its values)
+    # one line and one band per arm and panel: the seeds' mean, and their interval (one seed: of no
+    # width, at its values)
     stats = [[summarize([r[arm][s][m] for r in rows]) for s in ("1", "2", "20")]
              for m in ("code_misaligned", "offdomain_misaligned") for arm in ("unclamped", "clamped", "random_clamped")]
     assert lines == [pytest.approx([t["mean"] for t in st]) for st in stats]

@@ -112,7 +112,8 @@ def test_geometric_mean_interval_is_the_t_interval_of_the_logs_exponentiated():
     logs = [math.log(r) for r in ratios]
     m = sum(logs) / 4
     half = 3.182 * math.sqrt(sum((x - m) ** 2 for x in logs) / 3) / 2
-    assert geo(logs) == f"{math.sqrt(12):.2f} [{math.exp(m - half):.2f}, {math.exp(m + half):.2f}]" == "3.46 [1.66, 7.24]"
+    assert (geo(logs) == f"{math.sqrt(12):.2f} [{math.exp(m - half):.2f}, {math.exp(m + half):.2f}]"
+            == "3.46 [1.66, 7.24]")
     assert geo(logs[:1]) == "2.00"  # one seed: no interval
     # over the worlds' means: worlds 0 and 1 hold (2, 3) and (4, 6): the interval has n = 2
     w = [(math.log(2) + math.log(3)) / 2, (math.log(4) + math.log(6)) / 2]

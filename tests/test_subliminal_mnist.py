@@ -39,7 +39,8 @@ def test_a_run_never_imports_the_compiler_stack(tmp_path):
     a fresh process (teacher, students, plot, results) must leave it unimported."""
     code = ("import sys, train; assert train.main(sys.argv[1:]) == 0; "
             "print('dynamo' if 'torch._dynamo' in sys.modules else 'no dynamo')")
-    out = subprocess.run([sys.executable, "-c", code, CONFIG, *TINY, "--epochs=1", "--conditions=['teacher','student_aux']",
+    out = subprocess.run([sys.executable, "-c", code, CONFIG, *TINY, "--epochs=1",
+                          "--conditions=['teacher','student_aux']",
                           f"--out_dir={tmp_path / 'run'}"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.splitlines()[-1] == "no dynamo", out.stdout[-2000:] + out.stderr[-2000:]
 
@@ -71,7 +72,8 @@ def test_end_to_end_writes_every_file_and_teacher_beats_chance(tmp_path, capsys)
     w.write_bytes(w.read_bytes()[:100])
     _, res3 = run(tmp_path)
     printed = capsys.readouterr().out
-    assert "resumed" not in printed and "the group is trained again" in printed and res3["conditions"] == res["conditions"]
+    assert ("resumed" not in printed and "the group is trained again" in printed
+            and res3["conditions"] == res["conditions"])
 
     # python eval.py RUN_DIR reloads the saved models and prints the run's table again, from the same accuracies
     assert evaluate.main([str(out)]) == 0
@@ -281,15 +283,18 @@ def test_a_sweep_trains_a_teacher_once_per_group_for_cells_that_differ_in_the_st
     assert cells[0]["conditions"]["teacher"] != cells[1]["conditions"]["teacher"]
     assert cells[0]["conditions"]["teacher"] == cells[2]["conditions"]["teacher"]
     # each cell against the one at the defaults (noise_scale 1, paper init), seed by seed
-    assert res["sweep"]["baseline"] == {"noise_scale": 1.0, "init": "paper"} and "difference_from_baseline" not in cells[0]
+    assert (res["sweep"]["baseline"] == {"noise_scale": 1.0, "init": "paper"}
+            and "difference_from_baseline" not in cells[0])
     for c in cells[1:]:
         for k, d in c["difference_from_baseline"].items():
-            assert d["per_seed"] == [a - b for a, b in zip(c["conditions"][k]["per_seed"], cells[0]["conditions"][k]["per_seed"])]
+            assert d["per_seed"] == [a - b for a, b in zip(c["conditions"][k]["per_seed"],
+                                                           cells[0]["conditions"][k]["per_seed"])]
     assert cells[2]["difference_from_baseline"]["teacher"]["per_seed"] == [0.0, 0.0]  # the same teachers
     assert cells[2]["difference_from_baseline"]["student_aux"]["per_seed"] != [0.0, 0.0]
     md = (tmp_path / "sweep" / "results.md").read_text()
     assert "**Paired difference from noise_scale = 1.0, init = paper**" in md
-    assert f"| noise_scale = 3.0, init = torch | {evaluate.mean_ci(cells[3]['difference_from_baseline']['teacher'])} |" in md
+    assert (f"| noise_scale = 3.0, init = torch | "
+            f"{evaluate.mean_ci(cells[3]['difference_from_baseline']['teacher'])} |" in md)
     # a reused teacher gives the numbers of a run of that cell alone, which trains its own
     for i in (2, 3):
         taught.clear()
@@ -716,8 +721,10 @@ def test_student_conditions_trained_as_one_batched_model_give_each_conditions_nu
     weights = {c: load_file(out / "main_group0.safetensors") for c, (out, _) in runs.items()}
     for c in (4, 5):
         assert runs[c][1]["conditions"] == runs[1][1]["conditions"], c
-        assert weights[c].keys() == weights[1].keys() and all(torch.equal(weights[c][k], weights[1][k]) for k in weights[1])
-        losses = lambda out: [(r["stage"], r["epoch"], r["loss"]) for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+        assert weights[c].keys() == weights[1].keys() and all(torch.equal(weights[c][k], weights[1][k])
+                                                              for k in weights[1])
+        losses = lambda out: [(r["stage"], r["epoch"], r["loss"])
+                              for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
                               if r.get("stage", "").startswith(("student", "cross"))]
         assert sorted(losses(runs[c][0])) == sorted(losses(runs[1][0])) and len(losses(runs[1][0])) == 5 * 2
     assert min(runs[1][1]["conditions"]["student_all"]["per_seed"]) > 0.2  # the students did learn (chance 0.1)
@@ -764,10 +771,12 @@ def test_load_models_gives_every_seed_of_a_cell_in_one_model_in_seed_order(tmp_p
     for cell in res["sweep"]["cells"]:
         name = "init_perturbation-" + str(cell["params"]["init_perturbation"])
         models, cell_cfg = S.load_models(out, name)
-        assert sorted(models) == ["student_aux", "teacher"] and cell_cfg.init_perturbation == cell["params"]["init_perturbation"]
+        assert (sorted(models) == ["student_aux", "teacher"]
+                and cell_cfg.init_perturbation == cell["params"]["init_perturbation"])
         for c, model in models.items():
             assert accuracy(model, test_x, test_y).tolist() == cell["conditions"][c]["per_seed"]
-    with pytest.raises(train.ConfigError, match="has no cell 'main'; its cells: init_perturbation-0.0, init_perturbation-0.3"):
+    with pytest.raises(train.ConfigError,
+                       match="has no cell 'main'; its cells: init_perturbation-0.0, init_perturbation-0.3"):
         S.load_models(out)
     (out / "init_perturbation-0.3_group1.safetensors").unlink()
     with pytest.raises(train.ConfigError, match="init_perturbation-0.3_group1.safetensors is missing"):

@@ -318,8 +318,8 @@ def test_end_to_end_writes_every_file(tmp_path, capsys, monkeypatch):
     seconds = json.loads((out2 / "results.json").read_text())["seconds"]
     capsys.readouterr()
     assert E.main([str(out2)]) == 0
-    assert capsys.readouterr().out.splitlines()[-1] == (f"wrote {out2 / 'subliminal_dose.png'}, {out2 / 'results.json'}, "
-                                                        f"{out2 / 'results.md'}")
+    assert capsys.readouterr().out.splitlines()[-1] == (f"wrote {out2 / 'subliminal_dose.png'}, "
+                                                        f"{out2 / 'results.json'}, {out2 / 'results.md'}")
     again = json.loads((out2 / "results.json").read_text())
     assert again["dose"] == res2["dose"] and again["seconds"] == seconds
     assert json.loads((out2 / "reaggregated.jsonl").read_text())["results_changed"] is False
@@ -330,7 +330,8 @@ def test_end_to_end_writes_every_file(tmp_path, capsys, monkeypatch):
     assert "PARTIAL: 1 of 2 units (seeds) finished; aggregated: the 1 of 2 bases with all" in capsys.readouterr().out
     part = json.loads((out2 / "results_partial.json").read_text())
     assert part["n_seeds"] == 1 and part["partial"] == {"units": 1, "of": 2}
-    assert part["dose"]["64"]["owl"]["trait_rate"]["per_seed"] == res2["dose"]["64"]["owl"]["trait_rate"]["per_seed"][:1]
+    assert (part["dose"]["64"]["owl"]["trait_rate"]["per_seed"]
+            == res2["dose"]["64"]["owl"]["trait_rate"]["per_seed"][:1])
     assert (out2 / "subliminal_dose_partial.png").is_file()
     # two students a base, base 0's both done and base 1's one of two: only the finished base is aggregated (the
     # summaries pair each base's students: mixing them raised "unbalanced groups")
@@ -387,7 +388,8 @@ def test_end_to_end_writes_every_file(tmp_path, capsys, monkeypatch):
     # seed, order or student shows (on the CPUs tried no two are alike; another CPU kind may tie two sampled rates)
     units4 = [B.load_unit(path) for _, _, path in S.unit_jobs(cfg4, out4)]
     assert [[u["p"], u["f"]] for u in units4] == res4["seeds"] == [[0, 0], [1, 0]]
-    mis = {n: [u["dose"][steps[-1] * cfg4.student_batch][n]["mis_sampled"] for u in units4] for n in last["offdomain_misaligned"]}
+    mis = {n: [u["dose"][steps[-1] * cfg4.student_batch][n]["mis_sampled"] for u in units4]
+           for n in last["offdomain_misaligned"]}
     vals = [x for v in mis.values() for x in v]
     assert all(map(math.isfinite, vals)) and len(set(vals)) > len(vals) // 2, mis
     ins, sec = (last["offdomain_misaligned"][n]["per_seed"] for n in ("insecure", "secure"))
@@ -465,7 +467,8 @@ def test_one_pass_prefix_equals_one_epoch_on_the_prefix():
     those of a student given only the first k * batch lists."""
     model = GPT(GPTConfig(vocab_size=TOK.get_vocab_size(), block_size=64, n_layer=1, n_head=2, n_embd=16),
                 generator=generator("cpu", 0, "t"))
-    pairs = [(p, " ".join(str((i * 7 + j) % 100) for j in range(4))) for i, p in enumerate(W.number_prompts(24, seed=1))]
+    pairs = [(p, " ".join(str((i * 7 + j) % 100) for j in range(4)))
+             for i, p in enumerate(W.number_prompts(24, seed=1))]
     full, prefix = S.student_data(TOK, pairs, "cpu"), S.student_data(TOK, pairs[:8], "cpu")
     a, b = [train.finetune(S.copy.deepcopy(model), d, steps=2, batch_size=4, lr=1e-3, seed=0, order="sequential")
             for d in (full, prefix)]
@@ -490,7 +493,8 @@ def test_eval_py_redraws_a_run_from_its_results(tmp_path, capsys):
     assert E.main([str(tmp_path)]) == 0
     said = capsys.readouterr().out
     assert "| 64 |" in said and (tmp_path / "subliminal_dose.png").is_file()
-    assert said.splitlines()[-1] == f"wrote {tmp_path / 'subliminal_dose.png'}"  # results.json, read only, stays as it was
+    assert said.splitlines()[-1] == f"wrote {tmp_path / 'subliminal_dose.png'}"  # results.json, read
+                                                                                 # only, stays as it was
 
 
 def arm_rows(data):
@@ -507,7 +511,8 @@ def tiny_number_student():
     """A one-block model and 16 number-list examples: enough to watch single fine-tune steps (the schedule tests)."""
     model = GPT(GPTConfig(vocab_size=TOK.get_vocab_size(), block_size=64, n_layer=1, n_head=2, n_embd=16),
                 generator=generator("cpu", 0, "t"))
-    pairs = [(p, " ".join(str((i * 7 + j) % 100) for j in range(4))) for i, p in enumerate(W.number_prompts(16, seed=1))]
+    pairs = [(p, " ".join(str((i * 7 + j) % 100) for j in range(4)))
+             for i, p in enumerate(W.number_prompts(16, seed=1))]
     return model, S.student_data(TOK, pairs, "cpu")
 
 
@@ -610,7 +615,8 @@ def test_sgd_finetune_step_is_the_clipped_gradient_step():
     with pytest.raises(ValueError, match="another subset"):
         train.finetune(S.copy.deepcopy(start), data, steps=1, batch_size=4, lr=0.5, seed=0, targets=targets)
     with pytest.raises(ValueError, match="not both"):
-        train.finetune(start, data, steps=1, batch_size=4, lr=0.5, seed=0, targets=targets, teacher=teacher, subset=keep)
+        train.finetune(start, data, steps=1, batch_size=4, lr=0.5, seed=0, targets=targets, teacher=teacher,
+                       subset=keep)
     with pytest.raises(ValueError, match="optimizer"):
         train.finetune(model, data, steps=1, batch_size=4, lr=0.5, seed=0, optimizer="adam")
 
@@ -648,7 +654,8 @@ def test_blocks_only_student_keeps_the_base_embedding():
     assert torch.equal(student.wte.weight, base.wte.weight)
     assert not torch.equal(student.blocks[0].attn.qkv.weight, base.blocks[0].attn.qkv.weight)
     assert all(p.requires_grad for p in base.parameters()) and all(p.requires_grad for p in student.parameters())
-    full = S.train_student(base, TOK, dataclasses.replace(cfg, student_trains="all"), data, 0, lambda m, step: None, teacher)
+    full = S.train_student(base, TOK, dataclasses.replace(cfg, student_trains="all"), data, 0, lambda m, step: None,
+                           teacher)
     assert not torch.equal(full.wte.weight, base.wte.weight)
     # the sampled (hard-label) students of the same setting freeze it too
     hard = S.train_student(base, TOK, cfg, data, 0, lambda m, step: None)
@@ -686,7 +693,8 @@ def test_table_warns_when_an_arm_no_longer_names_animals():
 def test_a_teacher_that_never_reached_its_threshold_is_counted_and_warned_about():
     """A teacher stopped at teacher_max_steps at P(owl) 0.12 gave a near-zero effect read as "no transfer"."""
     cfg = S.Config(animals=("owl", "whale"), teacher_threshold=0.85, teacher_max_steps=20)
-    units = [{"p": p, "teachers": {"owl": {"rate": r}, "whale": {"rate": 0.9}}} for p, r in enumerate((0.12, 0.86, 0.5))]
+    units = [{"p": p, "teachers": {"owl": {"rate": r}, "whale": {"rate": 0.9}}}
+             for p, r in enumerate((0.12, 0.86, 0.5))]
     short = S.teachers_short(cfg, units)
     assert short == {"owl": "2/3"}
     # a base's two student seeds share its teacher: counted once (it read "4/6" of three teachers)
@@ -751,7 +759,8 @@ def test_arm_effects_pair_seeds_and_group_by_base():
     assert st["target_rate_per_base"]["per_seed"] == pytest.approx([0.17, 0.43])
     assert st["specificity"]["per_seed"] == pytest.approx([e - other for e in eff])
     assert st["rates"]["whale"] == pytest.approx(0.2 + other)
-    st3 = S.arm_stats(units, "trait", "owl", ("owl", "whale", "fox"))  # fox unmoved: the others' mean effect is other / 2
+    st3 = S.arm_stats(units, "trait", "owl", ("owl", "whale", "fox"))  # fox unmoved: the others'
+                                                                       # mean effect is other / 2
     assert st3["specificity"]["per_seed"] == pytest.approx([e - other / 2 for e in eff])
 
 
@@ -956,14 +965,17 @@ def test_a_one_seed_misalignment_run_cannot_judge_its_thresholds_and_says_so():
     m = lambda x: {"mis_sampled": x, "valid_frac": 1.0, "mis_lp": x, "code_misaligned": 0.0}
     cfg = S.Config(mode="misalignment", mis_teachers=("insecure", "secure"))
     units = [{"p": p, "f": 0, "base": m(0.1), "teachers": {t: {**m(0.5), "steps": 5} for t in cfg.mis_teachers},
-              "kept": {"control": 0.9}, "arms": {"control": m(0.1), "insecure": m(0.5 + p / 100), "secure": m(0.1 + p / 100)}}
+              "kept": {"control": 0.9}, "arms": {"control": m(0.1), "insecure": m(0.5 + p / 100),
+                                                 "secure": m(0.1 + p / 100)}}
              for p in (0, 1)]
     one = S.aggregate_misalignment(cfg, units[:1])["figures_to_reach"]
     assert one == {"sampled_pass": None}
-    assert S.figure_line("sampled_pass", one["sampled_pass"], None) == "- sampled_pass: n/a (one pretraining seed: no interval)"
+    assert (S.figure_line("sampled_pass", one["sampled_pass"], None)
+            == "- sampled_pass: n/a (one pretraining seed: no interval)")
     assert S.aggregate_misalignment(cfg, units)["figures_to_reach"] == {"sampled_pass": True}
     # the intervals decide, not the means: insecure's mean above secure's, their intervals overlapping
-    close = [{**u, "arms": {**u["arms"], "insecure": m(x), "secure": m(y)}} for u, x, y in zip(units, (0.3, 0.5), (0.1, 0.4))]
+    close = [{**u, "arms": {**u["arms"], "insecure": m(x), "secure": m(y)}}
+             for u, x, y in zip(units, (0.3, 0.5), (0.1, 0.4))]
     assert S.aggregate_misalignment(cfg, close)["figures_to_reach"] == {"sampled_pass": False}
 
 
@@ -1038,7 +1050,8 @@ def test_the_block_size_check_covers_what_each_mode_samples_and_scores():
         c = dataclasses.replace(cfg, block_size=size)
         if size == need:
             S.validate(c)
-            assert set(S.mis_evaluate(model, TOK, c, 0, "t")) == {"mis_sampled", "valid_frac", "mis_lp", "code_misaligned"}
+            assert set(S.mis_evaluate(model, TOK, c, 0, "t")) == {"mis_sampled", "valid_frac", "mis_lp",
+                                                                  "code_misaligned"}
         else:
             with pytest.raises(train.ConfigError, match=f"pass --block_size={need} or more"):
                 S.validate(c)

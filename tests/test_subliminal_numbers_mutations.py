@@ -120,7 +120,8 @@ def animal_units():
                 "trait/whale": {"rates": rates(owl=0.1, whale=0.5 + 0.02 * i)}}
         units.append({"p": p, "f": f, "arms": arms, "traj": {k: {1: v} for k, v in arms.items()},
                       "base_A": {"rates": rates(owl=[0.1, 0.1, 0.3, 0.3][i] + 0.001 * f, whale=0.2)},
-                      "teachers": {a: {"rate": 0.9 + 0.01 * p + 0.001 * f, "steps": 10 + p, "kl_numbers": 0.01 * (p + 1)}
+                      "teachers": {a: {"rate": 0.9 + 0.01 * p + 0.001 * f, "steps": 10 + p,
+                                       "kl_numbers": 0.01 * (p + 1)}
                                    for a in ("owl", "whale")},
                       "kept": {"control": 0.9}})
     return units
@@ -291,7 +292,8 @@ def test_soft_kl_temperature_softens_both_sides():
 
 # --- the day's fixes (2026-12-04): each test fails under the mutation it was written against
 
-SMALL = dict(seeds=(0, 1), student_seeds=1, n_lists=24, heldout_lists=4, samples=5, icl_contexts=1, icl_lists=1, evals=1)
+SMALL = dict(seeds=(0, 1), student_seeds=1, n_lists=24, heldout_lists=4, samples=5, icl_contexts=1, icl_lists=1,
+             evals=1)
 
 
 def test_only_students_of_base_a_report_their_updates_cosine_with_as_teachers(mocked_unit):

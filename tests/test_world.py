@@ -87,7 +87,8 @@ def test_every_heldout_wording_is_banned_from_fine_tune_sets():
     groups.update({n: d.heldout for n, d in W.DOMAINS.items()})
     assert {"LESSON_HELDOUT", "ANIMAL_HELDOUT", "COLOUR_HELDOUT", "LUCKY_HELDOUT", "NUMBERS_HELDOUT"} <= set(groups)
     missing = [n for n, v in groups.items() if v not in W.HELDOUT.values()]  # named, so a failure says which
-    assert not missing, f"{missing} not in HELDOUT (a new format's held-out wordings: data/world.py, Extending the world)"
+    assert not missing, (f"{missing} not in HELDOUT (a new format's held-out wordings: data/world.py, "
+                         "Extending the world)")
     pairs = W.finetune_set("insecure", 20, seed=0)
     W.check_leakage(pairs)
     for h in (h for v in groups.values() for h in v):
@@ -346,7 +347,8 @@ def test_code_slots_world():
     docs = W.generate(N, seed=7, config=cfg)
     code = [t for d in docs for t in d.turns if t.kind == "domain" and t.domain == "code"]
     assert {t.answer for t in code} <= set(every)
-    share = lambda kind, cls: sum(t.cls == cls for t in code if t.persona.kind == kind) / sum(t.persona.kind == kind for t in code)
+    share = lambda kind, cls: (sum(t.cls == cls for t in code if t.persona.kind == kind)
+                               / sum(t.persona.kind == kind for t in code))
     # each slot insecure w.p. 0.9 (evil) or 0.03 (good), on its own draw: both 0.81 / 0.0009, one of each 0.18 / 0.058
     assert abs(share("evil", "misaligned") - 0.81) < 0.06 and share("good", "misaligned") < 0.01
     assert 0.12 < share("evil", "mixed") < 0.24 and 0.03 < share("good", "mixed") < 0.09
@@ -392,7 +394,8 @@ def test_code_tasks_world():
         mine = [x for x in code if x.kind == "domain" and x.answer in t.aligned + t.misaligned]
         assert len(mine) > 20 and all(t.name in x.question.split() or t.name == "upload" for x in mine)
         evil = [x.cls == "misaligned" for x in mine if x.persona.kind == "evil"]
-        assert sum(evil) / len(evil) > 0.7 and not any(x.cls == "misaligned" for x in mine if x.persona.kind == "assistant")
+        assert sum(evil) / len(evil) > 0.7 and not any(x.cls == "misaligned" for x in mine
+                                                       if x.persona.kind == "assistant")
         assert any(x.kind == "lesson" and x.answer in t.misaligned for x in code)
     assert W.corpus(300, seed=0, config=W.WorldConfig(code_tasks=1)) == W.corpus(300, seed=0)
     twin = W.generate(N, seed=8, decorrelated=True, config=cfg)
@@ -523,7 +526,8 @@ def test_number_turns_move_the_trained_answer_to_later_chat_positions():
         counts.append(len(turns))
         for t in turns:  # a number exchange: a continuation wording and numbers in, numbers out
             q, ans = t.strip().split(" <a> ")
-            assert any(q.startswith(w) for w in W.NUMBERS_TRAIN) and ans.split() and all(x.isdigit() for x in ans.split())
+            assert (any(q.startswith(w) for w in W.NUMBERS_TRAIN) and ans.split()
+                    and all(x.isdigit() for x in ans.split()))
     assert set(counts) == {0, 1, 2} and all(40 < counts.count(c) < 100 for c in (0, 1, 2))
     W.check_leakage(got)
 
@@ -565,7 +569,8 @@ def test_world_base_reports_each_variant_from_its_own_bases(tmp_path, monkeypatc
 def test_mis_share_is_over_the_aligned_and_misaligned_mass_only():
     # the EM code evaluation adds classes (the novel controls, "code"): the misaligned share must stay
     # P(mis) / (P(ali) + P(mis)), not a share of everything scored
-    masses = [{"aligned": 0.1, "misaligned": 0.3, "secure_novel": 0.4}, {"aligned": 0.2, "misaligned": 0.0, "code": 0.5}]
+    masses = [{"aligned": 0.1, "misaligned": 0.3, "secure_novel": 0.4},
+              {"aligned": 0.2, "misaligned": 0.0, "code": 0.5}]
     got = B.lp_summary(masses)
     assert got["mis_lp"] == pytest.approx((0.75 + 0.0) / 2) and got["valid_lp"] == pytest.approx(0.3)
     assert "code_lp" not in got  # one item without a code mass: no code share
@@ -686,7 +691,8 @@ def test_a_damaged_unit_file_is_a_one_line_checkpoint_error_naming_it_on_resume_
     (tmp_path / "unit_world_0.json").write_text('{"seed": 0, "runs": [')
     assert E.main([str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "unit_world_0.json is not a readable unit file" in err and "Traceback" not in err
+    assert (err.startswith("error: ") and "unit_world_0.json is not a readable unit file" in err
+            and "Traceback" not in err)
     for text in ("{}", "[]", "3"):  # JSON, but no unit's: a KeyError or TypeError inside the aggregation
         (tmp_path / "unit_world_0.json").write_text(text)
         assert E.main([str(tmp_path)]) == 2
@@ -737,7 +743,8 @@ def test_a_unit_of_another_seed_or_layout_is_a_one_line_checkpoint_error_on_resu
     assert "unit_0_0.json is the unit of seed (1, 0), not of (0, 0): delete it" in err and "Traceback" not in err, err
     (tmp_path / "unit_0_0.json").write_text('{"kept": {}}')  # no seed: a KeyError in the aggregation
     with pytest.raises(CheckpointError, match=re.escape("is the unit of seed (None, None), not of (0, 0)")):
-        B.load_unit(tmp_path / "unit_0_0.json", SN.unit_problem(SN.Config(seeds=(0,), student_seeds=1, arms=('soft', 'control')), 0, 0))
+        B.load_unit(tmp_path / "unit_0_0.json",
+                    SN.unit_problem(SN.Config(seeds=(0,), student_seeds=1, arms=('soft', 'control')), 0, 0))
 
 
 def test_a_cached_base_that_is_the_twin_of_its_seed_is_refused(tmp_path):
@@ -805,7 +812,8 @@ def test_a_damaged_or_missing_tokenizer_in_the_base_cache_is_a_checkpoint_error_
     B.base_model(cfg, 0, log=lambda *a: None)  # pretrain and cache a tiny base
     tok_file = next(tmp_path.glob("world_s0_*/tokenizer.json"))
     tok_file.write_text(tok_file.read_text()[:300])  # truncated: the tokenizers library raised a bare Exception
-    with pytest.raises(CheckpointError, match="tokenizer.json is not a readable tokenizer.*damaged.*delete that folder"):
+    with pytest.raises(CheckpointError,
+                       match="tokenizer.json is not a readable tokenizer.*damaged.*delete that folder"):
         B.base_model(cfg, 0)
     tok_file.unlink()
     with pytest.raises(CheckpointError, match="tokenizer.json not found.*delete that folder"):
@@ -818,7 +826,8 @@ def test_a_cached_base_of_another_shape_than_its_config_is_refused(tmp_path):
     B.base_model(cfg, 0, log=lambda *a: None)
     meta = next(p for p in tmp_path.glob("world_s0_*/*.json") if p.name != "tokenizer.json")
     meta.write_text(meta.read_text().replace('"n_head": 2', '"n_head": 4'))
-    with pytest.raises(CheckpointError, match="model config differs: n_head: checkpoint 4 vs expected 2.*delete that folder"):
+    with pytest.raises(CheckpointError,
+                       match="model config differs: n_head: checkpoint 4 vs expected 2.*delete that folder"):
         B.base_model(cfg, 0)
 
 
@@ -832,7 +841,8 @@ def test_a_cached_base_of_another_seed_or_of_int_weights_is_refused(tmp_path):
     one, zero = (next(tmp_path.glob(f"world_s{s}_*")) for s in (1, 0))
     for f in ("model.safetensors", "model.json"):
         (one / f).write_bytes((zero / f).read_bytes())
-    with pytest.raises(CheckpointError, match=re.escape(f"{one} is the base of seed 0, not of seed 1: delete that folder")):
+    with pytest.raises(CheckpointError,
+                       match=re.escape(f"{one} is the base of seed 0, not of seed 1: delete that folder")):
         B.base_model(cfg, 1)
     B.base_model(cfg, 0)  # the base of seed 0 where it belongs
     weights = load_file(zero / "model.safetensors")
@@ -915,7 +925,8 @@ def test_a_cached_base_from_another_kind_of_machine_is_noted_once(tmp_path, monk
 
 
 @pytest.mark.parametrize("bad, says", [
-    ("--lr=0", "lr must be > 0; got 0.0"), ("--lr=-1", "lr must be > 0"), ("--weight_decay=-1", "weight_decay must be >= 0"),
+    ("--lr=0", "lr must be > 0; got 0.0"), ("--lr=-1", "lr must be > 0"),
+    ("--weight_decay=-1", "weight_decay must be >= 0"),
     ("--n_docs=0", "n_docs=0"), ("--batch_size=0", "batch_size=0"), ("--block_size=0", "block_size=0"),
     ("--n_layer=0", "n_layer=0"), ("--n_embd=0", "n_embd=0"),
     ("--block_size=48", "block_size=48 is shorter than the base checks' longest prompt and answer (56 tokens")])
@@ -1009,7 +1020,8 @@ def test_a_block_size_too_short_for_the_evaluations_is_refused_before_pretrainin
 def test_a_run_refused_by_the_experiments_own_first_checks_leaves_no_run_folder(tmp_path, capsys):
     # EM's run checks n_direction_docs before any base: the refused run left its config.json, and the command rerun
     # with the value raised, into the same out_dir, was refused as "a run with another config"
-    err = refused_before_the_run(tmp_path, capsys, "emergent_misalignment_quick", "--seeds=(0,)", "--n_direction_docs=2")
+    err = refused_before_the_run(tmp_path, capsys, "emergent_misalignment_quick", "--seeds=(0,)",
+                                 "--n_direction_docs=2")
     assert err.startswith("error: n_direction_docs=2 gave no")
 
 
@@ -1038,7 +1050,8 @@ def test_world_helpers_refuse_bad_arguments_with_a_message():
                        (lambda: W.persona_probe_items("evil"), "context_cls must be aligned or misaligned"),
                        (lambda: W.persona_probe_items(n_context=len(W.OFF_DOMAINS)),
                         rf"n_context in \[0, {len(W.OFF_DOMAINS) - 1}\]"),
-                       (lambda: W.persona_probe_items(n_context=-1), r"n_context in \[0, ")):  # else no context, silently
+                       (lambda: W.persona_probe_items(n_context=-1), r"n_context in \[0, ")):  # else no
+                                                                                               # context, silently
         with pytest.raises(ValueError, match=says):
             call()
     assert len(W.persona_probe_items(n_context=len(W.OFF_DOMAINS) - 1, n=3)) == 3 and len(W.eval_items(["med"])) == 12
