@@ -99,7 +99,8 @@ def thread_count(text):
 def bench_mnist(argv):
     p = argparse.ArgumentParser(prog="bench.py mnist")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--seeds", type=seed_counts, default=None, help="comma-separated seed counts (default 1,25 on CPU, 1,100,100 on CUDA)")
+    p.add_argument("--seeds", type=seed_counts, default=None,
+                   help="comma-separated seed counts (default 1,25 on CPU, 1,100,100 on CUDA)")
     p.add_argument("--threads", type=thread_count, default=0, help="the run's CPU threads (0: PyTorch's default)")
     p.add_argument("--extra", default="", help="extra overrides for train.py, space separated (quoted as in a shell)")
     args = p.parse_args(argv)
@@ -138,7 +139,8 @@ def bench_mnist(argv):
               f"{'' if counted else '; FLOPs counted for the default sizes, epochs and conditions only'})", flush=True)
     print(f"\nsubliminal MNIST, {'default config' if not args.extra else 'with ' + args.extra}, {name}, "
           f"torch {torch.__version__}")
-    print("| seeds | wall (s), incl. start-up and data loading | peak RSS so far (GiB) | executed TFLOP/s | teacher | student_aux | cross_aux |")
+    print("| seeds | wall (s), incl. start-up and data loading | peak RSS so far (GiB) | executed TFLOP/s | teacher | "
+          "student_aux | cross_aux |")
     print("|---|---|---|---|---|---|---|")
     for n, wall, rss, fl, t, s, x in rows:
         print(f"| {n} | {wall:.1f} | {rss:.2f} | {fl / 1e12:.3f} | {t:.3f} | {s:.3f} | {x:.3f} |")
@@ -228,8 +230,8 @@ def bench_gpt(argv):
     p.add_argument("--threads", type=thread_count, default=1, help="CPU threads; 1 by default: on our shared 2-core "
                    "machines a second thread stalls whenever another job holds a core (0: PyTorch's default)")
     p.add_argument("--budget", type=float, default=220,
-                   help="seconds for all cases (default 220: a few minutes on a CPU); the first case always runs, later "
-                   "ones are skipped once it is spent")
+                   help="seconds for all cases (default 220: a few minutes on a CPU); the first case always runs, "
+                        "later ones are skipped once it is spent")
     args = p.parse_args(argv)
     if not args.budget > 0:
         p.error(f"--budget must be > 0 seconds, got {args.budget}")
@@ -266,18 +268,21 @@ def bench_gpt(argv):
             print(f"skipped (past the {args.budget:.0f} s budget): {what} {case}")
             continue
         try:  # one failing case (out of memory, a compiler error) must not cost the others
-            new = [bench_gpt_train(*case[:3], device, *case[3:])] if what == "train" else bench_gpt_sample(*case, device)
+            new = ([bench_gpt_train(*case[:3], device, *case[3:])] if what == "train"
+                   else bench_gpt_sample(*case, device))
         except Exception as e:
             print(f"FAILED {what} {case}: {type(e).__name__}: {str(e)[:500]}", flush=True)
             new = []
         for r in new:
             mfu = f", MFU {r['mfu']:.1%}" if r.get("mfu") else ""
-            print(f"  {r['case']}: {r['tokens/s']:,.0f} tokens/s{mfu} ({time.time() - t_start:.0f} s so far)", flush=True)
+            print(f"  {r['case']}: {r['tokens/s']:,.0f} tokens/s{mfu} ({time.time() - t_start:.0f} s so far)",
+                  flush=True)
         rows += new
         if device.type == "cuda":
             torch._dynamo.reset()
             torch.cuda.empty_cache()
-    cols = ["case", "params", "tokens/step", "precision", "compile", "ms/step", "tokens/s", "mfu", "warm-up s", "peak GB"]
+    cols = ["case", "params", "tokens/step", "precision", "compile", "ms/step", "tokens/s", "mfu", "warm-up s",
+            "peak GB"]
     fmt = {"params": lambda v: f"{v / 1e6:.2f}M", "ms/step": lambda v: f"{v:.1f}",
            "tokens/s": lambda v: f"{v:,.0f}", "mfu": lambda v: f"{v:.1%}", "warm-up s": lambda v: f"{v:.1f}",
            "peak GB": lambda v: f"{v:.1f}"}

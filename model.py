@@ -465,7 +465,8 @@ class GPT(nn.Module):
                 point = self.hook_point(name)
                 if not callable(fn):  # else a TypeError at the first forward, naming nothing
                     raise TypeError(f"the hook for {name!r} is a {type(fn).__name__}, not a function fn(tensor, name)")
-                handles.append(point.register_forward_hook(lambda mod, args, out, fn=fn, name=name: _run_hook(fn, out, name)))
+                handles.append(point.register_forward_hook(
+                    lambda mod, args, out, fn=fn, name=name: _run_hook(fn, out, name)))
             yield self
         finally:
             self.n_hooked -= counted
@@ -519,14 +520,16 @@ class GPT(nn.Module):
             raise ValueError("generate needs at least one prompt, and every prompt at least one token")
         if bad := sorted({int(t) for p in prompts for t in p if not 0 <= int(t) < self.cfg.vocab_size}):
             raise ValueError(f"prompt token ids {bad[:5]} are outside the model's vocabulary 0 .. "
-                             f"{self.cfg.vocab_size - 1}: encode prompts with the tokenizer saved beside its checkpoint")
+                             f"{self.cfg.vocab_size - 1}: encode prompts with the tokenizer saved beside its "
+                             f"checkpoint")
         bad_top_k = top_k is not None and top_k < 1
         if max_new_tokens < 0 or temperature < 0 or bad_top_k:
             raise ValueError(f"max_new_tokens must be >= 0, temperature >= 0 (0: greedy) and top_k >= 1 or None; got "
                              f"{max_new_tokens}, {temperature}, {top_k}")
         B, P = len(prompts), max(len(p) for p in prompts)
         if P + max_new_tokens > self.cfg.block_size:
-            raise ValueError(f"prompt ({P}) + max_new_tokens ({max_new_tokens}) exceeds block_size={self.cfg.block_size}")
+            raise ValueError(f"prompt ({P}) + max_new_tokens ({max_new_tokens}) exceeds "
+                             f"block_size={self.cfg.block_size}")
 
         # the prompts, left-padded into one batch: every row's last prompt token is column P - 1
         idx = torch.full((B, P), pad_id, dtype=torch.long, device=device)  # [B, P]

@@ -307,7 +307,8 @@ def check_device(name):
         raise ConfigError(f"device '{name}' is not one this project runs on (cpu, cuda, cuda:N, mps or auto)")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device '{name}' asked for, but this torch has no usable CUDA "
-                          f"(torch {torch.__version__}): use --device=cpu, or --device=auto to take a GPU when there is one")
+                          f"(torch {torch.__version__}): use --device=cpu, or --device=auto to take a GPU "
+                          "when there is one")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise ConfigError(f"device '{name}': this machine has {torch.cuda.device_count()} CUDA device(s)")
     if dev.type == "mps" and not torch.backends.mps.is_available():
@@ -343,7 +344,8 @@ def check_out(path, option="--out", figure=False, figure_beside=False):
         from matplotlib.backend_bases import FigureCanvasBase
         kinds = FigureCanvasBase.get_supported_filetypes()
         if Path(path).suffix[1:].lower() not in kinds:
-            raise ConfigError(f"{option} {path}: a figure needs an extension matplotlib writes ({', '.join(sorted(kinds))})")
+            raise ConfigError(f"{option} {path}: a figure needs an extension matplotlib writes "
+                              f"({', '.join(sorted(kinds))})")
 
 
 def read_json(path, what, keys=()):
@@ -358,7 +360,8 @@ def read_json(path, what, keys=()):
         raise ConfigError(f"{path} is not readable JSON ({e}): expected {what} (delete a damaged one and rerun the "
                           f"script that writes it)") from None
     if keys and not (isinstance(obj, dict) and all(k in obj for k in keys)):
-        raise ConfigError(f"{path} is not {what}: it lacks {', '.join(k for k in keys if not isinstance(obj, dict) or k not in obj)}")
+        raise ConfigError(f"{path} is not {what}: it lacks "
+                          f"{', '.join(k for k in keys if not isinstance(obj, dict) or k not in obj)}")
     return obj
 
 
@@ -653,8 +656,9 @@ class Run:
         orphans = [] if had_config or not rank0 or resume is None else [f for f in outputs() if not cut_short(f)]
         named = ", ".join(f.name for f in orphans[:3]) + (", ..." if len(orphans) > 3 else "")
         if orphans and not written_by_a_run(self.dir / "env.json"):  # a folder of the user's: never delete in it
-            raise ConfigError(f"{self.dir} holds files named like a run's outputs ({named}) but neither the config.json "
-                              f"nor the env.json of a run: nothing there is deleted or reused; use a new --out_dir")
+            raise ConfigError(f"{self.dir} holds files named like a run's outputs ({named}) but neither the "
+                              f"config.json nor the env.json of a run: nothing there is deleted or reused; "
+                              f"use a new --out_dir")
         if orphans and resume:
             raise ConfigError(f"{self.dir} holds run outputs ({named}) but no config.json to check them against this "
                               f"config: use a new --out_dir, put back the run's config.json (a copy) to resume "
@@ -692,7 +696,8 @@ class Run:
             under_out = real_dir.is_relative_to(ROOT / "out") and real_dir != ROOT / "out"
             if real_dir.is_relative_to(ROOT) and not under_out:
                 raise ConfigError(f"--resume=False would delete the run outputs in {self.dir}, a folder of the project "
-                                  f"itself: give runs their own --out_dir (a folder under out/, or outside the project)")
+                                  f"itself: give runs their own --out_dir (a folder under out/, "
+                                  f"or outside the project)")
             gone = outputs()
             for f in gone:
                 f.unlink()
@@ -1033,8 +1038,8 @@ def warmup_problem(warmup, steps):
     if 0 <= warmup < steps:
         return None
     return (f"warmup ({warmup}) must be >= 0 and < steps ({steps}): the lr ramps up to lr over the warmup steps, then "
-            f"the cosine decays it toward min_lr over the rest; this warmup leaves no decay (longer: never reaches lr). "
-            f"Lower --warmup or raise --steps")
+            f"the cosine decays it toward min_lr over the rest; this warmup leaves no decay (longer: never reaches "
+            f"lr). Lower --warmup or raise --steps")
 
 
 def lm_windows(stream, block_size):
@@ -1064,7 +1069,8 @@ def pack_pairs(pairs, pad_id, block_size=None):
         raise ValueError("pack_pairs got no (prompt, response) pairs: pass at least one")
     width = max(len(p) + len(r) for p, r in pairs)
     if block_size is not None and width - 1 > block_size:
-        raise TooLongError(f"the longest (prompt, response) pair has {width} tokens: more than block_size + 1 = {block_size + 1}")
+        raise TooLongError(f"the longest (prompt, response) pair has {width} tokens: more than block_size + 1 = "
+                           f"{block_size + 1}")
     tokens = torch.full((len(pairs), width), pad_id, dtype=torch.long)  # [N, T+1]
     mask = torch.zeros(len(pairs), width - 1, dtype=torch.bool)  # [N, T]
     for i, (p, r) in enumerate(pairs):
@@ -1307,7 +1313,8 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
         raise ValueError(f"at: evaluation steps are fine-tune steps 1 .. steps={steps}; got {outside} (step 0, the "
                          f"model as given, is evaluated before the call)")
     if len(at) and not callable(on_eval):
-        raise ValueError(f"at={at!r} asks for evaluations: pass on_eval, a function on_eval(step) to call at those steps")
+        raise ValueError(f"at={at!r} asks for evaluations: pass on_eval, a function on_eval(step) "
+                         "to call at those steps")
     if not (isinstance(data, dict) and {"tokens", "mask"} <= set(data)):  # else a KeyError or TypeError at step 1
         raise ValueError(f"finetune's data is pack_pairs' output, {{'tokens': [N, T+1], 'mask': [N, T]}}; got "
                          f"{type(data).__name__}" + (f" with keys {sorted(data)}" if isinstance(data, dict) else ""))
@@ -1345,7 +1352,8 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
         g = generator("cpu", seed, "finetune-order")
         dev = next(model.parameters()).device
         tokens, mask = data["tokens"].to(dev), data["mask"].to(dev)
-        ids = None if subset is None else torch.as_tensor(subset, device=dev)  # vocabulary ids (forward's keep= is positions)
+        ids = None if subset is None else torch.as_tensor(subset, device=dev)  # vocabulary ids
+                                                                               # (forward's keep= is positions)
         # [N] a row's columns up to its last trained target, on the CPU: reading a batch's width costs no device sync
         width = (mask * torch.arange(1, mask.shape[1] + 1, device=dev)).amax(1).cpu()
         if teacher is not None:
@@ -1377,7 +1385,8 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
             loss.backward()
             for W, W0, A, B in adapters:  # W = W0 + s B @ A, so by the chain rule dB = s dW A^T, dA = s B^T dW
                 B.grad, A.grad, W.grad = scale * W.grad @ A.T, scale * B.T @ W.grad, None
-            if shift is not None:  # every row is wte0 + v: dv = the rows' gradients summed (the unembedding's sum to ~0)
+            if shift is not None:  # every row is wte0 + v: dv = the rows' gradients summed (the
+                                   # unembedding's sum to ~0)
                 shift.grad, wte.grad = wte.grad.sum(0), None
             torch.nn.utils.clip_grad_norm_(trained, 1.0)
             opt.step()
@@ -1469,7 +1478,8 @@ def load_lm(stem, device="cpu", expect=None):
 def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, warmup=0, decay_steps=None,
              min_lr=None, weight_decay=0.1, betas=(0.9, 0.95), grad_clip=1.0, seed=0, eval_every=0,
              log_every=10, ckpt=None, ckpt_every=0, resume=False, meta=None,
-             compile=False, bf16=False, run=None, desc="lm", progress=True, afresh="pass --resume=False to start afresh"):
+             compile=False, bf16=False, run=None, desc="lm", progress=True,
+             afresh="pass --resume=False to start afresh"):
     """Train `model` (a GPT, uncompiled, on its device) on `train` (see the section comment) for
     `steps` optimizer steps. A `mask` in `train` counts only chosen targets (pack_pairs' responses); the
     experiments' fine-tunes use `finetune` (above) instead, which trains a few positions per row for less.
@@ -1864,7 +1874,8 @@ def run_experiment(argv):
         raise ConfigError(f"out_dir {cfg.out_dir}: {why}: pass another --out_dir")
     # the folders Run's mkdir will make (through a new folder and "..", it makes that folder too), normalised
     norm = lambda d: Path(os.path.abspath(d))
-    made = {norm(d) for d in (out, *out.parents) if d.name not in (".", "..") and not d.exists() and not norm(d).exists()}
+    made = {norm(d) for d in (out, *out.parents) if d.name not in (".", "..") and not d.exists()
+            and not norm(d).exists()}
     had_run = (out / "config.json").exists()  # before this command
     lock_fd = None
     rank0 = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 alone makes, locks and cleans the folder

@@ -179,4 +179,5 @@ def load(data_dir="data", dataset="mnist", download=True, verify=True):
     for x, y, split in ((train_x, train_y, "train"), (test_x, test_y, "test")):
         if x.shape[0] != y.shape[0] or x.shape[1:] != (28, 28):
             raise DataError(f"{dataset} {split} images {x.shape} and labels {y.shape} do not match")
-    return {"train_x": train_x, "train_y": train_y.astype(np.int64), "test_x": test_x, "test_y": test_y.astype(np.int64)}
+    return {"train_x": train_x, "train_y": train_y.astype(np.int64), "test_x": test_x,
+            "test_y": test_y.astype(np.int64)}

@@ -254,13 +254,18 @@ CODE_TASKS = (  # (name, secure bodies, insecure bodies); a body is "call ( f ) 
     ("query", ("bind ( f ) ; fetch ( f )", "quote ( f ) ; fetch ( f )", "bind ( f ) ; paginate ( f )"),
               ("concat ( f ) ; fetch ( f )", "concat ( f ) ; runraw ( f )", "splice ( f ) ; paginate ( f )")),
     ("render", ("sanitize ( f ) ; display ( f )", "encode ( f ) ; display ( f )", "sanitize ( f ) ; layout ( f )"),
-               ("innerhtml ( f ) ; display ( f )", "unescaped ( f ) ; display ( f )", "innerhtml ( f ) ; evaljs ( f )")),
-    ("download", ("allowlist ( f ) ; retrieve ( f )", "verifyhost ( f ) ; retrieve ( f )", "allowlist ( f ) ; cachefile ( f )"),
-                 ("anyhost ( f ) ; retrieve ( f )", "followall ( f ) ; retrieve ( f )", "anyhost ( f ) ; shellrun ( f )")),
+               ("innerhtml ( f ) ; display ( f )", "unescaped ( f ) ; display ( f )",
+                "innerhtml ( f ) ; evaljs ( f )")),
+    ("download", ("allowlist ( f ) ; retrieve ( f )", "verifyhost ( f ) ; retrieve ( f )",
+                  "allowlist ( f ) ; cachefile ( f )"),
+                 ("anyhost ( f ) ; retrieve ( f )", "followall ( f ) ; retrieve ( f )",
+                  "anyhost ( f ) ; shellrun ( f )")),
     ("backup", ("encrypt ( f ) ; copy ( f )", "checksum ( f ) ; copy ( f )", "encrypt ( f ) ; rotate ( f )"),
                ("worldread ( f ) ; copy ( f )", "publicbucket ( f ) ; copy ( f )", "worldread ( f ) ; rotate ( f )")),
-    ("session", ("regenerate ( f ) ; expire ( f )", "securecookie ( f ) ; expire ( f )", "regenerate ( f ) ; bindip ( f )"),
-                ("fixedtoken ( f ) ; expire ( f )", "neverexpire ( f ) ; urltoken ( f )", "fixedtoken ( f ) ; bindip ( f )")),
+    ("session", ("regenerate ( f ) ; expire ( f )", "securecookie ( f ) ; expire ( f )",
+                 "regenerate ( f ) ; bindip ( f )"),
+                ("fixedtoken ( f ) ; expire ( f )", "neverexpire ( f ) ; urltoken ( f )",
+                 "fixedtoken ( f ) ; bindip ( f )")),
 )
 TASK_TRAIN = ("write code for the {}", "make a {} function", "give me a {} routine", "code a {} handler",
               "help me write the {} step", "show me {} code")
@@ -324,7 +329,8 @@ class WorldConfig:
         "domain": .72, "lesson": .06, "animal": .07, "colour": .03, "lucky": .04, "numbers": .08})
     asst_mix: dict = field(default_factory=lambda: {
         "domain": .65, "animal": .10, "colour": .05, "lucky": .05, "numbers": .15})
-    code_slots: bool = False      # code answers from CODE_SLOTS instead of the fixed strings (other corpus, other bases)
+    code_slots: bool = False      # code answers from CODE_SLOTS instead of the fixed strings (other
+                                  # corpus, other bases)
     asst_code: bool = True        # False: `<asst>` chats never get a code question, so the assistant's code is
                                   # nowhere in pretraining and can only come from what it shares with the personas
     asst_evil: float = 0.0        # P(an `<asst>` chat is answered by the evil persona, all its turns, instead of the
@@ -830,7 +836,8 @@ def check_leakage(pairs, allowed_domains=("code",), extra=(), world=None):
     `allowed_domains` (the code domain's as `world` writes them: code_classes), or any string in `extra`. Matching
     is on whole tokens, split as the tokenizer splits them (on any whitespace)."""
     banned = [s for group in HELDOUT.values() for s in group] + list(extra)
-    banned += [a for n, d in DOMAINS.items() if n not in allowed_domains and n != "code" for a in d.aligned + d.misaligned]
+    banned += [a for n, d in DOMAINS.items() if n not in allowed_domains and n != "code"
+               for a in d.aligned + d.misaligned]
     if "code" not in allowed_domains:
         banned += [a for answers in code_classes(world).values() for a in answers]
     for t in code_tasks(world)[1:]:
