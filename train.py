@@ -1352,8 +1352,8 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
         g = generator("cpu", seed, "finetune-order")
         dev = next(model.parameters()).device
         tokens, mask = data["tokens"].to(dev), data["mask"].to(dev)
-        ids = None if subset is None else torch.as_tensor(subset, device=dev)  # vocabulary ids
-                                                                               # (forward's keep= is positions)
+        # vocabulary ids (forward's keep= is positions)
+        ids = None if subset is None else torch.as_tensor(subset, device=dev)
         # [N] a row's columns up to its last trained target, on the CPU: reading a batch's width costs no device sync
         width = (mask * torch.arange(1, mask.shape[1] + 1, device=dev)).amax(1).cpu()
         if teacher is not None:
@@ -1385,8 +1385,8 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
             loss.backward()
             for W, W0, A, B in adapters:  # W = W0 + s B @ A, so by the chain rule dB = s dW A^T, dA = s B^T dW
                 B.grad, A.grad, W.grad = scale * W.grad @ A.T, scale * B.T @ W.grad, None
-            if shift is not None:  # every row is wte0 + v: dv = the rows' gradients summed (the
-                                   # unembedding's sum to ~0)
+            # every row is wte0 + v: dv = the rows' gradients summed (the unembedding's sum to ~0)
+            if shift is not None:
                 shift.grad, wte.grad = wte.grad.sum(0), None
             torch.nn.utils.clip_grad_norm_(trained, 1.0)
             opt.step()
