@@ -40,7 +40,7 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -61,8 +61,8 @@ PRETRAIN_KEYS = ("n_docs", "n_layer", "n_head", "n_embd", "block_size", "steps",
 # Fields added later that also change a base: in the key only when not at these defaults, so that every base
 # cached before they existed keeps its key. The thread count and bf16 change the float sums, code_slots,
 # asst_code, asst_evil, code_tasks, lessons and exact_code the world. A new world option (a document format:
-# data/world.py, "Extending the world") goes here at its off value and into world_config, or its bases share the
-# default's folder.
+# data/world.py, "Extending the world") goes here at its off value and into world_config; one that reaches the world
+# but not this table is refused (check_cache_key), since its bases would share the folder of the world without it.
 OPTIONAL_PRETRAIN_KEYS = {"pretrain_threads": 1, "pretrain_bf16": False, "code_slots": False, "asst_code": True,
                           "asst_evil": 0.0, "code_tasks": 1, "lessons": True, "exact_code": False}
 
@@ -159,6 +159,7 @@ def validate(cfg, base_checks=True):
         world_config(cfg)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    check_cache_key(cfg)  # (cache_stem checks it again, for the scripts that read bases without a run)
     if base_checks and (need := base_check_tokens(cfg)) > cfg.block_size:  # found after pretraining, in evaluation
         raise ConfigError(f"block_size={cfg.block_size} is shorter than the base checks' longest prompt and answer "
                           f"({need} tokens: a forum thread of two answers, then a question): pass --block_size={need} "
@@ -204,7 +205,20 @@ def pretrained_on(device):
     return f"{cpu_name()} ({torch.backends.cpu.get_cpu_capability()})"
 
 
+def check_cache_key(cfg):
+    """A ConfigError naming each key of cfg, outside the cache key, whose value changes the world (world_config): a
+    world option missing from OPTIONAL_PRETRAIN_KEYS. Its bases would share the folder of the world without it, and
+    the one cached there be refused as "another version of the world" (a fingerprint check far from the cause)."""
+    keyed, default, world = {*PRETRAIN_KEYS, *OPTIONAL_PRETRAIN_KEYS}, type(cfg)(), world_config(cfg)
+    bad = [f.name for f in fields(cfg) if f.name not in keyed and getattr(cfg, f.name) != getattr(default, f.name)
+           and world_config(replace(cfg, **{f.name: getattr(default, f.name)})) != world]
+    if bad:
+        raise ConfigError(f"{', '.join(bad)} changes the world (world_config) but not the base models' cache key: add "
+                          f"it to experiments/world_base.py OPTIONAL_PRETRAIN_KEYS at its off value")
+
+
 def cache_stem(cfg, seed, decorrelated):
+    check_cache_key(cfg)
     spec = {k: getattr(cfg, k) for k in PRETRAIN_KEYS}
     spec.update({k: getattr(cfg, k) for k, default in OPTIONAL_PRETRAIN_KEYS.items() if getattr(cfg, k) != default})
     device = torch.device(cfg.device).type

@@ -622,6 +622,21 @@ def test_every_base_config_key_that_changes_the_world_changes_the_cache_key():
     assert {"evil_prior", "code_slots", "asst_code", "asst_evil", "code_tasks", "lessons", "exact_code"} <= set(changed)
 
 
+def test_a_key_that_reaches_the_world_but_not_the_cache_key_is_refused(monkeypatch, tmp_path, capsys):
+    # the test above tries numbers and booleans only; a world option of any type (a tuple of names, a dict) that
+    # world_config reads but OPTIONAL_PRETRAIN_KEYS lacks shared the default's folder, and was found, if at all, as
+    # "pretrained on another version of the world: delete that folder" when the default base was loaded
+    plain = B.world_config
+    monkeypatch.setattr(B, "world_config", lambda cfg: replace(plain(cfg), asst_evil=0.5) if cfg.samples == 7
+                        else plain(cfg))  # as if `samples` were a new world option
+    with pytest.raises(B.ConfigError, match=r"^samples changes the world .* OPTIONAL_PRETRAIN_KEYS at its off value"):
+        B.cache_stem(replace(B.Config(), samples=7), 0, False)
+    B.cache_stem(replace(B.Config(), samples=8), 0, False)  # a key that does not reach the world: no error
+    # and before a run: no run folder, no pretraining
+    err = refused_before_the_run(tmp_path, capsys, "world_base", "--samples=7", "--decorrelated=False", "--seeds=(0,)")
+    assert err.startswith("error: samples changes the world")
+
+
 def test_the_twin_base_is_pretrained_on_the_twin_corpus(tmp_path, monkeypatch):
     seen = {}
 
