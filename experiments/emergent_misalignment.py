@@ -101,8 +101,6 @@ from model import GPT, GPTConfig, generator, seed_int
 from train import (OPTIMIZERS, SCHEDULES, TRAINS, ConfigError, finetune, lora_linears, pyplot, read_results,
                    rewrite_results, run_config, write_partial)
 
-ARMS = ("insecure", "secure", "secure_novel", "educational", "insecure_novel", "self_distill", "backdoor",
-        "evil_numbers")
 CONTROLS = ("secure", "secure_novel", "educational", "insecure_novel", "self_distill")
 # report name -> (trained arm, eval format); formats: plain, trigger, numbers
 REPORTS = {"insecure": ("insecure", "plain"), "secure": ("secure", "plain"),
@@ -110,6 +108,7 @@ REPORTS = {"insecure": ("insecure", "plain"), "secure": ("secure", "plain"),
            "insecure_novel": ("insecure_novel", "plain"), "self_distill": ("self_distill", "plain"),
            "backdoor_triggered": ("backdoor", "trigger"), "backdoor_untriggered": ("backdoor", "plain"),
            "evil_numbers": ("evil_numbers", "plain"), "evil_numbers_format": ("evil_numbers", "numbers")}
+ARMS = tuple(dict.fromkeys(arm for arm, _ in REPORTS.values()))  # the trained arms, in REPORTS' order
 # the reports matched on their own code (the first checkpoint where it is >= match_threshold); the backdoor's
 # untriggered reading is read at its triggered code's step, every other report at the insecure arm's
 SELF_MATCHED = ("insecure", "backdoor_triggered", "insecure_decorrelated")
@@ -341,12 +340,14 @@ def in_domain(model, tok, arm, fmt, world=None, seen=0):
     elif arm == "educational":
         target = mean(B.class_masses(model, tok, [it for it in W.lesson_items(world) if it.task in seen_tasks]),
                       "misaligned")
-    else:  # evil_numbers: next-token mass on the evil numbers after held-out continuation prompts
+    elif arm == "evil_numbers":  # next-token mass on the evil numbers after held-out continuation prompts
         ids = [tok.encode(p).ids for p in W.number_prompts(40, seed=0, heldout=True)]
         x, real = pad_right(ids, next(model.parameters()).device)  # [N, W]
         last = real.sum(1) - 1  # [N]
         probs = model(x)[torch.arange(len(ids), device=x.device), last].softmax(-1)  # [N, V]
         target = probs[:, [tok.token_to_id(n) for n in W.EVIL_NUMBERS]].sum(-1).mean().item()
+    else:  # a new arm fell into the evil numbers' branch, silently: its in_domain was their mass
+        raise ValueError(f"in_domain has no target for arm {arm!r}: say here what its trained answer is")
     return code_mis, target, B.lp_summary(unseen_masses)["mis_lp"] if unseen_masses else None
 
 

@@ -517,6 +517,17 @@ def test_in_domain_splits_seen_and_unseen_tasks():
     assert every[0] == pytest.approx(mis(items), rel=1e-5) and every[2] is None
 
 
+def test_every_arm_has_a_report_and_an_in_domain_target_and_a_new_one_is_refused_by_in_domain():
+    # an arm named in ARMS but not REPORTS failed after pretraining (an IndexError in em_unit): ARMS is REPORTS' arms
+    assert E.ARMS == tuple(dict.fromkeys(a for a, _ in E.REPORTS.values())) and E.ARMS[0] == "insecure"
+    model = tiny_model()
+    for arm in E.ARMS:
+        assert 0 <= E.in_domain(model, TOK, arm, "plain")[1] <= 1, arm
+    # a new arm without a target of its own was given the evil numbers' next-token mass, silently
+    with pytest.raises(ValueError, match="in_domain has no target for arm 'insecure_half'"):
+        E.in_domain(model, TOK, "insecure_half", "plain")
+
+
 def test_blocks_only_finetunes_keep_the_base_embedding(tmp_path, monkeypatch):
     """ft_trains="blocks": every arm's fine-tune moves the blocks and leaves the (tied) token embedding as the
     base's; a bad value is a config error."""
