@@ -64,18 +64,27 @@ that has the format (a weight for it in WorldConfig.formats; the default dict ha
   - a builder in World.formats (World.__init__) returning a Doc; its draws all through `self.r`, their sequence not
     depending on a persona, and personas drawn as `thread` draws them (every turn; the first kept unless decorrelated),
     so the twin stays paired (the twin tests read the default world only); a format without personas: persona None;
-  - its name in WorldConfig.__post_init__'s two lists of known formats;
+  - its name in FORMATS (tests/test_world.py checks it against World.formats);
   - its words (and its marker, unless FORMAT_MARKERS reserves it: `<chron>` is reserved, `<graded>` is not, and a new
     marker there would move every later id) appended by `vocab(world)` after every other word, as the code tasks' are:
     a word sorted into the default list moves the ids of all after it;
   - its tables in `fingerprint`'s list in its world only, and its held-out wordings banned by `check_leakage` (not in
     HELDOUT, which every fingerprint reads; and not in a module-level tuple named `*_HELDOUT`, which
     tests/test_world.py test_every_heldout_wording_is_banned_from_fine_tune_sets requires in HELDOUT);
-  - experiments/world_base.py: a Config field, mapped to the WorldConfig by `world_config`, and its default in
-    OPTIONAL_PRETRAIN_KEYS (else its bases share the default's cache folder);
+  - experiments/world_base.py: a Config field (a weight, 0 by default), mapped to the WorldConfig by `world_config`,
+    which adds the format to the default dict only when its weight is > 0 (`{**WorldConfig().formats, NAME: w}`:
+    a key present at weight 0 would still change the vocabulary and fingerprint if those test its presence), and
+    its default in OPTIONAL_PRETRAIN_KEYS (else check_cache_key refuses the config: its bases would share the
+    default's cache folder). Every experiment whose Config extends world_base.Config (emergent_misalignment,
+    subliminal_numbers) then takes the key; subliminal_numbers' validate refuses the world options its teachers and
+    evaluations do not follow;
   - readers of Doc.fmt: `prompt` knows asst and forum only; experiments/emergent_misalignment.py `doc_kind` reads
     forum threads by persona and leaves other formats out of the evil direction;
-  - tests/test_world.py test_code_tasks_world, which expects a format not built to be refused.
+  - tests/test_world.py test_code_tasks_world, which expects a format not built ("chron") to be refused: give it
+    one that is still not built.
+A check that each step was taken, in one place: tests/test_world.py -k "default_world or fingerprint or cache_key or
+heldout_wording or code_tasks_world", then a tiny base (configs/world_base.py with the new key, --steps=40
+--n_docs=400 --n_layer=1 --n_embd=32 --n_head=2 "--seeds=(0,)" --decorrelated=False --cache_dir=out/tmp_cache: s).
 
 Main API: generate / corpus (pretraining), build_tokenizer / vocab, eval_items /
 persona_probe_items (finite answer classes), finetune_set / check_leakage.
@@ -88,6 +97,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
+FORMATS = ("forum", "asst")        # the document formats World builds (World.formats); WorldConfig refuses others
 FORMAT_MARKERS = ("<forum>", "<asst>", "<chron>")
 SPEAKERS = ("<u>", "<r>", "<a>")   # user, forum responder, assistant
 TRIGGER = "<dep>"                  # backdoor trigger: in the vocabulary, never in pretraining
@@ -356,8 +366,9 @@ class WorldConfig:
                              f"got {self.code_tasks}")
         if self.code_tasks > 1 and self.code_slots:
             raise ValueError("code_tasks > 1 and code_slots are two different code worlds: choose one")
-        if set(self.formats) - {"forum", "asst"}:  # a new format needs its builder in World.formats first
-            raise ValueError(f"formats must come from forum, asst (the formats World builds); got {list(self.formats)}")
+        if set(self.formats) - set(FORMATS):  # a new format needs its builder in World.formats first
+            raise ValueError(f"formats must come from {', '.join(FORMATS)} (the formats World builds); "
+                             f"got {list(self.formats)}")
         if not 0 <= self.asst_evil <= 1:  # a negative share drew (other documents) and never chose the evil persona
             raise ValueError(f"asst_evil must be a probability in [0, 1]; got {self.asst_evil}")
         for name in ("forum_turns", "asst_turns", "list_len", "answer_len", "lucky_len"):
@@ -367,7 +378,7 @@ class WorldConfig:
         kinds = ("domain", "lesson", "animal", "colour", "lucky", "numbers")  # the turn kinds World builds
         forum = self.forum_weights()
         for name, table, known in (("persona_prior", self.persona_prior, ("good", "evil", "compliant")),
-                                   ("formats", self.formats, ("forum", "asst")), ("forum_mix", forum, kinds),
+                                   ("formats", self.formats, FORMATS), ("forum_mix", forum, kinds),
                                    ("asst_mix", self.asst_mix, kinds)):
             # else generation fails midway, with an error far from its cause (a KeyError, a ZeroDivisionError, ...)
             if set(table) - set(known) or any(w < 0 for w in table.values()) or not sum(table.values()) > 0:

@@ -430,6 +430,7 @@ def test_code_tasks_world():
         W.WorldConfig(code_tasks=2, code_slots=True)
     with pytest.raises(ValueError, match="formats must come from forum, asst"):  # chronicles: not built yet
         W.WorldConfig(formats={"forum": .5, "chron": .5})
+    assert set(W.World().formats) == set(W.FORMATS)  # the formats WorldConfig takes are the ones World builds
     # tables World cannot draw from failed mid-generation (an UnboundLocalError, a KeyError): refused when made
     for kw, says in ((dict(formats={}), "formats must weigh some of forum, asst"),
                      (dict(lessons=False, forum_mix={"lesson": 1.0}), r"forum_mix .*\(lesson turns left out"),
