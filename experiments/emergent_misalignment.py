@@ -51,6 +51,22 @@ Where each stage is in this file, in file order:
                                             persona_share, figures: the issue's thresholds)
   run, reevaluate, table, plot              the whole pipeline; `python eval.py RUN_DIR`; results.md; the figure
 
+Adding an arm (e.g. insecure_half: half the insecure examples). The places, in file order:
+  REPORTS                     its report(s): name -> (arm, eval format); ARMS (the config's default and what
+                              validate accepts) is derived from it, so a new arm runs in every default run: give
+                              the configs that should leave it out an `arms` of their own
+  CONTROLS / SELF_MATCHED / BASE_FMT (+ read_formats)   only if it is a control (then `figures` holds it to a third
+                              of insecure's increase; else it is in no threshold), is matched on its own code (then
+                              also persona_share), or is read in a format of its own
+  arm_pairs                   its (prompt, response) examples: a kind of data/world.py finetune_set (FINETUNE_ARMS,
+                              its branch there), or built here from one; every set passes check_leakage
+  in_domain                   its trained answer's mass on held-out prompts (an arm it does not know is a ValueError)
+The table, the increases, the figure and results.json follow res["arms"] (REPORTS) with no further edit. Tests:
+tests/test_emergent_misalignment.py test_end_to_end_writes_every_file lists every report of the default arms, and
+test_no_evaluation_string_in_any_finetune_set expects n_examples pairs per arm; a tiny run of one's own:
+`python train.py configs/emergent_misalignment.py` with that file's TINY overrides, "--arms=('insecure','NEW')" and
+--twin=False (seconds).
+
 Matched in-domain learning, read on code_misaligned (not the in_domain metric): insecure-code arms (insecure,
 insecure_decorrelated, and backdoor, both readings, by its triggered code) at their first checkpoint with code
 misaligned >= `match_threshold`; the other arms of the same (pretraining seed, fine-tune seed) at the insecure
