@@ -154,6 +154,10 @@ def init_mlp_params(seeds, sizes, n_classes, init, device, seed):
 #     blocks.{i}.resid_post   residual stream leaving block i     [B, T, C]  (= resid_pre of block i+1)
 #     final                   residual after the final LayerNorm  [B, T, C]  (what the unembedding reads)
 #     logits                  next-token logits                   [B, T, V]  ([k, V] when forward is given `keep`)
+# A new point is one `HookPoint()` attribute, set in `__init__` in forward order, that `forward` passes the
+# activation through: hook_names(), `hooks`, run_with_cache and tests/test_gpt.py's every-point tests take it up.
+# List it above and in README's "Hook names", and in test_hook_names_are_the_design_names (which pins the list).
+# A point before the KV cache update sees this forward's columns only, as every point does.
 # A hook is `fn(tensor, name) -> tensor | None`: return a tensor to replace the activation (patching,
 # steering; its shape and device, cast to its dtype), None to leave it unchanged (reading). Hooks are
 # PyTorch forward hooks on the HookPoint, attached only inside `with model.hooks({name: fn}):` and removed
