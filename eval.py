@@ -42,7 +42,9 @@ def summarize(values):
     per_seed = [float(x) for x in values]
     defined = [x for x in per_seed if not math.isnan(x)]
     n = len(defined)
-    mean = sum(defined) / n if n else math.nan
+    # kept within the seeds' range: the rounding of sum / n put a mean past every seed's value (sum([0.1] * 3) / 3 is
+    # 0.10000000000000002), and seeds all equal had an interval of nonzero width around it
+    mean = min(max(sum(defined) / n, min(defined)), max(defined)) if n else math.nan
     stat = {"mean": mean, "ci95": None, "per_seed": per_seed}
     if n >= 2:
         sd = math.sqrt(sum((x - mean) ** 2 for x in defined) / (n - 1))

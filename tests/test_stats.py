@@ -119,3 +119,10 @@ def test_geometric_mean_interval_is_the_t_interval_of_the_logs_exponentiated():
     w = [(math.log(2) + math.log(3)) / 2, (math.log(4) + math.log(6)) / 2]
     half = 12.706 * abs(w[1] - w[0]) / math.sqrt(2) / math.sqrt(2)
     assert geo(logs, [0, 0, 1, 1]) == f"3.46 [{math.exp(m - half):.2f}, {math.exp(m + half):.2f}]"
+
+
+def test_seeds_all_equal_give_that_value_and_a_zero_width_interval():
+    # sum([0.1] * 3) / 3 is 0.10000000000000002: a mean past every seed's value, with an interval of width 3e-17
+    for x, n in ((0.1, 3), (0.943, 100), (-13.078058818590694, 3), (1272753.4004616179, 25)):
+        st = summarize([x] * n)
+        assert st["mean"] == x and st["ci95"] == [x, x]
