@@ -5,7 +5,7 @@ import random
 import pytest
 
 from conftest import load_script
-from eval import fmt_stat, mean_ci, n_undefined, summarize, summarize_by, t975
+from eval import fmt_stat, group_means, mean_ci, n_undefined, summarize, summarize_by, t975
 
 
 def test_t_interval_closed_form():
@@ -126,3 +126,5 @@ def test_seeds_all_equal_give_that_value_and_a_zero_width_interval():
     for x, n in ((0.1, 3), (0.943, 100), (-13.078058818590694, 3), (1272753.4004616179, 25)):
         st = summarize([x] * n)
         assert st["mean"] == x and st["ci95"] == [x, x]
+    # a base's rate repeated once per fine-tune seed: its group's mean is that rate
+    assert group_means([0.1, 0.1, 0.1, 0.7, 0.7, 0.7], [0, 0, 0, 1, 1, 1]) == [0.1, 0.7]
