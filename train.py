@@ -68,6 +68,8 @@ def _parse_value(text):
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return text  # bare words such as --device=cpu
+    except (MemoryError, RecursionError):  # nested too deep for Python's parser ("-" * 3000 + "1"): a traceback
+        return text  # read as text too, which the key's type then refuses (or a str key takes)
 
 
 def _check_type(key, value, typ):

@@ -56,6 +56,11 @@ def test_wrong_type_and_int_to_float(cfg_file):
     assert cfg.conditions == ("teacher",) and cfg.sweep == {"m": [1, 2]}
     with pytest.raises(ConfigError, match="'conditions'.*write every item out"):
         load_config([cfg_file, "--conditions=('teacher',...,'cross_all')"])  # shorthand from prose
+    # a value nested deeper than Python's parser goes was its MemoryError or RecursionError, a traceback
+    for deep in ("-" * 3000 + "1", "1+" * 3000 + "1"):
+        with pytest.raises(ConfigError, match="'m' must be int"):
+            load_config([cfg_file, f"--m={deep}"])
+        assert load_config([cfg_file, f"--out_dir=out/{deep}"], resolve=False)[1].out_dir == f"out/{deep}"
 
 
 def test_bad_arguments(cfg_file, tmp_path):
