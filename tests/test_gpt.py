@@ -15,7 +15,7 @@ import torch
 from data import DataError
 from data.tokenizer import load_tokenizer, pad_right, save_tokenizer, word_tokenizer
 from eval import score_continuations
-from model import GPT, GPTConfig, apply_rope, inject, rope_tables, sample_next
+from model import GPT, GPTConfig, KVCache, apply_rope, inject, rope_tables, sample_next
 
 V = 23
 
@@ -998,3 +998,27 @@ def test_scoring_names_text_without_a_tokenizer_and_a_pair_longer_than_the_model
     s1, _ = score_continuations(model, [("a b", [tok.token_to_id("c")])], tokenizer=tok)
     s2, _ = score_continuations(model, [("a b", "c")], tokenizer=tok)
     torch.testing.assert_close(s1, s2, rtol=0, atol=0)
+
+
+def test_random_shapes_a_kv_cache_fed_in_chunks_and_each_row_alone_give_the_full_forwards_logits():
+    # seeded random shapes (a property check): a cache filled a few columns per call, as score_shared_prompts does
+    # after its prompts, and a row run without the others, read what one full forward reads
+    rng = torch.Generator().manual_seed(0)
+    draw = lambda lo, hi: int(torch.randint(lo, hi + 1, (), generator=rng))
+    for _ in range(30):
+        n_head = draw(1, 2)
+        cfg = GPTConfig(vocab_size=draw(3, 30), block_size=draw(2, 20), n_layer=draw(1, 3), n_head=n_head,
+                        n_embd=n_head * 2 * draw(1, 4), mlp_ratio=draw(1, 4), init_std=0.3)
+        model = GPT(cfg, generator=rng).double().eval()
+        B, T = draw(1, 4), draw(1, cfg.block_size)
+        idx = torch.randint(0, cfg.vocab_size, (B, T), generator=rng)
+        with torch.no_grad():
+            full = model(idx)
+            cache, start, parts = KVCache(cfg, B, cfg.block_size, "cpu"), 0, []
+            while start < T:
+                n = draw(1, T - start)
+                parts.append(model(idx[:, start:start + n], cache=cache))
+                start += n
+            assert torch.allclose(torch.cat(parts, 1), full, atol=1e-10, rtol=0), cfg
+            for i in range(B):
+                assert torch.allclose(model(idx[i:i + 1])[0], full[i], atol=1e-10, rtol=0), cfg
