@@ -18,6 +18,13 @@ The pipeline, per group of seeds (all seeds at once on a GPU):
     conditions also train as one model (student_chunk), each its own block of S students: the same numbers.
  5. accuracy:  argmax of the 10 class logits on the 10,000 test images.
 
+Adding a student condition: an entry in STUDENTS (its init and its logits; a new kind of either, e.g. half the aux
+logits, is a branch in student_init or student_logits, which refuse a kind they lack) and a colour in COLORS (both
+checked at import); it is then valid in `conditions`, batched with the others (student_chunk), saved, resumed,
+tabled, plotted and reloaded by eval.py with no other change. It is not run by default (DEFAULT_CONDITIONS). A key
+added to Config may belong in NOISE_KEYS, ONCE_PER_RUN, STUDENT_ONLY or RUN_KEYS (see the note at Config's end). A
+sweep is a config file with `sweep = {KEY: [values]}` (configs/subliminal_mnist_*.py); README lists them.
+
 results.json: {"conditions": {NAME: {"mean", "ci95": [lo, hi], "per_seed"}}, "n_seeds", "config", "seconds"};
 with a `sweep` it holds {"sweep": {"keys": [...], "cells": [{"params": {...}, "conditions": {...}, "n_seeds"}],
 "baseline": PARAMS or null}} instead; a cell with the baseline's seeds also holds "difference_from_baseline": {NAME:
@@ -42,8 +49,17 @@ from model import SeedMLP, generator, init_mlp_params
 from train import (ROOT, CheckpointError, ConfigError, build_config, check_device, load_weights, pyplot, read_results,
                    run_config, save_weights, train_classifier, train_distill, write_json)
 
-CONDITIONS = ("reference", "teacher", "student_aux", "student_all", "cross_aux", "cross_all",
-              "cross_head_aux", "cross_head_all")
+# each student condition: (its init, the logits it distills on), read by student_init and run_group, which dispatch on
+# nothing else. The inits: "student" the teacher's own (reference k), "cross" another seed's (reference perm[k]),
+# "cross_head" another seed's hidden layers with reference k's output layer; the logits: "aux" the m aux ones, "all"
+# the 10 class logits and them. A name is never parsed: a new condition gets its own entry (and a colour in COLORS,
+# checked at import), or a new kind of init or logits handled in student_init / student_logits
+STUDENTS = {"student_aux": ("student", "aux"), "student_all": ("student", "all"), "cross_aux": ("cross", "aux"),
+            "cross_all": ("cross", "all"), "cross_head_aux": ("cross_head", "aux"),
+            "cross_head_all": ("cross_head", "all")}
+CONDITIONS = ("reference", "teacher", *STUDENTS)
+DEFAULT_CONDITIONS = ("reference", "teacher", "student_aux", "student_all", "cross_aux", "cross_all")  # by name:
+                                                                       # a condition added to STUDENTS is not run
 # arXiv v1 Fig. 10b, read from the vector figure (100 runs): the default protocol's published values
 PAPER = {"reference": 0.0998, "teacher": 0.9434, "student_aux": 0.5284, "student_all": 0.9126,
          "cross_aux": 0.1061, "cross_all": 0.7427}
@@ -77,7 +93,7 @@ class Config:
     fresh_noise: bool = False          # a new noise set every epoch instead of one fixed set
     n_noise: int = 60000               # size of each seed's noise set
     init_perturbation: float = 0.0     # student_* params = teacher's init + sigma * their init std * N(0, 1)
-    conditions: tuple[str, ...] = CONDITIONS[:6]  # which conditions to run (cross_head_* are off by default)
+    conditions: tuple[str, ...] = DEFAULT_CONDITIONS  # which conditions to run (cross_head_* are off by default)
     # seeds
     n_seeds: int = 10
     seed: int = 0
@@ -143,7 +159,7 @@ def validate(cfg, cell=False):
     if all_cells_real and (unused := [k for k in NOISE_KEYS if given(k)]):
         raise ConfigError(f"{', '.join(unused)}: the noise keys apply only with --distill_inputs=noise (the students "
                           f"distill on the real images here)")
-    if given("init_perturbation") and not any(c.startswith("student_") for c in cfg.conditions):
+    if given("init_perturbation") and not any(STUDENTS.get(c, ("",))[0] == "student" for c in cfg.conditions):
         raise ConfigError("init_perturbation moves the student_* conditions' initial weights, and conditions has none: "
                           "add student_aux or student_all")
     if cfg.sweep:  # every cell is checked before anything trains: a bad value late in the grid fails now
@@ -276,7 +292,8 @@ def teacher_logits(teacher, inputs, batch_size=2048):
 def student_init(cond, ref, partner, cfg, seeds, device):
     """Initial parameters of a student for one condition, from the references of this seed group: `ref` holds
     seed k's reference init in row k ({name: [S, ...]}), `partner` its cross-init partner's (reference perm[k])."""
-    if cond.startswith("student"):
+    init = STUDENTS[cond][0]
+    if init == "student":
         params = {k: v.clone() for k, v in ref.items()}
         # each parameter moves by sigma times its own init std: the paper init's biases are all zero (std 0), so
         # only its weights move; torch's biases are drawn like its weights, and left alone would stay shared
@@ -291,11 +308,23 @@ def student_init(cond, ref, partner, cfg, seeds, device):
                 eps = torch.stack([torch.randn(p.shape[1:], generator=g, device=device) for g in gens])  # like p
                 p += cfg.init_perturbation * std * eps
         return params
-    if cond.startswith("cross_head"):
+    if init == "cross_head":
         out_layer = cfg.depth  # layers 0..depth-1 are hidden; layer `depth` maps to the 10 + m logits
         head = (f"weights.{out_layer}", f"biases.{out_layer}")
         return {k: (ref[k] if k in head else partner[k]).clone() for k in ref}
-    return {k: v.clone() for k, v in partner.items()}  # cross_*
+    if init == "cross":
+        return {k: v.clone() for k, v in partner.items()}
+    raise ValueError(f"{cond}: student_init has no init {init!r} (STUDENTS)")
+
+
+def student_logits(cond, m):
+    """The logit indices condition `cond` distills on (STUDENTS): the m aux logits, or all 10 + m."""
+    kind = STUDENTS[cond][1]
+    if kind == "aux":
+        return list(range(10, 10 + m))
+    if kind == "all":
+        return list(range(10 + m))
+    raise ValueError(f"{cond}: student_logits has no logits {kind!r} (STUDENTS)")
 
 
 # keys only the students read: the cells of a sweep over them share one teacher per seed group (every other key,
@@ -409,20 +438,18 @@ def run_group(cfg, seeds, partners, data, device, log, teachers=None):
         return x, teacher_logits(teacher, x)
     refresh = fresh_set if cfg.fresh_noise else None
 
-    # 4. the students. The logits each distills on: the m aux logits (*_aux), or the 10 class logits and them (*_all)
-    aux_logits, all_logits = list(range(10, 10 + cfg.m)), list(range(10 + cfg.m))
+    # 4. the students, each on its logits (student_logits)
     # the student conditions, student_chunk at a time as one model of S models per condition (seed k's students
     # read the same inputs in the same order; each model its own loss value). The aux ones first: train_distill
     # computes neighbouring blocks that read the same logits in one distill_loss call
-    students = sorted((c for c in cfg.conditions if c not in ("reference", "teacher")),
-                      key=lambda c: not c.endswith("aux"))
+    students = sorted((c for c in cfg.conditions if c in STUDENTS), key=lambda c: STUDENTS[c][1] != "aux")
     chunk = students_per_batch(cfg, sum(v.numel() for v in ref.values()), device)
     for conds in [students[i:i + chunk] for i in range(0, len(students), chunk)]:
         inits = [student_init(c, ref, partner, cfg, seeds, device) for c in conds]
         student = new_model({k: torch.cat([p[k] for p in inits]) for k in inits[0]})  # rows j*S..(j+1)*S-1: conds[j]
         gens = [generator(device, cfg.seed, k, "distill_order") for _ in conds for k in seeds]  # same order
                                                                                                 # in every condition
-        train_distill(student, inputs, targets, {c: aux_logits if c.endswith("aux") else all_logits for c in conds},
+        train_distill(student, inputs, targets, {c: student_logits(c, cfg.m) for c in conds},
                       epochs=cfg.distill_epochs, lr=cfg.distill_lr or cfg.lr, batch_size=cfg.batch_size, gens=gens,
                       loss=cfg.loss, temperature=cfg.temperature, amp=amp, refresh=refresh, log=log,
                       desc="+".join(conds))
@@ -683,6 +710,21 @@ def run(cfg, run):
 
 COLORS = {"reference": "#9e9e9e", "teacher": "#1f77b4", "student_aux": "#d62728", "student_all": "#ff9896",
           "cross_aux": "#2ca02c", "cross_all": "#98df8a", "cross_head_aux": "#9467bd", "cross_head_all": "#c5b0d5"}
+
+
+def check_conditions(students=None, colors=None):
+    """A condition the code cannot run is an error at import, not a KeyError in the figure after the training, nor
+    the init or logits of another condition (each is looked up by its entry, never by its name's parts)."""
+    students, colors = students or STUDENTS, colors or COLORS
+    for c, (init, logits) in students.items():
+        if init not in ("student", "cross", "cross_head") or logits not in ("aux", "all"):
+            raise ValueError(f"STUDENTS[{c!r}] = {(init, logits)}: the init must be student, cross or cross_head, and "
+                             f"the logits aux or all (or teach student_init / student_logits the new kind)")
+    if missing := [c for c in ("reference", "teacher", *students) if c not in colors]:
+        raise ValueError(f"conditions {missing} have no colour in COLORS")
+
+
+check_conditions()
 
 
 def plot_bars(stats, cfg, path):

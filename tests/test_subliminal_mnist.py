@@ -805,3 +805,28 @@ def test_load_models_reads_each_cell_at_its_own_sizes_and_a_cell_that_is_another
     capsys.readouterr()
     assert evaluate.main([str(out)]) == 0
     assert "not laid out as this run's results" in capsys.readouterr().out
+
+
+def test_a_condition_runs_by_its_entry_and_an_unknown_init_or_logits_is_an_error(monkeypatch):
+    """Conditions were dispatched on their names' parts: a new "shuffled_aux" started from another seed's init (the
+    catch-all cross_* branch) and a new "student_half" distilled on all the logits, with no error. Now each reads
+    its STUDENTS entry, and an entry of a kind the code lacks, or a condition without a colour, is refused."""
+    import experiments.subliminal_mnist as SM
+    cfg = SM.Config(width=8)
+    sizes = SM.layer_sizes(cfg)
+    from model import init_mlp_params
+    ref, partner = (init_mlp_params(s, sizes, 10, "paper", "cpu", 0) for s in ([0], [1]))
+    monkeypatch.setitem(SM.STUDENTS, "shuffled_aux", ("shuffled", "aux"))
+    with pytest.raises(ValueError, match="shuffled_aux: student_init has no init 'shuffled'"):
+        SM.student_init("shuffled_aux", ref, partner, cfg, [0], "cpu")
+    monkeypatch.setitem(SM.STUDENTS, "student_half", ("student", "half"))
+    with pytest.raises(ValueError, match="student_half: student_logits has no logits 'half'"):
+        SM.student_logits("student_half", 3)
+    assert SM.student_logits("cross_head_aux", 3) == [10, 11, 12]
+    assert SM.student_logits("cross_all", 2) == list(range(12))
+    with pytest.raises(ValueError, match="the init must be student, cross or cross_head"):
+        SM.check_conditions()
+    with pytest.raises(ValueError, match=r"conditions \['student_half_aux'\] have no colour"):
+        SM.check_conditions({"student_half_aux": ("student", "aux")})
+    # the default conditions are named, not a slice of CONDITIONS that an added condition would shift
+    assert SM.Config().conditions == ("reference", "teacher", "student_aux", "student_all", "cross_aux", "cross_all")
