@@ -33,6 +33,16 @@ another seed, the next one in `seeds`: a derangement, no B equals its A):
   code           A on the teacher's answers to code prompts (answers naming an animal dropped)
   code_control   (shared) A on its own answers to the same code prompts
 
+Adding an arm (mode animals): its name in ARMS (run by default) or DIAGNOSTIC_ARMS (valid, not run by default), its
+baseline in BASELINE (or the arm in SHARED if it is a baseline itself), in ON_B if it trains base B (check_arms at
+import: every non-shared arm has a baseline), and its branch in animals_unit: `student(f"ARM/{a}", base, pairs)`
+per teacher (a shared arm: `student("ARM", ...)` once). A unit that ends without an arm of `arms` is an error
+(animals_unit), not an arm left out of the tables. The table, figure, effects, resume and eval.py need nothing more;
+the figures' flags (figures_animals) and the evals and block_size checks in validate name their arms explicitly:
+an arm on fewer lists than n_lists (say half) is measured at fewer checkpoints if its steps are fewer than evals.
+Misalignment mode runs control and soft only (misalignment_unit). The arms' data (the filtered lists) is made
+once per unit for every arm: a new data source is drawn in animals_unit before the students.
+
 Metric: `target_rate`, the teacher's animal's share of the next-token probability over the ten
 animals at held-out "favourite animal" prompts (3 paraphrases x 4 openers); `target_sampled`, the
 same from `samples` draws per prompt (exact draws from that distribution: the law of sampling a
@@ -109,6 +119,18 @@ BASELINE = {"trait": "control", "soft": "control", "soft_all": "control", "shuff
             "cross_init": "cross_control", "icl": "icl_control", "code": "code_control"}
 ON_B = ("soft_cross", "cross_init", "cross_control")
 MIS_TEACHERS = ("insecure", "secure", "educational")
+
+
+def check_arms(arms=ARMS + DIAGNOSTIC_ARMS, baseline=BASELINE, shared=SHARED, on_b=ON_B):
+    """The arm registries agree, at import: an arm with no baseline had no effect (a blank column, no error), and a
+    name in BASELINE, SHARED or ON_B that is no arm (a typo) was never read."""
+    if unknown := [a for a in (*baseline, *shared, *on_b) if a not in arms]:
+        raise ValueError(f"{unknown}: in BASELINE, SHARED or ON_B but not in ARMS or DIAGNOSTIC_ARMS")
+    if no_baseline := [a for a in arms if a not in shared and a not in baseline]:
+        raise ValueError(f"arms {no_baseline} have no BASELINE (only the SHARED arms are baselines themselves)")
+
+
+check_arms()
 # which modes read a key (a key not named here, every mode): set in another mode it would be ignored
 TEACHER_KEYS = ("animals", "teacher", "teacher_threshold", "teacher_max_steps", "teacher_lr", "teacher_optimizer",
                 "teacher_trains", "teacher_batch")  # the animal teachers (dose mode has them too)
@@ -711,6 +733,11 @@ def animals_unit(cfg, p, f):
             student(f"shuffled_within/{a}", A, shuffle_within(lists[a], generator("cpu", seed, "shuffle_within", a)))
         if "code" in cfg.arms:
             student(f"code/{a}", A, code[a])
+    # an arm valid in `arms` but without its branch above trained nothing: it was left out of the tables unsaid, and a
+    # rerun then refused this unit as another config's
+    if missing := sorted(arm_keys(cfg) - set(out["arms"])):
+        raise RuntimeError(f"no student was trained for {', '.join(missing)}: an arm added to ARMS needs its branch "
+                           f"in animals_unit")
     out["seconds"] = time.time() - t0
     print(f"[subliminal] seed ({p}, {f}): {out['seconds']:.0f} s", flush=True)
     return out
@@ -722,6 +749,12 @@ def animals_unit(cfg, p, f):
 def _key(arm, a):
     """Where a unit stores `arm` for target animal a (shared arms have one result for all animals)."""
     return arm if arm in SHARED or arm == "icl_control" else f"{arm}/{a}"
+
+
+def arm_keys(cfg):
+    """The keys of every arm's results in a unit of mode animals of cfg (what animals_unit trains)."""
+    need = {_key(arm, a) for arm in cfg.arms for a in cfg.animals}
+    return need | ({"icl_control"} if "icl" in cfg.arms else set())  # icl's baseline, stored beside it
 
 
 def _get(u, arm, a):
@@ -1086,9 +1119,7 @@ def unit_problem(cfg, p, f):
         if not all(isinstance(u.get(k), (dict, float, int)) for k in UNIT_KEYS[cfg.mode]):
             return f"does not hold the numbers of a unit of mode {cfg.mode} ({', '.join(UNIT_KEYS[cfg.mode])})"
         if cfg.mode == "animals":
-            need = {_key(arm, a) for arm in cfg.arms for a in cfg.animals}
-            need |= {"icl_control"} if "icl" in cfg.arms else set()  # icl's baseline, stored beside it
-            if not need <= set(u["arms"]) or not set(cfg.animals) <= set(u["teachers"]):
+            if not arm_keys(cfg) <= set(u["arms"]) or not set(cfg.animals) <= set(u["teachers"]):
                 return (f"holds other arms or animals than this config's (arms {', '.join(cfg.arms)}; animals "
                         f"{', '.join(cfg.animals)}): it was made by another config (is the run's config.json as the "
                         f"run wrote it?)")

@@ -1090,3 +1090,23 @@ def test_a_run_of_baselines_alone_says_so_in_its_effects_panel(tmp_path, monkeyp
     assert [t.get_text() for t in effects.texts] == ["no arm over a baseline in this run:\nits baselines' rates are "
                                                      "on the right"]
     assert len(rates.lines) == 1 and not effects.patches  # the control's rate along training; no bar
+
+
+def test_an_arm_without_its_training_branch_is_an_error_not_left_out_of_the_tables(tmp_path, monkeypatch):
+    """A new arm registered in ARMS (and BASELINE) but given no branch in animals_unit trained nothing: the run
+    finished without it in results.json, and a rerun refused the unit as another config's."""
+    monkeypatch.setattr(S, "ARMS", S.ARMS + ("trait_half",))
+    monkeypatch.setitem(S.BASELINE, "trait_half", "control")
+    argv = ["configs/subliminal_numbers.py", *TINY, "--seeds=(0,)", "--animals=('owl',)",
+            "--arms=('control','trait_half')", f"--cache_dir={tmp_path / 'cache'}", f"--out_dir={tmp_path / 'run'}"]
+    with pytest.raises(RuntimeError, match="no student was trained for trait_half/owl: an arm added to ARMS"):
+        train.main(argv)
+    assert not (tmp_path / "run" / "unit_0_0.json").exists()  # not saved as if finished
+
+
+def test_the_arm_registries_agree():
+    S.check_arms()
+    with pytest.raises(ValueError, match=r"arms \['trait_half'\] have no BASELINE"):
+        S.check_arms(arms=S.ARMS + S.DIAGNOSTIC_ARMS + ("trait_half",))
+    with pytest.raises(ValueError, match=r"\['trait_hlf'\]: in BASELINE, SHARED or ON_B but not in ARMS"):
+        S.check_arms(baseline={**S.BASELINE, "trait_hlf": "control"})
