@@ -58,8 +58,8 @@ STUDENTS = {"student_aux": ("student", "aux"), "student_all": ("student", "all")
             "cross_all": ("cross", "all"), "cross_head_aux": ("cross_head", "aux"),
             "cross_head_all": ("cross_head", "all")}
 CONDITIONS = ("reference", "teacher", *STUDENTS)
-DEFAULT_CONDITIONS = ("reference", "teacher", "student_aux", "student_all", "cross_aux", "cross_all")  # by name:
-                                                                       # a condition added to STUDENTS is not run
+# the default run's conditions, by name: a condition added to STUDENTS is not run by default
+DEFAULT_CONDITIONS = ("reference", "teacher", "student_aux", "student_all", "cross_aux", "cross_all")
 # arXiv v1 Fig. 10b, read from the vector figure (100 runs): the default protocol's published values
 PAPER = {"reference": 0.0998, "teacher": 0.9434, "student_aux": 0.5284, "student_all": 0.9126,
          "cross_aux": 0.1061, "cross_all": 0.7427}
