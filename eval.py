@@ -34,6 +34,12 @@ def t975(df):
             + (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / (92160 * df**4))
 
 
+def mean_of(defined):
+    """The mean of a non-empty list of numbers, kept within their range: the rounding of sum / n put a mean past
+    every value (sum([0.1] * 3) / 3 is 0.10000000000000002), and seeds all equal had an interval of nonzero width."""
+    return min(max(sum(defined) / len(defined), min(defined)), max(defined))
+
+
 def summarize(values):
     """Mean and 95% t-interval over seeds. With one seed the interval is undefined (None).
     A seed whose value is itself undefined (nan, e.g. misaligned among valid answers when it gave none) is left out
@@ -42,9 +48,7 @@ def summarize(values):
     per_seed = [float(x) for x in values]
     defined = [x for x in per_seed if not math.isnan(x)]
     n = len(defined)
-    # kept within the seeds' range: the rounding of sum / n put a mean past every seed's value (sum([0.1] * 3) / 3 is
-    # 0.10000000000000002), and seeds all equal had an interval of nonzero width around it
-    mean = min(max(sum(defined) / n, min(defined)), max(defined)) if n else math.nan
+    mean = mean_of(defined) if n else math.nan
     stat = {"mean": mean, "ci95": None, "per_seed": per_seed}
     if n >= 2:
         sd = math.sqrt(sum((x - mean) ** 2 for x in defined) / (n - 1))
@@ -59,8 +63,7 @@ def group_means(values, groups):
     out = []
     for g in sorted(set(groups)):
         defined = [v for v, group in zip(values, groups) if group == g and not math.isnan(v)]
-        # within the group's range, as summarize's mean: a base's rate repeated for 3 seeds is that rate, not 1 ulp off
-        out.append(min(max(sum(defined) / len(defined), min(defined)), max(defined)) if defined else math.nan)
+        out.append(mean_of(defined) if defined else math.nan)  # a base's rate repeated for 3 seeds is that rate
     return out
 
 
