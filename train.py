@@ -717,9 +717,16 @@ class Run:
                               f"--out_dir") from None
         except OSError as e:  # no permission, a read-only disk, a name too long
             raise ConfigError(f"out_dir {self.dir}: cannot create it ({e.strerror}): pass another --out_dir") from None
-        self.metrics_path, self.rank0, self._tail_checked = self.dir / "metrics.jsonl", rank0, False
+        self.metrics_path, self.rank0 = self.dir / "metrics.jsonl", rank0
         if not rank0:
             return
+        # a kill mid-write left metrics.jsonl's last line cut short: end it, so that this attempt's first record starts
+        # a line of its own (joined to the cut one, it would be lost with it when the file is read)
+        if self.metrics_path.is_file() and self.metrics_path.stat().st_size > 0:
+            with open(self.metrics_path, "rb+") as f:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    f.write(b"\n")
         write_json(self.dir / "config.json", {"experiment": experiment, **dataclasses.asdict(cfg)})
         dev = getattr(cfg, "device", "cpu")
         # the code and the machine that compute: the commit, the CPU kind, and the run's card (the CPU model is "cpu")
@@ -762,17 +769,8 @@ class Run:
     def log(self, **record):
         if not self.rank0:  # under torchrun the run's files are rank 0's: another rank's lines would repeat its own
             return
-        line = json.dumps(record) + "\n"
-        if not self._tail_checked:  # a kill mid-write leaves a line cut short: this attempt's records start on a new
-            # line, or the first would join the cut one and be lost with it when the file is read
-            self._tail_checked = True
-            if self.metrics_path.is_file() and self.metrics_path.stat().st_size > 0:
-                with open(self.metrics_path, "rb") as f:
-                    f.seek(-1, os.SEEK_END)
-                    if f.read(1) != b"\n":
-                        line = "\n" + line
         with open(self.metrics_path, "a") as f:
-            f.write(line)
+            f.write(json.dumps(record) + "\n")
 
     def save_results(self, results, table_md):
         if not self.rank0:

@@ -114,7 +114,7 @@ def run_history(run, stage):
     for line in run.metrics_path.read_text().splitlines() if run.metrics_path.is_file() else []:
         try:
             r = json.loads(line)
-        except json.JSONDecodeError:  # a line cut short by a kill (Run.log starts the next attempt's on a new line)
+        except json.JSONDecodeError:  # a line cut short by a kill (the next attempt's Run ends it first)
             cut += 1
             continue
         if isinstance(r, dict) and r.get("stage") == stage and "step" in r:
