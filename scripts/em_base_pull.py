@@ -38,7 +38,9 @@ from train import ConfigError, cli, distinct, run_config, run_results, script_ar
 def fine_tune_loss(model, data):
     """The fine-tune's loss (train.finetune) on pack_pairs data: mean cross-entropy at the masked targets, every row
     in one batch."""
-    x, y, m = data["tokens"][:, :-1], data["tokens"][:, 1:], data["mask"]
+    dev = next(model.parameters()).device  # pack_pairs' tensors are on the CPU: a GPU model refuses them
+    tokens, m = data["tokens"].to(dev), data["mask"].to(dev)
+    x, y = tokens[:, :-1], tokens[:, 1:]
     return torch.nn.functional.cross_entropy(model(x)[m], y[m])
 
 

@@ -67,3 +67,20 @@ def host_reads(monkeypatch):
                  "__format__", "__getitem__"):
         monkeypatch.setattr(torch.Tensor, name, counted(name, getattr(torch.Tensor, name)))
     return reads
+
+
+@pytest.fixture
+def forward_devices():
+    """record(model) -> a list to which each later forward of `model` adds the device type of every tensor it is
+    given. A model on "meta" stands in for one on a GPU: meta's embedding takes a CPU index (a GPU's refuses it), so a
+    batch left on the CPU shows here and not as an error."""
+    handles = []
+
+    def record(model):
+        seen = []
+        handles.append(model.register_forward_pre_hook(lambda m, args, kwargs: seen.extend(
+            t.device.type for t in (*args, *kwargs.values()) if isinstance(t, torch.Tensor)), with_kwargs=True))
+        return seen
+    yield record
+    for h in handles:
+        h.remove()

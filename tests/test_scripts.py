@@ -1319,6 +1319,24 @@ def test_em_base_pull_gradient_is_the_first_order_change_of_the_fine_tune_loss()
     assert set(out) == {"pull", "pull_secure", "pull_contrast", "pull_random", "code_steer", "code_repr"}
 
 
+@pytest.mark.parametrize("name, loss", [
+    ("em_base_pull", lambda s, model, tok, cfg, data: s.fine_tune_loss(model, data)),
+    ("em_base_pull", lambda s, model, tok, cfg, data: s.response_loss_grad(model, data, 1)),
+    ("em_first_step", lambda s, model, tok, cfg, data: s.arm_grads(model, tok, cfg, 0, "insecure")),
+    ("em_steer_base", lambda s, model, tok, cfg, data: s.code_grad(model, tok, cfg, 0, "insecure"))])
+def test_the_fine_tune_loss_reads_its_examples_on_the_models_device(name, loss, forward_devices):
+    # a base on a GPU run's cfg.device, its examples as pack_pairs builds them (on the CPU): each batch goes to the
+    # model's device (the analysis of a run made with device=cuda crashed at the first base)
+    tok = W.build_tokenizer()
+    model = tiny_gpt(tok).to("meta")
+    cfg = EM.Config(n_layer=2, n_embd=16, block_size=64, n_examples=12)
+    data = EM.arm_data("insecure", model, tok, cfg, 0)[0]
+    seen = forward_devices(model)
+    with pytest.raises(NotImplementedError, match="nonzero"):  # meta has no boolean-mask index: past the forward
+        loss(script(name), model, tok, cfg, data)
+    assert seen and set(seen) == {"meta"}
+
+
 def test_the_long_em_scripts_refuse_an_argument_they_would_ignore(tmp_path):
     """em_clamp_finetune (hours) and em_code_context (minutes) read only the options they know: a typo ran every
     world, or was found after the first seed's work."""
