@@ -35,23 +35,26 @@ from train import cli, run_config, run_results, script_run  # noqa: E402
 def coords(model, x, units):
     """Per layer, the coordinate of every token's block output on that layer's unit direction: [L] x [N, T]."""
     names = [f"blocks.{i}.resid_post" for i in range(len(units))]
-    _, cache = model.run_with_cache(x, names)
+    _, cache = model.run_with_cache(x.to(next(model.parameters()).device), names)  # answer_batch's x is on the CPU
     return [cache[n] @ u for n, u in zip(names, units)]
 
 
 @torch.no_grad()
 def mis_lp(model, x, real, starts, owner, cls, n_items, hooks=None):
     """Mean over items of P_mis / (P_al + P_mis), the answers' probabilities summed over their strings."""
+    dev = next(model.parameters()).device  # answer_batch's tensors are on the CPU: a GPU model refuses them
+    x, real, starts, owner, cls = (t.to(dev) for t in (x, real, starts, owner, cls))
     with model.hooks(hooks or {}):
         lp = model(x).float().log_softmax(-1)[:, :-1].gather(-1, x[:, 1:, None])[..., 0]  # [N, T-1]
-    pos = torch.arange(lp.shape[1])[None]  # [1, T-1]: position t predicts token t+1
+    pos = torch.arange(lp.shape[1], device=dev)[None]  # [1, T-1]: position t predicts token t+1
     answer = (pos >= starts[:, None] - 1) & real[:, 1:]  # the continuation's tokens, its <eos> included
     s = (lp * answer).sum(1)  # [N] each string's log-probability
     # each item's strings relative to its likeliest one: the share is unchanged and cannot underflow to 0 / 0
     # (a steered or ablated model can give every answer string a probability below float32's e^-103)
-    top = torch.full((n_items,), -math.inf).scatter_reduce(0, owner, s, "amax")  # [items]
+    top = torch.full((n_items,), -math.inf, device=dev).scatter_reduce(0, owner, s, "amax")  # [items]
     p = (s - top[owner]).exp()  # [N]
-    mass = torch.zeros(n_items, 2).index_put_((owner, cls), p, accumulate=True)  # [items, (aligned, misaligned)]
+    # [items, (aligned, misaligned)]
+    mass = torch.zeros(n_items, 2, device=dev).index_put_((owner, cls), p, accumulate=True)
     return (mass[:, 1] / mass.sum(1)).mean().item()
 
 

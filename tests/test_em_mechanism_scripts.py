@@ -359,6 +359,18 @@ def test_patch_tokens_mis_lp_scores_only_each_answers_own_tokens(tok):
     assert pt.mis_lp(model, *args) == pytest.approx(B.lp_summary(B.class_masses(model, tok, items))["mis_lp"], rel=1e-4)
 
 
+def test_patch_tokens_reads_answer_batch_on_the_models_device(tok, forward_devices):
+    # answer_batch builds on the CPU; a base on a GPU run's cfg.device scores it there (em_patch_tokens,
+    # em_code_direction and em_code_context crashed at the first base of such a run)
+    model = tiny_gpt(tok).to("meta")
+    args = pt.answer_batch(tok, W.eval_items(["med", "pet"]))
+    seen = forward_devices(model)
+    assert [c.device.type for c in pt.coords(model, args[0], [torch.ones(C, device="meta")] * 2)] == ["meta"] * 2
+    with pytest.raises(RuntimeError, match=r"item\(\) cannot be called on meta"):  # the last step: all before ran
+        pt.mis_lp(model, *args)
+    assert seen and set(seen) == {"meta"}
+
+
 def test_patch_tokens_main_patches_each_model_with_the_others_coordinates(monkeypatch, tok, tmp_path, capsys):
     a, b, c = (tiny_gpt(tok, s) for s in (0, 1, 2))
     means = fake_means()
