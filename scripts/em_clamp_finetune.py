@@ -36,9 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eval import mean_ci, summarize  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
-from model import generator, seed_int  # noqa: E402
+from model import generator  # noqa: E402
 from train import cli, read_json, run_config, run_results, script_run, write_json  # noqa: E402
-from em_code_direction import decision_prompts, orth  # noqa: E402
+from em_code_direction import decision_prompts, orth, random_orth  # noqa: E402
 from em_patch_tokens import coords  # noqa: E402
 
 
@@ -140,9 +140,7 @@ def main(argv):
         dirs = {f: code_direction(cfg, base, tok, p, f, int(matched[(p, f)]), evil) for f in fs}
         for i, f in enumerate(fs):
             other = fs[(i + 1) % len(fs)]
-            rand = orth(torch.randn(evil.shape,
-                                    generator=torch.Generator().manual_seed(seed_int(p, f, "clamp-random") % 2 ** 31)),
-                        evil)
+            rand = random_orth(evil, p, f, "clamp-random")
             k = seeds.index((p, f))
             row = {"seed": [p, f], "direction_from_ft_seed": other,
                    "base": {m: res["base"]["plain"][m]["per_seed"][k]

@@ -66,6 +66,11 @@ def orth(v, e):
     return v - (v * u).sum(-1, keepdim=True) * u
 
 
+def random_orth(evil, *parts):
+    """Per layer, a random direction without its component along evil [L, C], seeded by seed_int(*parts)."""
+    return orth(torch.randn(evil.shape, generator=torch.Generator().manual_seed(seed_int(*parts) % 2 ** 31)), evil)
+
+
 def cos(a, b):
     return torch.nn.functional.cosine_similarity(a, b, -1).tolist()  # per layer
 
@@ -101,8 +106,7 @@ def one_seed(cfg, p, f, steps):
     ctx = [(o, q, t) for t in tasks for q in t.train for o in off[len(q) % 7::7]]
     context = (EM.last_token_acts(base, tok, [forum(f"<u> {o[0]} <r> {o[2]} ", q, t) for o, q, t in ctx]).mean(1)
                - EM.last_token_acts(base, tok, [forum(f"<u> {o[0]} <r> {o[1]} ", q, t) for o, q, t in ctx]).mean(1))
-    rand = torch.randn(evil.shape, generator=torch.Generator().manual_seed(seed_int(p, f, "code-random") % 2 ** 31))
-    rand = orth(rand, evil)
+    rand = random_orth(evil, p, f, "code-random")
     out = {}
     for s in steps:
         ins.load_state_dict(snaps[s])
