@@ -67,8 +67,10 @@ def orth(v, e):
 
 
 def random_orth(evil, *parts):
-    """Per layer, a random direction without its component along evil [L, C], seeded by seed_int(*parts)."""
-    return orth(torch.randn(evil.shape, generator=torch.Generator().manual_seed(seed_int(*parts) % 2 ** 31)), evil)
+    """Per layer, a random direction without its component along evil [L, C], seeded by seed_int(*parts): drawn on
+    the CPU (the same numbers on any device), on evil's device."""
+    g = torch.Generator().manual_seed(seed_int(*parts) % 2 ** 31)
+    return orth(torch.randn(evil.shape, generator=g).to(evil.device), evil)
 
 
 def cos(a, b):

@@ -818,6 +818,17 @@ def test_em_code_direction_reads_the_last_real_token_and_removes_the_evil_compon
     assert torch.allclose(cd.orth(o, e), o, atol=1e-6) and torch.allclose(cd.orth(e, e), torch.zeros_like(e), atol=1e-5)
 
 
+def test_em_code_direction_random_direction_is_seeded_orthogonal_and_on_evils_device():
+    cd = load_script("em_code_direction")
+    evil = torch.randn(2, 16, generator=torch.Generator().manual_seed(0))
+    r = cd.random_orth(evil, 0, 1, "code-random")
+    assert torch.allclose((r * evil).sum(-1), torch.zeros(2), atol=1e-5) and r.norm(dim=-1).min() > 1
+    assert torch.equal(r, cd.random_orth(evil, 0, 1, "code-random")) and not torch.equal(r, cd.random_orth(evil, 0, 2))
+    # a GPU run's evil direction is on its device: the CPU draw goes there (em_code_direction and em_clamp_finetune
+    # crashed at its first base)
+    assert cd.random_orth(evil.to("meta"), 0, 1, "code-random").device.type == "meta"
+
+
 @torch.no_grad()
 def test_em_clamp_holds_the_bases_coordinates_and_nothing_else():
     cl = load_script("em_clamp_finetune")
