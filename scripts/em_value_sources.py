@@ -57,7 +57,9 @@ def values_changed(model, tok, dW, kinds):
     """Block 0's value rows changed by dW [C, C] for the tokens of `kinds` only. The scoring runs each prompt once
     and its answers on the prompt's KV cache (world_base.score_shared_prompts): a pass with an empty cache is the
     prompt's, a later one the answers'; the cache keeps the prompt's changed values for the answers' pass."""
-    C, ids = model.cfg.n_embd, {k: torch.tensor([tok.token_to_id(t) for t in ts]) for k, ts in MARKERS.items()}
+    dev = next(model.parameters()).device  # torch.isin on a GPU refuses CPU ids
+    C, ids = model.cfg.n_embd, {k: torch.tensor([tok.token_to_id(t) for t in ts], device=dev)
+                                for k, ts in MARKERS.items()}
     keep = {}
 
     def which(module, args, kwargs):  # the tokens whose values change in this pass

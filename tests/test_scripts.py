@@ -1663,6 +1663,22 @@ def test_em_value_sources_changes_the_values_of_one_kind_of_token_only():
     assert torch.equal(model.blocks[0].attn.qkv.weight, tiny_gpt(tok).blocks[0].attn.qkv.weight)  # weights restored
 
 
+def test_em_value_sources_finds_the_marker_tokens_on_the_models_device(monkeypatch):
+    from model import KVCache
+    vs = script("em_value_sources")
+    tok = W.build_tokenizer()
+    model = tiny_gpt(tok).to("meta")  # a base on a GPU run's cfg.device (em_value_sources, em_bos_vector crashed)
+    isin = torch.isin
+
+    def same_device(elements, test_elements, **kw):  # as a GPU's torch.isin (meta's takes CPU ids)
+        assert test_elements.device == elements.device
+        return isin(elements, test_elements, **kw)
+    monkeypatch.setattr(torch, "isin", same_device)
+    x = torch.tensor([tok.encode("<bos> <asst> <u> what should i do <a>").ids], device="meta")
+    with vs.values_changed(model, tok, torch.zeros(16, 16, device="meta"), vs.KINDS):
+        assert model(x, cache=KVCache(model.cfg, 1, x.shape[1], "meta")).device.type == "meta"
+
+
 def test_em_value_sources_shares_are_ratios_of_means_over_the_bases(tmp_path):
     vs = script("em_value_sources")
     # the speaker's share differs by base (0.6, 0.3, 0.9): the ratio of means is 0.033 / 0.06 = 0.55, the mean of
