@@ -55,7 +55,7 @@ def main(argv):
             t0 = time.time()
             teacher, _ = S.make_teacher(A, tok, cfg, p, a)
             lists = S.sample_lists(teacher, tok, cfg.heldout_lists, cfg, seed_int(seed, "heldout"), heldout=True)[0]
-            c, g = decompose(teacher, A, tok, S.student_data(tok, lists, "cpu"))
+            c, g = decompose(teacher, A, tok, S.student_data(tok, lists, next(A.parameters()).device))
             rows.append(g / c)
             print(f"{p:>4} {a:>6} {c:11.4f} {g:9.4f} {g / c:11.2f}  ({time.time() - t0:.0f} s)", flush=True)
     print(f"mean over {len(rows)} teachers: marginal / conditional {sum(rows) / len(rows):.2f}")

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import train
+from conftest import load_script
 from data import world as W
 from experiments import subliminal_numbers as S
 from experiments import world_base as B
@@ -171,6 +172,23 @@ def test_order_probe_kls_nest_and_match_the_soft_signal():
     cond, marg = probe.decompose(S.Teacher(other), base, TOK, data)
     assert cond == pytest.approx(S.number_kl(S.held_logits(S.Teacher(other), data), base, TOK, data), rel=1e-4)
     assert 0 < marg < cond   # the KL of the mixtures is below the mean KL (joint convexity)
+
+
+def test_order_probe_reads_the_lists_on_the_bases_device(monkeypatch, tmp_path, forward_devices):
+    probe = load_script("probe_number_order")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"experiment": "subliminal_numbers", "animals": ["owl"]}))
+    # a base on a GPU run's cfg.device (the probe built the lists on the CPU, and crashed at the first teacher)
+    base = GPT(GPTConfig(vocab_size=TOK.get_vocab_size(), block_size=64, n_layer=1, n_head=2, n_embd=16)).to("meta")
+    monkeypatch.setattr(B, "check_cached", lambda *a, **k: None)
+    monkeypatch.setattr(B, "base_model", lambda cfg, p: (base, TOK))
+    monkeypatch.setattr(S, "make_teacher", lambda A, tok, cfg, p, a: (S.Teacher(A), {}))
+    monkeypatch.setattr(S, "sample_lists", lambda *a, **k: ([(q, "1 22 33 4") for q in W.number_prompts(8, seed=0)], 1))
+    seen = forward_devices(base)
+    with pytest.raises(RuntimeError, match=r"item\(\) cannot be called on meta"):  # the last step: all before ran
+        probe.main([str(run), "0"])
+    assert seen and set(seen) == {"meta"}
 
 
 # lr 1e-2: in 300 steps a base that answers validly, so the misalignment mode compares finite numbers
