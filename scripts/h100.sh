@@ -2,7 +2,8 @@
 # The device check, as one prepared script for a lent GPU (see README, "Speed" and "The transformer"). The
 # checks still open come first: the 100-seed MNIST run as a fresh process (twice: cold and warm file cache),
 # the emergent-misalignment default config from an empty base cache, the GPT benchmark (the GPT-2 shape at
-# batch 32 and 16 first), then the MNIST benchmark, the quick EM config and the follow-up sweeps while time is left.
+# batch 32 and 16 first), then the quick EM config with the analysis scripts on it, the MNIST benchmark and the
+# follow-up sweeps while time is left.
 # Each stage has its own time limit; logs and run folders come back as $OUT/runs.tgz.
 #   DATA_DIR=.devdata OUT=/tmp/h100 bash scripts/h100.sh
 set -uo pipefail
@@ -33,8 +34,12 @@ stage main100_chunk1 60 T subliminal_mnist --n_seeds=100 --student_chunk=1 --out
 # issue 4's GPU goal (default EM config from scratch <= 3 min): a fresh cache, one process per base model
 stage em_default 240 E emergent_misalignment --workers=6
 stage bench_gpt 180 python bench.py gpt --device=cuda --budget=110  # its first row: the GPT-2 shape at batch 32
-stage bench_mnist 90 python bench.py mnist --device=cuda --seeds=1,100 --extra="--data_dir=$DATA"
 stage em_quick 120 E emergent_misalignment_quick
+# the analysis scripts on a run made with device=cuda (their bases on the GPU; they once fed it CPU batches)
+stage em_scripts 150 bash -c 'R=out/gpu/emergent_misalignment_quick; set -e
+    for s in em_base_pull em_first_step em_steer_base em_bos_vector em_value_sources em_patch_tokens em_code_context
+    do python scripts/$s.py $R; done; python scripts/em_steer_base.py --route $R'
+stage bench_mnist 90 python bench.py mnist --device=cuda --seeds=1,100 --extra="--data_dir=$DATA"
 stage cross_head100 60 T subliminal_mnist --n_seeds=100 --out_dir=out/gpu/cross_head \
     --conditions="['reference','teacher','student_aux','cross_head_aux','cross_head_all']"
 stage cross_init 120 T subliminal_mnist_cross_init
