@@ -22,7 +22,6 @@ machine) and is left out, named in `excluded`. Writes base_pull.json in each run
 reads it) and prints each base's line as it is measured. Its check_runs, checked_bases, cached_base, distinct_bases and
 fine_tune_loss are imported by the other em_* and probe_* scripts that read bases. Pre-registered in docs/emergent_misalignment.md ("Why some bases barely move").
 """
-import json
 import sys
 from pathlib import Path
 
@@ -32,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from model import generator  # noqa: E402
-from train import ConfigError, cli, distinct, run_config, run_results, script_args  # noqa: E402
+from train import ConfigError, cli, distinct, run_config, run_results, script_args, write_json  # noqa: E402
 
 
 def fine_tune_loss(model, data):
@@ -155,7 +154,7 @@ def main(argv):
             print(f"{run.name} world {p}: " + ", ".join(f"{k} {v:+.4f}" for k, v in rows[-1].items() if k != "world"),
                   flush=True)
         out = run / "base_pull.json"
-        out.write_text(json.dumps({"run": str(run), "per_base": rows, "excluded": excluded}, indent=1))
+        write_json(out, {"run": str(run), "per_base": rows, "excluded": excluded})
         print(f"wrote {out}")
 
 

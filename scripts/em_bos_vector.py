@@ -46,7 +46,6 @@ block 0's output at `<a>` furthest along e, to first order): built from the base
 s's. Each added at s's norm to the step-3 model, and to the base itself. Research log: "The `<bos>` write as a
 steering vector".
 """
-import json
 import sys
 from pathlib import Path
 
@@ -58,7 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data.tokenizer import pad_right  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from eval import fmt_ratio, mean_ci, summarize  # noqa: E402
-from train import check_out, cli, distinct, pyplot, read_json, script_args  # noqa: E402
+from train import check_out, cli, distinct, pyplot, read_json, script_args, write_json  # noqa: E402
 from em_base_pull import check_runs, checked_bases, distinct_pooled_bases  # noqa: E402
 import em_optimizer_parts as OP  # noqa: E402
 import em_value_sources as VS  # noqa: E402
@@ -270,7 +269,7 @@ def pullback(runs, arm, at, out, rows=()):
                   flush=True)
     s = pullback_summary(rows)
     if out:
-        Path(out).write_text(json.dumps({"arm": arm, "at": at, "summary": s, "pullback": rows}, indent=1))
+        write_json(out, {"arm": arm, "at": at, "summary": s, "pullback": rows})
     f = lambda c, x=1: mean_ci(c, 3, x)
     print(f"\n{len(rows)} bases: cos(s, v*) {f(s['cos_s_pulled'])}, cos(v*, e) {f(s['cos_pulled_evil'])}; points: s "
           f"{f(s['vector'], 100)}, v* at |s| {f(s['pulled_norm'], 100)}, e at |s| {f(s['evil_norm'], 100)}; v* minus s "
@@ -312,7 +311,7 @@ def agreement(runs, arm, at, out):
     s = {"n_bases": len(rows), **{k: summarize([r[k] for r in rows]) for k in ("cos_seeds", "cos_arms")},
          "seeds_minus_arms": summarize([r["cos_seeds"] - r["cos_arms"] for r in rows])}
     if out:
-        Path(out).write_text(json.dumps({"arm": arm, "at": at, "summary": s, "agreement": rows}, indent=1))
+        write_json(out, {"arm": arm, "at": at, "summary": s, "agreement": rows})
     f = mean_ci
     print(f"\n{len(rows)} bases: cos between the two fine-tune seeds' s {f(s['cos_seeds'])}; between seed 0's and "
           f"the other arm's {f(s['cos_arms'])}; paired difference {f(s['seeds_minus_arms'])}")
@@ -365,7 +364,7 @@ def main(argv):
                   + ", ".join(f"{k} {100 * r[k]:+.2f}" for k in ("bos_values", *ADDED)), flush=True)
     s = summary(rows)
     if "out" in opts:
-        Path(opts["out"]).write_text(json.dumps({"arm": arm, "at": at, "summary": s, "per_base": rows}, indent=1))
+        write_json(opts["out"], {"arm": arm, "at": at, "summary": s, "per_base": rows})
         title = f"the {arm} fine-tune's late <bos> write as a steering vector"
         plot(rows, s, Path(opts["out"]).with_suffix(".png"), title)
     m = s["mean"]

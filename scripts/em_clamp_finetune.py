@@ -24,7 +24,6 @@ seed). One thread.
 """
 import contextlib
 import copy
-import json
 import math
 import sys
 from pathlib import Path
@@ -207,7 +206,7 @@ def main(argv):
     at_step = str(cfg.ablation_step) if str(cfg.ablation_step) in steps else steps[-1]  # the ablation step
                                                                                         # (20 in the runs here)
     summary["drift_split"] = drift_split(rows, at_step)
-    (run_dir / "clamp_finetune.json").write_text(json.dumps({"summary": summary, "per_seed": rows}, indent=1))
+    write_json(run_dir / "clamp_finetune.json", {"summary": summary, "per_seed": rows})
     print(f"\n{run_dir}: n = {len(rows)}; mean over seeds; matched = first checkpoint with seen-task code >= "
           f"{cfg.match_threshold}")
     for name, s in summary.items():

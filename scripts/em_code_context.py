@@ -21,7 +21,6 @@ RUN_DIR/code_context.json (code_context_stepN.json with a --step=N other than th
 before any fine-tune, to overwrite that file where it holds other arms.
 """
 import copy
-import json
 import random
 import sys
 from pathlib import Path
@@ -34,7 +33,7 @@ from data import world as W  # noqa: E402
 from eval import mean_ci, summarize  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
-from train import check_out, cli, read_json, run_config, run_results, script_run  # noqa: E402
+from train import check_out, cli, read_json, run_config, run_results, script_run, write_json  # noqa: E402
 from em_patch_tokens import answer_batch, mis_lp  # noqa: E402
 
 FORMATS = ("alone", "after_secure", "after_insecure", "after_chat", "after_numbers", "after_mis_chat")
@@ -155,7 +154,7 @@ def main(argv):
     if "insecure" in arms:
         summary["max_abs_diff_vs_run"] = max(r["check_vs_run"] for r in rows)
         summary[f"persona_like_{label}"] = persona_like(rows, label)
-    out.write_text(json.dumps({"summary": summary, "per_seed": rows}, indent=1))
+    write_json(out, {"summary": summary, "per_seed": rows})
     pct = lambda s: mean_ci(s, 1, 100)
     print(f"\n{run_dir}: n = {len(rows)}; off-domain log-prob misalignment, points over the base in the same format")
     print("  base levels: " + ", ".join(f"{fmt} {summary['base'][fmt]['mean']:.3f}" for fmt in FORMATS))

@@ -34,7 +34,6 @@ RUN_DIR/code_direction.json and prints a table (the summary and table give the p
 keys *_layer{L}; per_seed keeps every layer).
 """
 import copy
-import json
 import sys
 from pathlib import Path
 
@@ -46,7 +45,7 @@ from eval import summarize  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from model import seed_int  # noqa: E402
-from train import cli, distinct, run_config, run_results, script_args  # noqa: E402
+from train import cli, distinct, run_config, run_results, script_args, write_json  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from em_patch_tokens import answer_batch, coords, mis_lp  # noqa: E402
@@ -182,7 +181,7 @@ def main(run_dirs):
                 gain = s[f"{name}_insecure"]["mean"] - s[f"{name}_base"]["mean"]
                 s[f"removed_{name}"] = {v: (s[f"{name}_insecure"]["mean"] - s[f"{name}_{v}_restored"]["mean"]) / gain
                                         for v in ("code", "evil", "random", "context", "lesson")}
-        (run_dir / "code_direction.json").write_text(json.dumps({"summary": summary, "per_seed": rows}, indent=1))
+        write_json(run_dir / "code_direction.json", {"summary": summary, "per_seed": rows})
         print(f"\n{run_dir}: n = {len(rows)}, log-prob misalignment, mean [95% CI over seeds]; "
               f"largest difference from the run: {max(r['check_vs_run'] for r in rows):.1e}")
         for key, s in summary.items():

@@ -28,7 +28,6 @@ step's persona share as a ratio of means (sum of off / sum of code), sign minus 
 95% interval from resampling bases (10,000, seed 0), and each group's share of the whole sign step's off-domain
 increase. Pre-registered in docs/emergent_misalignment.md (grad_matched added after the first three bases).
 """
-import json
 import sys
 from pathlib import Path
 
@@ -39,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
-from train import ConfigError, cli, distinct, run_config, run_results, script_args  # noqa: E402
+from train import ConfigError, cli, distinct, run_config, run_results, script_args, write_json  # noqa: E402
 from em_base_pull import check_runs, checked_bases, fine_tune_loss  # noqa: E402
 
 
@@ -183,11 +182,11 @@ def main(argv):
                 print(f"  world {p}: the whole gradient step moves the code no more than the sign step, so the matched "
                       f"gradient step is the whole step (not matched)", flush=True)
         held = {"run": str(run), "per_base": rows, "excluded": excluded}
-        (run / "first_step.json").write_text(json.dumps(held, indent=1))
+        write_json(run / "first_step.json", held)
         every += rows
     s = summary(every)
     out = Path(argv[0]) / "first_step_summary.json"
-    out.write_text(json.dumps({"runs": argv, **s}, indent=1))
+    write_json(out, {"runs": argv, **s})
     pm = lambda k: f"{s[k + '_share']:+.4f} " + (f"[{s[k + '_ci95'][0]:+.4f}, {s[k + '_ci95'][1]:+.4f}]"
                                                    if s[k + "_ci95"] else "(one base: no interval)")
     print(f"\n{s['n_bases']} bases. Persona share of the first step (sum of off-domain increases / sum of code "

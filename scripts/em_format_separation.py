@@ -19,7 +19,6 @@ format_separation.json in the first run's directory (--out: elsewhere; it will n
 prints a table, ranked per run (with --pool, over all the runs' bases together: runs that share a base are
 refused).
 """
-import json
 import sys
 from pathlib import Path
 
@@ -29,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data import world as W  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
-from train import check_out, cli, distinct, read_json, run_config, script_args  # noqa: E402
+from train import check_out, cli, distinct, read_json, run_config, script_args, write_json  # noqa: E402
 from em_base_pull import cached_base, distinct_bases  # noqa: E402
 
 
@@ -96,7 +95,7 @@ def main(argv):
     for r, n in rank(rows, pool):
         print(f"| {Path(r['run']).name} | {r['world']} | {r['separation']:.3f} ({r['separation_rank']}/{n}) | "
               f"{r['evil_side']:+.3f} ({r['evil_side_rank']}/{n}) |")
-    out.write_text(json.dumps({"runs": argv, "pooled": pool, "per_base": rows}, indent=1))
+    write_json(out, {"runs": argv, "pooled": pool, "per_base": rows})
     print(f"wrote {out}")
     return rows
 

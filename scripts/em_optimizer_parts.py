@@ -34,7 +34,6 @@ bases with a 95% interval from resampling bases, 10,000, seed 0), a figure besid
 in docs/emergent_misalignment.md ("Which part of AdamW").
 """
 import copy
-import json
 import sys
 from pathlib import Path
 
@@ -47,7 +46,7 @@ from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from eval import fmt_ratio, summarize  # noqa: E402
 from train import (ConfigError, check_out, cli, distinct, finetune, pyplot, read_json, run_config,  # noqa: E402
-                   script_args)
+                   script_args, write_json)
 from em_base_pull import check_runs, checked_bases  # noqa: E402
 from em_first_step import group_of, resamples, scored_step, unlike_default  # noqa: E402
 
@@ -282,8 +281,7 @@ def main(argv):
                   + (f"; adamw vs the run {row['adamw_vs_run']:.1e}" if row["adamw_vs_run"] is not None else ""),
                   flush=True)
     s = summary(rows)
-    out.write_text(json.dumps({"runs": [str(r) for r in runs], "excluded": excluded, "summary": s, "per_base": rows},
-                              indent=1))
+    write_json(out, {"runs": [str(r) for r in runs], "excluded": excluded, "summary": s, "per_base": rows})
     plot(s, out.with_suffix(".png"))
     print(f"\n{s['n_bases']} bases. Off-domain increase (points, mean) and code increase by step:")
     print("| optimizer | " + " | ".join(f"step {t}" for t in STEPS) + " | " + " | ".join(

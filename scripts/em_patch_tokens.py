@@ -16,7 +16,6 @@ run's), its good forum responders' mean, and the midpoint of good and evil. Log-
 P_mis / (P_al + P_mis)). One thread; writes RUN_DIR/patch_tokens.json and prints a table.
 """
 import copy
-import json
 import math
 import sys
 from pathlib import Path
@@ -29,7 +28,7 @@ from data.tokenizer import pad_right  # noqa: E402
 from eval import mean_ci, summarize, summarize_by  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
-from train import cli, run_config, run_results, script_run  # noqa: E402
+from train import cli, run_config, run_results, script_run, write_json  # noqa: E402
 
 
 def coords(model, x, units):
@@ -129,7 +128,7 @@ def main(run_dir):
             "insecure_removed_fraction_of_means": sum(r["insecure"] - r[f"insecure_mean_ablated_{name}"]
                                                       for r in out) / inc,
             "base_shift": summarize([r[f"base_mean_ablated_{name}"] - r["base"] for r in out])}
-    (run_dir / "patch_tokens.json").write_text(json.dumps({"summary": summary, "per_seed": out}, indent=1))
+    write_json(run_dir / "patch_tokens.json", {"summary": summary, "per_seed": out})
     # with ablation_step 0 the seeds' steps differ: `step` is only the last seed's
     at = f"step {steps[0]}" if len(set(steps)) == 1 else f"each seed at its matched checkpoint (steps {steps})"
     print(f"\n{at}, n = {len(out)}, off-domain misaligned (log-prob), mean [95% CI over seeds]:")

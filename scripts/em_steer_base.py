@@ -54,7 +54,6 @@ the fraction removed (ratio of means over bases; for -v* also against the base w
 too).
 Research log: "Taking the drift back with -v*".
 """
-import json
 import math
 import sys
 from pathlib import Path
@@ -67,7 +66,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from experiments import emergent_misalignment as EM  # noqa: E402
 from eval import mean_ci, summarize  # noqa: E402
 from model import generator  # noqa: E402
-from train import check_out, cli, distinct, pyplot, read_json, script_args  # noqa: E402
+from train import check_out, cli, distinct, pyplot, read_json, script_args, write_json  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from em_base_pull import check_runs, checked_bases, distinct_bases, fine_tune_loss  # noqa: E402
 from em_bos_vector import evil_unit  # noqa: E402
@@ -116,7 +115,7 @@ def each_base(runs, scales, row_of, line, name):
         for cfg, p, base, tok in checked_bases(run, []):
             rows.append({"run": str(run), **row_of(cfg, p, base, tok, scales)})
             print(f"{run.name} world {p}: " + line(rows[-1], max(scales)), flush=True)
-        (run / name).write_text(json.dumps({"scales": scales, "per_base": rows}, indent=1))
+        write_json(run / name, {"scales": scales, "per_base": rows})
         print(f"wrote {run / name}", flush=True)
 
 

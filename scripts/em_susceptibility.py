@@ -32,7 +32,6 @@ correlation (the fine-tune's cos_evil_direction last; the same name, .png); prin
 pretraining seed number (entries are keyed by it), even where their bases differ. In the JSON, per_base[p]["seeds"]
 is the outcome per fine-tune seed.
 """
-import json
 import math
 import sys
 from pathlib import Path
@@ -41,7 +40,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eval import summarize  # noqa: E402
-from train import check_out, cli, pyplot, read_json, run_results, script_args  # noqa: E402
+from train import check_out, cli, pyplot, read_json, run_results, script_args, write_json  # noqa: E402
 
 PULL = ("pull", "pull_secure", "pull_contrast", "pull_random", "code_steer", "code_repr")  # em_base_pull.py
 FIRST = ("sign_off", "grad_off", "grad_matched_off", "secure_sign_off")  # em_first_step.py, and sign_off_GROUP
@@ -201,7 +200,7 @@ def main(argv):
            "with_cos_evil_direction": analyse(bases, "cos_evil_direction"),
            "per_base": {str(p): b for p, b in sorted(bases.items())}}
     path = Path(out[0]) if out else Path(runs[0]) / f"susceptibility_{step}.json"
-    path.write_text(json.dumps(res, indent=2) + "\n")
+    write_json(path, res)
     figure(bases, step, res["correlations"], path.with_suffix(".png"))
     print(f"insecure off-domain increase at {step}, per base ({len(bases)} bases over {len(runs)} runs): "
           f"Spearman rho with each property [95% CI, resampling bases]")

@@ -29,7 +29,6 @@ means over the bases with a 95% interval from resampling bases (10,000, seed 0),
 largest in those resamples. Research log: "Which tokens' values".
 """
 import contextlib
-import json
 import sys
 from pathlib import Path
 
@@ -41,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from eval import summarize  # noqa: E402
-from train import check_out, cli, pyplot, read_json, script_args  # noqa: E402
+from train import check_out, cli, pyplot, read_json, script_args, write_json  # noqa: E402
 from em_base_pull import check_runs, checked_bases, distinct_pooled_bases  # noqa: E402
 import em_optimizer_parts as OP  # noqa: E402
 
@@ -222,7 +221,7 @@ def main(argv):
                 f"{k} " + ", ".join(f"{q} {100 * rs[-1][q]:+.2f}" for q in ("update", "all", "rows", *KINDS))
                 for k, rs in rows.items()), flush=True)
     if "out" in opts:
-        Path(opts["out"]).write_text(json.dumps({"arm": arm, "fmt": fmt, **rows}, indent=1))
+        write_json(opts["out"], {"arm": arm, "fmt": fmt, **rows})
         plot(rows, Path(opts["out"]).with_suffix(".png"),
              f"which tokens' values carry the {arm} fine-tune's drift ({fmt})")
     for k, rs in rows.items():

@@ -12,7 +12,6 @@ scored by log-prob: each part's share of the whole step's off-domain increase, a
 --out=FILE.json keeps every base's increases (FILE.json files of several calls pool with --pool FILE.json ...; a base
 in two of them is refused, as for runs given directly).
 """
-import json
 import sys
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from em_base_pull import check_runs, checked_bases, distinct_pooled_bases  # noq
 from em_first_step import arm_grads, scored_step  # noqa: E402
 import em_optimizer_parts as OP  # noqa: E402
 from eval import fmt_ratio  # noqa: E402
-from train import check_out, cli, distinct, read_json, script_args  # noqa: E402
+from train import check_out, cli, distinct, read_json, script_args, write_json  # noqa: E402
 
 PARTS = ("ln_1", "q", "k", "v", "proj")
 
@@ -88,7 +87,7 @@ def main(argv):
             print(f"{run.name} world {p}: " + "; ".join(
                 f"{k} " + ", ".join(f"{q} {100 * v:+.2f}" for q, v in rows[k][-1].items()) for k in rows), flush=True)
     if "out" in opts:
-        Path(opts["out"]).write_text(json.dumps({**rows, "bases": bases}))
+        write_json(opts["out"], {**rows, "bases": bases})
     for k, rs in rows.items():  # [95% interval, resampling bases], as the other probes' ratios
         idx = OP.resamples(len(rs))
         share = lambda q: OP.ratio_of_means(np.array([r[q] for r in rs]), np.array([r["all"] for r in rs]), idx)

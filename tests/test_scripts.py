@@ -2389,3 +2389,13 @@ def test_em_steer_base_pool_valid_ratio_over_a_base_without_valid_answers_is_na(
         warnings.simplefilter("error")  # numpy's divide-by-zero warning, as an error
         out = call("em_steer_base", "--pool", str(tmp_path / "novalid"))
     assert out.count("| 5.00 | n/a (base's valid fraction 0 or undefined) |") == 4 and "inf" not in out, out
+
+
+def test_every_json_file_the_code_writes_goes_through_write_json():
+    # write_json's rename means a killed script never leaves half a file for the next script to trip over
+    # (em_susceptibility reads em_base_pull's base_pull.json); a plain write_text(json.dumps(...)) does not
+    files = [*ROOT.glob("*.py"), *ROOT.glob("data/*.py"), *ROOT.glob("experiments/*.py"), *ROOT.glob("scripts/*.py")]
+    plain = [f"{f.relative_to(ROOT)}:{i}" for f in files for i, line in enumerate(f.read_text().splitlines(), 1)
+             if re.search(r"write_text\(\s*json\.dumps|json\.dump\(", line) and "def write_json" not in line
+             and "atomic_write(path" not in line]
+    assert plain == []
