@@ -1107,7 +1107,7 @@ def make_lm_optimizer(model, lr, weight_decay, betas):
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
     fused = all(p.is_cuda for p in params)
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused or None)
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(map(float, betas)), fused=fused or None)  # (an int: refused)
 
 
 @torch.no_grad()
@@ -1345,7 +1345,9 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
                    else [p for p in model.parameters() if p.requires_grad])
         # no weight decay, so one group; fused on the CPU too (one kernel over all the weights instead of a loop of
         # small ops: ~3x faster steps at our sizes)
-        opt = (torch.optim.AdamW(trained, lr=lr, betas=betas, weight_decay=0.0, fused=True) if optimizer == "adamw"
+        # floats: torch's AdamW refuses an int beta, and the docstring's (0, 0) is how one writes the sign step
+        opt = (torch.optim.AdamW(trained, lr=lr, betas=tuple(map(float, betas)), weight_decay=0.0, fused=True)
+               if optimizer == "adamw"
                else torch.optim.SGD(trained, lr=lr, momentum=momentum, dampening=momentum))
 
         # the data on the model's device, and the fixed teacher's logits at the trained positions, once

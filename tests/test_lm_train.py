@@ -605,6 +605,18 @@ def test_lora_finetune_is_gradient_descent_on_the_adapters():
                  lora_targets=("blocks.1.mlp.proj",))
 
 
+def test_betas_written_as_ints_are_the_same_optimizer():
+    # torch's AdamW refuses an int beta ("both floats or both Tensors"): (0, 0), the docstring's sign step, crashed
+    data = pack_pairs(finetune_pairs(8), pad_id=0)
+    kw = dict(steps=2, batch_size=8, lr=1e-2, seed=0, order="sequential")
+    for ints in ((0, 0), (0, 0.999)):
+        floats = tuple(map(float, ints))
+        a, b = finetune(fresh(), data, betas=ints, **kw), finetune(fresh(), data, betas=floats, **kw)
+        assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    a, b = (make_lm_optimizer(fresh(), 1e-3, 0.1, betas) for betas in ((0, 0), (0.0, 0.0)))
+    assert a.param_groups[0]["betas"] == b.param_groups[0]["betas"] == (0.0, 0.0)
+
+
 def test_adamw_betas_and_sgd_momentum_are_the_closed_form_updates():
     """The settings that take AdamW apart (scripts/em_optimizer_parts.py), two full-batch steps each against the update
     written out from the clipped gradients g1, g2: AdamW with betas (0, 0) steps lr g / (|g| + eps) every time (the
