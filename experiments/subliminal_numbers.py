@@ -82,7 +82,9 @@ teachers' intervals are over the pretraining seeds. Mode "dose": {"dose": {D: {A
 "n_seeds", "seeds", "seconds"}. Mode "misalignment": {"arms": {STUDENT (control, TEACHER, TEACHER_soft):
 {"offdomain_misaligned", "valid_fraction", "offdomain_misaligned_lp", "code_misaligned", "effect"}}, "base": {the
 four}, "teachers": {TEACHER: {the four, "steps"}}, "dose": {LISTS_READ: ...} (evals > 1), "kept_fraction",
-"figures_to_reach": {"sampled_pass", "soft_pass"}, "n_seeds", "seeds", "seconds"}. "kept_fraction" is {NAME: STAT}.
+"figures_to_reach": {"sampled_pass", "soft_pass"}, "teachers_unmatched": "k/n" (em_match: the bases whose first
+teacher's code never reached the threshold; absent when none), "n_seeds", "seeds", "seconds"}. "kept_fraction" is
+{NAME: STAT}.
 
 The file in pipeline order. run (at the end): pretrain the missing bases (world_base.pretrained); one unit per seed
 (p, f), in parallel and saved (saved_unit -> UNITS[mode][0]: animals_unit | dose_unit | misalignment_unit); then
