@@ -84,3 +84,9 @@ def forward_devices():
     yield record
     for h in handles:
         h.remove()
+
+
+def readme_block(after):
+    """The README's first ```python block after the line `after`: its examples run as printed."""
+    text = (ROOT / "README.md").read_text()
+    return text.split(after, 1)[1].split("```python\n", 1)[1].split("```", 1)[0]

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import train
+from conftest import readme_block
 from train import ConfigError, load_config
 
 
@@ -820,6 +821,17 @@ def _check_doc_script_commands(tmp_path, monkeypatch, Reached):
                         pytest.fail(f"{where}: refused (exit status {e.code}): {said}")
                 n += 1
     return n
+
+
+def test_the_readme_hook_example_runs_as_printed():
+    # "The transformer: hooks, sampling, scoring, training": an API change would leave it failing for every reader
+    ns = {}
+    torch.manual_seed(0)
+    exec(compile(readme_block("## The transformer: hooks, sampling, scoring, training"), "README.md", "exec"), ns)
+    assert ns["logits"].shape == (2, 16, 631) and set(ns["cache"]) == {"blocks.1.resid_post", "blocks.0.attn.pattern"}
+    assert ns["cache"]["blocks.0.attn.pattern"].shape == (2, 4, 16, 16)
+    assert not torch.equal(ns["patched"], ns["logits"])  # the MLP ablation reached the logits
+    assert [len(row) for row in ns["out"]] == [20, 20]
 
 
 def test_the_readme_example_experiment_runs_and_checks_its_config(tmp_path, monkeypatch, capsys):

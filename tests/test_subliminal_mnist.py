@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 
 import eval as evaluate
 import train
-from conftest import ROOT, need_data
+from conftest import ROOT, need_data, readme_block
 from model import SeedMLP
 
 TINY = ["--n_train=2000", "--n_noise=512", "--width=64", "--lr=2e-3", "--epochs=2", "--distill_epochs=1", "--n_seeds=2",
@@ -781,6 +781,18 @@ def test_load_models_gives_every_seed_of_a_cell_in_one_model_in_seed_order(tmp_p
     (out / "init_perturbation-0.3_group1.safetensors").unlink()
     with pytest.raises(train.ConfigError, match="init_perturbation-0.3_group1.safetensors is missing"):
         S.load_models(out, "init_perturbation-0.3")
+
+
+@need_data()
+def test_the_readme_load_models_example_runs_as_printed(tmp_path):
+    # README "How the MNIST experiment works": the snippet that opens a finished run, on a tiny one
+    out, res = run(tmp_path, COND)
+    code = readme_block("- A finished run's models, to study them").replace("out/subliminal_mnist/<time>", str(out))
+    ns = {}
+    exec(compile(code, "README.md", "exec"), ns)
+    assert ns["logits"].shape == (2, 10000, 13) and ns["test_y"].shape == (10000,)
+    acc = (ns["logits"][..., :10].argmax(-1) == ns["test_y"]).float().mean(1)  # the students' own test accuracy
+    assert acc.tolist() == pytest.approx(res["conditions"]["student_aux"]["per_seed"], abs=1e-6)
 
 
 @need_data()
