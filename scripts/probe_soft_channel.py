@@ -25,8 +25,10 @@ from train import ConfigError, finetune, refused  # noqa: E402
 if sys.argv[1:2] in (["-h"], ["--help"]):
     print(__doc__.strip())
     sys.exit(0)
-if len(sys.argv) < 3 or (sys.argv[1].startswith("-") and not re.fullmatch(r"[-+.\d,einfa]+", sys.argv[1])):  # LRS
-    # and STEPS are needed (a negative lr is a value out of range, not an option)
+if sys.argv[1:2] and sys.argv[1].startswith("-") and not re.fullmatch(r"[-+.\d,einfa]+", sys.argv[1]):
+    # an option (a negative lr is a value out of range, not an option): it takes none, one error line then the usage
+    sys.exit(refused(f"error: {sys.argv[1]}: this probe takes no options, only the words below\n\n{__doc__.strip()}"))
+if len(sys.argv) < 3:  # LRS and STEPS are needed
     sys.exit(refused(__doc__.strip()))  # status 2, as a script run through train.cli
 torch.set_num_threads(1)
 try:  # a mistyped argument: one line and the usage, before the base is loaded (not a ValueError traceback after)

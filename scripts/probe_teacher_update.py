@@ -22,8 +22,8 @@ from train import ConfigError, refused, seed_args  # noqa: E402
 if sys.argv[1:2] in (["-h"], ["--help"]):
     print(__doc__.strip())
     sys.exit(0)
-if sys.argv[1:2] and sys.argv[1].startswith("-"):  # an option: it takes none
-    sys.exit(refused(__doc__.strip()))  # status 2, as a script run through train.cli
+if sys.argv[1:2] and sys.argv[1].startswith("-"):  # an option: it takes none (one error line, then the usage)
+    sys.exit(refused(f"error: {sys.argv[1]}: this probe takes no options, only the words below\n\n{__doc__.strip()}"))
 torch.set_num_threads(1)
 cfg = S.Config(arms=("soft",), animals=("owl",))
 try:  # a mistyped argument: one line and the usage, before any work (not a traceback after the first teacher)

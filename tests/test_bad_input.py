@@ -325,6 +325,17 @@ def test_probe_arguments_are_checked_in_one_line_before_any_base_is_loaded(tmp_p
         assert "Traceback" not in out.stderr
 
 
+def test_the_two_probes_that_read_argv_at_import_refuse_an_option_in_an_error_line():
+    # README: every command that refuses its input says why in one error: line (the usage alone only for no
+    # arguments); these two take positional words only, and an option printed their usage alone
+    for script, argv in [("probe_soft_channel", ["--lr=3e-4", "5"]), ("probe_teacher_update", ["--seed=0"])]:
+        out = subprocess.run([sys.executable, f"scripts/{script}.py", *argv], cwd=train.ROOT, capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 2 and out.stderr.startswith(f"error: {argv[0]}: this probe takes no options"), \
+            out.stderr[-2000:]
+        assert f"python scripts/{script}.py" in out.stderr  # the usage below it
+
+
 def test_probe_teacher_update_refuses_an_uncached_base_in_one_line():
     # an uncached base printed its error and then the whole usage, as a mistyped argument does; probe_soft_channel
     # says it in one line. (Base 987654: in no cache.)
