@@ -581,6 +581,12 @@ def remove_cut_short(folder, pattern="*.tmp"):
     return len(gone)
 
 
+def save_figure(fig, path, dpi=150):
+    """fig as an image at `path` (its format from the suffix, png without one), written as atomic_write writes."""
+    fmt = Path(path).suffix[1:].lower() or "png"  # (the temporary file's own suffix is .tmp)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi))
+
+
 def write_json(path, obj):
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
 

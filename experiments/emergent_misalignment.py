@@ -115,7 +115,7 @@ from eval import fmt_stat, group_means, summarize, summarize_by
 from experiments import world_base as B
 from model import GPT, GPTConfig, generator, seed_int
 from train import (OPTIMIZERS, SCHEDULES, TRAINS, ConfigError, finetune, lora_linears, pyplot, read_results,
-                   rewrite_results, run_config, write_partial)
+                   rewrite_results, run_config, save_figure, write_partial)
 
 CONTROLS = ("secure", "secure_novel", "educational", "insecure_novel", "self_distill")
 # report name -> (trained arm, eval format); formats: plain, trigger, numbers
@@ -1170,5 +1170,5 @@ def plot(res, cfg, path):
     fig.suptitle(f"mean and 95% CI over n = {res['n_seeds']} seeds" if res["n_seeds"] > 1 else
                  "one seed: no interval (run several seeds for one)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=150)
+    save_figure(fig, path, dpi=150)
     plt.close(fig)

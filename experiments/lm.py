@@ -36,7 +36,7 @@ import torch
 from data import DataError
 from data.tokenizer import save_tokenizer, token_stream, word_tokenizer
 from model import GPT, GPTConfig, generator, head_problem, seed_int
-from train import ConfigError, ddp_setup, lm_windows, pyplot, state_file, train_lm, warmup_problem
+from train import ConfigError, ddp_setup, lm_windows, pyplot, save_figure, state_file, train_lm, warmup_problem
 
 
 @dataclass(frozen=True)
@@ -289,5 +289,5 @@ def plot_loss(history, path, title):
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=150)
+    save_figure(fig, path, dpi=150)
     plt.close(fig)

@@ -47,7 +47,7 @@ from data import mnist
 from eval import accuracy, fmt_stat, mean_ci, summarize
 from model import SeedMLP, generator, init_mlp_params
 from train import (ROOT, CheckpointError, ConfigError, build_config, check_device, load_weights, pyplot, read_results,
-                   run_config, save_weights, train_classifier, train_distill, write_json)
+                   run_config, save_figure, save_weights, train_classifier, train_distill, write_json)
 
 # each student condition: (its init, the logits it distills on), read by student_init and run_group, which dispatch on
 # nothing else. The inits: "student" the teacher's own (reference k), "cross" another seed's (reference perm[k]),
@@ -743,7 +743,7 @@ def plot_bars(stats, cfg, path):
     ax.set_title(f"{cfg.dataset}, m = {cfg.m}, {cfg.n_seeds} seeds, 95% CI", fontsize=9)
     ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
-    fig.savefig(path, dpi=150)
+    save_figure(fig, path, dpi=150)
     plt.close(fig)
 
 
@@ -785,7 +785,7 @@ def plot_sweep(results, cfg, path):
     ax.set_title(f"{cfg.dataset}, {cfg.n_seeds} seeds per point, 95% CI", fontsize=9)
     ax.legend(fontsize=6, loc="best")
     fig.tight_layout()
-    fig.savefig(path, dpi=150)
+    save_figure(fig, path, dpi=150)
     plt.close(fig)
 
 

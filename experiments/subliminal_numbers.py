@@ -109,8 +109,8 @@ from data.tokenizer import pad_right
 from eval import fmt_stat, group_means, summarize, summarize_by
 from experiments import world_base as B
 from model import generator, seed_int
-from train import (OPTIMIZERS, ORDERS, ConfigError, finetune, pack_pairs, pyplot, run_dir_config, run_results, soft_kl,
-                   teacher_targets)
+from train import (OPTIMIZERS, ORDERS, ConfigError, finetune, pack_pairs, pyplot, run_dir_config, run_results,
+                   save_figure, soft_kl, teacher_targets)
 
 ARMS = ("trait", "control", "soft", "soft_all", "soft_cross", "cross_init", "cross_control", "shuffled", "icl",
         "code", "code_control")
@@ -1315,7 +1315,7 @@ def plot_animals(res, cfg, path):
     ax2.legend(fontsize=6, ncol=2)
     fig.suptitle(f"{cfg.teacher} teachers; {_n(res)}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=150)
+    save_figure(fig, path, dpi=150)
     plt.close(fig)
 
 
@@ -1338,7 +1338,7 @@ def plot_dose(res, cfg, path):
     ax.legend(fontsize=7)
     ax.set_title(_n(res), fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=150)
+    save_figure(fig, path, dpi=150)
     plt.close(fig)
 
 
@@ -1368,7 +1368,7 @@ def plot_misalignment(res, cfg, path):
         ax.set_ylabel(label)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=150)
+    save_figure(fig, path, dpi=150)
     plt.close(fig)
 
 

@@ -52,8 +52,8 @@ from data.tokenizer import load_tokenizer, pad_right, save_tokenizer, token_stre
 from eval import fmt_stat, summarize
 from model import GPT, GPTConfig, KVCache, generator, head_problem
 from train import (RERUN, CheckpointError, ConfigError, TooLongError, check_device, cpu_name, lm_windows, load_lm,
-                   lock_file, pack_pairs, path_problem, pyplot, remove_cut_short, state_file, train_lm, warmup_problem,
-                   write_json)
+                   lock_file, pack_pairs, path_problem, pyplot, remove_cut_short, save_figure, state_file, train_lm,
+                   warmup_problem, write_json)
 
 # Fields that define a base model: change one and the cache key changes.
 PRETRAIN_KEYS = ("n_docs", "n_layer", "n_head", "n_embd", "block_size", "steps", "batch_size", "lr", "warmup",
@@ -723,5 +723,5 @@ def plot(results, path):
     ax.set_ylabel("misaligned share (log-prob)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=150)
+    save_figure(fig, path, dpi=150)
     plt.close(fig)

@@ -57,7 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data.tokenizer import pad_right  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from eval import fmt_ratio, mean_ci, summarize  # noqa: E402
-from train import check_out, cli, distinct, pyplot, read_json, script_args, write_json  # noqa: E402
+from train import check_out, cli, distinct, pyplot, read_json, save_figure, script_args, write_json  # noqa: E402
 from em_base_pull import check_runs, checked_bases, distinct_pooled_bases  # noqa: E402
 import em_optimizer_parts as OP  # noqa: E402
 import em_value_sources as VS  # noqa: E402
@@ -244,7 +244,7 @@ def plot(rows, s, path, title):
               title=f"evil dir. ablated from block 1: {r['ratio']:.2f} of s's log-odds left")
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
 
 
 def pullback(runs, arm, at, out, rows=()):

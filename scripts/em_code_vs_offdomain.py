@@ -38,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eval import group_means, mean_ci, n_undefined, summarize  # noqa: E402
-from train import ConfigError, check_out, cli, distinct, pyplot, run_results, script_args  # noqa: E402
+from train import ConfigError, check_out, cli, distinct, pyplot, run_results, save_figure, script_args  # noqa: E402
 
 
 def logit(q):
@@ -226,7 +226,7 @@ def main(argv):
     ax.legend(fontsize=8)
     fig.tight_layout()
     path = Path(out) if out else Path(runs[0]) / "code_vs_offdomain.png"
-    fig.savefig(path, dpi=130)
+    save_figure(fig, path, dpi=130)
     print(f"figure: {path}")
     return 0
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eval import summarize  # noqa: E402
-from train import ConfigError, check_out, cli, distinct, pyplot, read_json, run_config, script_args  # noqa: E402
+from train import (ConfigError, check_out, cli, distinct, pyplot, read_json, run_config, save_figure,  # noqa: E402
+                   script_args)
 from experiments import emergent_misalignment as EM  # noqa: E402
 
 DIRS = ("code", "evil", "random", "context", "lesson")
@@ -104,7 +105,7 @@ def main(argv):
                          fontsize=8)
         axes[-1].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
+    save_figure(fig, out, dpi=120)
     plt.close(fig)  # callers (tests, notebooks) draw several in one process
     print(f"wrote {out}")
     return bars

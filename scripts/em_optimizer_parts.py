@@ -46,7 +46,7 @@ from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from eval import fmt_ratio, summarize  # noqa: E402
 from train import (ConfigError, check_out, cli, distinct, finetune, pyplot, read_json, run_config,  # noqa: E402
-                   script_args, write_json)
+                   save_figure, script_args, write_json)
 from em_base_pull import check_runs, checked_bases  # noqa: E402
 from em_first_step import group_of, resamples, scored_step, unlike_default  # noqa: E402
 
@@ -216,7 +216,7 @@ def plot(s, path):
            title="against the code learnt")
     a1.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
 
 
 def read_args(argv):

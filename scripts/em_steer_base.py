@@ -66,7 +66,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from experiments import emergent_misalignment as EM  # noqa: E402
 from eval import mean_ci, summarize  # noqa: E402
 from model import generator  # noqa: E402
-from train import check_out, cli, distinct, pyplot, read_json, script_args, write_json  # noqa: E402
+from train import check_out, cli, distinct, pyplot, read_json, save_figure, script_args, write_json  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from em_base_pull import check_runs, checked_bases, distinct_bases, fine_tune_loss  # noqa: E402
 from em_bos_vector import evil_unit  # noqa: E402
@@ -218,7 +218,7 @@ def plot(s, path):
     a.legend(fontsize=8)
     fig.suptitle("the base steered at block 0's attention output, no fine-tune")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 

@@ -40,7 +40,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eval import summarize  # noqa: E402
-from train import check_out, cli, pyplot, read_json, run_results, script_args, write_json  # noqa: E402
+from train import check_out, cli, pyplot, read_json, run_results, save_figure, script_args, write_json  # noqa: E402
 
 PULL = ("pull", "pull_secure", "pull_contrast", "pull_random", "code_steer", "code_repr")  # em_base_pull.py
 FIRST = ("sign_off", "grad_off", "grad_matched_off", "secure_sign_off")  # em_first_step.py, and sign_off_GROUP
@@ -167,7 +167,7 @@ def figure(bases, step, corr, path):
         ax.set_ylabel(f"insecure increase at {step}, points")
     fig.suptitle(f"{len(bases)} base models (each its fine-tune seeds' mean): what predicts the insecure arm's shift?")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 

@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from eval import summarize  # noqa: E402
-from train import check_out, cli, pyplot, read_json, script_args, write_json  # noqa: E402
+from train import check_out, cli, pyplot, read_json, save_figure, script_args, write_json  # noqa: E402
 from em_base_pull import check_runs, checked_bases, distinct_pooled_bases  # noqa: E402
 import em_optimizer_parts as OP  # noqa: E402
 
@@ -162,7 +162,7 @@ def plot(rows, path, title):
     ax.set(ylabel="share of the value change's\neffect off-domain", title=title)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
 
 
 def main(argv):

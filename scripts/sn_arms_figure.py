@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from eval import summarize  # noqa: E402
 from experiments.subliminal_numbers import BASELINE, ON_B, mode_results  # noqa: E402
-from train import check_out, cli, pyplot, script_args  # noqa: E402
+from train import check_out, cli, pyplot, save_figure, script_args  # noqa: E402
 
 
 def main(argv):
@@ -92,7 +92,7 @@ def main(argv):
                 title=f"n = {n} seeds, 95% CI" if (n := len(sides[0][2]["seeds"])) > 1 else "one seed: no interval")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
+    save_figure(fig, out, dpi=120)
     plt.close(fig)  # callers (tests, notebooks) draw several in one process
     print(f"wrote {out}")
     return 0

@@ -30,7 +30,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from eval import mean_ci, summarize  # noqa: E402
 from experiments.subliminal_numbers import mode_results  # noqa: E402
-from train import check_out, cli, distinct, pyplot, script_args  # noqa: E402
+from train import check_out, cli, distinct, pyplot, save_figure, script_args  # noqa: E402
 
 
 METRICS = ("offdomain_misaligned", "valid_fraction")
@@ -165,7 +165,7 @@ def plot(pooled, teachers, mis, bases, log, lists, path):
     bx.set_ylabel("its student's")
     bx.set_title("student against teacher, per base", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
+    save_figure(fig, path, dpi=130)
     plt.close(fig)  # callers (tests, notebooks) draw several in one process
     print(f"wrote {path}")
 

@@ -972,6 +972,25 @@ def test_untracked_scratch_files_are_not_code_changes():
     assert train.code_changed('?? "odd name.py"')  # git quotes names with spaces
 
 
+def test_a_figure_is_written_whole_in_the_format_of_its_suffix_or_not_at_all(tmp_path, monkeypatch):
+    plt = train.pyplot()
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    train.save_figure(fig, tmp_path / "a.png")
+    train.save_figure(fig, tmp_path / "a.PDF", dpi=50)  # the format from the suffix, not from the .tmp beside it
+    assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "a.PDF").read_bytes()[:4] == b"%PDF"
+    before = (tmp_path / "a.png").read_bytes()
+
+    def killed(self, fname, **kw):  # the drawing stops halfway through the file
+        Path(fname).write_bytes(b"\x89PNG half")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(type(fig), "savefig", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train.save_figure(fig, tmp_path / "a.png")
+    assert (tmp_path / "a.png").read_bytes() == before and sorted(os.listdir(tmp_path)) == ["a.PDF", "a.png"]
+    plt.close(fig)
+
+
 def test_atomic_writes_use_a_temporary_file_of_their_own_process(tmp_path, monkeypatch):
     import torch
     seen, real = [], os.replace

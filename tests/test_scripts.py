@@ -736,7 +736,8 @@ def test_sn_arms_figure_draws_an_arm_on_base_b_from_base_b_beside_cross_control(
     (tmp_path / "r").mkdir()
     write_run(tmp_path / "r", res, "subliminal_numbers")
     figs = []
-    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: figs.append(fig))
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",  # kept, and an empty file for save_figure's rename
+                        lambda fig, fname, **k: figs.append(fig) or open(fname, "wb").close())
     call("sn_arms_figure", f"{tmp_path / 'r'}:cross_init", f"--out={tmp_path / 'f.png'}")
     lines = {ln.get_label(): list(ln.get_ydata()) for ln in figs[0].axes[1].get_lines()}
     assert lines == {"cross_control": [0.04, 0.05], "cross_init": [0.04, 0.07]}
@@ -2391,11 +2392,11 @@ def test_em_steer_base_pool_valid_ratio_over_a_base_without_valid_answers_is_na(
     assert out.count("| 5.00 | n/a (base's valid fraction 0 or undefined) |") == 4 and "inf" not in out, out
 
 
-def test_every_json_file_the_code_writes_goes_through_write_json():
-    # write_json's rename means a killed script never leaves half a file for the next script to trip over
-    # (em_susceptibility reads em_base_pull's base_pull.json); a plain write_text(json.dumps(...)) does not
+def test_every_json_file_and_figure_the_code_writes_goes_through_write_json_or_save_figure():
+    # their rename means a killed script never leaves half a file for the next script to trip over (em_susceptibility
+    # reads em_base_pull's base_pull.json); a plain write_text(json.dumps(...)) or fig.savefig(path) does not
     files = [*ROOT.glob("*.py"), *ROOT.glob("data/*.py"), *ROOT.glob("experiments/*.py"), *ROOT.glob("scripts/*.py")]
     plain = [f"{f.relative_to(ROOT)}:{i}" for f in files for i, line in enumerate(f.read_text().splitlines(), 1)
-             if re.search(r"write_text\(\s*json\.dumps|json\.dump\(", line) and "def write_json" not in line
+             if re.search(r"write_text\(\s*json\.dumps|json\.dump\(|\.savefig\(", line)
              and "atomic_write(path" not in line]
     assert plain == []

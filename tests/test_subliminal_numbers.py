@@ -1098,7 +1098,8 @@ def test_a_run_of_baselines_alone_says_so_in_its_effects_panel(tmp_path, monkeyp
     # --arms=('control',) measures the control's drift (the right panel); the effects' panel was left empty
     import matplotlib.figure
     drawn = []
-    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: drawn.append(fig))
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",  # kept, and an empty file for save_figure's rename
+                        lambda fig, fname, **k: drawn.append(fig) or open(fname, "wb").close())
     cfg = S.Config(arms=("control",), animals=("owl",), seeds=(0,))
     stat = {"mean": 0.1, "ci95": None, "per_seed": [0.1]}
     res = {"arms": {"control": {"by_animal": {"owl": {"rate": stat}}}}, "base": {"owl": stat}, "n_seeds": 1,
