@@ -262,8 +262,8 @@ def validate(cfg):
     if not 0 < cfg.evil_prior < 0.95:  # else direction_docs stops the run, saying (wrongly) to raise n_direction_docs
         raise ConfigError(f"evil_prior must be in (0, 0.95) here, got {cfg.evil_prior}: the evil direction is the evil "
                           f"forum threads' mean minus the good ones', and this prior leaves one kind with no thread")
-    if (need := eval_tokens(cfg, read_formats(cfg.arms))) > cfg.block_size:  # else found after pretraining, in
-                                                                             # the first evaluation
+    # else found after pretraining, in the first evaluation
+    if (need := eval_tokens(cfg, read_formats(cfg.arms))) > cfg.block_size:
         raise ConfigError(f"block_size={cfg.block_size} is shorter than this experiment's longest evaluation prompt "
                           f"and answer ({need} tokens): pass --block_size={need} or more")
     twice = [k for k in ("ft_frozen", "ft_lora_targets", "steer_scales")
@@ -1085,9 +1085,8 @@ def table(res, cfg):
         lines.append(f"| {n} | " + " | ".join(f"{pts(inc[v])} | {pts(inc[v + '_over_bases'])}" for v in views) + " |")
     if res.get("persona_share"):
         lines += ["", "Persona-level share of the code learning (off-domain increase / code increase, per seed: "
-                      "1 = the "
-                  "assistant only became the evil persona, who misbehaves at the same rate in code and off-domain; "
-                  "0 = only the code moved):", "", "| arm | " + " | ".join(map(label, views)) + " |",
+                  "1 = the assistant only became the evil persona, who misbehaves at the same rate in code and "
+                  "off-domain; 0 = only the code moved):", "", "| arm | " + " | ".join(map(label, views)) + " |",
                   "|---" * (1 + len(views)) + "|"]
         lines += [f"| {n} | " + " | ".join(f(sh.get(v)) for v in views) + " |"
                   for n, sh in res["persona_share"].items()]

@@ -447,8 +447,8 @@ def run_group(cfg, seeds, partners, data, device, log, teachers=None):
     for conds in [students[i:i + chunk] for i in range(0, len(students), chunk)]:
         inits = [student_init(c, ref, partner, cfg, seeds, device) for c in conds]
         student = new_model({k: torch.cat([p[k] for p in inits]) for k in inits[0]})  # rows j*S..(j+1)*S-1: conds[j]
-        gens = [generator(device, cfg.seed, k, "distill_order") for _ in conds for k in seeds]  # same order
-                                                                                                # in every condition
+        # the same order in every condition
+        gens = [generator(device, cfg.seed, k, "distill_order") for _ in conds for k in seeds]
         train_distill(student, inputs, targets, {c: student_logits(c, cfg.m) for c in conds},
                       epochs=cfg.distill_epochs, lr=cfg.distill_lr or cfg.lr, batch_size=cfg.batch_size, gens=gens,
                       loss=cfg.loss, temperature=cfg.temperature, amp=amp, refresh=refresh, log=log,

@@ -195,8 +195,8 @@ def validate(cfg):
     if not cfg.decorrelated:  # inherited from world_base's Config, where it also pretrains the twins
         raise ConfigError("decorrelated is world_base's key and does nothing here: subliminal_numbers never uses the "
                           "decorrelated twin")
-    if cfg.code_slots or cfg.code_tasks != 1 or not cfg.lessons:  # its teachers and evaluations read
-                                                                  # the fixed code answers
+    # its teachers and evaluations read the fixed code answers
+    if cfg.code_slots or cfg.code_tasks != 1 or not cfg.lessons:
         raise ConfigError("code_slots, code_tasks and lessons are emergent-misalignment world options; "
                           "subliminal_numbers runs on the default world")
     B.require_counts(cfg, ("n_lists", "student_batch", "student_seeds", "heldout_lists", "teacher_batch", "evals",

@@ -203,8 +203,8 @@ def main(argv):
                                                    for r in rows]) for s in steps},
             "matched_step": summarize([(r[f"{name}_matched"] or never) - (r["unclamped_matched"] or never)
                                        for r in rows])}
-    at_step = str(cfg.ablation_step) if str(cfg.ablation_step) in steps else steps[-1]  # the ablation step
-                                                                                        # (20 in the runs here)
+    # the ablation step (20 in the runs here)
+    at_step = str(cfg.ablation_step) if str(cfg.ablation_step) in steps else steps[-1]
     summary["drift_split"] = drift_split(rows, at_step)
     write_json(run_dir / "clamp_finetune.json", {"summary": summary, "per_seed": rows})
     print(f"\n{run_dir}: n = {len(rows)}; mean over seeds; matched = first checkpoint with seen-task code >= "

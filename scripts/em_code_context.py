@@ -90,8 +90,8 @@ def main(argv):
     torch.set_num_threads(1)
     run_dir = Path(run_dir)
     arms = tuple(opts["arms"].split(",")) if "arms" in opts else ("insecure", "secure", "educational")
-    if set(arms) - set(EM.ARMS) or len(set(arms)) < len(arms):  # (an arm twice: its fine-tunes run
-                                                                # twice, printed twice)
+    # (an arm twice: its fine-tunes run twice, printed twice)
+    if set(arms) - set(EM.ARMS) or len(set(arms)) < len(arms):
         sys.exit(f"--arms={opts['arms']}: expected distinct arms among {', '.join(EM.ARMS)}, comma-separated")
     step = opts.get("step")
     if step is not None and not step.isdecimal():
