@@ -71,8 +71,8 @@ def by_base(d):  # {(p, f): value} -> one mean per pretraining seed (base)
 def main(argv):
     argv, opts = script_args(argv, __doc__, flags=("share",), words=("--minus",))
     if len(argv) < 2 or argv[0] != "matched" and not argv[0].isdigit():  # STEP first: a fine-tune step or `matched`
-        sys.exit(f"error: STEP (a fine-tune step, or matched) comes first, then the "
-                 f"runs\n{__doc__.split(chr(10) * 2)[1]}")
+        sys.exit("error: STEP (a fine-tune step, or matched) comes first, then the runs\n"
+                 + __doc__.split(chr(10) * 2)[1])
     share_mode = opts.get("share", False)
     measure, show = (shares, lambda v: fmt(v, 1, 3)) if share_mode else (increases, fmt)
     step, runs = argv[0], argv[1:]
@@ -100,8 +100,8 @@ def main(argv):
           "means |\n|---|---|---|---|")
     for arm, d in inc.items():
         print(f"| {arm} | {len(d)} | {show(list(d.values()))} | {show(by_base(d))} |")
-    if others or share_mode:  # the arms' own differences are above; insecure minus a control across
-                              # sizes would mean little
+    # the arms' own differences are above; insecure minus a control across sizes would mean little
+    if others or share_mode:
         return
     if len(inc) == 1:  # a run of the insecure arm alone (arms=insecure, twin=False): else a table of headers only
         print("\nno control or twin in these runs: no paired differences with insecure")
