@@ -838,8 +838,8 @@ def test_the_readme_example_experiment_runs_and_checks_its_config(tmp_path, monk
     # README "Adding an experiment": the module as printed there, run through train.py's front door
     import sys
     import types
-    text = (train.ROOT / "README.md").read_text()
-    code = text.split("```python\n# experiments/coin.py\n", 1)[1].split("```", 1)[0]
+    code = readme_block("### Adding an experiment")
+    assert code.startswith("# experiments/coin.py\n")
     module = types.ModuleType("experiments.coin")
     exec(compile(code, "experiments/coin.py", "exec"), module.__dict__)
     monkeypatch.setitem(sys.modules, "experiments.coin", module)
