@@ -90,3 +90,14 @@ def readme_block(after):
     """The README's first ```python block after the line `after`: its examples run as printed."""
     text = (ROOT / "README.md").read_text()
     return text.split(after, 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.fixture
+def saved_figures(monkeypatch):
+    """A list to which each Figure.savefig adds its figure instead of drawing it (the file is left empty, for
+    train.save_figure's rename): a test reads the figure's axes, not its pixels."""
+    import matplotlib.figure
+    figs = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
+                        lambda fig, fname, **k: figs.append(fig) or open(fname, "wb").close())
+    return figs

@@ -984,16 +984,12 @@ def test_the_tiny_corpus_held_out_stories_share_no_stream_with_another_seeds_tra
         assert names(val) != names(train_next[:len(val)])
 
 
-def test_the_loss_curve_marks_its_points_when_there_are_few(tmp_path, monkeypatch):
+def test_the_loss_curve_marks_its_points_when_there_are_few(tmp_path, saved_figures):
     # with log_every >= steps the run logs once: a one-point line without a marker drew an empty figure
     from experiments import lm
-    import matplotlib.figure
-    drawn = []
-    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",  # kept, and an empty file for save_figure's rename
-                        lambda fig, fname, **k: drawn.append(fig) or open(fname, "wb").close())
     for n in (1, 2, 5):
         lm.plot_loss([{"step": 10 * (i + 1), "loss": 2.0 - i / 10} for i in range(n)], tmp_path / "loss.png", "t")
-        line = drawn[-1].axes[0].lines[0]
+        line = saved_figures[-1].axes[0].lines[0]
         assert len(line.get_xdata()) == n and (line.get_marker() not in (None, "None", "")) == (n < 3), n
 
 

@@ -724,10 +724,9 @@ def test_sn_arms_figure_draws_arms_of_several_runs(tmp_path, call, monkeypatch):
                   match="two bars would have one name \\(x, x\\): give each its own, RUN:ARM=LABEL")
 
 
-def test_sn_arms_figure_draws_an_arm_on_base_b_from_base_b_beside_cross_control(tmp_path, call, monkeypatch):
+def test_sn_arms_figure_draws_an_arm_on_base_b_from_base_b_beside_cross_control(tmp_path, call, saved_figures):
     """The right panel drew every arm from base A's rate beside `control` (a KeyError in a run without it), while the
     left bars of the arms on base B are against cross_control: a cross arm now starts at base B, beside its baseline."""
-    import matplotlib.figure
     traj = lambda v: {"owl": {"250": {"mean": v, "per_seed": [v, v]}}}
     res = {"seeds": [[0, 0], [0, 1]], "animals": ["owl"], "base": {"owl": {"mean": 0.10}},
            "base_B": {"owl": {"mean": 0.04}},
@@ -735,11 +734,8 @@ def test_sn_arms_figure_draws_an_arm_on_base_b_from_base_b_beside_cross_control(
            "trajectory": {"cross_control": traj(0.05), "cross_init": traj(0.07)}}
     (tmp_path / "r").mkdir()
     write_run(tmp_path / "r", res, "subliminal_numbers")
-    figs = []
-    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",  # kept, and an empty file for save_figure's rename
-                        lambda fig, fname, **k: figs.append(fig) or open(fname, "wb").close())
     call("sn_arms_figure", f"{tmp_path / 'r'}:cross_init", f"--out={tmp_path / 'f.png'}")
-    lines = {ln.get_label(): list(ln.get_ydata()) for ln in figs[0].axes[1].get_lines()}
+    lines = {ln.get_label(): list(ln.get_ydata()) for ln in saved_figures[0].axes[1].get_lines()}
     assert lines == {"cross_control": [0.04, 0.05], "cross_init": [0.04, 0.07]}
 
 

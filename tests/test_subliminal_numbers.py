@@ -1094,18 +1094,14 @@ def test_a_prompted_teachers_logits_are_its_predictions_of_the_students_next_tok
         torch.testing.assert_close(got[0, c], model(torch.tensor([ctx]))[0, -1], msg=f"column {c}")
 
 
-def test_a_run_of_baselines_alone_says_so_in_its_effects_panel(tmp_path, monkeypatch):
+def test_a_run_of_baselines_alone_says_so_in_its_effects_panel(tmp_path, saved_figures):
     # --arms=('control',) measures the control's drift (the right panel); the effects' panel was left empty
-    import matplotlib.figure
-    drawn = []
-    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",  # kept, and an empty file for save_figure's rename
-                        lambda fig, fname, **k: drawn.append(fig) or open(fname, "wb").close())
     cfg = S.Config(arms=("control",), animals=("owl",), seeds=(0,))
     stat = {"mean": 0.1, "ci95": None, "per_seed": [0.1]}
     res = {"arms": {"control": {"by_animal": {"owl": {"rate": stat}}}}, "base": {"owl": stat}, "n_seeds": 1,
            "trajectory": {"control": {"owl": {"10": stat}}}}
     S.plot_animals(res, cfg, tmp_path / "f.png")
-    effects, rates = drawn[-1].axes
+    effects, rates = saved_figures[-1].axes
     assert [t.get_text() for t in effects.texts] == ["no arm over a baseline in this run:\nits baselines' rates are "
                                                      "on the right"]
     assert len(rates.lines) == 1 and not effects.patches  # the control's rate along training; no bar
