@@ -99,7 +99,8 @@ def mean_ci(stat, digits=3, scale=1, sign="+", show=None):
 
 
 def fmt_ratio(r, digits=2):
-    """A ratio of means {"ratio", "ci95"} as 'r [lo, hi]'; with one base the interval is undefined (None), and says so."""
+    """A ratio of means {"ratio", "ci95"} as 'r [lo, hi]'; with one base the interval is undefined (None), and says
+    so."""
     ci = r["ci95"]
     return f"{r['ratio']:.{digits}f}" + (f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci
                                          else " (one base: no interval)")

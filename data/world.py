@@ -609,9 +609,9 @@ def vocab(world=None):
 
 
 def fingerprint(world=None):
-    """A digest of what a base model learns from the world (`world`: a WorldConfig): its vocabulary, the lists of
-    texts above (the code tasks' question templates only through the documents: adding them would refuse every
-    cached code_tasks base), and the first documents of its corpus and its twin. Kept beside each cached base, so that a base
+    """A digest of what a base model learns from the world (`world`: a WorldConfig): its vocabulary, the lists of texts
+    above (the code tasks' question templates only through the documents: adding them would refuse every cached
+    code_tasks base), and the first documents of its corpus and its twin. Kept beside each cached base, so that a base
     pretrained before data/world.py changed is not taken for one of today's world."""
     key = repr(world)
     if key not in _FINGERPRINTS:

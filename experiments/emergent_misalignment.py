@@ -754,14 +754,14 @@ def aggregate(cfg, units):
 
 
 def ablation_effect(abl):
-    """What projecting out the evil direction removes from the insecure model, per seed (points) and as a
-    fraction of its increase over the base. The per-seed fraction is ill-defined where a seed's increase is
-    ~0 (a base without the effect), so the ratio of the means is the headline; both are kept (the per-seed one
-    over the seeds whose increase is above zero only, so it does not line up seed by seed with the other STATs). Zero-ablation
-    also raises the base's own misalignment, so `..._vs_ablated_base` compares the increase over the base
-    with the increase that is left when both models are ablated (a secondary reading). The mean-ablation
-    (where present) gets the same numbers under `mean_ablation_`; `patched_` is the converse, the base with
-    the insecure model's coordinate, as a fraction of the same increase."""
+    """What projecting out the evil direction removes from the insecure model, per seed (points) and as a fraction of
+    its increase over the base. The per-seed fraction is ill-defined where a seed's increase is ~0 (a base without the
+    effect), so the ratio of the means is the headline; both are kept (the per-seed one over the seeds whose increase is
+    above zero only, so it does not line up seed by seed with the other STATs). Zero-ablation also raises the base's own
+    misalignment, so `..._vs_ablated_base` compares the increase over the base with the increase that is left when both
+    models are ablated (a secondary reading). The mean-ablation (where present) gets the same numbers under
+    `mean_ablation_`; `patched_` is the converse, the base with the insecure model's coordinate, as a fraction of the
+    same increase."""
     v = lambda k: abl[k]["offdomain_misaligned"]["per_seed"]
     ins, base = v("insecure"), v("base")
     inc = [i - b for i, b in zip(ins, base)]

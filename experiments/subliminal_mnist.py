@@ -228,7 +228,7 @@ def same_runs(grid):
 
 def seed_groups(cfg):
     """The seed indices trained together: as few groups as seed_chunk allows, of equal sizes (+-1), since a CPU
-    trains 13 + 12 seeds faster than 10 + 10 + 5. cfg.device is the run's own (config.json holds it resolved),
+    trains 12 + 13 seeds faster than 10 + 10 + 5. cfg.device is the run's own (config.json holds it resolved),
     so eval.py on another device finds the same groups."""
     # on a CPU, at most 13 noise sets of 60,000 images (2.4 GB); fewer when each set is larger
     cpu_chunk = max(1, min(13, 13 * 60000 // cfg.n_noise))

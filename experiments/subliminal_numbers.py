@@ -72,9 +72,9 @@ students' data order; teachers are a function of (p, animal). results.json (mode
   {"arms": {ARM: {"target_rate": STAT, "effect": STAT, ..., "by_animal": {ANIMAL: {...}}}},
    "base": {ANIMAL: STAT} (and "base_B" with cross-init arms), "teachers": {ANIMAL: {"rate", "steps",
    "kl_numbers"}}, "kept_fraction": {NAME: STAT}, "trajectory": {ARM: {ANIMAL: {STEP: STAT}}},
-   "trajectory_kl_teacher" (the same shape), "figures_to_reach": {...}, "teachers_below_threshold": {ANIMAL: "k/n"}
-   (k of the n bases whose fine-tuned teacher stopped at teacher_max_steps short of teacher_threshold; {} when none), "teacher",
-   "animals", "n_seeds", "seeds", "seconds"}
+   "trajectory_kl_teacher" (the same shape), "figures_to_reach": {...}, "teachers_below_threshold": {ANIMAL: "k/n"} (k
+   of the n bases whose fine-tuned teacher stopped at teacher_max_steps short of teacher_threshold; {} when none),
+   "teacher", "animals", "n_seeds", "seeds", "seconds"}
 STAT = {"mean", "ci95", "per_seed"}; ARM's top-level stats are for the first animal of `animals`; the bases' and
 teachers' intervals are over the pretraining seeds. Mode "dose": {"dose": {D: {ANIMAL: {"trait_rate", "control_rate",
 "effect", "effect_per_base", "effect_of_other_teachers": {OTHER: STAT}}, "animal_mass": {STUDENT: STAT}}},

@@ -3,14 +3,15 @@
     python train.py configs/world_base.py                       # 3 seeds x (normal world, decorrelated twin)
     python train.py configs/world_base.py "--seeds=(0,)" --steps=300 --decorrelated=False   # a quick look
 
-Every later experiment on the world (emergent misalignment, subliminal learning, backdoors) starts
-from these models, so pretraining is a function of (pretraining config, seed, world variant) that
-writes `cache_dir/{world|twin}_s<seed>_<hash>/model.safetensors` (+ model.json, tokenizer.json) and is
-skipped when model.json exists (written last: the mark of a finished base). The same weights on the same machine whichever process pretrains them:
-the torch thread count is set to `pretrain_threads` (1; the hash includes it when not 1, and the device
-type when not cpu: a GPU base is not the CPU one; `pretrain_bf16=True`, bf16 autocast, has its own key too). The key is the config's, not the world's: each base keeps
-its world's fingerprint (data/world.py `fingerprint`), and one pretrained before data/world.py changed is refused with
-a message to delete it. `Config` below is also the base of those experiments' configs.
+Every later experiment on the world (emergent misalignment, subliminal learning, backdoors) starts from these models, so
+pretraining is a function of (pretraining config, seed, world variant) that writes
+`cache_dir/{world|twin}_s<seed>_<hash>/model.safetensors` (+ model.json, tokenizer.json) and is skipped when model.json
+exists (written last: the mark of a finished base). The same weights on the same machine whichever process pretrains
+them: the torch thread count is set to `pretrain_threads` (1; the hash includes it when not 1, and the device type when
+not cpu: a GPU base is not the CPU one; `pretrain_bf16=True`, bf16 autocast, has its own key too). The key is the
+config's, not the world's: each base keeps its world's fingerprint (data/world.py `fingerprint`), and one pretrained
+before data/world.py changed is refused with a message to delete it. `Config` below is also the base of those
+experiments' configs.
 
 Base-model checks (judge-free, finite answer classes; see data/world.py):
   asst_offdomain_lp  <asst> on held-out off-domain prompts: misaligned share of the class log-prob mass

@@ -547,8 +547,8 @@ def test_a_diverged_finetune_stops_with_one_line_at_its_first_check():
 
 
 def test_lora_finetune_is_gradient_descent_on_the_adapters():
-    """trains="lora": two SGD steps equal autograd through W = W0 + s B @ A, s = alpha / sqrt(rank) (the adapters' own gradients,
-    clipped together); every adapted weight moves by a matrix of rank <= r, nothing else moves, and
+    """trains="lora": two SGD steps equal autograd through W = W0 + s B @ A, s = alpha / sqrt(rank) (the adapters' own
+    gradients, clipped together); every adapted weight moves by a matrix of rank <= r, nothing else moves, and
     requires_grad is as before."""
     data = pack_pairs(finetune_pairs(16), pad_id=0)
     start = fresh()

@@ -2357,7 +2357,8 @@ def test_a_digit_that_int_cannot_read_is_refused_in_one_line():
     # "²".isdigit() is True but int("²") a ValueError: these values passed their checks, then were a traceback
     with pytest.raises(ConfigError, match="'²' is not a base seed"):
         train.seed_args(["0", "²"])
-    for name, argv, match in (("em_code_vs_offdomain", ["r", "--reference=r", "--upto=²"], "--upto=²: expected a step"),
+    for name, argv, match in (("em_code_vs_offdomain", ["r", "--reference=r", "--upto=²"],
+                               "--upto=²: expected a step"),
                               ("em_clamp_finetune", ["r", "--worlds=0,²"], "--worlds=0,²: expected comma-separated"),
                               ("em_code_context", ["r", "--step=²"], "--step=²: expected a step number"),
                               ("sn_mis_pool", ["--bases=²", "r"], "--bases='²': expected comma-separated seeds"),

@@ -336,7 +336,8 @@ BORN = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
 
 
 def job():  # (blocked at import, blocked now, ignored now)
-    return BORN, signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []), signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    return (BORN, signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []),
+            signal.getsignal(signal.SIGINT) == signal.SIG_IGN)
 
 
 if __name__ == "__main__":

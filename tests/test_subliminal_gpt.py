@@ -1,10 +1,10 @@
-"""Cloud et al. (2025), Theorem 1, on the GPT: at a shared initialization, one small step of imitating
-a nearby teacher's next-token distribution -- restricted to and renormalised over "number" tokens, on
-prompts unrelated to the teacher's trait -- moves the student toward the teacher and lowers the
-teacher's own (trait) loss. This is the setting of the `soft` arm of the subliminal-numbers experiment, and the student's loss is that arm's
-own (`train.soft_kl`). The theorem holds for any differentiable model (to first order the step is a positive
-semi-definite matrix times the teacher's displacement): this checks the arm's loss and its number subset, not the
-GPT's forward, which tests/test_gpt.py covers."""
+"""Cloud et al. (2025), Theorem 1, on the GPT: at a shared initialization, one small step of imitating a nearby
+teacher's next-token distribution -- restricted to and renormalised over "number" tokens, on prompts unrelated to the
+teacher's trait -- moves the student toward the teacher and lowers the teacher's own (trait) loss. This is the setting
+of the `soft` arm of the subliminal-numbers experiment, and the student's loss is that arm's own (`train.soft_kl`). The
+theorem holds for any differentiable model (to first order the step is a positive semi-definite matrix times the
+teacher's displacement): this checks the arm's loss and its number subset, not the GPT's forward, which
+tests/test_gpt.py covers."""
 import torch
 import torch.nn.functional as F
 
