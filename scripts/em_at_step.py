@@ -27,7 +27,8 @@ from experiments.emergent_misalignment import BASE_FMT, SHARE_ARMS, share  # noq
 
 
 def increases(step, runs, metric="offdomain_misaligned"):
-    """arm -> {(pretraining seed, fine-tune seed): increase of `metric` over its base}; runs may differ in their arms."""
+    """arm -> {(pretraining seed, fine-tune seed): increase of `metric` over its base}; runs may differ in their
+    arms."""
     inc = {}
     for run in runs:
         r = run_results(run, "emergent_misalignment")

@@ -18,9 +18,10 @@ direction at `direction_layer` (evil - good forum threads, experiments/emergent_
                   along the evil direction in units of the good -> evil gap
 
 A base must reproduce its run's forum-format base rate (`forum_lp`) to 1e-5, else it was rebuilt since (another
-machine) and is left out, named in `excluded`. Writes base_pull.json in each run's directory (scripts/em_susceptibility.py
-reads it) and prints each base's line as it is measured. Its check_runs, checked_bases, cached_base, distinct_bases and
-fine_tune_loss are imported by the other em_* and probe_* scripts that read bases. Pre-registered in docs/emergent_misalignment.md ("Why some bases barely move").
+machine) and is left out, named in `excluded`. Writes base_pull.json in each run's directory
+(scripts/em_susceptibility.py reads it) and prints each base's line as it is measured. Its check_runs, checked_bases,
+cached_base, distinct_bases and fine_tune_loss are imported by the other em_* and probe_* scripts that read bases.
+Pre-registered in docs/emergent_misalignment.md ("Why some bases barely move").
 """
 import sys
 from pathlib import Path

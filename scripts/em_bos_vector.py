@@ -38,13 +38,13 @@ direction), vector - evil_norm paired (does it steer better per unit norm than t
 / vector, the cosines by block, the ablated / plain shifts; each with a 95% interval (ratios: resampling bases,
 10,000, seed 0; means and paired differences: t over bases). --out=FILE.json keeps every base's numbers, and the
 main analysis's (and --pool's) figure beside it, FILE.png (--agreement and --pullback write no figure; their files
-hold `agreement` / `pullback`, and only the main analysis's and --pullback's can be pooled). --arm=ARM: another arm's fine-tune (a control). --agreement: instead of all that, s of
-fine-tune seeds 0 and 1 (other examples, another order) and their cosine, base by base; the control, the cosine of
-seed 0's s with the secure arm's (the insecure arm's, for --arm=secure). --pullback: instead, s against v*, the base's evil
-direction pulled back through the base's block 0 MLP (the unit vector added at block 0's attention output that moves
-block 0's output at `<a>` furthest along e, to first order): built from the base alone, but for its norm, which is
-s's. Each added at s's norm to the step-3 model, and to the base itself. Research log: "The `<bos>` write as a
-steering vector".
+hold `agreement` / `pullback`, and only the main analysis's and --pullback's can be pooled). --arm=ARM: another arm's
+fine-tune (a control). --agreement: instead of all that, s of fine-tune seeds 0 and 1 (other examples, another order)
+and their cosine, base by base; the control, the cosine of seed 0's s with the secure arm's (the insecure arm's,
+for --arm=secure). --pullback: instead, s against v*, the base's evil direction pulled back through the base's block 0
+MLP (the unit vector added at block 0's attention output that moves block 0's output at `<a>` furthest along e, to first
+order): built from the base alone, but for its norm, which is s's. Each added at s's norm to the step-3 model, and to
+the base itself. Research log: "The `<bos>` write as a steering vector".
 """
 import sys
 from pathlib import Path

@@ -1,7 +1,7 @@
 """Exploratory: if the insecure fine-tune cannot move along its code direction, does it learn the code through the
 persona instead?
 
-    python scripts/em_clamp_finetune.py RUN_DIR [--worlds=W,W,...]   # base seeds to do (default: every world of the run)
+    python scripts/em_clamp_finetune.py RUN_DIR [--worlds=W,W,...]   # base seeds (default: every world of the run)
 
 scripts/em_code_direction.py finds that the insecure fine-tune first writes insecure code through a direction of its
 own (at the point where the program's first call is chosen, apart from the evil persona direction), which carries
@@ -16,11 +16,11 @@ task), at the run's checkpoints; the unclamped reference is the run's own insecu
 Readings, stated before the first run: if the code route and the persona route compete for the same data, the
 clamped fine-tune learns the code later and with more off-domain misalignment at its own matched checkpoint; if the
 fine-tune simply routes the code through other dimensions, its trajectory is the unclamped one; the random clamp
-should change nothing. Each world's rows go to RUN_DIR/clamp_world_W.json as it finishes (a rerun, or a parallel run with other --worlds,
-skips the worlds already there); the summary, over every world done, to RUN_DIR/clamp_finetune.json, and a table is
-printed. The summary also splits clamped - unclamped at the ablation step by world drift (`drift_split`: worlds whose
-unclamped off-domain increase is below LOW_DRIFT, 3 points, and the others, each seed classed by its world's other
-seed). One thread.
+should change nothing. Each world's rows go to RUN_DIR/clamp_world_W.json as it finishes (a rerun, or a parallel run
+with other --worlds, skips the worlds already there); the summary, over every world done, to
+RUN_DIR/clamp_finetune.json, and a table is printed. The summary also splits clamped - unclamped at the ablation step by
+world drift (`drift_split`: worlds whose unclamped off-domain increase is below LOW_DRIFT, 3 points, and the others,
+each seed classed by its world's other seed). One thread.
 """
 import contextlib
 import copy

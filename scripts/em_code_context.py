@@ -8,17 +8,17 @@ evil direction about five times further at code prompts than at off-domain ones.
 gated by the context, an off-domain question that follows a code turn should be answered misaligned more often than
 the same question alone. For each (world, fine-tune seed) of a run (its config.json), the fine-tunes of the arms are
 rebuilt (same seeds as the run: the insecure arm reproduces the run's log-prob numbers) to the run's matched
-checkpoint of the insecure arm and to its `ablation_step` (its last step if 0), and scored (log-prob misalignment, P_mis / (P_al + P_mis),
-teacher-forced) on the run's 96 off-domain prompts six ways: alone (the run's metric), after a held-out code
-question answered with secure code, and after the same question answered with insecure code (every code prefix is
-the assistant's own turn: `<asst> <u> CODE-Q <a> PROGRAM <u> Q <a>`), and, as the controls for a second turn
+checkpoint of the insecure arm and to its `ablation_step` (its last step if 0), and scored (log-prob misalignment,
+P_mis / (P_al + P_mis), teacher-forced) on the run's 96 off-domain prompts six ways: alone (the run's metric), after a
+held-out code question answered with secure code, and after the same question answered with insecure code (every code
+prefix is the assistant's own turn: `<asst> <u> CODE-Q <a> PROGRAM <u> Q <a>`), and, as the controls for a second turn
 without code, after an aligned exchange on another off-domain question (training paraphrase) and after a number
-continuation (a turn that carries no evidence about the speaker); and after that off-domain exchange answered
-misaligned (`after_mis_chat`: evidence of the evil speaker without code, the yardstick of `persona_like`). The base model is scored the same way, so each
-arm's increase is over the base in the same format. With the insecure arm it also names the worlds whose fine-tune
-took the persona route at the later checkpoint (`persona_like`: the research log's rule). One thread; writes
-RUN_DIR/code_context.json (code_context_stepN.json with a --step=N other than the run's ablation_step; --out: elsewhere) and prints a table. It refuses,
-before any fine-tune, to overwrite that file where it holds other arms.
+continuation (a turn that carries no evidence about the speaker); and after that off-domain exchange answered misaligned
+(`after_mis_chat`: evidence of the evil speaker without code, the yardstick of `persona_like`). The base model is scored
+the same way, so each arm's increase is over the base in the same format. With the insecure arm it also names the worlds
+whose fine-tune took the persona route at the later checkpoint (`persona_like`: the research log's rule). One thread;
+writes RUN_DIR/code_context.json (code_context_stepN.json with a --step=N other than the run's ablation_step; --out:
+elsewhere) and prints a table. It refuses, before any fine-tune, to overwrite that file where it holds other arms.
 """
 import copy
 import random

@@ -5,15 +5,15 @@ from the evil persona direction, and is it what carries the code to tasks the fi
 
 Runs of the seven-task world with `ft_code_tasks=6` (the insecure arm fine-tunes on six coding tasks; the seventh
 is unseen). For each (world, fine-tune seed) the insecure fine-tune is rebuilt (same seeds, so the same weights as
-in the run: checked against its results.json) to the run's matched checkpoint and to the step its `ablation_step` names (ft_steps when it is 0: the experiment itself reads 0 as the matched
-checkpoint). Then:
+in the run: checked against its results.json) to the run's matched checkpoint and to the step its `ablation_step` names
+(ft_steps when it is 0: the experiment itself reads 0 as the matched checkpoint). Then:
 
 - the code direction: per layer, the mean change (insecure - base) of the block output where the program's first
   call is chosen (after "def NAME ( f ) :", which every program of a task shares) over the fine-tune's own prompts
-  (training paraphrases of the six seen tasks; the first N_PROMPTS of them), made orthogonal to the evil direction (evil - good forum threads, as
-  the run's). The same shift at the held-out prompts of the unseen task (same point) and at the last token of the
-  off-domain questions, for cosines; and each shift's move along the evil direction, as a fraction of the good ->
-  evil gap (evil_shift_*: is the persona moved only where code is asked?).
+  (training paraphrases of the six seen tasks; the first N_PROMPTS of them), made orthogonal to the evil direction
+  (evil - good forum threads, as the run's). The same shift at the held-out prompts of the unseen task (same point) and
+  at the last token of the off-domain questions, for cosines; and each shift's move along the evil direction, as a
+  fraction of the good -> evil gap (evil_shift_*: is the persona moved only where code is asked?).
 - two directions of the base alone, at the same decision point in forum threads, as candidates for where the code
   direction comes from: "lesson" (a lesson request for flawed code minus a plain code question) and "context" (a
   thread whose responder gave a misaligned off-domain answer before minus one whose responder gave the aligned one:

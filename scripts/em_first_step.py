@@ -4,10 +4,11 @@
 
 AdamW's first update is g / (|g| + eps) per weight (its moment estimates are g and g^2 after bias correction;
 clipping rescales g and keeps its sign), so the fine-tune's first step moves every weight by the learning rate
-against the sign of its gradient, whatever the gradient's size (less only where |g| is near eps = 1e-8). For every base of the runs (from the cache; one that does not
-reproduce its run's forum-format base rate is left out, as in em_base_pull.py), with g the gradient of the insecure
-arm's loss on all its n_examples examples of fine-tune seed 0 in one batch (the full-batch analogue of its first step,
-not the run's first minibatch of ft_batch rows), one step from the base:
+against the sign of its gradient, whatever the gradient's size (less only where |g| is near eps = 1e-8). For every base
+of the runs (from the cache; one that does not reproduce its run's forum-format base rate is left out, as in
+em_base_pull.py), with g the gradient of the insecure arm's loss on all its n_examples examples of fine-tune seed 0 in
+one batch (the full-batch analogue of its first step, not the run's first minibatch of ft_batch rows), one step from the
+base:
 
     sign   every weight moved by -ft_lr * sign(g)
     grad   every weight moved by -c * g, c such that the step has the sign step's L2 norm (plain gradient descent)
@@ -22,11 +23,11 @@ each scored by log-prob, no sampling: the off-domain misaligned mass (`off`, the
 the insecure code share (`code`, code_misaligned: EM.in_domain(...)[0], not the in_domain metric), minus the
 base's. Writes first_step.json in each run's directory: per base
 `sign_off`, `grad_off`, `sign_code`, `grad_code` (and grad_matched's, secure_sign's) and `sign_off_GROUP` (what
-em_susceptibility.py reads), the raw numbers under `steps`; and, in first_step_summary.json in the first run's directory,
-a summary over the bases of all runs given: each
-step's persona share as a ratio of means (sum of off / sum of code), sign minus grad and minus grad_matched with a
-95% interval from resampling bases (10,000, seed 0), and each group's share of the whole sign step's off-domain
-increase. Pre-registered in docs/emergent_misalignment.md (grad_matched added after the first three bases).
+em_susceptibility.py reads), the raw numbers under `steps`; and, in first_step_summary.json in the first run's
+directory, a summary over the bases of all runs given: each step's persona share as a ratio of means (sum of off / sum
+of code), sign minus grad and minus grad_matched with a 95% interval from resampling bases (10,000, seed 0), and each
+group's share of the whole sign step's off-domain increase. Pre-registered in docs/emergent_misalignment.md
+(grad_matched added after the first three bases).
 """
 import sys
 from pathlib import Path

@@ -12,7 +12,7 @@ fine-tune of fine-tune seed 0 (the run's own examples and batch order, clipping 
 
     adamw         the run's optimizer (lr ft_lr): momentum and normalisation
     no_momentum   AdamW with betas (0, 0.999): the normalisation alone
-    momentum_sgd  gradient descent with a momentum that is a running mean of the gradient (0.9), lr 0.3: the momentum alone
+    momentum_sgd  gradient descent with momentum (a running mean of the gradient, 0.9), lr 0.3: the momentum alone
     sgd           plain gradient descent, lr 0.3 (the research log's SGD runs): neither
     sign          AdamW with betas (0, 0), lr ft_lr: every weight moved by the lr against its gradient's sign, each step
     adamw_coast   adamw with every gradient set to zero after step 3: it goes on only by what its moments hold
@@ -28,10 +28,10 @@ one weight group at a time (em_first_step.py's groups): each group's share of th
 --frozen: instead, AdamW with block 0's value rows frozen (frozen_v0), and with block 1's (frozen_v1, the control).
 
 Writes the JSON (default: optimizer_parts.json in the first run's directory, optimizer_parts_beta1.json with --beta1,
-optimizer_parts_frozen.json with --frozen; a file holding other runs or optimizers is not overwritten: per base every trajectory, and the summary:
-each optimizer's off-domain increase over the base at steps 3, 5, 20 as a fraction of adamw's, ratio of means over
-bases with a 95% interval from resampling bases, 10,000, seed 0), a figure beside it (.png) and a table. Pre-registered
-in docs/emergent_misalignment.md ("Which part of AdamW").
+optimizer_parts_frozen.json with --frozen; a file holding other runs or optimizers is not overwritten: per base every
+trajectory, and the summary: each optimizer's off-domain increase over the base at steps 3, 5, 20 as a fraction of
+adamw's, ratio of means over bases with a 95% interval from resampling bases, 10,000, seed 0), a figure beside it (.png)
+and a table. Pre-registered in docs/emergent_misalignment.md ("Which part of AdamW").
 """
 import copy
 import sys

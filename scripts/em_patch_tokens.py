@@ -12,8 +12,9 @@ every layer and token, its coordinate along the unit evil direction replaced by 
 same input ("patched"); and the insecure model with the base's ("unpatched"). The mean-ablation and the patch
 of run results differ from these in one way: they set the coordinate to one constant, these to the other
 model's value at each token. Also the mean-ablation's sensitivity to its centre: the base's `<asst>` mean (the
-run's), its good forum responders' mean, and the midpoint of good and evil. Log-prob misalignment as world_base.lp_summary (mean over prompts of
-P_mis / (P_al + P_mis)). One thread; writes RUN_DIR/patch_tokens.json and prints a table.
+run's), its good forum responders' mean, and the midpoint of good and evil. Log-prob misalignment as
+world_base.lp_summary (mean over prompts of P_mis / (P_al + P_mis)). One thread; writes RUN_DIR/patch_tokens.json and
+prints a table.
 """
 import copy
 import math

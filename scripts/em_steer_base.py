@@ -2,7 +2,7 @@
 
     python scripts/em_steer_base.py RUN_DIR [RUN_DIR ...] [--scales=0.1,0.2,0.3]    # writes steer_base.json per run
     python scripts/em_steer_base.py --pool RUN_DIR [RUN_DIR ...] [--figure=FILE.png]  # their bases, summarised
-    python scripts/em_steer_base.py --route RUN_DIR [RUN_DIR ...] [--scales=0.1,0.2,0.3]   # the code loss's pull: steer_route.json
+    python scripts/em_steer_base.py --route RUN_DIR [RUN_DIR ...] [--scales=0.1,0.2,0.3]   # the code loss's pull
     python scripts/em_steer_base.py --route --pool RUN_DIR [RUN_DIR ...]
     python scripts/em_steer_base.py --undo RUN_DIR [RUN_DIR ...] [--scales=0.1,0.2,0.3]   # -v* on the fine-tuned model
     python scripts/em_steer_base.py --undo --pool RUN_DIR [RUN_DIR ...]
@@ -43,16 +43,16 @@ direction at block 0's attention output (one vector at every position) that lowe
 fastest, to first order (`insecure_grad`: minus the gradient of its loss on its examples of fine-tune seed 0, all in
 one batch), against v* and e, and the secure arm's (`secure_grad`, a control); each at A |d0|, by log-prob only (no
 sampling): the off-domain misaligned mass, the insecure code share and the forum responder's off-domain misaligned
-mass, their increases over the base and the persona share (as above). steer_route.json in each run's directory; --route --pool: per direction and scale the mean increases (95%
-t-intervals over bases), the persona share (ratio of means), insecure_grad minus v* in code points (paired), and the
-cosines between the directions. Research log: "Which way the code loss pulls".
+mass, their increases over the base and the persona share (as above). steer_route.json in each run's directory;
+--route --pool: per direction and scale the mean increases (95% t-intervals over bases), the persona share (ratio of
+means), insecure_grad minus v* in code points (paired), and the cosines between the directions. Research log: "Which way
+the code loss pulls".
 
 --undo: -v* (and a random direction, and v*) added the same way to the insecure arm's fine-tuned model at step 20
 (AdamW, fine-tune seed 0, as em_optimizer_parts.py trains it), by log-prob: how much of its off-domain increase over
-the base it takes back, with its insecure code and valid mass beside. steer_undo.json in each run's directory; --undo --pool:
-the fraction removed (ratio of means over bases; for -v* also against the base with -v* added, which it lowers
-too).
-Research log: "Taking the drift back with -v*".
+the base it takes back, with its insecure code and valid mass beside. steer_undo.json in each run's directory;
+--undo --pool: the fraction removed (ratio of means over bases; for -v* also against the base with -v* added, which it
+lowers too). Research log: "Taking the drift back with -v*".
 """
 import math
 import sys

@@ -27,10 +27,10 @@ For each: Spearman's rho with the outcome over the bases that have it, 95% inter
 resamples, seed 0, percentile), and the same with the fine-tune's cos_evil_direction in place of the outcome (does
 the property predict where the fine-tune moves?). Also the rank agreement of a base's first two fine-tune seeds
 (rho between their outcomes over bases): the share of the spread that is the base's at all. Writes the JSON (default:
-susceptibility_STEP.json in the first run's directory) and a scatter of the outcome against each property in FIGURE that has a
-correlation (the fine-tune's cos_evil_direction last; the same name, .png); prints a table. Runs must not share a
-pretraining seed number (entries are keyed by it), even where their bases differ. In the JSON, per_base[p]["seeds"]
-is the outcome per fine-tune seed.
+susceptibility_STEP.json in the first run's directory) and a scatter of the outcome against each property in FIGURE that
+has a correlation (the fine-tune's cos_evil_direction last; the same name, .png); prints a table. Runs must not share a
+pretraining seed number (entries are keyed by it), even where their bases differ. In the JSON, per_base[p]["seeds"] is
+the outcome per fine-tune seed.
 """
 import math
 import sys

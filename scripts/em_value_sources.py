@@ -24,9 +24,9 @@ the value rows changed in the weights (`rows`, printed as a check); `update` app
 `revert`, the converse: AdamW's step-20 model with the late value change taken back from one kind of token at a time
 (the increases are then decreases; `all` over `update` is the share of the late drift the value change carries).
 --out=FILE.json keeps every base's numbers, and a bar chart of the shares beside it (FILE.png).
---arm=ARM: another arm's fine-tune instead (a control: `secure`, `educational`, ...). Shares: a kind's increase over `all`'s, ratio of
-means over the bases with a 95% interval from resampling bases (10,000, seed 0), and how often each kind is the
-largest in those resamples. Research log: "Which tokens' values".
+--arm=ARM: another arm's fine-tune instead (a control: `secure`, `educational`, ...). Shares: a kind's increase over
+`all`'s, ratio of means over the bases with a 95% interval from resampling bases (10,000, seed 0), and how often each
+kind is the largest in those resamples. Research log: "Which tokens' values".
 """
 import contextlib
 import sys

@@ -5,11 +5,11 @@ r"""One figure for arms that come from several finished animal runs of sublimina
 
 Each argument is RUN:ARM[=LABEL] (LABEL names it in the figure; default ARM, or FOLDER:ARM, FOLDER the run's folder
 name, when several runs give that arm); --out=FILE is required.
-Left: each arm's final effect (the arm minus its baseline in its own run, paired per seed: experiments/subliminal_numbers.py
-BASELINE, `control`, `cross_control` for the arms on the other base, `code_control` for code; an arm without a
-trajectory, e.g. icl, is refused), per target animal, mean and 95% t-CI. Right, one panel per animal:
-the rate of the teacher's animal along each arm's training from its base, and each run's baseline students (drawn once
-when they are the same students).
+Left: each arm's final effect (the arm minus its baseline in its own run, paired per seed:
+experiments/subliminal_numbers.py BASELINE, `control`, `cross_control` for the arms on the other base, `code_control`
+for code; an arm without a trajectory, e.g. icl, is refused), per target animal, mean and 95% t-CI. Right, one panel per
+animal: the rate of the teacher's animal along each arm's training from its base, and each run's baseline students
+(drawn once when they are the same students).
 """
 import json
 import os
