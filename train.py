@@ -432,6 +432,18 @@ def script_run(argv, usage, **kw):
     return runs[0], opts
 
 
+def probe_words(argv, usage, value=None):
+    """The command line of a probe of positional words only -> argv as it is. -h/--help first prints `usage` and
+    exits; an option first (a word starting with "-" that the regex `value` does not match: a negative number is a
+    value) is a ConfigError, the usage below its line. The words after the first are the probe's own to check."""
+    if argv[:1] in (["-h"], ["--help"]):
+        print(usage.strip())
+        sys.exit(0)
+    if argv[:1] and argv[0].startswith("-") and not (value and re.fullmatch(value, argv[0])):
+        raise ConfigError(f"{argv[0]}: this probe takes no options, only the words below\n\n{usage.strip()}")
+    return argv
+
+
 def run_results(run_dir, experiment):
     """The results.json of a finished run of `experiment` (what the analysis scripts read), or a ConfigError that
     says what the directory is instead (run_dir_config's cases, or a run that has not finished)."""

@@ -11,7 +11,6 @@ as a fraction of KL(teacher || base). One thread; the bases must be cached (conf
 import copy
 import math
 import os
-import re
 import sys
 import time
 
@@ -20,83 +19,87 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments import subliminal_numbers as S  # noqa: E402
 from experiments import world_base as B  # noqa: E402
-from train import ConfigError, finetune, refused  # noqa: E402
+from train import ConfigError, cli, finetune, probe_words, refused  # noqa: E402
 
-if sys.argv[1:2] in (["-h"], ["--help"]):
-    print(__doc__.strip())
-    sys.exit(0)
-if sys.argv[1:2] and sys.argv[1].startswith("-") and not re.fullmatch(r"[-+.\d,einfa]+", sys.argv[1]):
-    # an option (a negative lr is a value out of range, not an option): it takes none, one error line then the usage
-    sys.exit(refused(f"error: {sys.argv[1]}: this probe takes no options, only the words below\n\n{__doc__.strip()}"))
-if len(sys.argv) < 3:  # LRS and STEPS are needed
-    sys.exit(refused(__doc__.strip()))  # status 2, as a script run through train.cli
-torch.set_num_threads(1)
-try:  # a mistyped argument: one line and the usage, before the base is loaded (not a ValueError traceback after)
-    if len(sys.argv) > 10:
-        raise ValueError(f"{len(sys.argv) - 1} arguments, nine at most")
-    def number(text, name, kind):  # int()'s own message named neither the argument nor its place
-        try:
-            return kind(text)
-        except ValueError:
-            raise ValueError(f"{name} {text!r}: expected {'an integer' if kind is int else 'a number'}") from None
-    arg = lambda i, default: sys.argv[i] if len(sys.argv) > i else default
-    lrs, steps = [number(x, "LRS", float) for x in sys.argv[1].split(",")], number(sys.argv[2], "STEPS", int)
-    p, n_lists = number(arg(3, "0"), "P", int), number(arg(4, "4000"), "N_LISTS", int)
-    schedule = arg(5, "constant")
-    temperature = number(arg(6, "1.0"), "TEMPERATURE", float)  # of the training loss; the KL printed is at T = 1
-    optimizer = sys.argv[7] if len(sys.argv) > 7 else "adamw"  # sgd: plain gradient descent, the theorem's setting
-    # TEACHER = OPTIMIZER:LR[:blocks] (e.g. sgd:0.1) trains the teacher that way instead of the default (adamw:3e-4);
-    # ":blocks" freezes the (tied) token embedding during the teacher's fine-tune, so the trait must go into the
-    # blocks; a number (adamw:1e-3:blocks:1000) is its step limit (default 300)
-    teacher_kw = {}
-    if len(sys.argv) > 8:
-        t_opt, _, t_lr = sys.argv[8].partition(":")
-        t_lr, *rest = t_lr.split(":")
-        # (an lr left out was "not enough values to unpack"; a mistyped blocks or step limit was dropped, silently)
-        if not t_lr or any(r != "blocks" and not r.isdecimal() for r in rest):
-            raise ValueError(f"TEACHER {sys.argv[8]!r}: expected OPTIMIZER:LR[:blocks][:STEPS], e.g. adamw:3e-4:blocks")
-        teacher_kw = dict(teacher_optimizer=t_opt, teacher_lr=float(t_lr),
-                          teacher_trains="blocks" if "blocks" in rest else "all")
-        teacher_kw.update({"teacher_max_steps": int(r) for r in rest if r.isdecimal()})
-    student_trains = sys.argv[9] if len(sys.argv) > 9 else "all"  # blocks: the student's token embedding stays frozen
-    bad = [v for v, ok in ((schedule, ("constant", "cosine")), (optimizer, ("adamw", "sgd")),
-                           (student_trains, ("all", "blocks"))) if v not in ok]
-    bad = [repr(v) for v in bad] + [f"{name} {v} ({rule})" for name, v, rule, ok in (
-        ("LRS", sys.argv[1], "each lr > 0 and finite", 0 < min(lrs) and max(lrs) < math.inf),
-        ("STEPS", steps, ">= 1", steps >= 1),
-        ("P", p, ">= 0", p >= 0), ("N_LISTS", n_lists, ">= 1", n_lists >= 1),
-        # (0 or nan: a loss of nan, "diverged" after the teacher; below 0 trained on flipped distributions, silently)
-        ("TEMPERATURE", f"{temperature:g}", "> 0 and finite", 0 < temperature < math.inf)) if not ok]
-    if bad:
-        raise ValueError(f"unexpected value {bad[0]}")
-    # evals=1: the probe measures its own steps (the default's 4 refused few lists with "pass --evals=...")
-    cfg = S.Config(arms=("soft", "control"), animals=("owl",), n_lists=n_lists, evals=1, **teacher_kw)
-    S.validate(cfg)  # e.g. a teacher optimizer it does not know
-except (ValueError, TypeError, ConfigError) as e:
-    sys.exit(refused(f"error: {e}\n\n{__doc__}"))
-try:
-    B.check_cached(cfg, [p], who="probe_soft_channel.py")
-except ConfigError as e:
-    sys.exit(refused(f"error: {e}"))
-A, tok = B.base_model(cfg, p)
-teacher, info = S.make_teacher(A, tok, cfg, p, "owl")
-seed = S.seed_int("subliminal-numbers", p, 0)
-data = S.student_data(tok, S.sample_lists(teacher, tok, n_lists, cfg, seed)[0], "cpu")
-held = S.student_data(tok, S.sample_lists(teacher, tok, 256, cfg, S.seed_int(seed, "heldout"), heldout=True)[0], "cpu")
-t_held = S.held_logits(teacher, held)
-kl0 = S.number_kl(t_held, A, tok, held)
-print(f"base P(owl) {S.animal_rates(A, tok)[0]['owl']:.4f}; teacher {info}; KL(teacher || base) {kl0:.5f}", flush=True)
-for lr in lrs:
-    model = copy.deepcopy(A)
 
-    def report(step):
-        kl = S.number_kl(t_held, model, tok, held)
-        print(f"{optimizer} {student_trains} lr {lr:g} {schedule} T {temperature:g} step {step}: P(owl) "
-              f"{S.animal_rates(model, tok)[0]['owl']:.4f}, "
-              f"KL(teacher || student) {kl:.5f} = {kl / kl0:.2f} of the base's", flush=True)
-    t0 = time.time()
-    at = {s for s in (250, *range(500, steps + 1, 500)) if s <= steps}  # step 250, then every 500, as far as it runs
-    finetune(model, data, steps=steps, batch_size=32, lr=lr, seed=1, at=at,
-             on_eval=report, teacher=teacher.logits, subset=S.number_ids(tok), schedule=schedule,
-             temperature=temperature, optimizer=optimizer, trains=student_trains)
-    print(f"{time.time() - t0:.0f} s", flush=True)
+def main(argv):
+    # a negative lr is a value out of range, not an option: it takes none (one error line, then the usage)
+    argv = probe_words(argv, __doc__, value=r"[-+.\d,einfa]+")
+    if len(argv) < 2:  # LRS and STEPS are needed
+        return refused(__doc__.strip())  # status 2, as a script run through train.cli
+    torch.set_num_threads(1)
+    try:  # a mistyped argument: one line and the usage, before the base is loaded (not a ValueError traceback after)
+        if len(argv) > 9:
+            raise ValueError(f"{len(argv)} arguments, nine at most")
+
+        def number(text, name, kind):  # int()'s own message named neither the argument nor its place
+            try:
+                return kind(text)
+            except ValueError:
+                raise ValueError(f"{name} {text!r}: expected {'an integer' if kind is int else 'a number'}") from None
+        arg = lambda i, default: argv[i] if len(argv) > i else default
+        lrs, steps = [number(x, "LRS", float) for x in argv[0].split(",")], number(argv[1], "STEPS", int)
+        p, n_lists = number(arg(2, "0"), "P", int), number(arg(3, "4000"), "N_LISTS", int)
+        schedule = arg(4, "constant")
+        temperature = number(arg(5, "1.0"), "TEMPERATURE", float)  # of the training loss; the KL printed is at T = 1
+        optimizer = arg(6, "adamw")  # sgd: plain gradient descent, the theorem's setting
+        # TEACHER = OPTIMIZER:LR[:blocks] (e.g. sgd:0.1) trains the teacher that way instead of the default
+        # (adamw:3e-4); ":blocks" freezes the (tied) token embedding during the teacher's fine-tune, so the trait
+        # must go into the blocks; a number (adamw:1e-3:blocks:1000) is its step limit (default 300)
+        teacher_kw = {}
+        if len(argv) > 7:
+            t_opt, _, t_lr = argv[7].partition(":")
+            t_lr, *rest = t_lr.split(":")
+            # (an lr left out was "not enough values to unpack"; a mistyped blocks or step limit was dropped, silently)
+            if not t_lr or any(r != "blocks" and not r.isdecimal() for r in rest):
+                raise ValueError(f"TEACHER {argv[7]!r}: expected OPTIMIZER:LR[:blocks][:STEPS], e.g. adamw:3e-4:blocks")
+            teacher_kw = dict(teacher_optimizer=t_opt, teacher_lr=float(t_lr),
+                              teacher_trains="blocks" if "blocks" in rest else "all")
+            teacher_kw.update({"teacher_max_steps": int(r) for r in rest if r.isdecimal()})
+        student_trains = arg(8, "all")  # blocks: the student's token embedding stays frozen
+        bad = [v for v, ok in ((schedule, ("constant", "cosine")), (optimizer, ("adamw", "sgd")),
+                               (student_trains, ("all", "blocks"))) if v not in ok]
+        bad = [repr(v) for v in bad] + [f"{name} {v} ({rule})" for name, v, rule, ok in (
+            ("LRS", argv[0], "each lr > 0 and finite", 0 < min(lrs) and max(lrs) < math.inf),
+            ("STEPS", steps, ">= 1", steps >= 1),
+            ("P", p, ">= 0", p >= 0), ("N_LISTS", n_lists, ">= 1", n_lists >= 1),
+            # (0 or nan: a loss of nan, "diverged" after the teacher; below 0 trained on flipped distributions,
+            # silently)
+            ("TEMPERATURE", f"{temperature:g}", "> 0 and finite", 0 < temperature < math.inf)) if not ok]
+        if bad:
+            raise ValueError(f"unexpected value {bad[0]}")
+        # evals=1: the probe measures its own steps (the default's 4 refused few lists with "pass --evals=...")
+        cfg = S.Config(arms=("soft", "control"), animals=("owl",), n_lists=n_lists, evals=1, **teacher_kw)
+        S.validate(cfg)  # e.g. a teacher optimizer it does not know
+    except (ValueError, TypeError, ConfigError) as e:
+        return refused(f"error: {e}\n\n{__doc__}")
+    B.check_cached(cfg, [p], who="probe_soft_channel.py")  # uncached: its one line (train.cli), without the usage
+    A, tok = B.base_model(cfg, p)
+    teacher, info = S.make_teacher(A, tok, cfg, p, "owl")
+    seed = S.seed_int("subliminal-numbers", p, 0)
+    data = S.student_data(tok, S.sample_lists(teacher, tok, n_lists, cfg, seed)[0], "cpu")
+    held = S.student_data(tok, S.sample_lists(teacher, tok, 256, cfg, S.seed_int(seed, "heldout"), heldout=True)[0],
+                          "cpu")
+    t_held = S.held_logits(teacher, held)
+    kl0 = S.number_kl(t_held, A, tok, held)
+    print(f"base P(owl) {S.animal_rates(A, tok)[0]['owl']:.4f}; teacher {info}; KL(teacher || base) {kl0:.5f}",
+          flush=True)
+    for lr in lrs:
+        model = copy.deepcopy(A)
+
+        def report(step):
+            kl = S.number_kl(t_held, model, tok, held)
+            print(f"{optimizer} {student_trains} lr {lr:g} {schedule} T {temperature:g} step {step}: P(owl) "
+                  f"{S.animal_rates(model, tok)[0]['owl']:.4f}, "
+                  f"KL(teacher || student) {kl:.5f} = {kl / kl0:.2f} of the base's", flush=True)
+        t0 = time.time()
+        # step 250, then every 500, as far as it runs
+        at = {s for s in (250, *range(500, steps + 1, 500)) if s <= steps}
+        finetune(model, data, steps=steps, batch_size=32, lr=lr, seed=1, at=at,
+                 on_eval=report, teacher=teacher.logits, subset=S.number_ids(tok), schedule=schedule,
+                 temperature=temperature, optimizer=optimizer, trains=student_trains)
+        print(f"{time.time() - t0:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(cli(main, sys.argv[1:]))
