@@ -325,7 +325,7 @@ def test_probe_arguments_are_checked_in_one_line_before_any_base_is_loaded(tmp_p
         assert "Traceback" not in out.stderr
 
 
-def test_the_two_probes_that_read_argv_at_import_refuse_an_option_in_an_error_line():
+def test_the_two_probes_of_positional_words_refuse_an_option_in_an_error_line():
     # README: every command that refuses its input says why in one error: line (the usage alone only for no
     # arguments); these two take positional words only, and an option printed their usage alone
     for script, argv in [("probe_soft_channel", ["--lr=3e-4", "5"]), ("probe_teacher_update", ["--seed=0"])]:
@@ -334,6 +334,28 @@ def test_the_two_probes_that_read_argv_at_import_refuse_an_option_in_an_error_li
         assert out.returncode == 2 and out.stderr.startswith(f"error: {argv[0]}: this probe takes no options"), \
             out.stderr[-2000:]
         assert f"python scripts/{script}.py" in out.stderr  # the usage below it
+
+
+@pytest.mark.parametrize("name, good, bad", [("probe_soft_channel", ["3e-4", "5"], ["3e-4", "x"]),
+                                             ("probe_teacher_update", ["0"], ["x"])])
+def test_the_two_probes_import_without_running_and_their_main_runs_through_cli(name, good, bad, monkeypatch,
+                                                                               capsys):
+    # they read sys.argv and did their work at import: no test could load them, and Ctrl-C was a traceback
+    from conftest import load_script
+    monkeypatch.setattr(sys, "argv", [f"scripts/{name}.py", "--lr=1"])  # an option: refused, had it been read
+    monkeypatch.setattr(B, "check_cached", lambda *a, **k: pytest.fail("worked at import"))
+    probe = load_script(name)
+    assert capsys.readouterr() == ("", "")
+    for argv, says in [(bad, "error: "), (["--lr=1"], "error: --lr=1: this probe takes no options")]:
+        assert train.cli(probe.main, argv) == 2, argv
+        out, err = capsys.readouterr()
+        assert err.startswith(says) and err.count("error:") == 1, err
+        assert f"python scripts/{name}.py" in err and out == ""  # the usage below its one error line
+    # Ctrl-C once the work has begun: one line and status 130, not a traceback
+    monkeypatch.setattr(train.torch, "set_num_threads", lambda n: None)  # the test's thread count stays
+    monkeypatch.setattr(B, "check_cached", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    assert train.cli(probe.main, good) == 130
+    assert capsys.readouterr().err.startswith("interrupted. ")
 
 
 def test_probe_teacher_update_refuses_an_uncached_base_in_one_line():
