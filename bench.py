@@ -14,6 +14,21 @@ import time
 
 import torch
 
+USAGE = "usage: python bench.py mnist|gpt|lists|students [OPTION ...] (python bench.py NAME --help: its options)"
+
+
+class Parser(argparse.ArgumentParser):
+    """A bench's options, refused as every command here refuses its input: one error line on stderr, exit status 2
+    (argparse printed its usage line above "bench.py mnist: error: ...")."""
+
+    def error(self, message):
+        if message.startswith("unrecognized arguments"):  # say what it takes
+            names = [o for a in self._actions for o in a.option_strings if o.startswith("--") and o != "--help"]
+            message += f"; the options of {self.prog} are {', '.join(names)} (python {self.prog} --help)"
+        from train import refused
+        sys.exit(refused(f"error: {message}"))
+
+
 # ====================================================================================================
 # MNIST (subliminal learning)
 # ====================================================================================================
@@ -56,6 +71,11 @@ def run_experiment(n_seeds, device, extra):
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True)
         wall = time.time() - t0
+        last = proc.stderr.strip().splitlines()[-1:]
+        if proc.returncode == 2 and last and last[0].startswith("error: "):
+            # train.py refused the run (a bad --extra override, no MNIST): its own one line, said once
+            why = last[0].removeprefix("error: ")
+            raise SystemExit(f"error: train.py {cmd[2]} refused the bench's run: {why}")
         if proc.returncode != 0:
             raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
         rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # KiB -> GiB (max over children so far)
@@ -75,7 +95,8 @@ def bench_device(name):
 
 
 def seed_counts(text):
-    """--seeds: comma-separated counts >= 1 (a typo is argparse's one line, not a traceback, nor a child run that fails)."""
+    """--seeds: comma-separated counts >= 1 (a typo is Parser's one line, not a traceback, nor a child run that
+    fails)."""
     try:
         counts = [int(s) for s in text.split(",")]
     except ValueError:
@@ -97,7 +118,7 @@ def thread_count(text):
 
 
 def bench_mnist(argv):
-    p = argparse.ArgumentParser(prog="bench.py mnist")
+    p = Parser(prog="bench.py mnist")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seeds", type=seed_counts, default=None,
                    help="comma-separated seed counts (default 1,25 on CPU, 1,100,100 on CUDA)")
@@ -225,7 +246,7 @@ def bench_gpt_sample(shape, batch, prompt_len, new, device):
 
 
 def bench_gpt(argv):
-    p = argparse.ArgumentParser(prog="bench.py gpt")
+    p = Parser(prog="bench.py gpt")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=thread_count, default=1, help="CPU threads; 1 by default: on our shared 2-core "
                    "machines a second thread stalls whenever another job holds a core (0: PyTorch's default)")
@@ -308,7 +329,7 @@ def bench_lists(argv):
     from data import world as W
     from experiments import world_base as B
     from model import GPT, GPTConfig
-    p = argparse.ArgumentParser(prog="bench.py lists")
+    p = Parser(prog="bench.py lists")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=thread_count, default=1, help="CPU threads (0: PyTorch's default)")
     p.add_argument("--batch", type=int, default=2000)
@@ -364,7 +385,7 @@ def bench_students(argv):
     from experiments import world_base as B
     from model import generator
     from train import finetune, make_lm_optimizer, soft_kl
-    p = argparse.ArgumentParser(prog="bench.py students")
+    p = Parser(prog="bench.py students")
     p.add_argument("--threads", type=thread_count, default=1, help="CPU threads (0: PyTorch's default)")
     p.add_argument("--lists", type=int, default=4000)
     p.add_argument("--steps", type=int, default=100)
@@ -422,12 +443,18 @@ def bench_students(argv):
 
 def main(argv):
     benches = {"mnist": bench_mnist, "gpt": bench_gpt, "lists": bench_lists, "students": bench_students}
-    if argv[:1] and argv[0] in benches:  # the bench's own parser reads the rest, --help included
-        from train import cli  # a device this machine lacks, a run that failed: one error line, status 2, as train.py
-        return cli(benches[argv[0]], argv[1:], keeps=False)  # Ctrl-C: no "a rerun reuses what was saved"
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=list(benches))
-    p.parse_args(argv)  # prints the help, or the error, and exits
+    # a device this machine lacks, a run that failed: one error line, status 2, as train.py
+    from train import cli, refused
+    if not argv:  # the usage, as eval.py's
+        return refused(USAGE)
+    if argv[0] in ("-h", "--help"):
+        print(f"{USAGE}\n\n{__doc__.strip()}")
+        return 0
+    if argv[0] not in benches:  # an option before the bench's name too
+        return refused(f"error: {argv[0]}: not a bench; give one first ({', '.join(benches)}), then its options "
+                       f"(python bench.py NAME --help)")
+    # the bench's own parser reads the rest, --help included; Ctrl-C: no "a rerun reuses what was saved"
+    return cli(benches[argv[0]], argv[1:], keeps=False)
 
 
 if __name__ == "__main__":
