@@ -32,7 +32,7 @@ def flops(fn):
     return fc.get_total_flops()
 
 
-def fake_run(monkeypatch, tmp_path, returncode=0, results='{"conditions": {}}'):
+def fake_run(monkeypatch, tmp_path, returncode=0, results='{"conditions": {}}', stderr="Traceback...\nboom"):
     """Stub subprocess.run for run_experiment: write the child's results.json, keep its temp dir under tmp_path."""
     seen, mkdtemp = {}, MKDTEMP
 
@@ -40,7 +40,7 @@ def fake_run(monkeypatch, tmp_path, returncode=0, results='{"conditions": {}}'):
         seen["cmd"] = cmd
         seen["out"] = Path(next(a for a in cmd if a.startswith("--out_dir="))[len("--out_dir="):])
         (seen["out"] / "results.json").write_text(results)
-        return subprocess.CompletedProcess(cmd, returncode, "", "Traceback...\nboom")
+        return subprocess.CompletedProcess(cmd, returncode, "", stderr)
     monkeypatch.setattr(subprocess, "run", run)
     monkeypatch.setattr(tempfile, "mkdtemp", lambda prefix: mkdtemp(prefix=prefix, dir=tmp_path))
     return seen
@@ -461,3 +461,57 @@ def test_ctrl_c_in_a_bench_says_it_keeps_nothing(monkeypatch, capsys):
     assert bench.main(["lists"]) == 130
     err = capsys.readouterr().err
     assert err == "interrupted. It saves nothing; what it printed so far is above.\n" and "reuses" not in err
+
+
+# ----------------------------------------------------------------------------------------------------
+# the command line (README "Set up and run": a refusal is one error: line and exit status 2)
+
+def test_bench_refuses_in_one_error_line_and_prints_its_usage_given_nothing(capsys):
+    """argparse printed its usage line above "bench.py: error: ...", and `bench.py` alone was its "the following
+    arguments are required". No arguments print the usage (as eval.py's), -h the docstring; an unknown bench, or an
+    option before one, names the benches; an unknown option names the bench's options."""
+    assert bench.main([]) == 2
+    assert capsys.readouterr() == ("", bench.USAGE + "\n") and bench.USAGE.startswith("usage: python bench.py ")
+    assert bench.main(["-h"]) == 0 and "python bench.py mnist --seeds=1,50" in capsys.readouterr().out
+    for argv in (["--nope"], ["nope"], ["--device=cpu", "mnist"]):
+        assert bench.main(argv) == 2, argv
+        out, err = capsys.readouterr()
+        assert err == (f"error: {argv[0]}: not a bench; give one first (mnist, gpt, lists, students), then its "
+                       f"options (python bench.py NAME --help)\n") and out == ""
+    for which, options in [("mnist", "--device, --seeds, --threads, --extra"), ("gpt", "--device, --threads, --budget"),
+                           ("lists", "--device, --threads, --batch, --naive"),
+                           ("students", "--threads, --lists, --steps")]:
+        with pytest.raises(SystemExit) as e:
+            bench.main([which, "--nope", "x"])
+        out, err = capsys.readouterr()
+        assert e.value.code == 2 and out == "" and err == (f"error: unrecognized arguments: --nope x; the options of "
+                                                           f"bench.py {which} are {options} (python bench.py {which} "
+                                                           f"--help)\n"), err
+    with pytest.raises(SystemExit) as e:  # a bad value: its own line alone too
+        bench.main(["gpt", "--budget=0"])
+    assert e.value.code == 2 and capsys.readouterr().err == "error: --budget must be > 0 seconds, got 0.0\n"
+
+
+def test_a_run_that_train_py_refuses_is_one_line(monkeypatch, tmp_path, capsys):
+    """--extra=x: "train.py ... failed:" and then the child's own error line, two lines for one refusal. A child that
+    crashed (not a refusal) still shows its stderr."""
+    fake_run(monkeypatch, tmp_path, returncode=2, stderr="a warning first\nerror: bad argument 'x': overrides look "
+                                                         "like --key=value\n")
+    assert bench.main(["mnist", "--device=cpu", "--seeds=1", "--extra=x"]) == 2
+    out, err = capsys.readouterr()
+    assert err == ("error: train.py configs/subliminal_mnist.py refused the bench's run: bad argument 'x': overrides "
+                   "look like --key=value\n") and out == ""
+    fake_run(monkeypatch, tmp_path, returncode=2, stderr="Traceback...\nboom")
+    with pytest.raises(SystemExit, match=r"--n_seeds=1 .* failed:\nTraceback...\nboom"):
+        bench.run_experiment(1, "cpu", [])
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--nope"], "error: --nope: not a bench; give one first"),
+    # the real child: train.py refuses the override before any data is read
+    (["mnist", "--device=cpu", "--seeds=1", "--extra=x"],
+     "error: train.py configs/subliminal_mnist.py refused the bench's run: bad argument 'x': overrides look like")])
+def test_bench_py_refuses_with_exit_status_2_and_one_line(argv, says):
+    out = subprocess.run([sys.executable, "bench.py", *argv], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stderr.startswith(says) and out.stderr.count("\n") == 1, out.stderr
+    assert out.stdout == ""
