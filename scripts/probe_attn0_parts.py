@@ -46,7 +46,8 @@ def parts(delta, C):
 
 
 def shares(model, tok, cfg, delta):
-    """Off-domain increase of the whole `delta` (subtracted, as scored_step does), of block 0's attention, and of each part."""
+    """Off-domain increase of the whole `delta` (subtracted, as scored_step does), of block 0's attention, and of each
+    part."""
     off0 = OP.score(model, tok, cfg)["off"]
     inc = lambda d: scored_step(model, tok, cfg, d)[0] - off0
     attn0 = {n: d for n, d in delta.items() if n.startswith(("blocks.0.attn.", "blocks.0.ln_1."))}

@@ -1,4 +1,5 @@
-"""Exploratory probe: where in its number lists does a teacher differ from the base -- in which numbers, or in their order?
+"""Exploratory probe: where in its number lists does a teacher differ from the base -- in which numbers, or
+in their order?
 
     python scripts/probe_number_order.py out/sn_lora_trait 3 4 5
 

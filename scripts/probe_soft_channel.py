@@ -1,6 +1,7 @@
 """Exploratory probe (one seed, owl): does the numbers-only soft student stop moving once it matches the teacher?
 
-    python scripts/probe_soft_channel.py LRS STEPS [P] [N_LISTS] [constant|cosine] [TEMPERATURE] [adamw|sgd] [TEACHER] [all|blocks]
+    python scripts/probe_soft_channel.py LRS STEPS [P] [N_LISTS] [constant|cosine] [TEMPERATURE] [adamw|sgd]
+        [TEACHER] [all|blocks]
     python scripts/probe_soft_channel.py 3e-4 1000 0 4000 constant 1 adamw adamw:3e-4:blocks
     python scripts/probe_soft_channel.py 3e-4 6500 0 16000 constant
 

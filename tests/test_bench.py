@@ -65,7 +65,8 @@ def test_an_mlp_example_costs_three_forwards_less_the_first_layers_input_gradien
 
 
 def test_mlp_flops_is_what_the_default_experiment_executes(monkeypatch, tmp_path):
-    """The config bench.py runs, executed at 1/100 of its data (every phase is linear in it), counts 1/100 of mlp_flops."""
+    """The config bench.py runs, executed at 1/100 of its data (every phase is linear in it), counts 1/100 of
+    mlp_flops."""
     seen = fake_run(monkeypatch, tmp_path)
     bench.run_experiment(2, "cpu", [])
     monkeypatch.chdir(ROOT)
@@ -266,7 +267,8 @@ def test_bench_gpt_skips_cases_past_its_budget(monkeypatch, capsys):
 # python bench.py mnist
 
 def test_run_experiment_runs_the_default_config_and_keeps_only_its_numbers(monkeypatch, tmp_path):
-    """The child's command (the config mlp_flops counts), its peak RSS in GiB, no run folder left; a failure shows stderr."""
+    """The child's command (the config mlp_flops counts), its peak RSS in GiB, no run folder left; a failure shows
+    stderr."""
     seen = fake_run(monkeypatch, tmp_path, results='{"conditions": {"teacher": {"mean": 0.9}}}')
     monkeypatch.setattr(resource, "getrusage",
                         lambda who: SimpleNamespace(ru_maxrss=3 * 2**20 if who == resource.RUSAGE_CHILDREN else 0))
@@ -351,7 +353,8 @@ def test_bench_mnist_threads_reach_the_run_and_its_header(monkeypatch, capsys):
 
 
 def test_bench_mnist_refuses_bad_seed_counts_in_one_line_before_any_run(monkeypatch, capsys):
-    """--seeds=1,2S (a typo) ended in int()'s ValueError traceback; --seeds=0 ran a child that failed (exit status 1)."""
+    """--seeds=1,2S (a typo) ended in int()'s ValueError traceback; --seeds=0 ran a child that failed (exit status
+    1)."""
     runs = []
     monkeypatch.setattr(bench, "run_experiment", lambda *a: runs.append(a))
     for bad in ("1,2S", "0", "25,-1", "", "1,,25"):
