@@ -447,9 +447,8 @@ def main(argv):
     from train import cli, refused
     if not argv:  # the usage, as eval.py's
         return refused(USAGE)
-    if argv[0] in ("-h", "--help"):
-        print(f"{USAGE}\n\n{__doc__.strip()}")
-        return 0
+    if argv[0] in ("-h", "--help"):  # through cli too: into `| head`, no traceback
+        return cli(lambda _: print(f"{USAGE}\n\n{__doc__.strip()}"), argv, keeps=False)
     if argv[0] not in benches:  # an option before the bench's name too
         return refused(f"error: {argv[0]}: not a bench; give one first ({', '.join(benches)}), then its options "
                        f"(python bench.py NAME --help)")

@@ -209,15 +209,18 @@ def reevaluate(argv):
     module.reevaluate(run_dir)
 
 
+def show_help(argv):
+    """-h / --help: the docstring's first two paragraphs."""
+    print(__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n")[1])
+
+
 def main(argv):
-    if argv[:1] in (["-h"], ["--help"]):
-        print(__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n")[1])
-        return 0
-    if len(argv) != 1:
+    helped = argv[:1] in (["-h"], ["--help"])
+    if not helped and len(argv) != 1:
         print("usage: python eval.py RUN_DIR", file=sys.stderr)
         return 2
     from train import cli  # as reevaluate's imports: the statistics above need nothing from train
-    return cli(reevaluate, argv)
+    return cli(show_help if helped else reevaluate, argv)  # the help too: into `| head`, no traceback
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import numbers
 import os
 import platform
 import re
+import select
 import shlex
 import signal
 import subprocess
@@ -1745,9 +1746,31 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
 def refused(text):
     """A refused command's message on stderr -> its exit status, 2. What the command printed before comes before it,
     also when stdout is a pipe or file (block-buffered)."""
-    sys.stdout.flush()
+    flush_stdout()
     print(text, file=sys.stderr)
     return 2
+
+
+def stdout_closed():
+    """Whether stdout is a pipe whose reader has gone (`... --help | head` took its lines and left): a poll reports an
+    error on the pipe's end (Linux; where poll cannot tell, False)."""
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poll.poll(0))
+    except (AttributeError, ValueError, OSError):  # no poll (Windows), a stdout without a file (a test's capture)
+        return False
+
+
+def flush_stdout():
+    """Flush stdout -> False when its reader has gone, stdout then sent to /dev/null: what is left of it goes nowhere,
+    and Python's own flush at exit does not fail again with a traceback."""
+    try:
+        sys.stdout.flush()
+        return True
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return False
 
 
 def cli(main, argv, keeps=True):
@@ -1755,7 +1778,8 @@ def cli(main, argv, keeps=True):
     data, an incompatible checkpoint) end it with their one-line message and exit status 2, not a traceback;
     Ctrl-C ends it with one line too, and so does SIGTERM (a scheduler's stop, `timeout`, `kill`), which is stopped
     the same way (a pool's workers stopped, a temporary file removed), with exit status 143. That line says what
-    was saved stays, or, with keeps=False (a command that saves nothing: bench.py), only that it stopped."""
+    was saved stays, or, with keeps=False (a command that saves nothing: bench.py), only that it stopped. A reader of
+    stdout that leaves early (`| head`) ends it quietly with 141, a shell's status for a command stopped that way."""
     terminated = []
 
     def on_sigterm(signum, frame):
@@ -1768,6 +1792,11 @@ def cli(main, argv, keeps=True):
     previous = signal.signal(signal.SIGTERM, on_sigterm) if handle_sigterm else None
     try:
         rc = main(argv)
+    except BrokenPipeError:
+        if not stdout_closed():  # another pipe's (a worker's): a failure, raised as it came
+            raise
+        flush_stdout()
+        return 141
     except (ConfigError, DataError, CheckpointError) as e:
         return refused(f"error: {e}")
     except PermissionError as e:  # a folder or file of the user's that this user may not read or write
@@ -1775,7 +1804,7 @@ def cli(main, argv, keeps=True):
         return refused(f"error: permission denied: {what}: give this user access to it, or pass another path "
                        f"(--out_dir, --data_dir, --cache_dir)")
     except KeyboardInterrupt as e:  # run_experiment names its run directory: a default out_dir is new each time
-        sys.stdout.flush()
+        flush_stdout()
         rerun = e.args[0] if e.args else "the same command run again"
         kept = (f" What was saved before it (finished units, base models, checkpoints) stays, and {rerun} reuses it."
                 if keeps else " It saves nothing; what it printed so far is above.")
@@ -1783,7 +1812,8 @@ def cli(main, argv, keeps=True):
         return 143 if terminated else 130  # a shell's codes for a run stopped by SIGTERM, by Ctrl-C
     except SystemExit as e:  # a script's sys.exit(message): said as the errors above are, after what was printed
         if not isinstance(e.code, str):  # sys.exit(0), sys.exit(cli(...)): a status, not a refusal
-            sys.stdout.flush()
+            if not flush_stdout():  # (a usage printed for --help, into `| head`)
+                return 141
             raise
         message, usage = e.code.strip(), (getattr(sys.modules.get(main.__module__), "__doc__", None) or "").strip()
         # the usage (a script given nothing to do) as it is; anything else one "error: " line, as a ConfigError's
@@ -1791,6 +1821,8 @@ def cli(main, argv, keeps=True):
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+    if not flush_stdout():  # here, not in Python's flush at exit, where it would be a traceback
+        return 141
     return rc if isinstance(rc, int) else 0
 
 

@@ -2,6 +2,7 @@
 number that is not finite, values that make a run a no-op or run one thing twice, and keys of another mode that
 would have been silently ignored (and recorded in config.json as if used)."""
 import json
+import os
 import re
 import subprocess
 import sys
@@ -493,3 +494,30 @@ def test_script_args_splits_words_and_options_and_refuses_the_rest(capsys):
         with pytest.raises(SystemExit) as e:
             parse(*argv)
         assert e.value.code == 0 and capsys.readouterr().out == "usage: x\n"
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("argv", [["train.py", "configs/emergent_misalignment_quick.py", "--help"],
+                                  ["scripts/em_at_step.py", "--help"], ["eval.py", "--help"], ["bench.py", "--help"]])
+def test_help_into_a_reader_that_has_left_ends_quietly(argv):
+    # `... --help | head -1`: head leaves after its line; writing the rest was a BrokenPipeError traceback
+    r, w = os.pipe()
+    os.close(r)  # the reader gone before the command writes
+    try:
+        p = subprocess.run([sys.executable, *argv], cwd=ROOT, stdout=w, stderr=subprocess.PIPE, text=True)
+    finally:
+        os.close(w)
+    assert (p.returncode, p.stderr) == (141, "")
+
+
+def test_a_broken_pipe_that_is_not_stdout_is_still_a_failure(capsys):
+    def main(argv):
+        print("working")
+        raise BrokenPipeError(32, "Broken pipe")  # a worker's pipe, say: stdout is fine
+    with pytest.raises(BrokenPipeError):
+        train.cli(main, [])
+    code = "import train\ndef main(argv):\n    print('working')\n    raise BrokenPipeError(32, 'Broken pipe')\ntrain.cli(main, [])"
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)  # stdout an open pipe
+    assert p.returncode == 1 and "BrokenPipeError" in p.stderr and p.stdout == "working\n"
