@@ -1806,7 +1806,8 @@ def cli(main, argv, keeps=True):
     except KeyboardInterrupt as e:  # run_experiment names its run directory: a default out_dir is new each time
         flush_stdout()
         rerun = e.args[0] if e.args else "the same command run again"
-        kept = (f" What was saved before it (finished units, base models, checkpoints) stays, and {rerun} reuses it."
+        # "anything": a run stopped before its first unit or checkpoint has saved nothing, and starts again from zero
+        kept = (f" Anything saved before it (finished units, base models, checkpoints) stays, and {rerun} reuses it."
                 if keeps else " It saves nothing; what it printed so far is above.")
         print(f"{'terminated (SIGTERM)' if terminated else 'interrupted'}.{kept}", file=sys.stderr)
         return 143 if terminated else 130  # a shell's codes for a run stopped by SIGTERM, by Ctrl-C

@@ -319,6 +319,9 @@ def _pretrain(cfg, seed, decorrelated, stem, log):
     same weights as an uninterrupted one); `stem`'s .json, which marks a finished base, is written last."""
     t0 = time.time()
     partial = stem.with_name("partial")
+    # its first loss line comes only a quarter of the way through (minutes on a CPU): say what the wait is
+    log(f"pretraining the base model {stem.parent.name} ({cfg.steps} steps; cached in {stem.parent.parent} for later "
+        f"runs)")
     world = world_config(cfg)
     tok = W.build_tokenizer(world)
     texts = W.corpus(cfg.n_docs, seed=seed, decorrelated=decorrelated, config=world)

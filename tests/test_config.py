@@ -850,7 +850,7 @@ def test_the_readme_example_experiment_runs_and_checks_its_config(tmp_path, monk
     assert len(heads["per_seed"]) == 5 and heads["ci95"][0] < 0.3 < heads["ci95"][1]
     assert (out / "results.md").read_text().startswith(f"P(heads) = {heads['mean']:.3f} ± ")
     assert (out / "config.json").is_file() and (out / "env.json").is_file()
-    capsys.readouterr()
+    assert capsys.readouterr().out.endswith(f"\nwrote results.json and results.md in {out}\n")
     # no resume key: the same config again recomputes in place, another one is refused rather than replacing it
     assert train.main([str(tmp_path / "coin.py"), "--p=0.3", f"--out_dir={out}"]) == 0
     assert json.loads((out / "results.json").read_text())["heads"] == heads

@@ -299,7 +299,7 @@ def test_sigterm_stops_a_command_as_ctrl_c_does_with_its_own_status(tmp_path):
     p, marks = _pool_in_its_jobs(tmp_path, "term", _TERM_SCRIPT)
     os.kill(p.pid, signal.SIGTERM)
     out, err = p.communicate(timeout=60)
-    assert p.returncode == 143 and err.startswith("terminated (SIGTERM). What was saved before it"), err
+    assert p.returncode == 143 and err.startswith("terminated (SIGTERM). Anything saved before it"), err
     assert "Traceback" not in err, err
     assert all(_gone(int(w.name)) for w in marks.iterdir())  # each worker is gone, not left running its job
     # in a process: cli's handler is there while its command runs, and the previous one after
