@@ -19,7 +19,11 @@ USAGE = "usage: python bench.py mnist|gpt|lists|students [OPTION ...] (python be
 
 class Parser(argparse.ArgumentParser):
     """A bench's options, refused as every command here refuses its input: one error line on stderr, exit status 2
-    (argparse printed its usage line above "bench.py mnist: error: ...")."""
+    (argparse printed its usage line above "bench.py mnist: error: ..."). Options are spelt out, as train.py's keys:
+    argparse would take --dev for --device."""
+
+    def __init__(self, **kw):
+        super().__init__(allow_abbrev=False, **kw)
 
     def error(self, message):
         if message.startswith("unrecognized arguments"):  # say what it takes

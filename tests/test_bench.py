@@ -490,6 +490,9 @@ def test_bench_refuses_in_one_error_line_and_prints_its_usage_given_nothing(caps
         assert e.value.code == 2 and out == "" and err == (f"error: unrecognized arguments: --nope x; the options of "
                                                            f"bench.py {which} are {options} (python bench.py {which} "
                                                            f"--help)\n"), err
+    with pytest.raises(SystemExit) as e:  # an option cut short is not taken for another (train.py's keys are not)
+        bench.main(["gpt", "--dev=cpu"])
+    assert e.value.code == 2 and "unrecognized arguments: --dev=cpu; the options of" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:  # a bad value: its own line alone too
         bench.main(["gpt", "--budget=0"])
     assert e.value.code == 2 and capsys.readouterr().err == "error: --budget must be > 0 seconds, got 0.0\n"
