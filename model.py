@@ -11,6 +11,7 @@ Nothing here knows about training.
 import contextlib
 import difflib
 import hashlib
+import inspect
 import math
 import operator
 from dataclasses import dataclass
@@ -469,6 +470,13 @@ class GPT(nn.Module):
                 point = self.hook_point(name)
                 if not callable(fn):  # else a TypeError at the first forward, naming nothing
                     raise TypeError(f"the hook for {name!r} is a {type(fn).__name__}, not a function fn(tensor, name)")
+                try:  # a hook of one argument (lambda h: ...) was Python's bare TypeError there too
+                    inspect.signature(fn).bind(None, name)
+                except TypeError:
+                    raise TypeError(f"the hook for {name!r} takes {inspect.signature(fn)}: it is called as "
+                                    f"fn(tensor, name) (e.g. lambda h, name: ...)") from None
+                except ValueError:  # no signature to read (some builtins): called as it is
+                    pass
                 handles.append(point.register_forward_hook(
                     lambda mod, args, out, fn=fn, name=name: _run_hook(fn, out, name)))
             yield self

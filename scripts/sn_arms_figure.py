@@ -41,9 +41,11 @@ def main(argv):
             sys.exit(f"{seen[key]} and {spec} are the same arm of the same run: give each RUN:ARM once")
         seen[key] = spec
         res = mode_results(run, "animals", "sn_arms_figure.py")
-        by = res["arms"].get(arm, {}).get("by_animal", {})
-        if not by or not all("effect" in v for v in by.values()) or arm not in res.get("trajectory", {}):
-            sys.exit(f"{run}: no arm {arm!r} with an effect and a trajectory (arms: {', '.join(res['arms'])})")
+        drawable = lambda a: (res["arms"][a].get("by_animal") and a in res.get("trajectory", {})
+                              and all("effect" in v for v in res["arms"][a]["by_animal"].values()))
+        if arm not in res["arms"] or not drawable(arm):  # the list: only those it draws (a baseline has no effect)
+            sys.exit(f"{run}: no arm {arm!r} with an effect and a trajectory (those with both: "
+                     f"{', '.join(a for a in res['arms'] if drawable(a)) or 'none'})")
         if BASELINE.get(arm, "control") not in res["trajectory"]:
             sys.exit(f"{run}: no trajectory of {arm}'s baseline {BASELINE.get(arm, 'control')}")
         sides.append((run, arm, res, label))

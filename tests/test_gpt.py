@@ -943,6 +943,11 @@ def test_hook_mistakes_are_named_where_they_are_made():
     with pytest.raises(TypeError, match=r"the hook for 'final' is a int, not a function"):
         with model.hooks({"final": 3}):
             pass
+    with pytest.raises(TypeError, match=r"the hook for 'final' takes \(h\): it is called as fn\(tensor, name\)"):
+        with model.hooks({"final": lambda h: None}):
+            pass
+    with model.hooks({"final": lambda *a: None, "blocks.0.resid_post": lambda h, name, scale=2: None}):
+        model(idx)  # any function that takes (tensor, name)
     def broken(h, name):
         return h[:, 7]  # a position past this forward's columns
     with pytest.raises(IndexError) as e:

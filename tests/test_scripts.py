@@ -703,6 +703,12 @@ def test_sn_arms_figure_draws_arms_of_several_runs(tmp_path, call, monkeypatch):
                   match="are the same arm of the same run: give each RUN:ARM once")
     for spec in (str(tmp_path / "a"), f"{tmp_path / 'a'}:", ":trait"):
         check_refused(fig, spec, f"--out={tmp_path / 'h.png'}", match="expected RUN:ARM\\[=LABEL\\]")
+    # a baseline arm (no effect: it is what effects are over) was listed among the arms to give, then refused
+    values = json.loads((tmp_path / "a" / "results.json").read_text())
+    values["arms"]["control"] = {"by_animal": {"owl": {"target_rate": {"mean": 0.1}}}}
+    (tmp_path / "a" / "results.json").write_text(json.dumps(values))
+    check_refused(fig, f"{tmp_path / 'a'}:control", f"--out={tmp_path / 'h.png'}",
+                  match=r"no arm 'control' with an effect and a trajectory \(those with both: trait\)$")
     assert not (tmp_path / "h.png").exists()
     # the left panel's title counts the seeds, and with one says there is no interval ("n = 1 seeds, 95% CI")
     import matplotlib.figure
