@@ -353,6 +353,21 @@ def students_per_batch(cfg, params_per_condition, device):
     return max(1, CUDA_STUDENT_PARAMS // params_per_condition) if torch.device(device).type == "cuda" else 1
 
 
+def keep_saved_teacher(teachers, cfg, stem, seeds, accuracy):
+    """A resumed group's teacher, read back from its saved weights into a sweep's `teachers` (as run_group keeps the
+    one it trains), so that the next cells that share it do not train it again: a sweep stopped after its first cell
+    trained every later cell's teachers anew. The reference's and teacher's accuracies come from the group's record
+    (None where its conditions lack them: run_group evaluates them then)."""
+    key = teacher_key(cfg)
+    if teachers.get("key") != key:  # one teacher config kept at a time, as in run_group
+        teachers.clear()
+        teachers.update(key=key, groups={})
+    tensors = load_group(stem, seeds, layer_sizes(cfg), cfg.conditions, cfg.device)
+    params = {n.removeprefix("teacher."): t for n, t in tensors.items() if n.startswith("teacher.")}
+    acc = lambda c: torch.tensor(accuracy[c]) if c in accuracy else None
+    teachers["groups"][tuple(seeds)] = (params, acc("reference"), acc("teacher"))
+
+
 def run_group(cfg, seeds, partners, data, device, log, teachers=None):
     """The whole pipeline for one group of seed indices -> ({condition: [acc per seed]}, {model: params});
     the parameters are returned only when cfg.save_weights asks for them. `teachers` (a sweep's dict, else None)
@@ -418,6 +433,10 @@ def run_group(cfg, seeds, partners, data, device, log, teachers=None):
     else:
         teacher_params, acc["reference"], acc["teacher"] = kept_teacher
         teacher = new_model(teacher_params)
+        if acc["reference"] is None:  # read back from a resumed group whose conditions lacked it (keep_saved_teacher)
+            acc["reference"] = accuracy(new_model(ref), test_x, test_y)
+        if acc["teacher"] is None:
+            acc["teacher"] = accuracy(teacher, test_x, test_y)
         lap("teacher_reused")
     if cfg.save_weights:
         weights["reference"], weights["teacher"] = ref, teacher_params
@@ -571,6 +590,8 @@ def run_cell(cfg, run, data, cell_name, params=None, teachers=None):
             if reusable:
                 for c in cfg.conditions:
                     per_seed[c] += saved["accuracy"][c]
+                if teachers is not None and cfg.save_weights:  # for the sweep's next cells with this teacher
+                    keep_saved_teacher(teachers, cfg, stem, seeds, saved["accuracy"])
                 print(f"[{cell_name}] seeds {seeds[0]}..{seeds[-1]}: resumed from {record.name}")
                 # (its epochs' lines are an earlier attempt's, higher up in metrics.jsonl)
                 run.log(cell=cell_name, group=gi, stage="resumed", seeds=seeds,

@@ -304,6 +304,31 @@ def test_a_sweep_trains_a_teacher_once_per_group_for_cells_that_differ_in_the_st
     assert set(SM.STUDENT_ONLY) <= {f.name for f in dataclasses.fields(SM.Config)} and "m" not in SM.STUDENT_ONLY
 
 @need_data()
+@pytest.mark.parametrize("conditions", [COND, "--conditions=['reference', 'student_aux']"])
+def test_a_resumed_sweep_reuses_the_saved_teacher_of_its_finished_cell(conditions, tmp_path, monkeypatch):
+    """A sweep stopped after its first cell, rerun: the first cell is resumed, and the cells that share its teacher
+    trained that teacher again (minutes at many seeds on a CPU). They take it from the saved weights now, with the
+    numbers of a sweep that was never stopped."""
+    import experiments.subliminal_mnist as SM
+    sweep = "--sweep={'distill_lr': [1e-3, 3e-3]}"
+    _, whole = run(tmp_path, sweep, conditions, name="whole")
+    taught, real_classifier, real_cell = [], SM.train_classifier, SM.run_cell
+    monkeypatch.setattr(SM, "train_classifier", lambda *a, **kw: taught.append(kw["desc"]) or real_classifier(*a, **kw))
+
+    def stop_at_the_second_cell(cfg, run, data, name, *a, **kw):
+        if name != "distill_lr-0.001":
+            raise KeyboardInterrupt
+        return real_cell(cfg, run, data, name, *a, **kw)
+    monkeypatch.setattr(SM, "run_cell", stop_at_the_second_cell)
+    argv = [CONFIG, *TINY, f"--out_dir={tmp_path / 'stopped'}", sweep, conditions]
+    assert train.main(argv) == 130 and taught == ["teacher"]
+    monkeypatch.setattr(SM, "run_cell", real_cell)
+    taught.clear()
+    assert train.main(argv) == 0 and taught == []  # the teacher came from the first cell's saved weights
+    assert json.loads((tmp_path / "stopped" / "results.json").read_text())["sweep"] == whole["sweep"]
+
+
+@need_data()
 def test_a_sweep_over_the_loss_runs_though_every_training_record_has_a_loss_field(tmp_path):
     out, res = run(tmp_path, "--sweep={'loss': ['kl', 'mse']}", "--conditions=['teacher', 'student_aux']",
                    "--save_weights=False")
