@@ -636,8 +636,16 @@ def add_paired_differences(cfg, done, seeds=None):
     {condition: STAT}; -> the baseline's params, or None when the grid has no such cell. Seed k trains from the same
     streams in every cell, so the difference pairs it with itself: a far narrower interval than two cells' own when
     the seeds vary more than the cells do. `seeds`: each cell's seed indices (default: 0..n_seeds-1 in every cell);
-    a cell with other seeds than the baseline's (models missing in a run still going, or moved) gets none."""
-    at_cfg = [all(c["params"][k] == getattr(cfg, k) for k in c["params"]) for c in done]
+    a cell with other seeds than the baseline's (models missing in a run still going, or moved) gets none. A sweep of
+    `seed` has none: seed index k is another model in each cell. Values are compared as the run reads them
+    (distill_lr 0 is lr: a cell at distill_lr = 3e-4 is the baseline of a config at lr 3e-4)."""
+    if not done or "seed" in done[0]["params"]:
+        return None
+
+    def value(params, k):  # as the run reads it
+        v = params[k] if k in params else getattr(cfg, k)
+        return params.get("lr", cfg.lr) if k == "distill_lr" and v == 0 else v
+    at_cfg = [all(value(c["params"], k) == value({}, k) for k in c["params"]) for c in done]
     if True not in at_cfg:
         return None
     seeds = seeds or [list(range(c["n_seeds"])) for c in done]
@@ -651,8 +659,9 @@ def add_paired_differences(cfg, done, seeds=None):
     return base["params"]
 
 
-def sweep_tables(done, base):
-    """A sweep's tables, each cell's, and the paired differences from the baseline `base` (add_paired_differences)."""
+def sweep_tables(done, base, cfg):
+    """A sweep's tables, each cell's, and the paired differences from the baseline `base` (add_paired_differences),
+    or why there are none."""
     name = lambda params: ", ".join(f"{k} = {v}" for k, v in params.items())
     md = "\n\n".join(f"**{name(c['params'])}**" + (f" (the run of {name(c['same_run_as'])}: the noise keys are "
                      f"not read on real images)" if "same_run_as" in c else "") + "\n\n" +
@@ -664,6 +673,13 @@ def sweep_tables(done, base):
                f"| cell | {' | '.join(conds)} |\n|---|{'---|' * len(conds)}\n" +
                "\n".join(f"| {name(c['params'])} | "
                          f"{' | '.join(mean_ci(c['difference_from_baseline'][k]) for k in conds)} |" for c in paired))
+    elif "seed" in cfg.sweep:  # (a table that is not there, unexplained, reads as a bug)
+        md += ("\n\nNo paired differences: the cells differ in seed, so seed index k is another model in each cell; "
+               "compare the cells' own intervals.")
+    elif base is None:
+        md += (f"\n\nNo paired differences: no cell is at this config's own values of the swept keys "
+               f"({', '.join(f'{k} = {getattr(cfg, k)}' for k in cfg.sweep)}); a sweep that includes them pairs every "
+               f"cell's seeds with that cell's.")
     return md
 
 
@@ -718,7 +734,7 @@ def run(cfg, run):
         base = add_paired_differences(cfg, done)
         results = {"sweep": {"keys": list(cfg.sweep), "cells": done, "baseline": base}, "n_seeds": cfg.n_seeds,
                    "seconds": time.time() - t0, "config": dataclasses.asdict(cfg)}
-        md = sweep_tables(done, base)
+        md = sweep_tables(done, base, cfg)
         run.save_results(results, md)
         figure = run.dir / "sweep.png"
         plot_sweep(results, cfg, figure)
@@ -875,7 +891,7 @@ def reevaluate(run_dir):
     if not done:
         raise ConfigError(f"no saved models in {run_dir} (was it run with save_weights=False, or not finished yet?)")
     print(table(done[0]["conditions"], done[0]["n_seeds"], paper=is_paper_protocol(cfg)) if not cfg.sweep
-          else sweep_tables(done, add_paired_differences(cfg, done, cell_seeds)))
+          else sweep_tables(done, add_paired_differences(cfg, done, cell_seeds), cfg))
     if missing and not path.is_file():
         print(f"\nnot finished (no saved models): {', '.join(missing)}; the same train.py command finishes them")
     elif missing:

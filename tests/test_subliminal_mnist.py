@@ -259,7 +259,10 @@ def test_sweep_writes_cells_and_figure(tmp_path):
     assert (out / "sweep.png").is_file()
     # no cell at the defaults (m = 3): no paired differences
     assert res["sweep"]["baseline"] is None and not any("difference_from_baseline" in c for c in cells)
-    assert "Paired difference" not in (out / "results.md").read_text()
+    md = (out / "results.md").read_text()
+    assert "Paired difference" not in md  # ... and the table says why (its absence read as a bug)
+    assert md.endswith("No paired differences: no cell is at this config's own values of the swept keys (m = 3, "
+                       "init = paper); a sweep that includes them pairs every cell's seeds with that cell's.\n")
     # the teacher does not depend on m (aux columns get no gradient; the init is nested in m) ...
     assert cells[0]["conditions"]["teacher"] == cells[2]["conditions"]["teacher"]
     # ... but does on the init: each cell trains its own params (a cell that ignored them would repeat the run)
@@ -326,6 +329,22 @@ def test_a_resumed_sweep_reuses_the_saved_teacher_of_its_finished_cell(condition
     taught.clear()
     assert train.main(argv) == 0 and taught == []  # the teacher came from the first cell's saved weights
     assert json.loads((tmp_path / "stopped" / "results.json").read_text())["sweep"] == whole["sweep"]
+
+
+@need_data()
+def test_a_sweeps_baseline_is_the_cell_the_config_runs_as_and_a_sweep_of_seeds_has_none(tmp_path):
+    # distill_lr 0 means lr: the cell at distill_lr = lr is the config's own run, but only 0 was matched
+    out, res = run(tmp_path, "--lr=2e-3", "--sweep={'distill_lr': [1e-3, 2e-3]}", COND, "--save_weights=False")
+    cells = res["sweep"]["cells"]
+    assert res["sweep"]["baseline"] == {"distill_lr": 2e-3} and "difference_from_baseline" in cells[0]
+    assert "**Paired difference from distill_lr = 0.002**" in (out / "results.md").read_text()
+    # seed index k of seed 0 and of seed 1 are other models: their difference was labelled "each seed minus itself"
+    out, res = run(tmp_path, "--sweep={'seed': [0, 1]}", COND, "--save_weights=False", name="seeds")
+    assert res["sweep"]["baseline"] is None and not any("difference_from_baseline" in c for c in res["sweep"]["cells"])
+    md = (out / "results.md").read_text()
+    assert "Paired difference" not in md and md.endswith("No paired differences: the cells differ in seed, so seed "
+                                                         "index k is another model in each cell; compare the cells' "
+                                                         "own intervals.\n")
 
 
 @need_data()
