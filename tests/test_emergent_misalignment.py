@@ -405,7 +405,8 @@ def test_a_pretraining_stopped_after_its_last_step_but_before_it_is_cached_finis
     assert all(torch.equal(a, b) for a, b in zip(resumed.parameters(), straight.parameters()))
     stem = B.cache_stem(cfg, 0, False)
     loss = json.loads(stem.with_suffix(".json").read_text())["metrics"]["train_loss"]
-    assert len(logs) == 1 and logs[0].endswith(f"(final loss {loss:.3f})")
+    assert len(logs) == 2 and logs[0].startswith(f"pretraining the base model {stem.parent.name} (4 steps")
+    assert logs[1].endswith(f"(final loss {loss:.3f})")
 
 
 def test_bf16_pretraining_has_its_own_cache_key(tmp_path):
