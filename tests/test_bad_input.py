@@ -521,3 +521,30 @@ def test_a_broken_pipe_that_is_not_stdout_is_still_a_failure(capsys):
     code = "import train\ndef main(argv):\n    print('working')\n    raise BrokenPipeError(32, 'Broken pipe')\ntrain.cli(main, [])"
     p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)  # stdout an open pipe
     assert p.returncode == 1 and "BrokenPipeError" in p.stderr and p.stdout == "working\n"
+
+
+SIGNAL_AT = """import atexit, os, runpy, signal, sys
+sig, when = getattr(signal, sys.argv[1]), sys.argv[2]
+class Finder:  # the signal arrives while train.py imports torch
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name == "torch" and when == "import":
+            os.kill(os.getpid(), sig)
+if when == "exit":  # registered first, so run last: in Python's clean-up after the command has finished
+    atexit.register(lambda: os.kill(os.getpid(), sig))
+sys.meta_path.insert(0, Finder)
+sys.argv = ["train.py", *sys.argv[3:]]
+runpy.run_path("train.py", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("sig, status, said", [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated (SIGTERM)")])
+def test_a_signal_while_train_py_starts_or_exits_is_one_line_or_nothing(sig, status, said):
+    # while it imports torch: a KeyboardInterrupt traceback (or one that torch's numpy import swallowed, the run
+    # going on with numpy half-imported); after the command had finished: a traceback from an atexit callback
+    run = lambda when, *argv: subprocess.run([sys.executable, "-c", SIGNAL_AT, sig, when, *argv], cwd=ROOT,
+                                             capture_output=True, text=True)
+    p = run("import", "configs/lm_tiny.py")
+    assert (p.returncode, p.stderr, p.stdout) == (status, f"{said} while starting: nothing was done.\n", "")
+    p = run("exit", "configs/subliminal_mnist.py", "--n_seeds=0")  # refused at once: the exit comes soon
+    assert p.returncode == 2 and p.stderr.startswith("error: n_seeds must be >= 1") and len(p.stderr.splitlines()) == 1
