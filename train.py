@@ -1775,14 +1775,19 @@ def stdout_closed():
 
 
 def flush_stdout():
-    """Flush stdout -> False when its reader has gone, stdout then sent to /dev/null: what is left of it goes nowhere,
-    and Python's own flush at exit does not fail again with a traceback."""
+    """Flush stdout -> False when its reader has gone, stdout then sent to /dev/null (quiet_stdout)."""
     try:
         sys.stdout.flush()
         return True
     except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        quiet_stdout()
         return False
+
+
+def quiet_stdout():
+    """stdout to /dev/null, its reader gone: what is left of it goes nowhere, and Python's own flush at exit does not
+    fail again with a traceback."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def cli(main, argv, keeps=True):
@@ -1807,7 +1812,7 @@ def cli(main, argv, keeps=True):
     except BrokenPipeError:
         if not stdout_closed():  # another pipe's (a worker's): a failure, raised as it came
             raise
-        flush_stdout()
+        quiet_stdout()
         return 141
     except (ConfigError, DataError, CheckpointError) as e:
         return refused(f"error: {e}")

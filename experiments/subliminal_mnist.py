@@ -533,8 +533,8 @@ def group_models(stem, seeds, cfg, device="cpu"):
 def load_models(run_dir, cell="main", device="cpu"):
     """A finished run's saved models, to study them -> ({condition: SeedMLP}, the cell's config), seed k in row k of
     every condition's model: `models["teacher"](x)` is [S, B, 10 + m], and its row k seed k's teacher's logits
-    ([B, 10 + m]; x [B, 784] in [-1, 1], as `load_data(cfg, device)` gives the images). A sweep's cells are named as in its files' names ("m-10",
-    of m-10_group0.safetensors; "main" without a sweep)."""
+    ([B, 10 + m]; x [B, 784] in [-1, 1], as `load_data(cfg, device)` gives the images). A sweep's cells are named as
+    in its files' names ("m-10", of m-10_group0.safetensors; "main" without a sweep)."""
     run_dir = Path(run_dir)
     cfg = run_config(Config, run_dir)
     grid = cells(cfg)

@@ -518,7 +518,8 @@ def test_a_broken_pipe_that_is_not_stdout_is_still_a_failure(capsys):
         raise BrokenPipeError(32, "Broken pipe")  # a worker's pipe, say: stdout is fine
     with pytest.raises(BrokenPipeError):
         train.cli(main, [])
-    code = "import train\ndef main(argv):\n    print('working')\n    raise BrokenPipeError(32, 'Broken pipe')\ntrain.cli(main, [])"
+    code = ("import train\ndef main(argv):\n    print('working')\n    raise BrokenPipeError(32, 'Broken pipe')\n"
+            "train.cli(main, [])")
     p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)  # stdout an open pipe
     assert p.returncode == 1 and "BrokenPipeError" in p.stderr and p.stdout == "working\n"
 
@@ -538,7 +539,8 @@ runpy.run_path("train.py", run_name="__main__")
 """
 
 
-@pytest.mark.parametrize("sig, status, said", [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated (SIGTERM)")])
+@pytest.mark.parametrize("sig, status, said", [("SIGINT", 130, "interrupted"),
+                                               ("SIGTERM", 143, "terminated (SIGTERM)")])
 def test_a_signal_while_train_py_starts_or_exits_is_one_line_or_nothing(sig, status, said):
     # while it imports torch: a KeyboardInterrupt traceback (or one that torch's numpy import swallowed, the run
     # going on with numpy half-imported); after the command had finished: a traceback from an atexit callback

@@ -934,7 +934,8 @@ def test_a_cached_base_from_another_kind_of_machine_is_noted_once(tmp_path, monk
     assert not [s for s in said if s.startswith("note:")]  # pretrained here: nothing to note
     # the wait before pretraining's first loss line (minutes at the real size) is announced, once: the second loads
     assert [s for s in said if s.startswith("pretraining ")] == [
-        f"pretraining the base model {B.cache_stem(cfg, 0, False).parent.name} (2 steps; cached in {tmp_path} for later runs)"]
+        f"pretraining the base model {B.cache_stem(cfg, 0, False).parent.name} (2 steps; cached in {tmp_path} for "
+        f"later runs)"]
     monkeypatch.setattr(B, "pretrained_on", lambda device: "Another CPU (AVX512)")
     monkeypatch.setattr(B, "_NOTED", set())
     B.base_model(cfg, 0, log=said.append)
