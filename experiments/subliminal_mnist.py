@@ -353,19 +353,24 @@ def students_per_batch(cfg, params_per_condition, device):
     return max(1, CUDA_STUDENT_PARAMS // params_per_condition) if torch.device(device).type == "cuda" else 1
 
 
-def keep_saved_teacher(teachers, cfg, stem, seeds, accuracy):
-    """A resumed group's teacher, read back from its saved weights into a sweep's `teachers` (as run_group keeps the
-    one it trains), so that the next cells that share it do not train it again: a sweep stopped after its first cell
-    trained every later cell's teachers anew. The reference's and teacher's accuracies come from the group's record
-    (None where its conditions lack them: run_group evaluates them then)."""
+def kept_teachers(teachers, cfg):
+    """A sweep's store of trained teachers for cfg's teacher config: {seeds: (params, reference's accuracies,
+    teacher's accuracies)}. One teacher config is kept at a time: another one empties it first."""
     key = teacher_key(cfg)
-    if teachers.get("key") != key:  # one teacher config kept at a time, as in run_group
+    if teachers.get("key") != key:
         teachers.clear()
         teachers.update(key=key, groups={})
-    tensors = load_group(stem, seeds, layer_sizes(cfg), cfg.conditions, cfg.device)
-    params = {n.removeprefix("teacher."): t for n, t in tensors.items() if n.startswith("teacher.")}
+    return teachers["groups"]
+
+
+def keep_saved_teacher(teachers, cfg, tensors, seeds, accuracy):
+    """A resumed group's teacher, from its saved weights (`tensors`, as load_group reads them) into a sweep's
+    `teachers` (as run_group keeps the one it trains), so that the next cells that share it do not train it again: a
+    sweep stopped after its first cell trained every later cell's teachers anew. The reference's and teacher's
+    accuracies come from the group's record (None where its conditions lack them: run_group evaluates them then)."""
+    params = {n.removeprefix("teacher."): t.to(cfg.device) for n, t in tensors.items() if n.startswith("teacher.")}
     acc = lambda c: torch.tensor(accuracy[c]) if c in accuracy else None
-    teachers["groups"][tuple(seeds)] = (params, acc("reference"), acc("teacher"))
+    kept_teachers(teachers, cfg)[tuple(seeds)] = (params, acc("reference"), acc("teacher"))
 
 
 def run_group(cfg, seeds, partners, data, device, log, teachers=None):
@@ -409,11 +414,7 @@ def run_group(cfg, seeds, partners, data, device, log, teachers=None):
     acc, weights = {}, {}
     kept_teacher = None  # (its params, the reference's and the teacher's accuracies), when reused
     if teachers is not None:
-        key = teacher_key(cfg)
-        if teachers.get("key") != key:  # one teacher config kept at a time
-            teachers.clear()
-            teachers.update(key=key, groups={})
-        kept_teacher = teachers["groups"].get(tuple(seeds))
+        kept_teacher = kept_teachers(teachers, cfg).get(tuple(seeds))
     if kept_teacher is None:
         model = new_model(ref)
         acc["reference"] = accuracy(model, test_x, test_y)
@@ -428,7 +429,7 @@ def run_group(cfg, seeds, partners, data, device, log, teachers=None):
         # (_orig_mod: the module inside torch.compile's wrapper)
         teacher_params = getattr(teacher, "_orig_mod", teacher).params() if need_params else None
         if teachers is not None:
-            teachers["groups"][tuple(seeds)] = (teacher_params, acc["reference"], acc["teacher"])
+            kept_teachers(teachers, cfg)[tuple(seeds)] = (teacher_params, acc["reference"], acc["teacher"])
         lap("teacher")
     else:
         teacher_params, acc["reference"], acc["teacher"] = kept_teacher
@@ -555,15 +556,15 @@ def load_models(run_dir, cell="main", device="cpu"):
                             device), cell_cfg
 
 
-def weights_readable(stem, seeds, cfg):
-    """Whether a finished group's weights load as this config's (eval.py needs them): a group whose file was cut
-    short, lost or replaced is trained again on resume rather than reported from its accuracies alone."""
+def readable_weights(stem, seeds, cfg):
+    """A finished group's weights (load_group's tensors, on the CPU) if they load as this config's (eval.py needs
+    them), else None: a group whose file was cut short, lost or replaced is trained again on resume rather than
+    reported from its accuracies alone."""
     try:
-        load_group(stem, seeds, layer_sizes(cfg), cfg.conditions)
-        return True
+        return load_group(stem, seeds, layer_sizes(cfg), cfg.conditions)
     except CheckpointError as e:
         print(f"[{stem.name}] its finished weights do not load, so the group is trained again ({e})")
-        return False
+        return None
 
 
 def run_cell(cfg, run, data, cell_name, params=None, teachers=None):
@@ -586,12 +587,12 @@ def run_cell(cfg, run, data, cell_name, params=None, teachers=None):
                 finished = False
             if not finished:
                 print(f"[{cell_name}] {record.name} is not a finished group's record, so the group is trained again")
-            reusable = finished and (not cfg.save_weights or weights_readable(stem, seeds, cfg))  # and its weights load
-            if reusable:
+            tensors = readable_weights(stem, seeds, cfg) if finished and cfg.save_weights else None
+            if finished and (not cfg.save_weights or tensors is not None):  # and its weights load
                 for c in cfg.conditions:
                     per_seed[c] += saved["accuracy"][c]
-                if teachers is not None and cfg.save_weights:  # for the sweep's next cells with this teacher
-                    keep_saved_teacher(teachers, cfg, stem, seeds, saved["accuracy"])
+                if teachers is not None and tensors is not None:  # for the sweep's next cells with this teacher
+                    keep_saved_teacher(teachers, cfg, tensors, seeds, saved["accuracy"])
                 print(f"[{cell_name}] seeds {seeds[0]}..{seeds[-1]}: resumed from {record.name}")
                 # (its epochs' lines are an earlier attempt's, higher up in metrics.jsonl)
                 run.log(cell=cell_name, group=gi, stage="resumed", seeds=seeds,
