@@ -470,11 +470,11 @@ def run_group(cfg, seeds, partners, data, device, log, teachers=None):
         # the same order in every condition
         gens = [generator(device, cfg.seed, k, "distill_order") for _ in conds for k in seeds]
         train_distill(student, inputs, targets, {c: student_logits(c, cfg.m) for c in conds},
-                      epochs=cfg.distill_epochs, lr=cfg.distill_lr or cfg.lr, batch_size=cfg.batch_size, gens=gens,
+                      epochs=cfg.distill_epochs, lr=student_lr(cfg), batch_size=cfg.batch_size, gens=gens,
                       loss=cfg.loss, temperature=cfg.temperature, amp=amp, refresh=refresh, log=log,
                       desc="+".join(conds))
         accs = accuracy(student, test_x, test_y).split(S)  # [len(conds) * S] -> one [S] per condition
-        check_finite(student, conds, cfg.distill_lr or cfg.lr)
+        check_finite(student, conds, student_lr(cfg))
         trained = getattr(student, "_orig_mod", student).params() if cfg.save_weights else None
         for j, c in enumerate(conds):
             acc[c] = accs[j]
@@ -483,6 +483,11 @@ def run_group(cfg, seeds, partners, data, device, log, teachers=None):
         lap("+".join(conds))
     log(stage="phases", seconds=phases)
     return {c: acc[c].tolist() for c in cfg.conditions}, weights
+
+
+def student_lr(cfg):
+    """The students' Adam lr as the run uses it: distill_lr, or (0) the teacher's lr, the paper's single lr."""
+    return cfg.distill_lr or cfg.lr
 
 
 def layer_sizes(cfg):
@@ -644,8 +649,8 @@ def add_paired_differences(cfg, done, seeds=None):
         return None
 
     def value(params, k):  # as the run reads it
-        v = params[k] if k in params else getattr(cfg, k)
-        return params.get("lr", cfg.lr) if k == "distill_lr" and v == 0 else v
+        c = dataclasses.replace(cfg, **params)
+        return student_lr(c) if k == "distill_lr" else getattr(c, k)
     at_cfg = [all(value(c["params"], k) == value({}, k) for k in c["params"]) for c in done]
     if True not in at_cfg:
         return None
@@ -694,7 +699,7 @@ def is_paper_protocol(cfg):
     base = Config()
     keys = [f.name for f in dataclasses.fields(Config) if f.name not in RUN_KEYS + ("distill_lr",)]
     # the students' lr as run: distill_lr set to the teacher's lr is the paper's single lr
-    return all(getattr(cfg, k) == getattr(base, k) for k in keys) and (cfg.distill_lr or cfg.lr) == base.lr
+    return all(getattr(cfg, k) == getattr(base, k) for k in keys) and student_lr(cfg) == base.lr
 
 
 def use_tf32(device, on):
