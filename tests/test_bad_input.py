@@ -13,6 +13,7 @@ import pytest
 import bench
 import eval as EV
 import train
+from conftest import ROOT
 from experiments import emergent_misalignment as EM
 from experiments import lm
 from experiments import subliminal_mnist as MN
@@ -495,8 +496,6 @@ def test_script_args_splits_words_and_options_and_refuses_the_rest(capsys):
             parse(*argv)
         assert e.value.code == 0 and capsys.readouterr().out == "usage: x\n"
 
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("argv", [["train.py", "configs/emergent_misalignment_quick.py", "--help"],
