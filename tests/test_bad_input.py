@@ -497,7 +497,6 @@ def test_script_args_splits_words_and_options_and_refuses_the_rest(capsys):
         assert e.value.code == 0 and capsys.readouterr().out == "usage: x\n"
 
 
-
 @pytest.mark.parametrize("argv", [["train.py", "configs/emergent_misalignment_quick.py", "--help"],
                                   ["scripts/em_at_step.py", "--help"], ["eval.py", "--help"], ["bench.py", "--help"]])
 def test_help_into_a_reader_that_has_left_ends_quietly(argv):
