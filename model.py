@@ -169,7 +169,7 @@ def init_mlp_params(seeds, sizes, n_classes, init, device, seed):
 # columns ([B, 1, C] per decode step); `GPT.offset` is the column of their first position (but a `logits` hook under
 # `generate` sees only the last column, [B, V]: column offset + T - 1, P - 1 at the prompt's forward).
 # torch.compile does not see hooks attached after it traced the model, so while a `hooks` block is open
-# a compiled GPT runs its forward eagerly (GPT.n_hooked).
+# a compiled GPT runs its forward eagerly (GPT.hooked).
 #
 # The attention pattern is never materialised by the fast path (SDPA). When `blocks.{i}.attn.pattern`
 # is hooked, that layer also computes softmax(q k^T / sqrt(hs)) explicitly and passes it to the hook;
@@ -363,7 +363,10 @@ class GPT(nn.Module):
         self.register_buffer("cos", cos, persistent=False)  # [block_size, hs/2]; not saved: a function of cfg
         self.register_buffer("sin", sin, persistent=False)
         self.offset = 0  # column of the current forward's first position (nonzero only when decoding with a KV cache)
-        self.n_hooked = 0  # `hooks` blocks open: torch.compile guards on it (it does not on the hooks themselves)
+        self.n_hooked = 0  # `hooks` blocks open
+        # whether any is: torch.compile guards on it (not on the hooks themselves); a bool, as a guard on n_hooked
+        # traced the forward again at every new nesting depth
+        self.hooked = False
         self.init_weights(generator)
 
     @torch.no_grad()
@@ -396,7 +399,7 @@ class GPT(nn.Module):
         losses [k]; a fine-tune that trains a few positions per row skips most of the unembedding. keep may
         also be a slice of columns, the same in every row (generate's slice(-1, None): [B, V]); a slice needs
         no count of the kept positions, so on a GPU it does not wait for the device as a mask does."""
-        if self.n_hooked and torch.compiler.is_compiling():
+        if self.hooked and torch.compiler.is_compiling():
             # a compiled graph would silently skip hooks attached after it was traced (or keep the ones it was traced
             # with): with hooks on, torch.compile(model) runs this forward eagerly, so every hook runs as it would.
             # (Wrapped here, not as a decorator: `torch.compiler.disable` imports dynamo, 2 s at every import of model)
@@ -465,6 +468,7 @@ class GPT(nn.Module):
         point for the duration of the block; they are removed on exit, also after an exception."""
         handles, counted = [], bool(fns)  # an empty block (callers pass `hooks or {}`) keeps the compiled graph
         self.n_hooked += counted
+        self.hooked = self.n_hooked > 0
         try:
             for name, fn in fns.items():
                 point = self.hook_point(name)
@@ -482,6 +486,7 @@ class GPT(nn.Module):
             yield self
         finally:
             self.n_hooked -= counted
+            self.hooked = self.n_hooked > 0
             for h in handles:
                 h.remove()
 

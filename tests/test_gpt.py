@@ -372,6 +372,26 @@ def test_hooks_run_on_a_compiled_model_and_leave_it_with_the_block():
         assert model.n_hooked == 0 and torch.equal(compiled(idx), plain)
 
 
+@torch.no_grad()
+def test_nesting_hook_blocks_does_not_recompile_a_compiled_model():
+    """torch.compile guarded on the number of open `hooks` blocks: each new nesting depth (a run_with_cache inside a
+    patch inside an inject) traced the forward again, and 8 such entries hit dynamo's recompile limit, after which
+    new shapes ran uncompiled. Whether any block is open is all the forward asks, so two entries at most."""
+    from torch._dynamo.utils import counters
+    model, idx = tiny(init_std=0.3), tokens(2, 9)
+    torch.compiler.reset()
+    counters.clear()
+    compiled = torch.compile(model, backend="eager")
+    compiled(idx)
+    with model.hooks({"embed": lambda t, n: None}):
+        compiled(idx)
+        traced = counters["frames"]["total"]  # frames traced so far: without hooks, and with one block open
+        with model.hooks({"blocks.0.mlp_out": lambda t, n: 2 * t}), model.hooks({"final": lambda t, n: None}):
+            want, got = model(idx), compiled(idx)  # three blocks open: the patch still applies
+    assert torch.equal(got, want) and counters["frames"]["total"] == traced
+    torch.compiler.reset()
+
+
 def test_the_training_forward_compiles_to_one_graph():
     """train_lm (and bench.py gpt) compile the training forward on a GPU: a graph break (an .item(), a branch on a
     tensor's value, a call dynamo cannot trace) splits it without a word and costs the GPU its fusions. dynamo traces
