@@ -160,7 +160,7 @@ def init_mlp_params(seeds, sizes, n_classes, init, device, seed):
 # List it above and in README's "Hook names", and in test_hook_names_are_the_design_names (which pins the list).
 # A point before the KV cache update sees this forward's columns only, as every point does.
 # A hook is `fn(tensor, name) -> tensor | None`: return a tensor to replace the activation (patching,
-# steering; its shape and device, cast to its dtype), None to leave it unchanged (reading). Hooks are
+# steering; its shape and device, a float dtype cast to its dtype), None to leave it unchanged (reading). Hooks are
 # PyTorch forward hooks on the HookPoint, attached only inside `with model.hooks({name: fn}):` and removed
 # in `finally`. Blocks nest: on one point the hooks run in the order their blocks were opened (outer first), each on
 # what the one before returned, so a `run_with_cache` or `inject` inside a patching block sees the patched activation.
@@ -211,7 +211,8 @@ class HookPoint(nn.Module):
 
 def _run_hook(fn, h, name):
     """fn(h, name), checked: a replacement of another shape or device would fail deep inside the next layer instead.
-    One of another dtype (h + a float64 vector, or a float32 one under bf16 autocast) is cast to the activation's."""
+    One of another float dtype (h + a float64 vector, or a float32 one under bf16 autocast) is cast to the activation's;
+    one of no float dtype (a bool mask, integers, complex numbers) is refused."""
     try:
         out = fn(h, name)
     except Exception as e:  # the traceback shows the hook's line; the note says at which point it ran
@@ -226,9 +227,11 @@ def _run_hook(fn, h, name):
         got = tuple(out.shape)
     elif out.device != h.device:
         got = f"a tensor on {out.device}"
+    elif not out.is_floating_point():  # a mask (h > 0), integers, complex: cast, 0/1, truncated, the real part
+        got = f"a {out.dtype} tensor"
     else:  # a replacement the next layer can take
         return out if out.dtype == h.dtype else out.to(h.dtype)
-    raise ValueError(f"the hook at {name!r} returned {got}: return None (just look) or a tensor of the "
+    raise ValueError(f"the hook at {name!r} returned {got}: return None (just look) or a floating tensor of the "
                      f"activation's shape {tuple(h.shape)} on its device ({h.device})")
 
 

@@ -196,6 +196,18 @@ def test_a_hook_that_returns_another_shape_is_named_in_the_error():
 
 
 @torch.no_grad()
+def test_a_hook_that_returns_a_mask_or_integers_is_named_in_the_error():
+    # another float dtype is cast to the activation's, but a mask (h > 0), integers or complex numbers were cast too:
+    # the forward went on with 0s and 1s, truncated values or the real part, and said nothing
+    model, idx = tiny(), tokens(2, 5)
+    for fn, dtype in ((lambda h, n: h > 0, "torch.bool"), (lambda h, n: h.long(), "torch.int64"),
+                      (lambda h, n: h.to(torch.complex64), "torch.complex64")):
+        with pytest.raises(ValueError, match=rf"hook at 'blocks.0.mlp_out' returned a {dtype} tensor: .* floating"):
+            with model.hooks({"blocks.0.mlp_out": fn}):
+                model(idx)
+
+
+@torch.no_grad()
 @pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
 def test_an_attention_pattern_edited_in_place_is_attended_with(mode):
     # the idiom that patches every other hook point (edit h in place, return it or None) must not be dropped
