@@ -169,7 +169,9 @@ def init_mlp_params(seeds, sizes, n_classes, init, device, seed):
 # columns ([B, 1, C] per decode step); `GPT.offset` is the column of their first position (but a `logits` hook under
 # `generate` sees only the last column, [B, V]: column offset + T - 1, P - 1 at the prompt's forward).
 # torch.compile does not see hooks attached after it traced the model, so while a `hooks` block is open
-# a compiled GPT runs its forward eagerly (GPT.hooked).
+# a compiled GPT runs its forward eagerly (GPT.hooked). That is a graph break: under fullgraph=True a `hooks` block
+# is dynamo's "Attempted to call function marked as skipped" error. A hook registered by hand (register_forward_hook
+# on a HookPoint, not through `hooks`) skips _run_hook's checks, and a compiled GPT runs without it.
 #
 # The attention pattern is never materialised by the fast path (SDPA). When `blocks.{i}.attn.pattern`
 # is hooked, that layer also computes softmax(q k^T / sqrt(hs)) explicitly and passes it to the hook;

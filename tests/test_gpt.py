@@ -404,6 +404,28 @@ def test_nesting_hook_blocks_does_not_recompile_a_compiled_model():
     torch.compiler.reset()
 
 
+@torch.no_grad()
+def test_the_compiled_hook_limits_the_readme_states():
+    # README: under fullgraph=True a hooks block is dynamo's error (the eager forward is a graph break), and a hook
+    # registered by hand, outside model.hooks, is skipped by a compiled model; if torch changes either, so must README
+    model, idx = tiny(init_std=0.3), tokens(2, 9)
+    torch.compiler.reset()
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    plain = compiled(idx)
+    with pytest.raises(Exception, match="marked as skipped"):
+        with model.hooks({"blocks.0.mlp_out": lambda t, n: None}):
+            compiled(idx)
+    torch.compiler.reset()
+    compiled = torch.compile(model, backend="eager")
+    compiled(idx)
+    handle = model.blocks[0].mlp_out.register_forward_hook(lambda mod, args, out: torch.zeros_like(out))
+    try:
+        assert torch.equal(compiled(idx), plain) and not torch.equal(model(idx), plain)
+    finally:
+        handle.remove()
+    torch.compiler.reset()
+
+
 def test_the_training_forward_compiles_to_one_graph():
     """train_lm (and bench.py gpt) compile the training forward on a GPU: a graph break (an .item(), a branch on a
     tensor's value, a call dynamo cannot trace) splits it without a word and costs the GPU its fusions. dynamo traces
