@@ -524,7 +524,10 @@ class GPT(nn.Module):
         tied with the k-th); draws come from `generator` (a CPU one, or one on the model's device), so a
         seeded generator gives the same samples. A row stops after emitting eos_id (an id, or a list of ids: any of them
         ends the row); the loop ends when every row has stopped or after max_new_tokens.
-        use_cache=False re-runs the whole sequence at every step (the reference for the KV cache).
+        use_cache=False re-runs the whole sequence at every step (the reference for the KV cache). Under hooks the two
+        agree when a hook patches by column (GPT.offset) or every column alike: with the cache a column is hooked once
+        and kept patched, without it every column is hooked again at every step (h[:, -1] patches every generated
+        column with the cache, only the newest without).
         Only each row's last column is unembedded, so a hook at `logits` sees [B, V] at every step.
         Returns a list of lists: each row's new tokens, eos included when emitted."""
         # the arguments, checked (each error names what to do instead of failing inside the forward)

@@ -574,6 +574,29 @@ def test_injection_during_cached_generation_matches_full_reforward(positions):
 
 
 @torch.no_grad()
+def test_a_hook_on_this_forwards_last_column_keeps_every_generated_column_patched_with_the_cache():
+    # README: a column hooked at its decode step stays patched in the cache, while use_cache=False hooks every column
+    # again at every step; so h[:, -1] with the cache is "every column from the prompt's last on" without it
+    model, prompts, P, name = tiny(init_std=0.3), [[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]], 5, "blocks.0.resid_post"
+
+    def scaled(cols):
+        def fn(h, n):
+            h = h.clone()
+            h[:, cols] *= 3
+            return h
+        return fn
+
+    def logits(hook, use_cache):
+        seen = []
+        with model.hooks({name: hook, "logits": lambda t, n: seen.append(t.clone())}):
+            model.generate(prompts, 4, temperature=0, use_cache=use_cache)
+        return torch.stack(seen)  # [steps, B, V]
+    cached = logits(scaled(-1), True)
+    torch.testing.assert_close(cached, logits(scaled(slice(P - 1, None)), False))
+    assert not torch.allclose(cached, logits(scaled(-1), False))  # the same hook without the cache: another run
+
+
+@torch.no_grad()
 def test_hooked_cached_generation_of_left_padded_prompts_equals_each_prompt_alone():
     # the KV cache shows a hook the prompt once, then one column per step at model.offset: a head zeroed in place and
     # a vector added at every third column of the sequence must give, for each left-padded row, the tokens of repeated
