@@ -44,7 +44,9 @@ class SeedMLP(nn.Module):
 
     Parameters are `weights.{i}` [S, d_in, d_out] and `biases.{i}` [S, 1, d_out]. `forward(x)` takes per-seed inputs
     x [S, B, d_in] or inputs shared by all seeds x [B, d_in], and returns logits [S, B, n_out]; with
-    `return_hidden=True`, (logits, [each hidden layer's post-ReLU activations, S x B x width]).
+    `return_hidden=True`, (logits, [each hidden layer's post-ReLU activations, S x B x width]): seed k's layer i is
+    hidden[i][k], [B, width]. It has no hook points (the GPT's `hooks` is not here): to patch a layer, run the layers
+    after it by hand from `weights.{j}[k]` and `biases.{j}[k]`.
     """
 
     def __init__(self, n_seeds, sizes):
