@@ -502,7 +502,9 @@ class GPT(nn.Module):
         all of them, attention patterns included). Logits equal the plain forward bit for bit. Each cached tensor
         is a copy taken at its point, so an in-place edit by a later hook does not reach it (embed and
         blocks.0.resid_pre, or resid_post and the next block's resid_pre, are one tensor in the forward); with
-        gradients on, the copies keep their graph: run under torch.no_grad() unless you want it."""
+        gradients on, the copies keep their graph: run under torch.no_grad() unless you want it. A copy is off the
+        forward's path, so the gradient of a loss on the logits never reaches it (.grad stays None): for that, a
+        hook that calls t.retain_grad() and keeps t (README, "The transformer")."""
         names = self.hook_names() if names is None else [names] if isinstance(names, str) else list(names)
         cache = {}
 

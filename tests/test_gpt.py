@@ -299,6 +299,27 @@ def test_a_returned_pattern_copy_carries_the_gradient_attribution_patching_reads
     assert grad.abs().max() > 1e-4
 
 
+def test_the_gradient_at_a_point_is_read_by_a_retaining_hook_not_from_run_with_cache():
+    # README: run_with_cache's copies are off the forward's path, so a loss's gradient never reaches them (.grad
+    # None, not zeros); a read hook that retains the activation's grad gets it, here against the later block by hand
+    model, idx, name = tiny(init_std=0.3), tokens(2, 7), "blocks.0.resid_post"
+    logits, cache = model.run_with_cache(idx, [name])
+    logits.logsumexp(-1).sum().backward()
+    with pytest.warns(UserWarning, match="not a leaf Tensor"):  # torch's word for it, when .grad is read
+        assert cache[name].requires_grad and cache[name].grad is None
+    seen = {}
+
+    def keep(t, n):
+        t.retain_grad()
+        seen[n] = t
+    with model.hooks({name: keep}):
+        model(idx).logsumexp(-1).sum().backward()
+    x = cache[name].detach().requires_grad_()  # block 1, the final norm and the unembedding by hand, from a leaf
+    x1 = model.blocks[1](x, model.cos[:7], model.sin[:7], None, None)
+    (model.ln_f(x1) @ model.wte.weight.T).logsumexp(-1).sum().backward()
+    torch.testing.assert_close(seen[name].grad, x.grad)
+
+
 @pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
 def test_reading_a_pattern_with_a_nan_in_it_leaves_the_other_rows_bit_identical(mode):
     # under inference_mode an edit is seen by comparing the pattern with a copy: NaN != NaN made a NaN row (here from
