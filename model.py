@@ -216,7 +216,8 @@ class HookPoint(nn.Module):
 def _run_hook(fn, h, name):
     """fn(h, name), checked: a replacement of another shape or device would fail deep inside the next layer instead.
     One of another float dtype (h + a float64 vector, or a float32 one under bf16 autocast) is cast to the activation's;
-    one of no float dtype (a bool mask, integers, complex numbers) is refused."""
+    one of no float dtype (a bool mask, integers, complex numbers) is refused. One made under torch.inference_mode()
+    is copied when autograd is on, which may not save an inference tensor for backward."""
     try:
         out = fn(h, name)
     except Exception as e:  # the traceback shows the hook's line; the note says at which point it ran
@@ -234,6 +235,8 @@ def _run_hook(fn, h, name):
     elif not out.is_floating_point():  # a mask (h > 0), integers, complex: cast, 0/1, truncated, the real part
         got = f"a {out.dtype} tensor"
     else:  # a replacement the next layer can take
+        if out.is_inference() and torch.is_grad_enabled():  # e.g. cached under torch.inference_mode(): autograd
+            out = out.clone()  # may not save it for backward (an error in the next layer); a copy made here it may
         return out if out.dtype == h.dtype else out.to(h.dtype)
     raise ValueError(f"the hook at {name!r} returned {got}: return None (just look) or a floating tensor of the "
                      f"activation's shape {tuple(h.shape)} on its device ({h.device})")

@@ -195,6 +195,24 @@ def test_a_hook_that_returns_another_shape_is_named_in_the_error():
             model(idx)
 
 
+def test_a_patch_cached_under_inference_mode_trains_like_one_cached_under_no_grad():
+    # activations cached under torch.inference_mode() and patched into a forward under autograd failed at the next
+    # layer ("Inference tensors cannot be saved for backward"), which names no hook point
+    model, a, b = tiny(init_std=0.3), tokens(2, 6, seed=1), tokens(2, 6, seed=2)
+    with torch.inference_mode():
+        _, fast = model.run_with_cache(b)
+    with torch.no_grad():
+        _, slow = model.run_with_cache(b)
+    for name in ("blocks.0.resid_post", "blocks.1.attn.pattern", "blocks.1.mlp.hidden", "final"):
+        grads = []
+        for cache in (slow, fast):
+            model.zero_grad()
+            with model.hooks({name: lambda t, n: cache[n]}):
+                model(a, targets=a).mean().backward()
+            grads.append([p.grad for p in model.parameters()])  # None before the patched point
+        assert all(g is w is None or torch.equal(g, w) for g, w in zip(*grads)), name
+
+
 @torch.no_grad()
 def test_a_hook_that_returns_a_mask_or_integers_is_named_in_the_error():
     # another float dtype is cast to the activation's, but a mask (h > 0), integers or complex numbers were cast too:
