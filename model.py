@@ -235,8 +235,10 @@ def _run_hook(fn, h, name):
     elif not out.is_floating_point():  # a mask (h > 0), integers, complex: cast, 0/1, truncated, the real part
         got = f"a {out.dtype} tensor"
     else:  # a replacement the next layer can take
-        if out.is_inference() and torch.is_grad_enabled():  # e.g. cached under torch.inference_mode(): autograd
-            out = out.clone()  # may not save it for backward (an error in the next layer); a copy made here it may
+        # e.g. a cache taken under torch.inference_mode(): autograd cannot save an inference tensor for backward
+        # (an error in the next layer, naming no hook point), but it can a copy made here
+        if out.is_inference() and torch.is_grad_enabled():
+            out = out.clone()
         return out if out.dtype == h.dtype else out.to(h.dtype)
     raise ValueError(f"the hook at {name!r} returned {got}: return None (just look) or a floating tensor of the "
                      f"activation's shape {tuple(h.shape)} on its device ({h.device})")
