@@ -14,6 +14,7 @@ import hashlib
 import inspect
 import math
 import operator
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -478,6 +479,9 @@ class GPT(nn.Module):
     def hooks(self, fns):
         """`with model.hooks({name: fn, ...}):` attach fn(tensor, name) -> tensor | None at each named
         point for the duration of the block; they are removed on exit, also after an exception."""
+        if not isinstance(fns, Mapping):  # a list of (name, fn) pairs, or of names, was an AttributeError on .items
+            raise TypeError(f"model.hooks takes a dict {{name: fn(tensor, name)}}, got a {type(fns).__name__}: "
+                            f"e.g. model.hooks({{'blocks.0.mlp_out': lambda h, name: None}})")
         handles, counted = [], bool(fns)  # an empty block (callers pass `hooks or {}`) keeps the compiled graph
         self.n_hooked += counted
         self.hooked = self.n_hooked > 0

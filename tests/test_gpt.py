@@ -1062,6 +1062,11 @@ def test_hook_mistakes_are_named_where_they_are_made():
     with pytest.raises(TypeError, match=r"the hook for 'final' takes \(h\): it is called as fn\(tensor, name\)"):
         with model.hooks({"final": lambda h: None}):
             pass
+    # a list of (name, fn) pairs, or of names: an AttributeError ('list' object has no attribute 'items')
+    for fns in ([("final", lambda h, name: None)], ["final"]):
+        with pytest.raises(TypeError, match=r"model.hooks takes a dict \{name: fn\(tensor, name\)\}, got a list"):
+            with model.hooks(fns):
+                pass
     with model.hooks({"final": lambda *a: None, "blocks.0.resid_post": lambda h, name, scale=2: None}):
         model(idx)  # any function that takes (tensor, name)
     def broken(h, name):
