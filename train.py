@@ -267,8 +267,10 @@ def load_config(argv, resolve=True):
         if e.name != f"experiments.{name}":
             raise
         raise ConfigError(f"unknown experiment '{name}' in {path}. Known: {known()}") from None
-    if not hasattr(module, "Config") or not hasattr(module, "run"):
-        raise ConfigError(f"experiments/{name}.py has no Config and run(cfg, run): not an experiment (README, "
+    # which part is missing, by name (one message for both left the author to guess which)
+    missing = [part for part, attr in (("Config", "Config"), ("run(cfg, run)", "run")) if not hasattr(module, attr)]
+    if missing:
+        raise ConfigError(f"experiments/{name}.py has no {' and no '.join(missing)}: not an experiment (README, "
                           f"\"Adding an experiment\")")
     # a Config that is not a dataclass, or a key without a default, was a TypeError from deep in build_config
     if not dataclasses.is_dataclass(module.Config):
@@ -280,6 +282,10 @@ def load_config(argv, resolve=True):
     if what:
         raise ConfigError(f"experiments/{name}.py: its Config {what}: every key needs a type and a default (README, "
                           f"\"Adding an experiment\")")
+    # checked before the keys: with --out_dir given, the error was "unknown config key 'out_dir'", which hid the reason
+    if "out_dir" not in {f.name for f in dataclasses.fields(module.Config)}:  # Run writes the run there
+        raise ConfigError(f"experiments/{name}.py: its Config has no out_dir, which every experiment needs "
+                          f"(out_dir: str = \"\")")
 
     # the keys checked against the Config: the file's alone, then with the overrides
     build_config(module.Config, values, source=str(path))  # checked alone first: an error here names the config file
@@ -1918,10 +1924,7 @@ def run_experiment(argv):
         return
 
     # the config, checked whole before anything is written
-    module, cfg = load_config(argv)
-    if not hasattr(cfg, "out_dir"):  # Run writes the run there (README "Adding an experiment")
-        raise ConfigError(f"{module.__name__.replace('.', '/')}.py: its Config has no out_dir, which every "
-                          f"experiment needs (out_dir: str = \"\")")
+    module, cfg = load_config(argv)  # (which refuses a Config without out_dir, where Run writes the run)
     if hasattr(module, "validate"):  # the one check of a config's keys against each other, before the run
         # directory exists: a bad config leaves nothing behind
         module.validate(cfg)

@@ -92,7 +92,18 @@ def test_an_experiment_name_that_is_a_path_or_no_experiment_is_a_config_error(tm
             load_config([str(tmp_path / "c.py")])
     monkeypatch.setitem(sys.modules, "experiments.helpers", types.ModuleType("experiments.helpers"))
     (tmp_path / "c.py").write_text('experiment = "helpers"\n')
-    with pytest.raises(ConfigError, match="experiments/helpers.py has no Config and run"):
+    with pytest.raises(ConfigError, match=r"experiments/helpers.py has no Config and no run\(cfg, run\): not an"):
+        load_config([str(tmp_path / "c.py")])
+    # one part missing: named alone (the message named both, whichever was missing)
+    import dataclasses as dc
+    half = types.ModuleType("experiments.helpers")
+    half.Config = dc.make_dataclass("Config", [("out_dir", str, "")])
+    monkeypatch.setitem(sys.modules, "experiments.helpers", half)
+    with pytest.raises(ConfigError, match=r"experiments/helpers.py has no run\(cfg, run\): not an experiment"):
+        load_config([str(tmp_path / "c.py")])
+    half.run = lambda cfg, run: None
+    del half.Config
+    with pytest.raises(ConfigError, match=r"experiments/helpers.py has no Config: not an experiment"):
         load_config([str(tmp_path / "c.py")])
     # a Config that is not a dataclass, or a key without a default: TypeErrors from inside build_config
     import dataclasses as dc
@@ -884,6 +895,10 @@ def test_an_experiment_config_without_out_dir_is_a_config_error(tmp_path, monkey
     (tmp_path / "c.py").write_text('experiment = "no_out_dir"\n')
     assert train.main([str(tmp_path / "c.py")]) == 2
     assert "experiments/no_out_dir.py: its Config has no out_dir" in capsys.readouterr().err
+    # with --out_dir given, the reason too (it was "unknown config key 'out_dir' in the command line")
+    assert train.main([str(tmp_path / "c.py"), f"--out_dir={tmp_path / 'run'}"]) == 2
+    assert capsys.readouterr().err == ("error: experiments/no_out_dir.py: its Config has no out_dir, which every "
+                                       "experiment needs (out_dir: str = \"\")\n")
 
 
 @pytest.mark.parametrize("where", ["file", "file/run"])
