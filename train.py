@@ -230,8 +230,10 @@ def load_config(argv, resolve=True):
     path = Path(argv[0])
     if not path.is_file():
         # "subliminal_mnist", "configs/subliminal_mnist" or a typo: the config meant, when one is near
-        close = difflib.get_close_matches(f"configs/{path.stem}.py", config_files(), n=1, cutoff=0.8)
-        hint = f" Did you mean {close[0]}?" if close else ""
+        # by the names alone: with "configs/" and ".py" in both, any short name was near any other (nope -> coin)
+        stems = {Path(f).stem: f for f in config_files()}
+        close = difflib.get_close_matches(path.stem, stems, n=1, cutoff=0.8)
+        hint = f" Did you mean {stems[close[0]]}?" if close else ""
         raise ConfigError(f"config file '{path}' not found.{hint} Available: {available_configs()}")
 
     # the config file's assignments, then the command line's overrides

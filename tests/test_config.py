@@ -64,12 +64,21 @@ def test_wrong_type_and_int_to_float(cfg_file):
         assert load_config([cfg_file, f"--out_dir=out/{deep}"], resolve=False)[1].out_dir == f"out/{deep}"
 
 
-def test_bad_arguments(cfg_file, tmp_path):
+def test_bad_arguments(cfg_file, tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="--key=value"):
         load_config([cfg_file, "m=3"])
     with pytest.raises(ConfigError, match="not found") as e:
         load_config([str(tmp_path / "nope.py")])
     assert "Did you mean" not in str(e.value)
+    # a short config of one's own (README "Adding an experiment": configs/coin.py) was near any short name
+    real = train.config_files()
+    with monkeypatch.context() as m:
+        m.setattr(train, "config_files", lambda: sorted(real + ["configs/coin.py"]))
+        with pytest.raises(ConfigError, match="not found") as e:
+            load_config([str(tmp_path / "nope.py")])
+        assert "Did you mean" not in str(e.value)
+        with pytest.raises(ConfigError, match=r"not found\. Did you mean configs/coin\.py\?"):
+            load_config(["configs/coin"])
     for near in ("subliminal_mnist", "configs/subliminal_mnist", "configs/subliminal_mnst.py"):
         with pytest.raises(ConfigError, match=r"not found\. Did you mean configs/subliminal_mnist\.py\?"):
             load_config([near])
