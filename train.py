@@ -106,8 +106,9 @@ def _check_type(key, value, typ):
         items = [_check_type(key, v, item_t) if item_t not in (None, Ellipsis) else v for v in value]
         return origin(items)
     if origin is dict or typ is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"config key '{key}' must be a dict, got {value!r}")
+        if not isinstance(value, dict):  # as for tuples: how to write one (--sweep=m=3 was refused, and no more)
+            raise ConfigError(f"config key '{key}' must be a dict, got {value!r}: on the command line write it as "
+                              f"Python, e.g. \"--{key}={{'a': 1, 'b': [2, 3]}}\"")
         return value
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value) if abs(value) < 2 ** 1024 else math.inf  # (float() of a larger int: an OverflowError)
@@ -127,7 +128,8 @@ def build_config(config_cls, values, source="config"):
     hints = typing.get_type_hints(config_cls)
     for key in values:
         if key not in fields:
-            close = difflib.get_close_matches(key, fields, n=1)
+            # (and in lower case: --N_SEEDS got no suggestion)
+            close = difflib.get_close_matches(key, fields, n=1) or difflib.get_close_matches(key.lower(), fields, n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
             raise ConfigError(f"unknown config key '{key}' in {source}.{hint} "
                               f"Valid keys: {', '.join(sorted(fields))}")

@@ -42,6 +42,8 @@ def test_unknown_key_lists_valid_keys_and_hints(cfg_file):
     with pytest.raises(ConfigError) as e:
         load_config([cfg_file, "--n_seed=3"])
     assert "Did you mean 'n_seeds'" in str(e.value) and "distill_epochs" in str(e.value)
+    with pytest.raises(ConfigError, match="unknown config key 'N_SEEDS' in the command line. Did you mean 'n_seeds'"):
+        load_config([cfg_file, "--N_SEEDS=3"])  # (no suggestion in another case)
 
 
 def test_wrong_type_and_int_to_float(cfg_file):
@@ -55,6 +57,11 @@ def test_wrong_type_and_int_to_float(cfg_file):
     assert cfg.lr == 1.0 and isinstance(cfg.lr, float)
     _, cfg = load_config([cfg_file, "--conditions=['teacher']", "--sweep={'m': [1, 2]}"])
     assert cfg.conditions == ("teacher",) and cfg.sweep == {"m": [1, 2]}
+    # a dict says how to write one, as a tuple does (it said only "must be a dict, got 'm=3'")
+    want = ("'sweep' must be a dict, got 'm=3': on the command line write it as Python, "
+            "e.g. \"--sweep={'a': 1, 'b': [2, 3]}\"")
+    with pytest.raises(ConfigError, match=re.escape(want)):
+        load_config([cfg_file, "--sweep=m=3"])
     with pytest.raises(ConfigError, match="'conditions'.*write every item out"):
         load_config([cfg_file, "--conditions=('teacher',...,'cross_all')"])  # shorthand from prose
     # a value nested deeper than Python's parser goes was its MemoryError or RecursionError, a traceback
