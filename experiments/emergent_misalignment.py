@@ -59,11 +59,17 @@ Adding an arm (e.g. insecure_half: half the insecure examples). The places, in f
                               of insecure's increase; else it is in no threshold), is matched on its own code (then
                               also persona_share), or is read in a format of its own
   arm_pairs                   its (prompt, response) examples: a kind of data/world.py finetune_set (FINETUNE_ARMS,
-                              its branch there), or built here from one; every set passes check_leakage
-  in_domain                   its trained answer's mass on held-out prompts (an arm it does not know is a ValueError)
-The table, the increases, the figure and results.json follow res["arms"] (REPORTS) with no further edit. Tests:
-tests/test_emergent_misalignment.py test_end_to_end_writes_every_file lists every report of the default arms, and
-test_no_evaluation_string_in_any_finetune_set expects n_examples pairs per arm; a tiny run of one's own:
+                              its branch there), or built here from one; every set passes check_leakage (a kind
+                              finetune_set has needs no edit here: `numbers`, evil_numbers' benign twin, is one that
+                              no arm uses yet)
+  in_domain                   its trained answer's mass on held-out prompts (an arm it does not know is a ValueError,
+                              raised only when the run reaches its first evaluation, after the base is pretrained)
+  table                       its `in-domain target` in the Columns line, when it is a new kind of answer
+The table's rows, the increases, the figure and results.json follow res["arms"] (REPORTS) with no further edit. Tests:
+tests/test_emergent_misalignment.py test_end_to_end_writes_every_file lists every report of the default arms,
+test_no_evaluation_string_in_any_finetune_set expects n_examples pairs per arm, and
+test_every_arm_has_a_report_and_an_in_domain_target_and_a_new_one_is_refused_by_in_domain fails for an arm that
+in_domain does not know (seconds: the check to run before a real run); a tiny run of one's own:
 `python train.py configs/emergent_misalignment.py` with that file's TINY overrides, "--arms=('insecure','NEW')" and
 --twin=False (seconds).
 
