@@ -819,6 +819,21 @@ def test_generate_unembeds_each_rows_last_column_only_and_a_logits_hook_steers_i
 
 
 @torch.no_grad()
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_generation_stops_once_every_row_has_stopped_at_different_steps(use_cache):
+    # row 0 stops at step 0, row 1 at step 1: the loop must end there, not run on to max_new_tokens because the
+    # row that stopped first (now emitting pads) is no longer counted as stopped
+    model, eos, steps = tiny(init_std=0.3), 2, []
+    def force(h, name):  # step 0: row 0 says eos, row 1 token 9; later steps: every row says eos
+        steps.append(len(steps))
+        h[:, 9 if len(steps) == 1 else eos] = h.max() + 1
+        h[0, eos] = h.max() + 1
+    with model.hooks({"logits": force}):
+        out = model.generate([[3, 4], [5, 6, 7]], 10, temperature=0, eos_id=eos, use_cache=use_cache)
+    assert out == [[eos], [9, eos]] and len(steps) == 2
+
+
+@torch.no_grad()
 def test_a_prompt_and_continuation_may_fill_the_context_exactly():
     model = tiny(block_size=8)
     assert len(model.generate([[1, 2, 3]], 5, temperature=0)[0]) == 5
