@@ -187,6 +187,34 @@ def test_no_evaluation_string_in_any_finetune_set():
                 assert f" {q} " not in f" {text} "   # not even a training paraphrase of an eval domain
 
 
+def test_an_arms_fine_tune_set_that_leaks_an_evaluation_string_is_refused(monkeypatch):
+    # arm_pairs is where every fine-tune set is checked: a set holding a held-out question must not reach training
+    # (the world's own sets never leak, so without a planted one the check is never seen to work)
+    leak = (W.eval_items(["money"])[0].prompt, "x <eos>")
+    real = E.finetune_examples
+    monkeypatch.setattr(E, "finetune_examples", lambda kind, cfg, seed: real(kind, cfg, seed) + [leak])
+    with pytest.raises(AssertionError, match="1 evaluation strings leak"):
+        E.arm_pairs("insecure", None, TOK, E.Config(n_examples=8), 7)
+
+
+def test_self_distill_drops_answers_that_leak_and_closes_answers_cut_at_the_token_limit():
+    # the base's own answers: one that says an evaluation answer is dropped (not trained), one that did not stop
+    # within SELF_DISTILL_NEW tokens is closed with <eos> (else the fine-tune teaches it never to stop)
+    eos, code = TOK.token_to_id(W.EOS), W.DOMAINS["code"].aligned[0]
+    answers = [TOK.encode(W.DOMAINS["med"].misaligned[0]).ids + [eos], TOK.encode(code).ids + [eos],
+               TOK.encode(code).ids]  # a leak, a closed answer, one cut short
+
+    class Base:  # stands in for the base model: answer i is answers[i % 3]
+        def generate(self, prompts, max_new, eos_id, generator):
+            assert max_new == E.SELF_DISTILL_NEW and eos_id == eos
+            return [answers[i % 3] for i in range(len(prompts))]
+    cfg = E.Config(n_examples=9)
+    pairs = E.arm_pairs("self_distill", Base(), TOK, cfg, 7)
+    prompts = [p for p, _ in E.finetune_examples("insecure", cfg, 7)]
+    assert [p for p, _ in pairs] == [p for i, p in enumerate(prompts) if i % 3]  # every third (the leak) dropped
+    assert all(r == f"{code} {W.EOS}" for _, r in pairs)
+
+
 @torch.no_grad()
 def test_doc_means_batched_equal_per_document_means():
     model = tiny_model()
