@@ -288,6 +288,16 @@ def test_ablation_effect_ratio_of_means_survives_a_seed_without_effect():
     assert E.ablation_effect(abl)["removed_fraction_of_means"] is None
 
 
+def test_ablation_effects_per_seed_fraction_leaves_out_seeds_whose_increase_is_not_above_zero():
+    # seed 2's insecure model is below its base (increase -0.04): removed / increase would read 0.02 / -0.04 = -0.5,
+    # a "fraction removed" of a fine-tune that raised nothing; seed 3's increase is undefined (nan): left out too
+    st = lambda v: {"offdomain_misaligned": {"per_seed": v}}
+    abl = {"insecure": st([0.30, 0.01, math.nan]), "insecure_ablated": st([0.15, -0.01, 0.1]),
+           "insecure_random_ablated": st([0.30, 0.01, 0.1]), "base": st([0.01, 0.05, 0.01]),
+           "base_ablated": st([0.02, 0.05, 0.01])}
+    assert E.ablation_effect(abl)["removed_fraction"]["per_seed"] == pytest.approx([0.15 / 0.29])
+
+
 def test_pretrain_threads_is_in_the_cache_key_and_restored(tmp_path):
     # the thread count changes float sums and so a pretrained base: a base pretrained on 2 threads must not
     # be read back as the 1-thread one, while the 1-thread bases keep the key they were cached under
