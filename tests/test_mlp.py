@@ -218,6 +218,10 @@ def test_student_inits():
         for kind in ("weights", "biases"):
             delta = pert_t[f"{kind}.{i}"] - ref_t[f"{kind}.{i}"]
             assert abs(delta.std().item() * math.sqrt(3 * d_in) - 0.5) < 0.15, (kind, i)
+    # each parameter its own draw: biases.0 and biases.1 have one shape, and drawn from one stream they would move
+    # in proportion (the perturbation's noise the same in every layer)
+    unit = lambda name, d_in: (pert_t[name] - ref_t[name]) * math.sqrt(3 * d_in) / 0.5  # in units of its std
+    assert SIZES[1] == SIZES[2] and not torch.allclose(unit("biases.0", SIZES[0]), unit("biases.1", SIZES[1]))
 
 
 def test_noise_sets():
