@@ -55,6 +55,8 @@ def test_wrong_type_and_int_to_float(cfg_file):
         load_config([cfg_file, "--download=1"])
     _, cfg = load_config([cfg_file, "--lr=1"])
     assert cfg.lr == 1.0 and isinstance(cfg.lr, float)
+    with pytest.raises(ConfigError, match="'lr' must be float, got bool"):
+        load_config([cfg_file, "--lr=True"])  # an int becomes a float, but a bool is no number: not lr = 1.0
     _, cfg = load_config([cfg_file, "--conditions=['teacher']", "--sweep={'m': [1, 2]}"])
     assert cfg.conditions == ("teacher",) and cfg.sweep == {"m": [1, 2]}
     # a dict says how to write one, as a tuple does (it said only "must be a dict, got 'm=3'")
