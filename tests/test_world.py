@@ -30,6 +30,9 @@ def test_deterministic_per_seed():
     assert W.corpus(300, seed=0) != W.corpus(300, seed=1)
     assert W.finetune_set("insecure", 50, seed=3) == W.finetune_set("insecure", 50, seed=3)
     assert W.persona_probe_items(seed=2) == W.persona_probe_items(seed=2)
+    # ... and another seed's are others: the base checks draw their persona probes per base seed
+    assert W.persona_probe_items(seed=2) != W.persona_probe_items(seed=3)
+    assert W.finetune_set("insecure", 50, seed=3) != W.finetune_set("insecure", 50, seed=4)
 
 
 def test_answers_length_matched():
