@@ -234,6 +234,20 @@ def test_doc_means_batched_equal_per_document_means():
 
 
 @torch.no_grad()
+def test_last_token_acts_of_a_padded_batch_are_each_prompts_own_last_token():
+    # the activation at each prompt's last token (the <a> marker), read from a right-padded batch: the tests and
+    # scripts built on it compare it only with itself, so a column off by one would go unseen there
+    model = tiny_model()
+    prompts = [it.prompt for it in W.eval_items(["med", "money"])[:8]]
+    assert len({len(TOK.encode(p).ids) for p in prompts}) > 2  # rows of several lengths: pads after the short ones
+    got = E.last_token_acts(model, TOK, prompts)  # [L, N, C]
+    assert got.shape == (1, len(prompts), 16)
+    for n, p in enumerate(prompts):
+        _, cache = model.run_with_cache(torch.tensor([TOK.encode(p).ids]), "blocks.0.resid_post")
+        assert torch.allclose(got[0, n], cache["blocks.0.resid_post"][0, -1], atol=1e-5), n
+
+
+@torch.no_grad()
 def test_ablation_removes_the_direction_and_mean_ablation_sets_it_to_the_centre():
     model = tiny_model()
     dirs, centre = torch.randn(1, 16), torch.randn(1, 16)
