@@ -59,6 +59,11 @@ def test_undefined_seed_is_left_out_not_propagated():
     assert "1 of 4 seeds undefined" in fmt_stat(by)
 
 
+def test_fmt_stat_shows_half_the_intervals_width():
+    # the tables' "m ± h": h is half the interval's width (t(2) / sqrt(3) = 2.484 for 1, 2, 3), not the width
+    assert fmt_stat(summarize([1.0, 2.0, 3.0])) == "2.000 ± 2.484" and fmt_stat(summarize([5.0]), 1) == "5.0"
+
+
 def test_mean_ci_scales_the_mean_and_both_ends_and_shows_the_mean_alone_without_an_interval():
     # the scripts' one formatter of a summarized number (points = 100 x a share)
     assert mean_ci({"mean": 0.5, "ci95": [0.25, 0.75]}, 2, 100) == "+50.00 [+25.00, +75.00]"
