@@ -890,6 +890,22 @@ def test_every_named_site_can_be_written_and_final_is_what_the_unembedding_reads
 
 
 @torch.no_grad()
+def test_the_per_token_loss_is_of_the_patched_logits():
+    # model(x, targets=y) computes its losses inside forward: a hook that patches `logits` (or any earlier point)
+    # must reach them, as it reaches the logits, with and without `keep`
+    model, x, y = tiny(init_std=0.3), tokens(2, 9, seed=1), tokens(2, 9, seed=2)
+    for name in ("logits", "final"):
+        with model.hooks({name: lambda t, n: t * 0.5 + 1.0}):
+            patched = model(x)  # [B, T, V]
+            want = torch.nn.functional.cross_entropy(patched.flatten(0, 1), y.flatten(), reduction="none").view(2, 9)
+            torch.testing.assert_close(model(x, targets=y), want)
+            keep = torch.zeros(2, 9, dtype=torch.bool)
+            keep[:, 4:] = True
+            torch.testing.assert_close(model(x, targets=y, keep=keep), want[keep])
+        assert not torch.allclose(model(x, targets=y), want), name  # the patch changed the losses
+
+
+@torch.no_grad()
 def test_cached_activations_are_not_changed_by_the_rest_of_the_forward():
     model, idx = tiny(init_std=0.3), tokens(2, 7)
     _, cache = model.run_with_cache(idx, ["blocks.0.resid_pre", "blocks.1.resid_pre"])
