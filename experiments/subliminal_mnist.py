@@ -755,15 +755,15 @@ COLORS = {"reference": "#9e9e9e", "teacher": "#1f77b4", "student_aux": "#d62728"
           "cross_aux": "#2ca02c", "cross_all": "#98df8a", "cross_head_aux": "#9467bd", "cross_head_all": "#c5b0d5"}
 
 
-def check_conditions(students=None, colors=None):
+def check_conditions(students=None):
     """A condition the code cannot run is an error at import, not a KeyError in the figure after the training, nor
     the init or logits of another condition (each is looked up by its entry, never by its name's parts)."""
-    students, colors = students or STUDENTS, colors or COLORS
+    students = students or STUDENTS
     for c, (init, logits) in students.items():
         if init not in ("student", "cross", "cross_head") or logits not in ("aux", "all"):
             raise ValueError(f"STUDENTS[{c!r}] = {(init, logits)}: the init must be student, cross or cross_head, and "
                              f"the logits aux or all (or teach student_init / student_logits the new kind)")
-    if missing := [c for c in ("reference", "teacher", *students) if c not in colors]:
+    if missing := [c for c in ("reference", "teacher", *students) if c not in COLORS]:
         raise ValueError(f"conditions {missing} have no colour in COLORS")
 
 

@@ -123,12 +123,12 @@ ON_B = ("soft_cross", "cross_init", "cross_control")
 MIS_TEACHERS = ("insecure", "secure", "educational")
 
 
-def check_arms(arms=ARMS + DIAGNOSTIC_ARMS, baseline=BASELINE, shared=SHARED, on_b=ON_B):
+def check_arms(arms=ARMS + DIAGNOSTIC_ARMS, baseline=BASELINE):
     """The arm registries agree, at import: an arm with no baseline had no effect (a blank column, no error), and a
     name in BASELINE, SHARED or ON_B that is no arm (a typo) was never read."""
-    if unknown := [a for a in (*baseline, *shared, *on_b) if a not in arms]:
+    if unknown := [a for a in (*baseline, *SHARED, *ON_B) if a not in arms]:
         raise ValueError(f"{unknown}: in BASELINE, SHARED or ON_B but not in ARMS or DIAGNOSTIC_ARMS")
-    if no_baseline := [a for a in arms if a not in shared and a not in baseline]:
+    if no_baseline := [a for a in arms if a not in SHARED and a not in baseline]:
         raise ValueError(f"arms {no_baseline} have no BASELINE (only the SHARED arms are baselines themselves)")
 
 
