@@ -643,7 +643,7 @@ def sample_next(logits, temperature=1.0, top_k=None, generator=None):
     return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
 
-def injection_hook(positions, vectors, offset=lambda: 0):
+def injection_hook(positions, vectors, offset):
     """A hook that adds, at each (row, position), the vector scaled to the residual's norm there:
     h <- h + ||h|| * v / ||v|| (the activation-oracle injection; a zero vector adds nothing). ||h|| is the norm
     before this hook: a position given twice gets both vectors at that one scale (two nested inject blocks instead
