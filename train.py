@@ -133,7 +133,13 @@ def build_config(config_cls, values, source="config"):
             hint = f" Did you mean '{close[0]}'?" if close else ""
             raise ConfigError(f"unknown config key '{key}' in {source}.{hint} "
                               f"Valid keys: {', '.join(sorted(fields))}")
-    checked = {k: _check_type(k, v, hints[k]) for k, v in values.items()}
+    checked = {}
+    for key, value in values.items():
+        try:
+            checked[key] = _check_type(key, value, hints[key])
+        except ConfigError as e:  # a config file's wrong type names the file, as its unknown key does
+            named = source not in ("config", "the command line")
+            raise ConfigError(f"{e} (in {source})" if named else str(e)) from None
     return config_cls(**checked)
 
 

@@ -57,6 +57,13 @@ def test_wrong_type_and_int_to_float(cfg_file):
     assert cfg.lr == 1.0 and isinstance(cfg.lr, float)
     with pytest.raises(ConfigError, match="'lr' must be float, got bool"):
         load_config([cfg_file, "--lr=True"])  # an int becomes a float, but a bool is no number: not lr = 1.0
+    # in a config file, the error names the file (as an unknown key there does); on the command line it needs not
+    Path(cfg_file).write_text('experiment = "subliminal_mnist"\nlr = "fast"\n')
+    with pytest.raises(ConfigError, match=re.escape(f"config key 'lr' must be float, got str 'fast' (in {cfg_file})")):
+        load_config([cfg_file])
+    Path(cfg_file).write_text('experiment = "subliminal_mnist"\nm = 5\nlr = 1e-3\n_private = 3\n')  # as it was
+    with pytest.raises(ConfigError, match="'m' must be int, got float 2.5$"):
+        load_config([cfg_file, "--m=2.5"])
     _, cfg = load_config([cfg_file, "--conditions=['teacher']", "--sweep={'m': [1, 2]}"])
     assert cfg.conditions == ("teacher",) and cfg.sweep == {"m": [1, 2]}
     # a dict says how to write one, as a tuple does (it said only "must be a dict, got 'm=3'")
