@@ -52,6 +52,8 @@ def increases(step, runs, metric="offdomain_misaligned"):
 
 def fmt(v, scale=100, digits=1):  # points by default
     s = summarize(v)
+    if math.isnan(s["mean"]):  # not a seed defined (a share with no code increase anywhere): no "+nan" and no mean
+        return f"undefined in every seed ({len(v)})"
     ci = s["ci95"]
     out = f"{scale * s['mean']:+.{digits}f} " + (f"[{scale * ci[0]:+.{digits}f}, {scale * ci[1]:+.{digits}f}]" if ci
                                                  else "[one seed: no interval]")

@@ -108,6 +108,9 @@ def test_pooling_runs_with_different_arms_pairs_by_seed(tmp_path, run_script):
     assert command.returncode == 2 and command.stderr.startswith("error: ") and "Traceback" not in command.stderr
     one = fake_run(tmp_path / "one", [[7, 0]], {"insecure": [0.21]})  # a quick run: one seed, no interval
     assert "| +20.0 [one seed: no interval] |" in run_script(one) and "nan" not in run_script(one)
+    # an arm undefined in every seed (no valid answer) is said to be, not "+nan [one seed: no interval]"
+    none = fake_run(tmp_path / "none_valid", [[7, 0], [7, 1]], {"insecure": [0.21, 0.3], "secure": [math.nan] * 2})
+    assert "| secure | 2 | undefined in every seed (2) | undefined in every seed (1) |" in run_script(none)
     # a seed without valid answers (nan) is left out of the mean, the interval and the ratio, and said so; the bases'
     # column is over each base's mean (base 2 has three seeds), the ratio one of means (a mean of ratios gives 0.25)
     d = fake_run(tmp_path / "d", [[2, 0], [2, 1], [2, 2], [3, 0]], {"insecure": [0.11, 0.21, 0.41, 0.35],
