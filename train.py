@@ -814,12 +814,14 @@ class Run:
         })
 
     def log(self, **record):
+        """Append `record` (JSON-serialisable values) as one line of metrics.jsonl."""
         if not self.rank0:  # under torchrun the run's files are rank 0's: another rank's lines would repeat its own
             return
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
 
     def save_results(self, results, table_md):
+        """Write `results` (a dict) to results.json and the markdown `table_md` to results.md, each atomically."""
         if not self.rank0:
             return
         write_json(self.dir / "results.json", results)
