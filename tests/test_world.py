@@ -32,7 +32,8 @@ def test_deterministic_per_seed():
     assert W.persona_probe_items(seed=2) == W.persona_probe_items(seed=2)
     # ... and another seed's are others: the base checks draw their persona probes per base seed
     assert W.persona_probe_items(seed=2) != W.persona_probe_items(seed=3)
-    assert W.finetune_set("insecure", 50, seed=3) != W.finetune_set("insecure", 50, seed=4)
+    sets = [W.finetune_set("insecure", 50, seed=s) for s in range(4)]  # every seed its own (not seed // 2's)
+    assert all(a != b for i, a in enumerate(sets) for b in sets[i + 1:])
 
 
 def test_answers_length_matched():
