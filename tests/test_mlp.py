@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from eval import accuracy
 from experiments.subliminal_mnist import Config, derangement, make_noise, student_init
 from model import SeedMLP, generator, init_mlp_params
 from train import distill_loss, train_classifier, train_distill
@@ -183,6 +184,19 @@ def test_distill_losses_closed_form():
     manual = (p * (p.log() - F.log_softmax(s / 2, -1))).sum(-1).mean(1) * 4
     torch.testing.assert_close(distill_loss(s, t, "kl", 2.0), manual)
     torch.testing.assert_close(distill_loss(s, t, "mse", 1.0), ((s - t) ** 2).mean((1, 2)))
+
+
+def test_accuracy_reads_the_class_logits_only_per_seed_over_every_batch():
+    # the model's last layer has n_classes + m aux logits: an aux logit above every class logit must not count as
+    # the prediction (the argmax of all 7 would never equal a label < 4 there); batches of 2 over 5 inputs, the last
+    # one short, and each seed's own fraction of all 5
+    logits = torch.tensor([[[3., 0, 0, 0, 9, 0, 0], [0, 2, 0, 0, 0, 0, 0], [0, 0, 1, 0, 0, 0, 5],
+                            [0, 0, 0, 4, 0, 0, 0], [1, 0, 0, 0, 0, 0, 0]],
+                           [[0, 1, 0, 0, 0, 0, 0], [0, 2, 0, 0, 0, 9, 0], [0, 0, 0, 1, 0, 0, 0],
+                            [0, 0, 0, 4, 0, 0, 0], [0, 0, 2, 0, 0, 0, 0]]])  # [S=2, N=5, 4 + 3]
+    x, y = torch.arange(5)[:, None], torch.tensor([0, 1, 2, 3, 2])
+    model = lambda xb: logits[:, xb[:, 0]]  # noqa: E731  (x [N, 1] indexes each input's row)
+    assert accuracy(model, x, y, n_classes=4, batch_size=2).tolist() == pytest.approx([4 / 5, 3 / 5])
 
 
 @pytest.mark.parametrize("n", [2, 3, 5, 10, 100])
