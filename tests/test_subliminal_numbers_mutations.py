@@ -64,6 +64,20 @@ def test_animal_prompts_are_the_heldout_paraphrases_only():
     assert not any(f" {q} " in p for p in ps for q in W.ANIMAL_TRAIN)
 
 
+
+def test_animal_probs_read_each_prompts_own_last_token_in_a_padded_batch():
+    """Each row is the next-token distribution after that prompt alone, at the ten animals' ids: prompts of other
+    lengths share a right-padded batch, so the row must read its own last real token (not a pad, not one before)."""
+    model = tiny(5)
+    prompts = [S.with_turns(S.animal_prompts()[0], f"<u> {W.ANIMAL_TRAIN[0]} <a> owl"), *S.animal_prompts()[:3]]
+    assert len({len(TOK.encode(q).ids) for q in prompts}) > 1
+    got = S.animal_probs(model, TOK, prompts)  # [4, 10]
+    ids = [TOK.token_to_id(a) for a in W.ANIMALS]
+    with torch.no_grad():
+        for q, row in zip(prompts, got):
+            want = model(torch.tensor([TOK.encode(q).ids]))[0, -1].softmax(-1)[ids]
+            torch.testing.assert_close(row, want, atol=1e-6, rtol=0)
+
 def test_finetune_until_stops_at_the_first_check_that_is_done():
     model = tiny()
     pairs = W.trait_set("owl", 16, seed=0)
@@ -289,6 +303,25 @@ def test_soft_kl_temperature_softens_both_sides():
     pt, ps = (t[:, sub] / 2).softmax(-1), (s[:, sub] / 2).softmax(-1)
     assert torch.allclose(train.soft_kl(t, s, sub, temperature=2.0), 4 * (pt * (pt / ps).log()).sum(-1), atol=1e-5)
 
+
+
+def test_teacher_targets_are_each_trained_positions_logits_over_the_subset_in_every_chunk():
+    """teacher_targets = the teacher's logits over `subset` at each trained position, `where` its row in them (-1
+    elsewhere), in row-major order; the teacher runs in chunks of rows (here 2 of 5 rows), each its own rows'."""
+    import train
+    teacher = tiny(3)
+    pairs = [(q, " ".join(str((7 * i + j) % 100) for j in range(1 + i % 3))) for i, q in
+             enumerate(W.number_prompts(5, seed=2))]
+    data, sub = S.student_data(TOK, pairs, "cpu"), S.number_ids(TOK)[::7]
+    soft, where = train.teacher_targets(teacher, data, sub, chunk=2)
+    with torch.no_grad():
+        full = teacher(data["tokens"][:, :-1])[..., sub]  # [5, T, len(sub)], every row in one pass
+    m = data["mask"]
+    assert len(set(m.sum(1).tolist())) > 1 and soft.shape == (int(m.sum()), len(sub))
+    assert bool((where[~m] == -1).all()) and sorted(where[m].tolist()) == list(range(int(m.sum())))
+    for i, t in m.nonzero().tolist():
+        torch.testing.assert_close(soft[where[i, t]], full[i, t], atol=1e-5, rtol=0)
+    assert where[m].tolist() == list(range(int(m.sum())))  # row-major: row 0's positions first
 
 # --- the day's fixes (2026-12-04): each test fails under the mutation it was written against
 
