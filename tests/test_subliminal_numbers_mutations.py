@@ -78,6 +78,18 @@ def test_animal_probs_read_each_prompts_own_last_token_in_a_padded_batch():
             want = model(torch.tensor([TOK.encode(q).ids]))[0, -1].softmax(-1)[ids]
             torch.testing.assert_close(row, want, atol=1e-6, rtol=0)
 
+
+def test_valid_fraction_is_over_every_draw_of_every_prompt(monkeypatch):
+    """evaluate draws cfg.samples answers per held-out prompt: the valid fraction is the share of all of them that name
+    an animal (here half the prompts put all their mass on owl, half none: exactly 1/2), the shares among those."""
+    n = len(S.animal_prompts())
+    p = torch.zeros(n, len(W.ANIMALS))
+    p[::2, W.ANIMALS.index("owl")] = 1.0
+    monkeypatch.setattr(S, "animal_probs", lambda *a, **k: p)
+    out = S.evaluate(None, TOK, S.Config(samples=7), generator("cpu", 0, "s"))
+    assert out["valid_fraction"] == pytest.approx((n + 1) // 2 / n)
+    assert out["sampled"]["owl"] == 1 and sum(out["sampled"].values()) == 1
+
 def test_finetune_until_stops_at_the_first_check_that_is_done():
     model = tiny()
     pairs = W.trait_set("owl", 16, seed=0)
