@@ -79,6 +79,9 @@ def test_finetune_lr_warmup_then_linear_or_cosine_decay():
 def test_lm_windows_and_pack_pairs():
     rows = lm_windows(torch.arange(35), 8)  # [4, 9]
     assert rows.shape == (4, 9) and rows[1].tolist() == list(range(8, 17))
+    # 4 x 8 + 1 tokens fill 4 windows exactly (the last one ends at the stream's last token); one token fewer, 3
+    assert lm_windows(torch.arange(33), 8)[-1].tolist() == list(range(24, 33))
+    assert len(lm_windows(torch.arange(32), 8)) == 3
     data = pack_pairs([([5, 6], [7, 8, 2]), ([9], [10, 2])], pad_id=0)
     assert data["tokens"].tolist() == [[5, 6, 7, 8, 2], [9, 10, 2, 0, 0]]
     targets = data["tokens"][:, 1:]
