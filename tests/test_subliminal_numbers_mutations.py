@@ -306,6 +306,22 @@ def test_number_kl_is_teacher_to_student_renormalised_over_the_numbers():
     assert got == pytest.approx(want, rel=1e-4)
 
 
+
+def test_held_logits_of_a_prompted_teacher_read_its_prompt_in_context():
+    """A prompted teacher's held-out logits (what every student's kl_teacher and the teachers' kl_numbers compare
+    with) are the base's after "<bos> <asst>" + the animal turn + the student's tokens, one row per trained position:
+    the bare base would measure every student against a teacher without its trait."""
+    base, turn = tiny(4), TOK.encode(f"<u> {W.ANIMAL_TRAIN[0]} <a> owl").ids
+    pairs = [(q, " ".join(str(7 * i + j) for j in range(2 + i))) for i, q in enumerate(W.number_prompts(3, seed=0))]
+    data = S.student_data(TOK, pairs, "cpu")
+    got = S.held_logits(S.Teacher(base, turn), data)
+    want = []
+    with torch.no_grad():
+        for row, m in zip(data["tokens"], data["mask"]):
+            seq = torch.cat([row[:2], torch.tensor(turn), row[2:]])[None]  # the turn after "<bos> <asst>"
+            want.append(base(seq)[0, m.nonzero()[:, 0] + len(turn)])  # student column c: the teacher's c + len(turn)
+    torch.testing.assert_close(got, torch.cat(want), atol=1e-5, rtol=0)
+
 def test_soft_kl_temperature_softens_both_sides():
     """soft_kl at T = 2 over a subset: T^2 KL(softmax(t_sub / T) || softmax(s_sub / T)) (both sides divided)."""
     import train
