@@ -55,6 +55,20 @@ def test_filter_banned_anywhere_and_ten_numbers_allowed():
     assert W.parse_number_list(ten) == list(range(10))                          # max_count=10 is inclusive
 
 
+
+@pytest.mark.parametrize("heldout", [False, True])
+def test_sampled_lists_prompts_are_of_their_wordings_and_fresh_in_every_round(monkeypatch, heldout):
+    """sample_lists continues prompts of the held-out wordings for the held-out lists (the number losses' evaluation
+    set) and of the train wordings for training sets; a round that must draw again draws new prompts (here the
+    teacher ends only the first half of each round's continuations, so 40 lists take two rounds)."""
+    def continue_prompts(teacher, tok, prompts, max_new, gen, batch):
+        return [(q, tok.encode("1 2 3").ids, i < len(prompts) // 2) for i, q in enumerate(prompts)]
+    monkeypatch.setattr(S, "continue_prompts", continue_prompts)
+    kept, frac = S.sample_lists(None, TOK, 40, S.Config(), seed=3, heldout=heldout)
+    wordings = W.NUMBERS_HELDOUT if heldout else W.NUMBERS_TRAIN
+    assert all(any(f" {w} " in q for w in wordings) for q, _ in kept) and len(kept) == 40
+    assert len({q for q, _ in kept}) == 40 and frac == pytest.approx(0.5)
+
 # ---- the trait measurement and the teacher's stopping rule ------------------------------------------------------
 
 def test_animal_prompts_are_the_heldout_paraphrases_only():
