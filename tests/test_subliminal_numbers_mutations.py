@@ -104,6 +104,15 @@ def test_valid_fraction_is_over_every_draw_of_every_prompt(monkeypatch):
     assert out["valid_fraction"] == pytest.approx((n + 1) // 2 / n)
     assert out["sampled"]["owl"] == 1 and sum(out["sampled"].values()) == 1
 
+
+def test_student_steps_cover_every_list_and_evals_spread_to_the_last_step():
+    """epochs x N lists in batches of student_batch: a partial last batch is a step (20 lists in batches of 8 over
+    1 epoch: 3 steps, not 2 that leave 4 lists unread), measured at `evals` steps ending at the last one."""
+    cfg = S.Config(epochs=1.0, student_batch=8, evals=3)
+    assert S.student_steps(cfg, 20) == (3, [1, 2, 3])
+    assert S.student_steps(S.Config(epochs=2.0, student_batch=8, evals=2), 24) == (6, [3, 6])
+    assert S.student_steps(cfg, 2) == (1, [1])  # fewer steps than evals: each step once
+
 def test_finetune_until_stops_at_the_first_check_that_is_done():
     model = tiny()
     pairs = W.trait_set("owl", 16, seed=0)
