@@ -868,6 +868,27 @@ def test_tiny_corpus_validation_pairs_are_never_in_training_documents():
     assert all(d.split()[-4] == str(sum(pair(d))) for d in train_docs + val_docs)
 
 
+
+def test_sum_accuracy_heldout_reads_the_20_held_out_pairs_and_train_the_80_others():
+    # a model that sums only the held-out pairs right: heldout is its generalisation (1), train its recall (0); with
+    # the two sets swapped results.json would report recall as generalisation
+    from data.tokenizer import word_tokenizer
+    from experiments import lm
+    tok = word_tokenizer(lm.tiny_vocab())
+    seen = []
+
+    class Summer:
+        def generate(self, prompts, max_new, temperature):
+            out = []
+            for ids in prompts:
+                words = tok.decode(ids, skip_special_tokens=False).split()
+                x, y = int(words[3]), int(words[9])  # "<bos> ann has X apples . bob gives ann Y more . now ann has"
+                seen.append((x, y))
+                out.append([tok.token_to_id(str(x + y) if lm.tiny_heldout(x, y) else "0")])
+            return out
+    assert lm.sum_accuracy(Summer(), tok, True) == 1 and len(seen) == 20
+    assert lm.sum_accuracy(Summer(), tok, False) == 0 and len(set(seen)) == 100
+
 def test_world_corpus_validation_documents_are_held_out_of_training():
     # the last val_frac of the documents validate, and training never sees them
     from data import world
