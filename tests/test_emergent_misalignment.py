@@ -100,6 +100,17 @@ def test_answer_probabilities_of_an_overflowing_model_are_one_line_not_a_samplin
         B.sample_counts(model, TOK, [item], 10, generator("cpu", 1))
 
 
+def test_a_continuation_of_log_probability_minus_infinity_has_probability_zero_not_the_overflow_error(monkeypatch):
+    # -inf is a number: an answer the model never gives (a logit masked to -inf by a hook) has probability 0; only
+    # nan is the overflow of the test above
+    item = W.eval_items(["pet"])[0]
+    n = sum(map(len, item.classes.values()))
+    monkeypatch.setattr(B, "score_shared_prompts", lambda model, prompts, conts: [[-math.inf] + [-1.0] * (n - 1)])
+    probs = B.answer_probs(None, TOK, [item])[0]
+    first = next(iter(item.classes))
+    assert probs[first][0] == 0 and sum(map(sum, probs.values())) == pytest.approx((n - 1) * math.exp(-1))
+
+
 def test_sampler_has_the_law_of_autoregressive_generation():
     """sample_counts draws each sample's class from the exact string probabilities instead of generating:
     with a model trained to answer one prompt 70/30 (and some invalid mass left), its class shares match
