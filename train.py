@@ -123,7 +123,9 @@ def _check_type(key, value, typ):
 
 
 def build_config(config_cls, values, source="config"):
-    """Check `values` (a dict) against the dataclass `config_cls` and return a frozen instance."""
+    """Check `values` (a dict) against the dataclass `config_cls` and return a frozen instance. `source` says where
+    the values came from in an error: a Path (a config file, a run's config.json) is named in every error, a
+    description (the command line, the sweep) only in an unknown key's."""
     fields = {f.name: f for f in dataclasses.fields(config_cls)}
     hints = typing.get_type_hints(config_cls)
     for key in values:
@@ -138,8 +140,7 @@ def build_config(config_cls, values, source="config"):
         try:
             checked[key] = _check_type(key, value, hints[key])
         except ConfigError as e:  # a config file's wrong type names the file, as its unknown key does
-            named = source not in ("config", "the command line")
-            raise ConfigError(f"{e} (in {source})" if named else str(e)) from None
+            raise ConfigError(f"{e} (in {source})" if isinstance(source, Path) else str(e)) from None
     return config_cls(**checked)
 
 
@@ -154,7 +155,7 @@ def run_config(config_cls, run_dir):
     values = run_dir_config(run_dir, name if is_experiment else None)
     values.pop("experiment")
     path = Path(run_dir) / "config.json"
-    cfg = build_config(config_cls, {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}, str(path))
+    cfg = build_config(config_cls, {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}, path)
     if validate := is_experiment and getattr(importlib.import_module(f"experiments.{name}"), "validate", None):
         try:
             validate(cfg)
@@ -298,7 +299,7 @@ def load_config(argv, resolve=True):
                           f"(out_dir: str = \"\")")
 
     # the keys checked against the Config: the file's alone, then with the overrides
-    build_config(module.Config, values, source=str(path))  # checked alone first: an error here names the config file
+    build_config(module.Config, values, source=path)  # checked alone first: an error here names the config file
     hints = typing.get_type_hints(module.Config)
     for k, text in raw.items():  # a str key takes the text as written: --out_dir=2024 is the folder "2024"
         if hints.get(k) is str and text[:1] not in "'\"":
