@@ -44,7 +44,9 @@ def main(argv):
     # an uncached base is no mistyped argument: its one line alone (train.cli), as probe_soft_channel.py's
     B.check_cached(cfg, [p], who="probe_teacher_update.py")
     A, tok = B.base_model(cfg, p)
-    nums = torch.tensor(S.number_ids(tok))
+    rows = torch.zeros(len(A.wte.weight), 1, dtype=torch.bool)  # the number tokens' embedding rows
+    rows[torch.tensor(S.number_ids(tok))] = True
+    row_keep = {"all": 1, "numbers": rows, "others": ~rows, "none": 0}
     held = None
     for spec in teachers:
         opt, lr = spec.split(":")
@@ -58,9 +60,6 @@ def main(argv):
         t_held = S.held_logits(teacher, held)
         full = S.number_kl(t_held, A, tok, held)
         print(f"teacher {spec}: {info}; KL(teacher || base) over numbers {full:.5f}")
-        rows = torch.zeros(len(A.wte.weight), 1, dtype=torch.bool)
-        rows[nums] = True
-        row_keep = {"all": 1, "numbers": rows, "others": ~rows, "none": 0}
 
         def hybrid(part):
             emb, rest = PARTS[part]
