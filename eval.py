@@ -211,7 +211,7 @@ def reevaluate(argv):
 
 def show_help(argv):
     """-h / --help: the docstring's first two paragraphs."""
-    print(__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n")[1])
+    print("\n\n".join(__doc__.split("\n\n")[:2]))
 
 
 def main(argv):
