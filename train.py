@@ -15,10 +15,12 @@ This file holds no state at import time (but STARTED, when the process began, an
 run_config), so experiments can import the loops from it freely.
 """
 import ast
+import concurrent.futures.process
 import contextlib
 import dataclasses
 import datetime
 import difflib
+import errno
 import fnmatch
 import importlib
 import inspect
@@ -1809,9 +1811,21 @@ def quiet_stdout():
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
+def out_of_memory(e):
+    """The RuntimeError `e` said in a few words if it is an allocation that failed (torch's CUDA out-of-memory error,
+    or the CPU allocator refusing a huge tensor), else None. A CPU run more often meets the kernel's OOM killer,
+    which ends the process with no chance to say anything."""
+    text = str(e).strip()
+    if isinstance(e, torch.cuda.OutOfMemoryError):
+        return " ".join(re.split(r"(?<=\.) ", text.splitlines()[0] if text else "CUDA out of memory.")[:2])
+    found = re.search(r"can't allocate memory: you tried to allocate (\d+) bytes", text)
+    return f"the CPU could not allocate {int(found[1]) / 2**30:.1f} GiB" if found else None
+
+
 def cli(main, argv, keeps=True):
     """Run main(argv) as a command: the project's own errors (a bad config or run directory, missing or corrupt
-    data, an incompatible checkpoint) end it with their one-line message and exit status 2, not a traceback;
+    data, an incompatible checkpoint) end it with their one-line message and exit status 2, not a traceback, and
+    so do a file it may not read or write, a full disk, memory it could not get, and a pool worker killed outright;
     Ctrl-C ends it with one line too, and so does SIGTERM (a scheduler's stop, `timeout`, `kill`), which is stopped
     the same way (a pool's workers stopped, a temporary file removed), with exit status 143. That line says what
     was saved stays, or, with keeps=False (a command that saves nothing: bench.py), only that it stopped. A reader of
@@ -1839,6 +1853,22 @@ def cli(main, argv, keeps=True):
         what = f"{e.filename}{f' -> {e.filename2}' if e.filename2 else ''}" if e.filename else str(e)
         return refused(f"error: permission denied: {what}: give this user access to it, or pass another path "
                        f"(--out_dir, --data_dir, --cache_dir)")
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        where = f" writing {e.filename}" if e.filename else ""
+        return refused(f"error: no space left on the device{where}: free some, or pass another --out_dir "
+                       f"(or --cache_dir); what was saved before stays")
+    except concurrent.futures.process.BrokenProcessPool:  # (a RuntimeError) a worker of parallel_map died
+        return refused("error: a worker process was killed, most often by the system's out-of-memory killer (`dmesg` "
+                       "says); lower --workers, or n_seeds or the sizes; what was saved before stays, and the same "
+                       "command run again reuses it")
+    except RuntimeError as e:
+        said = out_of_memory(e)
+        if said is None:
+            raise
+        return refused(f"error: out of memory: {said.rstrip('.')}. Lower n_seeds, batch_size or the model's size "
+                       f"(or --workers), or use a device with more memory; what was saved before stays")
     except KeyboardInterrupt as e:  # run_experiment names its run directory: a default out_dir is new each time
         flush_stdout()
         rerun = e.args[0] if e.args else "the same command run again"

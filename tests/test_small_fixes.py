@@ -379,6 +379,70 @@ def test_cli_ends_a_permission_error_with_one_line_naming_the_path(capsys):
     assert err.startswith("error: permission denied: /data/mnist/t10k-labels-idx1-ubyte.gz: give this user access")
 
 
+def test_cli_says_a_full_disk_in_one_line_naming_the_file(capsys):
+    # a checkpoint or unit written to a full disk was an OSError traceback from deep inside a save
+    def full(argv):
+        print("before")
+        raise OSError(28, "No space left on device", "/a/run/unit.safetensors.tmp")
+    assert train.cli(full, []) == 2
+    out, err = capsys.readouterr()
+    assert out == "before\n" and err.count("\n") == 1
+    assert err.startswith("error: no space left on the device writing /a/run/unit.safetensors.tmp: free some")
+
+
+def test_cli_says_out_of_memory_in_one_line_and_leaves_other_runtime_errors_alone(capsys):
+    # too many seeds or too wide a model for the device was a traceback from inside torch
+    def cuda(argv):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total "
+                                          "capacity of 79.19 GiB of which 1.06 GiB is free.\nmore lines")
+    assert train.cli(cuda, []) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("error: out of memory: CUDA out of memory. Tried to allocate 2.00 GiB. Lower n_seeds,")
+
+    def cpu(argv):  # a real refusal: 2**50 bytes is more than a 64-bit process can map, whatever the machine
+        torch.empty(2**50, dtype=torch.uint8)
+    assert train.cli(cpu, []) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: out of memory: the CPU could not allocate 1048576.0 GiB. Lower")
+    assert err.count("\n") == 1
+
+    def other(argv):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+    with pytest.raises(RuntimeError, match="shapes"):
+        train.cli(other, [])
+
+
+_KILLED_WORKER_SCRIPT = """
+import os, signal, sys, time
+sys.path.insert(0, {root!r})
+import train
+from experiments.world_base import parallel_map
+
+
+def job(i):
+    if i == 1:  # as the kernel's OOM killer would
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(0.5)
+    return i
+
+
+if __name__ == "__main__":
+    sys.exit(train.cli(lambda argv: print(parallel_map(job, [(0,), (1,), (2,)], 2)), []))
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_worker_killed_by_the_system_ends_the_command_in_one_line(tmp_path):
+    # was a BrokenProcessPool traceback ("terminated abruptly") that did not say the usual cause or what to do
+    script = tmp_path / "killed.py"
+    script.write_text(_KILLED_WORKER_SCRIPT.format(root=str(ROOT)))
+    p = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.startswith("error: a worker process was killed, most often by the system's out-of-memory killer")
+    assert p.stderr.count("\n") == 1 and p.stdout == "", (p.stdout, p.stderr)
+
+
 def test_cli_names_both_paths_of_a_permission_error_and_leaves_other_os_errors_alone(capsys):
     # a rename names its source and target; one without a file names what it was; an OSError that is not about
     # permissions (a full disk) is not said to be one
@@ -392,10 +456,10 @@ def test_cli_names_both_paths_of_a_permission_error_and_leaves_other_os_errors_a
     assert train.cli(no_file, []) == 2
     assert capsys.readouterr().err.startswith("error: permission denied: [Errno 1] Operation not permitted: give")
 
-    def full(argv):
-        raise OSError(28, "No space left on device", "/a/x")
-    with pytest.raises(OSError, match="No space left"):
-        train.cli(full, [])
+    def io_error(argv):
+        raise OSError(5, "Input/output error", "/a/x")
+    with pytest.raises(OSError, match="Input/output"):
+        train.cli(io_error, [])
     # and, like a ConfigError, it comes after what the command printed (stdout to a pipe is block-buffered)
     script = ("import sys, train\n"
               "def main(argv):\n"
