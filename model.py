@@ -14,6 +14,7 @@ import hashlib
 import inspect
 import math
 import operator
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -173,8 +174,9 @@ def init_mlp_params(seeds, sizes, n_classes, init, device, seed):
 # `generate` sees only the last column, [B, V]: column offset + T - 1, P - 1 at the prompt's forward).
 # torch.compile does not see hooks attached after it traced the model, so while a `hooks` block is open
 # a compiled GPT runs its forward eagerly (GPT.hooked). That is a graph break: under fullgraph=True a `hooks` block
-# is dynamo's "Attempted to call function marked as skipped" error. A hook registered by hand (register_forward_hook
-# on a HookPoint, not through `hooks`) skips _run_hook's checks, and a compiled GPT runs without it.
+# is dynamo's Unsupported error (at the forward under torch.compiler.disable; each torch version words it its own
+# way). A hook registered by hand (register_forward_hook on a HookPoint, not through `hooks`) skips _run_hook's checks,
+# and a compiled GPT runs without it.
 #
 # The attention pattern is never materialised by the fast path (SDPA). When `blocks.{i}.attn.pattern`
 # is hooked, that layer also computes softmax(q k^T / sqrt(hs)) explicitly and passes it to the hook;
@@ -205,6 +207,21 @@ def head_problem(n_embd, n_head):
         return (f"n_embd ({n_embd}) must split into n_head ({n_head}) heads of an even size (rotary positions rotate "
                 f"pairs of dimensions)")
     return None
+
+
+_forward_eagerly = None  # GPT.forward under torch.compiler.disable: made once, by _eager_forward
+
+
+def _eager_forward():
+    """GPT.forward under torch.compiler.disable, one wrapper for every call. A new wrapper at each hooked call of a
+    compiled GPT (disable(self.forward) inside the forward) made torch 2.4's dynamo trace the rest of the forward again
+    at each such call, as it guarded on the wrapper's identity (torch 2.15 advises against calling disable inside a
+    compiled region). `hooks` makes it before the block's first trace once dynamo is loaded (a model compiled before
+    the block); made here, at the first trace, it costs one more trace."""
+    global _forward_eagerly
+    if _forward_eagerly is None:
+        _forward_eagerly = torch.compiler.disable(GPT.forward)
+    return _forward_eagerly
 
 
 class HookPoint(nn.Module):
@@ -415,8 +432,9 @@ class GPT(nn.Module):
         if self.hooked and torch.compiler.is_compiling():
             # a compiled graph would silently skip hooks attached after it was traced (or keep the ones it was traced
             # with): with hooks on, torch.compile(model) runs this forward eagerly, so every hook runs as it would.
-            # (Wrapped here, not as a decorator: `torch.compiler.disable` imports dynamo, 2 s at every import of model)
-            return torch.compiler.disable(self.forward)(idx, mask, cache, targets, keep)
+            # (Wrapped when first needed, not as a decorator: `torch.compiler.disable` imports dynamo, 2 s at every
+            # import of model)
+            return _eager_forward()(self, idx, mask, cache, targets, keep)
         if not isinstance(idx, torch.Tensor) or idx.dim() != 2:  # else "not enough values to unpack" on the next line
             got = f"shape {tuple(idx.shape)}" if isinstance(idx, torch.Tensor) else f"a {type(idx).__name__}"
             raise ValueError(f"idx must be a [B, T] tensor of token ids, got {got}: one sequence is "
@@ -485,6 +503,8 @@ class GPT(nn.Module):
         handles, counted = [], bool(fns)  # an empty block (callers pass `hooks or {}`) keeps the compiled graph
         self.n_hooked += counted
         self.hooked = self.n_hooked > 0
+        if counted and "torch._dynamo" in sys.modules:  # a GPT may be compiled: its eager forward, before any trace
+            _eager_forward()
         try:
             for name, fn in fns.items():
                 point = self.hook_point(name)
