@@ -564,6 +564,8 @@ class GPT(nn.Module):
         and kept patched, without it every column is hooked again at every step (h[:, -1] patches every generated
         column with the cache, only the newest without).
         Only each row's last column is unembedded, so a hook at `logits` sees [B, V] at every step.
+        Compiled: `torch.compile(model).generate` is this method of the module itself, whose forwards run uncompiled;
+        `model.compile()` compiles the module in place, and then they are compiled.
         Returns a list of lists: each row's new tokens, eos included when emitted."""
         # the arguments, checked (each error names what to do instead of failing inside the forward)
         device = self.wte.weight.device

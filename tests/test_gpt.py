@@ -466,6 +466,23 @@ def test_the_compiled_hook_limits_the_readme_states():
     torch.compiler.reset()
 
 
+@torch.no_grad()
+def test_generate_is_compiled_through_model_compile_not_through_the_wrapper():
+    # README and generate's docstring: torch.compile(model).generate is the module's own method, whose forwards run
+    # uncompiled; model.compile() compiles the module in place, so generate's forwards are compiled
+    from torch._dynamo.utils import counters
+    model = tiny()
+    torch.compiler.reset()
+    counters.clear()
+    want = model.generate([[1, 2, 3]], 4, temperature=0)
+    assert torch.compile(model, backend="eager").generate([[1, 2, 3]], 4, temperature=0) == want
+    assert counters["frames"]["total"] == 0
+    model.compile(backend="eager")
+    assert model.generate([[1, 2, 3]], 4, temperature=0) == want
+    assert counters["frames"]["total"] > 0
+    torch.compiler.reset()
+
+
 def test_the_training_forward_compiles_to_one_graph():
     """train_lm (and bench.py gpt) compile the training forward on a GPU: a graph break (an .item(), a branch on a
     tensor's value, a call dynamo cannot trace) splits it without a word and costs the GPU its fusions. dynamo traces
