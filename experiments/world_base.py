@@ -52,9 +52,9 @@ from data import world as W
 from data.tokenizer import load_tokenizer, pad_right, save_tokenizer, token_stream
 from eval import fmt_stat, summarize
 from model import GPT, GPTConfig, KVCache, generator, head_problem
-from train import (RERUN, CheckpointError, ConfigError, TooLongError, check_device, cpu_name, lm_windows, load_lm,
-                   lock_file, pack_pairs, path_problem, pyplot, remove_cut_short, save_figure, state_file, train_lm,
-                   warmup_problem, write_json)
+from train import (RERUN, CheckpointError, ConfigError, TooLongError, check_device, cpu_name, keep_freed_memory,
+                   lm_windows, load_lm, lock_file, pack_pairs, path_problem, pyplot, remove_cut_short, save_figure,
+                   state_file, train_lm, warmup_problem, write_json)
 
 # Fields that define a base model: change one and the cache key changes.
 PRETRAIN_KEYS = ("n_docs", "n_layer", "n_head", "n_embd", "block_size", "steps", "batch_size", "lr", "warmup",
@@ -430,6 +430,7 @@ def saved_unit(fn, path, resume, label, *args, problem=None):
 
 def _worker_init(parent):
     torch.set_num_threads(1)
+    keep_freed_memory()  # as the command itself does (cli): a spawned worker starts with glibc's defaults
     # a parent killed outright (SIGKILL, the OOM killer) stops nothing: its workers went on with their jobs (minutes of
     # CPU) and then waited forever for the next. Each leaves once it is orphaned
     threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
