@@ -4,6 +4,7 @@ NVL (or an H100 it does not know) is not given the SXM card's peak, env.json nam
 MNIST experiment has a threads key, and Ctrl-C stops a pool of workers at once with one line, not tracebacks."""
 import json
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -441,6 +442,38 @@ def test_a_worker_killed_by_the_system_ends_the_command_in_one_line(tmp_path):
     assert p.returncode == 2, p.stderr
     assert p.stderr.startswith("error: a worker process was killed, most often by the system's out-of-memory killer")
     assert p.stderr.count("\n") == 1 and p.stdout == "", (p.stdout, p.stderr)
+
+
+_FAULTS_SCRIPT = """
+import resource, sys
+sys.path.insert(0, {root!r})
+import torch
+import train
+if sys.argv[1] == "keep":
+    train.keep_freed_memory()
+x = torch.ones(16 * 2**20)  # 64 MB, touched, freed: then the same again and again
+del x
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(20):
+    x = torch.ones(16 * 2**20)
+    del x
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
+def test_keep_freed_memory_stops_each_new_tensor_faulting_its_pages_in_again(tmp_path):
+    # cli's allocator setting: by default glibc hands a freed 64 MB block back to the system, and the next tensor of
+    # that size page-faults all its 16,384 pages in again (the EM evaluation's activations: 15% of its time)
+    script = tmp_path / "faults.py"
+    script.write_text(_FAULTS_SCRIPT.format(root=str(ROOT)))
+    faults, env = {}, {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}  # glibc's own defaults
+    for mode in ("default", "keep"):
+        p = subprocess.run([sys.executable, str(script), mode], capture_output=True, text=True, timeout=120, env=env)
+        assert p.returncode == 0, p.stderr
+        faults[mode] = int(p.stdout)
+    assert faults["default"] >= 20 * 16384 * 0.9  # every one of the 20 faulted in afresh
+    assert faults["keep"] < faults["default"] / 4, faults
 
 
 def test_cli_names_both_paths_of_a_permission_error_and_leaves_other_os_errors_alone(capsys):
