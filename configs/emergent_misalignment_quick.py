@@ -2,7 +2,7 @@
 # with 1 seed, and no decorrelated twin (--twin=True --pretrain_threads=1 adds it, on the default run's two
 # seed-0 bases: 6.4 min from scratch). Its one base model is pretrained on both cores (pretrain_threads = 2: its
 # own cache entry, since the thread count changes the weights), so the whole run takes 3.9 min from scratch on
-# 2 CPU cores (README), 45 s once cached (docs/emergent_misalignment_results.md). Keys:
+# 2 CPU cores (README), 24 s once cached (docs/emergent_misalignment_results.md). Keys:
 # experiments/emergent_misalignment.py.
 experiment = "emergent_misalignment"
 seeds = (0,)
