@@ -277,7 +277,7 @@ def rope_tables(head_size, n_pos, base):
 def apply_rope(x, cos, sin):
     """Rotate each (x_j, x_{j+hs/2}) pair of x [B, nh, T, hs] by its angle; cos, sin [T, hs/2]."""
     # q and k come as transposed views of the qkv output, whose strides cannot merge: on a CPU the elementwise ops
-    # below cost 2-3x over them what they cost over a contiguous copy (the result is the same, bit for bit)
+    # below cost about twice over them what they cost over a contiguous copy (the result is the same, bit for bit)
     x1, x2 = x.contiguous().chunk(2, dim=-1)  # [B, nh, T, hs/2] each
     cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # keep bf16 under autocast
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)  # [B, nh, T, hs]
