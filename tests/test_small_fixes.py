@@ -478,7 +478,7 @@ def test_keep_freed_memory_stops_each_new_tensor_faulting_its_pages_in_again(tmp
 
 def test_cli_names_both_paths_of_a_permission_error_and_leaves_other_os_errors_alone(capsys):
     # a rename names its source and target; one without a file names what it was; an OSError that is not about
-    # permissions (a full disk) is not said to be one
+    # permissions (an I/O error; a full disk has its own line, test above) is not said to be one
     def main(argv):
         raise PermissionError(13, "Permission denied", "/a/run.json.tmp", None, "/b/run.json")
     assert train.cli(main, []) == 2
