@@ -37,6 +37,7 @@ import concurrent.futures
 import dataclasses
 import itertools
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -236,6 +237,40 @@ def seed_groups(cfg):
     n_groups = -(-cfg.n_seeds // chunk)
     bounds = [cfg.n_seeds * g // n_groups for g in range(n_groups + 1)]
     return [list(range(a, b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def device_memory(device):
+    """The device's total memory in bytes (a CPU's: the machine's RAM), or None where it cannot be read."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    if device.type == "cpu" and hasattr(os, "sysconf"):
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError):  # a platform without these names
+            return None
+    return None
+
+
+def check_memory(cfg, device):
+    """A model too big for the device is a config error before any weight is drawn: otherwise a huge --width grinds
+    through the init for minutes and then meets the out-of-memory killer. The bound is a floor, not an estimate:
+    per seed of the largest group, the reference's and the cross partner's inits (4 bytes each per parameter) and
+    the teacher's weights, gradients and Adam's two moments (16), i.e. 24 bytes per parameter."""
+    have = device_memory(device)
+    sizes = layer_sizes(cfg)
+    n_params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    per_seed = 24 * n_params
+    group = max(len(g) for g in seed_groups(cfg))
+    if have is None or per_seed * group <= have:
+        return
+    gib = lambda n: f"{n / 2**30:,.1f} GiB"
+    # half the memory for the chunk suggested: the floor leaves out the students, the data and the noise
+    fix = (f"--seed_chunk={max(1, have // (2 * per_seed))} (fewer seeds at once)" if per_seed <= have
+           else "a smaller --width or --depth")
+    raise ConfigError(f"width={cfg.width}, depth={cfg.depth}, m={cfg.m}: {n_params:,} parameters a model, and a group "
+                      f"of {group} seed{'s' * (group > 1)} needs at least {gib(per_seed * group)} (inits, and the "
+                      f"teachers' weights, gradients and Adam state), more than this {device.type} device's "
+                      f"{gib(have)}; use {fix}")
 
 
 def derangement(n, seed):
@@ -710,6 +745,8 @@ def use_tf32(device, on):
 
 def run(cfg, run):
     device = torch.device(cfg.device)
+    for _, _, cell_cfg in cells(cfg):  # every cell before the first trains: a sweep may widen the model
+        check_memory(cell_cfg, device)
     use_tf32(device, cfg.tf32)
     t0 = time.time()
     data = load_data(cfg, device)

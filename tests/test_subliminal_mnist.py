@@ -471,6 +471,33 @@ def test_seed_groups_cover_every_seed_once_in_near_equal_groups_bounded_by_noise
         assert sorted(map(len, groups)) == sizes
 
 
+
+def test_a_model_too_big_for_the_device_is_a_config_error_before_any_data_or_weight(tmp_path, monkeypatch, capsys):
+    from experiments import subliminal_mnist as MN
+    # the floor: 24 bytes a parameter a seed; width 2048, depth 2 is 5,830,669 parameters (784*2048 + 2048 +
+    # 2048*2048 + 2048 + 2048*13 + 13), so 139,936,056 bytes a seed
+    monkeypatch.setattr(MN, "device_memory", lambda device: 10 * 139_936_056)
+    cfg = MN.Config(width=2048, n_seeds=10, device="cpu")
+    MN.check_memory(cfg, torch.device("cpu"))  # 10 seeds in one group: exactly at the floor, allowed
+    with pytest.raises(MN.ConfigError, match=r"5,830,669 parameters a model, and a group of 11 seeds .* "
+                                              r"use --seed_chunk=5 \(fewer seeds at once\)"):
+        MN.check_memory(MN.Config(width=2048, n_seeds=11, device="cpu"), torch.device("cpu"))
+    MN.check_memory(MN.Config(width=2048, n_seeds=11, seed_chunk=6, device="cpu"), torch.device("cpu"))
+    monkeypatch.setattr(MN, "device_memory", lambda device: 139_936_055)  # not even one seed fits
+    with pytest.raises(MN.ConfigError, match="a group of 1 seed needs .* use a smaller --width or --depth"):
+        MN.check_memory(MN.Config(width=2048, n_seeds=1, device="cpu"), torch.device("cpu"))
+    monkeypatch.setattr(MN, "device_memory", lambda device: None)  # unknown memory: no check
+    MN.check_memory(MN.Config(width=10 ** 7, device="cpu"), torch.device("cpu"))
+    # through the command, with the machine's real memory: a swept width is checked before the first cell, and
+    # before the data is read (data_dir holds nothing)
+    monkeypatch.undo()
+    argv = [CONFIG, f"--data_dir={tmp_path}", "--download=False", "--sweep={'width': [64, 10000000]}",
+            f"--out_dir={tmp_path / 'o'}"]
+    assert train.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "width=10000000, depth=2, m=3: 100,007,990,000,013 parameters a model" in err and "Traceback" not in err
+    assert "is missing" not in err and not (tmp_path / "o").exists()
+
 @need_data()
 def test_a_finished_group_is_reused_only_when_it_is_that_group_with_its_own_weights(tmp_path, capsys):
     # two groups ([0], [1]), each with its own accuracies and weights files
