@@ -15,6 +15,7 @@ import inspect
 import math
 import operator
 import sys
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -262,6 +263,27 @@ def _run_hook(fn, h, name):
                      f"activation's shape {tuple(h.shape)} on its device ({h.device})")
 
 
+class _MustEnter:
+    """model.hooks' context manager: one never entered attaches nothing, so a forgotten `with` would give unhooked
+    results that look hooked. It warns when it is dropped unentered (a bare `model.hooks({...})` statement)."""
+
+    def __init__(self, cm, where):
+        self.cm, self.entered, self.where = cm, False, where  # where: the caller's (file, line), for the warning
+
+    def __enter__(self):
+        self.entered = True
+        return self.cm.__enter__()
+
+    def __exit__(self, *exc):
+        return self.cm.__exit__(*exc)
+
+    def __del__(self):
+        if not self.entered:  # warned at the caller's line: a warning raised in __del__ would name this one
+            warnings.warn_explicit("model.hooks(...) was never entered, so it attached nothing: write "
+                                   "`with model.hooks({...}):` and run the model inside that block", RuntimeWarning,
+                                   *self.where)
+
+
 def _changed(now, before):
     """Whether `now` differs from its copy `before`; a NaN left where it was is no change (torch.equal says it is)."""
     return not bool(((now == before) | (now.isnan() & before.isnan())).all())
@@ -495,10 +517,15 @@ class GPT(nn.Module):
                            f"Valid names: {', '.join(self.hook_names())}")
         return module
 
-    @contextlib.contextmanager
     def hooks(self, fns):
         """`with model.hooks({name: fn, ...}):` attach fn(tensor, name) -> tensor | None at each named
-        point for the duration of the block; they are removed on exit, also after an exception."""
+        point for the duration of the block; they are removed on exit, also after an exception. Without the `with`
+        nothing is attached (a RuntimeWarning says so)."""
+        caller = sys._getframe(1)
+        return _MustEnter(self._hooks(fns), (caller.f_code.co_filename, caller.f_lineno))
+
+    @contextlib.contextmanager
+    def _hooks(self, fns):
         if not isinstance(fns, Mapping):  # a list of (name, fn) pairs, or of names, was an AttributeError on .items
             raise TypeError(f"model.hooks takes a dict {{name: fn(tensor, name)}}, got a {type(fns).__name__}: "
                             f"e.g. model.hooks({{'blocks.0.mlp_out': lambda h, name: None}})")

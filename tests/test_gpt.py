@@ -1129,6 +1129,24 @@ def test_hook_mistakes_are_named_where_they_are_made():
     assert model.n_hooked == 0 and n_hooks(model) == 0
 
 
+
+@torch.no_grad()
+def test_hooks_without_with_attach_nothing_and_warn_at_the_callers_line():
+    import warnings
+    model, idx = tiny(), tokens(1, 4)
+    plain = model(idx)[0]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        line = sys._getframe().f_lineno + 1  # the next line's
+        model.hooks({"embed": lambda h, name: h * 0})
+        assert n_hooks(model) == 0 and torch.equal(model(idx)[0], plain)  # unhooked: the warning is all there is
+        with model.hooks({"embed": lambda h, name: h * 0}):  # entered: attached, and no warning
+            assert not torch.equal(model(idx)[0], plain)
+        with contextlib.ExitStack() as stack:  # entered another way: no warning either
+            stack.enter_context(model.hooks({"embed": lambda h, name: None}))
+    assert [(w.category, w.filename, w.lineno) for w in caught] == [(RuntimeWarning, __file__, line)]
+    assert "never entered, so it attached nothing: write `with model.hooks({...}):`" in str(caught[0].message)
+
 @torch.no_grad()
 def test_generate_refuses_a_bare_prompt_and_ids_outside_the_vocabulary():
     model = tiny()
