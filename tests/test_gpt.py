@@ -908,6 +908,22 @@ def test_every_named_site_can_be_written_and_final_is_what_the_unembedding_reads
 
 
 @torch.no_grad()
+def test_each_block_is_attention_then_an_mlp_on_the_residual_attention_left():
+    # pre-norm and sequential: the MLP reads ln_2(resid_pre + attn_out), not ln_2(resid_pre) (a parallel block), and
+    # the residual is the sum of the three; ln_2 gets gains of its own, or ln_1 in its place would read the same
+    model, idx = tiny(init_std=0.3), tokens(2, 9)
+    for block in model.blocks:
+        block.ln_2.weight.copy_(torch.linspace(0.5, 2.0, 16))
+    _, c = model.run_with_cache(idx)
+    for i, block in enumerate(model.blocks):
+        pre, attn, mlp = (c[f"blocks.{i}.{s}"] for s in ("resid_pre", "attn_out", "mlp_out"))
+        hidden = torch.nn.functional.gelu(block.ln_2(pre + attn) @ block.mlp.fc.weight.T)
+        torch.testing.assert_close(c[f"blocks.{i}.mlp.hidden"], hidden)
+        torch.testing.assert_close(mlp, hidden @ block.mlp.proj.weight.T)
+        torch.testing.assert_close(c[f"blocks.{i}.resid_post"], pre + attn + mlp)
+
+
+@torch.no_grad()
 def test_the_per_token_loss_is_of_the_patched_logits():
     # model(x, targets=y) computes its losses inside forward: a hook that patches `logits` (or any earlier point)
     # must reach them, as it reaches the logits, with and without `keep`
@@ -1072,6 +1088,26 @@ def test_rope_rotates_each_pair_by_position_times_its_frequency():
     x = torch.randn(1, 1, n, hs, generator=torch.Generator().manual_seed(0))
     z = torch.complex(x[..., :hs // 2].double(), x[..., hs // 2:].double()) * torch.polar(torch.ones_like(angle), angle)
     torch.testing.assert_close(apply_rope(x, cos, sin), torch.cat([z.real, z.imag], -1).float(), atol=1e-6, rtol=0)
+    # far positions too: angles computed in float32 are off by ~1e-4 at position 2000, a long context's keys
+    cos, sin = rope_tables(hs, 2048, base)
+    far = torch.arange(2048, dtype=torch.float64)[:, None] * base ** (-torch.arange(0, hs, 2).double() / hs)
+    torch.testing.assert_close(cos, far.cos().float(), atol=1e-6, rtol=0)
+    torch.testing.assert_close(sin, far.sin().float(), atol=1e-6, rtol=0)
+
+
+def test_rope_keeps_bf16_queries_and_keys_in_bf16():
+    # under bf16 autocast q and k arrive in bf16: float32 tables must not promote them (the KV cache takes the keys'
+    # dtype, and would be allocated at twice the memory)
+    cos, sin = rope_tables(8, 5, 10000.0)
+    x = torch.randn(1, 2, 5, 8, generator=torch.Generator().manual_seed(0))
+    out = apply_rope(x.bfloat16(), cos, sin)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), apply_rope(x, cos, sin), atol=0.05, rtol=0.02)
+    model = tiny()
+    cache = KVCache(model.cfg, 2, 8, "cpu")
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):
+        model(tokens(2, 4), cache=cache)
+    assert cache.k.dtype == cache.v.dtype == torch.bfloat16
 
 
 def test_init_scales_every_residual_write_down_by_depth():

@@ -996,6 +996,13 @@ def test_the_per_token_loss_is_float32_under_bf16_autocast():
         got = m(x[:, :-1], targets=x[:, 1:])
     want = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), x[:, 1:].flatten(), reduction="none")
     assert got.dtype == torch.float32 and torch.equal(got, want.view(2, 7))
+    # and from a model cast to bf16 outright (no autocast to widen the loss): its logits are bf16, its losses are not
+    with torch.no_grad():
+        m16 = fresh().to(torch.bfloat16)
+        got = m16(x[:, :-1], targets=x[:, 1:])
+        logits16 = m16(x[:, :-1])
+        want = torch.nn.functional.cross_entropy(logits16.float().flatten(0, 1), x[:, 1:].flatten(), reduction="none")
+    assert logits16.dtype == torch.bfloat16 and got.dtype == torch.float32 and torch.equal(got, want.view(2, 7))
 
 
 def test_the_tiny_corpus_held_out_stories_share_no_stream_with_another_seeds_training_stories():

@@ -72,6 +72,13 @@ def test_init_statistics_and_nesting_in_m():
         init_mlp_params([7], [20, 8, 9], 10, "paper", "cpu", 1)
     # the aux columns have their own stream: not copies of the first class columns
     assert not torch.equal(p["weights.1"][..., 10:13], p["weights.1"][..., :3])
+    # each 64-column block has its own stream: column j is not a copy of column j + 64, and a layer's first columns
+    # are those of a wider one (300 hidden columns above are five blocks)
+    assert not torch.equal(p["weights.0"][..., :64], p["weights.0"][..., 64:128])
+    narrow = init_mlp_params([7], [20, 70, 13], 10, "torch", "cpu", 1)
+    wide = init_mlp_params([7], [20, 130, 13], 10, "torch", "cpu", 1)
+    assert torch.equal(narrow["weights.0"], wide["weights.0"][..., :70])
+    assert torch.equal(narrow["biases.0"], wide["biases.0"][..., :70])
     # seed k's init does not depend on which other seeds are drawn with it
     assert torch.equal(init_mlp_params([2], SIZES, 4, "paper", "cpu", 0)["weights.1"][0],
                        init_mlp_params(range(5), SIZES, 4, "paper", "cpu", 0)["weights.1"][2])
@@ -198,6 +205,18 @@ def test_accuracy_reads_the_class_logits_only_per_seed_over_every_batch():
     model = lambda xb: logits[:, xb[:, 0]]  # noqa: E731  (x [N, 1] indexes each input's row)
     assert accuracy(model, x, y, n_classes=4, batch_size=2).tolist() == pytest.approx([4 / 5, 3 / 5])
 
+
+
+def test_params_is_a_snapshot_not_a_view_of_the_weights():
+    # a teacher's params() taken before more training (or a load_seeds) must keep the weights of that moment
+    model = model_from(init_mlp_params(range(2), SIZES, 4, "paper", "cpu", 0))
+    snap = model.params()
+    before = {k: v.clone() for k, v in snap.items()}
+    with torch.no_grad():
+        for w in model.parameters():
+            w.add_(1.0)
+    assert all(torch.equal(snap[k], before[k]) for k in snap)
+    assert not torch.equal(snap["weights.0"], model.weights[0])
 
 @pytest.mark.parametrize("n", [2, 3, 5, 10, 100])
 def test_cross_pairing_is_a_derangement(n):

@@ -133,3 +133,6 @@ def test_seeds_all_equal_give_that_value_and_a_zero_width_interval():
         assert st["mean"] == x and st["ci95"] == [x, x]
     # a base's rate repeated once per fine-tune seed: its group's mean is that rate
     assert group_means([0.1, 0.1, 0.1, 0.7, 0.7, 0.7], [0, 0, 0, 1, 1, 1]) == [0.1, 0.7]
+    # in sorted group order, not the order groups first appear: per_seed lists of two arms pair up base by base
+    assert group_means([1.0, 3.0, 2.0, 4.0], [1, 0, 1, 0]) == [3.5, 1.5]
+    assert group_means([1.0, 2.0], ["b", "a"]) == [2.0, 1.0]
