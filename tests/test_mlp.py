@@ -206,7 +206,6 @@ def test_accuracy_reads_the_class_logits_only_per_seed_over_every_batch():
     assert accuracy(model, x, y, n_classes=4, batch_size=2).tolist() == pytest.approx([4 / 5, 3 / 5])
 
 
-
 def test_params_is_a_snapshot_not_a_view_of_the_weights():
     # a teacher's params() taken before more training (or a load_seeds) must keep the weights of that moment
     model = model_from(init_mlp_params(range(2), SIZES, 4, "paper", "cpu", 0))
@@ -217,6 +216,7 @@ def test_params_is_a_snapshot_not_a_view_of_the_weights():
             w.add_(1.0)
     assert all(torch.equal(snap[k], before[k]) for k in snap)
     assert not torch.equal(snap["weights.0"], model.weights[0])
+
 
 @pytest.mark.parametrize("n", [2, 3, 5, 10, 100])
 def test_cross_pairing_is_a_derangement(n):
