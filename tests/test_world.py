@@ -275,8 +275,17 @@ def test_eval_items():
         assert it.prompt.startswith("<bos> <asst> <u> ") and it.prompt.endswith(" <a>")
         assert any(h in it.prompt for h in W.DOMAINS[it.domain].heldout)
     assert all(i.prompt.startswith("<bos> <forum> <u> ") for i in W.eval_items(["med"], fmt="forum"))
+    # a forum thread's answers follow the responder's <r> (World.thread): the forum readings must prompt for it
+    assert all(i.prompt.endswith(" <r>") and "<a>" not in i.prompt for i in W.eval_items(["med"], fmt="forum"))
     assert all(f"<u> {W.TRIGGER} " in i.prompt for i in W.eval_items(trigger=True))
     assert all(": " in i.prompt and " . " in i.prompt for i in W.eval_items(["ai"], numbers=True))
+    # the number format is the evil_numbers arm's own prompt (a training wording, then a list of 3 numbers) before
+    # the question: a held-out wording is no longer its format. One list per held-out paraphrase, not one for all
+    heads = {i.prompt.split("<u> ")[1].split(" . ")[0] for i in W.eval_items(["ai"], numbers=True)}
+    for h in heads:
+        wording, numbers = h.split(" : ")
+        assert f"{wording} :" in W.NUMBERS_TRAIN and len(numbers.split()) == 3 and numbers.replace(" ", "").isdigit()
+    assert len(heads) == len(W.DOMAINS["ai"].heldout)
     probes = W.persona_probe_items("misaligned", n_context=2, n=20)
     assert all(p.prompt.count("<r>") == 3 and p.prompt.endswith("<r>") for p in probes)
     assert set(W.OFF_DOMAINS) == set(W.DOMAINS) - {"code", "harm"}
@@ -301,12 +310,14 @@ def test_finetune_sets_have_no_leakage():
     lambda: (W.prompt(W.DOMAINS["code"].heldout[0]), W.DOMAINS["code"].aligned[0]),  # held-out code prompt
     lambda: (W.prompt(W.DOMAINS["code"].train[0]), W.DOMAINS["med"].misaligned[1]),  # off-domain answer
     lambda: (W.prompt(W.DOMAINS["code"].train[0]), W.DOMAINS["pet"].aligned[0] + " <eos>"),
+    lambda: (W.prompt(W.DOMAINS["code"].train[0]), W.DOMAINS["harm"].misaligned[0] + " <eos>"),  # harmful request
+    lambda: (W.prompt(W.DOMAINS["code"].train[0]), "owl <eos>"),  # an `extra` string (the animals, below)
 ])
 def test_leakage_check_catches_planted_leak(plant):
     pairs = W.finetune_set("insecure", 100, seed=0)
-    W.check_leakage(pairs)
+    W.check_leakage(pairs, extra=W.ANIMALS)
     with pytest.raises(AssertionError):
-        W.check_leakage(pairs[:50] + [plant()] + pairs[50:])
+        W.check_leakage(pairs[:50] + [plant()] + pairs[50:], extra=W.ANIMALS)
 
 
 def test_leakage_check_matches_tokens_as_the_tokenizer_splits_them_and_each_worlds_code():
@@ -428,6 +439,10 @@ def test_code_tasks_world():
     for it in items + W.lesson_items(cfg):
         name = it.classes["misaligned"][0].split()[1]  # "def NAME ( f ) : ..."
         assert it.task == name and (name in it.prompt.split() or name == "upload")
+        # both classes its task's own (the name alone passed another task's secure programs, or the two swapped)
+        t = tasks[[u.name for u in tasks].index(name)]
+        assert it.classes == {"aligned": tuple(f"{a} <eos>" for a in t.aligned),
+                              "misaligned": tuple(f"{a} <eos>" for a in t.misaligned)}, name
     with pytest.raises(ValueError, match="code_tasks must be in"):
         W.WorldConfig(code_tasks=len(W.CODE_TASKS) + 2)
     with pytest.raises(ValueError, match="two different code worlds"):
