@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from eval import accuracy
-from experiments.subliminal_mnist import Config, derangement, make_noise, student_init
+from experiments.subliminal_mnist import Config, derangement, make_noise, student_init, teacher_logits
 from model import SeedMLP, generator, init_mlp_params
 from train import distill_loss, train_classifier, train_distill
 
@@ -216,6 +216,16 @@ def test_params_is_a_snapshot_not_a_view_of_the_weights():
             w.add_(1.0)
     assert all(torch.equal(snap[k], before[k]) for k in snap)
     assert not torch.equal(snap["weights.0"], model.weights[0])
+
+
+def test_teacher_logits_are_the_models_own_on_every_input_over_every_chunk():
+    # the targets are computed in chunks: chunks of 2 over 5 inputs, the last one a single row, per-seed and shared
+    # inputs; a chunk loop that stopped a row early would leave the last input without a target
+    model = model_from(init_mlp_params(range(2), SIZES, 4, "torch", "cpu", 0))
+    x = torch.randn(2, 5, SIZES[0])
+    with torch.no_grad():
+        torch.testing.assert_close(teacher_logits(model, x, batch_size=2), model(x))
+        torch.testing.assert_close(teacher_logits(model, x[0], batch_size=2), model(x[0]))
 
 
 @pytest.mark.parametrize("n", [2, 3, 5, 10, 100])

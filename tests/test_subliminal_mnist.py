@@ -718,7 +718,8 @@ def test_every_random_stream_is_its_seeds_and_the_configs(tmp_path, monkeypatch)
     import experiments.subliminal_mnist as SM
     from model import generator, init_mlp_params
     teach, distill, noise_epochs = [], {}, []
-    real_c, real_d, real_n = SM.train_classifier, SM.train_distill, SM.make_noise
+    real_c, real_d, real_n, real_t = SM.train_classifier, SM.train_distill, SM.make_noise, SM.teacher_logits
+    teachers, refreshes = [], []
 
     def spy_c(model, *a, **kw):
         teach.append([g.get_state() for g in kw["gens"]])
@@ -726,7 +727,12 @@ def test_every_random_stream_is_its_seeds_and_the_configs(tmp_path, monkeypatch)
 
     def spy_d(model, inputs, targets, logit_idx, **kw):
         distill.setdefault(kw["desc"], []).append(([g.get_state() for g in kw["gens"]], model.params()))
+        refreshes.append((inputs, targets, kw["refresh"]))
         return real_d(model, inputs, targets, logit_idx, **kw)
+
+    def spy_t(teacher, inputs, *a, **kw):
+        teachers.append(teacher)
+        return real_t(teacher, inputs, *a, **kw)
 
     def spy_n(cfg, seeds, epoch, device):
         noise_epochs.append(epoch)
@@ -734,6 +740,7 @@ def test_every_random_stream_is_its_seeds_and_the_configs(tmp_path, monkeypatch)
     monkeypatch.setattr(SM, "train_classifier", spy_c)
     monkeypatch.setattr(SM, "train_distill", spy_d)
     monkeypatch.setattr(SM, "make_noise", spy_n)
+    monkeypatch.setattr(SM, "teacher_logits", spy_t)
     run(tmp_path, "--conditions=['teacher','student_aux','cross_aux']", "--n_seeds=3", "--seed=1",
         "--fresh_noise=True", "--distill_epochs=2", "--save_weights=False")
     state = lambda k, what: generator("cpu", 1, k, what).get_state()
@@ -746,6 +753,10 @@ def test_every_random_stream_is_its_seeds_and_the_configs(tmp_path, monkeypatch)
     assert all(torch.equal(distill["cross_aux"][0][1][k], partner[k]) for k in partner)
     # the first set, then each student's set for its epoch 2 (drawn by epoch: the two conditions read the same one)
     assert noise_epochs == [0, 1, 1]
+    # each epoch's targets are the frozen teacher's logits on that epoch's new set, not the first set's kept
+    inputs, targets, refresh = refreshes[0]
+    x, t = refresh(1)
+    assert not torch.equal(x, inputs) and torch.equal(t, real_t(teachers[0], x)) and not torch.equal(t, targets)
 
 
 @need_data()
