@@ -745,7 +745,8 @@ def use_tf32(device, on):
 
 def run(cfg, run):
     device = torch.device(cfg.device)
-    for _, _, cell_cfg in cells(cfg):  # every cell before the first trains: a sweep may widen the model
+    grid = cells(cfg)  # [("main", {}, cfg)] without a sweep
+    for _, _, cell_cfg in grid:  # every cell before the first trains: a sweep may widen the model
         check_memory(cell_cfg, device)
     use_tf32(device, cfg.tf32)
     t0 = time.time()
@@ -762,7 +763,6 @@ def run(cfg, run):
     else:
         # the cells that share a teacher (they differ only in STUDENT_ONLY keys) run one after another, so that
         # each group's teachers train once whatever the order of the sweep's keys; the results keep the grid's order
-        grid = cells(cfg)
         # same_as[i]: the first cell that is cell i's run (i itself, unless its noise keys are moot on real images)
         teacher_keys, same_as = [teacher_key(cell_cfg) for _, _, cell_cfg in grid], same_runs(grid)
         teachers, stats = {}, {}  # stats: {cell index: {condition: STAT}}, for the cells that train
