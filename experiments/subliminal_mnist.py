@@ -252,24 +252,28 @@ def device_memory(device):
 
 
 def check_memory(cfg, device):
-    """A model too big for the device is a config error before any weight is drawn: otherwise a huge --width grinds
-    through the init for minutes and then meets the out-of-memory killer. The bound is a floor, not an estimate:
-    per seed of the largest group, the reference's and the cross partner's inits (4 bytes each per parameter) and
-    the teacher's weights, gradients and Adam's two moments (16), i.e. 24 bytes per parameter."""
+    """A run too big for the device is a config error before any weight is drawn: otherwise a huge --width grinds
+    through the init for minutes and then meets the out-of-memory killer. The bound is a floor, not an estimate: per
+    seed of the largest group, the reference's and the cross partner's inits (4 bytes each per parameter) and the
+    teacher's weights, gradients and Adam's two moments (16), i.e. 24 bytes per parameter; then the students'
+    inputs when they are the seed's own noise set (784 floats an image) and the teacher's 10 + m logits on them."""
     have = device_memory(device)
     sizes = layer_sizes(cfg)
     n_params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
-    per_seed = 24 * n_params
+    noise = cfg.distill_inputs == "noise"
+    n_inputs = cfg.n_noise if noise else (cfg.n_train or 60000)
+    per_seed = 24 * n_params + 4 * n_inputs * ((784 if noise else 0) + 10 + cfg.m)
     group = max(len(g) for g in seed_groups(cfg))
     if have is None or per_seed * group <= have:
         return
     gib = lambda n: f"{n / 2**30:,.1f} GiB"
-    # half the memory for the chunk suggested: the floor leaves out the students, the data and the noise
+    # half the memory for the chunk suggested: the floor leaves out the students and the dataset
     fix = (f"--seed_chunk={max(1, have // (2 * per_seed))} (fewer seeds at once)" if per_seed <= have
-           else "a smaller --width or --depth")
+           else "a smaller --width, --depth" + (" or --n_noise" if noise else ""))
     raise ConfigError(f"width={cfg.width}, depth={cfg.depth}, m={cfg.m}: {n_params:,} parameters a model, and a group "
-                      f"of {group} seed{'s' * (group > 1)} needs at least {gib(per_seed * group)} (inits, and the "
-                      f"teachers' weights, gradients and Adam state), more than this {device.type} device's "
+                      f"of {group} seed{'s' * (group > 1)} needs at least {gib(per_seed * group)} (inits, the "
+                      f"teachers' weights, gradients and Adam state, " + ("each seed's noise set and " if noise else "")
+                      + f"the teacher's logits on {n_inputs:,} inputs), more than this {device.type} device's "
                       f"{gib(have)}; use {fix}")
 
 

@@ -474,18 +474,30 @@ def test_seed_groups_cover_every_seed_once_in_near_equal_groups_bounded_by_noise
 
 def test_a_model_too_big_for_the_device_is_a_config_error_before_any_data_or_weight(tmp_path, monkeypatch, capsys):
     from experiments import subliminal_mnist as MN
-    # the floor: 24 bytes a parameter a seed; width 2048, depth 2 is 5,830,669 parameters (784*2048 + 2048 +
-    # 2048*2048 + 2048 + 2048*13 + 13), so 139,936,056 bytes a seed
-    monkeypatch.setattr(MN, "device_memory", lambda device: 10 * 139_936_056)
+    # the floor a seed: 24 bytes a parameter; width 2048, depth 2 is 5,830,669 parameters (784*2048 + 2048 +
+    # 2048*2048 + 2048 + 2048*13 + 13), so 139,936,056 bytes; and 4 bytes a float of its 60,000 noise images (784)
+    # and the teacher's 13 logits on them, 191,280,000 bytes: 331,216,056 in all
+    monkeypatch.setattr(MN, "device_memory", lambda device: 10 * 331_216_056)
     cfg = MN.Config(width=2048, n_seeds=10, device="cpu")
     MN.check_memory(cfg, torch.device("cpu"))  # 10 seeds in one group: exactly at the floor, allowed
     with pytest.raises(MN.ConfigError, match=r"5,830,669 parameters a model, and a group of 11 seeds .* "
                                               r"use --seed_chunk=5 \(fewer seeds at once\)"):
         MN.check_memory(MN.Config(width=2048, n_seeds=11, device="cpu"), torch.device("cpu"))
     MN.check_memory(MN.Config(width=2048, n_seeds=11, seed_chunk=6, device="cpu"), torch.device("cpu"))
-    monkeypatch.setattr(MN, "device_memory", lambda device: 139_936_055)  # not even one seed fits
-    with pytest.raises(MN.ConfigError, match="a group of 1 seed needs .* use a smaller --width or --depth"):
+    # students on the real images: those are shared, only the logits on the first n_train count a seed
+    monkeypatch.setattr(MN, "device_memory", lambda device: 23 * (139_936_056 + 4 * 1000 * 13))
+    MN.check_memory(MN.Config(width=2048, n_seeds=23, seed_chunk=23, distill_inputs="real", n_train=1000, device="cpu"),
+                    torch.device("cpu"))  # exactly at the floor
+    with pytest.raises(MN.ConfigError, match="a group of 24 seeds"):
+        MN.check_memory(MN.Config(width=2048, n_seeds=24, seed_chunk=24, distill_inputs="real", n_train=1000,
+                                  device="cpu"), torch.device("cpu"))
+    monkeypatch.setattr(MN, "device_memory", lambda device: 331_216_055)  # not even one seed fits
+    with pytest.raises(MN.ConfigError, match=r"a group of 1 seed needs .* use a smaller --width, --depth or --n_noise"):
         MN.check_memory(MN.Config(width=2048, n_seeds=1, device="cpu"), torch.device("cpu"))
+    # a small model, but a noise set of 10^7 images a seed (31 GB) is the problem
+    monkeypatch.setattr(MN, "device_memory", lambda device: 2 ** 34)
+    with pytest.raises(MN.ConfigError, match=r"noise set .* on 10,000,000 inputs"):
+        MN.check_memory(MN.Config(n_seeds=1, n_noise=10 ** 7, device="cpu"), torch.device("cpu"))
     monkeypatch.setattr(MN, "device_memory", lambda device: None)  # unknown memory: no check
     MN.check_memory(MN.Config(width=10 ** 7, device="cpu"), torch.device("cpu"))
     # through the command, with the machine's real memory: a swept width is checked before the first cell, and
