@@ -279,9 +279,9 @@ class _MustEnter:
 
     def __del__(self):
         if not self.entered:  # warned at the caller's line: a warning raised in __del__ would name this one
-            warnings.warn_explicit("model.hooks(...) was never entered, so it attached nothing: write "
-                                   "`with model.hooks({...}):` and run the model inside that block", RuntimeWarning,
-                                   *self.where)
+            warnings.warn_explicit("model.hooks(...) (or inject(...)) was never entered, so it attached nothing: "
+                                   "write `with model.hooks({...}):` (`with inject(...):`) and run the model inside "
+                                   "that block", RuntimeWarning, *self.where)
 
 
 def _changed(now, before):
@@ -520,8 +520,10 @@ class GPT(nn.Module):
     def hooks(self, fns):
         """`with model.hooks({name: fn, ...}):` attach fn(tensor, name) -> tensor | None at each named
         point for the duration of the block; they are removed on exit, also after an exception. Without the `with`
-        nothing is attached (a RuntimeWarning says so)."""
+        nothing is attached (a RuntimeWarning says so, at the line outside this file that asked for the hooks)."""
         caller = sys._getframe(1)
+        while caller.f_code.co_filename == __file__ and caller.f_back is not None:  # inject's caller, not inject
+            caller = caller.f_back
         return _MustEnter(self._hooks(fns), (caller.f_code.co_filename, caller.f_lineno))
 
     @contextlib.contextmanager

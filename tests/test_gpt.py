@@ -1165,7 +1165,6 @@ def test_hook_mistakes_are_named_where_they_are_made():
     assert model.n_hooked == 0 and n_hooks(model) == 0
 
 
-
 @torch.no_grad()
 def test_hooks_without_with_attach_nothing_and_warn_at_the_callers_line():
     import warnings
@@ -1182,6 +1181,21 @@ def test_hooks_without_with_attach_nothing_and_warn_at_the_callers_line():
             stack.enter_context(model.hooks({"embed": lambda h, name: None}))
     assert [(w.category, w.filename, w.lineno) for w in caught] == [(RuntimeWarning, __file__, line)]
     assert "never entered, so it attached nothing: write `with model.hooks({...}):`" in str(caught[0].message)
+
+
+@torch.no_grad()
+def test_inject_without_with_warns_at_the_callers_line_not_injects():
+    import warnings
+    model, idx = tiny(), tokens(1, 4)
+    plain = model(idx)[0]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        line = sys._getframe().f_lineno + 1
+        inject(model, 0, [1], torch.ones(model.cfg.n_embd))
+        assert torch.equal(model(idx)[0], plain)
+    assert [(w.category, w.filename, w.lineno) for w in caught] == [(RuntimeWarning, __file__, line)]
+    assert "inject(...)) was never entered" in str(caught[0].message)
+
 
 @torch.no_grad()
 def test_generate_refuses_a_bare_prompt_and_ids_outside_the_vocabulary():
