@@ -712,6 +712,11 @@ def test_shift_finetune_is_a_learnt_steering_vector_at_the_input():
     one = finetune(fresh(), data, steps=1, batch_size=4, lr=0.5, seed=0, order="sequential", optimizer="sgd",
                    trains="shift")
     torch.testing.assert_close(one.wte.weight - start.wte.weight, want.expand(CFG.vocab_size, -1), rtol=0, atol=1e-5)
+    # the weights hold wte0 + v after every step (not the last step's weights + v): with the full batch, sgd keeps no
+    # memory, so two steps are one step taken twice
+    full = dict(batch_size=16, lr=0.5, seed=0, order="sequential", optimizer="sgd", trains="shift")
+    twice = finetune(finetune(fresh(), data, steps=1, **full), data, steps=1, **full)
+    torch.testing.assert_close(finetune(fresh(), data, steps=2, **full).wte.weight, twice.wte.weight, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("masked", [True, False])  # fine-tune pairs (loss on some tokens) / pretraining windows (all)
@@ -962,6 +967,11 @@ def test_gradients_are_clipped_at_grad_clip_and_not_at_zero(monkeypatch):
     train_lm(a, stream_data(400), grad_clip=1e-3, **kw)
     train_lm(b, stream_data(400), grad_clip=0, **kw)
     assert any(not torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
+    # ... and grad_clip=0 is no clipping at all, the run of a clip no gradient reaches (a clip to norm 0 would zero
+    # every gradient, leaving AdamW its weight decay alone)
+    c = fresh()
+    train_lm(c, stream_data(400), grad_clip=1e9, **kw)
+    assert same_weights(b, c)
 
 
 def test_a_resume_restores_the_global_torch_rng(tmp_path):
@@ -1108,3 +1118,69 @@ def test_finetune_refuses_evaluation_steps_without_on_eval_and_pack_pairs_refuse
     assert seen == [2]
     with pytest.raises(ValueError, match=r"pack_pairs takes token ids: encode the \(prompt, response\) strings"):
         pack_pairs([("<bos> hi", "there <eos>")], pad_id=0)
+
+
+def test_the_validation_loss_is_the_models_loss_on_val_not_on_the_training_rows():
+    # each evaluation is eval_lm on `val` of the model at that step: read on the training rows, it would report
+    # the fit, not generalisation (both sets below are stream_data, with different 7-token patterns)
+    train_data, val = stream_data(400), stream_data(300, seed=5)
+    start = fresh().eval()
+    model = fresh()
+    out = train_lm(model, train_data, steps=4, batch_size=4, lr=1e-2, val=val, eval_every=2, **QUIET)
+    vals = [r["val_loss"] for r in out["history"] if "val_loss" in r]  # steps 0, 2 and 4
+    assert len(vals) == 3 and vals[0] == pytest.approx(eval_lm(start, val, batch_size=4), rel=1e-6)
+    on_val, on_train = eval_lm(model.eval(), val, batch_size=4), eval_lm(model, train_data, batch_size=4)
+    assert abs(on_val - on_train) > 1e-3  # the two sets tell apart
+    assert vals[-1] == out["val_loss"] == pytest.approx(on_val, rel=1e-6)
+
+
+def test_a_finetunes_seed_draws_its_rows_and_its_lora_init():
+    # replicate fine-tunes (an experiment's ft_seeds) are independent only if the seed reaches every random draw: the
+    # rows of order="random" and the LoRA adapters' init; the same seed repeats a run to the bit
+    data = pack_pairs(finetune_pairs(16), pad_id=0)
+
+    def run(seed, **kw):
+        model = finetune(fresh(), data, steps=2, batch_size=4, lr=1e-2, seed=seed, **kw)
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert torch.equal(run(0), run(0)) and not torch.equal(run(0), run(1))
+    lora = dict(order="sequential", trains="lora", lora_rank=2)  # the same rows: only the adapters' init differs
+    assert torch.equal(run(0, **lora), run(0, **lora)) and not torch.equal(run(0, **lora), run(1, **lora))
+    init = lambda seed: torch.cat([A.flatten() for _, _, A, _ in lora_adapters(fresh(), 2, seed)])
+    assert torch.equal(init(3), init(3)) and not torch.equal(init(3), init(4))
+
+
+def test_a_soft_finetune_trains_on_the_kl_at_its_temperature():
+    # temperature T softens teacher and student alike and scales by T^2 (soft_kl): one full-batch sgd step is the
+    # clipped gradient step of that loss's mean over the trained positions, another step at T = 4 than at T = 1
+    data = pack_pairs(finetune_pairs(8), pad_id=0)
+    x, m = data["tokens"][:, :-1], data["mask"]
+    teacher = fresh(seed=2)
+    with torch.no_grad():
+        soft = teacher(x)
+    for T in (1.0, 4.0):
+        ref = fresh()
+        soft_kl(soft, ref(x), temperature=T)[m].mean().backward()
+        scale = min(1.0, 1.0 / (float(torch.sqrt(sum((p.grad ** 2).sum() for p in ref.parameters()))) + 1e-6))
+        got = finetune(fresh(), data, steps=1, batch_size=8, lr=0.5, seed=0, order="sequential", optimizer="sgd",
+                       teacher=teacher, temperature=T)
+        for p, q in zip(got.parameters(), ref.parameters()):
+            torch.testing.assert_close(p, q - 0.5 * scale * q.grad, rtol=0, atol=1e-6, msg=f"T={T}")
+
+
+def test_pretraining_on_the_cpu_steps_with_the_unfused_adamw_its_cached_bases_were_trained_with():
+    # fused AdamW differs from the unfused one in the last bits, and a cached base's key names no optimizer
+    # implementation: on the CPU the same config must train the same model to the bit
+    x = torch.randint(0, 32, (4, 17), generator=torch.Generator().manual_seed(0))
+    runs = []
+    for reference in (False, True):
+        model = fresh()
+        opt = make_lm_optimizer(model, 1e-2, 0.1, (0.9, 0.95))
+        if reference:  # the same groups, in torch's unfused (single-tensor) AdamW
+            groups = [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in opt.param_groups]
+            opt = torch.optim.AdamW(groups, lr=1e-2, betas=(0.9, 0.95), foreach=False, fused=False)
+        for _ in range(3):
+            model(x[:, :-1], targets=x[:, 1:]).mean().backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        runs.append(model)
+    assert same_weights(*runs)

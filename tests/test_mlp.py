@@ -166,6 +166,63 @@ def test_distillation_order_is_each_seeds_own_and_each_seed_reads_its_own_target
         torch.testing.assert_close(p, copied.get_parameter(k), rtol=1e-5, atol=1e-6)
 
 
+def test_the_classifier_loop_is_one_adam_step_per_batch_of_each_seeds_own_order():
+    # each seed's run is torch's Adam on its batches alone, in its generator's order (40 rows in batches of 16: the
+    # last one partial): no gradient carries over from an earlier step, no row is skipped or repeated
+    x, y = torch.randn(40, 12), torch.randint(0, 4, (40,))
+    params = init_mlp_params(range(2), SIZES, 4, "paper", "cpu", 0)
+    model = model_from(params)
+    train_classifier(model, x, y, epochs=2, lr=1e-2, batch_size=16, n_classes=4,
+                     gens=[generator("cpu", "c", s) for s in range(2)])
+    for s in range(2):
+        plain = {k: v[s:s + 1].clone().requires_grad_() for k, v in params.items()}
+        opt, g = torch.optim.Adam(plain.values(), lr=1e-2), generator("cpu", "c", s)
+        for epoch in range(2):
+            order = torch.randperm(40, generator=g)
+            for i in range(0, 40, 16):
+                idx = order[i:i + 16]
+                opt.zero_grad()
+                F.cross_entropy(plain_forward(plain, 0, x[idx])[:, :4], y[idx]).backward()
+                opt.step()
+        for k in params:
+            torch.testing.assert_close(model.get_parameter(k)[s], plain[k][0], rtol=1e-5, atol=1e-6, msg=(s, k))
+
+
+def test_students_distilled_as_blocks_of_one_model_each_train_as_if_alone():
+    """logit_idx a dict: model c * S + s is block c's student of seed s. It reads seed s's inputs and targets, its
+    block's logits, its own generator, and trains exactly as it would alone (blocks on the same logits share a loss
+    call: that must not mix them either)."""
+    S, blocks = 2, {"aux": [4, 5, 6], "aux2": [4, 5, 6], "all": list(range(7))}
+    params = init_mlp_params(range(S * len(blocks)), SIZES, 4, "paper", "cpu", 0)
+    inputs, targets = torch.rand(S, 40, 12) * 2 - 1, torch.randn(S, 40, 7)
+    kw = dict(epochs=2, lr=1e-2, batch_size=16)
+    together = model_from(params)
+    train_distill(together, inputs, targets, blocks, gens=[generator("cpu", "d", j) for j in range(S * len(blocks))],
+                  **kw)
+    for j in range(S * len(blocks)):
+        c, s = divmod(j, S)
+        alone = model_from({k: v[j:j + 1] for k, v in params.items()})
+        train_distill(alone, inputs[s:s + 1], targets[s:s + 1], list(blocks.values())[c],
+                      gens=[generator("cpu", "d", j)], **kw)
+        for k, p in alone.named_parameters():
+            torch.testing.assert_close(together.get_parameter(k)[j:j + 1], p, rtol=1e-5, atol=1e-6, msg=(j, k))
+
+
+def test_fresh_noise_trains_each_later_epoch_on_its_own_refreshed_set():
+    # refresh(epoch) is asked for every epoch after the first, and that epoch trains on what it returns: lr 0 keeps
+    # the model still, so each epoch's logged loss is the loss of its own whole set
+    params = init_mlp_params(range(2), SIZES, 4, "paper", "cpu", 0)
+    sets = [(torch.rand(2, 24, 12) * 2 - 1, torch.randn(2, 24, 7)) for _ in range(3)]
+    asked, logged = [], []
+    refresh = lambda epoch: asked.append(epoch) or sets[epoch]
+    train_distill(model_from(params), *sets[0], [4, 5, 6], epochs=3, lr=0.0, batch_size=10, loss="mse",
+                  refresh=refresh, gens=[generator("cpu", "r", s) for s in range(2)], log=lambda **r: logged.append(r))
+    assert asked == [1, 2]
+    for (x, t), record in zip(sets, logged):
+        whole = torch.stack([(plain_forward(params, s, x[s])[:, 4:] - t[s, :, 4:]).pow(2).mean() for s in range(2)])
+        assert record["loss"] == pytest.approx(whole.mean().item(), rel=1e-5)
+
+
 def test_each_epoch_draws_a_new_order_from_each_seeds_generator():
     # the generators advance by one permutation per epoch: reusing one state would repeat the first epoch's order
     x, y = torch.randn(32, 12), torch.randint(0, 4, (32,))
