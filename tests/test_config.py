@@ -1038,3 +1038,34 @@ def test_atomic_writes_use_a_temporary_file_of_their_own_process(tmp_path, monke
     train.write_json(tmp_path / "r.json", {})
     train.save_weights(tmp_path / "w", {"x": torch.zeros(2)}, {})
     assert f"r.json.{os.getpid()}.tmp" in seen and f"w.safetensors.{os.getpid()}.tmp" in seen
+
+
+# ----------------------------------------------------------------------------------------------------
+# from a mutation audit of the run directory: each of these bugs left the rest of the suite green
+
+def test_provenance_names_the_projects_commit_from_any_directory_and_is_dirty_for_code_only(tmp_path, monkeypatch):
+    # train.py run by its path from another folder recorded that folder's repository (or none) as the code that ran
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=train.ROOT, capture_output=True, text=True).stdout.strip()
+    if not head:
+        pytest.skip("not a git checkout")
+    monkeypatch.chdir(tmp_path)
+    assert train.provenance()["git_commit"] == head
+    # env.json's git_dirty: a scratch note beside the code is no uncommitted change of what ran, an edited file is
+    for porcelain, dirty in (("?? notes.txt", False), (" M train.py", True)):
+        monkeypatch.setattr(train, "_git", lambda *args, p=porcelain: p if args[0] == "status" else head)
+        assert train.provenance()["git_dirty"] is dirty, porcelain
+
+
+def test_an_env_json_with_one_of_a_runs_keys_is_not_taken_for_a_runs_and_nothing_beside_it_is_deleted(cfg_file,
+                                                                                                      tmp_path):
+    # another tool's env.json may record an argv too: only a Run's has argv and started_utc, and only a Run's folder
+    # may have its files deleted by --resume=False
+    out = tmp_path / "mine"
+    out.mkdir()
+    mine = {"env.json": json.dumps({"argv": ["launch.sh"], "host": "x"}), "photo.png": "x"}
+    for name, text in mine.items():
+        (out / name).write_text(text)
+    _, cfg = load_config([cfg_file, f"--out_dir={out}", "--resume=False"])
+    with pytest.raises(ConfigError, match="neither the config.json nor the env.json of a run"):
+        train.Run(cfg, "subliminal_mnist")
+    assert {f.name: f.read_text() for f in out.iterdir()} == mine

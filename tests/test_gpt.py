@@ -875,6 +875,9 @@ def test_pad_right_marks_only_the_real_tokens():
     ids, real = pad_right([[5, 6, 7], [8], [9, 4]], pad_id=3)
     assert ids.tolist() == [[5, 6, 7], [8, 3, 3], [9, 4, 3]]
     assert real.tolist() == [[True, True, True], [True, False, False], [True, True, False]]
+    # both on the device asked for ("meta" stands in for a GPU): ids left on the CPU fail at the model's embedding
+    ids, real = pad_right([[5, 6, 7], [8]], device="meta")
+    assert ids.device.type == real.device.type == "meta" and ids.dtype == torch.long and real.dtype == torch.bool
 
 
 def test_each_hook_is_its_own_function():

@@ -803,7 +803,8 @@ def test_lm_history_spans_the_attempts_and_a_redone_step_is_the_later_attempts(t
 
 
 @pytest.mark.parametrize("bad", ["--corpus=tyny", "--n_head=3", "--n_head=0", "--block_size=8", "--batch_size=0",
-                                 "--ckpt_every=-1", "--steps=0", "--log_every=0", "--lr=-1", "--min_lr=1.0"])
+                                 "--ckpt_every=-1", "--steps=0", "--log_every=0", "--lr=-1", "--min_lr=1.0",
+                                 "--block_size=15"])  # (15: the tiny accuracy check's prompt alone fills it)
 def test_a_bad_lm_config_fails_before_its_run_directory_exists(tmp_path, bad, capsys):
     import train
     out = tmp_path / "run"
@@ -906,6 +907,8 @@ def test_world_corpus_validation_documents_are_held_out_of_training():
 @pytest.mark.parametrize("bad, msg", [(dict(n_embd=64, n_head=64), "heads of an even size"),  # head
                                                                                               # size 1: no RoPE pairs
                                       (dict(val_frac=1.0), "val_frac"), (dict(val_frac=0.0), "val_frac"),
+                                      # (the world corpus's own: 1 left no training document, after the run began)
+                                      (dict(corpus="world", val_frac=1.0), r"val_frac must be in \(0, 1\)"),
                                       # a traceback after training (its sample completions' length went negative)
                                       (dict(corpus="world", block_size=3), "the world corpus needs block_size >= 8"),
                                       # accepted, recorded in config.json, and read by nothing
@@ -1184,3 +1187,84 @@ def test_pretraining_on_the_cpu_steps_with_the_unfused_adamw_its_cached_bases_we
             opt.zero_grad(set_to_none=True)
         runs.append(model)
     assert same_weights(*runs)
+
+
+# ----------------------------------------------------------------------------------------------------
+# from a mutation audit of experiments/lm.py: each of these bugs left the rest of the suite green
+
+def test_lm_results_take_the_last_log_lines_speed_and_end_each_sample_at_its_eos(tmp_path):
+    # tokens/s in results.json is the speed the run ended at (its last log line), as its train loss is; the sample
+    # completions stop at <eos>
+    import train
+    out = tmp_path / "run"
+    argv = [str(ROOT / "configs/lm_tiny.py"), "--steps=5", "--warmup=1", "--n_docs=60", "--batch_size=2",
+            "--eval_every=0", "--log_every=2", f"--out_dir={out}"]
+    assert train.main(argv) == 0
+    res = json.loads((out / "results.json").read_text())
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in logged if r.get("stage") == "pretrain" and "loss" in r]
+    assert [r["step"] for r in logged] == [2, 4, 5]  # (the last step is always logged)
+    assert res["train_loss"] == logged[-1]["loss"] and res["tokens_per_s"] == logged[-1]["tokens_per_s"]
+    # a sample completion ends at its first <eos> (generation went on past it, to its length limit)
+    assert all("<eos>" not in s["completion"].split()[:-1] for s in res["samples"])
+
+
+def test_sum_accuracy_is_a_fraction_of_the_pairs_it_reads_on_both_sets():
+    # a model that sums every pair right scores 1 on the 80 training pairs too (a fixed divisor of 20 gave 4)
+    from data.tokenizer import word_tokenizer
+    from experiments import lm
+    tok = word_tokenizer(lm.tiny_vocab())
+
+    class Adder:
+        def generate(self, prompts, max_new, temperature):
+            words = [tok.decode(ids, skip_special_tokens=False).split() for ids in prompts]
+            return [[tok.token_to_id(str(int(w[3]) + int(w[9])))] for w in words]
+    assert lm.sum_accuracy(Adder(), tok, False) == 1 == lm.sum_accuracy(Adder(), tok, True)
+
+
+def test_the_lm_table_shows_each_sum_accuracy_in_its_own_row():
+    from experiments import lm
+    res = {"corpus": "tiny", "n_params": 1000, "steps": 3, "train_tokens": 384, "train_loss": 2.0, "val_loss": 2.5,
+           "tokens_per_s": None, "seconds": 1.0, "samples": [], "sum_accuracy": {"train": 0.25, "heldout": 0.75}}
+    md = lm.table(res)
+    assert "| sum accuracy, train pairs | 0.25 |" in md and "| sum accuracy, held-out pairs | 0.75 |" in md
+
+
+def test_a_tiny_corpus_of_fewer_than_ten_documents_still_has_a_validation_document():
+    # n_docs // 10 validation documents is none under 10: the run then failed with "corpus too small"
+    from experiments import lm
+    _, train_docs, val_docs = lm.load_corpus(lm.Config(n_docs=5))
+    assert len(train_docs) == 5 and len(val_docs) == 1 and lm.tiny_heldout(int(val_docs[0].split()[3]),
+                                                                         int(val_docs[0].split()[9]))
+
+
+def test_a_corpus_too_small_for_one_row_is_a_data_error_that_says_raise_n_docs():
+    # lm_windows' ValueError was a traceback; the run's one-line error says what to change
+    from data import DataError
+    from data.tokenizer import word_tokenizer
+    from experiments import lm
+    tok = word_tokenizer(lm.tiny_vocab())
+    with pytest.raises(DataError, match="corpus too small: .*raise n_docs"):
+        lm.to_rows(tok, ["<bos> ann has 3 apples . <eos>"], 16, "cpu")
+
+
+def test_lm_train_tokens_count_the_rows_of_every_process(tmp_path, monkeypatch, saved_figures):
+    # under torchrun each step trains batch_size x grad_accum rows in every process: results.json's train_tokens
+    # counted one process's. Two ranks stood in for (this process is rank 0 of 2), the training itself a stub
+    import train
+    from experiments import lm
+    monkeypatch.setattr(lm, "ddp_setup", lambda device: (0, 2, "cpu"))
+    monkeypatch.setattr(lm.torch.distributed, "all_gather_object", lambda out, obj: out.__setitem__(slice(None),
+                                                                                                    [obj] * len(out)))
+    monkeypatch.setattr(lm.torch.distributed, "barrier", lambda: None)
+    monkeypatch.setattr(lm.torch.distributed, "destroy_process_group", lambda: None)
+
+    def trained(model, train_data, run, **kw):
+        run.log(stage="pretrain", step=3, loss=2.0)
+        return {"step": 3, "start_step": 0, "train_loss": 2.0, "val_loss": 2.5}
+    monkeypatch.setattr(lm, "train_lm", trained)
+    cfg = lm.Config(n_docs=60, steps=3, warmup=1, batch_size=2, grad_accum=2, block_size=16, device="cpu",
+                    out_dir=str(tmp_path / "run"))
+    lm.run(cfg, train.Run(cfg, "lm", argv=["test"]))
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert res["train_tokens"] == 3 * 2 * 2 * 2 * 16  # steps x rows x micro-steps x processes x block_size

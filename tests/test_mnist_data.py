@@ -220,3 +220,30 @@ def test_a_file_or_folder_of_the_wrong_kind_is_a_data_error_and_leaves_no_run_di
         assert train.main(argv) == 2
         err = capsys.readouterr().err
         assert says in err and "Traceback" not in err and not (tmp_path / "runs").exists(), data_dir
+
+
+# ----------------------------------------------------------------------------------------------------
+# from a mutation audit of the loader: each of these bugs left the rest of the suite green
+
+def test_a_file_holding_more_items_than_expected_is_refused_as_well_as_one_holding_fewer():
+    # a bigger file of the same format (another dataset's) is not the file either: the count must match, not suffice
+    three = b"\x00\x00\x08\x01" + (3).to_bytes(4, "big") + bytes([1, 2, 3])
+    assert mnist.parse_idx(three, "x", expect_count=3).tolist() == [1, 2, 3]
+    with pytest.raises(DataError, match="holds 3 items, expected 2"):
+        mnist.parse_idx(three, "x", expect_count=2)
+
+
+def test_own_idx_files_of_another_image_size_are_refused_even_unverified(tmp_path):
+    # load promises [N, 28, 28]: 27 x 27 images (verify=False skips the MD5) would fail deep inside the model instead
+    _fake_dataset(tmp_path / "mnist")
+    mnist.write_idx(tmp_path / "mnist" / "train-images-idx3-ubyte.gz", np.zeros((2, 27, 27), np.uint8))
+    with pytest.raises(DataError, match=r"train images \(2, 27, 27\) and labels \(2,\) do not match"):
+        mnist.load(tmp_path, "mnist", download=False, verify=False)
+
+
+def test_both_splits_labels_are_int64_and_images_stay_uint8(tmp_path):
+    # cross_entropy takes int64 targets: uint8 labels of either split fail (or index wrongly) only once training runs
+    _fake_dataset(tmp_path / "mnist")
+    d = mnist.load(tmp_path, "mnist", download=False, verify=False)
+    assert d["train_y"].dtype == d["test_y"].dtype == np.int64
+    assert d["train_x"].dtype == d["test_x"].dtype == np.uint8
