@@ -223,6 +223,8 @@ def test_a_json_file_a_script_reads_is_missing_damaged_or_another_kind_in_one_li
         with pytest.raises(ConfigError, match=msg):
             train.read_json(path, what, ("per_base",))
     assert train.read_json(tmp_path / "list.json", what) == [1, 2]  # no keys asked: any JSON
+    with pytest.raises(ConfigError, match="other.json is not an --out file of some script: it lacks per_base$"):
+        train.read_json(tmp_path / "other.json", what, ("arms", "per_base"))  # every key asked for, not one of them
     (tmp_path / "ok.json").write_text('{"per_base": []}')
     assert train.read_json(tmp_path / "ok.json", what, ("per_base",)) == {"per_base": []}
 
@@ -486,7 +488,8 @@ def test_script_args_splits_words_and_options_and_refuses_the_rest(capsys):
                        (["-o"], "unknown option -o"), (["--out=a", "--out=a"], "--out is given more than once"),
                        (["--pool", "--pool"], "--pool is given more than once"),
                        (["--pool=1"], "--pool takes no value"),
-                       (["--out"], "--out needs a value"), (["--out="], "--out needs a value")):
+                       (["--out"], "--out needs a value"), (["--out="], "--out needs a value"),
+                       (["--minus=c"], "--minus stands alone, the runs after it as separate words (--minus RUN ...)")):
         with pytest.raises(ConfigError, match=re.escape(says)):
             parse(*argv)
     with pytest.raises(ConfigError, match="unknown option --out=x; it takes no options"):

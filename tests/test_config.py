@@ -80,6 +80,29 @@ def test_wrong_type_and_int_to_float(cfg_file):
         assert load_config([cfg_file, f"--out_dir=out/{deep}"], resolve=False)[1].out_dir == f"out/{deep}"
 
 
+def test_numbers_at_the_edges_of_a_float_key(cfg_file):
+    # float32's largest is a value (the computations' dtype); past it, and an int as large as no float holds (2**1024,
+    # float()'s OverflowError), one line
+    top = torch.finfo(torch.float32).max
+    assert load_config([cfg_file, f"--lr={top!r}"])[1].lr == top
+    for value in ("1e39", str(2 ** 1024), str(-2 ** 1024)):
+        with pytest.raises(ConfigError, match="'lr' must be a finite number within float32's range"):
+            load_config([cfg_file, f"--lr={value}"])
+
+
+def test_the_command_lines_experiment_beats_the_files_and_a_broken_experiment_is_not_unknown(tmp_path, monkeypatch):
+    (tmp_path / "c.py").write_text('experiment = "nonexistent"\n')
+    module, _ = load_config([str(tmp_path / "c.py"), "--experiment=subliminal_mnist"], resolve=False)
+    assert module.__name__ == "experiments.subliminal_mnist"
+    # an experiment whose own import fails (a package not installed) says so: "unknown experiment" hid the reason
+    import experiments
+    monkeypatch.setattr(experiments, "__path__", [*experiments.__path__, str(tmp_path)])
+    (tmp_path / "broken_exp.py").write_text("import no_such_package_xyz\n")
+    (tmp_path / "c.py").write_text('experiment = "broken_exp"\n')
+    with pytest.raises(ModuleNotFoundError, match="no_such_package_xyz"):
+        load_config([str(tmp_path / "c.py")])
+
+
 def test_bad_arguments(cfg_file, tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="--key=value"):
         load_config([cfg_file, "m=3"])
@@ -229,6 +252,15 @@ def test_a_config_python_cannot_run_and_values_written_wrongly_say_how(cfg_file,
     assert re.search(r"--decorrelated=True +bool +world_base's key, unused here \(--twin decides", said)
 
 
+def test_config_help_leaves_a_section_comment_under_a_key_out_of_its_note(cfg_file, capsys):
+    # a comment line at another column than the key's "#" heads the next keys ("    # model: 784 -> ..."): it is
+    # not the last note's continuation
+    assert train.main([cfg_file, "--help"]) == 0
+    notes = {line.split()[0].split("=")[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert notes["--n_train"].endswith("(0 = all; for quick runs)")
+    assert notes["--sweep"].endswith("one run per grid cell")
+
+
 def test_device_this_machine_cannot_use_is_a_config_error(cfg_file, monkeypatch):
     with pytest.raises(ConfigError, match="not a torch device"):
         load_config([cfg_file, "--device=gpu"])
@@ -240,6 +272,13 @@ def test_device_this_machine_cannot_use_is_a_config_error(cfg_file, monkeypatch)
         load_config([cfg_file, "--device=cuda"])
     _, cfg = load_config([cfg_file, "--device=auto"])
     assert cfg.device == "cpu"
+    assert train.resolve_device("") == "cpu"  # an empty device is "auto" too
+    # a GPU index this machine lacks: one line (counted from 0: with one GPU, cuda:1 is the second)
+    monkeypatch.setattr(train.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(train.torch.cuda, "device_count", lambda: 1)
+    train.check_device("cuda:0")
+    with pytest.raises(ConfigError, match="device 'cuda:1': this machine has 1 CUDA device"):
+        train.check_device("cuda:1")
 
 
 def test_resolved_config_and_env_written(cfg_file, tmp_path):
@@ -459,6 +498,14 @@ def test_typed_tuples_and_optionals_check_their_items():
     with pytest.raises(ConfigError, match="'min_lr' must be float"):
         load_config([lm, "--min_lr=abc"])
     assert isinstance(load_config([lm, "--min_lr=1"])[1].min_lr, float)
+    # None is an Optional key's value (lm's default, and what its runs' config.json hold), not a wrong type
+    assert load_config([lm, "--min_lr=None"])[1].min_lr is None
+    # a list key takes a tuple as a list, as a tuple key takes a list as a tuple
+    assert train._check_type("k", (1, 2), list[float]) == [1.0, 2.0]
+    assert type(train._check_type("k", (1,), list)) is list
+    # a bare tuple key (an experiment of one's own) has no item type to refuse "...": refused as a value all the same
+    with pytest.raises(ConfigError, match="'k': '...' is not a value"):
+        train._check_type("k", (42, ..., 57), tuple)
     # every experiment's tuple keys check their items: --seeds=('a',) ran and pretrained a base labelled 'a'
     configs = train.ROOT / "configs"
     for name, arg, want in (("world_base", "--seeds=('a',)", "'seeds' must be int"),
@@ -701,6 +748,25 @@ def test_run_results_refuses_a_run_that_has_not_finished_or_is_of_another_experi
             train.run_results(out, "subliminal_mnist")
     train.rewrite_results(out, {"n_seeds": 2}, lambda res: "table")
     assert train.run_results(out, "subliminal_mnist") == {"n_seeds": 2, "seconds": None}
+    # a results.json without a key every finished run of its experiment has (edited, or an older version's): named,
+    # not a KeyError deep in the script that reads it
+    import experiments.subliminal_mnist as SM
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(SM, "RESULT_KEYS", ("n_seeds", "conditions"), raising=False)
+        with pytest.raises(ConfigError, match=r"results.json lacks conditions: not the results of a finished "
+                                              r"subliminal_mnist run .*`python eval.py "):
+            train.run_results(out, "subliminal_mnist")
+    # a run's config read back by another experiment's Config: refused by name (it read at that Config's defaults)
+    import experiments.emergent_misalignment as EM
+    with pytest.raises(ConfigError, match="is a run of subliminal_mnist, not of emergent_misalignment"):
+        train.run_config(EM.Config, out)
+    # a config.json or results.json of bytes that are not text (another file copied over it): one line too
+    (out / "results.json").write_bytes(b"\xff\xfe{")
+    with pytest.raises(ConfigError, match="not a readable results file"):
+        train.run_results(out, "subliminal_mnist")
+    (out / "config.json").write_bytes(b"\xff\xfe{")
+    with pytest.raises(ConfigError, match="config.json is not readable JSON.*the run directory is damaged"):
+        train.run_config(type(cfg), out)
 
 
 def test_the_project_folders_no_run_is_written_into_are_the_folders_git_tracks():

@@ -116,6 +116,19 @@ def test_checkpoint_round_trip_is_bit_exact_and_never_leaks_orig_mod(tmp_path):
     assert torch.equal(model(idx), loaded(idx))
 
 
+def test_a_checkpoint_saved_from_a_ddp_model_loads_into_a_plain_one(tmp_path):
+    # train_lm saves the model DDP wraps: its names must not carry DDP's "module." prefix, which no plain GPT loads
+    import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        model = fresh()
+        save_lm(tmp_path / "ck", torch.nn.parallel.DistributedDataParallel(model), step=0, seed=0)
+    finally:
+        dist.destroy_process_group()
+    loaded, _ = load_lm(tmp_path / "ck")
+    assert same_weights(model, loaded)
+
+
 def test_train_lm_reads_the_loss_from_the_device_at_its_log_lines_only(host_reads):
     """The pretraining loop runs ahead of a GPU: its step losses are summed on the device and read at each log line
     (and once at the end), its data checked once; a read per step (an .item(), a boolean mask's index) would stall
@@ -173,8 +186,18 @@ def test_checkpoint_loading_says_what_does_not_match(tmp_path):
     save_weights(tmp_path / "extra", tensors, json.loads((tmp_path / "ck.json").read_text()))
     with pytest.raises(CheckpointError, match="unexpected extra.weight"):
         load_lm(tmp_path / "extra")
+    # a model_config of a newer or another GPTConfig: its unknown keys named, not GPTConfig's TypeError
+    meta = json.loads((tmp_path / "ck.json").read_text())
+    save_weights(tmp_path / "newer", model.state_dict(), {**meta, "model_config": {**meta["model_config"], "n_kv": 1}})
+    with pytest.raises(CheckpointError, match=r"newer.json: unknown model_config keys \['n_kv'\]"):
+        load_lm(tmp_path / "newer")
     with pytest.raises(CheckpointError, match="needs both"):
         load_lm(tmp_path / "nothing")
+    # one of the pair lost (a copy that took the weights only): named, not json's FileNotFoundError
+    save_lm(tmp_path / "half", model, step=0, seed=0)
+    (tmp_path / "half.json").unlink()
+    with pytest.raises(CheckpointError, match="needs both half.safetensors and half.json; found half.safetensors$"):
+        load_lm(tmp_path / "half")
     (tmp_path / "ck.json").write_text('{"step": ')  # cut short, as by a full disk
     with pytest.raises(CheckpointError, match="ck.json is not readable JSON"):
         load_lm(tmp_path / "ck")
@@ -228,6 +251,10 @@ def test_a_checkpoint_loads_from_its_file_path_and_a_directory_names_its_checkpo
         load_lm(tmp_path)
     with pytest.raises(CheckpointError, match="needs both other.safetensors and other.json; found neither"):
         load_lm(tmp_path / "other.safetensors")
+    # a stem that itself ends like one of the files (weights.json: weights.json.safetensors + weights.json.json) is
+    # that checkpoint's stem, not the file of a checkpoint "weights"
+    save_lm(tmp_path / "weights.json", model, step=5, seed=0)
+    assert load_lm(tmp_path / "weights.json")[1]["step"] == 5
 
 
 def test_resume_is_exact(tmp_path):
