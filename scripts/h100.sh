@@ -31,6 +31,8 @@ stage main100 60 T subliminal_mnist --n_seeds=100
 stage main100_again 60 T subliminal_mnist --n_seeds=100 --out_dir=out/gpu/main100_again
 # the four students as one 400-model batch (the default on CUDA) against one condition at a time
 stage main100_chunk1 60 T subliminal_mnist --n_seeds=100 --student_chunk=1 --out_dir=out/gpu/main100_chunk1
+# 1000 seeds at once need 184 GiB (noise sets, logits, models): refused in seconds, naming a --seed_chunk (rc 2)
+stage memory_refused 30 T subliminal_mnist --n_seeds=1000 --out_dir=out/gpu/memory_refused
 # issue 4's GPU goal (default EM config from scratch <= 3 min): a fresh cache, one process per base model
 stage em_default 240 E emergent_misalignment --workers=6
 stage bench_gpt 180 python bench.py gpt --device=cuda --budget=110  # its first row: the GPT-2 shape at batch 32
