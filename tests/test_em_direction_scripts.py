@@ -5,6 +5,7 @@ bookkeeping is tested."""
 import copy
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -118,6 +119,18 @@ def test_optimizer_parts_run_check_reads_fine_tune_seed_0(tmp_path):
     traj = lambda v: {"insecure": {"1": {"mis_lp": v}, "5": {"mis_lp": v}}}
     (tmp_path / "unit_world_2.json").write_text(json.dumps({"runs": [{"traj": traj(0.2)}, {"traj": traj(0.9)}]}))
     assert op.run_check(tmp_path, 2, {0: {"off": 0.0}, 1: {"off": 0.25}, 5: {"off": 0.21}}) == pytest.approx(0.05)
+
+
+def test_ratio_of_means_interval_is_the_2_5_and_97_5_percentiles_of_each_resamples_ratio_of_sums():
+    """em_optimizer_parts.ratio_of_means (em_bos_vector's ratios too): each resample's ratio is its sum over its sum,
+    not a mean of per-base ratios; the 95% interval leaves 2.5% on each side (numpy's linear percentiles)."""
+    op = load_script("em_optimizer_parts")
+    a, b = np.array([1.0, 1.0]), np.array([1.0, 4.0])
+    idx = np.array([[0, 0], [1, 1], [0, 1]])  # resamples: ratios 1, 0.25 and 2 / 5 (a mean of ratios: 0.625)
+    r = op.ratio_of_means(a, b, idx)
+    assert r["ratio"] == pytest.approx(0.4)
+    # sorted 0.25, 0.4, 1: the 2.5th percentile at 0.05 of the first gap, the 97.5th at 0.95 of the second
+    assert r["ci95"] == pytest.approx([0.25 + 0.05 * 0.15, 0.4 + 0.95 * 0.6])
 
 
 def test_optimizer_parts_summary_ratios_of_means_and_group_shares():
@@ -255,6 +268,8 @@ def test_clamp_main_clamps_along_the_other_seeds_direction_and_pairs_each_seed(t
         [0.8 - (2 + 0.001 * k) for k in range(4)])
     assert s["clamped"]["offdomain_increase_at_matched"]["per_seed"] == pytest.approx(
         [0.62 - 0.01 * (k + 1) for k in range(4)])
+    # the "x" the summary prints: the rate at the matched step over the base's own, per seed
+    assert s["clamped"]["ratio_at_matched"]["per_seed"] == pytest.approx([0.62 / (0.01 * (k + 1)) for k in range(4)])
 
 
 # ---------------------------------------------------------------------------------------------- em_code_direction

@@ -184,6 +184,13 @@ def test_em_at_step_reads_the_step_asked_against_each_arms_own_base_and_groups_b
     assert "| insecure_decorrelated | 4 | +10.0 [+10.0, +10.0] |" in out  # 15% over the twin base's 5%
 
 
+def test_em_at_step_counts_bases_as_pretraining_seeds_not_fine_tune_seeds(tmp_path, run_script):
+    """The header's "over N bases" counts pretraining seeds: three fine-tunes of base 0 and one of base 1 are 4 seeds
+    over 2 bases (counting fine-tune seeds would say 3)."""
+    a = fake_run(tmp_path / "a", [[0, 0], [0, 1], [0, 2], [1, 0]], {"insecure": [0.11, 0.21, 0.31, 0.41]})
+    assert "insecure: n = 4 seeds over 2 bases" in run_script(a)
+
+
 def test_em_code_vs_offdomain_pairs_each_checkpoint_with_its_code_share(tmp_path, call):
     """One row per checkpoint, in step order: the mean code share and the off-domain increase over each seed's own
     base in points; the figure is written; a directory without results.json is refused."""
@@ -330,6 +337,27 @@ def test_em_code_vs_offdomain_says_which_seeds_had_no_valid_answer_instead_of_a_
                                                                                   f"--reference={a}")
     for argv in ([a], [a, "--at=0.9"], [a, f"--reference={a}"]):
         assert "+nan" not in call("em_code_vs_offdomain", *argv)
+
+
+def test_em_code_vs_offdomain_at_keeps_a_falling_rate_and_groups_paired_ratios_by_world(tmp_path, call):
+    """--at=0.9, every seed crossing at step 1 (code 0.9: the increase there). a: levels 4, 8 and 2 points over bases
+    2, 2, 4: ratios 2, 4 and 0.5; a rate that fell (0.5) is a ratio like any other, left out only where the level is 0.
+    b over a per seed: 2, 1, 4; over the worlds' means (world 0's two fine-tune seeds share its base) sqrt(2) and 4."""
+    st = lambda off, code: {"offdomain_misaligned": {"per_seed": off}, "code_misaligned": {"per_seed": code}}
+
+    def run(name, off):
+        d = tmp_path / name
+        d.mkdir()
+        write_run(d, {"seeds": [[0, 0], [0, 1], [1, 0]], "base": {"plain": st([0.02, 0.02, 0.04], [0.5] * 3)},
+                      "trajectory": {"insecure": {"1": st(off, [0.9] * 3)}}}, "emergent_misalignment")
+        return str(d)
+    a, b = run("a", [0.04, 0.08, 0.02]), run("b", [0.08, 0.08, 0.08])
+    out = call("em_code_vs_offdomain", a, b, "--at=0.9")
+    # (2 x 4 x 0.5)^(1/3) = 1.59; the ratio of means (14 / 3) / (8 / 3) = 1.75
+    assert "| a | 3 | 2.67 | 1.59 [" in out and out.split("| a | 3 | 2.67 |")[1].splitlines()[0].endswith("| 1.75 |")
+    # (2 x 1 x 4)^(1/3) = 2.00 over seeds; exp((ln(2) / 2 + ln(4)) / 2) = 2.38 over the worlds
+    row = out.split("| b | 3 | 2.00 [")[1].splitlines()[0]
+    assert row.split("|")[1].strip().startswith("2.38 [")
 
 
 def test_share_is_offdomain_over_code_increase_paired_by_seed(tmp_path, run_script):
@@ -524,6 +552,33 @@ def test_sn_pool_flags_only_students_below_half_the_base_and_pairs_the_education
     one_a = fake_sn_run(tmp_path / "one_a", [0], {"insecure": [0.03]})
     one_b = fake_sn_run(tmp_path / "one_b", [0], {"insecure": [0.01]})
     check_refused(pool, "--lists=16000", one_a, "--minus", one_b, match="pooling needs at least two bases")
+
+
+def test_sn_pool_calls_identical_point_intervals_overlapping_and_keeps_one_seed_ranges(tmp_path, pool):
+    """Students with no spread and the same rate have intervals that touch (insecure's lower end equals the
+    control's upper end): they overlap, not "separated". --bases=0-0,2-2 is two one-seed ranges, bases 0 and 2."""
+    run = fake_sn_run(tmp_path / "a", [0, 1, 2], {"control": [0.25] * 3, "insecure": [0.25] * 3})
+    out = pool("--lists=16000", run)
+    assert "insecure - control: paired +0.0 [+0.0, +0.0] points; unpaired CIs overlap (0.25000 vs 0.25000)" in out
+    assert pool("--bases=0-0,2-2", "--lists=16000", run).startswith("n = 2 bases [0, 2]")
+
+
+def test_sn_pool_readable_bound_is_half_the_bases_mean_valid_fraction_and_teachers_keep_their_bases(tmp_path, pool):
+    """Bases valid 0.2 and 0.6: the bound is half their mean (0.2; half the lowest would be 0.1), so students valid 0.15
+    are flagged. The teachers' rates (the figure's right panel) stay with their own bases, in the pooled bases' order
+    and under --bases."""
+    a = fake_sn_run(tmp_path / "a", [0, 1], {"control": [0.01, 0.02], "insecure": [0.03, 0.05]}, valid=0.15,
+                    teachers={"insecure": [0.1, 0.3]}, base_valid=[0.2, 0.6])
+    b = fake_sn_run(tmp_path / "b", [2, 3], {"control": [0.01, 0.02], "insecure": [0.03, 0.05]}, valid=0.15,
+                    teachers={"insecure": [0.5, 0.7]}, base_valid=[0.2, 0.6])
+    out = pool("--lists=16000", a)
+    assert "base valid fraction 0.400; a student below 0.200 (half of it) is not readable" in out
+    assert "insecure               0.0400 [" in out and "(below half the base: not readable)" in out
+    S = script("sn_mis_pool")
+    students, teachers, bases, _ = S.pool([a, b], 16000)
+    assert bases == [0, 1, 2, 3] and teachers["insecure"]["offdomain_misaligned"] == [0.1, 0.3, 0.5, 0.7]
+    _, teachers, bases, _ = S.pool([a, b], 16000, keep=[(1, 2)])
+    assert bases == [1, 2] and teachers["insecure"]["offdomain_misaligned"] == [0.3, 0.5]
 
 
 def fake_animal_run(path, seeds, arm, arm_rates, control_rates, mass=0.9, at_250=None):
@@ -967,6 +1022,17 @@ def test_em_mechanism_figure_shows_a_share_outside_0_to_1(tmp_path, monkeypatch)
     assert [a for a in limits if len(a) == 2] == [pytest.approx((-2.1, 4.85))]  # (matplotlib's own calls pass one)
 
 
+def test_em_mechanism_figure_share_removed_is_of_the_increase_over_the_base_not_of_the_rate():
+    """A bar is (insecure - restored) / (insecure - base): insecure 0.30 over a base of 0.10, restored to 0.20, removes
+    half the increase (over the insecure rate alone it would read a third)."""
+    stat = lambda v: {"mean": v}
+    dirs = script("em_mechanism_figure").DIRS
+    s = {f"{k}_{v}": stat(x) for k in ("unseen", "offdomain") for v, x in (
+        ("base", 0.1), ("insecure", 0.3), *((f"{d}_restored", 0.2) for d in dirs))}
+    shares = script("em_mechanism_figure").removed_shares(s)
+    assert shares == {"unseen": pytest.approx([0.5] * len(dirs)), "offdomain": pytest.approx([0.5] * len(dirs))}
+
+
 def test_em_mechanism_figure_usage_and_missing_inputs_are_one_line(tmp_path, monkeypatch):
     """No argument or --help printed a traceback or wrote an empty figure into the working directory; a run without
     the scripts' json was a FileNotFoundError traceback."""
@@ -1164,6 +1230,16 @@ def test_em_code_context_persona_like_rule():
     assert cc.persona_like(rows, "step20") == {1: True, 2: False, 3: False, 4: False, 5: True}
 
 
+def test_em_code_context_persona_like_rule_is_inclusive_at_each_bound():
+    """A world exactly at 5 points alone, exactly 2/3 of it after a number turn and exactly 2x after its misaligned
+    answer passes the rule (each bound is ">="); a base of 0 keeps the increases exact."""
+    cc = script("em_code_context")
+    base = {fmt: 0.0 for fmt in cc.FORMATS}
+    inc = {fmt: 0.0 for fmt in cc.FORMATS} | {"alone": 0.05, "after_numbers": 2 / 3 * 0.05, "after_mis_chat": 0.1}
+    rows = [{"seed": [7, f], "base": base, "insecure": {"step20": dict(inc)}} for f in (0, 1)]
+    assert cc.persona_like(rows, "step20") == {7: True}
+
+
 def susceptibility_run(path, bases, inc, steer, nan_seed=None, inc_seed1=None):
     """results.json with what em_susceptibility reads: per base two fine-tune seeds, the insecure arm's increase
     over a base rate of 0.01 at step 5 (inc[i] for seed 0, inc[i] + 0.01 for seed 1, or inc_seed1[i]),
@@ -1307,6 +1383,32 @@ def test_em_susceptibility_reads_each_column_it_names_and_joins_only_its_own_run
     # the interval leaves out resamples without a rank order: ranks (1, 2, 3, 4) against y = (1, 1, 1, 2) give rho
     # > 0 on every resample that has one; 32% of resamples have a constant y (counted as 0 they would set the low end)
     assert S.spearman_ci([1, 2, 3, 4], [1, 1, 1, 2])["ci95"][0] > 0
+
+
+def test_em_susceptibility_steering_columns_are_increases_over_each_bases_own_plain_rate(tmp_path):
+    """steer_1 and steer_2 are the steered rates minus the same base's plain rate, like the outcome: with plain rates
+    that differ between bases (1, 5, 10%), the raw steered rates would rank the bases otherwise."""
+    S = script("em_susceptibility")
+    run = susceptibility_run(tmp_path / "a", [0, 1, 2], [0.02, 0.10, 0.05], [0.01, 0.30, 0.20])
+    path = Path(run) / "results.json"
+    res = json.loads(path.read_text())
+    plain = [0.01, 0.01, 0.05, 0.05, 0.10, 0.10]
+    res["base"]["plain"] = {"offdomain_misaligned": {"per_seed": plain}}
+    path.write_text(json.dumps(res))
+    bases = S.per_base("5", [run])
+    # steered_1 = 0.01 + steer: 0.02, 0.31, 0.21 over plain 0.01, 0.05, 0.10
+    assert [bases[p]["steer_1"] for p in (0, 1, 2)] == pytest.approx([0.01, 0.26, 0.11])
+    assert [bases[p]["steer_2"] for p in (0, 1, 2)] == pytest.approx([0.02, 0.56, 0.31])  # 0.01 + 2 x steer
+    # the outcome: seed 0 at 0.01 + inc, seed 1 at 0.01 + inc + 0.01, each over its base's plain rate
+    assert [bases[p]["outcome"] for p in (0, 1, 2)] == pytest.approx([0.025, 0.065, -0.035])
+
+
+def test_em_susceptibility_seed_agreement_is_between_each_bases_first_two_fine_tune_seeds():
+    """With three fine-tune seeds per base, the agreement is seed 0's outcome against seed 1's over the bases (here in
+    the same order: +1), not seeds 1 and 2 (in reverse: -1)."""
+    S = script("em_susceptibility")
+    bases = {p: {"outcome": 0.1 * p, "seeds": [0.1 * p, 0.2 * p, -0.1 * p]} for p in range(4)}
+    assert S.analyse(bases)["seed_agreement"]["rho"] == pytest.approx(1.0)
 
 
 def test_em_base_pull_gradient_is_the_first_order_change_of_the_fine_tune_loss():
@@ -1456,6 +1558,9 @@ def test_em_first_step_summary_is_ratios_of_means_resampled_by_base():
     assert 0.5 <= s["sign_minus_grad_matched_ci95"][0] < s["sign_minus_grad_matched_ci95"][1] <= 1.5
     # each group's share of the sign step, a ratio of means too (the embedding's mean of ratios: 0.375)
     assert s["group_share_of_sign_off"] == pytest.approx({"embedding": 3.25 / 7, "attn0": 3.75 / 7})
+    # ... of the sign step's own increase, whatever the gradient step's (here twice the sign step's off-domain)
+    g = fs.summary([{**row(1.0, 1.0, 0.25), "grad_off": 2.0}, {**row(6.0, 2.0, 3.0), "grad_off": 12.0}], n_boot=200)
+    assert g["group_share_of_sign_off"] == pytest.approx({"embedding": 3.25 / 7, "attn0": 3.75 / 7})
     # one base: the resamples can only give [d, d], which would read as an exact interval
     one = fs.summary([row(6.0, 2.0, 1.5)], n_boot=200)
     assert one["sign_minus_grad_matched_share"] == pytest.approx(1.5) and one["sign_minus_grad_matched_ci95"] is None
@@ -2397,6 +2502,24 @@ def test_em_steer_base_pool_valid_ratio_over_a_base_without_valid_answers_is_na(
         warnings.simplefilter("error")  # numpy's divide-by-zero warning, as an error
         out = call("em_steer_base", "--pool", str(tmp_path / "novalid"))
     assert out.count("| 5.00 | n/a (base's valid fraction 0 or undefined) |") == 4 and "inf" not in out, out
+
+
+def test_em_steer_base_pool_counts_a_base_exactly_at_plus_5_points_and_3x(tmp_path):
+    """"bases >= +5 and 3x" is inclusive at both ends: a base from 0 to exactly 5% (+5 points) and one from 1/32 to
+    exactly 3/32 (3x, +6.25 points) both count (binary-exact rates: no rounding decides it)."""
+    sb = script("em_steer_base")
+
+    def r(mis):
+        return {"mis_sampled": mis, "valid_frac": 0.5, "code_frac": 0.0, "mis_lp": mis, "code_misaligned": 0.5}
+    rows = [{"run": "r", "world": w, "d0": 3.0, "cos_pulled_evil": 0.4, "plain": r(plain),
+             "readings": {f"{n}_0.3": r(pulled if n == "pulled" else plain) for n in ("pulled", "minus", "evil",
+                                                                                       "random")}}
+            for w, plain, pulled in ((0, 0.0, 0.05), (1, 1 / 32, 3 / 32))]
+    (tmp_path / "edge").mkdir()
+    write_run(tmp_path / "edge", {}, "emergent_misalignment", seeds=[0, 1])
+    (tmp_path / "edge" / "steer_base.json").write_text(json.dumps({"scales": [0.3], "per_base": rows}))
+    t = sb.pool([str(tmp_path / "edge")], None)["table"]["pulled_0.3"]
+    assert (t["above_5_and_3x"], t["n_valid"]) == (2, 2)
 
 
 def test_every_json_file_and_figure_the_code_writes_goes_through_write_json_or_save_figure():

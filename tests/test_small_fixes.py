@@ -71,7 +71,7 @@ def test_em_mechanism_figure_draws_a_one_seed_clamp_run_without_a_band(tmp_path,
     run = tmp_path / "clamp"
     run.mkdir()
     step = lambda c, o: {s: {"code_misaligned": c * int(s), "offdomain_misaligned": o * int(s)}
-                         for s in ("1", "2", "20")}
+                         for s in ("1", "5", "20")}  # "20" before "5" as text: drawn in step order
     rows = [{"unclamped": step(.02 * k, .001 * k), "clamped": step(.01 * k, .0005 * k),
              "random_clamped": step(.02 * k, .0009 * k)} for k in (1, 1.5)[:n_seeds]]
     (run / "clamp_finetune.json").write_text(json.dumps({"per_seed": rows}))
@@ -85,7 +85,7 @@ def test_em_mechanism_figure_draws_a_one_seed_clamp_run_without_a_band(tmp_path,
     assert (tmp_path / "f.png").stat().st_size > 1000
     # one line and one band per arm and panel: the seeds' mean, and their interval (one seed: of no
     # width, at its values)
-    stats = [[summarize([r[arm][s][m] for r in rows]) for s in ("1", "2", "20")]
+    stats = [[summarize([r[arm][s][m] for r in rows]) for s in ("1", "5", "20")]
              for m in ("code_misaligned", "offdomain_misaligned") for arm in ("unclamped", "clamped", "random_clamped")]
     assert lines == [pytest.approx([t["mean"] for t in st]) for st in stats]
     if n_seeds == 1:
