@@ -451,8 +451,9 @@ import torch
 import train
 if sys.argv[1] == "keep":
     train.keep_freed_memory()
-x = torch.ones(16 * 2**20)  # 64 MB, touched, freed: then the same again and again
-del x
+for _ in range(20):  # 64 MB, touched, freed: the heap kept grows for the first few (up to 12 seen; torch's aligned
+    x = torch.ones(16 * 2**20)  # block need not fit the hole the last one left), then the same again and again
+    del x
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(20):
     x = torch.ones(16 * 2**20)
@@ -473,7 +474,7 @@ def test_keep_freed_memory_stops_each_new_tensor_faulting_its_pages_in_again(tmp
         assert p.returncode == 0, p.stderr
         faults[mode] = int(p.stdout)
     assert faults["default"] >= 20 * 16384 * 0.9  # every one of the 20 faulted in afresh
-    assert faults["keep"] < faults["default"] / 4, faults
+    assert faults["keep"] < faults["default"] / 4, faults  # (without the warm-up: 1 to 6 of the 20 faulted)
 
 
 def test_cli_names_both_paths_of_a_permission_error_and_leaves_other_os_errors_alone(capsys):
