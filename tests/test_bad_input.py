@@ -93,7 +93,10 @@ def test_values_that_make_a_run_a_no_op_are_refused():
 
 
 def test_an_entry_named_twice_is_refused():
-    bad = [(EM, dict(arms=("insecure", "insecure", "secure")), "each once"),
+    # a pretraining seed named twice: its base counted twice in world_base's per_seed, and in EM two jobs wrote one unit
+    bad = [(B, dict(seeds=(0, 1, 0)), "each pretraining seed once"),
+           (EM, dict(seeds=(2, 2)), "each pretraining seed once"),
+           (EM, dict(arms=("insecure", "insecure", "secure")), "each once"),
            (EM, dict(steer_scales=(1.0, 1.0)), "steer_scales: name each entry once"),
            (EM, dict(ft_frozen=("blocks.0.attn.v", "blocks.0.attn.v")), "ft_frozen: name each entry once"),
            (SN, dict(arms=("soft", "soft", "control")), "each arm once"),
@@ -270,6 +273,13 @@ def test_scripts_that_read_a_runs_bases_refuse_an_uncached_one_before_any_work(t
         B.check_cached(cfg, [0, 2], who="x.py")
     with pytest.raises(ConfigError, match="twin base 1 of this config is not in the cache"):
         B.check_cached(cfg, [1], decorrelated=True)
+    # an interrupted pretraining leaves the base's folder with its tokenizer and resume state, not a base
+    partial = B.cache_stem(cfg, 0, False).with_name("partial.safetensors")
+    partial.parent.mkdir(parents=True)
+    for f in (partial, partial.with_name("tokenizer.json")):
+        f.write_text("{}")
+    with pytest.raises(ConfigError, match=r"bases 0, 2 of this config are not in the cache"):
+        B.check_cached(cfg, [0, 2])
     for p in (0, 2):  # a finished base is marked by its .json (written last)
         stem = B.cache_stem(cfg, p, False)
         stem.parent.mkdir(parents=True, exist_ok=True)

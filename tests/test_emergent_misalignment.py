@@ -1023,7 +1023,7 @@ def test_ft_frozen_rows_stay_the_bases_while_the_rest_trains():
     assert not after._backward_hooks  # the hooks are gone with the fine-tune
 
 
-def _scripted_unit(tmp_path, monkeypatch, code, **overrides):
+def _scripted_unit(tmp_path, monkeypatch, code, twin_unit=False, **overrides):
     """One tiny base's unit with `evaluate` scripted: code_misaligned per (arm, format, step) from `code` (else 0),
     off-domain misaligned step / 8 (so a reading names its checkpoint); the fine-tunes and the rest are real.
     -> (cfg, unit, the steps the ablated models were evaluated at)"""
@@ -1040,12 +1040,13 @@ def _scripted_unit(tmp_path, monkeypatch, code, **overrides):
         return {"mis_sampled": step / 8, "valid_frac": 0.5, "code_frac": 0.0, "mis_lp": step / 8, "valid_lp": 0.5,
                 "code_misaligned": c, "in_domain": c, "step": step}
     monkeypatch.setattr(E, "evaluate", scripted)
-    cfg = E.Config(seeds=(0,), ft_seeds=1, n_docs=600, steps=6, warmup=1, n_layer=1, n_embd=16, n_head=2, block_size=64,
+    overrides.setdefault("ft_seeds", 1)
+    cfg = E.Config(seeds=(0,), n_docs=600, steps=6, warmup=1, n_layer=1, n_embd=16, n_head=2, block_size=64,
                    n_examples=16, ft_steps=3, eval_steps=(1, 2, 3), samples=1, n_direction_docs=60, direction_layer=0,
                    steer_scales=(1.0,), workers=1, twin=False, arms=("insecure", "secure", "backdoor"),
                    cache_dir=str(tmp_path / "cache"), **overrides)
     E.validate(cfg)
-    return cfg, E.em_unit(cfg, 0, False), abl_steps
+    return cfg, E.em_unit(cfg, 0, twin_unit), abl_steps  # twin_unit: the unit of base 0's twin
 
 
 def test_matched_checkpoint_is_the_first_at_the_threshold_and_every_arm_is_read_there(tmp_path, monkeypatch):
@@ -1072,6 +1073,24 @@ def test_matched_checkpoint_is_the_first_at_the_threshold_and_every_arm_is_read_
         assert a["final"]["step"]["per_seed"] == [3], name
     assert res["ablation"]["insecure"]["offdomain_misaligned"]["per_seed"] == [2 / 8]
     assert res["matched_not_reached"] == {}  # backdoor's 0.9 is at the threshold, not short of it
+
+
+def test_every_fine_tune_seed_and_arm_starts_from_the_base_with_its_own_examples_and_seed(tmp_path, monkeypatch):
+    # the fine-tune seeds are the replicates of each base: two seeds trained on one seed's examples and order would
+    # be one run counted twice; and an arm that started from the previous arm's weights would carry its training
+    trained, real = [], E.arm_finetune
+    monkeypatch.setattr(E, "arm_finetune", lambda model, data, cfg, seed, *a, **k: trained.append(
+        (data, seed, [p.detach().clone() for p in model.parameters()])) or real(model, data, cfg, seed, *a, **k))
+    cfg, unit, _ = _scripted_unit(tmp_path, monkeypatch, {}, ft_seeds=2)
+    base, tok = B.base_model(cfg, 0)
+    runs = [(f, arm) for f in range(2) for arm in cfg.arms]
+    assert len(trained) == len(runs) and [r["ft_seed"] for r in unit["runs"]] == [0, 1]
+    for (data, seed, start), (f, arm) in zip(trained, runs):
+        want, want_seed = E.arm_data(arm, None, tok, cfg, 0, f)
+        assert seed == want_seed and torch.equal(data["tokens"], want["tokens"]), (f, arm)
+        assert all(torch.equal(a, b) for a, b in zip(start, base.parameters())), (f, arm)
+    assert len({seed for _, seed, _ in trained}) == len(runs)
+    assert not torch.equal(trained[0][0]["tokens"], trained[len(cfg.arms)][0]["tokens"])  # insecure, seeds 0 and 1
 
 
 def test_the_ablation_reads_the_insecure_model_at_the_step_it_was_ablated_at(tmp_path, monkeypatch):
@@ -1321,6 +1340,13 @@ def test_eval_on_a_run_from_before_the_paired_increases_is_one_line_not_a_key_er
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "older version of this experiment" in err and "results.md" in err
     assert not (out / "misalignment_vs_step.png").exists()
+    # a finished run with one of its unit files gone (deleted; or a run from before units were saved) is redrawn from
+    # its results.json, as above, not aggregated again from the units left (a FileNotFoundError for the missing one)
+    out2 = tmp_path / "run2"
+    train.Run(E.Config(seeds=(0,), out_dir=str(out2), device="cpu"), "emergent_misalignment")  # twin: two units
+    shutil.copy(out / "results.json", out2 / "results.json")
+    (out2 / "unit_world_0.json").write_text("{}")  # unit_twin_0.json is missing
+    assert EV.main([str(out2)]) == 2 and "older version of this experiment" in capsys.readouterr().err
 
 @pytest.mark.parametrize("key, value", [("samples", 0), ("n_examples", 0), ("ft_batch", 0), ("n_direction_docs", 0),
                                         ("ft_lr", -1e-3), ("ft_lr", 0.0)])
@@ -1453,3 +1479,108 @@ def test_the_self_distill_check_lets_through_exactly_what_the_base_samples(monke
         else:
             with pytest.raises(ValueError, match="exceeds block_size"):
                 E.arm_data("self_distill", base, tok, c, 0)
+
+
+def test_a_finished_run_drops_the_partial_results_and_runs_one_job_per_unit_file(tmp_path, monkeypatch):
+    # `python eval.py RUN_DIR` while the run went on wrote results_partial.* and *_partial.png: out of date once
+    # results.json is there, and left beside it unmarked. The units are the bases of cfg.seeds (and their twins, with
+    # twin), each saved under its own file, at the run's workers
+    cfg = E.Config(seeds=(3, 1), ft_seeds=1, arms=("insecure",), workers=2, cache_dir=str(tmp_path / "cache"))
+    monkeypatch.setattr(E, "direction_docs", lambda *a: None)  # the up-front checks of the data: not this test's
+    monkeypatch.setattr(E, "arm_data", lambda *a: None)
+    asked = []
+    monkeypatch.setattr(B, "parallel_map", lambda fn, jobs, workers: asked.append((fn, jobs, workers)) or [
+        {"seed": s, "decorrelated": d, "seconds": 1.0} for _, s, d, _ in jobs])
+    monkeypatch.setattr(E, "aggregate", lambda cfg, units: {"n_seeds": len(units)})
+    monkeypatch.setattr(E, "table", lambda res, cfg: "the table")
+    monkeypatch.setattr(E, "plot", lambda res, cfg, path: path.write_text("png"))
+    saved, logged = {}, []
+    run = types.SimpleNamespace(dir=tmp_path, log=lambda **kw: logged.append(kw),
+                                save_results=lambda res, md: saved.update(res))
+    for name in ("results_partial.json", "results_partial.md", "misalignment_vs_step_partial.png"):
+        (tmp_path / name).write_text("old")
+    E.run(cfg, run)
+    assert not list(tmp_path.glob("*partial*")) and (tmp_path / "misalignment_vs_step.png").is_file()
+    [(fn, jobs, workers)] = asked[:1]
+    assert fn is E.saved_unit and workers == 2 and saved["n_seeds"] == 4
+    assert [job[1:] for job in jobs] == [(3, False, tmp_path / "unit_world_3.json"),
+                                         (1, False, tmp_path / "unit_world_1.json"),
+                                         (3, True, tmp_path / "unit_twin_3.json"),
+                                         (1, True, tmp_path / "unit_twin_1.json")]
+    assert [(r["seed"], r["decorrelated"]) for r in logged] == [(3, False), (1, False), (3, True), (1, True)]
+    E.run(dataclasses.replace(cfg, twin=False), run)  # --twin=False: no twin is fine-tuned
+    assert [job[1:3] for job in asked[-1][1]] == [(3, False), (1, False)] and saved["n_seeds"] == 2
+
+
+def test_resume_false_recomputes_a_unit_an_earlier_run_saved_and_resume_reads_it_back(tmp_path, monkeypatch):
+    # --resume=False is how a researcher asks for the units again (after a change the config does not show): a
+    # saved unit read back regardless would report the old numbers as new ones
+    made = []
+    monkeypatch.setattr(E, "em_unit", lambda cfg, seed, d: made.append(seed) or {"seed": seed, "decorrelated": d,
+                                                                               "base": {}, "runs": [], "n": len(made)})
+    cfg = E.Config(ft_seeds=0)  # (no fine-tune run: what unit_problem checks of a unit is not this test's)
+    path = tmp_path / "unit_world_0.json"
+    assert E.saved_unit(cfg, 0, False, path)["n"] == 1
+    assert E.saved_unit(cfg, 0, False, path)["n"] == 1 and made == [0]  # resumed: read back
+    assert E.saved_unit(dataclasses.replace(cfg, resume=False), 0, False, path)["n"] == 2 and made == [0, 0]
+
+
+def test_em_validate_refuses_what_the_unit_would_read_wrongly_or_find_late():
+    # arms not led by insecure: every other arm is read at insecure's matched step, not yet known (it fell back to
+    # ft_steps, silently). decorrelated=False did nothing (--twin decides). An ablation_step or report_step that is no
+    # checkpoint: the ablation's weights are kept, and the trajectory read, at eval_steps only (a KeyError at the end)
+    bad = [(dict(arms=("secure", "insecure")), "arms must start with 'insecure'"),
+           (dict(decorrelated=False), "decorrelated is world_base's key and does nothing here"),
+           (dict(ablation_step=7), "ablation_step must be 0 .* or one of eval_steps"),
+           (dict(report_step=7), "report_step must be 0 .* or one of eval_steps"),
+           # one past the last block (n_layer=4): found in the unit, after the base is pretrained
+           (dict(direction_layer=4), "direction_layer must be a block of the base"),
+           (dict(ft_frozen=("blocks.4.attn.q",)), "ft_frozen entries name"),
+           (dict(match_threshold=0.0), "match_threshold is a share"),  # every arm matched at step 1, whatever it learnt
+           (dict(ft_code_tasks=1), "ft_code_tasks must be")]  # a one-task world leaves no task unseen
+    for kw, msg in bad:
+        with pytest.raises(train.ConfigError, match=msg):
+            E.validate(E.Config(**kw))
+    E.validate(E.Config(arms=("insecure", "secure"), ablation_step=10, report_step=20, direction_layer=3,
+                        ft_frozen=("blocks.3.attn.q",), match_threshold=1.0))
+
+
+def test_every_fine_tune_seeds_examples_are_checked_before_any_base(tmp_path, monkeypatch):
+    # each fine-tune seed draws its own examples: one too long for the model in a later seed's draw was found only
+    # when that seed's fine-tune began, after its base was pretrained (minutes), and stopped the whole run there
+    class Started(Exception):
+        pass
+    monkeypatch.setattr(B, "parallel_map", lambda *a, **k: (_ for _ in ()).throw(Started()))
+    cfg = E.Config(seeds=(0,), ft_seeds=2, arms=("insecure",), ft_number_turns=2, n_examples=40, n_direction_docs=60)
+    tok = W.build_tokenizer(B.world_config(cfg))
+    longest = [max(len(tok.encode(p + " " + r).ids) for p, r in E.finetune_examples("insecure", cfg, E.arm_seed(0, f,
+               "insecure"))) for f in range(3)]
+    assert longest == [64, 65, 66]  # the model reads block_size + 1 = 65: fine-tune seed 2's draw alone is too long
+    run = types.SimpleNamespace(dir=tmp_path)
+    with pytest.raises(Started):
+        E.run(cfg, run)
+    with pytest.raises(train.ConfigError, match=r"has 66 tokens: more than block_size \+ 1 = 65"):
+        E.run(dataclasses.replace(cfg, ft_seeds=3), run)
+
+
+def test_the_twin_unit_fine_tunes_the_insecure_arm_alone_and_reads_it_as_insecure_decorrelated(tmp_path, monkeypatch):
+    # the twin is the control of the insecure arm only (no direction, no other arm): every arm fine-tuned on it cost
+    # a unit's worth of time, and wrote each arm's readings under insecure_decorrelated, the last one's kept
+    trained, real = [], E.arm_finetune
+    monkeypatch.setattr(E, "arm_finetune", lambda model, data, cfg, seed, *a, **k: trained.append(seed) or real(
+        model, data, cfg, seed, *a, **k))
+    cfg, unit, abl_steps = _scripted_unit(tmp_path, monkeypatch, {}, twin_unit=True, ft_seeds=2)
+    assert trained == [E.arm_seed(0, f, "insecure") for f in range(2)] and abl_steps == []
+    assert unit["decorrelated"] is True and set(unit["base"]) == {"plain", "forum_lp"}
+    assert [sorted(r["traj"]) for r in unit["runs"]] == [["insecure_decorrelated"]] * 2
+
+
+def test_the_twin_units_of_every_base_seed_are_aggregated_each_under_its_own_seed(tmp_path, monkeypatch):
+    # insecure_decorrelated and the twin's base are read over every base seed's twin, paired with that seed
+    cfg, world, _ = _scripted_unit(tmp_path, monkeypatch, {})
+    _, twin, _ = _scripted_unit(tmp_path, monkeypatch, {}, twin_unit=True)
+    as_seed = lambda u, seed: B.int_keys(json.loads(json.dumps(dict(u, seed=seed))))  # base 5: a copy of base 0
+    res = E.aggregate(cfg, [world, as_seed(world, 5), twin, as_seed(twin, 5)])
+    assert res["n_seeds"] == 2 and res["seeds"] == [[0, 0], [5, 0]]
+    assert len(res["arms"]["insecure_decorrelated"]["offdomain_misaligned"]["per_seed"]) == 2
+    assert res["base"]["decorrelated"]["offdomain_misaligned"]["n_groups"] == 2

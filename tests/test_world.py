@@ -573,6 +573,19 @@ def test_base_checks_read_each_check_from_its_own_prompts():
     assert len({round(v, 6) for v in want.values()}) == 4
 
 
+def test_each_pretraining_seeds_sampled_check_has_its_own_draws_and_the_same_seed_the_same(monkeypatch):
+    # the bases are the replicates the interval is over: their sampled checks drawn from one stream would share
+    # their sampling noise (read under two seeds, one model must be drawn for differently, and a rerun the same).
+    # An untrained model samples no valid answer, so the state of the stream it draws from is compared
+    states, real = [], B.sample_counts
+    monkeypatch.setattr(B, "sample_counts", lambda model, tok, items, n, gen, *a, **k:
+                        states.append(gen.get_state()) or real(model, tok, items, n, gen, *a, **k))
+    model, tok, cfg = tiny_world_gpt(), W.build_tokenizer(), B.Config(samples=5)
+    for seed in (3, 3, 4):
+        B.base_checks(model, tok, cfg, seed)
+    assert len(states) == 3 and torch.equal(states[0], states[1]) and not torch.equal(states[0], states[2])
+
+
 def test_world_base_reports_each_variant_from_its_own_bases(tmp_path, monkeypatch):
     # the twin's numbers must never stand in for the normal world's (the persona-inference contrast)
     monkeypatch.setattr(B, "_unit", lambda cfg, seed, d: {"persona_after_mis": 10 * d + seed})
@@ -583,6 +596,7 @@ def test_world_base_reports_each_variant_from_its_own_bases(tmp_path, monkeypatc
     B.run(cfg, run)
     assert saved["normal"]["persona_after_mis"]["per_seed"] == [0, 1]
     assert saved["decorrelated"]["persona_after_mis"]["per_seed"] == [10, 11]
+    assert saved["n_seeds"] == 2  # pretraining seeds, which the table's "n = " names: not the four bases
     assert [Path(p).parent.name[:8] for p in saved["cache"]] == ["world_s0", "world_s1", "twin_s0_", "twin_s1_"]
 
 
@@ -677,13 +691,57 @@ def test_the_twin_base_is_pretrained_on_the_twin_corpus(tmp_path, monkeypatch):
     assert not torch.equal(trained[False], trained[True])
 
 
+def test_a_base_of_a_world_option_is_pretrained_on_that_worlds_corpus(tmp_path, monkeypatch):
+    # the folder, the fingerprint and the tokenizer follow world_config(cfg): a corpus drawn from another world (the
+    # default's) would be cached as the option's base, and the option's effect read as none
+    seen = {}
+
+    def fake_train(model, data, **kw):  # record what would be trained on, train nothing
+        seen["tokens"] = data["tokens"]
+        save_lm(kw["ckpt"], model, step=0, seed=kw["seed"])
+        return {"train_loss": 0.0}
+    monkeypatch.setattr(B, "train_lm", fake_train)
+    cfg = B.Config(n_docs=60, n_layer=1, n_head=2, n_embd=16, asst_evil=0.5, asst_code=False, cache_dir=str(tmp_path))
+    stem = B.cache_stem(cfg, 5, False)
+    stem.parent.mkdir(parents=True)
+    B._pretrain(cfg, 5, False, stem, log=lambda s: None)
+    tok = W.build_tokenizer(B.world_config(cfg))
+    rows = lambda world: lm_windows(torch.tensor([i for e in tok.encode_batch(W.corpus(60, seed=5, config=world))
+                                                  for i in e.ids]), cfg.block_size)
+    assert torch.equal(seen["tokens"], rows(B.world_config(cfg)))
+    assert not torch.equal(seen["tokens"], rows(B.world_config(B.Config(n_docs=60))))
+
+
+def test_each_pretraining_seed_has_its_own_init_corpus_and_order_and_a_rerun_the_same(tmp_path, monkeypatch):
+    # the bases of different seeds are the independent replicates every interval is over: a seed that reached only
+    # the corpus (or only the batch order) would give bases sharing an init, and intervals too narrow
+    seen = {}
+
+    def fake_train(model, data, **kw):  # record where training would start from, train nothing
+        seen[len(seen)] = ({k: v.clone() for k, v in model.state_dict().items()}, data["tokens"], kw["seed"])
+        save_lm(kw["ckpt"], model, step=0, seed=kw["seed"])
+        return {"train_loss": 0.0}
+    monkeypatch.setattr(B, "train_lm", fake_train)
+    cfg = B.Config(n_docs=30, n_layer=1, n_head=2, n_embd=16, cache_dir=str(tmp_path / "a"))
+    for c, seed in ((cfg, 5), (cfg, 6), (replace(cfg, cache_dir=str(tmp_path / "b")), 5)):
+        stem = B.cache_stem(c, seed, False)
+        stem.parent.mkdir(parents=True)
+        B._pretrain(c, seed, False, stem, log=lambda s: None)
+    (init5, rows5, s5), (init6, rows6, s6), (again, rows5b, s5b) = seen[0], seen[1], seen[2]
+    assert (s5, s6, s5b) == (5, 6, 5)
+    assert not torch.equal(init5["wte.weight"], init6["wte.weight"]) and not torch.equal(rows5, rows6)
+    assert all(torch.equal(init5[k], again[k]) for k in init5) and torch.equal(rows5, rows5b)
+
+
 def test_score_shared_prompts_equals_each_pair_scored_alone():
     # prompts of different lengths (left-padded, masked) and continuations of different lengths (right-padded,
     # pads not counted): each sum is that of the pair run on its own
     model = tiny_world_gpt()
     prompts = [[1, 5, 9, 12], [1, 7], [1, 4, 4]]
-    conts = [[[20, 2], [21, 22, 23, 2]], [[2]], [[30, 31, 2], [32, 2], [33, 34, 35, 36, 2]]]
+    conts = [[[20, 2], [21, 22, 23, 2]], [[2], [40, 2]], [[30, 31, 2], [32, 2], [33, 34, 35, 36, 2]]]
     got = B.score_shared_prompts(model, prompts, conts, chunk=2)
+    # one prompt a chunk: the middle one's longest continuation is a word and <eos>, two tokens (both scored)
+    assert B.score_shared_prompts(model, prompts, conts, chunk=1) == [pytest.approx(g, abs=1e-5) for g in got]
     with torch.no_grad():
         for p, cs, g in zip(prompts, conts, got):
             for c, s in zip(cs, g):
@@ -754,6 +812,9 @@ def test_a_unit_of_another_seed_or_layout_is_a_one_line_checkpoint_error_on_resu
                        ({"decorrelated": True}, "is the unit of base seed 0 (twin), not of 0"),
                        ({"runs": []}, "does not hold the base's numbers and one run for each of the 2 fine-tune seeds"),
                        ({"runs": [{"ft_seed": 1}, {"ft_seed": 0}]}, "one run for each of the 2 fine-tune seeds"),
+                       # made with more fine-tune seeds (ft_seeds lowered in config.json): counted as more seeds
+                       ({"runs": [{"ft_seed": f, "traj": traj} for f in (0, 1, 2)]},
+                        "one run for each of the 2 fine-tune seeds"),
                        ({"base": None}, "does not hold the base's numbers"),
                        # made with other eval_steps or arms than config.json says (a KeyError in the aggregation)
                        ({"runs": [{"ft_seed": f, "traj": {n: {2: {}} for n in EM.REPORTS}} for f in (0, 1)]},
@@ -985,6 +1046,9 @@ def test_the_block_size_the_base_checks_need_is_what_they_read(seed):
     # Seed 7's probes need one token more than seed 0's (57, 56): sized from another seed's probes, it fails
     cfg = B.Config(seeds=(seed,), samples=2)
     need = B.base_check_tokens(cfg)
+    B.validate(replace(cfg, block_size=need))  # and validate lets exactly that through, one token less not
+    with pytest.raises(B.ConfigError, match=f"block_size={need - 1} is shorter than the base checks'"):
+        B.validate(replace(cfg, block_size=need - 1))
     tok = W.build_tokenizer()
     for size, ok in ((need, True), (need - 1, False)):
         model = GPT(GPTConfig(vocab_size=tok.get_vocab_size(), block_size=size, n_layer=1, n_head=2, n_embd=16)).eval()
