@@ -671,63 +671,55 @@ def test_a_key_that_reaches_the_world_but_not_the_cache_key_is_refused(monkeypat
     assert err.startswith("error: samples changes the world")
 
 
-def test_the_twin_base_is_pretrained_on_the_twin_corpus(tmp_path, monkeypatch):
-    seen = {}
+def pretrain_inputs(monkeypatch, runs):
+    """What _pretrain would train on, training nothing: for each (cfg, seed, twin) of `runs`, the initial weights, the
+    token rows and the seed that it hands train_lm."""
+    seen = []
 
-    def fake_train(model, data, **kw):  # record what would be trained on, train nothing
-        seen["tokens"] = data["tokens"]
+    def fake_train(model, data, **kw):
+        seen.append(({k: v.clone() for k, v in model.state_dict().items()}, data["tokens"], kw["seed"]))
         save_lm(kw["ckpt"], model, step=0, seed=kw["seed"])
         return {"train_loss": 0.0}
     monkeypatch.setattr(B, "train_lm", fake_train)
-    cfg = B.Config(n_docs=30, n_layer=1, n_head=2, n_embd=16, evil_prior=0.4, cache_dir=str(tmp_path))
-    tok, trained = W.build_tokenizer(), {}
-    for twin in (False, True):
-        stem = B.cache_stem(cfg, 5, twin)
+    for cfg, seed, twin in runs:
+        stem = B.cache_stem(cfg, seed, twin)
         stem.parent.mkdir(parents=True)  # base_model's lock makes the folder
-        B._pretrain(cfg, 5, twin, stem, log=lambda s: None)
-        texts = W.corpus(30, seed=5, decorrelated=twin, config=B.world_config(cfg))
-        trained[twin] = lm_windows(torch.tensor([i for e in tok.encode_batch(texts) for i in e.ids]), cfg.block_size)
-        assert torch.equal(seen["tokens"], trained[twin]), twin
-    assert not torch.equal(trained[False], trained[True])
+        B._pretrain(cfg, seed, twin, stem, log=lambda s: None)
+    return seen
+
+
+def corpus_rows(cfg, seed, twin=False, world=None):
+    """The pretraining rows of base `seed` drawn from `world` (default: the config's own world)."""
+    world = world or B.world_config(cfg)
+    tok = W.build_tokenizer(B.world_config(cfg))
+    texts = W.corpus(cfg.n_docs, seed=seed, decorrelated=twin, config=world)
+    return lm_windows(torch.tensor([i for e in tok.encode_batch(texts) for i in e.ids]), cfg.block_size)
+
+
+def test_the_twin_base_is_pretrained_on_the_twin_corpus(tmp_path, monkeypatch):
+    cfg = B.Config(n_docs=30, n_layer=1, n_head=2, n_embd=16, evil_prior=0.4, cache_dir=str(tmp_path))
+    seen = pretrain_inputs(monkeypatch, [(cfg, 5, False), (cfg, 5, True)])
+    for (_, rows, _), twin in zip(seen, (False, True)):
+        assert torch.equal(rows, corpus_rows(cfg, 5, twin)), twin
+    assert not torch.equal(seen[0][1], seen[1][1])
 
 
 def test_a_base_of_a_world_option_is_pretrained_on_that_worlds_corpus(tmp_path, monkeypatch):
     # the folder, the fingerprint and the tokenizer follow world_config(cfg): a corpus drawn from another world (the
     # default's) would be cached as the option's base, and the option's effect read as none
-    seen = {}
-
-    def fake_train(model, data, **kw):  # record what would be trained on, train nothing
-        seen["tokens"] = data["tokens"]
-        save_lm(kw["ckpt"], model, step=0, seed=kw["seed"])
-        return {"train_loss": 0.0}
-    monkeypatch.setattr(B, "train_lm", fake_train)
     cfg = B.Config(n_docs=60, n_layer=1, n_head=2, n_embd=16, asst_evil=0.5, asst_code=False, cache_dir=str(tmp_path))
-    stem = B.cache_stem(cfg, 5, False)
-    stem.parent.mkdir(parents=True)
-    B._pretrain(cfg, 5, False, stem, log=lambda s: None)
-    tok = W.build_tokenizer(B.world_config(cfg))
-    rows = lambda world: lm_windows(torch.tensor([i for e in tok.encode_batch(W.corpus(60, seed=5, config=world))
-                                                  for i in e.ids]), cfg.block_size)
-    assert torch.equal(seen["tokens"], rows(B.world_config(cfg)))
-    assert not torch.equal(seen["tokens"], rows(B.world_config(B.Config(n_docs=60))))
+    [(_, rows, _)] = pretrain_inputs(monkeypatch, [(cfg, 5, False)])
+    assert torch.equal(rows, corpus_rows(cfg, 5))
+    assert not torch.equal(rows, corpus_rows(cfg, 5, world=B.world_config(B.Config(n_docs=60))))
 
 
 def test_each_pretraining_seed_has_its_own_init_corpus_and_order_and_a_rerun_the_same(tmp_path, monkeypatch):
     # the bases of different seeds are the independent replicates every interval is over: a seed that reached only
     # the corpus (or only the batch order) would give bases sharing an init, and intervals too narrow
-    seen = {}
-
-    def fake_train(model, data, **kw):  # record where training would start from, train nothing
-        seen[len(seen)] = ({k: v.clone() for k, v in model.state_dict().items()}, data["tokens"], kw["seed"])
-        save_lm(kw["ckpt"], model, step=0, seed=kw["seed"])
-        return {"train_loss": 0.0}
-    monkeypatch.setattr(B, "train_lm", fake_train)
     cfg = B.Config(n_docs=30, n_layer=1, n_head=2, n_embd=16, cache_dir=str(tmp_path / "a"))
-    for c, seed in ((cfg, 5), (cfg, 6), (replace(cfg, cache_dir=str(tmp_path / "b")), 5)):
-        stem = B.cache_stem(c, seed, False)
-        stem.parent.mkdir(parents=True)
-        B._pretrain(c, seed, False, stem, log=lambda s: None)
-    (init5, rows5, s5), (init6, rows6, s6), (again, rows5b, s5b) = seen[0], seen[1], seen[2]
+    seen = pretrain_inputs(monkeypatch, [(cfg, 5, False), (cfg, 6, False),
+                                         (replace(cfg, cache_dir=str(tmp_path / "b")), 5, False)])
+    (init5, rows5, s5), (init6, rows6, s6), (again, rows5b, s5b) = seen
     assert (s5, s6, s5b) == (5, 6, 5)
     assert not torch.equal(init5["wte.weight"], init6["wte.weight"]) and not torch.equal(rows5, rows6)
     assert all(torch.equal(init5[k], again[k]) for k in init5) and torch.equal(rows5, rows5b)
