@@ -262,7 +262,7 @@ def check_memory(cfg, device):
     n_params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
     noise = cfg.distill_inputs == "noise"
     n_inputs = cfg.n_noise if noise else (cfg.n_train or 60000)
-    per_seed = 24 * n_params + 4 * n_inputs * ((784 if noise else 0) + 10 + cfg.m)
+    per_seed = 24 * n_params + 4 * n_inputs * ((sizes[0] if noise else 0) + sizes[-1])  # inputs' pixels, logits
     group = max(len(g) for g in seed_groups(cfg))
     if have is None or per_seed * group <= have:
         return
