@@ -40,6 +40,14 @@ def test_interval_over_groups_not_over_repeated_seeds():
     assert st["n_groups"] == 2 and st["ci95"] == pytest.approx([2 - t975(1), 2 + t975(1)])
 
 
+def test_interval_over_groups_takes_each_groups_own_seeds_wherever_they_sit():
+    # three bases' seeds interleaved: base means 1, 5, 3 -> mean 3, sd 2, n = 3 (the seeds of other positions, e.g.
+    # the groups read in reverse, give the means 4, 2, 3 and an interval half as wide)
+    st = summarize_by([1.0, 1.0, 5.0, 3.0, 5.0, 3.0], [0, 0, 1, 2, 1, 2])
+    half = t975(2) * 2 / math.sqrt(3)
+    assert st["mean"] == 3.0 and st["n_groups"] == 3 and st["ci95"] == pytest.approx([3 - half, 3 + half])
+
+
 def test_a_negative_scale_keeps_the_interval_in_order():
     assert mean_ci({"mean": 1.0, "ci95": [-0.5, 2.0]}, 1, scale=-1) == "-1.0 [-2.0, +0.5]"
 
@@ -89,6 +97,14 @@ def test_every_t_quantile_is_the_integral_of_the_density():
         cdf, pdf = t_cdf_and_pdf(t975(df), df)
         exact = t975(df) - (cdf - 0.975) / pdf
         assert abs(t975(df) - exact) < (5.1e-4 if df <= 30 else 1e-6), (df, t975(df), exact)
+
+
+def test_each_table_quantile_is_the_exact_one_rounded_to_three_decimals():
+    # the table up to df = 30 is the quantile to three decimals: the tolerance above also let through the expansion
+    # read one df early (2.0423 at df = 30) or a table entry off by one in its last digit where the rounding was close
+    for df in range(1, 31):
+        cdf, pdf = t_cdf_and_pdf(t975(df), df)
+        assert t975(df) == round(t975(df) - (cdf - 0.975) / pdf, 3), df
 
 
 def test_summarize_interval_covers_the_true_mean_95_percent_of_the_time():
