@@ -753,6 +753,21 @@ def test_scoring_equals_a_manual_sum_of_log_probs():
         torch.testing.assert_close(s, torch.stack(manual).sum(), rtol=0, atol=1e-5)
 
 
+@torch.no_grad()
+def test_scoring_checks_every_pair_of_a_batch_and_appends_an_end_token_of_id_0():
+    model = tiny()
+    # one continuation of several already ending in the end token is refused too, not only a batch where all do
+    with pytest.raises(ValueError, match="already ends with the end token"):
+        score_continuations(model, [([1, 3], [5, 6]), ([1, 3], [5, 2])], eos_id=2)
+    # an empty prompt leaves no position to predict the continuation's first token, whatever the end token adds
+    for pairs, eos in [([([1], [4]), ([], [5, 6])], 2), ([([1], [])], None)]:
+        with pytest.raises(ValueError, match="every prompt and every continuation .* needs at least one token"):
+            score_continuations(model, pairs, eos_id=eos)
+    # id 0 is an end token like any other (falsy: a truthiness test scored the pair without it)
+    sums, per_token = score_continuations(model, [([1, 3], [5])], eos_id=0)
+    assert len(per_token[0]) == 2 and torch.equal(sums, score_continuations(model, [([1, 3], [5, 0])])[0])
+
+
 def test_tokenizer_round_trip_and_save_load(tmp_path):
     words = ["ann", "has", "3", "apples", "."]
     tok = word_tokenizer(words)
