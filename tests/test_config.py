@@ -480,6 +480,19 @@ def test_eval_given_a_directory_that_is_not_a_run_gets_one_line(tmp_path, capsys
     assert EV.main([]) == 2 and capsys.readouterr().err.startswith("usage: python eval.py RUN_DIR")
 
 
+def test_eval_takes_one_run_directory_and_h_or_help_prints_its_usage(tmp_path, capsys):
+    # two directories are the usage line, not the first re-evaluated and the second dropped; -h is the help, not a
+    # run directory named "-h"
+    import eval as EV
+    assert EV.main([str(tmp_path), str(tmp_path)]) == 2
+    assert capsys.readouterr() == ("", "usage: python eval.py RUN_DIR\n")
+    for flag in ("-h", "--help"):  # the docstring's first two paragraphs: what it does, then the example command
+        assert EV.main([flag]) == 0
+        out, err = capsys.readouterr()
+        assert err == "" and out.startswith("Evaluations and statistics, and `python eval.py RUN_DIR`"), flag
+        assert "python eval.py out/subliminal_mnist/20261127-071500" in out, flag
+
+
 def test_bench_help_is_the_chosen_benchmarks_own(capsys):
     import bench
     with pytest.raises(SystemExit) as e:
