@@ -1,5 +1,6 @@
 """bench.py: the FLOP counts behind the README's FLOP/s and MFU figures, checked against what torch executes
 (FlopCounterMode), and the benchmarks' tables at tiny sizes (the slow parts stubbed; speed is never asserted)."""
+import argparse
 import dataclasses
 import re
 import resource
@@ -44,6 +45,13 @@ def fake_run(monkeypatch, tmp_path, returncode=0, results='{"conditions": {}}', 
     monkeypatch.setattr(subprocess, "run", run)
     monkeypatch.setattr(tempfile, "mkdtemp", lambda prefix: mkdtemp(prefix=prefix, dir=tmp_path))
     return seen
+
+
+def fake_clock(monkeypatch):
+    """bench's time.time on a clock that only the stubbed work advances (now[0] += seconds): timings exact."""
+    now = [0.0]
+    monkeypatch.setattr(bench, "time", SimpleNamespace(time=lambda: now[0]))
+    return now
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -178,6 +186,23 @@ def test_gpt_sample_rows_time_both_samplers_on_the_same_tokens(monkeypatch):
     assert "same tokens: False" in bench.bench_gpt_sample("tiny", 3, 4, 5, torch.device("cpu"))[0]["note"]
 
 
+def test_gpt_sample_rows_time_only_the_timed_generation(monkeypatch):
+    """A sampler that costs 1 ms a token with the cache and 4 ms without: 3 prompts x 5 new tokens take 15 and 60 ms,
+    i.e. 1000 and 250 tokens/s, 3 and 12 ms per step, a 4.0x speed-up; the warm-up (2 x 4 tokens) is not timed."""
+    monkeypatch.setitem(bench.GPT_SHAPES, "tiny", TINY)
+    now = fake_clock(monkeypatch)
+
+    def generate(self, prompts, n, **kw):
+        now[0] += (1e-3 if kw["use_cache"] else 4e-3) * len(prompts) * n
+        return [[0] * n for _ in prompts]
+    monkeypatch.setattr(GPT, "generate", generate)
+    cached, reforward = bench.bench_gpt_sample("tiny", 3, 4, 5, torch.device("cpu"))
+    row = lambda r: (r["total s"], r["tokens/s"], r["ms/step"])  # noqa: E731
+    assert row(cached) == pytest.approx((0.015, 1000, 3), rel=1e-9)
+    assert row(reforward) == pytest.approx((0.06, 250, 12), rel=1e-9)
+    assert cached["note"] == "B=3, prompt 4, 5 new; same tokens: True; cache speed-up 4.0x"
+
+
 def gpt_stubs(monkeypatch):
     calls, threads = [], []
 
@@ -227,8 +252,9 @@ def test_bench_gpt_table_has_every_case_and_a_failure_costs_only_its_own_row(mon
 
 def test_bench_gpt_on_a_second_card_names_and_runs_on_that_card(monkeypatch, capsys):
     """--device=cuda:1: the header names cuda:1's card (with no argument torch.cuda names the current one, cuda:0),
-    and every case runs on it. No GPU here: the CUDA calls are stubbed."""
-    calls, _ = gpt_stubs(monkeypatch)
+    and every case runs on it, at torch's own CPU thread count (--threads is the CPU rows'). No GPU here: the CUDA
+    calls are stubbed."""
+    calls, threads = gpt_stubs(monkeypatch)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: f"card {device}")
@@ -246,7 +272,7 @@ def test_bench_gpt_on_a_second_card_names_and_runs_on_that_card(monkeypatch, cap
     assert bench.bench_gpt(["--device=cuda:1", "--budget=1e9"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("GPT benchmarks on card cuda:1, torch ") and "\ncard cuda:1, torch " in out
-    assert len(calls) == 7 and devices == [torch.device("cuda", 1)] * 7
+    assert len(calls) == 7 and devices == [torch.device("cuda", 1)] * 7 and threads == []
     assert matmul.allow_tf32  # a CUDA run's matmuls in TF32
 
 
@@ -415,6 +441,30 @@ def test_bench_lists_table(monkeypatch, tmp_path, capsys):
     assert all(0 < int(r[2]) <= 12 * int(r[1]) for r in rows) and rows[-1][-1] == "1.0x"
 
 
+def test_bench_lists_rates_are_new_tokens_per_second_relative_to_the_naive_loop(monkeypatch, tmp_path, capsys):
+    """3 new tokens a prompt, at 0.1 s a prompt batched with the cache, 0.2 s batched without, 1 s one at a time:
+    18 tokens in 0.6 and 1.2 s, 6 in 2 s, so 30, 15 and 3 tokens/s, 10x, 5x and 1x the naive loop; warm-ups untimed."""
+    monkeypatch.chdir(tmp_path)  # no cached world base here: a fresh model of its shape
+    now = fake_clock(monkeypatch)
+
+    def generate(self, prompts, n, **kw):
+        now[0] += len(prompts) * (0.1 if kw["use_cache"] else 0.2 if len(prompts) > 1 else 1.0)
+        return [[5] * 3 for _ in prompts]
+    monkeypatch.setattr(GPT, "generate", generate)
+    assert bench.bench_lists(["--batch=6", "--naive=2", "--threads=0"]) == 0
+    assert capsys.readouterr().out.splitlines()[-3:] == ["| KV cache, batched | 6 | 18 | 0.60 | 30 | 10.0x |",
+                                                         "| re-forward, batched | 6 | 18 | 1.20 | 15 | 5.0x |",
+                                                         "| re-forward, one at a time | 2 | 6 | 2.00 | 3 | 1.0x |"]
+
+
+def test_a_thread_count_that_is_not_a_number_is_refused_not_read_as_the_default():
+    # "--threads=two" must not fall through to 0 (PyTorch's default) as if it had been asked for
+    for bad in ("two", "1.5", ""):
+        with pytest.raises(argparse.ArgumentTypeError, match=re.escape(f"{bad!r}: give a thread count >= 1, or 0")):
+            bench.thread_count(bad)
+    assert [bench.thread_count(t) for t in ("0", "1", "16")] == [0, 1, 16]
+
+
 def test_threads_zero_keeps_torchs_default_and_a_negative_count_is_one_line(monkeypatch, capsys):
     """--threads=0 is PyTorch's default in gpt and lists; students passed it to torch.set_num_threads, a RuntimeError
     traceback (as --threads=-1 was in every bench)."""
@@ -435,8 +485,8 @@ def test_threads_zero_keeps_torchs_default_and_a_negative_count_is_one_line(monk
     assert threads == []
 
 
-def test_bench_students_table(monkeypatch, capsys):
-    """Runs at a tiny size (stubbed base model and lists); the soft row's finetune distils the teacher's numbers."""
+def students_stubs(monkeypatch):
+    """bench.py students at a tiny size: a 1-layer base of the world's vocabulary, and every list "12 34 5"."""
     from data import world as W
     from experiments import subliminal_numbers as S
     from experiments import world_base as B
@@ -446,6 +496,13 @@ def test_bench_students_table(monkeypatch, capsys):
     monkeypatch.setattr(S, "sample_lists",
                         lambda teacher, tok, n, cfg, seed: ([(q, "12 34 5") for q in W.number_prompts(n, seed=0)], 1.0))
     monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
+    return base, tok
+
+
+def test_bench_students_table(monkeypatch, capsys):
+    """Runs at a tiny size (stubbed base model and lists); the soft row's finetune distils the teacher's numbers."""
+    from experiments import subliminal_numbers as S
+    base, tok = students_stubs(monkeypatch)
     finetune, runs = train.finetune, []  # the soft row's train.finetune distils from the teacher's numbers
     monkeypatch.setattr(train, "finetune", lambda model, data, **kw: runs.append(kw) or finetune(model, data, **kw))
     assert bench.bench_students(["--lists=8", "--steps=3"]) == 0
@@ -456,6 +513,25 @@ def test_bench_students_table(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert out.startswith(f"student fine-tune step, 8 lists, {base.n_params() / 1e6:.2f}M params, CPU ")
     assert [line.split(" | ")[0] for line in out.splitlines()[-2:]] == ["| hard labels", "| soft (numbers)"]
+
+
+def test_bench_students_ms_per_step_and_speed_up(monkeypatch, capsys):
+    """A whole-row step that costs 100 ms (its optimizer step advances the clock) and a finetune step 20 ms: over 3
+    steps each row is 100.0 and 20.0 ms a step, a 5.00x speed-up, the two-step warm-ups untimed."""
+    students_stubs(monkeypatch)
+    now = fake_clock(monkeypatch)
+
+    class Optimizer:  # whole_rows' AdamW
+        def zero_grad(self, set_to_none):
+            pass
+
+        def step(self):
+            now[0] += 0.1
+    monkeypatch.setattr(train, "make_lm_optimizer", lambda *a: Optimizer())
+    monkeypatch.setattr(train, "finetune", lambda model, data, steps, **kw: now.__setitem__(0, now[0] + 0.02 * steps))
+    assert bench.bench_students(["--lists=8", "--steps=3"]) == 0
+    assert capsys.readouterr().out.splitlines()[-2:] == ["| hard labels | 100.0 | 20.0 | 5.00x |",
+                                                         "| soft (numbers) | 100.0 | 20.0 | 5.00x |"]
 
 
 def test_ctrl_c_in_a_bench_says_it_keeps_nothing(monkeypatch, capsys):
