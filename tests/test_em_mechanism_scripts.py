@@ -97,6 +97,13 @@ def test_steer_base_lp_reading_scores_the_forum_in_its_own_format_and_the_insecu
     # and em_value_sources' off_lp, in the format asked
     assert vs.off_lp(model, tok, cfg, "forum") == pytest.approx(forum)
     assert vs.off_lp(model, tok, cfg) == pytest.approx(got["off"])
+    off = B.offdomain_eval(model, tok, 0, None, world=world)
+    assert got["valid"] == pytest.approx(off["valid_lp"]) and got["valid"] != pytest.approx(got["off"])
+    # a vector is added at block 0's attention output, every position, for every reading
+    vec = 2 * unit(torch.randn(C, generator=torch.Generator().manual_seed(5)))
+    with model.hooks({"blocks.0.attn_out": lambda h, name: h + vec}):
+        want = sb.lp_reading(model, tok, cfg)
+    assert want["off"] != pytest.approx(got["off"]) and sb.lp_reading(model, tok, cfg, vec) == pytest.approx(want)
 
 
 def test_steer_base_code_grad_is_each_arms_own_descent_direction(tok):
@@ -116,6 +123,34 @@ def test_steer_base_code_grad_is_each_arms_own_descent_direction(tok):
         assert drop(arm, u[arm]) > drop(arm, u[other])  # the steepest descent of its own loss, not the other's
 
 
+def test_steer_base_code_grad_is_minus_the_finite_difference_gradient(tok):
+    # to first order: the loss's central differences along each axis of a vector added at block 0's attention output,
+    # on the arm's examples of fine-tune seed 0, are the gradient code_grad points against
+    model = tiny_gpt(tok).double()
+    cfg = EM.Config(n_layer=2, n_embd=C, block_size=64, n_examples=12)
+    data, _ = EM.arm_data("insecure", model, tok, cfg, 0, 0)
+
+    @torch.no_grad()
+    def loss(vec):
+        with model.hooks({"blocks.0.attn_out": lambda h, name: h + vec}):
+            return sb.fine_tune_loss(model, data).item()
+    g = torch.tensor([loss(1e-5 * d) - loss(-1e-5 * d) for d in torch.eye(C, dtype=torch.double)],
+                     dtype=torch.double) / 2e-5
+    assert torch.allclose(sb.code_grad(model, tok, cfg, 0, "insecure").double(), -g / g.norm(), atol=1e-6)
+
+
+def test_steer_base_lp_reading_code_share_is_the_runs_over_its_fine_tuned_tasks():
+    # in a world of several code tasks the fine-tune saw the first ft_code_tasks: the code share is the run's
+    # code_misaligned (EM.evaluate), over those tasks' prompts, not over every task's
+    cfg = EM.Config(n_layer=2, n_embd=C, block_size=64, code_tasks=3, ft_code_tasks=1)
+    world = B.world_config(cfg)
+    tok3 = W.build_tokenizer(world)
+    model = tiny_gpt(tok3)
+    run = EM.evaluate(model, tok3, cfg, "insecure", "plain", 0, False, None)["code_misaligned"]
+    assert run != pytest.approx(EM.in_domain(model, tok3, "insecure", "plain", world)[0])
+    assert sb.lp_reading(model, tok3, cfg)["code"] == pytest.approx(run)
+
+
 def test_steer_base_route_row_adds_each_named_direction(monkeypatch):
     units = {n: torch.full((1,), float(i + 1)) for i, n in enumerate(sb.DIRECTIONS)}
     monkeypatch.setattr(sb, "directions", lambda *a: (2.0, units))
@@ -126,17 +161,23 @@ def test_steer_base_route_row_adds_each_named_direction(monkeypatch):
     want = {"insecure_grad": 10.0, "pulled": 1.0, "evil": 3.0, "secure_grad": 20.0}  # units["pulled"] is 1, "evil" 3
     assert {k: v["vec"] for k, v in row["readings"].items()} == {f"{n}_0.5": 0.5 * 2.0 * x for n, x in want.items()}
     assert row["plain"] == {"vec": None}
+    # the cosines of the four unit directions (here their products: 1-d stand-ins)
+    assert row["cos"] == {"insecure_grad.pulled": 10.0, "insecure_grad.evil": 30.0, "insecure_grad.secure_grad": 200.0,
+                          "secure_grad.pulled": 20.0}
 
 
 def test_steer_base_undo_reads_the_step_20_model_and_lowers_the_base_with_minus_v(monkeypatch, tok):
     base = tiny_gpt(tok)
     snaps = fake_snaps(base)
-    monkeypatch.setattr(sb.OP, "trajectories", lambda *a, **k: ({}, snaps))
+    asked = []  # (arm, fine-tune seed index, optimizers): the insecure arm's AdamW fine-tune of seed 0
+    monkeypatch.setattr(sb.OP, "trajectories", lambda base_, tok_, cfg, p, opts, arm, f, **k:
+                        asked.append((arm, f, list(opts))) or ({}, snaps))
     units = {n: torch.full((C,), float(i + 1)) for i, n in enumerate(sb.DIRECTIONS)}
     monkeypatch.setattr(sb, "directions", lambda *a: (2.0, units))
     monkeypatch.setattr(sb, "lp_reading",
                         lambda model, tok, cfg, vec=None: (tag(model), None if vec is None else vec[0].item()))
     row = sb.undo_row(None, 0, base, tok, [0.5])
+    assert asked == [("insecure", 0, ["adamw"])]
     assert row["step"] == 20 and row["tuned"] == (20, None) and row["base"] == (1, None)
     assert row["base_minus"]["0.5"] == (1, 0.5 * 2.0 * 2.0)  # -v* (units["minus"] = 2 here) on the base itself
     assert row["readings"] == {f"{n}_0.5": (20, 0.5 * 2.0 * units[n][0].item()) for n in sb.UNDO}

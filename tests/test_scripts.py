@@ -1977,12 +1977,18 @@ def test_em_steer_base_pairs_every_reading_on_one_sampling_stream():
     assert d0 == pytest.approx((means["evil"][0] - means["good"][0]).norm().item())
     assert all(u.norm().item() == pytest.approx(1.0) for u in units.values())
     assert torch.equal(units["minus"], -units["pulled"])
+    # e is block 0's unit evil - good direction, v* that e pulled back through block 0 (not -e's)
+    e = (means["evil"][0] - means["good"][0]) / d0
+    assert torch.allclose(units["evil"], e) and torch.allclose(units["pulled"], EM.pulled_back(model, tok, e))
     row = sb.base_row(cfg, 0, model, tok, [0.0, 2.0])
     # a zero vector changes nothing: equal to the plain base exactly (a random model has no valid sample: nan)
     assert all(json.dumps(row["readings"][f"{n}_0"]) == json.dumps(row["plain"]) for n in sb.DIRECTIONS)
     moved = row["readings"]["pulled_2"]
     assert moved["mis_lp"] != row["plain"]["mis_lp"] and set(moved) == set(sb.KEYS)
     assert row["steer_pulled"] == moved["mis_lp"] - row["plain"]["mis_lp"]  # at the largest scale
+    # scored as the run scores the assistant (plain format): the log-prob readings are lp_reading's, vector and all
+    assert row["plain"]["mis_lp"] == pytest.approx(sb.lp_reading(model, tok, cfg)["off"])
+    assert moved["mis_lp"] == pytest.approx(sb.lp_reading(model, tok, cfg, 2.0 * d0 * units["pulled"])["off"])
 
 
 def test_em_steer_base_draws_each_condition_from_the_same_stream(monkeypatch):
