@@ -264,16 +264,25 @@ def test_bos_vector_base_row_builds_each_vector_from_s_and_e(monkeypatch, tok):
     dV = torch.randn(C, C, generator=torch.Generator().manual_seed(3))
     means = fake_means()
     e = bv.evil_unit(means)
-    monkeypatch.setattr(bv, "steering_vector", lambda *a: (s, model, dV))
+    built = []
+    monkeypatch.setattr(bv, "steering_vector", lambda *a: built.append(a[4:]) or (s, model, dV))
     monkeypatch.setattr(bv.EM, "doc_means", lambda *a: means)
-    monkeypatch.setattr(bv.VS, "off_lp", lambda m, tok, cfg: 0.0)
-    monkeypatch.setattr(bv, "downstream", lambda *a: {})
+    # the step-3 model and the base told apart by their off-domain mass: each increase is over its own model's
+    monkeypatch.setattr(bv.VS, "off_lp", lambda m, tok, cfg: {id(model): 0.5, id(base): 0.25}[id(m)])
+    monkeypatch.setattr(bv, "downstream", lambda m, tok, cfg, vec, means_, seed: {"downstream_of": (m, vec, seed)})
     seen, added = [], []
-    monkeypatch.setattr(bv.VS, "values_changed", lambda m, tok, dV, kinds: seen.append(tuple(kinds)) or
+    monkeypatch.setattr(bv.VS, "values_changed", lambda m, tok, dV, kinds: seen.append((m, tuple(kinds))) or
                         contextlib.nullcontext(m))
     monkeypatch.setattr(bv, "added", lambda m, tok, cfg, vec: added.append((m, vec)) or 0.0)
-    row = bv.base_row(EM.Config(n_layer=2, n_embd=C), 0, base, tok, "insecure")
-    assert seen == [("bos",)]  # bos_values: the value change at <bos> only
+    row = bv.base_row(EM.Config(n_layer=2, n_embd=C), 7, base, tok, "secure", "mean")
+    assert built == [("secure", "mean")]  # s of the arm and at the positions asked
+    assert seen == [(model, ("bos",))]  # bos_values: the value change at <bos> only, on the step-3 model
+    assert (row["from"], row["base_from"], row["vector"], row["vector_on_base"]) == (0.5, 0.25, -0.5, -0.25)
+    m, vec, seed = row["downstream_of"]  # where s goes: through the step-3 model's later blocks
+    assert m is model and torch.equal(vec, s) and seed == 7
+    # the mean attentions are the step-3 model's, at the positions --at names
+    assert row["attention"] == pytest.approx(bv.bos_attention(model, tok, "mean").tolist())
+    assert row["attention"] != pytest.approx(bv.bos_attention(base, tok, "mean").tolist())
     on_model = {k: v for (m, v), k in zip(added, bv.ADDED) if m is model}
     assert len(on_model) == len(bv.ADDED) and torch.equal(on_model["vector"], s)
     assert torch.allclose(on_model["along_evil"] + on_model["orthogonal"], s, atol=1e-6)
@@ -289,6 +298,19 @@ def test_bos_vector_base_row_builds_each_vector_from_s_and_e(monkeypatch, tok):
     assert row["head_cos"] == pytest.approx([(v @ e / v.norm()).item() for v in u])
 
 
+def test_bos_vector_added_adds_the_vector_at_block_0s_attention_output(tok):
+    # every vector of base_row and --pullback is scored through `added`: at what block 0's attention writes, every
+    # position (before block 0's MLP; at block 0's output the same vector is another push)
+    model = tiny_gpt(tok)
+    cfg = EM.Config(n_layer=2, n_embd=C, block_size=64)
+    vec = 2 * unit(torch.randn(C, generator=torch.Generator().manual_seed(5)))
+    plain = vs.off_lp(model, tok, cfg)
+    assert bv.added(model, tok, cfg, torch.zeros(C)) == plain
+    with model.hooks({"blocks.0.attn_out": lambda h, name: h + vec}):
+        want = vs.off_lp(model, tok, cfg)
+    assert want != pytest.approx(plain) and bv.added(model, tok, cfg, vec) == pytest.approx(want, rel=1e-6)
+
+
 def test_bos_vector_summary_along_evil_is_over_the_vector():
     rows = [{"bos_values": b, "vector": 0.9 * b, "along_evil": 0.3 * b, "orthogonal": 0.6 * b, "evil_norm": 0.1 * b,
              "random_norm": 0.0, "cos": 0.2} for b in (0.1, 0.02, 0.05)]
@@ -302,8 +324,9 @@ def test_bos_vector_pullback_adds_v_at_the_norm_of_s_to_each_model(monkeypatch, 
     means = fake_means()
     monkeypatch.setattr(bv, "checked_bases", lambda run, ex: iter([(None, 0, base, tok), (None, 1, base, tok)]))
     monkeypatch.setattr(bv, "steering_vector", lambda *a: (s, model, None))
-    monkeypatch.setattr(bv.EM, "doc_means", lambda *a: means)
-    monkeypatch.setattr(bv.EM, "pulled_back", lambda *a: v)
+    read_on = []  # e and v* are the base's own (the fine-tune only gives their norm)
+    monkeypatch.setattr(bv.EM, "doc_means", lambda m, *a: read_on.append(m) or means)
+    monkeypatch.setattr(bv.EM, "pulled_back", lambda m, tok_, e_: read_on.append((m, e_)) or v)
     monkeypatch.setattr(bv.VS, "off_lp", lambda m, tok, cfg: 0.5 if m is model else 0.25)
     added = []
 
@@ -314,6 +337,8 @@ def test_bos_vector_pullback_adds_v_at_the_norm_of_s_to_each_model(monkeypatch, 
     bv.pullback(["r"], "insecure", "last", str(tmp_path / "p.json"))
     rows = json.loads((tmp_path / "p.json").read_text())["pullback"]
     e = bv.evil_unit(means)
+    assert read_on[0] is base and read_on[1][0] is base and torch.equal(read_on[1][1], e)
+    assert rows[0]["cos_pulled_evil"] == pytest.approx((v @ e).item())
     want = [s, s.norm() * v, s.norm() * e]  # vector, pulled_norm, evil_norm
     first = added[:6]  # the first base: three on the step-3 model, then three on the base
     assert [m is model for m, _ in first] == [True] * 3 + [False] * 3
