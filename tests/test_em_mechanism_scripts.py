@@ -473,9 +473,12 @@ def test_patch_tokens_main_patches_each_model_with_the_others_coordinates(monkey
         assert r["base"] == pytest.approx(pt.mis_lp(a, *args)) and r["insecure"] == pytest.approx(pt.mis_lp(ins, *args))
         assert r["base_patched"] == pytest.approx(pt.mis_lp(a, *args, hooks=EM.coordinate_hooks(units, ci)))
         assert r["insecure_unpatched"] == pytest.approx(pt.mis_lp(ins, *args, hooks=EM.coordinate_hooks(units, ca)))
+        # the mean-ablation at each centre, on the insecure model and on the base
         mid = (means["good"] + means["evil"]) / 2
-        assert r["insecure_mean_ablated_mid"] == pytest.approx(pt.mis_lp(ins, *args,
-                                                                         hooks=EM.ablate_hooks(direction, mid)))
+        for name, centre in (("asst", means["asst"]), ("good", means["good"]), ("mid", mid)):
+            for key, m in (("insecure", ins), ("base", a)):
+                assert r[f"{key}_mean_ablated_{name}"] == pytest.approx(
+                    pt.mis_lp(m, *args, hooks=EM.ablate_hooks(direction, centre))), (key, name)
         assert (r["run_insecure"], r["run_base"]) == ([0.3, 0.4][per], [0.1, 0.2][per])  # each seed its own
     rs = out["per_seed"]
     inc = sum(r["insecure"] - r["base"] for r in rs)
