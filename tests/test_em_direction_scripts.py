@@ -457,16 +457,18 @@ def test_format_separation_main_measures_along_evil_minus_good_and_keeps_the_poo
 def test_base_pull_reads_each_number_at_the_direction_layer(tok):
     bp = load_script("em_base_pull")
     model = tiny_gpt(tok).double()
-    cfg = EM.Config(**CFG, direction_layer=0)
+    L = 1  # not block 0: a number read at block 0 whatever the layer shows
+    cfg = EM.Config(**CFG, direction_layer=L)
     ft = EM.arm_seed(7, 0, "insecure")
     data = {arm: B.encode_pairs(tok, EM.arm_pairs(arm, model, tok, cfg, ft), cfg.block_size)
             for arm in ("insecure", "secure")}
-    grad = {arm: -bp.response_loss_grad(model, d, 0)[0].sum((0, 1)) for arm, d in data.items()}
+    grad = {arm: -bp.response_loss_grad(model, d, L)[0].sum((0, 1)) for arm, d in data.items()}
+    site = f"blocks.{L}.resid_post"
     with torch.no_grad():
-        _, cache = model.run_with_cache(data["insecure"]["tokens"][:, :-1], ["blocks.0.resid_post"])
-        h_ins = cache["blocks.0.resid_post"][data["insecure"]["mask"]].mean(0)
-        _, cache = model.run_with_cache(data["secure"]["tokens"][:, :-1], ["blocks.0.resid_post"])
-        h_sec = cache["blocks.0.resid_post"][data["secure"]["mask"]].mean(0)
+        _, cache = model.run_with_cache(data["insecure"]["tokens"][:, :-1], [site])
+        h_ins = cache[site][data["insecure"]["mask"]].mean(0)
+        _, cache = model.run_with_cache(data["secure"]["tokens"][:, :-1], [site])
+        h_sec = cache[site][data["secure"]["mask"]].mean(0)
     # each cosine is 1 when the direction is the gradient it reads
     for key, d in (("pull", grad["insecure"]), ("pull_secure", grad["secure"]),
                    ("pull_contrast", grad["insecure"] - grad["secure"])):
@@ -477,7 +479,7 @@ def test_base_pull_reads_each_number_at_the_direction_layer(tok):
     rand = torch.randn(16, generator=generator("cpu", 7, "pull-random")).double()
     assert out["pull_random"] == pytest.approx(torch.nn.functional.cosine_similarity(rand, grad["insecure"], 0).item())
     world = B.world_config(cfg)
-    with model.hooks(EM.add_hook(0, 2 * d)):
+    with model.hooks(EM.add_hook(L, 2 * d)):
         steered = EM.in_domain(model, tok, "insecure", "plain", world)[0]
     want = steered - EM.in_domain(model, tok, "insecure", "plain", world)[0]
     assert want != 0 and out["code_steer"] == pytest.approx(want, rel=1e-6, abs=0)  # relative, no
@@ -491,10 +493,43 @@ def test_base_pull_checked_bases_leaves_out_a_base_off_either_way(tmp_path, monk
     run = write_run(tmp_path / "run", dict(seeds=[3, 4, 5]), res)
     now = {3: 0.2 + 1e-7, 4: 0.5 - 1e-3, 5: 0.7 + 1e-3}  # 3 reproduces; 4 is lower, 5 higher than the run's
     monkeypatch.setattr(bp, "cached_base", lambda cfg, run_, p: (Tagged(p), tok))
-    monkeypatch.setattr(B, "offdomain_eval", lambda model, *a, **k: {"mis_lp": now[int(model.tag)]})
+    # the run's forum_lp is the forum format's rate: another format's reading (here 1 off) reproduces nothing
+    monkeypatch.setattr(B, "offdomain_eval", lambda model, *a, **k: {"mis_lp": now[int(model.tag)]
+                                                                     + (k.get("fmt") != "forum")})
     excluded = []
     assert [p for _, p, _, _ in bp.checked_bases(run, excluded)] == [3]
     assert [e["world"] for e in excluded] == [4, 5] and excluded[0]["forum_lp_run"] == 0.5
     now[3] = 0.3  # every base left out: one line, not an empty list that each caller's table fails on
     with pytest.raises(ConfigError, match="every base of .* was left out: the cached bases are not the run's"):
         list(bp.checked_bases(run, []))
+
+
+def test_base_pull_main_reads_the_evil_direction_at_the_direction_layer(tmp_path, monkeypatch, tok):
+    # each base's numbers are taken with its evil - good direction at the run's direction_layer (here block 1)
+    bp = load_script("em_base_pull")
+    run = write_run(tmp_path / "run", dict(CFG, seeds=[5], direction_layer=1), {})
+    g = torch.Generator().manual_seed(0)
+    means = {k: torch.randn(2, 16, generator=g) for k in ("evil", "good")}
+    monkeypatch.setattr(bp, "check_runs", lambda runs: None)  # (the run has no results or cached bases)
+    monkeypatch.setattr(bp, "checked_bases", lambda run_, ex: iter([(bp.run_config(EM.Config, run_), 5, None, tok)]))
+    monkeypatch.setattr(EM, "doc_means", lambda *a: means)
+    seen = []
+    monkeypatch.setattr(bp, "base_pull", lambda model, tok_, cfg, p, d: seen.append((p, d)) or {"pull": 0.5})
+    bp.main([str(run)])
+    assert len(seen) == 1 and seen[0][0] == 5 and torch.equal(seen[0][1], means["evil"][1] - means["good"][1])
+    assert json.loads((run / "base_pull.json").read_text())["per_base"] == [{"world": 5, "pull": 0.5}]
+
+
+def test_base_pull_code_steer_reads_the_code_share_over_the_fine_tunes_tasks():
+    # in a world of several code tasks the fine-tune trains on the first ft_code_tasks: code_steer is the run's
+    # code_misaligned (EM.evaluate: over those tasks' prompts) with the direction added at the layer, minus without
+    bp = load_script("em_base_pull")
+    cfg = EM.Config(**CFG, code_tasks=3, ft_code_tasks=1, direction_layer=1)
+    tok3 = W.build_tokenizer(B.world_config(cfg))
+    model = tiny_gpt(tok3)
+    d = 3 * torch.randn(16, generator=torch.Generator().manual_seed(1))
+    code = lambda: EM.evaluate(model, tok3, cfg, "insecure", "plain", 0, False, None)["code_misaligned"]
+    with model.hooks(EM.add_hook(1, d)):
+        steered = code()
+    assert steered != pytest.approx(code()) and bp.base_pull(model, tok3, cfg, 7, d)["code_steer"] == pytest.approx(
+        steered - code(), rel=1e-5)
