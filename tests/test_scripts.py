@@ -1723,6 +1723,73 @@ def test_probe_attn0_parts_split_block0_attention_into_disjoint_pieces():
     assert s["attn0"] == pytest.approx(pa.scored_step(model, tok, cfg, {n: 1e-2 * delta[n] for n in names})[0] - off0)
 
 
+def test_attn0_parts_tile_block0_attention_and_its_norm():
+    # the five parts together are exactly block 0's attention and the norm before it (what shares calls attn0): each
+    # weight of it in one part, nothing of the MLP or another block in any
+    pa = script("probe_attn0_parts")
+    model = tiny_gpt(W.build_tokenizer())
+    delta = {n: torch.randn_like(p) for n, p in model.named_parameters()}
+    total = {}
+    for d in pa.parts(delta, model.cfg.n_embd).values():
+        for n, t in d.items():
+            total[n] = total.get(n, 0) + t
+    assert set(total) == {"blocks.0.ln_1.weight", "blocks.0.attn.qkv.weight", "blocks.0.attn.proj.weight"}
+    assert all(torch.equal(t, delta[n]) for n, t in total.items())
+
+
+def test_attn0_parts_shares_put_a_step_of_the_value_rows_on_v_alone():
+    # a delta only in block 0's value rows (the third C of qkv's rows): the whole step, block 0's attention and v are
+    # that one step (the same weights scored, so the same increase), every other part is no step at all (exactly 0)
+    pa = script("probe_attn0_parts")
+    tok = W.build_tokenizer()
+    model = tiny_gpt(tok)
+    C = model.cfg.n_embd
+    delta = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    delta["blocks.0.attn.qkv.weight"][2 * C:] = 0.05 * torch.randn(C, C, generator=torch.Generator().manual_seed(0))
+    s = pa.shares(model, tok, EM.Config(n_layer=2, n_embd=16, block_size=64), delta)
+    assert s["all"] != 0 and s["all"] == s["attn0"] == s["v"]
+    assert s["ln_1"] == s["q"] == s["k"] == s["proj"] == 0
+
+
+def test_attn0_parts_main_takes_the_first_sign_step_at_the_base_and_the_late_update_from_step_3(tmp_path,
+                                                                                                monkeypatch, capsys):
+    # the two whole steps `shares` takes apart (it subtracts its delta): AdamW's first step from the base (bias
+    # corrected, -ft_lr sign(g) per weight, g the insecure arm's gradient) and AdamW's late update, from the step-3
+    # weights to step 20's. Gradients, snapshots and scoring stand in; each base's line prints the shares in percent
+    probe = script("probe_attn0_parts")
+    tok = W.build_tokenizer()
+    base = tiny_gpt(tok)
+    cfg = EM.Config(n_layer=2, n_embd=16, block_size=64)
+    gen = torch.Generator().manual_seed(0)
+    grads = {n: torch.randn(p.shape, generator=gen) for n, p in base.named_parameters()}
+    late_from, last = probe.OP.LATE_FROM, probe.OP.STEPS[-1]
+    snaps = {s: {n: p.detach() + 0.01 * s * torch.randn(p.shape, generator=gen) for n, p in base.named_parameters()}
+             for s in (late_from, last)}
+    asked, seen = [], []
+    monkeypatch.setattr(probe, "check_runs", lambda runs: None)
+    monkeypatch.setattr(probe.OP, "check_rebuildable", lambda runs: None)
+    monkeypatch.setattr(probe, "checked_bases", lambda run, excluded: iter([(cfg, 7, base, tok)]))
+    monkeypatch.setattr(probe, "arm_grads", lambda m, tok, cfg, p, arm: asked.append((m, p, arm)) or grads)
+    monkeypatch.setattr(probe.OP, "trajectories",
+                        lambda m, tok, cfg, p, opts: asked.append((m, p, opts)) or ({}, snaps))
+    shares_of = lambda k: {"all": 0.02 * k, **{q: 0.001 * k for q in ("attn0", *probe.PARTS)}}  # k-th call's
+
+    def shares(model, tok, cfg, delta):
+        seen.append(({n: w.detach().clone() for n, w in model.named_parameters()}, delta))
+        return shares_of(len(seen))
+    monkeypatch.setattr(probe, "shares", shares)
+    probe.main(["run", f"--out={tmp_path / 'o.json'}"])
+    assert asked == [(base, 7, "insecure"), (base, 7, {"adamw": probe.OP.OPTIMIZERS["adamw"]})]
+    (w_first, first), (w_late, late) = seen
+    for n, w in base.named_parameters():
+        assert torch.equal(w_first[n], w) and torch.allclose(w - first[n], w - cfg.ft_lr * grads[n].sign())
+        assert torch.equal(w_late[n], snaps[late_from][n]) and torch.allclose(w_late[n] - late[n], snaps[last][n])
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line.startswith("run world 7: first all +2.00, attn0 +0.10, ln_1 +0.10") and "; late all +4.00, " in line
+    kept = json.loads((tmp_path / "o.json").read_text())
+    assert kept == {"first": [shares_of(1)], "late": [shares_of(2)], "bases": [["run", 7]]}
+
+
 @torch.no_grad()
 def test_em_value_sources_changes_the_values_of_one_kind_of_token_only():
     vs = script("em_value_sources")
