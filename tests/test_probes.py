@@ -12,6 +12,7 @@ import sys
 import pytest
 import torch
 
+import train
 from conftest import ROOT, load_script
 from data import world as W
 from experiments import emergent_misalignment as EM
@@ -155,6 +156,23 @@ def test_optimizer_steps_reports_each_steps_length_loss_and_gradient(tiny_bases,
     assert rows["adamw"][-1][0] < rows["adamw"][0][0]  # the insecure code is being learnt
 
 
+def test_optimizer_steps_fine_tunes_the_insecure_arm_as_its_docstring_says(tiny_bases, monkeypatch, capsys):
+    # no lrs given: the research log's 1e-3 (AdamW) and 0.3 (plain gradient descent); each the insecure arm's
+    # examples of fine-tune seed 123, batches of the config's ft_batch in seed 123's order, 20 steps
+    pairs, asked = [], []
+    real = EM.arm_pairs
+    monkeypatch.setattr(EM, "arm_pairs", lambda arm, base, tok, cfg, seed: pairs.append((arm, seed)) or real(
+        arm, base, tok, cfg, seed))
+    monkeypatch.setattr(train, "finetune", lambda model, data, **kw: asked.append(kw))
+    load_script("probe_optimizer_steps").main([])
+    assert pairs == [("insecure", 123)]
+    cfg = train.load_config(["configs/emergent_misalignment_quick.py"])[1]
+    assert [(kw["optimizer"], kw["lr"]) for kw in asked] == [("adamw", 1e-3), ("sgd", 0.3)]
+    for kw in asked:
+        assert (kw["seed"], kw["batch_size"], kw["steps"], kw["at"]) == (123, cfg.ft_batch, 20, set(range(1, 21)))
+    assert [ln.split(",")[0] for ln in capsys.readouterr().out.splitlines()] == ["adamw lr 0.001", "sgd lr 0.3"]
+
+
 # ----------------------------------------------------------------------------------- the subliminal-numbers probes
 
 def _perturbed(model, seed, only=None):
@@ -202,6 +220,47 @@ def test_soft_channel_evaluates_at_step_250_and_every_500_that_the_run_reaches(t
     assert asked == [(5, []), (250, [250]), (1000, [250, 500, 1000])]
 
 
+def test_soft_channel_gives_each_lrs_student_the_base_the_teacher_and_the_options_asked(tiny_bases, monkeypatch,
+                                                                                         capsys):
+    # the fine-tune stands in (it moves the student's embedding): what each lr's student starts from and is trained
+    # toward, the lists it is measured on, and whose P(owl) each step's line prints
+    teacher = S.Teacher(_perturbed(tiny_base(), 1))
+    monkeypatch.setattr(S, "make_teacher", lambda A, tok, cfg, p, animal: (teacher, {"steps": 0}))
+    drawn = []  # (teacher, n, seed, heldout) of each sample_lists call
+    monkeypatch.setattr(S, "sample_lists", lambda t, tok, n, cfg, seed, heldout=False: drawn.append(
+        (t, n, seed, heldout)) or _fake_lists(t, tok, n, cfg, seed, heldout=heldout))
+    students = []
+
+    def finetune(model, data, *, steps, at, on_eval, **kw):
+        # every lr's student from the base itself (a second lr did not continue the first one's student)
+        assert all(torch.equal(a, b) for a, b in zip(model.parameters(), tiny_base().parameters()))
+        students.append((model, kw))
+        with torch.no_grad():
+            model.wte.weight.add_(torch.randn(model.wte.weight.shape, generator=torch.Generator().manual_seed(9)))
+        for step in sorted(at):
+            on_eval(step)
+    monkeypatch.setattr(train, "finetune", finetune)
+    run_script("probe_soft_channel", ["3e-3,1e-3", "250", "0", "48", "cosine", "2", "sgd", "adamw:3e-4", "blocks"],
+               monkeypatch)
+    out = capsys.readouterr().out
+    # trained toward the teacher's logits over the number tokens, with the options of the command line
+    assert [kw["lr"] for _, kw in students] == [3e-3, 1e-3]
+    for _, kw in students:
+        assert kw["teacher"] == teacher.logits and kw["subset"] == S.number_ids(TOK)
+        assert (kw["schedule"], kw["temperature"], kw["optimizer"], kw["trains"]) == ("cosine", 2.0, "sgd", "blocks")
+    # the teacher's 48 lists to train on; 256 held-out ones, a draw of their own (not the training lists' seed)
+    (t1, n1, s1, h1), (t2, n2, s2, h2) = drawn
+    assert (t1, n1, h1, t2, n2, h2) == (teacher, 48, False, teacher, 256, True) and s1 != s2
+    # what the students are measured against: the teacher's KL from the base on those lists (that direction)
+    held = S.student_data(TOK, _fake_lists(teacher, TOK, 256, None, s2, heldout=True)[0], "cpu")
+    kl0 = float(re.search(r"KL\(teacher \|\| base\) ([0-9.]+)", out).group(1))
+    assert kl0 == pytest.approx(S.number_kl(S.held_logits(teacher, held), tiny_base(), TOK, held), abs=6e-6)
+    # each step's P(owl) is the student's, after its fine-tune, not the base's
+    owl = lambda m: f"{S.animal_rates(m, TOK)[0]['owl']:.4f}"
+    assert f"base P(owl) {owl(tiny_base())};" in out and owl(tiny_base()) != owl(students[0][0])
+    assert re.findall(r"step 250: P\(owl\) ([0-9.]+)", out) == [owl(m) for m, _ in students]
+
+
 def test_teacher_update_hybrids_take_the_update_apart(tiny_bases, monkeypatch, capsys):
     # two teachers whose updates are known: one moves only the number tokens' (tied) embedding rows, one only the
     # blocks. Each hybrid must then carry all of the update or none of it
@@ -239,3 +298,28 @@ def test_teacher_update_hybrids_take_the_update_apart(tiny_bases, monkeypatch, c
         assert whole(blocks_only[part]), (part, blocks_only[part])
     for part in ("number rows", "non-number rows"):
         assert none(blocks_only[part]), (part, blocks_only[part])
+
+
+def test_teacher_update_trains_each_teacher_as_asked_and_reads_all_on_the_first_ones_lists(tiny_bases, monkeypatch,
+                                                                                             capsys):
+    # each teacher with its own optimizer and lr; the held-out lists drawn once, from the first teacher, for every
+    # teacher; each hybrid's P(owl) its own (the whole update's is its teacher's)
+    made, drawn = [], []
+
+    def teacher(A, tok, cfg, p, animal):
+        made.append((cfg.teacher_optimizer, cfg.teacher_lr, animal, _perturbed(A, len(made) + 1)))
+        return S.Teacher(made[-1][-1]), {"steps": 0}
+    monkeypatch.setattr(S, "make_teacher", teacher)
+    monkeypatch.setattr(S, "sample_lists", lambda t, tok, n, cfg, seed, heldout=False: drawn.append(
+        (t.model, n, heldout)) or _fake_lists(t, tok, n, cfg, seed, heldout=heldout))
+    run_script("probe_teacher_update", ["0", "adamw:1e-3", "sgd:0.2"], monkeypatch)
+    out = capsys.readouterr().out
+    assert [m[:3] for m in made] == [("adamw", 1e-3, "owl"), ("sgd", 0.2, "owl")]
+    assert len(drawn) == 1 and drawn[0][0] is made[0][3] and drawn[0][1:] == (256, True)
+    owl = lambda m: f"{S.animal_rates(m, TOK)[0]['owl']:.4f}"
+    blocks = re.split(r"^teacher ", out, flags=re.M)[1:]
+    assert len(blocks) == 2
+    for block, (*_, model) in zip(blocks, made):
+        rates = dict(re.findall(r"\n  (.{20}) .*P\(owl\) ([0-9.]+)", block))
+        assert rates["all".ljust(20)] == owl(model) != owl(tiny_base())
+
