@@ -1,10 +1,12 @@
 """The exploratory probes whose numbers docs/ quotes (scripts/probe_first_gradient.py, probe_optimizer_steps.py,
-probe_soft_channel.py, probe_teacher_update.py), on a tiny random GPT in place of a pretrained base: each probe's core
-computation against a property it must have (a finite difference, Adam's first step, a teacher's update taken apart
-along known parts, a soft student that approaches its teacher). The bases, teachers and sampled lists that take minutes
-are stood in for; what the probe itself computes from them runs as written."""
+probe_soft_channel.py, probe_teacher_update.py, probe_number_order.py, probe_mis_cross_init.py), on a tiny random GPT in
+place of a pretrained base: each probe's core computation against a property it must have (a finite difference, Adam's
+first step, a teacher's update taken apart along known parts, a soft student that approaches its teacher), and which
+base, teacher, lists and options each reading is taken on. The bases, teachers and sampled lists that take minutes are
+stood in for; what the probe itself computes from them runs as written."""
 import copy
 import dataclasses
+import json
 import re
 import runpy
 import sys
@@ -323,3 +325,79 @@ def test_teacher_update_trains_each_teacher_as_asked_and_reads_all_on_the_first_
         rates = dict(re.findall(r"\n  (.{20}) .*P\(owl\) ([0-9.]+)", block))
         assert rates["all".ljust(20)] == owl(model) != owl(tiny_base())
 
+
+# ------------------------------------------------------------------------------------------ misalignment cross init
+
+def test_mis_cross_init_trains_and_measures_each_student_from_its_own_base(tiny_bases, monkeypatch, capsys, tmp_path):
+    # the cross-init row: the same teacher, lists and soft targets, a student started from base Q, and Q's own
+    # misalignment beside it. Training and evaluation stand in: an "evaluation" reads the model's first weight (so it
+    # names the model it was given), a student is its start moved by 1 at its last step (0.5 the step before)
+    probe = load_script("probe_mis_cross_init")
+    (tmp_path / "config.json").write_text(json.dumps({"experiment": "subliminal_numbers", "mode": "misalignment",
+                                                      "n_lists": 64}))
+    first = lambda m: next(m.parameters()).flatten()[0].item()
+    asked = []  # the teacher and the lists as the run's unit makes them: its em_steps, matched to the code threshold
+    # (em_match, insecure the first teacher), the evil numbers banned from the lists
+    monkeypatch.setattr(S, "em_teacher", lambda cfg, A, tok, p, t, steps, match: asked.append((t, steps, match)) or (
+        _perturbed(A, 1), steps))
+    monkeypatch.setattr(S, "sample_lists", lambda *a, banned=(), **k: asked.append(banned) or _fake_lists(*a, **k))
+    monkeypatch.setattr(S, "mis_evaluate", lambda m, tok, cfg, seed, name: {"mis_sampled": first(m), "valid_frac": 0.5})
+    starts = []
+
+    def shifted(model, by):
+        m = copy.deepcopy(model)
+        with torch.no_grad():
+            for w in m.parameters():
+                w.add_(by)
+        return m
+
+    def student(base, tok, cfg, data, seed, on_eval, teacher):
+        starts.append((first(base), seed))
+        last = S.student_steps(cfg, len(data["tokens"]))[0]
+        on_eval(shifted(base, 0.5), last - 1)
+        on_eval(shifted(base, 1.0), last)
+    monkeypatch.setattr(S, "train_student", student)
+    rows, logged = probe.main([str(tmp_path), "0", "1"])
+    cfg = train.run_config(S.Config, str(tmp_path))
+    assert asked == [("insecure", cfg.em_steps, True), W.EVIL_NUMBERS] and cfg.em_match
+    bases = [first(tiny_base(q)) for q in (0, 1)]
+    # every student in the stream of the run's insecure_soft student of seed (P, 0), from its own base
+    soft = S.seed_int(S.seed_int("subliminal-misalignment", 0, 0), "insecure", "soft")
+    assert starts == [(pytest.approx(b), soft) for b in bases] and bases[0] != bases[1] and logged is None
+    assert [q for q, _, _ in rows] == [0, 1]
+    assert [b["mis_sampled"] for _, b, _ in rows] == pytest.approx(bases)  # each base's own, untrained
+    assert [s["mis_sampled"] for _, _, s in rows] == pytest.approx([v + 1 for v in bases])  # at the last step
+    # the table: base, init, the base's misalignment, then its student's
+    table = capsys.readouterr().out.splitlines()[2:]
+    assert [ln.split() for ln in table] == [[str(q), init, f"{b:.4f}", f"{b + 1:.4f}", "0.500"]
+                                            for q, init, b in zip((0, 1), ("shared", "cross"), bases)]
+
+
+# ---------------------------------------------------------------------------------------------- number order
+
+def test_number_order_reads_each_animals_teacher_on_the_runs_heldout_lists(tiny_bases, monkeypatch, capsys, tmp_path):
+    # the conditional KL is the run's kl_numbers for seed (P, 0): each animal's own teacher, on the held-out lists
+    # the run's unit draws (experiments/subliminal_numbers.py: heldout_lists of them, from its "heldout" stream)
+    probe = load_script("probe_number_order")
+    (tmp_path / "config.json").write_text(json.dumps({"experiment": "subliminal_numbers", "animals": ["owl", "fox"],
+                                                      "heldout_lists": 24}))
+    teachers = {}
+    monkeypatch.setattr(S, "make_teacher", lambda A, tok, cfg, p, animal: (
+        teachers.setdefault(animal, S.Teacher(_perturbed(A, len(teachers) + 1))), {}))
+    monkeypatch.setattr(S, "sample_lists", _fake_lists)
+    probe.main([str(tmp_path), "2"])
+    out = capsys.readouterr().out.splitlines()
+    cfg, base = train.run_config(S.Config, str(tmp_path)), tiny_base(2)
+    seed = S.seed_int(S.seed_int("subliminal-numbers", 2, 0), "heldout")
+    held = S.student_data(TOK, _fake_lists(None, TOK, cfg.heldout_lists, cfg, seed, heldout=True)[0], "cpu")
+    ratios = []
+    for line, animal in zip(out[1:-1], ("owl", "fox")):
+        t = teachers[animal]
+        p, a, cond, marg, ratio = line.split()[:5]
+        assert (p, a) == ("2", animal)
+        assert float(cond) == pytest.approx(S.number_kl(S.held_logits(t, held), base, TOK, held), abs=6e-5)
+        c, g = probe.decompose(t, base, TOK, held)
+        assert (float(marg), float(ratio)) == pytest.approx((g, g / c), abs=6e-3)
+        ratios.append(g / c)
+    assert len(out) == 4 and 0 < ratios[0] < 1 and ratios[0] != pytest.approx(ratios[1])
+    assert out[-1] == f"mean over 2 teachers: marginal / conditional {sum(ratios) / 2:.2f}"

@@ -174,6 +174,24 @@ def test_order_probe_kls_nest_and_match_the_soft_signal():
     assert 0 < marg < cond   # the KL of the mixtures is below the mean KL (joint convexity)
 
 
+def test_order_probe_kls_by_hand_over_the_trained_positions():
+    # fixed logits, the KLs written out: each position's distribution renormalised over the number tokens; the
+    # conditional the mean KL over the trained positions, the marginal the KL of the two mean distributions over
+    # those positions (the padding's, made very different here, counts in neither), teacher first
+    probe = load_script("probe_number_order")
+    nums, g = S.number_ids(TOK), torch.Generator().manual_seed(0)
+    lt, lb = (3 * torch.randn(2, 3, TOK.get_vocab_size(), generator=g) for _ in range(2))
+    mask = torch.tensor([[True, False, True], [False, True, False]])
+    lt[~mask] += 20 * torch.randn(3, TOK.get_vocab_size(), generator=g)
+    data = {"tokens": torch.zeros(2, 4, dtype=torch.long), "mask": mask}
+    cond, marg = probe.decompose(S.Teacher(lambda x: lt), lambda x: lb, TOK, data)
+    pt, pb = (p[mask][:, nums].double().softmax(-1) for p in (lt, lb))  # [3 trained positions, 100 numbers]
+    kl = lambda p, q: (p * (p / q).log()).sum(-1)
+    assert cond == pytest.approx(kl(pt, pb).mean().item(), rel=1e-5)
+    assert marg == pytest.approx(kl(pt.mean(0), pb.mean(0)).item(), rel=1e-5)
+    assert 0 < marg < cond
+
+
 def test_order_probe_reads_the_lists_on_the_bases_device(monkeypatch, tmp_path, forward_devices):
     probe = load_script("probe_number_order")
     run = tmp_path / "run"
