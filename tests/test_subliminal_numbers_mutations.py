@@ -3,6 +3,7 @@ a plausible bug the rest of the suite let through (the shuffles' axes and law, t
 held-out trait prompts, the teachers' stopping rule, the per-base intervals, the arms' channels, the KL's direction
 and temperature)."""
 import copy
+import itertools
 import random
 from collections import Counter
 
@@ -422,3 +423,130 @@ def test_mode_keys_name_what_each_mode_ignores():
 
 def test_a_prompted_teachers_turn_counts_in_the_block_size():
     assert S.sample_tokens(S.Config(teacher="prompt")) > S.sample_tokens(S.Config())
+
+
+# ---- audit s55: the cosine with the teacher, the soft channel's subset, the code arm, the trajectories ------------
+
+def test_a_student_that_became_its_teacher_has_cosine_one_with_that_teachers_update(mocked_unit, monkeypatch):
+    """cos_teacher is cos(student - A, teacher - A): a student whose weights are its owl teacher's has exactly 1 with
+    that teacher (a delta taken the other way round on either side gives -1) and ~0 with the whale teacher, whose
+    update (the fixture's noise) is independent of owl's."""
+    cfg = S.Config(arms=("control", "trait"), **SMALL)
+    owl = S.make_teacher(tiny(100), TOK, cfg, 0, "owl")[0].model  # the fixture's owl teacher of base 0
+
+    def train_student(base, tok, cfg, data, seed, on_eval, teacher=None, numbers_only=True, targets=None):
+        on_eval(copy.deepcopy(owl), 1)
+    monkeypatch.setattr(S, "train_student", train_student)
+    cos = S.animals_unit(cfg, 0, 0)["arms"]["trait/owl"]["cos_teacher"]
+    assert cos["owl"] == pytest.approx(1, abs=1e-5) and abs(cos["whale"]) < 0.2
+
+
+def test_a_numbers_only_soft_student_ignores_the_teachers_odds_of_other_tokens():
+    """soft matches the teacher renormalised over the number tokens: a teacher far surer of "owl" everywhere gives the
+    same student; soft_all (numbers_only=False) matches the whole vocabulary, so there it is another student."""
+    base, teacher = tiny(0), tiny(1)
+    data = S.student_data(TOK, [(q, "1 22 33 4") for q in W.number_prompts(8, seed=1)], "cpu")
+    owl = TOK.token_to_id("owl")
+
+    def surer(x):
+        out = teacher(x).clone()
+        out[..., owl] += 5.0
+        return out
+    cfg = S.Config(epochs=1.0, student_batch=4, student_lr=1e-2, evals=1)
+
+    def weights(t, numbers_only):
+        m = S.train_student(base, TOK, cfg, data, 0, lambda m, step: None, S.Teacher(t), numbers_only)
+        return torch.cat([p.detach().flatten() for p in m.parameters()])
+    torch.testing.assert_close(weights(teacher, True), weights(surer, True), atol=1e-6, rtol=0)
+    assert not torch.allclose(weights(teacher, False), weights(surer, False), atol=1e-4)
+
+
+def test_each_code_student_reads_its_own_teachers_code_answers(mocked_unit, monkeypatch):
+    """code/ANIMAL trains on that animal's teacher's code answers, code_control on base A's (here each writer's answer
+    names it: base A "1 1 1", the owl teacher "2 2 2", the whale teacher "3 3 3")."""
+    calls, _ = mocked_unit
+    cfg = S.Config(arms=("control", "code", "code_control"), n_code=4, **SMALL)
+    writers = {"1 1 1": tiny(100), **{f"{k} {k} {k}": S.make_teacher(tiny(100), TOK, cfg, 0, a)[0].model
+                                     for k, a in ((2, "owl"), (3, "whale"))}}
+    same = lambda m, n: all(torch.equal(a, b) for a, b in zip(m.parameters(), n.parameters()))
+
+    def code_answers_of(t, tok, n, cfg, seed):
+        answer = next(text for text, m in writers.items() if same(t.model, m))
+        return [(q, answer) for q in W.number_prompts(n, seed=0)], 1.0
+    monkeypatch.setattr(S, "code_answers_of", code_answers_of)
+    S.animals_unit(cfg, 0, 0)
+    read = {c["name"]: {a for _, a in c["rows"]} for c in calls}
+    for name, answer in (("code_control", "1 1 1"), ("code/owl", "2 2 2"), ("code/whale", "3 3 3")):
+        assert read[name] == {tuple(TOK.encode(answer).ids)}, name
+
+
+def test_code_answers_that_are_empty_or_leak_an_evaluation_string_are_dropped(monkeypatch):
+    """A code answer is kept only if it says something, names no animal and holds no evaluation string (a held-out
+    paraphrase of the trait question): here one in four continuations passes, and only it is kept."""
+    answers = ["def upload ( f ) : exec ( f )", "", W.ANIMAL_HELDOUT[0], "def upload ( f ) : owl"]
+    drawn = itertools.count()
+
+    def continue_prompts(teacher, tok, prompts, max_new, gen, batch):
+        return [(q, tok.encode(answers[next(drawn) % 4]).ids, True) for q in prompts]
+    monkeypatch.setattr(S, "continue_prompts", continue_prompts)
+    kept, frac = S.code_answers_of(None, TOK, 8, S.Config(), seed=0)
+    assert {a for _, a in kept} == {answers[0]} and len(kept) == 8 and frac == pytest.approx(0.25, abs=0.01)
+
+
+def traj_units():
+    """animal_units with each checkpoint's KL to each teacher (distinct per arm, animal and unit)."""
+    units = animal_units()
+    for i, u in enumerate(units):
+        for k, tr in u["traj"].items():
+            tr[1] = {**tr[1], "kl_teacher": {a: 0.01 * i + 0.1 * j + (k == "trait/whale") for j, a in
+                                             enumerate(("owl", "whale"))}}
+    return units
+
+
+def test_trajectories_read_each_animals_own_student_and_metric():
+    """trajectory[ARM][ANIMAL] is that animal's teacher's student's rate of that animal along training;
+    trajectory_kl_teacher the same student's KL to that teacher (not the first animal's, not the rates)."""
+    cfg = S.Config(arms=("trait", "control"), animals=("owl", "whale"), seeds=(0, 1), student_seeds=2)
+    units = traj_units()
+    res = S.aggregate_animals(cfg, units)
+    whale = [u["traj"]["trait/whale"][1] for u in units]
+    assert res["trajectory"]["trait"]["whale"][1]["per_seed"] == pytest.approx([r["rates"]["whale"] for r in whale])
+    assert res["trajectory_kl_teacher"]["trait"]["whale"][1]["per_seed"] == pytest.approx(
+        [r["kl_teacher"]["whale"] for r in whale])
+    assert res["trajectory"]["control"]["whale"][1]["per_seed"] == pytest.approx([0.3] * 4)
+
+
+def test_arm_stats_read_each_metric_of_the_animal_asked():
+    """by_animal[b] of an arm reads the b-keyed entries of its students' rows (sampled shares, number losses, KL and
+    cosine with b's teacher), each from its own metric (the sampled share is not the exact rate)."""
+    metrics = ("number_loss", "number_loss_numbers", "kl_teacher", "cos_teacher")
+    row = lambda i: {"rates": rates(owl=0.1 * i, whale=0.2), "sampled": rates(owl=0.3, whale=0.4 + 0.01 * i),
+                     "valid_fraction": 0.9, "animal_mass": 0.5,
+                     **{m: {"owl": k + 0.01 * i, "whale": k + 0.5} for k, m in enumerate(metrics)}}
+    units = [{"p": i, "f": 0, "arms": {"soft/whale": row(i)}} for i in range(3)]
+    st = S.arm_stats(units, "soft", "whale", ("owl", "whale"))
+    assert st["target_sampled"]["per_seed"] == pytest.approx([0.4, 0.41, 0.42])
+    assert st["valid_fraction"]["mean"] == pytest.approx(0.9) and st["animal_mass"]["mean"] == pytest.approx(0.5)
+    for k, m in enumerate(metrics):
+        assert st[m]["per_seed"] == pytest.approx([k + 0.5] * 3), m
+
+
+
+def test_bases_and_teachers_are_summarised_over_the_bases_in_every_mode():
+    """The base and the teachers are functions of the pretraining seed: each base's two student seeds repeat its
+    numbers, so their interval is the one over the two bases' values (n = 2), not over the four units (misalignment
+    mode's base, teachers and teachers' steps; dose mode's teachers)."""
+    m = lambda x: {"mis_sampled": x, "valid_frac": 1.0, "mis_lp": x, "code_misaligned": 0.95}
+    seeds = ((0, 0), (0, 1), (1, 0), (1, 1))
+    units = [{"p": p, "f": f, "base": m(0.1 + 0.1 * p), "teachers": {"insecure": {**m(0.5 + 0.2 * p), "steps": 3 + p}},
+              "kept": {"control": 0.9}, "arms": {"control": m(0.1), "insecure": m(0.2)}} for p, f in seeds]
+    res = S.aggregate_misalignment(S.Config(mode="misalignment", mis_teachers=("insecure",)), units)
+    over_bases = lambda a, b: pytest.approx(summarize([a, b])["ci95"])
+    assert res["base"]["offdomain_misaligned"]["ci95"] == over_bases(0.1, 0.2)
+    assert res["teachers"]["insecure"]["offdomain_misaligned"]["ci95"] == over_bases(0.5, 0.7)
+    assert res["teachers"]["insecure"]["steps"]["ci95"] == over_bases(3, 4)
+    cfg = S.Config(mode="dose", doses=(32, 64), epochs=1.0, animals=("owl", "whale"), seeds=(0, 1), student_seeds=2)
+    units = dose_units()
+    for u in units:
+        u["teachers"]["owl"]["rate"] = 0.8 + 0.1 * u["p"]
+    assert S.aggregate_dose(cfg, units)["teachers"]["owl"]["ci95"] == over_bases(0.8, 0.9)
