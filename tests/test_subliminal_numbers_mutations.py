@@ -3,6 +3,7 @@ a plausible bug the rest of the suite let through (the shuffles' axes and law, t
 held-out trait prompts, the teachers' stopping rule, the per-base intervals, the arms' channels, the KL's direction
 and temperature)."""
 import copy
+import dataclasses
 import itertools
 import random
 from collections import Counter
@@ -550,3 +551,59 @@ def test_bases_and_teachers_are_summarised_over_the_bases_in_every_mode():
     for u in units:
         u["teachers"]["owl"]["rate"] = 0.8 + 0.1 * u["p"]
     assert S.aggregate_dose(cfg, units)["teachers"]["owl"]["ci95"] == over_bases(0.8, 0.9)
+
+
+# ---- audit s55: the teachers' stopping rules at their thresholds ------------------------------------------------
+
+def test_a_teacher_exactly_at_its_threshold_has_reached_it(monkeypatch):
+    """finetune until P(animal) >= teacher_threshold: a teacher exactly at it stops at the first check (step 5) and
+    is not counted short of it (0.85 itself reached, as the rule reads)."""
+    monkeypatch.setattr(S, "animal_rates", lambda model, tok, prompts=None, probs=None: (rates(owl=0.85), 1.0))
+    cfg = S.Config(teacher_threshold=0.85, teacher_max_steps=10, teacher_lr=1e-3)
+    assert S.make_teacher(tiny(), TOK, cfg, 0, "owl")[1]["steps"] == 5
+    units = [{"p": p, "teachers": {"owl": {"rate": 0.85}, "whale": {"rate": 0.9}}} for p in (0, 1)]
+    assert S.teachers_short(cfg, units) == {}
+
+
+
+def test_a_fine_tuned_teachers_reported_rate_is_its_own():
+    """info["rate"] (tabled, and read by teachers_short) is the fine-tuned teacher's held-out rate, not its base's."""
+    base = tiny()
+    teacher, info = S.make_teacher(base, TOK, S.Config(teacher_max_steps=5, teacher_lr=1e-2), 0, "owl")
+    assert info["rate"] == pytest.approx(S.animal_rates(teacher.model, TOK)[0]["owl"], rel=1e-6)
+    assert abs(info["rate"] - S.animal_rates(base, TOK)[0]["owl"]) > 1e-3
+
+
+def test_an_em_teacher_whose_code_is_exactly_at_the_match_threshold_matched():
+    """em_match stops the first teacher once its code is >= match_threshold (0.9): exactly 0.9 is matched."""
+    m = lambda code: {"mis_sampled": 0.1, "valid_frac": 1.0, "mis_lp": 0.1, "code_misaligned": code}
+    cfg = S.Config(mode="misalignment", mis_teachers=("insecure",))
+    units = [{"p": p, "f": 0, "base": m(0.0), "teachers": {"insecure": {**m(0.9), "steps": 3}},
+              "kept": {"control": 0.9}, "arms": {"control": m(0.0), "insecure": m(0.9)}} for p in (0, 1)]
+    assert "teachers_unmatched" not in S.aggregate_misalignment(cfg, units)
+
+
+def test_only_the_first_em_teacher_is_matched_and_the_others_train_its_steps(mocked_unit, monkeypatch):
+    """With em_match the first teacher trains until its code is learnt (here at step 7) and every later one exactly
+    those 7 steps (no match of its own, as em_steps); without it each trains em_steps. Each soft student matches its
+    own teacher."""
+    calls, _ = mocked_unit
+    asked, made = [], {}
+
+    def em_teacher(cfg, A, tok, p, t, steps, match=False):
+        asked.append((t, steps, match))
+        made[t] = copy.deepcopy(A)
+        return made[t], 7 if match else steps
+    monkeypatch.setattr(S, "em_teacher", em_teacher)
+    monkeypatch.setattr(S, "mis_evaluate", lambda m, tok, cfg, seed, name: {"mis_sampled": 0.1, "valid_frac": 1.0,
+                                                                             "mis_lp": 0.1, "code_misaligned": 0.0})
+    cfg = S.Config(mode="misalignment", mis_teachers=("insecure", "secure", "educational"), em_steps=40,
+                   seeds=(0, 1), student_seeds=1, n_lists=8, evals=1, arms=("control", "soft"))
+    unit = S.misalignment_unit(cfg, 0, 0)
+    assert asked == [("insecure", 40, True), ("secure", 7, False), ("educational", 7, False)]
+    assert {t: v["steps"] for t, v in unit["teachers"].items()} == dict.fromkeys(cfg.mis_teachers, 7)
+    soft = [c["teacher"].model for c in calls if c["teacher"] is not None]
+    assert len(soft) == 3 and all(m is made[t] for m, t in zip(soft, cfg.mis_teachers))
+    asked.clear()
+    S.misalignment_unit(dataclasses.replace(cfg, em_match=False), 0, 0)
+    assert asked == [(t, 40, False) for t in cfg.mis_teachers]
