@@ -607,3 +607,52 @@ def test_only_the_first_em_teacher_is_matched_and_the_others_train_its_steps(moc
     asked.clear()
     S.misalignment_unit(dataclasses.replace(cfg, em_match=False), 0, 0)
     assert asked == [(t, 40, False) for t in cfg.mis_teachers]
+
+
+# ---- audit s55: the in-context arm, the sampling rounds, the dose table -----------------------------------------
+
+def test_icl_puts_icl_lists_of_the_lists_before_each_heldout_question(monkeypatch):
+    """Each of icl_contexts contexts holds icl_lists of the given lists as earlier turns (their prompts without a
+    second "<bos> <asst>"), before every held-out animal question."""
+    seen, real = [], S.animal_rates
+
+    def spy(model, tok, prompts=None, probs=None):
+        seen.extend(prompts)
+        return real(model, tok, prompts, probs)
+    monkeypatch.setattr(S, "animal_rates", spy)
+    pairs = [(q, f"{i} {i + 1}") for i, q in enumerate(W.number_prompts(10, seed=0))]
+    turns = {q[len(S.CHAT):] + " " + a for q, a in pairs}
+    S.icl_rates(tiny(block_size=128), TOK, S.Config(icl_lists=3, icl_contexts=4), pairs, generator("cpu", 0, "icl"))
+    questions = S.animal_prompts()
+    assert len(seen) == 4 * len(questions)
+    for i, p in enumerate(seen):
+        q = questions[i % len(questions)]
+        assert p.startswith(S.CHAT) and p.endswith(q[len(S.CHAT):]) and p.count("<bos>") == 1
+        context = p[len(S.CHAT):-len(q[len(S.CHAT):])].split(" <u> ")
+        assert len(context) == 3 and all(("" if k == 0 else "<u> ") + c.strip() in turns
+                                         for k, c in enumerate(context)), p
+
+
+def test_each_sampling_round_draws_from_its_own_random_stream(monkeypatch):
+    """collect's rounds continue new prompts with new random draws: a round reusing round 0's stream would give its
+    continuations the same uniforms (correlated samples)."""
+    first = []
+
+    def continue_prompts(teacher, tok, prompts, max_new, gen, batch):
+        first.append(torch.rand(1, generator=gen).item())
+        return [(q, tok.encode("1 2").ids, i == 0) for i, q in enumerate(prompts)]  # one passes a round
+    monkeypatch.setattr(S, "continue_prompts", continue_prompts)
+    S.collect(None, TOK, 4, S.Config(), 3, "lists", "sample", lambda r, need: ["p"] * need, 5, lambda p, t: t)
+    assert len(first) == 4 and len(set(first)) == 4
+
+
+def test_aggregate_dose_reads_each_animals_control_rate_and_each_students_mass():
+    """A dose row's control_rate for animal b is the control student's rate of b; animal_mass is per student."""
+    cfg = S.Config(mode="dose", doses=(32, 64), epochs=1.0, animals=("owl", "whale"), seeds=(0, 1), student_seeds=2)
+    units = dose_units()
+    for i, u in enumerate(units):
+        u["mass"] = {d: {"control": 0.5, "owl": 0.6 + 0.01 * i, "whale": 0.7} for d in (32, 64)}
+    row = S.aggregate_dose(cfg, units)["dose"][64]
+    assert row["whale"]["control_rate"]["per_seed"] == pytest.approx([0.2, 0.21, 0.22, 0.23])
+    assert row["animal_mass"]["owl"]["per_seed"] == pytest.approx([0.6, 0.61, 0.62, 0.63])
+    assert row["animal_mass"]["whale"]["mean"] == pytest.approx(0.7)
