@@ -656,3 +656,45 @@ def test_aggregate_dose_reads_each_animals_control_rate_and_each_students_mass()
     assert row["whale"]["control_rate"]["per_seed"] == pytest.approx([0.2, 0.21, 0.22, 0.23])
     assert row["animal_mass"]["owl"]["per_seed"] == pytest.approx([0.6, 0.61, 0.62, 0.63])
     assert row["animal_mass"]["whale"]["mean"] == pytest.approx(0.7)
+
+
+# ---- audit s55: the flags at their edges -------------------------------------------------------------------------
+
+def test_the_animal_flags_at_their_edges():
+    """soft_pass needs soft - control >= 0.25 (exactly 0.25 reaches it) with the intervals apart (touching is not);
+    trait_ci_above_zero needs the interval's low end above 0 (from exactly 0 it is not); trait_specific is each
+    animal's specificity, not its effect."""
+    st = lambda m, lo, hi: {"mean": m, "ci95": [lo, hi], "per_seed": [lo, hi]}
+    arm = lambda rate, effect: {"target_rate": rate, "effect": effect, "target_rate_per_base": rate,
+                                "effect_per_base": effect}
+    res = {"arms": {"control": arm(st(0.1, 0.08, 0.12), st(0, 0, 0)),
+                    "soft": arm(st(0.35, 0.3, 0.4), st(0.25, 0.2, 0.3)),
+                    "trait": {**arm(st(0.2, 0.1, 0.3), st(0.05, 0.0, 0.1)),
+                              "by_animal": {"owl": {"specificity": st(0.03, 0.0, 0.06),
+                                                    "effect": st(0.05, 0.0, 0.1)}}}}}
+    res["arms"]["trait"]["specificity"] = res["arms"]["trait"]["by_animal"]["owl"]["specificity"]
+    f = S.figures_animals(res)
+    assert f["soft_pass"] is True and f["trait_ci_above_zero"] is False and f["trait_specific"] == {"owl": 0.03}
+    res["arms"]["soft"]["target_rate_per_base"] = st(0.35, 0.12, 0.58)  # its low end on the control's high end
+    assert S.figures_animals(res)["soft_pass"] is False
+
+
+def test_a_tie_with_another_teacher_is_not_specific():
+    """dose mode's specific: each animal gains MORE from its own teacher's lists than from any other's; the whale
+    teacher moving owl exactly as much as the owl teacher does is no evidence of specificity."""
+    cfg = S.Config(mode="dose", doses=(32, 64), epochs=1.0, animals=("owl", "whale"), seeds=(0, 1), student_seeds=2)
+    units = dose_units()
+    for u in units:
+        u["dose"][64]["whale"]["owl"] = u["dose"][64]["owl"]["owl"]
+    assert S.aggregate_dose(cfg, units)["figures_to_reach"]["specific"] is False
+
+
+def test_an_insecure_student_level_with_another_is_not_apart():
+    """sampled_pass needs insecure's student's interval wholly above the others': two intervals that meet (here both
+    the single point 0.5: every seed alike) are not apart."""
+    m = lambda x: {"mis_sampled": x, "valid_frac": 1.0, "mis_lp": x, "code_misaligned": 0.95}
+    cfg = S.Config(mode="misalignment", mis_teachers=("insecure", "secure"))
+    units = [{"p": p, "f": 0, "base": m(0.1), "teachers": {t: {**m(0.5), "steps": 5} for t in cfg.mis_teachers},
+              "kept": {"control": 0.9}, "arms": {"control": m(0.1), "insecure": m(0.5), "secure": m(0.5)}}
+             for p in (0, 1)]
+    assert S.aggregate_misalignment(cfg, units)["figures_to_reach"] == {"sampled_pass": False}
