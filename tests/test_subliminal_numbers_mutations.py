@@ -5,12 +5,14 @@ and temperature)."""
 import copy
 import dataclasses
 import itertools
+import math
 import random
 from collections import Counter
 
 import pytest
 import torch
 
+import train
 from data import world as W
 from eval import group_means, summarize
 from experiments import subliminal_numbers as S
@@ -698,3 +700,46 @@ def test_an_insecure_student_level_with_another_is_not_apart():
               "kept": {"control": 0.9}, "arms": {"control": m(0.1), "insecure": m(0.5), "secure": m(0.5)}}
              for p in (0, 1)]
     assert S.aggregate_misalignment(cfg, units)["figures_to_reach"] == {"sampled_pass": False}
+
+
+# ---- audit s55: the dose curve's x, evaluate's two number losses ------------------------------------------------
+
+def test_a_dose_students_checkpoint_at_d_lists_is_one_epoch_on_its_first_d_lists(mocked_unit, monkeypatch):
+    """dose mode reads every dose off one sequential pass: the student measured at dose d has read each of its
+    teacher's first d lists once (no list twice, none past d), so its weights are those of a student trained one epoch
+    on those d lists alone (here doses 4 and 8 in batches of 4, the control's student and the owl teacher's)."""
+    made = []
+
+    def sample_lists(t, tok, n, cfg, seed, banned=(), heldout=False):
+        r = random.Random(len(made))
+        made.append([(q, " ".join(map(str, r.sample(range(100), 3)))) for q in W.number_prompts(n, seed=len(made))])
+        return made[-1], 1.0
+    monkeypatch.setattr(S, "sample_lists", sample_lists)
+    flat = lambda m: torch.cat([p.detach().flatten() for p in m.parameters()])
+    seen, real = [], S.animal_rates
+
+    def spy(model, tok, *a, **k):
+        seen.append(flat(model))
+        return real(model, tok, *a, **k)
+    monkeypatch.setattr(S, "animal_rates", spy)
+    cfg = S.Config(mode="dose", doses=(4, 8), epochs=1.0, student_batch=4, student_lr=1e-2, animals=("owl",),
+                   seeds=(0,), student_seeds=1)
+    S.dose_unit(cfg, 0, 0)
+    assert len(seen) == 4  # (control, owl) x (4, 8) lists, in that order
+    for i, (lists, d) in enumerate((lists, d) for lists in made for d in cfg.doses):
+        assert len(lists[:d]) == d
+        want = train.finetune(copy.deepcopy(tiny(100)), S.student_data(TOK, lists[:d], "cpu"), steps=d // 4,
+                              batch_size=4, lr=1e-2, seed=0, order="sequential")
+        torch.testing.assert_close(seen[i], flat(want), atol=1e-6, rtol=0)
+
+
+def test_evaluates_number_loss_is_over_the_vocabulary_and_the_other_over_the_numbers():
+    """number_loss is nats per number over the whole vocabulary, number_loss_numbers renormalised over the 100 number
+    tokens: a model with a zero embedding predicts uniformly, log V and log 100."""
+    model = tiny()
+    with torch.no_grad():
+        model.wte.weight.zero_()
+    data = S.student_data(TOK, [(q, "1 22 33 4") for q in W.number_prompts(4, seed=2)], "cpu")
+    out = S.evaluate(model, TOK, S.Config(samples=2), generator("cpu", 0, "s"), heldout={"owl": data})
+    assert out["number_loss"]["owl"] == pytest.approx(math.log(TOK.get_vocab_size()), abs=1e-5)
+    assert out["number_loss_numbers"]["owl"] == pytest.approx(math.log(W.N_NUMBERS), abs=1e-5)
