@@ -82,7 +82,6 @@ def test_animal_prompts_are_the_heldout_paraphrases_only():
     assert not any(f" {q} " in p for p in ps for q in W.ANIMAL_TRAIN)
 
 
-
 def test_animal_probs_read_each_prompts_own_last_token_in_a_padded_batch():
     """Each row is the next-token distribution after that prompt alone, at the ten animals' ids: prompts of other
     lengths share a right-padded batch, so the row must read its own last real token (not a pad, not one before)."""
@@ -333,7 +332,6 @@ def test_number_kl_is_teacher_to_student_renormalised_over_the_numbers():
     assert got == pytest.approx(want, rel=1e-4)
 
 
-
 def test_held_logits_of_a_prompted_teacher_read_its_prompt_in_context():
     """A prompted teacher's held-out logits (what every student's kl_teacher and the teachers' kl_numbers compare
     with) are the base's after "<bos> <asst>" + the animal turn + the student's tokens, one row per trained position:
@@ -357,7 +355,6 @@ def test_soft_kl_temperature_softens_both_sides():
     sub = torch.tensor([1, 3, 4, 8])
     pt, ps = (t[:, sub] / 2).softmax(-1), (s[:, sub] / 2).softmax(-1)
     assert torch.allclose(train.soft_kl(t, s, sub, temperature=2.0), 4 * (pt * (pt / ps).log()).sum(-1), atol=1e-5)
-
 
 
 def test_teacher_targets_are_each_trained_positions_logits_over_the_subset_in_every_chunk():
@@ -534,7 +531,6 @@ def test_arm_stats_read_each_metric_of_the_animal_asked():
         assert st[m]["per_seed"] == pytest.approx([k + 0.5] * 3), m
 
 
-
 def test_bases_and_teachers_are_summarised_over_the_bases_in_every_mode():
     """The base and the teachers are functions of the pretraining seed: each base's two student seeds repeat its
     numbers, so their interval is the one over the two bases' values (n = 2), not over the four units (misalignment
@@ -565,7 +561,6 @@ def test_a_teacher_exactly_at_its_threshold_has_reached_it(monkeypatch):
     assert S.make_teacher(tiny(), TOK, cfg, 0, "owl")[1]["steps"] == 5
     units = [{"p": p, "teachers": {"owl": {"rate": 0.85}, "whale": {"rate": 0.9}}} for p in (0, 1)]
     assert S.teachers_short(cfg, units) == {}
-
 
 
 def test_a_fine_tuned_teachers_reported_rate_is_its_own():
