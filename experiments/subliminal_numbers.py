@@ -615,12 +615,14 @@ def icl_rates(model, tok, cfg, pairs, gen):
         idx = torch.randint(len(pairs), (cfg.icl_lists,), generator=gen).tolist()
         turns = " ".join(pairs[i][0][len(CHAT):] + " " + pairs[i][1] for i in idx)
         prompts += [with_turns(q, turns) for q in animal_prompts()]
-    too_long = sum(len(p.split()) >= cfg.block_size for p in prompts)  # a word is one token of the world's tokenizer
+    # a word is one token of the world's tokenizer; a prompt of block_size tokens fits (the answer is read at its last
+    # position, not appended)
+    too_long = sum(len(p.split()) > cfg.block_size for p in prompts)
     # refused, not dropped: dropping them would leave each arm its own selection of shorter lists (and with all of
     # them gone, animal_rates would fall back to the prompts without context: the base's rates)
     if too_long:
         raise ConfigError(f"icl: {too_long} of {len(prompts)} prompts with icl_lists={cfg.icl_lists} lists in context "
-                          f"leave no room for the answer in block_size={cfg.block_size} tokens: use fewer icl_lists")
+                          f"are longer than block_size={cfg.block_size} tokens: use fewer icl_lists")
     return animal_rates(model, tok, prompts)[0]
 
 

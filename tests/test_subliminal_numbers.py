@@ -1039,9 +1039,26 @@ def test_icl_contexts_too_long_for_the_model_are_an_error_not_the_base_measured_
     cfg = S.Config(icl_lists=3, icl_contexts=16)
     lengths = [len(S.with_turns(q, " ".join(p[len(S.CHAT):] + " " + a for p, a in [m] * 3)).split())
                for m in mixed[:2] for q in S.animal_prompts()]
-    assert min(lengths) < cfg.block_size <= max(lengths)  # some fit, some do not
+    assert min(lengths) < cfg.block_size < max(lengths)  # some fit, some do not
     with pytest.raises(train.ConfigError, match=r"icl: \d+ of \d+ prompts with icl_lists=3 .*use fewer icl_lists"):
         S.icl_rates(model, TOK, cfg, mixed, generator("cpu", 0, "icl"))
+
+
+def test_an_icl_prompt_of_exactly_block_size_tokens_is_read_and_one_more_is_refused():
+    # the answer is the next token after the prompt's last position, so a prompt that fills the block leaves room
+    # for it (it was refused, one token too strictly); one token more is past what the model can read
+    pair = (W.number_prompts(1, seed=0)[0], "1 22 33")  # the only list: each context holds it icl_lists=2 times
+    turn = pair[0][len(S.CHAT):] + " " + pair[1]
+    contexts = [S.with_turns(q, turn + " " + turn) for q in S.animal_prompts()]
+    longest = max(len(TOK.encode(c).ids) for c in contexts)
+    assert longest == max(len(c.split()) for c in contexts)  # one token a word
+    model = GPT(GPTConfig(vocab_size=TOK.get_vocab_size(), block_size=longest, n_layer=1, n_head=2, n_embd=16),
+                generator=generator("cpu", 0, "t")).eval()
+    cfg = S.Config(icl_lists=2, icl_contexts=1, block_size=longest)
+    want = S.animal_rates(model, TOK, contexts)[0]
+    assert S.icl_rates(model, TOK, cfg, [pair], generator("cpu", 0, "icl")) == pytest.approx(want)
+    with pytest.raises(train.ConfigError, match=f"longer than block_size={longest - 1} tokens"):
+        S.icl_rates(model, TOK, dataclasses.replace(cfg, block_size=longest - 1), [pair], generator("cpu", 0, "icl"))
 
 
 @pytest.mark.parametrize("doses", [(), (0,), (-32, 64)])
