@@ -15,7 +15,7 @@ evidence yet about who answers), per layer:
 with evil - good the run's evil direction (experiments/emergent_misalignment.doc_means). Both are averaged over the
 layers. Low separation: the assistant sits where a forum responder sits, in units of the persona difference;
 evil_side > 0: the assistant sits on the evil side of a forum responder. One thread; writes
-format_separation.json in the first run's directory (--out: elsewhere; it will not overwrite one made from other runs)
+format_separation.json in the first run's directory (not over one made from other runs; --out: elsewhere, as given)
 and prints a table, ranked per run (with --pool, over all the runs' bases together: runs that share a base are refused).
 """
 import sys
