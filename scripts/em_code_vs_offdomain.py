@@ -10,8 +10,9 @@ checkpoints that checkpoint sits at different code levels. Plotting each run's o
 insecure code share, one point per checkpoint, compares them at equal code instead of at equal step. Per run and
 checkpoint: the mean insecure code share (log-prob; drawn on a log-odds axis) and the mean paired increase of off-domain
 sampled misalignment over the base, in points, with its 95% t-interval over seeds. Prints a table; writes the figure
-(default: beside the first run, code_vs_offdomain.png). A seed with no valid off-domain answer at a checkpoint read (or
-at its base) has no increase there: every table leaves it out and says how many it left out (n/a where none is left).
+(default: code_vs_offdomain.png in the first run's directory). A seed with no valid off-domain answer at a checkpoint
+read (or at its base) has no increase there: every table leaves it out and says how many it left out (n/a where none
+is left).
 
 --reference: how far each run lies off the reference run's curve, seed by seed (the runs on the same bases and
 fine-tune seeds). For each seed, the reference's checkpoints up to step --upto (before its code saturates) give its
