@@ -36,7 +36,8 @@ increase in points, sampled and by log-prob, of the off-domain misalignment and 
 t-intervals over bases; a base with no valid sample is left out of the sampled one), the paired v* minus e; as ratios
 of means: the rate over the base's, the valid fraction over the base's, the persona share (only where the code
 increase's interval is above zero, n/a otherwise: one base has no interval); the bases past +5 points and 3x; a
-table and a figure (misalignment and valid fraction against A). Research log: "The base steered by v*, sampled".
+table and, with --figure=, a figure (misalignment and valid fraction against A). Research log: "The base steered by
+v*, sampled".
 
 --route: why the insecure fine-tune first learns the code and not the persona, read at the same place. The
 direction at block 0's attention output (one vector at every position) that lowers the insecure arm's fine-tune loss
