@@ -19,8 +19,8 @@ fine-tune simply routes the code through other dimensions, its trajectory is the
 should change nothing. Each world's rows go to RUN_DIR/clamp_world_W.json as it finishes (a rerun, or a parallel run
 with other --worlds, skips the worlds already there); the summary, over every world done, to
 RUN_DIR/clamp_finetune.json, and a table is printed. The summary also splits clamped - unclamped at the ablation step by
-world drift (`drift_split`: worlds whose unclamped off-domain increase is below LOW_DRIFT, 3 points, and the others,
-each seed classed by its world's other seed). One thread.
+world drift (`drift_split`: worlds whose unclamped off-domain increase is below LOW_DRIFT, 3 points, and the others;
+again with each seed classed by its world's other seed alone). One thread.
 """
 import contextlib
 import copy
