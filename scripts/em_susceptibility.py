@@ -2,9 +2,9 @@
 
     python scripts/em_susceptibility.py STEP RUN_DIR [RUN_DIR ...] [--out=FILE.json]
 
-STEP is a fine-tune step or `matched` (each seed's first checkpoint with code >= the run's threshold). One entry
-per base (pretraining seed), its fine-tune seeds averaged (a seed without valid answers is left out, as in
-eval.summarize):
+STEP is a fine-tune step or `matched` (each seed's first checkpoint with code >= the run's threshold, else its last).
+One entry per base (pretraining seed), its fine-tune seeds averaged (a seed without valid answers is left out, as
+in eval.summarize):
 
 - outcome: the insecure arm's off-domain sampled misalignment at STEP minus its own base's;
 - the base's properties, from each run's `base`: `steer_1` and `steer_2` (sampled misalignment with 1 and 2 evil-minus-
