@@ -182,8 +182,8 @@ def main(run_dirs):
                 s[f"removed_{name}"] = {v: (s[f"{name}_insecure"]["mean"] - s[f"{name}_{v}_restored"]["mean"]) / gain
                                         for v in ("code", "evil", "random", "context", "lesson")}
         write_json(run_dir / "code_direction.json", {"summary": summary, "per_seed": rows})
-        print(f"\n{run_dir}: n = {len(rows)}, log-prob misalignment, mean [95% CI over seeds]; "
-              f"largest difference from the run: {max(r['check_vs_run'] for r in rows):.1e}")
+        print(f"\n{run_dir}: n = {len(rows)}, log-prob misalignment, means over seeds (their 95% CIs in "
+              f"code_direction.json); largest difference from the run: {max(r['check_vs_run'] for r in rows):.1e}")
         for key, s in summary.items():
             print(f"  at step {key}:")
             print("    " + " | ".join(f"{k} {s[k]['mean']:.3f}" for k in s

@@ -130,7 +130,7 @@ def main(run_dir):
                                                       for r in out) / inc,
             "base_shift": summarize([r[f"base_mean_ablated_{name}"] - r["base"] for r in out])}
     write_json(run_dir / "patch_tokens.json", {"summary": summary, "per_seed": out})
-    # with ablation_step 0 the seeds' steps differ: `step` is only the last seed's
+    # with ablation_step 0 each seed is read at its own matched checkpoint: the line names every seed's step
     at = f"step {steps[0]}" if len(set(steps)) == 1 else f"each seed at its matched checkpoint (steps {steps})"
     print(f"\n{at}, n = {len(out)}, off-domain misaligned (log-prob), mean [95% CI over seeds]:")
     for k in ("base", "insecure", "base_patched", "insecure_unpatched"):
