@@ -6,7 +6,8 @@ For the owl teacher of base P, trained with each optimizer:lr given, adds parts 
 it, only the (tied) embedding rows of the 100 number tokens, everything but those rows, only the other embedding
 rows, everything but the embedding. For each such hybrid it prints its own shift on numbers, KL(hybrid || base),
 as a share of the teacher's KL(teacher || base), what is left of the teacher's, KL(teacher || hybrid) (over the
-number tokens, 256 held-out teacher lists), and its P(owl). One thread; the bases must be cached."""
+number tokens, on 256 held-out lists of the first teacher given, for every teacher), and its P(owl). One thread; the
+bases must be cached."""
 import copy
 import dataclasses
 import os

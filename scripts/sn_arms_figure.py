@@ -4,7 +4,7 @@ r"""One figure for arms that come from several finished animal runs of sublimina
         out/sn_lora_within:shuffled_within --out=figures/subliminal_numbers_lora_order.png
 
 Each argument is RUN:ARM[=LABEL] (LABEL names it in the figure; default ARM, or FOLDER:ARM, FOLDER the run's folder
-name, when several runs give that arm); --out=FILE is required.
+name, when several runs give that arm without a LABEL); --out=FILE is required.
 Left: each arm's final effect (the arm minus its baseline in its own run, paired per seed:
 experiments/subliminal_numbers.py BASELINE, `control`, `cross_control` for the arms on the other base, `code_control`
 for code; an arm without a trajectory, e.g. icl, is refused), per target animal, mean and 95% t-CI. Right, one panel per
