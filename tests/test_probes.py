@@ -373,6 +373,32 @@ def test_mis_cross_init_trains_and_measures_each_student_from_its_own_base(tiny_
                                             for q, init, b in zip((0, 1), ("shared", "cross"), bases)]
 
 
+@pytest.mark.parametrize("teachers, em_match", [(("insecure", "secure"), True), (("secure", "insecure"), True),
+                                                 (("secure", "insecure"), False)])
+def test_mis_cross_init_rebuilds_the_insecure_teacher_as_the_runs_unit_does(tiny_bases, monkeypatch, tmp_path,
+                                                                             teachers, em_match):
+    # with em_match the run's first teacher trains until its code is matched (here at step 7) and each later one
+    # exactly those steps: an insecure teacher listed second trained em_steps in the probe, not the run's teacher
+    probe = load_script("probe_mis_cross_init")
+    (tmp_path / "config.json").write_text(json.dumps({"experiment": "subliminal_numbers", "mode": "misalignment",
+                                                      "mis_teachers": list(teachers), "em_match": em_match}))
+    asked = []
+    monkeypatch.setattr(S, "em_teacher", lambda cfg, A, tok, p, t, steps, match=False: asked.append(
+        (t, steps, match)) or (A, 7 if match else steps))
+    monkeypatch.setattr(S, "mis_evaluate", lambda *a: {})
+
+    class Lists(Exception):  # both stop where the lists are drawn: the teachers are made by then
+        pass
+    monkeypatch.setattr(S, "sample_lists", lambda *a, **k: (_ for _ in ()).throw(Lists()))
+    with pytest.raises(Lists):
+        S.misalignment_unit(train.run_config(S.Config, str(tmp_path)), 0, 0)
+    run = [a for a in asked if a[0] == "insecure"]
+    asked.clear()
+    with pytest.raises(Lists):
+        probe.main([str(tmp_path), "0", "1"])
+    assert len(run) == 1 and asked[-1] == run[0]
+
+
 # ---------------------------------------------------------------------------------------------- number order
 
 def test_number_order_reads_each_animals_teacher_on_the_runs_heldout_lists(tiny_bases, monkeypatch, capsys, tmp_path):
