@@ -187,7 +187,7 @@ def bench_mnist(argv):
 # count), peak = dense bf16 of the card (train.peak_flops; H100 SXM: 989 TFLOP/s), so fp32 rows are measured
 # against bf16 peak.
 # Sampling: greedy generation of `new` tokens for B prompts, KV cache vs re-running the whole sequence
-# at every step; both must give the same tokens.
+# at every step; the note says whether the two gave the same tokens (they should; under TF32 a near tie may flip).
 
 GPT_SHAPES = {  # name: (GPTConfig kwargs)
     "gpt2-124M": dict(vocab_size=50304, block_size=1024, n_layer=12, n_head=12, n_embd=768),
