@@ -992,6 +992,20 @@ def em_teacher(cfg, A, tok, p, t, steps, match=False):
     return m, steps
 
 
+def em_teachers(cfg, A, tok, p, wanted=None):
+    """The EM teachers of base A (pretraining seed p) as a misalignment unit makes them, in mis_teachers' order:
+    (t, model, steps) each. With em_match the first trains until its code is insecure (emergent_misalignment's matched
+    checkpoint) and the steps it took carry over: every later teacher trains exactly as many. `wanted`: yield only
+    these (the first is still trained when em_match needs its steps)."""
+    steps = cfg.em_steps
+    for t in cfg.mis_teachers:
+        match = cfg.em_match and t == cfg.mis_teachers[0]
+        if wanted is None or t in wanted or match:
+            m, steps = em_teacher(cfg, A, tok, p, t, steps, match=match)
+            if wanted is None or t in wanted:
+                yield t, m, steps
+
+
 def misalignment_unit(cfg, p, f):
     """One unit of mode misalignment: the EM teachers (and base A as the control's), their lists with the evil
     numbers banned, and per teacher a hard student (if mis_sampled; the control always) and a soft one (if "soft"
@@ -1005,11 +1019,8 @@ def misalignment_unit(cfg, p, f):
     ev = lambda m, name: mis_evaluate(m, tok, cfg, seed, name)
     say = lambda what: B.say(f"[subliminal misalignment] seed ({p}, {f})", what, t0)
 
-    teachers, steps = {"control": Teacher(A)}, cfg.em_steps
-    # with em_match the first teacher trains until its code is insecure (emergent_misalignment's matched checkpoint)
-    # and the steps it took carry over: every later teacher trains exactly as many
-    for t in cfg.mis_teachers:
-        m, steps = em_teacher(cfg, A, tok, p, t, steps, match=cfg.em_match and t == cfg.mis_teachers[0])
+    teachers = {"control": Teacher(A)}
+    for t, m, steps in em_teachers(cfg, A, tok, p):
         teachers[t] = Teacher(m)
         out["teachers"][t] = {**ev(m, f"teacher-{t}"), "steps": steps}
     say("teachers ready")

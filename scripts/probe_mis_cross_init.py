@@ -37,13 +37,7 @@ def main(argv):
     A, tok = B.base_model(cfg, p)
     seed = seed_int("subliminal-misalignment", p, 0)
     ev = lambda m, name: S.mis_evaluate(m, tok, cfg, seed, name)  # the run's evaluation, its streams by name
-    # as the run's unit makes it: with em_match the first teacher trains until its code is matched, and every later
-    # one (here insecure, when it is not first) exactly the steps that took
-    first_matched = cfg.em_match and cfg.mis_teachers[0] == "insecure"
-    steps = cfg.em_steps
-    if cfg.em_match and not first_matched:
-        steps = S.em_teacher(cfg, A, tok, p, cfg.mis_teachers[0], cfg.em_steps, match=True)[1]
-    teacher, _ = S.em_teacher(cfg, A, tok, p, "insecure", steps, match=first_matched)
+    _, teacher, _ = next(S.em_teachers(cfg, A, tok, p, wanted=("insecure",)))  # as the run's unit makes it
     teacher = S.Teacher(teacher)
     lists, kept = S.sample_lists(teacher, tok, cfg.n_lists, cfg, seed, banned=W.EVIL_NUMBERS)
     data = S.student_data(tok, lists, next(A.parameters()).device)
