@@ -369,8 +369,9 @@ def bench_lists(argv):
     print(f"number-list sampling, {what}, {model.n_params() / 1e6:.2f}M params, on {device} "
           f"({torch.get_num_threads()} threads), torch {torch.__version__}\n")
     print("| sampler | prompts | new tokens | seconds | tokens/s | vs naive |\n|---|---|---|---|---|---|")
+    naive = rows[-1][4]  # zero where every naive prompt stopped at once (an untrained model can): no ratio to it
     for name, n, k, dt, tps in rows:
-        print(f"| {name} | {n} | {k} | {dt:.2f} | {tps:,.0f} | {tps / rows[-1][4]:.1f}x |")
+        print(f"| {name} | {n} | {k} | {dt:.2f} | {tps:,.0f} | {f'{tps / naive:.1f}x' if naive else 'n/a'} |")
     return 0
 
 

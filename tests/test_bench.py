@@ -457,6 +457,22 @@ def test_bench_lists_rates_are_new_tokens_per_second_relative_to_the_naive_loop(
                                                          "| re-forward, one at a time | 2 | 6 | 2.00 | 3 | 1.0x |"]
 
 
+def test_bench_lists_naive_loop_without_new_tokens_has_no_ratio_instead_of_a_zero_division(monkeypatch, tmp_path,
+                                                                                             capsys):
+    # a model that stops every single prompt at once (the first token sampled is <eos>) writes no tokens there
+    monkeypatch.chdir(tmp_path)
+    now = fake_clock(monkeypatch)
+
+    def generate(self, prompts, n, **kw):
+        now[0] += 0.5
+        return [[] if len(prompts) == 1 else [5] for _ in prompts]
+    monkeypatch.setattr(GPT, "generate", generate)
+    assert bench.bench_lists(["--batch=6", "--naive=2", "--threads=0"]) == 0
+    assert capsys.readouterr().out.splitlines()[-3:] == ["| KV cache, batched | 6 | 6 | 0.50 | 12 | n/a |",
+                                                         "| re-forward, batched | 6 | 6 | 0.50 | 12 | n/a |",
+                                                         "| re-forward, one at a time | 2 | 0 | 1.00 | 0 | n/a |"]
+
+
 def test_a_thread_count_that_is_not_a_number_is_refused_not_read_as_the_default():
     # "--threads=two" must not fall through to 0 (PyTorch's default) as if it had been asked for
     for bad in ("two", "1.5", ""):
