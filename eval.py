@@ -122,6 +122,10 @@ def fmt_stat(stat, digits=3):
 @torch.no_grad()
 def accuracy(model, x, y, n_classes=10, batch_size=2000):
     """Per-seed accuracy of argmax over the first n_classes logits. x [N, D] shared by all seeds -> [S]."""
+    if x.shape[0] == 0:  # else 0 / 0 reached through an int: an AttributeError naming neither x nor y
+        raise ValueError("accuracy over no examples: x is empty")
+    if y.shape[0] != x.shape[0]:  # else a shape error from the comparison, or a silent broadcast for a single label
+        raise ValueError(f"x has {x.shape[0]} examples, y {y.shape[0]} labels")
     correct = 0
     for i in range(0, x.shape[0], batch_size):
         logits = model(x[i:i + batch_size])[..., :n_classes]  # [S, B, n_classes]

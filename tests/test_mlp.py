@@ -263,6 +263,17 @@ def test_accuracy_reads_the_class_logits_only_per_seed_over_every_batch():
     assert accuracy(model, x, y, n_classes=4, batch_size=2).tolist() == pytest.approx([4 / 5, 3 / 5])
 
 
+def test_accuracy_refuses_no_examples_and_a_label_count_that_is_not_the_input_count():
+    model = lambda xb: torch.zeros(2, xb.shape[0], 10)  # noqa: E731  (2 seeds, every prediction class 0)
+    with pytest.raises(ValueError, match="accuracy over no examples: x is empty"):
+        accuracy(model, torch.zeros(0, 3), torch.zeros(0, dtype=torch.long))
+    # one label would broadcast against all 4 predictions: a fraction of the wrong question, not an error
+    for n in (1, 3):
+        with pytest.raises(ValueError, match=f"x has 4 examples, y {n} labels"):
+            accuracy(model, torch.zeros(4, 3), torch.zeros(n, dtype=torch.long))
+    assert accuracy(model, torch.zeros(4, 3), torch.tensor([0, 0, 1, 2])).tolist() == [0.5, 0.5]
+
+
 def test_params_is_a_snapshot_not_a_view_of_the_weights():
     # a teacher's params() taken before more training (or a load_seeds) must keep the weights of that moment
     model = model_from(init_mlp_params(range(2), SIZES, 4, "paper", "cpu", 0))
