@@ -20,7 +20,8 @@ fine-tune of fine-tune seed 0 (the run's own examples and batch order, clipping 
 each scored after steps 1, 2, 3, 5, 10 and 20 by log-prob, no sampling: the off-domain misaligned mass (`off`, the
 run's offdomain_misaligned_lp), the valid mass and the insecure code share (`code`, in_domain). adamw's `off` is
 checked against the run's own at each of its checkpoints (unit_world_S.json): the largest difference is printed and
-kept (`adamw_vs_run`; anything but ~0 means the run was made otherwise than this script fine-tunes).
+kept (`adamw_vs_run`; anything but ~0 means the run was made otherwise than this script fine-tunes; null where the
+run has no unit file or no checkpoint in common).
 Then adamw's late update (weights at step 20 minus step 3, after the code is learnt) is applied to the step-3 model
 one weight group at a time (em_first_step.py's groups): each group's share of the late off-domain increase.
 
@@ -161,13 +162,13 @@ def late_groups(base, tok, cfg, snaps):
 
 
 def run_check(run, seed, traj):
-    """Largest |adamw off - the run's offdomain_misaligned_lp| over the checkpoints both have (fine-tune seed 0)."""
+    """Largest |adamw off - the run's offdomain_misaligned_lp| over the checkpoints both have (fine-tune seed 0); None
+    where there is nothing to check against (no unit file, or a run whose eval_steps share no step with these)."""
     unit = run / f"unit_world_{seed}.json"
     if not unit.is_file():
         return None
     theirs = read_json(unit, "a unit file of an emergent_misalignment run", ("runs",))["runs"][0]["traj"]["insecure"]
-    common = [s for s in traj if s and str(s) in theirs]
-    return max(abs(traj[s]["off"] - theirs[str(s)]["mis_lp"]) for s in common)
+    return max((abs(traj[s]["off"] - theirs[str(s)]["mis_lp"]) for s in traj if s and str(s) in theirs), default=None)
 
 
 def ratio_of_means(a, b, idx):

@@ -1679,6 +1679,10 @@ def test_em_optimizer_parts_checks_adamw_against_the_runs_own_trajectory(tmp_pat
     traj = {0: {"off": 0.0}, 1: {"off": 0.11}, 2: {"off": 0.2}, 5: {"off": 0.27}}
     assert op.run_check(tmp_path, 5, traj) == pytest.approx(0.03)  # the checkpoints both have: 1 and 5
     assert op.run_check(tmp_path, 6, traj) is None  # no unit file: nothing to check against
+    # a run evaluated at other steps (its step 0 is the base, not a check): None, not max() of nothing after the work
+    (tmp_path / "unit_world_7.json").write_text(json.dumps({"runs": [{"traj": {"insecure": {"0": {"mis_lp": 0.0},
+                                                                                          "3": {"mis_lp": 0.2}}}}]}))
+    assert op.run_check(tmp_path, 7, traj) is None
     check_refused(lambda *a: op.main(list(a)))
     check_refused(lambda *a: op.main(list(a)), "--out=x.json")
     check_refused(lambda *a: op.main(list(a)), "--from=x.json", str(tmp_path), match="one of the two")  # not both
