@@ -176,7 +176,7 @@ def bench_mnist(argv):
 # GPT
 # ====================================================================================================
 #
-#   python bench.py gpt                  # CPU: ~0.4M and ~1M models, tokens/s; KV-cache sampling (~1 min)
+#   python bench.py gpt                  # CPU: ~0.4M and ~1M models, tokens/s; KV-cache sampling (~30 s)
 #   python bench.py gpt --device=cuda    # GPU: GPT-2-124M shape bf16 + compile (MFU), ~1M world model,
 #                                        # sampling; one H100 call, under 4 minutes including compiles
 #
