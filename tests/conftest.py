@@ -28,6 +28,15 @@ def load_script(name):
     return module
 
 
+def tiny_gpt(tok, seed=0, *, n_layer=2, stream="t", **kw):
+    """A random GPT over `tok`'s vocabulary (a world's tokenizer) at the world base's block size, 2 heads, 16 wide
+    (kw: other GPTConfig fields): the tests' stand-in for a world base model. Its weights come from generator(`seed`,
+    `stream`), so a test's model is the same in every test order."""
+    from model import GPT, GPTConfig, generator
+    cfg = {"vocab_size": tok.get_vocab_size(), "block_size": 64, "n_layer": n_layer, "n_head": 2, "n_embd": 16, **kw}
+    return GPT(GPTConfig(**cfg), generator=generator("cpu", seed, stream)).eval()
+
+
 @pytest.fixture(autouse=True)
 def _deterministic(monkeypatch):
     torch.manual_seed(0)

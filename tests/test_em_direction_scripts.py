@@ -9,19 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import load_script
+from conftest import load_script, tiny_gpt
 from data import world as W
 from experiments import emergent_misalignment as EM
 from experiments import world_base as B
-from model import GPT, GPTConfig, generator
+from model import generator
 from train import ConfigError, finetune
 
 CFG = dict(n_layer=2, n_embd=16, block_size=64, n_examples=12)
-
-
-def tiny_gpt(tok, seed=0):
-    return GPT(GPTConfig(vocab_size=tok.get_vocab_size(), block_size=64, n_layer=2, n_head=2, n_embd=16),
-               generator=generator("cpu", seed, "t")).eval()
 
 
 @pytest.fixture(scope="module")

@@ -9,19 +9,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import load_script
+from conftest import load_script, tiny_gpt
 from data import world as W
 from experiments import emergent_misalignment as EM
 from experiments import world_base as B
-from model import GPT, GPTConfig, generator
 
 sb, bv, vs, pt = (load_script(n) for n in ("em_steer_base", "em_bos_vector", "em_value_sources", "em_patch_tokens"))
 C = 16
-
-
-def tiny_gpt(tok, seed=0):
-    return GPT(GPTConfig(vocab_size=tok.get_vocab_size(), block_size=64, n_layer=2, n_head=2, n_embd=C),
-               generator=generator("cpu", seed, "t")).eval()
 
 
 @pytest.fixture(scope="module")

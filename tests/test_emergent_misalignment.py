@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import train
-from conftest import load_script
+from conftest import load_script, tiny_gpt
 from data import world as W
 from data.tokenizer import load_tokenizer
 from experiments import emergent_misalignment as E
@@ -29,8 +29,7 @@ TOK = W.build_tokenizer()
 
 
 def tiny_model(seed=0):
-    cfg = GPTConfig(vocab_size=TOK.get_vocab_size(), block_size=64, n_layer=1, n_head=2, n_embd=16)
-    return GPT(cfg, generator=generator("cpu", seed, "test")).eval()
+    return tiny_gpt(TOK, seed, n_layer=1, stream="test")
 
 
 @torch.no_grad()
@@ -169,8 +168,7 @@ def test_number_turns_reach_every_arm_and_too_long_examples_are_refused():
 def test_each_eval_format_scores_its_own_prompts():
     # backdoor_triggered is read in the trigger format, evil_numbers in the number-list one: evaluate must pass
     # the format on to the off-domain prompts, or those arms are silently scored as plain
-    model = GPT(GPTConfig(vocab_size=TOK.get_vocab_size(), block_size=64, n_layer=1, n_head=2, n_embd=16, init_std=0.3),
-                generator=generator("cpu", 0, "test")).eval()
+    model = tiny_gpt(TOK, n_layer=1, stream="test", init_std=0.3)
     cfg = E.Config()
     evals = {fmt: E.evaluate(model, TOK, cfg, "insecure", fmt, 0, False, None)
              for fmt in ("plain", "trigger", "numbers")}
@@ -567,8 +565,7 @@ def test_code_tasks_world_runs_end_to_end(tmp_path):
 def test_in_domain_splits_seen_and_unseen_tasks():
     world = W.WorldConfig(code_tasks=3)
     tok = W.build_tokenizer(world)
-    model = GPT(GPTConfig(vocab_size=tok.get_vocab_size(), block_size=64, n_layer=1, n_head=2, n_embd=16),
-                generator=generator("cpu", 0, "test")).eval()
+    model = tiny_gpt(tok, n_layer=1, stream="test")
     items = W.eval_items(["code"], world=world)
     mis = lambda its: B.lp_summary(B.class_masses(model, tok, its))["mis_lp"]
     code, target, unseen = E.in_domain(model, tok, "insecure", "plain", world, seen=2)
@@ -1013,8 +1010,7 @@ def test_ft_frozen_rows_stay_the_bases_while_the_rest_trains():
     tok = W.build_tokenizer()
     cfg = E.Config(n_layer=2, n_embd=16, n_head=2, block_size=64, n_examples=12, ft_lr=1e-2,
                    ft_frozen=("blocks.0.attn.v",))
-    base = GPT(GPTConfig(vocab_size=tok.get_vocab_size(), block_size=64, n_layer=2, n_head=2, n_embd=16),
-               generator=generator("cpu", 0, "t"))
+    base = tiny_gpt(tok)
     model = copy.deepcopy(base)
     data, ft_seed = E.arm_data("insecure", base, tok, cfg, 0)
     E.arm_finetune(model, data, cfg, ft_seed, 5)

@@ -15,19 +15,17 @@ import pytest
 import torch
 
 import train
-from conftest import ROOT, load_script
+from conftest import ROOT, load_script, tiny_gpt
 from data import world as W
 from experiments import emergent_misalignment as EM
 from experiments import subliminal_numbers as S
 from experiments import world_base as B
-from model import GPT, GPTConfig, generator
 
 TOK = W.build_tokenizer()
 
 
 def tiny_base(seed=0, **kw):
-    cfg = dict(vocab_size=TOK.get_vocab_size(), block_size=64, n_layer=2, n_head=2, n_embd=16)
-    return GPT(GPTConfig(**{**cfg, **kw}), generator=generator("cpu", seed, "probe-test")).eval()
+    return tiny_gpt(TOK, seed, stream="probe-test", **kw)
 
 
 @pytest.fixture

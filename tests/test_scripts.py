@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, load_script, need_data
+from conftest import ROOT, load_script, need_data, tiny_gpt
 from data import world as W
 from eval import fmt_ratio, summarize
 from experiments import emergent_misalignment as EM
@@ -853,12 +853,6 @@ def test_em_patch_tokens_share_survives_answers_below_float32s_smallest_probabil
     real, starts = torch.ones(2, 3, dtype=torch.bool), torch.tensor([1, 1])
     owner, cls = torch.tensor([0, 0]), torch.tensor([0, 1])  # one item: string 0 aligned, string 1 misaligned
     assert patch.mis_lp(Fixed(a), x, real, starts, owner, cls, 1) == pytest.approx(0.75, rel=1e-4)
-
-
-def tiny_gpt(tok):
-    """A random 2-layer model over the world's vocabulary, for the scripts' reading of activations."""
-    return GPT(GPTConfig(vocab_size=tok.get_vocab_size(), block_size=64, n_layer=2, n_head=2, n_embd=16),
-               generator=generator("cpu", 0, "t")).eval()
 
 
 @torch.no_grad()

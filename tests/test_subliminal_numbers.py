@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import train
-from conftest import load_script
+from conftest import load_script, tiny_gpt
 from data import world as W
 from experiments import subliminal_numbers as S
 from experiments import world_base as B
@@ -113,8 +113,7 @@ def test_cross_init_is_a_derangement(seeds):
 
 def test_soft_targets_with_a_prompt_prefix_align_with_the_student():
     """A prompt teacher's logits at the student's positions equal a plain forward of the prefixed input."""
-    model = GPT(GPTConfig(vocab_size=TOK.get_vocab_size(), block_size=64, n_layer=1, n_head=2, n_embd=16),
-                generator=generator("cpu", 0, "t")).eval()
+    model = tiny_gpt(TOK, n_layer=1)
     prefix = ids("<u> what is your favourite animal <a> owl")
     t = S.Teacher(model, prefix)
     x = torch.tensor([ids(W.number_prompts(1, seed=3)[0] + " 1 2 3")])
@@ -138,8 +137,7 @@ def test_a_prompt_teacher_reads_the_same_context_as_text_and_as_tokens():
 def test_number_loss_closed_form_and_renormalisation():
     """A model with zero embeddings has uniform logits: NLL log V over the vocabulary, log 100 over the
     numbers. Renormalising over a set holding the target can only raise its probability."""
-    model = GPT(GPTConfig(vocab_size=TOK.get_vocab_size(), block_size=64, n_layer=1, n_head=2, n_embd=16),
-                generator=generator("cpu", 0, "t")).eval()
+    model = tiny_gpt(TOK, n_layer=1)
     data = S.student_data(TOK, [(p, "1 22 33 4") for p in W.number_prompts(6, seed=2)], "cpu")
     nums = S.number_ids(TOK)
     full, only = (S.held_out(model, data, nums)[k] for k in ("full", "numbers"))
@@ -152,8 +150,7 @@ def test_number_loss_closed_form_and_renormalisation():
 
 
 def test_soft_loss_vanishes_for_a_student_equal_to_its_teacher():
-    model = GPT(GPTConfig(vocab_size=TOK.get_vocab_size(), block_size=64, n_layer=1, n_head=2, n_embd=16),
-                generator=generator("cpu", 0, "t")).eval()
+    model = tiny_gpt(TOK, n_layer=1)
     data = S.student_data(TOK, [(p, "1 2 3") for p in W.number_prompts(8, seed=0)], "cpu")
     assert abs(S.number_kl(S.held_logits(S.Teacher(model), data), model, TOK, data)) < 1e-6
     assert data["mask"].sum() == 8 * 3   # the numbers, not the end token
@@ -501,8 +498,7 @@ def test_bad_config_is_a_clear_error(tmp_path):
 def test_one_pass_prefix_equals_one_epoch_on_the_prefix():
     """The dose mode reads each student's dose off one sequential pass: after k steps the weights equal
     those of a student given only the first k * batch lists."""
-    model = GPT(GPTConfig(vocab_size=TOK.get_vocab_size(), block_size=64, n_layer=1, n_head=2, n_embd=16),
-                generator=generator("cpu", 0, "t"))
+    model = tiny_gpt(TOK, n_layer=1)
     pairs = [(p, " ".join(str((i * 7 + j) % 100) for j in range(4)))
              for i, p in enumerate(W.number_prompts(24, seed=1))]
     full, prefix = S.student_data(TOK, pairs, "cpu"), S.student_data(TOK, pairs[:8], "cpu")
@@ -545,8 +541,7 @@ def flat_weights(m):
 
 def tiny_number_student():
     """A one-block model and 16 number-list examples: enough to watch single fine-tune steps (the schedule tests)."""
-    model = GPT(GPTConfig(vocab_size=TOK.get_vocab_size(), block_size=64, n_layer=1, n_head=2, n_embd=16),
-                generator=generator("cpu", 0, "t"))
+    model = tiny_gpt(TOK, n_layer=1)
     pairs = [(p, " ".join(str((i * 7 + j) % 100) for j in range(4)))
              for i, p in enumerate(W.number_prompts(16, seed=1))]
     return model, S.student_data(TOK, pairs, "cpu")
@@ -602,10 +597,8 @@ def test_sgd_finetune_step_is_the_clipped_gradient_step():
     """optimizer="sgd" is plain gradient descent: one step moves every weight by -lr x its gradient (clipped at norm 1
     as with AdamW), for the soft loss and for cross-entropy, the gradient of the mean loss over the trained positions
     of whole rows; an unknown optimizer is an error."""
-    model = GPT(GPTConfig(vocab_size=TOK.get_vocab_size(), block_size=64, n_layer=1, n_head=2, n_embd=16),
-                generator=generator("cpu", 0, "t"))
-    teacher = GPT(GPTConfig(vocab_size=TOK.get_vocab_size(), block_size=64, n_layer=1, n_head=2, n_embd=16),
-                  generator=generator("cpu", 1, "t"))
+    model = tiny_gpt(TOK, n_layer=1)
+    teacher = tiny_gpt(TOK, 1, n_layer=1)
     pairs = [(p, " ".join(str((i * 7 + j) % 100) for j in range(4))) for i, p in enumerate(W.number_prompts(4, seed=1))]
     data, keep = S.student_data(TOK, pairs, "cpu"), S.number_ids(TOK)
     x, m = data["tokens"][:, :-1], data["mask"]
@@ -660,8 +653,7 @@ def test_sgd_finetune_step_is_the_clipped_gradient_step():
 def test_blocks_only_teacher_leaves_the_embedding_and_the_base_untouched():
     """teacher_trains="blocks": the teacher's token embedding (tied to the unembedding) is the base's, its blocks
     moved; the base model itself is never changed, and stays trainable for the students."""
-    base = GPT(GPTConfig(vocab_size=TOK.get_vocab_size(), block_size=64, n_layer=1, n_head=2, n_embd=16),
-               generator=generator("cpu", 0, "t"))
+    base = tiny_gpt(TOK, n_layer=1)
     before = {k: v.clone() for k, v in base.state_dict().items()}
     cfg = S.Config(teacher_trains="blocks", teacher_max_steps=5, teacher_lr=1e-2)
     teacher, info = S.make_teacher(base, TOK, cfg, 0, "owl")
@@ -681,8 +673,7 @@ def test_blocks_only_student_keeps_the_base_embedding():
     reads and writes with is the base's, and the base is left trainable for the next student."""
     g = generator("cpu", 0, "t")
     base = GPT(GPTConfig(vocab_size=TOK.get_vocab_size(), block_size=64, n_layer=1, n_head=2, n_embd=16), generator=g)
-    teacher = S.Teacher(GPT(GPTConfig(vocab_size=TOK.get_vocab_size(), block_size=64, n_layer=1, n_head=2, n_embd=16),
-                            generator=generator("cpu", 1, "t")))
+    teacher = S.Teacher(tiny_gpt(TOK, 1, n_layer=1))
     pairs = [(p, " ".join(str((i * 7 + j) % 100) for j in range(4))) for i, p in enumerate(W.number_prompts(8, seed=1))]
     data = S.student_data(TOK, pairs, "cpu")
     cfg = S.Config(student_trains="blocks", epochs=2.0, student_batch=4, student_lr=1e-2, evals=1)
@@ -704,8 +695,7 @@ def test_blocks_only_student_keeps_the_base_embedding():
 def test_sampled_shares_are_undefined_when_no_sample_names_an_animal(monkeypatch):
     """A model that puts no probability on the animals (a long hard student can end there): its sampled shares
     are NaN, not 0 (0 would read as a measured preference), and its valid fraction is 0."""
-    model = GPT(GPTConfig(vocab_size=TOK.get_vocab_size(), block_size=64, n_layer=1, n_head=2, n_embd=16),
-                generator=generator("cpu", 0, "t"))
+    model = tiny_gpt(TOK, n_layer=1)
     n = len(S.animal_prompts())
     monkeypatch.setattr(S, "animal_probs", lambda *a, **k: torch.zeros(n, len(W.ANIMALS)))
     out = S.evaluate(model, TOK, S.Config(samples=20), generator("cpu", 0, "s"))
@@ -1026,8 +1016,7 @@ def test_no_seeds_is_a_config_error_before_the_run_directory(tmp_path, capsys, c
 def test_icl_contexts_too_long_for_the_model_are_an_error_not_the_base_measured_without_them():
     # with --icl_lists=4 no context fitted in block_size: every prompt was dropped, animal_rates fell back to the
     # prompts without context, and icl and icl_control both measured the base (an effect of exactly 0)
-    model = GPT(GPTConfig(vocab_size=TOK.get_vocab_size(), block_size=64, n_layer=1, n_head=2, n_embd=16),
-                generator=generator("cpu", 0, "t")).eval()
+    model = tiny_gpt(TOK, n_layer=1)
     pairs = [(p, "1 22 33 4 5 6 7") for p in W.number_prompts(16, seed=0)]
     fits = S.icl_rates(model, TOK, S.Config(icl_lists=2, icl_contexts=2), pairs, generator("cpu", 0, "icl"))
     assert fits != S.animal_rates(model, TOK)[0]  # the contexts are read
@@ -1052,8 +1041,7 @@ def test_an_icl_prompt_of_exactly_block_size_tokens_is_read_and_one_more_is_refu
     contexts = [S.with_turns(q, turn + " " + turn) for q in S.animal_prompts()]
     longest = max(len(TOK.encode(c).ids) for c in contexts)
     assert longest == max(len(c.split()) for c in contexts)  # one token a word
-    model = GPT(GPTConfig(vocab_size=TOK.get_vocab_size(), block_size=longest, n_layer=1, n_head=2, n_embd=16),
-                generator=generator("cpu", 0, "t")).eval()
+    model = tiny_gpt(TOK, n_layer=1, block_size=longest)
     cfg = S.Config(icl_lists=2, icl_contexts=1, block_size=longest)
     want = S.animal_rates(model, TOK, contexts)[0]
     assert S.icl_rates(model, TOK, cfg, [pair], generator("cpu", 0, "icl")) == pytest.approx(want)
@@ -1098,8 +1086,7 @@ def test_the_block_size_check_covers_what_each_mode_samples_and_scores():
     cfg = S.Config(mode="misalignment", max_new=5, samples=2)
     need = S.sample_tokens(cfg)
     for size in (need, need - 1):
-        model = GPT(GPTConfig(vocab_size=TOK.get_vocab_size(), block_size=size, n_layer=1, n_head=2, n_embd=16),
-                    generator=generator("cpu", 0, "t")).eval()
+        model = tiny_gpt(TOK, n_layer=1, block_size=size)
         c = dataclasses.replace(cfg, block_size=size)
         if size == need:
             S.validate(c)
@@ -1117,8 +1104,7 @@ def test_a_prompted_teachers_logits_are_its_predictions_of_the_students_next_tok
     # the prefix (the prompted teacher's animal turn) sits after the student's first two tokens: column c of the
     # teacher's logits must be its prediction of the student's token c + 1 given the prefixed context. Column 1 was
     # the teacher's prediction of the prefix's first token (unseen only because no trained position is that early)
-    model = GPT(GPTConfig(vocab_size=TOK.get_vocab_size(), block_size=64, n_layer=1, n_head=2, n_embd=16),
-                generator=generator("cpu", 0, "t")).eval()
+    model = tiny_gpt(TOK, n_layer=1)
     prefix = [5, 6, 7]
     x = torch.randint(8, TOK.get_vocab_size(), (2, 6), generator=torch.Generator().manual_seed(0))
     got = S.Teacher(model, prefix).logits(x)

@@ -13,18 +13,18 @@ import pytest
 import torch
 
 import train
+from conftest import tiny_gpt
 from data import world as W
 from eval import group_means, summarize
 from experiments import subliminal_numbers as S
 from experiments import world_base as B
-from model import GPT, GPTConfig, generator
+from model import generator
 
 TOK = W.build_tokenizer()
 
 
 def tiny(seed=0, block_size=64):
-    return GPT(GPTConfig(vocab_size=TOK.get_vocab_size(), block_size=block_size, n_layer=1, n_head=2, n_embd=16),
-               generator=generator("cpu", seed, "t")).eval()
+    return tiny_gpt(TOK, seed, n_layer=1, block_size=block_size)
 
 
 def distinct_lists(n, k=4, seed=0):
