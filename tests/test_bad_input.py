@@ -288,7 +288,7 @@ def test_scripts_that_read_a_runs_bases_refuse_an_uncached_one_before_any_work(t
     B.check_cached(cfg, [])
 
 
-def test_probe_arguments_are_checked_in_one_line_before_any_base_is_loaded(tmp_path):
+def test_probe_arguments_are_checked_in_one_line_before_any_base_is_loaded(tmp_path, capsys):
     from conftest import load_script
     assert train.seed_args(["3", "10"]) == [3, 10]
     with pytest.raises(ConfigError, match="'x' is not a base seed"):
@@ -314,29 +314,28 @@ def test_probe_arguments_are_checked_in_one_line_before_any_base_is_loaded(tmp_p
                                                  "cache_dir": str(tmp_path / "cache")}))
     with pytest.raises(SystemExit, match="is a run of mode 'animals'; this probe needs a misalignment run"):
         load_script("probe_mis_cross_init").main([str(run), "0", "1"])
-    for script, argv, msg in [("probe_soft_channel", ["3e-4", "x"], "STEPS 'x': expected an integer"),
-                              ("probe_soft_channel", ["3e-4,y", "5"], "LRS 'y': expected a number"),
-                              ("probe_soft_channel", ["3e-4", "10", "0", "64", "cosin"], "unexpected value 'cosin'"),
-                              # few lists: past the checks (the run's evals=4 said "pass --evals=2", not its option)
-                              ("probe_soft_channel", ["3e-4", "10", "987654", "32"], "base 987654 of this config is "
-                               "not in the cache"),
-                              ("probe_soft_channel", ["3e-4", "10", "0", "64", "constant", "1", "adamw", "adam:1e-3"],
-                               "teacher_optimizer must be adamw or sgd"),
-                              # which value is out of range, by name (it said "a value out of range, or too many
-                              # arguments"; a negative lr printed the usage alone)
-                              ("probe_soft_channel", ["3e-4", "-5"], "unexpected value STEPS -5 (>= 1)"),
-                              ("probe_soft_channel", ["0,-1", "5"],
-                               "unexpected value LRS 0,-1 (each lr > 0 and finite)"),
-                              ("probe_soft_channel", ["-1", "5"], "unexpected value LRS -1 (each lr > 0 and finite)"),
-                              ("probe_soft_channel", ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10"],
-                               "10 arguments, nine at most"),
-                              ("probe_teacher_update", ["0", "sgd"], "'sgd': expected OPTIMIZER:LR"),
-                              ("probe_teacher_update", ["x"], "'x' is not a base seed (a whole number >= 0)")]:
-        out = subprocess.run([sys.executable, f"scripts/{script}.py", *argv], cwd=train.ROOT, capture_output=True,
-                             text=True, timeout=120)
-        assert (out.returncode == 2 and out.stderr.startswith("error: ")
-                and msg in out.stderr), (argv, out.stderr[-2000:])
-        assert "Traceback" not in out.stderr
+    cases = [("probe_soft_channel", ["3e-4", "x"], "STEPS 'x': expected an integer"),
+             ("probe_soft_channel", ["3e-4,y", "5"], "LRS 'y': expected a number"),
+             ("probe_soft_channel", ["3e-4", "10", "0", "64", "cosin"], "unexpected value 'cosin'"),
+             # few lists: past the checks (the run's evals=4 said "pass --evals=2", not its option)
+             ("probe_soft_channel", ["3e-4", "10", "987654", "32"], "base 987654 of this config is "
+              "not in the cache"),
+             ("probe_soft_channel", ["3e-4", "10", "0", "64", "constant", "1", "adamw", "adam:1e-3"],
+              "teacher_optimizer must be adamw or sgd"),
+             # which value is out of range, by name (it said "a value out of range, or too many
+             # arguments"; a negative lr printed the usage alone)
+             ("probe_soft_channel", ["3e-4", "-5"], "unexpected value STEPS -5 (>= 1)"),
+             ("probe_soft_channel", ["0,-1", "5"],
+              "unexpected value LRS 0,-1 (each lr > 0 and finite)"),
+             ("probe_soft_channel", ["-1", "5"], "unexpected value LRS -1 (each lr > 0 and finite)"),
+             ("probe_soft_channel", ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10"],
+              "10 arguments, nine at most"),
+             ("probe_teacher_update", ["0", "sgd"], "'sgd': expected OPTIMIZER:LR"),
+             ("probe_teacher_update", ["x"], "'x' is not a base seed (a whole number >= 0)")]
+    for i, (script, argv, msg) in enumerate(cases):
+        status, err = as_process(script, argv) if i == 0 else command(script, argv, capsys)
+        assert status == 2 and err.startswith("error: ") and msg in err, (argv, err[-2000:])
+        assert "Traceback" not in err
 
 
 def test_the_two_probes_of_positional_words_refuse_an_option_in_an_error_line():
@@ -398,25 +397,39 @@ def test_check_out_in_the_project_root_takes_a_new_file_or_a_run_outputs_name(tm
         train.check_out(str(tmp_path / name))
 
 
-def test_probe_soft_channel_checks_every_lr_and_takes_nine_arguments():
+def command(script, argv, capsys):
+    """scripts/SCRIPT.py ARGV as its __main__ runs it (cli(main, argv)), in this process: a second's import of torch
+    saved per case; each test below also runs its first case as a real process (the status the shell sees)."""
+    from conftest import load_script
+    status = train.cli(load_script(script).main, argv)
+    return status, capsys.readouterr().err
+
+
+def as_process(script, argv):
+    out = subprocess.run([sys.executable, f"scripts/{script}.py", *argv], cwd=train.ROOT, capture_output=True,
+                         text=True, timeout=120)
+    return out.returncode, out.stderr
+
+
+def test_probe_soft_channel_checks_every_lr_and_takes_nine_arguments(capsys):
     # each of LRS is checked (not only the first), the ninth argument (STUDENT_TRAINS) is read, not refused as one
     # too many, and N_LISTS is checked
-    for argv, msg in [(["3e-4,-1", "5"], "unexpected value LRS 3e-4,-1 (each lr > 0 and finite)"),
-                      (["-.5", "5"], "unexpected value LRS -.5 (each lr > 0 and finite)"),
-                      (["inf", "5"], "unexpected value LRS inf (each lr > 0 and finite)"),
-                      (["3e-4", "10", "0", "64", "constant", "1", "adamw", "adamw:1e-3", "blockz"],
-                       "unexpected value 'blockz'"),
-                      (["3e-4", "5", "0", "0"], "unexpected value N_LISTS 0 (>= 1)"),
-                      # TEMPERATURE was not checked (0, nan: a diverged fine-tune after the teacher; < 0 taken), nor
-                      # TEACHER's parts (no lr: "not enough values to unpack"; a mistyped :blocks dropped, silently)
-                      *[(["3e-4", "5", "0", "64", "constant", t], f"unexpected value TEMPERATURE {t} (> 0 and finite)")
-                        for t in ("0", "-1", "nan", "inf")],
-                      *[(["3e-4", "5", "0", "64", "constant", "1", "adamw", t],
-                         f"TEACHER {t!r}: expected OPTIMIZER:LR[:blocks][:STEPS]")
-                        for t in ("adamw", "adamw:", "adamw:1e-3:blokcs", "adamw:1e-3:-5")]]:
-        out = subprocess.run([sys.executable, "scripts/probe_soft_channel.py", *argv], cwd=train.ROOT,
-                             capture_output=True, text=True, timeout=120)
-        assert out.returncode == 2 and out.stderr.startswith(f"error: {msg}"), (argv, out.stderr[-2000:])
+    cases = [(["3e-4,-1", "5"], "unexpected value LRS 3e-4,-1 (each lr > 0 and finite)"),
+             (["-.5", "5"], "unexpected value LRS -.5 (each lr > 0 and finite)"),
+             (["inf", "5"], "unexpected value LRS inf (each lr > 0 and finite)"),
+             (["3e-4", "10", "0", "64", "constant", "1", "adamw", "adamw:1e-3", "blockz"],
+              "unexpected value 'blockz'"),
+             (["3e-4", "5", "0", "0"], "unexpected value N_LISTS 0 (>= 1)"),
+             # TEMPERATURE was not checked (0, nan: a diverged fine-tune after the teacher; < 0 taken), nor
+             # TEACHER's parts (no lr: "not enough values to unpack"; a mistyped :blocks dropped, silently)
+             *[(["3e-4", "5", "0", "64", "constant", t], f"unexpected value TEMPERATURE {t} (> 0 and finite)")
+               for t in ("0", "-1", "nan", "inf")],
+             *[(["3e-4", "5", "0", "64", "constant", "1", "adamw", t],
+                f"TEACHER {t!r}: expected OPTIMIZER:LR[:blocks][:STEPS]")
+               for t in ("adamw", "adamw:", "adamw:1e-3:blokcs", "adamw:1e-3:-5")]]
+    for i, (argv, msg) in enumerate(cases):
+        status, err = as_process("probe_soft_channel", argv) if i == 0 else command("probe_soft_channel", argv, capsys)
+        assert status == 2 and err.startswith(f"error: {msg}"), (argv, err[-2000:])
 
 
 def test_probe_optimizer_steps_checks_its_lrs_before_loading_a_base(monkeypatch):
