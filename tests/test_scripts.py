@@ -67,6 +67,17 @@ def call(capsys):
     return run
 
 
+@pytest.fixture
+def command(capsys):
+    """A script's command line as its __main__ runs it (train.cli(main, argv)), in this process: (exit status, stderr),
+    without a second's import of torch and matplotlib per case (`cli` above runs the real process)."""
+    def run(name, *argv):
+        capsys.readouterr()  # drop anything printed before
+        status = train.cli(script(name).main, list(argv))
+        return status, capsys.readouterr().err
+    return run
+
+
 def check_refused(run, *argv, match=None):
     """run(*argv) exits with an error status (sys.exit with a message, not a normal return or exit 0), or raises the
     project's one-line ConfigError."""
@@ -958,7 +969,7 @@ def test_em_clamp_drift_split_classes_worlds_by_their_unclamped_increase():
     assert d["low_worlds"] == [1] and d["unclamped_increase_by_world"][3] == pytest.approx(0.035)
 
 
-def test_em_mechanism_figure_draws_from_the_two_scripts_json(tmp_path):
+def test_em_mechanism_figure_draws_from_the_two_scripts_json(tmp_path, command):
     stat = lambda v: {"mean": v, "ci95": [v, v], "per_seed": [v, v]}
     # every direction and both measures restore a different amount, so a swapped bar or panel shows
     restored = {"unseen": (.1, .8, 1., .3, .2), "offdomain": (.9, .4, 1., .6, .7)}
@@ -989,8 +1000,8 @@ def test_em_mechanism_figure_draws_from_the_two_scripts_json(tmp_path):
     for runs, says in (([tmp_path / "a", f"{tmp_path / 'a'}/"], "is given twice"),
                        ([tmp_path / "a", tmp_path / "b"], "were read at different steps (1, 2, 20 and 1, 5, 20)"),
                        ([tmp_path / "c"], "clamp_finetune.json is not readable JSON")):
-        out = cli("em_mechanism_figure", f"--out={tmp_path / 'h.png'}", "--", *map(str, runs))
-        assert out.returncode == 2 and says in out.stderr and "Traceback" not in out.stderr, out.stderr
+        status, err = command("em_mechanism_figure", f"--out={tmp_path / 'h.png'}", "--", *map(str, runs))
+        assert status == 2 and says in err and "Traceback" not in err, err
     # a direction run twice (the same panel drawn twice, as two runs that agree), a file given as a run
     (tmp_path / "file").write_text("")
     for runs, says in (([tmp_path / "a", f"{tmp_path / 'a'}/"], "is given twice"),
@@ -1027,7 +1038,7 @@ def test_em_mechanism_figure_share_removed_is_of_the_increase_over_the_base_not_
     assert shares == {"unseen": pytest.approx([0.5] * len(dirs)), "offdomain": pytest.approx([0.5] * len(dirs))}
 
 
-def test_em_mechanism_figure_usage_and_missing_inputs_are_one_line(tmp_path, monkeypatch):
+def test_em_mechanism_figure_usage_and_missing_inputs_are_one_line(tmp_path, monkeypatch, command):
     """No argument or --help printed a traceback or wrote an empty figure into the working directory; a run without
     the scripts' json was a FileNotFoundError traceback."""
     monkeypatch.chdir(tmp_path)
@@ -1039,18 +1050,19 @@ def test_em_mechanism_figure_usage_and_missing_inputs_are_one_line(tmp_path, mon
     for argv, what in (([str(tmp_path)], "code_direction.json not found"),
                        (["--", str(tmp_path)], "clamp_finetune.json not found"),
                        ([str(tmp_path / "none")], "none: no such directory")):
-        out = cli("em_mechanism_figure", *argv, f"--out={tmp_path / 'f.png'}")
-        assert out.returncode == 2 and out.stderr.startswith("error: ") and what in out.stderr, out.stderr
-        assert "Traceback" not in out.stderr
+        status, err = command("em_mechanism_figure", *argv, f"--out={tmp_path / 'f.png'}")
+        assert status == 2 and err.startswith("error: ") and what in err and "Traceback" not in err, err
+    out = cli("em_mechanism_figure", str(tmp_path), f"--out={tmp_path / 'f.png'}")  # the same as a real process
+    assert out.returncode == 2 and out.stderr.startswith("error: ") and "code_direction.json not found" in out.stderr
+    assert "Traceback" not in out.stderr
     # a one-task run: the scripts that write those files refuse it, so the hint names what run they need
     one = tmp_path / "one_task"
     one.mkdir()
     (one / "config.json").write_text(json.dumps({"experiment": "emergent_misalignment"}))
     for argv in ([str(one)], ["--", str(one)]):
-        out = cli("em_mechanism_figure", *argv, f"--out={tmp_path / 'f.png'}")
+        status, err = command("em_mechanism_figure", *argv, f"--out={tmp_path / 'f.png'}")
         what = "measures only runs with an unseen coding task"
-        assert out.returncode == 2 and out.stderr.startswith("error: ") and what in out.stderr, out.stderr
-        assert "Traceback" not in out.stderr
+        assert status == 2 and err.startswith("error: ") and what in err and "Traceback" not in err, err
 
 
 @pytest.mark.parametrize("name, argv", [("probe_first_gradient", []), ("probe_first_gradient", ["--help"]),
