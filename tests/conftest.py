@@ -28,6 +28,20 @@ def load_script(name):
     return module
 
 
+@pytest.fixture
+def command(capsys):
+    """command(NAME, *argv): scripts/NAME.py as its __main__ runs it (train.cli(main, argv)), in this process ->
+    (exit status, stderr). A case costs no second's import of torch and matplotlib, as a real process does; the tests
+    that use it also run one case as a real process (the status the shell sees)."""
+    import train
+
+    def run(name, *argv):
+        capsys.readouterr()  # drop anything printed before
+        status = train.cli(load_script(name).main, list(argv))
+        return status, capsys.readouterr().err
+    return run
+
+
 def tiny_gpt(tok, seed=0, *, n_layer=2, stream="t", **kw):
     """A random GPT over `tok`'s vocabulary (a world's tokenizer) at the world base's block size, 2 heads, 16 wide
     (kw: other GPTConfig fields): the tests' stand-in for a world base model. Its weights come from generator(`seed`,

@@ -33,6 +33,13 @@ def refused(argv, capsys, *needles):
         assert n in err, (n, err)
 
 
+def as_process(script, argv):
+    """scripts/SCRIPT.py ARGV as a real process -> (exit status, stderr); conftest's `command` runs it in this one."""
+    out = subprocess.run([sys.executable, f"scripts/{script}.py", *argv], cwd=train.ROOT, capture_output=True,
+                         text=True, timeout=120)
+    return out.returncode, out.stderr
+
+
 def test_an_out_dir_the_os_refuses_is_one_line(tmp_path, capsys, monkeypatch):
     # a name too long was an OSError traceback from Path.exists (Python < 3.12) or from mkdir (later ones)
     refused(["configs/lm_tiny.py", f"--out_dir={tmp_path / LONG}"], capsys, "out_dir", "File name too long")
@@ -288,7 +295,7 @@ def test_scripts_that_read_a_runs_bases_refuse_an_uncached_one_before_any_work(t
     B.check_cached(cfg, [])
 
 
-def test_probe_arguments_are_checked_in_one_line_before_any_base_is_loaded(tmp_path, capsys):
+def test_probe_arguments_are_checked_in_one_line_before_any_base_is_loaded(tmp_path, command):
     from conftest import load_script
     assert train.seed_args(["3", "10"]) == [3, 10]
     with pytest.raises(ConfigError, match="'x' is not a base seed"):
@@ -333,7 +340,7 @@ def test_probe_arguments_are_checked_in_one_line_before_any_base_is_loaded(tmp_p
              ("probe_teacher_update", ["0", "sgd"], "'sgd': expected OPTIMIZER:LR"),
              ("probe_teacher_update", ["x"], "'x' is not a base seed (a whole number >= 0)")]
     for i, (script, argv, msg) in enumerate(cases):
-        status, err = as_process(script, argv) if i == 0 else command(script, argv, capsys)
+        status, err = as_process(script, argv) if i == 0 else command(script, *argv)
         assert status == 2 and err.startswith("error: ") and msg in err, (argv, err[-2000:])
         assert "Traceback" not in err
 
@@ -397,21 +404,7 @@ def test_check_out_in_the_project_root_takes_a_new_file_or_a_run_outputs_name(tm
         train.check_out(str(tmp_path / name))
 
 
-def command(script, argv, capsys):
-    """scripts/SCRIPT.py ARGV as its __main__ runs it (cli(main, argv)), in this process: a second's import of torch
-    saved per case; each test below also runs its first case as a real process (the status the shell sees)."""
-    from conftest import load_script
-    status = train.cli(load_script(script).main, argv)
-    return status, capsys.readouterr().err
-
-
-def as_process(script, argv):
-    out = subprocess.run([sys.executable, f"scripts/{script}.py", *argv], cwd=train.ROOT, capture_output=True,
-                         text=True, timeout=120)
-    return out.returncode, out.stderr
-
-
-def test_probe_soft_channel_checks_every_lr_and_takes_nine_arguments(capsys):
+def test_probe_soft_channel_checks_every_lr_and_takes_nine_arguments(command):
     # each of LRS is checked (not only the first), the ninth argument (STUDENT_TRAINS) is read, not refused as one
     # too many, and N_LISTS is checked
     cases = [(["3e-4,-1", "5"], "unexpected value LRS 3e-4,-1 (each lr > 0 and finite)"),
@@ -428,7 +421,7 @@ def test_probe_soft_channel_checks_every_lr_and_takes_nine_arguments(capsys):
                 f"TEACHER {t!r}: expected OPTIMIZER:LR[:blocks][:STEPS]")
                for t in ("adamw", "adamw:", "adamw:1e-3:blokcs", "adamw:1e-3:-5")]]
     for i, (argv, msg) in enumerate(cases):
-        status, err = as_process("probe_soft_channel", argv) if i == 0 else command("probe_soft_channel", argv, capsys)
+        status, err = as_process("probe_soft_channel", argv) if i == 0 else command("probe_soft_channel", *argv)
         assert status == 2 and err.startswith(f"error: {msg}"), (argv, err[-2000:])
 
 

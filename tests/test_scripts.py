@@ -67,17 +67,6 @@ def call(capsys):
     return run
 
 
-@pytest.fixture
-def command(capsys):
-    """A script's command line as its __main__ runs it (train.cli(main, argv)), in this process: (exit status, stderr),
-    without a second's import of torch and matplotlib per case (`cli` above runs the real process)."""
-    def run(name, *argv):
-        capsys.readouterr()  # drop anything printed before
-        status = train.cli(script(name).main, list(argv))
-        return status, capsys.readouterr().err
-    return run
-
-
 def check_refused(run, *argv, match=None):
     """run(*argv) exits with an error status (sys.exit with a message, not a normal return or exit 0), or raises the
     project's one-line ConfigError."""
