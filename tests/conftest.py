@@ -1,5 +1,6 @@
 import importlib.util
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -26,6 +27,13 @@ def load_script(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def script_process(name, *argv):
+    """scripts/NAME.py ARGV run as a real process, from the current directory (the project root, unless a test moved):
+    the exit status and output the shell sees."""
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / f"{name}.py"), *argv], capture_output=True,
+                          text=True, timeout=120)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 import bench
 import eval as EV
 import train
-from conftest import ROOT
+from conftest import ROOT, script_process
 from experiments import emergent_misalignment as EM
 from experiments import lm
 from experiments import subliminal_mnist as MN
@@ -31,13 +31,6 @@ def refused(argv, capsys, *needles):
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
     for n in needles:
         assert n in err, (n, err)
-
-
-def as_process(script, argv):
-    """scripts/SCRIPT.py ARGV as a real process -> (exit status, stderr); conftest's `command` runs it in this one."""
-    out = subprocess.run([sys.executable, f"scripts/{script}.py", *argv], cwd=train.ROOT, capture_output=True,
-                         text=True, timeout=120)
-    return out.returncode, out.stderr
 
 
 def test_an_out_dir_the_os_refuses_is_one_line(tmp_path, capsys, monkeypatch):
@@ -249,8 +242,7 @@ def test_scripts_given_a_file_of_another_kind_say_so_in_one_line(script, args, m
     run.mkdir()
     (run / "results.json").write_text('{"arms": {}}')
     argv = [a.format(run=run, tmp=tmp_path) for a in args]
-    out = subprocess.run([sys.executable, f"scripts/{script}.py", *argv], cwd=train.ROOT, capture_output=True,
-                         text=True, timeout=120)
+    out = script_process(script, *argv)
     assert out.returncode == 2 and msg in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]
 
 
@@ -340,7 +332,11 @@ def test_probe_arguments_are_checked_in_one_line_before_any_base_is_loaded(tmp_p
              ("probe_teacher_update", ["0", "sgd"], "'sgd': expected OPTIMIZER:LR"),
              ("probe_teacher_update", ["x"], "'x' is not a base seed (a whole number >= 0)")]
     for i, (script, argv, msg) in enumerate(cases):
-        status, err = as_process(script, argv) if i == 0 else command(script, *argv)
+        if i == 0:  # the first case as a real process
+            out = script_process(script, *argv)
+            status, err = out.returncode, out.stderr
+        else:
+            status, err = command(script, *argv)
         assert status == 2 and err.startswith("error: ") and msg in err, (argv, err[-2000:])
         assert "Traceback" not in err
 
@@ -349,8 +345,7 @@ def test_the_two_probes_of_positional_words_refuse_an_option_in_an_error_line():
     # README: every command that refuses its input says why in one error: line (the usage alone only for no
     # arguments); these two take positional words only, and an option printed their usage alone
     for script, argv in [("probe_soft_channel", ["--lr=3e-4", "5"]), ("probe_teacher_update", ["--seed=0"])]:
-        out = subprocess.run([sys.executable, f"scripts/{script}.py", *argv], cwd=train.ROOT, capture_output=True,
-                             text=True, timeout=120)
+        out = script_process(script, *argv)
         assert out.returncode == 2 and out.stderr.startswith(f"error: {argv[0]}: this probe takes no options"), \
             out.stderr[-2000:]
         assert f"python scripts/{script}.py" in out.stderr  # the usage below it
@@ -382,8 +377,7 @@ def test_probe_teacher_update_refuses_an_uncached_base_in_one_line():
     # an uncached base printed its error and then the whole usage, as a mistyped argument does; probe_soft_channel
     # says it in one line. (Base 987654: in no cache.)
     for script, argv in [("probe_teacher_update", ["987654"]), ("probe_soft_channel", ["3e-4", "5", "987654"])]:
-        out = subprocess.run([sys.executable, f"scripts/{script}.py", *argv], cwd=train.ROOT, capture_output=True,
-                             text=True, timeout=120)
+        out = script_process(script, *argv)
         assert out.returncode == 2, (script, out.stderr[-2000:])
         assert out.stderr.startswith("error: base 987654 of this config is not in the cache"), out.stderr[-2000:]
         assert out.stderr.count("\n") == 1 and not out.stdout, (script, out.stderr[-2000:])
@@ -421,7 +415,11 @@ def test_probe_soft_channel_checks_every_lr_and_takes_nine_arguments(command):
                 f"TEACHER {t!r}: expected OPTIMIZER:LR[:blocks][:STEPS]")
                for t in ("adamw", "adamw:", "adamw:1e-3:blokcs", "adamw:1e-3:-5")]]
     for i, (argv, msg) in enumerate(cases):
-        status, err = as_process("probe_soft_channel", argv) if i == 0 else command("probe_soft_channel", *argv)
+        if i == 0:  # the first case as a real process
+            out = script_process("probe_soft_channel", *argv)
+            status, err = out.returncode, out.stderr
+        else:
+            status, err = command("probe_soft_channel", *argv)
         assert status == 2 and err.startswith(f"error: {msg}"), (argv, err[-2000:])
 
 

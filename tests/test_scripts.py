@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, load_script, need_data, tiny_gpt
+from conftest import ROOT, load_script, need_data, script_process, tiny_gpt
 from data import world as W
 from eval import fmt_ratio, summarize
 from experiments import emergent_misalignment as EM
@@ -48,14 +48,10 @@ def fake_run(path, seeds, arms, matched=None):
 
 # The scripts run in this process (importing torch in a subprocess per call took ~1.3 s): `call` runs a script's
 # main(argv) and returns what it printed; an error exit, sys.exit(message), raises SystemExit(message), whose
-# message the command line (train.cli) prints to stderr as an "error: " line, exit status 2. `cli` runs a script as
-# a command: once per script (its first test below), to keep the command-line entry tested. The scripts keep no
-# state between calls.
+# message the command line (train.cli) prints to stderr as an "error: " line, exit status 2. conftest's
+# `script_process` runs a script as a command: once per script (its first test below), to keep the command-line entry
+# tested; its `command` runs that command line in this process. The scripts keep no state between calls.
 script = functools.cache(load_script)
-
-
-def cli(name, *argv):
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / f"{name}.py"), *argv], capture_output=True, text=True)
 
 
 @pytest.fixture
@@ -88,7 +84,7 @@ def test_pooling_runs_with_different_arms_pairs_by_seed(tmp_path, run_script):
     assert "insecure: n = 4 seeds over 2 bases" in out
     # secure exists for base 0 only: insecure - secure = (0.10 - 0.00, 0.20 - 0.02), mean +14.0 points
     assert rows["secure"].split("|")[2].strip() == "2" and "+14.0" in out.split("insecure minus")[1]
-    command = cli("em_at_step", "20", b, a)  # the command line prints the same
+    command = script_process("em_at_step", "20", b, a)  # the command line prints the same
     assert command.returncode == 0 and command.stdout == out, command.stderr
     # the same fine-tune in two runs would be counted twice: refused
     check_refused(run_script, a, fake_run(tmp_path / "c", [[0, 0]], {"insecure": [0.11]}), match="two of the runs")
@@ -104,7 +100,7 @@ def test_pooling_runs_with_different_arms_pairs_by_seed(tmp_path, run_script):
                        ("sn_mis_pool", [a]), ("sn_arms_figure", [f"{a}:insecure", f"--out={tmp_path / 'f.png'}"])):
         with pytest.raises(ConfigError, match="is a run of (subliminal_numbers|emergent_misalignment), not of"):
             script(name).main(argv)
-    command = cli("em_code_vs_offdomain", str(sn))  # as a command: the one line, exit status 2
+    command = script_process("em_code_vs_offdomain", str(sn))  # as a command: the one line, exit status 2
     assert command.returncode == 2 and command.stderr.startswith("error: ") and "Traceback" not in command.stderr
     one = fake_run(tmp_path / "one", [[7, 0]], {"insecure": [0.21]})  # a quick run: one seed, no interval
     assert "| +20.0 [one seed: no interval] |" in run_script(one) and "nan" not in run_script(one)
@@ -160,7 +156,7 @@ def test_em_at_step_on_insecure_alone_says_there_is_nothing_to_pair_and_refuses_
         run_script(a, step="matched")
     res["trajectory"] = {}
     (tmp_path / "a" / "results.json").write_text(json.dumps(res))
-    command = cli("em_at_step", "20", a)  # as a command: one line, exit status 2
+    command = script_process("em_at_step", "20", a)  # as a command: one line, exit status 2
     assert command.returncode == 2 and command.stderr.count("\n") == 1, command.stderr
     assert (command.stderr.startswith("error: ")
             and "has no insecure arm in its trajectory (it has: none)" in command.stderr)
@@ -460,7 +456,7 @@ def test_sn_pool_pairs_per_base_and_refuses_shared_bases(tmp_path, pool):
     # paired differences 2, 3, 3, 2 points: mean +2.5, CI [+1.6, +3.4] (t 3.18 x 0.577 / 2 = 0.92)
     assert "n = 4 bases" in out and "insecure - control: paired +2.5 [+1.6, +3.4]" in out
     assert "unpaired CIs separated" in out and "below half the base" not in out
-    command = cli("sn_mis_pool", "--lists=16000", a, b)  # the command line prints the same
+    command = script_process("sn_mis_pool", "--lists=16000", a, b)  # the command line prints the same
     assert command.returncode == 0 and command.stdout == out, command.stderr
     low = fake_sn_run(tmp_path / "c", [4, 5], {"control": [0.0, 0.0], "insecure": [0.1, 0.0]}, valid=0.1)
     assert "(below half the base: not readable)" in pool("--lists=16000", low)
@@ -515,7 +511,7 @@ def test_sn_pool_minus_of_runs_that_differ_only_in_arms_is_refused_not_a_table_o
     check_refused(pool, "--lists=16000", a, "--minus", b, match=r"^--minus: control, insecure are the same students on "
                   r"both sides \(every difference exactly 0 on every base\), and insecure_soft on one side only: the "
                   r"runs trained them alike .* compare runs that train them differently")
-    command = cli("sn_mis_pool", "--lists=16000", a, "--minus", b)
+    command = script_process("sn_mis_pool", "--lists=16000", a, "--minus", b)
     assert command.returncode == 2 and command.stderr.startswith("error: --minus: control, insecure are the same")
     assert command.stderr.count("\n") == 1 and command.stdout == ""
     # one student trained otherwise: it is paired; the same one is said to be the same; the one-sided one is named
@@ -602,7 +598,7 @@ def test_sn_compare_pairs_effects_by_seed(tmp_path, call):
     out = cmp(f"{a}:trait", f"{b}:shuffled")
     # mean +3.0, sd 1, t(2) 4.303 / sqrt(3) = 2.48
     assert "= +3.0 [+0.5, +5.5]; 3/3 seeds positive\n" in out and "the same students (identical rates" in out
-    command = cli("sn_compare", f"{a}:trait", f"{b}:shuffled")  # the command line prints the same
+    command = script_process("sn_compare", f"{a}:trait", f"{b}:shuffled")  # the command line prints the same
     assert command.returncode == 0 and command.stdout == out, command.stderr
     c = fake_animal_run(tmp_path / "c", [[0, 0], [0, 1], [2, 0]], "trait", [0.1] * 3, [0.1] * 3)
     check_refused(cmp, f"{a}:trait", f"{c}:trait", match="different seeds")
@@ -740,7 +736,7 @@ def test_sn_arms_figure_draws_arms_of_several_runs(tmp_path, call, monkeypatch):
         write_run(tmp_path / name, res, "subliminal_numbers")
         return f"{tmp_path / name}:{arm}"
     # the command line (its one run as a command) draws the figure
-    out = cli("sn_arms_figure", run("a", "trait", [[0, 0], [0, 1]]), run("b", "shuffled", [[0, 0], [0, 1]]),
+    out = script_process("sn_arms_figure", run("a", "trait", [[0, 0], [0, 1]]), run("b", "shuffled", [[0, 0], [0, 1]]),
               f"--out={tmp_path / 'f.png'}")
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "f.png").stat().st_size > 1000
@@ -970,7 +966,8 @@ def test_em_mechanism_figure_draws_from_the_two_scripts_json(tmp_path, command):
     (tmp_path / "a" / "code_direction.json").write_text(json.dumps({"summary": {"matched": cd}, "per_seed": [{}, {}]}))
     (tmp_path / "a" / "clamp_finetune.json").write_text(json.dumps(
         {"per_seed": [{k: step() for k in ("unclamped", "clamped", "random_clamped")} for _ in range(2)]}))
-    out = cli("em_mechanism_figure", f"--out={tmp_path / 'f.png'}", str(tmp_path / "a"), "--", str(tmp_path / "a"))
+    out = script_process("em_mechanism_figure", f"--out={tmp_path / 'f.png'}", str(tmp_path / "a"), "--",
+                         str(tmp_path / "a"))
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "f.png").stat().st_size > 1000
     # the bars: insecure 1 over a base of 0, so restoring a direction to r removes the share 1 - r
@@ -1041,7 +1038,7 @@ def test_em_mechanism_figure_usage_and_missing_inputs_are_one_line(tmp_path, mon
                        ([str(tmp_path / "none")], "none: no such directory")):
         status, err = command("em_mechanism_figure", *argv, f"--out={tmp_path / 'f.png'}")
         assert status == 2 and err.startswith("error: ") and what in err and "Traceback" not in err, err
-    out = cli("em_mechanism_figure", str(tmp_path), f"--out={tmp_path / 'f.png'}")  # the same as a real process
+    out = script_process("em_mechanism_figure", str(tmp_path), f"--out={tmp_path / 'f.png'}")  # as a real process
     assert out.returncode == 2 and out.stderr.startswith("error: ") and "code_direction.json not found" in out.stderr
     assert "Traceback" not in out.stderr
     # a one-task run: the scripts that write those files refuse it, so the hint names what run they need
@@ -1062,7 +1059,7 @@ def test_probes_print_their_usage(name, argv):
     """--help was a ValueError traceback (read as a number), probe_soft_channel without its LRS and STEPS an
     IndexError, probe_first_gradient without a seed printed nothing and exited 0. Asked for, the usage goes to stdout
     with status 0; a missing argument prints it to stderr with status 2, as any refusal."""
-    out = cli(name, *argv)
+    out = script_process(name, *argv)
     code, stream = (0, out.stdout) if argv else (2, out.stderr)
     assert out.returncode == code and f"python scripts/{name}.py" in stream and "Traceback" not in out.stderr, out
 
@@ -1886,7 +1883,7 @@ def test_em_value_sources_shares_are_ratios_of_means_over_the_bases(tmp_path):
     check_refused(lambda *a: vs.main(list(a)), "out/run", "--arm=evil", match="--arm takes one of insecure")
     check_refused(lambda *a: vs.main(list(a)), "out/run", "--layer=2", match="unknown option --layer=2")
     check_refused(lambda *a: vs.main(list(a)), "out/run", "--out=a.json", "--out=b.json", match="more than once")
-    assert cli("em_value_sources", str(tmp_path / "none")).stderr.startswith("error: ")  # not a run: one line
+    assert script_process("em_value_sources", str(tmp_path / "none")).stderr.startswith("error: ")  # not a run
 
 
 @torch.no_grad()
