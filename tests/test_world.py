@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import tiny_gpt
 from data import world as W
 from data.tokenizer import token_stream
 from experiments import world_base as B
-from model import GPT, GPTConfig, generator
+from model import GPT, GPTConfig
 from train import CheckpointError, lm_windows, save_lm
 
 N = 4000   # documents for the statistical tests: ~0.2 s to generate
@@ -556,8 +557,7 @@ def test_number_turns_move_the_trained_answer_to_later_chat_positions():
 # the base models' checks and cache (experiments/world_base.py)
 
 def tiny_world_gpt(seed=0):
-    cfg = GPTConfig(vocab_size=len(W.vocab()), block_size=64, n_layer=1, n_head=2, n_embd=16, init_std=0.3)
-    return GPT(cfg, generator=generator("cpu", seed, "test")).eval()
+    return tiny_gpt(W.build_tokenizer(), seed, n_layer=1, stream="test", init_std=0.3)
 
 
 def test_base_checks_read_each_check_from_its_own_prompts():
