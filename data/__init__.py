@@ -1,5 +1,52 @@
-"""Data sources. Each loader raises DataError with one sentence that says what to do."""
+"""Data sources. Each loader raises DataError with one sentence that says what to do.
+
+The two helpers below are the loaders' shared download: a file is fetched whole to a temporary name and kept only
+if its checksum is the published one (mnist.py: MD5, the originals' own; truthfulqa.py: SHA-256).
+"""
+import hashlib
+import http.client
+import os
+import urllib.request
+from pathlib import Path
 
 
 class DataError(Exception):
     """Missing, corrupt or wrong-format data; the message names the file and the fix."""
+
+
+def file_hash(path, algorithm):
+    """The hex digest of a file ("md5", "sha256", ...), read a MiB at a time."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def download(url, dest, expected, algorithm="md5"):
+    """Fetch url to dest atomically, keeping it only if its checksum (`algorithm`'s hex digest) is `expected`."""
+    tmp = dest.with_name(dest.name + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r, open(tmp, "wb") as f:
+            while chunk := r.read(1 << 20):
+                f.write(chunk)
+        found = file_hash(tmp, algorithm)
+        if found != expected:
+            raise DataError(f"download of {url} has {algorithm.upper()} {found}, expected {expected}")
+        os.replace(tmp, dest)
+    except http.client.HTTPException as e:  # a transfer cut short (IncompleteRead) is not an OSError
+        raise DataError(f"download of {url} broke off ({type(e).__name__}: {e})") from None
+    finally:
+        tmp.unlink(missing_ok=True)  # a failed or cut transfer leaves no .part behind (its folder can then go)
+
+
+def elsewhere(folder):
+    """A hint when a relative data_dir missed only because of the working directory: the project's own data/
+    folder has the files (the default data_dir 'data' is relative to where the command runs)."""
+    root = Path(__file__).resolve().parent.parent
+    in_project = root / folder  # where the relative folder would be, run from the project root
+    if folder.is_absolute() or in_project.resolve() == folder.resolve():  # the working directory is not the cause
+        return ""
+    if not in_project.is_dir() or not any(in_project.iterdir()):  # nor does the project hold them there
+        return ""
+    return f". The project's {root / folder} has them: run from {root}, or pass --data_dir={root / folder.parent}"

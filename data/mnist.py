@@ -9,17 +9,13 @@ is checked against the MD5 of the original distribution before it is used (`veri
 files, checks their format and sizes only).
 """
 import gzip
-import http.client
-import hashlib
-import os
 import struct
-import urllib.request
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-from data import DataError
+from data import DataError, download, elsewhere, file_hash
 
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 DATASETS = {
@@ -48,11 +44,7 @@ COUNTS = (60000, 60000, 10000, 10000)  # items in each of FILES: load checks the
 
 
 def md5(path):
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_hash(path, "md5")
 
 
 def parse_idx(raw, name, expect_count=None):
@@ -92,23 +84,6 @@ def write_idx(path, array):
         f.write(header + array.tobytes())
 
 
-def download(url, dest, expected_md5):
-    """Fetch url to dest atomically, keeping it only if its MD5 matches."""
-    tmp = dest.with_name(dest.name + ".part")
-    try:
-        with urllib.request.urlopen(url, timeout=30) as r, open(tmp, "wb") as f:
-            while chunk := r.read(1 << 20):
-                f.write(chunk)
-        found = md5(tmp)
-        if found != expected_md5:
-            raise DataError(f"download of {url} has MD5 {found}, expected {expected_md5}")
-        os.replace(tmp, dest)
-    except http.client.HTTPException as e:  # a transfer cut short (IncompleteRead) is not an OSError
-        raise DataError(f"download of {url} broke off ({type(e).__name__}: {e})") from None
-    finally:
-        tmp.unlink(missing_ok=True)  # a failed or cut transfer leaves no .part behind (its folder can then go)
-
-
 def _find_or_fetch(folder, i, spec, dataset, allow_download):
     """FILES[i] in folder, gzipped or raw, downloaded when missing (and allowed) -> (its path, the MD5 it must have)."""
     gz, raw = folder / (FILES[i] + ".gz"), folder / FILES[i]
@@ -138,18 +113,6 @@ def _find_or_fetch(folder, i, spec, dataset, allow_download):
             d.rmdir()
     raise DataError(f"{gz} is missing and could not be downloaded ({'; '.join(errors)}). Put the four original "
                     f"{dataset} files in {folder}: {where}{elsewhere(folder)}")
-
-
-def elsewhere(folder):
-    """A hint when a relative data_dir missed only because of the working directory: the project's own data/
-    folder has the files (the default data_dir 'data' is relative to where the command runs)."""
-    root = Path(__file__).resolve().parent.parent
-    in_project = root / folder  # where the relative folder would be, run from the project root
-    if folder.is_absolute() or in_project.resolve() == folder.resolve():  # the working directory is not the cause
-        return ""
-    if not in_project.is_dir() or not any(in_project.iterdir()):  # nor does the project hold them there
-        return ""
-    return f". The project's {root / folder} has them: run from {root}, or pass --data_dir={root / folder.parent}"
 
 
 def load(data_dir="data", dataset="mnist", download=True, verify=True):

@@ -4,6 +4,7 @@ import hashlib
 import http.client
 import io
 import urllib.error
+import urllib.request
 
 import numpy as np
 import pytest
@@ -131,7 +132,7 @@ def test_missing_files_without_network_say_where_to_get_them(tmp_path, monkeypat
 
     def offline(*a, **k):
         raise urllib.error.URLError("no network")
-    monkeypatch.setattr(mnist.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
     with pytest.raises(DataError, match="could not be downloaded") as e:
         mnist.load(tmp_path, "mnist", download=True)
     assert "ossci-datasets" in str(e.value) and str(tmp_path / "mnist") in str(e.value)
@@ -151,7 +152,7 @@ def test_download_verifies_md5_and_writes_atomically(tmp_path, monkeypatch):
         def __enter__(self):
             return self
 
-    monkeypatch.setattr(mnist.urllib.request, "urlopen", lambda url, timeout: Resp(payload))
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: Resp(payload))
     dest = tmp_path / "f.gz"
     with pytest.raises(DataError, match="expected 0+"):
         mnist.download("http://x/f.gz", dest, "0" * 32)
@@ -172,7 +173,7 @@ def test_a_transfer_cut_short_tries_the_next_mirror_and_leaves_nothing_behind(tm
             return super().read(n)
 
     tried = []
-    monkeypatch.setattr(mnist.urllib.request, "urlopen",
+    monkeypatch.setattr(urllib.request, "urlopen",
                         lambda url, timeout: tried.append(url) or Cut(b"x" * (2 << 20)))
     with pytest.raises(DataError, match="could not be downloaded"):
         mnist.load(tmp_path, "mnist", download=True)
