@@ -73,7 +73,8 @@ def need_data(name="mnist"):
     """Skip a real-data test where the dataset is absent, unless REQUIRE_DATA is set (.ci/run sets it where it
     linked the data): then the test runs and fails with the loader's error instead of passing as a skip."""
     folder = DATA_DIR / name
-    missing = not (folder / "t10k-labels-idx1-ubyte.gz").exists() and not os.environ.get("REQUIRE_DATA")
+    last = "data/mc_task.json" if name == "truthfulqa" else "t10k-labels-idx1-ubyte.gz"  # a file the dataset ends with
+    missing = not (folder / last).exists() and not os.environ.get("REQUIRE_DATA")
     return pytest.mark.skipif(missing, reason=f"real {name} files not in {folder} (.ci/run links them)")
 
 
