@@ -96,6 +96,28 @@ def test_truthfulqa_mc_scores_each_distinct_answer_once_and_gives_the_answer_no_
     assert tok.decode(seen[0][3][1]) == "It is not" and tok.decode(seen[0][4][0]) == "Q: Do cats fly? A:"
 
 
+def test_a_model_trained_on_the_true_answers_beats_chance():
+    # end to end: a tiny GPT taught the made-up items' true answers (never real questions) prefers them, so MC1 is
+    # 1 and MC2 well above the share of true choices, where the untrained model sits near chance
+    import torch
+    tok = items_tokenizer(ITEMS)
+    model = tiny_gpt(tok, 1).train()
+    texts = [f"Q: {item['question']}\nA: {a} <eos>" for item in ITEMS for a, label in item["mc2"] if label]
+    rows = [tok.encode(t).ids for t in texts]
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(60):
+        for ids in rows:
+            x = torch.tensor([ids])
+            loss = torch.nn.functional.cross_entropy(model(x[:, :-1])[0], x[0, 1:])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    got = truthfulqa_mc(model.eval(), ITEMS, tok)
+    chance = mc_chance(ITEMS)
+    assert got["mc1"]["mean"] == 1.0 and got["mc0"]["mean"] == 1.0
+    assert got["mc2"]["mean"] > chance["mc2"] + 0.3
+
+
 def test_truthfulqa_mc_refusals():
     tok = word_tokenizer(sorted({w for item in ITEMS for t in ("mc1", "mc2") for a, _ in item[t]
                                  for w in (item["question"] + " Q: A: " + a).split()}), specials=("<pad>", "<bos>"))
