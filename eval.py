@@ -241,7 +241,8 @@ def truthfulqa_mc(model, items, tokenizer, *, prompt="Q: {question}\nA:", answer
     teacher-forced (score_continuations), each distinct (question, answer) pair once. The prompt is encoded with the
     tokenizer's special tokens, the answer without them. end=True also scores the end token "<eos>" after each
     answer ("the answer, and then stop"); published TruthfulQA numbers score the answer alone (end=False). The
-    paper's prompt also puts six example questions and answers before the question: pass them in `prompt`.
+    paper's prompt also puts six example questions and answers before the question: pass them in `prompt`; its
+    scorer adds a final "." to an answer without one (v2's answers, nearly all), which the items then need first.
     Returns {task: {"mean", "ci95"} (a 95% t-interval over questions), "n": questions, "per_question": [{task:
     score}]}. Chance, for comparison: mc_chance(items)."""
     tasks = [t for t in ("mc0", "mc1", "mc2") if items and all(t in item for item in items)]
