@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from data.tokenizer import pad_right
 from model import token_ids
@@ -134,14 +135,15 @@ def accuracy(model, x, y, n_classes=10, batch_size=2000):
 
 
 @torch.no_grad()
-def score_continuations(model, pairs, *, tokenizer=None, eos_id=None, batch_size=64):
+def score_continuations(model, pairs, *, tokenizer=None, eos_id=None, batch_size=64, desc=None):
     """Teacher-forced log-probabilities of many (prompt, continuation) pairs, batched: what class-based
     behaviour evals and MC1/MC2 need (the experiments' evals use world_base.score_shared_prompts, the same numbers
     for many continuations of one prompt at less cost; this is the general form, and its tests' reference).
     Pairs are token-id lists, or strings when a tokenizer is given.
     The end token (eos_id; with a tokenizer, its "<eos>" by default; with neither, none) is appended to every
     continuation, so "the answer, and then stop" is what gets scored. Rows are right-padded (causal attention keeps
-    pads invisible). Returns (sums [N] float tensor, [per-token log-probs [len_i] per pair])."""
+    pads invisible). desc: a progress bar of that name over the batches, on a terminal only (train.progress_bar's
+    kind). Returns (sums [N] float tensor, [per-token log-probs [len_i] per pair])."""
     # the pairs as token-id lists, the end token appended, each checked
     if tokenizer is not None:
         eos_id = tokenizer.token_to_id("<eos>") if eos_id is None else eos_id
@@ -175,7 +177,8 @@ def score_continuations(model, pairs, *, tokenizer=None, eos_id=None, batch_size
     # the scoring, batch_size pairs per forward
     device = next(model.parameters()).device
     per_token = []
-    for i in range(0, len(pairs), batch_size):
+    for i in tqdm(range(0, len(pairs), batch_size), desc=desc, disable=None if desc else True, leave=False,
+                  unit="batch"):
         chunk = pairs[i:i + batch_size]
         ids, _ = pad_right([p + c for p, c in chunk], device)  # [b, W], padded with 0 (never scored)
         logp = model(ids[:, :-1]).float().log_softmax(-1)  # [b, W-1, V]: position t predicts token t+1
@@ -259,7 +262,7 @@ def truthfulqa_mc(model, items, tokenizer, *, prompt="Q: {question}\nA:", answer
         for a in dict.fromkeys(a for t in tasks for a, _ in item[t]):  # (dict: once each, in order)
             index[i, a] = len(pairs)
             pairs.append((context, encode(tokenizer, answer.format(answer=a), add_special_tokens=False)))
-    sums, _ = score_continuations(model, pairs, eos_id=eos_id, batch_size=batch_size)
+    sums, _ = score_continuations(model, pairs, eos_id=eos_id, batch_size=batch_size, desc="truthfulqa")
     sums = sums.tolist()
     score = {"mc0": mc1, "mc1": mc1, "mc2": mc2}  # MC0 is MC1 over two choices: the best answer and the best false one
     per_question = [{t: score[t]([sums[index[i, a]] for a, _ in item[t]], [label for _, label in item[t]])

@@ -223,3 +223,20 @@ def test_the_readme_example_runs_as_printed(capsys):
     exec(compile(readme_block("## TruthfulQA: MC1 and MC2"), "README.md", "exec"), {})
     chance = ast.literal_eval(capsys.readouterr().out)  # the printed dict
     assert round(chance["mc1"], 3) == 0.226 and round(chance["mc2"], 3) == 0.448  # as the README's comment says
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_scoring_shows_a_progress_bar_on_a_terminal_only(monkeypatch, terminal):
+    import sys
+
+    class Stderr(io.StringIO):
+        def isatty(self):
+            return terminal
+    err = Stderr()
+    monkeypatch.setattr(sys, "stderr", err)
+    tok = items_tokenizer(ITEMS)
+    truthfulqa_mc(tiny_gpt(tok), ITEMS, tok, batch_size=2)
+    assert ("truthfulqa:" in err.getvalue() and "/4 [" in err.getvalue()) == terminal  # 7 answers, 2 a batch
+    shown = err.getvalue()
+    score_continuations(tiny_gpt(tok), [([1, 3], [4])] * 3, batch_size=1)  # no desc, no bar: the experiments' calls
+    assert err.getvalue() == shown
