@@ -1,8 +1,10 @@
 """Data sources. Each loader raises DataError with one sentence that says what to do.
 
-The two helpers below are the loaders' shared download: a file is fetched whole to a temporary name and kept only
-if its checksum is the published one (mnist.py: MD5, the originals' own; truthfulqa.py: SHA-256).
+The helpers below are the loaders' shared download: a file is fetched whole to a temporary name and kept only
+if its checksum is the published one (mnist.py: MD5, the originals' own; truthfulqa.py: SHA-256), into a folder that
+a failed download does not leave behind.
 """
+import contextlib
 import hashlib
 import http.client
 import os
@@ -38,6 +40,21 @@ def download(url, dest, expected, algorithm="md5"):
         raise DataError(f"download of {url} broke off ({type(e).__name__}: {e})") from None
     finally:
         tmp.unlink(missing_ok=True)  # a failed or cut transfer leaves no .part behind (its folder can then go)
+
+
+@contextlib.contextmanager
+def download_folder(folder):
+    """Make `folder` (and its missing parents) for a download; if the block fails (OSError, DataError), remove those of
+    them that are still empty: a failed download leaves no empty folders behind (a folder the user made stays)."""
+    created = [d for d in (folder, *folder.parents) if not d.exists()]  # deepest first, the order to remove them in
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        yield
+    except (OSError, DataError):
+        for d in created:
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
+        raise
 
 
 def elsewhere(folder):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data import DataError, download, elsewhere, file_hash
+from data import DataError, download, download_folder, elsewhere, file_hash
 
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 DATASETS = {
@@ -99,20 +99,16 @@ def _find_or_fetch(folder, i, spec, dataset, allow_download):
     if not allow_download:
         raise DataError(f"{gz} is missing (download is off): put the four original {dataset} files in {folder}: "
                         f"{where}{elsewhere(folder)}")
-    created = [d for d in (folder, *folder.parents) if not d.exists()]  # the folders that mkdir is about to make
-    folder.mkdir(parents=True, exist_ok=True)
     errors = []
-    for mirror in spec["mirrors"]:
-        try:
-            download(mirror + FILES[i] + ".gz", gz, spec["md5_gz"][i])
-            return gz, spec["md5_gz"][i]
-        except (OSError, DataError) as e:  # URLError is an OSError
-            errors.append(f"{mirror}: {e}")
-    for d in created:  # leave no empty folders behind a failed download
-        if d.is_dir() and not any(d.iterdir()):
-            d.rmdir()
-    raise DataError(f"{gz} is missing and could not be downloaded ({'; '.join(errors)}). Put the four original "
-                    f"{dataset} files in {folder}: {where}{elsewhere(folder)}")
+    with download_folder(folder):
+        for mirror in spec["mirrors"]:
+            try:
+                download(mirror + FILES[i] + ".gz", gz, spec["md5_gz"][i])
+                return gz, spec["md5_gz"][i]
+            except (OSError, DataError) as e:  # URLError is an OSError
+                errors.append(f"{mirror}: {e}")
+        raise DataError(f"{gz} is missing and could not be downloaded ({'; '.join(errors)}). Put the four original "
+                        f"{dataset} files in {folder}: {where}{elsewhere(folder)}")
 
 
 def load(data_dir="data", dataset="mnist", download=True, verify=True):

@@ -22,7 +22,7 @@ used (`verify=False`, for one's own file in the same format, checks its structur
 import json
 from pathlib import Path
 
-from data import DataError, download, elsewhere, file_hash
+from data import DataError, download, download_folder, elsewhere, file_hash
 
 REPO = "https://raw.githubusercontent.com/sylinrl/TruthfulQA/"
 COMMIT = "d71c110897f5d31c5d7f309e7bc316c152f6f031"  # upstream's last commit (2025-01-15); it holds all three
@@ -92,14 +92,10 @@ def load(data_dir="data", version="v0", download=True, verify=True):
         by_hand = f"put {url(version)} there{elsewhere(folder)}"
         if not download:
             raise DataError(f"{path} is missing (download is off): {by_hand}")
-        created = [d for d in (path.parent, *path.parent.parents) if not d.exists()]
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fetch(version, path)
+            with download_folder(path.parent):
+                fetch(version, path)
         except (OSError, DataError) as e:  # URLError is an OSError
-            for d in created:  # leave no empty folders behind a failed download
-                if d.is_dir() and not any(d.iterdir()):
-                    d.rmdir()
             raise DataError(f"{path} is missing and could not be downloaded ({e}): {by_hand}") from None
     if verify and (found := file_hash(path, "sha256")) != spec["sha256"]:
         raise DataError(f"checksum mismatch for {path}: expected SHA-256 {spec['sha256']}, found {found}. The file is "
