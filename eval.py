@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from data.tokenizer import pad_right
+from data.truthfulqa import TASKS
 from model import token_ids
 
 # two-sided 95% Student-t quantiles t_{0.975, df} for df = 1..30 (standard tables, three decimals)
@@ -248,7 +249,7 @@ def truthfulqa_mc(model, items, tokenizer, *, prompt="Q: {question}\nA:", answer
     scorer adds a final "." to an answer without one (v2's answers, nearly all), which the items then need first.
     Returns {task: {"mean", "ci95"} (a 95% t-interval over questions), "n": questions, "per_question": [{task:
     score}]}. Chance, for comparison: mc_chance(items)."""
-    tasks = [t for t in ("mc0", "mc1", "mc2") if items and all(t in item for item in items)]
+    tasks = mc_tasks(items)
     if not items or not {"mc1", "mc2"} <= set(tasks):
         raise ValueError("truthfulqa_mc needs a non-empty list of items, each with mc1 and mc2 choices (as "
                          "data.truthfulqa.load gives)")
@@ -274,10 +275,15 @@ def truthfulqa_mc(model, items, tokenizer, *, prompt="Q: {question}\nA:", answer
     return result
 
 
+def mc_tasks(items):
+    """The tasks (of data.truthfulqa.TASKS: mc0, mc1, mc2) that every item has."""
+    return [t for t in TASKS if items and all(t in item for item in items)]
+
+
 def mc_chance(items):
     """The expected MC1, MC2 (and MC0) of a model that picks among a question's choices at random: 1 / choices, and
     true choices / choices (for MC2, exactly what a model scoring every choice alike gets), averaged over items."""
-    tasks = [t for t in ("mc0", "mc1", "mc2") if items and all(t in item for item in items)]
+    tasks = mc_tasks(items)
     return {t: mean_of([sum(label for _, label in item[t]) / len(item[t]) for item in items]) for t in tasks}
 
 

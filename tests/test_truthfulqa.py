@@ -55,10 +55,11 @@ ITEMS = [  # in the loader's format, made up here: no test reads a real question
 ]
 
 
-def items_tokenizer(items):
-    words = {w for item in items for t in ("mc0", "mc1", "mc2") for a, _ in item[t]
+def items_tokenizer(items, **kw):
+    """A word-level tokenizer of the items' words and the prompt's (kw: word_tokenizer's, e.g. specials)."""
+    words = {w for item in items for t in ("mc0", "mc1", "mc2") if t in item for a, _ in item[t]
              for w in (item["question"] + " Q: A: " + a).split()}
-    return word_tokenizer(sorted(words))
+    return word_tokenizer(sorted(words), **kw)
 
 
 @pytest.mark.parametrize("end", [False, True])
@@ -119,8 +120,7 @@ def test_a_model_trained_on_the_true_answers_beats_chance():
 
 
 def test_truthfulqa_mc_refusals():
-    tok = word_tokenizer(sorted({w for item in ITEMS for t in ("mc1", "mc2") for a, _ in item[t]
-                                 for w in (item["question"] + " Q: A: " + a).split()}), specials=("<pad>", "<bos>"))
+    tok = items_tokenizer(ITEMS, specials=("<pad>", "<bos>"))
     with pytest.raises(ValueError, match="has none: pass end=False"):
         truthfulqa_mc(tiny_gpt(tok), ITEMS, tok, end=True)
     with pytest.raises(ValueError, match="each with mc1 and mc2"):
