@@ -999,10 +999,10 @@ def em_teachers(cfg, A, tok, p, wanted=None):
     these (the first is still trained when em_match needs its steps)."""
     steps = cfg.em_steps
     for t in cfg.mis_teachers:
-        match = cfg.em_match and t == cfg.mis_teachers[0]
-        if wanted is None or t in wanted or match:
+        match, keep = cfg.em_match and t == cfg.mis_teachers[0], wanted is None or t in wanted
+        if keep or match:
             m, steps = em_teacher(cfg, A, tok, p, t, steps, match=match)
-            if wanted is None or t in wanted:
+            if keep:
                 yield t, m, steps
 
 
