@@ -40,10 +40,13 @@ def script_process(name, *argv):
 def command(capsys):
     """command(NAME, *argv): scripts/NAME.py as its __main__ runs it (train.cli(main, argv)), in this process ->
     (exit status, stderr). A case costs no second's import of torch and matplotlib, as a real process does; the tests
-    that use it also run one case as a real process (the status the shell sees)."""
+    that use it also run one case as a real process (process=True: script_process, the status the shell sees)."""
     import train
 
-    def run(name, *argv):
+    def run(name, *argv, process=False):
+        if process:
+            out = script_process(name, *argv)
+            return out.returncode, out.stderr
         capsys.readouterr()  # drop anything printed before
         status = train.cli(load_script(name).main, list(argv))
         return status, capsys.readouterr().err

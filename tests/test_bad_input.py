@@ -332,11 +332,7 @@ def test_probe_arguments_are_checked_in_one_line_before_any_base_is_loaded(tmp_p
              ("probe_teacher_update", ["0", "sgd"], "'sgd': expected OPTIMIZER:LR"),
              ("probe_teacher_update", ["x"], "'x' is not a base seed (a whole number >= 0)")]
     for i, (script, argv, msg) in enumerate(cases):
-        if i == 0:  # the first case as a real process
-            out = script_process(script, *argv)
-            status, err = out.returncode, out.stderr
-        else:
-            status, err = command(script, *argv)
+        status, err = command(script, *argv, process=i == 0)  # the first case as a real process
         assert status == 2 and err.startswith("error: ") and msg in err, (argv, err[-2000:])
         assert "Traceback" not in err
 
@@ -415,11 +411,7 @@ def test_probe_soft_channel_checks_every_lr_and_takes_nine_arguments(command):
                 f"TEACHER {t!r}: expected OPTIMIZER:LR[:blocks][:STEPS]")
                for t in ("adamw", "adamw:", "adamw:1e-3:blokcs", "adamw:1e-3:-5")]]
     for i, (argv, msg) in enumerate(cases):
-        if i == 0:  # the first case as a real process
-            out = script_process("probe_soft_channel", *argv)
-            status, err = out.returncode, out.stderr
-        else:
-            status, err = command("probe_soft_channel", *argv)
+        status, err = command("probe_soft_channel", *argv, process=i == 0)  # the first case as a real process
         assert status == 2 and err.startswith(f"error: {msg}"), (argv, err[-2000:])
 
 
