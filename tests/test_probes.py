@@ -185,6 +185,11 @@ def _perturbed(model, seed, only=None):
     return m
 
 
+def owl(model):
+    """A model's P(owl) as the probes print it (four decimals)."""
+    return f"{S.animal_rates(model, TOK)[0]['owl']:.4f}"
+
+
 def _fake_lists(teacher, tok, n, cfg, seed, banned=(), heldout=False):
     """S.sample_lists without sampling: n number prompts of the asked wordings with a fixed list each."""
     prompts = W.number_prompts(n, seed=seed % 2 ** 31, heldout=heldout)
@@ -256,7 +261,6 @@ def test_soft_channel_gives_each_lrs_student_the_base_the_teacher_and_the_option
     kl0 = float(re.search(r"KL\(teacher \|\| base\) ([0-9.]+)", out).group(1))
     assert kl0 == pytest.approx(S.number_kl(S.held_logits(teacher, held), tiny_base(), TOK, held), abs=6e-6)
     # each step's P(owl) is the student's, after its fine-tune, not the base's
-    owl = lambda m: f"{S.animal_rates(m, TOK)[0]['owl']:.4f}"
     assert f"base P(owl) {owl(tiny_base())};" in out and owl(tiny_base()) != owl(students[0][0])
     assert re.findall(r"step 250: P\(owl\) ([0-9.]+)", out) == [owl(m) for m, _ in students]
 
@@ -316,7 +320,6 @@ def test_teacher_update_trains_each_teacher_as_asked_and_reads_all_on_the_first_
     out = capsys.readouterr().out
     assert [m[:3] for m in made] == [("adamw", 1e-3, "owl"), ("sgd", 0.2, "owl")]
     assert len(drawn) == 1 and drawn[0][0] is made[0][3] and drawn[0][1:] == (256, True)
-    owl = lambda m: f"{S.animal_rates(m, TOK)[0]['owl']:.4f}"
     blocks = re.split(r"^teacher ", out, flags=re.M)[1:]
     assert len(blocks) == 2
     for block, (*_, model) in zip(blocks, made):
