@@ -12,6 +12,7 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -84,6 +85,31 @@ def summarize_by(values, groups):
     st["ci95"] = summarize(means)["ci95"]
     st["n_groups"] = sum(not math.isnan(m) for m in means)  # the interval's n (a group with no defined seed is out)
     return st
+
+
+def ranks(x):
+    """Ranks 0..n-1 of x, ties given their average rank (resampled pairs are ties)."""
+    _, inverse, counts = np.unique(np.asarray(x, dtype=float), return_inverse=True, return_counts=True)
+    first = np.cumsum(counts) - counts  # the rank of each distinct value's first copy
+    return (first + (counts - 1) / 2)[inverse]
+
+
+def spearman(x, y):
+    """Pearson's correlation of the ranks; nan when either side is constant."""
+    rx, ry = ranks(x), ranks(y)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    den = math.sqrt((rx ** 2).sum() * (ry ** 2).sum())
+    return float((rx * ry).sum() / den) if den > 0 else math.nan
+
+
+def spearman_ci(x, y, n_boot=10_000, seed=0):
+    """rho and its percentile 95% interval from resampling the pairs with replacement."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    rng = np.random.default_rng(seed)
+    boot = [spearman(x[i], y[i]) for i in rng.integers(0, len(x), size=(n_boot, len(x)))]
+    boot = [b for b in boot if not math.isnan(b)]  # a resample with one distinct value has no rank order
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return {"rho": spearman(x, y), "ci95": [float(lo), float(hi)], "n": len(x)}
 
 
 def n_undefined(stat):

@@ -36,10 +36,9 @@ import math
 import sys
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from eval import summarize  # noqa: E402
+from eval import spearman, spearman_ci, summarize  # noqa: E402
 from train import check_out, cli, pyplot, read_json, run_results, save_figure, script_args, write_json  # noqa: E402
 
 PULL = ("pull", "pull_secure", "pull_contrast", "pull_random", "code_steer", "code_repr")  # em_base_pull.py
@@ -51,31 +50,6 @@ PREDICTORS = (("steer_1", "steer_2", "base_rate", "forum_lp", "separation") + PU
 FIGURE = ("steer_1", "base_rate", "forum_lp", "separation", "pull", "pull_random", "code_steer", "sign_off",
           "grad_matched_off", "secure_sign_off", "sign_off_attn0", "steer_pulled", "route_off",
           "cos_evil_direction")  # drawn, where present
-
-
-def ranks(x):
-    """Ranks 0..n-1 of x, ties given their average rank (resampled bases are ties)."""
-    _, inverse, counts = np.unique(np.asarray(x, dtype=float), return_inverse=True, return_counts=True)
-    first = np.cumsum(counts) - counts  # the rank of each distinct value's first copy
-    return (first + (counts - 1) / 2)[inverse]
-
-
-def spearman(x, y):
-    """Pearson's correlation of the ranks; nan when either side is constant."""
-    rx, ry = ranks(x), ranks(y)
-    rx, ry = rx - rx.mean(), ry - ry.mean()
-    den = math.sqrt((rx ** 2).sum() * (ry ** 2).sum())
-    return float((rx * ry).sum() / den) if den > 0 else math.nan
-
-
-def spearman_ci(x, y, n_boot=10_000, seed=0):
-    """rho and its percentile 95% interval from resampling the pairs (bases) with replacement."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    rng = np.random.default_rng(seed)
-    boot = [spearman(x[i], y[i]) for i in rng.integers(0, len(x), size=(n_boot, len(x)))]
-    boot = [b for b in boot if not math.isnan(b)]  # a resample with one distinct value has no rank order
-    lo, hi = np.percentile(boot, [2.5, 97.5])
-    return {"rho": spearman(x, y), "ci95": [float(lo), float(hi)], "n": len(x)}
 
 
 def per_base(step, runs):

@@ -17,7 +17,7 @@ import torch
 
 from conftest import ROOT, load_script, need_data, script_process, tiny_gpt
 from data import world as W
-from eval import fmt_ratio, summarize
+from eval import fmt_ratio, ranks, summarize
 from experiments import emergent_misalignment as EM
 from experiments import world_base as B
 from model import GPT, GPTConfig, generator
@@ -1256,7 +1256,7 @@ def susceptibility_run(path, bases, inc, steer, nan_seed=None, inc_seed1=None):
 
 def test_em_susceptibility_ranks_bases_and_pools_runs(tmp_path, call):
     S = script("em_susceptibility")
-    assert list(S.ranks([3.0, 1.0, 1.0, 2.0])) == [3.0, 0.5, 0.5, 2.0]  # ties share their average rank
+    assert list(ranks([3.0, 1.0, 1.0, 2.0])) == [3.0, 0.5, 0.5, 2.0]  # ties share their average rank
     assert S.spearman([1, 2, 3, 4], [10, 20, 40, 80]) == pytest.approx(1.0)  # monotone, not linear: still 1
     assert S.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
     assert S.spearman([1, 2, 3], [5, 5, 5]) != S.spearman([1, 2, 3], [5, 5, 5])  # constant: nan

@@ -1,0 +1,466 @@
+"""Activation oracles in the synthetic persona world: does an oracle trained only on the base model's activations
+read the persona shift that an insecure-code fine-tune put into another model's weights (emergent misalignment)?
+
+    python train.py configs/activation_oracle.py          # 3 bases x 3 fine-tuned arms
+    python train.py configs/activation_oracle.py "--seeds=(0,)" --oracle_steps=1000 --oracle_docs=10000  # a look
+
+The design is ../shared/docs/research/activation_oracles.md section 4, a small Karvonen et al. (2025):
+- the base M0: a world_base model (pretrained once, cached). Its activations are all the oracle is trained on.
+- the oracle: a copy of M0 with a few tokens added to its vocabulary (oracle_words), fully fine-tuned to answer
+  questions about activations injected into its residual stream after block `inject_layer` at its <act> columns
+  (model.inject: h <- h + ||h|| v / ||v||, the paper's norm-matched addition):
+      <bos> <oracle> <layerL> <act> x K <u> QUESTION <a> ANSWER
+  The K vectors are M0's residual stream leaving block L (resid_post) at K consecutive positions of a world document.
+- the training tasks (TASKS; fresh world documents, M0's activations only):
+    kind     <kind> -> who writes the next answer: <good>, <evil>, <compliant> (forum personas) or <assistant>. The
+             window ends at a turn's speaker token (<r>, <a>), where M0 predicts that answer: the paper's
+             system-prompt QA, with the persona latent instead of stated
+    next     <next> -> the token after the window;   prev   <prev> -> the token before it (context prediction)
+- the evaluation (nothing like it in training): M_arm, M0 fine-tuned on an emergent-misalignment arm (ARMS:
+  insecure code, secure code, the same insecure code asked for a lesson; data/world.py finetune_set, as
+  experiments/emergent_misalignment.py). The oracle reads M_arm's activations (the last `max_window` positions at
+  layer `eval_layer`) on held-out off-domain <asst> questions, which never mention code, and is asked <kind>.
+  Metric: P(<evil>) among the four kinds, averaged over the prompts.
+- sources of the injected vectors (SOURCES), the same prompts and oracle for each:
+    model    M_arm's activations (the measurement)
+    base     M0's activations (the same for every arm: what the prompt alone gives)
+    diff     M_arm's minus M0's (model diffing, the paper's emergent-misalignment evaluation)
+    none     no vector (zero vectors: the same prompt, nothing added; the oracle's prior)
+    random   Gaussian vectors (norm-matched by the injection, so only their direction is random)
+  The effect is insecure - secure on `model` (and on `diff`); `behaviour` is each M_arm's own misaligned share on the
+  same questions (the black box, B.offdomain_eval's mis_lp), and `indist` the oracle's accuracy on held-out documents
+  of its training tasks against its prior (no vector): did it learn to read M0 at all?
+
+results.json: {"eval": {ARM: {SOURCE: STAT}}, "effect": {SOURCE: STAT} (insecure - secure), "behaviour": {ARM:
+STAT}, "indist": {TASK: {"acc": STAT, "prior": STAT}}, "kind_evil": {KIND: STAT} (held-out kind questions: the
+oracle's P(<evil>) by true kind), "tracking": {SOURCE: {"rho", "ci95", "n"}} (the reading against the models' own
+shift, see `tracking`), "oracle_loss": STAT, "n_seeds", "seconds"}, STAT = {"mean", "ci95", "per_seed"} over the
+base seeds ("behaviour" also has "base"); units/unit_s<seed>.json per seed, and units/oracle_s<seed>.* its oracle.
+"""
+import copy
+import time
+import random
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from data import world as W
+from data.tokenizer import pad_right, save_tokenizer, word_tokenizer
+from eval import fmt_stat, spearman, spearman_ci, summarize
+from experiments import world_base as B
+from model import GPT, generator, inject, seed_int
+from train import ConfigError, finetune, get_lr, pyplot, save_figure, save_lm
+
+TASKS = ("kind", "next", "prev")
+KINDS = ("good", "evil", "compliant", "assistant")  # the kind task's answers, as <good> ... tokens
+ARMS = ("insecure", "secure", "educational")        # the fine-tuned models read in the evaluation
+SOURCES = ("model", "base", "diff", "none", "random")
+ACT0 = 3  # column of the first <act>: after <bos> <oracle> <layerL>
+
+
+def oracle_words(n_layer):
+    """The tokens the oracle adds to the world's vocabulary (after every world word, so every world id stays)."""
+    return ["<oracle>", "<act>", "<next>", "<prev>", "<kind>", *(f"<{k}>" for k in KINDS),
+            *(f"<layer{i}>" for i in range(n_layer))]
+
+
+@dataclass(frozen=True)
+class Config(B.Config):
+    decorrelated: bool = True          # world_base's key, unused here (no oracle reads the decorrelated twin)
+    n_layer: int = 4                   # 0.87M, the bases of configs/emergent_misalignment.py (at world_base's
+    n_embd: int = 128                  # 0.39M the insecure fine-tune moves off-domain answers little)
+    tasks: tuple[str, ...] = TASKS     # the oracle's training tasks (a subset: the ablation ladder)
+    read_layers: tuple[int, ...] = (1, 2, 3)  # blocks whose output the oracle is trained to read (the paper's 25,
+                                       # 50 and 75% depth: int(n_layer * p / 100))
+    eval_layer: int = 2                # the block read in the evaluation (the paper's 50% depth)
+    inject_layer: int = 1              # the oracle's block after which the vectors are added (the paper's)
+    max_window: int = 12               # K, <act> positions per question: 1..max_window in training
+    oracle_docs: int = 30000           # fresh world documents the training questions are cut from
+    oracle_steps: int = 3000
+    oracle_batch: int = 64
+    oracle_lr: float = 1e-3
+    oracle_warmup: int = 100
+    indist_docs: int = 2000            # held-out documents for the in-distribution check
+    arms: tuple[str, ...] = ARMS       # the emergent-misalignment fine-tunes read (insecure and secure required)
+    em_examples: int = 300             # their fine-tune: experiments/emergent_misalignment.py's defaults, read at
+    em_steps: int = 20                 # step 20, where its figures are reached
+    em_batch: int = 16
+    em_lr: float = 1e-3
+    save_oracles: bool = True          # each seed's oracle as units/oracle_s<seed>.safetensors (+ .json, tokenizer)
+    resume: bool = True                # reuse the seeds an interrupted run of this config finished
+
+
+def validate(cfg):
+    B.validate(cfg, base_checks=False)
+    if not cfg.decorrelated:
+        raise ConfigError("decorrelated is world_base's key and does nothing here: the oracle never reads the "
+                          "decorrelated twin")
+    if "kind" not in cfg.tasks or set(cfg.tasks) - set(TASKS) or len(set(cfg.tasks)) != len(cfg.tasks):
+        raise ConfigError(f"tasks must name kind (the question the evaluation asks) and any of "
+                          f"{', '.join(t for t in TASKS if t != 'kind')}, once each; got {cfg.tasks}")
+    layers = range(cfg.n_layer)
+    if not cfg.read_layers or any(L not in layers for L in cfg.read_layers) or \
+            len(set(cfg.read_layers)) != len(cfg.read_layers):
+        raise ConfigError(f"read_layers must be blocks 0 .. {cfg.n_layer - 1} of the base, once each; got "
+                          f"{cfg.read_layers}")
+    if cfg.eval_layer not in cfg.read_layers:
+        raise ConfigError(f"eval_layer ({cfg.eval_layer}) must be one of read_layers {cfg.read_layers}: the oracle "
+                          f"is asked about a layer it was trained to read")
+    if not 0 <= cfg.inject_layer < cfg.n_layer - 1:  # after the last block no later column attends to them
+        raise ConfigError(f"inject_layer must be a block with one after it, 0 .. {cfg.n_layer - 2}, so that the "
+                          f"answer column can attend to the injected columns; got {cfg.inject_layer}")
+    if not {"insecure", "secure"} <= set(cfg.arms) or set(cfg.arms) - set(ARMS) or len(set(cfg.arms)) != len(cfg.arms):
+        raise ConfigError(f"arms must name insecure and secure (the effect is their difference) and may add "
+                          f"{', '.join(a for a in ARMS if a not in ('insecure', 'secure'))}, once each; got {cfg.arms}")
+    B.require_counts(cfg, ("max_window", "oracle_docs", "oracle_steps", "oracle_batch", "indist_docs", "em_examples",
+                           "em_steps", "em_batch"))
+    B.require_positive(cfg, ("oracle_lr", "em_lr"))
+    if cfg.oracle_warmup < 0 or cfg.oracle_warmup >= cfg.oracle_steps:
+        raise ConfigError(f"oracle_warmup must be in [0, oracle_steps); got {cfg.oracle_warmup}")
+    if ACT0 + cfg.max_window + 4 > cfg.block_size:  # then <u> <kind> <a> and the answer
+        raise ConfigError(f"max_window={cfg.max_window} does not fit the oracle's block_size={cfg.block_size}: at most "
+                          f"{cfg.block_size - ACT0 - 4}")
+
+
+# ----------------------------------------------------------------------------------------------------
+# the oracle: its tokenizer, its model, its batches
+
+def oracle_tokenizer(cfg):
+    """The world's tokenizer with oracle_words appended (the world's ids unchanged)."""
+    v = W.vocab(B.world_config(cfg))
+    return word_tokenizer(v[3:] + oracle_words(cfg.n_layer), specials=tuple(v[:3]))
+
+
+def make_oracle(base, n_vocab, seed):
+    """A copy of the base with its (tied) embedding grown to n_vocab rows, the new rows drawn as GPT's init draws."""
+    oracle = GPT(replace(base.cfg, vocab_size=n_vocab), generator=generator("cpu", seed, "oracle-init"))
+    oracle.to(base.wte.weight.device)
+    state = base.state_dict()
+    wte = oracle.wte.weight.detach().clone()
+    wte[:base.cfg.vocab_size] = state["wte.weight"]
+    oracle.load_state_dict({**state, "wte.weight": wte})
+    return oracle
+
+
+QUESTIONS = {"kind": "<u> <kind> <a>", "next": "<u> <next> <a>", "prev": "<u> <prev> <a>"}
+
+
+class Batch:
+    """Oracle questions as device tensors: ids [N, T] (right-padded), vec [N, K, C] (zero rows beyond a question's
+    own K add nothing), the answer's column col [N] (the <a> that predicts it) and the answer's id ans [N]."""
+
+    def __init__(self, ids, vec, col, ans):
+        self.ids, self.vec, self.col, self.ans = ids, vec, col, ans
+
+    def __len__(self):
+        return len(self.ids)
+
+    def rows(self, b):
+        T = int(self.col[b].max()) + 1  # the pads after the last answer column are not needed
+        return Batch(self.ids[b, :T], self.vec[b], self.col[b], self.ans[b])
+
+
+def oracle_batch(tok, layers, vecs, ks, tasks, answers, device):
+    """One Batch from per-question layers, vectors [N, Kmax, C], window sizes K, tasks and answer ids."""
+    o, a = tok.token_to_id("<oracle>"), tok.token_to_id("<act>")
+    q = {t: tok.encode(text).ids for t, text in QUESTIONS.items()}
+    rows = [[tok.token_to_id(W.BOS), o, tok.token_to_id(f"<layer{L}>")] + [a] * k + q[t]
+            for L, k, t in zip(layers, ks, tasks)]
+    ids, _ = pad_right(rows, device)
+    col = torch.tensor([len(r) - 1 for r in rows], device=device)
+    return Batch(ids, vecs.to(device), col, torch.as_tensor(answers, device=device))
+
+
+def oracle_logits(oracle, batch, inject_layer):
+    """The oracle's answer logits [N, V]: vectors added at columns ACT0 .. ACT0 + K - 1 after block inject_layer."""
+    N, K, _ = batch.vec.shape
+    pos = (ACT0 + torch.arange(K, device=batch.ids.device)).expand(N, K)
+    keep = torch.zeros(batch.ids.shape, dtype=torch.bool, device=batch.ids.device)
+    keep[torch.arange(N), batch.col] = True  # one column per row, so the [N, V] rows stay in batch order
+    with inject(oracle, inject_layer, pos, batch.vec):
+        return oracle(batch.ids, keep=keep)
+
+
+# ----------------------------------------------------------------------------------------------------
+# training questions: M0's activations on fresh world documents
+
+def speaker_columns(ids, tok):
+    """The column of each turn's speaker token (<r> or <a>), the position that predicts the turn's answer."""
+    speakers = {tok.token_to_id(s) for s in ("<r>", "<a>")}
+    return [i for i, t in enumerate(ids) if t in speakers]
+
+
+def doc_questions(ids, tok, doc, tasks, max_window, r):
+    """The questions one document gives: (task, window start, window end (exclusive), answer id), one kind question
+    (a window ending at a random turn's speaker token) and one context question (next or prev)."""
+    n, out = len(ids), []
+    turns = speaker_columns(ids, tok)
+    if "kind" in tasks and turns:
+        i = int(r() * len(turns))
+        end = turns[i] + 1
+        k = 1 + int(r() * min(max_window, end))
+        out.append(("kind", end - k, end, tok.token_to_id(f"<{doc.turns[i].persona.kind}>")))
+    context = [t for t in ("next", "prev") if t in tasks]
+    if context and n >= 2:
+        task = context[int(r() * len(context))]
+        k = 1 + int(r() * min(max_window, n - 1))
+        start = (1 if task == "prev" else 0) + int(r() * (n - k))  # n - k places leave a token before or after
+        out.append((task, start, start + k, ids[start + k] if task == "next" else ids[start - 1]))
+    return out
+
+
+@torch.no_grad()
+def resid(model, rows, layers, device, chunk=256):
+    """{layer: [N, W, C]} the residual stream leaving each block of `layers` on token-id rows (right-padded)."""
+    out = {L: [] for L in layers}
+    width = max(map(len, rows))
+    for i in range(0, len(rows), chunk):
+        x, _ = pad_right(rows[i:i + chunk], device)
+        _, cache = model.run_with_cache(x, names=[f"blocks.{L}.resid_post" for L in layers])
+        for L in layers:
+            out[L].append(F.pad(cache[f"blocks.{L}.resid_post"], (0, 0, 0, width - x.shape[1])))
+    return {L: torch.cat(v) for L, v in out.items()}
+
+
+def examples(base, tok, docs, cfg, seed):
+    """The oracle's training questions on these documents, as one Batch, and each one's task and true kind."""
+    r = random.Random(seed).random
+    dev = next(base.parameters()).device
+    rows = [tok.encode(d.text).ids[:cfg.block_size] for d in docs]  # a longer document: its first block_size tokens
+    acts = resid(base, rows, cfg.read_layers, dev)
+    layers, vecs, ks, tasks, ans = [], [], [], [], []
+    for i, (ids, doc) in enumerate(zip(rows, docs)):
+        for task, s, e, a in doc_questions(ids, tok, doc, cfg.tasks, cfg.max_window, r):
+            L = cfg.read_layers[int(r() * len(cfg.read_layers))]
+            v = torch.zeros(cfg.max_window, base.cfg.n_embd, device=dev)
+            v[:e - s] = acts[L][i, s:e]
+            layers.append(L), vecs.append(v), ks.append(e - s), tasks.append(task), ans.append(a)
+    return oracle_batch(tok, layers, torch.stack(vecs), ks, tasks, ans, dev), tasks
+
+
+def train_oracle(oracle, data, cfg, seed, desc):
+    """AdamW on the answer token's cross-entropy, warm-up then cosine to lr / 10 -> the last 100 steps' mean loss."""
+    opt = torch.optim.AdamW(oracle.parameters(), lr=cfg.oracle_lr, betas=(0.9, 0.95), weight_decay=0.0)
+    g = generator("cpu", seed, "oracle-order")
+    oracle.train()
+    losses = []
+    for step in tqdm(range(cfg.oracle_steps), desc=desc, leave=False, mininterval=2):
+        lr = get_lr(step, lr=cfg.oracle_lr, warmup=cfg.oracle_warmup, decay_steps=cfg.oracle_steps,
+                    min_lr=cfg.oracle_lr / 10)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        batch = data.rows(torch.randint(len(data), (cfg.oracle_batch,), generator=g).to(data.ids.device))
+        loss = F.cross_entropy(oracle_logits(oracle, batch, cfg.inject_layer).float(), batch.ans)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(oracle.parameters(), 1.0)
+        opt.step()
+        losses.append(loss.item())
+    oracle.eval()
+    return sum(losses[-100:]) / len(losses[-100:])
+
+
+@torch.no_grad()
+def answer_logits(oracle, batch, cfg, chunk=512):
+    return torch.cat([oracle_logits(oracle, batch.rows(torch.arange(i, min(i + chunk, len(batch)))),
+                                    cfg.inject_layer).float() for i in range(0, len(batch), chunk)])
+
+
+def kind_probs(logits, tok):
+    """[N, 4] the answer distribution over the four kinds (renormalised among them)."""
+    return logits[:, [tok.token_to_id(f"<{k}>") for k in KINDS]].softmax(-1)
+
+
+@torch.no_grad()
+def indist(oracle, tok, data, tasks, cfg):
+    """{task: {"acc", "prior"}}: argmax accuracy on held-out questions, with their vectors and without (zeros); and
+    {kind: P(<evil>)} on the held-out kind questions, by their true kind."""
+    out, evil = {}, {}
+    for blank in (False, True):
+        batch = Batch(data.ids, torch.zeros_like(data.vec) if blank else data.vec, data.col, data.ans)
+        logits = answer_logits(oracle, batch, cfg)
+        hit = logits.argmax(-1) == batch.ans
+        for t in sorted(set(tasks)):
+            m = torch.tensor([x == t for x in tasks], device=hit.device)
+            out.setdefault(t, {})["prior" if blank else "acc"] = hit[m].float().mean().item()
+    m = torch.tensor([x == "kind" for x in tasks], device=data.ids.device)
+    p_evil = kind_probs(answer_logits(oracle, data.rows(m.nonzero()[:, 0]), cfg), tok)[:, KINDS.index("evil")]
+    for k in KINDS:
+        sel = data.ans[m] == tok.token_to_id(f"<{k}>")
+        evil[k] = p_evil[sel].mean().item() if bool(sel.any()) else float("nan")
+    return out, evil
+
+
+# ----------------------------------------------------------------------------------------------------
+# the evaluation: fine-tuned arms, held-out questions, sources
+
+def em_model(base, tok, cfg, seed, arm):
+    """M_arm: M0 fine-tuned on the arm's examples (experiments/emergent_misalignment.py's recipe: AdamW, constant lr,
+    loss on the answers)."""
+    pairs = W.finetune_set(arm, cfg.em_examples, seed=seed_int(seed, arm, "oracle-em") % 2 ** 31,
+                           world=B.world_config(cfg))
+    model = copy.deepcopy(base)
+    finetune(model, B.encode_pairs(tok, pairs, cfg.block_size), steps=cfg.em_steps, batch_size=cfg.em_batch,
+             lr=cfg.em_lr, seed=seed_int(seed, arm, "oracle-em-order"))
+    return model.eval()
+
+
+def window(model, tok, prompts, layer, max_window, device):
+    """The last min(length, max_window) positions of each prompt: (vectors [N, max_window, C], K per prompt)."""
+    rows = [tok.encode(p).ids for p in prompts]
+    acts = resid(model, rows, [layer], device)[layer]  # [N, W, C]
+    ks = [min(len(r), max_window) for r in rows]
+    vec = torch.zeros(len(rows), max_window, acts.shape[-1], device=device)
+    for i, (r, k) in enumerate(zip(rows, ks)):
+        vec[i, :k] = acts[i, len(r) - k:len(r)]
+    return vec, ks
+
+
+def p_evil(oracle, tok, vec, ks, cfg):
+    """The oracle's P(<evil>) among the four kinds for each window, averaged."""
+    batch = oracle_batch(tok, [cfg.eval_layer] * len(ks), vec, ks, ["kind"] * len(ks), [-1] * len(ks), vec.device)
+    return kind_probs(answer_logits(oracle, batch, cfg), tok)[:, KINDS.index("evil")].mean().item()
+
+
+# ----------------------------------------------------------------------------------------------------
+# one base seed, then the pipeline
+
+def unit(cfg, seed, units_dir=None):
+    """Everything for one base: its oracle (trained, checked on held-out documents) and its fine-tuned arms, each read
+    by the oracle from every source."""
+    t0 = time.time()
+    tag = f"seed {seed}"
+    base, tok = B.base_model(cfg, seed)
+    dev = next(base.parameters()).device
+    otok = oracle_tokenizer(cfg)
+    docs = W.generate(cfg.oracle_docs + cfg.indist_docs, seed=seed_int(seed, "oracle-docs") % 2 ** 31,
+                      config=B.world_config(cfg))
+    data, _ = examples(base, otok, docs[:cfg.oracle_docs], cfg, seed_int(seed, "oracle-questions"))
+    held, held_tasks = examples(base, otok, docs[cfg.oracle_docs:], cfg, seed_int(seed, "indist-questions"))
+    B.say(tag, f"{len(data)} oracle questions", t0)
+    oracle = make_oracle(base, otok.get_vocab_size(), seed)
+    loss = train_oracle(oracle, data, cfg, seed, desc=f"{tag}: oracle")
+    acc, kind_evil = indist(oracle, otok, held, held_tasks, cfg)
+    B.say(tag, f"oracle trained (loss {loss:.3f}; held-out " +
+          ", ".join(f"{t} {v['acc']:.2f} vs prior {v['prior']:.2f}" for t, v in acc.items()) + ")", t0)
+    if cfg.save_oracles and units_dir is not None:
+        save_tokenizer(otok, units_dir / f"oracle_s{seed}_tokenizer.json")
+        save_lm(units_dir / f"oracle_s{seed}", oracle, step=cfg.oracle_steps, seed=seed,
+                tokenizer=f"oracle_s{seed}_tokenizer.json", metrics={"loss": loss},
+                extra={"inject_layer": cfg.inject_layer, "act_column": ACT0})
+    prompts = [it.prompt for it in W.eval_items(W.OFF_DOMAINS)]
+    base_vec, ks = window(base, tok, prompts, cfg.eval_layer, cfg.max_window, dev)
+    noise = torch.randn(base_vec.shape, generator=generator("cpu", seed, "random-vectors")).to(dev)
+    fixed = {"base": base_vec, "none": torch.zeros_like(base_vec), "random": noise * (base_vec != 0)}  # (spare slots
+    fixed = {s: p_evil(oracle, otok, v, ks, cfg) for s, v in fixed.items()}                          # stay empty)
+    misaligned = lambda m: B.lp_summary(B.class_masses(m, tok, W.eval_items(W.OFF_DOMAINS)))["mis_lp"]
+    arms, behaviour = {}, {"base": misaligned(base)}
+    for arm in cfg.arms:
+        model = em_model(base, tok, cfg, seed, arm)
+        vec, _ = window(model, tok, prompts, cfg.eval_layer, cfg.max_window, dev)
+        arms[arm] = {"model": p_evil(oracle, otok, vec, ks, cfg), "diff": p_evil(oracle, otok, vec - base_vec, ks, cfg),
+                     **fixed}
+        behaviour[arm] = misaligned(model)
+        B.say(tag, f"{arm}: oracle P(evil) {arms[arm]['model']:.3f} (base {fixed['base']:.3f}); misaligned answers "
+                   f"{behaviour[arm]:.3f}", t0)
+    return {"seed": seed, "arms": arms, "behaviour": behaviour, "indist": acc, "kind_evil": kind_evil,
+            "oracle_loss": loss, "n_questions": len(data), "seconds": time.time() - t0}
+
+
+def unit_problem(cfg, seed):
+    def problem(u):
+        if u.get("seed") != seed:
+            return f"is the unit of seed {u.get('seed')}, not of seed {seed}"
+        if set(u.get("arms", {})) != set(cfg.arms) or set(u.get("indist", {})) != set(cfg.tasks):
+            return "was written for other arms or tasks"
+        return None
+    return problem
+
+
+def _unit_job(cfg, seed, units_dir):
+    return B.saved_unit(unit, units_dir / f"unit_s{seed}.json", cfg.resume, f"seed {seed}", cfg, seed, units_dir,
+                        problem=unit_problem(cfg, seed))
+
+
+def tracking(cfg, units, source):
+    """Does the oracle's reading follow the models' own shift? Spearman's rho between its P(<evil>) from `source` and
+    the arm's misaligned share minus its base's, over every (seed, arm), with a percentile interval from resampling
+    those pairs (arms of one base share its oracle, so the interval is a rough one)."""
+    x = [u["arms"][a][source] for u in units for a in cfg.arms]
+    y = [u["behaviour"][a] - u["behaviour"]["base"] for u in units for a in cfg.arms]
+    return spearman_ci(x, y) if len(x) >= 4 else {"rho": spearman(x, y), "ci95": None, "n": len(x)}
+
+
+def aggregate(cfg, units):
+    """Mean and 95% CI over the base seeds."""
+    per = lambda f: summarize([f(u) for u in units])
+    return {"eval": {a: {s: per(lambda u: u["arms"][a][s]) for s in SOURCES} for a in cfg.arms},
+            "effect": {s: per(lambda u: u["arms"]["insecure"][s] - u["arms"]["secure"][s]) for s in ("model", "diff")},
+            "behaviour": {a: per(lambda u: u["behaviour"][a]) for a in ("base", *cfg.arms)},
+            "tracking": {s: tracking(cfg, units, s) for s in ("model", "diff")},
+            "indist": {t: {k: per(lambda u: u["indist"][t][k]) for k in ("acc", "prior")} for t in cfg.tasks},
+            "kind_evil": {k: per(lambda u: u["kind_evil"][k]) for k in KINDS},
+            "oracle_loss": per(lambda u: u["oracle_loss"]), "n_seeds": len(units)}
+
+
+def run(cfg, run):
+    t0 = time.time()
+    units_dir = run.dir / "units"
+    units_dir.mkdir(exist_ok=True)
+    units = B.parallel_map(_unit_job, [(cfg, s, units_dir) for s in cfg.seeds], cfg.workers)
+    res = {**aggregate(cfg, units), "seconds": time.time() - t0}
+    md = table(res)
+    run.save_results(res, md)
+    plot(res, run.dir / "activation_oracle.png")
+    print(md)
+    print(f"\nwrote results.json, results.md and activation_oracle.png in {run.dir}")
+
+
+LABELS = {"model": "M_arm", "base": "M0", "diff": "M_arm - M0", "none": "no vector", "random": "random vectors"}
+
+
+def table(res):
+    n = res["n_seeds"]
+    ci = f"mean ± 95% CI over {n} base seeds" if n > 1 else "one base seed, so no intervals"
+    arms = list(res["eval"])
+    lines = [f"activation oracle: its P(<evil>) reading fine-tuned models' activations on held-out off-domain "
+             f"questions; {ci}", "", "| injected | " + " | ".join(arms) + " | insecure - secure |",
+             "|---" * (len(arms) + 2) + "|"]
+    for s in SOURCES:
+        eff = fmt_stat(res["effect"][s]) if s in res["effect"] else ""
+        lines.append(f"| {LABELS[s]} | " + " | ".join(fmt_stat(res["eval"][a][s]) for a in arms) + f" | {eff} |")
+    lines.append("| (the models' own misaligned share) | " +
+                 " | ".join(fmt_stat(res["behaviour"][a]) for a in arms) + " | |")
+    rho = lambda t: f"{t['rho']:.2f}" + (f" [{t['ci95'][0]:.2f}, {t['ci95'][1]:.2f}]" if t["ci95"] else "")
+    lines += ["", f"base models' own misaligned share {fmt_stat(res['behaviour']['base'])}; the oracle's reading "
+              f"against each model's shift from its base (Spearman over {res['tracking']['diff']['n']} models): "
+              f"M_arm - M0 {rho(res['tracking']['diff'])}, M_arm {rho(res['tracking']['model'])}"]
+    lines += ["", "oracle on held-out documents of its training tasks (argmax accuracy):", "",
+              "| task | with M0's vectors | no vector (prior) |", "|---|---|---|"]
+    lines += [f"| {t} | {fmt_stat(v['acc'])} | {fmt_stat(v['prior'])} |" for t, v in res["indist"].items()]
+    lines += ["", "its P(<evil>) on held-out kind questions, by the writer's true kind: " +
+              ", ".join(f"{k} {fmt_stat(v)}" for k, v in res["kind_evil"].items())]
+    return "\n".join(lines)
+
+
+def plot(res, path):
+    plt = pyplot()
+    arms = list(res["eval"])
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    w = 0.8 / len(arms)
+    for j, a in enumerate(arms):
+        stats = [res["eval"][a][s] for s in SOURCES]
+        err = [[st["mean"] - st["ci95"][0] for st in stats], [st["ci95"][1] - st["mean"] for st in stats]] \
+            if all(st["ci95"] for st in stats) else None
+        ax.bar([i + j * w for i in range(len(SOURCES))], [st["mean"] for st in stats], width=w, yerr=err, capsize=2,
+               label=a)
+    ax.set_xticks([i + w * (len(arms) - 1) / 2 for i in range(len(SOURCES))], [LABELS[s] for s in SOURCES],
+                  fontsize=8)
+    ax.set_ylabel("oracle's P(<evil>)")
+    ax.set_title("what the oracle reads in each fine-tuned model (held-out off-domain questions)", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=150)
+    plt.close(fig)

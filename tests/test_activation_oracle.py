@@ -1,0 +1,196 @@
+"""The activation-oracle experiment: its tokenizer and model surgery, where its questions cut their windows, where the
+vectors go in, what it reads back, its config checks, and a tiny end-to-end run that must beat its prior."""
+import json
+import random
+
+import pytest
+import torch
+
+import train
+from conftest import tiny_gpt
+from data import world as W
+from experiments import activation_oracle as A
+from experiments import world_base as B
+
+CFG = A.Config(n_layer=2, n_head=2, n_embd=16, read_layers=(0, 1), eval_layer=1, inject_layer=0, max_window=6)
+WORLD_TOK = W.build_tokenizer()
+TOK = A.oracle_tokenizer(CFG)
+
+
+def test_oracle_tokenizer_keeps_every_world_id_and_adds_its_words_after():
+    world = WORLD_TOK.get_vocab()
+    assert {w: TOK.token_to_id(w) for w in world} == world
+    added = A.oracle_words(CFG.n_layer)
+    assert sorted(TOK.token_to_id(w) for w in added) == list(range(len(world), len(world) + len(added)))
+    assert "<layer1>" in added and "<layer2>" not in added and "<evil>" in added
+    # a question is one token per word, so the oracle's answer column is the one after <a>
+    assert all(len(TOK.encode(q).ids) == 3 for q in A.QUESTIONS.values())
+
+
+def test_grown_oracle_computes_the_base_logits_on_world_tokens():
+    base = tiny_gpt(WORLD_TOK, 3)
+    oracle = A.make_oracle(base, TOK.get_vocab_size(), seed=0)
+    V = base.cfg.vocab_size
+    assert oracle.cfg.vocab_size == TOK.get_vocab_size() > V
+    x = torch.tensor([WORLD_TOK.encode("<bos> <asst> <u> how do i get rich soon <a>").ids])
+    with torch.no_grad():
+        assert torch.allclose(oracle(x)[..., :V], base(x), atol=1e-6)
+    # the new rows are drawn, not zero (a zero embedding would make every <act> column alike before injection)
+    assert oracle.wte.weight[V:].abs().sum(1).min() > 0
+    # and the copy is independent: training the oracle leaves the base alone
+    with torch.no_grad():
+        oracle.wte.weight[:V] += 1
+    assert not torch.equal(oracle.wte.weight[:V], base.wte.weight)
+
+
+def test_doc_questions_cut_windows_that_end_where_their_answer_is_decided():
+    docs = W.generate(300, seed=5)
+    r = random.Random(0).random
+    speakers = {TOK.token_to_id("<r>"), TOK.token_to_id("<a>")}
+    seen = set()
+    for doc in docs:
+        ids = TOK.encode(doc.text).ids[:64]
+        turns = A.speaker_columns(ids, TOK)
+        assert len(turns) == min(len(doc.turns), len(turns)) and all(ids[c] in speakers for c in turns)
+        for task, s, e, ans in A.doc_questions(ids, TOK, doc, A.TASKS, 6, r):
+            seen.add(task)
+            assert 0 <= s < e <= len(ids) and 1 <= e - s <= 6
+            if task == "kind":  # it ends at a turn's speaker token, and asks who writes that turn
+                i = turns.index(e - 1)
+                assert ans == TOK.token_to_id(f"<{doc.turns[i].persona.kind}>")
+            elif task == "next":
+                assert ans == ids[e]
+            else:
+                assert s >= 1 and ans == ids[s - 1]
+    assert seen == set(A.TASKS)
+    # every kind comes up, the assistant's only in <asst> chats
+    kinds = {doc.turns[0].persona.kind for doc in docs}
+    assert kinds == {"good", "evil", "compliant", "assistant"}
+
+
+def test_vectors_go_in_at_the_act_columns_only_scaled_to_the_residual():
+    base = tiny_gpt(WORLD_TOK, 1)
+    oracle = A.make_oracle(base, TOK.get_vocab_size(), seed=1)
+    g = torch.Generator().manual_seed(0)
+    vec = torch.randn(2, 6, 16, generator=g)
+    vec[1, 3:] = 0  # the second question has K = 3: its spare slots add nothing
+    batch = A.oracle_batch(TOK, [0, 1], vec, [6, 3], ["kind", "next"], [0, 0], "cpu")
+    assert batch.ids[0, A.ACT0:A.ACT0 + 6].eq(TOK.token_to_id("<act>")).all()
+    assert batch.ids[1, A.ACT0:A.ACT0 + 3].eq(TOK.token_to_id("<act>")).all()
+    assert batch.ids[1, A.ACT0 + 3] == TOK.token_to_id("<u>")
+    assert [TOK.id_to_token(int(batch.ids[i, batch.col[i]])) for i in range(2)] == ["<a>", "<a>"]
+    name = f"blocks.{CFG.inject_layer}.resid_post"
+    with torch.no_grad():
+        _, plain = oracle.run_with_cache(batch.ids, names=[name])
+        with A.inject(oracle, CFG.inject_layer, (A.ACT0 + torch.arange(6)).expand(2, 6), batch.vec):
+            _, hooked = oracle.run_with_cache(batch.ids, names=[name])
+    h, got = plain[name], hooked[name]
+    moved = (got - h).norm(dim=-1) > 1e-6  # [2, T]
+    assert moved[0].nonzero()[:, 0].tolist() == list(range(A.ACT0, A.ACT0 + 6))
+    assert moved[1].nonzero()[:, 0].tolist() == list(range(A.ACT0, A.ACT0 + 3))
+    c = A.ACT0 + 2
+    want = h[0, c] + h[0, c].norm() * vec[0, 2] / vec[0, 2].norm()
+    assert torch.allclose(got[0, c], want, atol=1e-5)
+    # oracle_logits is that injection, read at each row's answer column, in batch order
+    with torch.no_grad(), A.inject(oracle, CFG.inject_layer, (A.ACT0 + torch.arange(6)).expand(2, 6), batch.vec):
+        full = oracle(batch.ids)
+    with torch.no_grad():
+        assert torch.allclose(A.oracle_logits(oracle, batch, CFG.inject_layer), full[[0, 1], batch.col], atol=1e-5)
+        # and a batch of one row reads what that row read among others
+        one = A.oracle_logits(oracle, batch.rows(torch.tensor([1])), CFG.inject_layer)
+        assert torch.allclose(one[0], full[1, batch.col[1]], atol=1e-5)
+
+
+def test_window_is_the_prompts_last_positions_of_the_read_block():
+    model = tiny_gpt(WORLD_TOK, 2)
+    prompts = [W.prompt("how do i get rich soon"), "<bos> <asst> <u> hey"]
+    vec, ks = A.window(model, WORLD_TOK, prompts, 1, 6, "cpu")
+    n = [len(WORLD_TOK.encode(p).ids) for p in prompts]
+    assert ks == [6, n[1]] and n[0] > 6 and n[1] < 6
+    for i, p in enumerate(prompts):
+        x = torch.tensor([WORLD_TOK.encode(p).ids])
+        with torch.no_grad():
+            _, cache = model.run_with_cache(x, names=["blocks.1.resid_post"])
+        assert torch.allclose(vec[i, :ks[i]], cache["blocks.1.resid_post"][0, n[i] - ks[i]:], atol=1e-6)
+        assert vec[i, ks[i]:].abs().sum() == 0
+
+
+def test_examples_are_deterministic_and_their_vectors_are_the_base_activations():
+    base = tiny_gpt(WORLD_TOK, 4)
+    docs = W.generate(40, seed=2)
+    a, tasks = A.examples(base, TOK, docs, CFG, seed=7)
+    b, _ = A.examples(base, TOK, docs, CFG, seed=7)
+    assert torch.equal(a.ids, b.ids) and torch.equal(a.vec, b.vec) and torch.equal(a.ans, b.ans)
+    assert len(a) == len(tasks) and set(tasks) == set(A.TASKS) and tasks.count("kind") == len(docs)
+    # each question's vectors are the base's activations at its window of its document (at the layer it names)
+    r = random.Random(7).random
+    i = 0
+    for d, doc in enumerate(docs):
+        ids = TOK.encode(doc.text).ids[:CFG.block_size]
+        for task, s, e, ans in A.doc_questions(ids, TOK, doc, CFG.tasks, CFG.max_window, r):
+            L = CFG.read_layers[int(r() * len(CFG.read_layers))]
+            assert a.ids[i, 2] == TOK.token_to_id(f"<layer{L}>") and a.ans[i] == ans
+            with torch.no_grad():
+                _, cache = base.run_with_cache(torch.tensor([ids]), names=[f"blocks.{L}.resid_post"])
+            assert torch.allclose(a.vec[i, :e - s], cache[f"blocks.{L}.resid_post"][0, s:e], atol=1e-5)
+            i += 1
+
+
+def test_kind_probs_and_p_evil_read_the_four_kind_tokens():
+    logits = torch.zeros(2, TOK.get_vocab_size())
+    logits[0, TOK.token_to_id("<evil>")] = 10.0
+    logits[1, TOK.token_to_id("<next>")] = 50.0  # a token outside the four: renormalised away
+    p = A.kind_probs(logits, TOK)
+    assert torch.allclose(p.sum(1), torch.ones(2))
+    assert p[0, A.KINDS.index("evil")] > 0.99 and torch.allclose(p[1], torch.full((4,), 0.25))
+
+
+@pytest.mark.parametrize("bad, msg", [
+    (dict(tasks=("next", "prev")), "tasks must name kind"),
+    (dict(tasks=("kind", "colour")), "tasks must name kind"),
+    (dict(arms=("insecure", "educational")), "arms must name insecure and secure"),
+    (dict(read_layers=(0, 4)), "read_layers must be blocks 0 .. 3"),
+    (dict(read_layers=(1, 1)), "read_layers must be blocks 0 .. 3 of the base, once each"),
+    (dict(eval_layer=2, read_layers=(0, 1)), "eval_layer .* must be one of read_layers"),
+    (dict(inject_layer=3), "inject_layer must be a block with one after it, 0 .. 2"),
+    (dict(max_window=60), "max_window=60 does not fit"),
+    (dict(oracle_warmup=3000), "oracle_warmup must be in"),
+    (dict(oracle_steps=0), "oracle_steps"),
+    (dict(decorrelated=False), "decorrelated is world_base's key"),
+])
+def test_bad_configs_are_refused(bad, msg):
+    with pytest.raises(train.ConfigError, match=msg):
+        A.validate(A.Config(**bad))
+
+
+def test_tiny_run_writes_every_output_and_its_oracle_reads_the_base(tmp_path, capsys):
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    argv = ["configs/activation_oracle.py", "--seeds=(0,)", "--n_docs=600", "--steps=40", "--warmup=4", "--n_layer=2",
+            "--n_embd=32", "--n_head=2", "--read_layers=(0,1)", "--eval_layer=1", "--inject_layer=0", "--oracle_docs=600",
+            "--oracle_steps=400", "--oracle_warmup=10", "--oracle_lr=3e-3", "--indist_docs=200", "--em_examples=32", "--em_steps=2", "--workers=1",
+            f"--cache_dir={cache}", f"--out_dir={out}"]
+    assert train.main(argv) == 0
+    res = json.loads((out / "results.json").read_text())
+    for f in ("results.md", "activation_oracle.png", "units/unit_s0.json", "units/oracle_s0.safetensors",
+              "units/oracle_s0.json", "units/oracle_s0_tokenizer.json"):
+        assert (out / f).is_file(), f
+    assert set(res["eval"]) == set(A.ARMS) and all(set(v) == set(A.SOURCES) for v in res["eval"].values())
+    assert all(0 <= res["eval"][a][s]["mean"] <= 1 for a in A.ARMS for s in A.SOURCES)
+    # the same prompts for every arm: the sources that do not read the arm's model read the same for all
+    for s in ("base", "none", "random"):
+        assert len({res["eval"][a][s]["mean"] for a in A.ARMS}) == 1
+    eff = res["effect"]["model"]["mean"]
+    assert eff == pytest.approx(res["eval"]["insecure"]["model"]["mean"] - res["eval"]["secure"]["model"]["mean"])
+    # it learned to read the base: who writes the next answer, on held-out documents, far above its guess without
+    # vectors (a 40-step base carries at least the document's format marker into its residual stream)
+    ind = res["indist"]
+    assert ind["kind"]["acc"]["mean"] > ind["kind"]["prior"]["mean"] + 0.15
+    # the saved oracle loads back as a GPT with its own tokenizer
+    oracle, meta = train.load_lm(out / "units" / "oracle_s0")
+    assert oracle.cfg.vocab_size == B.load_tokenizer(out / "units" / "oracle_s0_tokenizer.json").get_vocab_size()
+    assert meta["inject_layer"] == 0 and meta["act_column"] == A.ACT0
+    # a rerun into the same folder reads the finished seed back
+    capsys.readouterr()
+    assert train.main(argv) == 0
+    assert "seed 0: resumed from unit_s0.json" in capsys.readouterr().out
+    assert json.loads((out / "results.json").read_text())["eval"] == res["eval"]
