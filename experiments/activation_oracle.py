@@ -41,6 +41,7 @@ import copy
 import time
 import random
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -416,6 +417,30 @@ def run(cfg, run):
     plot(res, run.dir / "activation_oracle.png")
     print(md)
     print(f"\nwrote results.json, results.md and activation_oracle.png in {run.dir}")
+
+
+def reevaluate(run_dir):
+    """`python eval.py RUN_DIR`: aggregates the saved units (seeds) again with this code, rewriting results.json / .md
+    and the figure (the run's `seconds` kept); a run still going or stopped (no results.json yet) gets
+    results_partial.json / .md and activation_oracle_partial.png from the seeds finished so far."""
+    from train import rewrite_results, run_config, write_partial
+    run_dir = Path(run_dir)
+    cfg = run_config(Config, run_dir)
+    paths = [(s, run_dir / "units" / f"unit_s{s}.json") for s in cfg.seeds]
+    units = [B.load_unit(path, unit_problem(cfg, s)) for s, path in paths if path.is_file()]
+    if not units:
+        raise ConfigError(f"{run_dir} has no finished seed yet (units/unit_s<seed>.json)")
+    if (run_dir / "results.json").is_file() and len(units) == len(paths):
+        res, md, wrote = rewrite_results(run_dir, aggregate(cfg, units), table)
+        fig = run_dir / "activation_oracle.png"
+    else:
+        res = {**aggregate(cfg, units), "partial": {"units": len(units), "of": len(paths)}}
+        md = f"PARTIAL: {len(units)} of {len(paths)} seeds finished.\n\n" + table(res)
+        wrote = write_partial(run_dir, res, md)
+        fig = run_dir / "activation_oracle_partial.png"
+    print(md)
+    plot(res, fig)
+    print("wrote " + ", ".join(map(str, [fig, *wrote])))
 
 
 LABELS = {"model": "M_arm", "base": "M0", "diff": "M_arm - M0", "none": "no vector", "random": "random vectors"}

@@ -194,3 +194,12 @@ def test_tiny_run_writes_every_output_and_its_oracle_reads_the_base(tmp_path, ca
     assert train.main(argv) == 0
     assert "seed 0: resumed from unit_s0.json" in capsys.readouterr().out
     assert json.loads((out / "results.json").read_text())["eval"] == res["eval"]
+    # eval.py aggregates the units again: the same numbers; without results.json (a run still going), a partial one
+    A.reevaluate(out)
+    again = json.loads((out / "results.json").read_text())
+    assert again["eval"] == res["eval"] and again["tracking"] == res["tracking"]
+    (out / "results.json").unlink()
+    A.reevaluate(out)
+    partial = json.loads((out / "results_partial.json").read_text())
+    assert partial["partial"] == {"units": 1, "of": 1} and partial["eval"] == res["eval"]
+    assert (out / "activation_oracle_partial.png").is_file()
