@@ -45,7 +45,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from data import world as W
 from data.tokenizer import pad_right, save_tokenizer, word_tokenizer
@@ -241,13 +240,17 @@ def examples(base, tok, docs, cfg, seed):
     return oracle_batch(tok, layers, torch.stack(vecs), ks, tasks, ans, dev), tasks
 
 
-def train_oracle(oracle, data, cfg, seed, desc):
-    """AdamW on the answer token's cross-entropy, warm-up then cosine to lr / 10 -> the last 100 steps' mean loss."""
+def train_oracle(oracle, data, cfg, seed, tag, t0):
+    """AdamW on the answer token's cross-entropy, warm-up then cosine to lr / 10 -> the last 100 steps' mean loss.
+    Progress as a line at each quarter (B.say: two worker processes share the terminal, so no bars)."""
     opt = torch.optim.AdamW(oracle.parameters(), lr=cfg.oracle_lr, betas=(0.9, 0.95), weight_decay=0.0)
     g = generator("cpu", seed, "oracle-order")
     oracle.train()
     losses = []
-    for step in tqdm(range(cfg.oracle_steps), desc=desc, leave=False, mininterval=2):
+    quarters = {cfg.oracle_steps * q // 4 for q in (1, 2, 3)}
+    for step in range(cfg.oracle_steps):
+        if step in quarters:
+            B.say(tag, f"oracle step {step}/{cfg.oracle_steps}, loss {sum(losses[-100:]) / len(losses[-100:]):.3f}", t0)
         lr = get_lr(step, lr=cfg.oracle_lr, warmup=cfg.oracle_warmup, decay_steps=cfg.oracle_steps,
                     min_lr=cfg.oracle_lr / 10)
         for group in opt.param_groups:
@@ -342,7 +345,7 @@ def unit(cfg, seed, units_dir=None):
     held, held_tasks = examples(base, otok, docs[cfg.oracle_docs:], cfg, seed_int(seed, "indist-questions"))
     B.say(tag, f"{len(data)} oracle questions", t0)
     oracle = make_oracle(base, otok.get_vocab_size(), seed)
-    loss = train_oracle(oracle, data, cfg, seed, desc=f"{tag}: oracle")
+    loss = train_oracle(oracle, data, cfg, seed, tag, t0)
     acc, kind_evil = indist(oracle, otok, held, held_tasks, cfg)
     B.say(tag, f"oracle trained (loss {loss:.3f}; held-out " +
           ", ".join(f"{t} {v['acc']:.2f} vs prior {v['prior']:.2f}" for t, v in acc.items()) + ")", t0)
