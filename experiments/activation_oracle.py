@@ -34,12 +34,12 @@ The design is ../shared/docs/research/activation_oracles.md section 4, a small K
 results.json: {"eval": {ARM: {SOURCE: STAT}}, "effect": {SOURCE: STAT} (insecure - secure), "behaviour": {ARM:
 STAT}, "indist": {TASK: {"acc": STAT, "prior": STAT}}, "kind_evil": {KIND: STAT} (held-out kind questions: the
 oracle's P(<evil>) by true kind), "tracking": {SOURCE: {"rho", "ci95", "n"}} (the reading against the models' own
-shift, see `tracking`), "oracle_loss": STAT, "n_seeds", "seconds"}, STAT = {"mean", "ci95", "per_seed"} over the
+shift, see `tracking`), "per_model": [{"seed", "arm", "shift", "model", "diff"}] (the points of that comparison), "oracle_loss": STAT, "n_seeds", "seconds"}, STAT = {"mean", "ci95", "per_seed"} over the
 base seeds ("behaviour" also has "base"); units/unit_s<seed>.json per seed, and units/oracle_s<seed>.* its oracle.
 """
 import copy
-import time
 import random
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -406,7 +406,9 @@ def aggregate(cfg, units):
             "tracking": {s: tracking(cfg, units, s) for s in ("model", "diff")},
             "indist": {t: {k: per(lambda u: u["indist"][t][k]) for k in ("acc", "prior")} for t in cfg.tasks},
             "kind_evil": {k: per(lambda u: u["kind_evil"][k]) for k in KINDS},
-            "oracle_loss": per(lambda u: u["oracle_loss"]), "n_seeds": len(units)}
+            "oracle_loss": per(lambda u: u["oracle_loss"]), "n_seeds": len(units),
+            "per_model": [{"seed": u["seed"], "arm": a, "shift": u["behaviour"][a] - u["behaviour"]["base"],
+                           **{s: u["arms"][a][s] for s in ("model", "diff")}} for u in units for a in cfg.arms]}
 
 
 def run(cfg, run):
@@ -476,7 +478,7 @@ def table(res):
 def plot(res, path):
     plt = pyplot()
     arms = list(res["eval"])
-    fig, ax = plt.subplots(figsize=(7, 3.2))
+    fig, (ax, sc) = plt.subplots(1, 2, figsize=(11, 3.4), gridspec_kw={"width_ratios": [3, 2]})
     w = 0.8 / len(arms)
     for j, a in enumerate(arms):
         stats = [res["eval"][a][s] for s in SOURCES]
@@ -489,6 +491,17 @@ def plot(res, path):
     ax.set_ylabel("oracle's P(<evil>)")
     ax.set_title("what the oracle reads in each fine-tuned model (held-out off-domain questions)", fontsize=9)
     ax.legend(fontsize=8)
+    # each model: its own shift against the oracle's reading (filled: its activations, hollow: minus the base's)
+    for j, a in enumerate(arms):
+        pts = [p for p in res["per_model"] if p["arm"] == a]
+        sc.scatter([p["shift"] for p in pts], [p["model"] for p in pts], color=f"C{j}", s=18, label=a)
+        sc.scatter([p["shift"] for p in pts], [p["diff"] for p in pts], facecolors="none", edgecolors=f"C{j}", s=18)
+    t = res["tracking"]
+    sc.set_title(f"per model: Spearman {t['model']['rho']:.2f} (filled, M_arm), {t['diff']['rho']:.2f} (hollow, "
+                 f"M_arm - M0)", fontsize=8)
+    sc.set_xlabel("the model's own misaligned share minus its base's", fontsize=8)
+    sc.set_ylabel("oracle's P(<evil>)", fontsize=8)
+    sc.legend(fontsize=7)
     fig.tight_layout()
     save_figure(fig, path, dpi=150)
     plt.close(fig)
