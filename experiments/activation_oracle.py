@@ -224,19 +224,22 @@ def resid(model, rows, layers, device, chunk=256):
     return {L: torch.cat(v) for L, v in out.items()}
 
 
-def examples(base, tok, docs, cfg, seed):
-    """The oracle's training questions on these documents, as one Batch, and each one's task and true kind."""
+def examples(base, tok, docs, cfg, seed, chunk=256):
+    """The oracle's training questions on these documents, as one Batch, and each one's task. The documents run
+    through M0 `chunk` at a time, and only the windows are kept (all the documents' activations at every read layer
+    would take gigabytes)."""
     r = random.Random(seed).random
     dev = next(base.parameters()).device
     rows = [tok.encode(d.text).ids[:cfg.block_size] for d in docs]  # a longer document: its first block_size tokens
-    acts = resid(base, rows, cfg.read_layers, dev)
     layers, vecs, ks, tasks, ans = [], [], [], [], []
-    for i, (ids, doc) in enumerate(zip(rows, docs)):
-        for task, s, e, a in doc_questions(ids, tok, doc, cfg.tasks, cfg.max_window, r):
-            L = cfg.read_layers[int(r() * len(cfg.read_layers))]
-            v = torch.zeros(cfg.max_window, base.cfg.n_embd, device=dev)
-            v[:e - s] = acts[L][i, s:e]
-            layers.append(L), vecs.append(v), ks.append(e - s), tasks.append(task), ans.append(a)
+    for c in range(0, len(rows), chunk):
+        acts = resid(base, rows[c:c + chunk], cfg.read_layers, dev, chunk)
+        for i, (ids, doc) in enumerate(zip(rows[c:c + chunk], docs[c:c + chunk])):
+            for task, s, e, a in doc_questions(ids, tok, doc, cfg.tasks, cfg.max_window, r):
+                L = cfg.read_layers[int(r() * len(cfg.read_layers))]
+                v = torch.zeros(cfg.max_window, base.cfg.n_embd, device=dev)
+                v[:e - s] = acts[L][i, s:e]
+                layers.append(L), vecs.append(v), ks.append(e - s), tasks.append(task), ans.append(a)
     return oracle_batch(tok, layers, torch.stack(vecs), ks, tasks, ans, dev), tasks
 
 
