@@ -32,10 +32,11 @@ The design is ../shared/docs/research/activation_oracles.md section 4, a small K
   of its training tasks against its prior (no vector): did it learn to read M0 at all?
 
 results.json: {"eval": {ARM: {SOURCE: STAT}}, "effect": {SOURCE: STAT} (insecure - secure), "behaviour": {ARM:
-STAT}, "indist": {TASK: {"acc": STAT, "prior": STAT}}, "kind_evil": {KIND: STAT} (held-out kind questions: the
-oracle's P(<evil>) by true kind), "tracking": {SOURCE: {"rho", "ci95", "n"}} (the reading against the models' own
-shift, see `tracking`), "per_model": [{"seed", "arm", "shift", "model", "diff"}] (the points of that comparison), "oracle_loss": STAT, "n_seeds", "seconds"}, STAT = {"mean", "ci95", "per_seed"} over the
-base seeds ("behaviour" also has "base"); units/unit_s<seed>.json per seed, and units/oracle_s<seed>.* its oracle.
+STAT} ("base" too), "indist": {TASK: {"acc": STAT, "prior": STAT}}, "kind_evil": {KIND: STAT} (held-out kind
+questions: the oracle's P(<evil>) by true kind), "tracking": {SOURCE: {"rho", "ci95", "n"}} (the reading against the
+models' own shift, see `tracking`), "per_model": [{"seed", "arm", "shift", "model", "diff"}] (that comparison's
+points), "oracle_loss": STAT, "n_seeds", "seconds"}, STAT = {"mean", "ci95", "per_seed"} over the base seeds;
+units/unit_s<seed>.json per seed, and units/oracle_s<seed>.* its oracle.
 """
 import copy
 import random
@@ -422,6 +423,7 @@ def run(cfg, run):
     res = {**aggregate(cfg, units), "seconds": time.time() - t0}
     md = table(res)
     run.save_results(res, md)
+    B.drop_partials(run.dir)  # what `python eval.py` wrote while the run was going
     plot(res, run.dir / "activation_oracle.png")
     print(md)
     print(f"\nwrote results.json, results.md and activation_oracle.png in {run.dir}")

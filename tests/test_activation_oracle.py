@@ -166,9 +166,9 @@ def test_bad_configs_are_refused(bad, msg):
 def test_tiny_run_writes_every_output_and_its_oracle_reads_the_base(tmp_path, capsys):
     out, cache = tmp_path / "run", tmp_path / "cache"
     argv = ["configs/activation_oracle.py", "--seeds=(0,)", "--n_docs=600", "--steps=40", "--warmup=4", "--n_layer=2",
-            "--n_embd=32", "--n_head=2", "--read_layers=(0,1)", "--eval_layer=1", "--inject_layer=0", "--oracle_docs=600",
-            "--oracle_steps=400", "--oracle_warmup=10", "--oracle_lr=3e-3", "--indist_docs=200", "--em_examples=32", "--em_steps=2", "--workers=1",
-            f"--cache_dir={cache}", f"--out_dir={out}"]
+            "--n_embd=32", "--n_head=2", "--read_layers=(0,1)", "--eval_layer=1", "--inject_layer=0",
+            "--oracle_docs=600", "--oracle_steps=400", "--oracle_warmup=10", "--oracle_lr=3e-3", "--indist_docs=200",
+            "--em_examples=32", "--em_steps=2", "--workers=1", f"--cache_dir={cache}", f"--out_dir={out}"]
     assert train.main(argv) == 0
     res = json.loads((out / "results.json").read_text())
     for f in ("results.md", "activation_oracle.png", "units/unit_s0.json", "units/oracle_s0.safetensors",
@@ -203,3 +203,6 @@ def test_tiny_run_writes_every_output_and_its_oracle_reads_the_base(tmp_path, ca
     partial = json.loads((out / "results_partial.json").read_text())
     assert partial["partial"] == {"units": 1, "of": 1} and partial["eval"] == res["eval"]
     assert (out / "activation_oracle_partial.png").is_file()
+    # a finished run removes what eval.py wrote while it was going
+    assert train.main(argv) == 0
+    assert not (out / "results_partial.json").exists() and not (out / "activation_oracle_partial.png").exists()

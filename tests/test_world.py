@@ -966,7 +966,8 @@ def test_a_device_this_machine_lacks_is_not_blamed_on_a_good_cached_base(tmp_pat
     assert B.cache_stem(gpu, 0, False).with_suffix(".json").is_file()
 
 
-@pytest.mark.parametrize("config", ["world_base", "emergent_misalignment_quick", "subliminal_numbers_quick"])
+@pytest.mark.parametrize("config", ["world_base", "emergent_misalignment_quick", "subliminal_numbers_quick",
+                                    "activation_oracle"])
 def test_pretrain_threads_below_one_is_a_config_error_before_the_run(config, tmp_path, capsys):
     # `threads=0` means PyTorch's default in the other configs; here torch.set_num_threads(0) ended the run in a
     # RuntimeError traceback once its corpus was built, leaving a run folder and a half-made cache folder behind
