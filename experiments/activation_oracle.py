@@ -35,7 +35,8 @@ results.json: {"eval": {ARM: {SOURCE: STAT}}, "effect": {SOURCE: STAT} (insecure
 STAT} ("base" too), "indist": {TASK: {"acc": STAT, "prior": STAT}}, "kind_evil": {KIND: STAT} (held-out kind
 questions: the oracle's P(<evil>) by true kind), "tracking": {SOURCE: {"rho", "ci95", "n"}} (the reading against the
 models' own shift, see `tracking`), "per_model": [{"seed", "arm", "shift", "model", "diff"}] (that comparison's
-points), "oracle_loss": STAT, "n_seeds", "seconds"}, STAT = {"mean", "ci95", "per_seed"} over the base seeds;
+points), "trajectory": {STEP: {"model", "diff", "behaviour": STAT}} (insecure - secure at each read step),
+"oracle_loss": STAT, "n_seeds", "seconds"}, STAT = {"mean", "ci95", "per_seed"} over the base seeds;
 units/unit_s<seed>.json per seed, and units/oracle_s<seed>.* its oracle.
 """
 import copy
@@ -87,6 +88,7 @@ class Config(B.Config):
     arms: tuple[str, ...] = ARMS       # the emergent-misalignment fine-tunes read (insecure and secure required)
     em_examples: int = 300             # their fine-tune: experiments/emergent_misalignment.py's defaults, read at
     em_steps: int = 20                 # step 20, where its figures are reached
+    read_steps: tuple[int, ...] = (1, 2, 3, 5, 10)  # earlier checkpoints read too (the trajectory; em_steps always)
     em_batch: int = 16
     em_lr: float = 1e-3
     save_oracles: bool = True          # each seed's oracle as units/oracle_s<seed>.safetensors (+ .json, tokenizer)
@@ -118,6 +120,9 @@ def validate(cfg):
     B.require_counts(cfg, ("max_window", "oracle_docs", "oracle_steps", "oracle_batch", "indist_docs", "em_examples",
                            "em_steps", "em_batch"))
     B.require_positive(cfg, ("oracle_lr", "em_lr"))
+    if any(not 1 <= k <= cfg.em_steps for k in cfg.read_steps) or len(set(cfg.read_steps)) != len(cfg.read_steps):
+        raise ConfigError(f"read_steps must be fine-tune steps 1 .. em_steps={cfg.em_steps}, once each; got "
+                          f"{cfg.read_steps}")
     if cfg.oracle_warmup < 0 or cfg.oracle_warmup >= cfg.oracle_steps:
         raise ConfigError(f"oracle_warmup must be in [0, oracle_steps); got {cfg.oracle_warmup}")
     if ACT0 + cfg.max_window + 4 > cfg.block_size:  # then <u> <kind> <a> and the answer
@@ -304,15 +309,16 @@ def indist(oracle, tok, data, tasks, cfg):
 # ----------------------------------------------------------------------------------------------------
 # the evaluation: fine-tuned arms, held-out questions, sources
 
-def em_model(base, tok, cfg, seed, arm):
+def em_model(base, tok, cfg, seed, arm, read):
     """M_arm: M0 fine-tuned on the arm's examples (experiments/emergent_misalignment.py's recipe: AdamW, constant lr,
-    loss on the answers)."""
+    loss on the answers), read(model, step) at every step of read_steps and at em_steps. -> {step: what read gave}."""
     pairs = W.finetune_set(arm, cfg.em_examples, seed=seed_int(seed, arm, "oracle-em") % 2 ** 31,
                            world=B.world_config(cfg))
-    model = copy.deepcopy(base)
+    model, out = copy.deepcopy(base), {}
     finetune(model, B.encode_pairs(tok, pairs, cfg.block_size), steps=cfg.em_steps, batch_size=cfg.em_batch,
-             lr=cfg.em_lr, seed=seed_int(seed, arm, "oracle-em-order"))
-    return model.eval()
+             lr=cfg.em_lr, seed=seed_int(seed, arm, "oracle-em-order"), at={*cfg.read_steps, cfg.em_steps},
+             on_eval=lambda step: out.__setitem__(step, read(model, step)))  # (no draws: the same weights as unread)
+    return out
 
 
 def window(model, tok, prompts, layer, max_window, device):
@@ -364,17 +370,21 @@ def unit(cfg, seed, units_dir=None):
     fixed = {"base": base_vec, "none": torch.zeros_like(base_vec), "random": noise * (base_vec != 0)}  # (spare slots
     fixed = {s: p_evil(oracle, otok, v, ks, cfg) for s, v in fixed.items()}                          # stay empty)
     misaligned = lambda m: B.lp_summary(B.class_masses(m, tok, W.eval_items(W.OFF_DOMAINS)))["mis_lp"]
-    arms, behaviour = {}, {"base": misaligned(base)}
-    for arm in cfg.arms:
-        model = em_model(base, tok, cfg, seed, arm)
+    def read(model, step):
         vec, _ = window(model, tok, prompts, cfg.eval_layer, cfg.max_window, dev)
-        arms[arm] = {"model": p_evil(oracle, otok, vec, ks, cfg), "diff": p_evil(oracle, otok, vec - base_vec, ks, cfg),
-                     **fixed}
-        behaviour[arm] = misaligned(model)
+        return {"model": p_evil(oracle, otok, vec, ks, cfg), "diff": p_evil(oracle, otok, vec - base_vec, ks, cfg),
+                "behaviour": misaligned(model)}
+
+    arms, behaviour, trajectory = {}, {"base": misaligned(base)}, {}
+    for arm in cfg.arms:
+        trajectory[arm] = em_model(base, tok, cfg, seed, arm, read)
+        last = trajectory[arm][cfg.em_steps]
+        arms[arm] = {"model": last["model"], "diff": last["diff"], **fixed}
+        behaviour[arm] = last["behaviour"]
         B.say(tag, f"{arm}: oracle P(evil) {arms[arm]['model']:.3f} (base {fixed['base']:.3f}); misaligned answers "
                    f"{behaviour[arm]:.3f}", t0)
-    return {"seed": seed, "arms": arms, "behaviour": behaviour, "indist": acc, "kind_evil": kind_evil,
-            "oracle_loss": loss, "n_questions": len(data), "seconds": time.time() - t0}
+    return {"seed": seed, "arms": arms, "behaviour": behaviour, "trajectory": trajectory, "indist": acc,
+            "kind_evil": kind_evil, "oracle_loss": loss, "n_questions": len(data), "seconds": time.time() - t0}
 
 
 def unit_problem(cfg, seed):
@@ -383,6 +393,8 @@ def unit_problem(cfg, seed):
             return f"is the unit of seed {u.get('seed')}, not of seed {seed}"
         if set(u.get("arms", {})) != set(cfg.arms) or set(u.get("indist", {})) != set(cfg.tasks):
             return "was written for other arms or tasks"
+        if any(set(u.get("trajectory", {}).get(a, {})) != {*cfg.read_steps, cfg.em_steps} for a in cfg.arms):
+            return "was written for other read_steps"
         return None
     return problem
 
@@ -401,6 +413,14 @@ def tracking(cfg, units, source):
     return spearman_ci(x, y) if len(x) >= 4 else {"rho": spearman(x, y), "ci95": None, "n": len(x)}
 
 
+def trajectory(cfg, units):
+    """{step: {"model", "diff", "behaviour": insecure - secure STAT}} along the fine-tune (behaviour: the models' own
+    misaligned share)."""
+    steps = sorted({*cfg.read_steps, cfg.em_steps})
+    gap = lambda u, k, m: u["trajectory"]["insecure"][k][m] - u["trajectory"]["secure"][k][m]
+    return {k: {m: summarize([gap(u, k, m) for u in units]) for m in ("model", "diff", "behaviour")} for k in steps}
+
+
 def aggregate(cfg, units):
     """Mean and 95% CI over the base seeds."""
     per = lambda f: summarize([f(u) for u in units])
@@ -411,6 +431,7 @@ def aggregate(cfg, units):
             "indist": {t: {k: per(lambda u: u["indist"][t][k]) for k in ("acc", "prior")} for t in cfg.tasks},
             "kind_evil": {k: per(lambda u: u["kind_evil"][k]) for k in KINDS},
             "oracle_loss": per(lambda u: u["oracle_loss"]), "n_seeds": len(units),
+            "trajectory": trajectory(cfg, units),
             "per_model": [{"seed": u["seed"], "arm": a, "shift": u["behaviour"][a] - u["behaviour"]["base"],
                            **{s: u["arms"][a][s] for s in ("model", "diff")}} for u in units for a in cfg.arms]}
 
@@ -472,6 +493,10 @@ def table(res):
     lines += ["", f"base models' own misaligned share {fmt_stat(res['behaviour']['base'])}; the oracle's reading "
               f"against each model's shift from its base (Spearman over {res['tracking']['diff']['n']} models): "
               f"M_arm - M0 {rho(res['tracking']['diff'])}, M_arm {rho(res['tracking']['model'])}"]
+    lines += ["", "insecure - secure along the fine-tune (the oracle's P(<evil>), and the models' own misaligned share):",
+              "", "| step | from M_arm | from M_arm - M0 | own misaligned share |", "|---|---|---|---|"]
+    lines += [f"| {k} | " + " | ".join(fmt_stat(v[m]) for m in ("model", "diff", "behaviour")) + " |"
+              for k, v in res["trajectory"].items()]
     lines += ["", "oracle on held-out documents of its training tasks (argmax accuracy):", "",
               "| task | with M0's vectors | no vector (prior) |", "|---|---|---|"]
     lines += [f"| {t} | {fmt_stat(v['acc'])} | {fmt_stat(v['prior'])} |" for t, v in res["indist"].items()]
@@ -483,7 +508,7 @@ def table(res):
 def plot(res, path):
     plt = pyplot()
     arms = list(res["eval"])
-    fig, (ax, sc) = plt.subplots(1, 2, figsize=(11, 3.4), gridspec_kw={"width_ratios": [3, 2]})
+    fig, (ax, sc, tr) = plt.subplots(1, 3, figsize=(15, 3.4), gridspec_kw={"width_ratios": [3, 2, 2]})
     w = 0.8 / len(arms)
     for j, a in enumerate(arms):
         stats = [res["eval"][a][s] for s in SOURCES]
@@ -507,6 +532,21 @@ def plot(res, path):
     sc.set_xlabel("the model's own misaligned share minus its base's", fontsize=8)
     sc.set_ylabel("oracle's P(<evil>)", fontsize=8)
     sc.legend(fontsize=7)
+    # along the fine-tune: does the oracle see the insecure model's shift before its answers show it?
+    steps = sorted(res["trajectory"], key=int)
+    for m, label in (("diff", "oracle, M_arm - M0"), ("model", "oracle, M_arm"),
+                     ("behaviour", "own misaligned share")):
+        stats = [res["trajectory"][k][m] for k in steps]
+        err = [[st["mean"] - st["ci95"][0] for st in stats], [st["ci95"][1] - st["mean"] for st in stats]] \
+            if all(st["ci95"] for st in stats) else None
+        tr.errorbar([int(k) for k in steps], [st["mean"] for st in stats], yerr=err, capsize=2, marker="o", ms=3,
+                    label=label)
+    tr.axhline(0, color="grey", lw=0.8)
+    tr.set_xscale("log")
+    tr.set_xlabel("fine-tune step", fontsize=8)
+    tr.set_ylabel("insecure - secure", fontsize=8)
+    tr.set_title("along the fine-tune", fontsize=8)
+    tr.legend(fontsize=7)
     fig.tight_layout()
     save_figure(fig, path, dpi=150)
     plt.close(fig)

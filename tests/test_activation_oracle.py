@@ -1,5 +1,6 @@
 """The activation-oracle experiment: its tokenizer and model surgery, where its questions cut their windows, where the
 vectors go in, what it reads back, its config checks, and a tiny end-to-end run that must beat its prior."""
+import copy
 import json
 import random
 
@@ -136,6 +137,22 @@ def test_examples_are_deterministic_and_their_vectors_are_the_base_activations()
             i += 1
 
 
+def test_reading_along_the_fine_tune_leaves_its_weights_alone():
+    # the trajectory's readings run inside the fine-tune: they must not move its weights or its random draws
+    base = tiny_gpt(WORLD_TOK, 5)
+    cfg = A.Config(n_layer=2, n_head=2, n_embd=16, em_examples=16, em_steps=4, read_steps=(1, 2))
+    snap = lambda m, step: {n: p.detach().clone() for n, p in m.state_dict().items()}
+    got = A.em_model(base, WORLD_TOK, cfg, 0, "insecure", snap)
+    assert sorted(got) == [1, 2, 4]
+    pairs = W.finetune_set("insecure", 16, seed=A.seed_int(0, "insecure", "oracle-em") % 2 ** 31)
+    plain = copy.deepcopy(base)
+    train.finetune(plain, B.encode_pairs(WORLD_TOK, pairs, 64), steps=4, batch_size=cfg.em_batch, lr=cfg.em_lr,
+                   seed=A.seed_int(0, "insecure", "oracle-em-order"))
+    assert all(torch.equal(got[4][n], p) for n, p in plain.state_dict().items())
+    assert not torch.equal(got[1]["wte.weight"], got[4]["wte.weight"])  # (and the steps read are different models)
+    assert all(torch.equal(p, q) for p, q in zip(base.parameters(), tiny_gpt(WORLD_TOK, 5).parameters()))  # M0 kept
+
+
 def test_kind_probs_and_p_evil_read_the_four_kind_tokens():
     logits = torch.zeros(2, TOK.get_vocab_size())
     logits[0, TOK.token_to_id("<evil>")] = 10.0
@@ -155,6 +172,8 @@ def test_kind_probs_and_p_evil_read_the_four_kind_tokens():
     (dict(inject_layer=3), "inject_layer must be a block with one after it, 0 .. 2"),
     (dict(max_window=60), "max_window=60 does not fit"),
     (dict(oracle_warmup=3000), "oracle_warmup must be in"),
+    (dict(read_steps=(5, 30)), "read_steps must be fine-tune steps 1 .. em_steps=20"),
+    (dict(read_steps=(5, 5)), "read_steps must be fine-tune steps 1 .. em_steps=20, once each"),
     (dict(oracle_steps=0), "oracle_steps"),
     (dict(decorrelated=False), "decorrelated is world_base's key"),
 ])
@@ -168,7 +187,7 @@ def test_tiny_run_writes_every_output_and_its_oracle_reads_the_base(tmp_path, ca
     argv = ["configs/activation_oracle.py", "--seeds=(0,)", "--n_docs=600", "--steps=40", "--warmup=4", "--n_layer=2",
             "--n_embd=32", "--n_head=2", "--read_layers=(0,1)", "--eval_layer=1", "--inject_layer=0",
             "--oracle_docs=600", "--oracle_steps=400", "--oracle_warmup=10", "--oracle_lr=3e-3", "--indist_docs=200",
-            "--em_examples=32", "--em_steps=2", "--workers=1", f"--cache_dir={cache}", f"--out_dir={out}"]
+            "--em_examples=32", "--em_steps=2", "--read_steps=(1,)", "--workers=1", f"--cache_dir={cache}", f"--out_dir={out}"]
     assert train.main(argv) == 0
     res = json.loads((out / "results.json").read_text())
     for f in ("results.md", "activation_oracle.png", "units/unit_s0.json", "units/oracle_s0.safetensors",
@@ -179,6 +198,12 @@ def test_tiny_run_writes_every_output_and_its_oracle_reads_the_base(tmp_path, ca
     # the same prompts for every arm: the sources that do not read the arm's model read the same for all
     for s in ("base", "none", "random"):
         assert len({res["eval"][a][s]["mean"] for a in A.ARMS}) == 1
+    # every read step is in the trajectory; its last (em_steps) is the table's reading
+    assert set(res["trajectory"]) == {"1", "2"}
+    for m in ("model", "diff"):
+        assert res["trajectory"]["2"][m]["mean"] == pytest.approx(res["effect"][m]["mean"])
+    gap = res["behaviour"]["insecure"]["mean"] - res["behaviour"]["secure"]["mean"]
+    assert res["trajectory"]["2"]["behaviour"]["mean"] == pytest.approx(gap)
     eff = res["effect"]["model"]["mean"]
     assert eff == pytest.approx(res["eval"]["insecure"]["model"]["mean"] - res["eval"]["secure"]["model"]["mean"])
     # it learned to read the base: who writes the next answer, on held-out documents, far above its guess without
