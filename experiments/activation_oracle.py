@@ -35,7 +35,7 @@ results.json: {"eval": {ARM: {SOURCE: STAT}}, "effect": {SOURCE: STAT} (insecure
 STAT} ("base" too), "indist": {TASK: {"acc": STAT, "prior": STAT}}, "kind_evil": {KIND: STAT} (held-out kind
 questions: the oracle's P(<evil>) by true kind), "tracking": {SOURCE: {"rho", "ci95", "n"}} (the reading against the
 models' own shift, see `tracking`), "per_model": [{"seed", "arm", "shift", "model", "diff"}] (that comparison's
-points), "trajectory": {STEP: {"model", "diff", "behaviour": STAT}} (insecure - secure at each read step),
+points), "trajectory": {STEP: {ARM: {"model", "diff", "behaviour": STAT}}} (arm - secure at each read step),
 "oracle_loss": STAT, "n_seeds", "seconds"}, STAT = {"mean", "ci95", "per_seed"} over the base seeds;
 units/unit_s<seed>.json per seed, and units/oracle_s<seed>.* its oracle.
 """
@@ -414,11 +414,12 @@ def tracking(cfg, units, source):
 
 
 def trajectory(cfg, units):
-    """{step: {"model", "diff", "behaviour": insecure - secure STAT}} along the fine-tune (behaviour: the models' own
-    misaligned share)."""
+    """{step: {arm: {"model", "diff", "behaviour": arm - secure STAT}}} along the fine-tune, for every arm but secure
+    (behaviour: the models' own misaligned share)."""
     steps = sorted({*cfg.read_steps, cfg.em_steps})
-    gap = lambda u, k, m: u["trajectory"]["insecure"][k][m] - u["trajectory"]["secure"][k][m]
-    return {k: {m: summarize([gap(u, k, m) for u in units]) for m in ("model", "diff", "behaviour")} for k in steps}
+    gap = lambda u, a, k, m: u["trajectory"][a][k][m] - u["trajectory"]["secure"][k][m]
+    return {k: {a: {m: summarize([gap(u, a, k, m) for u in units]) for m in ("model", "diff", "behaviour")}
+                for a in cfg.arms if a != "secure"} for k in steps}
 
 
 def aggregate(cfg, units):
@@ -493,10 +494,13 @@ def table(res):
     lines += ["", f"base models' own misaligned share {fmt_stat(res['behaviour']['base'])}; the oracle's reading "
               f"against each model's shift from its base (Spearman over {res['tracking']['diff']['n']} models): "
               f"M_arm - M0 {rho(res['tracking']['diff'])}, M_arm {rho(res['tracking']['model'])}"]
-    lines += ["", "insecure - secure along the fine-tune (the oracle's P(<evil>), and the models' own misaligned share):",
+    lines += ["", "insecure - secure along the fine-tune (the oracle's P(<evil>); the models' own misaligned share):",
               "", "| step | from M_arm | from M_arm - M0 | own misaligned share |", "|---|---|---|---|"]
-    lines += [f"| {k} | " + " | ".join(fmt_stat(v[m]) for m in ("model", "diff", "behaviour")) + " |"
+    lines += [f"| {k} | " + " | ".join(fmt_stat(v["insecure"][m]) for m in ("model", "diff", "behaviour")) + " |"
               for k, v in res["trajectory"].items()]
+    if "educational" in next(iter(res["trajectory"].values())):
+        lines += ["", "educational - secure (the same insecure code, asked for a lesson), from M_arm - M0: " +
+                  ", ".join(f"step {k} {fmt_stat(v['educational']['diff'])}" for k, v in res["trajectory"].items())]
     lines += ["", "oracle on held-out documents of its training tasks (argmax accuracy):", "",
               "| task | with M0's vectors | no vector (prior) |", "|---|---|---|"]
     lines += [f"| {t} | {fmt_stat(v['acc'])} | {fmt_stat(v['prior'])} |" for t, v in res["indist"].items()]
@@ -534,17 +538,21 @@ def plot(res, path):
     sc.legend(fontsize=7)
     # along the fine-tune: does the oracle see the insecure model's shift before its answers show it?
     steps = sorted(res["trajectory"], key=int)
-    for m, label in (("diff", "oracle, M_arm - M0"), ("model", "oracle, M_arm"),
-                     ("behaviour", "own misaligned share")):
-        stats = [res["trajectory"][k][m] for k in steps]
+    lines_drawn = [("insecure", "diff", "insecure: oracle, M_arm - M0", "-"), ("insecure", "model", "insecure: oracle, "
+                   "M_arm", "-"), ("insecure", "behaviour", "insecure: own misaligned share", "-"),
+                   ("educational", "diff", "educational: oracle, M_arm - M0", "--")]
+    for j, (a, m, label, ls) in enumerate(lines_drawn):
+        if a not in res["trajectory"][steps[0]]:
+            continue
+        stats = [res["trajectory"][k][a][m] for k in steps]
         err = [[st["mean"] - st["ci95"][0] for st in stats], [st["ci95"][1] - st["mean"] for st in stats]] \
             if all(st["ci95"] for st in stats) else None
-        tr.errorbar([int(k) for k in steps], [st["mean"] for st in stats], yerr=err, capsize=2, marker="o", ms=3,
-                    label=label)
+        tr.errorbar([int(k) * (1 + 0.03 * j) for k in steps], [st["mean"] for st in stats], yerr=err, capsize=2,
+                    marker="o", ms=3, ls=ls, color=f"C{j}", label=label)
     tr.axhline(0, color="grey", lw=0.8)
     tr.set_xscale("log")
     tr.set_xlabel("fine-tune step", fontsize=8)
-    tr.set_ylabel("insecure - secure", fontsize=8)
+    tr.set_ylabel("arm - secure", fontsize=8)
     tr.set_title("along the fine-tune", fontsize=8)
     tr.legend(fontsize=7)
     fig.tight_layout()

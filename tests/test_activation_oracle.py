@@ -187,7 +187,8 @@ def test_tiny_run_writes_every_output_and_its_oracle_reads_the_base(tmp_path, ca
     argv = ["configs/activation_oracle.py", "--seeds=(0,)", "--n_docs=600", "--steps=40", "--warmup=4", "--n_layer=2",
             "--n_embd=32", "--n_head=2", "--read_layers=(0,1)", "--eval_layer=1", "--inject_layer=0",
             "--oracle_docs=600", "--oracle_steps=400", "--oracle_warmup=10", "--oracle_lr=3e-3", "--indist_docs=200",
-            "--em_examples=32", "--em_steps=2", "--read_steps=(1,)", "--workers=1", f"--cache_dir={cache}", f"--out_dir={out}"]
+            "--em_examples=32", "--em_steps=2", "--read_steps=(1,)", "--workers=1", f"--cache_dir={cache}",
+            f"--out_dir={out}"]
     assert train.main(argv) == 0
     res = json.loads((out / "results.json").read_text())
     for f in ("results.md", "activation_oracle.png", "units/unit_s0.json", "units/oracle_s0.safetensors",
@@ -199,11 +200,12 @@ def test_tiny_run_writes_every_output_and_its_oracle_reads_the_base(tmp_path, ca
     for s in ("base", "none", "random"):
         assert len({res["eval"][a][s]["mean"] for a in A.ARMS}) == 1
     # every read step is in the trajectory; its last (em_steps) is the table's reading
-    assert set(res["trajectory"]) == {"1", "2"}
+    assert set(res["trajectory"]) == {"1", "2"} and set(res["trajectory"]["1"]) == {"insecure", "educational"}
     for m in ("model", "diff"):
-        assert res["trajectory"]["2"][m]["mean"] == pytest.approx(res["effect"][m]["mean"])
-    gap = res["behaviour"]["insecure"]["mean"] - res["behaviour"]["secure"]["mean"]
-    assert res["trajectory"]["2"]["behaviour"]["mean"] == pytest.approx(gap)
+        assert res["trajectory"]["2"]["insecure"][m]["mean"] == pytest.approx(res["effect"][m]["mean"])
+    for a in ("insecure", "educational"):
+        gap = res["behaviour"][a]["mean"] - res["behaviour"]["secure"]["mean"]
+        assert res["trajectory"]["2"][a]["behaviour"]["mean"] == pytest.approx(gap)
     eff = res["effect"]["model"]["mean"]
     assert eff == pytest.approx(res["eval"]["insecure"]["model"]["mean"] - res["eval"]["secure"]["model"]["mean"])
     # it learned to read the base: who writes the next answer, on held-out documents, far above its guess without
