@@ -256,7 +256,7 @@ def train_oracle(oracle, data, cfg, seed, tag, t0):
     g = generator("cpu", seed, "oracle-order")
     oracle.train()
     losses = []
-    quarters = {cfg.oracle_steps * q // 4 for q in (1, 2, 3)}
+    quarters = {cfg.oracle_steps * q // 4 for q in (1, 2, 3)} - {0}  # (a run under 4 steps has no loss to show yet)
     for step in range(cfg.oracle_steps):
         if step in quarters:
             B.say(tag, f"oracle step {step}/{cfg.oracle_steps}, loss {sum(losses[-100:]) / len(losses[-100:]):.3f}", t0)
@@ -277,6 +277,7 @@ def train_oracle(oracle, data, cfg, seed, tag, t0):
 
 @torch.no_grad()
 def answer_logits(oracle, batch, cfg, chunk=512):
+    """oracle_logits over a Batch of any size, `chunk` questions at a time: [N, V] float32."""
     return torch.cat([oracle_logits(oracle, batch.rows(torch.arange(i, min(i + chunk, len(batch)))),
                                     cfg.inject_layer).float() for i in range(0, len(batch), chunk)])
 

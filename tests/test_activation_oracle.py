@@ -1,6 +1,7 @@
 """The activation-oracle experiment: its tokenizer and model surgery, where its questions cut their windows, where the
 vectors go in, what it reads back, its config checks, and a tiny end-to-end run that must beat its prior."""
 import copy
+import dataclasses
 import json
 import random
 
@@ -123,6 +124,10 @@ def test_examples_are_deterministic_and_their_vectors_are_the_base_activations()
     b, _ = A.examples(base, TOK, docs, CFG, seed=7)
     assert torch.equal(a.ids, b.ids) and torch.equal(a.vec, b.vec) and torch.equal(a.ans, b.ans)
     assert len(a) == len(tasks) and set(tasks) == set(A.TASKS) and tasks.count("kind") == len(docs)
+    # a run of fewer steps than its four progress lines trains (it divided by an empty loss list at step 0)
+    oracle = A.make_oracle(base, TOK.get_vocab_size(), seed=0)
+    loss = A.train_oracle(oracle, a, dataclasses.replace(CFG, oracle_steps=2, oracle_warmup=0), 0, "t", 0.0)
+    assert loss == loss and not oracle.training
     # each question's vectors are the base's activations at its window of its document (at the layer it names)
     r = random.Random(7).random
     i = 0
