@@ -158,13 +158,25 @@ def test_reading_along_the_fine_tune_leaves_its_weights_alone():
     assert all(torch.equal(p, q) for p, q in zip(base.parameters(), tiny_gpt(WORLD_TOK, 5).parameters()))  # M0 kept
 
 
-def test_kind_probs_and_p_evil_read_the_four_kind_tokens():
+def test_kind_probs_and_p_evil_read_the_four_kind_tokens(monkeypatch):
     logits = torch.zeros(2, TOK.get_vocab_size())
     logits[0, TOK.token_to_id("<evil>")] = 10.0
     logits[1, TOK.token_to_id("<next>")] = 50.0  # a token outside the four: renormalised away
     p = A.kind_probs(logits, TOK)
     assert torch.allclose(p.sum(1), torch.ones(2))
     assert p[0, A.KINDS.index("evil")] > 0.99 and torch.allclose(p[1], torch.full((4,), 0.25))
+    # p_evil asks each window <kind> at the eval layer, and averages the evil share over the windows
+    asked = []
+
+    def fake(oracle, batch, cfg):
+        asked.append(batch)
+        return logits
+    monkeypatch.setattr(A, "answer_logits", fake)
+    got = A.p_evil(None, TOK, torch.zeros(2, 6, 16), [6, 2], CFG)
+    assert got == pytest.approx((float(p[0, A.KINDS.index("evil")]) + 0.25) / 2)
+    b = asked[0]
+    assert b.ids[:, 2].eq(TOK.token_to_id(f"<layer{CFG.eval_layer}>")).all()
+    assert [TOK.id_to_token(int(b.ids[i, b.col[i] - 1])) for i in range(2)] == ["<kind>", "<kind>"]
 
 
 @pytest.mark.parametrize("bad, msg", [
