@@ -36,7 +36,6 @@ import math
 import sys
 from pathlib import Path
 
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eval import spearman, spearman_ci, summarize  # noqa: E402
 from train import check_out, cli, pyplot, read_json, run_results, save_figure, script_args, write_json  # noqa: E402
