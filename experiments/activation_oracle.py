@@ -368,9 +368,11 @@ def unit(cfg, seed, units_dir=None):
     prompts = [it.prompt for it in W.eval_items(W.OFF_DOMAINS)]
     base_vec, ks = window(base, tok, prompts, cfg.eval_layer, cfg.max_window, dev)
     noise = torch.randn(base_vec.shape, generator=generator("cpu", seed, "random-vectors")).to(dev)
-    fixed = {"base": base_vec, "none": torch.zeros_like(base_vec), "random": noise * (base_vec != 0)}  # (spare slots
-    fixed = {s: p_evil(oracle, otok, v, ks, cfg) for s, v in fixed.items()}                          # stay empty)
+    # the sources that do not depend on the arm, read once; (base_vec != 0): a short prompt's spare slots stay empty
+    fixed = {"base": base_vec, "none": torch.zeros_like(base_vec), "random": noise * (base_vec != 0)}
+    fixed = {s: p_evil(oracle, otok, v, ks, cfg) for s, v in fixed.items()}
     misaligned = lambda m: B.lp_summary(B.class_masses(m, tok, W.eval_items(W.OFF_DOMAINS)))["mis_lp"]
+
     def read(model, step):
         vec, _ = window(model, tok, prompts, cfg.eval_layer, cfg.max_window, dev)
         return {"model": p_evil(oracle, otok, vec, ks, cfg), "diff": p_evil(oracle, otok, vec - base_vec, ks, cfg),
