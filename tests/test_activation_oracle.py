@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import train
-from conftest import tiny_gpt
+from conftest import readme_block, tiny_gpt
 from data import world as W
 from experiments import activation_oracle as A
 from experiments import world_base as B
@@ -233,6 +233,12 @@ def test_tiny_run_writes_every_output_and_its_oracle_reads_the_base(tmp_path, ca
     oracle, meta = train.load_lm(out / "units" / "oracle_s0")
     assert oracle.cfg.vocab_size == B.load_tokenizer(out / "units" / "oracle_s0_tokenizer.json").get_vocab_size()
     assert meta["inject_layer"] == 0 and meta["act_column"] == A.ACT0
+    # the README's example asks a saved oracle about the base's activations: it runs as printed on this run
+    ns = {}
+    block = readme_block("A finished run keeps each base's oracle")
+    exec(compile(block.replace('"out/ao_traj"', repr(str(out))), "README.md", "exec"), ns)
+    p = A.kind_probs(A.answer_logits(ns["oracle"], ns["batch"], ns["cfg"]), ns["otok"])
+    assert p.shape == (2, 4) and torch.allclose(p.sum(1), torch.ones(2)) and ns["ks"] == [ns["cfg"].max_window] * 2
     # a rerun into the same folder reads the finished seed back
     capsys.readouterr()
     assert train.main(argv) == 0
