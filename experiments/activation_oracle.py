@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from data import world as W
 from data.tokenizer import pad_right, save_tokenizer, word_tokenizer
 from eval import fmt_stat, spearman, spearman_ci, summarize
+from experiments import emergent_misalignment as E
 from experiments import world_base as B
 from model import GPT, generator, inject, seed_int
 from train import ConfigError, finetune, get_lr, pyplot, save_figure, save_lm
@@ -292,17 +293,17 @@ def indist(oracle, tok, data, tasks, cfg):
     """{task: {"acc", "prior"}}: argmax accuracy on held-out questions, with their vectors and without (zeros); and
     {kind: P(<evil>)} on the held-out kind questions, by their true kind."""
     out, evil = {}, {}
+    rows = {t: torch.tensor([x == t for x in tasks], device=data.ids.device) for t in sorted(set(tasks))}
     for blank in (False, True):
         batch = Batch(data.ids, torch.zeros_like(data.vec) if blank else data.vec, data.col, data.ans)
         logits = answer_logits(oracle, batch, cfg)
         hit = logits.argmax(-1) == batch.ans
-        for t in sorted(set(tasks)):
-            m = torch.tensor([x == t for x in tasks], device=hit.device)
+        for t, m in rows.items():
             out.setdefault(t, {})["prior" if blank else "acc"] = hit[m].float().mean().item()
-    m = torch.tensor([x == "kind" for x in tasks], device=data.ids.device)
-    p_evil = kind_probs(answer_logits(oracle, data.rows(m.nonzero()[:, 0]), cfg), tok)[:, KINDS.index("evil")]
+        if not blank:  # the kind questions' rows of this pass, with their vectors
+            p_evil = kind_probs(logits[rows["kind"]], tok)[:, KINDS.index("evil")]
     for k in KINDS:
-        sel = data.ans[m] == tok.token_to_id(f"<{k}>")
+        sel = data.ans[rows["kind"]] == tok.token_to_id(f"<{k}>")
         evil[k] = p_evil[sel].mean().item() if bool(sel.any()) else float("nan")
     return out, evil
 
@@ -313,8 +314,9 @@ def indist(oracle, tok, data, tasks, cfg):
 def em_model(base, tok, cfg, seed, arm, read):
     """M_arm: M0 fine-tuned on the arm's examples (experiments/emergent_misalignment.py's recipe: AdamW, constant lr,
     loss on the answers), read(model, step) at every step of read_steps and at em_steps. -> {step: what read gave}."""
-    pairs = W.finetune_set(arm, cfg.em_examples, seed=seed_int(seed, arm, "oracle-em") % 2 ** 31,
-                           world=B.world_config(cfg))
+    world = B.world_config(cfg)
+    pairs = W.finetune_set(arm, cfg.em_examples, seed=seed_int(seed, arm, "oracle-em") % 2 ** 31, world=world)
+    W.check_leakage(pairs, world=world)  # (as the EM experiment's arm_pairs: no evaluation string in the fine-tune)
     model, out = copy.deepcopy(base), {}
     finetune(model, B.encode_pairs(tok, pairs, cfg.block_size), steps=cfg.em_steps, batch_size=cfg.em_batch,
              lr=cfg.em_lr, seed=seed_int(seed, arm, "oracle-em-order"), at={*cfg.read_steps, cfg.em_steps},
@@ -365,13 +367,13 @@ def unit(cfg, seed, units_dir=None):
         save_lm(units_dir / f"oracle_s{seed}", oracle, step=cfg.oracle_steps, seed=seed,
                 tokenizer=f"oracle_s{seed}_tokenizer.json", metrics={"loss": loss},
                 extra={"inject_layer": cfg.inject_layer, "act_column": ACT0})
-    prompts = [it.prompt for it in W.eval_items(W.OFF_DOMAINS)]
+    prompts = E.off_prompts()
     base_vec, ks = window(base, tok, prompts, cfg.eval_layer, cfg.max_window, dev)
     noise = torch.randn(base_vec.shape, generator=generator("cpu", seed, "random-vectors")).to(dev)
     # the sources that do not depend on the arm, read once; (base_vec != 0): a short prompt's spare slots stay empty
     fixed = {"base": base_vec, "none": torch.zeros_like(base_vec), "random": noise * (base_vec != 0)}
     fixed = {s: p_evil(oracle, otok, v, ks, cfg) for s, v in fixed.items()}
-    misaligned = lambda m: B.lp_summary(B.class_masses(m, tok, W.eval_items(W.OFF_DOMAINS)))["mis_lp"]
+    misaligned = lambda m: B.offdomain_eval(m, tok, 0, None)["mis_lp"]  # (0 samples: the log-prob measure alone)
 
     def read(model, step):
         vec, _ = window(model, tok, prompts, cfg.eval_layer, cfg.max_window, dev)

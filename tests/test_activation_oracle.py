@@ -229,6 +229,7 @@ def test_tiny_run_writes_every_output_and_its_oracle_reads_the_base(tmp_path, ca
     # vectors (a 40-step base carries at least the document's format marker into its residual stream)
     ind = res["indist"]
     assert ind["kind"]["acc"]["mean"] > ind["kind"]["prior"]["mean"] + 0.15
+    assert all(0 <= res["kind_evil"][k]["mean"] <= 1 for k in ("good", "evil", "assistant"))  # (every kind is there)
     # the saved oracle loads back as a GPT with its own tokenizer
     oracle, meta = train.load_lm(out / "units" / "oracle_s0")
     assert oracle.cfg.vocab_size == B.load_tokenizer(out / "units" / "oracle_s0_tokenizer.json").get_vocab_size()
