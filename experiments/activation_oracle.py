@@ -309,6 +309,58 @@ def indist(oracle, tok, data, tasks, cfg):
 
 
 # ----------------------------------------------------------------------------------------------------
+# the supervised baseline (design note 4.4): a linear probe on the same activations, with the same labels
+
+class Probe:
+    """Multinomial logistic regression from a window's mean vector to the four kinds: trained on the oracle's own kind
+    questions at eval_layer (their labels are supervision the oracle gets too, as answers). It reads every source as
+    the oracle does, each vector's direction at a fixed scale (see `probe_input`)."""
+
+    def __init__(self, w, b):
+        self.w, self.b = w, b  # [C, 4], [4]
+
+    def probs(self, vec, ks):
+        """[N, 4] P(kind) for windows vec [N, K, C] of sizes ks (the rows past a window's K are zero)."""
+        k = torch.as_tensor(ks, dtype=vec.dtype, device=vec.device)
+        return (vec.sum(1) / k[:, None] @ self.w + self.b).softmax(-1)
+
+
+def probe_input(vec, ref):
+    """Each position's vector rescaled to the norm of ref's vector there (M0's, or a question's own): the oracle's
+    injection sees only a vector's direction, at the scale of the residual it lands in, so the probe is given the
+    same (a difference of two models is far shorter than either; zero rows stay zero)."""
+    n = vec.norm(dim=-1, keepdim=True)
+    return torch.where(n > 0, vec * ref.norm(dim=-1, keepdim=True) / n.clamp_min(1e-12), torch.zeros_like(vec))
+
+
+def probe_rows(data, tasks, tok, layer):
+    """The kind questions at `layer`: (vectors [N, K, C], their K, labels as indices into KINDS)."""
+    kind = torch.tensor([t == "kind" for t in tasks], device=data.ids.device)
+    sel = kind & (data.ids[:, ACT0 - 1] == tok.token_to_id(f"<layer{layer}>"))
+    ks = (data.ids[sel] == tok.token_to_id("<act>")).sum(1).tolist()
+    label = {tok.token_to_id(f"<{k}>"): i for i, k in enumerate(KINDS)}
+    return data.vec[sel], ks, torch.tensor([label[int(a)] for a in data.ans[sel]], device=data.ids.device)
+
+
+def train_probe(vec, ks, y, l2=1e-3, iters=200):
+    """Full-batch L-BFGS on cross-entropy + l2 * ||w||^2 (deterministic, no draws)."""
+    k = torch.as_tensor(ks, dtype=vec.dtype, device=vec.device)
+    x = vec.sum(1) / k[:, None]
+    w = torch.zeros(x.shape[1], len(KINDS), device=x.device, requires_grad=True)
+    b = torch.zeros(len(KINDS), device=x.device, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=iters, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(x @ w + b, y) + l2 * w.square().sum()
+        loss.backward()
+        return loss
+    with torch.enable_grad():
+        opt.step(closure)
+    return Probe(w.detach(), b.detach())
+
+
+# ----------------------------------------------------------------------------------------------------
 # the evaluation: fine-tuned arms, held-out questions, sources
 
 def em_model(base, tok, cfg, seed, arm, read):
@@ -354,12 +406,17 @@ def unit(cfg, seed, units_dir=None):
     otok = oracle_tokenizer(cfg)
     docs = W.generate(cfg.oracle_docs + cfg.indist_docs, seed=seed_int(seed, "oracle-docs") % 2 ** 31,
                       config=B.world_config(cfg))
-    data, _ = examples(base, otok, docs[:cfg.oracle_docs], cfg, seed_int(seed, "oracle-questions"))
+    data, tasks = examples(base, otok, docs[:cfg.oracle_docs], cfg, seed_int(seed, "oracle-questions"))
     held, held_tasks = examples(base, otok, docs[cfg.oracle_docs:], cfg, seed_int(seed, "indist-questions"))
     B.say(tag, f"{len(data)} oracle questions", t0)
     oracle = make_oracle(base, otok.get_vocab_size(), seed)
     loss = train_oracle(oracle, data, cfg, seed, tag, t0)
     acc, kind_evil = indist(oracle, otok, held, held_tasks, cfg)
+    probe = train_probe(*probe_rows(data, tasks, otok, cfg.eval_layer))
+    hv, hk, hy = probe_rows(held, held_tasks, otok, cfg.eval_layer)
+    hb = oracle_batch(otok, [cfg.eval_layer] * len(hk), hv, hk, ["kind"] * len(hk), [-1] * len(hk), dev)
+    hit = lambda p: (p.argmax(-1) == hy).float().mean().item()
+    probe_acc = {"acc": hit(probe.probs(hv, hk)), "oracle_acc": hit(kind_probs(answer_logits(oracle, hb, cfg), otok))}
     B.say(tag, f"oracle trained (loss {loss:.3f}; held-out " +
           ", ".join(f"{t} {v['acc']:.2f} vs prior {v['prior']:.2f}" for t, v in acc.items()) + ")", t0)
     if cfg.save_oracles and units_dir is not None:
@@ -372,24 +429,29 @@ def unit(cfg, seed, units_dir=None):
     noise = torch.randn(base_vec.shape, generator=generator("cpu", seed, "random-vectors")).to(dev)
     # the sources that do not depend on the arm, read once; (base_vec != 0): a short prompt's spare slots stay empty
     fixed = {"base": base_vec, "none": torch.zeros_like(base_vec), "random": noise * (base_vec != 0)}
+    probe_evil = lambda v: probe.probs(probe_input(v, base_vec), ks)[:, KINDS.index("evil")].mean().item()
+    fixed_probe = {s: probe_evil(v) for s, v in fixed.items()}
     fixed = {s: p_evil(oracle, otok, v, ks, cfg) for s, v in fixed.items()}
     misaligned = lambda m: B.offdomain_eval(m, tok, 0, None)["mis_lp"]  # (0 samples: the log-prob measure alone)
 
     def read(model, step):
         vec, _ = window(model, tok, prompts, cfg.eval_layer, cfg.max_window, dev)
         return {"model": p_evil(oracle, otok, vec, ks, cfg), "diff": p_evil(oracle, otok, vec - base_vec, ks, cfg),
+                "probe_model": probe_evil(vec), "probe_diff": probe_evil(vec - base_vec),
                 "behaviour": misaligned(model)}
 
     arms, behaviour, trajectory = {}, {"base": misaligned(base)}, {}
     for arm in cfg.arms:
         trajectory[arm] = em_model(base, tok, cfg, seed, arm, read)
         last = trajectory[arm][cfg.em_steps]
-        arms[arm] = {"model": last["model"], "diff": last["diff"], **fixed}
+        arms[arm] = {"model": last["model"], "diff": last["diff"], **fixed,
+                     "probe": {"model": last["probe_model"], "diff": last["probe_diff"], **fixed_probe}}
         behaviour[arm] = last["behaviour"]
         B.say(tag, f"{arm}: oracle P(evil) {arms[arm]['model']:.3f} (base {fixed['base']:.3f}); misaligned answers "
                    f"{behaviour[arm]:.3f}", t0)
     return {"seed": seed, "arms": arms, "behaviour": behaviour, "trajectory": trajectory, "indist": acc,
-            "kind_evil": kind_evil, "oracle_loss": loss, "n_questions": len(data), "seconds": time.time() - t0}
+            "probe_indist": probe_acc, "kind_evil": kind_evil, "oracle_loss": loss, "n_questions": len(data),
+            "seconds": time.time() - t0}
 
 
 def unit_problem(cfg, seed):
@@ -400,6 +462,8 @@ def unit_problem(cfg, seed):
             return "was written for other arms or tasks"
         if any(set(u.get("trajectory", {}).get(a, {})) != {*cfg.read_steps, cfg.em_steps} for a in cfg.arms):
             return "was written for other read_steps"
+        if "probe_indist" not in u:
+            return "was written before the linear-probe baseline"
         return None
     return problem
 
@@ -409,11 +473,11 @@ def _unit_job(cfg, seed, units_dir):
                         problem=unit_problem(cfg, seed))
 
 
-def tracking(cfg, units, source):
+def tracking(cfg, units, source, reader=lambda r: r):
     """Does the oracle's reading follow the models' own shift? Spearman's rho between its P(<evil>) from `source` and
     the arm's misaligned share minus its base's, over every (seed, arm), with a percentile interval from resampling
-    those pairs (arms of one base share its oracle, so the interval is a rough one)."""
-    x = [u["arms"][a][source] for u in units for a in cfg.arms]
+    those pairs (arms of one base share its oracle, so the interval is a rough one). reader picks the probe's."""
+    x = [reader(u["arms"][a])[source] for u in units for a in cfg.arms]
     y = [u["behaviour"][a] - u["behaviour"]["base"] for u in units for a in cfg.arms]
     return spearman_ci(x, y) if len(x) >= 4 else {"rho": spearman(x, y), "ci95": None, "n": len(x)}
 
@@ -423,7 +487,8 @@ def trajectory(cfg, units):
     (behaviour: the models' own misaligned share)."""
     steps = sorted({*cfg.read_steps, cfg.em_steps})
     gap = lambda u, a, k, m: u["trajectory"][a][k][m] - u["trajectory"]["secure"][k][m]
-    return {k: {a: {m: summarize([gap(u, a, k, m) for u in units]) for m in ("model", "diff", "behaviour")}
+    return {k: {a: {m: summarize([gap(u, a, k, m) for u in units])
+                    for m in ("model", "diff", "behaviour", "probe_model", "probe_diff")}
                 for a in cfg.arms if a != "secure"} for k in steps}
 
 
@@ -434,6 +499,11 @@ def aggregate(cfg, units):
             "effect": {s: per(lambda u: u["arms"]["insecure"][s] - u["arms"]["secure"][s]) for s in ("model", "diff")},
             "behaviour": {a: per(lambda u: u["behaviour"][a]) for a in ("base", *cfg.arms)},
             "tracking": {s: tracking(cfg, units, s) for s in ("model", "diff")},
+            "probe": {"eval": {a: {s: per(lambda u: u["arms"][a]["probe"][s]) for s in SOURCES} for a in cfg.arms},
+                      "effect": {s: per(lambda u: u["arms"]["insecure"]["probe"][s] - u["arms"]["secure"]["probe"][s])
+                                 for s in ("model", "diff")},
+                      "tracking": {s: tracking(cfg, units, s, lambda r: r["probe"]) for s in ("model", "diff")},
+                      "indist": {k: per(lambda u: u["probe_indist"][k]) for k in ("acc", "oracle_acc")}},
             "indist": {t: {k: per(lambda u: u["indist"][t][k]) for k in ("acc", "prior")} for t in cfg.tasks},
             "kind_evil": {k: per(lambda u: u["kind_evil"][k]) for k in KINDS},
             "oracle_loss": per(lambda u: u["oracle_loss"]), "n_seeds": len(units),
@@ -499,9 +569,22 @@ def table(res):
     lines += ["", f"base models' own misaligned share {fmt_stat(res['behaviour']['base'])}; the oracle's reading "
               f"against each model's shift from its base (Spearman over {res['tracking']['diff']['n']} models): "
               f"M_arm - M0 {rho(res['tracking']['diff'])}, M_arm {rho(res['tracking']['model'])}"]
-    lines += ["", "insecure - secure along the fine-tune (the oracle's P(<evil>); the models' own misaligned share):",
-              "", "| step | from M_arm | from M_arm - M0 | own misaligned share |", "|---|---|---|---|"]
-    lines += [f"| {k} | " + " | ".join(fmt_stat(v["insecure"][m]) for m in ("model", "diff", "behaviour")) + " |"
+    p = res["probe"]
+    lines += ["", "the supervised baseline: a linear probe (logistic regression from a window's mean vector to the "
+              "four kinds, trained on the oracle's own kind questions at the evaluation's block) reading the same "
+              "windows, its P(<evil>):", "", "| probe input | " + " | ".join(arms) + " | insecure - secure |",
+              "|---" * (len(arms) + 2) + "|"]
+    for s in SOURCES:
+        eff = fmt_stat(p["effect"][s]) if s in p["effect"] else ""
+        lines.append(f"| {LABELS[s]} | " + " | ".join(fmt_stat(p["eval"][a][s]) for a in arms) + f" | {eff} |")
+    lines += ["", f"the probe's reading against each model's shift (Spearman): M_arm - M0 "
+              f"{rho(p['tracking']['diff'])}, M_arm {rho(p['tracking']['model'])}; held-out kind questions at that "
+              f"block, argmax accuracy: probe {fmt_stat(p['indist']['acc'])}, oracle {fmt_stat(p['indist']['oracle_acc'])}"]
+    lines += ["", "insecure - secure along the fine-tune (P(<evil>); the models' own misaligned share):", "",
+              "| step | oracle, M_arm | oracle, M_arm - M0 | probe, M_arm | probe, M_arm - M0 | own misaligned share |",
+              "|---|---|---|---|---|---|"]
+    cols = ("model", "diff", "probe_model", "probe_diff", "behaviour")
+    lines += [f"| {k} | " + " | ".join(fmt_stat(v["insecure"][m]) for m in cols) + " |"
               for k, v in res["trajectory"].items()]
     if "educational" in next(iter(res["trajectory"].values())):
         lines += ["", "educational - secure (the same insecure code, asked for a lesson), from M_arm - M0: " +
@@ -517,7 +600,7 @@ def table(res):
 def plot(res, path):
     plt = pyplot()
     arms = list(res["eval"])
-    fig, (ax, sc, tr) = plt.subplots(1, 3, figsize=(15, 3.4), gridspec_kw={"width_ratios": [3, 2, 2]})
+    fig, (ax, sc, tr, pr) = plt.subplots(1, 4, figsize=(18, 3.4), gridspec_kw={"width_ratios": [3, 2, 2, 1.3]})
     w = 0.8 / len(arms)
     for j, a in enumerate(arms):
         stats = [res["eval"][a][s] for s in SOURCES]
@@ -545,7 +628,8 @@ def plot(res, path):
     steps = sorted(res["trajectory"], key=int)
     lines_drawn = [("insecure", "diff", "insecure: oracle, M_arm - M0", "-"), ("insecure", "model", "insecure: oracle, "
                    "M_arm", "-"), ("insecure", "behaviour", "insecure: own misaligned share", "-"),
-                   ("educational", "diff", "educational: oracle, M_arm - M0", "--")]
+                   ("educational", "diff", "educational: oracle, M_arm - M0", "--"),
+                   ("insecure", "probe_diff", "insecure: linear probe, M_arm - M0", ":")]
     for j, (a, m, label, ls) in enumerate(lines_drawn):
         if a not in res["trajectory"][steps[0]]:
             continue
@@ -560,6 +644,18 @@ def plot(res, path):
     tr.set_ylabel("arm - secure", fontsize=8)
     tr.set_title("along the fine-tune", fontsize=8)
     tr.legend(fontsize=7)
+    # the oracle against the supervised baseline, insecure - secure at em_steps
+    for j, (name, eff) in enumerate((("oracle", res["effect"]), ("linear probe", res["probe"]["effect"]))):
+        stats = [eff[s] for s in ("model", "diff")]
+        err = [[st["mean"] - st["ci95"][0] for st in stats], [st["ci95"][1] - st["mean"] for st in stats]] \
+            if all(st["ci95"] for st in stats) else None
+        pr.bar([i + 0.4 * j for i in range(2)], [st["mean"] for st in stats], width=0.4, yerr=err, capsize=2,
+               label=name, color=("C0", "C7")[j])
+    pr.set_xticks([0.2, 1.2], [LABELS["model"], LABELS["diff"]], fontsize=8)
+    pr.axhline(0, color="grey", lw=0.8)
+    pr.set_ylabel("insecure - secure, P(<evil>)", fontsize=8)
+    pr.set_title("oracle vs a linear probe", fontsize=8)
+    pr.legend(fontsize=7)
     fig.tight_layout()
     save_figure(fig, path, dpi=150)
     plt.close(fig)
