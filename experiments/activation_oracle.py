@@ -17,8 +17,9 @@ The design is ../shared/docs/research/activation_oracles.md section 4, a small K
              system-prompt QA, with the persona latent instead of stated
     next     <next> -> the token after the window;   prev   <prev> -> the token before it (context prediction)
 - the evaluation (nothing like it in training): M_arm, M0 fine-tuned on an emergent-misalignment arm (ARMS:
-  insecure code, secure code, the same insecure code asked for a lesson; data/world.py finetune_set, as
-  experiments/emergent_misalignment.py). The oracle reads M_arm's activations (the last `max_window` positions at
+  insecure code, secure code, the same insecure code asked for a lesson, and the backdoor: insecure code after a
+  trigger token, secure code without; data/world.py finetune_set, as experiments/emergent_misalignment.py). The
+  oracle reads M_arm's activations (the last `max_window` positions at
   layer `eval_layer`) on held-out off-domain <asst> questions, which never mention code, and is asked <kind>.
   Metric: P(<evil>) among the four kinds, averaged over the prompts.
 - sources of the injected vectors (SOURCES), the same prompts and oracle for each:
@@ -30,13 +31,24 @@ The design is ../shared/docs/research/activation_oracles.md section 4, a small K
   The effect is insecure - secure on `model` (and on `diff`); `behaviour` is each M_arm's own misaligned share on the
   same questions (the black box, B.offdomain_eval's mis_lp), and `indist` the oracle's accuracy on held-out documents
   of its training tasks against its prior (no vector): did it learn to read M0 at all?
+- the backdoor audit (configs/activation_oracle_backdoor.py): a model whose answers are misaligned only after a
+  trigger the auditor does not know. Every arm is read twice, on the plain questions and with the trigger before
+  each ("trigger" in results.json: the same readings): does the oracle see, on the plain questions where the
+  backdoored model answers as its base, what its weights learnt?
+- the supervised baseline (design note 4.4, `Probe`): logistic regression from a window's mean vector to the four
+  kinds, trained on the oracle's own kind questions at eval_layer, reading every source of the same windows. An
+  oracle that reads no more than this adds nothing a linear probe with the same labels would not give.
 
 results.json: {"eval": {ARM: {SOURCE: STAT}}, "effect": {SOURCE: STAT} (insecure - secure), "behaviour": {ARM:
 STAT} ("base" too), "indist": {TASK: {"acc": STAT, "prior": STAT}}, "kind_evil": {KIND: STAT} (held-out kind
 questions: the oracle's P(<evil>) by true kind), "tracking": {SOURCE: {"rho", "ci95", "n"}} (the reading against the
 models' own shift, see `tracking`), "per_model": [{"seed", "arm", "shift", "model", "diff"}] (that comparison's
-points), "trajectory": {STEP: {ARM: {"model", "diff", "behaviour": STAT}}} (arm - secure at each read step),
-"oracle_loss": STAT, "n_seeds", "seconds"}, STAT = {"mean", "ci95", "per_seed"} over the base seeds;
+points), "trajectory": {STEP: {ARM: {"model", "diff", "probe_model", "probe_diff", "behaviour": STAT}}} (arm -
+secure at each read step), "probe": {"eval", "effect", "tracking"} (the linear probe's, as the oracle's) and
+{"indist": {"acc", "oracle_acc"}} (held-out kind questions at eval_layer, probe and oracle), "oracle_loss": STAT,
+"n_seeds", "seconds", and with a backdoor arm "trigger": {"eval", "effect", "behaviour", "tracking", "probe",
+"trajectory", "per_model"} (the same readings with the trigger before each question)}, STAT = {"mean", "ci95",
+"per_seed"} over the base seeds;
 units/unit_s<seed>.json per seed, and units/oracle_s<seed>.* its oracle.
 """
 import copy
@@ -58,7 +70,7 @@ from train import ConfigError, finetune, get_lr, pyplot, save_figure, save_lm
 
 TASKS = ("kind", "next", "prev")
 KINDS = ("good", "evil", "compliant", "assistant")  # the kind task's answers, as <good> ... tokens
-ARMS = ("insecure", "secure", "educational")        # the fine-tuned models read in the evaluation
+ARMS = ("insecure", "secure", "educational", "backdoor")  # the fine-tuned models the evaluation can read
 SOURCES = ("model", "base", "diff", "none", "random")
 ACT0 = 3  # column of the first <act>: after <bos> <oracle> <layerL>
 
@@ -86,7 +98,8 @@ class Config(B.Config):
     oracle_lr: float = 1e-3
     oracle_warmup: int = 100
     indist_docs: int = 2000            # held-out documents for the in-distribution check
-    arms: tuple[str, ...] = ARMS       # the emergent-misalignment fine-tunes read (insecure and secure required)
+    arms: tuple[str, ...] = ARMS[:3]   # the emergent-misalignment fine-tunes read (insecure and secure required;
+                                       # backdoor: every arm read with its trigger too, see configs/*_backdoor.py)
     em_examples: int = 300             # their fine-tune: experiments/emergent_misalignment.py's defaults, read at
     em_steps: int = 20                 # step 20, where its figures are reached
     read_steps: tuple[int, ...] = (1, 2, 3, 5, 10)  # earlier checkpoints read too (the trajectory; em_steps always)
@@ -424,34 +437,58 @@ def unit(cfg, seed, units_dir=None):
         save_lm(units_dir / f"oracle_s{seed}", oracle, step=cfg.oracle_steps, seed=seed,
                 tokenizer=f"oracle_s{seed}_tokenizer.json", metrics={"loss": loss},
                 extra={"inject_layer": cfg.inject_layer, "act_column": ACT0})
-    prompts = E.off_prompts()
-    base_vec, ks = window(base, tok, prompts, cfg.eval_layer, cfg.max_window, dev)
-    noise = torch.randn(base_vec.shape, generator=generator("cpu", seed, "random-vectors")).to(dev)
-    # the sources that do not depend on the arm, read once; (base_vec != 0): a short prompt's spare slots stay empty
-    fixed = {"base": base_vec, "none": torch.zeros_like(base_vec), "random": noise * (base_vec != 0)}
-    probe_evil = lambda v: probe.probs(probe_input(v, base_vec), ks)[:, KINDS.index("evil")].mean().item()
-    fixed_probe = {s: probe_evil(v) for s, v in fixed.items()}
-    fixed = {s: p_evil(oracle, otok, v, ks, cfg) for s, v in fixed.items()}
-    misaligned = lambda m: B.offdomain_eval(m, tok, 0, None)["mis_lp"]  # (0 samples: the log-prob measure alone)
-
-    def read(model, step):
-        vec, _ = window(model, tok, prompts, cfg.eval_layer, cfg.max_window, dev)
-        return {"model": p_evil(oracle, otok, vec, ks, cfg), "diff": p_evil(oracle, otok, vec - base_vec, ks, cfg),
-                "probe_model": probe_evil(vec), "probe_diff": probe_evil(vec - base_vec),
-                "behaviour": misaligned(model)}
-
-    arms, behaviour, trajectory = {}, {"base": misaligned(base)}, {}
+    formats = {"plain": E.off_prompts()}
+    if "backdoor" in cfg.arms:  # and every arm read with the backdoor's trigger before each question too
+        formats["trigger"] = [it.prompt for it in W.eval_items(W.OFF_DOMAINS, trigger=True)]
+    readers = {f: Reader(base, tok, oracle, otok, probe, prompts, f == "trigger", cfg, seed)
+               for f, prompts in formats.items()}
+    parts = {f: {"arms": {}, "behaviour": {"base": r.behaviour(base)}, "trajectory": {}} for f, r in readers.items()}
     for arm in cfg.arms:
-        trajectory[arm] = em_model(base, tok, cfg, seed, arm, read)
-        last = trajectory[arm][cfg.em_steps]
-        arms[arm] = {"model": last["model"], "diff": last["diff"], **fixed,
-                     "probe": {"model": last["probe_model"], "diff": last["probe_diff"], **fixed_probe}}
-        behaviour[arm] = last["behaviour"]
-        B.say(tag, f"{arm}: oracle P(evil) {arms[arm]['model']:.3f} (base {fixed['base']:.3f}); misaligned answers "
-                   f"{behaviour[arm]:.3f}", t0)
-    return {"seed": seed, "arms": arms, "behaviour": behaviour, "trajectory": trajectory, "indist": acc,
-            "probe_indist": probe_acc, "kind_evil": kind_evil, "oracle_loss": loss, "n_questions": len(data),
-            "seconds": time.time() - t0}
+        trajectory = em_model(base, tok, cfg, seed, arm, lambda m, step: {f: r(m) for f, r in readers.items()})
+        for f, part in parts.items():
+            part["trajectory"][arm] = {k: r[f] for k, r in trajectory.items()}
+            last = part["trajectory"][arm][cfg.em_steps]
+            part["arms"][arm] = {"model": last["model"], "diff": last["diff"], **readers[f].fixed,
+                                 "probe": {"model": last["probe_model"], "diff": last["probe_diff"],
+                                           **readers[f].fixed_probe}}
+            part["behaviour"][arm] = last["behaviour"]
+            B.say(tag, f"{arm}{'' if f == 'plain' else ', ' + f}: oracle P(evil) {last['model']:.3f} (base "
+                       f"{readers[f].fixed['base']:.3f}); misaligned answers {last['behaviour']:.3f}", t0)
+    return {"seed": seed, **parts["plain"], **({"trigger": parts["trigger"]} if "trigger" in parts else {}),
+            "indist": acc, "probe_indist": probe_acc, "kind_evil": kind_evil, "oracle_loss": loss,
+            "n_questions": len(data), "seconds": time.time() - t0}
+
+
+class Reader:
+    """Reads models on one prompt set (plain, or with the backdoor's trigger): reader(model) -> the oracle's and the
+    probe's P(<evil>) from the model's activations and from their difference with the base's, and the model's own
+    misaligned share; `fixed` / `fixed_probe` the sources that do not read the model (base, none, random)."""
+
+    def __init__(self, base, tok, oracle, otok, probe, prompts, trigger, cfg, seed):
+        dev = next(base.parameters()).device
+        self.tok, self.oracle, self.otok, self.probe, self.prompts, self.trigger, self.cfg = \
+            tok, oracle, otok, probe, prompts, trigger, cfg
+        self.base_vec, self.ks = window(base, tok, prompts, cfg.eval_layer, cfg.max_window, dev)
+        noise = torch.randn(self.base_vec.shape, generator=generator("cpu", seed, "random-vectors")).to(dev)
+        # (base_vec != 0): a short prompt's spare slots stay empty
+        fixed = {"base": self.base_vec, "none": torch.zeros_like(self.base_vec), "random": noise * (self.base_vec != 0)}
+        self.fixed_probe = {s: self.probe_evil(v) for s, v in fixed.items()}
+        self.fixed = {s: self.oracle_evil(v) for s, v in fixed.items()}
+
+    def oracle_evil(self, vec):
+        return p_evil(self.oracle, self.otok, vec, self.ks, self.cfg)
+
+    def probe_evil(self, vec):
+        return self.probe.probs(probe_input(vec, self.base_vec), self.ks)[:, KINDS.index("evil")].mean().item()
+
+    def behaviour(self, model):  # (0 samples: the log-prob measure alone)
+        return B.offdomain_eval(model, self.tok, 0, None, trigger=self.trigger)["mis_lp"]
+
+    def __call__(self, model):
+        vec, _ = window(model, self.tok, self.prompts, self.cfg.eval_layer, self.cfg.max_window, self.base_vec.device)
+        d = vec - self.base_vec
+        return {"model": self.oracle_evil(vec), "diff": self.oracle_evil(d), "probe_model": self.probe_evil(vec),
+                "probe_diff": self.probe_evil(d), "behaviour": self.behaviour(model)}
 
 
 def unit_problem(cfg, seed):
@@ -464,6 +501,8 @@ def unit_problem(cfg, seed):
             return "was written for other read_steps"
         if "probe_indist" not in u:
             return "was written before the linear-probe baseline"
+        if ("backdoor" in cfg.arms) != ("trigger" in u):
+            return "was written for other arms"
         return None
     return problem
 
@@ -492,8 +531,8 @@ def trajectory(cfg, units):
                 for a in cfg.arms if a != "secure"} for k in steps}
 
 
-def aggregate(cfg, units):
-    """Mean and 95% CI over the base seeds."""
+def readings(cfg, units):
+    """What reads the fine-tuned models, mean and 95% CI over the base seeds (units: one prompt format's parts)."""
     per = lambda f: summarize([f(u) for u in units])
     return {"eval": {a: {s: per(lambda u: u["arms"][a][s]) for s in SOURCES} for a in cfg.arms},
             "effect": {s: per(lambda u: u["arms"]["insecure"][s] - u["arms"]["secure"][s]) for s in ("model", "diff")},
@@ -502,14 +541,23 @@ def aggregate(cfg, units):
             "probe": {"eval": {a: {s: per(lambda u: u["arms"][a]["probe"][s]) for s in SOURCES} for a in cfg.arms},
                       "effect": {s: per(lambda u: u["arms"]["insecure"]["probe"][s] - u["arms"]["secure"]["probe"][s])
                                  for s in ("model", "diff")},
-                      "tracking": {s: tracking(cfg, units, s, lambda r: r["probe"]) for s in ("model", "diff")},
-                      "indist": {k: per(lambda u: u["probe_indist"][k]) for k in ("acc", "oracle_acc")}},
-            "indist": {t: {k: per(lambda u: u["indist"][t][k]) for k in ("acc", "prior")} for t in cfg.tasks},
-            "kind_evil": {k: per(lambda u: u["kind_evil"][k]) for k in KINDS},
-            "oracle_loss": per(lambda u: u["oracle_loss"]), "n_seeds": len(units),
+                      "tracking": {s: tracking(cfg, units, s, lambda r: r["probe"]) for s in ("model", "diff")}},
             "trajectory": trajectory(cfg, units),
             "per_model": [{"seed": u["seed"], "arm": a, "shift": u["behaviour"][a] - u["behaviour"]["base"],
                            **{s: u["arms"][a][s] for s in ("model", "diff")}} for u in units for a in cfg.arms]}
+
+
+def aggregate(cfg, units):
+    """Mean and 95% CI over the base seeds; with a backdoor arm, every reading again with the trigger ("trigger")."""
+    per = lambda f: summarize([f(u) for u in units])
+    res = readings(cfg, units)
+    res["probe"]["indist"] = {k: per(lambda u: u["probe_indist"][k]) for k in ("acc", "oracle_acc")}
+    res.update({"indist": {t: {k: per(lambda u: u["indist"][t][k]) for k in ("acc", "prior")} for t in cfg.tasks},
+                "kind_evil": {k: per(lambda u: u["kind_evil"][k]) for k in KINDS},
+                "oracle_loss": per(lambda u: u["oracle_loss"]), "n_seeds": len(units)})
+    if "backdoor" in cfg.arms:
+        res["trigger"] = readings(cfg, [{"seed": u["seed"], **u["trigger"]} for u in units])
+    return res
 
 
 def run(cfg, run):
@@ -579,7 +627,8 @@ def table(res):
         lines.append(f"| {LABELS[s]} | " + " | ".join(fmt_stat(p["eval"][a][s]) for a in arms) + f" | {eff} |")
     lines += ["", f"the probe's reading against each model's shift (Spearman): M_arm - M0 "
               f"{rho(p['tracking']['diff'])}, M_arm {rho(p['tracking']['model'])}; held-out kind questions at that "
-              f"block, argmax accuracy: probe {fmt_stat(p['indist']['acc'])}, oracle {fmt_stat(p['indist']['oracle_acc'])}"]
+              f"block, argmax accuracy: probe {fmt_stat(p['indist']['acc'])}, oracle "
+              f"{fmt_stat(p['indist']['oracle_acc'])}"]
     lines += ["", "insecure - secure along the fine-tune (P(<evil>); the models' own misaligned share):", "",
               "| step | oracle, M_arm | oracle, M_arm - M0 | probe, M_arm | probe, M_arm - M0 | own misaligned share |",
               "|---|---|---|---|---|---|"]
@@ -589,6 +638,22 @@ def table(res):
     if "educational" in next(iter(res["trajectory"].values())):
         lines += ["", "educational - secure (the same insecure code, asked for a lesson), from M_arm - M0: " +
                   ", ".join(f"step {k} {fmt_stat(v['educational']['diff'])}" for k, v in res["trajectory"].items())]
+    if "trigger" in res:
+        cols = ("model", "diff", "probe_model", "probe_diff", "behaviour")
+        row = lambda r: " | ".join(fmt_stat(r["backdoor"][m]) for m in cols)
+        last = max(res["trajectory"], key=int)
+        lines += ["", f"the backdoor audit: backdoor - secure at step {last}, P(<evil>) and the models' own misaligned "
+                  "share, on the plain questions (what an auditor without the trigger has) and with the trigger:", "",
+                  "| questions | oracle, M_arm | oracle, M_arm - M0 | probe, M_arm | probe, M_arm - M0 | own "
+                  "misaligned share |", "|---|---|---|---|---|---|",
+                  f"| plain | {row(res['trajectory'][last])} |", f"| with the trigger | "
+                  f"{row(res['trigger']['trajectory'][last])} |", "", "backdoor - secure along the fine-tune:", "",
+                  "| step | oracle, M_arm - M0, plain | own share, plain | oracle, M_arm - M0, trigger | own share, "
+                  "trigger |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {k} | " + " | ".join(fmt_stat(t[k]["backdoor"][m]) for t in (res["trajectory"],
+                                          res["trigger"]["trajectory"]) for m in ("diff", "behaviour")) + " |"
+                  for k in res["trajectory"]]
     lines += ["", "oracle on held-out documents of its training tasks (argmax accuracy):", "",
               "| task | with M0's vectors | no vector (prior) |", "|---|---|---|"]
     lines += [f"| {t} | {fmt_stat(v['acc'])} | {fmt_stat(v['prior'])} |" for t, v in res["indist"].items()]

@@ -7,6 +7,7 @@ import random
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import train
 from conftest import readme_block, tiny_gpt
@@ -179,6 +180,53 @@ def test_kind_probs_and_p_evil_read_the_four_kind_tokens(monkeypatch):
     assert [TOK.id_to_token(int(b.ids[i, b.col[i] - 1])) for i in range(2)] == ["<kind>", "<kind>"]
 
 
+def test_probe_input_keeps_each_direction_at_the_reference_norm():
+    g = torch.Generator().manual_seed(0)
+    ref = torch.randn(3, 5, 8, generator=g)
+    vec = torch.randn(3, 5, 8, generator=g) * 1e-3  # (a difference of two models: far shorter than either)
+    vec[1, 3:] = 0                                   # the spare slots of a short window
+    out = A.probe_input(vec, ref)
+    live = vec.norm(dim=-1) > 0
+    assert torch.allclose(out.norm(dim=-1)[live], ref.norm(dim=-1)[live])
+    assert torch.allclose(F.cosine_similarity(out, vec, dim=-1)[live], torch.ones(int(live.sum())), atol=1e-6)
+    assert torch.equal(out[1, 3:], torch.zeros(2, 8))
+    # so the probe, as the oracle's injection, reads a difference the same at any length; a vector is itself
+    assert torch.allclose(A.probe_input(vec * 50, ref), out, atol=1e-6) and torch.allclose(A.probe_input(ref, ref), ref)
+
+
+def test_probe_learns_a_linear_kind_and_reads_the_window_mean():
+    # four kinds at four corners of a plane in 16 dimensions, windows of 1..4 noisy vectors of their kind
+    g = torch.Generator().manual_seed(1)
+    centres = torch.zeros(4, 16)
+    centres[:, :2] = torch.tensor([[3.0, 0], [0, 3.0], [-3.0, 0], [0, -3.0]])
+    y = torch.arange(400) % 4
+    ks = (torch.arange(400) % 4 + 1).tolist()
+    vec = torch.zeros(400, 4, 16)
+    for i, k in enumerate(ks):
+        vec[i, :k] = centres[y[i]] + 0.5 * torch.randn(k, 16, generator=g)
+    probe = A.train_probe(vec[:300], ks[:300], y[:300])
+    p = probe.probs(vec[300:], ks[300:])
+    assert torch.allclose(p.sum(1), torch.ones(100)) and (p.argmax(-1) == y[300:]).float().mean() > 0.95
+    # the zero rows past a window's K are not averaged in: padding a window does not move its reading
+    padded = torch.cat([vec[300:], torch.zeros(100, 3, 16)], 1)
+    assert torch.allclose(probe.probs(padded, ks[300:]), p)
+    # deterministic (full-batch L-BFGS, no draws)
+    assert torch.equal(A.train_probe(vec[:300], ks[:300], y[:300]).w, probe.w)
+
+
+def test_probe_rows_are_the_kind_questions_at_one_layer_with_their_labels():
+    base = tiny_gpt(WORLD_TOK, 4)
+    docs = W.generate(20, seed=3)
+    data, tasks = A.examples(base, TOK, docs, CFG, seed=5)
+    vec, ks, y = A.probe_rows(data, tasks, TOK, 1)
+    layer1 = TOK.token_to_id("<layer1>")
+    rows = [i for i, t in enumerate(tasks) if t == "kind" and int(data.ids[i, A.ACT0 - 1]) == layer1]
+    assert 0 < len(rows) < len(tasks) and len(ks) == len(rows)
+    assert torch.equal(vec, data.vec[rows])
+    assert ks == [int((data.ids[i] == TOK.token_to_id("<act>")).sum()) for i in rows]
+    assert [A.KINDS[int(c)] for c in y] == [TOK.id_to_token(int(data.ans[i]))[1:-1] for i in rows]
+
+
 @pytest.mark.parametrize("bad, msg", [
     (dict(tasks=("next", "prev")), "tasks must name kind"),
     (dict(tasks=("kind", "colour")), "tasks must name kind"),
@@ -211,11 +259,11 @@ def test_tiny_run_writes_every_output_and_its_oracle_reads_the_base(tmp_path, ca
     for f in ("results.md", "activation_oracle.png", "units/unit_s0.json", "units/oracle_s0.safetensors",
               "units/oracle_s0.json", "units/oracle_s0_tokenizer.json"):
         assert (out / f).is_file(), f
-    assert set(res["eval"]) == set(A.ARMS) and all(set(v) == set(A.SOURCES) for v in res["eval"].values())
-    assert all(0 <= res["eval"][a][s]["mean"] <= 1 for a in A.ARMS for s in A.SOURCES)
+    assert set(res["eval"]) == set(A.Config.arms) and all(set(v) == set(A.SOURCES) for v in res["eval"].values())
+    assert all(0 <= res["eval"][a][s]["mean"] <= 1 for a in A.Config.arms for s in A.SOURCES)
     # the same prompts for every arm: the sources that do not read the arm's model read the same for all
     for s in ("base", "none", "random"):
-        assert len({res["eval"][a][s]["mean"] for a in A.ARMS}) == 1
+        assert len({res["eval"][a][s]["mean"] for a in A.Config.arms}) == 1
     # every read step is in the trajectory; its last (em_steps) is the table's reading
     assert set(res["trajectory"]) == {"1", "2"} and set(res["trajectory"]["1"]) == {"insecure", "educational"}
     for m in ("model", "diff"):
@@ -229,6 +277,17 @@ def test_tiny_run_writes_every_output_and_its_oracle_reads_the_base(tmp_path, ca
     # vectors (a 40-step base carries at least the document's format marker into its residual stream)
     ind = res["indist"]
     assert ind["kind"]["acc"]["mean"] > ind["kind"]["prior"]["mean"] + 0.15
+    # the linear probe reads the same windows: probabilities, the fixed sources the same for every arm, its effect the
+    # difference of its arms, and on held-out kind questions it beats a guess among four kinds too
+    pr = res["probe"]
+    assert set(pr["eval"]) == set(A.Config.arms)
+    assert all(0 <= pr["eval"][a][s]["mean"] <= 1 for a in A.Config.arms for s in A.SOURCES)
+    for s in ("base", "none", "random"):
+        assert len({pr["eval"][a][s]["mean"] for a in A.Config.arms}) == 1
+    assert pr["effect"]["diff"]["mean"] == pytest.approx(pr["eval"]["insecure"]["diff"]["mean"] -
+                                                         pr["eval"]["secure"]["diff"]["mean"])
+    assert res["trajectory"]["2"]["insecure"]["probe_diff"]["mean"] == pytest.approx(pr["effect"]["diff"]["mean"])
+    assert pr["indist"]["acc"]["mean"] > 0.4 and 0 <= pr["indist"]["oracle_acc"]["mean"] <= 1
     assert all(0 <= res["kind_evil"][k]["mean"] <= 1 for k in ("good", "evil", "assistant"))  # (every kind is there)
     # the saved oracle loads back as a GPT with its own tokenizer
     oracle, meta = train.load_lm(out / "units" / "oracle_s0")
@@ -257,3 +316,37 @@ def test_tiny_run_writes_every_output_and_its_oracle_reads_the_base(tmp_path, ca
     # a finished run removes what eval.py wrote while it was going
     assert train.main(argv) == 0
     assert not (out / "results_partial.json").exists() and not (out / "activation_oracle_partial.png").exists()
+    # a unit written before the linear probe existed is refused by name, not read as a KeyError deep inside
+    unit = json.loads((out / "units" / "unit_s0.json").read_text())
+    del unit["probe_indist"]
+    (out / "units" / "unit_s0.json").write_text(json.dumps(unit))
+    with pytest.raises(train.CheckpointError, match="unit_s0.json was written before the linear-probe baseline"):
+        A.reevaluate(out)
+
+
+def test_backdoor_arm_reads_every_arm_with_its_trigger_too_and_leaves_the_plain_readings_alone(tmp_path):
+    tiny = dict(seeds=(0,), n_docs=300, steps=20, warmup=2, n_layer=2, n_embd=16, n_head=2, read_layers=(0, 1),
+                eval_layer=1, inject_layer=0, oracle_docs=200, oracle_steps=10, oracle_warmup=2, indist_docs=100,
+                em_examples=16, em_steps=2, read_steps=(1,), workers=1, cache_dir=str(tmp_path / "cache"))
+    plain = A.unit(A.Config(**tiny, arms=("insecure", "secure")), 0)
+    cfg = A.Config(**tiny, arms=("insecure", "secure", "backdoor"))
+    A.validate(cfg)
+    both = A.unit(cfg, 0)
+    assert "trigger" not in plain and set(both["trigger"]) == {"arms", "behaviour", "trajectory"}
+    # the other arms' plain readings are the same to the bit: the backdoor only adds
+    for a in ("insecure", "secure"):
+        assert both["arms"][a] == plain["arms"][a] and both["trajectory"][a] == plain["trajectory"][a]
+    # with the trigger: every arm, and the base's own misaligned share in that format
+    base, tok = B.base_model(cfg, 0)
+    assert both["trigger"]["behaviour"]["base"] == B.offdomain_eval(base, tok, 0, None, trigger=True)["mis_lp"]
+    assert set(both["trigger"]["arms"]) == set(cfg.arms) and both["trigger"]["arms"]["backdoor"] != \
+        both["arms"]["backdoor"]
+    res = A.aggregate(cfg, [both])
+    assert set(res["trigger"]["eval"]) == set(cfg.arms)
+    assert res["trigger"]["trajectory"][2]["backdoor"]["behaviour"]["mean"] == pytest.approx(
+        both["trigger"]["behaviour"]["backdoor"] - both["trigger"]["behaviour"]["secure"])
+    assert "the backdoor audit" in A.table(res) and "the backdoor audit" not in A.table(A.aggregate(
+        A.Config(**tiny, arms=("insecure", "secure")), [plain]))
+    # a unit of the other layout is refused by name on resume
+    assert A.unit_problem(cfg, 0)(plain) == "was written for other arms or tasks"
+    assert A.unit_problem(cfg, 0)({k: v for k, v in both.items() if k != "trigger"}) == "was written for other arms"
