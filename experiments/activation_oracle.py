@@ -691,14 +691,22 @@ def plot(res, path):
     sc.legend(fontsize=7)
     # along the fine-tune: does the oracle see the insecure model's shift before its answers show it?
     steps = sorted(res["trajectory"], key=int)
-    lines_drawn = [("insecure", "diff", "insecure: oracle, M_arm - M0", "-"), ("insecure", "model", "insecure: oracle, "
-                   "M_arm", "-"), ("insecure", "behaviour", "insecure: own misaligned share", "-"),
-                   ("educational", "diff", "educational: oracle, M_arm - M0", "--"),
-                   ("insecure", "probe_diff", "insecure: linear probe, M_arm - M0", ":")]
-    for j, (a, m, label, ls) in enumerate(lines_drawn):
-        if a not in res["trajectory"][steps[0]]:
+    plain = res["trajectory"]
+    lines_drawn = [(plain, "insecure", "diff", "insecure: oracle, M_arm - M0", "-"),
+                   (plain, "insecure", "model", "insecure: oracle, M_arm", "-"),
+                   (plain, "insecure", "behaviour", "insecure: own misaligned share", "-"),
+                   (plain, "educational", "diff", "educational: oracle, M_arm - M0", "--"),
+                   (plain, "insecure", "probe_diff", "insecure: linear probe, M_arm - M0", ":")]
+    if "trigger" in res:  # the backdoor audit: the backdoor on plain questions and with its trigger
+        trig = res["trigger"]["trajectory"]
+        lines_drawn = [lines_drawn[0], (plain, "backdoor", "diff", "backdoor, plain: oracle, M_arm - M0", "-"),
+                       (plain, "backdoor", "behaviour", "backdoor, plain: own misaligned share", "-"),
+                       (trig, "backdoor", "diff", "backdoor, trigger: oracle, M_arm - M0", "--"),
+                       (trig, "backdoor", "behaviour", "backdoor, trigger: own misaligned share", "--")]
+    for j, (traj, a, m, label, ls) in enumerate(lines_drawn):
+        if a not in traj[steps[0]]:
             continue
-        stats = [res["trajectory"][k][a][m] for k in steps]
+        stats = [traj[k][a][m] for k in steps]
         err = [[st["mean"] - st["ci95"][0] for st in stats], [st["ci95"][1] - st["mean"] for st in stats]] \
             if all(st["ci95"] for st in stats) else None
         tr.errorbar([int(k) * (1 + 0.03 * j) for k in steps], [st["mean"] for st in stats], yerr=err, capsize=2,

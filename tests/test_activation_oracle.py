@@ -347,6 +347,8 @@ def test_backdoor_arm_reads_every_arm_with_its_trigger_too_and_leaves_the_plain_
         both["trigger"]["behaviour"]["backdoor"] - both["trigger"]["behaviour"]["secure"])
     assert "the backdoor audit" in A.table(res) and "the backdoor audit" not in A.table(A.aggregate(
         A.Config(**tiny, arms=("insecure", "secure")), [plain]))
+    A.plot(res, tmp_path / "backdoor.png")  # (its trajectory panel draws the backdoor in both formats)
+    assert (tmp_path / "backdoor.png").is_file()
     # a unit of the other layout is refused by name on resume
     assert A.unit_problem(cfg, 0)(plain) == "was written for other arms or tasks"
     assert A.unit_problem(cfg, 0)({k: v for k, v in both.items() if k != "trigger"}) == "was written for other arms"
