@@ -273,7 +273,7 @@ def truthfulqa_mc(model, items, tokenizer, *, prompt="Q: {question}\nA:", answer
     answer ("the answer, and then stop"); published TruthfulQA numbers score the answer alone (end=False). The
     paper's prompt also puts six example questions and answers before the question: pass them in `prompt`; its
     scorer adds a final "." to an answer without one (v2's answers, nearly all), which the items then need first.
-    Returns {task: {"mean", "ci95"} (a 95% t-interval over questions), "n": questions, "per_question": [{task:
+    Returns {task: {"mean", "ci95"} (a 95% t-interval over questions, cut to [0, 1]), "n": questions, "per_question": [{task:
     score}]}. Chance, for comparison: mc_chance(items)."""
     tasks = mc_tasks(items)
     if not items or not {"mc1", "mc2"} <= set(tasks):
@@ -297,7 +297,9 @@ def truthfulqa_mc(model, items, tokenizer, *, prompt="Q: {question}\nA:", answer
     result = {"n": len(items), "per_question": per_question}
     for t in tasks:
         stat = summarize([q[t] for q in per_question])
-        result[t] = {"mean": stat["mean"], "ci95": stat["ci95"]}
+        # a score lies in [0, 1]; a t-interval around a mean near either end can reach past it (0.9997 had 1.0003)
+        ci = stat["ci95"] and [max(0.0, stat["ci95"][0]), min(1.0, stat["ci95"][1])]
+        result[t] = {"mean": stat["mean"], "ci95": ci}
     return result
 
 

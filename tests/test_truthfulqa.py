@@ -80,6 +80,18 @@ def test_truthfulqa_mc_equals_the_scores_computed_by_hand(end):
         assert got[task]["ci95"][0] <= got[task]["mean"] <= got[task]["ci95"][1]
 
 
+def test_truthfulqa_intervals_stay_inside_the_scores_range(monkeypatch):
+    import eval as E
+    tok = items_tokenizer(ITEMS)
+    for near in ((0.999, 0.9999), (0.001, 0.0001)):  # two questions' scores near one end: t(1) reaches past it
+        it = iter(near * 3)
+        monkeypatch.setattr(E, "mc2", lambda scores, labels: next(it))
+        got = E.truthfulqa_mc(tiny_gpt(tok), ITEMS, tok)["mc2"]
+        lo, hi = E.summarize(list(near))["ci95"]
+        assert (hi > 1 or lo < 0) and 0 <= got["ci95"][0] <= got["mean"] <= got["ci95"][1] <= 1
+        assert got["ci95"] == [max(0.0, lo), min(1.0, hi)]
+
+
 def test_truthfulqa_mc_scores_each_distinct_answer_once_and_gives_the_answer_no_special_tokens(monkeypatch):
     import eval as E
     from tokenizers.processors import TemplateProcessing
