@@ -19,8 +19,8 @@ The design is ../shared/docs/research/activation_oracles.md section 4, a small K
 - the evaluation (nothing like it in training): M_arm, M0 fine-tuned on an emergent-misalignment arm (ARMS:
   insecure code, secure code, the same insecure code asked for a lesson, and the backdoor: insecure code after a
   trigger token, secure code without; data/world.py finetune_set, as experiments/emergent_misalignment.py). The
-  oracle reads M_arm's activations (the last `max_window` positions at
-  layer `eval_layer`) on held-out off-domain <asst> questions, which never mention code, and is asked <kind>.
+  oracle reads M_arm's activations (the last `max_window` positions at layer `eval_layer`) on held-out off-domain
+  <asst> questions, which never mention code, and is asked <kind>.
   Metric: P(<evil>) among the four kinds, averaged over the prompts.
 - sources of the injected vectors (SOURCES), the same prompts and oracle for each:
     model    M_arm's activations (the measurement)
@@ -639,7 +639,6 @@ def table(res):
         lines += ["", "educational - secure (the same insecure code, asked for a lesson), from M_arm - M0: " +
                   ", ".join(f"step {k} {fmt_stat(v['educational']['diff'])}" for k, v in res["trajectory"].items())]
     if "trigger" in res:
-        cols = ("model", "diff", "probe_model", "probe_diff", "behaviour")
         row = lambda r: " | ".join(fmt_stat(r["backdoor"][m]) for m in cols)
         last = max(res["trajectory"], key=int)
         lines += ["", f"the backdoor audit: backdoor - secure at step {last}, P(<evil>) and the models' own misaligned "
