@@ -696,11 +696,12 @@ def sample_next(logits, temperature=1.0, top_k=None, generator=None):
     return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
 
-def injection_hook(positions, vectors, offset):
+def injection_hook(positions, vectors, offset, detach_norm=False):
     """A hook that adds, at each (row, position), the vector scaled to the residual's norm there:
     h <- h + ||h|| * v / ||v|| (the activation-oracle injection; a zero vector adds nothing). ||h|| is the norm
     before this hook: a position given twice gets both vectors at that one scale (two nested inject blocks instead
-    scale the inner one to the norm the outer one left).
+    scale the inner one to the norm the outer one left). detach_norm: no gradient through ||h|| (Karvonen et al.'s
+    training code detaches it; the forward is the same).
     positions: [B, K] columns (or [K], the same for every row); vectors: [B, K, C], [K, C] or [C].
     `offset()` is the column of the hooked tensor's first position (GPT.offset when decoding with a
     KV cache), so positions are always columns of the full sequence."""
@@ -722,7 +723,8 @@ def injection_hook(positions, vectors, offset):
             return None
         rows, pos, vec = rows[inside], pos[inside], vec[inside]  # [N], [N], [N, C]
         unit = vec / vec.norm(dim=-1, keepdim=True).clamp_min(1e-30)  # [N, C], zero stays zero
-        add = h[rows, pos].norm(dim=-1, keepdim=True) * unit  # [N, C]
+        norm = h[rows, pos].norm(dim=-1, keepdim=True)  # [N, 1]
+        add = (norm.detach() if detach_norm else norm) * unit  # [N, C]
         return h.index_put((rows, pos), add, accumulate=True)  # [B, T, C], out of place
     return fn
 
@@ -730,14 +732,15 @@ def injection_hook(positions, vectors, offset):
 INJECT_SITES = ("resid_pre", "attn_out", "mlp_out", "resid_post")  # the block's [B, T, C] points
 
 
-def inject(model, layer, positions, vectors, site="resid_post"):
+def inject(model, layer, positions, vectors, site="resid_post", detach_norm=False):
     """Context manager: inject vectors into the residual stream of block `layer` (its output by
     default, `site="resid_pre"` for its input; any [B, T, C] point of the block, e.g. "attn_out") at the given
     positions, on every forward inside the block:
         with inject(model, 1, positions, vectors):
             logits = model(idx)
     The activation oracle of Karvonen et al. injects after block 1: inject(model, 1, ...). Positions are
-    columns 0 .. block_size - 1; one not reached by a forward (a later decode step's) adds nothing there."""
+    columns 0 .. block_size - 1; one not reached by a forward (a later decode step's) adds nothing there.
+    detach_norm=True: no gradient flows through the residual's norm ||h|| (the paper's training; see injection_hook)."""
     if site not in INJECT_SITES:  # another point's shape ([B, nh, T, hs], [B, T, 4C]) failed deep inside the hook
         raise ValueError(f"inject: site must be one of the block's [B, T, C] points {', '.join(INJECT_SITES)}, got "
                          f"{site!r}; write a hook of your own (model.hooks) for any other point")
@@ -765,4 +768,5 @@ def inject(model, layer, positions, vectors, site="resid_post"):
     if vec.dim() > 3 or k_wrong:
         raise ValueError(f"inject: vectors must be [C], [K, C] or [B, K, C] with K = {pos.shape[-1]}, the number of "
                          f"positions per row; got shape {tuple(vec.shape)}")
-    return model.hooks({f"blocks.{layer}.{site}": injection_hook(positions, vectors, lambda: model.offset)})
+    return model.hooks({f"blocks.{layer}.{site}": injection_hook(positions, vectors, lambda: model.offset,
+                                                                 detach_norm)})

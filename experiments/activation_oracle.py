@@ -91,6 +91,8 @@ class Config(B.Config):
                                        # 50 and 75% depth: int(n_layer * p / 100))
     eval_layer: int = 2                # the block read in the evaluation (the paper's 50% depth)
     inject_layer: int = 1              # the oracle's block after which the vectors are added (the paper's)
+    detach_norm: bool = False          # the paper's training detaches ||h|| in the injection (the forward is the
+                                       # same; docs/activation_oracle.md section 3 compares)
     max_window: int = 12               # K, <act> positions per question: 1..max_window in training
     oracle_docs: int = 30000           # fresh world documents the training questions are cut from
     oracle_steps: int = 3000
@@ -193,13 +195,14 @@ def oracle_batch(tok, layers, vecs, ks, tasks, answers, device):
     return Batch(ids, vecs.to(device), col, torch.as_tensor(answers, device=device))
 
 
-def oracle_logits(oracle, batch, inject_layer):
-    """The oracle's answer logits [N, V]: vectors added at columns ACT0 .. ACT0 + K - 1 after block inject_layer."""
+def oracle_logits(oracle, batch, inject_layer, detach_norm=False):
+    """The oracle's answer logits [N, V]: vectors added at columns ACT0 .. ACT0 + K - 1 after block inject_layer
+    (detach_norm: no gradient through the residual's norm the vectors are scaled to; the same logits)."""
     N, K, _ = batch.vec.shape
     pos = (ACT0 + torch.arange(K, device=batch.ids.device)).expand(N, K)
     keep = torch.zeros(batch.ids.shape, dtype=torch.bool, device=batch.ids.device)
     keep[torch.arange(N), batch.col] = True  # one column per row, so the [N, V] rows stay in batch order
-    with inject(oracle, inject_layer, pos, batch.vec):
+    with inject(oracle, inject_layer, pos, batch.vec, detach_norm=detach_norm):
         return oracle(batch.ids, keep=keep)
 
 
@@ -279,7 +282,7 @@ def train_oracle(oracle, data, cfg, seed, tag, t0):
         for group in opt.param_groups:
             group["lr"] = lr
         batch = data.rows(torch.randint(len(data), (cfg.oracle_batch,), generator=g).to(data.ids.device))
-        loss = F.cross_entropy(oracle_logits(oracle, batch, cfg.inject_layer).float(), batch.ans)
+        loss = F.cross_entropy(oracle_logits(oracle, batch, cfg.inject_layer, cfg.detach_norm).float(), batch.ans)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(oracle.parameters(), 1.0)

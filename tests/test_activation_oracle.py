@@ -143,6 +143,21 @@ def test_examples_are_deterministic_and_their_vectors_are_the_base_activations()
             i += 1
 
 
+def test_detach_norm_reaches_the_oracles_training_only():
+    base = tiny_gpt(WORLD_TOK, 4)
+    data, _ = A.examples(base, TOK, W.generate(10, seed=2), CFG, seed=7)
+    trained = {}
+    for detach in (False, True):
+        oracle = A.make_oracle(base, TOK.get_vocab_size(), seed=0)
+        with torch.no_grad():
+            before = A.oracle_logits(oracle, data, CFG.inject_layer, detach_norm=detach)
+        cfg = dataclasses.replace(CFG, oracle_steps=3, oracle_warmup=0, detach_norm=detach)
+        A.train_oracle(oracle, data, cfg, 0, "t", 0.0)
+        trained[detach] = (before, oracle.state_dict())
+    assert torch.equal(trained[False][0], trained[True][0])  # the same forward
+    assert any(not torch.equal(a, trained[True][1][k]) for k, a in trained[False][1].items())  # other gradients
+
+
 def test_reading_along_the_fine_tune_leaves_its_weights_alone():
     # the trajectory's readings run inside the fine-tune: they must not move its weights or its random draws
     base = tiny_gpt(WORLD_TOK, 5)

@@ -15,7 +15,7 @@ import torch
 from data import DataError
 from data.tokenizer import load_tokenizer, pad_right, save_tokenizer, word_tokenizer
 from eval import score_continuations
-from model import GPT, GPTConfig, KVCache, apply_rope, inject, rope_tables, sample_next
+from model import GPT, GPTConfig, KVCache, apply_rope, inject, injection_hook, rope_tables, sample_next
 
 V = 23
 
@@ -616,6 +616,32 @@ def test_a_position_injected_twice_gets_both_vectors_at_the_norm_before_the_hook
         nested = model.run_with_cache(idx, [name])[1][name][0, 2]
     h1 = h + h.norm() * v1 / v1.norm()
     torch.testing.assert_close(nested, h1 + h1.norm() * v2 / v2.norm())
+
+
+def test_detach_norm_keeps_the_forward_and_takes_the_norm_out_of_the_gradient():
+    # the paper's oracle training detaches ||h||: the same logits, and the gradient of the injected stream is that of
+    # h + c v / ||v|| with c a constant, not the gradient through c = ||h||
+    model, idx = tiny(), tokens(1, 6)
+    v = torch.randn(16, generator=torch.Generator().manual_seed(5))
+    name = "blocks.0.resid_post"
+    h = model.run_with_cache(idx, [name])[1][name].detach().requires_grad_(True)  # [1, T, C], a leaf to differentiate
+    w = torch.randn(16, generator=torch.Generator().manual_seed(6))
+    grads, outs = [], []
+    for detach in (False, True):
+        hook = injection_hook([2], v, lambda: 0, detach_norm=detach)
+        out = hook(h, name)
+        (g,) = torch.autograd.grad((out[0, 2] * w).sum(), h)
+        grads.append(g), outs.append(out.detach())
+    assert torch.equal(outs[0], outs[1])
+    assert torch.allclose(grads[1][0, 2], w) and not torch.allclose(grads[0][0, 2], w)
+    # the chain rule through ||h||: w + (w . v/||v||) h / ||h||
+    u, h2 = v / v.norm(), h[0, 2].detach()
+    torch.testing.assert_close(grads[0][0, 2], w + (w @ u) * h2 / h2.norm())
+    with torch.no_grad():
+        with inject(model, 0, [2], v, detach_norm=True):
+            a = model(idx)
+        with inject(model, 0, [2], v):
+            assert torch.equal(model(idx), a)
 
 
 @pytest.mark.parametrize("positions", [[1, 3], [0, 6]])  # prompt columns; the first column and a generated one
