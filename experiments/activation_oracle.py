@@ -45,7 +45,8 @@ questions: the oracle's P(<evil>) by true kind), "tracking": {SOURCE: {"rho", "c
 models' own shift, see `tracking`), "per_model": [{"seed", "arm", "shift", "model", "diff"}] (that comparison's
 points), "trajectory": {STEP: {ARM: {"model", "diff", "probe_model", "probe_diff", "behaviour": STAT}}} (arm -
 secure at each read step), "probe": {"eval", "effect", "tracking"} (the linear probe's, as the oracle's) and
-{"indist": {"acc", "oracle_acc"}} (held-out kind questions at eval_layer, probe and oracle), "oracle_loss": STAT,
+{"indist": {"acc", "oracle_acc"}} (held-out kind questions at eval_layer, argmax among the four kinds, probe and
+oracle; indist's kind is the oracle's argmax over its whole vocabulary at every read layer), "oracle_loss": STAT,
 "n_seeds", "seconds", and with a backdoor arm "trigger": {"eval", "effect", "behaviour", "tracking", "probe",
 "trajectory", "per_model"} (the same readings with the trigger before each question)}, STAT = {"mean", "ci95",
 "per_seed"} over the base seeds;
