@@ -51,7 +51,9 @@ def parse(raw, name):
     try:
         rows = json.loads(raw, object_pairs_hook=pairs)
     except (ValueError, UnicodeDecodeError) as e:
-        raise DataError(f"{name} is not readable JSON ({e}): delete it and load again to re-download it") from None
+        # (TruthfulQA's own file passes its checksum first, so this is a file of one's own, loaded with verify=False)
+        raise DataError(f"{name} is not readable JSON ({e}): correct it, or delete it and load again to download "
+                        f"TruthfulQA's own") from None
     if not isinstance(rows, list) or not rows:
         raise DataError(f"{name} is not an mc_task.json (a non-empty list of questions)")
     items = []

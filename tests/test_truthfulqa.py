@@ -176,6 +176,10 @@ def test_a_corrupt_or_missing_file_says_what_to_do(tmp_path, monkeypatch):
         truthfulqa.load(tmp_path, "v0", download=False)
     assert truthfulqa.load(tmp_path, "v0", verify=False) == [{"question": "q", "mc1": [("a", 1), ("b", 0)],
                                                               "mc2": [("a", 1), ("b", 0)]}]  # one's own file
+    path.write_bytes(b"[{not json")  # one's own file, broken: to be corrected, or replaced by TruthfulQA's
+    with pytest.raises(DataError, match="is not readable JSON .*: correct it, or delete it and load again to download "
+                                        "TruthfulQA's own"):
+        truthfulqa.load(tmp_path, "v0", verify=False)
     with pytest.raises(DataError, match="download is off") as e:
         truthfulqa.load(tmp_path, "v1", download=False)
     assert truthfulqa.url("v1") in str(e.value) and str(tmp_path / "truthfulqa" / "data" / "v1") in str(e.value)
