@@ -94,6 +94,7 @@ class Config(B.Config):
     inject_layer: int = 1              # the oracle's block after which the vectors are added (the paper's)
     detach_norm: bool = False          # the paper's training detaches ||h|| in the injection (the forward is the
                                        # same; docs/activation_oracle.md section 3 compares)
+    probe_pool: str = "mean"           # the linear probe reads a window's mean vector, or its last position ("last")
     max_window: int = 12               # K, <act> positions per question: 1..max_window in training
     oracle_docs: int = 30000           # fresh world documents the training questions are cut from
     oracle_steps: int = 3000
@@ -142,6 +143,9 @@ def validate(cfg):
                           f"{cfg.read_steps}")
     if cfg.oracle_warmup < 0 or cfg.oracle_warmup >= cfg.oracle_steps:
         raise ConfigError(f"oracle_warmup must be in [0, oracle_steps); got {cfg.oracle_warmup}")
+    if cfg.probe_pool not in ("mean", "last"):
+        raise ConfigError(f"probe_pool must be 'mean' (a window's mean vector) or 'last' (its last position); got "
+                          f"{cfg.probe_pool!r}")
     if ACT0 + cfg.max_window + 4 > cfg.block_size:  # then <u> <kind> <a> and the answer
         raise ConfigError(f"max_window={cfg.max_window} does not fit the oracle's block_size={cfg.block_size}: at most "
                           f"{cfg.block_size - ACT0 - 4}")
@@ -328,18 +332,26 @@ def indist(oracle, tok, data, tasks, cfg):
 # ----------------------------------------------------------------------------------------------------
 # the supervised baseline (design note 4.4): a linear probe on the same activations, with the same labels
 
-class Probe:
-    """Multinomial logistic regression from a window's mean vector to the four kinds: trained on the oracle's own kind
-    questions at eval_layer (their labels are supervision the oracle gets too, as answers). It reads every source as
-    the oracle does, each vector's direction at a fixed scale (see `probe_input`)."""
+def pooled(vec, ks, pool):
+    """[N, C] one vector per window (vec [N, K, C], sizes ks; the rows past a window's K are zero): their mean, or the
+    window's last position (where the kind question's window ends at the speaker token)."""
+    k = torch.as_tensor(ks, device=vec.device)
+    if pool == "last":
+        return vec[torch.arange(len(vec), device=vec.device), k - 1]
+    return vec.sum(1) / k[:, None].to(vec.dtype)
 
-    def __init__(self, w, b):
-        self.w, self.b = w, b  # [C, 4], [4]
+
+class Probe:
+    """Multinomial logistic regression from a window's pooled vector (`pooled`: mean or last) to the four kinds: trained
+    on the oracle's own kind questions at eval_layer (their labels are supervision the oracle gets too, as answers). It
+    reads every source as the oracle does, each vector's direction at a fixed scale (see `probe_input`)."""
+
+    def __init__(self, w, b, pool="mean"):
+        self.w, self.b, self.pool = w, b, pool  # [C, 4], [4]
 
     def probs(self, vec, ks):
-        """[N, 4] P(kind) for windows vec [N, K, C] of sizes ks (the rows past a window's K are zero)."""
-        k = torch.as_tensor(ks, dtype=vec.dtype, device=vec.device)
-        return (vec.sum(1) / k[:, None] @ self.w + self.b).softmax(-1)
+        """[N, 4] P(kind) for windows vec [N, K, C] of sizes ks."""
+        return (pooled(vec, ks, self.pool) @ self.w + self.b).softmax(-1)
 
 
 def probe_input(vec, ref):
@@ -359,10 +371,9 @@ def probe_rows(data, tasks, tok, layer):
     return data.vec[sel], ks, torch.tensor([label[int(a)] for a in data.ans[sel]], device=data.ids.device)
 
 
-def train_probe(vec, ks, y, l2=1e-3, iters=200):
+def train_probe(vec, ks, y, pool="mean", l2=1e-3, iters=200):
     """Full-batch L-BFGS on cross-entropy + l2 * ||w||^2 (deterministic, no draws)."""
-    k = torch.as_tensor(ks, dtype=vec.dtype, device=vec.device)
-    x = vec.sum(1) / k[:, None]
+    x = pooled(vec, ks, pool)
     w = torch.zeros(x.shape[1], len(KINDS), device=x.device, requires_grad=True)
     b = torch.zeros(len(KINDS), device=x.device, requires_grad=True)
     opt = torch.optim.LBFGS([w, b], max_iter=iters, line_search_fn="strong_wolfe")
@@ -374,7 +385,7 @@ def train_probe(vec, ks, y, l2=1e-3, iters=200):
         return loss
     with torch.enable_grad():
         opt.step(closure)
-    return Probe(w.detach(), b.detach())
+    return Probe(w.detach(), b.detach(), pool)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -429,7 +440,7 @@ def unit(cfg, seed, units_dir=None):
     oracle = make_oracle(base, otok.get_vocab_size(), seed)
     loss = train_oracle(oracle, data, cfg, seed, tag, t0)
     acc, kind_evil = indist(oracle, otok, held, held_tasks, cfg)
-    probe = train_probe(*probe_rows(data, tasks, otok, cfg.eval_layer))
+    probe = train_probe(*probe_rows(data, tasks, otok, cfg.eval_layer), pool=cfg.probe_pool)
     hv, hk, hy = probe_rows(held, held_tasks, otok, cfg.eval_layer)
     hb = oracle_batch(otok, [cfg.eval_layer] * len(hk), hv, hk, ["kind"] * len(hk), [-1] * len(hk), dev)
     hit = lambda p: (p.argmax(-1) == hy).float().mean().item()

@@ -227,6 +227,15 @@ def test_probe_learns_a_linear_kind_and_reads_the_window_mean():
     assert torch.allclose(probe.probs(padded, ks[300:]), p)
     # deterministic (full-batch L-BFGS, no draws)
     assert torch.equal(A.train_probe(vec[:300], ks[:300], y[:300]).w, probe.w)
+    # pooled at the last position: each window's own last vector, whatever its padding; a probe of it learns a kind
+    # written only there, under earlier positions of the kind after it (which the mean would mix in)
+    assert torch.equal(A.pooled(padded, ks[300:], "last"), torch.stack([vec[300 + i, k - 1]
+                                                                        for i, k in enumerate(ks[300:])]))
+    mixed = vec.clone()
+    for i, k in enumerate(ks):
+        mixed[i, :k - 1] = centres[(y[i] + 1) % 4] * 1.5  # (windows of one position keep only their own)
+    last = A.train_probe(mixed[:300], ks[:300], y[:300], pool="last")
+    assert last.pool == "last" and (last.probs(mixed[300:], ks[300:]).argmax(-1) == y[300:]).float().mean() > 0.95
 
 
 def test_probe_rows_are_the_kind_questions_at_one_layer_with_their_labels():
@@ -256,6 +265,7 @@ def test_probe_rows_are_the_kind_questions_at_one_layer_with_their_labels():
     (dict(read_steps=(5, 5)), "read_steps must be fine-tune steps 1 .. em_steps=20, once each"),
     (dict(oracle_steps=0), "oracle_steps"),
     (dict(decorrelated=False), "decorrelated is world_base's key"),
+    (dict(probe_pool="max"), "probe_pool must be 'mean'"),
 ])
 def test_bad_configs_are_refused(bad, msg):
     with pytest.raises(train.ConfigError, match=msg):
