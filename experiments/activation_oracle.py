@@ -44,7 +44,7 @@ STAT} ("base" too), "indist": {TASK: {"acc": STAT, "prior": STAT}}, "kind_evil":
 questions: the oracle's P(<evil>) by true kind), "tracking": {SOURCE: {"rho", "ci95", "n"}} (the reading against the
 models' own shift, see `tracking`), "per_model": [{"seed", "arm", "shift", "model", "diff"}] (that comparison's
 points), "trajectory": {STEP: {ARM: {"model", "diff", "probe_model", "probe_diff", "behaviour": STAT}}} (arm -
-secure at each read step), "probe": {"eval", "effect", "tracking"} (the linear probe's, as the oracle's) and
+secure at each read step), "probe": {"eval", "effect", "tracking"} (the linear probe's, as the oracle's), "pool" and
 {"indist": {"acc", "oracle_acc"}} (held-out kind questions at eval_layer, argmax among the four kinds, probe and
 oracle; indist's kind is the oracle's argmax over its whole vocabulary at every read layer), "oracle_loss": STAT,
 "n_seeds", "seconds", and with a backdoor arm "trigger": {"eval", "effect", "behaviour", "tracking", "probe",
@@ -567,6 +567,7 @@ def aggregate(cfg, units):
     per = lambda f: summarize([f(u) for u in units])
     res = readings(cfg, units)
     res["probe"]["indist"] = {k: per(lambda u: u["probe_indist"][k]) for k in ("acc", "oracle_acc")}
+    res["probe"]["pool"] = cfg.probe_pool
     res.update({"indist": {t: {k: per(lambda u: u["indist"][t][k]) for k in ("acc", "prior")} for t in cfg.tasks},
                 "kind_evil": {k: per(lambda u: u["kind_evil"][k]) for k in KINDS},
                 "oracle_loss": per(lambda u: u["oracle_loss"]), "n_seeds": len(units)})
@@ -633,7 +634,8 @@ def table(res):
               f"against each model's shift from its base (Spearman over {res['tracking']['diff']['n']} models): "
               f"M_arm - M0 {rho(res['tracking']['diff'])}, M_arm {rho(res['tracking']['model'])}"]
     p = res["probe"]
-    lines += ["", "the supervised baseline: a linear probe (logistic regression from a window's mean vector to the "
+    read = "last position's vector" if p["pool"] == "last" else "mean vector"
+    lines += ["", f"the supervised baseline: a linear probe (logistic regression from a window's {read} to the "
               "four kinds, trained on the oracle's own kind questions at the evaluation's block) reading the same "
               "windows, its P(<evil>):", "", "| probe input | " + " | ".join(arms) + " | insecure - secure |",
               "|---" * (len(arms) + 2) + "|"]
@@ -710,7 +712,8 @@ def plot(res, path):
                    (plain, "insecure", "model", "insecure: oracle, M_arm", "-"),
                    (plain, "insecure", "behaviour", "insecure: own misaligned share", "-"),
                    (plain, "educational", "diff", "educational: oracle, M_arm - M0", "--"),
-                   (plain, "insecure", "probe_diff", "insecure: linear probe, M_arm - M0", ":")]
+                   (plain, "insecure", "probe_diff", f"insecure: linear probe ({res['probe']['pool']}), M_arm - M0",
+                    ":")]
     if "trigger" in res:  # the backdoor audit: the backdoor on plain questions and with its trigger
         trig = res["trigger"]["trajectory"]
         lines_drawn = [lines_drawn[0], (plain, "backdoor", "diff", "backdoor, plain: oracle, M_arm - M0", "-"),
@@ -732,7 +735,8 @@ def plot(res, path):
     tr.set_title("along the fine-tune", fontsize=8)
     tr.legend(fontsize=7)
     # the oracle against the supervised baseline, insecure - secure at em_steps
-    for j, (name, eff) in enumerate((("oracle", res["effect"]), ("linear probe", res["probe"]["effect"]))):
+    probe = f"linear probe ({res['probe']['pool']})"
+    for j, (name, eff) in enumerate((("oracle", res["effect"]), (probe, res["probe"]["effect"]))):
         stats = [eff[s] for s in ("model", "diff")]
         err = [[st["mean"] - st["ci95"][0] for st in stats], [st["ci95"][1] - st["mean"] for st in stats]] \
             if all(st["ci95"] for st in stats) else None

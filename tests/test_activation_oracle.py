@@ -313,6 +313,7 @@ def test_tiny_run_writes_every_output_and_its_oracle_reads_the_base(tmp_path, ca
                                                          pr["eval"]["secure"]["diff"]["mean"])
     assert res["trajectory"]["2"]["insecure"]["probe_diff"]["mean"] == pytest.approx(pr["effect"]["diff"]["mean"])
     assert pr["indist"]["acc"]["mean"] > 0.4 and 0 <= pr["indist"]["oracle_acc"]["mean"] <= 1
+    assert pr["pool"] == "mean" and "from a window's mean vector" in (out / "results.md").read_text()
     assert all(0 <= res["kind_evil"][k]["mean"] <= 1 for k in ("good", "evil", "assistant"))  # (every kind is there)
     # the saved oracle loads back as a GPT with its own tokenizer
     oracle, meta = train.load_lm(out / "units" / "oracle_s0")
