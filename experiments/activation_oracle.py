@@ -415,10 +415,16 @@ def window(model, tok, prompts, layer, max_window, device):
     return vec, ks
 
 
+def kind_answers(oracle, tok, vec, ks, cfg):
+    """[N, 4] the oracle's answer among the four kinds when asked <kind> about each window (vec [N, K, C], sizes ks)
+    read at eval_layer."""
+    batch = oracle_batch(tok, [cfg.eval_layer] * len(ks), vec, ks, ["kind"] * len(ks), [-1] * len(ks), vec.device)
+    return kind_probs(answer_logits(oracle, batch, cfg), tok)
+
+
 def p_evil(oracle, tok, vec, ks, cfg):
     """The oracle's P(<evil>) among the four kinds for each window, averaged."""
-    batch = oracle_batch(tok, [cfg.eval_layer] * len(ks), vec, ks, ["kind"] * len(ks), [-1] * len(ks), vec.device)
-    return kind_probs(answer_logits(oracle, batch, cfg), tok)[:, KINDS.index("evil")].mean().item()
+    return kind_answers(oracle, tok, vec, ks, cfg)[:, KINDS.index("evil")].mean().item()
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -430,7 +436,6 @@ def unit(cfg, seed, units_dir=None):
     t0 = time.time()
     tag = f"seed {seed}"
     base, tok = B.base_model(cfg, seed)
-    dev = next(base.parameters()).device
     otok = oracle_tokenizer(cfg)
     docs = W.generate(cfg.oracle_docs + cfg.indist_docs, seed=seed_int(seed, "oracle-docs") % 2 ** 31,
                       config=B.world_config(cfg))
@@ -442,9 +447,8 @@ def unit(cfg, seed, units_dir=None):
     acc, kind_evil = indist(oracle, otok, held, held_tasks, cfg)
     probe = train_probe(*probe_rows(data, tasks, otok, cfg.eval_layer), pool=cfg.probe_pool)
     hv, hk, hy = probe_rows(held, held_tasks, otok, cfg.eval_layer)
-    hb = oracle_batch(otok, [cfg.eval_layer] * len(hk), hv, hk, ["kind"] * len(hk), [-1] * len(hk), dev)
     hit = lambda p: (p.argmax(-1) == hy).float().mean().item()
-    probe_acc = {"acc": hit(probe.probs(hv, hk)), "oracle_acc": hit(kind_probs(answer_logits(oracle, hb, cfg), otok))}
+    probe_acc = {"acc": hit(probe.probs(hv, hk)), "oracle_acc": hit(kind_answers(oracle, otok, hv, hk, cfg))}
     B.say(tag, f"oracle trained (loss {loss:.3f}; held-out " +
           ", ".join(f"{t} {v['acc']:.2f} vs prior {v['prior']:.2f}" for t, v in acc.items()) + ")", t0)
     if cfg.save_oracles and units_dir is not None:
@@ -527,11 +531,11 @@ def _unit_job(cfg, seed, units_dir):
                         problem=unit_problem(cfg, seed))
 
 
-def tracking(cfg, units, source, reader=lambda r: r):
+def tracking(cfg, units, source, of=lambda r: r):
     """Does the oracle's reading follow the models' own shift? Spearman's rho between its P(<evil>) from `source` and
     the arm's misaligned share minus its base's, over every (seed, arm), with a percentile interval from resampling
-    those pairs (arms of one base share its oracle, so the interval is a rough one). reader picks the probe's."""
-    x = [reader(u["arms"][a])[source] for u in units for a in cfg.arms]
+    those pairs (arms of one base share its oracle, so the interval is a rough one). `of` picks the probe's."""
+    x = [of(u["arms"][a])[source] for u in units for a in cfg.arms]
     y = [u["behaviour"][a] - u["behaviour"]["base"] for u in units for a in cfg.arms]
     return spearman_ci(x, y) if len(x) >= 4 else {"rho": spearman(x, y), "ci95": None, "n": len(x)}
 
