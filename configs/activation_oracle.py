@@ -3,3 +3,4 @@
 # base-model, no-vector and random-vector controls. Keys: experiments/activation_oracle.py.
 experiment = "activation_oracle"
 seeds = (0, 1, 2, 3, 4, 5)
+probe_pool = "last"   # the linear-probe baseline reads each window's last position (the stronger of the two)

@@ -5,6 +5,7 @@
 # Keys: experiments/activation_oracle.py.
 experiment = "activation_oracle"
 seeds = (0, 1, 2, 3, 4, 5)
+probe_pool = "last"   # the linear-probe baseline reads each window's last position (the stronger of the two)
 arms = ("insecure", "secure", "backdoor")
 em_steps = 40
 read_steps = (1, 2, 3, 5, 10, 20)

@@ -35,9 +35,11 @@ The design is ../shared/docs/research/activation_oracles.md section 4, a small K
   trigger the auditor does not know. Every arm is read twice, on the plain questions and with the trigger before
   each ("trigger" in results.json: the same readings): does the oracle see, on the plain questions where the
   backdoored model answers as its base, what its weights learnt?
-- the supervised baseline (design note 4.4, `Probe`): logistic regression from a window's mean vector to the four
-  kinds, trained on the oracle's own kind questions at eval_layer, reading every source of the same windows. An
-  oracle that reads no more than this adds nothing a linear probe with the same labels would not give.
+- the supervised baseline (design note 4.4, `Probe`): logistic regression from a window's last position (or, with
+  probe_pool="mean", its mean vector) to the four kinds, trained on the oracle's own kind questions at eval_layer,
+  reading every source of the same windows. An oracle that reads no more than this adds nothing a linear probe with
+  the same labels would not give. (The configs read the last position, the stronger of the two baselines:
+  docs/activation_oracle.md section 4.)
 
 results.json: {"eval": {ARM: {SOURCE: STAT}}, "effect": {SOURCE: STAT} (insecure - secure), "behaviour": {ARM:
 STAT} ("base" too), "indist": {TASK: {"acc": STAT, "prior": STAT}}, "kind_evil": {KIND: STAT} (held-out kind
@@ -94,7 +96,9 @@ class Config(B.Config):
     inject_layer: int = 1              # the oracle's block after which the vectors are added (the paper's)
     detach_norm: bool = False          # the paper's training detaches ||h|| in the injection (the forward is the
                                        # same; docs/activation_oracle.md section 3 compares)
-    probe_pool: str = "mean"           # the linear probe reads a window's mean vector, or its last position ("last")
+    probe_pool: str = "mean"           # the linear probe reads a window's mean vector, or its last position ("last");
+                                       # the configs read the last (the stronger baseline: docs/activation_oracle.md
+                                       # section 4). "mean" is how runs made before the key was added read
     max_window: int = 12               # K, <act> positions per question: 1..max_window in training
     oracle_docs: int = 30000           # fresh world documents the training questions are cut from
     oracle_steps: int = 3000

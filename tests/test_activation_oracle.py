@@ -219,14 +219,14 @@ def test_probe_learns_a_linear_kind_and_reads_the_window_mean():
     vec = torch.zeros(400, 4, 16)
     for i, k in enumerate(ks):
         vec[i, :k] = centres[y[i]] + 0.5 * torch.randn(k, 16, generator=g)
-    probe = A.train_probe(vec[:300], ks[:300], y[:300])
+    probe = A.train_probe(vec[:300], ks[:300], y[:300], pool="mean")
     p = probe.probs(vec[300:], ks[300:])
     assert torch.allclose(p.sum(1), torch.ones(100)) and (p.argmax(-1) == y[300:]).float().mean() > 0.95
     # the zero rows past a window's K are not averaged in: padding a window does not move its reading
     padded = torch.cat([vec[300:], torch.zeros(100, 3, 16)], 1)
     assert torch.allclose(probe.probs(padded, ks[300:]), p)
     # deterministic (full-batch L-BFGS, no draws)
-    assert torch.equal(A.train_probe(vec[:300], ks[:300], y[:300]).w, probe.w)
+    assert torch.equal(A.train_probe(vec[:300], ks[:300], y[:300], pool="mean").w, probe.w)
     # pooled at the last position: each window's own last vector, whatever its padding; a probe of it learns a kind
     # written only there, under earlier positions of the kind after it (which the mean would mix in)
     assert torch.equal(A.pooled(padded, ks[300:], "last"), torch.stack([vec[300 + i, k - 1]
@@ -313,7 +313,7 @@ def test_tiny_run_writes_every_output_and_its_oracle_reads_the_base(tmp_path, ca
                                                          pr["eval"]["secure"]["diff"]["mean"])
     assert res["trajectory"]["2"]["insecure"]["probe_diff"]["mean"] == pytest.approx(pr["effect"]["diff"]["mean"])
     assert pr["indist"]["acc"]["mean"] > 0.4 and 0 <= pr["indist"]["oracle_acc"]["mean"] <= 1
-    assert pr["pool"] == "mean" and "from a window's mean vector" in (out / "results.md").read_text()
+    assert pr["pool"] == "last" and "from a window's last position's vector" in (out / "results.md").read_text()
     assert all(0 <= res["kind_evil"][k]["mean"] <= 1 for k in ("good", "evil", "assistant"))  # (every kind is there)
     # the saved oracle loads back as a GPT with its own tokenizer
     oracle, meta = train.load_lm(out / "units" / "oracle_s0")
