@@ -267,8 +267,9 @@ def truthfulqa_mc(model, items, tokenizer, *, prompt="Q: {question}\nA:", answer
     """MC1 and MC2 (and MC0 where the items have it) of a language model on TruthfulQA-style items
     (data.truthfulqa.load's: {"question", "mc1": [(answer, label)], "mc2": [...], "mc0"?: [...]}).
 
-    Each answer is scored as the summed log-prob of answer.format(answer=...) after prompt.format(question=...),
-    teacher-forced (score_continuations), each distinct (question, answer) pair once. The prompt is encoded with the
+    Each answer is scored as the summed log-prob of `answer` with its {answer} replaced by the answer, after
+    `prompt` with its {question} replaced by the question (as text: other braces, a few-shot example's code say,
+    are kept as written), teacher-forced (score_continuations), each distinct (question, answer) pair once. The prompt is encoded with the
     tokenizer's special tokens, the answer without them. end=True also scores the end token "<eos>" after each
     answer ("the answer, and then stop"); published TruthfulQA numbers score the answer alone (end=False). The
     paper's prompt also puts six example questions and answers before the question: pass them in `prompt`; its
@@ -279,16 +280,20 @@ def truthfulqa_mc(model, items, tokenizer, *, prompt="Q: {question}\nA:", answer
     if not items or not {"mc1", "mc2"} <= set(tasks):
         raise ValueError("truthfulqa_mc needs a non-empty list of items, each with mc1 and mc2 choices (as "
                          "data.truthfulqa.load gives)")
+    for name, text, field in (("prompt", prompt, "{question}"), ("answer", answer, "{answer}")):
+        # without it every question would be scored after one context (or every answer be one text): wrong numbers
+        if not isinstance(text, str) or text.count(field) != 1:
+            raise ValueError(f"{name} must hold {field} once, where each {field[1:-1]} goes; got {text!r}")
     eos_id = None
     if end and (eos_id := tokenizer.token_to_id("<eos>")) is None:
         raise ValueError("end=True scores the end token <eos> after each answer, and this tokenizer has none: "
                          "pass end=False")
     pairs, index = [], {}  # the distinct (question, answer) pairs as token ids; (item, answer) -> its row in pairs
     for i, item in enumerate(items):
-        context = encode(tokenizer, prompt.format(question=item["question"]))
+        context = encode(tokenizer, prompt.replace("{question}", item["question"]))
         for a in dict.fromkeys(a for t in tasks for a, _ in item[t]):  # (dict: once each, in order)
             index[i, a] = len(pairs)
-            pairs.append((context, encode(tokenizer, answer.format(answer=a), add_special_tokens=False)))
+            pairs.append((context, encode(tokenizer, answer.replace("{answer}", a), add_special_tokens=False)))
     sums, _ = score_continuations(model, pairs, eos_id=eos_id, batch_size=batch_size, desc="truthfulqa")
     sums = sums.tolist()
     score = {"mc0": mc1, "mc1": mc1, "mc2": mc2}  # MC0 is MC1 over two choices: the best answer and the best false one

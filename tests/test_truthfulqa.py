@@ -139,6 +139,23 @@ def test_truthfulqa_mc_refusals():
         truthfulqa_mc(tiny_gpt(tok), [{"question": "Q:", "mc1": [("A:", 1), ("Q:", 0)]}], tok)
     with pytest.raises(ValueError, match="not in the tokenizer's vocabulary"):  # names the words, not a Rust error
         truthfulqa_mc(tiny_gpt(tok), [{**ITEMS[0], "question": "Is the sea green?"}], tok)
+    # a prompt without its {question} would score every question after one context: refused, not wrong numbers
+    for kw in (dict(prompt="Q: A:"), dict(prompt="{question} {question}"), dict(answer=" yes")):
+        with pytest.raises(ValueError, match="must hold {(question|answer)} once"):
+            truthfulqa_mc(tiny_gpt(tok), ITEMS, tok, **kw)
+
+
+def test_a_few_shot_prompt_keeps_its_braces_and_puts_each_question_in_its_place(monkeypatch):
+    import eval as E
+    items = [{**item, "question": item["question"] + " {x}"} for item in ITEMS]  # braces in the question too
+    words = {w for item in items for a, _ in item["mc2"] for w in (item["question"] + " Q: A: " + a).split()}
+    tok = word_tokenizer(sorted(words | {"{", "}", "f(x)", "Yes"}))
+    seen = []
+    real = E.encode
+    monkeypatch.setattr(E, "encode", lambda t, text, **kw: seen.append(text) or real(t, text, **kw))
+    E.truthfulqa_mc(tiny_gpt(tok), items, tok, prompt="Q: f(x) { } A: Yes Q: {question}\nA:", answer=" {answer} }")
+    assert seen[0] == "Q: f(x) { } A: Yes Q: " + items[0]["question"] + "\nA:"
+    assert seen[1] == " " + ITEMS[0]["mc1"][0][0] + " }"
 
 
 def test_chance_is_the_mean_share_of_true_choices():
