@@ -224,8 +224,10 @@ def encode(tokenizer, text, add_special_tokens=True):
         return tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
     except Exception:  # the tokenizers library's own error type, which names no word
         vocab = tokenizer.get_vocab()
-        raise ValueError(f"not in the tokenizer's vocabulary: {[w for w in text.split() if w not in vocab]} "
-                         f"(in {text!r})") from None
+        missing = list(dict.fromkeys(w for w in text.split() if w not in vocab))  # each once, in order
+        more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""  # (a long text: its first few name it)
+        raise ValueError(f"not in the tokenizer's vocabulary: {missing[:10]}{more} (in {text!r}): score with a model "
+                         f"whose tokenizer has these words") from None
 
 
 def mc1(scores, labels):

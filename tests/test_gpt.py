@@ -823,6 +823,9 @@ def test_tokenizer_round_trip_and_save_load(tmp_path):
         tok.encode("ann has 4 apples")  # an unknown word is an error, not a silent <unk>
     with pytest.raises(ValueError, match=r"not in the tokenizer's vocabulary: \['4'\]"):  # and scoring names it
         score_continuations(tiny(), [("<bos> ann has", "4 apples .")], tokenizer=tok)
+    english = " ".join(f"w{i} w{i}" for i in range(12))  # a text of another vocabulary: each word once, the first ten
+    with pytest.raises(ValueError, match=re.escape(f"{[f'w{i}' for i in range(10)]} and 2 more (in")):
+        score_continuations(tiny(), [("<bos> ann has", english)], tokenizer=tok)
     model = tiny()
     sums, _ = score_continuations(model, [("<bos> ann has", "3 apples .")], tokenizer=tok)
     ids_sums, _ = score_continuations(model, [([1, 3, 4], [5, 6, 7])], eos_id=2)
