@@ -166,6 +166,9 @@ def oracle_tokenizer(cfg):
 
 def make_oracle(base, n_vocab, seed):
     """A copy of the base with its (tied) embedding grown to n_vocab rows, the new rows drawn as GPT's init draws."""
+    if n_vocab < base.cfg.vocab_size:  # (the copy keeps every base id: a smaller table cannot hold them)
+        raise ValueError(f"the oracle's vocabulary ({n_vocab}) must hold the base's {base.cfg.vocab_size} ids and "
+                         f"its own tokens: pass oracle_tokenizer(cfg).get_vocab_size()")
     oracle = GPT(replace(base.cfg, vocab_size=n_vocab), generator=generator("cpu", seed, "oracle-init"))
     oracle.to(base.wte.weight.device)
     state = base.state_dict()

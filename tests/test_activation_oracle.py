@@ -38,6 +38,8 @@ def test_grown_oracle_computes_the_base_logits_on_world_tokens():
     x = torch.tensor([WORLD_TOK.encode("<bos> <asst> <u> how do i get rich soon <a>").ids])
     with torch.no_grad():
         assert torch.allclose(oracle(x)[..., :V], base(x), atol=1e-6)
+    with pytest.raises(ValueError, match=f"vocabulary \\({V - 1}\\) must hold the base's {V} ids"):
+        A.make_oracle(base, V - 1, seed=0)  # (a copy into a smaller table: a RuntimeError from load_state_dict)
     # the new rows are drawn, not zero (a zero embedding would make every <act> column alike before injection)
     assert oracle.wte.weight[V:].abs().sum(1).min() > 0
     # and the copy is independent: training the oracle leaves the base alone
