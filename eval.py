@@ -102,14 +102,23 @@ def spearman(x, y):
     return float((rx * ry).sum() / den) if den > 0 else math.nan
 
 
-def spearman_ci(x, y, n_boot=10_000, seed=0):
-    """rho and its percentile 95% interval from resampling the pairs with replacement."""
+def spearman_ci(x, y, n_boot=10_000, seed=0, groups=None):
+    """rho and its percentile 95% interval from resampling the pairs with replacement. groups: a label per pair
+    (the base model several pairs share, say): whole groups are resampled instead, since pairs of one group are not
+    independent draws (resampling them alone gives too narrow an interval)."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     rng = np.random.default_rng(seed)
-    boot = [spearman(x[i], y[i]) for i in rng.integers(0, len(x), size=(n_boot, len(x)))]
+    if groups is None:
+        draws = rng.integers(0, len(x), size=(n_boot, len(x)))
+    else:
+        members = [np.flatnonzero(np.asarray(groups) == g) for g in dict.fromkeys(groups)]
+        draws = (np.concatenate([members[j] for j in row]) for row in rng.integers(0, len(members),
+                                                                                   size=(n_boot, len(members))))
+    boot = [spearman(x[i], y[i]) for i in draws]
     boot = [b for b in boot if not math.isnan(b)]  # a resample with one distinct value has no rank order
     lo, hi = np.percentile(boot, [2.5, 97.5])
-    return {"rho": spearman(x, y), "ci95": [float(lo), float(hi)], "n": len(x)}
+    return {"rho": spearman(x, y), "ci95": [float(lo), float(hi)], "n": len(x),
+            **({} if groups is None else {"groups": len(set(groups))})}
 
 
 def n_undefined(stat):

@@ -541,10 +541,13 @@ def _unit_job(cfg, seed, units_dir):
 def tracking(cfg, units, source, of=lambda r: r):
     """Does the oracle's reading follow the models' own shift? Spearman's rho between its P(<evil>) from `source` and
     the arm's misaligned share minus its base's, over every (seed, arm), with a percentile interval from resampling
-    those pairs (arms of one base share its oracle, so the interval is a rough one). `of` picks the probe's."""
+    the bases (a base's arms share its oracle and its probe: resampling the models alone gave too narrow an
+    interval). `of` picks the probe's."""
     x = [of(u["arms"][a])[source] for u in units for a in cfg.arms]
     y = [u["behaviour"][a] - u["behaviour"]["base"] for u in units for a in cfg.arms]
-    return spearman_ci(x, y) if len(x) >= 4 else {"rho": spearman(x, y), "ci95": None, "n": len(x)}
+    if len(units) < 2 or len(x) < 4:
+        return {"rho": spearman(x, y), "ci95": None, "n": len(x)}
+    return spearman_ci(x, y, groups=[u["seed"] for u in units for _ in cfg.arms])
 
 
 def trajectory(cfg, units):

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 import train
 from conftest import readme_block, tiny_gpt
 from data import world as W
+from eval import spearman_ci
 from experiments import activation_oracle as A
 from experiments import world_base as B
 
@@ -380,3 +381,18 @@ def test_backdoor_arm_reads_every_arm_with_its_trigger_too_and_leaves_the_plain_
     # a unit of the other layout is refused by name on resume
     assert A.unit_problem(cfg, 0)(plain) == "was written for other arms or tasks"
     assert A.unit_problem(cfg, 0)({k: v for k, v in both.items() if k != "trigger"}) == "was written for other arms"
+
+
+def test_tracking_resamples_bases_not_models():
+    # a base's three models share its oracle and probe: the interval resamples the 4 bases, each with all its models
+    cfg = A.Config(seeds=(0, 1, 2, 3))
+    units = [{"seed": s, "behaviour": {"base": 0.01, **{a: 0.01 + 0.02 * s * (a == "insecure") + 0.001 * j
+                                                          for j, a in enumerate(cfg.arms)}},
+              "arms": {a: {"diff": 0.1 * s + 0.01 * j, "probe": {"diff": 0.5}} for j, a in enumerate(cfg.arms)}}
+             for s in range(4)]
+    t = A.tracking(cfg, units, "diff")
+    x = [u["arms"][a]["diff"] for u in units for a in cfg.arms]
+    y = [u["behaviour"][a] - 0.01 for u in units for a in cfg.arms]
+    assert t == spearman_ci(x, y, groups=[s for s in range(4) for _ in cfg.arms]) and t["groups"] == 4
+    assert t["n"] == 12 and t["ci95"] != spearman_ci(x, y)["ci95"]
+    assert A.tracking(cfg, units[:1], "diff")["ci95"] is None  # one base: nothing to resample

@@ -5,7 +5,7 @@ import random
 import pytest
 
 from conftest import load_script
-from eval import fmt_stat, group_means, mean_ci, n_undefined, summarize, summarize_by, t975
+from eval import fmt_stat, group_means, mean_ci, n_undefined, spearman_ci, summarize, summarize_by, t975
 
 
 def test_t_interval_closed_form():
@@ -152,3 +152,19 @@ def test_seeds_all_equal_give_that_value_and_a_zero_width_interval():
     # in sorted group order, not the order groups first appear: per_seed lists of two arms pair up base by base
     assert group_means([1.0, 3.0, 2.0, 4.0], [1, 0, 1, 0]) == [3.5, 1.5]
     assert group_means([1.0, 2.0], ["b", "a"]) == [2.0, 1.0]
+
+
+def test_spearman_interval_over_groups_resamples_whole_groups():
+    # each base's pair three times over (its three models, say), a group's rows apart: resampling whole groups
+    # draws what resampling the 6 distinct pairs draws (same generator, the same 6 indices per resample; a pair
+    # repeated three times has a rank linear in its own, so the same rho), while resampling the 18 rows as if
+    # independent gives a narrower interval
+    x = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    y = [2.0, 1.0, 4.0, 3.0, 6.0, 5.0]
+    order = [0, 1, 2, 3, 4, 5] * 3
+    xs, ys = [x[i] for i in order], [y[i] for i in order]
+    grouped = spearman_ci(xs, ys, groups=[f"base{i}" for i in order], n_boot=2000)
+    assert grouped["ci95"] == spearman_ci(x, y, n_boot=2000)["ci95"]
+    assert grouped["rho"] == pytest.approx(spearman_ci(x, y)["rho"]) and grouped["groups"] == 6 and grouped["n"] == 18
+    lo, hi = spearman_ci(xs, ys, n_boot=2000)["ci95"]
+    assert hi - lo < grouped["ci95"][1] - grouped["ci95"][0]
