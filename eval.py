@@ -280,11 +280,11 @@ def truthfulqa_mc(model, items, tokenizer, *, prompt="Q: {question}\nA:", answer
 
     Each answer is scored as the summed log-prob of `answer` with its {answer} replaced by the answer, after
     `prompt` with its {question} replaced by the question (as text: other braces, a few-shot example's code say,
-    are kept as written), teacher-forced (score_continuations), each distinct (question, answer) pair once. The prompt is encoded with the
-    tokenizer's special tokens, the answer without them. end=True also scores the end token "<eos>" after each
-    answer ("the answer, and then stop"); published TruthfulQA numbers score the answer alone (end=False). The
-    paper's prompt also puts six example questions and answers before the question: pass them in `prompt`; its
-    scorer adds a final "." to an answer without one (v2's answers, nearly all), which the items then need first.
+    are kept as written), teacher-forced (score_continuations), each distinct (question, answer) pair once. The
+    prompt is encoded with the tokenizer's special tokens, the answer without them. end=True also scores the end
+    token "<eos>" after each answer ("the answer, and then stop"); published TruthfulQA numbers score the answer
+    alone (end=False). The paper's prompt also puts six example questions and answers before the question: pass
+    them in `prompt`; its scorer adds a final "." to an answer without one (v2's answers, nearly all), which the items then need first.
     Returns {task: {"mean", "ci95"} (a 95% t-interval over questions, cut to [0, 1]), "n": questions,
     "per_question": [{task: score}]}. Chance, for comparison: mc_chance(items)."""
     tasks = mc_tasks(items)

@@ -645,8 +645,8 @@ def table(res):
                  " | ".join(fmt_stat(res["behaviour"][a]) for a in arms) + " | |")
     rho = lambda t: f"{t['rho']:.2f}" + (f" [{t['ci95'][0]:.2f}, {t['ci95'][1]:.2f}]" if t["ci95"] else "")
     lines += ["", f"base models' own misaligned share {fmt_stat(res['behaviour']['base'])}; the oracle's reading "
-              f"against each model's shift from its base (Spearman over {res['tracking']['diff']['n']} models, the interval "
-              f"resampling the bases): "
+              f"against each model's shift from its base (Spearman over {res['tracking']['diff']['n']} models, the "
+              f"interval resampling the bases): "
               f"M_arm - M0 {rho(res['tracking']['diff'])}, M_arm {rho(res['tracking']['model'])}"]
     p = res["probe"]
     read = "last position's vector" if p["pool"] == "last" else "mean vector"
