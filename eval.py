@@ -284,9 +284,9 @@ def truthfulqa_mc(model, items, tokenizer, *, prompt="Q: {question}\nA:", answer
     prompt is encoded with the tokenizer's special tokens, the answer without them. end=True also scores the end
     token "<eos>" after each answer ("the answer, and then stop"); published TruthfulQA numbers score the answer
     alone (end=False). The paper's prompt also puts six example questions and answers before the question: pass
-    them in `prompt`; its scorer adds a final "." to an answer without one (v2's answers, nearly all), which the items then need first.
-    Returns {task: {"mean", "ci95"} (a 95% t-interval over questions, cut to [0, 1]), "n": questions,
-    "per_question": [{task: score}]}. Chance, for comparison: mc_chance(items)."""
+    them in `prompt`; its scorer adds a final "." to an answer without one (v2's answers, nearly all), which the
+    items then need first. Returns {task: {"mean", "ci95"} (a 95% t-interval over questions, cut to [0, 1]), "n":
+    questions, "per_question": [{task: score}]}. Chance, for comparison: mc_chance(items)."""
     tasks = mc_tasks(items)
     if not items or not {"mc1", "mc2"} <= set(tasks):
         raise ValueError("truthfulqa_mc needs a non-empty list of items, each with mc1 and mc2 choices (as "
