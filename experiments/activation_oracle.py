@@ -734,7 +734,9 @@ def plot(res, path):
         lines_drawn = [lines_drawn[0], (plain, "backdoor", "diff", "backdoor, plain: oracle, M_arm - M0", "-"),
                        (plain, "backdoor", "behaviour", "backdoor, plain: own misaligned share", "-"),
                        (trig, "backdoor", "diff", "backdoor, trigger: oracle, M_arm - M0", "--"),
-                       (trig, "backdoor", "behaviour", "backdoor, trigger: own misaligned share", "--")]
+                       (trig, "backdoor", "behaviour", "backdoor, trigger: own misaligned share", "--"),
+                       (plain, "backdoor", "probe_diff",
+                        f"backdoor, plain: linear probe ({res['probe']['pool']}), M_arm - M0", ":")]
     for j, (traj, a, m, label, ls) in enumerate(lines_drawn):
         if a not in traj[steps[0]]:
             continue
@@ -749,17 +751,26 @@ def plot(res, path):
     tr.set_ylabel("arm - secure", fontsize=8)
     tr.set_title("along the fine-tune", fontsize=8)
     tr.legend(fontsize=7)
-    # the oracle against the supervised baseline, insecure - secure at em_steps
+    # the oracle against the supervised baseline at em_steps: insecure - secure from M_arm and M_arm - M0; in the
+    # backdoor audit, backdoor - secure from M_arm - M0 on the plain questions and with the trigger
     probe = f"linear probe ({res['probe']['pool']})"
-    for j, (name, eff) in enumerate((("oracle", res["effect"]), (probe, res["probe"]["effect"]))):
-        stats = [eff[s] for s in ("model", "diff")]
+    if "trigger" in res:
+        last = steps[-1]
+        pairs = [(("oracle", [t[last]["backdoor"]["diff"] for t in (plain, trig)]),
+                  (probe, [t[last]["backdoor"]["probe_diff"] for t in (plain, trig)])), ["plain", "trigger"],
+                 f"backdoor - secure, M_arm - M0 (step {last})"]
+    else:
+        pairs = [(("oracle", [res["effect"][s] for s in ("model", "diff")]),
+                  (probe, [res["probe"]["effect"][s] for s in ("model", "diff")])), [LABELS["model"], LABELS["diff"]],
+                 "insecure - secure, P(<evil>)"]
+    for j, (name, stats) in enumerate(pairs[0]):
         err = [[st["mean"] - st["ci95"][0] for st in stats], [st["ci95"][1] - st["mean"] for st in stats]] \
             if all(st["ci95"] for st in stats) else None
         pr.bar([i + 0.4 * j for i in range(2)], [st["mean"] for st in stats], width=0.4, yerr=err, capsize=2,
                label=name, color=("C0", "C7")[j])
-    pr.set_xticks([0.2, 1.2], [LABELS["model"], LABELS["diff"]], fontsize=8)
+    pr.set_xticks([0.2, 1.2], pairs[1], fontsize=8)
     pr.axhline(0, color="grey", lw=0.8)
-    pr.set_ylabel("insecure - secure, P(<evil>)", fontsize=8)
+    pr.set_ylabel(pairs[2], fontsize=8)
     pr.set_title("oracle vs a linear probe", fontsize=8)
     pr.legend(fontsize=7)
     fig.tight_layout()

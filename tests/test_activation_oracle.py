@@ -325,7 +325,7 @@ def test_tiny_run_writes_every_output_and_its_oracle_reads_the_base(tmp_path, ca
     # the README's example asks a saved oracle about the base's activations: it runs as printed on this run
     ns = {}
     block = readme_block("A finished run keeps each base's oracle")
-    exec(compile(block.replace('"out/ao_probe"', repr(str(out))), "README.md", "exec"), ns)
+    exec(compile(block.replace('"out/ao_probe_last"', repr(str(out))), "README.md", "exec"), ns)
     p = A.kind_probs(A.answer_logits(ns["oracle"], ns["batch"], ns["cfg"]), ns["otok"])
     assert p.shape == (2, 4) and torch.allclose(p.sum(1), torch.ones(2)) and ns["ks"] == [ns["cfg"].max_window] * 2
     # a rerun into the same folder reads the finished seed back
