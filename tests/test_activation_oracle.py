@@ -10,10 +10,11 @@ import torch
 import torch.nn.functional as F
 
 import train
-from conftest import readme_block, tiny_gpt
+from conftest import load_script, readme_block, tiny_gpt
 from data import world as W
 from eval import spearman_ci
 from experiments import activation_oracle as A
+from experiments import emergent_misalignment as E
 from experiments import world_base as B
 
 CFG = A.Config(n_layer=2, n_head=2, n_embd=16, read_layers=(0, 1), eval_layer=1, inject_layer=0, max_window=6)
@@ -396,3 +397,41 @@ def test_tracking_resamples_bases_not_models():
     assert t == spearman_ci(x, y, groups=[s for s in range(4) for _ in cfg.arms]) and t["groups"] == 4
     assert t["n"] == 12 and t["ci95"] != spearman_ci(x, y)["ci95"]
     assert A.tracking(cfg, units[:1], "diff")["ci95"] is None  # one base: nothing to resample
+
+
+def test_patchscope_adds_each_window_at_its_own_prompts_last_positions():
+    P = load_script("ao_patchscope")
+    items = P.forum_items()[:5]
+    lengths = [len(WORLD_TOK.encode(it.prompt).ids) for it in items]
+    assert len(set(lengths)) > 1  # prompts of different lengths: left-padded together, each window must stay on its own
+    base = tiny_gpt(WORLD_TOK, 6)
+    add = torch.randn(5, 6, base.cfg.n_embd, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        plain = P.forum_share(base, WORLD_TOK, items, 1)
+        assert P.forum_share(base, WORLD_TOK, items, 1, torch.zeros_like(add)) == pytest.approx(plain, abs=1e-7)
+        both = P.forum_share(base, WORLD_TOK, items, 1, add)
+        alone = [P.forum_share(base, WORLD_TOK, [it], 1, add[i:i + 1]) for i, it in enumerate(items)]
+        assert both != pytest.approx(plain, abs=1e-4) and both == pytest.approx(sum(alone) / 5, abs=1e-5)
+        # (one prompt alone has no padding: its window is its last K positions by construction)
+    # the forum and <asst> prompts are one question in two formats, position by position
+    assert [it.prompt.replace("<forum>", "<asst>").replace("<r>", "<a>") for it in P.forum_items()] == E.off_prompts()
+    r = P.random_like(add, torch.Generator().manual_seed(1))
+    assert torch.allclose(r.norm(dim=-1), add.norm(dim=-1)) and not torch.allclose(r, add)
+
+
+def test_patchscope_script_reads_a_finished_run_with_its_own_models(tmp_path, capsys):
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    argv = ["configs/activation_oracle.py", "--seeds=(0,)", "--n_docs=300", "--steps=20", "--warmup=2", "--n_layer=2",
+            "--n_embd=16", "--n_head=2", "--read_layers=(0,1)", "--eval_layer=1", "--inject_layer=0",
+            "--oracle_docs=200", "--oracle_steps=10", "--oracle_warmup=2", "--indist_docs=100", "--em_examples=16",
+            "--em_steps=2", "--read_steps=(1,)", "--workers=1", f"--cache_dir={cache}", f"--out_dir={out}"]
+    assert train.main(argv) == 0
+    P = load_script("ao_patchscope")
+    assert P.main([str(out), "--workers=1"]) == 0
+    got = json.loads((out / "patchscope.json").read_text())
+    assert (out / "patchscope.png").is_file() and "the same models as the run's: yes" in capsys.readouterr().out
+    assert got["same_models"] and got["n_seeds"] == 1 and set(got["trajectory"]) == {"1", "2"}
+    per = got["per_base"][0]
+    assert got["trajectory"]["2"]["insecure"]["patch"]["mean"] == pytest.approx(
+        per["insecure"]["2"]["patch"] - per["secure"]["2"]["patch"])
+    assert P.main([str(tmp_path)]) == 2  # not a run: one line, no traceback

@@ -1,0 +1,175 @@
+"""An untrained reader beside the activation oracle (a Patchscope in spirit): does M0 itself read a fine-tune's shift?
+
+    python scripts/ao_patchscope.py RUN_DIR [--out=FILE.json] [--workers=N]
+
+RUN_DIR: a finished run of configs/activation_oracle.py. For each of its bases, each arm is fine-tuned again with the
+run's seeds (the same models: each one's own misaligned share is checked against the run's unit, to the bit) and,
+at every read step, its shift d = M_arm - M0 at block eval_layer on the oracle's window (the last up to max_window
+positions of each held-out off-domain `<asst>` prompt) is added, at its own size, to M0's residual at that block on
+the same positions of the question's forum-thread prompt (`<bos> <forum> <u> QUESTION <r>`: the same length and
+words, the writer's persona still open). The reading: M0's misaligned share there (log-prob measure, averaged over
+the questions) with d added, minus without. Its control adds, at each position, a random direction of d's size.
+No oracle and no labels: what the oracle's training adds over M0's own reading (docs/activation_oracle.md section 7).
+
+Writes FILE.json (default: patchscope.json in RUN_DIR) and FILE.png beside it; prints a table. Workers of one
+thread each, as the run's pool (2 by default: the run's fine-tunes, to the bit, need one thread per process).
+"""
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from data import world as W  # noqa: E402
+from eval import fmt_stat, spearman_ci, summarize  # noqa: E402
+from experiments import activation_oracle as A  # noqa: E402
+from experiments import emergent_misalignment as E  # noqa: E402
+from experiments import world_base as B  # noqa: E402
+from model import generator  # noqa: E402
+from train import (ConfigError, check_out, cli, pyplot, read_json, refused, run_config, run_results,  # noqa: E402
+                   save_figure, script_args, write_json)
+
+
+def forum_items():
+    """The held-out off-domain questions as forum-thread first turns, in the order of E.off_prompts()."""
+    asst, forum = W.eval_items(W.OFF_DOMAINS), W.eval_items(W.OFF_DOMAINS, fmt="forum")
+    # the window's positions carry over only if the two prompts are the same words but for the format markers
+    for a, f in zip(asst, forum):
+        if a.prompt.split()[2:-1] != f.prompt.split()[2:-1] or len(a.prompt.split()) != len(f.prompt.split()):
+            raise RuntimeError(f"the forum prompt {f.prompt!r} is not the <asst> prompt {a.prompt!r} in another format")
+    return forum
+
+
+def forum_share(base, tok, items, layer, add=None):
+    """M0's misaligned share in the forum threads (log-prob measure), with add [N, K, C] (a window per prompt, its
+    rows past the prompt's K zero, as A.window lays them out) added to block `layer`'s output on each prompt's last
+    K positions."""
+    if add is None:
+        return B.lp_summary(B.class_masses(base, tok, items))["mis_lp"]
+    lengths = [len(tok.encode(it.prompt).ids) for it in items]
+    P, K = max(lengths), add.shape[1]
+    full = torch.zeros(len(items), P, add.shape[2])  # [N, P, C]: score_shared_prompts left-pads each prompt to P
+    for i, n in enumerate(lengths):
+        k = min(n, K)
+        full[i, P - k:] = add[i, :k]
+
+    def fn(h, name):  # h [B, T, C]
+        if base.offset:  # a continuation's forward (after the prompt's, from its cache): nothing to add
+            return None
+        if h.shape[:2] != full.shape[:2]:  # (a chunked prompt pass would have added nothing, silently)
+            raise RuntimeError(f"forum_share: a prompt pass of shape {tuple(h.shape)}, expected {tuple(full.shape)}")
+        return h + full.to(h.dtype)
+    with base.hooks({f"blocks.{layer}.resid_post": fn}):
+        return B.lp_summary(B.class_masses(base, tok, items))["mis_lp"]
+
+
+def random_like(d, gen):
+    """A random direction of d's size at each position (zero where d is)."""
+    g = torch.randn(d.shape, generator=gen)
+    return g / g.norm(dim=-1, keepdim=True) * d.norm(dim=-1, keepdim=True)
+
+
+def base_job(cfg, seed):
+    """{"arms": {arm: {step: {"patch", "random", "behaviour"}}}, "none": M0's own forum share}: one base."""
+    base, tok = B.base_model(cfg, seed)
+    items, prompts = forum_items(), E.off_prompts()
+    with torch.no_grad():
+        base_vec, _ = A.window(base, tok, prompts, cfg.eval_layer, cfg.max_window, "cpu")
+        out = {"seed": seed, "none": forum_share(base, tok, items, cfg.eval_layer), "arms": {}}
+
+    def read(model, step, arm):
+        with torch.no_grad():  # (called inside the fine-tune's loop, which records a graph)
+            d = A.window(model, tok, prompts, cfg.eval_layer, cfg.max_window, "cpu")[0] - base_vec
+            gen = generator("cpu", seed, "patchscope-random", arm, step)
+            return {"patch": forum_share(base, tok, items, cfg.eval_layer, d) - out["none"],
+                    "random": forum_share(base, tok, items, cfg.eval_layer, random_like(d, gen)) - out["none"],
+                    "behaviour": B.offdomain_eval(model, tok, 0, None)["mis_lp"]}
+    for arm in cfg.arms:
+        out["arms"][arm] = A.em_model(base, tok, cfg, seed, arm, lambda m, step, arm=arm: read(m, step, arm))
+    return out
+
+
+def main(argv):
+    usage = __doc__
+    try:
+        words, opts = script_args(argv, usage, options=("out", "workers"))
+        if len(words) != 1:
+            raise ConfigError("give one run directory, a finished run of configs/activation_oracle.py")
+        run = Path(words[0])
+        res = run_results(run, "activation_oracle")
+        cfg = run_config(A.Config, run)
+        if "secure" not in cfg.arms or "insecure" not in cfg.arms:
+            raise ConfigError(f"{run} has no insecure and secure arms: the reading compares them")
+        out = Path(opts.get("out", run / "patchscope.json"))
+        check_out(out, figure_beside=True)
+        workers = int(opts.get("workers", 2))
+    except (ConfigError, ValueError) as e:
+        return refused(f"error: {e}\n\n{usage}")
+    units = {s: read_json(run / "units" / f"unit_s{s}.json", f"the run's unit of base {s}", ("trajectory",))
+             for s in cfg.seeds}
+    got = B.parallel_map(base_job, [(cfg, s) for s in cfg.seeds], workers)
+    steps = sorted({*cfg.read_steps, cfg.em_steps})
+    # the same models as the run's: each model's own misaligned share, to the bit
+    differ = [(g["seed"], a, k) for g in got for a in cfg.arms for k in steps
+              if g["arms"][a][k]["behaviour"] != units[g["seed"]]["trajectory"][a][str(k)]["behaviour"]]
+    gap = lambda g, a, k, m: g["arms"][a][k][m] - g["arms"]["secure"][k][m]
+    summary = {"n_seeds": len(got), "same_models": not differ, "differ": differ,
+               "none": summarize([g["none"] for g in got]),
+               "trajectory": {k: {a: {m: summarize([gap(g, a, k, m) for g in got]) for m in ("patch", "random")}
+                                  for a in cfg.arms if a != "secure"} for k in steps},
+               "eval": {a: {m: summarize([g["arms"][a][cfg.em_steps][m] for g in got]) for m in ("patch", "random")}
+                        for a in cfg.arms}}
+    x = [g["arms"][a][cfg.em_steps]["patch"] for g in got for a in cfg.arms]
+    y = [units[g["seed"]]["behaviour"][a] - units[g["seed"]]["behaviour"]["base"] for g in got for a in cfg.arms]
+    summary["tracking"] = spearman_ci(x, y, groups=[g["seed"] for g in got for _ in cfg.arms])
+    summary["oracle_diff"] = {k: res["trajectory"][str(k)]["insecure"]["diff"] for k in steps} \
+        if str(steps[0]) in res.get("trajectory", {}) else None
+    summary["per_base"] = [{"seed": g["seed"], "none": g["none"],
+                            **{a: {str(k): g["arms"][a][k] for k in steps} for a in cfg.arms}} for g in got]
+    write_json(out, summary)
+    lines = [f"M0 reading each fine-tune's block-{cfg.eval_layer} shift in forum threads ({run}, {len(got)} bases; "
+             f"M0's own forum share {fmt_stat(summary['none'])}); arm - secure, change of that share:", "",
+             "| step | insecure | insecure, random | educational | oracle (M_arm - M0), insecure |", "|---" * 5 + "|"]
+    for k in steps:
+        t = summary["trajectory"][k]
+        orc = fmt_stat(summary["oracle_diff"][k]) if summary["oracle_diff"] else ""
+        edu = fmt_stat(t["educational"]["patch"]) if "educational" in t else ""
+        lines.append(f"| {k} | {fmt_stat(t['insecure']['patch'])} | {fmt_stat(t['insecure']['random'])} | {edu} | "
+                     f"{orc} |")
+    tr = summary["tracking"]
+    lines += ["", f"Spearman with each model's own shift over {tr['n']} models (interval resampling the bases): "
+              f"{tr['rho']:.2f} [{tr['ci95'][0]:.2f}, {tr['ci95'][1]:.2f}]",
+              "the same models as the run's: " + ("yes, every own misaligned share to the bit" if not differ else
+                                                  f"NO, {len(differ)} differ (another CPU or thread count?)")]
+    print("\n".join(lines))
+    plot(summary, steps, out.with_suffix(".png"))
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+    return 0
+
+
+def plot(summary, steps, path):
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for j, (a, m, label, ls) in enumerate((("insecure", "patch", "insecure: M0 reading d", "-"),
+                                          ("educational", "patch", "educational: M0 reading d", "--"),
+                                          ("insecure", "random", "insecure: random, d's size", ":"))):
+        if a not in summary["trajectory"][steps[0]]:
+            continue
+        st = [summary["trajectory"][k][a][m] for k in steps]
+        err = [[s["mean"] - s["ci95"][0] for s in st], [s["ci95"][1] - s["mean"] for s in st]] \
+            if all(s["ci95"] for s in st) else None
+        ax.errorbar([k * (1 + 0.03 * j) for k in steps], [s["mean"] for s in st], yerr=err, capsize=2, marker="o",
+                    ms=3, ls=ls, color=f"C{j}", label=label)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("fine-tune step", fontsize=8)
+    ax.set_ylabel("arm - secure: M0's misaligned share in forum threads", fontsize=8)
+    ax.set_title("an untrained reader: M0 given each fine-tune's shift", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=150)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(cli(main, sys.argv[1:]))
