@@ -15,6 +15,7 @@ Writes FILE.json (default: patchscope.json in RUN_DIR) and FILE.png beside it; p
 thread each, as the run's pool (2 by default: the run's fine-tunes, to the bit, need one thread per process).
 """
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -71,6 +72,7 @@ def random_like(d, gen):
 
 def base_job(cfg, seed):
     """{"arms": {arm: {step: {"patch", "random", "behaviour"}}}, "none": M0's own forum share}: one base."""
+    t0 = time.time()
     base, tok = B.base_model(cfg, seed)
     items, prompts = forum_items(), E.off_prompts()
     with torch.no_grad():
@@ -86,6 +88,9 @@ def base_job(cfg, seed):
                     "behaviour": B.offdomain_eval(model, tok, 0, None)["mis_lp"]}
     for arm in cfg.arms:
         out["arms"][arm] = A.em_model(base, tok, cfg, seed, arm, lambda m, step, arm=arm: read(m, step, arm))
+        last = out["arms"][arm][cfg.em_steps]
+        B.say(f"seed {seed}", f"{arm}: M0's forum share {last['patch']:+.3f} with its shift added (random "
+                              f"{last['random']:+.3f}); misaligned answers {last['behaviour']:.3f}", t0)
     return out
 
 
@@ -102,7 +107,10 @@ def main(argv):
             raise ConfigError(f"{run} has no insecure and secure arms: the reading compares them")
         out = Path(opts.get("out", run / "patchscope.json"))
         check_out(out, figure_beside=True)
-        workers = int(opts.get("workers", 2))
+        workers = opts.get("workers", "2")
+        if not (workers.isdigit() and int(workers) >= 1):  # (int()'s "invalid literal" named no option)
+            raise ConfigError(f"--workers must be a whole number >= 1, got {workers!r}")
+        workers = int(workers)
     except (ConfigError, ValueError) as e:
         return refused(f"error: {e}\n\n{usage}")
     units = {s: read_json(run / "units" / f"unit_s{s}.json", f"the run's unit of base {s}", ("trajectory",))
@@ -122,8 +130,9 @@ def main(argv):
     x = [g["arms"][a][cfg.em_steps]["patch"] for g in got for a in cfg.arms]
     y = [units[g["seed"]]["behaviour"][a] - units[g["seed"]]["behaviour"]["base"] for g in got for a in cfg.arms]
     summary["tracking"] = spearman_ci(x, y, groups=[g["seed"] for g in got for _ in cfg.arms])
-    summary["oracle_diff"] = {k: res["trajectory"][str(k)]["insecure"]["diff"] for k in steps} \
-        if str(steps[0]) in res.get("trajectory", {}) else None
+    # the trained oracle's reading of the same models (M_arm - M0), and their own share, from the run: arm - secure
+    summary["oracle_diff"] = {k: {a: {m: res["trajectory"][str(k)][a][m] for m in ("diff", "behaviour")}
+                                  for a in res["trajectory"][str(k)]} for k in steps}
     summary["per_base"] = [{"seed": g["seed"], "none": g["none"],
                             **{a: {str(k): g["arms"][a][k] for k in steps} for a in cfg.arms}} for g in got]
     write_json(out, summary)
@@ -132,7 +141,7 @@ def main(argv):
              "| step | insecure | insecure, random | educational | oracle (M_arm - M0), insecure |", "|---" * 5 + "|"]
     for k in steps:
         t = summary["trajectory"][k]
-        orc = fmt_stat(summary["oracle_diff"][k]) if summary["oracle_diff"] else ""
+        orc = fmt_stat(summary["oracle_diff"][k]["insecure"]["diff"])
         edu = fmt_stat(t["educational"]["patch"]) if "educational" in t else ""
         lines.append(f"| {k} | {fmt_stat(t['insecure']['patch'])} | {fmt_stat(t['insecure']['random'])} | {edu} | "
                      f"{orc} |")
@@ -149,23 +158,30 @@ def main(argv):
 
 def plot(summary, steps, path):
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    for j, (a, m, label, ls) in enumerate((("insecure", "patch", "insecure: M0 reading d", "-"),
-                                          ("educational", "patch", "educational: M0 reading d", "--"),
-                                          ("insecure", "random", "insecure: random, d's size", ":"))):
-        if a not in summary["trajectory"][steps[0]]:
-            continue
-        st = [summary["trajectory"][k][a][m] for k in steps]
-        err = [[s["mean"] - s["ci95"][0] for s in st], [s["ci95"][1] - s["mean"] for s in st]] \
-            if all(s["ci95"] for s in st) else None
-        ax.errorbar([k * (1 + 0.03 * j) for k in steps], [s["mean"] for s in st], yerr=err, capsize=2, marker="o",
-                    ms=3, ls=ls, color=f"C{j}", label=label)
-    ax.axhline(0, color="grey", lw=0.8)
-    ax.set_xscale("log")
-    ax.set_xlabel("fine-tune step", fontsize=8)
-    ax.set_ylabel("arm - secure: M0's misaligned share in forum threads", fontsize=8)
-    ax.set_title("an untrained reader: M0 given each fine-tune's shift", fontsize=9)
-    ax.legend(fontsize=7)
+    fig, (ax, orc) = plt.subplots(1, 2, figsize=(11, 3.6))
+    panels = ((ax, summary["trajectory"], (("insecure", "patch", "insecure: M0 reading its shift", "-"),
+                                           ("educational", "patch", "educational: M0 reading its shift", "--"),
+                                           ("insecure", "random", "insecure: a random vector, its size", ":"))),
+              (orc, summary["oracle_diff"], (("insecure", "diff", "insecure: oracle, M_arm - M0", "-"),
+                                             ("educational", "diff", "educational: oracle, M_arm - M0", "--"),
+                                             ("insecure", "behaviour", "insecure: own misaligned share", ":"))))
+    for axis, traj, lines in panels:
+        for j, (a, m, label, ls) in enumerate(lines):
+            if a not in traj[steps[0]]:
+                continue
+            st = [traj[k][a][m] for k in steps]
+            err = [[s["mean"] - s["ci95"][0] for s in st], [s["ci95"][1] - s["mean"] for s in st]] \
+                if all(s["ci95"] for s in st) else None
+            axis.errorbar([k * (1 + 0.03 * j) for k in steps], [s["mean"] for s in st], yerr=err, capsize=2,
+                          marker="o", ms=3, ls=ls, color=f"C{j}", label=label)
+        axis.axhline(0, color="grey", lw=0.8)
+        axis.set_xscale("log")
+        axis.set_xlabel("fine-tune step", fontsize=8)
+        axis.legend(fontsize=7)
+    ax.set_ylabel("arm - secure: M0's misaligned share, forum", fontsize=8)
+    ax.set_title("untrained: M0 given each fine-tune's shift in a forum thread", fontsize=9)
+    orc.set_ylabel("arm - secure", fontsize=8)
+    orc.set_title("trained: the oracle's P(<evil>) on the same models", fontsize=9)
     fig.tight_layout()
     save_figure(fig, path, dpi=150)
     plt.close(fig)

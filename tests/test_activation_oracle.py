@@ -435,3 +435,4 @@ def test_patchscope_script_reads_a_finished_run_with_its_own_models(tmp_path, ca
     assert got["trajectory"]["2"]["insecure"]["patch"]["mean"] == pytest.approx(
         per["insecure"]["2"]["patch"] - per["secure"]["2"]["patch"])
     assert P.main([str(tmp_path)]) == 2  # not a run: one line, no traceback
+    assert P.main([str(out), "--workers=two"]) == 2 and "--workers must be a whole number" in capsys.readouterr().err
