@@ -136,15 +136,16 @@ def main(argv):
     summary["per_base"] = [{"seed": g["seed"], "none": g["none"],
                             **{a: {str(k): g["arms"][a][k] for k in steps} for a in cfg.arms}} for g in got]
     write_json(out, summary)
+    others = [a for a in cfg.arms if a != "secure"]
     lines = [f"M0 reading each fine-tune's block-{cfg.eval_layer} shift in forum threads ({run}, {len(got)} bases; "
              f"M0's own forum share {fmt_stat(summary['none'])}); arm - secure, change of that share:", "",
-             "| step | insecure | insecure, random | educational | oracle (M_arm - M0), insecure |", "|---" * 5 + "|"]
+             "| step | " + " | ".join(others) + " | insecure, random | " +
+             " | ".join(f"oracle (M_arm - M0), {a}" for a in others) + " |", "|---" * (2 * len(others) + 2) + "|"]
     for k in steps:
-        t = summary["trajectory"][k]
-        orc = fmt_stat(summary["oracle_diff"][k]["insecure"]["diff"])
-        edu = fmt_stat(t["educational"]["patch"]) if "educational" in t else ""
-        lines.append(f"| {k} | {fmt_stat(t['insecure']['patch'])} | {fmt_stat(t['insecure']['random'])} | {edu} | "
-                     f"{orc} |")
+        t, o = summary["trajectory"][k], summary["oracle_diff"][k]
+        lines.append(f"| {k} | " + " | ".join(fmt_stat(t[a]["patch"]) for a in others) +
+                     f" | {fmt_stat(t['insecure']['random'])} | " + " | ".join(fmt_stat(o[a]["diff"]) for a in others)
+                     + " |")
     tr = summary["tracking"]
     lines += ["", f"Spearman with each model's own shift over {tr['n']} models (interval resampling the bases): "
               f"{tr['rho']:.2f} [{tr['ci95'][0]:.2f}, {tr['ci95'][1]:.2f}]",
@@ -159,12 +160,13 @@ def main(argv):
 def plot(summary, steps, path):
     plt = pyplot()
     fig, (ax, orc) = plt.subplots(1, 2, figsize=(11, 3.6))
-    panels = ((ax, summary["trajectory"], (("insecure", "patch", "insecure: M0 reading its shift", "-"),
-                                           ("educational", "patch", "educational: M0 reading its shift", "--"),
-                                           ("insecure", "random", "insecure: a random vector, its size", ":"))),
-              (orc, summary["oracle_diff"], (("insecure", "diff", "insecure: oracle, M_arm - M0", "-"),
-                                             ("educational", "diff", "educational: oracle, M_arm - M0", "--"),
-                                             ("insecure", "behaviour", "insecure: own misaligned share", ":"))))
+    others = [a for a in summary["trajectory"][steps[0]]]  # every arm but secure, insecure first
+    panels = ((ax, summary["trajectory"], [(a, "patch", f"{a}: M0 reading its shift", "-" if i == 0 else "--")
+                                           for i, a in enumerate(others)]
+               + [("insecure", "random", "insecure: a random vector, its size", ":")]),
+              (orc, summary["oracle_diff"], [(a, "diff", f"{a}: oracle, M_arm - M0", "-" if i == 0 else "--")
+                                             for i, a in enumerate(others)]
+               + [(a, "behaviour", f"{a}: own misaligned share", ":") for a in others]))
     for axis, traj, lines in panels:
         for j, (a, m, label, ls) in enumerate(lines):
             if a not in traj[steps[0]]:
