@@ -11,8 +11,9 @@ words, the writer's persona still open). The reading: M0's misaligned share ther
 the questions) with d added, minus without. Its control adds, at each position, a random direction of d's size.
 No oracle and no labels: what the oracle's training adds over M0's own reading (docs/activation_oracle.md section 7).
 
-Writes FILE.json (default: patchscope.json in RUN_DIR) and FILE.png beside it; prints a table. Workers of one
-thread each, as the run's pool (2 by default: the run's fine-tunes, to the bit, need one thread per process).
+Writes FILE.json (default: patchscope.json in RUN_DIR) and FILE.png beside it; prints a table. --workers: the run's
+by default (processes of one thread each, as the run's pool: its fine-tunes, to the bit, need the same); the bases
+must be in the run's cache.
 """
 import sys
 import time
@@ -49,7 +50,7 @@ def forum_share(base, tok, items, layer, add=None):
         return B.lp_summary(B.class_masses(base, tok, items))["mis_lp"]
     lengths = [len(tok.encode(it.prompt).ids) for it in items]
     P, K = max(lengths), add.shape[1]
-    full = torch.zeros(len(items), P, add.shape[2])  # [N, P, C]: score_shared_prompts left-pads each prompt to P
+    full = torch.zeros(len(items), P, add.shape[2], device=add.device)  # [N, P, C]: each prompt left-padded to P
     for i, n in enumerate(lengths):
         k = min(n, K)
         full[i, P - k:] = add[i, :k]
@@ -59,14 +60,14 @@ def forum_share(base, tok, items, layer, add=None):
             return None
         if h.shape[:2] != full.shape[:2]:  # (a chunked prompt pass would have added nothing, silently)
             raise RuntimeError(f"forum_share: a prompt pass of shape {tuple(h.shape)}, expected {tuple(full.shape)}")
-        return h + full.to(h.dtype)
+        return h + full.to(h.dtype)  # [B, T, C]
     with base.hooks({f"blocks.{layer}.resid_post": fn}):
         return B.lp_summary(B.class_masses(base, tok, items))["mis_lp"]
 
 
 def random_like(d, gen):
     """A random direction of d's size at each position (zero where d is)."""
-    g = torch.randn(d.shape, generator=gen)
+    g = torch.randn(d.shape, generator=gen).to(d.device)
     return g / g.norm(dim=-1, keepdim=True) * d.norm(dim=-1, keepdim=True)
 
 
@@ -76,12 +77,13 @@ def base_job(cfg, seed):
     base, tok = B.base_model(cfg, seed)
     items, prompts = forum_items(), E.off_prompts()
     with torch.no_grad():
-        base_vec, _ = A.window(base, tok, prompts, cfg.eval_layer, cfg.max_window, "cpu")
+        dev = next(base.parameters()).device
+        base_vec, _ = A.window(base, tok, prompts, cfg.eval_layer, cfg.max_window, dev)
         out = {"seed": seed, "none": forum_share(base, tok, items, cfg.eval_layer), "arms": {}}
 
     def read(model, step, arm):
         with torch.no_grad():  # (called inside the fine-tune's loop, which records a graph)
-            d = A.window(model, tok, prompts, cfg.eval_layer, cfg.max_window, "cpu")[0] - base_vec
+            d = A.window(model, tok, prompts, cfg.eval_layer, cfg.max_window, dev)[0] - base_vec
             gen = generator("cpu", seed, "patchscope-random", arm, step)
             return {"patch": forum_share(base, tok, items, cfg.eval_layer, d) - out["none"],
                     "random": forum_share(base, tok, items, cfg.eval_layer, random_like(d, gen)) - out["none"],
@@ -107,12 +109,13 @@ def main(argv):
             raise ConfigError(f"{run} has no insecure and secure arms: the reading compares them")
         out = Path(opts.get("out", run / "patchscope.json"))
         check_out(out, figure_beside=True)
-        workers = opts.get("workers", "2")
+        workers = opts.get("workers", str(max(1, cfg.workers)))  # the run's: its fine-tunes, to the bit
         if not (workers.isdigit() and int(workers) >= 1):  # (int()'s "invalid literal" named no option)
             raise ConfigError(f"--workers must be a whole number >= 1, got {workers!r}")
         workers = int(workers)
     except (ConfigError, ValueError) as e:
         return refused(f"error: {e}\n\n{usage}")
+    B.check_cached(cfg, cfg.seeds, who="ao_patchscope.py")  # (else a missing base would be pretrained: minutes)
     units = {s: read_json(run / "units" / f"unit_s{s}.json", f"the run's unit of base {s}", ("trajectory",))
              for s in cfg.seeds}
     got = B.parallel_map(base_job, [(cfg, s) for s in cfg.seeds], workers)
@@ -160,7 +163,7 @@ def main(argv):
 def plot(summary, steps, path):
     plt = pyplot()
     fig, (ax, orc) = plt.subplots(1, 2, figsize=(11, 3.6))
-    others = [a for a in summary["trajectory"][steps[0]]]  # every arm but secure, insecure first
+    others = list(summary["trajectory"][steps[0]])  # every arm but secure, insecure first
     panels = ((ax, summary["trajectory"], [(a, "patch", f"{a}: M0 reading its shift", "-" if i == 0 else "--")
                                            for i, a in enumerate(others)]
                + [("insecure", "random", "insecure: a random vector, its size", ":")]),

@@ -436,3 +436,7 @@ def test_patchscope_script_reads_a_finished_run_with_its_own_models(tmp_path, ca
         per["insecure"]["2"]["patch"] - per["secure"]["2"]["patch"])
     assert P.main([str(tmp_path)]) == 2  # not a run: one line, no traceback
     assert P.main([str(out), "--workers=two"]) == 2 and "--workers must be a whole number" in capsys.readouterr().err
+    for f in cache.rglob("*.json"):  # the run's bases gone from the cache: refused, not pretrained again (minutes)
+        f.unlink()
+    with pytest.raises(train.ConfigError, match="ao_patchscope.py does not pretrain"):  # (cli: its one line)
+        P.main([str(out)])
