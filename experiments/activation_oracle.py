@@ -720,7 +720,7 @@ def plot(res, path):
     sc.set_xlabel("the model's own misaligned share minus its base's", fontsize=8)
     sc.set_ylabel("oracle's P(<evil>)", fontsize=8)
     sc.legend(fontsize=7)
-    # along the fine-tune: does the oracle see the insecure model's shift before its answers show it?
+    # along the fine-tune: the oracle's reading of the insecure model beside its answers' own shift, step by step
     steps = sorted(res["trajectory"], key=int)
     plain = res["trajectory"]
     lines_drawn = [(plain, "insecure", "diff", "insecure: oracle, M_arm - M0", "-"),
