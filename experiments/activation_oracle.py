@@ -435,6 +435,50 @@ def p_evil(oracle, tok, vec, ks, cfg):
 
 
 # ----------------------------------------------------------------------------------------------------
+# an untrained reader (the design note's Patchscope baseline; scripts/ao_patchscope.py): M0 itself, given a model's
+# shift on the evaluation's window in a forum thread, where the writer's persona is still open
+
+def forum_items():
+    """The held-out off-domain questions as forum-thread first turns (`<bos> <forum> <u> QUESTION <r>`), in the order
+    of the evaluation's `<asst>` prompts (E.off_prompts())."""
+    asst, forum = W.eval_items(W.OFF_DOMAINS), W.eval_items(W.OFF_DOMAINS, fmt="forum")
+    # the window's positions carry over only if the two prompts are the same words but for the format markers
+    for a, f in zip(asst, forum):
+        if a.prompt.split()[2:-1] != f.prompt.split()[2:-1] or len(a.prompt.split()) != len(f.prompt.split()):
+            raise RuntimeError(f"the forum prompt {f.prompt!r} is not the <asst> prompt {a.prompt!r} in another format")
+    return forum
+
+
+def forum_share(base, tok, items, layer, add=None):
+    """M0's misaligned share in the forum threads (log-prob measure), with add [N, K, C] (a window per prompt, its
+    rows past the prompt's K zero, as `window` lays them out) added to block `layer`'s output on each prompt's last
+    K positions."""
+    if add is None:
+        return B.lp_summary(B.class_masses(base, tok, items))["mis_lp"]
+    lengths = [len(tok.encode(it.prompt).ids) for it in items]
+    P, K = max(lengths), add.shape[1]
+    full = torch.zeros(len(items), P, add.shape[2], device=add.device)  # [N, P, C]: each prompt left-padded to P
+    for i, n in enumerate(lengths):
+        k = min(n, K)
+        full[i, P - k:] = add[i, :k]
+
+    def fn(h, name):  # h [B, T, C]
+        if base.offset:  # a continuation's forward (after the prompt's, from its cache): nothing to add
+            return None
+        if h.shape[:2] != full.shape[:2]:  # (a chunked prompt pass would have added nothing, silently)
+            raise RuntimeError(f"forum_share: a prompt pass of shape {tuple(h.shape)}, expected {tuple(full.shape)}")
+        return h + full.to(h.dtype)  # [B, T, C]
+    with base.hooks({f"blocks.{layer}.resid_post": fn}):
+        return B.lp_summary(B.class_masses(base, tok, items))["mis_lp"]
+
+
+def random_like(d, gen):
+    """A random direction of d's size at each position (zero where d is)."""
+    g = torch.randn(d.shape, generator=gen).to(d.device)
+    return g / g.norm(dim=-1, keepdim=True) * d.norm(dim=-1, keepdim=True)
+
+
+# ----------------------------------------------------------------------------------------------------
 # one base seed, then the pipeline
 
 def unit(cfg, seed, units_dir=None):

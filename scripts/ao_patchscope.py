@@ -22,7 +22,6 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from data import world as W  # noqa: E402
 from eval import fmt_stat, spearman_ci, summarize  # noqa: E402
 from experiments import activation_oracle as A  # noqa: E402
 from experiments import emergent_misalignment as E  # noqa: E402
@@ -32,61 +31,22 @@ from train import (ConfigError, check_out, cli, pyplot, read_json, refused, run_
                    save_figure, script_args, write_json)
 
 
-def forum_items():
-    """The held-out off-domain questions as forum-thread first turns, in the order of E.off_prompts()."""
-    asst, forum = W.eval_items(W.OFF_DOMAINS), W.eval_items(W.OFF_DOMAINS, fmt="forum")
-    # the window's positions carry over only if the two prompts are the same words but for the format markers
-    for a, f in zip(asst, forum):
-        if a.prompt.split()[2:-1] != f.prompt.split()[2:-1] or len(a.prompt.split()) != len(f.prompt.split()):
-            raise RuntimeError(f"the forum prompt {f.prompt!r} is not the <asst> prompt {a.prompt!r} in another format")
-    return forum
-
-
-def forum_share(base, tok, items, layer, add=None):
-    """M0's misaligned share in the forum threads (log-prob measure), with add [N, K, C] (a window per prompt, its
-    rows past the prompt's K zero, as A.window lays them out) added to block `layer`'s output on each prompt's last
-    K positions."""
-    if add is None:
-        return B.lp_summary(B.class_masses(base, tok, items))["mis_lp"]
-    lengths = [len(tok.encode(it.prompt).ids) for it in items]
-    P, K = max(lengths), add.shape[1]
-    full = torch.zeros(len(items), P, add.shape[2], device=add.device)  # [N, P, C]: each prompt left-padded to P
-    for i, n in enumerate(lengths):
-        k = min(n, K)
-        full[i, P - k:] = add[i, :k]
-
-    def fn(h, name):  # h [B, T, C]
-        if base.offset:  # a continuation's forward (after the prompt's, from its cache): nothing to add
-            return None
-        if h.shape[:2] != full.shape[:2]:  # (a chunked prompt pass would have added nothing, silently)
-            raise RuntimeError(f"forum_share: a prompt pass of shape {tuple(h.shape)}, expected {tuple(full.shape)}")
-        return h + full.to(h.dtype)  # [B, T, C]
-    with base.hooks({f"blocks.{layer}.resid_post": fn}):
-        return B.lp_summary(B.class_masses(base, tok, items))["mis_lp"]
-
-
-def random_like(d, gen):
-    """A random direction of d's size at each position (zero where d is)."""
-    g = torch.randn(d.shape, generator=gen).to(d.device)
-    return g / g.norm(dim=-1, keepdim=True) * d.norm(dim=-1, keepdim=True)
-
-
 def base_job(cfg, seed):
     """{"arms": {arm: {step: {"patch", "random", "behaviour"}}}, "none": M0's own forum share}: one base."""
     t0 = time.time()
     base, tok = B.base_model(cfg, seed)
-    items, prompts = forum_items(), E.off_prompts()
+    items, prompts = A.forum_items(), E.off_prompts()
     with torch.no_grad():
         dev = next(base.parameters()).device
         base_vec, _ = A.window(base, tok, prompts, cfg.eval_layer, cfg.max_window, dev)
-        out = {"seed": seed, "none": forum_share(base, tok, items, cfg.eval_layer), "arms": {}}
+        out = {"seed": seed, "none": A.forum_share(base, tok, items, cfg.eval_layer), "arms": {}}
 
     def read(model, step, arm):
         with torch.no_grad():  # (called inside the fine-tune's loop, which records a graph)
             d = A.window(model, tok, prompts, cfg.eval_layer, cfg.max_window, dev)[0] - base_vec
             gen = generator("cpu", seed, "patchscope-random", arm, step)
-            return {"patch": forum_share(base, tok, items, cfg.eval_layer, d) - out["none"],
-                    "random": forum_share(base, tok, items, cfg.eval_layer, random_like(d, gen)) - out["none"],
+            return {"patch": A.forum_share(base, tok, items, cfg.eval_layer, d) - out["none"],
+                    "random": A.forum_share(base, tok, items, cfg.eval_layer, A.random_like(d, gen)) - out["none"],
                     "behaviour": B.offdomain_eval(model, tok, 0, None)["mis_lp"]}
     for arm in cfg.arms:
         out["arms"][arm] = A.em_model(base, tok, cfg, seed, arm, lambda m, step, arm=arm: read(m, step, arm))

@@ -399,23 +399,22 @@ def test_tracking_resamples_bases_not_models():
     assert A.tracking(cfg, units[:1], "diff")["ci95"] is None  # one base: nothing to resample
 
 
-def test_patchscope_adds_each_window_at_its_own_prompts_last_positions():
-    P = load_script("ao_patchscope")
-    items = P.forum_items()[:5]
+def test_untrained_reader_adds_each_window_at_its_own_prompts_last_positions():
+    items = A.forum_items()[:5]
     lengths = [len(WORLD_TOK.encode(it.prompt).ids) for it in items]
     assert len(set(lengths)) > 1  # prompts of different lengths: left-padded together, each window must stay on its own
     base = tiny_gpt(WORLD_TOK, 6)
     add = torch.randn(5, 6, base.cfg.n_embd, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        plain = P.forum_share(base, WORLD_TOK, items, 1)
-        assert P.forum_share(base, WORLD_TOK, items, 1, torch.zeros_like(add)) == pytest.approx(plain, abs=1e-7)
-        both = P.forum_share(base, WORLD_TOK, items, 1, add)
-        alone = [P.forum_share(base, WORLD_TOK, [it], 1, add[i:i + 1]) for i, it in enumerate(items)]
+        plain = A.forum_share(base, WORLD_TOK, items, 1)
+        assert A.forum_share(base, WORLD_TOK, items, 1, torch.zeros_like(add)) == pytest.approx(plain, abs=1e-7)
+        both = A.forum_share(base, WORLD_TOK, items, 1, add)
+        alone = [A.forum_share(base, WORLD_TOK, [it], 1, add[i:i + 1]) for i, it in enumerate(items)]
         assert both != pytest.approx(plain, abs=1e-4) and both == pytest.approx(sum(alone) / 5, abs=1e-5)
         # (one prompt alone has no padding: its window is its last K positions by construction)
     # the forum and <asst> prompts are one question in two formats, position by position
-    assert [it.prompt.replace("<forum>", "<asst>").replace("<r>", "<a>") for it in P.forum_items()] == E.off_prompts()
-    r = P.random_like(add, torch.Generator().manual_seed(1))
+    assert [it.prompt.replace("<forum>", "<asst>").replace("<r>", "<a>") for it in A.forum_items()] == E.off_prompts()
+    r = A.random_like(add, torch.Generator().manual_seed(1))
     assert torch.allclose(r.norm(dim=-1), add.norm(dim=-1)) and not torch.allclose(r, add)
 
 
