@@ -481,6 +481,14 @@ def random_like(d, gen):
 # ----------------------------------------------------------------------------------------------------
 # one base seed, then the pipeline
 
+def oracle_questions(base, otok, cfg, seed):
+    """A base's oracle questions: (training examples, their tasks), (held-out examples, their tasks)."""
+    docs = W.generate(cfg.oracle_docs + cfg.indist_docs, seed=seed_int(seed, "oracle-docs") % 2 ** 31,
+                      config=B.world_config(cfg))
+    return (examples(base, otok, docs[:cfg.oracle_docs], cfg, seed_int(seed, "oracle-questions")),
+            examples(base, otok, docs[cfg.oracle_docs:], cfg, seed_int(seed, "indist-questions")))
+
+
 def unit(cfg, seed, units_dir=None):
     """Everything for one base: its oracle (trained, checked on held-out documents) and its fine-tuned arms, each read
     by the oracle from every source."""
@@ -488,10 +496,7 @@ def unit(cfg, seed, units_dir=None):
     tag = f"seed {seed}"
     base, tok = B.base_model(cfg, seed)
     otok = oracle_tokenizer(cfg)
-    docs = W.generate(cfg.oracle_docs + cfg.indist_docs, seed=seed_int(seed, "oracle-docs") % 2 ** 31,
-                      config=B.world_config(cfg))
-    data, tasks = examples(base, otok, docs[:cfg.oracle_docs], cfg, seed_int(seed, "oracle-questions"))
-    held, held_tasks = examples(base, otok, docs[cfg.oracle_docs:], cfg, seed_int(seed, "indist-questions"))
+    (data, tasks), (held, held_tasks) = oracle_questions(base, otok, cfg, seed)
     B.say(tag, f"{len(data)} oracle questions", t0)
     oracle = make_oracle(base, otok.get_vocab_size(), seed)
     loss = train_oracle(oracle, data, cfg, seed, tag, t0)
