@@ -439,3 +439,34 @@ def test_patchscope_script_reads_a_finished_run_with_its_own_models(tmp_path, ca
         f.unlink()
     with pytest.raises(train.ConfigError, match="ao_patchscope.py does not pretrain"):  # (cli: its one line)
         P.main([str(out)])
+
+
+def test_students_script_reads_every_student_and_teacher_with_the_runs_own_oracle_and_probe(tmp_path, capsys,
+                                                                                            monkeypatch):
+    from experiments import subliminal_numbers as S
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    argv = ["configs/activation_oracle.py", "--seeds=(0,1)", "--n_docs=300", "--steps=20", "--warmup=2",
+            "--n_layer=2", "--n_embd=16", "--n_head=2", "--read_layers=(0,1)", "--eval_layer=1", "--inject_layer=0",
+            "--oracle_docs=200", "--oracle_steps=10", "--oracle_warmup=2", "--indist_docs=100", "--em_examples=16",
+            "--em_steps=2", "--read_steps=(1,)", "--workers=1", f"--cache_dir={cache}", f"--out_dir={out}"]
+    assert train.main(argv) == 0
+    # a tiny base writes no well-formed number list: each teacher's lists are made up here (the students and the
+    # readers are what is tested), a teacher's own numbers
+    lists = lambda teacher, tok, n, cfg, seed, banned=(): ([(p, " ".join(str((7 * i + len(p)) % 100)
+                                                                          for i in range(5)))
+                                                             for p in W.number_prompts(n, seed=1)], 1.0)
+    monkeypatch.setattr(S, "sample_lists", lists)
+    P = load_script("ao_students")
+    assert P.main([str(out), "--n_lists=32"]) == 0
+    got = json.loads((out / "students.json").read_text())
+    assert (out / "students.png").is_file() and got["n_seeds"] == 2
+    # the run's oracle as saved and its probe trained again read the run's fixed sources to the bit
+    assert got["same_oracle"] and got["same_probe"] and "rebuilt to the bit" in capsys.readouterr().out
+    names = {"teacher_insecure", "teacher_secure", "teacher_educational", "control", "insecure_soft", "secure_soft",
+             "educational_soft"}
+    assert set(got["eval"]) == names and all(set(b) == names | {"seed"} for b in got["per_base"])
+    c = got["contrasts"]["insecure_soft - secure_soft"]["diff"]
+    assert c["per_seed"] == [b["insecure_soft"]["diff"] - b["secure_soft"]["diff"] for b in got["per_base"]]
+    # a student moved off its base (its shift is not zero: the oracle's reading of it is not the base's)
+    assert all(b["control"]["diff"] != b["insecure_soft"]["diff"] for b in got["per_base"])
+    assert P.main([str(out), "--n_lists=x"]) == 2  # a bad override: one line, before any work
