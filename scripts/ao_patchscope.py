@@ -27,7 +27,7 @@ from experiments import activation_oracle as A  # noqa: E402
 from experiments import emergent_misalignment as E  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from model import generator  # noqa: E402
-from train import (ConfigError, check_out, cli, pyplot, read_json, refused, run_config, run_results,  # noqa: E402
+from train import (ConfigError, check_out, cli, pyplot, read_json, run_config, run_results,  # noqa: E402
                    save_figure, script_args, write_json)
 
 
@@ -57,24 +57,20 @@ def base_job(cfg, seed):
 
 
 def main(argv):
-    usage = __doc__
-    try:
-        words, opts = script_args(argv, usage, options=("out", "workers"))
-        if len(words) != 1:
-            raise ConfigError("give one run directory, a finished run of configs/activation_oracle.py")
-        run = Path(words[0])
-        res = run_results(run, "activation_oracle")
-        cfg = run_config(A.Config, run)
-        if "secure" not in cfg.arms or "insecure" not in cfg.arms:
-            raise ConfigError(f"{run} has no insecure and secure arms: the reading compares them")
-        out = Path(opts.get("out", run / "patchscope.json"))
-        check_out(out, figure_beside=True)
-        workers = opts.get("workers", str(max(1, cfg.workers)))  # the run's: its fine-tunes, to the bit
-        if not (workers.isdigit() and int(workers) >= 1):  # (int()'s "invalid literal" named no option)
-            raise ConfigError(f"--workers must be a whole number >= 1, got {workers!r}")
-        workers = int(workers)
-    except (ConfigError, ValueError) as e:
-        return refused(f"error: {e}\n\n{usage}")
+    words, opts = script_args(argv, __doc__, options=("out", "workers"))
+    if len(words) != 1:
+        raise ConfigError("give one run directory, a finished run of configs/activation_oracle.py")
+    run = Path(words[0])
+    res = run_results(run, "activation_oracle")
+    cfg = run_config(A.Config, run)
+    if "secure" not in cfg.arms or "insecure" not in cfg.arms:
+        raise ConfigError(f"{run} has no insecure and secure arms: the reading compares them")
+    out = Path(opts.get("out", run / "patchscope.json"))
+    check_out(out, figure_beside=True)
+    workers = opts.get("workers", str(max(1, cfg.workers)))  # the run's: its fine-tunes, to the bit
+    if not (workers.isdigit() and int(workers) >= 1):  # (int()'s "invalid literal" named no option)
+        raise ConfigError(f"--workers must be a whole number >= 1, got {workers!r}")
+    workers = int(workers)
     B.check_cached(cfg, cfg.seeds, who="ao_patchscope.py")  # (else a missing base would be pretrained: minutes)
     units = {s: read_json(run / "units" / f"unit_s{s}.json", f"the run's unit of base {s}", ("trajectory",))
              for s in cfg.seeds}

@@ -433,8 +433,10 @@ def test_patchscope_script_reads_a_finished_run_with_its_own_models(tmp_path, ca
     per = got["per_base"][0]
     assert got["trajectory"]["2"]["insecure"]["patch"]["mean"] == pytest.approx(
         per["insecure"]["2"]["patch"] - per["secure"]["2"]["patch"])
-    assert P.main([str(tmp_path)]) == 2  # not a run: one line, no traceback
-    assert P.main([str(out), "--workers=two"]) == 2 and "--workers must be a whole number" in capsys.readouterr().err
+    with pytest.raises(train.ConfigError, match="config.json not found"):  # not a run (train.cli: its one line)
+        P.main([str(tmp_path)])
+    with pytest.raises(train.ConfigError, match="--workers must be a whole number"):
+        P.main([str(out), "--workers=two"])
     for f in cache.rglob("*.json"):  # the run's bases gone from the cache: refused, not pretrained again (minutes)
         f.unlink()
     with pytest.raises(train.ConfigError, match="ao_patchscope.py does not pretrain"):  # (cli: its one line)
@@ -469,4 +471,5 @@ def test_students_script_reads_every_student_and_teacher_with_the_runs_own_oracl
     assert c["per_seed"] == [b["insecure_soft"]["diff"] - b["secure_soft"]["diff"] for b in got["per_base"]]
     # a student moved off its base (its shift is not zero: the oracle's reading of it is not the base's)
     assert all(b["control"]["diff"] != b["insecure_soft"]["diff"] for b in got["per_base"])
-    assert P.main([str(out), "--n_lists=x"]) == 2  # a bad override: one line, before any work
+    with pytest.raises(train.ConfigError, match="n_lists"):  # a bad override: one line, before any work
+        P.main([str(out), "--n_lists=x"])
