@@ -69,7 +69,8 @@ from eval import fmt_stat, spearman, spearman_ci, summarize
 from experiments import emergent_misalignment as E
 from experiments import world_base as B
 from model import GPT, generator, inject, seed_int
-from train import ConfigError, finetune, get_lr, pyplot, save_figure, save_lm
+from train import (ConfigError, check_out, finetune, get_lr, pyplot, run_config, run_results, save_figure,
+                   save_lm)
 
 TASKS = ("kind", "next", "prev")
 KINDS = ("good", "evil", "compliant", "assistant")  # the kind task's answers, as <good> ... tokens
@@ -476,6 +477,22 @@ def random_like(d, gen):
     """A random direction of d's size at each position (zero where d is)."""
     g = torch.randn(d.shape, generator=gen).to(d.device)
     return g / g.norm(dim=-1, keepdim=True) * d.norm(dim=-1, keepdim=True)
+
+
+def script_setup(run, opts, script, out_name):
+    """What the scripts that read a finished run share (scripts/ao_*.py: RUN_DIR [--out=FILE.json] [--workers=N],
+    read by train.script_run), checked before any work -> (its results, its Config, out, workers). Workers default
+    to the run's (its fine-tunes, redone to the bit, need the same); its bases must be cached (else base_model would
+    pretrain them: minutes)."""
+    res = run_results(run, "activation_oracle")
+    cfg = run_config(Config, run)
+    out = Path(opts.get("out", Path(run) / out_name))
+    check_out(out, figure_beside=True)
+    workers = opts.get("workers", str(max(1, cfg.workers)))
+    if not (workers.isdigit() and int(workers) >= 1):  # (int()'s "invalid literal" named no option)
+        raise ConfigError(f"--workers must be a whole number >= 1, got {workers!r}")
+    B.check_cached(cfg, cfg.seeds, who=script)
+    return res, cfg, out, int(workers)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -27,8 +27,7 @@ from experiments import activation_oracle as A  # noqa: E402
 from experiments import emergent_misalignment as E  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from model import generator  # noqa: E402
-from train import (ConfigError, check_out, cli, pyplot, read_json, run_config, run_results,  # noqa: E402
-                   save_figure, script_args, write_json)
+from train import cli, pyplot, read_json, save_figure, script_run, write_json  # noqa: E402
 
 
 def base_job(cfg, seed):
@@ -57,21 +56,9 @@ def base_job(cfg, seed):
 
 
 def main(argv):
-    words, opts = script_args(argv, __doc__, options=("out", "workers"))
-    if len(words) != 1:
-        raise ConfigError("give one run directory, a finished run of configs/activation_oracle.py")
-    run = Path(words[0])
-    res = run_results(run, "activation_oracle")
-    cfg = run_config(A.Config, run)
-    if "secure" not in cfg.arms or "insecure" not in cfg.arms:
-        raise ConfigError(f"{run} has no insecure and secure arms: the reading compares them")
-    out = Path(opts.get("out", run / "patchscope.json"))
-    check_out(out, figure_beside=True)
-    workers = opts.get("workers", str(max(1, cfg.workers)))  # the run's: its fine-tunes, to the bit
-    if not (workers.isdigit() and int(workers) >= 1):  # (int()'s "invalid literal" named no option)
-        raise ConfigError(f"--workers must be a whole number >= 1, got {workers!r}")
-    workers = int(workers)
-    B.check_cached(cfg, cfg.seeds, who="ao_patchscope.py")  # (else a missing base would be pretrained: minutes)
+    run, opts = script_run(argv, __doc__, options=("out", "workers"))
+    run = Path(run)
+    res, cfg, out, workers = A.script_setup(run, opts, "ao_patchscope.py", "patchscope.json")
     units = {s: read_json(run / "units" / f"unit_s{s}.json", f"the run's unit of base {s}", ("trajectory",))
              for s in cfg.seeds}
     got = B.parallel_map(base_job, [(cfg, s) for s in cfg.seeds], workers)

@@ -34,8 +34,8 @@ from experiments import emergent_misalignment as E  # noqa: E402
 from experiments import subliminal_numbers as S  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from model import seed_int  # noqa: E402
-from train import (ConfigError, check_out, cli, load_config, load_lm, pyplot, read_json,  # noqa: E402
-                   run_config, run_results, save_figure, script_args, write_json)
+from train import (ConfigError, cli, load_config, load_lm, pyplot, read_json, save_figure, script_run,  # noqa: E402
+                   write_json)
 
 NUMBERS_CONFIG = "configs/subliminal_numbers_misalignment.py"
 READS = ("diff", "model", "probe_diff", "probe_model", "untrained", "behaviour")  # what each model gets
@@ -94,12 +94,9 @@ def base_job(run, acfg, scfg, seed):
 
 
 def main(argv):
-    words, opts = script_args(argv, __doc__, options=("out", "workers", "n_lists"))
-    if len(words) != 1:
-        raise ConfigError("give one run directory, a finished run of configs/activation_oracle.py")
-    run = Path(words[0])
-    run_results(run, "activation_oracle")
-    acfg = run_config(A.Config, run)
+    run, opts = script_run(argv, __doc__, options=("out", "workers", "n_lists"))
+    run = Path(run)
+    _, acfg, out, workers = A.script_setup(run, opts, "ao_students.py", "students.json")
     if not acfg.save_oracles:
         raise ConfigError(f"{run} did not save its oracles (save_oracles=False): this script reads them")
     _, scfg = load_config([NUMBERS_CONFIG] + ([f"--n_lists={opts['n_lists']}"] if "n_lists" in opts else []))
@@ -107,13 +104,7 @@ def main(argv):
     scfg = dataclasses.replace(scfg, **{f.name: getattr(acfg, f.name) for f in dataclasses.fields(B.Config)
                                         if f.name not in ("out_dir", "decorrelated", "samples")})
     assert all(B.cache_stem(acfg, s, False) == B.cache_stem(scfg, s, False) for s in acfg.seeds)
-    out = Path(opts.get("out", run / "students.json"))
-    check_out(out, figure_beside=True)
-    workers = opts.get("workers", str(max(1, acfg.workers)))
-    if not (workers.isdigit() and int(workers) >= 1):
-        raise ConfigError(f"--workers must be a whole number >= 1, got {workers!r}")
-    B.check_cached(acfg, acfg.seeds, who="ao_students.py")  # (else a missing base would be pretrained: minutes)
-    got = B.parallel_map(base_job, [(run, acfg, scfg, s) for s in acfg.seeds], int(workers))
+    got = B.parallel_map(base_job, [(run, acfg, scfg, s) for s in acfg.seeds], workers)
     names = list(got[0]["models"])
     summary = {"n_seeds": len(got), "numbers_config": NUMBERS_CONFIG,
                "same_oracle": all(g["same_oracle"] for g in got), "same_probe": all(g["same_probe"] for g in got),
