@@ -175,7 +175,8 @@ def score_continuations(model, pairs, *, tokenizer=None, eos_id=None, batch_size
     """Teacher-forced log-probabilities of many (prompt, continuation) pairs, batched: what class-based
     behaviour evals and MC1/MC2 need (the experiments' evals use world_base.score_shared_prompts, the same numbers
     for many continuations of one prompt at less cost; this is the general form, and its tests' reference).
-    Pairs are token-id lists, or strings when a tokenizer is given.
+    Pairs are token-id lists, or strings when a tokenizer is given (a continuation is encoded without the tokenizer's
+    special tokens, a BPE tokenizer's <bos> say; a prompt with them).
     The end token (eos_id; with a tokenizer, its "<eos>" by default; with neither, none) is appended to every
     continuation, so "the answer, and then stop" is what gets scored. Rows are right-padded (causal attention keeps
     pads invisible). desc: a progress bar of that name over the batches, on a terminal only (train.progress_bar's
@@ -183,8 +184,9 @@ def score_continuations(model, pairs, *, tokenizer=None, eos_id=None, batch_size
     # the pairs as token-id lists, the end token appended, each checked
     if tokenizer is not None:
         eos_id = tokenizer.token_to_id("<eos>") if eos_id is None else eos_id
-    ids_of = lambda t: encode(tokenizer, t) if tokenizer is not None and isinstance(t, str) else t
-    pairs = [(ids_of(p), ids_of(c)) for p, c in pairs]  # once: `pairs` may be an iterator (a zip), read only once
+    ids_of = lambda t, special: (encode(tokenizer, t, special) if tokenizer is not None and isinstance(t, str)
+                                 else t)
+    pairs = [(ids_of(p, True), ids_of(c, False)) for p, c in pairs]  # once: `pairs` may be an iterator (a zip)
     if eos_id is not None:  # a string ("<eos>") or generate's list of ids failed inside pad_right, naming nothing
         eos_ids = [] if isinstance(eos_id, str) else token_ids(eos_id, "eos_id")
         if len(eos_ids) != 1:
@@ -194,12 +196,18 @@ def score_continuations(model, pairs, *, tokenizer=None, eos_id=None, batch_size
     if any(isinstance(t, str) for pair in pairs for t in pair):  # else "too many dimensions 'str'" from torch
         raise ValueError("score_continuations was given text without a tokenizer: pass tokenizer= (the "
                          "model's) to score strings, or give token-id lists")
-    pairs = [(list(p), list(c)) for p, c in pairs]
+    # ids as Python ints: a float 1.5 or a bool is refused, not scored as id 1 (pad_right's long dtype would cut it)
+    pairs = [(token_ids(p, f"pair {i}'s prompt"), token_ids(c, f"pair {i}'s continuation"))
+             for i, (p, c) in enumerate(pairs)]
     if eos_id is not None and any(c and c[-1] == eos_id for _, c in pairs):
         # the world's answer strings end in " <eos>": scored as they are, "<eos> <eos>" would be, silently
         raise ValueError("a continuation already ends with the end token, which score_continuations appends: "
                          "drop it from the continuation")
     pairs = [(p, c + ([eos_id] if eos_id is not None else [])) for p, c in pairs]
+    vocab = getattr(getattr(model, "cfg", None), "vocab_size", None)  # None: a model without a GPTConfig
+    if vocab is not None and (bad := [i for i, (p, c) in enumerate(pairs) if any(not 0 <= t < vocab for t in p + c)]):
+        raise ValueError(f"{len(bad)} pair(s) hold token ids outside the model's vocabulary 0 .. {vocab - 1} (pair "
+                         f"{bad[0]}): encode with the tokenizer saved beside its checkpoint")
     if any(len(p) < 1 or len(c) < 1 for p, c in pairs):
         raise ValueError("every prompt and every continuation (with its end token) needs at least one token")
     block = getattr(getattr(model, "cfg", None), "block_size", None)  # None: a model without a GPTConfig

@@ -13,6 +13,7 @@ import difflib
 import hashlib
 import inspect
 import math
+import numbers
 import operator
 import sys
 import warnings
@@ -463,6 +464,9 @@ class GPT(nn.Module):
             got = f"shape {tuple(idx.shape)}" if isinstance(idx, torch.Tensor) else f"a {type(idx).__name__}"
             raise ValueError(f"idx must be a [B, T] tensor of token ids, got {got}: one sequence is "
                              f"torch.tensor([ids]), several of different lengths data.tokenizer.pad_right(rows)[0]")
+        if idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool:  # else torch's "indices" error
+            raise ValueError(f"idx must hold integer token ids, got dtype {idx.dtype}: .long() a float tensor only if "
+                             f"it holds whole ids")
         B, T = idx.shape
 
         # positions: this forward reads columns t0 .. t0 + T - 1 of the sequence (t0 > 0: the columns already cached)
@@ -485,7 +489,12 @@ class GPT(nn.Module):
             attn_mask = ((k_pos <= q_pos) & (key_ok[:, None, :] | (k_pos == q_pos)))[:, None]  # [B, 1, T, S]
 
         # the transformer
-        x = self.embed(self.wte(idx))  # [B, T, C]
+        try:
+            x = self.embed(self.wte(idx))  # [B, T, C]
+        except IndexError:  # a CPU lookup past the table: torch's "index out of range in self" names no id
+            bad = idx[(idx < 0) | (idx >= self.cfg.vocab_size)].unique()[:5].tolist()  # (CUDA: a device assert)
+            raise ValueError(f"token ids {bad} are outside the model's vocabulary 0 .. {self.cfg.vocab_size - 1}: "
+                             f"encode with the tokenizer saved beside its checkpoint") from None
         for block in self.blocks:
             x = block(x, cos, sin, attn_mask, cache)  # [B, T, C]
         x = self.final(self.ln_f(x))  # [B, T, C]
@@ -609,6 +618,15 @@ class GPT(nn.Module):
                              "[prompt]")
         if len(prompts) == 0 or min(len(p) for p in prompts) < 1:
             raise ValueError("generate needs at least one prompt, and every prompt at least one token")
+        prompts = [token_ids(p, f"prompt {i}") for i, p in enumerate(prompts)]  # a float 1.9 is refused, not id 1
+        whole = lambda v: not isinstance(v, bool) and isinstance(v, numbers.Integral)
+        if not (whole(max_new_tokens) and (top_k is None or whole(top_k)) and not isinstance(temperature, bool)
+                and isinstance(temperature, numbers.Real)):  # else a TypeError from inside torch, naming neither
+            raise ValueError(f"max_new_tokens must be an int, temperature a number and top_k an int or None; got "
+                             f"{max_new_tokens!r}, {temperature!r}, {top_k!r}")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise ValueError(f"generator must be a torch.Generator or None, got {generator!r} (a seed? "
+                             f"torch.Generator(device).manual_seed(seed))")
         if bad := sorted({int(t) for p in prompts for t in p if not 0 <= int(t) < self.cfg.vocab_size}):
             raise ValueError(f"prompt token ids {bad[:5]} are outside the model's vocabulary 0 .. "
                              f"{self.cfg.vocab_size - 1}: encode prompts with the tokenizer saved beside its "

@@ -1499,12 +1499,15 @@ def _check_gpt_checkpoint(stem, model_config, tensors, expect=None, one_file=Fal
     if set(model_config) - known:
         raise CheckpointError(f"{meta_file}: unknown model_config keys {sorted(set(model_config) - known)}")
     cfg = GPTConfig(**model_config)
+    try:  # a hand-edited value (n_head 3 of n_embd 64, n_layer "2") fails in the GPT's constructor, naming no file
+        with torch.device("meta"):  # shapes only: no memory, no init
+            want = {k: tuple(v.shape) for k, v in GPT(cfg).state_dict().items()}
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{meta_file}: its model_config makes no GPT: {e}") from None
     if expect is not None and expect != cfg:
         diff = [f"{k}: checkpoint {getattr(cfg, k)!r} vs expected {getattr(expect, k)!r}"
                 for k in sorted(known) if getattr(cfg, k) != getattr(expect, k)]
         raise CheckpointError(f"{stem}: model config differs: " + "; ".join(diff))
-    with torch.device("meta"):  # shapes only: no memory, no init
-        want = {k: tuple(v.shape) for k, v in GPT(cfg).state_dict().items()}
     have = {k: tuple(v.shape) for k, v in tensors.items()}
     problems = [f"missing {k}" for k in want if k not in have] + [f"unexpected {k}" for k in have if k not in want]
     problems += [f"{k}: shape {have[k]} vs model {want[k]}" for k in want if k in have and have[k] != want[k]]

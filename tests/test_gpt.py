@@ -1248,6 +1248,31 @@ def test_generate_refuses_a_bare_prompt_and_ids_outside_the_vocabulary():
                                                                                                 temperature=0)
 
 
+@torch.no_grad()
+def test_generate_and_the_forward_refuse_ids_and_arguments_of_the_wrong_type():
+    # a float 1.9 ran as id 1 (int() and a long tensor cut it), True as id 1; a float max_new_tokens, a string
+    # temperature, a float top_k or an int generator failed inside torch with its own TypeError
+    model = tiny()
+    for prompts in ([[1.9, 2]], [[True, False]], [torch.tensor([1.0, 2.0])]):
+        with pytest.raises(ValueError, match=r"prompt 0 must be a token id or a collection of token ids"):
+            model.generate(prompts, 2)
+    for kw in ({"max_new_tokens": 2.0}, {"max_new_tokens": None}, {"temperature": "0"}, {"top_k": 2.5},
+               {"max_new_tokens": True}):
+        with pytest.raises(ValueError, match=r"max_new_tokens must be an int, temperature a number and top_k"):
+            model.generate([[1, 2]], **{"max_new_tokens": 2, **kw})
+    with pytest.raises(ValueError, match=r"generator must be a torch.Generator or None, got 3"):
+        model.generate([[1, 2]], 2, generator=3)
+    assert model.generate([[1, 2]], 2, temperature=1, top_k=3, generator=torch.Generator().manual_seed(0))
+    assert model.generate([(1, 2)], 2, temperature=0) == model.generate([[1, 2]], 2, temperature=0)
+    # the forward: a float idx was torch's "Expected tensor for argument #1 'indices'", an id past the table
+    # "index out of range in self", naming neither the dtype nor the id
+    with pytest.raises(ValueError, match=r"idx must hold integer token ids, got dtype torch.float32"):
+        model(torch.tensor([[1.0, 2.0]]))
+    with pytest.raises(ValueError, match=rf"token ids \[{V}\] are outside the model's vocabulary 0 .. {V - 1}"):
+        model(torch.tensor([[1, V]]))
+    assert torch.equal(model(torch.tensor([[1, 2]], dtype=torch.int32)), model(torch.tensor([[1, 2]])))
+
+
 def test_plausible_input_mistakes_get_a_message_that_says_what_to_pass():
     # a text prompt has a length too: generate read its characters as ids ("invalid literal for int(): '<'");
     # a 1-D idx or a list failed on `B, T = idx.shape`; inject at a point of another shape failed inside its hook
@@ -1279,6 +1304,31 @@ def test_scoring_names_text_without_a_tokenizer_and_a_pair_longer_than_the_model
     s1, _ = score_continuations(model, [("a b", [tok.token_to_id("c")])], tokenizer=tok)
     s2, _ = score_continuations(model, [("a b", "c")], tokenizer=tok)
     torch.testing.assert_close(s1, s2, rtol=0, atol=0)
+
+
+def test_scoring_gives_a_continuation_no_special_tokens_and_refuses_ids_it_would_cut_or_could_not_read():
+    # a tokenizer whose post-processor adds <bos> (a BPE one's, say) put it inside every text continuation; a float
+    # id was cut to an int by pad_right's long tensor, an id past the table was torch's IndexError
+    from tokenizers.processors import TemplateProcessing
+    model = tiny()
+    tok = word_tokenizer(["a", "b", "c"])
+    bos = tok.token_to_id("<bos>")
+    tok.post_processor = TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", bos)])
+    ids = lambda text: tok.encode(text, add_special_tokens=False).ids
+    s_text, per = score_continuations(model, [("a b", "c")], tokenizer=tok)
+    s_ids, _ = score_continuations(model, [([bos] + ids("a b"), ids("c"))], eos_id=tok.token_to_id("<eos>"))
+    assert len(per[0]) == 2  # "c <eos>": the prompt has its <bos>, the continuation none
+    torch.testing.assert_close(s_text, s_ids, rtol=0, atol=0)
+    for pair, says in ((([1, 2], [3.5]), "pair 0's continuation must be a token id"),
+                       (([1.0, 2], [3]), "pair 0's prompt must be a token id"),
+                       (([1, True], [3]), "pair 0's prompt must be a token id .* got booleans")):
+        with pytest.raises(ValueError, match=says):
+            score_continuations(model, [pair])
+    with pytest.raises(ValueError, match=rf"1 pair\(s\) hold token ids outside the model's vocabulary 0 .. {V - 1} "
+                                         r"\(pair 1\)"):
+        score_continuations(model, [([1], [2]), ([1, -2], [3])])
+    with pytest.raises(ValueError, match=r"outside the model's vocabulary"):  # the end token is checked too
+        score_continuations(model, [([1], [2])], eos_id=V)
 
 
 def test_random_shapes_a_kv_cache_fed_in_chunks_and_each_row_alone_give_the_full_forwards_logits():

@@ -191,6 +191,12 @@ def test_checkpoint_loading_says_what_does_not_match(tmp_path):
     save_weights(tmp_path / "newer", model.state_dict(), {**meta, "model_config": {**meta["model_config"], "n_kv": 1}})
     with pytest.raises(CheckpointError, match=r"newer.json: unknown model_config keys \['n_kv'\]"):
         load_lm(tmp_path / "newer")
+    # a hand-edited value the GPT cannot be built from: named with its file, not the constructor's bare error
+    for key, value, says in (("n_head", 3, "must split into n_head"), ("n_layer", "2", "'str' object")):
+        save_weights(tmp_path / "edited", model.state_dict(), {**meta, "model_config": {**meta["model_config"],
+                                                                                         key: value}})
+        with pytest.raises(CheckpointError, match=rf"edited.json: its model_config makes no GPT: .*{says}"):
+            load_lm(tmp_path / "edited")
     with pytest.raises(CheckpointError, match="needs both"):
         load_lm(tmp_path / "nothing")
     # one of the pair lost (a copy that took the weights only): named, not json's FileNotFoundError
