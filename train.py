@@ -329,7 +329,8 @@ def resolve_device(name):
     if name in ("", "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
     check_device(name)
-    return name
+    # "cpu:0" is the CPU: recorded as "cpu", so that the same run resumed without --device is the same config
+    return "cpu" if torch.device(name).type == "cpu" else name
 
 
 def check_device(name):
@@ -652,12 +653,17 @@ def project_place(path, allowed=()):
     """() if the folder `path` is the project's root, (FOLDER,) if it lies in one of the project's own folders
     (PROJECT_FOLDERS and git's .git, but `allowed`), else None. The path as written and its target through symlinks
     both count: `data/mnist` links out of the project (a run written there would land in the shared dataset), and a
-    link elsewhere may point into it."""
+    link elsewhere may point into it. So does the target of a link in data/, however it is named (("data",))."""
     for p in (Path(os.path.abspath(path)), Path(path).resolve()):
         for root in (ROOT, Path(os.path.abspath(Path(__file__).parent))):
             part = p.relative_to(root).parts[:1] if p.is_relative_to(root) else None
             if part == () or (part and part[0] in (*PROJECT_FOLDERS, ".git") and part[0] not in allowed):
                 return part
+    # the datasets the data cache links to (data/mnist -> a shared copy), named by their own path
+    if "data" not in allowed and (ROOT / "data").is_dir():
+        linked = [d.resolve() for d in (ROOT / "data").iterdir() if d.is_symlink() and d.exists()]
+        if any(Path(path).resolve().is_relative_to(d) for d in linked):
+            return ("data",)
     return None
 
 
@@ -2017,6 +2023,22 @@ def run_experiment(argv):
     had_run = (out / "config.json").exists()  # before this command
     lock_fd = None
     rank0 = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 alone makes, locks and cleans the folder
+    if load_config(argv, resolve=False)[1].out_dir == "" and "RANK" not in os.environ:
+        # a new out/<config>/<UTC time>: a second command started in the same second (`... & ...`) found this
+        # command's folder locked, or its run's config.json. Each takes the first name it makes itself: <time>-2, ...
+        # (not under torchrun, whose ranks must agree on the folder: lm refuses ranks that chose different ones)
+        stamp, made = out.name, made - {norm(out)}
+        for n in itertools.count(2):
+            try:
+                out.mkdir(parents=True)
+                break
+            except FileExistsError:
+                out = out.with_name(f"{stamp}-{n}")
+            except OSError:  # no permission, a file in the way: said below, where a given out_dir's would be
+                break
+        made.add(norm(out))
+        had_run = False
+        cfg = dataclasses.replace(cfg, out_dir=str(Path(cfg.out_dir).with_name(out.name)))
     if rank0:  # before Run, whose --resume=False deletes the folder's files
         with contextlib.suppress(OSError):  # a file in the way: Run says so
             out.mkdir(parents=True, exist_ok=True)
@@ -2064,6 +2086,9 @@ def run_experiment(argv):
 
 
 def main(argv):
+    if not argv:  # the usage alone, as every command prints it given no arguments (not as an error: line)
+        print(f"usage: {USAGE}\nconfigs: {available_configs()}", file=sys.stderr)
+        return 2
     return cli(run_experiment, argv)
 
 

@@ -127,8 +127,11 @@ def load(data_dir="data", dataset="mnist", download=True, verify=True):
         if verify:
             found = md5(path)
             if found != expected_md5:
+                fix = ("delete it and load again to re-download it" if download else
+                       f"put the original there (download is off): {', '.join(f + '.gz' for f in FILES)}, each from "
+                       f"any of {', '.join(spec['mirrors'])}")
                 raise DataError(f"checksum mismatch for {path}: expected MD5 {expected_md5}, found {found}. The file "
-                                f"is corrupt or not the original: delete it and load again to re-download it")
+                                f"is corrupt or not the original: {fix}")
         try:
             raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
         except (OSError, EOFError, zlib.error) as e:  # (zlib.error: damaged data inside a valid gzip header)

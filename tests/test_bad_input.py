@@ -178,7 +178,7 @@ def test_too_few_direction_documents_or_too_long_examples_stop_the_em_run_before
     assert max(len(tok.encode(d.text).ids) for d in docs) <= EM.Config().block_size
 
 
-def test_an_analysis_scripts_out_is_checked_before_its_work(tmp_path):
+def test_an_analysis_scripts_out_is_checked_before_its_work(tmp_path, monkeypatch):
     # a folder, or a figure in a format matplotlib does not write: a traceback after the work (minutes)
     for path, figure, msg in [(tmp_path, False, "is a directory: give a file name in it"),
                               (tmp_path / "f.txt", True, "a figure needs an extension matplotlib writes"),
@@ -205,6 +205,18 @@ def test_an_analysis_scripts_out_is_checked_before_its_work(tmp_path):
             train.check_out(str(path))
     for path in (train.ROOT / "figures" / "new.png", train.ROOT / "new.png", tmp_path / "eval.py"):
         train.check_out(str(path))
+    # the dataset a link in data/ points to, named by its own path (data/mnist -> a shared copy: a run written there
+    # by the copy's real path landed in the shared dataset)
+    root = tmp_path / "project"
+    (root / "data").mkdir(parents=True)
+    (tmp_path / "shared").mkdir()
+    (root / "data" / "mnist").symlink_to(tmp_path / "shared")
+    monkeypatch.setattr(train, "ROOT", root)
+    assert train.project_place(tmp_path / "shared" / "run") == ("data",)
+    assert train.project_place(tmp_path / "shared" / "run", allowed=("data",)) is None
+    assert train.project_place(tmp_path / "elsewhere") is None
+    with pytest.raises(ConfigError, match=re.escape("in the project's folder data/")):
+        train.Run(type("Cfg", (), {"out_dir": str(tmp_path / "shared" / "run")})(), "lm")
     # the scripts that draw FILE.png beside their --out=FILE.json refuse a .png there before any work (em_value_sources
     # took one, and its figure would have overwritten its JSON after minutes of fine-tunes)
     from conftest import load_script

@@ -232,6 +232,10 @@ def test_a_config_python_cannot_run_and_values_written_wrongly_say_how(cfg_file,
     assert train.main(["--help"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: python train.py configs/NAME.py") and "configs/subliminal_mnist.py" in out
+    # no arguments: the usage alone on stderr, status 2, as eval.py, bench.py and the scripts (it was an error: line)
+    assert train.main([]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: python train.py configs/NAME.py") and "configs/subliminal_mnist.py" in err
     # after a config: its keys as that config and the other overrides set them, each with its type and comment
     assert train.main([cfg_file, "--m=7", "--help"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -273,6 +277,8 @@ def test_device_this_machine_cannot_use_is_a_config_error(cfg_file, monkeypatch)
     _, cfg = load_config([cfg_file, "--device=auto"])
     assert cfg.device == "cpu"
     assert train.resolve_device("") == "cpu"  # an empty device is "auto" too
+    # cpu:0 is the CPU: recorded as "cpu" (as "cpu:0", a resume without --device was refused as another config)
+    assert load_config([cfg_file, "--device=cpu:0"])[1].device == "cpu"
     # a GPU index this machine lacks: one line (counted from 0: with one GPU, cuda:1 is the second)
     monkeypatch.setattr(train.torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(train.torch.cuda, "device_count", lambda: 1)

@@ -119,8 +119,11 @@ def test_uncompressed_original_files_load_and_verify(tmp_path):
     data[-1] ^= 1
     f.write_bytes(bytes(data))
     with pytest.raises(DataError, match=f"checksum mismatch for {f}: expected MD5 "
-                                        f"{mnist.DATASETS['mnist']['md5_raw'][2]}"):
+                                        f"{mnist.DATASETS['mnist']['md5_raw'][2]}") as e:
         mnist.load(tmp_path, "mnist", download=False)
+    # download off: nothing would be re-downloaded, so the message says where the original comes from instead
+    assert "put the original there (download is off)" in str(e.value) and "re-download" not in str(e.value)
+    assert mnist.DATASETS["mnist"]["mirrors"][0] in str(e.value)
 
 
 def test_missing_files_without_network_say_where_to_get_them(tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 em_mechanism_figure draws a one-seed clamp run, bench.py gpt measures the CUDA card it was given, and an H100
 NVL (or an H100 it does not know) is not given the SXM card's peak, env.json names the run's own card, the
 MNIST experiment has a threads key, and Ctrl-C stops a pool of workers at once with one line, not tracebacks."""
+import datetime
 import json
 import os
 import platform
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import matplotlib.axes
 import pytest
@@ -614,6 +616,42 @@ def test_an_interrupted_run_names_the_out_dir_a_rerun_must_reuse(tmp_path, monke
     # a command of its own (eval.py, the scripts) has no run directory to name
     assert train.cli(lambda argv: interrupted(None, None), []) == 130
     assert "the same command run again" in capsys.readouterr().err
+
+
+def test_commands_started_in_the_same_second_each_take_a_default_out_dir_of_their_own(tmp_path, monkeypatch, capsys):
+    # the default out_dir is out/<config>/<UTC time> to the second: a second command started in that second (`... &
+    # ...`) found the first one's folder locked ("another run is writing into ...") or holding its run, and was refused
+    class Frozen(datetime.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime.datetime(2026, 12, 6, 20, 18, 33, tzinfo=tz)
+    monkeypatch.setattr(datetime, "datetime", Frozen)
+    runs = []
+    monkeypatch.setattr(lm, "run", lambda cfg, run: runs.append((cfg.out_dir, run.dir)))
+    monkeypatch.chdir(tmp_path)
+    first = tmp_path / "out" / "lm_tiny" / "20261206-201833"
+    first.mkdir(parents=True)
+    fd = train.lock_run_dir(first)  # a command started in this second, still running
+    try:
+        assert train.main([str(ROOT / "configs/lm_tiny.py")]) == 0
+        assert train.main([str(ROOT / "configs/lm_tiny.py"), "--steps=30"]) == 0  # another config, the same second
+        # a folder named on the command line is that folder: refused while its run goes on (a resume names it)
+        assert train.main([str(ROOT / "configs/lm_tiny.py"), f"--out_dir={first}"]) == 2
+        assert "another run is writing into" in capsys.readouterr().err
+    finally:
+        os.close(fd)
+    assert runs == [(f"out/lm_tiny/20261206-201833-{n}", Path(f"out/lm_tiny/20261206-201833-{n}")) for n in (2, 3)]
+    assert list(first.iterdir()) == []  # the other command's folder untouched
+    made = [json.loads((first.parent / f"20261206-201833-{n}" / "config.json").read_text()) for n in (2, 3)]
+    assert [(m["out_dir"], m["steps"] == 30) for m in made] == [("out/lm_tiny/20261206-201833-2", False),
+                                                              ("out/lm_tiny/20261206-201833-3", True)]
+    # a run refused at its start leaves nothing behind, the folder it picked included
+
+    def refused(cfg, run):
+        raise ConfigError("refused at its start")
+    monkeypatch.setattr(lm, "run", refused)
+    assert train.main([str(ROOT / "configs/lm_tiny.py"), "--steps=40"]) == 2
+    assert sorted(p.name for p in first.parent.iterdir()) == [f"20261206-201833{s}" for s in ("", "-2", "-3")]
 
 
 def test_a_file_given_for_a_run_directory_is_named_as_a_file(tmp_path):
