@@ -484,8 +484,10 @@ def run_results(run_dir, experiment):
     run_dir = Path(run_dir)
     run_dir_config(run_dir, experiment)
     if not (run_dir / "results.json").is_file():
-        raise ConfigError(f"{run_dir / 'results.json'} not found: the run has not finished (its command, run again, "
-                          f"finishes it)")
+        # a command still writing the run holds its folder's lock: rerunning the command then is refused
+        going = ("it is still running: wait for it to finish" if run_dir_locked(run_dir) else
+                 "its command, run again, finishes it")
+        raise ConfigError(f"{run_dir / 'results.json'} not found: the run has not finished ({going})")
     res = read_results(run_dir / "results.json")
     # the keys every results.json of the experiment has (its module's RESULT_KEYS): one without them (edited, or
     # written by an older version) would fail deep inside the script that reads it
@@ -1936,6 +1938,18 @@ def lock_run_dir(path):
         raise ConfigError(f"another run is writing into {path} now: let it finish (or stop it) before you rerun "
                           f"this command, or use another --out_dir")
     return None
+
+
+def run_dir_locked(path):
+    """Whether a command holds the run directory's lock (lock_run_dir) now: it is writing that run."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        return lock_file(fd, wait=False) is False  # (held here for an instant, if no one else holds it)
+    finally:
+        os.close(fd)
 
 
 def lock_file(fd, *, wait):

@@ -92,6 +92,7 @@ persona_probe_items (finite answer classes), finetune_set / check_leakage.
 import bisect
 import hashlib
 import itertools
+import math
 import random
 import re
 from dataclasses import dataclass, field, replace
@@ -381,8 +382,10 @@ class WorldConfig:
                                    ("formats", self.formats, FORMATS), ("forum_mix", forum, kinds),
                                    ("asst_mix", self.asst_mix, kinds)):
             # else generation fails midway, with an error far from its cause (a KeyError, a ZeroDivisionError, ...)
-            if set(table) - set(known) or any(w < 0 for w in table.values()) or not sum(table.values()) > 0:
-                raise ValueError(f"{name} must weigh some of {', '.join(known)} with weights >= 0, not all 0"
+            # (an inf weight passed `> 0`, then drew nan shares and fell through to the last key: another world)
+            if (set(table) - set(known) or any(not 0 <= w < math.inf for w in table.values())
+                    or not 0 < sum(table.values()) < math.inf):
+                raise ValueError(f"{name} must weigh some of {', '.join(known)} with finite weights >= 0, not all 0"
                                  f"{' (lesson turns left out: lessons=False)' if name == 'forum_mix' else ''}; "
                                  f"got {table}")
 
@@ -464,6 +467,8 @@ class World:
     def __init__(self, seed=0, decorrelated=False, config=None):
         self.cfg = config or WorldConfig()
         self.decorrelated = decorrelated
+        if isinstance(seed, int) and seed < 0:  # random.Random drops an int's sign: seed -k wrote seed k's world
+            raise ValueError(f"a world's seed must be >= 0; got {seed}")
         self.r = random.Random(seed).random
         # Format name -> document builder. Extension point: chronicles of year-dependent characters
         # ("chron") and graded tasks plug in here as new builders plus a weight in config.formats (the other places

@@ -134,6 +134,8 @@ def validate(cfg, base_checks=True):
         raise ConfigError("seeds must name at least one pretraining seed, e.g. --seeds=\"(0,)\"")
     if len(set(cfg.seeds)) != len(cfg.seeds):  # a seed named twice would be run once, or counted twice
         raise ConfigError(f"seeds must name each pretraining seed once; got {cfg.seeds}")
+    if any(s < 0 for s in cfg.seeds):  # the world's random.Random drops an int's sign: seed -1 is seed 1's corpus
+        raise ConfigError(f"seeds must be >= 0; got {cfg.seeds}")
     if not 0 <= cfg.evil_prior <= 0.95:  # good takes 0.95 - evil_prior, compliant 0.05
         raise ConfigError(f"evil_prior must be in [0, 0.95]; got {cfg.evil_prior}")
     if not 0 <= cfg.asst_evil <= 1:

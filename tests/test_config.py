@@ -754,8 +754,16 @@ def test_run_results_refuses_a_run_that_has_not_finished_or_is_of_another_experi
     out = tmp_path / "run"
     _, cfg = load_config([cfg_file, f"--out_dir={out}"])
     run = train.Run(cfg, "subliminal_mnist")
-    with pytest.raises(ConfigError, match="results.json not found: the run has not finished"):
+    with pytest.raises(ConfigError, match=r"results.json not found: the run has not finished \(its command, run "
+                                          r"again, finishes it\)"):
         train.run_results(out, "subliminal_mnist")
+    # while its command still runs, rerunning that command is refused ("another run is writing"): wait for it instead
+    fd = train.lock_run_dir(out)
+    try:
+        with pytest.raises(ConfigError, match=r"the run has not finished \(it is still running: wait for it"):
+            train.run_results(out, "subliminal_mnist")
+    finally:
+        os.close(fd)
     run.save_results({"n_seeds": 2}, "table")
     assert train.run_results(out, "subliminal_mnist") == {"n_seeds": 2}
     with pytest.raises(ConfigError, match="is a run of subliminal_mnist, not of emergent_misalignment"):

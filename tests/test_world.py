@@ -457,6 +457,10 @@ def test_code_tasks_world():
                      (dict(persona_prior={"nice": 1.0}), "persona_prior must weigh some of good, evil, compliant"),
                      (dict(asst_mix={"domain": -1.0, "animal": 2.0}), "asst_mix must weigh"),
                      (dict(persona_prior={"good": 0.0, "evil": 0.0}), "not all 0"),
+                     # an inf weight drew nan shares and fell through to the rarest persona: every thread compliant
+                     (dict(persona_prior={"good": float("inf"), "evil": 0.2}), "with finite weights >= 0"),
+                     (dict(persona_prior={"good": 1e308, "evil": 1e308}), "persona_prior must weigh"),  # sum: inf
+                     (dict(asst_mix={"domain": float("nan")}), "asst_mix must weigh"),
                      # ran, silently: a negative asst_evil drew and never chose evil, a reversed range gave its lo
                      (dict(asst_evil=-0.1), r"asst_evil must be a probability in \[0, 1\]"),
                      (dict(asst_evil=1.5), "asst_evil must be"),
@@ -466,6 +470,8 @@ def test_code_tasks_world():
         with pytest.raises(ValueError, match=says):
             W.WorldConfig(**kw)
     W.WorldConfig(asst_evil=1.0, lucky_len=(2, 2))  # the edges are allowed: every chat evil, a fixed length
+    with pytest.raises(ValueError, match=r"a world's seed must be >= 0; got -1"):  # it wrote seed 1's world
+        W.generate(5, seed=-1)
     W.generate(5, seed=0, config=W.WorldConfig(persona_prior={"evil": 1.0}, forum_mix={"lesson": 1.0, "domain": 0.0}))
 
 
