@@ -182,6 +182,8 @@ def score_continuations(model, pairs, *, tokenizer=None, eos_id=None, batch_size
     pads invisible). desc: a progress bar of that name over the batches, on a terminal only (train.progress_bar's
     kind). Returns (sums [N] float tensor, [per-token log-probs [len_i] per pair])."""
     # the pairs as token-id lists, the end token appended, each checked
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")  # (-1 scored nothing)
     if tokenizer is not None:
         eos_id = tokenizer.token_to_id("<eos>") if eos_id is None else eos_id
     ids_of = lambda t, special: (encode(tokenizer, t, special) if tokenizer is not None and isinstance(t, str)
@@ -275,6 +277,10 @@ def split_by_label(scores, labels):
     if len(scores) != len(labels) or any(label not in (0, 1) for label in labels):
         raise ValueError(f"a score and a label (1 true, 0 false) per choice: got {len(scores)} scores and labels "
                          f"{labels}")
+    # a NaN made MC1 depend on where it sat (max is order-dependent with NaN) and MC2 NaN; -inf everywhere: 0 / 0
+    if any(math.isnan(s) or s == math.inf for s in scores) or all(s == -math.inf for s in scores):
+        raise ValueError(f"scores must be log-probs, finite or -inf, not all -inf; got {scores} (NaN logits: a "
+                         f"model's activations overflowed, in bf16 say)")
     false = [s for s, label in zip(scores, labels) if label == 0]
     if not false:
         raise ValueError("a multiple-choice question needs at least one false answer among its choices")

@@ -364,7 +364,7 @@ def check_out(path, option="--out", figure=False, figure_beside=False):
     if figure_beside and Path(path).suffix != ".json":
         raise ConfigError(f"{option}={path}: give a FILE.json (its figure is written beside it, as FILE.png)")
     if not (path and Path(path).parent.is_dir()):
-        raise ConfigError(f"{option} needs a file in an existing directory, not {path!r}")
+        raise ConfigError(f"{option} needs a file in an existing directory, not {str(path)!r}")
     if Path(path).is_dir():
         raise ConfigError(f"{option} {path} is a directory: give a file name in it")
     # the project's code and docs are never overwritten (figures/ takes the README's figures); in its root, only a

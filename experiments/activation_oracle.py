@@ -479,13 +479,26 @@ def random_like(d, gen):
     return g / g.norm(dim=-1, keepdim=True) * d.norm(dim=-1, keepdim=True)
 
 
-def script_setup(run, opts, script, out_name):
+def oracle_files(seed):
+    """The files of a base's saved oracle in a run's units/ (save_oracles): its weights, config and tokenizer."""
+    return [f"oracle_s{seed}.safetensors", f"oracle_s{seed}.json", f"oracle_s{seed}_tokenizer.json"]
+
+
+def script_setup(run, opts, script, out_name, oracles=False):
     """What the scripts that read a finished run share (scripts/ao_*.py: RUN_DIR [--out=FILE.json] [--workers=N],
     read by train.script_run), checked before any work -> (its results, its Config, out, workers). Workers default
     to the run's (its fine-tunes, redone to the bit, need the same); its bases must be cached (else base_model would
-    pretrain them: minutes)."""
+    pretrain them: minutes); each base's unit file, and with `oracles` its saved oracle, must be there (a missing
+    one was found after the bases before it had been worked through)."""
     res = run_results(run, "activation_oracle")
     cfg = run_config(Config, run)
+    units = Path(run) / "units"
+    for s in cfg.seeds:
+        need = [f"unit_s{s}.json"] + (oracle_files(s) if oracles and cfg.save_oracles else [])
+        if missing := [n for n in need if not (units / n).is_file()]:
+            raise ConfigError(f"{units}: {', '.join(missing)} not found (base {s}): this script reads every base's. "
+                              f"The run's command, run again, redoes a base whose unit_s{s}.json is gone (delete it "
+                              f"too, if only its oracle is)")
     out = Path(opts.get("out", Path(run) / out_name))
     check_out(out, figure_beside=True)
     workers = opts.get("workers", str(max(1, cfg.workers)))

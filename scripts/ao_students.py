@@ -96,10 +96,11 @@ def base_job(run, acfg, scfg, seed):
 def main(argv):
     run, opts = script_run(argv, __doc__, options=("out", "workers", "n_lists"))
     run = Path(run)
-    _, acfg, out, workers = A.script_setup(run, opts, "ao_students.py", "students.json")
+    _, acfg, out, workers = A.script_setup(run, opts, "ao_students.py", "students.json", oracles=True)
     if not acfg.save_oracles:
         raise ConfigError(f"{run} did not save its oracles (save_oracles=False): this script reads them")
-    _, scfg = load_config([NUMBERS_CONFIG] + ([f"--n_lists={opts['n_lists']}"] if "n_lists" in opts else []))
+    module, scfg = load_config([NUMBERS_CONFIG] + ([f"--n_lists={opts['n_lists']}"] if "n_lists" in opts else []))
+    module.validate(scfg)  # --n_lists=0 ran the teachers, then divided by zero lists
     # the students must be of the oracle's bases: the numbers config's base keys are the run's
     scfg = dataclasses.replace(scfg, **{f.name: getattr(acfg, f.name) for f in dataclasses.fields(B.Config)
                                         if f.name not in ("out_dir", "decorrelated", "samples")})

@@ -473,3 +473,15 @@ def test_students_script_reads_every_student_and_teacher_with_the_runs_own_oracl
     assert all(b["control"]["diff"] != b["insecure_soft"]["diff"] for b in got["per_base"])
     with pytest.raises(train.ConfigError, match="n_lists"):  # a bad override: one line, before any work
         P.main([str(out), "--n_lists=x"])
+    # a count the numbers config refuses: refused here too before any work (--n_lists=0 ran the teachers, then
+    # divided by zero lists)
+    monkeypatch.setattr(S, "em_teachers", lambda *a: pytest.fail("worked before refusing"))
+    with pytest.raises(train.ConfigError, match="n_lists"):
+        P.main([str(out), "--n_lists=0"])
+    # a base's saved oracle or unit gone: named before any base is worked through (it was found after base 0's)
+    for name, says in (("oracle_s1.safetensors", r"oracle_s1.safetensors not found \(base 1\)"),
+                       ("unit_s1.json", r"unit_s1.json not found \(base 1\)")):
+        (out / "units" / name).rename(tmp_path / name)
+        with pytest.raises(train.ConfigError, match=says):
+            P.main([str(out), "--n_lists=32"])
+        (tmp_path / name).rename(out / "units" / name)

@@ -1329,6 +1329,9 @@ def test_scoring_gives_a_continuation_no_special_tokens_and_refuses_ids_it_would
         score_continuations(model, [([1], [2]), ([1, -2], [3])])
     with pytest.raises(ValueError, match=r"outside the model's vocabulary"):  # the end token is checked too
         score_continuations(model, [([1], [2])], eos_id=V)
+    for bad in (0, -1, 1.5, True):  # -1 scored nothing (range(0, n, -1)): the caller's lookup failed after it
+        with pytest.raises(ValueError, match=rf"batch_size must be a whole number >= 1, got {bad}"):
+            score_continuations(model, [([1], [2])], batch_size=bad)
 
 
 def test_random_shapes_a_kv_cache_fed_in_chunks_and_each_row_alone_give_the_full_forwards_logits():

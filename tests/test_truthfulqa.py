@@ -31,6 +31,7 @@ def test_mc2_is_the_normalized_probability_of_the_true_answers():
     # scores themselves is 0 in float64 and a plain sum of exps would give 0 / 0
     shifted = mc2([math.log(x) - 1000 for x in p], [1, 1, 0])
     assert math.exp(-1000) == 0.0 and shifted == pytest.approx(0.4, abs=1e-12)
+    assert mc2([-math.inf, -1.0], [1, 0]) == 0.0 and mc1([-1.0, -math.inf], [1, 0]) == 1.0  # p = 0 is a score
 
 
 @pytest.mark.parametrize("scores, labels, match", [
@@ -38,6 +39,11 @@ def test_mc2_is_the_normalized_probability_of_the_true_answers():
     ([-1.0, -2.0], [0, 0], "true answer"),
     ([-1.0, -2.0, -3.0], [1, 0], "a score and a label"),
     ([-1.0, -2.0], [2, 0], "a score and a label"),
+    # NaN logits (an overflow): MC1 was 0 or 1 by where the NaN sat, MC2 NaN; all -inf is 0 / 0 for MC2
+    ([-1.0, math.nan, 0.0], [1, 0, 0], "scores must be log-probs"),
+    ([-1.0, 0.0, math.nan], [1, 0, 0], "scores must be log-probs"),
+    ([-math.inf, -math.inf], [1, 0], "not all -inf"),
+    ([math.inf, -1.0], [1, 0], "finite or -inf"),
 ])
 def test_mc_scores_refuse_choices_they_cannot_score(scores, labels, match):
     for f in (mc1, mc2):
