@@ -25,6 +25,13 @@ class Parser(argparse.ArgumentParser):
     def __init__(self, **kw):
         super().__init__(allow_abbrev=False, **kw)
 
+    def parse_args(self, args=None, namespace=None):
+        # an option given twice: argparse kept the last value, silently (the scripts' script_args refuses it)
+        given = [a.split("=", 1)[0] for a in (sys.argv[1:] if args is None else args) if a.startswith("--")]
+        if twice := next((o for i, o in enumerate(given) if o in given[:i]), None):
+            self.error(f"{twice} is given more than once: give it once")
+        return super().parse_args(args, namespace)
+
     def error(self, message):
         if message.startswith("unrecognized arguments"):  # say what it takes
             names = [o for a in self._actions for o in a.option_strings if o.startswith("--") and o != "--help"]
@@ -341,6 +348,9 @@ def bench_lists(argv):
     args = p.parse_args(argv)
     if args.batch < 1 or args.naive < 1:  # the naive loop is the table's unit ("vs naive")
         p.error("--batch and --naive need at least one prompt each")
+    if args.naive > args.batch:  # the naive loop takes its prompts from the batch's: it ran --batch of them, unsaid
+        p.error(f"--naive={args.naive} is more prompts than --batch={args.batch} holds: the one-at-a-time loop takes "
+                f"its prompts from the batch's")
     device = bench_device(args.device)
     if args.threads and device.type == "cpu":
         torch.set_num_threads(args.threads)

@@ -483,11 +483,10 @@ def run_results(run_dir, experiment):
     says what the directory is instead (run_dir_config's cases, or a run that has not finished)."""
     run_dir = Path(run_dir)
     run_dir_config(run_dir, experiment)
+    not_being_written(run_dir)
     if not (run_dir / "results.json").is_file():
-        # a command still writing the run holds its folder's lock: rerunning the command then is refused
-        going = ("it is still running: wait for it to finish" if run_dir_locked(run_dir) else
-                 "its command, run again, finishes it")
-        raise ConfigError(f"{run_dir / 'results.json'} not found: the run has not finished ({going})")
+        raise ConfigError(f"{run_dir / 'results.json'} not found: the run has not finished (its command, run again, "
+                          f"finishes it)")
     res = read_results(run_dir / "results.json")
     # the keys every results.json of the experiment has (its module's RESULT_KEYS): one without them (edited, or
     # written by an older version) would fail deep inside the script that reads it
@@ -1938,6 +1937,15 @@ def lock_run_dir(path):
         raise ConfigError(f"another run is writing into {path} now: let it finish (or stop it) before you rerun "
                           f"this command, or use another --out_dir")
     return None
+
+
+def not_being_written(run_dir):
+    """A ConfigError while a command holds the run directory's lock: a run still going, or a finished one's command
+    run again, whose --resume=False deletes what a script would read, and rerunning the command meanwhile is refused
+    (so a script reading runs says so, not "run its command again")."""
+    if run_dir_locked(run_dir):
+        raise ConfigError(f"{run_dir}: a command is writing this run now (the run still going, or its command run "
+                          f"again): wait for it to finish")
 
 
 def run_dir_locked(path):

@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data import world as W  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
-from train import check_out, cli, distinct, read_json, run_config, script_args, write_json  # noqa: E402
+from train import (check_out, cli, distinct, not_being_written, read_json, run_config,  # noqa: E402
+                   script_args, write_json)
 from em_base_pull import cached_base, distinct_bases  # noqa: E402
 
 
@@ -80,6 +81,8 @@ def main(argv):
             sys.exit(f"{out} holds the runs {held['runs']} (pooled: {held.get('pooled', False)}): pass --out=FILE "
                      "to keep both")
     configs = [run_config(EM.Config, run) for run in argv]  # every run's, before the first one's work
+    for run in argv:  # it reads no results.json, but writes its own beside them
+        not_being_written(run)
     prompts = EM.off_prompts()
     rows = []
     for run, cfg in zip(map(Path, argv), configs):

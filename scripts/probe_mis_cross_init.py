@@ -32,6 +32,9 @@ def main(argv):
         sys.exit(f"{run} is a run of mode {cfg.mode!r}; this probe needs a misalignment run (mode 'misalignment')")
     if "insecure" not in cfg.mis_teachers:  # it would train one the run never had, then find no insecure_soft
         sys.exit(f"{run} has no insecure teacher (mis_teachers={cfg.mis_teachers}); this probe reads its students")
+    if p not in cfg.seeds:  # its teacher and lists are the run's only for the run's bases (no check line printed)
+        sys.exit(f"base {p} is not one of {run}'s bases {cfg.seeds}: P is the run's base whose teacher is rebuilt "
+                 f"(the other bases need not be the run's)")
     B.check_cached(cfg, [p, *others], who="probe_mis_cross_init.py")
     torch.manual_seed(0)  # as the run's unit starts
     A, tok = B.base_model(cfg, p)

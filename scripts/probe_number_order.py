@@ -45,6 +45,8 @@ def main(argv):
     cfg = run_config(S.Config, argv[0])
     if cfg.mode == "misalignment":  # its teachers are fine-tuned on code, not animals (the probe read them as owls)
         sys.exit(f"{argv[0]} is a misalignment run; this probe reads the animal teachers of an animals or dose run")
+    if other := [s for s in seeds if s not in cfg.seeds]:  # "the run's teacher and lists": of the run's bases only
+        sys.exit(f"bases {other} are not among {argv[0]}'s bases {cfg.seeds}: this probe rebuilds the run's teachers")
     B.check_cached(cfg, seeds, who="probe_number_order.py")
     print(f"{'base':>4} {'animal':>6} {'conditional':>11} {'marginal':>9} {'marg / cond':>11}  (nats per number)")
     rows = []

@@ -7,7 +7,7 @@
 
 Trains the soft student of experiments/subliminal_numbers.py (base of pretraining seed P, its owl teacher,
 N_LISTS teacher lists, batch 32) at each lr in LRS (comma-separated) and prints, at step 250 and every 500
-steps, the held-out P(owl) and KL(teacher || student) over the number tokens on 256 held-out teacher lists,
+steps (a shorter run: at its end), the held-out P(owl) and KL(teacher || student) over the number tokens on 256 held-out teacher lists,
 as a fraction of KL(teacher || base). One thread; the bases must be cached (configs/world_base.py)."""
 import copy
 import math
@@ -61,7 +61,8 @@ def main(argv):
         bad = [v for v, ok in ((schedule, ("constant", "cosine")), (optimizer, ("adamw", "sgd")),
                                (student_trains, ("all", "blocks"))) if v not in ok]
         bad = [repr(v) for v in bad] + [f"{name} {v} ({rule})" for name, v, rule, ok in (
-            ("LRS", argv[0], "each lr > 0 and finite", 0 < min(lrs) and max(lrs) < math.inf),
+            # (all(), not min/max: those pass a nan that is not first in the list, a traceback after a teacher)
+            ("LRS", argv[0], "each lr > 0 and finite", all(0 < lr < math.inf for lr in lrs)),
             ("STEPS", steps, ">= 1", steps >= 1),
             ("P", p, ">= 0", p >= 0), ("N_LISTS", n_lists, ">= 1", n_lists >= 1),
             # (0 or nan: a loss of nan, "diverged" after the teacher; below 0 trained on flipped distributions,
@@ -94,8 +95,8 @@ def main(argv):
                   f"{S.animal_rates(model, tok)[0]['owl']:.4f}, "
                   f"KL(teacher || student) {kl:.5f} = {kl / kl0:.2f} of the base's", flush=True)
         t0 = time.time()
-        # step 250, then every 500, as far as it runs
-        at = {s for s in (250, *range(500, steps + 1, 500)) if s <= steps}
+        # step 250, then every 500, as far as it runs; a shorter run at its end (it reported nothing)
+        at = {s for s in (250, *range(500, steps + 1, 500)) if s <= steps} or {steps}
         finetune(model, data, steps=steps, batch_size=32, lr=lr, seed=1, at=at,
                  on_eval=report, teacher=teacher.logits, subset=S.number_ids(tok), schedule=schedule,
                  temperature=temperature, optimizer=optimizer, trains=student_trains)

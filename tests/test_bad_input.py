@@ -316,6 +316,19 @@ def test_probe_arguments_are_checked_in_one_line_before_any_base_is_loaded(tmp_p
         load_script("probe_mis_cross_init").main([str(run), "0", "-1"])
     with pytest.raises(ConfigError, match=r"bases 0, 1 of this config are not in the cache"):
         load_script("probe_mis_cross_init").main([str(run), "0", "1"])
+    # a base the run never had: printed as the run's (base 5's teacher, no check line beside it); the other bases
+    # of the cross-init students need not be the run's
+    with pytest.raises(SystemExit, match=r"base 5 is not one of .*'s bases \(0, 1, 2\): P is the run's base"):
+        load_script("probe_mis_cross_init").main([str(run), "5", "1"])
+    with pytest.raises(ConfigError, match=r"bases 0, 7 of this config are not in the cache"):
+        load_script("probe_mis_cross_init").main([str(run), "0", "7"])
+    (run / "config.json").write_text(json.dumps({"experiment": "subliminal_numbers", "mode": "animals",
+                                                 "cache_dir": str(tmp_path / "cache")}))
+    with pytest.raises(SystemExit, match=r"bases \[3, 4\] are not among .*'s bases \(0, 1, 2\): this probe "
+                                         r"rebuilds the run's teachers"):
+        load_script("probe_number_order").main([str(run), "0", "3", "4"])
+    (run / "config.json").write_text(json.dumps({"experiment": "subliminal_numbers", "mode": "misalignment",
+                                                 "cache_dir": str(tmp_path / "cache")}))
     (run / "config.json").write_text(json.dumps({"experiment": "subliminal_numbers", "mode": "misalignment",
                                                  "mis_teachers": ["secure", "educational"],
                                                  "cache_dir": str(tmp_path / "cache")}))
@@ -339,6 +352,8 @@ def test_probe_arguments_are_checked_in_one_line_before_any_base_is_loaded(tmp_p
              ("probe_soft_channel", ["0,-1", "5"],
               "unexpected value LRS 0,-1 (each lr > 0 and finite)"),
              ("probe_soft_channel", ["-1", "5"], "unexpected value LRS -1 (each lr > 0 and finite)"),
+             # a nan after the first lr passed min() and max(): a traceback after the teacher and the first lr
+             ("probe_soft_channel", ["3e-4,nan", "5"], "unexpected value LRS 3e-4,nan (each lr > 0 and finite)"),
              ("probe_soft_channel", ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10"],
               "10 arguments, nine at most"),
              ("probe_teacher_update", ["0", "sgd"], "'sgd': expected OPTIMIZER:LR"),

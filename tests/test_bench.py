@@ -588,6 +588,15 @@ def test_bench_refuses_in_one_error_line_and_prints_its_usage_given_nothing(caps
     with pytest.raises(SystemExit) as e:  # a bad value: its own line alone too
         bench.main(["gpt", "--budget=0"])
     assert e.value.code == 2 and capsys.readouterr().err == "error: --budget must be > 0 seconds, got 0.0\n"
+    # an option given twice (argparse kept the last, silently), and more one-at-a-time prompts than the batch holds
+    # (the loop took --batch of them, its row said so, nothing else did): refused before any bench runs
+    for argv, says in ((["mnist", "--seeds=1", "--seeds=2"], "error: --seeds is given more than once: give it once"),
+                       (["lists", "--batch=1", "--batch", "2"], "error: --batch is given more than once"),
+                       (["lists", "--batch=50", "--naive=200"], "error: --naive=200 is more prompts than --batch=50")):
+        with pytest.raises(SystemExit) as e:
+            bench.main(argv)
+        out, err = capsys.readouterr()
+        assert e.value.code == 2 and out == "" and err.startswith(says) and err.count("\n") == 1, err
 
 
 def test_a_run_that_train_py_refuses_is_one_line(monkeypatch, tmp_path, capsys):

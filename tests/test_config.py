@@ -760,11 +760,13 @@ def test_run_results_refuses_a_run_that_has_not_finished_or_is_of_another_experi
     # while its command still runs, rerunning that command is refused ("another run is writing"): wait for it instead
     fd = train.lock_run_dir(out)
     try:
-        with pytest.raises(ConfigError, match=r"the run has not finished \(it is still running: wait for it"):
+        with pytest.raises(ConfigError, match=r"a command is writing this run now .*: wait for it to finish"):
+            train.run_results(out, "subliminal_mnist")
+        run.save_results({"n_seeds": 2}, "table")  # finished, and its command run again: read when it is done
+        with pytest.raises(ConfigError, match=r"a command is writing this run now"):
             train.run_results(out, "subliminal_mnist")
     finally:
         os.close(fd)
-    run.save_results({"n_seeds": 2}, "table")
     assert train.run_results(out, "subliminal_mnist") == {"n_seeds": 2}
     with pytest.raises(ConfigError, match="is a run of subliminal_mnist, not of emergent_misalignment"):
         train.run_results(out, "emergent_misalignment")

@@ -5,6 +5,7 @@ import copy
 import functools
 import json
 import math
+import os
 import re
 import warnings
 import subprocess
@@ -1137,6 +1138,15 @@ def test_em_format_separation_reads_every_runs_config_before_the_first_runs_work
     monkeypatch.setattr(script("em_format_separation"), "cached_base", lambda *a: pytest.fail("worked before refusing"))
     with pytest.raises(ConfigError, match="typo: no such directory"):
         script("em_format_separation").main([run, str(tmp_path / "typo")])
+    # a run a command is writing now (still going, or its command run again, whose --resume=False deletes the
+    # run's json): it wrote its format_separation.json there, as every script that reads results.json now refuses
+    fd = train.lock_run_dir(run)
+    try:
+        for name in ("em_format_separation", "em_at_step"):
+            with pytest.raises(ConfigError, match=r"a command is writing this run now .*: wait for it to finish"):
+                script(name).main([run] if name == "em_format_separation" else ["20", run])
+    finally:
+        os.close(fd)
 
 
 def test_em_format_separation_pool_refuses_runs_that_share_a_base(tmp_path, monkeypatch):
