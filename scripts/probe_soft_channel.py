@@ -8,7 +8,8 @@
 Trains the soft student of experiments/subliminal_numbers.py (base of pretraining seed P, its owl teacher,
 N_LISTS teacher lists, batch 32) at each lr in LRS (comma-separated) and prints, at step 250 and every 500
 steps (a shorter run: at its end), the held-out P(owl) and KL(teacher || student) over the number tokens on 256
-held-out teacher lists, as a fraction of KL(teacher || base). One thread; the bases must be cached (configs/world_base.py)."""
+held-out teacher lists, as a fraction of KL(teacher || base). One thread; the bases must be cached
+(configs/world_base.py)."""
 import copy
 import math
 import os
