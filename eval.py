@@ -206,13 +206,13 @@ def score_continuations(model, pairs, *, tokenizer=None, eos_id=None, batch_size
         raise ValueError("a continuation already ends with the end token, which score_continuations appends: "
                          "drop it from the continuation")
     pairs = [(p, c + ([eos_id] if eos_id is not None else [])) for p, c in pairs]
-    vocab = getattr(getattr(model, "cfg", None), "vocab_size", None)  # None: a model without a GPTConfig
+    shape = getattr(model, "cfg", None)  # the GPT's GPTConfig; None: another model, whose sizes are not checked
+    vocab, block = getattr(shape, "vocab_size", None), getattr(shape, "block_size", None)
     if vocab is not None and (bad := [i for i, (p, c) in enumerate(pairs) if any(not 0 <= t < vocab for t in p + c)]):
         raise ValueError(f"{len(bad)} pair(s) hold token ids outside the model's vocabulary 0 .. {vocab - 1} (pair "
                          f"{bad[0]}): encode with the tokenizer saved beside its checkpoint")
     if any(len(p) < 1 or len(c) < 1 for p, c in pairs):
         raise ValueError("every prompt and every continuation (with its end token) needs at least one token")
-    block = getattr(getattr(model, "cfg", None), "block_size", None)  # None: a model without a GPTConfig
     # the last token is only a target: a pair may hold block_size + 1 tokens (else the forward's error, naming no pair)
     if block is not None and (too_long := [i for i, (p, c) in enumerate(pairs) if len(p) + len(c) - 1 > block]):
         i = too_long[0]

@@ -627,7 +627,7 @@ class GPT(nn.Module):
         if generator is not None and not isinstance(generator, torch.Generator):
             raise ValueError(f"generator must be a torch.Generator or None, got {generator!r} (a seed? "
                              f"torch.Generator(device).manual_seed(seed))")
-        if bad := sorted({int(t) for p in prompts for t in p if not 0 <= int(t) < self.cfg.vocab_size}):
+        if bad := sorted({t for p in prompts for t in p if not 0 <= t < self.cfg.vocab_size}):  # (ints by now)
             raise ValueError(f"prompt token ids {bad[:5]} are outside the model's vocabulary 0 .. "
                              f"{self.cfg.vocab_size - 1}: encode prompts with the tokenizer saved beside its "
                              f"checkpoint")

@@ -772,6 +772,14 @@ def table(res):
     return "\n".join(lines)
 
 
+def error_bars(stats):
+    """matplotlib's yerr ([[below], [above]]) of summarize's STATs, their 95% intervals around the means; None
+    (no bars) when a STAT has no interval (one seed)."""
+    if not all(st["ci95"] for st in stats):
+        return None
+    return [[st["mean"] - st["ci95"][0] for st in stats], [st["ci95"][1] - st["mean"] for st in stats]]
+
+
 def plot(res, path):
     plt = pyplot()
     arms = list(res["eval"])
@@ -779,8 +787,7 @@ def plot(res, path):
     w = 0.8 / len(arms)
     for j, a in enumerate(arms):
         stats = [res["eval"][a][s] for s in SOURCES]
-        err = [[st["mean"] - st["ci95"][0] for st in stats], [st["ci95"][1] - st["mean"] for st in stats]] \
-            if all(st["ci95"] for st in stats) else None
+        err = error_bars(stats)
         ax.bar([i + j * w for i in range(len(SOURCES))], [st["mean"] for st in stats], width=w, yerr=err, capsize=2,
                label=a)
     ax.set_xticks([i + w * (len(arms) - 1) / 2 for i in range(len(SOURCES))], [LABELS[s] for s in SOURCES],
@@ -820,8 +827,7 @@ def plot(res, path):
         if a not in traj[steps[0]]:
             continue
         stats = [traj[k][a][m] for k in steps]
-        err = [[st["mean"] - st["ci95"][0] for st in stats], [st["ci95"][1] - st["mean"] for st in stats]] \
-            if all(st["ci95"] for st in stats) else None
+        err = error_bars(stats)
         tr.errorbar([int(k) * (1 + 0.03 * j) for k in steps], [st["mean"] for st in stats], yerr=err, capsize=2,
                     marker="o", ms=3, ls=ls, color=f"C{j}", label=label)
     tr.axhline(0, color="grey", lw=0.8)
@@ -835,21 +841,20 @@ def plot(res, path):
     probe = f"linear probe ({res['probe']['pool']})"
     if "trigger" in res:
         last = steps[-1]
-        pairs = [(("oracle", [t[last]["backdoor"]["diff"] for t in (plain, trig)]),
-                  (probe, [t[last]["backdoor"]["probe_diff"] for t in (plain, trig)])), ["plain", "trigger"],
-                 f"backdoor - secure, M_arm - M0 (step {last})"]
+        readers = (("oracle", [t[last]["backdoor"]["diff"] for t in (plain, trig)]),
+                   (probe, [t[last]["backdoor"]["probe_diff"] for t in (plain, trig)]))
+        ticks, ylabel = ["plain", "trigger"], f"backdoor - secure, M_arm - M0 (step {last})"
     else:
-        pairs = [(("oracle", [res["effect"][s] for s in ("model", "diff")]),
-                  (probe, [res["probe"]["effect"][s] for s in ("model", "diff")])), [LABELS["model"], LABELS["diff"]],
-                 "insecure - secure, P(<evil>)"]
-    for j, (name, stats) in enumerate(pairs[0]):
-        err = [[st["mean"] - st["ci95"][0] for st in stats], [st["ci95"][1] - st["mean"] for st in stats]] \
-            if all(st["ci95"] for st in stats) else None
+        readers = (("oracle", [res["effect"][s] for s in ("model", "diff")]),
+                   (probe, [res["probe"]["effect"][s] for s in ("model", "diff")]))
+        ticks, ylabel = [LABELS["model"], LABELS["diff"]], "insecure - secure, P(<evil>)"
+    for j, (name, stats) in enumerate(readers):
+        err = error_bars(stats)
         pr.bar([i + 0.4 * j for i in range(2)], [st["mean"] for st in stats], width=0.4, yerr=err, capsize=2,
                label=name, color=("C0", "C7")[j])
-    pr.set_xticks([0.2, 1.2], pairs[1], fontsize=8)
+    pr.set_xticks([0.2, 1.2], ticks, fontsize=8)
     pr.axhline(0, color="grey", lw=0.8)
-    pr.set_ylabel(pairs[2], fontsize=8)
+    pr.set_ylabel(ylabel, fontsize=8)
     pr.set_title("oracle vs a linear probe", fontsize=8)
     pr.legend(fontsize=7)
     fig.tight_layout()

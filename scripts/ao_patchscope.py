@@ -118,8 +118,7 @@ def plot(summary, steps, path):
             if a not in traj[steps[0]]:
                 continue
             st = [traj[k][a][m] for k in steps]
-            err = [[s["mean"] - s["ci95"][0] for s in st], [s["ci95"][1] - s["mean"] for s in st]] \
-                if all(s["ci95"] for s in st) else None
+            err = A.error_bars(st)
             axis.errorbar([k * (1 + 0.03 * j) for k in steps], [s["mean"] for s in st], yerr=err, capsize=2,
                           marker="o", ms=3, ls=ls, color=f"C{j}", label=label)
         axis.axhline(0, color="grey", lw=0.8)

@@ -135,8 +135,7 @@ def plot(summary, path):
     for ax, r in zip(axes, shown):
         cs = list(summary["contrasts"])
         st = [summary["contrasts"][c][r] for c in cs]
-        err = [[s["mean"] - s["ci95"][0] for s in st], [s["ci95"][1] - s["mean"] for s in st]] \
-            if all(s["ci95"] for s in st) else None
+        err = A.error_bars(st)
         ax.bar(range(len(cs)), [s["mean"] for s in st], yerr=err, capsize=3,
                color=["C0", "C0", "C0", "C7"][:len(cs)])
         ax.set_xticks(range(len(cs)), [c.replace(" - ", "\n- ") for c in cs], fontsize=6)
