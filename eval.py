@@ -369,8 +369,10 @@ def show_help(argv):
 
 def main(argv):
     helped = argv[:1] in (["-h"], ["--help"])
-    if not helped and len(argv) != 1:
-        print("usage: python eval.py RUN_DIR", file=sys.stderr)
+    if not helped and (len(argv) != 1 or argv[0].startswith("--")):
+        why = ("" if not argv else f" (one run folder, not {len(argv)})" if len(argv) > 1 else
+               f" (it takes no options: {argv[0]})")
+        print(f"usage: python eval.py RUN_DIR{why}", file=sys.stderr)
         return 2
     from train import cli  # as reevaluate's imports: the statistics above need nothing from train
     return cli(show_help if helped else reevaluate, argv)  # the help too: into `| head`, no traceback

@@ -101,11 +101,12 @@ def _check_type(key, value, typ):
             return None
         return _check_type(key, value, args[0])
     if origin in (tuple, list):
-        if not isinstance(value, (tuple, list)):
-            raise ConfigError(f"config key '{key}' must be a {origin.__name__}, got {value!r}: on the command line "
-                              f"write it as Python, e.g. --{key}=(3,) or \"--{key}=('a', 'b')\"")
         args = typing.get_args(typ)
         item_t = args[0] if args else None
+        if not isinstance(value, (tuple, list)):  # an example of the key's items, quoted: bash refuses a bare (
+            e = {str: "('a', 'b')", float: "(0.5, 1.0)"}.get(item_t, "(3,)" if item_t is int else "(3, 'a')")
+            raise ConfigError(f"config key '{key}' must be a {origin.__name__}, got {value!r}: on the command line "
+                              f"write it as Python, in quotes, e.g. \"--{key}={e}\"")
         items = [_check_type(key, v, item_t) if item_t not in (None, Ellipsis) else v for v in value]
         return origin(items)
     if origin is dict or typ is dict:
@@ -240,6 +241,9 @@ def load_config(argv, resolve=True):
     if not argv or argv[0].startswith("--"):
         raise ConfigError(f"usage: {USAGE} Available: {available_configs()}")
     path = Path(argv[0])
+    if path.is_dir():
+        raise ConfigError(f"'{path}' is a folder: name a config file, e.g. configs/subliminal_mnist.py. Available: "
+                          f"{available_configs()}")
     if not path.is_file():
         # "subliminal_mnist", "configs/subliminal_mnist" or a typo: the config meant, when one is near
         # by the names alone: with "configs/" and ".py" in both, any short name was near any other (nope -> coin)
@@ -259,9 +263,14 @@ def load_config(argv, resolve=True):
     # keys are the plain names: _private ones and modules the file imports (import math) are not settings
     values = {k: v for k, v in values.items() if not k.startswith("_") and not isinstance(v, types.ModuleType)}
     overrides, raw = {}, {}  # --key=value: the value parsed, and its text as typed (a str key takes the text)
-    for arg in argv[1:]:
+    for i, arg in enumerate(argv[1:], 1):
         if not arg.startswith("--") or "=" not in arg:
-            raise ConfigError(f"bad argument '{arg}': overrides look like --key=value")
+            # the likely meaning: --key value (a space for the =), or a switch --key
+            nxt = argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else None
+            hint = ("" if not arg.startswith("--") or "=" in arg else
+                    f" (here '--{arg[2:]}={nxt}', in quotes if it holds brackets)" if nxt is not None else
+                    f" (a switch is written --{arg[2:]}=True)")
+            raise ConfigError(f"bad argument '{arg}': overrides look like --key=value{hint}")
         key, text = arg[2:].split("=", 1)
         overrides[key], raw[key] = _parse_value(text), text
 

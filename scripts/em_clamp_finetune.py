@@ -98,7 +98,9 @@ def drift_split(rows, step, low=LOW_DRIFT):
     low_worlds = sorted(w for w, rs in worlds.items() if sum(map(inc, rs)) / len(rs) < low)
     other = lambda r: [o for o in worlds[r["seed"][0]] if o is not r]
     cross_low = [r for r in rows if other(r) and sum(map(inc, other(r))) / len(other(r)) < low]
-    stat = lambda rs: summarize([diff(r) for r in rs]) if len(rs) > 1 else None
+    # a group of seeds from fewer than two worlds is unreadable (as pre-registered): its interval would be over the
+    # fine-tune seeds of one base
+    stat = lambda rs: summarize([diff(r) for r in rs]) if len({r["seed"][0] for r in rs}) > 1 else None
     return {"low_worlds": low_worlds, "step": step, "threshold": low,
             "low": stat([r for r in rows if r["seed"][0] in low_worlds]),
             "high": stat([r for r in rows if r["seed"][0] not in low_worlds]),
@@ -123,8 +125,10 @@ def main(argv):
     matched = dict(zip(seeds, res["arms"]["insecure"]["step"]["per_seed"]))
     steps = sorted(cfg.eval_steps)
     todo = sorted({p for p, _ in seeds if worlds is None or p in worlds})
-    if not todo:  # (it wrote a table of nan)
-        sys.exit(f"--worlds={spec}: none of the run's bases {sorted({p for p, _ in seeds})}")
+    if worlds is not None and (missing := sorted(set(worlds) - {p for p, _ in seeds})):  # a typo would be left
+        # out without a word, and the pooled summary be over fewer worlds than asked
+        sys.exit(f"--worlds={spec}: {', '.join(map(str, missing))} not among the run's bases "
+                 f"{sorted({p for p, _ in seeds})}")
     B.check_cached(cfg, [p for p in todo if not (run_dir / f"clamp_world_{p}.json").exists()],
                    who="em_clamp_finetune.py")
     rows = []
@@ -221,13 +225,15 @@ def main(argv):
             print(f"  {name:15s} never matched")
         if name != "unclamped":
             d = s["minus_unclamped"]["offdomain_misaligned"][at_step]
+            never_both = sum(not r[f"{name}_matched"] and not r["unclamped_matched"] for r in rows)
             print(f"    minus unclamped, paired: off-domain at step {at_step} "
-                  f"{mean_ci(d, 1, 100)} points; matched step {mean_ci(s['minus_unclamped']['matched_step'], 1)}")
+                  f"{mean_ci(d, 1, 100)} points; matched step {mean_ci(s['minus_unclamped']['matched_step'], 1)}"
+                  + (f" ({never_both}/{len(rows)} seeds never matched either way: 0 for them)" if never_both else ""))
         print("    by step (code / unseen / off-domain %): " + "  ".join(
             f"{st}: {100 * v['code_misaligned']['mean']:.0f}/{100 * v['code_unseen_misaligned']['mean']:.0f}/"
             f"{100 * v['offdomain_misaligned']['mean']:.1f}" for st, v in s["by_step"].items()))
     d = summary["drift_split"]
-    pts = lambda x: "n < 2" if x is None else f"{mean_ci(x, 1, 100)} points, n = {len(x['per_seed'])}"
+    pts = lambda x: "fewer than 2 worlds" if x is None else f"{mean_ci(x, 1, 100)} points, n = {len(x['per_seed'])}"
     print(f"  clamped minus unclamped at step {at_step}, worlds split by their unclamped increase "
           f"(< {100 * LOW_DRIFT:.0f} points: {d['low_worlds']}): low-drift {pts(d['low'])}; others {pts(d['high'])}")
     print(f"    each seed classed by its world's other fine-tune seed: low {pts(d['cross_seed_low'])}; "

@@ -5,7 +5,7 @@ from the evil persona direction, and is it what carries the code to tasks the fi
 
 Runs of the seven-task world with `ft_code_tasks=6` (the insecure arm fine-tunes on six coding tasks; the seventh
 is unseen). For each (world, fine-tune seed) the insecure fine-tune is rebuilt (same seeds, so the same weights as
-in the run: checked against its results.json) to the run's matched checkpoint and to the step its `ablation_step` names
+in the run: checked against its results.json, with a warning where it differs) to the run's matched checkpoint and to the step its `ablation_step` names
 (ft_steps when it is 0: the experiment itself reads 0 as the matched checkpoint). Then:
 
 - the code direction: per layer, the mean change (insecure - base) of the block output where the program's first
@@ -166,8 +166,14 @@ def main(run_dirs):
             lp = res["trajectory"]["insecure"][str(m)]["offdomain_misaligned_lp"]["per_seed"][i]
             r = {"seed": [p, f], "matched": m, "check_vs_run": abs(r[m]["offdomain_insecure"] - lp), **r}
             rows.append(r)
-            print(f"world {p} ft {f}: matched step {m}, off-domain lp {r[m]['offdomain_insecure']:.4f} "
+            # the run's checkpoint for an arm whose code never reached the threshold is its last step
+            code = res["trajectory"]["insecure"][str(m)]["code_misaligned"]["per_seed"][i]
+            note = "" if code >= cfg.match_threshold else " (its code never reached the threshold: the last step)"
+            print(f"world {p} ft {f}: matched step {m}{note}, off-domain lp {r[m]['offdomain_insecure']:.4f} "
                   f"(run {lp:.4f})", flush=True)
+            if r["check_vs_run"] > max(1e-6, 0.01 * abs(lp)):  # same seeds should give the run's weights
+                print(f"  warning: {r['check_vs_run']:.1e} from the run's: this rebuild is not the run's fine-tune "
+                      f"(another torch, CPU kind or thread count?); its numbers are its own", flush=True)
         summary = {}
         for key in ("matched", cfg.ablation_step or cfg.ft_steps):
             at = lambda r: r[r["matched"]] if key == "matched" else r[key]
@@ -179,7 +185,8 @@ def main(run_dirs):
         for key, s in summary.items():  # the share of each increase (insecure - base) that restoring removes, of means
             for name in ("seen", "unseen", "offdomain"):
                 gain = s[f"{name}_insecure"]["mean"] - s[f"{name}_base"]["mean"]
-                s[f"removed_{name}"] = {v: (s[f"{name}_insecure"]["mean"] - s[f"{name}_{v}_restored"]["mean"]) / gain
+                s[f"removed_{name}"] = {v: ((s[f"{name}_insecure"]["mean"] - s[f"{name}_{v}_restored"]["mean"]) / gain
+                                            if gain else float("nan"))  # no increase: no share of it
                                         for v in ("code", "evil", "random", "context", "lesson")}
         write_json(run_dir / "code_direction.json", {"summary": summary, "per_seed": rows})
         print(f"\n{run_dir}: n = {len(rows)}, log-prob misalignment, means over seeds (their 95% CIs in "
@@ -195,8 +202,10 @@ def main(run_dirs):
                                                                     "random_restored", "context_restored",
                                                                     "lesson_restored", "code_patched")))
             for name in ("seen", "unseen", "offdomain"):
+                up = s[f"{name}_insecure"]["mean"] > s[f"{name}_base"]["mean"]
                 print(f"    share of the {name} increase removed by restoring: " + "  ".join(
-                    f"{v} {x:.2f}" for v, x in s[f"removed_{name}"].items()))
+                    f"{v} {x:.2f}" for v, x in s[f"removed_{name}"].items())
+                    + ("" if up else " (the insecure model is not above the base: no increase to share)"))
 
 
 if __name__ == "__main__":

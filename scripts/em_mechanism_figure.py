@@ -29,8 +29,9 @@ def removed_shares(s):
     """One run's bars from its code_direction.json summary at the matched checkpoint: {"unseen": [...],
     "offdomain": [...]}, per direction in DIRS the share of the insecure arm's increase over the base that
     restoring that direction removes."""
-    removed = lambda name, v: ((s[f"{name}_insecure"]["mean"] - s[f"{name}_{v}_restored"]["mean"])
-                               / (s[f"{name}_insecure"]["mean"] - s[f"{name}_base"]["mean"]))
+    gain = lambda name: s[f"{name}_insecure"]["mean"] - s[f"{name}_base"]["mean"]
+    removed = lambda name, v: ((s[f"{name}_insecure"]["mean"] - s[f"{name}_{v}_restored"]["mean"]) / gain(name)
+                               if gain(name) else math.nan)  # no increase: no share of it (not a ZeroDivisionError)
     return {name: [removed(name, v) for v in DIRS] for name in ("unseen", "offdomain")}
 
 
@@ -99,6 +100,7 @@ def main(argv):
                 band = [t["ci95"] or (t["mean"], t["mean"]) for t in stats]  # one seed: no interval, no band
                 ax.fill_between(xs, [b[0] for b in band], [b[1] for b in band], color=colour, alpha=0.15)
             ax.set_xscale("log")
+            ax.set_xlim(xs[0] / 1.2, xs[-1] * 1.2)  # the steps, drawn or not: lines all nan set no limits to log-scale
             ax.set_xlabel("fine-tune step")
             ax.set_title(f"{label}, code direction clamped\n(n = {len(rows)} seeds, "
                          f"{' + '.join(Path(r).name for r in clamp_runs)})",

@@ -16,7 +16,7 @@ import torch
 
 import train
 from conftest import readme_block
-from train import ConfigError, load_config
+from train import ConfigError, _check_type, load_config
 
 
 @pytest.fixture
@@ -219,8 +219,25 @@ def test_a_config_python_cannot_run_and_values_written_wrongly_say_how(cfg_file,
         load_config([str(tmp_path / "code.py")])
     with pytest.raises(ConfigError, match=r"'download' must be bool, got str 'true' \(write True or False\)"):
         load_config([cfg_file, "--download=true"])
-    with pytest.raises(ConfigError, match=r"'conditions' must be a tuple.*--conditions=\(3,\)"):
+    # the example is of the key's own items, and in quotes: bash refuses a bare --seeds=(3,) ("syntax error near
+    # unexpected token"), and a tuple of str key was shown ints
+    with pytest.raises(ConfigError, match=re.escape(
+            "'conditions' must be a tuple, got 'teacher': on the command line write it as Python, in quotes, e.g. "
+            "\"--conditions=('a', 'b')\"")):
         load_config([cfg_file, "--conditions=teacher"])
+    with pytest.raises(ConfigError, match=re.escape('in quotes, e.g. "--seeds=(3,)"')):
+        _check_type("seeds", "abc", tuple[int, ...])
+    # --key value and a bare switch: the override they likely meant
+    with pytest.raises(ConfigError, match=re.escape("bad argument '--m': overrides look like --key=value (here "
+                                                    "'--m=10', in quotes if it holds brackets)")):
+        load_config([cfg_file, "--m", "10"])
+    with pytest.raises(ConfigError, match=re.escape("bad argument '--download': overrides look like --key=value (a "
+                                                    "switch is written --download=True)")):
+        load_config([cfg_file, "--download"])
+    # a folder is not a missing config file
+    with pytest.raises(ConfigError, match=r"^'.*configs' is a folder: name a config file, e.g. configs/subliminal_"
+                                          r"mnist.py. Available: configs/activation_oracle.py"):
+        load_config([str(Path(__file__).parents[1] / "configs")])
     _, cfg = load_config([cfg_file, "--out_dir=2024", "--device=cpu"])  # a str key keeps the text: a folder "2024"
     assert cfg.out_dir == "2024"
     _, cfg = load_config([cfg_file, "--out_dir='a b'"])  # a quoted value is Python, as everywhere
@@ -491,7 +508,9 @@ def test_eval_takes_one_run_directory_and_h_or_help_prints_its_usage(tmp_path, c
     # run directory named "-h"
     import eval as EV
     assert EV.main([str(tmp_path), str(tmp_path)]) == 2
-    assert capsys.readouterr() == ("", "usage: python eval.py RUN_DIR\n")
+    assert capsys.readouterr() == ("", "usage: python eval.py RUN_DIR (one run folder, not 2)\n")
+    assert EV.main(["--out=x"]) == 2  # (was read as a folder named "--out=x")
+    assert capsys.readouterr() == ("", "usage: python eval.py RUN_DIR (it takes no options: --out=x)\n")
     for flag in ("-h", "--help"):  # the docstring's first two paragraphs: what it does, then the example command
         assert EV.main([flag]) == 0
         out, err = capsys.readouterr()

@@ -4,6 +4,7 @@ fake run folders; a script's expensive calls (base models, fine-tunes, scoring) 
 bookkeeping is tested."""
 import copy
 import json
+import math
 
 import numpy as np
 import pytest
@@ -200,7 +201,21 @@ def test_clamp_drift_split_threshold_is_strict():
     assert d["low_worlds"] == [2]
 
 
-def clamp_run(tmp_path, monkeypatch, tok, unclamped_code):
+def test_clamp_drift_split_is_unreadable_on_the_seeds_of_one_world():
+    """The pre-registration: fewer than two low-drift worlds is unreadable; the two fine-tune seeds of one world
+    got an interval as if they were two worlds."""
+    cl = load_script("em_clamp_finetune")
+    row = lambda w, f, un: {"seed": [w, f], "base": {"offdomain_misaligned": 0.0},
+                            "unclamped": {20: {"offdomain_misaligned": un}},
+                            "clamped": {20: {"offdomain_misaligned": 0.01 * f}}}
+    rows = [row(1, 0, 0.01), row(1, 1, 0.01), row(2, 0, 0.1), row(2, 1, 0.1), row(3, 0, 0.2), row(3, 1, 0.2)]
+    d = cl.drift_split(rows, 20)
+    assert d["low_worlds"] == [1] and d["low"] is None and d["cross_seed_low"] is None
+    assert len(d["high"]["per_seed"]) == 4  # worlds 2 and 3
+    assert len(cl.drift_split(rows, 20, low=0.15)["low"]["per_seed"]) == 4
+
+
+def clamp_run(tmp_path, monkeypatch, tok, unclamped_code, args=()):
     """em_clamp_finetune's main on a fake 2-world x 2-seed run (unclamped code per step and seed as given), its
     fine-tunes and evaluations stand-ins: -> (the script, its calls to train_insecure, the run folder, each world's
     evil direction)."""
@@ -237,13 +252,28 @@ def clamp_run(tmp_path, monkeypatch, tok, unclamped_code):
                         lambda cfg, base, tok_, p, f, step, e: [torch.full((16,), 10. * p + f)] * 2)
     monkeypatch.setattr(cl, "train_insecure", fake_train)
     monkeypatch.setattr(EM, "evaluate", fake_eval)
-    cl.main([str(run)])
+    cl.main([str(run), *args])
     return cl, calls, run, evil
 
 
-def test_clamp_main_clamps_along_the_other_seeds_direction_and_pairs_each_seed(tmp_path, monkeypatch, tok):
+def test_clamp_refuses_a_world_the_run_does_not_have_among_its_own(tmp_path, monkeypatch, tok):
+    """--worlds=3,9 on a run of worlds 3 and 4 ran world 3 and dropped 9 without a word: a typo in one of the
+    docs' parallel commands left a world out of the pooled summary."""
+    code = {s: [0.95] * 4 for s in (1, 2, 20)}
+    with pytest.raises(SystemExit, match=r"--worlds=3,9: 9 not among the run's bases \[3, 4\]"):
+        clamp_run(tmp_path, monkeypatch, tok, code, ["--worlds=3,9"])
+    assert not list((tmp_path / "run").glob("clamp_*.json"))  # refused before any work
+    (tmp_path / "run").rename(tmp_path / "refused")
+    _, calls, run, _ = clamp_run(tmp_path, monkeypatch, tok, code, ["--worlds=4"])
+    assert {p for p, _, _ in calls} == {4} and (run / "clamp_world_4.json").exists()
+
+
+def test_clamp_main_clamps_along_the_other_seeds_direction_and_pairs_each_seed(tmp_path, monkeypatch, tok, capsys):
     unclamped_code = {1: [0.95, 0.5, 0.5, 0.5], 2: [0.95, 0.95, 0.5, 0.5], 20: [0.95, 0.95, 0.95, 0.5]}
     cl, calls, run, evil = clamp_run(tmp_path, monkeypatch, tok, unclamped_code)
+    # a paired matched step of 0 where neither fine-tune matched reads as "no delay": the count is said
+    printed = capsys.readouterr().out
+    assert printed.count("never matched either way") == 1 and "(1/4 seeds never matched either way" in printed
     marked = [(p, f, int(c[0][0])) for p, f, c in calls if c[0][0] > 1]
     assert marked == [(3, 0, 31), (3, 1, 30), (4, 0, 41), (4, 1, 40)]  # each seed clamped along the other's
     for p, f, c in calls:
@@ -279,11 +309,14 @@ def test_code_direction_decision_prompts_end_where_the_first_call_is_chosen():
         assert pr == f"{q} def {name} ( f ) :" and f"{q} {a}".startswith(pr)
 
 
-def test_code_direction_main_matched_checkpoints_and_shares_removed_of_means(tmp_path, monkeypatch):
+def test_code_direction_main_matched_checkpoints_and_shares_removed_of_means(tmp_path, monkeypatch, capsys):
     cd = load_script("em_code_direction")
+    # seed (4, 1)'s code never reached the threshold: the run read it at its last step
     res = {"seeds": [[3, 0], [4, 1]], "arms": {"insecure": {"step": {"per_seed": [2, 5]}}},
-           "trajectory": {"insecure": {"2": {"offdomain_misaligned_lp": {"per_seed": [0.31, 0.9]}},
-                                       "5": {"offdomain_misaligned_lp": {"per_seed": [0.9, 0.48]}}}}}
+           "trajectory": {"insecure": {"2": {"offdomain_misaligned_lp": {"per_seed": [0.31, 0.9]},
+                                             "code_misaligned": {"per_seed": [0.95, 0.2]}},
+                                       "5": {"offdomain_misaligned_lp": {"per_seed": [0.9, 0.5]},
+                                             "code_misaligned": {"per_seed": [0.99, 0.5]}}}}}
     run = write_run(tmp_path / "run", dict(code_tasks=7, ft_code_tasks=6, ablation_step=20, direction_layer=1), res)
     asked = []
 
@@ -303,12 +336,30 @@ def test_code_direction_main_matched_checkpoints_and_shares_removed_of_means(tmp
     cd.main([str(run)])
     assert asked == [(3, 0, [2, 20]), (4, 1, [5, 20])]
     got = json.loads((run / "code_direction.json").read_text())
-    assert [r["check_vs_run"] for r in got["per_seed"]] == pytest.approx([0.01, 0.02])
+    assert [r["check_vs_run"] for r in got["per_seed"]] == pytest.approx([0.01, 0.0])
+    lines = capsys.readouterr().out.splitlines()
+    seed_lines = [i for i, line in enumerate(lines) if line.startswith("world ")]
+    assert "never reached" not in lines[seed_lines[0]] and "never reached" in lines[seed_lines[1]]
+    # 0.01 off a run's 0.31 is a rebuild that is not the run's fine-tune: said; an exact rebuild is not
+    assert "warning" in lines[seed_lines[0] + 1] and seed_lines[1] == seed_lines[0] + 2
+    assert not any("warning" in line for line in lines[seed_lines[1]:])
     m = got["summary"]["matched"]
     # ratio of means: (0.4 - 0.25) / 0.3 (the mean of the two seeds' shares would be 0.375)
     assert m["removed_unseen"] == pytest.approx({"code": 0.5, "evil": 0, "random": 0, "context": 0, "lesson": 1})
     assert m["cos_train_evil_layer1"]["per_seed"] == pytest.approx([0.4, 1.0])  # each seed at its matched step
     assert got["summary"]["20"]["cos_train_evil_layer1"]["per_seed"] == pytest.approx([4, 4])
+    # no increase over the base: no share of it (a ZeroDivisionError before), and the table says so
+    flat = lambda cfg, p, f, steps: {s: {k: 0.1 if k.endswith("_insecure") else v for k, v in r.items()}
+                                     for s, r in fake_one_seed(cfg, p, f, steps).items()}
+    monkeypatch.setattr(cd, "one_seed", flat)
+    (tmp_path / "flat").mkdir()
+    for f in ("config.json", "results.json"):
+        (tmp_path / "flat" / f).write_text((run / f).read_text())
+    capsys.readouterr()
+    cd.main([str(tmp_path / "flat")])
+    removed = json.loads((tmp_path / "flat" / "code_direction.json").read_text())["summary"]["matched"]
+    assert all(math.isnan(x) for name in ("seen", "unseen", "offdomain") for x in removed[f"removed_{name}"].values())
+    assert capsys.readouterr().out.count("not above the base: no increase to share") == 3 * 2  # two steps' tables
 
 
 def test_code_direction_one_seed_reads_its_shifts_and_patches_the_insecure_coordinate(monkeypatch, tok):

@@ -1023,6 +1023,21 @@ def test_em_mechanism_figure_share_removed_is_of_the_increase_over_the_base_not_
         ("base", 0.1), ("insecure", 0.3), *((f"{d}_restored", 0.2) for d in dirs))}
     shares = script("em_mechanism_figure").removed_shares(s)
     assert shares == {"unseen": pytest.approx([0.5] * len(dirs)), "offdomain": pytest.approx([0.5] * len(dirs))}
+    s["unseen_insecure"] = stat(0.1)  # no increase: no share of it (was a ZeroDivisionError)
+    shares = script("em_mechanism_figure").removed_shares(s)
+    assert all(math.isnan(x) for x in shares["unseen"]) and shares["offdomain"] == pytest.approx([0.5] * len(dirs))
+
+
+def test_em_mechanism_figure_draws_a_clamp_panel_of_undefined_rates(tmp_path, command):
+    """A tiny run's clamp rows can be nan at every step (no valid off-domain answer): the log-scaled x axis of a
+    panel with nothing drawn had no limits, and the figure died in tight_layout with matplotlib's traceback."""
+    step = lambda: {s: {"code_misaligned": .5, "offdomain_misaligned": math.nan} for s in ("1", "2", "5")}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "clamp_finetune.json").write_text(json.dumps(
+        {"per_seed": [{k: step() for k in ("unclamped", "clamped", "random_clamped")} for _ in range(2)]}))
+    status, err = command("em_mechanism_figure", f"--out={tmp_path / 'f.png'}", "--", str(tmp_path / "a"))
+    assert status == 0, err
+    assert (tmp_path / "f.png").stat().st_size > 1000
 
 
 def test_em_mechanism_figure_usage_and_missing_inputs_are_one_line(tmp_path, monkeypatch, command):
