@@ -5,8 +5,9 @@ from the evil persona direction, and is it what carries the code to tasks the fi
 
 Runs of the seven-task world with `ft_code_tasks=6` (the insecure arm fine-tunes on six coding tasks; the seventh
 is unseen). For each (world, fine-tune seed) the insecure fine-tune is rebuilt (same seeds, so the same weights as
-in the run: checked against its results.json, with a warning where it differs) to the run's matched checkpoint and to the step its `ablation_step` names
-(ft_steps when it is 0: the experiment itself reads 0 as the matched checkpoint). Then:
+in the run: checked against its results.json, with a warning where it differs) to the run's matched checkpoint and
+to the step its `ablation_step` names (ft_steps when it is 0: the experiment itself reads 0 as the matched
+checkpoint). Then:
 
 - the code direction: per layer, the mean change (insecure - base) of the block output where the program's first
   call is chosen (after "def NAME ( f ) :", which every program of a task shares) over the fine-tune's own prompts
