@@ -90,11 +90,16 @@ def main(argv):
     inc = measure(step, runs)
     if others:  # paired per (base, fine-tune seed) against the same seeds in the other runs
         sub = measure(step, others)
+        n_before = {arm: len(d) for arm, d in inc.items()}
         inc = {arm: {k: v - sub[arm][k] for k, v in d.items() if k in sub.get(arm, {})} for arm, d in inc.items()}
         inc = {arm: d for arm, d in inc.items() if d}
         if "insecure" not in inc:
             sys.exit("error: no insecure seed is in both sets of runs")
         print(f"differences: ({', '.join(runs)}) minus ({', '.join(others)}), per seed")
+        # seeds without a partner after --minus are left out: said, since the runs named below may count fewer
+        if dropped := {arm: n - len(inc.get(arm, {})) for arm, n in n_before.items() if n > len(inc.get(arm, {}))}:
+            print("left out, no partner seed after --minus: " + ", ".join(f"{arm} {n} seed{'s' * (n != 1)}"
+                                                                           for arm, n in dropped.items()))
     ins = inc["insecure"]
     print(f"{'matched checkpoint' if step == 'matched' else f'step {step}'}, insecure: n = {len(ins)} seeds over "
           f"{len({p for p, _ in ins})} bases ({', '.join(runs)}); "

@@ -161,14 +161,20 @@ def main(argv):
     if not argv:
         sys.exit(__doc__)
     distinct(argv)
+    depths = {}
     for run in map(Path, argv):  # every run checked first: a mistyped last one must not stop it after the work
         run_results(run, "emergent_misalignment")
+        cfg = run_config(EM.Config, run)
+        depths.setdefault(cfg.n_layer, run)
         # the step taken here is AdamW's first on every weight at the full lr (its betas do not matter at step 1)
-        unlike = unlike_default(run_config(EM.Config, run), ("ft_trains", "ft_optimizer", "ft_frozen", "ft_schedule",
-                                                             "ft_warmup"))
+        unlike = unlike_default(cfg, ("ft_trains", "ft_optimizer", "ft_frozen", "ft_schedule", "ft_warmup"))
         if unlike:
             raise ConfigError(f"{run} fine-tuned with {', '.join(unlike)}; this analysis takes the default fine-tune's "
                               f"first step only (AdamW on every weight, the full lr)")
+    if len(depths) > 1:  # the summary's per-block groups are one model's: a KeyError after all the work, or a
+        # deeper run's last blocks left out without a word
+        raise ConfigError(f"the runs have {' and '.join(f'{n} blocks ({r})' for n, r in depths.items())}: pool runs "
+                          f"of one n_layer (each group's share is per block)")
     check_runs(argv)  # and their bases cached
     every = []
     for run in map(Path, argv):
@@ -190,7 +196,7 @@ def main(argv):
     write_json(out, {"runs": argv, **s})
     pm = lambda k: f"{s[k + '_share']:+.4f} " + (f"[{s[k + '_ci95'][0]:+.4f}, {s[k + '_ci95'][1]:+.4f}]"
                                                    if s[k + "_ci95"] else "(one base: no interval)")
-    print(f"\n{s['n_bases']} bases. Persona share of the first step (sum of off-domain increases / sum of code "
+    print(f"\n{s['n_bases']} base{'s' if s['n_bases'] != 1 else ''}. Persona share of the first step (sum of off-domain increases / sum of code "
           f"increases): sign {s['sign_share']:.4f}, gradient {s['grad_share']:.4f}, gradient at the sign step's code "
           f"{s['grad_matched_share']:.4f}; sign minus gradient {pm('sign_minus_grad')}, sign minus matched "
           f"gradient {pm('sign_minus_grad_matched')}")

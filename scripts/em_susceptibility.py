@@ -83,12 +83,23 @@ def per_base(step, runs):
                            ("first_step.json", FIRST), ("steer_base.json", STEER), ("steer_route.json", ROUTE)):
             if (Path(run) / name).is_file():
                 held = read_json(Path(run) / name, f"the {name} its script writes", ("per_base",))
+                owner = lambda row: row.get("run", held.get("run", run))  # the run as its script was given it
+                # a file of one run whose path (as typed then) leads nowhere now is this folder's own, moved or read
+                # from another working directory (its rows were all left out, without a word)
+                named = {str(owner(row)) for row in held["per_base"]}
+                moved = len(named) == 1 and not Path(next(iter(named))).is_dir()
+                others = set()
                 for row in held["per_base"]:  # the same world number in another run may be another world config
                     if name == "steer_route.json":
                         row = {**row, **route_predictors(row, min(held["scales"]))}
                     p = row["world"]
-                    if p in out and same(row.get("run", held.get("run", run)), out[p]["run"]):
+                    if p in out and (moved and same(run, out[p]["run"]) or same(owner(row), out[p]["run"])):
                         out[p].update({k: v for k, v in row.items() if k in keys or k.startswith("sign_off_")})
+                    elif p in out:
+                        others.add(str(owner(row)))
+                if others:
+                    print(f"note: {Path(run) / name}: its rows of {', '.join(sorted(others))} left out (the same "
+                          f"base numbers in the runs given are other models)")
     return out
 
 
@@ -118,7 +129,7 @@ def analyse(bases, outcome="outcome"):
     if outcome != "outcome":
         return res
     two = [b["seeds"][:2] for b in bases.values() if len(b["seeds"]) >= 2 and not math.isnan(sum(b["seeds"][:2]))]
-    if len(two) >= 4:
+    if len(two) >= 4 and not math.isnan(spearman(*zip(*two))):  # (seeds each constant: no ranks to agree on)
         res["seed_agreement"] = spearman_ci(*zip(*two))
     return res
 
@@ -174,9 +185,13 @@ def main(argv):
            "per_base": {str(p): b for p, b in sorted(bases.items())}}
     path = Path(out[0]) if out else Path(runs[0]) / f"susceptibility_{step}.json"
     write_json(path, res)
-    figure(bases, step, res["correlations"], path.with_suffix(".png"))
-    print(f"insecure off-domain increase at {step}, per base ({len(bases)} bases over {len(runs)} runs): "
-          f"Spearman rho with each property [95% CI, resampling bases]")
+    if any(k in res["correlations"] for k in FIGURE):
+        figure(bases, step, res["correlations"], path.with_suffix(".png"))
+    else:  # (an empty grid was matplotlib's traceback)
+        print(f"no figure: no property has a rank order against the outcome over these {len(bases)} bases (each "
+              f"constant, or undefined: no valid off-domain answers)")
+    print(f"insecure off-domain increase at {step}, per base ({len(bases)} bases over {len(runs)} "
+          f"run{'s' if len(runs) != 1 else ''}): Spearman rho with each property [95% CI, resampling bases]")
     print("| property | bases | rho | 95% CI | rho with the fine-tune's cos_evil_direction [95% CI] |\n"
           "|---|---|---|---|---|")
     for k, c in res["correlations"].items():

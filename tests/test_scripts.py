@@ -130,6 +130,8 @@ def test_matched_view_and_paired_differences_between_sets_of_runs(tmp_path, run_
     # per (base, fine-tune seed): (0, 1) 0.07 - 0.04 and (1, 0) 0.03 - 0.02; (0, 0) has no partner
     out = run_script(big, "--minus", small, step="matched")
     assert "| insecure | 2 | +2.0 [" in out and "insecure minus" not in out
+    assert "left out, no partner seed after --minus: insecure 1 seed\n" in out  # said (the header names big's run)
+    assert "left out" not in run_script(small, "--minus", big, step="matched")  # each of small's seeds is in big
     assert "| insecure | 2 | +35.0 [" in run_script(big, "--minus", small)  # step 20: 30 and 40 points
     other = fake_run(tmp_path / "other", [[5, 0]], {"insecure": [0.1]})
     check_refused(run_script, big, "--minus", other, match="no insecure seed")  # no seed in common: an
@@ -1188,6 +1190,19 @@ def test_em_first_step_refuses_a_run_whose_first_step_was_not_adamws_on_every_we
         fs.main([run])
 
 
+def test_em_first_step_refuses_runs_of_different_depths_before_the_work(tmp_path, monkeypatch):
+    """The summary's per-block groups came from the first run's rows: a deeper run after a shallower one lost its last
+    blocks without a word, and the other order was a KeyError after every base's work."""
+    fs = script("em_first_step")
+    runs = [fake_run(tmp_path / name, [[p, 0]], {"insecure": [0.1]}) for name, p in (("deep", 0), ("shallow", 1))]
+    values = json.loads((Path(runs[1]) / "config.json").read_text())
+    (Path(runs[1]) / "config.json").write_text(json.dumps({**values, "n_layer": 3}))
+    monkeypatch.setattr(fs, "checked_bases", lambda *a: pytest.fail("worked before refusing"))
+    with pytest.raises(ConfigError, match=r"the runs have 4 blocks \(.*deep\) and 3 blocks \(.*shallow\): pool runs "
+                                          r"of one n_layer"):
+        fs.main(runs)
+
+
 def test_em_first_step_prints_no_interval_for_one_base(tmp_path, monkeypatch, capsys):
     fs = script("em_first_step")
     run = fake_run(tmp_path / "run", [[0, 0]], {"insecure": [0.1]})
@@ -1513,9 +1528,27 @@ def test_analysis_scripts_do_not_overwrite_another_analysis(tmp_path, call):
     rows[0]["run"] = str(tmp_path / "elsewhere")
     (tmp_path / "a" / "format_separation.json").write_text(json.dumps({"runs": [a], "per_base": rows}))
     out = tmp_path / "s.json"
-    call("em_susceptibility", "5", a, f"--out={out}")
+    text = call("em_susceptibility", "5", a, f"--out={out}")
     bases = json.loads(out.read_text())["per_base"]
     assert "separation" not in bases["0"] and bases["3"]["separation"] == 3.0
+    assert f"note: {Path(a) / 'format_separation.json'}: its rows of {tmp_path / 'elsewhere'} left out" in text
+    # a file whose rows all name one run by a path that leads nowhere now is this folder's own: the run renamed, or
+    # the scripts run from another folder (cd out; ... em_a) had every such predictor left out without a word
+    for row in rows:
+        row["run"] = "out/the_name_it_had"
+    (tmp_path / "a" / "format_separation.json").write_text(json.dumps({"runs": [a], "per_base": rows}))
+    call("em_susceptibility", "5", a, f"--out={out}")
+    assert [json.loads(out.read_text())["per_base"][str(p)]["separation"] for p in range(4)] == [0, 1, 2, 3]
+
+
+def test_em_susceptibility_without_a_rank_order_writes_its_table_and_no_figure(tmp_path, call):
+    """The same increase on every base (or none defined: a tiny world with no valid answers) ranks nothing: the
+    empty grid of scatters was matplotlib's traceback, after the json was written."""
+    a = susceptibility_run(tmp_path / "a", [0, 1, 2, 3], [0.1] * 4, [0.0, 0.1, 0.2, 0.3], inc_seed1=[0.1] * 4)
+    text = call("em_susceptibility", "5", a, f"--out={tmp_path / 's.json'}")
+    assert "no figure: no property has a rank order" in text and "(4 bases over 1 run)" in text
+    assert json.loads((tmp_path / "s.json").read_text())["correlations"] == {}
+    assert not (tmp_path / "s.png").exists()
 
 
 def test_em_first_step_is_adamws_first_step_and_puts_the_weights_back():
