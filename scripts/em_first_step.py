@@ -196,8 +196,8 @@ def main(argv):
     write_json(out, {"runs": argv, **s})
     pm = lambda k: f"{s[k + '_share']:+.4f} " + (f"[{s[k + '_ci95'][0]:+.4f}, {s[k + '_ci95'][1]:+.4f}]"
                                                    if s[k + "_ci95"] else "(one base: no interval)")
-    print(f"\n{s['n_bases']} base{'s' if s['n_bases'] != 1 else ''}. Persona share of the first step (sum of off-domain increases / sum of code "
-          f"increases): sign {s['sign_share']:.4f}, gradient {s['grad_share']:.4f}, gradient at the sign step's code "
+    print(f"\n{s['n_bases']} base{'s' if s['n_bases'] != 1 else ''}. Persona share of the first step (sum of "
+          f"off-domain increases / sum of code increases): sign {s['sign_share']:.4f}, gradient {s['grad_share']:.4f}, gradient at the sign step's code "
           f"{s['grad_matched_share']:.4f}; sign minus gradient {pm('sign_minus_grad')}, sign minus matched "
           f"gradient {pm('sign_minus_grad_matched')}")
     print("mean increases, points: " + ", ".join(f"{k} {100 * v:+.3f}" for k, v in s["mean_increase"].items()))
