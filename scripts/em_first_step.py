@@ -197,8 +197,8 @@ def main(argv):
     pm = lambda k: f"{s[k + '_share']:+.4f} " + (f"[{s[k + '_ci95'][0]:+.4f}, {s[k + '_ci95'][1]:+.4f}]"
                                                    if s[k + "_ci95"] else "(one base: no interval)")
     print(f"\n{s['n_bases']} base{'s' if s['n_bases'] != 1 else ''}. Persona share of the first step (sum of "
-          f"off-domain increases / sum of code increases): sign {s['sign_share']:.4f}, gradient {s['grad_share']:.4f}, gradient at the sign step's code "
-          f"{s['grad_matched_share']:.4f}; sign minus gradient {pm('sign_minus_grad')}, sign minus matched "
+          f"off-domain increases / sum of code increases): sign {s['sign_share']:.4f}, gradient "
+          f"{s['grad_share']:.4f}, gradient at the sign step's code {s['grad_matched_share']:.4f}; sign minus gradient {pm('sign_minus_grad')}, sign minus matched "
           f"gradient {pm('sign_minus_grad_matched')}")
     print("mean increases, points: " + ", ".join(f"{k} {100 * v:+.3f}" for k, v in s["mean_increase"].items()))
     print("each group's share of the sign step's off-domain increase: "
