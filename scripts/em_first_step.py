@@ -198,8 +198,8 @@ def main(argv):
                                                    if s[k + "_ci95"] else "(one base: no interval)")
     print(f"\n{s['n_bases']} base{'s' if s['n_bases'] != 1 else ''}. Persona share of the first step (sum of "
           f"off-domain increases / sum of code increases): sign {s['sign_share']:.4f}, gradient "
-          f"{s['grad_share']:.4f}, gradient at the sign step's code {s['grad_matched_share']:.4f}; sign minus gradient {pm('sign_minus_grad')}, sign minus matched "
-          f"gradient {pm('sign_minus_grad_matched')}")
+          f"{s['grad_share']:.4f}, gradient at the sign step's code {s['grad_matched_share']:.4f}; sign minus "
+          f"gradient {pm('sign_minus_grad')}, sign minus matched gradient {pm('sign_minus_grad_matched')}")
     print("mean increases, points: " + ", ".join(f"{k} {100 * v:+.3f}" for k, v in s["mean_increase"].items()))
     print("each group's share of the sign step's off-domain increase: "
           + ", ".join(f"{g} {v:+.2f}" for g, v in s["group_share_of_sign_off"].items()))
