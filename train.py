@@ -209,6 +209,18 @@ def run_dir_config(run_dir, experiment=None):
     return values
 
 
+# config keys that change no model of a run: where it is written, how many workers, which arms it trained, how often
+# it evaluated along the way
+NOT_MODELS = ("experiment", "out_dir", "workers", "resume", "arms", "evals")
+
+
+def configs_differ(runs, ignore=NOT_MODELS):
+    """The keys (sorted) in which the runs' config.json files differ, leaving out `ignore`."""
+    values = [run_dir_config(r) for r in runs]
+    return sorted(k for k in set().union(*values) if k not in ignore
+                  and len({json.dumps(v.get(k), sort_keys=True) for v in values}) > 1)
+
+
 def read_run_config(path):
     """A run's config.json as a dict, or a ConfigError that says it is damaged (it is written atomically, so
     a damaged one was cut or edited by something else)."""

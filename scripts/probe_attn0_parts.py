@@ -81,7 +81,8 @@ def main(argv):
         for cfg, p, base, tok in checked_bases(run, []):
             grads = arm_grads(base, tok, cfg, p, "insecure")
             rows["first"].append(shares(base, tok, cfg, {n: cfg.ft_lr * g.sign() for n, g in grads.items()}))
-            _, snaps = OP.trajectories(base, tok, cfg, p, {"adamw": OP.OPTIMIZERS["adamw"]})
+            # the weights only: the scores (most of the time) were computed and dropped
+            _, snaps = OP.trajectories(base, tok, cfg, p, {"adamw": OP.OPTIMIZERS["adamw"]}, scored=False)
             model, late = OP.late_start(base, snaps)
             rows["late"].append(shares(model, tok, cfg, {n: -d for n, d in late.items()}))  # shares subtracts
             bases.append([str(run), p])

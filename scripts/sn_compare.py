@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from eval import summarize  # noqa: E402
 from experiments.subliminal_numbers import BASELINE, mode_results  # noqa: E402
-from train import cli, run_dir_config, script_args  # noqa: E402
+from train import cli, configs_differ, script_args  # noqa: E402
 
 
 def side(spec):
@@ -30,6 +30,17 @@ def side(spec):
     res = mode_results(run, "animals", "sn_compare.py")
     if arm not in res.get("arms", {}) or BASELINE.get(arm, "control") not in res["arms"]:
         sys.exit(f"{run} has no arm {arm!r} with its baseline (arms: {', '.join(res.get('arms', {}))})")
+    if arm in set(BASELINE.values()) - {"control"}:  # its "effect" over control would be a gap between baselines
+        of = ", ".join(a for a, b in BASELINE.items() if b == arm)
+        sys.exit(f"{spec}: {arm} is the baseline of {of}, with no effect of its own in the run: compare those arms")
+    # a run's last checkpoint is its final students (evals' last is the end): RUN:ARM@LAST is RUN:ARM, and the two
+    # compared were "other checkpoints" with a difference of exactly 0
+    # (the arm's and its baseline's rates there the final ones: a fake run's lone checkpoint is not the end)
+    final = lambda name: all(step in t and step == max(t, key=int) and t[step]["per_seed"] ==
+                             res["arms"][name]["by_animal"][a]["target_rate"]["per_seed"]
+                             for a, t in res.get("trajectory", {}).get(name, {"": {}}).items())
+    if step and final(arm) and final(BASELINE.get(arm, "control")):
+        step = ""
     return run, arm, step, res
 
 
@@ -44,10 +55,6 @@ def rates(res, arm, a, step, run=""):
                      f"with one of those, or RUN:ARM for the final students")
         v = traj[step]["per_seed"]
     return dict(zip(map(tuple, res["seeds"]), v))
-
-
-# keys that change no student of a run (where it is written, how many workers, which other arms it trained)
-NOT_STUDENTS = ("experiment", "out_dir", "workers", "resume", "arms")
 
 
 def baselines(animal, side_a, side_b, seeds, mass):
@@ -66,8 +73,7 @@ def baselines(animal, side_a, side_b, seeds, mass):
     if step_a != step_b:
         why.append(f"other checkpoints, {step_a or 'the end'} and {step_b or 'the end'}")
     if Path(ra).resolve() != Path(rb).resolve():
-        ca, cb = run_dir_config(ra), run_dir_config(rb)
-        keys = sorted(k for k in ca.keys() | cb.keys() if k not in NOT_STUDENTS and ca.get(k) != cb.get(k))
+        keys = configs_differ([ra, rb])
         why.append(f"the runs' configs differ in {', '.join(keys)}" if keys else
                    "the runs' configs agree in every key that shapes a student, so other machines or code versions")
     d = 100 * summarize([ctl_a[k] - ctl_b[k] for k in seeds])["mean"]

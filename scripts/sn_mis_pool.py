@@ -30,10 +30,11 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from eval import mean_ci, summarize  # noqa: E402
 from experiments.subliminal_numbers import mode_results  # noqa: E402
-from train import check_out, cli, distinct, pyplot, save_figure, script_args  # noqa: E402
+from train import NOT_MODELS, check_out, cli, configs_differ, distinct, pyplot, save_figure, script_args  # noqa: E402
 
 
 METRICS = ("offdomain_misaligned", "valid_fraction")
+LP = ("offdomain_misaligned_lp",)  # final students only (the dose points keep none)
 
 
 def log_rate(rate, valid, n_samples):
@@ -46,8 +47,8 @@ def log_rate(rate, valid, n_samples):
 
 def students(res, lists, run="this run"):
     """{student: {"offdomain_misaligned": per_seed, "valid_fraction": per_seed}} of one run, and its seeds."""
-    if lists is None:
-        src = {k: {m: v[m]["per_seed"] for m in METRICS} for k, v in res["arms"].items()}
+    if lists is None:  # (and the log-prob reading, where kept: whether two runs' students are the same ones)
+        src = {k: {m: v[m]["per_seed"] for m in METRICS + LP if m in METRICS or m in v} for k, v in res["arms"].items()}
     else:
         if str(lists) not in res.get("dose", {}):  # which run: the others may have it
             sys.exit(f"no students after {lists} lists in {run} (has: {sorted(res.get('dose', {}), key=int)}): give "
@@ -175,6 +176,9 @@ def pool(runs, lists, keep=None, log=False):
     the teachers' own rates (for the figure), bases, the bases' valid fractions); with `keep`, only the bases
     (pretraining seeds) in it; with `log`, the misaligned fractions as log_rate."""
     pooled, teachers, bases, base_valid = {}, {}, [], []
+    differ = configs_differ(runs, NOT_MODELS + ("seeds",)) if len(runs) > 1 else []  # pooled as one run: said
+    if differ:  # where they were trained otherwise
+        print(f"note: the runs pooled differ in {', '.join(differ)}")
     for run in runs:
         res = mode_results(run, "misalignment", "sn_mis_pool.py")
         src, seeds = students(res, lists, run)
@@ -231,7 +235,9 @@ def minus(a, b):
         sys.exit(f"--minus: no student is on both sides ({', '.join(pa)} before it, {', '.join(pb)} after it)")
     # runs that differ only in which students they train (arms, mis_sampled) share the others bit for bit: each
     # difference is exactly 0 (NaN on both sides: no valid answer on either)
-    same = {k: all(x == y or x != x and y != y for m in METRICS for x, y in zip(pa[k][m], (pb[k][m][j] for j in order)))
+    # (the sampled rates are counts, which few samples can tie: the log-prob reading too, where both sides keep it)
+    read = lambda k: METRICS + tuple(m for m in LP if m in pa[k] and m in pb[k])
+    same = {k: all(x == y or x != x and y != y for m in read(k) for x, y in zip(pa[k][m], (pb[k][m][j] for j in order)))
             for k in both}
     if all(same.values()):
         sys.exit(f"--minus: {', '.join(both)} are the same students on both sides (every difference exactly 0 on every "

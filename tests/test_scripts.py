@@ -525,6 +525,32 @@ def test_sn_pool_minus_of_runs_that_differ_only_in_arms_is_refused_not_a_table_o
     assert "insecure               offdomain_misaligned +1.5 [" in out and "control                offdomain" not in out
 
 
+def test_sn_pool_final_students_are_the_same_only_with_the_same_log_probs_and_pooled_configs_are_compared(tmp_path,
+                                                                                                      pool):
+    """Sampled rates are counts that few samples can tie: two runs whose students differ (student_trains) were
+    called "the same students", and pooled runs trained otherwise gave one table without a word."""
+    def run(name, lp, **config):
+        (tmp_path / name).mkdir()
+        ps = lambda v: {"per_seed": v}
+        st = lambda mis, lp_: {"offdomain_misaligned": ps(mis), "valid_fraction": ps([0.5, 0.5]),
+                               "offdomain_misaligned_lp": ps(lp_)}
+        res = {"seeds": [[0, 0], [1, 0]], "base": {"valid_fraction": ps([0.5, 0.5])},
+               "arms": {"control": st([0.02, 0.04], [0.030, 0.031]), "insecure": st([0.06, 0.08], lp)}}
+        write_run(tmp_path / name, res, "subliminal_numbers", samples=10, **config)
+        return str(tmp_path / name)
+    a = run("a", [0.05, 0.06], student_trains="all", seeds=[0, 1])
+    b = run("b", [0.05, 0.07], student_trains="blocks", seeds=[0, 1])  # insecure: the same counts, other students
+    out = pool(a, "--minus", b)
+    assert "control                the same students on both sides: every difference exactly 0" in out
+    assert "insecure               offdomain_misaligned +0.0 [" in out  # paired, not called the same
+    assert "note: the runs pooled" not in out  # one run a side
+    c = run("c", [0.05, 0.06], student_trains="blocks", seeds=[2, 3], workers=4)
+    cres = json.loads((tmp_path / "c" / "results.json").read_text())
+    (tmp_path / "c" / "results.json").write_text(json.dumps({**cres, "seeds": [[2, 0], [3, 0]]}))
+    assert pool(a, c).startswith("note: the runs pooled differ in student_trains\n")  # (not seeds, nor workers)
+    assert "note" not in pool(b, c)
+
+
 def test_sn_pool_bases_subset_and_overlapping_intervals(tmp_path, pool):
     """--bases keeps only those bases' numbers, the base's valid fraction among them; intervals that overlap are said
     to overlap: insecure 0.040 +- 0.025 reaches down to 0.015, below the control's upper end, 0.023 + 0.038."""
@@ -692,6 +718,24 @@ def test_sn_compare_reads_each_sides_control_at_its_own_checkpoint_counts_ties_a
     assert "(mass 0.50 / 0.90)" in cmp(f"{tmp_path / 'y'}:cross_init", f"{b}:trait")
 
 
+def test_sn_compare_reads_the_last_checkpoint_as_the_final_students_and_refuses_a_baseline_arm(tmp_path, call):
+    """RUN:ARM@LAST (evals' last checkpoint is the end) against RUN:ARM was compared as "other checkpoints" with a
+    difference of exactly 0; cross_control as a side printed an "effect" (its gap to base A's control) the run never
+    computes."""
+    cmp = lambda *argv: call("sn_compare", *argv)
+    a = fake_animal_run(tmp_path / "a", [[0, 0], [0, 1]], "trait", [0.15, 0.16], [0.10, 0.10],
+                        at_250=([0.14, 0.15], [0.12, 0.12]))
+    res = json.loads((tmp_path / "a" / "results.json").read_text())
+    for arm, final in (("trait", [0.15, 0.16]), ("control", [0.10, 0.10])):  # a last checkpoint, 500: the end's rates
+        res["trajectory"][arm]["owl"]["500"] = {"per_seed": final}
+    res["arms"]["cross_control"] = res["arms"]["control"]
+    (tmp_path / "a" / "results.json").write_text(json.dumps(res))
+    check_refused(cmp, f"{a}:trait@500", f"{a}:trait", match="both sides are")
+    assert "other checkpoints, 250 and the end" in cmp(f"{a}:trait@250", f"{a}:trait@500")
+    check_refused(cmp, f"{a}:cross_control", f"{a}:trait",
+                  match="cross_control is the baseline of soft_cross, cross_init, with no effect of its own")
+
+
 def test_sn_compare_says_which_baselines_differ_by_how_much_and_why(tmp_path, call):
     """'controls differ (final students' control mass 0.90 / 0.90)': not which students differed (the rates at the
     checkpoint, not the masses), nor why, nor what it does to the difference; and cross_control was called control."""
@@ -700,8 +744,10 @@ def test_sn_compare_says_which_baselines_differ_by_how_much_and_why(tmp_path, ca
                         at_250=([0.14, 0.15], [0.12, 0.12]))
     b = fake_animal_run(tmp_path / "b", [[0, 1], [0, 0]], "trait", [0.12, 0.12], [0.10, 0.10],
                         at_250=([0.12, 0.12], [0.11, 0.11]))
-    config = json.loads((tmp_path / "b" / "config.json").read_text())  # b: another n_lists (out_dir, arms: no matter)
-    (tmp_path / "b" / "config.json").write_text(json.dumps({**config, "n_lists": 16000, "out_dir": "x", "arms": []}))
+    # b: another n_lists (out_dir, arms, evals: no matter)
+    config = json.loads((tmp_path / "b" / "config.json").read_text())
+    (tmp_path / "b" / "config.json").write_text(json.dumps({**config, "n_lists": 16000, "out_dir": "x", "arms": [],
+                                                            "evals": 1}))
     out = cmp(f"{a}:trait@250", f"{b}:trait@250")
     # effects +2.5 and +1.0: the arms' rates' difference +0.5 less the baselines' +1.0 (0.12 against 0.11)
     assert (f"= +1.5 [-4.9, +7.9]; 2/2 seeds positive\n  baselines {a}:control@250 and {b}:control@250: other students "
@@ -712,7 +758,7 @@ def test_sn_compare_says_which_baselines_differ_by_how_much_and_why(tmp_path, ca
     assert "controls differ" not in out
     assert "other students (other checkpoints, 250 and the end), the first's rate +2.0 points" in cmp(
         f"{a}:trait@250", f"{a}:trait")
-    c = fake_animal_run(tmp_path / "c", [[0, 0], [0, 1]], "trait", [0.1] * 2, [0.1] * 2, at_250=([0.1] * 2, [0.1] * 2))
+    c = fake_animal_run(tmp_path / "c", [[0, 0], [0, 1]], "trait", [0.1] * 2, [0.1] * 2, at_250=([0.1] * 2, [0.11] * 2))
     assert "(the runs' configs agree in every key that shapes a student, so other machines or code versions)" in cmp(
         f"{a}:trait@250", f"{c}:trait@250")
     assert (f"baselines {a}:control and {b}:control: the same students (identical rates on every seed; mass 0.90 / "
@@ -943,18 +989,21 @@ def test_em_clamp_drift_split_classes_worlds_by_their_unclamped_increase():
     row = lambda w, f, base, un, cl_: {"seed": [w, f], "base": {"offdomain_misaligned": base},
                                        "unclamped": {20: {"offdomain_misaligned": un}},
                                        "clamped": {20: {"offdomain_misaligned": cl_}}}
-    # world 1 drifts 1 and 4 points (mean 2.5 < 3: low); world 2 drifts 10 and 12 points
-    rows = [row(1, 0, .01, .02, .10), row(1, 1, .01, .05, .09), row(2, 0, .01, .11, .03), row(2, 1, .01, .13, .05)]
+    # world 1 drifts 1 and 4 points (mean 2.5 < 3: low), world 4 1 and 2; worlds 2 and 5 drift 10 to 14 points
+    rows = [row(1, 0, .01, .02, .10), row(1, 1, .01, .05, .09), row(2, 0, .01, .11, .03), row(2, 1, .01, .13, .05),
+            row(4, 0, .01, .02, .03), row(4, 1, .01, .03, .02), row(5, 0, .01, .15, .10), row(5, 1, .01, .15, .12)]
     d = cl.drift_split(rows, 20)
-    assert d["low_worlds"] == [1]
-    assert d["low"]["per_seed"] == pytest.approx([.08, .04]) and d["high"]["per_seed"] == pytest.approx([-.08, -.08])
+    assert d["low_worlds"] == [1, 4]
+    assert d["low"]["per_seed"] == pytest.approx([.08, .04, .01, -.01])
+    assert d["high"]["per_seed"] == pytest.approx([-.08, -.08, -.05, -.03])
     # classed by the other seed: world 1's seed 0 by seed 1 (4 points: not low), seed 1 by seed 0 (1 point: low)
     # (classed by its own increase, world 1's seed 1 would be the high one: 0.04 in place of 0.08)
-    assert d["cross_seed_low"] is None and sorted(d["cross_seed_high"]["per_seed"]) == pytest.approx([-.08, -.08, .08])
-    assert d["unclamped_increase_by_world"] == pytest.approx({1: 0.025, 2: 0.11})
+    assert sorted(d["cross_seed_low"]["per_seed"]) == pytest.approx([-.01, .01, .04])
+    assert sorted(d["cross_seed_high"]["per_seed"]) == pytest.approx([-.08, -.08, -.05, -.03, .08])
+    assert d["unclamped_increase_by_world"] == pytest.approx({1: 0.025, 2: 0.11, 4: 0.015, 5: 0.14})
     # the world's mean decides, not its lowest seed: world 3 drifts 1 and 6 points (mean 3.5: not low-drift)
     d = cl.drift_split(rows + [row(3, 0, .01, .02, .02), row(3, 1, .01, .07, .07)], 20)
-    assert d["low_worlds"] == [1] and d["unclamped_increase_by_world"][3] == pytest.approx(0.035)
+    assert d["low_worlds"] == [1, 4] and d["unclamped_increase_by_world"][3] == pytest.approx(0.035)
 
 
 def test_em_mechanism_figure_draws_from_the_two_scripts_json(tmp_path, command):
@@ -1825,7 +1874,7 @@ def test_attn0_parts_main_takes_the_first_sign_step_at_the_base_and_the_late_upd
     monkeypatch.setattr(probe, "checked_bases", lambda run, excluded: iter([(cfg, 7, base, tok)]))
     monkeypatch.setattr(probe, "arm_grads", lambda m, tok, cfg, p, arm: asked.append((m, p, arm)) or grads)
     monkeypatch.setattr(probe.OP, "trajectories",
-                        lambda m, tok, cfg, p, opts: asked.append((m, p, opts)) or ({}, snaps))
+                        lambda m, tok, cfg, p, opts, scored: asked.append((m, p, opts, scored)) or ({}, snaps))
     shares_of = lambda k: {"all": 0.02 * k, **{q: 0.001 * k for q in ("attn0", *probe.PARTS)}}  # k-th call's
 
     def shares(model, tok, cfg, delta):
@@ -1833,7 +1882,8 @@ def test_attn0_parts_main_takes_the_first_sign_step_at_the_base_and_the_late_upd
         return shares_of(len(seen))
     monkeypatch.setattr(probe, "shares", shares)
     probe.main(["run", f"--out={tmp_path / 'o.json'}"])
-    assert asked == [(base, 7, "insecure"), (base, 7, {"adamw": probe.OP.OPTIMIZERS["adamw"]})]
+    # the late update's weights only (its scores, most of the time, were computed and dropped)
+    assert asked == [(base, 7, "insecure"), (base, 7, {"adamw": probe.OP.OPTIMIZERS["adamw"]}, False)]
     (w_first, first), (w_late, late) = seen
     for n, w in base.named_parameters():
         assert torch.equal(w_first[n], w) and torch.allclose(w - first[n], w - cfg.ft_lr * grads[n].sign())
