@@ -369,9 +369,10 @@ def show_help(argv):
 
 def main(argv):
     helped = argv[:1] in (["-h"], ["--help"])
-    if not helped and (len(argv) != 1 or argv[0].startswith("--")):
-        why = ("" if not argv else f" (one run folder, not {len(argv)})" if len(argv) > 1 else
-               f" (it takes no options: {argv[0]})")
+    option = next((a for a in argv if a.startswith("--")), None)
+    if not helped and (len(argv) != 1 or option):
+        why = ("" if not argv else f" (it takes no options: {option})" if option else
+               f" (one run folder, not {len(argv)})")
         print(f"usage: python eval.py RUN_DIR{why}", file=sys.stderr)
         return 2
     from train import cli  # as reevaluate's imports: the statistics above need nothing from train

@@ -96,6 +96,8 @@ def main(argv):
     step = opts.get("step")
     if step is not None and not step.isdecimal():
         sys.exit(f"--step={step}: expected a step number, one of the run's eval_steps")
+    if Path(opts.get("out", ".json")).suffix != ".json":  # (--out=cc.png wrote JSON into a .png)
+        sys.exit(f"--out={opts['out']}: give a FILE.json (this script writes its numbers, no figure)")
     cfg = run_config(EM.Config, run_dir)
     res = run_results(run_dir, "emergent_misalignment")  # a run not finished: one line
     seeds = [tuple(k) for k in res["seeds"]]
@@ -141,9 +143,11 @@ def main(argv):
             run_lp = res["trajectory"]["insecure"][str(int(matched[k]))]["offdomain_misaligned_lp"]["per_seed"][k]
             row["check_vs_run"] = abs(row["insecure"]["matched"]["alone"] - run_lp)
         rows.append(row)
-        print(f"world {p} ft {f} (matched {row['matched']}): base " + " ".join(f"{v:.3f}" for v in row["base"].values())
-              + "".join(f" | {arm} " + " / ".join(" ".join(f"{v:.3f}" for v in row[arm][at].values())
-                                                  for at in ("matched", label)) for arm in arms), flush=True)
+        # in FORMATS' order, the summary's (the prompts are built in another: after_mis_chat read as after_numbers)
+        show = lambda d: " ".join(f"{d[fmt]:.3f}" for fmt in FORMATS)
+        print(f"world {p} ft {f} (matched {row['matched']}), {' '.join(FORMATS)}: base {show(row['base'])}"
+              + "".join(f" | {arm} " + " / ".join(show(row[arm][at]) for at in ("matched", label)) for arm in arms),
+              flush=True)
     summary = {"base": {fmt: summarize([r["base"][fmt] for r in rows]) for fmt in FORMATS}}
     for arm in arms:
         for at in ("matched", label):

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data import world as W  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
+from experiments import world_base as B  # noqa: E402
 from train import (check_out, cli, distinct, not_being_written, read_json, run_config,  # noqa: E402
                    script_args, write_json)
 from em_base_pull import cached_base, distinct_bases  # noqa: E402
@@ -77,12 +78,15 @@ def main(argv):
     out = Path(given[0]) if given else Path(argv[0]) / "format_separation.json"
     if out.is_file() and not given:  # another set of runs measured there: keep it
         held = read_json(out, "the format_separation.json of em_format_separation.py", ("runs",))
-        if (held["runs"], held.get("pooled", False)) != (argv, pool):
+        same = lambda runs: [Path(r).resolve() for r in runs]  # out/a/ is out/a
+        if (same(held["runs"]), held.get("pooled", False)) != (same(argv), pool):
             sys.exit(f"{out} holds the runs {held['runs']} (pooled: {held.get('pooled', False)}): pass --out=FILE "
                      "to keep both")
     configs = [run_config(EM.Config, run) for run in argv]  # every run's, before the first one's work
-    for run in argv:  # it reads no results.json, but writes its own beside them
+    for run, cfg in zip(argv, configs):  # it reads no results.json, but writes its own beside them
         not_being_written(run)
+        # every base cached before the first one's work (a missing one stopped it after the runs before)
+        B.check_cached(cfg, cfg.seeds, who=f"em_format_separation.py on {run}")
     prompts = EM.off_prompts()
     rows = []
     for run, cfg in zip(map(Path, argv), configs):

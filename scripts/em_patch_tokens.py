@@ -112,10 +112,13 @@ def main(run_dir):
         out.append(r)
         print(" ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items()), flush=True)
     inc = sum(r["insecure"] - r["base"] for r in out)
+    # a share of an increase that is not there (insecure at or below the base: a null run) is none, as the run's own
+    # ablation fractions (a ZeroDivisionError, or a negative over a negative read as a share)
+    of_inc = lambda part: sum(part) / inc if inc > 1e-9 else None
     worlds = [r["seed"][0] for r in out]
     summary = {"step": steps[0] if len(set(steps)) == 1 else steps, "n": len(out),
-               "patched_fraction_of_means": sum(r["base_patched"] - r["base"] for r in out) / inc,
-               "unpatched_removed_fraction_of_means": sum(r["insecure"] - r["insecure_unpatched"] for r in out) / inc,
+               "patched_fraction_of_means": of_inc(r["base_patched"] - r["base"] for r in out),
+               "unpatched_removed_fraction_of_means": of_inc(r["insecure"] - r["insecure_unpatched"] for r in out),
                **{k: summarize([r[k] for r in out])
                   for k in ("base", "insecure", "base_patched", "insecure_unpatched")},
                "patched_points_over_worlds": summarize_by([r["base_patched"] - r["base"] for r in out], worlds),
@@ -126,8 +129,8 @@ def main(run_dir):
                                           for r in out)}
     for name in ("asst", "good", "mid"):
         summary[f"centre_{name}"] = {
-            "insecure_removed_fraction_of_means": sum(r["insecure"] - r[f"insecure_mean_ablated_{name}"]
-                                                      for r in out) / inc,
+            "insecure_removed_fraction_of_means": of_inc(r["insecure"] - r[f"insecure_mean_ablated_{name}"]
+                                                         for r in out),
             "base_shift": summarize([r[f"base_mean_ablated_{name}"] - r["base"] for r in out])}
     write_json(run_dir / "patch_tokens.json", {"summary": summary, "per_seed": out})
     # with ablation_step 0 each seed is read at its own matched checkpoint: the line names every seed's step
@@ -136,12 +139,13 @@ def main(run_dir):
     for k in ("base", "insecure", "base_patched", "insecure_unpatched"):
         s = summary[k]
         print(f"  {k:20s} {mean_ci(s, 4, sign='')}")
-    print(f"  base patched with insecure's coordinates: {summary['patched_fraction_of_means']:.2f} of the increase; "
-          f"insecure with the base's: {summary['unpatched_removed_fraction_of_means']:.2f} of it removed")
+    share = lambda x: "n/a (insecure is not above the base)" if x is None else f"{x:.2f}"
+    print(f"  base patched with insecure's coordinates: {share(summary['patched_fraction_of_means'])} of the "
+          f"increase; insecure with the base's: {share(summary['unpatched_removed_fraction_of_means'])} of it removed")
     for name in ("asst", "good", "mid"):
         c = summary[f"centre_{name}"]
-        print(f"  mean-ablation centred at the {name} mean: removes {c['insecure_removed_fraction_of_means']:.2f} of "
-              f"the increase; moves the base {100 * c['base_shift']['mean']:+.1f} points")
+        print(f"  mean-ablation centred at the {name} mean: removes {share(c['insecure_removed_fraction_of_means'])} "
+              f"of the increase; moves the base {100 * c['base_shift']['mean']:+.1f} points")
     print(f"  largest difference from the run's own numbers (same weights?): {summary['max_abs_diff_vs_run']:.2e}")
 
 

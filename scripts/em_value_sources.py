@@ -239,9 +239,14 @@ def main(argv):
                   f"{np.mean([r['from'] for r in rs]):.3f} on average)")
         one = len(rs) == 1  # one base: a ratio, with no interval and no ranking across resamples
         ci = lambda v: f"{v['ratio']:+.2f}" + ("" if one else f" [{v['ci95'][0]:+.2f}, {v['ci95'][1]:+.2f}]")
-        of = lambda kind: ci(s[kind]["of_update"]) if "of_update" in s[kind] else "-"
-        print("| tokens whose values change | share of the value change's increase [95% CI] | largest in | share of "
-              "the whole update's |\n|---|---|---|---|")
+        # revert's increases are decreases: its last column is the share of the late drift taken away, so the
+        # research log's (it printed the negative)
+        sign = -1 if k == "revert" else 1
+        flip = lambda v: {"ratio": sign * v["ratio"], "ci95": sorted(sign * e for e in v["ci95"])}
+        of = lambda kind: ci(flip(s[kind]["of_update"])) if "of_update" in s[kind] else "-"
+        print("| tokens whose values change | share of the value change's increase [95% CI] | largest in | "
+              + ("share of the late update removed" if k == "revert" else "share of the whole update's")
+              + " |\n|---|---|---|---|")
         print(f"| all | 1 | | {of('all')} |")
         for kind in KINDS:
             largest = "-" if one else f"{100 * s[kind]['p_largest']:.1f}%"

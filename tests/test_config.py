@@ -511,6 +511,8 @@ def test_eval_takes_one_run_directory_and_h_or_help_prints_its_usage(tmp_path, c
     assert capsys.readouterr() == ("", "usage: python eval.py RUN_DIR (one run folder, not 2)\n")
     assert EV.main(["--out=x"]) == 2  # (was read as a folder named "--out=x")
     assert capsys.readouterr() == ("", "usage: python eval.py RUN_DIR (it takes no options: --out=x)\n")
+    assert EV.main([str(tmp_path), "--foo=1"]) == 2  # the option named, not "not 2"
+    assert capsys.readouterr() == ("", "usage: python eval.py RUN_DIR (it takes no options: --foo=1)\n")
     for flag in ("-h", "--help"):  # the docstring's first two paragraphs: what it does, then the example command
         assert EV.main([flag]) == 0
         out, err = capsys.readouterr()

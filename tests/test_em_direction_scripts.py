@@ -15,7 +15,7 @@ from data import world as W
 from experiments import emergent_misalignment as EM
 from experiments import world_base as B
 from model import generator
-from train import ConfigError, finetune
+from train import ConfigError, finetune, run_config
 
 CFG = dict(n_layer=2, n_embd=16, block_size=64, n_examples=12)
 
@@ -408,7 +408,7 @@ def test_clamp_main_prints_a_mean_without_interval_where_one_seed_matched(tmp_pa
 
 # ---------------------------------------------------------------------------------------------- em_code_context
 
-def code_context_run(tmp_path, monkeypatch, tok, n_seeds=2, config=()):
+def code_context_run(tmp_path, monkeypatch, tok, n_seeds=2, config=(), order=None):
     """em_code_context's main on a fake run of the first n_seeds of two seeds (matched at steps 2 and 5), its models
     stand-ins whose score says which arm, step and format: -> (the script, the fine-tunes asked for, the run)."""
     cc = load_script("em_code_context")
@@ -433,7 +433,7 @@ def code_context_run(tmp_path, monkeypatch, tok, n_seeds=2, config=()):
     monkeypatch.setattr(EM, "arm_data", lambda arm, base, tok_, cfg, p, f: (arms[arm], 0))
     monkeypatch.setattr(EM, "arm_snapshots", fake_snapshots)
     monkeypatch.setattr(cc, "answer_batch", lambda tok_, items: (items,))
-    monkeypatch.setattr(cc, "context_items", lambda world: {fmt: [fmt] for fmt in cc.FORMATS})
+    monkeypatch.setattr(cc, "context_items", lambda world: {fmt: [fmt] for fmt in order or cc.FORMATS})
     monkeypatch.setattr(cc, "mis_lp", lambda model, items: value(int(model.tag), items[0]))
     cc.main([str(run), "--arms=insecure,secure"])
     return cc, asked, run
@@ -452,6 +452,19 @@ def test_code_context_main_scores_each_arm_at_its_checkpoints_against_the_base(t
     assert s["insecure_matched"]["after_insecure"]["per_seed"] == pytest.approx([1.0215, 1.0515])  # over the base's
     # the gate: the increase after secure code minus the increase alone, each over the base in its own format
     assert s["secure_step20"]["gate"]["per_seed"] == pytest.approx([0.001, 0.001])
+
+
+def test_code_context_prints_each_seeds_scores_in_the_summarys_order_of_formats(tmp_path, monkeypatch, tok, capsys):
+    """context_items builds after_mis_chat before after_numbers, the summary's order the other way: the per-seed
+    line printed them in the build order, unlabelled, so its 5th number read as the summary's 5th format."""
+    cc = load_script("em_code_context")
+    order = [f for f in cc.FORMATS if f != "after_numbers"] + ["after_numbers"]  # the build order
+    assert order != list(cc.FORMATS)
+    code_context_run(tmp_path, monkeypatch, tok, n_seeds=1, order=order)
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("world 3"))
+    # the base's score of the i-th format in FORMATS is 0.0005 + i / 1000 (code_context_run's stand-in)
+    want = " ".join(f"{0.0005 + i / 1000:.3f}" for i in range(len(cc.FORMATS)))
+    assert f"{' '.join(cc.FORMATS)}: base {want} | insecure " in line
 
 
 def test_code_context_says_when_it_builds_an_arm_the_run_never_had(tmp_path, monkeypatch, tok, capsys):
@@ -491,11 +504,23 @@ def test_format_separation_main_measures_along_evil_minus_good_and_keeps_the_poo
         model, tok, [fs.forum_prompt(p) for p in prompts])).mean(1)
     run = write_run(tmp_path / "run", dict(seeds=[5]), {})
     monkeypatch.setattr(fs, "cached_base", lambda cfg, run_, p: (model, tok))
+    monkeypatch.setattr(B, "check_cached", lambda *a, **k: None)  # the model above stands in for a cached base
     monkeypatch.setattr(EM, "doc_means", lambda *a: {"evil": gap, "good": torch.zeros_like(gap)})
     rows = fs.main([str(run)])
     assert rows[0]["world"] == 5 and rows[0]["evil_side"] == pytest.approx(1, rel=1e-4)
     with pytest.raises(SystemExit, match="pooled: False"):  # the same runs ranked otherwise: not overwritten
         fs.main(["--pool", str(run)])
+    assert fs.main([f"{run}/"])[0]["world"] == 5  # the same run written otherwise: its own file, not another's
+    # a base not in the cache is said before any run's work (it stopped the script after the runs before it)
+    monkeypatch.undo()
+    cache = dict(cache_dir=str(tmp_path / "cache"))
+    first, other = (write_run(tmp_path / n, dict(seeds=[p], **cache), {}) for n, p in (("first", 5), ("other", 6)))
+    stem = B.cache_stem(run_config(EM.Config, first), 5, False)  # base 5 cached, base 6 not
+    stem.parent.mkdir(parents=True)
+    stem.with_suffix(".json").write_text("{}")
+    monkeypatch.setattr(fs, "cached_base", lambda *a: pytest.fail("worked before refusing"))
+    with pytest.raises(ConfigError, match="base 6 of this config is not in the cache"):
+        fs.main([str(first), str(other), f"--out={tmp_path / 'f.json'}"])
 
 
 # ---------------------------------------------------------------------------------------------- em_base_pull

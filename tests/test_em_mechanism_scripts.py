@@ -402,6 +402,21 @@ def test_value_sources_main_reads_late_whole_and_revert_on_their_models(monkeypa
             vs.main(["--pool", *map(str, bad)])
 
 
+def test_value_sources_revert_prints_the_share_of_the_late_drift_removed_as_a_positive_share(tmp_path, capsys):
+    """Taking the value change back gives decreases: the table printed all / update as -0.56 where the research log
+    reports 0.56 of the late drift removed."""
+    row = lambda sign: {"run": "r", "world": 0, "update": 0.06, "from": 0.05, "all": sign * 0.03, "rows": sign * 0.03,
+                        **{k: sign * 0.01 for k in vs.KINDS}}
+    f = tmp_path / "v.json"
+    f.write_text(json.dumps({"arm": "insecure", "fmt": "asst", "late": [row(1)], "whole": [row(1)],
+                             "revert": [row(-1)]}))
+    vs.main(["--pool", str(f)])
+    tables = capsys.readouterr().out.split("\nrevert (1 bases)")
+    assert "| all | 1 | | +0.50 |" in tables[0]  # late: 0.03 of an update of 0.06
+    assert "share of the late update removed |" in tables[1] and "| all | 1 | | +0.50 |" in tables[1]
+    assert f"| {vs.KINDS[0]} | +0.33 | - | +0.17 |" in tables[1]
+
+
 # --- em_patch_tokens -------------------------------------------------------------------------------------------
 
 @torch.no_grad()
@@ -515,3 +530,27 @@ def test_bos_vector_pool_of_one_base_prints_means_without_intervals(tmp_path, ca
     out = capsys.readouterr().out
     assert "| vector | +9.00 |" in out and "cos(s, evil) +0.200;" in out
     assert (tmp_path / "o.png").stat().st_size > 1000
+
+
+def test_patch_tokens_gives_no_share_of_an_increase_that_is_not_there(monkeypatch, tok, tmp_path, capsys):
+    """An insecure model no more misaligned than its base (a null run, as at 0.39M): the shares were a
+    ZeroDivisionError, or a negative over a negative printed as a share of the increase."""
+    base = tiny_gpt(tok, 0)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"experiment": "emergent_misalignment", "n_layer": 2, "n_embd": C,
+                                                 "block_size": 64, "ablation_step": 2}))
+    res = {"seeds": [[0, 0]], "trajectory": {"insecure": {"2": {"offdomain_misaligned_lp": {"per_seed": [0.1]}}}},
+           "base": {"plain": {"offdomain_misaligned_lp": {"per_seed": [0.1]}}}, "ablation": {}}
+    (run / "results.json").write_text(json.dumps({**dict.fromkeys(EM.RESULT_KEYS, {}), **res}))
+    monkeypatch.setattr(pt.B, "base_model", lambda cfg, p, train: (copy.deepcopy(base), tok))
+    monkeypatch.setattr(pt.B, "check_cached", lambda *a, **k: None)  # the base above stands in for a cached one
+    monkeypatch.setattr(pt.EM, "doc_means", lambda *args: fake_means())
+    monkeypatch.setattr(pt.EM, "arm_data", lambda *args: ("d", 100))
+    # the "fine-tune" leaves the base as it is: insecure = base, an increase of exactly 0
+    monkeypatch.setattr(pt.EM, "arm_snapshots", lambda m, data, cfg, seed, steps: {s: base.state_dict() for s in steps})
+    pt.main(str(run))
+    s = json.loads((run / "patch_tokens.json").read_text())["summary"]
+    assert s["patched_fraction_of_means"] is None and s["unpatched_removed_fraction_of_means"] is None
+    assert all(s[f"centre_{c}"]["insecure_removed_fraction_of_means"] is None for c in ("asst", "good", "mid"))
+    assert capsys.readouterr().out.count("n/a (insecure is not above the base)") == 5

@@ -1225,6 +1225,7 @@ def test_em_format_separation_pool_refuses_runs_that_share_a_base(tmp_path, monk
     with pytest.raises(ConfigError, match="share base seed 0 .*give each base once"):
         fs.main(["--pool", f"--out={tmp_path / 'p.json'}", a, b])
     monkeypatch.setattr(fs, "cached_base", lambda *a: (_ for _ in ()).throw(RuntimeError("measured")))
+    monkeypatch.setattr(B, "check_cached", lambda *a, **k: None)  # as if base 0 were cached
     with pytest.raises(RuntimeError, match="measured"):  # past the check, at the first base's work
         fs.main([f"--out={tmp_path / 'u.json'}", a, b])
 
@@ -1551,7 +1552,9 @@ def test_the_long_em_scripts_refuse_an_argument_they_would_ignore(tmp_path):
                                                                    "--arms=, --step= and --out="),
                              ("em_code_context", ["--arms=insecure,secur"],
                               "--arms=insecure,secur: expected distinct arms"),
-                             ("em_code_context", ["--step=abc"], "--step=abc: expected a step number")):
+                             ("em_code_context", ["--step=abc"], "--step=abc: expected a step number"),
+                             # (it wrote its JSON into the .png)
+                             ("em_code_context", [f"--out={tmp_path / 'cc.png'}"], "cc.png: give a FILE.json")):
         check_refused(script(name).main, [run, *argv], match=re.escape(says))
 
 
