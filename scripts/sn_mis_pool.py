@@ -48,7 +48,8 @@ def log_rate(rate, valid, n_samples):
 def students(res, lists, run="this run"):
     """{student: {"offdomain_misaligned": per_seed, "valid_fraction": per_seed}} of one run, and its seeds."""
     if lists is None:  # (and the log-prob reading, where kept: whether two runs' students are the same ones)
-        src = {k: {m: v[m]["per_seed"] for m in METRICS + LP if m in METRICS or m in v} for k, v in res["arms"].items()}
+        src = {k: {m: v[m]["per_seed"] for m in METRICS + tuple(m for m in LP if m in v)}
+               for k, v in res["arms"].items()}
     else:
         if str(lists) not in res.get("dose", {}):  # which run: the others may have it
             sys.exit(f"no students after {lists} lists in {run} (has: {sorted(res.get('dose', {}), key=int)}): give "
