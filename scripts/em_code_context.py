@@ -96,7 +96,7 @@ def main(argv):
     step = opts.get("step")
     if step is not None and not step.isdecimal():
         sys.exit(f"--step={step}: expected a step number, one of the run's eval_steps")
-    if Path(opts.get("out", ".json")).suffix != ".json":  # (--out=cc.png wrote JSON into a .png)
+    if "out" in opts and Path(opts["out"]).suffix != ".json":  # (--out=cc.png wrote JSON into a .png)
         sys.exit(f"--out={opts['out']}: give a FILE.json (this script writes its numbers, no figure)")
     cfg = run_config(EM.Config, run_dir)
     res = run_results(run_dir, "emergent_misalignment")  # a run not finished: one line
