@@ -7,7 +7,8 @@ Each side is RUN:ARM, optionally @STEP for the arm (and its baseline) at that ch
 instead of the final one. The effect is the arm minus its baseline as the run computes it (`control`;
 `cross_control` for the arms on the other base, `icl_control`, `code_control`), per seed; the two runs must have the
 same seeds (pretraining seed x student seed; paired by seed, in any order). Prints, per target animal: each side's
-effect and its final students' animal mass, the paired difference of the effects (mean, 95% t-CI), and whether the
+effect and its final students' animal mass, the paired difference of the effects (mean, 95% t-CI over seeds, and where
+a base has several student seeds over the bases' means: its students share the base and teacher), and whether the
 two baselines are the same students (identical rates: the difference is the arms' own) or other ones: by how much, and
 why (other baseline arms or checkpoints, or the config keys in which the runs differ).
 """
@@ -17,7 +18,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from eval import summarize  # noqa: E402
+from eval import group_means, summarize  # noqa: E402
 from experiments.subliminal_numbers import BASELINE, mode_results  # noqa: E402
 from train import cli, configs_differ, script_args  # noqa: E402
 
@@ -117,11 +118,18 @@ def main(argv):
         ea, eb = summarize(eff[0]), summarize(eff[1])
         ci = ("[one seed: no interval]" if diff["ci95"] is None
               else "[{:+.1f}, {:+.1f}]".format(*(100 * v for v in diff["ci95"])))
+        # the students of one base share it and its teacher: not independent, so the interval over the bases' means
+        # beside the one over seeds (the experiment's effect_per_base)
+        bases = [p for p, _ in seeds]
+        per_base = summarize(group_means(diff["per_seed"], bases))
+        over_bases = ("" if len(set(bases)) == len(bases) else "; one base: no interval over bases"
+                      if per_base["ci95"] is None else "; over the {} bases' means [{:+.1f}, {:+.1f}]".format(
+                          len(set(bases)), *(100 * v for v in per_base["ci95"])))
         lines.append(f"{animal}: {ra}:{arm_a}{'@' + step_a if step_a else ''} {100 * ea['mean']:+.1f} "
                      f"({final(step_a)}animal mass {mass(a, arm_a)}) minus "
                      f"{rb}:{arm_b}{'@' + step_b if step_b else ''} "
                      f"{100 * eb['mean']:+.1f} ({final(step_b)}mass {mass(b, arm_b)}) = {100 * diff['mean']:+.1f} "
-                     f"{ci}; {sum(d > 0 for d in diff['per_seed'])}/{len(diff['per_seed'])} seeds positive")
+                     f"{ci}; {sum(d > 0 for d in diff['per_seed'])}/{len(diff['per_seed'])} seeds positive{over_bases}")
         lines.append("  " + baselines(animal, (ra, base_a, step_a, a), (rb, base_b, step_b, b), seeds,
                                       f"{final(step_a or step_b)}mass {mass(a, base_a)} / {mass(b, base_b)}"))
     print("\n".join(lines))

@@ -625,8 +625,10 @@ def test_sn_compare_pairs_effects_by_seed(tmp_path, call):
     # the same seeds in another order, the same control: effects +1, +3, +2 points, so a - b = +4, +3, +2 points
     b = fake_animal_run(tmp_path / "b", [[1, 0], [0, 0], [0, 1]], "shuffled", [0.12, 0.11, 0.13], [0.10, 0.10, 0.10])
     out = cmp(f"{a}:trait", f"{b}:shuffled")
-    # mean +3.0, sd 1, t(2) 4.303 / sqrt(3) = 2.48
-    assert "= +3.0 [+0.5, +5.5]; 3/3 seeds positive\n" in out and "the same students (identical rates" in out
+    # mean +3.0, sd 1, t(2) 4.303 / sqrt(3) = 2.48; and over the two bases' means (base 0's students share it and
+    # its teacher): 3.5 and 2, mean 2.75, t(1) 12.706 x 1.061 / sqrt(2) = 9.53
+    assert ("= +3.0 [+0.5, +5.5]; 3/3 seeds positive; over the 2 bases' means [-6.8, +12.3]\n" in out
+            and "the same students (identical rates" in out)
     command = script_process("sn_compare", f"{a}:trait", f"{b}:shuffled")  # the command line prints the same
     assert command.returncode == 0 and command.stdout == out, command.stderr
     c = fake_animal_run(tmp_path / "c", [[0, 0], [0, 1], [2, 0]], "trait", [0.1] * 3, [0.1] * 3)
@@ -651,7 +653,8 @@ def test_sn_compare_pairs_effects_by_seed(tmp_path, call):
     out = cmp(f"{a}:trait@250", f"{b}:trait@250")
     assert "trait@250 +2.5 (final students' animal mass 0.90)" in out and "trait@250 +1.0 (final students' mass" in out
     assert "(final students' mass 0.90 / 0.90)" in out and "(animal mass 0.90)" in cmp(f"{a}:trait", f"{b}:trait")
-    assert "= +1.5 [-4.9, +7.9]; 2/2 seeds positive\n" in out and f"{a}:control@250 and {b}:control@250: other" in out
+    assert "= +1.5 [-4.9, +7.9]; 2/2 seeds positive; one base: no interval over bases\n" in out
+    assert f"{a}:control@250 and {b}:control@250: other" in out
     assert "(final students' mass" in cmp(f"{a}:trait@250", f"{b}:trait")  # one side at a checkpoint
 
 
@@ -684,7 +687,8 @@ def test_sn_compare_reads_each_sides_control_at_its_own_checkpoint_counts_ties_a
     a = fake_animal_run(tmp_path / "a", [[0, 0], [0, 1]], "trait", [0.15, 0.16], [0.10, 0.10],
                         at_250=([0.14, 0.15], [0.12, 0.12]))
     out = cmp(f"{a}:trait@250", f"{a}:trait")
-    assert "= -3.0 [-3.0, -3.0]; 0/2 seeds positive\n" in out and "other students (other checkpoints" in out
+    assert "= -3.0 [-3.0, -3.0]; 0/2 seeds positive; one base: no interval over bases\n" in out
+    assert "other students (other checkpoints" in out
     # RUN:ARM@ (no step) compared the final students, silently; a checkpoint a side lacks did not say whose run
     check_refused(cmp, f"{a}:trait@", f"{a}:trait@250", match="expected RUN:ARM\\[@STEP\\]")
     b0 = fake_animal_run(tmp_path / "b0", [[0, 0], [0, 1]], "trait", [0.15, 0.16], [0.10, 0.10])
@@ -701,7 +705,8 @@ def test_sn_compare_reads_each_sides_control_at_its_own_checkpoint_counts_ties_a
     # a seed whose effects are equal is not positive: effects +5, +1 against +1, +1 give differences 4 and 0
     b = fake_animal_run(tmp_path / "b", [[0, 0], [0, 1]], "trait", [0.15, 0.11], [0.10, 0.10])
     c = fake_animal_run(tmp_path / "c", [[0, 0], [0, 1]], "shuffled", [0.11, 0.11], [0.10, 0.10])
-    assert "; 1/2 seeds positive\n  baselines" in (out := cmp(f"{b}:trait", f"{c}:shuffled")) and "the same stud" in out
+    out = cmp(f"{b}:trait", f"{c}:shuffled")
+    assert "; 1/2 seeds positive; one base: no interval over bases\n  baselines" in out and "the same stud" in out
     # an arm on base B without its baseline (cross_control) is refused in one line, not a KeyError
     st = lambda v, mass: {"by_animal": {"owl": {"target_rate": {"per_seed": v}, "animal_mass": {"mean": mass}}}}
     (tmp_path / "x").mkdir()
@@ -750,7 +755,8 @@ def test_sn_compare_says_which_baselines_differ_by_how_much_and_why(tmp_path, ca
                                                             "evals": 1}))
     out = cmp(f"{a}:trait@250", f"{b}:trait@250")
     # effects +2.5 and +1.0: the arms' rates' difference +0.5 less the baselines' +1.0 (0.12 against 0.11)
-    assert (f"= +1.5 [-4.9, +7.9]; 2/2 seeds positive\n  baselines {a}:control@250 and {b}:control@250: other students "
+    assert (f"= +1.5 [-4.9, +7.9]; 2/2 seeds positive; one base: no interval over bases\n  baselines {a}:control@250 "
+            f"and {b}:control@250: other students "
             "(the runs' configs differ in n_lists), the first's rate +1.0 points over the second's on average, unequal "
             "on 2/2 seeds (final students' mass 0.90 / 0.90); each effect is over its own baseline, so the difference "
             "is the arms' rates' difference less the baselines' +1.0: a difference of effects. For the arms' rates "
