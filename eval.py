@@ -95,7 +95,10 @@ def ranks(x):
 
 
 def spearman(x, y):
-    """Pearson's correlation of the ranks; nan when either side is constant."""
+    """Pearson's correlation of the ranks; nan when either side is constant or holds a nan (ranked as ties above
+    every number, it gave a correlation: 0.0 for (1, 2, 3, 4, nan) against (1, 2, 3, 4, 0))."""
+    if np.isnan(np.asarray(x, dtype=float)).any() or np.isnan(np.asarray(y, dtype=float)).any():
+        return math.nan
     rx, ry = ranks(x), ranks(y)
     rx, ry = rx - rx.mean(), ry - ry.mean()
     den = math.sqrt((rx ** 2).sum() * (ry ** 2).sum())
@@ -116,6 +119,8 @@ def spearman_ci(x, y, n_boot=10_000, seed=0, groups=None):
                                                                                    size=(n_boot, len(members))))
     boot = [spearman(x[i], y[i]) for i in draws]
     boot = [b for b in boot if not math.isnan(b)]  # a resample with one distinct value has no rank order
+    if not boot:  # a side constant (or holding a nan) has no rank order in any resample (an IndexError)
+        return {"rho": math.nan, "ci95": None, "n": len(x), **({} if groups is None else {"groups": len(set(groups))})}
     lo, hi = np.percentile(boot, [2.5, 97.5])
     return {"rho": spearman(x, y), "ci95": [float(lo), float(hi)], "n": len(x),
             **({} if groups is None else {"groups": len(set(groups))})}
@@ -137,11 +142,11 @@ def mean_ci(stat, digits=3, scale=1, sign="+", show=None):
 
 
 def fmt_ratio(r, digits=2):
-    """A ratio of means {"ratio", "ci95"} as 'r [lo, hi]'; with one base the interval is undefined (None), and says
-    so."""
+    """A ratio of means {"ratio", "ci95"} as 'r [lo, hi]'; an undefined interval (None) says why: its "why", or one
+    base."""
     ci = r["ci95"]
-    return f"{r['ratio']:.{digits}f}" + (f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci
-                                         else " (one base: no interval)")
+    return f"{r['ratio']:.{digits}f}" + (f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else
+                                         f" (no interval: {r['why']})" if "why" in r else " (one base: no interval)")
 
 
 def fmt_stat(stat, digits=3):

@@ -93,8 +93,9 @@ def main(argv):
                      f" | {fmt_stat(t['insecure']['random'])} | " + " | ".join(fmt_stat(o[a]["diff"]) for a in others)
                      + " |")
     tr = summary["tracking"]
+    ci = "[{:.2f}, {:.2f}]".format(*tr["ci95"]) if tr["ci95"] else "(no rank order: no interval)"
     lines += ["", f"Spearman with each model's own shift over {tr['n']} models (interval resampling the bases): "
-              f"{tr['rho']:.2f} [{tr['ci95'][0]:.2f}, {tr['ci95'][1]:.2f}]",
+              f"{tr['rho']:.2f} {ci}",
               "the same models as the run's: " + ("yes, every own misaligned share to the bit" if not differ else
                                                   f"NO, {len(differ)} differ (another CPU or thread count?)")]
     print("\n".join(lines))

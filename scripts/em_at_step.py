@@ -120,8 +120,9 @@ def main(argv):
         if arm != "insecure":
             both = {k: ins[k] - v for k, v in d.items() if k in ins}
             ok = [k for k, v in both.items() if not math.isnan(v)]  # a seed without valid answers: left out
-            den = sum(ins[k] for k in ok)  # no seed with both, or no increase of insecure's: no ratio
-            ratio = f"{sum(d[k] for k in ok) / den:.2f}" if den else "undefined"
+            # no seed with both, or no increase of insecure's (a negative one too, as the run's own of_means): no ratio
+            den = sum(ins[k] for k in ok)
+            ratio = f"{sum(d[k] for k in ok) / den:.2f}" if den > 1e-9 else "undefined"
             print(f"| {arm} | {len(both)} | {fmt(list(both.values()))} | {fmt(by_base(both))} | {ratio} |")
 
 

@@ -35,6 +35,7 @@ adamw's, ratio of means over bases with a 95% interval from resampling bases, 10
 and a table. Pre-registered in docs/emergent_misalignment.md ("Which part of AdamW").
 """
 import copy
+import math
 import sys
 from pathlib import Path
 
@@ -173,9 +174,18 @@ def run_check(run, seed, traj):
 
 def ratio_of_means(a, b, idx):
     """sum(a) / sum(b) over the bases (arrays [n]), with the percentile 95% interval of the resamples idx [n_boot, n];
-    one base has no interval (every resample is that base: [r, r] would read as exact)."""
-    ci = [float(x) for x in np.percentile(a[idx].sum(1) / b[idx].sum(1), [2.5, 97.5])] if len(a) > 1 else None
-    return {"ratio": float(a.sum() / b.sum()), "ci95": ci}
+    one base has no interval (every resample is that base: [r, r] would read as exact). A denominator not above 0 has
+    no ratio (nan), and one that is not above 0 in some resamples no interval (a ratio's sign flips there: the ends
+    were -12 and 1.9e16, or nan): `why` says which."""
+    if not b.sum() > 0:
+        return {"ratio": math.nan, "ci95": None, "why": "the denominator is not above 0"}
+    out = {"ratio": float(a.sum() / b.sum()), "ci95": None}
+    if len(a) == 1:
+        return out
+    den = b[idx].sum(1)
+    if (den <= 0).any():
+        return {**out, "why": f"the denominator is not above 0 in {100 * (den <= 0).mean():.1f}% of the resamples"}
+    return {**out, "ci95": [float(x) for x in np.percentile(a[idx].sum(1) / den, [2.5, 97.5])]}
 
 
 def summary(rows, n_boot=10_000, seed=0):

@@ -129,6 +129,20 @@ def test_ratio_of_means_interval_is_the_2_5_and_97_5_percentiles_of_each_resampl
     assert r["ci95"] == pytest.approx([0.25 + 0.05 * 0.15, 0.4 + 0.95 * 0.6])
 
 
+def test_ratio_of_means_has_no_ratio_or_interval_over_a_denominator_not_above_zero():
+    """A resample whose denominator sums to 0 or below flips the ratio's sign (ends of -12 and 1.9e16, or nan), and a
+    denominator not above 0 has no ratio at all: said, and printed as such."""
+    op = load_script("em_optimizer_parts")
+    from eval import fmt_ratio
+    a, b = np.array([1.0, 1.0]), np.array([3.0, -1.0])
+    idx = np.array([[0, 0], [1, 1], [0, 1]])  # the second resample's denominator is -2
+    r = op.ratio_of_means(a, b, idx)
+    assert r["ratio"] == pytest.approx(1.0) and r["ci95"] is None
+    assert fmt_ratio(r) == "1.00 (no interval: the denominator is not above 0 in 33.3% of the resamples)"
+    r = op.ratio_of_means(a, np.array([1.0, -1.0]), idx)
+    assert math.isnan(r["ratio"]) and r["ci95"] is None and "not above 0)" in fmt_ratio(r)
+
+
 def test_optimizer_parts_summary_ratios_of_means_and_group_shares():
     op = load_script("em_optimizer_parts")
     steps = (0, *op.STEPS)

@@ -2470,6 +2470,10 @@ def test_em_at_step_ratio_of_a_control_without_any_valid_seed_is_undefined(tmp_p
     run = fake_run(tmp_path / "r", [[0, 0], [1, 0]], {"insecure": [0.05, 0.07], "secure": [math.nan, math.nan]})
     out = run_script(run)
     assert "| secure | 2 |" in out and "| undefined |" in out  # not a ZeroDivisionError
+    # insecure below its base over the seeds (increases -1 and +0.5 points): no ratio (it printed -8.00 against a
+    # control's +1 and +1, a share of an increase that is not there)
+    run = fake_run(tmp_path / "neg", [[0, 0], [1, 0]], {"insecure": [0.0, 0.015], "secure": [0.02, 0.02]})
+    assert "| undefined |" in run_script(run)
 
 
 def test_em_at_step_refuses_an_empty_minus_and_an_unknown_option(tmp_path):

@@ -168,3 +168,13 @@ def test_spearman_interval_over_groups_resamples_whole_groups():
     assert grouped["rho"] == pytest.approx(spearman_ci(x, y)["rho"]) and grouped["groups"] == 6 and grouped["n"] == 18
     lo, hi = spearman_ci(xs, ys, n_boot=2000)["ci95"]
     assert hi - lo < grouped["ci95"][1] - grouped["ci95"][0]
+
+
+def test_spearman_of_a_nan_is_nan_and_an_interval_without_rank_order_is_none():
+    """A nan was ranked as a tie above every number (np.unique merges them): (1, 2, 3, 4, nan) against (1, 2, 3, 4, 0)
+    read 0.0. A constant side has no rank order in any resample: an IndexError from the empty percentile."""
+    from eval import spearman
+    assert math.isnan(spearman([1, 2, 3, 4, math.nan], [1, 2, 3, 4, 0]))
+    assert spearman([1, 2, 3, 4], [2, 4, 6, 9]) == pytest.approx(1.0)
+    flat = spearman_ci([1, 1, 1, 1], [1, 2, 3, 4], n_boot=50)
+    assert math.isnan(flat["rho"]) and flat["ci95"] is None and flat["n"] == 4
