@@ -119,8 +119,11 @@ def spearman_ci(x, y, n_boot=10_000, seed=0, groups=None):
                                                                                    size=(n_boot, len(members))))
     boot = [spearman(x[i], y[i]) for i in draws]
     boot = [b for b in boot if not math.isnan(b)]  # a resample with one distinct value has no rank order
-    if not boot:  # a side constant (or holding a nan) has no rank order in any resample (an IndexError)
-        return {"rho": math.nan, "ci95": None, "n": len(x), **({} if groups is None else {"groups": len(set(groups))})}
+    # a side constant (or holding a nan) has no rank order in any resample (an IndexError); one group is every
+    # resample ([rho, rho] would read as exact)
+    if not boot or groups is not None and len(set(groups)) < 2:
+        return {"rho": spearman(x, y), "ci95": None, "n": len(x),
+                **({} if groups is None else {"groups": len(set(groups))})}
     lo, hi = np.percentile(boot, [2.5, 97.5])
     return {"rho": spearman(x, y), "ci95": [float(lo), float(hi)], "n": len(x),
             **({} if groups is None else {"groups": len(set(groups))})}

@@ -95,17 +95,22 @@ def drift_split(rows, step, low=LOW_DRIFT):
     worlds = {}
     for r in rows:
         worlds.setdefault(r["seed"][0], []).append(r)
-    low_worlds = sorted(w for w, rs in worlds.items() if sum(map(inc, rs)) / len(rs) < low)
+    # a world's increase is its defined seeds' mean (a seed without a valid answer left out, as eval.summarize does);
+    # a world with none is in neither class (a nan mean failed "< low" and joined the others)
+    mean = lambda rs: summarize([inc(r) for r in rs])["mean"] if rs else math.nan
+    low_worlds = sorted(w for w, rs in worlds.items() if mean(rs) < low)
+    high_worlds = sorted(w for w, rs in worlds.items() if mean(rs) >= low)
     other = lambda r: [o for o in worlds[r["seed"][0]] if o is not r]
-    cross_low = [r for r in rows if other(r) and sum(map(inc, other(r))) / len(other(r)) < low]
+    cross_low = [r for r in rows if mean(other(r)) < low]
+    cross_high = [r for r in rows if mean(other(r)) >= low]
     # a group of seeds from fewer than two worlds is unreadable (as pre-registered): its interval would be over the
     # fine-tune seeds of one base
     stat = lambda rs: summarize([diff(r) for r in rs]) if len({r["seed"][0] for r in rs}) > 1 else None
     return {"low_worlds": low_worlds, "step": step, "threshold": low,
             "low": stat([r for r in rows if r["seed"][0] in low_worlds]),
-            "high": stat([r for r in rows if r["seed"][0] not in low_worlds]),
-            "cross_seed_low": stat(cross_low), "cross_seed_high": stat([r for r in rows if r not in cross_low]),
-            "unclamped_increase_by_world": {w: sum(map(inc, rs)) / len(rs) for w, rs in worlds.items()}}
+            "high": stat([r for r in rows if r["seed"][0] in high_worlds]),
+            "cross_seed_low": stat(cross_low), "cross_seed_high": stat(cross_high),
+            "unclamped_increase_by_world": {w: mean(rs) for w, rs in worlds.items()}}
 
 
 def main(argv):

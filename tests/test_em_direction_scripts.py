@@ -227,6 +227,12 @@ def test_clamp_drift_split_is_unreadable_on_the_seeds_of_one_world():
     assert d["low_worlds"] == [1] and d["low"] is None and d["cross_seed_low"] is None
     assert len(d["high"]["per_seed"]) == 4  # worlds 2 and 3
     assert len(cl.drift_split(rows, 20, low=0.15)["low"]["per_seed"]) == 4
+    # a seed without a valid answer (nan) is left out of its world's mean; a world with none defined is in neither
+    # class (its nan mean failed "< low": world 9 joined the high-drift worlds, with its defined seed)
+    nan = float("nan")
+    d = cl.drift_split(rows + [row(4, 0, nan), row(4, 1, 0.01), row(9, 0, nan), row(9, 1, nan)], 20)
+    assert d["low_worlds"] == [1, 4] and d["unclamped_increase_by_world"][4] == pytest.approx(0.01)
+    assert math.isnan(d["unclamped_increase_by_world"][9]) and len(d["high"]["per_seed"]) == 4
 
 
 def clamp_run(tmp_path, monkeypatch, tok, unclamped_code, args=()):

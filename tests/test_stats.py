@@ -178,3 +178,5 @@ def test_spearman_of_a_nan_is_nan_and_an_interval_without_rank_order_is_none():
     assert spearman([1, 2, 3, 4], [2, 4, 6, 9]) == pytest.approx(1.0)
     flat = spearman_ci([1, 1, 1, 1], [1, 2, 3, 4], n_boot=50)
     assert math.isnan(flat["rho"]) and flat["ci95"] is None and flat["n"] == 4
+    one = spearman_ci([1, 2, 3], [1, 3, 2], n_boot=50, groups=[7, 7, 7])  # one base: every resample is it
+    assert one["rho"] == pytest.approx(0.5) and one["ci95"] is None and one["groups"] == 1
