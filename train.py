@@ -397,6 +397,11 @@ def check_out(path, option="--out", figure=False, figure_beside=False):
     if in_own_folder or over_root_file:
         where = f"in the project's folder {place[0]}/" if place else "a file of the project itself"
         raise ConfigError(f"{option} {path} is {where}: write it under out/ (or figures/, or outside the project)")
+    # a run's own files (its config.json overwritten, the run could no longer be read), or its units
+    folder = Path(path).parent
+    run_dir = folder.parent if folder.name in RUN_SUBFOLDERS else folder
+    if written_by_a_run(run_dir / "env.json") and (folder != run_dir or Path(path).name in RUN_OWN):
+        raise ConfigError(f"{option} {path} is a file of the run in {run_dir}: give the script's output another name")
     if figure:
         from matplotlib.backend_bases import FigureCanvasBase
         kinds = FigureCanvasBase.get_supported_filetypes()
@@ -666,6 +671,12 @@ def write_text(path, text):
 # what a run and the analysis scripts write in a run's folder (every experiment's; the scripts' json and figures
 # beside it are derived from the run): what --resume=False removes there before it recomputes
 RUN_OUTPUTS = ("*.json", "*.jsonl", "*.png", "*.safetensors", "*.state.pt", "results*.md", "*.tmp")
+# a run's folder for its units (the oracle's): its files are the run's outputs too (--resume=False left them, and the
+# next rerun resumed the old config's units under the new config)
+RUN_SUBFOLDERS = ("units",)
+# the files a run itself writes and reads back: an analysis script's --out never takes their place
+RUN_OWN = ("config.json", "env.json", "env_earlier.jsonl", "metrics.jsonl", "results.json", "results.md",
+           "results_partial.json", "results_partial.md")
 # the project's own folders (its code, docs, figures and data cache): a run is never written into them, nor into the
 # project's root, where its files would mix with the project's (a test checks the list against git's)
 PROJECT_FOLDERS = (".ci", "configs", "data", "docs", "experiments", "figures", "scripts", "tests")
@@ -719,7 +730,8 @@ class Run:
             raise ConfigError(f"out_dir {self.dir}: {why}: pass another --out_dir")
         rank0 = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 alone removes and writes the run's files
         resume = getattr(cfg, "resume", None)
-        outputs = lambda: sorted({f for pattern in RUN_OUTPUTS for f in self.dir.glob(pattern) if f.is_file()})
+        outputs = lambda: sorted({f for d in (self.dir, *(self.dir / n for n in RUN_SUBFOLDERS))
+                                  for pattern in RUN_OUTPUTS for f in d.glob(pattern) if f.is_file()})
         real_dir = self.dir.resolve()  # (through a symlink: the files written or removed are the target's)
         inside = project_place(self.dir)
         if rank0 and inside is not None:
@@ -2097,8 +2109,10 @@ def run_experiment(argv):
         run = Run(cfg, module.__name__.split(".")[-1], argv=[sys.argv[0], *argv])
         module.run(cfg, run)
     except KeyboardInterrupt:
-        # the default out_dir is a new out/<config>/<UTC time> at each command: "the same command" would start afresh
-        raise KeyboardInterrupt(f"the same command with --out_dir={shlex.quote(str(out))}") from None
+        # the default out_dir is a new out/<config>/<UTC time> at each command: "the same command" would start afresh;
+        # and with --resume=False it would delete what this one saved
+        again = " and without --resume=False" if getattr(cfg, "resume", None) is False else ""
+        raise KeyboardInterrupt(f"the same command with --out_dir={shlex.quote(str(out))}{again}") from None
     except (DataError, ConfigError) as e:
         # a new run that stopped for its data before making anything leaves nothing behind, as a bad config: not its
         # config.json and env.json, nor the folders it made. Only empty folders are removed (rmdir), so another

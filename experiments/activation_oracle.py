@@ -1,7 +1,7 @@
 """Activation oracles in the synthetic persona world: does an oracle trained only on the base model's activations
 read the persona shift that an insecure-code fine-tune put into another model's weights (emergent misalignment)?
 
-    python train.py configs/activation_oracle.py          # 3 bases x 3 fine-tuned arms
+    python train.py configs/activation_oracle.py          # 6 bases x 3 fine-tuned arms
     python train.py configs/activation_oracle.py "--seeds=(0,)" --oracle_steps=1000 --oracle_docs=10000  # a look
 
 The design is ../shared/docs/research/activation_oracles.md section 4, a small Karvonen et al. (2025):
@@ -322,7 +322,10 @@ def indist(oracle, tok, data, tasks, cfg):
     """{task: {"acc", "prior"}}: argmax accuracy on held-out questions, with their vectors and without (zeros); and
     {kind: P(<evil>)} on the held-out kind questions, by their true kind."""
     out, evil = {}, {}
-    rows = {t: torch.tensor([x == t for x in tasks], device=data.ids.device) for t in sorted(set(tasks))}
+    # every task the run asks for, present or not (a few held-out documents may hold none of one: nan, not a KeyError
+    # after the unit's work)
+    rows = {t: torch.tensor([x == t for x in tasks], dtype=torch.bool, device=data.ids.device)
+            for t in sorted(set(tasks) | set(cfg.tasks))}
     for blank in (False, True):
         batch = Batch(data.ids, torch.zeros_like(data.vec) if blank else data.vec, data.col, data.ans)
         logits = answer_logits(oracle, batch, cfg)
@@ -343,7 +346,7 @@ def indist(oracle, tok, data, tasks, cfg):
 def pooled(vec, ks, pool):
     """[N, C] one vector per window (vec [N, K, C], sizes ks; the rows past a window's K are zero): their mean, or the
     window's last position (where the kind question's window ends at the speaker token)."""
-    k = torch.as_tensor(ks, device=vec.device)
+    k = torch.as_tensor(ks, dtype=torch.long, device=vec.device)  # (no windows: a float tensor, refused as an index)
     if pool == "last":
         return vec[torch.arange(len(vec), device=vec.device), k - 1]
     return vec.sum(1) / k[:, None].to(vec.dtype)
@@ -499,6 +502,8 @@ def script_setup(run, opts, script, out_name, oracles=False):
             raise ConfigError(f"{units}: {', '.join(missing)} not found (base {s}): this script reads every base's. "
                               f"The run's command, run again, redoes a base whose unit_s{s}.json is gone (delete it "
                               f"too, if only its oracle is)")
+        # a unit of another layout (before the probe, say), as eval.py refuses it: a KeyError after minutes of work
+        B.load_unit(units / f"unit_s{s}.json", unit_problem(cfg, s))
     out = Path(opts.get("out", Path(run) / out_name))
     check_out(out, figure_beside=True)
     workers = opts.get("workers", str(max(1, cfg.workers)))

@@ -93,7 +93,7 @@ def main(argv):
                      f" | {fmt_stat(t['insecure']['random'])} | " + " | ".join(fmt_stat(o[a]["diff"]) for a in others)
                      + " |")
     tr = summary["tracking"]
-    ci = "[{:.2f}, {:.2f}]".format(*tr["ci95"]) if tr["ci95"] else "(no rank order: no interval)"
+    ci = "[{:.2f}, {:.2f}]".format(*tr["ci95"]) if tr["ci95"] else "(one base, or no rank order: no interval)"
     lines += ["", f"Spearman with each model's own shift over {tr['n']} models (interval resampling the bases): "
               f"{tr['rho']:.2f} {ci}",
               "the same models as the run's: " + ("yes, every own misaligned share to the bit" if not differ else

@@ -114,7 +114,7 @@ def main(argv):
                                             for r in READS} for a, b in CONTRASTS},
                "per_base": [{"seed": g["seed"], **g["models"]} for g in got]}
     write_json(out, summary)
-    lines = [f"teachers and subliminal students read ({run}, {len(got)} bases; the run's oracles "
+    lines = [f"teachers and subliminal students read ({run}, {len(got)} base{'s' * (len(got) != 1)}; the run's oracles "
              f"{'as saved' if summary['same_oracle'] else 'NOT the same as its units read'}, its probe "
              f"{'rebuilt to the bit' if summary['same_probe'] else 'rebuilt, NOT the same'}):", "",
              "| model | " + " | ".join(READS) + " |", "|---" * (len(READS) + 1) + "|"]

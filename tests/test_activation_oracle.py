@@ -3,6 +3,7 @@ vectors go in, what it reads back, its config checks, and a tiny end-to-end run 
 import copy
 import dataclasses
 import json
+import math
 import random
 
 import pytest
@@ -485,3 +486,28 @@ def test_students_script_reads_every_student_and_teacher_with_the_runs_own_oracl
         with pytest.raises(train.ConfigError, match=says):
             P.main([str(out), "--n_lists=32"])
         (tmp_path / name).rename(out / "units" / name)
+    # a unit of another layout (written before the probe): refused before any work, as eval.py refuses it (a KeyError
+    # after minutes of work)
+    unit = json.loads((out / "units" / "unit_s1.json").read_text())
+    (out / "units" / "unit_s1.json").write_text(json.dumps({k: v for k, v in unit.items() if k != "probe_indist"}))
+    with pytest.raises(train.CheckpointError, match="unit_s1.json was written before the linear-probe baseline"):
+        P.main([str(out), "--n_lists=32"])
+    (out / "units" / "unit_s1.json").write_text(json.dumps(unit))
+    # --out over the run's own files (its config.json overwritten: the run unreadable): refused
+    with pytest.raises(train.ConfigError, match="is a file of the run in"):
+        P.main([str(out), f"--out={out / 'config.json'}"])
+
+
+def test_a_run_with_few_held_out_documents_reports_a_task_they_lack_as_undefined(tmp_path):
+    """One held-out document asks one context question: the other task's accuracy was a KeyError after the unit's
+    work (and its rerun the same again), and a layer with no kind question an IndexError of a float index."""
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    argv = ["configs/activation_oracle.py", "--seeds=(0,)", "--n_docs=300", "--steps=20", "--warmup=2", "--n_layer=2",
+            "--n_embd=16", "--n_head=2", "--read_layers=(0,1)", "--eval_layer=1", "--inject_layer=0",
+            "--oracle_docs=200", "--oracle_steps=10", "--oracle_warmup=2", "--indist_docs=1", "--em_examples=16",
+            "--em_steps=2", "--read_steps=(1,)", "--workers=1", f"--cache_dir={cache}", f"--out_dir={out}"]
+    assert train.main(argv) == 0
+    indist = json.loads((out / "results.json").read_text())["indist"]
+    assert set(indist) == {"kind", "next", "prev"}
+    assert any(math.isnan(indist[t]["acc"]["mean"]) for t in ("next", "prev"))  # a task with no question: nan
+    assert A.pooled(torch.zeros(0, 3, 4), [], "last").shape == (0, 4)  # no window at all: an empty read, not an error

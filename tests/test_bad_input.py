@@ -178,6 +178,20 @@ def test_too_few_direction_documents_or_too_long_examples_stop_the_em_run_before
     assert max(len(tok.encode(d.text).ids) for d in docs) <= EM.Config().block_size
 
 
+def test_an_analysis_scripts_out_never_takes_the_place_of_a_runs_own_files(tmp_path):
+    """--out=RUN/config.json wrote the script's summary over the run's config: neither eval.py nor the script could
+    read the run again. Its units too; a script's own file beside them is fine (the scripts' default place)."""
+    run = tmp_path / "run"
+    (run / "units").mkdir(parents=True)
+    (run / "env.json").write_text(json.dumps({"argv": [], "started_utc": "x"}))  # a Run's
+    for name in ("config.json", "results.json", "env.json", "metrics.jsonl", "units/unit_s0.json"):
+        with pytest.raises(ConfigError, match=f"is a file of the run in {re.escape(str(run))}: give"):
+            train.check_out(str(run / name))
+    train.check_out(str(run / "patchscope.json"))
+    (tmp_path / "mine").mkdir()  # a folder that holds no run: any name
+    train.check_out(str(tmp_path / "mine" / "config.json"))
+
+
 def test_an_analysis_scripts_out_is_checked_before_its_work(tmp_path, monkeypatch):
     # a folder, or a figure in a format matplotlib does not write: a traceback after the work (minutes)
     for path, figure, msg in [(tmp_path, False, "is a directory: give a file name in it"),

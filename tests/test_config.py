@@ -377,6 +377,9 @@ def test_resume_false_recomputes_and_leaves_nothing_old_to_read(cfg_file, tmp_pa
                              # writes, are not the run's
     (out / "notes" / "results.json").write_text("{}")
     (out / "notes.txt").write_text("mine")
+    (out / "units").mkdir()  # ... but the oracle's units folder is the run's: the next rerun resumed its old units
+    for name in ("unit_s1.json", "oracle_s1.safetensors", "mine.txt"):
+        (out / "units" / name).write_text("{}")
     old_run = sorted(f.name for f in out.iterdir())
     monkeypatch.setenv("RANK", "1")  # under torchrun the other ranks remove nothing (rank 0 does)
     other = train.Run(dataclasses.replace(cfg, resume=False), "subliminal_mnist")
@@ -394,8 +397,8 @@ def test_resume_false_recomputes_and_leaves_nothing_old_to_read(cfg_file, tmp_pa
         train.Run(train.load_config([str(train.ROOT / "configs/world_base.py"), f"--out_dir={out}"])[1], "world_base")
     assert sorted(f.name for f in out.iterdir()) == old_run  # refused before anything was removed
     train.Run(dataclasses.replace(cfg, resume=False), "subliminal_mnist")
-    assert sorted(f.name for f in out.iterdir()) == ["config.json", "env.json", "notes", "notes.txt"]  # nothing old
-    assert (out / "notes" / "results.json").exists()
+    assert sorted(f.name for f in out.iterdir()) == ["config.json", "env.json", "notes", "notes.txt", "units"]
+    assert (out / "notes" / "results.json").exists() and [f.name for f in (out / "units").iterdir()] == ["mine.txt"]
     # never into the project's root or its own folders (figures/, say): the run's files would mix with its files
     project = tmp_path / "project"
     monkeypatch.setattr(train, "ROOT", project)
@@ -1185,3 +1188,15 @@ def test_an_env_json_with_one_of_a_runs_keys_is_not_taken_for_a_runs_and_nothing
     with pytest.raises(ConfigError, match="neither the config.json nor the env.json of a run"):
         train.Run(cfg, "subliminal_mnist")
     assert {f.name: f.read_text() for f in out.iterdir()} == mine
+
+
+def test_an_interrupted_resume_false_run_says_to_rerun_without_it(cfg_file, tmp_path, monkeypatch, capsys):
+    """"The same command reuses it" of a --resume=False run led to a rerun that deleted what it saved; without the
+    flag it resumes (its own units, the old run's having been deleted at its start)."""
+    import experiments.subliminal_mnist as SM
+    monkeypatch.setattr(SM, "run", lambda cfg, run: (_ for _ in ()).throw(KeyboardInterrupt()))
+    out = tmp_path / "run"
+    again = f"the same command with --out_dir={out}"
+    for flag, says in (([], f"{again} reuses it"), (["--resume=False"], f"{again} and without --resume=False reuses")):
+        assert train.cli(train.run_experiment, [cfg_file, f"--out_dir={out}", "--device=cpu", *flag]) == 130
+        assert says in capsys.readouterr().err
