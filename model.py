@@ -759,6 +759,10 @@ def inject(model, layer, positions, vectors, site="resid_post", detach_norm=Fals
     The activation oracle of Karvonen et al. injects after block 1: inject(model, 1, ...). Positions are
     columns 0 .. block_size - 1; one not reached by a forward (a later decode step's) adds nothing there.
     detach_norm=True: no gradient flows through the residual's norm ||h|| (the paper's training; see injection_hook)."""
+    n_layer = model.cfg.n_layer
+    if isinstance(layer, bool) or not isinstance(layer, numbers.Integral) or not 0 <= layer < n_layer:
+        # (-1, "the last block", was a KeyError suggesting blocks.1: hook names count from 0)
+        raise ValueError(f"inject: layer must be a block, 0 .. {n_layer - 1}, got {layer!r}")
     if site not in INJECT_SITES:  # another point's shape ([B, nh, T, hs], [B, T, 4C]) failed deep inside the hook
         raise ValueError(f"inject: site must be one of the block's [B, T, C] points {', '.join(INJECT_SITES)}, got "
                          f"{site!r}; write a hook of your own (model.hooks) for any other point")

@@ -572,6 +572,10 @@ def test_injection_zero_vector_changes_nothing_and_matches_the_formula():
     for bad in ([-1], [[0, model.cfg.block_size]]):
         with pytest.raises(ValueError, match="positions must be columns 0 .. "):
             inject(model, 0, bad, v[0, 0])
+    # a layer that is no block: -1 ("the last block") was a KeyError suggesting blocks.1
+    for bad in (-1, model.cfg.n_layer, 1.0, True):
+        with pytest.raises(ValueError, match=f"inject: layer must be a block, 0 .. {model.cfg.n_layer - 1}, got"):
+            inject(model, bad, [1], v[0, 0])
     # a vector of another width failed inside the first forward, naming neither the argument nor the width
     for bad in (v[0, 0, :-1], torch.tensor(1.0)):
         with pytest.raises(ValueError, match=f"vectors must end in the residual width n_embd={model.cfg.n_embd}"):
