@@ -86,7 +86,7 @@ def main(argv):
             model, late = OP.late_start(base, snaps)
             rows["late"].append(shares(model, tok, cfg, {n: -d for n, d in late.items()}))  # shares subtracts
             bases.append([str(run), p])
-            print(f"{run.name} world {p}: " + "; ".join(
+            print(f"{run.name} world {p}, off-domain increase, points: " + "; ".join(
                 f"{k} " + ", ".join(f"{q} {100 * v:+.2f}" for q, v in rows[k][-1].items()) for k in rows), flush=True)
     if "out" in opts:
         write_json(opts["out"], {**rows, "bases": bases})

@@ -57,7 +57,8 @@ def main(argv):
         sys.exit(f"two bars would have one name ({', '.join(names)}): give each its own, RUN:ARM=LABEL")
     # each effect is within its run: the same seeds in another order compare, other seeds or animals do not
     if len({tuple(sorted(map(tuple, r["seeds"]))) for _, _, r, _ in sides}) > 1:
-        sys.exit("the runs have different seeds")
+        sys.exit("the runs have different seeds: " + "; ".join(f"{run}: {sorted(map(tuple, r['seeds']))}"
+                                                                for run, _, r, _ in sides))
     if len({tuple(r["animals"]) for _, _, r, _ in sides}) > 1:
         sys.exit(f"the runs have different animals: {', '.join(str(r['animals']) for _, _, r, _ in sides)}")
     plt = pyplot()

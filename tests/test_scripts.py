@@ -797,7 +797,8 @@ def test_sn_arms_figure_draws_arms_of_several_runs(tmp_path, call, monkeypatch):
     assert (tmp_path / "f.png").stat().st_size > 1000
     fig = lambda *argv: call("sn_arms_figure", *argv)
     check_refused(fig, run("c", "trait", [[1, 0], [1, 1]]), f"{tmp_path / 'a'}:trait", f"--out={tmp_path / 'g.png'}",
-            match="different seeds")
+                  match=re.escape(f"different seeds: {tmp_path / 'c'}: [(1, 0), (1, 1)]; {tmp_path / 'a'}: [(0, 0), "
+                                  f"(0, 1)]"))  # which (it named none)
     assert not (tmp_path / "g.png").exists()
     fig(run("d", "trait", [[0, 1], [0, 0]]), f"{tmp_path / 'a'}:trait", f"--out={tmp_path / 'g.png'}")  # same seeds
     assert (tmp_path / "g.png").is_file()
