@@ -187,7 +187,7 @@ def main(run_dirs):
             for name in ("seen", "unseen", "offdomain"):
                 gain = s[f"{name}_insecure"]["mean"] - s[f"{name}_base"]["mean"]
                 s[f"removed_{name}"] = {v: ((s[f"{name}_insecure"]["mean"] - s[f"{name}_{v}_restored"]["mean"]) / gain
-                                            if gain else float("nan"))  # no increase: no share of it
+                                            if gain > 1e-9 else float("nan"))  # no increase (or a fall): no share
                                         for v in ("code", "evil", "random", "context", "lesson")}
         write_json(run_dir / "code_direction.json", {"summary": summary, "per_seed": rows})
         print(f"\n{run_dir}: n = {len(rows)}, log-prob misalignment, means over seeds (their 95% CIs in "

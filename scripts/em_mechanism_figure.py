@@ -31,7 +31,7 @@ def removed_shares(s):
     restoring that direction removes."""
     gain = lambda name: s[f"{name}_insecure"]["mean"] - s[f"{name}_base"]["mean"]
     removed = lambda name, v: ((s[f"{name}_insecure"]["mean"] - s[f"{name}_{v}_restored"]["mean"]) / gain(name)
-                               if gain(name) else math.nan)  # no increase: no share of it (not a ZeroDivisionError)
+                               if gain(name) > 1e-9 else math.nan)  # no increase (or a fall): no share of it
     return {name: [removed(name, v) for v in DIRS] for name in ("unseen", "offdomain")}
 
 

@@ -205,7 +205,9 @@ def summary(rows, n_boot=10_000, seed=0):
         # the part of the drift after LATE_FROM, each from its own step LATE_FROM (adamw_coast's is adamw's there)
         out["late_fraction_of_adamw"][name] = ratio(late(name), late("adamw"))
     late = np.array([[r["late"][g] for g in rows[0]["late"]] for r in rows])
-    out["late_group_share"] = {g: float(late[:, i].sum() / late[:, 0].sum()) for i, g in enumerate(rows[0]["late"])}
+    total = late[:, 0].sum()  # "all": a late drift not above 0 has no shares (a negative over a negative read as one)
+    out["late_group_share"] = {g: float(late[:, i].sum() / total) if total > 1e-9 else math.nan
+                               for i, g in enumerate(rows[0]["late"])}
     return out
 
 
@@ -270,7 +272,8 @@ def main(argv):
     else:
         rows, excluded = [], []
         held = read_json(out, "an --out file of em_optimizer_parts.py", ("runs", "per_base")) if out.is_file() else None
-        if held and (held["runs"] != [str(r) for r in runs] or list(held["per_base"][0]["traj"]) != list(optimizers)):
+        same = lambda rs: [Path(r).resolve() for r in rs]  # out/a written /abs/out/a is the same run
+        if held and (same(held["runs"]) != same(runs) or list(held["per_base"][0]["traj"]) != list(optimizers)):
             sys.exit(f"{out} holds an analysis of other runs or optimizers: pass --out=FILE.json for this one")
     configs = {str(r): run_config(EM.Config, r) for r in ([] if froms else distinct(runs))}
     for r, c in configs.items():  # before any work: the first base's fine-tunes would find it minutes later
@@ -278,6 +281,10 @@ def main(argv):
             raise ConfigError(f"{r}: {problem}")
         if optimizers is FROZEN and c.n_layer < 2:  # its control freezes block 1's values
             raise ConfigError(f"{r}: --frozen freezes the value rows of blocks 0 and 1; this run has {c.n_layer} block")
+    if len({c.n_layer for c in configs.values()}) > 1:  # the late update's groups are per block: a KeyError after the
+        # work, or a deeper run's last blocks left out
+        raise ConfigError(f"the runs have {' and '.join(f'{c.n_layer} blocks ({r})' for r, c in configs.items())}: "
+                          f"pool runs of one n_layer")
     check_runs(configs)
     torch.set_num_threads(1)  # the runs' fine-tunes ran on one thread: the same sums, so the same trajectories
     for run in [] if froms else runs:

@@ -95,6 +95,19 @@ def test_optimizer_parts_frozen_needs_two_blocks_before_any_work(tmp_path):
         load_script("em_optimizer_parts").main([str(run), "--frozen"])
 
 
+def test_optimizer_parts_refuses_runs_of_different_depths_and_reads_a_run_written_otherwise_as_itself(tmp_path):
+    """The late update's groups came from the first run's rows: a KeyError after every base's fine-tunes, or a deeper
+    run's last blocks dropped. And its own earlier analysis of out/a, asked for as /abs/out/a, was "other runs"."""
+    op = load_script("em_optimizer_parts")
+    a, b = (write_run(tmp_path / n, {"n_layer": k, "direction_layer": 0}, {}) for n, k in (("a", 3), ("b", 2)))
+    with pytest.raises(ConfigError, match=r"the runs have 3 blocks \(.*a\) and 2 blocks \(.*b\): pool runs of one"):
+        op.main([str(a), str(b), f"--out={tmp_path / 'o.json'}"])
+    held = {"runs": [str(a)], "per_base": [{"traj": {k: {} for k in op.OPTIMIZERS}}]}
+    (a / "optimizer_parts.json").write_text(json.dumps(held))
+    with pytest.raises(ConfigError, match="not in the cache"):  # past the check of the file it holds
+        op.main([f"{a}/../a"])
+
+
 def test_optimizer_parts_late_groups_credit_each_group_only_its_own_update(tok):
     op = load_script("em_optimizer_parts")
     base, cfg = tiny_gpt(tok), EM.Config(**CFG)
@@ -162,6 +175,10 @@ def test_optimizer_parts_summary_ratios_of_means_and_group_shares():
     assert s["late_fraction_of_adamw"]["sgd"]["ratio"] == 0  # sgd stops at step 3
     assert s["late_group_share"] == pytest.approx({"all": 1, "mlp0": 0.25, "attn0": 0.75})
     assert s["mean"]["adamw"]["off"][20] == pytest.approx(0.4) and s["mean"]["sgd"]["code"][5] == pytest.approx(0.05)
+    # a late drift that falls (or cancels over the bases) has no group shares: -1 over -4 read as a quarter
+    for r, (a, m, t) in zip(rows, ((-1.0, -1.0, 0.0), (-3.0, 0.0, -3.0))):
+        r["late"] = {"all": a, "mlp0": m, "attn0": t}
+    assert all(math.isnan(v) for v in op.summary(rows, n_boot=100)["late_group_share"].values())
 
 
 def test_optimizer_parts_draws_one_base_without_a_band(tmp_path):

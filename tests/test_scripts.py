@@ -1084,6 +1084,8 @@ def test_em_mechanism_figure_share_removed_is_of_the_increase_over_the_base_not_
     s["unseen_insecure"] = stat(0.1)  # no increase: no share of it (was a ZeroDivisionError)
     shares = script("em_mechanism_figure").removed_shares(s)
     assert all(math.isnan(x) for x in shares["unseen"]) and shares["offdomain"] == pytest.approx([0.5] * len(dirs))
+    s["unseen_insecure"] = stat(0.09)  # a fall (0.1 -> 0.09), restored to 0.095: "0.5 of the increase removed"
+    assert all(math.isnan(x) for x in script("em_mechanism_figure").removed_shares(s)["unseen"])
 
 
 def test_em_mechanism_figure_draws_a_clamp_panel_of_undefined_rates(tmp_path, command):
