@@ -345,7 +345,7 @@ def main(argv):
             sys.exit("--pool takes files of one arm and one --at")
         kind = kinds.pop()
         rows, arm, at, runs = [r for h in held for r in h[kind]], held[0]["arm"], held[0]["at"], []
-        if len({(r["run"], r["world"]) for r in rows}) < len(rows):
+        if len({(str(Path(r["run"]).resolve()), r["world"]) for r in rows}) < len(rows):  # (out/a and /abs/out/a)
             sys.exit("--pool: a base appears twice (the same file given twice?)")
         distinct_pooled_bases(r["run"] for r in rows)  # as the runs given directly are
         pull = kind == "pullback"

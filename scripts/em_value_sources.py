@@ -189,7 +189,7 @@ def main(argv):
         for h in held:
             for k in rows:
                 rows[k].extend(h.get(k, []))
-        bases = [(r["run"], r["world"]) for r in rows["late"]]
+        bases = [(str(Path(r["run"]).resolve()), r["world"]) for r in rows["late"]]  # out/a written /abs/out/a too
         if len(set(bases)) < len(bases):
             sys.exit("a base is in two of the files (or one file is given twice): each base counts once")
         distinct_pooled_bases(r["run"] for r in rows["late"])  # as the runs given directly are

@@ -4,6 +4,7 @@ the question is only which of them a script reads; tiny random models where the 
 import contextlib
 import copy
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -395,7 +396,10 @@ def test_value_sources_main_reads_late_whole_and_revert_on_their_models(monkeypa
     v, old = tmp_path / "v.json", tmp_path / "old.json"
     old.write_text(json.dumps({k: [{**rows[k][0], "run": "other"}] for k in ("late", "whole")}))
     vs.main(["--pool", str(v), str(old)])
-    for bad, says in (([v, v], "a base is in two of the files"),
+    # the same run written two ways in two files (run, /abs/.../run): one base, not two
+    (tmp_path / "abs.json").write_text(json.dumps({**rows, **{k: [{**r, "run": str(Path(r["run"]).resolve())}
+                                                                   for r in rows[k]] for k in ("late", "whole")}}))
+    for bad, says in (([v, v], "a base is in two of the files"), ([v, tmp_path / "abs.json"], "a base is in two"),
                       ([v, tmp_path / "secure.json"], "different fine-tunes or formats")):
         (tmp_path / "secure.json").write_text(json.dumps({**rows, "arm": "secure"}))
         with pytest.raises(SystemExit, match=says):
@@ -530,6 +534,11 @@ def test_bos_vector_pool_of_one_base_prints_means_without_intervals(tmp_path, ca
     out = capsys.readouterr().out
     assert "| vector | +9.00 |" in out and "cos(s, evil) +0.200;" in out
     assert (tmp_path / "o.png").stat().st_size > 1000
+    # the same base written as "r" in one file and as its full path in another: one base, not two
+    (tmp_path / "b.json").write_text(json.dumps({"arm": "insecure", "at": "last",
+                                                 "per_base": [{**row, "run": str(Path("r").resolve())}]}))
+    with pytest.raises(SystemExit, match="a base appears twice"):
+        bv.main(["--pool", str(tmp_path / "a.json"), str(tmp_path / "b.json"), f"--out={tmp_path / 'o2.json'}"])
 
 
 def test_patch_tokens_gives_no_share_of_an_increase_that_is_not_there(monkeypatch, tok, tmp_path, capsys):
