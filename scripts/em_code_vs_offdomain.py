@@ -108,9 +108,12 @@ def deviations(run, reference, upto):
                               f"steps: {', '.join(str(st) for st, _, _ in ref[seed])}); use a larger --upto")
         xs, ys = zip(*below)
         inside = [(logit(c), y) for _, c, y in pts if xs[0] <= logit(c) <= xs[-1]]
+        # a checkpoint without a valid answer (nan) is left out of its seed's mean (it took the whole seed with it);
+        # a seed with none defined is undefined
+        defined = [(x, y) for x, y in inside if not math.isnan(y)]
         if inside:
-            dev[seed] = float(np.mean([y - np.interp(x, xs, ys) for x, y in inside]))
-            used += len(inside)
+            dev[seed] = float(np.mean([y - np.interp(x, xs, ys) for x, y in defined])) if defined else math.nan
+            used += len(defined)
     return dev, used
 
 

@@ -119,8 +119,9 @@ def main(run_dir):
     summary = {"step": steps[0] if len(set(steps)) == 1 else steps, "n": len(out),
                "patched_fraction_of_means": of_inc(r["base_patched"] - r["base"] for r in out),
                "unpatched_removed_fraction_of_means": of_inc(r["insecure"] - r["insecure_unpatched"] for r in out),
-               **{k: summarize([r[k] for r in out])
-                  for k in ("base", "insecure", "base_patched", "insecure_unpatched")},
+               **{k: summarize([r[k] for r in out]) for k in ("insecure", "base_patched", "insecure_unpatched")},
+               # a base's own reading, repeated for each of its fine-tune seeds: an interval over the bases
+               "base": summarize_by([r["base"] for r in out], worlds),
                "patched_points_over_worlds": summarize_by([r["base_patched"] - r["base"] for r in out], worlds),
                "max_abs_diff_vs_run": max(max(abs(r["insecure"] - r["run_insecure"]), abs(r["base"] - r["run_base"]),
                                               abs(r["insecure_mean_ablated_asst"]
@@ -131,11 +132,12 @@ def main(run_dir):
         summary[f"centre_{name}"] = {
             "insecure_removed_fraction_of_means": of_inc(r["insecure"] - r[f"insecure_mean_ablated_{name}"]
                                                          for r in out),
-            "base_shift": summarize([r[f"base_mean_ablated_{name}"] - r["base"] for r in out])}
+            "base_shift": summarize_by([r[f"base_mean_ablated_{name}"] - r["base"] for r in out], worlds)}
     write_json(run_dir / "patch_tokens.json", {"summary": summary, "per_seed": out})
     # with ablation_step 0 each seed is read at its own matched checkpoint: the line names every seed's step
     at = f"step {steps[0]}" if len(set(steps)) == 1 else f"each seed at its matched checkpoint (steps {steps})"
-    print(f"\n{at}, n = {len(out)}, off-domain misaligned (log-prob), mean [95% CI over seeds]:")
+    print(f"\n{at}, n = {len(out)}, off-domain misaligned (log-prob), mean [95% CI over seeds; the base's over the "
+          f"bases]:")
     for k in ("base", "insecure", "base_patched", "insecure_unpatched"):
         s = summary[k]
         print(f"  {k:20s} {mean_ci(s, 4, sign='')}")

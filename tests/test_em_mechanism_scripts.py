@@ -500,6 +500,9 @@ def test_patch_tokens_main_patches_each_model_with_the_others_coordinates(monkey
     assert s["unpatched_removed_fraction_of_means"] == pytest.approx(
         sum(r["insecure"] - r["insecure_unpatched"] for r in rs) / inc)
     assert s["step"] == step
+    # the base's reading is one base's, repeated for its two fine-tune seeds: no interval over one base (it had one
+    # over the two seeds, as if two bases)
+    assert s["base"]["ci95"] is None and s["insecure"]["ci95"] is not None
     # a run of one (world, fine-tune seed): the table shows the means alone (no interval), not a TypeError
     res["seeds"] = [[0, 0]]
     (run / "results.json").write_text(json.dumps({**dict.fromkeys(EM.RESULT_KEYS, {}), **res}))

@@ -332,8 +332,10 @@ def test_em_code_vs_offdomain_says_which_seeds_had_no_valid_answer_instead_of_a_
     assert "| a | 5 | 0.950 | +10.0 (1 of 2 seeds undefined: no valid answer) |" in out  # seed (1, 0): 12 - 2
     out = call("em_code_vs_offdomain", a, "--at=0.9")  # both seeds cross 0.9 between steps 2 and 5
     assert "| a | 2 of 2 | n/a (no valid answer on any of its 2 seeds) | +10.00 (1 of 2 seeds undefined" in out
-    assert "| a | 2 | 4 | n/a (no valid answer on any of its 2 seeds) |" in call("em_code_vs_offdomain", a,
-                                                                                  f"--reference={a}")
+    # against itself: seed (1, 0)'s defined checkpoint (step 5) deviates by 0, its undefined one (step 2) left out (it
+    # made the seed undefined); seed (0, 0) has none defined in range
+    assert "| a | 2 | 1 | +0.00 (1 of 2 seeds undefined: no valid answer) |" in call("em_code_vs_offdomain", a,
+                                                                                     f"--reference={a}")
     for argv in ([a], [a, "--at=0.9"], [a, f"--reference={a}"]):
         assert "+nan" not in call("em_code_vs_offdomain", *argv)
 
