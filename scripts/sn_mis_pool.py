@@ -176,7 +176,7 @@ def pool(runs, lists, keep=None, log=False):
     """The students of several runs (no base twice) that every run has: ({student: {metric: per_base}}, the same for
     the teachers' own rates (for the figure), bases, the bases' valid fractions); with `keep`, only the bases
     (pretraining seeds) in it; with `log`, the misaligned fractions as log_rate."""
-    pooled, teachers, bases, base_valid = {}, {}, [], []
+    pooled, teachers, bases, base_valid, every = {}, {}, [], [], set()
     differ = configs_differ(runs, NOT_MODELS + ("seeds",)) if len(runs) > 1 else []  # pooled as one run: said
     if differ:  # where they were trained otherwise
         print(f"note: the runs pooled differ in {', '.join(differ)}")
@@ -185,6 +185,7 @@ def pool(runs, lists, keep=None, log=False):
         src, seeds = students(res, lists, run)
         tsrc = {t: {m: v[m]["per_seed"] for m in METRICS} for t, v in res.get("teachers", {}).items()
                 if all(m in v for m in METRICS)}
+        every |= {p for p, _ in seeds}
         rows = [i for i, (p, _) in enumerate(seeds) if keep is None or any(lo <= p <= hi for lo, hi in keep)]
         pick = lambda xs: [xs[i] for i in rows]
         n_samples = n_offdomain_samples(run) if log else None
@@ -201,6 +202,10 @@ def pool(runs, lists, keep=None, log=False):
         if len({p for p, _ in seeds}) != len(seeds):
             sys.exit(f"{run} has several students per base: pool runs with one student per base")
         bases += [p for p, _ in seeds]
+    # an entry of --bases that names no base of the runs (a typo: 40 for 4) was dropped without a word
+    if keep is not None and bases and (none := [(lo, hi) for lo, hi in keep if not any(lo <= p <= hi for p in every)]):
+        sys.exit(f"--bases: {', '.join(str(lo) if lo == hi else f'{lo}-{hi}' for lo, hi in none)} names no base of "
+                 f"the runs (theirs: {sorted(every)})")
     if len(bases) < 2:  # every number below is a mean with its interval over the bases
         sys.exit(f"pooling needs at least two bases; {', '.join(map(str, runs))} hold{'s' if len(runs) == 1 else ''} "
                  f"{len(bases) or 'none'}{' of those --bases asks for' if keep is not None else ''}")
