@@ -126,23 +126,21 @@ def shares(rows, n_boot=10_000, seed=0):
     the whole update): the same ratio against the whole update instead of all's, for "all" too."""
     a = np.array([r["all"] for r in rows])
     idx = OP.resamples(len(rows), n_boot, seed)
-    out, boots = {}, {}
-    for kind in (*KINDS, "rows"):
-        x = np.array([r[kind] for r in rows])
-        boots[kind] = x[idx].sum(1) / a[idx].sum(1)
-        out[kind] = {"ratio": float(x.sum() / a.sum()),
-                     "ci95": [float(v) for v in np.percentile(boots[kind], [2.5, 97.5])]}
+    # a share of all's change, of its sign (revert's are decreases); where all's sum is 0, or changes sign in some
+    # resamples, no ratio or no interval (ends of -0.17 and 2.25 were printed), as OP.ratio_of_means
+    sign = -1.0 if a.sum() < 0 else 1.0
+    col = lambda kind: np.array([r[kind] for r in rows])
+    out = {kind: OP.ratio_of_means(sign * col(kind), sign * a, idx) for kind in (*KINDS, "rows")}
+    with np.errstate(divide="ignore", invalid="ignore"):  # (a resample summing to 0: its p_largest is not kept)
+        boots = {kind: col(kind)[idx].sum(1) / a[idx].sum(1) for kind in KINDS}
     out["all"] = {"ratio": 1.0}
     top = np.argmax(np.stack([boots[k] for k in KINDS]), 0)  # the largest kind in each resample
-    for i, kind in enumerate(KINDS):
-        out[kind]["p_largest"] = float((top == i).mean())
+    for i, kind in enumerate(KINDS):  # (undefined with the interval: a resample's ratio flips sign)
+        out[kind]["p_largest"] = float((top == i).mean()) if out[kind]["ci95"] is not None else None
     if all("update" in r for r in rows):  # each as a share of the whole update (every weight) instead
         u = np.array([r["update"] for r in rows])
         for kind in ("all", *KINDS):
-            x = np.array([r[kind] for r in rows])
-            out[kind]["of_update"] = {
-                "ratio": float(x.sum() / u.sum()),
-                "ci95": [float(v) for v in np.percentile(x[idx].sum(1) / u[idx].sum(1), [2.5, 97.5])]}
+            out[kind]["of_update"] = OP.ratio_of_means(col(kind), u, idx)
     return out
 
 
@@ -154,7 +152,7 @@ def plot(rows, path, title):
     for i, (k, rs) in enumerate(rows.items()):
         s = shares(rs)
         mid = np.array([s[q]["ratio"] for q in KINDS])
-        lo, hi = (np.array([s[q]["ci95"][j] for q in KINDS]) for j in (0, 1))
+        lo, hi = (np.array([(s[q]["ci95"] or [s[q]["ratio"]] * 2)[j] for q in KINDS]) for j in (0, 1))  # no bar
         ax.bar(x + (i - (len(rows) - 1) / 2) * w, mid, w, yerr=[mid - lo, hi - mid], capsize=3,
                label=f"{k} ({LABEL[k]}), {len(rs)} bases")
     ax.axhline(0, color="k", lw=0.6)
@@ -238,18 +236,19 @@ def main(argv):
             print(f"the whole update in log-odds of the misaligned mass: {with_ci(shift)} (from "
                   f"{np.mean([r['from'] for r in rs]):.3f} on average)")
         one = len(rs) == 1  # one base: a ratio, with no interval and no ranking across resamples
-        ci = lambda v: f"{v['ratio']:+.2f}" + ("" if one else f" [{v['ci95'][0]:+.2f}, {v['ci95'][1]:+.2f}]")
+        ci = lambda v: f"{v['ratio']:+.2f}" + ("" if one else f" [{v['ci95'][0]:+.2f}, {v['ci95'][1]:+.2f}]"
+                                                  if v["ci95"] else f" (no interval: {v.get('why', '')})")
         # revert's increases are decreases: its last column is the share of the late drift taken away, so the
         # research log's (it printed the negative)
         sign = -1 if k == "revert" else 1
-        flip = lambda v: {"ratio": sign * v["ratio"], "ci95": sorted(sign * e for e in v["ci95"])}
+        flip = lambda v: {**v, "ratio": sign * v["ratio"], "ci95": v["ci95"] and sorted(sign * e for e in v["ci95"])}
         of = lambda kind: ci(flip(s[kind]["of_update"])) if "of_update" in s[kind] else "-"
         print("| tokens whose values change | share of the value change's increase [95% CI] | largest in | "
               + ("share of the late update removed" if k == "revert" else "share of the whole update's")
               + " |\n|---|---|---|---|")
         print(f"| all | 1 | | {of('all')} |")
         for kind in KINDS:
-            largest = "-" if one else f"{100 * s[kind]['p_largest']:.1f}%"
+            largest = "-" if one or s[kind]["p_largest"] is None else f"{100 * s[kind]['p_largest']:.1f}%"
             print(f"| {kind} | {ci(s[kind])} | {largest} | {of(kind)} |")
         print(f"| sum of the kinds alone | {sum(s[kind]['ratio'] for kind in KINDS):+.2f} | | |")
 

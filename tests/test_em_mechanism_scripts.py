@@ -4,6 +4,7 @@ the question is only which of them a script reads; tiny random models where the 
 import contextlib
 import copy
 import json
+import math
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -404,6 +405,21 @@ def test_value_sources_main_reads_late_whole_and_revert_on_their_models(monkeypa
         (tmp_path / "secure.json").write_text(json.dumps({**rows, "arm": "secure"}))
         with pytest.raises(SystemExit, match=says):
             vs.main(["--pool", *map(str, bad)])
+
+
+def test_value_sources_shares_have_no_interval_where_the_value_changes_sum_changes_sign():
+    """Five bases whose value change sums above 0 only overall: a share's resamples flip sign (it printed 0.73
+    [-0.17, 2.25], largest in 97% of them); a value change summing to 0 has no share (inf)."""
+    base = {k: 0.0 for k in ("rows", *vs.KINDS)}
+    rows = [{**base, "all": v, vs.KINDS[0]: 0.8 * v + 0.01} for v in (0.04, -0.03, 0.05, -0.04, 0.01)]
+    s = vs.shares(rows, n_boot=1000)
+    assert s[vs.KINDS[0]]["ci95"] is None and "not above 0 in" in s[vs.KINDS[0]]["why"]
+    assert s[vs.KINDS[0]]["p_largest"] is None
+    zero = vs.shares([{**r, "all": 0.0} for r in rows], n_boot=100)
+    assert math.isnan(zero[vs.KINDS[0]]["ratio"])
+    # revert's decreases (every base below 0): a share of the decrease, as before
+    s = vs.shares([{**base, "all": -0.02, vs.KINDS[0]: -0.01}, {**base, "all": -0.04, vs.KINDS[0]: -0.01}], n_boot=100)
+    assert s[vs.KINDS[0]]["ratio"] == pytest.approx(1 / 3) and s[vs.KINDS[0]]["ci95"] is not None
 
 
 def test_value_sources_revert_prints_the_share_of_the_late_drift_removed_as_a_positive_share(tmp_path, capsys):

@@ -566,8 +566,8 @@ def test_sn_pool_bases_subset_and_overlapping_intervals(tmp_path, pool):
     check_refused(pool, "--bases=3-1", "--lists=16000", run, match="increasing ranges")  # an empty range, said
     check_refused(pool, "--bases=7-9", "--lists=16000", run, match="holds none of those --bases asks for")
     # one entry that names no base (40 for 4) beside ones that do: said, not dropped
-    check_refused(pool, "--bases=0-2,40", "--lists=16000", run, match=r"--bases: 40 names no base of the runs \(theirs: "
-                  r"\[0, 1, 2, 3, 4\]\)")
+    check_refused(pool, "--bases=0-2,40", "--lists=16000", run,
+                  match=r"--bases: 40 names no base of the runs \(theirs: \[0, 1, 2, 3, 4\]\)")
 
 
 def test_sn_pool_flags_only_students_below_half_the_base_and_pairs_the_educational_teacher(tmp_path, pool):
