@@ -133,11 +133,15 @@ def summary(rows, n_boot=10_000, seed=0):
     """Persona share (ratio of means) of each step, sign minus grad with a bootstrap interval over bases, and each
     group's share of the whole sign step's off-domain increase (ratio of means)."""
     get = lambda k: np.array([r[k] for r in rows])
-    share = lambda kind, i=slice(None): get(f"{kind}_off")[i].sum() / get(f"{kind}_code")[i].sum()
+    # a code increase not above 0 has no share of it (a resample's flipped sign, or a division by 0)
+    share = lambda kind, i=slice(None): (get(f"{kind}_off")[i].sum() / code if (code := get(f"{kind}_code")[i].sum())
+                                         > 1e-9 else np.nan)
     idx = resamples(len(rows), n_boot, seed)
     diff = lambda other: [share("sign", i) - share(other, i) for i in idx]
-    # one base: every resample is that base, and [d, d] would read as an exact interval
-    ci = lambda other: [float(x) for x in np.percentile(diff(other), [2.5, 97.5])] if len(rows) > 1 else None
+    # one base: every resample is that base, and [d, d] would read as an exact interval; a resample without a share:
+    # no interval
+    ci = lambda other: ([float(x) for x in np.percentile(d, [2.5, 97.5])] if len(rows) > 1
+                        and not np.isnan(d := diff(other)).any() else None)
     groups = [k[len("sign_off_"):] for k in rows[0] if k.startswith("sign_off_")]
     return {"n_bases": len(rows), "sign_share": float(share("sign")), "grad_share": float(share("grad")),
             "grad_matched_share": float(share("grad_matched")),
@@ -146,7 +150,9 @@ def summary(rows, n_boot=10_000, seed=0):
             "sign_minus_grad_matched_ci95": ci("grad_matched"),
             "mean_increase": {f"{kind}_{m}": float(get(f"{kind}_{m}").mean()) for m in ("off", "code")
                               for kind in ("sign", "grad", "grad_matched", "secure_sign")},
-            "group_share_of_sign_off": {g: float(get(f"sign_off_{g}").sum() / get("sign_off").sum()) for g in groups}}
+            # (an off-domain increase not above 0 over the bases has no shares: -inf and inf were printed)
+            "group_share_of_sign_off": {g: float(get(f"sign_off_{g}").sum() / get("sign_off").sum())
+                                        if get("sign_off").sum() > 1e-9 else float("nan") for g in groups}}
 
 
 def unlike_default(cfg, keys):
@@ -194,8 +200,9 @@ def main(argv):
     s = summary(every)
     out = Path(argv[0]) / "first_step_summary.json"
     write_json(out, {"runs": argv, **s})
+    why = "one base" if s["n_bases"] == 1 else "a resample's code increase not above 0"
     pm = lambda k: f"{s[k + '_share']:+.4f} " + (f"[{s[k + '_ci95'][0]:+.4f}, {s[k + '_ci95'][1]:+.4f}]"
-                                                   if s[k + "_ci95"] else "(one base: no interval)")
+                                                   if s[k + "_ci95"] else f"({why}: no interval)")
     print(f"\n{s['n_bases']} base{'s' if s['n_bases'] != 1 else ''}. Persona share of the first step (sum of "
           f"off-domain increases / sum of code increases): sign {s['sign_share']:.4f}, gradient "
           f"{s['grad_share']:.4f}, gradient at the sign step's code {s['grad_matched_share']:.4f}; sign minus "

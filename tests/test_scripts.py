@@ -1680,6 +1680,11 @@ def test_em_first_step_summary_is_ratios_of_means_resampled_by_base():
     # one base: the resamples can only give [d, d], which would read as an exact interval
     one = fs.summary([row(6.0, 2.0, 1.5)], n_boot=200)
     assert one["sign_minus_grad_matched_share"] == pytest.approx(1.5) and one["sign_minus_grad_matched_ci95"] is None
+    # a code increase not above 0 in some resamples: no interval (a flipped share was resampled, [-0.33, 0.85]); the
+    # sign step's off-domain increases cancelling over the bases: no group shares (-inf and inf)
+    bad = fs.summary([row(1.0, 1.0, 0.5), row(-1.0, -0.5, -0.25)], n_boot=200)
+    assert bad["sign_minus_grad_matched_ci95"] is None and bad["sign_share"] == pytest.approx(0.0)
+    assert all(math.isnan(v) for v in bad["group_share_of_sign_off"].values())
 
 
 def test_em_first_step_rows_are_increases_over_the_base_and_its_interval_is_95_percent():
