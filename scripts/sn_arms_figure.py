@@ -7,7 +7,8 @@ Each argument is RUN:ARM[=LABEL] (LABEL names it in the figure; default ARM, or 
 name, when several runs give that arm without a LABEL); --out=FILE is required.
 Left: each arm's final effect (the arm minus its baseline in its own run, paired per seed:
 experiments/subliminal_numbers.py BASELINE, `control`, `cross_control` for the arms on the other base, `code_control`
-for code; an arm without a trajectory, e.g. icl, is refused), per target animal, mean and 95% t-CI. Right, one panel per
+for code; an arm without a trajectory, e.g. icl, is refused), per target animal, mean and 95% t-CI (over the bases'
+means where a base has several student seeds: they share the base and its teacher). Right, one panel per
 animal: the rate of the teacher's animal along each arm's training from its base, and each run's baseline students
 (drawn once when they are the same students).
 """
@@ -17,7 +18,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from eval import summarize  # noqa: E402
+from eval import group_means, summarize  # noqa: E402
 from experiments.subliminal_numbers import BASELINE, ON_B, mode_results  # noqa: E402
 from train import check_out, cli, pyplot, save_figure, script_args  # noqa: E402
 
@@ -65,8 +66,14 @@ def main(argv):
     animals = sides[0][2]["animals"]
     fig, axes = plt.subplots(1, 1 + len(animals), figsize=(5 + 4.5 * len(animals), 4))
     w = 0.8 / len(animals)
+    bases = [p for p, _ in sides[0][2]["seeds"]]
+    shared_bases = len(set(bases)) < len(bases)
     for j, a in enumerate(animals):
-        st = [summarize(r["arms"][arm]["by_animal"][a]["effect"]["per_seed"]) for _, arm, r, _ in sides]
+        # the students of one base share it and its teacher: the interval over the bases' means where a base has
+        # several (the experiment's effect_per_base), over seeds otherwise
+        st = [summarize(group_means(r["arms"][arm]["by_animal"][a]["effect"]["per_seed"], [p for p, _ in r["seeds"]])
+                        if shared_bases else r["arms"][arm]["by_animal"][a]["effect"]["per_seed"])
+              for _, arm, r, _ in sides]
         m = [100 * s["mean"] for s in st]
         ci = [s["ci95"] or (s["mean"], s["mean"]) for s in st]  # one seed: no interval, no bar
         err = [[100 * (s["mean"] - c[0]) for s, c in zip(st, ci)], [100 * (c[1] - s["mean"]) for s, c in zip(st, ci)]]
@@ -92,7 +99,9 @@ def main(argv):
     axes[0].axhline(0, color="k", lw=0.8)
     axes[0].set_xticks(range(len(sides)), [label for *_, label in sides], fontsize=8)
     axes[0].set(ylabel="effect on the teacher's animal, points\n(arm - its baseline, paired)",
-                title=f"n = {n} seeds, 95% CI" if (n := len(sides[0][2]["seeds"])) > 1 else "one seed: no interval")
+                title=(f"n = {len(bases)} seeds over {len(set(bases))} bases, 95% CI over the bases' means"
+                       if shared_bases and len(set(bases)) > 1 else "one base: no interval" if shared_bases else
+                       f"n = {len(bases)} seeds, 95% CI" if len(bases) > 1 else "one seed: no interval"))
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     save_figure(fig, out, dpi=120)

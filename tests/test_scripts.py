@@ -790,7 +790,8 @@ def test_sn_arms_figure_draws_arms_of_several_runs(tmp_path, call, monkeypatch):
     def run(name, arm, seeds):
         traj = lambda v: {"owl": {"250": {"mean": v, "per_seed": [v] * len(seeds)}}}
         res = {"seeds": seeds, "animals": ["owl"], "base": {"owl": {"mean": 0.1}},
-               "arms": {arm: {"by_animal": {"owl": {"effect": {"per_seed": [0.01, 0.03]}}}}},
+               "arms": {arm: {"by_animal": {"owl": {"effect": {"per_seed": [0.01 + 0.02 * (i % 2)
+                                                                            for i in range(len(seeds))]}}}}},
                "trajectory": {"control": traj(0.1), arm: traj(0.12)}}
         (tmp_path / name).mkdir()
         write_run(tmp_path / name, res, "subliminal_numbers")
@@ -832,7 +833,18 @@ def test_sn_arms_figure_draws_arms_of_several_runs(tmp_path, call, monkeypatch):
                         lambda self, *a, **k: titles.append(self.axes[0].get_title()) or save(self, *a, **k))
     fig(f"{tmp_path / 'a'}:trait", f"--out={tmp_path / 'two.png'}")
     fig(run("e", "trait", [[0, 0]]), f"--out={tmp_path / 'one.png'}")
-    assert titles == ["n = 2 seeds, 95% CI", "one seed: no interval"]
+    fig(run("g", "trait", [[0, 0], [1, 0]]), f"--out={tmp_path / 'g.png'}")
+    import matplotlib.axes
+    bars, bar = [], matplotlib.axes.Axes.bar
+    monkeypatch.setattr(matplotlib.axes.Axes, "bar", lambda self, *a, **k: bars.append(k.get("yerr")) or bar(self, *a,
+                                                                                                          **k))
+    fig(run("h", "trait", [[0, 0], [0, 1], [1, 0], [1, 1]]), f"--out={tmp_path / 'h2.png'}")
+    # effects 1, 3 points on each base: both bases' means are 2, so the interval over them has no width (over the four
+    # seeds it would be +-1.8)
+    assert bars == [[[pytest.approx(0)], [pytest.approx(0)]]]
+    # two students of one base share it and its teacher: no interval over one base (it drew one over the 2 seeds)
+    assert titles == ["one base: no interval", "one seed: no interval", "n = 2 seeds, 95% CI",
+                      "n = 4 seeds over 2 bases, 95% CI over the bases' means"]
     # one arm of two runs, unlabelled, drew two bars named "trait": each is named by its run folder
     ticks = []
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda self, *a, **k: ticks.append(
