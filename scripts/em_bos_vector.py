@@ -57,7 +57,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data.tokenizer import pad_right  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from eval import fmt_ratio, mean_ci, summarize  # noqa: E402
-from train import check_out, cli, distinct, pyplot, read_json, save_figure, script_args, write_json  # noqa: E402
+from train import (ConfigError, check_out, cli, distinct, pyplot, read_json, run_config, save_figure,  # noqa: E402
+                   script_args, write_json)
 from em_base_pull import check_runs, checked_bases, distinct_pooled_bases  # noqa: E402
 import em_optimizer_parts as OP  # noqa: E402
 import em_value_sources as VS  # noqa: E402
@@ -197,6 +198,9 @@ def through_later_blocks(rows, ratio_of):
     own cos (what block 0's MLP adds: the shift at its output is s plus the MLP's answer to it), and s's log-odds
     shift with the evil (or a random) direction mean-ablated from block 1 on, over its shift without (ratio of means).
     Log-odds: the ablation lowers the rate s starts from, and a same-sized push then gives fewer points."""
+    if len({len(r["layer_cos"]) for r in rows}) > 1:  # runs of different depths (an inhomogeneous-shape ValueError)
+        raise ConfigError("the bases have different numbers of blocks (runs of different n_layer): pool runs of one "
+                          "depth, the downstream cosines are per block")
     lc = np.array([r["layer_cos"] for r in rows])  # [bases, L]
     col = lambda k: np.array([r[k] for r in rows])
     logit = lambda x: np.log(x / (1 - x))
@@ -350,6 +354,9 @@ def main(argv):
         distinct_pooled_bases(r["run"] for r in rows)  # as the runs given directly are
         pull = kind == "pullback"
     check_runs(runs)
+    if len({run_config(EM.Config, r).n_layer for r in runs}) > 1:  # said before the work, not at the summary
+        raise ConfigError("the runs have different numbers of blocks: give runs of one n_layer (the downstream "
+                          "cosines are per block)")
     OP.check_rebuildable(runs)  # every mode starts each base with the rebuild of its fine-tune
     torch.set_num_threads(1)  # as the runs' fine-tunes: the same trajectories
     if pull:

@@ -15,6 +15,7 @@ from conftest import load_script, tiny_gpt
 from data import world as W
 from experiments import emergent_misalignment as EM
 from experiments import world_base as B
+from train import ConfigError
 
 sb, bv, vs, pt = (load_script(n) for n in ("em_steer_base", "em_bos_vector", "em_value_sources", "em_patch_tokens"))
 C = 16
@@ -558,6 +559,11 @@ def test_bos_vector_pool_of_one_base_prints_means_without_intervals(tmp_path, ca
                                                  "per_base": [{**row, "run": str(Path("r").resolve())}]}))
     with pytest.raises(SystemExit, match="a base appears twice"):
         bv.main(["--pool", str(tmp_path / "a.json"), str(tmp_path / "b.json"), f"--out={tmp_path / 'o2.json'}"])
+    # bases of runs of different depths: one line (an inhomogeneous-shape ValueError from numpy)
+    (tmp_path / "c.json").write_text(json.dumps({"arm": "insecure", "at": "last",
+                                                 "per_base": [{**row, "run": "s", "layer_cos": [0.4, 0.3, 0.2]}]}))
+    with pytest.raises(ConfigError, match="different numbers of blocks"):
+        bv.main(["--pool", str(tmp_path / "a.json"), str(tmp_path / "c.json"), f"--out={tmp_path / 'o3.json'}"])
 
 
 def test_patch_tokens_gives_no_share_of_an_increase_that_is_not_there(monkeypatch, tok, tmp_path, capsys):
