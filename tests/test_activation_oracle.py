@@ -419,13 +419,20 @@ def test_untrained_reader_adds_each_window_at_its_own_prompts_last_positions():
     assert torch.allclose(r.norm(dim=-1), add.norm(dim=-1)) and not torch.allclose(r, add)
 
 
-def test_patchscope_script_reads_a_finished_run_with_its_own_models(tmp_path, capsys):
+def tiny_run(tmp_path, seeds="(0,)", indist_docs=100):
+    """A finished tiny oracle run in tmp_path/run (its bases cached in tmp_path/cache): the scripts' input."""
     out, cache = tmp_path / "run", tmp_path / "cache"
-    argv = ["configs/activation_oracle.py", "--seeds=(0,)", "--n_docs=300", "--steps=20", "--warmup=2", "--n_layer=2",
-            "--n_embd=16", "--n_head=2", "--read_layers=(0,1)", "--eval_layer=1", "--inject_layer=0",
-            "--oracle_docs=200", "--oracle_steps=10", "--oracle_warmup=2", "--indist_docs=100", "--em_examples=16",
-            "--em_steps=2", "--read_steps=(1,)", "--workers=1", f"--cache_dir={cache}", f"--out_dir={out}"]
+    argv = ["configs/activation_oracle.py", f"--seeds={seeds}", "--n_docs=300", "--steps=20", "--warmup=2",
+            "--n_layer=2", "--n_embd=16", "--n_head=2", "--read_layers=(0,1)", "--eval_layer=1", "--inject_layer=0",
+            "--oracle_docs=200", "--oracle_steps=10", "--oracle_warmup=2", f"--indist_docs={indist_docs}",
+            "--em_examples=16", "--em_steps=2", "--read_steps=(1,)", "--workers=1", f"--cache_dir={cache}",
+            f"--out_dir={out}"]
     assert train.main(argv) == 0
+    return out, cache
+
+
+def test_patchscope_script_reads_a_finished_run_with_its_own_models(tmp_path, capsys):
+    out, cache = tiny_run(tmp_path)
     P = load_script("ao_patchscope")
     assert P.main([str(out), "--workers=1"]) == 0
     got = json.loads((out / "patchscope.json").read_text())
@@ -447,12 +454,7 @@ def test_patchscope_script_reads_a_finished_run_with_its_own_models(tmp_path, ca
 def test_students_script_reads_every_student_and_teacher_with_the_runs_own_oracle_and_probe(tmp_path, capsys,
                                                                                             monkeypatch):
     from experiments import subliminal_numbers as S
-    out, cache = tmp_path / "run", tmp_path / "cache"
-    argv = ["configs/activation_oracle.py", "--seeds=(0,1)", "--n_docs=300", "--steps=20", "--warmup=2",
-            "--n_layer=2", "--n_embd=16", "--n_head=2", "--read_layers=(0,1)", "--eval_layer=1", "--inject_layer=0",
-            "--oracle_docs=200", "--oracle_steps=10", "--oracle_warmup=2", "--indist_docs=100", "--em_examples=16",
-            "--em_steps=2", "--read_steps=(1,)", "--workers=1", f"--cache_dir={cache}", f"--out_dir={out}"]
-    assert train.main(argv) == 0
+    out, _ = tiny_run(tmp_path, seeds="(0,1)")
     # a tiny base writes no well-formed number list: each teacher's lists are made up here (the students and the
     # readers are what is tested), a teacher's own numbers
     lists = lambda teacher, tok, n, cfg, seed, banned=(): ([(p, " ".join(str((7 * i + len(p)) % 100)
@@ -501,12 +503,7 @@ def test_students_script_reads_every_student_and_teacher_with_the_runs_own_oracl
 def test_a_run_with_few_held_out_documents_reports_a_task_they_lack_as_undefined(tmp_path):
     """One held-out document asks one context question: the other task's accuracy was a KeyError after the unit's
     work (and its rerun the same again), and a layer with no kind question an IndexError of a float index."""
-    out, cache = tmp_path / "run", tmp_path / "cache"
-    argv = ["configs/activation_oracle.py", "--seeds=(0,)", "--n_docs=300", "--steps=20", "--warmup=2", "--n_layer=2",
-            "--n_embd=16", "--n_head=2", "--read_layers=(0,1)", "--eval_layer=1", "--inject_layer=0",
-            "--oracle_docs=200", "--oracle_steps=10", "--oracle_warmup=2", "--indist_docs=1", "--em_examples=16",
-            "--em_steps=2", "--read_steps=(1,)", "--workers=1", f"--cache_dir={cache}", f"--out_dir={out}"]
-    assert train.main(argv) == 0
+    out, _ = tiny_run(tmp_path, indist_docs=1)
     indist = json.loads((out / "results.json").read_text())["indist"]
     assert set(indist) == {"kind", "next", "prev"}
     assert any(math.isnan(indist[t]["acc"]["mean"]) for t in ("next", "prev"))  # a task with no question: nan
