@@ -1923,7 +1923,8 @@ def test_attn0_parts_main_takes_the_first_sign_step_at_the_base_and_the_late_upd
         assert torch.equal(w_first[n], w) and torch.allclose(w - first[n], w - cfg.ft_lr * grads[n].sign())
         assert torch.equal(w_late[n], snaps[late_from][n]) and torch.allclose(w_late[n] - late[n], snaps[last][n])
     line = capsys.readouterr().out.splitlines()[0]
-    assert line.startswith("run world 7: first all +2.00, attn0 +0.10, ln_1 +0.10") and "; late all +4.00, " in line
+    assert line.startswith("run world 7, off-domain increase, points: first all +2.00, attn0 +0.10, ln_1 +0.10")
+    assert "; late all +4.00, " in line
     kept = json.loads((tmp_path / "o.json").read_text())
     assert kept == {"first": [shares_of(1)], "late": [shares_of(2)], "bases": [["run", 7]]}
 
