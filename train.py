@@ -279,7 +279,7 @@ def load_config(argv, resolve=True):
         if not arg.startswith("--") or "=" not in arg:
             # the likely meaning: --key value (a space for the =), or a switch --key
             nxt = argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else None
-            hint = ("" if not arg.startswith("--") or "=" in arg else
+            hint = ("" if not arg.startswith("--") else  # (an --arg here has no "=")
                     f" (here '--{arg[2:]}={nxt}', in quotes if it holds brackets)" if nxt is not None else
                     f" (a switch is written --{arg[2:]}=True)")
             raise ConfigError(f"bad argument '{arg}': overrides look like --key=value{hint}")

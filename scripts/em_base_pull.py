@@ -71,6 +71,17 @@ def check_runs(runs):
     distinct_bases(runs)
 
 
+def one_depth(configs):
+    """{run: its EM Config} of runs whose per-block numbers are pooled: one n_layer, or a ConfigError before the work
+    (a KeyError after it, or a deeper run's last blocks left out without a word)."""
+    depths = {}
+    for run, cfg in configs.items():
+        depths.setdefault(cfg.n_layer, run)
+    if len(depths) > 1:
+        raise ConfigError(f"the runs have {' and '.join(f'{n} blocks ({r})' for n, r in depths.items())}: pool runs "
+                          f"of one n_layer (the numbers are per block)")
+
+
 def distinct_bases(runs):
     """Runs of emergent_misalignment (their config.json read, a run of another experiment refused) none of whose
     bases another of them also has: the same pretraining config and seed is one base model (one cache entry), and

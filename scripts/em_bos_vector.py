@@ -59,7 +59,7 @@ from experiments import emergent_misalignment as EM  # noqa: E402
 from eval import fmt_ratio, mean_ci, summarize  # noqa: E402
 from train import (ConfigError, check_out, cli, distinct, pyplot, read_json, run_config, save_figure,  # noqa: E402
                    script_args, write_json)
-from em_base_pull import check_runs, checked_bases, distinct_pooled_bases  # noqa: E402
+from em_base_pull import check_runs, checked_bases, distinct_pooled_bases, one_depth  # noqa: E402
 import em_optimizer_parts as OP  # noqa: E402
 import em_value_sources as VS  # noqa: E402
 
@@ -354,9 +354,7 @@ def main(argv):
         distinct_pooled_bases(r["run"] for r in rows)  # as the runs given directly are
         pull = kind == "pullback"
     check_runs(runs)
-    if len({run_config(EM.Config, r).n_layer for r in runs}) > 1:  # said before the work, not at the summary
-        raise ConfigError("the runs have different numbers of blocks: give runs of one n_layer (the downstream "
-                          "cosines are per block)")
+    one_depth({r: run_config(EM.Config, r) for r in runs})  # before the work, not at the summary's cosines
     OP.check_rebuildable(runs)  # every mode starts each base with the rebuild of its fine-tune
     torch.set_num_threads(1)  # as the runs' fine-tunes: the same trajectories
     if pull:

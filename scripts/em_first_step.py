@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from train import ConfigError, cli, distinct, run_config, run_results, script_args, write_json  # noqa: E402
-from em_base_pull import check_runs, checked_bases, fine_tune_loss  # noqa: E402
+from em_base_pull import check_runs, checked_bases, fine_tune_loss, one_depth  # noqa: E402
 
 
 def group_of(name):
@@ -167,20 +167,16 @@ def main(argv):
     if not argv:
         sys.exit(__doc__)
     distinct(argv)
-    depths = {}
+    configs = {}
     for run in map(Path, argv):  # every run checked first: a mistyped last one must not stop it after the work
         run_results(run, "emergent_misalignment")
-        cfg = run_config(EM.Config, run)
-        depths.setdefault(cfg.n_layer, run)
+        cfg = configs[run] = run_config(EM.Config, run)
         # the step taken here is AdamW's first on every weight at the full lr (its betas do not matter at step 1)
         unlike = unlike_default(cfg, ("ft_trains", "ft_optimizer", "ft_frozen", "ft_schedule", "ft_warmup"))
         if unlike:
             raise ConfigError(f"{run} fine-tuned with {', '.join(unlike)}; this analysis takes the default fine-tune's "
                               f"first step only (AdamW on every weight, the full lr)")
-    if len(depths) > 1:  # the summary's per-block groups are one model's: a KeyError after all the work, or a
-        # deeper run's last blocks left out without a word
-        raise ConfigError(f"the runs have {' and '.join(f'{n} blocks ({r})' for n, r in depths.items())}: pool runs "
-                          f"of one n_layer (each group's share is per block)")
+    one_depth(configs)  # (the summary's groups are per block)
     check_runs(argv)  # and their bases cached
     every = []
     for run in map(Path, argv):

@@ -49,7 +49,7 @@ from experiments import world_base as B  # noqa: E402
 from eval import fmt_ratio, summarize  # noqa: E402
 from train import (ConfigError, check_out, cli, distinct, finetune, pyplot, read_json, run_config,  # noqa: E402
                    save_figure, script_args, write_json)
-from em_base_pull import check_runs, checked_bases  # noqa: E402
+from em_base_pull import check_runs, checked_bases, one_depth  # noqa: E402
 from em_first_step import group_of, resamples, scored_step, unlike_default  # noqa: E402
 
 STEPS = (1, 2, 3, 5, 10, 20)
@@ -281,10 +281,7 @@ def main(argv):
             raise ConfigError(f"{r}: {problem}")
         if optimizers is FROZEN and c.n_layer < 2:  # its control freezes block 1's values
             raise ConfigError(f"{r}: --frozen freezes the value rows of blocks 0 and 1; this run has {c.n_layer} block")
-    if len({c.n_layer for c in configs.values()}) > 1:  # the late update's groups are per block: a KeyError after the
-        # work, or a deeper run's last blocks left out
-        raise ConfigError(f"the runs have {' and '.join(f'{c.n_layer} blocks ({r})' for r, c in configs.items())}: "
-                          f"pool runs of one n_layer")
+    one_depth(configs)  # (the late update's groups are per block)
     check_runs(configs)
     torch.set_num_threads(1)  # the runs' fine-tunes ran on one thread: the same sums, so the same trajectories
     for run in [] if froms else runs:
