@@ -54,7 +54,7 @@ def summarize(values):
     n = len(defined)
     mean = mean_of(defined) if n else math.nan
     stat = {"mean": mean, "ci95": None, "per_seed": per_seed}
-    if n >= 2:
+    if n >= 2 and math.isfinite(mean):  # (an infinite value: no spread to give, not a [nan, nan] interval)
         sd = math.sqrt(sum((x - mean) ** 2 for x in defined) / (n - 1))
         half = t975(n - 1) * sd / math.sqrt(n)
         stat["ci95"] = [mean - half, mean + half]
@@ -75,14 +75,16 @@ def summarize_by(values, groups):
     """summarize() for a quantity that seeds sharing a group (a base model) do not measure independently, such
     as the base model's own rate, repeated once per fine-tune seed. The mean and per_seed are over all seeds
     (so they still pair up with the arms' per_seed), the interval over the groups' means: n = groups, not
-    seeds. Groups must be balanced (the same count each) so that both means agree (they can differ only when
-    a seed is undefined, see summarize)."""
+    seeds. Groups must be balanced (the same count each) so that both means agree; where a seed is undefined
+    (see summarize) they can differ, and the mean is the groups' (the one the interval is centred on)."""
     sizes = {g: groups.count(g) for g in sorted(set(groups))}
     if len(set(sizes.values())) > 1:
         raise ValueError(f"unbalanced groups {sizes}: the mean over seeds and over groups would differ")
     st = summarize(values)
     means = group_means(st["per_seed"], groups)
     st["ci95"] = summarize(means)["ci95"]
+    if any(math.isnan(x) for x in st["per_seed"]):  # a group short of a seed: the mean the interval is about
+        st["mean"] = summarize(means)["mean"]
     st["n_groups"] = sum(not math.isnan(m) for m in means)  # the interval's n (a group with no defined seed is out)
     return st
 
@@ -114,7 +116,8 @@ def spearman_ci(x, y, n_boot=10_000, seed=0, groups=None):
     if groups is None:
         draws = rng.integers(0, len(x), size=(n_boot, len(x)))
     else:
-        members = [np.flatnonzero(np.asarray(groups) == g) for g in dict.fromkeys(groups)]
+        # in sorted order: the same pairs listed in another order (--seeds=(2,0,1)) draw the same resamples
+        members = [np.flatnonzero(np.asarray(groups) == g) for g in sorted(set(groups))]
         draws = (np.concatenate([members[j] for j in row]) for row in rng.integers(0, len(members),
                                                                                    size=(n_boot, len(members))))
     boot = [spearman(x[i], y[i]) for i in draws]

@@ -80,8 +80,9 @@ teachers' intervals are over the pretraining seeds. Mode "dose": {"dose": {D: {A
 "effect", "effect_per_base", "effect_of_other_teachers": {OTHER: STAT}}, "animal_mass": {STUDENT: STAT}}},
 "teachers": {ANIMAL: STAT of the rate}, "kept_fraction", "teachers_below_threshold", "figures_to_reach", "animals",
 "n_seeds", "seeds", "seconds"}. Mode "misalignment": {"arms": {STUDENT (control, TEACHER, TEACHER_soft):
-{"offdomain_misaligned", "valid_fraction", "offdomain_misaligned_lp", "code_misaligned", "effect"}}, "base": {the
-four}, "teachers": {TEACHER: {the four, "steps"}}, "dose": {LISTS_READ: ...} (evals > 1), "kept_fraction",
+{"offdomain_misaligned", "valid_fraction", "offdomain_misaligned_lp", "code_misaligned", "effect",
+"offdomain_misaligned_per_base" (over the bases' means: the interval *_pass reads)}}, "base": {the four},
+"teachers": {TEACHER: {the four, "steps"}}, "dose": {LISTS_READ: ...} (evals > 1), "kept_fraction",
 "figures_to_reach": {"sampled_pass", "soft_pass"}, "teachers_unmatched": "k/n" (em_match: the bases whose first
 teacher's code never reached the threshold; absent when none), "n_seeds", "seeds", "seconds"}. "kept_fraction" is
 {NAME: STAT}.
@@ -1074,6 +1075,9 @@ def aggregate_misalignment(cfg, units):
             res["teachers_unmatched"] = f"{k}/{len(bases)}"
     for name in units[0]["arms"]:
         res["arms"][name] = metrics([u["arms"][name] for u in units])
+        # students of one base share its teacher: the thresholds' interval is over the bases' means (n = bases)
+        res["arms"][name]["offdomain_misaligned_per_base"] = summarize(group_means(
+            res["arms"][name]["offdomain_misaligned"]["per_seed"], [u["p"] for u in units]))
         res["arms"][name]["effect"] = summarize([u["arms"][name]["mis_sampled"] - u["arms"]["control"]["mis_sampled"]
                                                  for u in units])
     doses = sorted(units[0].get("dose", {}))  # (runs made before the dose curve have none)
@@ -1096,9 +1100,10 @@ def aggregate_misalignment(cfg, units):
         for kind, suffix in (("sampled", ""), ("soft", "_soft")):
             if f"insecure{suffix}" not in res["arms"]:
                 continue
-            ins = res["arms"][f"insecure{suffix}"]["offdomain_misaligned"]
-            others = [res["arms"][f"{t}{suffix}"]["offdomain_misaligned"] for t in cfg.mis_teachers if t != "insecure"]
-            # one seed: no interval to compare (None, which the table says), not a failure
+            ins = res["arms"][f"insecure{suffix}"]["offdomain_misaligned_per_base"]
+            others = [res["arms"][f"{t}{suffix}"]["offdomain_misaligned_per_base"] for t in cfg.mis_teachers
+                      if t != "insecure"]
+            # one base: no interval to compare (None, which the table says), not a failure
             figs[f"{kind}_pass"] = (None if not ins["ci95"] or not all(o["ci95"] for o in others) else
                                     bool(others and all(ins["ci95"][0] > o["ci95"][1] for o in others)))
     res["figures_to_reach"] = figs

@@ -59,11 +59,15 @@ def test_undefined_seed_is_left_out_not_propagated():
     assert st["ci95"] == pytest.approx(summarize([1.0, 2.0, 3.0])["ci95"])
     assert math.isnan(st["per_seed"][1]) and len(st["per_seed"]) == 4  # still pairs up seed by seed
     assert n_undefined(summarize([1.0, 2.0])) == 0
+    inf = summarize([1.0, math.inf, 2.0])  # no spread to give: no interval (it was [nan, nan])
+    assert inf["mean"] == math.inf and inf["ci95"] is None
     none = summarize([math.nan, math.nan])
     assert math.isnan(none["mean"]) and none["ci95"] is None and n_undefined(none) == 2
     # over groups: the undefined seed leaves its group's mean to its defined sibling
     by = summarize_by([1.0, math.nan, 3.0, 3.0], [0, 0, 1, 1])
     assert by["ci95"] == pytest.approx([2 - t975(1), 2 + t975(1)]) and n_undefined(by) == 1
+    assert by["mean"] == 2.0  # the groups' (1 and 3), the interval's centre; over the seeds it was 7 / 3
+    assert summarize_by([1.0, 1.0, 3.0, 3.0], [0, 0, 1, 1])["mean"] == 2.0
     assert "1 of 4 seeds undefined" in fmt_stat(by)
 
 
@@ -168,6 +172,12 @@ def test_spearman_interval_over_groups_resamples_whole_groups():
     assert grouped["rho"] == pytest.approx(spearman_ci(x, y)["rho"]) and grouped["groups"] == 6 and grouped["n"] == 18
     lo, hi = spearman_ci(xs, ys, n_boot=2000)["ci95"]
     assert hi - lo < grouped["ci95"][1] - grouped["ci95"][0]
+    # the same groups listed in another order (the oracle's --seeds=(3,0,5,1,4,2)) draw the same interval
+    y = [2.0, 1.0, 5.0, 3.0, 6.0, 4.0]
+    first = spearman_ci(x * 2, y * 2, groups=list(range(6)) * 2, n_boot=2000)
+    shuffled = [3, 0, 5, 1, 4, 2] * 2
+    again = spearman_ci([x[i] for i in shuffled], [y[i] for i in shuffled], groups=shuffled, n_boot=2000)
+    assert again["ci95"] == first["ci95"]
 
 
 def test_spearman_of_a_nan_is_nan_and_an_interval_without_rank_order_is_none():

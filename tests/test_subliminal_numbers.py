@@ -1003,6 +1003,15 @@ def test_a_one_seed_misalignment_run_cannot_judge_its_thresholds_and_says_so():
     close = [{**u, "arms": {**u["arms"], "insecure": m(x), "secure": m(y)}}
              for u, x, y in zip(units, (0.3, 0.5), (0.1, 0.4))]
     assert S.aggregate_misalignment(cfg, close)["figures_to_reach"] == {"sampled_pass": False}
+    # three students per base share its teacher: six seeds but two bases. Over the seeds the intervals separate
+    # ([0.29, 0.51] against [0.04, 0.26]); over the bases' means (n = 2) they overlap: not passed
+    three = [{**u, "f": f, "arms": {**u["arms"], "insecure": m(0.5 - 0.2 * u["p"]), "secure": m(0.2 - 0.1 * u["p"])}}
+             for u in units for f in range(3)]
+    res = S.aggregate_misalignment(cfg, three)
+    assert res["arms"]["insecure"]["offdomain_misaligned"]["ci95"][0] > res["arms"]["secure"]["offdomain_misaligned"][
+        "ci95"][1]
+    assert res["arms"]["insecure"]["offdomain_misaligned_per_base"]["per_seed"] == pytest.approx([0.5, 0.3])
+    assert res["figures_to_reach"] == {"sampled_pass": False}
 
 
 @pytest.mark.parametrize("config", ["configs/subliminal_numbers_quick.py", "configs/world_base.py"])
