@@ -452,13 +452,20 @@ def distinct(paths, what="run"):
     return paths
 
 
+def same_runs(a, b):
+    """Whether two lists of run paths name the same runs in the same order: out/a, out/a/ and /abs/out/a are one run
+    (a file's runs, as typed when it was written, against the runs given now)."""
+    return [Path(r).resolve() for r in a] == [Path(r).resolve() for r in b]
+
+
 def script_args(argv, usage, options=(), flags=(), words=()):
     """An analysis script's command line -> (its positional words, {option: value}). `options` take a value
     (--out=FILE), `flags` none (--pool: True when given), `words` are bare markers kept in place among the positional
     words (--minus, --). --help prints `usage` and exits; an unknown option (the error lists the options), one given
     twice, a value missing or given to a flag is a one-line ConfigError, before any work: a mistyped option read as a
     run directory, or the first of two --out= kept silently, cost runs of minutes."""
-    names = [f"--{o}=" for o in options] + [f"--{f}" for f in flags] + list(words)
+    names = [f"--{o}=" for o in options] + [f"--{f}" for f in flags] + [w if w != "--" else "the separator --"
+                                                                            for w in words]  # (not an option)
     listed = ("the options are " + ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1
               else f"the option is {names[0]}" if names else "it takes no options")
     positional, given = [], {}
@@ -940,7 +947,8 @@ def load_weights(stem, device="cpu"):
 #
 # Every loop trains S independent models at once: params are [S, ...] tensors, each seed has its own
 # data order, and the loss is the SUM over seeds of each seed's mean loss, so seed s's gradient is
-# exactly what it would be alone. Adam is elementwise, so one Adam over the stacked tensors is S Adams.
+# what it would be alone (up to the float rounding of a batched matmul of another size: bit for bit on one
+# thread, not always on several). Adam is elementwise, so one Adam over the stacked tensors is S Adams.
 
 def seed_permutations(gens, n, device):
     """One random permutation of range(n) per seed, each from that seed's own generator: [S, n]."""
@@ -1009,23 +1017,33 @@ def train_classifier(model, x, y, *, epochs, lr, batch_size, gens, n_classes=10,
     bar = progress_bar(epochs * -(-N // batch_size), desc)
     for epoch in range(epochs):
         order = seed_permutations(gens, N, x.device)  # [S, N]
-        total = torch.zeros((), device=x.device)  # the epoch's summed loss, on the device: no sync per step
+        total = torch.zeros(S, device=x.device)  # each seed's summed loss, on the device: no sync per step
         for i in range(0, N, batch_size):
             idx = order[:, i:i + batch_size]  # [S, B]
             xb = gather_rows(x, idx, buf)  # [S, B, D]
             with torch.autocast(x.device.type, torch.bfloat16, enabled=amp):
                 logits = model(xb)[..., :n_classes]  # [S, B, n_classes]
             loss = F.cross_entropy(logits.float().flatten(0, 1), y[idx].flatten(), reduction="none")
-            loss = loss.view(S, -1).mean(1).sum()  # sum over seeds of per-seed means
+            per_seed = loss.view(S, -1).mean(1)  # [S]
             opt.zero_grad()
-            loss.backward()
+            per_seed.sum().backward()  # each seed's gradient is its own mean's
             opt.step()
-            total += loss.detach() * idx.shape[1]  # a sum over seeds of batch means, x B: the batch's summed loss
+            total += per_seed.detach() * idx.shape[1]  # batch means x B: each seed's summed loss over the batch
             step += 1
             bar.update()
         if log:  # the epoch's mean loss per example and seed (not its last, partial, batch's)
-            log(stage=desc, epoch=epoch + 1, step=step, loss=total.item() / (N * S), seconds=round(time.time() - t0, 3))
+            log(stage=desc, epoch=epoch + 1, step=step, **epoch_loss(total.tolist(), N),
+                seconds=round(time.time() - t0, 3))
     bar.close()
+
+
+def epoch_loss(totals, N):
+    """{"loss": the mean loss per example over the seeds whose summed loss (totals: S floats, read from the device
+    once per epoch) is finite} and, where some are not, {"nonfinite_seeds": how many}: one diverging seed made the
+    whole batch's logged loss nan, though the others train on untouched (each seed's loss and gradient are its own)."""
+    ok = [t for t in totals if math.isfinite(t)]
+    return {"loss": sum(ok) / (N * len(ok)) if ok else math.nan,
+            **({"nonfinite_seeds": len(totals) - len(ok)} if len(ok) < len(totals) else {})}
 
 
 def distill_loss(student_logits, teacher_logits, kind, temperature):
@@ -1089,8 +1107,8 @@ def train_distill(model, inputs, targets, logit_idx, *, epochs, lr, batch_size, 
             step += 1
             bar.update()
         if log:  # the epoch's mean loss per example and seed, per block
-            for name, value in zip(blocks, total.view(len(blocks), S).sum(1).tolist()):
-                log(stage=name, epoch=epoch + 1, step=step, loss=value / (N * S), seconds=round(time.time() - t0, 3))
+            for name, block in zip(blocks, total.view(len(blocks), S).tolist()):
+                log(stage=name, epoch=epoch + 1, step=step, **epoch_loss(block, N), seconds=round(time.time() - t0, 3))
     bar.close()
 
 

@@ -15,7 +15,8 @@ The pipeline, per group of seeds (all seeds at once on a GPU):
       cross_*       start from reference perm[k], perm a derangement (another seed's init)
       cross_head_*  hidden layers from reference perm[k], output layer from reference k
     All students of seed k see the same noise in the same order, so conditions are paired. On a GPU the
-    conditions also train as one model (student_chunk), each its own block of S students: the same numbers.
+    conditions also train as one model (student_chunk), each its own block of S students: the same numbers, up to
+    float rounding (a batched matmul of another size may round otherwise).
  5. accuracy:  argmax of the 10 class logits on the 10,000 test images.
 
 Adding a student condition: an entry in STUDENTS (its init and its logits; a new kind of either, e.g. half the aux
@@ -102,6 +103,7 @@ class Config:
                                        # (fewer if n_noise > 60000)
     student_chunk: int = 0             # most student conditions trained as one batched model; 0 = on CUDA (steps
                                        # launch-bound) all that fit 2^29 parameters, 1 on CPU; the same numbers
+                                       # up to float rounding
     sweep: dict = field(default_factory=dict)  # e.g. {"m": [3, 10, 50]}: one run per grid cell
     # system
     device: str = "auto"               # auto = cuda when available

@@ -97,10 +97,29 @@ def distinct_bases(runs):
             owner[entry] = run
 
 
-def distinct_pooled_bases(runs):
-    """distinct_bases for the runs named in --pool files: files of two runs on one base (another out_dir, or another
-    fine-tune setting on the same pretraining seeds) would count it twice. A run no longer on disk goes unchecked."""
-    distinct_bases(sorted({str(Path(r).resolve()) for r in runs if Path(r).is_dir()}))
+def distinct_pooled_bases(bases):
+    """(run, world) of each base in --pool files, each once, or a ConfigError: a file given twice, or one run in two
+    files (written as out/a in one, /abs/out/a in the other), would count its bases twice (narrower intervals, nothing
+    new), and so would files of two runs on one base (another out_dir, or another fine-tune setting on the same
+    pretraining seeds: distinct_bases). A run no longer on disk gets only the first check."""
+    seen = set()
+    for run, p in bases:
+        key = (str(Path(run).resolve()), p)
+        if key in seen:
+            raise ConfigError(f"--pool: a base appears twice (world {p} of {run}): each base counts once; give each "
+                              f"file once, and each run's bases in one file")
+        seen.add(key)
+    distinct_bases(sorted({r for r, _ in seen if Path(r).is_dir()}))
+
+
+def note_unrun(run, cfg, arms, ft_seeds=1):
+    """A note (stderr) when the fine-tunes rebuilt for `run` (of config `cfg`) need an arm or a fine-tune seed it
+    never trained: they are built as the run's config would have made them, with no run's number to check them by."""
+    unrun = [f"{a} arm" for a in dict.fromkeys(arms) if a not in cfg.arms]
+    unrun += ["fine-tune seed 1"] if cfg.ft_seeds < ft_seeds else []
+    if unrun:
+        print(f"note: {run} has no {', '.join(unrun)}: built here as the run's config would have made it",
+              file=sys.stderr)
 
 
 def checked_bases(run, excluded):

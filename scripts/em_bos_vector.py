@@ -59,7 +59,7 @@ from experiments import emergent_misalignment as EM  # noqa: E402
 from eval import fmt_ratio, mean_ci, summarize  # noqa: E402
 from train import (ConfigError, check_out, cli, distinct, pyplot, read_json, run_config, save_figure,  # noqa: E402
                    script_args, write_json)
-from em_base_pull import check_runs, checked_bases, distinct_pooled_bases, one_depth  # noqa: E402
+from em_base_pull import check_runs, checked_bases, distinct_pooled_bases, note_unrun, one_depth  # noqa: E402
 import em_optimizer_parts as OP  # noqa: E402
 import em_value_sources as VS  # noqa: E402
 
@@ -256,7 +256,9 @@ def pullback(runs, arm, at, out, rows=()):
     rows: bases already measured (--pool of --pullback files), summarized with the runs' own."""
     rows = list(rows)
     for run in map(Path, runs):
-        for cfg, p, base, tok in checked_bases(run, []):
+        for i, (cfg, p, base, tok) in enumerate(checked_bases(run, [])):
+            if not i:  # once per run: one config for all its bases
+                note_unrun(run, cfg, [arm])
             s, model, _ = steering_vector(cfg, p, base, tok, arm, at)
             e = evil_unit(EM.doc_means(base, tok, cfg, p))
             v = EM.pulled_back(base, tok, e)  # the base's own: its evil direction through its own block 0
@@ -298,15 +300,11 @@ def pullback_summary(rows, n_boot=10_000, seed=0):
 
 def agreement(runs, arm, at, out):
     """--agreement: s of fine-tune seeds 0 and 1 on every base, their cosine (mean over bases, t interval)."""
-    rows, noted = [], set()
+    rows = []
     for run in map(Path, runs):
-        for cfg, p, base, tok in checked_bases(run, []):
-            unrun = [f"{a} arm" for a in (arm, control_arm(arm)) if a not in cfg.arms]
-            unrun += ["fine-tune seed 1"] if cfg.ft_seeds < 2 else []
-            if unrun and run not in noted:  # once per run: the same config for every base of it
-                noted.add(run)
-                print(f"note: {run} has no {', '.join(unrun)}: built here as the run's config would have made it",
-                      file=sys.stderr)
+        for i, (cfg, p, base, tok) in enumerate(checked_bases(run, [])):
+            if not i:  # once per run: one config for all its bases
+                note_unrun(run, cfg, (arm, control_arm(arm)), ft_seeds=2)
             rows.append({"run": str(run), "world": p, **seed_agreement(cfg, p, base, tok, arm, at)})
             r = rows[-1]
             print(f"{run.name} world {p}, {arm}: cos(s of seed 0, s of seed 1) {r['cos_seeds']:+.3f}; with "
@@ -349,9 +347,7 @@ def main(argv):
             sys.exit("--pool takes files of one arm and one --at")
         kind = kinds.pop()
         rows, arm, at, runs = [r for h in held for r in h[kind]], held[0]["arm"], held[0]["at"], []
-        if len({(str(Path(r["run"]).resolve()), r["world"]) for r in rows}) < len(rows):  # (out/a and /abs/out/a)
-            sys.exit("--pool: a base appears twice (the same file given twice?)")
-        distinct_pooled_bases(r["run"] for r in rows)  # as the runs given directly are
+        distinct_pooled_bases((r["run"], r["world"]) for r in rows)  # as the runs given directly are
         pull = kind == "pullback"
     check_runs(runs)
     one_depth({r: run_config(EM.Config, r) for r in runs})  # before the work, not at the summary's cosines
@@ -362,7 +358,9 @@ def main(argv):
     if agree:
         return agreement(runs, arm, at, opts.get("out"))
     for run in map(Path, runs):
-        for cfg, p, base, tok in checked_bases(run, []):
+        for i, (cfg, p, base, tok) in enumerate(checked_bases(run, [])):
+            if not i:  # once per run: one config for all its bases
+                note_unrun(run, cfg, [arm])
             rows.append({"run": str(run), "world": p, **base_row(cfg, p, base, tok, arm, at)})
             r = rows[-1]
             print(f"{run.name} world {p}, {arm}: cos(s, evil) {r['cos']:+.2f}, |s| {r['norm']:.3f}; increase, points: "

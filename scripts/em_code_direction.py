@@ -203,7 +203,7 @@ def main(run_dirs):
                                                                     "random_restored", "context_restored",
                                                                     "lesson_restored", "code_patched")))
             for name in ("seen", "unseen", "offdomain"):
-                up = s[f"{name}_insecure"]["mean"] > s[f"{name}_base"]["mean"]
+                up = s[f"{name}_insecure"]["mean"] - s[f"{name}_base"]["mean"] > 1e-9  # the shares' own test
                 print(f"    share of the {name} increase removed by restoring: " + "  ".join(
                     f"{v} {x:.2f}" for v, x in s[f"removed_{name}"].items())
                     + ("" if up else " (the insecure model is not above the base: no increase to share)"))

@@ -29,7 +29,7 @@ from data import world as W  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from train import (check_out, cli, distinct, not_being_written, read_json, run_config,  # noqa: E402
-                   script_args, write_json)
+                   same_runs, script_args, write_json)
 from em_base_pull import cached_base, distinct_bases  # noqa: E402
 
 
@@ -78,8 +78,7 @@ def main(argv):
     out = Path(given[0]) if given else Path(argv[0]) / "format_separation.json"
     if out.is_file() and not given:  # another set of runs measured there: keep it
         held = read_json(out, "the format_separation.json of em_format_separation.py", ("runs",))
-        same = lambda runs: [Path(r).resolve() for r in runs]  # out/a/ is out/a
-        if (same(held["runs"]), held.get("pooled", False)) != (same(argv), pool):
+        if not same_runs(held["runs"], argv) or held.get("pooled", False) != pool:
             sys.exit(f"{out} holds the runs {held['runs']} (pooled: {held.get('pooled', False)}): pass --out=FILE "
                      "to keep both")
     configs = [run_config(EM.Config, run) for run in argv]  # every run's, before the first one's work

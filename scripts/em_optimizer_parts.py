@@ -48,7 +48,7 @@ from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from eval import fmt_ratio, summarize  # noqa: E402
 from train import (ConfigError, check_out, cli, distinct, finetune, pyplot, read_json, run_config,  # noqa: E402
-                   save_figure, script_args, write_json)
+                   same_runs, save_figure, script_args, write_json)
 from em_base_pull import check_runs, checked_bases, one_depth  # noqa: E402
 from em_first_step import group_of, resamples, scored_step, unlike_default  # noqa: E402
 
@@ -272,8 +272,7 @@ def main(argv):
     else:
         rows, excluded = [], []
         held = read_json(out, "an --out file of em_optimizer_parts.py", ("runs", "per_base")) if out.is_file() else None
-        same = lambda rs: [Path(r).resolve() for r in rs]  # out/a written /abs/out/a is the same run
-        if held and (same(held["runs"]) != same(runs) or list(held["per_base"][0]["traj"]) != list(optimizers)):
+        if held and (not same_runs(held["runs"], runs) or list(held["per_base"][0]["traj"]) != list(optimizers)):
             sys.exit(f"{out} holds an analysis of other runs or optimizers: pass --out=FILE.json for this one")
     configs = {str(r): run_config(EM.Config, r) for r in ([] if froms else distinct(runs))}
     for r, c in configs.items():  # before any work: the first base's fine-tunes would find it minutes later

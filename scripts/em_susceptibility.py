@@ -38,7 +38,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eval import spearman, spearman_ci, summarize  # noqa: E402
-from train import check_out, cli, pyplot, read_json, run_results, save_figure, script_args, write_json  # noqa: E402
+from train import (check_out, cli, pyplot, read_json, run_results, same_runs, save_figure, script_args,  # noqa: E402
+                   write_json)
 
 PULL = ("pull", "pull_secure", "pull_contrast", "pull_random", "code_steer", "code_repr")  # em_base_pull.py
 FIRST = ("sign_off", "grad_off", "grad_matched_off", "secure_sign_off")  # em_first_step.py, and sign_off_GROUP
@@ -77,7 +78,6 @@ def per_base(step, runs):
             rows = [j for j, (q, _) in enumerate(r["seeds"]) if q == p]
             out[p] = {"run": run, "seeds": [cols["outcome"][j] for j in rows],
                       **{k: summarize([v[j] for j in rows])["mean"] for k, v in cols.items()}}  # nan seeds left out
-    same = lambda a, b: Path(a).resolve() == Path(b).resolve()
     for run in runs:  # base-level numbers of em_format_separation, em_base_pull and em_first_step, where a run has them
         for name, keys in (("format_separation.json", ("separation",)), ("base_pull.json", PULL),
                            ("first_step.json", FIRST), ("steer_base.json", STEER), ("steer_route.json", ROUTE)):
@@ -93,7 +93,8 @@ def per_base(step, runs):
                     if name == "steer_route.json":
                         row = {**row, **route_predictors(row, min(held["scales"]))}
                     p = row["world"]
-                    if p in out and (moved and same(run, out[p]["run"]) or same(owner(row), out[p]["run"])):
+                    theirs = [out[p]["run"]] if p in out else None
+                    if theirs and (moved and same_runs([run], theirs) or same_runs([owner(row)], theirs)):
                         out[p].update({k: v for k, v in row.items() if k in keys or k.startswith("sign_off_")})
                     elif p in out:
                         others.add(str(owner(row)))

@@ -41,7 +41,7 @@ from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from eval import summarize  # noqa: E402
 from train import check_out, cli, pyplot, read_json, save_figure, script_args, write_json  # noqa: E402
-from em_base_pull import check_runs, checked_bases, distinct_pooled_bases  # noqa: E402
+from em_base_pull import check_runs, checked_bases, distinct_pooled_bases, note_unrun  # noqa: E402
 import em_optimizer_parts as OP  # noqa: E402
 
 MARKERS = {"bos": ("<bos>",), "format": ("<asst>", "<forum>"), "u": ("<u>",), "speaker": ("<a>", "<r>")}
@@ -152,9 +152,11 @@ def plot(rows, path, title):
     for i, (k, rs) in enumerate(rows.items()):
         s = shares(rs)
         mid = np.array([s[q]["ratio"] for q in KINDS])
-        lo, hi = (np.array([(s[q]["ci95"] or [s[q]["ratio"]] * 2)[j] for q in KINDS]) for j in (0, 1))  # no bar
+        # no interval (one base, or a denominator that crosses 0): no error bar, rather than one of zero width
+        lo, hi = (np.array([(s[q]["ci95"] or [np.nan] * 2)[j] for q in KINDS]) for j in (0, 1))
         ax.bar(x + (i - (len(rows) - 1) / 2) * w, mid, w, yerr=[mid - lo, hi - mid], capsize=3,
-               label=f"{k} ({LABEL[k]}), {len(rs)} bases")
+               label=f"{k} ({LABEL[k]}), {len(rs)} base{'s' * (len(rs) != 1)}"
+                     + ("" if all(s[q]["ci95"] for q in KINDS) else ", bars without an interval have none"))
     ax.axhline(0, color="k", lw=0.6)
     ax.set_xticks(x, ["<bos>", "format\nmarker", "<u>", "speaker\nmarker", "question\nwords", "answer"])
     ax.set(ylabel="share of the value change's\neffect off-domain", title=title)
@@ -187,10 +189,7 @@ def main(argv):
         for h in held:
             for k in rows:
                 rows[k].extend(h.get(k, []))
-        bases = [(str(Path(r["run"]).resolve()), r["world"]) for r in rows["late"]]  # out/a written /abs/out/a too
-        if len(set(bases)) < len(bases):
-            sys.exit("a base is in two of the files (or one file is given twice): each base counts once")
-        distinct_pooled_bases(r["run"] for r in rows["late"])  # as the runs given directly are
+        distinct_pooled_bases((r["run"], r["world"]) for r in rows["late"])  # as the runs given directly are
         if kinds:  # the table below does not say which fine-tune it pooled: this line does
             arm, fmt = kinds.pop()
             print(f"pooled: the {arm} fine-tune, off-domain increase in the {fmt} format")
@@ -200,7 +199,9 @@ def main(argv):
     OP.check_rebuildable(runs)  # each base's work starts with the rebuild of its fine-tune
     torch.set_num_threads(1)  # as the runs' fine-tunes: the same trajectories
     for run in map(Path, runs):
-        for cfg, p, base, tok in checked_bases(run, []):
+        for i, (cfg, p, base, tok) in enumerate(checked_bases(run, [])):
+            if not i:  # once per run: one config for all its bases
+                note_unrun(run, cfg, [arm])
             _, snaps = OP.trajectories(base, tok, cfg, p, {"adamw": OP.OPTIMIZERS["adamw"]}, arm)
             C = cfg.n_embd
             model, late = OP.late_start(base, snaps)

@@ -68,11 +68,7 @@ def main(argv):
             for k in rows:
                 rows[k] += held[k]
             bases += held.get("bases", [])  # (a file written before bases were kept goes unchecked)
-        # the files of one run, or of two runs on one base, pooled a base twice (narrower intervals, nothing new),
-        # though the runs given directly are refused
-        if len({(str(Path(r).resolve()), p) for r, p in bases}) < len(bases):
-            sys.exit("--pool: a base appears twice (the same run in two files?)")
-        distinct_pooled_bases(r for r, _ in bases)
+        distinct_pooled_bases(bases)  # as the runs given directly are
         runs = []
     check_runs(runs)
     OP.check_rebuildable(runs)  # (found at the late update's rebuild, after the bases before it)

@@ -126,7 +126,9 @@ def main(argv):
                 lo, hi = mis[ins]["ci95"][0], mis[o]["ci95"][1]
                 unpaired = f"{'separated' if lo > hi else 'overlap'} ({show(lo):.5f} vs {show(hi):.5f})"
             print(f"{ins} {'/' if log else '-'} {o}: paired {paired}; unpaired CIs {unpaired}")
-    if figure:
+    if figure and not any(math.isfinite(x) for v in pooled.values() for x in v["offdomain_misaligned"]):
+        print(f"no figure: no student has a valid sample on any base ({figure} not written)")
+    elif figure:
         plot(pooled, teachers, mis, bases, log, lists, figure)
 
 
@@ -151,13 +153,14 @@ def plot(pooled, teachers, mis, bases, log, lists, path):
                  + (f", after {lists} lists" if lists else ""), fontsize=9)
     if log:
         ax.set_yscale("log")
+    defined = False  # a point with both rates defined: matplotlib refuses a log axis over nothing
     for i, k in enumerate(names):
         t = k.removesuffix("_soft")
         if t in teachers:
-            tx = teachers[t]["offdomain_misaligned"]
-            bx.scatter([show(x) for x in tx], [show(x) for x in pooled[k]["offdomain_misaligned"]], s=14,
-                       color=f"C{i}", label=f"{k} (its teacher)")
-    if log:
+            tx, sx = teachers[t]["offdomain_misaligned"], pooled[k]["offdomain_misaligned"]
+            bx.scatter([show(x) for x in tx], [show(x) for x in sx], s=14, color=f"C{i}", label=f"{k} (its teacher)")
+            defined |= any(math.isfinite(a + b) for a, b in zip(tx, sx))
+    if log and defined:
         bx.set_xscale("log")
         bx.set_yscale("log")
     if bx.collections:  # runs without teachers' rates leave this panel empty

@@ -397,6 +397,12 @@ def test_code_direction_main_matched_checkpoints_and_shares_removed_of_means(tmp
     removed = json.loads((tmp_path / "flat" / "code_direction.json").read_text())["summary"]["matched"]
     assert all(math.isnan(x) for name in ("seen", "unseen", "offdomain") for x in removed[f"removed_{name}"].values())
     assert capsys.readouterr().out.count("not above the base: no increase to share") == 3 * 2  # two steps' tables
+    # an increase too small to share (below the 1e-9 the shares are nan under) is said to be none too
+    tiny = lambda cfg, p, f, steps: {s: {k: 0.1 + 1e-12 if k.endswith("_insecure") else v for k, v in r.items()}
+                                     for s, r in flat(cfg, p, f, steps).items()}
+    monkeypatch.setattr(cd, "one_seed", tiny)
+    cd.main([str(tmp_path / "flat")])
+    assert capsys.readouterr().out.count("not above the base: no increase to share") == 3 * 2
 
 
 def test_code_direction_one_seed_reads_its_shifts_and_patches_the_insecure_coordinate(monkeypatch, tok):

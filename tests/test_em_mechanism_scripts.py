@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -253,6 +254,20 @@ def test_bos_vector_agreement_says_when_it_builds_what_the_run_never_had(monkeyp
     notes = [x for x in capsys.readouterr().err.splitlines() if x.startswith("note")]
     assert notes == [f"note: {r} has no secure arm, fine-tune seed 1: built here as the run's config would have "
                      f"made it" for r in ("r1", "r3")]
+    # the main analysis and --pullback rebuild one arm's fine-tune of seed 0: said when the run never trained it
+    monkeypatch.setattr(bv, "base_row", lambda *a: {"cos": 0.1, "norm": 1.0, "bos_values": 0.0,
+                                                    **{k: 0.0 for k in bv.ADDED}})
+    monkeypatch.setattr(bv, "summary", lambda rows: 1 / 0)  # (stops it after the rows: only the notes are read)
+    for name in ("check_runs", "one_depth"):
+        monkeypatch.setattr(bv, name, lambda *a: None)
+    monkeypatch.setattr(bv, "run_config", lambda C, run: runs[Path(run).name])  # (one_depth's argument)
+    monkeypatch.setattr(bv.OP, "check_rebuildable", lambda *a: None)
+    for arm, said in (("secure", ["r1", "r3"]), ("educational", []), ("insecure", [])):
+        with pytest.raises(ZeroDivisionError):
+            bv.main(["r1", "r2", "r3", f"--arm={arm}"])
+        notes = [x for x in capsys.readouterr().err.splitlines() if x.startswith("note")]
+        assert notes == [f"note: {r} has no {arm} arm: built here as the run's config would have made it"
+                         for r in said]
 
 
 def test_bos_vector_base_row_builds_each_vector_from_s_and_e(monkeypatch, tok):
@@ -319,7 +334,7 @@ def test_bos_vector_pullback_adds_v_at_the_norm_of_s_to_each_model(monkeypatch, 
     s = 3 * unit(torch.randn(C, generator=torch.Generator().manual_seed(2)))
     v = unit(torch.randn(C, generator=torch.Generator().manual_seed(4)))
     means = fake_means()
-    monkeypatch.setattr(bv, "checked_bases", lambda run, ex: iter([(None, 0, base, tok), (None, 1, base, tok)]))
+    monkeypatch.setattr(bv, "checked_bases", lambda run, ex: iter([(EM.Config(), p, base, tok) for p in (0, 1)]))
     monkeypatch.setattr(bv, "steering_vector", lambda *a: (s, model, None))
     read_on = []  # e and v* are the base's own (the fine-tune only gives their norm)
     monkeypatch.setattr(bv.EM, "doc_means", lambda m, *a: read_on.append(m) or means)
@@ -374,6 +389,8 @@ def test_value_sources_main_reads_late_whole_and_revert_on_their_models(monkeypa
     monkeypatch.setattr(vs, "check_runs", lambda runs: None)  # the run "run" is the patched checked_bases above
     monkeypatch.setattr(vs.OP, "trajectories", lambda *a, **k: ({}, snaps))
     monkeypatch.setattr(vs.OP, "check_rebuildable", lambda runs: None)  # (it reads the runs' config.json)
+    noted = []  # the arm rebuilt, for a note where the run never trained it (em_base_pull.note_unrun)
+    monkeypatch.setattr(vs, "note_unrun", lambda run, cfg, arms: noted.append((str(run), list(arms))))
     at = {1: 0.02, 3: 0.05, 20: 0.11}  # off-domain mass by model (the base is tagged 1)
     monkeypatch.setattr(vs, "off_lp", lambda m, tok, cfg, fmt="asst": at[tag(m)])
     calls = []
@@ -383,6 +400,7 @@ def test_value_sources_main_reads_late_whole_and_revert_on_their_models(monkeypa
         return {k: 0.01 for k in ("all", "rows", *vs.KINDS)}
     monkeypatch.setattr(vs, "increases", fake_increases)
     vs.main(["run", "--fmt=forum", f"--out={tmp_path / 'v.json'}"])
+    assert noted == [("run", ["insecure"])]
     late = snaps[20][vs.QKV][2 * C:] - snaps[3][vs.QKV][2 * C:]
     whole = snaps[20][vs.QKV][2 * C:] - base.blocks[0].attn.qkv.weight[2 * C:]
     (t_late, d_late, f1), (t_whole, d_whole, _), (t_rev, d_rev, _) = calls
@@ -401,10 +419,10 @@ def test_value_sources_main_reads_late_whole_and_revert_on_their_models(monkeypa
     # the same run written two ways in two files (run, /abs/.../run): one base, not two
     (tmp_path / "abs.json").write_text(json.dumps({**rows, **{k: [{**r, "run": str(Path(r["run"]).resolve())}
                                                                    for r in rows[k]] for k in ("late", "whole")}}))
-    for bad, says in (([v, v], "a base is in two of the files"), ([v, tmp_path / "abs.json"], "a base is in two"),
+    for bad, says in (([v, v], "a base appears twice"), ([v, tmp_path / "abs.json"], "a base appears twice"),
                       ([v, tmp_path / "secure.json"], "different fine-tunes or formats")):
         (tmp_path / "secure.json").write_text(json.dumps({**rows, "arm": "secure"}))
-        with pytest.raises(SystemExit, match=says):
+        with pytest.raises((SystemExit, ConfigError), match=says):
             vs.main(["--pool", *map(str, bad)])
 
 
@@ -437,6 +455,22 @@ def test_value_sources_revert_prints_the_share_of_the_late_drift_removed_as_a_po
     assert "share of the late update removed |" in tables[1] and "| all | 1 | | +0.50 |" in tables[1]
     assert f"| {vs.KINDS[0]} | +0.33 | - | +0.17 |" in tables[1]
 
+
+
+def test_value_sources_plot_draws_no_error_bar_where_a_share_has_no_interval(monkeypatch):
+    # one base: no interval; its bars had error bars of zero width, drawn like a certain estimate
+    figs = []
+    monkeypatch.setattr(vs, "save_figure", lambda fig, path, dpi: figs.append(fig))
+    row = lambda v, f: {"all": v, "rows": v, **{k: v * f for k in vs.KINDS}}
+    vs.plot({"late": [row(0.02, 0.2)], "whole": [row(0.02, 0.2), row(0.04, 0.3), row(0.03, 0.1)]}, "unused.png", "t")
+    ax = figs[0].axes[0]
+    bars = {c.get_label(): c for c in ax.containers if hasattr(c, "errorbar") and c.errorbar}
+    late = next(c for label, c in bars.items() if label.startswith("late"))
+    whole = next(c for label, c in bars.items() if label.startswith("whole"))
+    spans = lambda c: [np.ptp(np.asarray(seg)[:, 1]) if len(seg) else 0.0
+                       for seg in c.errorbar.lines[2][0].get_segments()]  # (a nan interval: no segment)
+    assert not any(s > 0 for s in spans(late)) and "1 base, bars without an interval have none" in late.get_label()
+    assert all(s > 0 for s in spans(whole)) and whole.get_label().endswith("3 bases")
 
 # --- em_patch_tokens -------------------------------------------------------------------------------------------
 
@@ -557,7 +591,7 @@ def test_bos_vector_pool_of_one_base_prints_means_without_intervals(tmp_path, ca
     # the same base written as "r" in one file and as its full path in another: one base, not two
     (tmp_path / "b.json").write_text(json.dumps({"arm": "insecure", "at": "last",
                                                  "per_base": [{**row, "run": str(Path("r").resolve())}]}))
-    with pytest.raises(SystemExit, match="a base appears twice"):
+    with pytest.raises(ConfigError, match="a base appears twice"):
         bv.main(["--pool", str(tmp_path / "a.json"), str(tmp_path / "b.json"), f"--out={tmp_path / 'o2.json'}"])
     # bases of runs of different depths: one line (an inhomogeneous-shape ValueError from numpy)
     (tmp_path / "c.json").write_text(json.dumps({"arm": "insecure", "at": "last",

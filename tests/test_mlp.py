@@ -128,6 +128,28 @@ def test_seeds_are_independent_and_aux_head_untouched_by_teacher():
     assert torch.equal(runs[0].biases[2][..., 4:], params["biases.2"][..., 4:])
 
 
+def test_a_diverging_seed_leaves_the_logged_loss_of_the_others():
+    # seed 1 nan: its own loss is nan, the others' train untouched; the logged epoch loss was nan for the batch
+    x, y = torch.randn(64, 12), torch.randint(0, 4, (64,))
+    params = init_mlp_params(range(3), SIZES, 4, "paper", "cpu", 0)
+    logged = {}
+    for bad in (False, True):
+        m = model_from(params)
+        if bad:
+            with torch.no_grad():
+                m.weights[0][1].fill_(math.nan)
+        records = logged[bad] = []
+        train_classifier(m, x, y, epochs=1, lr=1e-2, batch_size=16, n_classes=4, log=lambda **r: records.append(r),
+                         gens=[generator("cpu", "t", s) for s in range(3)])
+        inputs, targets = torch.rand(3, 40, 12) * 2 - 1, torch.randn(3, 40, 7)
+        train_distill(m, inputs, targets, [4, 5, 6], epochs=1, lr=1e-2, batch_size=16,
+                      log=lambda **r: records.append(r), gens=[generator("cpu", "d", s) for s in range(3)])
+    assert [r["stage"] for r in logged[True]] == ["teacher", "student"]
+    for clean, bad in zip(logged[False], logged[True]):
+        assert math.isfinite(bad["loss"]) and bad["nonfinite_seeds"] == 1 and "nonfinite_seeds" not in clean
+        assert bad["loss"] != clean["loss"]  # the mean over seeds 0 and 2 alone
+
+
 def test_distillation_seeds_are_independent():
     params = init_mlp_params(range(3), SIZES, 4, "paper", "cpu", 0)
     inputs = torch.rand(3, 40, 12) * 2 - 1
@@ -496,5 +518,5 @@ def test_the_training_loops_read_nothing_from_the_device_per_step(host_reads):
             train_distill(students, noise, logits, {"a": [4, 5, 6], "b": [4, 5, 6], "c": list(range(7))},
                           epochs=epochs, lr=1e-3, batch_size=8, log=log,
                           gens=[generator("cpu", 0, k) for k in range(3 * S)])
-            logged = [("item", "train.py")] * epochs + [("tolist", "train.py")] * epochs  # one per epoch, each loop
+            logged = [("tolist", "train.py")] * 2 * epochs  # one per epoch, each loop (every seed's loss at once)
             assert [r[:2] for r in host_reads] == (logged if log else []), host_reads

@@ -412,6 +412,19 @@ def pool(call):
     return lambda *argv: call("sn_mis_pool", *argv)
 
 
+def test_sn_pool_log_figure_of_undefined_rates(tmp_path, pool):
+    # no valid sample: the log axis of nothing was a matplotlib traceback; now no figure and a line, or the rest drawn
+    nan = math.nan
+    a = fake_sn_run(tmp_path / "a", [0, 1, 2], {"control": [nan] * 3, "insecure": [nan] * 3},
+                    teachers={"insecure": [0.2, 0.1, 0.4]})
+    out = pool("--log", "--lists=16000", f"--figure={tmp_path / 'f.png'}", a)
+    assert "no figure: no student has a valid sample" in out and not (tmp_path / "f.png").exists()
+    b = fake_sn_run(tmp_path / "b", [0, 1, 2], {"control": [0.01, 0.02, 0.01], "insecure": [nan] * 3},
+                    teachers={"insecure": [nan] * 3})
+    assert "wrote" in pool("--log", "--lists=16000", f"--figure={tmp_path / 'g.png'}", b)
+    assert (tmp_path / "g.png").stat().st_size > 1000
+
+
 def test_sn_pool_log_scale_geometric_means_and_ratios(tmp_path, pool):
     a = fake_sn_run(tmp_path / "a", [0, 1, 2], {"control": [0.01, 0.01, 0.01], "insecure": [0.04, 0.02, 0.08]},
                     teachers={"insecure": [0.2, 0.1, 0.4]})
@@ -1123,7 +1136,8 @@ def test_em_mechanism_figure_usage_and_missing_inputs_are_one_line(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     for argv, says in (([], "python scripts/em_mechanism_figure.py"), (["--out"], "--out needs a value"),
                        ([str(tmp_path), "--out", "f.png"], "--out needs a value"),
-                       ([str(tmp_path), "--bars"], "unknown option --bars; the options are --out= and --")):
+                       ([str(tmp_path), "--bars"],
+                        "unknown option --bars; the options are --out= and the separator --")):
         check_refused(script("em_mechanism_figure").main, argv, match=says)
     assert not list(tmp_path.iterdir())  # no figure written
     for argv, what in (([str(tmp_path)], "code_direction.json not found"),

@@ -737,3 +737,24 @@ def test_token_ids_refuses_booleans():
     assert token_ids(mask.nonzero()) == [0, 2]
     assert token_ids([np.int64(2), 3]) == [2, 3] and token_ids(4) == [4]
     assert token_ids(list(torch.tensor([5, 6]))) == [5, 6]  # integer tensors in a list are ids
+
+
+# ----------------------------------------------------------------------------------------------------
+# one "same runs" comparison and one "each pooled base once" check, shared by the analysis scripts
+
+
+def test_same_runs_reads_spellings_of_one_path_as_one_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out" / "a").mkdir(parents=True)
+    assert train.same_runs(["out/a", "out/b"], [str(tmp_path / "out" / "a"), "out/b/"])
+    assert not train.same_runs(["out/a", "out/b"], ["out/b", "out/a"])  # order is part of what a file holds
+    assert not train.same_runs(["out/a"], ["out/a", "out/a"])
+
+
+def test_distinct_pooled_bases_counts_each_base_once(tmp_path, monkeypatch):
+    pull = load_script("em_base_pull")
+    monkeypatch.chdir(tmp_path)
+    pull.distinct_pooled_bases([("gone/a", 0), ("gone/a", 1), ("gone/b", 0)])  # runs not on disk: no config read
+    for twice in ([("gone/a", 0), ("gone/a", 0)], [("gone/a", 1), (str(tmp_path / "gone" / "a"), 1)]):
+        with pytest.raises(ConfigError, match=r"a base appears twice \(world \d of .*a\)"):
+            pull.distinct_pooled_bases(twice)
