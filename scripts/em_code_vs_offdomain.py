@@ -9,28 +9,31 @@ schedule or optimizer) reach the first checkpoint with code >= 0.9 at different 
 checkpoints that checkpoint sits at different code levels. Plotting each run's off-domain increase against its own
 insecure code share, one point per checkpoint, compares them at equal code instead of at equal step. Per run and
 checkpoint: the mean insecure code share (log-prob; drawn on a log-odds axis) and the mean paired increase of off-domain
-sampled misalignment over the base, in points, with its 95% t-interval over seeds. Prints a table; writes the figure
-(default: code_vs_offdomain.png in the first run's directory). A seed with no valid off-domain answer at a checkpoint
-read (or at its base) has no increase there: every table leaves it out and says how many it left out (n/a where none
-is left).
+sampled misalignment over the base, in points, with its 95% t-interval over seeds (the (pretraining seed, fine-tune
+seed) pairs, as if independent). Where a run has several fine-tune seeds per world (pretraining seed), they share its
+base, so the tables of increases and deviations add a column over the worlds' means (n = worlds: the interval to read
+when they are few); with one seed per world the two are the same and the column is left out. Prints a table; writes the
+figure (default: code_vs_offdomain.png in the first run's directory; its band over seeds). A seed with no valid
+off-domain answer at a checkpoint read (or at its base) has no increase there: every table leaves it out and says how
+many it left out (n/a where none is left; a world is left out where all its seeds are).
 
---reference: how far each run lies off the reference run's curve, seed by seed (the runs on the same bases and
-fine-tune seeds). For each seed, the reference's checkpoints up to step --upto (before its code saturates) give its
-off-domain increase as a piecewise-linear function of the code share's log-odds; at each checkpoint of a run whose
-code share lies within that range, the deviation is the run's increase minus the function's, in points. Per seed
-the mean over its checkpoints in range; then mean [95% t-CI] over the seeds with any.
+--reference: how far each run lies off the reference run's curve, seed by seed (the runs on the same bases and fine-tune
+seeds). For each seed, the reference's checkpoints up to step --upto (before its code saturates) give its off-domain
+increase as a piecewise-linear function of the code share's log-odds; at each checkpoint of a run whose code share lies
+within that range, the deviation is the run's increase minus the function's, in points. Per seed the mean over its
+checkpoints in range; then mean [95% t-CI] over the seeds with any (and over their worlds' means).
 
 --at=Q: the off-domain increase where the code share first reaches Q, read without the grid of checkpoints: per seed,
-between the last checkpoint below Q and the first at or past it (the base counts as step 0), interpolated linearly
-in the code share's log-odds; mean [95% t-CI] over the seeds that reach Q, beside the increase at that first
-checkpoint past Q (the issue's "matched" reading when Q = 0.9). A seed whose base is already at or past Q is left out.
-The reading depends on the axis of the interpolation: linear in the share itself puts it nearer the later
-checkpoint. Beside it, the rate ratio there: per seed (base rate + interpolated increase) / base rate, its
-geometric mean [95% t-CI on the logs] and the ratio of the means; a seed whose base rate or level is 0 is left out
-of the ratio. With several runs on the same seeds, each later run's ratio over the first run's, paired per seed
-(geometric mean [95% CI]; each also over the worlds' means, n = pretraining seeds, since a world's fine-tune seeds
-share its base rate): the same multiple in two worlds whose base rates differ gives 1 (research log, "Is the
-matched shift a fixed multiple")."""
+between the last checkpoint below Q and the first at or past it (the base counts as step 0), interpolated linearly in
+the code share's log-odds; mean [95% t-CI] over the seeds that reach Q (and over their worlds' means), beside the
+increase at that first checkpoint past Q (the issue's "matched" reading when Q = 0.9). A seed whose base is already at
+or past Q is left out. The reading depends on the axis of the interpolation: linear in the share itself puts it nearer
+the later checkpoint. Beside it, the rate ratio there: per seed (base rate + interpolated increase) / base rate, its
+geometric mean [95% t-CI on the logs] and the ratio of the means; a seed whose base rate or level is 0 is left out of
+the ratio. With several runs on the same seeds, each later run's ratio over the first run's, paired per seed (geometric
+mean [95% CI]; each also over the worlds' means, n = pretraining seeds, since a world's fine-tune seeds share its base
+rate): the same multiple in two worlds whose base rates differ gives 1 (research log, "Is the matched shift a fixed
+multiple")."""
 import math
 import sys
 
@@ -40,6 +43,22 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eval import group_means, mean_ci, n_undefined, summarize  # noqa: E402
 from train import ConfigError, check_out, cli, distinct, pyplot, run_results, save_figure, script_args  # noqa: E402
+
+
+def shares_worlds(runs):
+    """Whether any of the runs has several fine-tune seeds of one world (pretraining seed): only then does the interval
+    over the worlds' means differ from the one over seeds, and get a column of its own."""
+    for run in runs:
+        worlds = [s[0] for s in run_results(run, "emergent_misalignment")["seeds"]]
+        if len(set(worlds)) < len(worlds):
+            return True
+    return False
+
+
+def over_worlds(by_seed):
+    """STAT over the worlds' means of {(pretraining seed, fine-tune seed): value}: the fine-tune seeds of one world
+    share its base, so they are not independent."""
+    return summarize(group_means(list(by_seed.values()), [s[0] for s in by_seed]))
 
 
 def logit(q):
@@ -118,21 +137,24 @@ def deviations(run, reference, upto):
 
 
 def curve(run):
-    """[(step, mean code share, STAT of the off-domain increase in points)] of the run's insecure arm."""
+    """[(step, mean code share, STAT of the off-domain increase in points over seeds, the same over the worlds' means)]
+    of the run's insecure arm."""
     at = {}
-    for pts in per_seed(run).values():
+    for seed, pts in per_seed(run).items():
         for step, code, inc in pts:
-            at.setdefault(step, []).append((code, inc))
-    return [(step, sum(c for c, _ in v) / len(v), summarize([y for _, y in v])) for step, v in sorted(at.items())]
+            at.setdefault(step, {})[seed] = (code, inc)
+    return [(step, sum(c for c, _ in v.values()) / len(v), summarize([y for _, y in v.values()]),
+             over_worlds({seed: y for seed, (_, y) in v.items()})) for step, v in sorted(at.items())]
 
 
-def shown(stat, digits):
-    """mean_ci of summarized increases, saying how many seeds it leaves out: a seed whose checkpoint (or base) gave no
-    valid off-domain answer has no increase there (nan, left out by eval.summarize); none left: n/a, not '+nan'."""
+def shown(stat, digits, unit="seed"):
+    """mean_ci of summarized increases, saying how many seeds (or worlds: unit) it leaves out: a seed whose checkpoint
+    (or base) gave no valid off-domain answer has no increase there (nan, left out by eval.summarize), a world none of
+    whose seeds has one no mean; none left: n/a, not '+nan'."""
     k, n = n_undefined(stat), len(stat["per_seed"])
     if k == n:
-        return f"n/a (no valid answer on {'its one seed' if n == 1 else f'any of its {n} seeds'})"
-    return mean_ci(stat, digits) + (f" ({k} of {n} seeds undefined: no valid answer)" if k else "")
+        return f"n/a (no valid answer on {f'its one {unit}' if n == 1 else f'any of its {n} {unit}s'})"
+    return mean_ci(stat, digits) + (f" ({k} of {n} {unit}s undefined: no valid answer)" if k else "")
 
 
 def _float(x):
@@ -159,18 +181,23 @@ def main(argv):
         run_results(r, "emergent_misalignment")  # each a finished EM run, or a one-line error now
     if "at" in opts:
         q = float(opts["at"])
+        shared = shares_worlds(runs)  # else the columns over the worlds' means would repeat those over seeds
         print(f"off-domain increase where the code share first reaches {q:g}, points, mean [95% CI] over the seeds "
-              f"that reach it\n| run | seeds reaching it | interpolated | at the first checkpoint past it |\n"
-              f"|---|---|---|---|")
+              f"that reach it" + (" (and over their worlds' means)" if shared else "") +
+              "\n| run | seeds reaching it | interpolated | at the first checkpoint past it |" +
+              (" interpolated, over the worlds' means | first past it, over the worlds' means |" if shared else "") +
+              "\n|---|---|---|---|" + ("---|---|" if shared else ""))
         levels = {}  # run -> {seed: (base rate, base rate + interpolated increase)}, both above 0: a ratio
         for run in runs:
             n, got = crossings(run, q)
             levels[run] = {seed: (b, b + a) for seed, (a, _, b) in got.items() if b > 0 and b + a > 0}
             if not got:
-                print(f"| {Path(run).name} | 0 | | |")
+                print(f"| {Path(run).name} | 0 | | |" + (" | |" if shared else ""))
                 continue
             print(f"| {Path(run).name} | {len(got)} of {n} | {shown(summarize([a for a, _, _ in got.values()]), 2)} | "
-                  f"{shown(summarize([p for _, p, _ in got.values()]), 2)} |")
+                  f"{shown(summarize([p for _, p, _ in got.values()]), 2)} |" + (
+                      f" {shown(over_worlds({s: a for s, (a, _, _) in got.items()}), 2, 'world')} | "
+                      f"{shown(over_worlds({s: p for s, (_, p, _) in got.items()}), 2, 'world')} |" if shared else ""))
         print(f"\nrate ratio where the code share first reaches {q:g}: (base + interpolated increase) / base per seed"
               f"\n| run | seeds | base, points | geometric mean [95% CI] | over the worlds' means | ratio of means |"
               f"\n|---|---|---|---|---|---|")
@@ -195,29 +222,36 @@ def main(argv):
         return 0
     if "reference" in opts:
         upto = int(opts.get("upto", 5))
+        shared = shares_worlds(runs)
         print(f"deviation from {Path(opts['reference']).name}'s curve (its checkpoints up to step {upto}), points, "
-              f"mean [95% CI] over seeds\n| run | seeds | checkpoints in range | deviation |\n|---|---|---|---|")
+              f"mean [95% CI] over seeds" + (" (and over their worlds' means)" if shared else "") +
+              "\n| run | seeds | checkpoints in range | deviation |" + (" over the worlds' means |" if shared else "") +
+              "\n|---|---|---|---|" + ("---|" if shared else ""))
         for run in runs:
             dev, used = deviations(run, opts["reference"], upto)
             if not dev:
                 sys.exit(f"{run}: no checkpoint of a seed the reference has lies in its code range")
-            print(f"| {Path(run).name} | {len(dev)} | {used} | {shown(summarize(list(dev.values())), 2)} |")
+            print(f"| {Path(run).name} | {len(dev)} | {used} | {shown(summarize(list(dev.values())), 2)} |"
+                  + (f" {shown(over_worlds(dev), 2, 'world')} |" if shared else ""))
         return 0
     out = opts.get("out")
     curves = {run: curve(run) for run in runs}
-    print("| run | step | code misaligned | off-domain increase, points [95% CI] |\n|---|---|---|---|")
+    shared = shares_worlds(runs)
+    print("| run | step | code misaligned | off-domain increase, points [95% CI] |" +
+          (" over the worlds' means |" if shared else "") + "\n|---|---|---|---|" + ("---|" if shared else ""))
     for run, c in curves.items():
-        for step, code, inc in c:
-            print(f"| {Path(run).name} | {step} | {code:.3f} | {shown(inc, 1)} |")
+        for step, code, inc, inc_worlds in c:
+            print(f"| {Path(run).name} | {step} | {code:.3f} | {shown(inc, 1)} |"
+                  + (f" {shown(inc_worlds, 1, 'world')} |" if shared else ""))
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for run, c in curves.items():
-        code = [logit(x) for _, x, _ in c]
-        mean = [s["mean"] for *_, s in c]
+        code = [logit(x) for _, x, _, _ in c]
+        mean = [s["mean"] for _, _, s, _ in c]
         line, = ax.plot(code, mean, marker="o", label=Path(run).name)
-        band = [s["ci95"] or (s["mean"], s["mean"]) for *_, s in c]  # one seed: no interval
+        band = [s["ci95"] or (s["mean"], s["mean"]) for _, _, s, _ in c]  # one seed: no interval
         ax.fill_between(code, [lo for lo, _ in band], [hi for _, hi in band], alpha=0.15, color=line.get_color())
-        for (step, x, s) in c:
+        for (step, x, s, _) in c:
             ax.annotate(str(step), (logit(x), s["mean"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.axvline(logit(0.9), color="grey", lw=0.8, ls=":")
     ticks = [0.1, 0.5, 0.9, 0.99, 0.999]

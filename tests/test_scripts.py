@@ -18,7 +18,7 @@ import torch
 
 from conftest import ROOT, load_script, need_data, script_process, tiny_gpt
 from data import world as W
-from eval import fmt_ratio, ranks, summarize
+from eval import fmt_ratio, mean_ci, ranks, summarize
 from experiments import emergent_misalignment as EM
 from experiments import world_base as B
 from model import GPT, GPTConfig, generator
@@ -359,6 +359,55 @@ def test_em_code_vs_offdomain_at_keeps_a_falling_rate_and_groups_paired_ratios_b
     # (2 x 1 x 4)^(1/3) = 2.00 over seeds; exp((ln(2) / 2 + ln(4)) / 2) = 2.38 over the worlds
     row = out.split("| b | 3 | 2.00 [")[1].splitlines()[0]
     assert row.split("|")[1].strip().startswith("2.38 [")
+
+
+def test_em_code_vs_offdomain_puts_the_interval_over_the_worlds_means_beside_the_one_over_seeds(tmp_path, call):
+    """Two worlds x two fine-tune seeds, a world's seeds 0.1 points apart: the tables of increases and deviations gave
+    only the interval over the 4 seeds, as if independent, though a world's seeds share its base. Now a column over
+    the 2 worlds' means beside it (n = 2, far wider); a table of runs with one seed per world is what it was."""
+    st = lambda off, code: {"offdomain_misaligned": {"per_seed": off}, "code_misaligned": {"per_seed": code}}
+
+    def run(name, seeds, off1, off5):
+        d = tmp_path / name
+        d.mkdir()
+        n = len(seeds)
+        write_run(d, {"seeds": seeds, "base": {"plain": st([0.01] * n, [0.0] * n)},
+                      "trajectory": {"insecure": {"1": st(off1, [0.5] * n), "5": st(off5, [0.9] * n)}}},
+                  "emergent_misalignment")
+        return str(d)
+    seeds = [[0, 0], [0, 1], [1, 0], [1, 1]]
+    w = run("w", seeds, [0.02, 0.021, 0.05, 0.051], [0.06, 0.061, 0.11, 0.111])
+    ref = run("ref", seeds, [0.01] * 4, [0.01] * 4)  # no increase: a deviation from it is the run's own increase
+    one = run("one", [[0, 0], [1, 0]], [0.02, 0.05], [0.06, 0.11])
+    inc1, inc5 = ([100 * (x - 0.01) for x in off] for off in ([0.02, 0.021, 0.05, 0.051], [0.06, 0.061, 0.11, 0.111]))
+    worlds = lambda v: summarize([(v[0] + v[1]) / 2, (v[2] + v[3]) / 2])  # over the worlds' means: n = 2
+    width = lambda st: st["ci95"][1] - st["ci95"][0]
+    assert width(worlds(inc1)) > 5 * width(summarize(inc1))
+    out = call("em_code_vs_offdomain", w, one, f"--out={tmp_path / 'f.png'}")
+    assert "| run | step | code misaligned | off-domain increase, points [95% CI] | over the worlds' means |" in out
+    assert f"| w | 1 | 0.500 | {mean_ci(summarize(inc1), 1)} | {mean_ci(worlds(inc1), 1)} |" in out
+    assert f"| w | 5 | 0.900 | {mean_ci(summarize(inc5), 1)} | {mean_ci(worlds(inc5), 1)} |" in out
+    assert f"| one | 1 | 0.500 | {mean_ci(summarize([1, 4]), 1)} | {mean_ci(summarize([1, 4]), 1)} |" in out
+    # --at=0.75: halfway in log-odds between the checkpoints at 0.5 and 0.9
+    mid = [(a + b) / 2 for a, b in zip(inc1, inc5)]
+    out = call("em_code_vs_offdomain", w, "--at=0.75")
+    assert (f"| w | 4 of 4 | {mean_ci(summarize(mid), 2)} | {mean_ci(summarize(inc5), 2)} | "
+            f"{mean_ci(worlds(mid), 2)} | {mean_ci(worlds(inc5), 2)} |") in out
+    # --reference: per seed the mean of its two checkpoints' deviations, both in the reference's range
+    out = call("em_code_vs_offdomain", w, f"--reference={ref}")
+    assert f"| w | 4 | 8 | {mean_ci(summarize(mid), 2)} | {mean_ci(worlds(mid), 2)} |" in out
+    # one seed per world: no column
+    lines = lambda *argv: call("em_code_vs_offdomain", *argv).splitlines()
+    got = lines(one, f"--out={tmp_path / 'f.png'}")
+    assert got[:3] == ["| run | step | code misaligned | off-domain increase, points [95% CI] |", "|---|---|---|---|",
+                       f"| one | 1 | 0.500 | {mean_ci(summarize([1, 4]), 1)} |"]
+    got = lines(one, "--at=0.75")
+    assert got[1:4] == ["| run | seeds reaching it | interpolated | at the first checkpoint past it |",
+                        "|---|---|---|---|",
+                        f"| one | 2 of 2 | {mean_ci(summarize([3, 7]), 2)} | {mean_ci(summarize([5, 10]), 2)} |"]
+    got = lines(one, f"--reference={ref}")
+    assert got[1:4] == ["| run | seeds | checkpoints in range | deviation |", "|---|---|---|---|",
+                        f"| one | 2 | 4 | {mean_ci(summarize([3, 7]), 2)} |"]
 
 
 def test_share_is_offdomain_over_code_increase_paired_by_seed(tmp_path, run_script):
