@@ -21,6 +21,14 @@ with other --worlds, skips the worlds already there); the summary, over every wo
 RUN_DIR/clamp_finetune.json, and a table is printed. The summary also splits clamped - unclamped at the ablation step by
 world drift (`drift_split`: worlds whose unclamped off-domain increase is below LOW_DRIFT, 3 points, and the others;
 again with each seed classed by its world's other seed alone). One thread.
+
+Intervals: each STAT is mean [95% t-CI] over the (world, fine-tune seed) pairs, as if independent; but a world's
+fine-tune seeds share its base (and the clamp of each is the other's direction), so beside each printed interval (the
+off-domain increase at the matched step, the paired clamped - unclamped differences, the drift split's classes) is the
+one over the worlds' means (n = worlds: the one to read), in the JSON as the same key + `_over_worlds`
+(`offdomain_increase_at_matched_over_worlds`, minus_unclamped's `offdomain_misaligned_over_worlds` and
+`matched_step_over_worlds`, drift_split's `low_over_worlds`, ...). Where the seeds behind a STAT are one per world
+(e.g. one seed of each world matched) the two are the same, and the second is neither printed nor written.
 """
 import contextlib
 import copy
@@ -32,7 +40,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eval import mean_ci, summarize  # noqa: E402
+from eval import group_means, mean_ci, summarize  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from model import generator  # noqa: E402
@@ -81,6 +89,26 @@ def code_direction(cfg, base, tok, p, f, step, evil):
     return [v / v.norm() for v in d]
 
 
+def over_worlds(values, rows):
+    """STAT over the worlds' means of per-seed values (rows[i] is value i's seed): the fine-tune seeds of one world
+    share its base, so they are not independent."""
+    return summarize(group_means(values, [r["seed"][0] for r in rows]))
+
+
+def shares_worlds(rows):
+    """Whether some world has several fine-tune seeds among the rows: else the interval over the worlds' means is the
+    one over seeds."""
+    return len({r["seed"][0] for r in rows}) < len(rows)
+
+
+def worlds_ci(st, scale=1):
+    """' (over the K worlds' means m [lo, hi])' of an over_worlds STAT; one world: no interval."""
+    k = sum(not math.isnan(x) for x in st["per_seed"])
+    if st["ci95"] is None:
+        return f" ({k} world{'' if k == 1 else 's'}: no interval over worlds)"
+    return f" (over the {k} worlds' means {mean_ci(st, 1, scale)})"
+
+
 LOW_DRIFT = 0.03  # a world is low-drift if its unclamped increase at the ablation step (20) is below this (the
                   # pre-registration's +3 points)
 
@@ -89,7 +117,8 @@ def drift_split(rows, step, low=LOW_DRIFT):
     """Clamped minus unclamped off-domain misalignment at `step`, per seed, on the low-drift worlds (the unclamped
     increase over the base at `step`, mean of the world's fine-tune seeds, below `low`) and on the others; and the
     same with each seed classed by its world's other fine-tune seed alone (the classification then shares no
-    measurement with the difference)."""
+    measurement with the difference). Where a world has several seeds, each class also over its worlds' means
+    (KEY_over_worlds: the seeds of a world are not independent)."""
     inc = lambda r: r["unclamped"][step]["offdomain_misaligned"] - r["base"]["offdomain_misaligned"]
     diff = lambda r: r["clamped"][step]["offdomain_misaligned"] - r["unclamped"][step]["offdomain_misaligned"]
     worlds = {}
@@ -106,11 +135,14 @@ def drift_split(rows, step, low=LOW_DRIFT):
     # a group of seeds from fewer than two worlds is unreadable (as pre-registered): its interval would be over the
     # fine-tune seeds of one base
     stat = lambda rs: summarize([diff(r) for r in rs]) if len({r["seed"][0] for r in rs}) > 1 else None
-    return {"low_worlds": low_worlds, "step": step, "threshold": low,
-            "low": stat([r for r in rows if r["seed"][0] in low_worlds]),
-            "high": stat([r for r in rows if r["seed"][0] in high_worlds]),
-            "cross_seed_low": stat(cross_low), "cross_seed_high": stat(cross_high),
-            "unclamped_increase_by_world": {w: mean(rs) for w, rs in worlds.items()}}
+    classes = {"low": [r for r in rows if r["seed"][0] in low_worlds],
+               "high": [r for r in rows if r["seed"][0] in high_worlds],
+               "cross_seed_low": cross_low, "cross_seed_high": cross_high}
+    out = {"low_worlds": low_worlds, "step": step, "threshold": low, **{k: stat(rs) for k, rs in classes.items()},
+           "unclamped_increase_by_world": {w: mean(rs) for w, rs in worlds.items()}}
+    out.update({f"{k}_over_worlds": over_worlds(out[k]["per_seed"], rs) for k, rs in classes.items()
+                if out[k] is not None and shares_worlds(rs)})
+    return out
 
 
 def main(argv):
@@ -187,6 +219,7 @@ def main(argv):
     steps = [str(s) for s in steps]
     # at each arm's own matched checkpoint (first with seen-task code >= threshold) and at fixed steps
     summary = {}
+    shared = shares_worlds(rows)  # the seeds of a world share its base: the interval over the worlds' means beside
     for name in ("unclamped", "clamped", "random_clamped"):
         at = lambda r: r[name][str(r[f"{name}_matched"])] if r[f"{name}_matched"] else None
         ok = [r for r in rows if at(r)]
@@ -204,45 +237,60 @@ def main(argv):
                             for m in ("offdomain_misaligned", "code_misaligned", "code_unseen_misaligned",
                                       "valid_fraction")}
                         for s in steps}}
+        if shares_worlds(ok):  # (not where the seeds that matched are one a world)
+            summary[name]["offdomain_increase_at_matched_over_worlds"] = over_worlds(
+                summary[name]["offdomain_increase_at_matched"]["per_seed"], ok)
     never = max(map(int, steps)) + 1  # a fine-tune that never matched counts as matched one step after the last
     for name in ("clamped", "random_clamped"):  # paired per seed against the run's own (unclamped) fine-tune
-        summary[name]["minus_unclamped"] = {
+        d = summary[name]["minus_unclamped"] = {
             "offdomain_misaligned": {s: summarize([r[name][s]["offdomain_misaligned"]
                                                    - r["unclamped"][s]["offdomain_misaligned"]
                                                    for r in rows]) for s in steps},
             "matched_step": summarize([(r[f"{name}_matched"] or never) - (r["unclamped_matched"] or never)
                                        for r in rows])}
+        if shared:
+            d["offdomain_misaligned_over_worlds"] = {s: over_worlds(st["per_seed"], rows)
+                                                     for s, st in d["offdomain_misaligned"].items()}
+            d["matched_step_over_worlds"] = over_worlds(d["matched_step"]["per_seed"], rows)
     # the ablation step (20 in the runs here)
     at_step = str(cfg.ablation_step) if str(cfg.ablation_step) in steps else steps[-1]
     summary["drift_split"] = drift_split(rows, at_step)
     write_json(run_dir / "clamp_finetune.json", {"summary": summary, "per_seed": rows})
-    print(f"\n{run_dir}: n = {len(rows)}; mean over seeds; matched = first checkpoint with seen-task code >= "
-          f"{cfg.match_threshold}")
+    worlds = f" seeds over {len({r['seed'][0] for r in rows})} worlds" if shared else ""
+    print(f"\n{run_dir}: n = {len(rows)}{worlds}; mean over seeds"
+          + (", and beside each interval the one over the worlds' means (a world's fine-tune seeds share its base)"
+             if shared else "") + f"; matched = first checkpoint with seen-task code >= {cfg.match_threshold}")
     for name, s in summary.items():
         if name == "drift_split":
             continue
         if s["n_matched"]:
             inc, rat = s["offdomain_increase_at_matched"], s["ratio_at_matched"]
+            inc_w = s.get("offdomain_increase_at_matched_over_worlds")
             print(f"  {name:15s} matched {s['n_matched']}/{len(rows)} at step {s['matched_step']['mean']:.1f}: "
-                  f"off-domain {mean_ci(inc, 1, 100)} points, "
+                  f"off-domain {mean_ci(inc, 1, 100)} points{worlds_ci(inc_w, 100) if inc_w else ''}, "
                   f"{rat['mean']:.1f}x; unseen task code {s['unseen_at_matched']['mean']:.2f}")
         else:
             print(f"  {name:15s} never matched")
         if name != "unclamped":
-            d = s["minus_unclamped"]["offdomain_misaligned"][at_step]
+            m = s["minus_unclamped"]
+            d = m["offdomain_misaligned"][at_step]
             never_both = sum(not r[f"{name}_matched"] and not r["unclamped_matched"] for r in rows)
-            print(f"    minus unclamped, paired: off-domain at step {at_step} "
-                  f"{mean_ci(d, 1, 100)} points; matched step {mean_ci(s['minus_unclamped']['matched_step'], 1)}"
+            d_w = worlds_ci(m["offdomain_misaligned_over_worlds"][at_step], 100) if shared else ""
+            step_w = worlds_ci(m["matched_step_over_worlds"]) if shared else ""
+            print(f"    minus unclamped, paired: off-domain at step {at_step} {mean_ci(d, 1, 100)} points{d_w}; "
+                  f"matched step {mean_ci(m['matched_step'], 1)}{step_w}"
                   + (f" ({never_both}/{len(rows)} seeds never matched either way: 0 for them)" if never_both else ""))
         print("    by step (code / unseen / off-domain %): " + "  ".join(
             f"{st}: {100 * v['code_misaligned']['mean']:.0f}/{100 * v['code_unseen_misaligned']['mean']:.0f}/"
             f"{100 * v['offdomain_misaligned']['mean']:.1f}" for st, v in s["by_step"].items()))
     d = summary["drift_split"]
-    pts = lambda x: "fewer than 2 worlds" if x is None else f"{mean_ci(x, 1, 100)} points, n = {len(x['per_seed'])}"
+    pts = lambda k: ("fewer than 2 worlds" if d[k] is None else f"{mean_ci(d[k], 1, 100)} points, n = "
+                     f"{len(d[k]['per_seed'])}" + (worlds_ci(d[f"{k}_over_worlds"], 100) if f"{k}_over_worlds" in d
+                                                   else ""))
     print(f"  clamped minus unclamped at step {at_step}, worlds split by their unclamped increase "
-          f"(< {100 * LOW_DRIFT:.0f} points: {d['low_worlds']}): low-drift {pts(d['low'])}; others {pts(d['high'])}")
-    print(f"    each seed classed by its world's other fine-tune seed: low {pts(d['cross_seed_low'])}; "
-          f"others {pts(d['cross_seed_high'])}")
+          f"(< {100 * LOW_DRIFT:.0f} points: {d['low_worlds']}): low-drift {pts('low')}; others {pts('high')}")
+    print(f"    each seed classed by its world's other fine-tune seed: low {pts('cross_seed_low')}; "
+          f"others {pts('cross_seed_high')}")
 
 
 if __name__ == "__main__":

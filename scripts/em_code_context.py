@@ -19,6 +19,11 @@ the same way, so each arm's increase is over the base in the same format. With t
 whose fine-tune took the persona route at the later checkpoint (`persona_like`: the research log's rule). One thread;
 writes RUN_DIR/code_context.json (code_context_stepN.json with a --step=N other than the run's ablation_step; --out:
 elsewhere) and prints a table. It refuses, before any fine-tune, to overwrite that file where it holds other arms.
+The table's intervals (its JSON's summary STATs) are 95% t-intervals over the (world, fine-tune seed) pairs, as if
+independent. Where a world has several fine-tune seeds, they share its base (and its base's scores), so each row is
+followed by one over the worlds' means (n = worlds: the one to read), in the JSON under the row's key +
+`_over_worlds` (`insecure_matched_over_worlds`, ...; `base_over_worlds` for the base's levels); with one seed per world
+the two are the same, and neither is printed nor written.
 """
 import copy
 import random
@@ -30,7 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data import world as W  # noqa: E402
-from eval import mean_ci, summarize  # noqa: E402
+from eval import group_means, mean_ci, summarize  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from train import check_out, cli, read_json, run_config, run_results, script_run, write_json  # noqa: E402
@@ -155,18 +160,28 @@ def main(argv):
                                       for fmt in FORMATS}
             summary[f"{arm}_{at}"]["gate"] = summarize([(r[arm][at]["after_secure"] - r["base"]["after_secure"])
                                                        - (r[arm][at]["alone"] - r["base"]["alone"]) for r in rows])
+    worlds = [p for p, _ in seeds]
+    shared = len(set(worlds)) < len(worlds)  # else the interval over the worlds' means is the one over seeds
+    if shared:  # a world's fine-tune seeds share its base: not independent
+        summary.update({f"{key}_over_worlds": {k: summarize(group_means(st["per_seed"], worlds))
+                                                for k, st in stats.items()} for key, stats in list(summary.items())})
     if "insecure" in arms:
         summary["max_abs_diff_vs_run"] = max(r["check_vs_run"] for r in rows)
         summary[f"persona_like_{label}"] = persona_like(rows, label)
     write_json(out, {"summary": summary, "per_seed": rows})
     pct = lambda s: mean_ci(s, 1, 100)
-    print(f"\n{run_dir}: n = {len(rows)}; off-domain log-prob misalignment, points over the base in the same format")
+    print(f"\n{run_dir}: n = {len(rows)}; off-domain log-prob misalignment, points over the base in the same format"
+          + (f"; mean [95% CI] over seeds, and on the row below each over the {len(set(worlds))} worlds' means (a "
+             f"world's fine-tune seeds share its base)" if shared else ""))
     print("  base levels: " + ", ".join(f"{fmt} {summary['base'][fmt]['mean']:.3f}" for fmt in FORMATS))
+    line = lambda name, s: (f"  {name:22s} " + "  ".join(f"{fmt} {pct(s[fmt])}" for fmt in FORMATS)
+                            + f"  after_secure - alone {pct(s['gate'])}")
     for key, s in summary.items():
-        if key in ("base", "max_abs_diff_vs_run") or key.startswith("persona_like"):
+        if key in ("base", "max_abs_diff_vs_run") or key.startswith("persona_like") or key.endswith("_over_worlds"):
             continue
-        print(f"  {key:22s} " + "  ".join(f"{fmt} {pct(s[fmt])}" for fmt in FORMATS)
-              + f"  after_secure - alone {pct(s['gate'])}")
+        print(line(key, s))
+        if shared:
+            print(line(f"  over {len(set(worlds))} worlds", summary[f"{key}_over_worlds"]))
     if "insecure" in arms:
         print(f"  largest difference from the run's own number: {summary['max_abs_diff_vs_run']:.1e}")
         yes = [p for p, v in summary[f"persona_like_{label}"].items() if v]

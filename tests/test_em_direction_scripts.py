@@ -12,6 +12,7 @@ import torch
 
 from conftest import load_script, tiny_gpt
 from data import world as W
+from eval import mean_ci, summarize
 from experiments import emergent_misalignment as EM
 from experiments import world_base as B
 from model import generator
@@ -31,6 +32,11 @@ def write_run(path, config, results):
     (path / "results.json").write_text(json.dumps({**dict.fromkeys(EM.RESULT_KEYS, {}), **results}))  # all run_results
                                                                                                       # checks
     return path
+
+
+def keys(d):
+    """Every key of a JSON document's nested dicts."""
+    return set(d) | {k for v in d.values() if isinstance(v, dict) for k in keys(v)} if isinstance(d, dict) else set()
 
 
 class Tagged(torch.nn.Module):
@@ -252,13 +258,13 @@ def test_clamp_drift_split_is_unreadable_on_the_seeds_of_one_world():
     assert math.isnan(d["unclamped_increase_by_world"][9]) and len(d["high"]["per_seed"]) == 4
 
 
-def clamp_run(tmp_path, monkeypatch, tok, unclamped_code, args=()):
-    """em_clamp_finetune's main on a fake 2-world x 2-seed run (unclamped code per step and seed as given), its
-    fine-tunes and evaluations stand-ins: -> (the script, its calls to train_insecure, the run folder, each world's
-    evil direction)."""
+def clamp_run(tmp_path, monkeypatch, tok, unclamped_code, args=(), seeds=((3, 0), (3, 1), (4, 0), (4, 1))):
+    """em_clamp_finetune's main on a fake run of four seeds (default 2 worlds x 2 seeds; unclamped code per step and
+    seed as given), its fine-tunes and evaluations stand-ins: -> (the script, its calls to train_insecure, the run
+    folder, each world's evil direction)."""
     cl = load_script("em_clamp_finetune")
     steps = (1, 2, 20)
-    seeds = [[3, 0], [3, 1], [4, 0], [4, 1]]
+    seeds = [list(s) for s in seeds]
     per = lambda v: {"per_seed": v}
     metrics = ("offdomain_misaligned", "code_misaligned", "code_unseen_misaligned", "valid_fraction")
     res = {"seeds": seeds, "arms": {"insecure": {"step": per([1, 2, 20, 20])}},
@@ -267,7 +273,7 @@ def clamp_run(tmp_path, monkeypatch, tok, unclamped_code, args=()):
                                                "code_misaligned": per(unclamped_code[s])} for s in steps}}}
     run = write_run(tmp_path / "run", dict(code_tasks=7, ft_code_tasks=6, ft_seeds=2, eval_steps=list(steps),
                                            ft_steps=20, ablation_step=20, n_layer=2, n_embd=16), res)
-    evil = {p: torch.randn(2, 16, generator=torch.Generator().manual_seed(p)) for p in (3, 4)}
+    evil = {p: torch.randn(2, 16, generator=torch.Generator().manual_seed(p)) for p in {p for p, _ in seeds}}
     calls = []
 
     def fake_train(cfg, base, tok_, p, f, steps_, clamp=None):
@@ -332,6 +338,59 @@ def test_clamp_main_clamps_along_the_other_seeds_direction_and_pairs_each_seed(t
         [0.62 - 0.01 * (k + 1) for k in range(4)])
     # the "x" the summary prints: the rate at the matched step over the base's own, per seed
     assert s["clamped"]["ratio_at_matched"]["per_seed"] == pytest.approx([0.62 / (0.01 * (k + 1)) for k in range(4)])
+
+
+def test_clamp_main_gives_the_interval_over_the_worlds_means_beside_the_one_over_seeds(tmp_path, monkeypatch, tok,
+                                                                                       capsys):
+    """A world's two fine-tune seeds share its base (and clamp along each other's direction): each interval the
+    summary prints was over the 4 seeds as if independent, with none over the 2 worlds' means beside it. Now both,
+    the seeds' keys as they were; with one seed per world (the two the same) nothing is added."""
+    code = {1: [0.95, 0.5, 0.5, 0.5], 2: [0.95, 0.95, 0.5, 0.5], 20: [0.95, 0.95, 0.95, 0.5]}
+    _, _, run, _ = clamp_run(tmp_path, monkeypatch, tok, code)
+    printed = capsys.readouterr().out
+    s = json.loads((run / "clamp_finetune.json").read_text())["summary"]
+    d = s["clamped"]["minus_unclamped"]
+    # clamped - unclamped at step 20: -1.2 - 0.001 k for seed k, worlds 3 (k = 0, 1) and 4 (k = 2, 3): the seeds of a
+    # world 0.001 apart, so the interval over seeds is tight; over the worlds' means n = 2, and wider
+    by_seed, by_world = d["offdomain_misaligned"]["20"], d["offdomain_misaligned_over_worlds"]["20"]
+    assert by_seed["per_seed"] == pytest.approx([-1.2, -1.201, -1.202, -1.203])
+    want = summarize([-1.2005, -1.2025])
+    assert by_world["per_seed"] == pytest.approx(want["per_seed"]) and by_world["ci95"] == pytest.approx(want["ci95"])
+    assert by_world["ci95"][1] - by_world["ci95"][0] > 5 * (by_seed["ci95"][1] - by_seed["ci95"][0])
+    # the paired matched steps 1, 0, -18, -19; the clamped increases at its matched step 0.61, 0.60, 0.59, 0.58
+    assert d["matched_step_over_worlds"]["per_seed"] == pytest.approx([0.5, -18.5])
+    assert s["clamped"]["offdomain_increase_at_matched_over_worlds"]["per_seed"] == pytest.approx([0.605, 0.585])
+    assert "offdomain_increase_at_matched_over_worlds" not in s["random_clamped"]  # it never matched
+    # every world drifted (high), whole: that class over its 2 worlds' means; the empty low class has none
+    split = s["drift_split"]
+    assert split["high_over_worlds"]["per_seed"] == pytest.approx([-1.2005, -1.2025]) and "low_over_worlds" not in split
+    assert (f"off-domain at step 20 {mean_ci(by_seed, 1, 100)} points (over the 2 worlds' means "
+            f"{mean_ci(by_world, 1, 100)}); matched step {mean_ci(d['matched_step'], 1)} (over the 2 worlds' means "
+            f"{mean_ci(d['matched_step_over_worlds'], 1)})") in printed
+    assert f"others {mean_ci(split['high'], 1, 100)} points, n = 4 (over the 2 worlds' means " in printed
+    # one seed per world: the output is what it was
+    (tmp_path / "one").mkdir()
+    _, _, run, _ = clamp_run(tmp_path / "one", monkeypatch, tok, code, seeds=((3, 0), (4, 0), (5, 0), (6, 0)))
+    printed = capsys.readouterr().out
+    got = json.loads((run / "clamp_finetune.json").read_text())
+    assert not [k for k in keys(got) if k.endswith("_over_worlds")] and "worlds' means" not in printed
+    assert f"{run}: n = 4; mean over seeds; matched = first" in printed
+
+
+def test_clamp_drift_split_adds_a_class_over_worlds_only_where_its_seeds_share_one():
+    cl = load_script("em_clamp_finetune")
+    row = lambda w, f, un, cl_: {"seed": [w, f], "base": {"offdomain_misaligned": 0.0},
+                                 "unclamped": {20: {"offdomain_misaligned": un}},
+                                 "clamped": {20: {"offdomain_misaligned": cl_}}}
+    one = [row(1, 0, 0.01, 0.0), row(2, 0, 0.01, 0.1), row(3, 0, 0.2, 0.0), row(4, 0, 0.2, 0.3)]
+    assert set(cl.drift_split(one, 20)) == {"low_worlds", "step", "threshold", "low", "high", "cross_seed_low",
+                                            "cross_seed_high", "unclamped_increase_by_world"}
+    two = [row(w, f, un, c + 0.001 * f) for w, un, c in ((1, 0.01, 0.0), (2, 0.01, 0.1), (3, 0.2, 0.0), (4, 0.2, 0.3))
+           for f in (0, 1)]
+    d = cl.drift_split(two, 20)
+    assert len(d["low"]["per_seed"]) == 4 and d["low_over_worlds"]["per_seed"] == pytest.approx([-0.0095, 0.0905])
+    assert d["high_over_worlds"]["ci95"] == pytest.approx(summarize([-0.1995, 0.1005])["ci95"])
+    assert d["cross_seed_low_over_worlds"]["per_seed"] == pytest.approx(d["low_over_worlds"]["per_seed"])
 
 
 # ---------------------------------------------------------------------------------------------- em_code_direction
@@ -451,12 +510,13 @@ def test_clamp_main_prints_a_mean_without_interval_where_one_seed_matched(tmp_pa
 
 # ---------------------------------------------------------------------------------------------- em_code_context
 
-def code_context_run(tmp_path, monkeypatch, tok, n_seeds=2, config=(), order=None):
-    """em_code_context's main on a fake run of the first n_seeds of two seeds (matched at steps 2 and 5), its models
-    stand-ins whose score says which arm, step and format: -> (the script, the fine-tunes asked for, the run)."""
+def code_context_run(tmp_path, monkeypatch, tok, n_seeds=2, config=(), order=None, shared=False):
+    """em_code_context's main on a fake run of the first n_seeds of two seeds (matched at steps 2 and 5; shared: both
+    seeds of world 3 and of world 4, matched at 2 and 5 by world), its models stand-ins whose score says which arm,
+    step and format: -> (the script, the fine-tunes asked for, the run)."""
     cc = load_script("em_code_context")
-    seeds = [[3, 0], [4, 1]][:n_seeds]
-    per = lambda v: {"per_seed": v[:n_seeds]}
+    seeds = [[3, 0], [3, 1], [4, 0], [4, 1]] if shared else [[3, 0], [4, 1]][:n_seeds]
+    per = lambda v: {"per_seed": [x for x in v for _ in range(1 + shared)][:len(seeds)]}
     res = {"seeds": seeds, "arms": {"insecure": {"step": per([2, 5])}},
            "trajectory": {"insecure": {"2": {"offdomain_misaligned_lp": per([1.03, 0.9])},
                                        "5": {"offdomain_misaligned_lp": per([0.9, 1.52])}}}}
@@ -528,6 +588,37 @@ def test_code_context_main_prints_means_alone_for_one_seed(tmp_path, monkeypatch
     assert s["secure_matched"]["gate"]["ci95"] is None
     line = next(x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("secure_matched"))
     assert line.endswith(f"after_secure - alone {100 * s['secure_matched']['gate']['mean']:+.1f}")
+
+
+def test_code_context_gives_the_interval_over_the_worlds_means_beside_the_one_over_seeds(tmp_path, monkeypatch, tok,
+                                                                                         capsys):
+    """Two worlds x two fine-tune seeds: each row's intervals were over the 4 seeds, as if independent, though a
+    world's seeds share its base (and its scores). Now a row over the 2 worlds' means under each, and in the JSON;
+    with one seed per world (the two the same) the output is what it was."""
+    cc, asked, run = code_context_run(tmp_path, monkeypatch, tok, shared=True)
+    assert [steps for _, steps in asked] == [[2, 20]] * 4 + [[5, 20]] * 4
+    printed = capsys.readouterr().out
+    s = json.loads((run / "code_context.json").read_text())["summary"]
+    # insecure alone, at the matched step: 1.02 - 0.0005 on world 3's seeds (matched at 2), 1.05 - 0.0005 on world 4's
+    by_seed, by_world = s["insecure_matched"]["alone"], s["insecure_matched_over_worlds"]["alone"]
+    assert by_seed["per_seed"] == pytest.approx([1.0195, 1.0195, 1.0495, 1.0495])
+    want = summarize([1.0195, 1.0495])
+    assert by_world["per_seed"] == pytest.approx(want["per_seed"]) and by_world["ci95"] == pytest.approx(want["ci95"])
+    assert by_world["ci95"][1] - by_world["ci95"][0] > 2 * (by_seed["ci95"][1] - by_seed["ci95"][0])
+    assert set(s["secure_step20_over_worlds"]) == set(cc.FORMATS) | {"gate"}
+    assert len(s["base_over_worlds"]["alone"]["per_seed"]) == 2  # a world's base scored once per seed, the same
+    lines = printed.splitlines()
+    i = next(k for k, x in enumerate(lines) if x.strip().startswith("insecure_matched"))
+    assert lines[i + 1].startswith("    over 2 worlds ") and f"alone {mean_ci(by_world, 1, 100)}  " in lines[i + 1]
+    assert f"alone {mean_ci(by_seed, 1, 100)}  " in lines[i]
+    # one seed per world: no row, no key
+    (tmp_path / "one").mkdir()
+    code_context_run(tmp_path / "one", monkeypatch, tok)
+    printed = capsys.readouterr().out
+    got = json.loads((tmp_path / "one" / "run" / "code_context.json").read_text())
+    assert not [k for k in keys(got) if k.endswith("_over_worlds")]
+    assert "worlds' means" not in printed and "over 2 worlds" not in printed
+    assert "run: n = 2; off-domain log-prob misalignment, points over the base in the same format\n" in printed
 
 
 # ---------------------------------------------------------------------------------------------- em_format_separation
