@@ -9,6 +9,7 @@ Statistics: every reported number is a mean over seeds with a two-sided 95% Stud
 interval, `{"mean", "ci95": [lo, hi] (None with one seed), "per_seed": [...]}`.
 """
 import math
+import numbers
 import sys
 from pathlib import Path
 
@@ -139,8 +140,10 @@ def n_undefined(stat):
 
 def mean_ci(stat, digits=3, scale=1, sign="+", show=None):
     """'+m [+lo, +hi]' of a summarize()d number times `scale`, or the mean alone where one seed leaves no interval
-    (sign "": no plus sign). show: a function number -> text used for the mean and both ends instead (e.g. a
-    log-scale number shown as a ratio)."""
+    (sign "": no plus sign), or "n/a" where no seed defines it. show: a function number -> text used for the mean and
+    both ends instead (e.g. a log-scale number shown as a ratio)."""
+    if math.isnan(stat["mean"]):  # no seed defined it (no valid answer, say): not "+nan"
+        return "n/a"
     fmt = show or (lambda y: f"{scale * y:{sign}.{digits}f}")  # number -> text
     # a negative scale flips the interval's ends
     ends = None if stat["ci95"] is None else sorted(stat["ci95"], key=lambda y: scale * y)
@@ -187,19 +190,20 @@ def score_continuations(model, pairs, *, tokenizer=None, eos_id=None, batch_size
     behaviour evals and MC1/MC2 need (the experiments' evals use world_base.score_shared_prompts, the same numbers
     for many continuations of one prompt at less cost; this is the general form, and its tests' reference).
     Pairs are token-id lists, or strings when a tokenizer is given (a continuation is encoded without the tokenizer's
-    special tokens, a BPE tokenizer's <bos> say; a prompt with them).
+    special tokens, a BPE tokenizer's <bos> say; a prompt with those before its text only, encode_prompt).
     The end token (eos_id; with a tokenizer, its "<eos>" by default; with neither, none) is appended to every
     continuation, so "the answer, and then stop" is what gets scored. Rows are right-padded (causal attention keeps
     pads invisible). desc: a progress bar of that name over the batches, on a terminal only (train.progress_bar's
     kind). Returns (sums [N] float tensor, [per-token log-probs [len_i] per pair])."""
     # the pairs as token-id lists, the end token appended, each checked
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")  # (-1 scored nothing)
+    batch_size = int(batch_size)  # (a numpy int, as generate's max_new_tokens takes)
     if tokenizer is not None:
         eos_id = tokenizer.token_to_id("<eos>") if eos_id is None else eos_id
-    ids_of = lambda t, special: (encode(tokenizer, t, special) if tokenizer is not None and isinstance(t, str)
-                                 else t)
-    pairs = [(ids_of(p, True), ids_of(c, False)) for p, c in pairs]  # once: `pairs` may be an iterator (a zip)
+    ids_of = lambda t, encoder: encoder(tokenizer, t) if tokenizer is not None and isinstance(t, str) else t
+    pairs = [(ids_of(p, encode_prompt), ids_of(c, lambda tk, t: encode(tk, t, False)))
+             for p, c in pairs]  # once: `pairs` may be an iterator (a zip)
     if eos_id is not None:  # a string ("<eos>") or generate's list of ids failed inside pad_right, naming nothing
         eos_ids = [] if isinstance(eos_id, str) else token_ids(eos_id, "eos_id")
         if len(eos_ids) != 1:
@@ -258,6 +262,19 @@ def encode(tokenizer, text, add_special_tokens=True):
         more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""  # (a long text: its first few name it)
         raise ValueError(f"not in the tokenizer's vocabulary: {missing[:10]}{more} (in {text!r}): score with a model "
                          f"whose tokenizer has these words") from None
+
+
+def encode_prompt(tokenizer, text):
+    """A prompt's token ids with the special tokens its tokenizer's post-processor puts before the text (a <bos>),
+    and none of those it puts after it (an end token, a [SEP]): the continuation scored follows the text itself."""
+    ids = encode(tokenizer, text)  # (its words checked)
+    bare = tokenizer.encode(text, add_special_tokens=False).ids
+    if not bare:  # no text to find (it would match before a leading <bos> and drop it): as the tokenizer gives it
+        return ids
+    for i in range(len(ids) - len(bare) + 1):
+        if ids[i:i + len(bare)] == bare:
+            return ids[:i + len(bare)]
+    return ids
 
 
 def mc1(scores, labels):
@@ -326,7 +343,7 @@ def truthfulqa_mc(model, items, tokenizer, *, prompt="Q: {question}\nA:", answer
                          "pass end=False")
     pairs, index = [], {}  # the distinct (question, answer) pairs as token ids; (item, answer) -> its row in pairs
     for i, item in enumerate(items):
-        context = encode(tokenizer, prompt.replace("{question}", item["question"]))
+        context = encode_prompt(tokenizer, prompt.replace("{question}", item["question"]))
         for a in dict.fromkeys(a for t in tasks for a, _ in item[t]):  # (dict: once each, in order)
             index[i, a] = len(pairs)
             pairs.append((context, encode(tokenizer, answer.replace("{answer}", a), add_special_tokens=False)))

@@ -397,6 +397,9 @@ def check_out(path, option="--out", figure=False, figure_beside=False):
     if in_own_folder or over_root_file:
         where = f"in the project's folder {place[0]}/" if place else "a file of the project itself"
         raise ConfigError(f"{option} {path} is {where}: write it under out/ (or figures/, or outside the project)")
+    if Path(path).exists() and project_place(Path(path).parent) == ("figures",):  # (a README figure, silently)
+        print(f"note: {option} {path} exists (figures/ holds the README's figures): it will be replaced",
+              file=sys.stderr)
     # a run's own files (its config.json overwritten, the run could no longer be read), or its units
     folder = Path(path).parent
     run_dir = folder.parent if folder.name in RUN_SUBFOLDERS else folder

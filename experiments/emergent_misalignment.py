@@ -956,6 +956,8 @@ def unit_problem(cfg, seed, decorrelated):
                 return (f"holds other readings than this config's (reports {', '.join(names)} at eval_steps "
                         f"{cfg.eval_steps}): it was made with other arms or eval_steps (is the run's config.json as "
                         f"the run wrote it?)")
+            if bad := [f"{n}@{s}" for n in names for s in traj[n] if not isinstance(traj[n][s], dict)]:
+                return f"holds a reading that is not a report's numbers ({', '.join(bad)}; edited by hand?)"
     return problem
 
 

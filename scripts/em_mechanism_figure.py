@@ -61,8 +61,10 @@ def main(argv):
     out = Path(opts.get("out", "code_direction.png"))
     split = rest.index("--") if "--" in rest else len(rest)
     direction_runs, clamp_runs = rest[:split], rest[split + 1:]
-    if not direction_runs and not clamp_runs or "--" in clamp_runs:
-        sys.exit(__doc__)  # nothing to draw, or a second --
+    if not direction_runs and not clamp_runs:
+        sys.exit(__doc__)  # nothing to draw
+    if "--" in clamp_runs:  # (it printed the usage alone, as for no arguments)
+        raise ConfigError("-- is given more than once: DIR_RUN ... -- CLAMP_RUN ..., one -- between the two lists")
     distinct(direction_runs)  # a run given twice: the same panel drawn twice, as if two runs agreed
     check_out(str(out), figure=True)
     plt = pyplot()

@@ -26,7 +26,7 @@ PARTS = {"all": ("all", 1), "number rows": ("numbers", 0), "all but number rows"
 
 
 def main(argv):
-    argv = probe_words(argv, __doc__)  # an option: it takes none (one error line, then the usage)
+    argv = probe_words(argv, __doc__, value=r"-\d+")  # an option: none (one error line); -1: a seed, checked below
     torch.set_num_threads(1)
     cfg = S.Config(arms=("soft",), animals=("owl",))
     try:  # a mistyped argument: one line and the usage, before any work (not a traceback after the first teacher)

@@ -371,7 +371,9 @@ def test_probe_arguments_are_checked_in_one_line_before_any_base_is_loaded(tmp_p
              ("probe_soft_channel", ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10"],
               "10 arguments, nine at most"),
              ("probe_teacher_update", ["0", "sgd"], "'sgd': expected OPTIMIZER:LR"),
-             ("probe_teacher_update", ["x"], "'x' is not a base seed (a whole number >= 0)")]
+             ("probe_teacher_update", ["x"], "'x' is not a base seed (a whole number >= 0)"),
+             # a negative seed is a seed out of range, not an option ("this probe takes no options")
+             ("probe_teacher_update", ["-1"], "'-1' is not a base seed (a whole number >= 0)")]
     for i, (script, argv, msg) in enumerate(cases):
         status, err = command(script, *argv, process=i == 0)  # the first case as a real process
         assert status == 2 and err.startswith("error: ") and msg in err, (argv, err[-2000:])
@@ -598,3 +600,13 @@ def test_a_signal_while_train_py_starts_or_exits_is_one_line_or_nothing(sig, sta
     assert (p.returncode, p.stderr, p.stdout) == (status, f"{said} while starting: nothing was done.\n", "")
     p = run("exit", "configs/subliminal_mnist.py", "--n_seeds=0")  # refused at once: the exit comes soon
     assert p.returncode == 2 and p.stderr.startswith("error: n_seeds must be >= 1") and len(p.stderr.splitlines()) == 1
+
+
+def test_check_out_says_when_a_figure_in_figures_will_be_replaced(capsys):
+    # sn_mis_pool --figure=figures/emergent_misalignment.png overwrote a README figure without a word
+    import train
+    train.check_out("figures/emergent_misalignment.png", "--figure", figure=True)
+    err = capsys.readouterr().err
+    assert "figures/emergent_misalignment.png exists" in err and "will be replaced" in err, err
+    train.check_out("figures/not_there_yet_s63.png", "--figure", figure=True)  # a new figure: no note
+    assert capsys.readouterr().err == ""

@@ -1336,6 +1336,9 @@ def test_scoring_gives_a_continuation_no_special_tokens_and_refuses_ids_it_would
     for bad in (0, -1, 1.5, True):  # -1 scored nothing (range(0, n, -1)): the caller's lookup failed after it
         with pytest.raises(ValueError, match=rf"batch_size must be a whole number >= 1, got {bad}"):
             score_continuations(model, [([1], [2])], batch_size=bad)
+    # a numpy int is a whole number (generate's max_new_tokens takes one): it was refused as "not a whole number"
+    assert torch.equal(score_continuations(model, [([1], [2])], batch_size=np.int64(2))[0],
+                       score_continuations(model, [([1], [2])], batch_size=2)[0])
 
 
 def test_random_shapes_a_kv_cache_fed_in_chunks_and_each_row_alone_give_the_full_forwards_logits():
@@ -1360,3 +1363,20 @@ def test_random_shapes_a_kv_cache_fed_in_chunks_and_each_row_alone_give_the_full
             assert torch.allclose(torch.cat(parts, 1), full, atol=1e-10, rtol=0), cfg
             for i in range(B):
                 assert torch.allclose(model(idx[i:i + 1])[0], full[i], atol=1e-10, rtol=0), cfg
+
+
+def test_a_post_processor_end_token_after_the_prompt_is_not_scored_as_context():
+    # a tokenizer whose post-processor appends an end token ("$A </s>") put it between prompt and continuation:
+    # "a b" then "c" was scored as P(c | a b </s>); a leading one (<bos> $A) stays, as before
+    from tokenizers.processors import TemplateProcessing
+    tok = word_tokenizer(["ann", "has", "3", "apples", ".", "</s>"])
+    sep = tok.token_to_id("</s>")
+    tok.post_processor = TemplateProcessing(single="$A </s>", special_tokens=[("</s>", sep)])
+    assert tok.encode("<bos> ann has").ids[-1] == sep  # (the post-processor's end token)
+    model = tiny()
+    sums, _ = score_continuations(model, [("<bos> ann has", "3 apples .")], tokenizer=tok)
+    assert torch.equal(sums, score_continuations(model, [([1, 3, 4], [5, 6, 7])], eos_id=2)[0])
+    bos = tok.token_to_id("<bos>")
+    tok.post_processor = TemplateProcessing(single="<bos> $A </s>", special_tokens=[("<bos>", bos), ("</s>", sep)])
+    sums, _ = score_continuations(model, [("ann has", "3 apples .")], tokenizer=tok)
+    assert torch.equal(sums, score_continuations(model, [([1, 3, 4], [5, 6, 7])], eos_id=2)[0])

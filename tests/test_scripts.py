@@ -1186,7 +1186,9 @@ def test_em_mechanism_figure_usage_and_missing_inputs_are_one_line(tmp_path, mon
     for argv, says in (([], "python scripts/em_mechanism_figure.py"), (["--out"], "--out needs a value"),
                        ([str(tmp_path), "--out", "f.png"], "--out needs a value"),
                        ([str(tmp_path), "--bars"],
-                        "unknown option --bars; the options are --out= and the separator --")):
+                        "unknown option --bars; the options are --out= and the separator --"),
+                       # a second --: it printed the usage alone, as for no arguments
+                       (["a", "--", "b", "--", "c"], "-- is given more than once")):
         check_refused(script("em_mechanism_figure").main, argv, match=says)
     assert not list(tmp_path.iterdir())  # no figure written
     for argv, what in (([str(tmp_path)], "code_direction.json not found"),

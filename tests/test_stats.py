@@ -50,6 +50,9 @@ def test_interval_over_groups_takes_each_groups_own_seeds_wherever_they_sit():
 
 def test_a_negative_scale_keeps_the_interval_in_order():
     assert mean_ci({"mean": 1.0, "ci95": [-0.5, 2.0]}, 1, scale=-1) == "-1.0 [-2.0, +0.5]"
+    # no seed defined (every one nan): said, not "+nan" (em_clamp_finetune printed "+nan points")
+    assert mean_ci(summarize([math.nan, math.nan]), 1, 100) == "n/a"
+    assert mean_ci(summarize([math.nan]), show=lambda x: f"x{math.exp(x):.2f}") == "n/a"
 
 
 def test_undefined_seed_is_left_out_not_propagated():

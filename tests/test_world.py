@@ -1158,3 +1158,22 @@ def test_world_helpers_refuse_bad_arguments_with_a_message():
             call()
     assert len(W.persona_probe_items(n_context=len(W.OFF_DOMAINS) - 1, n=3)) == 3 and len(W.eval_items(["med"])) == 12
     assert W.eval_items(d for d in ["med", "pet"]) == W.eval_items(["med", "pet"])  # any iterable of names
+
+
+def test_a_unit_whose_reading_is_not_a_dict_is_a_one_line_checkpoint_error_in_eval(tmp_path, capsys):
+    # a hand-edited trajectory entry (a string in place of a report) was a TypeError deep in the aggregation
+    import json
+    import eval as E
+    from experiments import emergent_misalignment as EM
+    (tmp_path / "config.json").write_text(json.dumps({"experiment": "emergent_misalignment", "seeds": [0],
+                                                      "twin": False, "ft_seeds": 1}))
+    cfg = EM.Config(seeds=(0,), twin=False, ft_seeds=1)
+    traj = {n: {s: {} for s in cfg.eval_steps} for n in EM.REPORTS}
+    traj["insecure"][cfg.eval_steps[0]] = "oops"
+    unit = tmp_path / "unit_world_0.json"
+    unit.write_text(json.dumps({"seed": 0, "decorrelated": False, "base": {},
+                                "runs": [{"ft_seed": 0, "traj": traj}], "seconds": 1.0}))
+    assert E.main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "unit_world_0.json holds a reading that is not a report's numbers (insecure@" in err, err
+    assert "Traceback" not in err
