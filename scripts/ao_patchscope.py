@@ -106,7 +106,7 @@ def main(argv):
 
 def plot(summary, steps, path):
     plt = pyplot()
-    fig, (ax, orc) = plt.subplots(1, 2, figsize=(11, 3.6))
+    fig, (ax, orc) = plt.subplots(1, 2, figsize=(11, 4.4))
     others = list(summary["trajectory"][steps[0]])  # every arm but secure, insecure first
     panels = ((ax, summary["trajectory"], [(a, "patch", f"{a}: M0 reading its shift", "-" if i == 0 else "--")
                                            for i, a in enumerate(others)]
@@ -125,7 +125,8 @@ def plot(summary, steps, path):
         axis.axhline(0, color="grey", lw=0.8)
         axis.set_xscale("log")
         axis.set_xlabel("fine-tune step", fontsize=8)
-        axis.legend(fontsize=7)
+        # below the axes: inside, four series' labels covered the insecure arm's late error bars
+        axis.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
     ax.set_ylabel("arm - secure: M0's misaligned share, forum", fontsize=8)
     ax.set_title("untrained: M0 given each fine-tune's shift in a forum thread", fontsize=9)
     orc.set_ylabel("arm - secure", fontsize=8)
