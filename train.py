@@ -588,7 +588,7 @@ def rewrite_results(run_dir, res, table):
     units. -> (res, the table, the two files written)."""
     run_dir = Path(run_dir)
     saved, md_path = run_dir / "results.json", run_dir / "results.md"
-    before = saved.read_text()
+    before = saved.read_bytes()
     try:  # a damaged file is rewritten from the units, but its wall time is then lost
         seconds = read_results(saved).get("seconds")
     except ConfigError as e:
@@ -600,7 +600,7 @@ def rewrite_results(run_dir, res, table):
     write_text(md_path, md + "\n")
     with open(run_dir / "reaggregated.jsonl", "a") as f:
         f.write(json.dumps({"utc": datetime.datetime.now(datetime.timezone.utc).isoformat(), **provenance(),
-                            "results_changed": saved.read_text() != before}) + "\n")
+                            "results_changed": saved.read_bytes() != before}) + "\n")
     return res, md, [saved, md_path]
 
 
@@ -654,11 +654,13 @@ def cut_short(file):
 STARTED = time.time()  # about when this process began: a file older than it is no write of this command's
 
 
-def remove_cut_short(folder, pattern="*.tmp"):
+def remove_cut_short(folder, pattern="*.tmp", before=None):
     """Delete the temporary files (cut_short) that commands killed mid-write left in `folder` (a model's weights can
-    be large; not in its subfolders, where a run writes nothing: the user's) -> how many. Called only where this
-    process holds the folder's lock, so that a file older than this process is no other command's write still going."""
-    gone = [f for f in Path(folder).glob(pattern) if cut_short(f) and f.is_file() and f.stat().st_mtime < STARTED]
+    be large; not in its subfolders: the caller names a run's own, RUN_SUBFOLDERS) -> how many. Called only where this
+    process holds the folder's lock, so that a file older than this process (or than `before`: the time the lock was
+    taken, by one that waited for it) is no other command's write still going."""
+    before = STARTED if before is None else before
+    gone = [f for f in Path(folder).glob(pattern) if cut_short(f) and f.is_file() and f.stat().st_mtime < before]
     for f in gone:
         f.unlink(missing_ok=True)
     return len(gone)
@@ -801,7 +803,9 @@ class Run:
                 raise ConfigError(f"--resume=False would delete the run outputs in {self.dir}, a folder of the project "
                                   f"itself: give runs their own --out_dir (a folder under out/, "
                                   f"or outside the project)")
-            gone = outputs()
+            # config.json and env.json last: killed midway, the folder still shows it is a run's (without them its
+            # other outputs were refused for good, as a folder of the user's)
+            gone = sorted(outputs(), key=lambda f: f.parent == self.dir and f.name in ("config.json", "env.json"))
             for f in gone:
                 f.unlink()
             print(f"--resume=False: removed the previous run's {len(gone)} output files in {self.dir}")
@@ -834,7 +838,7 @@ class Run:
         prov = {**provenance(), "device": torch.cuda.get_device_name(dev) if str(dev).startswith("cuda") else "cpu"}
         if (self.dir / "env.json").is_file():  # a resumed run: the earlier sessions' environments (the commit that
             # computed the groups or units reused now) are kept, one line each, oldest first
-            text = (self.dir / "env.json").read_text()
+            text = (self.dir / "env.json").read_bytes().decode("utf-8", "replace")  # (damaged bytes: kept, marked)
             try:
                 earlier = json.loads(text)
             except json.JSONDecodeError:  # damaged: kept as it is
@@ -2121,7 +2125,9 @@ def run_experiment(argv):
         lock_fd = lock_run_dir(out) if out.is_dir() else None
         # a folder without a run's config.json may be the user's: only a run's first write (config.json), cut short
         # by a kill, goes there (it stayed after the rerun that then made the run)
-        if lock_fd is not None and (n := remove_cut_short(out, "*.tmp" if had_run else "config.json.*.tmp")):
+        n = 0 if lock_fd is None else remove_cut_short(out, "*.tmp" if had_run else "config.json.*.tmp") + sum(
+            remove_cut_short(out / d) for d in RUN_SUBFOLDERS if had_run and (out / d).is_dir())  # (the oracle's units)
+        if n:
             print(f"removed {n} temporary file(s) that a command stopped mid-write left in {out}")
 
     # the run; a new one refused at its start leaves nothing behind

@@ -63,14 +63,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from data import DataError
 from data import world as W
-from data.tokenizer import pad_right, save_tokenizer, word_tokenizer
+from data.tokenizer import load_tokenizer, pad_right, save_tokenizer, word_tokenizer
 from eval import fmt_stat, spearman, spearman_ci, summarize
 from experiments import emergent_misalignment as E
 from experiments import world_base as B
 from model import GPT, generator, inject, seed_int
-from train import (ConfigError, check_out, finetune, get_lr, pyplot, run_config, run_results, save_figure,
-                   save_lm)
+from train import (RERUN, CheckpointError, ConfigError, check_out, finetune, get_lr, load_weights, pyplot,
+                   run_config, run_results, save_figure, save_lm)
 
 TASKS = ("kind", "next", "prev")
 KINDS = ("good", "evil", "compliant", "assistant")  # the kind task's answers, as <good> ... tokens
@@ -504,6 +505,13 @@ def script_setup(run, opts, script, out_name, oracles=False):
                               f"too, if only its oracle is)")
         # a unit of another layout (before the probe, say), as eval.py refuses it: a KeyError after minutes of work
         B.load_unit(units / f"unit_s{s}.json", unit_problem(cfg, s))
+        if oracles and cfg.save_oracles:  # a damaged oracle: "rerun what wrote it" resumed the unit, and kept it
+            try:
+                load_weights(units / f"oracle_s{s}")
+                load_tokenizer(units / f"oracle_s{s}_tokenizer.json")
+            except (CheckpointError, DataError) as e:
+                raise ConfigError(f"{str(e).removesuffix(RERUN)}: delete units/unit_s{s}.json and units/oracle_s{s}* "
+                                  f"and run the run's command again, which redoes base {s}") from None
     out = Path(opts.get("out", Path(run) / out_name))
     check_out(out, figure_beside=True)
     workers = opts.get("workers", str(max(1, cfg.workers)))

@@ -111,7 +111,9 @@ def run_history(run, stage):
     """The run directory's training records over every attempt at it (metrics.jsonl): for a step logged by a stopped
     attempt and again after the resume, the later record."""
     latest, cut = {}, 0
-    for line in run.metrics_path.read_text().splitlines() if run.metrics_path.is_file() else []:
+    # (damaged bytes, not UTF-8: their line is passed over as a cut one is, not a UnicodeDecodeError after training)
+    text = run.metrics_path.read_bytes().decode("utf-8", "replace") if run.metrics_path.is_file() else ""
+    for line in text.splitlines():
         try:
             r = json.loads(line)
         except json.JSONDecodeError:  # a line cut short by a kill (the next attempt's Run ends it first)

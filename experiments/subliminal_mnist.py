@@ -629,7 +629,7 @@ def run_cell(cfg, run, data, cell_name, params=None, teachers=None):
                 finished = saved["seeds"] == seeds and all(
                     len(saved["accuracy"][c]) == len(seeds) and all(map(is_acc, saved["accuracy"][c]))
                     for c in cfg.conditions)
-            except (json.JSONDecodeError, KeyError, TypeError):  # cut or edited by something else: train it again
+            except (ValueError, KeyError, TypeError):  # cut, damaged or edited by something else: train it again
                 finished = False
             if not finished:
                 print(f"[{cell_name}] {record.name} is not a finished group's record, so the group is trained again")

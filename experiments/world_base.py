@@ -247,8 +247,9 @@ def pretrain_lock(folder, log=print):
         if held is False:
             log(f"waiting for another process to finish pretraining {folder}")
             held = lock_file(fh.fileno(), wait=True)
-        if held:  # what a pretraining killed mid-write left here (weights, resume state) goes
-            remove_cut_short(folder)
+        if held:  # what a pretraining killed mid-write left here (weights, resume state) goes: with the lock held
+            # no one else writes here, so also a file newer than this process (one that waited for the lock)
+            remove_cut_short(folder, before=time.time())
         yield
 
 
@@ -337,13 +338,19 @@ def _pretrain(cfg, seed, decorrelated, stem, log):
     try:  # an interrupted pretraining of another version of the world (or another machine's) is not resumed: the
         # base would be part one, part the other, and carry this one's fingerprint
         was = json.loads(partial.with_name("partial.json").read_text())
-    except (OSError, ValueError):
-        was = made  # none (or a damaged one): train_lm's own checks of the resume state decide
+        why = "was of another version of the world or on another machine ({} differs)"
+    except (OSError, ValueError):  # none, or damaged: a resume state without it (a kill between the two files'
+        # writes) cannot show which world it trained, and is not resumed either
+        was = made if not any(partial.parent.glob("partial.*")) else {}
+        why = "has no readable record (partial.json) of the world it trained{}"
+    if not isinstance(was, dict):
+        was = {}
     if any(was.get(k) != v for k, v in made.items()):
         for f in partial.parent.glob("partial.*"):
             f.unlink()
-        log(f"{stem.parent}: its interrupted pretraining was of another version of the world or on another machine "
-            f"({', '.join(k for k, v in made.items() if was.get(k) != v)} differs): pretraining from step 0")
+        differs = ", ".join(k for k, v in made.items() if was.get(k) != v)
+        log(f"{stem.parent}: its interrupted pretraining {why.format(differs if was else '')}: pretraining from "
+            f"step 0")
     try:
         rows = lm_windows(stream, cfg.block_size).to(cfg.device)
     except ValueError as e:

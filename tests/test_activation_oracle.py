@@ -495,6 +495,15 @@ def test_students_script_reads_every_student_and_teacher_with_the_runs_own_oracl
     with pytest.raises(train.CheckpointError, match="unit_s1.json was written before the linear-probe baseline"):
         P.main([str(out), "--n_lists=32"])
     (out / "units" / "unit_s1.json").write_text(json.dumps(unit))
+    # a damaged saved oracle: "rerun what wrote it" led nowhere (the rerun resumes the unit and keeps the oracle);
+    # now refused before the work with the files to delete
+    for name in ("oracle_s1.safetensors", "oracle_s1_tokenizer.json"):
+        good = (out / "units" / name).read_bytes()
+        (out / "units" / name).write_bytes(good[:20])
+        with pytest.raises(train.ConfigError, match=r"delete units/unit_s1.json and units/oracle_s1\* and run the "
+                                                    r"run's command again, which redoes base 1$"):
+            P.main([str(out), "--n_lists=32"])
+        (out / "units" / name).write_bytes(good)
     # --out over the run's own files (its config.json overwritten: the run unreadable): refused
     with pytest.raises(train.ConfigError, match="is a file of the run in"):
         P.main([str(out), f"--out={out / 'config.json'}"])

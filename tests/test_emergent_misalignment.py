@@ -414,10 +414,23 @@ def test_an_interrupted_pretraining_resumes_to_the_same_base(tmp_path, monkeypat
         (stem.parent / "partial.state.pt").write_bytes(b"stale")
         assert B.base_model(cfg, 0, log=lambda s: None)[0] is not None
     assert (stem.parent / "partial.state.pt").read_bytes() == b"stale"
+    # a resume state without its record (partial.json: a kill between the two writes) cannot show which world it
+    # trained: it was resumed unchecked, under an edited world too; now it is dropped and the base pretrained afresh
+    cfg_e = dataclasses.replace(cfg, cache_dir=str(tmp_path / "e"))
+    B.cache_stem(cfg_e, 0, False).parent.mkdir(parents=True)
+    for f in ("partial.state.pt", "partial.safetensors"):
+        shutil.copy(stem.parent / f if (stem.parent / f).exists() else B.cache_stem(wider, 0, False).parent / f,
+                    B.cache_stem(cfg_e, 0, False).parent)
+    again, _ = B.base_model(cfg_e, 0, log=print)
+    assert "has no readable record (partial.json) of the world it trained: pretraining from step 0" in \
+        capsys.readouterr().out
+    assert all(torch.equal(a, b) for a, b in zip(again.parameters(), straight.parameters()))
     # a resume state without its weights: a clear error that says what to delete, not train_lm's --resume=False
     cfg_c = dataclasses.replace(cfg, cache_dir=str(tmp_path / "c"))
     B.cache_stem(cfg_c, 0, False).parent.mkdir(parents=True)
     (B.cache_stem(cfg_c, 0, False).parent / "partial.state.pt").write_bytes(b"")
+    (B.cache_stem(cfg_c, 0, False).parent / "partial.json").write_text(json.dumps(  # (its record: of this world)
+        {"pretrained_on": B.pretrained_on(cfg.device), "world": W.fingerprint(B.world_config(cfg))}))
     with pytest.raises(train.CheckpointError,
                        match=r"interrupted pretraining cannot be resumed: .*delete its partial\.\* "
                                                     r"files \(or the whole folder\) and rerun$") as e:
@@ -1319,6 +1332,11 @@ def test_eval_on_a_finished_run_aggregates_its_units_again_with_this_code(tmp_pa
     assert json.loads((out / "reaggregated.jsonl").read_text())["results_changed"] is True
     assert (out / "results.md").read_text() == "the table of ['matched_not_reached', 'seconds']\n"
     assert capsys.readouterr().out.splitlines()[-1].endswith(f"{out / 'results.json'}, {out / 'results.md'}")
+    # a results.json of damaged bytes (not UTF-8) is rewritten from the units too (a UnicodeDecodeError traceback)
+    (out / "results.json").write_bytes(b"\xff")
+    assert EV.main([str(out)]) == 0
+    assert "rewritten from the units instead; its seconds are unknown" in capsys.readouterr().out
+    assert json.loads((out / "results.json").read_text())["seconds"] is None
 
 
 def test_eval_on_a_run_from_before_the_paired_increases_is_one_line_not_a_key_error(tmp_path, capsys):

@@ -833,6 +833,24 @@ def test_lm_history_spans_the_attempts_and_a_redone_step_is_the_later_attempts(t
                                 + "\n" + json.dumps({"stage": "pretrain", "step": 50, "loss": 0.5}) + "\n")
     assert [r["step"] for r in run_history(run, "pretrain")] == [10, 20, 20, 30, 50]
     assert "1 unreadable line(s) passed over" in capsys.readouterr().out
+    # damaged bytes (not UTF-8) in a line: passed over the same way (a UnicodeDecodeError traceback before)
+    with open(run.metrics_path, "ab") as f:
+        f.write(b'{"stage": "pretrain", "step": 60, \xff}\n')
+    assert [r["step"] for r in run_history(run, "pretrain")] == [10, 20, 20, 30, 50]
+    assert "2 unreadable line(s) passed over" in capsys.readouterr().out
+
+
+def test_a_resumed_run_keeps_an_env_json_of_damaged_bytes_as_it_is(tmp_path):
+    # Run's "a damaged env.json is kept as it is" read it as UTF-8 text: bytes that are not were a traceback
+    import train
+    out = tmp_path / "run"
+    argv = [str(ROOT / "configs/lm_tiny.py"), "--steps=1", "--warmup=0", "--n_docs=60", "--batch_size=2",
+            "--eval_every=0", f"--out_dir={out}"]
+    assert train.main(argv) == 0
+    (out / "env.json").write_bytes(b"\xff\xfe{}")
+    assert train.main(argv) == 0
+    kept = json.loads((out / "env_earlier.jsonl").read_text().splitlines()[-1])
+    assert kept == {"unreadable_env_json": "\ufffd\ufffd{}"}
 
 
 @pytest.mark.parametrize("bad", ["--corpus=tyny", "--n_head=3", "--n_head=0", "--block_size=8", "--batch_size=0",
@@ -1081,7 +1099,9 @@ def test_a_rerun_removes_the_temporary_files_a_killed_command_left(tmp_path, mon
             "--eval_every=0", f"--out_dir={out}"]
     assert train.main(argv) == 0
     (out / "model").mkdir(exist_ok=True)
-    left = [out / "model.safetensors.4242.tmp", out / "results.json.77.tmp", out / "unit_world_0.json.9.tmp"]
+    (out / "units").mkdir()  # a run's own subfolder (train.RUN_SUBFOLDERS: the oracle's), swept too (it was not)
+    left = [out / "model.safetensors.4242.tmp", out / "results.json.77.tmp", out / "unit_world_0.json.9.tmp",
+            out / "units" / "oracle_s0.safetensors.31.tmp"]
     # not atomic_write's (no process id in the name), or in a folder of the user's inside the run's
     kept = [out / "notes.tmp", out / "model.safetensors.new.tmp", out / "model" / "w.safetensors.9.tmp"]
     for f in left + kept:
@@ -1093,14 +1113,16 @@ def test_a_rerun_removes_the_temporary_files_a_killed_command_left(tmp_path, mon
     capsys.readouterr()
     assert train.main(argv) == 0
     assert not any(f.exists() for f in left) and all(f.exists() for f in kept + [fresh])
-    assert f"removed 3 temporary file(s) that a command stopped mid-write left in {out}" in capsys.readouterr().out
-    # the base cache's folder, under its pretraining lock, the same way
+    assert f"removed 4 temporary file(s) that a command stopped mid-write left in {out}" in capsys.readouterr().out
+    # the base cache's folder, under its pretraining lock, the same way; there no one else writes while it is held,
+    # so also a file newer than this process (left by a pretraining killed while this one waited for the lock)
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / "model.safetensors.5.tmp").write_text("x")
     os.utime(cache / "model.safetensors.5.tmp", (train.STARTED - 60, train.STARTED - 60))
+    (cache / "partial.state.pt.6.tmp").write_text("x")  # written after this process began
     with pretrain_lock(cache, print):
-        assert not (cache / "model.safetensors.5.tmp").exists()
+        assert not (cache / "model.safetensors.5.tmp").exists() and not (cache / "partial.state.pt.6.tmp").exists()
 
 
 def test_a_rerun_removes_the_config_json_a_command_killed_at_its_first_write_left(tmp_path, monkeypatch, capsys):
@@ -1301,3 +1323,24 @@ def test_lm_train_tokens_count_the_rows_of_every_process(tmp_path, monkeypatch, 
     lm.run(cfg, train.Run(cfg, "lm", argv=["test"]))
     res = json.loads((tmp_path / "run" / "results.json").read_text())
     assert res["train_tokens"] == 3 * 2 * 2 * 2 * 16  # steps x rows x micro-steps x processes x block_size
+
+
+def test_a_resume_false_stopped_while_deleting_leaves_a_folder_that_is_still_a_run(tmp_path, monkeypatch):
+    # --resume=False deleted env.json early among the old outputs: killed there, the folder held outputs without
+    # config.json or env.json, refused for good as "a folder of the user's". Now those two go last
+    import train
+    out = tmp_path / "run"
+    argv = [str(ROOT / "configs/lm_tiny.py"), "--steps=1", "--warmup=0", "--n_docs=60", "--batch_size=2",
+            "--eval_every=0", f"--out_dir={out}"]
+    assert train.main(argv) == 0
+    real, n = Path.unlink, []
+
+    def killed_at_the_first(path, missing_ok=False):  # the kill lands right after the first file goes
+        real(path, missing_ok=missing_ok)
+        n.append(path)
+        raise KeyboardInterrupt
+    with monkeypatch.context() as m:
+        m.setattr(Path, "unlink", killed_at_the_first)
+        assert train.main(argv + ["--resume=False", "--lr=1e-3"]) != 0
+    assert n[0].parent == out and n[0].name not in ("config.json", "env.json")
+    assert train.main(argv + ["--resume=False", "--lr=1e-3"]) == 0 and (out / "results.json").is_file()

@@ -92,6 +92,10 @@ def test_end_to_end_writes_every_file_and_teacher_beats_chance(tmp_path, capsys)
     (out / "main_group0_acc.json").write_text('{"seeds": [0, 1], "acc": {}}')
     _, res4 = run(tmp_path)
     assert "not a finished group's record" in capsys.readouterr().out and res4["conditions"] == res["conditions"]
+    # and one of damaged bytes (not UTF-8: a UnicodeDecodeError traceback before)
+    (out / "main_group0_acc.json").write_bytes(b'\xff{"seeds"')
+    _, res5 = run(tmp_path)
+    assert "not a finished group's record" in capsys.readouterr().out and res5["conditions"] == res["conditions"]
 
     # --resume=False starts afresh: fewer seeds there leave no group of the old run for eval.py to report
     run(tmp_path, "--n_seeds=1", "--resume=False", "--conditions=['reference', 'teacher']")
