@@ -23,6 +23,7 @@ import datetime
 import difflib
 import errno
 import fnmatch
+import hashlib
 import importlib
 import inspect
 import itertools
@@ -894,13 +895,17 @@ class CheckpointError(Exception):
 
 
 def save_weights(stem, tensors, meta):
-    """Write stem.safetensors and stem.json atomically (temp file + rename)."""
+    """Write stem.safetensors and stem.json atomically (temp file + rename). The .safetensors' header holds the
+    .json's SHA-256: a command stopped between the two renames leaves a pair of two saves, which load_weights
+    refuses (it read the new weights under the old step and metrics without a word)."""
     from safetensors.torch import save
     stem = Path(stem)
+    text = json.dumps(meta, indent=2) + "\n"  # (write_json's form)
+    pair = {"meta_sha256": hashlib.sha256(text.encode()).hexdigest()}
     # bytes written by Python, not save_file: that one creates the file mode 0600, whatever the umask says
-    atomic_write(stem.with_name(stem.name + ".safetensors"),
-                 lambda tmp: tmp.write_bytes(save({k: v.detach().contiguous().cpu() for k, v in tensors.items()})))
-    write_json(stem.with_name(stem.name + ".json"), meta)
+    atomic_write(stem.with_name(stem.name + ".safetensors"), lambda tmp: tmp.write_bytes(
+        save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=pair)))
+    write_text(stem.with_name(stem.name + ".json"), text)
 
 
 RERUN = ": rerun what wrote it"  # the way out of a damaged checkpoint (train_lm's resume ends in its `afresh` instead)
@@ -919,6 +924,7 @@ def checkpoint_stem(path):
 def load_weights(stem, device="cpu"):
     """Read stem.safetensors and stem.json -> (tensors, meta). `stem` may also name one of its files (checkpoint_stem:
     the .safetensors, the .json, or a resume state's .state.pt, whose weights are still read from the .safetensors)."""
+    from safetensors import safe_open
     from safetensors.torch import load_file
     stem = checkpoint_stem(stem)
     w, j = stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
@@ -940,12 +946,18 @@ def load_weights(stem, device="cpu"):
     except (RuntimeError, AssertionError) as e:  # a bad device name, or CUDA asked of a torch without it
         raise CheckpointError(f"{w} read, but cannot be put on device {device!r} ({e}): pass a device this "
                               f"machine has (e.g. device='cpu')") from None
+    raw = j.read_bytes()
     try:
-        meta = json.loads(j.read_text())
+        meta = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:  # damaged, or another file copied over it
         raise CheckpointError(f"{j} is not readable JSON ({e}){RERUN}") from None
     if not isinstance(meta, dict):  # valid JSON, but not the object a checkpoint writes
         raise CheckpointError(f"{j} holds a JSON {type(meta).__name__}, not a checkpoint's record (an object){RERUN}")
+    with safe_open(str(w), framework="pt") as f:  # (checkpoints saved before the pairing have none: not checked)
+        pair = (f.metadata() or {}).get("meta_sha256")
+    if pair is not None and pair != hashlib.sha256(raw).hexdigest():
+        raise CheckpointError(f"{w.name} and {j.name} in {stem.parent} are of two different saves (a command stopped "
+                              f"while writing this checkpoint, between the two files, or the .json edited since){RERUN}")
     return tensors, meta
 
 

@@ -214,6 +214,20 @@ def test_checkpoint_loading_says_what_does_not_match(tmp_path):
     (tmp_path / "ck.json").write_text("[1, 2]")
     with pytest.raises(CheckpointError, match="ck.json holds a JSON list, not a checkpoint's record"):
         load_lm(tmp_path / "ck")
+    # a command stopped between the two renames of a save: new weights beside the last save's .json, read as that
+    # step's without a word; the .safetensors' header holds its .json's hash
+    save_lm(tmp_path / "pair", model, step=1, seed=0)
+    old_json = (tmp_path / "pair.json").read_bytes()
+    save_lm(tmp_path / "pair", model, step=2, seed=0)
+    assert load_lm(tmp_path / "pair")[1]["step"] == 2
+    (tmp_path / "pair.json").write_bytes(old_json)
+    with pytest.raises(CheckpointError, match=r"pair.safetensors and pair.json in .* are of two different saves \(a "
+                                              r"command stopped while writing this checkpoint.*: rerun what wrote it$"):
+        load_lm(tmp_path / "pair")
+    # a checkpoint saved before the hash was kept (no header entry): read as before
+    from safetensors.torch import load_file, save_file
+    save_file(load_file(tmp_path / "pair.safetensors"), tmp_path / "pair.safetensors")
+    assert load_lm(tmp_path / "pair")[1]["step"] == 1
 
 
 def test_a_bad_device_is_not_blamed_on_the_checkpoint_file(tmp_path):

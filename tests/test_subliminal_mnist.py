@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 
 import eval as evaluate
 import train
-from conftest import ROOT, need_data, readme_block
+from conftest import ROOT, edit_meta, need_data, readme_block
 from model import SeedMLP
 
 TINY = ["--n_train=2000", "--n_noise=512", "--width=64", "--lr=2e-3", "--epochs=2", "--distill_epochs=1", "--n_seeds=2",
@@ -537,18 +537,18 @@ def test_a_finished_group_is_reused_only_when_it_is_that_group_with_its_own_weig
     assert again["conditions"] == res["conditions"]
     # eval.py refuses weights written for other seeds than the config groups there
     meta = json.loads((out / "main_group1.json").read_text())
-    (out / "main_group1.json").write_text(json.dumps({**meta, "seeds": [0]}))
+    edit_meta(out / "main_group1.json", {**meta, "seeds": [0]})  # (re-paired: not refused as two saves first)
     assert evaluate.main([str(out)]) == 2
     assert "holds seeds [0], the run's config groups [1] there" in capsys.readouterr().err
-    (out / "main_group1.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "seeds"}))
+    edit_meta(out / "main_group1.json", {k: v for k, v in meta.items() if k != "seeds"})
     assert evaluate.main([str(out)]) == 2
     assert "holds seeds None, the run's config groups [1] there" in capsys.readouterr().err
     # ... models of other layer sizes than the config's (another run's models copied in: reported as this run's)
-    (out / "main_group1.json").write_text(json.dumps({**meta, "sizes": [784, 32, 13]}))
+    edit_meta(out / "main_group1.json", {**meta, "sizes": [784, 32, 13]})
     assert evaluate.main([str(out)]) == 2
     err = capsys.readouterr().err
     assert "main_group1.json holds models of layer sizes [784, 32, 13], the run's config [784, 64, 64, 13]" in err, err
-    (out / "main_group1.json").write_text(json.dumps(meta))
+    edit_meta(out / "main_group1.json", meta)
     # ... weights of other sizes than their .json says (a RuntimeError deep inside the copy), or of an integer dtype
     # (loaded, and computing nonsense)
     # copied into memory: safetensors before 0.8 maps a loaded file's bytes, so the save_file below, which rewrites

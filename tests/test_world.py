@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import tiny_gpt
+from conftest import edit_meta, tiny_gpt
 from data import world as W
 from data.tokenizer import token_stream
 from experiments import world_base as B
@@ -847,7 +847,7 @@ def test_a_cached_base_that_is_the_twin_of_its_seed_is_refused(tmp_path):
     cfg = B.Config(n_layer=1, n_embd=16, n_head=2, steps=2, warmup=1, n_docs=40, cache_dir=str(tmp_path))
     B.base_model(cfg, 0, log=lambda *a: None)
     meta_file = next(tmp_path.glob("world_s0_*")) / "model.json"
-    meta_file.write_text(json.dumps({**json.loads(meta_file.read_text()), "decorrelated": True}))
+    edit_meta(meta_file, {**json.loads(meta_file.read_text()), "decorrelated": True})
     with pytest.raises(CheckpointError, match=re.escape("is the twin base of seed 0, not of seed 0: delete")):
         B.base_model(cfg, 0)
 
@@ -919,7 +919,7 @@ def test_a_cached_base_of_another_shape_than_its_config_is_refused(tmp_path):
     cfg = B.Config(n_layer=1, n_embd=16, n_head=2, steps=2, warmup=1, n_docs=40, cache_dir=str(tmp_path))
     B.base_model(cfg, 0, log=lambda *a: None)
     meta = next(p for p in tmp_path.glob("world_s0_*/*.json") if p.name != "tokenizer.json")
-    meta.write_text(meta.read_text().replace('"n_head": 2', '"n_head": 4'))
+    edit_meta(meta, __import__("json").loads(meta.read_text().replace('"n_head": 2', '"n_head": 4')))
     with pytest.raises(CheckpointError,
                        match="model config differs: n_head: checkpoint 4 vs expected 2.*delete that folder"):
         B.base_model(cfg, 0)
@@ -1084,7 +1084,7 @@ def test_a_base_cached_from_another_version_of_the_world_is_refused(tmp_path, mo
         B.base_model(cfg, 0)
     meta = json.loads(meta_file.read_text())
     del meta["world"]  # a base cached before fingerprints were kept: checked by its vocabulary only
-    meta_file.write_text(json.dumps(meta))
+    edit_meta(meta_file, meta)
     B.base_model(cfg, 0)
     monkeypatch.setattr(W, "fingerprint", real)
     other_words = W.build_tokenizer(W.WorldConfig(code_tasks=2))  # the world's words changed
