@@ -82,11 +82,11 @@ def summarize_by(values, groups):
     if len(set(sizes.values())) > 1:
         raise ValueError(f"unbalanced groups {sizes}: the mean over seeds and over groups would differ")
     st = summarize(values)
-    means = group_means(st["per_seed"], groups)
-    st["ci95"] = summarize(means)["ci95"]
+    over = summarize(group_means(st["per_seed"], groups))
+    st["ci95"] = over["ci95"]
     if any(math.isnan(x) for x in st["per_seed"]):  # a group short of a seed: the mean the interval is about
-        st["mean"] = summarize(means)["mean"]
-    st["n_groups"] = sum(not math.isnan(m) for m in means)  # the interval's n (a group with no defined seed is out)
+        st["mean"] = over["mean"]
+    st["n_groups"] = len(over["per_seed"]) - n_undefined(over)  # the interval's n (a group with no defined seed is out)
     return st
 
 

@@ -338,19 +338,16 @@ def _pretrain(cfg, seed, decorrelated, stem, log):
     try:  # an interrupted pretraining of another version of the world (or another machine's) is not resumed: the
         # base would be part one, part the other, and carry this one's fingerprint
         was = json.loads(partial.with_name("partial.json").read_text())
-        why = "was of another version of the world or on another machine ({} differs)"
     except (OSError, ValueError):  # none, or damaged: a resume state without it (a kill between the two files'
         # writes) cannot show which world it trained, and is not resumed either
-        was = made if not any(partial.parent.glob("partial.*")) else {}
-        why = "has no readable record (partial.json) of the world it trained{}"
-    if not isinstance(was, dict):
-        was = {}
-    if any(was.get(k) != v for k, v in made.items()):
+        was = made if not any(partial.parent.glob("partial.*")) else None
+    differs = [k for k, v in made.items() if not isinstance(was, dict) or was.get(k) != v]
+    if differs:
         for f in partial.parent.glob("partial.*"):
             f.unlink()
-        differs = ", ".join(k for k, v in made.items() if was.get(k) != v)
-        log(f"{stem.parent}: its interrupted pretraining {why.format(differs if was else '')}: pretraining from "
-            f"step 0")
+        why = (f"was of another version of the world or on another machine ({', '.join(differs)} differs)"
+               if isinstance(was, dict) else "has no readable record (partial.json) of the world it trained")
+        log(f"{stem.parent}: its interrupted pretraining {why}: pretraining from step 0")
     try:
         rows = lm_windows(stream, cfg.block_size).to(cfg.device)
     except ValueError as e:

@@ -143,6 +143,7 @@ def summary(rows, n_boot=10_000, seed=0):
     ci = lambda other: ([float(x) for x in np.percentile(d, [2.5, 97.5])] if len(rows) > 1
                         and not np.isnan(d := diff(other)).any() else None)
     groups = [k[len("sign_off_"):] for k in rows[0] if k.startswith("sign_off_")]
+    sign_off = get("sign_off").sum()
     return {"n_bases": len(rows), "sign_share": float(share("sign")), "grad_share": float(share("grad")),
             "grad_matched_share": float(share("grad_matched")),
             "sign_minus_grad_share": float(share("sign") - share("grad")), "sign_minus_grad_ci95": ci("grad"),
@@ -151,8 +152,8 @@ def summary(rows, n_boot=10_000, seed=0):
             "mean_increase": {f"{kind}_{m}": float(get(f"{kind}_{m}").mean()) for m in ("off", "code")
                               for kind in ("sign", "grad", "grad_matched", "secure_sign")},
             # (an off-domain increase not above 0 over the bases has no shares: -inf and inf were printed)
-            "group_share_of_sign_off": {g: float(get(f"sign_off_{g}").sum() / get("sign_off").sum())
-                                        if get("sign_off").sum() > 1e-9 else float("nan") for g in groups}}
+            "group_share_of_sign_off": {g: float(get(f"sign_off_{g}").sum() / sign_off) if sign_off > 1e-9
+                                        else float("nan") for g in groups}}
 
 
 def unlike_default(cfg, keys):
