@@ -275,6 +275,27 @@ def test_sweep_writes_cells_and_figure(tmp_path):
 
 
 @need_data()
+def test_a_compiled_sweep_over_the_models_shapes_stays_compiled_in_every_cell(tmp_path, monkeypatch):
+    """--compile=True: each cell of a sweep over m (or width, ...) and each seed-group size is new shapes, so new
+    graphs of SeedMLP.forward; dynamo's default limit of 8 per function was reached in the 3rd cell of an m sweep,
+    and the rest of the run went on uncompiled under a warning from inside torch. The eager backend is enough to
+    count the graphs (the limit is dynamo's), and fail_on_recompile_limit_hit makes reaching it an error."""
+    import torch._dynamo
+    real = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: real(model, **{**kw, "backend": "eager"}))
+    monkeypatch.setattr(torch._dynamo.config, "fail_on_recompile_limit_hit", True)
+    torch.compiler.reset()
+    limit = torch._dynamo.config.cache_size_limit  # (recompile_limit since torch 2.6; the old name still reads it)
+    try:
+        _, res = run(tmp_path, "--compile=True", "--sweep={'m': [1, 2, 3, 4, 5]}", "--save_weights=False",
+                     "--conditions=['teacher', 'student_aux']", "--epochs=1")
+    finally:
+        torch.compiler.reset()
+    assert [c["params"]["m"] for c in res["sweep"]["cells"]] == [1, 2, 3, 4, 5]
+    assert torch._dynamo.config.cache_size_limit == limit  # a run that raises the limit puts it back after
+
+
+@need_data()
 def test_a_sweep_trains_a_teacher_once_per_group_for_cells_that_differ_in_the_students_keys(tmp_path, monkeypatch):
     import experiments.subliminal_mnist as SM
     taught, real = [], SM.train_classifier
