@@ -35,6 +35,7 @@ says so: "same_run_as": {...}. `python eval.py RUN_DIR` reloads the saved models
 time is the "seconds" of its record, NAME_groupG_acc.json).
 """
 import concurrent.futures
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -749,9 +750,27 @@ def use_tf32(device, on):
         torch.backends.cudnn.allow_tf32 = on
 
 
+def compile_limit(grid):
+    """A context in which dynamo may keep the graphs `grid`'s cells compile (--compile=True): every cell's shapes (m,
+    width, real images or noise) and every seed-group and student-chunk size trace SeedMLP.forward anew, with and
+    without gradients. Dynamo's default limit of 8 graphs per function was reached in the 3rd cell of an m sweep,
+    after which the run went on uncompiled, under a warning from inside torch. A run that compiles nothing leaves
+    torch._dynamo unimported (~830 modules)."""
+    if not any(c.compile for _, _, c in grid):
+        return contextlib.nullcontext()
+    import torch._dynamo
+    limit = torch._dynamo.config.cache_size_limit  # (recompile_limit since torch 2.6; the old name still sets it)
+    return torch._dynamo.config.patch(cache_size_limit=max(limit, 16 * len(grid)))
+
+
 def run(cfg, run):
-    device = torch.device(cfg.device)
     grid = cells(cfg)  # [("main", {}, cfg)] without a sweep
+    with compile_limit(grid):
+        run_grid(cfg, run, grid)
+
+
+def run_grid(cfg, run, grid):
+    device = torch.device(cfg.device)
     for _, _, cell_cfg in grid:  # every cell before the first trains: a sweep may widen the model
         check_memory(cell_cfg, device)
     use_tf32(device, cfg.tf32)
