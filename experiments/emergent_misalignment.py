@@ -109,6 +109,7 @@ but ablation's base_patched and base_random_patched, which use each fine-tune's 
 """
 import copy
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -971,6 +972,10 @@ def run(cfg, run):
     """The pipeline: every base's data checked up front, em_unit per base model (`workers` at once, each unit saved
     as it finishes), aggregate, then results.json / .md and the figure. `run`: train.py's Run (the run directory)."""
     t0 = time.time()
+    if cfg.pretrain_bf16:  # (allowed: a researcher may test it again, as the research log did)
+        print("note: pretrain_bf16=True: bf16 bases are not validated for this experiment (its pre-registered test "
+              "was not met, at low power: docs/emergent_misalignment.md, \"does bf16 pretraining change this "
+              "experiment?\"); keep fp32 bases for reported numbers", file=sys.stderr)
     tok = W.build_tokenizer(B.world_config(cfg))  # the bases' vocabulary (base_model checks it)
     for seed in cfg.seeds:  # else found after a base is pretrained (minutes) or loaded
         direction_docs(cfg, seed, tok)

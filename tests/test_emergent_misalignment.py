@@ -498,6 +498,19 @@ def test_bf16_pretraining_has_its_own_cache_key(tmp_path):
     assert any(not torch.equal(a, b) for a, b in zip(m16.parameters(), m32.parameters()))
 
 
+@pytest.mark.parametrize("bf16", [False, True])
+def test_an_em_run_on_bf16_bases_says_they_are_not_validated_for_it(monkeypatch, capsys, bf16):
+    # the research log's pre-registered test of bf16 bases was not met: a run asking for them is told before its work
+    class Stop(Exception):
+        pass
+
+    monkeypatch.setattr(E.W, "build_tokenizer", lambda *a: (_ for _ in ()).throw(Stop()))  # the run's first work
+    with pytest.raises(Stop):
+        E.run(E.Config(pretrain_bf16=bf16), None)
+    err = capsys.readouterr().err
+    assert ("note: pretrain_bf16=True: bf16 bases are not validated" in err) == bf16
+
+
 def test_code_slots_world_runs_end_to_end(tmp_path, capsys):
     # the world option has its own bases (cache key) and its code answers reach the fine-tunes and the evaluations
     cfg = E.Config(n_layer=4, n_embd=128)
