@@ -434,6 +434,8 @@ def tiny_run(tmp_path, seeds="(0,)", indist_docs=100):
 def test_patchscope_script_reads_a_finished_run_with_its_own_models(tmp_path, capsys):
     out, cache = tiny_run(tmp_path)
     P = load_script("ao_patchscope")
+    # it reads no oracle: a damaged saved one (which ao_students.py refuses) is not its business
+    (out / "units" / "oracle_s0.safetensors").write_bytes(b"damaged")
     assert P.main([str(out), "--workers=1"]) == 0
     got = json.loads((out / "patchscope.json").read_text())
     assert (out / "patchscope.png").is_file() and "the same models as the run's: yes" in capsys.readouterr().out

@@ -227,6 +227,8 @@ def test_a_config_python_cannot_run_and_values_written_wrongly_say_how(cfg_file,
         load_config([cfg_file, "--conditions=teacher"])
     with pytest.raises(ConfigError, match=re.escape('in quotes, e.g. "--seeds=(3,)"')):
         _check_type("seeds", "abc", tuple[int, ...])
+    with pytest.raises(ConfigError, match=re.escape('in quotes, e.g. "--lrs=(0.5, 1.0)"')):
+        _check_type("lrs", "abc", tuple[float, ...])
     # --key value and a bare switch: the override they likely meant
     with pytest.raises(ConfigError, match=re.escape("bad argument '--m': overrides look like --key=value (here "
                                                     "'--m=10', in quotes if it holds brackets)")):

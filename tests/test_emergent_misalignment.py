@@ -441,6 +441,21 @@ def test_an_interrupted_pretraining_resumes_to_the_same_base(tmp_path, monkeypat
         B.base_model(wider, 0, log=lambda s: None)
 
 
+def test_an_interrupted_pretraining_whose_record_is_json_but_no_object_starts_again(tmp_path, monkeypatch, capsys):
+    # partial.json edited or overwritten with valid JSON of another shape ([1, 2]) shows no world either: pretrained
+    # afresh, said as a record it cannot read (not an AttributeError, nor "( differs)")
+    cfg = B.Config(cache_dir=str(tmp_path / "a"), n_docs=40, steps=8, n_layer=1, n_head=2, n_embd=16, batch_size=4)
+    stop_after_first_checkpoint(cfg, monkeypatch)
+    folder = B.cache_stem(cfg, 0, False).parent
+    (folder / "partial.json").write_text("[1, 2]")
+    capsys.readouterr()
+    logs = []
+    B.base_model(cfg, 0, log=logs.append)
+    assert "resumed from" not in capsys.readouterr().out
+    assert any("has no readable record (partial.json) of the world it trained: pretraining from step 0" in m
+               for m in logs), logs
+
+
 @pytest.mark.parametrize("changed", ["world", "pretrained_on"])
 def test_an_interrupted_pretraining_of_another_world_or_machine_starts_again(tmp_path, monkeypatch, capsys, changed):
     # it was resumed: the cached base was part the old world's (or machine's), part the new one's, and carried the

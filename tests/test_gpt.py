@@ -1323,6 +1323,10 @@ def test_scoring_gives_a_continuation_no_special_tokens_and_refuses_ids_it_would
     s_ids, _ = score_continuations(model, [([bos] + ids("a b"), ids("c"))], eos_id=tok.token_to_id("<eos>"))
     assert len(per[0]) == 2  # "c <eos>": the prompt has its <bos>, the continuation none
     torch.testing.assert_close(s_text, s_ids, rtol=0, atol=0)
+    # an empty prompt is that <bos> alone (a text scored from its start), not no token at all (refused)
+    s_text, _ = score_continuations(model, [("", "c")], tokenizer=tok)
+    s_ids, _ = score_continuations(model, [([bos], ids("c"))], eos_id=tok.token_to_id("<eos>"))
+    torch.testing.assert_close(s_text, s_ids, rtol=0, atol=0)
     for pair, says in ((([1, 2], [3.5]), "pair 0's continuation must be a token id"),
                        (([1.0, 2], [3]), "pair 0's prompt must be a token id"),
                        (([1, True], [3]), "pair 0's prompt must be a token id .* got booleans")):

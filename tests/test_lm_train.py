@@ -1147,7 +1147,9 @@ def test_a_rerun_removes_the_config_json_a_command_killed_at_its_first_write_lef
     import train
     out = tmp_path / "run"
     out.mkdir()
-    left, kept = out / "config.json.4242.tmp", [out / "notes.txt.77.tmp", out / "mine.json.78.tmp"]
+    (out / "units").mkdir()  # named as a run's own subfolder (train.RUN_SUBFOLDERS), but in a folder that is no run
+    left, kept = out / "config.json.4242.tmp", [out / "notes.txt.77.tmp", out / "mine.json.78.tmp",
+                                                out / "units" / "w.json.79.tmp"]
     for f in (left, *kept):
         f.write_text('{"experiment": ')
         os.utime(f, (train.STARTED - 60, train.STARTED - 60))

@@ -150,6 +150,16 @@ def test_a_diverging_seed_leaves_the_logged_loss_of_the_others():
         assert bad["loss"] != clean["loss"]  # the mean over seeds 0 and 2 alone
 
 
+def test_an_epochs_logged_loss_is_the_mean_over_its_finite_seeds_alone():
+    # the finite seeds' sum spread over every seed understated the loss by the share that diverged; an inf (an
+    # overflowed loss) diverged too, and made the logged loss inf
+    from train import epoch_loss
+    assert epoch_loss([6.0, math.nan, 10.0, math.inf], 2) == {"loss": 4.0, "nonfinite_seeds": 2}
+    assert epoch_loss([6.0, 10.0], 2) == {"loss": 4.0}
+    none = epoch_loss([math.nan, -math.inf], 2)
+    assert math.isnan(none["loss"]) and none["nonfinite_seeds"] == 2
+
+
 def test_distillation_seeds_are_independent():
     params = init_mlp_params(range(3), SIZES, 4, "paper", "cpu", 0)
     inputs = torch.rand(3, 40, 12) * 2 - 1

@@ -188,6 +188,7 @@ def test_spearman_of_a_nan_is_nan_and_an_interval_without_rank_order_is_none():
     read 0.0. A constant side has no rank order in any resample: an IndexError from the empty percentile."""
     from eval import spearman
     assert math.isnan(spearman([1, 2, 3, 4, math.nan], [1, 2, 3, 4, 0]))
+    assert math.isnan(spearman([1, 2, 3, 4, 0], [1, 2, 3, 4, math.nan]))  # on either side
     assert spearman([1, 2, 3, 4], [2, 4, 6, 9]) == pytest.approx(1.0)
     flat = spearman_ci([1, 1, 1, 1], [1, 2, 3, 4], n_boot=50)
     assert math.isnan(flat["rho"]) and flat["ci95"] is None and flat["n"] == 4

@@ -1012,6 +1012,14 @@ def test_a_one_seed_misalignment_run_cannot_judge_its_thresholds_and_says_so():
         "ci95"][1]
     assert res["arms"]["insecure"]["offdomain_misaligned_per_base"]["per_seed"] == pytest.approx([0.5, 0.3])
     assert res["figures_to_reach"] == {"sampled_pass": False}
+    # each side's interval is over the bases: one side spread over its bases, the other the same on every seed
+    # (no spread either way), is not passed either (over the seeds, that side's interval cleared the other's)
+    for ins, sec in ((lambda p: 0.5 - 0.2 * p, lambda p: 0.1), (lambda p: 0.5, lambda p: 0.2 - 0.1 * p)):
+        one_sided = [{**u, "arms": {**u["arms"], "insecure": m(ins(u["p"])), "secure": m(sec(u["p"]))}} for u in three]
+        assert S.aggregate_misalignment(cfg, one_sided)["figures_to_reach"] == {"sampled_pass": False}
+    # students that nothing made misaligned (every rate 0, intervals [0, 0]): no teacher stands above another
+    zero = [{**u, "arms": {**u["arms"], "insecure": m(0.0), "secure": m(0.0)}} for u in three]
+    assert S.aggregate_misalignment(cfg, zero)["figures_to_reach"] == {"sampled_pass": False}
 
 
 @pytest.mark.parametrize("config", ["configs/subliminal_numbers_quick.py", "configs/world_base.py"])

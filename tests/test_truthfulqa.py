@@ -115,6 +115,20 @@ def test_truthfulqa_mc_scores_each_distinct_answer_once_and_gives_the_answer_no_
     assert tok.decode(seen[0][3][1]) == "It is not" and tok.decode(seen[0][4][0]) == "Q: Do cats fly? A:"
 
 
+def test_truthfulqa_mc_gives_the_prompt_no_end_token_its_tokenizer_appends():
+    # a post-processor that ends every text with an end token ("<bos> $A <eos>"): the prompt was encoded with it, and
+    # every answer scored after "Q: ... A: <eos>"; the numbers are those of the tokenizer that only prepends <bos>
+    from tokenizers.processors import TemplateProcessing
+    tok = items_tokenizer(ITEMS)
+    bos, eos = tok.token_to_id("<bos>"), tok.token_to_id("<eos>")
+    got = {}
+    for single, specials in (("<bos> $A", [("<bos>", bos)]), ("<bos> $A <eos>", [("<bos>", bos), ("<eos>", eos)])):
+        tok.post_processor = TemplateProcessing(single=single, special_tokens=specials)
+        assert tok.encode("Q: A:").ids[-1] == (eos if "<eos>" in single else tok.token_to_id("A:"))
+        got[single] = truthfulqa_mc(tiny_gpt(tok), ITEMS, tok)["per_question"]
+    assert got["<bos> $A <eos>"] == got["<bos> $A"]
+
+
 def test_a_model_trained_on_the_true_answers_beats_chance():
     # end to end: a tiny GPT taught the made-up items' true answers (never real questions) prefers them, so MC1 is
     # 1 and MC2 well above the share of true choices, where the untrained model sits near chance
