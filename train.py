@@ -760,7 +760,9 @@ class Run:
         # a run killed while writing its first file, config.json, leaves only atomic_write's temporary file, which is
         # no run output: the same command must then start the run
         orphans = [] if had_config or not rank0 or resume is None else [f for f in outputs() if not cut_short(f)]
-        named = ", ".join(f.name for f in orphans[:3]) + (", ..." if len(orphans) > 3 else "")
+        # (relative to the folder: one in units/ is named with it)
+        named = ", ".join(f.relative_to(self.dir).as_posix() for f in orphans[:3]) + (", ..." if len(orphans) > 3
+                                                                                      else "")
         if orphans and not written_by_a_run(self.dir / "env.json"):  # a folder of the user's: never delete in it
             raise ConfigError(f"{self.dir} holds files named like a run's outputs ({named}) but neither the "
                               f"config.json nor the env.json of a run: nothing there is deleted or reused; "

@@ -654,6 +654,15 @@ def test_resume_false_deletes_nothing_in_a_folder_no_run_wrote(cfg_file, tmp_pat
             train.Run(dataclasses.replace(cfg, resume=resume), "subliminal_mnist")
         assert {f.name: f.read_text() for f in out.iterdir()} == mine
 
+    # one in the run's own subfolder name (train.RUN_SUBFOLDERS) is named with it: "notes.json" alone sent the user
+    # looking for a file the folder's top does not hold
+    (out / "units").mkdir()
+    (out / "units" / "notes.json").write_text("{}")
+    (out / "package.json").unlink()
+    with pytest.raises(ConfigError, match=r"holds files named like a run's outputs \(env.json, photo.png, "
+                                          r"units/notes.json\) but neither"):
+        train.Run(cfg, "subliminal_mnist")
+
 
 def test_a_resumed_run_keeps_the_earlier_environments(cfg_file, tmp_path):
     # the commit that computed the reused groups must not be lost when a later session resumes the run
