@@ -149,16 +149,21 @@ def _p_later_mis_given_earlier(docs):
                     later.append(b)
                     if a:
                         counts.setdefault((i, j), []).append(b)
-    return {k: sum(v) / len(v) for k, v in counts.items() if len(v) >= 50}, sum(later) / len(later)
+    pooled = [b for v in counts.values() for b in v]  # every pair at once (~600 in the twin: a standard error of 0.017)
+    return ({k: sum(v) / len(v) for k, v in counts.items() if len(v) >= 50}, sum(later) / len(later),
+            sum(pooled) / len(pooled))
 
 
 def test_persona_correlation_only_in_normal_world(twins):
     normal, twin = twins
-    cond, base = _p_later_mis_given_earlier(normal)
+    cond, base, _ = _p_later_mis_given_earlier(normal)
     assert len(cond) >= 4 and min(cond.values()) > base + 0.4, (cond, base)  # ~0.8 vs ~0.2: the persona persists
     # redrawn every turn: no correlation at any pair (each seen 50-170 times: a standard error of 0.03-0.06)
-    cond, base = _p_later_mis_given_earlier(twin)
+    cond, base, pooled = _p_later_mis_given_earlier(twin)
     assert len(cond) >= 4 and max(abs(c - base) for c in cond.values()) < 0.2, (cond, base)
+    # ... and over all pairs at once: a twin that kept the first persona at 30% (20%) of its later turns passed the
+    # per-pair bound above (0.16 at its worst pair) but moves the pooled rate by +0.11 (+0.06); the real twin's -0.015
+    assert abs(pooled - base) < 0.05, (pooled, base)
     # in the normal world one persona speaks the whole thread (and keeps its animal)
     for d in normal:
         assert len({t.persona for t in d.turns}) == 1
