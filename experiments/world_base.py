@@ -97,7 +97,8 @@ class Config:
     pretrain_threads: int = 1          # torch threads while pretraining; in the cache key when not 1: the thread
                                        # count changes float sums, and over 1,200 steps the weights differ
     pretrain_bf16: bool = False        # bf16 autocast while pretraining (opt-in: other weights, so in the cache key
-                                       # when True); ~1.4x on a CPU with avx512_bf16. Not validated for the EM
+                                       # when True); its speed depends on the CPU: 1.4x faster on one (docs),
+                                       # 1.6x slower at 0.87M on a Xeon with avx512_bf16. Not validated for the EM
                                        # experiment (docs/emergent_misalignment.md, "bf16 pretraining"): keep fp32
                                        # for reported numbers
     device: str = "cpu"
