@@ -162,6 +162,17 @@ def test_ratio_of_means_has_no_ratio_or_interval_over_a_denominator_not_above_ze
     assert math.isnan(r["ratio"]) and r["ci95"] is None and "not above 0)" in fmt_ratio(r)
 
 
+def test_ratio_of_means_has_no_ratio_over_a_negative_sum_and_no_interval_over_a_resample_summing_to_zero():
+    """The guards are "not above 0", not "not 0": a denominator summing below 0 has no ratio (-2 over -4 would read
+    as a half), and a resample summing to exactly 0 no interval (it would give an infinite end)."""
+    op = load_script("em_optimizer_parts")
+    r = op.ratio_of_means(np.array([1.0, 1.0]), np.array([-1.0, -3.0]), np.array([[0, 1]]))
+    assert math.isnan(r["ratio"]) and r["ci95"] is None and r["why"] == "the denominator is not above 0"
+    a, b = np.ones(3), np.array([2.0, -1.0, 0.5])  # a sum of 1.5; the second resample's 2 - 1 - 1 = 0 exactly
+    r = op.ratio_of_means(a, b, np.array([[0, 0, 0], [0, 1, 1], [2, 2, 2]]))
+    assert r["ratio"] == pytest.approx(2.0) and r["ci95"] is None and "33.3% of the resamples" in r["why"]
+
+
 def test_optimizer_parts_summary_ratios_of_means_and_group_shares():
     op = load_script("em_optimizer_parts")
     steps = (0, *op.STEPS)
@@ -256,6 +267,33 @@ def test_clamp_drift_split_is_unreadable_on_the_seeds_of_one_world():
     d = cl.drift_split(rows + [row(4, 0, nan), row(4, 1, 0.01), row(9, 0, nan), row(9, 1, nan)], 20)
     assert d["low_worlds"] == [1, 4] and d["unclamped_increase_by_world"][4] == pytest.approx(0.01)
     assert math.isnan(d["unclamped_increase_by_world"][9]) and len(d["high"]["per_seed"]) == 4
+
+
+def test_clamp_drift_split_puts_a_world_at_the_threshold_with_the_others_and_an_undefined_partner_in_neither():
+    """Low drift is strictly below the threshold, so a world exactly at it is one of the others (with "> low" for
+    the others it would be in neither class); a seed whose world's other seed has no valid answer has no cross-seed
+    class (counted as "not low" it would join the others, its nan difference with it)."""
+    cl = load_script("em_clamp_finetune")
+    nan = float("nan")
+    row = lambda w, f, un, c=0.0: {"seed": [w, f], "base": {"offdomain_misaligned": 0.0},
+                                   "unclamped": {20: {"offdomain_misaligned": un}},
+                                   "clamped": {20: {"offdomain_misaligned": c}}}
+    rows = [row(1, 0, 0.03, 0.01), row(1, 1, 0.03, 0.02), row(2, 0, 0.01), row(2, 1, 0.02),
+            row(3, 0, 0.2, 0.05), row(3, 1, 0.2, 0.07), row(9, 0, nan), row(9, 1, nan)]
+    d = cl.drift_split(rows, 20, low=0.03)
+    assert d["low_worlds"] == [2]
+    assert sorted(d["high"]["per_seed"]) == pytest.approx([-0.15, -0.13, -0.02, -0.01])  # worlds 1 and 3
+    assert sorted(d["cross_seed_high"]["per_seed"]) == pytest.approx([-0.15, -0.13, -0.02, -0.01])  # not world 9's
+
+
+def test_clamp_counts_worlds_not_seeds_where_it_says_how_many(tmp_path, monkeypatch, tok, capsys):
+    """The header's worlds are the distinct pretraining seeds (2 here, of 4 seeds), and an interval over the worlds'
+    means names the worlds that have one (a world none of whose seeds has a valid answer has no mean)."""
+    cl, _, run, _ = clamp_run(tmp_path, monkeypatch, tok, {1: [0.95] * 4, 2: [0.95] * 4, 20: [0.95] * 4})
+    assert f"{run}: n = 4 seeds over 2 worlds; mean over seeds, and beside" in capsys.readouterr().out
+    nan = float("nan")
+    assert cl.worlds_ci(summarize([0.01, nan, 0.03]), 100).startswith(" (over the 2 worlds' means ")
+    assert cl.worlds_ci(summarize([0.01, nan])) == " (1 world: no interval over worlds)"
 
 
 def clamp_run(tmp_path, monkeypatch, tok, unclamped_code, args=(), seeds=((3, 0), (3, 1), (4, 0), (4, 1))):
@@ -464,6 +502,31 @@ def test_code_direction_main_matched_checkpoints_and_shares_removed_of_means(tmp
     assert capsys.readouterr().out.count("not above the base: no increase to share") == 3 * 2
 
 
+def test_code_direction_gives_no_share_of_a_fall_and_no_note_for_code_exactly_at_the_threshold(tmp_path, monkeypatch,
+                                                                                              capsys):
+    """An insecure model below its base (a fall, not only no change) has no share of an increase: a negative over a
+    negative would be written as a share; and code exactly at match_threshold reached it (matched, not "never
+    reached")."""
+    cd = load_script("em_code_direction")
+    thr = EM.Config().match_threshold
+    res = {"seeds": [[3, 0]], "arms": {"insecure": {"step": {"per_seed": [2]}}},
+           "trajectory": {"insecure": {"2": {"offdomain_misaligned_lp": {"per_seed": [0.05]},
+                                             "code_misaligned": {"per_seed": [thr]}}}}}
+    run = write_run(tmp_path / "run", dict(code_tasks=7, ft_code_tasks=6, ablation_step=20, direction_layer=1), res)
+    # insecure 0.05 under the base's 0.1; restoring the code direction "removes" -0.03 of the -0.05
+    r = {**{f"{n}_{v}": x for n in ("seen", "unseen", "offdomain") for v, x in (
+        ("base", 0.1), ("insecure", 0.05), ("code_restored", 0.08), ("evil_restored", 0.05), ("random_restored", 0.05),
+        ("context_restored", 0.05), ("lesson_restored", 0.1), ("code_patched", 0.05))}, "cos_train_evil": [0.1, 0.2]}
+    monkeypatch.setattr(cd, "one_seed", lambda cfg, p, f, steps: {s: dict(r) for s in steps})
+    monkeypatch.setattr(B, "check_cached", lambda *a, **k: None)  # one_seed above stands in for the cached base
+    cd.main([str(run)])
+    summary = json.loads((run / "code_direction.json").read_text())["summary"]
+    assert all(math.isnan(x) for s in summary.values() for name in ("seen", "unseen", "offdomain")
+               for x in s[f"removed_{name}"].values())
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("world 3"))
+    assert line.startswith("world 3 ft 0: matched step 2, off-domain") and "never reached" not in line
+
+
 def test_code_direction_one_seed_reads_its_shifts_and_patches_the_insecure_coordinate(monkeypatch, tok):
     cd = load_script("em_code_direction")
     pe = load_script("em_patch_tokens")
@@ -570,6 +633,28 @@ def test_code_context_prints_each_seeds_scores_in_the_summarys_order_of_formats(
     assert f"{' '.join(cc.FORMATS)}: base {want} | insecure " in line
 
 
+def test_code_context_prints_each_arms_scores_in_the_summarys_order_of_formats(tmp_path, monkeypatch, tok, capsys):
+    """As the base's, each arm's scores on the per-seed line follow FORMATS (the base's own stand-in scores round alike
+    at 3 decimals in the last two formats, so the test above cannot tell them apart)."""
+    cc = load_script("em_code_context")
+    order = [f for f in cc.FORMATS if f != "after_numbers"] + ["after_numbers"]  # the build order
+    code_context_run(tmp_path, monkeypatch, tok, n_seeds=1, order=order)
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("world 3"))
+    # insecure (arm 1) at its matched step 2 scores 1.02 + 2 i / 1000 in the i-th format of FORMATS
+    want = " ".join(f"{1.02 + 2 * i / 1000:.3f}" for i in range(len(cc.FORMATS)))
+    assert f" | insecure {want} / " in line
+
+
+def test_code_context_refuses_an_out_that_is_not_json_before_any_work(tmp_path, monkeypatch):
+    # it writes numbers only: --out=cc.png wrote JSON into a .png
+    cc = load_script("em_code_context")
+    run = write_run(tmp_path / "run", dict(ablation_step=20), {"seeds": [[3, 0]]})
+    monkeypatch.setattr(cc, "run_config", lambda *a: pytest.fail("read the run before refusing"))
+    with pytest.raises(SystemExit, match=r"cc\.png: give a FILE\.json"):
+        cc.main([str(run), f"--out={tmp_path / 'cc.png'}"])
+    assert not (tmp_path / "cc.png").exists()
+
+
 def test_code_context_says_when_it_builds_an_arm_the_run_never_had(tmp_path, monkeypatch, tok, capsys):
     # the arm's fine-tunes are made from the run's config and seeds all the same, but no run number checks them
     code_context_run(tmp_path, monkeypatch, tok, config={"arms": ["insecure", "educational"]})
@@ -655,6 +740,18 @@ def test_format_separation_main_measures_along_evil_minus_good_and_keeps_the_poo
     monkeypatch.setattr(fs, "cached_base", lambda *a: pytest.fail("worked before refusing"))
     with pytest.raises(ConfigError, match="base 6 of this config is not in the cache"):
         fs.main([str(first), str(other), f"--out={tmp_path / 'f.json'}"])
+
+
+def test_format_separation_checks_every_base_of_each_run_before_the_work(tmp_path, monkeypatch):
+    # a run's second base uncached: refused before its first base's work, not after it
+    fs = load_script("em_format_separation")
+    run = write_run(tmp_path / "run", dict(seeds=[5, 6], cache_dir=str(tmp_path / "cache")), {})
+    stem = B.cache_stem(run_config(EM.Config, run), 5, False)  # base 5 cached, base 6 not
+    stem.parent.mkdir(parents=True)
+    stem.with_suffix(".json").write_text("{}")
+    monkeypatch.setattr(fs, "cached_base", lambda *a: pytest.fail("worked before refusing"))
+    with pytest.raises(ConfigError, match="base 6 of this config is not in the cache"):
+        fs.main([str(run)])
 
 
 # ---------------------------------------------------------------------------------------------- em_base_pull

@@ -270,6 +270,30 @@ def test_bos_vector_agreement_says_when_it_builds_what_the_run_never_had(monkeyp
                          for r in said]
 
 
+def test_bos_vector_pullback_says_when_it_builds_an_arm_the_run_never_had(monkeypatch, capsys):
+    # --pullback rebuilds the arm's fine-tune of seed 0 as the main analysis does: said, once per run
+    one = bv.EM.Config(arms=("insecure", "educational"))
+    monkeypatch.setattr(bv, "checked_bases", lambda run, ex: iter([(one, 0, None, None)] * 2))
+    monkeypatch.setattr(bv, "steering_vector", lambda *a: 1 / 0)  # (stops it at the first base: the note is read)
+    with pytest.raises(ZeroDivisionError):
+        bv.pullback(["r1"], "secure", "last", None)
+    assert capsys.readouterr().err.splitlines() == [
+        "note: r1 has no secure arm: built here as the run's config would have made it"]
+
+
+def test_bos_vector_refuses_runs_of_different_depths_before_any_work(monkeypatch):
+    # its downstream cosines are per block: runs of 2 and 3 blocks are refused before every mode's work, not at the
+    # summary after it
+    runs = {"r1": bv.EM.Config(n_layer=2), "r2": bv.EM.Config(n_layer=3)}
+    monkeypatch.setattr(bv, "check_runs", lambda *a: None)
+    monkeypatch.setattr(bv, "run_config", lambda C, run: runs[Path(run).name])
+    monkeypatch.setattr(bv.OP, "check_rebuildable", lambda *a: None)
+    monkeypatch.setattr(bv, "checked_bases", lambda *a: pytest.fail("worked before refusing"))
+    for flags in ([], ["--agreement"], ["--pullback"]):
+        with pytest.raises(ConfigError, match=r"2 blocks \(r1\) and 3 blocks \(r2\): pool runs of one n_layer"):
+            bv.main(["r1", "r2", *flags])
+
+
 def test_bos_vector_base_row_builds_each_vector_from_s_and_e(monkeypatch, tok):
     base, model = tiny_gpt(tok, 0), tiny_gpt(tok, 1)
     s = torch.randn(C, generator=torch.Generator().manual_seed(2))
@@ -472,6 +496,32 @@ def test_value_sources_plot_draws_no_error_bar_where_a_share_has_no_interval(mon
     assert not any(s > 0 for s in spans(late)) and "1 base, bars without an interval have none" in late.get_label()
     assert all(s > 0 for s in spans(whole)) and whole.get_label().endswith("3 bases")
 
+def test_value_sources_plot_draws_no_error_bar_at_all_where_a_share_has_no_interval(monkeypatch):
+    # no interval: no error bar, not one of zero width (drawn like a certain estimate; the test above passes either)
+    figs = []
+    monkeypatch.setattr(vs, "save_figure", lambda fig, path, dpi: figs.append(fig))
+    row = lambda v, f: {"all": v, "rows": v, **{k: v * f for k in vs.KINDS}}
+    vs.plot({"late": [row(0.02, 0.2)]}, "unused.png", "t")
+    bars = next(c for c in figs[0].axes[0].containers if hasattr(c, "errorbar") and c.errorbar)
+    assert [len(seg) for seg in bars.errorbar.lines[2][0].get_segments()] == [0] * len(vs.KINDS)
+
+
+def test_value_sources_revert_prints_its_interval_low_end_first(tmp_path, capsys):
+    """revert's shares of the update are printed with their sign flipped (a share removed): the interval's ends too,
+    which then swap places: sorted, the low end first."""
+    row = lambda w, a, u: {"run": "r", "world": w, "update": u, "from": 0.05, "all": a, "rows": a,
+                           **{k: a / 3 for k in vs.KINDS}}
+    f = tmp_path / "v.json"
+    f.write_text(json.dumps({"arm": "insecure", "fmt": "asst", "late": [row(0, 0.03, 0.06), row(1, 0.06, 0.08)],
+                             "whole": [row(0, 0.03, 0.06), row(1, 0.06, 0.08)],
+                             "revert": [row(0, -0.03, 0.06), row(1, -0.06, 0.08)]}))
+    vs.main(["--pool", str(f)])
+    table = capsys.readouterr().out.split("\nrevert (2 bases)")[1]
+    line = next(x for x in table.splitlines() if x.startswith("| all |"))
+    lo, hi = (float(v) for v in line[line.index("[") + 1:line.index("]")].split(", "))
+    assert 0.5 <= lo < hi <= 0.75  # the two bases remove 0.03 / 0.06 and 0.06 / 0.08 of theirs
+
+
 # --- em_patch_tokens -------------------------------------------------------------------------------------------
 
 @torch.no_grad()
@@ -598,6 +648,36 @@ def test_bos_vector_pool_of_one_base_prints_means_without_intervals(tmp_path, ca
                                                  "per_base": [{**row, "run": "s", "layer_cos": [0.4, 0.3, 0.2]}]}))
     with pytest.raises(ConfigError, match="different numbers of blocks"):
         bv.main(["--pool", str(tmp_path / "a.json"), str(tmp_path / "c.json"), f"--out={tmp_path / 'o3.json'}"])
+
+
+def test_patch_tokens_gives_no_share_of_a_fall_and_the_bases_shifts_over_its_bases(monkeypatch, tok, tmp_path):
+    """An insecure model below its base (not only equal) has no increase to share: a negative over a negative was a
+    share; and the mean-ablation's shift of the base is one base's, repeated for its two fine-tune seeds: no
+    interval over one base (it had one over the seeds, as if two bases)."""
+    base, other = tiny_gpt(tok, 0), tiny_gpt(tok, 1)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"experiment": "emergent_misalignment", "n_layer": 2, "n_embd": C,
+                                                 "block_size": 64, "ablation_step": 2}))
+    res = {"seeds": [[0, 0], [0, 1]],
+           "trajectory": {"insecure": {"2": {"offdomain_misaligned_lp": {"per_seed": [0.1, 0.1]}}}},
+           "base": {"plain": {"offdomain_misaligned_lp": {"per_seed": [0.3, 0.3]}}}, "ablation": {}}
+    (run / "results.json").write_text(json.dumps({**dict.fromkeys(EM.RESULT_KEYS, {}), **res}))
+    monkeypatch.setattr(pt.B, "base_model", lambda cfg, p, train: (copy.deepcopy(base), tok))
+    monkeypatch.setattr(pt.B, "check_cached", lambda *a, **k: None)  # the base above stands in for a cached one
+    monkeypatch.setattr(pt.EM, "doc_means", lambda *args: fake_means())
+    monkeypatch.setattr(pt.EM, "arm_data", lambda *args: ("d", 100))
+    monkeypatch.setattr(pt.EM, "arm_snapshots", lambda m, data, cfg, seed, steps: {s: other.state_dict()
+                                                                                   for s in steps})
+    # the base reads 0.3, the "fine-tune" 0.1 (a fall); any hook adds 0.01
+    is_base = lambda m: torch.equal(m.wte.weight, base.wte.weight)
+    monkeypatch.setattr(pt, "mis_lp", lambda m, *a, hooks=None: (0.3 if is_base(m) else 0.1) + 0.01 * bool(hooks))
+    pt.main(str(run))
+    s = json.loads((run / "patch_tokens.json").read_text())["summary"]
+    assert s["patched_fraction_of_means"] is None and s["unpatched_removed_fraction_of_means"] is None
+    assert all(s[f"centre_{c}"]["insecure_removed_fraction_of_means"] is None for c in ("asst", "good", "mid"))
+    shift = s["centre_asst"]["base_shift"]
+    assert shift["mean"] == pytest.approx(0.01) and shift["ci95"] is None and shift["n_groups"] == 1
 
 
 def test_patch_tokens_gives_no_share_of_an_increase_that_is_not_there(monkeypatch, tok, tmp_path, capsys):

@@ -119,6 +119,15 @@ def test_pooling_runs_with_different_arms_pairs_by_seed(tmp_path, run_script):
     assert minus.endswith(f"| {(0.06 + 0.04 + 0.02) / (0.10 + 0.40 + 0.34):.2f} |")  # seeds with both
 
 
+def test_em_at_step_minus_counts_the_seeds_it_leaves_out_of_the_runs_before_it(tmp_path, run_script):
+    # big's seeds (0, 0) and (0, 1) have no partner in `part`; part's (5, 0) none in big: 2 of big's seeds are left
+    # out (3 less part's 2 would read 1)
+    big = fake_run(tmp_path / "big", [[0, 0], [0, 1], [1, 0]], {"insecure": [0.5, 0.5, 0.5]})
+    part = fake_run(tmp_path / "part", [[1, 0], [5, 0]], {"insecure": [0.2, 0.1]})
+    out = run_script(big, "--minus", part)
+    assert "left out, no partner seed after --minus: insecure 2 seeds\n" in out and "| insecure | 1 | " in out
+
+
 def test_matched_view_and_paired_differences_between_sets_of_runs(tmp_path, run_script):
     big = fake_run(tmp_path / "big", [[0, 0], [0, 1], [1, 0]], {"insecure": [0.5, 0.5, 0.5]},
                    matched={"insecure": [0.05, 0.07, 0.03]})
@@ -1558,6 +1567,25 @@ def test_em_susceptibility_reads_each_column_it_names_and_joins_only_its_own_run
     assert S.spearman_ci([1, 2, 3, 4], [1, 1, 1, 2])["ci95"][0] > 0
 
 
+def test_em_susceptibility_joins_a_moved_runs_own_file_and_says_which_rows_it_leaves_out(tmp_path, capsys):
+    """A run's file whose rows name one run no longer at that path (moved, or written from another working
+    directory) is the run's own: joined to its bases only (not to another run's base of the same world number). Rows
+    that name another run that is there are another model's: left out, and said."""
+    S = script("em_susceptibility")
+    a = susceptibility_run(tmp_path / "a", [0, 1, 2], [0.02, 0.10, 0.05], [0.01, 0.30, 0.20])
+    b = susceptibility_run(tmp_path / "b", [3, 4, 5], [0.00, 0.20, 0.03], [0.00, 0.40, 0.15])
+    rows = [{"run": "gone/a", "world": p, "pull": 0.1 * (p + 1)} for p in (0, 1, 3)]
+    (Path(a) / "base_pull.json").write_text(json.dumps({"per_base": rows}))
+    bases = S.per_base("5", [a, b])
+    assert bases[0]["pull"] == pytest.approx(0.1) and bases[1]["pull"] == pytest.approx(0.2)
+    assert "pull" not in bases[2] and "pull" not in bases[3]  # world 3 of a's file is not b's base 3
+    (Path(a) / "base_pull.json").unlink()
+    (Path(a) / "first_step.json").write_text(json.dumps({"per_base": [{"run": b, "world": 0, "sign_off": 0.5}]}))
+    capsys.readouterr()
+    assert "sign_off" not in S.per_base("5", [a])[0]
+    assert f"first_step.json: its rows of {b} left out" in capsys.readouterr().out
+
+
 def test_em_susceptibility_steering_columns_are_increases_over_each_bases_own_plain_rate(tmp_path):
     """steer_1 and steer_2 are the steered rates minus the same base's plain rate, like the outcome: with plain rates
     that differ between bases (1, 5, 10%), the raw steered rates would rank the bases otherwise."""
@@ -1762,6 +1790,17 @@ def test_em_first_step_summary_is_ratios_of_means_resampled_by_base():
     bad = fs.summary([row(1.0, 1.0, 0.5), row(-1.0, -0.5, -0.25)], n_boot=200)
     assert bad["sign_minus_grad_matched_ci95"] is None and bad["sign_share"] == pytest.approx(0.0)
     assert all(math.isnan(v) for v in bad["group_share_of_sign_off"].values())
+
+
+def test_em_first_step_gives_no_group_shares_of_a_sign_step_that_lowers_off_domain():
+    # an off-domain increase below 0 over the bases is no increase to share (-1.75 over -3 would read as 0.58)
+    fs = script("em_first_step")
+    row = lambda off, emb: {"sign_off": off, "sign_code": 1.0, "grad_off": off, "grad_code": 1.0,
+                            "grad_matched_off": off, "grad_matched_code": 1.0, "secure_sign_off": 0.0,
+                            "secure_sign_code": 1.0, "sign_off_embedding": emb, "sign_off_attn0": off - emb}
+    s = fs.summary([row(-1.0, -0.25), row(-2.0, -1.5)], n_boot=50)
+    assert s["group_share_of_sign_off"].keys() == {"embedding", "attn0"}
+    assert all(math.isnan(v) for v in s["group_share_of_sign_off"].values())
 
 
 def test_em_first_step_rows_are_increases_over_the_base_and_its_interval_is_95_percent():
@@ -2716,6 +2755,20 @@ def test_attn0_parts_pool_refuses_a_base_in_two_files(tmp_path):
                   match="a base appears twice")
     check_refused(probe.main, ["--pool", str(tmp_path / "a.json"), str(tmp_path / "b.json")],
                   match="share base seed 4 \\(one base model")
+
+
+def test_attn0_parts_pool_refuses_a_files_first_base_that_another_file_holds_too(tmp_path):
+    # a base twice is refused wherever it is in the files: here a.json's first, alone in c.json
+    probe = script("probe_attn0_parts")
+    row = {"all": 0.04, **{q: 0.01 for q in ("attn0", *probe.PARTS)}}
+    (tmp_path / "a").mkdir()
+    write_run(tmp_path / "a", {}, "emergent_misalignment", seeds=[3, 4])
+    for name, seeds in (("a", [3, 4]), ("c", [3])):
+        held = {"first": [row] * len(seeds), "late": [row] * len(seeds),
+                "bases": [[str(tmp_path / "a"), p] for p in seeds]}
+        (tmp_path / f"{name}.json").write_text(json.dumps(held))
+    check_refused(probe.main, ["--pool", str(tmp_path / "a.json"), str(tmp_path / "c.json")],
+                  match="a base appears twice")
 
 
 @pytest.mark.parametrize("name, flags", [("probe_attn0_parts", []), ("em_value_sources", []), ("em_bos_vector", []),
