@@ -511,6 +511,26 @@ def test_students_script_reads_every_student_and_teacher_with_the_runs_own_oracl
         P.main([str(out), f"--out={out / 'config.json'}"])
 
 
+def test_students_script_says_the_oracles_differ_where_one_bases_oracle_does(tmp_path, monkeypatch, capsys):
+    """The run's oracles are "as saved" only if every base's read its unit's fixed sources as the run did (one base's
+    differing is enough to say NOT); and one base is "1 base", not "1 bases". The bases' work is stood in for."""
+    P = load_script("ao_students")
+    names = ("teacher_insecure", "teacher_secure", "control", "insecure_soft", "secure_soft", "educational_soft")
+    for seeds, same in (((0, 1), (True, False)), ((0,), (True,))):
+        acfg = A.Config(seeds=seeds, save_oracles=True)
+        out = tmp_path / f"s{len(seeds)}.json"
+        monkeypatch.setattr(P.A, "script_setup", lambda *a, **k: (None, acfg, out, 1))
+        got = [{"seed": p, "same_oracle": ok, "same_probe": True,
+                "models": {n: {r: 0.1 * i + 0.01 * p for r in P.READS} for i, n in enumerate(names)}}
+               for p, ok in zip(seeds, same)]
+        monkeypatch.setattr(P.B, "parallel_map", lambda job, args, workers: got)
+        assert P.main([str(tmp_path)]) == 0
+        first = capsys.readouterr().out.splitlines()[0]
+        assert json.loads(out.read_text())["same_oracle"] == all(same)
+        said = "as saved" if all(same) else "NOT the same as its units read"
+        assert f"{len(seeds)} base{'s' * (len(seeds) > 1)}; the run's oracles {said}, its probe rebuilt" in first
+
+
 def test_a_run_with_few_held_out_documents_reports_a_task_they_lack_as_undefined(tmp_path):
     """One held-out document asks one context question: the other task's accuracy was a KeyError after the unit's
     work (and its rerun the same again), and a layer with no kind question an IndexError of a float index."""
