@@ -496,6 +496,7 @@ def test_value_sources_plot_draws_no_error_bar_where_a_share_has_no_interval(mon
     assert not any(s > 0 for s in spans(late)) and "1 base, bars without an interval have none" in late.get_label()
     assert all(s > 0 for s in spans(whole)) and whole.get_label().endswith("3 bases")
 
+
 def test_value_sources_plot_draws_no_error_bar_at_all_where_a_share_has_no_interval(monkeypatch):
     # no interval: no error bar, not one of zero width (drawn like a certain estimate; the test above passes either)
     figs = []
