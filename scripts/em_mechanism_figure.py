@@ -67,11 +67,21 @@ def main(argv):
         raise ConfigError("-- is given more than once: DIR_RUN ... -- CLAMP_RUN ..., one -- between the two lists")
     distinct(direction_runs)  # a run given twice: the same panel drawn twice, as if two runs agreed
     check_out(str(out), figure=True)
+    # every file read and checked before the figure is made: a refusal leaves no figure open in the caller's pyplot
+    direction = {run: read(run, "code_direction.json", "em_code_direction.py") for run in direction_runs}
+    # each run once (its seeds would count twice), and all read at the same steps
+    rows = [r for run in distinct(clamp_runs)
+            for r in read(run, "clamp_finetune.json", "em_clamp_finetune.py")["per_seed"]]
+    if rows:
+        steps = sorted(rows[0]["unclamped"], key=int)
+        if other := next((r for r in rows if any(sorted(r[arm], key=int) != steps for arm in ARMS)), None):
+            raise ConfigError(f"the clamp runs {', '.join(map(str, clamp_runs))} were read at different steps "
+                              f"({', '.join(steps)} and {', '.join(sorted(other['unclamped'], key=int))}): pool runs "
+                              f"of one eval_steps")
     plt = pyplot()
     fig, axes = plt.subplots(1, len(direction_runs) + 2, figsize=(4.2 * (len(direction_runs) + 2), 3.6))
     bars = {}
-    for ax, run in zip(axes, direction_runs):
-        d = read(run, "code_direction.json", "em_code_direction.py")
+    for ax, (run, d) in zip(axes, direction.items()):
         bars[run] = shares = removed_shares(d["summary"]["matched"])
         x = range(len(DIRS))
         ax.bar([i - 0.2 for i in x], shares["unseen"], 0.4, label="unseen task's insecure code")
@@ -84,15 +94,7 @@ def main(argv):
         ax.set_title(f"{Path(run).name} (n = {len(d['per_seed'])}), matched step:\n"
                      "restoring the base's coordinate along", fontsize=8)
         ax.legend(fontsize=7)
-    # each run once (its seeds would count twice), and all read at the same steps
-    rows = [r for run in distinct(clamp_runs)
-            for r in read(run, "clamp_finetune.json", "em_clamp_finetune.py")["per_seed"]]
     if rows:
-        steps = sorted(rows[0]["unclamped"], key=int)
-        if other := next((r for r in rows if any(sorted(r[arm], key=int) != steps for arm in ARMS)), None):
-            raise ConfigError(f"the clamp runs {', '.join(map(str, clamp_runs))} were read at different steps "
-                              f"({', '.join(steps)} and {', '.join(sorted(other['unclamped'], key=int))}): pool runs "
-                              f"of one eval_steps")
         for ax, metric, label in ((axes[-2], "code_misaligned", "seen-task code misaligned"),
                                   (axes[-1], "offdomain_misaligned", "off-domain misaligned (sampled)")):
             for arm, colour in ARMS.items():

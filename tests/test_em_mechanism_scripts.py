@@ -480,13 +480,13 @@ def test_value_sources_revert_prints_the_share_of_the_late_drift_removed_as_a_po
     assert f"| {vs.KINDS[0]} | +0.33 | - | +0.17 |" in tables[1]
 
 
-
 def test_value_sources_plot_draws_no_error_bar_where_a_share_has_no_interval(monkeypatch):
     # one base: no interval; its bars had error bars of zero width, drawn like a certain estimate
     figs = []
     monkeypatch.setattr(vs, "save_figure", lambda fig, path, dpi: figs.append(fig))
     row = lambda v, f: {"all": v, "rows": v, **{k: v * f for k in vs.KINDS}}
     vs.plot({"late": [row(0.02, 0.2)], "whole": [row(0.02, 0.2), row(0.04, 0.3), row(0.03, 0.1)]}, "unused.png", "t")
+    assert not vs.pyplot().fignum_exists(figs[0].number)  # closed once saved: callers draw several in one process
     ax = figs[0].axes[0]
     bars = {c.get_label(): c for c in ax.containers if hasattr(c, "errorbar") and c.errorbar}
     late = next(c for label, c in bars.items() if label.startswith("late"))

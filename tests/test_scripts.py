@@ -59,9 +59,17 @@ script = functools.cache(load_script)
 def call(capsys):
     def run(name, *argv):
         capsys.readouterr()  # drop anything printed before
+        before = open_figures()
         script(name).main(list(argv))
+        # a script that drew a figure let pyplot go of it: notebooks (and these tests) call several in one process
+        assert open_figures() == before, f"{name} left a figure open"
         return capsys.readouterr().out
     return run
+
+
+def open_figures():
+    plt = sys.modules.get("matplotlib.pyplot")  # (not imported: no figure drawn yet)
+    return len(plt.get_fignums()) if plt else 0
 
 
 def check_refused(run, *argv, match=None):
