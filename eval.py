@@ -158,6 +158,14 @@ def fmt_ratio(r, digits=2):
                                          f" (no interval: {r['why']})" if "why" in r else " (one base: no interval)")
 
 
+def error_bars(stats, scale=1):
+    """matplotlib's yerr, [[below], [above]], of summarize's STATs: each 95% interval's ends around its mean (times
+    `scale`), nan where a STAT has no interval (one seed): no bar is drawn there, where one of zero length would read
+    as an exact number."""
+    end = lambda st, j: st["ci95"][j] if st["ci95"] else math.nan
+    return [[scale * (st["mean"] - end(st, 0)) for st in stats], [scale * (end(st, 1) - st["mean"]) for st in stats]]
+
+
 def fmt_stat(stat, digits=3):
     """'m ± h' of a summarize()d number, h half the width of its 95% interval (the mean alone with one seed), and how
     many seeds were undefined when some were."""

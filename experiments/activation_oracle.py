@@ -66,7 +66,7 @@ import torch.nn.functional as F
 from data import DataError
 from data import world as W
 from data.tokenizer import load_tokenizer, pad_right, save_tokenizer, word_tokenizer
-from eval import fmt_stat, spearman, spearman_ci, summarize
+from eval import error_bars, fmt_stat, spearman, spearman_ci, summarize
 from experiments import emergent_misalignment as E
 from experiments import world_base as B
 from model import GPT, generator, inject, seed_int
@@ -783,14 +783,6 @@ def table(res):
     lines += ["", "its P(<evil>) on held-out kind questions, by the writer's true kind: " +
               ", ".join(f"{k} {fmt_stat(v)}" for k, v in res["kind_evil"].items())]
     return "\n".join(lines)
-
-
-def error_bars(stats):
-    """matplotlib's yerr ([[below], [above]]) of summarize's STATs, their 95% intervals around the means; None
-    (no bars) when a STAT has no interval (one seed)."""
-    if not all(st["ci95"] for st in stats):
-        return None
-    return [[st["mean"] - st["ci95"][0] for st in stats], [st["ci95"][1] - st["mean"] for st in stats]]
 
 
 def plot(res, path):

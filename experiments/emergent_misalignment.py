@@ -118,7 +118,7 @@ import torch
 
 from data import world as W
 from data.tokenizer import pad_right
-from eval import fmt_stat, group_means, summarize, summarize_by
+from eval import error_bars, fmt_stat, group_means, summarize, summarize_by
 from experiments import world_base as B
 from model import GPT, GPTConfig, generator, seed_int
 from train import (OPTIMIZERS, SCHEDULES, TRAINS, ConfigError, finetune, lora_linears, pyplot, read_results,
@@ -1172,9 +1172,8 @@ def plot(res, cfg, path):
     abl = {n: a["offdomain_misaligned"] for n, a in sorted(ablation_models(res["ablation"]).items(), key=lambda kv: (
            not kv[0].startswith("base"), "random" in kv[0], kv[0]))}
     ax = axes[4]
-    ci = [a["ci95"] or [a["mean"]] * 2 for a in abl.values()]  # a base's own numbers from one base: no interval
-    err = [[a["mean"] - c[0] for a, c in zip(abl.values(), ci)], [c[1] - a["mean"] for a, c in zip(abl.values(), ci)]]
-    ax.bar(range(len(abl)), [a["mean"] for a in abl.values()], yerr=err, capsize=2,
+    # (a base's own numbers from one base have no interval: no bar)
+    ax.bar(range(len(abl)), [a["mean"] for a in abl.values()], yerr=error_bars(abl.values()), capsize=2,
            color=["black" if n == "insecure" else "tab:blue" if n.startswith("insecure") else "tab:gray" for n in abl])
     ax.set_xticks(range(len(abl)), list(abl), rotation=60, ha="right", fontsize=6)
     step = "matched" if not cfg.ablation_step else f"step {cfg.ablation_step}"

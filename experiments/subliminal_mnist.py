@@ -47,7 +47,7 @@ from pathlib import Path
 import torch
 
 from data import mnist
-from eval import accuracy, fmt_stat, mean_ci, summarize
+from eval import accuracy, error_bars, fmt_stat, mean_ci, summarize
 from model import SeedMLP, generator, init_mlp_params
 from train import (ROOT, CheckpointError, ConfigError, build_config, check_device, load_weights, pyplot, read_results,
                    run_config, save_figure, save_weights, train_classifier, train_distill, write_json)
@@ -869,11 +869,8 @@ def plot_sweep(results, cfg, path):
                 continue
             xs = [c["params"][x_key] if numeric else i for i, c in enumerate(gcells)]
             means = [c["conditions"][cond]["mean"] for c in gcells]
-            # the error bars' lengths below and above each mean (one seed has no interval: zero length)
-            lo = [m - (c["conditions"][cond]["ci95"] or [m, m])[0] for m, c in zip(means, gcells)]
-            hi = [(c["conditions"][cond]["ci95"] or [m, m])[1] - m for m, c in zip(means, gcells)]
             label = cond + ("" if not rest else " (" + ", ".join(f"{k}={v}" for k, v in zip(rest, gkey)) + ")")
-            ax.errorbar(xs, means, yerr=[lo, hi], color=COLORS[cond], ls=styles[gi % 4], marker="o", ms=3, capsize=3,
+            ax.errorbar(xs, means, yerr=error_bars([c["conditions"][cond] for c in gcells]), color=COLORS[cond], ls=styles[gi % 4], marker="o", ms=3, capsize=3,
                         label=label)
     # a positive x spanning a factor of 20 or more (lr, n_noise, m) reads on a log axis
     if numeric and all(c["params"][x_key] > 0 for c in cells):

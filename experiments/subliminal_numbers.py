@@ -107,7 +107,7 @@ import torch.nn.functional as F
 
 from data import world as W
 from data.tokenizer import pad_right
-from eval import fmt_stat, group_means, summarize, summarize_by
+from eval import error_bars, fmt_stat, group_means, summarize, summarize_by
 from experiments import world_base as B
 from model import generator, seed_int
 from train import (OPTIMIZERS, ORDERS, ConfigError, finetune, pack_pairs, pyplot, run_dir_config, run_results,
@@ -1289,11 +1289,6 @@ def table_misalignment(res, cfg):
     return "\n".join(lines)
 
 
-def _err(st):
-    lo, hi = st["ci95"] or (st["mean"], st["mean"])
-    return [[st["mean"] - lo], [hi - st["mean"]]]
-
-
 def _n(res):
     """A figure's spread: 'mean ± 95% CI over n = 6 seeds', with ' (PARTIAL: 4 of 6 units)' for a run still going."""
     p = res.get("partial")
@@ -1310,7 +1305,7 @@ def plot_animals(res, cfg, path):
     for j, a in enumerate(cfg.animals):
         for i, arm in enumerate(arms):
             st = res["arms"][arm]["by_animal"][a]["effect"]
-            ax.bar(i + w * j, st["mean"], width=w, yerr=_err(st) if st["ci95"] else None, color=plt.cm.tab10(j),
+            ax.bar(i + w * j, st["mean"], width=w, yerr=error_bars([st]), color=plt.cm.tab10(j),
                    label=f"{a} teacher" if i == 0 else None, capsize=2)
     ax.axhline(0, color="gray", lw=0.8)
     ax.set_xticks([i + 0.4 - w / 2 for i in range(len(arms))],
@@ -1347,7 +1342,7 @@ def plot_dose(res, cfg, path):
                                           for b in cfg.animals if b != a]):
             sts = [get(res["dose"][d]) for d in doses]
             ax.errorbar([int(d) * (1 + 0.04 * (2 * j + k)) for d in doses], [s["mean"] for s in sts],
-                        yerr=[sum(e, []) for e in zip(*[_err(s) for s in sts])], fmt="o-" if k == 0 else "x--",
+                        yerr=error_bars(sts), fmt="o-" if k == 0 else "x--",
                         color=plt.cm.tab10(j), capsize=2, label=label)
     ax.axhline(0, color="gray", lw=0.8)
     ax.set_xscale("log")
@@ -1367,7 +1362,7 @@ def plot_misalignment(res, cfg, path):
     ax = axes[0, 0]
     names = ["base"] + list(res["arms"])
     sts = [res["base"]["offdomain_misaligned"]] + [res["arms"][n]["offdomain_misaligned"] for n in names[1:]]
-    ax.bar(range(len(names)), [s["mean"] for s in sts], yerr=[sum(e, []) for e in zip(*[_err(s) for s in sts])],
+    ax.bar(range(len(names)), [s["mean"] for s in sts], yerr=error_bars(sts),
            capsize=3)
     ax.set_xticks(range(len(names)), names, rotation=30, fontsize=8)
     ax.set_ylabel("off-domain misaligned (sampled)")
@@ -1380,7 +1375,7 @@ def plot_misalignment(res, cfg, path):
         for n in dose[ds[0]]["offdomain_misaligned"]:
             sts = [dose[d][key][n] for d in ds]
             ax.errorbar([int(d) for d in ds], [s["mean"] for s in sts], capsize=3, marker="o", label=f"student of {n}",
-                        yerr=[sum(e, []) for e in zip(*[_err(s) for s in sts])])
+                        yerr=error_bars(sts))
         ax.set_xscale("log", base=2)
         ax.set_xlabel("lists read")
         ax.set_ylabel(label)

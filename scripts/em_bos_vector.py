@@ -56,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data.tokenizer import pad_right  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
-from eval import fmt_ratio, mean_ci, summarize  # noqa: E402
+from eval import error_bars, fmt_ratio, mean_ci, summarize  # noqa: E402
 from train import (ConfigError, check_out, cli, distinct, pyplot, read_json, run_config, save_figure,  # noqa: E402
                    script_args, write_json)
 from em_base_pull import check_runs, checked_bases, distinct_pooled_bases, note_unrun, one_depth  # noqa: E402
@@ -230,8 +230,7 @@ def plot(rows, s, path, title):
     a.legend()
     keys = ("bos_values", *ADDED)
     m = np.array([100 * s["mean"][k]["mean"] for k in keys])
-    lo, hi = (np.array([100 * (s["mean"][k]["ci95"] or [s["mean"][k]["mean"]] * 2)[j] for k in keys]) for j in (0, 1))
-    b.bar(range(len(keys)), m, yerr=[m - lo, hi - m], capsize=3, color=["grey"] + ["C0"] * len(ADDED))
+    b.bar(range(len(keys)), m, yerr=error_bars([s["mean"][k] for k in keys], 100), capsize=3, color=["grey"] + ["C0"] * len(ADDED))
     b.axhline(0, color="k", lw=0.6)
     b.set_xticks(range(len(keys)), ["<bos>\nvalues", "s", "s along\nevil", "s orth.\nto evil", "evil dir.\nat |s|",
                                     "random\nat |s|"])
@@ -240,8 +239,7 @@ def plot(rows, s, path, title):
         c = axes[2]
         cs = [s["mean"]["cos"], *s["layer_cos"]]
         m = np.array([x["mean"] for x in cs])
-        lo, hi = (np.array([(x["ci95"] or [x["mean"]] * 2)[j] for x in cs]) for j in (0, 1))
-        c.errorbar(range(len(cs)), m, yerr=[m - lo, hi - m], fmt="o-", capsize=3)
+        c.errorbar(range(len(cs)), m, yerr=error_bars(cs), fmt="o-", capsize=3)
         c.set_xticks(range(len(cs)), ["s", *(f"block {i}\noutput" for i in range(len(cs) - 1))])
         r = s["ablated_of_vector_logodds"]
         c.set(ylim=(0, None), ylabel="cos with the evil direction",

@@ -65,7 +65,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from experiments import emergent_misalignment as EM  # noqa: E402
-from eval import mean_ci, summarize  # noqa: E402
+from eval import error_bars, mean_ci, summarize  # noqa: E402
 from model import generator  # noqa: E402
 from train import check_out, cli, distinct, pyplot, read_json, save_figure, script_args, write_json  # noqa: E402
 from experiments import world_base as B  # noqa: E402
@@ -204,9 +204,7 @@ def plot(s, path):
     for name, label in names.items():
         c = [s["table"][f"{name}_{x:g}"]["points"] for x in xs]
         m = np.array([x["mean"] for x in c])
-        lo, hi = (np.array([x["ci95"][j] if x["ci95"] else x["mean"] for x in c]) for j in (0, 1))
-        a.errorbar(xs, m, yerr=[m - lo, hi - m], fmt="o-",
-                   capsize=3, label=label)
+        a.errorbar(xs, m, yerr=error_bars(c), fmt="o-", capsize=3, label=label)
         b.plot(xs, [s["table"][f"{name}_{x:g}"]["valid_of_base"] for x in xs], "o-", label=label)
     a.axhline(0, color="k", lw=0.6)
     for ax in (a, b):

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from eval import group_means, summarize  # noqa: E402
+from eval import error_bars, group_means, summarize  # noqa: E402
 from experiments.subliminal_numbers import BASELINE, ON_B, mode_results  # noqa: E402
 from train import check_out, cli, pyplot, save_figure, script_args  # noqa: E402
 
@@ -75,9 +75,8 @@ def main(argv):
                         if shared_bases else r["arms"][arm]["by_animal"][a]["effect"]["per_seed"])
               for _, arm, r, _ in sides]
         m = [100 * s["mean"] for s in st]
-        ci = [s["ci95"] or (s["mean"], s["mean"]) for s in st]  # one seed: no interval, no bar
-        err = [[100 * (s["mean"] - c[0]) for s, c in zip(st, ci)], [100 * (c[1] - s["mean"]) for s, c in zip(st, ci)]]
-        axes[0].bar([k + (j - (len(animals) - 1) / 2) * w for k in range(len(sides))], m, w, yerr=err, capsize=3,
+        axes[0].bar([k + (j - (len(animals) - 1) / 2) * w for k in range(len(sides))], m, w, yerr=error_bars(st, 100),
+                    capsize=3,
                     label=f"{a} teacher")
         ax, controls = axes[1 + j], []
         # each arm beside its own baseline, from its own base (the arms on base B start from B, beside cross_control)

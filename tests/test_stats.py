@@ -5,7 +5,7 @@ import random
 import pytest
 
 from conftest import load_script
-from eval import fmt_stat, group_means, mean_ci, n_undefined, spearman_ci, summarize, summarize_by, t975
+from eval import error_bars, fmt_stat, group_means, mean_ci, n_undefined, spearman_ci, summarize, summarize_by, t975
 
 
 def test_t_interval_closed_form():
@@ -194,3 +194,19 @@ def test_spearman_of_a_nan_is_nan_and_an_interval_without_rank_order_is_none():
     assert math.isnan(flat["rho"]) and flat["ci95"] is None and flat["n"] == 4
     one = spearman_ci([1, 2, 3], [1, 3, 2], n_boot=50, groups=[7, 7, 7])  # one base: every resample is it
     assert one["rho"] == pytest.approx(0.5) and one["ci95"] is None and one["groups"] == 1
+
+
+def test_error_bars_span_each_interval_and_draw_nothing_for_a_stat_without_one():
+    # one seed has no interval: a bar of zero length (caps at the mean) read as an exact number; nan draws none
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    stats = [summarize([1.0, 2.0, 4.0]), summarize([5.0])]
+    (below, above), (lo, hi) = error_bars(stats, 100), stats[0]["ci95"]
+    assert below[0] == pytest.approx(100 * (7 / 3 - lo)) and above[0] == pytest.approx(100 * (hi - 7 / 3))
+    assert math.isnan(below[1]) and math.isnan(above[1])
+    fig, ax = plt.subplots()
+    bars = ax.bar([0, 1], [s["mean"] for s in stats], yerr=error_bars(stats), capsize=2)
+    plt.close(fig)
+    segments = bars.errorbar.lines[2][0].get_segments()
+    assert len(segments[0]) == 2 and len(segments[1]) == 0  # the first bar's line; none for the second
