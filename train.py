@@ -628,9 +628,12 @@ def cpu_name():
 
 def pyplot():
     """matplotlib.pyplot on the Agg backend: figures go to files, so no display is needed (a server, a job). Imported
-    on first use: a run that draws nothing does not pay for it."""
+    on first use: a run that draws nothing does not pay for it. A process that chose its backend already (pyplot
+    imported, or MPLBACKEND set, as a notebook's kernel does) keeps it: savefig writes files under any backend, and
+    Agg in its place would stop the notebook's own figures showing."""
     import matplotlib
-    matplotlib.use("Agg")
+    if "matplotlib.pyplot" not in sys.modules and not os.environ.get("MPLBACKEND"):
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
 
@@ -668,9 +671,14 @@ def remove_cut_short(folder, pattern="*.tmp", before=None):
 
 
 def save_figure(fig, path, dpi=150):
-    """fig as an image at `path` (its format from the suffix, png without one), written as atomic_write writes."""
+    """fig as an image at `path` (its format from the suffix, png without one), written as atomic_write writes. A
+    figure that could not be saved is closed in pyplot (the error raised)."""
     fmt = Path(path).suffix[1:].lower() or "png"  # (the temporary file's own suffix is .tmp)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi))
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi))
+    except BaseException:  # the caller's plt.close(fig) after this never runs: a notebook would pile figures up
+        pyplot().close(fig)
+        raise
 
 
 def write_json(path, obj):

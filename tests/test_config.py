@@ -1162,6 +1162,35 @@ def test_a_figure_is_written_whole_in_the_format_of_its_suffix_or_not_at_all(tmp
     plt.close(fig)
 
 
+def test_a_figure_that_could_not_be_saved_is_not_left_open_in_pyplot(tmp_path):
+    # a plot function closes its figure after save_figure: when the save fails (no such folder, a full disk, Ctrl-C)
+    # that close never runs, and a notebook that retries piles figures up in pyplot
+    plt = train.pyplot()
+    fig, _ = plt.subplots()
+    with pytest.raises(OSError):
+        train.save_figure(fig, tmp_path / "missing" / "a.png")
+    assert not plt.fignum_exists(fig.number)
+
+
+def test_pyplot_keeps_the_backend_a_notebook_chose(tmp_path):
+    # train.pyplot() is called by every experiment's and script's figure: forcing Agg on a process that had chosen its
+    # backend (a notebook's inline one) stopped the researcher's own figures showing after the first call
+    import matplotlib
+    plt = train.pyplot()  # pyplot imported, as in a notebook that drew something
+    was = matplotlib.get_backend()
+    try:
+        matplotlib.use("svg")  # (a stand-in for the inline backend that needs no IPython)
+        assert train.pyplot() is plt and matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(was)
+    # a kernel names its backend in MPLBACKEND before anything imports pyplot (ipykernel does): the first figure a
+    # run draws takes it too (a fresh process: this one has imported pyplot)
+    code = "import train, matplotlib; train.pyplot(); print(matplotlib.get_backend())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=train.ROOT, timeout=120,
+                         env={**os.environ, "MPLBACKEND": "svg"})
+    assert out.returncode == 0 and out.stdout.strip() == "svg", out.stderr
+
+
 def test_atomic_writes_use_a_temporary_file_of_their_own_process(tmp_path, monkeypatch):
     import torch
     seen, real = [], os.replace
