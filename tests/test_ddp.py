@@ -4,6 +4,7 @@ checkpoint as an uninterrupted run.
 
     python -m pytest tests/test_ddp.py -q
 """
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,11 +23,13 @@ def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_pat
     out = tmp_path / "ddp.pt"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(ROOT / "tests/ddp_worker.py"), str(out), str(tmp_path / "ck")]
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    # torchrun's own temporary folder (torchelastic_*) in the test's, not left in the system's /tmp by every run
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180, env=env)
     # gloo's threads can abort at a rank's start or teardown on a loaded machine (seen twice: once in CI, once here with
     # an experiment using both cores, after the barrier): a crash of the transport, not a wrong result: one more try
     if res.returncode != 0 and "terminate called without an active exception" in res.stderr:
-        res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180)
+        res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     ranks = [torch.load(f"{out}.rank{r}", weights_only=True) for r in (0, 1)]  # tensors and numbers: no pickle
     saved = ranks[0]
