@@ -161,7 +161,10 @@ def fmt_ratio(r, digits=2):
 def error_bars(stats, scale=1):
     """matplotlib's yerr, [[below], [above]], of summarize's STATs: each 95% interval's ends around its mean (times
     `scale`), nan where a STAT has no interval (one seed): no bar is drawn there, where one of zero length would read
-    as an exact number."""
+    as an exact number. None (no bars) when no STAT has one: matplotlib 3.7 warns of an all-nan yerr."""
+    stats = list(stats)
+    if not any(st["ci95"] for st in stats):
+        return None
     end = lambda st, j: st["ci95"][j] if st["ci95"] else math.nan
     return [[scale * (st["mean"] - end(st, 0)) for st in stats], [scale * (end(st, 1) - st["mean"]) for st in stats]]
 

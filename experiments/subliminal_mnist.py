@@ -759,8 +759,10 @@ def compile_limit(grid):
     if not any(c.compile for _, _, c in grid):
         return contextlib.nullcontext()
     import torch._dynamo
-    limit = torch._dynamo.config.cache_size_limit  # (recompile_limit since torch 2.6; the old name still sets it)
-    return torch._dynamo.config.patch(cache_size_limit=max(limit, 16 * len(grid)))
+    c = torch._dynamo.config  # (the limits' old names, which newer torch keeps as aliases of recompile_limit and
+    # accumulated_recompile_limit): per function, and over all (256 by default, reached near cell 85 of a sweep)
+    return c.patch(cache_size_limit=max(c.cache_size_limit, 16 * len(grid)),
+                   accumulated_cache_size_limit=max(c.accumulated_cache_size_limit, 16 * len(grid)))
 
 
 def run(cfg, run):

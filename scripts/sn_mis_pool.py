@@ -144,9 +144,9 @@ def plot(pooled, teachers, mis, bases, log, lists, path):
         ax.scatter([i + 0.25 * ((j % 5) - 2) / 2 for j in range(len(xs))], [show(x) for x in xs], s=10, alpha=0.6,
                    color=f"C{i}")
         st = mis[k]
-        ci = st["ci95"] or [st["mean"]] * 2  # one defined base: the mean alone
-        ax.errorbar([i], [show(st["mean"])], yerr=[[show(st["mean"]) - show(ci[0])], [show(ci[1]) - show(st["mean"])]],
-                    fmt="s", color="k", capsize=4)
+        ci = st["ci95"]  # one defined base: the mean alone, no bar (one of zero length would read as exact)
+        ax.errorbar([i], [show(st["mean"])], fmt="s", color="k", capsize=4,
+                    yerr=[[show(st["mean"]) - show(ci[0])], [show(ci[1]) - show(st["mean"])]] if ci else None)
     ax.set_xticks(range(len(names)), names, rotation=20, fontsize=8)
     ax.set_ylabel("off-domain misaligned among valid")
     ax.set_title(f"n = {len(bases)} bases; {'geometric mean' if log else 'mean'} and 95% t-CI"

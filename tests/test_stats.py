@@ -205,6 +205,7 @@ def test_error_bars_span_each_interval_and_draw_nothing_for_a_stat_without_one()
     (below, above), (lo, hi) = error_bars(stats, 100), stats[0]["ci95"]
     assert below[0] == pytest.approx(100 * (7 / 3 - lo)) and above[0] == pytest.approx(100 * (hi - 7 / 3))
     assert math.isnan(below[1]) and math.isnan(above[1])
+    assert error_bars(iter([stats[1]])) is None  # none has one: no bars (matplotlib 3.7 warns of an all-nan yerr)
     fig, ax = plt.subplots()
     bars = ax.bar([0, 1], [s["mean"] for s in stats], yerr=error_bars(stats), capsize=2)
     plt.close(fig)

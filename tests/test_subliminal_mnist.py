@@ -297,6 +297,21 @@ def test_a_compiled_sweep_over_the_models_shapes_stays_compiled_in_every_cell(tm
     assert torch._dynamo.config.cache_size_limit == limit  # a run that raises the limit puts it back after
 
 
+def test_a_compiled_sweep_raises_dynamos_limit_over_all_functions_too():
+    # beside the limit per function, dynamo caps the graphs of all functions (256): a sweep of about 85 cells reached
+    # it and went on uncompiled; both are raised for the run and put back after
+    import torch._dynamo
+    from experiments.subliminal_mnist import Config, compile_limit
+    c = torch._dynamo.config
+    before = (c.cache_size_limit, c.accumulated_cache_size_limit)
+    grid = [(f"m-{m}", {"m": m}, Config(m=m, compile=True)) for m in range(100)]
+    with compile_limit(grid):
+        assert c.cache_size_limit >= 1600 and c.accumulated_cache_size_limit >= 1600
+    assert (c.cache_size_limit, c.accumulated_cache_size_limit) == before
+    with compile_limit([("main", {}, Config())]):  # nothing compiled: nothing changed
+        assert (c.cache_size_limit, c.accumulated_cache_size_limit) == before
+
+
 @need_data()
 def test_a_sweep_trains_a_teacher_once_per_group_for_cells_that_differ_in_the_students_keys(tmp_path, monkeypatch):
     import experiments.subliminal_mnist as SM
