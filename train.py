@@ -966,8 +966,9 @@ def load_weights(stem, device="cpu"):
     with safe_open(str(w), framework="pt") as f:  # (checkpoints saved before the pairing have none: not checked)
         pair = (f.metadata() or {}).get("meta_sha256")
     if pair is not None and pair != hashlib.sha256(raw).hexdigest():
-        raise CheckpointError(f"{w.name} and {j.name} in {stem.parent} are of two different saves (a command stopped "
-                              f"while writing this checkpoint, between the two files, or the .json edited since){RERUN}")
+        raise CheckpointError(f"{w.name} and {j.name} in {stem.parent} are of two different saves (a command "
+                              f"stopped while writing this checkpoint, between the two files, or the .json edited "
+                              f"since){RERUN}")
     return tensors, meta
 
 

@@ -872,8 +872,8 @@ def plot_sweep(results, cfg, path):
             xs = [c["params"][x_key] if numeric else i for i, c in enumerate(gcells)]
             means = [c["conditions"][cond]["mean"] for c in gcells]
             label = cond + ("" if not rest else " (" + ", ".join(f"{k}={v}" for k, v in zip(rest, gkey)) + ")")
-            ax.errorbar(xs, means, yerr=error_bars([c["conditions"][cond] for c in gcells]), color=COLORS[cond], ls=styles[gi % 4], marker="o", ms=3, capsize=3,
-                        label=label)
+            ax.errorbar(xs, means, yerr=error_bars([c["conditions"][cond] for c in gcells]), color=COLORS[cond],
+                        ls=styles[gi % 4], marker="o", ms=3, capsize=3, label=label)
     # a positive x spanning a factor of 20 or more (lr, n_noise, m) reads on a log axis
     if numeric and all(c["params"][x_key] > 0 for c in cells):
         x_values = [c["params"][x_key] for c in cells]

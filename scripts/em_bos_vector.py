@@ -230,7 +230,8 @@ def plot(rows, s, path, title):
     a.legend()
     keys = ("bos_values", *ADDED)
     m = np.array([100 * s["mean"][k]["mean"] for k in keys])
-    b.bar(range(len(keys)), m, yerr=error_bars([s["mean"][k] for k in keys], 100), capsize=3, color=["grey"] + ["C0"] * len(ADDED))
+    b.bar(range(len(keys)), m, yerr=error_bars([s["mean"][k] for k in keys], 100), capsize=3,
+          color=["grey"] + ["C0"] * len(ADDED))
     b.axhline(0, color="k", lw=0.6)
     b.set_xticks(range(len(keys)), ["<bos>\nvalues", "s", "s along\nevil", "s orth.\nto evil", "evil dir.\nat |s|",
                                     "random\nat |s|"])
