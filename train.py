@@ -627,10 +627,10 @@ def cpu_name():
 
 
 def pyplot():
-    """matplotlib.pyplot on the Agg backend: figures go to files, so no display is needed (a server, a job). Imported
-    on first use: a run that draws nothing does not pay for it. A process that chose its backend already (pyplot
-    imported, or MPLBACKEND set, as a notebook's kernel does) keeps it: savefig writes files under any backend, and
-    Agg in its place would stop the notebook's own figures showing."""
+    """matplotlib.pyplot, on the Agg backend unless the process chose one: figures go to files, so no display is
+    needed (a server, a job). Imported on first use: a run that draws nothing does not pay for it. A process that
+    chose its backend already (pyplot imported, or MPLBACKEND set, as a notebook's kernel does) keeps it: savefig
+    writes files under any backend, and Agg in its place would stop the notebook's own figures showing."""
     import matplotlib
     if "matplotlib.pyplot" not in sys.modules and not os.environ.get("MPLBACKEND"):
         matplotlib.use("Agg")
@@ -768,9 +768,8 @@ class Run:
         # a run killed while writing its first file, config.json, leaves only atomic_write's temporary file, which is
         # no run output: the same command must then start the run
         orphans = [] if had_config or not rank0 or resume is None else [f for f in outputs() if not cut_short(f)]
-        # (relative to the folder: one in units/ is named with it)
-        named = ", ".join(f.relative_to(self.dir).as_posix() for f in orphans[:3]) + (", ..." if len(orphans) > 3
-                                                                                      else "")
+        named = ", ".join(f.relative_to(self.dir).as_posix() for f in orphans[:3])  # (one in units/ named with it)
+        named += ", ..." if len(orphans) > 3 else ""
         if orphans and not written_by_a_run(self.dir / "env.json"):  # a folder of the user's: never delete in it
             raise ConfigError(f"{self.dir} holds files named like a run's outputs ({named}) but neither the "
                               f"config.json nor the env.json of a run: nothing there is deleted or reused; "
