@@ -1172,6 +1172,30 @@ def test_a_figure_that_could_not_be_saved_is_not_left_open_in_pyplot(tmp_path):
     assert not plt.fignum_exists(fig.number)
 
 
+def test_a_figure_interrupted_while_saving_is_closed_too(tmp_path, monkeypatch):
+    # Ctrl-C while a figure is written is a KeyboardInterrupt, no Exception: it too skips the caller's plt.close
+    plt = train.pyplot()
+    fig, _ = plt.subplots()
+
+    def killed(self, fname, **kw):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(type(fig), "savefig", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train.save_figure(fig, tmp_path / "a.png")
+    assert not plt.fignum_exists(fig.number)
+
+
+def test_pyplot_draws_to_files_in_a_process_that_chose_no_backend(tmp_path):
+    # a job or a script (no pyplot imported, no MPLBACKEND) draws on Agg, whatever a matplotlibrc names: an
+    # interactive backend there (TkAgg on a desktop) would need a display the job may not have
+    (tmp_path / "matplotlibrc").write_text("backend: svg\n")  # (a stand-in that needs no display)
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+    code = "import train, matplotlib; train.pyplot(); print(matplotlib.get_backend())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=train.ROOT, timeout=120,
+                         env={**env, "MPLCONFIGDIR": str(tmp_path)})
+    assert out.returncode == 0 and out.stdout.strip().lower() == "agg", out.stderr
+
+
 def test_pyplot_keeps_the_backend_a_notebook_chose(tmp_path):
     # train.pyplot() is called by every experiment's and script's figure: forcing Agg on a process that had chosen its
     # backend (a notebook's inline one) stopped the researcher's own figures showing after the first call

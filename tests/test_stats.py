@@ -211,3 +211,11 @@ def test_error_bars_span_each_interval_and_draw_nothing_for_a_stat_without_one()
     plt.close(fig)
     segments = bars.errorbar.lines[2][0].get_segments()
     assert len(segments[0]) == 2 and len(segments[1]) == 0  # the first bar's line; none for the second
+
+
+def test_error_bars_of_a_generator_are_those_of_its_list():
+    # STATs given as a one-pass iterator (a generator): looking for an interval reads them up to the first that has
+    # one, so the bars must come from a list of them (else the first bars go missing, or below and above differ)
+    stats = [summarize([5.0]), summarize([1.0, 2.0, 4.0]), summarize([2.0, 3.0])]
+    assert str(error_bars(iter(stats), 100)) == str(error_bars(stats, 100))  # (str: nan equals nan)
+    assert len(error_bars(st for st in stats)[0]) == 3

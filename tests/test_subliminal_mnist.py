@@ -310,6 +310,10 @@ def test_a_compiled_sweep_raises_dynamos_limit_over_all_functions_too():
     assert (c.cache_size_limit, c.accumulated_cache_size_limit) == before
     with compile_limit([("main", {}, Config())]):  # nothing compiled: nothing changed
         assert (c.cache_size_limit, c.accumulated_cache_size_limit) == before
+    # a sweep over compile itself (timing compiled cells beside eager ones) compiles in some cells: raised for it too
+    grid = [(f"compile-{x}", {"compile": x}, Config(compile=x)) for x in (False, True)]
+    with compile_limit(grid):
+        assert c.cache_size_limit >= 32  # 16 graphs a cell (8, the default, was reached in the 3rd cell)
 
 
 @need_data()
