@@ -294,6 +294,27 @@ def test_bos_vector_refuses_runs_of_different_depths_before_any_work(monkeypatch
             bv.main(["r1", "r2", *flags])
 
 
+def test_bos_vector_plot_draws_the_increases_error_bars_in_points_and_the_cosines_as_they_are(monkeypatch):
+    # the middle panel's bars are points (100 x the rates): their error bars too (in rates they were 100 times too
+    # short); the right panel's cosines are no rates, their bars unscaled
+    figs = []
+    monkeypatch.setattr(bv, "save_figure", lambda fig, path, dpi: figs.append(fig))
+    rows = [{"bos_values": b, "vector": k * b, "along_evil": 0.1 * b, "orthogonal": 0.8 * b, "evil_norm": 0.3 * b,
+             "random_norm": 0.01 * k, "cos": 0.1 + k / 4, "layer_cos": [0.4 * k, 0.3 + k / 5], "from": 0.02,
+             "ablated_from": 0.01, "random_ablated_from": 0.02, "vector_ablated": 0.3 * k * b,
+             "vector_random_ablated": k * b}
+            for b, k in ((0.1, 0.9), (0.02, 0.5), (0.05, 0.7))]
+    s = bv.summary(rows, n_boot=50)
+    bv.plot(rows, s, "unused.png", "t")
+    spans = lambda c: [y1 - y0 for (_, y0), (_, y1) in c.lines[2][0].get_segments()]
+    width = lambda st: st["ci95"][1] - st["ci95"][0]
+    bars = next(c for c in figs[0].axes[1].containers if hasattr(c, "errorbar")).errorbar
+    assert spans(bars) == pytest.approx([100 * width(s["mean"][k]) for k in ("bos_values", *bv.ADDED)])
+    assert spans(figs[0].axes[2].containers[0]) == pytest.approx([width(x) for x in (s["mean"]["cos"],
+                                                                                      *s["layer_cos"])])
+    assert all(x > 0 for x in spans(figs[0].axes[2].containers[0]))  # (intervals of some width: a scale shows)
+
+
 def test_bos_vector_base_row_builds_each_vector_from_s_and_e(monkeypatch, tok):
     base, model = tiny_gpt(tok, 0), tiny_gpt(tok, 1)
     s = torch.randn(C, generator=torch.Generator().manual_seed(2))

@@ -533,6 +533,16 @@ def test_sn_pool_a_student_defined_on_one_base_shows_its_mean_alone(tmp_path, po
     assert "insecure / control: paired x3.00; unpaired CIs undefined" in log
 
 
+def test_sn_pool_figure_draws_no_error_bar_for_a_student_defined_on_one_base(tmp_path, pool, saved_figures):
+    # its mean alone: a bar of zero length (caps at the mean) would read as an exact number
+    nan = float("nan")
+    a = fake_sn_run(tmp_path / "a", [0, 1], {"control": [0.01, 0.02], "insecure": [0.03, nan]})
+    pool("--lists=16000", f"--figure={tmp_path / 'f.png'}", a)
+    ax = saved_figures[0].axes[0]
+    names = [t.get_text() for t in ax.get_xticklabels()]
+    assert {n: len(c.lines[2]) for n, c in zip(names, ax.containers)} == {"control": 1, "insecure": 0}
+
+
 def test_sn_pool_pairs_per_base_and_refuses_shared_bases(tmp_path, pool):
     a = fake_sn_run(tmp_path / "a", [0, 1], {"control": [0.01, 0.02], "insecure": [0.03, 0.05]})
     b = fake_sn_run(tmp_path / "b", [2, 3], {"control": [0.01, 0.01], "insecure": [0.04, 0.03]})
@@ -936,6 +946,21 @@ def test_sn_arms_figure_draws_arms_of_several_runs(tmp_path, call, monkeypatch):
                   match="two bars would have one name \\(x, x\\): give each its own, RUN:ARM=LABEL")
 
 
+def test_sn_arms_figure_draws_its_error_bars_in_points_as_its_bars(tmp_path, call, saved_figures):
+    # the bars are effects in points (100 x the rate): an interval in rates beside them was 100 times too short
+    traj = lambda v: {"owl": {"250": {"mean": v, "per_seed": [v, v]}}}
+    res = {"seeds": [[0, 0], [1, 0]], "animals": ["owl"], "base": {"owl": {"mean": 0.1}},
+           "arms": {"trait": {"by_animal": {"owl": {"effect": {"per_seed": [0.01, 0.03]}}}}},
+           "trajectory": {"control": traj(0.1), "trait": traj(0.12)}}
+    (tmp_path / "r").mkdir()
+    write_run(tmp_path / "r", res, "subliminal_numbers")
+    call("sn_arms_figure", f"{tmp_path / 'r'}:trait", f"--out={tmp_path / 'f.png'}")
+    bars = next(c for c in saved_figures[0].axes[0].containers if hasattr(c, "errorbar"))
+    ((_, lo), (_, hi)), = bars.errorbar.lines[2][0].get_segments()
+    (l, h) = summarize([0.01, 0.03])["ci95"]  # two bases, one seed each: the interval over them
+    assert bars[0].get_height() == pytest.approx(2) and (lo, hi) == pytest.approx((100 * l, 100 * h))
+
+
 def test_sn_arms_figure_draws_an_arm_on_base_b_from_base_b_beside_cross_control(tmp_path, call, saved_figures):
     """The right panel drew every arm from base A's rate beside `control` (a KeyError in a run without it), while the
     left bars of the arms on base B are against cross_control: a cross arm now starts at base B, beside its baseline."""
@@ -1149,6 +1174,22 @@ def test_em_mechanism_figure_draws_from_the_two_scripts_json(tmp_path, command):
                        ([tmp_path / "file"], f"{tmp_path / 'file'}: is a file, not a run's directory")):
         with pytest.raises(ConfigError, match=re.escape(says)):
             script("em_mechanism_figure").main([f"--out={tmp_path / 'h.png'}", *map(str, runs)])
+
+
+def test_em_mechanism_figure_refused_after_reading_its_runs_leaves_no_figure_open(tmp_path, command):
+    # every file is read and checked before the figure is made: a refusal (no such file, clamp runs read at other
+    # steps) raised past the caller's plt.close and left a figure open in a notebook's pyplot
+    step = lambda steps: {s: {"code_misaligned": .5, "offdomain_misaligned": .02} for s in steps}
+    for name, steps in (("a", ("1", "20")), ("b", ("1", "5", "20"))):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "clamp_finetune.json").write_text(json.dumps(
+            {"per_seed": [{k: step(steps) for k in ("unclamped", "clamped", "random_clamped")}]}))
+    before = open_figures()
+    for runs, says in (([tmp_path / "a", "--", tmp_path / "a"], "code_direction.json not found"),
+                       (["--", tmp_path / "a", tmp_path / "b"], "were read at different steps")):
+        status, err = command("em_mechanism_figure", f"--out={tmp_path / 'f.png'}", *map(str, runs))
+        assert status == 2 and says in err, err
+        assert open_figures() == before
 
 
 def test_em_mechanism_figure_shows_a_share_outside_0_to_1(tmp_path, monkeypatch):
