@@ -154,7 +154,8 @@ def plot(rows, path, title):
         mid = np.array([s[q]["ratio"] for q in KINDS])
         # no interval (one base, or a denominator that crosses 0): no error bar, rather than one of zero width
         lo, hi = (np.array([(s[q]["ci95"] or [np.nan] * 2)[j] for q in KINDS]) for j in (0, 1))
-        ax.bar(x + (i - (len(rows) - 1) / 2) * w, mid, w, yerr=[mid - lo, hi - mid], capsize=3,
+        err = [mid - lo, hi - mid] if any(s[q]["ci95"] for q in KINDS) else None  # (3.7 warns of an all-nan yerr)
+        ax.bar(x + (i - (len(rows) - 1) / 2) * w, mid, w, yerr=err, capsize=3,
                label=f"{k} ({LABEL[k]}), {len(rs)} base{'s' * (len(rs) != 1)}"
                      + ("" if all(s[q]["ci95"] for q in KINDS) else ", bars without an interval have none"))
     ax.axhline(0, color="k", lw=0.6)
