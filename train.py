@@ -681,8 +681,13 @@ def save_figure(fig, path, dpi=150):
         raise
 
 
+def json_text(obj):
+    """The text write_json writes (save_weights hashes it before writing it)."""
+    return json.dumps(obj, indent=2) + "\n"
+
+
 def write_json(path, obj):
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
+    write_text(path, json_text(obj))
 
 
 def write_text(path, text):
@@ -909,7 +914,7 @@ def save_weights(stem, tensors, meta):
     refuses (it read the new weights under the old step and metrics without a word)."""
     from safetensors.torch import save
     stem = Path(stem)
-    text = json.dumps(meta, indent=2) + "\n"  # (write_json's form)
+    text = json_text(meta)
     pair = {"meta_sha256": hashlib.sha256(text.encode()).hexdigest()}
     # bytes written by Python, not save_file: that one creates the file mode 0600, whatever the umask says
     atomic_write(stem.with_name(stem.name + ".safetensors"), lambda tmp: tmp.write_bytes(

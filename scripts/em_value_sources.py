@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
-from eval import summarize  # noqa: E402
+from eval import error_bars, summarize  # noqa: E402
 from train import check_out, cli, pyplot, read_json, save_figure, script_args, write_json  # noqa: E402
 from em_base_pull import check_runs, checked_bases, distinct_pooled_bases, note_unrun  # noqa: E402
 import em_optimizer_parts as OP  # noqa: E402
@@ -151,11 +151,9 @@ def plot(rows, path, title):
     x, w = np.arange(len(KINDS)), 0.8 / len(rows)
     for i, (k, rs) in enumerate(rows.items()):
         s = shares(rs)
-        mid = np.array([s[q]["ratio"] for q in KINDS])
         # no interval (one base, or a denominator that crosses 0): no error bar, rather than one of zero width
-        lo, hi = (np.array([(s[q]["ci95"] or [np.nan] * 2)[j] for q in KINDS]) for j in (0, 1))
-        err = [mid - lo, hi - mid] if any(s[q]["ci95"] for q in KINDS) else None  # (3.7 warns of an all-nan yerr)
-        ax.bar(x + (i - (len(rows) - 1) / 2) * w, mid, w, yerr=err, capsize=3,
+        err = error_bars([{"mean": s[q]["ratio"], "ci95": s[q]["ci95"]} for q in KINDS])
+        ax.bar(x + (i - (len(rows) - 1) / 2) * w, [s[q]["ratio"] for q in KINDS], w, yerr=err, capsize=3,
                label=f"{k} ({LABEL[k]}), {len(rs)} base{'s' * (len(rs) != 1)}"
                      + ("" if all(s[q]["ci95"] for q in KINDS) else ", bars without an interval have none"))
     ax.axhline(0, color="k", lw=0.6)
