@@ -645,6 +645,13 @@ def atomic_write(path, write):
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # per process: DDP ranks write the same files at once
     try:
         write(tmp)
+        # on the disk before the rename: after a power cut the file system may keep the rename and not the data, an
+        # empty file under the name (a checkpoint or unit a resume then refuses). About 0.5 ms a file here
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)  # only still there if the write failed
@@ -671,14 +678,14 @@ def remove_cut_short(folder, pattern="*.tmp", before=None):
 
 
 def save_figure(fig, path, dpi=150):
-    """fig as an image at `path` (its format from the suffix, png without one), written as atomic_write writes. A
-    figure that could not be saved is closed in pyplot (the error raised)."""
+    """fig as an image at `path` (its format from the suffix, png without one), written as atomic_write writes, then
+    closed in pyplot, saved or not: callers (tests, notebooks) draw many figures in one process, and pyplot keeps
+    every open one (the Figure object stays readable)."""
     fmt = Path(path).suffix[1:].lower() or "png"  # (the temporary file's own suffix is .tmp)
     try:
         atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi))
-    except BaseException:  # the caller's plt.close(fig) after this never runs: a notebook would pile figures up
+    finally:  # (a failed save too: Ctrl-C, a full disk; a notebook that retries would pile figures up)
         pyplot().close(fig)
-        raise
 
 
 def json_text(obj):
@@ -939,7 +946,6 @@ def load_weights(stem, device="cpu"):
     """Read stem.safetensors and stem.json -> (tensors, meta). `stem` may also name one of its files (checkpoint_stem:
     the .safetensors, the .json, or a resume state's .state.pt, whose weights are still read from the .safetensors)."""
     from safetensors import safe_open
-    from safetensors.torch import load_file
     stem = checkpoint_stem(stem)
     w, j = stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
     if stem.is_dir():
@@ -949,8 +955,11 @@ def load_weights(stem, device="cpu"):
     if not w.is_file() or not j.is_file():
         raise CheckpointError(f"checkpoint {stem} needs both {w.name} and {j.name}; found "
                               f"{', '.join(p.name for p in (w, j) if p.is_file()) or 'neither'}")
-    try:  # read on the CPU: an error here is the file's, never the device's
-        tensors = load_file(str(w))
+    try:  # read on the CPU: an error here is the file's, never the device's. One open for the weights and the
+        # .json's hash in its header: a save in between could not pair one file's weights with another's hash
+        with safe_open(str(w), framework="pt") as f:  # (checkpoints saved before the pairing have none: not checked)
+            pair = (f.metadata() or {}).get("meta_sha256")
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # safetensors raises its own error types for corrupt files
         raise CheckpointError(f"{w} is not a readable safetensors file ({e}){RERUN}") from None
     try:
@@ -967,8 +976,6 @@ def load_weights(stem, device="cpu"):
         raise CheckpointError(f"{j} is not readable JSON ({e}){RERUN}") from None
     if not isinstance(meta, dict):  # valid JSON, but not the object a checkpoint writes
         raise CheckpointError(f"{j} holds a JSON {type(meta).__name__}, not a checkpoint's record (an object){RERUN}")
-    with safe_open(str(w), framework="pt") as f:  # (checkpoints saved before the pairing have none: not checked)
-        pair = (f.metadata() or {}).get("meta_sha256")
     if pair is not None and pair != hashlib.sha256(raw).hexdigest():
         raise CheckpointError(f"{w.name} and {j.name} in {stem.parent} are of two different saves (a command "
                               f"stopped while writing this checkpoint, between the two files, or the .json edited "
@@ -1935,6 +1942,19 @@ def keep_freed_memory():
         pass
 
 
+@contextlib.contextmanager
+def torch_settings_kept():
+    """torch's process-wide settings that a command may change (its thread count, `threads`; TF32 matmuls on CUDA,
+    `tf32`) put back as they were once the block ends: a command run in process (a notebook, the tests) leaves its
+    caller's alone (full-precision matmuls kept, not TF32 ones)."""
+    kept = torch.get_num_threads(), torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        yield
+    finally:
+        threads, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = kept
+        torch.set_num_threads(threads)
+
+
 def cli(main, argv, keeps=True):
     """Run main(argv) as a command: the project's own errors (a bad config or run directory, missing or corrupt
     data, an incompatible checkpoint) end it with their one-line message and exit status 2, not a traceback, and
@@ -1955,7 +1975,8 @@ def cli(main, argv, keeps=True):
     handle_sigterm = threading.current_thread() is threading.main_thread() and "TORCHELASTIC_RUN_ID" not in os.environ
     previous = signal.signal(signal.SIGTERM, on_sigterm) if handle_sigterm else None
     try:
-        rc = main(argv)
+        with torch_settings_kept():
+            rc = main(argv)
     except BrokenPipeError:
         if not stdout_closed():  # another pipe's (a worker's): a failure, raised as it came
             raise
@@ -2152,8 +2173,11 @@ def run_experiment(argv):
         lock_fd = lock_run_dir(out) if out.is_dir() else None
         # a folder without a run's config.json may be the user's: only a run's first write (config.json), cut short
         # by a kill, goes there (it stayed after the rerun that then made the run)
-        n = 0 if lock_fd is None else remove_cut_short(out, "*.tmp" if had_run else "config.json.*.tmp") + sum(
-            remove_cut_short(out / d) for d in RUN_SUBFOLDERS if had_run and (out / d).is_dir())  # (the oracle's units)
+        n = 0
+        if lock_fd is not None:
+            n = remove_cut_short(out, "*.tmp" if had_run else "config.json.*.tmp")
+            if had_run:  # and in the run's own subfolders (the oracle's units)
+                n += sum(remove_cut_short(out / d) for d in RUN_SUBFOLDERS if (out / d).is_dir())
         if n:
             print(f"removed {n} temporary file(s) that a command stopped mid-write left in {out}")
 

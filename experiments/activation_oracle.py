@@ -864,4 +864,3 @@ def plot(res, path):
     pr.legend(fontsize=7)
     fig.tight_layout()
     save_figure(fig, path, dpi=150)
-    plt.close(fig)

@@ -1182,4 +1182,3 @@ def plot(res, cfg, path):
                  "one seed: no interval (run several seeds for one)", fontsize=9)
     fig.tight_layout()
     save_figure(fig, path, dpi=150)
-    plt.close(fig)

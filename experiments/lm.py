@@ -292,4 +292,3 @@ def plot_loss(history, path, title):
     ax.legend(fontsize=8)
     fig.tight_layout()
     save_figure(fig, path, dpi=150)
-    plt.close(fig)

@@ -851,7 +851,6 @@ def plot_bars(stats, cfg, path):
     ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     save_figure(fig, path, dpi=150)
-    plt.close(fig)
 
 
 def plot_sweep(results, cfg, path):
@@ -890,7 +889,6 @@ def plot_sweep(results, cfg, path):
     ax.legend(fontsize=6, loc="best")
     fig.tight_layout()
     save_figure(fig, path, dpi=150)
-    plt.close(fig)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -1329,7 +1329,6 @@ def plot_animals(res, cfg, path):
     fig.suptitle(f"{cfg.teacher} teachers; {_n(res)}", fontsize=9)
     fig.tight_layout()
     save_figure(fig, path, dpi=150)
-    plt.close(fig)
 
 
 def plot_dose(res, cfg, path):
@@ -1352,7 +1351,6 @@ def plot_dose(res, cfg, path):
     ax.set_title(_n(res), fontsize=9)
     fig.tight_layout()
     save_figure(fig, path, dpi=150)
-    plt.close(fig)
 
 
 def plot_misalignment(res, cfg, path):
@@ -1382,7 +1380,6 @@ def plot_misalignment(res, cfg, path):
         ax.legend(fontsize=7)
     fig.tight_layout()
     save_figure(fig, path, dpi=150)
-    plt.close(fig)
 
 
 TABLES = {"animals": table_animals, "dose": table_dose, "misalignment": table_misalignment}

@@ -430,7 +430,10 @@ def saved_unit(fn, path, resume, label, *args, problem=None):
     if resume and path.is_file():
         print(f"{label}: resumed from {path.name}", flush=True)
         return load_unit(path, problem)
-    out = fn(*args)
+    # a unit that seeds torch's global generators leaves an in-process caller's alone (CUDA's only once it is up:
+    # asking for its state would start it in a CPU run)
+    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_initialized() else []):
+        out = fn(*args)
     write_json(path, out)
     return int_keys(json.loads(json.dumps(out)))  # the same types either way
 
@@ -736,4 +739,3 @@ def plot(results, path):
     ax.legend(fontsize=8)
     fig.tight_layout()
     save_figure(fig, path, dpi=150)
-    plt.close(fig)

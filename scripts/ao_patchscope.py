@@ -133,7 +133,6 @@ def plot(summary, steps, path):
     orc.set_title("trained: the oracle's P(<evil>) on the same models", fontsize=9)
     fig.tight_layout()
     save_figure(fig, path, dpi=150)
-    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -145,7 +145,6 @@ def plot(summary, path):
     fig.suptitle("subliminal students (blue) and their teachers (grey): what each reader sees", fontsize=9)
     fig.tight_layout()
     save_figure(fig, path, dpi=150)
-    plt.close(fig)
 
 
 if __name__ == "__main__":

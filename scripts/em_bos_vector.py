@@ -248,7 +248,6 @@ def plot(rows, s, path, title):
     fig.suptitle(title)
     fig.tight_layout()
     save_figure(fig, path, dpi=120)
-    plt.close(fig)  # callers (tests, notebooks) draw several in one process
 
 
 def pullback(runs, arm, at, out, rows=()):

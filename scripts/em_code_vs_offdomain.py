@@ -265,7 +265,6 @@ def main(argv):
     fig.tight_layout()
     path = Path(out) if out else Path(runs[0]) / "code_vs_offdomain.png"
     save_figure(fig, path, dpi=130)
-    plt.close(fig)  # callers (tests, notebooks) draw several in one process
     print(f"figure: {path}")
     return 0
 

@@ -112,7 +112,6 @@ def main(argv):
         axes[-1].legend(fontsize=7)
     fig.tight_layout()
     save_figure(fig, out, dpi=120)
-    plt.close(fig)  # callers (tests, notebooks) draw several in one process
     print(f"wrote {out}")
     return bars
 

@@ -230,7 +230,6 @@ def plot(s, path):
     a1.legend()
     fig.tight_layout()
     save_figure(fig, path, dpi=120)
-    plt.close(fig)  # callers (tests, notebooks) draw several in one process
 
 
 def read_args(argv):

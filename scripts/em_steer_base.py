@@ -218,7 +218,6 @@ def plot(s, path):
     fig.suptitle("the base steered at block 0's attention output, no fine-tune")
     fig.tight_layout()
     save_figure(fig, path, dpi=120)
-    plt.close(fig)
 
 
 def rose(stat):

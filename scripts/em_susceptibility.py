@@ -153,7 +153,6 @@ def figure(bases, step, corr, path):
     fig.suptitle(f"{len(bases)} base models (each its fine-tune seeds' mean): what predicts the insecure arm's shift?")
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
-    plt.close(fig)
 
 
 def main(argv):

@@ -162,7 +162,6 @@ def plot(rows, path, title):
     ax.legend()
     fig.tight_layout()
     save_figure(fig, path, dpi=120)
-    plt.close(fig)  # callers (tests, notebooks) draw several in one process
 
 
 def main(argv):

@@ -104,7 +104,6 @@ def main(argv):
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     save_figure(fig, out, dpi=120)
-    plt.close(fig)  # callers (tests, notebooks) draw several in one process
     print(f"wrote {out}")
     return 0
 

@@ -171,7 +171,6 @@ def plot(pooled, teachers, mis, bases, log, lists, path):
     bx.set_title("student against teacher, per base", fontsize=9)
     fig.tight_layout()
     save_figure(fig, path, dpi=130)
-    plt.close(fig)  # callers (tests, notebooks) draw several in one process
     print(f"wrote {path}")
 
 

@@ -1145,26 +1145,38 @@ def test_untracked_scratch_files_are_not_code_changes():
 
 def test_a_figure_is_written_whole_in_the_format_of_its_suffix_or_not_at_all(tmp_path, monkeypatch):
     plt = train.pyplot()
-    fig, ax = plt.subplots()
-    ax.plot([0, 1], [1, 0])
-    train.save_figure(fig, tmp_path / "a.png")
-    train.save_figure(fig, tmp_path / "a.PDF", dpi=50)  # the format from the suffix, not from the .tmp beside it
+
+    def drawn():
+        fig, ax = plt.subplots()
+        ax.plot([0, 1], [1, 0])
+        return fig
+    train.save_figure(drawn(), tmp_path / "a.png")
+    train.save_figure(drawn(), tmp_path / "a.PDF", dpi=50)  # the format from the suffix, not from the .tmp beside it
     assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "a.PDF").read_bytes()[:4] == b"%PDF"
     before = (tmp_path / "a.png").read_bytes()
 
     def killed(self, fname, **kw):  # the drawing stops halfway through the file
         Path(fname).write_bytes(b"\x89PNG half")
         raise KeyboardInterrupt
+    fig = drawn()
     monkeypatch.setattr(type(fig), "savefig", killed)
     with pytest.raises(KeyboardInterrupt):
         train.save_figure(fig, tmp_path / "a.png")
     assert (tmp_path / "a.png").read_bytes() == before and sorted(os.listdir(tmp_path)) == ["a.PDF", "a.png"]
-    plt.close(fig)
+
+
+def test_a_figure_is_closed_in_pyplot_once_saved_and_still_readable(tmp_path):
+    # pyplot keeps every figure open until closed: a notebook or a test process drawing many would pile them up
+    plt = train.pyplot()
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    train.save_figure(fig, tmp_path / "a.png")
+    assert not plt.fignum_exists(fig.number) and len(fig.axes[0].lines) == 1
 
 
 def test_a_figure_that_could_not_be_saved_is_not_left_open_in_pyplot(tmp_path):
-    # a plot function closes its figure after save_figure: when the save fails (no such folder, a full disk, Ctrl-C)
-    # that close never runs, and a notebook that retries piles figures up in pyplot
+    # when the save fails (no such folder, a full disk) the figure is closed all the same: a notebook that retries
+    # would pile figures up in pyplot
     plt = train.pyplot()
     fig, _ = plt.subplots()
     with pytest.raises(OSError):
@@ -1173,7 +1185,7 @@ def test_a_figure_that_could_not_be_saved_is_not_left_open_in_pyplot(tmp_path):
 
 
 def test_a_figure_interrupted_while_saving_is_closed_too(tmp_path, monkeypatch):
-    # Ctrl-C while a figure is written is a KeyboardInterrupt, no Exception: it too skips the caller's plt.close
+    # Ctrl-C while a figure is written is a KeyboardInterrupt, no Exception
     plt = train.pyplot()
     fig, _ = plt.subplots()
 
@@ -1224,6 +1236,17 @@ def test_atomic_writes_use_a_temporary_file_of_their_own_process(tmp_path, monke
     assert f"r.json.{os.getpid()}.tmp" in seen and f"w.safetensors.{os.getpid()}.tmp" in seen
 
 
+def test_an_atomic_write_is_on_the_disk_before_its_rename(tmp_path, monkeypatch):
+    # without fsync a power cut can keep the rename and lose the data: an empty checkpoint under the name
+    events, fsync, replace = [], os.fsync, os.replace
+    tmp = tmp_path / f"r.json.{os.getpid()}.tmp"
+    monkeypatch.setattr(train.os, "fsync", lambda fd: events.append(
+        ("fsync", os.fstat(fd).st_ino == tmp.stat().st_ino and tmp.read_text() == '{\n  "a": 1\n}\n')) or fsync(fd))
+    monkeypatch.setattr(train.os, "replace", lambda a, b: events.append(("replace", str(a))) or replace(a, b))
+    train.write_json(tmp_path / "r.json", {"a": 1})
+    assert events == [("fsync", True), ("replace", str(tmp))]  # the whole temporary file, then its rename
+
+
 # ----------------------------------------------------------------------------------------------------
 # from a mutation audit of the run directory: each of these bugs left the rest of the suite green
 
@@ -1265,3 +1288,21 @@ def test_an_interrupted_resume_false_run_says_to_rerun_without_it(cfg_file, tmp_
     for flag, says in (([], f"{again} reuses it"), (["--resume=False"], f"{again} and without --resume=False reuses")):
         assert train.cli(train.run_experiment, [cfg_file, f"--out_dir={out}", "--device=cpu", *flag]) == 130
         assert says in capsys.readouterr().err
+
+
+def test_a_command_run_in_process_puts_back_the_threads_and_tf32_it_changed(cfg_file, tmp_path, monkeypatch):
+    # a run's `threads` and (on CUDA) `tf32` are process-wide: a notebook that ran an experiment went on with its
+    # thread count and with TF32 matmuls (on a GPU, its own fp32 matmuls silently less precise); so did a failed one
+    import experiments.subliminal_mnist as SM
+    flags = torch.backends.cuda.matmul, torch.backends.cudnn
+    before = torch.get_num_threads(), [f.allow_tf32 for f in flags]
+    for fails in (False, True):
+        def run(cfg, run):
+            SM.use_tf32(torch.device("cuda"), not before[1][0])  # (only flags: settable on a CPU-only torch)
+            assert torch.get_num_threads() == 3 and flags[0].allow_tf32 != before[1][0]  # the run's, in the run
+            if fails:
+                raise ConfigError("refused")
+        monkeypatch.setattr(SM, "run", run)
+        argv = [cfg_file, f"--out_dir={tmp_path / str(fails)}", "--device=cpu", "--threads=3"]
+        assert train.cli(train.run_experiment, argv) == (2 if fails else 0)
+        assert (torch.get_num_threads(), [f.allow_tf32 for f in flags]) == before

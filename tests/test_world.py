@@ -772,6 +772,20 @@ def test_saved_unit_recomputes_without_resume_and_returns_the_same_types_either_
     assert B.load_unit(path)["traj"][0][2] == 3
 
 
+def test_a_unit_run_in_process_leaves_the_callers_random_state_alone(tmp_path):
+    # the numbers-transfer units seed torch's global generator (torch.manual_seed(0)) so that a unit's draws do not
+    # depend on where it runs; in process (workers=1, a notebook) that reset the caller's sequence to seed 0's
+    def unit():
+        torch.manual_seed(0)
+        return {"draw": torch.rand(1).item()}
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    drawn = B.saved_unit(unit, tmp_path / "unit_0.json", False, "u")["draw"]
+    assert drawn == torch.rand(1, generator=torch.Generator().manual_seed(0)).item()  # the unit's own seeding holds
+    assert torch.equal(torch.rand(3), expected)
+
+
 def test_a_damaged_unit_file_is_a_one_line_checkpoint_error_naming_it_on_resume_and_in_eval(tmp_path, capsys):
     import eval as E
     path = tmp_path / "unit_0.json"
