@@ -65,8 +65,9 @@ def tiny_gpt(tok, seed=0, *, n_layer=2, stream="t", **kw):
 @pytest.fixture(autouse=True)
 def _deterministic(monkeypatch):
     torch.manual_seed(0)
-    # one thread in every test, whatever ran before it (a run's `threads` key sets the count for the process) and
-    # whatever the machine's cores: a test alone computes what it computes in the suite, on CI as on a laptop
+    # one thread in every test, whatever ran before it (train.run_experiment called without cli keeps a run's
+    # `threads` count) and whatever the machine's cores: a test alone computes what it computes in the suite, on CI
+    # as on a laptop
     torch.set_num_threads(1)
     monkeypatch.chdir(ROOT)  # the configs' relative paths (configs/..., data/) as from the project root, where CI runs
     yield
