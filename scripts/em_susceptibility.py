@@ -53,7 +53,8 @@ FIGURE = ("steer_1", "base_rate", "forum_lp", "separation", "pull", "pull_random
 
 
 def per_base(step, runs):
-    """{base: {"outcome": mean increase, "seeds": [increase per fine-tune seed], predictor: value}} over the runs."""
+    """{base: {"outcome": mean increase, "seeds": [increase per fine-tune seed], predictor: value}} over the runs, in
+    base order."""
     out = {}
     for run in runs:
         r = run_results(run, "emergent_misalignment")
@@ -101,7 +102,7 @@ def per_base(step, runs):
                 if others:
                     print(f"note: {Path(run) / name}: its rows of {', '.join(sorted(others))} left out (the same "
                           f"base numbers in the runs given are other models)")
-    return out
+    return dict(sorted(out.items()))  # by base: the bootstrap draws the same pairs whatever order the runs come in
 
 
 def route_predictors(row, a):

@@ -1493,6 +1493,23 @@ def susceptibility_run(path, bases, inc, steer, nan_seed=None, inc_seed1=None):
     return str(path)
 
 
+def test_em_susceptibility_gives_the_same_intervals_whatever_order_the_runs_come_in(tmp_path, call):
+    # the bootstrap resampled the pairs in the order the runs were given: the same runs in another order drew other
+    # resamples (as another seed would), and the intervals moved in their second digit
+    a = susceptibility_run(tmp_path / "a", [0, 1, 2, 3], [0.02, 0.10, 0.05, 0.07], [0.01, 0.30, 0.35, 0.02],
+                           inc_seed1=[0.05, 0.02, 0.09, 0.01])
+    b = susceptibility_run(tmp_path / "b", [4, 5, 6, 7], [0.00, 0.20, 0.03, 0.11], [0.00, 0.15, 0.40, 0.12],
+                           inc_seed1=[0.03, 0.12, 0.01, 0.06])
+    got = []
+    for i, runs in enumerate(((a, b), (b, a))):
+        call("em_susceptibility", "5", *runs, f"--out={tmp_path / f'{i}.json'}")
+        got.append(json.loads((tmp_path / f"{i}.json").read_text()))
+    c = got[0]["correlations"]
+    assert got[1]["correlations"] == c and c["seed_agreement"]["n"] == 8
+    assert c["forum_lp"]["ci95"][1] - c["forum_lp"]["ci95"][0] > 0.5  # (not a degenerate [rho, rho] either way)
+    assert list(got[0]["per_base"]) == list(got[1]["per_base"]) == [str(p) for p in range(8)]
+
+
 def test_em_susceptibility_ranks_bases_and_pools_runs(tmp_path, call):
     S = script("em_susceptibility")
     assert list(ranks([3.0, 1.0, 1.0, 2.0])) == [3.0, 0.5, 0.5, 2.0]  # ties share their average rank
