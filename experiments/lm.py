@@ -16,10 +16,11 @@ Corpora (`corpus`):
 Under torchrun every rank builds the same data, trains its slice of each global batch, and rank 0
 writes the results; pass --out_dir so that all ranks agree on the run directory.
 
-Outputs in the run directory: model.safetensors / model.json / model.state.pt (resume), tokenizer.json,
-loss.png, and results.json = {"corpus", "n_params", "steps", "train_tokens", "train_loss", "val_loss",
-"seconds" (this process's), "tokens_per_s", "resumed_from_step" (when resumed), "samples": [{"prompt",
-"completion"}], "sum_accuracy": {"train", "heldout"} (tiny only)}. A rerun with the same --out_dir resumes from the
+Outputs in the run directory: model.safetensors / model.json / model.state.pt (resume), tokenizer.json, loss.png,
+and results.json = {"corpus", "n_params", "steps", "train_tokens", "train_loss", "val_loss", "val_precision" ("bf16
+autocast" with bf16, as trained, else "fp32": compare val losses of one precision), "seconds" (this process's),
+"tokens_per_s", "resumed_from_step" (when resumed), "samples": [{"prompt", "completion"}], "sum_accuracy":
+{"train", "heldout"} (tiny only)}. A rerun with the same --out_dir resumes from the
 last checkpoint (a default out_dir is a new folder each time):
 with ckpt_every = 0 that is only the end, so set --ckpt_every=N for a long run that may be stopped. The loss curve
 and the last train loss come from metrics.jsonl, across the attempts (a step logged twice: the later attempt's).
@@ -232,7 +233,7 @@ def run(cfg, run):
     results = {"corpus": cfg.corpus, "n_params": model.n_params(), "steps": out["step"],
                "train_tokens": out["step"] * cfg.batch_size * cfg.grad_accum * world_size * cfg.block_size,
                "train_loss": losses[-1] if losses else out["train_loss"], "val_loss": out["val_loss"],
-               "seconds": time.time() - t0}
+               "val_precision": "bf16 autocast" if cfg.bf16 else "fp32", "seconds": time.time() - t0}
     speeds = [r["tokens_per_s"] for r in history if "tokens_per_s" in r]
     results["tokens_per_s"] = speeds[-1] if speeds else None
     if out["start_step"]:
@@ -262,7 +263,8 @@ def sum_accuracy(model, tok, heldout):
 def table(results):
     rows = [("corpus", results["corpus"]), ("parameters", f"{results['n_params']:,}"), ("steps", results["steps"]),
             ("train tokens", f"{results['train_tokens']:,}"), ("train loss (last interval)", _f(results["train_loss"])),
-            ("val loss", _f(results["val_loss"])), ("tokens/s", _f(results["tokens_per_s"], 0)),
+            (f"val loss ({results['val_precision']})", _f(results["val_loss"])),
+            ("tokens/s", _f(results["tokens_per_s"], 0)),
             ("seconds", f"{results['seconds']:.1f}")]
     if "sum_accuracy" in results:
         rows += [("sum accuracy, train pairs", _f(results["sum_accuracy"]["train"], 2)),

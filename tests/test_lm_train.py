@@ -779,6 +779,17 @@ def test_gradient_accumulation_equals_one_big_batch(masked):
     assert four["train_loss"] == pytest.approx(one["train_loss"], rel=1e-5)
 
 
+def test_a_bf16_run_says_its_val_loss_is_under_bf16_autocast(tmp_path):
+    # its val loss is computed as it trained, under autocast: beside an fp32 run's it differs by the precision alone
+    import train
+    out = tmp_path / "run"
+    argv = [str(ROOT / "configs/lm_tiny.py"), "--steps=2", "--warmup=0", "--n_docs=60", "--batch_size=2",
+            "--eval_every=2", "--bf16=True", f"--out_dir={out}"]
+    assert train.main(argv) == 0
+    assert json.loads((out / "results.json").read_text())["val_precision"] == "bf16 autocast"
+    assert "| val loss (bf16 autocast) |" in (out / "results.md").read_text()
+
+
 def test_train_py_lm_tiny_end_to_end(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, str(ROOT / "train.py"), str(ROOT / "configs/lm_tiny.py"), "--steps=20", "--warmup=5",
@@ -795,6 +806,7 @@ def test_train_py_lm_tiny_end_to_end(tmp_path):
     results = json.loads((out / "results.json").read_text())
     # beats context-free prediction: the corpus's unigram entropy is 2.96 nats (uniform: 3.53); this run reaches 1.84
     assert results["steps"] == 20 and results["val_loss"] < 2.5
+    assert results["val_precision"] == "fp32" and "| val loss (fp32) |" in (out / "results.md").read_text()
     model, meta = load_lm(out / "model")
     tok = load_tokenizer(out / meta["tokenizer"])
     assert model.cfg.vocab_size == tok.get_vocab_size() and meta["step"] == 20
