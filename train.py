@@ -647,9 +647,14 @@ def atomic_write(path, write):
         write(tmp)
         # on the disk before the rename: after a power cut the file system may keep the rename and not the data, an
         # empty file under the name (a checkpoint or unit a resume then refuses). About 0.5 ms a file here
-        fd = os.open(tmp, os.O_RDONLY)
+        # (a handle open for writing: Windows' fsync, _commit, refuses a read-only one, EBADF; a file system that
+        # cannot sync, EINVAL/ENOTSUP, e.g. some FUSE or network mounts, keeps the write without it)
+        fd = os.open(tmp, os.O_RDWR)
         try:
             os.fsync(fd)
+        except OSError as e:
+            if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+                raise
         finally:
             os.close(fd)
         os.replace(tmp, path)
@@ -1947,12 +1952,25 @@ def torch_settings_kept():
     """torch's process-wide settings that a command may change (its thread count, `threads`; TF32 matmuls on CUDA,
     `tf32`) put back as they were once the block ends: a command run in process (a notebook, the tests) leaves its
     caller's alone (full-precision matmuls kept, not TF32 ones)."""
-    kept = torch.get_num_threads(), torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    def tf32():  # None where torch >= 2.9 refuses the legacy read (TF32 set through its fp32_precision API)
+        flags = []
+        for backend in (torch.backends.cuda.matmul, torch.backends.cudnn):
+            try:
+                flags.append(backend.allow_tf32)
+            except RuntimeError:
+                flags.append(None)
+        return flags
+    threads, kept = torch.get_num_threads(), tf32()
     try:
         yield
     finally:
-        threads, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = kept
-        torch.set_num_threads(threads)
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        # only a flag the command changed is written back: writing one unchanged turns a caller's
+        # set_float32_matmul_precision("medium") into "high" (torch >= 2.9: a mix of APIs that its getter refuses)
+        for backend, was, now in zip((torch.backends.cuda.matmul, torch.backends.cudnn), kept, tf32()):
+            if was is not None and now != was:
+                backend.allow_tf32 = was
 
 
 def cli(main, argv, keeps=True):

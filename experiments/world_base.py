@@ -432,7 +432,8 @@ def saved_unit(fn, path, resume, label, *args, problem=None):
         return load_unit(path, problem)
     # a unit that seeds torch's global generators leaves an in-process caller's alone (CUDA's only once it is up:
     # asking for its state would start it in a CPU run)
-    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_initialized() else []):
+    # every device's: torch.manual_seed seeds them all, and a unit may run on cuda:N, not the current device
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_initialized() else []):
         out = fn(*args)
     write_json(path, out)
     return int_keys(json.loads(json.dumps(out)))  # the same types either way

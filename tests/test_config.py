@@ -1,6 +1,7 @@
 """The config loader: a Python file + --key=value overrides -> a frozen, type-checked dataclass."""
 import contextlib
 import dataclasses
+import errno
 import io
 import json
 import math
@@ -1306,3 +1307,43 @@ def test_a_command_run_in_process_puts_back_the_threads_and_tf32_it_changed(cfg_
         argv = [cfg_file, f"--out_dir={tmp_path / str(fails)}", "--device=cpu", "--threads=3"]
         assert train.cli(train.run_experiment, argv) == (2 if fails else 0)
         assert (torch.get_num_threads(), [f.allow_tf32 for f in flags]) == before
+
+
+def test_a_command_run_in_process_leaves_tf32_settings_it_did_not_change_as_they_were(cfg_file, tmp_path, monkeypatch):
+    # the settings were written back whether changed or not: a caller's set_float32_matmul_precision("medium") came
+    # back "high" (torch >= 2.9: a mix of its two APIs, which get_float32_matmul_precision then refuses), and a caller
+    # that enabled TF32 through torch >= 2.9's fp32_precision got a RuntimeError from cli before the command ran
+    import experiments.subliminal_mnist as SM
+    monkeypatch.setattr(SM, "run", lambda cfg, run: None)
+    argv = lambda name: [cfg_file, f"--out_dir={tmp_path / name}", "--device=cpu"]
+    matmul = torch.backends.cuda.matmul
+    try:
+        torch.set_float32_matmul_precision("medium")
+        assert train.cli(train.run_experiment, argv("medium")) == 0
+        assert torch.get_float32_matmul_precision() == "medium"
+        if hasattr(matmul, "fp32_precision"):  # torch >= 2.9
+            matmul.fp32_precision = "tf32"
+            assert train.cli(train.run_experiment, argv("new_api")) == 0
+            assert matmul.fp32_precision == "tf32"
+    finally:
+        if hasattr(matmul, "fp32_precision"):
+            matmul.fp32_precision = "ieee"
+        torch.set_float32_matmul_precision("highest")
+
+
+@pytest.mark.skipif(os.name == "nt", reason="simulates Windows' fsync on a POSIX file descriptor")
+def test_an_atomic_write_syncs_through_a_handle_windows_can_sync(tmp_path, monkeypatch):
+    # Windows' fsync (_commit) refuses a read-only descriptor with EBADF: every write of a run failed there
+    import fcntl
+    fsync = os.fsync
+
+    def windows_fsync(fd):
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY:
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        fsync(fd)
+    monkeypatch.setattr(train.os, "fsync", windows_fsync)
+    train.write_json(tmp_path / "r.json", {"a": 1})
+    assert json.loads((tmp_path / "r.json").read_text()) == {"a": 1}
+    monkeypatch.setattr(train.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.EINVAL, "Invalid argument")))
+    train.write_json(tmp_path / "s.json", {"b": 2})  # a file system that cannot sync: written all the same
+    assert json.loads((tmp_path / "s.json").read_text()) == {"b": 2}
