@@ -430,9 +430,9 @@ def saved_unit(fn, path, resume, label, *args, problem=None):
     if resume and path.is_file():
         print(f"{label}: resumed from {path.name}", flush=True)
         return load_unit(path, problem)
-    # a unit that seeds torch's global generators leaves an in-process caller's alone (CUDA's only once it is up:
-    # asking for its state would start it in a CPU run)
-    # every device's: torch.manual_seed seeds them all, and a unit may run on cuda:N, not the current device
+    # a unit that seeds torch's global generators leaves an in-process caller's alone: every CUDA device's too
+    # (torch.manual_seed seeds them all, and a unit may run on cuda:N), but only once CUDA is up (asking for its
+    # state would start it in a CPU run; a seed queued for a CUDA not started yet is not kept)
     with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_initialized() else []):
         out = fn(*args)
     write_json(path, out)
