@@ -1347,3 +1347,67 @@ def test_an_atomic_write_syncs_through_a_handle_windows_can_sync(tmp_path, monke
     monkeypatch.setattr(train.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.EINVAL, "Invalid argument")))
     train.write_json(tmp_path / "s.json", {"b": 2})  # a file system that cannot sync: written all the same
     assert json.loads((tmp_path / "s.json").read_text()) == {"b": 2}
+
+
+# ----------------------------------------------------------------------------------------------------
+# from a mutation audit of atomic_write's fsync and torch_settings_kept: each of these bugs left the rest green
+
+def test_an_atomic_write_tolerates_a_file_system_that_cannot_sync_and_nothing_else(tmp_path, monkeypatch):
+    # only "cannot sync here" (EINVAL, ENOTSUP, EOPNOTSUPP: FUSE, network mounts) is let through: a failed sync (EIO,
+    # a disk error) is the data lost, raised with the last good file kept, as a failed write is
+    def fails(code):
+        return lambda fd: (_ for _ in ()).throw(OSError(code, os.strerror(code)))
+    for code in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        monkeypatch.setattr(train.os, "fsync", fails(code))
+        train.write_json(tmp_path / "r.json", {"code": code})
+        assert json.loads((tmp_path / "r.json").read_text()) == {"code": code}
+    monkeypatch.setattr(train.os, "fsync", fails(errno.EIO))
+    with pytest.raises(OSError) as e:
+        train.write_json(tmp_path / "r.json", {"code": "lost"})
+    assert e.value.errno == errno.EIO
+    assert json.loads((tmp_path / "r.json").read_text()) == {"code": errno.EOPNOTSUPP}
+    assert os.listdir(tmp_path) == ["r.json"]  # no temporary file left either
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts this process's descriptors in /proc")
+def test_an_atomic_write_leaves_no_file_descriptor_open(tmp_path, monkeypatch):
+    # the descriptor opened for fsync was left open: a long run writes thousands of files (units, checkpoints,
+    # metrics) and would end at the open-file limit; a sync that fails must close it too
+    before = len(os.listdir("/proc/self/fd"))
+    for i in range(20):
+        train.write_json(tmp_path / f"{i}.json", {"i": i})
+    monkeypatch.setattr(train.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.EINVAL, "Invalid")))
+    train.write_json(tmp_path / "einval.json", {})
+    monkeypatch.setattr(train.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error")))
+    with pytest.raises(OSError):
+        train.write_json(tmp_path / "eio.json", {})
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_a_command_run_in_process_after_tf32_set_through_torchs_new_api_runs_and_keeps_it(cfg_file, tmp_path,
+                                                                                         monkeypatch):
+    # torch >= 2.9: TF32 set through fp32_precision makes the legacy allow_tf32 getter raise RuntimeError. cli read
+    # it before the command ran (every command failed in such a notebook) and, where the command then set allow_tf32
+    # itself, wrote back the caller's unreadable flag (None: a RuntimeError as the command ended)
+    import experiments.subliminal_mnist as SM
+    matmul = torch.backends.cuda.matmul
+    if not hasattr(matmul, "fp32_precision"):
+        pytest.skip("torch < 2.9: no fp32_precision")
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", torch.backends.cudnn.allow_tf32)  # put back after
+    argv = lambda name: [cfg_file, f"--out_dir={tmp_path / name}", "--device=cpu"]
+    try:
+        torch.set_float32_matmul_precision("highest")
+        matmul.fp32_precision = "tf32"
+        try:
+            matmul.allow_tf32
+            pytest.skip("this torch reads allow_tf32 after fp32_precision")
+        except RuntimeError:
+            pass
+        monkeypatch.setattr(SM, "run", lambda cfg, run: None)
+        assert train.cli(train.run_experiment, argv("untouched")) == 0
+        assert matmul.fp32_precision == "tf32"
+        monkeypatch.setattr(SM, "run", lambda cfg, run: SM.use_tf32(torch.device("cuda"), True))
+        assert train.cli(train.run_experiment, argv("legacy")) == 0  # the command's own legacy write: no error
+    finally:
+        matmul.fp32_precision = "ieee"
+        torch.set_float32_matmul_precision("highest")

@@ -1372,3 +1372,47 @@ def test_a_resume_false_stopped_while_deleting_leaves_a_folder_that_is_still_a_r
         assert train.main(argv + ["--resume=False", "--lr=1e-3"]) != 0
     assert n[0].parent == out and n[0].name not in ("config.json", "env.json")
     assert train.main(argv + ["--resume=False", "--lr=1e-3"]) == 0 and (out / "results.json").is_file()
+
+
+# ----------------------------------------------------------------------------------------------------
+# from a mutation audit of load_weights' one open and run_experiment's sweep: each of these bugs left the rest green
+
+def test_a_save_between_the_two_reads_of_a_load_is_refused_not_paired(tmp_path, monkeypatch):
+    # the hash was read in a second open after the .json: a save (another process) landing after the weights were
+    # read paired the new .json with its own new hash, and the old weights were returned under the new step
+    from train import load_weights, save_weights
+    stem = tmp_path / "ck"
+    save_weights(stem, {"w": torch.zeros(2)}, {"step": 1})
+    read_bytes, saved = Path.read_bytes, []
+
+    def save_first(self):
+        if self.name == "ck.json" and not saved:
+            saved.append(save_weights(stem, {"w": torch.ones(2)}, {"step": 2}))
+        return read_bytes(self)
+    monkeypatch.setattr(Path, "read_bytes", save_first)
+    with pytest.raises(CheckpointError, match="ck.safetensors and ck.json in .* are of two different saves"):
+        load_weights(stem)
+    assert saved
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    tensors, meta = load_weights(stem)  # the save itself whole: read as one
+    assert meta["step"] == 2 and torch.equal(tensors["w"], torch.ones(2))
+
+
+def test_a_rerun_without_file_locks_leaves_the_run_subfolders_temporary_files_alone(tmp_path, monkeypatch, capsys):
+    # without a lock (no fcntl) another command may still be writing into the run: its own subfolders' NAME.PID.tmp
+    # stay, as the run folder's own do
+    import os
+    import train
+    out = tmp_path / "run"
+    argv = [str(ROOT / "configs/lm_tiny.py"), "--steps=1", "--warmup=0", "--n_docs=60", "--batch_size=2",
+            "--eval_every=0", f"--out_dir={out}"]
+    assert train.main(argv) == 0
+    (out / "units").mkdir()  # a run's own subfolder (train.RUN_SUBFOLDERS)
+    left = [out / "results.json.77.tmp", out / "units" / "oracle_s0.safetensors.31.tmp"]
+    for f in left:
+        f.write_text("x")
+        os.utime(f, (train.STARTED - 60, train.STARTED - 60))
+    monkeypatch.setattr(train, "fcntl", None)
+    capsys.readouterr()
+    assert train.main(argv) == 0
+    assert all(f.exists() for f in left) and "removed" not in capsys.readouterr().out

@@ -786,6 +786,28 @@ def test_a_unit_run_in_process_leaves_the_callers_random_state_alone(tmp_path):
     assert torch.equal(torch.rand(3), expected)
 
 
+
+def test_a_unit_run_in_process_leaves_every_cuda_generator_alone_and_starts_no_cuda(tmp_path, monkeypatch):
+    # torch.manual_seed in a unit seeds every CUDA device's generator, and a unit may run on cuda:N, not the current
+    # device: each one's state is put back. In a CPU run CUDA is not up: asking a generator's state would start it
+    # (simulated: two CUDA devices whose generator states are these strings)
+    states, asked = {0: "caller's 0", 1: "caller's 1"}, []
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": asked.append(device) or states[device])
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device="cuda": states.update({device: state}))
+
+    def unit():
+        states.update({0: "seeded", 1: "seeded"})  # what torch.manual_seed(0) does to each device's
+        return {"a": 1}
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    B.saved_unit(unit, tmp_path / "unit_0.json", False, "u")
+    assert states == {0: "caller's 0", 1: "caller's 1"}
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    asked.clear()
+    B.saved_unit(lambda: {"a": 2}, tmp_path / "unit_1.json", False, "u")
+    assert asked == []  # CUDA left as it was: not started
+
 def test_a_damaged_unit_file_is_a_one_line_checkpoint_error_naming_it_on_resume_and_in_eval(tmp_path, capsys):
     import eval as E
     path = tmp_path / "unit_0.json"
