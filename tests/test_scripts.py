@@ -700,7 +700,6 @@ def test_sn_pool_readable_bound_is_half_the_bases_mean_valid_fraction_and_teache
     assert bases == [1, 2] and teachers["insecure"]["offdomain_misaligned"] == [0.3, 0.5]
 
 
-
 def test_sn_pool_log_figure_draws_student_against_teacher_on_log_axes_both_ways(tmp_path, pool, saved_figures):
     # --log: rates spread over decades on both sides; a teacher axis left linear crushed the low teachers into one
     # corner, and the diagonal student = teacher is only a straight line with both axes alike
@@ -709,6 +708,7 @@ def test_sn_pool_log_figure_draws_student_against_teacher_on_log_axes_both_ways(
     pool("--log", "--lists=16000", f"--figure={tmp_path / 'f.png'}", a)
     bx = saved_figures[0].axes[1]
     assert len(bx.collections) == 1 and (bx.get_xscale(), bx.get_yscale()) == ("log", "log")
+
 
 def fake_animal_run(path, seeds, arm, arm_rates, control_rates, mass=0.9, at_250=None):
     """An animal-mode subliminal_numbers results.json with what sn_compare.py reads (owl only); at_250: the arm's and

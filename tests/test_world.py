@@ -786,7 +786,6 @@ def test_a_unit_run_in_process_leaves_the_callers_random_state_alone(tmp_path):
     assert torch.equal(torch.rand(3), expected)
 
 
-
 def test_a_unit_run_in_process_leaves_every_cuda_generator_alone_and_starts_no_cuda(tmp_path, monkeypatch):
     # torch.manual_seed in a unit seeds every CUDA device's generator, and a unit may run on cuda:N, not the current
     # device: each one's state is put back. In a CPU run CUDA is not up: asking a generator's state would start it
@@ -807,6 +806,7 @@ def test_a_unit_run_in_process_leaves_every_cuda_generator_alone_and_starts_no_c
     asked.clear()
     B.saved_unit(lambda: {"a": 2}, tmp_path / "unit_1.json", False, "u")
     assert asked == []  # CUDA left as it was: not started
+
 
 def test_a_damaged_unit_file_is_a_one_line_checkpoint_error_naming_it_on_resume_and_in_eval(tmp_path, capsys):
     import eval as E
