@@ -1308,7 +1308,8 @@ def test_sum_accuracy_is_a_fraction_of_the_pairs_it_reads_on_both_sets():
 def test_the_lm_table_shows_each_sum_accuracy_in_its_own_row():
     from experiments import lm
     res = {"corpus": "tiny", "n_params": 1000, "steps": 3, "train_tokens": 384, "train_loss": 2.0, "val_loss": 2.5,
-           "val_precision": "fp32", "tokens_per_s": None, "seconds": 1.0, "samples": [], "sum_accuracy": {"train": 0.25, "heldout": 0.75}}
+           "val_precision": "fp32", "tokens_per_s": None, "seconds": 1.0, "samples": [],
+           "sum_accuracy": {"train": 0.25, "heldout": 0.75}}
     md = lm.table(res)
     assert "| sum accuracy, train pairs | 0.25 |" in md and "| sum accuracy, held-out pairs | 0.75 |" in md
 
