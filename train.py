@@ -1947,6 +1947,17 @@ def keep_freed_memory():
         pass
 
 
+TF32_BACKENDS = (torch.backends.cuda.matmul, torch.backends.cudnn)  # each with its process-wide allow_tf32 flag
+
+
+def use_tf32(device, on):
+    """TF32 matmuls and cuDNN convolutions on CUDA, as `on` says; on another device nothing. Process-wide: cli puts the
+    flags back once the command ends (torch_settings_kept)."""
+    if device.type == "cuda":
+        for backend in TF32_BACKENDS:
+            backend.allow_tf32 = on
+
+
 @contextlib.contextmanager
 def torch_settings_kept():
     """torch's process-wide settings that a command may change (its thread count, `threads`; TF32 matmuls on CUDA,
@@ -1954,7 +1965,7 @@ def torch_settings_kept():
     caller's alone (full-precision matmuls kept, not TF32 ones)."""
     def tf32():  # None where torch >= 2.9 refuses the legacy read (TF32 set through its fp32_precision API)
         flags = []
-        for backend in (torch.backends.cuda.matmul, torch.backends.cudnn):
+        for backend in TF32_BACKENDS:
             try:
                 flags.append(backend.allow_tf32)
             except RuntimeError:
@@ -1968,7 +1979,7 @@ def torch_settings_kept():
             torch.set_num_threads(threads)
         # only a flag the command changed is written back: writing one unchanged turns a caller's
         # set_float32_matmul_precision("medium") into "high" (torch >= 2.9: a mix of APIs that its getter refuses)
-        for backend, was, now in zip((torch.backends.cuda.matmul, torch.backends.cudnn), kept, tf32()):
+        for backend, was, now in zip(TF32_BACKENDS, kept, tf32()):
             if was is not None and now != was:
                 backend.allow_tf32 = was
 

@@ -37,7 +37,8 @@ import torch
 from data import DataError
 from data.tokenizer import save_tokenizer, token_stream, word_tokenizer
 from model import GPT, GPTConfig, generator, head_problem, seed_int
-from train import ConfigError, ddp_setup, lm_windows, pyplot, save_figure, state_file, train_lm, warmup_problem
+from train import (ConfigError, ddp_setup, lm_windows, pyplot, save_figure, state_file, train_lm, use_tf32,
+                   warmup_problem)
 
 
 @dataclass(frozen=True)
@@ -192,9 +193,7 @@ def run(cfg, run):
         torch.distributed.all_gather_object(dirs, str(run.dir))
         if len(set(dirs)) > 1:
             raise ConfigError("the ranks chose different run directories: pass --out_dir=...")
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    use_tf32(device, True)
     t0 = time.time()
 
     tok, train_texts, val_texts = load_corpus(cfg)

@@ -50,7 +50,7 @@ from data import mnist
 from eval import accuracy, error_bars, fmt_stat, mean_ci, summarize
 from model import SeedMLP, generator, init_mlp_params
 from train import (ROOT, CheckpointError, ConfigError, build_config, check_device, load_weights, pyplot, read_results,
-                   run_config, save_figure, save_weights, train_classifier, train_distill, write_json)
+                   run_config, save_figure, save_weights, train_classifier, train_distill, use_tf32, write_json)
 
 # each student condition: (its init, the logits it distills on), read by student_init and run_group, which dispatch on
 # nothing else. The inits: "student" the teacher's own (reference k), "cross" another seed's (reference perm[k]),
@@ -742,12 +742,6 @@ def is_paper_protocol(cfg):
     keys = [f.name for f in dataclasses.fields(Config) if f.name not in RUN_KEYS + ("distill_lr",)]
     # the students' lr as run: distill_lr set to the teacher's lr is the paper's single lr
     return all(getattr(cfg, k) == getattr(base, k) for k in keys) and student_lr(cfg) == base.lr
-
-
-def use_tf32(device, on):
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = on
-        torch.backends.cudnn.allow_tf32 = on
 
 
 def compile_limit(grid):

@@ -1360,8 +1360,7 @@ def plot_misalignment(res, cfg, path):
     ax = axes[0, 0]
     names = ["base"] + list(res["arms"])
     sts = [res["base"]["offdomain_misaligned"]] + [res["arms"][n]["offdomain_misaligned"] for n in names[1:]]
-    ax.bar(range(len(names)), [s["mean"] for s in sts], yerr=error_bars(sts),
-           capsize=3)
+    ax.bar(range(len(names)), [s["mean"] for s in sts], yerr=error_bars(sts), capsize=3)
     ax.set_xticks(range(len(names)), names, rotation=30, fontsize=8)
     ax.set_ylabel("off-domain misaligned (sampled)")
     ax.set_title(f"students of EM teachers; {_n(res)}", fontsize=9)
