@@ -266,17 +266,23 @@ def _run_hook(fn, h, name):
 
 class _MustEnter:
     """model.hooks' context manager: one never entered attaches nothing, so a forgotten `with` would give unhooked
-    results that look hooked. It warns when it is dropped unentered (a bare `model.hooks({...})` statement)."""
+    results that look hooked. It warns when it is dropped unentered (a bare `model.hooks({...})` statement).
+    It may be entered again, and nested in itself: each `with` attaches the hooks afresh (`ablate = inject(...)`, then
+    `with ablate:` around two runs; a single-use context was contextlib's AttributeError "no attribute 'args'")."""
 
-    def __init__(self, cm, where):
-        self.cm, self.entered, self.where = cm, False, where  # where: the caller's (file, line), for the warning
+    def __init__(self, make, where):
+        # make: a fresh context at each `with`; where: the caller's (file, line), for the warning
+        self.make, self.open, self.entered, self.where = make, [], False, where
 
     def __enter__(self):
         self.entered = True
-        return self.cm.__enter__()
+        cm = self.make()
+        out = cm.__enter__()
+        self.open.append(cm)  # the blocks open now, innermost last: each `__exit__` closes the latest
+        return out
 
     def __exit__(self, *exc):
-        return self.cm.__exit__(*exc)
+        return self.open.pop().__exit__(*exc)
 
     def __del__(self):
         if not self.entered:  # warned at the caller's line: a warning raised in __del__ would name this one
@@ -533,7 +539,7 @@ class GPT(nn.Module):
         caller = sys._getframe(1)
         while caller.f_code.co_filename == __file__ and caller.f_back is not None:  # inject's caller, not inject
             caller = caller.f_back
-        return _MustEnter(self._hooks(fns), (caller.f_code.co_filename, caller.f_lineno))
+        return _MustEnter(lambda: self._hooks(fns), (caller.f_code.co_filename, caller.f_lineno))
 
     @contextlib.contextmanager
     def _hooks(self, fns):

@@ -1239,6 +1239,32 @@ def test_hooks_or_inject_without_with_attach_nothing_and_warn_at_the_callers_lin
     assert "(or inject(...)) was never entered" in str(caught[1].message)
 
 
+
+@torch.no_grad()
+def test_a_hooks_or_inject_context_can_be_entered_again_and_nested_in_itself():
+    # `ablate = model.hooks({...})` (or inject(...)) kept and used in two `with` blocks: the second was contextlib's
+    # AttributeError "'_GeneratorContextManager' object has no attribute 'args'"
+    model, idx = tiny(init_std=0.3), tokens(1, 4)
+    plain = model(idx)
+    double = model.hooks({"blocks.0.mlp_out": lambda h, name: h * 2})
+    with double:
+        once = model(idx)
+    with double:  # again: the same hooks, attached afresh
+        assert torch.equal(model(idx), once) and n_hooks(model) == 1
+        with double:  # nested in itself: applied twice, then the inner block's hook alone removed
+            twice = model(idx)
+            assert n_hooks(model) == 2 and model.n_hooked == 2
+        assert torch.equal(model(idx), once) and n_hooks(model) == 1
+    assert not torch.equal(once, plain) and not torch.equal(twice, once)
+    assert n_hooks(model) == 0 and model.n_hooked == 0 and torch.equal(model(idx), plain)
+    steer = inject(model, 0, [1], torch.ones(model.cfg.n_embd))
+    with steer:
+        first = model(idx)
+    with steer:
+        assert torch.equal(model(idx), first)
+    assert n_hooks(model) == 0
+
+
 @torch.no_grad()
 def test_generate_refuses_a_bare_prompt_and_ids_outside_the_vocabulary():
     model = tiny()
