@@ -517,7 +517,9 @@ class GPT(nn.Module):
             cache.pos += T
         if targets is None:
             return logits
-        return F.cross_entropy(logits.float().flatten(0, -2), targets.flatten(), reduction="none").view(targets.shape)
+        # bf16 logits (autocast) are upcast for the loss; a float64 model's stay float64 (.float() would round them)
+        logits = logits if logits.dtype == torch.float64 else logits.float()
+        return F.cross_entropy(logits.flatten(0, -2), targets.flatten(), reduction="none").view(targets.shape)
 
     # --- hooks --------------------------------------------------------------------------------------
 
@@ -574,7 +576,8 @@ class GPT(nn.Module):
 
     def run_with_cache(self, idx, names=None, **kwargs):
         """Forward once and return (logits, {name: activation}) for the requested hook names (None:
-        all of them, attention patterns included). Logits equal the plain forward bit for bit. Each cached tensor
+        all of them, attention patterns included); given targets=, the per-token losses in place of the logits.
+        Logits equal the plain forward bit for bit. Each cached tensor
         is a copy taken at its point, so an in-place edit by a later hook does not reach it (embed and
         blocks.0.resid_pre, or resid_post and the next block's resid_pre, are one tensor in the forward); with
         gradients on, the copies keep their graph: run under torch.no_grad() unless you want it. A copy is off the

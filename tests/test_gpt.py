@@ -1239,7 +1239,6 @@ def test_hooks_or_inject_without_with_attach_nothing_and_warn_at_the_callers_lin
     assert "(or inject(...)) was never entered" in str(caught[1].message)
 
 
-
 @torch.no_grad()
 def test_a_hooks_or_inject_context_can_be_entered_again_and_nested_in_itself():
     # `ablate = model.hooks({...})` (or inject(...)) kept and used in two `with` blocks: the second was contextlib's
@@ -1264,6 +1263,16 @@ def test_a_hooks_or_inject_context_can_be_entered_again_and_nested_in_itself():
         assert torch.equal(model(idx), first)
     assert n_hooks(model) == 0
 
+
+@torch.no_grad()
+def test_a_float64_model_keeps_its_losses_in_float64():
+    # the losses upcast bf16 logits with .float(), which also rounded a float64 model's (a finite-difference check
+    # in float64 then saw float32 noise)
+    model, idx, y = tiny().double(), tokens(2, 6), tokens(2, 6, seed=2)
+    losses = model(idx, targets=y)
+    manual = torch.nn.functional.cross_entropy(model(idx).flatten(0, 1), y.flatten(), reduction="none").view(y.shape)
+    assert losses.dtype == torch.float64 and torch.allclose(losses, manual, rtol=0, atol=1e-13)
+    assert model.float()(idx, targets=y).dtype == torch.float32
 
 @torch.no_grad()
 def test_generate_refuses_a_bare_prompt_and_ids_outside_the_vocabulary():
