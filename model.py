@@ -444,6 +444,13 @@ class GPT(nn.Module):
             else:  # LayerNorm gains
                 p.fill_(1.0)
 
+    def unembed(self, x):
+        """A residual-stream activation x [..., C] -> logits [..., V]: the final LayerNorm and the tied unembedding,
+        as the forward applies them after the last block (bit for bit), without running the `final` and `logits` hook
+        points. Given an earlier layer's resid_post it is the logit lens: what that layer would predict if it were
+        the last."""
+        return F.linear(self.ln_f(x), self.wte.weight)
+
     def n_params(self):
         return sum(p.numel() for p in self.parameters())
 

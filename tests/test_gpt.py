@@ -1275,6 +1275,17 @@ def test_a_float64_model_keeps_its_losses_in_float64():
     assert model.float()(idx, targets=y).dtype == torch.float32
 
 @torch.no_grad()
+def test_unembed_of_the_last_resid_post_is_the_logits_and_of_an_earlier_one_a_logit_lens():
+    model, idx = tiny(init_std=0.3), tokens(2, 5)
+    logits, cache = model.run_with_cache(idx)
+    assert torch.equal(model.unembed(cache["blocks.1.resid_post"]), logits)  # what the forward does after block 1
+    lens = model.unembed(cache["blocks.0.resid_post"])  # block 0's prediction: a different one, of the same shape
+    assert lens.shape == logits.shape and not torch.allclose(lens, logits)
+    manual = torch.nn.functional.layer_norm(cache["blocks.0.resid_post"], (model.cfg.n_embd,), model.ln_f.weight,
+                                            model.ln_f.bias) @ model.wte.weight.T
+    assert torch.allclose(lens, manual, atol=1e-5)
+
+@torch.no_grad()
 def test_generate_refuses_a_bare_prompt_and_ids_outside_the_vocabulary():
     model = tiny()
     with pytest.raises(ValueError, match=r"a list of prompts, each a list of token ids: wrap a single prompt"):
