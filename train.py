@@ -591,11 +591,14 @@ def rewrite_results(run_dir, res, table):
     saved, md_path = run_dir / "results.json", run_dir / "results.md"
     before = saved.read_bytes()
     try:  # a damaged file is rewritten from the units, but its wall time is then lost
-        seconds = read_results(saved).get("seconds")
+        kept = read_results(saved)
+        # a run that recorded no `seconds` (the README's example experiment) gets none: a null added here read as
+        # a change of results.json in reaggregated.jsonl when no number had changed
+        kept = {"seconds": kept["seconds"]} if "seconds" in kept else {}
     except ConfigError as e:
         print(f"{e}\n(rewritten from the units instead; its seconds are unknown)")
-        seconds = None
-    res = {**res, "seconds": seconds}
+        kept = {"seconds": None}
+    res = {**res, **kept}
     md = table(res)
     write_json(saved, res)
     write_text(md_path, md + "\n")

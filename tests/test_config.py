@@ -1034,6 +1034,15 @@ def test_the_readme_example_experiment_runs_and_checks_its_config(tmp_path, monk
     assert "got 0.5, 0, 5" in capsys.readouterr().err and not (tmp_path / "bad").exists()
     assert train.main([str(tmp_path / "coin.py"), "--flips=3"]) == 2
     assert "Did you mean 'n_flips'?" in capsys.readouterr().err
+    # its reevaluate as the README describes it (run_config, rewrite_results): a run that saved no `seconds` is
+    # rewritten without one, and the same numbers read as unchanged (a null `seconds` was added, "changed": true)
+    before = (out / "results.json").read_bytes()
+    cfg = train.run_config(module.Config, out)
+    res = {"heads": module.summarize([(torch.rand(cfg.n_flips, generator=torch.Generator().manual_seed(s)) < cfg.p)
+                                      .float().mean().item() for s in range(cfg.n_seeds)])}
+    train.rewrite_results(out, res, lambda r: f"P(heads) = {module.fmt_stat(r['heads'])}")
+    assert (out / "results.json").read_bytes() == before
+    assert json.loads((out / "reaggregated.jsonl").read_text().splitlines()[-1])["results_changed"] is False
 
 
 def test_an_experiment_config_without_out_dir_is_a_config_error(tmp_path, monkeypatch, capsys):
