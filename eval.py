@@ -1,9 +1,9 @@
 """Evaluations and statistics, and `python eval.py RUN_DIR` to re-evaluate a saved run.
 
     python eval.py out/subliminal_mnist/20261127-071500     # recomputes the table (MNIST: from the saved models,
-                                                            # printed; EM, subliminal numbers: from the saved units,
-                                                            # rewriting results.json; mid-run, results_partial.*
-                                                            # instead)
+                                                            # printed; EM, subliminal numbers, activation oracle:
+                                                            # from the saved units, rewriting results.json;
+                                                            # mid-run, results_partial.* instead)
 
 Statistics: every reported number is a mean over seeds with a two-sided 95% Student-t confidence
 interval, `{"mean", "ci95": [lo, hi] (None with one seed), "per_seed": [...]}`.

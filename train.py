@@ -120,6 +120,10 @@ def _check_type(key, value, typ):
     # 1e999 parses as inf (NaN weights); past float32's range (the computations' dtype), a traceback deep in torch
     if typ is float and isinstance(value, float) and not abs(value) <= torch.finfo(torch.float32).max:
         raise ConfigError(f"config key '{key}' must be a finite number within float32's range, got {value!r}")
+    if typ is float and isinstance(value, str) and value.strip().lower() in ("nan", "inf", "-inf", "+inf", "infinity",
+                                                                            "-infinity", "+infinity"):
+        # words Python's float() reads but literal_eval does not: "must be float, got str 'nan'" hid why
+        raise ConfigError(f"config key '{key}' must be a finite number within float32's range, got {value!r}")
     bool_as_int = typ is int and isinstance(value, bool)  # True is an int to isinstance, but not a count
     if bool_as_int or not isinstance(value, typ):
         how = " (write True or False)" if typ is bool else ""
@@ -282,7 +286,7 @@ def load_config(argv, resolve=True):
             nxt = argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else None
             hint = ("" if not arg.startswith("--") else  # (an --arg here has no "=")
                     f" (here '--{arg[2:]}={nxt}', in quotes if it holds brackets)" if nxt is not None else
-                    f" (a switch is written --{arg[2:]}=True)")
+                    f" (--{arg[2:]}=VALUE; a switch is written --{arg[2:]}=True)")
             raise ConfigError(f"bad argument '{arg}': overrides look like --key=value{hint}")
         key, text = arg[2:].split("=", 1)
         overrides[key], raw[key] = _parse_value(text), text
@@ -2138,8 +2142,11 @@ def config_help(argv):
     # a key the config (or the command) sets otherwise shows the default too: the comment may be written against it
     # ('or "blocks": ...' beside a value of "blocks")
     was = lambda k: f"(default: {getattr(default, k)}) " if getattr(cfg, k) != getattr(default, k) else ""
-    rows = [(f"--{f.name}={getattr(cfg, f.name)}", name(hints[f.name]), was(f.name) + notes.get(f.name, ""))
-            for f in dataclasses.fields(cfg)]
+    # a key the sweep sets: its cells' values, and that the command line may not give it (run_experiment refuses)
+    sweep = getattr(cfg, "sweep", None) if isinstance(getattr(cfg, "sweep", None), dict) else {}
+    swept = lambda k: f"(swept: {sweep[k]!r}; --sweep=\"{{}}\" to set it here) " if k in sweep else ""
+    rows = [(f"--{f.name}={getattr(cfg, f.name)}", name(hints[f.name]), swept(f.name) + was(f.name)
+             + notes.get(f.name, "")) for f in dataclasses.fields(cfg)]
     width = min(36, max(len(r[0]) for r in rows))  # a long value (a tuple) pushes only its own line's text along
     return "\n".join([f"{argv[0]} runs experiments/{module.__name__.split('.')[-1]}.py with these keys; override any "
                       f"with --key=value:"] + [f"  {a:<{width}}  {t:<6} {n}".rstrip() for a, t, n in rows])

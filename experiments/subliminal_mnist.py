@@ -82,11 +82,11 @@ class Config:
     init: str = "paper"                # paper: normal weights of std 1/sqrt(d_in), zero biases |
                                        # torch: nn.Linear default
     # teacher
-    epochs: int = 5
+    epochs: int = 5                    # the teacher's (the students': distill_epochs)
     lr: float = 3e-4                   # Adam, the teacher (and the students unless distill_lr is set)
     batch_size: int = 1024
     # students
-    distill_epochs: int = 5
+    distill_epochs: int = 5            # each student's epochs over its distillation inputs
     distill_lr: float = 0.0            # the students' Adam lr; 0 = lr (the paper uses one lr for both)
     loss: str = "kl"                   # kl: KL(teacher || student) | mse: on raw logits
     temperature: float = 1.0

@@ -86,7 +86,8 @@ def test_numbers_at_the_edges_of_a_float_key(cfg_file):
     # float()'s OverflowError), one line
     top = torch.finfo(torch.float32).max
     assert load_config([cfg_file, f"--lr={top!r}"])[1].lr == top
-    for value in ("1e39", str(2 ** 1024), str(-2 ** 1024)):
+    # and the words float() reads but Python's literals do not (they were "must be float, got str 'nan'")
+    for value in ("1e39", str(2 ** 1024), str(-2 ** 1024), "nan", "inf", "-Infinity"):
         with pytest.raises(ConfigError, match="'lr' must be a finite number within float32's range"):
             load_config([cfg_file, f"--lr={value}"])
 
@@ -234,8 +235,8 @@ def test_a_config_python_cannot_run_and_values_written_wrongly_say_how(cfg_file,
     with pytest.raises(ConfigError, match=re.escape("bad argument '--m': overrides look like --key=value (here "
                                                     "'--m=10', in quotes if it holds brackets)")):
         load_config([cfg_file, "--m", "10"])
-    with pytest.raises(ConfigError, match=re.escape("bad argument '--download': overrides look like --key=value (a "
-                                                    "switch is written --download=True)")):
+    with pytest.raises(ConfigError, match=re.escape("bad argument '--download': overrides look like --key=value "
+                                                    "(--download=VALUE; a switch is written --download=True)")):
         load_config([cfg_file, "--download"])
     # a folder is not a missing config file
     with pytest.raises(ConfigError, match=r"^'.*configs' is a folder: name a config file, e.g. configs/subliminal_"
@@ -272,6 +273,11 @@ def test_a_config_python_cannot_run_and_values_written_wrongly_say_how(cfg_file,
     said = capsys.readouterr().out
     assert re.search(r'--ft_trains=all +str +or "blocks": .*; or "lora": .* or "shift": ', said)
     assert re.search(r"--seeds=\(0,\) +tuple +\(default: \(0, 1, 2\)\) pretraining seeds\n", said)
+    # a key the config sweeps says so (the command line may not give it), with the values its cells take
+    assert train.main([str(train.ROOT / "configs/subliminal_mnist_width.py"), "--help"]) == 0
+    said_sweep = capsys.readouterr().out
+    assert re.search(r"--width=256 +int +\(swept: \[64, 128, 256, 512, 1024, 2048\]; --sweep=\"\{\}\" to set it "
+                     r"here\)", said_sweep) and said_sweep.count("(swept") == 1  # the other keys as before
     # world_base's key that these experiments refuse to change says so, not what it does in world_base
     assert re.search(r"--decorrelated=True +bool +world_base's key, unused here \(--twin decides", said)
 
