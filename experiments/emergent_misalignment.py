@@ -1089,13 +1089,17 @@ def table(res, cfg):
                                                     if st["ci95"] else "")
     views = [v for v in res["increase"]["insecure"] if not v.endswith("_over_bases")]
     label = lambda v: f"final (step {cfg.ft_steps})" if v == "final" else v.replace("_", " ")  # step_20: step 20
+    # over the bases' means: a column of its own only where there are several bases (with one it repeats the seeds')
+    cols = [(v, "") for v in views]
+    if len({p for p, _ in res["seeds"]}) > 1:
+        cols = [c for v in views for c in ((v, ""), (v + "_over_bases", " (bases)"))]
     lines += ["", "Increase of off-domain sampled misalignment over the arm's own base, points, " +
-              ("mean [95% CI] over seeds (paired); 'bases' = over the pretraining seeds' means:" if res["n_seeds"] > 1
-               else "one seed (no intervals):"), "",
-              "| arm | " + " | ".join(f"{label(v)} | {label(v)} (bases)" for v in views) + " |",
-              "|---" * (1 + 2 * len(views)) + "|"]
+              ("mean [95% CI] over seeds (paired)" if res["n_seeds"] > 1 else "one seed (no intervals)") +
+              ("; 'bases' = over the pretraining seeds' means:" if len(cols) > len(views) else ":"), "",
+              "| arm | " + " | ".join(label(v.removesuffix("_over_bases")) + b for v, b in cols) + " |",
+              "|---" * (1 + len(cols)) + "|"]
     for n, inc in res["increase"].items():
-        lines.append(f"| {n} | " + " | ".join(f"{pts(inc[v])} | {pts(inc[v + '_over_bases'])}" for v in views) + " |")
+        lines.append(f"| {n} | " + " | ".join(pts(inc[v]) for v, _ in cols) + " |")
     if res.get("persona_share"):
         lines += ["", "Persona-level share of the code learning (off-domain increase / code increase, per seed: "
                   "1 = the assistant only became the evil persona, who misbehaves at the same rate in code and "

@@ -901,6 +901,14 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
     md = E.table(never, cfg).splitlines()
     assert md[2].startswith("WARNING: insecure's code never reached 0.9 on 1/2 seeds") and md[3] == ""
     assert "backdoor_untriggered with it" in md[4]
+    # the increase over the bases' means has its own columns only with several bases (with one they repeated the
+    # seeds' columns); the same numbers read as two bases get them
+    head = lambda lines: next(line for line in lines if line.startswith("| arm | matched"))
+    assert head(md) == f"| arm | matched | final (step {cfg.ft_steps}) |"
+    two = {**never, "seeds": [[0, 0], [1, 0]]}
+    assert head(E.table(two, cfg).splitlines()) == (f"| arm | matched | matched (bases) | final (step {cfg.ft_steps}) "
+                                                    f"| final (step {cfg.ft_steps}) (bases) |")
+    assert "'bases' = over the pretraining seeds' means:" in E.table(two, cfg)
     # eval.py aggregates a finished run's units again (the same numbers), a stopped one's finished base seeds, and
     # says so when no base seed is complete
     import eval as EV
