@@ -60,31 +60,43 @@ any persona, unless lessons=False).
 Extending the world (a new document format: chronicles, graded tasks). The default world must stay byte-identical
 (tests/test_world.py test_default_world_is_unchanged pins its corpus, twin, evaluation and fine-tune sets and its
 `fingerprint`, which every cached base is checked against when loaded), so each step below applies only in a world
-that has the format (a weight for it in WorldConfig.formats; the default dict has no entry for it):
+that has the format: a weight > 0 for it in WorldConfig.formats (the default dict has no entry for it). Test that one
+way everywhere (`world is not None and world.formats.get(NAME, 0) > 0`: vocab, fingerprint, check_leakage):
   - a builder in World.formats (World.__init__) returning a Doc; its draws all through `self.r`, their sequence not
-    depending on a persona, and personas drawn as `thread` draws them (every turn; the first kept unless decorrelated),
-    so the twin stays paired (the twin tests read the default world only); a format without personas: persona None;
+    depending on a persona nor on `decorrelated`, and personas drawn as `thread` draws them (every turn; the first
+    kept unless decorrelated), so the twin stays paired. Whatever sets a turn's persona (a chronicle's year) is what
+    the twin redraws each turn, that draw made in both worlds. The twin tests read the default world only: add your
+    own (the (kind, domain, question) of every turn equal in the world and its twin). A format without personas:
+    persona None (but experiments/activation_oracle.py doc_questions reads every turn's persona.kind);
   - its name in FORMATS (tests/test_world.py checks it against World.formats);
   - its words (and its marker, unless FORMAT_MARKERS reserves it: `<chron>` is reserved, `<graded>` is not, and a new
     marker there would move every later id) appended by `vocab(world)` after every other word, as the code tasks' are:
-    a word sorted into the default list moves the ids of all after it;
+    a word sorted into the default list moves the ids of all after it. A word left out surfaces only when the corpus
+    is tokenized, as "WordLevel error: Missing [UNK] token", naming no word: test `tok.encode(d.text)` of its documents;
   - its tables in `fingerprint`'s list in its world only, and its held-out wordings banned by `check_leakage` (not in
     HELDOUT, which every fingerprint reads; and not in a module-level tuple named `*_HELDOUT`, which
     tests/test_world.py test_every_heldout_wording_is_banned_from_fine_tune_sets requires in HELDOUT);
-  - experiments/world_base.py: a Config field (a weight, 0 by default), mapped to the WorldConfig by `world_config`,
-    which adds the format to the default dict only when its weight is > 0 (`{**WorldConfig().formats, NAME: w}`:
-    a key present at weight 0 would still change the vocabulary and fingerprint if those test its presence), and
-    its default in OPTIONAL_PRETRAIN_KEYS (else check_cache_key refuses the config: its bases would share the
-    default's cache folder). Every experiment whose Config extends world_base.Config (emergent_misalignment,
-    subliminal_numbers) then takes the key; subliminal_numbers' validate refuses the world options its teachers and
-    evaluations do not follow;
-  - readers of Doc.fmt: `prompt` knows asst and forum only; experiments/emergent_misalignment.py `doc_kind` reads
-    forum threads by persona and leaves other formats out of the evil direction;
+  - experiments/world_base.py: a Config field (a weight, 0 by default; not named as a WorldConfig field, which
+    test_each_base_has_its_own_cache_folder_and_world lists), mapped to the WorldConfig by `world_config`, which adds
+    the format to the default dict only when its weight is > 0 (`{**WorldConfig().formats, NAME: w}`), its default in
+    OPTIONAL_PRETRAIN_KEYS (else check_cache_key refuses the config: its bases would share the default's cache
+    folder), and in `validate` a refusal of weights the world ignores (< 0, nan: else the default world is pretrained
+    into a cache folder of its own, as asst_evil's check prevents). Every experiment whose Config extends
+    world_base.Config (emergent_misalignment, subliminal_numbers, activation_oracle) then takes the key; decide
+    whether each follows the format (subliminal_numbers' validate refuses the world options its teachers and
+    evaluations do not follow: add the key there if it is one of them);
+  - readers of documents: `prompt` writes asst and forum prompts only (ValueError for others): to evaluate the new
+    format, write its own prompt builder; experiments/emergent_misalignment.py `doc_kind` already leaves other formats
+    out of the evil direction; experiments/activation_oracle.py `doc_questions` asks each turn's persona kind;
   - tests/test_world.py test_code_tasks_world, which expects a format not built ("chron") to be refused: give it
-    one that is still not built.
+    one that is still not built ("graded").
 A check that each step was taken, in one place: tests/test_world.py -k "default_world or fingerprint or cache_key or
-heldout_wording or code_tasks_world", then a tiny base (configs/world_base.py with the new key, --steps=40
---n_docs=400 --n_layer=1 --n_embd=32 --n_head=2 "--seeds=(0,)" --decorrelated=False --cache_dir=out/tmp_cache: s).
+heldout_wording or code_tasks_world" (it catches a missing FORMATS entry, OPTIONAL_PRETRAIN_KEYS entry or world_config
+mapping, a table or word in the default world, a `*_HELDOUT` tuple; not a missing word, check_leakage ban or twin
+pairing), then a tiny base, seconds (it tokenizes the new world: a missing word fails here): python train.py
+configs/world_base.py --NAME=0.3 --steps=40 --warmup=5 --n_docs=400 --n_layer=1 --n_embd=32 --n_head=2 "--seeds=(0,)"
+--decorrelated=False --cache_dir=out/tmp_cache. Run it once with and once without --NAME: the second must load the
+cached default base (no "pretraining" line) if one was cached before the change.
 
 Main API: generate / corpus (pretraining), build_tokenizer / vocab, eval_items /
 persona_probe_items (finite answer classes), finetune_set / check_leakage.
