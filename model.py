@@ -524,9 +524,7 @@ class GPT(nn.Module):
             cache.pos += T
         if targets is None:
             return logits
-        # bf16 logits (autocast) are upcast for the loss; a float64 model's stay float64 (.float() would round them)
-        logits = logits if logits.dtype == torch.float64 else logits.float()
-        return F.cross_entropy(logits.flatten(0, -2), targets.flatten(), reduction="none").view(targets.shape)
+        return F.cross_entropy(upcast(logits).flatten(0, -2), targets.flatten(), reduction="none").view(targets.shape)
 
     # --- hooks --------------------------------------------------------------------------------------
 
@@ -695,6 +693,12 @@ class GPT(nn.Module):
         if stops is not None:
             out = [row[:next((i + 1 for i, t in enumerate(row) if t in stops), len(row))] for row in out]
         return out
+
+
+def upcast(logits):
+    """Logits in at least float32 for a softmax or a loss: bf16 ones (autocast) upcast, a float64 model's kept
+    (.float() would round them to float32)."""
+    return logits if logits.dtype == torch.float64 else logits.float()
 
 
 def token_ids(ids, what="ids"):

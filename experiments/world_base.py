@@ -51,7 +51,7 @@ from data import DataError
 from data import world as W
 from data.tokenizer import load_tokenizer, pad_right, save_tokenizer, token_stream
 from eval import fmt_stat, summarize
-from model import GPT, GPTConfig, KVCache, generator, head_problem
+from model import GPT, GPTConfig, KVCache, generator, head_problem, upcast
 from train import (RERUN, CheckpointError, ConfigError, TooLongError, check_device, cpu_name, keep_freed_memory,
                    lm_windows, load_lm, lock_file, pack_pairs, path_problem, pyplot, remove_cut_short, save_figure,
                    state_file, train_lm, warmup_problem, write_json)
@@ -554,7 +554,7 @@ def score_shared_prompts(model, prompts, conts, chunk=256):
         cache = KVCache(model.cfg, B, P + C, device)
         try:
             first = model(idx.to(device), mask=None if mask.all() else mask.to(device), cache=cache)[:, -1]  # [B, V]
-            sums = first.float().log_softmax(-1)[owner, x[:, 0]]  # [N]: each continuation's first token
+            sums = upcast(first).log_softmax(-1)[owner, x[:, 0]]  # [N]: each continuation's first token
             if C > 1:
                 cache.k, cache.v, cache.valid = cache.k[:, owner], cache.v[:, owner], cache.valid[owner]
                 # the rest, unembedded only where the next token is real: pads cost no [V] row (a quarter of them)
