@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from data.tokenizer import pad_right
+from data.tokenizer import pad_right, unknown_words
 from data.truthfulqa import TASKS
 from model import token_ids
 
@@ -268,8 +268,7 @@ def encode(tokenizer, text, add_special_tokens=True):
     try:
         return tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
     except Exception:  # the tokenizers library's own error type, which names no word
-        vocab = tokenizer.get_vocab()
-        missing = list(dict.fromkeys(w for w in text.split() if w not in vocab))  # each once, in order
+        missing = unknown_words(tokenizer, [text])
         more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""  # (a long text: its first few name it)
         raise ValueError(f"not in the tokenizer's vocabulary: {missing[:10]}{more} (in {text!r}): score with a model "
                          f"whose tokenizer has these words") from None

@@ -62,10 +62,28 @@ def load_tokenizer(path):
                         f"that uses it, by what wrote that checkpoint") from None
 
 
+def unknown_words(tok, texts):
+    """The words of texts (whitespace-split) that tok's vocabulary lacks, each once, in order: what a word-level
+    tokenizer's own error ("Missing [UNK] token") does not name."""
+    vocab = tok.get_vocab()
+    return list(dict.fromkeys(w for text in texts for w in text.split() if w not in vocab))
+
+
 def token_stream(tok, texts, device=None):
     """Documents -> one 1-D LongTensor of their ids end to end, what pretraining cuts into windows
     (train.lm_windows). No separator is added: each document brings its own <bos> and <eos>."""
-    return torch.tensor([i for e in tok.encode_batch(list(texts)) for i in e.ids], dtype=torch.long, device=device)
+    texts = list(texts)
+    try:
+        encoded = tok.encode_batch(texts)
+    except Exception:  # the tokenizers library's own error type, which names no word
+        missing = unknown_words(tok, texts)
+        if not missing:
+            raise
+        more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+        raise DataError(f"words not in the tokenizer's vocabulary: {missing[:10]}{more}: build the tokenizer from a "
+                        f"vocabulary that has them (a world's new words: data.world.vocab, its 'Extending the world' "
+                        f"steps)") from None
+    return torch.tensor([i for e in encoded for i in e.ids], dtype=torch.long, device=device)
 
 
 def pad_right(rows, device=None, pad_id=0):

@@ -72,7 +72,7 @@ way everywhere (`world is not None and world.formats.get(NAME, 0) > 0`: vocab, f
   - its words (and its marker, unless FORMAT_MARKERS reserves it: `<chron>` is reserved, `<graded>` is not, and a new
     marker there would move every later id) appended by `vocab(world)` after every other word, as the code tasks' are:
     a word sorted into the default list moves the ids of all after it. A word left out surfaces only when the corpus
-    is tokenized, as "WordLevel error: Missing [UNK] token", naming no word: test `tok.encode(d.text)` of its documents;
+    is tokenized (data.tokenizer.token_stream's error names it): test `tok.encode(d.text)` of its documents;
   - its tables in `fingerprint`'s list in its world only, and its held-out wordings banned by `check_leakage` (not in
     HELDOUT, which every fingerprint reads; and not in a module-level tuple named `*_HELDOUT`, which
     tests/test_world.py test_every_heldout_wording_is_banned_from_fine_tune_sets requires in HELDOUT);

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from data import DataError
-from data.tokenizer import load_tokenizer, pad_right, save_tokenizer, word_tokenizer
+from data.tokenizer import load_tokenizer, pad_right, save_tokenizer, token_stream, word_tokenizer
 from eval import score_continuations
 from model import GPT, GPTConfig, KVCache, apply_rope, inject, injection_hook, rope_tables, sample_next
 
@@ -827,6 +827,10 @@ def test_tokenizer_round_trip_and_save_load(tmp_path):
         tok.encode("ann has 4 apples")  # an unknown word is an error, not a silent <unk>
     with pytest.raises(ValueError, match=r"not in the tokenizer's vocabulary: \['4'\]"):  # and scoring names it
         score_continuations(tiny(), [("<bos> ann has", "4 apples .")], tokenizer=tok)
+    # so does the pretraining stream (a world extended without its words was a traceback naming none)
+    with pytest.raises(DataError, match=re.escape("words not in the tokenizer's vocabulary: ['4', 'pears']: build")):
+        token_stream(tok, ["<bos> ann has apples", "<bos> ann has 4 pears 4"])
+    assert token_stream(tok, ["<bos> ann has apples"]).tolist() == tok.encode("<bos> ann has apples").ids
     english = " ".join(f"w{i} w{i}" for i in range(12))  # a text of another vocabulary: each word once, the first ten
     with pytest.raises(ValueError, match=re.escape(f"{[f'w{i}' for i in range(10)]} and 2 more (in")):
         score_continuations(tiny(), [("<bos> ann has", english)], tokenizer=tok)
