@@ -87,7 +87,7 @@ def test_numbers_at_the_edges_of_a_float_key(cfg_file):
     top = torch.finfo(torch.float32).max
     assert load_config([cfg_file, f"--lr={top!r}"])[1].lr == top
     # and the words float() reads but Python's literals do not (they were "must be float, got str 'nan'")
-    for value in ("1e39", str(2 ** 1024), str(-2 ** 1024), "nan", "inf", "-Infinity"):
+    for value in ("1e39", str(2 ** 1024), str(-2 ** 1024), "nan", "inf", "-Infinity", " NaN "):  # (spaces: float's too)
         with pytest.raises(ConfigError, match="'lr' must be a finite number within float32's range"):
             load_config([cfg_file, f"--lr={value}"])
 
@@ -817,6 +817,9 @@ def test_run_results_refuses_a_run_that_has_not_finished_or_is_of_another_experi
         (out / "results.json").write_text(bad)
         with pytest.raises(ConfigError, match="not a readable results file.*same --out_dir.*writes it again"):
             train.run_results(out, "subliminal_mnist")
+    train.rewrite_results(out, {"n_seeds": 2}, lambda res: "table")
+    assert train.run_results(out, "subliminal_mnist") == {"n_seeds": 2, "seconds": None}
+    # rewritten again, its unknown seconds stay (null, as a number would): a dropped key read as a changed file
     train.rewrite_results(out, {"n_seeds": 2}, lambda res: "table")
     assert train.run_results(out, "subliminal_mnist") == {"n_seeds": 2, "seconds": None}
     # a results.json without a key every finished run of its experiment has (edited, or an older version's): named,

@@ -909,6 +909,16 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
     assert head(E.table(two, cfg).splitlines()) == (f"| arm | matched | matched (bases) | final (step {cfg.ft_steps}) "
                                                     f"| final (step {cfg.ft_steps}) (bases) |")
     assert "'bases' = over the pretraining seeds' means:" in E.table(two, cfg)
+    assert "'bases'" not in E.table(never, cfg)  # with one base, no legend for columns it does not have
+    # each column holds its own numbers (the bases' means set apart here: +12.3), under a separator of as many columns
+    apart = {**two, "increase": {n: {v: ({"mean": 0.123, "ci95": None, "per_seed": [0.123]} if v.endswith("_over_bases")
+                                         else st) for v, st in inc.items()} for n, inc in never["increase"].items()}}
+    for lines in (md, E.table(apart, cfg).splitlines()):
+        cells = lambda line: [c.strip() for c in line.strip("|").split("|")]
+        at = lines.index(head(lines))
+        assert lines[at + 1] == "|---" * len(cells(lines[at])) + "|"
+        for row in lines[at + 2:at + 2 + len(never["increase"])]:
+            assert [c == "+12.3" for c in cells(row)[1:]] == [h.endswith("(bases)") for h in cells(lines[at])[1:]]
     # eval.py aggregates a finished run's units again (the same numbers), a stopped one's finished base seeds, and
     # says so when no base seed is complete
     import eval as EV

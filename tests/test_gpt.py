@@ -15,7 +15,7 @@ import torch
 from data import DataError
 from data.tokenizer import load_tokenizer, pad_right, save_tokenizer, token_stream, word_tokenizer
 from eval import score_continuations
-from model import GPT, GPTConfig, KVCache, apply_rope, inject, injection_hook, rope_tables, sample_next
+from model import GPT, GPTConfig, KVCache, apply_rope, inject, injection_hook, rope_tables, sample_next, upcast
 
 V = 23
 
@@ -831,6 +831,18 @@ def test_tokenizer_round_trip_and_save_load(tmp_path):
     with pytest.raises(DataError, match=re.escape("words not in the tokenizer's vocabulary: ['4', 'pears']: build")):
         token_stream(tok, ["<bos> ann has apples", "<bos> ann has 4 pears 4"])
     assert token_stream(tok, ["<bos> ann has apples"]).tolist() == tok.encode("<bos> ann has apples").ids
+    # texts given as a generator are named too (read once); the first ten words and a count of the rest; one line,
+    # not chained to the library's error
+    with pytest.raises(DataError, match=re.escape(f"{[f'w{i}' for i in range(10)]} and 2 more: build")) as err:
+        token_stream(tok, (f"<bos> w{i}" for i in range(12)))
+    assert err.value.__cause__ is None and err.value.__suppress_context__
+    # a failure that is no missing word (\x1c splits words for str.split, not for the tokenizer) stays the library's
+    # error, not a DataError naming no word
+    with pytest.raises(Exception, match="UNK") as err:
+        token_stream(tok, ["<bos> ann\x1chas"])
+    assert not isinstance(err.value, DataError)
+    with pytest.raises(ValueError, match=re.escape("vocabulary: ['4'] (in 'apples 4')")):  # the text's last word too
+        score_continuations(tiny(), [("<bos> ann has", "apples 4")], tokenizer=tok)
     english = " ".join(f"w{i} w{i}" for i in range(12))  # a text of another vocabulary: each word once, the first ten
     with pytest.raises(ValueError, match=re.escape(f"{[f'w{i}' for i in range(10)]} and 2 more (in")):
         score_continuations(tiny(), [("<bos> ann has", english)], tokenizer=tok)
@@ -1278,9 +1290,23 @@ def test_a_float64_model_keeps_its_losses_in_float64():
     assert losses.dtype == torch.float64 and torch.allclose(losses, manual, rtol=0, atol=1e-13)
     assert model.float()(idx, targets=y).dtype == torch.float32
 
+
+@torch.no_grad()
+def test_upcast_takes_half_precision_logits_to_float32_and_keeps_float64():
+    # the one rule for logits before a softmax or a loss: at least float32, and a float64 model's not rounded
+    for dtype, want in ((torch.bfloat16, torch.float32), (torch.float16, torch.float32),
+                        (torch.float32, torch.float32), (torch.float64, torch.float64)):
+        assert upcast(torch.zeros(2, 3, dtype=dtype)).dtype == want, dtype
+    model, idx, y = tiny(), tokens(2, 6), tokens(2, 6, seed=2)
+    with torch.autocast("cpu", torch.bfloat16):  # bf16 logits, float32 losses
+        assert model(idx).dtype == torch.bfloat16 and model(idx, targets=y).dtype == torch.float32
+
+
 @torch.no_grad()
 def test_unembed_of_the_last_resid_post_is_the_logits_and_of_an_earlier_one_a_logit_lens():
     model, idx = tiny(init_std=0.3), tokens(2, 5)
+    # final LayerNorm gains away from their init (all 1: then every LayerNorm of the model is the same map)
+    model.ln_f.weight.normal_(1.0, 0.5, generator=torch.Generator().manual_seed(0))
     logits, cache = model.run_with_cache(idx)
     assert torch.equal(model.unembed(cache["blocks.1.resid_post"]), logits)  # what the forward does after block 1
     lens = model.unembed(cache["blocks.0.resid_post"])  # block 0's prediction: a different one, of the same shape

@@ -749,6 +749,9 @@ def test_score_shared_prompts_equals_each_pair_scored_alone():
     got = B.score_shared_prompts(model, prompts, conts, chunk=2)
     # one prompt a chunk: the middle one's longest continuation is a word and <eos>, two tokens (both scored)
     assert B.score_shared_prompts(model, prompts, conts, chunk=1) == [pytest.approx(g, abs=1e-5) for g in got]
+    # under bf16 autocast the first token's log-probs and the later tokens' losses are summed in one dtype (float32)
+    with torch.autocast("cpu", torch.bfloat16):
+        assert B.score_shared_prompts(model, prompts, conts) == [pytest.approx(g, abs=0.1) for g in got]
     with torch.no_grad():
         for p, cs, g in zip(prompts, conts, got):
             for c, s in zip(cs, g):
