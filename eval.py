@@ -269,6 +269,8 @@ def encode(tokenizer, text, add_special_tokens=True):
         return tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
     except Exception:  # the tokenizers library's own error type, which names no word
         missing = unknown_words(tokenizer, [text])
+        if not missing:  # a failure that is no missing word: the library's own error, not an empty list named
+            raise
         more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""  # (a long text: its first few name it)
         raise ValueError(f"not in the tokenizer's vocabulary: {missing[:10]}{more} (in {text!r}): score with a model "
                          f"whose tokenizer has these words") from None

@@ -120,10 +120,15 @@ def _check_type(key, value, typ):
     # 1e999 parses as inf (NaN weights); past float32's range (the computations' dtype), a traceback deep in torch
     if typ is float and isinstance(value, float) and not abs(value) <= torch.finfo(torch.float32).max:
         raise ConfigError(f"config key '{key}' must be a finite number within float32's range, got {value!r}")
-    if typ is float and isinstance(value, str) and value.strip().lower() in ("nan", "inf", "-inf", "+inf", "infinity",
-                                                                            "-infinity", "+infinity"):
-        # words Python's float() reads but literal_eval does not: "must be float, got str 'nan'" hid why
-        raise ConfigError(f"config key '{key}' must be a finite number within float32's range, got {value!r}")
+    if typ is float and isinstance(value, str):
+        # words float() reads as no finite number but literal_eval does not read ("nan", "-inf", "Infinity"): "must be
+        # float, got str 'nan'" hid why
+        try:
+            unfinite = not math.isfinite(float(value))
+        except ValueError:
+            unfinite = False
+        if unfinite:
+            raise ConfigError(f"config key '{key}' must be a finite number within float32's range, got {value!r}")
     bool_as_int = typ is int and isinstance(value, bool)  # True is an int to isinstance, but not a count
     if bool_as_int or not isinstance(value, typ):
         how = " (write True or False)" if typ is bool else ""

@@ -76,8 +76,8 @@ def token_stream(tok, texts, device=None):
     try:
         encoded = tok.encode_batch(texts)
     except Exception:  # the tokenizers library's own error type, which names no word
-        missing = unknown_words(tok, texts)
-        if not missing:
+        missing = unknown_words(tok, texts) if all(isinstance(t, str) for t in texts) else []
+        if not missing:  # (not a text, or no word missing: the library's own error)
             raise
         more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
         raise DataError(f"words not in the tokenizer's vocabulary: {missing[:10]}{more}: build the tokenizer from a "

@@ -841,6 +841,12 @@ def test_tokenizer_round_trip_and_save_load(tmp_path):
     with pytest.raises(Exception, match="UNK") as err:
         token_stream(tok, ["<bos> ann\x1chas"])
     assert not isinstance(err.value, DataError)
+    with pytest.raises(Exception, match="UNK") as err:  # so does scoring's (it named an empty list)
+        score_continuations(tiny(), [("<bos> ann", "ann\x1chas")], tokenizer=tok)
+    assert not isinstance(err.value, ValueError)
+    with pytest.raises(Exception, match="TextEncodeInput") as err:  # no text: the library's error, not the split's
+        token_stream(tok, ["<bos> ann", None])
+    assert not isinstance(err.value, (DataError, AttributeError))
     with pytest.raises(ValueError, match=re.escape("vocabulary: ['4'] (in 'apples 4')")):  # the text's last word too
         score_continuations(tiny(), [("<bos> ann has", "apples 4")], tokenizer=tok)
     english = " ".join(f"w{i} w{i}" for i in range(12))  # a text of another vocabulary: each word once, the first ten
