@@ -87,7 +87,8 @@ def test_numbers_at_the_edges_of_a_float_key(cfg_file):
     top = torch.finfo(torch.float32).max
     assert load_config([cfg_file, f"--lr={top!r}"])[1].lr == top
     # and the words float() reads but Python's literals do not (they were "must be float, got str 'nan'")
-    for value in ("1e39", str(2 ** 1024), str(-2 ** 1024), "nan", "inf", "-Infinity", " NaN ", "-nan"):  # (spaces: float's too)
+    # (spaces too: float() strips them)
+    for value in ("1e39", str(2 ** 1024), str(-2 ** 1024), "nan", "inf", "-Infinity", " NaN ", "-nan"):
         with pytest.raises(ConfigError, match="'lr' must be a finite number within float32's range"):
             load_config([cfg_file, f"--lr={value}"])
 
