@@ -89,11 +89,11 @@ def oracle_words(n_layer):
 @dataclass(frozen=True)
 class Config(B.Config):
     decorrelated: bool = True          # world_base's key, unused here (no oracle reads the decorrelated twin)
-    n_layer: int = 4                   # 0.87M, the bases of configs/emergent_misalignment.py (at world_base's
-    n_embd: int = 128                  # 0.39M the insecure fine-tune moves off-domain answers little)
+    n_layer: int = 4                   # with n_embd 128: 0.87M, the bases of configs/emergent_misalignment.py
+    n_embd: int = 128                  # (at world_base's 0.39M the insecure fine-tune moves off-domain answers little)
     tasks: tuple[str, ...] = TASKS     # the oracle's training tasks (a subset: the ablation ladder)
     read_layers: tuple[int, ...] = (1, 2, 3)  # blocks whose output the oracle is trained to read (the paper's 25,
-                                       # 50 and 75% depth: int(n_layer * p / 100))
+                                              # 50 and 75% depth: int(n_layer * p / 100))
     eval_layer: int = 2                # the block read in the evaluation (the paper's 50% depth)
     inject_layer: int = 1              # the oracle's block after which the vectors are added (the paper's)
     detach_norm: bool = False          # the paper's training detaches ||h|| in the injection (the forward is the

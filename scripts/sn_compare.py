@@ -76,6 +76,7 @@ def baselines(animal, side_a, side_b, seeds, mass):
     if Path(ra).resolve() != Path(rb).resolve():
         keys = configs_differ([ra, rb])
         why.append(f"the runs' configs differ in {', '.join(keys)}" if keys else
+                   "the runs' configs agree in every key that shapes a student" if why else  # the reason given
                    "the runs' configs agree in every key that shapes a student, so other machines or code versions")
     d = 100 * summarize([ctl_a[k] - ctl_b[k] for k in seeds])["mean"]
     return (f"baselines {names}: other students ({'; '.join(why)}), the first's rate {d:+.1f} points over the "

@@ -292,6 +292,22 @@ def test_config_help_leaves_a_section_comment_under_a_key_out_of_its_note(cfg_fi
     assert notes["--sweep"].endswith("one run per grid cell")
 
 
+def test_every_config_notes_continuation_is_at_its_hash_column_so_help_shows_it():
+    # config_help continues a key's note only with comment lines at its "#" column; a continuation indented
+    # elsewhere (deeper than the key, so no section comment) was cut from --help mid-sentence (activation_oracle's
+    # read_layers: "(the paper's 25,")
+    for path in sorted((train.ROOT / "experiments").glob("*.py")):
+        lines, in_config = path.read_text().splitlines(), False
+        for i, line in enumerate(lines):
+            if re.match(r"\S", line):  # a Config's fields are its class body's lines
+                in_config = bool(re.match(r"class \w*Config\b", line))
+            if not in_config or not (m := re.match(r"(\s+)\w+:[^#]*#", line)) or i + 1 == len(lines):
+                continue
+            under = lines[i + 1]
+            if re.match(r"\s*#", under) and under.index("#") > len(m[1]):
+                assert under.index("#") == line.index("#"), f"{path.name}:{i + 2}: {under.strip()}"
+
+
 def test_device_this_machine_cannot_use_is_a_config_error(cfg_file, monkeypatch):
     with pytest.raises(ConfigError, match="not a torch device"):
         load_config([cfg_file, "--device=gpu"])

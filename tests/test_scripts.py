@@ -871,6 +871,10 @@ def test_sn_compare_says_which_baselines_differ_by_how_much_and_why(tmp_path, ca
     c = fake_animal_run(tmp_path / "c", [[0, 0], [0, 1]], "trait", [0.1] * 2, [0.1] * 2, at_250=([0.1] * 2, [0.11] * 2))
     assert "(the runs' configs agree in every key that shapes a student, so other machines or code versions)" in cmp(
         f"{a}:trait@250", f"{c}:trait@250")
+    # other checkpoints of two runs alike: the checkpoints are the reason, not other machines (it said both)
+    said = cmp(f"{a}:trait@250", f"{c}:trait")
+    assert "(other checkpoints, 250 and the end; the runs' configs agree in every key that shapes a student)" in said
+    assert "other machines" not in said
     assert (f"baselines {a}:control and {b}:control: the same students (identical rates on every seed; mass 0.90 / "
             f"0.90): the difference is the arms' own") in cmp(f"{a}:trait", f"{b}:trait")
     # an arm on base B is over cross_control: named, and its mass
