@@ -211,7 +211,10 @@ def run_dir_config(run_dir, experiment=None):
         what = f"{run_dir} is a file, not a directory" if Path(run_dir).exists() else f"{run_dir}: no such directory"
         raise ConfigError(f"{what}: pass the directory of a run made by train.py (its out_dir)")
     if not path.is_file():
-        raise ConfigError(f"{path} not found: pass the directory of a run made by train.py (its out_dir)")
+        # a config's folder of runs (out/<config name>/, holding <UTC time>/ folders): the runs in it, latest last
+        runs = sorted(str(p.parent) for p in Path(run_dir).glob("*/config.json"))
+        inside = f" (runs inside it: {', '.join(runs[-3:])}{' ...' if len(runs) > 3 else ''})" if runs else ""
+        raise ConfigError(f"{path} not found: pass the directory of a run made by train.py (its out_dir){inside}")
     values = read_run_config(path)
     if experiment is not None and values["experiment"] != experiment:
         raise ConfigError(f"{run_dir} is a run of {values['experiment']}, not of {experiment}: pass a run of "

@@ -83,7 +83,8 @@ def main(argv):
                             **{a: {str(k): g["arms"][a][k] for k in steps} for a in cfg.arms}} for g in got]
     write_json(out, summary)
     others = [a for a in cfg.arms if a != "secure"]
-    lines = [f"M0 reading each fine-tune's block-{cfg.eval_layer} shift in forum threads ({run}, {len(got)} bases; "
+    bases = f"{len(got)} base{'s' if len(got) != 1 else ''}"
+    lines = [f"M0 reading each fine-tune's block-{cfg.eval_layer} shift in forum threads ({run}, {bases}; "
              f"M0's own forum share {fmt_stat(summary['none'])}); arm - secure, change of that share:", "",
              "| step | " + " | ".join(others) + " | insecure, random | " +
              " | ".join(f"oracle (M_arm - M0), {a}" for a in others) + " |", "|---" * (2 * len(others) + 2) + "|"]

@@ -506,6 +506,15 @@ def test_a_script_given_a_directory_that_is_not_a_run_gets_one_line(tmp_path):
     # the analysis scripts read a run's config.json through run_config and run under train.cli, as train.py does
     with pytest.raises(ConfigError, match="config.json not found: pass the directory of a run made by train.py"):
         train.run_config(object, tmp_path)  # fails before the class is used
+    # a config's folder of timestamped runs (the default out_dir's parent): the runs in it named, the latest last
+    for name in ("20261207-080000", "20261207-090000", "20261207-100000", "20261207-110000"):
+        (tmp_path / "cfg" / name).mkdir(parents=True)
+        (tmp_path / "cfg" / name / "config.json").write_text("{}")
+    (tmp_path / "cfg" / "notes").mkdir()  # not a run
+    with pytest.raises(ConfigError, match=re.escape(
+            f"(its out_dir) (runs inside it: {tmp_path / 'cfg' / '20261207-090000'}, "
+            f"{tmp_path / 'cfg' / '20261207-100000'}, {tmp_path / 'cfg' / '20261207-110000'} ...)")):
+        train.run_dir_config(tmp_path / "cfg")
     out = subprocess.run([sys.executable, str(train.ROOT / "scripts" / "em_code_context.py"), str(tmp_path)],
                          capture_output=True, text=True)
     assert out.returncode == 2 and out.stderr.startswith("error: ") and "Traceback" not in out.stderr
