@@ -39,6 +39,9 @@ from train import (ConfigError, cli, load_config, load_lm, pyplot, read_json, sa
 
 NUMBERS_CONFIG = "configs/subliminal_numbers_misalignment.py"
 READS = ("diff", "model", "probe_diff", "probe_model", "untrained", "behaviour")  # what each model gets
+# how the table and the figure name them (diff: read from M's activations minus M0's; model: from M's own)
+LABELS = {"diff": "oracle, M - M0", "model": "oracle, M", "probe_diff": "probe, M - M0", "probe_model": "probe, M",
+          "untrained": "M0 untrained, forum", "behaviour": "own misaligned share"}
 # the comparisons: insecure's soft student against each other student, and the teachers' (the positive control)
 CONTRASTS = (("insecure_soft", "secure_soft"), ("insecure_soft", "educational_soft"), ("insecure_soft", "control"),
              ("teacher_insecure", "teacher_secure"))
@@ -117,7 +120,8 @@ def main(argv):
     lines = [f"teachers and subliminal students read ({run}, {len(got)} base{'s' * (len(got) != 1)}; the run's oracles "
              f"{'as saved' if summary['same_oracle'] else 'NOT the same as its units read'}, its probe "
              f"{'rebuilt to the bit' if summary['same_probe'] else 'rebuilt, NOT the same'}):", "",
-             "| model | " + " | ".join(READS) + " |", "|---" * (len(READS) + 1) + "|"]
+             "| model (M) or contrast | " + " | ".join(LABELS[r] for r in READS) + " |",
+             "|---" * (len(READS) + 1) + "|"]
     lines += [f"| {n} | " + " | ".join(fmt_stat(summary["eval"][n][r]) for r in READS) + " |" for n in names]
     lines += [f"| {c} | " + " | ".join(fmt_stat(v[r]) for r in READS) + " |" for c, v in summary["contrasts"].items()]
     print("\n".join(lines))
@@ -129,8 +133,6 @@ def main(argv):
 def plot(summary, path):
     plt = pyplot()
     shown = ("diff", "probe_diff", "untrained", "behaviour")
-    labels = {"diff": "oracle, M - M0", "probe_diff": "probe, M - M0", "untrained": "M0 untrained, forum",
-              "behaviour": "own misaligned share"}
     fig, axes = plt.subplots(1, len(shown), figsize=(4 * len(shown), 3.4))
     for ax, r in zip(axes, shown):
         cs = list(summary["contrasts"])
@@ -140,7 +142,7 @@ def plot(summary, path):
                color=["C0", "C0", "C0", "C7"][:len(cs)])
         ax.set_xticks(range(len(cs)), [c.replace(" - ", "\n- ") for c in cs], fontsize=6)
         ax.axhline(0, color="grey", lw=0.8)
-        ax.set_title(labels[r], fontsize=9)
+        ax.set_title(LABELS[r], fontsize=9)
     axes[0].set_ylabel("difference of readings", fontsize=8)
     fig.suptitle("subliminal students (blue) and their teachers (grey): what each reader sees", fontsize=9)
     fig.tight_layout()

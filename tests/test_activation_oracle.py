@@ -525,10 +525,13 @@ def test_students_script_says_the_oracles_differ_where_one_bases_oracle_does(tmp
                for p, ok in zip(seeds, same)]
         monkeypatch.setattr(P.B, "parallel_map", lambda job, args, workers: got)
         assert P.main([str(tmp_path)]) == 0
-        first = capsys.readouterr().out.splitlines()[0]
+        printed = capsys.readouterr().out.splitlines()
         assert json.loads(out.read_text())["same_oracle"] == all(same)
         said = "as saved" if all(same) else "NOT the same as its units read"
-        assert f"{len(seeds)} base{'s' * (len(seeds) > 1)}; the run's oracles {said}, its probe rebuilt" in first
+        assert f"{len(seeds)} base{'s' * (len(seeds) > 1)}; the run's oracles {said}, its probe rebuilt" in printed[0]
+        # the table's columns named as the figure's panels are, not by their keys ("model" was also the row names')
+        assert printed[2] == ("| model (M) or contrast | oracle, M - M0 | oracle, M | probe, M - M0 | probe, M | "
+                              "M0 untrained, forum | own misaligned share |")
 
 
 def test_a_run_with_few_held_out_documents_reports_a_task_they_lack_as_undefined(tmp_path):
