@@ -938,15 +938,51 @@ class CheckpointError(Exception):
 def save_weights(stem, tensors, meta):
     """Write stem.safetensors and stem.json atomically (temp file + rename). The .safetensors' header holds the
     .json's SHA-256: a command stopped between the two renames leaves a pair of two saves, which load_weights
-    refuses (it read the new weights under the old step and metrics without a word)."""
+    refuses (it read the new weights under the old step and metrics without a word). The .json gets the weights'
+    own hash too (`weights_sha256`, tensors_sha256), which load_weights checks: damaged bytes are an error."""
     from safetensors.torch import save
     stem = Path(stem)
-    text = json_text(meta)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    # the .json holds the weights' own hash (safetensors keeps no checksum: a flipped bit in the data loaded as another
+    # weight), and the .safetensors' header the .json's. (One key there: safetensors writes its metadata in no fixed
+    # order, and two keys made the file's bytes differ from one save to the next.)
+    text = json_text({**meta, "weights_sha256": tensors_sha256(tensors)})
     pair = {"meta_sha256": hashlib.sha256(text.encode()).hexdigest()}
     # bytes written by Python, not save_file: that one creates the file mode 0600, whatever the umask says
-    atomic_write(stem.with_name(stem.name + ".safetensors"), lambda tmp: tmp.write_bytes(
-        save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=pair)))
+    atomic_write(stem.with_name(stem.name + ".safetensors"), lambda tmp: tmp.write_bytes(save(tensors, metadata=pair)))
     write_text(stem.with_name(stem.name + ".json"), text)
+
+
+def tensors_sha256(tensors):
+    """SHA-256 over each tensor's name, dtype, shape and bytes, by name (tensors on the CPU): what save_weights
+    stores in the .json as `weights_sha256`, and load_weights checks the tensors it read against."""
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        t = tensors[k].detach().contiguous()
+        h.update(f"{k}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+def torch_file_damage(path):
+    """The first record of torch.save's file `path` whose bytes do not match the CRC-32 saved with it, or None
+    (also for a file that is no zip archive, or one saved without checksums: torch.load then says what it can).
+    torch.load does not check them: a flipped bit in a resume state loaded as another weight or optimizer moment."""
+    import zipfile
+    try:
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                if info.CRC == 0:  # (torch's compute_crc32 turned off)
+                    continue
+                try:
+                    with z.open(info) as f:  # zipfile checks the CRC-32 at the record's end
+                        while f.read(1 << 24):
+                            pass
+                except Exception:  # BadZipFile: a wrong CRC-32 or a damaged local header
+                    return info.filename
+    except (zipfile.BadZipFile, OSError):
+        return None
+    return None
 
 
 RERUN = ": rerun what wrote it"  # the way out of a damaged checkpoint (train_lm's resume ends in its `afresh` instead)
@@ -982,6 +1018,7 @@ def load_weights(stem, device="cpu"):
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # safetensors raises its own error types for corrupt files
         raise CheckpointError(f"{w} is not a readable safetensors file ({e}){RERUN}") from None
+    read = tensors  # on the CPU, for the weights' hash below
     try:
         tensors = {k: v.to(device) for k, v in tensors.items()}
     except torch.cuda.OutOfMemoryError:  # a real device, full: not a device to replace
@@ -1000,6 +1037,11 @@ def load_weights(stem, device="cpu"):
         raise CheckpointError(f"{w.name} and {j.name} in {stem.parent} are of two different saves (a command "
                               f"stopped while writing this checkpoint, between the two files, or the .json edited "
                               f"since){RERUN}")
+    # the .json of this very save (paired above) holds the weights' hash: damaged bytes read as other weights
+    # (a .json without it, or weights written by another tool, are not checked)
+    if pair is not None and "weights_sha256" in meta and meta["weights_sha256"] != tensors_sha256(read):
+        raise CheckpointError(f"{w} is damaged: its weights are not the ones saved (their SHA-256 differs from the one "
+                              f"in {j.name}){RERUN}")
     return tensors, meta
 
 
@@ -1599,7 +1641,7 @@ def save_lm(stem, model, *, step, seed, metrics=None, tokenizer=None, optimizer=
             "tokenizer": tokenizer, **(extra or {})}
     if optimizer is not None:  # the resume state holds the weights too, so that it alone, one file renamed into place
         # at once, is what a resume reads: a run killed between it and the .safetensors resumes from it exactly
-        state = {"step": step, "data_position": data_position, "rows_per_step": rows_per_step,
+        state = {"step": step, "seed": seed, "data_position": data_position, "rows_per_step": rows_per_step,
                  "loss_interval": loss_interval, "optimizer": optimizer.state_dict(),
                  "model": model.state_dict(), "model_config": meta["model_config"], "metrics": meta["metrics"],
                  "rng": {"torch": torch.get_rng_state(),
@@ -1714,6 +1756,9 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
     carried = None  # the resumed log interval's steps before the checkpoint, and their summed loss
     state_path = None if ckpt is None else state_file(ckpt)
     if resume and state_path is not None and state_path.is_file():
+        if bad := torch_file_damage(state_path):  # else loaded as other numbers: resumed, or written over the weights
+            raise CheckpointError(f"{state_path} is damaged (its record {bad} does not match the checksum saved with "
+                                  f"it): delete it to start from the beginning, or {afresh}")
         try:
             state = torch.load(state_path, map_location=device, weights_only=False)
         except Exception as e:  # truncated or not a torch file
@@ -1753,6 +1798,7 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
                 torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
             step, position = int(state["step"]), int(state["data_position"])
             saved_rows = state.get("rows_per_step")  # absent in states saved before it was recorded
+            saved_seed = state.get("seed")  # likewise
             carried = state.get("loss_interval")  # absent (or None: at a log line) likewise
             carried = (carried["loss_sum"].to(device), int(carried["steps"])) if carried else None
         except Exception as e:
@@ -1764,6 +1810,10 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
             raise CheckpointError(f"{ckpt}.json is at step {saved.get('step')} but {state_path.name} at step {step}: "
                                   f"the run was stopped while writing this checkpoint, which cannot be resumed "
                                   f"exactly: {afresh}")
+        if saved_seed is not None and saved_seed != seed:  # another run's state copied in: its weights went on with
+            # this seed's data order (and a finished run's rerun wrote them over its own checkpoint)
+            raise CheckpointError(f"{state_path} is the resume state of a run with seed {saved_seed}, this run has seed "
+                                  f"{seed} (a file copied from another run?): put back this run's own, or {afresh}")
         if saved_rows is not None and int(saved_rows) != G:  # e.g. a torchrun run resumed with another process count
             raise CheckpointError(f"{state_path} was trained with {saved_rows} rows per optimizer step, this run takes "
                                   f"{G} (batch_size {batch_size} x grad_accum {grad_accum} x {world} process(es)): "

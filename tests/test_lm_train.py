@@ -550,6 +550,62 @@ def test_a_resume_with_another_global_batch_is_refused(tmp_path):
     assert train_lm(fresh(), data, steps=9, batch_size=4, ckpt=tmp_path / "ck", resume=True, **kw)["start_step"] == 6
 
 
+def flip_a_byte_in_the_data(path, record=None):
+    """Flip one bit in the middle of a checkpoint file's tensor bytes, as a disk or a copy may: the .safetensors'
+    data section, or (record, the end of a zip record's name) that record of a torch.save file."""
+    import struct
+    import zipfile
+    b = bytearray(path.read_bytes())
+    if record is None:
+        start = 8 + int.from_bytes(b[:8], "little")  # after the header
+        pos = start + (len(b) - start) // 2
+    else:
+        info = next(i for i in zipfile.ZipFile(path).infolist() if i.filename.endswith(record))
+        name_len, extra_len = struct.unpack("<HH", b[info.header_offset + 26:info.header_offset + 30])
+        pos = info.header_offset + 30 + name_len + extra_len + info.file_size // 2
+    b[pos] ^= 0x40  # a float32's exponent bit, in most places: a weight of 1e37
+    path.write_bytes(bytes(b))
+
+
+def test_flipped_bits_in_a_checkpoint_are_an_error_not_other_weights(tmp_path):
+    # safetensors and torch.load check no checksum: a flipped bit in a .safetensors loaded as another weight; one in
+    # a finished run's resume state was resumed, and its weights written over the good .safetensors beside it
+    kw = dict(batch_size=4, lr=1e-2, warmup=2, **QUIET)
+    data = stream_data()
+    trained = fresh()
+    train_lm(trained, data, steps=5, ckpt=tmp_path / "ck", **kw)
+    good = (tmp_path / "ck.safetensors").read_bytes()
+    flip_a_byte_in_the_data(tmp_path / "ck.safetensors")
+    with pytest.raises(CheckpointError, match=r"ck.safetensors is damaged: its weights are not the ones saved"):
+        load_lm(tmp_path / "ck")
+    # the resume state, intact, writes them again
+    assert train_lm(fresh(), data, steps=5, ckpt=tmp_path / "ck", resume=True, **kw)["start_step"] == 5
+    assert (tmp_path / "ck.safetensors").read_bytes() == good
+    # a bit of the state's own weights (wte.weight, the model's first tensor: the record after the optimizer's)
+    state = torch.load(tmp_path / "ck.state.pt", weights_only=False)
+    n_opt = sum(len(s) for s in state["optimizer"]["state"].values())  # the optimizer's tensors come first
+    flip_a_byte_in_the_data(tmp_path / "ck.state.pt", record=f"/data/{n_opt}")
+    with pytest.raises(CheckpointError, match=r"ck.state.pt is damaged \(its record .*/data/\d+ does not match the "
+                                              r"checksum saved with it\).*--resume=False"):
+        train_lm(fresh(), data, steps=5, ckpt=tmp_path / "ck", resume=True, **kw)
+    assert (tmp_path / "ck.safetensors").read_bytes() == good  # not written over
+    assert same_weights(trained, load_lm(tmp_path / "ck")[0])
+
+
+def test_another_runs_resume_state_is_refused(tmp_path):
+    # a state copied from a run of the same shape but another seed was resumed without a word: its weights went on
+    # with this run's data order (and a finished run's rerun wrote them over its own checkpoint)
+    kw = dict(batch_size=4, lr=1e-2, warmup=2, **QUIET)
+    data = stream_data()
+    train_lm(fresh(), data, steps=3, decay_steps=6, seed=0, ckpt=tmp_path / "a", **kw)
+    train_lm(fresh(), data, steps=3, decay_steps=6, seed=1, ckpt=tmp_path / "b", **kw)
+    (tmp_path / "a.state.pt").write_bytes((tmp_path / "b.state.pt").read_bytes())
+    with pytest.raises(CheckpointError, match=r"a.state.pt is the resume state of a run with seed 1, this run has "
+                                              r"seed 0 .*--resume=False"):
+        train_lm(fresh(), data, steps=6, seed=0, ckpt=tmp_path / "a", resume=True, **kw)
+    assert train_lm(fresh(), data, steps=6, seed=1, ckpt=tmp_path / "b", resume=True, **kw)["start_step"] == 3
+
+
 def test_overfits_a_tiny_batch():
     torch.manual_seed(0)
     data = {"tokens": torch.randint(0, 32, (4, 17), generator=torch.Generator().manual_seed(2))}
