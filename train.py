@@ -935,18 +935,19 @@ class CheckpointError(Exception):
     """A missing or incompatible checkpoint; the message says what does not match."""
 
 
-def save_weights(stem, tensors, meta):
+def save_weights(stem, tensors, meta, checksum=True):
     """Write stem.safetensors and stem.json atomically (temp file + rename). The .safetensors' header holds the
     .json's SHA-256: a command stopped between the two renames leaves a pair of two saves, which load_weights
     refuses (it read the new weights under the old step and metrics without a word). The .json gets the weights'
-    own hash too (`weights_sha256`, tensors_sha256), which load_weights checks: damaged bytes are an error."""
+    own hash too (`weights_sha256`, tensors_sha256), which load_weights checks: damaged bytes are an error
+    (checksum=False: none, for a caller with its own check whose weights are large, as the MNIST run's)."""
     from safetensors.torch import save
     stem = Path(stem)
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     # the .json holds the weights' own hash (safetensors keeps no checksum: a flipped bit in the data loaded as another
     # weight), and the .safetensors' header the .json's. (One key there: safetensors writes its metadata in no fixed
     # order, and two keys made the file's bytes differ from one save to the next.)
-    text = json_text({**meta, "weights_sha256": tensors_sha256(tensors)})
+    text = json_text({**meta, "weights_sha256": tensors_sha256(tensors)} if checksum else meta)
     pair = {"meta_sha256": hashlib.sha256(text.encode()).hexdigest()}
     # bytes written by Python, not save_file: that one creates the file mode 0600, whatever the umask says
     atomic_write(stem.with_name(stem.name + ".safetensors"), lambda tmp: tmp.write_bytes(save(tensors, metadata=pair)))

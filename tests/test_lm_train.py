@@ -590,6 +590,7 @@ def test_flipped_bits_in_a_checkpoint_are_an_error_not_other_weights(tmp_path):
         train_lm(fresh(), data, steps=5, ckpt=tmp_path / "ck", resume=True, **kw)
     assert (tmp_path / "ck.safetensors").read_bytes() == good  # not written over
     assert same_weights(trained, load_lm(tmp_path / "ck")[0])
+    assert "weights_sha256" in json.loads((tmp_path / "ck.json").read_text())
 
 
 def test_another_runs_resume_state_is_refused(tmp_path):
