@@ -1813,8 +1813,9 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
                                   f"exactly: {afresh}")
         if saved_seed is not None and saved_seed != seed:  # another run's state copied in: its weights went on with
             # this seed's data order (and a finished run's rerun wrote them over its own checkpoint)
-            raise CheckpointError(f"{state_path} is the resume state of a run with seed {saved_seed}, this run has seed "
-                                  f"{seed} (a file copied from another run?): put back this run's own, or {afresh}")
+            raise CheckpointError(f"{state_path} is the resume state of a run with seed {saved_seed}, this run has "
+                                  f"seed {seed} (a file copied from another run?): put back this run's own, or "
+                                  f"{afresh}")
         if saved_rows is not None and int(saved_rows) != G:  # e.g. a torchrun run resumed with another process count
             raise CheckpointError(f"{state_path} was trained with {saved_rows} rows per optimizer step, this run takes "
                                   f"{G} (batch_size {batch_size} x grad_accum {grad_accum} x {world} process(es)): "
