@@ -1685,6 +1685,9 @@ def load_lm(stem, device="cpu", expect=None):
     """-> (GPT on device, meta). Checks the config (against `expect`, a GPTConfig, when given) and
     every tensor's name and shape before loading. `stem` may also name any of the checkpoint's files (.safetensors,
     .json, .state.pt), as load_weights."""
+    if expect is not None and not isinstance(expect, GPTConfig):  # (a dict was an AttributeError in the comparison)
+        raise TypeError(f"expect must be a GPTConfig (or None), got a {type(expect).__name__}: e.g. "
+                        f"expect=GPTConfig(**d) for a dict d of its fields")
     stem = checkpoint_stem(stem)
     tensors, meta = load_weights(stem, device)
     cfg = _check_gpt_checkpoint(stem, meta.get("model_config"), tensors, expect)

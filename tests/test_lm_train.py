@@ -3,6 +3,7 @@ gradient accumulation, and a tiny end-to-end `python train.py configs/lm_tiny.py
 
     python -m pytest tests/test_lm_train.py -q
 """
+import dataclasses
 import json
 import math
 import re
@@ -591,6 +592,14 @@ def test_flipped_bits_in_a_checkpoint_are_an_error_not_other_weights(tmp_path):
     assert (tmp_path / "ck.safetensors").read_bytes() == good  # not written over
     assert same_weights(trained, load_lm(tmp_path / "ck")[0])
     assert "weights_sha256" in json.loads((tmp_path / "ck.json").read_text())
+
+
+def test_load_lm_takes_a_gptconfig_to_expect(tmp_path):
+    model = fresh()
+    save_lm(tmp_path / "m", model, step=0, seed=0)
+    assert same_weights(model, load_lm(tmp_path / "m", expect=model.cfg)[0])
+    with pytest.raises(TypeError, match=r"expect must be a GPTConfig \(or None\), got a dict: e.g. "):
+        load_lm(tmp_path / "m", expect=dataclasses.asdict(model.cfg))  # (was an AttributeError in the comparison)
 
 
 def test_another_runs_resume_state_is_refused(tmp_path):
