@@ -1823,8 +1823,9 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
             raise CheckpointError(f"{state_path} was trained with {saved_rows} rows per optimizer step, this run takes "
                                   f"{G} (batch_size {batch_size} x grad_accum {grad_accum} x {world} process(es)): "
                                   f"resume with the same number of processes, or {afresh}")
-        if rank == 0:
-            print(f"[{desc}] resumed from {ckpt} at step {step}")
+        if rank == 0:  # (the weights' two files, when they did not hold the state's step and weights: said, not silent)
+            again = f" (its .safetensors and .json written again from {state_path.name})" if rewrite_files else ""
+            print(f"[{desc}] resumed from {ckpt} at step {step}{again}")
         if run is not None and rank == 0:  # metrics.jsonl is appended by every attempt: mark where this one starts
             run.log(stage=desc, resumed_at_step=step)  # (no "step" key: readers of the step records pass it by)
     elif resume and ckpt is not None and rank == 0 and Path(f"{ckpt}.safetensors").is_file():

@@ -358,7 +358,7 @@ def test_a_fresh_run_evaluates_each_eval_step_once(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("damage", ["extra tensor", "missing tensor", "json step", "dtype"])
-def test_a_finished_runs_rerun_rewrites_files_that_are_not_the_states(tmp_path, damage):
+def test_a_finished_runs_rerun_rewrites_files_that_are_not_the_states(tmp_path, damage, capsys):
     # the weights all equal but one tensor too many or too few, or the .json of another step (a run stopped between
     # the .safetensors' rename and the .json's): load_lm would refuse them, or read another step's record
     from safetensors.torch import load_file, save_file
@@ -378,8 +378,13 @@ def test_a_finished_runs_rerun_rewrites_files_that_are_not_the_states(tmp_path, 
         else:
             del w["ln_f.weight"]
         save_file(w, tmp_path / "ck.safetensors")
+    capsys.readouterr()
     assert train_lm(fresh(seed=7), data, steps=5, ckpt=tmp_path / "ck", resume=True, **kw)["start_step"] == 5
     assert {ext: (tmp_path / f"ck{ext}").read_bytes() for ext in good} == good
+    # said, not done silently (an intact pair is not written again: the plain resume line)
+    assert "at step 5 (its .safetensors and .json written again from ck.state.pt)" in capsys.readouterr().out
+    train_lm(fresh(seed=7), data, steps=5, ckpt=tmp_path / "ck", resume=True, **kw)
+    assert capsys.readouterr().out.splitlines()[-1].endswith("resumed from " + str(tmp_path / "ck") + " at step 5")
     loaded, meta = load_lm(tmp_path / "ck")
     assert meta["step"] == 5 and same_weights(trained, loaded)
 
