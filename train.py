@@ -1762,7 +1762,8 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
     if resume and state_path is not None and state_path.is_file():
         if bad := torch_file_damage(state_path):  # else loaded as other numbers: resumed, or written over the weights
             raise CheckpointError(f"{state_path} is damaged (its record {bad} does not match the checksum saved with "
-                                  f"it): delete it to start from the beginning, or {afresh}")
+                                  f"it): delete it to start from the beginning, or {afresh} (the weights beside it, "
+                                  f"{Path(str(ckpt)).name}.safetensors, load on their own if their checksum holds)")
         try:
             state = torch.load(state_path, map_location=device, weights_only=False)
         except Exception as e:  # truncated or not a torch file
