@@ -117,17 +117,15 @@ def _check_type(key, value, typ):
         return value
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value) if abs(value) < 2 ** 1024 else math.inf  # (float() of a larger int: an OverflowError)
-    # 1e999 parses as inf (NaN weights); past float32's range (the computations' dtype), a traceback deep in torch
-    if typ is float and isinstance(value, float) and not abs(value) <= torch.finfo(torch.float32).max:
-        raise ConfigError(f"config key '{key}' must be a finite number within float32's range, got {value!r}")
-    if typ is float and isinstance(value, str):
-        # words float() reads as no finite number but literal_eval does not read ("nan", "-inf", "Infinity"): "must be
-        # float, got str 'nan'" hid why
+    # 1e999 parses as inf (NaN weights), and "nan" or "-inf" arrive as text (float() reads them, literal_eval does
+    # not: "must be float, got str 'nan'" hid why); past float32's range (the computations' dtype), a traceback deep
+    # in torch
+    if typ is float and isinstance(value, (float, str)):
         try:
-            unfinite = not math.isfinite(float(value))
-        except ValueError:
-            unfinite = False
-        if unfinite:
+            number = float(value)
+        except ValueError:  # text that spells no number: the type check below refuses it
+            number = 0.0
+        if not abs(number) <= torch.finfo(torch.float32).max:
             raise ConfigError(f"config key '{key}' must be a finite number within float32's range, got {value!r}")
     bool_as_int = typ is int and isinstance(value, bool)  # True is an int to isinstance, but not a count
     if bool_as_int or not isinstance(value, typ):
