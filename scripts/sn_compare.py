@@ -75,9 +75,9 @@ def baselines(animal, side_a, side_b, seeds, mass):
         why.append(f"other checkpoints, {step_a or 'the end'} and {step_b or 'the end'}")
     if Path(ra).resolve() != Path(rb).resolve():
         keys = configs_differ([ra, rb])
+        agree = "the runs' configs agree in every key that shapes a student"
         why.append(f"the runs' configs differ in {', '.join(keys)}" if keys else
-                   "the runs' configs agree in every key that shapes a student" if why else  # the reason given
-                   "the runs' configs agree in every key that shapes a student, so other machines or code versions")
+                   agree if why else f"{agree}, so other machines or code versions")  # (with why: the reason given)
     d = 100 * summarize([ctl_a[k] - ctl_b[k] for k in seeds])["mean"]
     return (f"baselines {names}: other students ({'; '.join(why)}), the first's rate {d:+.1f} points over the "
             f"second's on average, unequal on {sum(ctl_a[k] != ctl_b[k] for k in seeds)}/{len(seeds)} seeds ({mass}); "
