@@ -1630,10 +1630,11 @@ def state_file(stem):
 
 
 def save_lm(stem, model, *, step, seed, metrics=None, tokenizer=None, optimizer=None, data_position=None,
-            rows_per_step=None, extra=None, loss_interval=None):
+            rows_per_step=None, extra=None, loss_interval=None, schedule=None):
     """Weights of the plain model (a DDP- or torch.compile-wrapped model is unwrapped here, so the names carry no
     `module.`/`_orig_mod.` prefix), metadata JSON, and, when an optimizer is given, the resume state (with
-    `rows_per_step`, the global batch, which a resume must match). All writes atomic."""
+    `rows_per_step`, the global batch, and `schedule`, train_lm's LR schedule and optimizer settings, which a resume
+    must match). All writes atomic."""
     model = getattr(model, "module", model)  # DDP
     model = getattr(model, "_orig_mod", model)  # torch.compile
     meta = {"model_config": dataclasses.asdict(model.cfg), "step": step, "seed": seed, "metrics": metrics or {},
@@ -1641,7 +1642,7 @@ def save_lm(stem, model, *, step, seed, metrics=None, tokenizer=None, optimizer=
     if optimizer is not None:  # the resume state holds the weights too, so that it alone, one file renamed into place
         # at once, is what a resume reads: a run killed between it and the .safetensors resumes from it exactly
         state = {"step": step, "seed": seed, "data_position": data_position, "rows_per_step": rows_per_step,
-                 "loss_interval": loss_interval, "optimizer": optimizer.state_dict(),
+                 "loss_interval": loss_interval, "schedule": schedule, "optimizer": optimizer.state_dict(),
                  "model": model.state_dict(), "model_config": meta["model_config"], "metrics": meta["metrics"],
                  "rng": {"torch": torch.get_rng_state(),
                          "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}}
@@ -1747,6 +1748,10 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
     N, T = tokens.shape[0], tokens.shape[1] - 1
     G = batch_size * grad_accum * world  # rows per optimizer step
     opt = make_lm_optimizer(model, lr, weight_decay, betas)
+    # what a resume must continue with: opt.load_state_dict would put back the saved betas and weight decay without a
+    # word, and another decay_steps (a longer run given no decay_steps) would restart the cosine mid-run
+    schedule = {"lr": lr, "warmup": warmup, "decay_steps": decay_steps, "min_lr": min_lr,
+                "weight_decay": weight_decay, "betas": list(betas), "grad_clip": grad_clip}
     meta = dict(meta or {})
     tokenizer_name = meta.pop("tokenizer", None)
 
@@ -1802,6 +1807,7 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
             step, position = int(state["step"]), int(state["data_position"])
             saved_rows = state.get("rows_per_step")  # absent in states saved before it was recorded
             saved_seed = state.get("seed")  # likewise
+            saved_schedule = state.get("schedule")  # likewise
             carried = state.get("loss_interval")  # absent (or None: at a log line) likewise
             carried = (carried["loss_sum"].to(device), int(carried["steps"])) if carried else None
         except Exception as e:
@@ -1818,6 +1824,13 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
             raise CheckpointError(f"{state_path} is the resume state of a run with seed {saved_seed}, this run has "
                                   f"seed {seed} (a file copied from another run?): put back this run's own, or "
                                   f"{afresh}")
+        if saved_schedule is not None and saved_schedule != schedule:  # steps may grow: decay_steps keeps the cosine
+            diff = "; ".join(f"{k} {saved_schedule.get(k)!r} then, {v!r} now" for k, v in schedule.items()
+                             if saved_schedule.get(k) != v)
+            hint = (" (a longer run continues its cosine with decay_steps set to the first run's)"
+                    if saved_schedule.get("decay_steps") != decay_steps else "")
+            raise CheckpointError(f"{state_path} was trained with another schedule or optimizer: {diff}{hint}: resume "
+                                  f"with the same settings, or {afresh}")
         if saved_rows is not None and int(saved_rows) != G:  # e.g. a torchrun run resumed with another process count
             raise CheckpointError(f"{state_path} was trained with {saved_rows} rows per optimizer step, this run takes "
                                   f"{G} (batch_size {batch_size} x grad_accum {grad_accum} x {world} process(es)): "
@@ -1863,7 +1876,7 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
         if rank == 0:
             save_lm(ckpt, model, step=step, seed=seed, metrics={"train_loss": train_loss, "val_loss": val_loss},
                     tokenizer=tokenizer_name, optimizer=opt if with_state else None, data_position=position,
-                    rows_per_step=G, extra=meta, loss_interval=loss_interval)
+                    rows_per_step=G, extra=meta, loss_interval=loss_interval, schedule=schedule)
 
     if rewrite_files:  # now, even if nothing is left to train: load_lm and world_base's cache read those files
         save(with_state=False)

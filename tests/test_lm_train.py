@@ -323,6 +323,31 @@ def test_resume_is_exact(tmp_path):
         train_lm(fresh(), data, steps=9, ckpt=tmp_path / "ck", resume=True, **kw)
 
 
+def test_a_resume_keeps_the_schedule_and_optimizer_settings(tmp_path):
+    """A resume under another LR schedule or optimizer setting is refused, naming it: a longer run given no
+    decay_steps restarted its cosine mid-run, and the optimizer's saved state put back the old betas and weight
+    decay without a word. A run extended with the first run's decay_steps continues, as one longer run would."""
+    kw = dict(QUIET, batch_size=4, lr=1e-2, warmup=2)
+    data = stream_data()
+    train_lm(fresh(), data, steps=4, ckpt=tmp_path / "ck", **kw)
+    for change, said in ((dict(steps=8), "decay_steps 4 then, 8 now.*decay_steps set to the first run's"),
+                         (dict(steps=4, weight_decay=0.0), "weight_decay 0.1 then, 0.0 now"),
+                         (dict(steps=4, betas=(0.8, 0.95)), r"betas \[0.9, 0.95\] then, \[0.8, 0.95\] now"),
+                         (dict(steps=4, min_lr=0.0), "min_lr 0.001 then, 0.0 now"),
+                         (dict(steps=4, grad_clip=None), "grad_clip 1.0 then, None now")):
+        with pytest.raises(CheckpointError, match="another schedule or optimizer: " + said + ".*--resume=False"):
+            train_lm(fresh(), data, ckpt=tmp_path / "ck", resume=True, **kw, **change)
+    straight = fresh()
+    train_lm(straight, data, steps=8, decay_steps=4, **kw)
+    extended = fresh(seed=9)
+    assert train_lm(extended, data, steps=8, decay_steps=4, ckpt=tmp_path / "ck", resume=True, **kw)["start_step"] == 4
+    assert same_weights(straight, extended)
+    state = torch.load(tmp_path / "ck.state.pt", weights_only=False)
+    del state["schedule"]  # a state saved before the schedule was recorded: resumed as before, unchecked
+    torch.save(state, tmp_path / "ck.state.pt")
+    assert train_lm(fresh(), data, steps=9, ckpt=tmp_path / "ck", resume=True, **kw)["start_step"] == 8
+
+
 def test_a_checkpoints_metrics_are_both_losses_of_its_own_step(tmp_path, monkeypatch):
     """A mid-run checkpoint's val_loss is its step's evaluation, not the one an interval before (the evaluation of
     step k ran at the top of the next iteration, after step k's checkpoint); a resumed run evaluates nothing twice."""
@@ -330,7 +355,8 @@ def test_a_checkpoints_metrics_are_both_losses_of_its_own_step(tmp_path, monkeyp
     saved, real = [], train.save_lm
     monkeypatch.setattr(train, "save_lm", lambda stem, model, **kw: saved.append((kw["step"], kw["metrics"])) or
                         real(stem, model, **kw))
-    kw = dict(QUIET, batch_size=4, lr=1e-2, warmup=2, val=stream_data(300, seed=5), eval_every=3, log_every=3)
+    kw = dict(QUIET, batch_size=4, lr=1e-2, warmup=2, val=stream_data(300, seed=5), eval_every=3, log_every=3,
+              decay_steps=9)  # (the run extended to 9 steps below keeps its schedule)
     out = train_lm(fresh(), stream_data(), steps=7, ckpt=tmp_path / "ck", ckpt_every=3, **kw)
     val = {r["step"]: r["val_loss"] for r in out["history"] if "val_loss" in r}
     loss = {r["step"]: r["loss"] for r in out["history"] if "loss" in r}
@@ -1128,7 +1154,7 @@ def test_gradients_are_clipped_at_grad_clip_and_not_at_zero(monkeypatch):
 
 def test_a_resume_restores_the_global_torch_rng(tmp_path):
     # train_lm draws nothing from it, so the weights cannot tell; a caller's later draws can
-    kw = dict(batch_size=4, lr=1e-2, log_every=0, progress=False)
+    kw = dict(batch_size=4, lr=1e-2, decay_steps=3, log_every=0, progress=False)
     torch.manual_seed(123)
     train_lm(fresh(), stream_data(), steps=2, ckpt=tmp_path / "ck", **kw)
     want = torch.load(tmp_path / "ck.state.pt", weights_only=False)["rng"]["torch"]
