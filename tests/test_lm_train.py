@@ -348,6 +348,21 @@ def test_a_resume_keeps_the_schedule_and_optimizer_settings(tmp_path):
     assert train_lm(fresh(), data, steps=9, ckpt=tmp_path / "ck", resume=True, **kw)["start_step"] == 8
 
 
+def test_a_resume_keeps_the_precision(tmp_path):
+    """A resume under the other precision (bf16 autocast on or off) is refused, naming it: the rest of the run was
+    computed in it without a word, and reported as one run's. A state saved before the precision was recorded resumes
+    as before."""
+    kw = dict(QUIET, batch_size=4, lr=1e-2, warmup=2, decay_steps=8)
+    data = stream_data()
+    train_lm(fresh(), data, steps=4, ckpt=tmp_path / "ck", **kw)
+    with pytest.raises(CheckpointError, match="bf16=False, this run has bf16=True.*--resume=False"):
+        train_lm(fresh(), data, steps=8, ckpt=tmp_path / "ck", resume=True, bf16=True, **kw)
+    state = torch.load(tmp_path / "ck.state.pt", weights_only=False)
+    del state["bf16"]  # a state saved before the precision was recorded: resumed as before, unchecked
+    torch.save(state, tmp_path / "ck.state.pt")
+    assert train_lm(fresh(), data, steps=5, ckpt=tmp_path / "ck", resume=True, **kw)["start_step"] == 4
+
+
 def test_a_checkpoints_metrics_are_both_losses_of_its_own_step(tmp_path, monkeypatch):
     """A mid-run checkpoint's val_loss is its step's evaluation, not the one an interval before (the evaluation of
     step k ran at the top of the next iteration, after step k's checkpoint); a resumed run evaluates nothing twice."""
