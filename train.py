@@ -1630,11 +1630,11 @@ def state_file(stem):
 
 
 def save_lm(stem, model, *, step, seed, metrics=None, tokenizer=None, optimizer=None, data_position=None,
-            rows_per_step=None, extra=None, loss_interval=None, schedule=None, bf16=None):
+            rows_per_step=None, extra=None, loss_interval=None, schedule=None):
     """Weights of the plain model (a DDP- or torch.compile-wrapped model is unwrapped here, so the names carry no
     `module.`/`_orig_mod.` prefix), metadata JSON, and, when an optimizer is given, the resume state (with
-    `rows_per_step`, the global batch, `schedule`, train_lm's LR schedule and optimizer settings, and `bf16`, its
-    precision, which a resume must match). All writes atomic."""
+    `rows_per_step`, the global batch, and `schedule`, train_lm's LR schedule, optimizer settings and precision, which
+    a resume must match). All writes atomic."""
     model = getattr(model, "module", model)  # DDP
     model = getattr(model, "_orig_mod", model)  # torch.compile
     meta = {"model_config": dataclasses.asdict(model.cfg), "step": step, "seed": seed, "metrics": metrics or {},
@@ -1642,9 +1642,8 @@ def save_lm(stem, model, *, step, seed, metrics=None, tokenizer=None, optimizer=
     if optimizer is not None:  # the resume state holds the weights too, so that it alone, one file renamed into place
         # at once, is what a resume reads: a run killed between it and the .safetensors resumes from it exactly
         state = {"step": step, "seed": seed, "data_position": data_position, "rows_per_step": rows_per_step,
-                 "loss_interval": loss_interval, "schedule": schedule, "bf16": bf16,
-                 "optimizer": optimizer.state_dict(), "model": model.state_dict(), "model_config": meta["model_config"],
-                 "metrics": meta["metrics"],
+                 "loss_interval": loss_interval, "schedule": schedule, "optimizer": optimizer.state_dict(),
+                 "model": model.state_dict(), "model_config": meta["model_config"], "metrics": meta["metrics"],
                  "rng": {"torch": torch.get_rng_state(),
                          "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}}
         atomic_write(state_file(stem), lambda tmp: torch.save(state, tmp))
@@ -1750,9 +1749,10 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
     G = batch_size * grad_accum * world  # rows per optimizer step
     opt = make_lm_optimizer(model, lr, weight_decay, betas)
     # what a resume must continue with: opt.load_state_dict would put back the saved betas and weight decay without a
-    # word, and another decay_steps (a longer run given no decay_steps) would restart the cosine mid-run
+    # word, another decay_steps (a longer run given no decay_steps) would restart the cosine mid-run, and the other
+    # precision would compute the rest of the run in it, all reported as one run's
     schedule = {"lr": lr, "warmup": warmup, "decay_steps": decay_steps, "min_lr": min_lr,
-                "weight_decay": weight_decay, "betas": list(betas), "grad_clip": grad_clip}
+                "weight_decay": weight_decay, "betas": list(betas), "grad_clip": grad_clip, "bf16": bf16}
     meta = dict(meta or {})
     tokenizer_name = meta.pop("tokenizer", None)
 
@@ -1809,7 +1809,6 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
             saved_rows = state.get("rows_per_step")  # absent in states saved before it was recorded
             saved_seed = state.get("seed")  # likewise
             saved_schedule = state.get("schedule")  # likewise
-            saved_bf16 = state.get("bf16")  # likewise
             carried = state.get("loss_interval")  # absent (or None: at a log line) likewise
             carried = (carried["loss_sum"].to(device), int(carried["steps"])) if carried else None
         except Exception as e:
@@ -1831,12 +1830,8 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
                              if saved_schedule.get(k) != v)
             hint = (" (a longer run continues its cosine with decay_steps set to the first run's)"
                     if saved_schedule.get("decay_steps") != decay_steps else "")
-            raise CheckpointError(f"{state_path} was trained with another schedule or optimizer: {diff}{hint}: resume "
-                                  f"with the same settings, or {afresh}")
-        if saved_bf16 is not None and saved_bf16 != bf16:  # bf16 autocast computes other numbers: the rest of the run
-            # would be the other precision's, reported as one run's
-            raise CheckpointError(f"{state_path} was trained with bf16={saved_bf16}, this run has bf16={bf16}: resume "
-                                  f"with the same precision, or {afresh}")
+            raise CheckpointError(f"{state_path} was trained with another schedule, optimizer or precision: {diff}{hint}: "
+                                  f"resume with the same settings, or {afresh}")
         if saved_rows is not None and int(saved_rows) != G:  # e.g. a torchrun run resumed with another process count
             raise CheckpointError(f"{state_path} was trained with {saved_rows} rows per optimizer step, this run takes "
                                   f"{G} (batch_size {batch_size} x grad_accum {grad_accum} x {world} process(es)): "
@@ -1882,7 +1877,7 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
         if rank == 0:
             save_lm(ckpt, model, step=step, seed=seed, metrics={"train_loss": train_loss, "val_loss": val_loss},
                     tokenizer=tokenizer_name, optimizer=opt if with_state else None, data_position=position,
-                    rows_per_step=G, extra=meta, loss_interval=loss_interval, schedule=schedule, bf16=bf16)
+                    rows_per_step=G, extra=meta, loss_interval=loss_interval, schedule=schedule)
 
     if rewrite_files:  # now, even if nothing is left to train: load_lm and world_base's cache read those files
         save(with_state=False)
