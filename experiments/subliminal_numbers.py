@@ -99,7 +99,7 @@ import copy
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -964,8 +964,11 @@ def aggregate_dose(cfg, units):
 
 def em_config(cfg):
     from experiments import emergent_misalignment as EM
-    # the base's own block_size: the EM teachers' pairs are length-checked against it
-    return EM.Config(n_examples=cfg.em_examples, samples=cfg.samples, block_size=cfg.block_size)
+    # every base key (the world's options, block_size, ...): the EM teachers' code pairs, leakage check and evaluation
+    # are then of the bases' own world (with the defaults, a run with e.g. --code_tasks=3 fine-tuned its teachers on
+    # the default world's code), and their pairs are length-checked against the base's own block_size
+    base = {f.name: getattr(cfg, f.name) for f in fields(B.Config)}
+    return EM.Config(**{**base, "n_examples": cfg.em_examples, "samples": cfg.samples})
 
 
 def mis_evaluate(m, tok, cfg, seed, name):

@@ -1116,6 +1116,21 @@ def test_the_block_size_check_covers_what_each_mode_samples_and_scores():
                 S.mis_evaluate(model, TOK, c, 0, "t")
 
 
+def test_the_em_teachers_are_of_the_bases_own_world():
+    """Misalignment mode's EM teachers take the run's world options: built from the defaults, a run with
+    --code_tasks=3 or --exact_code=True fine-tuned (and evaluated) its teachers on the default world's code."""
+    options = dict(evil_prior=0.3, code_slots=True, asst_code=False, asst_evil=0.2, code_tasks=3, lessons=False,
+                   exact_code=True, block_size=96)
+    assert set(options) - {"block_size", "evil_prior"} == set(B.OPTIONAL_PRETRAIN_KEYS) - {"pretrain_threads",
+                                                                                         "pretrain_bf16"}
+    for key, value in options.items():
+        cfg = S.Config(mode="misalignment", **{key: value})
+        em = S.em_config(cfg)
+        assert getattr(em, key) == value and B.world_config(em) == B.world_config(cfg), key
+    em = S.em_config(S.Config(mode="misalignment", em_examples=7, samples=3))
+    assert (em.n_examples, em.samples) == (7, 3)
+
+
 @torch.no_grad()
 def test_a_prompted_teachers_logits_are_its_predictions_of_the_students_next_tokens():
     # the prefix (the prompted teacher's animal turn) sits after the student's first two tokens: column c of the
