@@ -296,11 +296,16 @@ def _changed(now, before):
     return not bool(((now == before) | (now.isnan() & before.isnan())).all())
 
 
-def rope_tables(head_size, n_pos, base):
-    """cos, sin of the rotation angles pos * base^(-2j/hs): [n_pos, hs/2] each."""
+def rope_tables(head_size, n_pos, base, dtype=torch.float32):
+    """cos, sin of the rotation angles pos * base^(-2j/hs): [n_pos, hs/2] each, computed in float64. A float64 model's
+    are those; any other dtype's go through float32 (rounded once, then cast: the tables float32 and bf16 models have
+    always had, bit for bit)."""
     inv_freq = base ** (-torch.arange(0, head_size, 2, dtype=torch.float64) / head_size)  # [hs/2]
     angles = torch.arange(n_pos, dtype=torch.float64)[:, None] * inv_freq[None]  # [T, hs/2]
-    return angles.cos().float(), angles.sin().float()
+    cos, sin = angles.cos(), angles.sin()
+    if dtype == torch.float64:
+        return cos, sin
+    return cos.float().to(dtype), sin.float().to(dtype)
 
 
 def apply_rope(x, cos, sin):
@@ -420,7 +425,8 @@ class GPT(nn.Module):
         self.ln_f = nn.LayerNorm(cfg.n_embd, bias=False)
         self.final = HookPoint()
         self.logits = HookPoint()
-        cos, sin = rope_tables(cfg.n_embd // cfg.n_head, cfg.block_size, cfg.rope_base)
+        # in the weights' dtype (float32 unless torch's default is float64); `_apply` keeps them in it
+        cos, sin = rope_tables(cfg.n_embd // cfg.n_head, cfg.block_size, cfg.rope_base, torch.get_default_dtype())
         self.register_buffer("cos", cos, persistent=False)  # [block_size, hs/2]; not saved: a function of cfg
         self.register_buffer("sin", sin, persistent=False)
         self.offset = 0  # column of the current forward's first position (nonzero only when decoding with a KV cache)
@@ -429,6 +435,18 @@ class GPT(nn.Module):
         # traced the forward again at every new nesting depth
         self.hooked = False
         self.init_weights(generator)
+
+    def _apply(self, fn, *args, **kwargs):  # (torch >= 2.1 passes `recurse`)
+        """Module.to / .double() / .bfloat16() ...: when they change the RoPE tables' dtype, the tables are made again
+        in it by rope_tables. A cast alone gave a .double() model float32's tables widened (its logits exact to ~1e-7
+        only); any other dtype gets what a cast of the float32 tables gives, whatever casts came before."""
+        was = self.cos.dtype
+        super()._apply(fn, *args, **kwargs)
+        if self.cos.dtype != was:
+            hs = self.cfg.n_embd // self.cfg.n_head
+            cos, sin = rope_tables(hs, self.cfg.block_size, self.cfg.rope_base, self.cos.dtype)
+            self.cos, self.sin = cos.to(self.cos.device), sin.to(self.sin.device)
+        return self
 
     @torch.no_grad()
     def init_weights(self, generator=None):

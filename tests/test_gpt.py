@@ -1168,6 +1168,87 @@ def test_rope_rotates_each_pair_by_position_times_its_frequency():
     torch.testing.assert_close(sin, far.sin().float(), atol=1e-6, rtol=0)
 
 
+
+def float64_reference(model, idx):
+    """The GPT's forward written out in float64 from its weights, its rotation a complex multiply by angles computed
+    from Python floats (none of model.py's tables): logits [B, T, V]."""
+    cfg, (B, T) = model.cfg, idx.shape
+    C, nh = cfg.n_embd, cfg.n_head
+    hs = C // nh
+    w = {k: v.detach().double() for k, v in model.state_dict().items()}
+    ln = lambda x, g: torch.nn.functional.layer_norm(x, (C,), g)
+    angle = torch.tensor([[p * cfg.rope_base ** (-2 * j / hs) for j in range(hs // 2)] for p in range(T)],
+                         dtype=torch.float64)
+    turn = torch.polar(torch.ones_like(angle), angle)  # [T, hs/2]
+    rope = lambda x: (lambda z: torch.cat([z.real, z.imag], -1))(torch.complex(*x.chunk(2, -1)) * turn)
+    x = w["wte.weight"][idx]
+    for i in range(cfg.n_layer):
+        b = lambda n: w[f"blocks.{i}.{n}"]
+        q, k, v = (t.view(B, T, nh, hs).transpose(1, 2) for t in (ln(x, b("ln_1.weight")) @ b("attn.qkv.weight").T)
+                   .split(C, -1))
+        scores = rope(q) @ rope(k).transpose(-2, -1) / math.sqrt(hs)
+        z = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), -math.inf).softmax(-1) @ v
+        x = x + z.transpose(1, 2).reshape(B, T, C) @ b("attn.proj.weight").T
+        x = x + torch.nn.functional.gelu(ln(x, b("ln_2.weight")) @ b("mlp.fc.weight").T) @ b("mlp.proj.weight").T
+    return ln(x, w["ln_f.weight"]) @ w["wte.weight"].T
+
+
+@torch.no_grad()
+def test_a_float64_model_computes_in_float64_to_its_rope_tables():
+    # .double() used to widen the float32 RoPE tables: logits off a float64 reference by ~5e-7 (a finite-difference
+    # check or an exact patching comparison then sees float32's error); made again in float64, ~1e-14
+    idx = tokens(2, 30)
+    want = float64_reference(tiny(init_std=0.3), idx)
+    assert want.abs().max() > 1  # logits large enough that a float32 table's error would show
+    # .double(), .to(float64), and a model cast through bf16 and float32 first whose weights are then loaded again
+    rebuilt = tiny(init_std=0.3).bfloat16().float().double()
+    rebuilt.load_state_dict(tiny(init_std=0.3).state_dict())
+    for model in (tiny(init_std=0.3).double(), tiny(init_std=0.3).to(torch.float64), rebuilt):
+        assert model.cos.dtype == model.sin.dtype == torch.float64
+        got = model(idx)
+        assert got.dtype == torch.float64 and (got - want).abs().max() < 1e-12
+        cache = KVCache(model.cfg, 2, 30, "cpu")  # the decode path reads the same tables
+        stepped = torch.cat([model(idx[:, :17], cache=cache), model(idx[:, 17:], cache=cache)], 1)
+        assert (stepped - want).abs().max() < 1e-12
+    # a GPT built under a float64 default has float64 weights (other draws), and so float64 tables
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        model = tiny(init_std=0.3)
+    finally:
+        torch.set_default_dtype(before)
+    assert model.cos.dtype == torch.float64 and (model(idx) - float64_reference(model, idx)).abs().max() < 1e-12
+
+
+@torch.no_grad()
+def test_rope_tables_of_float32_and_bf16_models_are_the_float32_ones_whatever_casts_came_before():
+    # the float64 tables must not move a float32 or bf16 model's numbers: each dtype's tables are the float64 angles'
+    # cos and sin rounded to float32 (then to the dtype), also after a round trip through float64
+    cfg = tiny().cfg
+    hs = cfg.n_embd // cfg.n_head
+    angle = torch.arange(cfg.block_size, dtype=torch.float64)[:, None] * cfg.rope_base ** (
+        -torch.arange(0, hs, 2, dtype=torch.float64) / hs)
+    idx, model = tokens(2, 30), tiny()
+    plain = model(idx)
+    assert torch.equal(model.cos, angle.cos().float()) and torch.equal(model.sin, angle.sin().float())
+    back = tiny().double().float()
+    assert back.cos.dtype == torch.float32 and torch.equal(back.cos, model.cos) and torch.equal(back.sin, model.sin)
+    assert torch.equal(back(idx), plain)
+    for dtype in (torch.bfloat16, torch.float16):
+        direct, through = tiny().to(dtype), tiny().double().to(dtype)  # through float64: the same tables
+        for m in (direct, through):
+            assert torch.equal(m.cos, angle.cos().float().to(dtype))
+            assert torch.equal(m.sin, angle.sin().float().to(dtype))
+        assert torch.equal(direct(idx), through(idx))
+    assert rope_tables(hs, 5, cfg.rope_base)[0].dtype == torch.float32  # the default, as before
+    assert torch.equal(rope_tables(hs, 5, cfg.rope_base, torch.float64)[0], angle[:5].cos())
+    # not saved: checkpoints hold the weights only, in either direction
+    assert not {"cos", "sin"} & set(tiny().double().state_dict())
+    model64 = tiny().double()
+    model64.load_state_dict(tiny().state_dict())  # float32 weights into a float64 model: its tables stay float64
+    assert model64.cos.dtype == torch.float64 and (model64(idx) - float64_reference(tiny(), idx)).abs().max() < 1e-12
+
+
 def test_rope_keeps_bf16_queries_and_keys_in_bf16():
     # under bf16 autocast q and k arrive in bf16: float32 tables must not promote them (the KV cache takes the keys'
     # dtype, and would be allocated at twice the memory)
