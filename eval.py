@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from data.tokenizer import pad_right, unknown_words
 from data.truthfulqa import TASKS
-from model import token_ids
+from model import token_ids, upcast
 
 # two-sided 95% Student-t quantiles t_{0.975, df} for df = 1..30 (standard tables, three decimals)
 _T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
@@ -253,7 +253,8 @@ def score_continuations(model, pairs, *, tokenizer=None, eos_id=None, batch_size
                   unit="batch"):
         chunk = pairs[i:i + batch_size]
         ids, _ = pad_right([p + c for p, c in chunk], device)  # [b, W], padded with 0 (never scored)
-        logp = model(ids[:, :-1]).float().log_softmax(-1)  # [b, W-1, V]: position t predicts token t+1
+        # upcast: bf16 logits to float32, a float64 model's kept (.float() rounded its scores to float32)
+        logp = upcast(model(ids[:, :-1])).log_softmax(-1)  # [b, W-1, V]: position t predicts token t+1
         lp = logp.gather(-1, ids[:, 1:, None])[..., 0].cpu()  # [b, W-1], log p of each actual next token
         for j, (p, c) in enumerate(chunk):
             # the continuation's tokens are columns len(p) .. len(p) + len(c) - 1, each predicted one column earlier

@@ -690,7 +690,7 @@ class GPT(nn.Module):
         try:
             for _ in range(max_new_tokens):
                 # unembed the last column only: the prompt's other columns would be thrown away
-                logits = self(x, mask=mask, cache=cache, keep=slice(-1, None)).float()  # [B, V]
+                logits = upcast(self(x, mask=mask, cache=cache, keep=slice(-1, None)))  # [B, V]
                 nxt = sample_next(logits, temperature, top_k, generator)  # [B]
                 nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)  # a stopped row emits pads, cut below
                 new.append(nxt)

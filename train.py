@@ -68,7 +68,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from data import DataError
-from model import GPT, GPTConfig, generator
+from model import GPT, GPTConfig, generator, upcast
 
 ROOT = Path(__file__).resolve().parent
 
@@ -1125,7 +1125,7 @@ def train_classifier(model, x, y, *, epochs, lr, batch_size, gens, n_classes=10,
             xb = gather_rows(x, idx, buf)  # [S, B, D]
             with torch.autocast(x.device.type, torch.bfloat16, enabled=amp):
                 logits = model(xb)[..., :n_classes]  # [S, B, n_classes]
-            loss = F.cross_entropy(logits.float().flatten(0, 1), y[idx].flatten(), reduction="none")
+            loss = F.cross_entropy(upcast(logits).flatten(0, 1), y[idx].flatten(), reduction="none")
             per_seed = loss.view(S, -1).mean(1)  # [S]
             opt.zero_grad()
             per_seed.sum().backward()  # each seed's gradient is its own mean's
@@ -1200,7 +1200,7 @@ def train_distill(model, inputs, targets, logit_idx, *, epochs, lr, batch_size, 
             tb = flat_t[flat_order[:, i:i + batch_size]]  # [M, B, K]
             with torch.autocast(xb.device.type, torch.bfloat16, enabled=amp):
                 out = model(xb)  # [M, B, n_out]
-            per_model = torch.cat([distill_loss(out[lo:hi, :, sel].float(), tb[lo:hi, :, sel], loss, temperature)
+            per_model = torch.cat([distill_loss(upcast(out[lo:hi, :, sel]), tb[lo:hi, :, sel], loss, temperature)
                                    for lo, hi, sel in loss_groups])  # [M]
             opt.zero_grad()
             per_model.sum().backward()
@@ -1390,8 +1390,9 @@ def soft_kl(teacher_logits, student_logits, subset=None, temperature=1.0):
     `subset` (a LongTensor on the logits' device; None: the whole vocabulary). Gradient flows to the student.
     temperature T > 1 softens both (logits / T) and scales by T^2 (Hinton et al.), so that the rare tokens'
     logits count: as T grows the gradient tends to that of matching the centred logits."""
-    t = (teacher_logits if subset is None else teacher_logits[..., subset]).float().div(temperature).log_softmax(-1)
-    s = (student_logits if subset is None else student_logits[..., subset]).float().div(temperature).log_softmax(-1)
+    # upcast: bf16 logits to float32, a float64 model's kept (a finite-difference check needs float64 throughout)
+    t = upcast(teacher_logits if subset is None else teacher_logits[..., subset]).div(temperature).log_softmax(-1)
+    s = upcast(student_logits if subset is None else student_logits[..., subset]).div(temperature).log_softmax(-1)
     return (t.exp() * (t - s)).sum(-1) * temperature ** 2
 
 

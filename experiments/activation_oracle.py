@@ -69,7 +69,7 @@ from data.tokenizer import load_tokenizer, pad_right, save_tokenizer, word_token
 from eval import error_bars, fmt_stat, spearman, spearman_ci, summarize
 from experiments import emergent_misalignment as E
 from experiments import world_base as B
-from model import GPT, generator, inject, seed_int
+from model import GPT, generator, inject, seed_int, upcast
 from train import (RERUN, CheckpointError, ConfigError, check_out, finetune, get_lr, load_weights, pyplot,
                    run_config, run_results, save_figure, save_lm)
 
@@ -296,7 +296,7 @@ def train_oracle(oracle, data, cfg, seed, tag, t0):
         for group in opt.param_groups:
             group["lr"] = lr
         batch = data.rows(torch.randint(len(data), (cfg.oracle_batch,), generator=g).to(data.ids.device))
-        loss = F.cross_entropy(oracle_logits(oracle, batch, cfg.inject_layer, cfg.detach_norm).float(), batch.ans)
+        loss = F.cross_entropy(upcast(oracle_logits(oracle, batch, cfg.inject_layer, cfg.detach_norm)), batch.ans)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(oracle.parameters(), 1.0)
@@ -308,9 +308,10 @@ def train_oracle(oracle, data, cfg, seed, tag, t0):
 
 @torch.no_grad()
 def answer_logits(oracle, batch, cfg, chunk=512):
-    """oracle_logits over a Batch of any size, `chunk` questions at a time: [N, V] float32."""
-    return torch.cat([oracle_logits(oracle, batch.rows(torch.arange(i, min(i + chunk, len(batch)))),
-                                    cfg.inject_layer).float() for i in range(0, len(batch), chunk)])
+    """oracle_logits over a Batch of any size, `chunk` questions at a time: [N, V], float32 (float64 for a float64
+    oracle: model.upcast)."""
+    return torch.cat([upcast(oracle_logits(oracle, batch.rows(torch.arange(i, min(i + chunk, len(batch)))),
+                                           cfg.inject_layer)) for i in range(0, len(batch), chunk)])
 
 
 def kind_probs(logits, tok):

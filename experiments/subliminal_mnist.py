@@ -48,7 +48,7 @@ import torch
 
 from data import mnist
 from eval import accuracy, error_bars, fmt_stat, mean_ci, summarize
-from model import SeedMLP, generator, init_mlp_params
+from model import SeedMLP, generator, init_mlp_params, upcast
 from train import (ROOT, CheckpointError, ConfigError, build_config, check_device, load_weights, pyplot, read_results,
                    run_config, save_figure, save_weights, train_classifier, train_distill, use_tf32, write_json)
 
@@ -328,7 +328,7 @@ def teacher_logits(teacher, inputs, batch_size=2048):
     """The frozen teacher's logits on every input: [S, N, 10 + m] (inputs [S, N, D] or shared [N, D]).
     Small chunks: on a CPU, temporaries over 32 MB are fresh memory (page faults) every time; 2x slower."""
     N = inputs.shape[-2]
-    return torch.cat([teacher(inputs[..., i:i + batch_size, :]) for i in range(0, N, batch_size)], 1).float()
+    return upcast(torch.cat([teacher(inputs[..., i:i + batch_size, :]) for i in range(0, N, batch_size)], 1))
 
 
 def student_init(cond, ref, partner, cfg, seeds, device):

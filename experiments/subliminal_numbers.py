@@ -109,7 +109,7 @@ from data import world as W
 from data.tokenizer import pad_right
 from eval import error_bars, fmt_stat, group_means, summarize, summarize_by
 from experiments import world_base as B
-from model import generator, seed_int
+from model import generator, seed_int, upcast
 from train import (OPTIMIZERS, ORDERS, ConfigError, finetune, pack_pairs, pyplot, run_dir_config, run_results,
                    save_figure, soft_kl, teacher_targets)
 
@@ -316,7 +316,7 @@ def animal_probs(model, tok, prompts):
     dev = next(model.parameters()).device
     x, real = pad_right([tok.encode(p).ids for p in prompts], dev)  # [N, W]
     last = real.sum(1) - 1  # [N]
-    probs = model(x)[torch.arange(len(prompts), device=dev), last].float().softmax(-1)  # [N, V]
+    probs = upcast(model(x)[torch.arange(len(prompts), device=dev), last]).softmax(-1)  # [N, V]
     return probs[:, [tok.token_to_id(a) for a in W.ANIMALS]].cpu()
 
 
@@ -553,7 +553,7 @@ def held_out(model, data, numbers, teacher_logits=None):
     data) also "kl": KL(teacher || model) per trained position, both renormalised over the numbers."""
     x, m = data["tokens"][:, :-1], data["mask"]
     y = data["tokens"][:, 1:][m]  # [k]
-    logits = model(x, keep=m).float()  # [k, V]
+    logits = upcast(model(x, keep=m))  # [k, V]
     nums = torch.as_tensor(numbers, device=y.device)
     slot = torch.full((logits.shape[-1],), -1, dtype=torch.long, device=y.device)
     slot[nums] = torch.arange(len(nums), device=y.device)

@@ -29,6 +29,7 @@ from data.tokenizer import pad_right  # noqa: E402
 from eval import mean_ci, summarize, summarize_by  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
+from model import upcast  # noqa: E402
 from train import cli, run_config, run_results, script_run, write_json  # noqa: E402
 
 
@@ -45,7 +46,7 @@ def mis_lp(model, x, real, starts, owner, cls, n_items, hooks=None):
     dev = next(model.parameters()).device  # answer_batch's tensors are on the CPU: a GPU model refuses them
     x, real, starts, owner, cls = (t.to(dev) for t in (x, real, starts, owner, cls))
     with model.hooks(hooks or {}):
-        lp = model(x).float().log_softmax(-1)[:, :-1].gather(-1, x[:, 1:, None])[..., 0]  # [N, T-1]
+        lp = upcast(model(x)).log_softmax(-1)[:, :-1].gather(-1, x[:, 1:, None])[..., 0]  # [N, T-1]
     pos = torch.arange(lp.shape[1], device=dev)[None]  # [1, T-1]: position t predicts token t+1
     answer = (pos >= starts[:, None] - 1) & real[:, 1:]  # the continuation's tokens, its <eos> included
     s = (lp * answer).sum(1)  # [N] each string's log-probability

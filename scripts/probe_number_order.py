@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments import subliminal_numbers as S  # noqa: E402
 from experiments import world_base as B  # noqa: E402
-from model import seed_int  # noqa: E402
+from model import seed_int, upcast  # noqa: E402
 from train import cli, run_config, script_args, seed_args, soft_kl  # noqa: E402
 
 
@@ -32,7 +32,7 @@ def decompose(teacher, base, tok, data):
     lt, lb = teacher.logits(x), base(x)
     cond = (soft_kl(lt, lb, nums) * w).sum() / w.sum()
     # the distributions averaged over every position; their logs are logits that soft_kl renormalises to themselves
-    mix = lambda logits: ((logits[..., nums].float().softmax(-1) * w[..., None]).sum((0, 1)) / w.sum()).log()
+    mix = lambda logits: ((upcast(logits[..., nums]).softmax(-1) * w[..., None]).sum((0, 1)) / w.sum()).log()
     return cond.item(), soft_kl(mix(lt), mix(lb)).item()
 
 

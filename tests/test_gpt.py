@@ -1249,6 +1249,28 @@ def test_rope_tables_of_float32_and_bf16_models_are_the_float32_ones_whatever_ca
     assert model64.cos.dtype == torch.float64 and (model64(idx) - float64_reference(tiny(), idx)).abs().max() < 1e-12
 
 
+@torch.no_grad()
+def test_a_float64_models_scores_and_sampled_logits_stay_float64(monkeypatch):
+    # score_continuations rounded a float64 model's log-probs to float32 (.float()); upcast keeps them, and a float32
+    # model's scores are the float32 ones they were
+    pairs = [([1, 2, 3, 4, 5], [6, 7, 8, 9]), ([3], [4]), ([9, 9], [1, 2, 3, 4, 5, 6])]
+    model = tiny(init_std=0.3).double()
+    sums, per_token = score_continuations(model, pairs)
+    assert sums.dtype == torch.float64 and all(pt.dtype == torch.float64 for pt in per_token)
+    for (p, c), s, pt in zip(pairs, sums, per_token):
+        logp = float64_reference(model, torch.tensor([p + c[:-1]]))[0].log_softmax(-1)  # [L-1, V]
+        want = torch.stack([logp[len(p) - 1 + k, t] for k, t in enumerate(c)])
+        assert (pt - want).abs().max() < 1e-12 and abs(float(s) - float(want.sum())) < 1e-12
+    sums32, per_token32 = score_continuations(tiny(init_std=0.3), pairs)
+    assert sums32.dtype == torch.float32 and (sums32.double() - sums).abs().max() > 1e-9  # float32's own rounding
+    # generate samples from the float64 logits, not their float32 rounding
+    seen, real = [], sample_next
+    monkeypatch.setattr(sys.modules["model"], "sample_next", lambda logits, *a: (seen.append(logits.dtype),
+                                                                                 real(logits, *a))[1])
+    model.generate([[1, 2, 3]], 2, temperature=0)
+    tiny().generate([[1, 2, 3]], 1, temperature=0)
+    assert seen == [torch.float64, torch.float64, torch.float32]
+
 def test_rope_keeps_bf16_queries_and_keys_in_bf16():
     # under bf16 autocast q and k arrive in bf16: float32 tables must not promote them (the KV cache takes the keys'
     # dtype, and would be allocated at twice the memory)

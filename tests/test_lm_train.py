@@ -1020,6 +1020,19 @@ def test_soft_kl_closed_forms():
     assert not torch.allclose(soft_kl(t, s, temperature=1.0), limit, rtol=2e-2)
 
 
+def test_soft_kl_keeps_a_float64_models_logits_float64():
+    # .float() rounded float64 logits to float32: a finite-difference check of a float64 fine-tune's loss failed;
+    # bf16 logits (autocast) are still upcast to float32, float32 ones unchanged
+    g = torch.Generator().manual_seed(0)
+    t, s = (torch.randn(2, 3, 7, generator=g, dtype=torch.float64) for _ in range(2))
+    sub = torch.tensor([1, 4, 5])
+    assert soft_kl(t, s).dtype == torch.float64
+    assert torch.autograd.gradcheck(lambda x: soft_kl(t, x, sub, temperature=2.0), s.clone().requires_grad_())
+    assert soft_kl(t.bfloat16(), s.bfloat16()).dtype == torch.float32
+    t32, s32 = t.float()[..., sub].div(2.0).log_softmax(-1), s.float()[..., sub].div(2.0).log_softmax(-1)
+    assert torch.equal(soft_kl(t.float(), s.float(), sub, 2.0), (t32.exp() * (t32 - s32)).sum(-1) * 4.0)
+
+
 @torch.no_grad()
 def test_validation_loss_is_the_mean_over_the_tokens_the_mask_counts():
     model = fresh().eval()
