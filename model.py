@@ -425,8 +425,10 @@ class GPT(nn.Module):
         self.ln_f = nn.LayerNorm(cfg.n_embd, bias=False)
         self.final = HookPoint()
         self.logits = HookPoint()
-        # in the weights' dtype (float32 unless torch's default is float64); `_apply` keeps them in it
-        cos, sin = rope_tables(cfg.n_embd // cfg.n_head, cfg.block_size, cfg.rope_base, torch.get_default_dtype())
+        # float64 when the weights are (torch's default dtype float64), else float32; `_apply` keeps them in the weights'
+        f64 = torch.get_default_dtype() == torch.float64
+        cos, sin = rope_tables(cfg.n_embd // cfg.n_head, cfg.block_size, cfg.rope_base,
+                               torch.float64 if f64 else torch.float32)
         self.register_buffer("cos", cos, persistent=False)  # [block_size, hs/2]; not saved: a function of cfg
         self.register_buffer("sin", sin, persistent=False)
         self.offset = 0  # column of the current forward's first position (nonzero only when decoding with a KV cache)
