@@ -12,6 +12,11 @@ import shlex
 import sys
 import time
 
+import commands
+
+if __name__ == "__main__":  # Ctrl-C while torch imports below: one line, as train.py's
+    commands.starting()
+
 import torch
 
 USAGE = "usage: python bench.py mnist|gpt|lists|students [OPTION ...] (python bench.py NAME --help: its options)"
@@ -472,4 +477,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    commands.run(main, sys.argv[1:])

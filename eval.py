@@ -13,6 +13,11 @@ import numbers
 import sys
 from pathlib import Path
 
+import commands
+
+if __name__ == "__main__":  # Ctrl-C while torch imports below: one line, as train.py's
+    commands.starting()
+
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -421,4 +426,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    commands.run(main, sys.argv[1:])

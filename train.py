@@ -51,16 +51,10 @@ except ImportError:  # Windows: no advisory file locks; two runs into one out_di
     fcntl = None
 
 
-def _stopped_starting(signum, frame):
-    print(f"{'terminated (SIGTERM)' if signum == signal.SIGTERM else 'interrupted'} while starting: nothing was done.",
-          file=sys.stderr)
-    os._exit(143 if signum == signal.SIGTERM else 130)
+import commands
 
-
-if __name__ == "__main__":  # Ctrl-C in the second or two that the imports below take: one line, not a traceback (nor
-    # a KeyboardInterrupt that torch's import of numpy swallows, leaving numpy half-imported and the run going on)
-    signal.signal(signal.SIGINT, _stopped_starting)
-    signal.signal(signal.SIGTERM, _stopped_starting)
+if __name__ == "__main__":  # Ctrl-C in the second or two that the imports below take: one line, not a traceback
+    commands.starting()
 
 import torch
 import torch.distributed as dist
@@ -2348,10 +2342,4 @@ if __name__ == "__main__":
     # run main from the importable module `train`, not from `__main__`: experiments import `train`, and
     # the errors they raise must be the very classes that main() catches
     import train
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on, cli's handling
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    status = train.main(sys.argv[1:])
-    # done: a signal now would only interrupt Python's exit (a traceback from its clean-up, the work complete)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    sys.exit(status)
+    commands.run(train.main, sys.argv[1:])

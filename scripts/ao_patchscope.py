@@ -19,9 +19,11 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import commands  # noqa: E402
+if __name__ == "__main__":  # Ctrl-C while torch imports below: one line, as train.py's
+    commands.starting()
+import torch  # noqa: E402
 from eval import fmt_stat, spearman_ci, summarize  # noqa: E402
 from experiments import activation_oracle as A  # noqa: E402
 from experiments import emergent_misalignment as E  # noqa: E402
@@ -137,4 +139,4 @@ def plot(summary, steps, path):
 
 
 if __name__ == "__main__":
-    sys.exit(cli(main, sys.argv[1:]))
+    commands.run(cli, main, sys.argv[1:])

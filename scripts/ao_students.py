@@ -23,9 +23,11 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import commands  # noqa: E402
+if __name__ == "__main__":  # Ctrl-C while torch imports below: one line, as train.py's
+    commands.starting()
+import torch  # noqa: E402
 from data import world as W  # noqa: E402
 from data.tokenizer import load_tokenizer  # noqa: E402
 from eval import fmt_stat, summarize  # noqa: E402
@@ -150,4 +152,4 @@ def plot(summary, path):
 
 
 if __name__ == "__main__":
-    sys.exit(cli(main, sys.argv[1:]))
+    commands.run(cli, main, sys.argv[1:])

@@ -21,6 +21,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import commands  # noqa: E402
+if __name__ == "__main__":  # Ctrl-C while torch imports below: one line, as train.py's
+    commands.starting()
 from eval import group_means, n_undefined, summarize  # noqa: E402
 from train import ConfigError, cli, distinct, run_results, script_args  # noqa: E402
 from experiments.emergent_misalignment import BASE_FMT, SHARE_ARMS, share  # noqa: E402
@@ -127,4 +130,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(cli(main, sys.argv[1:]))
+    commands.run(cli, main, sys.argv[1:])

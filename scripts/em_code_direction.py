@@ -38,9 +38,11 @@ import copy
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import commands  # noqa: E402
+if __name__ == "__main__":  # Ctrl-C while torch imports below: one line, as train.py's
+    commands.starting()
+import torch  # noqa: E402
 from data import world as W  # noqa: E402
 from eval import summarize  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
@@ -210,4 +212,4 @@ def main(run_dirs):
 
 
 if __name__ == "__main__":
-    sys.exit(cli(main, sys.argv[1:]))
+    commands.run(cli, main, sys.argv[1:])

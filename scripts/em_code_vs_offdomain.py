@@ -36,11 +36,13 @@ rate): the same multiple in two worlds whose base rates differ gives 1 (research
 multiple")."""
 import math
 import sys
-
-import numpy as np
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import commands  # noqa: E402
+if __name__ == "__main__":  # Ctrl-C while torch imports below: one line, as train.py's
+    commands.starting()
+import numpy as np  # noqa: E402
 from eval import group_means, mean_ci, n_undefined, summarize  # noqa: E402
 from train import ConfigError, check_out, cli, distinct, pyplot, run_results, save_figure, script_args  # noqa: E402
 
@@ -270,4 +272,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(cli(main, sys.argv[1:]))
+    commands.run(cli, main, sys.argv[1:])

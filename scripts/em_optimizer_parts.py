@@ -39,10 +39,12 @@ import math
 import sys
 from pathlib import Path
 
-import numpy as np
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import commands  # noqa: E402
+if __name__ == "__main__":  # Ctrl-C while torch imports below: one line, as train.py's
+    commands.starting()
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
@@ -317,4 +319,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(cli(main, sys.argv[1:]))
+    commands.run(cli, main, sys.argv[1:])

@@ -21,9 +21,11 @@ import math
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import commands  # noqa: E402
+if __name__ == "__main__":  # Ctrl-C while torch imports below: one line, as train.py's
+    commands.starting()
+import torch  # noqa: E402
 from data import world as W  # noqa: E402
 from data.tokenizer import pad_right  # noqa: E402
 from eval import mean_ci, summarize, summarize_by  # noqa: E402
@@ -153,4 +155,4 @@ def main(run_dir):
 
 
 if __name__ == "__main__":
-    sys.exit(cli(lambda argv: main(script_run(argv, __doc__)[0]), sys.argv[1:]))
+    commands.run(cli, lambda argv: main(script_run(argv, __doc__)[0]), sys.argv[1:])

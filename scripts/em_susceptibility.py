@@ -37,6 +37,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import commands  # noqa: E402
+if __name__ == "__main__":  # Ctrl-C while torch imports below: one line, as train.py's
+    commands.starting()
 from eval import spearman, spearman_ci, summarize  # noqa: E402
 from train import (check_out, cli, pyplot, read_json, run_results, same_runs, save_figure, script_args,  # noqa: E402
                    write_json)
@@ -203,4 +206,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(cli(main, sys.argv[1:]))
+    commands.run(cli, main, sys.argv[1:])

@@ -32,10 +32,12 @@ import contextlib
 import sys
 from pathlib import Path
 
-import numpy as np
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import commands  # noqa: E402
+if __name__ == "__main__":  # Ctrl-C while torch imports below: one line, as train.py's
+    commands.starting()
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
@@ -254,4 +256,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(cli(main, sys.argv[1:]))  # a run directory that is not one: a one-line error
+    commands.run(cli, main, sys.argv[1:])  # a run directory that is not one: a one-line error

@@ -15,10 +15,12 @@ in two of them is refused, as for runs given directly).
 import sys
 from pathlib import Path
 
-import numpy as np
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import commands  # noqa: E402
+if __name__ == "__main__":  # Ctrl-C while torch imports below: one line, as train.py's
+    commands.starting()
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from em_base_pull import check_runs, checked_bases, distinct_pooled_bases  # noqa: E402
 from em_first_step import arm_grads, scored_step  # noqa: E402
@@ -94,4 +96,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(cli(main, sys.argv[1:]))
+    commands.run(cli, main, sys.argv[1:])

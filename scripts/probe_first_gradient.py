@@ -13,9 +13,11 @@ One thread; one line per base.
 import os
 import sys
 
-import torch
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import commands  # noqa: E402
+if __name__ == "__main__":  # Ctrl-C while torch imports below: one line, as train.py's
+    commands.starting()
+import torch  # noqa: E402
 from experiments import emergent_misalignment as EM  # noqa: E402
 from experiments import world_base as B  # noqa: E402
 from train import cli, script_args, seed_args  # noqa: E402
@@ -77,4 +79,4 @@ def read_seeds(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(cli(lambda argv: main(read_seeds(argv)), sys.argv[1:]))
+    commands.run(cli, lambda argv: main(read_seeds(argv)), sys.argv[1:])

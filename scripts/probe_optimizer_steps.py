@@ -12,9 +12,11 @@ import math
 import os
 import sys
 
-import torch
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import commands  # noqa: E402
+if __name__ == "__main__":  # Ctrl-C while torch imports below: one line, as train.py's
+    commands.starting()
+import torch  # noqa: E402
 import train  # noqa: E402
 from experiments import emergent_misalignment as E, world_base as B  # noqa: E402
 
@@ -56,4 +58,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(train.cli(main, sys.argv[1:]))
+    commands.run(train.cli, main, sys.argv[1:])

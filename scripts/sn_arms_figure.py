@@ -18,6 +18,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import commands  # noqa: E402
+if __name__ == "__main__":  # Ctrl-C while torch imports below: one line, as train.py's
+    commands.starting()
 from eval import error_bars, group_means, summarize  # noqa: E402
 from experiments.subliminal_numbers import BASELINE, ON_B, mode_results  # noqa: E402
 from train import check_out, cli, pyplot, save_figure, script_args  # noqa: E402
@@ -109,4 +112,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(cli(main, sys.argv[1:]))
+    commands.run(cli, main, sys.argv[1:])

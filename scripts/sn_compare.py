@@ -18,6 +18,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import commands  # noqa: E402
+if __name__ == "__main__":  # Ctrl-C while torch imports below: one line, as train.py's
+    commands.starting()
 from eval import group_means, summarize  # noqa: E402
 from experiments.subliminal_numbers import BASELINE, mode_results  # noqa: E402
 from train import cli, configs_differ, script_args  # noqa: E402
@@ -138,4 +141,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(cli(main, sys.argv[1:]))
+    commands.run(cli, main, sys.argv[1:])

@@ -28,6 +28,9 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import commands  # noqa: E402
+if __name__ == "__main__":  # Ctrl-C while torch imports below: one line, as train.py's
+    commands.starting()
 from eval import mean_ci, summarize  # noqa: E402
 from experiments.subliminal_numbers import mode_results  # noqa: E402
 from train import NOT_MODELS, check_out, cli, configs_differ, distinct, pyplot, save_figure, script_args  # noqa: E402
@@ -264,4 +267,4 @@ def minus(a, b):
 
 
 if __name__ == "__main__":
-    sys.exit(cli(main, sys.argv[1:]))
+    commands.run(cli, main, sys.argv[1:])

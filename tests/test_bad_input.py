@@ -576,7 +576,7 @@ def test_a_broken_pipe_that_is_not_stdout_is_still_a_failure(capsys):
 
 SIGNAL_AT = """import atexit, os, runpy, signal, sys
 sig, when = getattr(signal, sys.argv[1]), sys.argv[2]
-class Finder:  # the signal arrives while train.py imports torch
+class Finder:  # the signal arrives while the command (argv[3]: train.py, eval.py, ...) imports torch
     @staticmethod
     def find_spec(name, path=None, target=None):
         if name == "torch" and when == "import":
@@ -584,8 +584,8 @@ class Finder:  # the signal arrives while train.py imports torch
 if when == "exit":  # registered first, so run last: in Python's clean-up after the command has finished
     atexit.register(lambda: os.kill(os.getpid(), sig))
 sys.meta_path.insert(0, Finder)
-sys.argv = ["train.py", *sys.argv[3:]]
-runpy.run_path("train.py", run_name="__main__")
+sys.argv = sys.argv[3:]
+runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
@@ -596,10 +596,33 @@ def test_a_signal_while_train_py_starts_or_exits_is_one_line_or_nothing(sig, sta
     # going on with numpy half-imported); after the command had finished: a traceback from an atexit callback
     run = lambda when, *argv: subprocess.run([sys.executable, "-c", SIGNAL_AT, sig, when, *argv], cwd=ROOT,
                                              capture_output=True, text=True)
-    p = run("import", "configs/lm_tiny.py")
+    p = run("import", "train.py", "configs/lm_tiny.py")
     assert (p.returncode, p.stderr, p.stdout) == (status, f"{said} while starting: nothing was done.\n", "")
-    p = run("exit", "configs/subliminal_mnist.py", "--n_seeds=0")  # refused at once: the exit comes soon
+    p = run("exit", "train.py", "configs/subliminal_mnist.py", "--n_seeds=0")  # refused at once: the exit comes soon
     assert p.returncode == 2 and p.stderr.startswith("error: n_seeds must be >= 1") and len(p.stderr.splitlines()) == 1
+
+
+COMMANDS = ["eval.py", "bench.py", *sorted(f"scripts/{f.name}" for f in (ROOT / "scripts").glob("*.py"))]
+
+
+@pytest.mark.parametrize("sig, status, said", [("SIGINT", 130, "interrupted"),
+                                               ("SIGTERM", 143, "terminated (SIGTERM)")])
+def test_a_signal_while_any_command_starts_is_one_line(sig, status, said):
+    # eval.py, bench.py and every script: a KeyboardInterrupt traceback from inside torch's import (train.py's
+    # handler was its own), or the command going on after torch's numpy import swallowed it
+    for command in COMMANDS:
+        p = subprocess.run([sys.executable, "-c", SIGNAL_AT, sig, "import", command, "out/no_such_run"], cwd=ROOT,
+                           capture_output=True, text=True)
+        assert (p.returncode, p.stderr, p.stdout) == (status, f"{said} while starting: nothing was done.\n", ""), \
+            (command, p.stderr)
+
+
+@pytest.mark.parametrize("command", ["eval.py", "bench.py", "scripts/em_at_step.py"])
+def test_a_signal_after_a_command_has_finished_interrupts_nothing(command):
+    # a Ctrl-C in Python's clean-up once the command had refused its input: a KeyboardInterrupt traceback after it
+    p = subprocess.run([sys.executable, "-c", SIGNAL_AT, "SIGINT", "exit", command], cwd=ROOT, capture_output=True,
+                       text=True)
+    assert p.returncode == 2 and "Traceback" not in p.stderr and "KeyboardInterrupt" not in p.stderr, p.stderr
 
 
 def test_check_out_says_when_a_figure_in_figures_will_be_replaced(capsys):
