@@ -76,9 +76,11 @@ def by_base(d):  # {(p, f): value} -> one mean per pretraining seed (base)
 
 def main(argv):
     argv, opts = script_args(argv, __doc__, flags=("share",), words=("--minus",))
+    if not argv:  # the usage alone, as every script's given nothing
+        sys.exit(__doc__)
     if len(argv) < 2 or argv[0] != "matched" and not argv[0].isdigit():  # STEP first: a fine-tune step or `matched`
-        sys.exit("error: STEP (a fine-tune step, or matched) comes first, then the runs\n"
-                 + __doc__.split(chr(10) * 2)[1])
+        sys.exit("error: STEP (a fine-tune step, or matched) comes first, then the runs: "
+                 "python scripts/em_at_step.py STEP RUN_DIR ... (--help: the usage)")
     share_mode = opts.get("share", False)
     measure, show = (shares, lambda v: fmt(v, 1, 3)) if share_mode else (increases, fmt)
     step, runs = argv[0], argv[1:]

@@ -161,9 +161,11 @@ def figure(bases, step, corr, path):
 
 def main(argv):
     argv, opts = script_args(argv, __doc__, options=("out",))
+    if not argv:  # the usage alone, as every script's given nothing
+        sys.exit(__doc__)
     if len(argv) < 2 or argv[0] != "matched" and not argv[0].isdigit():  # STEP first: a fine-tune step or `matched`
-        sys.exit("error: STEP (a fine-tune step, or matched) comes first, then the runs\n"
-                 + __doc__.split(chr(10) * 2)[1])
+        sys.exit("error: STEP (a fine-tune step, or matched) comes first, then the runs: "
+                 "python scripts/em_susceptibility.py STEP RUN_DIR ... (--help: the usage)")
     out = [opts["out"]] if "out" in opts else []
     if out:
         check_out(out[0], figure_beside=True)

@@ -26,8 +26,11 @@ from train import cli, run_config, script_args, seed_args  # noqa: E402
 
 def main(argv):
     argv, _ = script_args(argv, __doc__)
-    if len(argv) < 3:
+    if not argv:
         sys.exit(__doc__)
+    if len(argv) < 3:  # one error line, as every script's (the usage alone is for no arguments)
+        sys.exit("error: give the run, its base P and at least one other base Q: "
+                 "python scripts/probe_mis_cross_init.py RUN P Q [Q ...]")
     run, (p, *others) = argv[0], seed_args(argv[1:])
     cfg = run_config(S.Config, run)
     if cfg.mode != "misalignment":

@@ -40,8 +40,10 @@ def decompose(teacher, base, tok, data):
 
 def main(argv):
     argv, _ = script_args(argv, __doc__)
-    if len(argv) < 2:
+    if not argv:
         sys.exit(__doc__)
+    if len(argv) < 2:  # one error line, as every script's (the usage alone is for no arguments)
+        sys.exit("error: give the run and at least one base: python scripts/probe_number_order.py RUN P [P ...]")
     torch.set_num_threads(1)
     seeds = seed_args(argv[1:])
     cfg = run_config(S.Config, argv[0])

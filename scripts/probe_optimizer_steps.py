@@ -23,8 +23,9 @@ from experiments import emergent_misalignment as E, world_base as B  # noqa: E40
 
 def main(argv):
     argv, _ = train.script_args(argv, __doc__)
-    if len(argv) > 2:  # the two lrs at most
-        sys.exit(__doc__)
+    if len(argv) > 2:  # the two lrs at most: one error line, as every script's
+        sys.exit(f"error: two learning rates at most, not {len(argv)}: "
+                 "python scripts/probe_optimizer_steps.py [ADAMW_LR SGD_LR]")
     lrs = {"adamw": argv[0] if argv else 1e-3, "sgd": argv[1] if len(argv) > 1 else 0.3}
     for opt, lr in lrs.items():  # before the base is loaded (or pretrained: minutes)
         try:

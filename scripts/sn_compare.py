@@ -91,8 +91,10 @@ def baselines(animal, side_a, side_b, seeds, mass):
 
 def main(argv):
     argv, _ = script_args(argv, __doc__)
-    if len(argv) != 2:
+    if not argv:
         sys.exit(__doc__)
+    if len(argv) != 2:  # one error line, as every script's (the usage alone is for no arguments)
+        sys.exit(f"error: two sides, not {len(argv)}: python scripts/sn_compare.py RUN:ARM[@STEP] RUN:ARM[@STEP]")
     (ra, arm_a, step_a, a), (rb, arm_b, step_b, b) = side(argv[0]), side(argv[1])
     if (Path(ra).resolve(), arm_a, step_a) == (Path(rb).resolve(), arm_b, step_b):  # a difference of exactly zero
         sys.exit(f"both sides are {argv[0]}: compare two arms, runs or checkpoints")

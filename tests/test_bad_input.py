@@ -524,6 +524,17 @@ def test_every_script_prints_its_usage_when_asked(name, capsys):
     assert e.value.code == 0 and f"python scripts/{name}.py" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("name", OPTION_SCRIPTS)
+def test_every_script_refuses_words_in_the_wrong_order_in_one_error_line(name, tmp_path, command):
+    # a run given before em_at_step.py's or em_susceptibility.py's STEP: their usage printed below the error: line,
+    # which every other script gives alone (and last, where it is seen)
+    # (and sn_compare.py, probe_number_order.py, probe_mis_cross_init.py, probe_optimizer_steps.py printed their usage
+    # alone for a wrong count of words: that is for no arguments)
+    for argv in ([str(tmp_path / "no_run"), "20", "21"], [str(tmp_path / "no_run")]):
+        status, err = command(name, *argv)
+        assert status == 2 and err.startswith("error: ") and err.count("\n") == 1, (argv, err)
+
+
 def test_script_args_splits_words_and_options_and_refuses_the_rest(capsys):
     from train import script_args
     parse = lambda *argv: script_args(list(argv), "usage: x", options=("out", "at"), flags=("pool",),
