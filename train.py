@@ -1765,10 +1765,15 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
                                   f"{Path(str(ckpt)).name}.safetensors, load on their own if their checksum holds)")
         try:
             state = torch.load(state_path, map_location=device, weights_only=False)
-        except Exception as e:  # truncated or not a torch file
-            raise CheckpointError(f"{state_path} is unreadable ({type(e).__name__}: {e}): delete it to start from the "
-                                  f"beginning, or {afresh}") from None
+        except Exception:  # truncated or not a torch file (torch's message, several sentences, says no more)
+            raise CheckpointError(f"{state_path} is unreadable (cut short, or not a torch file): delete it to start "
+                                  f"from the beginning, or {afresh}") from None
         state_has_weights = isinstance(state, dict) and "model" in state  # (states since 2026-12-04)
+        if state_has_weights and not (isinstance(state["model"], dict)
+                                      and all(isinstance(t, torch.Tensor) for t in state["model"].values())):
+            # made or edited by hand: not weights (it failed below with an AttributeError)
+            raise CheckpointError(f"{state_path} is not a resume state of this run (its \"model\" is no weights): "
+                                  f"delete it to start from the beginning, or {afresh}")
         if state_has_weights:  # one file, renamed into place at once: the .safetensors beside it may be a step behind
             tensors, saved = state["model"], {"model_config": state.get("model_config"), "step": state.get("step"),
                                               "metrics": state.get("metrics")}

@@ -318,9 +318,20 @@ def test_resume_is_exact(tmp_path):
     torch.save({"step": 9}, tmp_path / "ck.state.pt")  # a torch file, but not a resume state
     with pytest.raises(CheckpointError, match="ck.state.pt is not a resume state.*--resume=False"):
         train_lm(fresh(), data, steps=9, ckpt=tmp_path / "ck", resume=True, **kw)
+    for model in ([1, 2], {"wte.weight": [1.0]}):  # made by hand: an AttributeError from deep in the resume
+        torch.save({**state, "model": model}, tmp_path / "ck.state.pt")
+        with pytest.raises(CheckpointError, match="ck.state.pt is not a resume state of this run.*--resume=False"):
+            train_lm(fresh(), data, steps=9, ckpt=tmp_path / "ck", resume=True, **kw)
     (tmp_path / "ck.state.pt").write_bytes(b"")  # an empty resume state: a clear error, not torch's EOFError
     with pytest.raises(CheckpointError, match="ck.state.pt is unreadable.*--resume=False"):
         train_lm(fresh(), data, steps=9, ckpt=tmp_path / "ck", resume=True, **kw)
+    good_state = tmp_path / "ck.state.pt"
+    train_lm(fresh(), data, steps=9, ckpt=tmp_path / "ck", **kw)
+    good_state.write_bytes(good_state.read_bytes()[:-100])  # cut short: one sentence, not torch's miniz paragraph
+    with pytest.raises(CheckpointError) as e:
+        train_lm(fresh(), data, steps=9, ckpt=tmp_path / "ck", resume=True, **kw)
+    assert str(e.value) == (f"{good_state} is unreadable (cut short, or not a torch file): delete it to start from "
+                            f"the beginning, or pass --resume=False to start afresh"), e.value
 
 
 def test_a_resume_keeps_the_schedule_and_optimizer_settings(tmp_path):
