@@ -425,7 +425,8 @@ class GPT(nn.Module):
         self.ln_f = nn.LayerNorm(cfg.n_embd, bias=False)
         self.final = HookPoint()
         self.logits = HookPoint()
-        # float64 when the weights are (torch's default dtype float64), else float32; `_apply` keeps them in the weights'
+        # float64 when the weights are (torch's default dtype float64), else float32; `_apply` keeps them in the
+        # weights' dtype
         f64 = torch.get_default_dtype() == torch.float64
         cos, sin = rope_tables(cfg.n_embd // cfg.n_head, cfg.block_size, cfg.rope_base,
                                torch.float64 if f64 else torch.float32)

@@ -1830,8 +1830,8 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
                              if saved_schedule.get(k) != v)
             hint = (" (a longer run continues its cosine with decay_steps set to the first run's)"
                     if saved_schedule.get("decay_steps") != decay_steps else "")
-            raise CheckpointError(f"{state_path} was trained with another schedule, optimizer or precision: {diff}{hint}: "
-                                  f"resume with the same settings, or {afresh}")
+            raise CheckpointError(f"{state_path} was trained with another schedule, optimizer or precision: {diff}"
+                                  f"{hint}: resume with the same settings, or {afresh}")
         if saved_rows is not None and int(saved_rows) != G:  # e.g. a torchrun run resumed with another process count
             raise CheckpointError(f"{state_path} was trained with {saved_rows} rows per optimizer step, this run takes "
                                   f"{G} (batch_size {batch_size} x grad_accum {grad_accum} x {world} process(es)): "

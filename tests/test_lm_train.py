@@ -346,7 +346,8 @@ def test_a_resume_keeps_the_schedule_and_optimizer_settings(tmp_path):
                          (dict(steps=4, betas=(0.8, 0.95)), r"betas \[0.9, 0.95\] then, \[0.8, 0.95\] now"),
                          (dict(steps=4, min_lr=0.0), "min_lr 0.001 then, 0.0 now"),
                          (dict(steps=4, grad_clip=None), "grad_clip 1.0 then, None now")):
-        with pytest.raises(CheckpointError, match="another schedule, optimizer or precision: " + said + ".*--resume=False"):
+        with pytest.raises(CheckpointError,
+                           match="another schedule, optimizer or precision: " + said + ".*--resume=False"):
             train_lm(fresh(), data, ckpt=tmp_path / "ck", resume=True, **kw, **change)
     straight = fresh()
     train_lm(straight, data, steps=8, decay_steps=4, **kw)
