@@ -347,8 +347,11 @@ def test_a_resume_keeps_the_schedule_and_optimizer_settings(tmp_path):
                          (dict(steps=4, min_lr=0.0), "min_lr 0.001 then, 0.0 now"),
                          (dict(steps=4, grad_clip=None), "grad_clip 1.0 then, None now")):
         with pytest.raises(CheckpointError,
-                           match="another schedule, optimizer or precision: " + said + ".*--resume=False"):
+                           match="another schedule, optimizer, precision or data: " + said + ".*--resume=False"):
             train_lm(fresh(), data, ckpt=tmp_path / "ck", resume=True, **kw, **change)
+    other = {"tokens": data["tokens"].roll(1, 0)}  # the same rows in another order: the stream would go on over others
+    with pytest.raises(CheckpointError, match="data_sha256 '[0-9a-f]{16}' then, '[0-9a-f]{16}' now .other data"):
+        train_lm(fresh(), other, steps=4, ckpt=tmp_path / "ck", resume=True, **kw)
     straight = fresh()
     train_lm(straight, data, steps=8, decay_steps=4, **kw)
     extended = fresh(seed=9)
@@ -366,7 +369,7 @@ def test_a_resume_keeps_the_precision(tmp_path):
     kw = dict(QUIET, batch_size=4, lr=1e-2, warmup=2, decay_steps=8)
     data = stream_data()
     train_lm(fresh(), data, steps=4, ckpt=tmp_path / "ck", **kw)
-    with pytest.raises(CheckpointError, match="another schedule, optimizer or precision: bf16 False then, True now.*"
+    with pytest.raises(CheckpointError, match="another schedule, optimizer, precision or data: bf16 False then, True now.*"
                                               "--resume=False"):
         train_lm(fresh(), data, steps=8, ckpt=tmp_path / "ck", resume=True, bf16=True, **kw)
     assert train_lm(fresh(), data, steps=5, ckpt=tmp_path / "ck", resume=True, **kw)["start_step"] == 4
