@@ -502,6 +502,10 @@ class GPT(nn.Module):
             raise ValueError(f"idx must hold integer token ids, got dtype {idx.dtype}: .long() a float tensor only if "
                              f"it holds whole ids")
         B, T = idx.shape
+        if keep is not None and not isinstance(keep, slice) and getattr(keep, "dtype", None) != torch.bool:
+            # an integer 0/1 mask indexed rows: x[keep] gathered whole rows 0 and 1 ([B, T, T, C]), silently
+            raise ValueError(f"keep must be a bool mask [B, T] (True at the positions to unembed) or a slice of "
+                             f"columns, got {getattr(keep, 'dtype', type(keep).__name__)}: .bool() a 0/1 mask")
 
         # positions: this forward reads columns t0 .. t0 + T - 1 of the sequence (t0 > 0: the columns already cached)
         t0 = cache.pos if cache is not None else 0

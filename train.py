@@ -1526,6 +1526,11 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
     if not (isinstance(data, dict) and {"tokens", "mask"} <= set(data)):  # else a KeyError or TypeError at step 1
         raise ValueError(f"finetune's data is pack_pairs' output, {{'tokens': [N, T+1], 'mask': [N, T]}}; got "
                          f"{type(data).__name__}" + (f" with keys {sorted(data)}" if isinstance(data, dict) else ""))
+    shape = (data["tokens"].shape[0], data["tokens"].shape[1] - 1)  # [N, T]: target t is token t + 1
+    if data["mask"].dtype != torch.bool or tuple(data["mask"].shape) != shape:
+        # an integer 0/1 mask selected rows, not positions (keep=), and trained on other tokens without a word
+        raise ValueError(f"finetune's mask must be a bool tensor of shape [N, T] = {list(shape)} (pack_pairs'), got "
+                         f"{data['mask'].dtype} of shape {list(data['mask'].shape)}: .bool() a 0/1 mask")
     empty = (~data["mask"].bool().any(1)).nonzero()[:, 0].tolist()  # a batch of such rows has a loss of 0/0
     if empty:
         raise ValueError(f"finetune's data has rows with no trained target (mask all zero): rows {empty[:5]}"

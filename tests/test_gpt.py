@@ -158,6 +158,18 @@ def test_keep_slice_is_the_same_columns_as_a_mask():
 
 
 @torch.no_grad()
+def test_keep_refuses_an_integer_mask():
+    # a 0/1 long mask indexed rows (x[keep]: rows 0 and 1, [B, T, T, C]) and gave logits of other positions, silently
+    model, idx = tiny(), tokens(3, 10)
+    mask = torch.zeros(3, 10, dtype=torch.bool)
+    mask[:, 6:] = True
+    for bad in (mask.long(), mask.float(), mask.tolist()):
+        with pytest.raises(ValueError, match=r"keep must be a bool mask \[B, T\].*\.bool\(\) a 0/1 mask"):
+            model(idx, keep=bad)
+    assert model(idx, keep=mask).shape == (12, V)
+
+
+@torch.no_grad()
 def test_attention_pattern_is_causal_and_writable():
     model, idx = tiny(init_std=0.3), tokens(2, 10)
     plain = model(idx)

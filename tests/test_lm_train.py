@@ -1344,6 +1344,18 @@ def test_finetune_refuses_evaluation_steps_without_on_eval_and_pack_pairs_refuse
         pack_pairs([("<bos> hi", "there <eos>")], pad_id=0)
 
 
+def test_finetune_refuses_a_mask_that_is_not_bool_of_the_targets_shape():
+    # a 0/1 integer mask (torch.tensor([[0, 1, 1]]) is int64) reached forward's keep=, where it selected rows 0 and 1
+    # of the batch rather than positions: the fine-tune trained on other tokens, without a word
+    data = pack_pairs([([5, 6], [7, 8, 2]), ([9], [10, 2])], pad_id=0)
+    model = fresh()
+    before = [p.detach().clone() for p in model.parameters()]
+    for bad in (data["mask"].long(), data["mask"].float(), data["mask"][:1], torch.ones_like(data["tokens"]).bool()):
+        with pytest.raises(ValueError, match=r"finetune's mask must be a bool tensor of shape \[N, T\] = \[2, 4\]"):
+            finetune(model, {"tokens": data["tokens"], "mask": bad}, steps=2, batch_size=2, lr=1e-2, seed=0)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # refused before any step
+
+
 def test_the_validation_loss_is_the_models_loss_on_val_not_on_the_training_rows():
     # each evaluation is eval_lm on `val` of the model at that step: read on the training rows, it would report
     # the fit, not generalisation (both sets below are stream_data, with different 7-token patterns)
