@@ -70,6 +70,9 @@ def summarize(values):
 def group_means(values, groups):
     """Per-seed values -> one mean per group (groups[i] is seed i's, e.g. its base model), in sorted group order.
     Undefined (nan) seeds are left out of their group's mean; a group with none defined is nan."""
+    values, groups = list(values), list(groups)
+    if len(values) != len(groups):  # zip cut the longer one short: seeds or groups left out without a word
+        raise ValueError(f"{len(values)} values but {len(groups)} group labels: one label per value")
     out = []
     for g in sorted(set(groups)):
         defined = [v for v, group in zip(values, groups) if group == g and not math.isnan(v)]
@@ -83,6 +86,9 @@ def summarize_by(values, groups):
     (so they still pair up with the arms' per_seed), the interval over the groups' means: n = groups, not
     seeds. Groups must be balanced (the same count each) so that both means agree; where a seed is undefined
     (see summarize) they can differ, and the mean is the groups' (the one the interval is centred on)."""
+    values, groups = list(values), list(groups)  # (a numpy array of labels has no .count)
+    if len(values) != len(groups):  # the interval would be over the values zip pairs with a label, the mean over all
+        raise ValueError(f"{len(values)} values but {len(groups)} group labels: one label per value")
     sizes = {g: groups.count(g) for g in sorted(set(groups))}
     if len(set(sizes.values())) > 1:
         raise ValueError(f"unbalanced groups {sizes}: the mean over seeds and over groups would differ")
@@ -118,6 +124,10 @@ def spearman_ci(x, y, n_boot=10_000, seed=0, groups=None):
     (the base model several pairs share, say): whole groups are resampled instead, since pairs of one group are not
     independent draws (resampling them alone gives too narrow an interval)."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    # else an IndexError or a broadcast error; or, for fewer group labels than pairs, pairs never resampled
+    if len(x) != len(y) or groups is not None and len(groups) != len(x):
+        raise ValueError(f"spearman_ci needs x, y (and groups) of one length, got {len(x)}, {len(y)}"
+                         + ("" if groups is None else f" and {len(groups)} group labels"))
     rng = np.random.default_rng(seed)
     if groups is None:
         draws = rng.integers(0, len(x), size=(n_boot, len(x)))
@@ -130,7 +140,8 @@ def spearman_ci(x, y, n_boot=10_000, seed=0, groups=None):
     boot = [b for b in boot if not math.isnan(b)]  # a resample with one distinct value has no rank order
     # a side constant (or holding a nan) has no rank order in any resample (an IndexError); one group is every
     # resample ([rho, rho] would read as exact)
-    if not boot or groups is not None and len(set(groups)) < 2:
+    # a nan among the pairs: rho is nan, and the resamples that missed it gave an interval around no estimate
+    if not boot or groups is not None and len(set(groups)) < 2 or math.isnan(spearman(x, y)):
         return {"rho": spearman(x, y), "ci95": None, "n": len(x),
                 **({} if groups is None else {"groups": len(set(groups))})}
     lo, hi = np.percentile(boot, [2.5, 97.5])

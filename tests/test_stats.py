@@ -48,6 +48,20 @@ def test_interval_over_groups_takes_each_groups_own_seeds_wherever_they_sit():
     assert st["mean"] == 3.0 and st["n_groups"] == 3 and st["ci95"] == pytest.approx([3 - half, 3 + half])
 
 
+def test_a_label_per_value_or_an_error():
+    # zip cut the longer list short: four seeds with two labels gave an interval over seeds 0 and 1 alone around the
+    # mean of all four; two seeds with four balanced labels, one group (no interval) of a two-group design
+    for values, groups in (([1.0, 2.0, 3.0, 4.0], [0, 1]), ([1.0, 2.0], [0, 0, 1, 1])):
+        with pytest.raises(ValueError, match=f"{len(values)} values but {len(groups)} group labels"):
+            summarize_by(values, groups)
+        with pytest.raises(ValueError, match=f"{len(values)} values but {len(groups)} group labels"):
+            group_means(values, groups)
+    # labels as a numpy array (an AttributeError on .count) or a tuple: as the list
+    np = pytest.importorskip("numpy")
+    values = [1.0, 1.0, 3.0, 3.0]
+    assert summarize_by(values, np.array([0, 0, 1, 1])) == summarize_by(values, [0, 0, 1, 1])
+
+
 def test_a_negative_scale_keeps_the_interval_in_order():
     assert mean_ci({"mean": 1.0, "ci95": [-0.5, 2.0]}, 1, scale=-1) == "-1.0 [-2.0, +0.5]"
     # no seed defined (every one nan): said, not "+nan" (em_clamp_finetune printed "+nan points")
@@ -194,6 +208,20 @@ def test_spearman_of_a_nan_is_nan_and_an_interval_without_rank_order_is_none():
     assert math.isnan(flat["rho"]) and flat["ci95"] is None and flat["n"] == 4
     one = spearman_ci([1, 2, 3], [1, 3, 2], n_boot=50, groups=[7, 7, 7])  # one base: every resample is it
     assert one["rho"] == pytest.approx(0.5) and one["ci95"] is None and one["groups"] == 1
+
+
+def test_spearman_interval_of_pairs_with_a_nan_is_none_and_lengths_must_agree():
+    # rho of a nan is nan, but the resamples that missed the nan pair gave an interval, [1.0, 1.0] here
+    st = spearman_ci([1, 2, math.nan, 4, 5], [2, 3, 4, 5, 6], n_boot=200)
+    assert math.isnan(st["rho"]) and st["ci95"] is None and st["n"] == 5
+    st = spearman_ci([1, 2, 3, 4, 5, 6], [2, 3, 1, 5, math.nan, 6], n_boot=200, groups=[0, 0, 1, 1, 2, 2])
+    assert math.isnan(st["rho"]) and st["ci95"] is None and st["groups"] == 3
+    # fewer group labels than pairs left the last pairs out of every resample (an interval over the others); more,
+    # or x and y of different lengths, were an IndexError or numpy's broadcast error
+    for x, y, groups in (([1, 2, 3, 4], [1, 3, 2, 4], [0, 0, 1]), ([1, 2, 3, 4], [1, 3, 2, 4], [0, 0, 1, 1, 2]),
+                         ([1, 2, 3, 4], [1, 3, 2], None), ([1, 2, 3], [1, 3, 2, 4], None)):
+        with pytest.raises(ValueError, match="spearman_ci needs x, y \\(and groups\\) of one length"):
+            spearman_ci(x, y, n_boot=50, groups=groups)
 
 
 def test_error_bars_span_each_interval_and_draw_nothing_for_a_stat_without_one():
