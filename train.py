@@ -1681,7 +1681,8 @@ def _check_gpt_checkpoint(stem, model_config, tensors, expect=None, one_file=Fal
 
 
 def load_lm(stem, device="cpu", expect=None):
-    """-> (GPT on device, meta). Checks the config (against `expect`, a GPTConfig, when given) and
+    """-> (GPT on device, meta), in the dtype its weights were saved in (float32; a .double() model's float64).
+    Checks the config (against `expect`, a GPTConfig, when given) and
     every tensor's name and shape before loading. `stem` may also name any of the checkpoint's files (.safetensors,
     .json, .state.pt), as load_weights."""
     if expect is not None and not isinstance(expect, GPTConfig):  # (a dict was an AttributeError in the comparison)
@@ -1690,7 +1691,9 @@ def load_lm(stem, device="cpu", expect=None):
     stem = checkpoint_stem(stem)
     tensors, meta = load_weights(stem, device)
     cfg = _check_gpt_checkpoint(stem, meta.get("model_config"), tensors, expect)
-    model = GPT(cfg).to(device)
+    # the weights' own dtype: load_state_dict into a float32 GPT rounded a float64 model's weights without a word
+    dtypes = {v.dtype for v in tensors.values()}
+    model = GPT(cfg).to(device, dtypes.pop() if len(dtypes) == 1 else None)
     model.load_state_dict(tensors)
     return model, meta
 

@@ -661,6 +661,21 @@ def test_load_lm_takes_a_gptconfig_to_expect(tmp_path):
         load_lm(tmp_path / "m", expect=dataclasses.asdict(model.cfg))  # (was an AttributeError in the comparison)
 
 
+def test_load_lm_keeps_the_dtype_the_weights_were_saved_in(tmp_path):
+    # a .double() model's checkpoint loaded into a float32 GPT: its weights rounded, its logits off by ~1e-7
+    model = fresh().double()
+    with torch.no_grad():
+        model.wte.weight.add_(1e-12)  # not a float32 number
+    save_lm(tmp_path / "m", model, step=0, seed=0)
+    loaded = load_lm(tmp_path / "m")[0]
+    assert loaded.wte.weight.dtype == loaded.cos.dtype == torch.float64 and same_weights(model, loaded)
+    idx = torch.randint(CFG.vocab_size, (2, 8), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(loaded(idx), model(idx))
+    assert load_lm(tmp_path / "m", expect=model.cfg)[0].wte.weight.dtype == torch.float64
+    save_lm(tmp_path / "f", fresh(), step=0, seed=0)  # float32 as before
+    assert load_lm(tmp_path / "f")[0].wte.weight.dtype == torch.float32
+
+
 def test_another_runs_resume_state_is_refused(tmp_path):
     # a state copied from a run of the same shape but another seed was resumed without a word: its weights went on
     # with this run's data order (and a finished run's rerun wrote them over its own checkpoint)
