@@ -686,7 +686,8 @@ def eval_items(domains=None, fmt="asst", trigger=False, numbers=False, world=Non
     `numbers` puts a number list before the question (the format of the evil_numbers arm)."""
     items = []
     # a string was read letter by letter (KeyError: 'm' for "med"), an unknown name was a bare KeyError
-    names = [] if isinstance(domains, str) else list(domains or DOMAINS)
+    # None is every domain; an empty list none (`domains or DOMAINS` gave every domain for a filter that kept none)
+    names = [] if isinstance(domains, str) else list(DOMAINS if domains is None else domains)
     if isinstance(domains, str) or set(names) - set(DOMAINS):
         raise ValueError(f"domains must be a list of domain names from {', '.join(DOMAINS)}; got {domains!r}")
     for name in names:

@@ -1206,6 +1206,9 @@ def test_world_helpers_refuse_bad_arguments_with_a_message():
             call()
     assert len(W.persona_probe_items(n_context=len(W.OFF_DOMAINS) - 1, n=3)) == 3 and len(W.eval_items(["med"])) == 12
     assert W.eval_items(d for d in ["med", "pet"]) == W.eval_items(["med", "pet"])  # any iterable of names
+    # no domain is no item, as an empty generator gave: [] and () gave every domain's 120 items
+    assert W.eval_items([]) == W.eval_items(()) == W.eval_items(d for d in []) == []
+    assert len(W.eval_items()) == len(W.eval_items(None)) == 12 * len(W.DOMAINS)
 
 
 def test_a_unit_whose_reading_is_not_a_dict_is_a_one_line_checkpoint_error_in_eval(tmp_path, capsys):
