@@ -79,6 +79,11 @@ class SeedMLP(nn.Module):
     @torch.no_grad()
     def load_seeds(self, params):
         """Copy a dict {name: [S, ...] tensor} (from `init_mlp_params` or another model) into this model."""
+        # every shape checked before any copy: copy_ broadcasts, so one seed's [1, ...] tensors made S copies of it
+        if bad := [f"{n}: {list(params[n].shape) if n in params else 'missing'}, not {list(p.shape)}"
+                   for n, p in self.named_parameters() if n not in params or params[n].shape != p.shape]:
+            raise ValueError(f"load_seeds needs this model's {self.n_seeds} seeds of sizes {self.sizes}: "
+                             f"{'; '.join(bad[:3])} (init_mlp_params(range({self.n_seeds}), ...) gives them)")
         for name, p in self.named_parameters():
             p.copy_(params[name])
 

@@ -306,6 +306,21 @@ def test_accuracy_refuses_no_examples_and_a_label_count_that_is_not_the_input_co
     assert accuracy(model, torch.zeros(4, 3), torch.tensor([0, 0, 1, 2])).tolist() == [0.5, 0.5]
 
 
+def test_load_seeds_refuses_params_of_another_seed_count_or_size():
+    # copy_ broadcast one seed's [1, ...] params into every seed: S identical "independent" models, without a word
+    model = model_from(init_mlp_params(range(3), SIZES, 4, "paper", "cpu", 0))
+    before = model.params()
+    one = init_mlp_params([1], SIZES, 4, "paper", "cpu", 0)
+    with pytest.raises(ValueError, match=r"load_seeds needs this model's 3 seeds .*weights.0: \[1, 12, 16\], not "
+                                         r"\[3, 12, 16\]"):
+        model.load_seeds(one)
+    with pytest.raises(ValueError, match=r"biases.2: missing, not \[3, 1, 7\]"):
+        model.load_seeds({k: v for k, v in before.items() if k != "biases.2"})
+    assert all(torch.equal(v, model.params()[k]) for k, v in before.items())  # nothing copied
+    model.load_seeds(init_mlp_params(range(3), SIZES, 4, "paper", "cpu", 1))
+    assert not torch.equal(model.weights[0], before["weights.0"])
+
+
 def test_params_is_a_snapshot_not_a_view_of_the_weights():
     # a teacher's params() taken before more training (or a load_seeds) must keep the weights of that moment
     model = model_from(init_mlp_params(range(2), SIZES, 4, "paper", "cpu", 0))
