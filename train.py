@@ -62,7 +62,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from data import DataError
-from model import GPT, GPTConfig, generator, upcast
+from model import GPT, GPTConfig, generator, token_ids, upcast
 
 ROOT = Path(__file__).resolve().parent
 
@@ -1274,6 +1274,9 @@ def pack_pairs(pairs, pad_id, block_size=None):
                          "experiments.world_base.encode_pairs(tok, pairs, block_size))")
     if len(pairs) == 0:  # e.g. a filter that kept none: else "max() arg is an empty sequence"
         raise ValueError("pack_pairs got no (prompt, response) pairs: pass at least one")
+    # ids as Python ints: a float 1.7 or a bool is refused (as the scorers and generate refuse it), not cut to id 1
+    pairs = [(token_ids(p, f"pair {i}'s prompt"), token_ids(r, f"pair {i}'s response"))
+             for i, (p, r) in enumerate(pairs)]
     width = max(len(p) + len(r) for p, r in pairs)
     if block_size is not None and width - 1 > block_size:
         raise TooLongError(f"the longest (prompt, response) pair has {width} tokens: more than block_size + 1 = "

@@ -1357,6 +1357,12 @@ def test_finetune_refuses_evaluation_steps_without_on_eval_and_pack_pairs_refuse
     assert seen == [2]
     with pytest.raises(ValueError, match=r"pack_pairs takes token ids: encode the \(prompt, response\) strings"):
         pack_pairs([("<bos> hi", "there <eos>")], pad_id=0)
+    # a float id was cut to an int by the long tensor (1.7 trained as id 1), a bool read as id 0 or 1
+    for bad, says in [(([5, 6.7], [7, 2]), "pair 0's prompt"), (([5], [True, 2]), "pair 0's response")]:
+        with pytest.raises(ValueError, match=re.escape(says) + " must be a token id or a collection of token ids"):
+            pack_pairs([bad], pad_id=0)
+    ints = pack_pairs([(torch.tensor([5, 6]), (7, 2))], pad_id=0)  # tensors and tuples of ints, as before
+    assert ints["tokens"].tolist() == [[5, 6, 7, 2]] and ints["mask"].tolist() == [[False, True, True]]
 
 
 def test_finetune_refuses_a_mask_that_is_not_bool_of_the_targets_shape():
