@@ -1252,6 +1252,12 @@ def warmup_problem(warmup, steps):
 def lm_windows(stream, block_size):
     """A 1-D token stream -> rows [N, block_size + 1]: windows starting every block_size tokens (each
     window's last token is the next window's first input), the incomplete tail dropped."""
+    if not torch.is_tensor(stream) or stream.dim() != 1:  # a [1, N] batch was "a stream of 1 tokens is too short"
+        got = f"shape {list(stream.shape)}" if torch.is_tensor(stream) else f"a {type(stream).__name__}"
+        raise ValueError(f"lm_windows takes a 1-D tensor of token ids (data.tokenizer.token_stream's), got {got}: "
+                         f"torch.as_tensor(ids).reshape(-1)")
+    if block_size < 1:  # (a ZeroDivisionError)
+        raise ValueError(f"block_size must be >= 1, got {block_size}")
     n = (len(stream) - 1) // block_size
     if n < 1:
         raise ValueError(f"a stream of {len(stream)} tokens is too short for block_size={block_size}")
@@ -1503,6 +1509,8 @@ def finetune(model, data, *, steps, batch_size, lr, seed, at=(), on_eval=None, t
     another is refused). Returns `model`, fine-tuned in place, in eval mode."""
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be {' or '.join(map(repr, OPTIMIZERS))}, not {optimizer!r}")
+    if batch_size < 1:  # else torch's "max(): Expected reduction dim" at the first step
+        raise ValueError(f"batch_size must be >= 1 (rows per step), got {batch_size}")
     horizon = steps if horizon is None else horizon
     warmup_past_horizon = warmup and warmup >= horizon  # (warmup 0 is no ramp, whatever the horizon)
     if schedule not in SCHEDULES or warmup < 0 or warmup_past_horizon or horizon < steps:
@@ -1744,6 +1752,9 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
                              f"0 .. {V - 1}: a tokenizer larger than the model's vocab_size?")
         if data.get("mask") is not None and not data["mask"].any():  # a loss over no target: nan, or 0.0 in eval_lm
             raise ValueError(f"train_lm's {what} has a mask with no target in it: nothing to train or evaluate on")
+
+    if batch_size < 1 or grad_accum < 1:  # else torch.cat's "expected a non-empty list" at the first step
+        raise ValueError(f"batch_size and grad_accum must be >= 1, got {batch_size} and {grad_accum}")
 
     # the run's constants and optimizer
     rank, world = _dist()

@@ -1377,6 +1377,23 @@ def test_finetune_refuses_a_mask_that_is_not_bool_of_the_targets_shape():
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # refused before any step
 
 
+def test_a_batch_of_no_rows_and_a_stream_that_is_not_1d_are_refused_with_a_message():
+    # deep errors before: torch's "max(): Expected reduction dim", torch.cat's "expected a non-empty list", a
+    # ZeroDivisionError, and for a [1, N] stream (one encoded batch) "a stream of 1 tokens is too short"
+    data = pack_pairs([([5, 6], [7, 8, 2]), ([9], [10, 2])], pad_id=0)
+    with pytest.raises(ValueError, match=r"batch_size must be >= 1 \(rows per step\), got 0"):
+        finetune(fresh(), data, steps=2, batch_size=0, lr=1e-2, seed=0)
+    for bs, accum in ((0, 1), (2, 0)):
+        with pytest.raises(ValueError, match=rf"batch_size and grad_accum must be >= 1, got {bs} and {accum}"):
+            train_lm(fresh(), stream_data(200), steps=1, batch_size=bs, grad_accum=accum, lr=1e-3, **QUIET)
+    for bad, says in ((torch.arange(40)[None], "shape [1, 40]"), (list(range(40)), "a list")):
+        with pytest.raises(ValueError, match=re.escape(f"lm_windows takes a 1-D tensor of token ids "
+                                                       f"(data.tokenizer.token_stream's), got {says}")):
+            lm_windows(bad, 8)
+    with pytest.raises(ValueError, match="block_size must be >= 1, got 0"):
+        lm_windows(torch.arange(40), 0)
+
+
 def test_the_validation_loss_is_the_models_loss_on_val_not_on_the_training_rows():
     # each evaluation is eval_lm on `val` of the model at that step: read on the training rows, it would report
     # the fit, not generalisation (both sets below are stream_data, with different 7-token patterns)
