@@ -24,6 +24,10 @@ SPECIALS = ("<pad>", "<bos>", "<eos>")  # ids 0, 1, 2 when listed first, as word
 
 def word_tokenizer(words, specials=SPECIALS):
     """A WordLevel tokenizer: ids follow the order of `specials` + `words` (duplicates dropped)."""
+    for what, given in (("words", words), ("specials", specials)):
+        if isinstance(given, str):  # read letter by letter: specials="<eos>" made "<", "e", ... special tokens
+            raise ValueError(f"{what} must be a list of tokens, got the string {given!r}: wrap one as [{given!r}] "
+                             f"(or split a text, {given!r}.split())")
     vocab = {}
     for w in [*specials, *words]:
         if not w or any(c.isspace() for c in w):

@@ -947,6 +947,10 @@ def test_tokenizer_drops_duplicates_refuses_spaces_and_marks_its_specials(tmp_pa
     for bad in ("two words", "tab\there", ""):
         with pytest.raises(ValueError, match="non-empty and without spaces"):
             word_tokenizer(["ann", bad])
+    # a string was read letter by letter: words "ann" made a, n; specials "<eos>" made <, e, o, s and > special
+    for kw in ({"words": "ann"}, {"words": ["ann"], "specials": "<eos>"}):
+        with pytest.raises(ValueError, match=r"must be a list of tokens, got the string"):
+            word_tokenizer(**kw)
     ids = tok.encode("<bos> ann has <eos>").ids
     assert tok.decode(ids) == "ann has"  # the specials are special: skipped when decoding
     with pytest.raises(DataError, match="saved beside the checkpoint"):
