@@ -369,8 +369,8 @@ def test_a_resume_keeps_the_precision(tmp_path):
     kw = dict(QUIET, batch_size=4, lr=1e-2, warmup=2, decay_steps=8)
     data = stream_data()
     train_lm(fresh(), data, steps=4, ckpt=tmp_path / "ck", **kw)
-    with pytest.raises(CheckpointError, match="another schedule, optimizer, precision or data: bf16 False then, True now.*"
-                                              "--resume=False"):
+    said = "another schedule, optimizer, precision or data: bf16 False then, True now.*--resume=False"
+    with pytest.raises(CheckpointError, match=said):
         train_lm(fresh(), data, steps=8, ckpt=tmp_path / "ck", resume=True, bf16=True, **kw)
     assert train_lm(fresh(), data, steps=5, ckpt=tmp_path / "ck", resume=True, **kw)["start_step"] == 4
 
