@@ -218,10 +218,10 @@ def score_continuations(model, pairs, *, tokenizer=None, eos_id=None, batch_size
     for many continuations of one prompt at less cost; this is the general form, and its tests' reference).
     Pairs are token-id lists, or strings when a tokenizer is given (a continuation is encoded without the tokenizer's
     special tokens, a BPE tokenizer's <bos> say; a prompt with those before its text only, encode_prompt).
-    The end token (eos_id; with a tokenizer, its "<eos>" by default; with neither, none) is appended to every
-    continuation, so "the answer, and then stop" is what gets scored. Rows are right-padded (causal attention keeps
-    pads invisible). desc: a progress bar of that name over the batches, on a terminal only (train.progress_bar's
-    kind). Returns (sums [N] float tensor, [per-token log-probs [len_i] per pair])."""
+    The end token (eos_id; with a tokenizer, its "<eos>" by default, none if it has none; with neither, none) is
+    appended to every continuation, so "the answer, and then stop" is what gets scored. Rows are right-padded (causal
+    attention keeps pads invisible). desc: a progress bar of that name over the batches, on a terminal only
+    (train.progress_bar's kind). Returns (sums [N] float tensor, [per-token log-probs [len_i] per pair])."""
     # the pairs as token-id lists, the end token appended, each checked
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")  # (-1 scored nothing)

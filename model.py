@@ -697,6 +697,10 @@ class GPT(nn.Module):
         cache = KVCache(self.cfg, B, P + max_new_tokens, device) if use_cache else None
         done = torch.zeros(B, dtype=torch.bool, device=device)  # [B], rows that have emitted a stop token
         stops = None if eos_id is None else token_ids(eos_id, "eos_id")  # a list of ints
+        if stops is not None and (bad := [t for t in stops if not 0 <= t < self.cfg.vocab_size]):
+            # never sampled: every row ran to max_new_tokens, as if no end token had been asked for
+            raise ValueError(f"eos_id {bad[:5]} outside the model's vocabulary 0 .. {self.cfg.vocab_size - 1}: "
+                             f"a row would never stop (the tokenizer's tok.token_to_id('<eos>'))")
         stops_on_device = None if stops is None else torch.tensor(stops, dtype=torch.long, device=device)
         new, x = [], idx  # x: what the next forward reads (all columns without a cache, new ones with it)
         try:

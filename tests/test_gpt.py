@@ -1449,6 +1449,9 @@ def test_generate_refuses_a_bare_prompt_and_ids_outside_the_vocabulary():
         model.generate([[1, V], [V + 3, 2]], 2)
     with pytest.raises(ValueError, match=r"prompt token ids \[-1\]"):
         model.generate([[1, -1]], 2)
+    for eos in (V, [2, V + 1], -1):  # an end token never sampled: every row ran on to max_new_tokens, silently
+        with pytest.raises(ValueError, match=r"eos_id \[-?\d+\] outside the model's vocabulary.*never stop"):
+            model.generate([[1, 2]], 2, eos_id=eos)
     assert model.generate(torch.tensor([[1, 2], [3, 4]]), 2, temperature=0) == model.generate([[1, 2], [3, 4]], 2,
                                                                                                 temperature=0)
 
