@@ -318,7 +318,8 @@ def test_resume_is_exact(tmp_path):
     torch.save({"step": 9}, tmp_path / "ck.state.pt")  # a torch file, but not a resume state
     with pytest.raises(CheckpointError, match="ck.state.pt is not a resume state.*--resume=False"):
         train_lm(fresh(), data, steps=9, ckpt=tmp_path / "ck", resume=True, **kw)
-    for model in ([1, 2], {"wte.weight": [1.0]}):  # made by hand: an AttributeError from deep in the resume
+    # made by hand: an AttributeError from deep in the resume (also for real weights with one entry that is none)
+    for model in ([1, 2], {"wte.weight": [1.0]}, {**fresh().state_dict(), "wte.weight": [1.0]}):
         torch.save({**state, "model": model}, tmp_path / "ck.state.pt")
         with pytest.raises(CheckpointError, match="ck.state.pt is not a resume state of this run.*--resume=False"):
             train_lm(fresh(), data, steps=9, ckpt=tmp_path / "ck", resume=True, **kw)
@@ -345,13 +346,18 @@ def test_a_resume_keeps_the_schedule_and_optimizer_settings(tmp_path):
                          (dict(steps=4, weight_decay=0.0), "weight_decay 0.1 then, 0.0 now"),
                          (dict(steps=4, betas=(0.8, 0.95)), r"betas \[0.9, 0.95\] then, \[0.8, 0.95\] now"),
                          (dict(steps=4, min_lr=0.0), "min_lr 0.001 then, 0.0 now"),
-                         (dict(steps=4, grad_clip=None), "grad_clip 1.0 then, None now")):
+                         (dict(steps=4, grad_clip=None), "grad_clip 1.0 then, None now"),
+                         (dict(steps=4, lr=2e-2), "lr 0.01 then, 0.02 now"),
+                         (dict(steps=4, warmup=1), "warmup 2 then, 1 now")):
         with pytest.raises(CheckpointError,
                            match="another schedule, optimizer, precision or data: " + said + ".*--resume=False"):
-            train_lm(fresh(), data, ckpt=tmp_path / "ck", resume=True, **kw, **change)
+            train_lm(fresh(), data, ckpt=tmp_path / "ck", resume=True, **{**kw, **change})
     other = {"tokens": data["tokens"].roll(1, 0)}  # the same rows in another order: the stream would go on over others
-    with pytest.raises(CheckpointError, match="data_sha256 '[0-9a-f]{16}' then, '[0-9a-f]{16}' now .other data"):
-        train_lm(fresh(), other, steps=4, ckpt=tmp_path / "ck", resume=True, **kw)
+    last = data["tokens"].clone()
+    last[-1, -1] = 3 if last[-1, -1] != 3 else 4  # one token, the last: every token is in the digest
+    for changed in (other, {"tokens": last}):
+        with pytest.raises(CheckpointError, match="data_sha256 '[0-9a-f]{16}' then, '[0-9a-f]{16}' now .other data"):
+            train_lm(fresh(), changed, steps=4, ckpt=tmp_path / "ck", resume=True, **kw)
     straight = fresh()
     train_lm(straight, data, steps=8, decay_steps=4, **kw)
     extended = fresh(seed=9)
@@ -361,6 +367,20 @@ def test_a_resume_keeps_the_schedule_and_optimizer_settings(tmp_path):
     del state["schedule"]  # a state saved before the schedule was recorded: resumed as before, unchecked
     torch.save(state, tmp_path / "ck.state.pt")
     assert train_lm(fresh(), data, steps=9, ckpt=tmp_path / "ck", resume=True, **kw)["start_step"] == 8
+
+
+def test_a_resume_keeps_the_mask_of_its_data(tmp_path):
+    """The digest covers the mask too: the same tokens trained at other positions are other data."""
+    kw = dict(QUIET, batch_size=4, lr=1e-2, warmup=2, decay_steps=8)
+    tokens = stream_data()["tokens"]
+    mask = torch.ones(tokens.shape[0], tokens.shape[1] - 1, dtype=torch.bool)
+    train_lm(fresh(), {"tokens": tokens, "mask": mask}, steps=4, ckpt=tmp_path / "ck", **kw)
+    other = mask.clone()
+    other[0, 0] = False
+    with pytest.raises(CheckpointError, match="data_sha256 '[0-9a-f]{16}' then, '[0-9a-f]{16}' now .other data"):
+        train_lm(fresh(), {"tokens": tokens, "mask": other}, steps=8, ckpt=tmp_path / "ck", resume=True, **kw)
+    assert train_lm(fresh(), {"tokens": tokens, "mask": mask}, steps=5, ckpt=tmp_path / "ck", resume=True,
+                    **kw)["start_step"] == 4
 
 
 def test_a_resume_keeps_the_precision(tmp_path):
@@ -1059,6 +1079,11 @@ def test_soft_kl_keeps_a_float64_models_logits_float64():
     assert soft_kl(t, s).dtype == torch.float64
     assert torch.autograd.gradcheck(lambda x: soft_kl(t, x, sub, temperature=2.0), s.clone().requires_grad_())
     assert soft_kl(t.bfloat16(), s.bfloat16()).dtype == torch.float32
+    t64, s64 = t[..., sub].div(2.0).log_softmax(-1), s[..., sub].div(2.0).log_softmax(-1)  # the teacher's too
+    assert (soft_kl(t, s, sub, 2.0) - (t64.exp() * (t64 - s64)).sum(-1) * 4.0).abs().max() < 1e-12
+    # both sides upcast before the softmax: bf16 logits give what their float32 values give, the teacher's too
+    for tb, sb in ((t.bfloat16(), s.float()), (t.float(), s.bfloat16())):
+        assert torch.equal(soft_kl(tb, sb, sub, 2.0), soft_kl(tb.float(), sb.float(), sub, 2.0))
     t32, s32 = t.float()[..., sub].div(2.0).log_softmax(-1), s.float()[..., sub].div(2.0).log_softmax(-1)
     assert torch.equal(soft_kl(t.float(), s.float(), sub, 2.0), (t32.exp() * (t32 - s32)).sum(-1) * 4.0)
 
