@@ -1,5 +1,6 @@
 """The seed-batched MLP, its training loops, and the paper's Lemma 1 / Theorem 1 on it."""
 import math
+import re
 
 import pytest
 import torch
@@ -317,7 +318,13 @@ def test_load_seeds_refuses_params_of_another_seed_count_or_size():
     with pytest.raises(ValueError, match=r"biases.2: missing, not \[3, 1, 7\]"):
         model.load_seeds({k: v for k, v in before.items() if k != "biases.2"})
     assert all(torch.equal(v, model.params()[k]) for k, v in before.items())  # nothing copied
-    model.load_seeds(init_mlp_params(range(3), SIZES, 4, "paper", "cpu", 1))
+    # a [3, 1, 16] weight broadcasts too; and a bad last tensor leaves the good ones before it uncopied
+    other = init_mlp_params(range(3), SIZES, 4, "paper", "cpu", 1)
+    for name, bad in (("weights.1", other["weights.1"][:, :1]), ("biases.2", other["biases.2"][..., :-1])):
+        with pytest.raises(ValueError, match=re.escape(f"{name}: {list(bad.shape)}, not ")):
+            model.load_seeds({**other, name: bad})
+        assert all(torch.equal(v, model.params()[k]) for k, v in before.items())
+    model.load_seeds(other)
     assert not torch.equal(model.weights[0], before["weights.0"])
 
 
@@ -341,6 +348,27 @@ def test_teacher_logits_are_the_models_own_on_every_input_over_every_chunk():
     with torch.no_grad():
         torch.testing.assert_close(teacher_logits(model, x, batch_size=2), model(x))
         torch.testing.assert_close(teacher_logits(model, x[0], batch_size=2), model(x[0]))
+        # a float64 teacher's targets stay float64 (.float() rounded them to float32)
+        m64, x64 = model_from(init_mlp_params(range(2), SIZES, 4, "torch", "cpu", 0)).double(), x.double()
+        got = teacher_logits(m64, x64, batch_size=2)
+        assert got.dtype == torch.float64 and (got - m64(x64)).abs().max() < 1e-12  # float32's: ~1e-8
+
+
+def test_a_float64_models_training_losses_see_its_float64_logits(monkeypatch):
+    # upcast, not .float(): bf16 logits (amp) go to float32, a float64 model's are kept (a finite-difference check of
+    # its training needs float64 throughout)
+    import train
+    seen, ce, dl = [], F.cross_entropy, train.distill_loss
+    monkeypatch.setattr(train.F, "cross_entropy", lambda logits, *a, **k: (seen.append(logits.dtype),
+                                                                             ce(logits, *a, **k))[1])
+    monkeypatch.setattr(train, "distill_loss", lambda out, *a: (seen.append(out.dtype), dl(out, *a))[1])
+    m = model_from(init_mlp_params(range(2), SIZES, 4, "paper", "cpu", 0)).double()
+    x, y = torch.randn(32, 12, dtype=torch.float64), torch.randint(0, 4, (32,))
+    gens = lambda: [generator("cpu", "t", s) for s in range(2)]
+    train_classifier(m, x, y, epochs=1, lr=1e-2, batch_size=16, gens=gens(), n_classes=4)
+    train_distill(m, torch.rand(2, 32, 12, dtype=torch.float64), torch.randn(2, 32, 7, dtype=torch.float64),
+                  [4, 5, 6], epochs=1, lr=1e-2, batch_size=16, gens=gens())
+    assert len(seen) >= 4 and set(seen) == {torch.float64}, seen
 
 
 @pytest.mark.parametrize("n", [2, 3, 5, 10, 100])

@@ -51,7 +51,8 @@ def test_interval_over_groups_takes_each_groups_own_seeds_wherever_they_sit():
 def test_a_label_per_value_or_an_error():
     # zip cut the longer list short: four seeds with two labels gave an interval over seeds 0 and 1 alone around the
     # mean of all four; two seeds with four balanced labels, one group (no interval) of a two-group design
-    for values, groups in (([1.0, 2.0, 3.0, 4.0], [0, 1]), ([1.0, 2.0], [0, 0, 1, 1])):
+    # (and unbalanced labels of another count: the count is what is wrong, not the balance)
+    for values, groups in (([1.0, 2.0, 3.0, 4.0], [0, 1]), ([1.0, 2.0], [0, 0, 1, 1]), ([1.0, 2.0], [0, 0, 1])):
         with pytest.raises(ValueError, match=f"{len(values)} values but {len(groups)} group labels"):
             summarize_by(values, groups)
         with pytest.raises(ValueError, match=f"{len(values)} values but {len(groups)} group labels"):
