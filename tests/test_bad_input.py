@@ -4,6 +4,7 @@ would have been silently ignored (and recorded in config.json as if used)."""
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -341,6 +342,11 @@ def test_probe_arguments_are_checked_in_one_line_before_any_base_is_loaded(tmp_p
     with pytest.raises(SystemExit, match=r"bases \[3, 4\] are not among .*'s bases \(0, 1, 2\): this probe "
                                          r"rebuilds the run's teachers"):
         load_script("probe_number_order").main([str(run), "0", "3", "4"])
+    # a run but no base (or, for the cross-init probe, no other base): not a probe of nothing
+    with pytest.raises(SystemExit, match="error: give the run and at least one base"):
+        load_script("probe_number_order").main([str(run)])
+    with pytest.raises(SystemExit, match="error: give the run, its base P and at least one other base Q"):
+        load_script("probe_mis_cross_init").main([str(run), "0"])
     (run / "config.json").write_text(json.dumps({"experiment": "subliminal_numbers", "mode": "misalignment",
                                                  "cache_dir": str(tmp_path / "cache")}))
     (run / "config.json").write_text(json.dumps({"experiment": "subliminal_numbers", "mode": "misalignment",
@@ -535,6 +541,15 @@ def test_every_script_refuses_words_in_the_wrong_order_in_one_error_line(name, t
         assert status == 2 and err.startswith("error: ") and err.count("\n") == 1, (argv, err)
 
 
+@pytest.mark.parametrize("name", ["em_at_step", "em_susceptibility", "sn_compare", "probe_number_order",
+                                  "probe_mis_cross_init"])
+def test_a_script_given_no_words_prints_its_usage(name, command):
+    # no words at all: the usage itself (a wrong count of words is one error line, above)
+    from conftest import load_script
+    status, err = command(name)
+    assert status == 2 and load_script(name).__doc__.strip().splitlines()[0] in err, err
+
+
 def test_script_args_splits_words_and_options_and_refuses_the_rest(capsys):
     from train import script_args
     parse = lambda *argv: script_args(list(argv), "usage: x", options=("out", "at"), flags=("pool",),
@@ -634,6 +649,32 @@ def test_a_signal_after_a_command_has_finished_interrupts_nothing(command):
     p = subprocess.run([sys.executable, "-c", SIGNAL_AT, "SIGINT", "exit", command], cwd=ROOT, capture_output=True,
                        text=True)
     assert p.returncode == 2 and "Traceback" not in p.stderr and "KeyboardInterrupt" not in p.stderr, p.stderr
+
+
+def test_commands_run_hands_the_work_pythons_handling_and_gives_back_the_callers(monkeypatch):
+    # in-process (a test that runs a script as __main__): while the command works, Ctrl-C is Python's
+    # KeyboardInterrupt (train.cli's one line) and SIGTERM the default, not "interrupted while starting: nothing was
+    # done"; after it, whatever the caller had before starting() is back, also when the command raised
+    import commands
+    monkeypatch.setattr(commands, "_before", {})
+    monkeypatch.setattr(commands.atexit, "register", lambda f: None)  # (ignoring signals at this pytest's exit)
+    mine = lambda signum, frame: None
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        signal.signal(signal.SIGTERM, mine)
+        for command, ends in ((lambda: 3, SystemExit), (lambda: 1 / 0, ZeroDivisionError)):
+            commands.starting()
+            assert signal.getsignal(signal.SIGINT) == signal.getsignal(signal.SIGTERM) == commands._stopped_starting
+            seen = []
+            work = lambda: seen.append((signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))) or command()
+            with pytest.raises(ends) as e:
+                commands.run(work)
+            assert seen == [(signal.default_int_handler, signal.SIG_DFL)]
+            assert ends is not SystemExit or e.value.code == 3
+            assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == (before[signal.SIGINT], mine)
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 def test_check_out_says_when_a_figure_in_figures_will_be_replaced(capsys):

@@ -739,6 +739,7 @@ def test_sn_compare_pairs_effects_by_seed(tmp_path, call):
     check_refused(cmp, f"{a}:trait", f"{c}:trait", match="different seeds")
     check_refused(cmp, f"{a}:soft", f"{b}:shuffled", match="no arm 'soft'")
     check_refused(cmp, f"{a}:trait", f"{a}/:trait", match="both sides are")  # one arm against itself: exactly 0
+    check_refused(cmp, f"{a}:trait", f"{b}:shuffled", f"{b}:trait", match="two sides, not 3")  # not the third ignored
     # no animal in common: the header alone, exit 0, before
     w = fake_animal_run(tmp_path / "w", [[0, 0], [0, 1], [1, 0]], "trait", [0.1] * 3, [0.1] * 3)
     wres = json.loads((tmp_path / "w" / "results.json").read_text())
