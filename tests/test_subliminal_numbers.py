@@ -1116,6 +1116,21 @@ def test_the_block_size_check_covers_what_each_mode_samples_and_scores():
                 S.mis_evaluate(model, TOK, c, 0, "t")
 
 
+@torch.no_grad()
+def test_a_float64_models_animal_probs_and_number_loss_stay_float64():
+    # upcast, not .float(): a .double() model's scores were rounded to float32 (off its float64 forward by ~1e-8)
+    model = tiny_gpt(TOK, n_layer=1, init_std=0.3).double()
+    prompts, ids = S.animal_prompts()[:3], [TOK.token_to_id(a) for a in W.ANIMALS]
+    got = S.animal_probs(model, TOK, prompts)
+    assert got.dtype == torch.float64
+    for q, row in zip(prompts, got):
+        assert (row - model(torch.tensor([TOK.encode(q).ids]))[0, -1].softmax(-1)[ids]).abs().max() < 1e-12
+    data = S.student_data(TOK, [(p, "1 22 33 4") for p in W.number_prompts(6, seed=2)], "cpu")
+    x, m = data["tokens"][:, :-1], data["mask"]
+    want = torch.nn.functional.cross_entropy(model(x)[m], data["tokens"][:, 1:][m]).item()
+    assert abs(S.held_out(model, data, S.number_ids(TOK))["full"] - want) < 1e-12
+
+
 def test_the_em_teachers_are_of_the_bases_own_world():
     """Misalignment mode's EM teachers take the run's world options: built from the defaults, a run with
     --code_tasks=3 or --exact_code=True fine-tuned (and evaluated) its teachers on the default world's code."""
