@@ -564,9 +564,14 @@ class GPT(nn.Module):
     def hook_point(self, name):
         module = dict(self.named_modules()).get(name)
         if not isinstance(module, HookPoint):
-            close = difflib.get_close_matches(str(name), self.hook_names(), n=1)  # a typo: the name it likely meant
+            names = self.hook_names()
+            close = difflib.get_close_matches(str(name), names, n=1)  # a typo: the name it likely meant
+            # the valid names by their pattern, each block's points once (listed out, a deep model's is a screenful)
+            in_block = "|".join(dict.fromkeys(n.split(".", 2)[2] for n in names if n.startswith("blocks.")))
+            blocks = f"blocks.{{i}}.({in_block}) for i in 0..{len(self.blocks) - 1}"
+            valid = dict.fromkeys(blocks if n.startswith("blocks.") else n for n in names)
             raise KeyError(f"no hook point named {name!r}.{f' Did you mean {close[0]!r}?' if close else ''} "
-                           f"Valid names: {', '.join(self.hook_names())}")
+                           f"Valid names: {', '.join(valid)}")
         return module
 
     def hooks(self, fns):

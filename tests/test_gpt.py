@@ -384,12 +384,30 @@ def test_hooks_are_removed_after_the_block_and_after_an_exception():
         with model.hooks({"final": lambda t, n: (_ for _ in ()).throw(RuntimeError("inside a hook"))}):
             model(idx)
     assert n_hooks(model) == 0
-    with pytest.raises(KeyError, match="blocks.0.resid_pre"):  # unknown names list the valid ones
+    with pytest.raises(KeyError, match="blocks.0.resid_pre"):  # unknown names give the valid ones
         with model.hooks({"embed": lambda t, n: None, "blocks.0.resid_mid": lambda t, n: None}):
             pass
     assert n_hooks(model) == 0
     with pytest.raises(KeyError, match=r"'blocks.0.mlp_hidden'. Did you mean 'blocks.0.mlp.hidden'\? Valid names"):
         model.hook_point("blocks.0.mlp_hidden")  # a typo: the name it likely meant comes first
+
+
+def test_unknown_hook_name_error_gives_the_names_by_pattern_not_every_name():
+    # listed out, a 12-layer model's valid names were a ~1800-character line; the pattern is the same for any depth
+    model = tiny(n_layer=12)
+    for name, did_you_mean in [("blocks.3.resid_mid", "blocks.3.resid_pre"), ("nope", None), (3, None)]:
+        with pytest.raises(KeyError) as e:
+            with model.hooks({name: lambda t, n: None}):
+                pass
+        msg = e.value.args[0]
+        assert msg.startswith(f"no hook point named {name!r}.") and len(msg) < 250 and "blocks.11." not in msg
+        assert (f"Did you mean {did_you_mean!r}?" in msg) == (did_you_mean is not None)
+        # the pattern is made from the model's own points: expanded, it gives hook_names() back, in order
+        valid = msg.split("Valid names: ")[1].split(", ")
+        assert valid[1].endswith(" for i in 0..11")
+        in_block = valid[1].removeprefix("blocks.{i}.(").removesuffix(") for i in 0..11").split("|")
+        expanded = valid[:1] + [f"blocks.{i}.{n}" for i in range(12) for n in in_block] + valid[2:]
+        assert expanded == model.hook_names()
 
 
 @torch.no_grad()
