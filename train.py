@@ -586,11 +586,12 @@ def _code_and_machine(env):
             f"{f' and {card}' if card and card != 'cpu' else ''}")
 
 
-def rewrite_results(run_dir, res, table):
+def rewrite_results(run_dir, res, table, timed=False):
     """`python eval.py` on a finished run whose units were aggregated again with today's code: writes `res` (with
     the run's own `seconds` kept) to results.json and table(res) to results.md, and one line to reaggregated.jsonl
     (when, the code and CPU, whether results.json changed), since env.json still names the commit that ran the
-    units. -> (res, the table, the two files written)."""
+    units. `timed`: the experiment's results.json has `seconds` (a damaged one's are then written as null, unknown).
+    -> (res, the table, the two files written)."""
     run_dir = Path(run_dir)
     saved, md_path = run_dir / "results.json", run_dir / "results.md"
     before = saved.read_bytes()
@@ -600,8 +601,8 @@ def rewrite_results(run_dir, res, table):
         # a change of results.json in reaggregated.jsonl when no number had changed
         kept = {"seconds": kept["seconds"]} if "seconds" in kept else {}
     except ConfigError as e:
-        print(f"{e}\n(rewritten from the units instead; its seconds are unknown)")
-        kept = {"seconds": None}
+        print(f"{e}\n(rewritten from the units instead{'; its seconds are unknown' if timed else ''})")
+        kept = {"seconds": None} if timed else {}
     res = {**res, **kept}
     md = table(res)
     write_json(saved, res)

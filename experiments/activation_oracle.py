@@ -709,7 +709,7 @@ def reevaluate(run_dir):
     if not units:
         raise ConfigError(f"{run_dir} has no finished seed yet (units/unit_s<seed>.json)")
     if (run_dir / "results.json").is_file() and len(units) == len(paths):
-        res, md, wrote = rewrite_results(run_dir, aggregate(cfg, units), table)
+        res, md, wrote = rewrite_results(run_dir, aggregate(cfg, units), table, timed=True)
         fig = run_dir / "activation_oracle.png"
     else:
         res = {**aggregate(cfg, units), "partial": {"units": len(units), "of": len(paths)}}

@@ -1021,7 +1021,7 @@ def reevaluate(run_dir):
         # a run made before a fix of the aggregation gets it (e.g. the flag of an arm that never matched)
         res, md, wrote = rewrite_results(run_dir, aggregate(cfg, [B.load_unit(path, unit_problem(cfg, s, d))
                                                                   for s, d, path in jobs]),
-                                         lambda res: table(res, cfg))
+                                         lambda res: table(res, cfg), timed=True)
     elif saved.is_file():
         res = B.int_keys(read_results(saved))
         if "increase" not in res or "removed_points" not in res["ablation"]:  # runs of the experiment's first day

@@ -1415,7 +1415,7 @@ def reevaluate(run_dir):
     finished = results_json.is_file()
     if finished and len(units) == len(jobs):  # every unit saved: aggregate them again with this code
         res, md, wrote = rewrite_results(run_dir, UNITS[cfg.mode][1](cfg, units),
-                                         lambda res: TABLES[cfg.mode](res, cfg))
+                                         lambda res: TABLES[cfg.mode](res, cfg), timed=True)
     elif finished:  # units missing (a run from before units were saved): its results.json as written
         res = read_results(results_json)
         md = TABLES[cfg.mode](res, cfg)

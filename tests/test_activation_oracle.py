@@ -339,6 +339,11 @@ def test_tiny_run_writes_every_output_and_its_oracle_reads_the_base(tmp_path, ca
     A.reevaluate(out)
     again = json.loads((out / "results.json").read_text())
     assert again["eval"] == res["eval"] and again["tracking"] == res["tracking"]
+    # a damaged results.json is rewritten from the units: its seconds, which every run records, are unknown (null)
+    (out / "results.json").write_text('{"eval')
+    A.reevaluate(out)
+    again = json.loads((out / "results.json").read_text())
+    assert again["eval"] == res["eval"] and again["seconds"] is None
     (out / "results.json").unlink()
     A.reevaluate(out)
     partial = json.loads((out / "results_partial.json").read_text())

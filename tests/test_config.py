@@ -843,10 +843,10 @@ def test_run_results_refuses_a_run_that_has_not_finished_or_is_of_another_experi
         (out / "results.json").write_text(bad)
         with pytest.raises(ConfigError, match="not a readable results file.*same --out_dir.*writes it again"):
             train.run_results(out, "subliminal_mnist")
-    train.rewrite_results(out, {"n_seeds": 2}, lambda res: "table")
+    train.rewrite_results(out, {"n_seeds": 2}, lambda res: "table", timed=True)  # its results have `seconds`
     assert train.run_results(out, "subliminal_mnist") == {"n_seeds": 2, "seconds": None}
     # rewritten again, its unknown seconds stay (null, as a number would): a dropped key read as a changed file
-    train.rewrite_results(out, {"n_seeds": 2}, lambda res: "table")
+    train.rewrite_results(out, {"n_seeds": 2}, lambda res: "table", timed=True)
     assert train.run_results(out, "subliminal_mnist") == {"n_seeds": 2, "seconds": None}
     # a results.json without a key every finished run of its experiment has (edited, or an older version's): named,
     # not a KeyError deep in the script that reads it
@@ -1078,6 +1078,11 @@ def test_the_readme_example_experiment_runs_and_checks_its_config(tmp_path, monk
     train.rewrite_results(out, res, lambda r: f"P(heads) = {module.fmt_stat(r['heads'])}")
     assert (out / "results.json").read_bytes() == before
     assert json.loads((out / "reaggregated.jsonl").read_text().splitlines()[-1])["results_changed"] is False
+    # a damaged results.json is rewritten without a `seconds` too: the experiment never records one (it got a null)
+    (out / "results.json").write_text('{"heads')
+    train.rewrite_results(out, res, lambda r: f"P(heads) = {module.fmt_stat(r['heads'])}")
+    assert (out / "results.json").read_bytes() == before
+    assert capsys.readouterr().out.endswith("(rewritten from the units instead)\n")
 
 
 def test_an_experiment_config_without_out_dir_is_a_config_error(tmp_path, monkeypatch, capsys):

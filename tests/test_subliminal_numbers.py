@@ -356,6 +356,11 @@ def test_end_to_end_writes_every_file(tmp_path, capsys, monkeypatch):
     again = json.loads((out2 / "results.json").read_text())
     assert again["dose"] == res2["dose"] and again["seconds"] == seconds
     assert json.loads((out2 / "reaggregated.jsonl").read_text())["results_changed"] is False
+    # a damaged results.json is rewritten from the units: its seconds, which every run records, are unknown (null)
+    (out2 / "results.json").write_text('{"dose')
+    assert E.main([str(out2)]) == 0
+    again = json.loads((out2 / "results.json").read_text())
+    assert again["dose"] == res2["dose"] and again["seconds"] is None
     # a run still going (no results.json): eval.py aggregates the units finished so far, marked partial
     (out2 / "results.json").unlink()
     (out2 / "unit_1_0.json").unlink()
