@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from data.tokenizer import pad_right, unknown_words
+from data.tokenizer import name_unknown_words, pad_right
 from data.truthfulqa import TASKS
 from model import token_ids, upcast
 
@@ -285,12 +285,10 @@ def encode(tokenizer, text, add_special_tokens=True):
     try:
         return tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
     except Exception:  # the tokenizers library's own error type, which names no word
-        missing = unknown_words(tokenizer, [text])
+        missing = name_unknown_words(tokenizer, [text])
         if not missing:  # a failure that is no missing word: the library's own error, not an empty list named
             raise
-        more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""  # (a long text: its first few name it)
-        raise ValueError(f"not in the tokenizer's vocabulary: {missing[:10]}{more} (in {text!r}): score with a model "
-                         f"whose tokenizer has these words") from None
+        raise ValueError(f"{missing} (in {text!r}): score with a model whose tokenizer has these words") from None
 
 
 def encode_prompt(tokenizer, text):

@@ -66,11 +66,14 @@ def load_tokenizer(path):
                         f"that uses it, by what wrote that checkpoint") from None
 
 
-def unknown_words(tok, texts):
-    """The words of texts (whitespace-split) that tok's vocabulary lacks, each once, in order: what a word-level
-    tokenizer's own error ("Missing [UNK] token") does not name."""
+def name_unknown_words(tok, texts):
+    """The words of texts (whitespace-split) that tok's vocabulary lacks, each once, in order, named for an error
+    (token_stream's, eval.encode's), or "" when it lacks none: what a word-level tokenizer's own error ("Missing
+    [UNK] token") does not name."""
     vocab = tok.get_vocab()
-    return list(dict.fromkeys(w for text in texts for w in text.split() if w not in vocab))
+    missing = list(dict.fromkeys(w for text in texts for w in text.split() if w not in vocab))
+    more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""  # (a long text: its first few name it)
+    return f"words not in the tokenizer's vocabulary: {missing[:10]}{more}" if missing else ""
 
 
 def token_stream(tok, texts, device=None):
@@ -80,13 +83,11 @@ def token_stream(tok, texts, device=None):
     try:
         encoded = tok.encode_batch(texts)
     except Exception:  # the tokenizers library's own error type, which names no word
-        missing = unknown_words(tok, texts) if all(isinstance(t, str) for t in texts) else []
+        missing = name_unknown_words(tok, texts) if all(isinstance(t, str) for t in texts) else ""
         if not missing:  # (not a text, or no word missing: the library's own error)
             raise
-        more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
-        raise DataError(f"words not in the tokenizer's vocabulary: {missing[:10]}{more}: build the tokenizer from a "
-                        f"vocabulary that has them (a world's new words: data.world.vocab, its 'Extending the world' "
-                        f"steps)") from None
+        raise DataError(f"{missing}: build the tokenizer from a vocabulary that has them (a world's new words: "
+                        f"data.world.vocab, its 'Extending the world' steps)") from None
     return torch.tensor([i for e in encoded for i in e.ids], dtype=torch.long, device=device)
 
 

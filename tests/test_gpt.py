@@ -14,7 +14,7 @@ import torch
 
 from data import DataError
 from data.tokenizer import load_tokenizer, pad_right, save_tokenizer, token_stream, word_tokenizer
-from eval import score_continuations
+from eval import encode, score_continuations
 from model import GPT, GPTConfig, KVCache, apply_rope, inject, injection_hook, rope_tables, sample_next, upcast
 
 V = 23
@@ -898,6 +898,19 @@ def test_tokenizer_round_trip_and_save_load(tmp_path):
             score_continuations(model, [([1, 3, 4], [5, 6, 7])], eos_id=bad)
     for same in ([2], torch.tensor(2), np.int64(2)):
         assert torch.equal(score_continuations(model, [([1, 3, 4], [5, 6, 7])], eos_id=same)[0], ids_sums)
+
+
+def test_unknown_words_are_named_alike_by_the_pretraining_stream_and_by_scoring():
+    # both name the first ten missing words and a count of the rest with one piece of code (each wrote it out, and
+    # scoring's said "not in the tokenizer's vocabulary" where the stream's said "words not in ...")
+    tok = word_tokenizer(["ann", "has"])
+    text = " ".join(f"w{i}" for i in range(12))
+    named = f"words not in the tokenizer's vocabulary: {[f'w{i}' for i in range(10)]} and 2 more"
+    with pytest.raises(DataError) as stream:
+        token_stream(tok, [text])
+    with pytest.raises(ValueError) as scoring:
+        encode(tok, text)
+    assert str(stream.value).startswith(f"{named}: build") and str(scoring.value).startswith(f"{named} (in ")
 
 
 @torch.no_grad()
