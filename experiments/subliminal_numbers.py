@@ -463,7 +463,8 @@ def collect(teacher, tok, n, cfg, seed, what, stream, prompts_for, max_new, acce
 def sample_lists(teacher, tok, n, cfg, seed, banned=(), heldout=False):
     """n number lists [(prompt, "a b c")] that pass the paper's filter, continuing fresh number prompts
     (train wordings, checked for leaks: these are student training sets; or held-out wordings, for
-    evaluation), and the kept fraction."""
+    evaluation), and the kept fraction. A kept list is stored as its numbers joined by spaces (the paper keeps the
+    completion as written): brackets, separators and a final period that the filter accepts are not trained."""
     def prompts_for(r, need):
         return W.number_prompts(max(64, int(need * 1.25)), seed=seed_int(seed, "prompts", r) % 2 ** 31, heldout=heldout)
 
