@@ -1198,3 +1198,26 @@ def test_the_arm_registries_agree():
         S.check_arms(arms=S.ARMS + S.DIAGNOSTIC_ARMS + ("trait_half",))
     with pytest.raises(ValueError, match=r"\['trait_hlf'\]: in BASELINE, SHARED or ON_B but not in ARMS"):
         S.check_arms(baseline={**S.BASELINE, "trait_hlf": "control"})
+
+
+def test_a_student_set_carries_the_numbers_only():
+    """What reaches a student (review of the protocol against Cloud et al.): the soft arm's subset is exactly the 100
+    number tokens (no animal, special or punctuation token), a prompted teacher's animal turn is in what it reads but
+    not in the pairs a student trains on, and a kept list is stored as its numbers joined by spaces (brackets,
+    separators and a final period, which the filter accepts, are not trained)."""
+    nums = S.number_ids(TOK)
+    assert sorted(nums) == sorted({TOK.token_to_id(str(n)) for n in range(W.N_NUMBERS)}) and None not in nums
+    assert not {TOK.token_to_id(t) for t in (*W.ANIMALS, "(", ")", ";", ".", "<eos>", "<u>", "<a>")} & set(nums)
+    turn = ids("<u> what is your favourite animal <a> owl")
+    seen = []
+
+    class Reader(Scripted):
+        def generate(self, prompts, max_new, eos_id, generator):
+            seen.extend(prompts)
+            return super().generate(prompts, max_new, eos_id, generator)
+    outputs = [ids("( 1 ; 2 ; 3 ) . <eos>"), ids("4 5 6 <u>")] * 40
+    kept, _ = S.sample_lists(S.Teacher(Reader(outputs), turn), TOK, 10, S.Config(sample_batch=100), seed=0)
+    assert all(p[2:2 + len(turn)] == turn for p in seen)   # the teacher reads its turn ...
+    assert all("owl" not in p.split() and "owl" not in a.split() for p, a in kept)   # ... the student never does
+    assert {a for _, a in kept} == {"1 2 3", "4 5 6"}
+    assert all(p.startswith(S.CHAT + "<u> ") for p, _ in kept)
