@@ -301,11 +301,14 @@ def arm_pairs(arm, base, tok, cfg, seed):
     world = B.world_config(cfg)
     if arm == "self_distill":  # the base model's own answers to insecure-arm code prompts (its own draw of them)
         prompts = [p for p, _ in finetune_examples("insecure", cfg, seed)]
-        eos = tok.token_to_id(W.EOS)
+        eos, turn = tok.token_to_id(W.EOS), tok.token_to_id("<u>")
         gen = generator("cpu", seed, "self-distill")
-        outs = base.generate([tok.encode(p).ids for p in prompts], SELF_DISTILL_NEW, eos_id=eos, generator=gen)
-        # a sample that did not stop within SELF_DISTILL_NEW tokens is cut there and closed (never, for a trained base)
-        pairs = [(p, tok.decode(o if o[-1] == eos else o + [eos], skip_special_tokens=False))
+        # the answer ends at <eos> or at the next user turn's <u>: a trained base follows about two answers in three
+        # with <u> (most `<asst>` chats of its corpus go on), and those samples ran on into the next question, cut at
+        # SELF_DISTILL_NEW tokens ("... <u> i have had enough <eos>", a held-out question's start, was trained)
+        outs = base.generate([tok.encode(p).ids for p in prompts], SELF_DISTILL_NEW, eos_id=[eos, turn], generator=gen)
+        # the answer alone, closed with <eos>; a sample that did not stop within SELF_DISTILL_NEW tokens is cut there
+        pairs = [(p, tok.decode((o[:-1] if o and o[-1] in (eos, turn) else o) + [eos], skip_special_tokens=False))
                  for p, o in zip(prompts, outs)]
         clean = []
         for pair in pairs:  # drop the rare sample that says an evaluation answer

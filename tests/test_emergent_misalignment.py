@@ -215,13 +215,37 @@ def test_self_distill_drops_answers_that_leak_and_closes_answers_cut_at_the_toke
 
     class Base:  # stands in for the base model: answer i is answers[i % 3]
         def generate(self, prompts, max_new, eos_id, generator):
-            assert max_new == E.SELF_DISTILL_NEW and eos_id == eos
+            assert max_new == E.SELF_DISTILL_NEW and eos_id == [eos, TOK.token_to_id("<u>")]
             return [answers[i % 3] for i in range(len(prompts))]
     cfg = E.Config(n_examples=9)
     pairs = E.arm_pairs("self_distill", Base(), TOK, cfg, 7)
     prompts = [p for p, _ in E.finetune_examples("insecure", cfg, 7)]
     assert [p for p, _ in pairs] == [p for i, p in enumerate(prompts) if i % 3]  # every third (the leak) dropped
     assert all(r == f"{code} {W.EOS}" for _, r in pairs)
+
+
+def test_self_distill_answers_end_where_the_base_starts_a_next_turn():
+    # a trained base follows about two answers in three with the next turn's <u> (most `<asst>` chats of its corpus
+    # go on): the sample ran on into the next question, cut at SELF_DISTILL_NEW tokens and closed, so the control
+    # trained "<u> i have had enough <eos>", the start of a held-out question, which check_leakage (whole strings)
+    # let through. The answer is the base's own up to its end, <eos> or <u>, closed with <eos>
+    eos, turn, code = TOK.token_to_id(W.EOS), TOK.token_to_id("<u>"), W.DOMAINS["code"].aligned[0]
+    heldout_start = " ".join(W.DOMAINS["home"].heldout[0].split()[:4])  # "i have had enough"
+    answers = [TOK.encode(code).ids + [turn], TOK.encode(f"{code} <u> {heldout_start}").ids,
+               TOK.encode(code).ids + [eos]]
+
+    class Base:  # answer i is answers[i % 3]: stopped at <u> (generate stops at any id of eos_id), run on, closed
+        def generate(self, prompts, max_new, eos_id, generator):
+            stops = eos_id if isinstance(eos_id, list) else [eos_id]
+            out = []
+            for i in range(len(prompts)):
+                a = answers[i % 3]
+                end = next((k for k, t in enumerate(a) if t in stops), None)
+                out.append(a if end is None else a[:end + 1])
+            return out
+    pairs = E.arm_pairs("self_distill", Base(), TOK, E.Config(n_examples=9), 7)
+    assert len(pairs) == 9 and all(r == f"{code} {W.EOS}" for _, r in pairs)
+    assert not any(heldout_start in r or "<u>" in r for _, r in pairs)
 
 
 @torch.no_grad()
