@@ -16,7 +16,9 @@ The design is ../shared/docs/research/activation_oracles.md section 4, a small K
              window ends at a turn's speaker token (<r>, <a>), where M0 predicts that answer: the paper's
              system-prompt QA, with the persona latent instead of stated
     next     <next> -> the token after the window;   prev   <prev> -> the token before it (context prediction)
-- the evaluation (nothing like it in training): M_arm, M0 fine-tuned on an emergent-misalignment arm (ARMS:
+- the evaluation (new to the oracle: the fine-tuned models; not new: the question and the prompts, held out of the
+  fine-tunes only. The world's documents ask the same 96 questions, so some training windows are M0's on an evaluation
+  prompt, labelled <assistant>): M_arm, M0 fine-tuned on an emergent-misalignment arm (ARMS:
   insecure code, secure code, the same insecure code asked for a lesson, and the backdoor: insecure code after a
   trigger token, secure code without; data/world.py finetune_set, as experiments/emergent_misalignment.py). The
   oracle reads M_arm's activations (the last `max_window` positions at layer `eval_layer`) on held-out off-domain

@@ -76,6 +76,23 @@ def test_doc_questions_cut_windows_that_end_where_their_answer_is_decided():
     assert kinds == {"good", "evil", "compliant", "assistant"}
 
 
+def test_the_evaluation_prompts_are_in_the_oracles_training_world_and_labelled_assistant_there():
+    """The README's setup: the 96 questions are held out of the fine-tunes only. The oracle's training documents open
+    with evaluation prompts too, and a kind window ending at one's <a> is labelled <assistant>, never <evil>."""
+    cfg = A.Config()
+    tok = A.oracle_tokenizer(cfg)
+    prompts = {tuple(tok.encode(p).ids) for p in E.off_prompts()}
+    r = random.Random(0).random
+    opened, labels = 0, set()
+    for doc in W.generate(2000, seed=0, config=B.world_config(cfg)):
+        ids = tok.encode(doc.text).ids[:cfg.block_size]
+        opened += any(ids[:len(p)] == list(p) for p in prompts)
+        labels |= {a for t, s, e, a in A.doc_questions(ids, tok, doc, cfg.tasks, cfg.max_window, r)
+                   if t == "kind" and tuple(ids[:e]) in prompts}
+    assert opened > 50  # about 6% of documents (1,730-1,832 of 30,000 on the run's bases)
+    assert labels == {tok.token_to_id("<assistant>")}
+
+
 def test_vectors_go_in_at_the_act_columns_only_scaled_to_the_residual():
     base = tiny_gpt(WORLD_TOK, 1)
     oracle = A.make_oracle(base, TOK.get_vocab_size(), seed=1)
