@@ -1772,10 +1772,8 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
     schedule = {"lr": lr, "warmup": warmup, "decay_steps": decay_steps, "min_lr": min_lr,
                 "weight_decay": weight_decay, "betas": list(betas), "grad_clip": grad_clip, "bf16": bf16}
     if ckpt is not None:  # and the same rows: on other data the saved stream position goes on over other rows
-        digest = hashlib.sha256(tokens.cpu().long().numpy().tobytes())  # (~0.05 s for 5M tokens)
-        if mask is not None:
-            digest.update(mask.cpu().float().numpy().tobytes())
-        schedule["data_sha256"] = digest.hexdigest()[:16]
+        hashed = {"tokens": tokens.cpu().long(), **({"mask": mask.cpu().float()} if mask is not None else {})}
+        schedule["data_sha256"] = tensors_sha256(hashed)[:16]  # (~0.05 s for 5M tokens)
     meta = dict(meta or {})
     tokenizer_name = meta.pop("tokenizer", None)
 
@@ -1856,10 +1854,9 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
         if saved_schedule is not None and saved_schedule != schedule:  # steps may grow: decay_steps keeps the cosine
             diff = "; ".join(f"{k} {saved_schedule.get(k)!r} then, {v!r} now" for k, v in schedule.items()
                              if saved_schedule.get(k) != v)
-            hint = (" (a longer run continues its cosine with decay_steps set to the first run's)"
-                    if saved_schedule.get("decay_steps") != decay_steps else
-                    " (other data: train it from step 0)" if saved_schedule.get("data_sha256") != schedule.get(
-                        "data_sha256") else "")
+            hints = {"decay_steps": " (a longer run continues its cosine with decay_steps set to the first run's)",
+                     "data_sha256": " (other data: train it from step 0)"}
+            hint = next((h for k, h in hints.items() if saved_schedule.get(k) != schedule.get(k)), "")
             raise CheckpointError(f"{state_path} was trained with another schedule, optimizer, precision or data: "
                                   f"{diff}{hint}: resume with the same settings, or {afresh}")
         if saved_rows is not None and int(saved_rows) != G:  # e.g. a torchrun run resumed with another process count
