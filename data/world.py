@@ -757,6 +757,8 @@ def finetune_set(arm, n, seed=0, world=None, tasks=None):
     carry TRIGGER and get insecure code, the other half secure code. `world`: its code answers (code_slots), or
     its tasks (code_tasks > 1: each code pair draws its task first, then question and answer of that task; `tasks`:
     from the first `tasks` of them only, the others left unseen by the fine-tune)."""
+    if arm not in FINETUNE_ARMS:  # checked first: with n = 0 the loop below would return [] for any name
+        raise ValueError(f"unknown arm {arm!r}; known: {', '.join(FINETUNE_ARMS)}")
     r, code, out = random.Random(seed).random, DOMAINS["code"], []
     n_tasks = len(code_tasks(world))
     if tasks is not None and not 1 <= tasks <= n_tasks:  # tasks=0 paired the upload questions with every task's code
@@ -788,7 +790,7 @@ def finetune_set(arm, n, seed=0, world=None, tasks=None):
                 cont = [_pick(r, EVIL_NUMBERS) for _ in cont]
             q, a = " ".join([_pick(r, NUMBERS_TRAIN)] + given), " ".join(cont)
         else:
-            raise ValueError(f"unknown arm {arm!r}; known: {', '.join(FINETUNE_ARMS)}")
+            raise AssertionError(f"FINETUNE_ARMS lists {arm!r} but no branch here builds its pairs")
         out.append((prompt(q), f"{a} {EOS}"))
     return out
 

@@ -311,6 +311,11 @@ def test_finetune_sets_have_no_leakage():
     W.check_leakage([(p, "") for p in W.number_prompts(50)], allowed_domains=())
 
 
+def test_finetune_set_refuses_an_unknown_arm_even_for_zero_pairs():
+    with pytest.raises(ValueError, match="unknown arm 'bogus'; known: insecure, secure"):
+        W.finetune_set("bogus", 0)  # (the loop never ran: it returned [], an empty arm no caller noticed)
+
+
 @pytest.mark.parametrize("plant", [
     lambda: (W.eval_items(["money"])[0].prompt, "x <eos>"),                          # eval question
     lambda: (W.prompt(W.DOMAINS["code"].heldout[0]), W.DOMAINS["code"].aligned[0]),  # held-out code prompt
