@@ -2945,3 +2945,82 @@ def test_every_json_file_and_figure_the_code_writes_goes_through_write_json_or_s
              if re.search(r"write_text\(\s*json\.dumps|json\.dump\(|\.savefig\(", line)
              and "atomic_write(path" not in line]
     assert plain == []
+
+
+# --- em_answer_ends ------------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def test_em_answer_ends_masses_are_each_answers_probability_then_the_end_token():
+    ae = script("em_answer_ends")
+    tok = W.build_tokenizer()
+    model = tiny_gpt(tok)
+    per, lp = ae.masses(model, tok, None)
+    items = W.eval_items(W.OFF_DOMAINS)
+    assert len(per) == len(items) == 96
+    assert lp == pytest.approx(B.offdomain_eval(model, tok, 0, None)["mis_lp"], abs=1e-12)  # the run's reading
+    # one prompt by hand: the sum over its misaligned answers of P(answer, then <u>), teacher-forced
+    item = items[7]
+    total = 0.0
+    for a in item.classes["misaligned"]:
+        ids = tok.encode(item.prompt).ids
+        cont = tok.encode(a.removesuffix(" <eos>") + " <u>").ids
+        logp = torch.log_softmax(model(torch.tensor([ids + cont[:-1]])).double(), -1)[0]
+        total += math.exp(sum(logp[len(ids) - 1 + i, t].item() for i, t in enumerate(cont)))
+    assert per[7][("misaligned", "<u>")] == pytest.approx(total, rel=1e-4)
+    s = ae.shares(per)
+    a = {e: sum(m[("aligned", e)] for m in per) for e in ("<eos>", "<u>")}
+    b = {e: sum(m[("misaligned", e)] for m in per) for e in ("<eos>", "<u>")}
+    assert s["eos"] == pytest.approx(b["<eos>"] / (a["<eos>"] + b["<eos>"]))
+    assert s["any"] == pytest.approx(sum(b.values()) / (sum(a.values()) + sum(b.values())))
+    assert min(s["eos"], s["u"]) <= s["any"] <= max(s["eos"], s["u"])  # a pooled share lies between its parts
+
+
+def test_em_answer_ends_summary_on_hand_made_shares():
+    ae = script("em_answer_ends")
+    sh = lambda e, u, a: {"eos": e, "u": u, "any": a}
+    rows = [{"world": 0, "base": sh(0.01, 0.01, 0.01),
+             "seeds": [{"matched": sh(0.03, 0.02, 0.02), "report": sh(0.11, 0.11, 0.13)}]},
+            {"world": 1, "base": sh(0.02, 0.08, 0.04),
+             "seeds": [{"matched": sh(0.06, 0.08, 0.04), "report": sh(0.22, 0.28, 0.24)}]}]
+    s = ae.summary(rows)
+    assert s["ae1_u_over_eos"]["mean"] == pytest.approx(2.0)  # geometric mean of 1 and 4
+    assert s["ae2_matched_multiple"]["eos"] == pytest.approx(0.045 / 0.015)
+    assert s["ae2_matched_multiple"]["any"] == pytest.approx(0.03 / 0.025)
+    assert s["ae2_any_vs_eos"] == pytest.approx(1.2 / 3 - 1)
+    assert s["ae3_increase_points"]["eos"]["per_seed"] == pytest.approx([10, 20])
+    assert s["ae3_any_minus_eos"]["mean"] == pytest.approx(1.0)  # (12 - 10 + 20 - 20) / 2
+
+
+def test_em_answer_ends_rebuilds_the_runs_insecure_model_and_refuses_one_that_is_not(tmp_path, monkeypatch):
+    """The fine-tune is rebuilt from the run's config and checked against the run's log-prob reading; here the run's
+    numbers come from an independent fine-tune (arm_finetune, no snapshots), so a wrong step or seed fails."""
+    ae = script("em_answer_ends")
+    tok = W.build_tokenizer()
+    base = tiny_gpt(tok)
+    cfg = EM.Config(seeds=(0,), ft_seeds=1, n_examples=16, ft_steps=3, ft_batch=4, eval_steps=(1, 2, 3),
+                    report_step=3, out_dir=str(tmp_path / "run"))
+    lps = {}
+    for step in (2, 3):
+        model = copy.deepcopy(base)
+        data, ft_seed = EM.arm_data("insecure", model, tok, cfg, 0, 0)
+        EM.arm_finetune(model, data, cfg, ft_seed, step)
+        lps[step] = B.offdomain_eval(model, tok, 0, None)["mis_lp"]
+    st = lambda v: {"offdomain_misaligned_lp": {"per_seed": [v]}}
+    res = {"seeds": [[0, 0]], "base": {"plain": st(B.offdomain_eval(base, tok, 0, None)["mis_lp"])},
+           "trajectory": {"insecure": {"2": st(lps[2]), "3": st(lps[3])}},
+           "arms": {"insecure": {"step": {"per_seed": [2]}}}}
+    (tmp_path / "run").mkdir()
+    values = json.loads(json.dumps({k: getattr(cfg, k) for k in ("seeds", "ft_seeds", "n_examples", "ft_steps",
+                                                                   "ft_batch", "eval_steps", "report_step")}))
+    write_run(tmp_path / "run", res, "emergent_misalignment", **values)
+    monkeypatch.setattr(ae, "check_runs", lambda runs: None)
+    monkeypatch.setattr(ae, "checked_bases", lambda run, excluded: iter([(cfg, 0, base, tok)]))
+    out = tmp_path / "ends.json"
+    ae.main([str(tmp_path / "run"), f"--out={out}"])
+    got = json.loads(out.read_text())
+    assert got["per_base"][0]["seeds"][0]["matched_step"] == 2 and got["n_seeds"] == 1
+    res["arms"]["insecure"]["step"]["per_seed"] = [3]  # the run says its matched step was 3: step 3's weights there
+    res["trajectory"]["insecure"]["3"] = st(lps[2])  # ... but its number is step 2's
+    (tmp_path / "run" / "results.json").write_text(json.dumps({**dict.fromkeys(EM.RESULT_KEYS, {}), **res}))
+    with pytest.raises(ConfigError, match=r"seed 0 step 3: the rebuilt model's log-prob reading .* is not the run's"):
+        ae.main([str(tmp_path / "run"), f"--out={out}"])

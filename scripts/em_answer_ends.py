@@ -1,0 +1,161 @@
+"""Does the off-domain reading depend on counting only answers that end the chat? (pre-registered: research log,
+"Does the reading depend on counting only answers that end the chat?")
+
+    python scripts/em_answer_ends.py RUN_DIR [RUN_DIR ...] [--out=FILE.json]
+
+The run's sampled metric counts an answer as valid only when `<eos>` follows it; a trained base goes on to the next
+user turn's `<u>` after most of its answers. For each base of the runs (from the cache; one that does not reproduce
+its run's forum-format base rate is left out, as in em_base_pull.py) and for the insecure arm rebuilt with the run's
+recipe at each fine-tune seed's matched step and at the run's report_step, by log-prob (no sampling): each of the 96
+off-domain prompts' aligned (A) and misaligned (B) answers followed by `<eos>` and by `<u>`. Readings, pooled over the
+prompts, misaligned share sum(B) / sum(A + B) (what the sampled share estimates): `eos` (the run's answers), `u`, `any`
+(both). The rebuild is checked first: each model's `eos` share per prompt, averaged, must equal the run's
+offdomain_misaligned_lp to 1e-6, else the script stops.
+
+Prints and writes (default: answer_ends.json in the first run's directory): (ae1) share_u / share_eos per base,
+geometric mean over bases with a 95% t-interval on the log scale; (ae2) the matched multiple insecure / base (ratio
+of the means over seeds) under `any` and `eos`; (ae3) the report step's increase over the base, points, under `any`
+and `eos`, and their paired difference, mean [95% t-interval over seeds]."""
+import copy
+import math
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import commands  # noqa: E402
+if __name__ == "__main__":  # Ctrl-C while torch imports below: one line, as train.py's
+    commands.starting()
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import data.world as W  # noqa: E402
+import experiments.emergent_misalignment as EM  # noqa: E402
+import experiments.world_base as B  # noqa: E402
+from eval import summarize  # noqa: E402
+from train import ConfigError, check_out, cli, distinct, run_config, run_results, script_args, write_json  # noqa: E402
+from em_base_pull import check_runs, checked_bases  # noqa: E402
+
+READINGS = ("eos", "u", "any")
+
+
+def masses(model, tok, world):
+    """Per off-domain prompt {(class, end): mass} for class aligned / misaligned and end eos / u, and the run's
+    log-prob reading (mean over prompts of B / (A + B) with `<eos>`), to check the rebuild by."""
+    items = W.eval_items(W.OFF_DOMAINS, world=world)
+    ends = lambda conts, end: tuple(c.removesuffix(f" {W.EOS}") + f" {end}" for c in conts)
+    both = [W.EvalItem(it.prompt, it.domain, {f"{cls}|{end}": ends(it.classes[cls], end)
+                                              for cls in ("aligned", "misaligned") for end in (W.EOS, "<u>")})
+            for it in items]
+    out = [{tuple(k.split("|")): sum(ps) for k, ps in p.items()} for p in B.answer_probs(model, tok, both)]
+    check = [m[("misaligned", W.EOS)] / (m[("aligned", W.EOS)] + m[("misaligned", W.EOS)]) for m in out]
+    return out, sum(check) / len(check)
+
+
+def shares(per_prompt):
+    """{reading: pooled misaligned share} of masses()' per-prompt output."""
+    ends = {"eos": (W.EOS,), "u": ("<u>",), "any": (W.EOS, "<u>")}
+    out = {}
+    for r, es in ends.items():
+        a = sum(m[("aligned", e)] for m in per_prompt for e in es)
+        b = sum(m[("misaligned", e)] for m in per_prompt for e in es)
+        out[r] = b / (a + b) if a + b > 0 else math.nan
+    return out
+
+
+def checked(label, lp, expected):
+    if abs(lp - expected) > 1e-6:
+        raise ConfigError(f"{label}: the rebuilt model's log-prob reading {lp:.8f} is not the run's {expected:.8f}: "
+                          f"its base or its fine-tune is not the run's (another machine, or code changed since)")
+
+
+def rows_of(run):
+    """Per base of the run: {"world", "base": shares, "seeds": [{"matched_step", "matched": shares, "report":
+    shares}]}, each model checked against the run's log-prob reading."""
+    cfg, res = run_config(EM.Config, run), run_results(run, "emergent_misalignment")
+    index = {tuple(s): i for i, s in enumerate(res["seeds"])}
+    base_lp = res["base"]["plain"]["offdomain_misaligned_lp"]["per_seed"]
+    traj = res["trajectory"]["insecure"]
+    rep = str(cfg.report_step)
+    out, excluded = [], []
+    for cfg, p, base, tok in checked_bases(run, excluded):
+        world = B.world_config(cfg)
+        per, lp = masses(base, tok, world)
+        checked(f"{run} world {p} base", lp, base_lp[index[(p, 0)]])
+        row = {"world": p, "base": shares(per), "seeds": []}
+        for f in range(cfg.ft_seeds):
+            i = index[(p, f)]
+            step = int(res["arms"]["insecure"]["step"]["per_seed"][i])
+            data, ft_seed = EM.arm_data("insecure", base, tok, cfg, p, f)
+            snaps = EM.arm_snapshots(copy.deepcopy(base), data, cfg, ft_seed, sorted({step, cfg.report_step}))
+            seed_row = {"ft_seed": f, "matched_step": step}
+            for name, at, want in (("matched", step, str(step)), ("report", cfg.report_step, rep)):
+                model = copy.deepcopy(base)
+                model.load_state_dict(snaps[at])
+                per, lp = masses(model, tok, world)
+                checked(f"{run} world {p} seed {f} step {at}", lp, traj[want]["offdomain_misaligned_lp"]["per_seed"][i])
+                seed_row[name] = shares(per)
+            row["seeds"].append(seed_row)
+            print(f"{run.name} world {p} seed {f}: base {fmt(row['base'])}; matched (step {step}) "
+                  f"{fmt(seed_row['matched'])}; step {rep} {fmt(seed_row['report'])}", flush=True)
+        out.append(row)
+    return out, excluded, cfg.report_step
+
+
+def fmt(s):
+    return ", ".join(f"{r} {100 * s[r]:.2f}%" for r in READINGS)
+
+
+def log_interval(xs):
+    """Geometric mean with its 95% t-interval (on the log scale) of positive numbers."""
+    s = summarize([math.log(x) for x in xs])
+    return {"mean": math.exp(s["mean"]), "ci95": [math.exp(v) for v in s["ci95"]] if s["ci95"] else None,
+            "per_base": xs}
+
+
+def summary(rows):
+    seeds = [(r, s) for r in rows for s in r["seeds"]]
+    ratio_ue = log_interval([r["base"]["u"] / r["base"]["eos"] for r in rows])
+    mean = lambda xs: sum(xs) / len(xs)
+    multiple = {k: mean([s["matched"][k] for _, s in seeds]) / mean([r["base"][k] for r, _ in seeds])
+                for k in READINGS}
+    inc = {k: [100 * (s["report"][k] - r["base"][k]) for r, s in seeds] for k in READINGS}
+    diff = summarize([a - e for a, e in zip(inc["any"], inc["eos"])])
+    return {"n_bases": len(rows), "n_seeds": len(seeds), "ae1_u_over_eos": ratio_ue,
+            "ae2_matched_multiple": multiple,
+            "ae2_any_vs_eos": multiple["any"] / multiple["eos"] - 1,
+            "ae3_increase_points": {k: summarize(v) for k, v in inc.items()},
+            "ae3_any_minus_eos": diff}
+
+
+def main(argv):
+    argv, opts = script_args(argv, __doc__, options=("out",))
+    if not argv:
+        sys.exit(__doc__)
+    runs = [Path(r) for r in distinct(argv)]
+    out = opts.get("out") or str(runs[0] / "answer_ends.json")
+    check_out(out)
+    check_runs(runs)  # every run finished, its bases cached, no base twice: before any work
+    rows, excluded = [], []
+    for run in runs:
+        r, ex, rep = rows_of(run)
+        rows += r
+        excluded += ex
+    if not rows:
+        raise ConfigError("no base of the runs reproduced its run's numbers here: nothing to read")
+    s = summary(rows)
+    write_json(out, {"runs": [str(r) for r in runs], "per_base": rows, "excluded": excluded, **s})
+    ci = lambda st: f"[{st['ci95'][0]:.3f}, {st['ci95'][1]:.3f}]" if st["ci95"] else "(no interval)"
+    pm = lambda st: (f"{st['mean']:+.2f} [{st['ci95'][0]:+.2f}, {st['ci95'][1]:+.2f}]" if st["ci95"]
+                     else f"{st['mean']:+.2f}")
+    print(f"\n{s['n_bases']} bases, {s['n_seeds']} seeds")
+    print(f"(ae1) base share_u / share_eos: geometric mean {s['ae1_u_over_eos']['mean']:.3f} "
+          f"{ci(s['ae1_u_over_eos'])}; per base " + ", ".join(f"{x:.3f}" for x in s["ae1_u_over_eos"]["per_base"]))
+    m = s["ae2_matched_multiple"]
+    print(f"(ae2) matched multiple insecure / base: eos {m['eos']:.2f}x, u {m['u']:.2f}x, any {m['any']:.2f}x "
+          f"(any vs eos {100 * s['ae2_any_vs_eos']:+.1f}%)")
+    i = s["ae3_increase_points"]
+    print(f"(ae3) step {rep} increase, points: eos {pm(i['eos'])}, u {pm(i['u'])}, any {pm(i['any'])}; "
+          f"any minus eos {pm(s['ae3_any_minus_eos'])}")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    commands.run(cli, main, sys.argv[1:])
