@@ -646,8 +646,8 @@ def tracking(cfg, units, source, of=lambda r: r):
 
 
 def trajectory(cfg, units):
-    """{step: {arm: {"model", "diff", "behaviour": arm - secure STAT}}} along the fine-tune, for every arm but secure
-    (behaviour: the models' own misaligned share)."""
+    """{step: {arm: {"model", "diff", "probe_model", "probe_diff", "behaviour": arm - secure STAT}}} along the
+    fine-tune, for every arm but secure (probe_*: the linear probe's; behaviour: the models' own misaligned share)."""
     steps = sorted({*cfg.read_steps, cfg.em_steps})
     gap = lambda u, a, k, m: u["trajectory"][a][k][m] - u["trajectory"]["secure"][k][m]
     return {k: {a: {m: summarize([gap(u, a, k, m) for u in units])
