@@ -166,12 +166,12 @@ def mean_ci(stat, digits=3, scale=1, sign="+", show=None):
     return fmt(stat["mean"]) + ("" if ends is None else f" [{fmt(ends[0])}, {fmt(ends[1])}]")
 
 
-def fmt_ratio(r, digits=2):
-    """A ratio of means {"ratio", "ci95"} as 'r [lo, hi]'; an undefined interval (None) says why: its "why", or one
-    base."""
+def fmt_ratio(r):
+    """A ratio of means {"ratio", "ci95"} as 'r [lo, hi]' (two decimals); an undefined interval (None) says why: its
+    "why", or one base."""
     ci = r["ci95"]
-    return f"{r['ratio']:.{digits}f}" + (f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else
-                                         f" (no interval: {r['why']})" if "why" in r else " (one base: no interval)")
+    return f"{r['ratio']:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else
+                                  f" (no interval: {r['why']})" if "why" in r else " (one base: no interval)")
 
 
 def error_bars(stats, scale=1):
