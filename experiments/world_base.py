@@ -453,9 +453,9 @@ def _worker_init(parent):
     tqdm.set_lock(threading.RLock())
 
 
-def _exit_when_orphaned(parent, every=1.0):
+def _exit_when_orphaned(parent):
     while os.getppid() == parent:
-        time.sleep(every)
+        time.sleep(1.0)
     os._exit(1)
 
 
