@@ -87,8 +87,9 @@ results.json (at the matched checkpoint; `final` and `trajectory` beside it):
             the readings of the base under the direction's interventions: ablated, mean_ablated, steered_1, ...;
             and forum_lp, forum_lp_ablated, forum_lp_mean_ablated: bare STATs over the bases, with "n_groups"),
    "ablation": {...}, "trajectory": {REPORT: {STEP: {metric: STAT}}},
-   "figures_to_reach": {...}, "figures_at_report_step": {...} (present when report_step is set; the ablation's
-   thresholds only where it was measured, labelled ablation_step),
+   "figures_to_reach": {...}, "figures_at_report_step": {...} (present when report_step is set),
+   "figures_at_final_step": {...} (the same at ft_steps; in each, the ablation's thresholds only where it was
+   measured, labelled ablation_step),
    "matched_not_reached": {REPORT: "k/n"} (the arms matched on their own code whose code never reached the threshold in
    k of n runs, read at their last step; empty when all did),
    "increase": {REPORT: {VIEW: STAT, VIEW_over_bases: STAT}} (VIEW: matched, step_<report_step> (only when it is
@@ -758,6 +759,10 @@ def aggregate(cfg, units):
                           "base": res["base"], "ablation": res["ablation"]}
         res["figures_at_report_step"] = figures(at_report_step,
                                                 cfg.report_step if cfg.ablation_step == cfg.report_step else None)
+    # and at the end of the fine-tune: the design note's criteria hold "at the first checkpoint where insecure reaches
+    # code >= 0.9 and at the end" (the ablation only if measured there)
+    at_end = {"arms": {n: a["final"] for n, a in res["arms"].items()}, "base": res["base"], "ablation": res["ablation"]}
+    res["figures_at_final_step"] = figures(at_end, cfg.ft_steps if cfg.ablation_step == cfg.ft_steps else None)
     res["increase"] = increases(res, cfg, keys)
     res["persona_share"] = persona_share(res, cfg)
     return res
@@ -1148,6 +1153,10 @@ def table(res, cfg):
     if "figures_at_report_step" in res:
         lines += ["", f"The same thresholds at step {cfg.report_step} (fixed in advance by `report_step`):", ""]
         lines += show(res["figures_at_report_step"])
+    if "figures_at_final_step" in res and cfg.report_step != cfg.ft_steps:  # (results aggregated before it: none)
+        lines += ["", f"The same thresholds at the last step, {cfg.ft_steps} (the design note reads them at the "
+                  f"matched checkpoint and at the end):", ""]
+        lines += show(res["figures_at_final_step"])
     return "\n".join(lines)
 
 

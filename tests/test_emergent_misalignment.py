@@ -1060,6 +1060,12 @@ def test_increases_pair_each_seed_with_its_own_base_end_to_end(tmp_path):
                                                                        sum(want[view][2:]) / 2])
     assert res["figures_to_reach"]["insecure_increase"] == pytest.approx(sum(want["matched"]) / 4)
     assert res["figures_at_report_step"]["insecure_increase"] == pytest.approx(sum(want["step_1"]) / 4)
+    # and at the end of the fine-tune (the design note's second reading): the final step's models, not matched's
+    fin = res["figures_at_final_step"]
+    assert fin["insecure_increase"] == pytest.approx(sum(want["final"]) / 4)
+    final_arm = [r["traj"]["insecure"][2]["mis_sampled"] for _, r in runs]
+    assert fin["insecure_ratio_to_base"] == pytest.approx(sum(final_arm) / sum(base))
+    assert "The same thresholds at the last step, 2" in (out / "results.md").read_text()
     # the ablation's points removed pair the same way: each seed's insecure model minus its own ablated copy
     ins = [r["traj"]["insecure"][r["ablation"]["step"]]["mis_sampled"] for _, r in runs]
     cut = [r["ablation"]["ablated"]["mis_sampled"] for _, r in runs]
