@@ -542,7 +542,9 @@ def test_every_script_refuses_words_in_the_wrong_order_in_one_error_line(name, t
 
 
 @pytest.mark.parametrize("name", ["em_at_step", "em_susceptibility", "sn_compare", "probe_number_order",
-                                  "probe_mis_cross_init"])
+                                  "probe_mis_cross_init", "em_answer_ends", "em_base_pull", "em_code_direction",
+                                  "em_code_vs_offdomain", "em_first_step", "em_format_separation", "em_steer_base",
+                                  "probe_attn0_parts", "sn_mis_pool"])
 def test_a_script_given_no_words_prints_its_usage(name, command):
     # no words at all: the usage itself (a wrong count of words is one error line, above)
     from conftest import load_script
