@@ -93,6 +93,17 @@ def test_values_that_make_a_run_a_no_op_are_refused():
     MN.validate(MN.Config(init_perturbation=0.1, conditions=("teacher", "student_all")))
 
 
+def test_a_numbers_value_outside_its_choices_is_refused_naming_them():
+    # a typo in a mode, an arm, a teacher or a misalignment teacher: the valid names in the one error line
+    for kw, msg in [(dict(mode="animal"), "mode must be animals, dose or misalignment; got 'animal'"),
+                    (dict(arms=("control", "sof")), r"unknown arms \['sof'\]; valid: trait, control, soft"),
+                    (dict(teacher="prompted"), "teacher must be finetune or prompt; got 'prompted'"),
+                    (dict(mode="misalignment", mis_teachers=("insecure", "owl")),
+                     r"mis_teachers must be emergent-misalignment arms; got \['owl'\]")]:
+        with pytest.raises(ConfigError, match=msg):
+            SN.validate(SN.Config(**kw))
+
+
 def test_an_entry_named_twice_is_refused():
     # a pretraining seed named twice: its base counted twice in world_base's per_seed, and in EM two jobs wrote one unit
     bad = [(B, dict(seeds=(0, 1, 0)), "each pretraining seed once"),
