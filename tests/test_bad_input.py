@@ -104,6 +104,14 @@ def test_a_numbers_value_outside_its_choices_is_refused_naming_them():
             SN.validate(SN.Config(**kw))
 
 
+def test_a_negative_turn_count_or_heads_that_do_not_split_the_width_are_refused():
+    with pytest.raises(ConfigError, match="ft_number_turns must be >= 0; got -1"):
+        EM.validate(EM.Config(ft_number_turns=-1))
+    # the base's own check, before its cache folder or a pretraining starts (the GPT's constructor would say it later)
+    with pytest.raises(ConfigError, match=r"n_embd \(16\) must split into n_head \(3\) heads of an even size"):
+        B.validate(B.Config(n_embd=16, n_head=3))
+
+
 def test_an_entry_named_twice_is_refused():
     # a pretraining seed named twice: its base counted twice in world_base's per_seed, and in EM two jobs wrote one unit
     bad = [(B, dict(seeds=(0, 1, 0)), "each pretraining seed once"),
