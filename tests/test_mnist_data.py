@@ -55,6 +55,8 @@ def test_bad_magic_truncated_and_wrong_count():
         mnist.parse_idx(good[:-1], "x")
     with pytest.raises(DataError, match="truncated"):
         mnist.parse_idx(good[:5], "x")
+    with pytest.raises(DataError, match=r"truncated \(no image header\)"):  # an image file cut inside rows, cols
+        mnist.parse_idx(b"\x00\x00\x08\x03" + (1).to_bytes(4, "big") + b"\x00\x00", "x")
     with pytest.raises(DataError, match="holds 3 items, expected 60000"):
         mnist.parse_idx(good, "x", expect_count=60000)
     with pytest.raises(DataError, match="trailing bytes"):  # a longer file is not the file either
@@ -146,6 +148,36 @@ def test_missing_files_without_network_say_where_to_get_them(tmp_path, monkeypat
     with pytest.raises(DataError, match="could not be downloaded"):
         mnist.load(tmp_path, "fashion", download=True)
     assert (tmp_path / "fashion-mnist").is_dir()
+
+
+@need_data()
+def test_a_relative_data_dir_missed_from_another_folder_names_the_projects_only_where_it_has_them(tmp_path,
+                                                                                                   monkeypatch):
+    # the default data_dir "data" is relative: run from elsewhere, the hint points at the project's copy; a folder the
+    # project does not hold gets no hint (it would send the user to an empty place)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match="download is off") as e:
+        mnist.load("data", "mnist", download=False)
+    assert f"The project's {DATA_DIR / 'mnist'} has them: run from {DATA_DIR.parent}" in str(e.value)
+    with pytest.raises(DataError, match="download is off") as e:
+        mnist.load("nodata", "mnist", download=False)
+    assert "The project's" not in str(e.value)
+
+
+@need_data()
+def test_a_download_that_arrives_whole_is_kept_and_loads(tmp_path, monkeypatch):
+    # the original files served by the first mirror: one fetch each, then the same arrays as the project's copy
+    class Resp(io.BytesIO):
+        def __enter__(self):
+            return self
+
+    tried = []
+    first = mnist.DATASETS["mnist"]["mirrors"][0]
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: tried.append(url) or Resp(
+        (DATA_DIR / "mnist" / url.rsplit("/", 1)[1]).read_bytes()))
+    got, want = mnist.load(tmp_path, "mnist"), mnist.load(DATA_DIR, "mnist", download=False)
+    assert tried == [first + f + ".gz" for f in mnist.FILES]
+    assert all(np.array_equal(got[k], want[k]) for k in want)
 
 
 def test_download_verifies_md5_and_writes_atomically(tmp_path, monkeypatch):
