@@ -229,6 +229,9 @@ def test_a_corrupt_or_missing_file_says_what_to_do(tmp_path, monkeypatch):
     assert truthfulqa.url("v2") in str(e.value) and not (tmp_path / "fresh").exists()  # no empty folders left
     with pytest.raises(DataError, match="unknown TruthfulQA version 'v3': choose one of v0, v1, v2"):
         truthfulqa.load(tmp_path, "v3")
+    (tmp_path / "dir" / "truthfulqa" / truthfulqa.VERSIONS["v0"]["path"]).mkdir(parents=True)  # a folder in its place
+    with pytest.raises(DataError, match="mc_task.json is not a file: remove it, and put the original file there"):
+        truthfulqa.load(tmp_path / "dir", "v0")
 
 
 def test_download_fetches_the_pinned_file_and_checks_it(tmp_path, monkeypatch):
