@@ -407,6 +407,20 @@ def test_backdoor_arm_reads_every_arm_with_its_trigger_too_and_leaves_the_plain_
     assert A.unit_problem(cfg, 0)({k: v for k, v in both.items() if k != "trigger"}) == "was written for other arms"
 
 
+def test_a_unit_of_another_seed_or_other_read_steps_is_refused_and_a_run_with_none_says_so(tmp_path):
+    # a unit copied from another seed's file, or one written before read_steps changed, must not be read as this one's
+    cfg = A.Config(read_steps=(1, 2), em_steps=4)
+    unit = {"seed": 0, "arms": dict.fromkeys(cfg.arms), "indist": dict.fromkeys(cfg.tasks), "probe_indist": {},
+            "trajectory": {a: dict.fromkeys((1, 2, 4)) for a in cfg.arms}}
+    assert A.unit_problem(cfg, 0)(unit) is None
+    assert A.unit_problem(cfg, 1)(unit) == "is the unit of seed 0, not of seed 1"
+    assert A.unit_problem(dataclasses.replace(cfg, read_steps=(1, 3)), 0)(unit) == "was written for other read_steps"
+    # eval.py on a run with no finished seed: one line, not an aggregate of nothing
+    (tmp_path / "config.json").write_text(json.dumps({"experiment": "activation_oracle", **dataclasses.asdict(cfg)}))
+    with pytest.raises(train.ConfigError, match=r"has no finished seed yet \(units/unit_s<seed>.json\)"):
+        A.reevaluate(tmp_path)
+
+
 def test_tracking_resamples_bases_not_models():
     # a base's three models share its oracle and probe: the interval resamples the 4 bases, each with all its models
     cfg = A.Config(seeds=(0, 1, 2, 3))
