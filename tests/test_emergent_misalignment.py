@@ -986,6 +986,15 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
     (out / "unit_twin_0.json").unlink()
     assert EV.main([str(out)]) == 2
     assert "no base seed with all its units" in capsys.readouterr().err
+    # a finished run with a unit gone is redrawn from its results.json; one written before persona_share existed
+    # gets it computed from its own numbers
+    (out / "results.json").write_text(json.dumps({k: v for k, v in json.loads(before).items()
+                                                  if k != "persona_share"}))
+    assert EV.main([str(out)]) == 0
+    said = capsys.readouterr().out
+    assert md.splitlines()[0] in said and "Persona-level share" in said
+    assert said.splitlines()[-1] == f"wrote {out / 'misalignment_vs_step.png'}"  # the figure only: the files as they were
+    assert "persona_share" not in json.loads((out / "results.json").read_text())
     # the base models are cached: a second run pretrains nothing and gives the same numbers
     out2 = tmp_path / "run2"
     assert train.main(argv[:-1] + ["--arms=('insecure',)", "--twin=False", "--eval_steps=(1,2)", "--ablation_step=1",
