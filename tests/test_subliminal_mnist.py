@@ -102,6 +102,12 @@ def test_end_to_end_writes_every_file_and_teacher_beats_chance(tmp_path, capsys)
     assert evaluate.main([str(out)]) == 0
     printed = capsys.readouterr().out
     assert "| teacher |" in printed and "student_aux" not in printed and "(2 compared)" in printed
+    # its models gone (moved, or a run with save_weights=False): one line that says why there is nothing to report
+    for f in out.glob("main_group*.safetensors"):
+        f.unlink()
+    assert evaluate.main([str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"no saved models in {out} (was it run with save_weights=False" in err and err.count("\n") == 1, err
 
 
 def blocks(logit_idx, kw):
