@@ -532,6 +532,11 @@ def test_eval_py_redraws_a_run_from_its_results(tmp_path, capsys):
     assert "| 64 |" in said and (tmp_path / "subliminal_dose.png").is_file()
     assert said.splitlines()[-1] == f"wrote {tmp_path / 'subliminal_dose.png'}"  # results.json, read
                                                                                  # only, stays as it was
+    # no results.json and no unit saved (a run stopped before its first base finished): one line, not an empty table
+    (tmp_path / "results.json").unlink()
+    assert E.main([str(tmp_path)]) == 2
+    assert f"{tmp_path} has no results.json and no base with all its {cfg.student_seeds} units" in \
+        capsys.readouterr().err
 
 
 def arm_rows(data):
