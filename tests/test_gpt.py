@@ -1370,6 +1370,8 @@ def test_hook_mistakes_are_named_where_they_are_made():
     with pytest.raises(TypeError, match=r"the hook for 'final' takes \(h\): it is called as fn\(tensor, name\)"):
         with model.hooks({"final": lambda h: None}):
             pass
+    with model.hooks({"final": max}):  # a builtin with no signature to check: registered as it is, not a ValueError
+        pass
     # a list of (name, fn) pairs, or of names: an AttributeError ('list' object has no attribute 'items')
     for fns in ([("final", lambda h, name: None)], ["final"]):
         with pytest.raises(TypeError, match=r"model.hooks takes a dict \{name: fn\(tensor, name\)\}, got a list"):

@@ -71,6 +71,8 @@ def test_init_statistics_and_nesting_in_m():
         assert torch.equal(z["biases.1"], b["biases.1"][..., :10]) and torch.equal(z["weights.0"], b["weights.0"])
     with pytest.raises(ValueError, match="the output layer has 9 columns, fewer than n_classes=10"):
         init_mlp_params([7], [20, 8, 9], 10, "paper", "cpu", 1)
+    with pytest.raises(ValueError, match="unknown init 'xavier': use 'paper' or 'torch'"):  # not empty weights
+        init_mlp_params([7], [20, 8, 10], 10, "xavier", "cpu", 1)
     # the aux columns have their own stream: not copies of the first class columns
     assert not torch.equal(p["weights.1"][..., 10:13], p["weights.1"][..., :3])
     # each 64-column block has its own stream: column j is not a copy of column j + 64, and a layer's first columns
