@@ -283,6 +283,8 @@ def test_distill_losses_closed_form():
     manual = (p * (p.log() - F.log_softmax(s / 2, -1))).sum(-1).mean(1) * 4
     torch.testing.assert_close(distill_loss(s, t, "kl", 2.0), manual)
     torch.testing.assert_close(distill_loss(s, t, "mse", 1.0), ((s - t) ** 2).mean((1, 2)))
+    with pytest.raises(ValueError, match="unknown distillation loss 'ce'"):  # not None, found at backward
+        distill_loss(s, t, "ce", 1.0)
 
 
 def test_accuracy_reads_the_class_logits_only_per_seed_over_every_batch():

@@ -601,6 +601,8 @@ def test_linear_schedule_stopped_early_is_the_longer_runs_start():
             run(2, **bad)
     with pytest.raises(ValueError, match="order must be 'random' or 'sequential', not 'sequentail'"):  # not random rows
         train.finetune(S.copy.deepcopy(model), data, steps=1, batch_size=4, lr=1e-2, seed=0, order="sequentail")
+    with pytest.raises(ValueError, match="trains must be .*'lora'.*, not 'al'"):  # not every weight, silently
+        train.finetune(S.copy.deepcopy(model), data, steps=1, batch_size=4, lr=1e-2, seed=0, trains="al")
 
 
 def test_sgd_finetune_step_is_the_clipped_gradient_step():
