@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import edit_meta
 from data.tokenizer import load_tokenizer
 from model import GPT, GPTConfig
 from train import (CheckpointError, ConfigError, eval_lm, finetune, finetune_lr, get_lr, lm_windows, load_lm,
@@ -509,8 +510,11 @@ def test_a_run_killed_while_writing_a_checkpoint_resumes_exactly_or_is_refused(t
     if killed_at > 1:  # a state saved before the weights were in it: its weights are the .safetensors, of step 3
         del state["model"]
         torch.save(state, tmp_path / "ck.state.pt")
-        (tmp_path / "ck.json").write_text((tmp_path / "ck.json").read_text().replace('"step": 9', '"step": 3'))
-        with pytest.raises(CheckpointError, match="stopped while writing this checkpoint.*--resume=False"):
+        # the .json re-paired with its .safetensors (edit_meta): edited in place, the two were refused as a pair of two
+        # saves first, and this refusal was never reached
+        edit_meta(tmp_path / "ck.json", {**json.loads((tmp_path / "ck.json").read_text()), "step": 3})
+        with pytest.raises(CheckpointError, match="ck.json is at step 3 but ck.state.pt at step 6: the run was stopped "
+                                                  "while writing this checkpoint.*--resume=False"):
             train_lm(fresh(), data, steps=9, ckpt=tmp_path / "ck", resume=True, **kw)
 
 
