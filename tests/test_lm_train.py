@@ -193,6 +193,10 @@ def test_checkpoint_loading_says_what_does_not_match(tmp_path):
     save_weights(tmp_path / "newer", model.state_dict(), {**meta, "model_config": {**meta["model_config"], "n_kv": 1}})
     with pytest.raises(CheckpointError, match=r"newer.json: unknown model_config keys \['n_kv'\]"):
         load_lm(tmp_path / "newer")
+    # a checkpoint of another kind of model (an MNIST run's SeedMLP saves no model_config): not read as a GPT's
+    save_weights(tmp_path / "mlp", model.state_dict(), {k: v for k, v in meta.items() if k != "model_config"})
+    with pytest.raises(CheckpointError, match="mlp.json has no model_config: not a GPT checkpoint"):
+        load_lm(tmp_path / "mlp")
     # a hand-edited value the GPT cannot be built from: named with its file, not the constructor's bare error
     for key, value, says in (("n_head", 3, "must split into n_head"), ("n_layer", "2", "'str' object")):
         save_weights(tmp_path / "edited", model.state_dict(), {**meta, "model_config": {**meta["model_config"],
