@@ -258,6 +258,11 @@ def test_a_config_python_cannot_run_and_values_written_wrongly_say_how(cfg_file,
     assert train.main([]) == 2
     err = capsys.readouterr().err
     assert err.startswith("usage: python train.py configs/NAME.py") and "configs/subliminal_mnist.py" in err
+    # an override before the config (no config named first): the usage in one error line, with the configs to name
+    assert train.main(["--m=7", cfg_file]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: usage: python train.py configs/NAME.py") and err.count("\n") == 1
+    assert "Available: configs/activation_oracle.py, " in err
     # after a config: its keys as that config and the other overrides set them, each with its type and comment
     assert train.main([cfg_file, "--m=7", "--help"]) == 0
     lines = capsys.readouterr().out.splitlines()
