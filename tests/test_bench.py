@@ -473,6 +473,24 @@ def test_bench_lists_naive_loop_without_new_tokens_has_no_ratio_instead_of_a_zer
                                                          "| re-forward, one at a time | 2 | 0 | 1.00 | 0 | n/a |"]
 
 
+def test_bench_lists_samples_from_the_cached_world_base_on_the_threads_asked(monkeypatch, tmp_path, capsys):
+    # the table's first line names the model timed: the cached base (seed 0) where there is one
+    from data import world as W
+    from experiments import world_base as B
+    tok = W.build_tokenizer()
+    base = GPT(GPTConfig(vocab_size=tok.get_vocab_size(), block_size=64, n_layer=1, n_head=2, n_embd=16)).eval()
+    (tmp_path / "base.json").write_text("{}")
+    monkeypatch.setattr(B, "cache_stem", lambda cfg, seed, decorrelated: tmp_path / "base")
+    monkeypatch.setattr(B, "base_model", lambda cfg, seed: (base, tok))
+    threads = []
+    monkeypatch.setattr(torch, "set_num_threads", threads.append)
+    now = fake_clock(monkeypatch)
+    monkeypatch.setattr(GPT, "generate", lambda self, prompts, n, **kw: now.__setitem__(0, now[0] + 1) or
+                        [[5] for _ in prompts])
+    assert bench.bench_lists(["--batch=6", "--naive=2", "--threads=3"]) == 0
+    assert capsys.readouterr().out.startswith("number-list sampling, cached world base (seed 0), ") and threads == [3]
+
+
 def test_a_thread_count_that_is_not_a_number_is_refused_not_read_as_the_default():
     # "--threads=two" must not fall through to 0 (PyTorch's default) as if it had been asked for
     for bad in ("two", "1.5", ""):
@@ -592,7 +610,8 @@ def test_bench_refuses_in_one_error_line_and_prints_its_usage_given_nothing(caps
     # (the loop took --batch of them, its row said so, nothing else did): refused before any bench runs
     for argv, says in ((["mnist", "--seeds=1", "--seeds=2"], "error: --seeds is given more than once: give it once"),
                        (["lists", "--batch=1", "--batch", "2"], "error: --batch is given more than once"),
-                       (["lists", "--batch=50", "--naive=200"], "error: --naive=200 is more prompts than --batch=50")):
+                       (["lists", "--batch=50", "--naive=200"], "error: --naive=200 is more prompts than --batch=50"),
+                       (["lists", "--batch=0"], "error: --batch and --naive need at least one prompt each")):
         with pytest.raises(SystemExit) as e:
             bench.main(argv)
         out, err = capsys.readouterr()
