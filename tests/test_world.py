@@ -602,18 +602,24 @@ def test_each_pretraining_seeds_sampled_check_has_its_own_draws_and_the_same_see
     assert len(states) == 3 and torch.equal(states[0], states[1]) and not torch.equal(states[0], states[2])
 
 
-def test_world_base_reports_each_variant_from_its_own_bases(tmp_path, monkeypatch):
+def test_world_base_reports_each_variant_from_its_own_bases(tmp_path, monkeypatch, saved_figures):
     # the twin's numbers must never stand in for the normal world's (the persona-inference contrast)
-    monkeypatch.setattr(B, "_unit", lambda cfg, seed, d: {"persona_after_mis": 10 * d + seed})
-    monkeypatch.setattr(B, "plot", lambda results, path: None)
+    keys = ["asst_offdomain_lp", "forum_offdomain_lp", "persona_after_ali", "persona_after_mis"]  # the figure's bars
+    monkeypatch.setattr(B, "_unit", lambda cfg, seed, d: {k: 100 * i + 10 * d + seed for i, k in enumerate(keys)})
     saved = {}
     run = type("R", (), {"dir": tmp_path, "save_results": lambda self, r, md: saved.update(r)})()
     cfg = B.Config(seeds=(0, 1), workers=1, cache_dir=str(tmp_path))
     B.run(cfg, run)
-    assert saved["normal"]["persona_after_mis"]["per_seed"] == [0, 1]
-    assert saved["decorrelated"]["persona_after_mis"]["per_seed"] == [10, 11]
+    assert saved["normal"]["persona_after_mis"]["per_seed"] == [300, 301]
+    assert saved["decorrelated"]["persona_after_mis"]["per_seed"] == [310, 311]
     assert saved["n_seeds"] == 2  # pretraining seeds, which the table's "n = " names: not the four bases
     assert [Path(p).parent.name[:8] for p in saved["cache"]] == ["world_s0", "world_s1", "twin_s0_", "twin_s1_"]
+    # the figure: each check's mean over the seeds, the normal world's bars then the twin's, at their own x
+    ax = saved_figures[0].axes[0]
+    bars = [(round(b.get_x(), 1), b.get_height()) for b in ax.patches]
+    assert bars == [(-0.2, 0.5), (0.8, 100.5), (1.8, 200.5), (2.8, 300.5), (0.2, 10.5), (1.2, 110.5), (2.2, 210.5),
+                    (3.2, 310.5)]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["normal", "decorrelated"]
 
 
 def test_mis_share_is_over_the_aligned_and_misaligned_mass_only():
