@@ -294,6 +294,24 @@ def test_bos_vector_refuses_runs_of_different_depths_before_any_work(monkeypatch
             bv.main(["r1", "r2", *flags])
 
 
+def test_bos_vector_refuses_options_its_analysis_ignores_and_runs_the_one_asked(monkeypatch):
+    # --pool's files hold their own arm and --at, a mistyped --at is named; the pool of value sources likewise
+    for argv, says in ((["a.json", "--pool", "--arm=secure"], "--pool takes --out= only"),
+                       (["r1", "--at=first"], r"--at takes last \(the default\) or mean, not 'first'")):
+        with pytest.raises(SystemExit, match=says):
+            bv.main(argv)
+    with pytest.raises(SystemExit, match="--pool takes no other option"):
+        vs.main(["a.json", "--pool", "--fmt=forum"])
+    # --agreement is its own analysis, given the run's arm and --at
+    for name in ("check_runs", "one_depth"):
+        monkeypatch.setattr(bv, name, lambda *a: None)
+    monkeypatch.setattr(bv, "run_config", lambda C, run: None)
+    monkeypatch.setattr(bv.OP, "check_rebuildable", lambda *a: None)
+    monkeypatch.setattr(bv, "checked_bases", lambda *a: pytest.fail("ran the main analysis"))
+    monkeypatch.setattr(bv, "agreement", lambda *a: a)
+    assert bv.main(["r1", "--agreement", "--at=mean"]) == (["r1"], "insecure", "mean", None)
+
+
 def test_bos_vector_plot_draws_the_increases_error_bars_in_points_and_the_cosines_as_they_are(monkeypatch):
     # the middle panel's bars are points (100 x the rates): their error bars too (in rates they were 100 times too
     # short); the right panel's cosines are no rates, their bars unscaled
