@@ -433,8 +433,11 @@ def last_token_acts(model, tok, prompts, layers=None, grad=False):
     return torch.stack([cache[n][torch.arange(len(prompts), device=x.device), last] for n in names])
 
 
-def off_prompts():
-    """The held-out off-domain `<asst>` prompts (each ending in the answer marker `<a>`) the activations are read on."""
+def off_prompts(train=False):
+    """The held-out off-domain `<asst>` prompts (each ending in the answer marker `<a>`) the activations are read on;
+    train=True: the same domains' training paraphrases (x opener), which pretraining asks and no evaluation does."""
+    if train:
+        return [W.prompt(W.opened(o, q)) for d in W.OFF_DOMAINS for q in W.DOMAINS[d].train for o in W.OPENERS]
     return [it.prompt for it in W.eval_items(W.OFF_DOMAINS)]
 
 
@@ -444,14 +447,15 @@ def prompt_acts(model, tok, layer):
     return last_token_acts(model, tok, off_prompts(), [layer])[0].mean(0)
 
 
-def pulled_back(model, tok, e):
+def pulled_back(model, tok, e, prompts=None):
     """v*: the direction at block 0's attention output that moves block 0's output at `<a>` furthest along the unit
     vector e per unit norm, to first order: the gradient of e . (block 0's output at the off-domain prompts' last
     token, mean) with respect to a vector added at every position (e pulled back through block 0's MLP). With e the
-    evil direction it steers the assistant toward the persona where e itself barely does (README). Unit norm: [C]."""
+    evil direction it steers the assistant toward the persona where e itself barely does (README). `prompts`: the
+    ones it is fit on (default off_prompts(), the held-out ones it is read on). Unit norm: [C]."""
     v = torch.zeros_like(e, requires_grad=True)
     with torch.enable_grad(), model.hooks(add_hook(0, v, "attn_out")):  # whatever the caller's mode
-        last = last_token_acts(model, tok, off_prompts(), [0], grad=True)[0]  # [N, C]
+        last = last_token_acts(model, tok, prompts or off_prompts(), [0], grad=True)[0]  # [N, C]
         (g,) = torch.autograd.grad((last @ e).mean(), v)
     return g / g.norm()
 

@@ -2,6 +2,8 @@
 
     python scripts/em_steer_base.py RUN_DIR [RUN_DIR ...] [--scales=0.1,0.2,0.3]    # writes steer_base.json per run
     python scripts/em_steer_base.py --pool RUN_DIR [RUN_DIR ...] [--figure=FILE.png]  # their bases, summarised
+    python scripts/em_steer_base.py --fit=train RUN_DIR [RUN_DIR ...]    # v* fit on the training prompts instead
+    python scripts/em_steer_base.py --pool --fit=train RUN_DIR [RUN_DIR ...]   # ... against the held-out fit
     python scripts/em_steer_base.py --route RUN_DIR [RUN_DIR ...] [--scales=0.1,0.2,0.3]   # the code loss's pull
     python scripts/em_steer_base.py --route --pool RUN_DIR [RUN_DIR ...]
     python scripts/em_steer_base.py --undo RUN_DIR [RUN_DIR ...] [--scales=0.1,0.2,0.3]   # -v* on the fine-tuned model
@@ -38,6 +40,13 @@ of means: the rate over the base's, the valid fraction over the base's, the pers
 increase's interval is above zero, n/a otherwise: one base has no interval); the bases past +5 points and 3x; a
 table and, with --figure=, a figure (misalignment and valid fraction against A). Research log: "The base steered by
 v*, sampled".
+
+--fit=train: v* is fit on the held-out prompts it is read on (an in-sample vector); --fit=train fits it on the same
+domains' training paraphrases (x opener: 192 prompts no evaluation asks) and reads it on the held-out ones as before,
+writing steer_base_fit_train.json (with each base's cosine between the two fits). --pool --fit=train: the same table,
+then the train fit against the held-out fit of the same bases (their steer_base.json, at the same --scales), paired:
+each one's increase, their difference (t-interval over bases) and the ratio of means. Research log: "v* fit on other
+prompts than it is read on".
 
 --route: why the insecure fine-tune first learns the code and not the persona, read at the same place. The
 direction at block 0's attention output (one vector at every position) that lowers the insecure arm's fine-tune loss
@@ -79,19 +88,24 @@ DIRECTIONS = ("pulled", "minus", "evil", "random")
 KEYS = ("mis_sampled", "valid_frac", "code_frac", "mis_lp", "code_misaligned")  # of EM.evaluate's readings
 
 
-def directions(base, tok, cfg, p):
-    """(|d0|, {name: unit vector [C]}) of one base."""
+FIT_FILES = {"heldout": "steer_base.json", "train": "steer_base_fit_train.json"}  # measure's output, by --fit
+
+
+def directions(base, tok, cfg, p, fit="heldout"):
+    """(|d0|, {name: unit vector [C]}) of one base; v* fit on the held-out prompts it is read on, or (fit="train") on
+    the same domains' training paraphrases (EM.off_prompts)."""
     means = EM.doc_means(base, tok, cfg, p)
     e = evil_unit(means)
-    v = EM.pulled_back(base, tok, e)
+    v = EM.pulled_back(base, tok, e, EM.off_prompts(train=fit == "train"))
     r = torch.randn(e.shape, generator=generator("cpu", p, "steer-base-random")).to(e.device)
     d0 = (means["evil"][0] - means["good"][0]).norm().item()
     return d0, {"pulled": v, "minus": -v, "evil": e, "random": r / r.norm()}
 
 
-def base_row(cfg, p, base, tok, scales):
-    """Every reading of one base: the plain base and each direction at each scale, one sampling stream."""
-    d0, units = directions(base, tok, cfg, p)
+def base_row(cfg, p, base, tok, scales, fit="heldout"):
+    """Every reading of one base: the plain base and each direction at each scale, one sampling stream (v* fit as
+    `directions` says; with fit="train", its cosine with the held-out fit beside)."""
+    d0, units = directions(base, tok, cfg, p, fit)
 
     def score(hooks=None):
         m = EM.evaluate(base, tok, cfg, "insecure", "plain", 0, True, generator("cpu", p, "steer-base"), hooks)
@@ -99,6 +113,8 @@ def base_row(cfg, p, base, tok, scales):
 
     row = {"world": p, "d0": d0, "cos_pulled_evil": float(units["pulled"] @ units["evil"]), "plain": score(),
            "readings": {}}
+    if fit == "train":
+        row["cos_fits"] = float(units["pulled"] @ EM.pulled_back(base, tok, units["evil"]))
     for a in scales:
         for name, u in units.items():
             vec = a * d0 * u
@@ -122,11 +138,12 @@ def each_base(runs, scales, row_of, line, name):
         print(f"wrote {run / name}", flush=True)
 
 
-def measure(runs, scales):
-    each_base(runs, scales, base_row, lambda r, top: (
+def measure(runs, scales, fit="heldout"):
+    row_of = lambda cfg, p, base, tok, scales: base_row(cfg, p, base, tok, scales, fit)
+    each_base(runs, scales, row_of, lambda r, top: (
         f"|d0| {r['d0']:.2f}, plain {100 * r['plain']['mis_sampled']:.2f}% (valid {r['plain']['valid_frac']:.2f}); "
         f"at {top:g} |d0|: " + ", ".join(f"{n} {100 * r['readings'][f'{n}_{top:g}']['mis_sampled']:.2f}%"
-                                         for n in DIRECTIONS)), "steer_base.json")
+                                         for n in DIRECTIONS)), FIT_FILES[fit])
 
 
 def held_rows(runs, name, mode=""):
@@ -144,8 +161,9 @@ def held_rows(runs, name, mode=""):
     return held[0]["scales"], [r for h in held for r in h["per_base"]]
 
 
-def pool(runs, figure):
-    scales, rows = held_rows(runs, "steer_base.json")
+def pool(runs, figure, fit="heldout"):
+    scales, rows = held_rows(runs, FIT_FILES[fit], "" if fit == "heldout" else f"--fit={fit} ")
+    held = held_rows(runs, FIT_FILES["heldout"]) if fit == "train" else None  # (read first: a missing one stops here)
     get = lambda key, k: np.array([(r["readings"][key] if key != "plain" else r["plain"])[k] for r in rows])
     inc = lambda key, k="mis_sampled": get(key, k) - get("plain", k)
     ok = lambda x: x[~np.isnan(x)].tolist()  # a reading with no valid sample has no misaligned fraction
@@ -191,10 +209,40 @@ def pool(runs, figure):
                   f"{t['above_5_and_3x']}/{t['n_valid']} | "
                   f"{f(t['code_points'])} | {share_text(t['persona_share'], t['code_points'], 2)} |")
         print(f"| v* minus e, paired | {a:g} | {f(table[f'pulled_minus_evil_{a:g}']['points'])} | | | | | | | |")
+    if fit == "train":
+        s["fits"] = compare_fits(scales, rows, *held)
     if figure:
         plot(s, figure)
         print(f"wrote {figure}")
     return s
+
+
+def compare_fits(scales, rows, held_scales, held):
+    """v* fit on the training prompts (`rows`) against v* fit on the held-out ones it is read on (`held`, the rows of
+    steer_base.json: the same bases at the same scales), base by base (one sampling stream: paired draws): per scale,
+    the sampled increase of each over the base, the paired difference (points, t-interval over bases) and the train
+    fit's as a ratio of means of the held-out fit's; the cosines of the two fits."""
+    other = {(r["run"], r["world"]): r for r in held}
+    if held_scales != scales or any((r["run"], r["world"]) not in other for r in rows):
+        sys.exit("--pool --fit=train compares with the held-out fit's steer_base.json of the same bases and --scales: "
+                 "run `python scripts/em_steer_base.py RUN_DIR ...` at the same --scales first")
+    inc = lambda r, key: r["readings"][key]["mis_sampled"] - r["plain"]["mis_sampled"]
+    out = {"cos_fits": summarize([r["cos_fits"] for r in rows])}
+    print(f"\nv* fit on the training prompts against the held-out fit (paired, {len(rows)} bases); cosine of the two "
+          f"fits {mean_ci(out['cos_fits'], 3)}")
+    print("| A x \\|d0\\| | train fit, points | held-out fit, points | train minus held-out | train / held-out "
+          "(ratio of means) |\n|---|---|---|---|---|")
+    for a in scales:
+        key = f"pulled_{a:g}"
+        pairs = [(inc(r, key), inc(other[(r["run"], r["world"])], key)) for r in rows]
+        pairs = [(t, h) for t, h in pairs if math.isfinite(t) and math.isfinite(h)]  # (no valid sample: no rate)
+        t, h = ([100 * x[i] for x in pairs] for i in (0, 1))
+        ratio = sum(t) / sum(h) if sum(h) > 0 else float("nan")
+        out[key] = {"train": summarize(t), "heldout": summarize(h),
+                    "difference": summarize([x - y for x, y in zip(t, h)]), "ratio_of_means": ratio}
+        print(f"| {a:g} | {mean_ci(out[key]['train'], 2)} | {mean_ci(out[key]['heldout'], 2)} | "
+              f"{mean_ci(out[key]['difference'], 2)} | {ratio:.2f} |")
+    return out
 
 
 def plot(s, path):
@@ -366,20 +414,25 @@ def undo_pool(runs):
 
 
 def main(argv):
-    runs, opts = script_args(argv, __doc__, options=("figure", "scales"), flags=("pool", "route", "undo"))
+    runs, opts = script_args(argv, __doc__, options=("figure", "scales", "fit"), flags=("pool", "route", "undo"))
     is_pool, is_route, is_undo = (opts.pop(k, False) for k in ("pool", "route", "undo"))
-    allowed = set() if is_pool and (is_route or is_undo) else {"figure"} if is_pool else {"scales"}
+    allowed = {"scales"} if not is_pool else {"figure"} if not (is_route or is_undo) else set()
+    allowed |= {"fit"} if not (is_route or is_undo) else set()
     if not runs:
         sys.exit(__doc__)
     if is_route and is_undo:
         sys.exit("--route and --undo are two analyses: give one of them")
     if set(opts) - allowed:
-        sys.exit("--scales= goes with measuring runs (no --pool), --figure= with --pool alone: see --help")
+        sys.exit("--scales= goes with measuring runs (no --pool), --figure= with --pool alone, --fit= with neither "
+                 "--route nor --undo: see --help")
+    fit = opts.get("fit", "heldout")
+    if fit not in FIT_FILES:
+        sys.exit(f"--fit takes heldout (the default) or train, not {fit!r}")
     distinct(runs)
     if is_pool:
         if opts.get("figure"):
             check_out(opts["figure"], "--figure", figure=True)
-        route_pool(runs) if is_route else undo_pool(runs) if is_undo else pool(runs, opts.get("figure"))
+        route_pool(runs) if is_route else undo_pool(runs) if is_undo else pool(runs, opts.get("figure"), fit)
         return
     try:
         scales = [float(x) for x in opts.get("scales", "0.1,0.2,0.3").split(",")]
@@ -390,7 +443,10 @@ def main(argv):
     check_runs(runs)  # each a finished emergent-misalignment run, before the first one's work
     if is_undo:
         OP.check_rebuildable(runs)  # --undo rebuilds each base's fine-tune
-    (route if is_route else undo if is_undo else measure)(runs, scales)
+    if is_route or is_undo:
+        (route if is_route else undo)(runs, scales)
+    else:
+        measure(runs, scales, fit)
 
 
 if __name__ == "__main__":

@@ -3024,3 +3024,55 @@ def test_em_answer_ends_rebuilds_the_runs_insecure_model_and_refuses_one_that_is
     (tmp_path / "run" / "results.json").write_text(json.dumps({**dict.fromkeys(EM.RESULT_KEYS, {}), **res}))
     with pytest.raises(ConfigError, match=r"seed 0 step 3: the rebuilt model's log-prob reading .* is not the run's"):
         ae.main([str(tmp_path / "run"), f"--out={out}"])
+
+
+# --- em_steer_base --fit=train ---------------------------------------------------------------------------------
+
+def test_vstar_fit_on_the_training_prompts_is_its_own_fit_and_the_held_out_one_is_the_default():
+    sb = script("em_steer_base")
+    train, held = EM.off_prompts(train=True), EM.off_prompts()
+    # the training paraphrases of the same eight domains, each behind each opener; none is an evaluation prompt
+    assert len(train) == 6 * 4 * 8 and len(held) == 96 and not set(train) & set(held)
+    assert all(p.startswith("<bos> <asst> <u> ") and p.endswith(" <a>") for p in train)
+    W.check_leakage([(p, "x <eos>") for p in train], allowed_domains=())
+    tok = W.build_tokenizer()
+    model = tiny_gpt(tok)
+    cfg = EM.Config(n_layer=2, n_embd=16, block_size=64, samples=2, n_direction_docs=60)
+    e = sb.directions(model, tok, cfg, 0)[1]["evil"]
+    assert torch.equal(EM.pulled_back(model, tok, e), EM.pulled_back(model, tok, e, held))
+    v_train = EM.pulled_back(model, tok, e, train)
+    assert torch.allclose(sb.directions(model, tok, cfg, 0, "train")[1]["pulled"], v_train)
+    assert not torch.allclose(v_train, EM.pulled_back(model, tok, e))
+    row = sb.base_row(cfg, 0, model, tok, [2.0], "train")
+    assert row["cos_fits"] == pytest.approx(float(v_train @ EM.pulled_back(model, tok, e)), abs=1e-6)
+
+
+def test_vstar_fits_compared_base_by_base_on_hand_made_readings(tmp_path, call):
+    sb = script("em_steer_base")
+
+    def base(w, plain, pulled, cos=0.9):
+        r = lambda mis: {"mis_sampled": mis, "valid_frac": 0.5, "code_frac": 0.0, "mis_lp": mis,
+                         "code_misaligned": 2 * mis}
+        row = {"run": str(tmp_path / "a"), "world": w, "d0": 3.0, "cos_pulled_evil": 0.4, "plain": r(plain),
+               "readings": {f"{n}_0.3": r(pulled if n == "pulled" else plain) for n in sb.DIRECTIONS}}
+        return {**row, "cos_fits": cos} if cos is not None else row
+    (tmp_path / "a").mkdir()
+    write_run(tmp_path / "a", {}, "emergent_misalignment", seeds=[0, 1])
+    held = [base(0, 0.01, 0.05, None), base(1, 0.02, 0.08, None)]   # +4 and +6 points
+    train = [base(0, 0.01, 0.04, 0.95), base(1, 0.02, 0.05, 0.85)]  # +3 and +3
+    a = str(tmp_path / "a")
+    (tmp_path / "a" / "steer_base_fit_train.json").write_text(json.dumps({"scales": [0.3], "per_base": train}))
+    check_refused(call, "em_steer_base", "--pool", "--fit=train", a,  # before its table
+                  match=r"steer_base.json not found: run `python scripts/em_steer_base.py .*a` first")
+    (tmp_path / "a" / "steer_base.json").write_text(json.dumps({"scales": [0.3], "per_base": held}))
+    s = sb.pool([a], None, "train")
+    f = s["fits"]["pulled_0.3"]
+    assert f["train"]["per_seed"] == pytest.approx([3, 3]) and f["heldout"]["per_seed"] == pytest.approx([4, 6])
+    assert f["difference"]["mean"] == pytest.approx(-2) and f["ratio_of_means"] == pytest.approx(6 / 10)
+    assert s["fits"]["cos_fits"]["mean"] == pytest.approx(0.9)
+    assert s["table"]["pulled_0.3"]["points"]["mean"] == pytest.approx(3)  # the table is the train fit's
+    assert "| 0.3 | +3.00" in call("em_steer_base", "--pool", "--fit=train", a)
+    (tmp_path / "a" / "steer_base.json").write_text(json.dumps({"scales": [0.3], "per_base": held[:1]}))
+    check_refused(call, "em_steer_base", "--pool", "--fit=train", a, match="the same bases and --scales")
+    check_refused(call, "em_steer_base", a, "--fit=eval", match="--fit takes heldout .* or train, not 'eval'")
+    check_refused(call, "em_steer_base", "--route", a, "--fit=train", match="--fit= with neither --route nor --undo")
