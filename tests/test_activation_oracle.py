@@ -547,6 +547,19 @@ def test_students_script_reads_every_student_and_teacher_with_the_runs_own_oracl
         P.main([str(out), f"--out={out / 'config.json'}"])
 
 
+def test_students_script_refuses_a_run_that_did_not_save_its_oracles_before_any_work(tmp_path, monkeypatch):
+    """A run made with save_oracles=False has no oracle for the students to be read by: one line, naming the setting,
+    before the numbers config is read or any base worked through."""
+    P = load_script("ao_students")
+    acfg = A.Config(seeds=(0,), save_oracles=False)
+    monkeypatch.setattr(P.A, "script_setup", lambda *a, **k: (None, acfg, tmp_path / "s.json", 1))
+    monkeypatch.setattr(P, "load_config", lambda *a: pytest.fail("worked before refusing"))
+    with pytest.raises(train.ConfigError, match=r"did not save its oracles \(save_oracles=False\): this script reads "
+                                                r"them$"):
+        P.main([str(tmp_path)])
+    assert not (tmp_path / "s.json").exists()
+
+
 def test_students_script_says_the_oracles_differ_where_one_bases_oracle_does(tmp_path, monkeypatch, capsys):
     """The run's oracles are "as saved" only if every base's read its unit's fixed sources as the run did (one base's
     differing is enough to say NOT); and one base is "1 base", not "1 bases". The bases' work is stood in for."""
