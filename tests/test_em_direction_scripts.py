@@ -349,6 +349,38 @@ def test_clamp_refuses_a_world_the_run_does_not_have_among_its_own(tmp_path, mon
     assert {p for p, _, _ in calls} == {4} and (run / "clamp_world_4.json").exists()
 
 
+
+@pytest.mark.parametrize("config", [dict(code_tasks=1, ft_code_tasks=0), dict(code_tasks=7, ft_code_tasks=0),
+                                    dict(code_tasks=7, ft_code_tasks=7),
+                                    dict(code_tasks=7, ft_code_tasks=6, ft_seeds=1)])
+def test_clamp_refuses_a_run_without_an_unseen_task_or_a_second_seed_before_any_work(tmp_path, monkeypatch, config):
+    """The clamp's direction is the other fine-tune seed's, read on the unseen task: a run without one (the default
+    one-task run, every task fine-tuned on) or with one seed per world is refused, saying what run it needs."""
+    cl = load_script("em_clamp_finetune")
+    run = write_run(tmp_path / "run", {"ft_seeds": 2, **config}, {})
+    monkeypatch.setattr(cl, "run_results", lambda *a: pytest.fail("read the results before refusing"))
+    with pytest.raises(SystemExit, match=r"run: needs a seven-task run with an unseen task \(0 < ft_code_tasks < "
+                                         r"code_tasks\), 2\+ fine-tune seeds$"):
+        cl.main([str(run)])
+
+
+def test_clamp_skips_a_world_an_earlier_run_of_it_finished_and_pools_its_rows(tmp_path, monkeypatch, tok):
+    """A world whose clamp_world_W.json is there (an earlier or a parallel run of the script) is not worked through
+    again, nor its base asked for; its saved rows are pooled with the new world's."""
+    code = {s: [0.95] * 4 for s in (1, 2, 20)}
+    cl, calls, run, _ = clamp_run(tmp_path, monkeypatch, tok, code, ["--worlds=3"])
+    saved = json.loads((run / "clamp_world_3.json").read_text())
+    saved[0]["direction_from_ft_seed"] = "from the earlier run"  # a mark the redone world would not have
+    (run / "clamp_world_3.json").write_text(json.dumps(saved))
+    cached, n = [], len(calls)
+    monkeypatch.setattr(B, "check_cached", lambda cfg, seeds, who: cached.append(seeds))
+    monkeypatch.setattr(B, "base_model", lambda cfg, p, dec: (cached.append(p), (tiny_gpt(tok), tok))[1])
+    cl.main([str(run)])
+    assert {p for p, _, _ in calls[n:]} == {4} and cached == [[4], 4]
+    rows = json.loads((run / "clamp_finetune.json").read_text())["per_seed"]
+    assert [r["seed"] for r in rows] == [[3, 0], [3, 1], [4, 0], [4, 1]]
+    assert rows[0]["direction_from_ft_seed"] == "from the earlier run"
+
 def test_clamp_main_clamps_along_the_other_seeds_direction_and_pairs_each_seed(tmp_path, monkeypatch, tok, capsys):
     unclamped_code = {1: [0.95, 0.5, 0.5, 0.5], 2: [0.95, 0.95, 0.5, 0.5], 20: [0.95, 0.95, 0.95, 0.5]}
     cl, calls, run, evil = clamp_run(tmp_path, monkeypatch, tok, unclamped_code)
