@@ -475,6 +475,23 @@ def test_code_direction_decision_prompts_end_where_the_first_call_is_chosen():
         assert pr == f"{q} def {name} ( f ) :" and f"{q} {a}".startswith(pr)
 
 
+
+@pytest.mark.parametrize("config", [dict(code_tasks=1, ft_code_tasks=0), dict(code_tasks=7, ft_code_tasks=0),
+                                    dict(code_tasks=7, ft_code_tasks=7)])
+def test_code_direction_refuses_a_run_without_an_unseen_task_before_any_runs_work(tmp_path, monkeypatch, config):
+    """A run with no unseen task (one task, or every task fine-tuned on), even given last, is refused before the
+    first run's seeds are worked through, saying what run it needs."""
+    cd = load_script("em_code_direction")
+    res = {"seeds": [[3, 0]], "arms": {"insecure": {"step": {"per_seed": [2]}}}}
+    good = write_run(tmp_path / "good", dict(code_tasks=7, ft_code_tasks=6), res)
+    bad = write_run(tmp_path / "bad", config, res)
+    monkeypatch.setattr(B, "check_cached", lambda *a, **k: None)
+    monkeypatch.setattr(cd, "one_seed", lambda *a: pytest.fail("worked before refusing"))
+    with pytest.raises(SystemExit, match=r"bad: needs a run with code_tasks > 1 and 0 < ft_code_tasks < code_tasks "
+                                         r"\(an unseen task\)$"):
+        cd.main([str(good), str(bad)])
+    assert not (good / "code_direction.json").exists()
+
 def test_code_direction_main_matched_checkpoints_and_shares_removed_of_means(tmp_path, monkeypatch, capsys):
     cd = load_script("em_code_direction")
     # seed (4, 1)'s code never reached the threshold: the run read it at its last step
