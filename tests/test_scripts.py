@@ -259,6 +259,27 @@ def test_em_code_vs_offdomain_deviation_and_crossing_interpolate_in_log_odds(tmp
         check_refused(lambda *a: call("em_code_vs_offdomain", *a), ref, bad, "--out=x.png")
 
 
+
+def test_em_code_vs_offdomain_refuses_a_run_outside_the_references_range_and_an_at_that_is_no_number(tmp_path, call):
+    """--reference: a run none of whose checkpoints (of a seed the reference has) lies in the reference's code range
+    has no deviation to show: refused, naming the run, not a row of nan. --at=abc: the option's one line (float()'s
+    ValueError, or comparing None, was a traceback)."""
+    st = lambda off, code: {"offdomain_misaligned": {"per_seed": off}, "code_misaligned": {"per_seed": code}}
+    runs = {}
+    for name, seed, traj in (("ref", [0, 0], {"1": (0.01, 0.5), "5": (0.05, 0.9)}),
+                             ("past", [0, 0], {"20": (0.2, 0.999)}),  # its one checkpoint past the range
+                             ("other_seed", [1, 0], {"3": (0.05, 0.75)})):  # in range, but of a seed ref lacks
+        runs[name] = tmp_path / name
+        runs[name].mkdir()
+        write_run(runs[name], {"seeds": [seed], "base": {"plain": st([0.0], [0.0])},
+                               "trajectory": {"insecure": {k: st([o], [c]) for k, (o, c) in traj.items()}}},
+                  "emergent_misalignment")
+    for name in ("past", "other_seed"):
+        check_refused(lambda *a: call("em_code_vs_offdomain", *a), str(runs[name]), f"--reference={runs['ref']}",
+                      match=f"^{runs[name]}: no checkpoint of a seed the reference has lies in its code range$")
+    check_refused(lambda *a: call("em_code_vs_offdomain", *a), str(runs["ref"]), "--at=abc",
+                  match=r"^--at=abc: expected a code share between 0 and 1, e.g. --at=0.9$")
+
 def test_em_code_vs_offdomain_rate_ratio_at_the_crossing_is_paired_per_seed(tmp_path, call):
     """--at's rate ratio: (base + increase interpolated at the crossing) / base per seed, geometric mean over seeds
     and over the worlds' means, ratio of means beside; a second run's ratios over the first's, paired by seed (not by
