@@ -101,6 +101,49 @@ def test_optimizer_parts_frozen_needs_two_blocks_before_any_work(tmp_path):
         load_script("em_optimizer_parts").main([str(run), "--frozen"])
 
 
+
+def test_optimizer_parts_main_works_through_each_runs_kept_bases_with_the_optimizers_asked_for(tmp_path, monkeypatch,
+                                                                                                capsys):
+    """Each base checked_bases keeps, run by run, gets the asked-for optimizers' trajectories (here --frozen's), adamw's
+    checked against the run, the late groups of its own snapshots: one row each, its step-20 increases printed; the
+    bases left out are kept beside. Its work is stood in for, with off-domain rising 0.001 p (i + 1) a step for base p
+    and the i-th optimizer."""
+    op = load_script("em_optimizer_parts")
+    runs = [write_run(tmp_path / n, {"n_layer": 2, "direction_layer": 0}, {}) for n in ("a", "b")]
+    kept = {runs[0]: [3, 5], runs[1]: [7]}
+    monkeypatch.setattr(op, "check_runs", lambda configs: None)
+
+    def checked_bases(run, excluded):
+        excluded += [{"world": 4}] if run == runs[0] else []
+        yield from ((run_config(EM.Config, run), p, f"base{p}", "tok") for p in kept[run])
+    asked, late = [], []
+
+    def trajectories(base, tok_, cfg, p, optimizers):
+        asked.append((base, tok_, p, optimizers))
+        return {name: {s: {"off": 0.1 + 0.001 * p * (i + 1) * s, "code": 0.5, "valid": 0.9} for s in (0, *op.STEPS)}
+                for i, name in enumerate(optimizers)}, f"snaps{p}"
+    monkeypatch.setattr(op, "checked_bases", checked_bases)
+    monkeypatch.setattr(op, "trajectories", trajectories)
+    # adamw's step-20 rate less 0.1 against the first run; the second run has no trajectory to check against
+    monkeypatch.setattr(op, "run_check", lambda run, p, adamw: None if run == runs[1] else adamw[20]["off"] - 0.1)
+    monkeypatch.setattr(op, "late_groups", lambda base, tok_, cfg, snaps: late.append(snaps) or {"all": 1.0})
+    monkeypatch.setattr(op, "plot", lambda s, path: None)
+    op.main([str(r) for r in runs] + ["--frozen"])
+    assert asked == [(f"base{p}", "tok", p, op.FROZEN) for p in (3, 5, 7)] and late == ["snaps3", "snaps5", "snaps7"]
+    got = json.loads((runs[0] / "optimizer_parts_frozen.json").read_text())
+    assert got["excluded"] == [{"world": 4}] and got["summary"]["n_bases"] == 3
+    rows = got["per_base"]
+    assert [(r["run"], r["world"]) for r in rows] == [(str(runs[0]), 3), (str(runs[0]), 5), (str(runs[1]), 7)]
+    assert [r["adamw_vs_run"] for r in rows] == [pytest.approx(0.06), pytest.approx(0.1), None]
+    assert rows[1]["traj"]["frozen_v1"]["20"]["off"] == pytest.approx(0.1 + 0.001 * 5 * 3 * 20)
+    printed = capsys.readouterr().out.splitlines()
+    say = "off-domain increase at step 20, points:"
+    assert printed[:3] == [f"a world 3: {say} adamw +6.00, frozen_v0 +12.00, frozen_v1 +18.00; adamw vs the run "
+                           f"6.0e-02",
+                           f"a world 5: {say} adamw +10.00, frozen_v0 +20.00, frozen_v1 +30.00; adamw vs the run "
+                           f"1.0e-01",
+                           f"b world 7: {say} adamw +14.00, frozen_v0 +28.00, frozen_v1 +42.00"]
+
 def test_optimizer_parts_refuses_runs_of_different_depths_and_reads_a_run_written_otherwise_as_itself(tmp_path):
     """The late update's groups came from the first run's rows: a KeyError after every base's fine-tunes, or a deeper
     run's last blocks dropped. And its own earlier analysis of out/a, asked for as /abs/out/a, was "other runs"."""
