@@ -181,6 +181,65 @@ def test_steer_base_undo_reads_the_step_20_model_and_lowers_the_base_with_minus_
     assert row["readings"] == {f"{n}_0.5": (20, 0.5 * 2.0 * units[n][0].item()) for n in sb.UNDO}
 
 
+def steer_row(mode, p, scales):
+    """A hand-made row of em_steer_base's MODE for base p, at each scale (the i-th direction's reading i + 1 apart)."""
+    at = lambda names, reading: {f"{n}_{a:g}": reading(i) for a in scales for i, n in enumerate(names)}
+    if mode == "undo":
+        return {"world": p, "step": 20, "base": {"off": 0.01}, "tuned": {"off": 0.05},
+                "readings": at(sb.UNDO, lambda i: {"off": 0.04 - 0.01 * i})}
+    if mode == "route":
+        return {"world": p, "cos": {"insecure_grad.pulled": 0.25}, "plain": {"off": 0.1, "code": 0.5},
+                "readings": at(sb.ROUTES, lambda i: {"off": 0.1 + 0.01 * (i + 1), "code": 0.5 + 0.1 * (i + 1)})}
+    return {"world": p, "d0": 2.5, "plain": {"mis_sampled": 0.01, "valid_frac": 0.8},
+            "readings": at(sb.DIRECTIONS, lambda i: {"mis_sampled": 0.02 * (i + 1)})}
+
+
+@pytest.mark.parametrize("flags, mode, fit, file", [
+    ((), "measure", "heldout", "steer_base.json"), (("--fit=train",), "measure", "train", "steer_base_fit_train.json"),
+    (("--route",), "route", None, "steer_route.json"), (("--undo",), "undo", None, "steer_undo.json")])
+def test_steer_base_main_runs_the_asked_analysis_on_every_kept_base_of_each_run(tmp_path, monkeypatch, capsys, flags,
+                                                                                mode, fit, file):
+    """main: the runs checked (and, for --undo, their fine-tunes rebuildable), then the mode's rows for each base
+    checked_bases keeps, run by run, at the --scales given, v* fit as --fit says; a line per base at the largest
+    scale; each run's rows written to the mode's own file in it. The rows are stood in for, hand-made."""
+    runs = [str(tmp_path / n) for n in ("a", "b")]
+    for r in runs:
+        Path(r).mkdir()
+    kept = {Path(runs[0]): [3, 5], Path(runs[1]): [7]}
+    checked, asked = [], []
+    monkeypatch.setattr(sb, "check_runs", lambda rs: checked.append(("runs", rs)))
+    monkeypatch.setattr(sb.OP, "check_rebuildable", lambda rs: checked.append(("rebuildable", rs)))
+    monkeypatch.setattr(sb, "checked_bases",
+                        lambda run, excluded: ((f"cfg{p}", p, f"base{p}", "tok") for p in kept[run]))
+
+    def row_of(cfg, p, base, tok_, scales, fit="heldout"):
+        asked.append((cfg, p, base, tok_, scales, fit))
+        return steer_row(mode, p, scales)
+    monkeypatch.setattr(sb, {"measure": "base_row", "route": "route_row", "undo": "undo_row"}[mode], row_of)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        sb.main(runs + ["--scales=0.2,0.3,0.1", *flags])
+        assert torch.get_num_threads() == 1  # as the runs' own evaluations
+    finally:
+        torch.set_num_threads(threads)
+    assert checked == [("runs", runs)] + ([("rebuildable", runs)] if mode == "undo" else [])
+    assert asked == [(f"cfg{p}", p, f"base{p}", "tok", [0.2, 0.3, 0.1], fit or "heldout") for p in (3, 5, 7)]
+    for r, ps in zip(runs, ([3, 5], [7])):
+        assert json.loads((Path(r) / file).read_text()) == {
+            "scales": [0.2, 0.3, 0.1], "per_base": [{"run": r, **steer_row(mode, p, [0.2, 0.3, 0.1])} for p in ps]}
+        assert {f.name for f in Path(r).iterdir()} == {file}
+    line = {"measure": "|d0| 2.50, plain 1.00% (valid 0.80); at 0.3 |d0|: pulled 2.00%, minus 4.00%, evil 6.00%, "
+                       "random 8.00%",
+            "route": "cos(insecure_grad, v*) +0.25; at 0.3 |d0|, off-domain / code points: insecure_grad +1.00 / "
+                     "+10.00, pulled +2.00 / +20.00, evil +3.00 / +30.00, secure_grad +4.00 / +40.00",
+            "undo": "off-domain 1.00% -> 5.00% at step 20; with minus at 0.3 |d0| 4.00%, random at 0.3 |d0| 3.00%, "
+                    "pulled at 0.3 |d0| 2.00%"}[mode]
+    assert capsys.readouterr().out.splitlines() == [f"a world 3: {line}", f"a world 5: {line}",
+                                                    f"wrote {Path(runs[0]) / file}", f"b world 7: {line}",
+                                                    f"wrote {Path(runs[1]) / file}"]
+
+
 # --- em_bos_vector ---------------------------------------------------------------------------------------------
 
 def test_bos_vector_evil_unit_is_block_0s(tok):
