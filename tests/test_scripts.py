@@ -1546,6 +1546,20 @@ def test_em_susceptibility_gives_the_same_intervals_whatever_order_the_runs_come
     assert list(got[0]["per_base"]) == list(got[1]["per_base"]) == [str(p) for p in range(8)]
 
 
+
+def test_em_susceptibility_refuses_a_run_without_an_insecure_arm(tmp_path, call):
+    """The outcome is the insecure fine-tune's increase: a run made without that arm (here its secure arm alone) is
+    named, at a step or `matched`, and nothing written (unchecked, a KeyError)."""
+    a = susceptibility_run(tmp_path / "a", [0, 1, 2, 3], [0.02, 0.10, 0.05, 0.07], [0.01, 0.30, 0.35, 0.02])
+    b = susceptibility_run(tmp_path / "b", [4, 5, 6, 7], [0.00, 0.20, 0.03, 0.11], [0.00, 0.15, 0.40, 0.12])
+    res = json.loads((Path(b) / "results.json").read_text())
+    res["trajectory"], res["arms"] = {"secure": res["trajectory"]["insecure"]}, {"secure": res["arms"]["insecure"]}
+    (Path(b) / "results.json").write_text(json.dumps(res))
+    for step, runs in (("5", (a, b)), ("matched", (b, a))):
+        check_refused(lambda *v: call("em_susceptibility", *v), step, *runs,
+                      match=f"^error: {b} has no insecure arm: the outcome here is the insecure fine-tune's$")
+    assert not list(Path(a).glob("susceptibility_*"))
+
 def test_em_susceptibility_ranks_bases_and_pools_runs(tmp_path, call):
     S = script("em_susceptibility")
     assert list(ranks([3.0, 1.0, 1.0, 2.0])) == [3.0, 0.5, 0.5, 2.0]  # ties share their average rank
