@@ -1012,6 +1012,26 @@ def test_sn_arms_figure_draws_an_arm_on_base_b_from_base_b_beside_cross_control(
     assert lines == {"cross_control": [0.04, 0.05], "cross_init": [0.04, 0.07]}
 
 
+
+def test_sn_arms_figure_refuses_an_arm_whose_baseline_has_no_trajectory(tmp_path, call):
+    """An arm is drawn beside its own baseline's trajectory (cross_control for an arm on base B, control else): a run
+    without it is named with the baseline it lacks, before any figure (the right panel was a KeyError)."""
+    traj = lambda v: {"owl": {"250": {"mean": v, "per_seed": [v, v]}}}
+    effect = {"by_animal": {"owl": {"effect": {"per_seed": [0.01, 0.03]}}}}
+    res = {"seeds": [[0, 0], [0, 1]], "animals": ["owl"], "base": {"owl": {"mean": 0.10}},
+           "base_B": {"owl": {"mean": 0.04}}, "arms": {"cross_init": effect, "trait": effect},
+           "trajectory": {"control": traj(0.05), "cross_init": traj(0.07), "trait": traj(0.07)}}
+    (tmp_path / "r").mkdir()
+    write_run(tmp_path / "r", res, "subliminal_numbers")
+    check_refused(lambda *a: call("sn_arms_figure", *a), f"{tmp_path / 'r'}:trait", f"{tmp_path / 'r'}:cross_init",
+                  f"--out={tmp_path / 'f.png'}",
+                  match=f"^{tmp_path / 'r'}: no trajectory of cross_init's baseline cross_control$")
+    assert not (tmp_path / "f.png").exists()
+    res["trajectory"]["cross_control"] = res["trajectory"].pop("control")  # trait's baseline is control
+    (tmp_path / "r" / "results.json").write_text(json.dumps(res))
+    check_refused(lambda *a: call("sn_arms_figure", *a), f"{tmp_path / 'r'}:cross_init", f"{tmp_path / 'r'}:trait",
+                  f"--out={tmp_path / 'f.png'}", match=f"^{tmp_path / 'r'}: no trajectory of trait's baseline control$")
+
 def two_models(tok):
     """Two tiny GPTs of different inits, 2 layers x 16 wide, in eval mode."""
     cfg = GPTConfig(vocab_size=tok.get_vocab_size(), block_size=64, n_layer=2, n_head=2, n_embd=16)
