@@ -616,6 +616,26 @@ def test_sn_pool_minus_pairs_the_same_bases_across_runs(tmp_path, pool):
     check_refused(pool, "--lists=8000", a, "--minus", b, match=f"no students after 8000 lists in {re.escape(a)} ")
 
 
+
+def test_sn_pool_refuses_sides_of_minus_with_no_student_in_common_and_a_run_of_several_students_per_base(tmp_path,
+                                                                                                        pool):
+    """--minus pairs each student both sides have: none in common is said with each side's students (unchecked, it
+    would be called "the same students on both sides" of an empty list). A run with two students of one base is
+    refused among the bases pooled (they share the base: not independent), and pooled where --bases keeps one student
+    a base."""
+    a = fake_sn_run(tmp_path / "a", [0, 1], {"insecure": [0.03, 0.05], "secure": [0.01, 0.02]})
+    b = fake_sn_run(tmp_path / "b", [1, 0], {"control": [0.01, 0.01]})
+    check_refused(pool, "--lists=16000", a, "--minus", b,
+                  match=r"^--minus: no student is on both sides \(insecure, secure before it, control after it\)$")
+    c = fake_sn_run(tmp_path / "c", [0, 0, 1, 2], {"control": [0.01, 0.02, 0.01, 0.01],
+                                                   "insecure": [0.03, 0.04, 0.05, 0.03]})
+    res = json.loads((tmp_path / "c" / "results.json").read_text())
+    (tmp_path / "c" / "results.json").write_text(json.dumps({**res, "seeds": [[0, 0], [0, 1], [1, 0], [2, 0]]}))
+    for argv in ([], ["--bases=0-1"]):
+        check_refused(pool, "--lists=16000", *argv, c,
+                      match=f"^{re.escape(c)} has several students per base: pool runs with one student per base$")
+    assert "insecure - control: paired +3.0 [" in pool("--lists=16000", "--bases=1-2", c)  # 4 and 2 points
+
 def test_sn_pool_minus_of_runs_that_differ_only_in_arms_is_refused_not_a_table_of_zeros(tmp_path, pool):
     """Two runs of one setting, one with the soft students too (arms): the students both have are the same students,
     so --minus printed +0.0 [+0.0, +0.0] for each and dropped insecure_soft without a word."""
