@@ -891,6 +891,16 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
     assert rep["figures_to_reach"]["ablation_step"] == "matched" and "ablation_pass" in rep["figures_to_reach"]
     assert "insecure_pass" in rep["figures_at_report_step"]
     assert not [k for k in rep["figures_at_report_step"] if "ablation" in k]
+    # nor the last step's block (ablated at matched, or at report_step: not at the end), which shows it when it was
+    # measured there; and the table leaves that block out where the report step is the last (the same numbers twice)
+    for r in (res, rep):
+        assert "insecure_pass" in r["figures_at_final_step"]
+        assert not [k for k in r["figures_at_final_step"] if "ablation" in k]
+    at_end = E.aggregate(dataclasses.replace(cfg, ablation_step=cfg.ft_steps),
+                         [B.load_unit(p) for p in sorted(out.glob("unit_*.json"))])["figures_at_final_step"]
+    assert at_end["ablation_step"] == cfg.ft_steps and "ablation_pass" in at_end
+    last_is_report = dataclasses.replace(cfg, report_step=cfg.ft_steps)
+    assert "The same thresholds at the last step" not in E.table(rep, last_is_report)
     # an arm whose code never reaches the threshold is read at its last step: the run says so and fails the figure.
     # The tiny model learns no code, so the units are edited: every matched arm reaches 0.95 at step 2...
     us = [B.load_unit(p) for p in sorted(out.glob("unit_*.json"))]
@@ -1078,6 +1088,20 @@ def test_increases_pair_each_seed_with_its_own_base_end_to_end(tmp_path):
     final_arm = [r["traj"]["insecure"][2]["mis_sampled"] for _, r in runs]
     assert fin["insecure_ratio_to_base"] == pytest.approx(sum(final_arm) / sum(base))
     assert "The same thresholds at the last step, 2" in (out / "results.md").read_text()
+    # this tiny model's code never reaches the threshold: matched is its last step, the final view's models matched's.
+    # Matched at step 1 instead (as if insecure's code got there), the final view still reads the last step's models
+    units = [B.load_unit(p) for p in sorted(out.glob("unit_*.json"))]
+    for u in units:
+        for r in u["runs"]:
+            r["step"]["insecure"] = 1
+    cfg = train.run_config(E.Config, out)
+    early = E.aggregate(cfg, units)
+    assert sum(want["step_1"]) != sum(want["final"])  # (else the two readings are one here)
+    assert early["figures_to_reach"]["insecure_increase"] == pytest.approx(sum(want["step_1"]) / 4)
+    assert early["figures_at_final_step"]["insecure_increase"] == pytest.approx(sum(want["final"]) / 4)
+    # and results.md's last-step block lists the last step's figures, not another view's
+    marked = E.table({**early, "figures_at_final_step": {"final_marker": "only here"}}, cfg)
+    assert marked.endswith("matched checkpoint and at the end):\n\n- final_marker: only here")
     # the ablation's points removed pair the same way: each seed's insecure model minus its own ablated copy
     ins = [r["traj"]["insecure"][r["ablation"]["step"]]["mis_sampled"] for _, r in runs]
     cut = [r["ablation"]["ablated"]["mis_sampled"] for _, r in runs]
