@@ -3064,6 +3064,14 @@ def test_em_answer_ends_summary_on_hand_made_shares():
     assert s["ae2_any_vs_eos"] == pytest.approx(1.2 / 3 - 1)
     assert s["ae3_increase_points"]["eos"]["per_seed"] == pytest.approx([10, 20])
     assert s["ae3_any_minus_eos"]["mean"] == pytest.approx(1.0)  # (12 - 10 + 20 - 20) / 2
+    # the interval is the log scale's, exponentiated: symmetric about the geometric mean there
+    lo, hi = s["ae1_u_over_eos"]["ci95"]
+    assert lo < 2 < hi and lo * hi == pytest.approx(4)
+    # every fine-tune seed of a base counts, each against its own base's shares
+    rows[1]["seeds"].append({"matched": sh(0.10, 0.08, 0.04), "report": sh(0.32, 0.28, 0.24)})
+    s = ae.summary(rows)
+    assert s["n_seeds"] == 3 and s["ae3_increase_points"]["eos"]["per_seed"] == pytest.approx([10, 20, 30])
+    assert s["ae2_matched_multiple"]["eos"] == pytest.approx((0.03 + 0.06 + 0.10) / (0.01 + 0.02 + 0.02))
 
 
 def test_em_answer_ends_rebuilds_the_runs_insecure_model_and_refuses_one_that_is_not(tmp_path, monkeypatch):
@@ -3099,6 +3107,63 @@ def test_em_answer_ends_rebuilds_the_runs_insecure_model_and_refuses_one_that_is
     (tmp_path / "run" / "results.json").write_text(json.dumps({**dict.fromkeys(EM.RESULT_KEYS, {}), **res}))
     with pytest.raises(ConfigError, match=r"seed 0 step 3: the rebuilt model's log-prob reading .* is not the run's"):
         ae.main([str(tmp_path / "run"), f"--out={out}"])
+
+
+def test_em_answer_ends_reads_each_seed_at_its_own_matched_step_and_the_report_at_report_step(tmp_path, monkeypatch):
+    """Two fine-tune seeds matched at other steps. The rebuild check reads the run's number at the step it is handed,
+    so it passed seed 0's matched step used for seed 1 too, or the matched step used for the report reading: the
+    shares themselves are checked here, against fine-tunes made apart (arm_finetune, no snapshots)."""
+    ae = script("em_answer_ends")
+    tok = W.build_tokenizer()
+    base = tiny_gpt(tok)
+    cfg = EM.Config(seeds=(0,), ft_seeds=2, n_examples=16, ft_steps=3, ft_batch=4, eval_steps=(1, 2, 3),
+                    report_step=3, out_dir=str(tmp_path / "run"))
+    lps, want = {}, {}
+    for f in (0, 1):
+        for step in (2, 3):
+            model = copy.deepcopy(base)
+            data, ft_seed = EM.arm_data("insecure", model, tok, cfg, 0, f)
+            EM.arm_finetune(model, data, cfg, ft_seed, step)
+            per, lps[f, step] = ae.masses(model, tok, None)
+            want[f, step] = ae.shares(per)
+    assert want[0, 2] != want[0, 3] and want[0, 2] != want[1, 2]  # (else a wrong step or seed would read the same)
+    base_lp = ae.masses(base, tok, None)[1]
+    st = lambda *v: {"offdomain_misaligned_lp": {"per_seed": list(v)}}
+    res = {"seeds": [[0, 0], [0, 1]], "base": {"plain": st(base_lp, base_lp)},
+           "trajectory": {"insecure": {str(s): st(lps[0, s], lps[1, s]) for s in (2, 3)}},
+           "arms": {"insecure": {"step": {"per_seed": [2, 3]}}}}  # seed 0 matched at step 2, seed 1 at step 3
+    (tmp_path / "run").mkdir()
+    values = json.loads(json.dumps({k: getattr(cfg, k) for k in ("seeds", "ft_seeds", "n_examples", "ft_steps",
+                                                                   "ft_batch", "eval_steps", "report_step")}))
+    write_run(tmp_path / "run", res, "emergent_misalignment", **values)
+    monkeypatch.setattr(ae, "check_runs", lambda runs: None)
+    monkeypatch.setattr(ae, "checked_bases", lambda run, excluded: iter([(cfg, 0, base, tok)]))
+    out = tmp_path / "ends.json"
+    ae.main([str(tmp_path / "run"), f"--out={out}"])
+    seeds = json.loads(out.read_text())["per_base"][0]["seeds"]
+    assert [s["matched_step"] for s in seeds] == [2, 3]
+    for f, s in enumerate(seeds):
+        assert s["matched"] == pytest.approx(want[f, s["matched_step"]], abs=1e-9), f
+        assert s["report"] == pytest.approx(want[f, 3], abs=1e-9), f
+
+
+def test_em_answer_ends_writes_beside_the_first_run_and_checks_out_before_any_work(tmp_path, monkeypatch):
+    ae = script("em_answer_ends")
+    monkeypatch.chdir(tmp_path)  # (a default written to the working directory lands here, not in the project)
+    sh = {"eos": 0.01, "u": 0.02, "any": 0.015}
+    row = {"world": 0, "base": sh, "seeds": [{"ft_seed": 0, "matched_step": 2, "matched": sh, "report": sh}]}
+    monkeypatch.setattr(ae, "check_runs", lambda runs: None)
+    monkeypatch.setattr(ae, "rows_of", lambda run: ([row], [], 3))
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    ae.main([str(a), str(b)])  # the docstring's default: answer_ends.json in the first run's directory
+    assert json.loads((a / "answer_ends.json").read_text())["runs"] == [str(a), str(b)]
+    assert sorted(p.name for p in tmp_path.rglob("answer_ends.json")) == ["answer_ends.json"]  # there alone
+    # a bad --out stops before the first run is read (the rebuilds take minutes), not when writing after them
+    monkeypatch.setattr(ae, "rows_of", lambda run: pytest.fail("read a run before checking --out"))
+    with pytest.raises(ConfigError, match="--out needs a file in an existing directory"):
+        ae.main([str(a), f"--out={tmp_path / 'none' / 'x.json'}"])
 
 
 # --- em_steer_base --fit=train ---------------------------------------------------------------------------------
