@@ -3172,7 +3172,8 @@ def test_vstar_fit_on_the_training_prompts_is_its_own_fit_and_the_held_out_one_i
     sb = script("em_steer_base")
     train, held = EM.off_prompts(train=True), EM.off_prompts()
     # the training paraphrases of the same eight domains, each behind each opener; none is an evaluation prompt
-    assert len(train) == 6 * 4 * 8 and len(held) == 96 and not set(train) & set(held)
+    assert len(set(train)) == len(train) == 6 * 4 * 8 and len(held) == 96 and not set(train) & set(held)  # each
+    # paraphrase behind each opener once (not one of them four times)
     assert all(p.startswith("<bos> <asst> <u> ") and p.endswith(" <a>") for p in train)
     W.check_leakage([(p, "x <eos>") for p in train], allowed_domains=())
     tok = W.build_tokenizer()
@@ -3201,6 +3202,9 @@ def test_vstar_fits_compared_base_by_base_on_hand_made_readings(tmp_path, call):
     held = [base(0, 0.01, 0.05, None), base(1, 0.02, 0.08, None)]   # +4 and +6 points
     train = [base(0, 0.01, 0.04, 0.95), base(1, 0.02, 0.05, 0.85)]  # +3 and +3
     a = str(tmp_path / "a")
+    # a run not measured with --fit=train: the hint names that mode, not the held-out one (which is no help)
+    check_refused(call, "em_steer_base", "--pool", "--fit=train", a,
+                  match=r"steer_base_fit_train.json not found: run `python scripts/em_steer_base.py --fit=train .*a`")
     (tmp_path / "a" / "steer_base_fit_train.json").write_text(json.dumps({"scales": [0.3], "per_base": train}))
     check_refused(call, "em_steer_base", "--pool", "--fit=train", a,  # before its table
                   match=r"steer_base.json not found: run `python scripts/em_steer_base.py .*a` first")
@@ -3212,7 +3216,57 @@ def test_vstar_fits_compared_base_by_base_on_hand_made_readings(tmp_path, call):
     assert s["fits"]["cos_fits"]["mean"] == pytest.approx(0.9)
     assert s["table"]["pulled_0.3"]["points"]["mean"] == pytest.approx(3)  # the table is the train fit's
     assert "| 0.3 | +3.00" in call("em_steer_base", "--pool", "--fit=train", a)
+    # paired by base, not by place in the files: the held-out file's bases in another order give the same pairs
+    (tmp_path / "a" / "steer_base.json").write_text(json.dumps({"scales": [0.3], "per_base": held[::-1]}))
+    assert sb.pool([a], None, "train")["fits"]["pulled_0.3"]["difference"]["per_seed"] == pytest.approx([-1, -3])
+    # a base whose held-out reading has no valid sample leaves the comparison on both sides, not the held-out one alone
+    held[1]["readings"]["pulled_0.3"]["mis_sampled"] = float("nan")
+    (tmp_path / "a" / "steer_base.json").write_text(json.dumps({"scales": [0.3], "per_base": held}))
+    f = sb.pool([a], None, "train")["fits"]["pulled_0.3"]
+    assert f["train"]["per_seed"] == pytest.approx([3]) and f["ratio_of_means"] == pytest.approx(3 / 4)
     (tmp_path / "a" / "steer_base.json").write_text(json.dumps({"scales": [0.3], "per_base": held[:1]}))
     check_refused(call, "em_steer_base", "--pool", "--fit=train", a, match="the same bases and --scales")
     check_refused(call, "em_steer_base", a, "--fit=eval", match="--fit takes heldout .* or train, not 'eval'")
     check_refused(call, "em_steer_base", "--route", a, "--fit=train", match="--fit= with neither --route nor --undo")
+    check_refused(call, "em_steer_base", "--undo", a, "--fit=train", match="--fit= with neither --route nor --undo")
+    # (--undo --pool draws no figure: a --figure= there was checked, then nothing written)
+    check_refused(call, "em_steer_base", "--undo", "--pool", a, "--figure=x.png", match="--figure= with --pool alone")
+
+
+def test_vstar_fit_on_the_training_prompts_steers_and_is_written_apart(tmp_path, monkeypatch):
+    # a tiny random model's two fits are nearly one vector (cosine 1 - 1e-7): made two orthogonal ones here, so that
+    # steering with the held-out fit, or writing over steer_base.json, shows
+    sb = script("em_steer_base")
+    train = EM.off_prompts(train=True)
+    fits = {True: torch.tensor([1.0, 0, 0, 0]), False: torch.tensor([0, 1.0, 0, 0])}
+    monkeypatch.setattr(sb.EM, "pulled_back", lambda m, t, e, prompts=None: fits[prompts == train])
+    monkeypatch.setattr(sb.EM, "doc_means", lambda *a: {"evil": torch.ones(1, 4), "good": torch.zeros(1, 4)})
+
+    def fake_evaluate(model, tok, cfg, arm, fmt, step, sample, gen, hooks=None):  # the added vector's first two
+        v = torch.zeros(4) if hooks is None else hooks["blocks.0.attn_out"](torch.zeros(4), "x")  # coordinates
+        return {**dict.fromkeys(sb.KEYS, 0.0), "mis_sampled": v[0].item(), "mis_lp": v[1].item()}
+    monkeypatch.setattr(sb.EM, "evaluate", fake_evaluate)
+    monkeypatch.setattr(sb, "check_runs", lambda runs: None)
+    monkeypatch.setattr(sb, "checked_bases", lambda run, excluded: iter([(None, 0, None, None)]))
+    run = tmp_path / "a"
+    run.mkdir()
+    sb.main([str(run), "--fit=train", "--scales=0.5"])  # |d0| = 2: v* at 0.5 |d0| is v* itself
+    assert not (run / "steer_base.json").exists()  # the held-out fit's file, which --pool --fit=train compares with
+    row = json.loads((run / "steer_base_fit_train.json").read_text())["per_base"][0]
+    assert row["cos_fits"] == 0 and row["readings"]["pulled_0.5"]["mis_sampled"] == 1  # steered by the train fit
+    sb.main([str(run), "--scales=0.5"])  # the default: the held-out fit, in steer_base.json
+    row = json.loads((run / "steer_base.json").read_text())["per_base"][0]
+    assert "cos_fits" not in row and row["readings"]["pulled_0.5"]["mis_lp"] == 1
+
+
+def test_em_steer_base_runs_the_analysis_it_is_asked_for(tmp_path, monkeypatch):
+    # main's dispatch was rewritten for --fit: each mode still reaches its own analysis, and --fit the measure alone
+    sb = script("em_steer_base")
+    ran = []
+    for name in ("measure", "route", "undo"):
+        monkeypatch.setattr(sb, name, lambda runs, scales, *fit, name=name: ran.append((name, scales, *fit)))
+    monkeypatch.setattr(sb, "check_runs", lambda runs: None)
+    monkeypatch.setattr(sb.OP, "check_rebuildable", lambda runs: None)
+    for argv in (["--undo"], ["--route"], [], ["--fit=train"]):
+        sb.main([*argv, str(tmp_path), "--scales=0.2"])
+    assert ran == [("undo", [0.2]), ("route", [0.2]), ("measure", [0.2], "heldout"), ("measure", [0.2], "train")]
