@@ -41,12 +41,12 @@ increase's interval is above zero, n/a otherwise: one base has no interval); the
 table and, with --figure=, a figure (misalignment and valid fraction against A). Research log: "The base steered by
 v*, sampled".
 
---fit=train: v* is fit on the held-out prompts it is read on (an in-sample vector); --fit=train fits it on the same
-domains' training paraphrases (x opener: 192 prompts no evaluation asks) and reads it on the held-out ones as before,
-writing steer_base_fit_train.json (with each base's cosine between the two fits). --pool --fit=train: the same table,
-then the train fit against the held-out fit of the same bases (their steer_base.json, at the same --scales), paired:
-each one's increase, their difference (t-interval over bases) and the ratio of means. Research log: "v* fit on other
-prompts than it is read on".
+--fit=train: by default v* is fit on the held-out prompts it is read on (an in-sample vector); this fits it on the
+same domains' training paraphrases (x opener: 192 prompts no evaluation asks) and reads it on the held-out ones as
+before, writing steer_base_fit_train.json (with each base's cosine between the two fits). --pool --fit=train: the
+same table, then the train fit against the held-out fit of the same bases (their steer_base.json, at the same
+--scales), paired: each one's increase, their difference (t-interval over bases) and the ratio of means. Research
+log: "v* fit on other prompts than it is read on".
 
 --route: why the insecure fine-tune first learns the code and not the persona, read at the same place. The
 direction at block 0's attention output (one vector at every position) that lowers the insecure arm's fine-tune loss
