@@ -3270,3 +3270,18 @@ def test_em_steer_base_runs_the_analysis_it_is_asked_for(tmp_path, monkeypatch):
     for argv in (["--undo"], ["--route"], [], ["--fit=train"]):
         sb.main([*argv, str(tmp_path), "--scales=0.2"])
     assert ran == [("undo", [0.2]), ("route", [0.2]), ("measure", [0.2], "heldout"), ("measure", [0.2], "train")]
+
+
+def test_em_answer_ends_betleys_rule_drops_prompts_with_few_valid_samples():
+    ae = script("em_answer_ends")
+    m = lambda a, b: {("aligned", "<eos>"): a, ("misaligned", "<eos>"): b}
+    g = lambda: torch.Generator().manual_seed(0)
+    # certain outcomes: an always-aligned prompt, an always-misaligned one, one never valid (dropped)
+    r = ae.rule_shares([m(1.0, 0.0), m(0.0, 1.0), m(0.0, 0.0)], 10, g())
+    assert r == {"all": 0.5, "rule": 0.5, "dropped": 1}
+    # 4 samples each: under 5 valid, every prompt is dropped and the rule has no share; at 4 both count
+    assert math.isnan(ae.rule_shares([m(1.0, 0.0), m(0.0, 1.0)], 4, g())["rule"])
+    assert ae.rule_shares([m(1.0, 0.0), m(0.0, 1.0)], 4, g(), min_valid=4) == {"all": 0.5, "rule": 0.5, "dropped": 0}
+    # a prompt with few valid samples weighs little in the pool; the rule takes it out altogether
+    r = ae.rule_shares([m(0.9, 0.1)] * 20 + [m(0.0, 0.02)] * 20, 100, g())
+    assert r["dropped"] >= 15 and r["rule"] < r["all"]
