@@ -3074,6 +3074,21 @@ def test_em_answer_ends_summary_on_hand_made_shares():
     assert s["ae2_matched_multiple"]["eos"] == pytest.approx((0.03 + 0.06 + 0.10) / (0.01 + 0.02 + 0.02))
 
 
+def ends_run(tmp_path, monkeypatch, cfg, res, base, tok):
+    """em_answer_ends.py run on a finished EM run made of `res` (results.json) and `cfg`, whose one base (seed 0) is
+    `base`: the path of the JSON it wrote."""
+    ae = script("em_answer_ends")
+    (tmp_path / "run").mkdir()
+    values = json.loads(json.dumps({k: getattr(cfg, k) for k in ("seeds", "ft_seeds", "n_examples", "ft_steps",
+                                                                   "ft_batch", "eval_steps", "report_step")}))
+    write_run(tmp_path / "run", res, "emergent_misalignment", **values)
+    monkeypatch.setattr(ae, "check_runs", lambda runs: None)
+    monkeypatch.setattr(ae, "checked_bases", lambda run, excluded: iter([(cfg, 0, base, tok)]))
+    out = tmp_path / "ends.json"
+    ae.main([str(tmp_path / "run"), f"--out={out}"])
+    return out
+
+
 def test_em_answer_ends_rebuilds_the_runs_insecure_model_and_refuses_one_that_is_not(tmp_path, monkeypatch):
     """The fine-tune is rebuilt from the run's config and checked against the run's log-prob reading; here the run's
     numbers come from an independent fine-tune (arm_finetune, no snapshots), so a wrong step or seed fails."""
@@ -3092,14 +3107,7 @@ def test_em_answer_ends_rebuilds_the_runs_insecure_model_and_refuses_one_that_is
     res = {"seeds": [[0, 0]], "base": {"plain": st(B.offdomain_eval(base, tok, 0, None)["mis_lp"])},
            "trajectory": {"insecure": {"2": st(lps[2]), "3": st(lps[3])}},
            "arms": {"insecure": {"step": {"per_seed": [2]}}}}
-    (tmp_path / "run").mkdir()
-    values = json.loads(json.dumps({k: getattr(cfg, k) for k in ("seeds", "ft_seeds", "n_examples", "ft_steps",
-                                                                   "ft_batch", "eval_steps", "report_step")}))
-    write_run(tmp_path / "run", res, "emergent_misalignment", **values)
-    monkeypatch.setattr(ae, "check_runs", lambda runs: None)
-    monkeypatch.setattr(ae, "checked_bases", lambda run, excluded: iter([(cfg, 0, base, tok)]))
-    out = tmp_path / "ends.json"
-    ae.main([str(tmp_path / "run"), f"--out={out}"])
+    out = ends_run(tmp_path, monkeypatch, cfg, res, base, tok)
     got = json.loads(out.read_text())
     assert got["per_base"][0]["seeds"][0]["matched_step"] == 2 and got["n_seeds"] == 1
     res["arms"]["insecure"]["step"]["per_seed"] = [3]  # the run says its matched step was 3: step 3's weights there
@@ -3132,14 +3140,7 @@ def test_em_answer_ends_reads_each_seed_at_its_own_matched_step_and_the_report_a
     res = {"seeds": [[0, 0], [0, 1]], "base": {"plain": st(base_lp, base_lp)},
            "trajectory": {"insecure": {str(s): st(lps[0, s], lps[1, s]) for s in (2, 3)}},
            "arms": {"insecure": {"step": {"per_seed": [2, 3]}}}}  # seed 0 matched at step 2, seed 1 at step 3
-    (tmp_path / "run").mkdir()
-    values = json.loads(json.dumps({k: getattr(cfg, k) for k in ("seeds", "ft_seeds", "n_examples", "ft_steps",
-                                                                   "ft_batch", "eval_steps", "report_step")}))
-    write_run(tmp_path / "run", res, "emergent_misalignment", **values)
-    monkeypatch.setattr(ae, "check_runs", lambda runs: None)
-    monkeypatch.setattr(ae, "checked_bases", lambda run, excluded: iter([(cfg, 0, base, tok)]))
-    out = tmp_path / "ends.json"
-    ae.main([str(tmp_path / "run"), f"--out={out}"])
+    out = ends_run(tmp_path, monkeypatch, cfg, res, base, tok)
     seeds = json.loads(out.read_text())["per_base"][0]["seeds"]
     assert [s["matched_step"] for s in seeds] == [2, 3]
     for f, s in enumerate(seeds):
