@@ -51,8 +51,8 @@ def masses(model, tok, world):
                                               for cls in ("aligned", "misaligned") for end in (W.EOS, "<u>")})
             for it in items]
     out = [{tuple(k.split("|")): sum(ps) for k, ps in p.items()} for p in B.answer_probs(model, tok, both)]
-    check = [m[("misaligned", W.EOS)] / (m[("aligned", W.EOS)] + m[("misaligned", W.EOS)]) for m in out]
-    return out, sum(check) / len(check)
+    run_reading = B.lp_summary([{c: m[(c, W.EOS)] for c in ("aligned", "misaligned")} for m in out])["mis_lp"]
+    return out, run_reading
 
 
 def shares(per_prompt):
