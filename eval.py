@@ -67,12 +67,19 @@ def summarize(values):
     return stat
 
 
+def _labelled(values, groups):
+    """(values, groups) as lists (a numpy array of labels has no .count), one label per value or a ValueError: zip cut
+    the longer one short, seeds or groups left out without a word."""
+    values, groups = list(values), list(groups)
+    if len(values) != len(groups):
+        raise ValueError(f"{len(values)} values but {len(groups)} group labels: one label per value")
+    return values, groups
+
+
 def group_means(values, groups):
     """Per-seed values -> one mean per group (groups[i] is seed i's, e.g. its base model), in sorted group order.
     Undefined (nan) seeds are left out of their group's mean; a group with none defined is nan."""
-    values, groups = list(values), list(groups)
-    if len(values) != len(groups):  # zip cut the longer one short: seeds or groups left out without a word
-        raise ValueError(f"{len(values)} values but {len(groups)} group labels: one label per value")
+    values, groups = _labelled(values, groups)
     out = []
     for g in sorted(set(groups)):
         defined = [v for v, group in zip(values, groups) if group == g and not math.isnan(v)]
@@ -86,9 +93,7 @@ def summarize_by(values, groups):
     (so they still pair up with the arms' per_seed), the interval over the groups' means: n = groups, not
     seeds. Groups must be balanced (the same count each) so that both means agree; where a seed is undefined
     (see summarize) they can differ, and the mean is the groups' (the one the interval is centred on)."""
-    values, groups = list(values), list(groups)  # (a numpy array of labels has no .count)
-    if len(values) != len(groups):  # the interval would be over the values zip pairs with a label, the mean over all
-        raise ValueError(f"{len(values)} values but {len(groups)} group labels: one label per value")
+    values, groups = _labelled(values, groups)  # (before the balance check: it would count the labels alone)
     sizes = {g: groups.count(g) for g in sorted(set(groups))}
     if len(set(sizes.values())) > 1:
         raise ValueError(f"unbalanced groups {sizes}: the mean over seeds and over groups would differ")
