@@ -758,15 +758,14 @@ def aggregate(cfg, units):
     if "insecure" in res["matched_not_reached"]:
         res["figures_to_reach"].update(insecure_pass=False,
                                        insecure_matched_not_reached=res["matched_not_reached"]["insecure"])
-    if cfg.report_step:  # the same thresholds at the checkpoint fixed in advance (the ablation only if measured there)
-        at_report_step = {"arms": {n: res["trajectory"][n][cfg.report_step] for n in res["arms"]},
-                          "base": res["base"], "ablation": res["ablation"]}
-        res["figures_at_report_step"] = figures(at_report_step,
-                                                cfg.report_step if cfg.ablation_step == cfg.report_step else None)
-    # and at the end of the fine-tune: the design note's criteria hold "at the first checkpoint where insecure reaches
-    # code >= 0.9 and at the end" (the ablation only if measured there)
-    at_end = {"arms": {n: a["final"] for n, a in res["arms"].items()}, "base": res["base"], "ablation": res["ablation"]}
-    res["figures_at_final_step"] = figures(at_end, cfg.ft_steps if cfg.ablation_step == cfg.ft_steps else None)
+    # the same thresholds at a fixed checkpoint (the ablation's only if it was measured there): report_step, fixed in
+    # advance, and the end of the fine-tune, where the design note also reads them ("at the first checkpoint where
+    # insecure reaches code >= 0.9 and at the end")
+    at_step = lambda s: figures({"arms": {n: res["trajectory"][n][s] for n in res["arms"]}, "base": res["base"],
+                                 "ablation": res["ablation"]}, s if cfg.ablation_step == s else None)
+    if cfg.report_step:
+        res["figures_at_report_step"] = at_step(cfg.report_step)
+    res["figures_at_final_step"] = at_step(cfg.ft_steps)  # (eval_steps end at ft_steps: its trajectory is `final`)
     res["increase"] = increases(res, cfg, keys)
     res["persona_share"] = persona_share(res, cfg)
     return res
