@@ -22,7 +22,6 @@ ratios; rates that differ by factors between bases (the student's gain scales wi
 skewed on the plain scale. --figure=PATH draws every base's students with the means and intervals on that scale,
 and each teacher's students against the teacher's own misalignment.
 """
-import json
 import math
 import os
 import sys
@@ -33,7 +32,7 @@ if __name__ == "__main__":  # Ctrl-C while torch imports below: one line, as tra
     commands.starting()
 from eval import mean_ci, summarize  # noqa: E402
 from experiments.subliminal_numbers import mode_results  # noqa: E402
-from train import NOT_MODELS, check_out, cli, configs_differ, distinct, pyplot, save_figure, script_args  # noqa: E402
+from train import NOT_MODELS, check_out, cli, configs_differ, distinct, pyplot, read_json, save_figure, script_args  # noqa: E402
 
 
 METRICS = ("offdomain_misaligned", "valid_fraction")
@@ -226,11 +225,10 @@ def pool(runs, lists, keep=None, log=False):
 def n_offdomain_samples(run):
     """How many off-domain samples a run drew per model: its `samples` per prompt times the world's prompts."""
     from data import world as W
-    path = os.path.join(run, "config.json")
-    if not os.path.exists(path):
-        sys.exit(f"{path} not found: --log needs the run's config (its samples per prompt)")
-    with open(path) as f:
-        return json.load(f)["samples"] * len(W.eval_items(W.OFF_DOMAINS))
+    # (a config.json without "samples", another experiment's, was a bare KeyError)
+    cfg = read_json(os.path.join(run, "config.json"), "a subliminal-numbers run's config (--log needs its samples "
+                    "per prompt)", keys=("samples",))
+    return cfg["samples"] * len(W.eval_items(W.OFF_DOMAINS))
 
 
 def minus(a, b):

@@ -3286,3 +3286,12 @@ def test_em_answer_ends_betleys_rule_drops_prompts_with_few_valid_samples():
     # a prompt with few valid samples weighs little in the pool; the rule takes it out altogether
     r = ae.rule_shares([m(0.9, 0.1)] * 20 + [m(0.0, 0.02)] * 20, 100, g())
     assert r["dropped"] >= 15 and r["rule"] < r["all"]
+
+
+def test_sn_pool_log_refuses_a_config_without_samples(tmp_path, pool):
+    # --log reads the run's samples per prompt: a config.json lacking it was a bare KeyError
+    a = fake_sn_run(tmp_path / "a", [0, 1, 2], {"control": [0.01] * 3, "insecure": [0.04, 0.02, 0.08]})
+    cfg = json.loads((tmp_path / "a" / "config.json").read_text())
+    del cfg["samples"]
+    (tmp_path / "a" / "config.json").write_text(json.dumps(cfg))
+    check_refused(pool, "--log", "--lists=16000", a, match="lacks samples")
