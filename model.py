@@ -638,7 +638,8 @@ class GPT(nn.Module):
     @torch.no_grad()
     def generate(self, prompts, max_new_tokens, *, temperature=1.0, top_k=None, eos_id=None, pad_id=0,
                  generator=None, use_cache=True):
-        """Sample continuations for a batch of prompts (lists of token ids, any lengths >= 1).
+        """Sample continuations for a batch of prompts (lists of token ids, any lengths >= 1). A [B, P] tensor is
+        B prompts of P tokens each: padding inside it is read as prompt tokens, so pass lists to mix lengths.
 
         The prompts are LEFT-padded with pad_id into one [B, P] batch, so every row's next token lands in
         the same column; padded keys are masked, and with rotary positions each row gets the same logits
