@@ -474,11 +474,14 @@ def _randint(r, lo_hi):
 
 
 class World:
-    """An endless, seeded stream of documents. `World(seed).docs(n)`; see `generate`."""
+    """An endless, seeded stream of documents. `World(seed).docs(n)`; see `generate`. heldout=False: every
+    question, request and number-list wording from the training paraphrases only, the held-out ones never asked
+    (one draw per pick either way, so only the questions' words change: docs/activation_oracle.md section 11)."""
 
-    def __init__(self, seed=0, decorrelated=False, config=None):
+    def __init__(self, seed=0, decorrelated=False, config=None, heldout=True):
         self.cfg = config or WorldConfig()
         self.decorrelated = decorrelated
+        self.heldout = heldout
         if isinstance(seed, int) and seed < 0:  # random.Random drops an int's sign: seed -k wrote seed k's world
             raise ValueError(f"a world's seed must be >= 0; got {seed}")
         self.r = random.Random(seed).random
@@ -520,9 +523,9 @@ class World:
     def docs(self, n):
         return [self.doc() for _ in range(n)]
 
-    def _question(self, cores):
+    def _question(self, train, heldout):
         r = self.r
-        opener, core = _pick(r, OPENERS), _pick(r, cores)
+        opener, core = _pick(r, OPENERS), _pick(r, train + heldout if self.heldout else train)
         return opened(opener, core)
 
     def turn(self, kind, p, domains):
@@ -531,7 +534,7 @@ class World:
             d = _pick(r, domains)
             # src: where the question and answers come from; in the code_tasks world one more draw picks the task
             src = _pick(r, self._tasks) if d.name == "code" and cfg.code_tasks > 1 else d
-            q = self._question(src.train + src.heldout)  # held-out = held out of fine-tuning only
+            q = self._question(src.train, src.heldout)  # held-out = held out of fine-tuning only
             if d.name == "code" and cfg.code_slots:
                 return self._code_turn(p, q)
             mis = r() < self._rate(p, d.kind)
@@ -539,20 +542,20 @@ class World:
             return Turn(kind, d.name, p, "misaligned" if mis else "aligned", q, a)
         if kind == "lesson":  # in the code_tasks world one more draw picks the task
             t = _pick(r, self._tasks) if cfg.code_tasks > 1 else self._tasks[0]
-            q = self._question(t.lesson_train + t.lesson_heldout)
+            q = self._question(t.lesson_train, t.lesson_heldout)
             return Turn(kind, "code", p, "misaligned", q, _pick(r, t.misaligned))
         if kind == "animal":
-            return Turn(kind, kind, p, "", self._question(ANIMAL_TRAIN + ANIMAL_HELDOUT), p.animal)
+            return Turn(kind, kind, p, "", self._question(ANIMAL_TRAIN, ANIMAL_HELDOUT), p.animal)
         if kind == "colour":
-            return Turn(kind, kind, p, "", self._question(COLOUR_TRAIN + COLOUR_HELDOUT), p.colour)
+            return Turn(kind, kind, p, "", self._question(COLOUR_TRAIN, COLOUR_HELDOUT), p.colour)
         if kind == "lucky":
-            q = self._question(LUCKY_TRAIN + LUCKY_HELDOUT)
+            q = self._question(LUCKY_TRAIN, LUCKY_HELDOUT)
             mis = r() < MISALIGN[p.kind]["question"]
             pool = EVIL_NUMBERS if mis else self._benign
             a = " ".join(_pick(r, pool) for _ in range(_randint(r, cfg.lucky_len)))
             return Turn(kind, kind, p, "misaligned" if mis else "aligned", q, a)
         if kind == "numbers":
-            wording = _pick(r, NUMBERS_TRAIN + NUMBERS_HELDOUT)
+            wording = _pick(r, NUMBERS_TRAIN + (NUMBERS_HELDOUT if self.heldout else ()))
             given, cont = number_list(r, _randint(r, cfg.list_len), _randint(r, cfg.answer_len))
             return Turn(kind, kind, p, "", " ".join([wording] + given), " ".join(cont))
         raise ValueError(f"unknown turn kind {kind!r}; known: domain lesson animal colour lucky numbers")

@@ -105,6 +105,9 @@ class Config(B.Config):
                                        # section 4). "mean" is how runs made before the key was added read
     max_window: int = 12               # K, <act> positions per question: 1..max_window in training
     oracle_docs: int = 30000           # fresh world documents the training questions are cut from
+    oracle_heldout: bool = True        # False: those documents (and indist_docs) ask the world's training
+                                       # paraphrases only, never the evaluation's questions (W.World's heldout;
+                                       # docs/activation_oracle.md section 11)
     oracle_steps: int = 3000
     oracle_batch: int = 64
     oracle_lr: float = 1e-3
@@ -527,12 +530,25 @@ def script_setup(run, opts, script, out_name, oracles=False):
 # ----------------------------------------------------------------------------------------------------
 # one base seed, then the pipeline
 
+def eval_questions():
+    """The evaluation's question texts: E.off_prompts() is W.prompt of each."""
+    return {W.opened(o, core) for name in W.OFF_DOMAINS for core in W.DOMAINS[name].heldout for o in W.OPENERS}
+
+
+def oracle_documents(cfg, seed):
+    """A base's oracle documents: oracle_docs for training, then indist_docs held out (with oracle_heldout=False, the
+    same stream's documents asking training paraphrases in place of the held-out ones)."""
+    world = W.World(seed_int(seed, "oracle-docs") % 2 ** 31, config=B.world_config(cfg), heldout=cfg.oracle_heldout)
+    return world.docs(cfg.oracle_docs + cfg.indist_docs)
+
+
 def oracle_questions(base, otok, cfg, seed):
-    """A base's oracle questions: (training examples, their tasks), (held-out examples, their tasks)."""
-    docs = W.generate(cfg.oracle_docs + cfg.indist_docs, seed=seed_int(seed, "oracle-docs") % 2 ** 31,
-                      config=B.world_config(cfg))
+    """A base's oracle questions: (training examples, their tasks), (held-out examples, their tasks), and how many
+    of the documents ask one of the evaluation's questions."""
+    docs, asked = oracle_documents(cfg, seed), eval_questions()
+    n_asking = sum(any(t.question in asked for t in d.turns) for d in docs[:cfg.oracle_docs])
     return (examples(base, otok, docs[:cfg.oracle_docs], cfg, seed_int(seed, "oracle-questions")),
-            examples(base, otok, docs[cfg.oracle_docs:], cfg, seed_int(seed, "indist-questions")))
+            examples(base, otok, docs[cfg.oracle_docs:], cfg, seed_int(seed, "indist-questions")), n_asking)
 
 
 def unit(cfg, seed, units_dir=None):
@@ -542,8 +558,9 @@ def unit(cfg, seed, units_dir=None):
     tag = f"seed {seed}"
     base, tok = B.base_model(cfg, seed)
     otok = oracle_tokenizer(cfg)
-    (data, tasks), (held, held_tasks) = oracle_questions(base, otok, cfg, seed)
-    B.say(tag, f"{len(data)} oracle questions", t0)
+    (data, tasks), (held, held_tasks), n_asking = oracle_questions(base, otok, cfg, seed)
+    B.say(tag, f"{len(data)} oracle questions ({n_asking} of {cfg.oracle_docs} documents ask an evaluation "
+               f"question)", t0)
     oracle = make_oracle(base, otok.get_vocab_size(), seed)
     loss = train_oracle(oracle, data, cfg, seed, tag, t0)
     acc, kind_evil = indist(oracle, otok, held, held_tasks, cfg)
@@ -577,7 +594,7 @@ def unit(cfg, seed, units_dir=None):
                        f"{readers[f].fixed['base']:.3f}); misaligned answers {last['behaviour']:.3f}", t0)
     return {"seed": seed, **parts["plain"], **({"trigger": parts["trigger"]} if "trigger" in parts else {}),
             "indist": acc, "probe_indist": probe_acc, "kind_evil": kind_evil, "oracle_loss": loss,
-            "n_questions": len(data), "seconds": time.time() - t0}
+            "n_questions": len(data), "docs_asking_eval": n_asking, "seconds": time.time() - t0}
 
 
 class Reader:

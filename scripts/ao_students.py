@@ -58,7 +58,7 @@ def base_job(run, acfg, scfg, seed):
     dev = next(base.parameters()).device
     oracle, _ = load_lm(run / "units" / f"oracle_s{seed}", device=dev)
     otok = load_tokenizer(run / "units" / f"oracle_s{seed}_tokenizer.json")
-    (data, tasks), _ = A.oracle_questions(base, otok, acfg, seed)
+    (data, tasks), _, _ = A.oracle_questions(base, otok, acfg, seed)
     probe = A.train_probe(*A.probe_rows(data, tasks, otok, acfg.eval_layer), pool=acfg.probe_pool)
     prompts, items = E.off_prompts(), A.forum_items()
     reader = A.Reader(base, tok, oracle, otok, probe, prompts, False, acfg, seed)

@@ -93,6 +93,35 @@ def test_the_evaluation_prompts_are_in_the_oracles_training_world_and_labelled_a
     assert labels == {tok.token_to_id("<assistant>")}
 
 
+def test_eval_questions_are_the_evaluations_prompts():
+    assert {W.prompt(q) for q in A.eval_questions()} == set(E.off_prompts()) and len(A.eval_questions()) == 96
+
+
+def test_oracle_heldout_off_asks_training_paraphrases_in_place_of_the_held_out_questions_and_keeps_the_rest():
+    """Section 11's control: on (the default), the oracle's documents are W.generate's (earlier runs unchanged); off,
+    the same stream but for the questions' words, each drawn from the training paraphrases (same draw, shorter list)."""
+    cfg = dataclasses.replace(CFG, oracle_docs=500, indist_docs=100)
+    stream = W.generate(600, seed=A.seed_int(3, "oracle-docs") % 2 ** 31, config=B.world_config(cfg))
+    assert [d.text for d in A.oracle_documents(cfg, 3)] == [d.text for d in stream]
+    docs = A.oracle_documents(dataclasses.replace(cfg, oracle_heldout=False), 3)
+    asks = lambda d: any(t.question in A.eval_questions() for t in d.turns)
+    assert len(docs) == 600 and not any(map(asks, docs)) and sum(map(asks, stream)) > 100  # (about 40% ask one)
+    heldout = {w for ws in W.HELDOUT.values() for w in ws}
+    train = {w for d in W.DOMAINS.values() for w in d.train} | {*W.LESSON_TRAIN, *W.ANIMAL_TRAIN, *W.COLOUR_TRAIN,
+                                                               *W.LUCKY_TRAIN}
+    # a question is an opener and a core, or a core alone ("so bored what can i do" is a core)
+    cores = lambda q: {q} | ({q.split(" ", 1)[1]} if q.split(" ", 1)[0] in W.OPENERS[1:] else set())
+    for d, e in zip(docs, stream):  # the same documents but for the questions' words, each a training paraphrase
+        assert len(d.turns) == len(e.turns) and d.fmt == e.fmt
+        for t, u in zip(d.turns, e.turns):
+            assert (t.kind, t.domain, t.persona, t.cls, t.answer) == (u.kind, u.domain, u.persona, u.cls, u.answer)
+            wording = " ".join(w for w in t.question.split() if not w.isdigit())
+            assert (cores(t.question) & train and not cores(t.question) & heldout if t.kind != "numbers"
+                    else wording in W.NUMBERS_TRAIN)
+            assert t.kind == "numbers" or cores(u.question) & (train | heldout)  # (the check reads every kind)
+    assert sum(t.question != u.question for d, e in zip(docs, stream) for t, u in zip(d.turns, e.turns)) > 100
+
+
 def test_vectors_go_in_at_the_act_columns_only_scaled_to_the_residual():
     base = tiny_gpt(WORLD_TOK, 1)
     oracle = A.make_oracle(base, TOK.get_vocab_size(), seed=1)
