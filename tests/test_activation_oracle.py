@@ -13,6 +13,7 @@ import torch.nn.functional as F
 import train
 from conftest import load_script, readme_block, tiny_gpt
 from data import world as W
+from data.tokenizer import load_tokenizer
 from eval import spearman_ci
 from experiments import activation_oracle as A
 from experiments import emergent_misalignment as E
@@ -516,6 +517,38 @@ def test_patchscope_script_reads_a_finished_run_with_its_own_models(tmp_path, ca
         f.unlink()
     with pytest.raises(train.ConfigError, match="ao_patchscope.py does not pretrain"):  # (cli: its one line)
         P.main([str(out)])
+
+
+def test_kind_mass_script_reads_the_runs_oracles_and_models_and_its_kind_mass_is_the_kind_tokens_share(tmp_path,
+                                                                                                     capsys):
+    out, _ = tiny_run(tmp_path)
+    K = load_script("ao_kind_mass")
+    assert K.main([str(out), "--workers=1"]) == 0
+    got = json.loads((out / "kind_mass.json").read_text())
+    assert (out / "kind_mass.png").is_file() and "the same models and oracles as the run's: yes" in \
+        capsys.readouterr().out
+    assert got["same_models"] and got["n_seeds"] == 1
+    per = got["per_base"][0]
+    for r in [*per["fixed"].values(), *(per["arms"][a][m] for a in A.Config.arms for m in ("model", "diff"))]:
+        # P(<evil>) over the whole answer is its share among the kinds times the kinds' mass, each below 1
+        assert 0 < r["mass"] < 1 and r["evil_whole"] == pytest.approx(r["evil_kinds"] * r["mass"], rel=1e-5)
+    ins = got["insecure_minus_secure"]["diff"]["evil_whole"]["mean"]
+    assert ins == pytest.approx(per["arms"]["insecure"]["diff"]["evil_whole"] - per["arms"]["secure"]["diff"]
+                                ["evil_whole"])
+    # the mass by hand for the base's windows: the oracle's softmax at the answer column, summed over the kind tokens
+    cfg = train.run_config(A.Config, out)
+    base, tok = B.base_model(cfg, 0)
+    oracle, _ = train.load_lm(out / "units" / "oracle_s0")
+    otok = load_tokenizer(out / "units" / "oracle_s0_tokenizer.json")
+    vec, ks = A.window(base, tok, E.off_prompts(), cfg.eval_layer, cfg.max_window, "cpu")
+    batch = A.oracle_batch(otok, [cfg.eval_layer] * len(ks), vec, ks, ["kind"] * len(ks), [-1] * len(ks), "cpu")
+    with torch.no_grad():
+        p = A.oracle_logits(oracle, batch, cfg.inject_layer).softmax(-1)
+    mass = sum(p[:, otok.token_to_id(f"<{k}>")] for k in A.KINDS).mean().item()
+    assert per["fixed"]["base"]["mass"] == pytest.approx(mass, rel=1e-5)
+    (out / "units" / "oracle_s0.safetensors").unlink()  # its oracle gone: refused before any work
+    with pytest.raises(train.ConfigError, match="oracle_s0.safetensors"):
+        K.main([str(out)])
 
 
 def test_students_script_reads_every_student_and_teacher_with_the_runs_own_oracle_and_probe(tmp_path, capsys,
