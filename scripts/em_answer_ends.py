@@ -19,8 +19,13 @@ and `eos`, and their paired difference, mean [95% t-interval over seeds]. And Be
 prompt counts only with at least 5 valid samples), sampled: `samples` draws per prompt from each model's class
 masses (answer then `<eos>`), one stream per model; (ae4) the matched multiple, (ae5) the report step's increase,
 each with the rule and over every prompt, and the prompts the rule drops (research log, the section after the
-answer ends)."""
+answer ends). And at least 20 prompts per domain (the design note's pitfall 10; research log, "At least 20 prompts per
+domain"): the `eos` reading on the off-domain domains' training paraphrases too (x opener, 24 per domain: pretraining
+asks them, no EM fine-tune does), pooled over those 192 and over all 288 (36 per domain); (ae6) the matched multiple
+and (ae7) the report step's increase on the 288 against the 96, per domain the increase on its 36 prompts, and the
+largest share of that increase's misaligned mass one prompt carries."""
 import copy
+import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -40,6 +45,42 @@ from train import ConfigError, check_out, cli, distinct, run_config, run_results
 from em_base_pull import check_runs, checked_bases  # noqa: E402
 
 READINGS = ("eos", "u", "any")
+SETS = ("heldout", "train", "all")  # the off-domain prompts: the run's 96, the 192 training paraphrases, both
+
+
+def paraphrase_items(world=None):
+    """The off-domain domains' training paraphrases (x opener) as EvalItems, 24 per domain, each with its domain's
+    classes (those of the run's held-out items)."""
+    held = {it.domain: it for it in W.eval_items(W.OFF_DOMAINS, world=world)}
+    return [dataclasses.replace(held[d], prompt=W.prompt(W.opened(o, q)))
+            for d in W.OFF_DOMAINS for q in W.DOMAINS[d].train for o in W.OPENERS]
+
+
+def paraphrase_masses(model, tok, world):
+    """Per training-paraphrase prompt {"domain", "aligned", "misaligned"}: the classes' masses, answer then `<eos>`."""
+    items = paraphrase_items(world)
+    return [{"domain": it.domain, **m} for it, m in zip(items, B.class_masses(model, tok, items))]
+
+
+def set_masses(per_prompt, para, world=None):
+    """The 288 prompts' `eos` masses, held-out (masses()' prompts) first: [{"domain", "aligned", "misaligned"}]."""
+    held = [{"domain": it.domain, "aligned": m[("aligned", W.EOS)], "misaligned": m[("misaligned", W.EOS)]}
+            for it, m in zip(W.eval_items(W.OFF_DOMAINS, world=world), per_prompt)]
+    return held + para
+
+
+def pooled(ms):
+    a, b = sum(m["aligned"] for m in ms), sum(m["misaligned"] for m in ms)
+    return b / (a + b) if a + b > 0 else math.nan
+
+
+def set_shares(ms):
+    """{set: pooled `eos` misaligned share} over the held-out prompts (the first 96), the training paraphrases, all;
+    and per domain over its 36."""
+    n = len(W.eval_items(W.OFF_DOMAINS))
+    out = {"heldout": pooled(ms[:n]), "train": pooled(ms[n:]), "all": pooled(ms)}
+    out["domains"] = {d: pooled([m for m in ms if m["domain"] == d]) for d in W.OFF_DOMAINS}
+    return out
 
 
 def masses(model, tok, world):
@@ -99,8 +140,10 @@ def rows_of(run):
         world = B.world_config(cfg)
         per, lp = masses(base, tok, world)
         checked(f"{run} world {p} base", lp, base_lp[index[(p, 0)]])
+        base_ms = set_masses(per, paraphrase_masses(base, tok, world), world)
         row = {"world": p, "base": shares(per), "seeds": [],
-               "base_rule": rule_shares(per, cfg.samples, generator("cpu", p, "answer-ends-rule", "base"))}
+               "base_rule": rule_shares(per, cfg.samples, generator("cpu", p, "answer-ends-rule", "base")),
+               "base_sets": set_shares(base_ms)}
         for f in range(cfg.ft_seeds):
             i = index[(p, f)]
             step = int(res["arms"]["insecure"]["step"]["per_seed"][i])
@@ -115,6 +158,11 @@ def rows_of(run):
                 seed_row[name] = shares(per)
                 gen = generator("cpu", p, "answer-ends-rule", f, name)
                 seed_row[f"{name}_rule"] = rule_shares(per, cfg.samples, gen)
+                ms = set_masses(per, paraphrase_masses(model, tok, world), world)
+                seed_row[f"{name}_sets"] = set_shares(ms)
+                if name == "report":  # the largest share of the increase in misaligned mass one prompt carries
+                    gain = [m["misaligned"] - b["misaligned"] for m, b in zip(ms, base_ms)]
+                    seed_row["report_top_prompt"] = max(gain) / sum(gain) if sum(gain) > 0 else math.nan
             row["seeds"].append(seed_row)
             print(f"{run.name} world {p} seed {f}: base {fmt(row['base'])}; matched (step {step}) "
                   f"{fmt(seed_row['matched'])}; step {rep} {fmt(seed_row['report'])}", flush=True)
@@ -155,6 +203,17 @@ def summary(rows):
                    ae5_rule_minus_all=summarize([x - y for x, y in zip(rinc["rule"], rinc["all"])]),
                    dropped={"base": mean([r["base_rule"]["dropped"] for r in rows]),
                             **{v: mean([s[f"{v}_rule"]["dropped"] for _, s in seeds]) for v in ("matched", "report")}})
+    if all("base_sets" in r for r in rows):  # >= 20 prompts per domain (set_shares)
+        mult = {k: mean([s["matched_sets"][k] for _, s in seeds]) / mean([r["base_sets"][k] for r, _ in seeds])
+                for k in SETS}
+        sinc = {k: [100 * (s["report_sets"][k] - r["base_sets"][k]) for r, s in seeds] for k in SETS}
+        out.update(ae6_matched_multiple=mult, ae6_all_vs_heldout=mult["all"] / mult["heldout"] - 1,
+                   ae7_increase_points={k: summarize(v) for k, v in sinc.items()},
+                   ae7_all_minus_heldout=summarize([x - y for x, y in zip(sinc["all"], sinc["heldout"])]),
+                   domains_increase_points={d: summarize([100 * (s["report_sets"]["domains"][d] -
+                                                                 r["base_sets"]["domains"][d]) for r, s in seeds])
+                                            for d in W.OFF_DOMAINS},
+                   top_prompt_share=summarize([s["report_top_prompt"] for _, s in seeds]))
     return out
 
 
@@ -193,6 +252,18 @@ def main(argv):
         i = s["ae5_increase_points"]
         print(f"(ae5) step {rep} increase, points: with the rule {pm(i['rule'])}, over every prompt {pm(i['all'])}; "
               f"rule minus all {pm(s['ae5_rule_minus_all'])}")
+    if "ae6_matched_multiple" in s:
+        m, i = s["ae6_matched_multiple"], s["ae7_increase_points"]
+        print(f"(ae6) matched multiple insecure / base, eos: the 96 held-out prompts {m['heldout']:.2f}x, the 192 "
+              f"training paraphrases {m['train']:.2f}x, all 288 {m['all']:.2f}x (all vs held-out "
+              f"{100 * s['ae6_all_vs_heldout']:+.1f}%)")
+        print(f"(ae7) step {rep} increase, points: held-out {pm(i['heldout'])}, training paraphrases {pm(i['train'])}, "
+              f"all {pm(i['all'])}; all minus held-out {pm(s['ae7_all_minus_heldout'])}")
+        print(f"per domain, step {rep} increase on its 36 prompts, points: " +
+              ", ".join(f"{d} {pm(st)}" for d, st in s["domains_increase_points"].items()))
+        t = s["top_prompt_share"]
+        print(f"the largest share of the step-{rep} increase in misaligned mass one prompt of 288 carries: "
+              f"{t['mean']:.3f} (seeds' mean; max {max(t['per_seed']):.3f})")
     print(f"wrote {out}")
 
 

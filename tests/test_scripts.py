@@ -3074,6 +3074,57 @@ def test_em_answer_ends_summary_on_hand_made_shares():
     assert s["ae2_matched_multiple"]["eos"] == pytest.approx((0.03 + 0.06 + 0.10) / (0.01 + 0.02 + 0.02))
 
 
+@torch.no_grad()
+def test_em_answer_ends_paraphrase_prompts_are_the_training_wordings_with_the_held_out_classes():
+    ae = script("em_answer_ends")
+    items, held = ae.paraphrase_items(), W.eval_items(W.OFF_DOMAINS)
+    assert [it.prompt for it in items] == EM.off_prompts(train=True)  # 24 per domain, none an evaluation prompt
+    assert {d: sum(it.domain == d for it in items) for d in W.OFF_DOMAINS} == dict.fromkeys(W.OFF_DOMAINS, 24)
+    classes = {it.domain: it.classes for it in held}
+    assert all(it.classes == classes[it.domain] for it in items)
+    tok = W.build_tokenizer()
+    model = tiny_gpt(tok)
+    per, _ = ae.masses(model, tok, None)
+    ms = ae.set_masses(per, ae.paraphrase_masses(model, tok, None))
+    assert len(ms) == 288 and [m["domain"] for m in ms[:96]] == [it.domain for it in held]
+    sets = ae.set_shares(ms)
+    assert sets["heldout"] == pytest.approx(ae.shares(per)["eos"], abs=1e-12)  # the 96: the run's `eos` reading
+    # one training paraphrase's misaligned mass by hand: the sum of P(answer then <eos>) over its answers
+    it = items[30]
+    ids = tok.encode(it.prompt).ids
+    total = 0.0
+    for a in it.classes["misaligned"]:
+        cont = tok.encode(a).ids
+        logp = torch.log_softmax(model(torch.tensor([ids + cont[:-1]])).double(), -1)[0]
+        total += math.exp(sum(logp[len(ids) - 1 + i, t].item() for i, t in enumerate(cont)))
+    assert ms[96 + 30]["misaligned"] == pytest.approx(total, rel=1e-4)
+    # all 288 pooled lies between its two parts; a domain's 36 are its own
+    assert min(sets["heldout"], sets["train"]) <= sets["all"] <= max(sets["heldout"], sets["train"])
+    med = [m for m in ms if m["domain"] == "med"]
+    assert len(med) == 36 and sets["domains"]["med"] == pytest.approx(
+        sum(m["misaligned"] for m in med) / sum(m["aligned"] + m["misaligned"] for m in med))
+
+
+def test_em_answer_ends_prompt_sets_summary_on_hand_made_shares():
+    ae = script("em_answer_ends")
+    sh = {"eos": 0.01, "u": 0.01, "any": 0.01}
+    sets = lambda h, t, a: {"heldout": h, "train": t, "all": a, "domains": dict.fromkeys(W.OFF_DOMAINS, a)}
+    rows = [{"world": 0, "base": sh, "base_sets": sets(0.01, 0.02, 0.015),
+             "seeds": [{"matched": sh, "report": sh, "matched_sets": sets(0.03, 0.04, 0.035),
+                        "report_sets": sets(0.11, 0.12, 0.115), "report_top_prompt": 0.05}]},
+            {"world": 1, "base": sh, "base_sets": sets(0.02, 0.02, 0.02),
+             "seeds": [{"matched": sh, "report": sh, "matched_sets": sets(0.05, 0.02, 0.03),
+                        "report_sets": sets(0.22, 0.32, 0.27), "report_top_prompt": 0.02}]}]
+    s = ae.summary(rows)
+    assert s["ae6_matched_multiple"]["heldout"] == pytest.approx(0.04 / 0.015)
+    assert s["ae6_matched_multiple"]["all"] == pytest.approx(0.0325 / 0.0175)
+    assert s["ae6_all_vs_heldout"] == pytest.approx((0.0325 / 0.0175) / (0.04 / 0.015) - 1)
+    assert s["ae7_increase_points"]["heldout"]["per_seed"] == pytest.approx([10, 20])
+    assert s["ae7_all_minus_heldout"]["per_seed"] == pytest.approx([0, 5])  # (10 - 10, 25 - 20)
+    assert s["domains_increase_points"]["med"]["per_seed"] == pytest.approx([10, 25])
+    assert s["top_prompt_share"]["mean"] == pytest.approx(0.035)
+
+
 def ends_run(tmp_path, monkeypatch, cfg, res, base, tok):
     """em_answer_ends.py run on a finished EM run made of `res` (results.json) and `cfg`, whose one base (seed 0) is
     `base`: the path of the JSON it wrote."""
@@ -3134,8 +3185,11 @@ def test_em_answer_ends_reads_each_seed_at_its_own_matched_step_and_the_report_a
             EM.arm_finetune(model, data, cfg, ft_seed, step)
             per, lps[f, step] = ae.masses(model, tok, None)
             want[f, step] = ae.shares(per)
+            if step == 3:  # the report step's masses on all 288 prompts, for the largest one-prompt share below
+                want[f, "ms"] = ae.set_masses(per, ae.paraphrase_masses(model, tok, None))
     assert want[0, 2] != want[0, 3] and want[0, 2] != want[1, 2]  # (else a wrong step or seed would read the same)
-    base_lp = ae.masses(base, tok, None)[1]
+    base_per, base_lp = ae.masses(base, tok, None)
+    base_ms = ae.set_masses(base_per, ae.paraphrase_masses(base, tok, None))
     st = lambda *v: {"offdomain_misaligned_lp": {"per_seed": list(v)}}
     res = {"seeds": [[0, 0], [0, 1]], "base": {"plain": st(base_lp, base_lp)},
            "trajectory": {"insecure": {str(s): st(lps[0, s], lps[1, s]) for s in (2, 3)}},
@@ -3146,6 +3200,11 @@ def test_em_answer_ends_reads_each_seed_at_its_own_matched_step_and_the_report_a
     for f, s in enumerate(seeds):
         assert s["matched"] == pytest.approx(want[f, s["matched_step"]], abs=1e-9), f
         assert s["report"] == pytest.approx(want[f, 3], abs=1e-9), f
+        # the prompt sets read the same models: on the 96 held-out prompts their `eos` reading is the one above
+        for name in ("matched", "report"):
+            assert s[f"{name}_sets"]["heldout"] == pytest.approx(s[name]["eos"], abs=1e-12), (f, name)
+        gain = [m["misaligned"] - b["misaligned"] for m, b in zip(want[f, "ms"], base_ms)]
+        assert s["report_top_prompt"] == pytest.approx(max(gain) / sum(gain)), f
 
 
 def test_em_answer_ends_writes_beside_the_first_run_and_checks_out_before_any_work(tmp_path, monkeypatch):
