@@ -46,14 +46,14 @@ The design is ../shared/docs/research/activation_oracles.md section 4, a small K
 results.json: {"eval": {ARM: {SOURCE: STAT}}, "effect": {SOURCE: STAT} (insecure - secure), "behaviour": {ARM:
 STAT} ("base" too), "indist": {TASK: {"acc": STAT, "prior": STAT}}, "kind_evil": {KIND: STAT} (held-out kind
 questions: the oracle's P(<evil>) by true kind), "tracking": {SOURCE: {"rho", "ci95", "n"}} (the reading against the
-models' own shift, see `tracking`), "per_model": [{"seed", "arm", "shift", "model", "diff"}] (that comparison's
-points), "trajectory": {STEP: {ARM: {"model", "diff", "probe_model", "probe_diff", "behaviour": STAT}}} (arm -
-secure at each read step), "probe": {"eval", "effect", "tracking"} (the linear probe's, as the oracle's), "pool" and
-{"indist": {"acc", "oracle_acc"}} (held-out kind questions at eval_layer, argmax among the four kinds, probe and
-oracle; indist's kind is the oracle's argmax over its whole vocabulary at every read layer), "oracle_loss": STAT,
-"n_seeds", "seconds", and with a backdoor arm "trigger": {"eval", "effect", "behaviour", "tracking", "probe",
-"trajectory", "per_model"} (the same readings with the trigger before each question)}, STAT = {"mean", "ci95",
-"per_seed"} over the base seeds;
+models' own shift, see `tracking`), "tracking_insecure" (the same within the insecure arm), "per_model": [{"seed",
+"arm", "shift", "model", "diff"}] (that comparison's points), "trajectory": {STEP: {ARM: {"model", "diff",
+"probe_model", "probe_diff", "behaviour": STAT}}} (arm - secure at each read step), "probe": {"eval", "effect",
+"tracking", "tracking_insecure"} (the linear probe's, as the oracle's), "pool" and {"indist": {"acc", "oracle_acc"}}
+(held-out kind questions at eval_layer, argmax among the four kinds, probe and oracle; indist's kind is the oracle's
+argmax over its whole vocabulary at every read layer), "oracle_loss": STAT, "n_seeds", "seconds", and with a backdoor
+arm "trigger": {"eval", "effect", "behaviour", "tracking", "tracking_insecure", "probe", "trajectory", "per_model"}
+(the same readings with the trigger before each question)}, STAT = {"mean", "ci95", "per_seed"} over the base seeds;
 units/unit_s<seed>.json per seed, and units/oracle_s<seed>.* its oracle.
 """
 import copy
@@ -650,16 +650,17 @@ def _unit_job(cfg, seed, units_dir):
                         problem=unit_problem(cfg, seed))
 
 
-def tracking(cfg, units, source, of=lambda r: r):
+def tracking(cfg, units, source, of=lambda r: r, arms=None):
     """Does the oracle's reading follow the models' own shift? Spearman's rho between its P(<evil>) from `source` and
-    the arm's misaligned share minus its base's, over every (seed, arm), with a percentile interval from resampling
-    the bases (a base's arms share its oracle and its probe: resampling the models alone gave too narrow an
-    interval). `of` picks the probe's."""
-    x = [of(u["arms"][a])[source] for u in units for a in cfg.arms]
-    y = [u["behaviour"][a] - u["behaviour"]["base"] for u in units for a in cfg.arms]
+    the arm's misaligned share minus its base's, over every (seed, arm) (`arms`: those arms' only; default every
+    one), with a percentile interval from resampling the bases (a base's arms share its oracle and its probe:
+    resampling the models alone gave too narrow an interval). `of` picks the probe's."""
+    arms = cfg.arms if arms is None else arms
+    x = [of(u["arms"][a])[source] for u in units for a in arms]
+    y = [u["behaviour"][a] - u["behaviour"]["base"] for u in units for a in arms]
     if len(units) < 2 or len(x) < 4:
         return {"rho": spearman(x, y), "ci95": None, "n": len(x)}
-    return spearman_ci(x, y, groups=[u["seed"] for u in units for _ in cfg.arms])
+    return spearman_ci(x, y, groups=[u["seed"] for u in units for _ in arms])
 
 
 def trajectory(cfg, units):
@@ -679,10 +680,14 @@ def readings(cfg, units):
             "effect": {s: per(lambda u: u["arms"]["insecure"][s] - u["arms"]["secure"][s]) for s in ("model", "diff")},
             "behaviour": {a: per(lambda u: u["behaviour"][a]) for a in ("base", *cfg.arms)},
             "tracking": {s: tracking(cfg, units, s) for s in ("model", "diff")},
+            # the same within the insecure arm: over every arm, the arms' separation alone can make rho high
+            "tracking_insecure": {s: tracking(cfg, units, s, arms=("insecure",)) for s in ("model", "diff")},
             "probe": {"eval": {a: {s: per(lambda u: u["arms"][a]["probe"][s]) for s in SOURCES} for a in cfg.arms},
                       "effect": {s: per(lambda u: u["arms"]["insecure"]["probe"][s] - u["arms"]["secure"]["probe"][s])
                                  for s in ("model", "diff")},
-                      "tracking": {s: tracking(cfg, units, s, lambda r: r["probe"]) for s in ("model", "diff")}},
+                      "tracking": {s: tracking(cfg, units, s, lambda r: r["probe"]) for s in ("model", "diff")},
+                      "tracking_insecure": {s: tracking(cfg, units, s, lambda r: r["probe"], ("insecure",))
+                                            for s in ("model", "diff")}},
             "trajectory": trajectory(cfg, units),
             "per_model": [{"seed": u["seed"], "arm": a, "shift": u["behaviour"][a] - u["behaviour"]["base"],
                            **{s: u["arms"][a][s] for s in ("model", "diff")}} for u in units for a in cfg.arms]}
@@ -759,7 +764,9 @@ def table(res):
     lines += ["", f"base models' own misaligned share {fmt_stat(res['behaviour']['base'])}; the oracle's reading "
               f"against each model's shift from its base (Spearman over {res['tracking']['diff']['n']} models, the "
               f"interval resampling the bases): "
-              f"M_arm - M0 {rho(res['tracking']['diff'])}, M_arm {rho(res['tracking']['model'])}"]
+              f"M_arm - M0 {rho(res['tracking']['diff'])}, M_arm {rho(res['tracking']['model'])}; within the "
+              f"insecure arm alone ({res['tracking_insecure']['diff']['n']} models): M_arm - M0 "
+              f"{rho(res['tracking_insecure']['diff'])}, M_arm {rho(res['tracking_insecure']['model'])}"]
     p = res["probe"]
     read = "last position's vector" if p["pool"] == "last" else "mean vector"
     lines += ["", f"the supervised baseline: a linear probe (logistic regression from a window's {read} to the "
@@ -770,7 +777,9 @@ def table(res):
         eff = fmt_stat(p["effect"][s]) if s in p["effect"] else ""
         lines.append(f"| {LABELS[s]} | " + " | ".join(fmt_stat(p["eval"][a][s]) for a in arms) + f" | {eff} |")
     lines += ["", f"the probe's reading against each model's shift (Spearman): M_arm - M0 "
-              f"{rho(p['tracking']['diff'])}, M_arm {rho(p['tracking']['model'])}; held-out kind questions at that "
+              f"{rho(p['tracking']['diff'])}, M_arm {rho(p['tracking']['model'])} (within the insecure arm: "
+              f"{rho(p['tracking_insecure']['diff'])}, {rho(p['tracking_insecure']['model'])}); held-out kind "
+              f"questions at that "
               f"block, argmax accuracy: probe {fmt_stat(p['indist']['acc'])}, oracle "
               f"{fmt_stat(p['indist']['oracle_acc'])}"]
     lines += ["", "insecure - secure along the fine-tune (P(<evil>); the models' own misaligned share):", "",

@@ -464,6 +464,12 @@ def test_tracking_resamples_bases_not_models():
     assert t == spearman_ci(x, y, groups=[s for s in range(4) for _ in cfg.arms]) and t["groups"] == 4
     assert t["n"] == 12 and t["ci95"] != spearman_ci(x, y)["ci95"]
     assert A.tracking(cfg, units[:1], "diff")["ci95"] is None  # one base: nothing to resample
+    # within one arm: its models alone, one per base (here the insecure models rank as their shifts: rho 1)
+    ins = A.tracking(cfg, units, "diff", arms=("insecure",))
+    xi, yi = [u["arms"]["insecure"]["diff"] for u in units], [u["behaviour"]["insecure"] - 0.01 for u in units]
+    assert ins == spearman_ci(xi, yi, groups=[0, 1, 2, 3]) and ins["n"] == 4 and ins["rho"] == pytest.approx(1)
+    units[0]["arms"]["insecure"]["diff"] = 9.0  # the least-shifted insecure model read highest: rho falls
+    assert A.tracking(cfg, units, "diff", arms=("insecure",))["rho"] < 0.5
 
 
 def test_untrained_reader_adds_each_window_at_its_own_prompts_last_positions():
