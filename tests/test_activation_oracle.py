@@ -552,6 +552,17 @@ def test_kind_mass_script_reads_the_runs_oracles_and_models_and_its_kind_mass_is
         p = A.oracle_logits(oracle, batch, cfg.inject_layer).softmax(-1)
     mass = sum(p[:, otok.token_to_id(f"<{k}>")] for k in A.KINDS).mean().item()
     assert per["fixed"]["base"]["mass"] == pytest.approx(mass, rel=1e-5)
+    # the run's unit says another P(<evil>) (another oracle read it): said, not passed as the run's
+    unit_file = out / "units" / "unit_s0.json"
+    good = unit_file.read_text()
+    for source in ("diff", "base"):  # an arm's reading, a fixed source's (read from the first arm's entry)
+        unit = json.loads(good)
+        unit["arms"]["insecure"][source] += 0.01
+        unit_file.write_text(json.dumps(unit))
+        assert K.main([str(out), "--workers=1"]) == 0
+        assert not json.loads((out / "kind_mass.json").read_text())["same_models"]
+        assert "NO, 1 differ" in capsys.readouterr().out
+    unit_file.write_text(good)
     (out / "units" / "oracle_s0.safetensors").unlink()  # its oracle gone: refused before any work
     with pytest.raises(train.ConfigError, match="oracle_s0.safetensors"):
         K.main([str(out)])
