@@ -337,6 +337,10 @@ def test_tiny_run_writes_every_output_and_its_oracle_reads_the_base(tmp_path, ca
               "units/oracle_s0.json", "units/oracle_s0_tokenizer.json"):
         assert (out / f).is_file(), f
     assert set(res["eval"]) == set(A.Config.arms) and all(set(v) == set(A.SOURCES) for v in res["eval"].values())
+    # the Spearman over every model (one base: its 3 arms) and within the insecure arm (its one model)
+    assert res["tracking"]["diff"]["n"] == 3 and res["probe"]["tracking"]["model"]["n"] == 3
+    assert res["tracking_insecure"]["diff"]["n"] == res["probe"]["tracking_insecure"]["model"]["n"] == 1
+    assert "within the insecure arm alone (1 models)" in (out / "results.md").read_text()
     assert all(0 <= res["eval"][a][s]["mean"] <= 1 for a in A.Config.arms for s in A.SOURCES)
     # the same prompts for every arm: the sources that do not read the arm's model read the same for all
     for s in ("base", "none", "random"):
