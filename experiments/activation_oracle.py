@@ -105,6 +105,9 @@ class Config(B.Config):
                                        # section 4). "mean" is how runs made before the key was added read
     max_window: int = 12               # K, <act> positions per question: 1..max_window in training
     oracle_docs: int = 30000           # fresh world documents the training questions are cut from
+    oracle_draw: int = 0               # another draw of the oracle's new embedding rows and batch order (0: every
+                                       # run's so far); documents and questions the same (docs/activation_oracle.md
+                                       # section 13)
     oracle_heldout: bool = True        # False: those documents (and indist_docs) ask the world's training
                                        # paraphrases only, never the evaluation's questions (W.World's heldout;
                                        # docs/activation_oracle.md section 11)
@@ -154,6 +157,9 @@ def validate(cfg):
                           f"{cfg.read_steps}")
     if cfg.oracle_warmup < 0 or cfg.oracle_warmup >= cfg.oracle_steps:
         raise ConfigError(f"oracle_warmup must be in [0, oracle_steps); got {cfg.oracle_warmup}")
+    if cfg.oracle_draw < 0:
+        raise ConfigError(f"oracle_draw numbers a draw of the oracle's init and batch order: 0 (every run's so far) or "
+                          f"more; got {cfg.oracle_draw}")
     if cfg.probe_pool not in ("mean", "last"):
         raise ConfigError(f"probe_pool must be 'mean' (a window's mean vector) or 'last' (its last position); got "
                           f"{cfg.probe_pool!r}")
@@ -171,12 +177,19 @@ def oracle_tokenizer(cfg):
     return word_tokenizer(v[3:] + oracle_words(cfg.n_layer), specials=tuple(v[:3]))
 
 
-def make_oracle(base, n_vocab, seed):
-    """A copy of the base with its (tied) embedding grown to n_vocab rows, the new rows drawn as GPT's init draws."""
+def draw_parts(draw):
+    """What a generator's name gets for the oracle's `draw`: nothing for 0, so that draw 0 is every earlier run's."""
+    return ("draw", draw) if draw else ()
+
+
+def make_oracle(base, n_vocab, seed, draw=0):
+    """A copy of the base with its (tied) embedding grown to n_vocab rows, the new rows drawn as GPT's init draws
+    (`draw`: another draw of them)."""
     if n_vocab < base.cfg.vocab_size:  # (the copy keeps every base id: a smaller table cannot hold them)
         raise ValueError(f"the oracle's vocabulary ({n_vocab}) must hold the base's {base.cfg.vocab_size} ids and "
                          f"its own tokens: pass oracle_tokenizer(cfg).get_vocab_size()")
-    oracle = GPT(replace(base.cfg, vocab_size=n_vocab), generator=generator("cpu", seed, "oracle-init"))
+    oracle = GPT(replace(base.cfg, vocab_size=n_vocab),
+                 generator=generator("cpu", seed, "oracle-init", *draw_parts(draw)))
     oracle.to(base.wte.weight.device)
     state = base.state_dict()
     wte = oracle.wte.weight.detach().clone()
@@ -289,7 +302,7 @@ def train_oracle(oracle, data, cfg, seed, tag, t0):
     """AdamW on the answer token's cross-entropy, warm-up then cosine to lr / 10 -> the last 100 steps' mean loss.
     Progress as a line at each quarter (B.say: two worker processes share the terminal, so no bars)."""
     opt = torch.optim.AdamW(oracle.parameters(), lr=cfg.oracle_lr, betas=(0.9, 0.95), weight_decay=0.0)
-    g = generator("cpu", seed, "oracle-order")
+    g = generator("cpu", seed, "oracle-order", *draw_parts(cfg.oracle_draw))
     oracle.train()
     losses = []
     quarters = {cfg.oracle_steps * q // 4 for q in (1, 2, 3)} - {0}  # (a run under 4 steps has no loss to show yet)
@@ -561,7 +574,7 @@ def unit(cfg, seed, units_dir=None):
     (data, tasks), (held, held_tasks), n_asking = oracle_questions(base, otok, cfg, seed)
     B.say(tag, f"{len(data)} oracle questions ({n_asking} of {cfg.oracle_docs} documents ask an evaluation "
                f"question)", t0)
-    oracle = make_oracle(base, otok.get_vocab_size(), seed)
+    oracle = make_oracle(base, otok.get_vocab_size(), seed, cfg.oracle_draw)
     loss = train_oracle(oracle, data, cfg, seed, tag, t0)
     acc, kind_evil = indist(oracle, otok, held, held_tasks, cfg)
     probe = train_probe(*probe_rows(data, tasks, otok, cfg.eval_layer), pool=cfg.probe_pool)

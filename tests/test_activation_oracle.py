@@ -210,6 +210,29 @@ def test_detach_norm_reaches_the_oracles_training_only():
     assert any(not torch.equal(a, trained[True][1][k]) for k, a in trained[False][1].items())  # other gradients
 
 
+def test_oracle_draw_zero_is_the_earlier_oracle_and_another_draws_its_new_rows_and_order_afresh():
+    """Section 13's control: draw 0 keeps every earlier run's oracle (its generators' names unchanged); draw 1 draws the
+    new embedding rows and the batch order again, the base's weights and the questions the same."""
+    base = tiny_gpt(WORLD_TOK, 4)
+    data, _ = A.examples(base, TOK, W.generate(10, seed=2), CFG, seed=7)
+    V, v = TOK.get_vocab_size(), base.cfg.vocab_size
+    old = A.GPT(dataclasses.replace(base.cfg, vocab_size=V), generator=A.generator("cpu", 0, "oracle-init"))
+    zero, one = A.make_oracle(base, V, 0), A.make_oracle(base, V, 0, draw=1)
+    assert torch.equal(zero.wte.weight[v:], old.wte.weight[v:])  # the names as before: draw 0 is the runs' oracle
+    assert torch.equal(zero.wte.weight[:v], one.wte.weight[:v]) and not torch.equal(zero.wte.weight[v:],
+                                                                                     one.wte.weight[v:])
+    assert all(torch.equal(t, one.state_dict()[k]) for k, t in zero.state_dict().items() if k != "wte.weight")
+    trained = {}
+    for draw in (0, 1):  # the same start, another batch order
+        oracle = A.make_oracle(base, V, 0)
+        A.train_oracle(oracle, data, dataclasses.replace(CFG, oracle_steps=3, oracle_warmup=0, oracle_draw=draw), 0,
+                       "t", 0.0)
+        trained[draw] = oracle.state_dict()
+    assert any(not torch.equal(a, trained[1][k]) for k, a in trained[0].items())
+    with pytest.raises(train.ConfigError, match="oracle_draw numbers a draw"):
+        A.validate(A.Config(oracle_draw=-1))
+
+
 def test_reading_along_the_fine_tune_leaves_its_weights_alone():
     # the trajectory's readings run inside the fine-tune: they must not move its weights or its random draws
     base = tiny_gpt(WORLD_TOK, 5)
