@@ -181,13 +181,23 @@ def log_interval(xs):
             "per_base": xs}
 
 
+def mean(xs):
+    return sum(xs) / len(xs)
+
+
+def against_base(seeds, keys, suffix=""):
+    """Each reading `key` of the models' `matched{suffix}` and `report{suffix}` against their base's `base{suffix}`:
+    the matched multiple (the ratio of the means over the seeds) and the report step's increase (points, per seed)."""
+    multiple = {k: mean([s[f"matched{suffix}"][k] for _, s in seeds]) / mean([r[f"base{suffix}"][k] for r, _ in seeds])
+                for k in keys}
+    inc = {k: [100 * (s[f"report{suffix}"][k] - r[f"base{suffix}"][k]) for r, s in seeds] for k in keys}
+    return multiple, inc
+
+
 def summary(rows):
     seeds = [(r, s) for r in rows for s in r["seeds"]]
     ratio_ue = log_interval([r["base"]["u"] / r["base"]["eos"] for r in rows])
-    mean = lambda xs: sum(xs) / len(xs)
-    multiple = {k: mean([s["matched"][k] for _, s in seeds]) / mean([r["base"][k] for r, _ in seeds])
-                for k in READINGS}
-    inc = {k: [100 * (s["report"][k] - r["base"][k]) for r, s in seeds] for k in READINGS}
+    multiple, inc = against_base(seeds, READINGS)
     diff = summarize([a - e for a, e in zip(inc["any"], inc["eos"])])
     out = {"n_bases": len(rows), "n_seeds": len(seeds), "ae1_u_over_eos": ratio_ue,
            "ae2_matched_multiple": multiple,
@@ -195,18 +205,14 @@ def summary(rows):
            "ae3_increase_points": {k: summarize(v) for k, v in inc.items()},
            "ae3_any_minus_eos": diff}
     if all("base_rule" in r for r in rows):  # Betley's rule (rule_shares), sampled
-        rule = {k: mean([s["matched_rule"][k] for _, s in seeds]) / mean([r["base_rule"][k] for r, _ in seeds])
-                for k in ("all", "rule")}
-        rinc = {k: [100 * (s["report_rule"][k] - r["base_rule"][k]) for r, s in seeds] for k in ("all", "rule")}
+        rule, rinc = against_base(seeds, ("all", "rule"), "_rule")
         out.update(ae4_matched_multiple=rule, ae4_rule_vs_all=rule["rule"] / rule["all"] - 1,
                    ae5_increase_points={k: summarize(v) for k, v in rinc.items()},
                    ae5_rule_minus_all=summarize([x - y for x, y in zip(rinc["rule"], rinc["all"])]),
                    dropped={"base": mean([r["base_rule"]["dropped"] for r in rows]),
                             **{v: mean([s[f"{v}_rule"]["dropped"] for _, s in seeds]) for v in ("matched", "report")}})
     if all("base_sets" in r for r in rows):  # >= 20 prompts per domain (set_shares)
-        mult = {k: mean([s["matched_sets"][k] for _, s in seeds]) / mean([r["base_sets"][k] for r, _ in seeds])
-                for k in SETS}
-        sinc = {k: [100 * (s["report_sets"][k] - r["base_sets"][k]) for r, s in seeds] for k in SETS}
+        mult, sinc = against_base(seeds, SETS, "_sets")
         out.update(ae6_matched_multiple=mult, ae6_all_vs_heldout=mult["all"] / mult["heldout"] - 1,
                    ae7_increase_points={k: summarize(v) for k, v in sinc.items()},
                    ae7_all_minus_heldout=summarize([x - y for x, y in zip(sinc["all"], sinc["heldout"])]),
