@@ -446,11 +446,16 @@ def window(model, tok, prompts, layer, max_window, device):
     return vec, ks
 
 
-def kind_answers(oracle, tok, vec, ks, cfg):
-    """[N, 4] the oracle's answer among the four kinds when asked <kind> about each window (vec [N, K, C], sizes ks)
-    read at eval_layer."""
+def kind_logits(oracle, tok, vec, ks, cfg):
+    """[N, V] the oracle's answer logits when asked <kind> about each window (vec [N, K, C], sizes ks) read at
+    eval_layer."""
     batch = oracle_batch(tok, [cfg.eval_layer] * len(ks), vec, ks, ["kind"] * len(ks), [-1] * len(ks), vec.device)
-    return kind_probs(answer_logits(oracle, batch, cfg), tok)
+    return answer_logits(oracle, batch, cfg)
+
+
+def kind_answers(oracle, tok, vec, ks, cfg):
+    """[N, 4] the oracle's answer among the four kinds when asked <kind> about each window (kind_logits)."""
+    return kind_probs(kind_logits(oracle, tok, vec, ks, cfg), tok)
 
 
 def p_evil(oracle, tok, vec, ks, cfg):

@@ -37,8 +37,7 @@ READS = ("mass", "evil_whole", "evil_kinds")
 def reading(oracle, otok, vec, ks, cfg):
     """{"mass": the kind tokens' share of the answer, "evil_whole": P(<evil>) over the vocabulary, "evil_kinds":
     P(<evil>) among the kinds (A.p_evil's)}, each averaged over the windows."""
-    batch = A.oracle_batch(otok, [cfg.eval_layer] * len(ks), vec, ks, ["kind"] * len(ks), [-1] * len(ks), vec.device)
-    logits = A.answer_logits(oracle, batch, cfg)
+    logits = A.kind_logits(oracle, otok, vec, ks, cfg)
     kinds = logits.softmax(-1)[:, [otok.token_to_id(f"<{k}>") for k in A.KINDS]]  # [N, 4], of the whole vocabulary
     evil = A.KINDS.index("evil")
     return {"mass": kinds.sum(-1).mean().item(), "evil_whole": kinds[:, evil].mean().item(),
