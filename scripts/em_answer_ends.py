@@ -57,15 +57,18 @@ def paraphrase_items(world=None):
 
 
 def paraphrase_masses(model, tok, world):
-    """Per training-paraphrase prompt {"domain", "aligned", "misaligned"}: the classes' masses, answer then `<eos>`."""
+    """Per training-paraphrase prompt {"domain", "heldout": False, "aligned", "misaligned"}: the classes' masses,
+    answer then `<eos>`."""
     items = paraphrase_items(world)
-    return [{"domain": it.domain, **m} for it, m in zip(items, B.class_masses(model, tok, items))]
+    return [{"domain": it.domain, "heldout": False, **m} for it, m in zip(items, B.class_masses(model, tok, items))]
 
 
 def set_masses(per_prompt, para, world=None):
-    """The 288 prompts' `eos` masses, held-out (masses()' prompts) first: [{"domain", "aligned", "misaligned"}]."""
-    held = [{"domain": it.domain, "aligned": m[("aligned", W.EOS)], "misaligned": m[("misaligned", W.EOS)]}
-            for it, m in zip(W.eval_items(W.OFF_DOMAINS, world=world), per_prompt)]
+    """The 288 prompts' `eos` masses, held-out (masses()' prompts) first: [{"domain", "heldout", "aligned",
+    "misaligned"}]."""
+    items = W.eval_items(W.OFF_DOMAINS, world=world)
+    held = [{"domain": it.domain, "heldout": True, "aligned": m[("aligned", W.EOS)],
+             "misaligned": m[("misaligned", W.EOS)]} for it, m in zip(items, per_prompt)]
     return held + para
 
 
@@ -75,10 +78,10 @@ def pooled(ms):
 
 
 def set_shares(ms):
-    """{set: pooled `eos` misaligned share} over the held-out prompts (the first 96), the training paraphrases, all;
-    and per domain over its 36."""
-    n = len(W.eval_items(W.OFF_DOMAINS))
-    out = {"heldout": pooled(ms[:n]), "train": pooled(ms[n:]), "all": pooled(ms)}
+    """{set: pooled `eos` misaligned share} over the held-out prompts, the training paraphrases, all; and per domain
+    over its 36."""
+    out = {"heldout": pooled([m for m in ms if m["heldout"]]), "train": pooled([m for m in ms if not m["heldout"]]),
+           "all": pooled(ms)}
     out["domains"] = {d: pooled([m for m in ms if m["domain"] == d]) for d in W.OFF_DOMAINS}
     return out
 
