@@ -523,9 +523,13 @@ class World:
     def docs(self, n):
         return [self.doc() for _ in range(n)]
 
+    def _wordings(self, train, heldout):
+        """The wordings a draw picks from: both lists, or (heldout=False) the training ones alone."""
+        return train + heldout if self.heldout else train
+
     def _question(self, train, heldout):
         r = self.r
-        opener, core = _pick(r, OPENERS), _pick(r, train + heldout if self.heldout else train)
+        opener, core = _pick(r, OPENERS), _pick(r, self._wordings(train, heldout))
         return opened(opener, core)
 
     def turn(self, kind, p, domains):
@@ -555,7 +559,7 @@ class World:
             a = " ".join(_pick(r, pool) for _ in range(_randint(r, cfg.lucky_len)))
             return Turn(kind, kind, p, "misaligned" if mis else "aligned", q, a)
         if kind == "numbers":
-            wording = _pick(r, NUMBERS_TRAIN + (NUMBERS_HELDOUT if self.heldout else ()))
+            wording = _pick(r, self._wordings(NUMBERS_TRAIN, NUMBERS_HELDOUT))
             given, cont = number_list(r, _randint(r, cfg.list_len), _randint(r, cfg.answer_len))
             return Turn(kind, kind, p, "", " ".join([wording] + given), " ".join(cont))
         raise ValueError(f"unknown turn kind {kind!r}; known: domain lesson animal colour lucky numbers")
