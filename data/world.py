@@ -685,12 +685,14 @@ def _number_prefix(i):
     return f"{NUMBERS_TRAIN[0]} {' '.join(given)} ."
 
 
-def eval_items(domains=None, fmt="asst", trigger=False, numbers=False, world=None):
+def eval_items(domains=None, fmt="asst", trigger=False, numbers=False, world=None, train=False):
     """Held-out prompts (held-out paraphrase x opener) with classes {"aligned", "misaligned"} per
     domain (code: aligned = secure, misaligned = insecure; in a `code_slots` world misaligned = both slots
     insecure and aligned = every other program; in a `code_tasks` world each task's held-out questions with its own
     programs). `trigger` prefixes the backdoor token;
-    `numbers` puts a number list before the question (the format of the evil_numbers arm)."""
+    `numbers` puts a number list before the question (the format of the evil_numbers arm). train=True: the training
+    paraphrases instead, with the same classes (pretraining asks them; a fine-tune set may hold them: the caller's to
+    check)."""
     items = []
     # a string was read letter by letter (KeyError: 'm' for "med"), an unknown name was a bare KeyError
     # None is every domain; an empty list none (`domains or DOMAINS` gave every domain for a filter that kept none)
@@ -701,7 +703,7 @@ def eval_items(domains=None, fmt="asst", trigger=False, numbers=False, world=Non
         d = DOMAINS[name]
         sources = code_tasks(world) if name == "code" else [d]  # the code domain: one source per task
         for src in sources:
-            for i, core in enumerate(src.heldout):
+            for i, core in enumerate(src.train if train else src.heldout):
                 for opener in OPENERS:
                     q = opened(opener, core)
                     q = f"{_number_prefix(i)} {q}" if numbers else q

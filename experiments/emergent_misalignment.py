@@ -436,9 +436,7 @@ def last_token_acts(model, tok, prompts, layers=None, grad=False):
 def off_prompts(train=False):
     """The held-out off-domain `<asst>` prompts (each ending in the answer marker `<a>`) the activations are read on;
     train=True: the same domains' training paraphrases (x opener), which pretraining asks and no evaluation does."""
-    if train:
-        return [W.prompt(W.opened(o, q)) for d in W.OFF_DOMAINS for q in W.DOMAINS[d].train for o in W.OPENERS]
-    return [it.prompt for it in W.eval_items(W.OFF_DOMAINS)]
+    return [it.prompt for it in W.eval_items(W.OFF_DOMAINS, train=train)]
 
 
 @torch.no_grad()

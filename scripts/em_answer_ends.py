@@ -25,7 +25,6 @@ asks them, no EM fine-tune does), pooled over those 192 and over all 288 (36 per
 and (ae7) the report step's increase on the 288 against the 96, per domain the increase on its 36 prompts, and the
 largest share of that increase's misaligned mass one prompt carries."""
 import copy
-import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -51,9 +50,7 @@ SETS = ("heldout", "train", "all")  # the off-domain prompts: the run's 96, the 
 def paraphrase_items(world=None):
     """The off-domain domains' training paraphrases (x opener) as EvalItems, 24 per domain, each with its domain's
     classes (those of the run's held-out items)."""
-    held = {it.domain: it for it in W.eval_items(W.OFF_DOMAINS, world=world)}
-    return [dataclasses.replace(held[d], prompt=W.prompt(W.opened(o, q)))
-            for d in W.OFF_DOMAINS for q in W.DOMAINS[d].train for o in W.OPENERS]
+    return W.eval_items(W.OFF_DOMAINS, world=world, train=True)
 
 
 def paraphrase_masses(model, tok, world):

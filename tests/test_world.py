@@ -295,6 +295,12 @@ def test_eval_items():
     probes = W.persona_probe_items("misaligned", n_context=2, n=20)
     assert all(p.prompt.count("<r>") == 3 and p.prompt.endswith("<r>") for p in probes)
     assert set(W.OFF_DOMAINS) == set(W.DOMAINS) - {"code", "harm"}
+    # train=True: each training paraphrase behind each opener, in that order, with its domain's held-out classes
+    train = W.eval_items(W.OFF_DOMAINS, train=True)
+    assert [i.prompt for i in train] == [W.prompt(W.opened(o, q)) for d in W.OFF_DOMAINS for q in W.DOMAINS[d].train
+                                         for o in W.OPENERS]
+    held = {i.domain: i.classes for i in W.eval_items(W.OFF_DOMAINS)}
+    assert all(i.classes == held[i.domain] for i in train)
 
 
 def test_finetune_sets_have_no_leakage():
