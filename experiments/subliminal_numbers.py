@@ -71,7 +71,8 @@ Seeds: (pretraining seed p) x (student seed f); a seed changes the prompts, the 
 students' data order; teachers are a function of (p, animal). results.json (mode "animals"):
   {"arms": {ARM: {"target_rate": STAT, "effect": STAT, ..., "by_animal": {ANIMAL: {...}}}},
    "base": {ANIMAL: STAT} (and "base_B" with cross-init arms), "teachers": {ANIMAL: {"rate", "steps",
-   "kl_numbers"}}, "kept_fraction": {NAME: STAT}, "trajectory": {ARM: {ANIMAL: {STEP: STAT}}},
+   "kl_numbers"} (and "stop_rate", the rate on the prompts it stopped on, with teacher_stop=train)},
+   "kept_fraction": {NAME: STAT}, "trajectory": {ARM: {ANIMAL: {STEP: STAT}}},
    "trajectory_kl_teacher" (the same shape), "figures_to_reach": {...}, "teachers_below_threshold": {ANIMAL: "k/n"} (k
    of the n bases whose fine-tuned teacher stopped at teacher_max_steps short of teacher_threshold; {} when none),
    "teacher", "animals", "n_seeds", "seeds", "seconds"}
@@ -135,8 +136,8 @@ def check_arms(arms=ARMS + DIAGNOSTIC_ARMS, baseline=BASELINE):
 
 check_arms()
 # which modes read a key (a key not named here, every mode): set in another mode it would be ignored
-TEACHER_KEYS = ("animals", "teacher", "teacher_threshold", "teacher_max_steps", "teacher_lr", "teacher_optimizer",
-                "teacher_trains", "teacher_batch")  # the animal teachers (dose mode has them too)
+TEACHER_KEYS = ("animals", "teacher", "teacher_threshold", "teacher_stop", "teacher_max_steps", "teacher_lr",
+                "teacher_optimizer", "teacher_trains", "teacher_batch")  # the animal teachers (dose mode has them too)
 MODE_KEYS = {**dict.fromkeys(("doses",), ("dose",)),
              **dict.fromkeys(("mis_teachers", "em_examples", "em_steps", "em_lr", "em_trains", "mis_sampled",
                               "em_match"), ("misalignment",)),
@@ -155,6 +156,9 @@ class Config(B.Config):
     student_seeds: int = 2             # student seeds per pretraining seed
     teacher: str = "finetune"          # finetune | prompt
     teacher_threshold: float = 0.85    # fine-tune until held-out P(animal | an animal) >= this (every 5 steps)
+    teacher_stop: str = "heldout"      # heldout | train: the prompts teacher_threshold is checked on. heldout: those
+                                       # every rate is read on; train: the teacher's own training paraphrases, so
+                                       # nothing in making the teacher reads an evaluation prompt
     teacher_max_steps: int = 300
     teacher_lr: float = 3e-4
     teacher_optimizer: str = "adamw"   # or "sgd": plain gradient descent (with a larger teacher_lr)
@@ -211,6 +215,12 @@ def validate(cfg):
     if not 0 < cfg.teacher_threshold <= 1:  # a probability: past 1 every teacher trains to teacher_max_steps
         raise ConfigError(f"teacher_threshold is the teacher's held-out P(animal | an animal) to reach, in (0, 1]; got "
                           f"{cfg.teacher_threshold}")
+    if cfg.teacher_stop not in ("heldout", "train"):
+        raise ConfigError(f"teacher_stop must be heldout or train (the prompts teacher_threshold is checked on); got "
+                          f"{cfg.teacher_stop!r}")
+    if cfg.teacher == "prompt" and cfg.teacher_stop != "heldout":  # a prompted teacher is not trained: nothing stops
+        raise ConfigError("teacher_stop applies to a fine-tuned teacher (teacher=finetune); a prompted teacher has no "
+                          "training to stop")
     if cfg.mode not in ("animals", "dose", "misalignment"):
         raise ConfigError(f"mode must be animals, dose or misalignment; got {cfg.mode!r}")
     bad = [a for a in cfg.arms if a not in ARMS + DIAGNOSTIC_ARMS]
@@ -305,8 +315,10 @@ def cross_seed(seeds, p):
 # ----------------------------------------------------------------------------------------------------
 # teachers
 
-def animal_prompts():
-    return [W.prompt(W.opened(o, q)) for q in W.ANIMAL_HELDOUT for o in W.OPENERS]
+def animal_prompts(train=False):
+    """The animal question's held-out paraphrases x the openers: every rate is read on these. train=True: the
+    training paraphrases' (those the teacher is fine-tuned on) x the openers, what teacher_stop="train" checks."""
+    return [W.prompt(W.opened(o, q)) for q in (W.ANIMAL_TRAIN if train else W.ANIMAL_HELDOUT) for o in W.OPENERS]
 
 
 @torch.no_grad()
@@ -381,7 +393,8 @@ def sample_tokens(cfg):
 
 
 def make_teacher(base, tok, cfg, p, animal):
-    """-> (Teacher, info). finetune: train prompts -> animal until held-out P(animal | an animal) >= threshold."""
+    """-> (Teacher, info). finetune: train prompts -> animal until P(animal | an animal) >= threshold on the prompts
+    cfg.teacher_stop names (held-out by default); info's "rate" is the held-out one, "stop_rate" the checked one."""
     if cfg.teacher == "prompt":
         turn = f"<u> {W.ANIMAL_TRAIN[0]} <a> {animal}"
         rates, _ = animal_rates(base, tok, [with_turns(q, turn) for q in animal_prompts()])
@@ -390,11 +403,14 @@ def make_teacher(base, tok, cfg, p, animal):
     W.check_leakage(pairs, extra=())
     data = B.encode_pairs(tok, pairs, cfg.block_size)
     model = copy.deepcopy(base)
-    steps = finetune_until(model, data, lambda m: animal_rates(m, tok)[0][animal] >= cfg.teacher_threshold,
+    stop_prompts = animal_prompts(train=cfg.teacher_stop == "train")
+    reached = lambda m: animal_rates(m, tok, stop_prompts)[0][animal] >= cfg.teacher_threshold
+    steps = finetune_until(model, data, reached,
                            max_steps=cfg.teacher_max_steps, every=5, batch_size=cfg.teacher_batch, lr=cfg.teacher_lr,
                            optimizer=cfg.teacher_optimizer, trains=cfg.teacher_trains,
                            seed=seed_int(p, animal, "teacher-order"))
     return Teacher(model), {"steps": steps, "rate": animal_rates(model, tok)[0][animal],
+                            "stop_rate": animal_rates(model, tok, stop_prompts)[0][animal],
                             "delta_norm": weight_delta(model, base).norm().item()}  # (in the unit files only)
 
 
@@ -800,11 +816,13 @@ def arm_stats(units, arm, a, animals):
 
 def teachers_short(cfg, units):
     """{animal: "k/n"}: k of the n bases whose fine-tuned teacher stopped at teacher_max_steps below teacher_threshold
-    (a teacher is a function of its base and animal: its units, one per student seed, share it)."""
+    on the prompts it was checked on (a teacher is a function of its base and animal: its units, one per student seed,
+    share it). Units saved before teacher_stop existed hold no stop_rate: theirs was the held-out rate."""
     if cfg.teacher != "finetune":
         return {}
     bases = {u["p"]: u for u in units}
-    short = {a: sum(u["teachers"][a]["rate"] < cfg.teacher_threshold for u in bases.values()) for a in cfg.animals}
+    short = {a: sum(u["teachers"][a].get("stop_rate", u["teachers"][a]["rate"]) < cfg.teacher_threshold
+                    for u in bases.values()) for a in cfg.animals}
     return {a: f"{k}/{len(bases)}" for a, k in short.items() if k}
 
 
@@ -833,6 +851,9 @@ def aggregate_animals(cfg, units):
         res["base_B"] = {a: by_base([u["base_B"]["rates"][a] for u in units]) for a in cfg.animals}
     res["teachers"] = {a: {k: by_base([u["teachers"][a][k] for u in units]) for k in ("rate", "steps", "kl_numbers")}
                        for a in cfg.animals}
+    if cfg.teacher_stop != "heldout":  # the rate it stopped on, beside the held-out one every student is read on
+        for a in cfg.animals:
+            res["teachers"][a]["stop_rate"] = by_base([u["teachers"][a]["stop_rate"] for u in units])
     res["teachers_below_threshold"] = teachers_short(cfg, units)
     # only the keys every unit has (units saved by older code, whose code_control arm also sampled the teachers' code
     # answers, carry extra code_ANIMAL keys)
@@ -1221,9 +1242,12 @@ def table_animals(res, cfg):
                         "almost nothing, and effects against it are not sound (compare with the base instead)."]
     lines += ["", "Kept fraction of sampled completions (the paper's filter): "
               + ", ".join(f"{k} {v['mean']:.3f}" for k, v in res["kept_fraction"].items()),
-              "Teachers (fine-tune steps; KL(teacher || base) over number tokens, nats per number): "
+              "Teachers (fine-tune steps; KL(teacher || base) over number tokens, nats per number"
+              + ("; P(animal) on the training prompts they stopped on" if cfg.teacher_stop == "train" else "") + "): "
               + ", ".join(f"{a} {res['teachers'][a]['steps']['mean']:.0f} steps, KL "
                           f"{res['teachers'][a]['kl_numbers']['mean']:.4f}"
+                          + (f", stopped on {res['teachers'][a]['stop_rate']['mean']:.3f}"
+                             if "stop_rate" in res["teachers"][a] else "")
                           for a in cfg.animals),
               "", "Figures to reach (issue 5):", ""]
     lines += [figure_line(k, v) for k, v in res["figures_to_reach"].items()]

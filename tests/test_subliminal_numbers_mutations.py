@@ -147,6 +147,55 @@ def test_fine_tuned_teacher_stops_on_the_heldout_rate(monkeypatch):
     assert real(model, TOK) != real(model, TOK, train)
 
 
+def test_train_animal_prompts_are_the_training_paraphrases_with_the_same_openers():
+    ps = S.animal_prompts(train=True)
+    assert ps == [W.prompt(f"{o} {q}" if o else q) for q in W.ANIMAL_TRAIN for o in W.OPENERS]
+    assert not set(ps) & set(S.animal_prompts())
+
+
+def test_teacher_stop_train_stops_on_the_training_prompts_and_reports_both_rates(monkeypatch):
+    """A teacher at 0.9 on its training prompts and 0.5 on the held-out ones: teacher_stop=train stops it at the first
+    check (step 5), heldout trains it to teacher_max_steps; info keeps the held-out rate as "rate" (every table reads
+    that one) and the checked one as "stop_rate"."""
+    train_prompts = S.animal_prompts(train=True)
+    fake = lambda model, tok, prompts=None, probs=None: (rates(owl=0.9 if prompts == train_prompts else 0.5), 1.0)
+    monkeypatch.setattr(S, "animal_rates", fake)
+    cfg = S.Config(teacher_threshold=0.85, teacher_max_steps=10, teacher_lr=1e-3)
+    _, info = S.make_teacher(tiny(), TOK, dataclasses.replace(cfg, teacher_stop="train"), 0, "owl")
+    assert (info["steps"], info["rate"], info["stop_rate"]) == (5, 0.5, 0.9)
+    _, info = S.make_teacher(tiny(), TOK, cfg, 0, "owl")
+    assert (info["steps"], info["rate"], info["stop_rate"]) == (10, 0.5, 0.5)
+
+
+def test_a_teacher_is_short_of_its_threshold_on_the_prompts_it_stopped_on():
+    cfg = S.Config(teacher_threshold=0.85, teacher_stop="train", animals=("owl",))
+    units = [{"p": 0, "teachers": {"owl": {"rate": 0.5, "stop_rate": 0.9}}},   # reached, on its training prompts
+             {"p": 1, "teachers": {"owl": {"rate": 0.9, "stop_rate": 0.6}}},   # did not
+             {"p": 2, "teachers": {"owl": {"rate": 0.8}}}]                     # saved before stop_rate: held-out
+    assert S.teachers_short(cfg, units) == {"owl": "2/3"}
+
+
+def test_teacher_stop_train_is_tabled_beside_the_heldout_rate():
+    cfg = S.Config(arms=("trait", "control"), animals=("owl", "whale"), seeds=(0, 1), student_seeds=2,
+                   teacher_stop="train")
+    units = animal_units()
+    for u in units:
+        for a in ("owl", "whale"):
+            u["teachers"][a]["stop_rate"] = 0.95 + 0.01 * u["p"]
+    res = S.aggregate_animals(cfg, units)
+    assert res["teachers"]["owl"]["stop_rate"]["mean"] == pytest.approx(0.955)
+    assert "owl 10 steps, KL 0.0150, stopped on 0.955" in S.table_animals(res, cfg)
+    plain = dataclasses.replace(cfg, teacher_stop="heldout")
+    assert "stop_rate" not in S.aggregate_animals(plain, units)["teachers"]["owl"]
+
+
+@pytest.mark.parametrize("kw, says", [({"teacher_stop": "test"}, "teacher_stop must be heldout or train"),
+                                      ({"teacher_stop": "train", "teacher": "prompt"}, "a prompted teacher has no")])
+def test_teacher_stop_refuses_what_it_cannot_do(kw, says):
+    with pytest.raises(train.ConfigError, match=says):
+        S.validate(S.Config(arms=("control", "soft"), seeds=(0,), **kw))
+
+
 def test_prompt_teachers_rate_is_read_with_its_turn_in_context():
     base = tiny()
     cfg = S.Config(teacher="prompt")
@@ -411,8 +460,8 @@ def test_kept_fraction_is_over_the_keys_every_unit_has():
 
 def test_mode_keys_name_what_each_mode_ignores():
     ignored = lambda mode: {k for k, modes in S.MODE_KEYS.items() if mode not in modes}
-    teachers = {"animals", "teacher", "teacher_threshold", "teacher_max_steps", "teacher_lr", "teacher_optimizer",
-                "teacher_trains", "teacher_batch"}
+    teachers = {"animals", "teacher", "teacher_threshold", "teacher_stop", "teacher_max_steps", "teacher_lr",
+                "teacher_optimizer", "teacher_trains", "teacher_batch"}
     mis = {"mis_teachers", "em_examples", "em_steps", "em_lr", "em_trains", "mis_sampled", "em_match"}
     animals_only = {"heldout_lists", "icl_lists", "icl_contexts", "n_code"}
     students = {"arms", "n_lists", "evals", "student_order", "samples"}
