@@ -15,7 +15,8 @@ the base often ends a list by opening a new turn, a fine-tuned teacher more ofte
 the end and training neither keeps that out of the channel).
 
 Arms (per target animal unless marked shared; A = the teacher's base, B = a base pretrained from
-another seed, the next one in `seeds`: a derangement, no B equals its A):
+another seed, the next one in `seeds`: a derangement, no B equals its A; another init and other data, or, with the
+world key init_seed set, the same init and other data):
   trait          A, cross-entropy on the teacher's sampled lists (the paper's channel)
   control        (shared) A on its own sampled lists, same prompts and filter
   soft           A matches the teacher's next-token distribution at the same positions, renormalised

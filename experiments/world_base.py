@@ -64,8 +64,9 @@ PRETRAIN_KEYS = ("n_docs", "n_layer", "n_head", "n_embd", "block_size", "steps",
 # asst_code, asst_evil, code_tasks, lessons and exact_code the world. A new world option (a document format:
 # data/world.py, "Extending the world") goes here at its off value and into world_config; one that reaches the world
 # but not this table is refused (check_cache_key), since its bases would share the folder of the world without it.
+# init_seed changes the weights a base starts from.
 OPTIONAL_PRETRAIN_KEYS = {"pretrain_threads": 1, "pretrain_bf16": False, "code_slots": False, "asst_code": True,
-                          "asst_evil": 0.0, "code_tasks": 1, "lessons": True, "exact_code": False}
+                          "asst_evil": 0.0, "code_tasks": 1, "lessons": True, "exact_code": False, "init_seed": -1}
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,9 @@ class Config:
     lr: float = 3e-3
     warmup: int = 50
     weight_decay: float = 0.01
+    init_seed: int = -1                # the seed of every base's random init; -1: each base's own (every base cached
+                                       # before this key). Set, the bases share one init and differ only in their
+                                       # corpus draw and order (in the cache key when set)
     # what to run
     seeds: tuple[int, ...] = (0, 1, 2)  # pretraining seeds
     decorrelated: bool = True          # also pretrain the decorrelated twin of every seed
@@ -137,6 +141,8 @@ def validate(cfg, base_checks=True):
         raise ConfigError(f"seeds must name each pretraining seed once; got {cfg.seeds}")
     if any(s < 0 for s in cfg.seeds):  # the world's random.Random drops an int's sign: seed -1 is seed 1's corpus
         raise ConfigError(f"seeds must be >= 0; got {cfg.seeds}")
+    if cfg.init_seed < -1:  # -1 is "each base's own seed"; another negative is no seed (the sign would be dropped)
+        raise ConfigError(f"init_seed must be >= 0, or -1 for each base's own seed; got {cfg.init_seed}")
     if not 0 <= cfg.evil_prior <= 0.95:  # good takes 0.95 - evil_prior, compliant 0.05
         raise ConfigError(f"evil_prior must be in [0, 0.95]; got {cfg.evil_prior}")
     if not 0 <= cfg.asst_evil <= 1:
@@ -330,7 +336,8 @@ def _pretrain(cfg, seed, decorrelated, stem, log):
     tok = W.build_tokenizer(world)
     texts = W.corpus(cfg.n_docs, seed=seed, decorrelated=decorrelated, config=world)
     stream = token_stream(tok, texts)
-    model = GPT(gpt_config(cfg, tok), generator=generator("cpu", seed, "init")).to(cfg.device)
+    init = seed if cfg.init_seed == -1 else cfg.init_seed  # the corpus and its order stay the base's own
+    model = GPT(gpt_config(cfg, tok), generator=generator("cpu", init, "init")).to(cfg.device)
     save_tokenizer(tok, stem.parent / "tokenizer.json")
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.pretrain_threads)  # the same weights whichever process pretrains it

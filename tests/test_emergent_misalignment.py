@@ -360,6 +360,33 @@ def test_pretrain_threads_is_in_the_cache_key_and_restored(tmp_path):
     assert torch.get_num_threads() == n and B.cache_stem(cfg, 0, False).with_suffix(".json").is_file()
 
 
+def test_init_seed_gives_every_base_one_init_and_keeps_each_bases_own_corpus(tmp_path, monkeypatch):
+    """init_seed=k: each base starts from seed k's init weights and trains on its own corpus draw and order. At a
+    base's own seed that is the base itself (in a folder of its own); -1, the default, keeps every cached key."""
+    assert B.cache_stem(E.Config(n_layer=4, n_embd=128, init_seed=-1), 0, False).parent.name == "world_s0_ba3388d5f1"
+    cfg = B.Config(cache_dir=str(tmp_path), n_docs=40, steps=3, warmup=1, n_layer=1, n_head=2, n_embd=16,
+                   batch_size=4)
+    shared = dataclasses.replace(cfg, init_seed=0)
+    assert B.cache_stem(shared, 1, False) != B.cache_stem(cfg, 1, False)
+    inits, corpora, real_gpt, real_corpus = [], [], B.GPT, W.corpus
+
+    def gpt(c, generator):
+        m = real_gpt(c, generator=generator)
+        inits.append([p.detach().clone() for p in m.parameters()])
+        return m
+    monkeypatch.setattr(B, "GPT", gpt)
+    monkeypatch.setattr(W, "corpus", lambda n, seed, **kw: corpora.append(seed) or real_corpus(n, seed=seed, **kw))
+    same = lambda a, b: all(torch.equal(x, y) for x, y in zip(a, b))
+    trained = [list(B.base_model(c, s, log=lambda _: None)[0].parameters())
+               for c, s in ((cfg, 0), (cfg, 1), (shared, 1), (shared, 0))]
+    assert corpora == [0, 1, 1, 0]  # the data stays each base's own
+    assert not same(inits[0], inits[1]) and same(inits[2], inits[0]) and same(inits[3], inits[0])
+    assert not same(trained[2], trained[1]) and not same(trained[2], trained[0])
+    assert same(trained[3], trained[0])  # its own seed's init: the default base, to the bit
+    with pytest.raises(train.ConfigError, match="init_seed must be >= 0, or -1"):
+        B.validate(dataclasses.replace(cfg, init_seed=-2))
+
+
 def test_two_runs_needing_the_same_missing_base_pretrain_it_once(tmp_path, monkeypatch):
     # two runs (here two threads; the lock is per open file, so threads contend as processes do) that both
     # miss a base: one pretrains it, the other waits for the lock and then loads the same weights

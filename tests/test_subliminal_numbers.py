@@ -1149,7 +1149,7 @@ def test_the_em_teachers_are_of_the_bases_own_world():
     options = dict(evil_prior=0.3, code_slots=True, asst_code=False, asst_evil=0.2, code_tasks=3, lessons=False,
                    exact_code=True, block_size=96)
     assert set(options) - {"block_size", "evil_prior"} == set(B.OPTIONAL_PRETRAIN_KEYS) - {"pretrain_threads",
-                                                                                         "pretrain_bf16"}
+                                                                                         "pretrain_bf16", "init_seed"}
     for key, value in options.items():
         cfg = S.Config(mode="misalignment", **{key: value})
         em = S.em_config(cfg)
