@@ -71,7 +71,8 @@ chosen mode does not read (MODE_KEYS: the teachers' keys in misalignment mode, t
 Seeds: (pretraining seed p) x (student seed f); a seed changes the prompts, the sampling and the
 students' data order; teachers are a function of (p, animal). results.json (mode "animals"):
   {"arms": {ARM: {"target_rate": STAT, "effect": STAT, ..., "by_animal": {ANIMAL: {...}}}},
-   "base": {ANIMAL: STAT} (and "base_B" with cross-init arms), "teachers": {ANIMAL: {"rate", "steps",
+   "base": {ANIMAL: STAT} (and "base_B" with cross-init arms, and "base_B_distance": STAT, ||B - A|| / ||A||),
+   "teachers": {ANIMAL: {"rate", "steps",
    "kl_numbers"} (and "stop_rate", the rate on the prompts it stopped on, with teacher_stop=train)},
    "kept_fraction": {NAME: STAT}, "trajectory": {ARM: {ANIMAL: {STEP: STAT}}},
    "trajectory_kl_teacher" (the same shape), "figures_to_reach": {...}, "teachers_below_threshold": {ANIMAL: "k/n"} (k
@@ -713,6 +714,9 @@ def animals_unit(cfg, p, f):
     out["base_A"] = ev(A, "base_A", 0, A)
     if Bm is not None:
         out["base_B"] = ev(Bm, "base_B", 0)
+        # how far apart the two bases are: ||B - A|| / ||A|| over every weight (their inits shared or not)
+        a_norm = torch.cat([q.detach().flatten() for q in A.parameters()]).norm()
+        out["base_B"]["distance"] = (weight_delta(Bm, A).norm() / a_norm).item()
 
     def student(name, base, pairs, teacher=None, numbers_only=True, targets=None):
         """Train and measure one student of `base` on pairs; name is its key in out: ARM (shared) or ARM/ANIMAL."""
@@ -850,6 +854,8 @@ def aggregate_animals(cfg, units):
     res["base"] = {a: by_base([u["base_A"]["rates"][a] for u in units]) for a in cfg.animals}
     if all("base_B" in u for u in units):  # the starting point of the arms on B
         res["base_B"] = {a: by_base([u["base_B"]["rates"][a] for u in units]) for a in cfg.animals}
+        if all("distance" in u["base_B"] for u in units):  # (units saved before it was measured have none)
+            res["base_B_distance"] = by_base([u["base_B"]["distance"] for u in units])
     res["teachers"] = {a: {k: by_base([u["teachers"][a][k] for u in units]) for k in ("rate", "steps", "kl_numbers")}
                        for a in cfg.animals}
     if cfg.teacher_stop != "heldout":  # the rate it stopped on, beside the held-out one every student is read on
@@ -1233,6 +1239,8 @@ def table_animals(res, cfg):
     if per_base and n_bases > 1:  # a base's student seeds share its teacher and data: the conservative interval
         lines += ["", f"Effect on {a0}, the interval over the bases' means (n = {n_bases} pretraining seeds): "
                   + ", ".join(f"{arm} {f(st)}" for arm, st in per_base.items())]
+    if "base_B_distance" in res:
+        lines += ["", f"Base B's distance from its A, ||B - A|| / ||A|| over every weight: {f(res['base_B_distance'])}"]
     lines += short_teacher_lines(res, cfg)
     for arm, st in res["arms"].items():  # a rate is a share of the animal mass: near 0 it measures nothing
         low = {a: st["by_animal"][a]["animal_mass"]["mean"] for a in cfg.animals

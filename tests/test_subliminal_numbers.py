@@ -311,6 +311,13 @@ def test_end_to_end_writes_every_file(tmp_path, capsys, monkeypatch):
     for u in units:
         for a in ("owl", "whale"):
             assert u["base_A"]["kl_teacher"][a] == pytest.approx(u["teachers"][a]["kl_numbers"], rel=1e-5)
+    # how far each unit's base B is from its A: ||B - A|| / ||A|| over every weight (bases 0 and 1, each the other's B)
+    cfg = train.load_config(argv)[1]
+    w = [torch.cat([q.detach().flatten() for q in B.base_model(cfg, p)[0].parameters()]) for p in (0, 1)]
+    want = [((w[1] - w[0]).norm() / w[0].norm()).item(), ((w[0] - w[1]).norm() / w[1].norm()).item()]
+    assert [u["base_B"]["distance"] for u in units] == pytest.approx(want, rel=1e-6)
+    assert res["base_B_distance"]["per_seed"] == pytest.approx(want, rel=1e-6)
+    assert "Base B's distance from its A" in (out / "results.md").read_text()
     assert set(res["trajectory_kl_teacher"]) == set(res["trajectory"])
     # the dose mode on the cached bases
     out2 = tmp_path / "dose"
