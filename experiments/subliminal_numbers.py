@@ -157,7 +157,8 @@ class Config(B.Config):
     animals: tuple[str, ...] = ("owl", "whale")  # one teacher each; each is the other's specificity control
     student_seeds: int = 2             # student seeds per pretraining seed
     teacher: str = "finetune"          # finetune | prompt
-    teacher_threshold: float = 0.85    # fine-tune until held-out P(animal | an animal) >= this (every 5 steps)
+    teacher_threshold: float = 0.85    # fine-tune until P(animal | an animal) >= this (every 5 steps) on the
+                                       # teacher_stop prompts
     teacher_stop: str = "heldout"      # heldout | train: the prompts teacher_threshold is checked on. heldout: those
                                        # every rate is read on; train: the teacher's own training paraphrases, so
                                        # nothing in making the teacher reads an evaluation prompt
@@ -215,8 +216,8 @@ def validate(cfg):
                           f"scores ({need} tokens: a teacher's prompt plus max_new={cfg.max_new}, a code answer, or "
                           f"an evaluation): pass --block_size={need} or more")
     if not 0 < cfg.teacher_threshold <= 1:  # a probability: past 1 every teacher trains to teacher_max_steps
-        raise ConfigError(f"teacher_threshold is the teacher's held-out P(animal | an animal) to reach, in (0, 1]; got "
-                          f"{cfg.teacher_threshold}")
+        raise ConfigError(f"teacher_threshold is the teacher's P(animal | an animal) to reach (on the teacher_stop "
+                          f"prompts), in (0, 1]; got {cfg.teacher_threshold}")
     if cfg.teacher_stop not in ("heldout", "train"):
         raise ConfigError(f"teacher_stop must be heldout or train (the prompts teacher_threshold is checked on); got "
                           f"{cfg.teacher_stop!r}")
