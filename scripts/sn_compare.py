@@ -2,6 +2,7 @@
 
     python scripts/sn_compare.py out/sn_lora_trait:trait out/sn_lora_within:shuffled_within
     python scripts/sn_compare.py out/sn_lora_trait16k:trait out/sn_lora_trait:trait@750   # a checkpoint (step)
+    python scripts/sn_compare.py --transfer out/sn_stoptrain_s70:soft out/sn_stopheld_s70:soft
 
 Each side is RUN:ARM, optionally @STEP for the arm (and its baseline) at that checkpoint of their trajectory
 instead of the final one. The effect is the arm minus its baseline as the run computes it (`control`;
@@ -11,6 +12,8 @@ effect and its final students' animal mass, the paired difference of the effects
 a base has several student seeds over the bases' means: its students share the base and teacher), and whether the
 two baselines are the same students (identical rates: the difference is the arms' own) or other ones: by how much, and
 why (other baseline arms or checkpoints, or the config keys in which the runs differ).
+--transfer divides each seed's effect by its teacher's shift, the teacher's rate of its animal minus its base's: the
+share of the teacher's trait that reached the student, to compare runs whose teachers differ in strength.
 """
 import math
 import os
@@ -61,6 +64,17 @@ def rates(res, arm, a, step, run=""):
     return dict(zip(map(tuple, res["seeds"]), v))
 
 
+def teacher_shift(res, animal, seeds, run):
+    """[the teacher's rate of `animal` minus its base's, per seed in `seeds`]: what --transfer divides by."""
+    t, base = res.get("teachers", {}).get(animal, {}).get("rate"), res.get("base", {}).get(animal)
+    if t is None or base is None:
+        sys.exit(f"{run}: results.json has no teacher and base rates of {animal}: --transfer needs them")
+    shift = {tuple(k): x - y for k, x, y in zip(res["seeds"], t["per_seed"], base["per_seed"])}
+    if bad := [k for k in seeds if not shift[k] > 0]:  # a share of nothing, or of a move the other way
+        sys.exit(f"{run}: the {animal} teacher is not above its base on seeds {bad}: no share of its shift to read")
+    return [shift[k] for k in seeds]
+
+
 def baselines(animal, side_a, side_b, seeds, mass):
     """Whether the two effects are over the same baseline students (identical rates: the difference is the arms'
     own), or over other students: on how many seeds, by how much, and why (other baseline arms, checkpoints or
@@ -90,7 +104,7 @@ def baselines(animal, side_a, side_b, seeds, mass):
 
 
 def main(argv):
-    argv, _ = script_args(argv, __doc__)
+    argv, opts = script_args(argv, __doc__, flags=("transfer",))
     if not argv:
         sys.exit(__doc__)
     if len(argv) != 2:  # one error line, as every script's (the usage alone is for no arguments)
@@ -107,8 +121,12 @@ def main(argv):
     if not shared:  # nothing to compare: the table would be its header alone
         sys.exit(f"the two sides measure no animal in common ({', '.join(a['animals'])} vs {', '.join(b['animals'])})")
     # printed once every number is read: a checkpoint a side lacks is refused before the header, not after it
+    transfer = opts.get("transfer", False)
+    scale, digits = (1, 3) if transfer else (100, 1)  # a share, or points
+    show = lambda v: f"{scale * v:+.{digits}f}"
     lines = [f"n = {len(seeds)} seeds; effect = arm - {base_a if base_a == base_b else 'its baseline'}, paired per "
-             f"seed; points"]
+             f"seed; " + ("transfer: each effect over its teacher's shift above its base (a share)" if transfer
+                          else "points")]
     if left := [x for x in a["animals"] + b["animals"] if x not in shared]:
         lines.append(f"(measured on one side only, left out: {', '.join(left)})")
     for animal in shared:
@@ -116,6 +134,8 @@ def main(argv):
         for run, res, arm, step, base in ((ra, a, arm_a, step_a, base_a), (rb, b, arm_b, step_b, base_b)):
             arm_r, ctl = rates(res, arm, animal, step, run), rates(res, base, animal, step, run)
             eff.append([arm_r[k] - ctl[k] for k in seeds])
+            if transfer:
+                eff[-1] = [e / t for e, t in zip(eff[-1], teacher_shift(res, animal, seeds, run))]
         diff = summarize([x - y for x, y in zip(*eff)])
         final = lambda step: "final students' " if step else ""  # the mass is kept for the final students only
         def mass(res, arm):  # icl has none (its students are prompts, not fine-tunes)
@@ -123,18 +143,18 @@ def main(argv):
             return "n/a" if math.isnan(m) else f"{m:.2f}"
         ea, eb = summarize(eff[0]), summarize(eff[1])
         ci = ("[one seed: no interval]" if diff["ci95"] is None
-              else "[{:+.1f}, {:+.1f}]".format(*(100 * v for v in diff["ci95"])))
+              else "[{}, {}]".format(*map(show, diff["ci95"])))
         # the students of one base share it and its teacher: not independent, so the interval over the bases' means
         # beside the one over seeds (the experiment's effect_per_base)
         bases = [p for p, _ in seeds]
         per_base = summarize(group_means(diff["per_seed"], bases))
         over_bases = ("" if len(set(bases)) == len(bases) else "; one base: no interval over bases"
-                      if per_base["ci95"] is None else "; over the {} bases' means [{:+.1f}, {:+.1f}]".format(
-                          len(set(bases)), *(100 * v for v in per_base["ci95"])))
-        lines.append(f"{animal}: {ra}:{arm_a}{'@' + step_a if step_a else ''} {100 * ea['mean']:+.1f} "
+                      if per_base["ci95"] is None else "; over the {} bases' means [{}, {}]".format(
+                          len(set(bases)), *map(show, per_base["ci95"])))
+        lines.append(f"{animal}: {ra}:{arm_a}{'@' + step_a if step_a else ''} {show(ea['mean'])} "
                      f"({final(step_a)}animal mass {mass(a, arm_a)}) minus "
                      f"{rb}:{arm_b}{'@' + step_b if step_b else ''} "
-                     f"{100 * eb['mean']:+.1f} ({final(step_b)}mass {mass(b, arm_b)}) = {100 * diff['mean']:+.1f} "
+                     f"{show(eb['mean'])} ({final(step_b)}mass {mass(b, arm_b)}) = {show(diff['mean'])} "
                      f"{ci}; {sum(d > 0 for d in diff['per_seed'])}/{len(diff['per_seed'])} seeds positive{over_bases}")
         lines.append("  " + baselines(animal, (ra, base_a, step_a, a), (rb, base_b, step_b, b), seeds,
                                       f"{final(step_a or step_b)}mass {mass(a, base_a)} / {mass(b, base_b)}"))

@@ -804,6 +804,32 @@ def test_sn_compare_pairs_effects_by_seed(tmp_path, call):
     assert "(final students' mass" in cmp(f"{a}:trait@250", f"{b}:trait")  # one side at a checkpoint
 
 
+def test_sn_compare_transfer_divides_each_seeds_effect_by_its_teachers_shift(tmp_path, call):
+    """--transfer: effect / (teacher's rate - base's), per seed, so that runs with teachers of other strength compare
+    the share that passed. a: effects 20, 10 points over teacher shifts 0.8, 0.4 (0.25 each); b, its seeds in another
+    order: 16 and 8 points over the same shifts (0.20 each)."""
+    def run(name, seeds, arm, ctl, teacher, base):
+        path = fake_animal_run(tmp_path / name, seeds, "soft", arm, ctl)
+        res = json.loads((tmp_path / name / "results.json").read_text())
+        res["teachers"], res["base"] = {"owl": {"rate": {"per_seed": teacher}}}, {"owl": {"per_seed": base}}
+        (tmp_path / name / "results.json").write_text(json.dumps(res))
+        return path
+    a = run("a", [[0, 0], [1, 0]], [0.30, 0.20], [0.10, 0.10], [0.90, 0.50], [0.10, 0.10])
+    b = run("b", [[1, 0], [0, 0]], [0.18, 0.26], [0.10, 0.10], [0.50, 0.90], [0.10, 0.10])
+    out = call("sn_compare", "--transfer", f"{a}:soft", f"{b}:soft")
+    assert "transfer: each effect over its teacher's shift" in out
+    assert "a:soft +0.250 (" in out and "b:soft +0.200 (" in out and "= +0.050 [+0.050, +0.050]; 2/2" in out
+    assert "soft +15.0 (" in call("sn_compare", f"{a}:soft", f"{b}:soft")  # without it: points, as before
+    res = json.loads((tmp_path / "b" / "results.json").read_text())
+    res["teachers"]["owl"]["rate"]["per_seed"] = [0.05, 0.90]  # seed (1, 0)'s teacher below its base
+    (tmp_path / "b" / "results.json").write_text(json.dumps(res))
+    check_refused(lambda *v: call("sn_compare", *v), "--transfer", f"{a}:soft", f"{b}:soft",
+                  match=r"owl teacher is not above its base on seeds \[\(1, 0\)\]")
+    c = fake_animal_run(tmp_path / "c", [[0, 0], [1, 0]], "soft", [0.3, 0.2], [0.1, 0.1])  # no teacher rates
+    check_refused(lambda *v: call("sn_compare", *v), "--transfer", f"{a}:soft", f"{c}:soft",
+                  match="no teacher and base rates of owl: --transfer needs them")
+
+
 def test_sn_compare_reads_each_arm_against_its_own_baseline(tmp_path, call):
     # cross_init was read against A's control (the bases' gap added to its effect), not against cross_control
     st = lambda v: {"by_animal": {"owl": {"target_rate": {"per_seed": v}, "animal_mass": {"mean": 0.9}}}}
