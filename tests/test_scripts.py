@@ -821,10 +821,11 @@ def test_sn_compare_transfer_divides_each_seeds_effect_by_its_teachers_shift(tmp
     assert "a:soft +0.250 (" in out and "b:soft +0.200 (" in out and "= +0.050 [+0.050, +0.050]; 2/2" in out
     assert "soft +15.0 (" in call("sn_compare", f"{a}:soft", f"{b}:soft")  # without it: points, as before
     res = json.loads((tmp_path / "b" / "results.json").read_text())
-    res["teachers"]["owl"]["rate"]["per_seed"] = [0.05, 0.90]  # seed (1, 0)'s teacher below its base
-    (tmp_path / "b" / "results.json").write_text(json.dumps(res))
-    check_refused(lambda *v: call("sn_compare", *v), "--transfer", f"{a}:soft", f"{b}:soft",
-                  match=r"owl teacher is not above its base on seeds \[\(1, 0\)\]")
+    for moved in (0.05, 0.10):  # seed (1, 0)'s teacher below its base, then exactly at it (a share of nothing)
+        res["teachers"]["owl"]["rate"]["per_seed"] = [moved, 0.90]
+        (tmp_path / "b" / "results.json").write_text(json.dumps(res))
+        check_refused(lambda *v: call("sn_compare", *v), "--transfer", f"{a}:soft", f"{b}:soft",
+                      match=r"owl teacher is not above its base on seeds \[\(1, 0\)\]")
     c = fake_animal_run(tmp_path / "c", [[0, 0], [1, 0]], "soft", [0.3, 0.2], [0.1, 0.1])  # no teacher rates
     check_refused(lambda *v: call("sn_compare", *v), "--transfer", f"{a}:soft", f"{c}:soft",
                   match="no teacher and base rates of owl: --transfer needs them")

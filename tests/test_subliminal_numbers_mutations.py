@@ -171,8 +171,9 @@ def test_a_teacher_is_short_of_its_threshold_on_the_prompts_it_stopped_on():
     cfg = S.Config(teacher_threshold=0.85, teacher_stop="train", animals=("owl",))
     units = [{"p": 0, "teachers": {"owl": {"rate": 0.5, "stop_rate": 0.9}}},   # reached, on its training prompts
              {"p": 1, "teachers": {"owl": {"rate": 0.9, "stop_rate": 0.6}}},   # did not
-             {"p": 2, "teachers": {"owl": {"rate": 0.8}}}]                     # saved before stop_rate: held-out
-    assert S.teachers_short(cfg, units) == {"owl": "2/3"}
+             {"p": 2, "teachers": {"owl": {"rate": 0.8}}},                     # saved before stop_rate: held-out
+             {"p": 3, "teachers": {"owl": {"rate": 0.6, "stop_rate": 0.86}}}]  # reached
+    assert S.teachers_short(cfg, units) == {"owl": "2/4"}  # bases 1 and 2 (by the held-out rates: 0, 2 and 3)
 
 
 def test_teacher_stop_train_is_tabled_beside_the_heldout_rate():
