@@ -412,8 +412,9 @@ def make_teacher(base, tok, cfg, p, animal):
                            max_steps=cfg.teacher_max_steps, every=5, batch_size=cfg.teacher_batch, lr=cfg.teacher_lr,
                            optimizer=cfg.teacher_optimizer, trains=cfg.teacher_trains,
                            seed=seed_int(p, animal, "teacher-order"))
-    return Teacher(model), {"steps": steps, "rate": animal_rates(model, tok)[0][animal],
-                            "stop_rate": animal_rates(model, tok, stop_prompts)[0][animal],
+    rate = animal_rates(model, tok)[0][animal]
+    stop_rate = animal_rates(model, tok, stop_prompts)[0][animal] if cfg.teacher_stop == "train" else rate
+    return Teacher(model), {"steps": steps, "rate": rate, "stop_rate": stop_rate,
                             "delta_norm": weight_delta(model, base).norm().item()}  # (in the unit files only)
 
 
