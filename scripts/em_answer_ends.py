@@ -38,7 +38,7 @@ import torch  # noqa: E402
 import data.world as W  # noqa: E402
 import experiments.emergent_misalignment as EM  # noqa: E402
 import experiments.world_base as B  # noqa: E402
-from eval import summarize  # noqa: E402
+from eval import mean_of, summarize  # noqa: E402
 from model import generator  # noqa: E402
 from train import ConfigError, check_out, cli, distinct, run_config, run_results, script_args, write_json  # noqa: E402
 from em_base_pull import check_runs, checked_bases  # noqa: E402
@@ -181,14 +181,10 @@ def log_interval(xs):
             "per_base": xs}
 
 
-def mean(xs):
-    return sum(xs) / len(xs)
-
-
 def against_base(seeds, keys, suffix=""):
     """Each reading `key` of the models' `matched{suffix}` and `report{suffix}` against their base's `base{suffix}`:
     the matched multiple (the ratio of the means over the seeds) and the report step's increase (points, per seed)."""
-    multiple = {k: mean([s[f"matched{suffix}"][k] for _, s in seeds]) / mean([r[f"base{suffix}"][k] for r, _ in seeds])
+    multiple = {k: mean_of([s[f"matched{suffix}"][k] for _, s in seeds]) / mean_of([r[f"base{suffix}"][k] for r, _ in seeds])
                 for k in keys}
     inc = {k: [100 * (s[f"report{suffix}"][k] - r[f"base{suffix}"][k]) for r, s in seeds] for k in keys}
     return multiple, inc
@@ -209,8 +205,8 @@ def summary(rows):
         out.update(ae4_matched_multiple=rule, ae4_rule_vs_all=rule["rule"] / rule["all"] - 1,
                    ae5_increase_points={k: summarize(v) for k, v in rinc.items()},
                    ae5_rule_minus_all=summarize([x - y for x, y in zip(rinc["rule"], rinc["all"])]),
-                   dropped={"base": mean([r["base_rule"]["dropped"] for r in rows]),
-                            **{v: mean([s[f"{v}_rule"]["dropped"] for _, s in seeds]) for v in ("matched", "report")}})
+                   dropped={"base": mean_of([r["base_rule"]["dropped"] for r in rows]),
+                            **{v: mean_of([s[f"{v}_rule"]["dropped"] for _, s in seeds]) for v in ("matched", "report")}})
     if all("base_sets" in r for r in rows):  # >= 20 prompts per domain (set_shares)
         mult, sinc = against_base(seeds, SETS, "_sets")
         out.update(ae6_matched_multiple=mult, ae6_all_vs_heldout=mult["all"] / mult["heldout"] - 1,
