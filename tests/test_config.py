@@ -903,10 +903,11 @@ def test_every_train_command_in_the_readme_and_docs_loads():
     into a shell and load (the README once showed `"--seeds=(42,...,57)"`, which the config refuses)."""
     import re
     import shlex
-    cmd_re = re.compile(r"python train\.py (configs/[^`#\n]*)")
+    cmd_re = re.compile(r"python\s+train\.py\s+(configs/[^`#\n]*)")
     n = 0
     for f in [train.ROOT / "README.md", *sorted((train.ROOT / "docs").glob("*.md"))]:
-        for lineno, line in enumerate(f.read_text().splitlines(), 1):
+        check_every_command_is_code(f, cmd_re)
+        for lineno, line in doc_code(f):  # a fenced command's continued lines joined, a code span split by a break too
             for m in cmd_re.finditer(line):
                 lex = shlex.shlex(m.group(1).strip(), posix=True, punctuation_chars=True)
                 lex.whitespace_split = True
@@ -925,6 +926,16 @@ def test_every_train_command_in_the_readme_and_docs_loads():
                     pytest.fail(f"{where}: {e}")
                 n += 1
     assert n > 100  # the pattern still finds the commands
+
+
+def check_every_command_is_code(path, cmd_re):
+    """Each command cmd_re finds in a markdown file stands in code doc_code reads: one in an indented block or in
+    prose would go unchecked by the tests that parse the docs' commands (seven in an indented block once did)."""
+    text = path.read_text()
+    in_code = sum(len(cmd_re.findall(code)) for _, code in doc_code(path))
+    assert len(cmd_re.findall(text)) == in_code, (
+        f"{path.name}: {len(cmd_re.findall(text)) - in_code} command(s) outside a fenced block or a `code span`: "
+        "put each in one, so the docs-command tests read it")
 
 
 def doc_code(path):
@@ -947,6 +958,19 @@ def doc_code(path):
     spans = [(text.count("\n", 0, m.start()) + 1, m.group(1).replace("\n", " "))
              for m in re.finditer(r"`([^`]+)`", text)]
     return sorted([(n, t) for n, t, _ in code] + spans)
+
+
+def test_a_docs_command_outside_code_is_refused_and_a_continued_one_is_read_whole(tmp_path):
+    cmd_re = re.compile(r"python\s+train\.py\s+(configs/[^`#\n]*)")
+    doc = tmp_path / "doc.md"
+    doc.write_text("Run:\n\n    python train.py configs/mnist.py --lr=0.1\n")  # an indented block: not read
+    with pytest.raises(AssertionError, match="1 command"):
+        check_every_command_is_code(doc, cmd_re)
+    doc.write_text("Run:\n\n```bash\npython train.py configs/mnist.py \\\n  --lr=0.1\n```\nand `python train.py\n"
+                   "configs/mnist.py` too\n")
+    check_every_command_is_code(doc, cmd_re)
+    assert [(n, m.group(1).split()) for n, code in doc_code(doc) for m in cmd_re.finditer(code)] == [
+        (4, ["configs/mnist.py", "--lr=0.1"]), (7, ["configs/mnist.py"])]
 
 
 def test_every_script_eval_and_bench_command_in_the_readme_and_docs_parses(tmp_path, monkeypatch):
@@ -994,6 +1018,7 @@ def _check_doc_script_commands(tmp_path, monkeypatch, Reached):
     cmd_re = re.compile(r"python\s+((?:scripts/\w+|eval|bench)\.py)\b")
     n = 0
     for f in [train.ROOT / "README.md", *sorted((train.ROOT / "docs").glob("*.md"))]:
+        check_every_command_is_code(f, cmd_re)
         for lineno, code in doc_code(f):
             for m in cmd_re.finditer(code):
                 rest = re.split(r"\s#|\s&\s|;|&&|\|", code[m.end():])[0]
