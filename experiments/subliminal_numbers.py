@@ -433,8 +433,13 @@ def finetune_until(model, data, done, *, max_steps, every, **kw):
         return e.args[0]
 
 
+def flat(tensors):
+    """Every tensor's entries in one detached vector (a model's weights: flat(model.parameters()))."""
+    return torch.cat([t.detach().flatten() for t in tensors])
+
+
 def weight_delta(model, base):
-    return torch.cat([(a.detach() - b.detach()).flatten() for a, b in zip(model.parameters(), base.parameters())])
+    return flat(model.parameters()) - flat(base.parameters())
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -717,8 +722,7 @@ def animals_unit(cfg, p, f):
     if Bm is not None:
         out["base_B"] = ev(Bm, "base_B", 0)
         # how far apart the two bases are: ||B - A|| / ||A|| over every weight (their inits shared or not)
-        a_norm = torch.cat([q.detach().flatten() for q in A.parameters()]).norm()
-        out["base_B"]["distance"] = (weight_delta(Bm, A).norm() / a_norm).item()
+        out["base_B"]["distance"] = (weight_delta(Bm, A).norm() / flat(A.parameters()).norm()).item()
 
     def student(name, base, pairs, teacher=None, numbers_only=True, targets=None):
         """Train and measure one student of `base` on pairs; name is its key in out: ARM (shared) or ARM/ANIMAL."""
