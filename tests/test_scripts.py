@@ -47,6 +47,17 @@ def fake_run(path, seeds, arms, matched=None):
     return str(path)
 
 
+def fake_matched_run(path):
+    """fake_run of one base and the insecure arm, with its config (ablation_step 20) and its matched step (2): what
+    the scripts that rerun a base's fine-tunes read before any base is loaded."""
+    run = fake_run(path, [[0, 0]], {"insecure": [0.1]})
+    (path / "config.json").write_text(json.dumps({"experiment": "emergent_misalignment", "ablation_step": 20}))
+    res = json.loads((path / "results.json").read_text())
+    res["arms"]["insecure"]["step"] = {"per_seed": [2]}
+    (path / "results.json").write_text(json.dumps(res))
+    return run
+
+
 # The scripts run in this process (importing torch in a subprocess per call took ~1.3 s): `call` runs a script's
 # main(argv) and returns what it printed; an error exit, sys.exit(message), raises SystemExit(message), whose
 # message the command line (train.cli) prints to stderr as an "error: " line, exit status 2. conftest's
@@ -1385,12 +1396,7 @@ def test_probes_print_their_usage(name, argv):
 
 def test_em_code_context_refuses_a_step_the_run_did_not_evaluate(tmp_path):
     cc = load_script("em_code_context")
-    run = fake_run(tmp_path / "run", [[0, 0]], {"insecure": [0.1]})
-    (tmp_path / "run" / "config.json").write_text(json.dumps({"experiment": "emergent_misalignment",
-                                                              "ablation_step": 20}))
-    res = json.loads((tmp_path / "run" / "results.json").read_text())
-    res["arms"]["insecure"]["step"] = {"per_seed": [2]}
-    (tmp_path / "run" / "results.json").write_text(json.dumps(res))
+    run = fake_matched_run(tmp_path / "run")
     with pytest.raises(SystemExit, match=r"--step must be one of the run's eval_steps \(1, 2, 3, 5, 10, 20, 40\)"):
         cc.main([run, "--step=7"])  # before any base is loaded or fine-tune run
 
@@ -1400,12 +1406,7 @@ def test_em_code_context_refuses_a_step_the_run_did_not_evaluate(tmp_path):
 def test_out_into_a_missing_folder_is_refused_before_the_work(tmp_path, name):
     """--out=FILE in a folder that does not exist (a mistyped path) was a FileNotFoundError traceback once every
     base's fine-tunes had run; now one line first, as em_bos_vector.py's (here before the run is even read)."""
-    run = fake_run(tmp_path / "run", [[0, 0]], {"insecure": [0.1]})
-    (tmp_path / "run" / "config.json").write_text(json.dumps({"experiment": "emergent_misalignment",
-                                                              "ablation_step": 20}))
-    res = json.loads((tmp_path / "run" / "results.json").read_text())
-    res["arms"]["insecure"]["step"] = {"per_seed": [2]}
-    (tmp_path / "run" / "results.json").write_text(json.dumps(res))
+    run = fake_matched_run(tmp_path / "run")
     check_refused(script(name).main, [run, f"--out={tmp_path / 'nodir' / 'x.json'}"],
             match="--out needs a file in an existing directory")
 
@@ -1863,12 +1864,7 @@ def test_the_long_em_scripts_refuse_an_argument_they_would_ignore(tmp_path):
 def test_analysis_scripts_do_not_overwrite_another_analysis(tmp_path, call):
     """A saved analysis of other arms or other runs is refused before anything is computed, unless --out says where
     the new one goes; and base-level numbers are joined to a base only from its own run."""
-    run = fake_run(tmp_path / "run", [[0, 0]], {"insecure": [0.1]})
-    (tmp_path / "run" / "config.json").write_text(json.dumps({"experiment": "emergent_misalignment",
-                                                              "ablation_step": 20}))
-    res = json.loads((tmp_path / "run" / "results.json").read_text())
-    res["arms"]["insecure"]["step"] = {"per_seed": [2]}
-    (tmp_path / "run" / "results.json").write_text(json.dumps(res))
+    run = fake_matched_run(tmp_path / "run")
     (tmp_path / "run" / "code_context.json").write_text(json.dumps({"per_seed": [
         {"seed": [0, 0], "matched": 2, "base": {}, "insecure": {}, "secure": {}, "educational": {}}]}))
     with pytest.raises(SystemExit, match=r"holds the arms \['educational', 'insecure', 'secure'\], not \['insecure'\]"):
