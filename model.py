@@ -95,7 +95,7 @@ class SeedMLP(nn.Module):
 def init_mlp_params(seeds, sizes, n_classes, init, device, seed):
     """Fresh parameters for each seed index in `seeds` -> {name: [S, ...]}, from the config's `seed`.
 
-    init = "paper": W ~ Normal(0, 1/sqrt(d_in)), b = 0 (the official subliminal-learning script);
+    init = "paper": W ~ Normal(mean 0, std 1/sqrt(d_in)), b = 0 (the official subliminal-learning script);
     init = "torch": W, b ~ U(-1/sqrt(d_in), 1/sqrt(d_in)) (nn.Linear's default).
     The output layer's first n_classes columns and its auxiliary columns come from separate streams,
     and aux column j does not depend on how many aux columns there are: so models that differ only
