@@ -1645,8 +1645,8 @@ def save_lm(stem, model, *, step, seed, metrics=None, tokenizer=None, optimizer=
             rows_per_step=None, extra=None, loss_interval=None, schedule=None):
     """Weights of the plain model (a DDP- or torch.compile-wrapped model is unwrapped here, so the names carry no
     `module.`/`_orig_mod.` prefix), metadata JSON, and, when an optimizer is given, the resume state (with
-    `rows_per_step`, the global batch, and `schedule`, train_lm's LR schedule, optimizer settings, precision and a
-    digest of its data, which a resume must match). All writes atomic."""
+    `rows_per_step`, the global batch, and `schedule`, train_lm's LR schedule, optimizer settings, precision, compile
+    flag and a digest of its data, which a resume must match). All writes atomic."""
     model = getattr(model, "module", model)  # DDP
     model = getattr(model, "_orig_mod", model)  # torch.compile
     meta = {"model_config": dataclasses.asdict(model.cfg), "step": step, "seed": seed, "metrics": metrics or {},
@@ -1768,9 +1768,11 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
     opt = make_lm_optimizer(model, lr, weight_decay, betas)
     # what a resume must continue with: opt.load_state_dict would put back the saved betas and weight decay without a
     # word, another decay_steps (a longer run given no decay_steps) would restart the cosine mid-run, and the other
-    # precision would compute the rest of the run in it, all reported as one run's
+    # precision (or compiled kernels, which round otherwise) would compute the rest of the run in it, all reported as
+    # one run's
     schedule = {"lr": lr, "warmup": warmup, "decay_steps": decay_steps, "min_lr": min_lr,
-                "weight_decay": weight_decay, "betas": list(betas), "grad_clip": grad_clip, "bf16": bf16}
+                "weight_decay": weight_decay, "betas": list(betas), "grad_clip": grad_clip, "bf16": bf16,
+                "compile": bool(compile)}
     if ckpt is not None:  # and the same rows: on other data the saved stream position goes on over other rows
         hashed = {"tokens": tokens.cpu().long(), **({"mask": mask.cpu().float()} if mask is not None else {})}
         schedule["data_sha256"] = tensors_sha256(hashed)[:16]  # (~0.05 s for 5M tokens)
@@ -1835,6 +1837,8 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
             saved_rows = state.get("rows_per_step")  # absent in states saved before it was recorded
             saved_seed = state.get("seed")  # likewise
             saved_schedule = state.get("schedule")  # likewise
+            if isinstance(saved_schedule, dict):  # one saved before `compile` was recorded: not known, so not a change
+                saved_schedule = {"compile": schedule["compile"], **saved_schedule}
             carried = state.get("loss_interval")  # absent (or None: at a log line) likewise
             carried = (carried["loss_sum"].to(device), int(carried["steps"])) if carried else None
         except Exception as e:
@@ -1857,7 +1861,8 @@ def train_lm(model, train, *, steps, batch_size, lr, val=None, grad_accum=1, war
             hints = {"decay_steps": " (a longer run continues its cosine with decay_steps set to the first run's)",
                      "data_sha256": " (other data: train it from step 0)"}
             hint = next((h for k, h in hints.items() if saved_schedule.get(k) != schedule.get(k)), "")
-            raise CheckpointError(f"{state_path} was trained with another schedule, optimizer, precision or data: "
+            raise CheckpointError(f"{state_path} was trained with another schedule, optimizer, precision, compilation "
+                                  f"or data: "
                                   f"{diff}{hint}: resume with the same settings, or {afresh}")
         if saved_rows is not None and int(saved_rows) != G:  # e.g. a torchrun run resumed with another process count
             raise CheckpointError(f"{state_path} was trained with {saved_rows} rows per optimizer step, this run takes "

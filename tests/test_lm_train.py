@@ -355,7 +355,7 @@ def test_a_resume_keeps_the_schedule_and_optimizer_settings(tmp_path):
                          (dict(steps=4, lr=2e-2), "lr 0.01 then, 0.02 now"),
                          (dict(steps=4, warmup=1), "warmup 2 then, 1 now")):
         with pytest.raises(CheckpointError,
-                           match="another schedule, optimizer, precision or data: " + said + ".*--resume=False"):
+                           match="another schedule, optimizer, precision, compilation or data: " + said + ".*--resume=False"):
             train_lm(fresh(), data, ckpt=tmp_path / "ck", resume=True, **{**kw, **change})
     other = {"tokens": data["tokens"].roll(1, 0)}  # the same rows in another order: the stream would go on over others
     last = data["tokens"].clone()
@@ -389,14 +389,21 @@ def test_a_resume_keeps_the_mask_of_its_data(tmp_path):
 
 
 def test_a_resume_keeps_the_precision(tmp_path):
-    """A resume under the other precision (bf16 autocast on or off) is refused, naming it: the rest of the run was
-    computed in it without a word, and reported as one run's."""
+    """A resume under the other precision (bf16 autocast on or off), or compiled where the run was not, is refused,
+    naming it: the rest of the run was computed in it without a word, and reported as one run's."""
     kw = dict(QUIET, batch_size=4, lr=1e-2, warmup=2, decay_steps=8)
     data = stream_data()
     train_lm(fresh(), data, steps=4, ckpt=tmp_path / "ck", **kw)
-    said = "another schedule, optimizer, precision or data: bf16 False then, True now.*--resume=False"
+    said = "another schedule, optimizer, precision, compilation or data: bf16 False then, True now.*--resume=False"
     with pytest.raises(CheckpointError, match=said):
         train_lm(fresh(), data, steps=8, ckpt=tmp_path / "ck", resume=True, bf16=True, **kw)
+    # compiled kernels round otherwise too (refused before anything is compiled)
+    with pytest.raises(CheckpointError, match="compile False then, True now.*--resume=False"):
+        train_lm(fresh(), data, steps=8, ckpt=tmp_path / "ck", resume=True, compile=True, **kw)
+    state = torch.load(tmp_path / "ck.state.pt", weights_only=False)
+    assert state["schedule"]["compile"] is False
+    del state["schedule"]["compile"]  # a state saved before compile was recorded: its compile unknown, it resumes
+    torch.save(state, tmp_path / "ck.state.pt")
     assert train_lm(fresh(), data, steps=5, ckpt=tmp_path / "ck", resume=True, **kw)["start_step"] == 4
 
 
