@@ -960,6 +960,14 @@ def doc_code(path):
     return sorted([(n, t) for n, t, _ in code] + spans)
 
 
+def test_the_readme_and_the_audits_page_give_one_count_of_hand_made_bugs():
+    # each session's mutation audit adds to the count on docs/audits.md; the README's table quotes it (it lagged
+    # two sessions behind once)
+    count = lambda text: re.findall(r"[Aa]bout ([\d,]+) hand-made bugs", text)
+    readme, audits = (count((train.ROOT / f).read_text()) for f in ("README.md", "docs/audits.md"))
+    assert len(readme) == 1 and readme == audits, (readme, audits)
+
+
 def test_a_docs_command_outside_code_is_refused_and_a_continued_one_is_read_whole(tmp_path):
     cmd_re = re.compile(r"python\s+train\.py\s+(configs/[^`#\n]*)")
     doc = tmp_path / "doc.md"
