@@ -156,6 +156,22 @@ def test_vectors_go_in_at_the_act_columns_only_scaled_to_the_residual():
         assert torch.allclose(one[0], full[1, batch.col[1]], atol=1e-5)
 
 
+def test_answer_logits_of_a_float64_oracle_stay_float64():
+    """answer_logits upcasts through model.upcast: a float64 oracle's logits are kept in float64 (a .float() there
+    would round them to float32), a float32 oracle's are float32, and the two agree."""
+    import copy
+    oracle = A.make_oracle(tiny_gpt(WORLD_TOK, 1), TOK.get_vocab_size(), seed=1)
+    vec = torch.randn(3, 6, 16, generator=torch.Generator().manual_seed(0))
+    batch = A.oracle_batch(TOK, [0, 1, 0], vec, [6, 3, 2], ["kind", "next", "prev"], [0, 0, 0], "cpu")
+    cfg = A.Config(inject_layer=0)
+    l32 = A.answer_logits(oracle, batch, cfg, chunk=2)  # two chunks, joined in order
+    l64 = A.answer_logits(copy.deepcopy(oracle).double(), A.Batch(batch.ids, batch.vec.double(), batch.col,
+                                                                   batch.ans), cfg, chunk=2)
+    assert l32.dtype == torch.float32 and l64.dtype == torch.float64 and l64.shape == l32.shape == (3, l32.shape[1])
+    assert torch.allclose(l64, l32.double(), atol=1e-5)
+    assert not torch.equal(l64, l64.float().double())  # not float32 values in a float64 tensor
+
+
 def test_window_is_the_prompts_last_positions_of_the_read_block():
     model = tiny_gpt(WORLD_TOK, 2)
     prompts = [W.prompt("how do i get rich soon"), "<bos> <asst> <u> hey"]
