@@ -515,7 +515,9 @@ class GPT(nn.Module):
         # positions: this forward reads columns t0 .. t0 + T - 1 of the sequence (t0 > 0: the columns already cached)
         t0 = cache.pos if cache is not None else 0
         if t0 + T > self.cfg.block_size:
-            raise ValueError(f"sequence of {t0 + T} tokens is longer than block_size={self.cfg.block_size}")
+            raise ValueError(f"sequence of {t0 + T} tokens is longer than block_size={self.cfg.block_size} (the model's "
+                             f"RoPE tables): pass at most the last {self.cfg.block_size} tokens, or use a model of a larger "
+                             f"block_size")
         self.offset = t0
         cos, sin = self.cos[t0:t0 + T], self.sin[t0:t0 + T]  # [T, hs/2]
 
@@ -688,7 +690,8 @@ class GPT(nn.Module):
         B, P = len(prompts), max(len(p) for p in prompts)
         if P + max_new_tokens > self.cfg.block_size:
             raise ValueError(f"prompt ({P}) + max_new_tokens ({max_new_tokens}) exceeds "
-                             f"block_size={self.cfg.block_size}")
+                             f"block_size={self.cfg.block_size}: ask for at most {max(self.cfg.block_size - P, 0)} new "
+                             f"tokens, or shorten the longest prompt")
 
         # the prompts, left-padded into one batch: every row's last prompt token is column P - 1
         idx = torch.full((B, P), pad_id, dtype=torch.long, device=device)  # [B, P]

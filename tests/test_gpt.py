@@ -968,8 +968,10 @@ def test_generation_stops_once_every_row_has_stopped_at_different_steps(use_cach
 def test_a_prompt_and_continuation_may_fill_the_context_exactly():
     model = tiny(block_size=8)
     assert len(model.generate([[1, 2, 3]], 5, temperature=0)[0]) == 5
-    with pytest.raises(ValueError, match="exceeds block_size"):
+    with pytest.raises(ValueError, match="exceeds block_size=8: ask for at most 5 new tokens"):
         model.generate([[1, 2, 3]], 6, temperature=0)
+    with pytest.raises(ValueError, match="longer than block_size=8 .*pass at most the last 8 tokens"):
+        model(torch.ones(1, 9, dtype=torch.long))
 
 
 def test_tokenizer_drops_duplicates_refuses_spaces_and_marks_its_specials(tmp_path):
