@@ -515,9 +515,9 @@ class GPT(nn.Module):
         # positions: this forward reads columns t0 .. t0 + T - 1 of the sequence (t0 > 0: the columns already cached)
         t0 = cache.pos if cache is not None else 0
         if t0 + T > self.cfg.block_size:
-            raise ValueError(f"sequence of {t0 + T} tokens is longer than block_size={self.cfg.block_size} (the model's "
-                             f"RoPE tables): pass at most the last {self.cfg.block_size} tokens, or use a model of a larger "
-                             f"block_size")
+            raise ValueError(f"sequence of {t0 + T} tokens is longer than block_size={self.cfg.block_size} (the "
+                             f"model's RoPE tables): pass at most the last {self.cfg.block_size} tokens, or use a "
+                             f"model of a larger block_size")
         self.offset = t0
         cos, sin = self.cos[t0:t0 + T], self.sin[t0:t0 + T]  # [T, hs/2]
 
