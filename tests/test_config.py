@@ -970,6 +970,19 @@ def test_no_docs_line_starts_with_a_comparison_that_markdown_reads_as_a_quote():
             assert fence or not line.lstrip().startswith(">"), f"{f.name}:{n}: {line.strip()[:60]!r}"
 
 
+def test_no_token_in_the_docs_prose_is_read_as_html():
+    # the world's tokens (<a>, <u>, <bos>, ...) outside a code span are HTML tags to markdown: a doc's "animal <a>
+    # owl" showed as "animal owl", a link to nowhere
+    for f in [train.ROOT / "README.md", *sorted((train.ROOT / "docs").glob("*.md"))]:
+        lines, fence = [], False
+        for line in f.read_text().split("\n"):
+            fence ^= line.lstrip().startswith("```")
+            lines.append("" if fence or line.lstrip().startswith("```") else line)
+        prose = re.sub(r"`[^`]+`", lambda m: " " * len(m.group(0)), "\n".join(lines))  # code spans, also over a break
+        tags = [(prose.count("\n", 0, m.start()) + 1, m.group(0)) for m in re.finditer(r"<[A-Za-z/!][^>\s]*>?", prose)]
+        assert not tags, f"{f.name}: {tags[:5]} outside a `code span`"
+
+
 def test_the_readme_and_the_audits_page_give_one_count_of_hand_made_bugs():
     # each session's mutation audit adds to the count on docs/audits.md; the README's table quotes it (it lagged
     # two sessions behind once)
