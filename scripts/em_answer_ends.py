@@ -184,8 +184,8 @@ def log_interval(xs):
 def against_base(seeds, keys, suffix=""):
     """Each reading `key` of the models' `matched{suffix}` and `report{suffix}` against their base's `base{suffix}`:
     the matched multiple (the ratio of the means over the seeds) and the report step's increase (points, per seed)."""
-    multiple = {k: mean_of([s[f"matched{suffix}"][k] for _, s in seeds]) / mean_of([r[f"base{suffix}"][k] for r, _ in seeds])
-                for k in keys}
+    multiple = {k: mean_of([s[f"matched{suffix}"][k] for _, s in seeds])
+                / mean_of([r[f"base{suffix}"][k] for r, _ in seeds]) for k in keys}
     inc = {k: [100 * (s[f"report{suffix}"][k] - r[f"base{suffix}"][k]) for r, s in seeds] for k in keys}
     return multiple, inc
 
@@ -206,7 +206,8 @@ def summary(rows):
                    ae5_increase_points={k: summarize(v) for k, v in rinc.items()},
                    ae5_rule_minus_all=summarize([x - y for x, y in zip(rinc["rule"], rinc["all"])]),
                    dropped={"base": mean_of([r["base_rule"]["dropped"] for r in rows]),
-                            **{v: mean_of([s[f"{v}_rule"]["dropped"] for _, s in seeds]) for v in ("matched", "report")}})
+                            **{v: mean_of([s[f"{v}_rule"]["dropped"] for _, s in seeds])
+                               for v in ("matched", "report")}})
     if all("base_sets" in r for r in rows):  # >= 20 prompts per domain (set_shares)
         mult, sinc = against_base(seeds, SETS, "_sets")
         out.update(ae6_matched_multiple=mult, ae6_all_vs_heldout=mult["all"] / mult["heldout"] - 1,

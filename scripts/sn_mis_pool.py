@@ -32,7 +32,8 @@ if __name__ == "__main__":  # Ctrl-C while torch imports below: one line, as tra
     commands.starting()
 from eval import mean_ci, summarize  # noqa: E402
 from experiments.subliminal_numbers import mode_results  # noqa: E402
-from train import NOT_MODELS, check_out, cli, configs_differ, distinct, pyplot, read_json, save_figure, script_args  # noqa: E402
+from train import (NOT_MODELS, check_out, cli, configs_differ, distinct, pyplot, read_json, save_figure,  # noqa: E402
+                   script_args)
 
 
 METRICS = ("offdomain_misaligned", "valid_fraction")

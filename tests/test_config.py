@@ -960,6 +960,17 @@ def doc_code(path):
     return sorted([(n, t) for n, t, _ in code] + spans)
 
 
+def test_every_line_of_the_code_and_docs_is_at_most_120_characters():
+    # the project's width (nanoGPT-like files read side by side); in the docs, table rows and image lines cannot wrap
+    code = [*train.ROOT.glob("*.py"), *(f for d in ("configs", "data", "experiments", "scripts", "tests")
+                                         for f in (train.ROOT / d).glob("*.py"))]
+    docs = [train.ROOT / "README.md", *(train.ROOT / "docs").glob("*.md")]
+    long = [f"{f.relative_to(train.ROOT)}:{n}" for f in sorted(code + docs)
+            for n, line in enumerate(f.read_text().split("\n"), 1)
+            if len(line) > 120 and not (f.suffix == ".md" and line.lstrip().startswith(("|", "![")))]
+    assert not long, f"lines over 120 characters: {long[:10]}"
+
+
 def test_no_docs_line_starts_with_a_comparison_that_markdown_reads_as_a_quote():
     # a wrapped line beginning ">= 0.9" renders as a blockquote, the sign gone (five lines of the EM log did); the
     # docs quote nothing, so any line outside code starting with ">" is one of those

@@ -1030,7 +1030,8 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
     assert EV.main([str(out)]) == 0
     said = capsys.readouterr().out
     assert md.splitlines()[0] in said and "Persona-level share" in said
-    assert said.splitlines()[-1] == f"wrote {out / 'misalignment_vs_step.png'}"  # the figure only: the files as they were
+    # the figure only: the files as they were
+    assert said.splitlines()[-1] == f"wrote {out / 'misalignment_vs_step.png'}"
     assert "persona_share" not in json.loads((out / "results.json").read_text())
     # the base models are cached: a second run pretrains nothing and gives the same numbers
     out2 = tmp_path / "run2"

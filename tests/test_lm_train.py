@@ -354,8 +354,8 @@ def test_a_resume_keeps_the_schedule_and_optimizer_settings(tmp_path):
                          (dict(steps=4, grad_clip=None), "grad_clip 1.0 then, None now"),
                          (dict(steps=4, lr=2e-2), "lr 0.01 then, 0.02 now"),
                          (dict(steps=4, warmup=1), "warmup 2 then, 1 now")):
-        with pytest.raises(CheckpointError,
-                           match="another schedule, optimizer, precision, compilation or data: " + said + ".*--resume=False"):
+        with pytest.raises(CheckpointError, match=f"another schedule, optimizer, precision, compilation or data: "
+                                                  f"{said}.*--resume=False"):
             train_lm(fresh(), data, ckpt=tmp_path / "ck", resume=True, **{**kw, **change})
     other = {"tokens": data["tokens"].roll(1, 0)}  # the same rows in another order: the stream would go on over others
     last = data["tokens"].clone()
