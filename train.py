@@ -220,8 +220,16 @@ NOT_MODELS = ("experiment", "out_dir", "workers", "resume", "arms", "evals")
 
 
 def configs_differ(runs, ignore=NOT_MODELS):
-    """The keys (sorted) in which the runs' config.json files differ, leaving out `ignore`."""
+    """The keys (sorted) in which the runs' config.json files differ, leaving out `ignore`. A key a run's config.json
+    lacks (added to its experiment since the run) counts at its default, as a resumed run reads it: a run made before
+    a key existed ran with the default (else every older run "differed" from a newer one in each key added since)."""
     values = [run_dir_config(r) for r in runs]
+    for v in values:
+        try:
+            fields = dataclasses.fields(importlib.import_module(f"experiments.{v['experiment']}").Config)
+        except (ImportError, AttributeError):  # an experiment this code does not have: its keys as written
+            continue
+        v.update({f.name: f.default for f in fields if f.name not in v and f.default is not dataclasses.MISSING})
     return sorted(k for k in set().union(*values) if k not in ignore
                   and len({json.dumps(v.get(k), sort_keys=True) for v in values}) > 1)
 

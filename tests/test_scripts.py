@@ -775,6 +775,66 @@ def fake_animal_run(path, seeds, arm, arm_rates, control_rates, mass=0.9, at_250
     return str(path)
 
 
+def ao_run(path, readings, shifts=(0.5, 0.3, 0.1), **config):
+    """A finished oracle run with only what ao_draws.py reads: per base (0, 1, ...) its insecure and secure models'
+    `diff` and `model` readings (`readings`: per base, insecure minus secure, put on insecure, secure at 0)."""
+    path.mkdir()
+    rows = [r for p, (x, shift) in enumerate(zip(readings, shifts)) for r in (
+        {"seed": p, "arm": "insecure", "shift": shift, "diff": x, "model": x / 2},
+        {"seed": p, "arm": "secure", "shift": 0.0, "diff": 0.0, "model": 0.0})]
+    write_run(path, {"per_model": rows}, "activation_oracle", **config)
+    return str(path)
+
+
+def test_ao_draws_reliability_is_the_one_way_icc_and_its_spearman_brown_count(tmp_path, call):
+    x = [[0.1, 0.3, 0.2], [0.5, 0.5, 0.6], [0.9, 0.7, 0.8]]  # 3 bases x 3 draws
+    runs = [ao_run(tmp_path / f"d{j}", [row[j] for row in x], oracle_draw=j) for j in range(3)]
+    out = call("ao_draws", *runs, f"--out={tmp_path / 'draws.json'}")
+    res = json.loads((tmp_path / "draws.json").read_text())
+    a = np.array(x)  # the variance split by numpy: between bases (k x the bases' means' variance) and within
+    msb, msw = 3 * a.mean(1).var(ddof=1), a.var(1, ddof=1).mean()
+    r1 = (msb - msw) / (msb + 2 * msw)
+    assert res["diff"]["r1"] == pytest.approx(r1) and 0 < r1 < 1
+    k = res["diff"]["k80"]  # the fewest draws whose mean's reliability k r1 / (1 + (k - 1) r1) reaches 0.8
+    rel = lambda k: k * r1 / (1 + (k - 1) * r1)
+    assert rel(k) >= 0.8 - 1e-12 and (k == 1 or rel(k - 1) < 0.8)
+    assert res["diff"]["mean_of_draws"]["per_seed"] == pytest.approx(a.mean(1).tolist())
+    assert [d["mean"] for d in res["diff"]["draws"]] == pytest.approx(a.mean(0).tolist())
+    assert res["model"]["r1"] == pytest.approx(r1)  # half of each reading: the same split
+    # within the insecure arm, each draw's readings (rising over the bases) against the shifts (0.5, 0.3, 0.1,
+    # falling): rho -1 for every draw and for their mean
+    assert res["diff"]["within_insecure_spearman"] == pytest.approx([-1.0] * 3)
+    assert res["diff"]["within_insecure_spearman_mean"] == pytest.approx(-1.0)
+    assert f"r1 = {r1:.3f}" in out and "wrote" in out
+    # no within-base spread: every draw reads a base the same, reliability 1, one oracle is enough
+    same = [ao_run(tmp_path / f"s{j}", [0.1, 0.5, 0.9], oracle_draw=j) for j in range(2)]
+    call("ao_draws", *same, f"--out={tmp_path / 'same.json'}")
+    assert json.loads((tmp_path / "same.json").read_text())["diff"]["k80"] == 1
+    # every base's mean the same, the draws apart: nothing of a reading is the base's, no count of oracles is enough
+    apart = [ao_run(tmp_path / f"n{j}", r, oracle_draw=j) for j, r in enumerate(([0.1, 0.9, 0.5], [0.9, 0.1, 0.5]))]
+    out = call("ao_draws", *apart, f"--out={tmp_path / 'apart.json'}")
+    assert json.loads((tmp_path / "apart.json").read_text())["diff"]["r1"] < 0 and "k80 = none" in out
+
+
+def test_ao_draws_refuses_runs_that_are_not_draws_of_one_oracle(tmp_path, call):
+    a = ao_run(tmp_path / "a", [0.1, 0.5, 0.9])
+    b = ao_run(tmp_path / "b", [0.2, 0.4, 0.8], oracle_draw=1)
+    check_refused(script("ao_draws").main, [a], match="at least two runs")
+    check_refused(script("ao_draws").main, [a, a], match="given twice")
+    other = ao_run(tmp_path / "c", [0.2, 0.4, 0.8], oracle_draw=1, oracle_steps=5)
+    check_refused(script("ao_draws").main, [a, other], match="differ in oracle_steps, not only in oracle_draw")
+    moved = ao_run(tmp_path / "m", [0.2, 0.4, 0.8], shifts=(0.5, 0.3, 0.2), oracle_draw=1)
+    check_refused(script("ao_draws").main, [a, moved], match="its fine-tuned models are not")
+    fewer = ao_run(tmp_path / "f", [0.2, 0.4], oracle_draw=1)
+    check_refused(script("ao_draws").main, [a, fewer], match=r"bases \[0, 1\]")
+    # a run made before a config key existed ran at its default: not a difference (a made without oracle_draw at
+    # all, and with no init_seed, is draw 0 at the default init)
+    cfg = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert "oracle_draw" not in cfg and "init_seed" not in cfg
+    call("ao_draws", a, b, f"--out={tmp_path / 'ab.json'}")
+    assert train.configs_differ([a, b]) == ["oracle_draw"]
+
+
 def test_sn_compare_pairs_effects_by_seed(tmp_path, call):
     cmp = lambda *argv: call("sn_compare", *argv)
     a = fake_animal_run(tmp_path / "a", [[0, 0], [0, 1], [1, 0]], "trait", [0.15, 0.16, 0.14], [0.10, 0.10, 0.10])
