@@ -833,6 +833,8 @@ def test_ao_draws_refuses_runs_that_are_not_draws_of_one_oracle(tmp_path, call):
     assert "oracle_draw" not in cfg and "init_seed" not in cfg
     call("ao_draws", a, b, f"--out={tmp_path / 'ab.json'}")
     assert train.configs_differ([a, b]) == ["oracle_draw"]
+    zero = ao_run(tmp_path / "z", [0.2, 0.4, 0.8], oracle_draw=0, init_seed=-1)  # the defaults, written out
+    assert train.configs_differ([a, zero]) == []
 
 
 def test_sn_compare_pairs_effects_by_seed(tmp_path, call):
