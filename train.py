@@ -219,6 +219,13 @@ def run_dir_config(run_dir, experiment=None):
 NOT_MODELS = ("experiment", "out_dir", "workers", "resume", "arms", "evals")
 
 
+def config_defaults(config_cls, absent_from=()):
+    """{key: default} of a Config's keys with a plain default, less those in `absent_from`: what a run made before a
+    key existed ran with (a new key's default is the old behaviour), for reading its config.json beside newer ones."""
+    return {f.name: f.default for f in dataclasses.fields(config_cls)
+            if f.name not in absent_from and f.default is not dataclasses.MISSING}
+
+
 def configs_differ(runs, ignore=NOT_MODELS):
     """The keys (sorted) in which the runs' config.json files differ, leaving out `ignore`. A key a run's config.json
     lacks (added to its experiment since the run) counts at its default, as a resumed run reads it: a run made before
@@ -226,10 +233,10 @@ def configs_differ(runs, ignore=NOT_MODELS):
     values = [run_dir_config(r) for r in runs]
     for v in values:
         try:
-            fields = dataclasses.fields(importlib.import_module(f"experiments.{v['experiment']}").Config)
+            config_cls = importlib.import_module(f"experiments.{v['experiment']}").Config
         except (ImportError, AttributeError):  # an experiment this code does not have: its keys as written
             continue
-        v.update({f.name: f.default for f in fields if f.name not in v and f.default is not dataclasses.MISSING})
+        v.update(config_defaults(config_cls, absent_from=v))
     return sorted(k for k in set().union(*values) if k not in ignore
                   and len({json.dumps(v.get(k), sort_keys=True) for v in values}) > 1)
 
@@ -822,8 +829,7 @@ class Run:
         if had_config and resume is not False:  # (so `prev`, the earlier config, was read in 1.)
             now = json.loads(json.dumps(dataclasses.asdict(cfg)))
             # a key added since that run was made counts at its default (a new key's default is the old behaviour)
-            added = json.loads(json.dumps({f.name: f.default for f in dataclasses.fields(cfg)
-                                           if f.name not in prev and f.default is not dataclasses.MISSING}))
+            added = json.loads(json.dumps(config_defaults(cfg, absent_from=prev)))
             # out_dir is where the run is, not how it was made: a moved run directory resumes; ckpt_every is how
             # often a run saves its state, and CORE_KEYS how many cores compute, not what: a resumed run may change them
             diff = sorted(k for k in (set(prev) | set(now)) - {"out_dir", "resume", "ckpt_every", *CORE_KEYS}
