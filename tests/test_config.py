@@ -898,6 +898,9 @@ def test_every_command_in_an_experiment_docstring_pastes_into_a_shell_and_loads(
             train.load_config([str(train.ROOT / argv[2]), *argv[3:]])
 
 
+DOC_FILES = [train.ROOT / "README.md", *sorted((train.ROOT / "docs").glob("*.md"))]  # the README and the docs
+
+
 def test_every_train_command_in_the_readme_and_docs_loads():
     """The README's and docs' `python train.py configs/...` commands are how their numbers are rerun: each must paste
     into a shell and load (the README once showed `"--seeds=(42,...,57)"`, which the config refuses)."""
@@ -905,7 +908,7 @@ def test_every_train_command_in_the_readme_and_docs_loads():
     import shlex
     cmd_re = re.compile(r"python\s+train\.py\s+(configs/[^`#\n]*)")
     n = 0
-    for f in [train.ROOT / "README.md", *sorted((train.ROOT / "docs").glob("*.md"))]:
+    for f in DOC_FILES:
         check_every_command_is_code(f, cmd_re)
         for lineno, line in doc_code(f):  # a fenced command's continued lines joined, a code span split by a break too
             for m in cmd_re.finditer(line):
@@ -938,23 +941,29 @@ def check_every_command_is_code(path, cmd_re):
         "put each in one, so the docs-command tests read it")
 
 
+def doc_prose(path):
+    """A markdown file's text with each fenced block, its fence lines too, blanked (line numbers kept): its prose."""
+    out, fence = [], False
+    for line in path.read_text().split("\n"):
+        is_fence = line.lstrip().startswith("```")
+        out.append("" if fence or is_fence else line)
+        fence ^= is_fence
+    return "\n".join(out)
+
+
 def doc_code(path):
     """(line number, text) of every code line of a markdown file: each line of a fenced block (a trailing backslash
     joining the next) and each inline code span, also one that a line break splits (its lines joined by a space)."""
-    lines, code, prose, fence = path.read_text().split("\n"), [], [], None
-    for i, line in enumerate(lines):
+    code, fence = [], False
+    for i, line in enumerate(path.read_text().split("\n")):
         if line.lstrip().startswith("```"):
-            fence = None if fence is not None else i
-            prose.append("")
-        elif fence is not None:
+            fence = not fence
+        elif fence:
             if code and code[-1][2]:  # the previous line ended in a backslash
                 code[-1] = (code[-1][0], code[-1][1][:-1] + " " + line, line.rstrip().endswith("\\"))
             else:
                 code.append((i + 1, line, line.rstrip().endswith("\\")))
-            prose.append("")
-        else:
-            prose.append(line)
-    text = "\n".join(prose)
+    text = doc_prose(path)
     spans = [(text.count("\n", 0, m.start()) + 1, m.group(1).replace("\n", " "))
              for m in re.finditer(r"`([^`]+)`", text)]
     return sorted([(n, t) for n, t, _ in code] + spans)
@@ -964,8 +973,7 @@ def test_every_line_of_the_code_and_docs_is_at_most_120_characters():
     # the project's width (nanoGPT-like files read side by side); in the docs, table rows and image lines cannot wrap
     code = [*train.ROOT.glob("*.py"), *(f for d in ("configs", "data", "experiments", "scripts", "tests")
                                          for f in (train.ROOT / d).glob("*.py"))]
-    docs = [train.ROOT / "README.md", *(train.ROOT / "docs").glob("*.md")]
-    long = [f"{f.relative_to(train.ROOT)}:{n}" for f in sorted(code + docs)
+    long = [f"{f.relative_to(train.ROOT)}:{n}" for f in sorted(code) + DOC_FILES
             for n, line in enumerate(f.read_text().split("\n"), 1)
             if len(line) > 120 and not (f.suffix == ".md" and line.lstrip().startswith(("|", "![")))]
     assert not long, f"lines over 120 characters: {long[:10]}"
@@ -974,22 +982,16 @@ def test_every_line_of_the_code_and_docs_is_at_most_120_characters():
 def test_no_docs_line_starts_with_a_comparison_that_markdown_reads_as_a_quote():
     # a wrapped line beginning ">= 0.9" renders as a blockquote, the sign gone (five lines of the EM log did); the
     # docs quote nothing, so any line outside code starting with ">" is one of those
-    for f in [train.ROOT / "README.md", *sorted((train.ROOT / "docs").glob("*.md"))]:
-        fence = False
-        for n, line in enumerate(f.read_text().split("\n"), 1):
-            fence ^= line.lstrip().startswith("```")
-            assert fence or not line.lstrip().startswith(">"), f"{f.name}:{n}: {line.strip()[:60]!r}"
+    for f in DOC_FILES:
+        for n, line in enumerate(doc_prose(f).split("\n"), 1):
+            assert not line.lstrip().startswith(">"), f"{f.name}:{n}: {line.strip()[:60]!r}"
 
 
 def test_no_token_in_the_docs_prose_is_read_as_markup():
     # the world's tokens (<a>, <u>, <bos>, ...) outside a code span are HTML tags to markdown: a doc's "animal <a>
     # owl" showed as "animal owl", a link to nowhere
-    for f in [train.ROOT / "README.md", *sorted((train.ROOT / "docs").glob("*.md"))]:
-        lines, fence = [], False
-        for line in f.read_text().split("\n"):
-            fence ^= line.lstrip().startswith("```")
-            lines.append("" if fence or line.lstrip().startswith("```") else line)
-        prose = re.sub(r"`[^`]+`", lambda m: " " * len(m.group(0)), "\n".join(lines))  # code spans, also over a break
+    for f in DOC_FILES:
+        prose = re.sub(r"`[^`]+`", lambda m: " " * len(m.group(0)), doc_prose(f))  # code spans, also over a break
         tags = [(prose.count("\n", 0, m.start()) + 1, m.group(0)) for m in re.finditer(r"<[A-Za-z/!][^>\s]*>?", prose)]
         assert not tags, f"{f.name}: {tags[:5]} outside a `code span`"
         # the pulled-back vector v* likewise: two in a paragraph are an emphasis to markdown, both stars gone (twelve
@@ -1063,7 +1065,7 @@ def _check_doc_script_commands(tmp_path, monkeypatch, Reached):
     import shlex
     cmd_re = re.compile(r"python\s+((?:scripts/\w+|eval|bench)\.py)\b")
     n = 0
-    for f in [train.ROOT / "README.md", *sorted((train.ROOT / "docs").glob("*.md"))]:
+    for f in DOC_FILES:
         check_every_command_is_code(f, cmd_re)
         for lineno, code in doc_code(f):
             for m in cmd_re.finditer(code):
