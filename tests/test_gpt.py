@@ -678,6 +678,25 @@ def test_detach_norm_keeps_the_forward_and_takes_the_norm_out_of_the_gradient():
             assert torch.equal(model(idx), a)
 
 
+def test_a_float64_models_gradients_through_hooks_and_an_injection_match_finite_differences():
+    # the hook machinery copies activations under autograd (pattern, z) and rescales by ||h|| (inject): checked here
+    # against finite differences, not against another autograd path; every parameter an input
+    model, idx = tiny(init_std=0.3).double(), tokens(2, 5)
+    names = [n for n, _ in model.named_parameters()]
+    v = torch.randn(2, 16, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+
+    def halve_head(h, n):  # an in-place edit of one head, at a point whose backward reads its output
+        h[:, 1] *= 0.5
+
+    def loss(*params):
+        hooks = {"blocks.0.attn.pattern": halve_head, "blocks.1.attn.z": halve_head}
+        with model.hooks(hooks), inject(model, 0, [1, 3], v):
+            return torch.func.functional_call(model, dict(zip(names, params)), (idx,), {"targets": idx}).sum()
+
+    params = tuple(p.detach().clone().requires_grad_() for p in model.parameters())
+    assert torch.autograd.gradcheck(loss, params, eps=1e-6, atol=1e-5, fast_mode=True)
+
+
 @pytest.mark.parametrize("positions", [[1, 3], [0, 6]])  # prompt columns; the first column and a generated one
 def test_injection_during_cached_generation_matches_full_reforward(positions):
     model = tiny(init_std=0.3)
