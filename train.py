@@ -35,6 +35,7 @@ import platform
 import re
 import select
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -667,7 +668,15 @@ def atomic_write(path, write):
     path = Path(path)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # per process: DDP ranks write the same files at once
     try:
-        write(tmp)
+        try:
+            write(tmp)
+        except Exception as e:
+            # torch.save says a full disk as a RuntimeError ("unexpected pos ..."), not as ENOSPC: cli's one line
+            # about the disk needs the OSError it is (a write that failed with the device full, its last MiB gone:
+            # a file system may keep a few blocks back)
+            if isinstance(e, OSError) or not tmp.exists() or shutil.disk_usage(tmp.parent).free >= 2 ** 20:
+                raise
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e
         # on the disk before the rename: after a power cut the file system may keep the rename and not the data, an
         # empty file under the name (a checkpoint or unit a resume then refuses). About 0.5 ms a file here
         # (a handle open for writing: Windows' fsync, _commit, refuses a read-only one, EBADF; a file system that

@@ -396,6 +396,37 @@ def test_cli_says_a_full_disk_in_one_line_naming_the_file(capsys):
     assert err.startswith("error: no space left on the device writing /a/run/unit.safetensors.tmp: free some")
 
 
+def test_a_resume_state_written_to_a_full_disk_is_said_in_one_line_as_a_full_disk(tmp_path, monkeypatch, capsys):
+    # torch.save says a full device as a RuntimeError ("unexpected pos ..."), not as ENOSPC: cli printed the
+    # traceback of an lm or base pretraining's checkpoint (safetensors' own write was already an OSError)
+    import shutil
+    from model import GPT, GPTConfig
+    model = GPT(GPTConfig(vocab_size=8, block_size=4, n_layer=1, n_head=1, n_embd=4))
+    opt = torch.optim.AdamW(model.parameters())  # (what makes save_lm write its resume state with torch.save)
+
+    def torch_save_on_full_disk(obj, f):
+        Path(f).write_bytes(b"PK")  # a start, then the device is full
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+    def free(n):
+        return lambda path: shutil._ntuple_diskusage(2 ** 30, 2 ** 30 - n, n)
+
+    monkeypatch.setattr(torch, "save", torch_save_on_full_disk)
+    monkeypatch.setattr(train.shutil, "disk_usage", free(4096))  # a file system may keep a few blocks back
+    stem = tmp_path / "ckpt"
+    assert train.cli(lambda argv: train.save_lm(stem, model, step=1, seed=0, optimizer=opt), []) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: no space left on the device writing {stem}.state.pt: free some, or pass another --out_dir "
+                   f"(or --cache_dir); what was saved before stays\n")
+    assert not list(tmp_path.glob("*.tmp"))  # the part written is gone
+    # a failure before any byte was written, or with room on the device, is another one: raised as it came
+    with pytest.raises(TypeError, match="cannot pickle"):
+        train.atomic_write(tmp_path / "x.pt", lambda tmp: (_ for _ in ()).throw(TypeError("cannot pickle")))
+    monkeypatch.setattr(train.shutil, "disk_usage", free(2 ** 20))
+    with pytest.raises(RuntimeError, match="unexpected pos"):
+        train.save_lm(stem, model, step=1, seed=0, optimizer=opt)
+
+
 def test_cli_says_out_of_memory_in_one_line_and_leaves_other_runtime_errors_alone(capsys):
     # too many seeds or too wide a model for the device was a traceback from inside torch
     def cuda(argv):
