@@ -1194,6 +1194,7 @@ def saved_unit(cfg, p, f, path):
 def run(cfg, run):
     t0 = time.time()
     aggregate = UNITS[cfg.mode][1]
+    B.note_pretrain_threads(cfg, [(s, False) for s in cfg.seeds])
     B.parallel_map(B.pretrained, [(cfg, s) for s in cfg.seeds], cfg.workers)  # pretrain (once) what is missing
     units = B.parallel_map(saved_unit, [(cfg, *job) for job in unit_jobs(cfg, run.dir)], cfg.workers)
     for u in units:

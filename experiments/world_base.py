@@ -495,6 +495,20 @@ def pretrained(cfg, seed):
     base_model(cfg, seed)
 
 
+def note_pretrain_threads(cfg, bases):
+    """One line before a pool pretrains bases at once on more threads than this machine has cores: each worker
+    pretrains on pretrain_threads (the weights depend on it, so the pool cannot lower it), and two workers of two
+    threads on two cores ran each step about 5x slower. bases: the (seed, decorrelated) pairs the run needs."""
+    missing = [b for b in bases if not cache_stem(cfg, *b).with_suffix(".json").is_file()]
+    at_once = min(cfg.workers, len(missing))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if at_once > 1 and at_once * cfg.pretrain_threads > cores:
+        print(f"note: {len(missing)} bases to pretrain, {at_once} at once on pretrain_threads={cfg.pretrain_threads} "
+              f"each: {at_once * cfg.pretrain_threads} threads on {cores} cores, each step several times slower. "
+              f"--workers={max(1, cores // cfg.pretrain_threads)} pretrains the same bases (the weights depend on "
+              f"pretrain_threads only)", flush=True)
+
+
 def parallel_map(fn, jobs, workers):
     """[fn(*job) for job in jobs], in `workers` spawned processes of one thread each (small models
     use one core far better than two; the pool keeps both cores busy). workers <= 1, or a single job: in this
@@ -709,6 +723,7 @@ def run(cfg, run):
     t0 = time.time()
     variants = [False, True] if cfg.decorrelated else [False]
     jobs = [(cfg, s, d) for d in variants for s in cfg.seeds]
+    note_pretrain_threads(cfg, [(s, d) for _, s, d in jobs])
     checks = parallel_map(_unit, jobs, cfg.workers)
     results = {"n_seeds": len(cfg.seeds), "pretrain_seconds": time.time() - t0,
                "cache": [str(cache_stem(cfg, s, d)) for _, s, d in jobs]}

@@ -1245,3 +1245,30 @@ def test_a_unit_whose_reading_is_not_a_dict_is_a_one_line_checkpoint_error_in_ev
     err = capsys.readouterr().err
     assert "unit_world_0.json holds a reading that is not a report's numbers (insecure@" in err, err
     assert "Traceback" not in err
+
+
+def test_a_pool_pretraining_more_threads_than_cores_is_noted_once_and_only_then(tmp_path, monkeypatch, capsys):
+    # the quick config (pretrain_threads=2) given a second seed pretrained both bases at once on 4 threads of 2 cores,
+    # each step ~5x slower, silently
+    monkeypatch.setattr(B.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    cfg = B.Config(cache_dir=str(tmp_path), workers=2, pretrain_threads=2)
+    bases = [(0, False), (1, False), (0, True)]
+
+    def said(c, b=bases):
+        B.note_pretrain_threads(c, b)
+        return capsys.readouterr().out
+
+    out = said(cfg)
+    assert out.count("\n") == 1 and "3 bases to pretrain, 2 at once on pretrain_threads=2" in out
+    assert "4 threads on 2 cores" in out and "--workers=1 pretrains the same bases" in out
+    for quiet in (replace(cfg, pretrain_threads=1), replace(cfg, workers=1)):
+        assert said(quiet) == ""
+    monkeypatch.setattr(B.os, "sched_getaffinity", lambda pid: set(range(4)))
+    assert said(cfg) == ""  # 2 x 2 on 4 cores
+    monkeypatch.setattr(B.os, "sched_getaffinity", lambda pid: {0, 1})
+    for seed, twin in bases[1:]:  # cached bases are not pretrained: one left runs alone
+        stem = B.cache_stem(cfg, seed, twin)
+        stem.parent.mkdir(parents=True)
+        stem.with_suffix(".json").write_text("{}")
+    assert said(cfg) == ""
+    assert "2 bases to pretrain, 2 at once" in said(cfg, bases + [(2, False)])
