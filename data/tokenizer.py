@@ -12,6 +12,7 @@ the `tokenizers` library's, drops the special tokens: <bos>, <eos>, <pad>). A wo
 error: a synthetic world knows its vocabulary exactly, and a silent <unk> would hide a generator bug.
 """
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -45,7 +46,13 @@ def save_tokenizer(tok, path):
     path = Path(path)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
-        tok.save(str(tmp))
+        try:
+            tok.save(str(tmp))
+        except Exception as e:  # the library says an OS error as a bare Exception, "... (os error 28)": made the
+            # OSError it is (a full disk, a folder one may not write), which a command says in one line
+            if isinstance(e, OSError) or not (code := re.search(r"\(os error (\d+)\)", str(e))):
+                raise
+            raise OSError(int(code[1]), os.strerror(int(code[1])), str(path)) from None
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -866,6 +866,26 @@ def test_tokenizer_round_trip_and_save_load(tmp_path):
         save_tokenizer(Broken(), tmp_path / "tokenizer.json")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tokenizer.json"]
     assert load_tokenizer(tmp_path / "tokenizer.json").get_vocab() == tok.get_vocab()
+    # the library itself says an OS error as a bare Exception ("... (os error 2)"): made the OSError it is, which a
+    # command says in one line (a full disk, a folder one may not write: cli), naming the file
+    with pytest.raises(FileNotFoundError) as e:
+        save_tokenizer(tok, tmp_path / "no_such_folder" / "tokenizer.json")
+    assert e.value.filename == str(tmp_path / "no_such_folder" / "tokenizer.json")
+
+    class Says:
+        def __init__(self, text):
+            self.text = text
+
+        def save(self, path):
+            raise Exception(self.text)
+    with pytest.raises(OSError) as e:
+        save_tokenizer(Says("No space left on device (os error 28)"), tmp_path / "t.json")
+    assert e.value.errno == 28 and e.value.filename == str(tmp_path / "t.json")
+    with pytest.raises(PermissionError):
+        save_tokenizer(Says("Permission denied (os error 13)"), tmp_path / "t.json")
+    with pytest.raises(Exception, match="^some other failure$") as e:  # not an OS error: as it came
+        save_tokenizer(Says("some other failure"), tmp_path / "t.json")
+    assert not isinstance(e.value, OSError)
     with pytest.raises(DataError, match=re.escape(f"{tmp_path} is a folder: pass its tokenizer file "
                                                   f"({tmp_path / 'tokenizer.json'})")):
         load_tokenizer(tmp_path)  # (a run's folder, where "not found" left the file beside it unsaid)
