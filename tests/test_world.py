@@ -1263,8 +1263,12 @@ def test_a_pool_pretraining_more_threads_than_cores_is_noted_once_and_only_then(
     assert "4 threads on 2 cores" in out and "--workers=1 pretrains the same bases" in out
     for quiet in (replace(cfg, pretrain_threads=1), replace(cfg, workers=1)):
         assert said(quiet) == ""
+    monkeypatch.setattr(B.os, "sched_getaffinity", lambda pid: {0})
+    assert said(replace(cfg, workers=1)) == ""  # one base at a time: no pool to make smaller
     monkeypatch.setattr(B.os, "sched_getaffinity", lambda pid: set(range(4)))
     assert said(cfg) == ""  # 2 x 2 on 4 cores
+    assert "8 threads on 4 cores" in (out := said(replace(cfg, pretrain_threads=4))) and "--workers=1 " in out
+    assert "--workers=2 " in said(replace(cfg, workers=3))  # 3 x 2 on 4 cores
     monkeypatch.setattr(B.os, "sched_getaffinity", lambda pid: {0, 1})
     for seed, twin in bases[1:]:  # cached bases are not pretrained: one left runs alone
         stem = B.cache_stem(cfg, seed, twin)
