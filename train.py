@@ -670,25 +670,27 @@ def atomic_write(path, write):
     try:
         try:
             write(tmp)
+            # on the disk before the rename: after a power cut the file system may keep the rename and not the data,
+            # an empty file under the name (a checkpoint or unit a resume then refuses). About 0.5 ms a file here
+            # (a handle open for writing: Windows' fsync, _commit, refuses a read-only one, EBADF; a file system that
+            # cannot sync, EINVAL/ENOTSUP, e.g. some FUSE or network mounts, keeps the write without it)
+            fd = os.open(tmp, os.O_RDWR)
+            try:
+                os.fsync(fd)
+            except OSError as e:
+                if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+                    raise
+            finally:
+                os.close(fd)
         except Exception as e:
-            # torch.save says a full disk as a RuntimeError ("unexpected pos ..."), not as ENOSPC: cli's one line
-            # about the disk needs the OSError it is (a write that failed with the device full, its last MiB gone:
-            # a file system may keep a few blocks back)
-            if isinstance(e, OSError) or not tmp.exists() or shutil.disk_usage(tmp.parent).free >= 2 ** 20:
+            # a full disk, said as cli's one line naming the file (not its .tmp): a write's or fsync's own ENOSPC
+            # names none, and torch.save says it as a RuntimeError ("unexpected pos ..."), a failure with the device
+            # full (its last MiB gone: a file system may keep a few blocks back)
+            full = (e.errno == errno.ENOSPC if isinstance(e, OSError) else
+                    tmp.exists() and shutil.disk_usage(tmp.parent).free < 2 ** 20)
+            if not full:
                 raise
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e
-        # on the disk before the rename: after a power cut the file system may keep the rename and not the data, an
-        # empty file under the name (a checkpoint or unit a resume then refuses). About 0.5 ms a file here
-        # (a handle open for writing: Windows' fsync, _commit, refuses a read-only one, EBADF; a file system that
-        # cannot sync, EINVAL/ENOTSUP, e.g. some FUSE or network mounts, keeps the write without it)
-        fd = os.open(tmp, os.O_RDWR)
-        try:
-            os.fsync(fd)
-        except OSError as e:
-            if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
-                raise
-        finally:
-            os.close(fd)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)  # only still there if the write failed

@@ -427,6 +427,33 @@ def test_a_resume_state_written_to_a_full_disk_is_said_in_one_line_as_a_full_dis
         train.save_lm(stem, model, step=1, seed=0, optimizer=opt)
 
 
+def test_atomic_write_names_the_file_a_full_disk_stopped_and_leaves_other_os_errors_as_they_came(tmp_path, monkeypatch):
+    # a write's (or fsync's) own ENOSPC names no file: cli's line said "no space left on the device" and not where
+    import errno
+    target = tmp_path / "unit.safetensors"
+
+    def write_fails(err):
+        def write(tmp):
+            tmp.write_bytes(b"part")
+            raise err
+        return write
+
+    for how in ("write", "fsync"):
+        write = write_fails(OSError(errno.ENOSPC, "No space left on device")) if how == "write" else (
+            lambda tmp: tmp.write_bytes(b"all"))
+        if how == "fsync":
+            monkeypatch.setattr(train.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full")))
+        with pytest.raises(OSError) as e:
+            train.atomic_write(target, write)
+        assert (e.value.errno, e.value.filename) == (errno.ENOSPC, str(target)), how
+        assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    denied = PermissionError(errno.EACCES, "Permission denied", "/elsewhere")
+    with pytest.raises(PermissionError) as e:
+        train.atomic_write(target, write_fails(denied))
+    assert e.value is denied
+
+
 def test_cli_says_out_of_memory_in_one_line_and_leaves_other_runtime_errors_alone(capsys):
     # too many seeds or too wide a model for the device was a traceback from inside torch
     def cuda(argv):
