@@ -2164,7 +2164,7 @@ def cli(main, argv, keeps=True):
         where = f" writing {e.filename}" if e.filename else ""
         # (eval.py rewrites in the run's own folder, and a script's option is --out: not every command has --out_dir)
         return refused(f"error: no space left on the device{where}: free some, or write elsewhere (--out_dir, "
-                       f"--cache_dir; a script's --out); what was saved before stays")
+                       f"--cache_dir, --data_dir; a script's --out); what was saved before stays")
     except concurrent.futures.process.BrokenProcessPool:  # (a RuntimeError) a worker of parallel_map died
         return refused("error: a worker process was killed, most often by the system's out-of-memory killer (`dmesg` "
                        "says); lower --workers, or n_seeds or the sizes; what was saved before stays, and the same "

@@ -5,6 +5,7 @@ if its checksum is the published one (mnist.py: MD5, the originals' own; truthfu
 a failed download does not leave behind.
 """
 import contextlib
+import errno
 import hashlib
 import http.client
 import os
@@ -38,6 +39,12 @@ def download(url, dest, expected, algorithm="md5"):
         os.replace(tmp, dest)
     except http.client.HTTPException as e:  # a transfer cut short (IncompleteRead) is not an OSError
         raise DataError(f"download of {url} broke off ({type(e).__name__}: {e})") from None
+    except OSError as e:
+        if e.errno != errno.ENOSPC:  # (URLError, a refused connection: the caller tries another mirror)
+            raise
+        # a full disk, named where the file goes: not a mirror's failure (another mirror fills it too), nor a file to
+        # put there by hand, as the loaders' "could not be downloaded" said
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dest)) from None
     finally:
         tmp.unlink(missing_ok=True)  # a failed or cut transfer leaves no .part behind (its folder can then go)
 

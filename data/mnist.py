@@ -8,6 +8,7 @@ Missing files are downloaded from the public mirrors below, tried in order, and 
 is checked against the MD5 of the original distribution before it is used (`verify=False`, for one's own IDX
 files, checks their format and sizes only).
 """
+import errno
 import gzip
 import struct
 import zlib
@@ -106,6 +107,8 @@ def _find_or_fetch(folder, i, spec, dataset, allow_download):
                 download(mirror + FILES[i] + ".gz", gz, spec["md5_gz"][i])
                 return gz, spec["md5_gz"][i]
             except (OSError, DataError) as e:  # URLError is an OSError
+                if getattr(e, "errno", None) == errno.ENOSPC:  # the disk, not the mirror: cli says it in one line
+                    raise
                 errors.append(f"{mirror}: {e}")
         raise DataError(f"{gz} is missing and could not be downloaded ({'; '.join(errors)}). Put the four original "
                         f"{dataset} files in {folder}: {where}{elsewhere(folder)}")

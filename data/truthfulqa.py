@@ -19,6 +19,7 @@ Files live in `data_dir/truthfulqa/` with the upstream repository's paths. A mis
 repository at a pinned commit and written atomically; every file is checked against its SHA-256 before it is
 used (`verify=False`, for one's own file in the same format, checks its structure only).
 """
+import errno
 import json
 from pathlib import Path
 
@@ -98,6 +99,8 @@ def load(data_dir="data", version="v0", download=True, verify=True):
             with download_folder(path.parent):
                 fetch(version, path)
         except (OSError, DataError) as e:  # URLError is an OSError
+            if getattr(e, "errno", None) == errno.ENOSPC:  # the disk, not the download: cli says it in one line
+                raise
             raise DataError(f"{path} is missing and could not be downloaded ({e}): {by_hand}") from None
     if verify and (found := file_hash(path, "sha256")) != spec["sha256"]:
         raise DataError(f"checksum mismatch for {path}: expected SHA-256 {spec['sha256']}, found {found}. The file is "

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import DATA_DIR, need_data
-from data import DataError, mnist
+from data import DataError, mnist, truthfulqa
 
 
 def test_idx_round_trip_gz_and_raw(tmp_path):
@@ -214,6 +214,33 @@ def test_a_transfer_cut_short_tries_the_next_mirror_and_leaves_nothing_behind(tm
         mnist.load(tmp_path, "mnist", download=True)
     assert tried == [m + mnist.FILES[0] + ".gz" for m in mnist.DATASETS["mnist"]["mirrors"]]  # every mirror, in turn
     assert not (tmp_path / "mnist").exists()  # no .part file keeps the folder made for the download
+
+
+def test_a_download_that_fills_the_disk_is_a_full_disk_naming_the_file_not_every_mirror_failing(tmp_path, monkeypatch):
+    # was "could not be downloaded (each mirror: [Errno 28] ...). Put the four original files in ...": every mirror
+    # tried in turn, filling the disk again, and a fix (files by hand) that needs the same space
+    import errno
+
+    class Full(io.BytesIO):  # the chunk written raises ENOSPC on a full disk; raised here at the same place
+        def __enter__(self):
+            return self
+
+        def read(self, n=-1):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    tried = []
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: tried.append(url) or Full())
+    with pytest.raises(OSError) as e:
+        mnist.load(tmp_path, "mnist", download=True)
+    gz = tmp_path / "mnist" / (mnist.FILES[0] + ".gz")
+    assert (e.value.errno, e.value.filename) == (errno.ENOSPC, str(gz)) and not isinstance(e.value, DataError)
+    assert tried == [mnist.DATASETS["mnist"]["mirrors"][0] + mnist.FILES[0] + ".gz"]  # one mirror: the disk is full
+    assert not (tmp_path / "mnist").exists()  # no .part, no folder made for it
+    with pytest.raises(OSError) as e:
+        truthfulqa.load(tmp_path, "v1")
+    assert (e.value.errno, e.value.filename) == (errno.ENOSPC, str(tmp_path / "truthfulqa" / "data" / "v1" /
+                                                                       "mc_task.json"))
+    assert not (tmp_path / "truthfulqa").exists()
 
 
 def test_unknown_dataset():

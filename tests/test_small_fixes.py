@@ -417,7 +417,7 @@ def test_a_resume_state_written_to_a_full_disk_is_said_in_one_line_as_a_full_dis
     assert train.cli(lambda argv: train.save_lm(stem, model, step=1, seed=0, optimizer=opt), []) == 2
     err = capsys.readouterr().err
     assert err == (f"error: no space left on the device writing {stem}.state.pt: free some, or write elsewhere "
-                   f"(--out_dir, --cache_dir; a script's --out); what was saved before stays\n")
+                   f"(--out_dir, --cache_dir, --data_dir; a script's --out); what was saved before stays\n")
     assert not list(tmp_path.glob("*.tmp"))  # the part written is gone
     # a failure before any byte was written, or with room on the device, is another one: raised as it came
     with pytest.raises(TypeError, match="cannot pickle"):
