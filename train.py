@@ -2125,6 +2125,16 @@ def torch_settings_kept():
                 backend.allow_tf32 = was
 
 
+def printable_output():
+    """A command's stdout and stderr in an encoding that lacks some of its characters (the tables' ±, ‖, Δ: an ASCII
+    locale, or Windows' cp1252 when the output goes to a file) write those as escapes (\\xb1): strict, the table
+    printed after the results were saved failed with a UnicodeEncodeError, at every rerun."""
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            with contextlib.suppress(OSError, ValueError):  # (a closed stream, or a pipe already gone: left as is)
+                stream.reconfigure(errors="backslashreplace")
+
+
 def cli(main, argv, keeps=True):
     """Run main(argv) as a command: the project's own errors (a bad config or run directory, missing or corrupt
     data, an incompatible checkpoint) end it with their one-line message and exit status 2, not a traceback, and
@@ -2134,6 +2144,7 @@ def cli(main, argv, keeps=True):
     was saved stays, or, with keeps=False (a command that saves nothing: bench.py), only that it stopped. A reader of
     stdout that leaves early (`| head`) ends it quietly with 141, a shell's status for a command stopped that way."""
     keep_freed_memory()
+    printable_output()
     terminated = []
 
     def on_sigterm(signum, frame):

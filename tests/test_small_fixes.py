@@ -454,6 +454,22 @@ def test_atomic_write_names_the_file_a_full_disk_stopped_and_leaves_other_os_err
     assert e.value is denied
 
 
+def test_a_command_whose_output_encoding_lacks_a_tables_characters_writes_them_escaped(monkeypatch):
+    # an ASCII locale, or Windows' cp1252 with the output in a file: the ± of every table (the numbers' ‖, Δθ) was a
+    # UnicodeEncodeError after the results were saved, at every rerun
+    import io
+    out, err = (io.TextIOWrapper(io.BytesIO(), encoding="ascii", write_through=True) for _ in range(2))
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setattr(sys, "stderr", err)
+
+    def main(argv):
+        print("| soft | 0.341 ± 0.064 | KL(teacher ‖ arm) |")
+        raise ConfigError("Δθ must be finite")
+    assert train.cli(main, []) == 2
+    assert out.buffer.getvalue() == b"| soft | 0.341 \\xb1 0.064 | KL(teacher \\u2016 arm) |\n"
+    assert err.buffer.getvalue() == b"error: \\u0394\\u03b8 must be finite\n"
+
+
 def test_cli_says_out_of_memory_in_one_line_and_leaves_other_runtime_errors_alone(capsys):
     # too many seeds or too wide a model for the device was a traceback from inside torch
     def cuda(argv):
