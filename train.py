@@ -398,17 +398,20 @@ def check_device(name):
 
 def check_out(path, option="--out", figure=False, figure_beside=False):
     """An analysis script's --out FILE (or its `option` of another name), checked before its work (minutes) rather
-    than when it writes: a one-line ConfigError unless the file's folder exists and the path is not a folder, nor in
-    the project's own folders (figures/ aside), nor an existing file of its root but a run output's name; with
-    `figure`, unless its extension is one matplotlib writes (a figure saved as .txt was a traceback after the work);
-    with `figure_beside`, unless it is a FILE.json, the script's figure going beside it as FILE.png (a FILE.png given
-    was overwritten by that figure)."""
+    than when it writes: a one-line ConfigError unless the file's folder exists, this user may write in it, and the
+    path is not a folder, nor in the project's own folders (figures/ aside), nor an existing file of its root but a run
+    output's name; with `figure`, unless its extension is one matplotlib writes (a figure saved as .txt was a traceback
+    after the work); with `figure_beside`, unless it is a FILE.json, the script's figure going beside it as FILE.png (a
+    FILE.png given was overwritten by that figure)."""
     if figure_beside and Path(path).suffix != ".json":
         raise ConfigError(f"{option}={path}: give a FILE.json (its figure is written beside it, as FILE.png)")
     if not (path and Path(path).parent.is_dir()):
         raise ConfigError(f"{option} needs a file in an existing directory, not {str(path)!r}")
     if Path(path).is_dir():
         raise ConfigError(f"{option} {path} is a directory: give a file name in it")
+    if not os.access(Path(path).parent, os.W_OK | os.X_OK):  # (else a permission error after the work)
+        raise ConfigError(f"{option} {path}: this user may not write in {Path(path).parent}: give a file in a folder "
+                          f"of yours (e.g. under out/)")
     # the project's code and docs are never overwritten (figures/ takes the README's figures); in its root, only a
     # new file or one named like a run's output
     place = project_place(Path(path).parent, allowed=("figures",))  # (FOLDER,), () for the root, None: elsewhere

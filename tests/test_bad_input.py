@@ -462,6 +462,19 @@ def test_check_out_in_the_project_root_takes_a_new_file_or_a_run_outputs_name(tm
         train.check_out(str(tmp_path / name))
 
 
+def test_check_out_refuses_a_folder_this_user_may_not_write_before_the_work(tmp_path, monkeypatch):
+    # a script's --out in a read-only folder ran its minutes of work, then ended in a permission error. (Root may
+    # write anywhere, so the test stands in for the operating system's answer.)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    asked = []
+    monkeypatch.setattr(train.os, "access", lambda p, mode: asked.append((Path(p), mode)) or Path(p) != ro)
+    with pytest.raises(ConfigError, match=re.escape(f"--out {ro / 'x.json'}: this user may not write in {ro}")):
+        train.check_out(str(ro / "x.json"))
+    assert asked == [(ro, train.os.W_OK | train.os.X_OK)]
+    train.check_out(str(tmp_path / "x.json"))
+
+
 def test_probe_soft_channel_checks_every_lr_and_takes_nine_arguments(command):
     # each of LRS is checked (not only the first), the ninth argument (STUDENT_TRAINS) is read, not refused as one
     # too many, and N_LISTS is checked
