@@ -626,9 +626,9 @@ def rewrite_results(run_dir, res, table, timed=False):
     md = table(res)
     write_json(saved, res)
     write_text(md_path, md + "\n")
-    with open(run_dir / "reaggregated.jsonl", "a") as f:
-        f.write(json.dumps({"utc": datetime.datetime.now(datetime.timezone.utc).isoformat(), **provenance(),
-                            "results_changed": saved.read_bytes() != before}) + "\n")
+    record = {"utc": datetime.datetime.now(datetime.timezone.utc).isoformat(), **provenance(),
+              "results_changed": saved.read_bytes() != before}
+    append_line(run_dir / "reaggregated.jsonl", json.dumps(record))
     return res, md, [saved, md_path]
 
 
@@ -741,6 +741,18 @@ def write_json(path, obj):
 
 def write_text(path, text):
     atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def append_line(path, text):
+    """Append one line to a log (metrics.jsonl and the like: a line cut short by a kill is passed over when read).
+    A full disk's ENOSPC from the write names no file; raised naming this one, as atomic_write does."""
+    try:
+        with open(path, "a") as f:
+            f.write(text + "\n")
+    except OSError as e:
+        if e.errno != errno.ENOSPC or e.filename:
+            raise
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e
 
 
 # what a run and the analysis scripts write in a run's folder (every experiment's; the scripts' json and figures
@@ -908,8 +920,7 @@ class Run:
                 earlier = None
             if not isinstance(earlier, dict):  # (valid JSON that is not an object, e.g. edited by hand: the same)
                 earlier = {"unreadable_env_json": text}
-            with open(self.dir / "env_earlier.jsonl", "a") as f:
-                f.write(json.dumps(earlier) + "\n")
+            append_line(self.dir / "env_earlier.jsonl", json.dumps(earlier))
             # other code, or another CPU or GPU kind (whose kernels set the last digits, and so which base a
             # pretraining seed gives), computed the units reused now: said, not refused (a fix elsewhere need not
             # redo a run)
@@ -938,8 +949,7 @@ class Run:
         """Append `record` (JSON-serialisable values) as one line of metrics.jsonl."""
         if not self.rank0:  # under torchrun the run's files are rank 0's: another rank's lines would repeat its own
             return
-        with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_line(self.metrics_path, json.dumps(record))
 
     def save_results(self, results, table_md):
         """Write `results` (a dict) to results.json and the markdown `table_md` to results.md, each atomically."""

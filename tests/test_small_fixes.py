@@ -454,6 +454,18 @@ def test_atomic_write_names_the_file_a_full_disk_stopped_and_leaves_other_os_err
     assert e.value is denied
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full (every write: ENOSPC)")
+def test_a_log_line_appended_to_a_full_disk_names_its_file(tmp_path):
+    # metrics.jsonl's appends (and env_earlier's, reaggregated's): the write's ENOSPC named no file
+    import errno
+    with pytest.raises(OSError) as e:
+        train.append_line("/dev/full", '{"step": 1}')
+    assert (e.value.errno, e.value.filename) == (errno.ENOSPC, "/dev/full")
+    train.append_line(tmp_path / "m.jsonl", "a")
+    train.append_line(tmp_path / "m.jsonl", "b")
+    assert (tmp_path / "m.jsonl").read_text() == "a\nb\n"
+
+
 def test_a_command_whose_output_encoding_lacks_a_tables_characters_writes_them_escaped(monkeypatch):
     # an ASCII locale, or Windows' cp1252 with the output in a file: the ± of every table (the numbers' ‖, Δθ) was a
     # UnicodeEncodeError after the results were saved, at every rerun
