@@ -2151,11 +2151,12 @@ def printable_output():
 def cli(main, argv, keeps=True):
     """Run main(argv) as a command: the project's own errors (a bad config or run directory, missing or corrupt
     data, an incompatible checkpoint) end it with their one-line message and exit status 2, not a traceback, and
-    so do a file it may not read or write, a full disk, memory it could not get, and a pool worker killed outright;
-    Ctrl-C ends it with one line too, and so does SIGTERM (a scheduler's stop, `timeout`, `kill`), which is stopped
-    the same way (a pool's workers stopped, a temporary file removed), with exit status 143. That line says what
-    was saved stays, or, with keeps=False (a command that saves nothing: bench.py), only that it stopped. A reader of
-    stdout that leaves early (`| head`) ends it quietly with 141, a shell's status for a command stopped that way."""
+    so do a file it may not read or write, a full disk, memory it could not get (torch's, numpy's or Python's), and a
+    pool worker killed outright; Ctrl-C ends it with one line too, and so does SIGTERM (a scheduler's stop,
+    `timeout`, `kill`), which is stopped the same way (a pool's workers stopped, a temporary file removed), with exit
+    status 143. That line says what was saved stays, or, with keeps=False (a command that saves nothing: bench.py),
+    only that it stopped. A reader of stdout that leaves early (`| head`) ends it quietly with 141, a shell's status
+    for a command stopped that way."""
     keep_freed_memory()
     printable_output()
     terminated = []
@@ -2193,8 +2194,8 @@ def cli(main, argv, keeps=True):
         return refused("error: a worker process was killed, most often by the system's out-of-memory killer (`dmesg` "
                        "says); lower --workers, or n_seeds or the sizes; what was saved before stays, and the same "
                        "command run again reuses it")
-    except RuntimeError as e:
-        said = out_of_memory(e)
+    except (RuntimeError, MemoryError) as e:  # (numpy's and Python's own allocations raise MemoryError)
+        said = out_of_memory(e) if isinstance(e, RuntimeError) else (str(e).strip() or "an allocation failed")
         if said is None:
             raise
         return refused(f"error: out of memory: {said.rstrip('.')}. Lower n_seeds, batch_size or the model's size "

@@ -504,6 +504,15 @@ def test_cli_says_out_of_memory_in_one_line_and_leaves_other_runtime_errors_alon
     with pytest.raises(RuntimeError, match="shapes"):
         train.cli(other, [])
 
+    # numpy's and Python's own allocations raise MemoryError, not torch's RuntimeError: a traceback, under a memory
+    # limit (ulimit -v) or on a small machine
+    import numpy as np
+    for big, said in [(lambda: np.empty(2**50, dtype=np.uint8), "Unable to allocate 1.00 PiB for an array"),
+                      (lambda: (_ for _ in ()).throw(MemoryError()), "an allocation failed")]:
+        assert train.cli(lambda argv: big(), []) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: out of memory: {said}") and err.count("\n") == 1, err
+
 
 _KILLED_WORKER_SCRIPT = """
 import os, signal, sys, time
