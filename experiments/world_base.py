@@ -499,6 +499,8 @@ def note_pretrain_threads(cfg, bases):
     """One line before a pool pretrains bases at once on more threads than this machine has cores: each worker
     pretrains on pretrain_threads (the weights depend on it, so the pool cannot lower it), and two workers of two
     threads on two cores ran each step about 5x slower. bases: the (seed, decorrelated) pairs the run needs."""
+    if torch.device(cfg.device).type != "cpu":  # (a GPU pretraining's CPU threads only feed it)
+        return
     missing = [b for b in bases if not cache_stem(cfg, *b).with_suffix(".json").is_file()]
     at_once = min(cfg.workers, len(missing))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -1261,7 +1261,7 @@ def test_a_pool_pretraining_more_threads_than_cores_is_noted_once_and_only_then(
     out = said(cfg)
     assert out.count("\n") == 1 and "3 bases to pretrain, 2 at once on pretrain_threads=2" in out
     assert "4 threads on 2 cores" in out and "--workers=1 pretrains the same bases" in out
-    for quiet in (replace(cfg, pretrain_threads=1), replace(cfg, workers=1)):
+    for quiet in (replace(cfg, pretrain_threads=1), replace(cfg, workers=1), replace(cfg, device="cuda")):
         assert said(quiet) == ""
     monkeypatch.setattr(B.os, "sched_getaffinity", lambda pid: {0})
     assert said(replace(cfg, workers=1)) == ""  # one base at a time: no pool to make smaller
