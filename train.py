@@ -665,6 +665,19 @@ def pyplot():
     return plt
 
 
+# how torch.save's writer says a write that did not go through (its zip writer's C++ errors)
+TORCH_WRITE_FAILED = re.compile(r"unexpected pos|PytorchStreamWriter failed|iostream error|file write failed")
+
+
+def disk_full(folder):
+    """Whether the device holding `folder` has (nearly) no space left: under 1 MiB free to this user. False when it
+    cannot be asked."""
+    try:
+        return shutil.disk_usage(folder).free < 2 ** 20
+    except OSError:
+        return False
+
+
 def atomic_write(path, write):
     """write(tmp) fills a temporary file beside `path`, which then replaces `path` in one rename: a crash never
     leaves half a file behind, and a failed write no temporary one (a kill before the rename leaves it: cut_short)."""
@@ -687,10 +700,11 @@ def atomic_write(path, write):
                 os.close(fd)
         except Exception as e:
             # a full disk, said as cli's one line naming the file (not its .tmp): a write's or fsync's own ENOSPC
-            # names none, and torch.save says it as a RuntimeError ("unexpected pos ..."), a failure with the device
-            # full (its last MiB gone: a file system may keep a few blocks back)
-            full = (e.errno == errno.ENOSPC if isinstance(e, OSError) else
-                    tmp.exists() and shutil.disk_usage(tmp.parent).free < 2 ** 20)
+            # names none, and torch.save says it as a RuntimeError of its writer ("unexpected pos ..."), here one
+            # with the device full (its last MiB gone: a file system may keep a few blocks back). A pickling error
+            # also leaves torch's file begun: not the disk's, whatever the space left
+            full = e.errno == errno.ENOSPC if isinstance(e, OSError) else (
+                isinstance(e, RuntimeError) and bool(TORCH_WRITE_FAILED.search(str(e))) and disk_full(tmp.parent))
             if not full:
                 raise
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e
@@ -2143,7 +2157,8 @@ def printable_output():
     locale, or Windows' cp1252 when the output goes to a file) write those as escapes (\\xb1): strict, the table
     printed after the results were saved failed with a UnicodeEncodeError, at every rerun."""
     for stream in (sys.stdout, sys.stderr):
-        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+        # (surrogateescape: an ASCII locale with Python's UTF-8 mode off; it fails on the same characters)
+        if getattr(stream, "errors", None) in ("strict", "surrogateescape") and hasattr(stream, "reconfigure"):
             with contextlib.suppress(OSError, ValueError):  # (a closed stream, or a pipe already gone: left as is)
                 stream.reconfigure(errors="backslashreplace")
 

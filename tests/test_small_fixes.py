@@ -419,12 +419,27 @@ def test_a_resume_state_written_to_a_full_disk_is_said_in_one_line_as_a_full_dis
     assert err == (f"error: no space left on the device writing {stem}.state.pt: free some, or write elsewhere "
                    f"(--out_dir, --cache_dir, --data_dir; a script's --out); what was saved before stays\n")
     assert not list(tmp_path.glob("*.tmp"))  # the part written is gone
-    # a failure before any byte was written, or with room on the device, is another one: raised as it came
-    with pytest.raises(TypeError, match="cannot pickle"):
-        train.atomic_write(tmp_path / "x.pt", lambda tmp: (_ for _ in ()).throw(TypeError("cannot pickle")))
+    # on that full device, a failure that is not torch's writer's, a file begun or not, is raised as it came (torch.save
+    # begins its file before it pickles: a pickling error was called a full disk)
+    def fails(err, begun):
+        def write(tmp):
+            if begun:
+                tmp.write_bytes(b"PK")
+            raise err
+        return write
+    for err in (TypeError("cannot pickle 'Bad' object"), RuntimeError("mat1 and mat2 shapes cannot be multiplied")):
+        for begun in (False, True):
+            with pytest.raises(type(err)) as e:
+                train.atomic_write(tmp_path / "x.pt", fails(err, begun))
+            assert e.value is err
+    # with room on the device, or none to be asked of it, torch's own error as it came
     monkeypatch.setattr(train.shutil, "disk_usage", free(2 ** 20))
     with pytest.raises(RuntimeError, match="unexpected pos"):
         train.save_lm(stem, model, step=1, seed=0, optimizer=opt)
+    monkeypatch.setattr(train.shutil, "disk_usage", lambda path: (_ for _ in ()).throw(OSError(38, "no statvfs")))
+    with pytest.raises(RuntimeError, match="unexpected pos"):
+        train.save_lm(stem, model, step=1, seed=0, optimizer=opt)
+    assert not list(tmp_path.glob("*.tmp"))
 
 
 def test_atomic_write_names_the_file_a_full_disk_stopped_and_leaves_other_os_errors_as_they_came(tmp_path, monkeypatch):
@@ -470,7 +485,9 @@ def test_a_command_whose_output_encoding_lacks_a_tables_characters_writes_them_e
     # an ASCII locale, or Windows' cp1252 with the output in a file: the ± of every table (the numbers' ‖, Δθ) was a
     # UnicodeEncodeError after the results were saved, at every rerun
     import io
-    out, err = (io.TextIOWrapper(io.BytesIO(), encoding="ascii", write_through=True) for _ in range(2))
+    # (stderr as an ASCII locale has it with Python's UTF-8 mode off: surrogateescape, which fails on them too)
+    out, err = (io.TextIOWrapper(io.BytesIO(), encoding="ascii", errors=how, write_through=True)
+                for how in ("strict", "surrogateescape"))
     monkeypatch.setattr(sys, "stdout", out)
     monkeypatch.setattr(sys, "stderr", err)
 
