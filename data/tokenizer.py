@@ -52,6 +52,8 @@ def save_tokenizer(tok, path):
             # OSError it is (a full disk, a folder one may not write), which a command says in one line
             if isinstance(e, OSError) or not (code := re.search(r"\(os error (\d+)\)", str(e))):
                 raise
+            if os.name == "nt":  # Rust's code there is a Windows error code, which OSError maps to its errno itself
+                raise OSError(None, str(e), str(path), int(code[1])) from None
             raise OSError(int(code[1]), os.strerror(int(code[1])), str(path)) from None
         os.replace(tmp, path)
     finally:
