@@ -729,7 +729,9 @@ def run(cfg, run):
     t0 = time.time()
     units_dir = run.dir / "units"
     units_dir.mkdir(exist_ok=True)
-    B.note_pretrain_threads(cfg, [(s, False) for s in cfg.seeds])
+    # (a unit saved by an earlier attempt is read back, its base not loaded)
+    B.note_pretrain_threads(cfg, [(s, False) for s in cfg.seeds
+                                  if not (cfg.resume and (units_dir / f"unit_s{s}.json").is_file())])
     units = B.parallel_map(_unit_job, [(cfg, s, units_dir) for s in cfg.seeds], cfg.workers)
     res = {**aggregate(cfg, units), "seconds": time.time() - t0}
     md = table(res)

@@ -498,7 +498,9 @@ def pretrained(cfg, seed):
 def note_pretrain_threads(cfg, bases):
     """One line before a pool pretrains bases at once on more threads than this machine has cores: each worker
     pretrains on pretrain_threads (the weights depend on it, so the pool cannot lower it), and two workers of two
-    threads on two cores ran each step about 5x slower. bases: the (seed, decorrelated) pairs the run needs."""
+    threads on two cores ran each step about 5x slower. bases: the (seed, decorrelated) pairs whose jobs will run (a
+    unit read back from an earlier attempt loads no base). The cores are those this process may use (a container's
+    CPU quota is not seen)."""
     if torch.device(cfg.device).type != "cpu":  # (a GPU pretraining's CPU threads only feed it)
         return
     missing = [b for b in bases if not cache_stem(cfg, *b).with_suffix(".json").is_file()]
@@ -508,7 +510,7 @@ def note_pretrain_threads(cfg, bases):
         print(f"note: {len(missing)} bases to pretrain, {at_once} at once on pretrain_threads={cfg.pretrain_threads} "
               f"each: {at_once * cfg.pretrain_threads} threads on {cores} cores, each step several times slower. "
               f"--workers={max(1, cores // cfg.pretrain_threads)} pretrains the same bases (the weights depend on "
-              f"pretrain_threads only)", flush=True)
+              f"pretrain_threads only; the run's other jobs then run that many at a time too)", flush=True)
 
 
 def parallel_map(fn, jobs, workers):

@@ -1276,3 +1276,28 @@ def test_a_pool_pretraining_more_threads_than_cores_is_noted_once_and_only_then(
         stem.with_suffix(".json").write_text("{}")
     assert said(cfg) == ""
     assert "2 bases to pretrain, 2 at once" in said(cfg, bases + [(2, False)])
+
+
+def test_the_pretraining_note_counts_no_base_whose_unit_a_resumed_run_reads_back(tmp_path, monkeypatch):
+    # a unit saved by an earlier attempt is read back without loading its base: the note said "2 bases to pretrain"
+    # for a resumed run whose cache had been cleared, where nothing would be pretrained
+    import types
+    from experiments import activation_oracle as A
+    from experiments import emergent_misalignment as E
+
+    class Started(Exception):
+        pass
+    noted = []
+    monkeypatch.setattr(B, "note_pretrain_threads", lambda cfg, bases: noted.append(bases))
+    monkeypatch.setattr(B, "parallel_map", lambda *a, **k: (_ for _ in ()).throw(Started()))
+    run = types.SimpleNamespace(dir=tmp_path)
+    (tmp_path / "unit_world_0.json").write_text("{}")  # EM's unit of base 0; the oracle's below
+    (tmp_path / "units").mkdir()
+    (tmp_path / "units" / "unit_s0.json").write_text("{}")
+    em = E.Config(seeds=(0, 1), twin=False, ft_seeds=1, arms=("insecure",), n_direction_docs=60)
+    ao = A.Config(seeds=(0, 1))
+    for mod, cfg in ((E, em), (A, ao)):
+        for resume, want in ((True, [(1, False)]), (False, [(0, False), (1, False)])):
+            with pytest.raises(Started):
+                mod.run(replace(cfg, resume=resume), run)
+            assert noted.pop() == want, (mod.__name__, resume)
