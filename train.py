@@ -62,7 +62,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data import DataError
+from data import DataError, no_space
 from model import GPT, GPTConfig, generator, token_ids, upcast
 
 ROOT = Path(__file__).resolve().parent
@@ -707,7 +707,7 @@ def atomic_write(path, write):
                 isinstance(e, RuntimeError) and bool(TORCH_WRITE_FAILED.search(str(e))) and disk_full(tmp.parent))
             if not full:
                 raise
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e
+            raise no_space(path) from e
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)  # only still there if the write failed
@@ -766,7 +766,7 @@ def append_line(path, text):
     except OSError as e:
         if e.errno != errno.ENOSPC or e.filename:
             raise
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e
+        raise no_space(path) from e
 
 
 # what a run and the analysis scripts write in a run's folder (every experiment's; the scripts' json and figures

@@ -26,6 +26,12 @@ def file_hash(path, algorithm):
     return h.hexdigest()
 
 
+def no_space(path):
+    """The error of a write that a full disk stopped, naming `path`: a write's own ENOSPC names no file (and
+    torch.save's is a RuntimeError), so a command's one line said only "no space left on the device"."""
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+
 def download(url, dest, expected, algorithm="md5"):
     """Fetch url to dest atomically, keeping it only if its checksum (`algorithm`'s hex digest) is `expected`."""
     tmp = dest.with_name(dest.name + ".part")
@@ -44,7 +50,7 @@ def download(url, dest, expected, algorithm="md5"):
             raise
         # a full disk, named where the file goes: not a mirror's failure (another mirror fills it too), nor a file to
         # put there by hand, as the loaders' "could not be downloaded" said
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dest)) from None
+        raise no_space(dest) from None
     finally:
         tmp.unlink(missing_ok=True)  # a failed or cut transfer leaves no .part behind (its folder can then go)
 
