@@ -1004,10 +1004,10 @@ def run(cfg, run):
                     raise ConfigError(f"block_size={cfg.block_size} is too short for the self_distill arm: its prompts "
                                       f"and the base's answers of up to {SELF_DISTILL_NEW} tokens need {need}: pass "
                                       f"--block_size={need} or more, or drop self_distill from arms")
+    jobs = unit_jobs(cfg, run.dir)
     # (a unit saved by an earlier attempt is read back, its base not loaded)
-    B.note_pretrain_threads(cfg, [(s, d) for s, d, path in unit_jobs(cfg, run.dir)
-                                  if not (cfg.resume and path.is_file())])
-    units = B.parallel_map(saved_unit, [(cfg, *job) for job in unit_jobs(cfg, run.dir)], cfg.workers)
+    B.note_pretrain_threads(cfg, [(s, d) for s, d, path in jobs if not (cfg.resume and path.is_file())])
+    units = B.parallel_map(saved_unit, [(cfg, *job) for job in jobs], cfg.workers)
     for u in units:
         run.log(stage="unit", seed=u["seed"], decorrelated=u["decorrelated"], seconds=u["seconds"])
     res = aggregate(cfg, units)
