@@ -26,6 +26,7 @@ import fnmatch
 import hashlib
 import importlib
 import inspect
+import io
 import itertools
 import json
 import math
@@ -35,7 +36,6 @@ import platform
 import re
 import select
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -62,7 +62,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data import DataError, no_space
+from data import WRITE_STOPPED, DataError, naming, write_stopped
 from model import GPT, GPTConfig, generator, token_ids, upcast
 
 ROOT = Path(__file__).resolve().parent
@@ -665,17 +665,33 @@ def pyplot():
     return plt
 
 
-# how torch.save's writer says a write that did not go through (its zip writer's C++ errors)
-TORCH_WRITE_FAILED = re.compile(r"unexpected pos|PytorchStreamWriter failed|iostream error|file write failed")
+class _WriteErrorKept(io.BufferedWriter):
+    """A file that keeps the OSError of its failed write: torch.save's writer says every one as a RuntimeError of its
+    own ("unexpected pos ...", even through a Python file), a full disk, a quota or a file size limit alike."""
+    error = None
+
+    def write(self, data):
+        try:
+            return super().write(data)
+        except OSError as e:
+            self.error = e
+            raise
 
 
-def disk_full(folder):
-    """Whether the device holding `folder` has (nearly) no space left: under 1 MiB free to this user. False when it
-    cannot be asked."""
+def torch_save(obj, path):
+    """torch.save(obj, path), a failed write raised as the OSError it was (said by cli in one line), not torch's
+    RuntimeError."""
+    f = _WriteErrorKept(io.FileIO(path, "w"))
     try:
-        return shutil.disk_usage(folder).free < 2 ** 20
-    except OSError:
-        return False
+        torch.save(obj, f)
+        f.close()  # (the buffer's last bytes: a failure here is the OSError itself)
+    except RuntimeError:
+        if f.error is None:  # not the file's: a pickling error, torch's own
+            raise
+        raise f.error from None
+    finally:
+        with contextlib.suppress(OSError):  # after a failed write, its unwritten rest: the write's error says it
+            f.close()
 
 
 def atomic_write(path, write):
@@ -698,19 +714,18 @@ def atomic_write(path, write):
                     raise
             finally:
                 os.close(fd)
-        except Exception as e:
-            # a full disk, said as cli's one line naming the file (not its .tmp): a write's or fsync's own ENOSPC
-            # names none, and torch.save says it as a RuntimeError of its writer ("unexpected pos ..."), here one
-            # with the device full (its last MiB gone: a file system may keep a few blocks back). A pickling error
-            # also leaves torch's file begun: not the disk's, whatever the space left
-            full = e.errno == errno.ENOSPC if isinstance(e, OSError) else (
-                isinstance(e, RuntimeError) and bool(TORCH_WRITE_FAILED.search(str(e))) and disk_full(tmp.parent))
-            if not full:
+        except OSError as e:
+            # a full disk (a quota, a size limit, a read-only disk), said as cli's one line naming the file: a write's
+            # or fsync's own error names none, and one opening the temporary file names that
+            if not write_stopped(e) or (e.filename is not None and os.fspath(e.filename) != os.fspath(tmp)):
                 raise
-            raise no_space(path) from e
+            raise naming(e, path) from e
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)  # only still there if the write failed
+        # only still there if the write failed. A read-only disk says EROFS even for a file that is not there: the
+        # write's own error is the one to raise
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def cut_short(file):
@@ -759,14 +774,14 @@ def write_text(path, text):
 
 def append_line(path, text):
     """Append one line to a log (metrics.jsonl and the like: a line cut short by a kill is passed over when read).
-    A full disk's ENOSPC from the write names no file; raised naming this one, as atomic_write does."""
+    A full disk's ENOSPC (a quota's) from the write names no file; raised naming this one, as atomic_write does."""
     try:
         with open(path, "a") as f:
             f.write(text + "\n")
     except OSError as e:
-        if e.errno != errno.ENOSPC or e.filename:
+        if not write_stopped(e) or e.filename:
             raise
-        raise no_space(path) from e
+        raise naming(e, path) from e
 
 
 # what a run and the analysis scripts write in a run's folder (every experiment's; the scripts' json and figures
@@ -1710,7 +1725,7 @@ def save_lm(stem, model, *, step, seed, metrics=None, tokenizer=None, optimizer=
                  "model": model.state_dict(), "model_config": meta["model_config"], "metrics": meta["metrics"],
                  "rng": {"torch": torch.get_rng_state(),
                          "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}}
-        atomic_write(state_file(stem), lambda tmp: torch.save(state, tmp))
+        atomic_write(state_file(stem), lambda tmp: torch_save(state, tmp))
     save_weights(stem, model.state_dict(), meta)
 
 
@@ -2166,8 +2181,8 @@ def printable_output():
 def cli(main, argv, keeps=True):
     """Run main(argv) as a command: the project's own errors (a bad config or run directory, missing or corrupt
     data, an incompatible checkpoint) end it with their one-line message and exit status 2, not a traceback, and
-    so do a file it may not read or write, a full disk, memory it could not get (torch's, numpy's or Python's), and a
-    pool worker killed outright; Ctrl-C ends it with one line too, and so does SIGTERM (a scheduler's stop,
+    so do a file it may not read or write, a full disk (a quota, a file size limit, a read-only disk), memory it could
+    not get (torch's, numpy's or Python's), and a pool worker killed outright; Ctrl-C ends it with one line too, and so does SIGTERM (a scheduler's stop,
     `timeout`, `kill`), which is stopped the same way (a pool's workers stopped, a temporary file removed), with exit
     status 143. That line says what was saved stays, or, with keeps=False (a command that saves nothing: bench.py),
     only that it stopped. A reader of stdout that leaves early (`| head`) ends it quietly with 141, a shell's status
@@ -2199,12 +2214,14 @@ def cli(main, argv, keeps=True):
         return refused(f"error: permission denied: {what}: give this user access to it, or pass another path "
                        f"(--out_dir, --data_dir, --cache_dir)")
     except OSError as e:
-        if e.errno != errno.ENOSPC:
+        if not write_stopped(e):
             raise
         where = f" writing {e.filename}" if e.filename else ""
+        room = {errno.ENOSPC: "free some, or ", errno.EDQUOT: "free some of your quota, or ",
+                errno.EFBIG: "raise the file size limit (`ulimit -f`), or "}.get(e.errno, "")
         # (eval.py rewrites in the run's own folder, and a script's option is --out: not every command has --out_dir)
-        return refused(f"error: no space left on the device{where}: free some, or write elsewhere (--out_dir, "
-                       f"--cache_dir, --data_dir; a script's --out); what was saved before stays")
+        return refused(f"error: {WRITE_STOPPED[e.errno]}{where}: {room}write elsewhere (--out_dir, --cache_dir, "
+                       f"--data_dir; a script's --out); what was saved before stays")
     except concurrent.futures.process.BrokenProcessPool:  # (a RuntimeError) a worker of parallel_map died
         return refused("error: a worker process was killed, most often by the system's out-of-memory killer (`dmesg` "
                        "says); lower --workers, or n_seeds or the sizes; what was saved before stays, and the same "

@@ -26,10 +26,22 @@ def file_hash(path, algorithm):
     return h.hexdigest()
 
 
-def no_space(path):
-    """The error of a write that a full disk stopped, naming `path`: a write's own ENOSPC names no file (and
-    torch.save's is a RuntimeError), so a command's one line said only "no space left on the device"."""
-    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+# the errors of a write that the file system or the user's limits stopped, not the data, a mirror or the code: a
+# command says each in one line naming the file (train.cli), and a download says it after one mirror (another fills
+# the same disk). A read-only file system's is no PermissionError (EROFS, not EACCES)
+WRITE_STOPPED = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+                 errno.EFBIG: "file too large", errno.EROFS: "read-only file system"}
+
+
+def write_stopped(e):
+    """Whether `e` is an error of WRITE_STOPPED (an OSError whose errno is one of them)."""
+    return isinstance(e, OSError) and e.errno in WRITE_STOPPED
+
+
+def naming(e, path):
+    """The OSError `e` of a write, naming `path`: a write's own error (a full disk's, a quota's) names no file, and
+    one of a temporary file names that, so a command's one line said only "no space left on the device"."""
+    return OSError(e.errno, e.strerror or os.strerror(e.errno), str(path))
 
 
 def download(url, dest, expected, algorithm="md5"):
@@ -46,13 +58,16 @@ def download(url, dest, expected, algorithm="md5"):
     except http.client.HTTPException as e:  # a transfer cut short (IncompleteRead) is not an OSError
         raise DataError(f"download of {url} broke off ({type(e).__name__}: {e})") from None
     except OSError as e:
-        if e.errno != errno.ENOSPC:  # (URLError, a refused connection: the caller tries another mirror)
+        if not write_stopped(e):  # (URLError, a refused connection: the caller tries another mirror)
             raise
         # a full disk, named where the file goes: not a mirror's failure (another mirror fills it too), nor a file to
         # put there by hand, as the loaders' "could not be downloaded" said
-        raise no_space(dest) from None
+        raise naming(e, dest) from None
     finally:
-        tmp.unlink(missing_ok=True)  # a failed or cut transfer leaves no .part behind (its folder can then go)
+        # a failed or cut transfer leaves no .part behind (its folder can then go). A read-only disk says EROFS even
+        # for a file that is not there: the download's own error is the one to raise
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

@@ -8,7 +8,6 @@ Missing files are downloaded from the public mirrors below, tried in order, and 
 is checked against the MD5 of the original distribution before it is used (`verify=False`, for one's own IDX
 files, checks their format and sizes only).
 """
-import errno
 import gzip
 import struct
 import zlib
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data import DataError, download, download_folder, elsewhere, file_hash
+from data import DataError, download, download_folder, elsewhere, file_hash, write_stopped
 
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 DATASETS = {
@@ -107,7 +106,7 @@ def _find_or_fetch(folder, i, spec, dataset, allow_download):
                 download(mirror + FILES[i] + ".gz", gz, spec["md5_gz"][i])
                 return gz, spec["md5_gz"][i]
             except (OSError, DataError) as e:  # URLError is an OSError
-                if getattr(e, "errno", None) == errno.ENOSPC:  # the disk, not the mirror: cli says it in one line
+                if write_stopped(e):  # the disk, not the mirror: cli says it in one line
                     raise
                 errors.append(f"{mirror}: {e}")
         raise DataError(f"{gz} is missing and could not be downloaded ({'; '.join(errors)}). Put the four original "

@@ -19,11 +19,10 @@ Files live in `data_dir/truthfulqa/` with the upstream repository's paths. A mis
 repository at a pinned commit and written atomically; every file is checked against its SHA-256 before it is
 used (`verify=False`, for one's own file in the same format, checks its structure only).
 """
-import errno
 import json
 from pathlib import Path
 
-from data import DataError, download, download_folder, elsewhere, file_hash
+from data import DataError, download, download_folder, elsewhere, file_hash, write_stopped
 
 REPO = "https://raw.githubusercontent.com/sylinrl/TruthfulQA/"
 COMMIT = "d71c110897f5d31c5d7f309e7bc316c152f6f031"  # upstream's last commit (2025-01-15); it holds all three
@@ -99,7 +98,7 @@ def load(data_dir="data", version="v0", download=True, verify=True):
             with download_folder(path.parent):
                 fetch(version, path)
         except (OSError, DataError) as e:  # URLError is an OSError
-            if getattr(e, "errno", None) == errno.ENOSPC:  # the disk, not the download: cli says it in one line
+            if write_stopped(e):  # the disk, not the download: cli says it in one line
                 raise
             raise DataError(f"{path} is missing and could not be downloaded ({e}): {by_hand}") from None
     if verify and (found := file_hash(path, "sha256")) != spec["sha256"]:

@@ -3,8 +3,10 @@ import gzip
 import hashlib
 import http.client
 import io
+import os
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -216,31 +218,53 @@ def test_a_transfer_cut_short_tries_the_next_mirror_and_leaves_nothing_behind(tm
     assert not (tmp_path / "mnist").exists()  # no .part file keeps the folder made for the download
 
 
-def test_a_download_that_fills_the_disk_is_a_full_disk_naming_the_file_not_every_mirror_failing(tmp_path, monkeypatch):
+@pytest.mark.parametrize("code", ["ENOSPC", "EDQUOT", "EFBIG"])
+def test_a_download_that_fills_the_disk_is_a_full_disk_naming_the_file_not_every_mirror_failing(tmp_path, monkeypatch,
+                                                                                                code):
     # was "could not be downloaded (each mirror: [Errno 28] ...). Put the four original files in ...": every mirror
-    # tried in turn, filling the disk again, and a fix (files by hand) that needs the same space
+    # tried in turn, filling the disk again, and a fix (files by hand) that needs the same space. A quota, a file
+    # size limit the same
     import errno
+    code = getattr(errno, code)
 
     class Full(io.BytesIO):  # the chunk written raises ENOSPC on a full disk; raised here at the same place
         def __enter__(self):
             return self
 
         def read(self, n=-1):
-            raise OSError(errno.ENOSPC, "No space left on device")
+            raise OSError(code, os.strerror(code))
 
     tried = []
     monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: tried.append(url) or Full())
     with pytest.raises(OSError) as e:
         mnist.load(tmp_path, "mnist", download=True)
     gz = tmp_path / "mnist" / (mnist.FILES[0] + ".gz")
-    assert (e.value.errno, e.value.filename) == (errno.ENOSPC, str(gz)) and not isinstance(e.value, DataError)
+    assert (e.value.errno, e.value.filename) == (code, str(gz)) and not isinstance(e.value, DataError)
     assert tried == [mnist.DATASETS["mnist"]["mirrors"][0] + mnist.FILES[0] + ".gz"]  # one mirror: the disk is full
     assert not (tmp_path / "mnist").exists()  # no .part, no folder made for it
     with pytest.raises(OSError) as e:
         truthfulqa.load(tmp_path, "v1")
-    assert (e.value.errno, e.value.filename) == (errno.ENOSPC, str(tmp_path / "truthfulqa" / "data" / "v1" /
-                                                                       "mc_task.json"))
+    assert (e.value.errno, e.value.filename) == (code, str(tmp_path / "truthfulqa" / "data" / "v1" / "mc_task.json"))
     assert not (tmp_path / "truthfulqa").exists()
+
+
+def test_a_download_into_a_read_only_file_system_says_so_naming_the_file(tmp_path, monkeypatch):
+    # a read-only disk refuses the .part's open with EROFS, which is no PermissionError, and its clean-up's unlink too
+    # (even of a file that is not there): that unlink's traceback hid the download's, and the open's error read as
+    # each mirror failing in turn
+    import errno
+    import data as data_module
+
+    def read_only(path, *args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: io.BytesIO(b"x"))
+    monkeypatch.setattr(data_module, "open", read_only, raising=False)
+    monkeypatch.setattr(Path, "unlink", read_only)
+    (tmp_path / "mnist").mkdir()
+    with pytest.raises(OSError) as e:
+        mnist.load(tmp_path, "mnist", download=True)
+    assert (e.value.errno, e.value.filename) == (errno.EROFS, str(tmp_path / "mnist" / (mnist.FILES[0] + ".gz")))
 
 
 def test_unknown_dataset():

@@ -397,49 +397,89 @@ def test_cli_says_a_full_disk_in_one_line_naming_the_file(capsys):
 
 
 def test_a_resume_state_written_to_a_full_disk_is_said_in_one_line_as_a_full_disk(tmp_path, monkeypatch, capsys):
-    # torch.save says a full device as a RuntimeError ("unexpected pos ..."), not as ENOSPC: cli printed the
-    # traceback of an lm or base pretraining's checkpoint (safetensors' own write was already an OSError)
-    import shutil
+    # torch.save's writer says a failed write as a RuntimeError ("unexpected pos ..."), not the OSError it was: cli
+    # printed the traceback of an lm or base pretraining's checkpoint on a full disk (or a quota, a size limit)
+    import errno
+    import io
     from model import GPT, GPTConfig
     model = GPT(GPTConfig(vocab_size=8, block_size=4, n_layer=1, n_head=1, n_embd=4))
     opt = torch.optim.AdamW(model.parameters())  # (what makes save_lm write its resume state with torch.save)
 
-    def torch_save_on_full_disk(obj, f):
-        Path(f).write_bytes(b"PK")  # a start, then the device is full
-        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+    def disk_with(room, code, FileIO=io.FileIO):  # (the real one: the test puts each Disk in its place)
+        class Disk(FileIO):  # a file on a device with `room` bytes left: its write past them fails as the OS says
+            def write(self, data):
+                if self.tell() + len(data) > room:
+                    raise OSError(code, os.strerror(code))
+                return super().write(data)
+        return Disk
 
-    def free(n):
-        return lambda path: shutil._ntuple_diskusage(2 ** 30, 2 ** 30 - n, n)
-
-    monkeypatch.setattr(torch, "save", torch_save_on_full_disk)
-    monkeypatch.setattr(train.shutil, "disk_usage", free(4096))  # a file system may keep a few blocks back
     stem = tmp_path / "ckpt"
-    assert train.cli(lambda argv: train.save_lm(stem, model, step=1, seed=0, optimizer=opt), []) == 2
-    err = capsys.readouterr().err
-    assert err == (f"error: no space left on the device writing {stem}.state.pt: free some, or write elsewhere "
-                   f"(--out_dir, --cache_dir, --data_dir; a script's --out); what was saved before stays\n")
-    assert not list(tmp_path.glob("*.tmp"))  # the part written is gone
-    # on that full device, a failure that is not torch's writer's, a file begun or not, is raised as it came (torch.save
-    # begins its file before it pickles: a pickling error was called a full disk)
-    def fails(err, begun):
-        def write(tmp):
-            if begun:
-                tmp.write_bytes(b"PK")
-            raise err
-        return write
-    for err in (TypeError("cannot pickle 'Bad' object"), RuntimeError("mat1 and mat2 shapes cannot be multiplied")):
-        for begun in (False, True):
-            with pytest.raises(type(err)) as e:
-                train.atomic_write(tmp_path / "x.pt", fails(err, begun))
-            assert e.value is err
-    # with room on the device, or none to be asked of it, torch's own error as it came
-    monkeypatch.setattr(train.shutil, "disk_usage", free(2 ** 20))
-    with pytest.raises(RuntimeError, match="unexpected pos"):
-        train.save_lm(stem, model, step=1, seed=0, optimizer=opt)
-    monkeypatch.setattr(train.shutil, "disk_usage", lambda path: (_ for _ in ()).throw(OSError(38, "no statvfs")))
-    with pytest.raises(RuntimeError, match="unexpected pos"):
-        train.save_lm(stem, model, step=1, seed=0, optimizer=opt)
-    assert not list(tmp_path.glob("*.tmp"))
+    for code, said in ((errno.ENOSPC, "no space left on the device: free some,"),
+                       (errno.EDQUOT, "disk quota exceeded: free some of your quota,")):
+        for room in (0, 100, 2000):  # (the buffer's first flush, a later one, the last one at close)
+            monkeypatch.setattr(train.io, "FileIO", disk_with(room, code))
+            assert train.cli(lambda argv: train.save_lm(stem, model, step=1, seed=0, optimizer=opt), []) == 2
+            said_where = said.replace(":", f" writing {stem}.state.pt:", 1)
+            assert capsys.readouterr().err == (f"error: {said_where} or write elsewhere (--out_dir, --cache_dir, "
+                                               f"--data_dir; a script's --out); what was saved before stays\n")
+            assert not list(tmp_path.glob("*.tmp"))  # the part written is gone
+            assert not list(tmp_path.glob("*.state.pt")) and not list(tmp_path.glob("*.safetensors"))
+    # a failure that is not the file's is raised as it came, a RuntimeError too (torch.save begins its file before it
+    # pickles). (On a device already full, the end of torch's file that its clean-up writes fails first: said so)
+    monkeypatch.setattr(train.io, "FileIO", disk_with(10 ** 6, errno.ENOSPC))
+
+    class Bad:
+        def __init__(self, error):
+            self.error = error
+
+        def __reduce__(self):
+            raise self.error
+    for error in (TypeError("cannot pickle 'Bad' object"), RuntimeError("mat1 and mat2 shapes cannot be multiplied")):
+        with pytest.raises(type(error)) as e:
+            train.atomic_write(tmp_path / "x.pt", lambda tmp: train.torch_save({"a": Bad(error)}, tmp))
+        assert e.value is error
+    monkeypatch.setattr(train.io, "FileIO", disk_with(0, errno.ENOSPC))
+    with pytest.raises(OSError) as e:
+        train.atomic_write(tmp_path / "x.pt", lambda tmp: train.torch_save({"a": torch.ones(3)}, tmp))
+    assert (e.value.errno, e.value.filename) == (errno.ENOSPC, str(tmp_path / "x.pt"))
+    assert list(tmp_path.iterdir()) == []
+    # bytes a writer leaves in the file's buffer fail at its close: that failure raised too, not a file cut short
+    monkeypatch.setattr(train.io, "FileIO", disk_with(50, errno.ENOSPC))
+    monkeypatch.setattr(torch, "save", lambda obj, f: f.write(b"x" * 100))
+    with pytest.raises(OSError) as e:
+        train.atomic_write(tmp_path / "x.pt", lambda tmp: train.torch_save({}, tmp))
+    assert (e.value.errno, e.value.filename) == (errno.ENOSPC, str(tmp_path / "x.pt"))
+    assert list(tmp_path.iterdir()) == []
+    # with room, the file torch.save writes, loaded back the same
+    monkeypatch.undo()
+    train.save_lm(stem, model, step=1, seed=0, optimizer=opt)
+    state = torch.load(train.state_file(stem), weights_only=False)
+    assert all(torch.equal(state["model"][k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="a file size limit (RLIMIT_FSIZE) is POSIX's")
+def test_a_file_size_limit_hit_by_torch_save_is_one_line(tmp_path):
+    # a real OS error through torch's own writer (not a stand-in file): `ulimit -f` makes the write past it EFBIG
+    code = f"""
+import resource, sys
+sys.path.insert(0, {str(ROOT)!r})
+import torch, train
+from model import GPT, GPTConfig
+model = GPT(GPTConfig(vocab_size=64, block_size=8, n_layer=1, n_head=1, n_embd=32))
+opt = torch.optim.AdamW(model.parameters())
+resource.setrlimit(resource.RLIMIT_FSIZE, (20000, resource.RLIM_INFINITY))  # the state's ~100 KB do not fit
+if sys.argv[1] == "checkpoint":
+    sys.exit(train.cli(lambda argv: train.save_lm({str(tmp_path / "ckpt")!r}, model, step=1, seed=0, optimizer=opt),
+                       []))
+sys.exit(train.cli(lambda argv: train.append_line({str(tmp_path / "m.jsonl")!r}, "x" * 30000), []))  # a log line
+"""
+    for what, written in (("checkpoint", tmp_path / "ckpt.state.pt"), ("log", tmp_path / "m.jsonl")):
+        p = subprocess.run([sys.executable, "-c", code, what], capture_output=True, text=True, timeout=120)
+        assert p.returncode == 2, p.stderr
+        assert p.stderr == (f"error: file too large writing {written}: raise the file size limit (`ulimit -f`), or "
+                            f"write elsewhere (--out_dir, --cache_dir, --data_dir; a script's --out); what was saved "
+                            f"before stays\n")
+    assert [f.name for f in tmp_path.iterdir()] == ["m.jsonl"]  # (a log's line cut short is passed over when read)
 
 
 def test_atomic_write_names_the_file_a_full_disk_stopped_and_leaves_other_os_errors_as_they_came(tmp_path, monkeypatch):
@@ -467,6 +507,30 @@ def test_atomic_write_names_the_file_a_full_disk_stopped_and_leaves_other_os_err
     with pytest.raises(PermissionError) as e:
         train.atomic_write(target, write_fails(denied))
     assert e.value is denied
+
+
+def test_a_write_to_a_read_only_file_system_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys):
+    # a run folder on a read-only mount (eval.py on a copied run): the temporary file's open fails with EROFS, no
+    # PermissionError, and so does the clean-up's unlink of a file that is not there, whose traceback hid the first
+    import errno
+    target = tmp_path / "results.json"
+
+    def read_only(path, *args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    monkeypatch.setattr(Path, "write_text", read_only)
+    monkeypatch.setattr(Path, "unlink", read_only)
+    with pytest.raises(OSError) as e:
+        train.write_json(target, {"a": 1})
+    assert (e.value.errno, e.value.filename) == (errno.EROFS, str(target))  # the file, not its NAME.PID.tmp
+    assert train.cli(lambda argv: train.write_json(target, {"a": 1}), []) == 2
+    assert capsys.readouterr().err == (f"error: read-only file system writing {target}: write elsewhere (--out_dir, "
+                                       f"--cache_dir, --data_dir; a script's --out); what was saved before stays\n")
+    # another file's error inside the write is raised as it came, named as it was
+    other = OSError(errno.EROFS, os.strerror(errno.EROFS), str(tmp_path / "elsewhere"))
+    with pytest.raises(OSError) as e:
+        train.atomic_write(target, lambda tmp: (_ for _ in ()).throw(other))
+    assert e.value is other
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full (every write: ENOSPC)")
