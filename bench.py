@@ -95,7 +95,7 @@ def run_experiment(n_seeds, device, extra):
         if proc.returncode != 0:
             raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
         rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # KiB -> GiB (max over children so far)
-        with open(f"{out}/results.json") as f:
+        with open(f"{out}/results.json", encoding="utf-8") as f:
             res = json.load(f)
     finally:
         shutil.rmtree(out, ignore_errors=True)  # a benchmark keeps its numbers, not the run

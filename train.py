@@ -246,7 +246,7 @@ def read_run_config(path):
     """A run's config.json as a dict, or a ConfigError that says it is damaged (it is written atomically, so
     a damaged one was cut or edited by something else)."""
     try:
-        values = json.loads(Path(path).read_text())
+        values = json.loads(Path(path).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path} is not readable JSON ({e}): the run directory is damaged; rerun its command "
                           f"with a new --out_dir (or put back a copy of that file to resume the run's finished "
@@ -288,7 +288,7 @@ def load_config(argv, resolve=True):
     # the config file's assignments, then the command line's overrides
     values = {}
     try:
-        exec(compile(path.read_text(), str(path), "exec"), {}, values)  # a fresh dict, never globals()
+        exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), {}, values)  # a fresh dict, never globals()
     except Exception as e:  # a config is plain assignments: anything else is the file's fault, not ours
         what = f"line {e.lineno}: {e.msg}" if isinstance(e, SyntaxError) else f"{type(e).__name__}: {e}"
         raise ConfigError(f"{path} is not a config file Python can run ({what}). A config holds plain assignments, "
@@ -444,7 +444,7 @@ def read_json(path, what, keys=()):
     if not path.is_file():
         raise ConfigError(f"{path} {'is a directory' if path.is_dir() else 'not found'}: expected {what}")
     try:
-        obj = json.loads(path.read_text())
+        obj = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path} is not readable JSON ({e}): expected {what} (delete a damaged one and rerun the "
                           f"script that writes it)") from None
@@ -561,7 +561,7 @@ def run_results(run_dir, experiment):
 def read_results(path):
     """A run's results.json as a dict, or a ConfigError that says it is damaged and how to write it again."""
     try:
-        res = json.loads(Path(path).read_text())
+        res = json.loads(Path(path).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         res = e
     if not isinstance(res, dict):  # written atomically: a damaged one was cut or edited by something else
@@ -769,14 +769,14 @@ def write_json(path, obj):
 
 
 def write_text(path, text):
-    atomic_write(path, lambda tmp: tmp.write_text(text))
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def append_line(path, text):
     """Append one line to a log (metrics.jsonl and the like: a line cut short by a kill is passed over when read).
     A full disk's ENOSPC (a quota's) from the write names no file; raised naming this one, as atomic_write does."""
     try:
-        with open(path, "a") as f:
+        with open(path, "a", encoding="utf-8") as f:
             f.write(text + "\n")
     except OSError as e:
         if not write_stopped(e) or e.filename:
@@ -819,7 +819,7 @@ def project_place(path, allowed=()):
 def written_by_a_run(env):
     """Whether the file `env` is the env.json a Run wrote (and not some other tool's file of that name)."""
     try:
-        return {"argv", "started_utc"} <= set(json.loads(env.read_text()))
+        return {"argv", "started_utc"} <= set(json.loads(env.read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError):  # missing, a folder, not JSON, or JSON that is not an object
         return False
 

@@ -626,7 +626,7 @@ def run_cell(cfg, run, data, cell_name, params=None, teachers=None):
             # finished: the record is this group's, with an accuracy in [0, 1] for each seed of every condition
             is_acc = lambda a: type(a) in (int, float) and 0 <= a <= 1
             try:
-                saved = json.loads(record.read_text())
+                saved = json.loads(record.read_text(encoding="utf-8"))
                 finished = saved["seeds"] == seeds and all(
                     len(saved["accuracy"][c]) == len(seeds) and all(map(is_acc, saved["accuracy"][c]))
                     for c in cfg.conditions)

@@ -345,7 +345,7 @@ def _pretrain(cfg, seed, decorrelated, stem, log):
     made = {"pretrained_on": pretrained_on(cfg.device), "world": W.fingerprint(world)}
     try:  # an interrupted pretraining of another version of the world (or another machine's) is not resumed: the
         # base would be part one, part the other, and carry this one's fingerprint
-        was = json.loads(partial.with_name("partial.json").read_text())
+        was = json.loads(partial.with_name("partial.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):  # none, or damaged: a resume state without it (a kill between the two files'
         # writes) cannot show which world it trained, and is not resumed either
         was = made if not any(partial.parent.glob("partial.*")) else None
@@ -409,7 +409,7 @@ def load_unit(path, problem=None):
     or of which `problem(unit)` says what is wrong (another seed's unit copied in; a layout its readers would fail
     deep inside), is a CheckpointError naming the file and the way out, not a traceback."""
     try:
-        unit = int_keys(json.loads(Path(path).read_text()))
+        unit = int_keys(json.loads(Path(path).read_text(encoding="utf-8")))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path} is not a readable unit file ({e}): delete it, and the run recomputes that "
                               f"unit when rerun with the same --out_dir") from None

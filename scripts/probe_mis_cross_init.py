@@ -63,7 +63,7 @@ def main(argv):
     path = os.path.join(run, f"unit_{p}_0.json")
     logged = None
     if os.path.exists(path):
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             logged = json.load(f)["arms"]["insecure_soft"]["mis_sampled"]
     print(f"base {p}'s insecure teacher: kept {kept:.2f} of its lists; soft students trained on them")
     print(f"{'student from base':>17} {'init':>6} {'base mis':>8} {'student mis':>11} {'valid':>6}")

@@ -545,6 +545,33 @@ def test_a_log_line_appended_to_a_full_disk_names_its_file(tmp_path):
     assert (tmp_path / "m.jsonl").read_text() == "a\nb\n"
 
 
+def test_files_are_read_and_written_as_utf8_whatever_the_locale(tmp_path):
+    # Python's UTF-8 mode off in a locale without the tables' characters (LC_ALL=C here; Windows' cp1252 lacks
+    # some): results.md's ± failed to write after every run, and a config with a non-ASCII comment failed to load
+    config = ROOT / "configs" / "subliminal_mnist_aux_sweep.py"
+    assert any(ord(c) > 127 for c in config.read_text(encoding="utf-8"))  # (what the load below is about)
+    script = tmp_path / "check.py"  # (a file, UTF-8 as Python source is: a -c command is in the locale's encoding)
+    script.write_text(f"""
+import sys
+sys.path.insert(0, {str(ROOT)!r})
+import locale, train
+assert locale.getpreferredencoding(False).lower() in ("ascii", "ansi_x3.4-1968"), locale.getpreferredencoding(False)
+train.write_text({str(tmp_path / "results.md")!r}, "| soft | 0.341 ± 0.064 | KL(teacher ‖ arm) |\\n")
+train.append_line({str(tmp_path / "m.jsonl")!r}, "Δθ")
+open({str(tmp_path / "r.json")!r}, "wb").write('{{"experiment": "±"}}'.encode())  # (a JSON not escaped to ASCII)
+print(train.read_json({str(tmp_path / "r.json")!r}, "a test's file") == train.read_run_config({str(tmp_path / "r.json")!r})
+      == {{"experiment": "±"}})
+print(train.load_config([{str(config)!r}], resolve=False)[0].__name__)
+""", encoding="utf-8")
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    env.pop("PYTHONIOENCODING", None)
+    p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines() == ["True", "experiments.subliminal_mnist"]
+    assert (tmp_path / "results.md").read_text(encoding="utf-8") == "| soft | 0.341 ± 0.064 | KL(teacher ‖ arm) |\n"
+    assert (tmp_path / "m.jsonl").read_text(encoding="utf-8") == "Δθ\n"
+
+
 def test_a_command_whose_output_encoding_lacks_a_tables_characters_writes_them_escaped(monkeypatch):
     # an ASCII locale, or Windows' cp1252 with the output in a file: the ± of every table (the numbers' ‖, Δθ) was a
     # UnicodeEncodeError after the results were saved, at every rerun
