@@ -427,7 +427,8 @@ def check_out(path, option="--out", figure=False, figure_beside=False):
     # a run's own files (its config.json overwritten, the run could no longer be read), or its units
     folder = Path(path).parent
     run_dir = folder.parent if folder.name in RUN_SUBFOLDERS else folder
-    if written_by_a_run(run_dir / "env.json") and (folder != run_dir or Path(path).name in RUN_OWN):
+    if written_by_a_run(run_dir / "env.json") and (folder != run_dir or
+                                                   any(fnmatch.fnmatch(Path(path).name, p) for p in RUN_OWN)):
         raise ConfigError(f"{option} {path} is a file of the run in {run_dir}: give the script's output another name")
     if figure:
         from matplotlib.backend_bases import FigureCanvasBase
@@ -790,9 +791,13 @@ RUN_OUTPUTS = ("*.json", "*.jsonl", "*.png", "*.safetensors", "*.state.pt", "res
 # a run's folder for its units (the oracle's): its files are the run's outputs too (--resume=False left them, and the
 # next rerun resumed the old config's units under the new config)
 RUN_SUBFOLDERS = ("units",)
-# the files a run itself writes and reads back: an analysis script's --out never takes their place
-RUN_OWN = ("config.json", "env.json", "env_earlier.jsonl", "metrics.jsonl", "results.json", "results.md",
-           "results_partial.json", "results_partial.md")
+# the files a run itself writes (and reads back: its units, checkpoints, records), by name: an analysis script's --out
+# never takes their place (a unit overwritten, the run could no longer be read or resumed). Its figures too (a test
+# checks every experiment's names against the list)
+RUN_OWN = ("config.json", "env.json", "env_earlier.jsonl", "metrics.jsonl", "reaggregated.jsonl", "results.json",
+           "results.md", "results_partial.json", "results_partial.md", "unit_*.json", "*.safetensors", "*.state.pt",
+           "tokenizer.json", "*_group*.json", "accuracy.png", "sweep.png", "loss.png", "misalignment_vs_step*.png",
+           "activation_oracle*.png", "subliminal_*.png", "persona_inference.png")
 # the project's own folders (its code, docs, figures and data cache): a run is never written into them, nor into the
 # project's root, where its files would mix with the project's (a test checks the list against git's)
 PROJECT_FOLDERS = (".ci", "configs", "data", "docs", "experiments", "figures", "scripts", "tests")

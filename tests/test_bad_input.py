@@ -1,6 +1,7 @@
 """Bad input found by fuzzing the command line, each refused in one line before any work: a path the OS refuses, a
 number that is not finite, values that make a run a no-op or run one thing twice, and keys of another mode that
 would have been silently ignored (and recorded in config.json as if used)."""
+import fnmatch
 import json
 import os
 import re
@@ -204,12 +205,30 @@ def test_an_analysis_scripts_out_never_takes_the_place_of_a_runs_own_files(tmp_p
     run = tmp_path / "run"
     (run / "units").mkdir(parents=True)
     (run / "env.json").write_text(json.dumps({"argv": [], "started_utc": "x"}))  # a Run's
-    for name in ("config.json", "results.json", "env.json", "metrics.jsonl", "units/unit_s0.json"):
+    # (and its units, checkpoints and figures: --out=RUN/unit_world_0.json replaced a finished unit, which eval.py
+    # and a resume then refused; --out=RUN/subliminal_animals.png the run's figure)
+    for name in ("config.json", "results.json", "env.json", "metrics.jsonl", "units/unit_s0.json", "unit_world_0.json",
+                 "unit_0_1.json", "model.safetensors", "model.state.pt", "tokenizer.json", "main_group0.json",
+                 "m-100_group0_acc.json", "reaggregated.jsonl", "subliminal_animals.png", "accuracy.png", "sweep.png",
+                 "misalignment_vs_step_partial.png", "activation_oracle.png", "persona_inference.png", "loss.png"):
         with pytest.raises(ConfigError, match=f"is a file of the run in {re.escape(str(run))}: give"):
             train.check_out(str(run / name))
-    train.check_out(str(run / "patchscope.json"))
+    for name in ("patchscope.json", "format_separation.json", "susceptibility_5.json", "clamp_world_0.json",
+                 "code_vs_offdomain.png", "bos_vector.png"):  # the scripts' own, beside the run's
+        train.check_out(str(run / name))
     (tmp_path / "mine").mkdir()  # a folder that holds no run: any name
     train.check_out(str(tmp_path / "mine" / "config.json"))
+
+
+def test_every_figure_an_experiment_draws_is_named_among_a_runs_own_files():
+    # check_out keeps a script's --out off the run's figures by name: an experiment's new figure must be in the list
+    names = set()
+    for module in (ROOT / "experiments").glob("*.py"):
+        names |= set(re.findall(r"""[/(] f?"([\w{}.]+\.png)\"""", module.read_text(encoding="utf-8")))
+    assert len(names) >= 8, names
+    for name in names:
+        drawn = re.sub(r"\{[^}]*\}", "x", name)  # an f-string's part, e.g. subliminal_{cfg.mode}.png
+        assert any(fnmatch.fnmatch(drawn, p) for p in train.RUN_OWN), name
 
 
 def test_an_analysis_scripts_out_is_checked_before_its_work(tmp_path, monkeypatch):
