@@ -62,7 +62,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data import WRITE_STOPPED, DataError, naming, write_stopped
+from data import WRITE_STOPPED, DataError, naming, path_problem, write_stopped
 from model import GPT, GPTConfig, generator, token_ids, upcast
 
 ROOT = Path(__file__).resolve().parent
@@ -184,16 +184,6 @@ def run_config(config_cls, run_dir):
 _NOTED_CONFIGS = set()  # the run configs read back despite a check added since they ran
 
 
-def path_problem(path):
-    """Why the OS cannot even look `path` up (a name too long, a folder we may not read), or None: checked first,
-    so that it is one line, not an OSError from deep inside (Python < 3.12's Path.exists raises it)."""
-    try:
-        Path(path).exists()
-    except OSError as e:
-        return e.strerror or str(e)
-    return None
-
-
 def run_dir_config(run_dir, experiment=None):
     """The config.json of a run directory as a dict (its experiment included), or a ConfigError that says what the
     directory is instead: not a run, a damaged one, or (with `experiment`) a run of another experiment."""
@@ -274,6 +264,8 @@ def load_config(argv, resolve=True):
     if not argv or argv[0].startswith("--"):
         raise ConfigError(f"usage: {USAGE} Available: {available_configs()}")
     path = Path(argv[0])
+    if why := path_problem(path):  # (a name too long: is_dir's OSError)
+        raise ConfigError(f"config file '{path}': {why}: name a config file, e.g. configs/subliminal_mnist.py")
     if path.is_dir():
         raise ConfigError(f"'{path}' is a folder: name a config file, e.g. configs/subliminal_mnist.py. Available: "
                           f"{available_configs()}")
@@ -405,6 +397,8 @@ def check_out(path, option="--out", figure=False, figure_beside=False):
     FILE.png given was overwritten by that figure)."""
     if figure_beside and Path(path).suffix != ".json":
         raise ConfigError(f"{option}={path}: give a FILE.json (its figure is written beside it, as FILE.png)")
+    if path and (why := path_problem(path)):  # (a name too long: is_dir's OSError)
+        raise ConfigError(f"{option} {path}: {why}: give another file")
     if not (path and Path(path).parent.is_dir()):
         raise ConfigError(f"{option} needs a file in an existing directory, not {str(path)!r}")
     if Path(path).is_dir():

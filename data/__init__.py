@@ -26,6 +26,19 @@ def file_hash(path, algorithm):
     return h.hexdigest()
 
 
+def path_problem(path):
+    """Why the OS cannot even look `path` up (a name too long, a folder we may not read, a loop of links), or None
+    (it exists, or does not): checked first, so that it is one line, not an OSError from deep inside. (Path.exists
+    raises it on Python < 3.12 and says False on later ones, where the mkdir or open after it raised it.)"""
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):  # (a path inside a file: said by the checks that follow)
+        return None
+    except OSError as e:
+        return e.strerror or str(e)
+    return None
+
+
 # the errors of a write that the file system or the user's limits stopped, not the data, a mirror or the code: a
 # command says each in one line naming the file (train.cli), and a download says it after one mirror (another fills
 # the same disk). A read-only file system's is no PermissionError (EROFS, not EACCES)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data import DataError, download, download_folder, elsewhere, file_hash, write_stopped
+from data import DataError, download, download_folder, elsewhere, file_hash, path_problem, write_stopped
 
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 DATASETS = {
@@ -119,6 +119,8 @@ def load(data_dir="data", dataset="mnist", download=True, verify=True):
         raise DataError(f"unknown dataset '{dataset}': choose one of {', '.join(DATASETS)}")
     spec = DATASETS[dataset]
     folder = Path(data_dir) / spec["folder"]
+    if why := path_problem(folder / (FILES[0] + ".gz")):  # (a name too long: an OSError from deep inside)
+        raise DataError(f"data_dir {data_dir}: {why}: pass another --data_dir")
     if blocked := next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None):
         raise DataError(f"{blocked} is a file, where the folder {folder} should be: move it, or pass another "
                         f"--data_dir")

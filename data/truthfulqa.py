@@ -22,7 +22,7 @@ used (`verify=False`, for one's own file in the same format, checks its structur
 import json
 from pathlib import Path
 
-from data import DataError, download, download_folder, elsewhere, file_hash, write_stopped
+from data import DataError, download, download_folder, elsewhere, file_hash, path_problem, write_stopped
 
 REPO = "https://raw.githubusercontent.com/sylinrl/TruthfulQA/"
 COMMIT = "d71c110897f5d31c5d7f309e7bc316c152f6f031"  # upstream's last commit (2025-01-15); it holds all three
@@ -87,6 +87,8 @@ def load(data_dir="data", version="v0", download=True, verify=True):
     spec = VERSIONS[version]
     folder = Path(data_dir) / "truthfulqa"
     path = folder / spec["path"]
+    if why := path_problem(path):  # (a name too long: an OSError from deep inside)
+        raise DataError(f"data_dir {data_dir}: {why}: pass another --data_dir")
     if path.exists() and not path.is_file():
         raise DataError(f"{path} is not a file: remove it, and put the original file there (or let the loader "
                         f"download it)")

@@ -21,6 +21,7 @@ from experiments import lm
 from experiments import subliminal_mnist as MN
 from experiments import subliminal_numbers as SN
 from experiments import world_base as B
+from data import DataError, truthfulqa
 from train import ConfigError
 
 LONG = "a" * 300  # longer than any file name the OS allows (255 bytes)
@@ -45,6 +46,15 @@ def test_an_out_dir_the_os_refuses_is_one_line(tmp_path, capsys, monkeypatch):
     assert "File name too long: pass the directory of a run" in err and "Traceback" not in err
     with pytest.raises(ConfigError, match="File name too long: pass another --out_dir"):
         train.Run(lm.Config(out_dir=str(tmp_path / LONG)), "lm")
+    # the config file's path, a --data_dir (its run folder then left half made), a script's --out: tracebacks
+    refused([f"configs/{LONG}.py"], capsys, "File name too long: name a config file")
+    refused(["configs/subliminal_mnist.py", f"--data_dir={tmp_path / LONG}", f"--out_dir={tmp_path / 'run'}"], capsys,
+            f"data_dir {tmp_path / LONG}: File name too long: pass another --data_dir")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(DataError, match="File name too long: pass another --data_dir"):
+        truthfulqa.load(tmp_path / LONG, "v1")
+    with pytest.raises(ConfigError, match=f"--out {re.escape(str(tmp_path / LONG))}.png: File name too long"):
+        train.check_out(str(tmp_path / LONG) + ".png", figure=True)
 
     def deny(self, *a, **k):  # a folder we may not write in (as root, a real one would let us)
         raise PermissionError(13, "Permission denied", str(self))
