@@ -184,12 +184,25 @@ def run_config(config_cls, run_dir):
 _NOTED_CONFIGS = set()  # the run configs read back despite a check added since they ran
 
 
+def utf8(path):
+    """Whether `path` is UTF-8 text: a name with other bytes (from an older system's encoding) is a str with
+    surrogate escapes, which safetensors, opening only UTF-8 paths, refuses ("is not valid UTF-8")."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def run_dir_config(run_dir, experiment=None):
     """The config.json of a run directory as a dict (its experiment included), or a ConfigError that says what the
     directory is instead: not a run, a damaged one, or (with `experiment`) a run of another experiment."""
     path = Path(run_dir) / "config.json"
     if why := path_problem(run_dir):
         raise ConfigError(f"{run_dir}: {why}: pass the directory of a run made by train.py (its out_dir)")
+    if not utf8(run_dir):
+        raise ConfigError(f"{str(run_dir)!r} has bytes that are not UTF-8: the checkpoints' library opens only UTF-8 "
+                          f"paths: rename the folder (or a folder above it)")
     if not Path(run_dir).is_dir():  # a mistyped path, or a run's file (its config.json, results.json) given instead
         what = f"{run_dir} is a file, not a directory" if Path(run_dir).exists() else f"{run_dir}: no such directory"
         raise ConfigError(f"{what}: pass the directory of a run made by train.py (its out_dir)")
@@ -345,6 +358,9 @@ def load_config(argv, resolve=True):
         # under the current one (and said "~/..."); a folder key's ~ is expanded here as the shell would have
         if k.endswith("_dir") and isinstance(overrides[k], str) and overrides[k].startswith("~"):
             overrides[k] = os.path.expanduser(overrides[k])
+        if k.endswith("_dir") and isinstance(overrides[k], str) and not utf8(overrides[k]):
+            raise ConfigError(f"--{k}={overrides[k]!r} has bytes that are not UTF-8: the checkpoints' library opens "
+                              f"only UTF-8 paths (a resume retrained what it could not read): pass another --{k}")
     cfg = build_config(module.Config, {**values, **overrides}, source="the command line")
     if not resolve:
         return module, cfg
@@ -1077,6 +1093,9 @@ def load_weights(stem, device="cpu"):
             pair = (f.metadata() or {}).get("meta_sha256")
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # safetensors raises its own error types for corrupt files
+        if not utf8(w):  # (not the file's fault: rerunning what wrote it would not help)
+            raise CheckpointError(f"{str(w)!r} has bytes that are not UTF-8, and safetensors opens only UTF-8 "
+                                  f"paths: rename the folder (or a folder above it)") from None
         raise CheckpointError(f"{w} is not a readable safetensors file ({e}){RERUN}") from None
     read = tensors  # on the CPU, for the weights' hash below
     try:

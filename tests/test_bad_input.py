@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import bench
 import eval as EV
@@ -61,6 +62,30 @@ def test_an_out_dir_the_os_refuses_is_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(Path, "mkdir", deny)
     with pytest.raises(ConfigError, match=r"out_dir .*run: cannot create it \(Permission denied\): pass another"):
         train.Run(lm.Config(out_dir=str(tmp_path / "run")), "lm")
+
+
+def test_a_folder_whose_name_is_not_utf8_is_refused_before_the_run(tmp_path, capsys):
+    # safetensors opens only UTF-8 paths: a run in such a folder trained, then eval.py said its checkpoints were
+    # unreadable ("rerun what wrote it") and a resume retrained every one it could not read, silently
+    import os
+    from safetensors.torch import save_file
+    folder = os.fsdecode(os.fsencode(str(tmp_path)) + b"/bad\xffbyte")  # (a str with a surrogate escape, as argv)
+    try:
+        os.mkdir(folder)
+    except OSError:  # (a file system that refuses such names: nothing to check)
+        pytest.skip("this file system refuses names that are not UTF-8")
+    refused(["configs/subliminal_mnist.py", "--n_train=500", "--epochs=1", "--distill_epochs=1", "--n_seeds=1",
+             "--n_noise=64", f"--out_dir={folder}/run"], capsys, "has bytes that are not UTF-8",
+            "pass another --out_dir")
+    refused(["configs/emergent_misalignment_quick.py", f"--cache_dir={folder}"], capsys, "pass another --cache_dir")
+    assert os.listdir(folder) == []
+    with pytest.raises(ConfigError, match=r"has bytes that are not UTF-8.*rename the folder"):
+        train.run_dir_config(folder)
+    save_file({"w": torch.ones(2)}, os.path.join(str(tmp_path), "w.safetensors"))
+    os.replace(os.path.join(str(tmp_path), "w.safetensors"), os.path.join(folder, "w.safetensors"))
+    Path(folder, "w.json").write_text("{}")
+    with pytest.raises(train.CheckpointError, match=r"not UTF-8, and safetensors opens only UTF-8 paths: rename"):
+        train.load_weights(os.path.join(folder, "w"))
 
 
 def test_a_cache_dir_that_cannot_be_used_and_workers_below_one_are_refused(tmp_path):
