@@ -8,6 +8,7 @@ docs/subliminal_numbers.md).
     python bench.py students            # a subliminal student's fine-tune step: train.finetune vs the whole-row loss
 """
 import argparse
+import os
 import shlex
 import sys
 import time
@@ -79,8 +80,9 @@ def run_experiment(n_seeds, device, extra):
     import subprocess
     import tempfile
     out = tempfile.mkdtemp(prefix="bench_mnist_")
-    cmd = [sys.executable, "train.py", "configs/subliminal_mnist.py", f"--n_seeds={n_seeds}", f"--device={device}",
-           f"--out_dir={out}", "--save_weights=False", *extra]
+    here = os.path.dirname(os.path.abspath(__file__))  # this checkout's, from any directory (not the one run from's)
+    cmd = [sys.executable, os.path.join(here, "train.py"), os.path.join(here, "configs", "subliminal_mnist.py"),
+           f"--n_seeds={n_seeds}", f"--device={device}", f"--out_dir={out}", "--save_weights=False", *extra]
     import json
     import shutil
     t0 = time.time()
@@ -91,7 +93,7 @@ def run_experiment(n_seeds, device, extra):
         if proc.returncode == 2 and last and last[0].startswith("error: "):
             # train.py refused the run (a bad --extra override, no MNIST): its own one line, said once
             why = last[0].removeprefix("error: ")
-            raise SystemExit(f"error: train.py {cmd[2]} refused the bench's run: {why}")
+            raise SystemExit(f"error: train.py configs/subliminal_mnist.py refused the bench's run: {why}")
         if proc.returncode != 0:
             raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
         rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # KiB -> GiB (max over children so far)

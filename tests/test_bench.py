@@ -299,8 +299,10 @@ def test_run_experiment_runs_the_default_config_and_keeps_only_its_numbers(monke
     monkeypatch.setattr(resource, "getrusage",
                         lambda who: SimpleNamespace(ru_maxrss=3 * 2**20 if who == resource.RUSAGE_CHILDREN else 0))
     wall, rss, res = bench.run_experiment(4, "cpu", ["--bf16=True"])
-    assert seen["cmd"] == [sys.executable, "train.py", "configs/subliminal_mnist.py", "--n_seeds=4", "--device=cpu",
-                           f"--out_dir={seen['out']}", "--save_weights=False", "--bf16=True"]
+    # (this checkout's train.py and config, by their full paths: from another directory, the one there ran)
+    assert seen["cmd"] == [sys.executable, str(ROOT / "train.py"), str(ROOT / "configs" / "subliminal_mnist.py"),
+                           "--n_seeds=4", "--device=cpu", f"--out_dir={seen['out']}", "--save_weights=False",
+                           "--bf16=True"]
     assert res == {"conditions": {"teacher": {"mean": 0.9}}} and rss == 3.0 and wall >= 0  # KiB -> GiB
     assert not seen["out"].exists()  # the run's folder is removed
     seen = fake_run(monkeypatch, tmp_path, returncode=1)
