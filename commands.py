@@ -23,7 +23,14 @@ def _stopped_starting(signum, frame):
 
 def starting():
     """Called by a command's file run as a command (__main__), before its slow imports: a Ctrl-C or SIGTERM until
-    run() starts its work ends it with one line, status 130 or 143."""
+    run() starts its work ends it with one line, status 130 or 143. A current directory that is gone is one line too
+    (torch's import then failed saying "Intel oneMKL FATAL ERROR: Cannot load libtorch_cpu.so", an install's fault)."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        print("error: the current directory no longer exists (deleted or moved after the shell entered it): cd to an "
+              "existing one and run the command again", file=sys.stderr)
+        sys.exit(2)
     for sig in (signal.SIGINT, signal.SIGTERM):
         _before[sig] = signal.signal(sig, _stopped_starting)
 

@@ -731,6 +731,19 @@ def test_a_signal_while_any_command_starts_is_one_line(sig, status, said):
             (command, p.stderr)
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="Windows does not delete a folder a process is in")
+def test_a_command_run_in_a_directory_that_is_gone_says_so_in_one_line(tmp_path):
+    # torch's import failed there with "Intel oneMKL FATAL ERROR: Cannot load .../libtorch_cpu.so": an install's fault
+    gone = tmp_path / "gone"
+    for command in ("train.py", "eval.py", "bench.py", "scripts/em_at_step.py"):
+        gone.mkdir()
+        p = subprocess.run(["sh", "-c", 'cd "$1" && rmdir "$1" && exec "$2" "$3" x', "sh", str(gone), sys.executable,
+                            str(ROOT / command)], capture_output=True, text=True, timeout=120)
+        assert (p.returncode, p.stdout) == (2, ""), (command, p.stderr)
+        assert p.stderr == ("error: the current directory no longer exists (deleted or moved after the shell entered "
+                            "it): cd to an existing one and run the command again\n"), command
+
+
 @pytest.mark.parametrize("command", ["eval.py", "bench.py", "scripts/em_at_step.py"])
 def test_a_signal_after_a_command_has_finished_interrupts_nothing(command):
     # a Ctrl-C in Python's clean-up once the command had refused its input: a KeyboardInterrupt traceback after it
