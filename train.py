@@ -496,6 +496,15 @@ def same_runs(a, b):
     return [Path(r).resolve() for r in a] == [Path(r).resolve() for r in b]
 
 
+def run_and_rest(spec):
+    """A script's RUN:REST argument (sn_compare.py's RUN:ARM@STEP, sn_arms_figure.py's RUN:ARM=LABEL) -> (RUN, REST):
+    RUN is the longest part before a ":" that is a folder, since a folder's name may hold ":" too (and REST, a
+    label, may); with none a folder, the part before the first ":" (which the script then says is no run)."""
+    cuts = [i for i, c in enumerate(spec) if c == ":"]
+    at = next((i for i in reversed(cuts) if os.path.isdir(spec[:i])), cuts[0] if cuts else len(spec))
+    return spec[:at], spec[at + 1:]
+
+
 def script_args(argv, usage, options=(), flags=(), words=()):
     """An analysis script's command line -> (its positional words, {option: value}). `options` take a value
     (--out=FILE), `flags` none (--pool: True when given), `words` are bare markers kept in place among the positional

@@ -23,7 +23,7 @@ if __name__ == "__main__":  # Ctrl-C while torch imports below: one line, as tra
     commands.starting()
 from eval import error_bars, group_means, summarize  # noqa: E402
 from experiments.subliminal_numbers import BASELINE, ON_B, mode_results  # noqa: E402
-from train import check_out, cli, pyplot, save_figure, script_args  # noqa: E402
+from train import check_out, cli, pyplot, run_and_rest, save_figure, script_args  # noqa: E402
 
 
 def main(argv):
@@ -36,7 +36,7 @@ def main(argv):
     check_out(out, figure=True)
     sides, seen = [], {}
     for spec in specs:
-        run, _, arm = spec.partition(":")
+        run, arm = run_and_rest(spec)
         arm, _, label = arm.partition("=")
         if not run or not arm:  # (a run without its arm was "no arm ''")
             sys.exit(f"{spec!r}: expected RUN:ARM[=LABEL], e.g. out/sn_lora_trait:trait")

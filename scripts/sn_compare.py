@@ -26,11 +26,11 @@ if __name__ == "__main__":  # Ctrl-C while torch imports below: one line, as tra
     commands.starting()
 from eval import group_means, summarize  # noqa: E402
 from experiments.subliminal_numbers import BASELINE, mode_results  # noqa: E402
-from train import cli, configs_differ, script_args  # noqa: E402
+from train import cli, configs_differ, run_and_rest, script_args  # noqa: E402
 
 
 def side(spec):
-    run, _, arm = spec.partition(":")
+    run, arm = run_and_rest(spec)
     arm, at, step = arm.partition("@")
     if not arm or at and not step:  # (RUN:ARM@ was read as the final students, silently)
         sys.exit(f"{spec!r}: expected RUN:ARM[@STEP] with RUN a finished run folder (holding results.json)")

@@ -854,6 +854,14 @@ def test_sn_compare_pairs_effects_by_seed(tmp_path, call):
     check_refused(cmp, f"{a}:soft", f"{b}:shuffled", match="no arm 'soft'")
     check_refused(cmp, f"{a}:trait", f"{a}/:trait", match="both sides are")  # one arm against itself: exactly 0
     check_refused(cmp, f"{a}:trait", f"{b}:shuffled", f"{b}:trait", match="two sides, not 3")  # not the third ignored
+    # a run folder whose name holds ":" (and one of the part before it beside it): "no such directory", with no
+    # way to say it, as the run was read up to the first ":"
+    colon = fake_animal_run(tmp_path / "x:y", [[1, 0], [0, 0], [0, 1]], "shuffled", [0.12, 0.11, 0.13], [0.1] * 3)
+    (tmp_path / "x").mkdir()
+    assert cmp(f"{a}:trait", f"{colon}:shuffled") == out.replace(f"{b}:", f"{colon}:")
+    assert train.run_and_rest(f"{colon}:shuffled@250") == (colon, "shuffled@250")
+    assert train.run_and_rest(f"{a}:trait=a: b") == (a, "trait=a: b")  # (a label's ":")
+    assert train.run_and_rest("nowhere:x:y") == ("nowhere", "x:y")  # no folder: the script says so of "nowhere"
     # no animal in common: the header alone, exit 0, before
     w = fake_animal_run(tmp_path / "w", [[0, 0], [0, 1], [1, 0]], "trait", [0.1] * 3, [0.1] * 3)
     wres = json.loads((tmp_path / "w" / "results.json").read_text())
@@ -1053,6 +1061,8 @@ def test_sn_arms_figure_draws_arms_of_several_runs(tmp_path, call, monkeypatch):
     assert not (tmp_path / "g.png").exists()
     fig(run("d", "trait", [[0, 1], [0, 0]]), f"{tmp_path / 'a'}:trait", f"--out={tmp_path / 'g.png'}")  # same seeds
     assert (tmp_path / "g.png").is_file()
+    fig(run("e:f", "trait", [[0, 1], [0, 0]]) + "=e: f", f"--out={tmp_path / 'i.png'}")  # ":" in a run's name, a label
+    assert (tmp_path / "i.png").is_file()
     values = json.loads((tmp_path / "d" / "results.json").read_text())
     (tmp_path / "d" / "results.json").write_text(json.dumps({**values, "animals": ["owl", "whale"]}))
     check_refused(fig, f"{tmp_path / 'd'}:trait", f"{tmp_path / 'a'}:trait", f"--out={tmp_path / 'h.png'}",
