@@ -218,9 +218,13 @@ def run_dir_config(run_dir, experiment=None):
     return values
 
 
-# config keys that change no model of a run: where it is written, how many workers, which arms it trained, how often
-# it evaluated along the way
-NOT_MODELS = ("experiment", "out_dir", "workers", "resume", "arms", "evals")
+# config keys that say where a run reads and writes, not what it computes (its data is checked against the published
+# checksums, its bases are named by their config's hash): a run moved, or given the same data or cache by another
+# path ("./data", the absolute one the loader's hint names), is the same run, and resumes
+WHERE_KEYS = ("out_dir", "data_dir", "cache_dir", "download")
+# config keys that change no model of a run: where it reads and writes, how many workers, which arms it trained, how
+# often it evaluated along the way
+NOT_MODELS = ("experiment", *WHERE_KEYS, "workers", "resume", "arms", "evals")
 
 
 def config_defaults(config_cls, absent_from=()):
@@ -909,9 +913,10 @@ class Run:
             now = json.loads(json.dumps(dataclasses.asdict(cfg)))
             # a key added since that run was made counts at its default (a new key's default is the old behaviour)
             added = json.loads(json.dumps(config_defaults(cfg, absent_from=prev)))
-            # out_dir is where the run is, not how it was made: a moved run directory resumes; ckpt_every is how
-            # often a run saves its state, and CORE_KEYS how many cores compute, not what: a resumed run may change them
-            diff = sorted(k for k in (set(prev) | set(now)) - {"out_dir", "resume", "ckpt_every", *CORE_KEYS}
+            # WHERE_KEYS are where the run reads and writes, not how it was made: a moved run directory resumes;
+            # ckpt_every is how often a run saves its state, and CORE_KEYS how many cores compute, not what: a resumed
+            # run may change them (config.json then records the new values)
+            diff = sorted(k for k in (set(prev) | set(now)) - {"resume", "ckpt_every", *WHERE_KEYS, *CORE_KEYS}
                           if prev.get(k, added.get(k)) != now.get(k))
             # pool processes of one thread each compute the same numbers however many run; one worker computes in
             # this process, at its thread count (that count, env.json's, is compared below: threads=0 is a count too)
@@ -2206,14 +2211,14 @@ def printable_output():
 
 
 def cli(main, argv, keeps=True):
-    """Run main(argv) as a command: the project's own errors (a bad config or run directory, missing or corrupt
-    data, an incompatible checkpoint) end it with their one-line message and exit status 2, not a traceback, and
-    so do a file it may not read or write, a full disk (a quota, a file size limit, a read-only disk), memory it could
-    not get (torch's, numpy's or Python's), and a pool worker killed outright; Ctrl-C ends it with one line too, and so does SIGTERM (a scheduler's stop,
-    `timeout`, `kill`), which is stopped the same way (a pool's workers stopped, a temporary file removed), with exit
-    status 143. That line says what was saved stays, or, with keeps=False (a command that saves nothing: bench.py),
-    only that it stopped. A reader of stdout that leaves early (`| head`) ends it quietly with 141, a shell's status
-    for a command stopped that way."""
+    """Run main(argv) as a command: the project's own errors (a bad config or run directory, missing or corrupt data, an
+    incompatible checkpoint) end it with their one-line message and exit status 2, not a traceback, and so do a file it
+    may not read or write, a full disk (a quota, a file size limit, a read-only disk), memory it could not get (torch's,
+    numpy's or Python's), and a pool worker killed outright; Ctrl-C ends it with one line too, and so does SIGTERM (a
+    scheduler's stop, `timeout`, `kill`), which is stopped the same way (a pool's workers stopped, a temporary file
+    removed), with exit status 143. That line says what was saved stays, or, with keeps=False (a command that saves
+    nothing: bench.py), only that it stopped. A reader of stdout that leaves early (`| head`) ends it quietly with 141,
+    a shell's status for a command stopped that way."""
     keep_freed_memory()
     printable_output()
     terminated = []

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import train
-from conftest import readme_block
+from conftest import ROOT, readme_block
 from train import ConfigError, _check_type, load_config
 
 
@@ -377,6 +377,12 @@ def test_resolved_config_and_env_written(cfg_file, tmp_path):
     (tmp_path / "run").rename(tmp_path / "moved")
     train.Run(dataclasses.replace(cfg, out_dir=str(tmp_path / "moved")), "subliminal_mnist")
     assert json.loads((tmp_path / "moved" / "config.json").read_text())["out_dir"] == str(tmp_path / "moved")
+    # and so does one given its data by another path (./data, or the absolute one the loader's hint names from another
+    # directory: refused as "another config", a dead end), or allowed to download: where it reads, not what it computes
+    for changed in ({"data_dir": "./data"}, {"data_dir": str(ROOT / "data")}, {"download": not cfg.download}):
+        train.Run(dataclasses.replace(cfg, out_dir=str(tmp_path / "moved"), **changed), "subliminal_mnist")
+        assert {k: json.loads((tmp_path / "moved" / "config.json").read_text())[k] for k in changed} == changed
+    assert {"out_dir", "data_dir", "cache_dir"} <= set(train.NOT_MODELS)  # (nor do scripts comparing runs count them)
 
 
 def test_a_run_killed_while_writing_its_first_file_starts_when_rerun(cfg_file, tmp_path):
@@ -632,7 +638,7 @@ def test_every_saved_key_counts_in_the_resume_check_but_where_the_run_is_and_how
     train.Run(cfg, "subliminal_mnist")
     saved = json.loads((out / "config.json").read_text())
     for key in saved:
-        if key in ("experiment", "out_dir", "resume", *train.CORE_KEYS):  # (CORE_KEYS: the test below)
+        if key in ("experiment", "resume", *train.WHERE_KEYS, *train.CORE_KEYS):  # (CORE_KEYS: the test below)
             continue
         (out / "config.json").write_text(json.dumps({**saved, key: "another value"}))
         with pytest.raises(ConfigError, match=f"differs in: {key}\\)"):
@@ -643,6 +649,7 @@ def test_every_saved_key_counts_in_the_resume_check_but_where_the_run_is_and_how
         train.Run(cfg, "subliminal_mnist")
     (out / "config.json").write_text(json.dumps({**saved, "out_dir": "elsewhere", "resume": False}))
     train.Run(cfg, "subliminal_mnist")
+    assert set(train.WHERE_KEYS) == {"out_dir", "data_dir", "cache_dir", "download"}  # (where it reads and writes)
 
 
 def test_resume_false_keeps_the_users_markdown_and_only_results_md_goes(cfg_file, tmp_path):

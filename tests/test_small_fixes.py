@@ -559,8 +559,8 @@ assert locale.getpreferredencoding(False).lower() in ("ascii", "ansi_x3.4-1968")
 train.write_text({str(tmp_path / "results.md")!r}, "| soft | 0.341 ± 0.064 | KL(teacher ‖ arm) |\\n")
 train.append_line({str(tmp_path / "m.jsonl")!r}, "Δθ")
 open({str(tmp_path / "r.json")!r}, "wb").write('{{"experiment": "±"}}'.encode())  # (a JSON not escaped to ASCII)
-print(train.read_json({str(tmp_path / "r.json")!r}, "a test's file") == train.read_run_config({str(tmp_path / "r.json")!r})
-      == {{"experiment": "±"}})
+r = {str(tmp_path / "r.json")!r}
+print(train.read_json(r, "a test's file") == train.read_run_config(r) == {{"experiment": "±"}})
 print(train.load_config([{str(config)!r}], resolve=False)[0].__name__)
 """, encoding="utf-8")
     env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
