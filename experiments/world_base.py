@@ -53,8 +53,8 @@ from data.tokenizer import load_tokenizer, pad_right, save_tokenizer, token_stre
 from eval import fmt_stat, summarize
 from model import GPT, GPTConfig, KVCache, generator, head_problem, upcast
 from train import (RERUN, CheckpointError, ConfigError, TooLongError, check_device, cpu_name, keep_freed_memory,
-                   lm_windows, load_lm, lock_file, pack_pairs, path_problem, pyplot, remove_cut_short, save_figure,
-                   state_file, train_lm, warmup_problem, write_json)
+                   lm_windows, load_lm, lock_file, pack_pairs, path_problem, project_place, pyplot, remove_cut_short,
+                   save_figure, state_file, train_lm, warmup_problem, write_json)
 
 # Fields that define a base model: change one and the cache key changes.
 PRETRAIN_KEYS = ("n_docs", "n_layer", "n_head", "n_embd", "block_size", "steps", "batch_size", "lr", "warmup",
@@ -156,6 +156,10 @@ def validate(cfg, base_checks=True):
         raise ConfigError("cache_dir must name a folder (default out/world_base_cache); got an empty one")
     if why := path_problem(cfg.cache_dir):
         raise ConfigError(f"cache_dir {cfg.cache_dir}: {why}: pass another --cache_dir")
+    if (inside := project_place(cfg.cache_dir)) is not None:  # (as an out_dir: bases mixed with the project's files)
+        what = "the project root" if inside == () else f"in the project's folder {inside[0]}/"
+        raise ConfigError(f"cache_dir {cfg.cache_dir} is {what}, where the bases would mix with the project's files: "
+                          f"pass a folder under out/ (the default out/world_base_cache), or outside the project")
     if cfg.workers < 1:  # (0 or less ran as one worker, recorded as asked)
         raise ConfigError(f"workers (processes, one base model each) must be >= 1; got {cfg.workers}")
     file = next((d for d in (Path(cfg.cache_dir), *Path(cfg.cache_dir).parents) if d.exists() and not d.is_dir()), None)

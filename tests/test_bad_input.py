@@ -93,6 +93,13 @@ def test_a_cache_dir_that_cannot_be_used_and_workers_below_one_are_refused(tmp_p
         B.validate(B.Config(cache_dir=""))
     with pytest.raises(ConfigError, match="File name too long: pass another --cache_dir"):
         B.validate(B.Config(cache_dir=str(tmp_path / LONG)))
+    # in the project's own folders (as an out_dir is refused there): bases were written into configs/cachex
+    for where, said in ((ROOT / "configs" / "cachex", "in the project's folder configs/"), (ROOT, "the project root"),
+                        (ROOT / "experiments", "in the project's folder experiments/")):
+        with pytest.raises(ConfigError, match=f"is {said}, where the bases would mix"):
+            B.validate(B.Config(cache_dir=str(where)))
+    B.validate(B.Config(cache_dir="out/world_base_cache"))
+    B.validate(B.Config(cache_dir=str(tmp_path / "cache")))
     for w in (0, -1):  # ran as one worker, recorded as asked
         with pytest.raises(ConfigError, match=f"workers .* must be >= 1; got {w}"):
             B.validate(B.Config(workers=w))
