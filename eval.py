@@ -409,7 +409,7 @@ def reevaluate(argv):
     """Redraw a run's results (its experiment's `reevaluate`: a finished run's, or a partial table of a run still
     going where the experiment saves units); the project's errors as train.cli shows them."""
     import importlib
-    from train import ConfigError, run_dir_config
+    from train import ConfigError, hold_for_reading, run_dir_config
     run_dir = Path(argv[0])
     cfg_path = run_dir / "config.json"
     name = run_dir_config(run_dir)["experiment"]  # not train.run_config: the name comes first, then its Config class
@@ -419,6 +419,9 @@ def reevaluate(argv):
     if not hasattr(module, "reevaluate"):
         raise ConfigError(f"{name} has nothing to re-evaluate: its numbers are in {run_dir / 'results.json'} "
                           f"(rerun the config in {cfg_path} to make them again)")
+    # a finished run is held while it is redrawn (its rerun, whose --resume=False deletes it, waits); one still going
+    # (its command holds the folder) is read as it goes, into a partial table
+    hold_for_reading(run_dir)
     module.reevaluate(run_dir)
 
 

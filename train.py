@@ -2281,6 +2281,7 @@ def cli(main, argv, keeps=True):
         # the usage (a script given nothing to do) as it is; anything else one "error: " line, as a ConfigError's
         return refused(message if message == usage or message.startswith("error: ") else f"error: {message}")
     finally:
+        release_read_locks()  # (the runs it read: a rerun of theirs may go on now)
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     if not flush_stdout():  # here, not in Python's flush at exit, where it would be a traceback
@@ -2291,49 +2292,74 @@ def cli(main, argv, keeps=True):
 def lock_run_dir(path):
     """Lock the run directory `path` (its own file descriptor: no lock file left behind) -> the descriptor to close
     at the end, or None without file locks. A second command into the same out_dir while one runs there is refused:
-    both would write the same files at once, and its --resume=False would delete the other run's."""
+    both would write the same files at once, and its --resume=False would delete the other run's. So is one while
+    eval.py or a script reads the run (hold_for_reading), whose files it would rewrite or delete under them."""
     if fcntl is None:
         return None
     fd = os.open(path, os.O_RDONLY)
-    held = lock_file(fd, wait=False)
+    release_read_locks(fd)  # this process's own reading of the run is no other command's (a notebook's, a test's)
+    deadline = time.monotonic() + 1  # (another command's look at the folder, not_being_written, holds it an instant)
+    while (held := lock_file(fd, wait=False)) is False and time.monotonic() < deadline:
+        time.sleep(0.02)
     if held:
         return fd
     os.close(fd)
     if held is False:
-        raise ConfigError(f"another run is writing into {path} now: let it finish (or stop it) before you rerun "
-                          f"this command, or use another --out_dir")
+        raise ConfigError(f"another command is using {path} now (a run writing into it, or eval.py or a script "
+                          f"reading it): let it finish (or stop it) before you rerun this command, or use another "
+                          f"--out_dir")
     return None
+
+
+_READ_LOCKS = []  # the run directories this command reads (their descriptors, locked shared): released by cli
+
+
+def hold_for_reading(run_dir):
+    """Lock the run directory `run_dir` shared while this command reads it (until train.cli returns, or the process
+    ends): a command that would write the run (its rerun, whose --resume=False deletes its files) is refused
+    meanwhile, where it deleted a finished run's files under eval.py or a script, which then reported the run as
+    unfinished, or wrote the old run's numbers into the new one's folder. Readers do not exclude each other.
+    -> False if a command is writing the run now (lock_run_dir's lock), else True (held, or no locks here)."""
+    try:
+        fd = os.open(run_dir, os.O_RDONLY)
+    except OSError:  # (not a folder: said by the caller's own checks)
+        return True
+    held = lock_file(fd, wait=False, shared=True)
+    if held:
+        _READ_LOCKS.append(fd)
+    else:
+        os.close(fd)
+    return held is not False
+
+
+def release_read_locks(of=None):
+    """Drop the locks hold_for_reading took (a command's end), or, given the open folder `of`, those on it (this
+    process about to write the run it read: its own lock would refuse it)."""
+    same = lambda fd: of is None or os.path.sameopenfile(fd, of)
+    for fd in [fd for fd in _READ_LOCKS if same(fd)]:
+        _READ_LOCKS.remove(fd)
+        os.close(fd)
 
 
 def not_being_written(run_dir):
     """A ConfigError while a command holds the run directory's lock: a run still going, or a finished one's command
     run again, whose --resume=False deletes what a script would read, and rerunning the command meanwhile is refused
-    (so a script reading runs says so, not "run its command again")."""
-    if run_dir_locked(run_dir):
+    (so a script reading runs says so, not "run its command again"). Else the run is held for reading
+    (hold_for_reading) until the command ends."""
+    if not hold_for_reading(run_dir):
         raise ConfigError(f"{run_dir}: a command is writing this run now (the run still going, or its command run "
                           f"again): wait for it to finish")
 
 
-def run_dir_locked(path):
-    """Whether a command holds the run directory's lock (lock_run_dir) now: it is writing that run."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        return lock_file(fd, wait=False) is False  # (held here for an instant, if no one else holds it)
-    finally:
-        os.close(fd)
-
-
-def lock_file(fd, *, wait):
-    """An exclusive advisory lock (flock) on the open file or folder `fd`, dropped by the OS when its holder exits,
-    killed or not -> True once held; False if another process holds it and `wait` is False; None where there are
-    no file locks (Windows; a file system without them, e.g. some NFS mounts), and the caller goes on unlocked."""
+def lock_file(fd, *, wait, shared=False):
+    """An advisory lock (flock) on the open file or folder `fd`, exclusive or `shared`, dropped by the OS when its
+    holder exits, killed or not -> True once held; False if another process holds it (exclusively, for a shared one)
+    and `wait` is False; None where there are no file locks (Windows; a file system without them, e.g. some NFS
+    mounts), and the caller goes on unlocked."""
     if fcntl is None:
         return None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB))
     except BlockingIOError:
         return False
     except OSError:  # ENOLCK and kin: no locks on this file system

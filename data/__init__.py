@@ -9,8 +9,14 @@ import errno
 import hashlib
 import http.client
 import os
+import sys
 import urllib.request
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; two downloads into one folder at once are not kept apart there
+    fcntl = None
 
 
 class DataError(Exception):
@@ -57,8 +63,41 @@ def naming(e, path):
     return OSError(e.errno, e.strerror or os.strerror(e.errno), str(path))
 
 
+@contextlib.contextmanager
+def folder_locked(folder):
+    """An exclusive lock (flock) on `folder` for the block, waited for: two commands downloading into one data folder
+    take turns. (None to take, e.g. on Windows or a file system without locks: the block runs unlocked.)"""
+    fd = None
+    if fcntl is not None:
+        with contextlib.suppress(OSError):
+            fd = os.open(folder, os.O_RDONLY)
+    try:
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                print(f"note: another command is downloading into {folder}: waiting for it", file=sys.stderr,
+                      flush=True)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError:  # ENOLCK and kin: no locks on this file system
+                pass
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
 def download(url, dest, expected, algorithm="md5"):
-    """Fetch url to dest atomically, keeping it only if its checksum (`algorithm`'s hex digest) is `expected`."""
+    """Fetch url to dest atomically, keeping it only if its checksum (`algorithm`'s hex digest) is `expected`.
+    Commands fetching into the same folder take turns (folder_locked): two at once shared the temporary NAME.part,
+    each emptying or deleting the other's, and both failed. One that waited finds the file there and fetches nothing
+    (the loader checks its checksum, as any file's)."""
+    with folder_locked(dest.parent):
+        if not dest.is_file():
+            _fetch(url, dest, expected, algorithm)
+
+
+def _fetch(url, dest, expected, algorithm):
     tmp = dest.with_name(dest.name + ".part")
     try:
         with urllib.request.urlopen(url, timeout=30) as r, open(tmp, "wb") as f:

@@ -763,7 +763,7 @@ def reevaluate(run_dir):
         fig = run_dir / "activation_oracle_partial.png"
     print(md)
     plot(res, fig)
-    print("wrote " + ", ".join(map(str, [fig, *wrote])))
+    B.say_written(run_dir, [fig, *wrote], partial="partial" in res)
 
 
 LABELS = {"model": "M_arm", "base": "M0", "diff": "M_arm - M0", "none": "no vector", "random": "random vectors"}

@@ -1059,7 +1059,7 @@ def reevaluate(run_dir):
     print(md)
     fig = run_dir / f"misalignment_vs_step{suffix}.png"
     plot(res, cfg, fig)
-    print("wrote " + ", ".join(map(str, [fig, *wrote])))  # the figure is redrawn in place: say so
+    B.say_written(run_dir, [fig, *wrote], partial=bool(suffix))
 
 
 def table(res, cfg):

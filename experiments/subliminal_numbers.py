@@ -1475,4 +1475,4 @@ def reevaluate(run_dir):
     print(md)
     fig = run_dir / f"subliminal_{cfg.mode}{suffix}.png"
     PLOTS[cfg.mode](res, cfg, fig)
-    print("wrote " + ", ".join(map(str, [fig, *wrote])))  # rewritten in place: say so
+    B.say_written(run_dir, [fig, *wrote], partial=bool(suffix))

@@ -486,11 +486,24 @@ def _stop_workers(pool):
         manager.join(timeout=30)
 
 
+def say_written(run_dir, files, partial):
+    """eval.py's last line: the files it wrote. A partial table whose run finished while it was drawn (results.json
+    there now: the run's own drop_partials came before these files) is removed instead, as that would have been."""
+    if partial and (Path(run_dir) / "results.json").is_file():
+        drop_partials(run_dir)
+        print(f"the run finished meanwhile: its partial table and figure are removed; `python eval.py {run_dir}` "
+              f"redraws the finished run")
+        return
+    print("wrote " + ", ".join(map(str, files)))  # (the figure is redrawn in place: said too)
+
+
 def drop_partials(run_dir):
-    """Remove what `python eval.py` wrote for the run while it was still going (results_partial.*, *_partial.png):
-    once results.json is there they are out of date, and sat beside it unmarked."""
-    for f in [*Path(run_dir).glob("results_partial.*"), *Path(run_dir).glob("*_partial.png")]:
-        f.unlink()
+    """Remove what `python eval.py` wrote for the run while it was still going (results_partial.json / .md,
+    *_partial.png): once results.json is there they are out of date, and sat beside it unmarked. Not an eval.py's
+    temporary file being written (NAME.PID.tmp: its rename then failed), nor one another command removed meanwhile."""
+    for f in [*Path(run_dir).glob("results_partial.json"), *Path(run_dir).glob("results_partial.md"),
+              *Path(run_dir).glob("*_partial.png")]:
+        f.unlink(missing_ok=True)
 
 
 def pretrained(cfg, seed):

@@ -439,6 +439,13 @@ def test_tiny_run_writes_every_output_and_its_oracle_reads_the_base(tmp_path, ca
     partial = json.loads((out / "results_partial.json").read_text())
     assert partial["partial"] == {"units": 1, "of": 1} and partial["eval"] == res["eval"]
     assert (out / "activation_oracle_partial.png").is_file()
+    with pytest.MonkeyPatch.context() as mp:  # the run finishing while eval.py drew it: its partials not left behind
+        write = train.write_partial
+        mp.setattr(train, "write_partial", lambda d, r, m: [write(d, r, m), (d / "results.json").write_text("{}")][0])
+        A.reevaluate(out)
+    assert not (out / "results_partial.json").exists() and not (out / "activation_oracle_partial.png").exists()
+    (out / "results.json").unlink()
+    A.reevaluate(out)  # (a partial table again, for the run's own removal below)
     # a finished run removes what eval.py wrote while it was going
     assert train.main(argv) == 0
     assert not (out / "results_partial.json").exists() and not (out / "activation_oracle_partial.png").exists()

@@ -9,6 +9,8 @@ import os
 import re
 import subprocess
 import sys
+import threading
+import time
 
 from pathlib import Path
 
@@ -837,7 +839,7 @@ def test_run_results_refuses_a_run_that_has_not_finished_or_is_of_another_experi
     with pytest.raises(ConfigError, match=r"results.json not found: the run has not finished \(its command, run "
                                           r"again, finishes it\)"):
         train.run_results(out, "subliminal_mnist")
-    # while its command still runs, rerunning that command is refused ("another run is writing"): wait for it instead
+    # while its command still runs, rerunning that command is refused ("another command is using"): wait for it instead
     fd = train.lock_run_dir(out)
     try:
         with pytest.raises(ConfigError, match=r"a command is writing this run now .*: wait for it to finish"):
@@ -1232,7 +1234,7 @@ def test_a_second_command_into_the_out_dir_of_a_run_still_going_is_refused(tmp_p
     try:
         for extra in ([], ["--resume=False"]):
             assert train.main(argv + extra) == 2
-            assert f"another run is writing into {out} now" in capsys.readouterr().err
+            assert f"another command is using {out} now" in capsys.readouterr().err
         assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing written or deleted
     finally:
         os.close(held)
@@ -1267,6 +1269,97 @@ def test_a_file_system_without_locks_runs_unlocked_in_both_places_that_lock(tmp_
     with pretrain_lock(tmp_path / "cache", logs.append):
         entered = True
     assert entered and logs == [] and (tmp_path / "cache" / "pretraining.lock").is_file()
+    assert train.hold_for_reading(tmp_path) and not train._READ_LOCKS  # (nothing held, nothing to release)
+    import data
+    monkeypatch.setattr(data.fcntl, "flock", no_locks)
+    with data.folder_locked(tmp_path):  # a download: unlocked too
+        pass
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no fcntl: runs are not locked on Windows")
+def test_a_run_being_read_is_not_rewritten_or_deleted_under_its_readers(cfg_file, tmp_path, capsys, monkeypatch):
+    # eval.py or a script held no lock: a rerun's --resume=False deleted the finished run under eval.py (which then
+    # called it unfinished) or a script (which wrote the old run's numbers into the new run's folder)
+    import fcntl
+    out = tmp_path / "run"
+    _, cfg = load_config([cfg_file, f"--out_dir={out}"])
+    train.Run(cfg, "subliminal_mnist").save_results({"n_seeds": 2}, "table")
+
+    reader = os.open(out, os.O_RDONLY)  # another command reading the run (a script's, eval.py's shared lock)
+    fcntl.flock(reader, fcntl.LOCK_SH)
+    argv = [cfg_file, f"--out_dir={out}", "--resume=False"]
+    assert train.main(argv) == 2  # the run's command run again meanwhile
+    assert capsys.readouterr().err == (f"error: another command is using {out} now (a run writing into it, or eval.py "
+                                       f"or a script reading it): let it finish (or stop it) before you rerun this "
+                                       f"command, or use another --out_dir\n")
+    assert (out / "results.json").is_file()  # kept
+    os.close(reader)
+    # a script's reading is held until its command ends; this process's own reading does not refuse its own writing
+    # (a notebook that read a run and reruns it)
+    assert train.cli(lambda argv: train.run_results(out, "subliminal_mnist") and len(train._READ_LOCKS), []) == 1
+    assert not train._READ_LOCKS
+    train.not_being_written(out)
+    fd = train.lock_run_dir(out)
+    assert fd is not None and not train._READ_LOCKS
+    os.close(fd)
+    # readers do not exclude each other, nor does a reader's look see a writer (a probe took the lock exclusively
+    # for an instant: two scripts looking at once each saw the other as a run writing it, 5-8% of the time)
+    other = os.open(out, os.O_RDONLY)
+    fcntl.flock(other, fcntl.LOCK_SH)
+    train.not_being_written(out)
+    assert len(train._READ_LOCKS) == 1
+    train.release_read_locks()
+    # a look held for an instant by another command: the writer waits for it, not refused
+    threading.Timer(0.2, os.close, [other]).start()
+    fd = train.lock_run_dir(out)
+    assert fd is not None
+    # and a reader meets a writer: refused as before (a script), or reading what is there (eval.py: a partial table)
+    with pytest.raises(ConfigError, match="a command is writing this run now"):
+        train.not_being_written(out)
+    assert train.hold_for_reading(out) is False and not train._READ_LOCKS
+    os.close(fd)
+    # eval.py holds a finished run while it redraws it
+    import eval as EV
+    from experiments import subliminal_mnist as MN
+    refused = []
+
+    def reevaluate(run_dir):  # while it redraws: another command's lock on the run (a rerun's) is refused
+        fd = os.open(run_dir, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            refused.append(run_dir)
+        os.close(fd)
+    monkeypatch.setattr(MN, "reevaluate", reevaluate)
+    assert EV.main([str(out)]) == 0 and refused == [out]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no fcntl: downloads are not locked on Windows")
+def test_two_downloads_into_one_folder_take_turns_and_the_second_fetches_nothing(tmp_path, monkeypatch, capsys):
+    # they shared the temporary NAME.part, each emptying or deleting the other's: one failed ("No such file"), or
+    # both ("has MD5 ..., expected ...", blaming the mirror)
+    import fcntl
+    import hashlib
+    import io
+    import urllib.request
+    import data
+    fetched = []
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: fetched.append(url) or io.BytesIO(b"digits"))
+    md5 = hashlib.md5(b"digits").hexdigest()
+    other = os.open(tmp_path, os.O_RDONLY)  # the other command, downloading into the folder
+    fcntl.flock(other, fcntl.LOCK_EX)
+    waiting = threading.Thread(target=data.download, args=("http://mirror/f.gz", tmp_path / "f.gz", md5))
+    waiting.start()
+    time.sleep(0.3)
+    assert waiting.is_alive() and not fetched  # waits for it
+    (tmp_path / "f.gz").write_bytes(b"digits")  # its download, done
+    os.close(other)
+    waiting.join(10)
+    assert not waiting.is_alive() and not fetched  # found there: nothing fetched again
+    assert f"note: another command is downloading into {tmp_path}: waiting for it" in capsys.readouterr().err
+    data.download("http://mirror/g.gz", tmp_path / "g.gz", md5)  # the folder free: fetched at once
+    assert fetched == ["http://mirror/g.gz"] and (tmp_path / "g.gz").read_bytes() == b"digits"
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["f.gz", "g.gz"]
 
 
 def test_untracked_scratch_files_are_not_code_changes():

@@ -1001,6 +1001,13 @@ def test_end_to_end_writes_every_file(tmp_path, capsys):
     part = json.loads((out / "results_partial.json").read_text())
     assert (json.dumps(part["arms"]["insecure"]) == json.dumps(res["arms"]["insecure"])
             and (out / "misalignment_vs_step_partial.png").is_file())
+    with pytest.MonkeyPatch.context() as mp:  # the run finishing while eval.py drew it: its partials not left behind
+        write = E.write_partial
+        mp.setattr(E, "write_partial", lambda d, r, m: [write(d, r, m), (d / "results.json").write_text("{}")][0])
+        assert EV.main([str(out)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("the run finished meanwhile: its partial table and")
+    assert not [f for f in out.iterdir() if "_partial" in f.name]
+    (out / "results.json").unlink()
     units = [B.load_unit(p) for p in sorted(out.glob("unit_*.json"))]
     for u in units:  # units saved before the mean-ablation existed still aggregate, without it
         u["base"].pop("mean_ablated", None)

@@ -826,7 +826,7 @@ def test_an_interrupted_run_names_the_out_dir_a_rerun_must_reuse(tmp_path, monke
 
 def test_commands_started_in_the_same_second_each_take_a_default_out_dir_of_their_own(tmp_path, monkeypatch, capsys):
     # the default out_dir is out/<config>/<UTC time> to the second: a second command started in that second (`... &
-    # ...`) found the first one's folder locked ("another run is writing into ...") or holding its run, and was refused
+    # ...`) found the first one's folder locked ("another command is using ...") or holding its run, and was refused
     class Frozen(datetime.datetime):
         @classmethod
         def now(cls, tz=None):
@@ -843,7 +843,7 @@ def test_commands_started_in_the_same_second_each_take_a_default_out_dir_of_thei
         assert train.main([str(ROOT / "configs/lm_tiny.py"), "--steps=30"]) == 0  # another config, the same second
         # a folder named on the command line is that folder: refused while its run goes on (a resume names it)
         assert train.main([str(ROOT / "configs/lm_tiny.py"), f"--out_dir={first}"]) == 2
-        assert "another run is writing into" in capsys.readouterr().err
+        assert "another command is using" in capsys.readouterr().err
     finally:
         os.close(fd)
     assert runs == [(f"out/lm_tiny/20261206-201833-{n}", Path(f"out/lm_tiny/20261206-201833-{n}")) for n in (2, 3)]

@@ -378,6 +378,13 @@ def test_end_to_end_writes_every_file(tmp_path, capsys, monkeypatch):
     assert (part["dose"]["64"]["owl"]["trait_rate"]["per_seed"]
             == res2["dose"]["64"]["owl"]["trait_rate"]["per_seed"][:1])
     assert (out2 / "subliminal_dose_partial.png").is_file()
+    with pytest.MonkeyPatch.context() as mp:  # the run finishing while eval.py drew it: its partials not left behind
+        write = train.write_partial
+        mp.setattr(train, "write_partial", lambda d, r, m: [write(d, r, m), (d / "results.json").write_text("{}")][0])
+        assert E.main([str(out2)]) == 0
+    assert "the run finished meanwhile" in capsys.readouterr().out
+    assert not [f for f in out2.iterdir() if "_partial" in f.name]
+    (out2 / "results.json").unlink()
     # two students a base, base 0's both done and base 1's one of two: only the finished base is aggregated (the
     # summaries pair each base's students: mixing them raised "unbalanced groups")
     values = json.loads((out2 / "config.json").read_text())

@@ -1064,8 +1064,30 @@ def test_a_finished_run_drops_what_eval_py_wrote_while_it_was_going(tmp_path):
              "misalignment_vs_step.png", "unit_world_0.json"]
     for n in names:
         (tmp_path / n).write_text("")
+    (tmp_path / "results_partial.json.4242.tmp").write_text("")  # an eval.py writing its partial table now
     B.drop_partials(tmp_path)
-    assert sorted(f.name for f in tmp_path.iterdir()) == sorted(names[3:])
+    # (its temporary file left to it: removed, its rename failed, and so did the run's removal of it, now gone)
+    assert sorted(f.name for f in tmp_path.iterdir()) == sorted([*names[3:], "results_partial.json.4242.tmp"])
+
+
+def test_a_partial_table_drawn_while_its_run_finished_is_removed_not_left_beside_the_results(tmp_path, capsys,
+                                                                                            monkeypatch):
+    # eval.py found no results.json, so drew a partial table; the run then finished (and dropped the partials it
+    # saw) before eval.py wrote them: they sat beside the finished results for good
+    partial = [tmp_path / n for n in ("results_partial.json", "results_partial.md", "subliminal_animals_partial.png")]
+    for f in partial:
+        f.write_text("")
+    B.say_written(tmp_path, partial, partial=True)  # still going: said, kept
+    assert capsys.readouterr().out == "wrote " + ", ".join(map(str, partial)) + "\n" and all(map(Path.exists, partial))
+    (tmp_path / "results.json").write_text("{}")
+    B.say_written(tmp_path, partial, partial=True)
+    assert capsys.readouterr().out.startswith("the run finished meanwhile: its partial table and figure are removed")
+    assert [f.name for f in tmp_path.iterdir()] == ["results.json"]
+    B.say_written(tmp_path, [tmp_path / "results.json"], partial=False)  # a finished run's redraw: said
+    assert capsys.readouterr().out == f"wrote {tmp_path / 'results.json'}\n"
+    # a partial file another command removed between the listing and its removal: not a traceback
+    monkeypatch.setattr(Path, "glob", lambda self, pattern: [self / "results_partial.md"])
+    B.drop_partials(tmp_path)
 
 
 def test_a_cached_base_from_another_kind_of_machine_is_noted_once(tmp_path, monkeypatch):
