@@ -62,7 +62,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data import WRITE_STOPPED, DataError, naming, path_problem, write_stopped
+from data import WRITE_STOPPED, DataError, lock_file, naming, path_problem, write_stopped
 from model import GPT, GPTConfig, generator, token_ids, upcast
 
 ROOT = Path(__file__).resolve().parent
@@ -2349,22 +2349,6 @@ def not_being_written(run_dir):
     if not hold_for_reading(run_dir):
         raise ConfigError(f"{run_dir}: a command is writing this run now (the run still going, or its command run "
                           f"again): wait for it to finish")
-
-
-def lock_file(fd, *, wait, shared=False):
-    """An advisory lock (flock) on the open file or folder `fd`, exclusive or `shared`, dropped by the OS when its
-    holder exits, killed or not -> True once held; False if another process holds it (exclusively, for a shared one)
-    and `wait` is False; None where there are no file locks (Windows; a file system without them, e.g. some NFS
-    mounts), and the caller goes on unlocked."""
-    if fcntl is None:
-        return None
-    try:
-        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB))
-    except BlockingIOError:
-        return False
-    except OSError:  # ENOLCK and kin: no locks on this file system
-        return None
-    return True
 
 
 def config_help(argv):

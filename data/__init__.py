@@ -63,24 +63,34 @@ def naming(e, path):
     return OSError(e.errno, e.strerror or os.strerror(e.errno), str(path))
 
 
+def lock_file(fd, *, wait, shared=False):
+    """An advisory lock (flock) on the open file or folder `fd`, exclusive or `shared`, dropped by the OS when its
+    holder exits, killed or not -> True once held; False if another process holds it (exclusively, for a shared one)
+    and `wait` is False; None where there are no file locks (Windows; a file system without them, e.g. some NFS
+    mounts), and the caller goes on unlocked."""
+    if fcntl is None:
+        return None
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        return False
+    except OSError:  # ENOLCK and kin: no locks on this file system
+        return None
+    return True
+
+
 @contextlib.contextmanager
 def folder_locked(folder):
-    """An exclusive lock (flock) on `folder` for the block, waited for: two commands downloading into one data folder
-    take turns. (None to take, e.g. on Windows or a file system without locks: the block runs unlocked.)"""
-    fd = None
-    if fcntl is not None:
-        with contextlib.suppress(OSError):
-            fd = os.open(folder, os.O_RDONLY)
+    """An exclusive lock on `folder` for the block, waited for: two commands downloading into one data folder take
+    turns. (None to take, e.g. on Windows or a file system without locks: the block runs unlocked.)"""
     try:
-        if fd is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                print(f"note: another command is downloading into {folder}: waiting for it", file=sys.stderr,
-                      flush=True)
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            except OSError:  # ENOLCK and kin: no locks on this file system
-                pass
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # (the download's own open says what is wrong)
+        fd = None
+    try:
+        if fd is not None and lock_file(fd, wait=False) is False:
+            print(f"note: another command is downloading into {folder}: waiting for it", file=sys.stderr, flush=True)
+            lock_file(fd, wait=True)
         yield
     finally:
         if fd is not None:
